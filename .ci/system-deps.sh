@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install the system packages the real-keyring tests need (Debian/Ubuntu).
+#
+#   gnome-keyring  -> /usr/bin/gnome-keyring-daemon (the Secret Service)
+#   dbus           -> /usr/bin/dbus-daemon (private session bus for the tests)
+#                     and /usr/bin/dbus-send (readiness probe; via dbus-bin)
+#
+# Idempotent: exits 0 at once when the tools are already there.  Only
+# installs when running as root; otherwise prints one line and exits 0
+# (the tests marked keyring_real then skip).
+set -euo pipefail
+
+need=()
+command -v gnome-keyring-daemon >/dev/null 2>&1 || need+=(gnome-keyring)
+if ! command -v dbus-daemon >/dev/null 2>&1 || ! command -v dbus-send >/dev/null 2>&1; then
+    need+=(dbus)
+fi
+
+if [ "${#need[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+if [ "${EUID:-$(id -u)}" -ne 0 ]; then
+    echo "system-deps: missing ${need[*]} and not root; keyring_real tests will skip" >&2
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: missing ${need[*]} and no apt-get; keyring_real tests will fail" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "system-deps: installing ${need[*]}" >&2
+apt=(apt-get -o DPkg::Lock::Timeout=300)  # wait for a concurrent apt/dpkg
+"${apt[@]}" update -qq >/dev/null
+# gnome-keyring is always listed so its dependency on a session bus is met;
+# dbus too, so dbus-daemon is there whichever session-bus provider apt picks.
+"${apt[@]}" install -y -qq --no-install-recommends gnome-keyring dbus >/dev/null
+
+command -v gnome-keyring-daemon >/dev/null 2>&1 || { echo "system-deps: gnome-keyring-daemon still missing" >&2; exit 1; }
+for tool in dbus-daemon dbus-send; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "system-deps: $tool still missing" >&2; exit 1; }
+done

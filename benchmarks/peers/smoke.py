@@ -1,0 +1,97 @@
+"""Smoke run of the peer harness: build each installed peer's store, check
+that it reads back the right secret, and time one read and one write.
+
+    python benchmarks/peers/smoke.py [--entries 1000] [--runs 10] [--bulk 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks._timing import Stats, print_table, time_call, time_command
+from benchmarks.peers import WRITTEN_SECRET, Command, Peer, keepass, setup_all, which
+
+
+def _output(cmd: Command) -> str:
+    argv = list(cmd.argv() if callable(cmd.argv) else cmd.argv)
+    proc = subprocess.run(argv, input=cmd.stdin, env=cmd.env, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv!r} exited {proc.returncode}: {proc.stderr.decode().strip()}")
+    return proc.stdout.decode().strip()
+
+
+def _time(cmd: Command, runs: int, warmup: int) -> Stats:
+    return time_command(cmd.argv, env=cmd.env, stdin=cmd.stdin, runs=runs, warmup=warmup)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--bulk", type=int, default=10_000, help="0 skips the bulk timings")
+    ap.add_argument("--keep", action="store_true", help="leave the scratch directory")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="cvpb-"))
+    peers: list[Peer] = []
+    try:
+        t0 = time.perf_counter()
+        peers = setup_all(tmp, args.entries)
+        print(
+            f"built {len(peers)} peer stores of {args.entries} entries "
+            f"in {time.perf_counter() - t0:.1f} s (scratch {tmp})\n"
+        )
+        reads: list[tuple[str, Stats]] = []
+        writes: list[tuple[str, Stats]] = []
+        for p in peers:
+            got = _output(p.read)
+            if got != p.expected:
+                raise RuntimeError(f"{p.name}: read {got!r}, expected {p.expected!r}")
+            reads.append((p.name, _time(p.read, args.runs, args.warmup)))
+            writes.append((p.name, _time(p.write, args.runs, args.warmup)))
+            got = _output(p.show(p.written_entry))
+            if got != WRITTEN_SECRET:
+                raise RuntimeError(f"{p.name}: wrote, read back {got!r}")
+            print(f"{p.name}: store {p.setup_s:.2f} s; {'; '.join(p.notes)}")
+        if peers:
+            print(f"\nread one secret ({args.runs} runs, {args.warmup} warm-up)")
+            print_table(reads)
+            print(f"\nwrite one secret ({args.runs} runs, {args.warmup} warm-up)")
+            print_table(writes)
+
+        if args.bulk and keepass.have_pykeepass():
+            phases = keepass.pykeepass_bulk_insert(tmp / "bulk", args.bulk)
+            print(
+                f"\npykeepass bulk insert of {args.bulk} (in-process, Argon2d desktop db): "
+                + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items())
+            )
+        if args.bulk and which("keepassxc-cli"):
+            cmd = keepass.import_command(tmp / "import", args.bulk)
+            st = _time(cmd, runs=3, warmup=0)
+            print(
+                f"keepassxc-cli import of {args.bulk} (whole process, AES-KDF db): "
+                f"median {st.median_ms:.0f} ms, min {st.min_ms:.0f}, max {st.max_ms:.0f}"
+            )
+        if args.bulk:
+            xml = time_call(lambda: keepass.entries_xml(args.bulk))
+            print(f"(generating the {args.bulk}-entry XML, untimed above: {xml.median_ms:.0f} ms)")
+    finally:
+        for p in peers:
+            p.cleanup()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

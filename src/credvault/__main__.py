@@ -1,0 +1,7 @@
+"""``python -m credvault``."""
+
+import sys
+
+from credvault.cli import main
+
+sys.exit(main())

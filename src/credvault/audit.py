@@ -1,0 +1,204 @@
+"""The hash-chained, fail-closed audit trail.
+
+Each entry's MAC is ``HMAC(audit key, previous MAC ‖ canonical entry)``, with the audit key
+derived from the database key by HKDF under its own label. The entry of an operation is
+written in the same transaction as the operation's own changes, and reads release their
+secret only after that transaction commits: if the entry cannot be committed, nothing is
+returned. Entries hold identifiers only (names, outcomes, short details); this module never
+accepts a :class:`~credvault.secret.Secret`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from credvault.crypto import labels
+from credvault.crypto import primitives as p
+from credvault.errors import AuditChainBroken, InvalidInput
+from credvault.store import Row, Store
+
+GENESIS = bytes(32)
+OUTCOMES = ("ok", "denied", "error")
+MAX_DETAIL = 300
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the trail, as listed by ``credvault audit``."""
+
+    seq: int
+    ts: str
+    member: str
+    action: str
+    engagement: str | None
+    item: str | None
+    outcome: str
+    detail: str
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The chain head, to be kept outside the vault: ``POS:MAC``."""
+
+    position: int
+    mac: str
+
+    def __str__(self) -> str:
+        return f"{self.position}:{self.mac}"
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        try:
+            pos, mac = text.strip().split(":")
+            if len(bytes.fromhex(mac)) != 32:
+                raise ValueError
+            return cls(int(pos), mac.lower())
+        except ValueError:
+            raise InvalidInput(
+                "invalid checkpoint: expected POSITION:MAC (64 hex digits)"
+            ) from None
+
+
+def audit_key(db_key: bytes) -> bytes:
+    """HKDF of the database key under the audit label (computed once, at ``init``).
+
+    The result is kept in the database (encrypted by SQLCipher) so that re-keying the
+    database after a member leaves does not force re-computing a million MACs.
+    """
+    return p.hkdf(db_key, labels.AUDIT_MAC)
+
+
+def _canonical(row: Row) -> bytes:
+    seq, ts, member, action, engagement, item, outcome, detail = row[:8]
+    return labels.encode(
+        int(seq), ts, member, action, engagement or "", item or "", outcome, detail
+    )
+
+
+def _clean(detail: str) -> str:
+    detail = "".join(ch if ch.isprintable() else "?" for ch in detail)
+    return detail[:MAX_DETAIL]
+
+
+class AuditLog:
+    """Append and verify; bound to one open store and its database key."""
+
+    def __init__(self, store: Store, db_key: bytes) -> None:
+        self._store = store
+        stored = store.get_meta("audit_key")
+        self._key = bytes(stored) if stored is not None else audit_key(db_key)
+
+    def append(
+        self,
+        ts: str,
+        member: str,
+        action: str,
+        engagement: str | None,
+        item: str | None,
+        outcome: str,
+        detail: str = "",
+    ) -> int:
+        """Append inside the caller's write transaction; returns the entry's position."""
+        if outcome not in OUTCOMES:  # pragma: no cover - internal contract
+            raise ValueError("bad outcome")
+        head = self._store.audit_head()
+        seq = 1 if head is None else int(head[0]) + 1
+        prev = self._anchor_mac(seq) if head is None else bytes(head[8])
+        body = (seq, ts, member, action, engagement, item, outcome, _clean(detail))
+        mac = p.mac(self._key, prev + _canonical(body))
+        self._store.audit_insert((*body, mac))
+        return seq
+
+    def _anchor_mac(self, seq: int) -> bytes:
+        anchor = self._store.get_meta("audit_anchor")
+        if anchor is None:
+            return GENESIS
+        pos, mac = str(anchor).split(":")
+        return bytes.fromhex(mac) if int(pos) == seq - 1 else GENESIS
+
+    def head(self) -> Checkpoint:
+        row = self._store.audit_head()
+        if row is None:
+            return Checkpoint(0, GENESIS.hex())
+        return Checkpoint(int(row[0]), bytes(row[8]).hex())
+
+    def verify(self, checkpoint: Checkpoint | None = None) -> int:
+        """Check the whole chain (and a remembered checkpoint); returns the entry count.
+
+        Raises :class:`AuditChainBroken` naming the first position that does not verify.
+        """
+        anchor = self._store.get_meta("audit_anchor")
+        if anchor is None:
+            expected_seq, prev = 1, GENESIS
+        else:
+            pos, mac_hex = str(anchor).split(":")
+            expected_seq, prev = int(pos) + 1, bytes.fromhex(mac_hex)
+        if checkpoint is not None and checkpoint.position < expected_seq - 1:
+            raise AuditChainBroken(checkpoint.position, "the checkpoint predates the pruned part")
+        count = 0
+        seen_checkpoint = checkpoint is None or checkpoint.position == 0
+        if checkpoint is not None and checkpoint.position == expected_seq - 1 and anchor:
+            seen_checkpoint = prev.hex() == checkpoint.mac
+            if not seen_checkpoint:
+                raise AuditChainBroken(checkpoint.position, "differs from the checkpoint")
+        key = self._key
+        for row in self._store.audit_iter(expected_seq - 1):
+            seq = int(row[0])
+            if seq != expected_seq:
+                raise AuditChainBroken(expected_seq, "entry missing or out of order")
+            mac = bytes(row[8])
+            if not hmac.compare_digest(p.mac(key, prev + _canonical(row)), mac):
+                raise AuditChainBroken(seq, "entry altered, inserted or reordered")
+            if checkpoint is not None and seq == checkpoint.position:
+                if mac.hex() != checkpoint.mac:
+                    raise AuditChainBroken(seq, "differs from the checkpoint (trail rewritten)")
+                seen_checkpoint = True
+            prev, expected_seq = mac, seq + 1
+            count += 1
+        if not seen_checkpoint:
+            assert checkpoint is not None
+            raise AuditChainBroken(
+                checkpoint.position, "entry of the checkpoint is missing (trail truncated)"
+            )
+        return count
+
+    def prune_before(self, cutoff_ts: str, now: str, member: str) -> int:
+        """Drop entries older than ``cutoff_ts``, keeping the chain verifiable from an anchor."""
+        first_kept = self._store.audit_first_after_ts(cutoff_ts)
+        head = self._store.audit_head()
+        if head is None:
+            return 0
+        keep_from = int(first_kept[0]) if first_kept else int(head[0]) + 1
+        anchor = self._store.get_meta("audit_anchor")
+        start = int(str(anchor).split(":")[0]) + 1 if anchor else 1
+        if keep_from <= start:
+            return 0
+        prev = self._store.audit_entry(keep_from - 1)
+        assert prev is not None
+        self._store.set_meta("audit_anchor", f"{keep_from - 1}:{bytes(prev[8]).hex()}")
+        self._store.audit_prune_before(keep_from)
+        self.append(
+            now,
+            member,
+            "audit-prune",
+            None,
+            None,
+            "ok",
+            f"pruned entries {start}..{keep_from - 1} older than {cutoff_ts[:10]}; "
+            f"anchor {keep_from - 1}:{bytes(prev[8]).hex()}",
+        )
+        return keep_from - start
+
+
+def entries(rows: Iterable[Row]) -> list[AuditEntry]:
+    return [AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+
+
+def to_json(items: list[AuditEntry]) -> str:
+    return json.dumps([e.to_json() for e in items], indent=1)

@@ -1,0 +1,662 @@
+"""One ``cmd_*`` per subcommand: parse what argparse gave, make one library call, render."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from credvault import (
+    DEFAULT_KDF,
+    FirstOf,
+    IdentityFile,
+    InvalidInput,
+    KdfParams,
+    PassphraseFile,
+    Prompt,
+    Vault,
+    default_dir,
+    verify_receipt,
+)
+from credvault.cli import terminal as t
+from credvault.engagements import Engagement
+from credvault.errors import AccessDenied, NotFound
+
+EXIT_OK = 0
+
+
+# -- shared plumbing ------------------------------------------------------------------------
+def vault_dir(args: argparse.Namespace) -> Path:
+    return Path(args.vault) if args.vault else default_dir()
+
+
+def member_name(args: argparse.Namespace) -> str:
+    if getattr(args, "as_member", None):
+        return str(args.as_member)
+    env = os.environ.get("CREDVAULT_MEMBER")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        raise InvalidInput("cannot tell who you are: use --as NAME or CREDVAULT_MEMBER") from None
+
+
+def kdf_params(args: argparse.Namespace) -> KdfParams:
+    spec = getattr(args, "kdf", None)
+    if not spec:
+        return DEFAULT_KDF
+    try:
+        parts = dict(kv.split("=") for kv in spec.split(","))
+        return KdfParams(int(parts["m"]), int(parts["t"]), int(parts["p"]))
+    except (ValueError, KeyError):
+        raise InvalidInput("invalid --kdf: expected m=KiB,t=N,p=N") from None
+
+
+def unlock_source(args: argparse.Namespace, vault: Path, member: str) -> FirstOf:
+    """Identity file, OS keyring, passphrase file, prompt: in that order."""
+    sources: list[object] = []
+    identity = os.environ.get("CREDVAULT_IDENTITY")
+    if identity:
+        sources.append(IdentityFile(Path(identity)))
+    if not getattr(args, "no_keyring", False):
+        from credvault.keyring_cache import KeyringSource
+
+        sources.append(KeyringSource(vault))
+    pfile = getattr(args, "passphrase_file", None) or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
+    if pfile:
+        sources.append(PassphraseFile(Path(pfile)))
+    if t.has_terminal():
+        sources.append(Prompt(t.ask_hidden))
+    return FirstOf(sources)  # type: ignore[arg-type]
+
+
+def open_vault(args: argparse.Namespace) -> Vault:
+    path = vault_dir(args)
+    member = member_name(args)
+    return Vault.open(path, member, unlock_source(args, path, member), kdf=kdf_params(args))
+
+
+def new_passphrase(args: argparse.Namespace, who: str) -> bytes:
+    from credvault.unlock import read_passphrase_file
+
+    pfile = getattr(args, "new_passphrase_file", None)
+    if pfile:
+        return read_passphrase_file(Path(pfile))
+    if not t.has_terminal():
+        raise InvalidInput(f"no terminal to ask {who}'s new passphrase: use --passphrase-file")
+    pw = t.ask_new_secret(f"New passphrase for {who}")
+    if not pw:
+        raise InvalidInput("the passphrase is empty")
+    return pw
+
+
+def render(
+    args: argparse.Namespace,
+    data: object,
+    headers: list[str] | None = None,
+    rows: list[list[object]] | None = None,
+) -> None:
+    if getattr(args, "json", False) or headers is None:
+        t.out_json(data)
+    else:
+        t.table(headers, rows or [])
+
+
+# -- vault ----------------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create a vault: its first (admin) member and the recovery key."""
+    from credvault.unlock import read_passphrase_file
+
+    admin = args.admin or member_name(args)
+    pfile = args.passphrase_file or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
+    if pfile:
+        pw = read_passphrase_file(Path(pfile))
+    elif t.has_terminal():
+        pw = t.ask_new_secret(f"New passphrase for {admin}")
+    else:
+        raise InvalidInput("no passphrase: set CREDVAULT_PASSPHRASE_FILE or run on a terminal")
+    rec = Path(args.recovery_file) if args.recovery_file else None
+    res = Vault.init(vault_dir(args), admin, pw, kdf=kdf_params(args), recovery_file=rec)
+    t.out(f"created vault {res.path} (id {res.vault_id}) with admin {res.admin}")
+    if res.recovery_key is not None:
+        t.out("RECOVERY KEY (shown once; keep it offline, it can restore any engagement):")
+        t.out(res.recovery_key)
+    else:
+        t.out(f"recovery key written to {rec} (mode 0600): move it offline")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Vault facts; --public-key prints the key clients use to check purge receipts."""
+    with open_vault(args) as v:
+        if args.public_key:
+            t.out(v.public_key)
+        else:
+            render(args, v.info())
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Who you are, whether the keyring holds your key, and what purges are due."""
+    from credvault.keyring_cache import cache_status
+
+    path = vault_dir(args)
+    member = member_name(args)
+    cache = cache_status(path, member)
+    with open_vault(args) as v:
+        data = {**v.status(), "keyring": cache}
+    if args.json:
+        t.out_json(data)
+        return EXIT_OK
+    t.out(f"member:  {data['member']}{' (admin)' if data['admin'] else ''}")
+    t.out(f"vault:   {data['vault']} ({data['vault_id']})")
+    t.out(f"keyring: {cache['message']}")
+    due = data["due_now"]
+    t.out(f"due now: {len(due) if isinstance(due, list) else 0} engagement(s)")
+    for item in data["scheduled"] if isinstance(data["scheduled"], list) else []:
+        t.out(f"  {item['engagement']}: {item['why']}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Vault settings: purge-grace-days, audit-retention-days, backup-retention-days."""
+    with open_vault(args) as v:
+        if args.config_cmd == "set":
+            v.set_setting(args.name, args.value)
+            t.out(f"{args.name} = {args.value}")
+        else:
+            settings = v.info()["settings"]
+            render(args, settings)
+    return EXIT_OK
+
+
+# -- members --------------------------------------------------------------------------------
+def cmd_member(args: argparse.Namespace) -> int:
+    """Members of the vault."""
+    with open_vault(args) as v:
+        if args.member_cmd == "add":
+            if args.service:
+                if not args.identity_file:
+                    raise InvalidInput("--service needs --identity-file PATH")
+                info = v.members.add(
+                    args.name, admin=args.admin, identity_file=Path(args.identity_file)
+                )
+                t.out(
+                    f"added service identity {info.name}; its key is in {args.identity_file} "
+                    "(mode 0600): use it with CREDVAULT_IDENTITY"
+                )
+            else:
+                pw = new_passphrase(args, args.name)
+                info = v.members.add(args.name, admin=args.admin, passphrase=pw)
+                t.out(f"added member {info.name}{' (admin)' if info.admin else ''}")
+        elif args.member_cmd == "ls":
+            ms = v.members.list()
+            render(
+                args,
+                [m.to_json() for m in ms],
+                ["name", "admin", "service", "created"],
+                [
+                    [m.name, "yes" if m.admin else "", "yes" if m.service else "", m.created[:16]]
+                    for m in ms
+                ],
+            )
+        elif args.member_cmd == "rm":
+            n = v.members.remove(args.name)
+            from credvault.keyring_cache import forget
+
+            forget(v.path, args.name)
+            t.out(
+                f"removed member {args.name}; {n} grant(s) dropped, database re-keyed; "
+                "their engagements rotate their keys at the next lead action"
+            )
+        elif args.member_cmd == "reset":
+            pw = new_passphrase(args, args.name)
+            v.members.reset(args.name, pw)
+            from credvault.keyring_cache import forget
+
+            forget(v.path, args.name)
+            t.out(f"reset member {args.name}: new keys; their grants must be made again")
+    return EXIT_OK
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Change your own passphrase."""
+    with open_vault(args) as v:
+        v.members.passwd(new_passphrase(args, v.member))
+        from credvault.keyring_cache import forget
+
+        forget(v.path, v.member)
+        t.out("passphrase changed")
+    return EXIT_OK
+
+
+# -- engagements ----------------------------------------------------------------------------
+def _eng_rows(v: Vault, engs: list[Engagement]) -> list[list[object]]:
+    return [
+        [e.name, e.client, e.state, e.created_at[:10], v.engagements.purge_status(e)] for e in engs
+    ]
+
+
+def cmd_engagement(args: argparse.Namespace) -> int:
+    """Engagements: the unit of access, keys and retention."""
+    with open_vault(args) as v:
+        e = v.engagements
+        c = args.eng_cmd
+        if c == "new":
+            eng = e.create(
+                args.name,
+                args.client,
+                args.lead,
+                require_reason=args.require_reason,
+                grace_days=args.grace_days,
+            )
+            t.out(f"created engagement {eng.name} for {eng.client}, lead {eng.lead}")
+        elif c == "ls":
+            engs = e.list(args.client)
+            render(
+                args,
+                [x.to_json() for x in engs],
+                ["name", "client", "state", "created", "purge"],
+                _eng_rows(v, list(engs)),
+            )
+        elif c == "show":
+            data = e.show(args.name)
+            if args.json:
+                t.out_json(data)
+            else:
+                for k, val in data.items():
+                    if k == "members":
+                        val = ", ".join(
+                            f"{g.member}:{g.role}"
+                            + (f" until {g.expires_at[:16]}" if g.expires_at else "")
+                            for g in e.members(args.name)
+                        )
+                    t.out(f"{k + ':':16}{'' if val is None else val}")
+        elif c == "set":
+            e.set_options(args.name, require_reason=args.require_reason)
+            t.out(f"updated {args.name}")
+        elif c == "members":
+            gs = e.members(args.name)
+            render(
+                args,
+                [g.to_json() for g in gs],
+                ["member", "role", "granted_by", "expires", "key"],
+                [
+                    [
+                        g.member,
+                        g.role,
+                        g.granted_by,
+                        (g.expires_at or "")[:16],
+                        "yes" if g.has_key else "no",
+                    ]
+                    for g in gs
+                ],
+            )
+        elif c == "close":
+            eng = e.close(args.name, args.grace_days)
+            t.out(f"closed {eng.name}: {e.purge_status(eng)}")
+        elif c == "retain":
+            eng = e.retain(args.name, args.until, args.reason)
+            t.out(f"{eng.name}: {e.purge_status(eng)}")
+        elif c == "release":
+            eng = e.release(args.name)
+            t.out(f"{eng.name}: {e.purge_status(eng)}")
+        elif c == "rotate":
+            n = e.rotate(args.name)
+            t.out(f"{args.name}: engagement key rotated to version {n}")
+        elif c == "shred":
+            if not args.yes and not t.confirm(
+                f"Destroy engagement {args.name} and every secret in it now?"
+            ):
+                raise InvalidInput("not confirmed: pass --yes to shred without a terminal")
+            receipt = v.purger.shred(args.name)
+            t.out(
+                f"shredded {args.name}; receipt at audit position {receipt['audit_position']}"
+                f" (`credvault receipt {args.name}`)"
+            )
+    return EXIT_OK
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    """Give a member a role on an engagement (seals the key to them for reading roles)."""
+    with open_vault(args) as v:
+        g = v.engagements.grant(args.engagement, args.member, args.role, args.until)
+        t.out(
+            f"granted {g.role} on {args.engagement} to {g.member}"
+            + (f" until {g.expires_at[:16]}" if g.expires_at else "")
+        )
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke a member and rotate the engagement key; lists what they read."""
+    with open_vault(args) as v:
+        read = v.engagements.revoke(args.engagement, args.member)
+    if args.json:
+        t.out_json({"engagement": args.engagement, "member": args.member, "credentials_read": read})
+        return EXIT_OK
+    t.out(f"revoked {args.member} on {args.engagement}; engagement key rotated")
+    if read:
+        t.out(f"{args.member} read these credentials; change them on the client's systems:")
+        for name in read:
+            t.out(f"  {args.engagement}/{name}")
+    else:
+        t.out(f"{args.member} read no credentials of {args.engagement}")
+    return EXIT_OK
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Restore access to an engagement with the offline recovery key."""
+    try:
+        text = Path(args.recovery_file).read_text()[:4096]
+    except OSError:
+        raise InvalidInput(f"cannot read recovery file {args.recovery_file}") from None
+    with open_vault(args) as v:
+        v.recover(args.engagement, text, args.grant_to, args.role)
+    t.out(f"recovered {args.engagement}: {args.grant_to} is {args.role}")
+    return EXIT_OK
+
+
+# -- systems --------------------------------------------------------------------------------
+def cmd_system(args: argparse.Namespace) -> int:
+    """Client systems (hosts) of an engagement."""
+    with open_vault(args) as v:
+        c = args.sys_cmd
+        if c == "add":
+            s = v.systems.add(
+                args.ref, args.address, port=args.port, protocol=args.protocol, details=args.details
+            )
+            t.out(f"added system {s.engagement}/{s.name}")
+        elif c == "ls":
+            ss = v.systems.list(args.engagement)
+            render(
+                args,
+                [s.to_json() for s in ss],
+                ["name", "port", "protocol", "updated"],
+                [[s.name, s.port, s.protocol, s.updated_at[:16]] for s in ss],
+            )
+        elif c == "show":
+            s = v.systems.show(args.ref)
+            if args.json:
+                t.out_json(s.to_json())
+            else:
+                for k, val in s.to_json().items():
+                    t.out(f"{k + ':':12}{'' if val is None else val}")
+        elif c == "rm":
+            v.systems.remove(args.ref)
+            t.out(f"removed system {args.ref}")
+    return EXIT_OK
+
+
+# -- credentials ----------------------------------------------------------------------------
+def cmd_put(args: argparse.Namespace) -> int:
+    """Store a credential; the secret comes from stdin (or --generate), never from argv."""
+    from credvault.credentials import generate
+
+    if args.generate is not None:
+        secret = generate(args.generate).reveal()
+    else:
+        secret = t.read_secret_stdin()
+    with open_vault(args) as v:
+        info = v.credentials.put(
+            args.ref,
+            secret,
+            username=args.username,
+            system=args.system,
+            kind=args.kind,
+            url=args.url,
+            notes=args.notes,
+        )
+    t.out(f"stored {info.engagement}/{info.name}" + (" (generated)" if args.generate else ""))
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    """Print a secret (or one field, or the whole record as JSON)."""
+    with open_vault(args) as v:
+        c = v.credentials.get(args.ref, reason=args.reason)
+    if args.json:
+        t.out_json(c.to_json())
+        return EXIT_OK
+    if args.field in (None, "secret"):
+        value = c.secret.reveal()
+    else:
+        field_value = getattr(c, args.field)
+        if field_value is None:
+            raise NotFound("field", f"{args.ref} {args.field}", f"{args.ref} has no {args.field}")
+        value = str(field_value).encode()
+    sys.stdout.buffer.write(value + (b"" if args.n else b"\n"))
+    sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List credentials (names, kinds, dates; never values)."""
+    with open_vault(args) as v:
+        cs = v.credentials.list(args.engagement)
+    render(
+        args,
+        [c.to_json() for c in cs],
+        ["credential", "kind", "system", "updated"],
+        [[f"{c.engagement}/{c.name}", c.kind, c.system, c.updated_at[:16]] for c in cs],
+    )
+    return EXIT_OK
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    """Remove a credential."""
+    with open_vault(args) as v:
+        v.credentials.remove(args.ref)
+    t.out(f"removed {args.ref}")
+    return EXIT_OK
+
+
+# -- audit ----------------------------------------------------------------------------------
+def cmd_audit(args: argparse.Namespace) -> int:
+    """List, verify or checkpoint the audit trail."""
+    with open_vault(args) as v:
+        if args.audit_cmd == "verify":
+            n = v.audit_verify(args.checkpoint)
+            t.out(
+                f"audit trail intact: {n} entries verified"
+                + (
+                    f", consistent with checkpoint {args.checkpoint.split(':')[0]}"
+                    if args.checkpoint
+                    else ""
+                )
+            )
+            return EXIT_OK
+        if args.audit_cmd == "checkpoint":
+            t.out(str(v.audit_checkpoint()))
+            return EXIT_OK
+        es = v.audit_entries(
+            engagement=args.engagement,
+            member=args.member,
+            action=args.action,
+            since=args.since,
+            limit=args.limit,
+        )
+    if args.json:
+        t.out_json([e.to_json() for e in es])
+    else:
+        t.table(
+            ["#", "time (UTC)", "member", "action", "engagement", "item", "outcome", "detail"],
+            [
+                [
+                    e.seq,
+                    e.ts[:19].replace("T", " "),
+                    e.member,
+                    e.action,
+                    e.engagement or "",
+                    e.item or "",
+                    e.outcome,
+                    e.detail,
+                ]
+                for e in es
+            ],
+        )
+    return EXIT_OK
+
+
+# -- retention ------------------------------------------------------------------------------
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Destroy every engagement whose purge is due (also runs on every open)."""
+    with open_vault(args) as v:
+        done = v.purge(dry_run=args.dry_run)
+    if args.json:
+        t.out_json(done)
+    elif not done:
+        t.out("nothing due")
+    else:
+        verb = "due" if args.dry_run else "purged"
+        for d in done:
+            t.out(f"{verb}: {d['engagement']} ({d['client']}), {d['reason']}")
+    return EXIT_OK
+
+
+def cmd_receipt(args: argparse.Namespace) -> int:
+    """Print the signed purge receipt of a purged engagement."""
+    with open_vault(args) as v:
+        receipt = v.purger.receipt(args.engagement)
+    if args.output:
+        from credvault.purge import write_receipt
+
+        write_receipt(Path(args.output), receipt)
+        t.out(f"receipt written to {args.output}")
+    elif args.json:
+        t.out_json(receipt)
+    else:
+        d = receipt["destroyed"]
+        assert isinstance(d, dict)
+        for k in (
+            "engagement",
+            "client",
+            "created_at",
+            "closed_at",
+            "purged_at",
+            "reason",
+            "purged_by",
+            "audit_position",
+        ):
+            t.out(f"{k + ':':16}{receipt.get(k) or ''}")
+        t.out(
+            f"{'destroyed:':16}{d['credentials']} credentials, {d['systems']} systems, "
+            f"{d['key_copies']} key copies; key fingerprints {', '.join(d['key_fingerprints'])}"
+        )
+        t.out(f"{'signature:':16}{receipt['signature']}")
+    return EXIT_OK
+
+
+def cmd_verify_receipt(args: argparse.Namespace) -> int:
+    """Check a receipt file's signature (needs no vault)."""
+    try:
+        text = Path(args.file).read_text()[:1_000_000]
+    except (OSError, UnicodeDecodeError):
+        raise InvalidInput(f"cannot read receipt file {args.file}") from None
+    try:
+        json.loads(text)
+    except ValueError:
+        raise InvalidInput("the receipt is not JSON") from None
+    body = verify_receipt(text, args.public_key)
+    origin = (
+        "the given public key"
+        if args.public_key
+        else "the key embedded in it (pass --public-key to check its origin)"
+    )
+    t.out(
+        f"valid receipt: {body['engagement']} purged {str(body['purged_at'])[:10]} "
+        f"({body['reason']}), signed by {origin}"
+    )
+    return EXIT_OK
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    """Client-level requests: list, export everything held, shred everything."""
+    with open_vault(args) as v:
+        if args.client_cmd == "ls":
+            clients: dict[str, list[str]] = {}
+            for e in v.engagements.list():
+                clients.setdefault(e.client, []).append(f"{e.name}({e.state})")
+            render(
+                args,
+                clients,
+                ["client", "engagements"],
+                [[c, ", ".join(es)] for c, es in sorted(clients.items())],
+            )
+        elif args.client_cmd == "export":
+            from credvault.clients import export_client
+
+            data = export_client(v, args.client)
+            text = json.dumps(data, indent=1) + "\n"
+            if args.output:
+                from credvault.files import write_new_private
+
+                write_new_private(Path(args.output), text.encode())
+                t.out(f"exported {args.client} to {args.output} (mode 0600)")
+            else:
+                sys.stdout.write(text)
+        elif args.client_cmd == "shred":
+            engs = [e for e in v.engagements.list(args.client) if e.state != "purged"]
+            if not engs:
+                raise NotFound(
+                    "client", args.client, f"client {args.client!r} has nothing left to shred"
+                )
+            if not args.yes and not t.confirm(
+                f"Destroy {len(engs)} engagement(s) of {args.client} now?"
+            ):
+                raise InvalidInput("not confirmed: pass --yes to shred without a terminal")
+            for e in engs:
+                v.purger.shred(e.name)
+                t.out(f"shredded {e.name}")
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Write an encrypted, consistent backup file and prune old ones."""
+    from credvault.backup import backup
+
+    with open_vault(args) as v:
+        path, pruned = backup(v, Path(args.dir) if args.dir else None)
+    t.out(f"backup written to {path}" + (f"; pruned {pruned} old backup(s)" if pruned else ""))
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore a backup into a new vault directory (then purge what is due)."""
+    from credvault.backup import restore
+
+    target = Path(args.vault) if args.vault else default_dir()
+    member = member_name(args)
+    purged = restore(Path(args.file), target, member, unlock_source(args, target, member))
+    t.out(f"restored into {target}" + (f"; purged at once: {', '.join(purged)}" if purged else ""))
+    return EXIT_OK
+
+
+# -- keyring --------------------------------------------------------------------------------
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Cache your unlocked key in the OS keyring until it expires (default 8h)."""
+    from credvault.keyring_cache import parse_ttl, store_in_keyring
+
+    ttl = parse_ttl(args.ttl)
+    args.no_keyring = True  # unlock from the passphrase, not from the cache itself
+    with open_vault(args) as v:
+        until = store_in_keyring(v, ttl)
+    t.out(f"unlocked {v.member} on this vault until {until} (UTC); `credvault lock` to forget")
+    return EXIT_OK
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    """Remove your cached key from the OS keyring."""
+    from credvault.keyring_cache import forget
+
+    removed = forget(vault_dir(args), member_name(args))
+    t.out("locked" if removed else "nothing cached; already locked")
+    return EXIT_OK
+
+
+def not_found_or_denied(e: Exception) -> bool:
+    return isinstance(e, (NotFound, AccessDenied))

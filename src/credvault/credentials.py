@@ -1,0 +1,322 @@
+"""Credentials: put, get, list, remove. Every value is its own envelope; reads fail closed.
+
+A read returns its secret only after the audit entry for it has committed: if that write
+fails (disk full, a trigger, a lock), the caller gets an error and no secret.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import secrets
+import string
+from dataclasses import asdict, dataclass
+
+from credvault import items, validate
+from credvault.access import Action
+from credvault.engagements import Engagement, Engagements
+from credvault.errors import AlreadyExists, InvalidInput, NotFound
+from credvault.secret import Secret
+from credvault.session import Session
+
+TABLE = "credentials"
+_ALPHABET = string.ascii_letters + string.digits + "!#$%&()*+,-./:;<=>?@[]^_{|}~"
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """What listing shows: names, kinds and dates, never values."""
+
+    engagement: str
+    name: str
+    kind: str
+    system: str | None
+    created_at: str
+    updated_at: str
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A decrypted credential; ``secret`` is redacted in ``repr``."""
+
+    engagement: str
+    name: str
+    kind: str
+    secret: Secret
+    username: str | None
+    system: str | None
+    address: str | None
+    port: int | None
+    url: str | None
+    notes: str | None
+    created_at: str
+    updated_at: str
+
+    def to_json(self) -> dict[str, object]:
+        """Everything, the secret included (for ``get --json`` and client export)."""
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}  # asdict would deepcopy
+        d["secret"] = self.secret.reveal_text()
+        return d
+
+
+def generate(length: int = 32) -> Secret:
+    """A random password from a 90-symbol alphabet (about 6.5 bits per character)."""
+    if not 8 <= length <= 1024:
+        raise InvalidInput("generated length must be 8 to 1024")
+    return Secret("".join(secrets.choice(_ALPHABET) for _ in range(length)))
+
+
+class Credentials:
+    def __init__(self, s: Session, engagements: Engagements) -> None:
+        self.s = s
+        self.e = engagements
+
+    def put(
+        self,
+        ref: str,
+        secret: Secret | bytes | str,
+        *,
+        username: str | None = None,
+        system: str | None = None,
+        kind: str = "password",
+        url: str | None = None,
+        notes: str | None = None,
+    ) -> CredentialInfo:
+        """Create or replace a credential (a replace keeps fields not given)."""
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        value = (
+            secret.reveal()
+            if isinstance(secret, Secret)
+            else (secret.encode() if isinstance(secret, str) else bytes(secret))
+        )
+        validate.secret(value)
+        validate.kind(kind)
+        username = validate.text(username, "username", max_len=1024, multiline=False)
+        url = validate.text(url, "URL", max_len=4096, multiline=False)
+        notes = validate.text(notes, "notes")
+        eng = self.e.get(eng_name)
+        self._active(eng)
+        self.e._rotate_if_needed(eng)
+        eng = self.e.get(eng_name)
+        key = self.e.key(eng, "put", Action.WRITE, name)
+        now = s.now()
+        with s.store.write():
+            sys_id = None
+            if system is not None:
+                srow = s.store.system(eng.id, validate.name(system, "system name"))
+                if srow is None:
+                    raise NotFound("system", f"{eng_name}/{system}")
+                sys_id = int(srow[0])
+            row = s.store.credential(eng.id, name)
+            if row is None:
+                uid = os.urandom(16)
+                s.store.insert_credential(
+                    eng.id,
+                    {
+                        "uid": uid,
+                        "name": name,
+                        "kind": kind,
+                        "system_id": sys_id,
+                        "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value),
+                        "username_env": items.seal(
+                            s, eng, key, TABLE, uid, "username", _b(username)
+                        ),
+                        "url_env": items.seal(s, eng, key, TABLE, uid, "url", _b(url)),
+                        "notes_env": items.seal(s, eng, key, TABLE, uid, "notes", _b(notes)),
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+                action = "put"
+            else:
+                uid = bytes(row[1])
+                changes: dict[str, object] = {
+                    "kind": kind,
+                    "updated_at": now,
+                    "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value),
+                }
+                for fname, fval in (("username", username), ("url", url), ("notes", notes)):
+                    if fval is not None:
+                        changes[f"{fname}_env"] = items.seal(
+                            s, eng, key, TABLE, uid, fname, fval.encode()
+                        )
+                if sys_id is not None:
+                    changes["system_id"] = sys_id
+                s.store.update_credential(int(row[0]), changes)
+                action = "update"
+            s.log(action, eng.name, name, "ok", f"kind {kind}")
+        return self.info(eng, name)
+
+    def put_many(
+        self, engagement: str, entries: builtins.list[tuple[str, bytes]], kind: str = "password"
+    ) -> int:
+        """Bulk insert of new credentials in one transaction (imports, benchmarks)."""
+        s = self.s
+        eng = self.e.get(engagement)
+        self._active(eng)
+        key = self.e.key(eng, "put", Action.WRITE)
+        now = s.now()
+        rows = []
+        for name, value in entries:
+            validate.name(name, "item name")
+            validate.secret(value)
+            uid = os.urandom(16)
+            rows.append(
+                {
+                    "uid": uid,
+                    "name": name,
+                    "kind": validate.kind(kind),
+                    "system_id": None,
+                    "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value),
+                    "username_env": None,
+                    "url_env": None,
+                    "notes_env": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        with s.store.write():
+            if any(s.store.credential(eng.id, str(r["name"])) for r in rows[:1]):
+                raise AlreadyExists("credential exists already")
+            s.store.insert_credentials(eng.id, rows)
+            s.log("put", eng.name, None, "ok", f"bulk insert of {len(rows)} credentials")
+        return len(rows)
+
+    def _active(self, eng: Engagement) -> None:
+        if eng.state != "active":
+            from credvault.errors import RetentionError
+
+            raise RetentionError(f"engagement {eng.name!r} is {eng.state}: it takes no changes")
+
+    def info(self, eng: Engagement, name: str) -> CredentialInfo:
+        row = self.s.store.credential(eng.id, name)
+        if row is None:
+            raise NotFound("credential", f"{eng.name}/{name}")
+        return CredentialInfo(eng.name, row[2], row[3], row[4], row[9], row[10])
+
+    def get(self, ref: str, *, reason: str | None = None) -> Credential:
+        """Decrypt a credential. Audited; with ``require_reason`` a reason is mandatory."""
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        reason = validate.reason(reason)
+        eng = self.e.get(eng_name)
+        if eng.require_reason and not reason:
+            raise s.deny("get", eng.name, name, "this engagement requires --reason")
+        if self.e.role_of(eng) and eng.needs_rotation:
+            self.e._rotate_if_needed(eng)
+            eng = self.e.get(eng_name)
+        key = self.e.key(eng, "get", Action.READ, name)
+        row = s.store.credential(eng.id, name)
+        if row is None:
+            with s.store.write():
+                s.log("get", eng.name, name, "error", "not found")
+            raise NotFound("credential", ref)
+        uid = bytes(row[1])
+        try:
+            fields = [
+                items.open_(s, eng, key, TABLE, uid, f, row[5 + i])
+                for i, f in enumerate(items.CRED_FIELDS)
+            ]
+        except Exception:
+            with s.store.write():
+                s.log("get", eng.name, name, "error", "integrity check failed")
+            raise
+        address = port = None
+        if row[11] is not None:
+            srow = s.store.system_by_id(int(row[11]))
+            if srow is not None:
+                a = items.open_(s, eng, key, "systems", bytes(srow[1]), "address", srow[5])
+                address, port = (a.decode() if a else None), srow[3]
+        # Fail closed: the entry commits before the secret leaves this function.
+        with s.store.write():
+            s.log("get", eng.name, name, "ok", f"reason: {reason}" if reason else "")
+        secret_value = fields[0]
+        assert secret_value is not None
+        return Credential(
+            eng.name,
+            row[2],
+            row[3],
+            Secret(secret_value),
+            _s(fields[1]),
+            row[4],
+            address,
+            port,
+            _s(fields[2]),
+            _s(fields[3]),
+            row[9],
+            row[10],
+        )
+
+    def list(self, engagement: str | None = None) -> builtins.list[CredentialInfo]:
+        s = self.s
+        engs = (
+            [self.e.get(engagement)]
+            if engagement
+            else [e for e in self.e.list() if e.state != "purged"]
+        )
+        out: builtins.list[CredentialInfo] = []
+        for eng in engs:
+            role = self.e.role_of(eng)
+            if engagement is None and role is None and not s.is_admin:
+                continue
+            s.check(Action.LIST, role, "list", eng.name)
+            out += [
+                CredentialInfo(eng.name, r[2], r[3], r[4], r[9], r[10])
+                for r in s.store.credentials(eng.id)
+            ]
+        return out
+
+    def remove(self, ref: str) -> None:
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        eng = self.e.get(eng_name)
+        self._active(eng)
+        self.e.key(eng, "rm", Action.WRITE, name)
+        with s.store.write():
+            row = s.store.credential(eng.id, name)
+            if row is None:
+                raise NotFound("credential", ref)
+            s.store.delete_credential(int(row[0]))
+            s.log("rm", eng.name, name, "ok")
+
+    def export_engagement(self, eng: Engagement) -> builtins.list[Credential]:
+        """Every credential decrypted, for a client export (audit entry by the caller)."""
+        s = self.s
+        key = self.e.key(eng, "export", Action.READ)
+        out = []
+        for row in s.store.credentials(eng.id):
+            uid = bytes(row[1])
+            f = [
+                items.open_(s, eng, key, TABLE, uid, n, row[5 + i])
+                for i, n in enumerate(items.CRED_FIELDS)
+            ]
+            assert f[0] is not None
+            out.append(
+                Credential(
+                    eng.name,
+                    row[2],
+                    row[3],
+                    Secret(f[0]),
+                    _s(f[1]),
+                    row[4],
+                    None,
+                    None,
+                    _s(f[2]),
+                    _s(f[3]),
+                    row[9],
+                    row[10],
+                )
+            )
+        return out
+
+
+def _b(v: str | None) -> bytes | None:
+    return None if v is None else v.encode()
+
+
+def _s(v: bytes | None) -> str | None:
+    return None if v is None else v.decode("utf-8", errors="replace")

@@ -1,0 +1,61 @@
+"""Every domain-separation string and format byte of credvault, in one place.
+
+A test asserts they are all distinct: one label per use, as age does.
+"""
+
+from __future__ import annotations
+
+ENVELOPE_VERSION = 1  # first byte of every envelope
+
+ENVELOPE_DATA = b"credvault/v1/envelope-data"
+ENVELOPE_WRAP = b"credvault/v1/envelope-dek-wrap"
+SEAL_DB_KEY = b"credvault/v1/seal-db-key"
+SEAL_ENGAGEMENT_KEY = b"credvault/v1/seal-engagement-key"
+SEAL_ADMIN_KEY = b"credvault/v1/seal-admin-signing-key"
+MEMBER_PRIVATE = b"credvault/v1/member-private"
+IDENTITY_FILE = b"credvault/v1/identity-file"
+KEYSLOTS_MAC = b"credvault/v1/keyslots-mac"
+AUDIT_MAC = b"credvault/v1/audit-mac"
+AUDIT_ITEM = b"credvault/v1/audit-item-mac"
+KEY_FINGERPRINT = b"credvault/v1/key-fingerprint"
+MEMBER_CERT = b"credvault/v1/member-certificate"
+GRANT_SIG = b"credvault/v1/engagement-key-grant"
+RECEIPT_SIG = b"credvault/v1/purge-receipt"
+KEYRING_CACHE = b"credvault/v1/keyring-cache"
+BACKUP = b"credvault/v1/backup"
+
+ALL = (
+    ENVELOPE_DATA,
+    ENVELOPE_WRAP,
+    SEAL_DB_KEY,
+    SEAL_ENGAGEMENT_KEY,
+    SEAL_ADMIN_KEY,
+    MEMBER_PRIVATE,
+    IDENTITY_FILE,
+    KEYSLOTS_MAC,
+    AUDIT_MAC,
+    AUDIT_ITEM,
+    KEY_FINGERPRINT,
+    MEMBER_CERT,
+    GRANT_SIG,
+    RECEIPT_SIG,
+    KEYRING_CACHE,
+    BACKUP,
+)
+
+
+def encode(*parts: bytes | str | int) -> bytes:
+    """Unambiguous encoding of a tuple: each part length-prefixed (4 bytes, big endian).
+
+    Never ``"/".join``: with length prefixes ``("a/b", "c")`` and ``("a", "b/c")`` differ.
+    """
+    out = bytearray()
+    for part in parts:
+        if isinstance(part, int):
+            b = part.to_bytes(8, "big", signed=True)
+        elif isinstance(part, str):
+            b = part.encode()
+        else:
+            b = part
+        out += len(b).to_bytes(4, "big") + b
+    return bytes(out)

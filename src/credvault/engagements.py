@@ -1,0 +1,722 @@
+"""Engagements: their keys, signed grants, rotation, and lifecycle state.
+
+Each engagement has a random 256-bit key, sealed (HPKE) to every member whose role may read
+and to the recovery key. Every sealed copy carries a signature by whoever sealed it, and
+every grant a signed role certificate; both are only accepted if the signer was entitled
+(the admin who created the engagement, for its first lead and the recovery copy; a lead,
+through a chain of grants that ends there; or the recovery key). So a copy of an
+attacker-chosen key, inserted by direct SQL with only the member's public key, is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+import builtins
+from datetime import UTC, datetime, timedelta
+
+from credvault import validate
+from credvault.access import KEY_ROLES, Action, Role, parse_role
+from credvault.crypto import envelope, labels
+from credvault.crypto import primitives as p
+from credvault.errors import (
+    AccessDenied,
+    AlreadyExists,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    Purged,
+    RetentionError,
+)
+from credvault.session import Session, iso
+from credvault.store import Row
+
+RECOVERY = "@recovery"
+DEFAULT_GRACE_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """An engagement's public record (what every role may list)."""
+
+    id: int
+    uid: bytes
+    name: str
+    client: str
+    state: str
+    key_version: int
+    key_fp: str
+    needs_rotation: bool
+    require_reason: bool
+    grace_days: int | None
+    created_at: str
+    created_by: str
+    lead: str
+    creation_sig: bytes
+    closed_at: str | None
+    purge_due: str | None
+    hold_until: str | None
+    hold_reason: str | None
+    hold_by: str | None
+    purged_at: str | None
+    receipt: str | None
+
+    @classmethod
+    def from_row(cls, r: Row) -> Engagement:
+        return cls(
+            int(r[0]),
+            bytes(r[1]),
+            r[2],
+            r[3],
+            r[4],
+            int(r[5]),
+            r[6],
+            bool(r[7]),
+            bool(r[8]),
+            r[9],
+            r[10],
+            r[11],
+            r[12],
+            bytes(r[13]),
+            r[14],
+            r[15],
+            r[16],
+            r[17],
+            r[18],
+            r[19],
+            r[20],
+        )
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        for k in ("id", "uid", "creation_sig", "receipt", "key_version", "needs_rotation"):
+            d.pop(k)
+        return d
+
+
+@dataclass(frozen=True)
+class GrantInfo:
+    """A member's role on an engagement, as ``engagement members`` lists it."""
+
+    member: str
+    role: str
+    granted_by: str
+    granted_at: str
+    expires_at: str | None
+    has_key: bool
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Grant:
+    member: str
+    role: str
+    granted_by: str
+    granted_at: str
+    expires_at: str | None
+    role_sig: bytes
+    key_version: int | None
+    sealed: bytes | None
+    sealed_by: str | None
+    copy_sig: bytes | None
+    revoked_at: str | None
+
+    @classmethod
+    def from_row(cls, r: Row) -> _Grant:
+        return cls(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            bytes(r[5]),
+            r[6],
+            None if r[7] is None else bytes(r[7]),
+            r[8],
+            None if r[9] is None else bytes(r[9]),
+            r[10],
+        )
+
+
+# -- signed messages --------------------------------------------------------------------------
+def _creation_message(s: Session, uid: bytes, name: str, client: str, lead: str, by: str) -> bytes:
+    return labels.encode("create", s.vault_id, uid, name, client, lead, by)
+
+
+def _role_message(
+    s: Session, eng: Engagement, member: str, role: str, expires: str | None, by: str
+) -> bytes:
+    return labels.encode("role", s.vault_id, eng.uid, member, role, expires or "", by)
+
+
+def _copy_message(
+    s: Session, eng: Engagement, member: str, version: int, sealed: bytes, key: bytes, by: str
+) -> bytes:
+    return labels.encode(
+        "copy",
+        s.vault_id,
+        eng.uid,
+        member,
+        version,
+        hashlib.sha256(sealed).digest(),
+        p.fingerprint(key),
+        by,
+    )
+
+
+def _seal_info(s: Session, eng_uid: bytes, member: str, version: int) -> bytes:
+    return labels.encode(labels.SEAL_ENGAGEMENT_KEY, s.vault_id, eng_uid, member, version)
+
+
+def recovery_keys(seed: bytes) -> tuple[bytes, bytes]:
+    """(X25519 private, Ed25519 private) of the recovery key, from its 32-byte seed."""
+    return (
+        p.hkdf(seed, b"credvault/v1/recovery-x25519"),
+        p.hkdf(seed, b"credvault/v1/recovery-ed25519"),
+    )
+
+
+class Engagements:
+    """Engagement operations for one session."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+
+    # -- lookup -----------------------------------------------------------------------------
+    def get(self, name: str, *, allow_purged: bool = False) -> Engagement:
+        row = self.s.store.engagement_by_name(validate.name(name, "engagement name"))
+        if row is None:
+            raise NotFound("engagement", name)
+        eng = Engagement.from_row(row)
+        if eng.state == "purged" and not allow_purged:
+            raise Purged(eng.name, eng.purged_at or "")
+        return eng
+
+    def list(self, client: str | None = None) -> builtins.list[Engagement]:
+        return [Engagement.from_row(r) for r in self.s.store.engagements(client)]
+
+    # -- signatures and roles ---------------------------------------------------------------
+    def _signer_pub(self, name: str) -> bytes | None:
+        if name == RECOVERY:
+            return self.s.slots.recovery.sign_pub
+        return self.s.slots.signing_key(name, self.s.keys.admin_sign_pub)
+
+    def _check_creation(self, eng: Engagement) -> None:
+        pub = self._signer_pub(eng.created_by)
+        if pub is None:
+            raise IntegrityError(f"engagement {eng.name!r}: creator is not a certified member")
+        p.verify(
+            pub,
+            labels.GRANT_SIG,
+            _creation_message(self.s, eng.uid, eng.name, eng.client, eng.lead, eng.created_by),
+            eng.creation_sig,
+            f"creation record of engagement {eng.name!r}",
+        )
+
+    def _role_valid(self, eng: Engagement, g: _Grant, seen: frozenset[str]) -> bool:
+        """Whether ``g``'s role certificate chains to the creation record or recovery."""
+        pub = self._signer_pub(g.granted_by)
+        if pub is None:
+            return False
+        try:
+            p.verify(
+                pub,
+                labels.GRANT_SIG,
+                _role_message(self.s, eng, g.member, g.role, g.expires_at, g.granted_by),
+                g.role_sig,
+                "grant",
+            )
+        except IntegrityError:
+            return False
+        return self._entitled(eng, g.granted_by, seen | {g.member}, first=(g.member, g.role))
+
+    def _entitled(
+        self,
+        eng: Engagement,
+        signer: str,
+        seen: frozenset[str],
+        first: tuple[str, str] | None = None,
+    ) -> bool:
+        """Was ``signer`` entitled to grant on ``eng``? (lead, creator, or recovery)."""
+        if signer == RECOVERY:
+            return True
+        if (
+            signer == eng.created_by
+            and first is not None
+            and (first in ((eng.lead, Role.LEAD.value), (RECOVERY, "recovery")))
+        ):
+            try:
+                self._check_creation(eng)
+            except IntegrityError:
+                return False
+            return True
+        if signer in seen:
+            return False  # a cycle: nobody may certify themselves
+        row = self.s.store.grant_of(eng.id, signer)
+        if row is None:
+            return False
+        g = _Grant.from_row(row)
+        return g.role == Role.LEAD.value and self._role_valid(eng, g, seen)
+
+    def role_of(self, eng: Engagement, member: str | None = None) -> Role | None:
+        """The member's current, verified role (None without a valid, unexpired grant)."""
+        who = member or self.s.member
+        cache_key = (eng.id, who)
+        if cache_key in self.s.verified:
+            return self.s.verified[cache_key]
+        row = self.s.store.grant_of(eng.id, who)
+        role: Role | None = None
+        if row is not None:
+            g = _Grant.from_row(row)
+            live = g.revoked_at is None and (g.expires_at is None or g.expires_at > self.s.now())
+            if live and g.role != "recovery" and self._role_valid(eng, g, frozenset()):
+                role = Role(g.role)
+        self.s.verified[cache_key] = role
+        return role
+
+    def members(self, name: str) -> builtins.list[GrantInfo]:
+        eng = self.get(name)
+        self.s.check(Action.LIST, self.role_of(eng), "list members", eng.name)
+        out = []
+        for r in self.s.store.grants(eng.id):
+            g = _Grant.from_row(r)
+            if g.revoked_at is None and g.member != RECOVERY:
+                out.append(
+                    GrantInfo(
+                        g.member,
+                        g.role,
+                        g.granted_by,
+                        g.granted_at,
+                        g.expires_at,
+                        g.sealed is not None,
+                    )
+                )
+        return out
+
+    # -- the engagement key -----------------------------------------------------------------
+    def _open_copy(self, eng: Engagement, g: _Grant, private: bytes) -> bytes:
+        if g.sealed is None or g.copy_sig is None or g.sealed_by is None or g.key_version is None:
+            raise AccessDenied(self.s.member, "read", eng.name, "no key held")
+        if g.key_version != eng.key_version:
+            raise IntegrityError(f"engagement {eng.name!r}: key copy of an old version")
+        pub = self._signer_pub(g.sealed_by)
+        entitled = pub is not None and (
+            self._entitled(eng, g.sealed_by, frozenset())
+            or (
+                g.sealed_by == eng.created_by
+                and g.key_version == 1
+                and g.member in (eng.lead, RECOVERY)
+                and self._entitled(eng, g.sealed_by, frozenset(), first=(eng.lead, "lead"))
+            )
+        )
+        if not entitled or pub is None:
+            raise IntegrityError(
+                f"engagement {eng.name!r}: key copy sealed by someone not entitled to grant it"
+            )
+        key = p.hpke_open(private, g.sealed, _seal_info(self.s, eng.uid, g.member, g.key_version))
+        # The signature covers the key's fingerprint: this commits the copy to one key.
+        p.verify(
+            pub,
+            labels.GRANT_SIG,
+            _copy_message(self.s, eng, g.member, g.key_version, g.sealed, key, g.sealed_by),
+            g.copy_sig,
+            f"key copy of engagement {eng.name!r}",
+        )
+        if p.fingerprint(key) != eng.key_fp:
+            raise IntegrityError(f"engagement {eng.name!r}: key fingerprint mismatch")
+        return key
+
+    def key(
+        self, eng: Engagement, verb: str, action: Action = Action.READ, item: str | None = None
+    ) -> bytes:
+        """The engagement key, for a member whose verified role allows ``action``."""
+        role = self.role_of(eng)
+        self.s.check(action, role, verb, eng.name, item)
+        cached = self.s.engagement_keys.get((eng.id, eng.key_version))
+        if cached is not None:
+            return cached
+        row = self.s.store.grant_of(eng.id, self.s.member)
+        if row is None:  # pragma: no cover - role_of found it
+            raise self.s.deny(verb, eng.name, item, "no grant")
+        key = self._open_copy(eng, _Grant.from_row(row), self.s.keys.kem_private)
+        self.s.engagement_keys[(eng.id, eng.key_version)] = key
+        return key
+
+    def _seal_copy(
+        self,
+        eng: Engagement,
+        member: str,
+        version: int,
+        key: bytes,
+        signer: str,
+        sign_private: bytes,
+    ) -> tuple[bytes, bytes]:
+        pub = (
+            self.s.slots.recovery.kem_pub
+            if member == RECOVERY
+            else self.s.slots.members[member].kem_pub
+        )
+        sealed = p.hpke_seal(pub, key, _seal_info(self.s, eng.uid, member, version))
+        sig = p.sign(
+            sign_private,
+            labels.GRANT_SIG,
+            _copy_message(self.s, eng, member, version, sealed, key, signer),
+        )
+        return sealed, sig
+
+    # -- creation ---------------------------------------------------------------------------
+    def create(
+        self,
+        name: str,
+        client: str,
+        lead: str | None = None,
+        *,
+        require_reason: bool = False,
+        grace_days: int | None = None,
+    ) -> Engagement:
+        s = self.s
+        validate.name(name, "engagement name")
+        validate.name(client, "client name")
+        lead = validate.name(lead or s.member, "member name")
+        if grace_days is not None:
+            grace_days = validate.days(grace_days, "grace period")
+        s.require_admin("create engagements")
+        if lead not in s.slots.members:
+            raise NotFound("member", lead)
+        if s.store.engagement_by_name(name) is not None:
+            raise AlreadyExists(f"engagement {name!r} already exists")
+        key = p.random_key()
+        uid = os.urandom(16)
+        now = s.now()
+        creation_sig = p.sign(
+            s.keys.sign_private,
+            labels.GRANT_SIG,
+            _creation_message(s, uid, name, client, lead, s.member),
+        )
+        with s.store.write():
+            eng_id = s.store.insert_engagement(
+                {
+                    "uid": uid,
+                    "name": name,
+                    "client": client,
+                    "state": "active",
+                    "key_version": 1,
+                    "key_fp": p.fingerprint(key),
+                    "require_reason": int(require_reason),
+                    "grace_days": grace_days,
+                    "created_at": now,
+                    "created_by": s.member,
+                    "lead": lead,
+                    "creation_sig": creation_sig,
+                }
+            )
+            eng = Engagement.from_row(s.store.engagement_by_name(name) or ())
+            for member, role in ((lead, Role.LEAD.value), (RECOVERY, "recovery")):
+                self._put_grant(eng, member, role, None, key, 1, s.member, s.keys.sign_private)
+            s.log("engagement-new", name, None, "ok", f"client {client}, lead {lead}")
+        del eng_id
+        return self.get(name)
+
+    def _put_grant(
+        self,
+        eng: Engagement,
+        member: str,
+        role: str,
+        expires: str | None,
+        key: bytes | None,
+        version: int,
+        signer: str,
+        sign_private: bytes,
+    ) -> None:
+        role_sig = p.sign(
+            sign_private,
+            labels.GRANT_SIG,
+            _role_message(self.s, eng, member, role, expires, signer),
+        )
+        sealed = copy_sig = None
+        if key is not None and (role in KEY_ROLES or role == "recovery"):
+            sealed, copy_sig = self._seal_copy(eng, member, version, key, signer, sign_private)
+        self.s.store.put_grant(
+            eng.id,
+            {
+                "member": member,
+                "role": role,
+                "granted_by": signer,
+                "granted_at": self.s.now(),
+                "expires_at": expires,
+                "role_sig": role_sig,
+                "key_version": version if sealed else None,
+                "sealed": sealed,
+                "sealed_by": signer if sealed else None,
+                "copy_sig": copy_sig,
+                "revoked_at": None,
+            },
+        )
+        self.s.verified.pop((eng.id, member), None)
+
+    # -- grants -----------------------------------------------------------------------------
+    def grant(self, name: str, member: str, role: str, until: str | None = None) -> GrantInfo:
+        s = self.s
+        r = parse_role(role)
+        validate.name(member, "member name")
+        expires = None
+        if until is not None:
+            dt = validate.when(until, "expiry")
+            if dt <= s.clock():
+                raise InvalidInput("the expiry is in the past")
+            expires = iso(dt)
+        eng = self.get(name)
+        self._require_active(eng, "grant")
+        if member not in s.slots.members:
+            raise NotFound("member", member)
+        if member == s.member:
+            raise s.deny("grant", eng.name, member, "members cannot grant themselves")
+        self._rotate_if_needed(eng)
+        eng = self.get(name)
+        key = self.key(eng, "grant", Action.GRANT, member)
+        previous = self.role_of(eng, member)
+        with s.store.write():
+            self._put_grant(
+                eng, member, r.value, expires, key, eng.key_version, s.member, s.keys.sign_private
+            )
+            s.log(
+                "grant",
+                eng.name,
+                member,
+                "ok",
+                f"role {r.value}" + (f" until {expires[:16]}" if expires else ""),
+            )
+            losing_key = previous in KEY_ROLES and r not in KEY_ROLES
+            if losing_key:  # a downgrade to auditor removes read access: rotate
+                self._rotate(eng, key, "role lowered")
+        return next(g for g in self.members(name) if g.member == member)
+
+    def revoke(self, name: str, member: str) -> builtins.list[str]:
+        """Revoke and rotate; returns the credentials the member read (to change them)."""
+        s = self.s
+        eng = self.get(name)
+        key = self.key(eng, "revoke", Action.GRANT, member)
+        row = s.store.grant_of(eng.id, member)
+        if row is None or _Grant.from_row(row).revoked_at is not None or member == RECOVERY:
+            raise NotFound("grant", f"{member} on {name}")
+        with s.store.write():
+            s.store.revoke_grant(eng.id, member, s.now())
+            s.verified.clear()
+            self._rotate(eng, key, f"revoked {member}")
+            read = s.store.audit_reads_by(member, eng.name)
+            s.log("revoke", eng.name, member, "ok", f"{len(read)} credentials to change")
+        return read
+
+    def _require_active(self, eng: Engagement, verb: str) -> None:
+        if eng.state != "active":
+            raise RetentionError(f"engagement {eng.name!r} is {eng.state}: cannot {verb}")
+
+    # -- rotation ---------------------------------------------------------------------------
+    def rotate(self, name: str) -> int:
+        s = self.s
+        eng = self.get(name)
+        key = self.key(eng, "rotate", Action.GRANT)
+        with s.store.write():
+            version = self._rotate(eng, key, "on request")
+        return version
+
+    def _rotate_if_needed(self, eng: Engagement) -> None:
+        if eng.needs_rotation and self.role_of(eng) is Role.LEAD:
+            key = self.key(eng, "rotate", Action.GRANT)
+            with self.s.store.write():
+                self._rotate(eng, key, "pending rotation")
+
+    def _rotate(
+        self,
+        eng: Engagement,
+        old_key: bytes,
+        why: str,
+        signer: str | None = None,
+        sign_private: bytes | None = None,
+    ) -> int:
+        """New key, every envelope re-encrypted, re-sealed to holders; caller's transaction."""
+        from credvault.items import reencrypt_engagement
+
+        s = self.s
+        signer = signer or s.member
+        sign_private = sign_private or s.keys.sign_private
+        new_key = p.random_key()
+        version = eng.key_version + 1
+        reencrypt_engagement(s, eng, old_key, new_key, version)
+        s.store.update_engagement(
+            eng.id, {"key_version": version, "key_fp": p.fingerprint(new_key), "needs_rotation": 0}
+        )
+        rotated = Engagement.from_row(s.store.engagement_by_name(eng.name) or ())
+        for r in s.store.grants(eng.id):
+            g = _Grant.from_row(r)
+            if (
+                g.revoked_at is None
+                and (g.role in KEY_ROLES or g.role == "recovery")
+                and (g.member == RECOVERY or g.member in s.slots.members)
+            ):
+                sealed, sig = self._seal_copy(
+                    rotated, g.member, version, new_key, signer, sign_private
+                )
+                s.store.set_key_copy(eng.id, g.member, version, sealed, signer, sig)
+        s.engagement_keys = {k: v for k, v in s.engagement_keys.items() if k[0] != eng.id}
+        s.engagement_keys[(eng.id, version)] = new_key
+        s.log(
+            "rotate",
+            eng.name,
+            None,
+            "ok",
+            f"key version {version} ({why}); fingerprint {p.fingerprint(new_key)}",
+        )
+        return version
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self, name: str, recovery_seed: bytes, grant_to: str, role: str) -> GrantInfo:
+        s = self.s
+        r = parse_role(role)
+        s.require_admin("use the recovery key")
+        eng = self.get(name)
+        if grant_to not in s.slots.members:
+            raise NotFound("member", grant_to)
+        kem_priv, sign_priv = recovery_keys(recovery_seed)
+        if p.x25519_public(kem_priv) != s.slots.recovery.kem_pub:
+            raise s.deny("recover", eng.name, grant_to, "not this vault's recovery key")
+        row = s.store.grant_of(eng.id, RECOVERY)
+        if row is None:
+            raise IntegrityError(f"engagement {name!r} has no recovery copy")
+        key = self._open_copy(eng, _Grant.from_row(row), kem_priv)
+        with s.store.write():
+            self._put_grant(eng, grant_to, r.value, None, key, eng.key_version, RECOVERY, sign_priv)
+            s.log("recover", eng.name, grant_to, "ok", f"recovery key used; granted {r.value}")
+        return next(g for g in self.members(name) if g.member == grant_to)
+
+    # -- settings and lifecycle -------------------------------------------------------------
+    def set_options(self, name: str, *, require_reason: bool | None = None) -> Engagement:
+        s = self.s
+        eng = self.get(name)
+        s.check(Action.LIFECYCLE, self.role_of(eng), "change settings", eng.name)
+        with s.store.write():
+            if require_reason is not None:
+                s.store.update_engagement(eng.id, {"require_reason": int(require_reason)})
+            s.log("engagement-set", eng.name, None, "ok", f"require-reason={require_reason}")
+        return self.get(name)
+
+    def grace_days(self, eng: Engagement) -> int:
+        if eng.grace_days is not None:
+            return eng.grace_days
+        v = self.s.store.get_meta("purge_grace_days")
+        return DEFAULT_GRACE_DAYS if v is None else int(v)
+
+    def _due(self, eng: Engagement, closed_at: str, grace: int, hold: str | None) -> str:
+        due = datetime.strptime(closed_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) + timedelta(
+            days=grace
+        )
+        due_iso = due.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return max(due_iso, hold) if hold else due_iso
+
+    def close(self, name: str, grace_days: int | None = None) -> Engagement:
+        s = self.s
+        eng = self.get(name)
+        s.check(Action.LIFECYCLE, self.role_of(eng), "close", eng.name)
+        self._require_active(eng, "close")
+        if grace_days is not None:
+            grace_days = validate.days(grace_days, "grace period")
+        now = s.now()
+        with s.store.write():
+            values: dict[str, object] = {"state": "closed", "closed_at": now}
+            if grace_days is not None:
+                values["grace_days"] = grace_days
+            grace = grace_days if grace_days is not None else self.grace_days(eng)
+            values["purge_due"] = self._due(eng, now, grace, None)
+            s.store.update_engagement(eng.id, values)
+            s.log("close", eng.name, None, "ok", f"purge due {str(values['purge_due'])[:16]}")
+        return self.get(name)
+
+    def retain(self, name: str, until: str, reason: str) -> Engagement:
+        s = self.s
+        eng = self.get(name)
+        s.check(Action.LIFECYCLE, self.role_of(eng), "set a retention hold", eng.name)
+        dt = validate.when(until, "hold end date")
+        why = validate.reason(reason)
+        if not why:
+            raise InvalidInput("a retention hold needs a reason")
+        if dt <= s.clock():
+            raise InvalidInput("the hold end date is in the past")
+        if eng.state != "closed":
+            raise RetentionError(
+                f"engagement {name!r} is {eng.state}: only a closed engagement can be held"
+            )
+        hold = iso(dt)
+        with s.store.write():
+            s.store.update_engagement(
+                eng.id,
+                {
+                    "hold_until": hold,
+                    "hold_reason": why,
+                    "hold_by": s.member,
+                    "purge_due": self._due(
+                        eng, eng.closed_at or s.now(), self.grace_days(eng), hold
+                    ),
+                },
+            )
+            s.log("retain", eng.name, None, "ok", f"held until {hold[:16]}: {why}")
+        return self.get(name)
+
+    def release(self, name: str) -> Engagement:
+        s = self.s
+        eng = self.get(name)
+        s.check(Action.LIFECYCLE, self.role_of(eng), "release the hold", eng.name)
+        if eng.hold_until is None:
+            raise RetentionError(f"engagement {name!r} has no retention hold")
+        with s.store.write():
+            s.store.update_engagement(
+                eng.id,
+                {
+                    "hold_until": None,
+                    "hold_reason": None,
+                    "hold_by": None,
+                    "purge_due": self._due(
+                        eng, eng.closed_at or s.now(), self.grace_days(eng), None
+                    ),
+                },
+            )
+            s.log("release", eng.name, None, "ok", "hold lifted")
+        return self.get(name)
+
+    def purge_status(self, eng: Engagement) -> str:
+        """When the purge is due and why, in words (``engagement show``)."""
+        if eng.state == "purged":
+            return f"purged on {(eng.purged_at or '')[:10]}"
+        if eng.state == "active":
+            return f"active; purge {self.grace_days(eng)} days after close"
+        if eng.hold_until and eng.purge_due == eng.hold_until:
+            return (
+                f"held until {eng.hold_until[:16]} ({eng.hold_reason}, by {eng.hold_by}); "
+                "purged when the hold ends"
+            )
+        return (
+            f"closed {(eng.closed_at or '')[:16]}; purge due {(eng.purge_due or '')[:16]} "
+            f"(grace {self.grace_days(eng)} days)"
+        )
+
+    def show(self, name: str) -> dict[str, object]:
+        eng = self.get(name, allow_purged=True)
+        self.s.check(Action.LIST, self.role_of(eng), "show", eng.name)
+        d = eng.to_json()
+        d["purge"] = self.purge_status(eng)
+        d["your_role"] = (self.role_of(eng) or Role("auditor")).value if self.role_of(eng) else None
+        d["members"] = [g.to_json() for g in self.members(name)] if eng.state != "purged" else []
+        return d
+
+
+def receipt_json(data: dict[str, object]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def envelope_place(
+    s: Session, eng: Engagement, table: str, uid: bytes, field: str
+) -> envelope.Place:
+    return envelope.Place(s.vault_id, eng.uid, table, uid, field)

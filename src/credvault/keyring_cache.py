@@ -1,0 +1,200 @@
+"""Cache a member's unlocked keys in the OS keyring, with an expiry checked on use.
+
+The keyring entry (service ``credvault:<vault id>``, user = member name) holds the member's
+X25519 and Ed25519 private keys, the admin public key they pin, and the expiry. It holds no
+passphrase and no database key: the database key is still opened from the key-slot file on
+every use, so a removed member's cached keys open nothing (their slot is gone and the database
+was re-keyed). Only real OS keyrings are used; a plaintext or "fail" backend is refused.
+
+A small marker file (no secret: the expiry only) in ``$XDG_CACHE_HOME/credvault`` tells
+commands whether to consult the keyring at all, so users who never ran ``unlock`` do not pay
+for importing ``keyring`` (about 60 ms) on every command. The only ``import keyring``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from credvault.errors import InvalidInput, KeyringUnavailable
+from credvault.files import make_private_dir
+from credvault.keyslots import KeySlots, MemberKeys
+
+if TYPE_CHECKING:
+    from credvault.vault import Vault
+
+ALLOWED_BACKENDS = (
+    "keyring.backends.SecretService.Keyring",
+    "keyring.backends.libsecret.Keyring",
+    "keyring.backends.macOS.Keyring",
+    "keyring.backends.Windows.WinVaultKeyring",
+    "keyring.backends.kwallet.DBusKeyring",
+)
+_TTL = re.compile(r"\A(\d{1,5})([smhd])\Z")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_TTL = timedelta(days=7)
+
+
+def parse_ttl(text: object) -> timedelta:
+    m = _TTL.match(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise InvalidInput("invalid --ttl: expected a number and s, m, h or d (e.g. 8h)")
+    ttl = timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    if ttl <= timedelta(0) or ttl > MAX_TTL:
+        raise InvalidInput("invalid --ttl: between 1s and 7d")
+    return ttl
+
+
+def _service(vault_id: str) -> str:
+    return f"credvault:{vault_id}"
+
+
+def _marker_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "credvault"
+
+
+def _marker(vault_id: str, member: str) -> Path:
+    return _marker_dir() / f"unlocked-{vault_id}-{member}"
+
+
+def _vault_id(path: Path) -> str | None:
+    try:
+        return KeySlots.read(path / "keyslots.json").vault_id.hex()
+    except Exception:  # noqa: BLE001 - no vault, no cache
+        return None
+
+
+def _backend() -> Any:
+    """The usable, allow-listed keyring backend, or raise KeyringUnavailable."""
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise KeyringUnavailable("the keyring package is not installed") from None
+    try:
+        kr = keyring.get_keyring()
+    except KeyringError:
+        kr = None
+    name = f"{type(kr).__module__}.{type(kr).__qualname__}" if kr is not None else "none"
+    if name not in ALLOWED_BACKENDS:
+        raise KeyringUnavailable(
+            f"no usable OS keyring (backend: {name}); use CREDVAULT_PASSPHRASE_FILE or a "
+            "service identity file (CREDVAULT_IDENTITY) instead"
+        )
+    return kr
+
+
+def store_in_keyring(vault: Vault, ttl: timedelta, now: datetime | None = None) -> str:
+    """Cache the vault's unlocked member keys until now + ttl; returns the expiry."""
+    kr = _backend()
+    expires = ((now or datetime.now(UTC)) + ttl).strftime("%Y-%m-%dT%H:%M:%SZ")
+    keys = vault.member_keys()
+    payload = json.dumps(
+        {
+            "expires": expires,
+            "keys": base64.b64encode(keys.to_bytes(bytes.fromhex(vault.vault_id))).decode(),
+        }
+    )
+    from keyring.errors import KeyringError
+
+    try:
+        kr.set_password(_service(vault.vault_id), keys.name, payload)
+    except KeyringError as e:
+        raise KeyringUnavailable(f"the OS keyring refused the entry ({type(e).__name__})") from None
+    make_private_dir(_marker_dir())
+    marker = _marker(vault.vault_id, keys.name)
+    with contextlib.suppress(FileNotFoundError):
+        marker.unlink()
+    fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, expires.encode())
+    finally:
+        os.close(fd)
+    return expires
+
+
+def _delete(vault_id: str, member: str) -> bool:
+    removed = False
+    with contextlib.suppress(FileNotFoundError):
+        _marker(vault_id, member).unlink()
+        removed = True
+    try:
+        kr = _backend()
+        from keyring.errors import KeyringError
+
+        try:
+            kr.delete_password(_service(vault_id), member)
+            removed = True
+        except KeyringError:
+            pass
+    except KeyringUnavailable:
+        pass
+    return removed
+
+
+def forget(path: Path, member: str) -> bool:
+    """Delete a member's cached keys (``lock``, and after rm / reset / passwd)."""
+    vid = _vault_id(path)
+    return False if vid is None else _delete(vid, member)
+
+
+def cache_status(path: Path, member: str) -> dict[str, object]:
+    vid = _vault_id(path)
+    marker = None if vid is None else _marker(vid, member)
+    try:
+        expires = marker.read_text().strip() if marker else None
+    except OSError:
+        expires = None
+    if not expires:
+        return {"unlocked": False, "until": None, "message": "locked (no cached key)"}
+    if expires <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"):
+        return {"unlocked": False, "until": expires, "message": f"expired at {expires}"}
+    return {"unlocked": True, "until": expires, "message": f"unlocked until {expires} (UTC)"}
+
+
+class KeyringSource:
+    """Unlock source: the keys cached by ``credvault unlock``, if present and not expired."""
+
+    def __init__(self, path: Path, now: datetime | None = None) -> None:
+        self.path = path
+        self.now = now
+
+    def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
+        vid = slots.vault_id.hex()
+        marker = _marker(vid, member)
+        if not marker.exists():
+            return None  # never unlocked here: skip importing keyring at all
+        now = (self.now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            kr = _backend()
+        except KeyringUnavailable:
+            return None
+        from keyring.errors import KeyringError
+
+        try:
+            raw = kr.get_password(_service(vid), member)
+        except KeyringError:
+            return None
+        if raw is None:
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+            return None
+        try:
+            entry = json.loads(raw)
+            expires = str(entry["expires"])
+            data = base64.b64decode(entry["keys"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            _delete(vid, member)
+            return None
+        if expires <= now:
+            _delete(vid, member)  # expired: deleted on sight, fall back to the passphrase
+            return None
+        keys = MemberKeys.from_bytes(data, slots.vault_id)
+        return keys if keys.name == member else None

@@ -1,0 +1,412 @@
+"""The key-slot file: everything needed before the database can be opened.
+
+It holds, per member, the public keys, an admin-signed certificate of them, the private keys
+encrypted under an Argon2id-derived key (absent for service identities, whose keys live in an
+identity file), and the database key sealed to the member with HPKE. A MAC keyed from the
+database key covers the whole file; the certificates, checked against the admin signing key
+each member pins inside their own encrypted private blob, stop an insider who holds the
+database key from swapping a member's public key. See docs/format.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from credvault.crypto import labels
+from credvault.crypto import primitives as p
+from credvault.crypto.passphrase import KdfParams, check, derive, new_salt
+from credvault.errors import IntegrityError, NotAVault, UnsupportedFormat, WrongPassphrase
+from credvault.files import atomic_write
+
+FORMAT = "credvault-keyslots"
+VERSION = 1
+MAX_SIZE = 16 * 1024 * 1024
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def b64d(text: Any, what: str = "key-slot file") -> bytes:
+    if not isinstance(text, str):
+        raise IntegrityError(f"{what} is malformed")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise IntegrityError(f"{what} is malformed") from None
+
+
+@dataclass(frozen=True)
+class MemberKeys:
+    """An unlocked member: private halves plus the admin signing key they pinned."""
+
+    name: str
+    kem_private: bytes = field(repr=False)
+    sign_private: bytes = field(repr=False)
+    admin_sign_pub: bytes
+
+    def to_bytes(self, vault_id: bytes) -> bytes:
+        """Serialised form for identity files and the keyring cache (the file is the secret)."""
+        return json.dumps(
+            {
+                "format": "credvault-identity",
+                "vault_id": vault_id.hex(),
+                "member": self.name,
+                "kem": b64e(self.kem_private),
+                "sign": b64e(self.sign_private),
+                "admin_sign_pub": b64e(self.admin_sign_pub),
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, vault_id: bytes) -> MemberKeys:
+        try:
+            d = json.loads(data)
+            ok = d.get("format") == "credvault-identity"
+        except (ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise WrongPassphrase("not a credvault identity")
+        if d.get("vault_id") != vault_id.hex():
+            raise WrongPassphrase("the identity belongs to another vault")
+        return cls(
+            name=str(d["member"]),
+            kem_private=b64d(d["kem"], "identity"),
+            sign_private=b64d(d["sign"], "identity"),
+            admin_sign_pub=b64d(d["admin_sign_pub"], "identity"),
+        )
+
+
+@dataclass(frozen=True)
+class MemberSlot:
+    """One member's public record in the key-slot file."""
+
+    name: str
+    kem_pub: bytes
+    sign_pub: bytes
+    admin: bool
+    service: bool
+    created: str
+    cert: bytes
+    kdf: KdfParams | None
+    salt: bytes | None
+    private: bytes | None  # AES-GCM(Argon2id key, private keys); None for service identities
+    db_key: bytes  # HPKE(database key)
+    admin_key: bytes | None  # HPKE(admin signing private key), admins only
+
+    def cert_message(self, vault_id: bytes) -> bytes:
+        return labels.encode(
+            vault_id, self.name, self.kem_pub, self.sign_pub, int(self.admin), int(self.service)
+        )
+
+    def verify_cert(self, vault_id: bytes, admin_sign_pub: bytes) -> None:
+        p.verify(
+            admin_sign_pub,
+            labels.MEMBER_CERT,
+            self.cert_message(vault_id),
+            self.cert,
+            f"certificate of member {self.name!r}",
+        )
+
+
+@dataclass(frozen=True)
+class Recovery:
+    kem_pub: bytes
+    sign_pub: bytes
+    cert: bytes
+
+    def verify(self, vault_id: bytes, admin_sign_pub: bytes) -> None:
+        p.verify(
+            admin_sign_pub,
+            labels.MEMBER_CERT,
+            labels.encode(vault_id, "@recovery", self.kem_pub, self.sign_pub),
+            self.cert,
+            "certificate of the recovery key",
+        )
+
+
+@dataclass(frozen=True)
+class KeySlots:
+    """The parsed key-slot file. Untrusted until :meth:`verify_mac` has passed."""
+
+    vault_id: bytes
+    generation: int
+    admin_sign_pub: bytes
+    receipt_pub: bytes
+    recovery: Recovery
+    members: dict[str, MemberSlot]
+    pending: dict[str, bytes] | None = None  # next-generation db-key slots during a re-key
+    retired: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # name: (sign pub, cert)
+    mac: bytes = b""
+
+    # -- serialisation -------------------------------------------------------------------
+    def _body(self) -> dict[str, Any]:
+        def slot(m: MemberSlot) -> dict[str, Any]:
+            return {
+                "kem": b64e(m.kem_pub),
+                "sign": b64e(m.sign_pub),
+                "admin": m.admin,
+                "service": m.service,
+                "created": m.created,
+                "cert": b64e(m.cert),
+                "kdf": None
+                if m.kdf is None
+                else {
+                    "m": m.kdf.memory_kib,
+                    "t": m.kdf.iterations,
+                    "p": m.kdf.lanes,
+                    "salt": b64e(m.salt or b""),
+                },
+                "private": None if m.private is None else b64e(m.private),
+                "db_key": b64e(m.db_key),
+                "admin_key": None if m.admin_key is None else b64e(m.admin_key),
+            }
+
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "vault_id": self.vault_id.hex(),
+            "generation": self.generation,
+            "admin_sign_pub": b64e(self.admin_sign_pub),
+            "receipt_pub": b64e(self.receipt_pub),
+            "recovery": {
+                "kem": b64e(self.recovery.kem_pub),
+                "sign": b64e(self.recovery.sign_pub),
+                "cert": b64e(self.recovery.cert),
+            },
+            "members": {n: slot(m) for n, m in sorted(self.members.items())},
+            "pending": None
+            if self.pending is None
+            else {n: b64e(s) for n, s in sorted(self.pending.items())},
+            "retired": {
+                n: {"sign": b64e(k), "cert": b64e(c)} for n, (k, c) in sorted(self.retired.items())
+            },
+        }
+
+    def _canonical(self) -> bytes:
+        return json.dumps(self._body(), sort_keys=True, separators=(",", ":")).encode()
+
+    def sealed_with(self, db_key: bytes) -> KeySlots:
+        """This file with its MAC computed under ``db_key``."""
+        return replace(self, mac=p.mac(p.hkdf(db_key, labels.KEYSLOTS_MAC), self._canonical()))
+
+    def verify_mac(self, db_key: bytes) -> None:
+        p.mac_verify(
+            p.hkdf(db_key, labels.KEYSLOTS_MAC), self._canonical(), self.mac, "key-slot file"
+        )
+
+    def to_bytes(self) -> bytes:
+        body = self._body()
+        body["mac"] = b64e(self.mac)
+        return (json.dumps(body, sort_keys=True, indent=1) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KeySlots:
+        try:
+            d = json.loads(data)
+        except ValueError:
+            raise IntegrityError("key-slot file is corrupt (not JSON)") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise IntegrityError("key-slot file is corrupt or not a credvault key-slot file")
+        if not isinstance(d.get("version"), int) or d["version"] > VERSION:
+            raise UnsupportedFormat(
+                f"this vault's key-slot format {d.get('version')!r} is newer than this credvault "
+                f"supports ({VERSION}); upgrade credvault"
+            )
+        try:
+            members = {}
+            for name, m in d["members"].items():
+                kdf = m["kdf"]
+                members[name] = MemberSlot(
+                    name=name,
+                    kem_pub=b64d(m["kem"]),
+                    sign_pub=b64d(m["sign"]),
+                    admin=bool(m["admin"]),
+                    service=bool(m["service"]),
+                    created=str(m["created"]),
+                    cert=b64d(m["cert"]),
+                    kdf=None
+                    if kdf is None
+                    else KdfParams(int(kdf["m"]), int(kdf["t"]), int(kdf["p"])),
+                    salt=None if kdf is None else b64d(kdf["salt"]),
+                    private=None if m["private"] is None else b64d(m["private"]),
+                    db_key=b64d(m["db_key"]),
+                    admin_key=None if m["admin_key"] is None else b64d(m["admin_key"]),
+                )
+            rec = d["recovery"]
+            return cls(
+                vault_id=bytes.fromhex(d["vault_id"]),
+                generation=int(d["generation"]),
+                admin_sign_pub=b64d(d["admin_sign_pub"]),
+                receipt_pub=b64d(d["receipt_pub"]),
+                recovery=Recovery(b64d(rec["kem"]), b64d(rec["sign"]), b64d(rec["cert"])),
+                members=members,
+                pending=None
+                if d["pending"] is None
+                else {n: b64d(s) for n, s in d["pending"].items()},
+                retired={n: (b64d(r["sign"]), b64d(r["cert"])) for n, r in d["retired"].items()},
+                mac=b64d(d["mac"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise IntegrityError("key-slot file is corrupt (missing or malformed fields)") from None
+
+    # -- files ------------------------------------------------------------------------------
+    @classmethod
+    def read(cls, path: Path) -> KeySlots:
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_SIZE + 1)
+        except FileNotFoundError:
+            raise NotAVault(f"{path.parent} is not a credvault vault (no key-slot file)") from None
+        if len(data) > MAX_SIZE:
+            raise IntegrityError("key-slot file is too large")
+        return cls.from_bytes(data)
+
+    def write(self, path: Path) -> None:
+        atomic_write(path, self.to_bytes())
+
+    # -- member keys ----------------------------------------------------------------------
+    def db_key_info(self, name: str, generation: int | None = None) -> bytes:
+        gen = self.generation if generation is None else generation
+        return labels.encode(labels.SEAL_DB_KEY, self.vault_id, name, gen)
+
+    def open_db_key(self, keys: MemberKeys) -> bytes:
+        """The database key from the member's slot, after checking their certificate."""
+        slot = self.members[keys.name]
+        self.check_member_keys(slot, keys)
+        return p.hpke_open(keys.kem_private, slot.db_key, self.db_key_info(keys.name))
+
+    def open_pending_db_key(self, keys: MemberKeys) -> bytes | None:
+        if not self.pending or keys.name not in self.pending:
+            return None
+        return p.hpke_open(
+            keys.kem_private,
+            self.pending[keys.name],
+            self.db_key_info(keys.name, self.generation + 1),
+        )
+
+    def signing_key(self, name: str, admin_sign_pub: bytes) -> bytes | None:
+        """A member's (or former member's) certified Ed25519 public key, else None."""
+        slot = self.members.get(name)
+        if slot is not None:
+            slot.verify_cert(self.vault_id, admin_sign_pub)
+            return slot.sign_pub
+        if name in self.retired:
+            pub, cert = self.retired[name]
+            old = self._retired_cert_message(name, pub)
+            p.verify(admin_sign_pub, labels.MEMBER_CERT, old, cert, f"certificate of {name!r}")
+            return pub
+        return None
+
+    def _retired_cert_message(self, name: str, pub: bytes) -> bytes:
+        return labels.encode(self.vault_id, "@retired", name, pub)
+
+    def check_member_keys(self, slot: MemberSlot, keys: MemberKeys) -> None:
+        """The slot's public keys must be certified and match the unlocked private keys."""
+        slot.verify_cert(self.vault_id, keys.admin_sign_pub)
+        if (
+            p.x25519_public(keys.kem_private) != slot.kem_pub
+            or p.ed25519_public(keys.sign_private) != slot.sign_pub
+        ):
+            raise IntegrityError(f"key slot of {slot.name!r} does not match the member's keys")
+        self.recovery.verify(self.vault_id, keys.admin_sign_pub)
+
+
+def private_aad(vault_id: bytes, name: str) -> bytes:
+    return labels.encode(labels.MEMBER_PRIVATE, vault_id, name)
+
+
+def encrypt_private(
+    vault_id: bytes, keys: MemberKeys, passphrase: bytes, params: KdfParams
+) -> tuple[bytes, bytes]:
+    """(salt, blob): the member's private keys under an Argon2id-derived key."""
+    check(params, from_disk=False)
+    salt = new_salt()
+    kek = derive(passphrase, salt, params)
+    return salt, p.aead_encrypt(kek, keys.to_bytes(vault_id), private_aad(vault_id, keys.name))
+
+
+def decrypt_private(vault_id: bytes, slot: MemberSlot, passphrase: bytes) -> MemberKeys:
+    """Argon2id + AES-GCM; a wrong passphrase is :class:`WrongPassphrase`."""
+    if slot.private is None or slot.kdf is None or slot.salt is None:
+        raise WrongPassphrase(f"member {slot.name!r} is a service identity: use its identity file")
+    check(slot.kdf, from_disk=True)
+    kek = derive(passphrase, slot.salt, slot.kdf)
+    try:
+        data = p.aead_decrypt(kek, slot.private, private_aad(vault_id, slot.name))
+    except IntegrityError:
+        raise WrongPassphrase(f"wrong passphrase for member {slot.name!r}") from None
+    keys = MemberKeys.from_bytes(data, vault_id)
+    if keys.name != slot.name:
+        raise IntegrityError("key slot belongs to another member")
+    return keys
+
+
+def new_member_keys(name: str, admin_sign_pub: bytes) -> MemberKeys:
+    kem, _ = p.x25519_generate()
+    sign, _ = p.ed25519_generate()
+    return MemberKeys(name, kem, sign, admin_sign_pub)
+
+
+def make_slot(
+    slots_vault_id: bytes,
+    generation: int,
+    keys: MemberKeys,
+    *,
+    admin: bool,
+    service: bool,
+    created: str,
+    admin_sign_private: bytes,
+    db_key: bytes,
+    passphrase: bytes | None,
+    params: KdfParams | None,
+) -> MemberSlot:
+    """A certified slot for ``keys`` (passphrase-protected unless ``service``)."""
+    kem_pub = p.x25519_public(keys.kem_private)
+    sign_pub = p.ed25519_public(keys.sign_private)
+    draft = MemberSlot(
+        keys.name, kem_pub, sign_pub, admin, service, created, b"", None, None, None, b"", None
+    )
+    cert = p.sign(admin_sign_private, labels.MEMBER_CERT, draft.cert_message(slots_vault_id))
+    salt = private = None
+    if not service:
+        assert passphrase is not None
+        assert params is not None
+        salt, private = encrypt_private(slots_vault_id, keys, passphrase, params)
+    db_slot = p.hpke_seal(
+        kem_pub, db_key, labels.encode(labels.SEAL_DB_KEY, slots_vault_id, keys.name, generation)
+    )
+    admin_key = (
+        p.hpke_seal(
+            kem_pub,
+            admin_sign_private,
+            labels.encode(labels.SEAL_ADMIN_KEY, slots_vault_id, keys.name),
+        )
+        if admin
+        else None
+    )
+    return replace(
+        draft,
+        cert=cert,
+        kdf=None if service else params,
+        salt=salt,
+        private=private,
+        db_key=db_slot,
+        admin_key=admin_key,
+    )
+
+
+def open_admin_key(vault_id: bytes, slot: MemberSlot, keys: MemberKeys) -> bytes:
+    """The admin signing private key, checked against the member's pinned public half."""
+    if slot.admin_key is None:
+        raise IntegrityError("no admin key in slot")
+    priv = p.hpke_open(
+        keys.kem_private, slot.admin_key, labels.encode(labels.SEAL_ADMIN_KEY, vault_id, slot.name)
+    )
+    if p.ed25519_public(priv) != keys.admin_sign_pub:
+        raise IntegrityError("admin signing key in the key-slot file is not the pinned one")
+    return priv

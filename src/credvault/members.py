@@ -1,0 +1,269 @@
+"""Members: add, list, change passphrase, reset, remove (with database re-key).
+
+Removing a member deletes their key slot and key copies, marks their engagements for key
+rotation, and re-keys the database: it is copied under a new random key into a new file that
+replaces the old one. The key-slot file first gains *pending* slots for the new key, so a
+crash at any step leaves a vault every remaining member can open; the next open finishes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from credvault import validate
+from credvault.crypto import labels
+from credvault.crypto import primitives as p
+from credvault.crypto.passphrase import KdfParams
+from credvault.errors import AlreadyExists, InvalidInput, NotFound, RetentionError
+from credvault.files import fsync_dir, write_new_private
+from credvault.keyslots import (
+    KeySlots,
+    encrypt_private,
+    make_slot,
+    new_member_keys,
+    open_admin_key,
+)
+from credvault.session import Session
+from credvault.store import Store
+
+DB_NAME = "vault.db"
+SLOTS_NAME = "keyslots.json"
+NEXT_DB = "vault.db.next"
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    name: str
+    admin: bool
+    service: bool
+    created: str
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Members:
+    def __init__(self, s: Session, kdf: KdfParams) -> None:
+        self.s = s
+        self.kdf = kdf
+
+    def list(self) -> list[MemberInfo]:
+        return [
+            MemberInfo(m.name, m.admin, m.service, m.created)
+            for m in sorted(self.s.slots.members.values(), key=lambda m: m.name)
+        ]
+
+    def _write_slots(self, slots: KeySlots, db_key: bytes | None = None) -> None:
+        sealed = slots.sealed_with(db_key or self.s.db_key)
+        sealed.write(self.s.path / SLOTS_NAME)
+        self.s.slots = sealed
+
+    def add(
+        self,
+        name: str,
+        *,
+        admin: bool = False,
+        passphrase: bytes | None = None,
+        identity_file: Path | None = None,
+    ) -> MemberInfo:
+        s = self.s
+        validate.name(name, "member name")
+        if name.startswith("@"):
+            raise InvalidInput("member names cannot start with '@'")
+        s.require_admin("add members")
+        if name in s.slots.members:
+            raise AlreadyExists(f"member {name!r} already exists")
+        service = identity_file is not None
+        if not service and not passphrase:
+            raise InvalidInput(
+                "a new member needs a passphrase (or --service with an identity file)"
+            )
+        if service and identity_file is not None and identity_file.exists():
+            raise AlreadyExists(f"identity file {identity_file} exists; refusing to overwrite")
+        admin_priv = open_admin_key(s.vault_id, s.me, s.keys)
+        keys = new_member_keys(name, s.keys.admin_sign_pub)
+        slot = make_slot(
+            s.vault_id,
+            s.slots.generation,
+            keys,
+            admin=admin,
+            service=service,
+            created=s.now(),
+            admin_sign_private=admin_priv,
+            db_key=s.db_key,
+            passphrase=passphrase,
+            params=None if service else self.kdf,
+        )
+        with s.store.write():  # the write lock also serialises key-slot file changes
+            if identity_file is not None:
+                write_new_private(identity_file, keys.to_bytes(s.vault_id))
+            members = dict(s.slots.members)
+            members[name] = slot
+            retired = {k: v for k, v in s.slots.retired.items() if k != name}
+            self._write_slots(replace(s.slots, members=members, retired=retired))
+            s.log(
+                "member-add",
+                None,
+                name,
+                "ok",
+                ("admin " if admin else "") + ("service identity" if service else "member"),
+            )
+        return MemberInfo(name, admin, service, slot.created)
+
+    def passwd(self, new_passphrase: bytes) -> None:
+        s = self.s
+        if s.me.service:
+            raise InvalidInput("service identities have no passphrase")
+        if not new_passphrase:
+            raise InvalidInput("the new passphrase is empty")
+        salt, private = encrypt_private(s.vault_id, s.keys, new_passphrase, self.kdf)
+        with s.store.write():
+            members = dict(s.slots.members)
+            members[s.member] = replace(s.me, kdf=self.kdf, salt=salt, private=private)
+            self._write_slots(replace(s.slots, members=members))
+            s.log("passwd", None, s.member, "ok")
+
+    def reset(self, name: str, passphrase: bytes) -> MemberInfo:
+        """New key pair and passphrase; every grant of the member must be made again."""
+        s = self.s
+        s.require_admin("reset members")
+        old = s.slots.members.get(name)
+        if old is None:
+            raise NotFound("member", name)
+        if old.service:
+            raise InvalidInput("reset a service identity by removing and adding it again")
+        admin_priv = open_admin_key(s.vault_id, s.me, s.keys)
+        keys = new_member_keys(name, s.keys.admin_sign_pub)
+        slot = make_slot(
+            s.vault_id,
+            s.slots.generation,
+            keys,
+            admin=old.admin,
+            service=False,
+            created=s.now(),
+            admin_sign_private=admin_priv,
+            db_key=s.db_key,
+            passphrase=passphrase,
+            params=self.kdf,
+        )
+        with s.store.write():
+            dropped = self._drop_grants(name)
+            members = dict(s.slots.members)
+            members[name] = slot
+            self._write_slots(
+                replace(
+                    s.slots,
+                    members=members,
+                    retired={
+                        **s.slots.retired,
+                        **self._retire_entry(name, old.sign_pub, admin_priv),
+                    },
+                )
+            )
+            s.log("member-reset", None, name, "ok", f"new keys; {dropped} grants to re-make")
+        return MemberInfo(name, old.admin, False, slot.created)
+
+    def _retire_entry(
+        self, name: str, sign_pub: bytes, admin_priv: bytes
+    ) -> dict[str, tuple[bytes, bytes]]:
+        """Keep a former signing key verifiable, so grants it signed still chain."""
+        msg = labels.encode(self.s.vault_id, "@retired", name, sign_pub)
+        return {name: (sign_pub, p.sign(admin_priv, labels.MEMBER_CERT, msg))}
+
+    def _drop_grants(self, name: str) -> int:
+        s = self.s
+        held = s.store.grants_of_member(name)
+        for eng_id, _role in held:
+            s.store.revoke_grant(eng_id, name, s.now())
+            s.store.update_engagement(eng_id, {"needs_rotation": 1})
+        s.verified.clear()
+        s.engagement_keys.clear()
+        return len(held)
+
+    def remove(self, name: str) -> int:
+        """Remove a member and re-key the database. Returns the grants dropped."""
+        s = self.s
+        s.require_admin("remove members")
+        old = s.slots.members.get(name)
+        if old is None:
+            raise NotFound("member", name)
+        if name == s.member:
+            raise RetentionError("you cannot remove yourself; ask another admin")
+        if old.admin and sum(1 for m in s.slots.members.values() if m.admin) == 1:
+            raise RetentionError("cannot remove the last admin")
+        admin_priv = open_admin_key(s.vault_id, s.me, s.keys)
+        with s.store.write():
+            dropped = self._drop_grants(name)
+            s.log("member-rm", None, name, "ok", f"{dropped} grants dropped; database re-keyed")
+        members = {k: v for k, v in s.slots.members.items() if k != name}
+        retired = {**s.slots.retired, **self._retire_entry(name, old.sign_pub, admin_priv)}
+        # The new slots (pending) are written before the database is swapped.
+        rekey(s, replace(s.slots, members=members, retired=retired))
+        return dropped
+
+
+def rekey(s: Session, slots: KeySlots) -> None:
+    """Re-key the database to a fresh key and make ``slots`` (minus pending) current.
+
+    Steps, each leaving an openable vault: (1) key-slot file with pending slots for the new
+    key; (2) a full copy under the new key in ``vault.db.next``; (3) the copy renamed over
+    ``vault.db``; (4) pending slots promoted. The caller holds the exclusive vault lock.
+    """
+    new_key = p.random_key()
+    gen = slots.generation + 1
+    pending = {
+        n: p.hpke_seal(
+            m.kem_pub, new_key, labels.encode(labels.SEAL_DB_KEY, slots.vault_id, n, gen)
+        )
+        for n, m in slots.members.items()
+    }
+    staged = replace(slots, pending=pending).sealed_with(s.db_key)
+    staged.write(s.path / SLOTS_NAME)
+    s.slots = staged
+    finish_rekey(s, new_key)
+
+
+def finish_rekey(s: Session, new_key: bytes) -> None:
+    """Steps 2–4 of :func:`rekey`; also how an open completes an interrupted re-key."""
+    path = s.path
+    nxt = path / NEXT_DB
+    with contextlib.suppress(FileNotFoundError):
+        nxt.unlink()
+    s.store.checkpoint_truncate()
+    fd = os.open(nxt, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+    s.store.copy_to(nxt, new_key)
+    fd = os.open(nxt, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    s.store.close()
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            (path / (DB_NAME + suffix)).unlink()
+    os.replace(nxt, path / DB_NAME)
+    fsync_dir(path)
+    promote(s, new_key)
+
+
+def promote(s: Session, new_key: bytes) -> None:
+    """Make the pending slots current (database already under ``new_key``)."""
+    slots = s.slots
+    assert slots.pending is not None
+    members = {
+        n: replace(m, db_key=slots.pending[n])
+        for n, m in slots.members.items()
+        if n in slots.pending
+    }
+    final = replace(
+        slots, members=members, pending=None, generation=slots.generation + 1
+    ).sealed_with(new_key)
+    s.store = Store.open(s.path / DB_NAME, new_key)
+    s.audit.__init__(s.store, new_key)  # type: ignore[misc]
+    final.write(s.path / SLOTS_NAME)
+    s.slots = final
+    s.db_key = new_key

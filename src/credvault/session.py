@@ -1,0 +1,82 @@
+"""What every domain operation needs: the open store, the audit log, the verified key slots,
+the unlocked member, and the clock (injected, so tests move time without hooks in the product).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from credvault.access import Action, Role, allowed
+from credvault.audit import AuditLog
+from credvault.errors import AccessDenied
+from credvault.keyslots import KeySlots, MemberKeys, MemberSlot
+from credvault.store import Store
+
+
+def iso(dt: datetime) -> str:
+    """Timestamps are stored as ISO-8601 UTC text, which sorts chronologically."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Session:
+    """One member's open vault."""
+
+    path: Path
+    store: Store
+    audit: AuditLog
+    slots: KeySlots
+    keys: MemberKeys
+    db_key: bytes = field(repr=False)
+    clock: Callable[[], datetime]
+    engagement_keys: dict[tuple[int, int], bytes] = field(default_factory=dict, repr=False)
+    verified: dict[tuple[int, str], Role | None] = field(default_factory=dict)
+
+    @property
+    def vault_id(self) -> bytes:
+        return self.slots.vault_id
+
+    @property
+    def member(self) -> str:
+        return self.keys.name
+
+    @property
+    def me(self) -> MemberSlot:
+        return self.slots.members[self.keys.name]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.me.admin
+
+    def now(self) -> str:
+        return iso(self.clock())
+
+    def log(
+        self, action: str, engagement: str | None, item: str | None, outcome: str, detail: str = ""
+    ) -> int:
+        return self.audit.append(self.now(), self.member, action, engagement, item, outcome, detail)
+
+    def log_export(self, engagement: str, count: int) -> None:
+        """Record a client export in its own committed transaction (fail closed)."""
+        with self.store.write():
+            self.log("export", engagement, None, "ok", f"{count} credentials exported")
+
+    def deny(self, action: str, engagement: str | None, item: str | None, why: str) -> AccessDenied:
+        """Audit a denial in its own transaction and return the error to raise."""
+        with self.store.write():
+            self.log(action, engagement, item, "denied", why)
+        return AccessDenied(self.member, action, engagement, why)
+
+    def require_admin(self, action: str) -> None:
+        if not self.is_admin:
+            raise self.deny(action, None, None, "admin only")
+
+    def check(
+        self, action: Action, role: Role | None, verb: str, engagement: str, item: str | None = None
+    ) -> None:
+        if not allowed(action, role, admin=self.is_admin):
+            held = f"role {role.value}" if role else "no grant"
+            raise self.deny(verb, engagement, item, held)

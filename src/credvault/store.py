@@ -1,0 +1,585 @@
+"""The SQLCipher store: the only module with SQL and the only ``import sqlcipher3``.
+
+Opens the database with a validated raw 256-bit key, sets and then *checks* the pragmas the
+design relies on (refusing to run otherwise), starts every write with ``BEGIN IMMEDIATE``
+(a deferred read lock upgraded to a write lock fails at once with "database is locked",
+whatever the busy timeout), and turns SQLCipher's errors into credvault's without echoing
+SQL text, which could carry the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3
+
+from credvault.errors import CredvaultError, IntegrityError, NotAVault
+
+FORMAT_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+_RAW_KEY = re.compile(r"\A[0-9a-f]{64}\Z")
+
+Row = tuple[Any, ...]
+DatabaseError = sqlcipher3.DatabaseError
+
+
+class StoreError(CredvaultError):
+    """A database failure that is neither tampering nor a missing vault (disk full, I/O)."""
+
+
+def _key_literal(key: bytes) -> str:
+    """``x'<64 hex>'``: anything else SQLCipher would silently treat as a passphrase."""
+    if len(key) != 32:
+        raise ValueError("database key must be 32 bytes")
+    hexkey = key.hex()
+    if not _RAW_KEY.match(hexkey):  # pragma: no cover - bytes.hex() always matches
+        raise ValueError("malformed raw key")
+    return f"PRAGMA key = \"x'{hexkey}'\""
+
+
+def translate(exc: BaseException, what: str = "database") -> CredvaultError:
+    """Map a SQLCipher error to credvault's, without its text when that may hold SQL."""
+    msg = str(exc)
+    if isinstance(exc, sqlcipher3.IntegrityError):
+        return StoreError(f"{what}: constraint failed")
+    if "file is not a database" in msg or "malformed" in msg or "HMAC" in msg:
+        return IntegrityError(f"{what} is corrupt, tampered with, or the key does not match")
+    if "disk" in msg and "full" in msg:
+        return StoreError(f"{what}: disk full")
+    if "locked" in msg or "busy" in msg:
+        return StoreError(f"{what} is busy (locked by another process for too long)")
+    if "readonly" in msg or "read-only" in msg:
+        return StoreError(f"{what} is read-only")
+    if "unable to open" in msg:
+        return NotAVault(f"cannot open {what}")
+    # Trigger/raise messages are ours or the test's; other texts may embed SQL: hide them.
+    return StoreError(f"{what} error ({type(exc).__name__})")
+
+
+@dataclass
+class Store:
+    """An open vault database."""
+
+    conn: Any
+    path: Path
+
+    # -- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path, key: bytes, *, create: bool = False) -> Store:
+        if not create and not path.exists():
+            raise NotAVault(f"{path.parent} is not a credvault vault (no database)")
+        try:
+            conn = sqlcipher3.connect(
+                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
+        try:
+            conn.execute("PRAGMA cipher_log_level = NONE")  # no SQLCipher noise on stderr
+            conn.execute(_key_literal(key))
+            # First page access: a wrong key or a damaged page 1 fails here.
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            store = cls(conn, path)
+            store._check_pragmas(mode)
+        except sqlcipher3.Error as e:
+            conn.close()
+            raise translate(e) from None
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _check_pragmas(self, mode: str) -> None:
+        """Refuse to run with a weaker configuration than the design assumes."""
+        want = {
+            "synchronous": 2,
+            "secure_delete": 1,
+            "foreign_keys": 1,
+            "temp_store": 2,
+            "cipher_use_hmac": "1",
+            "cipher_plaintext_header_size": "0",
+        }
+        for pragma, expected in want.items():
+            got = self.conn.execute(f"PRAGMA {pragma}").fetchone()
+            if got is None or got[0] != expected:
+                raise StoreError(f"refusing to run: PRAGMA {pragma} is not {expected}")
+        if mode != "wal":
+            raise StoreError("refusing to run: the database is not in WAL mode")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        """A write transaction, ``BEGIN IMMEDIATE`` so it waits rather than failing."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlcipher3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlcipher3.Error as e:
+            with contextlib.suppress(sqlcipher3.Error):
+                self.conn.execute("ROLLBACK")
+            raise translate(e) from None
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        """A read snapshot (deferred; never upgraded to a write)."""
+        try:
+            self.conn.execute("BEGIN")
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlcipher3.Error):
+                self.conn.execute("COMMIT")
+
+    def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return self.conn.execute(sql, params)
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self._x(sql, params).fetchone()
+        return row
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = self._x(sql, params).fetchall()
+        return rows
+
+    # -- schema and meta ------------------------------------------------------------------
+    def create_schema(self) -> None:
+        ddl = resources.files("credvault").joinpath("schema.sql").read_text()
+        try:
+            self.conn.executescript(ddl)
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
+
+    def get_meta(self, key: str) -> Any:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._x(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def all_meta(self) -> dict[str, Any]:
+        return dict(self._all("SELECT key, value FROM meta"))
+
+    # -- engagements ----------------------------------------------------------------------
+    ENG_COLS = (
+        "id, uid, name, client, state, key_version, key_fp, needs_rotation, require_reason, grace_days, "
+        "created_at, created_by, lead, creation_sig, closed_at, purge_due, hold_until, "
+        "hold_reason, hold_by, purged_at, receipt"
+    )
+
+    def insert_engagement(self, values: dict[str, Any]) -> int:
+        cols = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        return int(
+            self._x(
+                f"INSERT INTO engagements ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
+                tuple(values.values()),
+            ).lastrowid
+        )
+
+    def update_engagement(self, eng_id: int, values: dict[str, Any]) -> None:
+        sets = ", ".join(f"{c} = ?" for c in values)
+        self._x(
+            f"UPDATE engagements SET {sets} WHERE id = ?",  # noqa: S608 - column names are ours
+            (*values.values(), eng_id),
+        )
+
+    def engagement_by_name(self, name: str) -> Row | None:
+        return self._one(f"SELECT {self.ENG_COLS} FROM engagements WHERE name = ?", (name,))  # noqa: S608
+
+    def engagements(self, client: str | None = None) -> list[Row]:
+        if client is None:
+            return self._all(f"SELECT {self.ENG_COLS} FROM engagements ORDER BY name")  # noqa: S608
+        return self._all(
+            f"SELECT {self.ENG_COLS} FROM engagements WHERE client = ? ORDER BY name",  # noqa: S608
+            (client,),
+        )
+
+    def due_engagements(self, now: str) -> list[Row]:
+        return self._all(
+            f"SELECT {self.ENG_COLS} FROM engagements "  # noqa: S608
+            "WHERE state = 'closed' AND purge_due <= ? ORDER BY purge_due",
+            (now,),
+        )
+
+    def anything_due(self, now: str) -> bool:
+        """One indexed probe each: what every open pays when nothing is due."""
+        return (
+            self._one(
+                "SELECT 1 FROM engagements WHERE state = 'closed' AND purge_due <= ? LIMIT 1",
+                (now,),
+            )
+            is not None
+            or self._one(
+                "SELECT 1 FROM grants WHERE expires_at IS NOT NULL AND expires_at <= ? "
+                "AND revoked_at IS NULL LIMIT 1",
+                (now,),
+            )
+            is not None
+        )
+
+    def count_engagement_items(self, eng_id: int) -> tuple[int, int]:
+        c = self._one("SELECT count(*) FROM credentials WHERE engagement_id = ?", (eng_id,))
+        s = self._one("SELECT count(*) FROM systems WHERE engagement_id = ?", (eng_id,))
+        return (int(c[0]) if c else 0, int(s[0]) if s else 0)
+
+    def destroy_engagement_contents(self, eng_id: int) -> None:
+        for table in ("credentials", "systems", "grants"):
+            self._x(f"DELETE FROM {table} WHERE engagement_id = ?", (eng_id,))  # noqa: S608
+
+    # -- grants ---------------------------------------------------------------------------
+    GRANT_COLS = (
+        "member, role, granted_by, granted_at, expires_at, role_sig, key_version, "
+        "sealed, sealed_by, copy_sig, revoked_at"
+    )
+
+    def grants(self, eng_id: int) -> list[Row]:
+        return self._all(
+            f"SELECT {self.GRANT_COLS} FROM grants WHERE engagement_id = ? "  # noqa: S608
+            "ORDER BY member",
+            (eng_id,),
+        )
+
+    def grant_of(self, eng_id: int, member: str) -> Row | None:
+        return self._one(
+            f"SELECT {self.GRANT_COLS} FROM grants "  # noqa: S608
+            "WHERE engagement_id = ? AND member = ?",
+            (eng_id, member),
+        )
+
+    def grants_of_member(self, member: str) -> list[tuple[int, str]]:
+        return [
+            (int(r[0]), str(r[1]))
+            for r in self._all(
+                "SELECT engagement_id, role FROM grants WHERE member = ? AND revoked_at IS NULL",
+                (member,),
+            )
+        ]
+
+    def put_grant(self, eng_id: int, g: dict[str, Any]) -> None:
+        cols = ", ".join(g)
+        marks = ", ".join("?" for _ in g)
+        self._x(
+            f"INSERT OR REPLACE INTO grants (engagement_id, {cols}) VALUES (?, {marks})",  # noqa: S608
+            (eng_id, *g.values()),
+        )
+
+    def set_key_copy(
+        self,
+        eng_id: int,
+        member: str,
+        key_version: int,
+        sealed: bytes,
+        sealed_by: str,
+        copy_sig: bytes,
+    ) -> None:
+        self._x(
+            "UPDATE grants SET key_version = ?, sealed = ?, sealed_by = ?, copy_sig = ? "
+            "WHERE engagement_id = ? AND member = ?",
+            (key_version, sealed, sealed_by, copy_sig, eng_id, member),
+        )
+
+    def set_role_sig(self, eng_id: int, member: str, granted_by: str, role_sig: bytes) -> None:
+        self._x(
+            "UPDATE grants SET granted_by = ?, role_sig = ? WHERE engagement_id = ? AND member = ?",
+            (granted_by, role_sig, eng_id, member),
+        )
+
+    def revoke_grant(self, eng_id: int, member: str, when: str) -> None:
+        """Drop the key copy but keep the signed role record, so what it signed still chains."""
+        self._x(
+            "UPDATE grants SET sealed = NULL, copy_sig = NULL, sealed_by = NULL, "
+            "key_version = NULL, revoked_at = ? WHERE engagement_id = ? AND member = ?",
+            (when, eng_id, member),
+        )
+
+    def expired_grants(self, now: str) -> list[tuple[int, str]]:
+        return [
+            (int(r[0]), str(r[1]))
+            for r in self._all(
+                "SELECT engagement_id, member FROM grants WHERE expires_at IS NOT NULL "
+                "AND expires_at <= ? AND revoked_at IS NULL",
+                (now,),
+            )
+        ]
+
+    # -- systems --------------------------------------------------------------------------
+    SYS_COLS = "id, uid, name, port, protocol, address_env, details_env, created_at, updated_at"
+
+    def system(self, eng_id: int, name: str) -> Row | None:
+        return self._one(
+            f"SELECT {self.SYS_COLS} FROM systems WHERE engagement_id = ? "  # noqa: S608
+            "AND name = ?",
+            (eng_id, name),
+        )
+
+    def system_by_id(self, sys_id: int) -> Row | None:
+        return self._one(f"SELECT {self.SYS_COLS} FROM systems WHERE id = ?", (sys_id,))  # noqa: S608
+
+    def systems(self, eng_id: int) -> list[Row]:
+        return self._all(
+            f"SELECT {self.SYS_COLS} FROM systems WHERE engagement_id = ? "  # noqa: S608
+            "ORDER BY name",
+            (eng_id,),
+        )
+
+    def upsert_system(self, eng_id: int, v: dict[str, Any]) -> None:
+        self._x(
+            "INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env, "
+            "details_env, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (engagement_id, name) DO UPDATE SET port = excluded.port, "
+            "protocol = excluded.protocol, address_env = excluded.address_env, "
+            "details_env = excluded.details_env, updated_at = excluded.updated_at",
+            (
+                v["uid"],
+                eng_id,
+                v["name"],
+                v["port"],
+                v["protocol"],
+                v["address_env"],
+                v["details_env"],
+                v["created_at"],
+                v["updated_at"],
+            ),
+        )
+
+    def set_system_envelopes(
+        self, sys_id: int, address_env: bytes, details_env: bytes | None
+    ) -> None:
+        self._x(
+            "UPDATE systems SET address_env = ?, details_env = ? WHERE id = ?",
+            (address_env, details_env, sys_id),
+        )
+
+    def delete_system(self, sys_id: int) -> None:
+        self._x("DELETE FROM systems WHERE id = ?", (sys_id,))
+
+    # -- credentials ----------------------------------------------------------------------
+    CRED_COLS = (
+        "c.id, c.uid, c.name, c.kind, s.name, c.secret_env, c.username_env, c.url_env, "
+        "c.notes_env, c.created_at, c.updated_at, c.system_id"
+    )
+
+    def credential(self, eng_id: int, name: str) -> Row | None:
+        return self._one(
+            f"SELECT {self.CRED_COLS} FROM credentials c LEFT JOIN systems s "  # noqa: S608
+            "ON s.id = c.system_id WHERE c.engagement_id = ? AND c.name = ?",
+            (eng_id, name),
+        )
+
+    def credentials(self, eng_id: int) -> list[Row]:
+        return self._all(
+            f"SELECT {self.CRED_COLS} FROM credentials c LEFT JOIN systems s "  # noqa: S608
+            "ON s.id = c.system_id WHERE c.engagement_id = ? ORDER BY c.name",
+            (eng_id,),
+        )
+
+    def insert_credential(self, eng_id: int, v: dict[str, Any]) -> None:
+        self._x(
+            "INSERT INTO credentials (uid, engagement_id, name, kind, system_id, secret_env, "
+            "username_env, url_env, notes_env, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                v["uid"],
+                eng_id,
+                v["name"],
+                v["kind"],
+                v["system_id"],
+                v["secret_env"],
+                v["username_env"],
+                v["url_env"],
+                v["notes_env"],
+                v["created_at"],
+                v["updated_at"],
+            ),
+        )
+
+    def insert_credentials(self, eng_id: int, rows: list[dict[str, Any]]) -> None:
+        try:
+            self.conn.executemany(
+                "INSERT INTO credentials (uid, engagement_id, name, kind, system_id, secret_env, "
+                "username_env, url_env, notes_env, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        v["uid"],
+                        eng_id,
+                        v["name"],
+                        v["kind"],
+                        v["system_id"],
+                        v["secret_env"],
+                        v["username_env"],
+                        v["url_env"],
+                        v["notes_env"],
+                        v["created_at"],
+                        v["updated_at"],
+                    )
+                    for v in rows
+                ],
+            )
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
+
+    def update_credential(self, cred_id: int, v: dict[str, Any]) -> None:
+        sets = ", ".join(f"{c} = ?" for c in v)
+        self._x(f"UPDATE credentials SET {sets} WHERE id = ?", (*v.values(), cred_id))  # noqa: S608
+
+    def set_credential_envelopes_many(
+        self, rows: list[tuple[bytes, bytes | None, bytes | None, bytes | None, int]]
+    ) -> None:
+        try:
+            self.conn.executemany(
+                "UPDATE credentials SET secret_env = ?, username_env = ?, url_env = ?, "
+                "notes_env = ? WHERE id = ?",
+                rows,
+            )
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
+
+    def delete_credential(self, cred_id: int) -> None:
+        self._x("DELETE FROM credentials WHERE id = ?", (cred_id,))
+
+    # -- audit ----------------------------------------------------------------------------
+    AUDIT_COLS = "seq, ts, member, action, engagement, item, outcome, detail, mac"
+
+    def audit_head(self) -> Row | None:
+        return self._one(f"SELECT {self.AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1")  # noqa: S608
+
+    def audit_insert(self, row: Row) -> None:
+        self._x(f"INSERT INTO audit ({self.AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)  # noqa: S608
+
+    def audit_iter(self, after_seq: int = 0, batch: int = 5000) -> Iterator[Row]:
+        """All entries in order, fetched in batches so a million entries stream."""
+        last = after_seq
+        while True:
+            rows = self._all(
+                f"SELECT {self.AUDIT_COLS} FROM audit WHERE seq > ? "  # noqa: S608
+                "ORDER BY seq LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return
+            yield from rows
+            last = int(rows[-1][0])
+
+    def audit_entry(self, seq: int) -> Row | None:
+        return self._one(f"SELECT {self.AUDIT_COLS} FROM audit WHERE seq = ?", (seq,))  # noqa: S608
+
+    def audit_query(
+        self,
+        *,
+        engagements: list[str] | None,
+        member: str | None,
+        action: str | None,
+        since: str | None,
+        limit: int | None,
+        include_vault_wide: bool,
+    ) -> list[Row]:
+        where: list[str] = []
+        params: list[Any] = []
+        if engagements is not None:
+            marks = ", ".join("?" for _ in engagements)
+            clause = f"engagement IN ({marks})" if engagements else "0"
+            if include_vault_wide:
+                clause = f"({clause} OR engagement IS NULL)"
+            where.append(clause)
+            params += engagements
+        for col, val in (("member", member), ("action", action)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(since)
+        sql = f"SELECT {self.AUDIT_COLS} FROM audit"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"  # noqa: S608
+            params.append(limit)
+        else:
+            sql += " ORDER BY seq"
+        return self._all(sql, params)
+
+    def audit_prune_before(self, seq: int) -> None:
+        self._x("DELETE FROM audit WHERE seq < ?", (seq,))
+
+    def audit_first_after_ts(self, ts: str) -> Row | None:
+        return self._one(
+            f"SELECT {self.AUDIT_COLS} FROM audit WHERE ts >= ? "  # noqa: S608
+            "ORDER BY seq LIMIT 1",
+            (ts,),
+        )
+
+    def audit_reads_by(self, member: str, engagement: str) -> list[str]:
+        return [
+            str(r[0])
+            for r in self._all(
+                "SELECT DISTINCT item FROM audit WHERE member = ? AND engagement = ? AND outcome = 'ok' "
+                "AND action IN ('get', 'export') AND item IS NOT NULL ORDER BY item",
+                (member, engagement),
+            )
+        ]
+
+    # -- maintenance ----------------------------------------------------------------------
+    def checkpoint_truncate(self) -> None:
+        """Move every committed page into the main file and cut the WAL to 0 bytes."""
+        self._x("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def vacuum(self) -> None:
+        """Rewrite the file so that freed pages (deleted envelopes) leave no trace."""
+        self._x("VACUUM")
+
+    def integrity_check(self) -> list[str]:
+        rows = self._all("PRAGMA integrity_check")
+        rows += self._all("PRAGMA cipher_integrity_check")
+        return [str(r[0]) for r in rows if r[0] != "ok"]
+
+    def copy_to(self, target: Path, key: bytes) -> None:
+        """Online-backup the database into a new file keyed with ``key`` (may differ)."""
+        dst = sqlcipher3.connect(str(target), isolation_level=None)
+        try:
+            dst.execute("PRAGMA cipher_log_level = NONE")
+            dst.execute(_key_literal(key))
+            self.conn.backup(dst)
+            dst.execute("PRAGMA journal_mode = DELETE")
+        except sqlcipher3.Error as e:
+            raise translate(e, "backup") from None
+        finally:
+            dst.close()
+
+
+def is_database_error(exc: BaseException) -> bool:
+    return isinstance(exc, (sqlcipher3.Error, sqlite3.Error))

@@ -1,0 +1,154 @@
+"""Systems (hosts) of an engagement: address and details in envelopes, port and protocol not."""
+
+from __future__ import annotations
+
+import os
+import builtins
+from dataclasses import asdict, dataclass
+
+from credvault import items, validate
+from credvault.access import Action
+from credvault.engagements import Engagements
+from credvault.errors import NotFound, RetentionError
+from credvault.session import Session
+
+TABLE = "systems"
+
+
+@dataclass(frozen=True)
+class System:
+    engagement: str
+    name: str
+    address: str | None  # None in listings (only reading roles see it)
+    port: int | None
+    protocol: str | None
+    details: str | None
+    created_at: str
+    updated_at: str
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Systems:
+    def __init__(self, s: Session, engagements: Engagements) -> None:
+        self.s = s
+        self.e = engagements
+
+    def add(
+        self,
+        ref: str,
+        address: str,
+        *,
+        port: int | str | None = None,
+        protocol: str | None = None,
+        details: str | None = None,
+    ) -> System:
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        addr = validate.address(address)
+        port_n = validate.port(port)
+        protocol = validate.text(protocol, "protocol", max_len=32, multiline=False)
+        if protocol is not None:
+            validate.name(protocol, "protocol")
+        details = validate.text(details, "details")
+        eng = self.e.get(eng_name)
+        if eng.state != "active":
+            raise RetentionError(f"engagement {eng.name!r} is {eng.state}: it takes no changes")
+        key = self.e.key(eng, "system add", Action.WRITE, name)
+        now = s.now()
+        with s.store.write():
+            row = s.store.system(eng.id, name)
+            uid = os.urandom(16) if row is None else bytes(row[1])
+            s.store.upsert_system(
+                eng.id,
+                {
+                    "uid": uid,
+                    "name": name,
+                    "port": port_n,
+                    "protocol": protocol,
+                    "address_env": items.seal(s, eng, key, TABLE, uid, "address", addr.encode()),
+                    "details_env": items.seal(
+                        s,
+                        eng,
+                        key,
+                        TABLE,
+                        uid,
+                        "details",
+                        details.encode() if details is not None else None,
+                    ),
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            s.log("system-add" if row is None else "system-update", eng.name, name, "ok")
+        return System(eng.name, name, addr, port_n, protocol, details, now, now)
+
+    def list(self, engagement: str) -> builtins.list[System]:
+        eng = self.e.get(engagement)
+        self.s.check(Action.LIST, self.e.role_of(eng), "list systems", eng.name)
+        return [
+            System(eng.name, r[2], None, r[3], r[4], None, r[7], r[8])
+            for r in self.s.store.systems(eng.id)
+        ]
+
+    def show(self, ref: str) -> System:
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        eng = self.e.get(eng_name)
+        key = self.e.key(eng, "system show", Action.READ, name)
+        r = s.store.system(eng.id, name)
+        if r is None:
+            raise NotFound("system", ref)
+        uid = bytes(r[1])
+        addr = items.open_(s, eng, key, TABLE, uid, "address", r[5])
+        det = items.open_(s, eng, key, TABLE, uid, "details", r[6])
+        with s.store.write():
+            s.log("system-show", eng.name, name, "ok")
+        return System(
+            eng.name,
+            name,
+            addr.decode() if addr else None,
+            r[3],
+            r[4],
+            det.decode() if det is not None else None,
+            r[7],
+            r[8],
+        )
+
+    def remove(self, ref: str) -> None:
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        eng = self.e.get(eng_name)
+        if eng.state != "active":
+            raise RetentionError(f"engagement {eng.name!r} is {eng.state}: it takes no changes")
+        self.e.key(eng, "system rm", Action.WRITE, name)
+        with s.store.write():
+            r = s.store.system(eng.id, name)
+            if r is None:
+                raise NotFound("system", ref)
+            s.store.delete_system(int(r[0]))
+            s.log("system-rm", eng.name, name, "ok")
+
+    def export_engagement(self, eng_name: str) -> builtins.list[System]:
+        s = self.s
+        eng = self.e.get(eng_name)
+        key = self.e.key(eng, "export", Action.READ)
+        out = []
+        for r in s.store.systems(eng.id):
+            uid = bytes(r[1])
+            addr = items.open_(s, eng, key, TABLE, uid, "address", r[5])
+            det = items.open_(s, eng, key, TABLE, uid, "details", r[6])
+            out.append(
+                System(
+                    eng.name,
+                    r[2],
+                    addr.decode() if addr else None,
+                    r[3],
+                    r[4],
+                    det.decode() if det is not None else None,
+                    r[7],
+                    r[8],
+                )
+            )
+        return out

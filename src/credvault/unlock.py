@@ -1,0 +1,143 @@
+"""Ways to unlock a member's keys, tried in a fixed order.
+
+Order used by the CLI (and by :class:`Auto` for tooling): identity file, OS keyring,
+passphrase file, interactive prompt. Each source either returns the member's keys, says
+"not mine" (``None``: try the next one), or raises (wrong passphrase, tampered slot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from credvault.errors import InvalidInput, Locked, NotFound, WrongPassphrase
+from credvault.keyslots import KeySlots, MemberKeys, decrypt_private
+
+MAX_PASSPHRASE = 4096
+
+
+class UnlockSource(Protocol):
+    """Something that can produce a member's unlocked keys."""
+
+    def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None: ...
+
+
+def _slot(slots: KeySlots, member: str) -> None:
+    if member not in slots.members:
+        raise NotFound(
+            "member",
+            member,
+            f"no member {member!r} in this vault (choose with --as NAME or CREDVAULT_MEMBER)",
+        )
+
+
+def read_passphrase_file(path: Path) -> bytes:
+    """The first line of the file, without its newline."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_PASSPHRASE + 2)
+    except OSError:
+        raise InvalidInput(f"cannot read passphrase file {path}") from None
+    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    if not line:
+        raise InvalidInput(f"passphrase file {path} is empty")
+    if len(line) > MAX_PASSPHRASE:
+        raise InvalidInput("passphrase too long")
+    return line
+
+
+@dataclass
+class Passphrase:
+    """A passphrase held in memory (library use and tests)."""
+
+    passphrase: bytes | str = field(repr=False)
+
+    def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
+        _slot(slots, member)
+        pw = self.passphrase.encode() if isinstance(self.passphrase, str) else self.passphrase
+        return decrypt_private(slots.vault_id, slots.members[member], pw)
+
+
+@dataclass
+class PassphraseFile:
+    """A file whose first line is the passphrase (``CREDVAULT_PASSPHRASE_FILE``)."""
+
+    path: Path
+
+    def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
+        _slot(slots, member)
+        if slots.members[member].service:
+            return None
+        return decrypt_private(
+            slots.vault_id, slots.members[member], read_passphrase_file(self.path)
+        )
+
+
+@dataclass
+class IdentityFile:
+    """A service identity's key file (``CREDVAULT_IDENTITY``): the file is the secret."""
+
+    path: Path
+
+    def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
+        try:
+            data = self.path.read_bytes()[:65536]
+        except OSError:
+            raise InvalidInput(f"cannot read identity file {self.path}") from None
+        keys = MemberKeys.from_bytes(data, slots.vault_id)
+        if keys.name != member and member in slots.members:
+            raise WrongPassphrase(f"identity file is for member {keys.name!r}, not {member!r}")
+        _slot(slots, keys.name)
+        return keys
+
+
+@dataclass
+class Prompt:
+    """Ask on the terminal (the CLI passes a function that reads without echo)."""
+
+    ask: Callable[[str], bytes]
+
+    def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
+        _slot(slots, member)
+        if slots.members[member].service:
+            return None
+        return decrypt_private(
+            slots.vault_id, slots.members[member], self.ask(f"Passphrase for {member}: ")
+        )
+
+
+@dataclass
+class InMemory:
+    """Already-unlocked keys (tests, and the keyring cache after a hit)."""
+
+    keys: MemberKeys
+
+    def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
+        return self.keys if self.keys.name == member else None
+
+
+@dataclass
+class FirstOf:
+    """Try sources in order; the first that answers wins."""
+
+    sources: Sequence[UnlockSource]
+
+    def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
+        for src in self.sources:
+            keys = src.unlock(slots, member)
+            if keys is not None:
+                return keys
+        return None
+
+
+def resolve(source: UnlockSource, slots: KeySlots, member: str) -> MemberKeys:
+    keys = source.unlock(slots, member)
+    if keys is None:
+        raise Locked(
+            f"vault is locked for {member!r}: no passphrase available (set "
+            "CREDVAULT_PASSPHRASE_FILE, CREDVAULT_IDENTITY, run `credvault unlock`, "
+            "or use a terminal)"
+        )
+    return keys

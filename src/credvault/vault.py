@@ -1,0 +1,534 @@
+"""The ``Vault`` facade: create, open (unlock, recover interrupted work, purge what is due),
+and the sub-objects that do the work. The only reader of the real clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from credvault import audit as audit_mod
+from credvault import validate
+from credvault.access import Action
+from credvault.audit import AuditEntry, AuditLog, Checkpoint
+from credvault.credentials import Credential, CredentialInfo, Credentials
+from credvault.crypto import labels
+from credvault.crypto import primitives as p
+from credvault.crypto.passphrase import DEFAULT, KdfParams, check
+from credvault.engagements import RECOVERY, Engagements, recovery_keys
+from credvault.errors import (
+    AlreadyExists,
+    IntegrityError,
+    InvalidInput,
+    NotAVault,
+    UnsupportedFormat,
+    WrongPassphrase,
+)
+from credvault.files import create_private, fsync_dir, locked, make_private_dir
+from credvault.keyslots import KeySlots, MemberKeys, Recovery, make_slot, new_member_keys
+from credvault.members import DB_NAME, NEXT_DB, SLOTS_NAME, Members, finish_rekey, promote
+from credvault.purge import Purger, new_receipt_key
+from credvault.retention import SETTINGS
+from credvault.secret import Secret
+from credvault.session import Session, iso
+from credvault.store import FORMAT_VERSION, Store
+from credvault.systems import Systems
+from credvault.unlock import Passphrase, UnlockSource, resolve
+
+LOCK_NAME = "vault.lock"
+FAILED_UNLOCKS = "failed-unlocks.log"
+RECOVERY_PREFIX = "CREDVAULT-RECOVERY-1"
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_dir() -> Path:
+    """``$CREDVAULT_VAULT``, else ``$XDG_DATA_HOME/credvault``, else ``~/.local/share/credvault``."""
+    env = os.environ.get("CREDVAULT_VAULT")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "credvault"
+
+
+def format_recovery(vault_id: bytes, seed: bytes) -> str:
+    return f"{RECOVERY_PREFIX}:{vault_id.hex()}:{base64.b64encode(seed).decode()}"
+
+
+def parse_recovery(text: str) -> tuple[bytes, bytes]:
+    try:
+        prefix, vid, seed = text.strip().split(":")
+        if prefix != RECOVERY_PREFIX:
+            raise ValueError
+        seed_b = base64.b64decode(seed, validate=True)
+        if len(seed_b) != 32:
+            raise ValueError
+        return bytes.fromhex(vid), seed_b
+    except ValueError:
+        raise InvalidInput("not a credvault recovery key") from None
+
+
+@dataclass(frozen=True)
+class InitResult:
+    path: Path
+    vault_id: str
+    admin: str
+    recovery_key: str | None  # set only when no recovery file was asked for: show it once
+
+
+class Vault:
+    """An open vault for one member. Use as a context manager.
+
+    >>> # doctest: +SKIP
+    >>> with Vault.open(path, "alice", Passphrase("...")) as v:
+    ...     v.credentials.put("acme-2026/web1-root", b"hunter2")
+    """
+
+    def __init__(self, session: Session, kdf: KdfParams, lock: contextlib.ExitStack) -> None:
+        self._s = session
+        self._lock = lock
+        self.engagements = Engagements(session)
+        self.credentials = Credentials(session, self.engagements)
+        self.systems = Systems(session, self.engagements)
+        self.members = Members(session, kdf)
+        self.purger = Purger(session, self.engagements)
+
+    # -- creation ---------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        path: Path,
+        admin: str,
+        passphrase: bytes | str,
+        *,
+        kdf: KdfParams = DEFAULT,
+        recovery_file: Path | None = None,
+        clock: Clock = utc_now,
+    ) -> InitResult:
+        """Create a vault with its first (admin) member and the recovery key pair."""
+        validate.name(admin, "member name")
+        check(kdf, from_disk=False)
+        pw = passphrase.encode() if isinstance(passphrase, str) else passphrase
+        if not pw:
+            raise InvalidInput("the passphrase is empty")
+        path = Path(path)
+        if (path / SLOTS_NAME).exists() or (path / DB_NAME).exists():
+            raise AlreadyExists(f"{path} already holds a vault; refusing to overwrite it")
+        if path.exists() and any(path.iterdir()):
+            raise AlreadyExists(f"{path} is not empty; choose an empty or new directory")
+        if recovery_file is not None and recovery_file.exists():
+            raise AlreadyExists(f"recovery file {recovery_file} exists; refusing to overwrite")
+        make_private_dir(path)
+        vault_id = os.urandom(16)
+        db_key = p.random_key()
+        admin_priv, admin_pub = p.ed25519_generate()
+        seed = os.urandom(32)
+        rec_kem, rec_sign = recovery_keys(seed)
+        rec_kem_pub, rec_sign_pub = p.x25519_public(rec_kem), p.ed25519_public(rec_sign)
+        rec_cert = p.sign(
+            admin_priv,
+            labels.MEMBER_CERT,
+            labels.encode(vault_id, RECOVERY, rec_kem_pub, rec_sign_pub),
+        )
+        receipt_blob, receipt_pub = new_receipt_key()
+        now = iso(clock())
+        keys = new_member_keys(admin, admin_pub)
+        slot = make_slot(
+            vault_id,
+            1,
+            keys,
+            admin=True,
+            service=False,
+            created=now,
+            admin_sign_private=admin_priv,
+            db_key=db_key,
+            passphrase=pw,
+            params=kdf,
+        )
+        slots = KeySlots(
+            vault_id,
+            1,
+            admin_pub,
+            receipt_pub,
+            Recovery(rec_kem_pub, rec_sign_pub, rec_cert),
+            {admin: slot},
+        )
+        create_private(path / LOCK_NAME)
+        create_private(path / DB_NAME)  # 0600 before SQLite touches it (-wal/-shm copy it)
+        store = Store.open(path / DB_NAME, db_key, create=True)
+        try:
+            store.create_schema()
+            with store.write():
+                store.set_meta("format_version", FORMAT_VERSION)
+                store.set_meta("vault_id", vault_id.hex())
+                store.set_meta("receipt_key", receipt_blob)
+                store.set_meta("audit_key", audit_mod.audit_key(db_key))
+                store.set_meta("created_at", now)
+                for (key, default) in SETTINGS.values():
+                    store.set_meta(key, default)
+                AuditLog(store, db_key).append(
+                    now, admin, "init", None, None, "ok", f"vault {vault_id.hex()} created"
+                )
+        finally:
+            store.close()
+        recovery_text = format_recovery(vault_id, seed)
+        if recovery_file is not None:
+            from credvault.files import write_new_private
+
+            write_new_private(recovery_file, (recovery_text + "\n").encode())
+        slots.sealed_with(db_key).write(path / SLOTS_NAME)
+        fsync_dir(path)
+        return InitResult(
+            path, vault_id.hex(), admin, None if recovery_file is not None else recovery_text
+        )
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        member: str,
+        source: UnlockSource | bytes | str,
+        *,
+        kdf: KdfParams = DEFAULT,
+        clock: Clock = utc_now,
+        auto_purge: bool = True,
+    ) -> Vault:
+        """Unlock ``member`` and open the vault; purges what is due before returning."""
+        path = Path(path)
+        if not path.is_dir():
+            raise NotAVault(f"{path} is not a credvault vault (no such directory)")
+        if not (path / SLOTS_NAME).exists() or not (path / LOCK_NAME).exists():
+            raise NotAVault(f"{path} is not a credvault vault")
+        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        lock = contextlib.ExitStack()
+        lock.enter_context(locked(path / LOCK_NAME, exclusive=False))
+        try:
+            session = cls._unlock(path, member, src, clock, lock)
+            vault = cls(session, kdf, lock)
+            vault._after_open(auto_purge)
+        except BaseException:
+            lock.close()
+            raise
+        return vault
+
+    @classmethod
+    def _unlock(
+        cls, path: Path, member: str, src: UnlockSource, clock: Clock, lock: contextlib.ExitStack
+    ) -> Session:
+        slots = KeySlots.read(path / SLOTS_NAME)
+        try:
+            keys = resolve(src, slots, member)
+        except WrongPassphrase:
+            _record_failed_unlock(path, member, clock)
+            raise
+        db_key = slots.open_db_key(keys)
+        try:
+            store = Store.open(path / DB_NAME, db_key)
+        except IntegrityError:
+            new_key = slots.open_pending_db_key(keys)
+            if new_key is None:
+                raise
+            # Interrupted re-key after the swap: the database is under the pending key.
+            store = Store.open(path / DB_NAME, new_key)
+            session = Session(path, store, AuditLog(store, new_key), slots, keys, new_key, clock)
+            slots.verify_mac(db_key)
+            promote(session, new_key)
+            return cls._checked(session)
+        try:
+            slots.verify_mac(db_key)
+            session = Session(path, store, AuditLog(store, db_key), slots, keys, db_key, clock)
+            cls._checked(session)
+            if slots.pending is not None:
+                # Interrupted before the swap: finish it under the exclusive lock.
+                new_key = slots.open_pending_db_key(keys)
+                if new_key is not None:
+                    lock.close()
+                    lock.enter_context(locked(path / LOCK_NAME, exclusive=True))
+                    finish_rekey(session, new_key)
+            with contextlib.suppress(FileNotFoundError):
+                (path / NEXT_DB).unlink()
+        except BaseException:
+            store.close()
+            raise
+        return session
+
+    @staticmethod
+    def _checked(session: Session) -> Session:
+        meta = session.store.all_meta()
+        fmt = meta.get("format_version")
+        if not isinstance(fmt, int):
+            raise IntegrityError("vault database has no format version")
+        if fmt > FORMAT_VERSION:
+            raise UnsupportedFormat(
+                f"this vault's format ({fmt}) is newer than this credvault supports "
+                f"({FORMAT_VERSION}); upgrade credvault"
+            )
+        if meta.get("vault_id") != session.slots.vault_id.hex():
+            raise IntegrityError("database and key-slot file belong to different vaults")
+        return session
+
+    def _after_open(self, auto_purge: bool) -> None:
+        s = self._s
+        if s.store.get_meta("needs_vacuum"):
+            self.purger.rewrite()  # finish a purge interrupted before its file rewrite
+        _import_failed_unlocks(s)
+        if auto_purge and s.store.anything_due(s.now()):
+            self.purger.run_due(automatic=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._s.store.close()
+        self._s.engagement_keys.clear()
+        self._lock.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Vault({str(self._s.path)!r}, member={self._s.member!r})"
+
+    # -- convenience and vault-wide operations ----------------------------------------------
+    @property
+    def member(self) -> str:
+        return self._s.member
+
+    @property
+    def path(self) -> Path:
+        return self._s.path
+
+    @property
+    def vault_id(self) -> str:
+        return self._s.vault_id.hex()
+
+    @property
+    def public_key(self) -> str:
+        """The vault's receipt-signing public key (base64): give it to clients."""
+        return base64.b64encode(self._s.slots.receipt_pub).decode()
+
+    def member_keys(self) -> MemberKeys:
+        """The unlocked member keys (for the keyring cache). Handle as a secret."""
+        return self._s.keys
+
+    def put(self, ref: str, secret: Secret | bytes | str, **fields: str | None) -> CredentialInfo:
+        return self.credentials.put(ref, secret, **fields)  # type: ignore[arg-type]
+
+    def get(self, ref: str, *, reason: str | None = None) -> Credential:
+        return self.credentials.get(ref, reason=reason)
+
+    def info(self) -> dict[str, object]:
+        s = self._s
+        meta = s.store.all_meta()
+        return {
+            "path": str(s.path),
+            "vault_id": self.vault_id,
+            "format": meta["format_version"],
+            "public_key": self.public_key,
+            "created_at": meta.get("created_at"),
+            "members": len(s.slots.members),
+            "key_generation": s.slots.generation,
+            "settings": {
+                name: int(meta.get(key, default)) for name, (key, default) in SETTINGS.items()
+            },
+        }
+
+    def set_setting(self, name: str, value: str) -> None:
+        from credvault.retention import parse
+
+        s = self._s
+        key, n = parse(name, value)
+        s.require_admin("change settings")
+        with s.store.write():
+            s.store.set_meta(key, n)
+            if key == "purge_grace_days":
+                for eng in self.engagements.list():
+                    if eng.state == "closed" and eng.grace_days is None and eng.closed_at:
+                        s.store.update_engagement(
+                            eng.id,
+                            {
+                                "purge_due": self.engagements._due(
+                                    eng, eng.closed_at, n, eng.hold_until
+                                )
+                            },
+                        )
+            s.log("config-set", None, name, "ok", f"{name}={n}")
+
+    # -- audit ------------------------------------------------------------------------------
+    def audit_entries(
+        self,
+        *,
+        engagement: str | None = None,
+        member: str | None = None,
+        action: str | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEntry]:
+        """Entries the member may read: admins all; leads and auditors their engagements."""
+        s = self._s
+        since_iso = (
+            iso(validate.when(since, "since date").replace(hour=0, minute=0, second=0))
+            if since and len(since) == 10
+            else (iso(validate.when(since, "since date")) if since else None)
+        )
+        if limit is not None and limit < 1:
+            raise InvalidInput("--limit must be at least 1")
+        if engagement is not None:
+            eng = self.engagements.get(engagement, allow_purged=True)
+            s.check(Action.AUDIT, self.engagements.role_of(eng), "read the audit trail", eng.name)
+            engs: list[str] | None = [eng.name]
+            vault_wide = False
+        elif s.is_admin:
+            engs, vault_wide = None, True
+        else:
+            engs = [
+                e.name
+                for e in self.engagements.list()
+                if e.state != "purged"
+                and self.engagements.role_of(e) is not None
+                and Action.AUDIT
+                and self._may_audit(e)
+            ]
+            vault_wide = False
+        rows = s.store.audit_query(
+            engagements=engs,
+            member=member,
+            action=action,
+            since=since_iso,
+            limit=limit,
+            include_vault_wide=vault_wide,
+        )
+        with s.store.write():
+            s.log("audit-read", engagement, None, "ok", f"{len(rows)} entries")
+        return audit_mod.entries(rows)
+
+    def _may_audit(self, eng: object) -> bool:
+        from credvault.access import allowed
+
+        return allowed(
+            Action.AUDIT,
+            self.engagements.role_of(eng),  # type: ignore[arg-type]
+            admin=self._s.is_admin,
+        )
+
+    def audit_verify(self, checkpoint: str | None = None) -> int:
+        s = self._s
+        s.require_admin("verify the audit trail")
+        cp = Checkpoint.parse(checkpoint) if checkpoint else None
+        try:
+            n = s.audit.verify(cp)
+        except IntegrityError as e:
+            with contextlib.suppress(Exception), s.store.write():
+                s.log("audit-verify", None, None, "error", str(e)[:120])
+            raise
+        with s.store.write():
+            s.log("audit-verify", None, None, "ok", f"{n} entries verified")
+        return n
+
+    def audit_checkpoint(self) -> Checkpoint:
+        s = self._s
+        with s.store.write():
+            s.log("audit-checkpoint", None, None, "ok")
+        return s.audit.head()
+
+    # -- purge and recovery -----------------------------------------------------------------
+    def purge(self, *, dry_run: bool = False) -> list[dict[str, object]]:
+        s = self._s
+        s.require_admin("purge")
+        if dry_run:
+            return [pl.to_json() for pl in self.purger.plan()]
+        done = self.purger.run_due(automatic=False)
+        with s.store.write():
+            s.log("purge-run", None, None, "ok", f"{len(done)} engagements purged")
+        return [pl.to_json() for pl in done]
+
+    def recover(self, engagement: str, recovery_key: str, grant_to: str, role: str) -> None:
+        vid, seed = parse_recovery(recovery_key)
+        if vid != self._s.vault_id:
+            raise InvalidInput("the recovery key belongs to another vault")
+        self.engagements.recover(engagement, seed, grant_to, role)
+
+    def status(self) -> dict[str, object]:
+        s = self._s
+        due = [pl.to_json() for pl in self.purger.plan()]
+        closed = [
+            {
+                "engagement": e.name,
+                "purge_due": e.purge_due,
+                "why": self.engagements.purge_status(e),
+            }
+            for e in self.engagements.list()
+            if e.state == "closed"
+        ]
+        return {
+            "member": s.member,
+            "admin": s.is_admin,
+            "vault": str(s.path),
+            "vault_id": self.vault_id,
+            "due_now": due,
+            "scheduled": closed,
+        }
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's and SQLCipher's own checks (empty list: fine)."""
+        return self._s.store.integrity_check()
+
+
+def _record_failed_unlock(path: Path, member: str, clock: Clock) -> None:
+    """A failed unlock cannot open the database: note it beside it for the next open."""
+    line = f"{iso(clock())} {member if validate._NAME.match(member) else '<invalid>'}\n"
+    with contextlib.suppress(OSError):
+        fd = os.open(path / FAILED_UNLOCKS, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+def _import_failed_unlocks(s: Session) -> None:
+    f = s.path / FAILED_UNLOCKS
+    try:
+        lines = f.read_text().splitlines()[-1000:]
+    except (FileNotFoundError, UnicodeDecodeError):
+        return
+    with s.store.write():
+        for line in lines:
+            ts, _, who = line.partition(" ")
+            s.audit.append(
+                s.now(),
+                who[:64] or "<unknown>",
+                "unlock",
+                None,
+                None,
+                "denied",
+                f"failed unlock at {ts[:32]} (recorded at next open)",
+            )
+        f.unlink()
+
+
+@contextlib.contextmanager
+def opened(
+    path: Path, member: str, source: UnlockSource | bytes | str, **kw: object
+) -> Iterator[Vault]:
+    v = Vault.open(path, member, source, **kw)  # type: ignore[arg-type]
+    try:
+        yield v
+    finally:
+        v.close()
+
+
+__all__ = ["InitResult", "Vault", "default_dir"]

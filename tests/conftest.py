@@ -1,0 +1,156 @@
+"""Shared fixtures: a temporary vault with the cheapest Argon2id the vault accepts (passed
+explicitly, never through an environment switch), members, a movable clock, and a CLI runner
+that runs ``python -m credvault`` as a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from credvault import MIN_KDF, Vault
+
+settings.register_profile(
+    "dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+KDF = MIN_KDF
+KDF_ARG = f"m={KDF.memory_kib},t={KDF.iterations},p={KDF.lanes}"
+PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass", "carol": "carol-pass", "dave": "dave-pass"}
+CANARY = b"CANARY-7f3a9c-s3cr3t-\xe2\x98\x83"
+
+
+class Clock:
+    """A clock tests move forward; the library reads time only through it."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@dataclass
+class VaultFixture:
+    path: Path
+    clock: Clock
+    recovery_key: str
+
+    def open(self, member: str = "alice", passphrase: str | None = None) -> Vault:
+        return Vault.open(
+            self.path, member, passphrase or PASSWORDS[member], kdf=KDF, clock=self.clock
+        )
+
+
+@pytest.fixture
+def vault(tmp_path: Path, clock: Clock) -> VaultFixture:
+    """A vault with admin alice and members bob and carol (not admins)."""
+    path = tmp_path / "vault"
+    res = Vault.init(path, "alice", PASSWORDS["alice"], kdf=KDF, clock=clock)
+    assert res.recovery_key is not None
+    with Vault.open(path, "alice", PASSWORDS["alice"], kdf=KDF, clock=clock) as v:
+        for name in ("bob", "carol"):
+            v.members.add(name, passphrase=PASSWORDS[name].encode())
+    return VaultFixture(path, clock, res.recovery_key)
+
+
+@pytest.fixture
+def engagement(vault: VaultFixture) -> str:
+    """``acme-2026`` led by alice, bob engineer, carol reader, one system and one credential."""
+    with vault.open() as v:
+        v.engagements.create("acme-2026", "acme")
+        v.engagements.grant("acme-2026", "bob", "engineer")
+        v.engagements.grant("acme-2026", "carol", "reader")
+        v.systems.add("acme-2026/web1", "10.0.0.1", port=22, protocol="ssh", details="debian")
+        v.credentials.put("acme-2026/web1-root", b"hunter2", username="root", system="web1")
+    return "acme-2026"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: bytes
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out.decode("utf-8", errors="replace")
+
+
+CliRunner = Callable[..., CliResult]
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: an isolated HOME, no keyring, passphrase files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDVAULT_")}
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env.update(
+        HOME=str(home),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CACHE_HOME=str(home / "cache"),
+        CREDVAULT_VAULT=str(tmp_path / "clivault"),
+        CREDVAULT_MEMBER="alice",
+        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+    )
+    for name, pw in PASSWORDS.items():
+        f = tmp_path / f"{name}.pass"
+        f.write_text(pw + "\n")
+        f.chmod(0o600)
+        env[f"TEST_PASS_{name.upper()}"] = str(f)
+    env["CREDVAULT_PASSPHRASE_FILE"] = env["TEST_PASS_ALICE"]
+    return env
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str]) -> Iterator[CliRunner]:
+    def run(
+        *args: str, input: bytes | None = b"", env: dict[str, str] | None = None, timeout: float = 60
+    ) -> CliResult:
+        e = dict(cli_env)
+        if env:
+            e.update(env)
+        p = subprocess.run(
+            [sys.executable, "-m", "credvault", *args],
+            input=input,
+            capture_output=True,
+            env=e,
+            timeout=timeout,
+            start_new_session=True,  # no controlling terminal: never prompts
+        )
+        return CliResult(p.returncode, p.stdout, p.stderr.decode("utf-8", errors="replace"))
+
+    yield run
+
+
+@pytest.fixture
+def cli_vault(cli: CliRunner, cli_env: dict[str, str]) -> CliRunner:
+    """A CLI vault with admin alice, member bob, engagement acme-2026 (alice lead)."""
+    r = cli("init", "--kdf", KDF_ARG, "--recovery-file", cli_env["CREDVAULT_VAULT"] + ".recovery")
+    assert r.code == 0, r.err
+    r = cli("member", "add", "bob", "--passphrase-file", cli_env["TEST_PASS_BOB"], "--kdf", KDF_ARG)
+    assert r.code == 0, r.err
+    r = cli("engagement", "new", "acme-2026", "--client", "acme")
+    assert r.code == 0, r.err
+    return cli
