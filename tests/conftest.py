@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -124,9 +124,12 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def cli(cli_env: dict[str, str]) -> Iterator[CliRunner]:
+def cli(cli_env: dict[str, str]) -> CliRunner:
     def run(
-        *args: str, input: bytes | None = b"", env: dict[str, str] | None = None, timeout: float = 60
+        *args: str,
+        input: bytes | None = b"",
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
     ) -> CliResult:
         e = dict(cli_env)
         if env:
@@ -141,7 +144,7 @@ def cli(cli_env: dict[str, str]) -> Iterator[CliRunner]:
         )
         return CliResult(p.returncode, p.stdout, p.stderr.decode("utf-8", errors="replace"))
 
-    yield run
+    return run
 
 
 @pytest.fixture

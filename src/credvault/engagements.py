@@ -10,11 +10,11 @@ attacker-chosen key, inserted by direct SQL with only the member's public key, i
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-import builtins
 from datetime import UTC, datetime, timedelta
 
 from credvault import validate

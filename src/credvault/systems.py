@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import builtins
+import os
 from dataclasses import asdict, dataclass
 
 from credvault import items, validate

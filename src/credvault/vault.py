@@ -174,7 +174,7 @@ class Vault:
                 store.set_meta("receipt_key", receipt_blob)
                 store.set_meta("audit_key", audit_mod.audit_key(db_key))
                 store.set_meta("created_at", now)
-                for (key, default) in SETTINGS.values():
+                for key, default in SETTINGS.values():
                     store.set_meta(key, default)
                 AuditLog(store, db_key).append(
                     now, admin, "init", None, None, "ok", f"vault {vault_id.hex()} created"
