@@ -25,9 +25,19 @@ from credvault.errors import (
     UnsupportedFormat,
     WrongPassphrase,
 )
+from credvault.keyring_cache import KeyringSource
 from credvault.purge import verify_receipt
 from credvault.secret import Secret
-from credvault.unlock import FirstOf, IdentityFile, InMemory, Passphrase, PassphraseFile, Prompt
+from credvault.unlock import (
+    FirstOf,
+    IdentityFile,
+    InMemory,
+    Passphrase,
+    PassphraseFile,
+    Prompt,
+    UnlockSource,
+    default_source,
+)
 from credvault.vault import InitResult, Vault, default_dir
 
 __version__ = "0.1.0"
@@ -46,6 +56,7 @@ __all__ = [
     "IntegrityError",
     "InvalidInput",
     "KdfParams",
+    "KeyringSource",
     "KeyringUnavailable",
     "Locked",
     "NotAVault",
@@ -57,10 +68,12 @@ __all__ = [
     "RetentionError",
     "Role",
     "Secret",
+    "UnlockSource",
     "UnsupportedFormat",
     "Vault",
     "WrongPassphrase",
     "__version__",
     "default_dir",
+    "default_source",
     "verify_receipt",
 ]

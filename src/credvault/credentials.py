@@ -268,6 +268,8 @@ class Credentials:
                 CredentialInfo(eng.name, r[2], r[3], r[4], r[9], r[10])
                 for r in s.store.credentials(eng.id)
             ]
+        with s.store.write():
+            s.log("ls", engagement, None, "ok", f"{len(out)} credentials listed")
         return out
 
     def remove(self, ref: str) -> None:

@@ -26,11 +26,10 @@ from credvault.keyslots import (
     new_member_keys,
     open_admin_key,
 )
-from credvault.session import Session
+from credvault.session import SLOTS_NAME, Session
 from credvault.store import Store
 
 DB_NAME = "vault.db"
-SLOTS_NAME = "keyslots.json"
 NEXT_DB = "vault.db.next"
 
 
@@ -98,6 +97,9 @@ class Members:
             params=None if service else self.kdf,
         )
         with s.store.write():  # the write lock also serialises key-slot file changes
+            s.reload_slots()
+            if name in s.slots.members:
+                raise AlreadyExists(f"member {name!r} already exists")
             if identity_file is not None:
                 write_new_private(identity_file, keys.to_bytes(s.vault_id))
             members = dict(s.slots.members)
@@ -121,6 +123,7 @@ class Members:
             raise InvalidInput("the new passphrase is empty")
         salt, private = encrypt_private(s.vault_id, s.keys, new_passphrase, self.kdf)
         with s.store.write():
+            s.reload_slots()
             members = dict(s.slots.members)
             members[s.member] = replace(s.me, kdf=self.kdf, salt=salt, private=private)
             self._write_slots(replace(s.slots, members=members))
@@ -150,6 +153,9 @@ class Members:
             params=self.kdf,
         )
         with s.store.write():
+            s.reload_slots()
+            if name not in s.slots.members:
+                raise NotFound("member", name)
             dropped = self._drop_grants(name)
             members = dict(s.slots.members)
             members[name] = slot
@@ -195,6 +201,11 @@ class Members:
         if old.admin and sum(1 for m in s.slots.members.values() if m.admin) == 1:
             raise RetentionError("cannot remove the last admin")
         admin_priv = open_admin_key(s.vault_id, s.me, s.keys)
+        s.exclusive()  # the database file is about to be replaced: nobody else may hold it
+        s.reload_slots()
+        if name not in s.slots.members:
+            raise NotFound("member", name)
+        old = s.slots.members[name]
         with s.store.write():
             dropped = self._drop_grants(name)
             s.log("member-rm", None, name, "ok", f"{dropped} grants dropped; database re-keyed")

@@ -4,6 +4,7 @@ the unlocked member, and the clock (injected, so tests move time without hooks i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,8 +13,12 @@ from pathlib import Path
 from credvault.access import Action, Role, allowed
 from credvault.audit import AuditLog
 from credvault.errors import AccessDenied
+from credvault.files import locked
 from credvault.keyslots import KeySlots, MemberKeys, MemberSlot
 from credvault.store import Store
+
+LOCK_NAME = "vault.lock"
+SLOTS_NAME = "keyslots.json"
 
 
 def iso(dt: datetime) -> str:
@@ -34,6 +39,25 @@ class Session:
     clock: Callable[[], datetime]
     engagement_keys: dict[tuple[int, int], bytes] = field(default_factory=dict, repr=False)
     verified: dict[tuple[int, str], Role | None] = field(default_factory=dict)
+    lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    def exclusive(self) -> None:
+        """Trade the shared vault lock for the exclusive one (waits for other users to close).
+
+        flock conversion is not atomic, so callers re-read anything they read before.
+        """
+        self.lock.close()
+        self.lock.enter_context(locked(self.path / LOCK_NAME, exclusive=True))
+
+    def reload_slots(self) -> KeySlots:
+        """The key-slot file as it is now (another process may have changed it), verified."""
+        slots = KeySlots.read(self.path / SLOTS_NAME)
+        slots.verify_mac(self.db_key)
+        if self.keys.name not in slots.members:
+            raise AccessDenied(self.keys.name, "use the vault", None, "no longer a member")
+        slots.check_member_keys(slots.members[self.keys.name], self.keys)
+        self.slots = slots
+        return slots
 
     @property
     def vault_id(self) -> bytes:

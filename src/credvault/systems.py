@@ -87,10 +87,13 @@ class Systems:
     def list(self, engagement: str) -> builtins.list[System]:
         eng = self.e.get(engagement)
         self.s.check(Action.LIST, self.e.role_of(eng), "list systems", eng.name)
-        return [
+        out = [
             System(eng.name, r[2], None, r[3], r[4], None, r[7], r[8])
             for r in self.s.store.systems(eng.id)
         ]
+        with self.s.store.write():
+            self.s.log("system-ls", eng.name, None, "ok", f"{len(out)} systems listed")
+        return out
 
     def show(self, ref: str) -> System:
         s = self.s

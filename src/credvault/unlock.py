@@ -141,3 +141,30 @@ def resolve(source: UnlockSource, slots: KeySlots, member: str) -> MemberKeys:
             "or use a terminal)"
         )
     return keys
+
+
+def default_source(
+    vault: Path,
+    *,
+    identity_file: Path | None = None,
+    use_keyring: bool = True,
+    passphrase_file: Path | None = None,
+    prompt: Callable[[str], bytes] | None = None,
+) -> FirstOf:
+    """The standard order: identity file, OS keyring, passphrase file, prompt.
+
+    ``use_keyring=False`` forbids the keyring (tooling that must not depend on a desktop
+    session); the keyring is only consulted after ``credvault unlock`` ran for this vault.
+    """
+    from credvault.keyring_cache import KeyringSource
+
+    sources: list[UnlockSource] = []
+    if identity_file is not None:
+        sources.append(IdentityFile(identity_file))
+    if use_keyring:
+        sources.append(KeyringSource(vault))
+    if passphrase_file is not None:
+        sources.append(PassphraseFile(passphrase_file))
+    if prompt is not None:
+        sources.append(Prompt(prompt))
+    return FirstOf(sources)

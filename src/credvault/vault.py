@@ -32,16 +32,15 @@ from credvault.errors import (
 )
 from credvault.files import create_private, fsync_dir, locked, make_private_dir
 from credvault.keyslots import KeySlots, MemberKeys, Recovery, make_slot, new_member_keys
-from credvault.members import DB_NAME, NEXT_DB, SLOTS_NAME, Members, finish_rekey, promote
+from credvault.members import DB_NAME, NEXT_DB, Members, finish_rekey, promote
 from credvault.purge import Purger, new_receipt_key
 from credvault.retention import SETTINGS
 from credvault.secret import Secret
-from credvault.session import Session, iso
+from credvault.session import LOCK_NAME, SLOTS_NAME, Session, iso
 from credvault.store import FORMAT_VERSION, Store
 from credvault.systems import Systems
 from credvault.unlock import Passphrase, UnlockSource, resolve
 
-LOCK_NAME = "vault.lock"
 FAILED_UNLOCKS = "failed-unlocks.log"
 RECOVERY_PREFIX = "CREDVAULT-RECOVERY-1"
 
@@ -94,9 +93,8 @@ class Vault:
     ...     v.credentials.put("acme-2026/web1-root", b"hunter2")
     """
 
-    def __init__(self, session: Session, kdf: KdfParams, lock: contextlib.ExitStack) -> None:
+    def __init__(self, session: Session, kdf: KdfParams) -> None:
         self._s = session
-        self._lock = lock
         self.engagements = Engagements(session)
         self.credentials = Credentials(session, self.engagements)
         self.systems = Systems(session, self.engagements)
@@ -215,7 +213,8 @@ class Vault:
         lock.enter_context(locked(path / LOCK_NAME, exclusive=False))
         try:
             session = cls._unlock(path, member, src, clock, lock)
-            vault = cls(session, kdf, lock)
+            session.lock = lock
+            vault = cls(session, kdf)
             vault._after_open(auto_purge)
         except BaseException:
             lock.close()
@@ -290,7 +289,7 @@ class Vault:
         with contextlib.suppress(Exception):
             self._s.store.close()
         self._s.engagement_keys.clear()
-        self._lock.close()
+        self._s.lock.close()
 
     def __enter__(self) -> Vault:
         return self

@@ -12,11 +12,8 @@ from pathlib import Path
 from credvault import (
     DEFAULT_KDF,
     FirstOf,
-    IdentityFile,
     InvalidInput,
     KdfParams,
-    PassphraseFile,
-    Prompt,
     Vault,
     default_dir,
     verify_receipt,
@@ -24,6 +21,7 @@ from credvault import (
 from credvault.cli import terminal as t
 from credvault.engagements import Engagement
 from credvault.errors import AccessDenied, NotFound
+from credvault.unlock import default_source
 
 EXIT_OK = 0
 
@@ -58,20 +56,15 @@ def kdf_params(args: argparse.Namespace) -> KdfParams:
 
 def unlock_source(args: argparse.Namespace, vault: Path, member: str) -> FirstOf:
     """Identity file, OS keyring, passphrase file, prompt: in that order."""
-    sources: list[object] = []
     identity = os.environ.get("CREDVAULT_IDENTITY")
-    if identity:
-        sources.append(IdentityFile(Path(identity)))
-    if not getattr(args, "no_keyring", False):
-        from credvault.keyring_cache import KeyringSource
-
-        sources.append(KeyringSource(vault))
     pfile = getattr(args, "passphrase_file", None) or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
-    if pfile:
-        sources.append(PassphraseFile(Path(pfile)))
-    if t.has_terminal():
-        sources.append(Prompt(t.ask_hidden))
-    return FirstOf(sources)  # type: ignore[arg-type]
+    return default_source(
+        vault,
+        identity_file=Path(identity) if identity else None,
+        use_keyring=not getattr(args, "no_keyring", False),
+        passphrase_file=Path(pfile) if pfile else None,
+        prompt=t.ask_hidden if t.has_terminal() else None,
+    )
 
 
 def open_vault(args: argparse.Namespace) -> Vault:
