@@ -1,0 +1,217 @@
+"""Unlock once per day: the OS keyring cache, against a real Secret Service.
+
+The daemon is a private gnome-keyring under its own D-Bus (tests/keyring_daemon.py); the
+Debian packages come from .ci/system-deps.sh, which the test command runs. As root without
+the binaries these tests fail rather than skip: CI must exercise the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import KDF, KDF_ARG, PASSWORDS
+from credvault import Vault
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from keyring_daemon import missing_binaries, secret_service  # noqa: E402
+
+pytestmark = pytest.mark.keyring_real
+
+READ_ENTRY = """\
+import keyring, sys
+v = keyring.get_password(sys.argv[1], sys.argv[2])
+print("NONE" if v is None else v)
+"""
+
+
+@pytest.fixture(scope="module")
+def service_env() -> Iterator[dict[str, str]]:
+    missing = missing_binaries()
+    if missing:
+        if os.geteuid() == 0:
+            pytest.fail(f"missing {', '.join(missing)} although root: run .ci/system-deps.sh")
+        pytest.skip(f"missing {', '.join(missing)} and not root")
+    with secret_service() as env:
+        yield env
+
+
+class Env:
+    def __init__(self, base: dict[str, str], tmp: Path) -> None:
+        self.vault = tmp / "vault"
+        self.pwfile = tmp / "alice.pass"
+        self.pwfile.write_text(PASSWORDS["alice"] + "\n")
+        self.env = {k: v for k, v in base.items() if not k.startswith("CREDVAULT_")}
+        self.env.pop("PYTHON_KEYRING_BACKEND", None)
+        self.env.update(
+            CREDVAULT_VAULT=str(self.vault),
+            CREDVAULT_MEMBER="alice",
+            XDG_CACHE_HOME=str(tmp / "cache"),
+        )
+
+    def run(
+        self, *args: str, passphrase: bool = False, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env, **extra)
+        if passphrase:
+            env["CREDVAULT_PASSPHRASE_FILE"] = str(self.pwfile)
+        return subprocess.run(
+            [sys.executable, "-m", "credvault", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            start_new_session=True,
+            check=False,
+        )
+
+    def entry(self, vault_id: str) -> str:
+        p = subprocess.run(
+            [sys.executable, "-c", READ_ENTRY, f"credvault:{vault_id}", "alice"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return p.stdout.strip()
+
+
+@pytest.fixture
+def kenv(service_env: dict[str, str], tmp_path: Path) -> Env:
+    e = Env(service_env, tmp_path)
+    r = e.run("init", "--kdf", KDF_ARG, "--recovery-file", str(tmp_path / "rec"), passphrase=True)
+    assert r.returncode == 0, r.stderr
+    assert (
+        e.run("engagement", "new", "acme-2026", "--client", "acme", passphrase=True).returncode == 0
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "credvault", "put", "acme-2026/db"],
+        input="s3cret\n",
+        env=dict(e.env, CREDVAULT_PASSPHRASE_FILE=str(e.pwfile)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    return e
+
+
+def _vault_id(e: Env) -> str:
+    return json.loads((e.vault / "keyslots.json").read_text())["vault_id"]
+
+
+def test_unlock_get_lock_expiry(kenv: Env) -> None:
+    # Locked: no passphrase source and no terminal → exit 5.
+    r = kenv.run("get", "acme-2026/db")
+    assert r.returncode == 5, r.stderr
+    assert r.stdout == ""
+
+    r = kenv.run("unlock", "--ttl", "1h", passphrase=True)
+    assert r.returncode == 0, r.stderr
+    # Unlocked: works without any passphrase source.
+    r = kenv.run("get", "acme-2026/db")
+    assert (r.returncode, r.stdout) == (0, "s3cret\n"), r.stderr
+    r = kenv.run("status", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["keyring"]["unlocked"] is True
+
+    r = kenv.run("lock")
+    assert r.returncode == 0, r.stderr
+    assert kenv.entry(_vault_id(kenv)) == "NONE"
+    r = kenv.run("get", "acme-2026/db")
+    assert r.returncode == 5
+    assert r.stdout == ""
+
+    # Expiry honoured: a 2-second unlock stops working, and the entry is deleted on sight.
+    assert kenv.run("unlock", "--ttl", "2s", passphrase=True).returncode == 0
+    assert kenv.run("get", "acme-2026/db").returncode == 0
+    time.sleep(2.5)
+    r = kenv.run("get", "acme-2026/db")
+    assert r.returncode == 5, r.stderr
+    assert kenv.entry(_vault_id(kenv)) == "NONE"
+    # ... and the passphrase still works as the fallback.
+    assert kenv.run("get", "acme-2026/db", passphrase=True).returncode == 0
+
+
+def test_entry_holds_member_keys_only(kenv: Env) -> None:
+    assert kenv.run("unlock", passphrase=True).returncode == 0
+    raw = kenv.entry(_vault_id(kenv))
+    entry = json.loads(raw)
+    assert set(entry) == {"expires", "keys"}
+    import base64
+
+    keys = json.loads(base64.b64decode(entry["keys"]))
+    assert set(keys) == {"format", "vault_id", "member", "kem", "sign", "admin_sign_pub"}
+    with Vault.open(kenv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        db_key = v._s.db_key
+        eng_key = v.engagements.key(v.engagements.get("acme-2026"), "test")
+    for forbidden in (PASSWORDS["alice"].encode(), db_key, eng_key, b"s3cret"):
+        for form in (forbidden, forbidden.hex().encode(), base64.b64encode(forbidden)):
+            assert form not in raw.encode()
+            assert form not in json.dumps(keys).encode()
+
+
+def test_member_rm_and_passwd_forget_cached_key(kenv: Env, tmp_path: Path) -> None:
+    assert kenv.run("unlock", passphrase=True).returncode == 0
+    newpw = tmp_path / "new.pass"
+    newpw.write_text("another-pass\n")
+    r = kenv.run("passwd", "--passphrase-file", str(newpw), "--kdf", KDF_ARG)
+    assert r.returncode == 0, r.stderr
+    assert kenv.entry(_vault_id(kenv)) == "NONE"
+    assert kenv.run("get", "acme-2026/db").returncode == 5
+
+
+def test_fail_backend_one_line_and_fallback(kenv: Env) -> None:
+    fail = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    r = kenv.run("unlock", passphrase=True, **fail)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "no usable OS keyring" in lines[0]
+    assert "CREDVAULT_PASSPHRASE_FILE" in lines[0]
+    r = kenv.run("get", "acme-2026/db", passphrase=True, **fail)
+    assert (r.returncode, r.stdout) == (0, "s3cret\n")
+
+
+PLAIN_BACKEND = """\
+from keyring.backend import KeyringBackend
+
+class PlainKeyring(KeyringBackend):
+    priority = 1
+    store: dict = {}
+
+    def set_password(self, service, username, password):
+        self.store[(service, username)] = password
+
+    def get_password(self, service, username):
+        return self.store.get((service, username))
+
+    def delete_password(self, service, username):
+        self.store.pop((service, username), None)
+"""
+
+
+def test_plaintext_backend_refused(kenv: Env, tmp_path: Path) -> None:
+    mod = tmp_path / "plainbackend.py"
+    mod.write_text(PLAIN_BACKEND)
+    r = kenv.run(
+        "unlock",
+        passphrase=True,
+        PYTHON_KEYRING_BACKEND="plainbackend.PlainKeyring",
+        PYTHONPATH=str(tmp_path),
+    )
+    assert r.returncode == 1
+    assert "plainbackend.PlainKeyring" in r.stderr
+    assert not list((Path(kenv.env["XDG_CACHE_HOME"]) / "credvault").glob("unlocked-*"))
