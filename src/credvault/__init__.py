@@ -26,7 +26,6 @@ from credvault.errors import (
     WrongPassphrase,
 )
 from credvault.keyring_cache import KeyringSource
-from credvault.purge import verify_receipt
 from credvault.secret import Secret
 from credvault.unlock import (
     FirstOf,
@@ -41,6 +40,19 @@ from credvault.unlock import (
 from credvault.vault import InitResult, Vault, default_dir
 
 __version__ = "0.1.0"
+
+
+def verify_receipt(
+    receipt: dict[str, object] | str, public_key: bytes | str | None = None
+) -> dict[str, object]:
+    """Check a purge receipt's signature against the vault's public key; returns its body.
+
+    Raises :class:`IntegrityError` if the receipt was altered or signed by another key.
+    """
+    from credvault.purge import verify_receipt as _verify  # keeps `import credvault` light
+
+    return _verify(receipt, public_key)
+
 
 __all__ = [
     "DEFAULT_KDF",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
@@ -25,8 +25,7 @@ OUTCOMES = ("ok", "denied", "error")
 MAX_DETAIL = 300
 
 
-@dataclass(frozen=True)
-class AuditEntry:
+class AuditEntry(NamedTuple):
     """One line of the trail, as listed by ``credvault audit``."""
 
     seq: int
@@ -39,11 +38,10 @@ class AuditEntry:
     detail: str
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
     """The chain head, to be kept outside the vault: ``POS:MAC``."""
 
     position: int

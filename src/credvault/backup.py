@@ -86,8 +86,7 @@ def restore(
     file: Path, target: Path, member: str, source: UnlockSource, **open_kw: object
 ) -> list[str]:
     """Restore ``file`` into the new directory ``target``; returns engagements purged at once."""
-    from credvault.members import DB_NAME
-    from credvault.session import LOCK_NAME, SLOTS_NAME
+    from credvault.session import DB_NAME, LOCK_NAME, SLOTS_NAME
     from credvault.vault import Vault
 
     try:

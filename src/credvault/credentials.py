@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import builtins
 import os
-import secrets
 import string
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from credvault import items, validate
 from credvault.access import Action
@@ -23,8 +22,7 @@ TABLE = "credentials"
 _ALPHABET = string.ascii_letters + string.digits + "!#$%&()*+,-./:;<=>?@[]^_{|}~"
 
 
-@dataclass(frozen=True)
-class CredentialInfo:
+class CredentialInfo(NamedTuple):
     """What listing shows: names, kinds and dates, never values."""
 
     engagement: str
@@ -35,11 +33,10 @@ class CredentialInfo:
     updated_at: str
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class Credential:
+class Credential(NamedTuple):
     """A decrypted credential; ``secret`` is redacted in ``repr``."""
 
     engagement: str
@@ -57,13 +54,15 @@ class Credential:
 
     def to_json(self) -> dict[str, object]:
         """Everything, the secret included (for ``get --json`` and client export)."""
-        d = {f: getattr(self, f) for f in self.__dataclass_fields__}  # asdict would deepcopy
+        d: dict[str, object] = self._asdict()
         d["secret"] = self.secret.reveal_text()
         return d
 
 
 def generate(length: int = 32) -> Secret:
     """A random password from a 90-symbol alphabet (about 6.5 bits per character)."""
+    import secrets
+
     if not 8 <= length <= 1024:
         raise InvalidInput("generated length must be 8 to 1024")
     return Secret("".join(secrets.choice(_ALPHABET) for _ in range(length)))

@@ -14,8 +14,8 @@ import builtins
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from credvault import validate
 from credvault.access import KEY_ROLES, Action, Role, parse_role
@@ -37,8 +37,7 @@ RECOVERY = "@recovery"
 DEFAULT_GRACE_DAYS = 7
 
 
-@dataclass(frozen=True)
-class Engagement:
+class Engagement(NamedTuple):
     """An engagement's public record (what every role may list)."""
 
     id: int
@@ -90,14 +89,13 @@ class Engagement:
         )
 
     def to_json(self) -> dict[str, object]:
-        d = asdict(self)
+        d = self._asdict()
         for k in ("id", "uid", "creation_sig", "receipt", "key_version", "needs_rotation"):
             d.pop(k)
         return d
 
 
-@dataclass(frozen=True)
-class GrantInfo:
+class GrantInfo(NamedTuple):
     """A member's role on an engagement, as ``engagement members`` lists it."""
 
     member: str
@@ -108,11 +106,10 @@ class GrantInfo:
     has_key: bool
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class _Grant:
+class _Grant(NamedTuple):
     member: str
     role: str
     granted_by: str

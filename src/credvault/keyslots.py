@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
@@ -40,14 +39,16 @@ def b64d(text: Any, what: str = "key-slot file") -> bytes:
         raise IntegrityError(f"{what} is malformed") from None
 
 
-@dataclass(frozen=True)
-class MemberKeys:
+class MemberKeys(NamedTuple):
     """An unlocked member: private halves plus the admin signing key they pinned."""
 
     name: str
-    kem_private: bytes = field(repr=False)
-    sign_private: bytes = field(repr=False)
+    kem_private: bytes
+    sign_private: bytes
     admin_sign_pub: bytes
+
+    def __repr__(self) -> str:
+        return f"MemberKeys(name={self.name!r}, <private keys redacted>)"
 
     def to_bytes(self, vault_id: bytes) -> bytes:
         """Serialised form for identity files and the keyring cache (the file is the secret)."""
@@ -81,8 +82,7 @@ class MemberKeys:
         )
 
 
-@dataclass(frozen=True)
-class MemberSlot:
+class MemberSlot(NamedTuple):
     """One member's public record in the key-slot file."""
 
     name: str
@@ -113,8 +113,7 @@ class MemberSlot:
         )
 
 
-@dataclass(frozen=True)
-class Recovery:
+class Recovery(NamedTuple):
     kem_pub: bytes
     sign_pub: bytes
     cert: bytes
@@ -129,8 +128,7 @@ class Recovery:
         )
 
 
-@dataclass(frozen=True)
-class KeySlots:
+class KeySlots(NamedTuple):
     """The parsed key-slot file. Untrusted until :meth:`verify_mac` has passed."""
 
     vault_id: bytes
@@ -140,7 +138,8 @@ class KeySlots:
     recovery: Recovery
     members: dict[str, MemberSlot]
     pending: dict[str, bytes] | None = None  # next-generation db-key slots during a re-key
-    retired: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # name: (sign pub, cert)
+    # name: (sign pub, cert) of former members. Never mutated in place (always _replace'd).
+    retired: dict[str, tuple[bytes, bytes]] = {}  # noqa: RUF012
     mac: bytes = b""
 
     # -- serialisation -------------------------------------------------------------------
@@ -192,7 +191,7 @@ class KeySlots:
 
     def sealed_with(self, db_key: bytes) -> KeySlots:
         """This file with its MAC computed under ``db_key``."""
-        return replace(self, mac=p.mac(p.hkdf(db_key, labels.KEYSLOTS_MAC), self._canonical()))
+        return self._replace(mac=p.mac(p.hkdf(db_key, labels.KEYSLOTS_MAC), self._canonical()))
 
     def verify_mac(self, db_key: bytes) -> None:
         p.mac_verify(
@@ -389,8 +388,7 @@ def make_slot(
         if admin
         else None
     )
-    return replace(
-        draft,
+    return draft._replace(
         cert=cert,
         kdf=None if service else params,
         salt=salt,

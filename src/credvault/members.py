@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from credvault import validate
 from credvault.crypto import labels
@@ -26,22 +26,18 @@ from credvault.keyslots import (
     new_member_keys,
     open_admin_key,
 )
-from credvault.session import SLOTS_NAME, Session
+from credvault.session import DB_NAME, NEXT_DB, SLOTS_NAME, Session
 from credvault.store import Store
 
-DB_NAME = "vault.db"
-NEXT_DB = "vault.db.next"
 
-
-@dataclass(frozen=True)
-class MemberInfo:
+class MemberInfo(NamedTuple):
     name: str
     admin: bool
     service: bool
     created: str
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return self._asdict()
 
 
 class Members:
@@ -105,7 +101,7 @@ class Members:
             members = dict(s.slots.members)
             members[name] = slot
             retired = {k: v for k, v in s.slots.retired.items() if k != name}
-            self._write_slots(replace(s.slots, members=members, retired=retired))
+            self._write_slots(s.slots._replace(members=members, retired=retired))
             s.log(
                 "member-add",
                 None,
@@ -125,8 +121,8 @@ class Members:
         with s.store.write():
             s.reload_slots()
             members = dict(s.slots.members)
-            members[s.member] = replace(s.me, kdf=self.kdf, salt=salt, private=private)
-            self._write_slots(replace(s.slots, members=members))
+            members[s.member] = s.me._replace(kdf=self.kdf, salt=salt, private=private)
+            self._write_slots(s.slots._replace(members=members))
             s.log("passwd", None, s.member, "ok")
 
     def reset(self, name: str, passphrase: bytes) -> MemberInfo:
@@ -160,8 +156,7 @@ class Members:
             members = dict(s.slots.members)
             members[name] = slot
             self._write_slots(
-                replace(
-                    s.slots,
+                s.slots._replace(
                     members=members,
                     retired={
                         **s.slots.retired,
@@ -212,7 +207,7 @@ class Members:
         members = {k: v for k, v in s.slots.members.items() if k != name}
         retired = {**s.slots.retired, **self._retire_entry(name, old.sign_pub, admin_priv)}
         # The new slots (pending) are written before the database is swapped.
-        rekey(s, replace(s.slots, members=members, retired=retired))
+        rekey(s, s.slots._replace(members=members, retired=retired))
         return dropped
 
 
@@ -231,7 +226,7 @@ def rekey(s: Session, slots: KeySlots) -> None:
         )
         for n, m in slots.members.items()
     }
-    staged = replace(slots, pending=pending).sealed_with(s.db_key)
+    staged = slots._replace(pending=pending).sealed_with(s.db_key)
     staged.write(s.path / SLOTS_NAME)
     s.slots = staged
     finish_rekey(s, new_key)
@@ -266,12 +261,12 @@ def promote(s: Session, new_key: bytes) -> None:
     slots = s.slots
     assert slots.pending is not None
     members = {
-        n: replace(m, db_key=slots.pending[n])
+        n: m._replace(db_key=slots.pending[n])
         for n, m in slots.members.items()
         if n in slots.pending
     }
-    final = replace(
-        slots, members=members, pending=None, generation=slots.generation + 1
+    final = slots._replace(
+        members=members, pending=None, generation=slots.generation + 1
     ).sealed_with(new_key)
     s.store = Store.open(s.path / DB_NAME, new_key)
     s.audit.__init__(s.store, new_key)  # type: ignore[misc]

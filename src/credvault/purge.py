@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from credvault.access import Action
 from credvault.crypto import labels
@@ -31,8 +31,7 @@ REASONS = {
 }
 
 
-@dataclass(frozen=True)
-class PurgePlan:
+class PurgePlan(NamedTuple):
     engagement: str
     client: str
     due: str

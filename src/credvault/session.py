@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from credvault.files import locked
 from credvault.keyslots import KeySlots, MemberKeys, MemberSlot
 from credvault.store import Store
 
+DB_NAME = "vault.db"
+NEXT_DB = "vault.db.next"
 LOCK_NAME = "vault.lock"
 SLOTS_NAME = "keyslots.json"
 
@@ -26,20 +27,32 @@ def iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass
 class Session:
     """One member's open vault."""
 
-    path: Path
-    store: Store
-    audit: AuditLog
-    slots: KeySlots
-    keys: MemberKeys
-    db_key: bytes = field(repr=False)
-    clock: Callable[[], datetime]
-    engagement_keys: dict[tuple[int, int], bytes] = field(default_factory=dict, repr=False)
-    verified: dict[tuple[int, str], Role | None] = field(default_factory=dict)
-    lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+    def __init__(
+        self,
+        path: Path,
+        store: Store,
+        audit: AuditLog,
+        slots: KeySlots,
+        keys: MemberKeys,
+        db_key: bytes,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.path = path
+        self.store = store
+        self.audit = audit
+        self.slots = slots
+        self.keys = keys
+        self.db_key = db_key
+        self.clock = clock
+        self.engagement_keys: dict[tuple[int, int], bytes] = {}
+        self.verified: dict[tuple[int, str], Role | None] = {}
+        self.lock = contextlib.ExitStack()
+
+    def __repr__(self) -> str:
+        return f"Session({str(self.path)!r}, member={self.keys.name!r})"
 
     def exclusive(self) -> None:
         """Trade the shared vault lock for the exclusive one (waits for other users to close).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from credvault import items, validate
 from credvault.access import Action
@@ -15,8 +15,7 @@ from credvault.session import Session
 TABLE = "systems"
 
 
-@dataclass(frozen=True)
-class System:
+class System(NamedTuple):
     engagement: str
     name: str
     address: str | None  # None in listings (only reading roles see it)
@@ -27,7 +26,7 @@ class System:
     updated_at: str
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return self._asdict()
 
 
 class Systems:

@@ -8,7 +8,6 @@ passphrase file, interactive prompt. Each source either returns the member's key
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -48,11 +47,14 @@ def read_passphrase_file(path: Path) -> bytes:
     return line
 
 
-@dataclass
 class Passphrase:
     """A passphrase held in memory (library use and tests)."""
 
-    passphrase: bytes | str = field(repr=False)
+    def __init__(self, passphrase: bytes | str) -> None:
+        self.passphrase = passphrase
+
+    def __repr__(self) -> str:
+        return "Passphrase(<redacted>)"
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
         _slot(slots, member)
@@ -60,11 +62,14 @@ class Passphrase:
         return decrypt_private(slots.vault_id, slots.members[member], pw)
 
 
-@dataclass
 class PassphraseFile:
     """A file whose first line is the passphrase (``CREDVAULT_PASSPHRASE_FILE``)."""
 
-    path: Path
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"PassphraseFile({str(self.path)!r})"
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
         _slot(slots, member)
@@ -75,11 +80,14 @@ class PassphraseFile:
         )
 
 
-@dataclass
 class IdentityFile:
     """A service identity's key file (``CREDVAULT_IDENTITY``): the file is the secret."""
 
-    path: Path
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"IdentityFile({str(self.path)!r})"
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
         try:
@@ -93,11 +101,11 @@ class IdentityFile:
         return keys
 
 
-@dataclass
 class Prompt:
     """Ask on the terminal (the CLI passes a function that reads without echo)."""
 
-    ask: Callable[[str], bytes]
+    def __init__(self, ask: Callable[[str], bytes]) -> None:
+        self.ask = ask
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
         _slot(slots, member)
@@ -108,21 +116,24 @@ class Prompt:
         )
 
 
-@dataclass
 class InMemory:
     """Already-unlocked keys (tests, and the keyring cache after a hit)."""
 
-    keys: MemberKeys
+    def __init__(self, keys: MemberKeys) -> None:
+        self.keys = keys
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
         return self.keys if self.keys.name == member else None
 
 
-@dataclass
 class FirstOf:
     """Try sources in order; the first that answers wins."""
 
-    sources: Sequence[UnlockSource]
+    def __init__(self, sources: Sequence[UnlockSource]) -> None:
+        self.sources = list(sources)
+
+    def __repr__(self) -> str:
+        return f"FirstOf({self.sources!r})"
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
         for src in self.sources:

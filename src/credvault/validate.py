@@ -6,7 +6,6 @@ a secret value.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from datetime import UTC, datetime
 
@@ -49,6 +48,8 @@ def address(value: object) -> str:
     v = value.strip() if isinstance(value, str) else ""
     if not v or len(v) > 253 or _CONTROL.search(v):
         raise InvalidInput("invalid address: expected an IPv4 or IPv6 address or a DNS name")
+    import ipaddress
+
     try:
         return str(ipaddress.ip_address(v.strip("[]")))
     except ValueError:

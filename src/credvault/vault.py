@@ -8,10 +8,11 @@ import base64
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import audit as audit_mod
 from credvault import validate
@@ -32,14 +33,16 @@ from credvault.errors import (
 )
 from credvault.files import create_private, fsync_dir, locked, make_private_dir
 from credvault.keyslots import KeySlots, MemberKeys, Recovery, make_slot, new_member_keys
-from credvault.members import DB_NAME, NEXT_DB, Members, finish_rekey, promote
-from credvault.purge import Purger, new_receipt_key
 from credvault.retention import SETTINGS
 from credvault.secret import Secret
-from credvault.session import LOCK_NAME, SLOTS_NAME, Session, iso
+from credvault.session import DB_NAME, LOCK_NAME, NEXT_DB, SLOTS_NAME, Session, iso
 from credvault.store import FORMAT_VERSION, Store
-from credvault.systems import Systems
 from credvault.unlock import Passphrase, UnlockSource, resolve
+
+if TYPE_CHECKING:
+    from credvault.members import Members
+    from credvault.purge import Purger
+    from credvault.systems import Systems
 
 FAILED_UNLOCKS = "failed-unlocks.log"
 RECOVERY_PREFIX = "CREDVAULT-RECOVERY-1"
@@ -77,8 +80,7 @@ def parse_recovery(text: str) -> tuple[bytes, bytes]:
         raise InvalidInput("not a credvault recovery key") from None
 
 
-@dataclass(frozen=True)
-class InitResult:
+class InitResult(NamedTuple):
     path: Path
     vault_id: str
     admin: str
@@ -95,11 +97,28 @@ class Vault:
 
     def __init__(self, session: Session, kdf: KdfParams) -> None:
         self._s = session
+        self._kdf = kdf
         self.engagements = Engagements(session)
         self.credentials = Credentials(session, self.engagements)
-        self.systems = Systems(session, self.engagements)
-        self.members = Members(session, kdf)
-        self.purger = Purger(session, self.engagements)
+
+    # The rest is imported on first use: `credvault get` should not pay for it.
+    @cached_property
+    def systems(self) -> Systems:
+        from credvault.systems import Systems
+
+        return Systems(self._s, self.engagements)
+
+    @cached_property
+    def members(self) -> Members:
+        from credvault.members import Members
+
+        return Members(self._s, self._kdf)
+
+    @cached_property
+    def purger(self) -> Purger:
+        from credvault.purge import Purger
+
+        return Purger(self._s, self.engagements)
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
@@ -138,6 +157,8 @@ class Vault:
             labels.MEMBER_CERT,
             labels.encode(vault_id, RECOVERY, rec_kem_pub, rec_sign_pub),
         )
+        from credvault.purge import new_receipt_key
+
         receipt_blob, receipt_pub = new_receipt_key()
         now = iso(clock())
         keys = new_member_keys(admin, admin_pub)
@@ -242,6 +263,8 @@ class Vault:
             store = Store.open(path / DB_NAME, new_key)
             session = Session(path, store, AuditLog(store, new_key), slots, keys, new_key, clock)
             slots.verify_mac(db_key)
+            from credvault.members import promote
+
             promote(session, new_key)
             return cls._checked(session)
         try:
@@ -252,6 +275,8 @@ class Vault:
                 # Interrupted before the swap: finish it under the exclusive lock.
                 new_key = slots.open_pending_db_key(keys)
                 if new_key is not None:
+                    from credvault.members import finish_rekey
+
                     lock.close()
                     lock.enter_context(locked(path / LOCK_NAME, exclusive=True))
                     finish_rekey(session, new_key)

@@ -12,7 +12,7 @@ wrong secret.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,8 +26,7 @@ _WRAPPED = NONCE_LEN + KEY_LEN + TAG_LEN
 MIN_LEN = _HEADER + _WRAPPED + NONCE_LEN + TAG_LEN
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
+class Place(NamedTuple):
     """Where a value lives; its encoding is the associated data of the envelope."""
 
     vault_id: bytes

@@ -9,17 +9,14 @@ explicitly; there is no environment switch that lowers the cost.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-
-from argon2.low_level import Type, hash_secret_raw
+from typing import NamedTuple
 
 from credvault.errors import IntegrityError, InvalidInput
 
 SALT_LEN = 16
 
 
-@dataclass(frozen=True, slots=True)
-class KdfParams:
+class KdfParams(NamedTuple):
     """Argon2id cost: memory in KiB, iterations, lanes."""
 
     memory_kib: int
@@ -60,6 +57,9 @@ def derive(passphrase: bytes, salt: bytes, params: KdfParams) -> bytes:
     """The 256-bit key-encryption key for a member's private keys."""
     if len(salt) != SALT_LEN:
         raise IntegrityError("key-slot file holds a malformed salt")
+    # Imported here: unlocking from the keyring or an identity file never derives a key.
+    from argon2.low_level import Type, hash_secret_raw
+
     return hash_secret_raw(
         secret=passphrase,
         salt=salt,
