@@ -6,6 +6,7 @@ fails (disk full, a trigger, a lock), the caller gets an error and no secret.
 
 from __future__ import annotations
 
+import base64
 import builtins
 import os
 import string
@@ -55,7 +56,12 @@ class Credential(NamedTuple):
     def to_json(self) -> dict[str, object]:
         """Everything, the secret included (for ``get --json`` and client export)."""
         d: dict[str, object] = self._asdict()
-        d["secret"] = self.secret.reveal_text()
+        raw = self.secret.reveal()
+        try:
+            d["secret"] = raw.decode("utf-8")
+        except UnicodeDecodeError:  # binary secrets travel as base64, never mangled
+            del d["secret"]
+            d["secret_base64"] = base64.b64encode(raw).decode()
         return d
 
 
@@ -80,11 +86,12 @@ class Credentials:
         *,
         username: str | None = None,
         system: str | None = None,
-        kind: str = "password",
+        kind: str | None = None,
         url: str | None = None,
         notes: str | None = None,
     ) -> CredentialInfo:
-        """Create or replace a credential (a replace keeps fields not given)."""
+        """Create or replace a credential (a replace keeps fields not given; new ones are
+        of kind ``password`` unless told)."""
         s = self.s
         eng_name, name = validate.ref(ref)
         value = (
@@ -93,7 +100,8 @@ class Credentials:
             else (secret.encode() if isinstance(secret, str) else bytes(secret))
         )
         validate.secret(value)
-        validate.kind(kind)
+        if kind is not None:
+            validate.kind(kind)
         username = validate.text(username, "username", max_len=1024, multiline=False)
         url = validate.text(url, "URL", max_len=4096, multiline=False)
         notes = validate.text(notes, "notes")
@@ -118,7 +126,7 @@ class Credentials:
                     {
                         "uid": uid,
                         "name": name,
-                        "kind": kind,
+                        "kind": kind or "password",
                         "system_id": sys_id,
                         "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value),
                         "username_env": items.seal(
@@ -134,7 +142,6 @@ class Credentials:
             else:
                 uid = bytes(row[1])
                 changes: dict[str, object] = {
-                    "kind": kind,
                     "updated_at": now,
                     "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value),
                 }
@@ -145,9 +152,11 @@ class Credentials:
                         )
                 if sys_id is not None:
                     changes["system_id"] = sys_id
+                if kind is not None:
+                    changes["kind"] = kind
                 s.store.update_credential(int(row[0]), changes)
                 action = "update"
-            s.log(action, eng.name, name, "ok", f"kind {kind}")
+            s.log(action, eng.name, name, "ok", f"kind {kind}" if kind else "")
         return self.info(eng, name)
 
     def put_many(

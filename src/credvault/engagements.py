@@ -172,8 +172,8 @@ def _seal_info(s: Session, eng_uid: bytes, member: str, version: int) -> bytes:
 def recovery_keys(seed: bytes) -> tuple[bytes, bytes]:
     """(X25519 private, Ed25519 private) of the recovery key, from its 32-byte seed."""
     return (
-        p.hkdf(seed, b"credvault/v1/recovery-x25519"),
-        p.hkdf(seed, b"credvault/v1/recovery-ed25519"),
+        p.hkdf(seed, labels.RECOVERY_X25519),
+        p.hkdf(seed, labels.RECOVERY_ED25519),
     )
 
 
@@ -194,70 +194,99 @@ class Engagements:
         return eng
 
     def list(self, client: str | None = None) -> builtins.list[Engagement]:
+        """Every engagement (internal use: no role check)."""
         return [Engagement.from_row(r) for r in self.s.store.engagements(client)]
 
-    # -- signatures and roles ---------------------------------------------------------------
-    def _signer_pub(self, name: str) -> bytes | None:
-        if name == RECOVERY:
-            return self.s.slots.recovery.sign_pub
-        return self.s.slots.signing_key(name, self.s.keys.admin_sign_pub)
+    def visible(self, client: str | None = None) -> builtins.list[Engagement]:
+        """The engagements this member may list: all for admins, else those they hold a role
+        on (names of other clients' engagements are not everyone's business)."""
+        if client is not None:
+            validate.name(client, "client name")
+        engs = self.list(client)
+        if self.s.is_admin:
+            return engs
+        return [e for e in engs if e.state != "purged" and self.role_of(e) is not None]
 
-    def _check_creation(self, eng: Engagement) -> None:
-        pub = self._signer_pub(eng.created_by)
-        if pub is None:
-            raise IntegrityError(f"engagement {eng.name!r}: creator is not a certified member")
-        p.verify(
-            pub,
-            labels.GRANT_SIG,
-            _creation_message(self.s, eng.uid, eng.name, eng.client, eng.lead, eng.created_by),
-            eng.creation_sig,
-            f"creation record of engagement {eng.name!r}",
-        )
+    # -- signatures and roles ---------------------------------------------------------------
+    def _signed_by(self, name: str, message: bytes, signature: bytes) -> str | None:
+        """``"live"`` if ``name``'s current certified key made ``signature``, ``"retired"``
+        if a key ``name`` held before leaving (or being reset) did, else None.
+
+        A retired key can no longer act in the vault (a removed member's database access
+        ended with the re-key), so what it signed while entitled stays valid.
+        """
+        slots, pinned = self.s.slots, self.s.keys.admin_sign_pub
+        if name == RECOVERY:
+            candidates = [(slots.recovery.sign_pub, "live")]
+        else:
+            candidates = []
+            if name in slots.members:
+                candidates.append((slots.signing_key(name, pinned) or b"", "live"))
+            candidates += [(pub, "retired") for pub in slots.retired_keys(name, pinned)]
+        for pub, status in candidates:
+            try:
+                p.verify(pub, labels.GRANT_SIG, message, signature, "signature")
+            except IntegrityError:
+                continue
+            return status
+        return None
+
+    def _creation_valid(self, eng: Engagement) -> bool:
+        msg = _creation_message(self.s, eng.uid, eng.name, eng.client, eng.lead, eng.created_by)
+        return self._signed_by(eng.created_by, msg, eng.creation_sig) is not None
 
     def _role_valid(self, eng: Engagement, g: _Grant, seen: frozenset[str]) -> bool:
-        """Whether ``g``'s role certificate chains to the creation record or recovery."""
-        pub = self._signer_pub(g.granted_by)
-        if pub is None:
-            return False
-        try:
-            p.verify(
-                pub,
-                labels.GRANT_SIG,
-                _role_message(self.s, eng, g.member, g.role, g.expires_at, g.granted_by),
-                g.role_sig,
-                "grant",
-            )
-        except IntegrityError:
-            return False
-        return self._entitled(eng, g.granted_by, seen | {g.member}, first=(g.member, g.role))
+        """Whether ``g``'s role certificate chains to the creation record or recovery.
 
-    def _entitled(
-        self,
-        eng: Engagement,
-        signer: str,
-        seen: frozenset[str],
-        first: tuple[str, str] | None = None,
-    ) -> bool:
-        """Was ``signer`` entitled to grant on ``eng``? (lead, creator, or recovery)."""
+        Grants made by a lead stay valid after that lead leaves: the chain is historical.
+        """
+        msg = _role_message(self.s, eng, g.member, g.role, g.expires_at, g.granted_by)
+        if self._signed_by(g.granted_by, msg, g.role_sig) is None:
+            return False
+        if g.granted_by == RECOVERY:
+            return True
+        if g.granted_by == eng.created_by and (g.member, g.role) in (
+            (eng.lead, Role.LEAD.value),
+            (RECOVERY, "recovery"),
+        ):
+            return self._creation_valid(eng)
+        if g.granted_by in seen | {g.member}:
+            return False  # a cycle: nobody may certify themselves
+        row = self.s.store.grant_of(eng.id, g.granted_by)
+        if row is None:
+            return False
+        lead = _Grant.from_row(row)
+        return lead.role == Role.LEAD.value and self._role_valid(eng, lead, seen | {g.member})
+
+    def _may_seal(self, eng: Engagement, g: _Grant, status: str) -> bool:
+        """Was ``g.sealed_by`` entitled to seal this copy?
+
+        The recovery key; the creating admin for the first lead's and the recovery copy of
+        key version 1; else a lead whose grant chains validly AND is still live (not revoked,
+        not expired) — or who has left the vault, so can no longer write anything.
+        """
+        signer = g.sealed_by
         if signer == RECOVERY:
             return True
         if (
             signer == eng.created_by
-            and first is not None
-            and (first in ((eng.lead, Role.LEAD.value), (RECOVERY, "recovery")))
+            and g.key_version == 1
+            and g.member in (eng.lead, RECOVERY)
+            and self._creation_valid(eng)
         ):
-            try:
-                self._check_creation(eng)
-            except IntegrityError:
-                return False
             return True
-        if signer in seen:
-            return False  # a cycle: nobody may certify themselves
-        row = self.s.store.grant_of(eng.id, signer)
+        row = self.s.store.grant_of(eng.id, signer or "")
         if row is None:
             return False
-        g = _Grant.from_row(row)
-        return g.role == Role.LEAD.value and self._role_valid(eng, g, seen)
+        lead = _Grant.from_row(row)
+        live = lead.revoked_at is None and (
+            lead.expires_at is None or lead.expires_at > self.s.now()
+        )
+        return (
+            lead.role == Role.LEAD.value
+            and (live or status == "retired")
+            and self._role_valid(eng, lead, frozenset())
+        )
 
     def role_of(self, eng: Engagement, member: str | None = None) -> Role | None:
         """The member's current, verified role (None without a valid, unexpired grant)."""
@@ -300,29 +329,16 @@ class Engagements:
             raise AccessDenied(self.s.member, "read", eng.name, "no key held")
         if g.key_version != eng.key_version:
             raise IntegrityError(f"engagement {eng.name!r}: key copy of an old version")
-        pub = self._signer_pub(g.sealed_by)
-        entitled = pub is not None and (
-            self._entitled(eng, g.sealed_by, frozenset())
-            or (
-                g.sealed_by == eng.created_by
-                and g.key_version == 1
-                and g.member in (eng.lead, RECOVERY)
-                and self._entitled(eng, g.sealed_by, frozenset(), first=(eng.lead, "lead"))
-            )
-        )
-        if not entitled or pub is None:
+        key = p.hpke_open(private, g.sealed, _seal_info(self.s, eng.uid, g.member, g.key_version))
+        # The signature covers the key's fingerprint: this commits the copy to one key.
+        msg = _copy_message(self.s, eng, g.member, g.key_version, g.sealed, key, g.sealed_by)
+        status = self._signed_by(g.sealed_by, msg, g.copy_sig)
+        if status is None:
+            raise IntegrityError(f"key copy of engagement {eng.name!r}: signature check failed")
+        if not self._may_seal(eng, g, status):
             raise IntegrityError(
                 f"engagement {eng.name!r}: key copy sealed by someone not entitled to grant it"
             )
-        key = p.hpke_open(private, g.sealed, _seal_info(self.s, eng.uid, g.member, g.key_version))
-        # The signature covers the key's fingerprint: this commits the copy to one key.
-        p.verify(
-            pub,
-            labels.GRANT_SIG,
-            _copy_message(self.s, eng, g.member, g.key_version, g.sealed, key, g.sealed_by),
-            g.copy_sig,
-            f"key copy of engagement {eng.name!r}",
-        )
         if p.fingerprint(key) != eng.key_fp:
             raise IntegrityError(f"engagement {eng.name!r}: key fingerprint mismatch")
         return key

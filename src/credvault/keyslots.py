@@ -139,7 +139,7 @@ class KeySlots(NamedTuple):
     members: dict[str, MemberSlot]
     pending: dict[str, bytes] | None = None  # next-generation db-key slots during a re-key
     # name: (sign pub, cert) of former members. Never mutated in place (always _replace'd).
-    retired: dict[str, tuple[bytes, bytes]] = {}  # noqa: RUF012
+    retired: dict[str, tuple[tuple[bytes, bytes], ...]] = {}  # noqa: RUF012
     mac: bytes = b""
 
     # -- serialisation -------------------------------------------------------------------
@@ -182,7 +182,8 @@ class KeySlots(NamedTuple):
             if self.pending is None
             else {n: b64e(s) for n, s in sorted(self.pending.items())},
             "retired": {
-                n: {"sign": b64e(k), "cert": b64e(c)} for n, (k, c) in sorted(self.retired.items())
+                n: [{"sign": b64e(k), "cert": b64e(c)} for k, c in keys]
+                for n, keys in sorted(self.retired.items())
             },
         }
 
@@ -247,7 +248,10 @@ class KeySlots(NamedTuple):
                 pending=None
                 if d["pending"] is None
                 else {n: b64d(s) for n, s in d["pending"].items()},
-                retired={n: (b64d(r["sign"]), b64d(r["cert"])) for n, r in d["retired"].items()},
+                retired={
+                    n: tuple((b64d(r["sign"]), b64d(r["cert"])) for r in keys)
+                    for n, keys in d["retired"].items()
+                },
                 mac=b64d(d["mac"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -289,20 +293,26 @@ class KeySlots(NamedTuple):
         )
 
     def signing_key(self, name: str, admin_sign_pub: bytes) -> bytes | None:
-        """A member's (or former member's) certified Ed25519 public key, else None."""
+        """A current member's certified Ed25519 public key, else None."""
         slot = self.members.get(name)
-        if slot is not None:
-            slot.verify_cert(self.vault_id, admin_sign_pub)
-            return slot.sign_pub
-        if name in self.retired:
-            pub, cert = self.retired[name]
-            old = self._retired_cert_message(name, pub)
-            p.verify(admin_sign_pub, labels.MEMBER_CERT, old, cert, f"certificate of {name!r}")
-            return pub
-        return None
+        if slot is None:
+            return None
+        slot.verify_cert(self.vault_id, admin_sign_pub)
+        return slot.sign_pub
 
-    def _retired_cert_message(self, name: str, pub: bytes) -> bytes:
-        return labels.encode(self.vault_id, "@retired", name, pub)
+    def retired_keys(self, name: str, admin_sign_pub: bytes) -> list[bytes]:
+        """The certified signing keys ``name`` held before leaving or being reset."""
+        out = []
+        for pub, cert in self.retired.get(name, ()):
+            p.verify(
+                admin_sign_pub,
+                labels.MEMBER_CERT,
+                retired_cert_message(self.vault_id, name, pub),
+                cert,
+                f"certificate of former key of {name!r}",
+            )
+            out.append(pub)
+        return out
 
     def check_member_keys(self, slot: MemberSlot, keys: MemberKeys) -> None:
         """The slot's public keys must be certified and match the unlocked private keys."""
@@ -313,6 +323,10 @@ class KeySlots(NamedTuple):
         ):
             raise IntegrityError(f"key slot of {slot.name!r} does not match the member's keys")
         self.recovery.verify(self.vault_id, keys.admin_sign_pub)
+
+
+def retired_cert_message(vault_id: bytes, name: str, sign_pub: bytes) -> bytes:
+    return labels.encode(vault_id, "@retired", name, sign_pub)
 
 
 def private_aad(vault_id: bytes, name: str) -> bytes:

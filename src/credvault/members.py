@@ -25,6 +25,7 @@ from credvault.keyslots import (
     make_slot,
     new_member_keys,
     open_admin_key,
+    retired_cert_message,
 )
 from credvault.session import DB_NAME, NEXT_DB, SLOTS_NAME, Session
 from credvault.store import Store
@@ -100,8 +101,7 @@ class Members:
                 write_new_private(identity_file, keys.to_bytes(s.vault_id))
             members = dict(s.slots.members)
             members[name] = slot
-            retired = {k: v for k, v in s.slots.retired.items() if k != name}
-            self._write_slots(s.slots._replace(members=members, retired=retired))
+            self._write_slots(s.slots._replace(members=members))
             s.log(
                 "member-add",
                 None,
@@ -158,21 +158,19 @@ class Members:
             self._write_slots(
                 s.slots._replace(
                     members=members,
-                    retired={
-                        **s.slots.retired,
-                        **self._retire_entry(name, old.sign_pub, admin_priv),
-                    },
+                    retired=self._retired_with(name, old.sign_pub, admin_priv),
                 )
             )
             s.log("member-reset", None, name, "ok", f"new keys; {dropped} grants to re-make")
         return MemberInfo(name, old.admin, False, slot.created)
 
-    def _retire_entry(
+    def _retired_with(
         self, name: str, sign_pub: bytes, admin_priv: bytes
-    ) -> dict[str, tuple[bytes, bytes]]:
+    ) -> dict[str, tuple[tuple[bytes, bytes], ...]]:
         """Keep a former signing key verifiable, so grants it signed still chain."""
-        msg = labels.encode(self.s.vault_id, "@retired", name, sign_pub)
-        return {name: (sign_pub, p.sign(admin_priv, labels.MEMBER_CERT, msg))}
+        msg = retired_cert_message(self.s.vault_id, name, sign_pub)
+        entry = (sign_pub, p.sign(admin_priv, labels.MEMBER_CERT, msg))
+        return {**self.s.slots.retired, name: (*self.s.slots.retired.get(name, ()), entry)}
 
     def _drop_grants(self, name: str) -> int:
         s = self.s
@@ -205,7 +203,7 @@ class Members:
             dropped = self._drop_grants(name)
             s.log("member-rm", None, name, "ok", f"{dropped} grants dropped; database re-keyed")
         members = {k: v for k, v in s.slots.members.items() if k != name}
-        retired = {**s.slots.retired, **self._retire_entry(name, old.sign_pub, admin_priv)}
+        retired = self._retired_with(name, old.sign_pub, admin_priv)
         # The new slots (pending) are written before the database is swapped.
         rekey(s, s.slots._replace(members=members, retired=retired))
         return dropped

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,7 +23,7 @@ from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagement, Engagements
 from credvault.errors import IntegrityError, InvalidInput, RetentionError
-from credvault.session import Session
+from credvault.session import Session, iso
 
 REASONS = {
     "grace": "grace period expired",
@@ -128,7 +129,23 @@ class Purger:
         self.prune_audit()
         if done:
             self.rewrite()
+        self.prune_backups()
         return done
+
+    def prune_backups(self) -> int:
+        """Backups in the default place older than the backup retention leave with the purge."""
+        from credvault.backup import default_backup_dir, prune
+
+        s = self.s
+        directory = default_backup_dir(s.path)
+        if not directory.is_dir():
+            return 0
+        days = int(s.store.get_meta("backup_retention_days") or 30)
+        n = prune(directory, s.vault_id.hex(), s.clock() - timedelta(days=days))
+        if n:
+            with s.store.write():
+                s.log("backup-prune", None, None, "ok", f"{n} backups older than {days} days")
+        return n
 
     def expire_grants(self) -> int:
         s = self.s
@@ -147,10 +164,6 @@ class Purger:
     def prune_audit(self) -> int:
         s = self.s
         days = s.store.get_meta("audit_retention_days")
-        from datetime import timedelta
-
-        from credvault.session import iso
-
         cutoff = iso(s.clock() - timedelta(days=int(days) if days is not None else 365))
         first = s.store.audit_iter(0, batch=1)
         row = next(first, None)

@@ -253,6 +253,14 @@ class Store:
             is not None
         )
 
+    def engagements_needing_rotation(self) -> list[str]:
+        return [
+            str(r[0])
+            for r in self._all(
+                "SELECT name FROM engagements WHERE needs_rotation = 1 AND state != 'purged'"
+            )
+        ]
+
     def count_engagement_items(self, eng_id: int) -> tuple[int, int]:
         c = self._one("SELECT count(*) FROM credentials WHERE engagement_id = ?", (eng_id,))
         s = self._one("SELECT count(*) FROM systems WHERE engagement_id = ?", (eng_id,))
@@ -551,7 +559,7 @@ class Store:
             str(r[0])
             for r in self._all(
                 "SELECT DISTINCT item FROM audit WHERE member = ? AND engagement = ? AND outcome = 'ok' "
-                "AND action IN ('get', 'export') AND item IS NOT NULL ORDER BY item",
+                "AND action IN ('get', 'system-show') AND item IS NOT NULL ORDER BY item",
                 (member, engagement),
             )
         ]

@@ -7,6 +7,7 @@ passphrase file, interactive prompt. Each source either returns the member's key
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -45,6 +46,18 @@ def read_passphrase_file(path: Path) -> bytes:
     if len(line) > MAX_PASSPHRASE:
         raise InvalidInput("passphrase too long")
     return line
+
+
+def identity_member(path: Path) -> str:
+    """The member an identity file belongs to (so ``CREDVAULT_IDENTITY`` alone suffices)."""
+    try:
+        data = json.loads(Path(path).read_bytes()[:65536])
+        name = data["member"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InvalidInput(f"{path} is not a credvault identity file") from None
+    if not isinstance(name, str):
+        raise InvalidInput(f"{path} is not a credvault identity file")
+    return name
 
 
 class Passphrase:
@@ -95,7 +108,7 @@ class IdentityFile:
         except OSError:
             raise InvalidInput(f"cannot read identity file {self.path}") from None
         keys = MemberKeys.from_bytes(data, slots.vault_id)
-        if keys.name != member and member in slots.members:
+        if keys.name != member:
             raise WrongPassphrase(f"identity file is for member {keys.name!r}, not {member!r}")
         _slot(slots, keys.name)
         return keys

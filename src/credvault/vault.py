@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import audit as audit_mod
 from credvault import validate
-from credvault.access import Action
+from credvault.access import Action, allowed
 from credvault.audit import AuditEntry, AuditLog, Checkpoint
 from credvault.credentials import Credential, CredentialInfo, Credentials
 from credvault.crypto import labels
@@ -25,6 +25,7 @@ from credvault.crypto.passphrase import DEFAULT, KdfParams, check
 from credvault.engagements import RECOVERY, Engagements, recovery_keys
 from credvault.errors import (
     AlreadyExists,
+    CredvaultError,
     IntegrityError,
     InvalidInput,
     NotAVault,
@@ -309,6 +310,13 @@ class Vault:
         _import_failed_unlocks(s)
         if auto_purge and s.store.anything_due(s.now()):
             self.purger.run_due(automatic=True)
+        self._rotate_pending()
+
+    def _rotate_pending(self) -> None:
+        """Finish rotations left by an expiry, removal or reset, if this member leads."""
+        for name in self._s.store.engagements_needing_rotation():
+            with contextlib.suppress(CredvaultError):
+                self.engagements._rotate_if_needed(self.engagements.get(name))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -350,7 +358,7 @@ class Vault:
         return self._s.keys
 
     def put(self, ref: str, secret: Secret | bytes | str, **fields: str | None) -> CredentialInfo:
-        return self.credentials.put(ref, secret, **fields)  # type: ignore[arg-type]
+        return self.credentials.put(ref, secret, **fields)
 
     def get(self, ref: str, *, reason: str | None = None) -> Credential:
         return self.credentials.get(ref, reason=reason)
@@ -404,11 +412,12 @@ class Vault:
     ) -> list[AuditEntry]:
         """Entries the member may read: admins all; leads and auditors their engagements."""
         s = self._s
-        since_iso = (
-            iso(validate.when(since, "since date").replace(hour=0, minute=0, second=0))
-            if since and len(since) == 10
-            else (iso(validate.when(since, "since date")) if since else None)
-        )
+        since_iso = None
+        if since is not None:
+            start = validate.when(since, "since date")
+            if len(since) == 10:  # a bare date means from the start of that day
+                start = start.replace(hour=0, minute=0, second=0)
+            since_iso = iso(start)
         if limit is not None and limit < 1:
             raise InvalidInput("--limit must be at least 1")
         if engagement is not None:
@@ -423,9 +432,7 @@ class Vault:
                 e.name
                 for e in self.engagements.list()
                 if e.state != "purged"
-                and self.engagements.role_of(e) is not None
-                and Action.AUDIT
-                and self._may_audit(e)
+                and allowed(Action.AUDIT, self.engagements.role_of(e), admin=False)
             ]
             vault_wide = False
         rows = s.store.audit_query(
@@ -439,15 +446,6 @@ class Vault:
         with s.store.write():
             s.log("audit-read", engagement, None, "ok", f"{len(rows)} entries")
         return audit_mod.entries(rows)
-
-    def _may_audit(self, eng: object) -> bool:
-        from credvault.access import allowed
-
-        return allowed(
-            Action.AUDIT,
-            self.engagements.role_of(eng),  # type: ignore[arg-type]
-            admin=self._s.is_admin,
-        )
 
     def audit_verify(self, checkpoint: str | None = None) -> int:
         s = self._s
@@ -465,6 +463,7 @@ class Vault:
 
     def audit_checkpoint(self) -> Checkpoint:
         s = self._s
+        s.require_admin("export an audit checkpoint")
         with s.store.write():
             s.log("audit-checkpoint", None, None, "ok")
         return s.audit.head()
@@ -472,7 +471,8 @@ class Vault:
     # -- purge and recovery -----------------------------------------------------------------
     def purge(self, *, dry_run: bool = False) -> list[dict[str, object]]:
         s = self._s
-        s.require_admin("purge")
+        if not (s.is_admin or s.me.service):
+            raise s.deny("purge", None, None, "admins and service identities only")
         if dry_run:
             return [pl.to_json() for pl in self.purger.plan()]
         done = self.purger.run_due(automatic=False)

@@ -24,22 +24,45 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """--vault/--as/--no-keyring, accepted before or after an action (``member add X --as Y``).
+
+    On nested parsers the defaults are suppressed, so they never overwrite a value given
+    before the action (an argparse subparser default would).
+    """
+    default: object = argparse.SUPPRESS if nested else None
     g = p.add_argument_group("vault and identity")
     g.add_argument(
         "--vault",
         metavar="DIR",
+        default=default,
         help="vault directory (default $CREDVAULT_VAULT, else $XDG_DATA_HOME/credvault)",
     )
     g.add_argument(
         "--as",
         dest="as_member",
         metavar="NAME",
+        default=default,
         help="act as this member (default $CREDVAULT_MEMBER, else your user name)",
     )
     g.add_argument(
-        "--no-keyring", action="store_true", help="do not use a key cached in the OS keyring"
+        "--no-keyring",
+        action="store_true",
+        default=argparse.SUPPRESS if nested else False,
+        help="do not use a key cached in the OS keyring",
     )
+
+
+def _nested_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of actions under a command (``member add``, ``engagement close``, …)."""
+    out: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):
+                for inner in command._actions:
+                    if isinstance(inner, argparse._SubParsersAction):
+                        out += list(dict.fromkeys(inner.choices.values()))
+    return out
 
 
 def _kdf(p: argparse.ArgumentParser) -> None:
@@ -211,7 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", metavar="ENG/NAME")
     p.add_argument("--username")
     p.add_argument("--system", metavar="NAME", help="link to a system of the engagement")
-    p.add_argument("--kind", default="password", choices=["password", "ssh-key", "token", "other"])
+    p.add_argument(
+        "--kind",
+        choices=["password", "ssh-key", "token", "other"],
+        help="kind of a new credential (default password; a replace keeps it)",
+    )
     p.add_argument("--url")
     p.add_argument("--notes")
     p.add_argument(
@@ -246,10 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     asub = p.add_subparsers(dest="audit_cmd", metavar="ACTION", parser_class=_Parser)
     q = asub.add_parser("verify", help="check the hash chain (exit 6 if broken)")
-    _common(q)
     q.add_argument("--checkpoint", metavar="POS:MAC", help="also prove no rewrite up to here")
     q = asub.add_parser("checkpoint", help="print the chain head to keep outside the vault")
-    _common(q)
 
     p = cmd("purge", c.cmd_purge, "destroy every engagement whose purge is due")
     p.add_argument("--dry-run", action="store_true", help="only list what is due")
@@ -291,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", default="8h", help="how long, e.g. 30m, 8h, 2d")
 
     cmd("lock", c.cmd_lock, "remove your cached key from the OS keyring")
+    for nested in _nested_parsers(parser):
+        _common(nested, nested=True)
     return parser
 
 

@@ -21,7 +21,7 @@ from credvault import (
 from credvault.cli import terminal as t
 from credvault.engagements import Engagement
 from credvault.errors import AccessDenied, NotFound
-from credvault.unlock import default_source
+from credvault.unlock import default_source, identity_member
 
 EXIT_OK = 0
 
@@ -37,6 +37,9 @@ def member_name(args: argparse.Namespace) -> str:
     env = os.environ.get("CREDVAULT_MEMBER")
     if env:
         return env
+    identity = os.environ.get("CREDVAULT_IDENTITY")
+    if identity:  # a service identity names its member
+        return identity_member(Path(identity))
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -67,10 +70,12 @@ def unlock_source(args: argparse.Namespace, vault: Path, member: str) -> FirstOf
     )
 
 
-def open_vault(args: argparse.Namespace) -> Vault:
+def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:
     path = vault_dir(args)
     member = member_name(args)
-    return Vault.open(path, member, unlock_source(args, path, member), kdf=kdf_params(args))
+    return Vault.open(
+        path, member, unlock_source(args, path, member), kdf=kdf_params(args), auto_purge=auto_purge
+    )
 
 
 def new_passphrase(args: argparse.Namespace, who: str) -> bytes:
@@ -140,7 +145,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = vault_dir(args)
     member = member_name(args)
     cache = cache_status(path, member)
-    with open_vault(args) as v:
+    with open_vault(args, auto_purge=False) as v:  # report what is due rather than do it
         data = {**v.status(), "keyring": cache}
     if args.json:
         t.out_json(data)
@@ -249,7 +254,7 @@ def cmd_engagement(args: argparse.Namespace) -> int:
             )
             t.out(f"created engagement {eng.name} for {eng.client}, lead {eng.lead}")
         elif c == "ls":
-            engs = e.list(args.client)
+            engs = e.visible(args.client)
             render(
                 args,
                 [x.to_json() for x in engs],
@@ -334,7 +339,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         return EXIT_OK
     t.out(f"revoked {args.member} on {args.engagement}; engagement key rotated")
     if read:
-        t.out(f"{args.member} read these credentials; change them on the client's systems:")
+        t.out(f"{args.member} read these; change them on the client's systems:")
         for name in read:
             t.out(f"  {args.engagement}/{name}")
     else:
@@ -498,7 +503,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 # -- retention ------------------------------------------------------------------------------
 def cmd_purge(args: argparse.Namespace) -> int:
     """Destroy every engagement whose purge is due (also runs on every open)."""
-    with open_vault(args) as v:
+    with open_vault(args, auto_purge=False) as v:  # the purge is this command's own work
         done = v.purge(dry_run=args.dry_run)
     if args.json:
         t.out_json(done)
@@ -572,7 +577,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
         if args.client_cmd == "ls":
             clients: dict[str, list[str]] = {}
-            for e in v.engagements.list():
+            for e in v.engagements.visible():
                 clients.setdefault(e.client, []).append(f"{e.name}({e.state})")
             render(
                 args,

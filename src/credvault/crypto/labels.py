@@ -13,16 +13,14 @@ SEAL_DB_KEY = b"credvault/v1/seal-db-key"
 SEAL_ENGAGEMENT_KEY = b"credvault/v1/seal-engagement-key"
 SEAL_ADMIN_KEY = b"credvault/v1/seal-admin-signing-key"
 MEMBER_PRIVATE = b"credvault/v1/member-private"
-IDENTITY_FILE = b"credvault/v1/identity-file"
 KEYSLOTS_MAC = b"credvault/v1/keyslots-mac"
 AUDIT_MAC = b"credvault/v1/audit-mac"
-AUDIT_ITEM = b"credvault/v1/audit-item-mac"
 KEY_FINGERPRINT = b"credvault/v1/key-fingerprint"
 MEMBER_CERT = b"credvault/v1/member-certificate"
 GRANT_SIG = b"credvault/v1/engagement-key-grant"
+RECOVERY_X25519 = b"credvault/v1/recovery-x25519"
+RECOVERY_ED25519 = b"credvault/v1/recovery-ed25519"
 RECEIPT_SIG = b"credvault/v1/purge-receipt"
-KEYRING_CACHE = b"credvault/v1/keyring-cache"
-BACKUP = b"credvault/v1/backup"
 
 ALL = (
     ENVELOPE_DATA,
@@ -31,16 +29,14 @@ ALL = (
     SEAL_ENGAGEMENT_KEY,
     SEAL_ADMIN_KEY,
     MEMBER_PRIVATE,
-    IDENTITY_FILE,
     KEYSLOTS_MAC,
     AUDIT_MAC,
-    AUDIT_ITEM,
     KEY_FINGERPRINT,
     MEMBER_CERT,
     GRANT_SIG,
+    RECOVERY_X25519,
+    RECOVERY_ED25519,
     RECEIPT_SIG,
-    KEYRING_CACHE,
-    BACKUP,
 )
 
 
