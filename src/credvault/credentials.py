@@ -94,11 +94,8 @@ class Credentials:
         of kind ``password`` unless told)."""
         s = self.s
         eng_name, name = validate.ref(ref)
-        value = (
-            secret.reveal()
-            if isinstance(secret, Secret)
-            else (secret.encode() if isinstance(secret, str) else bytes(secret))
-        )
+        value = secret if isinstance(secret, Secret) else Secret(secret)
+        del secret  # from here on only the redacted wrapper is a local
         validate.secret(value)
         if kind is not None:
             validate.kind(kind)
@@ -128,7 +125,7 @@ class Credentials:
                         "name": name,
                         "kind": kind or "password",
                         "system_id": sys_id,
-                        "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value),
+                        "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value.reveal()),
                         "username_env": items.seal(
                             s, eng, key, TABLE, uid, "username", _b(username)
                         ),
@@ -143,7 +140,7 @@ class Credentials:
                 uid = bytes(row[1])
                 changes: dict[str, object] = {
                     "updated_at": now,
-                    "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value),
+                    "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value.reveal()),
                 }
                 for fname, fval in (("username", username), ("url", url), ("notes", notes)):
                     if fval is not None:
@@ -171,7 +168,7 @@ class Credentials:
         rows = []
         for name, value in entries:
             validate.name(name, "item name")
-            validate.secret(value)
+            validate.secret(Secret(value))
             uid = os.urandom(16)
             rows.append(
                 {
@@ -224,9 +221,9 @@ class Credentials:
                 s.log("get", eng.name, name, "error", "not found")
             raise NotFound("credential", ref)
         uid = bytes(row[1])
-        try:
+        try:  # decrypted values live only inside Secret wrappers until returned
             fields = [
-                items.open_(s, eng, key, TABLE, uid, f, row[5 + i])
+                _wrap(items.open_(s, eng, key, TABLE, uid, f, row[5 + i]))
                 for i, f in enumerate(items.CRED_FIELDS)
             ]
         except Exception:
@@ -237,8 +234,8 @@ class Credentials:
         if row[11] is not None:
             srow = s.store.system_by_id(int(row[11]))
             if srow is not None:
-                a = items.open_(s, eng, key, "systems", bytes(srow[1]), "address", srow[5])
-                address, port = (a.decode() if a else None), srow[3]
+                a = _wrap(items.open_(s, eng, key, "systems", bytes(srow[1]), "address", srow[5]))
+                address, port = (a.reveal_text() if a else None), srow[3]
         # Fail closed: the entry commits before the secret leaves this function.
         with s.store.write():
             s.log("get", eng.name, name, "ok", f"reason: {reason}" if reason else "")
@@ -248,13 +245,13 @@ class Credentials:
             eng.name,
             row[2],
             row[3],
-            Secret(secret_value),
-            _s(fields[1]),
+            secret_value,
+            _text(fields[1]),
             row[4],
             address,
             port,
-            _s(fields[2]),
-            _s(fields[3]),
+            _text(fields[2]),
+            _text(fields[3]),
             row[9],
             row[10],
         )
@@ -326,6 +323,14 @@ class Credentials:
 
 def _b(v: str | None) -> bytes | None:
     return None if v is None else v.encode()
+
+
+def _wrap(v: bytes | None) -> Secret | None:
+    return None if v is None else Secret(v)
+
+
+def _text(v: Secret | None) -> str | None:
+    return None if v is None else v.reveal_text()
 
 
 def _s(v: bytes | None) -> str | None:

@@ -348,6 +348,14 @@ class Engagements:
     ) -> bytes:
         """The engagement key, for a member whose verified role allows ``action``."""
         role = self.role_of(eng)
+        if role is None:
+            row = self.s.store.grant_of(eng.id, self.s.member)
+            if row is not None and _Grant.from_row(row).revoked_at is None:
+                g = _Grant.from_row(row)
+                if g.expires_at is None or g.expires_at > self.s.now():
+                    raise IntegrityError(
+                        f"the grant of {self.s.member!r} on {eng.name!r} fails its signature check"
+                    )
         self.s.check(action, role, verb, eng.name, item)
         cached = self.s.engagement_keys.get((eng.id, eng.key_version))
         if cached is not None:
@@ -369,9 +377,9 @@ class Engagements:
         sign_private: bytes,
     ) -> tuple[bytes, bytes]:
         pub = (
-            self.s.slots.recovery.kem_pub
+            self.s.slots.recovery.kem_pub  # certified: checked at every open
             if member == RECOVERY
-            else self.s.slots.members[member].kem_pub
+            else self.s.slots.certified_kem(member, self.s.keys.admin_sign_pub)
         )
         sealed = p.hpke_seal(pub, key, _seal_info(self.s, eng.uid, member, version))
         sig = p.sign(

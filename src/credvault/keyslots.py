@@ -20,6 +20,7 @@ from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams, check, derive, new_salt
 from credvault.errors import IntegrityError, NotAVault, UnsupportedFormat, WrongPassphrase
 from credvault.files import atomic_write
+from credvault.secret import Secret
 
 FORMAT = "credvault-keyslots"
 VERSION = 1
@@ -208,11 +209,16 @@ class KeySlots(NamedTuple):
     def from_bytes(cls, data: bytes) -> KeySlots:
         try:
             d = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise IntegrityError("key-slot file is corrupt (not JSON)") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise IntegrityError("key-slot file is corrupt or not a credvault key-slot file")
-        if not isinstance(d.get("version"), int) or d["version"] > VERSION:
+        version = d.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            # The MAC covers the format as written by this version; an edited number is
+            # corruption, not a format we might read.
+            raise IntegrityError("key-slot file is corrupt (bad version)")
+        if version > VERSION:
             raise UnsupportedFormat(
                 f"this vault's key-slot format {d.get('version')!r} is newer than this credvault "
                 f"supports ({VERSION}); upgrade credvault"
@@ -254,7 +260,7 @@ class KeySlots(NamedTuple):
                 },
                 mac=b64d(d["mac"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise IntegrityError("key-slot file is corrupt (missing or malformed fields)") from None
 
     # -- files ------------------------------------------------------------------------------
@@ -291,6 +297,16 @@ class KeySlots(NamedTuple):
             self.pending[keys.name],
             self.db_key_info(keys.name, self.generation + 1),
         )
+
+    def certified_kem(self, name: str, admin_sign_pub: bytes) -> bytes:
+        """A member's X25519 public key after checking its admin-signed certificate.
+
+        Everything sealed to a member goes through here: the key-slot MAC is keyed from the
+        database key, which insiders hold, so only the certificate stops a swapped key.
+        """
+        slot = self.members[name]
+        slot.verify_cert(self.vault_id, admin_sign_pub)
+        return slot.kem_pub
 
     def signing_key(self, name: str, admin_sign_pub: bytes) -> bytes | None:
         """A current member's certified Ed25519 public key, else None."""
@@ -343,16 +359,23 @@ def encrypt_private(
     return salt, p.aead_encrypt(kek, keys.to_bytes(vault_id), private_aad(vault_id, keys.name))
 
 
-def decrypt_private(vault_id: bytes, slot: MemberSlot, passphrase: bytes) -> MemberKeys:
-    """Argon2id + AES-GCM; a wrong passphrase is :class:`WrongPassphrase`."""
+def decrypt_private(vault_id: bytes, slot: MemberSlot, passphrase: Secret) -> MemberKeys:
+    """Argon2id + AES-GCM; a wrong passphrase is :class:`WrongPassphrase`.
+
+    The passphrase arrives as a :class:`Secret` and the derived key is dropped before any
+    error is raised, so a traceback printed with its locals shows neither.
+    """
     if slot.private is None or slot.kdf is None or slot.salt is None:
         raise WrongPassphrase(f"member {slot.name!r} is a service identity: use its identity file")
     check(slot.kdf, from_disk=True)
-    kek = derive(passphrase, slot.salt, slot.kdf)
+    kek = derive(passphrase.reveal(), slot.salt, slot.kdf)
     try:
-        data = p.aead_decrypt(kek, slot.private, private_aad(vault_id, slot.name))
+        data: bytes | None = p.aead_decrypt(kek, slot.private, private_aad(vault_id, slot.name))
     except IntegrityError:
-        raise WrongPassphrase(f"wrong passphrase for member {slot.name!r}") from None
+        data = None
+    del kek
+    if data is None:
+        raise WrongPassphrase(f"wrong passphrase for member {slot.name!r}")
     keys = MemberKeys.from_bytes(data, vault_id)
     if keys.name != slot.name:
         raise IntegrityError("key slot belongs to another member")

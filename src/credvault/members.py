@@ -218,11 +218,14 @@ def rekey(s: Session, slots: KeySlots) -> None:
     """
     new_key = p.random_key()
     gen = slots.generation + 1
+    pinned = s.keys.admin_sign_pub
     pending = {
         n: p.hpke_seal(
-            m.kem_pub, new_key, labels.encode(labels.SEAL_DB_KEY, slots.vault_id, n, gen)
+            slots.certified_kem(n, pinned),
+            new_key,
+            labels.encode(labels.SEAL_DB_KEY, slots.vault_id, n, gen),
         )
-        for n, m in slots.members.items()
+        for n in slots.members
     }
     staged = slots._replace(pending=pending).sealed_with(s.db_key)
     staged.write(s.path / SLOTS_NAME)

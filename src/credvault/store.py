@@ -22,6 +22,7 @@ from credvault.errors import CredvaultError, IntegrityError, NotAVault
 
 FORMAT_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
+MIN_DB_SIZE = 1024  # a real vault database is several 4 KiB pages
 _RAW_KEY = re.compile(r"\A[0-9a-f]{64}\Z")
 
 Row = tuple[Any, ...]
@@ -74,8 +75,13 @@ class Store:
     # -- opening ------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path, key: bytes, *, create: bool = False) -> Store:
-        if not create and not path.exists():
-            raise NotAVault(f"{path.parent} is not a credvault vault (no database)")
+        if not create:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise NotAVault(f"{path.parent} is not a credvault vault (no database)") from None
+            if size < MIN_DB_SIZE:  # SQLite would silently start an empty database here
+                raise IntegrityError("the vault database is truncated or empty")
         try:
             conn = sqlcipher3.connect(
                 str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -87,6 +93,9 @@ class Store:
             conn.execute(_key_literal(key))
             # First page access: a wrong key or a damaged page 1 fails here.
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            if not create and path.stat().st_size % page:
+                raise IntegrityError("the vault database is truncated (partial page)")
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute("PRAGMA synchronous = FULL")
@@ -164,11 +173,17 @@ class Store:
             raise translate(e) from None
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self._x(sql, params).fetchone()
+        try:  # a damaged page can surface while fetching, not only while executing
+            row: Row | None = self.conn.execute(sql, params).fetchone()
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
         return row
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        rows: list[Row] = self._x(sql, params).fetchall()
+        try:
+            rows: list[Row] = self.conn.execute(sql, params).fetchall()
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
         return rows
 
     # -- schema and meta ------------------------------------------------------------------
@@ -574,8 +589,12 @@ class Store:
         self._x("VACUUM")
 
     def integrity_check(self) -> list[str]:
-        rows = self._all("PRAGMA integrity_check")
-        rows += self._all("PRAGMA cipher_integrity_check")
+        """SQLite's and SQLCipher's own checks: problems found (empty when sound)."""
+        try:
+            rows = self._all("PRAGMA integrity_check")
+            rows += self._all("PRAGMA cipher_integrity_check")
+        except IntegrityError as e:
+            return [str(e)]
         return [str(r[0]) for r in rows if r[0] != "ok"]
 
     def copy_to(self, target: Path, key: bytes) -> None:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from credvault.errors import InvalidInput, Locked, NotFound, WrongPassphrase
 from credvault.keyslots import KeySlots, MemberKeys, decrypt_private
+from credvault.secret import Secret
 
 MAX_PASSPHRASE = 4096
 
@@ -41,10 +42,11 @@ def read_passphrase_file(path: Path) -> bytes:
     except OSError:
         raise InvalidInput(f"cannot read passphrase file {path}") from None
     line = data.split(b"\n", 1)[0].rstrip(b"\r")
-    if not line:
-        raise InvalidInput(f"passphrase file {path} is empty")
-    if len(line) > MAX_PASSPHRASE:
-        raise InvalidInput("passphrase too long")
+    del data
+    if not line or len(line) > MAX_PASSPHRASE:
+        problem = "is empty" if not line else "holds a passphrase that is too long"
+        line = b""  # never leave the passphrase in a frame a traceback could print
+        raise InvalidInput(f"passphrase file {path} {problem}")
     return line
 
 
@@ -71,8 +73,7 @@ class Passphrase:
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
         _slot(slots, member)
-        pw = self.passphrase.encode() if isinstance(self.passphrase, str) else self.passphrase
-        return decrypt_private(slots.vault_id, slots.members[member], pw)
+        return decrypt_private(slots.vault_id, slots.members[member], Secret(self.passphrase))
 
 
 class PassphraseFile:
@@ -89,7 +90,7 @@ class PassphraseFile:
         if slots.members[member].service:
             return None
         return decrypt_private(
-            slots.vault_id, slots.members[member], read_passphrase_file(self.path)
+            slots.vault_id, slots.members[member], Secret(read_passphrase_file(self.path))
         )
 
 
@@ -125,7 +126,7 @@ class Prompt:
         if slots.members[member].service:
             return None
         return decrypt_private(
-            slots.vault_id, slots.members[member], self.ask(f"Passphrase for {member}: ")
+            slots.vault_id, slots.members[member], Secret(self.ask(f"Passphrase for {member}: "))
         )
 
 

@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime
 
 from credvault.errors import InvalidInput
+from credvault.secret import Secret
 
 MAX_SECRET = 1024 * 1024  # 1 MiB
 MAX_TEXT = 64 * 1024
@@ -88,7 +89,9 @@ def text(
     return value
 
 
-def secret(value: bytes) -> bytes:
+def secret(value: Secret) -> Secret:
+    """Size limits only: a secret may hold any bytes. Takes a :class:`Secret` so that the
+    value never sits in a frame a traceback could print."""
     if not value:
         raise InvalidInput("the secret is empty")
     if len(value) > MAX_SECRET:

@@ -79,9 +79,9 @@ def hpke_seal(public: bytes, plaintext: bytes, info: bytes) -> bytes:
     """HPKE base mode (X25519, HKDF-SHA256, AES-256-GCM); context bound through ``info``."""
     try:
         pub = X25519PublicKey.from_public_bytes(public)
-    except ValueError:
-        raise IntegrityError("malformed public key") from None
-    return _SUITE.encrypt(plaintext, pub, info=info)
+        return _SUITE.encrypt(plaintext, pub, info=info)
+    except ValueError:  # malformed, or a low-order point (all-zero shared secret)
+        raise IntegrityError("malformed or low-order public key") from None
 
 
 def hpke_open(private: bytes, sealed: bytes, info: bytes) -> bytes:
