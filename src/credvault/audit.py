@@ -73,10 +73,17 @@ def audit_key(db_key: bytes) -> bytes:
 
 
 def _canonical(row: Row) -> bytes:
+    """``labels.encode(seq, ts, member, action, engagement, item, outcome, detail)``, inlined:
+    it runs once per entry when a million entries are verified."""
     seq, ts, member, action, engagement, item, outcome, detail = row[:8]
-    return labels.encode(
-        int(seq), ts, member, action, engagement or "", item or "", outcome, detail
-    )
+    out = [_SEQ_PREFIX, int(seq).to_bytes(8, "big", signed=True)]
+    for text in (ts, member, action, engagement or "", item or "", outcome, detail):
+        b = text.encode()
+        out += (len(b).to_bytes(4, "big"), b)
+    return b"".join(out)
+
+
+_SEQ_PREFIX = (8).to_bytes(4, "big")
 
 
 def _clean(detail: str) -> str:
@@ -151,7 +158,7 @@ class AuditLog:
             if seq != expected_seq:
                 raise AuditChainBroken(expected_seq, "entry missing or out of order")
             mac = bytes(row[8])
-            if not hmac.compare_digest(p.mac(key, prev + _canonical(row)), mac):
+            if not hmac.compare_digest(hmac.digest(key, prev + _canonical(row), "sha256"), mac):
                 raise AuditChainBroken(seq, "entry altered, inserted or reordered")
             if checkpoint is not None and seq == checkpoint.position:
                 if mac.hex() != checkpoint.mac:

@@ -163,7 +163,13 @@ class Credentials:
         s = self.s
         eng = self.e.get(engagement)
         self._active(eng)
+        self.e._rotate_if_needed(eng)
+        eng = self.e.get(engagement)
         key = self.e.key(eng, "put", Action.WRITE)
+        names = [name for name, _ in entries]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise InvalidInput(f"credential {dup!r} appears twice in the batch")
         now = s.now()
         rows = []
         for name, value in entries:
@@ -185,8 +191,10 @@ class Credentials:
                 }
             )
         with s.store.write():
-            if any(s.store.credential(eng.id, str(r["name"])) for r in rows[:1]):
-                raise AlreadyExists("credential exists already")
+            taken = s.store.credential_names(eng.id)
+            existing = next((n for n in names if n in taken), None)
+            if existing is not None:
+                raise AlreadyExists(f"credential {eng.name}/{existing} exists already")
             s.store.insert_credentials(eng.id, rows)
             s.log("put", eng.name, None, "ok", f"bulk insert of {len(rows)} credentials")
         return len(rows)

@@ -238,10 +238,19 @@ class Purger:
         return receipt
 
     def rewrite(self) -> None:
-        """VACUUM and truncate the WAL: freed pages and old frames leave the files."""
+        """Reclaim freed pages and truncate the WAL: deleted data and old frames leave the files.
+
+        Deleted rows were zeroed by secure_delete; the checkpoint writes those zeroed pages
+        over the old ones in the main file; the incremental vacuum (a full VACUUM on a vault
+        created without auto_vacuum) hands freed pages back; the final checkpoint empties
+        the WAL that held the old frames.
+        """
         s = self.s
         s.store.checkpoint_truncate()
-        s.store.vacuum()
+        if s.store.auto_vacuum() == 2:  # INCREMENTAL
+            s.store.release_free_pages()
+        else:
+            s.store.vacuum()
         with s.store.write():
             s.store.set_meta("needs_vacuum", 0)
         s.store.checkpoint_truncate()

@@ -2,6 +2,10 @@
 -- Secrets, usernames, URLs, notes, addresses and system details are AES-256-GCM envelopes
 -- (BLOB columns named *_env); everything else is protected by SQLCipher's page encryption.
 
+-- Freed pages are returned to the file system by `PRAGMA incremental_vacuum` at the end of
+-- a purge; with secure_delete they are zeroed first. Must precede the first table.
+PRAGMA auto_vacuum = INCREMENTAL;
+
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -96,3 +100,4 @@ CREATE TABLE audit (
     mac        BLOB NOT NULL
 );
 CREATE INDEX audit_engagement ON audit (engagement, seq);
+CREATE INDEX audit_member ON audit (member, engagement);  -- "what did they read" at revoke

@@ -432,6 +432,12 @@ class Store:
             (eng_id,),
         )
 
+    def credential_names(self, eng_id: int) -> set[str]:
+        return {
+            str(r[0])
+            for r in self._all("SELECT name FROM credentials WHERE engagement_id = ?", (eng_id,))
+        }
+
     def insert_credential(self, eng_id: int, v: dict[str, Any]) -> None:
         self._x(
             "INSERT INTO credentials (uid, engagement_id, name, kind, system_id, secret_env, "
@@ -585,8 +591,20 @@ class Store:
         self._x("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def vacuum(self) -> None:
-        """Rewrite the file so that freed pages (deleted envelopes) leave no trace."""
+        """Rewrite the whole file (VACUUM): every freed page and fragment leaves it."""
         self._x("VACUUM")
+
+    def release_free_pages(self) -> None:
+        """Move live pages over freed ones and truncate the file (incremental vacuum).
+
+        Costs what was freed, not the size of the vault; with secure_delete the freed
+        content was zeroed before, so this only shrinks the file.
+        """
+        self._x("PRAGMA incremental_vacuum").fetchall()
+
+    def auto_vacuum(self) -> int:
+        row = self._one("PRAGMA auto_vacuum")
+        return int(row[0]) if row else 0
 
     def integrity_check(self) -> list[str]:
         """SQLite's and SQLCipher's own checks: problems found (empty when sound)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 
@@ -60,8 +59,8 @@ def hkdf(key: bytes, label: bytes, context: bytes = b"", length: int = KEY_LEN) 
 
 
 def mac(key: bytes, data: bytes) -> bytes:
-    """HMAC-SHA256."""
-    return hmac.new(key, data, hashlib.sha256).digest()
+    """HMAC-SHA256 (the one-shot C implementation: verifying a long audit trail is hot)."""
+    return hmac.digest(key, data, "sha256")
 
 
 def mac_verify(key: bytes, data: bytes, tag: bytes, what: str) -> None:
