@@ -113,19 +113,22 @@ class AuditLog:
         if outcome not in OUTCOMES:  # pragma: no cover - internal contract
             raise ValueError("bad outcome")
         head = self._store.audit_head()
-        seq = 1 if head is None else int(head[0]) + 1
-        prev = self._anchor_mac(seq) if head is None else bytes(head[8])
+        if head is not None:
+            seq, prev = int(head[0]) + 1, bytes(head[8])
+        else:  # empty table: continue from the prune anchor, if any
+            seq, prev = self._after_anchor()
         body = (seq, ts, member, action, engagement, item, outcome, _clean(detail))
         mac = p.mac(self._key, prev + _canonical(body))
         self._store.audit_insert((*body, mac))
         return seq
 
-    def _anchor_mac(self, seq: int) -> bytes:
+    def _after_anchor(self) -> tuple[int, bytes]:
+        """(next position, previous MAC) when every entry before was pruned."""
         anchor = self._store.get_meta("audit_anchor")
         if anchor is None:
-            return GENESIS
+            return 1, GENESIS
         pos, mac = str(anchor).split(":")
-        return bytes.fromhex(mac) if int(pos) == seq - 1 else GENESIS
+        return int(pos) + 1, bytes.fromhex(mac)
 
     def head(self) -> Checkpoint:
         row = self._store.audit_head()

@@ -5,10 +5,36 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from credvault import validate
+from credvault.access import Action
 from credvault.errors import NotFound
 
 if TYPE_CHECKING:
     from credvault.vault import Vault
+
+
+def client_engagements(vault: Vault, client: str) -> list[str]:
+    """Names of the client's engagements not yet purged (what a shred would destroy)."""
+    validate.name(client, "client name")
+    names = [e.name for e in vault.engagements.list(client) if e.state != "purged"]
+    if not names:
+        raise NotFound("client", client, f"client {client!r} has nothing left to shred")
+    return names
+
+
+def shred_client(vault: Vault, client: str) -> list[str]:
+    """The client's deletion request: shred every engagement, or none.
+
+    Permission is checked on every engagement before the first is destroyed, so a member
+    entitled to only some of them destroys nothing.
+    """
+    names = client_engagements(vault, client)
+    e = vault.engagements
+    for name in names:
+        eng = e.get(name)
+        vault._s.check(Action.LIFECYCLE, e.role_of(eng), "shred", eng.name)
+    for name in names:
+        vault.purger.shred(name)
+    return names
 
 
 def export_client(vault: Vault, client: str) -> dict[str, object]:

@@ -293,10 +293,17 @@ class Credentials:
         self.e.key(eng, "rm", Action.WRITE, name)
         with s.store.write():
             row = s.store.credential(eng.id, name)
-            if row is None:
-                raise NotFound("credential", ref)
-            s.store.delete_credential(int(row[0]))
-            s.log("rm", eng.name, name, "ok")
+            if row is not None:
+                s.store.delete_credential(int(row[0]))
+            s.log(
+                "rm",
+                eng.name,
+                name,
+                "ok" if row is not None else "error",
+                "" if row is not None else "not found",
+            )
+        if row is None:
+            raise NotFound("credential", ref)
 
     def export_engagement(self, eng: Engagement) -> builtins.list[Credential]:
         """Every credential decrypted, for a client export (audit entry by the caller)."""

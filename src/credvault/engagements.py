@@ -22,7 +22,6 @@ from credvault.access import KEY_ROLES, Action, Role, parse_role
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.errors import (
-    AccessDenied,
     AlreadyExists,
     IntegrityError,
     InvalidInput,
@@ -291,18 +290,20 @@ class Engagements:
     def role_of(self, eng: Engagement, member: str | None = None) -> Role | None:
         """The member's current, verified role (None without a valid, unexpired grant)."""
         who = member or self.s.member
-        cache_key = (eng.id, who)
-        if cache_key in self.s.verified:
-            return self.s.verified[cache_key]
+        # The grant row is read every time (one indexed lookup), so a revoke or an expiry
+        # by another process counts at once; only the signature chain check is cached.
         row = self.s.store.grant_of(eng.id, who)
-        role: Role | None = None
-        if row is not None:
-            g = _Grant.from_row(row)
-            live = g.revoked_at is None and (g.expires_at is None or g.expires_at > self.s.now())
-            if live and g.role != "recovery" and self._role_valid(eng, g, frozenset()):
-                role = Role(g.role)
-        self.s.verified[cache_key] = role
-        return role
+        if row is None:
+            return None
+        g = _Grant.from_row(row)
+        cached = self.s.verified.get((eng.id, who))
+        if cached is not None and cached[0] == row:
+            valid = cached[1]
+        else:
+            valid = g.role != "recovery" and self._role_valid(eng, g, frozenset())
+            self.s.verified[(eng.id, who)] = (row, valid)
+        live = g.revoked_at is None and (g.expires_at is None or g.expires_at > self.s.now())
+        return Role(g.role) if live and valid else None
 
     def members(self, name: str) -> builtins.list[GrantInfo]:
         eng = self.get(name)
@@ -326,7 +327,7 @@ class Engagements:
     # -- the engagement key -----------------------------------------------------------------
     def _open_copy(self, eng: Engagement, g: _Grant, private: bytes) -> bytes:
         if g.sealed is None or g.copy_sig is None or g.sealed_by is None or g.key_version is None:
-            raise AccessDenied(self.s.member, "read", eng.name, "no key held")
+            raise self.s.deny("read", eng.name, None, "no key held")
         if g.key_version != eng.key_version:
             raise IntegrityError(f"engagement {eng.name!r}: key copy of an old version")
         key = p.hpke_open(private, g.sealed, _seal_info(self.s, eng.uid, g.member, g.key_version))
@@ -529,6 +530,12 @@ class Engagements:
             s.verified.clear()
             self._rotate(eng, key, f"revoked {member}")
             read = s.store.audit_reads_by(member, eng.name)
+            if s.store.exported_by(member, eng.name):  # a client export read everything
+                read = sorted(
+                    set(read)
+                    | {str(r[2]) for r in s.store.credentials(eng.id)}
+                    | {str(r[2]) for r in s.store.systems(eng.id)}
+                )
             s.log("revoke", eng.name, member, "ok", f"{len(read)} credentials to change")
         return read
 

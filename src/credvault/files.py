@@ -17,9 +17,12 @@ DIR_MODE = 0o700
 
 
 def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) with mode 0700; tighten an existing empty one."""
+    """Create ``path`` (and parents) with mode 0700. An existing directory keeps its mode:
+    it may be a shared one the user chose (a backup target), not ours to change."""
+    if path.is_dir():
+        return
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    path.chmod(DIR_MODE)
+    path.chmod(DIR_MODE)  # mkdir's mode is masked by the umask
 
 
 def create_private(path: Path) -> None:

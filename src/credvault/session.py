@@ -48,7 +48,8 @@ class Session:
         self.db_key = db_key
         self.clock = clock
         self.engagement_keys: dict[tuple[int, int], bytes] = {}
-        self.verified: dict[tuple[int, str], Role | None] = {}
+        # (engagement id, member) -> (grant row it was checked on, signature chain valid)
+        self.verified: dict[tuple[int, str], tuple[tuple[object, ...], bool]] = {}
         self.lock = contextlib.ExitStack()
 
     def __repr__(self) -> str:

@@ -575,6 +575,16 @@ class Store:
             (ts,),
         )
 
+    def exported_by(self, member: str, engagement: str) -> bool:
+        return (
+            self._one(
+                "SELECT 1 FROM audit WHERE member = ? AND engagement = ? AND action = 'export' "
+                "AND outcome = 'ok' LIMIT 1",
+                (member, engagement),
+            )
+            is not None
+        )
+
     def audit_reads_by(self, member: str, engagement: str) -> list[str]:
         return [
             str(r[0])

@@ -127,10 +127,17 @@ class Systems:
         self.e.key(eng, "system rm", Action.WRITE, name)
         with s.store.write():
             r = s.store.system(eng.id, name)
-            if r is None:
-                raise NotFound("system", ref)
-            s.store.delete_system(int(r[0]))
-            s.log("system-rm", eng.name, name, "ok")
+            if r is not None:
+                s.store.delete_system(int(r[0]))
+            s.log(
+                "system-rm",
+                eng.name,
+                name,
+                "ok" if r is not None else "error",
+                "" if r is not None else "not found",
+            )
+        if r is None:
+            raise NotFound("system", ref)
 
     def export_engagement(self, eng_name: str) -> builtins.list[System]:
         s = self.s

@@ -15,9 +15,15 @@ from credvault.secret import Secret
 MAX_SECRET = 1024 * 1024  # 1 MiB
 MAX_TEXT = 64 * 1024
 MAX_NAME = 64
-_NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z", re.IGNORECASE)
-_LABEL = re.compile(r"\A(?!-)[a-z0-9-]{1,63}(?<!-)\Z", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Explicit ASCII classes: with IGNORECASE, [a-z] would also match the Kelvin sign and
+# dotless i, letting look-alike names in.
+_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_LABEL = re.compile(r"\A(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+_ZONE = re.compile(r"\A[A-Za-z0-9._-]{1,32}\Z")
+_NUMBER = re.compile(r"\A[0-9]{1,9}\Z")
+# C0 (but tab and newline), DEL and C1: the C1 range holds 8-bit terminal escapes.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 KINDS = ("password", "ssh-key", "token", "other")
 
 
@@ -47,12 +53,18 @@ def ref(value: object) -> tuple[str, str]:
 def address(value: object) -> str:
     """An IPv4 or IPv6 address, or a DNS name (RFC 1123 labels)."""
     v = value.strip() if isinstance(value, str) else ""
-    if not v or len(v) > 253 or _CONTROL.search(v):
+    if not v or len(v) > 253 or not v.isascii() or any(c.isspace() for c in v):
+        raise InvalidInput("invalid address: expected an IPv4 or IPv6 address or a DNS name")
+    if _CONTROL_LINE.search(v):
         raise InvalidInput("invalid address: expected an IPv4 or IPv6 address or a DNS name")
     import ipaddress
 
+    ip = v.strip("[]")
+    zone = ip.partition("%")[2]
+    if "%" in ip and not _ZONE.match(zone):
+        raise InvalidInput("invalid address: bad IPv6 zone id")
     try:
-        return str(ipaddress.ip_address(v.strip("[]")))
+        return str(ipaddress.ip_address(ip))
     except ValueError:
         pass
     labels = v.rstrip(".").split(".")
@@ -64,6 +76,8 @@ def address(value: object) -> str:
 def port(value: int | str | None) -> int | None:
     if value is None:
         return None
+    if isinstance(value, str) and not _NUMBER.match(value):  # int() takes "2_2" and "２２"
+        raise InvalidInput("invalid port: expected a number from 1 to 65535")
     try:
         n = int(value)
     except (TypeError, ValueError):
@@ -81,9 +95,13 @@ def text(
         return None
     if not isinstance(value, str):
         raise InvalidInput(f"invalid {what}")
-    if len(value.encode()) > max_len:
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # undecodable bytes from argv arrive as lone surrogates
+        raise InvalidInput(f"{what} is not valid UTF-8") from None
+    if size > max_len:
         raise InvalidInput(f"{what} is too long (limit {max_len} bytes)")
-    bad = _CONTROL if multiline else re.compile(r"[\x00-\x1f\x7f]")
+    bad = _CONTROL if multiline else _CONTROL_LINE
     if bad.search(value):
         raise InvalidInput(f"{what} contains control characters")
     return value
@@ -106,6 +124,8 @@ def kind(value: str) -> str:
 
 
 def days(value: int | str, what: str) -> int:
+    if isinstance(value, str) and not _NUMBER.match(value):
+        raise InvalidInput(f"invalid {what}: expected a whole number of days")
     try:
         n = int(value)
     except (TypeError, ValueError):
@@ -132,6 +152,14 @@ def when(value: object, what: str = "date") -> datetime:
             dt = dt.replace(hour=23, minute=59, second=59)
         return dt
     raise InvalidInput(f"invalid {what}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
+
+
+_ACTION = re.compile(r"\A[a-z][a-z-]{0,31}\Z")
+
+
+def is_action(value: str) -> bool:
+    """Audit action names are lower-case words joined by '-' (``get``, ``member-add``)."""
+    return bool(_ACTION.match(value))
 
 
 def reason(value: str | None) -> str | None:

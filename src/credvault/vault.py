@@ -82,6 +82,9 @@ def parse_recovery(text: str) -> tuple[bytes, bytes]:
 
 
 class InitResult(NamedTuple):
+    """What ``init`` made; ``recovery_key`` is set only when it was not written to a file,
+    and must then be shown to the user once and kept offline."""
+
     path: Path
     vault_id: str
     admin: str
@@ -147,6 +150,7 @@ class Vault:
         if recovery_file is not None and recovery_file.exists():
             raise AlreadyExists(f"recovery file {recovery_file} exists; refusing to overwrite")
         make_private_dir(path)
+        path.chmod(0o700)  # an existing empty directory becomes the vault: tighten it
         vault_id = os.urandom(16)
         db_key = p.random_key()
         admin_priv, admin_pub = p.ed25519_generate()
@@ -227,7 +231,8 @@ class Vault:
         """Unlock ``member`` and open the vault; purges what is due before returning."""
         path = Path(path)
         if not path.is_dir():
-            raise NotAVault(f"{path} is not a credvault vault (no such directory)")
+            what = "not a directory" if path.exists() else "no such directory"
+            raise NotAVault(f"{path} is not a credvault vault ({what})")
         if not (path / SLOTS_NAME).exists() or not (path / LOCK_NAME).exists():
             raise NotAVault(f"{path} is not a credvault vault")
         src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
@@ -412,6 +417,10 @@ class Vault:
     ) -> list[AuditEntry]:
         """Entries the member may read: admins all; leads and auditors their engagements."""
         s = self._s
+        if member is not None:
+            validate.name(member, "member name")
+        if action is not None and not validate.is_action(action):
+            raise InvalidInput("invalid --action: expected an action name such as get or put")
         since_iso = None
         if since is not None:
             start = validate.when(since, "since date")
@@ -525,11 +534,13 @@ def _record_failed_unlock(path: Path, member: str, clock: Clock) -> None:
 
 def _import_failed_unlocks(s: Session) -> None:
     f = s.path / FAILED_UNLOCKS
-    try:
-        lines = f.read_text().splitlines()[-1000:]
-    except (FileNotFoundError, UnicodeDecodeError):
+    if not f.exists():
         return
-    with s.store.write():
+    with s.store.write():  # the write lock: two opening processes import it once
+        try:
+            lines = f.read_text(errors="replace").splitlines()[-1000:]
+        except FileNotFoundError:
+            return  # another process imported it while we waited for the lock
         for line in lines:
             ts, _, who = line.partition(" ")
             s.audit.append(

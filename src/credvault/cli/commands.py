@@ -22,6 +22,7 @@ from credvault.cli import terminal as t
 from credvault.engagements import Engagement
 from credvault.errors import AccessDenied, NotFound
 from credvault.unlock import default_source, identity_member
+from credvault.validate import name as validate_name
 
 EXIT_OK = 0
 
@@ -32,8 +33,8 @@ def vault_dir(args: argparse.Namespace) -> Path:
 
 
 def member_name(args: argparse.Namespace) -> str:
-    if getattr(args, "as_member", None):
-        return str(args.as_member)
+    if getattr(args, "as_member", None) is not None:
+        return validate_name(str(args.as_member), "member name")
     env = os.environ.get("CREDVAULT_MEMBER")
     if env:
         return env
@@ -267,11 +268,11 @@ def cmd_engagement(args: argparse.Namespace) -> int:
                 t.out_json(data)
             else:
                 for k, val in data.items():
-                    if k == "members":
+                    if k == "members" and isinstance(val, list):
                         val = ", ".join(
-                            f"{g.member}:{g.role}"
-                            + (f" until {g.expires_at[:16]}" if g.expires_at else "")
-                            for g in e.members(args.name)
+                            f"{g['member']}:{g['role']}"
+                            + (f" until {g['expires_at'][:16]}" if g["expires_at"] else "")
+                            for g in val
                         )
                     t.out(f"{k + ':':16}{'' if val is None else val}")
         elif c == "set":
@@ -598,18 +599,15 @@ def cmd_client(args: argparse.Namespace) -> int:
             else:
                 sys.stdout.write(text)
         elif args.client_cmd == "shred":
-            engs = [e for e in v.engagements.list(args.client) if e.state != "purged"]
-            if not engs:
-                raise NotFound(
-                    "client", args.client, f"client {args.client!r} has nothing left to shred"
-                )
+            from credvault.clients import client_engagements, shred_client
+
+            engs = client_engagements(v, args.client)
             if not args.yes and not t.confirm(
                 f"Destroy {len(engs)} engagement(s) of {args.client} now?"
             ):
                 raise InvalidInput("not confirmed: pass --yes to shred without a terminal")
-            for e in engs:
-                v.purger.shred(e.name)
-                t.out(f"shredded {e.name}")
+            for name in shred_client(v, args.client):
+                t.out(f"shredded {name}")
     return EXIT_OK
 
 

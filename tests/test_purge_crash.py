@@ -1,0 +1,251 @@
+"""A purge killed with SIGKILL at random points (issue 5): the engagement is either intact
+(every secret readable) or purged (tombstone and signed receipt), never half; the next open
+finishes an interrupted rewrite (WAL truncated, needs_vacuum cleared) and the vault passes
+its integrity check and its audit verification.
+
+Kill points come two ways: a line tracer inside the worker that SIGKILLs its own process at
+the N-th executed line of credvault (N random, plus points inside the file rewrite), and a
+parent that SIGKILLs the worker after a random delay (which also lands inside SQLite calls
+such as VACUUM that no Python line tracer can interrupt).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlcipher3
+
+from conftest import KDF, PASSWORDS
+from credvault import Purged, RetentionError, Vault, verify_receipt
+from test_purge import decrypted_pages
+
+pytestmark = pytest.mark.fault
+
+ENG = "acme-2026"
+N_CREDS = 150
+TRACE_RUNS = 26
+TIMED_RUNS = 20
+
+WORKER = r"""
+import os, signal, sys, time
+from pathlib import Path
+from credvault import MIN_KDF, Vault
+
+path, mode, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+v = Vault.open(path, "alice", "alice-pass", kdf=MIN_KDF)
+count = 0
+marks = {}
+
+def local(frame, event, arg):
+    global count
+    if event == "line":
+        count += 1
+        if count == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return local
+
+def start(frame, event, arg):
+    if "credvault" not in frame.f_code.co_filename:
+        return None
+    marks.setdefault(frame.f_code.co_name, count)
+    return local
+
+if mode == "timed":
+    print("ready", flush=True)
+    sys.stdin.readline()
+t0 = time.perf_counter()
+if mode in ("trace", "count"):
+    sys.settrace(start)
+v.purger.shred("acme-2026")
+sys.settrace(None)
+elapsed = time.perf_counter() - t0
+print(f"done {count} {marks.get('rewrite', -1)} {elapsed}", flush=True)
+v.close()
+"""
+
+
+@dataclass
+class Template:
+    path: Path
+    worker: Path
+    db_key: bytes
+    secrets: dict[str, bytes]
+    canary_env: bytes
+    sealed: list[bytes]
+    total_lines: int
+    rewrite_at: int
+    seconds: float
+
+
+def _worker(template: Path, worker: Path, mode: str, n: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(worker), str(template), mode, str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    base = tmp_path_factory.mktemp("crash")
+    path = base / "template"
+    Vault.init(path, "alice", PASSWORDS["alice"], kdf=KDF)
+    values = {f"c{i:03d}": secrets.token_bytes(64) for i in range(N_CREDS)}
+    with Vault.open(path, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        v.members.add("bob", passphrase=PASSWORDS["bob"].encode())
+        v.engagements.create(ENG, "acme")
+        v.engagements.grant(ENG, "bob", "engineer")
+        v.systems.add(f"{ENG}/web1", "10.0.0.1", details="debian")
+        v.credentials.put_many(ENG, list(values.items()))
+        v.put(f"{ENG}/canary", b"CANARY-crash-test", system="web1")
+        values["canary"] = b"CANARY-crash-test"
+        v.engagements.create("other-2026", "globex")
+        v.put("other-2026/keep", b"keep-me")
+        conn = v._s.store.conn
+        canary_env = bytes(
+            conn.execute("SELECT secret_env FROM credentials WHERE name = 'canary'").fetchone()[0]
+        )
+        sealed = [
+            bytes(r[0])
+            for r in conn.execute(
+                "SELECT sealed FROM grants g JOIN engagements e ON e.id = g.engagement_id "
+                "WHERE e.name = ? AND sealed IS NOT NULL",
+                (ENG,),
+            )
+        ]
+        db_key = v._s.db_key
+    worker = base / "worker.py"
+    worker.write_text(WORKER)
+    # calibrate: how many credvault lines a shred executes, and where the rewrite starts
+    probe = base / "probe"
+    shutil.copytree(path, probe)
+    p = _worker(probe, worker, "count", 0)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    _, total, rewrite_at, seconds = out.split()
+    assert 0 < int(rewrite_at) < int(total)
+    return Template(
+        path,
+        worker,
+        db_key,
+        values,
+        canary_env,
+        sealed,
+        int(total),
+        int(rewrite_at),
+        float(seconds),
+    )
+
+
+def _snapshot(run: Path, db_key: bytes, scratch: Path) -> tuple[str, int]:
+    """(state, needs_vacuum) as left on disk, read from a copy (the real files stay as the
+    kill left them for the next open to deal with)."""
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir()
+    for name in ("vault.db", "vault.db-wal"):
+        if (run / name).exists():
+            shutil.copy2(run / name, scratch / name)
+    conn = sqlcipher3.connect(str(scratch / "vault.db"))
+    try:
+        conn.execute(f"PRAGMA key = \"x'{db_key.hex()}'\"")
+        state = conn.execute("SELECT state FROM engagements WHERE name = ?", (ENG,)).fetchone()[0]
+        row = conn.execute("SELECT value FROM meta WHERE key = 'needs_vacuum'").fetchone()
+    finally:
+        conn.close()
+    return state, int(row[0]) if row else 0
+
+
+def _check_after_kill(t: Template, run: Path, scratch: Path, what: str) -> tuple[str, int]:
+    state_on_disk, pending = _snapshot(run, t.db_key, scratch)
+    assert state_on_disk in ("active", "purged"), what
+    with Vault.open(run, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        wal = run / "vault.db-wal"
+        wal_size = wal.stat().st_size if wal.exists() else 0
+        conn = v._s.store.conn
+        eng = v.engagements.get(ENG, allow_purged=True)
+        counts = [
+            conn.execute(
+                f"SELECT count(*) FROM {table} WHERE engagement_id = ?",  # noqa: S608
+                (eng.id,),
+            ).fetchone()[0]
+            for table in ("credentials", "systems", "grants")
+        ]
+        assert eng.state == state_on_disk, what
+        if eng.state == "active":
+            assert counts == [len(t.secrets), 1, 3], what
+            got = {c.name: c.secret.reveal() for c in v.credentials.export_engagement(eng)}
+            assert got == t.secrets, what
+            with pytest.raises(RetentionError):
+                v.purger.receipt(ENG)
+        else:
+            assert counts == [0, 0, 0], what
+            receipt = v.purger.receipt(ENG)
+            body = verify_receipt(receipt, v.public_key)
+            assert body["destroyed"]["credentials"] == len(t.secrets), what  # type: ignore[index]
+            assert body["reason"] == "client request"
+            with pytest.raises(Purged):
+                v.get(f"{ENG}/canary")
+            plain = decrypted_pages(run, t.db_key)
+            assert t.canary_env not in plain, what
+            assert not any(s in plain for s in t.sealed), what
+        assert not v._s.store.get_meta("needs_vacuum"), what
+        if pending:
+            assert wal_size == 0, f"{what}: WAL not truncated by the open that finished it"
+        assert v.integrity_check() == [], what
+        v.audit_verify()
+        assert v.get("other-2026/keep").secret.reveal() == b"keep-me"
+    return eng.state, pending
+
+
+def test_killed_purge_is_all_or_nothing(template: Template, tmp_path: Path) -> None:
+    t = template
+    rng = secrets.SystemRandom()
+    # random lines of the whole shred, and lines inside the rewrite (after the commit)
+    points = [1, t.rewrite_at + 1, t.rewrite_at + 2]  # before anything; just after the commit
+    points += [rng.randint(1, t.total_lines) for _ in range(TRACE_RUNS - 9)]
+    points += [rng.randint(t.rewrite_at, t.total_lines) for _ in range(6)]
+    outcomes: dict[tuple[str, int], int] = {}
+
+    def record(key: tuple[str, int]) -> None:
+        outcomes[key] = outcomes.get(key, 0) + 1
+
+    for i, n in enumerate(points):
+        run = tmp_path / f"trace-{i}"
+        shutil.copytree(t.path, run)
+        p = _worker(run, t.worker, "trace", n)
+        _out, err = p.communicate(timeout=60)
+        assert p.returncode in (0, -signal.SIGKILL), err
+        record(_check_after_kill(t, run, tmp_path / "scratch", f"trace kill at line {n}"))
+        shutil.rmtree(run)
+
+    for i in range(TIMED_RUNS):
+        run = tmp_path / f"timed-{i}"
+        shutil.copytree(t.path, run)
+        p = _worker(run, t.worker, "timed", 0)
+        assert p.stdout is not None
+        assert p.stdin is not None
+        assert p.stdout.readline().strip() == "ready"
+        delay = rng.uniform(0, t.seconds * 1.2)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=60)
+        record(_check_after_kill(t, run, tmp_path / "scratch", f"kill after {delay:.4f}s"))
+        shutil.rmtree(run)
+
+    states = {s for s, _ in outcomes}
+    assert states == {"active", "purged"}, outcomes  # both sides of the commit were hit
+    assert outcomes.get(("purged", 1), 0) >= 1, outcomes  # and the unfinished rewrite
