@@ -97,7 +97,7 @@ class AuditLog:
     def __init__(self, store: Store, db_key: bytes) -> None:
         self._store = store
         stored = store.get_meta("audit_key")
-        self._key = bytes(stored) if stored is not None else audit_key(db_key)
+        self._key = p.KeyBytes(stored) if stored is not None else audit_key(db_key)
 
     def append(
         self,

@@ -77,8 +77,8 @@ class MemberKeys(NamedTuple):
             raise WrongPassphrase("the identity belongs to another vault")
         return cls(
             name=str(d["member"]),
-            kem_private=b64d(d["kem"], "identity"),
-            sign_private=b64d(d["sign"], "identity"),
+            kem_private=p.KeyBytes(b64d(d["kem"], "identity")),
+            sign_private=p.KeyBytes(b64d(d["sign"], "identity")),
             admin_sign_pub=b64d(d["admin_sign_pub"], "identity"),
         )
 

@@ -53,7 +53,7 @@ def receipt_key(s: Session) -> bytes:
     blob = s.store.get_meta("receipt_key")
     if blob is None:
         raise IntegrityError("vault has no receipt signing key")
-    priv = bytes(blob)
+    priv = p.KeyBytes(blob)
     if len(priv) != 32 or p.ed25519_public(priv) != s.slots.receipt_pub:
         raise IntegrityError("receipt signing key does not match the vault's public key")
     return priv

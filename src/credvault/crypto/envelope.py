@@ -18,7 +18,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from credvault.crypto import labels
-from credvault.crypto.primitives import KEY_LEN, NONCE_LEN, TAG_LEN, aead_decrypt, aead_encrypt
+from credvault.crypto.primitives import (
+    KEY_LEN,
+    NONCE_LEN,
+    TAG_LEN,
+    KeyBytes,
+    aead_decrypt,
+    aead_encrypt,
+)
 from credvault.errors import IntegrityError
 
 _HEADER = 5
@@ -51,7 +58,7 @@ class Place(NamedTuple):
 
 def seal(place: Place, plaintext: bytes, key: bytes, key_version: int) -> bytes:
     """Encrypt ``plaintext`` for ``place`` under a fresh data key wrapped by ``key``."""
-    return _seal_from_parts(place, plaintext, key, key_version, os.urandom(KEY_LEN))
+    return _seal_from_parts(place, plaintext, key, key_version, KeyBytes(os.urandom(KEY_LEN)))
 
 
 def _seal_from_parts(
@@ -72,8 +79,10 @@ def key_version_of(blob: bytes) -> int:
 def open_(place: Place, blob: bytes, key: bytes) -> bytes:
     """Decrypt an envelope at ``place``; any mismatch is :class:`IntegrityError`."""
     version = key_version_of(blob)
-    dek = aead_decrypt(
-        key, blob[_HEADER : _HEADER + _WRAPPED], place.aad(labels.ENVELOPE_WRAP, version)
+    dek = KeyBytes(
+        aead_decrypt(
+            key, blob[_HEADER : _HEADER + _WRAPPED], place.aad(labels.ENVELOPE_WRAP, version)
+        )
     )
     body = blob[_HEADER + _WRAPPED :]
     try:

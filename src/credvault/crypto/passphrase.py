@@ -60,12 +60,16 @@ def derive(passphrase: bytes, salt: bytes, params: KdfParams) -> bytes:
     # Imported here: unlocking from the keyring or an identity file never derives a key.
     from argon2.low_level import Type, hash_secret_raw
 
-    return hash_secret_raw(
-        secret=passphrase,
-        salt=salt,
-        time_cost=params.iterations,
-        memory_cost=params.memory_kib,
-        parallelism=params.lanes,
-        hash_len=32,
-        type=Type.ID,
+    from credvault.crypto.primitives import KeyBytes
+
+    return KeyBytes(
+        hash_secret_raw(
+            secret=passphrase,
+            salt=salt,
+            time_cost=params.iterations,
+            memory_cost=params.memory_kib,
+            parallelism=params.lanes,
+            hash_len=32,
+            type=Type.ID,
+        )
     )

@@ -25,9 +25,24 @@ TAG_LEN = 16
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
 
-def random_key() -> bytes:
+class KeyBytes(bytes):
+    """Key material: plain bytes to every API, but ``repr`` never shows it.
+
+    Keys sit in local variables; a traceback printed with its locals (``capture_locals``,
+    pytest ``--showlocals``) or a debugger's variable view would otherwise show them.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"KeyBytes(<{len(self)} bytes redacted>)"
+
+    __str__ = __repr__
+
+
+def random_key() -> KeyBytes:
     """A fresh 256-bit key from the OS CSPRNG."""
-    return os.urandom(KEY_LEN)
+    return KeyBytes(os.urandom(KEY_LEN))
 
 
 def aead_encrypt(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -51,10 +66,10 @@ def aead_decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
         raise IntegrityError("authentication failed: data altered, moved or wrong key") from None
 
 
-def hkdf(key: bytes, label: bytes, context: bytes = b"", length: int = KEY_LEN) -> bytes:
+def hkdf(key: bytes, label: bytes, context: bytes = b"", length: int = KEY_LEN) -> KeyBytes:
     """HKDF-SHA256 with credvault's label as ``info`` (one label per use)."""
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label + context).derive(
-        key
+    return KeyBytes(
+        HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label + context).derive(key)
     )
 
 
@@ -83,10 +98,13 @@ def hpke_seal(public: bytes, plaintext: bytes, info: bytes) -> bytes:
         raise IntegrityError("malformed or low-order public key") from None
 
 
-def hpke_open(private: bytes, sealed: bytes, info: bytes) -> bytes:
+def hpke_open(private: bytes, sealed: bytes, info: bytes) -> KeyBytes:
     """Open an HPKE-sealed value; wrong key or wrong context is :class:`IntegrityError`."""
     try:
-        return _SUITE.decrypt(sealed, X25519PrivateKey.from_private_bytes(private), info=info)
+        # Only keys are ever sealed with HPKE here, so the result is key material.
+        return KeyBytes(
+            _SUITE.decrypt(sealed, X25519PrivateKey.from_private_bytes(private), info=info)
+        )
     except (InvalidTag, ValueError):
         raise IntegrityError("sealed key could not be opened (wrong key or context)") from None
 
@@ -94,7 +112,7 @@ def hpke_open(private: bytes, sealed: bytes, info: bytes) -> bytes:
 def x25519_generate() -> tuple[bytes, bytes]:
     """(private, public) raw X25519 key bytes."""
     priv = X25519PrivateKey.generate()
-    return priv.private_bytes_raw(), priv.public_key().public_bytes_raw()
+    return KeyBytes(priv.private_bytes_raw()), priv.public_key().public_bytes_raw()
 
 
 def x25519_public(private: bytes) -> bytes:
@@ -105,7 +123,7 @@ def x25519_public(private: bytes) -> bytes:
 def ed25519_generate() -> tuple[bytes, bytes]:
     """(private, public) raw Ed25519 key bytes."""
     priv = Ed25519PrivateKey.generate()
-    return priv.private_bytes_raw(), priv.public_key().public_bytes_raw()
+    return KeyBytes(priv.private_bytes_raw()), priv.public_key().public_bytes_raw()
 
 
 def ed25519_public(private: bytes) -> bytes:
