@@ -68,17 +68,24 @@ def which(tool: str) -> str | None:
     return shutil.which(tool)
 
 
-def setup_all(tmp: Path, n: int) -> list[Peer]:
-    """Every installed peer, each in its own subdirectory of tmp."""
+def setup_all(tmp: Path, n: int, argon2_iterations: int | None = None) -> list[Peer]:
+    """Every installed peer, each in its own subdirectory of tmp.
+
+    argon2_iterations pins the desktop-style Argon2d databases' iteration count;
+    by default it is benchmarked like KeePassXC does, which depends on load.
+    """
     from benchmarks.peers import keepass, passstore
 
     peers: list[Peer] = []
-    pass_peer = passstore.setup_pass(tmp / "pass", n)
-    if pass_peer is not None:
-        peers.append(pass_peer)
-    gopass_peer = passstore.setup_gopass(tmp / "gopass", n)
-    if gopass_peer is not None:
-        peers.append(gopass_peer)
-    peers += keepass.setup_keepassxc(tmp / "keepassxc", n)
-    peers += keepass.setup_pykeepass(tmp / "pykeepass", n)
+    try:
+        for setup, sub in ((passstore.setup_pass, "pass"), (passstore.setup_gopass, "gopass")):
+            peer = setup(tmp / sub, n)
+            if peer is not None:
+                peers.append(peer)
+        peers += keepass.setup_keepassxc(tmp / "keepassxc", n, argon2_iterations)
+        peers += keepass.setup_pykeepass(tmp / "pykeepass", n, argon2_iterations)
+    except BaseException:
+        for peer in peers:
+            peer.cleanup()  # stop gpg-agents already started
+        raise
     return peers

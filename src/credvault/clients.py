@@ -46,17 +46,21 @@ def export_client(vault: Vault, client: str) -> dict[str, object]:
     engs = vault.engagements.list(client)
     if not engs:
         raise NotFound("client", client)
+    live = [eng for eng in engs if eng.state != "purged"]
+    for eng in live:  # every permission first (denials audited), so nothing half-exported
+        vault.engagements.key(eng, "export", Action.READ)
     out: list[dict[str, object]] = []
     for eng in engs:
         entry: dict[str, object] = eng.to_json()
-        if eng.state == "purged":
-            entry["systems"], entry["credentials"] = [], []
-            out.append(entry)
-            continue
-        entry["systems"] = [s.to_json() for s in vault.systems.export_engagement(eng.name)]
-        entry["credentials"] = [c.to_json() for c in vault.credentials.export_engagement(eng)]
-        vault._s.log_export(eng.name, len(entry["credentials"]))  # type: ignore[arg-type]
+        entry["systems"], entry["credentials"] = [], []
+        if eng.state != "purged":
+            systems = vault.systems.export_engagement(eng.name)
+            creds = vault.credentials.export_engagement(eng)
+            entry["systems"] = [s.to_json() for s in systems]
+            entry["credentials"] = [c.to_json() for c in creds]
         out.append(entry)
+    for eng in live:  # fail closed: the entries commit before anything is returned
+        vault._s.log_export(eng.name, len(vault._s.store.credential_names(eng.id)))
     return {
         "format": "credvault-client-export/1",
         "client": client,

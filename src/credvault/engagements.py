@@ -261,8 +261,12 @@ class Engagements:
         """Was ``g.sealed_by`` entitled to seal this copy?
 
         The recovery key; the creating admin for the first lead's and the recovery copy of
-        key version 1; else a lead whose grant chains validly AND is still live (not revoked,
-        not expired) — or who has left the vault, so can no longer write anything.
+        key version 1; a lead whose grant chains validly and is still live (not revoked, not
+        expired). A lead who is no longer live still counts if they have left the vault
+        (the database was re-keyed: they cannot write anything), or while the engagement
+        awaits the rotation their leaving triggered — they still held this very key, so
+        the copies they sealed are the real ones; the rotation re-seals everything and
+        from then on their seal counts for nothing.
         """
         signer = g.sealed_by
         if signer == RECOVERY:
@@ -281,9 +285,10 @@ class Engagements:
         live = lead.revoked_at is None and (
             lead.expires_at is None or lead.expires_at > self.s.now()
         )
+        departed = status == "retired" and signer not in self.s.slots.members
         return (
             lead.role == Role.LEAD.value
-            and (live or status == "retired")
+            and (live or departed or eng.needs_rotation)
             and self._role_valid(eng, lead, frozenset())
         )
 
@@ -512,8 +517,11 @@ class Engagements:
                 "ok",
                 f"role {r.value}" + (f" until {expires[:16]}" if expires else ""),
             )
-            losing_key = previous in KEY_ROLES and r not in KEY_ROLES
-            if losing_key:  # a downgrade to auditor removes read access: rotate
+            # Losing read access, or losing the lead role (whose seal the key copies may
+            # carry), rotates at once: the new copies carry the granting lead's seal.
+            if (previous in KEY_ROLES and r not in KEY_ROLES) or (
+                previous is Role.LEAD and r is not Role.LEAD
+            ):
                 self._rotate(eng, key, "role lowered")
         return next(g for g in self.members(name) if g.member == member)
 

@@ -91,6 +91,8 @@ class Store:
         try:
             conn.execute("PRAGMA cipher_log_level = NONE")  # no SQLCipher noise on stderr
             conn.execute(_key_literal(key))
+            if create:  # only before the file's first page is written does this take effect
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             # First page access: a wrong key or a damaged page 1 fails here.
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             page = int(conn.execute("PRAGMA page_size").fetchone()[0])

@@ -504,7 +504,7 @@ class Vault:
                 "purge_due": e.purge_due,
                 "why": self.engagements.purge_status(e),
             }
-            for e in self.engagements.list()
+            for e in self.engagements.visible()
             if e.state == "closed"
         ]
         return {
