@@ -261,12 +261,12 @@ class Engagements:
         """Was ``g.sealed_by`` entitled to seal this copy?
 
         The recovery key; the creating admin for the first lead's and the recovery copy of
-        key version 1; a lead whose grant chains validly and is still live (not revoked, not
-        expired). A lead who is no longer live still counts if they have left the vault
-        (the database was re-keyed: they cannot write anything), or while the engagement
-        awaits the rotation their leaving triggered — they still held this very key, so
-        the copies they sealed are the real ones; the rotation re-seals everything and
-        from then on their seal counts for nothing.
+        key version 1; a lead whose grant chains validly and is still live (not revoked). A
+        lead who is no longer live still counts only for what their retired key signed: they
+        left the vault (the database was re-keyed) or were given new keys. Every way a lead
+        stops being one in place rotates at once under another seal (revoke by another lead,
+        lowering by another lead, recovery); lead grants cannot expire, and a lead cannot
+        revoke themselves — so no live key copy ever depends on a lapsed seal.
         """
         signer = g.sealed_by
         if signer == RECOVERY:
@@ -285,10 +285,12 @@ class Engagements:
         live = lead.revoked_at is None and (
             lead.expires_at is None or lead.expires_at > self.s.now()
         )
-        departed = status == "retired" and signer not in self.s.slots.members
+        # A retired key (its holder left, or was given new keys) signs nothing legitimate any
+        # more, so what it signed while entitled stands; a live key must belong to a live lead.
+        departed = status == "retired"
         return (
             lead.role == Role.LEAD.value
-            and (live or departed or eng.needs_rotation)
+            and (live or departed)
             and self._role_valid(eng, lead, frozenset())
         )
 
@@ -492,6 +494,9 @@ class Engagements:
         validate.name(member, "member name")
         expires = None
         if until is not None:
+            if r is Role.LEAD:
+                # Key copies carry a lead's seal; one that lapsed on its own would void them.
+                raise InvalidInput("a lead grant cannot expire: grant engineer or reader --until")
             dt = validate.when(until, "expiry")
             if dt <= s.clock():
                 raise InvalidInput("the expiry is in the past")
@@ -506,6 +511,10 @@ class Engagements:
         eng = self.get(name)
         key = self.key(eng, "grant", Action.GRANT, member)
         previous = self.role_of(eng, member)
+        mine = s.store.grant_of(eng.id, s.member)
+        if previous is Role.LEAD and r is not Role.LEAD and mine and mine[2] == member:
+            # Our own lead grant chains through theirs: lowering them would void it.
+            raise s.deny("grant", eng.name, member, "they granted your lead role; ask another")
         with s.store.write():
             self._put_grant(
                 eng, member, r.value, expires, key, eng.key_version, s.member, s.keys.sign_private
@@ -519,6 +528,8 @@ class Engagements:
             )
             # Losing read access, or losing the lead role (whose seal the key copies may
             # carry), rotates at once: the new copies carry the granting lead's seal.
+            if previous is Role.LEAD and r is not Role.LEAD:
+                self._resign_grants_of(eng, member, s.member, s.keys.sign_private)
             if (previous in KEY_ROLES and r not in KEY_ROLES) or (
                 previous is Role.LEAD and r is not Role.LEAD
             ):
@@ -530,6 +541,9 @@ class Engagements:
         s = self.s
         eng = self.get(name)
         key = self.key(eng, "revoke", Action.GRANT, member)
+        if member == s.member:
+            # The rotation would carry the seal of a lead who is no longer one.
+            raise s.deny("revoke", eng.name, member, "leads cannot revoke themselves")
         row = s.store.grant_of(eng.id, member)
         if row is None or _Grant.from_row(row).revoked_at is not None or member == RECOVERY:
             raise NotFound("grant", f"{member} on {name}")
@@ -546,6 +560,22 @@ class Engagements:
                 )
             s.log("revoke", eng.name, member, "ok", f"{len(read)} credentials to change")
         return read
+
+    def _resign_grants_of(
+        self, eng: Engagement, former_lead: str, signer: str, sign_private: bytes
+    ) -> None:
+        """Re-sign the role certificates ``former_lead`` signed, so they keep chaining once
+        that member is no longer a lead (caller's transaction)."""
+        for r in self.s.store.grants(eng.id):
+            g = _Grant.from_row(r)
+            if g.granted_by == former_lead and g.member not in (former_lead, signer):
+                sig = p.sign(
+                    sign_private,
+                    labels.GRANT_SIG,
+                    _role_message(self.s, eng, g.member, g.role, g.expires_at, signer),
+                )
+                self.s.store.set_role_sig(eng.id, g.member, signer, sig)
+        self.s.verified.clear()
 
     def _require_active(self, eng: Engagement, verb: str) -> None:
         if eng.state != "active":
@@ -624,9 +654,14 @@ class Engagements:
         if row is None:
             raise IntegrityError(f"engagement {name!r} has no recovery copy")
         key = self._open_copy(eng, _Grant.from_row(row), kem_priv)
+        previous = self.role_of(eng, grant_to)
         with s.store.write():
             self._put_grant(eng, grant_to, r.value, None, key, eng.key_version, RECOVERY, sign_priv)
             s.log("recover", eng.name, grant_to, "ok", f"recovery key used; granted {r.value}")
+            if previous is Role.LEAD and r is not Role.LEAD:
+                self._resign_grants_of(eng, grant_to, RECOVERY, sign_priv)
+            if (previous in KEY_ROLES and r not in KEY_ROLES) or previous is Role.LEAD:
+                self._rotate(eng, key, "role changed by recovery", RECOVERY, sign_priv)
         return next(g for g in self.members(name) if g.member == grant_to)
 
     # -- settings and lifecycle -------------------------------------------------------------

@@ -29,6 +29,7 @@ from credvault.errors import (
     IntegrityError,
     InvalidInput,
     NotAVault,
+    NotFound,
     UnsupportedFormat,
     WrongPassphrase,
 )
@@ -258,6 +259,8 @@ class Vault:
         except WrongPassphrase:
             _record_failed_unlock(path, member, clock)
             raise
+        if keys.name not in slots.members:  # e.g. keys cached before the member was removed
+            raise NotFound("member", keys.name, f"{keys.name!r} is not a member of this vault")
         db_key = slots.open_db_key(keys)
         try:
             store = Store.open(path / DB_NAME, db_key)
