@@ -103,7 +103,9 @@ def test_kill_9_at_random_points(mode: str, template: Path, tmp_path: Path) -> N
         start += len(reported) + 1  # the op in flight may or may not have landed
         with _check(path) as v:
             if mode == "put":
-                for i in done:  # every reported put is there, with its value
+                names = {c.name for c in v.credentials.list(ENG)}
+                assert {f"k{i}" for i in done} <= names  # every reported put is there
+                for i in reported:  # ... with its value
                     assert v.get(f"{ENG}/k{i}").secret.reveal() == f"value-{i}".encode()
             elif mode == "revoke":
                 eng = v.engagements.get(ENG)

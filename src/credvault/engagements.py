@@ -778,7 +778,8 @@ class Engagements:
         self.s.check(Action.LIST, self.role_of(eng), "show", eng.name)
         d = eng.to_json()
         d["purge"] = self.purge_status(eng)
-        d["your_role"] = (self.role_of(eng) or Role("auditor")).value if self.role_of(eng) else None
+        role = self.role_of(eng)
+        d["your_role"] = role.value if role else None
         d["members"] = [g.to_json() for g in self.members(name)] if eng.state != "purged" else []
         return d
 
