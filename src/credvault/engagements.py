@@ -196,15 +196,22 @@ class Engagements:
         """Every engagement (internal use: no role check)."""
         return [Engagement.from_row(r) for r in self.s.store.engagements(client)]
 
+    def visible_quietly(self, client: str | None = None) -> builtins.list[Engagement]:
+        """:meth:`visible` without its audit entry (for status lines)."""
+        engs = self.list(client)
+        if self.s.is_admin:
+            return engs
+        return [e for e in engs if e.state != "purged" and self.role_of(e) is not None]
+
     def visible(self, client: str | None = None) -> builtins.list[Engagement]:
         """The engagements this member may list: all for admins, else those they hold a role
         on (names of other clients' engagements are not everyone's business)."""
         if client is not None:
             validate.name(client, "client name")
-        engs = self.list(client)
-        if self.s.is_admin:
-            return engs
-        return [e for e in engs if e.state != "purged" and self.role_of(e) is not None]
+        engs = self.visible_quietly(client)
+        with self.s.store.write():
+            self.s.log("engagement-ls", None, client, "ok", f"{len(engs)} engagements listed")
+        return engs
 
     # -- signatures and roles ---------------------------------------------------------------
     def _signed_by(self, name: str, message: bytes, signature: bytes) -> str | None:
@@ -781,6 +788,8 @@ class Engagements:
         role = self.role_of(eng)
         d["your_role"] = role.value if role else None
         d["members"] = [g.to_json() for g in self.members(name)] if eng.state != "purged" else []
+        with self.s.store.write():
+            self.s.log("engagement-show", eng.name, None, "ok")
         return d
 
 

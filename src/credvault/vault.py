@@ -507,7 +507,7 @@ class Vault:
                 "purge_due": e.purge_due,
                 "why": self.engagements.purge_status(e),
             }
-            for e in self.engagements.visible()
+            for e in self.engagements.visible_quietly()
             if e.state == "closed"
         ]
         return {
