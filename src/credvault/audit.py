@@ -161,7 +161,7 @@ class AuditLog:
             if seq != expected_seq:
                 raise AuditChainBroken(expected_seq, "entry missing or out of order")
             mac = bytes(row[8])
-            if not hmac.compare_digest(hmac.digest(key, prev + _canonical(row), "sha256"), mac):
+            if not hmac.compare_digest(p.mac(key, prev + _canonical(row)), mac):
                 raise AuditChainBroken(seq, "entry altered, inserted or reordered")
             if checkpoint is not None and seq == checkpoint.position:
                 if mac.hex() != checkpoint.mac:

@@ -47,8 +47,9 @@ def backup(vault: Vault, directory: Path | None = None) -> tuple[Path, int]:
     with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
         db_copy = Path(tmp) / "db"
         create_private(db_copy)
+        with s.store.write():  # the key slots and the copy, both as of one moment
+            slots = s.reload_slots().to_bytes()
         s.store.copy_to(db_copy, s.db_key)
-        slots = s.slots.to_bytes()
         part = directory / f".{target.name}.part"
         fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
         try:

@@ -15,9 +15,10 @@ from typing import NamedTuple
 from credvault import items, validate
 from credvault.access import Action
 from credvault.engagements import Engagement, Engagements
-from credvault.errors import AlreadyExists, InvalidInput, NotFound
+from credvault.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
 from credvault.secret import Secret
 from credvault.session import Session
+from credvault.store import StoreError
 
 TABLE = "credentials"
 _ALPHABET = string.ascii_letters + string.digits + "!#$%&()*+,-./:;<=>?@[]^_{|}~"
@@ -109,6 +110,7 @@ class Credentials:
         key = self.e.key(eng, "put", Action.WRITE, name)
         now = s.now()
         with s.store.write():
+            self.e.assert_current(eng)
             sys_id = None
             if system is not None:
                 srow = s.store.system(eng.id, validate.name(system, "system name"))
@@ -191,6 +193,7 @@ class Credentials:
                 }
             )
         with s.store.write():
+            self.e.assert_current(eng)
             taken = s.store.credential_names(eng.id)
             existing = next((n for n in names if n in taken), None)
             if existing is not None:
@@ -234,15 +237,28 @@ class Credentials:
                 _wrap(items.open_(s, eng, key, TABLE, uid, f, row[5 + i]))
                 for i, f in enumerate(items.CRED_FIELDS)
             ]
-        except Exception:
+        except IntegrityError:
+            current = self.e.get(eng_name).key_version
+            why = "key rotated during the read" if current != eng.key_version else None
             with s.store.write():
-                s.log("get", eng.name, name, "error", "integrity check failed")
+                s.log("get", eng.name, name, "error", why or "integrity check failed")
+            if why:
+                raise StoreError(
+                    f"{ref}: the engagement key was rotated meanwhile; run again"
+                ) from None
             raise
         address = port = None
         if row[11] is not None:
             srow = s.store.system_by_id(int(row[11]))
             if srow is not None:
-                a = _wrap(items.open_(s, eng, key, "systems", bytes(srow[1]), "address", srow[5]))
+                try:
+                    a = _wrap(
+                        items.open_(s, eng, key, "systems", bytes(srow[1]), "address", srow[5])
+                    )
+                except IntegrityError:
+                    with s.store.write():
+                        s.log("get", eng.name, name, "error", "system address integrity failed")
+                    raise
                 address, port = (a.reveal_text() if a else None), srow[3]
         # Fail closed: the entry commits before the secret leaves this function.
         with s.store.write():

@@ -11,15 +11,13 @@ attacker-chosen key, inserted by direct SQL with only the member's public key, i
 from __future__ import annotations
 
 import builtins
-import hashlib
-import json
 import os
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from credvault import validate
 from credvault.access import KEY_ROLES, Action, Role, parse_role
-from credvault.crypto import envelope, labels
+from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import (
     AlreadyExists,
@@ -30,7 +28,7 @@ from credvault.errors import (
     RetentionError,
 )
 from credvault.session import Session, iso
-from credvault.store import Row
+from credvault.store import Row, StoreError
 
 RECOVERY = "@recovery"
 DEFAULT_GRACE_DAYS = 7
@@ -158,7 +156,7 @@ def _copy_message(
         eng.uid,
         member,
         version,
-        hashlib.sha256(sealed).digest(),
+        p.digest(sealed),
         p.fingerprint(key),
         by,
     )
@@ -434,7 +432,7 @@ class Engagements:
             _creation_message(s, uid, name, client, lead, s.member),
         )
         with s.store.write():
-            eng_id = s.store.insert_engagement(
+            s.store.insert_engagement(
                 {
                     "uid": uid,
                     "name": name,
@@ -454,7 +452,6 @@ class Engagements:
             for member, role in ((lead, Role.LEAD.value), (RECOVERY, "recovery")):
                 self._put_grant(eng, member, role, None, key, 1, s.member, s.keys.sign_private)
             s.log("engagement-new", name, None, "ok", f"client {client}, lead {lead}")
-        del eng_id
         return self.get(name)
 
     def _put_grant(
@@ -583,6 +580,18 @@ class Engagements:
                 )
                 self.s.store.set_role_sig(eng.id, g.member, signer, sig)
         self.s.verified.clear()
+
+    def assert_current(self, eng: Engagement) -> None:
+        """Inside a write transaction: the key read before it is still the engagement's.
+
+        A rotation committed between reading the key and taking the write lock would
+        otherwise have us seal a new value under a key a revoked member may hold.
+        """
+        row = self.s.store.engagement_by_name(eng.name)
+        if row is None or Engagement.from_row(row).key_version != eng.key_version:
+            raise StoreError(
+                f"engagement {eng.name!r} changed keys meanwhile; nothing was stored, run again"
+            )
 
     def _require_active(self, eng: Engagement, verb: str) -> None:
         if eng.state != "active":
@@ -791,13 +800,3 @@ class Engagements:
         with self.s.store.write():
             self.s.log("engagement-show", eng.name, None, "ok")
         return d
-
-
-def receipt_json(data: dict[str, object]) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
-def envelope_place(
-    s: Session, eng: Engagement, table: str, uid: bytes, field: str
-) -> envelope.Place:
-    return envelope.Place(s.vault_id, eng.uid, table, uid, field)

@@ -75,6 +75,8 @@ class MemberKeys(NamedTuple):
             raise WrongPassphrase("not a credvault identity")
         if d.get("vault_id") != vault_id.hex():
             raise WrongPassphrase("the identity belongs to another vault")
+        if not all(isinstance(d.get(k), str) for k in ("member", "kem", "sign", "admin_sign_pub")):
+            raise WrongPassphrase("the identity is incomplete or corrupt")
         return cls(
             name=str(d["member"]),
             kem_private=p.KeyBytes(b64d(d["kem"], "identity")),

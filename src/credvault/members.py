@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from credvault import validate
+from credvault.audit import AuditLog
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams
@@ -99,9 +100,6 @@ class Members:
                 raise AlreadyExists(f"member {name!r} already exists")
             if identity_file is not None:
                 write_new_private(identity_file, keys.to_bytes(s.vault_id))
-            members = dict(s.slots.members)
-            members[name] = slot
-            self._write_slots(s.slots._replace(members=members))
             s.log(
                 "member-add",
                 None,
@@ -109,6 +107,10 @@ class Members:
                 "ok",
                 ("admin " if admin else "") + ("service identity" if service else "member"),
             )
+            members = dict(s.slots.members)
+            members[name] = slot
+            # The key-slot file last: if writing it fails, the audit entry rolls back too.
+            self._write_slots(s.slots._replace(members=members))
         return MemberInfo(name, admin, service, slot.created)
 
     def passwd(self, new_passphrase: bytes) -> None:
@@ -120,10 +122,10 @@ class Members:
         salt, private = encrypt_private(s.vault_id, s.keys, new_passphrase, self.kdf)
         with s.store.write():
             s.reload_slots()
+            s.log("passwd", None, s.member, "ok")
             members = dict(s.slots.members)
             members[s.member] = s.me._replace(kdf=self.kdf, salt=salt, private=private)
             self._write_slots(s.slots._replace(members=members))
-            s.log("passwd", None, s.member, "ok")
 
     def reset(self, name: str, passphrase: bytes) -> MemberInfo:
         """New key pair and passphrase; every grant of the member must be made again."""
@@ -153,6 +155,7 @@ class Members:
             if name not in s.slots.members:
                 raise NotFound("member", name)
             dropped = self._drop_grants(name)
+            s.log("member-reset", None, name, "ok", f"new keys; {dropped} grants to re-make")
             members = dict(s.slots.members)
             members[name] = slot
             self._write_slots(
@@ -161,7 +164,6 @@ class Members:
                     retired=self._retired_with(name, old.sign_pub, admin_priv),
                 )
             )
-            s.log("member-reset", None, name, "ok", f"new keys; {dropped} grants to re-make")
         return MemberInfo(name, old.admin, False, slot.created)
 
     def _retired_with(
@@ -199,22 +201,28 @@ class Members:
         if name not in s.slots.members:
             raise NotFound("member", name)
         old = s.slots.members[name]
+        members = {k: v for k, v in s.slots.members.items() if k != name}
+        retired = self._retired_with(name, old.sign_pub, admin_priv)
+        # 1. The member leaves the key-slot file (with pending slots for the new key) first:
+        #    from here a crash is completed by the next open, grants included.
+        new_key = stage_rekey(s, s.slots._replace(members=members, retired=retired))
+        # 2. Their grants go, and the removal is audited.
         with s.store.write():
             dropped = self._drop_grants(name)
             s.log("member-rm", None, name, "ok", f"{dropped} grants dropped; database re-keyed")
-        members = {k: v for k, v in s.slots.members.items() if k != name}
-        retired = self._retired_with(name, old.sign_pub, admin_priv)
-        # The new slots (pending) are written before the database is swapped.
-        rekey(s, s.slots._replace(members=members, retired=retired))
+        # 3. The database is copied under the new key and swapped in.
+        finish_rekey(s, new_key)
         return dropped
 
 
-def rekey(s: Session, slots: KeySlots) -> None:
-    """Re-key the database to a fresh key and make ``slots`` (minus pending) current.
+def stage_rekey(s: Session, slots: KeySlots) -> bytes:
+    """Step 1 of a re-key: ``slots`` become the key-slot file, with pending slots sealing a
+    fresh database key; returns that key.
 
     Steps, each leaving an openable vault: (1) key-slot file with pending slots for the new
     key; (2) a full copy under the new key in ``vault.db.next``; (3) the copy renamed over
-    ``vault.db``; (4) pending slots promoted. The caller holds the exclusive vault lock.
+    ``vault.db``; (4) pending slots promoted (2–4: :func:`finish_rekey`). The caller holds the
+    exclusive vault lock.
     """
     new_key = p.random_key()
     gen = slots.generation + 1
@@ -230,7 +238,23 @@ def rekey(s: Session, slots: KeySlots) -> None:
     staged = slots._replace(pending=pending).sealed_with(s.db_key)
     staged.write(s.path / SLOTS_NAME)
     s.slots = staged
-    finish_rekey(s, new_key)
+    return new_key
+
+
+def drop_orphan_grants(s: Session) -> int:
+    """Revoke the grants of names no longer in the key-slot file: the database half of a
+    ``member rm`` that was interrupted after its key-slot half (see :meth:`Members.remove`)."""
+    n = 0
+    with s.store.write():
+        for name in s.store.grant_holders():
+            if name not in s.slots.members and not name.startswith("@"):
+                n += len(s.store.grants_of_member(name))
+                for eng_id, _role in s.store.grants_of_member(name):
+                    s.store.revoke_grant(eng_id, name, s.now())
+                    s.store.update_engagement(eng_id, {"needs_rotation": 1})
+                s.log("member-rm", None, name, "ok", "completed at open after an interruption")
+    s.verified.clear()
+    return n
 
 
 def finish_rekey(s: Session, new_key: bytes) -> None:
@@ -269,8 +293,11 @@ def promote(s: Session, new_key: bytes) -> None:
     final = slots._replace(
         members=members, pending=None, generation=slots.generation + 1
     ).sealed_with(new_key)
-    s.store = Store.open(s.path / DB_NAME, new_key)
-    s.audit.__init__(s.store, new_key)  # type: ignore[misc]
+    old_store, s.store = s.store, Store.open(s.path / DB_NAME, new_key)
+    with contextlib.suppress(Exception):
+        old_store.close()
+    s.audit = AuditLog(s.store, new_key)
+    s.note_db_file()
     final.write(s.path / SLOTS_NAME)
     s.slots = final
     s.db_key = new_key

@@ -82,7 +82,12 @@ def verify_receipt(
     ``public_key`` is the vault's public key (``credvault info --public-key``), raw or base64;
     without it the key embedded in the receipt is used, which proves integrity but not origin.
     """
-    data = json.loads(receipt) if isinstance(receipt, str) else dict(receipt)
+    try:
+        data = json.loads(receipt) if isinstance(receipt, str) else dict(receipt)
+    except (ValueError, TypeError):
+        raise IntegrityError("not a signed credvault receipt") from None
+    if not isinstance(data, dict):
+        raise IntegrityError("not a signed credvault receipt")
     try:
         sig = base64.b64decode(str(data.pop("signature")), validate=True)
         embedded = base64.b64decode(str(data.pop("public_key")), validate=True)
@@ -187,6 +192,9 @@ class Purger:
             raise RetentionError(f"engagement {eng.name!r} is already purged")
         now = s.now()
         with s.store.write():
+            current = self.e.get(eng.name, allow_purged=True)  # under the lock: purge once
+            if current.state == "purged":
+                raise RetentionError(f"engagement {eng.name!r} is already purged")
             creds, systems = s.store.count_engagement_items(eng.id)
             copies = sum(1 for g in s.store.grants(eng.id) if g[7] is not None)
             by = f"{s.member} (automatic, on open)" if automatic else s.member

@@ -14,7 +14,7 @@ from credvault.audit import AuditLog
 from credvault.errors import AccessDenied
 from credvault.files import locked
 from credvault.keyslots import KeySlots, MemberKeys, MemberSlot
-from credvault.store import Store
+from credvault.store import Store, StoreError
 
 DB_NAME = "vault.db"
 NEXT_DB = "vault.db.next"
@@ -51,6 +51,13 @@ class Session:
         # (engagement id, member) -> (grant row it was checked on, signature chain valid)
         self.verified: dict[tuple[int, str], tuple[tuple[object, ...], bool]] = {}
         self.lock = contextlib.ExitStack()
+        self.db_file: tuple[int, int] | None = None
+        self.note_db_file()
+
+    def note_db_file(self) -> None:
+        """Remember which file the store has open (a re-key swaps in a new one)."""
+        st = (self.path / DB_NAME).stat()
+        self.db_file = (st.st_dev, st.st_ino)
 
     def __repr__(self) -> str:
         return f"Session({str(self.path)!r}, member={self.keys.name!r})"
@@ -62,6 +69,9 @@ class Session:
         """
         self.lock.close()
         self.lock.enter_context(locked(self.path / LOCK_NAME, exclusive=True))
+        st = (self.path / DB_NAME).stat()
+        if (st.st_dev, st.st_ino) != self.db_file:
+            raise StoreError("another process re-keyed the vault meanwhile; run the command again")
 
     def reload_slots(self) -> KeySlots:
         """The key-slot file as it is now (another process may have changed it), verified."""

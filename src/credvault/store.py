@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ MIN_DB_SIZE = 1024  # a real vault database is several 4 KiB pages
 _RAW_KEY = re.compile(r"\A[0-9a-f]{64}\Z")
 
 Row = tuple[Any, ...]
-DatabaseError = sqlcipher3.DatabaseError
 
 
 class StoreError(CredvaultError):
@@ -306,6 +304,12 @@ class Store:
             "WHERE engagement_id = ? AND member = ?",
             (eng_id, member),
         )
+
+    def grant_holders(self) -> list[str]:
+        return [
+            str(r[0])
+            for r in self._all("SELECT DISTINCT member FROM grants WHERE revoked_at IS NULL")
+        ]
 
     def grants_of_member(self, member: str) -> list[tuple[int, str]]:
         return [
@@ -639,7 +643,3 @@ class Store:
             raise translate(e, "backup") from None
         finally:
             dst.close()
-
-
-def is_database_error(exc: BaseException) -> bool:
-    return isinstance(exc, (sqlcipher3.Error, sqlite3.Error))

@@ -57,6 +57,7 @@ class Systems:
         key = self.e.key(eng, "system add", Action.WRITE, name)
         now = s.now()
         with s.store.write():
+            self.e.assert_current(eng)
             row = s.store.system(eng.id, name)
             uid = os.urandom(16) if row is None else bytes(row[1])
             s.store.upsert_system(

@@ -1,6 +1,6 @@
 """Ways to unlock a member's keys, tried in a fixed order.
 
-Order used by the CLI (and by :class:`Auto` for tooling): identity file, OS keyring,
+Order used by the CLI (and by :func:`default_source` for tooling): identity file, OS keyring,
 passphrase file, interactive prompt. Each source either returns the member's keys, says
 "not mine" (``None``: try the next one), or raises (wrong passphrase, tampered slot).
 """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -39,7 +39,7 @@ from credvault.retention import SETTINGS
 from credvault.secret import Secret
 from credvault.session import DB_NAME, LOCK_NAME, NEXT_DB, SLOTS_NAME, Session, iso
 from credvault.store import FORMAT_VERSION, Store
-from credvault.unlock import Passphrase, UnlockSource, resolve
+from credvault.unlock import InMemory, Passphrase, UnlockSource, resolve
 
 if TYPE_CHECKING:
     from credvault.members import Members
@@ -251,7 +251,14 @@ class Vault:
 
     @classmethod
     def _unlock(
-        cls, path: Path, member: str, src: UnlockSource, clock: Clock, lock: contextlib.ExitStack
+        cls,
+        path: Path,
+        member: str,
+        src: UnlockSource,
+        clock: Clock,
+        lock: contextlib.ExitStack,
+        *,
+        exclusive: bool = False,
     ) -> Session:
         slots = KeySlots.read(path / SLOTS_NAME)
         try:
@@ -261,6 +268,12 @@ class Vault:
             raise
         if keys.name not in slots.members:  # e.g. keys cached before the member was removed
             raise NotFound("member", keys.name, f"{keys.name!r} is not a member of this vault")
+        if slots.pending is not None and not exclusive:
+            # An interrupted re-key. Finish it alone, and decide only on what is on disk once
+            # the exclusive lock is ours (another process may have finished it meanwhile).
+            lock.close()
+            lock.enter_context(locked(path / LOCK_NAME, exclusive=True))
+            return cls._unlock(path, member, InMemory(keys), clock, lock, exclusive=True)
         db_key = slots.open_db_key(keys)
         try:
             store = Store.open(path / DB_NAME, db_key)
@@ -268,31 +281,38 @@ class Vault:
             new_key = slots.open_pending_db_key(keys)
             if new_key is None:
                 raise
-            # Interrupted re-key after the swap: the database is under the pending key.
-            store = Store.open(path / DB_NAME, new_key)
-            session = Session(path, store, AuditLog(store, new_key), slots, keys, new_key, clock)
-            slots.verify_mac(db_key)
-            from credvault.members import promote
+            # Interrupted after the swap: the database is already under the pending key.
+            from credvault.members import drop_orphan_grants, promote
 
-            promote(session, new_key)
-            return cls._checked(session)
+            store = Store.open(path / DB_NAME, new_key)
+            swapped = Session(path, store, AuditLog(store, new_key), slots, keys, new_key, clock)
+            try:
+                slots.verify_mac(db_key)
+                promote(swapped, new_key)
+                drop_orphan_grants(swapped)
+                return cls._checked(swapped)
+            except BaseException:
+                swapped.store.close()
+                raise
+        opened: Session | None = None
         try:
             slots.verify_mac(db_key)
-            session = Session(path, store, AuditLog(store, db_key), slots, keys, db_key, clock)
+            session = opened = Session(
+                path, store, AuditLog(store, db_key), slots, keys, db_key, clock
+            )
             cls._checked(session)
             if slots.pending is not None:
-                # Interrupted before the swap: finish it under the exclusive lock.
+                # Interrupted before the swap (we hold the exclusive lock): finish it.
                 new_key = slots.open_pending_db_key(keys)
                 if new_key is not None:
-                    from credvault.members import finish_rekey
+                    from credvault.members import drop_orphan_grants, finish_rekey
 
-                    lock.close()
-                    lock.enter_context(locked(path / LOCK_NAME, exclusive=True))
                     finish_rekey(session, new_key)
+                    drop_orphan_grants(session)
             with contextlib.suppress(FileNotFoundError):
                 (path / NEXT_DB).unlink()
         except BaseException:
-            store.close()
+            (opened.store if opened is not None else store).close()  # finish_rekey swaps it
             raise
         return session
 
@@ -500,7 +520,8 @@ class Vault:
 
     def status(self) -> dict[str, object]:
         s = self._s
-        due = [pl.to_json() for pl in self.purger.plan()]
+        mine = {e.name for e in self.engagements.visible_quietly()}
+        due = [pl.to_json() for pl in self.purger.plan() if pl.engagement in mine]
         closed = [
             {
                 "engagement": e.name,
@@ -544,6 +565,8 @@ def _import_failed_unlocks(s: Session) -> None:
             lines = f.read_text(errors="replace").splitlines()[-1000:]
         except FileNotFoundError:
             return  # another process imported it while we waited for the lock
+        # Removed before the commit, but inside the lock: a failed commit loses these few
+        # lines rather than importing them twice.
         for line in lines:
             ts, _, who = line.partition(" ")
             s.audit.append(
@@ -556,17 +579,6 @@ def _import_failed_unlocks(s: Session) -> None:
                 f"failed unlock at {ts[:32]} (recorded at next open)",
             )
         f.unlink()
-
-
-@contextlib.contextmanager
-def opened(
-    path: Path, member: str, source: UnlockSource | bytes | str, **kw: object
-) -> Iterator[Vault]:
-    v = Vault.open(path, member, source, **kw)  # type: ignore[arg-type]
-    try:
-        yield v
-    finally:
-        v.close()
 
 
 __all__ = ["InitResult", "Vault", "default_dir"]

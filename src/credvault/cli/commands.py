@@ -20,7 +20,7 @@ from credvault import (
 )
 from credvault.cli import terminal as t
 from credvault.engagements import Engagement
-from credvault.errors import AccessDenied, NotFound
+from credvault.errors import NotFound
 from credvault.unlock import default_source, identity_member
 from credvault.validate import name as validate_name
 
@@ -652,7 +652,3 @@ def cmd_lock(args: argparse.Namespace) -> int:
     removed = forget(vault_dir(args), member_name(args))
     t.out("locked" if removed else "nothing cached; already locked")
     return EXIT_OK
-
-
-def not_found_or_denied(e: Exception) -> bool:
-    return isinstance(e, (NotFound, AccessDenied))

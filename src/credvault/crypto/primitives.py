@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 import os
 
@@ -136,9 +138,23 @@ def sign(private: bytes, label: bytes, message: bytes) -> bytes:
     return Ed25519PrivateKey.from_private_bytes(private).sign(label + message)
 
 
-def verify(public: bytes, label: bytes, message: bytes, signature: bytes, what: str) -> None:
-    """Check an Ed25519 signature; failure is :class:`IntegrityError` naming ``what``."""
+def digest(data: bytes) -> bytes:
+    """SHA-256."""
+    return hashlib.sha256(data).digest()
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_ok(public: bytes, label: bytes, message: bytes, signature: bytes) -> bool:
+    # A pure function of public data: one process checks each certificate or grant once,
+    # however often a session walks the same chain.
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, label + message)
     except (InvalidSignature, ValueError):
-        raise IntegrityError(f"{what}: signature check failed") from None
+        return False
+    return True
+
+
+def verify(public: bytes, label: bytes, message: bytes, signature: bytes, what: str) -> None:
+    """Check an Ed25519 signature; failure is :class:`IntegrityError` naming ``what``."""
+    if not _signature_ok(bytes(public), label, message, bytes(signature)):
+        raise IntegrityError(f"{what}: signature check failed")
