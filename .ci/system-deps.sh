@@ -3,6 +3,7 @@
 #
 #   gnome-keyring  -> /usr/bin/gnome-keyring-daemon (the Secret Service)
 #   dbus           -> /usr/bin/dbus-daemon (private session bus for the tests)
+#   faketime       -> libfaketime (CLI lifecycle tests move the clock)
 #                     and /usr/bin/dbus-send (readiness probe; via dbus-bin)
 #
 # Idempotent: exits 0 at once when the tools are already there.  Only
@@ -15,6 +16,8 @@ command -v gnome-keyring-daemon >/dev/null 2>&1 || need+=(gnome-keyring)
 if ! command -v dbus-daemon >/dev/null 2>&1 || ! command -v dbus-send >/dev/null 2>&1; then
     need+=(dbus)
 fi
+# libfaketime: the CLI lifecycle tests move time forward without any hook in credvault.
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 
 if [ "${#need[@]}" -eq 0 ]; then
     exit 0
@@ -36,7 +39,7 @@ apt=(apt-get -o DPkg::Lock::Timeout=300)  # wait for a concurrent apt/dpkg
 "${apt[@]}" update -qq >/dev/null
 # gnome-keyring is always listed so its dependency on a session bus is met;
 # dbus too, so dbus-daemon is there whichever session-bus provider apt picks.
-"${apt[@]}" install -y -qq --no-install-recommends gnome-keyring dbus >/dev/null
+"${apt[@]}" install -y -qq --no-install-recommends gnome-keyring dbus "${need[@]}" >/dev/null
 
 command -v gnome-keyring-daemon >/dev/null 2>&1 || { echo "system-deps: gnome-keyring-daemon still missing" >&2; exit 1; }
 for tool in dbus-daemon dbus-send; do
