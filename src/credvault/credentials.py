@@ -169,9 +169,11 @@ class Credentials:
         eng = self.e.get(engagement)
         key = self.e.key(eng, "put", Action.WRITE)
         names = [name for name, _ in entries]
-        dup = next((n for n in names if names.count(n) > 1), None)
-        if dup is not None:
-            raise InvalidInput(f"credential {dup!r} appears twice in the batch")
+        seen: set[str] = set()
+        for n in names:
+            if n in seen:
+                raise InvalidInput(f"credential {n!r} appears twice in the batch")
+            seen.add(n)
         now = s.now()
         rows = []
         for name, value in entries:

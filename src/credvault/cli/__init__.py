@@ -344,7 +344,33 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 COMMANDS = frozenset(
-    ["init", "info", "status", "whoami", "config", "member", "passwd", "engagement", "grant", "revoke", "recover", "system", "put", "get", "ls", "rm", "audit", "purge", "receipt", "verify-receipt", "client", "backup", "restore", "unlock", "lock"]
+    [
+        "init",
+        "info",
+        "status",
+        "whoami",
+        "config",
+        "member",
+        "passwd",
+        "engagement",
+        "grant",
+        "revoke",
+        "recover",
+        "system",
+        "put",
+        "get",
+        "ls",
+        "rm",
+        "audit",
+        "purge",
+        "receipt",
+        "verify-receipt",
+        "client",
+        "backup",
+        "restore",
+        "unlock",
+        "lock",
+    ]
 )
 
 

@@ -1,0 +1,842 @@
+"""Whole-process figures of the credvault command line (issues 2 and 6).
+
+    python benchmarks/bench_cli.py [--quick] [--runs N] [--entries 1000] [--no-keyring]
+
+Every figure is the wall time of one whole process (start, work, exit), timed with
+``benchmarks._timing.time_command``; the commands of a section run round-robin, one sample
+each per round, so a change in machine load hits them all alike. Medians, with min and max.
+
+What is measured, on a vault of ``--entries`` credentials (default 1,000):
+
+* ``credvault get`` unlocked three ways: a passphrase file (member ``alice``, DEFAULT_KDF
+  m=65536,t=3,p=4, as a real user has it; and member ``mia``, MIN_KDF m=19456,t=2,p=1), and a
+  service identity file (``member add svc --service --identity-file F`` plus a reader grant;
+  ``CREDVAULT_IDENTITY=F``), which is the same path without Argon2id. The Argon2id derivation
+  is also timed in-process at the member's stored parameters (``argon2.low_level
+  .hash_secret_raw``) and in a fresh process, to split a passphrase ``get`` into the KDF and
+  everything else.
+* start-up floors: ``python -c pass``, ``import sqlcipher3, cryptography`` (issue 6's floor),
+  ``import credvault``; the CLI path without the KDF (``get`` through the identity file)
+  against that floor (target: under 1.5x), a phase breakdown of that path measured inside
+  the process, and ``python -X importtime``'s biggest credvault-related imports.
+* ``credvault get`` with the key cached by ``credvault unlock`` in a real Secret Service (a
+  private headless gnome-keyring from ``tests/keyring_daemon.py``), against the floor
+  ``import sqlcipher3, keyring; from cryptography...aead import AESGCM`` plus one keyring
+  look-up (target: within 1.3x; both definitions of the floor are printed).
+
+Commands run the venv's ``credvault`` console script (the realistic entry point) unless a
+row says ``-m credvault``. No peer tool is needed; see compare.py for those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from benchmarks._timing import Stats, time_command
+from benchmarks.peers import Command, entry_name, read_index, secret_for
+
+from credvault import DEFAULT_KDF, MIN_KDF, KdfParams, Vault
+
+PY = sys.executable
+SCRIPT = Path(PY).parent / "credvault"  # the venv's console script
+ENGAGEMENT = entry_name(0).split("/", 1)[0]  # "bench": refs match the peers' entry names
+PASSPHRASES = {"alice": "alice-cli-bench-passphrase", "mia": "mia-cli-bench-passphrase"}
+SERVICE = "svc"
+
+# Floors: what any Python tool that reads this vault format has to import.
+FLOOR_IMPORT = "import sqlcipher3, cryptography"  # issue 6's floor
+FLOOR_IMPORT_AEAD = (
+    "import sqlcipher3; from cryptography.hazmat.primitives.ciphers.aead import AESGCM"
+)
+FLOOR_KEYRING = (
+    "import sqlcipher3, keyring; from cryptography.hazmat.primitives.ciphers.aead import AESGCM"
+)
+KEYRING_LOOKUP = 'import keyring; keyring.get_password("x", "y")'
+
+
+# -- plumbing -------------------------------------------------------------------------------
+def py(code: str) -> list[str]:
+    return [PY, "-c", code]
+
+
+def cli(*args: str, module: bool = False) -> list[str]:
+    """argv of the credvault CLI: the console script, or ``python -m credvault``."""
+    if module or not SCRIPT.exists():
+        return [PY, "-m", "credvault", *args]
+    return [str(SCRIPT), *args]
+
+
+def entry_point() -> str:
+    return str(SCRIPT) if SCRIPT.exists() else f"{PY} -m credvault (no console script found)"
+
+
+def load() -> str:
+    """Load average and pressure (PSI avg10: share of time tasks waited for CPU / I/O)."""
+    la = os.getloadavg()
+    out = f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}"
+    psi = []
+    for res in ("cpu", "io"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            line = Path(f"/proc/pressure/{res}").read_text().splitlines()[0]
+            psi.append(f"{res} {float(line.split()[1].split('=')[1]):.0f}%")
+    if psi:
+        out += "; pressure avg10 " + ", ".join(psi)
+    return out
+
+
+def section(title: str) -> None:
+    print(f"\n== {title}  ({load()})", flush=True)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def header(title: str, mode: str) -> None:
+    import importlib.metadata as md
+
+    import sqlcipher3
+
+    conn = sqlcipher3.connect(":memory:")
+    conn.execute("PRAGMA key = 'bench'")
+    cipher = conn.execute("PRAGMA cipher_version").fetchone()[0]
+    conn.close()
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    print(title)
+    print(f"date:        {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+    print(f"mode:        {mode}")
+    print(f"host:        {platform.node()}  {platform.platform()}")
+    print(f"cpu:         {os.cpu_count()} logical  {_cpu_model()}")
+    print(f"python:      {sys.version.split()[0]} ({PY})")
+    print(f"sqlcipher:   {cipher} (SQLite {sqlcipher3.sqlite_version})")
+    print(
+        f"credvault:   {md.version('credvault')}; cryptography {md.version('cryptography')}; "
+        f"argon2-cffi {md.version('argon2-cffi')}; keyring {md.version('keyring')}"
+    )
+    print(f"entry point: {entry_point()}")
+    print(f"source:      {git_state()}")
+    print(f"bytecode:    {BYTECODE_NOTE or 'as inherited'}")
+    print(f"niceness:    {os.nice(0)} (children inherit it)")
+    print(f"uptime:      {uptime.strip()}")
+    print(f"load:        {load()} (the machine may be shared)", flush=True)
+
+
+def git_state() -> str:
+    """Commit of the tree benchmarked, and whether src/ differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "? (not a git checkout)"
+    return f"commit {head}" + (" + uncommitted changes in src/" if dirty else ", src/ clean")
+
+
+BYTECODE_NOTE = ""
+
+
+def cache_bytecode(tmp: Path) -> None:
+    """Let child Pythons cache bytecode, in a private directory (nothing under src/ is
+    written), as an installed package has it. With PYTHONDONTWRITEBYTECODE=1 (set in some
+    shells and CI), every module edited since its .pyc was written is compiled again on each
+    start: a whole-process benchmark would measure the compiler. The first (warm-up) run of
+    each command fills the cache."""
+    global BYTECODE_NOTE
+    was = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    BYTECODE_NOTE = f"children use PYTHONPYCACHEPREFIX={tmp / 'pycache'}" + (
+        f" (PYTHONDONTWRITEBYTECODE={was} removed for them)" if was is not None else ""
+    )
+
+
+def output(cmd: Command) -> bytes:
+    """stdout of one run of cmd (which must succeed)."""
+    argv = list(cmd.argv() if callable(cmd.argv) else cmd.argv)
+    proc = subprocess.run(
+        argv,
+        input=cmd.stdin,
+        stdin=None if cmd.stdin is not None else subprocess.DEVNULL,
+        env=cmd.env,
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv!r} exited {proc.returncode}: {proc.stderr.decode().strip()}")
+    return proc.stdout
+
+
+def sample(cmds: Mapping[str, Command], runs: int, warmup: int = 1) -> dict[str, Stats]:
+    """Time every command ``runs`` times, round-robin (one sample each per round)."""
+    samples: dict[str, list[float]] = {name: [] for name in cmds}
+    for c in cmds.values():
+        if warmup:
+            time_command(c.argv, env=c.env, stdin=c.stdin, runs=warmup, warmup=0)
+    for _ in range(runs):
+        for name, c in cmds.items():
+            st = time_command(c.argv, env=c.env, stdin=c.stdin, runs=1, warmup=0)
+            samples[name].append(st.median_ms)
+    return {name: Stats.from_samples(s) for name, s in samples.items()}
+
+
+def table(rows: Sequence[tuple[str, Stats]], baselines: Sequence[str] = ()) -> None:
+    """name, median, min, max, and the median's ratio to each baseline row."""
+    by_name = dict(rows)
+    width = max(len("name"), *(len(n) for n, _ in rows))
+    cols = "".join(f"  {'x ' + b:>{max(8, len(b) + 2)}}" for b in baselines)
+    head = f"{'name':<{width}}  {'median ms':>10}  {'min ms':>8}  {'max ms':>8}{cols}"
+    print(head)
+    print("-" * len(head))
+    for name, s in rows:
+        ratios = ""
+        for b in baselines:
+            base = by_name.get(b)
+            r = f"{s.median_ms / base.median_ms:.2f}" if base and base.median_ms > 0 else "-"
+            ratios += f"  {r:>{max(8, len(b) + 2)}}"
+        print(f"{name:<{width}}  {s.median_ms:>10.1f}  {s.min_ms:>8.1f}  {s.max_ms:>8.1f}{ratios}")
+
+
+@dataclass
+class Target:
+    name: str
+    value: str
+    target: str
+    met: bool | None  # None: not judged in this run
+    why: str = ""
+
+
+def targets_table(targets: Sequence[Target]) -> None:
+    w = max(len(t.name) for t in targets)
+    vw = max(len("value"), *(len(t.value) for t in targets))
+    tw = max(len("target"), *(len(t.target) for t in targets))
+    head = f"{'target':<{w}}  {'value':>{vw}}  {'wanted':<{tw}}  met?"
+    print(head)
+    print("-" * len(head))
+    for t in targets:
+        met = "-" if t.met is None else "yes" if t.met else "NOT MET"
+        print(f"{t.name:<{w}}  {t.value:>{vw}}  {t.target:<{tw}}  {met}")
+        if t.why:
+            print(f"{'':<{w}}    {t.why}")
+
+
+# -- the vault ------------------------------------------------------------------------------
+def _write_private(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    return path
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    """os.environ without credvault or keyring settings; a cache dir with no unlock marker
+    (so the keyring is never consulted, as for a user who never ran `credvault unlock`)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CREDVAULT_", "KEYRING_PROPERTY_")) and k != "PYTHON_KEYRING_BACKEND"
+    }
+    cache = tmp / "no-unlock-cache"
+    cache.mkdir(mode=0o700, exist_ok=True)
+    env["XDG_CACHE_HOME"] = str(cache)
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # never the user's keyring
+    return env
+
+
+@dataclass
+class CliVault:
+    """A vault of n credentials ``bench/entry-NNNNN`` (the peers' names and secrets)."""
+
+    path: Path
+    n: int
+    env: dict[str, str]  # base environment for every credvault command
+    pass_files: dict[str, Path]
+    identity: Path | None
+    build_s: float
+    ref: str = field(init=False)
+    expected: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        i = read_index(self.n)
+        self.ref = entry_name(i)
+        self.expected = secret_for(i).encode()
+
+    def env_passphrase(self, member: str = "alice") -> dict[str, str]:
+        return {
+            **self.env,
+            "CREDVAULT_MEMBER": member,
+            "CREDVAULT_PASSPHRASE_FILE": str(self.pass_files[member]),
+        }
+
+    def env_identity(self) -> dict[str, str]:
+        assert self.identity is not None
+        return {**self.env, "CREDVAULT_IDENTITY": str(self.identity)}
+
+    def get(self, env: Mapping[str, str], *, module: bool = False) -> Command:
+        return Command(cli("get", self.ref, module=module), dict(env))
+
+    def stored_kdf(self, member: str) -> tuple[KdfParams, bytes]:
+        """The member's Argon2id parameters and salt, as the key-slot file stores them."""
+        slot = json.loads((self.path / "keyslots.json").read_text())["members"][member]["kdf"]
+        return KdfParams(int(slot["m"]), int(slot["t"]), int(slot["p"])), base64.b64decode(
+            slot["salt"]
+        )
+
+
+def make_vault(tmp: Path, n: int, *, min_member: bool = True, service: bool = True) -> CliVault:
+    """alice (admin, lead of `bench`, DEFAULT_KDF); mia (reader, MIN_KDF); svc (service
+    identity, reader, added with the CLI as a user would); n credentials via put_many."""
+    t0 = time.perf_counter()
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "vault"
+    pass_files = {m: _write_private(tmp / f"{m}.pass", f"{pw}\n") for m, pw in PASSPHRASES.items()}
+    Vault.init(
+        path,
+        "alice",
+        PASSPHRASES["alice"],
+        kdf=DEFAULT_KDF,
+        recovery_file=tmp / "recovery.txt",
+    )
+    # kdf= is the cost of passphrases set in this session: mia gets MIN_KDF.
+    with Vault.open(path, "alice", PASSPHRASES["alice"], kdf=MIN_KDF) as v:
+        v.engagements.create(ENGAGEMENT, "bench-client", lead="alice")
+        entries = [(entry_name(i).split("/", 1)[1], secret_for(i).encode()) for i in range(n)]
+        v.credentials.put_many(ENGAGEMENT, entries)
+        if min_member:
+            v.members.add("mia", passphrase=PASSPHRASES["mia"].encode())
+            v.engagements.grant(ENGAGEMENT, "mia", "reader")
+    env = {**base_env(tmp), "CREDVAULT_VAULT": str(path)}
+    cv = CliVault(path, n, env, pass_files, None, 0.0)
+    if service:
+        identity = tmp / "svc.identity"
+        alice = Command([], cv.env_passphrase("alice"))
+        for args in (
+            ("member", "add", SERVICE, "--service", "--identity-file", str(identity)),
+            ("grant", ENGAGEMENT, SERVICE, "reader"),
+        ):
+            output(Command(cli(*args), alice.env))
+        cv.identity = identity
+    cv.build_s = time.perf_counter() - t0
+    if min_member:
+        assert cv.stored_kdf("mia")[0] == MIN_KDF, cv.stored_kdf("mia")
+    assert cv.stored_kdf("alice")[0] == DEFAULT_KDF
+    return cv
+
+
+# -- Argon2id -------------------------------------------------------------------------------
+def argon2_inprocess(params: KdfParams, salt: bytes, runs: int) -> Stats:
+    """One Argon2id derivation in this (warm) process, at the given parameters."""
+    from argon2.low_level import Type, hash_secret_raw
+
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        hash_secret_raw(
+            b"bench passphrase",
+            salt,
+            time_cost=params.iterations,
+            memory_cost=params.memory_kib,
+            parallelism=params.lanes,
+            hash_len=32,
+            type=Type.ID,
+        )
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    return Stats.from_samples(samples)
+
+
+ARGON2_IMPORT = "from argon2.low_level import Type, hash_secret_raw"
+
+
+def argon2_process(params: KdfParams) -> list[str]:
+    """A fresh process deriving once (cold 64 MiB: page faults included)."""
+    return py(
+        f"{ARGON2_IMPORT}; hash_secret_raw(b'pw', b's' * 16, time_cost={params.iterations}, "
+        f"memory_cost={params.memory_kib}, parallelism={params.lanes}, hash_len=32, "
+        "type=Type.ID)"
+    )
+
+
+# -- where the time goes inside one CLI process ---------------------------------------------
+# Run as `python -c PROBE ARGV...` with the CLI's environment: imports credvault.cli, wraps
+# the steps of `Vault.open` and `get` with timers, runs credvault.cli.main(ARGV) and prints
+# the phases (ms) as JSON on stderr. Only this probe process is patched.
+PROBE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import credvault.cli as cli
+t1 = time.perf_counter()
+from credvault import credentials, keyslots, store, vault
+spans = {}
+def wrap(owner, attr, label):
+    raw = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+    kind = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
+    fn = raw.__func__ if kind else raw
+    def timed(*a, **k):
+        s = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spans[label] = spans.get(label, 0.0) + (time.perf_counter() - s) * 1000
+    setattr(owner, attr, kind(timed) if kind else timed)
+wrap(cli, "build_parser", "argparse: build_parser")
+wrap(vault, "resolve", "unlock source -> member keys")
+wrap(keyslots.KeySlots, "read", "key-slot file read + parse")
+wrap(keyslots.KeySlots, "open_db_key", "db key: HPKE open")
+wrap(keyslots.KeySlots, "verify_mac", "key-slot MAC check")
+wrap(store.Store, "open", "SQLCipher open + pragmas")
+wrap(vault.Vault, "_checked", "format/vault-id check")
+wrap(vault.Vault, "_after_open", "due check (purge/rotation)")
+wrap(credentials.Credentials, "get", "credentials.get (+ audit commit)")
+wrap(vault.Vault, "close", "close")
+t2 = time.perf_counter()
+rc = cli.main(sys.argv[1:])
+t3 = time.perf_counter()
+spans = {"import credvault.cli": (t1 - t0) * 1000, **spans}
+spans["main() total"] = (t3 - t2) * 1000
+sys.stderr.write("PROBE " + json.dumps(spans) + "\n")
+sys.exit(rc)
+"""
+
+
+def probe_phases(env: Mapping[str, str], args: Sequence[str], runs: int) -> dict[str, float]:
+    """Median ms per phase over `runs` probe processes (after one untimed run); the key
+    "process" is the wall time of the whole probe process."""
+    per: dict[str, list[float]] = {}
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [PY, "-c", PROBE, *args],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+        line = next(
+            (ln for ln in proc.stderr.decode().splitlines() if ln.startswith("PROBE ")), None
+        )
+        wall = (time.perf_counter() - t0) * 1000.0
+        if proc.returncode != 0 or line is None:
+            raise RuntimeError(f"probe failed ({proc.returncode}): {proc.stderr.decode()}")
+        if i == 0:
+            continue
+        per.setdefault("process", []).append(wall)
+        for k, v in json.loads(line[6:]).items():
+            per.setdefault(k, []).append(v)
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def print_phases(phases: Mapping[str, float]) -> None:
+    main_total = phases["main() total"]
+    outer = ("process", "import credvault.cli", "main() total")
+    inner = [k for k in phases if k not in outer]
+    rest = main_total - sum(phases[k] for k in inner)
+    startup = phases["process"] - phases["import credvault.cli"] - main_total
+    rows = [
+        ("probe process, wall (python -c PROBE; no console-script shim)", phases["process"]),
+        ("interpreter start-up + exit (process - the two below)", startup),
+        ("import credvault.cli", phases["import credvault.cli"]),
+        ("main(): the command", main_total),
+        *((f"  {k}", phases[k]) for k in inner),
+        ("  other (default source, arg checks, output, ...)", rest),
+    ]
+    w = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"   {name:<{w}}  {value:>7.1f} ms")
+
+
+# -- python -X importtime -------------------------------------------------------------------
+@dataclass
+class ImportRow:
+    name: str
+    parent: str  # nearest enclosing import ("" at top level)
+    cumulative_us: float
+    self_us: float
+
+
+def importtime(argv: Sequence[str], env: Mapping[str, str]) -> list[ImportRow]:
+    """One run of ``python -X importtime`` argv: every import with its importer."""
+    proc = subprocess.run(
+        [PY, "-X", "importtime", *argv],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"importtime run failed: {proc.stderr.decode()[-2000:]}")
+    lines = []
+    for ln in proc.stderr.decode().splitlines():
+        if not ln.startswith("import time:") or "imported package" in ln:
+            continue
+        self_field, cum_field, name_field = ln.split("|", 2)
+        self_us = float(self_field.removeprefix("import time:"))
+        depth = (len(name_field) - len(name_field.lstrip(" ")) - 1) // 2
+        lines.append((depth, name_field.strip(), float(cum_field), self_us))
+    # Printed in post-order (a module after its imports): reversed, parents come first.
+    rows = []
+    stack: list[tuple[int, str]] = []
+    for depth, name, cum, self_us in reversed(lines):
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        rows.append(ImportRow(name, stack[-1][1] if stack else "", cum, self_us))
+        stack.append((depth, name))
+    return rows
+
+
+def importtime_top(
+    argv: Sequence[str], env: Mapping[str, str], runs: int, top: int = 10
+) -> tuple[list[tuple[str, float, float]], list[tuple[str, str, float]]]:
+    """Median over runs: the `top` credvault modules by cumulative import time (name,
+    cumulative ms, self ms), and the `top` other modules imported directly by a credvault
+    module (name, importer, cumulative ms)."""
+    cv: dict[str, list[tuple[float, float]]] = {}
+    other: dict[tuple[str, str], list[float]] = {}
+    for _ in range(runs):
+        for r in importtime(argv, env):
+            if r.name.startswith("credvault"):
+                cv.setdefault(r.name, []).append((r.cumulative_us, r.self_us))
+            elif r.parent.startswith("credvault"):
+                other.setdefault((r.name, r.parent), []).append(r.cumulative_us)
+    cv_rows = [
+        (
+            name,
+            statistics.median(c for c, _ in v) / 1000,
+            statistics.median(s for _, s in v) / 1000,
+        )
+        for name, v in cv.items()
+    ]
+    other_rows = [(n, p, statistics.median(v) / 1000) for (n, p), v in other.items()]
+    cv_rows.sort(key=lambda r: -r[1])
+    other_rows.sort(key=lambda r: -r[2])
+    return cv_rows[:top], other_rows[:top]
+
+
+def print_importtime(argv: Sequence[str], env: Mapping[str, str], runs: int) -> None:
+    cv_rows, other_rows = importtime_top(argv, env, runs)
+    print(f"   (python -X importtime, median of {runs} runs; importtime's own overhead inflates")
+    print("    the figures a little; cumulative includes everything a module imports)")
+    print(f"   {'credvault module':<34} {'cumulative ms':>14} {'self ms':>9}")
+    for name, cum, self_ms in cv_rows:
+        print(f"   {name:<34} {cum:>14.1f} {self_ms:>9.1f}")
+    print(f"\n   {'imported by credvault':<44} {'importer':<28} {'cumulative ms':>14}")
+    for name, parent, cum in other_rows:
+        print(f"   {name:<44} {parent:<28} {cum:>14.1f}")
+
+
+# -- the keyring ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def keyring_unlocked(cv: CliVault) -> Iterator[dict[str, str] | str]:
+    """Yield the env of a `credvault get` that unlocks from the OS keyring (a private
+    gnome-keyring), or a string saying why that is not possible here."""
+    from keyring_daemon import SecretServiceError, missing_binaries, secret_service
+
+    missing = missing_binaries()
+    if missing:
+        yield f"missing {', '.join(missing)} (apt-get install gnome-keyring dbus)"
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            ss_env = stack.enter_context(secret_service())
+        except SecretServiceError as e:
+            ss_env = None
+            why = f"could not start a Secret Service: {e}"
+        if ss_env is None:
+            yield why
+            return
+        env = {k: v for k, v in ss_env.items() if not k.startswith("CREDVAULT_")}
+        env["CREDVAULT_VAULT"] = str(cv.path)
+        env["CREDVAULT_MEMBER"] = "alice"
+        unlock_env = {**env, "CREDVAULT_PASSPHRASE_FILE": str(cv.pass_files["alice"])}
+        output(Command(cli("unlock", "--ttl", "8h"), unlock_env))
+        got = output(Command(cli("get", cv.ref), env)).rstrip(b"\n")
+        if got != cv.expected:
+            raise RuntimeError(f"keyring get printed {got!r}, expected {cv.expected!r}")
+        yield env
+
+
+KEYRING_FLOOR_ROWS = (
+    "python -c pass",
+    "import floor (keyring)",
+    "import keyring",
+    "keyring look-up process",
+)
+
+
+def keyring_floor_commands(env: Mapping[str, str]) -> dict[str, Command]:
+    e = dict(env)
+    return {
+        "python -c pass": Command(py("pass"), e),
+        "import floor (keyring)": Command(py(FLOOR_KEYRING), e),
+        "import keyring": Command(py("import keyring"), e),
+        "keyring look-up process": Command(py(KEYRING_LOOKUP), e),
+    }
+
+
+@dataclass
+class KeyringFloor:
+    a_ms: float  # import floor + (look-up process - python -c pass)
+    b_ms: float  # import floor + (look-up process - import keyring)
+    lookup_ms: float  # look-up process - import keyring: the D-Bus look-up itself
+
+
+def keyring_floor(st: Mapping[str, Stats]) -> KeyringFloor:
+    imp = st["import floor (keyring)"].median_ms
+    look = st["keyring look-up process"].median_ms
+    bare = st["python -c pass"].median_ms
+    kr = st["import keyring"].median_ms
+    return KeyringFloor(imp + look - bare, imp + look - kr, look - kr)
+
+
+def describe_keyring_floor(f: KeyringFloor, st: Mapping[str, Stats]) -> None:
+    imp = st["import floor (keyring)"].median_ms
+    look = st["keyring look-up process"].median_ms
+    print(f"   import floor = python -c '{FLOOR_KEYRING}'")
+    print(f"   look-up process = python -c '{KEYRING_LOOKUP}' (same daemon)")
+    print(
+        f"   floor A = import floor + (look-up process - python -c pass)"
+        f" = {imp:.1f} + ({look:.1f} - {st['python -c pass'].median_ms:.1f}) = {f.a_ms:.1f} ms"
+    )
+    print("            (the brief's definition; it counts `import keyring` twice)")
+    print(
+        f"   floor B = import floor + (look-up process - python -c 'import keyring')"
+        f" = {imp:.1f} + ({look:.1f} - {st['import keyring'].median_ms:.1f}) = {f.b_ms:.1f} ms"
+    )
+    print(
+        f"            (strict: the look-up alone, backend choice + D-Bus, is {f.lookup_ms:.1f} ms)"
+    )
+
+
+# -- main -----------------------------------------------------------------------------------
+def run(args: argparse.Namespace, tmp: Path) -> list[Target]:
+    runs, probe_runs = args.runs, max(3, args.runs // 2)
+    targets: list[Target] = []
+    cv = make_vault(tmp, args.entries)
+    print(
+        f"\nvault: {cv.n:,} credentials in engagement {ENGAGEMENT!r}, built in "
+        f"{cv.build_s:.1f} s; reading {cv.ref}"
+    )
+    print("   alice: passphrase, DEFAULT_KDF m=65536,t=3,p=4 (lead)")
+    print("   mia:   passphrase, MIN_KDF m=19456,t=2,p=1 (reader)")
+    print("   svc:   service identity file (`member add svc --service`), reader")
+    for env in (cv.env_passphrase("alice"), cv.env_passphrase("mia"), cv.env_identity()):
+        got = output(cv.get(env)).rstrip(b"\n")
+        assert got == cv.expected, got
+
+    # ---- 1. one process each, round-robin ----
+    section(f"Start-up floors and `credvault get` ({runs} runs each, round-robin)")
+    e = cv.env
+    cmds = {
+        "python -c pass": Command(py("pass"), e),
+        "import floor: sqlcipher3, cryptography": Command(py(FLOOR_IMPORT), e),
+        "  + AESGCM (loads the Rust bindings)": Command(py(FLOOR_IMPORT_AEAD), e),
+        "import credvault": Command(py("import credvault"), e),
+        "import credvault.cli": Command(py("import credvault.cli"), e),
+        "import credvault.cli; os._exit(0)": Command(
+            py("import credvault.cli, os; os._exit(0)"), e
+        ),
+        "credvault --version": Command(cli("--version"), e),
+        "get, identity file": cv.get(cv.env_identity()),
+        "get, identity file (-m credvault)": cv.get(cv.env_identity(), module=True),
+        "get, passphrase file, MIN_KDF": cv.get(cv.env_passphrase("mia")),
+        "get, passphrase file, DEFAULT_KDF": cv.get(cv.env_passphrase("alice")),
+        "argon2 import only": Command(py(ARGON2_IMPORT), e),
+        "argon2 process, MIN_KDF": Command(argon2_process(MIN_KDF), e),
+        "argon2 process, DEFAULT_KDF": Command(argon2_process(DEFAULT_KDF), e),
+    }
+    st = sample(cmds, runs)
+    table(
+        list(st.items()),
+        ["python -c pass", "import floor: sqlcipher3, cryptography", "get, identity file"],
+    )
+
+    # ---- 2. Argon2id and the split of a passphrase get ----
+    section("Argon2id at the members' stored parameters, and the split of `get`")
+    kdf_in: dict[str, Stats] = {}
+    for member, label in (("alice", "DEFAULT_KDF"), ("mia", "MIN_KDF")):
+        params, salt = cv.stored_kdf(member)
+        kdf_in[label] = argon2_inprocess(params, salt, max(3, runs // 3))
+    imp = st["argon2 import only"].median_ms
+    ident = st["get, identity file"].median_ms
+    for label in ("DEFAULT_KDF", "MIN_KDF"):
+        k = kdf_in[label]
+        cold = st[f"argon2 process, {label}"].median_ms - imp
+        get = st[f"get, passphrase file, {label}"].median_ms
+        print(f"   {label}:")
+        print(
+            f"     Argon2id in-process (warm), median / min / max  {k.median_ms:7.1f} /"
+            f" {k.min_ms:.1f} / {k.max_ms:.1f} ms"
+        )
+        print(f"     Argon2id in a fresh process (process - import)  {cold:7.1f} ms")
+        print(f"     `credvault get`, passphrase file                {get:7.1f} ms")
+        print(
+            f"       = Argon2id (in-process) {k.median_ms:.1f} + everything else "
+            f"{get - k.median_ms:.1f} ms"
+        )
+        print(f"       = Argon2id (fresh process) {cold:.1f} + everything else {get - cold:.1f} ms")
+        print(
+            f"     `credvault get`, identity file (no KDF)         {ident:7.1f} ms"
+            f"   (passphrase get - identity get = {get - ident:.1f} ms)"
+        )
+
+    # ---- 3. the CLI path without the KDF vs the floor ----
+    section("Import cost and the CLI path without the KDF vs the floor (issue 6)")
+    floor = st["import floor: sqlcipher3, cryptography"].median_ms
+    bare = st["python -c pass"].median_ms
+    aead = st["  + AESGCM (loads the Rust bindings)"].median_ms
+    imp_cv = st["import credvault"].median_ms
+    print(f"   floor = python -c '{FLOOR_IMPORT}': {floor:.1f} ms (python -c pass {bare:.1f})")
+    print(f"   import credvault              {imp_cv:6.1f} ms = {imp_cv / floor:.2f}x floor")
+    print(f"   get, identity file (no KDF)   {ident:6.1f} ms = {ident / floor:.2f}x floor")
+    print(
+        f"   above python start-up: floor {floor - bare:.1f} ms, import credvault "
+        f"{imp_cv - bare:.1f} ms, get {ident - bare:.1f} ms"
+    )
+    print(
+        f"   with the AEAD floor ({FLOOR_IMPORT_AEAD!r}, {aead:.1f} ms): get = {ident / aead:.2f}x"
+    )
+    teardown = (
+        st["import credvault.cli"].median_ms - st["import credvault.cli; os._exit(0)"].median_ms
+    )
+    print(
+        f"   interpreter teardown after import credvault.cli (normal exit - os._exit): "
+        f"{teardown:.1f} ms"
+    )
+    targets.append(
+        Target(
+            "CLI get without KDF (identity) / import floor",
+            f"{ident / floor:.2f}x",
+            "< 1.5x",
+            ident / floor < 1.5,
+            f"{ident:.1f} ms vs {floor:.1f} ms",
+        )
+    )
+    targets.append(
+        Target(
+            "import credvault / import floor (diag.)",
+            f"{imp_cv / floor:.2f}x",
+            "< 1.5x",
+            imp_cv / floor < 1.5,
+            f"{imp_cv:.1f} ms vs {floor:.1f} ms",
+        )
+    )
+    print(f"\n   where the time goes in `credvault get` (identity file), median of {probe_runs}")
+    print_phases(probe_phases(cv.env_identity(), ["get", cv.ref], probe_runs))
+    print(f"\n   same, passphrase file, DEFAULT_KDF, median of {probe_runs}")
+    print_phases(probe_phases(cv.env_passphrase("alice"), ["get", cv.ref], probe_runs))
+    print("\n   biggest imports of `credvault get` (identity file):")
+    print_importtime([str(SCRIPT), "get", cv.ref], cv.env_identity(), probe_runs)
+
+    # ---- 4. the keyring ----
+    section("`credvault get` unlocked from the OS keyring (real Secret Service)")
+    if args.no_keyring:
+        print("   skipped (--no-keyring)")
+        targets.append(Target("CLI get, keyring / floor + look-up", "-", "<= 1.3x", None))
+        return targets
+    with keyring_unlocked(cv) as kenv:
+        if isinstance(kenv, str):
+            print(f"   skipped: {kenv}")
+            targets.append(Target("CLI get, keyring / floor + look-up", "-", "<= 1.3x", None, kenv))
+            return targets
+        identity_env = {k: v for k, v in kenv.items() if k != "CREDVAULT_MEMBER"}
+        identity_env["CREDVAULT_IDENTITY"] = str(cv.identity)
+        kcmds = {
+            "get, keyring": cv.get(kenv),
+            "get, keyring (-m credvault)": cv.get(kenv, module=True),
+            "get, identity file": cv.get(identity_env),
+            **keyring_floor_commands(kenv),
+            "import keyring; os._exit(0)": Command(py("import keyring, os; os._exit(0)"), kenv),
+        }
+        kst = sample(kcmds, runs)
+        f = keyring_floor(kst)
+        table(list(kst.items()), ["get, keyring", "import floor (keyring)"])
+        print()
+        describe_keyring_floor(f, kst)
+        kget = kst["get, keyring"].median_ms
+        print(f"   get, keyring = {kget / f.a_ms:.2f}x floor A, {kget / f.b_ms:.2f}x floor B")
+        kr_exit = kst["import keyring"].median_ms - kst["import keyring; os._exit(0)"].median_ms
+        print(
+            f"   interpreter teardown after import keyring (normal exit - os._exit): "
+            f"{kr_exit:.1f} ms (paid by the floor's look-up process and by credvault alike)"
+        )
+        targets.append(
+            Target(
+                "CLI get, keyring / floor A (brief's definition)",
+                f"{kget / f.a_ms:.2f}x",
+                "<= 1.3x",
+                kget / f.a_ms <= 1.3,
+                f"{kget:.1f} ms vs {f.a_ms:.1f} ms",
+            )
+        )
+        targets.append(
+            Target(
+                "CLI get, keyring / floor B (strict)",
+                f"{kget / f.b_ms:.2f}x",
+                "<= 1.3x",
+                kget / f.b_ms <= 1.3,
+                f"{kget:.1f} ms vs {f.b_ms:.1f} ms",
+            )
+        )
+        print(f"\n   where the time goes in `credvault get` (keyring), median of {probe_runs}")
+        print_phases(probe_phases(kenv, ["get", cv.ref], probe_runs))
+        print("\n   biggest imports of `credvault get` (keyring):")
+        print_importtime([str(SCRIPT), "get", cv.ref], kenv, probe_runs)
+    return targets
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="5 runs per command (a smoke check)")
+    ap.add_argument("--runs", type=int, help="samples per command (default 21; --quick 5)")
+    ap.add_argument("--entries", type=int, default=1000)
+    ap.add_argument("--no-keyring", action="store_true", help="skip the Secret Service part")
+    args = ap.parse_args()
+    if args.runs is None:
+        args.runs = 5 if args.quick else 21
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="cvcli-"))
+    try:
+        cache_bytecode(tmp)
+        header("credvault CLI benchmarks (whole processes)", "quick" if args.quick else "default")
+        targets = run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\n== Targets")
+    targets_table(targets)
+    print(f"\nrun: {time.perf_counter() - t0:.0f} s; at the end: {load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
