@@ -104,7 +104,7 @@ class Credentials:
         url = validate.text(url, "URL", max_len=4096, multiline=False)
         notes = validate.text(notes, "notes")
         eng = self.e.get(eng_name)
-        self._active(eng)
+        self.e.require_active(eng)
         self.e._rotate_if_needed(eng)
         eng = self.e.get(eng_name)
         key = self.e.key(eng, "put", Action.WRITE, name)
@@ -164,7 +164,7 @@ class Credentials:
         """Bulk insert of new credentials in one transaction (imports, benchmarks)."""
         s = self.s
         eng = self.e.get(engagement)
-        self._active(eng)
+        self.e.require_active(eng)
         self.e._rotate_if_needed(eng)
         eng = self.e.get(engagement)
         key = self.e.key(eng, "put", Action.WRITE)
@@ -203,12 +203,6 @@ class Credentials:
             s.store.insert_credentials(eng.id, rows)
             s.log("put", eng.name, None, "ok", f"bulk insert of {len(rows)} credentials")
         return len(rows)
-
-    def _active(self, eng: Engagement) -> None:
-        if eng.state != "active":
-            from credvault.errors import RetentionError
-
-            raise RetentionError(f"engagement {eng.name!r} is {eng.state}: it takes no changes")
 
     def info(self, eng: Engagement, name: str) -> CredentialInfo:
         row = self.s.store.credential(eng.id, name)
@@ -307,7 +301,7 @@ class Credentials:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        self._active(eng)
+        self.e.require_active(eng)
         self.e.key(eng, "rm", Action.WRITE, name)
         with s.store.write():
             row = s.store.credential(eng.id, name)

@@ -506,7 +506,7 @@ class Engagements:
                 raise InvalidInput("the expiry is in the past")
             expires = iso(dt)
         eng = self.get(name)
-        self._require_active(eng, "grant")
+        self.require_active(eng, "grant")
         if member not in s.slots.members:
             raise NotFound("member", member)
         if member == s.member:
@@ -593,9 +593,11 @@ class Engagements:
                 f"engagement {eng.name!r} changed keys meanwhile; nothing was stored, run again"
             )
 
-    def _require_active(self, eng: Engagement, verb: str) -> None:
+    def require_active(self, eng: Engagement, verb: str | None = None) -> None:
+        """Closed and purged engagements take no changes (their data awaits destruction)."""
         if eng.state != "active":
-            raise RetentionError(f"engagement {eng.name!r} is {eng.state}: cannot {verb}")
+            what = f"cannot {verb}" if verb else "it takes no changes"
+            raise RetentionError(f"engagement {eng.name!r} is {eng.state}: {what}")
 
     # -- rotation ---------------------------------------------------------------------------
     def rotate(self, name: str) -> int:
@@ -708,7 +710,7 @@ class Engagements:
         s = self.s
         eng = self.get(name)
         s.check(Action.LIFECYCLE, self.role_of(eng), "close", eng.name)
-        self._require_active(eng, "close")
+        self.require_active(eng, "close")
         if grace_days is not None:
             grace_days = validate.days(grace_days, "grace period")
         now = s.now()

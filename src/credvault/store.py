@@ -445,24 +445,7 @@ class Store:
         }
 
     def insert_credential(self, eng_id: int, v: dict[str, Any]) -> None:
-        self._x(
-            "INSERT INTO credentials (uid, engagement_id, name, kind, system_id, secret_env, "
-            "username_env, url_env, notes_env, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                v["uid"],
-                eng_id,
-                v["name"],
-                v["kind"],
-                v["system_id"],
-                v["secret_env"],
-                v["username_env"],
-                v["url_env"],
-                v["notes_env"],
-                v["created_at"],
-                v["updated_at"],
-            ),
-        )
+        self.insert_credentials(eng_id, [v])
 
     def insert_credentials(self, eng_id: int, rows: list[dict[str, Any]]) -> None:
         try:

@@ -9,7 +9,7 @@ from typing import NamedTuple
 from credvault import items, validate
 from credvault.access import Action
 from credvault.engagements import Engagements
-from credvault.errors import NotFound, RetentionError
+from credvault.errors import NotFound
 from credvault.session import Session
 
 TABLE = "systems"
@@ -52,8 +52,7 @@ class Systems:
             validate.name(protocol, "protocol")
         details = validate.text(details, "details")
         eng = self.e.get(eng_name)
-        if eng.state != "active":
-            raise RetentionError(f"engagement {eng.name!r} is {eng.state}: it takes no changes")
+        self.e.require_active(eng)
         key = self.e.key(eng, "system add", Action.WRITE, name)
         now = s.now()
         with s.store.write():
@@ -123,8 +122,7 @@ class Systems:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        if eng.state != "active":
-            raise RetentionError(f"engagement {eng.name!r} is {eng.state}: it takes no changes")
+        self.e.require_active(eng)
         self.e.key(eng, "system rm", Action.WRITE, name)
         with s.store.write():
             r = s.store.system(eng.id, name)
