@@ -123,7 +123,7 @@ class AuditLog:
         return seq
 
     def _after_anchor(self) -> tuple[int, bytes]:
-        """(next position, previous MAC) when every entry before was pruned."""
+        """(first position, MAC before it): where the trail starts after pruning."""
         anchor = self._store.get_meta("audit_anchor")
         if anchor is None:
             return 1, GENESIS
@@ -141,12 +141,8 @@ class AuditLog:
 
         Raises :class:`AuditChainBroken` naming the first position that does not verify.
         """
-        anchor = self._store.get_meta("audit_anchor")
-        if anchor is None:
-            expected_seq, prev = 1, GENESIS
-        else:
-            pos, mac_hex = str(anchor).split(":")
-            expected_seq, prev = int(pos) + 1, bytes.fromhex(mac_hex)
+        expected_seq, prev = self._after_anchor()
+        anchor = expected_seq > 1
         if checkpoint is not None and checkpoint.position < expected_seq - 1:
             raise AuditChainBroken(checkpoint.position, "the checkpoint predates the pruned part")
         count = 0
@@ -183,8 +179,7 @@ class AuditLog:
         if head is None:
             return 0
         keep_from = int(first_kept[0]) if first_kept else int(head[0]) + 1
-        anchor = self._store.get_meta("audit_anchor")
-        start = int(str(anchor).split(":")[0]) + 1 if anchor else 1
+        start, _ = self._after_anchor()
         if keep_from <= start:
             return 0
         prev = self._store.audit_entry(keep_from - 1)

@@ -218,7 +218,7 @@ class Credentials:
         eng = self.e.get(eng_name)
         if eng.require_reason and not reason:
             raise s.deny("get", eng.name, name, "this engagement requires --reason")
-        if self.e.role_of(eng) and eng.needs_rotation:
+        if eng.needs_rotation and self.e.role_of(eng):
             self.e._rotate_if_needed(eng)
             eng = self.e.get(eng_name)
         key = self.e.key(eng, "get", Action.READ, name)
@@ -303,18 +303,10 @@ class Credentials:
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
         self.e.key(eng, "rm", Action.WRITE, name)
-        with s.store.write():
-            row = s.store.credential(eng.id, name)
-            if row is not None:
-                s.store.delete_credential(int(row[0]))
-            s.log(
-                "rm",
-                eng.name,
-                name,
-                "ok" if row is not None else "error",
-                "" if row is not None else "not found",
-            )
-        if row is None:
+        found = items.remove_audited(
+            s, eng, name, "rm", lambda: s.store.credential(eng.id, name), s.store.delete_credential
+        )
+        if not found:
             raise NotFound("credential", ref)
 
     def export_engagement(self, eng: Engagement) -> builtins.list[Credential]:

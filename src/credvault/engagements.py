@@ -699,7 +699,7 @@ class Engagements:
         v = self.s.store.get_meta("purge_grace_days")
         return DEFAULT_GRACE_DAYS if v is None else int(v)
 
-    def _due(self, eng: Engagement, closed_at: str, grace: int, hold: str | None) -> str:
+    def _due(self, closed_at: str, grace: int, hold: str | None) -> str:
         due = datetime.strptime(closed_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) + timedelta(
             days=grace
         )
@@ -719,7 +719,7 @@ class Engagements:
             if grace_days is not None:
                 values["grace_days"] = grace_days
             grace = grace_days if grace_days is not None else self.grace_days(eng)
-            values["purge_due"] = self._due(eng, now, grace, None)
+            values["purge_due"] = self._due(now, grace, None)
             s.store.update_engagement(eng.id, values)
             s.log("close", eng.name, None, "ok", f"purge due {str(values['purge_due'])[:16]}")
         return self.get(name)
@@ -746,9 +746,7 @@ class Engagements:
                     "hold_until": hold,
                     "hold_reason": why,
                     "hold_by": s.member,
-                    "purge_due": self._due(
-                        eng, eng.closed_at or s.now(), self.grace_days(eng), hold
-                    ),
+                    "purge_due": self._due(eng.closed_at or s.now(), self.grace_days(eng), hold),
                 },
             )
             s.log("retain", eng.name, None, "ok", f"held until {hold[:16]}: {why}")
@@ -767,9 +765,7 @@ class Engagements:
                     "hold_until": None,
                     "hold_reason": None,
                     "hold_by": None,
-                    "purge_due": self._due(
-                        eng, eng.closed_at or s.now(), self.grace_days(eng), None
-                    ),
+                    "purge_due": self._due(eng.closed_at or s.now(), self.grace_days(eng), None),
                 },
             )
             s.log("release", eng.name, None, "ok", "hold lifted")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from credvault.crypto import envelope
@@ -9,6 +10,7 @@ from credvault.crypto import envelope
 if TYPE_CHECKING:
     from credvault.engagements import Engagement
     from credvault.session import Session
+    from credvault.store import Row
 
 CRED_FIELDS = ("secret", "username", "url", "notes")
 SYS_FIELDS = ("address", "details")
@@ -32,6 +34,23 @@ def open_(
     if blob is None:
         return None
     return envelope.open_(place(s, eng, table, uid, field), bytes(blob), key)
+
+
+def remove_audited(
+    s: Session,
+    eng: Engagement,
+    name: str,
+    action: str,
+    find: Callable[[], Row | None],
+    delete: Callable[[int], None],
+) -> bool:
+    """Delete one row and audit it ("error: not found" if absent), in one transaction."""
+    with s.store.write():
+        row = find()
+        if row is not None:
+            delete(int(row[0]))
+        s.log(action, eng.name, name, "ok" if row else "error", "" if row else "not found")
+    return row is not None
 
 
 def reencrypt_engagement(

@@ -157,11 +157,12 @@ class Purger:
         expired = s.store.expired_grants(s.now())
         if not expired:
             return 0
+        names = {e.id: e.name for e in self.e.list()}
         with s.store.write():
             for eng_id, member in s.store.expired_grants(s.now()):
                 s.store.revoke_grant(eng_id, member, s.now())
                 s.store.update_engagement(eng_id, {"needs_rotation": 1})
-                name = next((e.name for e in self.e.list() if e.id == eng_id), None)
+                name = names.get(eng_id)
                 s.log("grant-expired", name, member, "ok", "key copy deleted; rotation pending")
         s.verified.clear()
         return len(expired)
@@ -237,7 +238,6 @@ class Purger:
                     "purged_at": now,
                     "receipt": json.dumps(receipt),
                     "purge_due": None,
-                    "key_fp": eng.key_fp,
                     "needs_rotation": 0,
                 },
             )

@@ -124,18 +124,10 @@ class Systems:
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
         self.e.key(eng, "system rm", Action.WRITE, name)
-        with s.store.write():
-            r = s.store.system(eng.id, name)
-            if r is not None:
-                s.store.delete_system(int(r[0]))
-            s.log(
-                "system-rm",
-                eng.name,
-                name,
-                "ok" if r is not None else "error",
-                "" if r is not None else "not found",
-            )
-        if r is None:
+        found = items.remove_audited(
+            s, eng, name, "system-rm", lambda: s.store.system(eng.id, name), s.store.delete_system
+        )
+        if not found:
             raise NotFound("system", ref)
 
     def export_engagement(self, eng_name: str) -> builtins.list[System]:

@@ -420,11 +420,7 @@ class Vault:
                     if eng.state == "closed" and eng.grace_days is None and eng.closed_at:
                         s.store.update_engagement(
                             eng.id,
-                            {
-                                "purge_due": self.engagements._due(
-                                    eng, eng.closed_at, n, eng.hold_until
-                                )
-                            },
+                            {"purge_due": self.engagements._due(eng.closed_at, n, eng.hold_until)},
                         )
             s.log("config-set", None, name, "ok", f"{name}={n}")
 
