@@ -1,9 +1,14 @@
 """credvault: an encrypted credential vault for IT-services engagements.
 
 Open a vault with :meth:`Vault.open`, use ``vault.credentials``, ``vault.systems``,
-``vault.engagements``, ``vault.members`` and ``vault.purger``; every error is a
-:class:`CredvaultError` whose message is safe to show.
+``vault.engagements``, ``vault.members``, ``vault.purger``, ``vault.backups``,
+``vault.clients`` and ``vault.audit``; every error is a :class:`CredvaultError` whose
+message is safe to show. Everything a front end needs is exported here.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from credvault.access import Role
 from credvault.crypto.passphrase import DEFAULT as DEFAULT_KDF
@@ -13,6 +18,7 @@ from credvault.errors import (
     AccessDenied,
     AlreadyExists,
     AuditChainBroken,
+    Conflict,
     CredvaultError,
     IntegrityError,
     InvalidInput,
@@ -22,10 +28,13 @@ from credvault.errors import (
     NotFound,
     Purged,
     RetentionError,
+    StoreError,
     UnsupportedFormat,
     WrongPassphrase,
 )
-from credvault.keyring_cache import KeyringSource
+from credvault.files import write_new_private
+from credvault.keyring_cache import KeyringSource, parse_ttl
+from credvault.model import Engagement, GrantInfo
 from credvault.secret import Secret
 from credvault.unlock import (
     FirstOf,
@@ -36,10 +45,16 @@ from credvault.unlock import (
     Prompt,
     UnlockSource,
     default_source,
+    identity_member,
+    read_passphrase_file,
 )
+from credvault.validate import name as validate_name
 from credvault.vault import InitResult, Vault, default_dir
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def verify_receipt(
@@ -54,14 +69,31 @@ def verify_receipt(
     return _verify(receipt, public_key)
 
 
+def write_receipt(path: Path, receipt: dict[str, object]) -> None:
+    """Write a receipt (as ``vault.purger.receipt`` returns it) to a new 0600 file."""
+    from credvault.purge import write_receipt as _write
+
+    _write(path, receipt)
+
+
+def generate_secret(length: int = 32) -> Secret:
+    """A random password of ``length`` (8–1024) characters from a 90-symbol alphabet."""
+    from credvault.credentials import generate
+
+    return generate(length)
+
+
 __all__ = [
     "DEFAULT_KDF",
     "MIN_KDF",
     "AccessDenied",
     "AlreadyExists",
     "AuditChainBroken",
+    "Conflict",
     "CredvaultError",
+    "Engagement",
     "FirstOf",
+    "GrantInfo",
     "IdentityFile",
     "InMemory",
     "InitResult",
@@ -80,6 +112,7 @@ __all__ = [
     "RetentionError",
     "Role",
     "Secret",
+    "StoreError",
     "UnlockSource",
     "UnsupportedFormat",
     "Vault",
@@ -87,5 +120,12 @@ __all__ = [
     "__version__",
     "default_dir",
     "default_source",
+    "generate_secret",
+    "identity_member",
+    "parse_ttl",
+    "read_passphrase_file",
+    "validate_name",
     "verify_receipt",
+    "write_new_private",
+    "write_receipt",
 ]

@@ -9,87 +9,93 @@ everything that became due, so a restore never resurrects an engagement past its
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from credvault.errors import AlreadyExists, IntegrityError, NotAVault
 from credvault.files import create_private, fsync_dir, make_private_dir
 from credvault.keyslots import KeySlots
+from credvault.model import backup_stamp, parse_backup_stamp
+from credvault.session import DB_NAME, LOCK_NAME, SLOTS_NAME, Session
 
 if TYPE_CHECKING:
     from credvault.unlock import UnlockSource
-    from credvault.vault import Vault
 
 MAGIC = b"CREDVAULT-BACKUP-1\n"
 _NAME = re.compile(r"\Acredvault-backup-([0-9a-f]{32})-(\d{8}T\d{6}Z)\.cvb\Z")
+# What a restore writes into the target directory (removed again if the restore fails).
+RESTORED_FILES = (DB_NAME, SLOTS_NAME, LOCK_NAME, DB_NAME + "-wal", DB_NAME + "-shm")
 
 
 def default_backup_dir(vault_path: Path) -> Path:
     return vault_path.parent / f"{vault_path.name}-backups"
 
 
-def backup(vault: Vault, directory: Path | None = None) -> tuple[Path, int]:
-    """Write a backup of ``vault``; returns (file, number of old backups pruned)."""
-    s = vault._s
-    s.require_admin("back up")
-    directory = directory or default_backup_dir(s.path)
-    make_private_dir(directory)
-    now = s.clock()
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    target = directory / f"credvault-backup-{vault.vault_id}-{stamp}.cvb"
-    if target.exists():
-        raise AlreadyExists(f"{target} exists (one backup per second)")
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
-        db_copy = Path(tmp) / "db"
-        create_private(db_copy)
-        with s.store.write():  # the key slots and the copy, both as of one moment
-            slots = s.reload_slots().to_bytes()
-        s.store.copy_to(db_copy, s.db_key)
-        part = directory / f".{target.name}.part"
-        fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        try:
-            os.write(fd, MAGIC + len(slots).to_bytes(8, "big") + slots)
-            with db_copy.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    os.write(fd, chunk)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(part, target)
-        fsync_dir(directory)
-    days = int(s.store.get_meta("backup_retention_days") or 30)
-    pruned = prune(directory, vault.vault_id, now - timedelta(days=days))
-    with s.store.write():
-        s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
-    return target, pruned
+class Backups:
+    """Backups of one open vault (``vault.backups``)."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+
+    def create(self, directory: Path | None = None) -> tuple[Path, int]:
+        """Write a backup; returns (file, number of old backups pruned)."""
+        s = self.s
+        s.require_admin("back up")
+        vault_id = s.vault_id.hex()
+        directory = directory or default_backup_dir(s.path)
+        make_private_dir(directory)
+        now = s.clock()
+        target = directory / f"credvault-backup-{vault_id}-{backup_stamp(now)}.cvb"
+        if target.exists():
+            raise AlreadyExists(f"{target} exists (one backup per second)")
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
+            db_copy = Path(tmp) / "db"
+            create_private(db_copy)
+            with s.store.write():  # the key slots and the copy, both as of one moment
+                slots = s.reload_slots().to_bytes()
+            s.store.copy_to(db_copy, s.db_key)
+            part = directory / f".{target.name}.part"
+            fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+            try:
+                os.write(fd, MAGIC + len(slots).to_bytes(8, "big") + slots)
+                with db_copy.open("rb") as f:
+                    while chunk := f.read(1 << 20):
+                        os.write(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(part, target)
+            fsync_dir(directory)
+        days = s.setting("backup-retention-days")
+        pruned = prune(directory, vault_id, now - timedelta(days=days), keep=target)
+        with s.store.write():
+            s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
+        return target, pruned
 
 
-def prune(directory: Path, vault_id: str, cutoff: datetime) -> int:
-    """Delete this vault's backups older than ``cutoff`` (credvault's own files only)."""
+def prune(directory: Path, vault_id: str, cutoff: datetime, *, keep: Path | None = None) -> int:
+    """Delete this vault's backups older than ``cutoff`` (credvault's own files only), but
+    never ``keep`` (the backup just written: its name is rounded down to the second)."""
     n = 0
     for f in directory.iterdir():
         m = _NAME.match(f.name)
-        if not m or m.group(1) != vault_id:
+        if not m or m.group(1) != vault_id or (keep is not None and f.name == keep.name):
             continue
-        when = datetime.strptime(m.group(2), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        if when < cutoff:
+        if parse_backup_stamp(m.group(2)) < cutoff:
             f.unlink()
             n += 1
     return n
 
 
-def restore(
-    file: Path, target: Path, member: str, source: UnlockSource, **open_kw: object
-) -> list[str]:
-    """Restore ``file`` into the new directory ``target``; returns engagements purged at once."""
-    from credvault.session import DB_NAME, LOCK_NAME, SLOTS_NAME
-    from credvault.vault import Vault
+def unpack(file: Path, target: Path) -> None:
+    """Write the backup ``file`` as a vault directory at ``target`` (new or empty).
 
+    Only the files: opening, checking and purging what is due is :meth:`Vault.restore`'s.
+    """
     try:
         with file.open("rb") as f:
             head = f.read(len(MAGIC) + 8)
@@ -119,26 +125,23 @@ def restore(
     finally:
         os.close(fd)
     fsync_dir(target)
-    try:
-        with Vault.open(target, member, source, auto_purge=False, **open_kw) as v:  # type: ignore[arg-type]
-            problems = v.integrity_check()
-            if problems:
-                raise IntegrityError(
-                    f"restored database fails its integrity check: {problems[0][:80]}"
-                )
-            v._s.audit.verify()
-            done = v.purger.run_due(automatic=True)
-            with v._s.store.write():
-                v._s.log(
-                    "restore",
-                    None,
-                    None,
-                    "ok",
-                    f"from {file.name}; {len(done)} engagements purged at once",
-                )
-            return [d.engagement for d in done]
-    except BaseException:
-        for name in (DB_NAME, SLOTS_NAME, LOCK_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                (target / name).unlink()
-        raise
+
+
+# -- compatibility: the CLI's former entry points; use ``vault.backups`` / ``Vault.restore``.
+class _HasBackups(Protocol):
+    @property
+    def backups(self) -> Backups: ...
+
+
+def backup(vault: _HasBackups, directory: Path | None = None) -> tuple[Path, int]:
+    """Same as ``vault.backups.create(directory)``."""
+    return vault.backups.create(directory)
+
+
+def restore(
+    file: Path, target: Path, member: str, source: UnlockSource, **open_kw: object
+) -> list[str]:
+    """Same as :meth:`Vault.restore` (kept until the CLI calls that)."""
+    from credvault.vault import Vault  # compat only: removed once the CLI uses the facade
+
+    return Vault.restore(file, target, member, source, **open_kw)  # type: ignore[arg-type]
