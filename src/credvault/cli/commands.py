@@ -308,10 +308,11 @@ def cmd_engagement(args: argparse.Namespace) -> int:
             n = e.rotate(args.name)
             t.out(f"{args.name}: engagement key rotated to version {n}")
         elif c == "shred":
-            if not args.yes and not t.confirm(
-                f"Destroy engagement {args.name} and every secret in it now?"
-            ):
-                raise InvalidInput("not confirmed: pass --yes to shred without a terminal")
+            t.confirm(
+                f"Destroy engagement {args.name} and every secret in it now?",
+                yes=args.yes,
+                verb="shred",
+            )
             receipt = v.purger.shred(args.name)
             t.out(
                 f"shredded {args.name}; receipt at audit position {receipt['audit_position']}"
@@ -602,10 +603,11 @@ def cmd_client(args: argparse.Namespace) -> int:
             from credvault.clients import client_engagements, shred_client
 
             engs = client_engagements(v, args.client)
-            if not args.yes and not t.confirm(
-                f"Destroy {len(engs)} engagement(s) of {args.client} now?"
-            ):
-                raise InvalidInput("not confirmed: pass --yes to shred without a terminal")
+            t.confirm(
+                f"Destroy {len(engs)} engagement(s) of {args.client} now?",
+                yes=args.yes,
+                verb="shred",
+            )
             for name in shred_client(v, args.client):
                 t.out(f"shredded {name}")
     return EXIT_OK
