@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from credvault import (
@@ -75,7 +76,14 @@ def unlock_source(args: argparse.Namespace, vault: Path, member: str) -> FirstOf
     )
 
 
+# Set only by the agent (credvault.agent.server) while it runs a command for a client: the
+# vault it holds open for that member, instead of unlocking one here.
+borrowed_vault: Callable[[], Vault] | None = None
+
+
 def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:
+    if borrowed_vault is not None:
+        return borrowed_vault()
     path = vault_dir(args)
     member = member_name(args)
     return Vault.open(
@@ -733,21 +741,67 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 # -- keyring --------------------------------------------------------------------------------
 def cmd_unlock(args: argparse.Namespace) -> int:
-    """Cache your unlocked key in the OS keyring until it expires (default 8h)."""
-    from credvault.keyring_cache import parse_ttl, store_in_keyring
+    """Unlock once; keep the keys in this user's agent (or, with --keyring, the OS keyring)."""
+    from credvault.keyring_cache import parse_ttl
 
     ttl = parse_ttl(args.ttl)
-    args.no_keyring = True  # unlock from the passphrase, not from the cache itself
+    idle = parse_ttl(args.idle) if args.idle else min(ttl, parse_ttl("1h"))
+    if idle > ttl:
+        raise InvalidInput("invalid --idle: longer than --ttl")
+    args.no_keyring = True  # unlock from the passphrase, not from a cache
+    if args.keyring:
+        from credvault.keyring_cache import store_in_keyring
+
+        with open_vault(args) as v:
+            until = store_in_keyring(v, ttl)
+        t.out(f"unlocked {v.member} on this vault until {until} (UTC); `credvault lock` to forget")
+        return EXIT_OK
+    import base64
+
+    from credvault.agent import client
+    from credvault.errors import CredvaultError
+
     with open_vault(args) as v:
-        until = store_in_keyring(v, ttl)
-    t.out(f"unlocked {v.member} on this vault until {until} (UTC); `credvault lock` to forget")
+        keys = base64.b64encode(v.member_keys().to_bytes(bytes.fromhex(v.vault_id))).decode()
+        member, path = v.member, os.path.realpath(v.path)
+    try:
+        client.ensure_running()
+        reply = client.call(
+            {
+                "op": "add",
+                "vault": path,
+                "member": member,
+                "keys": keys,
+                "ttl": int(ttl.total_seconds()),
+                "idle": int(idle.total_seconds()),
+            }
+        )
+    except (client.AgentGone, client.NoAgent) as e:
+        raise CredvaultError(f"cannot start the agent ({e})") from None
+    finally:
+        del keys
+    if reply.get("ok") is not True:
+        raise CredvaultError(f"the agent refused the keys: {reply.get('message')}")
+    t.out(
+        f"unlocked {member} on this vault until {reply['until']} (UTC) in the agent "
+        f"(pid {reply['pid']}); `credvault lock` to forget"
+    )
     return EXIT_OK
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run the agent in the foreground (a systemd user unit); `unlock` starts one itself."""
+    from credvault.agent.server import run
+
+    return run()
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
-    """Remove your cached key from the OS keyring."""
+    """End the agent (every key it held) and remove a key cached in the OS keyring."""
+    from credvault.agent import client
     from credvault.keyring_cache import forget
 
+    held = client.lock()
     removed = forget(vault_dir(args), member_name(args))
-    t.out("locked" if removed else "nothing cached; already locked")
+    t.out("locked" if removed or held else "nothing cached; already locked")
     return EXIT_OK

@@ -1,0 +1,21 @@
+"""The ``credvault`` console script: the agent's fast path first, the full CLI otherwise.
+
+Importing ``credvault.cli`` costs the whole library (cryptography, SQLCipher); a command the
+running agent can serve needs none of it, so this module imports only the standard-library
+client until it knows the agent will not answer.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    from credvault.agent.client import fast_path
+
+    code = fast_path(sys.argv[1:])
+    if code is not None:
+        return code
+    from credvault.cli import main as full_cli
+
+    return full_cli()
