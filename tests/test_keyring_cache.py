@@ -118,7 +118,7 @@ def test_unlock_get_lock_expiry(kenv: Env) -> None:
     assert r.returncode == 5, r.stderr
     assert r.stdout == ""
 
-    r = kenv.run("unlock", "--ttl", "1h", passphrase=True)
+    r = kenv.run("unlock", "--keyring", "--ttl", "1h", passphrase=True)
     assert r.returncode == 0, r.stderr
     # Unlocked: works without any passphrase source.
     r = kenv.run("get", "acme-2026/db")
@@ -135,7 +135,7 @@ def test_unlock_get_lock_expiry(kenv: Env) -> None:
     assert r.stdout == ""
 
     # Expiry honoured: a 2-second unlock stops working, and the entry is deleted on sight.
-    assert kenv.run("unlock", "--ttl", "2s", passphrase=True).returncode == 0
+    assert kenv.run("unlock", "--keyring", "--ttl", "2s", passphrase=True).returncode == 0
     assert kenv.run("get", "acme-2026/db").returncode == 0
     time.sleep(2.5)
     r = kenv.run("get", "acme-2026/db")
@@ -145,26 +145,90 @@ def test_unlock_get_lock_expiry(kenv: Env) -> None:
     assert kenv.run("get", "acme-2026/db", passphrase=True).returncode == 0
 
 
-def test_entry_holds_member_keys_only(kenv: Env) -> None:
-    assert kenv.run("unlock", passphrase=True).returncode == 0
-    raw = kenv.entry(_vault_id(kenv))
-    entry = json.loads(raw)
-    assert set(entry) == {"expires", "keys"}
+def _key_forms(kenv: Env) -> list[bytes]:
+    """Every encoding of alice's private keys (and other secrets) a leak could take."""
     import base64
 
-    keys = json.loads(base64.b64decode(entry["keys"]))
-    assert set(keys) == {"format", "vault_id", "member", "kem", "sign", "admin_sign_pub"}
     with Vault.open(kenv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        keys = v.member_keys()
         db_key = v._s.db_key
         eng_key = v.engagements.key(v.engagements.get("acme-2026"), "test")
-    for forbidden in (PASSWORDS["alice"].encode(), db_key, eng_key, b"s3cret"):
-        for form in (forbidden, forbidden.hex().encode(), base64.b64encode(forbidden)):
-            assert form not in raw.encode()
-            assert form not in json.dumps(keys).encode()
+    out = []
+    for secret in (keys.kem_private, keys.sign_private, db_key, eng_key, b"s3cret"):
+        out += [secret, secret.hex().encode(), base64.b64encode(secret)]
+    return [*out, PASSWORDS["alice"].encode()]
+
+
+def test_entry_holds_wrapped_keys_only(kenv: Env) -> None:
+    """The entry is ciphertext under a kernel-held key: no raw key in it, even when read."""
+    import base64
+
+    assert kenv.run("unlock", "--keyring", passphrase=True).returncode == 0
+    raw = kenv.entry(_vault_id(kenv))
+    entry = json.loads(raw)
+    assert set(entry) == {"format", "expires", "keys"}
+    assert entry["format"] == "credvault-keyring-2"
+    blob = base64.b64decode(entry["keys"])
+    for form in _key_forms(kenv):
+        assert form not in raw.encode()
+        assert form not in blob
+
+
+def test_entry_useless_after_expiry_when_read_directly(kenv: Env) -> None:
+    """At expiry the kernel destroys the wrapping key: the entry, read directly by an
+    attacker who skips credvault's own expiry check, decrypts to nothing."""
+    import base64
+
+    from credvault import kernel_keys
+    from credvault.crypto import labels
+    from credvault.crypto import primitives as p
+    from credvault.errors import IntegrityError
+
+    assert kenv.run("unlock", "--keyring", "--ttl", "1s", passphrase=True).returncode == 0
+    vid = _vault_id(kenv)
+    raw = kenv.entry(vid)
+    assert raw != "NONE"
+    entry = json.loads(raw)
+    deadline = time.monotonic() + 30
+    while kernel_keys.read(f"credvault:{vid}:alice") is not None:  # observe the expiry
+        assert time.monotonic() < deadline, "the kernel never expired the wrapping key"
+        time.sleep(0.05)
+    # The attacker holds the entry but not the wrapping key; guessing one gets nothing.
+    blob = base64.b64decode(entry["keys"])
+    aad = labels.KEYRING_ENTRY + labels.encode(bytes.fromhex(vid), "alice", entry["expires"])
+    with pytest.raises(IntegrityError):
+        p.aead_decrypt(bytes(32), blob, aad)
+    assert kenv.entry(vid) == raw  # still there until credvault next runs: and still useless
+    r = kenv.run("get", "acme-2026/db")
+    assert r.returncode == 5, r.stderr
+    assert kenv.entry(vid) == "NONE"  # deleted on sight
+
+
+def test_old_raw_entries_are_deleted_not_used(kenv: Env) -> None:
+    import base64
+
+    from credvault.keyring_cache import _marker
+
+    vid = _vault_id(kenv)
+    with Vault.open(kenv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        old = json.dumps(
+            {
+                "expires": "2999-01-01T00:00:00Z",
+                "keys": base64.b64encode(v.member_keys().to_bytes(bytes.fromhex(vid))).decode(),
+            }
+        )
+    write = "import keyring, sys; keyring.set_password(sys.argv[1], 'alice', sys.argv[2])"
+    subprocess.run([sys.executable, "-c", write, f"credvault:{vid}", old], env=kenv.env, check=True)
+    marker = Path(kenv.env["XDG_CACHE_HOME"]) / "credvault" / _marker(vid, "alice").name
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("2999-01-01T00:00:00Z")
+    r = kenv.run("get", "acme-2026/db")
+    assert r.returncode == 5, r.stderr
+    assert kenv.entry(vid) == "NONE"
 
 
 def test_member_rm_and_passwd_forget_cached_key(kenv: Env, tmp_path: Path) -> None:
-    assert kenv.run("unlock", passphrase=True).returncode == 0
+    assert kenv.run("unlock", "--keyring", passphrase=True).returncode == 0
     newpw = tmp_path / "new.pass"
     newpw.write_text("another-pass\n")
     r = kenv.run("passwd", "--passphrase-file", str(newpw), "--kdf", KDF_ARG)
@@ -175,7 +239,7 @@ def test_member_rm_and_passwd_forget_cached_key(kenv: Env, tmp_path: Path) -> No
 
 def test_fail_backend_one_line_and_fallback(kenv: Env) -> None:
     fail = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
-    r = kenv.run("unlock", passphrase=True, **fail)
+    r = kenv.run("unlock", "--keyring", passphrase=True, **fail)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -208,6 +272,7 @@ def test_plaintext_backend_refused(kenv: Env, tmp_path: Path) -> None:
     mod.write_text(PLAIN_BACKEND)
     r = kenv.run(
         "unlock",
+        "--keyring",
         passphrase=True,
         PYTHON_KEYRING_BACKEND="plainbackend.PlainKeyring",
         PYTHONPATH=str(tmp_path),

@@ -8,9 +8,8 @@ message is safe to show. Everything a front end needs is exported here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import importlib
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as usual
     from credvault.access import Role

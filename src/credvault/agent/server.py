@@ -577,9 +577,9 @@ class Server:
         while not conn.closing and len(conn.inbuf) >= HEADER.size:
             (length,) = HEADER.unpack_from(conn.inbuf)
             if length > MAX_REQUEST:
-                self._reply(conn, _error("too-large", f"request over {MAX_REQUEST} bytes"))
-                conn.closing = True
+                conn.closing = True  # answer, then close without reading the rest
                 conn.inbuf.clear()
+                self._reply(conn, _error("too-large", f"request over {MAX_REQUEST} bytes"))
                 return
             if len(conn.inbuf) < HEADER.size + length:
                 return
@@ -588,8 +588,8 @@ class Server:
             try:
                 request = decode(body)
             except ProtocolError as e:
-                self._reply(conn, _error("bad-request", str(e)))
                 conn.closing = True
+                self._reply(conn, _error("bad-request", str(e)))
                 return
             try:
                 uid = peer_uid(conn.sock)
