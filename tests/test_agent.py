@@ -1,5 +1,5 @@
 """The agent in-process: lifetime and idle expiry on an injected clock, key-slot changes,
-hostile requests and frames (hypothesis), another uid refused, 8 concurrent clients.
+hostile requests and frames (hypothesis), another uid refused.
 
 The command-line side (unlock/get/lock as processes, kill -9, the import-time proof, audit
 equality, leftovers) is in test_agent_cli.py.
@@ -258,6 +258,7 @@ def served(vault: VaultFixture, engagement: str, runtime_dir: Path) -> Iterator[
     thread.start()
     yield agent, path
     agent.stopping = True
+    client.status(path)  # wakes the loop
     thread.join(30)
     assert not thread.is_alive()
 
@@ -343,8 +344,10 @@ def _as_other_user(path: Path, request: dict[str, Any]) -> dict[str, Any]:
                 s.connect(str(path))
                 with contextlib.suppress(OSError):
                     s.sendall(protocol.encode(request))
-                while chunk := s.recv(65536):
-                    data += chunk
+                # The agent answers, then closes without reading: ECONNRESET after the frame.
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := s.recv(65536):
+                        data += chunk
             os.write(write_end, data)
             status = 0
         finally:
@@ -383,36 +386,3 @@ def test_another_uid_is_refused_even_with_loosened_modes(
     assert agent.entries  # and the lock request did not end it
     with vault.open() as v:
         assert not [e for e in v.audit_entries(action="get") if e.member != "alice"]
-
-
-def test_eight_concurrent_clients_200_operations_each(
-    served: tuple[Agent, Path], vault: VaultFixture
-) -> None:
-    _, path = served
-    with vault.open() as v:
-        before = len(v.audit_entries(action="get"))
-    errors: list[str] = []
-    env = {"CREDVAULT_VAULT": str(vault.path), "CREDVAULT_MEMBER": "alice"}
-
-    def worker(i: int) -> None:
-        for j in range(200):
-            argv = ["get", "acme-2026/web1-root", "--reason", f"T-{i}-{j}"]
-            try:
-                reply = client.call({"op": "run", "argv": argv, "cwd": "/", "env": env}, path=path)
-            except Exception as e:
-                errors.append(repr(e))
-                continue
-            if reply.get("code") != 0 or base64.b64decode(reply["stdout"]) != b"hunter2\n":
-                errors.append(repr(reply))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    with vault.open() as v:
-        gets = v.audit_entries(action="get")
-    assert len(gets) - before == 1600
-    reasons = {e.detail for e in gets if "T-" in e.detail}
-    assert len(reasons) == 1600
