@@ -323,7 +323,7 @@ class Agent:
                 return _result(e.code, out, err)
         if args.command not in SERVED or getattr(args, "no_keyring", False):
             return _error("fallback", "not served by the agent")
-        if args.command == "engagement" and args.eng_cmd == "shred":
+        if args.command == "engagement" and getattr(args, "verb", None) == "shred":
             return _error("fallback", "asks for confirmation on the terminal")
         target = _target(args, env, cwd)
         entry = self.entries.get(target) if target is not None else None
