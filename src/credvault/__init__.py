@@ -8,10 +8,13 @@ message is safe to show. Everything a front end needs is exported here.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+# Not `from typing import TYPE_CHECKING`: importing typing costs the agent's fast path
+# (mypy treats any constant named TYPE_CHECKING as true).
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as usual
+    from typing import Any
+
     from credvault.access import Role
     from credvault.crypto.passphrase import DEFAULT as DEFAULT_KDF
     from credvault.crypto.passphrase import TEST_PARAMS as MIN_KDF
@@ -105,6 +108,8 @@ def __getattr__(name: str) -> Any:
         module, attribute = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module 'credvault' has no attribute {name!r}") from None
+    import importlib
+
     value = getattr(importlib.import_module(module), attribute)
     globals()[name] = value
     return value

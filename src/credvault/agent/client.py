@@ -10,15 +10,17 @@ command line runs (the normal unlock). Key material never crosses this path.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import io
+import _socket  # not `socket` (enums, selectors): start-up time matters here
+import binascii
 import os
-import socket
 import stat
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from credvault.agent.protocol import Socket
 
 from credvault.agent.protocol import (
     MAX_REPLY,
@@ -71,22 +73,22 @@ class NoAgent(Exception):
     """No agent socket at all: nothing to say, use the normal path."""
 
 
-def connect(path: Path | None = None, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
+def connect(path: str | os.PathLike[str] | None = None, timeout: float = CONNECT_TIMEOUT) -> Socket:
     """A connection to this user's agent, checked to be ours at both ends."""
-    path = path or socket_path()
+    path = os.fspath(path) if path is not None else socket_path()
     try:
         st = os.lstat(path)
     except OSError:
         raise NoAgent from None
     if not stat.S_ISSOCK(st.st_mode):
         raise NoAgent
-    problem = check_private_dir(path.parent)
+    problem = check_private_dir(os.path.dirname(path))
     if problem is not None:
         raise AgentGone(f"unsafe agent directory: {problem}")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(str(path))
+        s.connect(path)
         if peer_uid(s) != os.getuid():  # a socket of another user's process: never talk to it
             raise AgentGone("the agent socket belongs to another user")
     except ConnectionRefusedError:
@@ -105,16 +107,21 @@ def connect(path: Path | None = None, timeout: float = CONNECT_TIMEOUT) -> socke
     return s
 
 
-def _remove_stale(path: Path) -> None:
+def _remove_stale(path: str) -> None:
     """A socket nobody listens on (its agent was killed): remove it so later commands go
     straight to the normal path. Safe: a live agent renames its socket into place only after
     it listens, so a refused connection means nobody will."""
-    with contextlib.suppress(OSError):
-        path.unlink()
+    try:
+        os.unlink(path)
+    except OSError:
+        return
 
 
 def call(
-    request: dict[str, Any], *, path: Path | None = None, timeout: float = REPLY_TIMEOUT
+    request: dict[str, Any],
+    *,
+    path: str | os.PathLike[str] | None = None,
+    timeout: float = REPLY_TIMEOUT,
 ) -> dict[str, Any]:
     """One request, one reply. NoAgent: no socket. AgentGone: it did not answer in full."""
     s = connect(path)
@@ -134,7 +141,7 @@ def _write(reply: dict[str, Any]) -> int:
     code = reply.get("code")
     if not isinstance(out, str) or not isinstance(err, str) or not isinstance(code, int):
         raise AgentGone("malformed reply")
-    data = base64.b64decode(out)
+    data = binascii.a2b_base64(out)
     if data:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -154,7 +161,7 @@ def fast_path(argv: list[str]) -> int | None:
     request: dict[str, Any] = {
         "op": "run",
         "argv": argv,
-        "cwd": str(Path.cwd()),
+        "cwd": os.getcwd(),
         "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
     }
     try:
@@ -162,10 +169,12 @@ def fast_path(argv: list[str]) -> int | None:
         if reply.get("error") == "need-stdin":
             if sys.stdin is None or sys.stdin.isatty():
                 return None  # typed twice without echo: the normal command line does that
+            import io
+
             data = sys.stdin.buffer.read(MAX_STDIN + 1)
             # Whatever happens next, the normal path must still find the input.
             sys.stdin = io.TextIOWrapper(io.BytesIO(data))
-            request["stdin"] = base64.b64encode(data).decode()
+            request["stdin"] = binascii.b2a_base64(data, newline=False).decode()
             reply = call(request)
         if reply.get("ok") is True:
             return _write(reply)
@@ -182,7 +191,7 @@ def fast_path(argv: list[str]) -> int | None:
     return None
 
 
-def status(path: Path | None = None) -> dict[str, Any] | None:
+def status(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """The running agent's status (no secrets), or None when there is none."""
     try:
         reply = call({"op": "status"}, path=path, timeout=CONNECT_TIMEOUT)

@@ -7,13 +7,17 @@ error reply naming the version it speaks, never a guess. Byte layout: docs/forma
 
 from __future__ import annotations
 
+import _socket  # not `socket`: its enums and selectors cost start-up time on the fast path
 import json
 import os
-import socket
 import stat
 import struct
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
+
+    Socket: TypeAlias = _socket.socket
 
 VERSION = 1
 HEADER = struct.Struct(">I")
@@ -26,19 +30,19 @@ class ProtocolError(Exception):
     """The peer broke the protocol (too large, not JSON, wrong version); message is safe."""
 
 
-def socket_dir() -> Path:
+def socket_dir() -> str:
     """``$XDG_RUNTIME_DIR/credvault``; without it ``/tmp/credvault-<uid>`` (checked as ours)."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and Path(base).is_absolute():
-        return Path(base) / "credvault"
-    return Path(f"/tmp/credvault-{os.getuid()}")  # noqa: S108 - documented fallback, checked
+    if base and base.startswith("/"):
+        return f"{base.rstrip('/')}/credvault"
+    return f"/tmp/credvault-{os.getuid()}"  # noqa: S108 - documented fallback, checked
 
 
-def socket_path() -> Path:
-    return socket_dir() / SOCKET_NAME
+def socket_path() -> str:
+    return f"{socket_dir()}/{SOCKET_NAME}"
 
 
-def check_private_dir(path: Path) -> str | None:
+def check_private_dir(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` is not a safe socket directory (None: it is): ours, 0700, no symlink."""
     try:
         st = os.lstat(path)
@@ -53,16 +57,11 @@ def check_private_dir(path: Path) -> str | None:
     return None
 
 
-def peer_uid(sock: socket.socket) -> int:
+def peer_uid(sock: Socket) -> int:
     """The uid of the process at the other end (SO_PEERCRED: pid, uid, gid as three ints)."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", raw)
     return int(uid)
-
-
-def peer_pid(sock: socket.socket) -> int:
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", raw)[0])
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -83,7 +82,7 @@ def decode(body: bytes) -> dict[str, Any]:
     return data
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
+def recv_exact(sock: Socket, n: int) -> bytes:
     chunks: list[bytes] = []
     while n:
         chunk = sock.recv(min(n, 1 << 20))
@@ -94,7 +93,7 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv_frame(sock: socket.socket, limit: int) -> dict[str, Any]:
+def recv_frame(sock: Socket, limit: int) -> dict[str, Any]:
     """Read one frame (blocking, under the socket's timeout)."""
     (length,) = HEADER.unpack(recv_exact(sock, HEADER.size))
     if length > limit:

@@ -626,7 +626,7 @@ def bind(directory: Path | None = None) -> tuple[socket.socket, Path, int]:
     The lock file makes one agent per user; the socket is bound under a temporary name and
     renamed into place once it listens, so a client that is refused knows nobody listens.
     """
-    d = directory or socket_dir()
+    d = Path(directory) if directory is not None else Path(socket_dir())
     with contextlib.suppress(FileExistsError):
         d.mkdir(mode=0o700)
     problem = check_private_dir(d)

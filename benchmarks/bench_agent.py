@@ -1,0 +1,245 @@
+"""The agent (issue 15): whole-process ``credvault get`` through it against the peers, the
+aggregate throughput of 8 clients through one agent, and its memory with 1,000 engagements.
+
+    python benchmarks/bench_agent.py [--quick] [--runs N] [--entries 1000] [--argon2-iterations 19]
+
+* Whole-process read of one secret, every command round-robin (one sample each per round, so
+  load hits all alike), ``--runs`` rounds (default 15): ``credvault get`` through the agent
+  (the venv's console script, unlocked once with ``credvault unlock``), ``credvault get``
+  without it (``CREDVAULT_NO_AGENT=1``: passphrase file at DEFAULT_KDF, and a service identity
+  file), ``pass show``, ``keepassxc-cli show`` on the AES-KDF and on the desktop-style Argon2d
+  database (benchmarks/peers), and ``python -c pass``. Target: the agent's median ≤ ``pass
+  show``'s (stretch ≤ 0.8×).
+* Aggregate audited gets per second: 8 client processes, each opening one connection per
+  request (as the command line does) and asking the agent for ``get`` 250 times; wall time
+  from the first request to the last reply. Target ≥ 2,000/s on 2 cores. Every request is a
+  real ``get``: decrypted and audited (checked: the audit trail grows by exactly as many).
+* Resident memory (VmRSS, VmHWM) of the agent holding a vault of 1,000 engagements, after
+  unlock and after one ``get`` in every engagement (its engagement-key cache full).
+
+Nothing here installs anything; a missing peer is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import bench_cli as C
+from benchmarks.peers import INSTALL_HINT, Command, setup_all
+
+from credvault import MIN_KDF, Vault
+
+AGENT = "credvault get (agent)"
+NO_AGENT_PW = "credvault get (no agent, passphrase file)"
+NO_AGENT_ID = "credvault get (no agent, identity file)"
+CLIENTS = 8
+PER_CLIENT = 250
+
+CLIENT = """
+import base64, os, sys, time
+from credvault.agent import client
+ref, n, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+env = {k: os.environ[k] for k in client.ENV_KEYS if k in os.environ}
+req = {"op": "run", "argv": ["get", ref], "cwd": "/", "env": env}
+while not os.path.exists(go):
+    time.sleep(0.001)
+t0 = time.time()
+bad = 0
+for _ in range(n):
+    r = client.call(req)
+    bad += r.get("code") != 0
+print(t0, time.time(), bad)
+"""
+
+
+def agent_env(cv: C.CliVault, tmp: Path) -> dict[str, str]:
+    run = Path(tempfile.mkdtemp(prefix="cvb-", dir="/tmp"))
+    return {**cv.env, "XDG_RUNTIME_DIR": str(run), "CREDVAULT_MEMBER": "alice"}
+
+
+def unlock(env: dict[str, str], pass_file: Path) -> int:
+    out = C.output(Command(C.cli("unlock"), {**env, "CREDVAULT_PASSPHRASE_FILE": str(pass_file)}))
+    return int(out.decode().split("(pid ")[1].split(")")[0])
+
+
+def lock(env: dict[str, str]) -> None:
+    C.output(Command(C.cli("lock"), env))
+    shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
+
+
+def audit_count(path: Path, action: str = "get") -> int:
+    with Vault.open(path, "alice", C.PASSPHRASES["alice"], kdf=MIN_KDF) as v:
+        return len(v.audit_entries(action=action))
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def whole_process(cv: C.CliVault, env: dict[str, str], runs: int, tmp: Path) -> dict[str, float]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        peers = setup_all(tmp / "peers", cv.n, ARGS.argon2_iterations)
+    for line in err.getvalue().splitlines():
+        print(f"   SKIPPED {line.removeprefix('skipped: ')} (see {INSTALL_HINT})")
+    peers = [p for p in peers if p.name == "pass" or p.name.startswith("keepassxc-cli")]
+    no_agent = {**cv.env, "CREDVAULT_NO_AGENT": "1"}
+    cmds = {
+        AGENT: cv.get(env),
+        NO_AGENT_PW: cv.get({**cv.env_passphrase(), **no_agent}),
+        NO_AGENT_ID: cv.get({**cv.env_identity(), **no_agent}),
+        **{f"{p.name} show" if p.name == "pass" else p.name: p.read for p in peers},
+        "python -c pass": Command(C.py("pass"), cv.env),
+    }
+    for name, cmd in cmds.items():
+        if name != "python -c pass":
+            got = C.output(cmd).strip()
+            assert got == cv.expected, (name, got)
+    C.section(f"Whole-process read of one secret ({runs} rounds, round-robin)")
+    st = C.sample(cmds, runs)
+    C.table(list(st.items()), [b for b in (AGENT, "pass show") if b in st])
+    print("   (x ...: the row's median over that row's; > 1 means the agent is faster)")
+    for p in peers:
+        p.cleanup()
+    return {k: v.median_ms for k, v in st.items()}
+
+
+def throughput(cv: C.CliVault, env: dict[str, str], tmp: Path) -> float:
+    C.section(f"Aggregate gets/s: {CLIENTS} client processes x {PER_CLIENT} through one agent")
+    go = tmp / "go"
+    before = audit_count(cv.path)
+    procs = [
+        subprocess.Popen(
+            [C.PY, "-c", CLIENT, cv.ref, str(PER_CLIENT), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(CLIENTS)
+    ]
+    time.sleep(1.0)  # let every client start (imports) before the gate opens
+    go.write_text("go")
+    results = [p.communicate()[0].split() for p in procs]
+    start = min(float(r[0]) for r in results)
+    end = max(float(r[1]) for r in results)
+    bad = sum(int(r[2]) for r in results)
+    total = CLIENTS * PER_CLIENT
+    rate = total / (end - start)
+    audited = audit_count(cv.path) - before
+    print(f"   {total} gets in {end - start:.2f} s: {rate:,.0f} gets/s; {bad} errors")
+    print(f"   audit trail grew by {audited} get entries (expected {total})")
+    assert audited == total
+    assert bad == 0
+    return rate
+
+
+def memory(tmp: Path) -> tuple[int, int, int, int]:
+    C.section("Agent memory with 1,000 engagements")
+    path = tmp / "many" / "vault"
+    path.parent.mkdir()
+    pw = C._write_private(tmp / "many" / "alice.pass", "many-pass\n")
+    t0 = time.perf_counter()
+    Vault.init(path, "alice", "many-pass", kdf=MIN_KDF)
+    with Vault.open(path, "alice", "many-pass", kdf=MIN_KDF) as v:
+        for i in range(1000):
+            name = f"eng-{i:04d}"
+            v.engagements.create(name, f"client-{i % 50}")
+            v.credentials.put(f"{name}/db", f"secret-{i}".encode())
+    print(f"   built in {time.perf_counter() - t0:.1f} s (1,000 engagements, one credential each)")
+    env = {**C.base_env(tmp), "CREDVAULT_VAULT": str(path)}
+    env = {**env, "XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix="cvm-", dir="/tmp")}
+    env["CREDVAULT_MEMBER"] = "alice"
+    pid = unlock(env, pw)
+    after_unlock = rss_kib(pid)
+    from credvault.agent import client
+
+    sock = Path(env["XDG_RUNTIME_DIR"]) / "credvault" / "agent.sock"
+    req_env = {"CREDVAULT_VAULT": str(path), "CREDVAULT_MEMBER": "alice"}
+    for i in range(1000):
+        r = client.call(
+            {"op": "run", "argv": ["get", f"eng-{i:04d}/db"], "cwd": "/", "env": req_env},
+            path=sock,
+        )
+        assert r["code"] == 0, r
+    after_gets = rss_kib(pid)
+    lock(env)
+    print(f"   after unlock:                  VmRSS {after_unlock[0] / 1024:6.1f} MiB")
+    print(
+        f"   after a get in each of 1,000:  VmRSS {after_gets[0] / 1024:6.1f} MiB "
+        f"(peak VmHWM {after_gets[1] / 1024:.1f} MiB)"
+    )
+    return after_unlock[0], after_gets[0], after_gets[1], 0
+
+
+ARGS: argparse.Namespace
+
+
+def main() -> int:
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="5 rounds (a smoke check)")
+    ap.add_argument("--runs", type=int, help="rounds (default 15; --quick 5)")
+    ap.add_argument("--entries", type=int, default=1000)
+    ap.add_argument("--argon2-iterations", type=int, default=19)
+    ARGS = ap.parse_args()
+    runs = ARGS.runs or (5 if ARGS.quick else 15)
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="cvagent-"))
+    env: dict[str, str] | None = None
+    try:
+        C.cache_bytecode(tmp)
+        C.header("credvault agent benchmarks", "quick" if ARGS.quick else "default")
+        C.section(f"Stores of {ARGS.entries:,} entries")
+        cv = C.make_vault(tmp / "credvault", ARGS.entries, min_member=False, service=True)
+        env = agent_env(cv, tmp)
+        pid = unlock(env, cv.pass_files["alice"])
+        print(f"   credvault: {cv.build_s:.1f} s; agent pid {pid}")
+        medians = whole_process(cv, env, runs, tmp)
+        rate = throughput(cv, env, tmp)
+        lock(env)
+        env = None
+        rss = memory(tmp)
+    finally:
+        if env is not None:
+            with contextlib.suppress(Exception):
+                lock(env)
+        shutil.rmtree(tmp, ignore_errors=True)
+    targets = []
+    if "pass show" in medians:
+        ratio = medians[AGENT] / medians["pass show"]
+        targets.append(
+            C.Target(
+                "get via agent vs pass show",
+                f"{ratio:.2f}x",
+                "<= 1.0x (stretch 0.8x)",
+                ratio <= 1.0,
+                f"{medians[AGENT]:.1f} ms vs {medians['pass show']:.1f} ms",
+            )
+        )
+    targets.append(
+        C.Target("aggregate gets/s, 8 clients", f"{rate:,.0f}", ">= 2,000", rate >= 2000)
+    )
+    targets.append(
+        C.Target("agent RSS, 1,000 engagements", f"{rss[1] / 1024:.1f} MiB", "(reported)", None)
+    )
+    print("\n== Targets")
+    C.targets_table(targets)
+    print(f"\nrun: {time.perf_counter() - t0:.0f} s; at the end: {C.load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
