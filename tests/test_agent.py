@@ -386,3 +386,48 @@ def test_another_uid_is_refused_even_with_loosened_modes(
     assert agent.entries  # and the lock request did not end it
     with vault.open() as v:
         assert not [e for e in v.audit_entries(action="get") if e.member != "alice"]
+
+
+def test_group_commit_answers_only_after_the_commit(
+    vault: VaultFixture, engagement: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads that arrive together share one transaction; a failed commit hands out nothing."""
+    agent = Agent(clock=Tick())
+    add(agent, vault, "alice")
+    env = {"CREDVAULT_VAULT": str(vault.path), "CREDVAULT_MEMBER": "alice"}
+
+    def req(*argv: str) -> tuple[dict[str, Any], int]:
+        return ({"op": "run", "argv": list(argv), "cwd": "/", "env": env}, ME)
+
+    with vault.open() as v:
+        before = len(v.audit_entries(action="get"))
+    stdin = base64.b64encode(b"v2\n").decode()
+    items = [
+        req("get", "acme-2026/web1-root", "--reason", "G-1"),
+        req("get", "acme-2026/nope"),
+        req("ls", "acme-2026"),
+        ({**req("put", "acme-2026/x")[0], "stdin": stdin}, ME),  # a write: reads commit first
+        req("get", "acme-2026/x", "--reason", "G-2"),
+    ]
+    replies = agent.handle_many(items)
+    assert [r["code"] for r in replies] == [0, 3, 0, 0, 0]
+    assert out(replies[4]) == b"v2\n"
+    with vault.open() as v:
+        details = [e.detail for e in v.audit_entries(action="get")[before:]]
+    assert details == ["reason: G-1", "not found", "reason: G-2"]
+
+    class FailingCommit:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: object) -> None:
+            raise OSError("disk full")
+
+    from credvault.vault import Vault
+
+    monkeypatch.setattr(Vault, "batch", lambda self: FailingCommit())
+    replies = agent.handle_many([req("get", "acme-2026/web1-root")] * 3)
+    for reply in replies:
+        assert reply["code"] == 1
+        assert out(reply) == b""
+        assert "could not be saved" in reply["stderr"]

@@ -444,6 +444,15 @@ class Vault:
             return False
         return (st.st_dev, st.st_ino) == s.db_file
 
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Run several operations in one transaction: one commit, one fsync (group commit).
+
+        Each operation's audit entry is durable only when the block ends: do not hand out
+        what an operation returned before then. For the agent, which answers 8 clients at
+        once; operations that re-key or need the vault alone must not run inside.
+        """
+        return self._s.store.batch()
+
     def __enter__(self) -> Vault:
         return self
 
