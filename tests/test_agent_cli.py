@@ -302,3 +302,44 @@ def test_no_key_material_left_after_lock_and_expiry(ag: Agented, tmp_path: Path)
         time.sleep(0.05)
     clean()
     assert ag.cli("get", "acme-2026/db", env=NO_PASSPHRASE).code == 5
+
+
+# What systemd does before exec: the socket on fd 3, LISTEN_PID = the pid that will run.
+LAUNCH_AS_SYSTEMD = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.executable, [sys.executable, "-m", "credvault", "agent"])
+"""
+
+
+def test_socket_activation(ag: Agented, runtime_dir: Path) -> None:
+    """As systemd starts it: the listening socket on fd 3, LISTEN_FDS=1, LISTEN_PID=its pid."""
+    import socket as sk
+
+    d = runtime_dir / "credvault"
+    d.mkdir(mode=0o700)
+    listener = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    listener.bind(str(d / "agent.sock"))
+    (d / "agent.sock").chmod(0o600)
+    listener.listen(16)
+    fd = listener.fileno()
+    env = {**ag.env, "LISTEN_FDS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH_AS_SYSTEMD, str(fd)],
+        env=env,
+        pass_fds=(fd,),
+        stdin=subprocess.DEVNULL,
+    )
+    listener.close()
+    try:
+        r = ag.cli("unlock")  # finds the socket-activated agent and gives it the keys
+        assert r.code == 0, r.err
+        assert f"(pid {proc.pid})" in r.text
+        assert ag.cli("get", "acme-2026/db", env=NO_PASSPHRASE).out == b"s3cret\n"
+        assert ag.cli("lock").text == "locked\n"
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
