@@ -94,6 +94,10 @@ def test_lifecycle_unlock_get_lock_refused(ag: Agented) -> None:
     assert r.code == 0
     assert "acme-2026/db" in r.text
     assert ag.pid() == _unlock(ag) == pid  # a second unlock reuses the running agent
+    st = ag.cli("status", "--json", env=NO_PASSPHRASE)  # (status is not served: normal path)
+    assert st.code == 5  # … so it needs the passphrase; with it, it reports the agent
+    st = ag.cli("status")
+    assert any(line.startswith("agent:   unlocked until ") for line in st.text.splitlines())
     r = ag.cli("lock")
     assert (r.code, r.text) == (0, "locked\n")
     deadline = time.monotonic() + 30

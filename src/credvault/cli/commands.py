@@ -151,6 +151,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def agent_status(path: Path, member: str) -> dict[str, object]:
+    """Whether this user's agent runs and holds ``member``'s keys for the vault at ``path``."""
+    from credvault.agent import client
+
+    st = client.status()
+    if st is None:
+        return {"running": False, "unlocked": False, "until": None, "message": "not running"}
+    real = os.path.realpath(path)
+    for e in st.get("entries", []):
+        if e.get("vault") == real and e.get("member") == member:
+            return {
+                "running": True,
+                "unlocked": True,
+                "until": e.get("until"),
+                "message": f"unlocked until {e.get('until')} (UTC), pid {st.get('pid')}",
+            }
+    return {
+        "running": True,
+        "unlocked": False,
+        "until": None,
+        "message": f"running (pid {st.get('pid')}), not unlocked for this vault",
+    }
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Who you are, whether the keyring holds your key, and what purges are due."""
     from credvault.keyring_cache import cache_status
@@ -158,14 +182,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = vault_dir(args)
     member = member_name(args)
     cache = cache_status(path, member)
+    agent = agent_status(path, member)
     with open_vault(args, auto_purge=False) as v:  # report what is due rather than do it
-        data = {**v.status(), "keyring": cache}
+        data = {**v.status(), "keyring": cache, "agent": agent}
     if args.json:
         t.out_json(data)
         return EXIT_OK
     t.out(f"member:  {data['member']}{' (admin)' if data['admin'] else ''}")
     t.out(f"vault:   {data['vault']} ({data['vault_id']})")
     t.out(f"keyring: {cache['message']}")
+    t.out(f"agent:   {agent['message']}")
     due = data["due_now"]
     t.out(f"due now: {len(due) if isinstance(due, list) else 0} engagement(s)")
     for item in data["scheduled"] if isinstance(data["scheduled"], list) else []:
