@@ -347,3 +347,15 @@ def test_socket_activation(ag: Agented, runtime_dir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_drops_keys_and_removes_the_socket(ag: Agented) -> None:
+    pid = _unlock(ag)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while not _gone(pid, ag.sock):  # a clean end: the socket is removed, not left stale
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    r = ag.cli("get", "acme-2026/db", env=NO_PASSPHRASE)
+    assert (r.code, r.out) == (5, b"")
+    assert "agent" not in r.err

@@ -56,7 +56,7 @@ from credvault.agent.protocol import (
     peer_uid,
     socket_dir,
 )
-from credvault.errors import CredvaultError
+from credvault.errors import AccessDenied, CredvaultError, IntegrityError, Locked, NotFound
 from credvault.keyslots import KeySlots, MemberKeys, MemberSlot
 from credvault.unlock import InMemory
 from credvault.vault import Vault
@@ -395,12 +395,14 @@ class Agent:
         else:
             try:
                 vault = self._acquire(entry)
-            except (_KeysChanged, CredvaultError):
-                self._drop(target)
+            except (_KeysChanged, NotFound, AccessDenied, Locked, IntegrityError):
+                self._drop(target)  # removed, reset, passphrase changed, or tampered with
                 return _error(
                     "fallback",
                     "your key slot changed or the vault refused the held keys: keys dropped",
                 )
+            except CredvaultError as e:  # busy, disk full…: keep the keys, say why, fall back
+                return _error("failed", str(e))
             if batched and self._round is not None:
                 stack = contextlib.ExitStack()
                 try:
