@@ -431,3 +431,37 @@ def test_group_commit_answers_only_after_the_commit(
         assert reply["code"] == 1
         assert out(reply) == b""
         assert "could not be saved" in reply["stderr"]
+
+
+PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=15,
+)
+
+
+@given(value=PLAIN)
+def test_fast_codec_agrees_with_json(value: object) -> None:
+    """The client's json-free encoder and reply parser read and write what json does."""
+    text = protocol.dumps(value)
+    assert json.loads(text) == value  # what the agent reads
+    with contextlib.suppress(ValueError):  # raw unprintable text: the client asks json instead
+        assert protocol.loads(text) == value
+    assert protocol.loads(json.dumps(value)) == value  # ASCII with \\u escapes, as the agent sends
+    assert protocol.loads(json.dumps(value, indent=1)) == value
+
+
+@given(junk=st.text(max_size=40))
+def test_fast_parser_rejects_or_agrees(junk: str) -> None:
+    try:
+        expected = json.loads(junk)
+    except ValueError:
+        expected = ValueError
+    try:
+        got = protocol.loads(junk)
+    except (ValueError, IndexError, KeyError):
+        return  # the client then asks json, which decides
+    assert expected is not ValueError
+    assert got == expected

@@ -15,7 +15,16 @@ def main() -> int:
 
     code = fast_path(sys.argv[1:])
     if code is not None:
-        return code
+        # Answered by the agent: nothing is open but stdout and stderr, so skip the
+        # interpreter's teardown (several ms of a ~20 ms command) once they are flushed.
+        import os
+
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BrokenPipeError:
+            code = code or 1
+        os._exit(code)
     from credvault.cli import main as full_cli
 
     return full_cli()

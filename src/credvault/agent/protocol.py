@@ -8,7 +8,6 @@ error reply naming the version it speaks, never a guess. Byte layout: docs/forma
 from __future__ import annotations
 
 import _socket  # not `socket`: its enums and selectors cost start-up time on the fast path
-import json
 import os
 import stat
 import struct
@@ -64,13 +63,159 @@ def peer_uid(sock: Socket) -> int:
     return int(uid)
 
 
+def dumps(value: object) -> str:
+    """Compact JSON of dicts, lists, strings, ints, bools and None, as ``json.dumps`` would
+    read it back; without importing ``json`` (its regular expressions cost the fast path).
+    Control characters and lone surrogates are escaped; other text is kept as is (UTF-8)."""
+    if isinstance(value, str):
+        return '"' + value.translate(_ESCAPES) + '"'
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{dumps(str(k))}:{dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(dumps(v) for v in value) + "]"
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class _Escapes(dict[int, str]):
+    """str.translate table: built once per character, on demand."""
+
+    def __missing__(self, code: int) -> str:
+        if code < 0x20 or 0xD800 <= code <= 0xDFFF:
+            out = f"\\u{code:04x}"
+        elif code == 0x22:
+            out = '\\"'
+        elif code == 0x5C:
+            out = "\\\\"
+        else:
+            out = chr(code)
+        self[code] = out
+        return out
+
+
+_ESCAPES = _Escapes()
+
+
 def encode(message: dict[str, Any]) -> bytes:
+    """A frame (the client's encoder: no ``json`` import)."""
+    body = dumps({"v": VERSION, **message}).encode("utf-8")
+    return HEADER.pack(len(body)) + body
+
+
+def encode_json(message: dict[str, Any]) -> bytes:
+    """A frame, through ``json`` (the agent's replies: ASCII, fast on large outputs)."""
+    import json
+
     body = json.dumps({"v": VERSION, **message}, separators=(",", ":")).encode()
     return HEADER.pack(len(body)) + body
 
 
+_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def loads(text: str) -> Any:
+    """Parse JSON objects, arrays, strings, integers, true, false and null without ``json``.
+
+    Anything else (floats, bad syntax) raises ValueError; the caller may then try ``json``.
+    """
+    value, end = _value(text, _skip(text, 0))
+    if _skip(text, end) != len(text):
+        raise ValueError("trailing data")
+    return value
+
+
+def _skip(t: str, i: int) -> int:
+    while i < len(t) and t[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _value(t: str, i: int) -> tuple[Any, int]:
+    c = t[i]
+    if c == '"':
+        return _string(t, i + 1)
+    if c == "{":
+        out: dict[str, Any] = {}
+        i = _skip(t, i + 1)
+        if t[i] == "}":
+            return out, i + 1
+        while True:
+            if t[i] != '"':
+                raise ValueError("key")
+            key, i = _string(t, i + 1)
+            i = _skip(t, i)
+            if t[i] != ":":
+                raise ValueError("colon")
+            out[key], i = _value(t, _skip(t, i + 1))
+            i = _skip(t, i)
+            if t[i] == "}":
+                return out, i + 1
+            if t[i] != ",":
+                raise ValueError("comma")
+            i = _skip(t, i + 1)
+    if c == "[":
+        items: list[Any] = []
+        i = _skip(t, i + 1)
+        if t[i] == "]":
+            return items, i + 1
+        while True:
+            item, i = _value(t, i)
+            items.append(item)
+            i = _skip(t, i)
+            if t[i] == "]":
+                return items, i + 1
+            if t[i] != ",":
+                raise ValueError("comma")
+            i = _skip(t, i + 1)
+    for word, val in (("true", True), ("false", False), ("null", None)):
+        if t.startswith(word, i):
+            return val, i + len(word)
+    j = i + 1 if c == "-" else i
+    start = j
+    while j < len(t) and t[j] in "0123456789":
+        j += 1
+    if j == start or (t[start] == "0" and j > start + 1) or (j < len(t) and t[j] in ".eE"):
+        raise ValueError("number")
+    return int(t[i:j]), j
+
+
+def _string(t: str, i: int) -> tuple[str, int]:
+    parts: list[str] = []
+    while True:
+        j = t.find('"', i)
+        k = t.find("\\", i, j if j >= 0 else len(t))
+        if j < 0:
+            raise ValueError("unterminated string")
+        raw = t[i:j] if k < 0 else t[i:k]
+        if not raw.isprintable():  # control characters (or exotic text): let json decide
+            raise ValueError("unprintable character in string")
+        parts.append(raw)
+        if k < 0:
+            break
+        e = t[k + 1]
+        if e == "u":
+            parts.append(chr(int(t[k + 2 : k + 6], 16)))
+            i = k + 6
+        else:
+            parts.append(_SIMPLE[e])
+            i = k + 2
+    text = "".join(parts)
+    if any("\ud800" <= ch <= "\udfff" for ch in text):  # surrogate pairs from \u escapes
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+    return text, j + 1
+
+
 def decode(body: bytes) -> dict[str, Any]:
     """One frame's body as a dict; hostile input becomes ProtocolError, nothing else."""
+    import json  # the server and slow paths; the fast client reads replies with loads_reply
+
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -98,4 +243,11 @@ def recv_frame(sock: Socket, limit: int) -> dict[str, Any]:
     (length,) = HEADER.unpack(recv_exact(sock, HEADER.size))
     if length > limit:
         raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
-    return decode(recv_exact(sock, length))
+    body = recv_exact(sock, length)
+    try:
+        data = loads(body.decode("utf-8"))
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, RecursionError):
+        return decode(body)  # beyond the small parser: the real one decides
+    if not isinstance(data, dict) or data.get("v") != VERSION or data.get("v") is True:
+        return decode(body)
+    return data

@@ -52,7 +52,7 @@ from credvault.agent.protocol import (
     ProtocolError,
     check_private_dir,
     decode,
-    encode,
+    encode_json,
     peer_uid,
     socket_dir,
 )
@@ -643,7 +643,7 @@ class Server:
             )
             with contextlib.suppress(OSError):
                 sock.setblocking(False)
-                sock.send(encode(_error("denied", why)))
+                sock.send(encode_json(_error("denied", why)))
             sock.close()
             return
         sock.setblocking(False)
@@ -703,7 +703,7 @@ class Server:
                 return  # one request per connection per round: the rest waits its turn
 
     def _reply(self, conn: _Conn, reply: Reply) -> None:
-        conn.outbuf += encode(reply)
+        conn.outbuf += encode_json(reply)
         self._flush(conn)
 
     def _flush(self, conn: _Conn) -> None:
