@@ -1,13 +1,12 @@
 """One ``cmd_*`` function per command and action (``cmd_engagement_new`` runs
 ``credvault engagement new``): read what argparse gave, make one library call, render.
 
-The table that names them, with their help and arguments, is :mod:`credvault.cli.table`.
+The table that names them, with their help and arguments, is :data:`credvault.cli.TABLE`.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -45,6 +44,8 @@ def member_name(args: argparse.Namespace) -> str:
     identity = os.environ.get("CREDVAULT_IDENTITY")
     if identity:  # a service identity names its member
         return identity_member(Path(identity))
+    import getpass  # only here: who you are is usually given
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
