@@ -18,11 +18,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from credvault import CredvaultError
 from credvault.cli import commands as c
 from credvault.cli import spec
 from credvault.cli.spec import Command, arg, one_of
 from credvault.cli.terminal import err
-from credvault.errors import CredvaultError
 
 # -- the command table ------------------------------------------------------------------------
 JSON = arg("--json", action="store_true")

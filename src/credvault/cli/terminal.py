@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from credvault.errors import CredvaultError, InvalidInput
+from credvault import CredvaultError, InvalidInput
 
 MAX_STDIN = 1024 * 1024 + 1
 MAX_ANSWER = 256
