@@ -6,6 +6,7 @@ that runs ``python -m credvault`` as a subprocess, as a user would.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -157,3 +158,46 @@ def cli_vault(cli: CliRunner, cli_env: dict[str, str]) -> CliRunner:
     r = cli("engagement", "new", "acme-2026", "--client", "acme")
     assert r.code == 0, r.err
     return cli
+
+
+# -- faketime -----------------------------------------------------------------------------------
+def _libfaketime() -> str | None:
+    lib = Path("/usr/lib")
+    found = sorted(lib.glob("*/faketime/libfaketime.so.1")) + sorted(
+        lib.glob("faketime/libfaketime.so.1")
+    )
+    return str(found[0]) if found else None
+
+
+@pytest.fixture(scope="session")
+def faketime() -> str:
+    """The libfaketime library to preload; installs Debian's package when root and missing."""
+    if (shutil.which("faketime") is None or _libfaketime() is None) and os.geteuid() == 0:
+        cmd = ["apt-get", "install", "-y", "-q", "faketime"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(cmd, capture_output=True, env=env, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
+            subprocess.run(cmd, capture_output=True, env=env, check=False)
+    lib = _libfaketime()
+    if lib is None:
+        pytest.skip("libfaketime is not installed (Debian package faketime)")
+    # It must move Python's datetime.now(UTC), which is the only clock credvault reads.
+    probe = subprocess.run(
+        [sys.executable, "-c", "from datetime import UTC, datetime; print(datetime.now(UTC))"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **offset_env(lib, 8)},
+        check=True,
+    )
+    shifted = datetime.fromisoformat(probe.stdout.strip())
+    delta = shifted - datetime.now(UTC)
+    assert timedelta(days=7, hours=23) < delta < timedelta(days=8, hours=1), delta
+    return lib
+
+
+def offset_env(lib: str, days: float) -> dict[str, str]:
+    return {
+        "LD_PRELOAD": lib,
+        "FAKETIME": f"+{days}d",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
