@@ -21,8 +21,20 @@ it picks no kill point, it only waits for one.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+
+#: ``CREDVAULT_TEST_KILLS=full`` runs the random kill loops at their full counts (the suite
+#: then kills about 160 times); the default run does fewer random kills, while every
+#: deterministic kill point (the fixed ones, each file-system step of a re-key) stays.
+FULL_KILLS = os.environ.get("CREDVAULT_TEST_KILLS", "") == "full"
+
+
+def kill_count(default: int, full: int) -> int:
+    """How many random kills a loop does in this run (see FULL_KILLS)."""
+    return full if FULL_KILLS else default
+
 
 KILL_HOOK = r"""
 import os, signal, sys, threading

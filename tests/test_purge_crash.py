@@ -25,15 +25,15 @@ import sqlcipher3
 
 from conftest import KDF, PASSWORDS
 from credvault import Purged, RetentionError, Vault, verify_receipt
-from killpoints import KILL_HOOK
+from killpoints import KILL_HOOK, kill_count
 from test_purge import decrypted_pages
 
 pytestmark = pytest.mark.fault
 
 ENG = "acme-2026"
 N_CREDS = 150
-TRACE_RUNS = 26
-SQL_RUNS = 20
+TRACE_RUNS = kill_count(14, 26)  # 3 fixed points, TRACE_RUNS - 9 random, 6 in the rewrite
+SQL_RUNS = kill_count(8, 20)
 
 WORKER = (
     KILL_HOOK
