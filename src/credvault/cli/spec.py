@@ -27,6 +27,12 @@ if TYPE_CHECKING:  # an annotation only: subscripting Callable costs import time
     Handler = Callable[[argparse.Namespace], int]
 
 EXIT_USAGE = 2
+PROG = "credvault"
+VERSION = "0.1.0"  # credvault.__version__, written out: this module imports no library code
+DESCRIPTION = (
+    "Encrypted credential vault for client "
+    "engagements: per-engagement keys, audit trail, automatic shredding."
+)
 
 
 class Arg:
@@ -187,12 +193,8 @@ def build_parser(
     ``shallow`` lists every command with its help but gives none of them arguments: enough
     for ``credvault --help``, ``--version`` and an unknown command, at a fraction of the cost.
     """
-    parser = Parser(
-        prog="credvault",
-        description="Encrypted credential vault for client "
-        "engagements: per-engagement keys, audit trail, automatic shredding.",
-    )
-    parser.add_argument("--version", action="version", version="credvault 0.1.0")
+    parser = Parser(prog=PROG, description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"{PROG} {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for cmd in table:
