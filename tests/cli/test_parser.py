@@ -9,7 +9,7 @@ import pytest
 
 import credvault.cli as cli
 from credvault.cli import COMMANDS, TABLE, build_parser, spec
-from credvault.cli.spec import Command, OneOf, walk
+from credvault.cli.spec import Arg, Command, OneOf, walk
 
 
 def _choices(parser: argparse.ArgumentParser) -> set[str]:
@@ -100,3 +100,27 @@ def test_main_builds_only_the_named_command(monkeypatch: pytest.MonkeyPatch) -> 
     assert built == ["engagement"]
     assert (args.name, args.grace_days, args.as_member) == ("acme", "3", "bob")
     assert args.func.__name__ == "cmd_engagement_close"
+
+
+def _all_args() -> list[tuple[tuple[str, ...], Arg]]:
+    out = [((), a) for a in spec.COMMON_ARGS]
+    for path, entry in walk(TABLE):
+        for a in entry.args:
+            out += [(path, x) for x in (a.args if isinstance(a, OneOf) else (a,))]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("path", "a"), _all_args(), ids=lambda x: " ".join(x) if isinstance(x, tuple) else x.flags[0]
+)
+def test_values_are_described_for_completion(path: tuple[str, ...], a: Arg) -> None:
+    # completion offers files where a path goes and names where a name goes: the table says
+    # which, and a new argument must say it too
+    assert a.value in (None, *spec.VALUES), a.value
+    metavar = a.options.get("metavar")
+    if metavar in ("PATH", "FILE", "DIR") or a.flags[0] in ("file", "dir"):
+        assert a.value in ("file", "dir"), (path, a)
+    if metavar == "ENG/NAME":
+        assert a.value in ("ref", "system-ref"), (path, a)
+    if a.flags[0] in ("engagement", "member", "client", "role", "--engagement", "--role"):
+        assert a.value == a.flags[0].lstrip("-"), (path, a)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # an annotation only: subscripting Callable costs import time
 EXIT_USAGE = 2
 PROG = "credvault"
 VERSION = "0.1.0"  # credvault.__version__, written out: this module imports no library code
+# what an argument's value names (Arg.value), for shell completion
+VALUES = ("file", "dir", "engagement", "member", "client", "role", "ref", "system-ref", "system")
 DESCRIPTION = (
     "Encrypted credential vault for client "
     "engagements: per-engagement keys, audit trail, automatic shredding."
