@@ -4,6 +4,9 @@ parser agree, and every entry runs one handler named after it."""
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -124,3 +127,35 @@ def test_values_are_described_for_completion(path: tuple[str, ...], a: Arg) -> N
         assert a.value in ("ref", "system-ref"), (path, a)
     if a.flags[0] in ("engagement", "member", "client", "role", "--engagement", "--role"):
         assert a.value == a.flags[0].lstrip("-"), (path, a)
+
+
+def test_building_the_parser_asks_no_terminal_width() -> None:
+    # argparse's formatter asks the terminal its width (importing shutil, zlib, bz2, lzma:
+    # ~3 ms); `credvault get` formats no help, so it must not pay for that
+    code = (
+        "import sys, credvault.cli as c; before = 'shutil' in sys.modules; "
+        "args = c.parse(['get', 'acme/web', '--field', 'url']); "
+        "print(before, 'shutil' in sys.modules, args.func.__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if out[0] == "True":
+        pytest.skip("the library itself imports shutil now")
+    assert out[1:] == ["False", "cmd_get"]
+
+
+def test_help_is_formatted_for_the_terminal() -> None:
+    # ... while help, formatted after the build, still fits the terminal it is shown on
+    def widest(columns: int) -> int:
+        r = subprocess.run(
+            [sys.executable, "-m", "credvault", "engagement", "new", "--help"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": str(columns)},
+            check=True,
+        )
+        return max(len(line) for line in r.stdout.splitlines())
+
+    assert widest(50) <= 50
+    assert widest(160) > 100
