@@ -30,7 +30,19 @@ EXIT_USAGE = 2
 PROG = "credvault"
 VERSION = "0.1.0"  # credvault.__version__, written out: this module imports no library code
 # what an argument's value names (Arg.value), for shell completion
-VALUES = ("file", "dir", "engagement", "member", "client", "role", "ref", "system-ref", "system")
+VALUES = (
+    "file",
+    "dir",
+    "engagement",
+    "member",
+    "client",
+    "role",
+    "ref",
+    "system-ref",
+    "system",
+    "credential",  # a credential's NAME in the engagement at hand
+    "argv",  # another program's command line (after --)
+)
 DESCRIPTION = (
     "Encrypted credential vault for client "
     "engagements: per-engagement keys, audit trail, automatic shredding."
