@@ -9,7 +9,8 @@ command (only that one is built: building all of them costs milliseconds on ever
 commands, and whatever else wants to walk the command line (shell completion, a man page):
 use :func:`walk` for the table or :func:`build_parser` for argparse objects.
 
-This module knows argparse and nothing of credvault: it imports no library code.
+This module knows argparse and, apart from the one-line error of :mod:`credvault.cli.terminal`,
+nothing of credvault.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # an annotation only: subscripting Callable costs import time
 
 EXIT_USAGE = 2
 PROG = "credvault"
-VERSION = "0.1.0"  # credvault.__version__, written out: this module imports no library code
+VERSION = "0.1.0"  # credvault.__version__ (tests/cli/test_cli.py checks `--version` against it)
 # what an argument's value names (Arg.value), for shell completion
 VALUES = (
     "file",
