@@ -41,6 +41,8 @@ NEW_PASSPHRASE_FILE = arg(
 ENGAGEMENT = arg("name", value="engagement")
 REF = arg("ref", metavar="ENG/NAME", value="ref")
 SYSTEM_REF = arg("ref", metavar="ENG/NAME", value="system-ref")
+# destructive commands confirm on a terminal (terminal.confirm) and need --yes elsewhere
+YES = arg("--yes", action="store_true", help="do not ask for confirmation")
 GRACE_DAYS = arg("--grace-days", type=str, metavar="N")
 
 STATUS_ARGS = (JSON,)
@@ -235,7 +237,7 @@ TABLE: tuple[Command, ...] = (
                 c.cmd_engagement_shred,
                 (
                     ENGAGEMENT,
-                    arg("--yes", action="store_true", help="do not ask for confirmation"),
+                    YES,
                 ),
             ),
         ),
