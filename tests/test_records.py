@@ -333,3 +333,15 @@ def test_trash_purge_destroys_now_with_the_history(vault: VaultFixture, engageme
     from test_purge import decrypted_pages
 
     assert blob not in decrypted_pages(vault.path, db_key)
+
+
+def test_every_history_envelope_column_is_re_encrypted(vault: VaultFixture) -> None:
+    """A new ``*_env`` column in a format step missing from HISTORY_SEALED would escape
+    rotation (the live tables are checked against schema.sql in test_model)."""
+    from credvault.model import HISTORY_SEALED
+
+    with vault.open() as v:
+        conn = v._s.store.conn
+        for table, fields in HISTORY_SEALED.items():
+            cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            assert {c[: -len("_env")] for c in cols if c.endswith("_env")} == set(fields)
