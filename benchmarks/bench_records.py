@@ -200,7 +200,8 @@ def main() -> None:
         print(f"== get with {versions:,} earlier versions; {load()}")
         r = bench_history(work, versions, 5 if a.quick else 10, 20 if a.quick else 100)
         for k, val in r.items():
-            print(f"  {k:55s} {val:9.3f}")
+            unit = "x" if k.startswith("ratio") else " ms"
+            print(f"  {k:55s} {val:9.3f}{unit}")
         ratio = r["ratio (target <= 1.10)"]
         results.append(("get latency ratio", f"{ratio:.3f}", "<= 1.10", ratio <= 1.10))
         print(
