@@ -179,6 +179,7 @@ def main() -> None:
     work = a.dir or Path(tempfile.mkdtemp(prefix="cv-bench-records-"))
     work.mkdir(parents=True, exist_ok=True)
     results: list[tuple[str, str, str, bool]] = []
+    print(f"credvault records benchmarks (issue 16){' --quick' if a.quick else ''}")
     try:
         print(f"== import of {n:,} KeePass entries; {load()}")
         if shutil.which("keepassxc-cli"):
