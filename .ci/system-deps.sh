@@ -5,6 +5,8 @@
 #   dbus           -> /usr/bin/dbus-daemon (private session bus for the tests)
 #   faketime       -> libfaketime (CLI lifecycle tests move the clock)
 #                     and /usr/bin/dbus-send (readiness probe; via dbus-bin)
+#   keepassxc      -> /usr/bin/keepassxc-cli (import tests write real KDBX files)
+#   pass, gnupg    -> /usr/bin/pass, /usr/bin/gpg (import tests write a real pass store)
 #
 # Idempotent: exits 0 at once when the tools are already there.  Only
 # installs when running as root; otherwise prints one line and exits 0
@@ -18,6 +20,10 @@ if ! command -v dbus-daemon >/dev/null 2>&1 || ! command -v dbus-send >/dev/null
 fi
 # libfaketime: the CLI lifecycle tests move time forward without any hook in credvault.
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
+# Import tests drive the real tools: keepassxc-cli writes KDBX/XML/CSV, pass + gpg a store.
+command -v keepassxc-cli >/dev/null 2>&1 || need+=(keepassxc)
+command -v pass >/dev/null 2>&1 || need+=(pass)
+command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 
 if [ "${#need[@]}" -eq 0 ]; then
     exit 0

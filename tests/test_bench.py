@@ -94,3 +94,11 @@ def test_compare_quick() -> None:
     assert FIGURE.search(_section(out, "in-process read latency"))
     assert FIGURE.search(_section(out, "floors"))
     assert "targets (issue 7)" in out
+
+
+def test_bench_records_quick() -> None:
+    out = _run("bench_records.py")
+    assert FIGURE.search(_section(out, "find over"))
+    assert FIGURE.search(_section(out, "get with"))
+    imp = _section(out, "import of")
+    assert "SKIPPED" in imp if shutil.which("keepassxc-cli") is None else FIGURE.search(imp)

@@ -66,13 +66,19 @@ def test_every_entry_runs_one_handler_named_after_it(path: tuple[str, ...]) -> N
 def _minimal_argv(path: tuple[str, ...], entry: Command) -> list[str]:
     """The command with what it requires, taken from the table entry itself."""
     argv = list(path)
+
+    def value(a: Arg) -> str:  # something the argument's type and choices accept
+        if "choices" in a.options:
+            return str(a.options["choices"][0])
+        return "1" if a.options.get("type") is int else "x"
+
     for a in entry.args:
         if isinstance(a, OneOf):
             argv += [a.args[0].flags[0]] if a.required else []
         elif not a.flags[0].startswith("-"):
-            argv += [] if a.options.get("nargs") == "?" else ["x"]
+            argv += [] if a.options.get("nargs") == "?" else [value(a)]
         elif a.options.get("required"):
-            argv += [a.flags[0], "x"]
+            argv += [a.flags[0], value(a)]
     return argv
 
 

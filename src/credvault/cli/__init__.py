@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from credvault import CredvaultError
 from credvault.cli import commands as c
+from credvault.cli import records as r
 from credvault.cli import spec
 from credvault.cli.spec import Command, arg, one_of
 from credvault.cli.terminal import err
@@ -299,8 +300,26 @@ TABLE: tuple[Command, ...] = (
                 (SYSTEM_REF, JSON),
             ),
             Command(
+                "set",
+                "change a system field by field (what is not named is kept)",
+                r.cmd_system_set,
+                (
+                    SYSTEM_REF,
+                    arg("--address", help="IPv4, IPv6 or DNS name"),
+                    arg("--port"),
+                    arg("--protocol"),
+                    arg("--details", help="free-text system details (stored encrypted)"),
+                    arg(
+                        "--clear",
+                        action="append",
+                        choices=["port", "protocol", "details"],
+                        help="empty this field (repeatable)",
+                    ),
+                ),
+            ),
+            Command(
                 "rm",
-                "remove a system",
+                "move a system to the engagement's trash",
                 c.cmd_system_rm,
                 (SYSTEM_REF,),
             ),
@@ -332,7 +351,43 @@ TABLE: tuple[Command, ...] = (
                 type=int,
                 const=32,
                 metavar="LENGTH",
-                help="generate a random secret instead of reading stdin",
+                help="generate a random password instead of reading stdin (default 32)",
+            ),
+            arg(
+                "--classes",
+                default="upper,lower,digits,symbols",
+                metavar="LIST",
+                help="with --generate: classes to draw from, each at least once",
+            ),
+            arg(
+                "--symbols",
+                default="safe",
+                metavar="SET",
+                help="with --generate: 'safe' (-_.: URL and shell safe), 'all', or the characters",
+            ),
+            arg("--exclude", metavar="CHARS", help="with --generate: never use these characters"),
+            arg(
+                "--no-ambiguous",
+                action="store_true",
+                help="with --generate: avoid look-alikes (Il1|O0o and quotes)",
+            ),
+            arg(
+                "--token",
+                choices=["hex", "base64url"],
+                help="generate a token of --bytes random bytes instead",
+            ),
+            arg("--bytes", type=int, default=32, metavar="N", help="token size (default 32)"),
+            arg(
+                "--words",
+                type=int,
+                metavar="N",
+                help="generate a passphrase of N words (EFF large wordlist)",
+            ),
+            arg("--separator", default="-", help="between passphrase words (default -)"),
+            arg(
+                "--show",
+                action="store_true",
+                help="print the generated value once, after storing it",
             ),
         ),
     ),
@@ -346,6 +401,106 @@ TABLE: tuple[Command, ...] = (
             arg("--json", action="store_true", help="the whole record, secret included"),
             arg("-n", action="store_true", help="no trailing newline"),
             arg("--reason", help="why you read it (ticket number); recorded in the audit"),
+            arg("--version", type=int, metavar="N", help="an earlier version (see history)"),
+        ),
+    ),
+    Command(
+        "history",
+        "versions of a credential: who, when, what changed (no values)",
+        r.cmd_history,
+        (REF, JSON),
+    ),
+    Command(
+        "revert",
+        "make an earlier version current again (as a new version)",
+        r.cmd_revert,
+        (REF, arg("version", type=int, metavar="VERSION")),
+    ),
+    Command(
+        "edit",
+        "change a credential's fields without the secret (no options: $EDITOR)",
+        r.cmd_edit,
+        (
+            REF,
+            arg("--username"),
+            arg("--url"),
+            arg("--notes"),
+            arg("--kind", choices=["password", "ssh-key", "token", "other"]),
+            arg("--system", metavar="NAME", value="system", help="link to this system"),
+            arg(
+                "--clear",
+                action="append",
+                choices=["username", "url", "notes", "system"],
+                help="empty this field (repeatable)",
+            ),
+        ),
+    ),
+    Command(
+        "mv",
+        "rename a credential, or move it to another engagement",
+        r.cmd_mv,
+        (REF, arg("target", metavar="[ENG/]NEW")),
+    ),
+    Command(
+        "find",
+        "search names (and, where you may read, fields) of credentials and systems",
+        r.cmd_find,
+        (
+            arg("text"),
+            arg("--names-only", action="store_true", help="do not decrypt fields"),
+            JSON,
+        ),
+    ),
+    Command(
+        "trash",
+        "what rm and system rm removed, recoverable until it expires",
+        actions=(
+            Command(
+                "ls",
+                "list an engagement's trash",
+                r.cmd_trash_ls,
+                (arg("name", metavar="engagement", value="engagement"), JSON),
+            ),
+            Command(
+                "restore",
+                "bring a removed credential (or --system) back",
+                r.cmd_trash_restore,
+                (REF, arg("--system", action="store_true", help="restore a system")),
+            ),
+            Command(
+                "purge",
+                "destroy a removed item now (asks; --yes without a terminal)",
+                r.cmd_trash_purge,
+                (
+                    REF,
+                    arg("--system", action="store_true", help="a system"),
+                    arg("--yes", action="store_true", help="do not ask"),
+                ),
+            ),
+        ),
+    ),
+    Command(
+        "import",
+        "import KeePass, Bitwarden, pass or CSV entries into an engagement",
+        r.cmd_import,
+        (
+            arg("name", metavar="engagement", value="engagement"),
+            arg("source", metavar="SOURCE", value="file", help="file (pass: the store directory)"),
+            arg(
+                "--format",
+                required=True,
+                choices=["kdbx", "keepass-xml", "keepass-csv", "bitwarden-json", "pass", "csv"],
+            ),
+            arg("--map", metavar="FIELD=COLUMN,…", help="csv: column of each field"),
+            arg(
+                "--password-file",
+                metavar="PATH",
+                value="file",
+                help="kdbx: master password (first line)",
+            ),
+            arg("--keyfile", metavar="PATH", value="file", help="kdbx: key file"),
+            arg("--dry-run", action="store_true", help="show what would be imported"),
+            JSON,
         ),
     ),
     Command(
@@ -354,7 +509,7 @@ TABLE: tuple[Command, ...] = (
         c.cmd_ls,
         (arg("engagement", nargs="?", value="engagement"), JSON),
     ),
-    Command("rm", "remove a credential", c.cmd_rm, (REF,)),
+    Command("rm", "move a credential to the engagement's trash", c.cmd_rm, (REF,)),
     Command(
         "audit",
         "list, verify or checkpoint the audit trail",

@@ -22,7 +22,6 @@ from credvault import (
     Vault,
     default_dir,
     default_source,
-    generate_secret,
     identity_member,
     parse_ttl,
     read_passphrase_file,
@@ -460,20 +459,22 @@ def cmd_system_show(args: argparse.Namespace) -> int:
 
 
 def cmd_system_rm(args: argparse.Namespace) -> int:
-    """Remove a system."""
+    """Move a system to the engagement's trash."""
     with open_vault(args) as v:
-        v.systems.remove(args.ref)
-        t.out(f"removed system {args.ref}")
+        until = v.systems.remove(args.ref)
+    t.out(f"moved system {args.ref} to the trash until {until} (credvault trash restore --system)")
     return EXIT_OK
 
 
 # -- credentials ----------------------------------------------------------------------------
 def cmd_put(args: argparse.Namespace) -> int:
-    """Store a credential; the secret comes from stdin (or --generate), never from argv."""
-    if args.generate is not None:
-        secret = generate_secret(args.generate).reveal()
-    else:
-        secret = t.read_secret_stdin()
+    """Store a credential; the secret comes from stdin (or a generator), never from argv."""
+    from credvault.cli.records import generated
+
+    made = generated(args)
+    if args.show and made is None:
+        raise InvalidInput("--show needs --generate, --token or --words")
+    secret = made[0] if made is not None else t.read_secret_stdin()
     with open_vault(args) as v:
         info = v.credentials.put(
             args.ref,
@@ -484,14 +485,17 @@ def cmd_put(args: argparse.Namespace) -> int:
             url=args.url,
             notes=args.notes,
         )
-    t.out(f"stored {info.engagement}/{info.name}" + (" (generated)" if args.generate else ""))
+    t.out(f"stored {info.engagement}/{info.name}" + (f" (generated: {made[1]})" if made else ""))
+    if made is not None and args.show:  # once, on request, after it is safely stored
+        sys.stdout.buffer.write(made[0] + b"\n")
+        sys.stdout.buffer.flush()
     return EXIT_OK
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     """Print a secret (or one field, or the whole record as JSON)."""
     with open_vault(args) as v:
-        c = v.credentials.get(args.ref, reason=args.reason)
+        c = v.credentials.get(args.ref, reason=args.reason, version=args.version)
     if args.json:
         t.out_json(c.to_json())
         return EXIT_OK
@@ -521,10 +525,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    """Remove a credential."""
+    """Move a credential (and its history) to the trash."""
     with open_vault(args) as v:
-        v.credentials.remove(args.ref)
-    t.out(f"removed {args.ref}")
+        until = v.credentials.remove(args.ref)
+    t.out(f"moved {args.ref} to the trash until {until} (credvault trash restore)")
     return EXIT_OK
 
 
