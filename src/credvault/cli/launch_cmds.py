@@ -1,0 +1,98 @@
+"""Handlers of the at-the-terminal commands: ``otp``, ``run``, ``ssh``, and ``get -c``'s copy.
+
+Thin like every handler: parse what argparse gave, one library call, render. The library
+modules (:mod:`credvault.clipboard`, :mod:`credvault.launch`, :mod:`credvault.totp`) are
+imported inside the handlers, so ``credvault get`` without ``-c`` never loads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from credvault.cli import terminal as t
+from credvault.cli.commands import open_vault
+from credvault.errors import InvalidInput
+from credvault.secret import Secret
+
+EXIT_OK = 0
+
+
+def clip_time(args: argparse.Namespace) -> int:
+    """Seconds until the clipboard clears: --clip-time, else $CREDVAULT_CLIP_TIME, else 45."""
+    from credvault.clipboard import DEFAULT_CLEAR_AFTER
+
+    raw = getattr(args, "clip_time", None) or os.environ.get("CREDVAULT_CLIP_TIME")
+    if raw is None or raw == "":
+        return DEFAULT_CLEAR_AFTER
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput("invalid clip time: expected a number of seconds") from None
+
+
+def copy_out(args: argparse.Namespace, value: Secret, what: str) -> int:
+    """Copy ``value`` and say where to and when it clears (nothing secret is printed)."""
+    from credvault import clipboard
+
+    done = clipboard.copy(value, clear_after=clip_time(args))
+    when = f"clears in {done.clear_after} s" if done.clear_after else "not cleared"
+    t.out(f"copied {what} to the clipboard ({done.backend}); {when}")
+    return EXIT_OK
+
+
+def totp_secret(ref: str, secret: bytes) -> bytes:
+    """``put --totp``: the seed as typed (URI or base32) in its stored URI form."""
+    from credvault import totp
+
+    return totp.to_uri(secret, ref.replace("/", ":")).reveal()
+
+
+def cmd_otp(args: argparse.Namespace) -> int:
+    """Print (or copy) the current TOTP code of a credential holding a TOTP seed."""
+    with open_vault(args) as v:
+        got = v.credentials.otp(args.ref, reason=args.reason)
+    if args.clip:
+        return copy_out(args, Secret(got.code), f"the code of {args.ref}")
+    t.out(got.code)
+    if sys.stderr.isatty():
+        sys.stderr.write(f"(valid for {got.seconds_left} s more)\n")
+    return EXIT_OK
+
+
+def _after_dashdash(words: list[str]) -> list[str]:
+    return words[1:] if words[:1] == ["--"] else words
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a command with secrets in its environment; its exit status is ours."""
+    from credvault import launch
+
+    argv = _after_dashdash(list(args.command))
+    specs = [launch.parse_env_spec(e) for e in args.env or []]
+    if not specs:
+        raise InvalidInput("nothing to pass: give at least one --env VAR=ENGAGEMENT/NAME")
+    with open_vault(args) as v:
+        env = launch.read_env(v, specs, argv, args.reason)
+    return launch.run_command(argv, env, mask=args.mask)
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    """SSH to a system with its linked credential: key via the agent, password via askpass."""
+    from credvault import launch
+    from credvault.keyring_cache import parse_ttl
+
+    lifetime = int(parse_ttl(args.key_lifetime).total_seconds())
+    with open_vault(args) as v:
+        plan = launch.plan_ssh(
+            v,
+            args.ref,
+            _after_dashdash(list(args.ssh_args)),
+            credential=args.credential,
+            reason=args.reason,
+        )
+    how = f"key in ssh-agent for {args.key_lifetime}" if plan.kind == "ssh-key" else "password"
+    sys.stderr.write(f"credvault: ssh {args.ref} with {plan.credential} ({how})\n")
+    sys.stderr.flush()
+    return launch.run_ssh(plan, key_lifetime_s=lifetime)
