@@ -11,22 +11,22 @@ from pathlib import Path
 import pytest
 
 from conftest import VaultFixture
-from credvault import InvalidInput, NotFound, launch
+from credvault import InvalidInput, NotFound, handoff
 
 PY = sys.executable
 PRINT_ENV = "import os,sys; sys.stdout.write(os.environ.get(sys.argv[1], '<unset>'))"
 
 
-def specs(*texts: str) -> list[launch.EnvSpec]:
-    return [launch.parse_env_spec(t) for t in texts]
+def specs(*texts: str) -> list[handoff.EnvSpec]:
+    return [handoff.parse_env_spec(t) for t in texts]
 
 
 def test_env_spec_parsing() -> None:
-    assert launch.parse_env_spec("DB_PW=acme/db") == launch.EnvSpec("DB_PW", "acme/db", "secret")
-    assert launch.parse_env_spec("U=acme/db:username").field == "username"
+    assert handoff.parse_env_spec("DB_PW=acme/db") == handoff.EnvSpec("DB_PW", "acme/db", "secret")
+    assert handoff.parse_env_spec("U=acme/db:username").field == "username"
     for bad in ("acme/db", "1X=acme/db", "X=acme", "X=acme/db:colour", "X-Y=acme/db"):
         with pytest.raises(InvalidInput):
-            launch.parse_env_spec(bad)
+            handoff.parse_env_spec(bad)
 
 
 def test_secrets_reach_only_the_childs_environment(
@@ -34,7 +34,7 @@ def test_secrets_reach_only_the_childs_environment(
 ) -> None:
     argv = [PY, "-c", PRINT_ENV, "PW"]
     with vault.open("bob") as v:
-        env = launch.read_env(
+        env = handoff.read_env(
             v,
             specs(
                 "PW=acme-2026/web1-root",
@@ -45,9 +45,9 @@ def test_secrets_reach_only_the_childs_environment(
             "T-7",
         )
     assert "hunter2" not in repr(env)
-    assert launch.run_command(argv, env) == 0
+    assert handoff.run_command(argv, env) == 0
     assert capfd.readouterr().out == "hunter2"
-    assert launch.run_command([PY, "-c", PRINT_ENV, "H"], env) == 0
+    assert handoff.run_command([PY, "-c", PRINT_ENV, "H"], env) == 0
     assert capfd.readouterr().out == "10.0.0.1"
     assert "PW" not in os.environ  # the caller's own environment is untouched
     with vault.open() as v:
@@ -61,21 +61,23 @@ def test_secrets_reach_only_the_childs_environment(
 
 
 def test_exit_status_and_launch_failures(vault: VaultFixture, engagement: str) -> None:
-    assert launch.run_command([PY, "-c", "raise SystemExit(42)"], {}) == 42
+    assert handoff.run_command([PY, "-c", "raise SystemExit(42)"], {}) == 42
     assert (
-        launch.run_command([PY, "-c", "import os,signal; os.kill(os.getpid(), signal.SIGTERM)"], {})
+        handoff.run_command(
+            [PY, "-c", "import os,signal; os.kill(os.getpid(), signal.SIGTERM)"], {}
+        )
         == 143
     )
-    with pytest.raises(launch.CredvaultError) as e:
-        launch.run_command(["/nonexistent/cmd"], {})
+    with pytest.raises(handoff.CredvaultError) as e:
+        handoff.run_command(["/nonexistent/cmd"], {})
     assert e.value.exit_code == 127
     with vault.open() as v:
         with pytest.raises(NotFound):
-            launch.read_env(v, specs("X=acme-2026/web1-root:url"), ["true"])
+            handoff.read_env(v, specs("X=acme-2026/web1-root:url"), ["true"])
         with pytest.raises(InvalidInput, match="given twice"):
-            launch.read_env(v, specs("X=acme-2026/web1-root", "X=acme-2026/web1-root"), ["true"])
+            handoff.read_env(v, specs("X=acme-2026/web1-root", "X=acme-2026/web1-root"), ["true"])
         with pytest.raises(InvalidInput, match="no command"):
-            launch.read_env(v, specs("X=acme-2026/web1-root"), [])
+            handoff.read_env(v, specs("X=acme-2026/web1-root"), [])
 
 
 def test_mask_in_the_childs_output(
@@ -90,10 +92,10 @@ def test_mask_in_the_childs_output(
         "raise SystemExit(3)\n"
     )
     with vault.open() as v:
-        env = launch.read_env(
+        env = handoff.read_env(
             v, specs("PW=acme-2026/web1-root", "P=acme-2026/web1-root:port"), [PY]
         )
-    assert launch.run_command([PY, "-c", code], env, mask=True) == 3
+    assert handoff.run_command([PY, "-c", code], env, mask=True) == 3
     out, err = capfd.readouterr()
     assert out == "a*****b\n"
     assert err == "err ***** port 22\n"  # too short to mask: "22" would garble every number
@@ -119,5 +121,5 @@ class Trickle(io.RawIOBase):
 def test_mask_stream_across_every_boundary() -> None:
     text = b"x-hunter2-y hunter22 hunt-er2 hunter2"
     dst = io.BytesIO()
-    launch.mask_stream(io.BufferedReader(Trickle(text), 1), dst, [b"hunter2", b"root"])
+    handoff.mask_stream(io.BufferedReader(Trickle(text), 1), dst, [b"hunter2", b"root"])
     assert dst.getvalue() == b"x-*****-y *****2 hunt-er2 *****"

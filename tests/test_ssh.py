@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import VaultFixture
-from credvault import InvalidInput, NotFound, Secret, launch
+from credvault import InvalidInput, NotFound, Secret, handoff
 from sshd_fixture import DEADLINE, ROOT, Agent, Sshd, keypair, ssh_agent, sshd_server  # noqa: F401
 
 pytestmark = pytest.mark.cli
@@ -49,7 +49,7 @@ def test_key_login_through_the_agent(
         )
     monkeypatch.setenv("SSH_AUTH_SOCK", str(agent.sock))
     with vault.open("bob") as v:
-        plan = launch.plan_ssh(
+        plan = handoff.plan_ssh(
             v,
             "acme-2026/box",
             [*sshd.client_opts, "echo", "CV-LOGIN-OK", "$(id -un)"],
@@ -58,7 +58,7 @@ def test_key_login_through_the_agent(
     assert plan.credential == "acme-2026/box-key"
     assert plan.argv[:6] == ("ssh", "-p", str(sshd.port), "-l", sshd.user, "127.0.0.1")
     assert "Secret(<redacted>)" in repr(plan)
-    code = launch.run_ssh(plan, key_lifetime_s=600)
+    code = handoff.run_ssh(plan, key_lifetime_s=600)
     out = capfd.readouterr().out
     assert code == 0, (out, (tmp_path / "sshd").exists())
     assert f"CV-LOGIN-OK {sshd.user}" in out
@@ -86,31 +86,31 @@ def test_no_agent_is_a_clear_error(
     add_system(vault, 22)
     with vault.open() as v:
         v.credentials.put("acme-2026/box-key", b"not really a key", kind="ssh-key", system="box")
-        plan = launch.plan_ssh(v, "acme-2026/box")
+        plan = handoff.plan_ssh(v, "acme-2026/box")
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    with pytest.raises(launch.LaunchError, match="no ssh-agent"):
-        launch.run_ssh(plan)
+    with pytest.raises(handoff.LaunchError, match="no ssh-agent"):
+        handoff.run_ssh(plan)
 
 
 def test_which_credential(vault: VaultFixture, engagement: str) -> None:
     add_system(vault, 2222)
     with vault.open() as v:
         with pytest.raises(NotFound, match="no ssh-key or password credential is linked"):
-            launch.plan_ssh(v, "acme-2026/box")
+            handoff.plan_ssh(v, "acme-2026/box")
         with pytest.raises(NotFound):
-            launch.plan_ssh(v, "acme-2026/nosuch")
+            handoff.plan_ssh(v, "acme-2026/nosuch")
         v.credentials.put("acme-2026/a", b"pw-a", system="box")
         v.credentials.put("acme-2026/b", b"pw-b", system="box", username="ops")
         v.credentials.put("acme-2026/t", b"tok", kind="token", system="box")
         with pytest.raises(InvalidInput, match=r"several credentials .* \(a, b\)"):
-            launch.plan_ssh(v, "acme-2026/box")
-        plan = launch.plan_ssh(v, "acme-2026/box", ["-v"], credential="b")
+            handoff.plan_ssh(v, "acme-2026/box")
+        plan = handoff.plan_ssh(v, "acme-2026/box", ["-v"], credential="b")
         assert plan.argv == ("ssh", "-p", "2222", "-l", "ops", "127.0.0.1", "-v")
         assert plan.secret == Secret(b"pw-b")
         with pytest.raises(InvalidInput, match="is a token"):
-            launch.plan_ssh(v, "acme-2026/box", credential="t")
+            handoff.plan_ssh(v, "acme-2026/box", credential="t")
         with pytest.raises(InvalidInput, match="not linked to system box"):
-            launch.plan_ssh(v, "acme-2026/box", credential="web1-root")
+            handoff.plan_ssh(v, "acme-2026/box", credential="web1-root")
 
 
 def scan_processes(needle: bytes) -> list[str]:
@@ -148,11 +148,11 @@ def test_password_login_leaves_no_trace(
     marker = rendezvous / "logged-in"
     remote = f"touch {marker}; while [ -e {marker} ]; do sleep 0.05; done; echo CV-PW-OK"
     with vault.open("bob") as v:
-        plan = launch.plan_ssh(
+        plan = handoff.plan_ssh(
             v, "acme-2026/box", [*sshd.client_opts, "-o", "PubkeyAuthentication=no", remote]
         )
     result: list[int] = []
-    t = threading.Thread(target=lambda: result.append(launch.run_ssh(plan)), daemon=True)
+    t = threading.Thread(target=lambda: result.append(handoff.run_ssh(plan)), daemon=True)
     t.start()
     end = time.monotonic() + DEADLINE
     while not marker.exists():
@@ -172,7 +172,7 @@ def test_password_login_leaves_no_trace(
 
 def test_askpass_socket_answers_only_sshs_helper_and_once(tmp_path: Path) -> None:
     """A same-user process that is not the helper ssh started gets nothing from the socket."""
-    server = launch._AskpassServer(Secret(b"pw-socket"))
+    server = handoff._AskpassServer(Secret(b"pw-socket"))
     with server:
         assert oct(server.dir.stat().st_mode & 0o777) == "0o700"
         assert b"pw-socket" not in server.helper.read_bytes()
@@ -186,7 +186,7 @@ def test_askpass_socket_answers_only_sshs_helper_and_once(tmp_path: Path) -> Non
         assert ask() == b""
         assert not server.served.is_set()
         # ssh's real helper: a child of the process the server was told about
-        server2 = launch._AskpassServer(Secret(b"pw-socket"))
+        server2 = handoff._AskpassServer(Secret(b"pw-socket"))
         with server2:
             env = {**os.environ, "CREDVAULT_ASKPASS_SOCKET": str(server2.socket_path)}
             helper = subprocess.Popen(

@@ -11,7 +11,7 @@ small helper that fetches it from a one-shot UNIX socket held by this process, w
 answers only a process of the same user whose parent is the ssh we started, and only once.
 The password is therefore in no argv, no environment, no file and never on the terminal.
 
-The vault is closed before the child runs: the plan functions read, the run functions launch.
+The vault is closed before the child runs: the plan functions read, the run functions handoff.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Handlers of the at-the-terminal commands: ``otp``, ``run``, ``ssh``, and ``get -c``'s copy.
 
 Thin like every handler: parse what argparse gave, one library call, render. The library
-modules (:mod:`credvault.clipboard`, :mod:`credvault.launch`, :mod:`credvault.totp`) are
+modules (:mod:`credvault.clipboard`, :mod:`credvault.handoff`, :mod:`credvault.totp`) are
 imported inside the handlers, so ``credvault get`` without ``-c`` never loads them.
 """
 
@@ -67,25 +67,25 @@ def _after_dashdash(words: list[str]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a command with secrets in its environment; its exit status is ours."""
-    from credvault import launch
+    from credvault import handoff
 
     argv = _after_dashdash(list(args.command))
-    specs = [launch.parse_env_spec(e) for e in args.env or []]
+    specs = [handoff.parse_env_spec(e) for e in args.env or []]
     if not specs:
         raise InvalidInput("nothing to pass: give at least one --env VAR=ENGAGEMENT/NAME")
     with open_vault(args) as v:
-        env = launch.read_env(v, specs, argv, args.reason)
-    return launch.run_command(argv, env, mask=args.mask)
+        env = handoff.read_env(v, specs, argv, args.reason)
+    return handoff.run_command(argv, env, mask=args.mask)
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     """SSH to a system with its linked credential: key via the agent, password via askpass."""
-    from credvault import launch
+    from credvault import handoff
     from credvault.keyring_cache import parse_ttl
 
     lifetime = int(parse_ttl(args.key_lifetime).total_seconds())
     with open_vault(args) as v:
-        plan = launch.plan_ssh(
+        plan = handoff.plan_ssh(
             v,
             args.ref,
             _after_dashdash(list(args.ssh_args)),
@@ -95,4 +95,4 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     how = f"key in ssh-agent for {args.key_lifetime}" if plan.kind == "ssh-key" else "password"
     sys.stderr.write(f"credvault: ssh {args.ref} with {plan.credential} ({how})\n")
     sys.stderr.flush()
-    return launch.run_ssh(plan, key_lifetime_s=lifetime)
+    return handoff.run_ssh(plan, key_lifetime_s=lifetime)
