@@ -56,7 +56,7 @@ class Node:
     positionals: list[tuple[str, str, bool]] = field(default_factory=list)  # name, kind, optional
     actions: list[tuple[str, str]] = field(default_factory=list)
     common: bool = True
-    passthrough: bool = False  # takes a command line after `--` (run, ssh)
+    passthrough: str = ""  # what follows `--` (run's command, ssh's arguments), as shown
 
 
 def _args(args: Sequence[Arg | OneOf]) -> Iterator[Arg]:
@@ -101,10 +101,11 @@ def nodes() -> list[Node]:
                         _metavar(a),
                     )
                 )
-            elif a.options.get("nargs") == argparse.REMAINDER or a.value == "command":
-                n.passthrough = True
+            elif a.value == "argv":
+                n.passthrough = str(a.options.get("metavar") or "-- ARGS")
             else:
-                n.positionals.append((a.flags[0], _kind(a), a.options.get("nargs") in ("?", "*")))
+                shown = str(a.options.get("metavar") or a.flags[0].upper())
+                n.positionals.append((shown, _kind(a), a.options.get("nargs") in ("?", "*")))
         out.append(n)
     return out
 
@@ -151,11 +152,11 @@ _credvault_values() {  # complete one value of KIND into COMPREPLY
                 compopt -o nospace
                 COMPREPLY=($(compgen -S / -W "$(_credvault_names engagements)" -- "$cur"))
             fi ;;
-        system)
+        system | credential)
             eng=""
             local w
             for w in "${_cv_pos[@]}"; do [[ $w == */* ]] && { eng=${w%%/*}; break; }; done
-            [[ -n $eng ]] && COMPREPLY=($(compgen -W "$(_credvault_names systems "$eng")" -- "$cur")) ;;
+            [[ -n $eng ]] && COMPREPLY=($(compgen -W "$(_credvault_names "${kind}s" "$eng")" -- "$cur")) ;;
         *) COMPREPLY=() ;;
     esac
 }
@@ -275,10 +276,10 @@ _credvault_values() {
                 names=(${(f)"$(_credvault_names engagements)"})
                 compadd -S / -a names
             fi ;;
-        system)
+        system|credential)
             eng=""
             for w in $_cv_pos; do [[ $w == */* ]] && { eng=${w%%/*}; break; }; done
-            [[ -n $eng ]] && { names=(${(f)"$(_credvault_names systems $eng)"}); compadd -a names; } ;;
+            [[ -n $eng ]] && { names=(${(f)"$(_credvault_names ${kind}s $eng)"}); compadd -a names; } ;;
     esac
 }
 
@@ -445,11 +446,11 @@ function __credvault_refs --description 'credvault: ENG/NAME of credentials or s
     end
 end
 
-function __credvault_systems_here --description 'credvault: systems of the ENG/NAME on the line'
+function __credvault_here --description 'credvault: systems or credentials of the ENG/NAME on the line'
     set -l s (__credvault_state)
     for w in $s[4..-1]
         if string match -q -- '*/*' $w
-            credvault __complete systems (string split -m1 / -- $w)[1] 2>/dev/null
+            credvault __complete $argv[1] (string split -m1 / -- $w)[1] 2>/dev/null
             return
         end
     end
@@ -472,8 +473,8 @@ def _fish_values(kind: str) -> str:
         return "-r -x -a '(__credvault_refs credentials)'"
     if kind == "system-ref":
         return "-r -x -a '(__credvault_refs systems)'"
-    if kind == "system":
-        return "-r -x -a '(__credvault_systems_here)'"
+    if kind in ("system", "credential"):
+        return f"-r -x -a '(__credvault_here {kind}s)'"
     return "-r -x"
 
 
@@ -526,12 +527,12 @@ def _synopsis(n: Node) -> str:
     if n.actions:
         parts.append("\\fIACTION\\fR")
     for name, _, optional in n.positionals:
-        shown = f"\\fI{_roff(name.upper() if name.islower() else name)}\\fR"
+        shown = f"\\fI{_roff(name)}\\fR"
         parts.append(f"[{shown}]" if optional else shown)
     if n.options:
         parts.append("[\\fIOPTIONS\\fR]")
     if n.passthrough:
-        parts.append("\\fB\\-\\-\\fR \\fICOMMAND\\fR ...")
+        parts.append(f"\\fI{_roff(n.passthrough)}\\fR")
     return " ".join(parts)
 
 

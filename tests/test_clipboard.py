@@ -32,8 +32,8 @@ needs_x = pytest.mark.skipif(
 DEADLINE = 60.0  # generous bound on waiting for a background process; never a timing claim
 
 
-@pytest.fixture(scope="module")
-def display() -> Iterator[str]:
+@pytest.fixture(scope="module", name="display")
+def xvfb_display() -> Iterator[str]:
     if XVFB is None:
         pytest.skip("LOUD SKIP: Xvfb missing (Debian xvfb; .ci/system-deps.sh)")
     r, w = os.pipe()

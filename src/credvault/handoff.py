@@ -41,6 +41,7 @@ __all__ = [
     "EnvSpec",
     "LaunchError",
     "SshPlan",
+    "find_command",
     "mask_stream",
     "parse_env_spec",
     "plan_ssh",
@@ -144,6 +145,18 @@ def mask_stream(src: BinaryIO, dst: BinaryIO, secrets: Sequence[bytes]) -> None:
             dst.write(buf[:cut])
             dst.flush()
             buf = buf[cut:]
+
+
+def find_command(argv: Sequence[str]) -> str:
+    """The program ``argv`` would run, or the shell's 127/126 error before anything is read."""
+    if not argv:
+        raise InvalidInput("no command to run: give it after --")
+    exe = shutil.which(argv[0])
+    if exe is None:
+        if "/" in argv[0] and Path(argv[0]).exists():
+            raise _Exit(126, f"command not executable: {argv[0]}")
+        raise _Exit(127, f"command not found: {argv[0]}")
+    return exe
 
 
 def run_command(argv: Sequence[str], env_secrets: dict[str, Secret], *, mask: bool = False) -> int:

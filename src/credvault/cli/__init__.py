@@ -19,6 +19,13 @@ from credvault.cli.terminal import err
 from credvault.errors import CredvaultError
 
 COMMANDS = frozenset(cmd.name for cmd in TABLE)
+# commands whose argument list ends with another program's command line (Arg.value "argv")
+PASSTHROUGH = {
+    cmd.name: str(a.options.get("dest") or a.flags[0])
+    for cmd in TABLE
+    for a in cmd.args
+    if isinstance(a, spec.Arg) and a.value == "argv"
+}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -38,7 +45,15 @@ def parse(words: Sequence[str]) -> argparse.Namespace:
         parser = build_parser(words[0])
     else:
         parser = spec.build_parser(TABLE, shallow=True)
-    return parser.parse_args(words)
+    dest = PASSTHROUGH.get(words[0]) if words else None
+    if dest is None or "--" not in words:
+        return parser.parse_args(words)
+    # `run ... -- COMMAND ARGS`, `ssh ENG/SYS ... -- SSH-ARGS`: what follows the first `--`
+    # is the other program's, never ours (argparse would mix it with our positionals)
+    cut = words.index("--")
+    args = parser.parse_args(words[:cut])
+    setattr(args, dest, [*getattr(args, dest), *words[cut + 1 :]])
+    return args
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -63,4 +78,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch(parse(sys.argv[1:] if argv is None else argv))
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["__complete"]:  # hidden: names for the shell completion scripts
+        from credvault.cli.complete import main as complete
+
+        return complete(words[1:])
+    return dispatch(parse(words))

@@ -478,9 +478,15 @@ def cmd_put(args: argparse.Namespace) -> int:
     from credvault.credentials import generate
 
     if args.generate is not None:
+        if args.totp:
+            raise InvalidInput("--totp takes the seed from stdin: it cannot be generated")
         secret = generate(args.generate).reveal()
     else:
         secret = t.read_secret_stdin()
+    if args.totp:
+        from credvault.cli.handoff_cmds import totp_secret
+
+        secret = totp_secret(args.ref, secret)
     with open_vault(args) as v:
         info = v.credentials.put(
             args.ref,
@@ -496,7 +502,14 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    """Print a secret (or one field, or the whole record as JSON)."""
+    """Print a secret (or one field, or the whole record as JSON); or copy it (``-c``)."""
+    if args.clip and args.json:
+        raise InvalidInput("-c copies one value: use --field rather than --json")
+    backend = None
+    if args.clip:
+        from credvault.cli.handoff_cmds import clipboard_first
+
+        backend = clipboard_first(args)
     with open_vault(args) as v:
         c = v.credentials.get(args.ref, reason=args.reason)
     if args.json:
@@ -509,6 +522,11 @@ def cmd_get(args: argparse.Namespace) -> int:
         if field_value is None:
             raise NotFound("field", f"{args.ref} {args.field}", f"{args.ref} has no {args.field}")
         value = str(field_value).encode()
+    if backend is not None:
+        from credvault.cli.handoff_cmds import copy_out
+        from credvault.secret import Secret
+
+        return copy_out(args, Secret(value), f"{args.ref} {args.field or 'secret'}", backend)
     sys.stdout.buffer.write(value + (b"" if args.n else b"\n"))
     sys.stdout.buffer.flush()
     return EXIT_OK

@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from credvault.cli import terminal as t
 from credvault.cli.commands import open_vault
 from credvault.errors import InvalidInput
 from credvault.secret import Secret
+
+if TYPE_CHECKING:
+    from credvault.clipboard import Backend
 
 EXIT_OK = 0
 
@@ -32,11 +36,21 @@ def clip_time(args: argparse.Namespace) -> int:
         raise InvalidInput("invalid clip time: expected a number of seconds") from None
 
 
-def copy_out(args: argparse.Namespace, value: Secret, what: str) -> int:
+def clipboard_first(args: argparse.Namespace) -> Backend | None:
+    """With ``-c``, find the clipboard before reading: no reachable clipboard, no read."""
+    if not args.clip:
+        return None
+    from credvault import clipboard
+
+    clip_time(args)  # a bad --clip-time is refused before the read too
+    return clipboard.detect()
+
+
+def copy_out(args: argparse.Namespace, value: Secret, what: str, backend: Backend) -> int:
     """Copy ``value`` and say where to and when it clears (nothing secret is printed)."""
     from credvault import clipboard
 
-    done = clipboard.copy(value, clear_after=clip_time(args))
+    done = clipboard.copy(value, clear_after=clip_time(args), backend=backend)
     when = f"clears in {done.clear_after} s" if done.clear_after else "not cleared"
     t.out(f"copied {what} to the clipboard ({done.backend}); {when}")
     return EXIT_OK
@@ -51,28 +65,26 @@ def totp_secret(ref: str, secret: bytes) -> bytes:
 
 def cmd_otp(args: argparse.Namespace) -> int:
     """Print (or copy) the current TOTP code of a credential holding a TOTP seed."""
+    backend = clipboard_first(args)
     with open_vault(args) as v:
         got = v.credentials.otp(args.ref, reason=args.reason)
-    if args.clip:
-        return copy_out(args, Secret(got.code), f"the code of {args.ref}")
+    if backend is not None:
+        return copy_out(args, Secret(got.code), f"the code of {args.ref}", backend)
     t.out(got.code)
     if sys.stderr.isatty():
         sys.stderr.write(f"(valid for {got.seconds_left} s more)\n")
     return EXIT_OK
 
 
-def _after_dashdash(words: list[str]) -> list[str]:
-    return words[1:] if words[:1] == ["--"] else words
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a command with secrets in its environment; its exit status is ours."""
     from credvault import handoff
 
-    argv = _after_dashdash(list(args.command))
+    argv = list(args.command)
     specs = [handoff.parse_env_spec(e) for e in args.env or []]
     if not specs:
         raise InvalidInput("nothing to pass: give at least one --env VAR=ENGAGEMENT/NAME")
+    handoff.find_command(argv)  # a command that cannot start costs no read
     with open_vault(args) as v:
         env = handoff.read_env(v, specs, argv, args.reason)
     return handoff.run_command(argv, env, mask=args.mask)
@@ -84,11 +96,12 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     from credvault.keyring_cache import parse_ttl
 
     lifetime = int(parse_ttl(args.key_lifetime).total_seconds())
+    handoff.find_command(["ssh"])  # no ssh client: nothing read
     with open_vault(args) as v:
         plan = handoff.plan_ssh(
             v,
             args.ref,
-            _after_dashdash(list(args.ssh_args)),
+            list(args.ssh_args),
             credential=args.credential,
             reason=args.reason,
         )

@@ -9,6 +9,7 @@ order here is the order of ``--help``. See :mod:`credvault.cli.spec` for what an
 from __future__ import annotations
 
 from credvault.cli import commands as c
+from credvault.cli import handoff_cmds as h
 from credvault.cli.spec import Command, arg, one_of
 
 JSON = arg("--json", action="store_true")
@@ -27,6 +28,17 @@ NEW_PASSPHRASE_FILE = arg(
 ENGAGEMENT = arg("name", value="engagement")
 REF = arg("ref", metavar="ENG/NAME", value="ref")
 SYSTEM_REF = arg("ref", metavar="ENG/NAME", value="system-ref")
+CLIP = arg(
+    "-c",
+    "--clip",
+    action="store_true",
+    help="copy to the clipboard instead of printing; cleared after --clip-time",
+)
+CLIP_TIME = arg(
+    "--clip-time",
+    metavar="SECONDS",
+    help="clear the clipboard after this long (default $CREDVAULT_CLIP_TIME, else 45; 0 never)",
+)
 GRACE_DAYS = arg("--grace-days", type=str, metavar="N")
 
 STATUS_ARGS = (JSON,)
@@ -318,6 +330,11 @@ TABLE: tuple[Command, ...] = (
                 metavar="LENGTH",
                 help="generate a random secret instead of reading stdin",
             ),
+            arg(
+                "--totp",
+                action="store_true",
+                help="the secret is a TOTP seed (otpauth:// URI or base32), stored as a URI",
+            ),
         ),
     ),
     Command(
@@ -330,6 +347,74 @@ TABLE: tuple[Command, ...] = (
             arg("--json", action="store_true", help="the whole record, secret included"),
             arg("-n", action="store_true", help="no trailing newline"),
             arg("--reason", help="why you read it (ticket number); recorded in the audit"),
+            CLIP,
+            CLIP_TIME,
+        ),
+    ),
+    Command(
+        "otp",
+        "print the current TOTP code of a credential holding a TOTP seed",
+        h.cmd_otp,
+        (
+            REF,
+            CLIP,
+            CLIP_TIME,
+            arg("--reason", help="why you need it (ticket number); recorded in the audit"),
+        ),
+    ),
+    Command(
+        "ssh",
+        "ssh to a system with its linked key (via ssh-agent) or password",
+        h.cmd_ssh,
+        (
+            SYSTEM_REF,
+            arg(
+                "--credential",
+                metavar="NAME",
+                value="credential",
+                help="which linked credential, when several are linked to the system",
+            ),
+            arg(
+                "--key-lifetime",
+                default="15m",
+                metavar="TIME",
+                help="how long ssh-agent keeps the key, e.g. 5m, 1h (default 15m)",
+            ),
+            arg("--reason", help="why (ticket number); recorded in the audit"),
+            arg(
+                "ssh_args",
+                nargs="*",
+                metavar="-- SSH-ARGS",
+                value="argv",
+                help="options and a remote command for ssh, after --",
+            ),
+        ),
+    ),
+    Command(
+        "run",
+        "run a command with secrets in its environment (never in its arguments)",
+        h.cmd_run,
+        (
+            arg(
+                "--env",
+                action="append",
+                metavar="VAR=ENG/NAME[:FIELD]",
+                value="env",
+                help="put a credential's secret (or FIELD) into VAR; repeat for more",
+            ),
+            arg(
+                "--mask",
+                action="store_true",
+                help="replace the secrets by ***** in the command's output",
+            ),
+            arg("--reason", help="recorded in the audit with the command's name"),
+            arg(
+                "command",
+                nargs="*",
+                metavar="-- COMMAND [ARGS]",
+                value="argv",
+                help="the command to run, after --",
+            ),
         ),
     ),
     Command(
