@@ -106,7 +106,7 @@ def clearers(display: str) -> list[int]:
         except OSError:
             continue
         if f"DISPLAY={display}".encode() in environ and (
-            b"credvault.clipboard" in cmdline or b"password store sleep" in cmdline
+            b"credvault clipboard clearer" in cmdline or b"password store sleep" in cmdline
         ):
             found.append(int(entry.name))
     return found

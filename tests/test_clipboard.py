@@ -103,7 +103,9 @@ def processes_with(display: str) -> dict[int, tuple[bytes, bytes]]:
 
 def clearers(display: str) -> list[int]:
     return [
-        pid for pid, (argv, _) in processes_with(display).items() if b"credvault.clipboard" in argv
+        pid
+        for pid, (argv, _) in processes_with(display).items()
+        if b"credvault clipboard clearer" in argv
     ]
 
 

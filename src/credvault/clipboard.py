@@ -5,8 +5,8 @@ Wayland, ``xclip`` or ``xsel`` on X11, ``pbcopy`` on macOS, or the OSC 52 escape
 the terminal for a shell on a remote host (the terminal emulator on the user's machine sets
 its clipboard). ``CREDVAULT_CLIPBOARD`` picks one by name.
 
-Clearing needs a process that outlives the command: a detached ``python -m
-credvault.clipboard`` in its own session. It never receives the secret: only the SHA-256 of
+Clearing needs a process that outlives the command: a detached, standard-library-only
+Python (``_CLEARER``) in its own session. It never receives the secret: only the SHA-256 of
 what was copied, through a pipe on its stdin. After the delay it reads the clipboard back and
 clears it only if the digest still matches, so something the user copied meanwhile survives.
 OSC 52 cannot be read back (terminals refuse clipboard reads), so there the clear is
@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 import shutil
 import subprocess
 import sys
-import time
 from typing import NamedTuple
 
 from credvault.errors import CredvaultError, InvalidInput
@@ -182,10 +180,46 @@ def _osc52(fd: int, data: bytes) -> None:
     os.write(fd, b"\x1b]52;c;" + base64.b64encode(data) + b"\x07")
 
 
+# The clearer, run as ``python -I -S -c _CLEARER BACKEND-JSON SECONDS [TTY-FD]``: standard
+# library only, so it starts in milliseconds (importing the credvault package would cost the
+# caller a whole library start-up, since the caller waits for it to fork). The digest of what
+# was copied arrives on stdin; it forks, the parent exits at once (the caller reaps it), the
+# child sleeps, reads the clipboard back and clears it only if the digest still matches.
+_CLEARER = """# credvault clipboard clearer
+import hashlib, hmac, json, os, subprocess, sys, time
+spec = json.loads(sys.argv[1])
+delay = int(sys.argv[2])
+tty = int(sys.argv[3]) if len(sys.argv) > 3 else None
+digest = bytes.fromhex(sys.stdin.readline().strip())
+sys.stdin.close()
+if os.fork():
+    os._exit(0)
+time.sleep(delay)
+quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+try:
+    if tty is not None:
+        os.write(tty, b"\\x1b]52;c;\\x07")  # OSC 52 with no data: the terminal clears it
+        sys.exit(0)
+    p = subprocess.run(spec["paste"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+    now = hashlib.sha256(p.stdout).digest()
+    if p.returncode != 0 or not hmac.compare_digest(now, digest):
+        sys.exit(0)  # changed since (or unreadable): what is there now is not ours to clear
+    if spec["clear"]:
+        subprocess.run(spec["clear"], stdin=subprocess.DEVNULL, **quiet)
+    else:
+        subprocess.run(spec["copy"], input=b"", **quiet)
+except (OSError, subprocess.SubprocessError):
+    sys.exit(1)
+"""
+
+
 def _start_clearer(b: Backend, delay: int, digest: bytes, tty: int | None) -> None:
     """The clearer inherits the terminal as an open descriptor (it has no /dev/tty of its own)."""
+    import json
+
     env = {k: v for k, v in os.environ.items() if k in _CLEARER_ENV}
-    argv = [sys.executable, "-m", "credvault.clipboard", b.name, str(delay)]
+    spec = json.dumps({"copy": b.copy, "paste": b.paste, "clear": b.clear})
+    argv = [sys.executable, "-I", "-S", "-c", _CLEARER, spec, str(delay)]
     if tty is not None:
         argv.append(str(tty))
     p = subprocess.Popen(
@@ -203,56 +237,3 @@ def _start_clearer(b: Backend, delay: int, digest: bytes, tty: int | None) -> No
     p.stdin.write(digest.hex().encode() + b"\n")
     p.stdin.close()
     p.wait()  # it forks and exits at once: no zombie and no child left to a library caller
-
-
-def _read_back(b: Backend) -> bytes | None:
-    assert b.paste is not None
-    try:
-        p = subprocess.run(
-            b.paste,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=_TOOL_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return p.stdout if p.returncode == 0 else None
-
-
-def clear_if_unchanged(b: Backend, digest: bytes, tty: int | None = None) -> bool:
-    """Clear the clipboard if it still holds the value of ``digest``; True if cleared."""
-    if b.name == "osc52":
-        if tty is None:
-            return False
-        _osc52(tty, b"")  # an empty payload: the terminal drops its clipboard contents
-        return True
-    current = _read_back(b)
-    if current is None or not hmac.compare_digest(hashlib.sha256(current).digest(), digest):
-        return False
-    if b.clear is not None:
-        _run(b.clear, b"", b.name)
-    else:
-        _run(b.copy, b"", b.name)
-    return True
-
-
-def _clearer_main(argv: list[str]) -> int:
-    """``python -m credvault.clipboard BACKEND SECONDS [TTY-FD]``; the digest comes on stdin."""
-    b = BACKENDS[argv[0]]
-    delay = int(argv[1])
-    tty = int(argv[2]) if len(argv) > 2 else None
-    digest = bytes.fromhex(sys.stdin.readline().strip())
-    sys.stdin.close()
-    if os.fork():  # the parent returns to the caller's wait(); init adopts the waiting child
-        os._exit(0)
-    time.sleep(delay)
-    try:
-        clear_if_unchanged(b, digest, tty)
-    except (CredvaultError, OSError):
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_clearer_main(sys.argv[1:]))

@@ -330,7 +330,6 @@ def run_ssh(plan: SshPlan, *, key_lifetime_s: int = 900) -> int:
             SSH_ASKPASS_REQUIRE="force",  # OpenSSH 8.4+: the helper even with a terminal
             CREDVAULT_ASKPASS_SOCKET=str(server.socket_path),
         )
-        env.setdefault("DISPLAY", "credvault:0")  # older ssh uses askpass only with DISPLAY
         child = subprocess.Popen(argv, env=env)
         server.serve_child_of(child.pid)
         return _wait_forwarding(child)
