@@ -16,6 +16,7 @@ The vault is closed before the child runs: the plan functions read, the run func
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -392,6 +393,8 @@ class _AskpassServer:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        with contextlib.suppress(OSError):  # wakes a thread blocked in accept() (Linux)
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
