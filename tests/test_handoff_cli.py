@@ -158,6 +158,8 @@ def test_no_clipboard_no_read(cli_vault: CliRunner) -> None:
     assert r.code == 1
     assert r.err.startswith("credvault: no clipboard reachable")
     assert cli_vault("get", "-c", "--json", "acme-2026/x").code == 2
+    r = cli_vault("get", "-c", "acme-2026/x", "--clip-time", "-5", env={"DISPLAY": ":99"})
+    assert (r.code, r.err) == (2, "credvault: invalid clip time: expected 0 to 86400 seconds\n")
     assert audit(cli_vault, "get", "x") == []  # refused before anything was read
 
 

@@ -25,15 +25,18 @@ EXIT_OK = 0
 
 def clip_time(args: argparse.Namespace) -> int:
     """Seconds until the clipboard clears: --clip-time, else $CREDVAULT_CLIP_TIME, else 45."""
-    from credvault.clipboard import DEFAULT_CLEAR_AFTER
+    from credvault.clipboard import DEFAULT_CLEAR_AFTER, MAX_CLEAR_AFTER
 
     raw = getattr(args, "clip_time", None) or os.environ.get("CREDVAULT_CLIP_TIME")
     if raw is None or raw == "":
         return DEFAULT_CLEAR_AFTER
     try:
-        return int(raw)
+        seconds = int(raw)
     except ValueError:
-        raise InvalidInput("invalid clip time: expected a number of seconds") from None
+        seconds = -1
+    if not 0 <= seconds <= MAX_CLEAR_AFTER:
+        raise InvalidInput(f"invalid clip time: expected 0 to {MAX_CLEAR_AFTER} seconds")
+    return seconds
 
 
 def clipboard_first(args: argparse.Namespace) -> Backend | None:
@@ -95,7 +98,12 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     from credvault import handoff
     from credvault.keyring_cache import parse_ttl
 
-    lifetime = int(parse_ttl(args.key_lifetime).total_seconds())
+    try:
+        lifetime = int(parse_ttl(args.key_lifetime).total_seconds())
+    except InvalidInput:
+        raise InvalidInput(
+            "invalid --key-lifetime: expected e.g. 90s, 15m, 1h (at most 7d)"
+        ) from None
     handoff.find_command(["ssh"])  # no ssh client: nothing read
     with open_vault(args) as v:
         plan = handoff.plan_ssh(
