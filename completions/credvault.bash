@@ -202,7 +202,9 @@ _credvault() {
         if [[ $w == -- && -n ${_credvault_passthrough[$path]+x} ]]; then dashdash=1; _cv_pos=(); continue; fi
         if [[ $w == -* ]]; then
             if [[ -n ${_credvault_optval["$path $w"]+x} || -n ${_credvault_optval["* $w"]+x} ]]; then
-                [[ $w == --vault || $w == --as ]] && _cv_extra+=("$w" "${COMP_WORDS[i+1]}")
+                # the value, unless it is the word being completed
+                [[ ($w == --vault || $w == --as) && $((i + 1)) -lt $COMP_CWORD ]] &&
+                    _cv_extra+=("$w" "${COMP_WORDS[i+1]}")
                 ((i++))
             fi
             continue

@@ -60,19 +60,31 @@ function __credvault_after_dashdash
     test "$s[2]" = 1
 end
 
+function __credvault_extra --description 'credvault: --vault and --as given on the line'
+    set -l toks (commandline -opc)
+    set -l n (count $toks)
+    test $n -ge 2; or return
+    for i in (seq 1 (math $n - 1))
+        if contains -- $toks[$i] --vault --as
+            echo $toks[$i]
+            echo $toks[(math $i + 1)]
+        end
+    end
+end
+
 function __credvault_names --description 'credvault: names the member may list'
-    credvault __complete $argv 2>/dev/null
+    credvault __complete $argv (__credvault_extra) 2>/dev/null
 end
 
 function __credvault_refs --description 'credvault: ENG/NAME of credentials or systems'
     set -l cur (commandline -ct)
     if string match -q -- '*/*' $cur
         set -l eng (string split -m1 / -- $cur)[1]
-        for n in (credvault __complete $argv[1] $eng 2>/dev/null)
+        for n in (credvault __complete $argv[1] $eng (__credvault_extra) 2>/dev/null)
             echo $eng/$n
         end
     else
-        for e in (credvault __complete engagements 2>/dev/null)
+        for e in (credvault __complete engagements (__credvault_extra) 2>/dev/null)
             echo $e/
         end
     end
@@ -82,7 +94,7 @@ function __credvault_here --description 'credvault: systems or credentials of th
     set -l s (__credvault_state)
     for w in $s[4..-1]
         if string match -q -- '*/*' $w
-            credvault __complete $argv[1] (string split -m1 / -- $w)[1] 2>/dev/null
+            credvault __complete $argv[1] (string split -m1 / -- $w)[1] (__credvault_extra) 2>/dev/null
             return
         end
     end

@@ -171,7 +171,9 @@ _credvault() {
         if [[ $w == -- && -n ${_credvault_passthrough[$path]+x} ]]; then dashdash=1; _cv_pos=(); continue; fi
         if [[ $w == -* ]]; then
             if [[ -n ${_credvault_optval["$path $w"]+x} || -n ${_credvault_optval["* $w"]+x} ]]; then
-                [[ $w == --vault || $w == --as ]] && _cv_extra+=("$w" "${COMP_WORDS[i+1]}")
+                # the value, unless it is the word being completed
+                [[ ($w == --vault || $w == --as) && $((i + 1)) -lt $COMP_CWORD ]] &&
+                    _cv_extra+=("$w" "${COMP_WORDS[i+1]}")
                 ((i++))
             fi
             continue
@@ -285,23 +287,24 @@ _credvault_values() {
 
 _credvault() {
     local cur=${words[CURRENT]} prev=${words[CURRENT-1]}
-    local path="" w kind i dashdash=0
+    local cmd="" w kind i dashdash=0
     typeset -ga _cv_extra _cv_pos
     _cv_extra=() _cv_pos=()
     for ((i = 2; i < CURRENT; i++)); do
         w=${words[i]}
         if ((dashdash)); then _cv_pos+=("$w"); continue; fi
-        if [[ $w == -- && -n ${_credvault_passthrough[$path]} ]]; then dashdash=1; _cv_pos=(); continue; fi
+        if [[ $w == -- && -n ${_credvault_passthrough[$cmd]} ]]; then dashdash=1; _cv_pos=(); continue; fi
         if [[ $w == -* ]]; then
-            if [[ -n ${_credvault_optval[$path $w]} || -n ${_credvault_optval[* $w]} ]]; then
-                [[ $w == --vault || $w == --as ]] && _cv_extra+=("$w" "${words[i+1]}")
+            if [[ -n ${_credvault_optval[$cmd $w]} || -n ${_credvault_optval[* $w]} ]]; then
+                [[ ($w == --vault || $w == --as) && $((i + 1)) -lt CURRENT ]] &&
+                    _cv_extra+=("$w" "${words[i+1]}")
                 ((i++))
             fi
             continue
         fi
-        if [[ -z $path ]]; then path=$w; continue; fi
-        if ((${#_cv_pos} == 0)) && [[ " ${_credvault_actions[$path]} " == *" $w "* ]]; then
-            path="$path $w"; continue
+        if [[ -z $cmd ]]; then cmd=$w; continue; fi
+        if ((${#_cv_pos} == 0)) && [[ " ${_credvault_actions[$cmd]} " == *" $w "* ]]; then
+            cmd="$cmd $w"; continue
         fi
         _cv_pos+=("$w")
     done
@@ -309,16 +312,16 @@ _credvault() {
         if ((${#_cv_pos} == 0)); then _command_names -e; else _files; fi
         return
     fi
-    kind=${_credvault_optval[$path $prev]:-${_credvault_optval[* $prev]}}
+    kind=${_credvault_optval[$cmd $prev]:-${_credvault_optval[* $prev]}}
     if [[ -n $kind && $prev == -* ]]; then _credvault_values $kind; return; fi
     local -a cands
     if [[ $cur == -* ]]; then
-        cands=(${=_credvault_opts[${path:-.}]}); compadd -a cands; return
+        cands=(${=_credvault_opts[${cmd:-.}]}); compadd -a cands; return
     fi
-    if [[ -z $path ]] || [[ -n ${_credvault_actions[$path]} && ${#_cv_pos} -eq 0 ]]; then
-        cands=(${=_credvault_actions[${path:-.}]}); compadd -a cands; return
+    if [[ -z $cmd ]] || [[ -n ${_credvault_actions[$cmd]} && ${#_cv_pos} -eq 0 ]]; then
+        cands=(${=_credvault_actions[${cmd:-.}]}); compadd -a cands; return
     fi
-    local -a kinds=(${=_credvault_pos[$path]})
+    local -a kinds=(${=_credvault_pos[$cmd]})
     local n=$((${#_cv_pos} + 1))
     ((n > ${#kinds})) && n=${#kinds}
     ((n >= 1)) && _credvault_values ${kinds[n]//,/ }
@@ -428,19 +431,31 @@ function __credvault_after_dashdash
     test "$s[2]" = 1
 end
 
+function __credvault_extra --description 'credvault: --vault and --as given on the line'
+    set -l toks (commandline -opc)
+    set -l n (count $toks)
+    test $n -ge 2; or return
+    for i in (seq 1 (math $n - 1))
+        if contains -- $toks[$i] --vault --as
+            echo $toks[$i]
+            echo $toks[(math $i + 1)]
+        end
+    end
+end
+
 function __credvault_names --description 'credvault: names the member may list'
-    credvault __complete $argv 2>/dev/null
+    credvault __complete $argv (__credvault_extra) 2>/dev/null
 end
 
 function __credvault_refs --description 'credvault: ENG/NAME of credentials or systems'
     set -l cur (commandline -ct)
     if string match -q -- '*/*' $cur
         set -l eng (string split -m1 / -- $cur)[1]
-        for n in (credvault __complete $argv[1] $eng 2>/dev/null)
+        for n in (credvault __complete $argv[1] $eng (__credvault_extra) 2>/dev/null)
             echo $eng/$n
         end
     else
-        for e in (credvault __complete engagements 2>/dev/null)
+        for e in (credvault __complete engagements (__credvault_extra) 2>/dev/null)
             echo $e/
         end
     end
@@ -450,7 +465,7 @@ function __credvault_here --description 'credvault: systems or credentials of th
     set -l s (__credvault_state)
     for w in $s[4..-1]
         if string match -q -- '*/*' $w
-            credvault __complete $argv[1] (string split -m1 / -- $w)[1] 2>/dev/null
+            credvault __complete $argv[1] (string split -m1 / -- $w)[1] (__credvault_extra) 2>/dev/null
             return
         end
     end

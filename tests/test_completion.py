@@ -3,7 +3,8 @@
 * The files in completions/ and docs/man/ are exactly what scripts/gen_shell.py generates
   (``--check``), and every command, action, option and help line of ``--help`` is in them.
 * bash and fish complete commands, actions, options, choices and, through
-  ``credvault __complete``, the names in a real vault; zsh parses its script.
+  ``credvault __complete``, the names in a real vault; so does zsh, with its completion
+  builtins stood in for (they run only inside the line editor).
 * ``__complete`` never prompts and lists only what the member may list; ``credvault get``
   imports none of the new modules.
 """
@@ -185,6 +186,9 @@ def test_bash_completes_from_the_table_and_the_vault(names_vault: dict[str, str]
     assert bash_complete("credvault ssh acme-2026/", env) == ["acme-2026/web1"]
     assert bash_complete("credvault put acme-2026/new --system ", env) == ["web1"]
     assert bash_complete("credvault engagement show ", env) == ["acme-2026", "other-2026"]
+    assert bash_complete("credvault get --as ", env) == ["alice", "bob"]
+    env_bob = {**env, "CREDVAULT_PASSPHRASE_FILE": env["TEST_PASS_BOB"]}
+    assert bash_complete("credvault get --as bob ", env_bob) == ["other-2026/"]  # bob's view
     assert "ls" in bash_complete("credvault run --env X=acme-2026/web1-root -- l", env)
 
 
@@ -247,29 +251,66 @@ def test_fish_completes(names_vault: dict[str, str]) -> None:
     assert fish("credvault grant acme-2026 bob ") == ["auditor", "engineer", "lead", "reader"]
     assert fish("credvault get acme-2026/") == ["acme-2026/web1-root"]
     assert "--clip-time" in fish("credvault otp --clip")
+    assert fish("credvault get --as ") == ["alice", "bob"]
+
+
+# zsh's completion system runs only inside a line editor; its builtins are replaced here by
+# stand-ins that print what would be offered (filtered by the prefix, as compadd does), so the
+# script's own logic runs for real in zsh.
+ZSH_HARNESS = r"""
+compadd() {
+    local p="" suffix="" arr="" x
+    while (($#)); do
+        case $1 in
+            -a) arr=$2; shift 2 ;;
+            -p) p=$2; shift 2 ;;
+            -S) suffix=$2; shift 2 ;;
+            --) shift; break ;;
+            *) break ;;
+        esac
+    done
+    for x in ${(P)arr} "$@"; do [[ $p$x == ${PREFIX}* ]] && print -r -- "$p$x$suffix"; done
+}
+_files() { print -r -- "<files>"; }
+_command_names() { print -r -- "<commands>"; }
+words=(${(z)1})
+[[ $1 == *" " ]] && words+=("")
+CURRENT=${#words}
+PREFIX=${words[CURRENT]}
+source "$2"
+true  # the status of the last stand-in compadd is not the test's
+"""
 
 
 @pytest.mark.skipif(
     shutil.which("zsh") is None, reason="LOUD SKIP: zsh missing (.ci/system-deps.sh)"
 )
-def test_zsh_parses_and_defines_its_tables() -> None:
-    r = subprocess.run(
-        [
-            "zsh",
-            "-f",
-            "-c",
-            f"_credvault() {{ :; }}; source {ZSH} 2>/dev/null; "
-            "print -r -- ${_credvault_actions[member]}; print -r -- ${_credvault_optval[get --field]}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.stdout.splitlines() == [
-        "add ls rm reset",
-        "choice:secret username address port url notes",
-    ]
+def test_zsh_completes(names_vault: dict[str, str]) -> None:
     assert subprocess.run(["zsh", "-n", str(ZSH)], timeout=60).returncode == 0
+
+    def zsh(line: str, env: dict[str, str] = names_vault) -> list[str]:
+        r = subprocess.run(
+            ["zsh", "-f", "-c", ZSH_HARNESS, "zsh", line, str(ZSH)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            start_new_session=True,
+        )
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines()
+
+    assert zsh("credvault member ") == ["add", "ls", "rm", "reset"]
+    assert zsh("credvault get --f") == ["--field"]
+    assert zsh("credvault get --field p") == ["port"]
+    assert zsh("credvault grant acme-2026 bob ") == ["lead", "engineer", "reader", "auditor"]
+    assert zsh("credvault get acme-2026/") == ["acme-2026/web1-root"]
+    assert zsh("credvault put acme-2026/n --system ") == ["web1"]
+    assert zsh("credvault restore ") == ["<files>"]
+    assert zsh("credvault get --as ") == ["alice", "bob"]
+    bob = {**names_vault, "CREDVAULT_PASSPHRASE_FILE": names_vault["TEST_PASS_BOB"]}
+    assert zsh("credvault get --as bob o", bob) == ["other-2026/"]  # bob's view
+    assert zsh("credvault run --env X=acme-2026/web1-root -- ") == ["<commands>"]
 
 
 def test_get_imports_nothing_new(names_vault: dict[str, str]) -> None:
