@@ -1,6 +1,6 @@
 """Whole-process figures of the at-the-terminal commands (issue 17), against pass.
 
-    python benchmarks/bench_terminal.py [--runs N]
+    python benchmarks/bench_terminal.py [--quick] [--runs N]
 
 On a private Xvfb display (real ``xclip``), one round-robin run of:
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -30,19 +30,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import contextlib
-
-from benchmarks._timing import Stats, print_table
-from benchmarks.bench_cli import load
+from benchmarks._report import Figures, Stats, machine, note, print_stats, ratio
 from benchmarks.peers.passstore import GnupgHome
-
-from credvault import MIN_KDF, Vault
-from credvault.totp import to_uri
+from credvault import MIN_KDF, Vault, totp
 
 PY = sys.executable
 SCRIPT = Path(PY).parent / "credvault"
@@ -64,8 +58,9 @@ def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def run_once(argv: Sequence[str], env: Mapping[str, str], stdin: bytes | None = None) -> float:
-    """One whole process; stdout/stderr to /dev/null (a clipboard tool's forked server would
-    hold a pipe open until the selection changes hands)."""
+    """One whole process; stdout/stderr to /dev/null, not pipes as ``_report.run_once`` has
+    them: a clipboard tool's forked server (pass runs xclip with its own stderr) would hold
+    a pipe open until the selection changes hands."""
     start = time.perf_counter()
     p = subprocess.run(
         list(argv),
@@ -91,7 +86,7 @@ def round_robin(
     for _ in range(runs):
         for name, argv, env in rows:
             samples[name].append(run_once(argv, env))
-    return [(name, Stats.from_samples(samples[name])) for name, _, _ in rows]
+    return [(name, Stats.of(samples[name])) for name, _, _ in rows]
 
 
 def clearers(display: str) -> list[int]:
@@ -114,14 +109,18 @@ def clearers(display: str) -> list[int]:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, nothing judged")
     ap.add_argument("--runs", type=int, default=15)
     args = ap.parse_args(argv)
-    for tool in ("Xvfb", "xclip"):
-        if shutil.which(tool) is None:
-            print(f"{tool} missing: apt-get install xvfb xclip")
-            return 1
-    print(f"# bench_terminal {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.platform()}")
-    print(f"# python {platform.python_version()}, {os.cpu_count()} CPUs, runs {args.runs}")
+    runs = 2 if args.quick else args.runs
+    machine("credvault bench_terminal (issue 17)", "quick" if args.quick else f"{runs} rounds")
+    figures = Figures(judged=not args.quick)
+    figures.section("clipboard and TOTP, whole process, against pass")
+    missing = [t for t in ("Xvfb", "xclip") if shutil.which(t) is None]
+    if missing:
+        note(f"SKIPPED: {', '.join(missing)} missing (apt-get install xvfb xclip)")
+        figures.summary()
+        return 0
     xvfb, display = start_xvfb()
     tmp = Path(tempfile.mkdtemp(prefix="cvterm-"))
     gpg = None
@@ -133,7 +132,7 @@ def main(argv: list[str]) -> int:
             v.engagements.create("bench", "bench")
             v.engagements.grant("bench", "svc", "reader")
             v.credentials.put("bench/web1", b"pw-" + os.urandom(12).hex().encode())
-            v.credentials.put("bench/portal-otp", to_uri(SEED, "bench:portal"))
+            v.credentials.put("bench/portal-otp", totp.to_uri(SEED, "bench:portal"))
         (tmp / "alice.pass").write_text("alice-pass\n")
         base = {k: val for k, val in os.environ.items() if not k.startswith("CREDVAULT_")}
         base.update(
@@ -160,27 +159,19 @@ def main(argv: list[str]) -> int:
         ]
         if shutil.which("pass") and shutil.which("gpg"):
             gpg = GnupgHome(tmp)
-            penv = {
-                **base,
-                **{k: gpg.env[k] for k in ("GNUPGHOME",)},
-                "PASSWORD_STORE_DIR": str(tmp / "store"),
-            }
-            subprocess.run(
-                ["pass", "init", gpg.fingerprint], env=penv, check=True, capture_output=True
-            )
-            subprocess.run(
-                ["pass", "insert", "-m", "web1"],
-                input=b"pw-pass\n",
-                env=penv,
-                check=True,
-                capture_output=True,
-            )
+            penv = {**base, "GNUPGHOME": gpg.env["GNUPGHOME"], "PASSWORD_STORE_DIR": str(tmp / "s")}
+            for cmd, data in (
+                (["init", gpg.fingerprint], None),
+                (["insert", "-m", "web1"], b"pw\n"),
+            ):
+                subprocess.run(
+                    ["pass", *cmd], input=data, env=penv, check=True, capture_output=True
+                )
             rows += [
                 ("pass show", ["pass", "show", "web1"], penv),
                 ("pass -c", ["pass", "show", "-c", "web1"], penv),
             ]
-            has_otp = Path("/usr/lib/password-store/extensions/otp.bash").exists()
-            if has_otp:
+            if Path("/usr/lib/password-store/extensions/otp.bash").exists():
                 subprocess.run(
                     ["pass", "otp", "insert", "portal-otp"],
                     input=f"otpauth://totp/bench:portal?secret={SEED}\n".encode(),
@@ -193,15 +184,13 @@ def main(argv: list[str]) -> int:
                     ("pass otp -c", ["pass", "otp", "-c", "portal-otp"], penv),
                 ]
             else:
-                print("# pass-extension-otp not installed: no `pass otp` rows")
+                note("SKIPPED pass otp: pass-extension-otp not installed")
         else:
-            print(
-                "# pass or gpg not installed: no peer rows (apt-get install pass pass-extension-otp)"
+            note(
+                "SKIPPED pass: pass or gpg not installed (apt-get install pass pass-extension-otp)"
             )
-        print(f"# load before: {load()}")
-        stats = round_robin(rows, args.runs)
-        print_table(stats)
-        print(f"# load after: {load()}")
+        stats = round_robin(rows, runs)
+        print_stats(stats, baselines=["credvault get (identity)"], indent="   ")
         by = dict(stats)
         for ours, theirs in (
             ("credvault get -c (identity)", "pass -c"),
@@ -209,8 +198,17 @@ def main(argv: list[str]) -> int:
             ("credvault otp -c (identity)", "pass otp -c"),
         ):
             if theirs in by:
-                ratio = by[ours].median_ms / by[theirs].median_ms
-                print(f"{ours} / {theirs}: {ratio:.2f}x")
+                figures.add(
+                    f"{ours} / {theirs} (median, same run)",
+                    f"{ratio(by[ours].median, by[theirs].median):.2f}x",
+                )
+        figures.add(
+            "credvault get -c (identity), median",
+            f"{by['credvault get -c (identity)'].median:.1f} ms",
+        )
+        figures.add(
+            "credvault otp (identity), median", f"{by['credvault otp (identity)'].median:.1f} ms"
+        )
     finally:
         for pid in clearers(display):
             with contextlib.suppress(ProcessLookupError):
@@ -220,6 +218,7 @@ def main(argv: list[str]) -> int:
         xvfb.terminate()
         xvfb.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
+    figures.summary()
     return 0
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from credvault import __version__  # noqa: E402
 from credvault.cli.spec import COMMON_ARGS, Arg, OneOf, walk  # noqa: E402
-from credvault.cli.table import TABLE  # noqa: E402
+from credvault.cli import TABLE  # noqa: E402
 
 OUTPUTS = {
     "bash": ROOT / "completions" / "credvault.bash",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from credvault import validate
 from credvault.errors import InvalidInput
+from credvault.model import iso, parse_iso
 
 SETTINGS: dict[str, tuple[str, int]] = {
     # name on the command line: (meta key, default)
@@ -31,3 +34,10 @@ def parse(name: str, value: str) -> tuple[str, int]:
     if name == "audit-retention-days" and n < 1:
         raise InvalidInput("audit-retention-days must be at least 1")
     return SETTINGS[name][0], n
+
+
+def purge_due(closed_at: str, grace_days: int, hold_until: str | None) -> str:
+    """When a closed engagement is purged: ``grace_days`` after it closed, or when its
+    retention hold ends, whichever is later (timestamps as :func:`~credvault.model.iso`)."""
+    due = iso(parse_iso(closed_at) + timedelta(days=grace_days))
+    return max(due, hold_until) if hold_until else due

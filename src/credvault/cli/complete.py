@@ -27,9 +27,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def names(words: Sequence[str]) -> list[str]:
-    from credvault import Vault
+    from credvault import Vault, default_source
     from credvault.cli.commands import member_name, vault_dir
-    from credvault.unlock import default_source
 
     args, _ = _parser().parse_known_args(list(words))
     path = vault_dir(args)

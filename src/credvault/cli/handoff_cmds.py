@@ -12,10 +12,9 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from credvault import InvalidInput, Secret
 from credvault.cli import terminal as t
 from credvault.cli.commands import open_vault
-from credvault.errors import InvalidInput
-from credvault.secret import Secret
 
 if TYPE_CHECKING:
     from credvault.clipboard import Backend
@@ -25,17 +24,17 @@ EXIT_OK = 0
 
 def clip_time(args: argparse.Namespace) -> int:
     """Seconds until the clipboard clears: --clip-time, else $CREDVAULT_CLIP_TIME, else 45."""
-    from credvault.clipboard import DEFAULT_CLEAR_AFTER, MAX_CLEAR_AFTER
+    from credvault import clipboard
 
     raw = getattr(args, "clip_time", None) or os.environ.get("CREDVAULT_CLIP_TIME")
     if raw is None or raw == "":
-        return DEFAULT_CLEAR_AFTER
+        return clipboard.DEFAULT_CLEAR_AFTER
     try:
         seconds = int(raw)
     except ValueError:
         seconds = -1
-    if not 0 <= seconds <= MAX_CLEAR_AFTER:
-        raise InvalidInput(f"invalid clip time: expected 0 to {MAX_CLEAR_AFTER} seconds")
+    if not 0 <= seconds <= clipboard.MAX_CLEAR_AFTER:
+        raise InvalidInput(f"invalid clip time: expected 0 to {clipboard.MAX_CLEAR_AFTER} seconds")
     return seconds
 
 
@@ -95,8 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     """SSH to a system with its linked credential: key via the agent, password via askpass."""
-    from credvault import handoff
-    from credvault.keyring_cache import parse_ttl
+    from credvault import handoff, parse_ttl
 
     try:
         lifetime = int(parse_ttl(args.key_lifetime).total_seconds())
