@@ -60,6 +60,14 @@ def test_secrets_reach_only_the_childs_environment(
     ]
 
 
+def test_reason_is_the_commands_name_within_the_limit() -> None:
+    assert handoff.command_reason(["/usr/bin/psql", "-h", "db"]) == "run psql"
+    assert handoff.command_reason(["./deploy\x1b[2J.sh"], "T-1") == "run deploy?[2J.sh: T-1"
+    assert len(handoff.command_reason(["x" * 300], "r" * 200)) == 200
+    with pytest.raises(InvalidInput):
+        handoff.command_reason(["x"], "two\nlines")
+
+
 def test_exit_status_and_launch_failures(vault: VaultFixture, engagement: str) -> None:
     assert handoff.run_command([PY, "-c", "raise SystemExit(42)"], {}) == 42
     assert (

@@ -87,8 +87,11 @@ def parse_env_spec(text: str) -> EnvSpec:
 
 def command_reason(argv: Sequence[str], reason: str | None = None) -> str:
     """The audit reason of a ``run``: the command's name (and the user's own reason)."""
+    from credvault import validate
+
+    reason = validate.reason(reason)  # the user's part is checked as any --reason is
     cmd = "".join(ch if ch.isprintable() else "?" for ch in Path(argv[0]).name)[:64]
-    return f"run {cmd}" + (f": {reason}" if reason else "")
+    return (f"run {cmd}" + (f": {reason}" if reason else ""))[:200]  # validate.reason's limit
 
 
 def read_env(
