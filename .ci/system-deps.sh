@@ -5,7 +5,7 @@
 #   dbus           -> /usr/bin/dbus-daemon (private session bus for the tests)
 #   faketime       -> libfaketime (CLI lifecycle tests move the clock)
 #                     and /usr/bin/dbus-send (readiness probe; via dbus-bin)
-#   xclip, xvfb    -> the clipboard tests (`get -c`) on a private X display
+#   xclip, xsel, xvfb -> the clipboard tests (`get -c`) on a private X display
 #   oathtool       -> TOTP codes checked against an independent implementation
 #   openssh-server, openssh-client -> `credvault ssh` against a real sshd and ssh-agent
 #   zsh, fish      -> the generated completion scripts are parsed and run by the real shells
@@ -24,6 +24,7 @@ fi
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
 # the at-the-terminal commands: clipboard, TOTP, ssh, completion
 command -v xclip >/dev/null 2>&1 || need+=(xclip)
+command -v xsel >/dev/null 2>&1 || need+=(xsel)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
 command -v oathtool >/dev/null 2>&1 || need+=(oathtool)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)

@@ -164,6 +164,21 @@ def test_clear_after_zero_keeps_it(display: str, monkeypatch: pytest.MonkeyPatch
     assert paste(display) == b"keep-me"
 
 
+@needs_x
+@pytest.mark.skipif(
+    shutil.which("xsel") is None, reason="LOUD SKIP: xsel missing (.ci/system-deps.sh)"
+)
+def test_xsel_copies_and_clears(display: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other X11 tool: its own copy, read-back and --clear arguments, for real."""
+    monkeypatch.setenv("DISPLAY", display)
+    monkeypatch.setenv("CREDVAULT_CLIPBOARD", "xsel")
+    assert clipboard.copy(Secret(b"via-xsel"), clear_after=1) == clipboard.Copied("xsel", 1)
+    pids = clearers(display)
+    assert paste(display) in (b"via-xsel", b"")
+    wait_gone(pids)
+    assert paste(display) == b""
+
+
 def test_no_clipboard_is_one_clear_error() -> None:
     env = {"PATH": os.environ["PATH"]}
     with pytest.raises(clipboard.ClipboardUnavailable, match="no clipboard reachable"):
