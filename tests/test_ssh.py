@@ -146,7 +146,11 @@ def test_password_login_leaves_no_trace(
     rendezvous = Path(tempfile.mkdtemp(prefix="cv-ssh-"))
     rendezvous.chmod(0o1777)
     marker = rendezvous / "logged-in"
-    remote = f"touch {marker}; while [ -e {marker} ]; do sleep 0.05; done; echo CV-PW-OK"
+    # bounded: if the test dies before removing the marker, the session still ends (60 s)
+    remote = (
+        f"touch {marker}; i=0; while [ -e {marker} ] && [ $i -lt 1200 ]; "
+        "do sleep 0.05; i=$((i + 1)); done; echo CV-PW-OK"
+    )
     with vault.open("bob") as v:
         plan = handoff.plan_ssh(
             v, "acme-2026/box", [*sshd.client_opts, "-o", "PubkeyAuthentication=no", remote]
