@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 from credvault import CredvaultError
 from credvault.cli import commands as c
-from credvault.cli import handoff_cmds as h
 from credvault.cli import spec
 from credvault.cli.spec import Command, arg, one_of
 from credvault.cli.terminal import err
@@ -368,7 +367,7 @@ TABLE: tuple[Command, ...] = (
     Command(
         "otp",
         "print the current TOTP code of a credential holding a TOTP seed",
-        h.cmd_otp,
+        c.cmd_otp,
         (
             REF,
             CLIP,
@@ -379,7 +378,7 @@ TABLE: tuple[Command, ...] = (
     Command(
         "ssh",
         "ssh to a system with its linked key (via ssh-agent) or password",
-        h.cmd_ssh,
+        c.cmd_ssh,
         (
             SYSTEM_REF,
             arg(
@@ -407,7 +406,7 @@ TABLE: tuple[Command, ...] = (
     Command(
         "run",
         "run a command with secrets in its environment (never in its arguments)",
-        h.cmd_run,
+        c.cmd_run,
         (
             arg(
                 "--env",
