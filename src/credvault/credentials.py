@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import builtins
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import items, validate
@@ -85,6 +85,14 @@ class Credential(NamedTuple):
 
 
 EDITABLE = ("username", "url", "notes", "kind", "system")
+
+
+class OtpCode(NamedTuple):
+    """A one-time code and how many seconds it stays valid."""
+
+    code: str
+    seconds_left: int
+    period: int
 
 
 class VersionInfo(NamedTuple):
@@ -283,6 +291,28 @@ class Credentials:
 
         Audited; with ``require_reason`` a reason is mandatory.
         """
+        return self._read(ref, reason, "get", version=version)
+
+    def otp(self, ref: str, *, reason: str | None = None, at: float | None = None) -> OtpCode:
+        """The current TOTP code of a credential holding an ``otpauth://totp/`` URI, audited as
+        ``otp`` (not ``get``). The seed is decrypted, used for one HMAC and dropped: only the
+        code leaves. A credential holding anything else is refused (and that is audited).
+        """
+        from credvault import totp
+
+        cred = self._read(ref, reason, "otp", check=totp.parse_stored)
+        params = totp.parse_stored(cred.secret)
+        return OtpCode(totp.code(params, at), totp.seconds_left(params, at), params.period)
+
+    def _read(
+        self,
+        ref: str,
+        reason: str | None,
+        action: str,
+        check: Callable[[Secret], object] | None = None,
+        *,
+        version: int | None = None,
+    ) -> Credential:
         s = self.s
         eng_name, name = validate.ref(ref)
         reason = validate.reason(reason)
@@ -290,15 +320,15 @@ class Credentials:
             raise InvalidInput("version must be a positive number")
         eng = self.e.get(eng_name)
         if eng.require_reason and not reason:
-            raise s.deny("get", eng.name, name, "this engagement requires --reason")
+            raise s.deny(action, eng.name, name, "this engagement requires --reason")
         if eng.needs_rotation and self.e.role_of(eng):
             self.e._rotate_if_needed(eng)
             eng = self.e.get(eng_name)
-        key = self.e.key(eng, "get", Action.READ, name)
+        key = self.e.key(eng, action, Action.READ, name)
         row = s.store.credential(eng.id, name)
         if row is None:
             with s.store.write():
-                s.log("get", eng.name, name, "error", "not found")
+                s.log(action, eng.name, name, "error", "not found")
             raise NotFound("credential", ref)
         if version is not None and version != row.version:
             return self._get_version(eng, key, row, version, reason)
@@ -311,7 +341,7 @@ class Credentials:
             current = self.e.get(eng_name).key_version
             why = "key rotated during the read" if current != eng.key_version else None
             with s.store.write():
-                s.log("get", eng.name, name, "error", why or "integrity check failed")
+                s.log(action, eng.name, name, "error", why or "integrity check failed")
             if why:
                 raise Conflict(
                     f"{ref}: the engagement key was rotated meanwhile; run again"
@@ -327,12 +357,20 @@ class Credentials:
                     )
                 except IntegrityError:
                     with s.store.write():
-                        s.log("get", eng.name, name, "error", "system address integrity failed")
+                        s.log(action, eng.name, name, "error", "system address integrity failed")
                     raise
                 address, port = (a.reveal_text() if a else None), srow.port
+        if check is not None:
+            assert secret_value is not None
+            try:
+                check(secret_value)
+            except InvalidInput as e:
+                with s.store.write():
+                    s.log(action, eng.name, name, "error", str(e))
+                raise InvalidInput(f"{ref}: {e}") from None
         # Fail closed: the entry commits before the secret leaves this function.
         with s.store.write():
-            s.log("get", eng.name, name, "ok", f"reason: {reason}" if reason else "")
+            s.log(action, eng.name, name, "ok", f"reason: {reason}" if reason else "")
         assert secret_value is not None
         return Credential(
             eng.name,

@@ -1098,7 +1098,7 @@ class Store:
             str(r[0])
             for r in self._all(
                 "SELECT DISTINCT item FROM audit WHERE member = ? AND engagement = ? AND outcome = 'ok' "
-                "AND action IN ('get', 'system-show') AND item IS NOT NULL ORDER BY item",
+                "AND action IN ('get', 'otp', 'system-show') AND item IS NOT NULL ORDER BY item",
                 (member, engagement),
             )
         ]

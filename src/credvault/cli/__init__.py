@@ -44,6 +44,17 @@ REF = arg("ref", metavar="ENG/NAME", value="ref")
 SYSTEM_REF = arg("ref", metavar="ENG/NAME", value="system-ref")
 # destructive commands confirm on a terminal (terminal.confirm) and need --yes elsewhere
 YES = arg("--yes", action="store_true", help="do not ask for confirmation")
+CLIP = arg(
+    "-c",
+    "--clip",
+    action="store_true",
+    help="copy to the clipboard instead of printing; cleared after --clip-time",
+)
+CLIP_TIME = arg(
+    "--clip-time",
+    metavar="SECONDS",
+    help="clear the clipboard after this long (default $CREDVAULT_CLIP_TIME, else 45; 0 never)",
+)
 GRACE_DAYS = arg("--grace-days", type=str, metavar="N")
 
 STATUS_ARGS = (JSON,)
@@ -389,6 +400,11 @@ TABLE: tuple[Command, ...] = (
                 action="store_true",
                 help="print the generated value once, after storing it",
             ),
+            arg(
+                "--totp",
+                action="store_true",
+                help="the secret is a TOTP seed (otpauth:// URI or base32), stored as a URI",
+            ),
         ),
     ),
     Command(
@@ -402,6 +418,8 @@ TABLE: tuple[Command, ...] = (
             arg("-n", action="store_true", help="no trailing newline"),
             arg("--reason", help="why you read it (ticket number); recorded in the audit"),
             arg("--version", type=int, metavar="N", help="an earlier version (see history)"),
+            CLIP,
+            CLIP_TIME,
         ),
     ),
     Command(
@@ -501,6 +519,74 @@ TABLE: tuple[Command, ...] = (
             arg("--keyfile", metavar="PATH", value="file", help="kdbx: key file"),
             arg("--dry-run", action="store_true", help="show what would be imported"),
             JSON,
+            CLIP,
+            CLIP_TIME,
+        ),
+    ),
+    Command(
+        "otp",
+        "print the current TOTP code of a credential holding a TOTP seed",
+        c.cmd_otp,
+        (
+            REF,
+            CLIP,
+            CLIP_TIME,
+            arg("--reason", help="why you need it (ticket number); recorded in the audit"),
+        ),
+    ),
+    Command(
+        "ssh",
+        "ssh to a system with its linked key (via ssh-agent) or password",
+        c.cmd_ssh,
+        (
+            SYSTEM_REF,
+            arg(
+                "--credential",
+                metavar="NAME",
+                value="credential",
+                help="which linked credential, when several are linked to the system",
+            ),
+            arg(
+                "--key-lifetime",
+                default="15m",
+                metavar="TIME",
+                help="how long ssh-agent keeps the key, e.g. 5m, 1h (default 15m)",
+            ),
+            arg("--reason", help="why (ticket number); recorded in the audit"),
+            arg(
+                "ssh_args",
+                nargs="*",
+                metavar="-- SSH-ARGS",
+                value="argv",
+                help="options and a remote command for ssh, after --",
+            ),
+        ),
+    ),
+    Command(
+        "run",
+        "run a command with secrets in its environment (never in its arguments)",
+        c.cmd_run,
+        (
+            arg(
+                "--env",
+                action="append",
+                metavar="VAR=ENG/NAME[:FIELD]",
+                value="env",
+                help="put a credential's secret (or FIELD) into VAR; repeat for more",
+            ),
+            arg(
+                "--mask",
+                action="store_true",
+                help="replace the secrets by ***** in the command's output",
+            ),
+            arg("--reason", help="recorded in the audit with the command's name"),
+            arg(
+                "command",
+                nargs="*",
+                metavar="-- COMMAND [ARGS]",
+                value="argv",
+                help="the command to run, after --",
+            ),
         ),
     ),
     Command(
@@ -619,6 +705,13 @@ TABLE: tuple[Command, ...] = (
 )
 
 COMMANDS = frozenset(cmd.name for cmd in TABLE)
+# commands whose argument list ends with another program's command line (Arg.value "argv")
+PASSTHROUGH = {
+    cmd.name: str(a.options.get("dest") or a.flags[0])
+    for cmd in TABLE
+    for a in cmd.args
+    if isinstance(a, spec.Arg) and a.value == "argv"
+}
 
 
 # -- parsing and running ----------------------------------------------------------------------
@@ -639,7 +732,15 @@ def parse(words: Sequence[str]) -> argparse.Namespace:
         parser = build_parser(words[0])
     else:
         parser = spec.build_parser(TABLE, shallow=True)
-    return parser.parse_args(words)
+    dest = PASSTHROUGH.get(words[0]) if words else None
+    if dest is None or "--" not in words:
+        return parser.parse_args(words)
+    # `run ... -- COMMAND ARGS`, `ssh ENG/SYS ... -- SSH-ARGS`: what follows the first `--`
+    # is the other program's, never ours (argparse would mix it with our positionals)
+    cut = words.index("--")
+    args = parser.parse_args(words[:cut])
+    setattr(args, dest, [*getattr(args, dest), *words[cut + 1 :]])
+    return args
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -664,4 +765,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch(parse(sys.argv[1:] if argv is None else argv))
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["__complete"]:  # hidden: names for the shell completion scripts
+        from credvault.cli.complete import main as complete
+
+        return complete(words[1:])
+    return dispatch(parse(words))

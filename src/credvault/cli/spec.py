@@ -56,7 +56,9 @@ class Arg:
     ``value`` says what the value names, for shell completion (argparse never sees it):
     ``"file"``, ``"dir"``, ``"engagement"``, ``"member"``, ``"client"``, ``"role"``, ``"ref"``
     (a credential's ENG/NAME), ``"system-ref"`` (a system's ENG/NAME), ``"system"`` (a
-    system's NAME in the engagement at hand); ``None`` for anything else (new names, text).
+    system's NAME in the engagement at hand), ``"credential"`` (a credential's NAME in the
+    engagement at hand), ``"argv"`` (another program's command line: what follows ``--`` is
+    given to it untouched, see ``credvault.cli.parse``); ``None`` for anything else.
 
     The table's types are plain slotted classes, not NamedTuples or dataclasses: creating
     those classes costs about 0.4 ms each on every ``credvault get``. Treat them as frozen.
