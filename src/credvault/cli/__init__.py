@@ -571,7 +571,6 @@ TABLE: tuple[Command, ...] = (
                 "--env",
                 action="append",
                 metavar="VAR=ENG/NAME[:FIELD]",
-                value="env",
                 help="put a credential's secret (or FIELD) into VAR; repeat for more",
             ),
             arg(
