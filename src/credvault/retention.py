@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from credvault import validate
 from credvault.errors import InvalidInput
+from credvault.model import iso, parse_iso
 
 SETTINGS: dict[str, tuple[str, int]] = {
     # name on the command line: (meta key, default)
     "purge-grace-days": ("purge_grace_days", 7),
     "audit-retention-days": ("audit_retention_days", 365),
     "backup-retention-days": ("backup_retention_days", 30),
+    # how long rm and system rm keep an item recoverable (never past the engagement purge)
+    "trash-days": ("trash_days", 30),
 }
 
 
@@ -31,3 +36,10 @@ def parse(name: str, value: str) -> tuple[str, int]:
     if name == "audit-retention-days" and n < 1:
         raise InvalidInput("audit-retention-days must be at least 1")
     return SETTINGS[name][0], n
+
+
+def purge_due(closed_at: str, grace_days: int, hold_until: str | None) -> str:
+    """When a closed engagement is purged: ``grace_days`` after it closed, or when its
+    retention hold ends, whichever is later (timestamps as :func:`~credvault.model.iso`)."""
+    due = iso(parse_iso(closed_at) + timedelta(days=grace_days))
+    return max(due, hold_until) if hold_until else due

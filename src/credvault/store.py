@@ -18,9 +18,25 @@ from typing import Any
 import sqlcipher3
 
 from credvault.errors import CredvaultError, IntegrityError, NotAVault, StoreError
-from credvault.model import Engagement, Grant
+from credvault.model import (
+    HISTORY_SEALED,
+    SEALED_FIELDS,
+    AuditRow,
+    CredentialRow,
+    CredentialUpdate,
+    Engagement,
+    Grant,
+    NewCredential,
+    NewEngagement,
+    NewSystem,
+    NewVersion,
+    SealedRow,
+    SystemRow,
+    TrashEntry,
+    VersionRow,
+)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 MIN_DB_SIZE = 1024  # a real vault database is several 4 KiB pages
 _RAW_KEY = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -30,12 +46,98 @@ Row = tuple[Any, ...]
 __all__ = [
     "BUSY_TIMEOUT_S",
     "FORMAT_VERSION",
+    "MIGRATIONS",
     "MIN_DB_SIZE",
     "Row",
     "Store",
     "StoreError",  # defined in errors; re-exported for existing importers
     "translate",
 ]
+
+
+# Format upgrades, the one place the schema changes after format 1 (schema.sql): the DDL
+# that turns format N-1 into format N. ``init`` applies them all after schema.sql; opening
+# an older vault applies the missing ones in one transaction (``Vault`` takes a backup
+# first and audits it). Never edit a released step: add the next one.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Format 2: credential history and the trash (docs/format.md).
+    2: (
+        # The live row's version number, who wrote it and what that write changed.
+        "ALTER TABLE credentials ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE credentials ADD COLUMN updated_by TEXT",
+        "ALTER TABLE credentials ADD COLUMN changed TEXT NOT NULL DEFAULT 'created'",
+        # Earlier versions of a credential, each sealed at its own place
+        # (credential_versions, credential uid, "field/vN"), rotated and purged with the
+        # engagement. Keyed by the credential's uid so they follow it into the trash.
+        """CREATE TABLE credential_versions (
+            id             INTEGER PRIMARY KEY,
+            engagement_id  INTEGER NOT NULL REFERENCES engagements (id) ON DELETE CASCADE,
+            credential_uid BLOB NOT NULL,
+            version        INTEGER NOT NULL,
+            name           TEXT NOT NULL,
+            kind           TEXT NOT NULL,
+            system         TEXT,
+            secret_env     BLOB NOT NULL,
+            username_env   BLOB,
+            url_env        BLOB,
+            notes_env      BLOB,
+            created_at     TEXT NOT NULL,
+            created_by     TEXT,
+            changed        TEXT NOT NULL,
+            UNIQUE (credential_uid, version)
+        )""",
+        "CREATE INDEX credential_versions_engagement ON credential_versions (engagement_id)",
+        # Removed credentials and systems, recoverable until expires_at (or the purge).
+        # Same columns and envelopes as the live rows (whose places they keep: a row is
+        # either live or here, never both).
+        """CREATE TABLE credential_trash (
+            id            INTEGER PRIMARY KEY,
+            uid           BLOB NOT NULL UNIQUE,
+            engagement_id INTEGER NOT NULL REFERENCES engagements (id) ON DELETE CASCADE,
+            name          TEXT NOT NULL,
+            kind          TEXT NOT NULL,
+            system_id     INTEGER REFERENCES systems (id) ON DELETE SET NULL,
+            secret_env    BLOB NOT NULL,
+            username_env  BLOB,
+            url_env       BLOB,
+            notes_env     BLOB,
+            created_at    TEXT NOT NULL,
+            updated_at    TEXT NOT NULL,
+            version       INTEGER NOT NULL,
+            updated_by    TEXT,
+            changed       TEXT NOT NULL,
+            deleted_at    TEXT NOT NULL,
+            deleted_by    TEXT NOT NULL,
+            expires_at    TEXT NOT NULL
+        )""",
+        "CREATE INDEX credential_trash_name ON credential_trash (engagement_id, name)",
+        "CREATE INDEX credential_trash_expiry ON credential_trash (expires_at)",
+        """CREATE TABLE system_trash (
+            id            INTEGER PRIMARY KEY,
+            uid           BLOB NOT NULL UNIQUE,
+            engagement_id INTEGER NOT NULL REFERENCES engagements (id) ON DELETE CASCADE,
+            name          TEXT NOT NULL,
+            port          INTEGER,
+            protocol      TEXT,
+            address_env   BLOB NOT NULL,
+            details_env   BLOB,
+            created_at    TEXT NOT NULL,
+            updated_at    TEXT NOT NULL,
+            linked        TEXT NOT NULL DEFAULT '[]',
+            deleted_at    TEXT NOT NULL,
+            deleted_by    TEXT NOT NULL,
+            expires_at    TEXT NOT NULL
+        )""",
+        "CREATE INDEX system_trash_name ON system_trash (engagement_id, name)",
+        "CREATE INDEX system_trash_expiry ON system_trash (expires_at)",
+    ),
+}
+
+
+def _sealed(table: str) -> tuple[str, ...]:
+    if table in SEALED_FIELDS:
+        return SEALED_FIELDS[table]
+    return HISTORY_SEALED[table]
 
 
 def _key_literal(key: bytes) -> str:
@@ -241,6 +343,17 @@ class Store:
             self.conn.executescript(ddl)
         except sqlcipher3.Error as e:
             raise translate(e) from None
+        with self.write():
+            self.migrate(1)
+
+    def migrate(self, from_version: int) -> list[int]:
+        """Apply the format steps after ``from_version`` (inside the caller's transaction)."""
+        done = []
+        for version in range(from_version + 1, FORMAT_VERSION + 1):
+            for stmt in MIGRATIONS[version]:
+                self._x(stmt)
+            done.append(version)
+        return done
 
     def get_meta(self, key: str) -> Any:
         row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
@@ -263,21 +376,74 @@ class Store:
         "hold_reason, hold_by, purged_at, receipt"
     )
 
-    def insert_engagement(self, values: dict[str, Any]) -> int:
-        cols = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
+    def insert_engagement(self, e: NewEngagement) -> int:
         return int(
             self._x(
-                f"INSERT INTO engagements ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
-                tuple(values.values()),
+                "INSERT INTO engagements (uid, name, client, state, key_version, key_fp, "
+                "require_reason, grace_days, created_at, created_by, lead, creation_sig) "
+                "VALUES (?, ?, ?, 'active', 1, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    e.uid,
+                    e.name,
+                    e.client,
+                    e.key_fp,
+                    int(e.require_reason),
+                    e.grace_days,
+                    e.created_at,
+                    e.created_by,
+                    e.lead,
+                    e.creation_sig,
+                ),
             ).lastrowid
         )
 
-    def update_engagement(self, eng_id: int, values: dict[str, Any]) -> None:
-        sets = ", ".join(f"{c} = ?" for c in values)
+    def set_engagement_key(self, eng_id: int, version: int, key_fp: str) -> None:
+        """A rotation's new key version (and no rotation pending any more)."""
         self._x(
-            f"UPDATE engagements SET {sets} WHERE id = ?",  # noqa: S608 - column names are ours
-            (*values.values(), eng_id),
+            "UPDATE engagements SET key_version = ?, key_fp = ?, needs_rotation = 0 WHERE id = ?",
+            (version, key_fp, eng_id),
+        )
+
+    def mark_needs_rotation(self, eng_id: int) -> None:
+        self._x("UPDATE engagements SET needs_rotation = 1 WHERE id = ?", (eng_id,))
+
+    def set_require_reason(self, eng_id: int, require: bool) -> None:
+        self._x("UPDATE engagements SET require_reason = ? WHERE id = ?", (int(require), eng_id))
+
+    def close_engagement(
+        self, eng_id: int, closed_at: str, grace_days: int | None, purge_due: str
+    ) -> None:
+        """State ``closed``; ``grace_days`` None keeps the engagement's own setting."""
+        self._x(
+            "UPDATE engagements SET state = 'closed', closed_at = ?, "
+            "grace_days = coalesce(?, grace_days), purge_due = ? WHERE id = ?",
+            (closed_at, grace_days, purge_due, eng_id),
+        )
+
+    def set_hold(
+        self,
+        eng_id: int,
+        until: str | None,
+        reason: str | None,
+        by: str | None,
+        purge_due: str,
+    ) -> None:
+        """Set (or, with Nones, lift) a retention hold, with the purge date it implies."""
+        self._x(
+            "UPDATE engagements SET hold_until = ?, hold_reason = ?, hold_by = ?, purge_due = ? "
+            "WHERE id = ?",
+            (until, reason, by, purge_due, eng_id),
+        )
+
+    def set_purge_due(self, eng_id: int, purge_due: str) -> None:
+        self._x("UPDATE engagements SET purge_due = ? WHERE id = ?", (purge_due, eng_id))
+
+    def mark_purged(self, eng_id: int, purged_at: str, receipt: str) -> None:
+        """The tombstone: state ``purged``, its signed receipt, nothing due or pending."""
+        self._x(
+            "UPDATE engagements SET state = 'purged', purged_at = ?, receipt = ?, "
+            "purge_due = NULL, needs_rotation = 0 WHERE id = ?",
+            (purged_at, receipt, eng_id),
         )
 
     @staticmethod
@@ -343,6 +509,7 @@ class Store:
                 (now,),
             )
             is not None
+            or self.anything_in_trash_due(now)
         )
 
     def engagements_needing_rotation(self) -> list[str]:
@@ -358,8 +525,23 @@ class Store:
         s = self._one("SELECT count(*) FROM systems WHERE engagement_id = ?", (eng_id,))
         return (int(c[0]) if c else 0, int(s[0]) if s else 0)
 
+    def count_engagement_history(self, eng_id: int) -> tuple[int, int, int]:
+        """(earlier versions, trashed credentials, trashed systems) of an engagement."""
+        counts = []
+        for table in ("credential_versions", "credential_trash", "system_trash"):
+            r = self._one(f"SELECT count(*) FROM {table} WHERE engagement_id = ?", (eng_id,))  # noqa: S608
+            counts.append(int(r[0]) if r else 0)
+        return counts[0], counts[1], counts[2]
+
     def destroy_engagement_contents(self, eng_id: int) -> None:
-        for table in ("credentials", "systems", "grants"):
+        for table in (
+            "credential_versions",
+            "credential_trash",
+            "system_trash",
+            "credentials",
+            "systems",
+            "grants",
+        ):
             self._x(f"DELETE FROM {table} WHERE engagement_id = ?", (eng_id,))  # noqa: S608
 
     # -- grants ---------------------------------------------------------------------------
@@ -416,12 +598,12 @@ class Store:
             )
         ]
 
-    def put_grant(self, eng_id: int, g: dict[str, Any]) -> None:
-        cols = ", ".join(g)
-        marks = ", ".join("?" for _ in g)
+    def put_grant(self, eng_id: int, g: Grant) -> None:
+        """Insert or replace the grant of ``g.member`` (columns in ``GRANT_COLS`` order)."""
         self._x(
-            f"INSERT OR REPLACE INTO grants (engagement_id, {cols}) VALUES (?, {marks})",  # noqa: S608
-            (eng_id, *g.values()),
+            f"INSERT OR REPLACE INTO grants (engagement_id, {self.GRANT_COLS}) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (eng_id, *g),
         )
 
     def set_key_copy(
@@ -466,24 +648,41 @@ class Store:
     # -- systems --------------------------------------------------------------------------
     SYS_COLS = "id, uid, name, port, protocol, address_env, details_env, created_at, updated_at"
 
-    def system(self, eng_id: int, name: str) -> Row | None:
-        return self._one(
+    @staticmethod
+    def _system(r: Row) -> SystemRow:
+        return SystemRow(
+            int(r[0]),
+            bytes(r[1]),
+            r[2],
+            r[3],
+            r[4],
+            bytes(r[5]),
+            None if r[6] is None else bytes(r[6]),
+            r[7],
+            r[8],
+        )
+
+    def system(self, eng_id: int, name: str) -> SystemRow | None:
+        row = self._one(
             f"SELECT {self.SYS_COLS} FROM systems WHERE engagement_id = ? "  # noqa: S608
             "AND name = ?",
             (eng_id, name),
         )
+        return None if row is None else self._system(row)
 
-    def system_by_id(self, sys_id: int) -> Row | None:
-        return self._one(f"SELECT {self.SYS_COLS} FROM systems WHERE id = ?", (sys_id,))  # noqa: S608
+    def system_by_id(self, sys_id: int) -> SystemRow | None:
+        row = self._one(f"SELECT {self.SYS_COLS} FROM systems WHERE id = ?", (sys_id,))  # noqa: S608
+        return None if row is None else self._system(row)
 
-    def systems(self, eng_id: int) -> list[Row]:
-        return self._all(
+    def systems(self, eng_id: int) -> list[SystemRow]:
+        rows = self._all(
             f"SELECT {self.SYS_COLS} FROM systems WHERE engagement_id = ? "  # noqa: S608
             "ORDER BY name",
             (eng_id,),
         )
+        return [self._system(r) for r in rows]
 
-    def upsert_system(self, eng_id: int, v: dict[str, Any]) -> None:
+    def upsert_system(self, eng_id: int, v: NewSystem) -> None:
         self._x(
             "INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env, "
             "details_env, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -491,24 +690,16 @@ class Store:
             "protocol = excluded.protocol, address_env = excluded.address_env, "
             "details_env = excluded.details_env, updated_at = excluded.updated_at",
             (
-                v["uid"],
+                v.uid,
                 eng_id,
-                v["name"],
-                v["port"],
-                v["protocol"],
-                v["address_env"],
-                v["details_env"],
-                v["created_at"],
-                v["updated_at"],
+                v.name,
+                v.port,
+                v.protocol,
+                v.address_env,
+                v.details_env,
+                v.created_at,
+                v.updated_at,
             ),
-        )
-
-    def set_system_envelopes(
-        self, sys_id: int, address_env: bytes, details_env: bytes | None
-    ) -> None:
-        self._x(
-            "UPDATE systems SET address_env = ?, details_env = ? WHERE id = ?",
-            (address_env, details_env, sys_id),
         )
 
     def delete_system(self, sys_id: int) -> None:
@@ -517,22 +708,57 @@ class Store:
     # -- credentials ----------------------------------------------------------------------
     CRED_COLS = (
         "c.id, c.uid, c.name, c.kind, s.name, c.secret_env, c.username_env, c.url_env, "
-        "c.notes_env, c.created_at, c.updated_at, c.system_id"
+        "c.notes_env, c.created_at, c.updated_at, c.system_id, c.version, c.updated_by, "
+        "c.changed"
     )
 
-    def credential(self, eng_id: int, name: str) -> Row | None:
-        return self._one(
+    @staticmethod
+    def _credential(r: Row) -> CredentialRow:
+        return CredentialRow(
+            int(r[0]),
+            bytes(r[1]),
+            r[2],
+            r[3],
+            r[4],
+            bytes(r[5]),
+            None if r[6] is None else bytes(r[6]),
+            None if r[7] is None else bytes(r[7]),
+            None if r[8] is None else bytes(r[8]),
+            r[9],
+            r[10],
+            r[11],
+            int(r[12]),
+            r[13],
+            r[14],
+        )
+
+    def credential(self, eng_id: int, name: str) -> CredentialRow | None:
+        row = self._one(
             f"SELECT {self.CRED_COLS} FROM credentials c LEFT JOIN systems s "  # noqa: S608
             "ON s.id = c.system_id WHERE c.engagement_id = ? AND c.name = ?",
             (eng_id, name),
         )
+        return None if row is None else self._credential(row)
 
-    def credentials(self, eng_id: int) -> list[Row]:
-        return self._all(
+    def credentials(self, eng_id: int) -> list[CredentialRow]:
+        rows = self._all(
             f"SELECT {self.CRED_COLS} FROM credentials c LEFT JOIN systems s "  # noqa: S608
             "ON s.id = c.system_id WHERE c.engagement_id = ? ORDER BY c.name",
             (eng_id,),
         )
+        return [self._credential(r) for r in rows]
+
+    def names(self, table: str, eng_id: int) -> list[str]:
+        """Names of an engagement's credentials or systems, sorted."""
+        if table not in SEALED_FIELDS:  # pragma: no cover - internal contract
+            raise ValueError(table)
+        return [
+            str(r[0])
+            for r in self._all(
+                f"SELECT name FROM {table} WHERE engagement_id = ? ORDER BY name",  # noqa: S608
+                (eng_id,),
+            )
+        ]
 
     def credential_names(self, eng_id: int) -> set[str]:
         return {
@@ -540,47 +766,275 @@ class Store:
             for r in self._all("SELECT name FROM credentials WHERE engagement_id = ?", (eng_id,))
         }
 
-    def insert_credential(self, eng_id: int, v: dict[str, Any]) -> None:
+    def insert_credential(self, eng_id: int, v: NewCredential) -> None:
         self.insert_credentials(eng_id, [v])
 
-    def insert_credentials(self, eng_id: int, rows: list[dict[str, Any]]) -> None:
+    def insert_credentials(self, eng_id: int, rows: list[NewCredential]) -> None:
         try:
             self.conn.executemany(
                 "INSERT INTO credentials (uid, engagement_id, name, kind, system_id, secret_env, "
-                "username_env, url_env, notes_env, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        v["uid"],
-                        eng_id,
-                        v["name"],
-                        v["kind"],
-                        v["system_id"],
-                        v["secret_env"],
-                        v["username_env"],
-                        v["url_env"],
-                        v["notes_env"],
-                        v["created_at"],
-                        v["updated_at"],
-                    )
-                    for v in rows
-                ],
+                "username_env, url_env, notes_env, created_at, updated_at, updated_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(v.uid, eng_id, *v[1:]) for v in rows],  # NewCredential is in column order
             )
         except sqlcipher3.Error as e:
             raise translate(e) from None
 
-    def update_credential(self, cred_id: int, v: dict[str, Any]) -> None:
-        sets = ", ".join(f"{c} = ?" for c in v)
-        self._x(f"UPDATE credentials SET {sets} WHERE id = ?", (*v.values(), cred_id))  # noqa: S608
+    def update_credential(self, cred_id: int, u: CredentialUpdate) -> None:
+        """Replace a credential's secret; other fields only where ``u`` gives them."""
+        self._x(
+            "UPDATE credentials SET updated_at = ?, secret_env = ?, "
+            "username_env = coalesce(?, username_env), url_env = coalesce(?, url_env), "
+            "notes_env = coalesce(?, notes_env), system_id = coalesce(?, system_id), "
+            "kind = coalesce(?, kind) WHERE id = ?",
+            (*u, cred_id),
+        )
 
-    def set_credential_envelopes_many(
-        self, rows: list[tuple[bytes, bytes | None, bytes | None, bytes | None, int]]
+    def set_credential_version(
+        self, cred_id: int, version: int, updated_by: str | None, changed: str
     ) -> None:
+        """The history metadata of the live row (after a change that kept the old version)."""
+        self._x(
+            "UPDATE credentials SET version = ?, updated_by = ?, changed = ? WHERE id = ?",
+            (version, updated_by, changed, cred_id),
+        )
+
+    def set_credential_fields(
+        self,
+        cred_id: int,
+        updated_at: str,
+        kind: str,
+        system_id: int | None,
+        envelopes: dict[str, bytes | None],
+    ) -> None:
+        """Set kind, system link and the given envelopes exactly (``None`` clears a field):
+        edits and reverts, where "not given" and "cleared" differ."""
+        cols = [f"{f}_env" for f in envelopes]
+        if any(f not in SEALED_FIELDS["credentials"] for f in envelopes):  # pragma: no cover
+            raise ValueError("unknown credential field")
+        sets = "".join(f", {c} = ?" for c in cols)
+        self._x(
+            f"UPDATE credentials SET updated_at = ?, kind = ?, system_id = ?{sets} WHERE id = ?",  # noqa: S608
+            (updated_at, kind, system_id, *envelopes.values(), cred_id),
+        )
+
+    def rename_credential(self, cred_id: int, name: str, updated_at: str) -> None:
+        self._x(
+            "UPDATE credentials SET name = ?, updated_at = ? WHERE id = ?",
+            (name, updated_at, cred_id),
+        )
+
+    def search_names(self, eng_ids: Sequence[int], needle: str) -> list[tuple[int, str, str]]:
+        """(engagement id, type, name) of credentials and systems whose name contains
+        ``needle`` (lower case; ASCII names, so ``lower`` is exact)."""
+        if not eng_ids:
+            return []
+        marks = ", ".join("?" for _ in eng_ids)
+        return [
+            (int(r[0]), str(r[1]), str(r[2]))
+            for r in self._all(
+                f"SELECT engagement_id, 'credential', name FROM credentials "  # noqa: S608
+                f"WHERE engagement_id IN ({marks}) AND instr(lower(name), ?) > 0 UNION ALL "
+                f"SELECT engagement_id, 'system', name FROM systems "
+                f"WHERE engagement_id IN ({marks}) AND instr(lower(name), ?) > 0",
+                (*eng_ids, needle, *eng_ids, needle),
+            )
+        ]
+
+    # -- credential history ---------------------------------------------------------------
+    VERSION_COLS = (
+        "id, credential_uid, version, name, kind, system, secret_env, username_env, url_env, "
+        "notes_env, created_at, created_by, changed"
+    )
+
+    @staticmethod
+    def _version(r: Row) -> VersionRow:
+        return VersionRow(
+            int(r[0]),
+            bytes(r[1]),
+            int(r[2]),
+            r[3],
+            r[4],
+            r[5],
+            bytes(r[6]),
+            None if r[7] is None else bytes(r[7]),
+            None if r[8] is None else bytes(r[8]),
+            None if r[9] is None else bytes(r[9]),
+            r[10],
+            r[11],
+            r[12],
+        )
+
+    def insert_version(self, eng_id: int, v: NewVersion) -> None:
+        self._x(
+            "INSERT INTO credential_versions (engagement_id, credential_uid, version, name, "
+            "kind, system, secret_env, username_env, url_env, notes_env, created_at, "
+            "created_by, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (eng_id, *v),  # NewVersion is in column order
+        )
+
+    def versions(self, uid: bytes) -> list[VersionRow]:
+        """Earlier versions of one credential, oldest first (envelopes included)."""
+        return [
+            self._version(r)
+            for r in self._all(
+                f"SELECT {self.VERSION_COLS} FROM credential_versions "  # noqa: S608
+                "WHERE credential_uid = ? ORDER BY version",
+                (uid,),
+            )
+        ]
+
+    def version(self, uid: bytes, version: int) -> VersionRow | None:
+        row = self._one(
+            f"SELECT {self.VERSION_COLS} FROM credential_versions "  # noqa: S608
+            "WHERE credential_uid = ? AND version = ?",
+            (uid, version),
+        )
+        return None if row is None else self._version(row)
+
+    def engagement_versions(self, eng_id: int) -> list[VersionRow]:
+        return [
+            self._version(r)
+            for r in self._all(
+                f"SELECT {self.VERSION_COLS} FROM credential_versions "  # noqa: S608
+                "WHERE engagement_id = ?",
+                (eng_id,),
+            )
+        ]
+
+    def move_versions(self, uid: bytes, eng_id: int, name: str) -> None:
+        """Versions follow a credential moved to another engagement (re-sealed by the caller)."""
+        self._x(
+            "UPDATE credential_versions SET engagement_id = ?, name = ? WHERE credential_uid = ?",
+            (eng_id, name, uid),
+        )
+
+    # -- trash ----------------------------------------------------------------------------
+    _CRED_TRASH_COLS = (
+        "uid, engagement_id, name, kind, system_id, secret_env, username_env, url_env, "
+        "notes_env, created_at, updated_at, version, updated_by, changed"
+    )
+    _SYS_TRASH_COLS = (
+        "uid, engagement_id, name, port, protocol, address_env, details_env, created_at, updated_at"
+    )
+
+    def trash_credential(self, cred_id: int, deleted_at: str, by: str, expires_at: str) -> None:
+        """Move a live credential row into the trash, envelopes untouched."""
+        c = self._CRED_TRASH_COLS
+        self._x(
+            f"INSERT INTO credential_trash ({c}, deleted_at, deleted_by, expires_at) "  # noqa: S608
+            f"SELECT {c}, ?, ?, ? FROM credentials WHERE id = ?",
+            (deleted_at, by, expires_at, cred_id),
+        )
+        self._x("DELETE FROM credentials WHERE id = ?", (cred_id,))
+
+    def untrash_credential(self, trash_id: int) -> None:
+        c = self._CRED_TRASH_COLS
+        self._x(
+            f"INSERT INTO credentials ({c}) SELECT {c} FROM credential_trash WHERE id = ?",  # noqa: S608
+            (trash_id,),
+        )
+        self._x("DELETE FROM credential_trash WHERE id = ?", (trash_id,))
+
+    def trash_system(
+        self, sys_id: int, deleted_at: str, by: str, expires_at: str, linked: str
+    ) -> None:
+        c = self._SYS_TRASH_COLS
+        self._x(
+            f"INSERT INTO system_trash ({c}, linked, deleted_at, deleted_by, expires_at) "  # noqa: S608
+            f"SELECT {c}, ?, ?, ?, ? FROM systems WHERE id = ?",
+            (linked, deleted_at, by, expires_at, sys_id),
+        )
+        self._x("DELETE FROM systems WHERE id = ?", (sys_id,))
+
+    def untrash_system(self, trash_id: int) -> int:
+        c = self._SYS_TRASH_COLS
+        cur = self._x(
+            f"INSERT INTO systems ({c}) SELECT {c} FROM system_trash WHERE id = ?",  # noqa: S608
+            (trash_id,),
+        )
+        self._x("DELETE FROM system_trash WHERE id = ?", (trash_id,))
+        return int(cur.lastrowid)
+
+    def trash(self, eng_id: int) -> list[TrashEntry]:
+        """An engagement's trash, newest first."""
+        return [
+            TrashEntry(str(r[0]), int(r[1]), r[2], bytes(r[3]), r[4], r[5], r[6], r[7])
+            for r in self._all(
+                "SELECT 'credential', id, name, uid, deleted_at, deleted_by, expires_at, '[]' "
+                "FROM credential_trash WHERE engagement_id = ? UNION ALL "
+                "SELECT 'system', id, name, uid, deleted_at, deleted_by, expires_at, linked "
+                "FROM system_trash WHERE engagement_id = ? ORDER BY 5 DESC, 2 DESC",
+                (eng_id, eng_id),
+            )
+        ]
+
+    def credentials_by_uid(self, uids: Sequence[bytes]) -> list[int]:
+        """Ids of the live, unlinked credentials among ``uids`` (relinking a restored system)."""
+        marks = ", ".join("?" for _ in uids)
+        return [
+            int(r[0])
+            for r in self._all(
+                f"SELECT id FROM credentials WHERE system_id IS NULL AND uid IN ({marks})",  # noqa: S608
+                tuple(uids),
+            )
+        ]
+
+    def link_credential(self, cred_id: int, sys_id: int) -> None:
+        self._x("UPDATE credentials SET system_id = ? WHERE id = ?", (sys_id, cred_id))
+
+    def credentials_linked_to(self, sys_id: int) -> list[bytes]:
+        return [
+            bytes(r[0])
+            for r in self._all("SELECT uid FROM credentials WHERE system_id = ?", (sys_id,))
+        ]
+
+    def expired_trash(self, now: str) -> tuple[list[tuple[int, bytes]], list[int]]:
+        """(credential trash (id, uid), system trash ids) whose recovery period has ended."""
+        creds = [
+            (int(r[0]), bytes(r[1]))
+            for r in self._all("SELECT id, uid FROM credential_trash WHERE expires_at <= ?", (now,))
+        ]
+        systems = [
+            int(r[0])
+            for r in self._all("SELECT id FROM system_trash WHERE expires_at <= ?", (now,))
+        ]
+        return creds, systems
+
+    def anything_in_trash_due(self, now: str) -> bool:
+        return (
+            self._one("SELECT 1 FROM credential_trash WHERE expires_at <= ? LIMIT 1", (now,))
+            is not None
+            or self._one("SELECT 1 FROM system_trash WHERE expires_at <= ? LIMIT 1", (now,))
+            is not None
+        )
+
+    def destroy_trashed_credential(self, trash_id: int, uid: bytes) -> None:
+        self._x("DELETE FROM credential_versions WHERE credential_uid = ?", (uid,))
+        self._x("DELETE FROM credential_trash WHERE id = ?", (trash_id,))
+
+    def destroy_trashed_system(self, trash_id: int) -> None:
+        self._x("DELETE FROM system_trash WHERE id = ?", (trash_id,))
+
+    # -- envelopes, by SEALED_FIELDS (re-encryption on rotation) --------------------------
+    def sealed_rows(self, table: str, eng_id: int) -> list[SealedRow]:
+        """Every envelope of ``table`` in an engagement, in ``SEALED_FIELDS[table]`` order
+        (or ``HISTORY_SEALED[table]``: the trash tables of format 2)."""
+        cols = ", ".join(f"{f}_env" for f in _sealed(table))
+        return [
+            SealedRow(int(r[0]), bytes(r[1]), tuple(None if b is None else bytes(b) for b in r[2:]))
+            for r in self._all(
+                f"SELECT id, uid, {cols} FROM {table} WHERE engagement_id = ?",  # noqa: S608
+                (eng_id,),
+            )
+        ]
+
+    def set_sealed_rows(self, table: str, rows: list[SealedRow]) -> None:
+        sets = ", ".join(f"{f}_env = ?" for f in _sealed(table))
         try:
             self.conn.executemany(
-                "UPDATE credentials SET secret_env = ?, username_env = ?, url_env = ?, "
-                "notes_env = ? WHERE id = ?",
-                rows,
+                f"UPDATE {table} SET {sets} WHERE id = ?",  # noqa: S608 - names are ours
+                [(*r.blobs, r.id) for r in rows],
             )
         except sqlcipher3.Error as e:
             raise translate(e) from None
@@ -591,13 +1045,14 @@ class Store:
     # -- audit ----------------------------------------------------------------------------
     AUDIT_COLS = "seq, ts, member, action, engagement, item, outcome, detail, mac"
 
-    def audit_head(self) -> Row | None:
-        return self._one(f"SELECT {self.AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1")  # noqa: S608
+    def audit_head(self) -> AuditRow | None:
+        row = self._one(f"SELECT {self.AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1")  # noqa: S608
+        return None if row is None else AuditRow._make(row)
 
-    def audit_insert(self, row: Row) -> None:
+    def audit_insert(self, row: AuditRow) -> None:
         self._x(f"INSERT INTO audit ({self.AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)  # noqa: S608
 
-    def audit_iter(self, after_seq: int = 0, batch: int = 5000) -> Iterator[Row]:
+    def audit_iter(self, after_seq: int = 0, batch: int = 5000) -> Iterator[AuditRow]:
         """All entries in order, fetched in batches so a million entries stream."""
         last = after_seq
         while True:
@@ -608,11 +1063,12 @@ class Store:
             )
             if not rows:
                 return
-            yield from rows
+            yield from map(AuditRow._make, rows)
             last = int(rows[-1][0])
 
-    def audit_entry(self, seq: int) -> Row | None:
-        return self._one(f"SELECT {self.AUDIT_COLS} FROM audit WHERE seq = ?", (seq,))  # noqa: S608
+    def audit_entry(self, seq: int) -> AuditRow | None:
+        row = self._one(f"SELECT {self.AUDIT_COLS} FROM audit WHERE seq = ?", (seq,))  # noqa: S608
+        return None if row is None else AuditRow._make(row)
 
     def audit_query(
         self,
@@ -623,7 +1079,7 @@ class Store:
         since: str | None,
         limit: int | None,
         include_vault_wide: bool,
-    ) -> list[Row]:
+    ) -> list[AuditRow]:
         where: list[str] = []
         params: list[Any] = []
         if engagements is not None:
@@ -648,17 +1104,23 @@ class Store:
             params.append(limit)
         else:
             sql += " ORDER BY seq"
-        return self._all(sql, params)
+        return [AuditRow._make(r) for r in self._all(sql, params)]
 
     def audit_prune_before(self, seq: int) -> None:
         self._x("DELETE FROM audit WHERE seq < ?", (seq,))
 
-    def audit_first_after_ts(self, ts: str) -> Row | None:
-        return self._one(
+    def audit_first_after_ts(self, ts: str) -> AuditRow | None:
+        row = self._one(
             f"SELECT {self.AUDIT_COLS} FROM audit WHERE ts >= ? "  # noqa: S608
             "ORDER BY seq LIMIT 1",
             (ts,),
         )
+        return None if row is None else AuditRow._make(row)
+
+    def audit_oldest_ts(self) -> str | None:
+        """The time of the oldest entry kept (None: the trail is empty)."""
+        row = self._one("SELECT ts FROM audit ORDER BY seq LIMIT 1")
+        return None if row is None else str(row[0])
 
     def exported_by(self, member: str, engagement: str) -> bool:
         return (
@@ -675,7 +1137,7 @@ class Store:
             str(r[0])
             for r in self._all(
                 "SELECT DISTINCT item FROM audit WHERE member = ? AND engagement = ? AND outcome = 'ok' "
-                "AND action IN ('get', 'system-show') AND item IS NOT NULL ORDER BY item",
+                "AND action IN ('get', 'otp', 'system-show') AND item IS NOT NULL ORDER BY item",
                 (member, engagement),
             )
         ]

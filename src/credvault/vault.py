@@ -402,12 +402,40 @@ class Vault:
 
     def _after_open(self, auto_purge: bool) -> None:
         s = self._s
+        if s.store.get_meta("format_version") != FORMAT_VERSION:
+            self._upgrade()
         if s.store.get_meta("needs_vacuum"):
             self.purger.rewrite()  # finish a purge interrupted before its file rewrite
         _import_failed_unlocks(s)
         if auto_purge and s.store.anything_due(s.now()):
             self.purger.run_due(automatic=True)
         self._rotate_pending()
+
+    def _upgrade(self) -> None:
+        """Bring a vault of an older format up to this one, in place, once.
+
+        Under the exclusive lock (nobody else has it open), after a backup in the usual
+        backup directory (so ``restore`` can go back, and retention prunes it), in one
+        transaction, audited. Format steps are ``store.MIGRATIONS``.
+        """
+        from credvault.backup import default_backup_dir, write_backup
+
+        s = self._s
+        s.exclusive()
+        fmt = int(s.store.get_meta("format_version"))
+        if fmt == FORMAT_VERSION:  # another process upgraded it while we waited
+            return
+        target = write_backup(s, default_backup_dir(s.path))
+        with s.store.write():
+            s.store.migrate(fmt)
+            s.store.set_meta("format_version", FORMAT_VERSION)
+            s.log(
+                "upgrade",
+                None,
+                None,
+                "ok",
+                f"format {fmt} to {FORMAT_VERSION}; backup first: {target.name}",
+            )
 
     def _rotate_pending(self) -> None:
         """Finish rotations left by an expiry, removal or reset, if this member leads."""
@@ -530,7 +558,7 @@ class Vault:
         }
 
     def set_setting(self, name: str, value: str) -> None:
-        from credvault.retention import parse
+        from credvault.retention import parse, purge_due
 
         s = self._s
         key, n = parse(name, value)
@@ -540,10 +568,8 @@ class Vault:
             if key == "purge_grace_days":
                 for eng in self.engagements.list():
                     if eng.state == "closed" and eng.grace_days is None and eng.closed_at:
-                        s.store.update_engagement(
-                            eng.id,
-                            {"purge_due": self.engagements._due(eng.closed_at, n, eng.hold_until)},
-                        )
+                        due = purge_due(eng.closed_at, n, eng.hold_until)
+                        s.store.set_purge_due(eng.id, due)
             s.log("config-set", None, name, "ok", f"{name}={n}")
 
     # -- audit ------------------------------------------------------------------------------

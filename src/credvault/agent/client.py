@@ -168,11 +168,20 @@ def fast_path(argv: list[str]) -> int | None:
     try:
         reply = call(request)
         if reply.get("error") == "need-stdin":
-            if sys.stdin is None or sys.stdin.isatty():
-                return None  # typed twice without echo: the normal command line does that
+            if sys.stdin is None:
+                return None
             import io
 
-            data = sys.stdin.buffer.read(MAX_STDIN + 1)
+            if sys.stdin.isatty():  # as the command line does: twice, without echo
+                import getpass
+
+                first = getpass.getpass("Secret: ")
+                if getpass.getpass("Secret (again): ") != first:
+                    sys.stderr.write("credvault: the two secret entries differ\n")
+                    return 2
+                data = first.encode() + b"\n"  # sent as piped input: one newline removed
+            else:
+                data = sys.stdin.buffer.read(MAX_STDIN + 1)
             # Whatever happens next, the normal path must still find the input.
             sys.stdin = io.TextIOWrapper(io.BytesIO(data))
             request["stdin"] = binascii.b2a_base64(data, newline=False).decode()

@@ -374,12 +374,12 @@ class Agent:
             return _error("fallback", "not served by the agent")
         if args.command == "engagement" and getattr(args, "verb", None) == "shred":
             return _error("fallback", "asks for confirmation on the terminal")
+        if getattr(args, "clip", False):
+            return _error("fallback", "the clipboard is the client's, not the agent's")
         target = _target(args, env, cwd)
         entry = self.entries.get(target) if target is not None else None
         if entry is None:
             return _error("fallback", "not unlocked in the agent")
-        if args.command == "put" and args.generate is None and stdin is None:
-            return {"ok": False, "error": "need-stdin"}
         assert target is not None
         batched = self._round is not None and args.command in BATCHED
         if (
@@ -413,11 +413,13 @@ class Agent:
                 self._round[target] = (vault, stack)
         try:
             commands.borrowed_vault = lambda: cast(Vault, _Borrowed(vault))
-            with _captured(stdin or b"") as (out, err):
+            with _captured(stdin) as (out, err):
                 try:
                     code: object = cli.dispatch(args)
                 except SystemExit as e:
                     code = e.code
+                except _StdinWanted:  # the command reads stdin (put): ask the client for it
+                    return {"ok": False, "error": "need-stdin"}
             if batched:
                 self._round_replies.append((self._index, target))
             return _result(code, out, err)
@@ -464,14 +466,30 @@ def _result(code: object, out: io.BytesIO, err: io.BytesIO) -> Reply:
     }
 
 
+class _StdinWanted(BaseException):
+    """The command read stdin, which the client has not sent (BaseException: the CLI's
+    error mapping must not turn it into an exit code)."""
+
+
+class _NoStdin(io.RawIOBase):
+    """Standard input not sent yet: reading it asks the client for it (``need-stdin``)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, _buffer: Any) -> int:
+        raise _StdinWanted
+
+
 @contextlib.contextmanager
-def _captured(stdin: bytes) -> Iterator[tuple[io.BytesIO, io.BytesIO]]:
+def _captured(stdin: bytes | None) -> Iterator[tuple[io.BytesIO, io.BytesIO]]:
     """Run a command with its stdin, stdout and stderr in memory (one at a time: the loop
     is single-threaded, so swapping the process-wide streams is safe)."""
     out, err = io.BytesIO(), io.BytesIO()
     o = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
     e = io.TextIOWrapper(err, encoding="utf-8", errors="replace", write_through=True)
-    i = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    raw: io.RawIOBase | io.BytesIO = _NoStdin() if stdin is None else io.BytesIO(stdin)
+    i = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8")
     saved = sys.stdin, sys.stdout, sys.stderr
     sys.stdin, sys.stdout, sys.stderr = i, o, e
     try:

@@ -1,33 +1,42 @@
 """One ``cmd_*`` function per command and action (``cmd_engagement_new`` runs
 ``credvault engagement new``): read what argparse gave, make one library call, render.
 
-The table that names them, with their help and arguments, is :mod:`credvault.cli.table`.
+The table that names them, with their help and arguments, is :data:`credvault.cli.TABLE`.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from credvault import (
     DEFAULT_KDF,
+    Engagement,
     FirstOf,
     InvalidInput,
     KdfParams,
+    NotFound,
+    Secret,
     Vault,
     default_dir,
+    default_source,
+    identity_member,
+    parse_ttl,
+    read_passphrase_file,
+    validate_name,
     verify_receipt,
+    write_new_private,
+    write_receipt,
 )
 from credvault.cli import terminal as t
-from credvault.engagements import Engagement
-from credvault.errors import NotFound
-from credvault.unlock import default_source, identity_member
-from credvault.validate import name as validate_name
+
+if TYPE_CHECKING:
+    from credvault.clipboard import Backend
 
 EXIT_OK = 0
 
@@ -46,6 +55,8 @@ def member_name(args: argparse.Namespace) -> str:
     identity = os.environ.get("CREDVAULT_IDENTITY")
     if identity:  # a service identity names its member
         return identity_member(Path(identity))
+    import getpass  # only here: who you are is usually given
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -92,8 +103,6 @@ def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:
 
 
 def new_passphrase(args: argparse.Namespace, who: str) -> bytes:
-    from credvault.unlock import read_passphrase_file
-
     pfile = getattr(args, "new_passphrase_file", None)
     if pfile:
         return read_passphrase_file(Path(pfile))
@@ -120,8 +129,6 @@ def render(
 # -- vault ----------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     """Create a vault: its first (admin) member and the recovery key."""
-    from credvault.unlock import read_passphrase_file
-
     admin = args.admin or member_name(args)
     pfile = args.passphrase_file or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
     if pfile:
@@ -177,11 +184,9 @@ def agent_status(path: Path, member: str) -> dict[str, object]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Who you are, whether the keyring holds your key, and what purges are due."""
-    from credvault.keyring_cache import cache_status
-
     path = vault_dir(args)
     member = member_name(args)
-    cache = cache_status(path, member)
+    cache = Vault.keyring_status(path, member)
     agent = agent_status(path, member)
     with open_vault(args, auto_purge=False) as v:  # report what is due rather than do it
         data = {**v.status(), "keyring": cache, "agent": agent}
@@ -256,9 +261,7 @@ def cmd_member_rm(args: argparse.Namespace) -> int:
     """Remove a member: their grants go and the database is re-keyed."""
     with open_vault(args) as v:
         n = v.members.remove(args.name)
-        from credvault.keyring_cache import forget
-
-        forget(v.path, args.name)
+        Vault.forget_cached_keys(v.path, args.name)
         t.out(
             f"removed member {args.name}; {n} grant(s) dropped, database re-keyed; "
             "their engagements rotate their keys at the next lead action"
@@ -271,9 +274,7 @@ def cmd_member_reset(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
         pw = new_passphrase(args, args.name)
         v.members.reset(args.name, pw)
-        from credvault.keyring_cache import forget
-
-        forget(v.path, args.name)
+        Vault.forget_cached_keys(v.path, args.name)
         t.out(f"reset member {args.name}: new keys; their grants must be made again")
     return EXIT_OK
 
@@ -282,9 +283,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     """Change your own passphrase."""
     with open_vault(args) as v:
         v.members.passwd(new_passphrase(args, v.member))
-        from credvault.keyring_cache import forget
-
-        forget(v.path, v.member)
+        Vault.forget_cached_keys(v.path, v.member)
         t.out("passphrase changed")
     return EXIT_OK
 
@@ -499,22 +498,26 @@ def cmd_system_show(args: argparse.Namespace) -> int:
 
 
 def cmd_system_rm(args: argparse.Namespace) -> int:
-    """Remove a system."""
+    """Move a system to the engagement's trash."""
     with open_vault(args) as v:
-        v.systems.remove(args.ref)
-        t.out(f"removed system {args.ref}")
+        until = v.systems.remove(args.ref)
+    t.out(f"moved system {args.ref} to the trash until {until} (credvault trash restore --system)")
     return EXIT_OK
 
 
 # -- credentials ----------------------------------------------------------------------------
 def cmd_put(args: argparse.Namespace) -> int:
-    """Store a credential; the secret comes from stdin (or --generate), never from argv."""
-    from credvault.credentials import generate
+    """Store a credential; the secret comes from stdin (or a generator), never from argv."""
+    from credvault.cli.records import generated
 
-    if args.generate is not None:
-        secret = generate(args.generate).reveal()
-    else:
-        secret = t.read_secret_stdin()
+    if args.totp and (args.generate is not None or args.token or args.words):
+        raise InvalidInput("--totp takes the seed from stdin: it cannot be generated")
+    made = generated(args)
+    if args.show and made is None:
+        raise InvalidInput("--show needs --generate, --token or --words")
+    secret = made[0] if made is not None else t.read_secret_stdin()
+    if args.totp:
+        secret = totp_secret(args.ref, secret)
     with open_vault(args) as v:
         info = v.credentials.put(
             args.ref,
@@ -525,14 +528,22 @@ def cmd_put(args: argparse.Namespace) -> int:
             url=args.url,
             notes=args.notes,
         )
-    t.out(f"stored {info.engagement}/{info.name}" + (" (generated)" if args.generate else ""))
+    t.out(f"stored {info.engagement}/{info.name}" + (f" (generated: {made[1]})" if made else ""))
+    if made is not None and args.show:  # once, on request, after it is safely stored
+        sys.stdout.buffer.write(made[0] + b"\n")
+        sys.stdout.buffer.flush()
     return EXIT_OK
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    """Print a secret (or one field, or the whole record as JSON)."""
+    """Print a secret (or one field, or the whole record as JSON); or copy it (``-c``)."""
+    if args.clip and args.json:
+        raise InvalidInput("-c copies one value: use --field rather than --json")
+    backend = None
+    if args.clip:
+        backend = clipboard_first(args)
     with open_vault(args) as v:
-        c = v.credentials.get(args.ref, reason=args.reason)
+        c = v.credentials.get(args.ref, reason=args.reason, version=args.version)
     if args.json:
         t.out_json(c.to_json())
         return EXIT_OK
@@ -543,6 +554,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         if field_value is None:
             raise NotFound("field", f"{args.ref} {args.field}", f"{args.ref} has no {args.field}")
         value = str(field_value).encode()
+    if backend is not None:
+        return copy_out(args, Secret(value), f"{args.ref} {args.field or 'secret'}", backend)
     sys.stdout.buffer.write(value + (b"" if args.n else b"\n"))
     sys.stdout.buffer.flush()
     return EXIT_OK
@@ -562,10 +575,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    """Remove a credential."""
+    """Move a credential (and its history) to the trash."""
     with open_vault(args) as v:
-        v.credentials.remove(args.ref)
-    t.out(f"removed {args.ref}")
+        until = v.credentials.remove(args.ref)
+    t.out(f"moved {args.ref} to the trash until {until} (credvault trash restore)")
     return EXIT_OK
 
 
@@ -573,7 +586,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the hash chain of the audit trail (and, given one, against a checkpoint)."""
     with open_vault(args) as v:
-        n = v.audit_verify(args.checkpoint)
+        n = v.audit.verify(args.checkpoint)
         t.out(
             f"audit trail intact: {n} entries verified"
             + (
@@ -588,14 +601,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     """Print the chain head, to keep outside the vault."""
     with open_vault(args) as v:
-        t.out(str(v.audit_checkpoint()))
+        t.out(str(v.audit.checkpoint()))
     return EXIT_OK
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """List the audit trail, filtered."""
     with open_vault(args) as v:
-        es = v.audit_entries(
+        es = v.audit.entries(
             engagement=args.engagement,
             member=args.member,
             action=args.action,
@@ -645,8 +658,6 @@ def cmd_receipt(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
         receipt = v.purger.receipt(args.engagement)
     if args.output:
-        from credvault.purge import write_receipt
-
         write_receipt(Path(args.output), receipt)
         t.out(f"receipt written to {args.output}")
     elif args.json:
@@ -714,13 +725,9 @@ def cmd_client_ls(args: argparse.Namespace) -> int:
 def cmd_client_export(args: argparse.Namespace) -> int:
     """Everything held for a client, secrets included, as JSON (stdout or a new 0600 file)."""
     with open_vault(args) as v:
-        from credvault.clients import export_client
-
-        data = export_client(v, args.client)
+        data = v.clients.export(args.client)
         text = json.dumps(data, indent=1) + "\n"
         if args.output:
-            from credvault.files import write_new_private
-
             write_new_private(Path(args.output), text.encode())
             t.out(f"exported {args.client} to {args.output} (mode 0600)")
         else:
@@ -731,36 +738,30 @@ def cmd_client_export(args: argparse.Namespace) -> int:
 def cmd_client_shred(args: argparse.Namespace) -> int:
     """Shred every engagement of a client (all or nothing), once confirmed."""
     with open_vault(args) as v:
-        from credvault.clients import client_engagements, shred_client
-
-        engs = client_engagements(v, args.client)
+        engs = v.clients.engagements(args.client)
         t.confirm(
             f"Destroy {len(engs)} engagement(s) of {args.client} now?",
             yes=args.yes,
             verb="shred",
         )
-        for name in shred_client(v, args.client):
+        for name in v.clients.shred(args.client):
             t.out(f"shredded {name}")
     return EXIT_OK
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Write an encrypted, consistent backup file and prune old ones."""
-    from credvault.backup import backup
-
     with open_vault(args) as v:
-        path, pruned = backup(v, Path(args.dir) if args.dir else None)
+        path, pruned = v.backups.create(Path(args.dir) if args.dir else None)
     t.out(f"backup written to {path}" + (f"; pruned {pruned} old backup(s)" if pruned else ""))
     return EXIT_OK
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup into a new vault directory (then purge what is due)."""
-    from credvault.backup import restore
-
     target = Path(args.vault) if args.vault else default_dir()
     member = member_name(args)
-    purged = restore(Path(args.file), target, member, unlock_source(args, target, member))
+    purged = Vault.restore(Path(args.file), target, member, unlock_source(args, target, member))
     t.out(f"restored into {target}" + (f"; purged at once: {', '.join(purged)}" if purged else ""))
     return EXIT_OK
 
@@ -768,18 +769,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
 # -- keyring --------------------------------------------------------------------------------
 def cmd_unlock(args: argparse.Namespace) -> int:
     """Unlock once; keep the keys in this user's agent (or, with --keyring, the OS keyring)."""
-    from credvault.keyring_cache import parse_ttl
-
     ttl = parse_ttl(args.ttl)
     idle = parse_ttl(args.idle) if args.idle else min(ttl, parse_ttl("1h"))
     if idle > ttl:
         raise InvalidInput("invalid --idle: longer than --ttl")
     args.no_keyring = True  # unlock from the passphrase, not from a cache
     if args.keyring:
-        from credvault.keyring_cache import store_in_keyring
-
         with open_vault(args) as v:
-            until = store_in_keyring(v, ttl)
+            until = v.cache_keys(ttl)
         t.out(f"unlocked {v.member} on this vault until {until} (UTC); `credvault lock` to forget")
         return EXIT_OK
     import base64
@@ -825,9 +822,104 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_lock(args: argparse.Namespace) -> int:
     """End the agent (every key it held) and remove a key cached in the OS keyring."""
     from credvault.agent import client
-    from credvault.keyring_cache import forget
 
     held = client.lock()
-    removed = forget(vault_dir(args), member_name(args))
+    removed = Vault.forget_cached_keys(vault_dir(args), member_name(args))
     t.out("locked" if removed or held else "nothing cached; already locked")
     return EXIT_OK
+
+
+# -- at the terminal: clipboard, TOTP, ssh, run (library modules imported on use) ----------
+def clip_time(args: argparse.Namespace) -> int:
+    """Seconds until the clipboard clears: --clip-time, else $CREDVAULT_CLIP_TIME, else 45."""
+    from credvault import clipboard
+
+    raw = getattr(args, "clip_time", None) or os.environ.get("CREDVAULT_CLIP_TIME")
+    if raw is None or raw == "":
+        return clipboard.DEFAULT_CLEAR_AFTER
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= clipboard.MAX_CLEAR_AFTER:
+        raise InvalidInput(f"invalid clip time: expected 0 to {clipboard.MAX_CLEAR_AFTER} seconds")
+    return seconds
+
+
+def clipboard_first(args: argparse.Namespace) -> Backend | None:
+    """With ``-c``, find the clipboard before reading: no reachable clipboard, no read."""
+    if not args.clip:
+        return None
+    from credvault import clipboard
+
+    clip_time(args)  # a bad --clip-time is refused before the read too
+    return clipboard.detect()
+
+
+def copy_out(args: argparse.Namespace, value: Secret, what: str, backend: Backend) -> int:
+    """Copy ``value`` and say where to and when it clears (nothing secret is printed)."""
+    from credvault import clipboard
+
+    done = clipboard.copy(value, clear_after=clip_time(args), backend=backend)
+    when = f"clears in {done.clear_after} s" if done.clear_after else "not cleared"
+    t.out(f"copied {what} to the clipboard ({done.backend}); {when}")
+    return EXIT_OK
+
+
+def totp_secret(ref: str, secret: bytes) -> bytes:
+    """``put --totp``: the seed as typed (URI or base32) in its stored URI form."""
+    from credvault import totp
+
+    return totp.to_uri(secret, ref.replace("/", ":")).reveal()
+
+
+def cmd_otp(args: argparse.Namespace) -> int:
+    """Print (or copy) the current TOTP code of a credential holding a TOTP seed."""
+    backend = clipboard_first(args)
+    with open_vault(args) as v:
+        got = v.credentials.otp(args.ref, reason=args.reason)
+    if backend is not None:
+        return copy_out(args, Secret(got.code), f"the code of {args.ref}", backend)
+    t.out(got.code)
+    if sys.stderr.isatty():
+        sys.stderr.write(f"(valid for {got.seconds_left} s more)\n")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a command with secrets in its environment; its exit status is ours."""
+    from credvault import handoff
+
+    argv = list(args.command)
+    specs = [handoff.parse_env_spec(e) for e in args.env or []]
+    if not specs:
+        raise InvalidInput("nothing to pass: give at least one --env VAR=ENGAGEMENT/NAME")
+    handoff.find_command(argv)  # a command that cannot start costs no read
+    with open_vault(args) as v:
+        env = handoff.read_env(v, specs, argv, args.reason)
+    return handoff.run_command(argv, env, mask=args.mask)
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    """SSH to a system with its linked credential: key via the agent, password via askpass."""
+    from credvault import handoff
+
+    try:
+        lifetime = int(parse_ttl(args.key_lifetime).total_seconds())
+    except InvalidInput:
+        raise InvalidInput(
+            "invalid --key-lifetime: expected e.g. 90s, 15m, 1h (at most 7d)"
+        ) from None
+    handoff.find_command(["ssh"])  # no ssh client: nothing read
+    with open_vault(args) as v:
+        plan = handoff.plan_ssh(
+            v,
+            args.ref,
+            list(args.ssh_args),
+            credential=args.credential,
+            reason=args.reason,
+        )
+    how = f"key in ssh-agent for {args.key_lifetime}" if plan.kind == "ssh-key" else "password"
+    sys.stderr.write(f"credvault: ssh {args.ref} with {plan.credential} ({how})\n")
+    sys.stderr.flush()
+    return handoff.run_ssh(plan, key_lifetime_s=lifetime)
