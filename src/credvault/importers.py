@@ -20,12 +20,14 @@ protocol.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import io
 import json
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -266,6 +268,20 @@ def _entry(
 # ---------------------------------------------------------------- KeePass
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a big tree is built: the tree has no
+    cycles to collect, and the collector's passes over millions of new objects otherwise
+    cost more than the parse itself (2.5x measured on a 12 MB export)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     """KeePass 2 XML (``keepassxc-cli export -f xml``, KeePassXC "Export to XML").
 
@@ -278,7 +294,8 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     if b"<!doctype" in head or b"<!entity" in data.lower():
         raise SourceError("KeePass XML with a DOCTYPE or entities is refused")
     try:
-        root = ET.fromstring(data)  # noqa: S314
+        with _no_gc():
+            root = ET.fromstring(data)  # noqa: S314
     except ET.ParseError as err:
         raise SourceError(f"not a KeePass XML export: {err}") from None
     if root.tag != "KeePassFile":
