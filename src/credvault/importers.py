@@ -237,8 +237,19 @@ def _entry(
     notes: str | None,
     extra: Mapping[str, str] | None = None,
     kind: str = "password",
+    *,
+    extra_to_notes: bool = True,
 ) -> RawEntry:
+    """One entry; ``extra`` (custom fields) gives the host, and what is not a host, port or
+    protocol is kept as ``name: value`` lines after the notes (nothing silently dropped)."""
     host, port, proto, url_left = _host_of(url)
+    kept = [
+        f"{k}: {v.strip()}"
+        for k, v in (extra or {}).items()
+        if v and v.strip() and k.lower() not in (*_HOST_KEYS, "port", "protocol")
+    ]
+    if extra_to_notes and kept:
+        notes = "\n".join([notes, *kept] if notes else kept)
     extra = {k.lower(): v.strip() for k, v in (extra or {}).items() if v and v.strip()}
     if host is None:
         given = next((extra[k] for k in _HOST_KEYS if k in extra), None)
@@ -318,6 +329,7 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
                 out.append(Skipped(source, "in the recycle bin"))
                 continue
             secret = strings.pop("Password", "")
+            totp = [strings.pop(k) for k in ("otp", "TOTP Seed", "TOTP Settings") if k in strings]
             e = _entry(
                 source,
                 title,
@@ -328,6 +340,8 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
                 strings,
             )
             out.append(e)
+            if any(totp):
+                out.append(Skipped(source, "TOTP seed not imported (the entry was)"))
             if entry.findall("Binary"):
                 out.append(Skipped(source, "attachment not imported (the entry was)"))
         for sub in group.findall("Group"):
@@ -508,7 +522,7 @@ def parse_pass_store(store: Path, *, gpg: str = "gpg") -> list[RawEntry | Skippe
         ]
         note = "\n".join([*leftover, *notes]).strip("\n") or None
         title = rel.replace("/", "-")
-        out.append(_entry(rel, title, secret, username, url, note, fields))
+        out.append(_entry(rel, title, secret, username, url, note, fields, extra_to_notes=False))
     return out
 
 
