@@ -54,15 +54,20 @@ class Backups:
         return target, pruned
 
 
-def write_backup(s: Session, directory: Path) -> Path:
+def write_backup(s: Session, directory: Path, *, next_free: bool = False) -> Path:
     """Write one backup file into ``directory`` (no permission check, no audit: callers).
 
     Also used before a format upgrade, so the pre-upgrade copy is an ordinary backup that
-    ``restore`` reads and the backup retention prunes (purged data leaves it too).
+    ``restore`` reads and the backup retention prunes (purged data leaves it too). That
+    caller passes ``next_free``: an upgrade killed after its backup and retried within the
+    same second names its new backup one second later instead of failing.
     """
     make_private_dir(directory)
     now = s.clock()
     target = directory / f"credvault-backup-{s.vault_id.hex()}-{backup_stamp(now)}.cvb"
+    while next_free and target.exists():
+        now += timedelta(seconds=1)
+        target = directory / f"credvault-backup-{s.vault_id.hex()}-{backup_stamp(now)}.cvb"
     if target.exists():
         raise AlreadyExists(f"{target} exists (one backup per second)")
     with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:

@@ -72,11 +72,13 @@ class Clients:
         for eng in engs:
             entry: dict[str, object] = eng.to_json()
             entry["systems"], entry["credentials"] = [], []
+            entry["earlier_versions"], entry["trash"] = [], []
             if eng.state != "purged":
                 systems = self.systems.export_engagement(eng.name)
                 creds = self.credentials.export_engagement(eng)
                 entry["systems"] = [x.to_json() for x in systems]
                 entry["credentials"] = [c.to_json() for c in creds]
+                entry.update(self.credentials.export_history(eng))
             out.append(entry)
         for eng in live:  # fail closed: the entries commit before anything is returned
             s.log_export(eng.name, len(s.store.credential_names(eng.id)))

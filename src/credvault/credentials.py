@@ -892,6 +892,54 @@ class Credentials:
             s.log("import", eng.name, None, "ok", summary)
         return plan
 
+    def export_history(self, eng: Engagement) -> dict[str, builtins.list[dict[str, object]]]:
+        """Earlier versions and the trash of ``eng``, decrypted, for a client export: what
+        the vault holds about the client includes them (audit entry by the caller)."""
+        s = self.s
+        key = self.e.key(eng, "export", Action.READ)
+
+        def record(values: builtins.list[bytes | None], **meta: object) -> dict[str, object]:
+            secret, username, url, notes = values
+            assert secret is not None
+            d = dict(meta)
+            try:
+                d["secret"] = secret.decode("utf-8")
+            except UnicodeDecodeError:
+                d["secret_base64"] = base64.b64encode(secret).decode()
+            d.update(username=_s(username), url=_s(url), notes=_s(notes))
+            return d
+
+        names = {r.uid: r.name for r in s.store.credentials(eng.id)}
+        versions = [
+            record(
+                [
+                    items.open_version(s, eng, key, v.credential_uid, f, v.version, v.envelope(f))
+                    for f in items.CRED_FIELDS
+                ],
+                name=names.get(v.credential_uid, v.name), version=v.version, kind=v.kind,
+                system=v.system, created_at=v.created_at, created_by=v.created_by,
+                changed=v.changed,
+            )
+            for v in s.store.engagement_versions(eng.id)
+        ]  # fmt: skip
+        trash = []
+        for t in s.store.trash(eng.id):
+            row = s.store.trashed_row(t.type, t.id)
+            fields = items.CRED_FIELDS if t.type == "credential" else items.SYS_FIELDS
+            table = "credentials" if t.type == "credential" else "systems"
+            values = [
+                items.open_(s, eng, key, table, t.uid, f, b)
+                for f, b in zip(fields, row, strict=True)
+            ]
+            meta = {"type": t.type, "name": t.name, "deleted_at": t.deleted_at,
+                    "deleted_by": t.deleted_by, "expires_at": t.expires_at}  # fmt: skip
+            if t.type == "credential":
+                trash.append(record(values, **meta))
+            else:
+                addr, det = values
+                trash.append({**meta, "address": _s(addr), "details": _s(det)})
+        return {"earlier_versions": versions, "trash": trash}
+
     def export_engagement(self, eng: Engagement) -> builtins.list[Credential]:
         """Every credential decrypted, for a client export (audit entry by the caller)."""
         s = self.s

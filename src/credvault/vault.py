@@ -425,7 +425,7 @@ class Vault:
         fmt = int(s.store.get_meta("format_version"))
         if fmt == FORMAT_VERSION:  # another process upgraded it while we waited
             return
-        target = write_backup(s, default_backup_dir(s.path))
+        target = write_backup(s, default_backup_dir(s.path), next_free=True)
         with s.store.write():
             s.store.migrate(fmt)
             s.store.set_meta("format_version", FORMAT_VERSION)
