@@ -34,7 +34,18 @@ from credvault.errors import (
 )
 from credvault.files import write_new_private
 from credvault.keyring_cache import KeyringSource, parse_ttl
-from credvault.model import Engagement, GrantInfo
+from credvault.model import (
+    Engagement,
+    EngagementView,
+    GrantInfo,
+    PurgePlan,
+    Receipt,
+    ReceiptDestroyed,
+    ReceiptHold,
+    ScheduledPurge,
+    VaultInfo,
+    VaultStatus,
+)
 from credvault.secret import Secret
 from credvault.unlock import (
     FirstOf,
@@ -58,7 +69,7 @@ if TYPE_CHECKING:
 
 
 def verify_receipt(
-    receipt: dict[str, object] | str, public_key: bytes | str | None = None
+    receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
 ) -> dict[str, object]:
     """Check a purge receipt's signature against the vault's public key; returns its body.
 
@@ -69,7 +80,7 @@ def verify_receipt(
     return _verify(receipt, public_key)
 
 
-def write_receipt(path: Path, receipt: dict[str, object]) -> None:
+def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
     """Write a receipt (as ``vault.purger.receipt`` returns it) to a new 0600 file."""
     from credvault.purge import write_receipt as _write
 
@@ -92,6 +103,7 @@ __all__ = [
     "Conflict",
     "CredvaultError",
     "Engagement",
+    "EngagementView",
     "FirstOf",
     "GrantInfo",
     "IdentityFile",
@@ -108,14 +120,21 @@ __all__ = [
     "Passphrase",
     "PassphraseFile",
     "Prompt",
+    "PurgePlan",
     "Purged",
+    "Receipt",
+    "ReceiptDestroyed",
+    "ReceiptHold",
     "RetentionError",
     "Role",
+    "ScheduledPurge",
     "Secret",
     "StoreError",
     "UnlockSource",
     "UnsupportedFormat",
     "Vault",
+    "VaultInfo",
+    "VaultStatus",
     "WrongPassphrase",
     "__version__",
     "default_dir",

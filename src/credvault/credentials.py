@@ -13,7 +13,7 @@ import string
 from typing import NamedTuple
 
 from credvault import items, validate
-from credvault.access import Action
+from credvault.access import permits
 from credvault.engagements import Engagements
 from credvault.errors import AlreadyExists, Conflict, IntegrityError, InvalidInput, NotFound
 from credvault.model import CredentialRow, CredentialUpdate, Engagement, NewCredential
@@ -105,9 +105,9 @@ class Credentials:
         notes = validate.text(notes, "notes")
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e._rotate_if_needed(eng)
+        self.e.rotate_if_needed(eng)
         eng = self.e.get(eng_name)
-        key = self.e.key(eng, "put", Action.WRITE, name)
+        key = self.e.key(eng, "credential.put", name)
         now = s.now()
         with s.store.write():
             self.e.assert_current(eng)
@@ -166,9 +166,9 @@ class Credentials:
         s = self.s
         eng = self.e.get(engagement)
         self.e.require_active(eng)
-        self.e._rotate_if_needed(eng)
+        self.e.rotate_if_needed(eng)
         eng = self.e.get(engagement)
-        key = self.e.key(eng, "put", Action.WRITE)
+        key = self.e.key(eng, "credential.put")
         names = [name for name, _ in entries]
         seen: set[str] = set()
         for n in names:
@@ -211,11 +211,11 @@ class Credentials:
         reason = validate.reason(reason)
         eng = self.e.get(eng_name)
         if eng.require_reason and not reason:
-            raise s.deny("get", eng.name, name, "this engagement requires --reason")
+            raise s.refuse("credential.get", eng.name, name, "this engagement requires --reason")
         if eng.needs_rotation and self.e.role_of(eng):
-            self.e._rotate_if_needed(eng)
+            self.e.rotate_if_needed(eng)
             eng = self.e.get(eng_name)
-        key = self.e.key(eng, "get", Action.READ, name)
+        key = self.e.key(eng, "credential.get", name)
         row = s.store.credential(eng.id, name)
         if row is None:
             with s.store.write():
@@ -278,9 +278,9 @@ class Credentials:
         out: builtins.list[CredentialInfo] = []
         for eng in engs:
             role = self.e.role_of(eng)
-            if engagement is None and role is None and not s.is_admin:
+            if engagement is None and not permits("credential.list", role, admin=s.is_admin):
                 continue
-            s.check(Action.LIST, role, "list", eng.name)
+            s.check("credential.list", role, eng.name)
             out += [_info(eng, r) for r in s.store.credentials(eng.id)]
         with s.store.write():
             s.log("ls", engagement, None, "ok", f"{len(out)} credentials listed")
@@ -291,7 +291,7 @@ class Credentials:
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e.key(eng, "rm", Action.WRITE, name)
+        self.e.key(eng, "credential.remove", name)
         found = items.remove_audited(
             s, eng, name, "rm", lambda: s.store.credential(eng.id, name), s.store.delete_credential
         )
@@ -301,7 +301,7 @@ class Credentials:
     def export_engagement(self, eng: Engagement) -> builtins.list[Credential]:
         """Every credential decrypted, for a client export (audit entry by the caller)."""
         s = self.s
-        key = self.e.key(eng, "export", Action.READ)
+        key = self.e.key(eng, "client.export")
         out = []
         for row in s.store.credentials(eng.id):
             secret, username, url, notes = [

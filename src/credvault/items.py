@@ -1,4 +1,4 @@
-"""Envelope helpers shared by credentials and systems, and re-encryption on key rotation."""
+"""Envelope helpers shared by credentials and systems (sealing, opening, audited removal)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from credvault.crypto import envelope
-from credvault.model import SEALED_FIELDS, CredentialRow, SealedRow, SystemRow
+from credvault.model import SEALED_FIELDS, CredentialRow, SystemRow
 
 if TYPE_CHECKING:
     from credvault.model import Engagement
@@ -51,25 +51,3 @@ def remove_audited(
             delete(row.id)
         s.log(action, eng.name, name, "ok" if row else "error", "" if row else "not found")
     return row is not None
-
-
-def reencrypt_engagement(
-    s: Session, eng: Engagement, old_key: bytes, new_key: bytes, version: int
-) -> None:
-    """Decrypt every envelope of ``eng`` and seal it afresh under ``new_key`` at ``version``.
-
-    Every column :data:`~credvault.model.SEALED_FIELDS` names, and nothing else. Fresh data
-    keys and nonces: a data key captured before the rotation opens nothing after it.
-    """
-    for table, fields in SEALED_FIELDS.items():
-        redone: list[SealedRow] = []
-        for row in s.store.sealed_rows(table, eng.id):
-            blobs: list[bytes | None] = []
-            for field, blob in zip(fields, row.blobs, strict=True):
-                if blob is None:
-                    blobs.append(None)
-                    continue
-                pl = place(s, eng, table, row.uid, field)
-                blobs.append(envelope.seal(pl, envelope.open_(pl, blob, old_key), new_key, version))
-            redone.append(row._replace(blobs=tuple(blobs)))
-        s.store.set_sealed_rows(table, redone)

@@ -7,7 +7,6 @@ import os
 from typing import NamedTuple
 
 from credvault import items, validate
-from credvault.access import Action
 from credvault.engagements import Engagements
 from credvault.errors import NotFound
 from credvault.model import Engagement, NewSystem, SystemRow
@@ -54,7 +53,7 @@ class Systems:
         details = validate.text(details, "details")
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        key = self.e.key(eng, "system add", Action.WRITE, name)
+        key = self.e.key(eng, "system.add", name)
         now = s.now()
         with s.store.write():
             self.e.assert_current(eng)
@@ -81,7 +80,7 @@ class Systems:
 
     def list(self, engagement: str) -> builtins.list[System]:
         eng = self.e.get(engagement)
-        self.s.check(Action.LIST, self.e.role_of(eng), "list systems", eng.name)
+        self.s.check("system.list", self.e.role_of(eng), eng.name)
         out = [
             System(eng.name, r.name, None, r.port, r.protocol, None, r.created_at, r.updated_at)
             for r in self.s.store.systems(eng.id)
@@ -94,7 +93,7 @@ class Systems:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        key = self.e.key(eng, "system show", Action.READ, name)
+        key = self.e.key(eng, "system.show", name)
         r = s.store.system(eng.id, name)
         if r is None:
             raise NotFound("system", ref)
@@ -108,7 +107,7 @@ class Systems:
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e.key(eng, "system rm", Action.WRITE, name)
+        self.e.key(eng, "system.remove", name)
         found = items.remove_audited(
             s, eng, name, "system-rm", lambda: s.store.system(eng.id, name), s.store.delete_system
         )
@@ -118,7 +117,7 @@ class Systems:
     def export_engagement(self, eng_name: str) -> builtins.list[System]:
         s = self.s
         eng = self.e.get(eng_name)
-        key = self.e.key(eng, "export", Action.READ)
+        key = self.e.key(eng, "client.export")
         return [_opened(s, eng, key, r) for r in s.store.systems(eng.id)]
 
 

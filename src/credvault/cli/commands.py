@@ -142,7 +142,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if args.public_key:
             t.out(v.public_key)
         else:
-            render(args, v.info())
+            render(args, v.info().to_json())
     return EXIT_OK
 
 
@@ -152,7 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     member = member_name(args)
     cache = Vault.keyring_status(path, member)
     with open_vault(args, auto_purge=False) as v:  # report what is due rather than do it
-        data = {**v.status(), "keyring": cache}
+        data = {**v.status().to_json(), "keyring": cache}
     if args.json:
         t.out_json(data)
         return EXIT_OK
@@ -177,7 +177,7 @@ def cmd_config_set(args: argparse.Namespace) -> int:
 def cmd_config_get(args: argparse.Namespace) -> int:
     """Show every vault setting."""
     with open_vault(args) as v:
-        settings = v.info()["settings"]
+        settings = v.info().settings
         render(args, settings)
     return EXIT_OK
 
@@ -287,7 +287,7 @@ def cmd_engagement_ls(args: argparse.Namespace) -> int:
 def cmd_engagement_show(args: argparse.Namespace) -> int:
     """One engagement: its facts, who holds which role, and when it is purged."""
     with open_vault(args) as v:
-        data = v.engagements.show(args.name)
+        data = v.engagements.show(args.name).to_json()
         if args.json:
             t.out_json(data)
         else:
@@ -377,7 +377,7 @@ def cmd_engagement_shred(args: argparse.Namespace) -> int:
         )
         receipt = v.purger.shred(args.name)
         t.out(
-            f"shredded {args.name}; receipt at audit position {receipt['audit_position']}"
+            f"shredded {args.name}; receipt at audit position {receipt.audit_position}"
             f" (`credvault receipt {args.name}`)"
         )
     return EXIT_OK
@@ -589,20 +589,20 @@ def cmd_purge(args: argparse.Namespace) -> int:
     with open_vault(args, auto_purge=False) as v:  # the purge is this command's own work
         done = v.purge(dry_run=args.dry_run)
     if args.json:
-        t.out_json(done)
+        t.out_json([d.to_json() for d in done])
     elif not done:
         t.out("nothing due")
     else:
         verb = "due" if args.dry_run else "purged"
         for d in done:
-            t.out(f"{verb}: {d['engagement']} ({d['client']}), {d['reason']}")
+            t.out(f"{verb}: {d.engagement} ({d.client}), {d.reason}")
     return EXIT_OK
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
     """Print the signed purge receipt of a purged engagement."""
     with open_vault(args) as v:
-        receipt = v.purger.receipt(args.engagement)
+        receipt = v.purger.receipt(args.engagement).to_json()
     if args.output:
         write_receipt(Path(args.output), receipt)
         t.out(f"receipt written to {args.output}")
