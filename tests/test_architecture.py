@@ -38,6 +38,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
         frozenset(
             {
                 "credvault.model",
+                "credvault.results",
                 "credvault.layout",
                 "credvault.access",
                 "credvault.retention",

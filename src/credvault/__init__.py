@@ -34,18 +34,7 @@ from credvault.errors import (
 )
 from credvault.files import write_new_private
 from credvault.keyring_cache import KeyringSource, parse_ttl
-from credvault.model import (
-    Engagement,
-    EngagementView,
-    GrantInfo,
-    PurgePlan,
-    Receipt,
-    ReceiptDestroyed,
-    ReceiptHold,
-    ScheduledPurge,
-    VaultInfo,
-    VaultStatus,
-)
+from credvault.model import Engagement, GrantInfo
 from credvault.secret import Secret
 from credvault.unlock import (
     FirstOf,
@@ -66,6 +55,37 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from credvault.results import (
+        EngagementView,
+        PurgePlan,
+        Receipt,
+        ReceiptDestroyed,
+        ReceiptHold,
+        ScheduledPurge,
+        VaultInfo,
+        VaultStatus,
+    )
+
+# Result records are loaded on first use: `credvault get` never needs them.
+_LAZY = {
+    "EngagementView",
+    "PurgePlan",
+    "Receipt",
+    "ReceiptDestroyed",
+    "ReceiptHold",
+    "ScheduledPurge",
+    "VaultInfo",
+    "VaultStatus",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from credvault import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module 'credvault' has no attribute {name!r}")
 
 
 def verify_receipt(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import builtins
 import os
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from credvault import validate
 from credvault.access import KEY_ROLES, Role, parse_role, permits
@@ -17,9 +19,13 @@ from credvault.crypto import primitives as p
 from credvault.engagement_keys import EngagementKeys, recovery_keys
 from credvault.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
 from credvault.grants import Grants
-from credvault.lifecycle import Lifecycle, find, require_active
-from credvault.model import RECOVERY, Engagement, EngagementView, GrantInfo, NewEngagement, iso
+from credvault.model import RECOVERY, Engagement, GrantInfo, NewEngagement, iso
+from credvault.retention import require_active
 from credvault.session import Session
+
+if TYPE_CHECKING:
+    from credvault.lifecycle import Lifecycle
+    from credvault.results import EngagementView
 
 __all__ = [
     "RECOVERY",
@@ -37,11 +43,17 @@ class Engagements:
         self.s = s
         self.grants = Grants(s)
         self.keys = EngagementKeys(s, self.grants)
-        self.lifecycle = Lifecycle(s, self.grants)
+
+    @cached_property
+    def lifecycle(self) -> Lifecycle:
+        """Closing, holds and settings (imported on first use: not on the ``get`` path)."""
+        from credvault.lifecycle import Lifecycle
+
+        return Lifecycle(self.s, self.grants)
 
     # -- lookup -----------------------------------------------------------------------------
     def get(self, name: str, *, allow_purged: bool = False) -> Engagement:
-        return find(self.s, name, allow_purged=allow_purged)
+        return self.s.engagement(name, allow_purged=allow_purged)
 
     def list(self, client: str | None = None) -> builtins.list[Engagement]:
         """Every engagement (internal use: no role check)."""
@@ -275,6 +287,8 @@ class Engagements:
 
     def show(self, name: str) -> EngagementView:
         """The engagement, its purge in words, your role and its members (audited)."""
+        from credvault.results import EngagementView
+
         eng = self.get(name, allow_purged=True)
         self.s.check("engagement.show", self.role_of(eng), eng.name)
         purge = self.purge_status(eng)

@@ -6,28 +6,11 @@ the destruction itself is :mod:`credvault.purge`.
 from __future__ import annotations
 
 from credvault import validate
-from credvault.errors import InvalidInput, NotFound, Purged, RetentionError
+from credvault.errors import InvalidInput, RetentionError
 from credvault.grants import Grants
 from credvault.model import Engagement, iso
-from credvault.retention import describe, purge_due
+from credvault.retention import describe, purge_due, require_active
 from credvault.session import Session
-
-
-def find(s: Session, name: str, *, allow_purged: bool = False) -> Engagement:
-    """The engagement called ``name``; a purged one only with ``allow_purged``."""
-    eng = s.store.engagement_by_name(validate.name(name, "engagement name"))
-    if eng is None:
-        raise NotFound("engagement", name)
-    if eng.state == "purged" and not allow_purged:
-        raise Purged(eng.name, eng.purged_at or "")
-    return eng
-
-
-def require_active(eng: Engagement, verb: str | None = None) -> None:
-    """Closed and purged engagements take no changes (their data awaits destruction)."""
-    if eng.state != "active":
-        what = f"cannot {verb}" if verb else "it takes no changes"
-        raise RetentionError(f"engagement {eng.name!r} is {eng.state}: {what}")
 
 
 class Lifecycle:
@@ -49,17 +32,17 @@ class Lifecycle:
 
     def set_options(self, name: str, *, require_reason: bool | None = None) -> Engagement:
         s = self.s
-        eng = find(s, name)
+        eng = s.engagement(name)
         s.check("engagement.set", self.grants.role_of(eng), eng.name)
         with s.store.write():
             if require_reason is not None:
                 s.store.set_require_reason(eng.id, require_reason)
             s.log("engagement-set", eng.name, None, "ok", f"require-reason={require_reason}")
-        return find(s, name)
+        return s.engagement(name)
 
     def close(self, name: str, grace_days: int | None = None) -> Engagement:
         s = self.s
-        eng = find(s, name)
+        eng = s.engagement(name)
         s.check("engagement.close", self.grants.role_of(eng), eng.name)
         require_active(eng, "close")
         if grace_days is not None:
@@ -70,11 +53,11 @@ class Lifecycle:
             due = purge_due(now, grace, None)
             s.store.close_engagement(eng.id, now, grace_days, due)
             s.log("close", eng.name, None, "ok", f"purge due {due[:16]}")
-        return find(s, name)
+        return s.engagement(name)
 
     def retain(self, name: str, until: str, reason: str) -> Engagement:
         s = self.s
-        eng = find(s, name)
+        eng = s.engagement(name)
         s.check("engagement.retain", self.grants.role_of(eng), eng.name)
         dt = validate.when(until, "hold end date")
         why = validate.reason(reason)
@@ -91,11 +74,11 @@ class Lifecycle:
             due = purge_due(eng.closed_at or s.now(), self.grace_days(eng), hold)
             s.store.set_hold(eng.id, hold, why, s.member, due)
             s.log("retain", eng.name, None, "ok", f"held until {hold[:16]}: {why}")
-        return find(s, name)
+        return s.engagement(name)
 
     def release(self, name: str) -> Engagement:
         s = self.s
-        eng = find(s, name)
+        eng = s.engagement(name)
         s.check("engagement.release", self.grants.role_of(eng), eng.name)
         if eng.hold_until is None:
             raise RetentionError(f"engagement {name!r} has no retention hold")
@@ -103,7 +86,7 @@ class Lifecycle:
             due = purge_due(eng.closed_at or s.now(), self.grace_days(eng), None)
             s.store.set_hold(eng.id, None, None, None, due)
             s.log("release", eng.name, None, "ok", "hold lifted")
-        return find(s, name)
+        return s.engagement(name)
 
     def reschedule(self, grace_days: int) -> None:
         """The vault's grace period changed to ``grace_days``: move the purge date of every

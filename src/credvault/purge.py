@@ -21,7 +21,8 @@ from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagements
 from credvault.errors import IntegrityError, InvalidInput, RetentionError
-from credvault.model import Engagement, PurgePlan, Receipt, iso
+from credvault.model import Engagement, iso
+from credvault.results import PurgePlan, Receipt
 from credvault.retention import purge_reason
 from credvault.session import Session
 

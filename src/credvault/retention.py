@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from credvault import validate
-from credvault.errors import InvalidInput
+from credvault.errors import InvalidInput, RetentionError
 from credvault.model import Engagement, iso, parse_iso
 
 SETTINGS: dict[str, tuple[str, int]] = {
@@ -64,3 +64,10 @@ def describe(eng: Engagement, grace_days: int) -> str:
         f"closed {(eng.closed_at or '')[:16]}; purge due {(eng.purge_due or '')[:16]} "
         f"(grace {grace_days} days)"
     )
+
+
+def require_active(eng: Engagement, verb: str | None = None) -> None:
+    """Closed and purged engagements take no changes (their data awaits destruction)."""
+    if eng.state != "active":
+        what = f"cannot {verb}" if verb else "it takes no changes"
+        raise RetentionError(f"engagement {eng.name!r} is {eng.state}: {what}")

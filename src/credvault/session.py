@@ -9,13 +9,14 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from credvault import validate
 from credvault.access import OPERATIONS, VAULT_WIDE_WHY, Role, permits
 from credvault.audit import AuditLog
-from credvault.errors import AccessDenied, Conflict
+from credvault.errors import AccessDenied, Conflict, NotFound, Purged
 from credvault.files import locked
 from credvault.keyslots import KeySlots, MemberKeys, MemberSlot
 from credvault.layout import DB_NAME, LOCK_NAME, NEXT_DB, SLOTS_NAME
-from credvault.model import Grant, iso
+from credvault.model import Engagement, Grant, iso
 from credvault.store import Store
 
 __all__ = ["DB_NAME", "LOCK_NAME", "NEXT_DB", "SLOTS_NAME", "Session"]  # names: see layout
@@ -92,6 +93,15 @@ class Session:
     @property
     def is_admin(self) -> bool:
         return self.me.admin
+
+    def engagement(self, name: str, *, allow_purged: bool = False) -> Engagement:
+        """The engagement called ``name``; a purged one only with ``allow_purged``."""
+        eng = self.store.engagement_by_name(validate.name(name, "engagement name"))
+        if eng is None:
+            raise NotFound("engagement", name)
+        if eng.state == "purged" and not allow_purged:
+            raise Purged(eng.name, eng.purged_at or "")
+        return eng
 
     def setting(self, name: str) -> int:
         """A vault setting by its ``config`` name (``backup-retention-days``), or its default."""

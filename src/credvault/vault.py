@@ -42,7 +42,7 @@ from credvault.layout import (
     SLOTS_NAME,
     default_dir,
 )
-from credvault.model import PurgePlan, ScheduledPurge, VaultInfo, VaultStatus, iso
+from credvault.model import iso
 from credvault.retention import SETTINGS, value
 from credvault.secret import Secret
 from credvault.session import Session
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from credvault.clients import Clients
     from credvault.members import Members
     from credvault.purge import Purger
+    from credvault.results import PurgePlan, VaultInfo, VaultStatus
     from credvault.systems import Systems
 
 RECOVERY_PREFIX = "CREDVAULT-RECOVERY-1"
@@ -468,6 +469,8 @@ class Vault:
 
     def info(self) -> VaultInfo:
         """Facts about the vault and its settings (``credvault info``)."""
+        from credvault.results import VaultInfo
+
         s = self._s
         meta = s.store.all_meta()
         return VaultInfo(
@@ -537,6 +540,8 @@ class Vault:
 
     def status(self) -> VaultStatus:
         """Who you are and, among the engagements you may see, what is due or scheduled."""
+        from credvault.results import ScheduledPurge, VaultStatus
+
         s = self._s
         mine = {e.name for e in self.engagements.visible_quietly()}
         due = [pl for pl in self.purger.plan() if pl.engagement in mine]
