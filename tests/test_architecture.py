@@ -39,6 +39,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
             {
                 "credvault.model",
                 "credvault.results",
+                "credvault.changes",
                 "credvault.layout",
                 "credvault.access",
                 "credvault.retention",

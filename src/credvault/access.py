@@ -13,7 +13,6 @@ not only by this table).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import NamedTuple
 
 
 class Role(StrEnum):
@@ -63,12 +62,21 @@ ADMIN_OR_SERVICE = "admin-or-service"
 VAULT_WIDE_WHY = {ADMIN: "admin only", ADMIN_OR_SERVICE: "admins and service identities only"}
 
 
-class Rule(NamedTuple):
-    """One operation: the verb its denials are audited under, and who may do it."""
+class Rule:
+    """One operation: the verb its denials are audited under, and who may do it.
 
-    verb: str
-    action: Action | None  # a role action on the engagement; None for a vault-wide rule
-    vault_wide: str = ""  # ADMIN or ADMIN_OR_SERVICE when ``action`` is None
+    A slotted class rather than a NamedTuple: this table is built on every ``credvault get``.
+    """
+
+    __slots__ = ("action", "vault_wide", "verb")
+
+    def __init__(self, verb: str, action: Action | None, vault_wide: str = "") -> None:
+        self.verb = verb
+        self.action = action  # a role action on the engagement; None for a vault-wide rule
+        self.vault_wide = vault_wide  # ADMIN or ADMIN_OR_SERVICE when ``action`` is None
+
+    def __repr__(self) -> str:
+        return f"Rule({self.verb!r}, {self.action!r}, {self.vault_wide!r})"
 
 
 OPERATIONS: dict[str, Rule] = {

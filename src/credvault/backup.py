@@ -10,6 +10,7 @@ everything that became due, so a restore never resurrects an engagement past its
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from credvault.errors import AlreadyExists, IntegrityError, NotAVault
 from credvault.files import create_private, fsync_dir, make_private_dir
 from credvault.keyslots import KeySlots
 from credvault.layout import (
-    BACKUP_NAME,
+    BACKUP_NAME_PATTERN,
     DB_NAME,
     DB_SIDE_FILES,
     LOCK_NAME,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     pass
 
 MAGIC = b"CREDVAULT-BACKUP-1\n"
+BACKUP_NAME = re.compile(BACKUP_NAME_PATTERN)
 # What a restore writes into the target directory (removed again if the restore fails).
 RESTORED_FILES = (DB_NAME, SLOTS_NAME, LOCK_NAME, *DB_SIDE_FILES)
 

@@ -16,7 +16,7 @@ from credvault import items, validate
 from credvault.access import permits
 from credvault.engagements import Engagements
 from credvault.errors import AlreadyExists, Conflict, IntegrityError, InvalidInput, NotFound
-from credvault.model import CredentialRow, CredentialUpdate, Engagement, NewCredential
+from credvault.model import CredentialRow, Engagement
 from credvault.secret import Secret
 from credvault.session import Session
 
@@ -103,6 +103,8 @@ class Credentials:
         username = validate.text(username, "username", max_len=1024, multiline=False)
         url = validate.text(url, "URL", max_len=4096, multiline=False)
         notes = validate.text(notes, "notes")
+        from credvault.changes import CredentialUpdate, NewCredential  # writes only
+
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
         self.e.rotate_if_needed(eng)
@@ -163,6 +165,8 @@ class Credentials:
         self, engagement: str, entries: builtins.list[tuple[str, bytes]], kind: str = "password"
     ) -> int:
         """Bulk insert of new credentials in one transaction (imports, benchmarks)."""
+        from credvault.changes import NewCredential  # writes only: not on the get path
+
         s = self.s
         eng = self.e.get(engagement)
         self.e.require_active(eng)

@@ -10,14 +10,19 @@ envelope (:data:`~credvault.model.SEALED_FIELDS`) and re-seals it to the current
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from credvault.access import KEY_ROLES, Role
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.errors import Conflict, IntegrityError
 from credvault.grants import Grants, copy_message
 from credvault.items import place
-from credvault.model import RECOVERY, SEALED_FIELDS, Engagement, Grant, SealedRow
+from credvault.model import RECOVERY, SEALED_FIELDS, Engagement, Grant
 from credvault.session import Session
+
+if TYPE_CHECKING:
+    from credvault.changes import SealedRow
 
 
 def seal_info(s: Session, eng_uid: bytes, member: str, version: int) -> bytes:

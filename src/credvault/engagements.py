@@ -19,7 +19,7 @@ from credvault.crypto import primitives as p
 from credvault.engagement_keys import EngagementKeys, recovery_keys
 from credvault.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
 from credvault.grants import Grants
-from credvault.model import RECOVERY, Engagement, GrantInfo, NewEngagement, iso
+from credvault.model import RECOVERY, Engagement, GrantInfo, iso
 from credvault.retention import require_active
 from credvault.session import Session
 
@@ -136,6 +136,8 @@ class Engagements:
             raise NotFound("member", lead)
         if s.store.engagement_by_name(name) is not None:
             raise AlreadyExists(f"engagement {name!r} already exists")
+        from credvault.changes import NewEngagement
+
         key = p.random_key()
         uid = os.urandom(16)
         now = s.now()

@@ -9,7 +9,6 @@ failed unlock ``failed-unlocks.log``. Backups go to ``<vault>-backups`` beside i
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 DB_NAME = "vault.db"
@@ -19,7 +18,8 @@ SLOTS_NAME = "keyslots.json"
 FAILED_UNLOCKS = "failed-unlocks.log"  # noted beside the database, imported at the next open
 DB_SIDE_FILES = (DB_NAME + "-wal", DB_NAME + "-shm")
 
-BACKUP_NAME = re.compile(r"\Acredvault-backup-([0-9a-f]{32})-(\d{8}T\d{6}Z)\.cvb\Z")
+# What backup_name() produces (compiled by backup.py, which alone needs it).
+BACKUP_NAME_PATTERN = r"\Acredvault-backup-([0-9a-f]{32})-(\d{8}T\d{6}Z)\.cvb\Z"
 
 
 def default_dir() -> Path:
@@ -38,7 +38,7 @@ def default_backup_dir(vault_path: Path) -> Path:
 
 def backup_name(vault_id: str, stamp: str) -> str:
     """The file name of a backup (``stamp`` from :func:`credvault.model.backup_stamp`);
-    :data:`BACKUP_NAME` matches exactly these."""
+    :data:`BACKUP_NAME_PATTERN` matches exactly these."""
     return f"credvault-backup-{vault_id}-{stamp}.cvb"
 
 

@@ -122,14 +122,6 @@ SEALED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-class SealedRow(NamedTuple):
-    """One row's envelopes, in :data:`SEALED_FIELDS` order (re-encryption)."""
-
-    id: int
-    uid: bytes
-    blobs: tuple[bytes | None, ...]
-
-
 class CredentialRow(NamedTuple):
     """A stored credential: names and dates in clear, values as envelopes."""
 
@@ -152,33 +144,6 @@ class CredentialRow(NamedTuple):
         return blob
 
 
-class NewCredential(NamedTuple):
-    """A credential to insert (envelopes already sealed)."""
-
-    uid: bytes
-    name: str
-    kind: str
-    system_id: int | None
-    secret_env: bytes
-    username_env: bytes | None
-    url_env: bytes | None
-    notes_env: bytes | None
-    created_at: str
-    updated_at: str
-
-
-class CredentialUpdate(NamedTuple):
-    """A credential replaced in place: ``None`` keeps the stored value."""
-
-    updated_at: str
-    secret_env: bytes
-    username_env: bytes | None = None
-    url_env: bytes | None = None
-    notes_env: bytes | None = None
-    system_id: int | None = None
-    kind: str | None = None
-
-
 class SystemRow(NamedTuple):
     """A stored system: port and protocol in clear, address and details as envelopes."""
 
@@ -191,34 +156,6 @@ class SystemRow(NamedTuple):
     details_env: bytes | None
     created_at: str
     updated_at: str
-
-
-class NewSystem(NamedTuple):
-    """A system to insert or replace (by engagement and name)."""
-
-    uid: bytes
-    name: str
-    port: int | None
-    protocol: str | None
-    address_env: bytes
-    details_env: bytes | None
-    created_at: str
-    updated_at: str
-
-
-class NewEngagement(NamedTuple):
-    """An engagement to create (state ``active``, key version 1)."""
-
-    uid: bytes
-    name: str
-    client: str
-    key_fp: str
-    require_reason: bool
-    grace_days: int | None
-    created_at: str
-    created_by: str
-    lead: str
-    creation_sig: bytes
 
 
 class AuditRow(NamedTuple):

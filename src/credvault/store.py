@@ -13,22 +13,27 @@ import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlcipher3
 
 from credvault.errors import CredvaultError, IntegrityError, NotAVault, StoreError
+
+if TYPE_CHECKING:
+    from credvault.changes import (
+        CredentialUpdate,
+        NewCredential,
+        NewEngagement,
+        NewSystem,
+        SealedRow,
+    )
+
 from credvault.model import (
     SEALED_FIELDS,
     AuditRow,
     CredentialRow,
-    CredentialUpdate,
     Engagement,
     Grant,
-    NewCredential,
-    NewEngagement,
-    NewSystem,
-    SealedRow,
     SystemRow,
 )
 
@@ -633,6 +638,8 @@ class Store:
     # -- envelopes, by SEALED_FIELDS (re-encryption on rotation) --------------------------
     def sealed_rows(self, table: str, eng_id: int) -> list[SealedRow]:
         """Every envelope of ``table`` in an engagement, in ``SEALED_FIELDS[table]`` order."""
+        from credvault.changes import SealedRow  # writers only: not on the get path
+
         cols = ", ".join(f"{f}_env" for f in SEALED_FIELDS[table])
         return [
             SealedRow(int(r[0]), bytes(r[1]), tuple(None if b is None else bytes(b) for b in r[2:]))

@@ -9,7 +9,7 @@ from typing import NamedTuple
 from credvault import items, validate
 from credvault.engagements import Engagements
 from credvault.errors import NotFound
-from credvault.model import Engagement, NewSystem, SystemRow
+from credvault.model import Engagement, SystemRow
 from credvault.session import Session
 
 TABLE = "systems"
@@ -51,6 +51,8 @@ class Systems:
         if protocol is not None:
             validate.name(protocol, "protocol")
         details = validate.text(details, "details")
+        from credvault.changes import NewSystem  # writes only: not on the get path
+
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
         key = self.e.key(eng, "system.add", name)
