@@ -14,7 +14,6 @@ import re
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from credvault.errors import AlreadyExists, IntegrityError, NotAVault
 from credvault.files import create_private, fsync_dir, make_private_dir
@@ -31,13 +30,21 @@ from credvault.layout import (
 from credvault.model import backup_stamp, parse_backup_stamp
 from credvault.session import Session
 
-if TYPE_CHECKING:
-    pass
-
 MAGIC = b"CREDVAULT-BACKUP-1\n"
 BACKUP_NAME = re.compile(BACKUP_NAME_PATTERN)
 # What a restore writes into the target directory (removed again if the restore fails).
 RESTORED_FILES = (DB_NAME, SLOTS_NAME, LOCK_NAME, *DB_SIDE_FILES)
+
+__all__ = [
+    "BACKUP_NAME",
+    "MAGIC",
+    "RESTORED_FILES",
+    "Backups",
+    "default_backup_dir",
+    "prune",
+    "unpack",
+    "write_backup",
+]
 
 
 class Backups:
@@ -50,36 +57,45 @@ class Backups:
         """Write a backup; returns (file, number of old backups pruned)."""
         s = self.s
         s.require("vault.backup")
-        vault_id = s.vault_id.hex()
         directory = directory or default_backup_dir(s.path)
-        make_private_dir(directory)
-        now = s.clock()
-        target = directory / backup_name(vault_id, backup_stamp(now))
-        if target.exists():
-            raise AlreadyExists(f"{target} exists (one backup per second)")
-        with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
-            db_copy = Path(tmp) / "db"
-            create_private(db_copy)
-            with s.store.write():  # the key slots and the copy, both as of one moment
-                slots = s.reload_slots().to_bytes()
-            s.store.copy_to(db_copy, s.db_key)
-            part = directory / f".{target.name}.part"
-            fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-            try:
-                os.write(fd, MAGIC + len(slots).to_bytes(8, "big") + slots)
-                with db_copy.open("rb") as f:
-                    while chunk := f.read(1 << 20):
-                        os.write(fd, chunk)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(part, target)
-            fsync_dir(directory)
+        target = write_backup(s, directory)
         days = s.setting("backup-retention-days")
-        pruned = prune(directory, vault_id, now - timedelta(days=days), keep=target)
+        pruned = prune(directory, s.vault_id.hex(), s.clock() - timedelta(days=days), keep=target)
         with s.store.write():
             s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
         return target, pruned
+
+
+def write_backup(s: Session, directory: Path) -> Path:
+    """Write one backup file into ``directory`` (no permission check, no audit: callers).
+
+    Also used before a format upgrade, so the pre-upgrade copy is an ordinary backup that
+    ``restore`` reads and the backup retention prunes (purged data leaves it too).
+    """
+    make_private_dir(directory)
+    now = s.clock()
+    target = directory / backup_name(s.vault_id.hex(), backup_stamp(now))
+    if target.exists():
+        raise AlreadyExists(f"{target} exists (one backup per second)")
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
+        db_copy = Path(tmp) / "db"
+        create_private(db_copy)
+        with s.store.write():  # the key slots and the copy, both as of one moment
+            slots = s.reload_slots().to_bytes()
+        s.store.copy_to(db_copy, s.db_key)
+        part = directory / f".{target.name}.part"
+        fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        try:
+            os.write(fd, MAGIC + len(slots).to_bytes(8, "big") + slots)
+            with db_copy.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    os.write(fd, chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(part, target)
+        fsync_dir(directory)
+    return target
 
 
 def prune(directory: Path, vault_id: str, cutoff: datetime, *, keep: Path | None = None) -> int:

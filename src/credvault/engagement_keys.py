@@ -13,16 +13,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from credvault.access import KEY_ROLES, Role
-from credvault.crypto import envelope, labels
+from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import Conflict, IntegrityError
 from credvault.grants import Grants, copy_message
-from credvault.items import place
-from credvault.model import RECOVERY, SEALED_FIELDS, Engagement, Grant
+from credvault.items import reencrypt_engagement
+from credvault.model import RECOVERY, Engagement, Grant
 from credvault.session import Session
 
 if TYPE_CHECKING:
-    from credvault.changes import SealedRow
+    pass
 
 
 def seal_info(s: Session, eng_uid: bytes, member: str, version: int) -> bytes:
@@ -188,7 +188,7 @@ class EngagementKeys:
         sign_private = sign_private or s.keys.sign_private
         new_key = p.random_key()
         version = eng.key_version + 1
-        self._reencrypt(eng, old_key, new_key, version)
+        reencrypt_engagement(s, eng, old_key, new_key, version)  # SEALED_FIELDS and history
         s.store.set_engagement_key(eng.id, version, p.fingerprint(new_key))
         rotated = eng._replace(key_version=version, key_fp=p.fingerprint(new_key))
         for g in s.store.grants(eng.id):
@@ -211,25 +211,3 @@ class EngagementKeys:
             f"key version {version} ({why}); fingerprint {p.fingerprint(new_key)}",
         )
         return version
-
-    def _reencrypt(self, eng: Engagement, old_key: bytes, new_key: bytes, version: int) -> None:
-        """Decrypt every envelope of ``eng`` and seal it afresh under ``new_key`` at ``version``.
-
-        Every column :data:`~credvault.model.SEALED_FIELDS` names, and nothing else. Fresh
-        data keys and nonces: a data key captured before the rotation opens nothing after it.
-        """
-        s = self.s
-        for table, fields in SEALED_FIELDS.items():
-            redone: list[SealedRow] = []
-            for row in s.store.sealed_rows(table, eng.id):
-                blobs: list[bytes | None] = []
-                for field, blob in zip(fields, row.blobs, strict=True):
-                    if blob is None:
-                        blobs.append(None)
-                        continue
-                    pl = place(s, eng, table, row.uid, field)
-                    blobs.append(
-                        envelope.seal(pl, envelope.open_(pl, blob, old_key), new_key, version)
-                    )
-                redone.append(row._replace(blobs=tuple(blobs)))
-            s.store.set_sealed_rows(table, redone)

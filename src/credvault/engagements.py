@@ -136,7 +136,7 @@ class Engagements:
             raise NotFound("member", lead)
         if s.store.engagement_by_name(name) is not None:
             raise AlreadyExists(f"engagement {name!r} already exists")
-        from credvault.changes import NewEngagement
+        from credvault.model import NewEngagement
 
         key = p.random_key()
         uid = os.urandom(16)

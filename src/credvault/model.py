@@ -122,6 +122,14 @@ SEALED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+class SealedRow(NamedTuple):
+    """One row's envelopes, in :data:`SEALED_FIELDS` order (re-encryption)."""
+
+    id: int
+    uid: bytes
+    blobs: tuple[bytes | None, ...]
+
+
 class CredentialRow(NamedTuple):
     """A stored credential: names and dates in clear, values as envelopes."""
 
@@ -137,11 +145,105 @@ class CredentialRow(NamedTuple):
     created_at: str
     updated_at: str
     system_id: int | None
+    version: int = 1  # format 2: the live version's number, writer and what it changed
+    updated_by: str | None = None
+    changed: str = "created"
 
     def envelope(self, field: str) -> bytes | None:
         """The envelope of one of ``SEALED_FIELDS["credentials"]``."""
         blob: bytes | None = getattr(self, f"{field}_env")
         return blob
+
+
+class NewCredential(NamedTuple):
+    """A credential to insert (envelopes already sealed)."""
+
+    uid: bytes
+    name: str
+    kind: str
+    system_id: int | None
+    secret_env: bytes
+    username_env: bytes | None
+    url_env: bytes | None
+    notes_env: bytes | None
+    created_at: str
+    updated_at: str
+    updated_by: str | None = None
+
+
+class CredentialUpdate(NamedTuple):
+    """A credential replaced in place: ``None`` keeps the stored value."""
+
+    updated_at: str
+    secret_env: bytes
+    username_env: bytes | None = None
+    url_env: bytes | None = None
+    notes_env: bytes | None = None
+    system_id: int | None = None
+    kind: str | None = None
+
+
+# Format 2 (store.MIGRATIONS[2]): the history and the trash hold envelopes too, re-encrypted
+# on rotation with the rest (items.reencrypt_engagement). Their places differ from the live
+# rows': a version is sealed at ("credential_versions", credential uid, "FIELD/vN"); a
+# trashed row keeps the place of the live row it was. Table -> fields.
+HISTORY_SEALED: dict[str, tuple[str, ...]] = {
+    "credential_versions": SEALED_FIELDS["credentials"],
+    "credential_trash": SEALED_FIELDS["credentials"],
+    "system_trash": SEALED_FIELDS["systems"],
+}
+
+
+class VersionRow(NamedTuple):
+    """An earlier version of a credential (metadata in clear, values as envelopes)."""
+
+    id: int
+    credential_uid: bytes
+    version: int
+    name: str
+    kind: str
+    system: str | None
+    secret_env: bytes
+    username_env: bytes | None
+    url_env: bytes | None
+    notes_env: bytes | None
+    created_at: str
+    created_by: str | None
+    changed: str
+
+    def envelope(self, field: str) -> bytes | None:
+        blob: bytes | None = getattr(self, f"{field}_env")
+        return blob
+
+
+class NewVersion(NamedTuple):
+    """A version to keep (envelopes already sealed at the version's place)."""
+
+    credential_uid: bytes
+    version: int
+    name: str
+    kind: str
+    system: str | None
+    secret_env: bytes
+    username_env: bytes | None
+    url_env: bytes | None
+    notes_env: bytes | None
+    created_at: str
+    created_by: str | None
+    changed: str
+
+
+class TrashEntry(NamedTuple):
+    """One removed credential or system in an engagement's trash."""
+
+    type: str  # credential or system
+    id: int
+    name: str
+    uid: bytes
+    deleted_at: str
+    deleted_by: str
+    expires_at: str
+    linked: str  # systems: JSON list of the hex uids of credentials that linked to it
 
 
 class SystemRow(NamedTuple):
@@ -156,6 +258,34 @@ class SystemRow(NamedTuple):
     details_env: bytes | None
     created_at: str
     updated_at: str
+
+
+class NewSystem(NamedTuple):
+    """A system to insert or replace (by engagement and name)."""
+
+    uid: bytes
+    name: str
+    port: int | None
+    protocol: str | None
+    address_env: bytes
+    details_env: bytes | None
+    created_at: str
+    updated_at: str
+
+
+class NewEngagement(NamedTuple):
+    """An engagement to create (state ``active``, key version 1)."""
+
+    uid: bytes
+    name: str
+    client: str
+    key_fp: str
+    require_reason: bool
+    grace_days: int | None
+    created_at: str
+    created_by: str
+    lead: str
+    creation_sig: bytes
 
 
 class AuditRow(NamedTuple):

@@ -96,18 +96,26 @@ class EngagementView(NamedTuple):
 
 
 class ReceiptDestroyed(NamedTuple):
-    """What a purge destroyed, as its receipt states it."""
+    """What a purge destroyed, as its receipt states it. The history and trash counts are in
+    receipts written by format 2 and later (``None`` in older ones, and then left out of
+    :meth:`to_json`, which gives back the signed document as it was)."""
 
     credentials: int
     systems: int
+    credential_versions: int | None
+    trashed_credentials: int | None
+    trashed_systems: int | None
     key_copies: int
     key_version: int
     key_fingerprints: tuple[str, ...]
 
     def to_json(self) -> dict[str, object]:
-        d = self._asdict()
+        d = {k: v for k, v in self._asdict().items() if v is not None or k not in _SINCE_2}
         d["key_fingerprints"] = list(self.key_fingerprints)
         return d
+
+
+_SINCE_2 = frozenset({"credential_versions", "trashed_credentials", "trashed_systems"})
 
 
 class ReceiptHold(NamedTuple):
@@ -157,8 +165,14 @@ class Receipt(NamedTuple):
         if not isinstance(destroyed, dict) or not (hold is None or isinstance(hold, dict)):
             raise TypeError("not a purge receipt")
         fields = {**data}
+        if not set(destroyed) <= set(ReceiptDestroyed._fields):
+            raise ValueError("not a purge receipt")
         fields["destroyed"] = ReceiptDestroyed(
-            **{**destroyed, "key_fingerprints": tuple(destroyed["key_fingerprints"])}
+            **{
+                **dict.fromkeys(_SINCE_2),
+                **destroyed,
+                "key_fingerprints": tuple(destroyed["key_fingerprints"]),
+            }
         )
         fields["hold"] = None if hold is None else ReceiptHold(**hold)
         return cls(**fields)  # type: ignore[arg-type]
