@@ -35,7 +35,7 @@ def old_vault(tmp_path: Path) -> Path:
 
 def test_format1_vault_is_upgraded_in_place_with_a_backup_first(old_vault: Path) -> None:
     with Vault.open(old_vault, "bob", "bob-pass", kdf=MIN_KDF) as v:
-        assert v.info()["format"] == FORMAT_VERSION == 2
+        assert v.info().format == FORMAT_VERSION == 2
         c = v.get("acme-2026/web1-root")
         assert c.secret.reveal() == b"format1-secret"
         assert (c.username, c.notes, c.address) == ("root", "rack 4", "203.0.113.10")
@@ -58,13 +58,11 @@ def test_format1_vault_is_upgraded_in_place_with_a_backup_first(old_vault: Path)
 def test_the_backup_taken_before_the_upgrade_restores_the_old_vault(
     old_vault: Path, tmp_path: Path
 ) -> None:
-    from credvault.backup import restore
-
     with Vault.open(old_vault, "alice", "alice-pass", kdf=MIN_KDF) as v:
         v.put("acme-2026/api-token", b"changed-after-upgrade")
     (backup,) = (old_vault.parent / "vault-backups").glob("*.cvb")
     target = tmp_path / "restored"
-    restore(backup, target, "alice", Passphrase("alice-pass"), kdf=MIN_KDF)
+    Vault.restore(backup, target, "alice", Passphrase("alice-pass"), kdf=MIN_KDF)
     with Vault.open(target, "alice", "alice-pass", kdf=MIN_KDF) as v:
         assert v.get("acme-2026/api-token").secret.reveal() == b"format1-token"
 
@@ -120,7 +118,7 @@ def test_a_kill_anywhere_in_the_upgrade_leaves_a_vault_that_opens(tmp_path: Path
         r = _run_worker(worker, path, "kill", at)
         assert r.returncode in (-9, 0), r.stderr
         with Vault.open(path, "bob", "bob-pass", kdf=MIN_KDF) as v:
-            assert v.info()["format"] == FORMAT_VERSION
+            assert v.info().format == FORMAT_VERSION
             assert v.get("acme-2026/web1-root").secret.reveal() == b"format1-secret"
         with Vault.open(path, "alice", "alice-pass", kdf=MIN_KDF) as v:
             assert len(v.audit_entries(action="upgrade")) == 1, at
