@@ -152,7 +152,7 @@ def _key_forms(kenv: Env) -> list[bytes]:
     with Vault.open(kenv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
         keys = v.member_keys()
         db_key = v._s.db_key
-        eng_key = v.engagements.key(v.engagements.get("acme-2026"), "test")
+        eng_key = v.engagements.key(v.engagements.get("acme-2026"), "engagement.key")
     out = []
     for secret in (keys.kem_private, keys.sign_private, db_key, eng_key, b"s3cret"):
         out += [secret, secret.hex().encode(), base64.b64encode(secret)]
@@ -207,7 +207,7 @@ def test_entry_useless_after_expiry_when_read_directly(kenv: Env) -> None:
 def test_old_raw_entries_are_deleted_not_used(kenv: Env) -> None:
     import base64
 
-    from credvault.keyring_cache import _marker
+    from credvault.layout import keyring_marker
 
     vid = _vault_id(kenv)
     with Vault.open(kenv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
@@ -219,7 +219,7 @@ def test_old_raw_entries_are_deleted_not_used(kenv: Env) -> None:
         )
     write = "import keyring, sys; keyring.set_password(sys.argv[1], 'alice', sys.argv[2])"
     subprocess.run([sys.executable, "-c", write, f"credvault:{vid}", old], env=kenv.env, check=True)
-    marker = Path(kenv.env["XDG_CACHE_HOME"]) / "credvault" / _marker(vid, "alice").name
+    marker = Path(kenv.env["XDG_CACHE_HOME"]) / "credvault" / keyring_marker(vid, "alice").name
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("2999-01-01T00:00:00Z")
     r = kenv.run("get", "acme-2026/db")

@@ -99,6 +99,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     "InitResult": ("credvault.vault", "InitResult"),
     "Vault": ("credvault.vault", "Vault"),
     "default_dir": ("credvault.vault", "default_dir"),
+    "EngagementView": ("credvault.results", "EngagementView"),
+    "PurgePlan": ("credvault.results", "PurgePlan"),
+    "Receipt": ("credvault.results", "Receipt"),
+    "ReceiptDestroyed": ("credvault.results", "ReceiptDestroyed"),
+    "ReceiptHold": ("credvault.results", "ReceiptHold"),
+    "ScheduledPurge": ("credvault.results", "ScheduledPurge"),
+    "VaultInfo": ("credvault.results", "VaultInfo"),
+    "VaultStatus": ("credvault.results", "VaultStatus"),
 }
 
 
@@ -127,10 +135,20 @@ if TYPE_CHECKING:
 
     from credvault.generators import Generated
     from credvault.importers import RawEntry, Skipped
+    from credvault.results import (
+        EngagementView,
+        PurgePlan,
+        Receipt,
+        ReceiptDestroyed,
+        ReceiptHold,
+        ScheduledPurge,
+        VaultInfo,
+        VaultStatus,
+    )
 
 
 def verify_receipt(
-    receipt: dict[str, object] | str, public_key: bytes | str | None = None
+    receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
 ) -> dict[str, object]:
     """Check a purge receipt's signature against the vault's public key; returns its body.
 
@@ -141,7 +159,7 @@ def verify_receipt(
     return _verify(receipt, public_key)
 
 
-def write_receipt(path: Path, receipt: dict[str, object]) -> None:
+def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
     """Write a receipt (as ``vault.purger.receipt`` returns it) to a new 0600 file."""
     from credvault.purge import write_receipt as _write
 
@@ -222,6 +240,7 @@ __all__ = [
     "Conflict",
     "CredvaultError",
     "Engagement",
+    "EngagementView",
     "FirstOf",
     "GrantInfo",
     "IdentityFile",
@@ -238,14 +257,21 @@ __all__ = [
     "Passphrase",
     "PassphraseFile",
     "Prompt",
+    "PurgePlan",
     "Purged",
+    "Receipt",
+    "ReceiptDestroyed",
+    "ReceiptHold",
     "RetentionError",
     "Role",
+    "ScheduledPurge",
     "Secret",
     "StoreError",
     "UnlockSource",
     "UnsupportedFormat",
     "Vault",
+    "VaultInfo",
+    "VaultStatus",
     "WrongPassphrase",
     "__version__",
     "default_dir",
