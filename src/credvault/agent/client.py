@@ -220,7 +220,7 @@ def ensure_running(timeout: float = 15.0) -> dict[str, Any]:
         return found
     env = {k: v for k, v in os.environ.items() if k != "CREDVAULT_PASSPHRASE_FILE"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "credvault", "agent"],
+        [sys.executable, "-m", "credvault.agent.server"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -813,3 +813,6 @@ def run() -> int:
 
 
 __all__ = ["VERSION", "Agent", "AlreadyRunning", "Server", "bind", "run"]
+
+if __name__ == "__main__":  # `credvault agent` execs this
+    sys.exit(run())

@@ -807,8 +807,8 @@ def cmd_unlock(args: argparse.Namespace) -> int:
         return EXIT_OK
     import base64
 
+    from credvault import CredvaultError
     from credvault.agent import client
-    from credvault.errors import CredvaultError
 
     with open_vault(args) as v:
         keys = base64.b64encode(v.member_keys().to_bytes(bytes.fromhex(v.vault_id))).decode()
@@ -839,10 +839,11 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    """Run the agent in the foreground (a systemd user unit); `unlock` starts one itself."""
-    from credvault.agent.server import run
+    """Run the agent in the foreground (a systemd user unit); `unlock` starts one itself.
 
-    return run()
+    The agent runs CLI commands, so it sits above the CLI: exec it rather than import it
+    (same pid, same descriptors: systemd's LISTEN_PID and socket stay valid)."""
+    os.execv(sys.executable, [sys.executable, "-m", "credvault.agent.server"])  # noqa: S606
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
