@@ -1,0 +1,230 @@
+"""A throwaway PostgreSQL cluster for the team-backend tests (issue 14).
+
+One cluster per test session (initdb + start costs ~1.5 s), one database per test. The
+cluster never runs as root: PostgreSQL refuses to, and a test that only passes as root
+proves nothing. As root the fixture runs every server program through ``runuser -u
+credvault-pg`` (a system user it creates when missing, as ``.ci/system-deps.sh`` does) and
+makes the data and socket directories that user's; as an ordinary user it runs them
+directly. Authentication is SCRAM on a private socket directory and on 127.0.0.1 with a
+free port, so a role's password matters exactly as on a real server.
+
+Where PostgreSQL is missing the tests skip with one loud reason; with ``CI`` or
+``CREDVAULT_REQUIRE_PG`` set they fail instead, so CI cannot silently lose them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+OS_USER = "credvault-pg"
+SUPERUSER = "postgres"
+
+
+def _bindir() -> Path | None:
+    """The server binaries: ``pg_config --bindir`` first, then Debian's versioned dirs."""
+    candidates: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0:
+            candidates.append(Path(out.stdout.strip()))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for c in candidates:
+        if (c / "initdb").exists() and (c / "pg_ctl").exists() and (c / "postgres").exists():
+            return c
+    return None
+
+
+def unavailable(reason: str) -> None:
+    """Skip loudly, or fail where PostgreSQL is required (CI)."""
+    msg = f"PostgreSQL UNAVAILABLE, team-backend tests NOT RUN: {reason}"
+    if os.environ.get("CI") or os.environ.get("CREDVAULT_REQUIRE_PG"):
+        pytest.fail(msg + " (CI/CREDVAULT_REQUIRE_PG set: PostgreSQL is required)")
+    pytest.skip(msg)
+
+
+def _ensure_os_user() -> None:
+    try:
+        pwd.getpwnam(OS_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OS_USER],
+            check=True,
+            capture_output=True,
+        )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Cluster:
+    """A running cluster: where it listens and how to run its programs as its owner."""
+
+    bindir: Path
+    datadir: Path
+    sockdir: Path
+    port: int
+    password: str = field(repr=False)
+    as_root: bool
+
+    def run(self, argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        """Run a server program as the cluster's unprivileged OS user."""
+        cmd = list(argv)
+        if self.as_root:
+            cmd = ["runuser", "-u", OS_USER, "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+
+    def pg_ctl(self, *args: str) -> None:
+        out = self.run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.log), *args]
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"pg_ctl {' '.join(args)} failed: {out.stderr}\n{self.tail_log()}")
+
+    @property
+    def log(self) -> Path:
+        return self.datadir.parent / "server.log"
+
+    def tail_log(self) -> str:
+        try:
+            return "\n".join(self.log.read_text().splitlines()[-20:])
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        self.pg_ctl("-w", "-t", "60", "start")
+
+    def crash(self) -> None:
+        """Stop as a crash does: no checkpoint, nothing written that was not already."""
+        self.pg_ctl("-w", "-m", "immediate", "stop")
+
+    def stop(self) -> None:
+        self.pg_ctl("-w", "-m", "fast", "stop")
+
+    def conninfo(
+        self, dbname: str = "postgres", user: str = SUPERUSER, *, tcp: bool = False
+    ) -> str:
+        host = "127.0.0.1" if tcp else str(self.sockdir)
+        return f"host={host} port={self.port} dbname={dbname} user={user}"
+
+    def env(self, user: str, password: str, dbname: str) -> dict[str, str]:
+        """Environment for ``psql`` as ``user`` (the test's own password; never a vault secret)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(
+            PGHOST=str(self.sockdir),
+            PGPORT=str(self.port),
+            PGUSER=user,
+            PGPASSWORD=password,
+            PGDATABASE=dbname,
+        )
+        return env
+
+    def superuser_sql(self, sql: str, dbname: str = "postgres") -> None:
+        """Run statements (one per line ending in ``;``) as the bootstrap superuser (the
+        DBA), each on its own: CREATE DATABASE refuses a transaction block."""
+        import psycopg
+
+        with psycopg.connect(
+            self.conninfo(dbname), password=self.password, autocommit=True
+        ) as conn:
+            for statement in sql.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)  # type: ignore[call-overload]
+
+
+def start_cluster(base: Path) -> Cluster:
+    """initdb + start a private cluster under ``base``; skips loudly if impossible."""
+    bindir = _bindir()
+    if bindir is None:
+        unavailable("no initdb/pg_ctl/postgres found (Debian: apt-get install postgresql)")
+        raise AssertionError("unreachable")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable("psycopg is not installed (pip install -e '.[dev]')")
+    as_root = os.geteuid() == 0
+    if as_root:
+        if shutil.which("runuser") is None:
+            unavailable("running as root and no runuser to drop privileges")
+        _ensure_os_user()
+    base.mkdir(parents=True, exist_ok=True)
+    datadir, sockdir = base / "data", base / "sock"
+    sockdir.mkdir(mode=0o700)
+    pwfile = base / "pw"
+    password = secrets.token_urlsafe(18)
+    pwfile.write_text(password + "\n")
+    if as_root:
+        entry = pwd.getpwnam(OS_USER)
+        for p in (base, sockdir, pwfile):
+            os.chown(p, entry.pw_uid, entry.pw_gid)
+        base.chmod(0o700)
+        # the runner must reach base: its parents are root's tmp dirs (0700); allow traversal only
+        for parent in base.parents:
+            if parent == Path(parent.anchor):
+                break
+            with contextlib.suppress(OSError):
+                mode = parent.stat().st_mode & 0o777
+                if not mode & 0o001:
+                    parent.chmod(mode | 0o001)
+    cluster = Cluster(bindir, datadir, sockdir, _free_port(), password, as_root)
+    out = cluster.run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            SUPERUSER,
+            "-A",
+            "scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ]
+    )
+    pwfile.unlink()
+    if out.returncode != 0:
+        raise RuntimeError(f"initdb failed: {out.stderr}")
+    with (datadir / "postgresql.conf").open("a") as conf:
+        conf.write(
+            f"listen_addresses = '127.0.0.1'\n"
+            f"port = {cluster.port}\n"
+            f"unix_socket_directories = '{sockdir}'\n"
+            # a process crash (pg_ctl -m immediate) still loses exactly what was never
+            # written; fsync only matters to an OS crash, which no test simulates
+            "fsync = off\n"
+            "full_page_writes = off\n"
+            "max_connections = 60\n"
+            "shared_buffers = 16MB\n"
+            "log_min_messages = warning\n"
+        )
+    cluster.start()
+    return cluster
+
+
+@contextlib.contextmanager
+def running_cluster(base: Path) -> Iterator[Cluster]:
+    cluster = start_cluster(base)
+    try:
+        yield cluster
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.pg_ctl("-w", "-m", "immediate", "stop")
