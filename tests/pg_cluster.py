@@ -21,11 +21,15 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from credvault.postgres import apply_schema, bootstrap_sql, scram_verifier
 
 OS_USER = "credvault-pg"
 SUPERUSER = "postgres"
@@ -164,6 +168,8 @@ def start_cluster(base: Path) -> Cluster:
             unavailable("running as root and no runuser to drop privileges")
         _ensure_os_user()
     base.mkdir(parents=True, exist_ok=True)
+    if as_root:
+        base.parent.chmod(0o711)  # our mkdtemp dir: traversable, not listable
     datadir, sockdir = base / "data", base / "sock"
     sockdir.mkdir(mode=0o700)
     pwfile = base / "pw"
@@ -174,14 +180,6 @@ def start_cluster(base: Path) -> Cluster:
         for p in (base, sockdir, pwfile):
             os.chown(p, entry.pw_uid, entry.pw_gid)
         base.chmod(0o700)
-        # the runner must reach base: its parents are root's tmp dirs (0700); allow traversal only
-        for parent in base.parents:
-            if parent == Path(parent.anchor):
-                break
-            with contextlib.suppress(OSError):
-                mode = parent.stat().st_mode & 0o777
-                if not mode & 0o001:
-                    parent.chmod(mode | 0o001)
     cluster = Cluster(bindir, datadir, sockdir, _free_port(), password, as_root)
     out = cluster.run(
         [
@@ -221,10 +219,141 @@ def start_cluster(base: Path) -> Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(base: Path) -> Iterator[Cluster]:
-    cluster = start_cluster(base)
+def running_cluster() -> Iterator[Cluster]:
+    """A cluster in its own directory under the system temp dir (not pytest's: pytest
+    resets ``pytest-of-<user>`` to 0700 at every session start, which would lock the
+    unprivileged server out of its own files while another session runs)."""
+    base = Path(tempfile.mkdtemp(prefix="credvault-pg-"))
     try:
-        yield cluster
+        cluster = start_cluster(base / "c")
+        try:
+            yield cluster
+        finally:
+            with contextlib.suppress(Exception):
+                cluster.pg_ctl("-w", "-m", "immediate", "stop")
     finally:
-        with contextlib.suppress(Exception):
-            cluster.pg_ctl("-w", "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class PgVault:
+    """A credvault database on the session cluster, with helpers that act as its people."""
+
+    cluster: Cluster
+    db: str
+    owner: str
+    owner_password: str = field(repr=False)
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def role(self, member: str) -> str:
+        return f"{self.db}_{member}"
+
+    def connect(self, member: str | None = None, **kw: Any) -> Any:
+        """A psycopg connection as ``member`` (None: the owner), autocommit by default."""
+        import psycopg
+
+        user = self.owner if member is None else self.role(member)
+        password = self.owner_password if member is None else self.passwords[member]
+        kw.setdefault("autocommit", True)
+        return psycopg.connect(self.cluster.conninfo(self.db, user), password=password, **kw)
+
+    def psql(self, member: str, sql: str) -> subprocess.CompletedProcess[str]:
+        """Run ``sql`` through the real psql as ``member``; errors stop the script."""
+        return subprocess.run(
+            ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]
+            if "\n" not in sql
+            else ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+            input=sql if "\n" in sql else None,
+            env=self.cluster.env(self.role(member), self.passwords[member], self.db),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    def invite(self, by: str, member: str, *, admin: bool = False) -> str:
+        """``by`` invites ``member``; returns the one-time invitation password."""
+        invitation = secrets.token_urlsafe(16)
+        with self.connect(by) as conn:
+            conn.execute(
+                "SELECT credvault.add_member(%s, %s, %s)",
+                (member, scram_verifier(invitation), admin),
+            )
+        return invitation
+
+    def join(self, member: str, invitation: str) -> None:
+        """``member`` joins from their own machine with fresh public keys and password."""
+        import psycopg
+
+        password = secrets.token_urlsafe(16)
+        with psycopg.connect(
+            self.cluster.conninfo(self.db, self.role(member)), password=invitation, autocommit=True
+        ) as conn:
+            conn.execute(
+                "SELECT credvault.join_vault(%s, %s, %s)",
+                (secrets.token_bytes(32), secrets.token_bytes(32), scram_verifier(password)),
+            )
+        self.passwords[member] = password
+
+    def add(self, member: str, *, admin: bool = False) -> None:
+        self.join(member, self.invite("alice", member, admin=admin))
+
+    def engagement(self, name: str, lead: str = "alice") -> None:
+        """alice (admin) creates ``name`` and grants ``lead`` the lead role."""
+        with self.connect("alice") as conn:
+            conn.execute(
+                "SELECT credvault.create_engagement(%s, %s, %s, %s, %s, %s)",
+                (secrets.token_bytes(16), name, "acme", "fp-" + name, b"sig", lead),
+            )
+            conn.execute(
+                "SELECT credvault.put_grant(%s, %s, 'lead', %s, 1, %s, %s)",
+                (name, lead, b"role-sig", b"sealed-to-" + lead.encode(), b"copy-sig"),
+            )
+
+    def grant(self, by: str, eng: str, member: str, role: str) -> None:
+        with self.connect(by) as conn:
+            conn.execute(
+                "SELECT credvault.put_grant(%s, %s, %s, %s, 1, %s, %s)",
+                (eng, member, role, b"role-sig", b"sealed-to-" + member.encode(), b"copy-sig"),
+            )
+
+    def put(self, by: str, eng: str, name: str, secret_env: bytes) -> None:
+        with self.connect(by) as conn:
+            conn.execute(
+                "SELECT credvault.put_credential(%s, %s, 'password', %s, 1, %s)",
+                (eng, name, secrets.token_bytes(16), secret_env),
+            )
+
+    def audit_count(self, action: str | None = None) -> int:
+        """Rows in the audit table, counted as the owner (a member cannot)."""
+        with self.connect() as conn:
+            sql = "SELECT count(*) FROM credvault.audit"
+            row = (
+                conn.execute(sql + " WHERE action = %s", (action,)).fetchone()
+                if action
+                else conn.execute(sql).fetchone()
+            )
+        return int(row[0])
+
+
+_counter = iter(range(1, 1_000_000))
+
+
+def new_pg_vault(pg_cluster: Cluster) -> PgVault:
+    """Bootstrap (as the DBA) a database and its owner, apply the schema as the owner, and
+    let the owner make the first admin, alice, who then joins."""
+    db = f"cv{next(_counter)}_{secrets.token_hex(3)}"
+    owner = f"{db}_owner"
+    owner_password = secrets.token_urlsafe(16)
+    pg_cluster.superuser_sql(bootstrap_sql(db, owner, scram_verifier(owner_password)))
+    vault = PgVault(pg_cluster, db, owner, owner_password)
+    with vault.connect() as conn:
+        assert apply_schema(conn) is True
+        # the first admin: made by the owner (the only one who can before any admin exists)
+        invitation = secrets.token_urlsafe(16)
+        conn.execute(
+            "SELECT credvault.create_member_role('alice', %s, true, 'invited')",
+            (scram_verifier(invitation),),
+        )
+    vault.join("alice", invitation)
+    return vault

@@ -521,9 +521,10 @@ RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env by
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
+    -- taken first, before this function writes anything (the row lock below is WAL too)
+    want pg_lsn := pg_current_wal_insert_lsn();
     who text := me();
     q read_requests%ROWTYPE;
-    want pg_lsn;
     tries integer := 0;
 BEGIN
     SELECT * INTO q FROM read_requests WHERE id = request FOR UPDATE;
@@ -539,13 +540,13 @@ BEGIN
     IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
         RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
     END IF;
-    -- Durability: everything inserted into the WAL so far (the request's commit record
-    -- included) must be flushed. A synchronous commit flushed it already; wait briefly for
-    -- concurrent committers, then refuse.
-    want := pg_current_wal_insert_lsn();
+    -- Durability: everything inserted into the WAL before this call (the request's commit
+    -- record included: it is visible, so it was inserted) must be flushed. A synchronous
+    -- commit flushed it already; otherwise wait up to ~0.5 s for concurrent committers or
+    -- the WAL writer, then refuse (the client retries).
     WHILE pg_current_wal_flush_lsn() < want LOOP
         tries := tries + 1;
-        IF tries > 50 THEN
+        IF tries > 250 THEN
             RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
                 USING ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
