@@ -53,3 +53,18 @@ def test_cluster_runs_unprivileged(pg: Any) -> None:
     postmaster = int((pg.cluster.datadir / "postmaster.pid").read_text().split()[0])
     assert Path(f"/proc/{postmaster}").stat().st_uid != 0  # PostgreSQL never runs as root
     assert pg.cluster.datadir.stat().st_uid == Path(f"/proc/{postmaster}").stat().st_uid
+
+
+def test_missing_postgresql_skips_loudly_or_fails_in_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import pg_cluster
+
+    monkeypatch.setattr(pg_cluster, "_bindir", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("CREDVAULT_REQUIRE_PG", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"PostgreSQL UNAVAILABLE.*NOT RUN"):
+        pg_cluster.start_cluster(tmp_path / "c")
+    monkeypatch.setenv("CREDVAULT_REQUIRE_PG", "1")
+    with pytest.raises(pytest.fail.Exception, match="PostgreSQL is required"):
+        pg_cluster.start_cluster(tmp_path / "c")
