@@ -244,6 +244,7 @@ class PgVault:
     owner: str
     owner_password: str = field(repr=False)
     passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    keys: dict[str, Any] = field(default_factory=dict, repr=False)  # member -> client.Member
 
     def role(self, member: str) -> str:
         return f"{self.db}_{member}"
@@ -285,15 +286,21 @@ class PgVault:
         """``member`` joins from their own machine with fresh public keys and password."""
         import psycopg
 
+        from credvault.crypto import primitives
+        from credvault.postgres.client import Member
+
         password = secrets.token_urlsafe(16)
+        kem_private, kem_pub = primitives.x25519_generate()
+        sign_private, sign_pub = primitives.ed25519_generate()
         with psycopg.connect(
             self.cluster.conninfo(self.db, self.role(member)), password=invitation, autocommit=True
         ) as conn:
             conn.execute(
                 "SELECT credvault.join_vault(%s, %s, %s)",
-                (secrets.token_bytes(32), secrets.token_bytes(32), scram_verifier(password)),
+                (sign_pub, kem_pub, scram_verifier(password)),
             )
         self.passwords[member] = password
+        self.keys[member] = Member(member, kem_private, sign_private)
 
     def add(self, member: str, *, admin: bool = False) -> None:
         self.join(member, self.invite("alice", member, admin=admin))

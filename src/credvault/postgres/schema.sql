@@ -27,6 +27,9 @@ CREATE TABLE credvault.meta (
     value bytea NOT NULL
 );
 
+-- The vault id: part of every envelope's and sealed copy's associated data, as in SQLCipher.
+INSERT INTO credvault.meta (key, value) VALUES ('vault_id', uuid_send(gen_random_uuid()));
+
 CREATE TABLE credvault.members (
     name       text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_-]{0,30}$'),
     role_name  text NOT NULL UNIQUE,
@@ -175,6 +178,10 @@ BEGIN
     END IF;
     RETURN who;
 END $$;
+
+CREATE FUNCTION credvault.vault_id() RETURNS bytea
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$ SELECT value FROM meta WHERE key = 'vault_id' $$;
 
 CREATE FUNCTION credvault.is_admin() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
@@ -595,7 +602,7 @@ BEGIN
                    ' created_at, updated_at) ON credvault.credentials TO %I', g);
     EXECUTE format('GRANT SELECT (id, uid, engagement_id, name, port, protocol, created_at,'
                    ' updated_at) ON credvault.systems TO %I', g);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.me(), credvault.is_admin(),'
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.me(), credvault.is_admin(), credvault.vault_id(),'
                    ' credvault.my_engagement_ids(), credvault.role_in(bigint),'
                    ' credvault.member_group(), credvault.role_of(text),'
                    ' credvault.audit_verify(), credvault.audit_rows(text),'
