@@ -111,6 +111,25 @@ class Cluster:
         except OSError:
             return ""
 
+    def postmaster_pid(self) -> int:
+        return int((self.datadir / "postmaster.pid").read_text().split()[0])
+
+    def kill9(self) -> None:
+        """SIGKILL the postmaster and every process it started, at once."""
+        import signal
+
+        pid = self.postmaster_pid()
+        victims = [pid]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    stat = (entry / "stat").read_text()
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                        victims.append(int(entry.name))
+        for victim in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+
     def start(self) -> None:
         self.pg_ctl("-w", "-t", "60", "start")
 
@@ -152,7 +171,7 @@ class Cluster:
                     conn.execute(statement)  # type: ignore[call-overload]
 
 
-def start_cluster(base: Path) -> Cluster:
+def start_cluster(base: Path, extra_conf: str = "") -> Cluster:
     """initdb + start a private cluster under ``base``; skips loudly if impossible."""
     bindir = _bindir()
     if bindir is None:
@@ -212,20 +231,20 @@ def start_cluster(base: Path) -> Cluster:
             "full_page_writes = off\n"
             "max_connections = 60\n"
             "shared_buffers = 16MB\n"
-            "log_min_messages = warning\n"
+            "log_min_messages = warning\n" + extra_conf
         )
     cluster.start()
     return cluster
 
 
 @contextlib.contextmanager
-def running_cluster() -> Iterator[Cluster]:
+def running_cluster(extra_conf: str = "") -> Iterator[Cluster]:
     """A cluster in its own directory under the system temp dir (not pytest's: pytest
     resets ``pytest-of-<user>`` to 0700 at every session start, which would lock the
     unprivileged server out of its own files while another session runs)."""
     base = Path(tempfile.mkdtemp(prefix="credvault-pg-"))
     try:
-        cluster = start_cluster(base / "c")
+        cluster = start_cluster(base / "c", extra_conf)
         try:
             yield cluster
         finally:
