@@ -87,12 +87,14 @@ class Cluster:
     password: str = field(repr=False)
     as_root: bool
 
-    def run(self, argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: Sequence[str], env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run a server program as the cluster's unprivileged OS user."""
         cmd = list(argv)
         if self.as_root:
             cmd = ["runuser", "-u", OS_USER, "--", *cmd]
-        return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
 
     def pg_ctl(self, *args: str) -> None:
         out = self.run(
@@ -168,7 +170,7 @@ class Cluster:
         ) as conn:
             for statement in sql.split(";\n"):
                 if statement.strip():
-                    conn.execute(statement)  # type: ignore[call-overload]
+                    conn.execute(statement)
 
 
 def start_cluster(base: Path, extra_conf: str = "") -> Cluster:
@@ -383,3 +385,45 @@ def new_pg_vault(pg_cluster: Cluster) -> PgVault:
         )
     vault.join("alice", invitation)
     return vault
+
+
+# -- TLS with a locally made CA (real openssl) -------------------------------------------
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_ca(d: Path, name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "2", "-subj", f"/CN={name}",
+        "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=d,
+    )  # fmt: skip
+
+
+def make_server_cert(d: Path, ca: str, out: str, san: str) -> None:
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", "/CN=credvault-test-server", "-keyout", f"{out}.key", "-out", f"{out}.csr",
+        cwd=d,
+    )  # fmt: skip
+    (d / f"{out}.ext").write_text(f"subjectAltName={san}\n")
+    _openssl(
+        "x509", "-req", "-in", f"{out}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-days", "2", "-extfile", f"{out}.ext", "-out", f"{out}.crt",
+        cwd=d,
+    )  # fmt: skip
+
+
+def enable_tls(cluster: Cluster, d: Path) -> Path:
+    """Make ``team-ca`` and a server certificate for DNS:localhost in ``d``, install it in
+    the cluster and turn ssl on; returns the CA certificate clients verify against."""
+    make_ca(d, "team-ca")
+    make_server_cert(d, "team-ca", "server", "DNS:localhost")
+    for name in ("server.crt", "server.key"):
+        shutil.copy(d / name, cluster.datadir / name)
+        (cluster.datadir / name).chmod(0o600)
+        if cluster.as_root:
+            st = cluster.datadir.stat()
+            os.chown(cluster.datadir / name, st.st_uid, st.st_gid)
+    cluster.superuser_sql("ALTER SYSTEM SET ssl = on;\nSELECT pg_reload_conf()")
+    return d / "team-ca.crt"

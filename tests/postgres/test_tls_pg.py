@@ -4,59 +4,23 @@ another CA signed, or that carries another name, is refused before any password 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from credvault.postgres.client import connect
+from pg_cluster import enable_tls, make_ca
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_ca(d: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-days", "2", "-subj", f"/CN={name}",
-        "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=d,
-    )  # fmt: skip
-
-
-def make_server_cert(d: Path, ca: str, out: str, san: str) -> None:
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-subj", "/CN=credvault-test-server", "-keyout", f"{out}.key", "-out", f"{out}.csr",
-        cwd=d,
-    )  # fmt: skip
-    (d / f"{out}.ext").write_text(f"subjectAltName={san}\n")
-    _openssl(
-        "x509", "-req", "-in", f"{out}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-days", "2", "-extfile", f"{out}.ext", "-out", f"{out}.crt",
-        cwd=d,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def tls(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     d = tmp_path_factory.mktemp("ca")
-    make_ca(d, "team-ca")
+    enable_tls(pg_cluster, d)
     make_ca(d, "rogue-ca")
-    make_server_cert(d, "team-ca", "server", "DNS:localhost")
-    data = pg_cluster.datadir
-    for name in ("server.crt", "server.key"):
-        shutil.copy(d / name, data / name)
-        (data / name).chmod(0o600)
-        if pg_cluster.as_root:
-            st = data.stat()
-            os.chown(data / name, st.st_uid, st.st_gid)
-    pg_cluster.superuser_sql("ALTER SYSTEM SET ssl = on;\nSELECT pg_reload_conf()")
     yield d
     pg_cluster.superuser_sql("ALTER SYSTEM RESET ssl;\nSELECT pg_reload_conf()")
 

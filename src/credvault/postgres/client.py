@@ -95,6 +95,9 @@ class TeamVault:
         self.me = me
         row = conn.execute("SELECT credvault.vault_id()").fetchone()
         self.vault_id = bytes(row[0])
+        # opened engagement keys of this session, by engagement: a read then costs two
+        # round trips (request, fetch); the server still checks the role at every fetch
+        self._keys: dict[str, tuple[bytes, bytes, int]] = {}
 
     def __repr__(self) -> str:
         return f"TeamVault({self.me.name!r})"
@@ -190,7 +193,7 @@ class TeamVault:
         for attempt in range(20):
             try:
                 row = self.conn.execute(
-                    "SELECT secret_env, uid FROM credvault.fetch(%s)", (req,)
+                    "SELECT secret_env, uid, key_version FROM credvault.fetch(%s)", (req,)
                 ).fetchone()
                 break
             except psycopg.errors.ObjectNotInPrerequisiteState:
@@ -198,7 +201,10 @@ class TeamVault:
                 time.sleep(0.01 * (attempt + 1))
         else:
             raise AccessDenied(self.me.name, "read", engagement, "audit entry not durable")
-        eng_uid, key, _ = self.engagement_key(engagement)
+        cached = self._keys.get(engagement)
+        if cached is None or cached[2] != int(row[2]):
+            cached = self._keys[engagement] = self.engagement_key(engagement)
+        eng_uid, key, _ = cached
         return envelope.open_(
             envelope.Place(self.vault_id, eng_uid, TABLE, bytes(row[1]), "secret"),
             bytes(row[0]),
