@@ -29,6 +29,9 @@ CREATE TABLE credvault.meta (
 
 -- The vault id: part of every envelope's and sealed copy's associated data, as in SQLCipher.
 INSERT INTO credvault.meta (key, value) VALUES ('vault_id', uuid_send(gen_random_uuid()));
+-- How long backups and WAL archives that may hold sealed copies are kept (days): the purge
+-- receipt's horizon. The operator sets it to match pgBackRest/pg_dump retention.
+INSERT INTO credvault.meta (key, value) VALUES ('backup_retention_days', convert_to('35', 'UTF8'));
 
 CREATE TABLE credvault.members (
     name       text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_-]{0,30}$'),
@@ -570,6 +573,55 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------------------
+-- Close and purge. The purge removes every envelope and every sealed copy of the engagement
+-- key from the live tables; the owner then rewrites the tables (VACUUM FULL, which cannot
+-- run inside a function). Backups and WAL may still hold sealed copies until the horizon.
+
+CREATE FUNCTION credvault.close_engagement(eng text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR UPDATE;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: % may not close %', who, eng USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE engagements SET state = 'closed', closed_at = now() WHERE id = e.id;
+    PERFORM audit_append(who, 'close', eng, NULL, 'ok', '');
+END $$;
+
+-- The receipt horizon: after it, no backup or WAL archive within the stated retention can
+-- still hold a sealed copy written before now.
+CREATE FUNCTION credvault.purge_horizon() RETURNS timestamptz
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+    SELECT now() + make_interval(days => convert_from(value, 'UTF8')::integer)
+    FROM meta WHERE key = 'backup_retention_days'
+$$;
+
+-- An admin purges a closed engagement, storing the receipt signed on their machine.
+CREATE FUNCTION credvault.purge_engagement(eng text, signed_receipt text) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); e engagements%ROWTYPE; n integer;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng FOR UPDATE;
+    IF e.id IS NULL OR e.state <> 'closed' THEN
+        RAISE EXCEPTION 'credvault: % is not a closed engagement', eng USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM credentials WHERE engagement_id = e.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM systems WHERE engagement_id = e.id;
+    UPDATE grants SET sealed = NULL, sealed_by = NULL, copy_sig = NULL,
+                      revoked_at = coalesce(revoked_at, now())
+        WHERE engagement_id = e.id;
+    UPDATE engagements SET state = 'purged', purged_at = now(), receipt = signed_receipt
+        WHERE id = e.id;
+    PERFORM audit_append(who, 'purge', eng, NULL, 'ok', format('credentials=%s', n));
+    RETURN n;
+END $$;
+
+-- ---------------------------------------------------------------------------------------
 -- Row-level security and privileges.
 
 ALTER TABLE credvault.engagements ENABLE ROW LEVEL SECURITY;
@@ -613,5 +665,7 @@ BEGIN
                    ' credvault.put_grant(text, text, text, bytea, integer, bytea, bytea, timestamptz),'
                    ' credvault.my_grant(text),'
                    ' credvault.put_credential(text, text, text, bytea, integer, bytea, bytea, bytea, bytea),'
-                   ' credvault.request_read(text, text, text), credvault.fetch(bigint) TO %I', g);
+                   ' credvault.request_read(text, text, text), credvault.fetch(bigint),'
+                   ' credvault.close_engagement(text), credvault.purge_horizon(),'
+                   ' credvault.purge_engagement(text, text) TO %I', g);
 END $$;

@@ -120,3 +120,28 @@ def apply_schema(conn: Any) -> bool:
             return False
         conn.execute(_schema_text())
     return True
+
+
+# Tables whose files may hold envelopes or sealed copies: rewritten after a purge.
+PURGE_REWRITE = (
+    "credvault.credentials",
+    "credvault.systems",
+    "credvault.grants",
+    "credvault.read_requests",
+    "credvault.engagements",
+)
+
+
+def rewrite_after_purge(owner_conn: Any) -> None:
+    """As the owner: ``VACUUM FULL`` the tables a purge deleted from.
+
+    A plain DELETE leaves the tuples' bytes in the table files until vacuumed, and plain
+    VACUUM only marks the space reusable; VACUUM FULL writes new files without them. It
+    cannot run inside a transaction or a function, so it is this separate step. WAL
+    segments, replicas and backups still hold the old bytes until they expire
+    (docs/team.md, "Purge").
+    """
+    if not owner_conn.autocommit:
+        raise InvalidInput("VACUUM FULL needs an autocommit connection")
+    for table in PURGE_REWRITE:
+        owner_conn.execute(f"VACUUM FULL {table}")
