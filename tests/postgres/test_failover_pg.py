@@ -3,7 +3,9 @@
 promoted, clients reconnecting through a multi-host connection string — and every
 acknowledged put and every audit entry of a returned secret present on the new primary.
 
-Costs a second and third cluster (~4 s quiet); marked ``slow``.
+Also: a member who commits a read request with ``synchronous_commit = local`` while the
+standby is away gets no envelope. Costs a second cluster and a standby (~5 s quiet);
+marked ``slow``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +63,18 @@ def primary_conninfo(primary: Cluster) -> str:
     )
 
 
+def wait_sync(su: Any) -> None:
+    """Wait, by observation, until standby1 is the synchronous standby."""
+    for _ in range(1200):
+        row = su.execute(
+            "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'"
+        ).fetchone()
+        if row and row[0] == "sync":
+            return
+        su.execute("SELECT pg_sleep(0.05)")
+    pytest.fail("standby never became synchronous")
+
+
 def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
     with running_cluster() as primary:
         pg = new_pg_vault(primary)
@@ -91,17 +106,18 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                 # synchronous from now on (set earlier, setup would wait for a standby)
                 su.execute("ALTER SYSTEM SET synchronous_standby_names = 'standby1'")
                 su.execute("SELECT pg_reload_conf()")
-                # wait (by observation) for the standby to be the synchronous one
-                for _ in range(600):
-                    row = su.execute(
-                        "SELECT sync_state FROM pg_stat_replication "
-                        "WHERE application_name = 'standby1'"
-                    ).fetchone()
-                    if row and row[0] == "sync":
-                        break
-                    su.execute("SELECT pg_sleep(0.05)")
-                else:
-                    pytest.fail("standby never became synchronous")
+                wait_sync(su)
+                # the insider: request committed locally only, standby down
+                standby.stop()
+                with pg.connect("bob") as b:
+                    b.execute("SET synchronous_commit = local")
+                    req = b.execute("SELECT credvault.request_read('alpha', 'seed')").fetchone()[0]
+                    with pytest.raises(
+                        psycopg.errors.ObjectNotInPrerequisiteState, match="synchronous standby"
+                    ):
+                        b.execute("SELECT secret_env FROM credvault.fetch(%s)", (req,))
+                standby.start()
+                wait_sync(su)
 
             acked_puts: list[str] = []
             read_audits: list[int] = []

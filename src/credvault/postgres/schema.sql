@@ -562,6 +562,21 @@ BEGIN
         END IF;
         PERFORM pg_sleep(0.002);
     END LOOP;
+    -- With synchronous standbys configured, the request must be flushed on one of them too:
+    -- a member who SET synchronous_commit = local for the request would otherwise have its
+    -- audit row missing after a failover. (Needs pg_read_all_stats to see flush_lsn.)
+    IF current_setting('synchronous_standby_names') <> '' THEN
+        tries := 0;
+        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
+                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= want) LOOP
+            tries := tries + 1;
+            IF tries > 250 THEN
+                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            PERFORM pg_sleep(0.002);
+        END LOOP;
+    END IF;
     IF coalesce(role_in((SELECT c.engagement_id FROM credentials c WHERE c.id = q.credential_id)), '')
        NOT IN ('lead', 'engineer', 'reader') THEN
         RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';

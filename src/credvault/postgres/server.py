@@ -34,8 +34,9 @@ def bootstrap_sql(database: str, owner: str, verifier: str) -> str:
     """What the DBA (a superuser) runs once: the owner role and its database.
 
     The owner is deliberately not a superuser: it owns the schema and functions, makes one
-    login role per member (CREATEROLE) and ends a removed member's sessions
-    (pg_signal_backend). ``verifier`` is a SCRAM verifier, so no password travels.
+    login role per member (CREATEROLE), ends a removed member's sessions
+    (pg_signal_backend) and sees how far synchronous standbys have flushed
+    (pg_read_all_stats, for ``fetch``). ``verifier`` is a SCRAM verifier, so no password travels.
     """
     for name in (database, owner):
         if not _IDENT.match(name):
@@ -46,6 +47,7 @@ def bootstrap_sql(database: str, owner: str, verifier: str) -> str:
         f'CREATE ROLE "{owner}" LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION '
         f"PASSWORD '{verifier}';\n"
         f'GRANT pg_signal_backend TO "{owner}";\n'
+        f'GRANT pg_read_all_stats TO "{owner}";\n'
         f'CREATE DATABASE "{database}" OWNER "{owner}";\n'
     )
 
