@@ -14,8 +14,6 @@ import pytest
 
 from pg_cluster import Cluster, PgVault, new_pg_vault, running_cluster
 
-pytestmark = pytest.mark.postgres
-
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:

@@ -53,6 +53,14 @@ def test_secret_round_trips_through_the_server(alpha: tuple[Any, bytes]) -> None
     assert pg.audit_count("get") == before + 1
 
 
+def test_replacing_a_value(alpha: tuple[Any, bytes]) -> None:
+    pg, _ = alpha
+    with team_vault(pg, "alice") as alice:
+        alice.put("alpha", "db", b"rotated password")
+    with team_vault(pg, "bob") as bob:
+        assert bob.get("alpha", "db") == b"rotated password"
+
+
 def test_dba_dump_holds_no_key_and_no_secret(alpha: tuple[Any, bytes]) -> None:
     pg, key = alpha
     dump = subprocess.run(

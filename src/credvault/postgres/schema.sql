@@ -473,7 +473,9 @@ BEGIN
     END IF;
     INSERT INTO credentials (uid, engagement_id, name, kind, key_version, secret_env, username_env, url_env, notes_env)
     VALUES (c_uid, e.id, c_name, c_kind, c_key_version, c_secret_env, c_username_env, c_url_env, c_notes_env)
+    -- a replaced value comes with the uid its envelopes were sealed for (part of their AAD)
     ON CONFLICT (engagement_id, name) DO UPDATE SET
+        uid = excluded.uid,
         kind = excluded.kind, key_version = excluded.key_version, secret_env = excluded.secret_env,
         username_env = excluded.username_env, url_env = excluded.url_env,
         notes_env = excluded.notes_env, updated_at = now();
