@@ -34,3 +34,29 @@ def test_sqlcipher_get_imports_nothing_postgresql(
     assert "credvault" in imported  # importtime output was parsed
     leaked = sorted(m for m in imported if m.startswith(("psycopg", "credvault.postgres")))
     assert leaked == []
+
+
+def test_bootstrap_sql_takes_only_plain_identifiers_and_a_verifier() -> None:
+    from credvault.errors import InvalidInput
+    from credvault.postgres import bootstrap_sql, scram_verifier
+
+    verifier = scram_verifier("owner password")
+    assert verifier.startswith("SCRAM-SHA-256$4096:")
+    assert "owner password" not in verifier
+    sql = bootstrap_sql("team", "team_owner", verifier)
+    assert 'CREATE DATABASE "team" OWNER "team_owner"' in sql
+    assert "NOSUPERUSER" in sql
+    assert sql.count("SUPERUSER") == sql.count("NOSUPERUSER")  # never a superuser
+    for db, owner in (('te"am', "o"), ("team", "o; DROP"), ("Team", "o")):
+        with pytest.raises(InvalidInput):
+            bootstrap_sql(db, owner, verifier)
+    with pytest.raises(InvalidInput, match="SCRAM"):
+        bootstrap_sql("team", "team_owner", "plain-password")
+
+
+def test_a_directory_is_not_a_postgresql_target() -> None:
+    from credvault.errors import InvalidInput
+    from credvault.postgres.client import connect
+
+    with pytest.raises(InvalidInput, match="not a PostgreSQL connection string"):
+        connect("/home/alice/vault")
