@@ -53,6 +53,9 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.access",
                 "credvault.retention",
                 "credvault.store",
+                # the PostgreSQL team backend (issue 14): storage plus the member's own crypto
+                "credvault.postgres",
+                "credvault.postgres.*",
                 "credvault.keyslots",
                 # helpers without a vault (issues 16, 17): formats, generators, external tools
                 "credvault.totp",
