@@ -113,7 +113,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         changes[f] = None
     with open_vault(args) as v:
         if not changes:
-            before = v.credentials.fields(args.ref)
+            before = v.credentials.fields(args.ref, reason=args.reason)
             after = _edit_in_editor(args.ref, before)
             changes = {k: val for k, val in after.items() if before.get(k) != val}
             if not changes:
@@ -206,7 +206,7 @@ def cmd_mv(args: argparse.Namespace) -> int:
 def cmd_find(args: argparse.Namespace) -> int:
     """Credentials and systems whose name (or, where you may read, fields) contain TEXT."""
     with open_vault(args) as v:
-        hits = v.credentials.find(args.text, fields=not args.names_only)
+        hits = v.credentials.find(args.text, fields=not args.names_only, reason=args.reason)
     render(
         args,
         [h.to_json() for h in hits],
