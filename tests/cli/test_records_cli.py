@@ -175,3 +175,74 @@ def test_import_a_kdbx_written_by_keepassxc(cli_vault: CliRunner, tmp_path: Path
     assert len(r.err.strip().splitlines()) == 1
     assert "wrong" not in r.err
     assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+
+
+# -- $EDITOR saved without changes keeps the notes byte for byte --------------------------------
+@pytest.mark.parametrize(
+    "notes",
+    [
+        "  indented first line\nsecond\n",  # leading spaces and a trailing newline
+        "\nstarts with a blank line",
+        "ends with blank lines\n\n",
+    ],
+)
+def test_edit_without_changes_keeps_notes_byte_for_byte(
+    cli_vault: CliRunner, tmp_path: Path, notes: str
+) -> None:
+    """Opening the editor and saving unchanged must change nothing. parse_fields() stripped
+    the first notes line and leading/trailing newlines, so an untouched file was read back
+    as different notes: a new version was written ("edited ...: notes") and the notes'
+    whitespace was lost (it silently happened too when only the username was edited)."""
+    cli = cli_vault
+    r = cli("put", f"{ENG}/db", "--notes", notes, input=b"s3cret\n")
+    assert r.code == 0, r.err
+    r = cli("edit", f"{ENG}/db", env={"EDITOR": "true", "VISUAL": ""})
+    assert r.code == 0, r.err
+    assert r.text == f"{ENG}/db: nothing changed\n"
+    r = cli("get", f"{ENG}/db", "--json")
+    assert json.loads(r.out)["notes"] == notes
+
+
+def test_edit_of_username_leaves_notes_alone(cli_vault: CliRunner, tmp_path: Path) -> None:
+    cli = cli_vault
+    notes = "    indented code\n"
+    assert cli("put", f"{ENG}/db", "--notes", notes, input=b"s3cret\n").code == 0
+    editor = tmp_path / "ed.py"
+    editor.write_text(
+        "import sys\n"
+        "p = sys.argv[1]\n"
+        "t = open(p).read().replace('username: \\n', 'username: bob\\n')\n"
+        "open(p, 'w').write(t)\n"
+    )
+    r = cli("edit", f"{ENG}/db", env={"EDITOR": f"{sys.executable} {editor}", "VISUAL": ""})
+    assert r.code == 0, r.err
+    assert r.text == f"edited {ENG}/db: username\n"
+    got = json.loads(cli("get", f"{ENG}/db", "--json").out)
+    assert got["username"] == "bob"
+    assert got["notes"] == notes
+
+
+def test_editor_adding_a_final_newline_changes_no_notes(
+    cli_vault: CliRunner, tmp_path: Path
+) -> None:
+    """vi and most editors end the file with a newline: notes without one are kept as they
+    were, whether the file was saved untouched or only the username changed."""
+    cli = cli_vault
+    assert cli("put", f"{ENG}/db", "--notes", "  no final newline", input=b"s3cret\n").code == 0
+    editor = tmp_path / "ed.py"
+    editor.write_text(
+        "import sys\n"
+        "p = sys.argv[1]\n"
+        "t = open(p).read() + '\\n'\n"
+        "if len(sys.argv) > 2: t = t.replace('username: \\n', 'username: bob\\n')\n"
+        "open(p, 'w').write(t)\n"
+    )
+    r = cli("edit", f"{ENG}/db", env={"EDITOR": f"{sys.executable} {editor}", "VISUAL": ""})
+    assert r.text == f"{ENG}/db: nothing changed\n", r.err
+    env = {"EDITOR": f"{sys.executable} {editor} x", "VISUAL": ""}
+    # the path comes last: the editor sees it as argv[2] when given an extra word
+    editor.write_text(editor.read_text().replace("sys.argv[1]", "sys.argv[-1]"))
+    r = cli("edit", f"{ENG}/db", env=env)
+    assert r.text == f"edited {ENG}/db: username\n", r.err
+    got = json.loads(cli("get", f"{ENG}/db", "--json").out)
+    assert (got["username"], got["notes"]) == ("bob", "  no final newline")

@@ -147,7 +147,13 @@ def _edit_in_editor(ref: str, fields: dict[str, str | None]) -> dict[str, str | 
         edited = path.read_text(encoding="utf-8")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return parse_fields(edited)
+    if edited in (text, text + "\n"):  # saved untouched (many editors add a final newline)
+        return dict(fields)
+    after = parse_fields(edited)
+    notes = fields.get("notes")
+    if notes and not notes.endswith("\n") and after.get("notes") == notes + "\n":
+        after["notes"] = notes  # the editor's final newline, not the user's
+    return after
 
 
 def parse_fields(text: str) -> dict[str, str | None]:
@@ -163,9 +169,9 @@ def parse_fields(text: str) -> dict[str, str | None]:
             raise InvalidInput(
                 f"line {i + 1}: expected 'field: value' for one of {', '.join(_FIELDS)}, notes"
             )
-        if key == "notes":
-            notes = "\n".join([value.strip(), *lines[i + 1 :]]).strip("\n")
-            out["notes"] = notes or None
+        if key == "notes":  # the rest of the file as it is: whitespace is the user's
+            first = [value.strip()] if value.strip() else []
+            out["notes"] = "\n".join([*first, *lines[i + 1 :]]) or None
             break
         out[key] = value.strip() or None
     for f in (*_FIELDS, "notes"):
