@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from credvault import importers
 from credvault import importers as im
 from credvault.errors import InvalidInput
+from credvault.importers import SourceError
 from credvault.secret import Secret
 
 KX = shutil.which("keepassxc-cli")
@@ -277,3 +279,37 @@ def test_keepass_custom_fields_go_to_notes_totp_is_reported(tmp_path: Path) -> N
     assert "JBSWY3DP" not in (item.notes or "")
     assert plan.systems == [im.ImportSystem("db1.example.net", "db1.example.net", 5432, None)]
     assert plan.skipped == [im.Skipped("Root/db", "TOTP seed not imported (the entry was)")]
+
+
+_XML_BODY = (
+    '<?xml version="1.0" encoding="UTF-16"?>\n'
+    '<!DOCTYPE KeePassFile [<!ENTITY x "EXPANDED-ENTITY">]>\n'
+    "<KeePassFile><Root><Group><Name>g</Name><Entry>"
+    "<String><Key>Title</Key><Value>&x;</Value></String>"
+    "<String><Key>Password</Key><Value>pw</Value></String>"
+    "</Entry></Group></Root></KeePassFile>"
+)
+
+
+def test_keepass_xml_doctype_in_utf16_is_refused() -> None:
+    """The DOCTYPE/ENTITY refusal was a byte search for ASCII '<!doctype' / '<!entity';
+    the same document in UTF-16 (which expat accepts) slipped past it and its entities
+    were expanded. Expat's declaration handlers now refuse it."""
+    data = _XML_BODY.encode("utf-16")
+    try:
+        entries = importers.parse_keepass_xml(data)
+    except SourceError:
+        return
+    pytest.fail(f"DOCTYPE accepted, entity expanded: {entries[0]!r}")
+
+
+def test_keepass_xml_doctype_after_4096_bytes_is_refused() -> None:
+    """A DOCTYPE was searched only in the first 4096 bytes (entities anywhere); a DOCTYPE
+    with an external subset after a long comment was accepted."""
+    data = (
+        '<?xml version="1.0"?>\n<!--' + "x" * 5000 + "-->\n"
+        '<!DOCTYPE KeePassFile SYSTEM "http://203.0.113.1/x.dtd">\n'
+        "<KeePassFile><Root><Group><Name>g</Name></Group></Root></KeePassFile>"
+    ).encode()
+    with pytest.raises(SourceError):
+        importers.parse_keepass_xml(data)

@@ -29,7 +29,7 @@ import re
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 from urllib.parse import urlsplit
 
 from credvault import validate
@@ -293,6 +293,37 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
+class _Doctype(Exception):
+    """Raised from expat's handlers: the document declares a DOCTYPE or an entity."""
+
+
+def _refuse_doctype(data: bytes) -> None:
+    """Refuse any DOCTYPE or entity declaration, as expat itself reads the document.
+
+    A byte search for ``<!DOCTYPE`` misses the same document in UTF-16 (or any encoding
+    expat accepts) and anything past the bytes it looks at; expat's own declaration
+    handlers see every declaration whatever the encoding or position. Entities can only be
+    declared inside a DOCTYPE, so nothing is expanded by the parse that builds the tree.
+    A scan with no other handlers costs about a quarter of the tree's parse.
+    """
+    from xml.parsers import expat
+
+    def refuse(*_args: object) -> NoReturn:
+        raise _Doctype
+
+    p = expat.ParserCreate()
+    p.StartDoctypeDeclHandler = refuse
+    p.EntityDeclHandler = refuse
+    p.UnparsedEntityDeclHandler = refuse
+    p.ExternalEntityRefHandler = refuse
+    try:
+        p.Parse(data, True)
+    except _Doctype:
+        raise SourceError("KeePass XML with a DOCTYPE or entities is refused") from None
+    except expat.ExpatError as err:
+        raise SourceError(f"not a KeePass XML export: {err}") from None
+
+
 def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     """KeePass 2 XML (``keepassxc-cli export -f xml``, KeePassXC "Export to XML").
 
@@ -301,9 +332,7 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     """
     import xml.etree.ElementTree as ET  # DOCTYPE refused before parsing
 
-    head = data[:4096].lower()
-    if b"<!doctype" in head or b"<!entity" in data.lower():
-        raise SourceError("KeePass XML with a DOCTYPE or entities is refused")
+    _refuse_doctype(data)
     try:
         with _no_gc():
             root = ET.fromstring(data)  # noqa: S314
