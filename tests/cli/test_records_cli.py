@@ -246,3 +246,26 @@ def test_editor_adding_a_final_newline_changes_no_notes(
     assert r.text == f"edited {ENG}/db: username\n", r.err
     got = json.loads(cli("get", f"{ENG}/db", "--json").out)
     assert (got["username"], got["notes"]) == ("bob", "  no final newline")
+
+
+@pytest.mark.cli
+def test_import_report_does_not_pass_terminal_escapes(cli_vault: CliRunner, tmp_path: Path) -> None:
+    """Titles and folder names of a hostile export were printed raw in the import report
+    (source column): an ESC sequence reached the user's terminal (OSC title / screen
+    rewrite). Errors go through terminal.err(), which replaces control characters; the
+    report does the same (terminal.printable)."""
+    evil = "\x1b]0;owned\x07\x1b[2J"
+    doc = {
+        "encrypted": False,
+        "folders": [{"id": "f1", "name": "Clients" + evil}],
+        "items": [
+            {"type": 1, "name": "web" + evil, "folderId": "f1", "login": {"password": "pw1"}},
+            {"type": 3, "name": "card" + evil},  # skipped: its source is printed too
+        ],
+    }
+    src = tmp_path / "bw.json"
+    src.write_text(json.dumps(doc))
+    r = cli_vault("import", ENG, str(src), "--format", "bitwarden-json", "--dry-run")
+    assert r.code == 0, r.err
+    assert b"\x1b" not in r.out, r.out
+    assert b"\x07" not in r.out, r.out

@@ -256,10 +256,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{verb} {len(plan.items)} credentials and {len(plan.systems)} systems into "
         f"{args.name}; {len(plan.skipped)} skipped"
     )
+    p = t.printable  # sources are the import file's titles and folders: no raw escapes
     for i in plan.items:
-        t.out(f"  + {i.name}" + (f" (system {i.system})" if i.system else "") + f"  <- {i.source}")
+        system = f" (system {i.system})" if i.system else ""
+        t.out(f"  + {p(i.name)}{system}  <- {p(i.source)}")
     for sysp in plan.systems:
-        t.out(f"  + system {sysp.name}")
+        t.out(f"  + system {p(sysp.name)}")
     for sk in plan.skipped:
-        t.out(f"  - {sk.source}: {sk.reason}")
+        t.out(f"  - {p(sk.source)}: {p(sk.reason)}")
     return EXIT_OK
