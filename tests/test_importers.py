@@ -313,3 +313,91 @@ def test_keepass_xml_doctype_after_4096_bytes_is_refused() -> None:
     ).encode()
     with pytest.raises(SourceError):
         importers.parse_keepass_xml(data)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": 1, "name": "a", "login": ["x"]},  # login not an object
+        {"type": 1, "name": "a", "login": {"password": 12345}},  # password not a string
+        {"type": 1, "name": "a", "login": {"password": "pw", "username": ["x"]}},
+        {"type": 5, "name": "a", "sshKey": "not an object"},
+        {"type": 1, "name": "a", "login": {"password": "pw", "uris": "https://x"}},
+    ],
+)
+def test_bitwarden_malformed_item_is_skipped_or_source_error(item: dict[str, object]) -> None:
+    """A malformed item must become a Skipped line or a SourceError (exit 2, one clear
+    line), never an AttributeError/TypeError (the CLI prints 'internal error', exit 1)."""
+    data = json.dumps({"encrypted": False, "folders": [], "items": [item]}).encode()
+    try:
+        importers.build_plan(importers.parse_bitwarden_json(data))
+    except SourceError:
+        return
+    except Exception as e:
+        pytest.fail(f"{type(e).__name__}: {e}")
+
+
+def test_bitwarden_unhashable_folder_id_is_source_error() -> None:
+    data = json.dumps({"folders": [{"id": ["x"], "name": "f"}], "items": []}).encode()
+    try:
+        importers.parse_bitwarden_json(data)
+    except SourceError:
+        pass
+    except Exception as e:
+        pytest.fail(f"{type(e).__name__}: {e}")
+
+
+def test_csv_port_with_unicode_digit_is_skipped_not_a_crash() -> None:
+    """'²'.isdigit() is True but int('²') raises ValueError: the row must be skipped
+    ("port is not a number"), not crash the import."""
+    data = "name,pw,host,port\nx,secret,10.0.0.1,\u00b2\n".encode()
+    mapping = importers.parse_mapping("name=name,secret=pw,host=host,port=port")
+    entries = importers.parse_csv(data, mapping)
+    plan = importers.build_plan(entries)
+    assert not plan.items
+    assert plan.skipped
+
+
+def test_keepass_xml_port_field_with_unicode_digit_does_not_crash() -> None:
+    data = (
+        "<KeePassFile><Root><Group><Name>g</Name><Entry>"
+        "<String><Key>Title</Key><Value>t</Value></String>"
+        "<String><Key>Password</Key><Value>pw</Value></String>"
+        "<String><Key>host</Key><Value>10.0.0.1</Value></String>"
+        "<String><Key>port</Key><Value>\u00b2</Value></String>"
+        "</Entry></Group></Root></KeePassFile>"
+    ).encode()
+    try:
+        importers.build_plan(importers.parse_keepass_xml(data))
+    except SourceError:
+        pass
+    except Exception as e:
+        pytest.fail(f"{type(e).__name__}: {e}")
+
+
+def test_deeply_nested_keepass_groups_are_a_source_error() -> None:
+    """walk() recursed once per <Group>: a hostile export nesting 5,000 groups raised
+    RecursionError ('internal error', exit 1) instead of a SourceError."""
+    depth = 5000
+    data = (
+        "<KeePassFile><Root>" + "<Group><Name>g</Name>" * depth + "</Group>" * depth + "</Root>"
+        "</KeePassFile>"
+    ).encode()
+    try:
+        importers.parse_keepass_xml(data)
+    except SourceError:
+        pass
+    except RecursionError:
+        pytest.fail("RecursionError")
+
+
+def test_deeply_nested_bitwarden_json_is_a_source_error() -> None:
+    """json.loads raises RecursionError on deep nesting, which parse_bitwarden_json did not
+    catch (it caught ValueError and UnicodeDecodeError)."""
+    data = b'{"items": [' + b"[" * 100000 + b"]" * 100000 + b"]}"
+    try:
+        importers.parse_bitwarden_json(data)
+    except SourceError:
+        pass
+    except RecursionError:
+        pytest.fail("RecursionError")

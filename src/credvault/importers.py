@@ -54,6 +54,8 @@ HOST_SCHEMES = {"ssh": 22, "sftp": 22, "scp": 22, "rdp": 3389, "telnet": 23, "vn
 _HOST_KEYS = ("host", "hostname", "address", "ip", "server")
 _BAD = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_SOURCE = 256 * 1024 * 1024  # no export of a team vault is this large
+MAX_GROUP_DEPTH = 256  # KeePass folders; no real tree comes near it
+_PORT = re.compile(r"[0-9]{1,5}\Z")  # ASCII digits only: '²'.isdigit() is True, int('²') fails
 CSV_FIELDS = ("name", "secret", "username", "url", "notes", "host", "port", "protocol", "kind")
 
 
@@ -259,7 +261,7 @@ def _entry(
             host = h or given
             port = p_ if h and ("://" in given or given.rsplit(":", 1)[-1].isdigit()) else None
             proto = pr if "://" in given else None
-        if extra.get("port", "").isdigit():
+        if _PORT.match(extra.get("port", "")):
             port = int(extra["port"])
         proto = extra.get("protocol") or proto
     return RawEntry(
@@ -343,7 +345,13 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     bin_uuid = (root.findtext("Meta/RecycleBinUUID") or "").strip()
     out: list[RawEntry | Skipped] = []
 
-    def walk(group: ET.Element, path: str, in_bin: bool) -> None:
+    # Depth first in document order, with a stack rather than recursion: a hostile export
+    # may nest groups deeper than Python's recursion limit (and its paths grow with depth).
+    stack = [(g, "", False, 1) for g in reversed(root.findall("Root/Group"))]
+    while stack:
+        group, path, in_bin, depth = stack.pop()
+        if depth > MAX_GROUP_DEPTH:
+            raise SourceError(f"KeePass groups nested deeper than {MAX_GROUP_DEPTH} levels")
         gname = group.findtext("Name") or ""
         here = f"{path}/{gname}" if path else gname
         in_bin = in_bin or (bool(bin_uuid) and (group.findtext("UUID") or "") == bin_uuid)
@@ -373,11 +381,7 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
                 out.append(Skipped(source, "TOTP seed not imported (the entry was)"))
             if entry.findall("Binary"):
                 out.append(Skipped(source, "attachment not imported (the entry was)"))
-        for sub in group.findall("Group"):
-            walk(sub, here, in_bin)
-
-    for g in root.findall("Root/Group"):
-        walk(g, "", False)
+        stack += [(sub, here, in_bin, depth + 1) for sub in reversed(group.findall("Group"))]
     return out
 
 
@@ -444,57 +448,100 @@ def parse_bitwarden_json(data: bytes) -> list[RawEntry | Skipped]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise SourceError("not a Bitwarden JSON export: invalid JSON") from None
+    except RecursionError:  # the C decoder's own guard against deep nesting
+        raise SourceError("not a Bitwarden JSON export: nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise SourceError("not a Bitwarden JSON export: no items")
     if doc.get("encrypted") is True:
         raise SourceError("this Bitwarden export is encrypted: export as unencrypted JSON")
-    folders = {
-        f.get("id"): str(f.get("name") or "")
-        for f in doc.get("folders") or []
-        if isinstance(f, dict)
-    }
+    try:
+        folders = {
+            f["id"]: str(f.get("name") or "")
+            for f in _bw_list(doc, "folders")
+            if isinstance(f, dict) and isinstance(f.get("id"), str)
+        }
+    except _Malformed as err:
+        raise SourceError(f"not a Bitwarden JSON export: {err}") from None
     out: list[RawEntry | Skipped] = []
     for n, it in enumerate(doc["items"], start=1):
         if not isinstance(it, dict):
             out.append(Skipped(f"item {n}", "not an object"))
             continue
-        title = str(it.get("name") or "")
-        folder = folders.get(it.get("folderId"), "")
+        name = it.get("name")
+        title = name if isinstance(name, str) else ""
+        folder_id = it.get("folderId")
+        folder = folders.get(folder_id, "") if isinstance(folder_id, str) else ""
         source = f"{folder}/{title}" if folder else title or f"item {n}"
-        typ = it.get("type")
-        extra = {
-            str(f.get("name") or ""): str(f.get("value") or "")
-            for f in it.get("fields") or []
-            if isinstance(f, dict)
-        }
-        notes = it.get("notes") if isinstance(it.get("notes"), str) else None
-        if typ == 1:
-            login = it.get("login") or {}
-            uris = [u.get("uri") for u in login.get("uris") or [] if isinstance(u, dict)]
-            uris = [u for u in uris if isinstance(u, str) and u]
-            e = _entry(
-                source, title, login.get("password"), login.get("username"),
-                uris[0] if uris else None, notes, extra,
-            )  # fmt: skip
-            out.append(e)
-            if len(uris) > 1:
-                out.append(Skipped(source, f"{len(uris) - 1} further URIs not imported"))
-            if login.get("totp"):
-                out.append(Skipped(source, "TOTP seed not imported (the login was)"))
-        elif typ == 2:  # a secure note: its text is the secret
-            out.append(_entry(source, title, notes, None, None, None, extra, kind="other"))
-        elif typ == 5:
-            ssh = it.get("sshKey") or {}
-            out.append(
-                _entry(source, title, ssh.get("privateKey"), None, None, notes, extra, "ssh-key")
-            )
-        else:
-            out.append(
-                Skipped(
-                    source,
-                    f"{_BW_TYPES.get(typ if isinstance(typ, int) else 0, 'unknown')} items are not imported",
-                )
-            )
+        try:
+            out += _bw_item(it, source, title)
+        except _Malformed as err:  # not what Bitwarden writes: refuse the file, one line
+            raise SourceError(f"not a Bitwarden JSON export: item {n}: {err}") from None
+    return out
+
+
+class _Malformed(Exception):
+    """A Bitwarden item whose fields are not of the documented types (a SourceError)."""
+
+
+def _bw_list(obj: Mapping[str, object], key: str) -> list[object]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Malformed(f"{key} is not a list")
+    return value
+
+
+def _bw_obj(obj: Mapping[str, object], key: str) -> dict[str, object]:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Malformed(f"{key} is not an object")
+    return value
+
+
+def _bw_text(obj: Mapping[str, object], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _Malformed(f"{key} is not text")
+
+
+def _bw_item(it: dict[str, object], source: str, title: str) -> list[RawEntry | Skipped]:
+    """One Bitwarden item, type-checked field by field (:class:`_Malformed` otherwise)."""
+    out: list[RawEntry | Skipped] = []
+    typ = it.get("type")
+    extra = {
+        str(f.get("name") or ""): str(f.get("value") or "")
+        for f in _bw_list(it, "fields")
+        if isinstance(f, dict)
+    }
+    raw_notes = it.get("notes")
+    notes = raw_notes if isinstance(raw_notes, str) else None
+    if typ == 1:
+        login = _bw_obj(it, "login")
+        found = [u.get("uri") for u in _bw_list(login, "uris") if isinstance(u, dict)]
+        uris = [u for u in found if isinstance(u, str) and u]
+        e = _entry(
+            source, title, _bw_text(login, "password"), _bw_text(login, "username"),
+            uris[0] if uris else None, notes, extra,
+        )  # fmt: skip
+        out.append(e)
+        if len(uris) > 1:
+            out.append(Skipped(source, f"{len(uris) - 1} further URIs not imported"))
+        if login.get("totp"):
+            out.append(Skipped(source, "TOTP seed not imported (the login was)"))
+    elif typ == 2:  # a secure note: its text is the secret
+        out.append(_entry(source, title, notes, None, None, None, extra, kind="other"))
+    elif typ == 5:
+        ssh = _bw_obj(it, "sshKey")
+        out.append(
+            _entry(source, title, _bw_text(ssh, "privateKey"), None, None, notes, extra, "ssh-key")
+        )
+    else:
+        what = _BW_TYPES.get(typ if isinstance(typ, int) else 0, "unknown")
+        out.append(Skipped(source, f"{what} items are not imported"))
     return out
 
 
@@ -589,7 +636,7 @@ def parse_csv(data: bytes, mapping: Mapping[str, str]) -> list[RawEntry | Skippe
         row = dict(zip(header, r, strict=False))
         got = {f: row.get(c, "") for f, c in mapping.items()}
         host, port_s = got.get("host"), got.get("port")
-        port = int(port_s) if port_s and port_s.isdigit() else None
+        port = int(port_s) if port_s and _PORT.match(port_s) else None
         if port_s and port is None:
             out.append(Skipped(f"line {i}", "port is not a number"))
             continue

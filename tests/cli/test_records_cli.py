@@ -269,3 +269,17 @@ def test_import_report_does_not_pass_terminal_escapes(cli_vault: CliRunner, tmp_
     assert r.code == 0, r.err
     assert b"\x1b" not in r.out, r.out
     assert b"\x07" not in r.out, r.out
+
+
+@pytest.mark.cli
+def test_import_of_malformed_bitwarden_is_one_clear_line_exit_2(
+    cli_vault: CliRunner, tmp_path: Path
+) -> None:
+    """Through the CLI a malformed item was 'internal error (AttributeError); please
+    report it', exit 1, instead of the SourceError line with exit 2."""
+    src = tmp_path / "bw.json"
+    src.write_text(json.dumps({"items": [{"type": 5, "name": "k", "sshKey": "x"}]}))
+    r = cli_vault("import", ENG, str(src), "--format", "bitwarden-json", "--dry-run")
+    assert "internal error" not in r.err
+    assert r.code == 2, r.err
+    assert r.err == "credvault: not a Bitwarden JSON export: item 1: sshKey is not an object\n"
