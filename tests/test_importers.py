@@ -401,3 +401,43 @@ def test_deeply_nested_bitwarden_json_is_a_source_error() -> None:
         pass
     except RecursionError:
         pytest.fail("RecursionError")
+
+
+def test_keepass_protected_custom_field_is_not_demoted_to_notes() -> None:
+    """A KeePass custom string marked Protected="True" (a PIN, a recovery code, a second
+    password) was copied into the *notes* as 'PIN: 4711'. Notes are treated as non-secret:
+    shown by `credvault edit` in a file on disk, matched by `find`, printed by get --json
+    beside other fields. A protected value is skipped and reported."""
+    data = (
+        b"<KeePassFile><Root><Group><Name>g</Name><Entry>"
+        b"<String><Key>Title</Key><Value>bank</Value></String>"
+        b"<String><Key>Password</Key><Value>pw</Value></String>"
+        b'<String><Key>PIN</Key><Value Protected="True">4711</Value></String>'
+        b"</Entry></Group></Root></KeePassFile>"
+    )
+    plan = importers.build_plan(importers.parse_keepass_xml(data))
+    assert plan.items
+    assert "4711" not in (plan.items[0].notes or "")
+    assert plan.skipped == [
+        importers.Skipped("g/bank", "protected field 'PIN' not imported (the entry was)")
+    ]
+
+
+def test_bitwarden_hidden_field_is_not_demoted_to_notes(tmp_path: Path) -> None:
+    """Bitwarden custom fields of type 1 ("hidden") landed in the notes the same way."""
+    doc = {
+        "items": [
+            {
+                "type": 1,
+                "name": "portal",
+                "login": {"password": "pw"},
+                "fields": [{"name": "api key", "value": "sk-live-123456", "type": 1}],
+            }
+        ]
+    }
+    plan = importers.build_plan(importers.parse_bitwarden_json(json.dumps(doc).encode()))
+    assert plan.items
+    assert "sk-live-123456" not in (plan.items[0].notes or "")
+    assert plan.skipped == [
+        importers.Skipped("portal", "hidden field 'api key' not imported (the item was)")
+    ]

@@ -326,6 +326,9 @@ def _refuse_doctype(data: bytes) -> None:
         raise SourceError(f"not a KeePass XML export: {err}") from None
 
 
+_KP_STANDARD = ("Title", "UserName", "Password", "URL", "Notes")
+
+
 def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     """KeePass 2 XML (``keepassxc-cli export -f xml``, KeePassXC "Export to XML").
 
@@ -356,10 +359,14 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
         here = f"{path}/{gname}" if path else gname
         in_bin = in_bin or (bool(bin_uuid) and (group.findtext("UUID") or "") == bin_uuid)
         for entry in group.findall("Entry"):
-            strings = {
-                (s.findtext("Key") or ""): (s.findtext("Value") or "")
-                for s in entry.findall("String")
-            }
+            strings: dict[str, str] = {}
+            protected: list[str] = []
+            for s in entry.findall("String"):
+                key = s.findtext("Key") or ""
+                strings[key] = s.findtext("Value") or ""
+                value = s.find("Value")
+                if value is not None and value.get("Protected", "").lower() == "true":
+                    protected.append(key)
             title = strings.pop("Title", "")
             source = f"{here}/{title}"
             if in_bin:
@@ -367,6 +374,11 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
                 continue
             secret = strings.pop("Password", "")
             totp = [strings.pop(k) for k in ("otp", "TOTP Seed", "TOTP Settings") if k in strings]
+            # A protected custom string (a PIN, a recovery code) is a secret: it must not
+            # become a line of the notes, which credvault treats as not secret.
+            hidden = [k for k in protected if k not in _KP_STANDARD and k in strings]
+            for k in hidden:
+                del strings[k]
             e = _entry(
                 source,
                 title,
@@ -379,6 +391,10 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
             out.append(e)
             if any(totp):
                 out.append(Skipped(source, "TOTP seed not imported (the entry was)"))
+            out += [
+                Skipped(source, f"protected field {k!r} not imported (the entry was)")
+                for k in hidden
+            ]
             if entry.findall("Binary"):
                 out.append(Skipped(source, "attachment not imported (the entry was)"))
         stack += [(sub, here, in_bin, depth + 1) for sub in reversed(group.findall("Group"))]
@@ -439,6 +455,7 @@ def export_kdbx(path: Path, password: Secret, *, keyfile: Path | None = None) ->
 # ---------------------------------------------------------------- Bitwarden
 
 
+_BW_HIDDEN = 1  # custom field types: 0 text, 1 hidden, 2 boolean, 3 linked
 _BW_TYPES = {1: "login", 2: "secure note", 3: "card", 4: "identity", 5: "SSH key"}
 
 
@@ -512,10 +529,13 @@ def _bw_item(it: dict[str, object], source: str, title: str) -> list[RawEntry | 
     """One Bitwarden item, type-checked field by field (:class:`_Malformed` otherwise)."""
     out: list[RawEntry | Skipped] = []
     typ = it.get("type")
+    fields = [f for f in _bw_list(it, "fields") if isinstance(f, dict)]
+    # Hidden fields (type 1: an API key, a PIN) are secrets: never demoted to the notes.
+    hidden = [str(f.get("name") or "") for f in fields if f.get("type") == _BW_HIDDEN]
     extra = {
         str(f.get("name") or ""): str(f.get("value") or "")
-        for f in _bw_list(it, "fields")
-        if isinstance(f, dict)
+        for f in fields
+        if f.get("type") != _BW_HIDDEN
     }
     raw_notes = it.get("notes")
     notes = raw_notes if isinstance(raw_notes, str) else None
@@ -542,6 +562,8 @@ def _bw_item(it: dict[str, object], source: str, title: str) -> list[RawEntry | 
     else:
         what = _BW_TYPES.get(typ if isinstance(typ, int) else 0, "unknown")
         out.append(Skipped(source, f"{what} items are not imported"))
+        return out
+    out += [Skipped(source, f"hidden field {n!r} not imported (the item was)") for n in hidden]
     return out
 
 
