@@ -409,3 +409,22 @@ def test_otp_and_client_export_respect_require_reason(vault: VaultFixture, engag
         assert v.clients.export("acme", reason="T-6")["client"] == "acme"
         exports = [e.detail for e in v.audit_entries(engagement=ENG, action="export")]
     assert exports == ["this engagement requires --reason", "2 credentials exported; reason: T-6"]
+
+
+def test_revert_after_move_does_not_link_the_targets_system(
+    vault: VaultFixture, engagement: str
+) -> None:
+    """A move drops the system link ("systems belong to one engagement"), but the
+    versions kept the old system's *name*, and revert looked that name up in the engagement
+    the credential is in now: it linked the credential to an unrelated system of the same
+    name in the target engagement (where `credvault ssh` would then send it)."""
+    with vault.open() as v:
+        v.engagements.create("other-2026", "other")
+        v.systems.add("other-2026/web1", "198.51.100.7", port=22, protocol="ssh")
+        v.put(REF, b"second")  # version 1 (linked to acme's web1) is now history
+        v.credentials.move(REF, "other-2026/web1-root")
+        assert v.get("other-2026/web1-root").system is None  # the link did not travel
+        v.credentials.revert("other-2026/web1-root", 1)
+        got = v.get("other-2026/web1-root")
+        assert got.system is None, f"linked to {got.system} at {got.address}"
+        assert [h.system for h in v.credentials.history("other-2026/web1-root")] == [None] * 3

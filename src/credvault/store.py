@@ -903,9 +903,14 @@ class Store:
         ]
 
     def move_versions(self, uid: bytes, eng_id: int, name: str) -> None:
-        """Versions follow a credential moved to another engagement (re-sealed by the caller)."""
+        """Versions follow a credential moved to another engagement (re-sealed by the caller).
+
+        Their system names are cleared: they name systems of the engagement left behind, and
+        a revert would link the credential to a system of the same name in the target.
+        """
         self._x(
-            "UPDATE credential_versions SET engagement_id = ?, name = ? WHERE credential_uid = ?",
+            "UPDATE credential_versions SET engagement_id = ?, name = ?, system = NULL "
+            "WHERE credential_uid = ?",
             (eng_id, name, uid),
         )
 
