@@ -428,3 +428,32 @@ def test_revert_after_move_does_not_link_the_targets_system(
         got = v.get("other-2026/web1-root")
         assert got.system is None, f"linked to {got.system} at {got.address}"
         assert [h.system for h in v.credentials.history("other-2026/web1-root")] == [None] * 3
+
+
+def test_credential_and_system_both_restored_keep_their_link(
+    vault: VaultFixture, engagement: str
+) -> None:
+    """rm a linked credential, then system rm its system; restore both: the credential's
+    link was gone (credential_trash.system_id is ON DELETE SET NULL when the system leaves
+    the systems table, and the system's trash entry recorded only live links). The
+    careless user's undo did not undo. Now it does, in either order of restore."""
+    with vault.open() as v:
+        assert v.get(REF).system == "web1"
+        v.credentials.remove(REF)
+        v.systems.remove(f"{ENG}/web1")
+        v.systems.restore(f"{ENG}/web1")
+        v.credentials.restore(REF)
+        assert v.get(REF).system == "web1"
+
+
+def test_credential_restored_before_its_system_gets_the_link_back(
+    vault: VaultFixture, engagement: str
+) -> None:
+    with vault.open() as v:
+        v.credentials.remove(REF)
+        v.systems.remove(f"{ENG}/web1")
+        v.credentials.restore(REF)
+        assert v.get(REF).system is None  # its system is still in the trash
+        v.systems.restore(f"{ENG}/web1")
+        got = v.get(REF)
+        assert (got.system, got.address) == ("web1", "10.0.0.1")

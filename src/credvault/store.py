@@ -989,10 +989,26 @@ class Store:
         self._x("UPDATE credentials SET system_id = ? WHERE id = ?", (sys_id, cred_id))
 
     def credentials_linked_to(self, sys_id: int) -> list[bytes]:
+        """Uids of the credentials linked to a system, live or in the trash (both lose the
+        link when the system leaves the table, and get it back when it is restored)."""
         return [
             bytes(r[0])
-            for r in self._all("SELECT uid FROM credentials WHERE system_id = ?", (sys_id,))
+            for r in self._all(
+                "SELECT uid FROM credentials WHERE system_id = ? UNION ALL "
+                "SELECT uid FROM credential_trash WHERE system_id = ?",
+                (sys_id, sys_id),
+            )
         ]
+
+    def relink_trashed_credentials(self, uids: Sequence[bytes], sys_id: int) -> int:
+        """Give trashed, unlinked credentials among ``uids`` the restored system's new id."""
+        marks = ", ".join("?" for _ in uids)
+        cur = self._x(
+            f"UPDATE credential_trash SET system_id = ? "  # noqa: S608
+            f"WHERE system_id IS NULL AND uid IN ({marks})",
+            (sys_id, *uids),
+        )
+        return int(cur.rowcount)
 
     def expired_trash(self, now: str) -> tuple[list[tuple[int, bytes]], list[int]]:
         """(credential trash (id, uid), system trash ids) whose recovery period has ended."""
