@@ -140,8 +140,7 @@ def trash_expiry(s: Session) -> str:
     """When something removed now leaves the trash for good (vault setting trash-days)."""
     from datetime import timedelta
 
-    days = s.store.get_meta("trash_days")
-    return iso(s.clock() + timedelta(days=int(days) if days is not None else 30))
+    return iso(s.clock() + timedelta(days=s.setting("trash-days")))  # the one settings reader
 
 
 def generate(length: int = 32) -> Secret:
