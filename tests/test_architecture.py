@@ -344,6 +344,27 @@ def test_permission_decisions_live_in_access() -> None:
     assert bad == []
 
 
+def test_settings_are_read_through_the_one_reader() -> None:
+    """A stored setting is read only through retention.value (Session.setting): nobody
+    calls get_meta with a setting's meta key (trash_expiry once did, with its own default)."""
+    from credvault.retention import SETTINGS
+
+    keys = {key for key, _ in SETTINGS.values()}
+    bad = []
+    for mod, file in modules(SRC).items():
+        for node in ast.walk(ast.parse(file.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get_meta"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value in keys
+            ):
+                bad.append(f"{mod}:{node.lineno} reads {node.args[0].value}")
+    assert bad == []
+
+
 # -- the checker's own tests, on synthetic packages ---------------------------------------
 SYNTH_LAYERS: Sequence[tuple[str, frozenset[str]]] = (
     ("low", frozenset({"pkg.low", "pkg.util.*", "pkg.util"})),

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from credvault import importers
 from credvault import importers as im
 from credvault.errors import InvalidInput
+from credvault.importers import SourceError
 from credvault.secret import Secret
 
 KX = shutil.which("keepassxc-cli")
@@ -277,3 +279,165 @@ def test_keepass_custom_fields_go_to_notes_totp_is_reported(tmp_path: Path) -> N
     assert "JBSWY3DP" not in (item.notes or "")
     assert plan.systems == [im.ImportSystem("db1.example.net", "db1.example.net", 5432, None)]
     assert plan.skipped == [im.Skipped("Root/db", "TOTP seed not imported (the entry was)")]
+
+
+_XML_BODY = (
+    '<?xml version="1.0" encoding="UTF-16"?>\n'
+    '<!DOCTYPE KeePassFile [<!ENTITY x "EXPANDED-ENTITY">]>\n'
+    "<KeePassFile><Root><Group><Name>g</Name><Entry>"
+    "<String><Key>Title</Key><Value>&x;</Value></String>"
+    "<String><Key>Password</Key><Value>pw</Value></String>"
+    "</Entry></Group></Root></KeePassFile>"
+)
+
+
+def test_keepass_xml_doctype_in_utf16_is_refused() -> None:
+    """The DOCTYPE/ENTITY refusal was a byte search for ASCII '<!doctype' / '<!entity';
+    the same document in UTF-16 (which expat accepts) slipped past it and its entities
+    were expanded. Expat's declaration handlers now refuse it."""
+    data = _XML_BODY.encode("utf-16")
+    try:
+        entries = importers.parse_keepass_xml(data)
+    except SourceError:
+        return
+    pytest.fail(f"DOCTYPE accepted, entity expanded: {entries[0]!r}")
+
+
+def test_keepass_xml_doctype_after_4096_bytes_is_refused() -> None:
+    """A DOCTYPE was searched only in the first 4096 bytes (entities anywhere); a DOCTYPE
+    with an external subset after a long comment was accepted."""
+    data = (
+        '<?xml version="1.0"?>\n<!--' + "x" * 5000 + "-->\n"
+        '<!DOCTYPE KeePassFile SYSTEM "http://203.0.113.1/x.dtd">\n'
+        "<KeePassFile><Root><Group><Name>g</Name></Group></Root></KeePassFile>"
+    ).encode()
+    with pytest.raises(SourceError):
+        importers.parse_keepass_xml(data)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": 1, "name": "a", "login": ["x"]},  # login not an object
+        {"type": 1, "name": "a", "login": {"password": 12345}},  # password not a string
+        {"type": 1, "name": "a", "login": {"password": "pw", "username": ["x"]}},
+        {"type": 5, "name": "a", "sshKey": "not an object"},
+        {"type": 1, "name": "a", "login": {"password": "pw", "uris": "https://x"}},
+    ],
+)
+def test_bitwarden_malformed_item_is_skipped_or_source_error(item: dict[str, object]) -> None:
+    """A malformed item must become a Skipped line or a SourceError (exit 2, one clear
+    line), never an AttributeError/TypeError (the CLI prints 'internal error', exit 1)."""
+    data = json.dumps({"encrypted": False, "folders": [], "items": [item]}).encode()
+    try:
+        importers.build_plan(importers.parse_bitwarden_json(data))
+    except SourceError:
+        return
+    except Exception as e:
+        pytest.fail(f"{type(e).__name__}: {e}")
+
+
+def test_bitwarden_unhashable_folder_id_is_source_error() -> None:
+    data = json.dumps({"folders": [{"id": ["x"], "name": "f"}], "items": []}).encode()
+    try:
+        importers.parse_bitwarden_json(data)
+    except SourceError:
+        pass
+    except Exception as e:
+        pytest.fail(f"{type(e).__name__}: {e}")
+
+
+def test_csv_port_with_unicode_digit_is_skipped_not_a_crash() -> None:
+    """'²'.isdigit() is True but int('²') raises ValueError: the row must be skipped
+    ("port is not a number"), not crash the import."""
+    data = "name,pw,host,port\nx,secret,10.0.0.1,\u00b2\n".encode()
+    mapping = importers.parse_mapping("name=name,secret=pw,host=host,port=port")
+    entries = importers.parse_csv(data, mapping)
+    plan = importers.build_plan(entries)
+    assert not plan.items
+    assert plan.skipped
+
+
+def test_keepass_xml_port_field_with_unicode_digit_does_not_crash() -> None:
+    data = (
+        "<KeePassFile><Root><Group><Name>g</Name><Entry>"
+        "<String><Key>Title</Key><Value>t</Value></String>"
+        "<String><Key>Password</Key><Value>pw</Value></String>"
+        "<String><Key>host</Key><Value>10.0.0.1</Value></String>"
+        "<String><Key>port</Key><Value>\u00b2</Value></String>"
+        "</Entry></Group></Root></KeePassFile>"
+    ).encode()
+    try:
+        importers.build_plan(importers.parse_keepass_xml(data))
+    except SourceError:
+        pass
+    except Exception as e:
+        pytest.fail(f"{type(e).__name__}: {e}")
+
+
+def test_deeply_nested_keepass_groups_are_a_source_error() -> None:
+    """walk() recursed once per <Group>: a hostile export nesting 5,000 groups raised
+    RecursionError ('internal error', exit 1) instead of a SourceError."""
+    depth = 5000
+    data = (
+        "<KeePassFile><Root>" + "<Group><Name>g</Name>" * depth + "</Group>" * depth + "</Root>"
+        "</KeePassFile>"
+    ).encode()
+    try:
+        importers.parse_keepass_xml(data)
+    except SourceError:
+        pass
+    except RecursionError:
+        pytest.fail("RecursionError")
+
+
+def test_deeply_nested_bitwarden_json_is_a_source_error() -> None:
+    """json.loads raises RecursionError on deep nesting, which parse_bitwarden_json did not
+    catch (it caught ValueError and UnicodeDecodeError)."""
+    data = b'{"items": [' + b"[" * 100000 + b"]" * 100000 + b"]}"
+    try:
+        importers.parse_bitwarden_json(data)
+    except SourceError:
+        pass
+    except RecursionError:
+        pytest.fail("RecursionError")
+
+
+def test_keepass_protected_custom_field_is_not_demoted_to_notes() -> None:
+    """A KeePass custom string marked Protected="True" (a PIN, a recovery code, a second
+    password) was copied into the *notes* as 'PIN: 4711'. Notes are treated as non-secret:
+    shown by `credvault edit` in a file on disk, matched by `find`, printed by get --json
+    beside other fields. A protected value is skipped and reported."""
+    data = (
+        b"<KeePassFile><Root><Group><Name>g</Name><Entry>"
+        b"<String><Key>Title</Key><Value>bank</Value></String>"
+        b"<String><Key>Password</Key><Value>pw</Value></String>"
+        b'<String><Key>PIN</Key><Value Protected="True">4711</Value></String>'
+        b"</Entry></Group></Root></KeePassFile>"
+    )
+    plan = importers.build_plan(importers.parse_keepass_xml(data))
+    assert plan.items
+    assert "4711" not in (plan.items[0].notes or "")
+    assert plan.skipped == [
+        importers.Skipped("g/bank", "protected field 'PIN' not imported (the entry was)")
+    ]
+
+
+def test_bitwarden_hidden_field_is_not_demoted_to_notes(tmp_path: Path) -> None:
+    """Bitwarden custom fields of type 1 ("hidden") landed in the notes the same way."""
+    doc = {
+        "items": [
+            {
+                "type": 1,
+                "name": "portal",
+                "login": {"password": "pw"},
+                "fields": [{"name": "api key", "value": "sk-live-123456", "type": 1}],
+            }
+        ]
+    }
+    plan = importers.build_plan(importers.parse_bitwarden_json(json.dumps(doc).encode()))
+    assert plan.items
+    assert "sk-live-123456" not in (plan.items[0].notes or "")
+    assert plan.skipped == [
+        importers.Skipped("portal", "hidden field 'api key' not imported (the item was)")
+    ]

@@ -366,3 +366,94 @@ def test_client_export_includes_history_and_trash(vault: VaultFixture, engagemen
     by_type = {t["type"]: t for t in eng["trash"]}
     assert by_type["credential"]["secret"] == "binned-secret"
     assert (by_type["system"]["address"], by_type["system"]["details"]) == ("192.0.2.77", "old box")
+
+
+# -- --require-reason holds for every read of decrypted fields ------------------------------------
+def test_edit_fields_respect_require_reason(vault: VaultFixture, engagement: str) -> None:
+    """`get --field username|url|notes` is refused without --reason on an engagement set
+    with --require-reason (exit 4); Credentials.fields() -- what `credvault edit` opens in
+    $EDITOR -- decrypted the same username, URL and notes with no reason at all."""
+    with vault.open() as v:
+        v.put(REF, b"hunter2", notes="vpn backup code 7781-2231")
+        v.engagements.set_options(ENG, require_reason=True)
+        with pytest.raises(AccessDenied):
+            v.get(REF)  # the policy is on
+        with pytest.raises(AccessDenied):
+            v.credentials.fields(REF)
+        assert v.credentials.fields(REF, reason="T-4")["notes"] == "vpn backup code 7781-2231"
+
+
+def test_find_respects_require_reason(vault: VaultFixture, engagement: str) -> None:
+    """find decrypted usernames/URLs/notes of an engagement that requires a reason for
+    reads and answered substring queries on them: an oracle that recovers the notes
+    character by character without ever giving a reason. Names are still searched."""
+    with vault.open() as v:
+        v.put(REF, b"hunter2", notes="vpn backup code 7781-2231")
+        v.engagements.set_options(ENG, require_reason=True)
+        hits = v.credentials.find("7781-22")
+        assert not [h for h in hits if h.field == "notes"], hits
+        assert [h.name for h in v.credentials.find("web1-r")] == ["web1-root"]
+        hits = v.credentials.find("7781-22", reason="T-5")
+        assert [(h.name, h.field) for h in hits] == [("web1-root", "notes")]
+
+
+def test_otp_and_client_export_respect_require_reason(vault: VaultFixture, engagement: str) -> None:
+    with vault.open() as v:
+        v.put(f"{ENG}/otp", "otpauth://totp/x?secret=JBSWY3DPEHPK3PXPJBSW")
+        v.engagements.set_options(ENG, require_reason=True)
+        with pytest.raises(AccessDenied, match="requires --reason"):
+            v.credentials.otp(f"{ENG}/otp")
+        assert len(v.credentials.otp(f"{ENG}/otp", reason="T-6").code) == 6
+        with pytest.raises(AccessDenied, match="requires --reason"):
+            v.clients.export("acme")
+        assert v.clients.export("acme", reason="T-6")["client"] == "acme"
+        exports = [e.detail for e in v.audit_entries(engagement=ENG, action="export")]
+    assert exports == ["this engagement requires --reason", "2 credentials exported; reason: T-6"]
+
+
+def test_revert_after_move_does_not_link_the_targets_system(
+    vault: VaultFixture, engagement: str
+) -> None:
+    """A move drops the system link ("systems belong to one engagement"), but the
+    versions kept the old system's *name*, and revert looked that name up in the engagement
+    the credential is in now: it linked the credential to an unrelated system of the same
+    name in the target engagement (where `credvault ssh` would then send it)."""
+    with vault.open() as v:
+        v.engagements.create("other-2026", "other")
+        v.systems.add("other-2026/web1", "198.51.100.7", port=22, protocol="ssh")
+        v.put(REF, b"second")  # version 1 (linked to acme's web1) is now history
+        v.credentials.move(REF, "other-2026/web1-root")
+        assert v.get("other-2026/web1-root").system is None  # the link did not travel
+        v.credentials.revert("other-2026/web1-root", 1)
+        got = v.get("other-2026/web1-root")
+        assert got.system is None, f"linked to {got.system} at {got.address}"
+        assert [h.system for h in v.credentials.history("other-2026/web1-root")] == [None] * 3
+
+
+def test_credential_and_system_both_restored_keep_their_link(
+    vault: VaultFixture, engagement: str
+) -> None:
+    """rm a linked credential, then system rm its system; restore both: the credential's
+    link was gone (credential_trash.system_id is ON DELETE SET NULL when the system leaves
+    the systems table, and the system's trash entry recorded only live links). The
+    careless user's undo did not undo. Now it does, in either order of restore."""
+    with vault.open() as v:
+        assert v.get(REF).system == "web1"
+        v.credentials.remove(REF)
+        v.systems.remove(f"{ENG}/web1")
+        v.systems.restore(f"{ENG}/web1")
+        v.credentials.restore(REF)
+        assert v.get(REF).system == "web1"
+
+
+def test_credential_restored_before_its_system_gets_the_link_back(
+    vault: VaultFixture, engagement: str
+) -> None:
+    with vault.open() as v:
+        v.credentials.remove(REF)
+        v.systems.remove(f"{ENG}/web1")
+        v.credentials.restore(REF)
+        assert v.get(REF).system is None  # its system is still in the trash
+        v.systems.restore(f"{ENG}/web1")
+        got = v.get(REF)
+        assert (got.system, got.address) == ("web1", "10.0.0.1")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VaultFixture
-from credvault import InvalidInput, NotFound, handoff
+from conftest import CliRunner, VaultFixture
+from credvault import AccessDenied, InvalidInput, NotFound, handoff
 
 PY = sys.executable
 PRINT_ENV = "import os,sys; sys.stdout.write(os.environ.get(sys.argv[1], '<unset>'))"
@@ -131,3 +131,43 @@ def test_mask_stream_across_every_boundary() -> None:
     dst = io.BytesIO()
     handoff.mask_stream(io.BufferedReader(Trickle(text), 1), dst, [b"hunter2", b"root"])
     assert dst.getvalue() == b"x-*****-y *****2 hunt-er2 *****"
+
+
+def test_the_commands_name_is_no_reason(vault: VaultFixture, engagement: str) -> None:
+    """Where the engagement requires a reason, the name run puts in the audit detail does
+    not count: the user's own reason does, and the detail still names the command."""
+    argv = [PY, "-c", "pass"]
+    with vault.open() as v:
+        v.engagements.set_options(engagement, require_reason=True)
+    with vault.open("bob") as v:
+        with pytest.raises(AccessDenied, match="requires --reason"):
+            handoff.read_env(v, specs("PW=acme-2026/web1-root"), argv)
+        env = handoff.read_env(v, specs("PW=acme-2026/web1-root"), argv, "T-9")
+        assert env["PW"].reveal() == b"hunter2"
+    with vault.open() as v:
+        reads = [
+            (e.outcome, e.detail)
+            for e in v.audit_entries(engagement="acme-2026", action="get")
+            if e.member == "bob"
+        ]
+    assert reads == [
+        ("denied", "this engagement requires --reason"),
+        ("ok", f"reason: run {Path(PY).name}: T-9"),
+    ]
+
+
+@pytest.mark.cli
+def test_run_needs_a_reason_where_the_engagement_requires_one(cli_vault: CliRunner) -> None:
+    """With --require-reason, `get` without --reason is refused (exit 4). `run` composes
+    the audit reason "run printenv" itself and passed that to Credentials.get, so the
+    policy was satisfied without the user giving any reason: the secret came out."""
+    eng = "acme-2026"
+    cli = cli_vault
+    assert cli("put", f"{eng}/db", input=b"s3cret-value\n").code == 0
+    assert cli("engagement", "set", eng, "--require-reason").code == 0
+    assert cli("get", f"{eng}/db").code == 4  # the policy is on
+    r = cli("run", "--env", f"P={eng}/db", "--", "printenv", "P")
+    assert b"s3cret-value" not in r.out
+    assert r.code == 4, (r.code, r.err)
+    r = cli("run", "--env", f"P={eng}/db", "--reason", "T-1", "--", "printenv", "P")
+    assert (r.code, r.out) == (0, b"s3cret-value\n"), r.err

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import VaultFixture
-from credvault import InvalidInput, NotFound, Secret, handoff
+from credvault import AccessDenied, InvalidInput, NotFound, Secret, handoff
 from sshd_fixture import DEADLINE, ROOT, Agent, Sshd, keypair, ssh_agent, sshd_server  # noqa: F401
 
 pytestmark = pytest.mark.cli
@@ -111,6 +111,19 @@ def test_which_credential(vault: VaultFixture, engagement: str) -> None:
             handoff.plan_ssh(v, "acme-2026/box", credential="t")
         with pytest.raises(InvalidInput, match="not linked to system box"):
             handoff.plan_ssh(v, "acme-2026/box", credential="web1-root")
+
+
+def test_ssh_needs_the_users_reason_where_required(vault: VaultFixture, engagement: str) -> None:
+    """ "ssh web1" in the audit detail is not a reason: --require-reason still wants one."""
+    add_system(vault, 2222)
+    with vault.open() as v:
+        v.credentials.put("acme-2026/a", b"pw-a", system="box")
+        v.engagements.set_options(engagement, require_reason=True)
+        with pytest.raises(AccessDenied, match="requires --reason"):
+            handoff.plan_ssh(v, "acme-2026/box")
+        assert handoff.plan_ssh(v, "acme-2026/box", reason="T-3").secret == Secret(b"pw-a")
+        details = [e.detail for e in v.audit_entries(engagement="acme-2026", action="get")]
+    assert details[-1] == "reason: ssh box: T-3"
 
 
 def scan_processes(needle: bytes) -> list[str]:

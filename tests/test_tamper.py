@@ -469,3 +469,61 @@ def test_cli_not_a_vault(cli: CliRunner, tmp_path: Path) -> None:
     assert r.code == 1
     assert "not a credvault vault" in r.err
     assert not (tmp_path / "nowhere").exists()
+
+
+# -- the insider edits the history tables (review of issue 16): exit 6, never 1 ----------------
+ENG = "acme-2026"
+REF = f"{ENG}/web1-root"
+
+
+def _code(exc: BaseException) -> int | str:
+    return exc.exit_code if isinstance(exc, CredvaultError) else type(exc).__name__
+
+
+def test_rewound_version_number_is_tampering(vault: VaultFixture) -> None:
+    """The insider sets the live row's version back to one the history already holds:
+    the next put failed on UNIQUE (credential_uid, version) as StoreError, exit 1 ('an I/O
+    error'), with nothing saying the vault was tampered with."""
+    with vault.open() as v:
+        v.put(REF, b"second")
+        v._s.store.conn.execute("UPDATE credentials SET version = 1")
+        with pytest.raises(Exception) as info:
+            v.put(REF, b"third")
+        assert _code(info.value) == 6, f"{type(info.value).__name__}: {info.value}"
+
+
+def test_version_kind_rewritten_is_tampering(vault: VaultFixture) -> None:
+    """A version row's kind (clear, unauthenticated) set to a value the schema refuses:
+    revert failed with StoreError exit 1."""
+    with vault.open() as v:
+        v.put(REF, b"second")
+        v._s.store.conn.execute("UPDATE credential_versions SET kind = 'bogus'")
+        with pytest.raises(Exception) as info:
+            v.credentials.revert(REF, 1)
+        assert _code(info.value) == 6, f"{type(info.value).__name__}: {info.value}"
+
+
+def test_non_numeric_version_is_corruption(vault: VaultFixture) -> None:
+    """SQLite stores 'abc' in an INTEGER column; the store's int() raised ValueError,
+    which the CLI turned into 'internal error (ValueError)', exit 1."""
+    with vault.open() as v:
+        v.put(REF, b"second")
+        v._s.store.conn.execute("UPDATE credential_versions SET version = 'abc'")
+        with pytest.raises(Exception) as info:
+            v.credentials.history(REF)
+        assert _code(info.value) == 6, f"{type(info.value).__name__}: {info.value}"
+
+
+def test_format_version_rewound_is_tampering(vault: VaultFixture) -> None:
+    """The insider sets meta.format_version back to 1 on a format-2 vault: every open
+    re-ran MIGRATIONS[2] ('ALTER TABLE ... ADD COLUMN version' on a table that has it)
+    and failed with StoreError 'database error (OperationalError)', exit 1 -- after writing
+    yet another backup each time. The tables are checked against the claim first."""
+
+    with vault.open() as v:
+        v._s.store.conn.execute("UPDATE meta SET value = 1 WHERE key = 'format_version'")
+    for _attempt in range(2):
+        with pytest.raises(Exception) as info:
+            Vault.open(vault.path, "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock).close()
+        assert _code(info.value) == 6, f"{type(info.value).__name__}: {info.value}"
+    assert not list(vault.path.parent.rglob("*.cvb"))  # no backup per failed attempt

@@ -54,18 +54,21 @@ class Clients:
             self.purger.shred(name)
         return names
 
-    def export(self, client: str) -> dict[str, object]:
+    def export(self, client: str, *, reason: str | None = None) -> dict[str, object]:
         """Every engagement, system and credential (secrets included) of ``client``.
 
-        Needs a reading role on each of the client's live engagements; audited per engagement.
+        Needs a reading role on each of the client's live engagements, and ``reason`` if one
+        of them requires a reason for reads; audited per engagement.
         """
         s = self.s
         validate.name(client, "client name")
+        reason = validate.reason(reason)
         engs = self.e.list(client)
         if not engs:
             raise NotFound("client", client)
         live = [eng for eng in engs if eng.state != "purged"]
         for eng in live:  # every permission first (denials audited), so nothing half-exported
+            s.require_reason(eng, "client.export", None, reason)
             self.e.key(eng, "client.export")
         out: list[dict[str, object]] = []
         for eng in engs:
@@ -80,7 +83,7 @@ class Clients:
                 entry.update(self.credentials.export_history(eng))
             out.append(entry)
         for eng in live:  # fail closed: the entries commit before anything is returned
-            s.log_export(eng.name, len(s.store.credential_names(eng.id)))
+            s.log_export(eng.name, len(s.store.credential_names(eng.id)), reason)
         return {
             "format": "credvault-client-export/1",
             "client": client,

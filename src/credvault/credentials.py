@@ -140,8 +140,7 @@ def trash_expiry(s: Session) -> str:
     """When something removed now leaves the trash for good (vault setting trash-days)."""
     from datetime import timedelta
 
-    days = s.store.get_meta("trash_days")
-    return iso(s.clock() + timedelta(days=int(days) if days is not None else 30))
+    return iso(s.clock() + timedelta(days=s.setting("trash-days")))  # the one settings reader
 
 
 def generate(length: int = 32) -> Secret:
@@ -286,12 +285,21 @@ class Credentials:
             raise NotFound("credential", f"{eng.name}/{name}")
         return _info(eng, row)
 
-    def get(self, ref: str, *, reason: str | None = None, version: int | None = None) -> Credential:
+    def get(
+        self,
+        ref: str,
+        *,
+        reason: str | None = None,
+        version: int | None = None,
+        via: str | None = None,
+    ) -> Credential:
         """Decrypt a credential (or an earlier ``version`` of it, see :meth:`history`).
 
-        Audited; with ``require_reason`` a reason is mandatory.
+        Audited; with ``require_reason`` a reason is mandatory. ``via`` names a command
+        reading on the member's behalf (``run psql``): it heads the audit detail, but it is
+        not a reason and does not satisfy ``require_reason``.
         """
-        return self._read(ref, reason, "get", version=version)
+        return self._read(ref, reason, "get", version=version, via=via)
 
     def otp(self, ref: str, *, reason: str | None = None, at: float | None = None) -> OtpCode:
         """The current TOTP code of a credential holding an ``otpauth://totp/`` URI, audited as
@@ -312,6 +320,7 @@ class Credentials:
         check: Callable[[Secret], object] | None = None,
         *,
         version: int | None = None,
+        via: str | None = None,
     ) -> Credential:
         s = self.s
         eng_name, name = validate.ref(ref)
@@ -319,10 +328,9 @@ class Credentials:
         if version is not None and version < 1:
             raise InvalidInput("version must be a positive number")
         eng = self.e.get(eng_name)
-        if eng.require_reason and not reason:
-            raise s.refuse(
-                f"credential.{action}", eng.name, name, "this engagement requires --reason"
-            )
+        s.require_reason(eng, f"credential.{action}", name, reason)
+        if via:  # what the audit detail says: the command, then the member's own reason
+            reason = (f"{via}: {reason}" if reason else via)[:200]  # validate.reason's limit
         if eng.needs_rotation and self.e.role_of(eng):
             self.e.rotate_if_needed(eng)
             eng = self.e.get(eng_name)
@@ -612,11 +620,16 @@ class Credentials:
             s.log("edit", eng.name, name, "ok", "changed " + ", ".join(clean))
         return self.info(eng, name)
 
-    def fields(self, ref: str) -> dict[str, str | None]:
-        """The non-secret fields (for ``credvault edit``): audited as ``show``, not ``get``."""
+    def fields(self, ref: str, *, reason: str | None = None) -> dict[str, str | None]:
+        """The non-secret fields (for ``credvault edit``): audited as ``show``, not ``get``.
+
+        They are decrypted values all the same: ``require_reason`` applies.
+        """
         s = self.s
         eng_name, name = validate.ref(ref)
+        reason = validate.reason(reason)
         eng = self.e.get(eng_name)
+        s.require_reason(eng, "credential.show", name, reason)
         key = self.e.key(eng, "credential.show", name)
         row = s.store.credential(eng.id, name)
         if row is None:
@@ -625,7 +638,8 @@ class Credentials:
         for f in items.CRED_FIELDS[1:]:
             out[f] = _s(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
         with s.store.write():
-            s.log("show", eng.name, name, "ok", "fields without the secret")
+            why = f"; reason: {reason}" if reason else ""
+            s.log("show", eng.name, name, "ok", f"fields without the secret{why}")
         return {k: out[k] for k in EDITABLE}
 
     # -- trash --------------------------------------------------------------------------------
@@ -746,16 +760,20 @@ class Credentials:
         return self.info(teng, t_name)
 
     # -- search -------------------------------------------------------------------------------
-    def find(self, text: str, *, fields: bool = True) -> builtins.list[FindHit]:
+    def find(
+        self, text: str, *, fields: bool = True, reason: str | None = None
+    ) -> builtins.list[FindHit]:
         """Credentials and systems matching ``text`` (case-insensitive substring).
 
         Names in every engagement the member may list; usernames, URLs, notes, addresses and
-        details only where the member may read (decrypted here, never sent anywhere). Each
+        details only where the member may read (decrypted here, never sent anywhere) and,
+        in an engagement that requires a reason for reads, only given ``reason``. Each
         engagement whose fields were searched gets a ``find`` entry before results return.
         Hits name the field that matched, never its value.
         """
         s = self.s
         needle = validate.text(text, "search text", max_len=256, multiline=False)
+        reason = validate.reason(reason)
         if not needle or not needle.strip():
             raise InvalidInput("the search text is empty")
         low = needle.lower()
@@ -769,6 +787,8 @@ class Credentials:
                 continue
             listable[eng.id] = eng
             if fields and permits("credential.find", role, admin=False):
+                if s.lacks_reason(eng, reason):
+                    continue  # names only: a field search is a read (and an oracle)
                 readable.append(eng)
         hits: builtins.list[FindHit] = [
             FindHit(listable[eid].name, typ, name, "name")
@@ -804,7 +824,8 @@ class Credentials:
         with s.store.write():  # fail closed: the searches are on record before results leave
             for eng in searched:
                 n = counts.get(eng.name, 0)
-                s.log("find", eng.name, None, "ok", f"fields searched; {n} matches")
+                why = f"; reason: {reason}" if reason else ""
+                s.log("find", eng.name, None, "ok", f"fields searched; {n} matches{why}")
             s.log("find", None, None, "ok", f"{len(hits)} matches in {len(listable)} engagements")
         hits.sort(key=lambda h: (h.engagement, h.type, h.name))
         return hits

@@ -1,7 +1,8 @@
 """Hand secrets to other programs without argv, files or the terminal: ``run`` and ``ssh``.
 
 ``run``: a command gets the named secrets in its environment only (its own, not the
-caller's); each read is audited with the command's name as the reason; its exit status is
+caller's); each read is audited with the command's name before the user's reason (the name is no reason:
+an engagement that requires one still needs ``--reason``); its exit status is
 passed through; with ``mask`` its output is filtered so the secrets never reach the terminal.
 
 ``ssh``: the system's address and port and the credential linked to it are read in one
@@ -105,9 +106,10 @@ def read_env(
         if s.var in seen:
             raise InvalidInput(f"--env {s.var} given twice")
         seen.add(s.var)
-    why = command_reason(argv, reason)
+    via = command_reason(argv)  # in the audit detail; only the user's reason is a reason
     creds = {
-        ref: vault.credentials.get(ref, reason=why) for ref in dict.fromkeys(s.ref for s in specs)
+        ref: vault.credentials.get(ref, reason=reason, via=via)
+        for ref in dict.fromkeys(s.ref for s in specs)
     }
     out: dict[str, Secret] = {}
     for s in specs:
@@ -272,8 +274,7 @@ def plan_ssh(
             )
         credential = linked[0].name
     ref = f"{eng}/{validate.name(credential, 'credential name')}"
-    why = f"ssh {system}" + (f": {reason}" if reason else "")
-    c = vault.credentials.get(ref, reason=why)
+    c = vault.credentials.get(ref, reason=reason, via=f"ssh {system}")
     if c.system != system:
         raise InvalidInput(f"{ref} is not linked to system {system}")
     if c.kind not in SSH_KINDS:

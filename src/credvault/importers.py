@@ -29,7 +29,7 @@ import re
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 from urllib.parse import urlsplit
 
 from credvault import validate
@@ -54,6 +54,8 @@ HOST_SCHEMES = {"ssh": 22, "sftp": 22, "scp": 22, "rdp": 3389, "telnet": 23, "vn
 _HOST_KEYS = ("host", "hostname", "address", "ip", "server")
 _BAD = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_SOURCE = 256 * 1024 * 1024  # no export of a team vault is this large
+MAX_GROUP_DEPTH = 256  # KeePass folders; no real tree comes near it
+_PORT = re.compile(r"[0-9]{1,5}\Z")  # ASCII digits only: '²'.isdigit() is True, int('²') fails
 CSV_FIELDS = ("name", "secret", "username", "url", "notes", "host", "port", "protocol", "kind")
 
 
@@ -259,7 +261,7 @@ def _entry(
             host = h or given
             port = p_ if h and ("://" in given or given.rsplit(":", 1)[-1].isdigit()) else None
             proto = pr if "://" in given else None
-        if extra.get("port", "").isdigit():
+        if _PORT.match(extra.get("port", "")):
             port = int(extra["port"])
         proto = extra.get("protocol") or proto
     return RawEntry(
@@ -293,6 +295,40 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
+class _Doctype(Exception):
+    """Raised from expat's handlers: the document declares a DOCTYPE or an entity."""
+
+
+def _refuse_doctype(data: bytes) -> None:
+    """Refuse any DOCTYPE or entity declaration, as expat itself reads the document.
+
+    A byte search for ``<!DOCTYPE`` misses the same document in UTF-16 (or any encoding
+    expat accepts) and anything past the bytes it looks at; expat's own declaration
+    handlers see every declaration whatever the encoding or position. Entities can only be
+    declared inside a DOCTYPE, so nothing is expanded by the parse that builds the tree.
+    A scan with no other handlers costs about a quarter of the tree's parse.
+    """
+    from xml.parsers import expat
+
+    def refuse(*_args: object) -> NoReturn:
+        raise _Doctype
+
+    p = expat.ParserCreate()
+    p.StartDoctypeDeclHandler = refuse
+    p.EntityDeclHandler = refuse
+    p.UnparsedEntityDeclHandler = refuse
+    p.ExternalEntityRefHandler = refuse
+    try:
+        p.Parse(data, True)
+    except _Doctype:
+        raise SourceError("KeePass XML with a DOCTYPE or entities is refused") from None
+    except expat.ExpatError as err:
+        raise SourceError(f"not a KeePass XML export: {err}") from None
+
+
+_KP_STANDARD = ("Title", "UserName", "Password", "URL", "Notes")
+
+
 def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     """KeePass 2 XML (``keepassxc-cli export -f xml``, KeePassXC "Export to XML").
 
@@ -301,9 +337,7 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     """
     import xml.etree.ElementTree as ET  # DOCTYPE refused before parsing
 
-    head = data[:4096].lower()
-    if b"<!doctype" in head or b"<!entity" in data.lower():
-        raise SourceError("KeePass XML with a DOCTYPE or entities is refused")
+    _refuse_doctype(data)
     try:
         with _no_gc():
             root = ET.fromstring(data)  # noqa: S314
@@ -314,15 +348,25 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     bin_uuid = (root.findtext("Meta/RecycleBinUUID") or "").strip()
     out: list[RawEntry | Skipped] = []
 
-    def walk(group: ET.Element, path: str, in_bin: bool) -> None:
+    # Depth first in document order, with a stack rather than recursion: a hostile export
+    # may nest groups deeper than Python's recursion limit (and its paths grow with depth).
+    stack = [(g, "", False, 1) for g in reversed(root.findall("Root/Group"))]
+    while stack:
+        group, path, in_bin, depth = stack.pop()
+        if depth > MAX_GROUP_DEPTH:
+            raise SourceError(f"KeePass groups nested deeper than {MAX_GROUP_DEPTH} levels")
         gname = group.findtext("Name") or ""
         here = f"{path}/{gname}" if path else gname
         in_bin = in_bin or (bool(bin_uuid) and (group.findtext("UUID") or "") == bin_uuid)
         for entry in group.findall("Entry"):
-            strings = {
-                (s.findtext("Key") or ""): (s.findtext("Value") or "")
-                for s in entry.findall("String")
-            }
+            strings: dict[str, str] = {}
+            protected: list[str] = []
+            for s in entry.findall("String"):
+                key = s.findtext("Key") or ""
+                strings[key] = s.findtext("Value") or ""
+                value = s.find("Value")
+                if value is not None and value.get("Protected", "").lower() == "true":
+                    protected.append(key)
             title = strings.pop("Title", "")
             source = f"{here}/{title}"
             if in_bin:
@@ -330,6 +374,11 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
                 continue
             secret = strings.pop("Password", "")
             totp = [strings.pop(k) for k in ("otp", "TOTP Seed", "TOTP Settings") if k in strings]
+            # A protected custom string (a PIN, a recovery code) is a secret: it must not
+            # become a line of the notes, which credvault treats as not secret.
+            hidden = [k for k in protected if k not in _KP_STANDARD and k in strings]
+            for k in hidden:
+                del strings[k]
             e = _entry(
                 source,
                 title,
@@ -342,13 +391,13 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
             out.append(e)
             if any(totp):
                 out.append(Skipped(source, "TOTP seed not imported (the entry was)"))
+            out += [
+                Skipped(source, f"protected field {k!r} not imported (the entry was)")
+                for k in hidden
+            ]
             if entry.findall("Binary"):
                 out.append(Skipped(source, "attachment not imported (the entry was)"))
-        for sub in group.findall("Group"):
-            walk(sub, here, in_bin)
-
-    for g in root.findall("Root/Group"):
-        walk(g, "", False)
+        stack += [(sub, here, in_bin, depth + 1) for sub in reversed(group.findall("Group"))]
     return out
 
 
@@ -406,6 +455,7 @@ def export_kdbx(path: Path, password: Secret, *, keyfile: Path | None = None) ->
 # ---------------------------------------------------------------- Bitwarden
 
 
+_BW_HIDDEN = 1  # custom field types: 0 text, 1 hidden, 2 boolean, 3 linked
 _BW_TYPES = {1: "login", 2: "secure note", 3: "card", 4: "identity", 5: "SSH key"}
 
 
@@ -415,57 +465,105 @@ def parse_bitwarden_json(data: bytes) -> list[RawEntry | Skipped]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise SourceError("not a Bitwarden JSON export: invalid JSON") from None
+    except RecursionError:  # the C decoder's own guard against deep nesting
+        raise SourceError("not a Bitwarden JSON export: nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise SourceError("not a Bitwarden JSON export: no items")
     if doc.get("encrypted") is True:
         raise SourceError("this Bitwarden export is encrypted: export as unencrypted JSON")
-    folders = {
-        f.get("id"): str(f.get("name") or "")
-        for f in doc.get("folders") or []
-        if isinstance(f, dict)
-    }
+    try:
+        folders = {
+            f["id"]: str(f.get("name") or "")
+            for f in _bw_list(doc, "folders")
+            if isinstance(f, dict) and isinstance(f.get("id"), str)
+        }
+    except _Malformed as err:
+        raise SourceError(f"not a Bitwarden JSON export: {err}") from None
     out: list[RawEntry | Skipped] = []
     for n, it in enumerate(doc["items"], start=1):
         if not isinstance(it, dict):
             out.append(Skipped(f"item {n}", "not an object"))
             continue
-        title = str(it.get("name") or "")
-        folder = folders.get(it.get("folderId"), "")
+        name = it.get("name")
+        title = name if isinstance(name, str) else ""
+        folder_id = it.get("folderId")
+        folder = folders.get(folder_id, "") if isinstance(folder_id, str) else ""
         source = f"{folder}/{title}" if folder else title or f"item {n}"
-        typ = it.get("type")
-        extra = {
-            str(f.get("name") or ""): str(f.get("value") or "")
-            for f in it.get("fields") or []
-            if isinstance(f, dict)
-        }
-        notes = it.get("notes") if isinstance(it.get("notes"), str) else None
-        if typ == 1:
-            login = it.get("login") or {}
-            uris = [u.get("uri") for u in login.get("uris") or [] if isinstance(u, dict)]
-            uris = [u for u in uris if isinstance(u, str) and u]
-            e = _entry(
-                source, title, login.get("password"), login.get("username"),
-                uris[0] if uris else None, notes, extra,
-            )  # fmt: skip
-            out.append(e)
-            if len(uris) > 1:
-                out.append(Skipped(source, f"{len(uris) - 1} further URIs not imported"))
-            if login.get("totp"):
-                out.append(Skipped(source, "TOTP seed not imported (the login was)"))
-        elif typ == 2:  # a secure note: its text is the secret
-            out.append(_entry(source, title, notes, None, None, None, extra, kind="other"))
-        elif typ == 5:
-            ssh = it.get("sshKey") or {}
-            out.append(
-                _entry(source, title, ssh.get("privateKey"), None, None, notes, extra, "ssh-key")
-            )
-        else:
-            out.append(
-                Skipped(
-                    source,
-                    f"{_BW_TYPES.get(typ if isinstance(typ, int) else 0, 'unknown')} items are not imported",
-                )
-            )
+        try:
+            out += _bw_item(it, source, title)
+        except _Malformed as err:  # not what Bitwarden writes: refuse the file, one line
+            raise SourceError(f"not a Bitwarden JSON export: item {n}: {err}") from None
+    return out
+
+
+class _Malformed(Exception):
+    """A Bitwarden item whose fields are not of the documented types (a SourceError)."""
+
+
+def _bw_list(obj: Mapping[str, object], key: str) -> list[object]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Malformed(f"{key} is not a list")
+    return value
+
+
+def _bw_obj(obj: Mapping[str, object], key: str) -> dict[str, object]:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Malformed(f"{key} is not an object")
+    return value
+
+
+def _bw_text(obj: Mapping[str, object], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _Malformed(f"{key} is not text")
+
+
+def _bw_item(it: dict[str, object], source: str, title: str) -> list[RawEntry | Skipped]:
+    """One Bitwarden item, type-checked field by field (:class:`_Malformed` otherwise)."""
+    out: list[RawEntry | Skipped] = []
+    typ = it.get("type")
+    fields = [f for f in _bw_list(it, "fields") if isinstance(f, dict)]
+    # Hidden fields (type 1: an API key, a PIN) are secrets: never demoted to the notes.
+    hidden = [str(f.get("name") or "") for f in fields if f.get("type") == _BW_HIDDEN]
+    extra = {
+        str(f.get("name") or ""): str(f.get("value") or "")
+        for f in fields
+        if f.get("type") != _BW_HIDDEN
+    }
+    raw_notes = it.get("notes")
+    notes = raw_notes if isinstance(raw_notes, str) else None
+    if typ == 1:
+        login = _bw_obj(it, "login")
+        found = [u.get("uri") for u in _bw_list(login, "uris") if isinstance(u, dict)]
+        uris = [u for u in found if isinstance(u, str) and u]
+        e = _entry(
+            source, title, _bw_text(login, "password"), _bw_text(login, "username"),
+            uris[0] if uris else None, notes, extra,
+        )  # fmt: skip
+        out.append(e)
+        if len(uris) > 1:
+            out.append(Skipped(source, f"{len(uris) - 1} further URIs not imported"))
+        if login.get("totp"):
+            out.append(Skipped(source, "TOTP seed not imported (the login was)"))
+    elif typ == 2:  # a secure note: its text is the secret
+        out.append(_entry(source, title, notes, None, None, None, extra, kind="other"))
+    elif typ == 5:
+        ssh = _bw_obj(it, "sshKey")
+        out.append(
+            _entry(source, title, _bw_text(ssh, "privateKey"), None, None, notes, extra, "ssh-key")
+        )
+    else:
+        what = _BW_TYPES.get(typ if isinstance(typ, int) else 0, "unknown")
+        out.append(Skipped(source, f"{what} items are not imported"))
+        return out
+    out += [Skipped(source, f"hidden field {n!r} not imported (the item was)") for n in hidden]
     return out
 
 
@@ -560,7 +658,7 @@ def parse_csv(data: bytes, mapping: Mapping[str, str]) -> list[RawEntry | Skippe
         row = dict(zip(header, r, strict=False))
         got = {f: row.get(c, "") for f, c in mapping.items()}
         host, port_s = got.get("host"), got.get("port")
-        port = int(port_s) if port_s and port_s.isdigit() else None
+        port = int(port_s) if port_s and _PORT.match(port_s) else None
         if port_s and port is None:
             out.append(Skipped(f"line {i}", "port is not a number"))
             continue

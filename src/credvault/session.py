@@ -117,10 +117,11 @@ class Session:
     ) -> int:
         return self.audit.append(self.now(), self.member, action, engagement, item, outcome, detail)
 
-    def log_export(self, engagement: str, count: int) -> None:
+    def log_export(self, engagement: str, count: int, reason: str | None = None) -> None:
         """Record a client export in its own committed transaction (fail closed)."""
+        detail = f"{count} credentials exported" + (f"; reason: {reason}" if reason else "")
         with self.store.write():
-            self.log("export", engagement, None, "ok", f"{count} credentials exported")
+            self.log("export", engagement, None, "ok", detail)
 
     def deny(self, action: str, engagement: str | None, item: str | None, why: str) -> AccessDenied:
         """Audit a denial in its own transaction and return the error to raise."""
@@ -141,6 +142,22 @@ class Session:
         if not permits(operation, role, admin=self.is_admin):
             held = f"role {role.value}" if role else "no grant"
             raise self.deny(OPERATIONS[operation].verb, engagement, item, held)
+
+    def require_reason(
+        self, eng: Engagement, operation: str, item: str | None, reason: str | None
+    ) -> None:
+        """The engagement's ``--require-reason`` rule, decided here for every read.
+
+        Only the member's own reason counts: a command reading on the member's behalf
+        (``run``, ``ssh``) names itself in the audit detail, but that is not a reason.
+        """
+        if self.lacks_reason(eng, reason):
+            raise self.refuse(operation, eng.name, item, "this engagement requires --reason")
+
+    @staticmethod
+    def lacks_reason(eng: Engagement, reason: str | None) -> bool:
+        """Whether a read of ``eng`` given ``reason`` falls foul of ``--require-reason``."""
+        return eng.require_reason and not reason
 
     def refuse(
         self, operation: str, engagement: str | None, item: str | None, why: str

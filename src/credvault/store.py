@@ -35,6 +35,7 @@ from credvault.model import (
     TrashEntry,
     VersionRow,
 )
+from credvault.validate import KINDS
 
 FORMAT_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
@@ -167,6 +168,16 @@ def translate(exc: BaseException, what: str = "database") -> CredvaultError:
         return NotAVault(f"cannot open {what}")
     # Trigger/raise messages are ours or the test's; other texts may embed SQL: hide them.
     return StoreError(f"{what} error ({type(exc).__name__})")
+
+
+_CREATE_TABLE = re.compile(r"\s*CREATE TABLE (\w+)")
+
+
+def _whole(value: object) -> int:
+    """An INTEGER column's value, strictly (SQLite would hand back text or a real)."""
+    if type(value) is not int:
+        raise ValueError("not an integer")
+    return value
 
 
 class Store:
@@ -345,6 +356,22 @@ class Store:
             raise translate(e) from None
         with self.write():
             self.migrate(1)
+
+    def schema_format(self) -> int:
+        """The format the tables are in, whatever ``meta`` claims: the newest step of
+        :data:`MIGRATIONS` whose tables all exist (1 if none). A step half there is
+        tampering or corruption (a migration is one transaction)."""
+        tables = {
+            str(r[0]) for r in self._all("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        fmt = 1
+        for version, stmts in sorted(MIGRATIONS.items()):
+            made = {m.group(1) for st in stmts if (m := _CREATE_TABLE.match(st))}
+            if made and made <= tables:
+                fmt = version
+            elif made & tables:
+                raise IntegrityError(f"vault database has part of format {version}'s tables")
+        return fmt
 
     def migrate(self, from_version: int) -> list[int]:
         """Apply the format steps after ``from_version`` (inside the caller's transaction)."""
@@ -849,29 +876,50 @@ class Store:
 
     @staticmethod
     def _version(r: Row) -> VersionRow:
-        return VersionRow(
-            int(r[0]),
-            bytes(r[1]),
-            int(r[2]),
-            r[3],
-            r[4],
-            r[5],
-            bytes(r[6]),
-            None if r[7] is None else bytes(r[7]),
-            None if r[8] is None else bytes(r[8]),
-            None if r[9] is None else bytes(r[9]),
-            r[10],
-            r[11],
-            r[12],
+        """A history row, checked: SQLite keeps whatever an insider writes into it (text in
+        an INTEGER column, a kind the live table's CHECK refuses), and credvault never
+        writes such a row, so one is tampering (exit 6), not an error of this program."""
+        try:
+            v = VersionRow(
+                _whole(r[0]),
+                bytes(r[1]),
+                _whole(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                bytes(r[6]),
+                None if r[7] is None else bytes(r[7]),
+                None if r[8] is None else bytes(r[8]),
+                None if r[9] is None else bytes(r[9]),
+                r[10],
+                r[11],
+                r[12],
+            )
+        except (TypeError, ValueError):
+            raise IntegrityError("credential history is corrupt or tampered with") from None
+        texts_ok = all(isinstance(r[i], str) for i in (3, 4, 10, 12)) and all(
+            r[i] is None or isinstance(r[i], str) for i in (5, 11)
         )
+        if v.version < 1 or v.kind not in KINDS or not texts_ok:
+            raise IntegrityError("credential history is corrupt or tampered with")
+        return v
 
     def insert_version(self, eng_id: int, v: NewVersion) -> None:
-        self._x(
-            "INSERT INTO credential_versions (engagement_id, credential_uid, version, name, "
-            "kind, system, secret_env, username_env, url_env, notes_env, created_at, "
-            "created_by, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (eng_id, *v),  # NewVersion is in column order
-        )
+        """Keep an earlier version. Its number comes from the live row; one the history
+        holds already (UNIQUE) means someone rewound that number: tampering."""
+        try:
+            self.conn.execute(
+                "INSERT INTO credential_versions (engagement_id, credential_uid, version, name, "
+                "kind, system, secret_env, username_env, url_env, notes_env, created_at, "
+                "created_by, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (eng_id, *v),  # NewVersion is in column order
+            )
+        except sqlcipher3.IntegrityError:
+            raise IntegrityError(
+                f"credential history: version {v.version} exists already (tampered with)"
+            ) from None
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
 
     def versions(self, uid: bytes) -> list[VersionRow]:
         """Earlier versions of one credential, oldest first (envelopes included)."""
@@ -903,9 +951,14 @@ class Store:
         ]
 
     def move_versions(self, uid: bytes, eng_id: int, name: str) -> None:
-        """Versions follow a credential moved to another engagement (re-sealed by the caller)."""
+        """Versions follow a credential moved to another engagement (re-sealed by the caller).
+
+        Their system names are cleared: they name systems of the engagement left behind, and
+        a revert would link the credential to a system of the same name in the target.
+        """
         self._x(
-            "UPDATE credential_versions SET engagement_id = ?, name = ? WHERE credential_uid = ?",
+            "UPDATE credential_versions SET engagement_id = ?, name = ?, system = NULL "
+            "WHERE credential_uid = ?",
             (eng_id, name, uid),
         )
 
@@ -984,10 +1037,26 @@ class Store:
         self._x("UPDATE credentials SET system_id = ? WHERE id = ?", (sys_id, cred_id))
 
     def credentials_linked_to(self, sys_id: int) -> list[bytes]:
+        """Uids of the credentials linked to a system, live or in the trash (both lose the
+        link when the system leaves the table, and get it back when it is restored)."""
         return [
             bytes(r[0])
-            for r in self._all("SELECT uid FROM credentials WHERE system_id = ?", (sys_id,))
+            for r in self._all(
+                "SELECT uid FROM credentials WHERE system_id = ? UNION ALL "
+                "SELECT uid FROM credential_trash WHERE system_id = ?",
+                (sys_id, sys_id),
+            )
         ]
+
+    def relink_trashed_credentials(self, uids: Sequence[bytes], sys_id: int) -> int:
+        """Give trashed, unlinked credentials among ``uids`` the restored system's new id."""
+        marks = ", ".join("?" for _ in uids)
+        cur = self._x(
+            f"UPDATE credential_trash SET system_id = ? "  # noqa: S608
+            f"WHERE system_id IS NULL AND uid IN ({marks})",
+            (sys_id, *uids),
+        )
+        return int(cur.rowcount)
 
     def expired_trash(self, now: str) -> tuple[list[tuple[int, bytes]], list[int]]:
         """(credential trash (id, uid), system trash ids) whose recovery period has ended."""

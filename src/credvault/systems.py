@@ -209,6 +209,8 @@ class Systems:
             relinked = s.store.credentials_by_uid(uids) if uids else []
             for cred_id in relinked:
                 s.store.link_credential(cred_id, sys_id)
+            if uids:  # and the ones still in the trash: restored later, they come back linked
+                s.store.relink_trashed_credentials(uids, sys_id)
             s.log("system-restore", eng.name, name, "ok", f"{len(relinked)} credentials relinked")
 
     def export_engagement(self, eng_name: str) -> builtins.list[System]:

@@ -409,6 +409,14 @@ class Vault:
         fmt = int(s.store.get_meta("format_version"))
         if fmt == FORMAT_VERSION:  # another process upgraded it while we waited
             return
+        # Before the backup (none is written per failed attempt): the tables must be in the
+        # format meta claims, or an insider rewound format_version and the steps would fail.
+        actual = s.store.schema_format()
+        if fmt < 1 or actual != fmt:
+            raise IntegrityError(
+                f"vault database claims format {fmt} but its tables are format {actual}: "
+                "tampered with"
+            )
         target = write_backup(s, default_backup_dir(s.path), next_free=True)
         with s.store.write():
             s.store.migrate(fmt)

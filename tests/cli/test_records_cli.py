@@ -175,3 +175,111 @@ def test_import_a_kdbx_written_by_keepassxc(cli_vault: CliRunner, tmp_path: Path
     assert len(r.err.strip().splitlines()) == 1
     assert "wrong" not in r.err
     assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+
+
+# -- $EDITOR saved without changes keeps the notes byte for byte --------------------------------
+@pytest.mark.parametrize(
+    "notes",
+    [
+        "  indented first line\nsecond\n",  # leading spaces and a trailing newline
+        "\nstarts with a blank line",
+        "ends with blank lines\n\n",
+    ],
+)
+def test_edit_without_changes_keeps_notes_byte_for_byte(
+    cli_vault: CliRunner, tmp_path: Path, notes: str
+) -> None:
+    """Opening the editor and saving unchanged must change nothing. parse_fields() stripped
+    the first notes line and leading/trailing newlines, so an untouched file was read back
+    as different notes: a new version was written ("edited ...: notes") and the notes'
+    whitespace was lost (it silently happened too when only the username was edited)."""
+    cli = cli_vault
+    r = cli("put", f"{ENG}/db", "--notes", notes, input=b"s3cret\n")
+    assert r.code == 0, r.err
+    r = cli("edit", f"{ENG}/db", env={"EDITOR": "true", "VISUAL": ""})
+    assert r.code == 0, r.err
+    assert r.text == f"{ENG}/db: nothing changed\n"
+    r = cli("get", f"{ENG}/db", "--json")
+    assert json.loads(r.out)["notes"] == notes
+
+
+def test_edit_of_username_leaves_notes_alone(cli_vault: CliRunner, tmp_path: Path) -> None:
+    cli = cli_vault
+    notes = "    indented code\n"
+    assert cli("put", f"{ENG}/db", "--notes", notes, input=b"s3cret\n").code == 0
+    editor = tmp_path / "ed.py"
+    editor.write_text(
+        "import sys\n"
+        "p = sys.argv[1]\n"
+        "t = open(p).read().replace('username: \\n', 'username: bob\\n')\n"
+        "open(p, 'w').write(t)\n"
+    )
+    r = cli("edit", f"{ENG}/db", env={"EDITOR": f"{sys.executable} {editor}", "VISUAL": ""})
+    assert r.code == 0, r.err
+    assert r.text == f"edited {ENG}/db: username\n"
+    got = json.loads(cli("get", f"{ENG}/db", "--json").out)
+    assert got["username"] == "bob"
+    assert got["notes"] == notes
+
+
+def test_editor_adding_a_final_newline_changes_no_notes(
+    cli_vault: CliRunner, tmp_path: Path
+) -> None:
+    """vi and most editors end the file with a newline: notes without one are kept as they
+    were, whether the file was saved untouched or only the username changed."""
+    cli = cli_vault
+    assert cli("put", f"{ENG}/db", "--notes", "  no final newline", input=b"s3cret\n").code == 0
+    editor = tmp_path / "ed.py"
+    editor.write_text(
+        "import sys\n"
+        "p = sys.argv[1]\n"
+        "t = open(p).read() + '\\n'\n"
+        "if len(sys.argv) > 2: t = t.replace('username: \\n', 'username: bob\\n')\n"
+        "open(p, 'w').write(t)\n"
+    )
+    r = cli("edit", f"{ENG}/db", env={"EDITOR": f"{sys.executable} {editor}", "VISUAL": ""})
+    assert r.text == f"{ENG}/db: nothing changed\n", r.err
+    env = {"EDITOR": f"{sys.executable} {editor} x", "VISUAL": ""}
+    # the path comes last: the editor sees it as argv[2] when given an extra word
+    editor.write_text(editor.read_text().replace("sys.argv[1]", "sys.argv[-1]"))
+    r = cli("edit", f"{ENG}/db", env=env)
+    assert r.text == f"edited {ENG}/db: username\n", r.err
+    got = json.loads(cli("get", f"{ENG}/db", "--json").out)
+    assert (got["username"], got["notes"]) == ("bob", "  no final newline")
+
+
+@pytest.mark.cli
+def test_import_report_does_not_pass_terminal_escapes(cli_vault: CliRunner, tmp_path: Path) -> None:
+    """Titles and folder names of a hostile export were printed raw in the import report
+    (source column): an ESC sequence reached the user's terminal (OSC title / screen
+    rewrite). Errors go through terminal.err(), which replaces control characters; the
+    report does the same (terminal.printable)."""
+    evil = "\x1b]0;owned\x07\x1b[2J"
+    doc = {
+        "encrypted": False,
+        "folders": [{"id": "f1", "name": "Clients" + evil}],
+        "items": [
+            {"type": 1, "name": "web" + evil, "folderId": "f1", "login": {"password": "pw1"}},
+            {"type": 3, "name": "card" + evil},  # skipped: its source is printed too
+        ],
+    }
+    src = tmp_path / "bw.json"
+    src.write_text(json.dumps(doc))
+    r = cli_vault("import", ENG, str(src), "--format", "bitwarden-json", "--dry-run")
+    assert r.code == 0, r.err
+    assert b"\x1b" not in r.out, r.out
+    assert b"\x07" not in r.out, r.out
+
+
+@pytest.mark.cli
+def test_import_of_malformed_bitwarden_is_one_clear_line_exit_2(
+    cli_vault: CliRunner, tmp_path: Path
+) -> None:
+    """Through the CLI a malformed item was 'internal error (AttributeError); please
+    report it', exit 1, instead of the SourceError line with exit 2."""
+    src = tmp_path / "bw.json"
+    src.write_text(json.dumps({"items": [{"type": 5, "name": "k", "sshKey": "x"}]}))
+    r = cli_vault("import", ENG, str(src), "--format", "bitwarden-json", "--dry-run")
+    assert "internal error" not in r.err
+    assert r.code == 2, r.err
+    assert r.err == "credvault: not a Bitwarden JSON export: item 1: sshKey is not an object\n"

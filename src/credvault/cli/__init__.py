@@ -451,6 +451,7 @@ TABLE: tuple[Command, ...] = (
                 choices=["username", "url", "notes", "system"],
                 help="empty this field (repeatable)",
             ),
+            arg("--reason", help="why you open its fields (ticket number); recorded in the audit"),
         ),
     ),
     Command(
@@ -466,6 +467,7 @@ TABLE: tuple[Command, ...] = (
         (
             arg("text"),
             arg("--names-only", action="store_true", help="do not decrypt fields"),
+            arg("--reason", help="recorded in the audit; needed to search fields where required"),
             JSON,
         ),
     ),
@@ -665,6 +667,7 @@ TABLE: tuple[Command, ...] = (
                 (
                     arg("client", value="client"),
                     arg("--output", metavar="FILE", value="file", help="write to a new 0600 file"),
+                    arg("--reason", help="why (ticket number); recorded in the audit"),
                 ),
             ),
             Command(

@@ -751,7 +751,7 @@ def cmd_client_ls(args: argparse.Namespace) -> int:
 def cmd_client_export(args: argparse.Namespace) -> int:
     """Everything held for a client, secrets included, as JSON (stdout or a new 0600 file)."""
     with open_vault(args) as v:
-        data = v.clients.export(args.client)
+        data = v.clients.export(args.client, reason=args.reason)
         text = json.dumps(data, indent=1) + "\n"
         if args.output:
             write_new_private(Path(args.output), text.encode())

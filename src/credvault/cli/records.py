@@ -113,7 +113,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         changes[f] = None
     with open_vault(args) as v:
         if not changes:
-            before = v.credentials.fields(args.ref)
+            before = v.credentials.fields(args.ref, reason=args.reason)
             after = _edit_in_editor(args.ref, before)
             changes = {k: val for k, val in after.items() if before.get(k) != val}
             if not changes:
@@ -147,7 +147,13 @@ def _edit_in_editor(ref: str, fields: dict[str, str | None]) -> dict[str, str | 
         edited = path.read_text(encoding="utf-8")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return parse_fields(edited)
+    if edited in (text, text + "\n"):  # saved untouched (many editors add a final newline)
+        return dict(fields)
+    after = parse_fields(edited)
+    notes = fields.get("notes")
+    if notes and not notes.endswith("\n") and after.get("notes") == notes + "\n":
+        after["notes"] = notes  # the editor's final newline, not the user's
+    return after
 
 
 def parse_fields(text: str) -> dict[str, str | None]:
@@ -163,9 +169,9 @@ def parse_fields(text: str) -> dict[str, str | None]:
             raise InvalidInput(
                 f"line {i + 1}: expected 'field: value' for one of {', '.join(_FIELDS)}, notes"
             )
-        if key == "notes":
-            notes = "\n".join([value.strip(), *lines[i + 1 :]]).strip("\n")
-            out["notes"] = notes or None
+        if key == "notes":  # the rest of the file as it is: whitespace is the user's
+            first = [value.strip()] if value.strip() else []
+            out["notes"] = "\n".join([*first, *lines[i + 1 :]]) or None
             break
         out[key] = value.strip() or None
     for f in (*_FIELDS, "notes"):
@@ -206,7 +212,7 @@ def cmd_mv(args: argparse.Namespace) -> int:
 def cmd_find(args: argparse.Namespace) -> int:
     """Credentials and systems whose name (or, where you may read, fields) contain TEXT."""
     with open_vault(args) as v:
-        hits = v.credentials.find(args.text, fields=not args.names_only)
+        hits = v.credentials.find(args.text, fields=not args.names_only, reason=args.reason)
     render(
         args,
         [h.to_json() for h in hits],
@@ -250,10 +256,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{verb} {len(plan.items)} credentials and {len(plan.systems)} systems into "
         f"{args.name}; {len(plan.skipped)} skipped"
     )
+    p = t.printable  # sources are the import file's titles and folders: no raw escapes
     for i in plan.items:
-        t.out(f"  + {i.name}" + (f" (system {i.system})" if i.system else "") + f"  <- {i.source}")
+        system = f" (system {i.system})" if i.system else ""
+        t.out(f"  + {p(i.name)}{system}  <- {p(i.source)}")
     for sysp in plan.systems:
-        t.out(f"  + system {sysp.name}")
+        t.out(f"  + system {p(sysp.name)}")
     for sk in plan.skipped:
-        t.out(f"  - {sk.source}: {sk.reason}")
+        t.out(f"  - {p(sk.source)}: {p(sk.reason)}")
     return EXIT_OK

@@ -108,7 +108,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         out("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (escapes, newlines) replaced by ``?``:
+    for anything from outside (an import file's titles) shown on the terminal."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 def err(message: str) -> None:
     """One line on stderr; control characters replaced so nothing can rewrite the terminal."""
-    clean = "".join(ch if ch.isprintable() else "?" for ch in message.splitlines()[0] if ch)
-    sys.stderr.write(f"credvault: {clean}\n")
+    sys.stderr.write(f"credvault: {printable((message.splitlines() or [''])[0])}\n")
