@@ -89,22 +89,13 @@ class Env:
 
 @pytest.fixture
 def kenv(service_env: dict[str, str], tmp_path: Path) -> Env:
+    """A vault with acme-2026/db (``s3cret``), built through the library in-process: the
+    keyring behaviour under test is in the CLI processes each test runs, not in the set-up."""
     e = Env(service_env, tmp_path)
-    r = e.run("init", "--kdf", KDF_ARG, "--recovery-file", str(tmp_path / "rec"), passphrase=True)
-    assert r.returncode == 0, r.stderr
-    assert (
-        e.run("engagement", "new", "acme-2026", "--client", "acme", passphrase=True).returncode == 0
-    )
-    r = subprocess.run(
-        [sys.executable, "-m", "credvault", "put", "acme-2026/db"],
-        input="s3cret\n",
-        env=dict(e.env, CREDVAULT_PASSPHRASE_FILE=str(e.pwfile)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
+    Vault.init(e.vault, "alice", PASSWORDS["alice"], kdf=KDF, recovery_file=tmp_path / "rec")
+    with Vault.open(e.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        v.engagements.create("acme-2026", "acme")
+        v.credentials.put("acme-2026/db", b"s3cret")
     return e
 
 

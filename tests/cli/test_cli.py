@@ -119,21 +119,22 @@ class CliVault:
 def build_vault(root: Path, *, closed_engagement: bool = False) -> CliVault:
     """Admin alice, member bob (no grant), acme-2026 led by alice with system web1 and
     credential web1-root (``hunter2``, username root, linked to web1); optionally old-2025
-    (client acme) closed with a 30-day grace."""
+    (client acme) closed with a 30-day grace.
+
+    Built through the library in-process (what ``init``, ``member add``, ``engagement new``,
+    ``system add``, ``put`` and ``engagement close`` call), not through seven CLI processes:
+    these fixtures set the scene; the commands themselves are tested below and in
+    ``cli_vault_template`` (conftest), which is still built with the CLI."""
     cv = CliVault(root, make_env(root))
-    cv.ok("init", "--kdf", KDF_ARG, "--recovery-file", str(root / "recovery"))
-    cv.ok("member", "add", "bob", "--passphrase-file", cv.env["TEST_PASS_BOB"], "--kdf", KDF_ARG)
-    cv.ok("engagement", "new", "acme-2026", "--client", "acme")
-    cv.ok(
-        "system", "add", "acme-2026/web1", "--address", "10.0.0.1", "--port", "22",
-        "--protocol", "ssh", "--details", "debian 12",
-    )  # fmt: skip
-    cv.ok(
-        "put", "acme-2026/web1-root", "--username", "root", "--system", "web1", input=b"hunter2\n"
-    )
-    if closed_engagement:
-        cv.ok("engagement", "new", "old-2025", "--client", "acme")
-        cv.ok("engagement", "close", "old-2025", "--grace-days", "30")
+    Vault.init(cv.vault, "alice", PASSWORDS["alice"], kdf=KDF, recovery_file=root / "recovery")
+    with Vault.open(cv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        v.members.add("bob", passphrase=PASSWORDS["bob"].encode())
+        v.engagements.create("acme-2026", "acme")
+        v.systems.add("acme-2026/web1", "10.0.0.1", port=22, protocol="ssh", details="debian 12")
+        v.credentials.put("acme-2026/web1-root", b"hunter2", username="root", system="web1")
+        if closed_engagement:
+            v.engagements.create("old-2025", "acme")
+            v.engagements.close("old-2025", grace_days=30)
     return cv
 
 

@@ -2,15 +2,24 @@
 ``put`` (stdin) → ``get -n``; arbitrary bad names, addresses, ports, dates and roles always get
 exit 2 and one line on stderr, and never change what the vault holds.
 
-Each example costs one or two CLI processes, so the example counts are kept small.
+The first examples of each property run ``python -m credvault`` as a subprocess, as a user
+runs it; the rest call the same entry point (``credvault.cli.main``) in-process with the same
+argv, stdin bytes, environment and no terminal, and capture stdout/stderr as bytes. That keeps
+the real-process contract checked on every run while the remaining examples cost no Python
+start-up each (a subprocess per example made this module one of the slowest in the suite).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
 import itertools
+import os
 import re
 import string
+import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,8 +27,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import KDF, KDF_ARG, PASSWORDS
+from conftest import KDF, KDF_ARG, PASSWORDS, CliResult
 from credvault import Vault
+from credvault.cli import main as cli_main
+from credvault.cli import terminal
 
 from .test_cli import CliVault, assert_one_error_line, build_vault, cli_snapshot
 
@@ -142,6 +153,59 @@ def lib_snapshot(path: Path) -> dict[str, object]:
         }
 
 
+SUBPROCESS_EXAMPLES = 4  # per property: the first examples run as real processes
+
+
+@contextlib.contextmanager
+def _as_process(env: dict[str, str], stdin: bytes) -> Iterator[tuple[io.BytesIO, io.BytesIO]]:
+    """What a ``start_new_session`` subprocess sees: exactly ``env``, piped stdin, no
+    controlling terminal; stdout and stderr captured as bytes. Restored afterwards."""
+    saved_env = dict(os.environ)
+    saved = sys.stdin, sys.stdout, sys.stderr
+    out, err = io.BytesIO(), io.BytesIO()
+    streams = (
+        io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"),
+        io.TextIOWrapper(out, encoding="utf-8", write_through=True),
+        io.TextIOWrapper(err, encoding="utf-8", errors="backslashreplace"),
+    )
+    mp = pytest.MonkeyPatch()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        sys.stdin, sys.stdout, sys.stderr = streams
+        mp.setattr(terminal, "has_terminal", lambda: False)
+        yield out, err
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+        mp.undo()
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for stream in streams:
+            stream.flush()
+            stream.detach()  # keep the BytesIO open for the caller
+
+
+def run_in_process(cv: CliVault, *args: str, input: bytes = b"") -> CliResult:
+    """``cv.run`` without the process: ``credvault.cli.main(argv)`` as ``__main__`` calls it."""
+    with _as_process(cv.environ(), input) as (out, err):
+        try:
+            code = cli_main(list(args))
+        except SystemExit as e:  # argparse usage errors exit from inside parse()
+            code = e.code if isinstance(e.code, int) else 1
+    return CliResult(code, out.getvalue(), err.getvalue().decode("utf-8", errors="replace"))
+
+
+def runner(cv: CliVault, serial: Iterator[int]) -> Callable[..., CliResult]:
+    """A real subprocess for the first examples, then the in-process entry point."""
+    if next(serial) < SUBPROCESS_EXAMPLES:
+        return cv.run
+
+    def run(*args: str, input: bytes = b"") -> CliResult:
+        return run_in_process(cv, *args, input=input)
+
+    return run
+
+
 @pytest.fixture(scope="module")
 def pv(tmp_path_factory: pytest.TempPathFactory) -> CliVault:
     return build_vault(tmp_path_factory.mktemp("cli-props"), closed_engagement=True)
@@ -155,10 +219,12 @@ _serial = itertools.count()
 def test_secret_bytes_round_trip(pv: CliVault, value: bytes, newline: bool) -> None:
     # piped input loses exactly one trailing newline: either add one, or send none
     assume(newline or not value.endswith(b"\n"))
-    ref = f"acme-2026/rt-{next(_serial)}"
-    r = pv.run("put", ref, input=value + (b"\n" if newline else b""))
+    n = next(_serial)
+    run = runner(pv, iter([n]))
+    ref = f"acme-2026/rt-{n}"
+    r = run("put", ref, input=value + (b"\n" if newline else b""))
     assert r.code == 0, r.err
-    r = pv.run("get", ref, "-n")
+    r = run("get", ref, "-n")
     assert r.code == 0, r.err
     assert r.out == value
 
@@ -167,12 +233,15 @@ def test_bad_input_is_refused_and_changes_nothing(pv: CliVault) -> None:
     before_cli = cli_snapshot(pv)
     assert all(not isinstance(v, str) for v in before_cli.values()), before_cli
     before = lib_snapshot(pv.vault)
+    examples = itertools.count()
 
     @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(cmd=bad_commands)
     def bad_command(cmd: Cmd) -> None:
         _what, argv, stdin = cmd
-        r = pv.run(*[a.replace("{bob}", pv.env["TEST_PASS_BOB"]) for a in argv], input=stdin)
+        r = runner(pv, examples)(
+            *[a.replace("{bob}", pv.env["TEST_PASS_BOB"]) for a in argv], input=stdin
+        )
         assert r.code == 2, (argv, r.code, r.err)
         assert_one_error_line(r)
         assert lib_snapshot(pv.vault) == before
