@@ -123,7 +123,7 @@ class Link(NamedTuple):
 
     def hash(self) -> bytes:
         """What the next link names as ``prev`` and a witness records."""
-        return p.digest(labels.MEMBER_LOG_HASH + self.to_bytes())
+        return chain_hash(self.to_bytes())
 
     def field(self, name: str) -> str | bytes | int:
         names = [n for n, _ in FIELDS[self.kind]]
@@ -244,6 +244,11 @@ class State(NamedTuple):
             )
 
 
+def chain_hash(blob: bytes) -> bytes:
+    """SHA-256 of the chain label and a link's bytes (docs/format.md §17)."""
+    return p.digest(labels.MEMBER_LOG_HASH + blob)
+
+
 # -- encoding ---------------------------------------------------------------------------------
 def _decode(data: bytes) -> list[bytes]:
     """Inverse of :func:`labels.encode` (strict: no trailing bytes)."""
@@ -305,14 +310,14 @@ def apply(state: State | None, blob: bytes, trust: Trust) -> State:
     p.verify(
         link.signer_key,
         labels.MEMBER_LOG,
-        link.body(),
+        blob[:-SIG_LEN],  # the parser checked these are exactly link.body()
         link.signature,
         f"membership link {link.seq} ({link.kind})",
     )
     new = _transition(state, link)
     if not new.leads():
         raise IntegrityError(f"membership link {link.seq} would leave the engagement without lead")
-    return new._replace(seq=link.seq, head=link.hash(), time=link.time)
+    return new._replace(seq=link.seq, head=chain_hash(blob), time=link.time)
 
 
 def _check_place(state: State | None, link: Link, trust: Trust) -> None:
@@ -484,8 +489,7 @@ def position_of(blobs: Iterable[bytes]) -> Position:
     """The position of a log without verifying it (for a witness already checked)."""
     pos = Position(-1, ZERO_HASH)
     for blob in blobs:
-        link = Link.from_bytes(blob)
-        pos = Position(link.seq, link.hash())
+        pos = Position(Link.from_bytes(blob).seq, chain_hash(blob))
     return pos
 
 
