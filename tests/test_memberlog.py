@@ -408,6 +408,20 @@ def test_fork_is_caught_by_the_witness() -> None:
         ml.check_witness(hashes_b, a.st.position)
 
 
+def test_links_of_two_forks_cannot_be_spliced() -> None:
+    """Each link names its predecessor's hash: a valid link of one fork does not continue
+    another, even at the right position and signed by an entitled lead."""
+    a = Log()
+    a.rotate("k1")
+    a.grant(BOB, ml.READER)
+    b = Log()
+    b.rotate("k1-other")
+    b.grant(CAROL, ml.READER)
+    assert a.blobs[0] == b.blobs[0]
+    assert "broken at link 2" in _refused([*a.blobs[:2], b.blobs[2]])
+    assert "broken at link 2" in _refused([a.blobs[0], b.blobs[1], a.blobs[2]])
+
+
 def test_position_of_matches_replay() -> None:
     log = _history()
     assert ml.position_of(log.blobs) == log.st.position
