@@ -414,6 +414,9 @@ PLAIN_FORMS: dict[str, Callable[[Path, Vault | None], object]] = {
     "members.add(str)": lambda p, v: v and v.members.add("bob", passphrase=PLAIN_PASS),
     "members.add(bytes)": lambda p, v: v and v.members.add("bob", passphrase=PLAIN_PASS.encode()),
     "members.reset(str)": lambda p, v: v and v.members.reset("nobody", PLAIN_PASS),
+    "Vault.restore(str)": lambda p, v: Vault.restore(
+        p / "no-such.cvb", p / "r", "alice", PLAIN_PASS
+    ),
 }
 
 

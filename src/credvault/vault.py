@@ -292,10 +292,12 @@ class Vault:
         """
         from credvault.backup import RESTORED_FILES, unpack
 
+        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        del source  # a str or bytes passphrase must not stay a local of this frame
         file, target = Path(file), Path(target)
         unpack(file, target)
         try:
-            with cls.open(target, member, source, kdf=kdf, clock=clock, auto_purge=False) as v:
+            with cls.open(target, member, src, kdf=kdf, clock=clock, auto_purge=False) as v:
                 problems = v.integrity_check()
                 if problems:
                     raise IntegrityError(
