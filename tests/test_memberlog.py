@@ -428,6 +428,48 @@ def test_position_of_matches_replay() -> None:
     assert ml.position_of([]) == ml.Position(-1, ml.ZERO_HASH)
 
 
+def test_resuming_from_a_cached_state_equals_a_full_replay() -> None:
+    log = _history()
+    for cut in range(len(log.blobs)):
+        start = ml.replay(log.blobs[: cut + 1], TRUST)
+        cached = ml.state_from_bytes(ml.state_to_bytes(start))
+        assert cached == start
+        assert ml.replay(log.blobs[cut + 1 :], TRUST, start=cached) == log.st
+
+
+def test_resuming_needs_the_links_right_after_the_cached_state() -> None:
+    log = _history()
+    start = ml.replay(log.blobs[:3], TRUST)
+    assert "broken at link 3" in str(_raises(lambda: ml.replay(log.blobs[4:], TRUST, start=start)))
+    other = Log()
+    other.rotate("elsewhere")
+    forked = ml.replay(other.blobs, TRUST)
+    assert "broken" in str(_raises(lambda: ml.replay(log.blobs[2:], TRUST, start=forked)))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d.replace(b'"key_version":2', b'"key_version":"2"'),
+        lambda d: d.replace(b'"head":"', b'"head":"zz'),
+        lambda d: d[:-1],
+        lambda d: d.replace(b'"rotation_due":false', b'"rotation_due":0'),
+        lambda d: b"[]",
+    ],
+)
+def test_cached_state_must_be_canonical(edit: Callable[[bytes], bytes]) -> None:
+    data = ml.state_to_bytes(_history().st)
+    assert edit(data) != data
+    with pytest.raises(IntegrityError):
+        ml.state_from_bytes(edit(data))
+
+
+def _raises(fn: Callable[[], object]) -> IntegrityError:
+    with pytest.raises(IntegrityError) as e:
+        fn()
+    return e.value
+
+
 def test_empty_log_and_second_creation_are_refused() -> None:
     assert "empty" in _refused([])
     log = Log()

@@ -34,6 +34,7 @@ Rules (each enforced by :func:`apply`):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
@@ -249,6 +250,56 @@ def chain_hash(blob: bytes) -> bytes:
     return p.digest(labels.MEMBER_LOG_HASH + blob)
 
 
+def state_to_bytes(state: State) -> bytes:
+    """A verified state as canonical JSON, for the member's own cache beside the witness."""
+    doc = {
+        "name": state.name,
+        "client": state.client,
+        "creator": state.creator,
+        "roster": {
+            n: [m.role, m.expires, m.sign.hex(), m.kem.hex()]
+            for n, m in sorted(state.roster.items())
+        },
+        "key_version": state.key_version,
+        "fingerprints": {str(v): fp for v, fp in sorted(state.fingerprints.items())},
+        "holders": {str(v): sorted(h) for v, h in sorted(state.holders.items())},
+        "rotation_due": state.rotation_due,
+        "seq": state.seq,
+        "head": state.head.hex(),
+        "time": state.time,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def state_from_bytes(data: bytes) -> State:
+    """Inverse of :func:`state_to_bytes`; the caller has checked the MAC around it."""
+    try:
+        d = json.loads(data)
+        state = State(
+            name=str(d["name"]),
+            client=str(d["client"]),
+            creator=str(d["creator"]),
+            roster={
+                str(n): Member(
+                    str(r), None if e is None else str(e), bytes.fromhex(sg), bytes.fromhex(k)
+                )
+                for n, (r, e, sg, k) in d["roster"].items()
+            },
+            key_version=int(d["key_version"]),
+            fingerprints={int(v): str(fp) for v, fp in d["fingerprints"].items()},
+            holders={int(v): frozenset(map(str, h)) for v, h in d["holders"].items()},
+            rotation_due=bool(d["rotation_due"]),
+            seq=int(d["seq"]),
+            head=bytes.fromhex(d["head"]),
+            time=str(d["time"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise IntegrityError("cached membership state is corrupt") from None
+    if state_to_bytes(state) != data:
+        raise IntegrityError("cached membership state is not canonical")
+    return state
+
+
 # -- encoding ---------------------------------------------------------------------------------
 def _decode(data: bytes) -> list[bytes]:
     """Inverse of :func:`labels.encode` (strict: no trailing bytes)."""
@@ -292,9 +343,14 @@ def _text(raw: bytes) -> str:
 
 
 # -- replay -----------------------------------------------------------------------------------
-def replay(blobs: Iterable[bytes], trust: Trust) -> State:
-    """Verify a whole log from link 0 and return its state; any defect is IntegrityError."""
-    state: State | None = None
+def replay(blobs: Iterable[bytes], trust: Trust, start: State | None = None) -> State:
+    """Verify a log and return its state; any defect is IntegrityError.
+
+    From link 0, or, with ``start``, from the links after a state this member verified
+    before (kept MACed with their witness): the first link must name ``start.head``, so
+    only the new links cost a signature check each.
+    """
+    state: State | None = start
     for blob in blobs:
         state = apply(state, blob, trust)
     if state is None:
