@@ -18,8 +18,8 @@ import pytest
 
 from conftest import KDF, PASSWORDS, CliRunner, Clock
 from credvault import Vault
-from credvault.errors import IntegrityError
-from credvault.keyslots import GENERATION_MAX, KeySlots
+from credvault.errors import IntegrityError, WrongPassphrase
+from credvault.keyslots import GENERATION_MAX, KeySlots, MemberKeys
 
 Json = dict[str, Any]
 
@@ -147,3 +147,23 @@ def test_cli_exit_6_on_hostile_key_slot_file(
     assert r.code == 6, r.err
     assert "internal error" not in r.err
     assert len(r.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("field", ["kem", "sign", "admin_sign_pub"])
+@pytest.mark.parametrize("length", [0, 5, 31, 33, 64])
+def test_identity_with_a_wrong_key_length_is_refused(field: str, length: int) -> None:
+    """An identity file or keyring entry whose key has the wrong length is refused at once
+    (exit 5), not deep inside X25519 or Ed25519 as an internal error."""
+    vault_id = bytes(16)
+    d = {
+        "format": "credvault-identity",
+        "vault_id": vault_id.hex(),
+        "member": "svc",
+        "kem": base64.b64encode(b"k" * 32).decode(),
+        "sign": base64.b64encode(b"s" * 32).decode(),
+        "admin_sign_pub": base64.b64encode(b"a" * 32).decode(),
+    }
+    assert MemberKeys.from_bytes(json.dumps(d).encode(), vault_id).name == "svc"
+    d[field] = base64.b64encode(b"x" * length).decode()
+    with pytest.raises(WrongPassphrase, match="incomplete or corrupt"):
+        MemberKeys.from_bytes(json.dumps(d).encode(), vault_id)

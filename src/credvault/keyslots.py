@@ -120,12 +120,16 @@ class MemberKeys(NamedTuple):
             raise WrongPassphrase("the identity belongs to another vault")
         if not all(isinstance(d.get(k), str) for k in ("member", "kem", "sign", "admin_sign_pub")):
             raise WrongPassphrase("the identity is incomplete or corrupt")
-        return cls(
+        keys = cls(
             name=str(d["member"]),
             kem_private=p.KeyBytes(b64d(d["kem"], "identity")),
             sign_private=p.KeyBytes(b64d(d["sign"], "identity")),
             admin_sign_pub=b64d(d["admin_sign_pub"], "identity"),
         )
+        if any(len(k) != 32 for k in (keys.kem_private, keys.sign_private, keys.admin_sign_pub)):
+            # else the first use would fail deep in the X25519/Ed25519 code: "internal error"
+            raise WrongPassphrase("the identity is incomplete or corrupt")
+        return keys
 
 
 class MemberSlot(NamedTuple):
