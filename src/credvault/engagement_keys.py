@@ -196,6 +196,9 @@ class EngagementKeys:
                 g.revoked_at is None
                 and holds_copy(g.role)
                 and (g.member == RECOVERY or g.member in s.slots.members)
+                # A row is a claim, its certificate the decision: a row inserted by SQL with
+                # a garbage signature is never sealed to (issue 11).
+                and (g.member == RECOVERY or self.grants.role_valid(eng, g))
             ):
                 sealed, sig = self.seal_copy(
                     rotated, g.member, version, new_key, signer, sign_private
