@@ -156,13 +156,14 @@ def test_lowered_lead_writes_back_their_saved_lead_row(vault: VaultFixture) -> N
 
 
 # -- property 3: the creating admin never learns the key -----------------------------------------
-@pytest.mark.xfail(strict=True, reason=NOT_YET, raises=AssertionError)
+@pytest.mark.parametrize("first_write", ["put", "system add"])
 def test_creating_admin_without_grant_never_learns_the_key(
-    vault: VaultFixture, monkeypatch: pytest.MonkeyPatch
+    vault: VaultFixture, monkeypatch: pytest.MonkeyPatch, first_write: str
 ) -> None:
-    """Issue 11: the admin generates the first key; an engagement led by someone else is
+    """Issue 11: the admin generated the first key; an engagement led by someone else was
     then encrypted under a key the admin knows. The key is captured the way a modified
-    client would: whatever random key the admin's process makes."""
+    client would: whatever random key the admin's process makes. Now the first lead's first
+    write replaces that key with one of their own."""
     made: list[bytes] = []
     real = p.random_key
 
@@ -175,10 +176,44 @@ def test_creating_admin_without_grant_never_learns_the_key(
         monkeypatch.setattr(p, "random_key", spy)
         v.engagements.create(ENG, "acme", lead="bob")
         monkeypatch.setattr(p, "random_key", real)
+    assert made
+    with vault.open("bob") as v:
+        if first_write == "put":
+            v.put(f"{ENG}/web1-root", b"hunter2")
+        else:
+            v.systems.add(f"{ENG}/web1", "10.0.0.1", port=22, protocol="ssh", details="hunter2")
+        v.put(f"{ENG}/second", LATER)
+    alice = Insider(vault.path, "alice", vault.clock)
+    assert alice.readable(made) == set()
+    assert b"hunter2" in Insider(vault.path, "bob", vault.clock).readable()
+
+
+def test_planted_first_key_is_replaced_by_the_leads_own(vault: VaultFixture) -> None:
+    """Issue 11: while the engagement is at key version 1 the creating admin seals a key of
+    their choosing to the lead, signs the copy (the creator may, for version 1) and sets
+    key_fp. The lead's first write rotates to a key of the lead's own."""
+    with vault.open() as v:
+        v.engagements.create(ENG, "acme", lead="bob")
+    alice = Insider(vault.path, "alice", vault.clock)
+    eid, _ = alice.engagement(ENG)
+    planted = p.random_key()
+    alice.chosen.append(planted)
+    with vault.open() as v:
+        s = v._s
+        eng = v.engagements.get(ENG)
+        sealed, sig = v.engagements.keys.seal_copy(
+            eng, "bob", 1, planted, "alice", s.keys.sign_private
+        )
+    alice.sql(
+        "UPDATE grants SET sealed = ?, copy_sig = ?, sealed_by = 'alice' "
+        "WHERE engagement_id = ? AND member = 'bob'",
+        (sealed, sig, eid),
+    )
+    alice.sql("UPDATE engagements SET key_fp = ? WHERE id = ?", (p.fingerprint(planted), eid))
     with vault.open("bob") as v:
         v.put(f"{ENG}/web1-root", b"hunter2")
-    alice = Insider(vault.path, "alice", vault.clock)
-    assert b"hunter2" not in alice.readable(made)
+    assert b"hunter2" not in alice.readable()
+    assert b"hunter2" in Insider(vault.path, "bob", vault.clock).readable()
 
 
 # -- property 4: names, kind, system link bound to the envelopes ---------------------------------

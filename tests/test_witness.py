@@ -1,6 +1,6 @@
 """The witness file on its own (issue 11, property 7): what it refuses, how it moves, and
 that it cannot be forged without the member's key. Wiring into ``Vault.open`` is tested
-with the vault (not yet: see docs/security.md §10)."""
+with the vault (not yet: see docs/security.md §12)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ current key must be rotated. Nothing else — no flag, revocation mark or role c
 consulted; such columns may at most trigger work.
 
 This module is pure: bytes in, state out; no SQL, no clock, no I/O. The byte format is in
-docs/format.md §17, which is the authority; the design is in docs/security.md §10.
+docs/format.md §17, which is the authority; the design is in docs/security.md §12.
 
 Rules (each enforced by :func:`apply`):
 
