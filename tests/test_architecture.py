@@ -57,6 +57,9 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.postgres",
                 "credvault.postgres.*",
                 "credvault.keyslots",
+                # issue 11: pure formats of the membership log and the member's witness
+                "credvault.memberlog",
+                "credvault.witness",
                 # helpers without a vault (issues 16, 17): formats, generators, external tools
                 "credvault.totp",
                 "credvault.generators",

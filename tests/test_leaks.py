@@ -395,3 +395,52 @@ def test_credential_and_session_reprs_redact(template: Template, tmp_path: Path)
     for text in shown:
         assert _leaks(text, needles) == [], text
     assert "redacted" in repr(cred)
+
+
+# -- plain str/bytes forms of the documented APIs (issue 11) ----------------------------------
+PLAIN_PASS = "plain-pass-Kq7-never-a-local"
+PLAIN_SECRET = "plain-secret-Wv3-never-a-local"
+
+PLAIN_FORMS: dict[str, Callable[[Path, Vault | None], object]] = {
+    "Vault.init(str)": lambda p, v: Vault.init(p, "alice", PLAIN_PASS, kdf=KDF),
+    "Vault.init(bytes)": lambda p, v: Vault.init(p, "alice", PLAIN_PASS.encode(), kdf=KDF),
+    "Vault.open(str)": lambda p, v: Vault.open(p, "alice", PLAIN_PASS, kdf=KDF),
+    "Vault.open(bytes)": lambda p, v: Vault.open(p, "alice", PLAIN_PASS.encode(), kdf=KDF),
+    "Vault.put(str)": lambda p, v: v and v.put("nope-2026/x", PLAIN_SECRET),
+    "Vault.put(bytes)": lambda p, v: v and v.put("nope-2026/x", PLAIN_SECRET.encode()),
+    "put_many": lambda p, v: (
+        v and v.credentials.put_many("nope-2026", [("x", PLAIN_SECRET.encode())])
+    ),
+    "members.add(str)": lambda p, v: v and v.members.add("bob", passphrase=PLAIN_PASS),
+    "members.add(bytes)": lambda p, v: v and v.members.add("bob", passphrase=PLAIN_PASS.encode()),
+    "members.reset(str)": lambda p, v: v and v.members.reset("nobody", PLAIN_PASS),
+    "Vault.restore(str)": lambda p, v: Vault.restore(
+        p / "no-such.cvb", p / "r", "alice", PLAIN_PASS
+    ),
+}
+
+
+def _open(path: Path) -> Vault:
+    return Vault.open(path, "alice", PASSWORDS["alice"], kdf=KDF, clock=Clock())
+
+
+@pytest.mark.parametrize("form", list(PLAIN_FORMS))
+def test_plain_str_and_bytes_forms_leave_no_plain_local(
+    form: str, template: Template, tmp_path: Path
+) -> None:
+    """Each documented API given a plain ``str``/``bytes`` passphrase or secret, made to fail
+    after it has the value: no credvault frame of the traceback holds it as a local."""
+    path = tmp_path / "vault"
+    shutil.copytree(template.path, path)
+    v = None if form.startswith("Vault.") and "put" not in form else _open(path)
+    try:
+        with pytest.raises(credvault.CredvaultError) as e:
+            PLAIN_FORMS[form](path, v)
+    finally:
+        if v is not None:
+            v.close()
+    text = _credvault_frames_text(e.value)
+    assert "Secret(<redacted>)" in text or "Passphrase(<redacted>)" in text  # it was a local
+    assert PLAIN_PASS not in text
+    assert PLAIN_SECRET not in text
+    assert repr(PLAIN_PASS.encode())[2:-1] not in text

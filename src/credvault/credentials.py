@@ -244,13 +244,16 @@ class Credentials:
         self, engagement: str, entries: builtins.list[tuple[str, bytes]], kind: str = "password"
     ) -> int:
         """Bulk insert of new credentials in one transaction (imports, benchmarks)."""
+        # Wrapped first: neither the list nor a loop variable holds a plain secret afterwards.
+        wrapped = [(name, Secret(value)) for name, value in entries]
+        del entries
         s = self.s
         eng = self.e.get(engagement)
         self.e.require_active(eng)
         self.e.rotate_if_needed(eng)
         eng = self.e.get(engagement)
         key = self.e.key(eng, "credential.put")
-        names = [name for name, _ in entries]
+        names = [name for name, _ in wrapped]
         seen: set[str] = set()
         for n in names:
             if n in seen:
@@ -258,11 +261,11 @@ class Credentials:
             seen.add(n)
         now = s.now()
         rows = []
-        for name, value in entries:
+        for name, secret in wrapped:
             validate.name(name, "item name")
-            validate.secret(Secret(value))
+            validate.secret(secret)
             uid = os.urandom(16)
-            sealed = items.seal(s, eng, key, TABLE, uid, "secret", value)
+            sealed = items.seal(s, eng, key, TABLE, uid, "secret", secret.reveal())
             assert sealed is not None
             rows.append(
                 NewCredential(

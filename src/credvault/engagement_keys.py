@@ -168,11 +168,24 @@ class EngagementKeys:
 
     # -- rotation ---------------------------------------------------------------------------
     def rotate_if_needed(self, eng: Engagement) -> None:
-        """Finish a rotation left pending (an expiry, removal or reset) if this member leads."""
-        if eng.needs_rotation and self.grants.role_of(eng) is Role.LEAD:
+        """Finish a rotation left pending (an expiry, removal or reset) if this member leads.
+
+        Also the first time a lead other than the creating admin writes: key version 1 was
+        made by that admin, who holds no grant and must not know the key the engagement's
+        secrets are sealed under (issue 11). The version number and the creator are inside
+        signed statements (key copies, the creation record), so no column switches this off.
+        """
+        first_key_by_admin = eng.key_version == 1 and eng.created_by != self.s.member
+        if (eng.needs_rotation or first_key_by_admin) and self.grants.role_of(eng) is Role.LEAD:
             key = self.key(eng, "engagement.rotate")
             with self.s.store.write():
-                self.rotate(eng, key, "pending rotation")
+                self.assert_current(eng)
+                why = (
+                    "the first lead's own key"
+                    if first_key_by_admin and not eng.needs_rotation
+                    else "pending rotation"
+                )
+                self.rotate(eng, key, why)
 
     def rotate(
         self,
@@ -196,6 +209,9 @@ class EngagementKeys:
                 g.revoked_at is None
                 and holds_copy(g.role)
                 and (g.member == RECOVERY or g.member in s.slots.members)
+                # A row is a claim, its certificate the decision: a row inserted by SQL with
+                # a garbage signature is never sealed to (issue 11).
+                and (g.member == RECOVERY or self.grants.role_valid(eng, g))
             ):
                 sealed, sig = self.seal_copy(
                     rotated, g.member, version, new_key, signer, sign_private

@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 
+class _WouldOrphanLead(Exception):
+    """Raised inside a grant's transaction to roll it back (issue 11, property 8)."""
+
+
 class Engagements:
     """Engagement operations for one session (``vault.engagements``)."""
 
@@ -192,25 +196,49 @@ class Engagements:
             raise s.refuse(
                 "engagement.grant", eng.name, member, "they granted your lead role; ask another"
             )
-        with s.store.write():
-            self.keys.put_grant(
-                eng, member, r.value, expires, key, eng.key_version, s.member, s.keys.sign_private
-            )
-            s.log(
-                "grant",
+        lowering_lead = previous is Role.LEAD and r is not Role.LEAD
+        if lowering_lead:
+            to_resign = self.grants.valid_grants_by(eng, member)
+            leads_before = self.grants.valid_leads(eng) - {member}
+        try:
+            with s.store.write():
+                self.keys.put_grant(
+                    eng,
+                    member,
+                    r.value,
+                    expires,
+                    key,
+                    eng.key_version,
+                    s.member,
+                    s.keys.sign_private,
+                )
+                s.log(
+                    "grant",
+                    eng.name,
+                    member,
+                    "ok",
+                    f"role {r.value}" + (f" until {expires[:16]}" if expires else ""),
+                )
+                # Losing read access, or losing the lead role (whose seal the key copies may
+                # carry), rotates at once: the new copies carry the granting lead's seal.
+                if lowering_lead:
+                    self.grants.resign_grants_of(
+                        eng, member, s.member, s.keys.sign_private, to_resign
+                    )
+                    if not leads_before <= self.grants.valid_leads(eng):
+                        raise _WouldOrphanLead  # rolls the whole change back
+                if (previous in KEY_ROLES and r not in KEY_ROLES) or lowering_lead:
+                    self.keys.rotate(eng, key, "role lowered")
+        except _WouldOrphanLead:
+            s.verified.clear()
+            self.keys.forget(eng)
+            raise s.refuse(
+                "engagement.grant",
                 eng.name,
                 member,
-                "ok",
-                f"role {r.value}" + (f" until {expires[:16]}" if expires else ""),
-            )
-            # Losing read access, or losing the lead role (whose seal the key copies may
-            # carry), rotates at once: the new copies carry the granting lead's seal.
-            if previous is Role.LEAD and r is not Role.LEAD:
-                self.grants.resign_grants_of(eng, member, s.member, s.keys.sign_private)
-            if (previous in KEY_ROLES and r not in KEY_ROLES) or (
-                previous is Role.LEAD and r is not Role.LEAD
-            ):
-                self.keys.rotate(eng, key, "role lowered")
+                "lowering them would leave a lead whose grant no longer verifies; "
+                "ask a lead whose grant does not pass through theirs",
+            ) from None
         return next(g for g in self.members(name) if g.member == member)
 
     def revoke(self, name: str, member: str) -> builtins.list[str]:
@@ -256,13 +284,14 @@ class Engagements:
             raise IntegrityError(f"engagement {name!r} has no recovery copy")
         key = self.keys.open_copy(eng, row, kem_priv)
         previous = self.role_of(eng, grant_to)
+        to_resign = self.grants.valid_grants_by(eng, grant_to)
         with s.store.write():
             self.keys.put_grant(
                 eng, grant_to, r.value, None, key, eng.key_version, RECOVERY, sign_priv
             )
             s.log("recover", eng.name, grant_to, "ok", f"recovery key used; granted {r.value}")
             if previous is Role.LEAD and r is not Role.LEAD:
-                self.grants.resign_grants_of(eng, grant_to, RECOVERY, sign_priv)
+                self.grants.resign_grants_of(eng, grant_to, RECOVERY, sign_priv, to_resign)
             if (previous in KEY_ROLES and r not in KEY_ROLES) or previous is Role.LEAD:
                 self.keys.rotate(eng, key, "role changed by recovery", RECOVERY, sign_priv)
         return next(g for g in self.members(name) if g.member == grant_to)

@@ -178,13 +178,44 @@ class Grants:
             if g.revoked_at is None and g.member != RECOVERY
         ]
 
+    def valid_grants_by(self, eng: Engagement, lead: str) -> frozenset[str]:
+        """Members whose role certificate ``lead`` signed and which verifies now.
+
+        Taken *before* ``lead`` is lowered: only these are re-signed, so a row an insider
+        inserted with a forged or garbage signature is never laundered into a valid one.
+        """
+        return frozenset(
+            g.member
+            for g in self.s.store.grants(eng.id)
+            if g.granted_by == lead and self.role_valid(eng, g)
+        )
+
+    def valid_leads(self, eng: Engagement) -> frozenset[str]:
+        """Unrevoked lead grants whose certificate chain verifies (no cache: for checks
+        inside a write transaction)."""
+        return frozenset(
+            g.member
+            for g in self.s.store.grants(eng.id)
+            if g.role == Role.LEAD.value and g.revoked_at is None and self.role_valid(eng, g)
+        )
+
     def resign_grants_of(
-        self, eng: Engagement, former_lead: str, signer: str, sign_private: bytes
+        self,
+        eng: Engagement,
+        former_lead: str,
+        signer: str,
+        sign_private: bytes,
+        only: frozenset[str],
     ) -> None:
-        """Re-sign the role certificates ``former_lead`` signed, so they keep chaining once
-        that member is no longer a lead (caller's transaction)."""
+        """Re-sign the role certificates ``former_lead`` signed (those in ``only``, which
+        verified before the change), so they keep chaining once that member is no longer a
+        lead (caller's transaction)."""
         for g in self.s.store.grants(eng.id):
-            if g.granted_by == former_lead and g.member not in (former_lead, signer):
+            if (
+                g.member in only
+                and g.granted_by == former_lead
+                and g.member not in (former_lead, signer)
+            ):
                 sig = self.sign_role(eng, g.member, g.role, g.expires_at, signer, sign_private)
                 self.s.store.set_role_sig(eng.id, g.member, signer, sig)
         self.s.verified.clear()

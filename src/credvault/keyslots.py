@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
-from credvault.crypto.passphrase import KdfParams, check, derive, new_salt
+from credvault.crypto.passphrase import SALT_LEN, KdfParams, check, derive, new_salt
 from credvault.errors import IntegrityError, NotAVault, UnsupportedFormat, WrongPassphrase
 from credvault.files import atomic_write
 from credvault.secret import Secret
@@ -25,6 +25,49 @@ from credvault.secret import Secret
 FORMAT = "credvault-keyslots"
 VERSION = 1
 MAX_SIZE = 16 * 1024 * 1024
+GENERATION_MAX = 2**32 - 1  # a u32: re-keys are counted, never 2**70
+SEALED_KEY_LEN = 32 + 32 + 16  # HPKE enc + a 32-byte key + tag
+_KDF_INT_MAX = 2**32 - 1  # then passphrase.check bounds the cost of the unlocking slot
+_MISSING = object()
+
+
+def _as_obj(v: Any, what: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise IntegrityError(f"key-slot file is corrupt ({what} is not an object)")
+    return v
+
+
+def _obj(d: dict[str, Any], key: str) -> dict[str, Any]:
+    return _as_obj(d.get(key), key)
+
+
+def _int(d: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    """A JSON integer (not a boolean, not a float, not text) within [lo, hi]."""
+    v = d.get(key)
+    if type(v) is not int or not lo <= v <= hi:
+        raise IntegrityError(f"key-slot file is corrupt ({key} must be an integer in [{lo}, {hi}])")
+    return v
+
+
+def _bool(d: dict[str, Any], key: str) -> bool:
+    v = d.get(key)
+    if type(v) is not bool:  # "false" and 0 are not booleans: never truthy by accident
+        raise IntegrityError(f"key-slot file is corrupt ({key} must be true or false)")
+    return v
+
+
+def _str(d: dict[str, Any], key: str) -> str:
+    v = d.get(key)
+    if not isinstance(v, str):
+        raise IntegrityError(f"key-slot file is corrupt ({key} must be text)")
+    return v
+
+
+def _b64(d: dict[str, Any], key: str, length: int | None = None) -> bytes:
+    raw = b64d(d.get(key))
+    if length is not None and len(raw) != length:
+        raise IntegrityError(f"key-slot file is corrupt ({key} has the wrong length)")
+    return raw
 
 
 def b64e(data: bytes) -> str:
@@ -77,12 +120,16 @@ class MemberKeys(NamedTuple):
             raise WrongPassphrase("the identity belongs to another vault")
         if not all(isinstance(d.get(k), str) for k in ("member", "kem", "sign", "admin_sign_pub")):
             raise WrongPassphrase("the identity is incomplete or corrupt")
-        return cls(
+        keys = cls(
             name=str(d["member"]),
             kem_private=p.KeyBytes(b64d(d["kem"], "identity")),
             sign_private=p.KeyBytes(b64d(d["sign"], "identity")),
             admin_sign_pub=b64d(d["admin_sign_pub"], "identity"),
         )
+        if any(len(k) != 32 for k in (keys.kem_private, keys.sign_private, keys.admin_sign_pub)):
+            # else the first use would fail deep in the X25519/Ed25519 code: "internal error"
+            raise WrongPassphrase("the identity is incomplete or corrupt")
+        return keys
 
 
 class MemberSlot(NamedTuple):
@@ -226,44 +273,85 @@ class KeySlots(NamedTuple):
                 f"supports ({VERSION}); upgrade credvault"
             )
         try:
-            members = {}
-            for name, m in d["members"].items():
-                kdf = m["kdf"]
-                members[name] = MemberSlot(
-                    name=name,
-                    kem_pub=b64d(m["kem"]),
-                    sign_pub=b64d(m["sign"]),
-                    admin=bool(m["admin"]),
-                    service=bool(m["service"]),
-                    created=str(m["created"]),
-                    cert=b64d(m["cert"]),
-                    kdf=None
-                    if kdf is None
-                    else KdfParams(int(kdf["m"]), int(kdf["t"]), int(kdf["p"])),
-                    salt=None if kdf is None else b64d(kdf["salt"]),
-                    private=None if m["private"] is None else b64d(m["private"]),
-                    db_key=b64d(m["db_key"]),
-                    admin_key=None if m["admin_key"] is None else b64d(m["admin_key"]),
-                )
-            rec = d["recovery"]
-            return cls(
-                vault_id=bytes.fromhex(d["vault_id"]),
-                generation=int(d["generation"]),
-                admin_sign_pub=b64d(d["admin_sign_pub"]),
-                receipt_pub=b64d(d["receipt_pub"]),
-                recovery=Recovery(b64d(rec["kem"]), b64d(rec["sign"]), b64d(rec["cert"])),
-                members=members,
-                pending=None
-                if d["pending"] is None
-                else {n: b64d(s) for n, s in d["pending"].items()},
-                retired={
-                    n: tuple((b64d(r["sign"]), b64d(r["cert"])) for r in keys)
-                    for n, keys in d["retired"].items()
-                },
-                mac=b64d(d["mac"]),
-            )
+            return cls._parse(d)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            # Every check in _parse raises IntegrityError itself; these catch what a strict
+            # reader might still have missed, so a hostile file is never "internal error".
             raise IntegrityError("key-slot file is corrupt (missing or malformed fields)") from None
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any]) -> KeySlots:
+        """Strict reader: exact JSON types, bounded integers, exact key and blob lengths.
+
+        The file is read before anything authenticates it (its MAC key comes from the slot
+        it holds), so every field is hostile until checked: ``"admin": "false"`` is not true,
+        ``generation = 2**70`` is corruption (exit 6), not an overflow deep inside.
+        """
+        members = {}
+        for name, m in _obj(d, "members").items():
+            if not isinstance(name, str):
+                raise IntegrityError("key-slot file is corrupt (member name)")
+            m = _as_obj(m, f"member {name!r}")
+            kdf = m.get("kdf", _MISSING)
+            if kdf is _MISSING:
+                raise IntegrityError(f"key-slot file is corrupt (member {name!r}: kdf missing)")
+            params = salt = None
+            if kdf is not None:
+                kdf = _as_obj(kdf, f"member {name!r} kdf")
+                params = KdfParams(
+                    _int(kdf, "m", 1, _KDF_INT_MAX),
+                    _int(kdf, "t", 1, _KDF_INT_MAX),
+                    _int(kdf, "p", 1, _KDF_INT_MAX),
+                )
+                salt = _b64(kdf, "salt", SALT_LEN)
+            private = m.get("private", _MISSING)
+            admin_key = m.get("admin_key", _MISSING)
+            if private is _MISSING or admin_key is _MISSING:
+                raise IntegrityError(f"key-slot file is corrupt (member {name!r}: field missing)")
+            members[name] = MemberSlot(
+                name=name,
+                kem_pub=_b64(m, "kem", 32),
+                sign_pub=_b64(m, "sign", 32),
+                admin=_bool(m, "admin"),
+                service=_bool(m, "service"),
+                created=_str(m, "created"),
+                cert=_b64(m, "cert", 64),
+                kdf=params,
+                salt=salt,
+                private=None if private is None else _b64(m, "private"),
+                db_key=_b64(m, "db_key", SEALED_KEY_LEN),
+                admin_key=None if admin_key is None else _b64(m, "admin_key", SEALED_KEY_LEN),
+            )
+        rec = _obj(d, "recovery")
+        pending = d.get("pending", _MISSING)
+        if pending is _MISSING:
+            raise IntegrityError("key-slot file is corrupt (pending missing)")
+        retired: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
+        for n, keys in _obj(d, "retired").items():
+            if not isinstance(keys, list):
+                raise IntegrityError("key-slot file is corrupt (retired keys)")
+            retired[n] = tuple(
+                (_b64(_as_obj(r, "retired key"), "sign", 32), _b64(r, "cert", 64)) for r in keys
+            )
+        vault_id = _str(d, "vault_id")
+        if len(vault_id) != 32 or vault_id != vault_id.lower():
+            raise IntegrityError("key-slot file is corrupt (vault id)")
+        return cls(
+            vault_id=bytes.fromhex(vault_id),
+            generation=_int(d, "generation", 1, GENERATION_MAX),
+            admin_sign_pub=_b64(d, "admin_sign_pub", 32),
+            receipt_pub=_b64(d, "receipt_pub", 32),
+            recovery=Recovery(_b64(rec, "kem", 32), _b64(rec, "sign", 32), _b64(rec, "cert", 64)),
+            members=members,
+            pending=None
+            if pending is None
+            else {
+                n: _b64(_as_obj(pending, "pending"), n, SEALED_KEY_LEN)
+                for n in _as_obj(pending, "pending")
+            },
+            retired=retired,
+            mac=_b64(d, "mac", 32),
+        )
 
     # -- files ------------------------------------------------------------------------------
     @classmethod
@@ -352,7 +440,7 @@ def private_aad(vault_id: bytes, name: str) -> bytes:
 
 
 def encrypt_private(
-    vault_id: bytes, keys: MemberKeys, passphrase: bytes, params: KdfParams
+    vault_id: bytes, keys: MemberKeys, passphrase: Secret, params: KdfParams
 ) -> tuple[bytes, bytes]:
     """(salt, blob): the member's private keys under an Argon2id-derived key."""
     check(params, from_disk=False)
@@ -370,7 +458,7 @@ def decrypt_private(vault_id: bytes, slot: MemberSlot, passphrase: Secret) -> Me
     if slot.private is None or slot.kdf is None or slot.salt is None:
         raise WrongPassphrase(f"member {slot.name!r} is a service identity: use its identity file")
     check(slot.kdf, from_disk=True)
-    kek = derive(passphrase.reveal(), slot.salt, slot.kdf)
+    kek = derive(passphrase, slot.salt, slot.kdf)
     try:
         data: bytes | None = p.aead_decrypt(kek, slot.private, private_aad(vault_id, slot.name))
     except IntegrityError:
@@ -400,7 +488,7 @@ def make_slot(
     created: str,
     admin_sign_private: bytes,
     db_key: bytes,
-    passphrase: bytes | None,
+    passphrase: Secret | None,
     params: KdfParams | None,
 ) -> MemberSlot:
     """A certified slot for ``keys`` (passphrase-protected unless ``service``)."""

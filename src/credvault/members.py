@@ -27,6 +27,7 @@ from credvault.keyslots import (
     retired_cert_message,
 )
 from credvault.layout import SLOTS_NAME
+from credvault.secret import Secret
 from credvault.session import Session
 
 
@@ -61,9 +62,11 @@ class Members:
         name: str,
         *,
         admin: bool = False,
-        passphrase: bytes | None = None,
+        passphrase: bytes | str | Secret | None = None,
         identity_file: Path | None = None,
     ) -> MemberInfo:
+        pw = _wrap(passphrase)
+        del passphrase  # only the redacted wrapper stays a local
         s = self.s
         validate.name(name, "member name")
         if name.startswith("@"):
@@ -72,7 +75,7 @@ class Members:
         if name in s.slots.members:
             raise AlreadyExists(f"member {name!r} already exists")
         service = identity_file is not None
-        if not service and not passphrase:
+        if not service and not pw:
             raise InvalidInput(
                 "a new member needs a passphrase (or --service with an identity file)"
             )
@@ -89,7 +92,7 @@ class Members:
             created=s.now(),
             admin_sign_private=admin_priv,
             db_key=s.db_key,
-            passphrase=passphrase,
+            passphrase=pw,
             params=None if service else self.kdf,
         )
         with s.store.write():  # the write lock also serialises key-slot file changes
@@ -111,13 +114,15 @@ class Members:
             self._write_slots(s.slots._replace(members=members))
         return MemberInfo(name, admin, service, slot.created)
 
-    def passwd(self, new_passphrase: bytes) -> None:
+    def passwd(self, new_passphrase: bytes | str | Secret) -> None:
+        pw = _wrap(new_passphrase)
+        del new_passphrase
         s = self.s
         if s.me.service:
             raise InvalidInput("service identities have no passphrase")
-        if not new_passphrase:
+        if not pw:
             raise InvalidInput("the new passphrase is empty")
-        salt, private = encrypt_private(s.vault_id, s.keys, new_passphrase, self.kdf)
+        salt, private = encrypt_private(s.vault_id, s.keys, pw, self.kdf)
         with s.store.write():
             s.reload_slots()
             s.log("passwd", None, s.member, "ok")
@@ -125,8 +130,10 @@ class Members:
             members[s.member] = s.me._replace(kdf=self.kdf, salt=salt, private=private)
             self._write_slots(s.slots._replace(members=members))
 
-    def reset(self, name: str, passphrase: bytes) -> MemberInfo:
+    def reset(self, name: str, passphrase: bytes | str | Secret) -> MemberInfo:
         """New key pair and passphrase; every grant of the member must be made again."""
+        pw = _wrap(passphrase)
+        del passphrase
         s = self.s
         s.require("member.reset")
         old = s.slots.members.get(name)
@@ -145,7 +152,7 @@ class Members:
             created=s.now(),
             admin_sign_private=admin_priv,
             db_key=s.db_key,
-            passphrase=passphrase,
+            passphrase=pw,
             params=self.kdf,
         )
         with s.store.write():
@@ -211,3 +218,10 @@ class Members:
         # 3. The database is copied under the new key and swapped in.
         rekey.finish(s, new_key)
         return dropped
+
+
+def _wrap(passphrase: bytes | str | Secret | None) -> Secret | None:
+    """The passphrase as a redacted :class:`Secret` (``None`` stays ``None``)."""
+    if passphrase is None or isinstance(passphrase, Secret):
+        return passphrase
+    return Secret(passphrase)

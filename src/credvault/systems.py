@@ -73,6 +73,8 @@ class Systems:
             clean["details"] = validate.text(changes["details"], "details")  # type: ignore[arg-type]
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
+        self.e.rotate_if_needed(eng)  # never seal under a key that is due to go
+        eng = self.e.get(eng_name)
         key = self.e.key(eng, "system.add" if create else "system.set", name)
         now = s.now()
         with s.store.write():

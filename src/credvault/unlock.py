@@ -65,15 +65,17 @@ def identity_member(path: Path) -> str:
 class Passphrase:
     """A passphrase held in memory (library use and tests)."""
 
-    def __init__(self, passphrase: bytes | str) -> None:
-        self.passphrase = passphrase
+    def __init__(self, passphrase: bytes | str | Secret) -> None:
+        # Wrapped at once: the plain form never outlives this call in any frame of ours.
+        self.passphrase = passphrase if isinstance(passphrase, Secret) else Secret(passphrase)
+        del passphrase
 
     def __repr__(self) -> str:
         return "Passphrase(<redacted>)"
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
         _slot(slots, member)
-        return decrypt_private(slots.vault_id, slots.members[member], Secret(self.passphrase))
+        return decrypt_private(slots.vault_id, slots.members[member], self.passphrase)
 
 
 class PassphraseFile:

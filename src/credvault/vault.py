@@ -156,16 +156,17 @@ class Vault:
         cls,
         path: Path,
         admin: str,
-        passphrase: bytes | str,
+        passphrase: bytes | str | Secret,
         *,
         kdf: KdfParams = DEFAULT,
         recovery_file: Path | None = None,
         clock: Clock = utc_now,
     ) -> InitResult:
         """Create a vault with its first (admin) member and the recovery key pair."""
+        pw = passphrase if isinstance(passphrase, Secret) else Secret(passphrase)
+        del passphrase  # a traceback's locals show only the redacted wrapper from here on
         validate.name(admin, "member name")
         check(kdf, from_disk=False)
-        pw = passphrase.encode() if isinstance(passphrase, str) else passphrase
         if not pw:
             raise InvalidInput("the passphrase is empty")
         path = Path(path)
@@ -262,6 +263,7 @@ class Vault:
         if not (path / SLOTS_NAME).exists() or not (path / LOCK_NAME).exists():
             raise NotAVault(f"{path} is not a credvault vault")
         src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        del source  # a str or bytes passphrase must not stay a local of this frame
         lock = contextlib.ExitStack()
         lock.enter_context(locked(path / LOCK_NAME, exclusive=False))
         try:
@@ -290,10 +292,12 @@ class Vault:
         """
         from credvault.backup import RESTORED_FILES, unpack
 
+        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        del source  # a str or bytes passphrase must not stay a local of this frame
         file, target = Path(file), Path(target)
         unpack(file, target)
         try:
-            with cls.open(target, member, source, kdf=kdf, clock=clock, auto_purge=False) as v:
+            with cls.open(target, member, src, kdf=kdf, clock=clock, auto_purge=False) as v:
                 problems = v.integrity_check()
                 if problems:
                     raise IntegrityError(
@@ -530,7 +534,9 @@ class Vault:
         return forget(Path(path), member)
 
     def put(self, ref: str, secret: Secret | bytes | str, **fields: str | None) -> CredentialInfo:
-        return self.credentials.put(ref, secret, **fields)
+        value = secret if isinstance(secret, Secret) else Secret(secret)
+        del secret  # only the redacted wrapper stays a local of this frame
+        return self.credentials.put(ref, value, **fields)
 
     def get(self, ref: str, *, reason: str | None = None) -> Credential:
         return self.credentials.get(ref, reason=reason)

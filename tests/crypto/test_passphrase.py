@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from conftest import KDF, PASSWORDS, CliRunner, VaultFixture
 from credvault import Vault
 from credvault.crypto import passphrase as kdf
-from credvault.crypto.passphrase import CEILING, DEFAULT, FLOOR, KdfParams
+from credvault.crypto.passphrase import CEILING, DEFAULT, FLOOR, MAX_WORK, KdfParams
 from credvault.errors import IntegrityError, InvalidInput
+from credvault.secret import Secret
 
 HUNDRED_GIB_KIB = 100 * 1024 * 1024
 
@@ -31,6 +32,7 @@ def _in_range(x: KdfParams) -> bool:
         FLOOR.memory_kib <= x.memory_kib <= CEILING.memory_kib
         and FLOOR.iterations <= x.iterations <= CEILING.iterations
         and FLOOR.lanes <= x.lanes <= CEILING.lanes
+        and x.memory_kib * x.iterations <= MAX_WORK
     )
 
 
@@ -41,19 +43,32 @@ def test_published_settings() -> None:
     assert DEFAULT.memory_kib >= 65536
     assert DEFAULT.iterations >= 3
     assert DEFAULT.lanes >= 4
-    assert CEILING.memory_kib < HUNDRED_GIB_KIB
-    for ok in (FLOOR, DEFAULT, CEILING):
+    # What an unlock can afford (docs/format.md §2): at most 1 GiB, and 4 passes over it.
+    assert CEILING.memory_kib == 1024 * 1024
+    assert 4 * CEILING.memory_kib == MAX_WORK
+    biggest = _params(CEILING.memory_kib, MAX_WORK // CEILING.memory_kib, CEILING.lanes)
+    longest = _params(MAX_WORK // CEILING.iterations, CEILING.iterations, CEILING.lanes)
+    for ok in (FLOOR, DEFAULT, biggest, longest):
         kdf.check(ok, from_disk=True)
         kdf.check(ok, from_disk=False)
+
+
+def test_old_ceiling_is_refused_from_disk() -> None:
+    """The issue-11 attack: a writable key-slot file demanding 4 GiB, t=16, p=16."""
+    with pytest.raises(IntegrityError):
+        kdf.check(_params(4 * 1024 * 1024, 16, 16), from_disk=True)
+    with pytest.raises(IntegrityError):  # each part within range, the product not
+        kdf.check(_params(CEILING.memory_kib, CEILING.iterations, CEILING.lanes), from_disk=True)
 
 
 OUT_OF_RANGE = [
     _params(FLOOR.memory_kib - 1, FLOOR.iterations, FLOOR.lanes),
     _params(FLOOR.memory_kib, FLOOR.iterations - 1, FLOOR.lanes),
     _params(FLOOR.memory_kib, FLOOR.iterations, FLOOR.lanes - 1),
-    _params(CEILING.memory_kib + 1, CEILING.iterations, CEILING.lanes),
-    _params(CEILING.memory_kib, CEILING.iterations + 1, CEILING.lanes),
-    _params(CEILING.memory_kib, CEILING.iterations, CEILING.lanes + 1),
+    _params(CEILING.memory_kib + 1, 2, CEILING.lanes),
+    _params(FLOOR.memory_kib, CEILING.iterations + 1, CEILING.lanes),
+    _params(FLOOR.memory_kib, 2, CEILING.lanes + 1),
+    _params(CEILING.memory_kib, 5, 1),
     _params(HUNDRED_GIB_KIB, 3, 4),
     _params(1024, 1, 1),
     _params(0, 0, 0),
@@ -97,17 +112,17 @@ def test_new_vault_refuses_weak_kdf(tmp_path: Path) -> None:
 def test_derive_is_deterministic_and_salted() -> None:
     salt = kdf.new_salt()
     assert len(salt) == kdf.SALT_LEN == 16
-    a = kdf.derive(b"passphrase", salt, FLOOR)
+    a = kdf.derive(Secret(b"passphrase"), salt, FLOOR)
     assert len(a) == 32
-    assert a == kdf.derive(b"passphrase", salt, FLOOR)
-    assert a != kdf.derive(b"passphrase", kdf.new_salt(), FLOOR)
-    assert a != kdf.derive(b"passphrasE", salt, FLOOR)
+    assert a == kdf.derive(Secret(b"passphrase"), salt, FLOOR)
+    assert a != kdf.derive(Secret(b"passphrase"), kdf.new_salt(), FLOOR)
+    assert a != kdf.derive(Secret(b"passphrasE"), salt, FLOOR)
 
 
 @pytest.mark.parametrize("length", [0, 8, 15, 17, 32])
 def test_derive_refuses_malformed_salt(length: int) -> None:
     with pytest.raises(IntegrityError):
-        kdf.derive(b"passphrase", b"s" * length, FLOOR)
+        kdf.derive(Secret(b"passphrase"), b"s" * length, FLOOR)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +142,7 @@ def test_derive_matches_cryptography_argon2id(params: KdfParams, passphrase: byt
         lanes=params.lanes,
         memory_cost=params.memory_kib,
     ).derive(passphrase)
-    assert kdf.derive(passphrase, salt, params) == theirs
+    assert kdf.derive(Secret(passphrase), salt, params) == theirs
 
 
 # -- key-slot files with edited parameters ---------------------------------------------------

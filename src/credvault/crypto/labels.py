@@ -22,6 +22,9 @@ RECOVERY_X25519 = b"credvault/v1/recovery-x25519"
 RECOVERY_ED25519 = b"credvault/v1/recovery-ed25519"
 RECEIPT_SIG = b"credvault/v1/purge-receipt"
 KEYRING_ENTRY = b"credvault/v1/keyring-entry"
+MEMBER_LOG = b"credvault/v1/membership-link"  # signature over a membership-log link
+MEMBER_LOG_HASH = b"credvault/v1/membership-chain"  # hash chaining the links
+WITNESS_MAC = b"credvault/v1/witness-mac"  # HKDF info: a member's witness file MAC key
 
 # The three statements signed under GRANT_SIG, told apart by their first encoded part.
 GRANT_CREATION = "create"  # an admin created the engagement with its first lead
@@ -45,6 +48,9 @@ ALL = (
     RECOVERY_ED25519,
     RECEIPT_SIG,
     KEYRING_ENTRY,
+    MEMBER_LOG,
+    MEMBER_LOG_HASH,
+    WITNESS_MAC,
 )
 
 

@@ -54,8 +54,14 @@ def aead_encrypt(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     hash key. Random nonces are safe far below 2^32 messages per key; credvault's data keys
     encrypt exactly one value each.
     """
-    nonce = os.urandom(NONCE_LEN)
+    nonce = _nonce()
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def _nonce() -> bytes:
+    """A fresh random nonce. The one seam the known-answer tests replace
+    (tests/crypto/test_kat.py): they fix nonces to reproduce docs/format.md's vectors."""
+    return os.urandom(NONCE_LEN)
 
 
 def aead_decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
