@@ -55,8 +55,10 @@ class Backups:
         with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
             db_copy = Path(tmp) / "db"
             create_private(db_copy)
+            from credvault.slotfile import in_force
+
             with s.store.write():  # the key slots and the copy, both as of one moment
-                slots = s.reload_slots().to_bytes()
+                slots = in_force(s).to_bytes()
             s.store.copy_to(db_copy, s.db_key)
             part = directory / f".{target.name}.part"
             fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)

@@ -225,6 +225,7 @@ class Vault:
                 store.set_meta("receipt_key", receipt_blob)
                 store.set_meta("audit_key", audit_mod.audit_key(db_key))
                 store.set_meta("created_at", now)
+                store.set_meta("keyslots_digest", slots.membership_digest())
                 for key, default in SETTINGS.values():
                     store.set_meta(key, default)
                 AuditLog(store, db_key).append(
@@ -329,20 +330,13 @@ class Vault:
         *,
         exclusive: bool = False,
     ) -> Session:
-        slots = KeySlots.read(path / SLOTS_NAME)
-        try:
-            keys = resolve(src, slots, member)
-        except WrongPassphrase:
-            _record_failed_unlock(path, member, clock)
-            raise
+        slots, keys, staged_from = _resolve(path, member, src, clock)
         if keys.name not in slots.members:  # e.g. keys cached before the member was removed
             raise NotFound("member", keys.name, f"{keys.name!r} is not a member of this vault")
         if slots.pending is not None and not exclusive:
             # An interrupted re-key. Finish it alone, and decide only on what is on disk once
             # the exclusive lock is ours (another process may have finished it meanwhile).
-            lock.close()
-            lock.enter_context(locked(path / LOCK_NAME, exclusive=True))
-            return cls._unlock(path, member, InMemory(keys), clock, lock, exclusive=True)
+            return cls._unlock_exclusive(path, keys, clock, lock)
         db_key = slots.open_db_key(keys)
         try:
             store = Store.open(path / DB_NAME, db_key)
@@ -359,7 +353,8 @@ class Vault:
                 slots.verify_mac(db_key)
                 promote(swapped, new_key)
                 drop_orphan_grants(swapped)
-                return cls._checked(swapped)
+                cls._settle(cls._checked(swapped), None)
+                return swapped
             except BaseException:
                 swapped.store.close()
                 raise
@@ -369,10 +364,13 @@ class Vault:
             session = opened = Session(
                 path, store, AuditLog(store, db_key), slots, keys, db_key, clock
             )
-            cls._checked(session)
-            if slots.pending is not None:
+            cls._settle(cls._checked(session), staged_from)
+            if session.slots.pending is not None:
+                if not exclusive:  # settling installed a member removal: finish its re-key
+                    session.store.close()
+                    return cls._unlock_exclusive(path, keys, clock, lock)
                 # Interrupted before the swap (we hold the exclusive lock): finish it.
-                new_key = slots.open_pending_db_key(keys)
+                new_key = session.slots.open_pending_db_key(keys)
                 if new_key is not None:
                     from credvault.members import drop_orphan_grants, finish_rekey
 
@@ -384,6 +382,29 @@ class Vault:
             (opened.store if opened is not None else store).close()  # finish_rekey swaps it
             raise
         return session
+
+    @classmethod
+    def _unlock_exclusive(
+        cls, path: Path, keys: MemberKeys, clock: Clock, lock: contextlib.ExitStack
+    ) -> Session:
+        lock.close()
+        lock.enter_context(locked(path / LOCK_NAME, exclusive=True))
+        return cls._unlock(path, keys.name, InMemory(keys), clock, lock, exclusive=True)
+
+    @staticmethod
+    def _settle(session: Session, staged_from: Path | None) -> None:
+        """The key-slot file must be the version the database records (see slotfile.py);
+        the common case costs one directory listing and a hash."""
+        recorded = session.store.get_meta("keyslots_digest")
+        if (
+            staged_from is None
+            and recorded == session.slots.membership_digest()
+            and not any(_is_staged(f.name) for f in session.path.iterdir())
+        ):
+            return
+        from credvault.slotfile import settle
+
+        settle(session, staged_from)
 
     @staticmethod
     def _checked(session: Session) -> Session:
@@ -578,6 +599,31 @@ class Vault:
     def integrity_check(self) -> list[str]:
         """SQLite's and SQLCipher's own checks (empty list: fine)."""
         return self._s.store.integrity_check()
+
+
+def _is_staged(name: str) -> bool:
+    return name.startswith("keyslots.json.") and name.endswith(".staged")
+
+
+def _resolve(
+    path: Path, member: str, src: UnlockSource, clock: Clock
+) -> tuple[KeySlots, MemberKeys, Path | None]:
+    """Unlock ``member`` from the key-slot file, or else from a staged next version of it
+    (a change interrupted after its COMMIT, which the open then installs; see slotfile.py).
+    Returns the file's slots, the keys, and the staged file used (None: the current one)."""
+    slots = KeySlots.read(path / SLOTS_NAME)
+    try:
+        return slots, resolve(src, slots, member), None
+    except (WrongPassphrase, NotFound) as first:
+        for f in sorted(path.iterdir()):
+            if not _is_staged(f.name):
+                continue
+            with contextlib.suppress(CredvaultError, OSError):
+                staged = KeySlots.read(f)
+                return staged, resolve(src, staged, member), f
+        if isinstance(first, WrongPassphrase):
+            _record_failed_unlock(path, member, clock)
+        raise
 
 
 def _record_failed_unlock(path: Path, member: str, clock: Clock) -> None:
