@@ -2,6 +2,6 @@
 
 import sys
 
-from credvault.cli import main
+from credvault_launcher import main
 
 sys.exit(main())

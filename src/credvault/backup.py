@@ -55,11 +55,7 @@ class Backups:
         with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
             db_copy = Path(tmp) / "db"
             create_private(db_copy)
-            from credvault.slotfile import in_force
-
-            with s.store.write():  # the key slots and the copy, both as of one moment
-                slots = in_force(s).to_bytes()
-            s.store.copy_to(db_copy, s.db_key)
+            slots = _consistent_copy(s, db_copy)
             part = directory / f".{target.name}.part"
             fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
             try:
@@ -77,6 +73,26 @@ class Backups:
         with s.store.write():
             s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
         return target, pruned
+
+
+def _consistent_copy(s: Session, db_copy: Path) -> bytes:
+    """Copy the database to ``db_copy``; return the key-slot file that goes with the copy
+    (the version the copy records: a membership change between the two reads is retried)."""
+    from credvault.slotfile import DIGEST_META, in_force
+    from credvault.store import Store, StoreError
+
+    for _ in range(10):
+        s.store.copy_to(db_copy, s.db_key)
+        copy = Store.open(db_copy, s.db_key)
+        try:
+            recorded = copy.get_meta(DIGEST_META)
+        finally:
+            copy.close()
+        with s.store.write():
+            slots = in_force(s)
+        if recorded in (None, slots.membership_digest()):
+            return slots.to_bytes()
+    raise StoreError("the vault's members kept changing during the backup; run it again")
 
 
 def prune(directory: Path, vault_id: str, cutoff: datetime, *, keep: Path | None = None) -> int:

@@ -40,6 +40,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def named(e: OSError, path: Path) -> OSError:
+    """``e`` with the file it concerns (``os.write`` errors carry none), so a full disk is
+    reported as "disk full: cannot write PATH"."""
+    if e.filename is None:
+        return OSError(e.errno, e.strerror, str(path))
+    return e
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename, fsync directory.
 
@@ -58,9 +66,13 @@ def atomic_write(path: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()  # no temporary file survives a failure
+        raise named(e, path) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise
     fsync_dir(path.parent)
 
@@ -73,9 +85,11 @@ def write_new_private(path: Path, data: bytes) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             path.unlink()  # a partial file is of no use and would block a rerun
+        if isinstance(e, OSError):
+            raise named(e, path) from None
         raise
     finally:
         os.close(fd)

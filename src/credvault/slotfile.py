@@ -37,13 +37,17 @@ from credvault.errors import (
     NotFound,
     WrongPassphrase,
 )
-from credvault.files import FILE_MODE, fsync_dir
+from credvault.files import FILE_MODE, fsync_dir, named
 from credvault.keyslots import MAX_SIZE, KeySlots
 from credvault.session import SLOTS_NAME, Session
 
 DIGEST_META = "keyslots_digest"
 STAGED_PREFIX = SLOTS_NAME + "."
 STAGED_SUFFIX = ".staged"
+# Audit details of what an open decided about an interrupted change.
+FINISHED = "finished at open after an interruption"
+UNDONE = "interrupted before it took effect; undone at open"
+UNDONE_INCOMPLETE = "an incomplete change was discarded at open"
 
 
 def is_staged_name(name: str) -> bool:
@@ -65,14 +69,17 @@ class Staged:
     def write(self, data: bytes) -> None:
         """Create, lock and fill the file, then fsync it (and the directory: it must survive
         a crash right after the COMMIT that makes it the current version)."""
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE)
-        self.fd = fd
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-        fsync_dir(self.vault)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE)
+            self.fd = fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            fsync_dir(self.vault)
+        except OSError as e:
+            raise named(e, self.vault / SLOTS_NAME) from None
 
     def install(self) -> None:
         """Rename over ``keyslots.json``. Gone already: an opener settled it for us (it does
@@ -247,17 +254,17 @@ def _in_force(s: Session) -> tuple[KeySlots, list[Path]]:
                 fsync_dir(s.path)
                 if fd is not None:
                     action, item = describe(cur, staged)
-                    s.log(action, None, item, "ok", "finished at open after an interruption")
+                    s.log(action, None, item, "ok", FINISHED)
                 cur = staged
             elif fd is not None:
                 path.unlink()
                 fsync_dir(s.path)
                 discarded.append(path)
                 if staged is None:
-                    s.log("keyslots-change", None, None, "error", "incomplete change discarded")
+                    s.log("keyslots-change", None, None, "error", UNDONE_INCOMPLETE)
                 elif staged.membership_digest() != cur.membership_digest():
                     action, item = describe(cur, staged)
-                    s.log(action, None, item, "error", "interrupted before it took effect; undone")
+                    s.log(action, None, item, "error", UNDONE)
         finally:
             if fd is not None:
                 os.close(fd)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
@@ -290,9 +292,37 @@ class Vault:
         """Restore the backup ``file`` into the new directory ``target``, check it, and purge at
         once what became due; returns the engagements purged. A failed restore leaves no vault.
         """
+        file, target = Path(file), Path(target)
+        if target.exists() and any(target.iterdir()):
+            raise AlreadyExists(f"{target} is not empty; restore into a new directory")
+        # Built beside the target and renamed into place only when complete and checked: a
+        # failed or killed restore never leaves a half vault that blocks a rerun (which
+        # deletes what an interrupted one left in the staging directory).
+        stage = target.parent / f".{target.name}.restoring"
+        if stage.exists():
+            shutil.rmtree(stage)
+        try:
+            done = cls._restore_into(file, stage, member, source, kdf=kdf, clock=clock)
+            stage.rename(target)  # over an empty directory too (rename(2) allows that)
+            fsync_dir(target.parent)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        return done
+
+    @classmethod
+    def _restore_into(
+        cls,
+        file: Path,
+        target: Path,
+        member: str,
+        source: UnlockSource | bytes | str,
+        *,
+        kdf: KdfParams,
+        clock: Clock,
+    ) -> list[str]:
         from credvault.backup import RESTORED_FILES, unpack
 
-        file, target = Path(file), Path(target)
         unpack(file, target)
         try:
             with cls.open(target, member, source, kdf=kdf, clock=clock, auto_purge=False) as v:
@@ -643,12 +673,18 @@ def _import_failed_unlocks(s: Session) -> None:
         return
     with s.store.write():  # the write lock: two opening processes import it once
         try:
-            lines = f.read_text(errors="replace").splitlines()[-1000:]
+            data = f.read_bytes()
         except FileNotFoundError:
             return  # another process imported it while we waited for the lock
-        # Removed before the commit, but inside the lock: a failed commit loses these few
-        # lines rather than importing them twice.
-        for line in lines:
+        # Imported exactly once: "length:digest" of what was imported commits with the
+        # entries, and the file goes only after the COMMIT, and only if no line was appended
+        # meanwhile (else the next open imports just the lines after that length).
+        done = str(s.store.get_meta("failed_unlocks_imported") or "0:")
+        n_done, _, digest_done = done.partition(":")
+        start = int(n_done) if n_done.isdigit() else 0
+        if len(data) < start or hashlib.sha256(data[:start]).hexdigest() != digest_done:
+            start = 0
+        for line in data[start:].decode(errors="replace").splitlines()[-1000:]:
             ts, _, who = line.partition(" ")
             s.audit.append(
                 s.now(),
@@ -659,7 +695,12 @@ def _import_failed_unlocks(s: Session) -> None:
                 "denied",
                 f"failed unlock at {ts[:32]} (recorded at next open)",
             )
-        f.unlink()
+        s.store.set_meta(
+            "failed_unlocks_imported", f"{len(data)}:{hashlib.sha256(data).hexdigest()}"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        if f.read_bytes() == data:
+            f.unlink()
 
 
 __all__ = ["InitResult", "Vault", "default_dir"]
