@@ -216,3 +216,72 @@ def test_signal_mid_change_one_line_and_all_or_nothing(
             assert len(out.err.strip().splitlines()) == 1, out.err
         bad += check(work / "vault", OPS[op], work, out.acknowledged, template[1])
     assert not bad, bad
+
+
+# -- exclusive operations neither starve nor deadlock -----------------------------------------
+def test_two_vault_objects_in_one_process_do_not_deadlock(
+    template: tuple[Path, int], tmp_path: Path
+) -> None:
+    from credvault.errors import StoreError
+
+    path = fresh_copy(template[0], tmp_path / "w")
+    other = open_vault(path, "bob", PASSWORDS["bob"])
+    with open_vault(path, "alice", PASSWORDS["alice"]) as v:
+        with pytest.raises(StoreError, match="another Vault object"):
+            v.members.remove("carol")
+        assert "carol" in {m.name for m in v.members.list()}
+        v.credentials.put("acme-2026/still-works", b"x")  # the session kept its shared lock
+        other.close()
+        v.members.remove("carol")
+    with open_vault(path, "alice", PASSWORDS["alice"]) as v:
+        assert "carol" not in {m.name for m in v.members.list()}
+
+
+def test_member_rm_gives_up_on_a_busy_vault_and_changes_nothing(
+    template: tuple[Path, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process keeps the vault open: rm announces that it waits, then gives up."""
+    import logging
+    import sys
+
+    import credvault.files
+    from credvault.errors import StoreError
+
+    path = fresh_copy(template[0], tmp_path / "w")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from fault_ops import open_vault, PASSWORDS\n"
+            f"v = open_vault(__import__('pathlib').Path({str(path)!r}), 'dave', 'dave-pass')\n"
+            "print('open', flush=True); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent)),
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "open"  # observed: the vault is held
+        monkeypatch.setattr(credvault.files, "EXCLUSIVE_WAIT_S", 0.3)
+        records: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
+        logging.getLogger("credvault").addHandler(handler)
+        try:
+            with open_vault(path, "alice", PASSWORDS["alice"]) as v:
+                with pytest.raises(StoreError, match="gave up and changed nothing"):
+                    v.members.remove("bob")
+                assert "bob" in {m.name for m in v.members.list()}
+                assert not [e for e in v.audit_entries() if e.action == "member-rm"]
+        finally:
+            logging.getLogger("credvault").removeHandler(handler)
+        assert any("waiting up to" in r for r in records)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait()
+    with open_vault(path, "alice", PASSWORDS["alice"]) as v:
+        v.members.remove("bob")  # idle vault: it goes through

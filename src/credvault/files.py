@@ -95,16 +95,73 @@ def write_new_private(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+#: How long an operation that needs the vault alone (``member rm``, finishing an interrupted
+#: re-key) waits for other processes to close it before giving up, changing nothing.
+EXCLUSIVE_WAIT_S = 60.0
+_POLL_S = 0.05
+_held: dict[str, int] = {}  # lock file -> how many locks this process holds on it
+
+
 @contextlib.contextmanager
-def locked(path: Path, *, exclusive: bool) -> Iterator[None]:
+def locked(path: Path, *, exclusive: bool, wait_s: float | None = None) -> Iterator[None]:
     """Hold a shared or exclusive ``flock`` on the vault's lock file.
 
     Every use of a vault holds it shared; swapping the database file for a re-keyed copy
-    holds it exclusive, so no process keeps writing to a file that was replaced.
+    holds it exclusive, so no process keeps writing to a file that was replaced. The
+    exclusive lock is never waited for forever: if others hold the vault, a warning says so
+    (``logging``, shown on stderr by the CLI) and after ``wait_s`` seconds it gives up with
+    an error. A process that holds the vault itself (another open ``Vault``) is told at once
+    instead of deadlocking on its own lock.
     """
+    from credvault.errors import StoreError
+
+    key = os.path.realpath(path)
+    if exclusive and _held.get(key):
+        raise StoreError(
+            "this process has the vault open in another Vault object; close it first "
+            "(an operation that replaces the database needs the vault alone)"
+        )
     fd = os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
+        if exclusive:
+            _lock_exclusive(fd, path, EXCLUSIVE_WAIT_S if wait_s is None else wait_s)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        _held[key] = _held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
     finally:
         os.close(fd)
+
+
+def _lock_exclusive(fd: int, path: Path, wait_s: float) -> None:
+    import time
+
+    from credvault.errors import StoreError
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    import logging
+
+    logging.getLogger("credvault").warning(
+        "credvault: waiting up to %d s for other processes to close the vault %s",
+        int(wait_s),
+        path.parent,
+    )
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            continue
+    raise StoreError(
+        f"other processes kept the vault {path.parent} open for {int(wait_s)} s; gave up and "
+        "changed nothing (close them, or run it again when the vault is idle)"
+    )

@@ -178,8 +178,45 @@ class Vault:
             raise AlreadyExists(f"{path} is not empty; choose an empty or new directory")
         if recovery_file is not None and recovery_file.exists():
             raise AlreadyExists(f"recovery file {recovery_file} exists; refusing to overwrite")
-        make_private_dir(path)
-        path.chmod(0o700)  # an existing empty directory becomes the vault: tighten it
+        # Built in a staging directory beside ``path`` and renamed into place when complete:
+        # a failed or interrupted init leaves nothing that blocks a rerun (which deletes what
+        # an interrupted one left there).
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stage = path.parent / f".{path.name}.initializing"
+        if stage.exists():
+            shutil.rmtree(stage)
+        wrote_recovery = False
+        try:
+            make_private_dir(stage)
+            recovery_text = cls._init_into(stage, admin, pw, kdf, recovery_file, clock)
+            wrote_recovery = recovery_file is not None
+            stage.rename(path)  # over an empty directory too (rename(2) allows that)
+            fsync_dir(path.parent)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            if recovery_file is not None and not wrote_recovery:
+                with contextlib.suppress(OSError):
+                    recovery_file.unlink()
+            raise
+        return InitResult(
+            path,
+            KeySlots.read(path / SLOTS_NAME).vault_id.hex(),
+            admin,
+            None if recovery_file is not None else recovery_text,
+        )
+
+    @classmethod
+    def _init_into(
+        cls,
+        path: Path,
+        admin: str,
+        pw: bytes,
+        kdf: KdfParams,
+        recovery_file: Path | None,
+        clock: Clock,
+    ) -> str:
+        """Write a complete new vault into the (staging) directory ``path``; returns the
+        recovery key text (also written to ``recovery_file`` when given)."""
         vault_id = os.urandom(16)
         db_key = p.random_key()
         admin_priv, admin_pub = p.ed25519_generate()
@@ -242,9 +279,7 @@ class Vault:
             write_new_private(recovery_file, (recovery_text + "\n").encode())
         slots.sealed_with(db_key).write(path / SLOTS_NAME)
         fsync_dir(path)
-        return InitResult(
-            path, vault_id.hex(), admin, None if recovery_file is not None else recovery_text
-        )
+        return recovery_text
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
