@@ -283,5 +283,37 @@ def test_member_rm_gives_up_on_a_busy_vault_and_changes_nothing(
         holder.stdin.write("\n")
         holder.stdin.close()
         holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
     with open_vault(path, "alice", PASSWORDS["alice"]) as v:
         v.members.remove("bob")  # idle vault: it goes through
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("module", ["credvault", "credvault.vault", "sqlcipher3"])
+def test_signal_during_start_up_is_one_line(sig: int, module: str, tmp_path: Path) -> None:
+    """The console entry point handles signals before its imports: a signal that arrives
+    while a given module is being imported (observed, not timed) exits 128+N, one line."""
+    import sys
+
+    child = (
+        "import builtins, os, sys\n"
+        "import credvault_launcher\n"
+        "real = builtins.__import__\n"
+        "def hooked(name, *a, **k):\n"
+        f"    if name == {module!r}:\n"
+        f"        os.kill(os.getpid(), {int(sig)})\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = hooked\n"
+        "sys.argv = ['credvault', 'ls']\n"
+        "sys.exit(credvault_launcher.main())\n"
+    )
+    env = dict(os.environ, CREDVAULT_VAULT=str(tmp_path / "none"))
+    r = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=env, check=False
+    )
+    assert r.returncode == 128 + sig, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("credvault: "), r.stderr

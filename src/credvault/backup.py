@@ -9,15 +9,19 @@ everything that became due, so a restore never resurrects an engagement past its
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from credvault.errors import AlreadyExists, IntegrityError, NotAVault
-from credvault.files import create_private, fsync_dir, make_private_dir
+from credvault.files import create_private, fsync_dir, make_private_dir, named
 from credvault.keyslots import KeySlots
 from credvault.model import backup_stamp, parse_backup_stamp
 from credvault.session import DB_NAME, LOCK_NAME, SLOTS_NAME, Session
@@ -52,27 +56,65 @@ class Backups:
         target = directory / f"credvault-backup-{vault_id}-{backup_stamp(now)}.cvb"
         if target.exists():
             raise AlreadyExists(f"{target} exists (one backup per second)")
+        with _directory_locked(directory):
+            return self._create(s, directory, target, vault_id, now)
+
+    def _create(
+        self, s: Session, directory: Path, target: Path, vault_id: str, now: datetime
+    ) -> tuple[Path, int]:
+        _remove_leftovers(directory)
+        days = s.setting("backup-retention-days")  # expired ones go first (audited below)
+        pruned = prune(directory, vault_id, now - timedelta(days=days), keep=target)
         with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
             db_copy = Path(tmp) / "db"
             create_private(db_copy)
             slots = _consistent_copy(s, db_copy)
             part = directory / f".{target.name}.part"
-            fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
             try:
-                os.write(fd, MAGIC + len(slots).to_bytes(8, "big") + slots)
-                with db_copy.open("rb") as f:
-                    while chunk := f.read(1 << 20):
-                        os.write(fd, chunk)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(part, target)
-            fsync_dir(directory)
-        days = s.setting("backup-retention-days")
-        pruned = prune(directory, vault_id, now - timedelta(days=days), keep=target)
-        with s.store.write():
-            s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
+                fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+                try:
+                    os.write(fd, MAGIC + len(slots).to_bytes(8, "big") + slots)
+                    with db_copy.open("rb") as f:
+                        while chunk := f.read(1 << 20):
+                            os.write(fd, chunk)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                # Audited before the file appears under its name: a backup (a copy of every
+                # secret) never exists unaudited, even after a crash right here.
+                with s.store.write():
+                    s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
+                os.replace(part, target)
+                fsync_dir(directory)
+            except BaseException as e:
+                with contextlib.suppress(OSError):
+                    part.unlink()
+                if isinstance(e, OSError):
+                    raise named(e, part) from None
+                raise
         return target, pruned
+
+
+@contextlib.contextmanager
+def _directory_locked(directory: Path) -> Iterator[None]:
+    """One backup at a time per directory (an ``flock`` on the directory itself), so the
+    temporary files found there under the lock are leftovers of a killed backup."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Delete what a killed backup left: ``.tmp-*`` directories and ``.….cvb.part`` files."""
+    for f in directory.iterdir():
+        if f.name.startswith(".tmp-") and f.is_dir():
+            shutil.rmtree(f, ignore_errors=True)
+        elif f.name.startswith(".credvault-backup-") and f.name.endswith(".cvb.part"):
+            with contextlib.suppress(OSError):
+                f.unlink()
 
 
 def _consistent_copy(s: Session, db_copy: Path) -> bytes:

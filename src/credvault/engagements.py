@@ -11,7 +11,10 @@ attacker-chosen key, inserted by direct SQL with only the member's public key, i
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from credvault import validate
 from credvault.access import KEY_ROLES, Action, Role, parse_role
@@ -392,6 +395,10 @@ class Engagements:
 
     # -- grants -----------------------------------------------------------------------------
     def grant(self, name: str, member: str, role: str, until: str | None = None) -> GrantInfo:
+        """Grant ``role``; retried (from a fresh read) if a rotation lands in between."""
+        return _retrying(self.s, lambda: self._grant(name, member, role, until))
+
+    def _grant(self, name: str, member: str, role: str, until: str | None) -> GrantInfo:
         s = self.s
         r = parse_role(role)
         validate.name(member, "member name")
@@ -419,6 +426,7 @@ class Engagements:
             # Our own lead grant chains through theirs: lowering them would void it.
             raise s.deny("grant", eng.name, member, "they granted your lead role; ask another")
         with s.store.write():
+            self.assert_current(eng)  # never seal a copy of a superseded key version
             self._put_grant(
                 eng, member, r.value, expires, key, eng.key_version, s.member, s.keys.sign_private
             )
@@ -440,6 +448,10 @@ class Engagements:
         return next(g for g in self.members(name) if g.member == member)
 
     def revoke(self, name: str, member: str) -> builtins.list[str]:
+        """Revoke and rotate; retried (from a fresh read) if another rotation lands first."""
+        return _retrying(self.s, lambda: self._revoke(name, member))
+
+    def _revoke(self, name: str, member: str) -> builtins.list[str]:
         """Revoke and rotate; returns the credentials the member read (to change them)."""
         s = self.s
         eng = self.get(name)
@@ -500,6 +512,10 @@ class Engagements:
 
     # -- rotation ---------------------------------------------------------------------------
     def rotate(self, name: str) -> int:
+        """Rotate now; retried (from a fresh read) if another rotation lands first."""
+        return _retrying(self.s, lambda: self._rotate_now(name))
+
+    def _rotate_now(self, name: str) -> int:
         s = self.s
         eng = self.get(name)
         key = self.key(eng, "rotate", Action.GRANT)
@@ -510,7 +526,8 @@ class Engagements:
     def _rotate_if_needed(self, eng: Engagement) -> None:
         if eng.needs_rotation and self.role_of(eng) is Role.LEAD:
             key = self.key(eng, "rotate", Action.GRANT)
-            with self.s.store.write():
+            # Another lead finishing the same pending rotation first is fine: it is done.
+            with contextlib.suppress(Conflict), self.s.store.write():
                 self._rotate(eng, key, "pending rotation")
 
     def _rotate(
@@ -521,7 +538,12 @@ class Engagements:
         signer: str | None = None,
         sign_private: bytes | None = None,
     ) -> int:
-        """New key, every envelope re-encrypted, re-sealed to holders; caller's transaction."""
+        """New key, every envelope re-encrypted, re-sealed to holders; caller's transaction.
+
+        Refuses (:class:`Conflict`) if ``eng`` is no longer the current key version: the
+        envelopes would not open under ``old_key`` (a false integrity error) and copies would
+        be sealed to a superseded key."""
+        self.assert_current(eng)
         s = self.s
         signer = signer or s.member
         sign_private = sign_private or s.keys.sign_private
@@ -671,3 +693,22 @@ class Engagements:
         with self.s.store.write():
             self.s.log("engagement-show", eng.name, None, "ok")
         return d
+
+
+_T = TypeVar("_T")
+RETRIES = 5
+
+
+def _retrying(s: Session, attempt: Callable[[], _T]) -> _T:
+    """Run ``attempt`` again (it re-reads everything) when another process rotated the
+    engagement's key meanwhile: such writes serialize instead of failing. Each failed
+    attempt rolled back completely, so nothing is stored twice."""
+    for i in range(RETRIES):
+        try:
+            return attempt()
+        except Conflict:
+            if i == RETRIES - 1:
+                raise
+            s.engagement_keys.clear()
+            s.verified.clear()
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -44,7 +44,9 @@ from credvault.session import SLOTS_NAME, Session
 DIGEST_META = "keyslots_digest"
 STAGED_PREFIX = SLOTS_NAME + "."
 STAGED_SUFFIX = ".staged"
-# Audit details of what an open decided about an interrupted change.
+# The audit entry of what an open decided about an interrupted change (its own action, so
+# an interrupted change is never counted twice: the change's own entry committed with it).
+SETTLE = "settle"
 FINISHED = "finished at open after an interruption"
 UNDONE = "interrupted before it took effect; undone at open"
 UNDONE_INCOMPLETE = "an incomplete change was discarded at open"
@@ -254,17 +256,17 @@ def _in_force(s: Session) -> tuple[KeySlots, list[Path]]:
                 fsync_dir(s.path)
                 if fd is not None:
                     action, item = describe(cur, staged)
-                    s.log(action, None, item, "ok", FINISHED)
+                    s.log(SETTLE, None, item, "ok", f"{action}: {FINISHED}")
                 cur = staged
             elif fd is not None:
                 path.unlink()
                 fsync_dir(s.path)
                 discarded.append(path)
                 if staged is None:
-                    s.log("keyslots-change", None, None, "error", UNDONE_INCOMPLETE)
+                    s.log(SETTLE, None, None, "error", UNDONE_INCOMPLETE)
                 elif staged.membership_digest() != cur.membership_digest():
                     action, item = describe(cur, staged)
-                    s.log(action, None, item, "error", UNDONE)
+                    s.log(SETTLE, None, item, "error", f"{action}: {UNDONE}")
         finally:
             if fd is not None:
                 os.close(fd)
