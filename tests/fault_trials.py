@@ -33,7 +33,10 @@ class Outcome(NamedTuple):
 
 
 def run_child(work: Path, op: str, kill_at: int | str = 0, sig: int = 9) -> Outcome:
-    env = dict(os.environ, PYTHONPATH=str(CHILD.parent))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(CHILD.parent), os.environ.get("PYTHONPATH")])),
+    )
     r = subprocess.run(
         [sys.executable, str(CHILD), str(work), op, str(kill_at), str(sig)],
         capture_output=True,
