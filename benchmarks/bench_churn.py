@@ -55,9 +55,11 @@ def worker(path: Path, who: str, seconds: float, out: mp.Queue) -> None:  # type
                 elif op == "rotate":
                     v.engagements.rotate(eng)
             ops += 1
-        except CredvaultError as e:
+        except Exception as e:  # noqa: BLE001 - a crash is a finding, counted by type
             errors += 1
             k = "IntegrityError(6)" if isinstance(e, IntegrityError) else type(e).__name__
+            if not isinstance(e, CredvaultError):
+                k = f"crash:{k}"
             kinds[k] = kinds.get(k, 0) + 1
     out.put({"who": who, "ops": ops, "errors": errors, "kinds": kinds, "acked": acked})
 
@@ -83,8 +85,10 @@ def churner(path: Path, seconds: float, out: mp.Queue) -> None:  # type: ignore[
                 v.members.remove(name)
                 waits.append(time.perf_counter() - t)
             ops += 4
-        except CredvaultError as e:
+        except Exception as e:  # noqa: BLE001 - a crash is a finding, counted by type
             k = "IntegrityError(6)" if isinstance(e, IntegrityError) else type(e).__name__
+            if not isinstance(e, CredvaultError):
+                k = f"crash:{k}"
             kinds[k] = kinds.get(k, 0) + 1
     out.put({"who": "churn", "ops": ops, "waits": waits, "changes": changes, "kinds": kinds})
 

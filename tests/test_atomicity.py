@@ -105,7 +105,7 @@ def test_member_rm_killed_during_its_rekey_is_finished(
 def test_kill_9_at_spread_points(op: str, template: tuple[Path, int], tmp_path: Path) -> None:
     fresh_copy(template[0], tmp_path / "dry", op)
     total = run_child(tmp_path / "dry", op).lines
-    n = 30 if os.environ.get("CREDVAULT_FAULT_CAMPAIGN") == "full" else 3
+    n = 30 if os.environ.get("CREDVAULT_FAULT_CAMPAIGN") == "full" else 2
     bad: list[str] = []
     for at in points(total, n):
         bad += _trial(template, tmp_path / f"k{at}", op, str(at))

@@ -24,7 +24,7 @@ from fault_trials import points, run_child
 pytestmark = pytest.mark.fault
 
 FULL = os.environ.get("CREDVAULT_FAULT_CAMPAIGN") == "full"
-SAMPLE = ["put", "grant", "rotate", "shred", "backup", "unlock"]
+SAMPLE = ["put", "rotate", "shred", "unlock"]
 KINDS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
 
 

@@ -445,7 +445,12 @@ class Engagements:
                 previous is Role.LEAD and r is not Role.LEAD
             ):
                 self._rotate(eng, key, "role lowered")
-        return next(g for g in self.members(name) if g.member == member)
+            # Read inside the transaction: another process may revoke it right after.
+            g = s.store.grant_of(eng.id, member)
+        assert g is not None
+        return GrantInfo(
+            g.member, g.role, g.granted_by, g.granted_at, g.expires_at, g.sealed is not None
+        )
 
     def revoke(self, name: str, member: str) -> builtins.list[str]:
         """Revoke and rotate; retried (from a fresh read) if another rotation lands first."""
