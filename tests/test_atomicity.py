@@ -317,3 +317,32 @@ def test_signal_during_start_up_is_one_line(sig: int, module: str, tmp_path: Pat
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("credvault: "), r.stderr
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+@pytest.mark.parametrize("committed", [True, False])
+def test_damaged_staged_file(
+    damage: str, committed: bool, template: tuple[Path, int], tmp_path: Path
+) -> None:
+    """A staged file the database does not record is only ever deleted, whatever its state;
+    a damaged one that it does record is the only copy of a change in force: exit 6, not a
+    silent rollback to the older key-slot file."""
+    from credvault.errors import IntegrityError
+
+    work = tmp_path / "w"
+    fresh_copy(template[0], work, "member_add")
+    at = "call:install" if committed else "call:fsync_dir#1"
+    assert run_child(work, "member_add", at, 9).code == -9
+    (staged,) = [f for f in (work / "vault").iterdir() if f.name.endswith(".staged")]
+    data = bytearray(staged.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[len(data) // 3 :]
+    staged.write_bytes(bytes(data))
+    if committed:
+        with pytest.raises(IntegrityError):
+            open_vault(work / "vault", "alice", PASSWORDS["alice"])
+    else:
+        bad = check(work / "vault", OPS["member_add"], work, acknowledged=False, head=template[1])
+        assert not bad, bad
