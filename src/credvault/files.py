@@ -126,7 +126,21 @@ def locked(path: Path, *, exclusive: bool, wait_s: float | None = None) -> Itera
         if exclusive:
             _lock_exclusive(fd, path, EXCLUSIVE_WAIT_S if wait_s is None else wait_s)
         else:
+            # Writer preference: pass the intent lock (a POSIX record lock on byte 1, held
+            # exclusively by an operation waiting to have the vault alone) before joining the
+            # shared holders, so a stream of short-lived users cannot starve it.
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 1)
+            except OSError:
+                import logging
+
+                logging.getLogger("credvault").warning(
+                    "credvault: waiting for an operation that needs the vault alone "
+                    "(member removal) to finish"
+                )
+                fcntl.lockf(fd, fcntl.LOCK_SH, 1, 1)
             fcntl.flock(fd, fcntl.LOCK_SH)
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1)
         _held[key] = _held.get(key, 0) + 1
         try:
             yield
@@ -139,8 +153,16 @@ def locked(path: Path, *, exclusive: bool, wait_s: float | None = None) -> Itera
 def _lock_exclusive(fd: int, path: Path, wait_s: float) -> None:
     import time
 
-    from credvault.errors import StoreError
-
+    deadline = time.monotonic() + wait_s
+    # First the intent lock (new users now wait behind us), then the vault lock itself.
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1)
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise _gave_up(path, wait_s) from None
+            time.sleep(_POLL_S)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return
@@ -153,7 +175,6 @@ def _lock_exclusive(fd: int, path: Path, wait_s: float) -> None:
         int(wait_s),
         path.parent,
     )
-    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         time.sleep(_POLL_S)
         try:
@@ -161,7 +182,14 @@ def _lock_exclusive(fd: int, path: Path, wait_s: float) -> None:
             return
         except BlockingIOError:
             continue
-    raise StoreError(
+    fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1)
+    raise _gave_up(path, wait_s)
+
+
+def _gave_up(path: Path, wait_s: float) -> Exception:
+    from credvault.errors import StoreError
+
+    return StoreError(
         f"other processes kept the vault {path.parent} open for {int(wait_s)} s; gave up and "
         "changed nothing (close them, or run it again when the vault is idle)"
     )
