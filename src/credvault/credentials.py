@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from credvault import items, validate
 from credvault.access import Action
-from credvault.engagements import Engagements
+from credvault.engagements import Engagements, _retrying
 from credvault.errors import AlreadyExists, Conflict, IntegrityError, InvalidInput, NotFound
 from credvault.model import CredentialRow, CredentialUpdate, Engagement, NewCredential
 from credvault.secret import Secret
@@ -92,11 +92,31 @@ class Credentials:
         notes: str | None = None,
     ) -> CredentialInfo:
         """Create or replace a credential (a replace keeps fields not given; new ones are
-        of kind ``password`` unless told)."""
-        s = self.s
-        eng_name, name = validate.ref(ref)
+        of kind ``password`` unless told). Retried from a fresh read if another process
+        rotates the engagement's key meanwhile (nothing is stored twice)."""
         value = secret if isinstance(secret, Secret) else Secret(secret)
         del secret  # from here on only the redacted wrapper is a local
+        return _retrying(
+            self.s,
+            lambda: self._put(
+                ref, value, username=username, system=system, kind=kind, url=url, notes=notes
+            ),
+        )
+
+    def _put(
+        self,
+        ref: str,
+        secret: Secret,
+        *,
+        username: str | None = None,
+        system: str | None = None,
+        kind: str | None = None,
+        url: str | None = None,
+        notes: str | None = None,
+    ) -> CredentialInfo:
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        value = secret  # only the redacted wrapper is ever a local
         validate.secret(value)
         if kind is not None:
             validate.kind(kind)
@@ -205,6 +225,10 @@ class Credentials:
         return _info(eng, row)
 
     def get(self, ref: str, *, reason: str | None = None) -> Credential:
+        """The credential; retried if the key was rotated during the read (audited)."""
+        return _retrying(self.s, lambda: self._get(ref, reason=reason))
+
+    def _get(self, ref: str, *, reason: str | None = None) -> Credential:
         """Decrypt a credential. Audited; with ``require_reason`` a reason is mandatory."""
         s = self.s
         eng_name, name = validate.ref(ref)

@@ -263,7 +263,24 @@ class Engagements:
     def key(
         self, eng: Engagement, verb: str, action: Action = Action.READ, item: str | None = None
     ) -> bytes:
-        """The engagement key, for a member whose verified role allows ``action``."""
+        """The engagement key, for a member whose verified role allows ``action``.
+
+        A check that fails while another process rotated the key (the engagement row and the
+        grant rows were read on either side of its COMMIT) is :class:`Conflict`, not
+        tampering: nothing was done, and running again reads a consistent state."""
+        try:
+            return self._key(eng, verb, action, item)
+        except IntegrityError:
+            now = self.s.store.engagement_by_name(eng.name)
+            if now is not None and now.key_version != eng.key_version:
+                raise Conflict(
+                    f"engagement {eng.name!r} changed keys meanwhile; nothing was done, run again"
+                ) from None
+            raise
+
+    def _key(
+        self, eng: Engagement, verb: str, action: Action = Action.READ, item: str | None = None
+    ) -> bytes:
         role = self.role_of(eng)
         if role is None:
             row = self.s.store.grant_of(eng.id, self.s.member)
