@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -49,22 +49,42 @@ class Backups:
         """Write a backup; returns (file, number of old backups pruned)."""
         s = self.s
         s.require_admin("back up")
-        vault_id = s.vault_id.hex()
         directory = directory or default_backup_dir(s.path)
         make_private_dir(directory)
-        now = s.clock()
-        target = directory / f"credvault-backup-{vault_id}-{backup_stamp(now)}.cvb"
-        if target.exists():
-            raise AlreadyExists(f"{target} exists (one backup per second)")
-        with _directory_locked(directory):
-            return self._create(s, directory, target, vault_id, now)
+        vault_id = s.vault_id.hex()
+        days = s.setting("backup-retention-days")
+        pruned: list[int] = []
 
-    def _create(
-        self, s: Session, directory: Path, target: Path, vault_id: str, now: datetime
-    ) -> tuple[Path, int]:
+        def audit(target: Path) -> None:
+            # Audited before the file appears under its name: a backup (a copy of every
+            # secret) never exists unaudited, even after a crash right here.
+            n = prune(directory, vault_id, s.clock() - timedelta(days=days), keep=target)
+            pruned.append(n)
+            with s.store.write():
+                s.log("backup", None, None, "ok", f"{target.name}; {n} old backups pruned")
+
+        target = write_backup(s, directory, publish=audit)
+        return target, pruned[0]
+
+
+def write_backup(
+    s: Session, directory: Path, publish: Callable[[Path], None] | None = None
+) -> Path:
+    """Write one backup file into ``directory`` (no permission check, no audit: callers).
+
+    Also used before a format upgrade, so the pre-upgrade copy is an ordinary backup that
+    ``restore`` reads and the backup retention prunes (purged data leaves it too).
+    ``publish`` is called with the final name once the file is complete, before it appears
+    under that name (the caller's audit entry). One backup at a time per directory; what a
+    killed one left there is removed first.
+    """
+    make_private_dir(directory)
+    now = s.clock()
+    target = directory / f"credvault-backup-{s.vault_id.hex()}-{backup_stamp(now)}.cvb"
+    if target.exists():
+        raise AlreadyExists(f"{target} exists (one backup per second)")
+    with _directory_locked(directory):
         _remove_leftovers(directory)
-        days = s.setting("backup-retention-days")  # expired ones go first (audited below)
-        pruned = prune(directory, vault_id, now - timedelta(days=days), keep=target)
         with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
             db_copy = Path(tmp) / "db"
             create_private(db_copy)
@@ -80,10 +100,8 @@ class Backups:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                # Audited before the file appears under its name: a backup (a copy of every
-                # secret) never exists unaudited, even after a crash right here.
-                with s.store.write():
-                    s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
+                if publish is not None:
+                    publish(target)
                 os.replace(part, target)
                 fsync_dir(directory)
             except BaseException as e:
@@ -92,7 +110,7 @@ class Backups:
                 if isinstance(e, OSError):
                     raise named(e, part) from None
                 raise
-        return target, pruned
+    return target
 
 
 @contextlib.contextmanager
