@@ -8,7 +8,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
@@ -181,6 +180,8 @@ class Vault:
         # Built in a staging directory beside ``path`` and renamed into place when complete:
         # a failed or interrupted init leaves nothing that blocks a rerun (which deletes what
         # an interrupted one left there).
+        import shutil  # only here and in restore: `credvault get` does not load it
+
         path.parent.mkdir(parents=True, exist_ok=True)
         stage = path.parent / f".{path.name}.initializing"
         if stage.exists():
@@ -333,6 +334,8 @@ class Vault:
         # Built beside the target and renamed into place only when complete and checked: a
         # failed or killed restore never leaves a half vault that blocks a rerun (which
         # deletes what an interrupted one left in the staging directory).
+        import shutil
+
         stage = target.parent / f".{target.name}.restoring"
         if stage.exists():
             shutil.rmtree(stage)
