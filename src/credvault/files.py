@@ -40,9 +40,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def named(e: OSError, path: Path) -> OSError:
-    """``e`` with the file it concerns (``os.write`` errors carry none), so a full disk is
-    reported as "disk full: cannot write PATH"."""
+def named(e: OSError, path: Path) -> Exception:
+    """``e`` as credvault reports it: a full disk is ``StoreError("disk full: cannot write
+    PATH")`` (one clear line, exit 1); other errors keep their type and get the file they
+    concern (``os.write`` errors carry none)."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        from credvault.errors import StoreError
+
+        return StoreError(f"disk full: cannot write {e.filename or path}")
     if e.filename is None:
         return OSError(e.errno, e.strerror, str(path))
     return e
