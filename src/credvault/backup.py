@@ -196,13 +196,18 @@ def unpack(file: Path, target: Path) -> None:
                 os.fsync(out.fileno())
     except FileNotFoundError:
         raise NotAVault(f"no such backup file: {file}") from None
-    fd = os.open(target / SLOTS_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as e:
+        raise named(e, target / DB_NAME) from None
     try:
-        os.write(fd, slots_bytes)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(target)
+        fd = os.open(target / SLOTS_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:
+            os.write(fd, slots_bytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(target)
+    except OSError as e:
+        raise named(e, target / SLOTS_NAME) from None
 
 
 # -- compatibility: the CLI's former entry points; use ``vault.backups`` / ``Vault.restore``.
