@@ -103,17 +103,12 @@ def _member_ids(v: Vault) -> set[str]:
 
 
 def _backup(v: Vault, work: Path) -> object:
-    from credvault.backup import backup
-
-    return backup(v, work / "backups")
+    return v.backups.create(work / "backups")
 
 
 def _restore(v: Vault, work: Path) -> object:
-    from credvault.backup import restore
-    from credvault.unlock import Passphrase
-
     src = next((work / "backups").glob("*.cvb"))
-    return restore(src, work / "restored", "alice", Passphrase(PASSWORDS["alice"]), kdf=MIN_KDF)
+    return Vault.restore(src, work / "restored", "alice", PASSWORDS["alice"], kdf=MIN_KDF)
 
 
 def _restored(v: Vault, work: Path) -> bool:
@@ -130,9 +125,7 @@ def _restored(v: Vault, work: Path) -> bool:
 
 
 def _shred_client(v: Vault, work: Path) -> object:
-    from credvault.clients import shred_client
-
-    return shred_client(v, "gone")
+    return v.clients.shred("gone")
 
 
 OPS: dict[str, Op] = {
@@ -324,11 +317,9 @@ def check(path: Path, op: Op, work: Path, acknowledged: bool, head: int) -> list
         bad.append(f"stray files in the vault: {sorted(stray)}")
     backups = work / "backups"
     if op.name == "backup" and backups.exists():
-        from credvault.backup import backup
-
         later = datetime.now(UTC) + timedelta(hours=1)  # not the killed backup's second
         with Vault.open(path, "alice", alice_pw, kdf=MIN_KDF, clock=lambda: later) as again:
-            backup(again, backups)  # the next backup removes what a killed one left
+            again.backups.create(backups)  # the next backup removes what a killed one left
     if backups.exists():
         hidden = [f.name for f in backups.iterdir() if f.name.startswith(".")]
         if hidden:

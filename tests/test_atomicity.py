@@ -32,12 +32,10 @@ MEMBERSHIP = ["passwd", "member_add", "member_reset", "member_rm"]
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    from credvault.backup import backup
-
     root = tmp_path_factory.mktemp("atomicity")
     make_template(root / "vault")
     with open_vault(root / "vault", "alice", PASSWORDS["alice"]) as v:
-        backup(v, root / "backups")
+        v.backups.create(root / "backups")
     return root, audit_head(root / "vault")
 
 

@@ -30,12 +30,10 @@ KINDS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT, "SIGTERM": signal.S
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    from credvault.backup import backup
-
     root = tmp_path_factory.mktemp("campaign")
     make_template(root / "vault")
     with open_vault(root / "vault", "alice", PASSWORDS["alice"]) as v:
-        backup(v, root / "backups")
+        v.backups.create(root / "backups")
     return root, audit_head(root / "vault")
 
 

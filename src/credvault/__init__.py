@@ -59,10 +59,40 @@ if TYPE_CHECKING:
 
     from credvault.generators import Generated
     from credvault.importers import RawEntry, Skipped
+    from credvault.results import (
+        EngagementView,
+        PurgePlan,
+        Receipt,
+        ReceiptDestroyed,
+        ReceiptHold,
+        ScheduledPurge,
+        VaultInfo,
+        VaultStatus,
+    )
+
+# Result records are loaded on first use: `credvault get` never needs them.
+_LAZY = {
+    "EngagementView",
+    "PurgePlan",
+    "Receipt",
+    "ReceiptDestroyed",
+    "ReceiptHold",
+    "ScheduledPurge",
+    "VaultInfo",
+    "VaultStatus",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from credvault import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module 'credvault' has no attribute {name!r}")
 
 
 def verify_receipt(
-    receipt: dict[str, object] | str, public_key: bytes | str | None = None
+    receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
 ) -> dict[str, object]:
     """Check a purge receipt's signature against the vault's public key; returns its body.
 
@@ -73,7 +103,7 @@ def verify_receipt(
     return _verify(receipt, public_key)
 
 
-def write_receipt(path: Path, receipt: dict[str, object]) -> None:
+def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
     """Write a receipt (as ``vault.purger.receipt`` returns it) to a new 0600 file."""
     from credvault.purge import write_receipt as _write
 
@@ -154,6 +184,7 @@ __all__ = [
     "Conflict",
     "CredvaultError",
     "Engagement",
+    "EngagementView",
     "FirstOf",
     "GrantInfo",
     "IdentityFile",
@@ -170,14 +201,21 @@ __all__ = [
     "Passphrase",
     "PassphraseFile",
     "Prompt",
+    "PurgePlan",
     "Purged",
+    "Receipt",
+    "ReceiptDestroyed",
+    "ReceiptHold",
     "RetentionError",
     "Role",
+    "ScheduledPurge",
     "Secret",
     "StoreError",
     "UnlockSource",
     "UnsupportedFormat",
     "Vault",
+    "VaultInfo",
+    "VaultStatus",
     "WrongPassphrase",
     "__version__",
     "default_dir",

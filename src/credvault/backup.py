@@ -18,25 +18,37 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from credvault.errors import AlreadyExists, IntegrityError, NotAVault
 from credvault.files import create_private, fsync_dir, make_private_dir, named
 from credvault.keyslots import KeySlots
+from credvault.layout import (
+    BACKUP_NAME_PATTERN,
+    DB_NAME,
+    DB_SIDE_FILES,
+    LOCK_NAME,
+    SLOTS_NAME,
+    backup_name,
+    default_backup_dir,
+)
 from credvault.model import backup_stamp, parse_backup_stamp
-from credvault.session import DB_NAME, LOCK_NAME, SLOTS_NAME, Session
-
-if TYPE_CHECKING:
-    from credvault.unlock import UnlockSource
+from credvault.session import Session
 
 MAGIC = b"CREDVAULT-BACKUP-1\n"
-_NAME = re.compile(r"\Acredvault-backup-([0-9a-f]{32})-(\d{8}T\d{6}Z)\.cvb\Z")
+BACKUP_NAME = re.compile(BACKUP_NAME_PATTERN)
 # What a restore writes into the target directory (removed again if the restore fails).
-RESTORED_FILES = (DB_NAME, SLOTS_NAME, LOCK_NAME, DB_NAME + "-wal", DB_NAME + "-shm")
+RESTORED_FILES = (DB_NAME, SLOTS_NAME, LOCK_NAME, *DB_SIDE_FILES)
 
-
-def default_backup_dir(vault_path: Path) -> Path:
-    return vault_path.parent / f"{vault_path.name}-backups"
+__all__ = [
+    "BACKUP_NAME",
+    "MAGIC",
+    "RESTORED_FILES",
+    "Backups",
+    "default_backup_dir",
+    "prune",
+    "unpack",
+    "write_backup",
+]
 
 
 class Backups:
@@ -48,7 +60,7 @@ class Backups:
     def create(self, directory: Path | None = None) -> tuple[Path, int]:
         """Write a backup; returns (file, number of old backups pruned)."""
         s = self.s
-        s.require_admin("back up")
+        s.require("vault.backup")
         directory = directory or default_backup_dir(s.path)
         make_private_dir(directory)
         vault_id = s.vault_id.hex()
@@ -68,19 +80,28 @@ class Backups:
 
 
 def write_backup(
-    s: Session, directory: Path, publish: Callable[[Path], None] | None = None
+    s: Session,
+    directory: Path,
+    publish: Callable[[Path], None] | None = None,
+    *,
+    next_free: bool = False,
 ) -> Path:
     """Write one backup file into ``directory`` (no permission check, no audit: callers).
 
     Also used before a format upgrade, so the pre-upgrade copy is an ordinary backup that
-    ``restore`` reads and the backup retention prunes (purged data leaves it too).
+    ``restore`` reads and the backup retention prunes (purged data leaves it too). That
+    caller passes ``next_free``: an upgrade killed after its backup and retried within the
+    same second names its new backup one second later instead of failing.
     ``publish`` is called with the final name once the file is complete, before it appears
     under that name (the caller's audit entry). One backup at a time per directory; what a
     killed one left there is removed first.
     """
     make_private_dir(directory)
     now = s.clock()
-    target = directory / f"credvault-backup-{s.vault_id.hex()}-{backup_stamp(now)}.cvb"
+    target = directory / backup_name(s.vault_id.hex(), backup_stamp(now))
+    while next_free and target.exists():
+        now += timedelta(seconds=1)
+        target = directory / backup_name(s.vault_id.hex(), backup_stamp(now))
     if target.exists():
         raise AlreadyExists(f"{target} exists (one backup per second)")
     with _directory_locked(directory):
@@ -160,7 +181,7 @@ def prune(directory: Path, vault_id: str, cutoff: datetime, *, keep: Path | None
     never ``keep`` (the backup just written: its name is rounded down to the second)."""
     n = 0
     for f in directory.iterdir():
-        m = _NAME.match(f.name)
+        m = BACKUP_NAME.match(f.name)
         if not m or m.group(1) != vault_id or (keep is not None and f.name == keep.name):
             continue
         if parse_backup_stamp(m.group(2)) < cutoff:
@@ -208,23 +229,3 @@ def unpack(file: Path, target: Path) -> None:
         fsync_dir(target)
     except OSError as e:
         raise named(e, target / SLOTS_NAME) from None
-
-
-# -- compatibility: the CLI's former entry points; use ``vault.backups`` / ``Vault.restore``.
-class _HasBackups(Protocol):
-    @property
-    def backups(self) -> Backups: ...
-
-
-def backup(vault: _HasBackups, directory: Path | None = None) -> tuple[Path, int]:
-    """Same as ``vault.backups.create(directory)``."""
-    return vault.backups.create(directory)
-
-
-def restore(
-    file: Path, target: Path, member: str, source: UnlockSource, **open_kw: object
-) -> list[str]:
-    """Same as :meth:`Vault.restore` (kept until the CLI calls that)."""
-    from credvault.vault import Vault  # compat only: removed once the CLI uses the facade
-
-    return Vault.restore(file, target, member, source, **open_kw)  # type: ignore[arg-type]

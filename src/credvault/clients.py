@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from credvault import validate
-from credvault.access import Action
 from credvault.errors import NotFound
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ class Clients:
         names = self.engagements(client)
         for name in names:
             eng = self.e.get(name)
-            self.s.check(Action.LIFECYCLE, self.e.role_of(eng), "shred", eng.name)
+            self.s.check("engagement.shred", self.e.role_of(eng), eng.name)
         for name in names:
             self.purger.shred(name)
         return names
@@ -67,16 +66,18 @@ class Clients:
             raise NotFound("client", client)
         live = [eng for eng in engs if eng.state != "purged"]
         for eng in live:  # every permission first (denials audited), so nothing half-exported
-            self.e.key(eng, "export", Action.READ)
+            self.e.key(eng, "client.export")
         out: list[dict[str, object]] = []
         for eng in engs:
             entry: dict[str, object] = eng.to_json()
             entry["systems"], entry["credentials"] = [], []
+            entry["earlier_versions"], entry["trash"] = [], []
             if eng.state != "purged":
                 systems = self.systems.export_engagement(eng.name)
                 creds = self.credentials.export_engagement(eng)
                 entry["systems"] = [x.to_json() for x in systems]
                 entry["credentials"] = [c.to_json() for c in creds]
+                entry.update(self.credentials.export_history(eng))
             out.append(entry)
         for eng in live:  # fail closed: the entries commit before anything is returned
             s.log_export(eng.name, len(s.store.credential_names(eng.id)))
@@ -86,24 +87,3 @@ class Clients:
             "vault_id": s.vault_id.hex(),
             "engagements": out,
         }
-
-
-# -- compatibility: the CLI's former entry points; use ``vault.clients``.
-class _HasClients(Protocol):
-    @property
-    def clients(self) -> Clients: ...
-
-
-def client_engagements(vault: _HasClients, client: str) -> list[str]:
-    """Same as ``vault.clients.engagements(client)``."""
-    return vault.clients.engagements(client)
-
-
-def shred_client(vault: _HasClients, client: str) -> list[str]:
-    """Same as ``vault.clients.shred(client)``."""
-    return vault.clients.shred(client)
-
-
-def export_client(vault: _HasClients, client: str) -> dict[str, object]:
-    """Same as ``vault.clients.export(client)``."""
-    return vault.clients.export(client)

@@ -1,4 +1,5 @@
-"""Members: add, list, change passphrase, reset, remove (with database re-key).
+"""Members: add, list, change passphrase, reset, remove (with a database re-key, see
+:mod:`credvault.rekey`).
 
 Every change here goes through :func:`credvault.slotfile.change`: the key-slot file and the
 database (grants, audit entry) change in one COMMIT, so a fault leaves either both or neither.
@@ -13,17 +14,15 @@ member can open, and the next open finishes the re-key.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import NamedTuple
 
-from credvault import slotfile, validate
-from credvault.audit import AuditLog
+from credvault import rekey, slotfile, validate
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams
 from credvault.errors import AlreadyExists, CredvaultError, InvalidInput, NotFound, RetentionError
-from credvault.files import fsync_dir, write_new_private
+from credvault.files import write_new_private
 from credvault.keyslots import (
     KeySlots,
     MemberKeys,
@@ -33,8 +32,7 @@ from credvault.keyslots import (
     open_admin_key,
     retired_cert_message,
 )
-from credvault.session import DB_NAME, NEXT_DB, Session
-from credvault.store import Store
+from credvault.session import Session
 
 
 class MemberInfo(NamedTuple):
@@ -70,7 +68,7 @@ class Members:
         validate.name(name, "member name")
         if name.startswith("@"):
             raise InvalidInput("member names cannot start with '@'")
-        s.require_admin("add members")
+        s.require("member.add")
         if name in s.slots.members:
             raise AlreadyExists(f"member {name!r} already exists")
         service = identity_file is not None
@@ -146,7 +144,7 @@ class Members:
     def reset(self, name: str, passphrase: bytes) -> MemberInfo:
         """New key pair and passphrase; every grant of the member must be made again."""
         s = self.s
-        s.require_admin("reset members")
+        s.require("member.reset")
         old = s.slots.members.get(name)
         if old is None:
             raise NotFound("member", name)
@@ -206,7 +204,7 @@ class Members:
     def remove(self, name: str) -> int:
         """Remove a member and re-key the database. Returns the grants dropped."""
         s = self.s
-        s.require_admin("remove members")
+        s.require("member.remove")
         old = s.slots.members.get(name)
         if old is None:
             raise NotFound("member", name)
@@ -225,7 +223,7 @@ class Members:
             leaving = cur.members[name]
             members = {k: v for k, v in cur.members.items() if k != name}
             retired = self._retired_with(cur, name, leaving.sign_pub, admin_priv)
-            return with_pending(
+            return rekey.with_pending(
                 cur._replace(members=members, retired=retired), new_key, s.keys.admin_sign_pub
             )
 
@@ -239,7 +237,7 @@ class Members:
         slotfile.change(s, build, db_work)
         # 2. The database is copied under the new key and swapped in; a fault from here on is
         #    finished by the next open (the pending slots say how).
-        finish_rekey(s, new_key)
+        rekey.finish(s, new_key)
         return dropped
 
 
@@ -251,84 +249,3 @@ def _orphan_identity(path: Path, vault_id: bytes, name: str) -> bool:
     except (OSError, CredvaultError):
         return False
     return keys.name == name
-
-
-def with_pending(slots: KeySlots, new_key: bytes, pinned: bytes) -> KeySlots:
-    """``slots`` plus pending slots sealing ``new_key`` to every member, for generation + 1.
-
-    The re-key then runs: (2) a full copy under the new key in ``vault.db.next``; (3) the copy
-    renamed over ``vault.db``; (4) pending slots promoted (:func:`finish_rekey`). Each step
-    leaves a vault every member can open, and the next open finishes it. The caller holds
-    the exclusive vault lock.
-    """
-    gen = slots.generation + 1
-    pending = {
-        n: p.hpke_seal(
-            slots.certified_kem(n, pinned),
-            new_key,
-            labels.encode(labels.SEAL_DB_KEY, slots.vault_id, n, gen),
-        )
-        for n in slots.members
-    }
-    return slots._replace(pending=pending)
-
-
-def drop_orphan_grants(s: Session) -> int:
-    """Revoke the grants of names no longer in the key-slot file: the database half of a
-    ``member rm`` that was interrupted after its key-slot half (see :meth:`Members.remove`)."""
-    n = 0
-    with s.store.write():
-        for name in s.store.grant_holders():
-            if name not in s.slots.members and not name.startswith("@"):
-                n += len(s.store.grants_of_member(name))
-                for eng_id, _role in s.store.grants_of_member(name):
-                    s.store.revoke_grant(eng_id, name, s.now())
-                    s.store.mark_needs_rotation(eng_id)
-                s.log("member-rm", None, name, "ok", "completed at open after an interruption")
-    s.verified.clear()
-    return n
-
-
-def finish_rekey(s: Session, new_key: bytes) -> None:
-    """Steps 2–4 of :func:`rekey`; also how an open completes an interrupted re-key."""
-    path = s.path
-    nxt = path / NEXT_DB
-    with contextlib.suppress(FileNotFoundError):
-        nxt.unlink()
-    s.store.checkpoint_truncate()
-    fd = os.open(nxt, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
-    s.store.copy_to(nxt, new_key)
-    fd = os.open(nxt, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    s.store.close()
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            (path / (DB_NAME + suffix)).unlink()
-    os.replace(nxt, path / DB_NAME)
-    fsync_dir(path)
-    promote(s, new_key)
-
-
-def promote(s: Session, new_key: bytes) -> None:
-    """Make the pending slots current (database already under ``new_key``)."""
-    slots = s.slots
-    assert slots.pending is not None
-    members = {
-        n: m._replace(db_key=slots.pending[n])
-        for n, m in slots.members.items()
-        if n in slots.pending
-    }
-    final = slots._replace(
-        members=members, pending=None, generation=slots.generation + 1
-    ).sealed_with(new_key)
-    old_store, s.store = s.store, Store.open(s.path / DB_NAME, new_key)
-    with contextlib.suppress(Exception):
-        old_store.close()
-    s.audit = AuditLog(s.store, new_key)
-    s.note_db_file()
-    s.db_key = new_key
-    slotfile.rewrite(s, final)

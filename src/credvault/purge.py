@@ -16,36 +16,33 @@ import base64
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import NamedTuple
 
-from credvault.access import Action
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagements
 from credvault.errors import IntegrityError, InvalidInput, NotFound, RetentionError
 from credvault.model import Engagement, iso
+from credvault.results import PurgePlan, Receipt
+from credvault.retention import purge_reason
 from credvault.session import Session
+
+__all__ = [
+    "REASONS",
+    "PurgePlan",
+    "Purger",
+    "Receipt",
+    "new_receipt_key",
+    "receipt_key",
+    "sign_receipt",
+    "verify_receipt",
+    "write_receipt",
+]
 
 REASONS = {
     "grace": "grace period expired",
     "hold": "retention hold expired",
     "request": "client request",
 }
-
-
-class PurgePlan(NamedTuple):
-    engagement: str
-    client: str
-    due: str
-    reason: str
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "engagement": self.engagement,
-            "client": self.client,
-            "due": self.due,
-            "reason": self.reason,
-        }
 
 
 def receipt_key(s: Session) -> bytes:
@@ -76,13 +73,15 @@ def sign_receipt(s: Session, body: dict[str, object]) -> dict[str, object]:
 
 
 def verify_receipt(
-    receipt: dict[str, object] | str, public_key: bytes | str | None = None
+    receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
 ) -> dict[str, object]:
     """Check a purge receipt's signature; returns its body. A client can run this too.
 
     ``public_key`` is the vault's public key (``credvault info --public-key``), raw or base64;
     without it the key embedded in the receipt is used, which proves integrity but not origin.
     """
+    if isinstance(receipt, Receipt):
+        receipt = receipt.to_json()
     try:
         data = json.loads(receipt) if isinstance(receipt, str) else dict(receipt)
     except (ValueError, TypeError):
@@ -116,13 +115,9 @@ class Purger:
     def plan(self) -> list[PurgePlan]:
         now = self.s.now()
         return [
-            PurgePlan(eng.name, eng.client, eng.purge_due or "", self._reason(eng))
+            PurgePlan(eng.name, eng.client, eng.purge_due or "", purge_reason(eng))
             for eng in self.s.store.due_engagements(now)
         ]
-
-    @staticmethod
-    def _reason(eng: Engagement) -> str:
-        return "hold" if eng.hold_until and eng.purge_due == eng.hold_until else "grace"
 
     def run_due(self, *, automatic: bool) -> list[PurgePlan]:
         """Purge everything due, expire grants, prune the audit trail. No key needed."""
@@ -139,7 +134,8 @@ class Purger:
 
     def prune_backups(self) -> int:
         """Backups in the default place older than the backup retention leave with the purge."""
-        from credvault.backup import default_backup_dir, prune
+        from credvault.backup import prune
+        from credvault.layout import default_backup_dir
 
         s = self.s
         directory = default_backup_dir(s.path)
@@ -198,7 +194,7 @@ class Purger:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        self.e.key(eng, "trash purge", Action.WRITE, name)
+        self.e.key(eng, "trash.purge", name)
         kind = "system" if system else "credential"
         with s.store.write():
             hit = next((t for t in s.store.trash(eng.id) if t[0] == kind and t[2] == name), None)
@@ -221,16 +217,16 @@ class Purger:
         with s.store.write():
             return s.audit.prune_before(cutoff, s.now(), s.member)
 
-    def shred(self, name: str) -> dict[str, object]:
+    def shred(self, name: str) -> Receipt:
         """The client's deletion request: destroy now, whatever the state."""
         s = self.s
         eng = self.e.get(name)
-        s.check(Action.LIFECYCLE, self.e.role_of(eng), "shred", eng.name)
+        s.check("engagement.shred", self.e.role_of(eng), eng.name)
         receipt = self._destroy(eng, "request", automatic=False)
         self.rewrite()
         return receipt
 
-    def _destroy(self, eng: Engagement, reason: str, *, automatic: bool) -> dict[str, object]:
+    def _destroy(self, eng: Engagement, reason: str, *, automatic: bool) -> Receipt:
         s = self.s
         if eng.state == "purged":
             raise RetentionError(f"engagement {eng.name!r} is already purged")
@@ -285,8 +281,8 @@ class Purger:
             s.store.destroy_engagement_contents(eng.id)
             s.store.mark_purged(eng.id, now, json.dumps(receipt))
             s.store.set_meta("needs_vacuum", 1)
-        s.engagement_keys = {k: v for k, v in s.engagement_keys.items() if k[0] != eng.id}
-        return receipt
+        self.e.keys.forget(eng)
+        return Receipt.from_json(receipt)
 
     def rewrite(self) -> None:
         """Reclaim freed pages and truncate the WAL: deleted data and old frames leave the files.
@@ -306,16 +302,22 @@ class Purger:
             s.store.set_meta("needs_vacuum", 0)
         s.store.checkpoint_truncate()
 
-    def receipt(self, name: str) -> dict[str, object]:
+    def receipt(self, name: str) -> Receipt:
         eng = self.e.get(name, allow_purged=True)
-        self.s.check(Action.LIST, self.e.role_of(eng), "read the receipt", eng.name)
+        self.s.check("engagement.receipt", self.e.role_of(eng), eng.name)
         if eng.receipt is None:
             raise RetentionError(f"engagement {name!r} has not been purged")
-        data: dict[str, object] = json.loads(eng.receipt)
-        return data
+        try:
+            return Receipt.from_json(json.loads(eng.receipt))
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"the stored receipt of {name!r} is malformed") from None
 
 
-def write_receipt(path: Path, receipt: dict[str, object]) -> None:
+def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
+    """Write ``receipt`` to a new 0600 file, as the JSON document that was signed."""
     from credvault.files import write_new_private
+
+    if isinstance(receipt, Receipt):
+        receipt = receipt.to_json()
 
     write_new_private(path, (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode())

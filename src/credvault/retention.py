@@ -1,12 +1,13 @@
-"""Vault settings for retention, with their defaults and bounds."""
+"""Retention rules without I/O: the vault settings (defaults, bounds, the one reader of a
+stored value) and when a closed engagement is purged, and why."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from credvault import validate
-from credvault.errors import InvalidInput
-from credvault.model import iso, parse_iso
+from credvault.errors import InvalidInput, RetentionError
+from credvault.model import Engagement, iso, parse_iso
 
 SETTINGS: dict[str, tuple[str, int]] = {
     # name on the command line: (meta key, default)
@@ -43,3 +44,32 @@ def purge_due(closed_at: str, grace_days: int, hold_until: str | None) -> str:
     retention hold ends, whichever is later (timestamps as :func:`~credvault.model.iso`)."""
     due = iso(parse_iso(closed_at) + timedelta(days=grace_days))
     return max(due, hold_until) if hold_until else due
+
+
+def purge_reason(eng: Engagement) -> str:
+    """``"hold"`` if the purge waits for a retention hold to end, else ``"grace"``."""
+    return "hold" if eng.hold_until and eng.purge_due == eng.hold_until else "grace"
+
+
+def describe(eng: Engagement, grace_days: int) -> str:
+    """When the purge is due and why, in words (``engagement show``, ``status``)."""
+    if eng.state == "purged":
+        return f"purged on {(eng.purged_at or '')[:10]}"
+    if eng.state == "active":
+        return f"active; purge {grace_days} days after close"
+    if purge_reason(eng) == "hold":
+        return (
+            f"held until {(eng.hold_until or '')[:16]} ({eng.hold_reason}, by {eng.hold_by}); "
+            "purged when the hold ends"
+        )
+    return (
+        f"closed {(eng.closed_at or '')[:16]}; purge due {(eng.purge_due or '')[:16]} "
+        f"(grace {grace_days} days)"
+    )
+
+
+def require_active(eng: Engagement, verb: str | None = None) -> None:
+    """Closed and purged engagements take no changes (their data awaits destruction)."""
+    if eng.state != "active":
+        what = f"cannot {verb}" if verb else "it takes no changes"
+        raise RetentionError(f"engagement {eng.name!r} is {eng.state}: {what}")

@@ -35,10 +35,18 @@ from credvault.errors import (
 )
 from credvault.files import create_private, fsync_dir, locked, make_private_dir
 from credvault.keyslots import KeySlots, MemberKeys, Recovery, make_slot, new_member_keys
+from credvault.layout import (
+    DB_NAME,
+    FAILED_UNLOCKS,
+    LOCK_NAME,
+    NEXT_DB,
+    SLOTS_NAME,
+    default_dir,
+)
 from credvault.model import iso
 from credvault.retention import SETTINGS, value
 from credvault.secret import Secret
-from credvault.session import DB_NAME, LOCK_NAME, NEXT_DB, SLOTS_NAME, Session
+from credvault.session import Session
 from credvault.store import FORMAT_VERSION, Store
 from credvault.unlock import InMemory, Passphrase, UnlockSource, resolve
 
@@ -50,9 +58,9 @@ if TYPE_CHECKING:
     from credvault.clients import Clients
     from credvault.members import Members
     from credvault.purge import Purger
+    from credvault.results import PurgePlan, VaultInfo, VaultStatus
     from credvault.systems import Systems
 
-FAILED_UNLOCKS = "failed-unlocks.log"
 RECOVERY_PREFIX = "CREDVAULT-RECOVERY-1"
 
 Clock = Callable[[], datetime]
@@ -60,15 +68,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def default_dir() -> Path:
-    """``$CREDVAULT_VAULT``, else ``$XDG_DATA_HOME/credvault``, else ``~/.local/share/credvault``."""
-    env = os.environ.get("CREDVAULT_VAULT")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "credvault"
 
 
 def format_recovery(vault_id: bytes, seed: bytes) -> str:
@@ -413,19 +412,11 @@ class Vault:
             if new_key is None:
                 raise
             # Interrupted after the swap: the database is already under the pending key.
-            from credvault.members import drop_orphan_grants, promote
+            from credvault import rekey
 
-            store = Store.open(path / DB_NAME, new_key)
-            swapped = Session(path, store, AuditLog(store, new_key), slots, keys, new_key, clock)
-            try:
-                slots.verify_mac(db_key)
-                promote(swapped, new_key)
-                drop_orphan_grants(swapped)
-                cls._settle(cls._checked(swapped), None)
-                return swapped
-            except BaseException:
-                swapped.store.close()
-                raise
+            return rekey.resume_after_swap(
+                path, slots, keys, db_key, new_key, clock, cls._checked_settled
+            )
         opened: Session | None = None
         try:
             slots.verify_mac(db_key)
@@ -433,21 +424,16 @@ class Vault:
                 path, store, AuditLog(store, db_key), slots, keys, db_key, clock
             )
             cls._settle(cls._checked(session), staged_from)
-            if session.slots.pending is not None:
-                if not exclusive:  # settling installed a member removal: finish its re-key
-                    session.store.close()
-                    return cls._unlock_exclusive(path, keys, clock, lock)
-                # Interrupted before the swap (we hold the exclusive lock): finish it.
-                new_key = session.slots.open_pending_db_key(keys)
-                if new_key is not None:
-                    from credvault.members import drop_orphan_grants, finish_rekey
+            if session.slots.pending is not None and not exclusive:
+                # Settling installed a member removal: finish its re-key alone.
+                session.store.close()
+                return cls._unlock_exclusive(path, keys, clock, lock)
+            if session.slots.pending is not None or (path / NEXT_DB).exists():
+                from credvault import rekey
 
-                    finish_rekey(session, new_key)
-                    drop_orphan_grants(session)
-            with contextlib.suppress(FileNotFoundError):
-                (path / NEXT_DB).unlink()
+                rekey.resume_before_swap(session)  # we hold the exclusive lock if pending
         except BaseException:
-            (opened.store if opened is not None else store).close()  # finish_rekey swaps it
+            (opened.store if opened is not None else store).close()  # a re-key swaps it
             raise
         return session
 
@@ -458,6 +444,11 @@ class Vault:
         lock.close()
         lock.enter_context(locked(path / LOCK_NAME, exclusive=True))
         return cls._unlock(path, keys.name, InMemory(keys), clock, lock, exclusive=True)
+
+    @classmethod
+    def _checked_settled(cls, session: Session) -> Session:
+        cls._settle(cls._checked(session), None)
+        return session
 
     @staticmethod
     def _settle(session: Session, staged_from: Path | None) -> None:
@@ -514,7 +505,7 @@ class Vault:
         fmt = int(s.store.get_meta("format_version"))
         if fmt == FORMAT_VERSION:  # another process upgraded it while we waited
             return
-        target = write_backup(s, default_backup_dir(s.path))
+        target = write_backup(s, default_backup_dir(s.path), next_free=True)
         with s.store.write():
             s.store.migrate(fmt)
             s.store.set_meta("format_version", FORMAT_VERSION)
@@ -530,7 +521,7 @@ class Vault:
         """Finish rotations left by an expiry, removal or reset, if this member leads."""
         for name in self._s.store.engagements_needing_rotation():
             with contextlib.suppress(CredvaultError):
-                self.engagements._rotate_if_needed(self.engagements.get(name))
+                self.engagements.rotate_if_needed(self.engagements.get(name))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -600,33 +591,33 @@ class Vault:
     def get(self, ref: str, *, reason: str | None = None) -> Credential:
         return self.credentials.get(ref, reason=reason)
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> VaultInfo:
+        """Facts about the vault and its settings (``credvault info``)."""
+        from credvault.results import VaultInfo
+
         s = self._s
         meta = s.store.all_meta()
-        return {
-            "path": str(s.path),
-            "vault_id": self.vault_id,
-            "format": meta["format_version"],
-            "public_key": self.public_key,
-            "created_at": meta.get("created_at"),
-            "members": len(s.slots.members),
-            "key_generation": s.slots.generation,
-            "settings": {name: value(name, meta.get(key)) for name, (key, _) in SETTINGS.items()},
-        }
+        return VaultInfo(
+            path=str(s.path),
+            vault_id=self.vault_id,
+            format=meta["format_version"],
+            public_key=self.public_key,
+            created_at=meta.get("created_at"),
+            members=len(s.slots.members),
+            key_generation=s.slots.generation,
+            settings={name: value(name, meta.get(key)) for name, (key, _) in SETTINGS.items()},
+        )
 
     def set_setting(self, name: str, value: str) -> None:
-        from credvault.retention import parse, purge_due
+        from credvault.retention import parse
 
         s = self._s
         key, n = parse(name, value)
-        s.require_admin("change settings")
+        s.require("vault.settings")
         with s.store.write():
             s.store.set_meta(key, n)
             if key == "purge_grace_days":
-                for eng in self.engagements.list():
-                    if eng.state == "closed" and eng.grace_days is None and eng.closed_at:
-                        due = purge_due(eng.closed_at, n, eng.hold_until)
-                        s.store.set_purge_due(eng.id, due)
+                self.engagements.lifecycle.reschedule(n)
             s.log("config-set", None, name, "ok", f"{name}={n}")
 
     # -- audit ------------------------------------------------------------------------------
@@ -653,16 +644,17 @@ class Vault:
         return self.audit.checkpoint()
 
     # -- purge and recovery -----------------------------------------------------------------
-    def purge(self, *, dry_run: bool = False) -> list[dict[str, object]]:
+    def purge(self, *, dry_run: bool = False) -> list[PurgePlan]:
+        """Purge everything due now (admins and service identities); with ``dry_run`` only
+        list it. Returns what was (or would be) purged."""
         s = self._s
-        if not (s.is_admin or s.me.service):
-            raise s.deny("purge", None, None, "admins and service identities only")
+        s.require("vault.purge")
         if dry_run:
-            return [pl.to_json() for pl in self.purger.plan()]
+            return self.purger.plan()
         done = self.purger.run_due(automatic=False)
         with s.store.write():
             s.log("purge-run", None, None, "ok", f"{len(done)} engagements purged")
-        return [pl.to_json() for pl in done]
+        return done
 
     def recover(self, engagement: str, recovery_key: str, grant_to: str, role: str) -> None:
         vid, seed = parse_recovery(recovery_key)
@@ -670,27 +662,19 @@ class Vault:
             raise InvalidInput("the recovery key belongs to another vault")
         self.engagements.recover(engagement, seed, grant_to, role)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> VaultStatus:
+        """Who you are and, among the engagements you may see, what is due or scheduled."""
+        from credvault.results import ScheduledPurge, VaultStatus
+
         s = self._s
         mine = {e.name for e in self.engagements.visible_quietly()}
-        due = [pl.to_json() for pl in self.purger.plan() if pl.engagement in mine]
+        due = [pl for pl in self.purger.plan() if pl.engagement in mine]
         closed = [
-            {
-                "engagement": e.name,
-                "purge_due": e.purge_due,
-                "why": self.engagements.purge_status(e),
-            }
+            ScheduledPurge(e.name, e.purge_due, self.engagements.purge_status(e))
             for e in self.engagements.visible_quietly()
             if e.state == "closed"
         ]
-        return {
-            "member": s.member,
-            "admin": s.is_admin,
-            "vault": str(s.path),
-            "vault_id": self.vault_id,
-            "due_now": due,
-            "scheduled": closed,
-        }
+        return VaultStatus(s.member, s.is_admin, str(s.path), self.vault_id, due, closed)
 
     def integrity_check(self) -> list[str]:
         """SQLite's and SQLCipher's own checks (empty list: fine)."""
