@@ -58,6 +58,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
         frozenset(
             {
                 "credvault.session",
+                "credvault.slotfile",
                 "credvault.audit",
                 "credvault.keyring_cache",
                 "credvault.unlock",
@@ -83,7 +84,10 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
         "facade",
         frozenset({"credvault.vault", "credvault", "credvault._bench_seam", "credvault.handoff"}),
     ),
-    ("cli", frozenset({"credvault.cli", "credvault.cli.*", "credvault.__main__"})),
+    (
+        "cli",
+        frozenset({"credvault.cli", "credvault.cli.*", "credvault.__main__", "credvault_launcher"}),
+    ),
 )
 
 # What the CLI may import besides ``credvault``'s public names and ``credvault.cli.*``.
@@ -95,6 +99,9 @@ CLI_ALLOWED: Mapping[str, str] = {
     "credvault.clipboard": "copy to the clipboard (Backend, copy_and_clear)",
     "credvault.totp": "otp codes",
     "credvault.handoff": "run / ssh with secrets handed over",
+    # Issue 13: the console entry point installs the signal handlers before importing the
+    # CLI; the CLI prints an interruption the same way (one line, 130/143).
+    "credvault_launcher": "the one line and exit status of an interruption",
 }
 
 
