@@ -96,7 +96,7 @@ def test_member_rm_killed_during_its_rekey_is_finished(
     assert not bad, bad
     with open_vault(tmp_path / "w" / "vault", "alice", PASSWORDS["alice"]) as v:
         assert "bob" not in {m.name for m in v.members.list()}
-        assert v.info()["key_generation"] == 2
+        assert v.info().key_generation == 2
 
 
 @pytest.mark.parametrize("op", MEMBERSHIP)

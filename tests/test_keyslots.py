@@ -447,6 +447,9 @@ def test_failed_atomic_write_keeps_the_old_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    from credvault.errors import StoreError
+
+    with pytest.raises(StoreError, match=f"disk full: cannot write {target}"):
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
+    assert [f.name for f in tmp_path.iterdir()] == ["f.json"]  # no temporary file left
