@@ -33,7 +33,7 @@ def main() -> int:
         kill_at = int(at)
     sig = int(sys.argv[4]) if len(sys.argv) > 4 else signal.SIGKILL
     if sig != signal.SIGKILL:
-        from credvault_launcher import install_signal_handlers
+        from credvault.interrupts import install_signal_handlers
 
         install_signal_handlers()
     from credvault.errors import CredvaultError
@@ -72,7 +72,7 @@ def main() -> int:
         sys.settrace(None)
     except KeyboardInterrupt as e:
         sys.settrace(None)
-        from credvault_launcher import interrupted
+        from credvault.interrupts import interrupted
 
         return interrupted(e)
     except (CredvaultError, OSError) as e:  # what the CLI would print, on one line

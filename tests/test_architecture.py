@@ -29,7 +29,17 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
     (
         "foundation",
         frozenset(
-            {"credvault.errors", "credvault.secret", "credvault.files", "credvault.validate"}
+            {
+                "credvault.errors",
+                "credvault.secret",
+                "credvault.files",
+                "credvault.validate",
+                "credvault.interrupts",  # SIGINT/SIGTERM: one line, 130/143 (issue 13)
+                # the agent's wire format and client: standard library only (the fast path)
+                "credvault.agent",
+                "credvault.agent.protocol",
+                "credvault.agent.client",
+            }
         ),
     ),
     ("crypto", frozenset({"credvault.crypto", "credvault.crypto.*"})),
@@ -44,12 +54,16 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.access",
                 "credvault.retention",
                 "credvault.store",
+                # the PostgreSQL team backend (issue 14): storage plus the member's own crypto
+                "credvault.postgres",
+                "credvault.postgres.*",
                 "credvault.keyslots",
                 # helpers without a vault (issues 16, 17): formats, generators, external tools
                 "credvault.totp",
                 "credvault.generators",
                 "credvault.importers",
                 "credvault.clipboard",
+                "credvault.kernel_keys",  # the keyring entry's wrapping key (keyctl)
             }
         ),
     ),
@@ -84,9 +98,12 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
         "facade",
         frozenset({"credvault.vault", "credvault", "credvault._bench_seam", "credvault.handoff"}),
     ),
+    ("cli", frozenset({"credvault.cli", "credvault.cli.*"})),
+    # The agent runs the CLI's own commands for its clients; the console script tries the
+    # agent's client before it loads the CLI.
     (
-        "cli",
-        frozenset({"credvault.cli", "credvault.cli.*", "credvault.__main__", "credvault_launcher"}),
+        "agent and entry point",
+        frozenset({"credvault.agent.server", "credvault.launch", "credvault.__main__"}),
     ),
 )
 
@@ -99,9 +116,11 @@ CLI_ALLOWED: Mapping[str, str] = {
     "credvault.clipboard": "copy to the clipboard (Backend, copy_and_clear)",
     "credvault.totp": "otp codes",
     "credvault.handoff": "run / ssh with secrets handed over",
-    # Issue 13: the console entry point installs the signal handlers before importing the
-    # CLI; the CLI prints an interruption the same way (one line, 130/143).
-    "credvault_launcher": "the one line and exit status of an interruption",
+    # Issue 15: unlock hands the agent the keys, lock ends it, status asks it; the client is
+    # standard library only and must stay importable without the library (the fast path).
+    "credvault.agent.client": "talk to the agent (unlock, lock, status)",
+    # Issue 13: an interruption is printed the same way by the entry point and the CLI.
+    "credvault.interrupts": "the one line and exit status of SIGINT/SIGTERM",
 }
 
 
@@ -288,8 +307,9 @@ def test_nothing_below_the_facade_takes_a_vault(found: list[Import]) -> None:
 
 def test_no_private_method_called_across_modules() -> None:
     """``x._name(...)`` only for a ``_name`` the same module defines, or on ``self``/``cls``
-    (NamedTuple's ``_replace``/``_asdict``/``_make`` are public API despite the underscore)."""
-    public_underscore = {"_replace", "_asdict", "_make", "_fields"}
+    (NamedTuple's ``_replace``/``_asdict``/``_make`` are public API despite the underscore,
+    as is ``os._exit``: the launcher ends a process the agent answered without teardown)."""
+    public_underscore = {"_replace", "_asdict", "_make", "_fields", "_exit"}
     bad = []
     for mod, file in modules(SRC).items():
         tree = ast.parse(file.read_text())

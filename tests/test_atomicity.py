@@ -298,7 +298,7 @@ def test_member_rm_gives_up_on_a_busy_vault_and_changes_nothing(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-@pytest.mark.parametrize("module", ["credvault", "credvault.vault", "sqlcipher3"])
+@pytest.mark.parametrize("module", ["credvault", "credvault.cli", "sqlcipher3"])
 def test_signal_during_start_up_is_one_line(sig: int, module: str, tmp_path: Path) -> None:
     """The console entry point handles signals before its imports: a signal that arrives
     while a given module is being imported (observed, not timed) exits 128+N, one line."""
@@ -306,7 +306,7 @@ def test_signal_during_start_up_is_one_line(sig: int, module: str, tmp_path: Pat
 
     child = (
         "import builtins, os, sys\n"
-        "import credvault_launcher\n"
+        "import credvault.launch\n"
         "real = builtins.__import__\n"
         "def hooked(name, *a, **k):\n"
         f"    if name == {module!r}:\n"
@@ -314,7 +314,7 @@ def test_signal_during_start_up_is_one_line(sig: int, module: str, tmp_path: Pat
         "    return real(name, *a, **k)\n"
         "builtins.__import__ = hooked\n"
         "sys.argv = ['credvault', 'ls']\n"
-        "sys.exit(credvault_launcher.main())\n"
+        "sys.exit(credvault.launch.main())\n"
     )
     env = dict(os.environ, CREDVAULT_VAULT=str(tmp_path / "none"))
     r = subprocess.run(
