@@ -58,6 +58,7 @@ never a secret.
 | 4 | access denied: the member's role does not allow it, or they hold no key |
 | 5 | locked: wrong passphrase, or no way to unlock (no passphrase file, identity or keyring key, and no terminal) |
 | 6 | integrity: a MAC, tag or signature failed; the vault or the audit trail was tampered with |
+| 130 | interrupted by SIGINT (Ctrl-C); 143: terminated by SIGTERM. One line; the command either finished or changed nothing, and the next command completes or undoes what it left (see operations.md) |
 
 ## Environment
 

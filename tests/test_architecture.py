@@ -34,6 +34,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.secret",
                 "credvault.files",
                 "credvault.validate",
+                "credvault.interrupts",  # SIGINT/SIGTERM: one line, 130/143 (issue 13)
                 # the agent's wire format and client: standard library only (the fast path)
                 "credvault.agent",
                 "credvault.agent.protocol",
@@ -74,6 +75,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
         frozenset(
             {
                 "credvault.session",
+                "credvault.slotfile",
                 "credvault.audit",
                 "credvault.keyring_cache",
                 "credvault.unlock",
@@ -120,6 +122,8 @@ CLI_ALLOWED: Mapping[str, str] = {
     # Issue 15: unlock hands the agent the keys, lock ends it, status asks it; the client is
     # standard library only and must stay importable without the library (the fast path).
     "credvault.agent.client": "talk to the agent (unlock, lock, status)",
+    # Issue 13: an interruption is printed the same way by the entry point and the CLI.
+    "credvault.interrupts": "the one line and exit status of SIGINT/SIGTERM",
 }
 
 

@@ -58,8 +58,21 @@ def _write(path: Path, d: Json) -> None:
 
 
 def _reseal(path: Path, d: Json, db_key: bytes) -> None:
-    """What an insider holding the database key can do: edit, then recompute the MAC."""
-    KeySlots.from_bytes(json.dumps(d).encode()).sealed_with(db_key).write(path / SLOTS)
+    """What an insider holding the database key can do: edit, recompute the MAC, and record
+    the edited version in the database as the one in force (so the certificates must stop it)."""
+    import sqlcipher3
+
+    slots = KeySlots.from_bytes(json.dumps(d).encode()).sealed_with(db_key)
+    slots.write(path / SLOTS)
+    conn = sqlcipher3.connect(str(path / "vault.db"))
+    try:
+        conn.execute(f"PRAGMA key = \"x'{db_key.hex()}'\"")
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'keyslots_digest'", (slots.membership_digest(),)
+        )
+        conn.commit()
+    finally:
+        conn.close()
 
 
 def _b64(b: bytes) -> str:
@@ -434,6 +447,9 @@ def test_failed_atomic_write_keeps_the_old_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    from credvault.errors import StoreError
+
+    with pytest.raises(StoreError, match=f"disk full: cannot write {target}"):
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
+    assert [f.name for f in tmp_path.iterdir()] == ["f.json"]  # no temporary file left

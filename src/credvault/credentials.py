@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import items, validate
 from credvault.access import permits
+from credvault.engagement_keys import retrying
 from credvault.engagements import Engagements
 from credvault.errors import (
     AlreadyExists,
@@ -167,11 +168,30 @@ class Credentials:
         notes: str | None = None,
     ) -> CredentialInfo:
         """Create or replace a credential (a replace keeps fields not given; new ones are
-        of kind ``password`` unless told)."""
-        s = self.s
-        eng_name, name = validate.ref(ref)
+        of kind ``password`` unless told). Retried from a fresh read if another process
+        rotates the engagement's key meanwhile (nothing is stored twice)."""
         value = secret if isinstance(secret, Secret) else Secret(secret)
         del secret  # from here on only the redacted wrapper is a local
+        return retrying(
+            self.s,
+            lambda: self._put(
+                ref, value, username=username, system=system, kind=kind, url=url, notes=notes
+            ),
+        )
+
+    def _put(
+        self,
+        ref: str,
+        value: Secret,
+        *,
+        username: str | None,
+        system: str | None,
+        kind: str | None,
+        url: str | None,
+        notes: str | None,
+    ) -> CredentialInfo:
+        s = self.s
+        eng_name, name = validate.ref(ref)
         validate.secret(value)
         if kind is not None:
             validate.kind(kind)
@@ -302,7 +322,8 @@ class Credentials:
         reading on the member's behalf (``run psql``): it heads the audit detail, but it is
         not a reason and does not satisfy ``require_reason``.
         """
-        return self._read(ref, reason, "get", version=version, via=via)
+        # Retried from a fresh read if the key was rotated during this one (audited).
+        return retrying(self.s, lambda: self._read(ref, reason, "get", version=version, via=via))
 
     def otp(self, ref: str, *, reason: str | None = None, at: float | None = None) -> OtpCode:
         """The current TOTP code of a credential holding an ``otpauth://totp/`` URI, audited as

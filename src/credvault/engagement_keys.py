@@ -10,7 +10,9 @@ envelope (:data:`~credvault.model.SEALED_FIELDS`) and re-seals it to the current
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from credvault.access import KEY_ROLES, Role
 from credvault.crypto import labels
@@ -72,7 +74,22 @@ class EngagementKeys:
         return key
 
     def key(self, eng: Engagement, operation: str, item: str | None = None) -> bytes:
-        """The engagement key, for a member whose verified role allows ``operation``."""
+        """The engagement key, for a member whose verified role allows ``operation``.
+
+        A check that fails while another process rotated the key (the engagement row and the
+        grant rows were read on either side of its COMMIT) is :class:`Conflict`, not
+        tampering: nothing was done, and running again reads a consistent state."""
+        try:
+            return self._key(eng, operation, item)
+        except IntegrityError:
+            now = self.s.store.engagement_by_name(eng.name)
+            if now is not None and now.key_version != eng.key_version:
+                raise Conflict(
+                    f"engagement {eng.name!r} changed keys meanwhile; nothing was done, run again"
+                ) from None
+            raise
+
+    def _key(self, eng: Engagement, operation: str, item: str | None = None) -> bytes:
         s = self.s
         role = self.grants.role_of(eng)
         if role is None:
@@ -178,13 +195,14 @@ class EngagementKeys:
         first_key_by_admin = eng.key_version == 1 and eng.created_by != self.s.member
         if (eng.needs_rotation or first_key_by_admin) and self.grants.role_of(eng) is Role.LEAD:
             key = self.key(eng, "engagement.rotate")
-            with self.s.store.write():
+            why = (
+                "the first lead's own key"
+                if first_key_by_admin and not eng.needs_rotation
+                else "pending rotation"
+            )
+            # Another lead finishing the same pending rotation first is fine: it is done.
+            with contextlib.suppress(Conflict), self.s.store.write():
                 self.assert_current(eng)
-                why = (
-                    "the first lead's own key"
-                    if first_key_by_admin and not eng.needs_rotation
-                    else "pending rotation"
-                )
                 self.rotate(eng, key, why)
 
     def rotate(
@@ -195,7 +213,12 @@ class EngagementKeys:
         signer: str | None = None,
         sign_private: bytes | None = None,
     ) -> int:
-        """New key, every envelope re-encrypted, re-sealed to holders; caller's transaction."""
+        """New key, every envelope re-encrypted, re-sealed to holders; caller's transaction.
+
+        Refuses (:class:`Conflict`) if ``eng`` is no longer the current key version: the
+        envelopes would not open under ``old_key`` (a false integrity error) and copies would
+        be sealed to a superseded key."""
+        self.assert_current(eng)
         s = self.s
         signer = signer or s.member
         sign_private = sign_private or s.keys.sign_private
@@ -227,3 +250,22 @@ class EngagementKeys:
             f"key version {version} ({why}); fingerprint {p.fingerprint(new_key)}",
         )
         return version
+
+
+_T = TypeVar("_T")
+RETRIES = 5
+
+
+def retrying(s: Session, attempt: Callable[[], _T]) -> _T:
+    """Run ``attempt`` again (it re-reads everything) when another process rotated the
+    engagement's key meanwhile: such writes serialize instead of failing. Each failed
+    attempt rolled back completely, so nothing is stored twice."""
+    for i in range(RETRIES):
+        try:
+            return attempt()
+        except Conflict:
+            if i == RETRIES - 1:
+                raise
+            s.engagement_keys.clear()
+            s.verified.clear()
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from credvault import validate
 from credvault.access import KEY_ROLES, Role, parse_role, permits
 from credvault.crypto import primitives as p
-from credvault.engagement_keys import EngagementKeys, recovery_keys
+from credvault.engagement_keys import EngagementKeys, recovery_keys, retrying
 from credvault.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
 from credvault.grants import Grants
 from credvault.model import RECOVERY, Engagement, GrantInfo, iso
@@ -112,6 +112,10 @@ class Engagements:
         self.keys.rotate_if_needed(eng)
 
     def rotate(self, name: str) -> int:
+        """Rotate now; retried (from a fresh read) if another rotation lands first."""
+        return retrying(self.s, lambda: self._rotate_now(name))
+
+    def _rotate_now(self, name: str) -> int:
         s = self.s
         eng = self.get(name)
         key = self.key(eng, "engagement.rotate")
@@ -168,6 +172,10 @@ class Engagements:
         return self.get(name)
 
     def grant(self, name: str, member: str, role: str, until: str | None = None) -> GrantInfo:
+        """Grant ``role``; retried (from a fresh read) if a rotation lands in between."""
+        return retrying(self.s, lambda: self._grant(name, member, role, until))
+
+    def _grant(self, name: str, member: str, role: str, until: str | None) -> GrantInfo:
         s = self.s
         r = parse_role(role)
         validate.name(member, "member name")
@@ -202,6 +210,7 @@ class Engagements:
             leads_before = self.grants.valid_leads(eng) - {member}
         try:
             with s.store.write():
+                self.keys.assert_current(eng)  # never seal a copy of a superseded key version
                 self.keys.put_grant(
                     eng,
                     member,
@@ -229,6 +238,8 @@ class Engagements:
                         raise _WouldOrphanLead  # rolls the whole change back
                 if (previous in KEY_ROLES and r not in KEY_ROLES) or lowering_lead:
                     self.keys.rotate(eng, key, "role lowered")
+                # Read inside the transaction: another process may revoke it right after.
+                mine_now = next(g for g in self.grants.listing(eng) if g.member == member)
         except _WouldOrphanLead:
             s.verified.clear()
             self.keys.forget(eng)
@@ -239,10 +250,14 @@ class Engagements:
                 "lowering them would leave a lead whose grant no longer verifies; "
                 "ask a lead whose grant does not pass through theirs",
             ) from None
-        return next(g for g in self.members(name) if g.member == member)
+        return mine_now
 
     def revoke(self, name: str, member: str) -> builtins.list[str]:
-        """Revoke and rotate; returns the credentials the member read (to change them)."""
+        """Revoke and rotate; returns the credentials the member read (to change them).
+        Retried (from a fresh read) if another rotation lands first."""
+        return retrying(self.s, lambda: self._revoke(name, member))
+
+    def _revoke(self, name: str, member: str) -> builtins.list[str]:
         s = self.s
         eng = self.get(name)
         key = self.key(eng, "engagement.revoke", member)

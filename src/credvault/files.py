@@ -40,6 +40,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def named(e: OSError, path: Path) -> Exception:
+    """``e`` as credvault reports it: a full disk is ``StoreError("disk full: cannot write
+    PATH")`` (one clear line, exit 1); other errors keep their type and get the file they
+    concern (``os.write`` errors carry none)."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        from credvault.errors import StoreError
+
+        return StoreError(f"disk full: cannot write {e.filename or path}")
+    if e.filename is None:
+        return OSError(e.errno, e.strerror, str(path))
+    return e
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename, fsync directory.
 
@@ -48,15 +63,24 @@ def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # no temporary file survives a failure
+        raise named(e, path) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     fsync_dir(path.parent)
 
 
@@ -64,22 +88,115 @@ def write_new_private(path: Path, data: bytes) -> None:
     """Write a new 0600 file that must not exist yet (exports, receipts, identities)."""
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            path.unlink()  # a partial file is of no use and would block a rerun
+        if isinstance(e, OSError):
+            raise named(e, path) from None
+        raise
     finally:
         os.close(fd)
+
+
+#: How long an operation that needs the vault alone (``member rm``, finishing an interrupted
+#: re-key) waits for other processes to close it before giving up, changing nothing.
+EXCLUSIVE_WAIT_S = 60.0
+_POLL_S = 0.05
+_held: dict[str, int] = {}  # lock file -> how many locks this process holds on it
 
 
 @contextlib.contextmanager
-def locked(path: Path, *, exclusive: bool) -> Iterator[None]:
+def locked(path: Path, *, exclusive: bool, wait_s: float | None = None) -> Iterator[None]:
     """Hold a shared or exclusive ``flock`` on the vault's lock file.
 
     Every use of a vault holds it shared; swapping the database file for a re-keyed copy
-    holds it exclusive, so no process keeps writing to a file that was replaced.
+    holds it exclusive, so no process keeps writing to a file that was replaced. The
+    exclusive lock is never waited for forever: if others hold the vault, a warning says so
+    (``logging``, shown on stderr by the CLI) and after ``wait_s`` seconds it gives up with
+    an error. A process that holds the vault itself (another open ``Vault``) is told at once
+    instead of deadlocking on its own lock.
     """
+    from credvault.errors import StoreError
+
+    key = os.path.realpath(path)
+    if exclusive and _held.get(key):
+        raise StoreError(
+            "this process has the vault open in another Vault object; close it first "
+            "(an operation that replaces the database needs the vault alone)"
+        )
     fd = os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
+        if exclusive:
+            _lock_exclusive(fd, path, EXCLUSIVE_WAIT_S if wait_s is None else wait_s)
+        else:
+            # Writer preference: pass the intent lock (a POSIX record lock on byte 1, held
+            # exclusively by an operation waiting to have the vault alone) before joining the
+            # shared holders, so a stream of short-lived users cannot starve it.
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 1)
+            except OSError:
+                import logging
+
+                logging.getLogger("credvault").warning(
+                    "credvault: waiting for an operation that needs the vault alone "
+                    "(member removal) to finish"
+                )
+                fcntl.lockf(fd, fcntl.LOCK_SH, 1, 1)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1)
+        _held[key] = _held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
     finally:
         os.close(fd)
+
+
+def _lock_exclusive(fd: int, path: Path, wait_s: float) -> None:
+    import time
+
+    deadline = time.monotonic() + wait_s
+    # First the intent lock (new users now wait behind us), then the vault lock itself.
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1)
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise _gave_up(path, wait_s) from None
+            time.sleep(_POLL_S)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    import logging
+
+    logging.getLogger("credvault").warning(
+        "credvault: waiting up to %d s for other processes to close the vault %s",
+        int(wait_s),
+        path.parent,
+    )
+    while time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            continue
+    fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1)
+    raise _gave_up(path, wait_s)
+
+
+def _gave_up(path: Path, wait_s: float) -> Exception:
+    from credvault.errors import StoreError
+
+    return StoreError(
+        f"other processes kept the vault {path.parent} open for {int(wait_s)} s; gave up and "
+        "changed nothing (close them, or run it again when the vault is idle)"
+    )

@@ -11,6 +11,7 @@ database key from swapping a member's public key. See docs/format.md.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -239,6 +240,23 @@ class KeySlots(NamedTuple):
 
     def _canonical(self) -> bytes:
         return json.dumps(self._body(), sort_keys=True, separators=(",", ":")).encode()
+
+    def membership_digest(self) -> str:
+        """SHA-256 (hex) of everything in the file except how the database key is sealed.
+
+        The database records this digest in the same transaction as the audit entry of every
+        membership or passphrase change, which makes that COMMIT the moment the change takes
+        effect (see :mod:`credvault.slotfile`). Re-keying changes only the sealed database key
+        (``db_key`` slots, ``pending``, ``generation``) and the MAC, so it leaves the digest
+        alone: which key is current is proved by the database file itself.
+        """
+        body = self._body()
+        for key in ("generation", "pending"):
+            del body[key]
+        for slot in body["members"].values():
+            del slot["db_key"]
+        data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(data).hexdigest()
 
     def sealed_with(self, db_key: bytes) -> KeySlots:
         """This file with its MAC computed under ``db_key``."""

@@ -11,6 +11,16 @@ import sys
 
 
 def main() -> int:
+    from credvault.interrupts import install_signal_handlers, interrupted
+
+    install_signal_handlers()  # before the imports: Ctrl-C there is one line, not a traceback
+    try:
+        return _main()
+    except KeyboardInterrupt as e:
+        return interrupted(e)
+
+
+def _main() -> int:
     from credvault.agent.client import fast_path
 
     code = fast_path(sys.argv[1:])

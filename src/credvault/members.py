@@ -1,32 +1,37 @@
 """Members: add, list, change passphrase, reset, remove (with a database re-key, see
 :mod:`credvault.rekey`).
 
+Every change here goes through :func:`credvault.slotfile.change`: the key-slot file and the
+database (grants, audit entry) change in one COMMIT, so a fault leaves either both or neither.
+
 Removing a member deletes their key slot and key copies, marks their engagements for key
 rotation, and re-keys the database: it is copied under a new random key into a new file that
-replaces the old one. The key-slot file first gains *pending* slots for the new key, so a
-crash at any step leaves a vault every remaining member can open; the next open finishes it.
+replaces the old one. The COMMIT that removes the member also gives the key-slot file
+*pending* slots for the new key, so a crash at any later step leaves a vault every remaining
+member can open, and the next open finishes the re-key.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import NamedTuple
 
-from credvault import rekey, validate
+from credvault import rekey, slotfile, validate
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams
-from credvault.errors import AlreadyExists, InvalidInput, NotFound, RetentionError
+from credvault.errors import AlreadyExists, CredvaultError, InvalidInput, NotFound, RetentionError
 from credvault.files import write_new_private
 from credvault.keyslots import (
     KeySlots,
+    MemberKeys,
     encrypt_private,
     make_slot,
     new_member_keys,
     open_admin_key,
     retired_cert_message,
 )
-from credvault.layout import SLOTS_NAME
 from credvault.secret import Secret
 from credvault.session import Session
 
@@ -52,11 +57,6 @@ class Members:
             for m in sorted(self.s.slots.members.values(), key=lambda m: m.name)
         ]
 
-    def _write_slots(self, slots: KeySlots, db_key: bytes | None = None) -> None:
-        sealed = slots.sealed_with(db_key or self.s.db_key)
-        sealed.write(self.s.path / SLOTS_NAME)
-        self.s.slots = sealed
-
     def add(
         self,
         name: str,
@@ -80,7 +80,9 @@ class Members:
                 "a new member needs a passphrase (or --service with an identity file)"
             )
         if service and identity_file is not None and identity_file.exists():
-            raise AlreadyExists(f"identity file {identity_file} exists; refusing to overwrite")
+            if not _orphan_identity(identity_file, s.vault_id, name):
+                raise AlreadyExists(f"identity file {identity_file} exists; refusing to overwrite")
+            identity_file.unlink()  # left by an add that was interrupted before it took effect
         admin_priv = open_admin_key(s.vault_id, s.me, s.keys)
         keys = new_member_keys(name, s.keys.admin_sign_pub)
         slot = make_slot(
@@ -95,12 +97,18 @@ class Members:
             passphrase=pw,
             params=None if service else self.kdf,
         )
-        with s.store.write():  # the write lock also serialises key-slot file changes
-            s.reload_slots()
-            if name in s.slots.members:
+        wrote_identity = False
+
+        def build(cur: KeySlots) -> KeySlots:
+            if name in cur.members:
                 raise AlreadyExists(f"member {name!r} already exists")
+            return cur._replace(members={**cur.members, name: slot})
+
+        def db_work(cur: KeySlots) -> None:
+            nonlocal wrote_identity
             if identity_file is not None:
                 write_new_private(identity_file, keys.to_bytes(s.vault_id))
+                wrote_identity = True
             s.log(
                 "member-add",
                 None,
@@ -108,10 +116,14 @@ class Members:
                 "ok",
                 ("admin " if admin else "") + ("service identity" if service else "member"),
             )
-            members = dict(s.slots.members)
-            members[name] = slot
-            # The key-slot file last: if writing it fails, the audit entry rolls back too.
-            self._write_slots(s.slots._replace(members=members))
+
+        try:
+            slotfile.change(s, build, db_work)
+        except BaseException:
+            if wrote_identity and identity_file is not None and name not in s.slots.members:
+                with contextlib.suppress(OSError):
+                    identity_file.unlink()  # the member was not added: no orphan identity
+            raise
         return MemberInfo(name, admin, service, slot.created)
 
     def passwd(self, new_passphrase: bytes | str | Secret) -> None:
@@ -123,12 +135,16 @@ class Members:
         if not pw:
             raise InvalidInput("the new passphrase is empty")
         salt, private = encrypt_private(s.vault_id, s.keys, pw, self.kdf)
-        with s.store.write():
-            s.reload_slots()
-            s.log("passwd", None, s.member, "ok")
-            members = dict(s.slots.members)
-            members[s.member] = s.me._replace(kdf=self.kdf, salt=salt, private=private)
-            self._write_slots(s.slots._replace(members=members))
+        me = s.member
+
+        def build(cur: KeySlots) -> KeySlots:
+            slot = cur.members[me]._replace(kdf=self.kdf, salt=salt, private=private)
+            return cur._replace(members={**cur.members, me: slot})
+
+        def db_work(cur: KeySlots) -> None:
+            s.log("passwd", None, me, "ok")
+
+        slotfile.change(s, build, db_work)
 
     def reset(self, name: str, passphrase: bytes | str | Secret) -> MemberInfo:
         """New key pair and passphrase; every grant of the member must be made again."""
@@ -155,29 +171,32 @@ class Members:
             passphrase=pw,
             params=self.kdf,
         )
-        with s.store.write():
-            s.reload_slots()
-            if name not in s.slots.members:
+        dropped = 0
+
+        def build(cur: KeySlots) -> KeySlots:
+            if name not in cur.members:
                 raise NotFound("member", name)
+            was = cur.members[name]
+            return cur._replace(
+                members={**cur.members, name: slot},
+                retired=self._retired_with(cur, name, was.sign_pub, admin_priv),
+            )
+
+        def db_work(cur: KeySlots) -> None:
+            nonlocal dropped
             dropped = self._drop_grants(name)
             s.log("member-reset", None, name, "ok", f"new keys; {dropped} grants to re-make")
-            members = dict(s.slots.members)
-            members[name] = slot
-            self._write_slots(
-                s.slots._replace(
-                    members=members,
-                    retired=self._retired_with(name, old.sign_pub, admin_priv),
-                )
-            )
+
+        slotfile.change(s, build, db_work)
         return MemberInfo(name, old.admin, False, slot.created)
 
     def _retired_with(
-        self, name: str, sign_pub: bytes, admin_priv: bytes
+        self, cur: KeySlots, name: str, sign_pub: bytes, admin_priv: bytes
     ) -> dict[str, tuple[tuple[bytes, bytes], ...]]:
         """Keep a former signing key verifiable, so grants it signed still chain."""
-        msg = retired_cert_message(self.s.vault_id, name, sign_pub)
+        msg = retired_cert_message(cur.vault_id, name, sign_pub)
         entry = (sign_pub, p.sign(admin_priv, labels.MEMBER_CERT, msg))
-        return {**self.s.slots.retired, name: (*self.s.slots.retired.get(name, ()), entry)}
+        return {**cur.retired, name: (*cur.retired.get(name, ()), entry)}
 
     def _drop_grants(self, name: str) -> int:
         s = self.s
@@ -202,20 +221,29 @@ class Members:
             raise RetentionError("cannot remove the last admin")
         admin_priv = open_admin_key(s.vault_id, s.me, s.keys)
         s.exclusive()  # the database file is about to be replaced: nobody else may hold it
-        s.reload_slots()
-        if name not in s.slots.members:
-            raise NotFound("member", name)
-        old = s.slots.members[name]
-        members = {k: v for k, v in s.slots.members.items() if k != name}
-        retired = self._retired_with(name, old.sign_pub, admin_priv)
-        # 1. The member leaves the key-slot file (with pending slots for the new key) first:
-        #    from here a crash is completed by the next open, grants included.
-        new_key = rekey.stage(s, s.slots._replace(members=members, retired=retired))
-        # 2. Their grants go, and the removal is audited.
-        with s.store.write():
+        new_key = p.random_key()
+        dropped = 0
+
+        def build(cur: KeySlots) -> KeySlots:
+            if name not in cur.members:
+                raise NotFound("member", name)
+            leaving = cur.members[name]
+            members = {k: v for k, v in cur.members.items() if k != name}
+            retired = self._retired_with(cur, name, leaving.sign_pub, admin_priv)
+            return rekey.with_pending(
+                cur._replace(members=members, retired=retired), new_key, s.keys.admin_sign_pub
+            )
+
+        def db_work(cur: KeySlots) -> None:
+            nonlocal dropped
             dropped = self._drop_grants(name)
             s.log("member-rm", None, name, "ok", f"{dropped} grants dropped; database re-keyed")
-        # 3. The database is copied under the new key and swapped in.
+
+        # 1. One COMMIT removes the member: key-slot file (with pending slots sealing a new
+        #    database key), grants and audit entry together.
+        slotfile.change(s, build, db_work)
+        # 2. The database is copied under the new key and swapped in; a fault from here on is
+        #    finished by the next open (the pending slots say how).
         rekey.finish(s, new_key)
         return dropped
 
@@ -225,3 +253,13 @@ def _wrap(passphrase: bytes | str | Secret | None) -> Secret | None:
     if passphrase is None or isinstance(passphrase, Secret):
         return passphrase
     return Secret(passphrase)
+
+
+def _orphan_identity(path: Path, vault_id: bytes, name: str) -> bool:
+    """Is ``path`` this vault's identity for ``name``, who is not a member (an add that was
+    interrupted before its COMMIT wrote it)? The caller checked ``name`` is not a member."""
+    try:
+        keys = MemberKeys.from_bytes(path.read_bytes()[:65536], vault_id)
+    except (OSError, CredvaultError):
+        return False
+    return keys.name == name

@@ -1,8 +1,9 @@
 """Re-keying the database (after a member leaves), step by step, and finishing an
 interrupted one.
 
-Steps, each leaving a vault every remaining member can open: (1) :func:`stage` — the
-key-slot file gains *pending* slots sealing a fresh database key; (2) a full copy under the
+Steps, each leaving a vault every remaining member can open: (1) :func:`with_pending` — the
+key-slot file gains *pending* slots sealing a fresh database key, in the COMMIT that removes
+the member (:mod:`credvault.slotfile`); (2) a full copy under the
 new key in ``vault.db.next``; (3) the copy renamed over ``vault.db``; (4) the pending slots
 promoted (2–4: :func:`finish`). An open that finds pending slots takes the exclusive lock
 and decides from what is on disk: database still under the old key → :func:`resume_before_swap`;
@@ -17,28 +18,22 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from credvault import slotfile
 from credvault.audit import AuditLog
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.files import fsync_dir
 from credvault.keyslots import KeySlots, MemberKeys
-from credvault.layout import DB_NAME, DB_SIDE_FILES, NEXT_DB, SLOTS_NAME
+from credvault.layout import DB_NAME, DB_SIDE_FILES, NEXT_DB
 from credvault.session import Session
 from credvault.store import Store
 
 
-def stage(s: Session, slots: KeySlots) -> bytes:
-    """Step 1: ``slots`` become the key-slot file, with pending slots sealing a
-    fresh database key; returns that key.
-
-    Steps, each leaving an openable vault: (1) key-slot file with pending slots for the new
-    key; (2) a full copy under the new key in ``vault.db.next``; (3) the copy renamed over
-    ``vault.db``; (4) pending slots promoted (2–4: :func:`finish`). The caller holds the
-    exclusive vault lock.
-    """
-    new_key = p.random_key()
+def with_pending(slots: KeySlots, new_key: bytes, pinned: bytes) -> KeySlots:
+    """Step 1: ``slots`` plus pending slots sealing ``new_key`` to every member, for
+    generation + 1. ``member rm`` commits this version with the removal itself (see
+    :mod:`credvault.slotfile`); the caller holds the exclusive vault lock."""
     gen = slots.generation + 1
-    pinned = s.keys.admin_sign_pub
     pending = {
         n: p.hpke_seal(
             slots.certified_kem(n, pinned),
@@ -47,10 +42,7 @@ def stage(s: Session, slots: KeySlots) -> bytes:
         )
         for n in slots.members
     }
-    staged = slots._replace(pending=pending).sealed_with(s.db_key)
-    staged.write(s.path / SLOTS_NAME)
-    s.slots = staged
-    return new_key
+    return slots._replace(pending=pending)
 
 
 def drop_orphan_grants(s: Session) -> int:
@@ -110,9 +102,8 @@ def promote(s: Session, new_key: bytes) -> None:
         old_store.close()
     s.audit = AuditLog(s.store, new_key)
     s.note_db_file()
-    final.write(s.path / SLOTS_NAME)
-    s.slots = final
     s.db_key = new_key
+    slotfile.rewrite(s, final)
 
 
 def resume_after_swap(

@@ -63,7 +63,11 @@ class Session:
         flock conversion is not atomic, so callers re-read anything they read before.
         """
         self.lock.close()
-        self.lock.enter_context(locked(self.path / LOCK_NAME, exclusive=True))
+        try:
+            self.lock.enter_context(locked(self.path / LOCK_NAME, exclusive=True))
+        except BaseException:
+            self.lock.enter_context(locked(self.path / LOCK_NAME, exclusive=False))
+            raise
         st = (self.path / DB_NAME).stat()
         if (st.st_dev, st.st_ino) != self.db_file:
             raise Conflict("another process re-keyed the vault meanwhile; run the command again")

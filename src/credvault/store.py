@@ -10,6 +10,7 @@ SQL text, which could carry the key.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -151,15 +152,34 @@ def _key_literal(key: bytes) -> str:
     return f"PRAGMA key = \"x'{hexkey}'\""
 
 
-def translate(exc: BaseException, what: str = "database") -> CredvaultError:
+def _nearly_full(path: Path | None) -> bool:
+    """Less free space beside the database than the database itself plus 1 MiB?"""
+    if path is None:
+        return False
+    try:
+        st = os.statvfs(path.parent)
+        size = path.stat().st_size if path.exists() else 0
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < size + (1 << 20)
+
+
+def translate(
+    exc: BaseException, what: str = "database", path: Path | None = None
+) -> CredvaultError:
     """Map a SQLCipher error to credvault's, without its text when that may hold SQL."""
     msg = str(exc)
     if isinstance(exc, sqlcipher3.IntegrityError):
         return StoreError(f"{what}: constraint failed")
     if "file is not a database" in msg or "malformed" in msg or "HMAC" in msg:
         return IntegrityError(f"{what} is corrupt, tampered with, or the key does not match")
-    if "disk" in msg and "full" in msg:
-        return StoreError(f"{what}: disk full")
+    if ("disk" in msg and "full" in msg) or (msg == "disk I/O error" and _nearly_full(path)):
+        # SQLite reports a write that found no space as "disk I/O error" when it was the
+        # shared-memory index or a sync that failed: the free space tells the two apart.
+        where = f" (no space left for {path} and its journal)" if path is not None else ""
+        return StoreError(f"{what}: disk full{where}")
+    if msg == "disk I/O error":
+        return StoreError(f"{what}: I/O error" + (f" on {path}" if path is not None else ""))
     if "locked" in msg or "busy" in msg:
         return StoreError(f"{what} is busy (locked by another process for too long)")
     if "readonly" in msg or "read-only" in msg:
@@ -206,7 +226,7 @@ class Store:
                 str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise translate(e, path=path) from None
         try:
             conn.execute("PRAGMA cipher_log_level = NONE")  # no SQLCipher noise on stderr
             conn.execute(_key_literal(key))
@@ -227,7 +247,7 @@ class Store:
             store._check_pragmas(mode)
         except sqlcipher3.Error as e:
             conn.close()
-            raise translate(e) from None
+            raise translate(e, path=path) from None
         except BaseException:
             conn.close()
             raise
@@ -298,7 +318,7 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise translate(e, path=self.path) from None
         try:
             yield
         except BaseException:
@@ -310,7 +330,7 @@ class Store:
         except sqlcipher3.Error as e:
             with contextlib.suppress(sqlcipher3.Error):
                 self.conn.execute("ROLLBACK")
-            raise translate(e) from None
+            raise translate(e, path=self.path) from None
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
@@ -318,7 +338,7 @@ class Store:
         try:
             self.conn.execute("BEGIN")
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise translate(e, path=self.path) from None
         try:
             yield
         finally:
@@ -329,20 +349,20 @@ class Store:
         try:
             return self.conn.execute(sql, params)
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise translate(e, path=self.path) from None
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         try:  # a damaged page can surface while fetching, not only while executing
             row: Row | None = self.conn.execute(sql, params).fetchone()
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise translate(e, path=self.path) from None
         return row
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
             rows: list[Row] = self.conn.execute(sql, params).fetchall()
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise translate(e, path=self.path) from None
         return rows
 
     # -- schema and meta ------------------------------------------------------------------
@@ -353,7 +373,7 @@ class Store:
         try:
             self.conn.executescript(ddl)
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise translate(e, path=self.path) from None
         with self.write():
             self.migrate(1)
 
@@ -805,7 +825,7 @@ class Store:
                 [(v.uid, eng_id, *v[1:]) for v in rows],  # NewCredential is in column order
             )
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise translate(e, path=self.path) from None
 
     def update_credential(self, cred_id: int, u: CredentialUpdate) -> None:
         """Replace a credential's secret; other fields only where ``u`` gives them."""
@@ -1115,7 +1135,7 @@ class Store:
                 [(*r.blobs, r.id) for r in rows],
             )
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise translate(e, path=self.path) from None
 
     def delete_credential(self, cred_id: int) -> None:
         self._x("DELETE FROM credentials WHERE id = ?", (cred_id,))
@@ -1259,6 +1279,6 @@ class Store:
             self.conn.backup(dst)
             dst.execute("PRAGMA journal_mode = DELETE")
         except sqlcipher3.Error as e:
-            raise translate(e, "backup") from None
+            raise translate(e, "backup", target) from None
         finally:
             dst.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -176,8 +177,47 @@ class Vault:
             raise AlreadyExists(f"{path} is not empty; choose an empty or new directory")
         if recovery_file is not None and recovery_file.exists():
             raise AlreadyExists(f"recovery file {recovery_file} exists; refusing to overwrite")
-        make_private_dir(path)
-        path.chmod(0o700)  # an existing empty directory becomes the vault: tighten it
+        # Built in a staging directory beside ``path`` and renamed into place when complete:
+        # a failed or interrupted init leaves nothing that blocks a rerun (which deletes what
+        # an interrupted one left there).
+        import shutil  # only here and in restore: `credvault get` does not load it
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stage = path.parent / f".{path.name}.initializing"
+        if stage.exists():
+            shutil.rmtree(stage)
+        wrote_recovery = False
+        try:
+            make_private_dir(stage)
+            recovery_text = cls._init_into(stage, admin, pw, kdf, recovery_file, clock)
+            wrote_recovery = recovery_file is not None
+            stage.rename(path)  # over an empty directory too (rename(2) allows that)
+            fsync_dir(path.parent)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            if recovery_file is not None and not wrote_recovery:
+                with contextlib.suppress(OSError):
+                    recovery_file.unlink()
+            raise
+        return InitResult(
+            path,
+            KeySlots.read(path / SLOTS_NAME).vault_id.hex(),
+            admin,
+            None if recovery_file is not None else recovery_text,
+        )
+
+    @classmethod
+    def _init_into(
+        cls,
+        path: Path,
+        admin: str,
+        pw: Secret,
+        kdf: KdfParams,
+        recovery_file: Path | None,
+        clock: Clock,
+    ) -> str:
+        """Write a complete new vault into the (staging) directory ``path``; returns the
+        recovery key text (also written to ``recovery_file`` when given)."""
         vault_id = os.urandom(16)
         db_key = p.random_key()
         admin_priv, admin_pub = p.ed25519_generate()
@@ -225,6 +265,7 @@ class Vault:
                 store.set_meta("receipt_key", receipt_blob)
                 store.set_meta("audit_key", audit_mod.audit_key(db_key))
                 store.set_meta("created_at", now)
+                store.set_meta("keyslots_digest", slots.membership_digest())
                 for key, default in SETTINGS.values():
                     store.set_meta(key, default)
                 AuditLog(store, db_key).append(
@@ -239,9 +280,7 @@ class Vault:
             write_new_private(recovery_file, (recovery_text + "\n").encode())
         slots.sealed_with(db_key).write(path / SLOTS_NAME)
         fsync_dir(path)
-        return InitResult(
-            path, vault_id.hex(), admin, None if recovery_file is not None else recovery_text
-        )
+        return recovery_text
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -290,11 +329,43 @@ class Vault:
         """Restore the backup ``file`` into the new directory ``target``, check it, and purge at
         once what became due; returns the engagements purged. A failed restore leaves no vault.
         """
+        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        del source  # a str or bytes passphrase must not stay a local of this frame
+        file, target = Path(file), Path(target)
+        if target.exists() and any(target.iterdir()):
+            raise AlreadyExists(f"{target} is not empty; restore into a new directory")
+        # Built beside the target and renamed into place only when complete and checked: a
+        # failed or killed restore never leaves a half vault that blocks a rerun (which
+        # deletes what an interrupted one left in the staging directory).
+        import shutil
+
+        stage = target.parent / f".{target.name}.restoring"
+        if stage.exists():
+            shutil.rmtree(stage)
+        try:
+            done = cls._restore_into(file, stage, member, src, kdf=kdf, clock=clock)
+            stage.rename(target)  # over an empty directory too (rename(2) allows that)
+            fsync_dir(target.parent)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        return done
+
+    @classmethod
+    def _restore_into(
+        cls,
+        file: Path,
+        target: Path,
+        member: str,
+        source: UnlockSource | bytes | str,
+        *,
+        kdf: KdfParams,
+        clock: Clock,
+    ) -> list[str]:
         from credvault.backup import RESTORED_FILES, unpack
 
         src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
         del source  # a str or bytes passphrase must not stay a local of this frame
-        file, target = Path(file), Path(target)
         unpack(file, target)
         try:
             with cls.open(target, member, src, kdf=kdf, clock=clock, auto_purge=False) as v:
@@ -332,20 +403,13 @@ class Vault:
         *,
         exclusive: bool = False,
     ) -> Session:
-        slots = KeySlots.read(path / SLOTS_NAME)
-        try:
-            keys = resolve(src, slots, member)
-        except WrongPassphrase:
-            _record_failed_unlock(path, member, clock)
-            raise
+        slots, keys, staged_from = _resolve(path, member, src, clock)
         if keys.name not in slots.members:  # e.g. keys cached before the member was removed
             raise NotFound("member", keys.name, f"{keys.name!r} is not a member of this vault")
         if slots.pending is not None and not exclusive:
             # An interrupted re-key. Finish it alone, and decide only on what is on disk once
             # the exclusive lock is ours (another process may have finished it meanwhile).
-            lock.close()
-            lock.enter_context(locked(path / LOCK_NAME, exclusive=True))
-            return cls._unlock(path, member, InMemory(keys), clock, lock, exclusive=True)
+            return cls._unlock_exclusive(path, keys, clock, lock)
         db_key = slots.open_db_key(keys)
         try:
             store = Store.open(path / DB_NAME, db_key)
@@ -356,15 +420,21 @@ class Vault:
             # Interrupted after the swap: the database is already under the pending key.
             from credvault import rekey
 
-            return rekey.resume_after_swap(path, slots, keys, db_key, new_key, clock, cls._checked)
+            return rekey.resume_after_swap(
+                path, slots, keys, db_key, new_key, clock, cls._checked_settled
+            )
         opened: Session | None = None
         try:
             slots.verify_mac(db_key)
             session = opened = Session(
                 path, store, AuditLog(store, db_key), slots, keys, db_key, clock
             )
-            cls._checked(session)
-            if slots.pending is not None or (path / NEXT_DB).exists():
+            cls._settle(cls._checked(session), staged_from)
+            if session.slots.pending is not None and not exclusive:
+                # Settling installed a member removal: finish its re-key alone.
+                session.store.close()
+                return cls._unlock_exclusive(path, keys, clock, lock)
+            if session.slots.pending is not None or (path / NEXT_DB).exists():
                 from credvault import rekey
 
                 rekey.resume_before_swap(session)  # we hold the exclusive lock if pending
@@ -372,6 +442,34 @@ class Vault:
             (opened.store if opened is not None else store).close()  # a re-key swaps it
             raise
         return session
+
+    @classmethod
+    def _unlock_exclusive(
+        cls, path: Path, keys: MemberKeys, clock: Clock, lock: contextlib.ExitStack
+    ) -> Session:
+        lock.close()
+        lock.enter_context(locked(path / LOCK_NAME, exclusive=True))
+        return cls._unlock(path, keys.name, InMemory(keys), clock, lock, exclusive=True)
+
+    @classmethod
+    def _checked_settled(cls, session: Session) -> Session:
+        cls._settle(cls._checked(session), None)
+        return session
+
+    @staticmethod
+    def _settle(session: Session, staged_from: Path | None) -> None:
+        """The key-slot file must be the version the database records (see slotfile.py);
+        the common case costs one directory listing and a hash."""
+        recorded = session.store.get_meta("keyslots_digest")
+        if (
+            staged_from is None
+            and recorded == session.slots.membership_digest()
+            and not any(_is_staged(f.name) for f in session.path.iterdir())
+        ):
+            return
+        from credvault.slotfile import settle
+
+        settle(session, staged_from)
 
     @staticmethod
     def _checked(session: Session) -> Session:
@@ -631,6 +729,31 @@ class Vault:
         return self._s.store.integrity_check()
 
 
+def _is_staged(name: str) -> bool:
+    return name.startswith("keyslots.json.") and name.endswith(".staged")
+
+
+def _resolve(
+    path: Path, member: str, src: UnlockSource, clock: Clock
+) -> tuple[KeySlots, MemberKeys, Path | None]:
+    """Unlock ``member`` from the key-slot file, or else from a staged next version of it
+    (a change interrupted after its COMMIT, which the open then installs; see slotfile.py).
+    Returns the file's slots, the keys, and the staged file used (None: the current one)."""
+    slots = KeySlots.read(path / SLOTS_NAME)
+    try:
+        return slots, resolve(src, slots, member), None
+    except (WrongPassphrase, NotFound) as first:
+        for f in sorted(path.iterdir()):
+            if not _is_staged(f.name):
+                continue
+            with contextlib.suppress(CredvaultError, OSError):
+                staged = KeySlots.read(f)
+                return staged, resolve(src, staged, member), f
+        if isinstance(first, WrongPassphrase):
+            _record_failed_unlock(path, member, clock)
+        raise
+
+
 def _record_failed_unlock(path: Path, member: str, clock: Clock) -> None:
     """A failed unlock cannot open the database: note it beside it for the next open."""
     line = f"{iso(clock())} {member if validate._NAME.match(member) else '<invalid>'}\n"
@@ -648,12 +771,18 @@ def _import_failed_unlocks(s: Session) -> None:
         return
     with s.store.write():  # the write lock: two opening processes import it once
         try:
-            lines = f.read_text(errors="replace").splitlines()[-1000:]
+            data = f.read_bytes()
         except FileNotFoundError:
             return  # another process imported it while we waited for the lock
-        # Removed before the commit, but inside the lock: a failed commit loses these few
-        # lines rather than importing them twice.
-        for line in lines:
+        # Imported exactly once: "length:digest" of what was imported commits with the
+        # entries, and the file goes only after the COMMIT, and only if no line was appended
+        # meanwhile (else the next open imports just the lines after that length).
+        done = str(s.store.get_meta("failed_unlocks_imported") or "0:")
+        n_done, _, digest_done = done.partition(":")
+        start = int(n_done) if n_done.isdigit() else 0
+        if len(data) < start or hashlib.sha256(data[:start]).hexdigest() != digest_done:
+            start = 0
+        for line in data[start:].decode(errors="replace").splitlines()[-1000:]:
             ts, _, who = line.partition(" ")
             s.audit.append(
                 s.now(),
@@ -664,7 +793,12 @@ def _import_failed_unlocks(s: Session) -> None:
                 "denied",
                 f"failed unlock at {ts[:32]} (recorded at next open)",
             )
-        f.unlink()
+        s.store.set_meta(
+            "failed_unlocks_imported", f"{len(data)}:{hashlib.sha256(data).hexdigest()}"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        if f.read_bytes() == data:
+            f.unlink()
 
 
 __all__ = ["InitResult", "Vault", "default_dir"]

@@ -15,6 +15,7 @@ traceback, never a secret. No SQL and no cryptography here: every handler calls 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -764,12 +765,16 @@ def dispatch(args: argparse.Namespace) -> int:
     except CredvaultError as e:
         err(str(e))
         return e.exit_code
-    except KeyboardInterrupt:
-        err("interrupted")
-        return 130
+    except KeyboardInterrupt as e:
+        from credvault.interrupts import interrupted
+
+        return interrupted(e)
     except BrokenPipeError:
         return 1
     except OSError as e:
+        if e.errno == errno.ENOSPC:
+            err("disk full" + (f": cannot write {e.filename}" if e.filename else ""))
+            return 1
         err(f"{e.strerror or 'I/O error'}" + (f": {e.filename}" if e.filename else ""))
         return 1
     except Exception as e:  # noqa: BLE001 - never a traceback, never a secret
