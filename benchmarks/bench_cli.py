@@ -448,7 +448,7 @@ def keyring_unlocked(cv: CliVault) -> Iterator[dict[str, str] | str]:
         env["CREDVAULT_VAULT"] = str(cv.path)
         env["CREDVAULT_MEMBER"] = "alice"
         unlock_env = {**env, "CREDVAULT_PASSPHRASE_FILE": str(cv.pass_files["alice"])}
-        output(Command(cli("unlock", "--ttl", "8h"), unlock_env))
+        output(Command(cli("unlock", "--keyring", "--ttl", "8h"), unlock_env))
         got = output(Command(cli("get", cv.ref), env)).rstrip(b"\n")
         if got != cv.expected:
             raise RuntimeError(f"keyring get printed {got!r}, expected {cv.expected!r}")
