@@ -5,6 +5,11 @@ Open a vault with :meth:`Vault.open`, use ``vault.credentials``, ``vault.systems
 :class:`CredvaultError` whose message is safe to show.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from credvault.access import Role
 from credvault.crypto.passphrase import DEFAULT as DEFAULT_KDF
 from credvault.crypto.passphrase import TEST_PARAMS as MIN_KDF
@@ -39,6 +44,18 @@ from credvault.unlock import (
 )
 from credvault.vault import InitResult, Vault, default_dir
 
+if TYPE_CHECKING:
+    from credvault.integrity import CheckReport
+else:
+
+    def __getattr__(name: str) -> object:
+        if name == "CheckReport":
+            from credvault.integrity import CheckReport
+
+            return CheckReport
+        raise AttributeError(name)
+
+
 __version__ = "0.1.0"
 
 
@@ -54,12 +71,26 @@ def verify_receipt(
     return _verify(receipt, public_key)
 
 
+def check(
+    path: Path | str, member: str, source: UnlockSource | bytes | str, **open_kw: Any
+) -> CheckReport:
+    """Full integrity check of the vault directory or backup file at ``path``: the key-slot
+    file's MAC, every database page's MAC, SQLite's integrity check, the audit chain and the
+    purge receipts. ``report.problems`` lists what is wrong (empty when sound)."""
+    from credvault.integrity import check as _check
+    from credvault.unlock import Passphrase as _P
+
+    src = source if not isinstance(source, (bytes, str)) else _P(source)
+    return _check(Path(path), member, src, **open_kw)
+
+
 __all__ = [
     "DEFAULT_KDF",
     "MIN_KDF",
     "AccessDenied",
     "AlreadyExists",
     "AuditChainBroken",
+    "CheckReport",
     "CredvaultError",
     "FirstOf",
     "IdentityFile",
@@ -85,6 +116,7 @@ __all__ = [
     "Vault",
     "WrongPassphrase",
     "__version__",
+    "check",
     "default_dir",
     "default_source",
     "verify_receipt",

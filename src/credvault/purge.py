@@ -139,12 +139,13 @@ class Purger:
 
     def prune_backups(self) -> int:
         """Backups in the default place older than the backup retention leave with the purge."""
-        from credvault.backup import default_backup_dir, prune
+        from credvault.backup import clean_leftovers, default_backup_dir, prune
 
         s = self.s
         directory = default_backup_dir(s.path)
         if not directory.is_dir():
             return 0
+        clean_leftovers(directory, s.vault_id.hex())  # crash leftovers hold full copies
         days = int(s.store.get_meta("backup_retention_days") or 30)
         n = prune(directory, s.vault_id.hex(), s.clock() - timedelta(days=days))
         if n:

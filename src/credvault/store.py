@@ -276,6 +276,15 @@ class Store:
             )
         ]
 
+    def purged_receipts(self) -> list[tuple[str, str]]:
+        """(engagement, receipt JSON) of every purged engagement."""
+        return [
+            (str(r[0]), str(r[1]))
+            for r in self._all(
+                "SELECT name, receipt FROM engagements WHERE receipt IS NOT NULL ORDER BY name"
+            )
+        ]
+
     def count_engagement_items(self, eng_id: int) -> tuple[int, int]:
         c = self._one("SELECT count(*) FROM credentials WHERE engagement_id = ?", (eng_id,))
         s = self._one("SELECT count(*) FROM systems WHERE engagement_id = ?", (eng_id,))
@@ -626,3 +635,31 @@ class Store:
             raise translate(e, "backup") from None
         finally:
             dst.close()
+
+
+def check_file(path: Path, key: bytes) -> list[str]:
+    """SQLCipher's MAC check of every page and SQLite's integrity check on a database file,
+    opened read-only (a backup copy, or a file extracted from a backup file): problems found.
+    """
+    try:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = sqlcipher3.connect(uri, uri=True, isolation_level=None)
+    except sqlcipher3.Error as e:
+        return [str(translate(e, "database copy"))]
+    try:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(_key_literal(key))
+        problems = [
+            f"page authentication: {r[0]}"
+            for r in conn.execute("PRAGMA cipher_integrity_check").fetchall()
+        ]
+        problems += [
+            f"SQLite integrity: {r[0]}"
+            for r in conn.execute("PRAGMA integrity_check").fetchall()
+            if r[0] != "ok"
+        ]
+        return problems
+    except sqlcipher3.Error as e:
+        return [str(translate(e, "database copy"))]
+    finally:
+        conn.close()

@@ -42,6 +42,7 @@ from credvault.store import FORMAT_VERSION, Store
 from credvault.unlock import InMemory, Passphrase, UnlockSource, resolve
 
 if TYPE_CHECKING:
+    from credvault.integrity import CheckReport
     from credvault.members import Members
     from credvault.purge import Purger
     from credvault.systems import Systems
@@ -539,6 +540,12 @@ class Vault:
     def integrity_check(self) -> list[str]:
         """SQLite's and SQLCipher's own checks (empty list: fine)."""
         return self._s.store.integrity_check()
+
+    def check(self) -> CheckReport:
+        """The full check of ``credvault check`` on this open vault (admins, services)."""
+        from credvault.integrity import check_open_vault
+
+        return check_open_vault(self)
 
 
 def _record_failed_unlock(path: Path, member: str, clock: Clock) -> None:

@@ -334,6 +334,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = cmd("restore", c.cmd_restore, "restore a backup into a new vault directory")
     p.add_argument("file")
 
+    p = cmd(
+        "check",
+        c.cmd_check,
+        "full integrity check of the vault or a backup file (exit 6 if anything is wrong)",
+    )
+    p.add_argument(
+        "target", nargs="?", help="a backup file or vault directory (default: the vault)"
+    )
+    p.add_argument("--json", action="store_true")
+
     p = cmd("unlock", c.cmd_unlock, "cache your key in the OS keyring (default 8h)")
     p.add_argument("--ttl", default="8h", help="how long, e.g. 30m, 8h, 2d")
 
@@ -368,6 +378,7 @@ COMMANDS = frozenset(
         "client",
         "backup",
         "restore",
+        "check",
         "unlock",
         "lock",
     ]

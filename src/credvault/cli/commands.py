@@ -632,6 +632,31 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Full integrity check of the vault, or of a backup file (exit 6 listing what is wrong)."""
+    from credvault.integrity import check
+
+    member = member_name(args)
+    if args.target:
+        target = Path(args.target)
+        unlock_at = vault_dir(args) if target.is_file() else target
+    else:
+        target = unlock_at = vault_dir(args)
+    report = check(target, member, unlock_source(args, unlock_at, member), kdf=kdf_params(args))
+    if getattr(args, "json", False):
+        t.out_json(report._asdict())
+    else:
+        for line in report.checked:
+            t.out(f"ok: {line}")
+    if report.problems:
+        for problem in report.problems:
+            t.err(f"{report.target}: {problem}")
+        return 6
+    if not getattr(args, "json", False):
+        t.out(f"{report.target}: sound")
+    return EXIT_OK
+
+
 # -- keyring --------------------------------------------------------------------------------
 def cmd_unlock(args: argparse.Namespace) -> int:
     """Cache your unlocked key in the OS keyring until it expires (default 8h)."""
