@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING
 
 from credvault import validate
@@ -59,11 +61,20 @@ def export_client(vault: Vault, client: str) -> dict[str, object]:
             entry["systems"] = [s.to_json() for s in systems]
             entry["credentials"] = [c.to_json() for c in creds]
         out.append(entry)
-    for eng in live:  # fail closed: the entries commit before anything is returned
-        vault._s.log_export(eng.name, len(vault._s.store.credential_names(eng.id)))
-    return {
+    doc: dict[str, object] = {
         "format": "credvault-client-export/1",
         "client": client,
         "vault_id": vault.vault_id,
         "engagements": out,
     }
+    # The digest of the file as written goes on the record, and later into the purge
+    # receipt: "what you received" tied to "what we destroyed".
+    digest = hashlib.sha256(export_bytes(doc)).hexdigest()
+    for eng in live:  # fail closed: the entries commit before anything is returned
+        vault._s.log_export(eng.name, len(vault._s.store.credential_names(eng.id)), digest)
+    return doc
+
+
+def export_bytes(doc: dict[str, object]) -> bytes:
+    """The export file's exact bytes (its SHA-256 is what the trail and receipts name)."""
+    return (json.dumps(doc, indent=1) + "\n").encode()

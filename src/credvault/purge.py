@@ -8,11 +8,22 @@ copy of the file cannot be opened without it. A purge needs no engagement key.
 
 The delete and the receipt commit in one transaction; the rewrite follows. A crash between
 them is finished by the next open (the ``needs_vacuum`` flag), so a purge is never half done.
+
+A purge is complete only when ``wal_checkpoint(TRUNCATE)`` succeeds: while another process
+holds a read snapshot older than the delete, the old pages stay in the database file and
+the WAL, and SQLite cannot remove them. Then ``needs_vacuum`` stays set, the receipt says
+``"destruction_complete_at": null`` and the caller is told; the next purge run or open
+finishes it and re-signs the receipt with the time the last copy left the files.
+
+Receipts (format 2) are signed over their RFC 8785 (JCS) canonical form, so that a client
+can check one with ``openssl`` alone (docs/for-your-client.md); format-1 receipts (Python
+``json.dumps`` canonical form) still verify.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +34,15 @@ from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagement, Engagements
 from credvault.errors import IntegrityError, InvalidInput, RetentionError
+from credvault.jcs import canonical
 from credvault.session import Session, iso
+
+RECEIPT_FORMAT = "credvault-purge-receipt/2"
+OLD_RECEIPT_FORMAT = "credvault-purge-receipt/1"
+# How long an explicit purge waits for other readers to move past the delete before it
+# reports the destruction as not yet complete (an automatic purge on open does not wait).
+CHECKPOINT_WAIT_S = 5.0
+_PENDING = '"destruction_complete_at":null'
 
 REASONS = {
     "grace": "grace period expired",
@@ -64,14 +83,28 @@ def new_receipt_key() -> tuple[bytes, bytes]:
     return p.ed25519_generate()
 
 
+def key_id(public_key: bytes) -> str:
+    """The name of a receipt key: SHA-256 of the raw 32-byte Ed25519 public key, hex."""
+    return hashlib.sha256(public_key).hexdigest()
+
+
+def receipt_message(body: dict[str, object]) -> bytes:
+    """What a format-2 receipt's signature covers: the label, then the JCS form of every
+    member but ``signature`` (``public_key`` and ``key_id`` included: a receipt names the
+    key that signed it)."""
+    return labels.RECEIPT_SIG + canonical(body)
+
+
 def sign_receipt(s: Session, body: dict[str, object]) -> dict[str, object]:
-    msg = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    sig = p.sign(receipt_key(s), labels.RECEIPT_SIG, msg)
-    return {
-        **body,
-        "signature": base64.b64encode(sig).decode(),
-        "public_key": base64.b64encode(s.slots.receipt_pub).decode(),
-    }
+    pub = s.slots.receipt_pub
+    full = {**body, "public_key": base64.b64encode(pub).decode(), "key_id": key_id(pub)}
+    sig = p.sign(receipt_key(s), b"", receipt_message(full))
+    return {**full, "signature": base64.b64encode(sig).decode()}
+
+
+def receipt_text(receipt: dict[str, object]) -> str:
+    """A receipt as stored and as handed to a client: its JCS form, one line."""
+    return canonical(receipt).decode("utf-8")
 
 
 def verify_receipt(
@@ -80,7 +113,9 @@ def verify_receipt(
     """Check a purge receipt's signature; returns its body. A client can run this too.
 
     ``public_key`` is the vault's public key (``credvault info --public-key``), raw or base64;
-    without it the key embedded in the receipt is used, which proves integrity but not origin.
+    without it the key embedded in the receipt is used, which proves integrity but not
+    origin (the CLI's ``verify-receipt`` refuses to call that valid). Format-2 receipts
+    also name their key (``key_id``) and must be signed by the key they name.
     """
     try:
         data = json.loads(receipt) if isinstance(receipt, str) else dict(receipt)
@@ -88,9 +123,11 @@ def verify_receipt(
         raise IntegrityError("not a signed credvault receipt") from None
     if not isinstance(data, dict):
         raise IntegrityError("not a signed credvault receipt")
+    old = data.get("format") in (OLD_RECEIPT_FORMAT, None)
     try:
         sig = base64.b64decode(str(data.pop("signature")), validate=True)
-        embedded = base64.b64decode(str(data.pop("public_key")), validate=True)
+        embedded_text = data.pop("public_key") if old else data["public_key"]
+        embedded = base64.b64decode(str(embedded_text), validate=True)
     except (KeyError, ValueError):
         raise IntegrityError("not a signed credvault receipt") from None
     if public_key is None:
@@ -102,8 +139,18 @@ def verify_receipt(
             raise InvalidInput("public key: expected base64") from None
     else:
         pub = public_key
-    msg = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    p.verify(pub, labels.RECEIPT_SIG, msg, sig, "purge receipt")
+    if old:
+        msg = labels.RECEIPT_SIG + json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    else:
+        if data.get("key_id") != key_id(embedded) or embedded != bytes(pub):
+            raise IntegrityError("purge receipt: signed by another key than the one given")
+        try:
+            msg = receipt_message(data)
+        except ValueError:
+            raise IntegrityError("purge receipt: not canonical JSON") from None
+    p.verify(pub, b"", msg, sig, "purge receipt")
+    if not old:
+        data = {k: v for k, v in data.items() if k not in ("public_key", "key_id")}
     return data
 
 
@@ -125,7 +172,14 @@ class Purger:
         return "hold" if eng.hold_until and eng.purge_due == eng.hold_until else "grace"
 
     def run_due(self, *, automatic: bool) -> list[PurgePlan]:
-        """Purge everything due, expire grants, prune the audit trail. No key needed."""
+        """Purge everything due, expire grants, prune the audit trail. No key needed.
+
+        A purge left incomplete by an earlier run (a reader held an old snapshot) is
+        finished first; :attr:`complete` tells whether every destroyed copy has left the
+        files when this returns.
+        """
+        if self.s.store.get_meta("needs_vacuum"):
+            self.rewrite(wait_s=0 if automatic else None)
         done = self.plan()
         for item in done:
             eng = self.e.get(item.engagement)
@@ -133,9 +187,14 @@ class Purger:
         self.expire_grants()
         self.prune_audit()
         if done:
-            self.rewrite()
+            self.rewrite(wait_s=0 if automatic else None)
         self.prune_backups()
         return done
+
+    @property
+    def complete(self) -> bool:
+        """No purge of this vault is waiting for its file rewrite."""
+        return not self.s.store.get_meta("needs_vacuum")
 
     def prune_backups(self) -> int:
         """Backups in the default place older than the backup retention leave with the purge."""
@@ -184,9 +243,9 @@ class Purger:
         s = self.s
         eng = self.e.get(name)
         s.check(Action.LIFECYCLE, self.e.role_of(eng), "shred", eng.name)
-        receipt = self._destroy(eng, "request", automatic=False)
+        self._destroy(eng, "request", automatic=False)
         self.rewrite()
-        return receipt
+        return self.receipt_of(eng.name)
 
     def _destroy(self, eng: Engagement, reason: str, *, automatic: bool) -> dict[str, object]:
         s = self.s
@@ -209,7 +268,7 @@ class Purger:
                 f"{copies} key copies destroyed",
             )
             body: dict[str, object] = {
-                "format": "credvault-purge-receipt/1",
+                "format": RECEIPT_FORMAT,
                 "vault_id": s.vault_id.hex(),
                 "engagement": eng.name,
                 "client": eng.client,
@@ -229,6 +288,9 @@ class Purger:
                 if eng.hold_until
                 else None,
                 "audit_position": seq,
+                # set (and the receipt re-signed) once no copy remains in the files
+                "destruction_complete_at": None,
+                "client_exports": s.store.export_digests(eng.name),
             }
             receipt = sign_receipt(s, body)
             s.store.destroy_engagement_contents(eng.id)
@@ -237,7 +299,7 @@ class Purger:
                 {
                     "state": "purged",
                     "purged_at": now,
-                    "receipt": json.dumps(receipt),
+                    "receipt": receipt_text(receipt),
                     "purge_due": None,
                     "needs_rotation": 0,
                 },
@@ -246,34 +308,55 @@ class Purger:
         s.engagement_keys = {k: v for k, v in s.engagement_keys.items() if k[0] != eng.id}
         return receipt
 
-    def rewrite(self) -> None:
+    def rewrite(self, *, wait_s: float | None = None) -> bool:
         """Reclaim freed pages and truncate the WAL: deleted data and old frames leave the files.
 
         Deleted rows were zeroed by secure_delete; the checkpoint writes those zeroed pages
-        over the old ones in the main file; the incremental vacuum (a full VACUUM on a vault
-        created without auto_vacuum) hands freed pages back; the final checkpoint empties
-        the WAL that held the old frames.
+        over the old ones in the main file and empties the WAL that held the old frames.
+        That first ``TRUNCATE`` checkpoint is the moment of destruction: if another process
+        holds a snapshot older than the delete it cannot happen (SQLite reports "busy"), and
+        this returns False leaving ``needs_vacuum`` set. After it, the incremental vacuum (a
+        full VACUUM on a vault created without auto_vacuum) hands freed pages back, the
+        pending receipts are re-signed with the time of destruction, and a last checkpoint
+        moves those writes, which hold nothing destroyed, into the file.
         """
         s = self.s
-        s.store.checkpoint_truncate()
+        wait_s = CHECKPOINT_WAIT_S if wait_s is None else wait_s
+        if not s.store.checkpoint_truncate(wait_s):
+            return False
+        done_at = s.now()
         if s.store.auto_vacuum() == 2:  # INCREMENTAL
             s.store.release_free_pages()
         else:
             s.store.vacuum()
         with s.store.write():
+            for eng_id, text in s.store.receipts_matching(_PENDING):
+                receipt = json.loads(text)
+                body = {
+                    k: v
+                    for k, v in receipt.items()
+                    if k not in ("signature", "key_id", "public_key")
+                }
+                body["destruction_complete_at"] = done_at
+                s.store.update_engagement(eng_id, {"receipt": receipt_text(sign_receipt(s, body))})
             s.store.set_meta("needs_vacuum", 0)
-        s.store.checkpoint_truncate()
+        s.store.checkpoint_truncate(wait_s)
+        return True
 
-    def receipt(self, name: str) -> dict[str, object]:
+    def receipt_of(self, name: str) -> dict[str, object]:
         eng = self.e.get(name, allow_purged=True)
-        self.s.check(Action.LIST, self.e.role_of(eng), "read the receipt", eng.name)
         if eng.receipt is None:
             raise RetentionError(f"engagement {name!r} has not been purged")
         data: dict[str, object] = json.loads(eng.receipt)
         return data
 
+    def receipt(self, name: str) -> dict[str, object]:
+        eng = self.e.get(name, allow_purged=True)
+        self.s.check(Action.LIST, self.e.role_of(eng), "read the receipt", eng.name)
+        return self.receipt_of(name)
+
 
 def write_receipt(path: Path, receipt: dict[str, object]) -> None:
     from credvault.files import write_new_private
 
-    write_new_private(path, (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode())
+    write_new_private(path, (receipt_text(receipt) + "\n").encode())

@@ -107,10 +107,11 @@ class Session:
     ) -> int:
         return self.audit.append(self.now(), self.member, action, engagement, item, outcome, detail)
 
-    def log_export(self, engagement: str, count: int) -> None:
+    def log_export(self, engagement: str, count: int, digest: str | None = None) -> None:
         """Record a client export in its own committed transaction (fail closed)."""
+        detail = f"{count} credentials exported" + (f"; sha256 {digest}" if digest else "")
         with self.store.write():
-            self.log("export", engagement, None, "ok", f"{count} credentials exported")
+            self.log("export", engagement, None, "ok", detail)
 
     def deny(self, action: str, engagement: str | None, item: str | None, why: str) -> AccessDenied:
         """Audit a denial in its own transaction and return the error to raise."""

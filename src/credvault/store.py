@@ -276,6 +276,29 @@ class Store:
             )
         ]
 
+    def receipts_matching(self, fragment: str) -> list[tuple[int, str]]:
+        """(engagement id, receipt) of the receipts whose text contains ``fragment``."""
+        return [
+            (int(r[0]), str(r[1]))
+            for r in self._all(
+                "SELECT id, receipt FROM engagements WHERE instr(receipt, ?) > 0", (fragment,)
+            )
+        ]
+
+    def export_digests(self, engagement: str) -> list[dict[str, str]]:
+        """Client exports of ``engagement`` still in the trail: when, and the SHA-256 of
+        the export file (as recorded by the export)."""
+        out = []
+        for ts, detail in self._all(
+            "SELECT ts, detail FROM audit WHERE engagement = ? AND action = 'export' "
+            "AND outcome = 'ok' ORDER BY seq",
+            (engagement,),
+        ):
+            _, sep, digest = str(detail).rpartition("sha256 ")
+            if sep and len(digest) == 64:
+                out.append({"at": str(ts), "sha256": digest})
+        return out
+
     def purged_receipts(self) -> list[tuple[str, str]]:
         """(engagement, receipt JSON) of every purged engagement."""
         return [
@@ -594,9 +617,20 @@ class Store:
         ]
 
     # -- maintenance ----------------------------------------------------------------------
-    def checkpoint_truncate(self) -> None:
-        """Move every committed page into the main file and cut the WAL to 0 bytes."""
-        self._x("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    def checkpoint_truncate(self, wait_s: float | None = None) -> bool:
+        """Move every committed page into the main file and cut the WAL to 0 bytes.
+
+        Returns False when SQLite could not (it answers "busy": another connection holds a
+        read snapshot, or writes), waiting at most ``wait_s`` (default: the busy timeout).
+        """
+        if wait_s is not None:
+            self._x(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
+        try:
+            row = self._x("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            if wait_s is not None:
+                self._x(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        return row is not None and int(row[0]) == 0
 
     def vacuum(self) -> None:
         """Rewrite the whole file (VACUUM): every freed page and fragment leaves it."""

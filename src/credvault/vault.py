@@ -335,7 +335,8 @@ class Vault:
     def _after_open(self, auto_purge: bool) -> None:
         s = self._s
         if s.store.get_meta("needs_vacuum"):
-            self.purger.rewrite()  # finish a purge interrupted before its file rewrite
+            # finish a purge interrupted before its file rewrite, or one a reader held up
+            self.purger.rewrite(wait_s=0)
         _import_failed_unlocks(s)
         if auto_purge and s.store.anything_due(s.now()):
             self.purger.run_due(automatic=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from credvault import (
     DEFAULT_KDF,
     FirstOf,
+    IntegrityError,
     InvalidInput,
     KdfParams,
     Vault,
@@ -317,6 +318,7 @@ def cmd_engagement(args: argparse.Namespace) -> int:
                 f"shredded {args.name}; receipt at audit position {receipt['audit_position']}"
                 f" (`credvault receipt {args.name}`)"
             )
+            return purge_outcome(v)
     return EXIT_OK
 
 
@@ -502,10 +504,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 # -- retention ------------------------------------------------------------------------------
+INCOMPLETE = (
+    "destroyed in the database, but old copies remain in its files while another process "
+    "holds an older read snapshot; the next `credvault purge` (or any open) finishes it "
+    "and the receipt then records when"
+)
+
+
+def purge_outcome(v: Vault) -> int:
+    """0 when every purge of the vault is complete; else one line on stderr and 1."""
+    if v.purger.complete:
+        return EXIT_OK
+    t.err(f"purge NOT complete: {INCOMPLETE}")
+    return 1
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     """Destroy every engagement whose purge is due (also runs on every open)."""
     with open_vault(args, auto_purge=False) as v:  # the purge is this command's own work
         done = v.purge(dry_run=args.dry_run)
+        code = EXIT_OK if args.dry_run else purge_outcome(v)
     if args.json:
         t.out_json(done)
     elif not done:
@@ -514,7 +532,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         verb = "due" if args.dry_run else "purged"
         for d in done:
             t.out(f"{verb}: {d['engagement']} ({d['client']}), {d['reason']}")
-    return EXIT_OK
+    return code
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
@@ -542,6 +560,9 @@ def cmd_receipt(args: argparse.Namespace) -> int:
             "audit_position",
         ):
             t.out(f"{k + ':':16}{receipt.get(k) or ''}")
+        if receipt.get("format") != "credvault-purge-receipt/1":
+            done = receipt.get("destruction_complete_at")
+            t.out(f"{'complete:':16}{done or 'NOT YET: copies remain in the files'}")
         t.out(
             f"{'destroyed:':16}{d['credentials']} credentials, {d['systems']} systems, "
             f"{d['key_copies']} key copies; key fingerprints {', '.join(d['key_fingerprints'])}"
@@ -551,7 +572,11 @@ def cmd_receipt(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_receipt(args: argparse.Namespace) -> int:
-    """Check a receipt file's signature (needs no vault)."""
+    """Check a receipt file's signature against the vault's public key (needs no vault).
+
+    Without ``--public-key`` the receipt can only be checked against the key it carries,
+    which anyone can make: that is reported and never counts as valid (exit 6).
+    """
     try:
         text = Path(args.file).read_text()[:1_000_000]
     except (OSError, UnicodeDecodeError):
@@ -561,14 +586,14 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     except ValueError:
         raise InvalidInput("the receipt is not JSON") from None
     body = verify_receipt(text, args.public_key)
-    origin = (
-        "the given public key"
-        if args.public_key
-        else "the key embedded in it (pass --public-key to check its origin)"
-    )
+    if not args.public_key:
+        raise IntegrityError(
+            "receipt NOT verified: it is consistent with the key it carries, but anyone can "
+            "make such a key; pass --public-key (the vault's `credvault info --public-key`)"
+        )
     t.out(
         f"valid receipt: {body['engagement']} purged {str(body['purged_at'])[:10]} "
-        f"({body['reason']}), signed by {origin}"
+        f"({body['reason']}), signed by the given public key"
     )
     return EXIT_OK
 
@@ -587,17 +612,18 @@ def cmd_client(args: argparse.Namespace) -> int:
                 [[c, ", ".join(es)] for c, es in sorted(clients.items())],
             )
         elif args.client_cmd == "export":
-            from credvault.clients import export_client
+            from credvault.clients import export_bytes, export_client
 
-            data = export_client(v, args.client)
-            text = json.dumps(data, indent=1) + "\n"
+            data = export_bytes(export_client(v, args.client))
             if args.output:
                 from credvault.files import write_new_private
 
-                write_new_private(Path(args.output), text.encode())
+                write_new_private(Path(args.output), data)
                 t.out(f"exported {args.client} to {args.output} (mode 0600)")
             else:
-                sys.stdout.write(text)
+                sys.stdout.flush()
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
         elif args.client_cmd == "shred":
             from credvault.clients import client_engagements, shred_client
 
@@ -608,6 +634,7 @@ def cmd_client(args: argparse.Namespace) -> int:
                 raise InvalidInput("not confirmed: pass --yes to shred without a terminal")
             for name in shred_client(v, args.client):
                 t.out(f"shredded {name}")
+            return purge_outcome(v)
     return EXIT_OK
 
 
