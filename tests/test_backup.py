@@ -271,3 +271,47 @@ def test_cli_backup_and_restore(cli_vault: CliRunner, cli_env: dict[str, str]) -
 
     r = cli("audit", "--json", "--action", "backup")
     assert len(json.loads(r.out)) == 1
+
+
+def test_backup_retention_zero_keeps_no_old_backup(vault: VaultFixture, tmp_path: Path) -> None:
+    """`config set backup-retention-days 0` means 0, not the default 30 (issue 10): the next
+    backup and the next purge prune every older backup, on both paths that prune."""
+    directory = tmp_path / "backups"
+    with open_as(vault) as v:
+        v.set_setting("backup-retention-days", "0")
+        assert v.info()["settings"] == {
+            "purge-grace-days": 7,
+            "audit-retention-days": 365,
+            "backup-retention-days": 0,
+        }
+        first, pruned = v.backups.create(directory)
+    assert (pruned, first.exists()) == (0, True)  # never the backup just written
+    vault.clock.advance(days=1)
+    with open_as(vault) as v:
+        second, pruned = v.backups.create(directory)
+    assert (pruned, first.exists(), second.exists()) == (1, False, True)
+
+    with open_as(vault) as v:
+        default, _ = v.backups.create()
+    vault.clock.advance(days=1)
+    with open_as(vault) as v:
+        assert v.purger.prune_backups() == 1
+    assert not default.exists()
+
+
+def test_restore_through_the_facade(vault: VaultFixture, engagement: str, tmp_path: Path) -> None:
+    """`Vault.restore` is the public restore; the old module function gives the same result."""
+    with open_as(vault) as v:
+        file, _ = v.backups.create(tmp_path / "b")
+    target = tmp_path / "restored"
+    assert (
+        Vault.restore(
+            file, target, "alice", Passphrase(PASSWORDS["alice"]), kdf=KDF, clock=vault.clock
+        )
+        == []
+    )
+    with Vault.open(target, "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock) as v:
+        assert v.get(REF).secret.reveal() == b"hunter2"
+        assert [e.detail for e in v.audit.entries(action="restore")] == [
+            f"from {file.name}; 0 engagements purged at once"
+        ]

@@ -1,8 +1,9 @@
 """credvault: an encrypted credential vault for IT-services engagements.
 
 Open a vault with :meth:`Vault.open`, use ``vault.credentials``, ``vault.systems``,
-``vault.engagements``, ``vault.members`` and ``vault.purger``; every error is a
-:class:`CredvaultError` whose message is safe to show.
+``vault.engagements``, ``vault.members``, ``vault.purger``, ``vault.backups``,
+``vault.clients`` and ``vault.audit``; every error is a :class:`CredvaultError` whose
+message is safe to show. Everything a front end needs is exported here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from credvault.errors import (
     AccessDenied,
     AlreadyExists,
     AuditChainBroken,
+    Conflict,
     CredvaultError,
     IntegrityError,
     InvalidInput,
@@ -27,10 +29,13 @@ from credvault.errors import (
     NotFound,
     Purged,
     RetentionError,
+    StoreError,
     UnsupportedFormat,
     WrongPassphrase,
 )
-from credvault.keyring_cache import KeyringSource
+from credvault.files import write_new_private
+from credvault.keyring_cache import KeyringSource, parse_ttl
+from credvault.model import Engagement, GrantInfo
 from credvault.secret import Secret
 from credvault.unlock import (
     FirstOf,
@@ -41,7 +46,10 @@ from credvault.unlock import (
     Prompt,
     UnlockSource,
     default_source,
+    identity_member,
+    read_passphrase_file,
 )
+from credvault.validate import name as validate_name
 from credvault.vault import InitResult, Vault, default_dir
 
 if TYPE_CHECKING:
@@ -77,11 +85,21 @@ def check(
     """Full integrity check of the vault directory or backup file at ``path``: the key-slot
     file's MAC, every database page's MAC, SQLite's integrity check, the audit chain and the
     purge receipts. ``report.problems`` lists what is wrong (empty when sound)."""
-    from credvault.integrity import check as _check
-    from credvault.unlock import Passphrase as _P
+    return Vault.check_at(Path(path), member, source, **open_kw)
 
-    src = source if not isinstance(source, (bytes, str)) else _P(source)
-    return _check(Path(path), member, src, **open_kw)
+
+def write_receipt(path: Path, receipt: dict[str, object]) -> None:
+    """Write a receipt (as ``vault.purger.receipt`` returns it) to a new 0600 file."""
+    from credvault.purge import write_receipt as _write
+
+    _write(path, receipt)
+
+
+def generate_secret(length: int = 32) -> Secret:
+    """A random password of ``length`` (8–1024) characters from a 90-symbol alphabet."""
+    from credvault.credentials import generate
+
+    return generate(length)
 
 
 __all__ = [
@@ -91,8 +109,11 @@ __all__ = [
     "AlreadyExists",
     "AuditChainBroken",
     "CheckReport",
+    "Conflict",
     "CredvaultError",
+    "Engagement",
     "FirstOf",
+    "GrantInfo",
     "IdentityFile",
     "InMemory",
     "InitResult",
@@ -111,6 +132,7 @@ __all__ = [
     "RetentionError",
     "Role",
     "Secret",
+    "StoreError",
     "UnlockSource",
     "UnsupportedFormat",
     "Vault",
@@ -119,5 +141,12 @@ __all__ = [
     "check",
     "default_dir",
     "default_source",
+    "generate_secret",
+    "identity_member",
+    "parse_ttl",
+    "read_passphrase_file",
+    "validate_name",
     "verify_receipt",
+    "write_new_private",
+    "write_receipt",
 ]

@@ -9,7 +9,6 @@ everything that became due, so a restore never resurrects an engagement past its
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -17,20 +16,24 @@ import shutil
 import stat
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from credvault.errors import AlreadyExists, IntegrityError, NotAVault
 from credvault.files import create_private, fsync_dir, make_private_dir, write_all
 from credvault.keyslots import KeySlots
+from credvault.model import backup_stamp, parse_backup_stamp
+from credvault.session import DB_NAME, LOCK_NAME, SLOTS_NAME, Session
+from credvault.store import check_file
 
 if TYPE_CHECKING:
     from credvault.unlock import UnlockSource
-    from credvault.vault import Vault
 
 MAGIC = b"CREDVAULT-BACKUP-1\n"
 _NAME = re.compile(r"\Acredvault-backup-([0-9a-f]{32})-(\d{8}T\d{6}Z)\.cvb\Z")
+# What a restore writes into the target directory (removed again if the restore fails).
+RESTORED_FILES = (DB_NAME, SLOTS_NAME, LOCK_NAME, DB_NAME + "-wal", DB_NAME + "-shm")
 TMP_PREFIX = ".credvault-tmp-"
 # A backup in progress never takes this long; anything of ours older is a crash leftover.
 LEFTOVER_AGE_S = 6 * 3600
@@ -41,61 +44,67 @@ def default_backup_dir(vault_path: Path) -> Path:
     return vault_path.parent / f"{vault_path.name}-backups"
 
 
-def backup(vault: Vault, directory: Path | None = None) -> tuple[Path, int]:
-    """Write a backup of ``vault``; returns (file, number of old backups pruned).
+class Backups:
+    """Backups of one open vault (``vault.backups``)."""
 
-    Order of trust: the database copy is checked (every page's MAC and SQLite's integrity
-    check) before it is written; the file is written in full, fsynced, dropped from the page
-    cache and read back and compared; only then is it linked under its final name (never
-    over an existing file), and only after that are older backups pruned. Any failure
-    leaves nothing behind and prunes nothing.
-    """
-    s = vault._s
-    s.require_admin("back up")
-    directory = directory or default_backup_dir(s.path)
-    make_private_dir(directory)
-    vid = vault.vault_id
-    clean_leftovers(directory, vid)
-    now = s.clock()
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    target = directory / f"credvault-backup-{vid}-{stamp}.cvb"
-    if target.exists():
-        raise AlreadyExists(f"{target} exists (one backup per second)")
-    # mkdtemp: a new 0700 directory of ours (mkdir is exclusive), so nothing in it can be
-    # pre-created or planted by another user of a shared backup directory.
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f"{TMP_PREFIX}{vid}-"))
-    try:
-        db_copy = tmp / "db"
-        create_private(db_copy)
-        with s.store.write():  # the key slots and the copy, both as of one moment
-            slots = s.reload_slots().to_bytes()
-        s.store.copy_to(db_copy, s.db_key)
-        problems = check_db_file(db_copy, s.db_key)
-        if problems:
-            raise IntegrityError(f"the vault fails its integrity check: {problems[0][:120]}")
-        part = tmp / "backup.part"
-        digest = _write_backup_file(part, MAGIC + len(slots).to_bytes(8, "big") + slots, db_copy)
-        if _file_digest(part) != digest:
-            raise IntegrityError(
-                f"the backup read back from {directory} differs from what was written"
-            )
-        os.link(part, target)  # never replaces: a file of that name that appeared meanwhile
-        fsync_dir(directory)
-    except FileExistsError:
-        raise AlreadyExists(f"{target} exists (one backup per second)") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    days = int(s.store.get_meta("backup_retention_days") or 30)
-    pruned = prune(directory, vid, now - timedelta(days=days))
-    with s.store.write():
-        s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
-    return target, pruned
+    def __init__(self, s: Session) -> None:
+        self.s = s
+
+    def create(self, directory: Path | None = None) -> tuple[Path, int]:
+        """Write a backup; returns (file, number of old backups pruned).
+
+        Order of trust: the database copy is checked (every page's MAC and SQLite's
+        integrity check) before it is written; the file is written in full, fsynced, dropped
+        from the page cache, read back and compared; only then is it linked under its final
+        name (never over an existing file), and only after that are older backups pruned.
+        Any failure leaves nothing behind and prunes nothing.
+        """
+        s = self.s
+        s.require_admin("back up")
+        vault_id = s.vault_id.hex()
+        directory = directory or default_backup_dir(s.path)
+        make_private_dir(directory)
+        clean_leftovers(directory, vault_id)
+        now = s.clock()
+        target = directory / f"credvault-backup-{vault_id}-{backup_stamp(now)}.cvb"
+        if target.exists():
+            raise AlreadyExists(f"{target} exists (one backup per second)")
+        # mkdtemp: a new 0700 directory of ours (mkdir is exclusive), so nothing in it can
+        # be pre-created or planted by another user of a shared backup directory.
+        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f"{TMP_PREFIX}{vault_id}-"))
+        try:
+            db_copy = tmp / "db"
+            create_private(db_copy)
+            with s.store.write():  # the key slots and the copy, both as of one moment
+                slots = s.reload_slots().to_bytes()
+            s.store.copy_to(db_copy, s.db_key)
+            problems = check_file(db_copy, s.db_key)
+            if problems:
+                raise IntegrityError(f"the vault fails its integrity check: {problems[0][:120]}")
+            part = tmp / "backup.part"
+            header = MAGIC + len(slots).to_bytes(8, "big") + slots
+            if _write_backup_file(part, header, db_copy) != _sha256_of(part):
+                raise IntegrityError(
+                    f"the backup read back from {directory} differs from what was written"
+                )
+            os.link(part, target)  # never replaces a file of that name that appeared meanwhile
+            fsync_dir(directory)
+        except FileExistsError:
+            raise AlreadyExists(f"{target} exists (one backup per second)") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        days = s.setting("backup-retention-days")
+        pruned = prune(directory, vault_id, now - timedelta(days=days), keep=target)
+        with s.store.write():
+            s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
+        return target, pruned
 
 
 def _write_backup_file(part: Path, header: bytes, db_copy: Path) -> bytes:
-    """Write header ‖ database copy to the new file ``part``; returns its SHA-256."""
+    """Write header ‖ database copy to the new file ``part``; returns the SHA-256 of what
+    was meant to be written."""
     h = hashlib.sha256(header)
-    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(part, flags, 0o600)
     try:
         write_all(fd, header)
@@ -104,27 +113,19 @@ def _write_backup_file(part: Path, header: bytes, db_copy: Path) -> bytes:
                 h.update(chunk)
                 write_all(fd, chunk)
         os.fsync(fd)
-        if hasattr(os, "posix_fadvise"):  # the read-back should come from the disk
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # read back from the disk
     finally:
         os.close(fd)
     return h.digest()
 
 
-def _file_digest(path: Path) -> bytes:
+def _sha256_of(path: Path) -> bytes:
     h = hashlib.sha256()
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.digest()
-
-
-def check_db_file(path: Path, key: bytes) -> list[str]:
-    """Every page's MAC and SQLite's integrity check on a database file (read-only)."""
-    from credvault.store import check_file
-
-    return check_file(path, key)
 
 
 def clean_leftovers(directory: Path, vault_id: str, *, age_s: float = LEFTOVER_AGE_S) -> int:
@@ -151,7 +152,7 @@ def clean_leftovers(directory: Path, vault_id: str, *, age_s: float = LEFTOVER_A
             f.unlink()
             n += 1
         elif stat.S_ISDIR(st.st_mode):
-            # A pre-1 ".tmp-" directory is ours only if it holds nothing but the copy.
+            # An older ".tmp-" directory is ours only if it holds nothing but the copy.
             if legacy_tmp and {c.name for c in f.iterdir()} - {"db"}:
                 continue
             shutil.rmtree(f, ignore_errors=True)
@@ -159,25 +160,25 @@ def clean_leftovers(directory: Path, vault_id: str, *, age_s: float = LEFTOVER_A
     return n
 
 
-def prune(directory: Path, vault_id: str, cutoff: datetime) -> int:
-    """Delete this vault's backups older than ``cutoff`` (credvault's own files only)."""
+def prune(directory: Path, vault_id: str, cutoff: datetime, *, keep: Path | None = None) -> int:
+    """Delete this vault's backups older than ``cutoff`` (credvault's own files only), but
+    never ``keep`` (the backup just written: its name is rounded down to the second)."""
     n = 0
     for f in directory.iterdir():
         m = _NAME.match(f.name)
-        if not m or m.group(1) != vault_id:
+        if not m or m.group(1) != vault_id or (keep is not None and f.name == keep.name):
             continue
-        when = datetime.strptime(m.group(2), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        if when < cutoff:
+        if parse_backup_stamp(m.group(2)) < cutoff:
             f.unlink()
             n += 1
     return n
 
 
-def extract(file: Path, target: Path) -> None:
-    """Write the vault held in backup ``file`` into the new (or empty) directory ``target``,
-    0700 with 0600 files; nothing is opened or checked beyond the header."""
-    from credvault.session import DB_NAME, LOCK_NAME, SLOTS_NAME
+def unpack(file: Path, target: Path) -> None:
+    """Write the backup ``file`` as a vault directory at ``target`` (new or empty).
 
+    Only the files: opening, checking and purging what is due is :meth:`Vault.restore`'s.
+    """
     try:
         with file.open("rb") as f:
             head = f.read(len(MAGIC) + 8)
@@ -210,36 +211,21 @@ def extract(file: Path, target: Path) -> None:
     fsync_dir(target)
 
 
+# -- compatibility: the CLI's former entry points; use ``vault.backups`` / ``Vault.restore``.
+class _HasBackups(Protocol):
+    @property
+    def backups(self) -> Backups: ...
+
+
+def backup(vault: _HasBackups, directory: Path | None = None) -> tuple[Path, int]:
+    """Same as ``vault.backups.create(directory)``."""
+    return vault.backups.create(directory)
+
+
 def restore(
     file: Path, target: Path, member: str, source: UnlockSource, **open_kw: object
 ) -> list[str]:
-    """Restore ``file`` into the new directory ``target``; returns engagements purged at once."""
-    from credvault.session import DB_NAME, LOCK_NAME, SLOTS_NAME
-    from credvault.vault import Vault
+    """Same as :meth:`Vault.restore` (kept until the CLI calls that)."""
+    from credvault.vault import Vault  # compat only: removed once the CLI uses the facade
 
-    if target.exists() and any(target.iterdir()):
-        raise AlreadyExists(f"{target} is not empty; restore into a new directory")
-    try:
-        extract(file, target)
-        with Vault.open(target, member, source, auto_purge=False, **open_kw) as v:  # type: ignore[arg-type]
-            problems = v.integrity_check()
-            if problems:
-                raise IntegrityError(
-                    f"restored database fails its integrity check: {problems[0][:80]}"
-                )
-            v._s.audit.verify()
-            done = v.purger.run_due(automatic=True)
-            with v._s.store.write():
-                v._s.log(
-                    "restore",
-                    None,
-                    None,
-                    "ok",
-                    f"from {file.name}; {len(done)} engagements purged at once",
-                )
-            return [d.engagement for d in done]
-    except BaseException:
-        for name in (DB_NAME, SLOTS_NAME, LOCK_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                (target / name).unlink()
-        raise
+    return Vault.restore(file, target, member, source, **open_kw)  # type: ignore[arg-type]

@@ -15,10 +15,9 @@ from typing import NamedTuple
 from credvault import items, validate
 from credvault.access import Action
 from credvault.engagements import Engagement, Engagements
-from credvault.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
+from credvault.errors import AlreadyExists, Conflict, IntegrityError, InvalidInput, NotFound
 from credvault.secret import Secret
 from credvault.session import Session
-from credvault.store import StoreError
 
 TABLE = "credentials"
 _ALPHABET = string.ascii_letters + string.digits + "!#$%&()*+,-./:;<=>?@[]^_{|}~"
@@ -239,7 +238,7 @@ class Credentials:
             with s.store.write():
                 s.log("get", eng.name, name, "error", why or "integrity check failed")
             if why:
-                raise StoreError(
+                raise Conflict(
                     f"{ref}: the engagement key was rotated meanwhile; run again"
                 ) from None
             raise

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from datetime import timedelta
 
 from credvault import validate
 from credvault.access import KEY_ROLES, Action, Role, parse_role
@@ -21,119 +20,24 @@ from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import (
     AlreadyExists,
+    Conflict,
     IntegrityError,
     InvalidInput,
     NotFound,
     Purged,
     RetentionError,
 )
-from credvault.session import Session, iso
-from credvault.store import Row, StoreError
+from credvault.items import reencrypt_engagement
+from credvault.model import RECOVERY, Engagement, Grant, GrantInfo, iso, parse_iso
+from credvault.session import Session
 
-RECOVERY = "@recovery"
-DEFAULT_GRACE_DAYS = 7
-
-
-class Engagement(NamedTuple):
-    """An engagement's public record (what every role may list)."""
-
-    id: int
-    uid: bytes
-    name: str
-    client: str
-    state: str
-    key_version: int
-    key_fp: str
-    needs_rotation: bool
-    require_reason: bool
-    grace_days: int | None
-    created_at: str
-    created_by: str
-    lead: str
-    creation_sig: bytes
-    closed_at: str | None
-    purge_due: str | None
-    hold_until: str | None
-    hold_reason: str | None
-    hold_by: str | None
-    purged_at: str | None
-    receipt: str | None
-
-    @classmethod
-    def from_row(cls, r: Row) -> Engagement:
-        return cls(
-            int(r[0]),
-            bytes(r[1]),
-            r[2],
-            r[3],
-            r[4],
-            int(r[5]),
-            r[6],
-            bool(r[7]),
-            bool(r[8]),
-            r[9],
-            r[10],
-            r[11],
-            r[12],
-            bytes(r[13]),
-            r[14],
-            r[15],
-            r[16],
-            r[17],
-            r[18],
-            r[19],
-            r[20],
-        )
-
-    def to_json(self) -> dict[str, object]:
-        d = self._asdict()
-        for k in ("id", "uid", "creation_sig", "receipt", "key_version", "needs_rotation"):
-            d.pop(k)
-        return d
-
-
-class GrantInfo(NamedTuple):
-    """A member's role on an engagement, as ``engagement members`` lists it."""
-
-    member: str
-    role: str
-    granted_by: str
-    granted_at: str
-    expires_at: str | None
-    has_key: bool
-
-    def to_json(self) -> dict[str, object]:
-        return self._asdict()
-
-
-class _Grant(NamedTuple):
-    member: str
-    role: str
-    granted_by: str
-    granted_at: str
-    expires_at: str | None
-    role_sig: bytes
-    key_version: int | None
-    sealed: bytes | None
-    sealed_by: str | None
-    copy_sig: bytes | None
-    revoked_at: str | None
-
-    @classmethod
-    def from_row(cls, r: Row) -> _Grant:
-        return cls(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            bytes(r[5]),
-            r[6],
-            None if r[7] is None else bytes(r[7]),
-            r[8],
-            None if r[9] is None else bytes(r[9]),
-            r[10],
-        )
+__all__ = [
+    "RECOVERY",
+    "Engagement",
+    "Engagements",
+    "GrantInfo",
+    "recovery_keys",
+]
 
 
 # -- signed messages --------------------------------------------------------------------------
@@ -182,17 +86,16 @@ class Engagements:
 
     # -- lookup -----------------------------------------------------------------------------
     def get(self, name: str, *, allow_purged: bool = False) -> Engagement:
-        row = self.s.store.engagement_by_name(validate.name(name, "engagement name"))
-        if row is None:
+        eng = self.s.store.engagement_by_name(validate.name(name, "engagement name"))
+        if eng is None:
             raise NotFound("engagement", name)
-        eng = Engagement.from_row(row)
         if eng.state == "purged" and not allow_purged:
             raise Purged(eng.name, eng.purged_at or "")
         return eng
 
     def list(self, client: str | None = None) -> builtins.list[Engagement]:
         """Every engagement (internal use: no role check)."""
-        return [Engagement.from_row(r) for r in self.s.store.engagements(client)]
+        return self.s.store.engagements(client)
 
     def visible_quietly(self, client: str | None = None) -> builtins.list[Engagement]:
         """:meth:`visible` without its audit entry (for status lines)."""
@@ -239,7 +142,7 @@ class Engagements:
         msg = _creation_message(self.s, eng.uid, eng.name, eng.client, eng.lead, eng.created_by)
         return self._signed_by(eng.created_by, msg, eng.creation_sig) is not None
 
-    def _role_valid(self, eng: Engagement, g: _Grant, seen: frozenset[str]) -> bool:
+    def _role_valid(self, eng: Engagement, g: Grant, seen: frozenset[str]) -> bool:
         """Whether ``g``'s role certificate chains to the creation record or recovery.
 
         Grants made by a lead stay valid after that lead leaves: the chain is historical.
@@ -259,10 +162,10 @@ class Engagements:
         row = self.s.store.grant_of(eng.id, g.granted_by)
         if row is None:
             return False
-        lead = _Grant.from_row(row)
+        lead = row
         return lead.role == Role.LEAD.value and self._role_valid(eng, lead, seen | {g.member})
 
-    def _may_seal(self, eng: Engagement, g: _Grant, status: str) -> bool:
+    def _may_seal(self, eng: Engagement, g: Grant, status: str) -> bool:
         """Was ``g.sealed_by`` entitled to seal this copy?
 
         The recovery key; the creating admin for the first lead's and the recovery copy of
@@ -286,7 +189,7 @@ class Engagements:
         row = self.s.store.grant_of(eng.id, signer or "")
         if row is None:
             return False
-        lead = _Grant.from_row(row)
+        lead = row
         live = lead.revoked_at is None and (
             lead.expires_at is None or lead.expires_at > self.s.now()
         )
@@ -307,7 +210,7 @@ class Engagements:
         row = self.s.store.grant_of(eng.id, who)
         if row is None:
             return None
-        g = _Grant.from_row(row)
+        g = row
         cached = self.s.verified.get((eng.id, who))
         if cached is not None and cached[0] == row:
             valid = cached[1]
@@ -322,7 +225,7 @@ class Engagements:
         self.s.check(Action.LIST, self.role_of(eng), "list members", eng.name)
         out = []
         for r in self.s.store.grants(eng.id):
-            g = _Grant.from_row(r)
+            g = r
             if g.revoked_at is None and g.member != RECOVERY:
                 out.append(
                     GrantInfo(
@@ -337,7 +240,7 @@ class Engagements:
         return out
 
     # -- the engagement key -----------------------------------------------------------------
-    def _open_copy(self, eng: Engagement, g: _Grant, private: bytes) -> bytes:
+    def _open_copy(self, eng: Engagement, g: Grant, private: bytes) -> bytes:
         if g.sealed is None or g.copy_sig is None or g.sealed_by is None or g.key_version is None:
             raise self.s.deny("read", eng.name, None, "no key held")
         if g.key_version != eng.key_version:
@@ -363,8 +266,8 @@ class Engagements:
         role = self.role_of(eng)
         if role is None:
             row = self.s.store.grant_of(eng.id, self.s.member)
-            if row is not None and _Grant.from_row(row).revoked_at is None:
-                g = _Grant.from_row(row)
+            if row is not None and row.revoked_at is None:
+                g = row
                 if g.expires_at is None or g.expires_at > self.s.now():
                     raise IntegrityError(
                         f"the grant of {self.s.member!r} on {eng.name!r} fails its signature check"
@@ -376,7 +279,7 @@ class Engagements:
         row = self.s.store.grant_of(eng.id, self.s.member)
         if row is None:  # pragma: no cover - role_of found it
             raise self.s.deny(verb, eng.name, item, "no grant")
-        key = self._open_copy(eng, _Grant.from_row(row), self.s.keys.kem_private)
+        key = self._open_copy(eng, row, self.s.keys.kem_private)
         self.s.engagement_keys[(eng.id, eng.key_version)] = key
         return key
 
@@ -448,7 +351,7 @@ class Engagements:
                     "creation_sig": creation_sig,
                 }
             )
-            eng = Engagement.from_row(s.store.engagement_by_name(name) or ())
+            eng = self.get(name)
             for member, role in ((lead, Role.LEAD.value), (RECOVERY, "recovery")):
                 self._put_grant(eng, member, role, None, key, 1, s.member, s.keys.sign_private)
             s.log("engagement-new", name, None, "ok", f"client {client}, lead {lead}")
@@ -516,7 +419,7 @@ class Engagements:
         key = self.key(eng, "grant", Action.GRANT, member)
         previous = self.role_of(eng, member)
         mine = s.store.grant_of(eng.id, s.member)
-        if previous is Role.LEAD and r is not Role.LEAD and mine and mine[2] == member:
+        if previous is Role.LEAD and r is not Role.LEAD and mine and mine.granted_by == member:
             # Our own lead grant chains through theirs: lowering them would void it.
             raise s.deny("grant", eng.name, member, "they granted your lead role; ask another")
         with s.store.write():
@@ -549,7 +452,7 @@ class Engagements:
             # The rotation would carry the seal of a lead who is no longer one.
             raise s.deny("revoke", eng.name, member, "leads cannot revoke themselves")
         row = s.store.grant_of(eng.id, member)
-        if row is None or _Grant.from_row(row).revoked_at is not None or member == RECOVERY:
+        if row is None or row.revoked_at is not None or member == RECOVERY:
             raise NotFound("grant", f"{member} on {name}")
         with s.store.write():
             s.store.revoke_grant(eng.id, member, s.now())
@@ -571,7 +474,7 @@ class Engagements:
         """Re-sign the role certificates ``former_lead`` signed, so they keep chaining once
         that member is no longer a lead (caller's transaction)."""
         for r in self.s.store.grants(eng.id):
-            g = _Grant.from_row(r)
+            g = r
             if g.granted_by == former_lead and g.member not in (former_lead, signer):
                 sig = p.sign(
                     sign_private,
@@ -587,9 +490,9 @@ class Engagements:
         A rotation committed between reading the key and taking the write lock would
         otherwise have us seal a new value under a key a revoked member may hold.
         """
-        row = self.s.store.engagement_by_name(eng.name)
-        if row is None or Engagement.from_row(row).key_version != eng.key_version:
-            raise StoreError(
+        now = self.s.store.engagement_by_name(eng.name)
+        if now is None or now.key_version != eng.key_version:
+            raise Conflict(
                 f"engagement {eng.name!r} changed keys meanwhile; nothing was stored, run again"
             )
 
@@ -623,8 +526,6 @@ class Engagements:
         sign_private: bytes | None = None,
     ) -> int:
         """New key, every envelope re-encrypted, re-sealed to holders; caller's transaction."""
-        from credvault.items import reencrypt_engagement
-
         s = self.s
         signer = signer or s.member
         sign_private = sign_private or s.keys.sign_private
@@ -634,9 +535,9 @@ class Engagements:
         s.store.update_engagement(
             eng.id, {"key_version": version, "key_fp": p.fingerprint(new_key), "needs_rotation": 0}
         )
-        rotated = Engagement.from_row(s.store.engagement_by_name(eng.name) or ())
+        rotated = eng._replace(key_version=version, key_fp=p.fingerprint(new_key))
         for r in s.store.grants(eng.id):
-            g = _Grant.from_row(r)
+            g = r
             if (
                 g.revoked_at is None
                 and (g.role in KEY_ROLES or g.role == "recovery")
@@ -671,7 +572,7 @@ class Engagements:
         row = s.store.grant_of(eng.id, RECOVERY)
         if row is None:
             raise IntegrityError(f"engagement {name!r} has no recovery copy")
-        key = self._open_copy(eng, _Grant.from_row(row), kem_priv)
+        key = self._open_copy(eng, row, kem_priv)
         previous = self.role_of(eng, grant_to)
         with s.store.write():
             self._put_grant(eng, grant_to, r.value, None, key, eng.key_version, RECOVERY, sign_priv)
@@ -696,14 +597,10 @@ class Engagements:
     def grace_days(self, eng: Engagement) -> int:
         if eng.grace_days is not None:
             return eng.grace_days
-        v = self.s.store.get_meta("purge_grace_days")
-        return DEFAULT_GRACE_DAYS if v is None else int(v)
+        return self.s.setting("purge-grace-days")
 
     def _due(self, closed_at: str, grace: int, hold: str | None) -> str:
-        due = datetime.strptime(closed_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) + timedelta(
-            days=grace
-        )
-        due_iso = due.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        due_iso = iso(parse_iso(closed_at) + timedelta(days=grace))
         return max(due_iso, hold) if hold else due_iso
 
     def close(self, name: str, grace_days: int | None = None) -> Engagement:

@@ -16,7 +16,9 @@ secret, a key or a passphrase. Each class carries the CLI exit code of spec §7:
     │   └── UnsupportedFormat          1  written by a newer credvault
     ├── AlreadyExists                  1  refuse to overwrite
     ├── RetentionError                 1  a lifecycle rule forbids it
-    └── KeyringUnavailable             1  only raised by an explicit `unlock`
+    ├── KeyringUnavailable             1  only raised by an explicit `unlock`
+    ├── Conflict                       1  changed meanwhile; nothing was stored; run again
+    └── StoreError                     1  the database failed: disk full, busy, read-only, I/O
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "AccessDenied",
     "AlreadyExists",
     "AuditChainBroken",
+    "Conflict",
     "CredvaultError",
     "IntegrityError",
     "InvalidInput",
@@ -34,6 +37,7 @@ __all__ = [
     "NotFound",
     "Purged",
     "RetentionError",
+    "StoreError",
     "UnsupportedFormat",
     "WrongPassphrase",
 ]
@@ -131,3 +135,13 @@ class RetentionError(CredvaultError):
 
 class KeyringUnavailable(CredvaultError):
     """No usable OS keyring backend: use a passphrase file or an identity file instead."""
+
+
+class Conflict(CredvaultError):
+    """Another process changed what this operation read (a key rotation, a re-key) between
+    the read and the write: nothing was stored, and running the command again is safe."""
+
+
+class StoreError(CredvaultError):
+    """A database failure that is neither tampering nor a missing vault: disk full, busy,
+    read-only, or another I/O error (never "changed meanwhile": that is :class:`Conflict`)."""

@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from credvault.errors import CredvaultError, IntegrityError
+from credvault.errors import CredvaultError
 
 if TYPE_CHECKING:
-    from credvault.unlock import UnlockSource
-    from credvault.vault import Vault
+    from credvault.session import Session
 
 
 class CheckReport(NamedTuple):
@@ -43,13 +39,12 @@ class CheckReport(NamedTuple):
         return not self.problems
 
 
-def check_open_vault(v: Vault, *, label: str | None = None) -> CheckReport:
+def check_session(s: Session, *, label: str | None = None) -> CheckReport:
     """Check an open vault (admins and service identities); the check is audited."""
     from credvault.keyslots import KeySlots
     from credvault.purge import verify_receipt
     from credvault.session import SLOTS_NAME
 
-    s = v._s
     if not (s.is_admin or s.me.service):
         raise s.deny("check", None, None, "admins and service identities only")
     checked: list[str] = []
@@ -61,15 +56,11 @@ def check_open_vault(v: Vault, *, label: str | None = None) -> CheckReport:
     except CredvaultError as e:
         problems.append(f"key-slot file: {e}")
     store = s.store
-    try:
-        pages = int(store._one("PRAGMA page_count")[0])  # type: ignore[index]
-    except (CredvaultError, TypeError):
-        pages = 0
     found = store.integrity_check()
     if found:
         problems += [f"database: {p}" for p in found]
     else:
-        checked.append(f"database: {pages} pages authenticated; SQLite integrity ok")
+        checked.append(f"database: {store.page_count()} pages authenticated; SQLite integrity ok")
     try:
         n = s.audit.verify()
         checked.append(f"audit chain: {n} entries verified")
@@ -88,7 +79,6 @@ def check_open_vault(v: Vault, *, label: str | None = None) -> CheckReport:
         except (CredvaultError, ValueError) as e:
             problems.append(f"receipt of {name}: {e}")
     checked.append(f"purge receipts: {receipts} verified")
-    what = label or str(s.path)
     with contextlib.suppress(CredvaultError), store.write():
         s.log(
             "check",
@@ -97,45 +87,4 @@ def check_open_vault(v: Vault, *, label: str | None = None) -> CheckReport:
             "ok" if not problems else "error",
             (f"{label}: " if label else "") + (problems[0][:120] if problems else "sound"),
         )
-    return CheckReport(what, checked, problems)
-
-
-def check(path: Path, member: str, source: UnlockSource, **open_kw: object) -> CheckReport:
-    """Check the vault directory or backup file at ``path`` (see the module docstring).
-
-    Opening failures that are integrity failures (a damaged first page, a key-slot file that
-    does not verify) are reported as problems; a wrong passphrase or missing vault raises.
-    """
-    from credvault.vault import Vault
-
-    path = Path(path)
-    if path.is_file():
-        return _check_backup(path, member, source, **open_kw)
-    try:
-        v = Vault.open(path, member, source, auto_purge=False, **open_kw)  # type: ignore[arg-type]
-    except IntegrityError as e:
-        return CheckReport(str(path), [], [str(e)])
-    with v:
-        return check_open_vault(v)
-
-
-def _check_backup(file: Path, member: str, source: UnlockSource, **open_kw: object) -> CheckReport:
-    from credvault.backup import extract
-    from credvault.vault import Vault
-
-    tmp = Path(tempfile.mkdtemp(prefix="credvault-check-"))
-    try:
-        work = tmp / "vault"
-        try:
-            extract(file, work)
-        except IntegrityError as e:
-            return CheckReport(str(file), [], [f"backup file: {e}"])
-        try:
-            v = Vault.open(work, member, source, auto_purge=False, **open_kw)  # type: ignore[arg-type]
-        except IntegrityError as e:
-            return CheckReport(str(file), [], [f"backup file: {e}"])
-        with v:
-            r = check_open_vault(v, label=file.name)
-        return CheckReport(str(file), ["backup file: complete", *r.checked], r.problems)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return CheckReport(label or str(s.path), checked, problems)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from credvault.crypto import envelope
 
 if TYPE_CHECKING:
-    from credvault.engagements import Engagement
+    from credvault.model import Engagement
     from credvault.session import Session
     from credvault.store import Row
 

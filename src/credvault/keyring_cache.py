@@ -20,14 +20,12 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from credvault.errors import InvalidInput, KeyringUnavailable
 from credvault.files import make_private_dir
 from credvault.keyslots import KeySlots, MemberKeys
-
-if TYPE_CHECKING:
-    from credvault.vault import Vault
+from credvault.model import expiry_stamp
 
 ALLOWED_BACKENDS = (
     "keyring.backends.SecretService.Keyring",
@@ -42,6 +40,7 @@ MAX_TTL = timedelta(days=7)
 
 
 def parse_ttl(text: object) -> timedelta:
+    """``30m``, ``8h``, ``2d``…: how long ``unlock`` caches keys (1 second to 7 days)."""
     m = _TTL.match(text.strip()) if isinstance(text, str) else None
     if not m:
         raise InvalidInput("invalid --ttl: expected a number and s, m, h or d (e.g. 8h)")
@@ -91,25 +90,24 @@ def _backend() -> Any:
     return kr
 
 
-def store_in_keyring(vault: Vault, ttl: timedelta, now: datetime | None = None) -> str:
-    """Cache the vault's unlocked member keys until now + ttl; returns the expiry."""
+def cache_keys(vault_id: str, keys: MemberKeys, ttl: timedelta, now: datetime) -> str:
+    """Cache a member's unlocked keys until ``now + ttl``; returns the expiry."""
     kr = _backend()
-    expires = ((now or datetime.now(UTC)) + ttl).strftime("%Y-%m-%dT%H:%M:%SZ")
-    keys = vault.member_keys()
+    expires = expiry_stamp(now + ttl)
     payload = json.dumps(
         {
             "expires": expires,
-            "keys": base64.b64encode(keys.to_bytes(bytes.fromhex(vault.vault_id))).decode(),
+            "keys": base64.b64encode(keys.to_bytes(bytes.fromhex(vault_id))).decode(),
         }
     )
     from keyring.errors import KeyringError
 
     try:
-        kr.set_password(_service(vault.vault_id), keys.name, payload)
+        kr.set_password(_service(vault_id), keys.name, payload)
     except KeyringError as e:
         raise KeyringUnavailable(f"the OS keyring refused the entry ({type(e).__name__})") from None
     make_private_dir(_marker_dir())
-    marker = _marker(vault.vault_id, keys.name)
+    marker = _marker(vault_id, keys.name)
     with contextlib.suppress(FileNotFoundError):
         marker.unlink()
     fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -145,7 +143,8 @@ def forget(path: Path, member: str) -> bool:
     return False if vid is None else _delete(vid, member)
 
 
-def cache_status(path: Path, member: str) -> dict[str, object]:
+def cache_status(path: Path, member: str, now: datetime | None = None) -> dict[str, object]:
+    """Whether ``member`` has unlocked keys cached for the vault at ``path``, and until when."""
     vid = _vault_id(path)
     marker = None if vid is None else _marker(vid, member)
     try:
@@ -154,7 +153,7 @@ def cache_status(path: Path, member: str) -> dict[str, object]:
         expires = None
     if not expires:
         return {"unlocked": False, "until": None, "message": "locked (no cached key)"}
-    if expires <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"):
+    if expires <= expiry_stamp(now or datetime.now(UTC)):
         return {"unlocked": False, "until": expires, "message": f"expired at {expires}"}
     return {"unlocked": True, "until": expires, "message": f"unlocked until {expires} (UTC)"}
 
@@ -171,7 +170,7 @@ class KeyringSource:
         marker = _marker(vid, member)
         if not marker.exists():
             return None  # never unlocked here: skip importing keyring at all
-        now = (self.now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = expiry_stamp(self.now or datetime.now(UTC))
         try:
             kr = _backend()
         except KeyringUnavailable:
@@ -198,3 +197,16 @@ class KeyringSource:
             return None
         keys = MemberKeys.from_bytes(data, slots.vault_id)
         return keys if keys.name == member else None
+
+
+# -- compatibility: the CLI's former entry point; use ``vault.cache_keys(ttl)``.
+class _Unlocked(Protocol):
+    @property
+    def vault_id(self) -> str: ...
+
+    def member_keys(self) -> MemberKeys: ...
+
+
+def store_in_keyring(vault: _Unlocked, ttl: timedelta, now: datetime | None = None) -> str:
+    """Same as ``vault.cache_keys(ttl)``."""
+    return cache_keys(vault.vault_id, vault.member_keys(), ttl, now or datetime.now(UTC))

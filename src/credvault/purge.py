@@ -32,10 +32,11 @@ from typing import NamedTuple
 from credvault.access import Action
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
-from credvault.engagements import Engagement, Engagements
+from credvault.engagements import Engagements
 from credvault.errors import IntegrityError, InvalidInput, RetentionError
 from credvault.jcs import canonical
-from credvault.session import Session, iso
+from credvault.model import Engagement, iso
+from credvault.session import Session
 
 RECEIPT_FORMAT = "credvault-purge-receipt/2"
 OLD_RECEIPT_FORMAT = "credvault-purge-receipt/1"
@@ -161,11 +162,10 @@ class Purger:
 
     def plan(self) -> list[PurgePlan]:
         now = self.s.now()
-        out = []
-        for r in self.s.store.due_engagements(now):
-            eng = Engagement.from_row(r)
-            out.append(PurgePlan(eng.name, eng.client, eng.purge_due or "", self._reason(eng)))
-        return out
+        return [
+            PurgePlan(eng.name, eng.client, eng.purge_due or "", self._reason(eng))
+            for eng in self.s.store.due_engagements(now)
+        ]
 
     @staticmethod
     def _reason(eng: Engagement) -> str:
@@ -205,7 +205,7 @@ class Purger:
         if not directory.is_dir():
             return 0
         clean_leftovers(directory, s.vault_id.hex())  # crash leftovers hold full copies
-        days = int(s.store.get_meta("backup_retention_days") or 30)
+        days = s.setting("backup-retention-days")
         n = prune(directory, s.vault_id.hex(), s.clock() - timedelta(days=days))
         if n:
             with s.store.write():
@@ -229,8 +229,7 @@ class Purger:
 
     def prune_audit(self) -> int:
         s = self.s
-        days = s.store.get_meta("audit_retention_days")
-        cutoff = iso(s.clock() - timedelta(days=int(days) if days is not None else 365))
+        cutoff = iso(s.clock() - timedelta(days=s.setting("audit-retention-days")))
         first = s.store.audit_iter(0, batch=1)
         row = next(first, None)
         if row is None or row[1] >= cutoff:
@@ -257,7 +256,7 @@ class Purger:
             if current.state == "purged":
                 raise RetentionError(f"engagement {eng.name!r} is already purged")
             creds, systems = s.store.count_engagement_items(eng.id)
-            copies = sum(1 for g in s.store.grants(eng.id) if g[7] is not None)
+            copies = sum(1 for g in s.store.grants(eng.id) if g.sealed is not None)
             by = f"{s.member} (automatic, on open)" if automatic else s.member
             seq = s.log(
                 "purge",

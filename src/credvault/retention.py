@@ -13,6 +13,16 @@ SETTINGS: dict[str, tuple[str, int]] = {
 }
 
 
+def value(name: str, stored: object) -> int:
+    """The setting ``name`` given what the vault stores for it (``None``: never set).
+
+    The one reader of settings: ``0`` is a value, not "unset" (``backup-retention-days 0``
+    keeps no old backups).
+    """
+    default = SETTINGS[name][1]
+    return default if stored is None else int(str(stored))
+
+
 def parse(name: str, value: str) -> tuple[str, int]:
     """Validate a ``config set`` pair; returns (meta key, value)."""
     if name not in SETTINGS:

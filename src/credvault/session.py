@@ -11,20 +11,16 @@ from pathlib import Path
 
 from credvault.access import Action, Role, allowed
 from credvault.audit import AuditLog
-from credvault.errors import AccessDenied
+from credvault.errors import AccessDenied, Conflict
 from credvault.files import locked
 from credvault.keyslots import KeySlots, MemberKeys, MemberSlot
-from credvault.store import Store, StoreError
+from credvault.model import Grant, iso
+from credvault.store import Store
 
 DB_NAME = "vault.db"
 NEXT_DB = "vault.db.next"
 LOCK_NAME = "vault.lock"
 SLOTS_NAME = "keyslots.json"
-
-
-def iso(dt: datetime) -> str:
-    """Timestamps are stored as ISO-8601 UTC text, which sorts chronologically."""
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Session:
@@ -49,7 +45,7 @@ class Session:
         self.clock = clock
         self.engagement_keys: dict[tuple[int, int], bytes] = {}
         # (engagement id, member) -> (grant row it was checked on, signature chain valid)
-        self.verified: dict[tuple[int, str], tuple[tuple[object, ...], bool]] = {}
+        self.verified: dict[tuple[int, str], tuple[Grant, bool]] = {}
         self.lock = contextlib.ExitStack()
         self.db_file: tuple[int, int] | None = None
         self.note_db_file()
@@ -71,7 +67,7 @@ class Session:
         self.lock.enter_context(locked(self.path / LOCK_NAME, exclusive=True))
         st = (self.path / DB_NAME).stat()
         if (st.st_dev, st.st_ino) != self.db_file:
-            raise StoreError("another process re-keyed the vault meanwhile; run the command again")
+            raise Conflict("another process re-keyed the vault meanwhile; run the command again")
 
     def reload_slots(self) -> KeySlots:
         """The key-slot file as it is now (another process may have changed it), verified."""
@@ -98,6 +94,12 @@ class Session:
     @property
     def is_admin(self) -> bool:
         return self.me.admin
+
+    def setting(self, name: str) -> int:
+        """A vault setting by its ``config`` name (``backup-retention-days``), or its default."""
+        from credvault.retention import SETTINGS, value
+
+        return value(name, self.store.get_meta(SETTINGS[name][0]))
 
     def now(self) -> str:
         return iso(self.clock())

@@ -17,7 +17,8 @@ from typing import Any
 
 import sqlcipher3
 
-from credvault.errors import CredvaultError, IntegrityError, NotAVault
+from credvault.errors import CredvaultError, IntegrityError, NotAVault, StoreError
+from credvault.model import Engagement, Grant
 
 FORMAT_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
@@ -26,9 +27,15 @@ _RAW_KEY = re.compile(r"\A[0-9a-f]{64}\Z")
 
 Row = tuple[Any, ...]
 
-
-class StoreError(CredvaultError):
-    """A database failure that is neither tampering nor a missing vault (disk full, I/O)."""
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "FORMAT_VERSION",
+    "MIN_DB_SIZE",
+    "Row",
+    "Store",
+    "StoreError",  # defined in errors; re-exported for existing importers
+    "translate",
+]
 
 
 def _key_literal(key: bytes) -> str:
@@ -234,23 +241,54 @@ class Store:
             (*values.values(), eng_id),
         )
 
-    def engagement_by_name(self, name: str) -> Row | None:
-        return self._one(f"SELECT {self.ENG_COLS} FROM engagements WHERE name = ?", (name,))  # noqa: S608
-
-    def engagements(self, client: str | None = None) -> list[Row]:
-        if client is None:
-            return self._all(f"SELECT {self.ENG_COLS} FROM engagements ORDER BY name")  # noqa: S608
-        return self._all(
-            f"SELECT {self.ENG_COLS} FROM engagements WHERE client = ? ORDER BY name",  # noqa: S608
-            (client,),
+    @staticmethod
+    def _engagement(r: Row) -> Engagement:
+        """One row of ``ENG_COLS`` as a record."""
+        return Engagement(
+            int(r[0]),
+            bytes(r[1]),
+            r[2],
+            r[3],
+            r[4],
+            int(r[5]),
+            r[6],
+            bool(r[7]),
+            bool(r[8]),
+            r[9],
+            r[10],
+            r[11],
+            r[12],
+            bytes(r[13]),
+            r[14],
+            r[15],
+            r[16],
+            r[17],
+            r[18],
+            r[19],
+            r[20],
         )
 
-    def due_engagements(self, now: str) -> list[Row]:
-        return self._all(
+    def engagement_by_name(self, name: str) -> Engagement | None:
+        row = self._one(f"SELECT {self.ENG_COLS} FROM engagements WHERE name = ?", (name,))  # noqa: S608
+        return None if row is None else self._engagement(row)
+
+    def engagements(self, client: str | None = None) -> list[Engagement]:
+        if client is None:
+            rows = self._all(f"SELECT {self.ENG_COLS} FROM engagements ORDER BY name")  # noqa: S608
+        else:
+            rows = self._all(
+                f"SELECT {self.ENG_COLS} FROM engagements WHERE client = ? ORDER BY name",  # noqa: S608
+                (client,),
+            )
+        return [self._engagement(r) for r in rows]
+
+    def due_engagements(self, now: str) -> list[Engagement]:
+        rows = self._all(
             f"SELECT {self.ENG_COLS} FROM engagements "  # noqa: S608
             "WHERE state = 'closed' AND purge_due <= ? ORDER BY purge_due",
             (now,),
         )
+        return [self._engagement(r) for r in rows]
 
     def anything_due(self, now: str) -> bool:
         """One indexed probe each: what every open pays when nothing is due."""
@@ -323,19 +361,38 @@ class Store:
         "sealed, sealed_by, copy_sig, revoked_at"
     )
 
-    def grants(self, eng_id: int) -> list[Row]:
-        return self._all(
+    @staticmethod
+    def _grant(r: Row) -> Grant:
+        """One row of ``GRANT_COLS`` as a record."""
+        return Grant(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            bytes(r[5]),
+            r[6],
+            None if r[7] is None else bytes(r[7]),
+            r[8],
+            None if r[9] is None else bytes(r[9]),
+            r[10],
+        )
+
+    def grants(self, eng_id: int) -> list[Grant]:
+        rows = self._all(
             f"SELECT {self.GRANT_COLS} FROM grants WHERE engagement_id = ? "  # noqa: S608
             "ORDER BY member",
             (eng_id,),
         )
+        return [self._grant(r) for r in rows]
 
-    def grant_of(self, eng_id: int, member: str) -> Row | None:
-        return self._one(
+    def grant_of(self, eng_id: int, member: str) -> Grant | None:
+        row = self._one(
             f"SELECT {self.GRANT_COLS} FROM grants "  # noqa: S608
             "WHERE engagement_id = ? AND member = ?",
             (eng_id, member),
         )
+        return None if row is None else self._grant(row)
 
     def grant_holders(self) -> list[str]:
         return [
@@ -643,6 +700,10 @@ class Store:
         content was zeroed before, so this only shrinks the file.
         """
         self._x("PRAGMA incremental_vacuum").fetchall()
+
+    def page_count(self) -> int:
+        row = self._one("PRAGMA page_count")
+        return int(row[0]) if row else 0
 
     def auto_vacuum(self) -> int:
         row = self._one("PRAGMA auto_vacuum")

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import audit as audit_mod
 from credvault import validate
-from credvault.access import Action, allowed
 from credvault.audit import AuditEntry, AuditLog, Checkpoint
 from credvault.credentials import Credential, CredentialInfo, Credentials
 from credvault.crypto import labels
@@ -35,13 +34,19 @@ from credvault.errors import (
 )
 from credvault.files import create_private, fsync_dir, locked, make_private_dir
 from credvault.keyslots import KeySlots, MemberKeys, Recovery, make_slot, new_member_keys
-from credvault.retention import SETTINGS
+from credvault.model import iso
+from credvault.retention import SETTINGS, value
 from credvault.secret import Secret
-from credvault.session import DB_NAME, LOCK_NAME, NEXT_DB, SLOTS_NAME, Session, iso
+from credvault.session import DB_NAME, LOCK_NAME, NEXT_DB, SLOTS_NAME, Session
 from credvault.store import FORMAT_VERSION, Store
 from credvault.unlock import InMemory, Passphrase, UnlockSource, resolve
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from credvault.audit_trail import AuditTrail
+    from credvault.backup import Backups
+    from credvault.clients import Clients
     from credvault.integrity import CheckReport
     from credvault.members import Members
     from credvault.purge import Purger
@@ -125,6 +130,27 @@ class Vault:
         from credvault.purge import Purger
 
         return Purger(self._s, self.engagements)
+
+    @cached_property
+    def backups(self) -> Backups:
+        """``create(directory=None)``: write a backup file, prune old ones."""
+        from credvault.backup import Backups
+
+        return Backups(self._s)
+
+    @cached_property
+    def clients(self) -> Clients:
+        """Client requests: ``engagements(client)``, ``export(client)``, ``shred(client)``."""
+        from credvault.clients import Clients
+
+        return Clients(self._s, self.engagements, self.credentials, self.systems, self.purger)
+
+    @cached_property
+    def audit(self) -> AuditTrail:
+        """The audit trail as this member may see it: ``entries``, ``verify``, ``checkpoint``."""
+        from credvault.audit_trail import AuditTrail
+
+        return AuditTrail(self._s, self.engagements)
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
@@ -249,6 +275,51 @@ class Vault:
             lock.close()
             raise
         return vault
+
+    @classmethod
+    def restore(
+        cls,
+        file: Path,
+        target: Path,
+        member: str,
+        source: UnlockSource | bytes | str,
+        *,
+        kdf: KdfParams = DEFAULT,
+        clock: Clock = utc_now,
+    ) -> list[str]:
+        """Restore the backup ``file`` into the new directory ``target``, check it, and purge at
+        once what became due; returns the engagements purged. A failed restore leaves no vault.
+        """
+        from credvault.backup import RESTORED_FILES, unpack
+
+        file, target = Path(file), Path(target)
+        if target.exists() and any(target.iterdir()):
+            raise AlreadyExists(f"{target} is not empty; restore into a new directory")
+        try:
+            unpack(file, target)
+            with cls.open(target, member, source, kdf=kdf, clock=clock, auto_purge=False) as v:
+                problems = v.integrity_check()
+                if problems:
+                    raise IntegrityError(
+                        f"restored database fails its integrity check: {problems[0][:80]}"
+                    )
+                s = v._s
+                s.audit.verify()
+                done = v.purger.run_due(automatic=True)
+                with s.store.write():
+                    s.log(
+                        "restore",
+                        None,
+                        None,
+                        "ok",
+                        f"from {file.name}; {len(done)} engagements purged at once",
+                    )
+                return [d.engagement for d in done]
+        except BaseException:
+            for name in RESTORED_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    (target / name).unlink()
+            raise
 
     @classmethod
     def _unlock(
@@ -387,6 +458,29 @@ class Vault:
         """The unlocked member keys (for the keyring cache). Handle as a secret."""
         return self._s.keys
 
+    # -- the OS keyring cache ---------------------------------------------------------------
+    def cache_keys(self, ttl: timedelta) -> str:
+        """Cache this member's unlocked keys in the OS keyring for ``ttl`` (see
+        :func:`parse_ttl`); returns the expiry (UTC). Raises :class:`KeyringUnavailable`."""
+        from credvault.keyring_cache import cache_keys
+
+        return cache_keys(self.vault_id, self._s.keys, ttl, self._s.clock())
+
+    @staticmethod
+    def keyring_status(path: Path, member: str) -> dict[str, object]:
+        """Whether ``member`` has keys cached for the vault at ``path`` (no unlock needed):
+        ``{"unlocked": bool, "until": expiry or None, "message": text}``."""
+        from credvault.keyring_cache import cache_status
+
+        return cache_status(Path(path), member, utc_now())
+
+    @staticmethod
+    def forget_cached_keys(path: Path, member: str) -> bool:
+        """Delete ``member``'s cached keys for the vault at ``path``; whether any were cached."""
+        from credvault.keyring_cache import forget
+
+        return forget(Path(path), member)
+
     def put(self, ref: str, secret: Secret | bytes | str, **fields: str | None) -> CredentialInfo:
         return self.credentials.put(ref, secret, **fields)
 
@@ -404,9 +498,7 @@ class Vault:
             "created_at": meta.get("created_at"),
             "members": len(s.slots.members),
             "key_generation": s.slots.generation,
-            "settings": {
-                name: int(meta.get(key, default)) for name, (key, default) in SETTINGS.items()
-            },
+            "settings": {name: value(name, meta.get(key)) for name, (key, _) in SETTINGS.items()},
         }
 
     def set_setting(self, name: str, value: str) -> None:
@@ -436,67 +528,18 @@ class Vault:
         since: str | None = None,
         limit: int | None = None,
     ) -> list[AuditEntry]:
-        """Entries the member may read: admins all; leads and auditors their engagements."""
-        s = self._s
-        if member is not None:
-            validate.name(member, "member name")
-        if action is not None and not validate.is_action(action):
-            raise InvalidInput("invalid --action: expected an action name such as get or put")
-        since_iso = None
-        if since is not None:
-            start = validate.when(since, "since date")
-            if len(since) == 10:  # a bare date means from the start of that day
-                start = start.replace(hour=0, minute=0, second=0)
-            since_iso = iso(start)
-        if limit is not None and limit < 1:
-            raise InvalidInput("--limit must be at least 1")
-        if engagement is not None:
-            eng = self.engagements.get(engagement, allow_purged=True)
-            s.check(Action.AUDIT, self.engagements.role_of(eng), "read the audit trail", eng.name)
-            engs: list[str] | None = [eng.name]
-            vault_wide = False
-        elif s.is_admin:
-            engs, vault_wide = None, True
-        else:
-            engs = [
-                e.name
-                for e in self.engagements.list()
-                if e.state != "purged"
-                and allowed(Action.AUDIT, self.engagements.role_of(e), admin=False)
-            ]
-            vault_wide = False
-        rows = s.store.audit_query(
-            engagements=engs,
-            member=member,
-            action=action,
-            since=since_iso,
-            limit=limit,
-            include_vault_wide=vault_wide,
+        """Same as ``vault.audit.entries(...)``."""
+        return self.audit.entries(
+            engagement=engagement, member=member, action=action, since=since, limit=limit
         )
-        with s.store.write():
-            s.log("audit-read", engagement, None, "ok", f"{len(rows)} entries")
-        return audit_mod.entries(rows)
 
     def audit_verify(self, checkpoint: str | None = None) -> int:
-        s = self._s
-        s.require_admin("verify the audit trail")
-        cp = Checkpoint.parse(checkpoint) if checkpoint else None
-        try:
-            n = s.audit.verify(cp)
-        except IntegrityError as e:
-            with contextlib.suppress(Exception), s.store.write():
-                s.log("audit-verify", None, None, "error", str(e)[:120])
-            raise
-        with s.store.write():
-            s.log("audit-verify", None, None, "ok", f"{n} entries verified")
-        return n
+        """Same as ``vault.audit.verify(checkpoint)``."""
+        return self.audit.verify(checkpoint)
 
     def audit_checkpoint(self) -> Checkpoint:
-        s = self._s
-        s.require_admin("export an audit checkpoint")
-        with s.store.write():
-            s.log("audit-checkpoint", None, None, "ok")
-        return s.audit.head()
+        """Same as ``vault.audit.checkpoint()``."""
+        return self.audit.checkpoint()
 
     # -- purge and recovery -----------------------------------------------------------------
     def purge(self, *, dry_run: bool = False) -> list[dict[str, object]]:
@@ -544,9 +587,57 @@ class Vault:
 
     def check(self) -> CheckReport:
         """The full check of ``credvault check`` on this open vault (admins, services)."""
-        from credvault.integrity import check_open_vault
+        from credvault.integrity import check_session
 
-        return check_open_vault(self)
+        return check_session(self._s)
+
+    @classmethod
+    def check_at(
+        cls,
+        path: Path,
+        member: str,
+        source: UnlockSource | bytes | str,
+        *,
+        kdf: KdfParams = DEFAULT,
+        clock: Clock = utc_now,
+    ) -> CheckReport:
+        """Check the vault directory or backup file at ``path`` (see :mod:`credvault.integrity`).
+
+        Failures to open that are integrity failures (a damaged first page, a key-slot file
+        that does not verify, a truncated backup) are reported as problems; a wrong
+        passphrase or a missing vault raises. A backup file is checked on a private
+        temporary copy, without purging anything; the backup itself is not changed.
+        """
+        from credvault.integrity import CheckReport
+
+        path = Path(path)
+        if not path.is_file():
+            try:
+                v = cls.open(path, member, source, kdf=kdf, clock=clock, auto_purge=False)
+            except IntegrityError as e:
+                return CheckReport(str(path), [], [str(e)])
+            with v:
+                return v.check()
+
+        import shutil
+        import tempfile
+
+        from credvault.backup import unpack
+        from credvault.integrity import check_session
+
+        tmp = Path(tempfile.mkdtemp(prefix="credvault-check-"))
+        try:
+            work = tmp / "vault"
+            try:
+                unpack(path, work)
+                v = cls.open(work, member, source, kdf=kdf, clock=clock, auto_purge=False)
+            except IntegrityError as e:
+                return CheckReport(str(path), [], [f"backup file: {e}"])
+            with v:
+                r = check_session(v._s, label=path.name)
+            return CheckReport(str(path), ["backup file: complete", *r.checked], r.problems)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _record_failed_unlock(path: Path, member: str, clock: Clock) -> None:

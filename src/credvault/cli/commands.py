@@ -1,4 +1,8 @@
-"""One ``cmd_*`` per subcommand: parse what argparse gave, make one library call, render."""
+"""One ``cmd_*`` function per command and action (``cmd_engagement_new`` runs
+``credvault engagement new``): read what argparse gave, make one library call, render.
+
+The table that names them, with their help and arguments, is :mod:`credvault.cli.table`.
+"""
 
 from __future__ import annotations
 
@@ -162,64 +166,82 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_config(args: argparse.Namespace) -> int:
-    """Vault settings: purge-grace-days, audit-retention-days, backup-retention-days."""
+def cmd_config_set(args: argparse.Namespace) -> int:
+    """Change a vault setting: purge-grace-days, audit-retention-days, backup-retention-days."""
     with open_vault(args) as v:
-        if args.config_cmd == "set":
-            v.set_setting(args.name, args.value)
-            t.out(f"{args.name} = {args.value}")
-        else:
-            settings = v.info()["settings"]
-            render(args, settings)
+        v.set_setting(args.name, args.value)
+        t.out(f"{args.name} = {args.value}")
+    return EXIT_OK
+
+
+def cmd_config_get(args: argparse.Namespace) -> int:
+    """Show every vault setting."""
+    with open_vault(args) as v:
+        settings = v.info()["settings"]
+        render(args, settings)
     return EXIT_OK
 
 
 # -- members --------------------------------------------------------------------------------
-def cmd_member(args: argparse.Namespace) -> int:
-    """Members of the vault."""
+def cmd_member_add(args: argparse.Namespace) -> int:
+    """Add a member (with a passphrase) or a service identity (with a key file)."""
     with open_vault(args) as v:
-        if args.member_cmd == "add":
-            if args.service:
-                if not args.identity_file:
-                    raise InvalidInput("--service needs --identity-file PATH")
-                info = v.members.add(
-                    args.name, admin=args.admin, identity_file=Path(args.identity_file)
-                )
-                t.out(
-                    f"added service identity {info.name}; its key is in {args.identity_file} "
-                    "(mode 0600): use it with CREDVAULT_IDENTITY"
-                )
-            else:
-                pw = new_passphrase(args, args.name)
-                info = v.members.add(args.name, admin=args.admin, passphrase=pw)
-                t.out(f"added member {info.name}{' (admin)' if info.admin else ''}")
-        elif args.member_cmd == "ls":
-            ms = v.members.list()
-            render(
-                args,
-                [m.to_json() for m in ms],
-                ["name", "admin", "service", "created"],
-                [
-                    [m.name, "yes" if m.admin else "", "yes" if m.service else "", m.created[:16]]
-                    for m in ms
-                ],
+        if args.service:
+            if not args.identity_file:
+                raise InvalidInput("--service needs --identity-file PATH")
+            info = v.members.add(
+                args.name, admin=args.admin, identity_file=Path(args.identity_file)
             )
-        elif args.member_cmd == "rm":
-            n = v.members.remove(args.name)
-            from credvault.keyring_cache import forget
-
-            forget(v.path, args.name)
             t.out(
-                f"removed member {args.name}; {n} grant(s) dropped, database re-keyed; "
-                "their engagements rotate their keys at the next lead action"
+                f"added service identity {info.name}; its key is in {args.identity_file} "
+                "(mode 0600): use it with CREDVAULT_IDENTITY"
             )
-        elif args.member_cmd == "reset":
+        else:
             pw = new_passphrase(args, args.name)
-            v.members.reset(args.name, pw)
-            from credvault.keyring_cache import forget
+            info = v.members.add(args.name, admin=args.admin, passphrase=pw)
+            t.out(f"added member {info.name}{' (admin)' if info.admin else ''}")
+    return EXIT_OK
 
-            forget(v.path, args.name)
-            t.out(f"reset member {args.name}: new keys; their grants must be made again")
+
+def cmd_member_ls(args: argparse.Namespace) -> int:
+    """List the members of the vault."""
+    with open_vault(args) as v:
+        ms = v.members.list()
+        render(
+            args,
+            [m.to_json() for m in ms],
+            ["name", "admin", "service", "created"],
+            [
+                [m.name, "yes" if m.admin else "", "yes" if m.service else "", m.created[:16]]
+                for m in ms
+            ],
+        )
+    return EXIT_OK
+
+
+def cmd_member_rm(args: argparse.Namespace) -> int:
+    """Remove a member: their grants go and the database is re-keyed."""
+    with open_vault(args) as v:
+        n = v.members.remove(args.name)
+        from credvault.keyring_cache import forget
+
+        forget(v.path, args.name)
+        t.out(
+            f"removed member {args.name}; {n} grant(s) dropped, database re-keyed; "
+            "their engagements rotate their keys at the next lead action"
+        )
+    return EXIT_OK
+
+
+def cmd_member_reset(args: argparse.Namespace) -> int:
+    """Give a member new keys and a new passphrase (their grants must be made again)."""
+    with open_vault(args) as v:
+        pw = new_passphrase(args, args.name)
+        v.members.reset(args.name, pw)
+        from credvault.keyring_cache import forget
+
+        forget(v.path, args.name)
+        t.out(f"reset member {args.name}: new keys; their grants must be made again")
     return EXIT_OK
 
 
@@ -241,85 +263,130 @@ def _eng_rows(v: Vault, engs: list[Engagement]) -> list[list[object]]:
     ]
 
 
-def cmd_engagement(args: argparse.Namespace) -> int:
-    """Engagements: the unit of access, keys and retention."""
+def cmd_engagement_new(args: argparse.Namespace) -> int:
+    """Create an engagement (admin); its first lead is you or --lead."""
+    with open_vault(args) as v:
+        eng = v.engagements.create(
+            args.name,
+            args.client,
+            args.lead,
+            require_reason=args.require_reason,
+            grace_days=args.grace_days,
+        )
+        t.out(f"created engagement {eng.name} for {eng.client}, lead {eng.lead}")
+    return EXIT_OK
+
+
+def cmd_engagement_ls(args: argparse.Namespace) -> int:
+    """List the engagements you may see."""
+    with open_vault(args) as v:
+        engs = v.engagements.visible(args.client)
+        render(
+            args,
+            [x.to_json() for x in engs],
+            ["name", "client", "state", "created", "purge"],
+            _eng_rows(v, list(engs)),
+        )
+    return EXIT_OK
+
+
+def cmd_engagement_show(args: argparse.Namespace) -> int:
+    """One engagement: its facts, who holds which role, and when it is purged."""
+    with open_vault(args) as v:
+        data = v.engagements.show(args.name)
+        if args.json:
+            t.out_json(data)
+        else:
+            for k, val in data.items():
+                if k == "members" and isinstance(val, list):
+                    val = ", ".join(
+                        f"{g['member']}:{g['role']}"
+                        + (f" until {g['expires_at'][:16]}" if g["expires_at"] else "")
+                        for g in val
+                    )
+                t.out(f"{k + ':':16}{'' if val is None else val}")
+    return EXIT_OK
+
+
+def cmd_engagement_set(args: argparse.Namespace) -> int:
+    """Change an engagement's settings (whether reads must give --reason)."""
+    with open_vault(args) as v:
+        v.engagements.set_options(args.name, require_reason=args.require_reason)
+        t.out(f"updated {args.name}")
+    return EXIT_OK
+
+
+def cmd_engagement_members(args: argparse.Namespace) -> int:
+    """Who holds which role on an engagement, and whether they hold its key."""
+    with open_vault(args) as v:
+        gs = v.engagements.members(args.name)
+        render(
+            args,
+            [g.to_json() for g in gs],
+            ["member", "role", "granted_by", "expires", "key"],
+            [
+                [
+                    g.member,
+                    g.role,
+                    g.granted_by,
+                    (g.expires_at or "")[:16],
+                    "yes" if g.has_key else "no",
+                ]
+                for g in gs
+            ],
+        )
+    return EXIT_OK
+
+
+def cmd_engagement_close(args: argparse.Namespace) -> int:
+    """The service is complete: schedule the purge after the grace period."""
     with open_vault(args) as v:
         e = v.engagements
-        c = args.eng_cmd
-        if c == "new":
-            eng = e.create(
-                args.name,
-                args.client,
-                args.lead,
-                require_reason=args.require_reason,
-                grace_days=args.grace_days,
-            )
-            t.out(f"created engagement {eng.name} for {eng.client}, lead {eng.lead}")
-        elif c == "ls":
-            engs = e.visible(args.client)
-            render(
-                args,
-                [x.to_json() for x in engs],
-                ["name", "client", "state", "created", "purge"],
-                _eng_rows(v, list(engs)),
-            )
-        elif c == "show":
-            data = e.show(args.name)
-            if args.json:
-                t.out_json(data)
-            else:
-                for k, val in data.items():
-                    if k == "members" and isinstance(val, list):
-                        val = ", ".join(
-                            f"{g['member']}:{g['role']}"
-                            + (f" until {g['expires_at'][:16]}" if g["expires_at"] else "")
-                            for g in val
-                        )
-                    t.out(f"{k + ':':16}{'' if val is None else val}")
-        elif c == "set":
-            e.set_options(args.name, require_reason=args.require_reason)
-            t.out(f"updated {args.name}")
-        elif c == "members":
-            gs = e.members(args.name)
-            render(
-                args,
-                [g.to_json() for g in gs],
-                ["member", "role", "granted_by", "expires", "key"],
-                [
-                    [
-                        g.member,
-                        g.role,
-                        g.granted_by,
-                        (g.expires_at or "")[:16],
-                        "yes" if g.has_key else "no",
-                    ]
-                    for g in gs
-                ],
-            )
-        elif c == "close":
-            eng = e.close(args.name, args.grace_days)
-            t.out(f"closed {eng.name}: {e.purge_status(eng)}")
-        elif c == "retain":
-            eng = e.retain(args.name, args.until, args.reason)
-            t.out(f"{eng.name}: {e.purge_status(eng)}")
-        elif c == "release":
-            eng = e.release(args.name)
-            t.out(f"{eng.name}: {e.purge_status(eng)}")
-        elif c == "rotate":
-            n = e.rotate(args.name)
-            t.out(f"{args.name}: engagement key rotated to version {n}")
-        elif c == "shred":
-            if not args.yes and not t.confirm(
-                f"Destroy engagement {args.name} and every secret in it now?"
-            ):
-                raise InvalidInput("not confirmed: pass --yes to shred without a terminal")
-            receipt = v.purger.shred(args.name)
-            t.out(
-                f"shredded {args.name}; receipt at audit position {receipt['audit_position']}"
-                f" (`credvault receipt {args.name}`)"
-            )
-            return purge_outcome(v)
+        eng = e.close(args.name, args.grace_days)
+        t.out(f"closed {eng.name}: {e.purge_status(eng)}")
     return EXIT_OK
+
+
+def cmd_engagement_retain(args: argparse.Namespace) -> int:
+    """The client asked to keep the data until a date: hold the purge."""
+    with open_vault(args) as v:
+        e = v.engagements
+        eng = e.retain(args.name, args.until, args.reason)
+        t.out(f"{eng.name}: {e.purge_status(eng)}")
+    return EXIT_OK
+
+
+def cmd_engagement_release(args: argparse.Namespace) -> int:
+    """Lift a retention hold."""
+    with open_vault(args) as v:
+        e = v.engagements
+        eng = e.release(args.name)
+        t.out(f"{eng.name}: {e.purge_status(eng)}")
+    return EXIT_OK
+
+
+def cmd_engagement_rotate(args: argparse.Namespace) -> int:
+    """Rotate the engagement key now."""
+    with open_vault(args) as v:
+        n = v.engagements.rotate(args.name)
+        t.out(f"{args.name}: engagement key rotated to version {n}")
+    return EXIT_OK
+
+
+def cmd_engagement_shred(args: argparse.Namespace) -> int:
+    """Destroy an engagement now (the client's deletion request), once confirmed."""
+    with open_vault(args) as v:
+        t.confirm(
+            f"Destroy engagement {args.name} and every secret in it now?",
+            yes=args.yes,
+            verb="shred",
+        )
+        receipt = v.purger.shred(args.name)
+        t.out(
+            f"shredded {args.name}; receipt at audit position {receipt['audit_position']}"
+            f" (`credvault receipt {args.name}`)"
+        )
+        return purge_outcome(v)
 
 
 def cmd_grant(args: argparse.Namespace) -> int:
@@ -363,33 +430,46 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 # -- systems --------------------------------------------------------------------------------
-def cmd_system(args: argparse.Namespace) -> int:
-    """Client systems (hosts) of an engagement."""
+def cmd_system_add(args: argparse.Namespace) -> int:
+    """Add a system to an engagement, or update it."""
     with open_vault(args) as v:
-        c = args.sys_cmd
-        if c == "add":
-            s = v.systems.add(
-                args.ref, args.address, port=args.port, protocol=args.protocol, details=args.details
-            )
-            t.out(f"added system {s.engagement}/{s.name}")
-        elif c == "ls":
-            ss = v.systems.list(args.engagement)
-            render(
-                args,
-                [s.to_json() for s in ss],
-                ["name", "port", "protocol", "updated"],
-                [[s.name, s.port, s.protocol, s.updated_at[:16]] for s in ss],
-            )
-        elif c == "show":
-            s = v.systems.show(args.ref)
-            if args.json:
-                t.out_json(s.to_json())
-            else:
-                for k, val in s.to_json().items():
-                    t.out(f"{k + ':':12}{'' if val is None else val}")
-        elif c == "rm":
-            v.systems.remove(args.ref)
-            t.out(f"removed system {args.ref}")
+        s = v.systems.add(
+            args.ref, args.address, port=args.port, protocol=args.protocol, details=args.details
+        )
+        t.out(f"added system {s.engagement}/{s.name}")
+    return EXIT_OK
+
+
+def cmd_system_ls(args: argparse.Namespace) -> int:
+    """List the systems of an engagement."""
+    with open_vault(args) as v:
+        ss = v.systems.list(args.engagement)
+        render(
+            args,
+            [s.to_json() for s in ss],
+            ["name", "port", "protocol", "updated"],
+            [[s.name, s.port, s.protocol, s.updated_at[:16]] for s in ss],
+        )
+    return EXIT_OK
+
+
+def cmd_system_show(args: argparse.Namespace) -> int:
+    """One system, address and details included."""
+    with open_vault(args) as v:
+        s = v.systems.show(args.ref)
+        if args.json:
+            t.out_json(s.to_json())
+        else:
+            for k, val in s.to_json().items():
+                t.out(f"{k + ':':12}{'' if val is None else val}")
+    return EXIT_OK
+
+
+def cmd_system_rm(args: argparse.Namespace) -> int:
+    """Remove a system."""
+    with open_vault(args) as v:
+        v.systems.remove(args.ref)
+        t.out(f"removed system {args.ref}")
     return EXIT_OK
 
 
@@ -457,23 +537,31 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 # -- audit ----------------------------------------------------------------------------------
-def cmd_audit(args: argparse.Namespace) -> int:
-    """List, verify or checkpoint the audit trail."""
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Check the hash chain of the audit trail (and, given one, against a checkpoint)."""
     with open_vault(args) as v:
-        if args.audit_cmd == "verify":
-            n = v.audit_verify(args.checkpoint)
-            t.out(
-                f"audit trail intact: {n} entries verified"
-                + (
-                    f", consistent with checkpoint {args.checkpoint.split(':')[0]}"
-                    if args.checkpoint
-                    else ""
-                )
+        n = v.audit_verify(args.checkpoint)
+        t.out(
+            f"audit trail intact: {n} entries verified"
+            + (
+                f", consistent with checkpoint {args.checkpoint.split(':')[0]}"
+                if args.checkpoint
+                else ""
             )
-            return EXIT_OK
-        if args.audit_cmd == "checkpoint":
-            t.out(str(v.audit_checkpoint()))
-            return EXIT_OK
+        )
+    return EXIT_OK
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    """Print the chain head, to keep outside the vault."""
+    with open_vault(args) as v:
+        t.out(str(v.audit_checkpoint()))
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """List the audit trail, filtered."""
+    with open_vault(args) as v:
         es = v.audit_entries(
             engagement=args.engagement,
             member=args.member,
@@ -598,44 +686,53 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_client(args: argparse.Namespace) -> int:
-    """Client-level requests: list, export everything held, shred everything."""
+def cmd_client_ls(args: argparse.Namespace) -> int:
+    """Clients and their engagements (those you may see)."""
     with open_vault(args) as v:
-        if args.client_cmd == "ls":
-            clients: dict[str, list[str]] = {}
-            for e in v.engagements.visible():
-                clients.setdefault(e.client, []).append(f"{e.name}({e.state})")
-            render(
-                args,
-                clients,
-                ["client", "engagements"],
-                [[c, ", ".join(es)] for c, es in sorted(clients.items())],
-            )
-        elif args.client_cmd == "export":
-            from credvault.clients import export_bytes, export_client
-
-            data = export_bytes(export_client(v, args.client))
-            if args.output:
-                from credvault.files import write_new_private
-
-                write_new_private(Path(args.output), data)
-                t.out(f"exported {args.client} to {args.output} (mode 0600)")
-            else:
-                sys.stdout.flush()
-                sys.stdout.buffer.write(data)
-                sys.stdout.buffer.flush()
-        elif args.client_cmd == "shred":
-            from credvault.clients import client_engagements, shred_client
-
-            engs = client_engagements(v, args.client)
-            if not args.yes and not t.confirm(
-                f"Destroy {len(engs)} engagement(s) of {args.client} now?"
-            ):
-                raise InvalidInput("not confirmed: pass --yes to shred without a terminal")
-            for name in shred_client(v, args.client):
-                t.out(f"shredded {name}")
-            return purge_outcome(v)
+        clients: dict[str, list[str]] = {}
+        for e in v.engagements.visible():
+            clients.setdefault(e.client, []).append(f"{e.name}({e.state})")
+        render(
+            args,
+            clients,
+            ["client", "engagements"],
+            [[c, ", ".join(es)] for c, es in sorted(clients.items())],
+        )
     return EXIT_OK
+
+
+def cmd_client_export(args: argparse.Namespace) -> int:
+    """Everything held for a client, secrets included, as JSON (stdout or a new 0600 file)."""
+    with open_vault(args) as v:
+        from credvault.clients import export_bytes, export_client
+
+        data = export_bytes(export_client(v, args.client))
+        if args.output:
+            from credvault.files import write_new_private
+
+            write_new_private(Path(args.output), data)
+            t.out(f"exported {args.client} to {args.output} (mode 0600)")
+        else:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def cmd_client_shred(args: argparse.Namespace) -> int:
+    """Shred every engagement of a client (all or nothing), once confirmed."""
+    with open_vault(args) as v:
+        from credvault.clients import client_engagements, shred_client
+
+        engs = client_engagements(v, args.client)
+        t.confirm(
+            f"Destroy {len(engs)} engagement(s) of {args.client} now?",
+            yes=args.yes,
+            verb="shred",
+        )
+        for name in shred_client(v, args.client):
+            t.out(f"shredded {name}")
+        return purge_outcome(v)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -661,16 +758,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Full integrity check of the vault, or of a backup file (exit 6 listing what is wrong)."""
-    from credvault.integrity import check
-
     member = member_name(args)
     if args.target:
         target = Path(args.target)
         unlock_at = vault_dir(args) if target.is_file() else target
     else:
         target = unlock_at = vault_dir(args)
-    report = check(target, member, unlock_source(args, unlock_at, member), kdf=kdf_params(args))
-    if getattr(args, "json", False):
+    report = Vault.check_at(
+        target, member, unlock_source(args, unlock_at, member), kdf=kdf_params(args)
+    )
+    if args.json:
         t.out_json(report._asdict())
     else:
         for line in report.checked:
@@ -679,7 +776,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         for problem in report.problems:
             t.err(f"{report.target}: {problem}")
         return 6
-    if not getattr(args, "json", False):
+    if not args.json:
         t.out(f"{report.target}: sound")
     return EXIT_OK
 

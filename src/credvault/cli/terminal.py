@@ -8,9 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from credvault.errors import InvalidInput
+from credvault.errors import CredvaultError, InvalidInput
 
 MAX_STDIN = 1024 * 1024 + 1
+MAX_ANSWER = 256
 
 
 def is_tty() -> bool:
@@ -50,14 +51,42 @@ def read_secret_stdin() -> bytes:
     return data
 
 
-def confirm(question: str) -> bool:
-    """Ask only on a terminal; without one the caller must pass --yes."""
-    if not has_terminal():
-        return False
-    with open("/dev/tty", "r+") as tty:  # noqa: PTH123 - a device, not a path to manage
-        tty.write(f"{question} [y/N] ")
-        tty.flush()
-        return tty.readline().strip().lower() in ("y", "yes")
+class NotConfirmed(CredvaultError):
+    """The person at the terminal did not answer yes: nothing was changed (exit 1)."""
+
+
+def ask_terminal(question: str) -> str | None:
+    """Ask on the controlling terminal and return the answer; None when there is none.
+
+    The terminal is opened as one unbuffered read-write file: a buffered ``"r+"`` text file
+    needs a seekable stream, and Python refuses that on a terminal.
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+    with open(fd, "r+b", buffering=0) as tty:  # noqa: PTH123 - a device, not a path to manage
+        tty.write(question.encode())
+        answer = line = tty.readline(MAX_ANSWER)
+        while line and not line.endswith(b"\n"):  # drain an over-long line: no leftover input
+            line = tty.readline(MAX_ANSWER)
+    return answer.decode(errors="replace").strip()
+
+
+def confirm(question: str, *, yes: bool, verb: str) -> None:
+    """Go on only with consent: ``--yes``, or "y"/"yes" typed at the terminal.
+
+    The one confirmation of every destructive command. Without a terminal and without
+    ``--yes`` it raises :class:`InvalidInput` (exit 2: scripts must say ``--yes``); an
+    answer other than yes raises :class:`NotConfirmed` (exit 1). Either way nothing changed.
+    """
+    if yes:
+        return
+    answer = ask_terminal(f"{question} [y/N] ")
+    if answer is None:
+        raise InvalidInput(f"not confirmed: pass --yes to {verb} without a terminal")
+    if answer.lower() not in ("y", "yes"):
+        raise NotConfirmed("not confirmed: nothing changed")
 
 
 def out(text: str) -> None:

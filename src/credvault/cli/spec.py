@@ -1,0 +1,177 @@
+"""What a command-table entry is, and how the table becomes an argparse parser.
+
+The command line is described once, as data (:data:`credvault.cli.table.TABLE`): a
+:class:`Command` has a name, a one-line help, its arguments (:class:`Arg`, or a
+:class:`OneOf` group) and the function that runs it, or nested :class:`Command` actions
+(``member add``). Everything else is derived from that table: the parser of the running
+command (only that one is built: building all of them costs milliseconds on every
+``credvault get``), the whole parser for ``--help`` and ``docs/cli.md``, the list of
+commands, and whatever else wants to walk the command line (shell completion, a man page):
+use :func:`walk` for the table or :func:`build_parser` for argparse objects.
+
+This module knows argparse and nothing of credvault: it imports no library code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, NoReturn
+
+from credvault.cli.terminal import err
+
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Arg(NamedTuple):
+    """One ``add_argument`` call: its flags (``("name",)``, ``("--client",)``) and keywords.
+
+    ``value`` says what the value names, for shell completion (argparse never sees it):
+    ``"file"``, ``"dir"``, ``"engagement"``, ``"member"``, ``"client"``, ``"role"``, ``"ref"``
+    (a credential's ENG/NAME), ``"system-ref"`` (a system's ENG/NAME), ``"system"`` (a
+    system's NAME in the engagement at hand); ``None`` for anything else (new names, text).
+    """
+
+    flags: tuple[str, ...]
+    options: Mapping[str, Any]
+    value: str | None = None
+
+
+class OneOf(NamedTuple):
+    """Mutually exclusive arguments (``--require-reason`` / ``--no-require-reason``)."""
+
+    args: tuple[Arg, ...]
+    required: bool = False
+
+
+class Command(NamedTuple):
+    """A command or a nested action: what ``--help`` says, what it takes, what runs it.
+
+    A command with ``actions`` and no ``handler`` needs an action (``member`` alone is a
+    usage error); with both, the action is optional (``audit`` lists, ``audit verify``
+    verifies). ``common`` adds ``--vault``/``--as``/``--no-keyring`` (to the command and to
+    each of its actions, where they are accepted after the action too).
+    """
+
+    name: str
+    help: str
+    handler: Handler | None = None
+    args: tuple[Arg | OneOf, ...] = ()
+    actions: tuple[Command, ...] = ()
+    common: bool = True
+
+
+def arg(*flags: str, value: str | None = None, **options: Any) -> Arg:
+    """``arg("--until", metavar="YYYY-MM-DD", help=...)``: an add_argument call, as data."""
+    return Arg(flags, options, value)
+
+
+def one_of(*args: Arg, required: bool = False) -> OneOf:
+    return OneOf(args, required)
+
+
+COMMON_ARGS = (
+    arg(
+        "--vault",
+        metavar="DIR",
+        value="dir",
+        help="vault directory (default $CREDVAULT_VAULT, else $XDG_DATA_HOME/credvault)",
+    ),
+    arg(
+        "--as",
+        dest="as_member",
+        metavar="NAME",
+        value="member",
+        help="act as this member (default $CREDVAULT_MEMBER, else your user name)",
+    ),
+    arg("--no-keyring", action="store_true", help="do not use a key cached in the OS keyring"),
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors are one ``credvault: …`` line and exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        err(f"{message} (see `{self.prog} --help`)")
+        sys.exit(EXIT_USAGE)
+
+
+def _add_common(p: argparse.ArgumentParser, *, nested: bool) -> None:
+    """--vault/--as/--no-keyring, accepted before or after an action (``member add X --as Y``).
+
+    On actions the defaults are suppressed, so they never overwrite a value given before
+    the action (an argparse subparser default would).
+    """
+    g = p.add_argument_group("vault and identity")
+    for a in COMMON_ARGS:
+        options: dict[str, Any] = dict(a.options)
+        if nested:
+            options["default"] = argparse.SUPPRESS
+        g.add_argument(*a.flags, **options)
+
+
+def _add_args(p: argparse.ArgumentParser, args: Sequence[Arg | OneOf]) -> None:
+    for a in args:
+        if isinstance(a, OneOf):
+            g = p.add_mutually_exclusive_group(required=a.required)
+            for x in a.args:
+                g.add_argument(*x.flags, **x.options)
+        else:
+            p.add_argument(*a.flags, **a.options)
+
+
+def _add_command(sub: argparse._SubParsersAction[Parser], cmd: Command, *, nested: bool) -> None:
+    # a command's page repeats its help as the description; an action's page has none
+    p = sub.add_parser(cmd.name, help=cmd.help, description=None if nested else cmd.help)
+    if cmd.common and not nested:
+        _add_common(p, nested=False)  # first: the usage line lists them before the rest
+    if cmd.handler is not None:
+        p.set_defaults(func=cmd.handler)
+    _add_args(p, cmd.args)
+    if cmd.actions:
+        actions = p.add_subparsers(dest="verb", metavar="ACTION", parser_class=Parser)
+        actions.required = cmd.handler is None
+        for action in cmd.actions:
+            _add_command(actions, action._replace(common=cmd.common), nested=True)
+    if cmd.common and nested:
+        _add_common(p, nested=True)  # last, after the action's own arguments
+
+
+def build_parser(
+    table: Sequence[Command], only: str | None = None, *, shallow: bool = False
+) -> Parser:
+    """The parser of ``table``: whole, or with ``only`` just that command (what a run needs).
+
+    ``shallow`` lists every command with its help but gives none of them arguments: enough
+    for ``credvault --help``, ``--version`` and an unknown command, at a fraction of the cost.
+    """
+    parser = Parser(
+        prog="credvault",
+        description="Encrypted credential vault for client "
+        "engagements: per-engagement keys, audit trail, automatic shredding.",
+    )
+    parser.add_argument("--version", action="version", version="credvault 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for cmd in table:
+        if shallow:
+            sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        elif only is None or cmd.name == only:
+            _add_command(sub, cmd, nested=False)
+    return parser
+
+
+def walk(
+    table: Sequence[Command], path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Command]]:
+    """Every command and action, depth first: ``(("engagement", "new"), Command(...))``.
+
+    Actions inherit their command's ``common``; the arguments listed are the entry's own
+    (add :data:`COMMON_ARGS` where ``common`` is true).
+    """
+    for cmd in table:
+        yield (*path, cmd.name), cmd
+        yield from walk([a._replace(common=cmd.common) for a in cmd.actions], (*path, cmd.name))

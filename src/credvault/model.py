@@ -1,0 +1,113 @@
+"""The records credvault passes around, and the one place timestamps are written and read.
+
+No I/O and no SQL: :mod:`credvault.store` decodes its rows into these records next to its
+column lists, and every other module reads fields by name. NamedTuples rather than
+dataclasses: they cost nothing to import on the ``credvault get`` path.
+
+Three timestamp formats exist, each with one writer and one reader here: stored timestamps
+(:func:`iso`, microseconds, sorts chronologically as text), backup file names
+(:func:`backup_stamp`) and keyring expiries (:func:`expiry_stamp`, whole seconds).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+_ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
+_BACKUP = "%Y%m%dT%H%M%SZ"
+_EXPIRY = "%Y-%m-%dT%H:%M:%SZ"
+
+RECOVERY = "@recovery"  # the grant holder that stands for the offline recovery key
+
+
+# -- time ----------------------------------------------------------------------------------
+def iso(dt: datetime) -> str:
+    """Timestamps are stored as ISO-8601 UTC text, which sorts chronologically."""
+    return dt.strftime(_ISO)
+
+
+def parse_iso(text: str) -> datetime:
+    """The inverse of :func:`iso`."""
+    return datetime.strptime(text, _ISO).replace(tzinfo=UTC)
+
+
+def backup_stamp(dt: datetime) -> str:
+    """The time part of a backup file name (one backup per second)."""
+    return dt.strftime(_BACKUP)
+
+
+def parse_backup_stamp(text: str) -> datetime:
+    return datetime.strptime(text, _BACKUP).replace(tzinfo=UTC)
+
+
+def expiry_stamp(dt: datetime) -> str:
+    """A keyring cache expiry (whole seconds; compared as text, like :func:`iso`)."""
+    return dt.strftime(_EXPIRY)
+
+
+# -- records -------------------------------------------------------------------------------
+class Engagement(NamedTuple):
+    """An engagement's public record (what every role may list)."""
+
+    id: int
+    uid: bytes
+    name: str
+    client: str
+    state: str
+    key_version: int
+    key_fp: str
+    needs_rotation: bool
+    require_reason: bool
+    grace_days: int | None
+    created_at: str
+    created_by: str
+    lead: str
+    creation_sig: bytes
+    closed_at: str | None
+    purge_due: str | None
+    hold_until: str | None
+    hold_reason: str | None
+    hold_by: str | None
+    purged_at: str | None
+    receipt: str | None
+
+    def to_json(self) -> dict[str, object]:
+        d = self._asdict()
+        for k in ("id", "uid", "creation_sig", "receipt", "key_version", "needs_rotation"):
+            d.pop(k)
+        return d
+
+
+class GrantInfo(NamedTuple):
+    """A member's role on an engagement, as ``engagement members`` lists it."""
+
+    member: str
+    role: str
+    granted_by: str
+    granted_at: str
+    expires_at: str | None
+    has_key: bool
+
+    def to_json(self) -> dict[str, object]:
+        return self._asdict()
+
+
+class Grant(NamedTuple):
+    """A grant row: the signed role certificate and, for reading roles, the sealed key copy."""
+
+    member: str
+    role: str
+    granted_by: str
+    granted_at: str
+    expires_at: str | None
+    role_sig: bytes
+    key_version: int | None
+    sealed: bytes | None
+    sealed_by: str | None
+    copy_sig: bytes | None
+    revoked_at: str | None
+
+    def live(self, now: str) -> bool:
+        """Not revoked and not expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
