@@ -138,6 +138,7 @@ def test_backup_pruning_by_name_and_clock(
 
     vault.clock.advance(days=31)  # now the first backup and "recent" are old too
     with open_as(vault) as v:
+        v.purge(confirm_clock=f"{vault.clock.now:%Y-%m-%d}")  # a month unused: confirm
         second, pruned = backup(v, directory)
         assert pruned == 2
         assert not first.exists()

@@ -93,10 +93,14 @@ class Backups:
             raise AlreadyExists(f"{target} exists (one backup per second)") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        from credvault.purge import clock_hold
+
         days = s.setting("backup-retention-days")
-        pruned = prune(directory, vault_id, now - timedelta(days=days), keep=target)
+        held = clock_hold(s)  # pruning destroys: never on a suspect clock
+        pruned = 0 if held else prune(directory, vault_id, now - timedelta(days=days), keep=target)
+        detail = f"{target.name}; {pruned} old backups pruned"
         with s.store.write():
-            s.log("backup", None, None, "ok", f"{target.name}; {pruned} old backups pruned")
+            s.log("backup", None, None, "ok", detail + (f" (pruning held: {held})" if held else ""))
         return target, pruned
 
 

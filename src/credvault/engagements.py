@@ -610,7 +610,8 @@ class Engagements:
         self.require_active(eng, "close")
         if grace_days is not None:
             grace_days = validate.days(grace_days, "grace period")
-        now = s.now()
+        # A clock behind the record would shorten the grace period: never close "earlier".
+        now = max(s.now(), s.newest_recorded() or "")
         with s.store.write():
             values: dict[str, object] = {"state": "closed", "closed_at": now}
             if grace_days is not None:

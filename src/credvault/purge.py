@@ -33,9 +33,10 @@ from credvault.access import Action
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagements
-from credvault.errors import IntegrityError, InvalidInput, RetentionError
+from credvault.errors import ClockSuspect, IntegrityError, InvalidInput, RetentionError
 from credvault.jcs import canonical
-from credvault.model import Engagement, iso
+from credvault.model import Engagement, iso, parse_iso
+from credvault.retention import check_confirmation, clock_problem
 from credvault.session import Session
 
 RECEIPT_FORMAT = "credvault-purge-receipt/2"
@@ -50,6 +51,43 @@ REASONS = {
     "hold": "retention hold expired",
     "request": "client request",
 }
+
+
+def clock_hold(s: Session, *, restoring: bool = False) -> str | None:
+    """Why irreversible work must wait on this session's clock (None: it may run).
+
+    "Behind" is measured against the newest recorded time (any entry before this session,
+    or the high-water time); "ahead" only against the high-water time, which moves only when
+    a member entitled to destroy ran on a clock that passed these rules, or confirmed one:
+    entries written under a wrong clock never vouch for it. A restore (``restoring``)
+    accepts a clock ahead of the backup's record, which is what an old backup looks like.
+    """
+    newest = s.newest_recorded()
+    hw = s.store.get_meta("time_high_water") or s.newest_at_open
+    return clock_problem(
+        s.clock(),
+        parse_iso(newest) if newest else None,
+        parse_iso(hw) if hw and not restoring else None,
+    )
+
+
+def mark_high_water(s: Session) -> None:
+    """This trusted clock passed the rules: later runs measure theirs against it."""
+    hw = s.store.get_meta("time_high_water")
+    now = s.now()
+    if hw is None or now > hw:
+        s.store.set_meta("time_high_water", now)
+
+
+def note_trusted_clock(s: Session) -> None:
+    """On an open by a member entitled to destroy whose clock passes the rules, move the
+    high-water time (at most one write an hour), so daily use keeps the bound current."""
+    hw = s.store.get_meta("time_high_water")
+    if hw is not None and s.clock() - parse_iso(hw) < timedelta(hours=1):
+        return
+    if clock_hold(s) is None:
+        with s.store.write():
+            mark_high_water(s)
 
 
 class PurgePlan(NamedTuple):
@@ -171,15 +209,33 @@ class Purger:
     def _reason(eng: Engagement) -> str:
         return "hold" if eng.hold_until and eng.purge_due == eng.hold_until else "grace"
 
-    def run_due(self, *, automatic: bool) -> list[PurgePlan]:
-        """Purge everything due, expire grants, prune the audit trail. No key needed.
+    def run_due(
+        self, *, automatic: bool, confirm_clock: str | None = None, restoring: bool = False
+    ) -> list[PurgePlan]:
+        """Purge everything due, expire grants, prune the audit trail and old backups.
 
+        Never on a suspect clock (:mod:`credvault.retention`): an automatic run then does
+        nothing (it waits for an explicit one), an explicit run raises :class:`ClockSuspect`
+        unless ``confirm_clock`` names the clock's date (admins and service identities; the
+        confirmation is audited). A restore (``restoring``) accepts a clock ahead of the
+        backup's last purge, which is what an old backup looks like, but not one behind it.
         A purge left incomplete by an earlier run (a reader held an old snapshot) is
-        finished first; :attr:`complete` tells whether every destroyed copy has left the
-        files when this returns.
+        finished first, whatever the clock; :attr:`complete` tells whether every destroyed
+        copy has left the files when this returns. No engagement key is needed.
         """
-        if self.s.store.get_meta("needs_vacuum"):
+        s = self.s
+        if s.store.get_meta("needs_vacuum"):
             self.rewrite(wait_s=0 if automatic else None)
+        problem = clock_hold(s, restoring=restoring)
+        if confirm_clock is not None:
+            self.confirm_clock(confirm_clock, problem)
+        elif problem:
+            if automatic:
+                return []
+            raise ClockSuspect(
+                f"purge, grant expiry and pruning held: {problem}; if the date is right, "
+                f"run `credvault purge --confirm-clock {s.clock():%Y-%m-%d}`"
+            )
         done = self.plan()
         for item in done:
             eng = self.e.get(item.engagement)
@@ -189,7 +245,26 @@ class Purger:
         if done:
             self.rewrite(wait_s=0 if automatic else None)
         self.prune_backups()
+        with s.store.write():
+            mark_high_water(s)
         return done
+
+    def confirm_clock(self, date: str, problem: str | None) -> None:
+        """An admin or service identity vouches for the clock's date: audited, and the
+        vault's high-water time moves to now (also backwards, undoing a wrong one)."""
+        s = self.s
+        if not s.may_destroy:
+            raise s.deny("confirm the clock", None, None, "admins and service identities only")
+        check_confirmation(s.clock(), date)
+        with s.store.write():
+            s.log(
+                "clock-confirm",
+                None,
+                None,
+                "ok",
+                f"acting on {s.now()}; {problem or 'no doubt'}"[:200],
+            )
+            s.store.set_meta("time_high_water", s.now())
 
     @property
     def complete(self) -> bool:
@@ -205,6 +280,8 @@ class Purger:
         if not directory.is_dir():
             return 0
         clean_leftovers(directory, s.vault_id.hex())  # crash leftovers hold full copies
+        if clock_hold(s):
+            return 0
         days = s.setting("backup-retention-days")
         n = prune(directory, s.vault_id.hex(), s.clock() - timedelta(days=days))
         if n:

@@ -47,6 +47,8 @@ class Session:
         # (engagement id, member) -> (grant row it was checked on, signature chain valid)
         self.verified: dict[tuple[int, str], tuple[Grant, bool]] = {}
         self.lock = contextlib.ExitStack()
+        # The last audit time before this session wrote anything (set by Vault.open).
+        self.newest_at_open: str | None = None
         self.db_file: tuple[int, int] | None = None
         self.note_db_file()
 
@@ -100,6 +102,17 @@ class Session:
         from credvault.retention import SETTINGS, value
 
         return value(name, self.store.get_meta(SETTINGS[name][0]))
+
+    def newest_recorded(self) -> str | None:
+        """The newest time the vault has recorded: its high-water time (last purge or clock
+        confirmation) or the last audit entry before this session, whichever is later."""
+        times = [t for t in (self.store.get_meta("time_high_water"), self.newest_at_open) if t]
+        return max(times) if times else None
+
+    @property
+    def may_destroy(self) -> bool:
+        """Admins and service identities may run purges (spec §3); only they trigger one."""
+        return self.is_admin or self.me.service
 
     def now(self) -> str:
         return iso(self.clock())

@@ -226,6 +226,7 @@ class Vault:
                 store.set_meta("receipt_key", receipt_blob)
                 store.set_meta("audit_key", audit_mod.audit_key(db_key))
                 store.set_meta("created_at", now)
+                store.set_meta("time_high_water", now)
                 for key, default in SETTINGS.values():
                     store.set_meta(key, default)
                 AuditLog(store, db_key).append(
@@ -305,7 +306,7 @@ class Vault:
                     )
                 s = v._s
                 s.audit.verify()
-                done = v.purger.run_due(automatic=True)
+                done = v.purger.run_due(automatic=True, restoring=True)
                 with s.store.write():
                     s.log(
                         "restore",
@@ -405,12 +406,18 @@ class Vault:
 
     def _after_open(self, auto_purge: bool) -> None:
         s = self._s
+        head = s.store.audit_head()
+        s.newest_at_open = str(head[1]) if head else None  # before this session writes
         if s.store.get_meta("needs_vacuum"):
             # finish a purge interrupted before its file rewrite, or one a reader held up
             self.purger.rewrite(wait_s=0)
         _import_failed_unlocks(s)
-        if auto_purge and s.store.anything_due(s.now()):
-            self.purger.run_due(automatic=True)
+        if auto_purge and s.may_destroy:
+            from credvault.purge import note_trusted_clock
+
+            note_trusted_clock(s)
+            if s.store.anything_due(s.now()):
+                self.purger.run_due(automatic=True)  # held silently on a suspect clock
         self._rotate_pending()
 
     def _rotate_pending(self) -> None:
@@ -542,13 +549,17 @@ class Vault:
         return self.audit.checkpoint()
 
     # -- purge and recovery -----------------------------------------------------------------
-    def purge(self, *, dry_run: bool = False) -> list[dict[str, object]]:
+    def purge(
+        self, *, dry_run: bool = False, confirm_clock: str | None = None
+    ) -> list[dict[str, object]]:
+        """Run the purge (admins and service identities). On a suspect clock it raises
+        :class:`ClockSuspect` unless ``confirm_clock`` is the clock's date (``YYYY-MM-DD``)."""
         s = self._s
         if not (s.is_admin or s.me.service):
             raise s.deny("purge", None, None, "admins and service identities only")
         if dry_run:
             return [pl.to_json() for pl in self.purger.plan()]
-        done = self.purger.run_due(automatic=False)
+        done = self.purger.run_due(automatic=False, confirm_clock=confirm_clock)
         with s.store.write():
             s.log("purge-run", None, None, "ok", f"{len(done)} engagements purged")
         return [pl.to_json() for pl in done]

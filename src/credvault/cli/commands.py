@@ -610,7 +610,7 @@ def purge_outcome(v: Vault) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     """Destroy every engagement whose purge is due (also runs on every open)."""
     with open_vault(args, auto_purge=False) as v:  # the purge is this command's own work
-        done = v.purge(dry_run=args.dry_run)
+        done = v.purge(dry_run=args.dry_run, confirm_clock=args.confirm_clock)
         code = EXIT_OK if args.dry_run else purge_outcome(v)
     if args.json:
         t.out_json(done)

@@ -375,7 +375,16 @@ TABLE: tuple[Command, ...] = (
         "purge",
         "destroy every engagement whose purge is due",
         c.cmd_purge,
-        (arg("--dry-run", action="store_true", help="only list what is due"), JSON),
+        (
+            arg("--dry-run", action="store_true", help="only list what is due"),
+            arg(
+                "--confirm-clock",
+                metavar="YYYY-MM-DD",
+                help="the clock is suspect and you checked that today is this date (UTC): "
+                "act on it (admins and service identities; audited)",
+            ),
+            JSON,
+        ),
     ),
     Command(
         "receipt",
