@@ -1,10 +1,10 @@
-"""Helpers for the library benchmarks: build large credvault vaults fast.
+"""Build large credvault vaults fast, for the library benchmarks.
 
 Everything goes through the public library (``Vault.init``, ``members.add``,
-``engagements.create``, ``credentials.put_many``) except the synthetic audit trail, which is
-chained here with credvault's own canonical encoding and MAC (``audit._canonical`` and
-``primitives.mac``) and inserted with ``executemany``: a million ``AuditLog.append`` calls
-would take minutes, and the result must (and does) pass ``audit verify``.
+``engagements.create``, ``credentials.put_many``) except the synthetic audit trail, which uses
+the one documented test seam, ``credvault._bench_seam.append_audit_entries`` (see README.md):
+a million audited calls would take minutes, and the result must (and does) pass
+``audit verify``.
 
 Members use the cheapest Argon2id the vault accepts (``MIN_KDF``): unlocking is not what these
 benchmarks measure, except where they say so.
@@ -15,15 +15,13 @@ from __future__ import annotations
 import os
 import random  # noqa: TID251 - seeded, reproducible synthetic trail (not for keys)
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from credvault import MIN_KDF, Vault
-from credvault import audit as audit_mod
-from credvault.crypto import primitives as p
-from credvault.session import iso
+from credvault._bench_seam import append_audit_entries
 
 ADMIN = "alice"
 PASSWORDS = {
@@ -33,12 +31,6 @@ PASSWORDS = {
     "dave": "dave-bench-pass",
 }
 CHUNK = 10_000  # credentials per put_many call (one transaction)
-AUDIT_CHUNK = 100_000  # synthetic audit entries per transaction
-AUDIT_STEP = timedelta(microseconds=100)  # spacing of synthetic audit timestamps
-_AUDIT_INSERT = (
-    "INSERT INTO audit (seq, ts, member, action, engagement, item, outcome, detail, mac) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 class Clock:
@@ -83,8 +75,8 @@ def create_vault(path: Path, clock: Clock, members: Sequence[str] = ("bob",)) ->
     return path
 
 
-def open_vault(path: Path, clock: Clock, member: str = ADMIN, **kw: bool) -> Vault:
-    return Vault.open(path, member, PASSWORDS[member], kdf=MIN_KDF, clock=clock, **kw)
+def open_vault(path: Path, clock: Clock, member: str = ADMIN) -> Vault:
+    return Vault.open(path, member, PASSWORDS[member], kdf=MIN_KDF, clock=clock)
 
 
 @dataclass
@@ -134,63 +126,25 @@ def build_engagements(
 
 
 def append_audit(
-    v: Vault,
-    count: int,
-    clock: Clock,
-    *,
-    engagements: Sequence[str],
-    per_engagement: int,
-    members: Sequence[str] = (ADMIN,),
-    seed: int = 1,
+    v: Vault, count: int, *, engagements: Sequence[str], per_engagement: int, seed: int = 1
 ) -> float:
-    """Append ``count`` chained ``get`` entries (read by ``members``); returns seconds.
-
-    Timestamps follow the current head 100 µs apart, and the clock is moved past the last
-    one afterwards, so the trail stays in time order (pruning relies on it).
-    """
-    s = v._s
-    store = s.store
-    key: bytes = s.audit._key
+    """Append ``count`` chained ``get`` entries of random credentials; returns seconds."""
     rng = random.Random(seed)
-    start = clock()
+
+    def entries() -> Iterator[tuple[str, str | None, str | None]]:
+        for _ in range(count):
+            eng = engagements[rng.randrange(len(engagements))]
+            yield "get", eng, cred_name(rng.randrange(per_engagement))
+
     t0 = time.perf_counter()
-    done = 0
-    while done < count:
-        n = min(AUDIT_CHUNK, count - done)
-        rows = []
-        with store.write():
-            head = store.audit_head()
-            assert head is not None, "a vault always has its init entry"
-            seq, prev = int(head[0]), bytes(head[8])
-            for k in range(n):
-                seq += 1
-                ts = iso(start + AUDIT_STEP * (done + k))
-                body = (
-                    seq,
-                    ts,
-                    members[rng.randrange(len(members))],
-                    "get",
-                    engagements[rng.randrange(len(engagements))],
-                    cred_name(rng.randrange(per_engagement)),
-                    "ok",
-                    "",
-                )
-                prev = p.mac(key, prev + audit_mod._canonical(body))
-                rows.append((*body, prev))
-            store.conn.executemany(_AUDIT_INSERT, rows)
-        done += n
-    clock.advance(microseconds=AUDIT_STEP.microseconds * count + 1000)
+    added = append_audit_entries(v, entries())
+    assert added == count, (added, count)
     return time.perf_counter() - t0
 
 
-def audit_count(v: Vault) -> int:
-    row = v._s.store.conn.execute("SELECT count(*) FROM audit").fetchone()
-    return int(row[0])
-
-
-def credential_count(v: Vault) -> int:
-    row = v._s.store.conn.execute("SELECT count(*) FROM credentials").fetchone()
-    return int(row[0])
+def credential_count(v: Vault, engagement: str | None = None) -> int:
+    """Credentials (of one engagement, or all): one audited ``ls``."""
+    return len(v.credentials.list(engagement))
 
 
 def vault_bytes(path: Path) -> int:

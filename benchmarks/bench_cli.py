@@ -3,7 +3,7 @@
     python benchmarks/bench_cli.py [--quick] [--runs N] [--entries 1000] [--no-keyring]
 
 Every figure is the wall time of one whole process (start, work, exit), timed with
-``benchmarks._timing.time_command``; the commands of a section run round-robin, one sample
+``benchmarks._report.round_robin``; the commands of a section run round-robin, one sample
 each per round, so a change in machine load hits them all alike. Medians, with min and max.
 
 What is measured, on a vault of ``--entries`` credentials (default 1,000):
@@ -31,11 +31,9 @@ row says ``-m credvault``. No peer tool is needed; see compare.py for those.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -44,15 +42,22 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from benchmarks._timing import Stats, time_command
-from benchmarks.peers import Command, entry_name, read_index, secret_for
-
+from benchmarks._report import (
+    Command,
+    Figures,
+    Stats,
+    load,
+    machine,
+    output,
+    print_stats,
+    round_robin,
+)
+from benchmarks.peers import entry_name, read_index, secret_for
 from credvault import DEFAULT_KDF, MIN_KDF, KdfParams, Vault
 
 PY = sys.executable
@@ -88,80 +93,16 @@ def entry_point() -> str:
     return str(SCRIPT) if SCRIPT.exists() else f"{PY} -m credvault (no console script found)"
 
 
-def load() -> str:
-    """Load average and pressure (PSI avg10: share of time tasks waited for CPU / I/O)."""
-    la = os.getloadavg()
-    out = f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}"
-    psi = []
-    for res in ("cpu", "io"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            line = Path(f"/proc/pressure/{res}").read_text().splitlines()[0]
-            psi.append(f"{res} {float(line.split()[1].split('=')[1]):.0f}%")
-    if psi:
-        out += "; pressure avg10 " + ", ".join(psi)
-    return out
-
-
-def section(title: str) -> None:
-    print(f"\n== {title}  ({load()})", flush=True)
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
-
-
 def header(title: str, mode: str) -> None:
-    import importlib.metadata as md
-
-    import sqlcipher3
-
-    conn = sqlcipher3.connect(":memory:")
-    conn.execute("PRAGMA key = 'bench'")
-    cipher = conn.execute("PRAGMA cipher_version").fetchone()[0]
-    conn.close()
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
-    print(title)
-    print(f"date:        {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
-    print(f"mode:        {mode}")
-    print(f"host:        {platform.node()}  {platform.platform()}")
-    print(f"cpu:         {os.cpu_count()} logical  {_cpu_model()}")
-    print(f"python:      {sys.version.split()[0]} ({PY})")
-    print(f"sqlcipher:   {cipher} (SQLite {sqlcipher3.sqlite_version})")
-    print(
-        f"credvault:   {md.version('credvault')}; cryptography {md.version('cryptography')}; "
-        f"argon2-cffi {md.version('argon2-cffi')}; keyring {md.version('keyring')}"
+    machine(
+        title,
+        mode,
+        [
+            ("entry point", entry_point()),
+            ("bytecode", BYTECODE_NOTE or "as inherited"),
+            ("niceness", f"{os.nice(0)} (children inherit it)"),
+        ],
     )
-    print(f"entry point: {entry_point()}")
-    print(f"source:      {git_state()}")
-    print(f"bytecode:    {BYTECODE_NOTE or 'as inherited'}")
-    print(f"niceness:    {os.nice(0)} (children inherit it)")
-    print(f"uptime:      {uptime.strip()}")
-    print(f"load:        {load()} (the machine may be shared)", flush=True)
-
-
-def git_state() -> str:
-    """Commit of the tree benchmarked, and whether src/ differs from it."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "? (not a git checkout)"
-    return f"commit {head}" + (" + uncommitted changes in src/" if dirty else ", src/ clean")
 
 
 BYTECODE_NOTE = ""
@@ -179,75 +120,6 @@ def cache_bytecode(tmp: Path) -> None:
     BYTECODE_NOTE = f"children use PYTHONPYCACHEPREFIX={tmp / 'pycache'}" + (
         f" (PYTHONDONTWRITEBYTECODE={was} removed for them)" if was is not None else ""
     )
-
-
-def output(cmd: Command) -> bytes:
-    """stdout of one run of cmd (which must succeed)."""
-    argv = list(cmd.argv() if callable(cmd.argv) else cmd.argv)
-    proc = subprocess.run(
-        argv,
-        input=cmd.stdin,
-        stdin=None if cmd.stdin is not None else subprocess.DEVNULL,
-        env=cmd.env,
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv!r} exited {proc.returncode}: {proc.stderr.decode().strip()}")
-    return proc.stdout
-
-
-def sample(cmds: Mapping[str, Command], runs: int, warmup: int = 1) -> dict[str, Stats]:
-    """Time every command ``runs`` times, round-robin (one sample each per round)."""
-    samples: dict[str, list[float]] = {name: [] for name in cmds}
-    for c in cmds.values():
-        if warmup:
-            time_command(c.argv, env=c.env, stdin=c.stdin, runs=warmup, warmup=0)
-    for _ in range(runs):
-        for name, c in cmds.items():
-            st = time_command(c.argv, env=c.env, stdin=c.stdin, runs=1, warmup=0)
-            samples[name].append(st.median_ms)
-    return {name: Stats.from_samples(s) for name, s in samples.items()}
-
-
-def table(rows: Sequence[tuple[str, Stats]], baselines: Sequence[str] = ()) -> None:
-    """name, median, min, max, and the median's ratio to each baseline row."""
-    by_name = dict(rows)
-    width = max(len("name"), *(len(n) for n, _ in rows))
-    cols = "".join(f"  {'x ' + b:>{max(8, len(b) + 2)}}" for b in baselines)
-    head = f"{'name':<{width}}  {'median ms':>10}  {'min ms':>8}  {'max ms':>8}{cols}"
-    print(head)
-    print("-" * len(head))
-    for name, s in rows:
-        ratios = ""
-        for b in baselines:
-            base = by_name.get(b)
-            r = f"{s.median_ms / base.median_ms:.2f}" if base and base.median_ms > 0 else "-"
-            ratios += f"  {r:>{max(8, len(b) + 2)}}"
-        print(f"{name:<{width}}  {s.median_ms:>10.1f}  {s.min_ms:>8.1f}  {s.max_ms:>8.1f}{ratios}")
-
-
-@dataclass
-class Target:
-    name: str
-    value: str
-    target: str
-    met: bool | None  # None: not judged in this run
-    why: str = ""
-
-
-def targets_table(targets: Sequence[Target]) -> None:
-    w = max(len(t.name) for t in targets)
-    vw = max(len("value"), *(len(t.value) for t in targets))
-    tw = max(len("target"), *(len(t.target) for t in targets))
-    head = f"{'target':<{w}}  {'value':>{vw}}  {'wanted':<{tw}}  met?"
-    print(head)
-    print("-" * len(head))
-    for t in targets:
-        met = "-" if t.met is None else "yes" if t.met else "NOT MET"
-        print(f"{t.name:<{w}}  {t.value:>{vw}}  {t.target:<{tw}}  {met}")
-        if t.why:
-            print(f"{'':<{w}}    {t.why}")
 
 
 # -- the vault ------------------------------------------------------------------------------
@@ -307,13 +179,6 @@ class CliVault:
     def get(self, env: Mapping[str, str], *, module: bool = False) -> Command:
         return Command(cli("get", self.ref, module=module), dict(env))
 
-    def stored_kdf(self, member: str) -> tuple[KdfParams, bytes]:
-        """The member's Argon2id parameters and salt, as the key-slot file stores them."""
-        slot = json.loads((self.path / "keyslots.json").read_text())["members"][member]["kdf"]
-        return KdfParams(int(slot["m"]), int(slot["t"]), int(slot["p"])), base64.b64decode(
-            slot["salt"]
-        )
-
 
 def make_vault(tmp: Path, n: int, *, min_member: bool = True, service: bool = True) -> CliVault:
     """alice (admin, lead of `bench`, DEFAULT_KDF); mia (reader, MIN_KDF); svc (service
@@ -349,9 +214,6 @@ def make_vault(tmp: Path, n: int, *, min_member: bool = True, service: bool = Tr
             output(Command(cli(*args), alice.env))
         cv.identity = identity
     cv.build_s = time.perf_counter() - t0
-    if min_member:
-        assert cv.stored_kdf("mia")[0] == MIN_KDF, cv.stored_kdf("mia")
-    assert cv.stored_kdf("alice")[0] == DEFAULT_KDF
     return cv
 
 
@@ -373,7 +235,7 @@ def argon2_inprocess(params: KdfParams, salt: bytes, runs: int) -> Stats:
             type=Type.ID,
         )
         samples.append((time.perf_counter() - t0) * 1000.0)
-    return Stats.from_samples(samples)
+    return Stats.of(samples)
 
 
 ARGON2_IMPORT = "from argon2.low_level import Type, hash_secret_raw"
@@ -388,45 +250,42 @@ def argon2_process(params: KdfParams) -> list[str]:
     )
 
 
-# -- where the time goes inside one CLI process ---------------------------------------------
-# Run as `python -c PROBE ARGV...` with the CLI's environment: imports credvault.cli, wraps
-# the steps of `Vault.open` and `get` with timers, runs credvault.cli.main(ARGV) and prints
-# the phases (ms) as JSON on stderr. Only this probe process is patched.
+# -- where the time goes inside one process ------------------------------------------------
+# Run as `python -c PROBE REF` with the CLI's environment: the steps of a `get` done through the
+# public API, each timed, printed (ms) as JSON on stderr. No credvault internals are touched:
+# the split is import / open (unlock included) / get (with its audit commit) / close; what the
+# CLI adds on top (argparse, output) is the CLI process minus these.
 PROBE = r"""
-import json, sys, time
-t0 = time.perf_counter()
-import credvault.cli as cli
-t1 = time.perf_counter()
-from credvault import credentials, keyslots, store, vault
-spans = {}
-def wrap(owner, attr, label):
-    raw = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
-    kind = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
-    fn = raw.__func__ if kind else raw
-    def timed(*a, **k):
-        s = time.perf_counter()
-        try:
-            return fn(*a, **k)
-        finally:
-            spans[label] = spans.get(label, 0.0) + (time.perf_counter() - s) * 1000
-    setattr(owner, attr, kind(timed) if kind else timed)
-wrap(cli, "build_parser", "argparse: build_parser")
-wrap(vault, "resolve", "unlock source -> member keys")
-wrap(keyslots.KeySlots, "read", "key-slot file read + parse")
-wrap(keyslots.KeySlots, "open_db_key", "db key: HPKE open")
-wrap(keyslots.KeySlots, "verify_mac", "key-slot MAC check")
-wrap(store.Store, "open", "SQLCipher open + pragmas")
-wrap(vault.Vault, "_checked", "format/vault-id check")
-wrap(vault.Vault, "_after_open", "due check (purge/rotation)")
-wrap(credentials.Credentials, "get", "credentials.get (+ audit commit)")
-wrap(vault.Vault, "close", "close")
-t2 = time.perf_counter()
-rc = cli.main(sys.argv[1:])
-t3 = time.perf_counter()
-spans = {"import credvault.cli": (t1 - t0) * 1000, **spans}
-spans["main() total"] = (t3 - t2) * 1000
-sys.stderr.write("PROBE " + json.dumps(spans) + "\n")
-sys.exit(rc)
+import json, os, sys, time
+from pathlib import Path
+pc = time.perf_counter
+t0 = pc()
+import credvault.cli
+t1 = pc()
+from credvault import Vault, default_source
+env = os.environ
+ident, pwf = env.get("CREDVAULT_IDENTITY"), env.get("CREDVAULT_PASSPHRASE_FILE")
+path = Path(env["CREDVAULT_VAULT"])
+src = default_source(
+    path,
+    identity_file=Path(ident) if ident else None,
+    passphrase_file=Path(pwf) if pwf else None,
+)
+t2 = pc()
+v = Vault.open(path, env.get("CREDVAULT_MEMBER") or sys.argv[2], src)
+t3 = pc()
+v.get(sys.argv[1])
+t4 = pc()
+v.close()
+t5 = pc()
+spans = {
+    "import credvault.cli": t1 - t0,
+    "unlock source set-up": t2 - t1,
+    "Vault.open (unlock, SQLCipher open, checks)": t3 - t2,
+    "get (with its durable audit entry)": t4 - t3,
+    "close": t5 - t4,
+}
+sys.stderr.write("PROBE " + json.dumps({k: x * 1000 for k, x in spans.items()}) + "\n")
 """
 
 
@@ -457,19 +316,21 @@ def probe_phases(env: Mapping[str, str], args: Sequence[str], runs: int) -> dict
     return {k: statistics.median(v) for k, v in per.items()}
 
 
-def print_phases(phases: Mapping[str, float]) -> None:
-    main_total = phases["main() total"]
-    outer = ("process", "import credvault.cli", "main() total")
-    inner = [k for k in phases if k not in outer]
-    rest = main_total - sum(phases[k] for k in inner)
-    startup = phases["process"] - phases["import credvault.cli"] - main_total
-    rows = [
-        ("probe process, wall (python -c PROBE; no console-script shim)", phases["process"]),
-        ("interpreter start-up + exit (process - the two below)", startup),
-        ("import credvault.cli", phases["import credvault.cli"]),
-        ("main(): the command", main_total),
+def print_phases(phases: Mapping[str, float], cli_ms: float) -> None:
+    """The probe's steps, and what the CLI process adds (its median minus the probe's)."""
+    inner = [k for k in phases if k != "process"]
+    rows: list[tuple[str, float]] = [
+        ("probe process, wall (python -c PROBE)", phases["process"]),
+        (
+            "  interpreter start-up + exit (process - the steps below)",
+            phases["process"] - sum(phases[k] for k in inner),
+        ),
         *((f"  {k}", phases[k]) for k in inner),
-        ("  other (default source, arg checks, output, ...)", rest),
+        ("`credvault get` process (same section's median)", cli_ms),
+        (
+            "  CLI on top of the library steps (argparse, output; get - probe)",
+            cli_ms - phases["process"],
+        ),
     ]
     w = max(len(r[0]) for r in rows)
     for name, value in rows:
@@ -612,26 +473,26 @@ class KeyringFloor:
 
 
 def keyring_floor(st: Mapping[str, Stats]) -> KeyringFloor:
-    imp = st["import floor (keyring)"].median_ms
-    look = st["keyring look-up process"].median_ms
-    bare = st["python -c pass"].median_ms
-    kr = st["import keyring"].median_ms
+    imp = st["import floor (keyring)"].median
+    look = st["keyring look-up process"].median
+    bare = st["python -c pass"].median
+    kr = st["import keyring"].median
     return KeyringFloor(imp + look - bare, imp + look - kr, look - kr)
 
 
 def describe_keyring_floor(f: KeyringFloor, st: Mapping[str, Stats]) -> None:
-    imp = st["import floor (keyring)"].median_ms
-    look = st["keyring look-up process"].median_ms
+    imp = st["import floor (keyring)"].median
+    look = st["keyring look-up process"].median
     print(f"   import floor = python -c '{FLOOR_KEYRING}'")
     print(f"   look-up process = python -c '{KEYRING_LOOKUP}' (same daemon)")
     print(
         f"   floor A = import floor + (look-up process - python -c pass)"
-        f" = {imp:.1f} + ({look:.1f} - {st['python -c pass'].median_ms:.1f}) = {f.a_ms:.1f} ms"
+        f" = {imp:.1f} + ({look:.1f} - {st['python -c pass'].median:.1f}) = {f.a_ms:.1f} ms"
     )
     print("            (the brief's definition; it counts `import keyring` twice)")
     print(
         f"   floor B = import floor + (look-up process - python -c 'import keyring')"
-        f" = {imp:.1f} + ({look:.1f} - {st['import keyring'].median_ms:.1f}) = {f.b_ms:.1f} ms"
+        f" = {imp:.1f} + ({look:.1f} - {st['import keyring'].median:.1f}) = {f.b_ms:.1f} ms"
     )
     print(
         f"            (strict: the look-up alone, backend choice + D-Bus, is {f.lookup_ms:.1f} ms)"
@@ -639,9 +500,9 @@ def describe_keyring_floor(f: KeyringFloor, st: Mapping[str, Stats]) -> None:
 
 
 # -- main -----------------------------------------------------------------------------------
-def run(args: argparse.Namespace, tmp: Path) -> list[Target]:
-    runs, probe_runs = args.runs, max(3, args.runs // 2)
-    targets: list[Target] = []
+def run(args: argparse.Namespace, tmp: Path, fig: Figures) -> None:
+    runs, warmup = args.runs, 0 if args.quick else 1
+    probe_runs = 1 if args.quick else max(3, runs // 2)
     cv = make_vault(tmp, args.entries)
     print(
         f"\nvault: {cv.n:,} credentials in engagement {ENGAGEMENT!r}, built in "
@@ -655,7 +516,9 @@ def run(args: argparse.Namespace, tmp: Path) -> list[Target]:
         assert got == cv.expected, got
 
     # ---- 1. one process each, round-robin ----
-    section(f"Start-up floors and `credvault get` ({runs} runs each, round-robin)")
+    fig.section(
+        f"start-up floors and `credvault get` per unlock method ({runs} rounds, round-robin)"
+    )
     e = cv.env
     cmds = {
         "python -c pass": Command(py("pass"), e),
@@ -675,34 +538,33 @@ def run(args: argparse.Namespace, tmp: Path) -> list[Target]:
         "argon2 process, MIN_KDF": Command(argon2_process(MIN_KDF), e),
         "argon2 process, DEFAULT_KDF": Command(argon2_process(DEFAULT_KDF), e),
     }
-    st = sample(cmds, runs)
-    table(
+    st = round_robin(cmds, runs, warmup)
+    print_stats(
         list(st.items()),
         ["python -c pass", "import floor: sqlcipher3, cryptography", "get, identity file"],
     )
 
     # ---- 2. Argon2id and the split of a passphrase get ----
-    section("Argon2id at the members' stored parameters, and the split of `get`")
+    fig.section("Argon2id at the members' parameters, and its share of a passphrase `get`")
     kdf_in: dict[str, Stats] = {}
-    for member, label in (("alice", "DEFAULT_KDF"), ("mia", "MIN_KDF")):
-        params, salt = cv.stored_kdf(member)
-        kdf_in[label] = argon2_inprocess(params, salt, max(3, runs // 3))
-    imp = st["argon2 import only"].median_ms
-    ident = st["get, identity file"].median_ms
+    for params, label in ((DEFAULT_KDF, "DEFAULT_KDF"), (MIN_KDF, "MIN_KDF")):
+        kdf_in[label] = argon2_inprocess(params, os.urandom(16), max(1, min(3, runs // 3)))
+    imp = st["argon2 import only"].median
+    ident = st["get, identity file"].median
     for label in ("DEFAULT_KDF", "MIN_KDF"):
         k = kdf_in[label]
-        cold = st[f"argon2 process, {label}"].median_ms - imp
-        get = st[f"get, passphrase file, {label}"].median_ms
+        cold = st[f"argon2 process, {label}"].median - imp
+        get = st[f"get, passphrase file, {label}"].median
         print(f"   {label}:")
         print(
-            f"     Argon2id in-process (warm), median / min / max  {k.median_ms:7.1f} /"
-            f" {k.min_ms:.1f} / {k.max_ms:.1f} ms"
+            f"     Argon2id in-process (warm), median / min / max  {k.median:7.1f} /"
+            f" {k.min:.1f} / {k.max:.1f} ms"
         )
         print(f"     Argon2id in a fresh process (process - import)  {cold:7.1f} ms")
         print(f"     `credvault get`, passphrase file                {get:7.1f} ms")
         print(
-            f"       = Argon2id (in-process) {k.median_ms:.1f} + everything else "
-            f"{get - k.median_ms:.1f} ms"
+            f"       = Argon2id (in-process) {k.median:.1f} + everything else "
+            f"{get - k.median:.1f} ms"
         )
         print(f"       = Argon2id (fresh process) {cold:.1f} + everything else {get - cold:.1f} ms")
         print(
@@ -711,11 +573,11 @@ def run(args: argparse.Namespace, tmp: Path) -> list[Target]:
         )
 
     # ---- 3. the CLI path without the KDF vs the floor ----
-    section("Import cost and the CLI path without the KDF vs the floor (issue 6)")
-    floor = st["import floor: sqlcipher3, cryptography"].median_ms
-    bare = st["python -c pass"].median_ms
-    aead = st["  + AESGCM (loads the Rust bindings)"].median_ms
-    imp_cv = st["import credvault"].median_ms
+    fig.section("`credvault get` without a KDF against the import floor, and where its time goes")
+    floor = st["import floor: sqlcipher3, cryptography"].median
+    bare = st["python -c pass"].median
+    aead = st["  + AESGCM (loads the Rust bindings)"].median
+    imp_cv = st["import credvault"].median
     print(f"   floor = python -c '{FLOOR_IMPORT}': {floor:.1f} ms (python -c pass {bare:.1f})")
     print(f"   import credvault              {imp_cv:6.1f} ms = {imp_cv / floor:.2f}x floor")
     print(f"   get, identity file (no KDF)   {ident:6.1f} ms = {ident / floor:.2f}x floor")
@@ -726,49 +588,50 @@ def run(args: argparse.Namespace, tmp: Path) -> list[Target]:
     print(
         f"   with the AEAD floor ({FLOOR_IMPORT_AEAD!r}, {aead:.1f} ms): get = {ident / aead:.2f}x"
     )
-    teardown = (
-        st["import credvault.cli"].median_ms - st["import credvault.cli; os._exit(0)"].median_ms
-    )
+    teardown = st["import credvault.cli"].median - st["import credvault.cli; os._exit(0)"].median
     print(
         f"   interpreter teardown after import credvault.cli (normal exit - os._exit): "
         f"{teardown:.1f} ms"
     )
-    targets.append(
-        Target(
-            "CLI get without KDF (identity) / import floor",
-            f"{ident / floor:.2f}x",
-            "< 1.5x",
-            ident / floor < 1.5,
-            f"{ident:.1f} ms vs {floor:.1f} ms",
-        )
+    fig.add(
+        "CLI get without KDF (identity) / import floor",
+        f"{ident / floor:.2f}x",
+        "< 1.5x",
+        ident / floor < 1.5,
+        f"{ident:.1f} ms vs {floor:.1f} ms",
     )
-    targets.append(
-        Target(
-            "import credvault / import floor (diag.)",
-            f"{imp_cv / floor:.2f}x",
-            "< 1.5x",
-            imp_cv / floor < 1.5,
-            f"{imp_cv:.1f} ms vs {floor:.1f} ms",
-        )
+    fig.add(
+        "import credvault / import floor (diag.)",
+        f"{imp_cv / floor:.2f}x",
+        "< 1.5x",
+        imp_cv / floor < 1.5,
+        f"{imp_cv:.1f} ms vs {floor:.1f} ms",
     )
     print(f"\n   where the time goes in `credvault get` (identity file), median of {probe_runs}")
-    print_phases(probe_phases(cv.env_identity(), ["get", cv.ref], probe_runs))
-    print(f"\n   same, passphrase file, DEFAULT_KDF, median of {probe_runs}")
-    print_phases(probe_phases(cv.env_passphrase("alice"), ["get", cv.ref], probe_runs))
+    print_phases(
+        probe_phases(cv.env_identity(), [cv.ref, SERVICE], probe_runs),
+        st["get, identity file"].median,
+    )
+    if not args.quick:
+        print(f"\n   same, passphrase file, DEFAULT_KDF, median of {probe_runs}")
+        print_phases(
+            probe_phases(cv.env_passphrase("alice"), [cv.ref, "alice"], probe_runs),
+            st["get, passphrase file, DEFAULT_KDF"].median,
+        )
     print("\n   biggest imports of `credvault get` (identity file):")
     print_importtime([str(SCRIPT), "get", cv.ref], cv.env_identity(), probe_runs)
 
     # ---- 4. the keyring ----
-    section("`credvault get` unlocked from the OS keyring (real Secret Service)")
+    fig.section("`credvault get` unlocked from the OS keyring against the keyring floor")
     if args.no_keyring:
         print("   skipped (--no-keyring)")
-        targets.append(Target("CLI get, keyring / floor + look-up", "-", "<= 1.3x", None))
-        return targets
+        fig.add("CLI get, keyring / floor + look-up", "-", "<= 1.3x", None)
+        return
     with keyring_unlocked(cv) as kenv:
         if isinstance(kenv, str):
             print(f"   skipped: {kenv}")
-            targets.append(Target("CLI get, keyring / floor + look-up", "-", "<= 1.3x", None, kenv))
-            return targets
+            fig.add("CLI get, keyring / floor + look-up", "-", "<= 1.3x", None, kenv)
+            return
         identity_env = {k: v for k, v in kenv.items() if k != "CREDVAULT_MEMBER"}
         identity_env["CREDVAULT_IDENTITY"] = str(cv.identity)
         kcmds = {
@@ -778,62 +641,64 @@ def run(args: argparse.Namespace, tmp: Path) -> list[Target]:
             **keyring_floor_commands(kenv),
             "import keyring; os._exit(0)": Command(py("import keyring, os; os._exit(0)"), kenv),
         }
-        kst = sample(kcmds, runs)
+        kst = round_robin(kcmds, runs, warmup)
         f = keyring_floor(kst)
-        table(list(kst.items()), ["get, keyring", "import floor (keyring)"])
+        print_stats(list(kst.items()), ["get, keyring", "import floor (keyring)"])
         print()
         describe_keyring_floor(f, kst)
-        kget = kst["get, keyring"].median_ms
+        kget = kst["get, keyring"].median
         print(f"   get, keyring = {kget / f.a_ms:.2f}x floor A, {kget / f.b_ms:.2f}x floor B")
-        kr_exit = kst["import keyring"].median_ms - kst["import keyring; os._exit(0)"].median_ms
+        kr_exit = kst["import keyring"].median - kst["import keyring; os._exit(0)"].median
         print(
             f"   interpreter teardown after import keyring (normal exit - os._exit): "
             f"{kr_exit:.1f} ms (paid by the floor's look-up process and by credvault alike)"
         )
-        targets.append(
-            Target(
-                "CLI get, keyring / floor A (brief's definition)",
-                f"{kget / f.a_ms:.2f}x",
-                "<= 1.3x",
-                kget / f.a_ms <= 1.3,
-                f"{kget:.1f} ms vs {f.a_ms:.1f} ms",
-            )
+        fig.add(
+            "CLI get, keyring / floor A (brief's definition)",
+            f"{kget / f.a_ms:.2f}x",
+            "<= 1.3x",
+            kget / f.a_ms <= 1.3,
+            f"{kget:.1f} ms vs {f.a_ms:.1f} ms",
         )
-        targets.append(
-            Target(
-                "CLI get, keyring / floor B (strict)",
-                f"{kget / f.b_ms:.2f}x",
-                "<= 1.3x",
-                kget / f.b_ms <= 1.3,
-                f"{kget:.1f} ms vs {f.b_ms:.1f} ms",
-            )
+        fig.add(
+            "CLI get, keyring / floor B (strict)",
+            f"{kget / f.b_ms:.2f}x",
+            "<= 1.3x",
+            kget / f.b_ms <= 1.3,
+            f"{kget:.1f} ms vs {f.b_ms:.1f} ms",
         )
         print(f"\n   where the time goes in `credvault get` (keyring), median of {probe_runs}")
-        print_phases(probe_phases(kenv, ["get", cv.ref], probe_runs))
+        print_phases(probe_phases(kenv, [cv.ref, "alice"], probe_runs), kget)
+        if args.quick:
+            return
         print("\n   biggest imports of `credvault get` (keyring):")
         print_importtime([str(SCRIPT), "get", cv.ref], kenv, probe_runs)
-    return targets
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="5 runs per command (a smoke check)")
-    ap.add_argument("--runs", type=int, help="samples per command (default 21; --quick 5)")
-    ap.add_argument("--entries", type=int, default=1000)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument(
+        "--quick", action="store_true", help="1 run per command, 50 entries (a smoke check)"
+    )
+    ap.add_argument("--runs", type=int, help="samples per command (default 21; --quick 1)")
+    ap.add_argument("--entries", type=int, help="credentials in the vault (default 1000)")
     ap.add_argument("--no-keyring", action="store_true", help="skip the Secret Service part")
     args = ap.parse_args()
     if args.runs is None:
-        args.runs = 5 if args.quick else 21
+        args.runs = 1 if args.quick else 21
+    if args.entries is None:
+        args.entries = 50 if args.quick else 1000
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="cvcli-"))
+    fig = Figures(judged=not args.quick)
     try:
-        cache_bytecode(tmp)
+        if not args.quick:  # a smoke run uses the bytecode as it is; no private cache to fill
+            cache_bytecode(tmp)
         header("credvault CLI benchmarks (whole processes)", "quick" if args.quick else "default")
-        targets = run(args, tmp)
+        run(args, tmp, fig)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\n== Targets")
-    targets_table(targets)
+    fig.summary()
     print(f"\nrun: {time.perf_counter() - t0:.0f} s; at the end: {load()}")
     return 0
 

@@ -6,6 +6,7 @@ that runs ``python -m credvault`` as a subprocess, as a user would.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -147,13 +148,91 @@ def cli(cli_env: dict[str, str]) -> CliRunner:
     return run
 
 
+@pytest.fixture(scope="session")
+def cli_vault_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The vault of ``cli_vault``, built once with the CLI (three processes) and copied into
+    each test: the same files a per-test build would make, at a third of the cost."""
+    root = tmp_path_factory.mktemp("cli-template")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDVAULT_")}
+    home = root / "home"
+    home.mkdir()
+    bob = root / "bob.pass"
+    bob.write_text(PASSWORDS["bob"] + "\n")
+    alice = root / "alice.pass"
+    alice.write_text(PASSWORDS["alice"] + "\n")
+    env.update(
+        HOME=str(home),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CACHE_HOME=str(home / "cache"),
+        CREDVAULT_VAULT=str(root / "clivault"),
+        CREDVAULT_MEMBER="alice",
+        CREDVAULT_PASSPHRASE_FILE=str(alice),
+        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+    )
+    for args in (
+        ("init", "--kdf", KDF_ARG, "--recovery-file", str(root / "clivault.recovery")),
+        ("member", "add", "bob", "--passphrase-file", str(bob), "--kdf", KDF_ARG),
+        ("engagement", "new", "acme-2026", "--client", "acme"),
+    ):
+        p = subprocess.run(
+            [sys.executable, "-m", "credvault", *args],
+            capture_output=True,
+            env=env,
+            timeout=120,
+            start_new_session=True,
+            check=False,
+        )
+        assert p.returncode == 0, p.stderr.decode()
+    return root
+
+
 @pytest.fixture
-def cli_vault(cli: CliRunner, cli_env: dict[str, str]) -> CliRunner:
+def cli_vault(cli: CliRunner, cli_env: dict[str, str], cli_vault_template: Path) -> CliRunner:
     """A CLI vault with admin alice, member bob, engagement acme-2026 (alice lead)."""
-    r = cli("init", "--kdf", KDF_ARG, "--recovery-file", cli_env["CREDVAULT_VAULT"] + ".recovery")
-    assert r.code == 0, r.err
-    r = cli("member", "add", "bob", "--passphrase-file", cli_env["TEST_PASS_BOB"], "--kdf", KDF_ARG)
-    assert r.code == 0, r.err
-    r = cli("engagement", "new", "acme-2026", "--client", "acme")
-    assert r.code == 0, r.err
+    target = Path(cli_env["CREDVAULT_VAULT"])
+    shutil.copytree(cli_vault_template / "clivault", target)
+    shutil.copy2(cli_vault_template / "clivault.recovery", f"{target}.recovery")
     return cli
+
+
+# -- faketime -----------------------------------------------------------------------------------
+def _libfaketime() -> str | None:
+    lib = Path("/usr/lib")
+    found = sorted(lib.glob("*/faketime/libfaketime.so.1")) + sorted(
+        lib.glob("faketime/libfaketime.so.1")
+    )
+    return str(found[0]) if found else None
+
+
+@pytest.fixture(scope="session")
+def faketime() -> str:
+    """The libfaketime library to preload; installs Debian's package when root and missing."""
+    if (shutil.which("faketime") is None or _libfaketime() is None) and os.geteuid() == 0:
+        cmd = ["apt-get", "install", "-y", "-q", "faketime"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(cmd, capture_output=True, env=env, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
+            subprocess.run(cmd, capture_output=True, env=env, check=False)
+    lib = _libfaketime()
+    if lib is None:
+        pytest.skip("libfaketime is not installed (Debian package faketime)")
+    # It must move Python's datetime.now(UTC), which is the only clock credvault reads.
+    probe = subprocess.run(
+        [sys.executable, "-c", "from datetime import UTC, datetime; print(datetime.now(UTC))"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **offset_env(lib, 8)},
+        check=True,
+    )
+    shifted = datetime.fromisoformat(probe.stdout.strip())
+    delta = shifted - datetime.now(UTC)
+    assert timedelta(days=7, hours=23) < delta < timedelta(days=8, hours=1), delta
+    return lib
+
+
+def offset_env(lib: str, days: float) -> dict[str, str]:
+    return {
+        "LD_PRELOAD": lib,
+        "FAKETIME": f"+{days}d",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from conftest import KDF, PASSWORDS, CliRunner, VaultFixture
+from conftest import KDF, PASSWORDS, CliRunner, VaultFixture, offset_env
 from credvault import ClockSuspect, InvalidInput, Vault
 from credvault.backup import backup
 from credvault.retention import CLOCK_SKEW
-from test_lifecycle import _offset_env, faketime  # noqa: F401 - the session fixture
 
 ENG = "acme-2026"
 REF = f"{ENG}/web1-root"
@@ -153,13 +152,13 @@ def test_small_skew_between_processes_is_tolerated(vault: VaultFixture, engageme
 def test_cli_under_faketime(
     cli_vault: CliRunner,
     cli_env: dict[str, str],
-    faketime: str,  # noqa: F811
+    faketime: str,
 ) -> None:
     cli = cli_vault
     assert cli("put", f"{ENG}/db", input=b"pg").code == 0
     assert cli("engagement", "close", ENG).code == 0
     bob = {"CREDVAULT_MEMBER": "bob", "CREDVAULT_PASSPHRASE_FILE": cli_env["TEST_PASS_BOB"]}
-    far = _offset_env(faketime, 400)
+    far = offset_env(faketime, 400)
     r = cli("ls", ENG, env={**bob, **far})  # a member with a clock 400 days ahead
     assert r.code == 4  # bob holds no grant; nothing else happens either
     r = cli("purge", env=far)

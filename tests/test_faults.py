@@ -1,7 +1,16 @@
 """Fault and abuse suite (issue 7): kill -9 at random points during put, revoke with key
 rotation and backup; many processes at once; and what other users of the machine can see of a
 running credvault process. (Member removal and purge have their own kill loops in
-test_rekey_crash.py and test_purge_crash.py; together the suite kills well over 100 times.)
+test_rekey_crash.py and test_purge_crash.py; together the suite kills about 100 times, and
+about 160 times with ``CREDVAULT_TEST_KILLS=full``.)
+
+Kill points come from observed progress, never from wall-clock delays, so the loops behave the
+same on a loaded machine: the worker reports each finished operation on a pipe, and after a
+random number of them it either is killed by the parent as soon as the parent reads that report,
+or kills itself at a random *event* of the next operation (an executed line of credvault, or a
+tick of SQLite's progress handler, which fires inside SQLite's own work such as the backup copy).
+How many events one operation takes is counted once per mode, so every chosen point lies inside
+an operation.
 
 After every kill: the vault opens, SQLite's and SQLCipher's integrity checks are clean, the
 audit trail verifies, and every operation the worker reported as done is present.
@@ -15,42 +24,57 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import KDF, PASSWORDS
 from credvault import MIN_KDF, Vault
+from killpoints import KILL_HOOK, kill_count, wait_until
 
 pytestmark = pytest.mark.fault
 
 ENG = "acme-2026"
-KILLS = {"put": 40, "revoke": 20, "backup": 20}
+KILLS = {"put": kill_count(16, 40), "revoke": kill_count(10, 20), "backup": kill_count(10, 20)}
 
-# The worker prints a line after each operation *returned*: what it reported as done.
-WORKER = r"""
-import sys
-from pathlib import Path
+# The worker prints a line after each operation *returned*: what it reported as done. With
+# kill_at > 0 it kills itself at that event (see KILL_HOOK) once `after` operations are done;
+# with kill_at == 0 it runs until the parent kills it; with kill_at < 0 it prints how many
+# events operation number `after` took, and exits.
+WORKER = (
+    KILL_HOOK
+    + r"""
+from datetime import UTC, datetime, timedelta
 from credvault import MIN_KDF, Vault
-path, mode, start = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-v = Vault.open(path, "alice", "alice-pass", kdf=MIN_KDF)
+path, mode, start, after, kill_at = Path(sys.argv[1]), sys.argv[2], *map(int, sys.argv[3:6])
+eng = sys.argv[6]
+op = start
+# backups are named by the second: each operation runs two seconds after the previous one
+v = Vault.open(path, "alice", "alice-pass", kdf=MIN_KDF,
+               clock=lambda: datetime.now(UTC) + timedelta(seconds=2 * op))
 i = start
 while True:
+    op = i
+    if i - start == after and kill_at != 0:
+        arm(kill_at if kill_at > 0 else None)
     if mode == "put":
-        v.credentials.put(f"{sys.argv[4]}/k{i}", f"value-{i}".encode())
+        v.credentials.put(f"{eng}/k{i}", f"value-{i}".encode())
     elif mode == "revoke":
         member = "bob" if i % 2 else "carol"
-        if v.engagements.role_of(v.engagements.get(sys.argv[4]), member) is None:
-            v.engagements.grant(sys.argv[4], member, "engineer")
+        if v.engagements.role_of(v.engagements.get(eng), member) is None:
+            v.engagements.grant(eng, member, "engineer")
         else:
-            v.engagements.revoke(sys.argv[4], member)
+            v.engagements.revoke(eng, member)
     elif mode == "backup":
         from credvault.backup import backup
         backup(v, path.parent / "backups")
+    if i - start == after and kill_at < 0:
+        print(f"events {sum(disarm())}", flush=True)
+        break
     print(i, flush=True)
     i += 1
 """
+)
 
 
 def _template(tmp: Path) -> Path:
@@ -69,16 +93,43 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _template(tmp_path_factory.mktemp("faults"))
 
 
-def _run_and_kill(path: Path, mode: str, start: int, delay: float) -> list[int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(path), mode, str(start), ENG],
+def _worker(path: Path, mode: str, start: int, after: int, kill_at: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(path), mode, str(start), str(after), str(kill_at), ENG],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
     )
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=60)
-    return [int(line) for line in out.split()]
+
+
+def _events_per_op(template: Path, mode: str, scratch: Path) -> int:
+    """How many events (credvault lines + SQLite progress ticks) one `mode` operation takes,
+    counted on a copy, as the second operation of a worker (caches warm, as in the loop)."""
+    shutil.copytree(template, scratch)
+    p = _worker(scratch, mode, 0, 1, -1)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    events = int(out.split("events")[1])
+    assert events > 10, out
+    shutil.rmtree(scratch.parent)
+    return events
+
+
+def _run_and_kill(path: Path, mode: str, start: int, after: int, kill_at: int) -> list[int]:
+    """Run a worker until it has reported `after` operations, then kill it: at its `kill_at`-th
+    event of the next operation, or (kill_at == 0) from here as soon as the report is read."""
+    proc = _worker(path, mode, start, after, kill_at)
+    assert proc.stdout is not None
+    reported: list[int] = []
+    if kill_at == 0:
+        while len(reported) < after:
+            line = proc.stdout.readline()
+            assert line, f"worker exited early: {proc.communicate(timeout=300)[1]}"
+            reported.append(int(line))
+        proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err
+    return reported + [int(line) for line in out.split()]
 
 
 def _check(path: Path) -> Vault:
@@ -91,14 +142,17 @@ def _check(path: Path) -> Vault:
 @pytest.mark.parametrize("mode", sorted(KILLS))
 def test_kill_9_at_random_points(mode: str, template: Path, tmp_path: Path) -> None:
     rng = secrets.SystemRandom()
+    events = _events_per_op(template, mode, tmp_path / "count" / "vault")
     path = tmp_path / "vault"
     shutil.copytree(template, path)
     done: list[int] = []
     start = 0
-    for _ in range(KILLS[mode]):
-        # Python start-up and unlock take ~0.15 s; kill anywhere from before the first
-        # operation to several operations in.
-        reported = _run_and_kill(path, mode, start, rng.uniform(0.05, 0.45))
+    for n in range(KILLS[mode]):
+        # 0-2 operations complete (at least one in the first round), then the kill lands in
+        # the next one: from the parent, or at a random line / SQLite step inside it.
+        after = rng.randint(1 if n == 0 else 0, 2)
+        kill_at = 0 if n % 4 == 3 else rng.randint(1, events)
+        reported = _run_and_kill(path, mode, start, after, kill_at)
         done += reported
         start += len(reported) + 1  # the op in flight may or may not have landed
         with _check(path) as v:
@@ -115,7 +169,7 @@ def test_kill_9_at_random_points(mode: str, template: Path, tmp_path: Path) -> N
             else:
                 files = sorted((path.parent / "backups").glob("*.cvb"))
                 assert len(files) >= len(done) > 0 or not done
-    assert done, f"no {mode} ever completed before a kill; the delays are too short"
+    assert done, f"no {mode} ever completed before a kill"
     if mode == "backup":  # the last reported backup restores into a working vault
         last = sorted((path.parent / "backups").glob("*.cvb"))[-1]
         from credvault import Passphrase
@@ -165,6 +219,20 @@ def test_four_processes_200_operations_each(template: Path, tmp_path: Path) -> N
             assert {f"{who}-{tag}-{i}" for i in range(200)} <= names
 
 
+def _blocked_reading_stdin(proc_dir: Path) -> bool:
+    """The child has exec'd `credvault put` and sleeps in read(2) on fd 0 (its secret).
+
+    /proc/PID/syscall gives the syscall number and arguments of a blocked task: read is 0 on
+    x86-64 and 63 on arm64. Where it is unreadable, the process state stands in."""
+    try:
+        if b"put" not in proc_dir.joinpath("cmdline").read_bytes():
+            return False  # not yet exec'd
+        fields = proc_dir.joinpath("syscall").read_text().split()
+    except PermissionError:
+        return proc_dir.joinpath("stat").read_text().split(") ")[1][0] == "S"
+    return len(fields) > 1 and fields[0] in ("0", "63") and int(fields[1], 16) == 0
+
+
 def test_proc_cmdline_and_environ_hold_no_secret(tmp_path: Path) -> None:
     """While `put` waits for its secret on stdin, nothing of it is in /proc; after it, the
     secret went only where it was sent."""
@@ -188,8 +256,8 @@ def test_proc_cmdline_and_environ_hold_no_secret(tmp_path: Path) -> None:
         [*cli, "put", f"{ENG}/db"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(0.5)  # it is now blocked reading stdin
     proc_dir = Path(f"/proc/{proc.pid}")
+    wait_until(lambda: _blocked_reading_stdin(proc_dir), "put to block reading its secret")
     seen = proc_dir.joinpath("cmdline").read_bytes() + proc_dir.joinpath("environ").read_bytes()
     assert PASSWORDS["alice"].encode() not in seen
     out, err = proc.communicate(secret + b"\n", timeout=60)

@@ -11,13 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import KDF, KDF_ARG, PASSWORDS
+from conftest import KDF, KDF_ARG, PASSWORDS, offset_env
 from credvault import Vault
 
 _HERE = str(Path(__file__).resolve().parent)
@@ -112,7 +111,7 @@ def _vault_id(e: Env) -> str:
     return json.loads((e.vault / "keyslots.json").read_text())["vault_id"]
 
 
-def test_unlock_get_lock_expiry(kenv: Env) -> None:
+def test_unlock_get_lock_expiry(kenv: Env, faketime: str) -> None:
     # Locked: no passphrase source and no terminal → exit 5.
     r = kenv.run("get", "acme-2026/db")
     assert r.returncode == 5, r.stderr
@@ -134,11 +133,11 @@ def test_unlock_get_lock_expiry(kenv: Env) -> None:
     assert r.returncode == 5
     assert r.stdout == ""
 
-    # Expiry honoured: a 2-second unlock stops working, and the entry is deleted on sight.
-    assert kenv.run("unlock", "--ttl", "2s", passphrase=True).returncode == 0
+    # Expiry honoured: once an unlock's time is up (the clock moved a day on with libfaketime,
+    # not waited for) it stops working, and the entry is deleted on sight.
+    assert kenv.run("unlock", "--ttl", "2h", passphrase=True).returncode == 0
     assert kenv.run("get", "acme-2026/db").returncode == 0
-    time.sleep(2.5)
-    r = kenv.run("get", "acme-2026/db")
+    r = kenv.run("get", "acme-2026/db", **offset_env(faketime, 1))
     assert r.returncode == 5, r.stderr
     assert kenv.entry(_vault_id(kenv)) == "NONE"
     # ... and the passphrase still works as the fallback.

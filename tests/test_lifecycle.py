@@ -6,16 +6,12 @@ injectable clock, and for the CLI through libfaketime (no test hook in the produ
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import KDF, PASSWORDS, CliRunner, VaultFixture
+from conftest import KDF, PASSWORDS, CliRunner, VaultFixture, offset_env
 from credvault import (
     AccessDenied,
     InvalidInput,
@@ -28,49 +24,6 @@ from credvault import (
 
 ENG = "acme-2026"
 REF = f"{ENG}/web1-root"
-
-
-# -- faketime -----------------------------------------------------------------------------------
-def _libfaketime() -> str | None:
-    lib = Path("/usr/lib")
-    found = sorted(lib.glob("*/faketime/libfaketime.so.1")) + sorted(
-        lib.glob("faketime/libfaketime.so.1")
-    )
-    return str(found[0]) if found else None
-
-
-@pytest.fixture(scope="session")
-def faketime() -> str:
-    """The libfaketime library to preload; installs Debian's package when root and missing."""
-    if (shutil.which("faketime") is None or _libfaketime() is None) and os.geteuid() == 0:
-        cmd = ["apt-get", "install", "-y", "-q", "faketime"]
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(cmd, capture_output=True, env=env, check=False).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
-            subprocess.run(cmd, capture_output=True, env=env, check=False)
-    lib = _libfaketime()
-    if lib is None:
-        pytest.skip("libfaketime is not installed (Debian package faketime)")
-    # It must move Python's datetime.now(UTC), which is the only clock credvault reads.
-    probe = subprocess.run(
-        [sys.executable, "-c", "from datetime import UTC, datetime; print(datetime.now(UTC))"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **_offset_env(lib, 8)},
-        check=True,
-    )
-    shifted = datetime.fromisoformat(probe.stdout.strip())
-    delta = shifted - datetime.now(UTC)
-    assert timedelta(days=7, hours=23) < delta < timedelta(days=8, hours=1), delta
-    return lib
-
-
-def _offset_env(lib: str, days: float) -> dict[str, str]:
-    return {
-        "LD_PRELOAD": lib,
-        "FAKETIME": f"+{days}d",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
 
 
 def _cli_lib(cli_env: dict[str, str], member: str = "alice", **kw: object) -> Vault:
@@ -104,7 +57,7 @@ def test_cli_full_life_grace_hold_release(
     cli = cli_vault
 
     def at(days: float) -> dict[str, str]:
-        return _offset_env(faketime, days)
+        return offset_env(faketime, days)
 
     today = datetime.now(UTC)
     with _cli_lib(cli_env) as v:
@@ -226,8 +179,8 @@ def test_cli_config_purge_grace_days(
     assert r.code == 2
     r = cli("config", "set", "no-such-setting", "3")
     assert r.code == 2
-    assert _states(cli, _offset_env(faketime, 2))[ENG] == "closed"
-    assert _states(cli, _offset_env(faketime, 4))[ENG] == "purged"
+    assert _states(cli, offset_env(faketime, 2))[ENG] == "closed"
+    assert _states(cli, offset_env(faketime, 4))[ENG] == "purged"
 
 
 @pytest.mark.cli

@@ -3,10 +3,11 @@
 finishes an interrupted rewrite (WAL truncated, needs_vacuum cleared) and the vault passes
 its integrity check and its audit verification.
 
-Kill points come two ways: a line tracer inside the worker that SIGKILLs its own process at
-the N-th executed line of credvault (N random, plus points inside the file rewrite), and a
-parent that SIGKILLs the worker after a random delay (which also lands inside SQLite calls
-such as VACUUM that no Python line tracer can interrupt).
+Kill points come from the worker's own progress (tests/killpoints.py), never from a clock: it
+SIGKILLs itself at the N-th event of the shred, counting either every executed line of
+credvault and SQLite progress tick (N random, plus points inside the file rewrite), or SQLite
+progress ticks alone, which land inside SQLite calls such as the incremental vacuum that no
+Python line tracer can interrupt. A calibration run counts both first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,51 +25,30 @@ import sqlcipher3
 
 from conftest import KDF, PASSWORDS
 from credvault import Purged, RetentionError, Vault, verify_receipt
+from killpoints import KILL_HOOK, kill_count
 from test_purge import decrypted_pages
 
 pytestmark = pytest.mark.fault
 
 ENG = "acme-2026"
 N_CREDS = 150
-TRACE_RUNS = 26
-TIMED_RUNS = 20
+TRACE_RUNS = kill_count(14, 26)  # 3 fixed points, TRACE_RUNS - 9 random, 6 in the rewrite
+SQL_RUNS = kill_count(8, 20)
 
-WORKER = r"""
-import os, signal, sys, time
-from pathlib import Path
+WORKER = (
+    KILL_HOOK
+    + r"""
 from credvault import MIN_KDF, Vault
 
 path, mode, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 v = Vault.open(path, "alice", "alice-pass", kdf=MIN_KDF)
-count = 0
-marks = {}
-
-def local(frame, event, arg):
-    global count
-    if event == "line":
-        count += 1
-        if count == n:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return local
-
-def start(frame, event, arg):
-    if "credvault" not in frame.f_code.co_filename:
-        return None
-    marks.setdefault(frame.f_code.co_name, count)
-    return local
-
-if mode == "timed":
-    print("ready", flush=True)
-    sys.stdin.readline()
-t0 = time.perf_counter()
-if mode in ("trace", "count"):
-    sys.settrace(start)
+arm(None if mode == "count" else n, "sql" if mode == "sql" else "any")
 v.purger.shred("acme-2026")
-sys.settrace(None)
-elapsed = time.perf_counter() - t0
-print(f"done {count} {marks.get('rewrite', -1)} {elapsed}", flush=True)
+lines, ticks = disarm()
+print(f"done {lines + ticks} {marks.get('rewrite', -1)} {ticks}", flush=True)
 v.close()
 """
+)
 
 
 @dataclass
@@ -80,15 +59,14 @@ class Template:
     secrets: dict[str, bytes]
     canary_env: bytes
     sealed: list[bytes]
-    total_lines: int
-    rewrite_at: int
-    seconds: float
+    total_events: int  # credvault lines + SQLite progress ticks of one whole shred
+    rewrite_at: int  # the event count at which the file rewrite starts
+    sql_ticks: int  # SQLite progress ticks alone
 
 
 def _worker(template: Path, worker: Path, mode: str, n: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(worker), str(template), mode, str(n)],
-        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -127,13 +105,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         db_key = v._s.db_key
     worker = base / "worker.py"
     worker.write_text(WORKER)
-    # calibrate: how many credvault lines a shred executes, and where the rewrite starts
+    # calibrate: how many events a shred takes, and where the rewrite starts
     probe = base / "probe"
     shutil.copytree(path, probe)
     p = _worker(probe, worker, "count", 0)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
-    _, total, rewrite_at, seconds = out.split()
+    _, total, rewrite_at, ticks = out.split()
     assert 0 < int(rewrite_at) < int(total)
     return Template(
         path,
@@ -144,7 +122,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         sealed,
         int(total),
         int(rewrite_at),
-        float(seconds),
+        int(ticks),
     )
 
 
@@ -214,36 +192,24 @@ def test_killed_purge_is_all_or_nothing(template: Template, tmp_path: Path) -> N
     rng = secrets.SystemRandom()
     # random lines of the whole shred, and lines inside the rewrite (after the commit)
     points = [1, t.rewrite_at + 1, t.rewrite_at + 2]  # before anything; just after the commit
-    points += [rng.randint(1, t.total_lines) for _ in range(TRACE_RUNS - 9)]
-    points += [rng.randint(t.rewrite_at, t.total_lines) for _ in range(6)]
+    points += [rng.randint(1, t.total_events) for _ in range(TRACE_RUNS - 9)]
+    points += [rng.randint(t.rewrite_at, t.total_events) for _ in range(6)]
+    assert t.sql_ticks > 5, t  # SQLite's own steps are seen, so kills can land inside them
+    kills = [("any", n) for n in points]
+    kills += [("sql", rng.randint(1, t.sql_ticks)) for _ in range(SQL_RUNS)]
     outcomes: dict[tuple[str, int], int] = {}
 
     def record(key: tuple[str, int]) -> None:
         outcomes[key] = outcomes.get(key, 0) + 1
 
-    for i, n in enumerate(points):
-        run = tmp_path / f"trace-{i}"
+    for i, (kind, n) in enumerate(kills):
+        run = tmp_path / f"kill-{i}"
         shutil.copytree(t.path, run)
-        p = _worker(run, t.worker, "trace", n)
-        _out, err = p.communicate(timeout=60)
+        p = _worker(run, t.worker, kind, n)
+        _out, err = p.communicate(timeout=120)
         assert p.returncode in (0, -signal.SIGKILL), err
-        record(_check_after_kill(t, run, tmp_path / "scratch", f"trace kill at line {n}"))
-        shutil.rmtree(run)
-
-    for i in range(TIMED_RUNS):
-        run = tmp_path / f"timed-{i}"
-        shutil.copytree(t.path, run)
-        p = _worker(run, t.worker, "timed", 0)
-        assert p.stdout is not None
-        assert p.stdin is not None
-        assert p.stdout.readline().strip() == "ready"
-        delay = rng.uniform(0, t.seconds * 1.2)
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        time.sleep(delay)
-        p.send_signal(signal.SIGKILL)
-        p.communicate(timeout=60)
-        record(_check_after_kill(t, run, tmp_path / "scratch", f"kill after {delay:.4f}s"))
+        what = f"kill at {'SQLite tick' if kind == 'sql' else 'event'} {n}"
+        record(_check_after_kill(t, run, tmp_path / "scratch", what))
         shutil.rmtree(run)
 
     states = {s for s, _ in outcomes}

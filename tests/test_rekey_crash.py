@@ -6,8 +6,9 @@ A child process (the library, driven by a small script) removes bob and is kille
 - deterministically, with ``os._exit`` just before its k-th file-system call (``open``,
   ``write``, ``fsync``, ``replace``, ``unlink`` of the os module) for every k, so that each
   step boundary of the re-key is hit; and
-- with SIGKILL after a random delay, which also lands inside SQLite's own writes (the
-  transaction dropping bob's grants, the copy into ``vault.db.next``).
+- with SIGKILL at a random tick of SQLite's progress handler (tests/killpoints.py), which
+  lands inside SQLite's own work (the transaction dropping bob's grants, the copy into
+  ``vault.db.next``). Kill points come from the child's progress, never from a clock.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +29,13 @@ import sqlcipher3
 from conftest import PASSWORDS, Clock
 from credvault import MIN_KDF, InMemory, NotFound, Vault
 from credvault.keyslots import MemberKeys
+from killpoints import KILL_HOOK
 
 pytestmark = pytest.mark.fault
 
-CHILD = r"""
-import os, sys, time
-from pathlib import Path
+CHILD = (
+    KILL_HOOK
+    + r"""
 from credvault import Vault, MIN_KDF
 
 path, mode, arg = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -52,16 +53,15 @@ def hook(fn):
 if mode in ("step", "count"):
     for name in ("open", "write", "fsync", "replace", "unlink"):
         setattr(os, name, hook(getattr(os, name)))
-sys.stdout.write("GO\n")
-sys.stdout.flush()
-t = time.monotonic()
+arm(arg if mode == "sql" else None, "sql")
 v.members.remove("bob")
-elapsed = time.monotonic() - t
+_, ticks = disarm()
 n = state["events"]
 v.close()
-sys.stdout.write(f"DONE {n} {elapsed:.6f}\n")
+sys.stdout.write(f"DONE {n} {ticks}\n")
 sys.stdout.flush()
 """
+)
 
 E1, E2 = "acme-2026", "globex-2026"
 BULK = 150
@@ -202,15 +202,15 @@ def test_member_rm_survives_kills(template: Template, tmp_path: Path) -> None:
         shutil.copytree(template.path, dst)
         return dst
 
-    # A full run: how many file-system calls the removal makes, and how long it takes.
+    # A full run: how many file-system calls and SQLite progress ticks the removal makes.
     vault = fresh(0)
     p = _child(script, vault, "count", 0)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err.decode()
     lines = out.decode().split()
-    assert lines[0] == "GO"
-    assert lines[1] == "DONE"
-    steps, elapsed = int(lines[2]), float(lines[3])
+    assert lines[0] == "DONE"
+    steps, ticks = int(lines[1]), int(lines[2])
+    assert ticks > 5  # SQLite's own steps are seen, so kills can land inside them
     assert steps >= 8  # key-slot file twice, the new database, the swap
     assert _check_after_crash(template, vault, rng, "completed run")
 
@@ -227,18 +227,16 @@ def test_member_rm_survives_kills(template: Template, tmp_path: Path) -> None:
         outcomes["bob gone" if gone else "bob kept"] += 1
         if k == 0:
             assert not gone  # nothing was written: the key-slot file still names bob
-    # Random: SIGKILL somewhere in the removal (also inside SQLite's writes).
+    # Random: SIGKILL at a random SQLite progress tick of the removal (inside SQLite's writes).
     for i in range(max(16, 30 - steps)):
         vault = fresh(1000 + i)
-        p = _child(script, vault, "signal", 0)
-        assert p.stdout is not None
-        assert p.stdout.readline() == b"GO\n"
-        time.sleep(rng.uniform(0, elapsed * 1.1))
-        p.send_signal(signal.SIGKILL)
-        p.communicate(timeout=60)
+        tick = rng.randint(1, ticks)
+        p = _child(script, vault, "sql", tick)
+        _out, err = p.communicate(timeout=120)
+        assert p.returncode in (0, -signal.SIGKILL), err.decode()
         if p.returncode == -signal.SIGKILL:
             kills += 1
-        gone = _check_after_crash(template, vault, rng, f"SIGKILL #{i}")
+        gone = _check_after_crash(template, vault, rng, f"SIGKILL at SQLite tick {tick}")
         outcomes["bob gone" if gone else "bob kept"] += 1
     assert kills >= 30
     assert outcomes["bob kept"] > 0

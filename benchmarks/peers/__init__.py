@@ -3,7 +3,7 @@
 Each ``setup_*`` function takes a scratch directory and an entry count, builds
 a store of that many entries for one peer tool, and returns ``Peer`` objects
 whose ``read``/``write`` commands are timed as whole processes by
-``benchmarks._timing.time_command``. A peer whose tool is not installed is
+``benchmarks._report`` (``round_robin``, ``time_command``). A peer whose tool is not installed is
 skipped: the function prints one ``skipped: ...`` line and returns None (or
 leaves it out of the returned list). Nothing here installs anything; see
 ``install.sh`` beside this file.
@@ -14,21 +14,16 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-Argv = Sequence[str] | Callable[[], Sequence[str]]
+from benchmarks._report import Command
+
+__all__ = ["Command", "Peer", "entry_name", "read_index", "secret_for", "setup_all", "skip"]
 
 INSTALL_HINT = "benchmarks/peers/install.sh"
 WRITTEN_SECRET = "new-secret"  # noqa: S105 - throwaway benchmark data
-
-
-@dataclass
-class Command:
-    argv: Argv
-    env: dict[str, str] | None = None
-    stdin: bytes | None = None
 
 
 @dataclass
@@ -68,11 +63,14 @@ def which(tool: str) -> str | None:
     return shutil.which(tool)
 
 
-def setup_all(tmp: Path, n: int, argon2_iterations: int | None = None) -> list[Peer]:
+def setup_all(
+    tmp: Path, n: int, argon2_iterations: int | None = None, *, quick: bool = False
+) -> list[Peer]:
     """Every installed peer, each in its own subdirectory of tmp.
 
     argon2_iterations pins the desktop-style Argon2d databases' iteration count;
-    by default it is benchmarked like KeePassXC does, which depends on load.
+    by default it is benchmarked like KeePassXC does, which depends on load. quick leaves
+    out what takes seconds per run (a smoke run).
     """
     from benchmarks.peers import keepass, passstore
 
@@ -83,7 +81,7 @@ def setup_all(tmp: Path, n: int, argon2_iterations: int | None = None) -> list[P
             if peer is not None:
                 peers.append(peer)
         peers += keepass.setup_keepassxc(tmp / "keepassxc", n, argon2_iterations)
-        peers += keepass.setup_pykeepass(tmp / "pykeepass", n, argon2_iterations)
+        peers += keepass.setup_pykeepass(tmp / "pykeepass", n, argon2_iterations, quick=quick)
     except BaseException:
         for peer in peers:
             peer.cleanup()  # stop gpg-agents already started

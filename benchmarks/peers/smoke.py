@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,24 +17,20 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks._timing import Stats, print_table, time_call, time_command
+from benchmarks._report import Stats, output, print_stats, time_call, time_command
 from benchmarks.peers import WRITTEN_SECRET, Command, Peer, keepass, setup_all, which
 
 
 def _output(cmd: Command) -> str:
-    argv = list(cmd.argv() if callable(cmd.argv) else cmd.argv)
-    proc = subprocess.run(argv, input=cmd.stdin, env=cmd.env, capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv!r} exited {proc.returncode}: {proc.stderr.decode().strip()}")
-    return proc.stdout.decode().strip()
+    return output(cmd).decode().strip()
 
 
 def _time(cmd: Command, runs: int, warmup: int) -> Stats:
-    return time_command(cmd.argv, env=cmd.env, stdin=cmd.stdin, runs=runs, warmup=warmup)
+    return time_command(cmd, runs=runs, warmup=warmup)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--entries", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -73,9 +68,9 @@ def main() -> int:
             print(f"{p.name}: store {p.setup_s:.2f} s; {'; '.join(p.notes)}")
         if peers:
             print(f"\nread one secret ({args.runs} runs, {args.warmup} warm-up)")
-            print_table(reads)
+            print_stats(reads)
             print(f"\nwrite one secret ({args.runs} runs, {args.warmup} warm-up)")
-            print_table(writes)
+            print_stats(writes)
 
         if args.bulk:
             print()
@@ -94,11 +89,11 @@ def main() -> int:
             st = _time(cmd, runs=3, warmup=0)
             print(
                 f"keepassxc-cli import of {args.bulk} (whole process, AES-KDF db): "
-                f"median {st.median_ms:.0f} ms, min {st.min_ms:.0f}, max {st.max_ms:.0f}"
+                f"median {st.median:.0f} ms, min {st.min:.0f}, max {st.max:.0f}"
             )
         if args.bulk:
             xml = time_call(lambda: keepass.entries_xml(args.bulk))
-            print(f"(generating the {args.bulk}-entry XML, untimed above: {xml.median_ms:.0f} ms)")
+            print(f"(generating the {args.bulk}-entry XML, untimed above: {xml.median:.0f} ms)")
     finally:
         for p in peers:
             p.cleanup()

@@ -18,7 +18,8 @@ from typing import NamedTuple
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import AuditChainBroken, InvalidInput
-from credvault.store import Row, Store
+from credvault.model import AuditRow
+from credvault.store import Store
 
 GENESIS = bytes(32)
 OUTCOMES = ("ok", "denied", "error")
@@ -72,12 +73,19 @@ def audit_key(db_key: bytes) -> bytes:
     return p.hkdf(db_key, labels.AUDIT_MAC)
 
 
-def _canonical(row: Row) -> bytes:
+def _canonical(row: AuditRow) -> bytes:
     """``labels.encode(seq, ts, member, action, engagement, item, outcome, detail)``, inlined:
     it runs once per entry when a million entries are verified."""
-    seq, ts, member, action, engagement, item, outcome, detail = row[:8]
-    out = [_SEQ_PREFIX, int(seq).to_bytes(8, "big", signed=True)]
-    for text in (ts, member, action, engagement or "", item or "", outcome, detail):
+    out = [_SEQ_PREFIX, int(row.seq).to_bytes(8, "big", signed=True)]
+    for text in (
+        row.ts,
+        row.member,
+        row.action,
+        row.engagement or "",
+        row.item or "",
+        row.outcome,
+        row.detail,
+    ):
         b = text.encode()
         out += (len(b).to_bytes(4, "big"), b)
     return b"".join(out)
@@ -114,12 +122,11 @@ class AuditLog:
             raise ValueError("bad outcome")
         head = self._store.audit_head()
         if head is not None:
-            seq, prev = int(head[0]) + 1, bytes(head[8])
+            seq, prev = int(head.seq) + 1, bytes(head.mac)
         else:  # empty table: continue from the prune anchor, if any
             seq, prev = self._after_anchor()
-        body = (seq, ts, member, action, engagement, item, outcome, _clean(detail))
-        mac = p.mac(self._key, prev + _canonical(body))
-        self._store.audit_insert((*body, mac))
+        row = AuditRow(seq, ts, member, action, engagement, item, outcome, _clean(detail), b"")
+        self._store.audit_insert(row._replace(mac=p.mac(self._key, prev + _canonical(row))))
         return seq
 
     def _after_anchor(self) -> tuple[int, bytes]:
@@ -134,7 +141,7 @@ class AuditLog:
         row = self._store.audit_head()
         if row is None:
             return Checkpoint(0, GENESIS.hex())
-        return Checkpoint(int(row[0]), bytes(row[8]).hex())
+        return Checkpoint(int(row.seq), bytes(row.mac).hex())
 
     def verify(self, checkpoint: Checkpoint | None = None) -> int:
         """Check the whole chain (and a remembered checkpoint); returns the entry count.
@@ -153,10 +160,10 @@ class AuditLog:
                 raise AuditChainBroken(checkpoint.position, "differs from the checkpoint")
         key = self._key
         for row in self._store.audit_iter(expected_seq - 1):
-            seq = int(row[0])
+            seq = int(row.seq)
             if seq != expected_seq:
                 raise AuditChainBroken(expected_seq, "entry missing or out of order")
-            mac = bytes(row[8])
+            mac = bytes(row.mac)
             if not hmac.compare_digest(p.mac(key, prev + _canonical(row)), mac):
                 raise AuditChainBroken(seq, "entry altered, inserted or reordered")
             if checkpoint is not None and seq == checkpoint.position:
@@ -178,13 +185,13 @@ class AuditLog:
         head = self._store.audit_head()
         if head is None:
             return 0
-        keep_from = int(first_kept[0]) if first_kept else int(head[0]) + 1
+        keep_from = int(first_kept.seq) if first_kept else int(head.seq) + 1
         start, _ = self._after_anchor()
         if keep_from <= start:
             return 0
         prev = self._store.audit_entry(keep_from - 1)
         assert prev is not None
-        self._store.set_meta("audit_anchor", f"{keep_from - 1}:{bytes(prev[8]).hex()}")
+        self._store.set_meta("audit_anchor", f"{keep_from - 1}:{bytes(prev.mac).hex()}")
         self._store.audit_prune_before(keep_from)
         self.append(
             now,
@@ -194,13 +201,17 @@ class AuditLog:
             None,
             "ok",
             f"pruned entries {start}..{keep_from - 1} older than {cutoff_ts[:10]}; "
-            f"anchor {keep_from - 1}:{bytes(prev[8]).hex()}",
+            f"anchor {keep_from - 1}:{bytes(prev.mac).hex()}",
         )
         return keep_from - start
 
 
-def entries(rows: Iterable[Row]) -> list[AuditEntry]:
-    return [AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+def entries(rows: Iterable[AuditRow]) -> list[AuditEntry]:
+    """The listed form of stored entries (without their MACs)."""
+    return [
+        AuditEntry(int(r.seq), r.ts, r.member, r.action, r.engagement, r.item, r.outcome, r.detail)
+        for r in rows
+    ]
 
 
 def to_json(items: list[AuditEntry]) -> str:

@@ -57,6 +57,11 @@ class Clients:
             self.purger.shred(name)
         return names
 
+    def export_bytes(self, client: str) -> bytes:
+        """:meth:`export` as the bytes of the export file, whose SHA-256 the audit trail and
+        any later purge receipt name."""
+        return export_bytes(self.export(client))
+
     def export(self, client: str) -> dict[str, object]:
         """Every engagement, system and credential (secrets included) of ``client``.
 

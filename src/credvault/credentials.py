@@ -14,8 +14,9 @@ from typing import NamedTuple
 
 from credvault import items, validate
 from credvault.access import Action
-from credvault.engagements import Engagement, Engagements
+from credvault.engagements import Engagements
 from credvault.errors import AlreadyExists, Conflict, IntegrityError, InvalidInput, NotFound
+from credvault.model import CredentialRow, CredentialUpdate, Engagement, NewCredential
 from credvault.secret import Secret
 from credvault.session import Session
 
@@ -115,44 +116,45 @@ class Credentials:
                 srow = s.store.system(eng.id, validate.name(system, "system name"))
                 if srow is None:
                     raise NotFound("system", f"{eng_name}/{system}")
-                sys_id = int(srow[0])
+                sys_id = srow.id
             row = s.store.credential(eng.id, name)
+            uid = os.urandom(16) if row is None else row.uid
+
+            def seal(field: str, value: bytes | None) -> bytes | None:
+                return items.seal(s, eng, key, TABLE, uid, field, value)
+
+            secret_env = seal("secret", value.reveal())
+            assert secret_env is not None
             if row is None:
-                uid = os.urandom(16)
                 s.store.insert_credential(
                     eng.id,
-                    {
-                        "uid": uid,
-                        "name": name,
-                        "kind": kind or "password",
-                        "system_id": sys_id,
-                        "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value.reveal()),
-                        "username_env": items.seal(
-                            s, eng, key, TABLE, uid, "username", _b(username)
-                        ),
-                        "url_env": items.seal(s, eng, key, TABLE, uid, "url", _b(url)),
-                        "notes_env": items.seal(s, eng, key, TABLE, uid, "notes", _b(notes)),
-                        "created_at": now,
-                        "updated_at": now,
-                    },
+                    NewCredential(
+                        uid,
+                        name,
+                        kind or "password",
+                        sys_id,
+                        secret_env,
+                        seal("username", _b(username)),
+                        seal("url", _b(url)),
+                        seal("notes", _b(notes)),
+                        now,
+                        now,
+                    ),
                 )
                 action = "put"
-            else:
-                uid = bytes(row[1])
-                changes: dict[str, object] = {
-                    "updated_at": now,
-                    "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value.reveal()),
-                }
-                for fname, fval in (("username", username), ("url", url), ("notes", notes)):
-                    if fval is not None:
-                        changes[f"{fname}_env"] = items.seal(
-                            s, eng, key, TABLE, uid, fname, fval.encode()
-                        )
-                if sys_id is not None:
-                    changes["system_id"] = sys_id
-                if kind is not None:
-                    changes["kind"] = kind
-                s.store.update_credential(int(row[0]), changes)
+            else:  # fields not given keep their stored value
+                s.store.update_credential(
+                    row.id,
+                    CredentialUpdate(
+                        now,
+                        secret_env,
+                        seal("username", _b(username)),
+                        seal("url", _b(url)),
+                        seal("notes", _b(notes)),
+                        sys_id,
+                        kind,
+                    ),
+                )
                 action = "update"
             s.log(action, eng.name, name, "ok", f"kind {kind}" if kind else "")
         return self.info(eng, name)
@@ -179,19 +181,12 @@ class Credentials:
             validate.name(name, "item name")
             validate.secret(Secret(value))
             uid = os.urandom(16)
+            sealed = items.seal(s, eng, key, TABLE, uid, "secret", value)
+            assert sealed is not None
             rows.append(
-                {
-                    "uid": uid,
-                    "name": name,
-                    "kind": validate.kind(kind),
-                    "system_id": None,
-                    "secret_env": items.seal(s, eng, key, TABLE, uid, "secret", value),
-                    "username_env": None,
-                    "url_env": None,
-                    "notes_env": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                NewCredential(
+                    uid, name, validate.kind(kind), None, sealed, None, None, None, now, now
+                )
             )
         with s.store.write():
             self.e.assert_current(eng)
@@ -207,7 +202,7 @@ class Credentials:
         row = self.s.store.credential(eng.id, name)
         if row is None:
             raise NotFound("credential", f"{eng.name}/{name}")
-        return CredentialInfo(eng.name, row[2], row[3], row[4], row[9], row[10])
+        return _info(eng, row)
 
     def get(self, ref: str, *, reason: str | None = None) -> Credential:
         """Decrypt a credential. Audited; with ``require_reason`` a reason is mandatory."""
@@ -226,11 +221,10 @@ class Credentials:
             with s.store.write():
                 s.log("get", eng.name, name, "error", "not found")
             raise NotFound("credential", ref)
-        uid = bytes(row[1])
         try:  # decrypted values live only inside Secret wrappers until returned
-            fields = [
-                _wrap(items.open_(s, eng, key, TABLE, uid, f, row[5 + i]))
-                for i, f in enumerate(items.CRED_FIELDS)
+            secret_value, username, url, notes = [
+                _wrap(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
+                for f in items.CRED_FIELDS
             ]
         except IntegrityError:
             current = self.e.get(eng_name).key_version
@@ -243,36 +237,35 @@ class Credentials:
                 ) from None
             raise
         address = port = None
-        if row[11] is not None:
-            srow = s.store.system_by_id(int(row[11]))
+        if row.system_id is not None:
+            srow = s.store.system_by_id(row.system_id)
             if srow is not None:
                 try:
                     a = _wrap(
-                        items.open_(s, eng, key, "systems", bytes(srow[1]), "address", srow[5])
+                        items.open_(s, eng, key, "systems", srow.uid, "address", srow.address_env)
                     )
                 except IntegrityError:
                     with s.store.write():
                         s.log("get", eng.name, name, "error", "system address integrity failed")
                     raise
-                address, port = (a.reveal_text() if a else None), srow[3]
+                address, port = (a.reveal_text() if a else None), srow.port
         # Fail closed: the entry commits before the secret leaves this function.
         with s.store.write():
             s.log("get", eng.name, name, "ok", f"reason: {reason}" if reason else "")
-        secret_value = fields[0]
         assert secret_value is not None
         return Credential(
             eng.name,
-            row[2],
-            row[3],
+            row.name,
+            row.kind,
             secret_value,
-            _text(fields[1]),
-            row[4],
+            _text(username),
+            row.system,
             address,
             port,
-            _text(fields[2]),
-            _text(fields[3]),
-            row[9],
-            row[10],
+            _text(url),
+            _text(notes),
+            row.created_at,
+            row.updated_at,
         )
 
     def list(self, engagement: str | None = None) -> builtins.list[CredentialInfo]:
@@ -288,10 +281,7 @@ class Credentials:
             if engagement is None and role is None and not s.is_admin:
                 continue
             s.check(Action.LIST, role, "list", eng.name)
-            out += [
-                CredentialInfo(eng.name, r[2], r[3], r[4], r[9], r[10])
-                for r in s.store.credentials(eng.id)
-            ]
+            out += [_info(eng, r) for r in s.store.credentials(eng.id)]
         with s.store.write():
             s.log("ls", engagement, None, "ok", f"{len(out)} credentials listed")
         return out
@@ -314,29 +304,32 @@ class Credentials:
         key = self.e.key(eng, "export", Action.READ)
         out = []
         for row in s.store.credentials(eng.id):
-            uid = bytes(row[1])
-            f = [
-                items.open_(s, eng, key, TABLE, uid, n, row[5 + i])
-                for i, n in enumerate(items.CRED_FIELDS)
+            secret, username, url, notes = [
+                items.open_(s, eng, key, TABLE, row.uid, n, row.envelope(n))
+                for n in items.CRED_FIELDS
             ]
-            assert f[0] is not None
+            assert secret is not None
             out.append(
                 Credential(
                     eng.name,
-                    row[2],
-                    row[3],
-                    Secret(f[0]),
-                    _s(f[1]),
-                    row[4],
+                    row.name,
+                    row.kind,
+                    Secret(secret),
+                    _s(username),
+                    row.system,
                     None,
                     None,
-                    _s(f[2]),
-                    _s(f[3]),
-                    row[9],
-                    row[10],
+                    _s(url),
+                    _s(notes),
+                    row.created_at,
+                    row.updated_at,
                 )
             )
         return out
+
+
+def _info(eng: Engagement, row: CredentialRow) -> CredentialInfo:
+    return CredentialInfo(eng.name, row.name, row.kind, row.system, row.created_at, row.updated_at)
 
 
 def _b(v: str | None) -> bytes | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import os
-from datetime import timedelta
 
 from credvault import validate
 from credvault.access import KEY_ROLES, Action, Role, parse_role
@@ -28,7 +27,8 @@ from credvault.errors import (
     RetentionError,
 )
 from credvault.items import reencrypt_engagement
-from credvault.model import RECOVERY, Engagement, Grant, GrantInfo, iso, parse_iso
+from credvault.model import RECOVERY, Engagement, Grant, GrantInfo, NewEngagement, iso
+from credvault.retention import purge_due
 from credvault.session import Session
 
 __all__ = [
@@ -211,10 +211,8 @@ class Engagements:
         if row is None:
             return None
         g = row
-        cached = self.s.verified.get((eng.id, who))
-        if cached is not None and cached[0] == row:
-            valid = cached[1]
-        else:
+        checked, valid = self.s.verified.get((eng.id, who), (None, False))
+        if checked != row:
             valid = g.role != "recovery" and self._role_valid(eng, g, frozenset())
             self.s.verified[(eng.id, who)] = (row, valid)
         live = g.revoked_at is None and (g.expires_at is None or g.expires_at > self.s.now())
@@ -336,20 +334,18 @@ class Engagements:
         )
         with s.store.write():
             s.store.insert_engagement(
-                {
-                    "uid": uid,
-                    "name": name,
-                    "client": client,
-                    "state": "active",
-                    "key_version": 1,
-                    "key_fp": p.fingerprint(key),
-                    "require_reason": int(require_reason),
-                    "grace_days": grace_days,
-                    "created_at": now,
-                    "created_by": s.member,
-                    "lead": lead,
-                    "creation_sig": creation_sig,
-                }
+                NewEngagement(
+                    uid,
+                    name,
+                    client,
+                    p.fingerprint(key),
+                    require_reason,
+                    grace_days,
+                    now,
+                    s.member,
+                    lead,
+                    creation_sig,
+                )
             )
             eng = self.get(name)
             for member, role in ((lead, Role.LEAD.value), (RECOVERY, "recovery")):
@@ -378,19 +374,19 @@ class Engagements:
             sealed, copy_sig = self._seal_copy(eng, member, version, key, signer, sign_private)
         self.s.store.put_grant(
             eng.id,
-            {
-                "member": member,
-                "role": role,
-                "granted_by": signer,
-                "granted_at": self.s.now(),
-                "expires_at": expires,
-                "role_sig": role_sig,
-                "key_version": version if sealed else None,
-                "sealed": sealed,
-                "sealed_by": signer if sealed else None,
-                "copy_sig": copy_sig,
-                "revoked_at": None,
-            },
+            Grant(
+                member=member,
+                role=role,
+                granted_by=signer,
+                granted_at=self.s.now(),
+                expires_at=expires,
+                role_sig=role_sig,
+                key_version=version if sealed else None,
+                sealed=sealed,
+                sealed_by=signer if sealed else None,
+                copy_sig=copy_sig,
+                revoked_at=None,
+            ),
         )
         self.s.verified.pop((eng.id, member), None)
 
@@ -462,8 +458,8 @@ class Engagements:
             if s.store.exported_by(member, eng.name):  # a client export read everything
                 read = sorted(
                     set(read)
-                    | {str(r[2]) for r in s.store.credentials(eng.id)}
-                    | {str(r[2]) for r in s.store.systems(eng.id)}
+                    | set(s.store.names("credentials", eng.id))
+                    | set(s.store.names("systems", eng.id))
                 )
             s.log("revoke", eng.name, member, "ok", f"{len(read)} credentials to change")
         return read
@@ -532,9 +528,7 @@ class Engagements:
         new_key = p.random_key()
         version = eng.key_version + 1
         reencrypt_engagement(s, eng, old_key, new_key, version)
-        s.store.update_engagement(
-            eng.id, {"key_version": version, "key_fp": p.fingerprint(new_key), "needs_rotation": 0}
-        )
+        s.store.set_engagement_key(eng.id, version, p.fingerprint(new_key))
         rotated = eng._replace(key_version=version, key_fp=p.fingerprint(new_key))
         for r in s.store.grants(eng.id):
             g = r
@@ -590,7 +584,7 @@ class Engagements:
         s.check(Action.LIFECYCLE, self.role_of(eng), "change settings", eng.name)
         with s.store.write():
             if require_reason is not None:
-                s.store.update_engagement(eng.id, {"require_reason": int(require_reason)})
+                s.store.set_require_reason(eng.id, require_reason)
             s.log("engagement-set", eng.name, None, "ok", f"require-reason={require_reason}")
         return self.get(name)
 
@@ -600,8 +594,7 @@ class Engagements:
         return self.s.setting("purge-grace-days")
 
     def _due(self, closed_at: str, grace: int, hold: str | None) -> str:
-        due_iso = iso(parse_iso(closed_at) + timedelta(days=grace))
-        return max(due_iso, hold) if hold else due_iso
+        return purge_due(closed_at, grace, hold)
 
     def close(self, name: str, grace_days: int | None = None) -> Engagement:
         s = self.s
@@ -613,13 +606,10 @@ class Engagements:
         # A clock behind the record would shorten the grace period: never close "earlier".
         now = max(s.now(), s.newest_recorded() or "")
         with s.store.write():
-            values: dict[str, object] = {"state": "closed", "closed_at": now}
-            if grace_days is not None:
-                values["grace_days"] = grace_days
             grace = grace_days if grace_days is not None else self.grace_days(eng)
-            values["purge_due"] = self._due(now, grace, None)
-            s.store.update_engagement(eng.id, values)
-            s.log("close", eng.name, None, "ok", f"purge due {str(values['purge_due'])[:16]}")
+            due = purge_due(now, grace, None)
+            s.store.close_engagement(eng.id, now, grace_days, due)
+            s.log("close", eng.name, None, "ok", f"purge due {due[:16]}")
         return self.get(name)
 
     def retain(self, name: str, until: str, reason: str) -> Engagement:
@@ -638,15 +628,8 @@ class Engagements:
             )
         hold = iso(dt)
         with s.store.write():
-            s.store.update_engagement(
-                eng.id,
-                {
-                    "hold_until": hold,
-                    "hold_reason": why,
-                    "hold_by": s.member,
-                    "purge_due": self._due(eng.closed_at or s.now(), self.grace_days(eng), hold),
-                },
-            )
+            due = purge_due(eng.closed_at or s.now(), self.grace_days(eng), hold)
+            s.store.set_hold(eng.id, hold, why, s.member, due)
             s.log("retain", eng.name, None, "ok", f"held until {hold[:16]}: {why}")
         return self.get(name)
 
@@ -657,15 +640,8 @@ class Engagements:
         if eng.hold_until is None:
             raise RetentionError(f"engagement {name!r} has no retention hold")
         with s.store.write():
-            s.store.update_engagement(
-                eng.id,
-                {
-                    "hold_until": None,
-                    "hold_reason": None,
-                    "hold_by": None,
-                    "purge_due": self._due(eng.closed_at or s.now(), self.grace_days(eng), None),
-                },
-            )
+            due = purge_due(eng.closed_at or s.now(), self.grace_days(eng), None)
+            s.store.set_hold(eng.id, None, None, None, due)
             s.log("release", eng.name, None, "ok", "hold lifted")
         return self.get(name)
 

@@ -6,14 +6,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from credvault.crypto import envelope
+from credvault.model import SEALED_FIELDS, CredentialRow, SealedRow, SystemRow
 
 if TYPE_CHECKING:
     from credvault.model import Engagement
     from credvault.session import Session
-    from credvault.store import Row
 
-CRED_FIELDS = ("secret", "username", "url", "notes")
-SYS_FIELDS = ("address", "details")
+CRED_FIELDS = SEALED_FIELDS["credentials"]
+SYS_FIELDS = SEALED_FIELDS["systems"]
 
 
 def place(s: Session, eng: Engagement, table: str, uid: bytes, field: str) -> envelope.Place:
@@ -41,14 +41,14 @@ def remove_audited(
     eng: Engagement,
     name: str,
     action: str,
-    find: Callable[[], Row | None],
+    find: Callable[[], CredentialRow | SystemRow | None],
     delete: Callable[[int], None],
 ) -> bool:
     """Delete one row and audit it ("error: not found" if absent), in one transaction."""
     with s.store.write():
         row = find()
         if row is not None:
-            delete(int(row[0]))
+            delete(row.id)
         s.log(action, eng.name, name, "ok" if row else "error", "" if row else "not found")
     return row is not None
 
@@ -58,32 +58,18 @@ def reencrypt_engagement(
 ) -> None:
     """Decrypt every envelope of ``eng`` and seal it afresh under ``new_key`` at ``version``.
 
-    Fresh data keys and nonces: a data key captured before the rotation opens nothing after it.
+    Every column :data:`~credvault.model.SEALED_FIELDS` names, and nothing else. Fresh data
+    keys and nonces: a data key captured before the rotation opens nothing after it.
     """
-
-    def redo(table: str, uid: bytes, field: str, blob: bytes | None) -> bytes | None:
-        if blob is None:
-            return None
-        pl = place(s, eng, table, uid, field)
-        return envelope.seal(pl, envelope.open_(pl, bytes(blob), old_key), new_key, version)
-
-    rows = []
-    for r in s.store.credentials(eng.id):
-        uid = bytes(r[1])
-        sec = redo("credentials", uid, "secret", r[5])
-        assert sec is not None
-        rows.append(
-            (
-                sec,
-                redo("credentials", uid, "username", r[6]),
-                redo("credentials", uid, "url", r[7]),
-                redo("credentials", uid, "notes", r[8]),
-                int(r[0]),
-            )
-        )
-    s.store.set_credential_envelopes_many(rows)
-    for r in s.store.systems(eng.id):
-        uid = bytes(r[1])
-        addr = redo("systems", uid, "address", r[5])
-        assert addr is not None
-        s.store.set_system_envelopes(int(r[0]), addr, redo("systems", uid, "details", r[6]))
+    for table, fields in SEALED_FIELDS.items():
+        redone: list[SealedRow] = []
+        for row in s.store.sealed_rows(table, eng.id):
+            blobs: list[bytes | None] = []
+            for field, blob in zip(fields, row.blobs, strict=True):
+                if blob is None:
+                    blobs.append(None)
+                    continue
+                pl = place(s, eng, table, row.uid, field)
+                blobs.append(envelope.seal(pl, envelope.open_(pl, blob, old_key), new_key, version))
+            redone.append(row._replace(blobs=tuple(blobs)))
+        s.store.set_sealed_rows(table, redone)

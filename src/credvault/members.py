@@ -179,7 +179,7 @@ class Members:
         held = s.store.grants_of_member(name)
         for eng_id, _role in held:
             s.store.revoke_grant(eng_id, name, s.now())
-            s.store.update_engagement(eng_id, {"needs_rotation": 1})
+            s.store.mark_needs_rotation(eng_id)
         s.verified.clear()
         s.engagement_keys.clear()
         return len(held)
@@ -251,7 +251,7 @@ def drop_orphan_grants(s: Session) -> int:
                 n += len(s.store.grants_of_member(name))
                 for eng_id, _role in s.store.grants_of_member(name):
                     s.store.revoke_grant(eng_id, name, s.now())
-                    s.store.update_engagement(eng_id, {"needs_rotation": 1})
+                    s.store.mark_needs_rotation(eng_id)
                 s.log("member-rm", None, name, "ok", "completed at open after an interruption")
     s.verified.clear()
     return n

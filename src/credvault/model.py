@@ -111,3 +111,125 @@ class Grant(NamedTuple):
     def live(self, now: str) -> bool:
         """Not revoked and not expired at ``now``."""
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+# Which columns hold envelopes sealed under the engagement key: table -> fields, each stored in
+# the column ``<field>_env``. Re-encryption on rotation walks exactly this (a test checks it
+# against schema.sql), so a new envelope column cannot be forgotten there.
+SEALED_FIELDS: dict[str, tuple[str, ...]] = {
+    "credentials": ("secret", "username", "url", "notes"),
+    "systems": ("address", "details"),
+}
+
+
+class SealedRow(NamedTuple):
+    """One row's envelopes, in :data:`SEALED_FIELDS` order (re-encryption)."""
+
+    id: int
+    uid: bytes
+    blobs: tuple[bytes | None, ...]
+
+
+class CredentialRow(NamedTuple):
+    """A stored credential: names and dates in clear, values as envelopes."""
+
+    id: int
+    uid: bytes
+    name: str
+    kind: str
+    system: str | None  # the linked system's name
+    secret_env: bytes
+    username_env: bytes | None
+    url_env: bytes | None
+    notes_env: bytes | None
+    created_at: str
+    updated_at: str
+    system_id: int | None
+
+    def envelope(self, field: str) -> bytes | None:
+        """The envelope of one of ``SEALED_FIELDS["credentials"]``."""
+        blob: bytes | None = getattr(self, f"{field}_env")
+        return blob
+
+
+class NewCredential(NamedTuple):
+    """A credential to insert (envelopes already sealed)."""
+
+    uid: bytes
+    name: str
+    kind: str
+    system_id: int | None
+    secret_env: bytes
+    username_env: bytes | None
+    url_env: bytes | None
+    notes_env: bytes | None
+    created_at: str
+    updated_at: str
+
+
+class CredentialUpdate(NamedTuple):
+    """A credential replaced in place: ``None`` keeps the stored value."""
+
+    updated_at: str
+    secret_env: bytes
+    username_env: bytes | None = None
+    url_env: bytes | None = None
+    notes_env: bytes | None = None
+    system_id: int | None = None
+    kind: str | None = None
+
+
+class SystemRow(NamedTuple):
+    """A stored system: port and protocol in clear, address and details as envelopes."""
+
+    id: int
+    uid: bytes
+    name: str
+    port: int | None
+    protocol: str | None
+    address_env: bytes
+    details_env: bytes | None
+    created_at: str
+    updated_at: str
+
+
+class NewSystem(NamedTuple):
+    """A system to insert or replace (by engagement and name)."""
+
+    uid: bytes
+    name: str
+    port: int | None
+    protocol: str | None
+    address_env: bytes
+    details_env: bytes | None
+    created_at: str
+    updated_at: str
+
+
+class NewEngagement(NamedTuple):
+    """An engagement to create (state ``active``, key version 1)."""
+
+    uid: bytes
+    name: str
+    client: str
+    key_fp: str
+    require_reason: bool
+    grace_days: int | None
+    created_at: str
+    created_by: str
+    lead: str
+    creation_sig: bytes
+
+
+class AuditRow(NamedTuple):
+    """One stored audit entry with its chain MAC."""
+
+    seq: int
+    ts: str
+    member: str
+    action: str
+    engagement: str | None
+    item: str | None
+    outcome: str
+    detail: str
+    mac: bytes

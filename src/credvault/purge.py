@@ -298,7 +298,7 @@ class Purger:
         with s.store.write():
             for eng_id, member in s.store.expired_grants(s.now()):
                 s.store.revoke_grant(eng_id, member, s.now())
-                s.store.update_engagement(eng_id, {"needs_rotation": 1})
+                s.store.mark_needs_rotation(eng_id)
                 name = names.get(eng_id)
                 s.log("grant-expired", name, member, "ok", "key copy deleted; rotation pending")
         s.verified.clear()
@@ -307,9 +307,8 @@ class Purger:
     def prune_audit(self) -> int:
         s = self.s
         cutoff = iso(s.clock() - timedelta(days=s.setting("audit-retention-days")))
-        first = s.store.audit_iter(0, batch=1)
-        row = next(first, None)
-        if row is None or row[1] >= cutoff:
+        oldest = s.store.audit_oldest_ts()
+        if oldest is None or oldest >= cutoff:
             return 0
         with s.store.write():
             return s.audit.prune_before(cutoff, s.now(), s.member)
@@ -370,16 +369,7 @@ class Purger:
             }
             receipt = sign_receipt(s, body)
             s.store.destroy_engagement_contents(eng.id)
-            s.store.update_engagement(
-                eng.id,
-                {
-                    "state": "purged",
-                    "purged_at": now,
-                    "receipt": receipt_text(receipt),
-                    "purge_due": None,
-                    "needs_rotation": 0,
-                },
-            )
+            s.store.mark_purged(eng.id, now, receipt_text(receipt))
             s.store.set_meta("needs_vacuum", 1)
         s.engagement_keys = {k: v for k, v in s.engagement_keys.items() if k[0] != eng.id}
         return receipt
@@ -414,7 +404,7 @@ class Purger:
                     if k not in ("signature", "key_id", "public_key")
                 }
                 body["destruction_complete_at"] = done_at
-                s.store.update_engagement(eng_id, {"receipt": receipt_text(sign_receipt(s, body))})
+                s.store.replace_receipt(eng_id, receipt_text(sign_receipt(s, body)))
             s.store.set_meta("needs_vacuum", 0)
         s.store.checkpoint_truncate(wait_s)
         return True

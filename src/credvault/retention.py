@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from credvault import validate
 from credvault.errors import InvalidInput
+from credvault.model import iso, parse_iso
 
 # Two processes on one machine stamp their entries a little out of order.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -50,6 +51,13 @@ def parse(name: str, value: str) -> tuple[str, int]:
     if name == "audit-retention-days" and n < 1:
         raise InvalidInput("audit-retention-days must be at least 1")
     return SETTINGS[name][0], n
+
+
+def purge_due(closed_at: str, grace_days: int, hold_until: str | None) -> str:
+    """When a closed engagement is purged: ``grace_days`` after it closed, or when its
+    retention hold ends, whichever is later (timestamps as :func:`~credvault.model.iso`)."""
+    due = iso(parse_iso(closed_at) + timedelta(days=grace_days))
+    return max(due, hold_until) if hold_until else due
 
 
 def clock_problem(now: datetime, newest: datetime | None, ahead_of: datetime | None) -> str | None:

@@ -18,7 +18,19 @@ from typing import Any
 import sqlcipher3
 
 from credvault.errors import CredvaultError, IntegrityError, NotAVault, StoreError
-from credvault.model import Engagement, Grant
+from credvault.model import (
+    SEALED_FIELDS,
+    AuditRow,
+    CredentialRow,
+    CredentialUpdate,
+    Engagement,
+    Grant,
+    NewCredential,
+    NewEngagement,
+    NewSystem,
+    SealedRow,
+    SystemRow,
+)
 
 FORMAT_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
@@ -224,22 +236,79 @@ class Store:
         "hold_reason, hold_by, purged_at, receipt"
     )
 
-    def insert_engagement(self, values: dict[str, Any]) -> int:
-        cols = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
+    def insert_engagement(self, e: NewEngagement) -> int:
         return int(
             self._x(
-                f"INSERT INTO engagements ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
-                tuple(values.values()),
+                "INSERT INTO engagements (uid, name, client, state, key_version, key_fp, "
+                "require_reason, grace_days, created_at, created_by, lead, creation_sig) "
+                "VALUES (?, ?, ?, 'active', 1, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    e.uid,
+                    e.name,
+                    e.client,
+                    e.key_fp,
+                    int(e.require_reason),
+                    e.grace_days,
+                    e.created_at,
+                    e.created_by,
+                    e.lead,
+                    e.creation_sig,
+                ),
             ).lastrowid
         )
 
-    def update_engagement(self, eng_id: int, values: dict[str, Any]) -> None:
-        sets = ", ".join(f"{c} = ?" for c in values)
+    def set_engagement_key(self, eng_id: int, version: int, key_fp: str) -> None:
+        """A rotation's new key version (and no rotation pending any more)."""
         self._x(
-            f"UPDATE engagements SET {sets} WHERE id = ?",  # noqa: S608 - column names are ours
-            (*values.values(), eng_id),
+            "UPDATE engagements SET key_version = ?, key_fp = ?, needs_rotation = 0 WHERE id = ?",
+            (version, key_fp, eng_id),
         )
+
+    def mark_needs_rotation(self, eng_id: int) -> None:
+        self._x("UPDATE engagements SET needs_rotation = 1 WHERE id = ?", (eng_id,))
+
+    def set_require_reason(self, eng_id: int, require: bool) -> None:
+        self._x("UPDATE engagements SET require_reason = ? WHERE id = ?", (int(require), eng_id))
+
+    def close_engagement(
+        self, eng_id: int, closed_at: str, grace_days: int | None, purge_due: str
+    ) -> None:
+        """State ``closed``; ``grace_days`` None keeps the engagement's own setting."""
+        self._x(
+            "UPDATE engagements SET state = 'closed', closed_at = ?, "
+            "grace_days = coalesce(?, grace_days), purge_due = ? WHERE id = ?",
+            (closed_at, grace_days, purge_due, eng_id),
+        )
+
+    def set_hold(
+        self,
+        eng_id: int,
+        until: str | None,
+        reason: str | None,
+        by: str | None,
+        purge_due: str,
+    ) -> None:
+        """Set (or, with Nones, lift) a retention hold, with the purge date it implies."""
+        self._x(
+            "UPDATE engagements SET hold_until = ?, hold_reason = ?, hold_by = ?, purge_due = ? "
+            "WHERE id = ?",
+            (until, reason, by, purge_due, eng_id),
+        )
+
+    def set_purge_due(self, eng_id: int, purge_due: str) -> None:
+        self._x("UPDATE engagements SET purge_due = ? WHERE id = ?", (purge_due, eng_id))
+
+    def mark_purged(self, eng_id: int, purged_at: str, receipt: str) -> None:
+        """The tombstone: state ``purged``, its signed receipt, nothing due or pending."""
+        self._x(
+            "UPDATE engagements SET state = 'purged', purged_at = ?, receipt = ?, "
+            "purge_due = NULL, needs_rotation = 0 WHERE id = ?",
+            (purged_at, receipt, eng_id),
+        )
+
+    def replace_receipt(self, eng_id: int, receipt: str) -> None:
+        """A purge completed later: its receipt, re-signed with the time of completion."""
+        self._x("UPDATE engagements SET receipt = ? WHERE id = ?", (receipt, eng_id))
 
     @staticmethod
     def _engagement(r: Row) -> Engagement:
@@ -409,12 +478,12 @@ class Store:
             )
         ]
 
-    def put_grant(self, eng_id: int, g: dict[str, Any]) -> None:
-        cols = ", ".join(g)
-        marks = ", ".join("?" for _ in g)
+    def put_grant(self, eng_id: int, g: Grant) -> None:
+        """Insert or replace the grant of ``g.member`` (columns in ``GRANT_COLS`` order)."""
         self._x(
-            f"INSERT OR REPLACE INTO grants (engagement_id, {cols}) VALUES (?, {marks})",  # noqa: S608
-            (eng_id, *g.values()),
+            f"INSERT OR REPLACE INTO grants (engagement_id, {self.GRANT_COLS}) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (eng_id, *g),
         )
 
     def set_key_copy(
@@ -459,24 +528,41 @@ class Store:
     # -- systems --------------------------------------------------------------------------
     SYS_COLS = "id, uid, name, port, protocol, address_env, details_env, created_at, updated_at"
 
-    def system(self, eng_id: int, name: str) -> Row | None:
-        return self._one(
+    @staticmethod
+    def _system(r: Row) -> SystemRow:
+        return SystemRow(
+            int(r[0]),
+            bytes(r[1]),
+            r[2],
+            r[3],
+            r[4],
+            bytes(r[5]),
+            None if r[6] is None else bytes(r[6]),
+            r[7],
+            r[8],
+        )
+
+    def system(self, eng_id: int, name: str) -> SystemRow | None:
+        row = self._one(
             f"SELECT {self.SYS_COLS} FROM systems WHERE engagement_id = ? "  # noqa: S608
             "AND name = ?",
             (eng_id, name),
         )
+        return None if row is None else self._system(row)
 
-    def system_by_id(self, sys_id: int) -> Row | None:
-        return self._one(f"SELECT {self.SYS_COLS} FROM systems WHERE id = ?", (sys_id,))  # noqa: S608
+    def system_by_id(self, sys_id: int) -> SystemRow | None:
+        row = self._one(f"SELECT {self.SYS_COLS} FROM systems WHERE id = ?", (sys_id,))  # noqa: S608
+        return None if row is None else self._system(row)
 
-    def systems(self, eng_id: int) -> list[Row]:
-        return self._all(
+    def systems(self, eng_id: int) -> list[SystemRow]:
+        rows = self._all(
             f"SELECT {self.SYS_COLS} FROM systems WHERE engagement_id = ? "  # noqa: S608
             "ORDER BY name",
             (eng_id,),
         )
+        return [self._system(r) for r in rows]
 
-    def upsert_system(self, eng_id: int, v: dict[str, Any]) -> None:
+    def upsert_system(self, eng_id: int, v: NewSystem) -> None:
         self._x(
             "INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env, "
             "details_env, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -484,24 +570,16 @@ class Store:
             "protocol = excluded.protocol, address_env = excluded.address_env, "
             "details_env = excluded.details_env, updated_at = excluded.updated_at",
             (
-                v["uid"],
+                v.uid,
                 eng_id,
-                v["name"],
-                v["port"],
-                v["protocol"],
-                v["address_env"],
-                v["details_env"],
-                v["created_at"],
-                v["updated_at"],
+                v.name,
+                v.port,
+                v.protocol,
+                v.address_env,
+                v.details_env,
+                v.created_at,
+                v.updated_at,
             ),
-        )
-
-    def set_system_envelopes(
-        self, sys_id: int, address_env: bytes, details_env: bytes | None
-    ) -> None:
-        self._x(
-            "UPDATE systems SET address_env = ?, details_env = ? WHERE id = ?",
-            (address_env, details_env, sys_id),
         )
 
     def delete_system(self, sys_id: int) -> None:
@@ -513,19 +591,50 @@ class Store:
         "c.notes_env, c.created_at, c.updated_at, c.system_id"
     )
 
-    def credential(self, eng_id: int, name: str) -> Row | None:
-        return self._one(
+    @staticmethod
+    def _credential(r: Row) -> CredentialRow:
+        return CredentialRow(
+            int(r[0]),
+            bytes(r[1]),
+            r[2],
+            r[3],
+            r[4],
+            bytes(r[5]),
+            None if r[6] is None else bytes(r[6]),
+            None if r[7] is None else bytes(r[7]),
+            None if r[8] is None else bytes(r[8]),
+            r[9],
+            r[10],
+            r[11],
+        )
+
+    def credential(self, eng_id: int, name: str) -> CredentialRow | None:
+        row = self._one(
             f"SELECT {self.CRED_COLS} FROM credentials c LEFT JOIN systems s "  # noqa: S608
             "ON s.id = c.system_id WHERE c.engagement_id = ? AND c.name = ?",
             (eng_id, name),
         )
+        return None if row is None else self._credential(row)
 
-    def credentials(self, eng_id: int) -> list[Row]:
-        return self._all(
+    def credentials(self, eng_id: int) -> list[CredentialRow]:
+        rows = self._all(
             f"SELECT {self.CRED_COLS} FROM credentials c LEFT JOIN systems s "  # noqa: S608
             "ON s.id = c.system_id WHERE c.engagement_id = ? ORDER BY c.name",
             (eng_id,),
         )
+        return [self._credential(r) for r in rows]
+
+    def names(self, table: str, eng_id: int) -> list[str]:
+        """Names of an engagement's credentials or systems, sorted."""
+        if table not in SEALED_FIELDS:  # pragma: no cover - internal contract
+            raise ValueError(table)
+        return [
+            str(r[0])
+            for r in self._all(
+                f"SELECT name FROM {table} WHERE engagement_id = ? ORDER BY name",  # noqa: S608
+                (eng_id,),
+            )
+        ]
 
     def credential_names(self, eng_id: int) -> set[str]:
         return {
@@ -533,47 +642,48 @@ class Store:
             for r in self._all("SELECT name FROM credentials WHERE engagement_id = ?", (eng_id,))
         }
 
-    def insert_credential(self, eng_id: int, v: dict[str, Any]) -> None:
+    def insert_credential(self, eng_id: int, v: NewCredential) -> None:
         self.insert_credentials(eng_id, [v])
 
-    def insert_credentials(self, eng_id: int, rows: list[dict[str, Any]]) -> None:
+    def insert_credentials(self, eng_id: int, rows: list[NewCredential]) -> None:
         try:
             self.conn.executemany(
                 "INSERT INTO credentials (uid, engagement_id, name, kind, system_id, secret_env, "
                 "username_env, url_env, notes_env, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        v["uid"],
-                        eng_id,
-                        v["name"],
-                        v["kind"],
-                        v["system_id"],
-                        v["secret_env"],
-                        v["username_env"],
-                        v["url_env"],
-                        v["notes_env"],
-                        v["created_at"],
-                        v["updated_at"],
-                    )
-                    for v in rows
-                ],
+                [(v.uid, eng_id, *v[1:]) for v in rows],  # NewCredential is in column order
             )
         except sqlcipher3.Error as e:
             raise translate(e) from None
 
-    def update_credential(self, cred_id: int, v: dict[str, Any]) -> None:
-        sets = ", ".join(f"{c} = ?" for c in v)
-        self._x(f"UPDATE credentials SET {sets} WHERE id = ?", (*v.values(), cred_id))  # noqa: S608
+    def update_credential(self, cred_id: int, u: CredentialUpdate) -> None:
+        """Replace a credential's secret; other fields only where ``u`` gives them."""
+        self._x(
+            "UPDATE credentials SET updated_at = ?, secret_env = ?, "
+            "username_env = coalesce(?, username_env), url_env = coalesce(?, url_env), "
+            "notes_env = coalesce(?, notes_env), system_id = coalesce(?, system_id), "
+            "kind = coalesce(?, kind) WHERE id = ?",
+            (*u, cred_id),
+        )
 
-    def set_credential_envelopes_many(
-        self, rows: list[tuple[bytes, bytes | None, bytes | None, bytes | None, int]]
-    ) -> None:
+    # -- envelopes, by SEALED_FIELDS (re-encryption on rotation) --------------------------
+    def sealed_rows(self, table: str, eng_id: int) -> list[SealedRow]:
+        """Every envelope of ``table`` in an engagement, in ``SEALED_FIELDS[table]`` order."""
+        cols = ", ".join(f"{f}_env" for f in SEALED_FIELDS[table])
+        return [
+            SealedRow(int(r[0]), bytes(r[1]), tuple(None if b is None else bytes(b) for b in r[2:]))
+            for r in self._all(
+                f"SELECT id, uid, {cols} FROM {table} WHERE engagement_id = ?",  # noqa: S608
+                (eng_id,),
+            )
+        ]
+
+    def set_sealed_rows(self, table: str, rows: list[SealedRow]) -> None:
+        sets = ", ".join(f"{f}_env = ?" for f in SEALED_FIELDS[table])
         try:
             self.conn.executemany(
-                "UPDATE credentials SET secret_env = ?, username_env = ?, url_env = ?, "
-                "notes_env = ? WHERE id = ?",
-                rows,
+                f"UPDATE {table} SET {sets} WHERE id = ?",  # noqa: S608 - names are ours
+                [(*r.blobs, r.id) for r in rows],
             )
         except sqlcipher3.Error as e:
             raise translate(e) from None
@@ -584,13 +694,14 @@ class Store:
     # -- audit ----------------------------------------------------------------------------
     AUDIT_COLS = "seq, ts, member, action, engagement, item, outcome, detail, mac"
 
-    def audit_head(self) -> Row | None:
-        return self._one(f"SELECT {self.AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1")  # noqa: S608
+    def audit_head(self) -> AuditRow | None:
+        row = self._one(f"SELECT {self.AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1")  # noqa: S608
+        return None if row is None else AuditRow._make(row)
 
-    def audit_insert(self, row: Row) -> None:
+    def audit_insert(self, row: AuditRow) -> None:
         self._x(f"INSERT INTO audit ({self.AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)  # noqa: S608
 
-    def audit_iter(self, after_seq: int = 0, batch: int = 5000) -> Iterator[Row]:
+    def audit_iter(self, after_seq: int = 0, batch: int = 5000) -> Iterator[AuditRow]:
         """All entries in order, fetched in batches so a million entries stream."""
         last = after_seq
         while True:
@@ -601,11 +712,12 @@ class Store:
             )
             if not rows:
                 return
-            yield from rows
+            yield from map(AuditRow._make, rows)
             last = int(rows[-1][0])
 
-    def audit_entry(self, seq: int) -> Row | None:
-        return self._one(f"SELECT {self.AUDIT_COLS} FROM audit WHERE seq = ?", (seq,))  # noqa: S608
+    def audit_entry(self, seq: int) -> AuditRow | None:
+        row = self._one(f"SELECT {self.AUDIT_COLS} FROM audit WHERE seq = ?", (seq,))  # noqa: S608
+        return None if row is None else AuditRow._make(row)
 
     def audit_query(
         self,
@@ -616,7 +728,7 @@ class Store:
         since: str | None,
         limit: int | None,
         include_vault_wide: bool,
-    ) -> list[Row]:
+    ) -> list[AuditRow]:
         where: list[str] = []
         params: list[Any] = []
         if engagements is not None:
@@ -641,17 +753,23 @@ class Store:
             params.append(limit)
         else:
             sql += " ORDER BY seq"
-        return self._all(sql, params)
+        return [AuditRow._make(r) for r in self._all(sql, params)]
 
     def audit_prune_before(self, seq: int) -> None:
         self._x("DELETE FROM audit WHERE seq < ?", (seq,))
 
-    def audit_first_after_ts(self, ts: str) -> Row | None:
-        return self._one(
+    def audit_first_after_ts(self, ts: str) -> AuditRow | None:
+        row = self._one(
             f"SELECT {self.AUDIT_COLS} FROM audit WHERE ts >= ? "  # noqa: S608
             "ORDER BY seq LIMIT 1",
             (ts,),
         )
+        return None if row is None else AuditRow._make(row)
+
+    def audit_oldest_ts(self) -> str | None:
+        """The time of the oldest entry kept (None: the trail is empty)."""
+        row = self._one("SELECT ts FROM audit ORDER BY seq LIMIT 1")
+        return None if row is None else str(row[0])
 
     def exported_by(self, member: str, engagement: str) -> bool:
         return (

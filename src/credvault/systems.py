@@ -10,6 +10,7 @@ from credvault import items, validate
 from credvault.access import Action
 from credvault.engagements import Engagements
 from credvault.errors import NotFound
+from credvault.model import Engagement, NewSystem, SystemRow
 from credvault.session import Session
 
 TABLE = "systems"
@@ -58,27 +59,22 @@ class Systems:
         with s.store.write():
             self.e.assert_current(eng)
             row = s.store.system(eng.id, name)
-            uid = os.urandom(16) if row is None else bytes(row[1])
+            uid = os.urandom(16) if row is None else row.uid
+            address_env = items.seal(s, eng, key, TABLE, uid, "address", addr.encode())
+            assert address_env is not None
+            details_b = details.encode() if details is not None else None
             s.store.upsert_system(
                 eng.id,
-                {
-                    "uid": uid,
-                    "name": name,
-                    "port": port_n,
-                    "protocol": protocol,
-                    "address_env": items.seal(s, eng, key, TABLE, uid, "address", addr.encode()),
-                    "details_env": items.seal(
-                        s,
-                        eng,
-                        key,
-                        TABLE,
-                        uid,
-                        "details",
-                        details.encode() if details is not None else None,
-                    ),
-                    "created_at": now,
-                    "updated_at": now,
-                },
+                NewSystem(
+                    uid,
+                    name,
+                    port_n,
+                    protocol,
+                    address_env,
+                    items.seal(s, eng, key, TABLE, uid, "details", details_b),
+                    now,
+                    now,
+                ),
             )
             s.log("system-add" if row is None else "system-update", eng.name, name, "ok")
         return System(eng.name, name, addr, port_n, protocol, details, now, now)
@@ -87,7 +83,7 @@ class Systems:
         eng = self.e.get(engagement)
         self.s.check(Action.LIST, self.e.role_of(eng), "list systems", eng.name)
         out = [
-            System(eng.name, r[2], None, r[3], r[4], None, r[7], r[8])
+            System(eng.name, r.name, None, r.port, r.protocol, None, r.created_at, r.updated_at)
             for r in self.s.store.systems(eng.id)
         ]
         with self.s.store.write():
@@ -102,21 +98,10 @@ class Systems:
         r = s.store.system(eng.id, name)
         if r is None:
             raise NotFound("system", ref)
-        uid = bytes(r[1])
-        addr = items.open_(s, eng, key, TABLE, uid, "address", r[5])
-        det = items.open_(s, eng, key, TABLE, uid, "details", r[6])
+        system = _opened(s, eng, key, r)
         with s.store.write():
             s.log("system-show", eng.name, name, "ok")
-        return System(
-            eng.name,
-            name,
-            addr.decode() if addr else None,
-            r[3],
-            r[4],
-            det.decode() if det is not None else None,
-            r[7],
-            r[8],
-        )
+        return system
 
     def remove(self, ref: str) -> None:
         s = self.s
@@ -134,21 +119,20 @@ class Systems:
         s = self.s
         eng = self.e.get(eng_name)
         key = self.e.key(eng, "export", Action.READ)
-        out = []
-        for r in s.store.systems(eng.id):
-            uid = bytes(r[1])
-            addr = items.open_(s, eng, key, TABLE, uid, "address", r[5])
-            det = items.open_(s, eng, key, TABLE, uid, "details", r[6])
-            out.append(
-                System(
-                    eng.name,
-                    r[2],
-                    addr.decode() if addr else None,
-                    r[3],
-                    r[4],
-                    det.decode() if det is not None else None,
-                    r[7],
-                    r[8],
-                )
-            )
-        return out
+        return [_opened(s, eng, key, r) for r in s.store.systems(eng.id)]
+
+
+def _opened(s: Session, eng: Engagement, key: bytes, r: SystemRow) -> System:
+    """A stored system with its address and details decrypted."""
+    addr = items.open_(s, eng, key, TABLE, r.uid, "address", r.address_env)
+    det = items.open_(s, eng, key, TABLE, r.uid, "details", r.details_env)
+    return System(
+        eng.name,
+        r.name,
+        addr.decode() if addr else None,
+        r.port,
+        r.protocol,
+        det.decode() if det is not None else None,
+        r.created_at,
+        r.updated_at,
+    )

@@ -509,7 +509,7 @@ class Vault:
         }
 
     def set_setting(self, name: str, value: str) -> None:
-        from credvault.retention import parse
+        from credvault.retention import parse, purge_due
 
         s = self._s
         key, n = parse(name, value)
@@ -519,10 +519,8 @@ class Vault:
             if key == "purge_grace_days":
                 for eng in self.engagements.list():
                     if eng.state == "closed" and eng.grace_days is None and eng.closed_at:
-                        s.store.update_engagement(
-                            eng.id,
-                            {"purge_due": self.engagements._due(eng.closed_at, n, eng.hold_until)},
-                        )
+                        due = purge_due(eng.closed_at, n, eng.hold_until)
+                        s.store.set_purge_due(eng.id, due)
             s.log("config-set", None, name, "ok", f"{name}={n}")
 
     # -- audit ------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ import argparse
 import pytest
 
 import credvault.cli as cli
-from credvault.cli import COMMANDS, build_parser, spec
+from credvault.cli import COMMANDS, TABLE, build_parser, spec
 from credvault.cli.spec import Command, OneOf, walk
-from credvault.cli.table import TABLE
 
 
 def _choices(parser: argparse.ArgumentParser) -> set[str]:

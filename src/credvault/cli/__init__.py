@@ -1,10 +1,15 @@
-"""The ``credvault`` command: parse with the command table, run one handler, map errors.
+"""The ``credvault`` command: the command table, parsing, and error → exit code mapping.
+
+:data:`TABLE` below is the one list of the command line: every command and action with its
+help, arguments and handler (one ``cmd_*`` function in :mod:`credvault.cli.commands`). To add
+a command, add an entry here and its handler there; the parser, ``--help``, ``docs/cli.md``
+(``python scripts/gen_cli_docs.py``) and :data:`COMMANDS` follow. The order here is the order
+of ``--help``. What an entry holds and how it becomes argparse: :mod:`credvault.cli.spec`.
+Shell completion or a man page can walk :data:`TABLE` (:func:`credvault.cli.spec.walk`) or
+the whole parser (:func:`build_parser`).
 
 Errors are one line on stderr (``credvault: …``) and the exit codes of spec §7; never a
 traceback, never a secret. No SQL and no cryptography here: every handler calls the library.
-
-The commands are declared once, in :data:`credvault.cli.table.TABLE` (handlers in
-:mod:`credvault.cli.commands`, how an entry becomes argparse in :mod:`credvault.cli.spec`).
 """
 
 from __future__ import annotations
@@ -13,14 +18,476 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from credvault import CredvaultError
+from credvault.cli import commands as c
 from credvault.cli import spec
-from credvault.cli.table import TABLE
+from credvault.cli.spec import Command, arg, one_of
 from credvault.cli.terminal import err
-from credvault.errors import CredvaultError
+
+# -- the command table ------------------------------------------------------------------------
+JSON = arg("--json", action="store_true")
+KDF = arg(
+    "--kdf",
+    metavar="m=KiB,t=N,p=N",
+    help="Argon2id cost for new passphrases (default m=65536,t=3,p=4)",
+)
+NEW_PASSPHRASE_FILE = arg(
+    "--passphrase-file",
+    dest="new_passphrase_file",
+    metavar="PATH",
+    value="file",
+    help="the new member's passphrase (first line)",
+)
+ENGAGEMENT = arg("name", value="engagement")
+REF = arg("ref", metavar="ENG/NAME", value="ref")
+SYSTEM_REF = arg("ref", metavar="ENG/NAME", value="system-ref")
+GRACE_DAYS = arg("--grace-days", type=str, metavar="N")
+
+STATUS_ARGS = (JSON,)
+STATUS_HELP = "who you are, keyring state, and purges due"
+
+TABLE: tuple[Command, ...] = (
+    Command(
+        "init",
+        "create a vault, its first admin and the recovery key",
+        c.cmd_init,
+        (
+            arg("--admin", metavar="NAME", help="first admin's name (default: you)"),
+            arg(
+                "--recovery-file",
+                metavar="PATH",
+                value="file",
+                help="write the recovery key here (0600) instead of printing it once",
+            ),
+            arg(
+                "--passphrase-file",
+                metavar="PATH",
+                value="file",
+                help="read the admin passphrase here",
+            ),
+            KDF,
+        ),
+    ),
+    Command(
+        "info",
+        "show vault facts",
+        c.cmd_info,
+        (
+            arg(
+                "--public-key",
+                action="store_true",
+                help="print only the public key that checks purge receipts",
+            ),
+            JSON,
+        ),
+    ),
+    Command("status", STATUS_HELP, c.cmd_status, STATUS_ARGS),
+    Command("whoami", STATUS_HELP, c.cmd_status, STATUS_ARGS),
+    Command(
+        "config",
+        "show or change vault settings",
+        actions=(
+            Command(
+                "set",
+                "set purge-grace-days, audit-retention-days or backup-retention-days",
+                c.cmd_config_set,
+                (arg("name"), arg("value")),
+            ),
+            Command("get", "show every setting", c.cmd_config_get, (JSON,)),
+        ),
+    ),
+    Command(
+        "member",
+        "manage vault members",
+        actions=(
+            Command(
+                "add",
+                "add a member (passphrase) or a service identity",
+                c.cmd_member_add,
+                (
+                    arg("name"),
+                    arg("--admin", action="store_true", help="make the member an admin"),
+                    arg("--service", action="store_true", help="an automation identity (key file)"),
+                    arg(
+                        "--identity-file",
+                        metavar="PATH",
+                        value="file",
+                        help="where to write the service key",
+                    ),
+                    NEW_PASSPHRASE_FILE,
+                    KDF,
+                ),
+            ),
+            Command("ls", "list members", c.cmd_member_ls, (JSON,)),
+            Command(
+                "rm",
+                "remove a member, drop their grants, re-key the database",
+                c.cmd_member_rm,
+                (arg("name", value="member"),),
+            ),
+            Command(
+                "reset",
+                "give a member new keys and passphrase",
+                c.cmd_member_reset,
+                (
+                    arg("name", value="member"),
+                    arg(
+                        "--passphrase-file",
+                        dest="new_passphrase_file",
+                        metavar="PATH",
+                        value="file",
+                    ),
+                    KDF,
+                ),
+            ),
+        ),
+    ),
+    Command(
+        "passwd",
+        "change your own passphrase",
+        c.cmd_passwd,
+        (
+            arg(
+                "--passphrase-file",
+                dest="new_passphrase_file",
+                metavar="PATH",
+                value="file",
+                help="the new passphrase (first line)",
+            ),
+            KDF,
+        ),
+    ),
+    Command(
+        "engagement",
+        "manage engagements and their lifecycle",
+        actions=(
+            Command(
+                "new",
+                "create an engagement (admin)",
+                c.cmd_engagement_new,
+                (
+                    arg("name"),
+                    arg("--client", required=True, value="client"),
+                    arg("--lead", metavar="NAME", value="member", help="first lead (default: you)"),
+                    arg("--require-reason", action="store_true", help="reads must give --reason"),
+                    arg("--grace-days", type=str, metavar="N", help="days from close to purge"),
+                ),
+            ),
+            Command(
+                "ls",
+                "list engagements",
+                c.cmd_engagement_ls,
+                (arg("--client", value="client"), JSON),
+            ),
+            Command(
+                "show",
+                "show an engagement, its members and purge date",
+                c.cmd_engagement_show,
+                (ENGAGEMENT, JSON),
+            ),
+            Command(
+                "set",
+                "change an engagement's settings",
+                c.cmd_engagement_set,
+                (
+                    ENGAGEMENT,
+                    one_of(
+                        arg(
+                            "--require-reason",
+                            dest="require_reason",
+                            action="store_true",
+                            default=None,
+                        ),
+                        arg("--no-require-reason", dest="require_reason", action="store_false"),
+                        required=True,
+                    ),
+                ),
+            ),
+            Command(
+                "members",
+                "list who holds which role",
+                c.cmd_engagement_members,
+                (ENGAGEMENT, JSON),
+            ),
+            Command(
+                "close",
+                "the service is complete: schedule the purge",
+                c.cmd_engagement_close,
+                (ENGAGEMENT, GRACE_DAYS),
+            ),
+            Command(
+                "retain",
+                "client asked to keep the data until a date",
+                c.cmd_engagement_retain,
+                (
+                    ENGAGEMENT,
+                    arg("--until", required=True, metavar="YYYY-MM-DD"),
+                    arg("--reason", required=True),
+                ),
+            ),
+            Command("release", "lift a retention hold", c.cmd_engagement_release, (ENGAGEMENT,)),
+            Command(
+                "rotate", "rotate the engagement key now", c.cmd_engagement_rotate, (ENGAGEMENT,)
+            ),
+            Command(
+                "shred",
+                "destroy now (client's deletion request)",
+                c.cmd_engagement_shred,
+                (
+                    ENGAGEMENT,
+                    arg("--yes", action="store_true", help="do not ask for confirmation"),
+                ),
+            ),
+        ),
+    ),
+    Command(
+        "grant",
+        "give a member a role on an engagement",
+        c.cmd_grant,
+        (
+            arg("engagement", value="engagement"),
+            arg("member", value="member"),
+            arg("role", value="role", help="lead, engineer, reader or auditor"),
+            arg("--until", metavar="YYYY-MM-DD[THH:MM]", help="the grant expires then (UTC)"),
+        ),
+    ),
+    Command(
+        "revoke",
+        "revoke a member and rotate the engagement key",
+        c.cmd_revoke,
+        (arg("engagement", value="engagement"), arg("member", value="member"), JSON),
+    ),
+    Command(
+        "recover",
+        "restore access to an engagement with the recovery key",
+        c.cmd_recover,
+        (
+            arg("engagement", value="engagement"),
+            arg("--recovery-file", required=True, metavar="PATH", value="file"),
+            arg("--grant-to", required=True, metavar="NAME", value="member"),
+            arg("--role", required=True, value="role"),
+        ),
+    ),
+    Command(
+        "system",
+        "client systems (hosts)",
+        actions=(
+            Command(
+                "add",
+                "add or update a system",
+                c.cmd_system_add,
+                (
+                    SYSTEM_REF,
+                    arg("--address", required=True, help="IPv4, IPv6 or DNS name"),
+                    arg("--port"),
+                    arg("--protocol"),
+                    arg("--details", help="free-text system details (stored encrypted)"),
+                ),
+            ),
+            Command(
+                "ls",
+                "list systems of an engagement",
+                c.cmd_system_ls,
+                (arg("engagement", value="engagement"), JSON),
+            ),
+            Command(
+                "show",
+                "show a system (address and details)",
+                c.cmd_system_show,
+                (SYSTEM_REF, JSON),
+            ),
+            Command(
+                "rm",
+                "remove a system",
+                c.cmd_system_rm,
+                (SYSTEM_REF,),
+            ),
+        ),
+    ),
+    Command(
+        "put",
+        "store a credential; the secret is read from stdin",
+        c.cmd_put,
+        (
+            REF,
+            arg("--username"),
+            arg(
+                "--system",
+                metavar="NAME",
+                value="system",
+                help="link to a system of the engagement",
+            ),
+            arg(
+                "--kind",
+                choices=["password", "ssh-key", "token", "other"],
+                help="kind of a new credential (default password; a replace keeps it)",
+            ),
+            arg("--url"),
+            arg("--notes"),
+            arg(
+                "--generate",
+                nargs="?",
+                type=int,
+                const=32,
+                metavar="LENGTH",
+                help="generate a random secret instead of reading stdin",
+            ),
+        ),
+    ),
+    Command(
+        "get",
+        "print a credential's secret (or a field)",
+        c.cmd_get,
+        (
+            REF,
+            arg("--field", choices=["secret", "username", "address", "port", "url", "notes"]),
+            arg("--json", action="store_true", help="the whole record, secret included"),
+            arg("-n", action="store_true", help="no trailing newline"),
+            arg("--reason", help="why you read it (ticket number); recorded in the audit"),
+        ),
+    ),
+    Command(
+        "ls",
+        "list credentials",
+        c.cmd_ls,
+        (arg("engagement", nargs="?", value="engagement"), JSON),
+    ),
+    Command("rm", "remove a credential", c.cmd_rm, (REF,)),
+    Command(
+        "audit",
+        "list, verify or checkpoint the audit trail",
+        c.cmd_audit,
+        (
+            arg("--engagement", value="engagement"),
+            arg("--member", value="member"),
+            arg("--action"),
+            arg("--since", metavar="YYYY-MM-DD"),
+            arg("--limit", type=int),
+            JSON,
+        ),
+        actions=(
+            Command(
+                "verify",
+                "check the hash chain (exit 6 if broken)",
+                c.cmd_audit_verify,
+                (
+                    arg(
+                        "--checkpoint",
+                        metavar="POS:MAC",
+                        help="also prove no rewrite up to here",
+                    ),
+                ),
+            ),
+            Command(
+                "checkpoint",
+                "print the chain head to keep outside the vault",
+                c.cmd_audit_checkpoint,
+            ),
+        ),
+    ),
+    Command(
+        "purge",
+        "destroy every engagement whose purge is due",
+        c.cmd_purge,
+        (
+            arg("--dry-run", action="store_true", help="only list what is due"),
+            arg(
+                "--confirm-clock",
+                metavar="YYYY-MM-DD",
+                help="the clock is suspect and you checked that today is this date (UTC): "
+                "act on it (admins and service identities; audited)",
+            ),
+            JSON,
+        ),
+    ),
+    Command(
+        "receipt",
+        "print a purged engagement's signed receipt",
+        c.cmd_receipt,
+        (
+            arg("engagement", value="engagement"),
+            JSON,
+            arg("--output", metavar="FILE", value="file", help="write it to a new 0600 file"),
+        ),
+    ),
+    Command(
+        "verify-receipt",
+        "check a purge receipt's signature",
+        c.cmd_verify_receipt,
+        (
+            arg("file", value="file"),
+            arg("--public-key", metavar="KEY", help="the vault's public key (base64)"),
+        ),
+        common=False,  # needs no vault
+    ),
+    Command(
+        "client",
+        "client requests: list, export, shred",
+        actions=(
+            Command("ls", "list clients and their engagements", c.cmd_client_ls, (JSON,)),
+            Command(
+                "export",
+                "everything held for a client, as JSON",
+                c.cmd_client_export,
+                (
+                    arg("client", value="client"),
+                    arg("--output", metavar="FILE", value="file", help="write to a new 0600 file"),
+                ),
+            ),
+            Command(
+                "shred",
+                "shred every engagement of a client",
+                c.cmd_client_shred,
+                (arg("client", value="client"), arg("--yes", action="store_true")),
+            ),
+        ),
+    ),
+    Command(
+        "backup",
+        "write an encrypted backup file; prune old backups",
+        c.cmd_backup,
+        (
+            arg(
+                "dir",
+                nargs="?",
+                value="dir",
+                help="backup directory (default VAULT/../credvault-backups)",
+            ),
+        ),
+    ),
+    Command(
+        "restore",
+        "restore a backup into a new vault directory",
+        c.cmd_restore,
+        (arg("file", value="file"),),
+    ),
+    Command(
+        "check",
+        "full integrity check of the vault or a backup file (exit 6 if anything is wrong)",
+        c.cmd_check,
+        (
+            arg(
+                "target",
+                nargs="?",
+                value="file",
+                help="a backup file or vault directory (default: the vault)",
+            ),
+            JSON,
+        ),
+    ),
+    Command(
+        "unlock",
+        "cache your key in the OS keyring (default 8h)",
+        c.cmd_unlock,
+        (arg("--ttl", default="8h", help="how long, e.g. 30m, 8h, 2d"),),
+    ),
+    Command("lock", "remove your cached key from the OS keyring", c.cmd_lock),
+)
 
 COMMANDS = frozenset(cmd.name for cmd in TABLE)
 
 
+# -- parsing and running ----------------------------------------------------------------------
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or with ``only`` just that command's part (what `main` needs)."""
     return spec.build_parser(TABLE, only)

@@ -1,13 +1,12 @@
 """One ``cmd_*`` function per command and action (``cmd_engagement_new`` runs
 ``credvault engagement new``): read what argparse gave, make one library call, render.
 
-The table that names them, with their help and arguments, is :mod:`credvault.cli.table`.
+The table that names them, with their help and arguments, is :data:`credvault.cli.TABLE`.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -15,19 +14,25 @@ from pathlib import Path
 
 from credvault import (
     DEFAULT_KDF,
+    Engagement,
     FirstOf,
     IntegrityError,
     InvalidInput,
     KdfParams,
+    NotFound,
     Vault,
     default_dir,
+    default_source,
+    generate_secret,
+    identity_member,
+    parse_ttl,
+    read_passphrase_file,
+    validate_name,
     verify_receipt,
+    write_new_private,
+    write_receipt,
 )
 from credvault.cli import terminal as t
-from credvault.engagements import Engagement
-from credvault.errors import NotFound
-from credvault.unlock import default_source, identity_member
-from credvault.validate import name as validate_name
 
 EXIT_OK = 0
 
@@ -46,6 +51,8 @@ def member_name(args: argparse.Namespace) -> str:
     identity = os.environ.get("CREDVAULT_IDENTITY")
     if identity:  # a service identity names its member
         return identity_member(Path(identity))
+    import getpass  # only here: who you are is usually given
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -85,8 +92,6 @@ def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:
 
 
 def new_passphrase(args: argparse.Namespace, who: str) -> bytes:
-    from credvault.unlock import read_passphrase_file
-
     pfile = getattr(args, "new_passphrase_file", None)
     if pfile:
         return read_passphrase_file(Path(pfile))
@@ -113,8 +118,6 @@ def render(
 # -- vault ----------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     """Create a vault: its first (admin) member and the recovery key."""
-    from credvault.unlock import read_passphrase_file
-
     admin = args.admin or member_name(args)
     pfile = args.passphrase_file or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
     if pfile:
@@ -146,11 +149,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Who you are, whether the keyring holds your key, and what purges are due."""
-    from credvault.keyring_cache import cache_status
-
     path = vault_dir(args)
     member = member_name(args)
-    cache = cache_status(path, member)
+    cache = Vault.keyring_status(path, member)
     with open_vault(args, auto_purge=False) as v:  # report what is due rather than do it
         data = {**v.status(), "keyring": cache}
     if args.json:
@@ -223,9 +224,7 @@ def cmd_member_rm(args: argparse.Namespace) -> int:
     """Remove a member: their grants go and the database is re-keyed."""
     with open_vault(args) as v:
         n = v.members.remove(args.name)
-        from credvault.keyring_cache import forget
-
-        forget(v.path, args.name)
+        Vault.forget_cached_keys(v.path, args.name)
         t.out(
             f"removed member {args.name}; {n} grant(s) dropped, database re-keyed; "
             "their engagements rotate their keys at the next lead action"
@@ -238,9 +237,7 @@ def cmd_member_reset(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
         pw = new_passphrase(args, args.name)
         v.members.reset(args.name, pw)
-        from credvault.keyring_cache import forget
-
-        forget(v.path, args.name)
+        Vault.forget_cached_keys(v.path, args.name)
         t.out(f"reset member {args.name}: new keys; their grants must be made again")
     return EXIT_OK
 
@@ -249,9 +246,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     """Change your own passphrase."""
     with open_vault(args) as v:
         v.members.passwd(new_passphrase(args, v.member))
-        from credvault.keyring_cache import forget
-
-        forget(v.path, v.member)
+        Vault.forget_cached_keys(v.path, v.member)
         t.out("passphrase changed")
     return EXIT_OK
 
@@ -476,10 +471,8 @@ def cmd_system_rm(args: argparse.Namespace) -> int:
 # -- credentials ----------------------------------------------------------------------------
 def cmd_put(args: argparse.Namespace) -> int:
     """Store a credential; the secret comes from stdin (or --generate), never from argv."""
-    from credvault.credentials import generate
-
     if args.generate is not None:
-        secret = generate(args.generate).reveal()
+        secret = generate_secret(args.generate).reveal()
     else:
         secret = t.read_secret_stdin()
     with open_vault(args) as v:
@@ -540,7 +533,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the hash chain of the audit trail (and, given one, against a checkpoint)."""
     with open_vault(args) as v:
-        n = v.audit_verify(args.checkpoint)
+        n = v.audit.verify(args.checkpoint)
         t.out(
             f"audit trail intact: {n} entries verified"
             + (
@@ -555,14 +548,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     """Print the chain head, to keep outside the vault."""
     with open_vault(args) as v:
-        t.out(str(v.audit_checkpoint()))
+        t.out(str(v.audit.checkpoint()))
     return EXIT_OK
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """List the audit trail, filtered."""
     with open_vault(args) as v:
-        es = v.audit_entries(
+        es = v.audit.entries(
             engagement=args.engagement,
             member=args.member,
             action=args.action,
@@ -628,8 +621,6 @@ def cmd_receipt(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
         receipt = v.purger.receipt(args.engagement)
     if args.output:
-        from credvault.purge import write_receipt
-
         write_receipt(Path(args.output), receipt)
         t.out(f"receipt written to {args.output}")
     elif args.json:
@@ -704,12 +695,8 @@ def cmd_client_ls(args: argparse.Namespace) -> int:
 def cmd_client_export(args: argparse.Namespace) -> int:
     """Everything held for a client, secrets included, as JSON (stdout or a new 0600 file)."""
     with open_vault(args) as v:
-        from credvault.clients import export_bytes, export_client
-
-        data = export_bytes(export_client(v, args.client))
+        data = v.clients.export_bytes(args.client)
         if args.output:
-            from credvault.files import write_new_private
-
             write_new_private(Path(args.output), data)
             t.out(f"exported {args.client} to {args.output} (mode 0600)")
         else:
@@ -722,36 +709,30 @@ def cmd_client_export(args: argparse.Namespace) -> int:
 def cmd_client_shred(args: argparse.Namespace) -> int:
     """Shred every engagement of a client (all or nothing), once confirmed."""
     with open_vault(args) as v:
-        from credvault.clients import client_engagements, shred_client
-
-        engs = client_engagements(v, args.client)
+        engs = v.clients.engagements(args.client)
         t.confirm(
             f"Destroy {len(engs)} engagement(s) of {args.client} now?",
             yes=args.yes,
             verb="shred",
         )
-        for name in shred_client(v, args.client):
+        for name in v.clients.shred(args.client):
             t.out(f"shredded {name}")
         return purge_outcome(v)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Write an encrypted, consistent backup file and prune old ones."""
-    from credvault.backup import backup
-
     with open_vault(args) as v:
-        path, pruned = backup(v, Path(args.dir) if args.dir else None)
+        path, pruned = v.backups.create(Path(args.dir) if args.dir else None)
     t.out(f"backup written to {path}" + (f"; pruned {pruned} old backup(s)" if pruned else ""))
     return EXIT_OK
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup into a new vault directory (then purge what is due)."""
-    from credvault.backup import restore
-
     target = Path(args.vault) if args.vault else default_dir()
     member = member_name(args)
-    purged = restore(Path(args.file), target, member, unlock_source(args, target, member))
+    purged = Vault.restore(Path(args.file), target, member, unlock_source(args, target, member))
     t.out(f"restored into {target}" + (f"; purged at once: {', '.join(purged)}" if purged else ""))
     return EXIT_OK
 
@@ -784,20 +765,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 # -- keyring --------------------------------------------------------------------------------
 def cmd_unlock(args: argparse.Namespace) -> int:
     """Cache your unlocked key in the OS keyring until it expires (default 8h)."""
-    from credvault.keyring_cache import parse_ttl, store_in_keyring
-
     ttl = parse_ttl(args.ttl)
     args.no_keyring = True  # unlock from the passphrase, not from the cache itself
     with open_vault(args) as v:
-        until = store_in_keyring(v, ttl)
+        until = v.cache_keys(ttl)
     t.out(f"unlocked {v.member} on this vault until {until} (UTC); `credvault lock` to forget")
     return EXIT_OK
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
     """Remove your cached key from the OS keyring."""
-    from credvault.keyring_cache import forget
-
-    removed = forget(vault_dir(args), member_name(args))
+    removed = Vault.forget_cached_keys(vault_dir(args), member_name(args))
     t.out("locked" if removed else "nothing cached; already locked")
     return EXIT_OK

@@ -1,6 +1,6 @@
 """What a command-table entry is, and how the table becomes an argparse parser.
 
-The command line is described once, as data (:data:`credvault.cli.table.TABLE`): a
+The command line is described once, as data (:data:`credvault.cli.TABLE`): a
 :class:`Command` has a name, a one-line help, its arguments (:class:`Arg`, or a
 :class:`OneOf` group) and the function that runs it, or nested :class:`Command` actions
 (``member add``). Everything else is derived from that table: the parser of the running
@@ -16,52 +16,90 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, NoReturn
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from credvault.cli.terminal import err
 
+if TYPE_CHECKING:  # an annotation only: subscripting Callable costs import time
+    from collections.abc import Callable
+
+    Handler = Callable[[argparse.Namespace], int]
+
 EXIT_USAGE = 2
 
-Handler = Callable[[argparse.Namespace], int]
 
-
-class Arg(NamedTuple):
+class Arg:
     """One ``add_argument`` call: its flags (``("name",)``, ``("--client",)``) and keywords.
 
     ``value`` says what the value names, for shell completion (argparse never sees it):
     ``"file"``, ``"dir"``, ``"engagement"``, ``"member"``, ``"client"``, ``"role"``, ``"ref"``
     (a credential's ENG/NAME), ``"system-ref"`` (a system's ENG/NAME), ``"system"`` (a
     system's NAME in the engagement at hand); ``None`` for anything else (new names, text).
+
+    The table's types are plain slotted classes, not NamedTuples or dataclasses: creating
+    those classes costs about 0.4 ms each on every ``credvault get``. Treat them as frozen.
     """
 
-    flags: tuple[str, ...]
-    options: Mapping[str, Any]
-    value: str | None = None
+    __slots__ = ("flags", "options", "value")
+
+    def __init__(
+        self, flags: tuple[str, ...], options: Mapping[str, Any], value: str | None = None
+    ) -> None:
+        self.flags = flags
+        self.options = options
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Arg({self.flags!r}, {dict(self.options)!r}, {self.value!r})"
 
 
-class OneOf(NamedTuple):
+class OneOf:
     """Mutually exclusive arguments (``--require-reason`` / ``--no-require-reason``)."""
 
-    args: tuple[Arg, ...]
-    required: bool = False
+    __slots__ = ("args", "required")
+
+    def __init__(self, args: tuple[Arg, ...], required: bool = False) -> None:
+        self.args = args
+        self.required = required
+
+    def __repr__(self) -> str:
+        return f"OneOf({self.args!r}, required={self.required!r})"
 
 
-class Command(NamedTuple):
+class Command:
     """A command or a nested action: what ``--help`` says, what it takes, what runs it.
 
     A command with ``actions`` and no ``handler`` needs an action (``member`` alone is a
     usage error); with both, the action is optional (``audit`` lists, ``audit verify``
-    verifies). ``common`` adds ``--vault``/``--as``/``--no-keyring`` (to the command and to
-    each of its actions, where they are accepted after the action too).
+    verifies). ``common`` adds ``--vault``/``--as``/``--no-keyring`` (:data:`COMMON_ARGS`) to
+    the command and to each of its actions, which accept them after the action too; an
+    action takes its command's ``common``.
     """
 
-    name: str
-    help: str
-    handler: Handler | None = None
-    args: tuple[Arg | OneOf, ...] = ()
-    actions: tuple[Command, ...] = ()
-    common: bool = True
+    __slots__ = ("actions", "args", "common", "handler", "help", "name")
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        handler: Handler | None = None,
+        args: tuple[Arg | OneOf, ...] = (),
+        actions: tuple[Command, ...] = (),
+        *,
+        common: bool = True,
+    ) -> None:
+        self.name = name
+        self.help = help
+        self.handler = handler
+        self.args = args
+        self.actions = actions
+        self.common = common
+        for action in actions:
+            action.common = common
+
+    def __repr__(self) -> str:
+        return f"Command({self.name!r}, {self.help!r}, ...)"
 
 
 def arg(*flags: str, value: str | None = None, **options: Any) -> Arg:
@@ -70,6 +108,7 @@ def arg(*flags: str, value: str | None = None, **options: Any) -> Arg:
 
 
 def one_of(*args: Arg, required: bool = False) -> OneOf:
+    """``one_of(arg(...), arg(...), required=True)``: a mutually exclusive group, as data."""
     return OneOf(args, required)
 
 
@@ -135,7 +174,7 @@ def _add_command(sub: argparse._SubParsersAction[Parser], cmd: Command, *, neste
         actions = p.add_subparsers(dest="verb", metavar="ACTION", parser_class=Parser)
         actions.required = cmd.handler is None
         for action in cmd.actions:
-            _add_command(actions, action._replace(common=cmd.common), nested=True)
+            _add_command(actions, action, nested=True)
     if cmd.common and nested:
         _add_common(p, nested=True)  # last, after the action's own arguments
 
@@ -169,9 +208,9 @@ def walk(
 ) -> Iterator[tuple[tuple[str, ...], Command]]:
     """Every command and action, depth first: ``(("engagement", "new"), Command(...))``.
 
-    Actions inherit their command's ``common``; the arguments listed are the entry's own
-    (add :data:`COMMON_ARGS` where ``common`` is true).
+    The arguments listed are the entry's own: where ``common`` is true, argparse adds
+    :data:`COMMON_ARGS` too.
     """
     for cmd in table:
         yield (*path, cmd.name), cmd
-        yield from walk([a._replace(common=cmd.common) for a in cmd.actions], (*path, cmd.name))
+        yield from walk(cmd.actions, (*path, cmd.name))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sys
 from collections.abc import Sequence
 
-from credvault.errors import CredvaultError, InvalidInput
+from credvault import CredvaultError, InvalidInput
 
 MAX_STDIN = 1024 * 1024 + 1
 MAX_ANSWER = 256
@@ -29,11 +28,15 @@ def has_terminal() -> bool:
 
 
 def ask_hidden(prompt: str) -> bytes:
+    import getpass  # only when asking: not on the path of a `get` that needs no prompt
+
     return getpass.getpass(prompt).encode()
 
 
 def ask_new_secret(what: str) -> bytes:
     """Twice, without echo; they must match."""
+    import getpass
+
     first = getpass.getpass(f"{what}: ").encode()
     second = getpass.getpass(f"{what} (again): ").encode()
     if first != second:

@@ -1,0 +1,101 @@
+"""Kill points from observed progress, for the crash tests' child processes.
+
+``KILL_HOOK`` is Python source that a crash test puts at the top of its child script. It counts
+*events* while armed: every executed line of credvault code (a ``sys.settrace`` line tracer
+limited to files under a ``credvault`` package directory) and every tick of SQLite's progress
+handler (installed on each connection credvault opens, by wrapping ``sqlcipher3.connect``; it
+fires every ``PROGRESS_STEP`` virtual-machine instructions *inside* SQLite's own work: commits,
+``VACUUM``, the online backup copy). ``arm(at, kind)`` starts counting, and the child SIGKILLs
+itself at the ``at``-th event of ``kind`` ("any", "line" or "sql"). ``disarm()`` stops and
+returns the counts ``(lines, sql_ticks)``; ``marks`` maps each credvault function name to the
+event count at its first call, so a test can aim inside a named step.
+
+A calibration run (armed with ``at=None``) counts the events of the whole operation; kill
+points are then drawn from that range. Nothing here reads a clock: the same kill point lands
+at the same step of the operation however loaded the machine is. The product has no hook for
+this; only the child process of the test is instrumented.
+
+``wait_until`` polls a condition (a file appearing, a process state) with a generous deadline;
+it picks no kill point, it only waits for one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+#: ``CREDVAULT_TEST_KILLS=full`` runs the random kill loops at their full counts (the suite
+#: then kills about 160 times); the default run does fewer random kills, while every
+#: deterministic kill point (the fixed ones, each file-system step of a re-key) stays.
+FULL_KILLS = os.environ.get("CREDVAULT_TEST_KILLS", "") == "full"
+
+
+def kill_count(default: int, full: int) -> int:
+    """How many random kills a loop does in this run (see FULL_KILLS)."""
+    return full if FULL_KILLS else default
+
+
+KILL_HOOK = r"""
+import os, signal, sys, threading
+from pathlib import Path
+import sqlcipher3
+
+PROGRESS_STEP = 50
+_SEP = os.sep + "credvault" + os.sep
+_st = {"line": 0, "sql": 0, "at": None, "kind": "any", "on": False}
+marks = {}
+
+def _event(kind):
+    _st[kind] += 1
+    if _st["at"] is not None and (_st["kind"] == kind or _st["kind"] == "any"):
+        n = _st[kind] if _st["kind"] == kind else _st["line"] + _st["sql"]
+        if n >= _st["at"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+def _local(frame, event, arg):
+    if event == "line" and _st["on"]:
+        _event("line")
+    return _local
+
+def _global(frame, event, arg):
+    if not _st["on"] or _SEP not in frame.f_code.co_filename:
+        return None
+    marks.setdefault(frame.f_code.co_name, _st["line"] + _st["sql"])
+    return _local
+
+def _progress():
+    if _st["on"]:
+        _event("sql")
+    return 0
+
+_connect = sqlcipher3.connect
+
+def _connect_hooked(*a, **kw):
+    conn = _connect(*a, **kw)
+    conn.set_progress_handler(_progress, PROGRESS_STEP)
+    return conn
+
+sqlcipher3.connect = _connect_hooked
+
+def arm(at=None, kind="any"):
+    _st.update(line=0, sql=0, at=at, kind=kind, on=True)
+    marks.clear()
+    threading.settrace(_global)
+    sys.settrace(_global)
+
+def disarm():
+    sys.settrace(None)
+    threading.settrace(None)
+    _st["on"] = False
+    return _st["line"], _st["sql"]
+"""
+
+
+def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 120.0) -> None:
+    """Poll ``condition`` until it holds; fail after a deadline that only a hang reaches."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)

@@ -1,0 +1,96 @@
+"""The benchmarks' smoke run: each script in benchmarks/ runs with ``--quick`` as a user runs
+it (a subprocess, the test's Python) and prints its figures.
+
+This keeps the benchmarks working through refactors: they use only credvault's public API
+and the one documented test seam (``credvault._bench_seam``), and this test fails when any
+of that changes under them. Figures are not judged here (tests make no timing assertions);
+only that every section ran and printed numbers. Peer tools that are missing must be reported
+as skipped, never silently dropped. Deselect with ``-m 'not bench'``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.bench
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURE = re.compile(r"\d[\d,]*(\.\d+)? (ms|s|/s)\b|\d+\.\d+x")
+
+
+def _run(script: str, *args: str) -> str:
+    # Not under coverage: the figures would measure the tracer, and the benchmarks are no
+    # part of the package whose coverage is held.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert "== Summary" in p.stdout
+    assert "judged targets met" in p.stdout
+    return p.stdout
+
+
+def _section(out: str, title: str) -> str:
+    """The text of the section whose title starts with ``title``."""
+    parts = out.split("\n== ")
+    found = [p for p in parts if p.startswith(title)]
+    assert found, f"no section {title!r} in:\n{out[-3000:]}"
+    return found[0]
+
+
+def test_bench_library_quick() -> None:
+    out = _run("bench_library.py")
+    for title in (
+        "Argon2id: one passphrase derivation",
+        "put and get at 50 vs 200 credentials",
+        "revoke with key rotation, member removal (re-key), purge: 200 credentials",
+        "durable audited get and audit verify",
+        "opening a vault when nothing is due",
+        "revoke with key rotation, member removal (re-key), purge: 2,000-entry",
+    ):
+        assert FIGURE.search(_section(out, title)), title
+    assert re.search(r"audit verify of [\d,]+ entries\s+\d+\.\d+ s", out)
+    assert re.search(r"get/s at 200 \(durable audit entry each\)\s+[\d,]+ /s", out)
+
+
+def test_bench_cli_quick() -> None:
+    out = _run("bench_cli.py")
+    floors = _section(out, "start-up floors and `credvault get`")
+    for row in ("python -c pass", "get, identity file", "get, passphrase file, DEFAULT_KDF"):
+        assert re.search(rf"^{re.escape(row)}\s+1\s+\d+\.\d+", floors, re.M), row
+    assert FIGURE.search(_section(out, "Argon2id at the members' parameters"))
+    split = _section(out, "`credvault get` without a KDF")
+    assert re.search(r"Vault\.open \(unlock, SQLCipher open, checks\)\s+\d+\.\d+ ms", split)
+    keyring = _section(out, "`credvault get` unlocked from the OS keyring")
+    assert "skipped:" in keyring or re.search(r"^get, keyring\s+1\s+\d", keyring, re.M)
+
+
+def test_compare_quick() -> None:
+    out = _run("compare.py", "--no-keyring")
+    reads = _section(out, "whole-process read of one secret")
+    assert re.search(r"^credvault get \(passphrase file\)\s+1\s+\d", reads, re.M)
+    stores = _section(out, "the stores")
+    for tool, row in (("pass", "pass"), ("keepassxc-cli", "keepassxc-cli (aes-kdf)")):
+        if shutil.which(tool):
+            assert re.search(rf"^{re.escape(row)}\s+1\s+\d", reads, re.M), row
+        else:
+            assert f"SKIPPED {tool}" in stores, tool
+    assert FIGURE.search(_section(out, "bulk insert of 200 credentials"))
+    assert FIGURE.search(_section(out, "in-process read latency"))
+    assert FIGURE.search(_section(out, "floors"))
+    assert "targets (issue 7)" in out
