@@ -51,7 +51,7 @@ from credvault.unlock import (
     read_passphrase_file,
 )
 from credvault.validate import name as validate_name
-from credvault.vault import InitResult, Vault, default_dir
+from credvault.vault import InitResult, RestoreReport, Vault, default_dir
 
 if TYPE_CHECKING:
     from credvault.integrity import CheckReport
@@ -131,6 +131,7 @@ __all__ = [
     "PassphraseFile",
     "Prompt",
     "Purged",
+    "RestoreReport",
     "RetentionError",
     "Role",
     "Secret",

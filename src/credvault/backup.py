@@ -16,7 +16,7 @@ import shutil
 import stat
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -93,8 +93,10 @@ class Backups:
             raise AlreadyExists(f"{target} exists (one backup per second)") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        from credvault.ledger import write_ledgers
         from credvault.purge import clock_hold
 
+        write_ledgers(s, directory)  # the record of destruction, beside every backup
         days = s.setting("backup-retention-days")
         held = clock_hold(s)  # pruning destroys: never on a suspect clock
         pruned = 0 if held else prune(directory, vault_id, now - timedelta(days=days), keep=target)
@@ -172,7 +174,9 @@ def prune(directory: Path, vault_id: str, cutoff: datetime, *, keep: Path | None
         m = _NAME.match(f.name)
         if not m or m.group(1) != vault_id or (keep is not None and f.name == keep.name):
             continue
-        if parse_backup_stamp(m.group(2)) < cutoff:
+        # A name stamped in the future is suspect: its age is the file's, if that is older.
+        written = datetime.fromtimestamp(f.stat().st_mtime, UTC)
+        if min(parse_backup_stamp(m.group(2)), written) < cutoff:
             f.unlink()
             n += 1
     return n

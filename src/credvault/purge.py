@@ -23,6 +23,7 @@ can check one with ``openssl`` alone (docs/for-your-client.md); format-1 receipt
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from datetime import timedelta
@@ -50,6 +51,7 @@ REASONS = {
     "grace": "grace period expired",
     "hold": "retention hold expired",
     "request": "client request",
+    "ledger": "destroyed after this backup was made",
 }
 
 
@@ -244,6 +246,7 @@ class Purger:
         self.prune_audit()
         if done:
             self.rewrite(wait_s=0 if automatic else None)
+            self.write_ledgers()
         self.prune_backups()
         with s.store.write():
             mark_high_water(s)
@@ -270,6 +273,16 @@ class Purger:
     def complete(self) -> bool:
         """No purge of this vault is waiting for its file rewrite."""
         return not self.s.store.get_meta("needs_vacuum")
+
+    def write_ledgers(self) -> None:
+        """The record of what was destroyed, outside the database (:mod:`credvault.ledger`):
+        in the vault directory and beside the default backups. Best effort: the receipts
+        stay in the database, and the next purge or backup writes them again."""
+        from credvault.backup import default_backup_dir
+        from credvault.ledger import write_ledgers
+
+        with contextlib.suppress(OSError):
+            write_ledgers(self.s, default_backup_dir(self.s.path))
 
     def prune_backups(self) -> int:
         """Backups in the default place older than the backup retention leave with the purge."""
@@ -320,9 +333,12 @@ class Purger:
         s.check(Action.LIFECYCLE, self.e.role_of(eng), "shred", eng.name)
         self._destroy(eng, "request", automatic=False)
         self.rewrite()
+        self.write_ledgers()
         return self.receipt_of(eng.name)
 
-    def _destroy(self, eng: Engagement, reason: str, *, automatic: bool) -> dict[str, object]:
+    def _destroy(
+        self, eng: Engagement, reason: str, *, automatic: bool, note: str | None = None
+    ) -> dict[str, object]:
         s = self.s
         if eng.state == "purged":
             raise RetentionError(f"engagement {eng.name!r} is already purged")
@@ -340,7 +356,7 @@ class Purger:
                 None,
                 "ok",
                 f"{REASONS[reason]}; {creds} credentials, {systems} systems, "
-                f"{copies} key copies destroyed",
+                f"{copies} key copies destroyed" + (f"; {note}" if note else ""),
             )
             body: dict[str, object] = {
                 "format": RECEIPT_FORMAT,

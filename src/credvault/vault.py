@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +44,7 @@ from credvault.unlock import InMemory, Passphrase, UnlockSource, resolve
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from credvault import ledger
     from credvault.audit_trail import AuditTrail
     from credvault.backup import Backups
     from credvault.clients import Clients
@@ -86,6 +87,30 @@ def parse_recovery(text: str) -> tuple[bytes, bytes]:
         return bytes.fromhex(vid), seed_b
     except ValueError:
         raise InvalidInput("not a credvault recovery key") from None
+
+
+class RestoreReport(NamedTuple):
+    """What a restore destroyed at once and which records of destruction it consulted.
+
+    ``newest_record`` is None when no record newer than the backup was found: engagements
+    destroyed after ``backup_time`` may then have come back, and the operator must say so.
+    """
+
+    purged_due: list[str]
+    destroyed_after_backup: list[str]
+    looked_in: list[str]
+    newest_record: str | None
+    backup_time: str
+
+    def summary(self) -> str:
+        parts = [f"{len(self.purged_due)} engagements purged at once"]
+        if self.destroyed_after_backup:
+            parts.append(
+                f"destroyed after the backup, destroyed again: {', '.join(self.destroyed_after_backup)}"
+            )
+        if self.newest_record is None:
+            parts.append("no record of destruction newer than the backup was found")
+        return "; ".join(parts)
 
 
 class InitResult(NamedTuple):
@@ -287,9 +312,36 @@ class Vault:
         *,
         kdf: KdfParams = DEFAULT,
         clock: Clock = utc_now,
+        ledgers: Sequence[Path] = (),
     ) -> list[str]:
         """Restore the backup ``file`` into the new directory ``target``, check it, and purge at
-        once what became due; returns the engagements purged. A failed restore leaves no vault.
+        once what became due and what any purge ledger says was destroyed after the backup;
+        returns the engagements purged. A failed restore leaves no vault. See
+        :meth:`restore_report` for what was consulted.
+        """
+        r = cls.restore_report(file, target, member, source, kdf=kdf, clock=clock, ledgers=ledgers)
+        return [*r.purged_due, *r.destroyed_after_backup]
+
+    @classmethod
+    def restore_report(
+        cls,
+        file: Path,
+        target: Path,
+        member: str,
+        source: UnlockSource | bytes | str,
+        *,
+        kdf: KdfParams = DEFAULT,
+        clock: Clock = utc_now,
+        ledgers: Sequence[Path] = (),
+    ) -> RestoreReport:
+        """:meth:`restore`, returning a :class:`RestoreReport`.
+
+        Every record of destruction it can find is consulted: the backup's own tombstones,
+        the ledger beside the backups (``credvault-ledger-<id>.jsonl``), the tombstones of
+        newer backups in the same directory (opened with the same member keys), the live
+        vault's ledger (``<vault>/purge-ledger.jsonl`` when the backup sits in the default
+        ``<vault>-backups``), and every file in ``ledgers``. A backup stamped in the future
+        (its newest entry later than the clock) is refused as suspect.
         """
         from credvault.backup import RESTORED_FILES, unpack
 
@@ -306,21 +358,66 @@ class Vault:
                     )
                 s = v._s
                 s.audit.verify()
-                done = v.purger.run_due(automatic=True, restoring=True)
+                report = v._restore_purges(file, list(ledgers))
                 with s.store.write():
                     s.log(
-                        "restore",
-                        None,
-                        None,
-                        "ok",
-                        f"from {file.name}; {len(done)} engagements purged at once",
+                        "restore", None, None, "ok", f"from {file.name}; {report.summary()}"[:400]
                     )
-                return [d.engagement for d in done]
+                return report
         except BaseException:
             for name in RESTORED_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     (target / name).unlink()
             raise
+
+    def _restore_purges(self, file: Path, ledgers: list[Path]) -> RestoreReport:
+        from credvault import ledger
+        from credvault.model import parse_iso
+        from credvault.retention import CLOCK_SKEW
+
+        s = self._s
+        head = s.store.audit_head()
+        backup_time = str(head[1]) if head else ""
+        if backup_time and parse_iso(backup_time) > s.clock() + CLOCK_SKEW:
+            raise IntegrityError(
+                f"backup {file.name} is stamped in the future ({backup_time[:16]}, the clock "
+                f"says {s.now()[:16]}): suspect; check the clock and where the file came from"
+            )
+        vid = s.vault_id.hex()
+        paths = [file.parent / ledger.backup_ledger_name(vid)]
+        if file.parent.name.endswith("-backups"):
+            paths.append(
+                file.parent.parent / file.parent.name[: -len("-backups")] / ledger.VAULT_LEDGER
+            )
+        paths += [Path(p) for p in ledgers]
+        found = ledger.search(paths, vid, s.slots.receipt_pub)
+        records = dict(found.records)
+        looked = list(found.looked_in)
+        newest = found.newest
+        for rec, where in _newer_backup_receipts(file, vid, s):
+            records.setdefault(rec.engagement, rec)
+            newest = max(newest or "", rec.purged_at)
+            if where not in looked:
+                looked.append(where)
+        destroyed: list[str] = []
+        for name in sorted(records):
+            eng = s.store.engagement_by_name(name)
+            if eng is None or eng.state == "purged":
+                continue
+            self.purger._destroy(
+                self.engagements.get(name),
+                "ledger",
+                automatic=True,
+                note=f"destroyed on {records[name].purged_at[:10]} per {Path(records[name].source).name}",
+            )
+            destroyed.append(name)
+        if destroyed:
+            self.purger.rewrite(wait_s=0)
+        done = self.purger.run_due(automatic=True, restoring=True)
+        newer = newest is not None and newest >= backup_time
+        return RestoreReport(
+            [d.engagement for d in done], destroyed, looked, newest if newer else None, backup_time
+        )
 
     @classmethod
     def _unlock(
@@ -647,6 +744,46 @@ class Vault:
             return CheckReport(str(path), ["backup file: complete", *r.checked], r.problems)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _newer_backup_receipts(
+    file: Path, vault_id: str, s: Session
+) -> list[tuple[ledger.Record, str]]:
+    """The tombstones of this vault's backups in ``file``'s directory that are newer than
+    ``file`` (by the stamp in their names), opened with the restoring member's keys; a
+    backup that cannot be opened (other keys, damaged) is skipped."""
+    import shutil as _shutil
+    import tempfile
+
+    from credvault.backup import _NAME, unpack
+    from credvault.ledger import Record
+    from credvault.purge import verify_receipt
+    from credvault.unlock import InMemory
+
+    m = _NAME.match(file.name)
+    mine = m.group(2) if m else ""
+    out: list[tuple[Record, str]] = []
+    for other in sorted(file.parent.glob(f"credvault-backup-{vault_id}-*.cvb")):
+        om = _NAME.match(other.name)
+        if not om or om.group(2) <= mine or other.resolve() == file.resolve():
+            continue
+        tmp = Path(tempfile.mkdtemp(prefix="credvault-ledger-"))
+        try:
+            unpack(other, tmp / "v")
+            with Vault.open(
+                tmp / "v", s.member, InMemory(s.keys), clock=s.clock, auto_purge=False
+            ) as v:
+                for name, text in v._s.store.purged_receipts():
+                    try:
+                        body = verify_receipt(text, s.slots.receipt_pub)
+                    except CredvaultError:
+                        continue
+                    out.append((Record(name, str(body.get("purged_at")), str(other)), str(other)))
+        except (CredvaultError, OSError):
+            continue
+        finally:
+            _shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def _record_failed_unlock(path: Path, member: str, clock: Clock) -> None:

@@ -459,7 +459,16 @@ TABLE: tuple[Command, ...] = (
         "restore",
         "restore a backup into a new vault directory",
         c.cmd_restore,
-        (arg("file", value="file"),),
+        (
+            arg("file", value="file"),
+            arg(
+                "--ledger",
+                action="append",
+                metavar="FILE",
+                value="file",
+                help="a purge ledger or receipt file to consult too (repeatable)",
+            ),
+        ),
     ),
     Command(
         "check",

@@ -732,8 +732,29 @@ def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup into a new vault directory (then purge what is due)."""
     target = Path(args.vault) if args.vault else default_dir()
     member = member_name(args)
-    purged = Vault.restore(Path(args.file), target, member, unlock_source(args, target, member))
+    r = Vault.restore_report(
+        Path(args.file),
+        target,
+        member,
+        unlock_source(args, target, member),
+        ledgers=[Path(f) for f in args.ledger or ()],
+    )
+    purged = r.purged_due
     t.out(f"restored into {target}" + (f"; purged at once: {', '.join(purged)}" if purged else ""))
+    if r.destroyed_after_backup:
+        t.out(
+            "destroyed after this backup was made, destroyed again now: "
+            + ", ".join(r.destroyed_after_backup)
+        )
+    t.out(
+        "records of destruction consulted: " + (", ".join(r.looked_in) or "none besides the backup")
+    )
+    if r.newest_record is None:
+        t.err(
+            f"warning: no record of destruction newer than this backup ({r.backup_time[:16]}) "
+            "was found: anything destroyed after it may have come back; pass --ledger FILE "
+            "(the live vault's purge-ledger.jsonl, or a copy of the receipts)"
+        )
     return EXIT_OK
 
 
