@@ -101,7 +101,7 @@ class Credentials:
         if kind is not None:
             validate.kind(kind)
         username = validate.text(username, "username", max_len=1024, multiline=False)
-        url = validate.text(url, "URL", max_len=4096, multiline=False)
+        url = validate.url(url)
         notes = validate.text(notes, "notes")
         eng = self.e.get(eng_name)
         self.e.require_active(eng)

@@ -812,12 +812,16 @@ def _import_failed_unlocks(s: Session) -> None:
             ts, _, who = line.partition(" ")
             s.audit.append(
                 s.now(),
-                who[:64] or "<unknown>",
+                who if validate._NAME.match(who) else "<invalid>",
                 "unlock",
                 None,
                 None,
                 "denied",
-                f"failed unlock at {ts[:32]} (recorded at next open)",
+                # the file is writable by whoever can write the vault directory: keep only
+                # what a timestamp holds, so no terminal escape is carried into the trail
+                "failed unlock at "
+                + "".join(c if c in "0123456789-:.TZ" else "?" for c in ts[:32])
+                + " (recorded at next open)",
             )
         f.unlink()
 

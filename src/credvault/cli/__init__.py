@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from credvault import CredvaultError
 from credvault.cli import commands as c
 from credvault.cli import spec
+from credvault.cli.fields import field_args
 from credvault.cli.spec import Command, arg, one_of
 from credvault.cli.terminal import err
 
@@ -278,10 +279,12 @@ TABLE: tuple[Command, ...] = (
                 c.cmd_system_add,
                 (
                     SYSTEM_REF,
-                    arg("--address", required=True, help="IPv4, IPv6 or DNS name"),
+                    *field_args(
+                        ("address", "IPv4, IPv6 or DNS name (required)"),
+                        ("details", "free-text system details (stored encrypted)"),
+                    ),
                     arg("--port"),
                     arg("--protocol"),
-                    arg("--details", help="free-text system details (stored encrypted)"),
                 ),
             ),
             Command(
@@ -310,7 +313,11 @@ TABLE: tuple[Command, ...] = (
         c.cmd_put,
         (
             REF,
-            arg("--username"),
+            *field_args(
+                ("username", "the account name"),
+                ("url", "the login URL (a URL carrying a password is refused)"),
+                ("notes", "free-text notes"),
+            ),
             arg(
                 "--system",
                 metavar="NAME",
@@ -322,8 +329,6 @@ TABLE: tuple[Command, ...] = (
                 choices=["password", "ssh-key", "token", "other"],
                 help="kind of a new credential (default password; a replace keeps it)",
             ),
-            arg("--url"),
-            arg("--notes"),
             arg(
                 "--generate",
                 nargs="?",

@@ -427,9 +427,18 @@ def cmd_recover(args: argparse.Namespace) -> int:
 # -- systems --------------------------------------------------------------------------------
 def cmd_system_add(args: argparse.Namespace) -> int:
     """Add a system to an engagement, or update it."""
+    from credvault.cli.fields import read_fields
+
+    fields = read_fields(args, ("address", "details"), stdin_free=True)
+    address = fields["address"]
+    if address is None:
+        raise InvalidInput(
+            "system add needs an address: --address-file PATH, --fields-from PATH, "
+            "--ask address or --address"
+        )
     with open_vault(args) as v:
         s = v.systems.add(
-            args.ref, args.address, port=args.port, protocol=args.protocol, details=args.details
+            args.ref, address, port=args.port, protocol=args.protocol, details=fields["details"]
         )
         t.out(f"added system {s.engagement}/{s.name}")
     return EXIT_OK
@@ -471,6 +480,9 @@ def cmd_system_rm(args: argparse.Namespace) -> int:
 # -- credentials ----------------------------------------------------------------------------
 def cmd_put(args: argparse.Namespace) -> int:
     """Store a credential; the secret comes from stdin (or --generate), never from argv."""
+    from credvault.cli.fields import read_fields
+
+    fields = read_fields(args, ("username", "url", "notes"), stdin_free=args.generate is not None)
     if args.generate is not None:
         secret = generate_secret(args.generate).reveal()
     else:
@@ -479,11 +491,11 @@ def cmd_put(args: argparse.Namespace) -> int:
         info = v.credentials.put(
             args.ref,
             secret,
-            username=args.username,
+            username=fields["username"],
             system=args.system,
             kind=args.kind,
-            url=args.url,
-            notes=args.notes,
+            url=fields["url"],
+            notes=fields["notes"],
         )
     t.out(f"stored {info.engagement}/{info.name}" + (" (generated)" if args.generate else ""))
     return EXIT_OK
