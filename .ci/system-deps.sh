@@ -6,6 +6,12 @@
 #   faketime       -> libfaketime (CLI lifecycle tests move the clock)
 #   openssl        -> the client-side receipt verifier (docs/verify-receipt.sh)
 #                     and /usr/bin/dbus-send (readiness probe; via dbus-bin)
+#   keepassxc      -> /usr/bin/keepassxc-cli (import tests write real KDBX files)
+#   pass, gnupg    -> /usr/bin/pass, /usr/bin/gpg (import tests write a real pass store)
+#   xclip, xsel, xvfb -> the clipboard tests (`get -c`) on a private X display
+#   oathtool       -> TOTP codes checked against an independent implementation
+#   openssh-server, openssh-client -> `credvault ssh` against a real sshd and ssh-agent
+#   zsh, fish      -> the generated completion scripts are parsed and run by the real shells
 #
 # Idempotent: exits 0 at once when the tools are already there.  Only
 # installs when running as root; otherwise prints one line and exits 0
@@ -21,6 +27,21 @@ fi
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
 # openssl >= 3: docs/verify-receipt.sh (the client's receipt check) is tested with it.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# Import tests drive the real tools: keepassxc-cli writes KDBX/XML/CSV, pass + gpg a store.
+command -v keepassxc-cli >/dev/null 2>&1 || need+=(keepassxc)
+command -v pass >/dev/null 2>&1 || need+=(pass)
+command -v gpg >/dev/null 2>&1 || need+=(gnupg)
+# the at-the-terminal commands: clipboard, TOTP, ssh, completion
+command -v xclip >/dev/null 2>&1 || need+=(xclip)
+command -v xsel >/dev/null 2>&1 || need+=(xsel)
+command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
+command -v oathtool >/dev/null 2>&1 || need+=(oathtool)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+for tool in ssh ssh-agent ssh-add ssh-keygen; do
+    command -v "$tool" >/dev/null 2>&1 || { need+=(openssh-client); break; }
+done
+command -v zsh >/dev/null 2>&1 || need+=(zsh)
+command -v fish >/dev/null 2>&1 || need+=(fish)
 
 if [ "${#need[@]}" -eq 0 ]; then
     exit 0

@@ -67,6 +67,8 @@ never a secret.
 | `CREDVAULT_MEMBER` | who you are (`--as NAME` wins; default your OS user name) |
 | `CREDVAULT_PASSPHRASE_FILE` | a file whose first line is your passphrase (keep it mode 0600), for scripts and jobs |
 | `CREDVAULT_IDENTITY` | the key file of a service identity (`member add NAME --service --identity-file P`) |
+| `CREDVAULT_CLIPBOARD` | the clipboard `-c` uses: `wl-copy`, `xclip`, `xsel`, `pbcopy` or `osc52` (default: the first reachable) |
+| `CREDVAULT_CLIP_TIME` | seconds before `-c`'s copy is cleared (`--clip-time` wins; default 45; `0` never) |
 
 ## Unlock order
 

@@ -286,6 +286,7 @@ def test_backup_retention_zero_keeps_no_old_backup(vault: VaultFixture, tmp_path
             "purge-grace-days": 7,
             "audit-retention-days": 365,
             "backup-retention-days": 0,
+            "trash-days": 30,
         }
         first, pruned = v.backups.create(directory)
     assert (pruned, first.exists()) == (0, True)  # never the backup just written

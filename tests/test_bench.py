@@ -94,3 +94,26 @@ def test_compare_quick() -> None:
     assert FIGURE.search(_section(out, "in-process read latency"))
     assert FIGURE.search(_section(out, "floors"))
     assert "targets (issue 7)" in out
+
+
+def test_bench_records_quick() -> None:
+    out = _run("bench_records.py")
+    assert FIGURE.search(_section(out, "find over"))
+    assert FIGURE.search(_section(out, "get with"))
+    imp = _section(out, "import of")
+    assert "SKIPPED" in imp if shutil.which("keepassxc-cli") is None else FIGURE.search(imp)
+
+
+def test_bench_terminal_quick() -> None:
+    out = _run("bench_terminal.py")
+    part = _section(out, "clipboard and TOTP, whole process, against pass")
+    if shutil.which("Xvfb") is None or shutil.which("xclip") is None:
+        assert "SKIPPED" in part
+        return
+    for row in ("credvault get -c (identity)", "credvault otp (identity)"):
+        assert re.search(rf"^\s+{re.escape(row)}\s+2\s+\d+\.\d+", part, re.M), row
+    if shutil.which("pass"):
+        assert re.search(r"^\s+pass -c\s+2\s+\d", part, re.M)
+        assert "credvault get -c (identity) / pass -c" in part
+    else:
+        assert "SKIPPED pass" in part

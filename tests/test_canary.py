@@ -123,6 +123,24 @@ def test_canaries_absent_from_every_file(cli_vault: CliRunner, cli_env: dict[str
     assert {"vault.db", "keyslots.json", "vault.lock"} <= files
     assert _scan(vault) == {}
 
+    # history and trash hold the same values (issue 16): still nowhere in the files
+    r = cli_vault("put", "acme-2026/web1-root", input=b"replacement\n")  # canary -> version 1
+    assert r.code == 0, r.err
+    r = cli_vault("edit", "acme-2026/web1-root", "--clear", "notes")  # notes -> version 2
+    assert r.code == 0, r.err
+    r = cli_vault("get", "acme-2026/web1-root", "--version", "1", "-n")
+    assert r.out == CANARY
+    r = cli_vault("history", "acme-2026/web1-root", "--json")
+    assert r.code == 0
+    assert _found(r.out) == []
+    assert cli_vault("rm", "acme-2026/web1-root").code == 0  # to the trash, history with it
+    assert cli_vault("system", "rm", "acme-2026/web1").code == 0
+    r = cli_vault("trash", "ls", "acme-2026", "--json")
+    assert _found(r.out + r.err.encode()) == []
+    assert _scan(vault) == {}
+    assert cli_vault("trash", "restore", "acme-2026/web1-root").code == 0
+    assert cli_vault("trash", "restore", "--system", "acme-2026/web1").code == 0
+
     # listings and the audit trail name items, never values
     for args in (
         ("ls", "--json"),

@@ -163,11 +163,22 @@ def test_put_options_are_exactly_the_documented_ones() -> None:
         "--url",
         "--notes",
         "--generate",
+        # generator settings (issue 16): sizes, character sets, never a value
+        "--classes",
+        "--symbols",
+        "--exclude",
+        "--no-ambiguous",
+        "--token",
+        "--bytes",
+        "--words",
+        "--separator",
+        "--show",
     }
     positionals = [a.dest for a in put._actions if not a.option_strings]
     assert positionals == ["ref"]
-    generate = next(a for a in put._actions if "--generate" in a.option_strings)
-    assert generate.type is int  # a length, never a value
+    for flag in ("--generate", "--bytes", "--words"):
+        generate = next(a for a in put._actions if flag in a.option_strings)
+        assert generate.type is int  # a size, never a value
 
 
 @pytest.mark.parametrize(

@@ -107,6 +107,13 @@ def test_purge_leaves_no_envelope_or_key_copy_in_any_file(
         v.credentials.put_many(ENG, [(f"bulk{i}", b"B" * 300 + bytes([i])) for i in range(200)])
         v.engagements.create(OTHER, "globex")
         v.put(f"{OTHER}/keep", b"globex-secret")
+        # history and trash are engagement data too: an earlier version, a removed
+        # credential and a removed system must leave with the purge
+        v.put(f"{ENG}/canary", b"second version")
+        v.put(f"{ENG}/binned", b"T" * 300 + CANARY)
+        v.credentials.remove(f"{ENG}/binned")
+        v.systems.add(f"{ENG}/gone", "192.0.2.8", details=f"gone {text}")
+        v.systems.remove(f"{ENG}/gone")
         db_key = v._s.db_key
         eng_id = v.engagements.get(ENG).id
         other_id = v.engagements.get(OTHER).id
@@ -125,19 +132,30 @@ def test_purge_leaves_no_envelope_or_key_copy_in_any_file(
             eng_id,
             eng_id,
         )
+        history = _blobs(
+            v,
+            "SELECT secret_env FROM credential_versions WHERE engagement_id = ? UNION ALL "
+            "SELECT notes_env FROM credential_versions WHERE engagement_id = ? UNION ALL "
+            "SELECT secret_env FROM credential_trash WHERE engagement_id = ? UNION ALL "
+            "SELECT address_env FROM system_trash WHERE engagement_id = ? UNION ALL "
+            "SELECT details_env FROM system_trash WHERE engagement_id = ?",
+            *[eng_id] * 5,
+        )
+        assert len(history) == 5
+        targets += history
         sealed = _blobs(v, "SELECT sealed FROM grants WHERE engagement_id = ?", eng_id)
         (canary_env,) = _blobs(v, "SELECT secret_env FROM credentials WHERE name = 'canary'")
         other_env = _blobs(
             v, "SELECT secret_env FROM credentials WHERE engagement_id = ?", other_id
         )
-    assert len(targets) == 202 + 3 + 4
+    assert len(targets) == 202 + 3 + 4 + 5
     assert len(sealed) == 4  # alice, bob, carol and the recovery key
     size_before = (vault.path / "vault.db").stat().st_size
 
     # the scans work: before the purge they find what is there
     pages = decrypted_pages(vault.path, db_key)
     plain = exported_plaintext(vault.path, db_key, tmp_path / "before")
-    for blob in [canary_env, *sealed, *targets[-4:]]:
+    for blob in [canary_env, *sealed, *targets[-9:]]:
         assert blob in pages
         assert blob in plain
     assert canary_env not in raw_files(vault.path)  # SQLCipher encrypts every page
@@ -148,6 +166,9 @@ def test_purge_leaves_no_envelope_or_key_copy_in_any_file(
         assert not wal.exists() or wal.stat().st_size == 0  # truncated by the purge
         assert v._s.store.get_meta("needs_vacuum") == 0
     assert receipt["destroyed"]["credentials"] == 202  # type: ignore[index]
+    assert receipt["destroyed"]["credential_versions"] == 1  # type: ignore[index]
+    assert receipt["destroyed"]["trashed_credentials"] == 1  # type: ignore[index]
+    assert receipt["destroyed"]["trashed_systems"] == 1  # type: ignore[index]
 
     size_after = (vault.path / "vault.db").stat().st_size
     assert size_after <= size_before
@@ -158,7 +179,7 @@ def test_purge_leaves_no_envelope_or_key_copy_in_any_file(
         assert blob not in pages
         assert blob not in plain
         assert blob not in raw
-    for needle in (CANARY, text.encode(), b"192.0.2.7"):
+    for needle in (CANARY, text.encode(), b"192.0.2.7", b"192.0.2.8", b"second version"):
         assert needle not in pages
         assert needle not in plain
     assert b"B" * 300 not in pages
@@ -220,6 +241,9 @@ def test_key_copies_and_items_are_deleted_but_the_tombstone_remains(
 def test_receipt_fields_and_signature(vault: VaultFixture, engagement: str) -> None:
     with open_as(vault) as v:
         v.put(f"{ENG}/second", b"x")
+        v.put(f"{ENG}/second", b"x2")  # one earlier version
+        v.put(f"{ENG}/third", b"x3")
+        v.credentials.remove(f"{ENG}/third")  # one credential in the trash
         v.engagements.close(ENG)
         v.engagements.retain(ENG, "2099-01-01", "asked by client")
         before = v.engagements.get(ENG)
@@ -244,6 +268,9 @@ def test_receipt_fields_and_signature(vault: VaultFixture, engagement: str) -> N
     assert receipt["destroyed"] == {
         "credentials": 2,
         "systems": 1,
+        "credential_versions": 1,
+        "trashed_credentials": 1,
+        "trashed_systems": 0,
         "key_copies": 4,
         "key_version": before.key_version,
         "key_fingerprints": [before.key_fp],

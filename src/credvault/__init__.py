@@ -54,6 +54,10 @@ from credvault.validate import name as validate_name
 from credvault.vault import InitResult, RestoreReport, Vault, default_dir
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from credvault.generators import Generated
+    from credvault.importers import RawEntry, Skipped
     from credvault.integrity import CheckReport
 else:
 
@@ -97,10 +101,68 @@ def write_receipt(path: Path, receipt: dict[str, object]) -> None:
 
 
 def generate_secret(length: int = 32) -> Secret:
-    """A random password of ``length`` (8–1024) characters from a 90-symbol alphabet."""
+    """A random password of ``length`` (8–1024) characters, safe in URLs and shells
+    (letters, digits, ``-_.``; each class at least once). More in :mod:`credvault.generators`."""
     from credvault.credentials import generate
 
     return generate(length)
+
+
+def generate_password(
+    length: int = 24,
+    *,
+    classes: Iterable[str] = ("upper", "lower", "digits", "symbols"),
+    symbols: str = "-_.",
+    exclude: str = "",
+    avoid_ambiguous: bool = False,
+) -> Generated:
+    """A password from character classes, each at least once (see :mod:`credvault.generators`);
+    ``symbols`` may be ``"all"`` for every ASCII punctuation character."""
+    from credvault import generators as g
+
+    return g.password(
+        length,
+        classes=classes,
+        symbols=g.ALL_SYMBOLS if symbols == "all" else symbols,
+        exclude=exclude,
+        avoid_ambiguous=avoid_ambiguous,
+    )
+
+
+def generate_token(nbytes: int = 32, encoding: str = "hex") -> Generated:
+    """``nbytes`` random bytes as ``hex`` or unpadded ``base64url``."""
+    from credvault.generators import token
+
+    return token(nbytes, encoding)
+
+
+def generate_passphrase(words: int = 6, *, separator: str = "-") -> Generated:
+    """``words`` words from the bundled EFF large wordlist (12.9 bits each)."""
+    from credvault.generators import passphrase
+
+    return passphrase(words, separator=separator)
+
+
+def read_import_source(
+    fmt: str,
+    path: Path,
+    *,
+    password: Secret | None = None,
+    keyfile: Path | None = None,
+    mapping: Mapping[str, str] | None = None,
+) -> Iterable[RawEntry | Skipped]:
+    """Read a KeePass, Bitwarden, pass or CSV source for ``v.credentials.import_entries``
+    (see :mod:`credvault.importers`; nothing is stored by reading)."""
+    from credvault.importers import read_source
+
+    return read_source(fmt, path, password=password, keyfile=keyfile, mapping=mapping)
+
+
+def parse_import_mapping(spec: str) -> dict[str, str]:
+    """``name=Title,secret=Password,…`` → {field: column} for a generic CSV import."""
+    from credvault.importers import parse_mapping
+
+    return parse_mapping(spec)
 
 
 __all__ = [
@@ -144,9 +206,14 @@ __all__ = [
     "check",
     "default_dir",
     "default_source",
+    "generate_passphrase",
+    "generate_password",
     "generate_secret",
+    "generate_token",
     "identity_member",
+    "parse_import_mapping",
     "parse_ttl",
+    "read_import_source",
     "read_passphrase_file",
     "validate_name",
     "verify_receipt",

@@ -61,49 +61,69 @@ class Backups:
         """
         s = self.s
         s.require_admin("back up")
-        vault_id = s.vault_id.hex()
         directory = directory or default_backup_dir(s.path)
-        make_private_dir(directory)
-        clean_leftovers(directory, vault_id)
-        now = s.clock()
-        target = directory / f"credvault-backup-{vault_id}-{backup_stamp(now)}.cvb"
-        if target.exists():
-            raise AlreadyExists(f"{target} exists (one backup per second)")
-        # mkdtemp: a new 0700 directory of ours (mkdir is exclusive), so nothing in it can
-        # be pre-created or planted by another user of a shared backup directory.
-        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f"{TMP_PREFIX}{vault_id}-"))
-        try:
-            db_copy = tmp / "db"
-            create_private(db_copy)
-            with s.store.write():  # the key slots and the copy, both as of one moment
-                slots = s.reload_slots().to_bytes()
-            s.store.copy_to(db_copy, s.db_key)
-            problems = check_file(db_copy, s.db_key)
-            if problems:
-                raise IntegrityError(f"the vault fails its integrity check: {problems[0][:120]}")
-            part = tmp / "backup.part"
-            header = MAGIC + len(slots).to_bytes(8, "big") + slots
-            if _write_backup_file(part, header, db_copy) != _sha256_of(part):
-                raise IntegrityError(
-                    f"the backup read back from {directory} differs from what was written"
-                )
-            os.link(part, target)  # never replaces a file of that name that appeared meanwhile
-            fsync_dir(directory)
-        except FileExistsError:
-            raise AlreadyExists(f"{target} exists (one backup per second)") from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        target = write_backup(s, directory)
         from credvault.ledger import write_ledgers
         from credvault.purge import clock_hold
 
         write_ledgers(s, directory)  # the record of destruction, beside every backup
         days = s.setting("backup-retention-days")
         held = clock_hold(s)  # pruning destroys: never on a suspect clock
-        pruned = 0 if held else prune(directory, vault_id, now - timedelta(days=days), keep=target)
+        now = s.clock()
+        pruned = (
+            0
+            if held
+            else prune(directory, s.vault_id.hex(), now - timedelta(days=days), keep=target)
+        )
         detail = f"{target.name}; {pruned} old backups pruned"
         with s.store.write():
             s.log("backup", None, None, "ok", detail + (f" (pruning held: {held})" if held else ""))
         return target, pruned
+
+
+def write_backup(s: Session, directory: Path) -> Path:
+    """Write one backup file into ``directory`` (no permission check, no audit: callers).
+
+    Also used before a format upgrade, so the pre-upgrade copy is an ordinary backup that
+    ``restore`` reads and the backup retention prunes (purged data leaves it too).
+
+    Order of trust: the database copy is checked (every page's MAC and SQLite's integrity
+    check) before it is written; the file is written in full, fsynced, dropped from the page
+    cache, read back and compared; only then is it linked under its final name (never over
+    an existing file). Any failure leaves nothing behind.
+    """
+    vault_id = s.vault_id.hex()
+    make_private_dir(directory)
+    clean_leftovers(directory, vault_id)
+    now = s.clock()
+    target = directory / f"credvault-backup-{vault_id}-{backup_stamp(now)}.cvb"
+    if target.exists():
+        raise AlreadyExists(f"{target} exists (one backup per second)")
+    # mkdtemp: a new 0700 directory of ours (mkdir is exclusive), so nothing in it can be
+    # pre-created or planted by another user of a shared backup directory.
+    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f"{TMP_PREFIX}{vault_id}-"))
+    try:
+        db_copy = tmp / "db"
+        create_private(db_copy)
+        with s.store.write():  # the key slots and the copy, both as of one moment
+            slots = s.reload_slots().to_bytes()
+        s.store.copy_to(db_copy, s.db_key)
+        problems = check_file(db_copy, s.db_key)
+        if problems:
+            raise IntegrityError(f"the vault fails its integrity check: {problems[0][:120]}")
+        part = tmp / "backup.part"
+        header = MAGIC + len(slots).to_bytes(8, "big") + slots
+        if _write_backup_file(part, header, db_copy) != _sha256_of(part):
+            raise IntegrityError(
+                f"the backup read back from {directory} differs from what was written"
+            )
+        os.link(part, target)  # never replaces a file of that name that appeared meanwhile
+        fsync_dir(directory)
+    except FileExistsError:
+        raise AlreadyExists(f"{target} exists (one backup per second)") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _write_backup_file(part: Path, header: bytes, db_copy: Path) -> bytes:

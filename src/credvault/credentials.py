@@ -9,19 +9,37 @@ from __future__ import annotations
 import base64
 import builtins
 import os
-import string
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import items, validate
-from credvault.access import Action
+from credvault.access import Action, allowed
 from credvault.engagements import Engagements
-from credvault.errors import AlreadyExists, Conflict, IntegrityError, InvalidInput, NotFound
-from credvault.model import CredentialRow, CredentialUpdate, Engagement, NewCredential
+from credvault.errors import (
+    AlreadyExists,
+    Conflict,
+    CredvaultError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+)
+from credvault.model import (
+    CredentialRow,
+    CredentialUpdate,
+    Engagement,
+    NewCredential,
+    NewSystem,
+    NewVersion,
+    SealedRow,
+    iso,
+)
 from credvault.secret import Secret
 from credvault.session import Session
 
+if TYPE_CHECKING:
+    from credvault.importers import ImportPlan, RawEntry, Skipped
+
 TABLE = "credentials"
-_ALPHABET = string.ascii_letters + string.digits + "!#$%&()*+,-./:;<=>?@[]^_{|}~"
 
 
 class CredentialInfo(NamedTuple):
@@ -66,13 +84,71 @@ class Credential(NamedTuple):
         return d
 
 
-def generate(length: int = 32) -> Secret:
-    """A random password from a 90-symbol alphabet (about 6.5 bits per character)."""
-    import secrets
+EDITABLE = ("username", "url", "notes", "kind", "system")
 
-    if not 8 <= length <= 1024:
-        raise InvalidInput("generated length must be 8 to 1024")
-    return Secret("".join(secrets.choice(_ALPHABET) for _ in range(length)))
+
+class OtpCode(NamedTuple):
+    """A one-time code and how many seconds it stays valid."""
+
+    code: str
+    seconds_left: int
+    period: int
+
+
+class VersionInfo(NamedTuple):
+    """One version of a credential in its history: metadata only, never a value."""
+
+    engagement: str
+    name: str
+    version: int
+    kind: str
+    system: str | None
+    by: str | None  # None: written before credvault kept history (format 1)
+    at: str
+    changed: str
+    current: bool
+
+    def to_json(self) -> dict[str, object]:
+        return self._asdict()
+
+
+class TrashInfo(NamedTuple):
+    engagement: str
+    type: str  # credential or system
+    name: str
+    deleted_at: str
+    deleted_by: str
+    expires_at: str
+
+    def to_json(self) -> dict[str, object]:
+        return self._asdict()
+
+
+class FindHit(NamedTuple):
+    """A search result: where, and which field matched (never the matching value)."""
+
+    engagement: str
+    type: str  # credential or system
+    name: str
+    field: str  # name, username, url, notes, address or details
+
+    def to_json(self) -> dict[str, object]:
+        return self._asdict()
+
+
+def trash_expiry(s: Session) -> str:
+    """When something removed now leaves the trash for good (vault setting trash-days)."""
+    from datetime import timedelta
+
+    days = s.store.get_meta("trash_days")
+    return iso(s.clock() + timedelta(days=int(days) if days is not None else 30))
+
+
+def generate(length: int = 32) -> Secret:
+    """A random password safe in URLs and shells (see :func:`credvault.generators.password`)."""
+    from credvault.generators import password
+
+    return password(length).secret
 
 
 class Credentials:
@@ -139,10 +215,16 @@ class Credentials:
                         seal("notes", _b(notes)),
                         now,
                         now,
+                        s.member,
                     ),
                 )
                 action = "put"
-            else:  # fields not given keep their stored value
+            else:  # fields not given keep their stored value; the old version is kept
+                given = {"username": username, "url": url, "notes": notes, "system": system}
+                changed = ["secret", *(f for f, v in given.items() if v is not None)]
+                if kind is not None:
+                    changed.append("kind")
+                self._snapshot(eng, key, row, changed)
                 s.store.update_credential(
                     row.id,
                     CredentialUpdate(
@@ -204,23 +286,52 @@ class Credentials:
             raise NotFound("credential", f"{eng.name}/{name}")
         return _info(eng, row)
 
-    def get(self, ref: str, *, reason: str | None = None) -> Credential:
-        """Decrypt a credential. Audited; with ``require_reason`` a reason is mandatory."""
+    def get(self, ref: str, *, reason: str | None = None, version: int | None = None) -> Credential:
+        """Decrypt a credential (or an earlier ``version`` of it, see :meth:`history`).
+
+        Audited; with ``require_reason`` a reason is mandatory.
+        """
+        return self._read(ref, reason, "get", version=version)
+
+    def otp(self, ref: str, *, reason: str | None = None, at: float | None = None) -> OtpCode:
+        """The current TOTP code of a credential holding an ``otpauth://totp/`` URI, audited as
+        ``otp`` (not ``get``). The seed is decrypted, used for one HMAC and dropped: only the
+        code leaves. A credential holding anything else is refused (and that is audited).
+        """
+        from credvault import totp
+
+        cred = self._read(ref, reason, "otp", check=totp.parse_stored)
+        params = totp.parse_stored(cred.secret)
+        return OtpCode(totp.code(params, at), totp.seconds_left(params, at), params.period)
+
+    def _read(
+        self,
+        ref: str,
+        reason: str | None,
+        action: str,
+        check: Callable[[Secret], object] | None = None,
+        *,
+        version: int | None = None,
+    ) -> Credential:
         s = self.s
         eng_name, name = validate.ref(ref)
         reason = validate.reason(reason)
+        if version is not None and version < 1:
+            raise InvalidInput("version must be a positive number")
         eng = self.e.get(eng_name)
         if eng.require_reason and not reason:
-            raise s.deny("get", eng.name, name, "this engagement requires --reason")
+            raise s.deny(action, eng.name, name, "this engagement requires --reason")
         if eng.needs_rotation and self.e.role_of(eng):
             self.e._rotate_if_needed(eng)
             eng = self.e.get(eng_name)
-        key = self.e.key(eng, "get", Action.READ, name)
+        key = self.e.key(eng, action, Action.READ, name)
         row = s.store.credential(eng.id, name)
         if row is None:
             with s.store.write():
-                s.log("get", eng.name, name, "error", "not found")
+                s.log(action, eng.name, name, "error", "not found")
             raise NotFound("credential", ref)
+        if version is not None and version != row.version:
+            return self._get_version(eng, key, row, version, reason)
         try:  # decrypted values live only inside Secret wrappers until returned
             secret_value, username, url, notes = [
                 _wrap(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
@@ -230,7 +341,7 @@ class Credentials:
             current = self.e.get(eng_name).key_version
             why = "key rotated during the read" if current != eng.key_version else None
             with s.store.write():
-                s.log("get", eng.name, name, "error", why or "integrity check failed")
+                s.log(action, eng.name, name, "error", why or "integrity check failed")
             if why:
                 raise Conflict(
                     f"{ref}: the engagement key was rotated meanwhile; run again"
@@ -246,12 +357,20 @@ class Credentials:
                     )
                 except IntegrityError:
                     with s.store.write():
-                        s.log("get", eng.name, name, "error", "system address integrity failed")
+                        s.log(action, eng.name, name, "error", "system address integrity failed")
                     raise
                 address, port = (a.reveal_text() if a else None), srow.port
+        if check is not None:
+            assert secret_value is not None
+            try:
+                check(secret_value)
+            except InvalidInput as e:
+                with s.store.write():
+                    s.log(action, eng.name, name, "error", str(e))
+                raise InvalidInput(f"{ref}: {e}") from None
         # Fail closed: the entry commits before the secret leaves this function.
         with s.store.write():
-            s.log("get", eng.name, name, "ok", f"reason: {reason}" if reason else "")
+            s.log(action, eng.name, name, "ok", f"reason: {reason}" if reason else "")
         assert secret_value is not None
         return Credential(
             eng.name,
@@ -286,17 +405,492 @@ class Credentials:
             s.log("ls", engagement, None, "ok", f"{len(out)} credentials listed")
         return out
 
-    def remove(self, ref: str) -> None:
+    def remove(self, ref: str) -> str:
+        """Move a credential to the trash (with its history); returns when it expires.
+
+        Recoverable with :meth:`restore` until then (vault setting ``trash-days``, default
+        30), destroyed earlier by the engagement's purge.
+        """
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
         self.e.key(eng, "rm", Action.WRITE, name)
-        found = items.remove_audited(
-            s, eng, name, "rm", lambda: s.store.credential(eng.id, name), s.store.delete_credential
-        )
-        if not found:
+        expires = trash_expiry(s)
+        with s.store.write():
+            row = s.store.credential(eng.id, name)
+            if row is not None:
+                s.store.trash_credential(row.id, s.now(), s.member, expires)
+            s.log(
+                "rm",
+                eng.name,
+                name,
+                "ok" if row else "error",
+                f"to the trash until {expires}" if row else "not found",
+            )
+        if row is None:
             raise NotFound("credential", ref)
+        return expires
+
+    # -- history ------------------------------------------------------------------------------
+    def _snapshot(
+        self, eng: Engagement, key: bytes, row: CredentialRow, changed: Iterable[str]
+    ) -> None:
+        """Keep the live ``row`` as an earlier version and number the next one.
+
+        The old values are re-sealed at the version's own place (``items.version_place``);
+        they pass through this process only inside :class:`Secret` wrappers. Caller's
+        transaction, before the live row is changed.
+        """
+        s = self.s
+        n = row.version
+        old = [
+            _wrap(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
+            for f in items.CRED_FIELDS
+        ]
+        envs = [
+            items.seal_version(s, eng, key, row.uid, f, n, _rv(v))
+            for f, v in zip(items.CRED_FIELDS, old, strict=True)
+        ]
+        del old
+        secret_env = envs[0]
+        assert secret_env is not None
+        s.store.insert_version(
+            eng.id,
+            NewVersion(
+                row.uid, n, row.name, row.kind, row.system, secret_env, envs[1], envs[2],
+                envs[3], row.updated_at, row.updated_by, row.changed,
+            ),
+        )  # fmt: skip
+        s.store.set_credential_version(
+            row.id, n + 1, s.member, ", ".join(dict.fromkeys(changed)) or "nothing"
+        )
+
+    def history(self, ref: str) -> builtins.list[VersionInfo]:
+        """Every version of a credential, oldest first: who, when, what changed. No values."""
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        eng = self.e.get(eng_name)
+        s.check(Action.LIST, self.e.role_of(eng), "history", eng.name, name)
+        row = s.store.credential(eng.id, name)
+        if row is None:
+            raise NotFound("credential", ref)
+        out = [
+            VersionInfo(
+                eng.name, v.name, v.version, v.kind, v.system, v.created_by, v.created_at,
+                v.changed, False,
+            )
+            for v in s.store.versions(row.uid)
+        ]  # fmt: skip
+        out.append(
+            VersionInfo(
+                eng.name, row.name, row.version, row.kind, row.system, row.updated_by,
+                row.updated_at, row.changed, True,
+            )
+        )  # fmt: skip
+        with s.store.write():
+            s.log("history", eng.name, name, "ok", f"{len(out)} versions")
+        return out
+
+    def _get_version(
+        self, eng: Engagement, key: bytes, row: CredentialRow, version: int, reason: str | None
+    ) -> Credential:
+        s = self.s
+        ref = f"{eng.name}/{row.name}"
+        v = s.store.version(row.uid, version)
+        if v is None:
+            with s.store.write():
+                s.log("get", eng.name, row.name, "error", f"no version {version}")
+            raise NotFound("version", ref, f"{ref} has no version {version}")
+        try:
+            secret_value, username, url, notes = [
+                _wrap(items.open_version(s, eng, key, row.uid, f, version, v.envelope(f)))
+                for f in items.CRED_FIELDS
+            ]
+        except IntegrityError:
+            with s.store.write():
+                s.log("get", eng.name, row.name, "error", f"version {version}: integrity failed")
+            raise
+        detail = f"version {version}" + (f"; reason: {reason}" if reason else "")
+        with s.store.write():  # fail closed, as for the current version
+            s.log("get", eng.name, row.name, "ok", detail)
+        assert secret_value is not None
+        return Credential(
+            eng.name, row.name, v.kind, secret_value, _text(username), v.system, None, None,
+            _text(url), _text(notes), row.created_at, v.created_at,
+        )  # fmt: skip
+
+    def revert(self, ref: str, version: int) -> CredentialInfo:
+        """Make an earlier version current again (as a new version: nothing is lost)."""
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        eng = self.e.get(eng_name)
+        self.e.require_active(eng)
+        self.e._rotate_if_needed(eng)
+        eng = self.e.get(eng_name)
+        key = self.e.key(eng, "revert", Action.WRITE, name)
+        with s.store.write():
+            self.e.assert_current(eng)
+            row = s.store.credential(eng.id, name)
+            if row is None:
+                raise NotFound("credential", ref)
+            v = s.store.version(row.uid, version)
+            if v is None:
+                raise NotFound("version", ref, f"{ref} has no version {version}")
+            values = [
+                _wrap(items.open_version(s, eng, key, row.uid, f, version, v.envelope(f)))
+                for f in items.CRED_FIELDS
+            ]
+            envs = {
+                f: items.seal(s, eng, key, TABLE, row.uid, f, _rv(val))
+                for f, val in zip(items.CRED_FIELDS, values, strict=True)
+            }
+            del values
+            srow = s.store.system(eng.id, v.system) if v.system else None
+            self._snapshot(eng, key, row, [f"revert to version {version}"])
+            s.store.set_credential_fields(row.id, s.now(), v.kind, srow.id if srow else None, envs)
+            s.log("revert", eng.name, name, "ok", f"to version {version}")
+        return self.info(eng, name)
+
+    # -- edit without revealing ---------------------------------------------------------------
+    def edit(self, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
+        """Change username, url, notes, kind or system (None clears) without the secret.
+
+        The secret is neither returned nor asked for: the audit trail records an ``edit``
+        naming the fields, never a read. The previous version is kept (:meth:`history`).
+        """
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        unknown = sorted(set(changes) - set(EDITABLE))
+        if unknown:
+            raise InvalidInput(f"cannot edit {unknown[0]!r}: editable are {', '.join(EDITABLE)}")
+        clean: dict[str, str | None] = {}
+        for f, val in changes.items():
+            if f == "kind":
+                if val is None:
+                    raise InvalidInput("kind cannot be cleared")
+                clean[f] = validate.kind(val)
+            elif f == "system":
+                clean[f] = None if val is None else validate.name(val, "system name")
+            elif f == "notes":
+                clean[f] = validate.text(val, "notes")
+            else:
+                max_len = 1024 if f == "username" else 4096
+                what = "URL" if f == "url" else f
+                clean[f] = validate.text(val, what, max_len=max_len, multiline=False)
+        if not clean:
+            raise InvalidInput("nothing to change")
+        eng = self.e.get(eng_name)
+        self.e.require_active(eng)
+        self.e._rotate_if_needed(eng)
+        eng = self.e.get(eng_name)
+        key = self.e.key(eng, "edit", Action.WRITE, name)
+        with s.store.write():
+            self.e.assert_current(eng)
+            row = s.store.credential(eng.id, name)
+            if row is None:
+                s.log("edit", eng.name, name, "error", "not found")
+                raise NotFound("credential", ref)
+            kind = clean.get("kind") or row.kind
+            sys_id = row.system_id
+            if "system" in clean:
+                sys_id = None
+                if clean["system"] is not None:
+                    srow = s.store.system(eng.id, clean["system"])
+                    if srow is None:
+                        raise NotFound("system", f"{eng.name}/{clean['system']}")
+                    sys_id = srow.id
+            envs: dict[str, bytes | None] = {
+                f: items.seal(s, eng, key, TABLE, row.uid, f, _b(clean[f]))
+                for f in ("username", "url", "notes")
+                if f in clean
+            }
+            self._snapshot(eng, key, row, clean)
+            s.store.set_credential_fields(row.id, s.now(), kind, sys_id, envs)
+            s.log("edit", eng.name, name, "ok", "changed " + ", ".join(clean))
+        return self.info(eng, name)
+
+    def fields(self, ref: str) -> dict[str, str | None]:
+        """The non-secret fields (for ``credvault edit``): audited as ``show``, not ``get``."""
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        eng = self.e.get(eng_name)
+        key = self.e.key(eng, "show", Action.READ, name)
+        row = s.store.credential(eng.id, name)
+        if row is None:
+            raise NotFound("credential", ref)
+        out: dict[str, str | None] = {"kind": row.kind, "system": row.system}
+        for f in items.CRED_FIELDS[1:]:
+            out[f] = _s(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
+        with s.store.write():
+            s.log("show", eng.name, name, "ok", "fields without the secret")
+        return {k: out[k] for k in EDITABLE}
+
+    # -- trash --------------------------------------------------------------------------------
+    def restore(self, ref: str) -> CredentialInfo:
+        """Bring the most recently removed credential of that name back from the trash."""
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        eng = self.e.get(eng_name)
+        self.e.require_active(eng)
+        self.e.key(eng, "restore", Action.WRITE, name)
+        with s.store.write():
+            hit = next(
+                (t for t in s.store.trash(eng.id) if t.type == "credential" and t.name == name),
+                None,
+            )
+            if hit is None:
+                raise NotFound("credential", ref, f"{ref} is not in the trash")
+            if s.store.credential(eng.id, name) is not None:
+                raise AlreadyExists(f"credential {ref} exists; rename it first (credvault mv)")
+            s.store.untrash_credential(hit.id)
+            s.log("restore", eng.name, name, "ok", f"removed {hit.deleted_at} by {hit.deleted_by}")
+        return self.info(eng, name)
+
+    def trash(self, engagement: str) -> builtins.list[TrashInfo]:
+        """What is in an engagement's trash (names and dates) and until when."""
+        s = self.s
+        eng = self.e.get(engagement)
+        s.check(Action.LIST, self.e.role_of(eng), "trash", eng.name)
+        out = [
+            TrashInfo(eng.name, t.type, t.name, t.deleted_at, t.deleted_by, t.expires_at)
+            for t in s.store.trash(eng.id)
+        ]
+        with s.store.write():
+            s.log("trash", eng.name, None, "ok", f"{len(out)} items in the trash")
+        return out
+
+    # -- rename and move ------------------------------------------------------------------------
+    def move(self, ref: str, target: str) -> CredentialInfo:
+        """Rename within an engagement (``NEW``) or move into another (``ENG2/NEW``).
+
+        A move needs write roles on both; the credential, its history included, is
+        re-sealed under the target engagement's key and both trails record it. The link
+        to a system does not travel (systems belong to one engagement).
+        """
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        if "/" in target:
+            t_eng_name, t_name = validate.ref(target)
+        else:
+            t_eng_name, t_name = eng_name, validate.name(target, "item name")
+        eng = self.e.get(eng_name)
+        self.e.require_active(eng)
+        if t_eng_name == eng_name:
+            self.e.key(eng, "mv", Action.WRITE, name)
+            with s.store.write():
+                row = s.store.credential(eng.id, name)
+                if row is None:
+                    raise NotFound("credential", ref)
+                if s.store.credential(eng.id, t_name) is not None:
+                    raise AlreadyExists(f"credential {eng.name}/{t_name} exists already")
+                s.store.rename_credential(row.id, t_name, s.now())
+                s.log("mv", eng.name, name, "ok", f"renamed to {t_name}")
+            return self.info(eng, t_name)
+        teng = self.e.get(t_eng_name)
+        self.e.require_active(teng)
+        for e in (eng, teng):
+            self.e._rotate_if_needed(e)
+        eng, teng = self.e.get(eng_name), self.e.get(t_eng_name)
+        key = self.e.key(eng, "mv", Action.WRITE, name)
+        tkey = self.e.key(teng, "mv", Action.WRITE, t_name)
+        with s.store.write():
+            self.e.assert_current(eng)
+            self.e.assert_current(teng)
+            row = s.store.credential(eng.id, name)
+            if row is None:
+                raise NotFound("credential", ref)
+            if s.store.credential(teng.id, t_name) is not None:
+                raise AlreadyExists(f"credential {teng.name}/{t_name} exists already")
+            uid = row.uid
+            live = [
+                _wrap(items.open_(s, eng, key, TABLE, uid, f, row.envelope(f)))
+                for f in items.CRED_FIELDS
+            ]
+            envs = [
+                items.seal(s, teng, tkey, TABLE, uid, f, _rv(v))
+                for f, v in zip(items.CRED_FIELDS, live, strict=True)
+            ]
+            del live
+            vrows = []
+            for v in s.store.versions(uid):
+                old = [
+                    _wrap(items.open_version(s, eng, key, uid, f, v.version, v.envelope(f)))
+                    for f in items.CRED_FIELDS
+                ]
+                new = tuple(
+                    items.seal_version(s, teng, tkey, uid, f, v.version, _rv(o))
+                    for f, o in zip(items.CRED_FIELDS, old, strict=True)
+                )
+                del old
+                vrows.append(SealedRow(v.id, uid, new))
+            secret_env = envs[0]
+            assert secret_env is not None
+            s.store.delete_credential(row.id)
+            s.store.insert_credential(
+                teng.id,
+                NewCredential(
+                    uid, t_name, row.kind, None, secret_env, envs[1], envs[2], envs[3],
+                    row.created_at, s.now(), row.updated_by,
+                ),
+            )  # fmt: skip
+            moved = s.store.credential(teng.id, t_name)
+            assert moved is not None
+            s.store.set_credential_version(moved.id, row.version, row.updated_by, row.changed)
+            s.store.move_versions(uid, teng.id, t_name)
+            s.store.set_sealed_rows(items.VERSIONS, vrows)
+            s.log("mv", eng.name, name, "ok", f"moved to {teng.name}/{t_name}")
+            s.log("mv", teng.name, t_name, "ok", f"moved from {eng.name}/{name}")
+        return self.info(teng, t_name)
+
+    # -- search -------------------------------------------------------------------------------
+    def find(self, text: str, *, fields: bool = True) -> builtins.list[FindHit]:
+        """Credentials and systems matching ``text`` (case-insensitive substring).
+
+        Names in every engagement the member may list; usernames, URLs, notes, addresses and
+        details only where the member may read (decrypted here, never sent anywhere). Each
+        engagement whose fields were searched gets a ``find`` entry before results return.
+        Hits name the field that matched, never its value.
+        """
+        s = self.s
+        needle = validate.text(text, "search text", max_len=256, multiline=False)
+        if not needle or not needle.strip():
+            raise InvalidInput("the search text is empty")
+        low = needle.lower()
+        listable: dict[int, Engagement] = {}
+        readable: builtins.list[Engagement] = []
+        for eng in self.e.list():
+            if eng.state == "purged":
+                continue
+            role = self.e.role_of(eng)
+            if role is None and not s.is_admin:
+                continue
+            if not allowed(Action.LIST, role, admin=s.is_admin):
+                continue
+            listable[eng.id] = eng
+            if fields and allowed(Action.READ, role, admin=False):
+                readable.append(eng)
+        hits: builtins.list[FindHit] = [
+            FindHit(listable[eid].name, typ, name, "name")
+            for eid, typ, name in s.store.search_names(builtins.list(listable), low)
+        ]
+        seen = {(h.engagement, h.type, h.name) for h in hits}
+        searched = []
+        for eng in readable:
+            try:
+                key = self.e.key(eng, "find", Action.READ)
+            except CredvaultError:
+                continue
+            searched.append(eng)
+            for r in s.store.credentials(eng.id):
+                if (eng.name, "credential", r.name) in seen:
+                    continue
+                for f in items.CRED_FIELDS[1:]:
+                    val = _wrap(items.open_(s, eng, key, TABLE, r.uid, f, r.envelope(f)))
+                    if val is not None and low in val.reveal_text().lower():
+                        hits.append(FindHit(eng.name, "credential", r.name, f))
+                        break
+            for sr in s.store.systems(eng.id):
+                if (eng.name, "system", sr.name) in seen:
+                    continue
+                for f, blob in (("address", sr.address_env), ("details", sr.details_env)):
+                    val = _wrap(items.open_(s, eng, key, "systems", sr.uid, f, blob))
+                    if val is not None and low in val.reveal_text().lower():
+                        hits.append(FindHit(eng.name, "system", sr.name, f))
+                        break
+        counts: dict[str, int] = {}
+        for h in hits:
+            counts[h.engagement] = counts.get(h.engagement, 0) + 1
+        with s.store.write():  # fail closed: the searches are on record before results leave
+            for eng in searched:
+                n = counts.get(eng.name, 0)
+                s.log("find", eng.name, None, "ok", f"fields searched; {n} matches")
+            s.log("find", None, None, "ok", f"{len(hits)} matches in {len(listable)} engagements")
+        hits.sort(key=lambda h: (h.engagement, h.type, h.name))
+        return hits
+
+    # -- import -------------------------------------------------------------------------------
+    def import_entries(
+        self,
+        engagement: str,
+        entries: Iterable[RawEntry | Skipped],
+        *,
+        dry_run: bool = False,
+    ) -> ImportPlan:
+        """Store what an import source holds (see :mod:`credvault.importers`), all or nothing.
+
+        Names are checked against the engagement as it is (existing ones are skipped, never
+        overwritten), hosts that match an existing system link to it. With ``dry_run`` the
+        plan is returned and nothing is written but an audit entry.
+        """
+        from credvault.importers import build_plan
+
+        s = self.s
+        eng = self.e.get(engagement)
+        self.e.require_active(eng)
+        self.e._rotate_if_needed(eng)
+        eng = self.e.get(engagement)
+        key = self.e.key(eng, "import", Action.WRITE)
+        existing_sys: dict[str, tuple[str, int | None, str | None]] = {}
+        for sr in s.store.systems(eng.id):
+            addr = items.open_(s, eng, key, "systems", sr.uid, "address", sr.address_env)
+            existing_sys[sr.name] = (addr.decode() if addr else "", sr.port, sr.protocol)
+        plan = build_plan(
+            entries,
+            existing_credentials=s.store.credential_names(eng.id),
+            existing_systems=existing_sys,
+        )
+        summary = (
+            f"{len(plan.items)} credentials, {len(plan.systems)} systems, "
+            f"{len(plan.skipped)} skipped"
+        )
+        if dry_run:
+            with s.store.write():
+                s.log("import", eng.name, None, "ok", f"dry run: {summary}")
+            return plan
+        now = s.now()
+        with s.store.write():
+            self.e.assert_current(eng)
+            taken = s.store.credential_names(eng.id)
+            clash = next((i.name for i in plan.items if i.name in taken), None)
+            if clash is not None:
+                raise AlreadyExists(f"credential {eng.name}/{clash} was created meanwhile")
+            for sysp in plan.systems:
+                if s.store.system(eng.id, sysp.name) is not None:
+                    raise AlreadyExists(f"system {eng.name}/{sysp.name} was created meanwhile")
+                suid = os.urandom(16)
+                addr_env = items.seal(
+                    s, eng, key, "systems", suid, "address", sysp.address.encode()
+                )
+                assert addr_env is not None
+                s.store.upsert_system(
+                    eng.id,
+                    NewSystem(suid, sysp.name, sysp.port, sysp.protocol, addr_env, None, now, now),
+                )
+            sys_ids = {
+                n: srow.id
+                for n in {i.system for i in plan.items if i.system}
+                if (srow := s.store.system(eng.id, n)) is not None
+            }
+            rows = []
+            for it in plan.items:
+                uid = os.urandom(16)
+
+                def seal(field: str, value: bytes | None, uid: bytes = uid) -> bytes | None:
+                    return items.seal(s, eng, key, TABLE, uid, field, value)
+
+                secret_env = seal("secret", it.secret.reveal())
+                assert secret_env is not None
+                rows.append(
+                    NewCredential(
+                        uid, it.name, it.kind, sys_ids.get(it.system) if it.system else None,
+                        secret_env, seal("username", _b(it.username)), seal("url", _b(it.url)),
+                        seal("notes", _b(it.notes)), now, now, s.member,
+                    )
+                )  # fmt: skip
+            s.store.insert_credentials(eng.id, rows)
+            s.log("import", eng.name, None, "ok", summary)
+        return plan
 
     def export_engagement(self, eng: Engagement) -> builtins.list[Credential]:
         """Every credential decrypted, for a client export (audit entry by the caller)."""
@@ -334,6 +928,10 @@ def _info(eng: Engagement, row: CredentialRow) -> CredentialInfo:
 
 def _b(v: str | None) -> bytes | None:
     return None if v is None else v.encode()
+
+
+def _rv(v: Secret | None) -> bytes | None:
+    return None if v is None else v.reveal()
 
 
 def _wrap(v: bytes | None) -> Secret | None:

@@ -145,6 +145,9 @@ class CredentialRow(NamedTuple):
     created_at: str
     updated_at: str
     system_id: int | None
+    version: int = 1  # format 2: the live version's number, writer and what it changed
+    updated_by: str | None = None
+    changed: str = "created"
 
     def envelope(self, field: str) -> bytes | None:
         """The envelope of one of ``SEALED_FIELDS["credentials"]``."""
@@ -165,6 +168,7 @@ class NewCredential(NamedTuple):
     notes_env: bytes | None
     created_at: str
     updated_at: str
+    updated_by: str | None = None
 
 
 class CredentialUpdate(NamedTuple):
@@ -177,6 +181,69 @@ class CredentialUpdate(NamedTuple):
     notes_env: bytes | None = None
     system_id: int | None = None
     kind: str | None = None
+
+
+# Format 2 (store.MIGRATIONS[2]): the history and the trash hold envelopes too, re-encrypted
+# on rotation with the rest (items.reencrypt_engagement). Their places differ from the live
+# rows': a version is sealed at ("credential_versions", credential uid, "FIELD/vN"); a
+# trashed row keeps the place of the live row it was. Table -> fields.
+HISTORY_SEALED: dict[str, tuple[str, ...]] = {
+    "credential_versions": SEALED_FIELDS["credentials"],
+    "credential_trash": SEALED_FIELDS["credentials"],
+    "system_trash": SEALED_FIELDS["systems"],
+}
+
+
+class VersionRow(NamedTuple):
+    """An earlier version of a credential (metadata in clear, values as envelopes)."""
+
+    id: int
+    credential_uid: bytes
+    version: int
+    name: str
+    kind: str
+    system: str | None
+    secret_env: bytes
+    username_env: bytes | None
+    url_env: bytes | None
+    notes_env: bytes | None
+    created_at: str
+    created_by: str | None
+    changed: str
+
+    def envelope(self, field: str) -> bytes | None:
+        blob: bytes | None = getattr(self, f"{field}_env")
+        return blob
+
+
+class NewVersion(NamedTuple):
+    """A version to keep (envelopes already sealed at the version's place)."""
+
+    credential_uid: bytes
+    version: int
+    name: str
+    kind: str
+    system: str | None
+    secret_env: bytes
+    username_env: bytes | None
+    url_env: bytes | None
+    notes_env: bytes | None
+    created_at: str
+    created_by: str | None
+    changed: str
+
+
+class TrashEntry(NamedTuple):
+    """One removed credential or system in an engagement's trash."""
+
+    type: str  # credential or system
+    id: int
+    name: str
+    uid: bytes
+    deleted_at: str
+    deleted_by: str
+    expires_at: str
+    linked: str  # systems: JSON list of the hex uids of credentials that linked to it
 
 
 class SystemRow(NamedTuple):

@@ -34,7 +34,7 @@ from credvault.access import Action
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagements
-from credvault.errors import ClockSuspect, IntegrityError, InvalidInput, RetentionError
+from credvault.errors import ClockSuspect, IntegrityError, InvalidInput, NotFound, RetentionError
 from credvault.jcs import canonical
 from credvault.model import Engagement, iso, parse_iso
 from credvault.retention import check_confirmation, clock_problem
@@ -244,8 +244,9 @@ class Purger:
             self._destroy(eng, item.reason, automatic=automatic)
         self.expire_grants()
         self.prune_audit()
-        if done:
+        if self.expire_trash() or done:
             self.rewrite(wait_s=0 if automatic else None)
+        if done:
             self.write_ledgers()
         self.prune_backups()
         with s.store.write():
@@ -317,6 +318,51 @@ class Purger:
         s.verified.clear()
         return len(expired)
 
+    def expire_trash(self) -> int:
+        """Destroy what has been in the trash past its recovery period. No key needed."""
+        s = self.s
+        now = s.now()
+        if not s.store.anything_in_trash_due(now):
+            return 0
+        with s.store.write():
+            creds, systems = s.store.expired_trash(now)
+            for trash_id, uid in creds:
+                s.store.destroy_trashed_credential(trash_id, uid)
+            for trash_id in systems:
+                s.store.destroy_trashed_system(trash_id)
+            n = len(creds) + len(systems)
+            s.log(
+                "trash-expire",
+                None,
+                None,
+                "ok",
+                f"{len(creds)} credentials and {len(systems)} systems destroyed",
+            )
+            s.store.set_meta("needs_vacuum", 1)
+        return n
+
+    def destroy_trashed(self, ref: str, *, system: bool = False) -> None:
+        """Destroy now the most recently removed credential (or system) of that name in the
+        trash, with its history, instead of waiting for its expiry. Writing roles; audited."""
+        from credvault import validate
+
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        eng = self.e.get(eng_name)
+        self.e.key(eng, "trash purge", Action.WRITE, name)
+        kind = "system" if system else "credential"
+        with s.store.write():
+            hit = next((t for t in s.store.trash(eng.id) if t[0] == kind and t[2] == name), None)
+            if hit is None:
+                raise NotFound(kind, ref, f"{ref} is not in the trash")
+            if system:
+                s.store.destroy_trashed_system(int(hit[1]))
+            else:
+                s.store.destroy_trashed_credential(int(hit[1]), bytes(hit[3]))
+            s.log("trash-purge", eng.name, name, "ok", f"{kind} removed {hit[4]} destroyed")
+            s.store.set_meta("needs_vacuum", 1)
+        self.rewrite()
+
     def prune_audit(self) -> int:
         s = self.s
         cutoff = iso(s.clock() - timedelta(days=s.setting("audit-retention-days")))
@@ -348,6 +394,7 @@ class Purger:
             if current.state == "purged":
                 raise RetentionError(f"engagement {eng.name!r} is already purged")
             creds, systems = s.store.count_engagement_items(eng.id)
+            versions, t_creds, t_systems = s.store.count_engagement_history(eng.id)
             copies = sum(1 for g in s.store.grants(eng.id) if g.sealed is not None)
             by = f"{s.member} (automatic, on open)" if automatic else s.member
             seq = s.log(
@@ -356,7 +403,13 @@ class Purger:
                 None,
                 "ok",
                 f"{REASONS[reason]}; {creds} credentials, {systems} systems, "
-                f"{copies} key copies destroyed" + (f"; {note}" if note else ""),
+                f"{copies} key copies destroyed"
+                + (
+                    f"; {versions} earlier versions, {t_creds + t_systems} items in the trash"
+                    if versions or t_creds or t_systems
+                    else ""
+                )
+                + (f"; {note}" if note else ""),
             )
             body: dict[str, object] = {
                 "format": RECEIPT_FORMAT,
@@ -371,6 +424,9 @@ class Purger:
                 "destroyed": {
                     "credentials": creds,
                     "systems": systems,
+                    "credential_versions": versions,
+                    "trashed_credentials": t_creds,
+                    "trashed_systems": t_systems,
                     "key_copies": copies,
                     "key_version": eng.key_version,
                     "key_fingerprints": [eng.key_fp],

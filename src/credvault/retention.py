@@ -30,6 +30,8 @@ SETTINGS: dict[str, tuple[str, int]] = {
     "purge-grace-days": ("purge_grace_days", 7),
     "audit-retention-days": ("audit_retention_days", 365),
     "backup-retention-days": ("backup_retention_days", 30),
+    # how long rm and system rm keep an item recoverable (never past the engagement purge)
+    "trash-days": ("trash_days", 30),
 }
 
 

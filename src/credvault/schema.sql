@@ -1,4 +1,6 @@
--- credvault database schema, format 1. Loaded by store.py; the only DDL in the project.
+-- credvault database schema, format 1 (the base). Later formats are the steps in
+-- store.MIGRATIONS, applied after this file at init and in place on open: together the
+-- only DDL in the project.
 -- Secrets, usernames, URLs, notes, addresses and system details are AES-256-GCM envelopes
 -- (BLOB columns named *_env); everything else is protected by SQLCipher's page encryption.
 

@@ -19,6 +19,7 @@ import sqlcipher3
 
 from credvault.errors import CredvaultError, IntegrityError, NotAVault, StoreError
 from credvault.model import (
+    HISTORY_SEALED,
     SEALED_FIELDS,
     AuditRow,
     CredentialRow,
@@ -28,11 +29,14 @@ from credvault.model import (
     NewCredential,
     NewEngagement,
     NewSystem,
+    NewVersion,
     SealedRow,
     SystemRow,
+    TrashEntry,
+    VersionRow,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 MIN_DB_SIZE = 1024  # a real vault database is several 4 KiB pages
 _RAW_KEY = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -42,12 +46,98 @@ Row = tuple[Any, ...]
 __all__ = [
     "BUSY_TIMEOUT_S",
     "FORMAT_VERSION",
+    "MIGRATIONS",
     "MIN_DB_SIZE",
     "Row",
     "Store",
     "StoreError",  # defined in errors; re-exported for existing importers
     "translate",
 ]
+
+
+# Format upgrades, the one place the schema changes after format 1 (schema.sql): the DDL
+# that turns format N-1 into format N. ``init`` applies them all after schema.sql; opening
+# an older vault applies the missing ones in one transaction (``Vault`` takes a backup
+# first and audits it). Never edit a released step: add the next one.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Format 2: credential history and the trash (docs/format.md).
+    2: (
+        # The live row's version number, who wrote it and what that write changed.
+        "ALTER TABLE credentials ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE credentials ADD COLUMN updated_by TEXT",
+        "ALTER TABLE credentials ADD COLUMN changed TEXT NOT NULL DEFAULT 'created'",
+        # Earlier versions of a credential, each sealed at its own place
+        # (credential_versions, credential uid, "field/vN"), rotated and purged with the
+        # engagement. Keyed by the credential's uid so they follow it into the trash.
+        """CREATE TABLE credential_versions (
+            id             INTEGER PRIMARY KEY,
+            engagement_id  INTEGER NOT NULL REFERENCES engagements (id) ON DELETE CASCADE,
+            credential_uid BLOB NOT NULL,
+            version        INTEGER NOT NULL,
+            name           TEXT NOT NULL,
+            kind           TEXT NOT NULL,
+            system         TEXT,
+            secret_env     BLOB NOT NULL,
+            username_env   BLOB,
+            url_env        BLOB,
+            notes_env      BLOB,
+            created_at     TEXT NOT NULL,
+            created_by     TEXT,
+            changed        TEXT NOT NULL,
+            UNIQUE (credential_uid, version)
+        )""",
+        "CREATE INDEX credential_versions_engagement ON credential_versions (engagement_id)",
+        # Removed credentials and systems, recoverable until expires_at (or the purge).
+        # Same columns and envelopes as the live rows (whose places they keep: a row is
+        # either live or here, never both).
+        """CREATE TABLE credential_trash (
+            id            INTEGER PRIMARY KEY,
+            uid           BLOB NOT NULL UNIQUE,
+            engagement_id INTEGER NOT NULL REFERENCES engagements (id) ON DELETE CASCADE,
+            name          TEXT NOT NULL,
+            kind          TEXT NOT NULL,
+            system_id     INTEGER REFERENCES systems (id) ON DELETE SET NULL,
+            secret_env    BLOB NOT NULL,
+            username_env  BLOB,
+            url_env       BLOB,
+            notes_env     BLOB,
+            created_at    TEXT NOT NULL,
+            updated_at    TEXT NOT NULL,
+            version       INTEGER NOT NULL,
+            updated_by    TEXT,
+            changed       TEXT NOT NULL,
+            deleted_at    TEXT NOT NULL,
+            deleted_by    TEXT NOT NULL,
+            expires_at    TEXT NOT NULL
+        )""",
+        "CREATE INDEX credential_trash_name ON credential_trash (engagement_id, name)",
+        "CREATE INDEX credential_trash_expiry ON credential_trash (expires_at)",
+        """CREATE TABLE system_trash (
+            id            INTEGER PRIMARY KEY,
+            uid           BLOB NOT NULL UNIQUE,
+            engagement_id INTEGER NOT NULL REFERENCES engagements (id) ON DELETE CASCADE,
+            name          TEXT NOT NULL,
+            port          INTEGER,
+            protocol      TEXT,
+            address_env   BLOB NOT NULL,
+            details_env   BLOB,
+            created_at    TEXT NOT NULL,
+            updated_at    TEXT NOT NULL,
+            linked        TEXT NOT NULL DEFAULT '[]',
+            deleted_at    TEXT NOT NULL,
+            deleted_by    TEXT NOT NULL,
+            expires_at    TEXT NOT NULL
+        )""",
+        "CREATE INDEX system_trash_name ON system_trash (engagement_id, name)",
+        "CREATE INDEX system_trash_expiry ON system_trash (expires_at)",
+    ),
+}
+
+
+def _sealed(table: str) -> tuple[str, ...]:
+    if table in SEALED_FIELDS:
+        return SEALED_FIELDS[table]
+    return HISTORY_SEALED[table]
 
 
 def _key_literal(key: bytes) -> str:
@@ -214,6 +304,17 @@ class Store:
             self.conn.executescript(ddl)
         except sqlcipher3.Error as e:
             raise translate(e) from None
+        with self.write():
+            self.migrate(1)
+
+    def migrate(self, from_version: int) -> list[int]:
+        """Apply the format steps after ``from_version`` (inside the caller's transaction)."""
+        done = []
+        for version in range(from_version + 1, FORMAT_VERSION + 1):
+            for stmt in MIGRATIONS[version]:
+                self._x(stmt)
+            done.append(version)
+        return done
 
     def get_meta(self, key: str) -> Any:
         row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
@@ -373,6 +474,7 @@ class Store:
                 (now,),
             )
             is not None
+            or self.anything_in_trash_due(now)
         )
 
     def engagements_needing_rotation(self) -> list[str]:
@@ -420,8 +522,23 @@ class Store:
         s = self._one("SELECT count(*) FROM systems WHERE engagement_id = ?", (eng_id,))
         return (int(c[0]) if c else 0, int(s[0]) if s else 0)
 
+    def count_engagement_history(self, eng_id: int) -> tuple[int, int, int]:
+        """(earlier versions, trashed credentials, trashed systems) of an engagement."""
+        counts = []
+        for table in ("credential_versions", "credential_trash", "system_trash"):
+            r = self._one(f"SELECT count(*) FROM {table} WHERE engagement_id = ?", (eng_id,))  # noqa: S608
+            counts.append(int(r[0]) if r else 0)
+        return counts[0], counts[1], counts[2]
+
     def destroy_engagement_contents(self, eng_id: int) -> None:
-        for table in ("credentials", "systems", "grants"):
+        for table in (
+            "credential_versions",
+            "credential_trash",
+            "system_trash",
+            "credentials",
+            "systems",
+            "grants",
+        ):
             self._x(f"DELETE FROM {table} WHERE engagement_id = ?", (eng_id,))  # noqa: S608
 
     # -- grants ---------------------------------------------------------------------------
@@ -588,7 +705,8 @@ class Store:
     # -- credentials ----------------------------------------------------------------------
     CRED_COLS = (
         "c.id, c.uid, c.name, c.kind, s.name, c.secret_env, c.username_env, c.url_env, "
-        "c.notes_env, c.created_at, c.updated_at, c.system_id"
+        "c.notes_env, c.created_at, c.updated_at, c.system_id, c.version, c.updated_by, "
+        "c.changed"
     )
 
     @staticmethod
@@ -606,6 +724,9 @@ class Store:
             r[9],
             r[10],
             r[11],
+            int(r[12]),
+            r[13],
+            r[14],
         )
 
     def credential(self, eng_id: int, name: str) -> CredentialRow | None:
@@ -649,8 +770,8 @@ class Store:
         try:
             self.conn.executemany(
                 "INSERT INTO credentials (uid, engagement_id, name, kind, system_id, secret_env, "
-                "username_env, url_env, notes_env, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "username_env, url_env, notes_env, created_at, updated_at, updated_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(v.uid, eng_id, *v[1:]) for v in rows],  # NewCredential is in column order
             )
         except sqlcipher3.Error as e:
@@ -666,10 +787,237 @@ class Store:
             (*u, cred_id),
         )
 
+    def set_credential_version(
+        self, cred_id: int, version: int, updated_by: str | None, changed: str
+    ) -> None:
+        """The history metadata of the live row (after a change that kept the old version)."""
+        self._x(
+            "UPDATE credentials SET version = ?, updated_by = ?, changed = ? WHERE id = ?",
+            (version, updated_by, changed, cred_id),
+        )
+
+    def set_credential_fields(
+        self,
+        cred_id: int,
+        updated_at: str,
+        kind: str,
+        system_id: int | None,
+        envelopes: dict[str, bytes | None],
+    ) -> None:
+        """Set kind, system link and the given envelopes exactly (``None`` clears a field):
+        edits and reverts, where "not given" and "cleared" differ."""
+        cols = [f"{f}_env" for f in envelopes]
+        if any(f not in SEALED_FIELDS["credentials"] for f in envelopes):  # pragma: no cover
+            raise ValueError("unknown credential field")
+        sets = "".join(f", {c} = ?" for c in cols)
+        self._x(
+            f"UPDATE credentials SET updated_at = ?, kind = ?, system_id = ?{sets} WHERE id = ?",  # noqa: S608
+            (updated_at, kind, system_id, *envelopes.values(), cred_id),
+        )
+
+    def rename_credential(self, cred_id: int, name: str, updated_at: str) -> None:
+        self._x(
+            "UPDATE credentials SET name = ?, updated_at = ? WHERE id = ?",
+            (name, updated_at, cred_id),
+        )
+
+    def search_names(self, eng_ids: Sequence[int], needle: str) -> list[tuple[int, str, str]]:
+        """(engagement id, type, name) of credentials and systems whose name contains
+        ``needle`` (lower case; ASCII names, so ``lower`` is exact)."""
+        if not eng_ids:
+            return []
+        marks = ", ".join("?" for _ in eng_ids)
+        return [
+            (int(r[0]), str(r[1]), str(r[2]))
+            for r in self._all(
+                f"SELECT engagement_id, 'credential', name FROM credentials "  # noqa: S608
+                f"WHERE engagement_id IN ({marks}) AND instr(lower(name), ?) > 0 UNION ALL "
+                f"SELECT engagement_id, 'system', name FROM systems "
+                f"WHERE engagement_id IN ({marks}) AND instr(lower(name), ?) > 0",
+                (*eng_ids, needle, *eng_ids, needle),
+            )
+        ]
+
+    # -- credential history ---------------------------------------------------------------
+    VERSION_COLS = (
+        "id, credential_uid, version, name, kind, system, secret_env, username_env, url_env, "
+        "notes_env, created_at, created_by, changed"
+    )
+
+    @staticmethod
+    def _version(r: Row) -> VersionRow:
+        return VersionRow(
+            int(r[0]),
+            bytes(r[1]),
+            int(r[2]),
+            r[3],
+            r[4],
+            r[5],
+            bytes(r[6]),
+            None if r[7] is None else bytes(r[7]),
+            None if r[8] is None else bytes(r[8]),
+            None if r[9] is None else bytes(r[9]),
+            r[10],
+            r[11],
+            r[12],
+        )
+
+    def insert_version(self, eng_id: int, v: NewVersion) -> None:
+        self._x(
+            "INSERT INTO credential_versions (engagement_id, credential_uid, version, name, "
+            "kind, system, secret_env, username_env, url_env, notes_env, created_at, "
+            "created_by, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (eng_id, *v),  # NewVersion is in column order
+        )
+
+    def versions(self, uid: bytes) -> list[VersionRow]:
+        """Earlier versions of one credential, oldest first (envelopes included)."""
+        return [
+            self._version(r)
+            for r in self._all(
+                f"SELECT {self.VERSION_COLS} FROM credential_versions "  # noqa: S608
+                "WHERE credential_uid = ? ORDER BY version",
+                (uid,),
+            )
+        ]
+
+    def version(self, uid: bytes, version: int) -> VersionRow | None:
+        row = self._one(
+            f"SELECT {self.VERSION_COLS} FROM credential_versions "  # noqa: S608
+            "WHERE credential_uid = ? AND version = ?",
+            (uid, version),
+        )
+        return None if row is None else self._version(row)
+
+    def engagement_versions(self, eng_id: int) -> list[VersionRow]:
+        return [
+            self._version(r)
+            for r in self._all(
+                f"SELECT {self.VERSION_COLS} FROM credential_versions "  # noqa: S608
+                "WHERE engagement_id = ?",
+                (eng_id,),
+            )
+        ]
+
+    def move_versions(self, uid: bytes, eng_id: int, name: str) -> None:
+        """Versions follow a credential moved to another engagement (re-sealed by the caller)."""
+        self._x(
+            "UPDATE credential_versions SET engagement_id = ?, name = ? WHERE credential_uid = ?",
+            (eng_id, name, uid),
+        )
+
+    # -- trash ----------------------------------------------------------------------------
+    _CRED_TRASH_COLS = (
+        "uid, engagement_id, name, kind, system_id, secret_env, username_env, url_env, "
+        "notes_env, created_at, updated_at, version, updated_by, changed"
+    )
+    _SYS_TRASH_COLS = (
+        "uid, engagement_id, name, port, protocol, address_env, details_env, created_at, updated_at"
+    )
+
+    def trash_credential(self, cred_id: int, deleted_at: str, by: str, expires_at: str) -> None:
+        """Move a live credential row into the trash, envelopes untouched."""
+        c = self._CRED_TRASH_COLS
+        self._x(
+            f"INSERT INTO credential_trash ({c}, deleted_at, deleted_by, expires_at) "  # noqa: S608
+            f"SELECT {c}, ?, ?, ? FROM credentials WHERE id = ?",
+            (deleted_at, by, expires_at, cred_id),
+        )
+        self._x("DELETE FROM credentials WHERE id = ?", (cred_id,))
+
+    def untrash_credential(self, trash_id: int) -> None:
+        c = self._CRED_TRASH_COLS
+        self._x(
+            f"INSERT INTO credentials ({c}) SELECT {c} FROM credential_trash WHERE id = ?",  # noqa: S608
+            (trash_id,),
+        )
+        self._x("DELETE FROM credential_trash WHERE id = ?", (trash_id,))
+
+    def trash_system(
+        self, sys_id: int, deleted_at: str, by: str, expires_at: str, linked: str
+    ) -> None:
+        c = self._SYS_TRASH_COLS
+        self._x(
+            f"INSERT INTO system_trash ({c}, linked, deleted_at, deleted_by, expires_at) "  # noqa: S608
+            f"SELECT {c}, ?, ?, ?, ? FROM systems WHERE id = ?",
+            (linked, deleted_at, by, expires_at, sys_id),
+        )
+        self._x("DELETE FROM systems WHERE id = ?", (sys_id,))
+
+    def untrash_system(self, trash_id: int) -> int:
+        c = self._SYS_TRASH_COLS
+        cur = self._x(
+            f"INSERT INTO systems ({c}) SELECT {c} FROM system_trash WHERE id = ?",  # noqa: S608
+            (trash_id,),
+        )
+        self._x("DELETE FROM system_trash WHERE id = ?", (trash_id,))
+        return int(cur.lastrowid)
+
+    def trash(self, eng_id: int) -> list[TrashEntry]:
+        """An engagement's trash, newest first."""
+        return [
+            TrashEntry(str(r[0]), int(r[1]), r[2], bytes(r[3]), r[4], r[5], r[6], r[7])
+            for r in self._all(
+                "SELECT 'credential', id, name, uid, deleted_at, deleted_by, expires_at, '[]' "
+                "FROM credential_trash WHERE engagement_id = ? UNION ALL "
+                "SELECT 'system', id, name, uid, deleted_at, deleted_by, expires_at, linked "
+                "FROM system_trash WHERE engagement_id = ? ORDER BY 5 DESC, 2 DESC",
+                (eng_id, eng_id),
+            )
+        ]
+
+    def credentials_by_uid(self, uids: Sequence[bytes]) -> list[int]:
+        """Ids of the live, unlinked credentials among ``uids`` (relinking a restored system)."""
+        marks = ", ".join("?" for _ in uids)
+        return [
+            int(r[0])
+            for r in self._all(
+                f"SELECT id FROM credentials WHERE system_id IS NULL AND uid IN ({marks})",  # noqa: S608
+                tuple(uids),
+            )
+        ]
+
+    def link_credential(self, cred_id: int, sys_id: int) -> None:
+        self._x("UPDATE credentials SET system_id = ? WHERE id = ?", (sys_id, cred_id))
+
+    def credentials_linked_to(self, sys_id: int) -> list[bytes]:
+        return [
+            bytes(r[0])
+            for r in self._all("SELECT uid FROM credentials WHERE system_id = ?", (sys_id,))
+        ]
+
+    def expired_trash(self, now: str) -> tuple[list[tuple[int, bytes]], list[int]]:
+        """(credential trash (id, uid), system trash ids) whose recovery period has ended."""
+        creds = [
+            (int(r[0]), bytes(r[1]))
+            for r in self._all("SELECT id, uid FROM credential_trash WHERE expires_at <= ?", (now,))
+        ]
+        systems = [
+            int(r[0])
+            for r in self._all("SELECT id FROM system_trash WHERE expires_at <= ?", (now,))
+        ]
+        return creds, systems
+
+    def anything_in_trash_due(self, now: str) -> bool:
+        return (
+            self._one("SELECT 1 FROM credential_trash WHERE expires_at <= ? LIMIT 1", (now,))
+            is not None
+            or self._one("SELECT 1 FROM system_trash WHERE expires_at <= ? LIMIT 1", (now,))
+            is not None
+        )
+
+    def destroy_trashed_credential(self, trash_id: int, uid: bytes) -> None:
+        self._x("DELETE FROM credential_versions WHERE credential_uid = ?", (uid,))
+        self._x("DELETE FROM credential_trash WHERE id = ?", (trash_id,))
+
+    def destroy_trashed_system(self, trash_id: int) -> None:
+        self._x("DELETE FROM system_trash WHERE id = ?", (trash_id,))
+
     # -- envelopes, by SEALED_FIELDS (re-encryption on rotation) --------------------------
     def sealed_rows(self, table: str, eng_id: int) -> list[SealedRow]:
-        """Every envelope of ``table`` in an engagement, in ``SEALED_FIELDS[table]`` order."""
-        cols = ", ".join(f"{f}_env" for f in SEALED_FIELDS[table])
+        """Every envelope of ``table`` in an engagement, in ``SEALED_FIELDS[table]`` order
+        (or ``HISTORY_SEALED[table]``: the trash tables of format 2)."""
+        cols = ", ".join(f"{f}_env" for f in _sealed(table))
         return [
             SealedRow(int(r[0]), bytes(r[1]), tuple(None if b is None else bytes(b) for b in r[2:]))
             for r in self._all(
@@ -679,7 +1027,7 @@ class Store:
         ]
 
     def set_sealed_rows(self, table: str, rows: list[SealedRow]) -> None:
-        sets = ", ".join(f"{f}_env = ?" for f in SEALED_FIELDS[table])
+        sets = ", ".join(f"{f}_env = ?" for f in _sealed(table))
         try:
             self.conn.executemany(
                 f"UPDATE {table} SET {sets} WHERE id = ?",  # noqa: S608 - names are ours
@@ -786,7 +1134,7 @@ class Store:
             str(r[0])
             for r in self._all(
                 "SELECT DISTINCT item FROM audit WHERE member = ? AND engagement = ? AND outcome = 'ok' "
-                "AND action IN ('get', 'system-show') AND item IS NOT NULL ORDER BY item",
+                "AND action IN ('get', 'otp', 'system-show') AND item IS NOT NULL ORDER BY item",
                 (member, engagement),
             )
         ]

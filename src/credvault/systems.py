@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import builtins
 import os
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from credvault import items, validate
 from credvault.access import Action
 from credvault.engagements import Engagements
-from credvault.errors import NotFound
+from credvault.errors import AlreadyExists, InvalidInput, NotFound
 from credvault.model import Engagement, NewSystem, SystemRow
 from credvault.session import Session
 
@@ -44,40 +45,95 @@ class Systems:
         protocol: str | None = None,
         details: str | None = None,
     ) -> System:
+        """Create a system; on an existing one, change only what is given (see :meth:`set`)."""
+        given = (("port", port), ("protocol", protocol), ("details", details))
+        changes: dict[str, object] = {"address": address} | {
+            k: v for k, v in given if v is not None
+        }
+        return self.set(ref, changes, create=True)
+
+    def set(self, ref: str, changes: Mapping[str, object], *, create: bool = False) -> System:
+        """Change a system field by field: address, port, protocol, details (None clears
+        all but the address). What is not named keeps its value."""
         s = self.s
         eng_name, name = validate.ref(ref)
-        addr = validate.address(address)
-        port_n = validate.port(port)
-        protocol = validate.text(protocol, "protocol", max_len=32, multiline=False)
-        if protocol is not None:
-            validate.name(protocol, "protocol")
-        details = validate.text(details, "details")
+        unknown = sorted(set(changes) - {"address", "port", "protocol", "details"})
+        if unknown:
+            raise InvalidInput(f"unknown system field {unknown[0]!r}")
+        if not changes:
+            raise InvalidInput("nothing to change")
+        clean: dict[str, object] = {}
+        if "address" in changes:
+            clean["address"] = validate.address(changes["address"])
+        if "port" in changes:
+            clean["port"] = validate.port(changes["port"])  # type: ignore[arg-type]
+        if "protocol" in changes:
+            proto = validate.text(changes["protocol"], "protocol", max_len=32, multiline=False)  # type: ignore[arg-type]
+            clean["protocol"] = None if proto is None else validate.name(proto, "protocol")
+        if "details" in changes:
+            clean["details"] = validate.text(changes["details"], "details")  # type: ignore[arg-type]
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        key = self.e.key(eng, "system add", Action.WRITE, name)
+        key = self.e.key(eng, "system add" if create else "system set", Action.WRITE, name)
         now = s.now()
         with s.store.write():
             self.e.assert_current(eng)
             row = s.store.system(eng.id, name)
-            uid = os.urandom(16) if row is None else row.uid
+            if row is None and not create:
+                s.log("system-set", eng.name, name, "error", "not found")
+                raise NotFound("system", ref)
+            if row is None:
+                uid = os.urandom(16)
+                addr = str(clean["address"])
+                port_n = clean.get("port")
+                protocol = clean.get("protocol")
+                details = clean.get("details")
+                created = now
+            else:
+                uid = row.uid
+                old_addr = items.open_(s, eng, key, TABLE, uid, "address", row.address_env)
+                old_det = items.open_(s, eng, key, TABLE, uid, "details", row.details_env)
+                addr = str(clean.get("address", old_addr.decode() if old_addr else ""))
+                port_n = clean.get("port", row.port)
+                protocol = clean.get("protocol", row.protocol)
+                details = clean.get("details", None if old_det is None else old_det.decode())
+                created = row.created_at
             address_env = items.seal(s, eng, key, TABLE, uid, "address", addr.encode())
             assert address_env is not None
-            details_b = details.encode() if details is not None else None
+            details_b = None if details is None else str(details).encode()
             s.store.upsert_system(
                 eng.id,
                 NewSystem(
                     uid,
                     name,
-                    port_n,
-                    protocol,
+                    port_n,  # type: ignore[arg-type]
+                    protocol,  # type: ignore[arg-type]
                     address_env,
                     items.seal(s, eng, key, TABLE, uid, "details", details_b),
-                    now,
+                    created,
                     now,
                 ),
             )
-            s.log("system-add" if row is None else "system-update", eng.name, name, "ok")
-        return System(eng.name, name, addr, port_n, protocol, details, now, now)
+            if row is None:
+                s.log("system-add", eng.name, name, "ok")
+            else:
+                s.log(
+                    "system-update" if create else "system-set",
+                    eng.name,
+                    name,
+                    "ok",
+                    "changed " + ", ".join(clean),
+                )
+        return System(
+            eng.name,
+            name,
+            addr,
+            port_n,  # type: ignore[arg-type]
+            protocol,  # type: ignore[arg-type]
+            None if details is None else str(details),
+            created,
+            now,
+        )
 
     def list(self, engagement: str) -> builtins.list[System]:
         eng = self.e.get(engagement)
@@ -103,17 +159,58 @@ class Systems:
             s.log("system-show", eng.name, name, "ok")
         return system
 
-    def remove(self, ref: str) -> None:
+    def remove(self, ref: str) -> str:
+        """Move a system to the trash; returns when it expires. Credentials linked to it
+        lose the link, and get it back if the system is restored."""
+        import json
+
+        from credvault.credentials import trash_expiry
+
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
         self.e.key(eng, "system rm", Action.WRITE, name)
-        found = items.remove_audited(
-            s, eng, name, "system-rm", lambda: s.store.system(eng.id, name), s.store.delete_system
-        )
-        if not found:
+        expires = trash_expiry(s)
+        with s.store.write():
+            row = s.store.system(eng.id, name)
+            if row is not None:
+                linked = [u.hex() for u in s.store.credentials_linked_to(row.id)]
+                s.store.trash_system(row.id, s.now(), s.member, expires, json.dumps(linked))
+            s.log(
+                "system-rm",
+                eng.name,
+                name,
+                "ok" if row else "error",
+                f"to the trash until {expires}" if row else "not found",
+            )
+        if row is None:
             raise NotFound("system", ref)
+        return expires
+
+    def restore(self, ref: str) -> None:
+        """Bring the most recently removed system of that name back, links included."""
+        import json
+
+        s = self.s
+        eng_name, name = validate.ref(ref)
+        eng = self.e.get(eng_name)
+        self.e.require_active(eng)
+        self.e.key(eng, "system restore", Action.WRITE, name)
+        with s.store.write():
+            hit = next(
+                (t for t in s.store.trash(eng.id) if t.type == "system" and t.name == name), None
+            )
+            if hit is None:
+                raise NotFound("system", ref, f"{ref} is not in the trash")
+            if s.store.system(eng.id, name) is not None:
+                raise AlreadyExists(f"system {ref} exists")
+            sys_id = s.store.untrash_system(hit.id)
+            uids = [bytes.fromhex(u) for u in json.loads(hit.linked)]
+            relinked = s.store.credentials_by_uid(uids) if uids else []
+            for cred_id in relinked:
+                s.store.link_credential(cred_id, sys_id)
+            s.log("system-restore", eng.name, name, "ok", f"{len(relinked)} credentials relinked")
 
     def export_engagement(self, eng_name: str) -> builtins.list[System]:
         s = self.s

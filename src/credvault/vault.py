@@ -505,6 +505,8 @@ class Vault:
         s = self._s
         head = s.store.audit_head()
         s.newest_at_open = str(head[1]) if head else None  # before this session writes
+        if s.store.get_meta("format_version") != FORMAT_VERSION:
+            self._upgrade()
         if s.store.get_meta("needs_vacuum"):
             # finish a purge interrupted before its file rewrite, or one a reader held up
             self.purger.rewrite(wait_s=0)
@@ -516,6 +518,32 @@ class Vault:
             if s.store.anything_due(s.now()):
                 self.purger.run_due(automatic=True)  # held silently on a suspect clock
         self._rotate_pending()
+
+    def _upgrade(self) -> None:
+        """Bring a vault of an older format up to this one, in place, once.
+
+        Under the exclusive lock (nobody else has it open), after a backup in the usual
+        backup directory (so ``restore`` can go back, and retention prunes it), in one
+        transaction, audited. Format steps are ``store.MIGRATIONS``.
+        """
+        from credvault.backup import default_backup_dir, write_backup
+
+        s = self._s
+        s.exclusive()
+        fmt = int(s.store.get_meta("format_version"))
+        if fmt == FORMAT_VERSION:  # another process upgraded it while we waited
+            return
+        target = write_backup(s, default_backup_dir(s.path))
+        with s.store.write():
+            s.store.migrate(fmt)
+            s.store.set_meta("format_version", FORMAT_VERSION)
+            s.log(
+                "upgrade",
+                None,
+                None,
+                "ok",
+                f"format {fmt} to {FORMAT_VERSION}; backup first: {target.name}",
+            )
 
     def _rotate_pending(self) -> None:
         """Finish rotations left by an expiry, removal or reset, if this member leads."""

@@ -298,7 +298,7 @@ ERROR_CASES: list[Case] = [
     case("grace-days-letters", ["engagement", "new", "fresh", "--client", "acme", "--grace-days", "abc"], 2, "credvault: invalid grace period: expected a whole number of days"),
     case("close-grace-days-negative", ["engagement", "close", "acme-2026", "--grace-days=-1"], 2, "credvault: invalid grace period: expected a whole number of days"),
     case("config-set-not-a-number", ["config", "set", "purge-grace-days", "abc"], 2, "credvault: invalid purge-grace-days: expected a whole number of days"),
-    case("config-set-unknown", ["config", "set", "bogus", "3"], 2, "credvault: unknown setting 'bogus': expected one of purge-grace-days, audit-retention-days, backup-retention-days"),
+    case("config-set-unknown", ["config", "set", "bogus", "3"], 2, "credvault: unknown setting 'bogus': expected one of purge-grace-days, audit-retention-days, backup-retention-days, trash-days"),
     # secrets and free text (web1-root exists: accepting any of these would replace it)
     case("secret-empty", PUT_ROOT, 2, "credvault: the secret is empty"),
     case("secret-only-newline", PUT_ROOT, 2, "credvault: the secret is empty", stdin=b"\n"),
@@ -566,7 +566,10 @@ def test_get_json_has_every_field(rw: CliVault, db_credential: str) -> None:
 
 def test_generate_makes_a_secret_get_returns(rw: CliVault) -> None:
     r = rw.ok("put", "acme-2026/gen40", "--generate", "40")
-    assert r.out == b"stored acme-2026/gen40 (generated)\n"
+    assert r.out == (
+        b"stored acme-2026/gen40 (generated: 40 characters from 65 (upper, lower, digits, "
+        b"symbols), each class at least once, 241 bits)\n"
+    )
     secret = rw.ok("get", "acme-2026/gen40", "-n").out
     assert len(secret) == 40
     assert secret.isascii()
@@ -597,7 +600,7 @@ def test_ls_json_lists_names_never_values(rw: CliVault, db_credential: str) -> N
 
 def test_rm_removes_a_credential(rw: CliVault) -> None:
     rw.ok("put", "acme-2026/tmp", input=b"short-lived\n")
-    assert rw.ok("rm", "acme-2026/tmp").out == b"removed acme-2026/tmp\n"
+    assert rw.ok("rm", "acme-2026/tmp").out.startswith(b"moved acme-2026/tmp to the trash until ")
     r = rw.run("get", "acme-2026/tmp")
     assert r.code == 3
     assert assert_one_error_line(r) == "credvault: credential 'acme-2026/tmp' not found"
@@ -628,7 +631,9 @@ def test_system_add_ls_show_rm(rw: CliVault) -> None:
     text = rw.ok("system", "show", "acme-2026/db1").out
     assert b"db1.example.com" in text
     assert b"5432" in text
-    assert rw.ok("system", "rm", "acme-2026/db1").out == b"removed system acme-2026/db1\n"
+    assert rw.ok("system", "rm", "acme-2026/db1").out.startswith(
+        b"moved system acme-2026/db1 to the trash until "
+    )
     r = rw.run("system", "show", "acme-2026/db1")
     assert r.code == 3
     assert assert_one_error_line(r) == "credvault: system 'acme-2026/db1' not found"
@@ -703,7 +708,12 @@ def test_info_public_key(rw: CliVault) -> None:
 def test_config_get_set(rw: CliVault) -> None:
     before = rw.json("config", "get", "--json")
     assert isinstance(before, dict)
-    assert set(before) == {"purge-grace-days", "audit-retention-days", "backup-retention-days"}
+    assert set(before) == {
+        "purge-grace-days",
+        "audit-retention-days",
+        "backup-retention-days",
+        "trash-days",
+    }
     assert rw.ok("config", "set", "purge-grace-days", "3").out == b"purge-grace-days = 3\n"
     after = rw.json("config", "get", "--json")
     assert after == {**before, "purge-grace-days": 3}

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from credvault import CredvaultError
 from credvault.cli import commands as c
+from credvault.cli import records as r
 from credvault.cli import spec
 from credvault.cli.fields import field_args
 from credvault.cli.spec import Command, arg, one_of
@@ -42,6 +43,19 @@ NEW_PASSPHRASE_FILE = arg(
 ENGAGEMENT = arg("name", value="engagement")
 REF = arg("ref", metavar="ENG/NAME", value="ref")
 SYSTEM_REF = arg("ref", metavar="ENG/NAME", value="system-ref")
+# destructive commands confirm on a terminal (terminal.confirm) and need --yes elsewhere
+YES = arg("--yes", action="store_true", help="do not ask for confirmation")
+CLIP = arg(
+    "-c",
+    "--clip",
+    action="store_true",
+    help="copy to the clipboard instead of printing; cleared after --clip-time",
+)
+CLIP_TIME = arg(
+    "--clip-time",
+    metavar="SECONDS",
+    help="clear the clipboard after this long (default $CREDVAULT_CLIP_TIME, else 45; 0 never)",
+)
 GRACE_DAYS = arg("--grace-days", type=str, metavar="N")
 
 STATUS_ARGS = (JSON,)
@@ -236,7 +250,7 @@ TABLE: tuple[Command, ...] = (
                 c.cmd_engagement_shred,
                 (
                     ENGAGEMENT,
-                    arg("--yes", action="store_true", help="do not ask for confirmation"),
+                    YES,
                 ),
             ),
         ),
@@ -300,8 +314,28 @@ TABLE: tuple[Command, ...] = (
                 (SYSTEM_REF, JSON),
             ),
             Command(
+                "set",
+                "change a system field by field (what is not named is kept)",
+                r.cmd_system_set,
+                (
+                    SYSTEM_REF,
+                    *field_args(
+                        ("address", "IPv4, IPv6 or DNS name"),
+                        ("details", "free-text system details (stored encrypted)"),
+                    ),
+                    arg("--port"),
+                    arg("--protocol"),
+                    arg(
+                        "--clear",
+                        action="append",
+                        choices=["port", "protocol", "details"],
+                        help="empty this field (repeatable)",
+                    ),
+                ),
+            ),
+            Command(
                 "rm",
-                "remove a system",
+                "move a system to the engagement's trash",
                 c.cmd_system_rm,
                 (SYSTEM_REF,),
             ),
@@ -335,7 +369,48 @@ TABLE: tuple[Command, ...] = (
                 type=int,
                 const=32,
                 metavar="LENGTH",
-                help="generate a random secret instead of reading stdin",
+                help="generate a random password instead of reading stdin (default 32)",
+            ),
+            arg(
+                "--classes",
+                default="upper,lower,digits,symbols",
+                metavar="LIST",
+                help="with --generate: classes to draw from, each at least once",
+            ),
+            arg(
+                "--symbols",
+                default="safe",
+                metavar="SET",
+                help="with --generate: 'safe' (-_.: URL and shell safe), 'all', or the characters",
+            ),
+            arg("--exclude", metavar="CHARS", help="with --generate: never use these characters"),
+            arg(
+                "--no-ambiguous",
+                action="store_true",
+                help="with --generate: avoid look-alikes (Il1|O0o and quotes)",
+            ),
+            arg(
+                "--token",
+                choices=["hex", "base64url"],
+                help="generate a token of --bytes random bytes instead",
+            ),
+            arg("--bytes", type=int, default=32, metavar="N", help="token size (default 32)"),
+            arg(
+                "--words",
+                type=int,
+                metavar="N",
+                help="generate a passphrase of N words (EFF large wordlist)",
+            ),
+            arg("--separator", default="-", help="between passphrase words (default -)"),
+            arg(
+                "--show",
+                action="store_true",
+                help="print the generated value once, after storing it",
+            ),
+            arg(
+                "--totp",
+                action="store_true",
+                help="the secret is a TOTP seed (otpauth:// URI or base32), stored as a URI",
             ),
         ),
     ),
@@ -349,6 +424,177 @@ TABLE: tuple[Command, ...] = (
             arg("--json", action="store_true", help="the whole record, secret included"),
             arg("-n", action="store_true", help="no trailing newline"),
             arg("--reason", help="why you read it (ticket number); recorded in the audit"),
+            arg("--version", type=int, metavar="N", help="an earlier version (see history)"),
+            CLIP,
+            CLIP_TIME,
+        ),
+    ),
+    Command(
+        "history",
+        "versions of a credential: who, when, what changed (no values)",
+        r.cmd_history,
+        (REF, JSON),
+    ),
+    Command(
+        "revert",
+        "make an earlier version current again (as a new version)",
+        r.cmd_revert,
+        (REF, arg("version", type=int, metavar="VERSION")),
+    ),
+    Command(
+        "edit",
+        "change a credential's fields without the secret (no options: $EDITOR)",
+        r.cmd_edit,
+        (
+            REF,
+            *field_args(
+                ("username", "the account name"),
+                ("url", "the login URL (a URL carrying a password is refused)"),
+                ("notes", "free-text notes"),
+            ),
+            arg("--kind", choices=["password", "ssh-key", "token", "other"]),
+            arg("--system", metavar="NAME", value="system", help="link to this system"),
+            arg(
+                "--clear",
+                action="append",
+                choices=["username", "url", "notes", "system"],
+                help="empty this field (repeatable)",
+            ),
+        ),
+    ),
+    Command(
+        "mv",
+        "rename a credential, or move it to another engagement",
+        r.cmd_mv,
+        (REF, arg("target", metavar="[ENG/]NEW")),
+    ),
+    Command(
+        "find",
+        "search names (and, where you may read, fields) of credentials and systems",
+        r.cmd_find,
+        (
+            arg("text"),
+            arg("--names-only", action="store_true", help="do not decrypt fields"),
+            JSON,
+        ),
+    ),
+    Command(
+        "trash",
+        "what rm and system rm removed, recoverable until it expires",
+        actions=(
+            Command(
+                "ls",
+                "list an engagement's trash",
+                r.cmd_trash_ls,
+                (arg("name", metavar="engagement", value="engagement"), JSON),
+            ),
+            Command(
+                "restore",
+                "bring a removed credential (or --system) back",
+                r.cmd_trash_restore,
+                (REF, arg("--system", action="store_true", help="restore a system")),
+            ),
+            Command(
+                "purge",
+                "destroy a removed item now (asks; --yes without a terminal)",
+                r.cmd_trash_purge,
+                (
+                    REF,
+                    arg("--system", action="store_true", help="a system"),
+                    arg("--yes", action="store_true", help="do not ask"),
+                ),
+            ),
+        ),
+    ),
+    Command(
+        "import",
+        "import KeePass, Bitwarden, pass or CSV entries into an engagement",
+        r.cmd_import,
+        (
+            arg("name", metavar="engagement", value="engagement"),
+            arg("source", metavar="SOURCE", value="file", help="file (pass: the store directory)"),
+            arg(
+                "--format",
+                required=True,
+                choices=["kdbx", "keepass-xml", "keepass-csv", "bitwarden-json", "pass", "csv"],
+            ),
+            arg("--map", metavar="FIELD=COLUMN,…", help="csv: column of each field"),
+            arg(
+                "--password-file",
+                metavar="PATH",
+                value="file",
+                help="kdbx: master password (first line)",
+            ),
+            arg("--keyfile", metavar="PATH", value="file", help="kdbx: key file"),
+            arg("--dry-run", action="store_true", help="show what would be imported"),
+            JSON,
+            CLIP,
+            CLIP_TIME,
+        ),
+    ),
+    Command(
+        "otp",
+        "print the current TOTP code of a credential holding a TOTP seed",
+        c.cmd_otp,
+        (
+            REF,
+            CLIP,
+            CLIP_TIME,
+            arg("--reason", help="why you need it (ticket number); recorded in the audit"),
+        ),
+    ),
+    Command(
+        "ssh",
+        "ssh to a system with its linked key (via ssh-agent) or password",
+        c.cmd_ssh,
+        (
+            SYSTEM_REF,
+            arg(
+                "--credential",
+                metavar="NAME",
+                value="credential",
+                help="which linked credential, when several are linked to the system",
+            ),
+            arg(
+                "--key-lifetime",
+                default="15m",
+                metavar="TIME",
+                help="how long ssh-agent keeps the key, e.g. 5m, 1h (default 15m)",
+            ),
+            arg("--reason", help="why (ticket number); recorded in the audit"),
+            arg(
+                "ssh_args",
+                nargs="*",
+                metavar="-- SSH-ARGS",
+                value="argv",
+                help="options and a remote command for ssh, after --",
+            ),
+        ),
+    ),
+    Command(
+        "run",
+        "run a command with secrets in its environment (never in its arguments)",
+        c.cmd_run,
+        (
+            arg(
+                "--env",
+                action="append",
+                metavar="VAR=ENG/NAME[:FIELD]",
+                help="put a credential's secret (or FIELD) into VAR; repeat for more",
+            ),
+            arg(
+                "--mask",
+                action="store_true",
+                help="replace the secrets by ***** in the command's output",
+            ),
+            arg("--reason", help="recorded in the audit with the command's name"),
+            arg(
+                "command",
+                nargs="*",
+                metavar="-- COMMAND [ARGS]",
+                value="argv",
+                help="the command to run, after --",
+            ),
         ),
     ),
     Command(
@@ -357,7 +603,7 @@ TABLE: tuple[Command, ...] = (
         c.cmd_ls,
         (arg("engagement", nargs="?", value="engagement"), JSON),
     ),
-    Command("rm", "remove a credential", c.cmd_rm, (REF,)),
+    Command("rm", "move a credential to the engagement's trash", c.cmd_rm, (REF,)),
     Command(
         "audit",
         "list, verify or checkpoint the audit trail",
@@ -499,6 +745,13 @@ TABLE: tuple[Command, ...] = (
 )
 
 COMMANDS = frozenset(cmd.name for cmd in TABLE)
+# commands whose argument list ends with another program's command line (Arg.value "argv")
+PASSTHROUGH = {
+    cmd.name: str(a.options.get("dest") or a.flags[0])
+    for cmd in TABLE
+    for a in cmd.args
+    if isinstance(a, spec.Arg) and a.value == "argv"
+}
 
 
 # -- parsing and running ----------------------------------------------------------------------
@@ -519,7 +772,15 @@ def parse(words: Sequence[str]) -> argparse.Namespace:
         parser = build_parser(words[0])
     else:
         parser = spec.build_parser(TABLE, shallow=True)
-    return parser.parse_args(words)
+    dest = PASSTHROUGH.get(words[0]) if words else None
+    if dest is None or "--" not in words:
+        return parser.parse_args(words)
+    # `run ... -- COMMAND ARGS`, `ssh ENG/SYS ... -- SSH-ARGS`: what follows the first `--`
+    # is the other program's, never ours (argparse would mix it with our positionals)
+    cut = words.index("--")
+    args = parser.parse_args(words[:cut])
+    setattr(args, dest, [*getattr(args, dest), *words[cut + 1 :]])
+    return args
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -544,4 +805,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch(parse(sys.argv[1:] if argv is None else argv))
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["__complete"]:  # hidden: names for the shell completion scripts
+        from credvault.cli.complete import main as complete
+
+        return complete(words[1:])
+    return dispatch(parse(words))

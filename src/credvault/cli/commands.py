@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from credvault import (
     DEFAULT_KDF,
@@ -20,10 +21,10 @@ from credvault import (
     InvalidInput,
     KdfParams,
     NotFound,
+    Secret,
     Vault,
     default_dir,
     default_source,
-    generate_secret,
     identity_member,
     parse_ttl,
     read_passphrase_file,
@@ -33,6 +34,9 @@ from credvault import (
     write_receipt,
 )
 from credvault.cli import terminal as t
+
+if TYPE_CHECKING:
+    from credvault.clipboard import Backend
 
 EXIT_OK = 0
 
@@ -470,23 +474,29 @@ def cmd_system_show(args: argparse.Namespace) -> int:
 
 
 def cmd_system_rm(args: argparse.Namespace) -> int:
-    """Remove a system."""
+    """Move a system to the engagement's trash."""
     with open_vault(args) as v:
-        v.systems.remove(args.ref)
-        t.out(f"removed system {args.ref}")
+        until = v.systems.remove(args.ref)
+    t.out(f"moved system {args.ref} to the trash until {until} (credvault trash restore --system)")
     return EXIT_OK
 
 
 # -- credentials ----------------------------------------------------------------------------
 def cmd_put(args: argparse.Namespace) -> int:
-    """Store a credential; the secret comes from stdin (or --generate), never from argv."""
+    """Store a credential; the secret comes from stdin (or a generator), never from argv;
+    its fields from files, stdin, JSON or a prompt (cli/fields.py) rather than argv."""
     from credvault.cli.fields import read_fields
+    from credvault.cli.records import generated
 
-    fields = read_fields(args, ("username", "url", "notes"), stdin_free=args.generate is not None)
-    if args.generate is not None:
-        secret = generate_secret(args.generate).reveal()
-    else:
-        secret = t.read_secret_stdin()
+    if args.totp and (args.generate is not None or args.token or args.words):
+        raise InvalidInput("--totp takes the seed from stdin: it cannot be generated")
+    made = generated(args)
+    if args.show and made is None:
+        raise InvalidInput("--show needs --generate, --token or --words")
+    fields = read_fields(args, ("username", "url", "notes"), stdin_free=made is not None)
+    secret = made[0] if made is not None else t.read_secret_stdin()
+    if args.totp:
+        secret = totp_secret(args.ref, secret)
     with open_vault(args) as v:
         info = v.credentials.put(
             args.ref,
@@ -497,14 +507,22 @@ def cmd_put(args: argparse.Namespace) -> int:
             url=fields["url"],
             notes=fields["notes"],
         )
-    t.out(f"stored {info.engagement}/{info.name}" + (" (generated)" if args.generate else ""))
+    t.out(f"stored {info.engagement}/{info.name}" + (f" (generated: {made[1]})" if made else ""))
+    if made is not None and args.show:  # once, on request, after it is safely stored
+        sys.stdout.buffer.write(made[0] + b"\n")
+        sys.stdout.buffer.flush()
     return EXIT_OK
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    """Print a secret (or one field, or the whole record as JSON)."""
+    """Print a secret (or one field, or the whole record as JSON); or copy it (``-c``)."""
+    if args.clip and args.json:
+        raise InvalidInput("-c copies one value: use --field rather than --json")
+    backend = None
+    if args.clip:
+        backend = clipboard_first(args)
     with open_vault(args) as v:
-        c = v.credentials.get(args.ref, reason=args.reason)
+        c = v.credentials.get(args.ref, reason=args.reason, version=args.version)
     if args.json:
         t.out_json(c.to_json())
         return EXIT_OK
@@ -515,6 +533,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         if field_value is None:
             raise NotFound("field", f"{args.ref} {args.field}", f"{args.ref} has no {args.field}")
         value = str(field_value).encode()
+    if backend is not None:
+        return copy_out(args, Secret(value), f"{args.ref} {args.field or 'secret'}", backend)
     sys.stdout.buffer.write(value + (b"" if args.n else b"\n"))
     sys.stdout.buffer.flush()
     return EXIT_OK
@@ -534,10 +554,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    """Remove a credential."""
+    """Move a credential (and its history) to the trash."""
     with open_vault(args) as v:
-        v.credentials.remove(args.ref)
-    t.out(f"removed {args.ref}")
+        until = v.credentials.remove(args.ref)
+    t.out(f"moved {args.ref} to the trash until {until} (credvault trash restore)")
     return EXIT_OK
 
 
@@ -811,3 +831,99 @@ def cmd_lock(args: argparse.Namespace) -> int:
     removed = Vault.forget_cached_keys(vault_dir(args), member_name(args))
     t.out("locked" if removed else "nothing cached; already locked")
     return EXIT_OK
+
+
+# -- at the terminal: clipboard, TOTP, ssh, run (library modules imported on use) ----------
+def clip_time(args: argparse.Namespace) -> int:
+    """Seconds until the clipboard clears: --clip-time, else $CREDVAULT_CLIP_TIME, else 45."""
+    from credvault import clipboard
+
+    raw = getattr(args, "clip_time", None) or os.environ.get("CREDVAULT_CLIP_TIME")
+    if raw is None or raw == "":
+        return clipboard.DEFAULT_CLEAR_AFTER
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= clipboard.MAX_CLEAR_AFTER:
+        raise InvalidInput(f"invalid clip time: expected 0 to {clipboard.MAX_CLEAR_AFTER} seconds")
+    return seconds
+
+
+def clipboard_first(args: argparse.Namespace) -> Backend | None:
+    """With ``-c``, find the clipboard before reading: no reachable clipboard, no read."""
+    if not args.clip:
+        return None
+    from credvault import clipboard
+
+    clip_time(args)  # a bad --clip-time is refused before the read too
+    return clipboard.detect()
+
+
+def copy_out(args: argparse.Namespace, value: Secret, what: str, backend: Backend) -> int:
+    """Copy ``value`` and say where to and when it clears (nothing secret is printed)."""
+    from credvault import clipboard
+
+    done = clipboard.copy(value, clear_after=clip_time(args), backend=backend)
+    when = f"clears in {done.clear_after} s" if done.clear_after else "not cleared"
+    t.out(f"copied {what} to the clipboard ({done.backend}); {when}")
+    return EXIT_OK
+
+
+def totp_secret(ref: str, secret: bytes) -> bytes:
+    """``put --totp``: the seed as typed (URI or base32) in its stored URI form."""
+    from credvault import totp
+
+    return totp.to_uri(secret, ref.replace("/", ":")).reveal()
+
+
+def cmd_otp(args: argparse.Namespace) -> int:
+    """Print (or copy) the current TOTP code of a credential holding a TOTP seed."""
+    backend = clipboard_first(args)
+    with open_vault(args) as v:
+        got = v.credentials.otp(args.ref, reason=args.reason)
+    if backend is not None:
+        return copy_out(args, Secret(got.code), f"the code of {args.ref}", backend)
+    t.out(got.code)
+    if sys.stderr.isatty():
+        sys.stderr.write(f"(valid for {got.seconds_left} s more)\n")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a command with secrets in its environment; its exit status is ours."""
+    from credvault import handoff
+
+    argv = list(args.command)
+    specs = [handoff.parse_env_spec(e) for e in args.env or []]
+    if not specs:
+        raise InvalidInput("nothing to pass: give at least one --env VAR=ENGAGEMENT/NAME")
+    handoff.find_command(argv)  # a command that cannot start costs no read
+    with open_vault(args) as v:
+        env = handoff.read_env(v, specs, argv, args.reason)
+    return handoff.run_command(argv, env, mask=args.mask)
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    """SSH to a system with its linked credential: key via the agent, password via askpass."""
+    from credvault import handoff
+
+    try:
+        lifetime = int(parse_ttl(args.key_lifetime).total_seconds())
+    except InvalidInput:
+        raise InvalidInput(
+            "invalid --key-lifetime: expected e.g. 90s, 15m, 1h (at most 7d)"
+        ) from None
+    handoff.find_command(["ssh"])  # no ssh client: nothing read
+    with open_vault(args) as v:
+        plan = handoff.plan_ssh(
+            v,
+            args.ref,
+            list(args.ssh_args),
+            credential=args.credential,
+            reason=args.reason,
+        )
+    how = f"key in ssh-agent for {args.key_lifetime}" if plan.kind == "ssh-key" else "password"
+    sys.stderr.write(f"credvault: ssh {args.ref} with {plan.credential} ({how})\n")
+    sys.stderr.flush()
+    return handoff.run_ssh(plan, key_lifetime_s=lifetime)

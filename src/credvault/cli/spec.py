@@ -9,7 +9,8 @@ command (only that one is built: building all of them costs milliseconds on ever
 commands, and whatever else wants to walk the command line (shell completion, a man page):
 use :func:`walk` for the table or :func:`build_parser` for argparse objects.
 
-This module knows argparse and nothing of credvault: it imports no library code.
+This module knows argparse and, apart from the one-line error of :mod:`credvault.cli.terminal`,
+nothing of credvault.
 """
 
 from __future__ import annotations
@@ -27,6 +28,26 @@ if TYPE_CHECKING:  # an annotation only: subscripting Callable costs import time
     Handler = Callable[[argparse.Namespace], int]
 
 EXIT_USAGE = 2
+PROG = "credvault"
+VERSION = "0.1.0"  # credvault.__version__ (tests/cli/test_cli.py checks `--version` against it)
+# what an argument's value names (Arg.value), for shell completion
+VALUES = (
+    "file",
+    "dir",
+    "engagement",
+    "member",
+    "client",
+    "role",
+    "ref",
+    "system-ref",
+    "system",
+    "credential",  # a credential's NAME in the engagement at hand
+    "argv",  # another program's command line (after --)
+)
+DESCRIPTION = (
+    "Encrypted credential vault for client "
+    "engagements: per-engagement keys, audit trail, automatic shredding."
+)
 
 
 class Arg:
@@ -35,7 +56,9 @@ class Arg:
     ``value`` says what the value names, for shell completion (argparse never sees it):
     ``"file"``, ``"dir"``, ``"engagement"``, ``"member"``, ``"client"``, ``"role"``, ``"ref"``
     (a credential's ENG/NAME), ``"system-ref"`` (a system's ENG/NAME), ``"system"`` (a
-    system's NAME in the engagement at hand); ``None`` for anything else (new names, text).
+    system's NAME in the engagement at hand), ``"credential"`` (a credential's NAME in the
+    engagement at hand), ``"argv"`` (another program's command line: what follows ``--`` is
+    given to it untouched, see ``credvault.cli.parse``); ``None`` for anything else.
 
     The table's types are plain slotted classes, not NamedTuples or dataclasses: creating
     those classes costs about 0.4 ms each on every ``credvault get``. Treat them as frozen.
@@ -131,7 +154,24 @@ COMMON_ARGS = (
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors are one ``credvault: …`` line and exit 2, like every other error."""
+    """Usage errors are one ``credvault: …`` line and exit 2, like every other error.
+
+    ``building=True`` marks a parser the table is still being turned into (see
+    :meth:`_get_formatter`); the builder clears it when the parser is complete.
+    """
+
+    def __init__(self, *args: Any, building: bool = False, **kwargs: Any) -> None:
+        self.building = building
+        super().__init__(*args, **kwargs)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if self.building:
+            # While a parser is built, argparse makes a formatter for every add_argument
+            # only to check metavars. The default one asks the terminal for its width, and
+            # that imports shutil (with zlib, bz2 and lzma): ~3 ms of every `credvault get`.
+            # Help and errors are formatted once it is built, with the terminal's width.
+            return argparse.HelpFormatter(self.prog, width=100)
+        return super()._get_formatter()
 
     def error(self, message: str) -> NoReturn:
         err(f"{message} (see `{self.prog} --help`)")
@@ -164,7 +204,9 @@ def _add_args(p: argparse.ArgumentParser, args: Sequence[Arg | OneOf]) -> None:
 
 def _add_command(sub: argparse._SubParsersAction[Parser], cmd: Command, *, nested: bool) -> None:
     # a command's page repeats its help as the description; an action's page has none
-    p = sub.add_parser(cmd.name, help=cmd.help, description=None if nested else cmd.help)
+    p = sub.add_parser(
+        cmd.name, help=cmd.help, description=None if nested else cmd.help, building=True
+    )
     if cmd.common and not nested:
         _add_common(p, nested=False)  # first: the usage line lists them before the rest
     if cmd.handler is not None:
@@ -177,6 +219,7 @@ def _add_command(sub: argparse._SubParsersAction[Parser], cmd: Command, *, neste
             _add_command(actions, action, nested=True)
     if cmd.common and nested:
         _add_common(p, nested=True)  # last, after the action's own arguments
+    p.building = False
 
 
 def build_parser(
@@ -187,19 +230,17 @@ def build_parser(
     ``shallow`` lists every command with its help but gives none of them arguments: enough
     for ``credvault --help``, ``--version`` and an unknown command, at a fraction of the cost.
     """
-    parser = Parser(
-        prog="credvault",
-        description="Encrypted credential vault for client "
-        "engagements: per-engagement keys, audit trail, automatic shredding.",
-    )
-    parser.add_argument("--version", action="version", version="credvault 0.1.0")
+    parser = Parser(prog=PROG, description=DESCRIPTION, building=True)
+    parser.add_argument("--version", action="version", version=f"{PROG} {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for cmd in table:
         if shallow:
-            sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+            listed = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, building=True)
+            listed.building = False
         elif only is None or cmd.name == only:
             _add_command(sub, cmd, nested=False)
+    parser.building = False
     return parser
 
 
