@@ -117,3 +117,10 @@ def test_bench_terminal_quick() -> None:
         assert "credvault get -c (identity) / pass -c" in part
     else:
         assert "SKIPPED pass" in part
+
+
+def test_bench_retention_quick() -> None:
+    out = _run("bench_retention.py")
+    for title in ("1. shred of", "2. credvault check", "3. backup of", "4. restore consulting"):
+        assert FIGURE.search(_section(out, title)), title
+    assert "complete at return:" in _section(out, "1. shred of")
