@@ -219,6 +219,14 @@ class Engagements:
         return Role(g.role) if live and valid else None
 
     def members(self, name: str) -> builtins.list[GrantInfo]:
+        """Who holds which role on ``name`` (audited as ``engagement-members``)."""
+        out = self.members_quietly(name)
+        with self.s.store.write():  # who may see whom is member data: on the record
+            self.s.log("engagement-members", name, None, "ok", f"{len(out)} members listed")
+        return out
+
+    def members_quietly(self, name: str) -> builtins.list[GrantInfo]:
+        """:meth:`members` for callers that record their own entry (grant, recover, show)."""
         eng = self.get(name)
         self.s.check(Action.LIST, self.role_of(eng), "list members", eng.name)
         out = []
@@ -405,7 +413,7 @@ class Engagements:
                 raise InvalidInput("the expiry is in the past")
             expires = iso(dt)
         eng = self.get(name)
-        self.require_active(eng, "grant")
+        self.require_active(eng, "grant", Action.GRANT)
         if member not in s.slots.members:
             raise NotFound("member", member)
         if member == s.member:
@@ -437,7 +445,7 @@ class Engagements:
                 previous is Role.LEAD and r is not Role.LEAD
             ):
                 self._rotate(eng, key, "role lowered")
-        return next(g for g in self.members(name) if g.member == member)
+        return next(g for g in self.members_quietly(name) if g.member == member)
 
     def revoke(self, name: str, member: str) -> builtins.list[str]:
         """Revoke and rotate; returns the credentials the member read (to change them)."""
@@ -492,10 +500,19 @@ class Engagements:
                 f"engagement {eng.name!r} changed keys meanwhile; nothing was stored, run again"
             )
 
-    def require_active(self, eng: Engagement, verb: str | None = None) -> None:
-        """Closed and purged engagements take no changes (their data awaits destruction)."""
+    def require_active(
+        self, eng: Engagement, verb: str | None = None, action: Action = Action.WRITE
+    ) -> None:
+        """Closed and purged engagements take no changes (their data awaits destruction).
+
+        The role check comes first, so a member without the right is denied (and audited as
+        such) whatever the state; a refusal for the state is on the record too.
+        """
         if eng.state != "active":
+            self.s.check(action, self.role_of(eng), verb or "change", eng.name)
             what = f"cannot {verb}" if verb else "it takes no changes"
+            with self.s.store.write():
+                self.s.log(verb or "change", eng.name, None, "error", f"engagement is {eng.state}")
             raise RetentionError(f"engagement {eng.name!r} is {eng.state}: {what}")
 
     # -- rotation ---------------------------------------------------------------------------
@@ -575,7 +592,7 @@ class Engagements:
                 self._resign_grants_of(eng, grant_to, RECOVERY, sign_priv)
             if (previous in KEY_ROLES and r not in KEY_ROLES) or previous is Role.LEAD:
                 self._rotate(eng, key, "role changed by recovery", RECOVERY, sign_priv)
-        return next(g for g in self.members(name) if g.member == grant_to)
+        return next(g for g in self.members_quietly(name) if g.member == grant_to)
 
     # -- settings and lifecycle -------------------------------------------------------------
     def set_options(self, name: str, *, require_reason: bool | None = None) -> Engagement:
@@ -600,7 +617,7 @@ class Engagements:
         s = self.s
         eng = self.get(name)
         s.check(Action.LIFECYCLE, self.role_of(eng), "close", eng.name)
-        self.require_active(eng, "close")
+        self.require_active(eng, "close", Action.LIFECYCLE)
         if grace_days is not None:
             grace_days = validate.days(grace_days, "grace period")
         # A clock behind the record would shorten the grace period: never close "earlier".
@@ -668,7 +685,9 @@ class Engagements:
         d["purge"] = self.purge_status(eng)
         role = self.role_of(eng)
         d["your_role"] = role.value if role else None
-        d["members"] = [g.to_json() for g in self.members(name)] if eng.state != "purged" else []
+        d["members"] = (
+            [g.to_json() for g in self.members_quietly(name)] if eng.state != "purged" else []
+        )
         with self.s.store.write():
             self.s.log("engagement-show", eng.name, None, "ok")
         return d

@@ -48,10 +48,13 @@ class Members:
         self.kdf = kdf
 
     def list(self) -> list[MemberInfo]:
-        return [
+        out = [
             MemberInfo(m.name, m.admin, m.service, m.created)
             for m in sorted(self.s.slots.members.values(), key=lambda m: m.name)
         ]
+        with self.s.store.write():  # member data: on the record
+            self.s.log("member-ls", None, None, "ok", f"{len(out)} members listed")
+        return out
 
     def _write_slots(self, slots: KeySlots, db_key: bytes | None = None) -> None:
         sealed = slots.sealed_with(db_key or self.s.db_key)

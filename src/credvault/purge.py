@@ -491,7 +491,10 @@ class Purger:
     def receipt(self, name: str) -> dict[str, object]:
         eng = self.e.get(name, allow_purged=True)
         self.s.check(Action.LIST, self.e.role_of(eng), "read the receipt", eng.name)
-        return self.receipt_of(name)
+        receipt = self.receipt_of(name)
+        with self.s.store.write():
+            self.s.log("receipt", eng.name, None, "ok", "purge receipt read")
+        return receipt
 
 
 def write_receipt(path: Path, receipt: dict[str, object]) -> None:

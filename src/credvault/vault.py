@@ -706,6 +706,8 @@ class Vault:
             for e in self.engagements.visible_quietly()
             if e.state == "closed"
         ]
+        with s.store.write():  # it shows engagement names and dates: on the record
+            s.log("status", None, None, "ok", f"{len(due)} due, {len(closed)} scheduled")
         return {
             "member": s.member,
             "admin": s.is_admin,

@@ -1,0 +1,59 @@
+"""Every access on the record (issue 12, item 5): listings of members, receipts and status
+append an entry; a write to a closed engagement is checked for the role first (a member
+without the right is denied and audited) and a refusal for the state is recorded too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import KDF, PASSWORDS, VaultFixture
+from credvault import AccessDenied, RetentionError, Vault
+
+ENG = "acme-2026"
+
+
+def open_as(vf: VaultFixture, member: str = "alice", **kw: Any) -> Vault:
+    return Vault.open(vf.path, member, PASSWORDS[member], kdf=KDF, clock=vf.clock, **kw)
+
+
+def _last(vf: VaultFixture, action: str) -> Any:
+    with open_as(vf) as v:
+        es = v.audit.entries(action=action)
+    assert es, action
+    return es[-1]
+
+
+def test_member_and_engagement_listings_status_and_receipts_are_audited(
+    vault: VaultFixture, engagement: str
+) -> None:
+    with open_as(vault, "bob") as v:
+        assert {g.member for g in v.engagements.members(ENG)} >= {"alice", "bob", "carol"}
+        v.members.list()
+        v.status()
+    e = _last(vault, "engagement-members")
+    assert (e.member, e.engagement, e.outcome) == ("bob", ENG, "ok")
+    assert _last(vault, "member-ls").member == "bob"
+    assert _last(vault, "status").member == "bob"
+    with open_as(vault) as v:
+        v.purger.shred(ENG)
+        v.purger.receipt(ENG)
+    e = _last(vault, "receipt")
+    assert (e.member, e.engagement) == ("alice", ENG)
+
+
+def test_role_before_state_on_a_closed_engagement(vault: VaultFixture, engagement: str) -> None:
+    with open_as(vault) as v:
+        v.engagements.close(ENG)
+    with open_as(vault, "carol") as v, pytest.raises(AccessDenied):  # a reader may not write
+        v.put(f"{ENG}/new", b"x")
+    e = _last(vault, "change")
+    assert (e.member, e.outcome) == ("carol", "denied")
+    with open_as(vault, "bob") as v, pytest.raises(RetentionError):  # an engineer may: closed
+        v.put(f"{ENG}/new", b"x")
+    with open_as(vault) as v:
+        refused = [x for x in v.audit.entries(engagement=ENG) if x.member == "bob"]
+    assert refused[-1].outcome == "error"
+    assert "closed" in refused[-1].detail
