@@ -290,6 +290,7 @@ complete -c credvault -n "__credvault_at 'system ls'" -l 'no-keyring' -d 'do not
 complete -c credvault -n "__credvault_pos 'system ls' 0" -x -a '(__credvault_names engagements)'
 complete -c credvault -n "__credvault_at 'system'" -a 'show' -d 'show a system (address and details)'
 complete -c credvault -n "__credvault_at 'system show'" -l 'json'
+complete -c credvault -n "__credvault_at 'system show'" -l 'reason' -r -x -d 'why you read it (ticket number); recorded in the audit'
 complete -c credvault -n "__credvault_at 'system show'" -l 'vault' -r -x -a '(__fish_complete_directories)' -d 'vault directory (default $CREDVAULT_VAULT, else $XDG_DATA_HOME/credvault)'
 complete -c credvault -n "__credvault_at 'system show'" -l 'as' -r -x -a '(__credvault_names members)' -d 'act as this member (default $CREDVAULT_MEMBER, else your user name)'
 complete -c credvault -n "__credvault_at 'system show'" -l 'no-keyring' -d 'do not use a key cached in the OS keyring'

@@ -57,3 +57,16 @@ def test_role_before_state_on_a_closed_engagement(vault: VaultFixture, engagemen
         refused = [x for x in v.audit.entries(engagement=ENG) if x.member == "bob"]
     assert refused[-1].outcome == "error"
     assert "closed" in refused[-1].detail
+
+
+def test_system_show_takes_a_reason_and_requires_it_where_the_engagement_does(
+    vault: VaultFixture, engagement: str
+) -> None:
+    with open_as(vault) as v:
+        v.engagements.set_options(ENG, require_reason=True)
+    with open_as(vault, "bob") as v:
+        with pytest.raises(AccessDenied):
+            v.systems.show(f"{ENG}/web1")
+        assert v.systems.show(f"{ENG}/web1", reason="TICKET-9").address == "10.0.0.1"
+    e = _last(vault, "system-show")
+    assert (e.member, e.outcome, e.detail) == ("bob", "ok", "reason: TICKET-9")

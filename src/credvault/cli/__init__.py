@@ -311,7 +311,11 @@ TABLE: tuple[Command, ...] = (
                 "show",
                 "show a system (address and details)",
                 c.cmd_system_show,
-                (SYSTEM_REF, JSON),
+                (
+                    SYSTEM_REF,
+                    JSON,
+                    arg("--reason", help="why you read it (ticket number); recorded in the audit"),
+                ),
             ),
             Command(
                 "set",

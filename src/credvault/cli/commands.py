@@ -464,7 +464,7 @@ def cmd_system_ls(args: argparse.Namespace) -> int:
 def cmd_system_show(args: argparse.Namespace) -> int:
     """One system, address and details included."""
     with open_vault(args) as v:
-        s = v.systems.show(args.ref)
+        s = v.systems.show(args.ref, reason=args.reason)
         if args.json:
             t.out_json(s.to_json())
         else:
