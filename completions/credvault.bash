@@ -70,7 +70,7 @@ declare -gA _credvault_opts=(
     ['verify-receipt']='--public-key --help'
     ['client']='--help --vault --as --no-keyring'
     ['client ls']='--json --help --vault --as --no-keyring'
-    ['client export']='--output --help --vault --as --no-keyring'
+    ['client export']='--output --reason --help --vault --as --no-keyring'
     ['client shred']='--yes --help --vault --as --no-keyring'
     ['backup']='--help --vault --as --no-keyring'
     ['restore']='--ledger --help --vault --as --no-keyring'
@@ -176,6 +176,7 @@ declare -gA _credvault_optval=(
     ['receipt --output']='file'
     ['verify-receipt --public-key']='text'
     ['client export --output']='file'
+    ['client export --reason']='text'
     ['restore --ledger']='file'
     ['unlock --ttl']='text'
 )

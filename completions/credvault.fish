@@ -508,6 +508,7 @@ complete -c credvault -n "__credvault_at 'client ls'" -l 'as' -r -x -a '(__credv
 complete -c credvault -n "__credvault_at 'client ls'" -l 'no-keyring' -d 'do not use a key cached in the OS keyring'
 complete -c credvault -n "__credvault_at 'client'" -a 'export' -d 'everything held for a client, as JSON'
 complete -c credvault -n "__credvault_at 'client export'" -l 'output' -r -F -d 'write to a new 0600 file'
+complete -c credvault -n "__credvault_at 'client export'" -l 'reason' -r -x -d 'why (ticket number); recorded in the audit'
 complete -c credvault -n "__credvault_at 'client export'" -l 'vault' -r -x -a '(__fish_complete_directories)' -d 'vault directory (default $CREDVAULT_VAULT, else $XDG_DATA_HOME/credvault)'
 complete -c credvault -n "__credvault_at 'client export'" -l 'as' -r -x -a '(__credvault_names members)' -d 'act as this member (default $CREDVAULT_MEMBER, else your user name)'
 complete -c credvault -n "__credvault_at 'client export'" -l 'no-keyring' -d 'do not use a key cached in the OS keyring'

@@ -70,3 +70,23 @@ def test_system_show_takes_a_reason_and_requires_it_where_the_engagement_does(
         assert v.systems.show(f"{ENG}/web1", reason="TICKET-9").address == "10.0.0.1"
     e = _last(vault, "system-show")
     assert (e.member, e.outcome, e.detail) == ("bob", "ok", "reason: TICKET-9")
+
+
+def test_client_export_takes_a_reason_and_tombstones_are_for_admins(
+    vault: VaultFixture, engagement: str
+) -> None:
+    with open_as(vault) as v:
+        v.engagements.set_options(ENG, require_reason=True)
+        with pytest.raises(AccessDenied):
+            v.clients.export("acme")
+        doc = v.clients.export("acme", reason="client asked, TICKET-7")
+        assert doc["client"] == "acme"
+    assert "reason: client asked, TICKET-7" in _last(vault, "export").detail
+    with open_as(vault) as v:
+        v.purger.shred(ENG)
+    with open_as(vault, "bob") as v, pytest.raises(AccessDenied):  # no role left anywhere
+        v.clients.export("acme")
+    with open_as(vault) as v:
+        v.clients.export("acme")
+    e = _last(vault, "export")
+    assert (e.member, e.item, e.outcome) == ("alice", "acme", "ok")

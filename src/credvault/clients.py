@@ -57,24 +57,33 @@ class Clients:
             self.purger.shred(name)
         return names
 
-    def export_bytes(self, client: str) -> bytes:
+    def export_bytes(self, client: str, *, reason: str | None = None) -> bytes:
         """:meth:`export` as the bytes of the export file, whose SHA-256 the audit trail and
         any later purge receipt name."""
-        return export_bytes(self.export(client))
+        return export_bytes(self.export(client, reason=reason))
 
-    def export(self, client: str) -> dict[str, object]:
+    def export(self, client: str, *, reason: str | None = None) -> dict[str, object]:
         """Every engagement, system and credential (secrets included) of ``client``.
 
-        Needs a reading role on each of the client's live engagements; audited per engagement.
+        Needs a reading role on each of the client's live engagements (and ``reason`` where
+        an engagement requires one); audited per engagement. A client whose engagements are
+        all purged is shown to admins only, and that is audited too.
         """
         s = self.s
         validate.name(client, "client name")
+        reason = validate.reason(reason)
         engs = self.e.list(client)
         if not engs:
             raise NotFound("client", client)
         live = [eng for eng in engs if eng.state != "purged"]
         for eng in live:  # every permission first (denials audited), so nothing half-exported
             self.e.key(eng, "export", Action.READ)
+            if eng.require_reason and not reason:
+                raise s.deny("export", eng.name, None, "this engagement requires --reason")
+        if not live:
+            s.require_admin("export")
+            with s.store.write():
+                s.log("export", None, client, "ok", f"{len(engs)} purged engagements (tombstones)")
         out: list[dict[str, object]] = []
         for eng in engs:
             entry: dict[str, object] = eng.to_json()
@@ -95,7 +104,7 @@ class Clients:
         # receipt: "what you received" tied to "what we destroyed".
         digest = hashlib.sha256(export_bytes(doc)).hexdigest()
         for eng in live:  # fail closed: the entries commit before anything is returned
-            s.log_export(eng.name, len(s.store.credential_names(eng.id)), digest)
+            s.log_export(eng.name, len(s.store.credential_names(eng.id)), digest, reason)
         return doc
 
 

@@ -122,9 +122,15 @@ class Session:
     ) -> int:
         return self.audit.append(self.now(), self.member, action, engagement, item, outcome, detail)
 
-    def log_export(self, engagement: str, count: int, digest: str | None = None) -> None:
+    def log_export(
+        self, engagement: str, count: int, digest: str | None = None, reason: str | None = None
+    ) -> None:
         """Record a client export in its own committed transaction (fail closed)."""
-        detail = f"{count} credentials exported" + (f"; sha256 {digest}" if digest else "")
+        detail = (
+            f"{count} credentials exported"
+            + (f"; reason: {reason}" if reason else "")
+            + (f"; sha256 {digest}" if digest else "")
+        )
         with self.store.write():
             self.log("export", engagement, None, "ok", detail)
 

@@ -687,6 +687,7 @@ TABLE: tuple[Command, ...] = (
                 (
                     arg("client", value="client"),
                     arg("--output", metavar="FILE", value="file", help="write to a new 0600 file"),
+                    arg("--reason", help="why (ticket number); recorded in the audit"),
                 ),
             ),
             Command(

@@ -727,7 +727,7 @@ def cmd_client_ls(args: argparse.Namespace) -> int:
 def cmd_client_export(args: argparse.Namespace) -> int:
     """Everything held for a client, secrets included, as JSON (stdout or a new 0600 file)."""
     with open_vault(args) as v:
-        data = v.clients.export_bytes(args.client)
+        data = v.clients.export_bytes(args.client, reason=args.reason)
         if args.output:
             write_new_private(Path(args.output), data)
             t.out(f"exported {args.client} to {args.output} (mode 0600)")
