@@ -90,3 +90,21 @@ def test_client_export_takes_a_reason_and_tombstones_are_for_admins(
         v.clients.export("acme")
     e = _last(vault, "export")
     assert (e.member, e.item, e.outcome) == ("alice", "acme", "ok")
+
+
+def test_reading_a_field_is_not_reading_the_secret(
+    vault: VaultFixture, engagement: str, cli: Any, cli_env: dict[str, str]
+) -> None:
+    with open_as(vault, "bob") as v:
+        assert v.credentials.fields(f"{ENG}/web1-root")["username"] == "root"
+    e = _last(vault, "show")
+    assert (e.member, e.item) == ("bob", "web1-root")
+    with open_as(vault) as v:
+        assert v.engagements.revoke(ENG, "bob") == []  # nothing to rotate: no secret seen
+    env = {"CREDVAULT_MEMBER": "carol", "CREDVAULT_PASSPHRASE_FILE": cli_env["TEST_PASS_CAROL"]}
+    r = cli("get", f"{ENG}/web1-root", "--field", "username", "--vault", str(vault.path), env=env)
+    assert r.code == 0, r.err
+    assert r.out == b"root\n"
+    assert _last(vault, "show").member == "carol"
+    with open_as(vault) as v:
+        assert [x for x in v.audit.entries(action="get") if x.member == "carol"] == []

@@ -610,12 +610,17 @@ class Credentials:
             s.log("edit", eng.name, name, "ok", "changed " + ", ".join(clean))
         return self.info(eng, name)
 
-    def fields(self, ref: str) -> dict[str, str | None]:
-        """The non-secret fields (for ``credvault edit``): audited as ``show``, not ``get``."""
+    def fields(self, ref: str, *, reason: str | None = None) -> dict[str, str | None]:
+        """The non-secret fields (``credvault edit``, ``get --field username|url|notes``):
+        audited as ``show``, not ``get``, so ``revoke`` does not ask to rotate a secret the
+        member never saw; ``reason`` as for ``get``."""
         s = self.s
         eng_name, name = validate.ref(ref)
+        reason = validate.reason(reason)
         eng = self.e.get(eng_name)
         key = self.e.key(eng, "show", Action.READ, name)
+        if eng.require_reason and not reason:
+            raise s.deny("show", eng.name, name, "this engagement requires --reason")
         row = s.store.credential(eng.id, name)
         if row is None:
             raise NotFound("credential", ref)
@@ -623,7 +628,13 @@ class Credentials:
         for f in items.CRED_FIELDS[1:]:
             out[f] = _s(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
         with s.store.write():
-            s.log("show", eng.name, name, "ok", "fields without the secret")
+            s.log(
+                "show",
+                eng.name,
+                name,
+                "ok",
+                "fields without the secret" + (f"; reason: {reason}" if reason else ""),
+            )
         return {k: out[k] for k in EDITABLE}
 
     # -- trash --------------------------------------------------------------------------------

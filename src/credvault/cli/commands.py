@@ -521,6 +521,18 @@ def cmd_get(args: argparse.Namespace) -> int:
     backend = None
     if args.clip:
         backend = clipboard_first(args)
+    if args.field in ("username", "url", "notes") and args.version is None and not args.json:
+        # a field that is not the secret is read as such (audited as `show`, not `get`)
+        with open_vault(args) as v:
+            fields = v.credentials.fields(args.ref, reason=args.reason)
+        text = fields.get(args.field)
+        if text is None:
+            raise NotFound("field", f"{args.ref} {args.field}", f"{args.ref} has no {args.field}")
+        if backend is not None:
+            return copy_out(args, Secret(text.encode()), f"{args.ref} {args.field}", backend)
+        sys.stdout.buffer.write(text.encode() + (b"" if args.n else b"\n"))
+        sys.stdout.buffer.flush()
+        return EXIT_OK
     with open_vault(args) as v:
         c = v.credentials.get(args.ref, reason=args.reason, version=args.version)
     if args.json:
