@@ -175,3 +175,19 @@ def test_cli_restore_names_what_it_destroyed_and_warns_when_alone(
     )
     assert r.code == 0, r.err
     assert f"destroyed again now: {ENG}" in r.text
+
+
+def test_the_ledger_beside_backups_never_writes_through_a_planted_symlink(
+    vault: VaultFixture, engagement: str, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    with open_as(vault) as v:
+        name = f".credvault-ledger-{v.vault_id}.jsonl.{os.getpid()}.tmp"
+        (shared / name).symlink_to(victim)
+        v.backups.create(shared)
+    assert victim.read_text() == "precious"
+    assert len(list(shared.glob("credvault-ledger-*.jsonl"))) == 1

@@ -58,7 +58,11 @@ def atomic_write(path: Path, data: bytes) -> None:
     A crash at any point leaves either the old or the new complete file.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, FILE_MODE)
+    # Also used in backup directories, which may be shared: never write through a file or
+    # symlink someone planted under the temporary name (a stale one of ours is removed).
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
         write_all(fd, data)
