@@ -175,6 +175,7 @@ class Store:
     def __init__(self, conn: Any, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self.damaged = False  # a page failed its MAC on this connection
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -248,7 +249,7 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
         try:
             yield
         except BaseException:
@@ -260,7 +261,7 @@ class Store:
         except sqlcipher3.Error as e:
             with contextlib.suppress(sqlcipher3.Error):
                 self.conn.execute("ROLLBACK")
-            raise translate(e) from None
+            raise self._translate(e) from None
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
@@ -268,31 +269,41 @@ class Store:
         try:
             self.conn.execute("BEGIN")
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
         try:
             yield
         finally:
             with contextlib.suppress(sqlcipher3.Error):
                 self.conn.execute("COMMIT")
 
+    def _translate(self, e: BaseException) -> CredvaultError:
+        """:func:`translate`, remembering damage: after a page failed its MAC, SQLCipher
+        refuses later writes as "read-only"; that is the same damage, not a read-only disk."""
+        err = translate(e)
+        if isinstance(err, IntegrityError):
+            self.damaged = True
+        elif self.damaged and "read-only" in str(err):
+            return IntegrityError("database is corrupt, tampered with, or the key does not match")
+        return err
+
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
             return self.conn.execute(sql, params)
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         try:  # a damaged page can surface while fetching, not only while executing
             row: Row | None = self.conn.execute(sql, params).fetchone()
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
         return row
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
             rows: list[Row] = self.conn.execute(sql, params).fetchall()
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
         return rows
 
     # -- schema and meta ------------------------------------------------------------------
@@ -303,7 +314,7 @@ class Store:
         try:
             self.conn.executescript(ddl)
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
         with self.write():
             self.migrate(1)
 
@@ -775,7 +786,7 @@ class Store:
                 [(v.uid, eng_id, *v[1:]) for v in rows],  # NewCredential is in column order
             )
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
 
     def update_credential(self, cred_id: int, u: CredentialUpdate) -> None:
         """Replace a credential's secret; other fields only where ``u`` gives them."""
@@ -1034,7 +1045,7 @@ class Store:
                 [(*r.blobs, r.id) for r in rows],
             )
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
 
     def delete_credential(self, cred_id: int) -> None:
         self._x("DELETE FROM credentials WHERE id = ?", (cred_id,))
