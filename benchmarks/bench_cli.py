@@ -180,9 +180,17 @@ class CliVault:
         return Command(cli("get", self.ref, module=module), dict(env))
 
 
-def make_vault(tmp: Path, n: int, *, min_member: bool = True, service: bool = True) -> CliVault:
-    """alice (admin, lead of `bench`, DEFAULT_KDF); mia (reader, MIN_KDF); svc (service
-    identity, reader, added with the CLI as a user would); n credentials via put_many."""
+def make_vault(
+    tmp: Path,
+    n: int,
+    *,
+    min_member: bool = True,
+    service: bool = True,
+    kdf: KdfParams = DEFAULT_KDF,
+) -> CliVault:
+    """alice (admin, lead of `bench`, ``kdf``: DEFAULT_KDF unless a smoke run asks for less);
+    mia (reader, MIN_KDF); svc (service identity, reader, added with the CLI as a user would);
+    n credentials via put_many."""
     t0 = time.perf_counter()
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "vault"
@@ -191,7 +199,7 @@ def make_vault(tmp: Path, n: int, *, min_member: bool = True, service: bool = Tr
         path,
         "alice",
         PASSPHRASES["alice"],
-        kdf=DEFAULT_KDF,
+        kdf=kdf,
         recovery_file=tmp / "recovery.txt",
     )
     # kdf= is the cost of passphrases set in this session: mia gets MIN_KDF.

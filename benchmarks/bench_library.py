@@ -379,7 +379,7 @@ def purge_once(st: State, eng: str, label: str) -> None:
     size = V.vault_bytes(st.big_path)
     with maybe_profile(st.args.profile, f"purge {label}"), cpu_time() as cpu:
         t, done = timed(b.purge)
-    assert [d["engagement"] for d in done] == [eng], done
+    assert [d.engagement for d in done] == [eng], done
     assert V.credential_count(b) == total - n_eng
     st.fig.add(
         f"purge of {n_eng:,} in {total:,}, db {size / 2**20:,.0f} MiB ({label})",

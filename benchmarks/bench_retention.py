@@ -76,7 +76,7 @@ def bench_purge(root: Path, total: int, target: int) -> None:
         reader.join()
     print(
         f"   shred: {dt:.2f} s; complete at return: {complete} "
-        f"(destruction_complete_at={receipt['destruction_complete_at']}); {load()}"
+        f"(destruction_complete_at={receipt.destruction_complete_at}); {load()}"
     )
 
 

@@ -408,7 +408,7 @@ complete -c credvault -n "__credvault_at 'trash restore'" -l 'no-keyring' -d 'do
 complete -c credvault -n "__credvault_pos 'trash restore' 0" -x -a '(__credvault_refs credentials)'
 complete -c credvault -n "__credvault_at 'trash'" -a 'purge' -d 'destroy a removed item now (asks; --yes without a terminal)'
 complete -c credvault -n "__credvault_at 'trash purge'" -l 'system' -d 'a system'
-complete -c credvault -n "__credvault_at 'trash purge'" -l 'yes' -d 'do not ask'
+complete -c credvault -n "__credvault_at 'trash purge'" -l 'yes' -d 'do not ask for confirmation'
 complete -c credvault -n "__credvault_at 'trash purge'" -l 'vault' -r -x -a '(__fish_complete_directories)' -d 'vault directory (default $CREDVAULT_VAULT, else $XDG_DATA_HOME/credvault)'
 complete -c credvault -n "__credvault_at 'trash purge'" -l 'as' -r -x -a '(__credvault_names members)' -d 'act as this member (default $CREDVAULT_MEMBER, else your user name)'
 complete -c credvault -n "__credvault_at 'trash purge'" -l 'no-keyring' -d 'do not use a key cached in the OS keyring'

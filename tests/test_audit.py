@@ -29,8 +29,6 @@ from credvault import (
     Vault,
     WrongPassphrase,
 )
-from credvault.backup import backup
-from credvault.clients import export_client
 from credvault.crypto import labels
 
 ENG = "acme-2026"
@@ -202,7 +200,7 @@ def _failed_unlock(vf: VaultFixture, tmp: Path) -> None:
 
 def _purge_run(vf: VaultFixture, tmp: Path) -> None:
     with open_as(vf, auto_purge=False) as v:
-        assert [d["engagement"] for d in v.purge()] == [ENG]
+        assert [d.engagement for d in v.purge()] == [ENG]
 
 
 def _purge_on_open(vf: VaultFixture, tmp: Path) -> None:
@@ -214,7 +212,7 @@ def _purge_on_open(vf: VaultFixture, tmp: Path) -> None:
 
 def _backup(vf: VaultFixture, tmp: Path) -> None:
     with open_as(vf) as v:
-        backup(v, tmp / "backups")
+        v.backups.create(tmp / "backups")
 
 
 CASES = [
@@ -350,7 +348,7 @@ CASES = [
     Case("backup", _backup, [E("alice", "backup", None, None, "ok", ".cvb; 0 old backups")]),
     Case(
         "export",
-        _with("alice", lambda v: export_client(v, "acme")),
+        _with("alice", lambda v: v.clients.export("acme")),
         [E("alice", "export", ENG, None, "ok", "1 credentials exported")],
     ),
     Case(
@@ -658,7 +656,7 @@ def test_canary_never_enters_the_audit_table(vault: VaultFixture, engagement: st
         v.get(f"{ENG}/canary", reason="TICKET-1")
         v.systems.show(f"{ENG}/db1")
         v.put(f"{ENG}/canary", CANARY + b"-v2", notes=text)
-        export_client(v, "acme")
+        v.clients.export("acme")
         v.engagements.grant(ENG, "carol", "auditor")
     with open_as(vault, "carol") as v, pytest.raises(AccessDenied):
         v.get(f"{ENG}/canary")
@@ -716,7 +714,7 @@ def test_get_fails_closed_when_the_entry_cannot_be_written(
         with pytest.raises(CredvaultError):
             got.append(v.systems.show(f"{ENG}/web1"))
         with pytest.raises(CredvaultError):
-            got.append(export_client(v, "acme"))
+            got.append(v.clients.export("acme"))
         assert got == []
         # a write and its entry commit together: no entry, no write
         with pytest.raises(CredvaultError):
@@ -914,4 +912,4 @@ def test_default_retention_keeps_a_year(vault: VaultFixture, engagement: str) ->
     with open_as(vault) as v:
         v.purge(confirm_clock=f"{vault.clock.now:%Y-%m-%d}")
         assert raw_rows(v)[0][0] == 1
-        assert v.info()["settings"]["audit-retention-days"] == 365  # type: ignore[index]
+        assert v.info().settings["audit-retention-days"] == 365  # type: ignore[index]

@@ -23,7 +23,7 @@ from credvault import (
     Purged,
     Vault,
 )
-from credvault.backup import backup, default_backup_dir, restore
+from credvault.layout import default_backup_dir
 from test_purge import decrypted_pages
 
 ENG = "acme-2026"
@@ -35,7 +35,9 @@ def open_as(vf: VaultFixture, member: str = "alice", **kw: Any) -> Vault:
 
 
 def do_restore(vf: VaultFixture, file: Path, target: Path, member: str = "alice") -> list[str]:
-    return restore(file, target, member, Passphrase(PASSWORDS[member]), kdf=KDF, clock=vf.clock)
+    return Vault.restore(
+        file, target, member, Passphrase(PASSWORDS[member]), kdf=KDF, clock=vf.clock
+    )
 
 
 def _stamp(vf: VaultFixture, days_ago: float) -> str:
@@ -46,7 +48,7 @@ def test_backup_is_private_and_restores(
     vault: VaultFixture, engagement: str, tmp_path: Path
 ) -> None:
     with open_as(vault) as v:
-        file, pruned = backup(v)
+        file, pruned = v.backups.create()
         vault_id = v.vault_id
     assert pruned == 0
     assert file.parent == default_backup_dir(vault.path)
@@ -86,7 +88,7 @@ def test_backup_then_shred_then_restore_after_the_purge_date(
             )
         ]
         db_key = v._s.db_key
-        file, _ = backup(v)
+        file, _ = v.backups.create()
         v.purger.shred(ENG)  # the client asked: gone from the live vault at once
 
     # restored before the purge date: the shred's record (the ledger beside the backups and
@@ -108,7 +110,7 @@ def test_backup_then_shred_then_restore_after_the_purge_date(
     ):
         v.get(REF)
     with Vault.open(late, "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock) as v:
-        receipt = v.purger.receipt(ENG)
+        receipt = v.purger.receipt(ENG).to_json()
         assert receipt["reason"] == "destroyed after this backup was made"
         assert "automatic" in str(receipt["purged_by"])
         assert v.get("other-2026/keep").secret.reveal() == b"globex-secret"
@@ -133,7 +135,7 @@ def test_backup_pruning_by_name_and_clock(
         f.write_bytes(b"x")
 
     with open_as(vault) as v:
-        first, pruned = backup(v, directory)
+        first, pruned = v.backups.create(directory)
     assert pruned == 1
     assert not old.exists()
     assert all(f.exists() for f in (recent, foreign, unrelated, lookalike, first))
@@ -141,21 +143,21 @@ def test_backup_pruning_by_name_and_clock(
     vault.clock.advance(days=31)  # now the first backup and "recent" are old too
     with open_as(vault) as v:
         v.purge(confirm_clock=f"{vault.clock.now:%Y-%m-%d}")  # a month unused: confirm
-        second, pruned = backup(v, directory)
+        second, pruned = v.backups.create(directory)
         assert pruned == 2
         assert not first.exists()
         assert not recent.exists()
         assert all(f.exists() for f in (foreign, unrelated, lookalike, second))
         v.set_setting("backup-retention-days", "5")
         vault.clock.advance(days=6)
-        third, pruned = backup(v, directory)
+        third, pruned = v.backups.create(directory)
         assert (pruned, second.exists(), third.exists()) == (1, False, True)
         assert "1 old backups pruned" in v.audit_entries(action="backup")[-1].detail
 
 
 def test_purge_runs_prune_old_default_backups(vault: VaultFixture, engagement: str) -> None:
     with open_as(vault) as v:
-        file, _ = backup(v)
+        file, _ = v.backups.create()
     vault.clock.advance(days=29)
     with open_as(vault) as v:
         v.purge()
@@ -169,22 +171,22 @@ def test_purge_runs_prune_old_default_backups(vault: VaultFixture, engagement: s
 
 def test_backup_is_for_admins(vault: VaultFixture, engagement: str, tmp_path: Path) -> None:
     with open_as(vault, "bob") as v, pytest.raises(AccessDenied):
-        backup(v, tmp_path / "b")
+        v.backups.create(tmp_path / "b")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
 
 
 def test_one_backup_per_second(vault: VaultFixture, tmp_path: Path) -> None:
     with open_as(vault) as v:
-        backup(v, tmp_path / "b")
+        v.backups.create(tmp_path / "b")
         with pytest.raises(AlreadyExists):
-            backup(v, tmp_path / "b")
+            v.backups.create(tmp_path / "b")
 
 
 def test_restore_refuses_a_non_empty_directory(
     vault: VaultFixture, engagement: str, tmp_path: Path
 ) -> None:
     with open_as(vault) as v:
-        file, _ = backup(v)
+        file, _ = v.backups.create()
     target = tmp_path / "busy"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
@@ -218,7 +220,7 @@ def test_restore_of_something_else_is_a_clear_error(
 
     # a real backup cut short: refused, and nothing half-restored is left behind
     with open_as(vault) as v:
-        file, _ = backup(v)
+        file, _ = v.backups.create()
     data = file.read_bytes()
     cut = tmp_path / "cut.cvb"
     cut.write_bytes(data[: len(data) - 8192])
@@ -237,7 +239,7 @@ def test_backup_into_a_shared_directory_leaves_its_mode(
     shared.chmod(0o755)
     (shared / "other-tool.tar").write_bytes(b"x")
     with open_as(vault) as v:
-        file, _ = backup(v, shared)
+        file, _ = v.backups.create(shared)
     assert file.stat().st_mode & 0o777 == 0o600
     assert shared.stat().st_mode & 0o777 == 0o755
 
@@ -282,7 +284,7 @@ def test_backup_retention_zero_keeps_no_old_backup(vault: VaultFixture, tmp_path
     directory = tmp_path / "backups"
     with open_as(vault) as v:
         v.set_setting("backup-retention-days", "0")
-        assert v.info()["settings"] == {
+        assert v.info().settings == {
             "purge-grace-days": 7,
             "audit-retention-days": 365,
             "backup-retention-days": 0,

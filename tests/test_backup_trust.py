@@ -22,7 +22,8 @@ import pytest
 import credvault
 from conftest import KDF, KDF_ARG, PASSWORDS, CliRunner, VaultFixture
 from credvault import AccessDenied, AlreadyExists, Passphrase, Vault
-from credvault.backup import TMP_PREFIX, backup, default_backup_dir, restore
+from credvault.backup import TMP_PREFIX
+from credvault.layout import default_backup_dir
 
 ENG = "acme-2026"
 REF = f"{ENG}/web1-root"
@@ -37,7 +38,7 @@ def _stamp(vf: VaultFixture, days_ago: float) -> str:
 
 
 def _restores(vf: VaultFixture, file: Path, target: Path) -> bytes:
-    restore(file, target, "alice", Passphrase(PASSWORDS["alice"]), kdf=KDF, clock=vf.clock)
+    Vault.restore(file, target, "alice", Passphrase(PASSWORDS["alice"]), kdf=KDF, clock=vf.clock)
     with Vault.open(target, "bob", PASSWORDS["bob"], kdf=KDF, clock=vf.clock) as v:
         return v.get(REF).secret.reveal()
 
@@ -54,7 +55,7 @@ def test_short_writes_are_completed(
 
     with open_as(vault) as v:
         monkeypatch.setattr(os, "write", short_write)
-        file, _ = backup(v)
+        file, _ = v.backups.create()
         monkeypatch.undo()
     assert any(n > 777 for n in calls)  # the backup did ask for more than it got
     assert _restores(vault, file, tmp_path / "restored") == b"hunter2"
@@ -161,7 +162,7 @@ def test_check_of_a_backup_file(
     vault: VaultFixture, engagement: str, tmp_path: Path, cli: CliRunner
 ) -> None:
     with open_as(vault) as v:
-        file, _ = backup(v)
+        file, _ = v.backups.create()
     before = file.read_bytes()
     report = credvault.check(file, "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock)
     assert report.ok, report.problems
@@ -226,7 +227,7 @@ def test_crash_leftovers_are_cleaned_by_age_and_never_count(
     os.utime(foreign, (old_time, old_time))
 
     with open_as(vault) as v:
-        file, pruned = backup(v, directory)
+        file, pruned = v.backups.create(directory)
     assert pruned == 0
     assert not any(p.exists() for p in leftovers)
     assert young.exists()
@@ -247,7 +248,7 @@ def test_temporary_files_are_exclusive_and_never_follow_a_symlink(
         stamp = vault.clock.now.strftime("%Y%m%dT%H%M%SZ")
         name = f"credvault-backup-{vid}-{stamp}.cvb"
         (directory / f".{name}.part").symlink_to(victim)  # where main wrote through
-        file, _ = backup(v, directory)
+        file, _ = v.backups.create(directory)
         assert victim.read_bytes() == b"precious"
         assert file.stat().st_mode & 0o777 == 0o600
         # a file planted under the final name is never replaced
@@ -256,14 +257,14 @@ def test_temporary_files_are_exclusive_and_never_follow_a_symlink(
         planted = directory / f"credvault-backup-{vid}-{stamp}.cvb"
         planted.symlink_to(victim)
         with pytest.raises(AlreadyExists):
-            backup(v, directory)
+            v.backups.create(directory)
     assert victim.read_bytes() == b"precious"
     assert not [p for p in directory.iterdir() if p.name.startswith(TMP_PREFIX)]
 
 
 def test_restore_target_ends_0700(vault: VaultFixture, engagement: str, tmp_path: Path) -> None:
     with open_as(vault) as v:
-        file, _ = backup(v)
+        file, _ = v.backups.create()
     target = tmp_path / "open"
     target.mkdir()
     target.chmod(0o777)

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import VaultFixture
+from credvault._bench_seam import append_audit_entries
+
 pytestmark = pytest.mark.bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +120,21 @@ def test_bench_terminal_quick() -> None:
         assert "credvault get -c (identity) / pass -c" in part
     else:
         assert "SKIPPED pass" in part
+
+
+def test_seam_appends_entries_the_audit_trail_verifies(vault: VaultFixture) -> None:
+    """The benchmarks' one seam writes real audit entries: chained, MACed, by the vault's
+    member, in order; `audit verify` accepts them."""
+    with vault.open() as v:
+        before = v.audit_verify()
+        added = append_audit_entries(
+            v, [("get", None, f"c{i}") for i in range(250)], per_transaction=100
+        )
+        assert added == 250
+        assert v.audit_verify() >= before + 250  # (verify audits itself too)
+        items = [e.item for e in v.audit_entries(action="get")]
+        assert items[-250:] == [f"c{i}" for i in range(250)]
+        assert {e.member for e in v.audit_entries(action="get")} == {v.member}
 
 
 def test_bench_retention_quick() -> None:

@@ -13,7 +13,6 @@ import pytest
 
 from conftest import CANARY, KDF, PASSWORDS, CliRunner, VaultFixture
 from credvault import AccessDenied, NotFound, Purged, Vault
-from credvault.clients import export_client
 
 ENG = "acme-2026"
 CANARY_TEXT = CANARY.decode()
@@ -51,7 +50,7 @@ def clients(vault: VaultFixture, engagement: str) -> VaultFixture:
 
 def test_export_holds_exactly_the_clients_data(clients: VaultFixture) -> None:
     with open_as(clients) as v:
-        data = export_client(v, "acme")
+        data = v.clients.export("acme")
         vault_id = v.vault_id
     text = json.dumps(data)
     assert set(data) == {"format", "client", "vault_id", "engagements"}
@@ -108,7 +107,7 @@ def test_export_holds_exactly_the_clients_data(clients: VaultFixture) -> None:
 
 def test_export_is_audited_per_engagement(clients: VaultFixture) -> None:
     with open_as(clients) as v:
-        export_client(v, "acme")
+        v.clients.export("acme")
         entries = v.audit_entries(action="export")
     assert {(e.member, e.engagement, e.outcome) for e in entries} == {
         ("alice", ENG, "ok"),
@@ -122,13 +121,13 @@ def test_export_needs_a_reading_role_on_every_engagement(clients: VaultFixture) 
     with open_as(clients) as v:
         v.engagements.create("acme-2028", "acme", lead="bob")  # alice: admin, no grant
     with open_as(clients) as v, pytest.raises(AccessDenied):
-        export_client(v, "acme")
+        v.clients.export("acme")
     with open_as(clients, "carol") as v, pytest.raises(AccessDenied):
-        export_client(v, "acme")  # reader on acme-2026 only
+        v.clients.export("acme")  # reader on acme-2026 only
     with open_as(clients) as v:
         v.engagements.grant("acme-2027", "carol", "auditor")
     with open_as(clients, "carol") as v, pytest.raises(AccessDenied):
-        export_client(v, "acme")  # an auditor does not read secrets
+        v.clients.export("acme")  # an auditor does not read secrets
     with open_as(clients) as v:
         denied = [e for e in v.audit_entries(action="export") if e.outcome == "denied"]
         assert {(e.member, e.engagement) for e in denied} >= {
@@ -136,14 +135,14 @@ def test_export_needs_a_reading_role_on_every_engagement(clients: VaultFixture) 
             ("carol", "acme-2027"),
         }
         with pytest.raises(NotFound):
-            export_client(v, "nobody")
+            v.clients.export("nobody")
 
 
 def test_revoke_lists_what_the_member_exported(clients: VaultFixture) -> None:
     with open_as(clients) as v:
         v.engagements.grant("acme-2027", "bob", "engineer")
     with open_as(clients, "bob") as v:
-        export_client(v, "acme")  # every secret of acme, read in one go
+        v.clients.export("acme")  # every secret of acme, read in one go
     with open_as(clients) as v:
         read = v.engagements.revoke("acme-2027", "bob")
     assert set(read) >= {"db-admin", "ssh-key"}
@@ -252,7 +251,7 @@ def test_shredded_client_engagements_read_as_purged(clients: VaultFixture) -> No
                 v.purger.shred(e.name)
         assert {e.state for e in v.engagements.list("acme")} == {"purged"}
         assert v.engagements.get("globex-1").state == "active"
-        data = export_client(v, "acme")
+        data = v.clients.export("acme")
     assert all(e["credentials"] == [] for e in data["engagements"])  # type: ignore[attr-defined]
     with open_as(clients, "bob") as v, pytest.raises(Purged):
         v.get(f"{ENG}/web1-root")

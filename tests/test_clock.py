@@ -17,7 +17,6 @@ import pytest
 
 from conftest import KDF, PASSWORDS, CliRunner, VaultFixture, offset_env
 from credvault import ClockSuspect, InvalidInput, Vault
-from credvault.backup import backup
 from credvault.retention import CLOCK_SKEW
 
 ENG = "acme-2026"
@@ -44,7 +43,7 @@ def _setup(vf: VaultFixture, directory: Path) -> None:
         v.engagements.create("grant-2026", "acme")
         v.engagements.grant("grant-2026", "bob", "engineer", until="2027-01-01")
         v.set_setting("audit-retention-days", "30")
-        backup(v, directory)
+        v.backups.create(directory)
 
 
 def _nothing_destroyed(vf: VaultFixture, directory: Path, audit_before: int) -> None:
@@ -85,7 +84,7 @@ def test_a_clock_a_year_ahead_destroys_nothing_until_an_admin_confirms(
             v.purge()
         assert f"--confirm-clock {vault.clock.now:%Y-%m-%d}" in str(ei.value)
         assert "ahead of the newest recorded time" in str(ei.value)
-        backup(v, directory)  # a backup is still written, but prunes nothing
+        v.backups.create(directory)  # a backup is still written, but prunes nothing
         assert "pruning held" in v.audit_entries(action="backup")[-1].detail
     assert len(list(directory.glob("*.cvb"))) == 2
     for f in sorted(directory.glob("*.cvb"))[1:]:
@@ -97,7 +96,7 @@ def test_a_clock_a_year_ahead_destroys_nothing_until_an_admin_confirms(
         with pytest.raises(InvalidInput):  # the confirmation names the date it acts on
             v.purge(confirm_clock="2026-01-01")
         done = v.purge(confirm_clock=f"{vault.clock.now:%Y-%m-%d}")
-        assert {d["engagement"] for d in done} == {ENG, "held-2026"}  # 2099 has passed
+        assert {d.engagement for d in done} == {ENG, "held-2026"}  # 2099 has passed
         confirm = v.audit_entries(action="clock-confirm")
         assert len(confirm) == 1
         assert confirm[0].member == "alice"
@@ -146,7 +145,7 @@ def test_small_skew_between_processes_is_tolerated(vault: VaultFixture, engageme
         v.get(REF)
     vault.clock.advance(seconds=-(CLOCK_SKEW.total_seconds() - 5))
     with open_as(vault, auto_purge=False) as v:
-        assert [d["engagement"] for d in v.purge()] == [ENG]
+        assert [d.engagement for d in v.purge()] == [ENG]
 
 
 def test_cli_under_faketime(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,60 @@ def test_helpers_a_front_end_needs_are_public(tmp_path: Path) -> None:
     out = tmp_path / "new"
     credvault.write_new_private(out, b"data")
     assert (out.read_bytes(), out.stat().st_mode & 0o777) == (b"data", 0o600)
+
+
+def test_results_are_typed_records_whose_json_is_unchanged(
+    vault: VaultFixture, engagement: str
+) -> None:
+    """info, status, show, purge, shred and receipt return records; their ``to_json()`` is
+    the document the CLI prints (keys and order as before the records existed)."""
+    with vault.open() as v:
+        info = v.info()
+        assert isinstance(info, credvault.VaultInfo)
+        assert list(info.to_json()) == [
+            "path",
+            "vault_id",
+            "format",
+            "public_key",
+            "created_at",
+            "members",
+            "key_generation",
+            "settings",
+        ]
+        view = v.engagements.show(engagement)
+        assert isinstance(view, credvault.EngagementView)
+        assert view.your_role == "lead"
+        assert [g["member"] for g in view.to_json()["members"]] == ["alice", "bob", "carol"]  # type: ignore[attr-defined]
+        v.engagements.close(engagement)
+        status = v.status()
+        assert isinstance(status, credvault.VaultStatus)
+        assert [s.engagement for s in status.scheduled] == [engagement]
+        assert status.to_json()["scheduled"] == [
+            {
+                "engagement": engagement,
+                "purge_due": status.scheduled[0].purge_due,
+                "why": status.scheduled[0].why,
+            }
+        ]
+        vault.clock.advance(days=8)
+        due = v.purge(dry_run=True)
+        assert due == [credvault.PurgePlan(engagement, "acme", due[0].due, "grace")]
+        assert due[0].to_json() == {
+            "engagement": engagement,
+            "client": "acme",
+            "due": due[0].due,
+            "reason": "grace",
+        }
+        receipt = v.purger.shred(engagement)
+        assert isinstance(receipt, credvault.Receipt)
+        assert receipt.destroyed.credentials == 1
+        stored = v._s.store.engagement_by_name(engagement)
+        assert stored is not None
+        # the record gives back exactly the signed document the vault stored
+        assert json.dumps(receipt.to_json()) == stored.receipt
+        assert credvault.Receipt.from_json(receipt.to_json()) == receipt
+        assert v.purger.receipt(engagement) == receipt
+        assert credvault.verify_receipt(receipt, v.public_key)["engagement"] == engagement
+        forged = receipt._replace(destroyed=receipt.destroyed._replace(credentials=0))
+        with pytest.raises(credvault.IntegrityError):
+            credvault.verify_receipt(forged, v.public_key)

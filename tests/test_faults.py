@@ -66,8 +66,7 @@ while True:
         else:
             v.engagements.revoke(eng, member)
     elif mode == "backup":
-        from credvault.backup import backup
-        backup(v, path.parent / "backups")
+        v.backups.create(path.parent / "backups")
     if i - start == after and kill_at < 0:
         print(f"events {sum(disarm())}", flush=True)
         break
@@ -173,9 +172,8 @@ def test_kill_9_at_random_points(mode: str, template: Path, tmp_path: Path) -> N
     if mode == "backup":  # the last reported backup restores into a working vault
         last = sorted((path.parent / "backups").glob("*.cvb"))[-1]
         from credvault import Passphrase
-        from credvault.backup import restore
 
-        restore(last, tmp_path / "restored", "alice", Passphrase(PASSWORDS["alice"]), kdf=KDF)
+        Vault.restore(last, tmp_path / "restored", "alice", Passphrase(PASSWORDS["alice"]), kdf=KDF)
         with _check(tmp_path / "restored") as v:
             assert v.get(f"{ENG}/seed0").secret.reveal() == b"seed-0"
 

@@ -19,8 +19,11 @@ from conftest import KDF, PASSWORDS, CliRunner, VaultFixture
 from credvault import AccessDenied, IntegrityError, InvalidInput, NotFound, Vault
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
-from credvault.engagements import RECOVERY, _copy_message, _seal_info, recovery_keys
+from credvault.engagement_keys import recovery_keys
+from credvault.engagement_keys import seal_info as _seal_info
+from credvault.grants import copy_message as _copy_message
 from credvault.keyslots import MemberKeys
+from credvault.model import RECOVERY
 from credvault.vault import format_recovery, parse_recovery
 
 REF = "acme-2026/web1-root"
@@ -76,7 +79,7 @@ def _member_keys(vault: VaultFixture, member: str) -> MemberKeys:
 def _current_key(v: Vault, eng_name: str) -> bytes:
     """The engagement key as the (reading) member ``v`` holds it."""
     eng = v.engagements.get(eng_name)
-    return v.engagements.key(eng, "test")
+    return v.engagements.key(eng, "engagement.key")
 
 
 def _assert_nothing_opens(v: Vault, eng_name: str, keys: list[bytes]) -> int:

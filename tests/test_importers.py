@@ -253,3 +253,27 @@ def test_names_are_cleaned_and_bounded() -> None:
     assert im.clean_name("x" * 100) == "x" * 64
     taken = {"x" * 64}
     assert im._unique("x" * 64, taken) == "x" * 62 + "-2"
+
+
+def test_keepass_custom_fields_go_to_notes_totp_is_reported(tmp_path: Path) -> None:
+    """KeePass custom string fields are kept (as lines after the notes), a host field
+    becomes a system, a TOTP seed is reported, not hidden in the notes."""
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><KeePassFile><Meta></Meta><Root><Group>'
+        "<Name>Root</Name><Entry>"
+        "<String><Key>Title</Key><Value>db</Value></String>"
+        "<String><Key>Password</Key><Value>pw</Value></String>"
+        "<String><Key>Notes</Key><Value>main db</Value></String>"
+        "<String><Key>Host</Key><Value>db1.example.net:5432</Value></String>"
+        "<String><Key>Database</Key><Value>sales</Value></String>"
+        "<String><Key>otp</Key><Value>otpauth://totp/x?secret=JBSWY3DP</Value></String>"
+        "</Entry></Group></Root></KeePassFile>"
+    )
+    f = tmp_path / "x.xml"
+    f.write_text(xml)
+    plan = im.build_plan(im.read_source("keepass-xml", f))
+    (item,) = plan.items
+    assert item.notes == "main db\nDatabase: sales"
+    assert "JBSWY3DP" not in (item.notes or "")
+    assert plan.systems == [im.ImportSystem("db1.example.net", "db1.example.net", 5432, None)]
+    assert plan.skipped == [im.Skipped("Root/db", "TOTP seed not imported (the entry was)")]

@@ -155,7 +155,7 @@ def test_entry_holds_member_keys_only(kenv: Env) -> None:
     assert set(keys) == {"format", "vault_id", "member", "kem", "sign", "admin_sign_pub"}
     with Vault.open(kenv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
         db_key = v._s.db_key
-        eng_key = v.engagements.key(v.engagements.get("acme-2026"), "test")
+        eng_key = v.engagements.key(v.engagements.get("acme-2026"), "engagement.key")
     for forbidden in (PASSWORDS["alice"].encode(), db_key, eng_key, b"s3cret"):
         for form in (forbidden, forbidden.hex().encode(), base64.b64encode(forbidden)):
             assert form not in raw.encode()

@@ -265,7 +265,7 @@ def test_grace_then_purge_on_next_open(vault: VaultFixture, engagement: str) -> 
         assert f"purged on {vault.clock.now:%Y-%m-%d}" in str(ei.value)
         assert isinstance(ei.value, NotFound)
     with open_as(vault) as v:
-        receipt = v.purger.receipt(ENG)
+        receipt = v.purger.receipt(ENG).to_json()
         eng = v.engagements.get(ENG, allow_purged=True)
         assert verify_receipt(receipt, v.public_key)["engagement"] == ENG
     assert eng.state == "purged"
@@ -295,7 +295,7 @@ def test_hold_postpones_the_purge_until_it_ends(vault: VaultFixture, engagement:
     with open_as(vault) as v:
         with pytest.raises(Purged):
             v.get(REF)
-        receipt = v.purger.receipt(ENG)
+        receipt = v.purger.receipt(ENG).to_json()
     assert receipt["reason"] == "retention hold expired"
     assert receipt["hold"] == {
         "until": held.hold_until,
@@ -341,8 +341,8 @@ def test_shred_destroys_now_whatever_the_state(vault: VaultFixture, engagement: 
         v.engagements.create("held-2026", "acme")
         v.engagements.close("held-2026")
         v.engagements.retain("held-2026", "2099-12-31", "long support contract")
-        receipt = v.purger.shred(ENG)  # active
-        held = v.purger.shred("held-2026")  # closed and held
+        receipt = v.purger.shred(ENG).to_json()  # active
+        held = v.purger.shred("held-2026").to_json()  # closed and held
         assert receipt["reason"] == held["reason"] == "client request"
         assert receipt["purged_by"] == "alice"
         with pytest.raises(Purged):
@@ -396,23 +396,23 @@ def test_lifecycle_is_for_leads_and_admins(vault: VaultFixture, engagement: str)
 
 def test_show_says_when_and_why(vault: VaultFixture, engagement: str) -> None:
     with open_as(vault) as v:
-        assert v.engagements.show(ENG)["purge"] == "active; purge 7 days after close"
+        assert v.engagements.show(ENG).to_json()["purge"] == "active; purge 7 days after close"
         closed = v.engagements.close(ENG)
         due = str(closed.purge_due)[:16]
-        shown = v.engagements.show(ENG)
+        shown = v.engagements.show(ENG).to_json()
         assert (
             shown["purge"] == f"closed {str(closed.closed_at)[:16]}; purge due {due} (grace 7 days)"
         )
         assert shown["purge_due"] == closed.purge_due
         v.engagements.retain(ENG, "2099-06-30", "warranty")
-        assert v.engagements.show(ENG)["purge"] == (
+        assert v.engagements.show(ENG).to_json()["purge"] == (
             "held until 2099-06-30T23:59 (warranty, by alice); purged when the hold ends"
         )
         v.purger.shred(ENG)
-        shown = v.engagements.show(ENG)
+        shown = v.engagements.show(ENG).to_json()
         assert shown["purge"] == f"purged on {vault.clock.now:%Y-%m-%d}"
         assert shown["members"] == []
-        status = v.status()
+        status = v.status().to_json()
     assert status["scheduled"] == []
 
 
@@ -454,7 +454,7 @@ def test_only_admins_change_settings(vault: VaultFixture) -> None:
     with open_as(vault, "bob") as v, pytest.raises(AccessDenied):
         v.set_setting("purge-grace-days", "0")
     with open_as(vault) as v:
-        assert v.info()["settings"]["purge-grace-days"] == 7  # type: ignore[index]
+        assert v.info().settings["purge-grace-days"] == 7  # type: ignore[index]
 
 
 def test_tombstone_keeps_names_and_dates_only(vault: VaultFixture, engagement: str) -> None:

@@ -430,7 +430,7 @@ def test_expiry_shown_and_date_only_means_end_of_day(vault: VaultFixture, engage
     with vault.open() as v:
         g = v.engagements.grant(engagement, "carol", "engineer", until=day)
         assert g.expires_at == f"{day}T23:59:59.000000Z"
-        shown = v.engagements.show(engagement)
+        shown = v.engagements.show(engagement).to_json()
         members = {m["member"]: m for m in shown["members"]}  # type: ignore[attr-defined]
         assert members["carol"]["expires_at"] == g.expires_at
         assert members["bob"]["expires_at"] is None

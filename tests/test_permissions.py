@@ -173,6 +173,7 @@ def test_put_options_are_exactly_the_documented_ones() -> None:
         "--words",
         "--separator",
         "--show",
+        "--totp",  # a flag: the TOTP seed itself comes on stdin like any secret (issue 17)
     }
     positionals = [a.dest for a in put._actions if not a.option_strings]
     assert positionals == ["ref"]

@@ -161,7 +161,7 @@ def test_purge_leaves_no_envelope_or_key_copy_in_any_file(
     assert canary_env not in raw_files(vault.path)  # SQLCipher encrypts every page
 
     with open_as(vault) as v:
-        receipt = v.purger.shred(ENG)
+        receipt = v.purger.shred(ENG).to_json()
         wal = vault.path / "vault.db-wal"
         assert not wal.exists() or wal.stat().st_size == 0  # truncated by the purge
         assert v._s.store.get_meta("needs_vacuum") == 0
@@ -248,8 +248,8 @@ def test_receipt_fields_and_signature(vault: VaultFixture, engagement: str) -> N
         v.engagements.retain(ENG, "2099-01-01", "asked by client")
         before = v.engagements.get(ENG)
         vault.clock.advance(hours=1)
-        receipt = v.purger.shred(ENG)
-        stored = v.purger.receipt(ENG)
+        receipt = v.purger.shred(ENG).to_json()
+        stored = v.purger.receipt(ENG).to_json()
         public_key = v.public_key
         purge_entries = [e for e in v.audit_entries(engagement=ENG) if e.action == "purge"]
         now = v._s.now()
@@ -304,7 +304,7 @@ def test_receipt_fields_and_signature(vault: VaultFixture, engagement: str) -> N
 )
 def test_a_tampered_receipt_fails(vault: VaultFixture, engagement: str, tamper: Any) -> None:
     with open_as(vault) as v:
-        receipt = v.purger.shred(ENG)
+        receipt = v.purger.shred(ENG).to_json()
         key = v.public_key
     forged = json.loads(json.dumps(receipt))
     tamper(forged)
@@ -321,7 +321,7 @@ def test_receipt_of_another_vault_or_unsigned_fails(
     with Vault.open(tmp_path / "other", "dave", PASSWORDS["dave"], kdf=KDF) as o:
         other_key = o.public_key
     with open_as(vault) as v:
-        receipt = v.purger.shred(ENG)
+        receipt = v.purger.shred(ENG).to_json()
         v.engagements.create("live-2026", "acme")
         with pytest.raises(RetentionError):  # nothing to show for a live engagement
             v.purger.receipt("live-2026")
@@ -389,7 +389,7 @@ def test_purge_run_and_dry_run(vault: VaultFixture, engagement: str) -> None:
     vault.clock.advance(days=8)
     with open_as(vault, auto_purge=False) as v:
         due = v.purge(dry_run=True)
-        assert [(d["engagement"], d["reason"]) for d in due] == [
+        assert [(d.engagement, d.reason) for d in due] == [
             (ENG, "grace"),
             (OTHER, "grace"),
         ]
@@ -401,7 +401,7 @@ def test_purge_run_and_dry_run(vault: VaultFixture, engagement: str) -> None:
             v.purge()  # not an admin
     with open_as(vault, auto_purge=False) as v:
         done = v.purge()
-        assert [d["engagement"] for d in done] == [ENG, OTHER]
+        assert [d.engagement for d in done] == [ENG, OTHER]
         assert v.purge(dry_run=True) == []
         assert v.purge() == []
         assert v.engagements.get(ENG, allow_purged=True).state == "purged"

@@ -64,7 +64,7 @@ def test_shred_beside_a_reader_is_not_reported_complete_and_finishes_later(
 
     with reader_holding_a_snapshot(vault.path, key), open_as(vault) as v:
         receipt = v.purger.shred(ENG)
-        assert receipt["destruction_complete_at"] is None  # says it is not complete
+        assert receipt.destruction_complete_at is None  # says it is not complete
         assert not v.purger.complete
         assert v._s.store.get_meta("needs_vacuum") == 1
         verify_receipt(receipt, public_key)
@@ -79,9 +79,10 @@ def test_shred_beside_a_reader_is_not_reported_complete_and_finishes_later(
     assert b"B" * 200 not in pages
     with open_as(vault) as v:
         final = v.purger.receipt(ENG)
-    assert final["destruction_complete_at"] >= final["purged_at"]
+    assert final.destruction_complete_at is not None
+    assert final.destruction_complete_at >= final.purged_at
     body = verify_receipt(final, public_key)
-    assert body["audit_position"] == receipt["audit_position"]
+    assert body["audit_position"] == receipt.audit_position
 
 
 def test_purge_run_completes_a_pending_purge(
@@ -97,7 +98,7 @@ def test_purge_run_completes_a_pending_purge(
             assert not v.purger.complete
         assert v.purge() == []  # the next run finishes it
         assert v.purger.complete
-        assert v.purger.receipt(ENG)["destruction_complete_at"] is not None
+        assert v.purger.receipt(ENG).destruction_complete_at is not None
     assert [t for t in targets if t in decrypted_pages(vault.path, key)] == []
 
 

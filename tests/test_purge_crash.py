@@ -169,7 +169,7 @@ def _check_after_kill(t: Template, run: Path, scratch: Path, what: str) -> tuple
                 v.purger.receipt(ENG)
         else:
             assert counts == [0, 0, 0], what
-            receipt = v.purger.receipt(ENG)
+            receipt = v.purger.receipt(ENG).to_json()
             body = verify_receipt(receipt, v.public_key)
             assert body["destroyed"]["credentials"] == len(t.secrets), what  # type: ignore[index]
             assert body["reason"] == "client request"

@@ -19,7 +19,6 @@ import rfc8785
 import credvault
 from conftest import KDF, PASSWORDS, CliRunner, VaultFixture
 from credvault import IntegrityError, Vault
-from credvault.clients import export_bytes, export_client
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.purge import receipt_key, write_receipt
@@ -47,7 +46,7 @@ def held_receipt(vault: VaultFixture, engagement: str, tmp_path: Path) -> tuple[
     with open_as(vault) as v:
         v.engagements.close(ENG)
         v.engagements.retain(ENG, "2099-01-01", REASON)
-        export = export_bytes(export_client(v, "acme"))
+        export = v.clients.export_bytes("acme")
         receipt = v.purger.shred(ENG)
         key = v.public_key
     out = tmp_path / "receipt.json"
@@ -145,7 +144,7 @@ def test_cli_verify_receipt_without_a_key_never_exits_0(
 
 def test_format_1_receipts_still_verify(vault: VaultFixture, engagement: str) -> None:
     with open_as(vault) as v:
-        receipt = v.purger.shred(ENG)
+        receipt = v.purger.shred(ENG).to_json()
         body = {
             k: val
             for k, val in receipt.items()

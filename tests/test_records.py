@@ -345,3 +345,24 @@ def test_every_history_envelope_column_is_re_encrypted(vault: VaultFixture) -> N
         for table, fields in HISTORY_SEALED.items():
             cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
             assert {c[: -len("_env")] for c in cols if c.endswith("_env")} == set(fields)
+
+
+def test_client_export_includes_history_and_trash(vault: VaultFixture, engagement: str) -> None:
+    """What the vault holds about a client includes earlier versions and the trash."""
+    with vault.open() as v:
+        v.put(REF, b"second", notes="n2")
+        v.put(f"{ENG}/gone", b"binned-secret")
+        v.credentials.remove(f"{ENG}/gone")
+        v.systems.add(f"{ENG}/db", "192.0.2.77", details="old box")
+        v.systems.remove(f"{ENG}/db")
+        (eng,) = v.clients.export("acme")["engagements"]  # type: ignore[misc]
+    assert [
+        (h["name"], h["version"], h["secret"], h["notes"]) for h in eng["earlier_versions"]
+    ] == [("web1-root", 1, "hunter2", None)]
+    assert sorted((t["type"], t["name"]) for t in eng["trash"]) == [
+        ("credential", "gone"),
+        ("system", "db"),
+    ]
+    by_type = {t["type"]: t for t in eng["trash"]}
+    assert by_type["credential"]["secret"] == "binned-secret"
+    assert (by_type["system"]["address"], by_type["system"]["details"]) == ("192.0.2.77", "old box")

@@ -77,7 +77,7 @@ def test_after_a_disaster_restore_destroys_again_what_was_destroyed_after_the_ba
     with Vault.open(target, "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock) as v:
         assert v.get("keep-2026/x").secret.reveal() == b"kept"
         receipt = v.purger.receipt(ENG)
-        assert receipt["reason"] == "destroyed after this backup was made"
+        assert receipt.reason == "destroyed after this backup was made"
         detail = v.audit.entries(action="restore")[-1].detail
         assert "destroyed again" in detail
         assert ENG in detail

@@ -9,6 +9,8 @@ api-token.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from credvault import MIN_KDF, Vault
 from credvault.store import FORMAT_VERSION
 from credvault.unlock import Passphrase
+from killpoints import KILL_HOOK
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vault-format1"
 
@@ -32,7 +35,7 @@ def old_vault(tmp_path: Path) -> Path:
 
 def test_format1_vault_is_upgraded_in_place_with_a_backup_first(old_vault: Path) -> None:
     with Vault.open(old_vault, "bob", "bob-pass", kdf=MIN_KDF) as v:
-        assert v.info()["format"] == FORMAT_VERSION == 2
+        assert v.info().format == FORMAT_VERSION == 2
         c = v.get("acme-2026/web1-root")
         assert c.secret.reveal() == b"format1-secret"
         assert (c.username, c.notes, c.address) == ("root", "rack 4", "203.0.113.10")
@@ -55,12 +58,68 @@ def test_format1_vault_is_upgraded_in_place_with_a_backup_first(old_vault: Path)
 def test_the_backup_taken_before_the_upgrade_restores_the_old_vault(
     old_vault: Path, tmp_path: Path
 ) -> None:
-    from credvault.backup import restore
-
     with Vault.open(old_vault, "alice", "alice-pass", kdf=MIN_KDF) as v:
         v.put("acme-2026/api-token", b"changed-after-upgrade")
     (backup,) = (old_vault.parent / "vault-backups").glob("*.cvb")
     target = tmp_path / "restored"
-    restore(backup, target, "alice", Passphrase("alice-pass"), kdf=MIN_KDF)
+    Vault.restore(backup, target, "alice", Passphrase("alice-pass"), kdf=MIN_KDF)
     with Vault.open(target, "alice", "alice-pass", kdf=MIN_KDF) as v:
         assert v.get("acme-2026/api-token").secret.reveal() == b"format1-token"
+
+
+UPGRADE_WORKER = (
+    KILL_HOOK
+    + r"""
+from credvault import MIN_KDF, Vault
+
+path, mode, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+arm(None if mode == "count" else n, "any")
+v = Vault.open(path, "bob", "bob-pass", kdf=MIN_KDF)
+lines, ticks = disarm()
+print(f"done {lines + ticks} {marks.get('_upgrade', -1)}", flush=True)
+v.close()
+"""
+)
+
+
+def _run_worker(worker: Path, path: Path, mode: str, n: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(worker), str(path), mode, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+        check=False,
+    )
+
+
+@pytest.mark.fault
+def test_a_kill_anywhere_in_the_upgrade_leaves_a_vault_that_opens(tmp_path: Path) -> None:
+    """Killed at points spread over the upgrade (backup, migration, audit, commit), the vault
+    opens afterwards at format 2 with its data, and is upgraded exactly once."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(UPGRADE_WORKER)
+
+    def fresh(name: str) -> Path:
+        path = tmp_path / name
+        shutil.copytree(FIXTURE, path)
+        for f in path.iterdir():
+            f.chmod(0o600)
+        return path
+
+    probe = _run_worker(worker, fresh("probe"), "count", 0)
+    assert probe.returncode == 0, probe.stderr
+    _, total, start = probe.stdout.split()
+    total_n, start_n = int(total), int(start)
+    assert 0 < start_n < total_n
+    points = [start_n + (total_n - start_n) * k // 7 for k in range(1, 7)]
+    for i, at in enumerate(points):
+        path = fresh(f"kill{i}")
+        r = _run_worker(worker, path, "kill", at)
+        assert r.returncode in (-9, 0), r.stderr
+        with Vault.open(path, "bob", "bob-pass", kdf=MIN_KDF) as v:
+            assert v.info().format == FORMAT_VERSION
+            assert v.get("acme-2026/web1-root").secret.reveal() == b"format1-secret"
+        with Vault.open(path, "alice", "alice-pass", kdf=MIN_KDF) as v:
+            assert len(v.audit_entries(action="upgrade")) == 1, at
+            assert v.audit_verify() > 0

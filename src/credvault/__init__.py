@@ -53,27 +53,52 @@ from credvault.unlock import (
 from credvault.validate import name as validate_name
 from credvault.vault import InitResult, RestoreReport, Vault, default_dir
 
+__version__ = "0.1.0"
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from credvault.generators import Generated
     from credvault.importers import RawEntry, Skipped
     from credvault.integrity import CheckReport
-else:
+    from credvault.results import (
+        EngagementView,
+        PurgePlan,
+        Receipt,
+        ReceiptDestroyed,
+        ReceiptHold,
+        ScheduledPurge,
+        VaultInfo,
+        VaultStatus,
+    )
 
-    def __getattr__(name: str) -> object:
-        if name == "CheckReport":
-            from credvault.integrity import CheckReport
+# Result records are loaded on first use: `credvault get` never needs them.
+_LAZY = {
+    "EngagementView",
+    "PurgePlan",
+    "Receipt",
+    "ReceiptDestroyed",
+    "ReceiptHold",
+    "ScheduledPurge",
+    "VaultInfo",
+    "VaultStatus",
+}
 
-            return CheckReport
-        raise AttributeError(name)
 
+def __getattr__(name: str) -> object:
+    if name == "CheckReport":
+        from credvault.integrity import CheckReport
 
-__version__ = "0.1.0"
+        return CheckReport
+    if name in _LAZY:
+        from credvault import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module 'credvault' has no attribute {name!r}")
 
 
 def verify_receipt(
-    receipt: dict[str, object] | str, public_key: bytes | str | None = None
+    receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
 ) -> dict[str, object]:
     """Check a purge receipt's signature against the vault's public key; returns its body.
 
@@ -93,7 +118,7 @@ def check(
     return Vault.check_at(Path(path), member, source, **open_kw)
 
 
-def write_receipt(path: Path, receipt: dict[str, object]) -> None:
+def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
     """Write a receipt (as ``vault.purger.receipt`` returns it) to a new 0600 file."""
     from credvault.purge import write_receipt as _write
 
@@ -176,6 +201,7 @@ __all__ = [
     "Conflict",
     "CredvaultError",
     "Engagement",
+    "EngagementView",
     "FirstOf",
     "GrantInfo",
     "IdentityFile",
@@ -192,15 +218,22 @@ __all__ = [
     "Passphrase",
     "PassphraseFile",
     "Prompt",
+    "PurgePlan",
     "Purged",
+    "Receipt",
+    "ReceiptDestroyed",
+    "ReceiptHold",
     "RestoreReport",
     "RetentionError",
     "Role",
+    "ScheduledPurge",
     "Secret",
     "StoreError",
     "UnlockSource",
     "UnsupportedFormat",
     "Vault",
+    "VaultInfo",
+    "VaultStatus",
     "WrongPassphrase",
     "__version__",
     "check",

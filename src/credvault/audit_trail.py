@@ -10,7 +10,7 @@ import contextlib
 
 from credvault import audit as audit_mod
 from credvault import validate
-from credvault.access import Action, allowed
+from credvault.access import permits
 from credvault.audit import AuditEntry, Checkpoint
 from credvault.engagements import Engagements
 from credvault.errors import IntegrityError, InvalidInput
@@ -50,16 +50,16 @@ class AuditTrail:
             raise InvalidInput("--limit must be at least 1")
         if engagement is not None:
             eng = self.e.get(engagement, allow_purged=True)
-            s.check(Action.AUDIT, self.e.role_of(eng), "read the audit trail", eng.name)
+            s.check("audit.read", self.e.role_of(eng), eng.name)
             engs: list[str] | None = [eng.name]
             vault_wide = False
-        elif s.is_admin:
+        elif permits("audit.read-all", None, admin=s.is_admin):
             engs, vault_wide = None, True
         else:
             engs = [
                 e.name
                 for e in self.e.list()
-                if e.state != "purged" and allowed(Action.AUDIT, self.e.role_of(e), admin=False)
+                if e.state != "purged" and permits("audit.read", self.e.role_of(e), admin=False)
             ]
             vault_wide = False
         rows = s.store.audit_query(
@@ -77,7 +77,7 @@ class AuditTrail:
     def verify(self, checkpoint: str | None = None) -> int:
         """Check the whole chain (and, given one, that it extends ``checkpoint``)."""
         s = self.s
-        s.require_admin("verify the audit trail")
+        s.require("audit.verify")
         cp = Checkpoint.parse(checkpoint) if checkpoint else None
         try:
             n = s.audit.verify(cp)
@@ -92,7 +92,7 @@ class AuditTrail:
     def checkpoint(self) -> Checkpoint:
         """The chain head, to keep outside the vault."""
         s = self.s
-        s.require_admin("export an audit checkpoint")
+        s.require("audit.checkpoint")
         with s.store.write():
             s.log("audit-checkpoint", None, None, "ok")
         return s.audit.head()

@@ -18,30 +18,42 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from credvault.errors import AlreadyExists, IntegrityError, NotAVault
 from credvault.files import create_private, fsync_dir, make_private_dir, write_all
 from credvault.keyslots import KeySlots
+from credvault.layout import (
+    BACKUP_NAME_PATTERN,
+    DB_NAME,
+    DB_SIDE_FILES,
+    LOCK_NAME,
+    SLOTS_NAME,
+    backup_name,
+    default_backup_dir,
+)
 from credvault.model import backup_stamp, parse_backup_stamp
-from credvault.session import DB_NAME, LOCK_NAME, SLOTS_NAME, Session
+from credvault.session import Session
 from credvault.store import check_file
 
-if TYPE_CHECKING:
-    from credvault.unlock import UnlockSource
-
 MAGIC = b"CREDVAULT-BACKUP-1\n"
-_NAME = re.compile(r"\Acredvault-backup-([0-9a-f]{32})-(\d{8}T\d{6}Z)\.cvb\Z")
+BACKUP_NAME = re.compile(BACKUP_NAME_PATTERN)
 # What a restore writes into the target directory (removed again if the restore fails).
-RESTORED_FILES = (DB_NAME, SLOTS_NAME, LOCK_NAME, DB_NAME + "-wal", DB_NAME + "-shm")
+RESTORED_FILES = (DB_NAME, SLOTS_NAME, LOCK_NAME, *DB_SIDE_FILES)
 TMP_PREFIX = ".credvault-tmp-"
 # A backup in progress never takes this long; anything of ours older is a crash leftover.
 LEFTOVER_AGE_S = 6 * 3600
 _LEGACY_PART = re.compile(r"\A\.credvault-backup-([0-9a-f]{32})-\d{8}T\d{6}Z\.cvb\.part\Z")
 
-
-def default_backup_dir(vault_path: Path) -> Path:
-    return vault_path.parent / f"{vault_path.name}-backups"
+__all__ = [
+    "BACKUP_NAME",
+    "MAGIC",
+    "RESTORED_FILES",
+    "Backups",
+    "default_backup_dir",
+    "prune",
+    "unpack",
+    "write_backup",
+]
 
 
 class Backups:
@@ -60,11 +72,11 @@ class Backups:
         Any failure leaves nothing behind and prunes nothing.
         """
         s = self.s
-        s.require_admin("back up")
+        s.require("vault.backup")
         directory = directory or default_backup_dir(s.path)
         target = write_backup(s, directory)
+        from credvault.clock import clock_hold
         from credvault.ledger import write_ledgers
-        from credvault.purge import clock_hold
 
         write_ledgers(s, directory)  # the record of destruction, beside every backup
         days = s.setting("backup-retention-days")
@@ -81,7 +93,7 @@ class Backups:
         return target, pruned
 
 
-def write_backup(s: Session, directory: Path) -> Path:
+def write_backup(s: Session, directory: Path, *, next_free: bool = False) -> Path:
     """Write one backup file into ``directory`` (no permission check, no audit: callers).
 
     Also used before a format upgrade, so the pre-upgrade copy is an ordinary backup that
@@ -91,12 +103,18 @@ def write_backup(s: Session, directory: Path) -> Path:
     check) before it is written; the file is written in full, fsynced, dropped from the page
     cache, read back and compared; only then is it linked under its final name (never over
     an existing file). Any failure leaves nothing behind.
+    ``restore`` reads and the backup retention prunes (purged data leaves it too). That
+    caller passes ``next_free``: an upgrade killed after its backup and retried within the
+    same second names its new backup one second later instead of failing.
     """
     vault_id = s.vault_id.hex()
     make_private_dir(directory)
     clean_leftovers(directory, vault_id)
     now = s.clock()
-    target = directory / f"credvault-backup-{vault_id}-{backup_stamp(now)}.cvb"
+    target = directory / backup_name(vault_id, backup_stamp(now))
+    while next_free and target.exists():
+        now += timedelta(seconds=1)
+        target = directory / backup_name(vault_id, backup_stamp(now))
     if target.exists():
         raise AlreadyExists(f"{target} exists (one backup per second)")
     # mkdtemp: a new 0700 directory of ours (mkdir is exclusive), so nothing in it can be
@@ -191,7 +209,7 @@ def prune(directory: Path, vault_id: str, cutoff: datetime, *, keep: Path | None
     never ``keep`` (the backup just written: its name is rounded down to the second)."""
     n = 0
     for f in directory.iterdir():
-        m = _NAME.match(f.name)
+        m = BACKUP_NAME.match(f.name)
         if not m or m.group(1) != vault_id or (keep is not None and f.name == keep.name):
             continue
         # A name stamped in the future is suspect: its age is the file's, if that is older.
@@ -237,23 +255,3 @@ def unpack(file: Path, target: Path) -> None:
     finally:
         os.close(fd)
     fsync_dir(target)
-
-
-# -- compatibility: the CLI's former entry points; use ``vault.backups`` / ``Vault.restore``.
-class _HasBackups(Protocol):
-    @property
-    def backups(self) -> Backups: ...
-
-
-def backup(vault: _HasBackups, directory: Path | None = None) -> tuple[Path, int]:
-    """Same as ``vault.backups.create(directory)``."""
-    return vault.backups.create(directory)
-
-
-def restore(
-    file: Path, target: Path, member: str, source: UnlockSource, **open_kw: object
-) -> list[str]:
-    """Same as :meth:`Vault.restore` (kept until the CLI calls that)."""
-    from credvault.vault import Vault  # compat only: removed once the CLI uses the facade
-
-    return Vault.restore(file, target, member, source, **open_kw)  # type: ignore[arg-type]

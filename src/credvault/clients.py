@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from credvault import validate
-from credvault.access import Action
 from credvault.errors import NotFound
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ class Clients:
         names = self.engagements(client)
         for name in names:
             eng = self.e.get(name)
-            self.s.check(Action.LIFECYCLE, self.e.role_of(eng), "shred", eng.name)
+            self.s.check("engagement.shred", self.e.role_of(eng), eng.name)
         for name in names:
             self.purger.shred(name)
         return names
@@ -77,22 +76,25 @@ class Clients:
             raise NotFound("client", client)
         live = [eng for eng in engs if eng.state != "purged"]
         for eng in live:  # every permission first (denials audited), so nothing half-exported
-            self.e.key(eng, "export", Action.READ)
+            self.e.key(eng, "client.export")
             if eng.require_reason and not reason:
                 raise s.deny("export", eng.name, None, "this engagement requires --reason")
         if not live:
-            s.require_admin("export")
+            if not s.is_admin:
+                raise s.deny("export", None, client, "admin only")
             with s.store.write():
                 s.log("export", None, client, "ok", f"{len(engs)} purged engagements (tombstones)")
         out: list[dict[str, object]] = []
         for eng in engs:
             entry: dict[str, object] = eng.to_json()
             entry["systems"], entry["credentials"] = [], []
+            entry["earlier_versions"], entry["trash"] = [], []
             if eng.state != "purged":
                 systems = self.systems.export_engagement(eng.name)
                 creds = self.credentials.export_engagement(eng)
                 entry["systems"] = [x.to_json() for x in systems]
                 entry["credentials"] = [c.to_json() for c in creds]
+                entry.update(self.credentials.export_history(eng))
             out.append(entry)
         doc: dict[str, object] = {
             "format": "credvault-client-export/1",
@@ -111,24 +113,3 @@ class Clients:
 def export_bytes(doc: dict[str, object]) -> bytes:
     """The export file's exact bytes (its SHA-256 is what the trail and receipts name)."""
     return (json.dumps(doc, indent=1) + "\n").encode()
-
-
-# -- compatibility: the CLI's former entry points; use ``vault.clients``.
-class _HasClients(Protocol):
-    @property
-    def clients(self) -> Clients: ...
-
-
-def client_engagements(vault: _HasClients, client: str) -> list[str]:
-    """Same as ``vault.clients.engagements(client)``."""
-    return vault.clients.engagements(client)
-
-
-def shred_client(vault: _HasClients, client: str) -> list[str]:
-    """Same as ``vault.clients.shred(client)``."""
-    return vault.clients.shred(client)
-
-
-def export_client(vault: _HasClients, client: str) -> dict[str, object]:
-    """Same as ``vault.clients.export(client)``."""
-    return vault.clients.export(client)

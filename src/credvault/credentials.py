@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import items, validate
-from credvault.access import Action, allowed
+from credvault.access import permits
 from credvault.engagements import Engagements
 from credvault.errors import (
     AlreadyExists,
@@ -181,9 +181,9 @@ class Credentials:
         notes = validate.text(notes, "notes")
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e._rotate_if_needed(eng)
+        self.e.rotate_if_needed(eng)
         eng = self.e.get(eng_name)
-        key = self.e.key(eng, "put", Action.WRITE, name)
+        key = self.e.key(eng, "credential.put", name)
         now = s.now()
         with s.store.write():
             self.e.assert_current(eng)
@@ -248,9 +248,9 @@ class Credentials:
         s = self.s
         eng = self.e.get(engagement)
         self.e.require_active(eng)
-        self.e._rotate_if_needed(eng)
+        self.e.rotate_if_needed(eng)
         eng = self.e.get(engagement)
-        key = self.e.key(eng, "put", Action.WRITE)
+        key = self.e.key(eng, "credential.put")
         names = [name for name, _ in entries]
         seen: set[str] = set()
         for n in names:
@@ -320,11 +320,13 @@ class Credentials:
             raise InvalidInput("version must be a positive number")
         eng = self.e.get(eng_name)
         if eng.require_reason and not reason:
-            raise s.deny(action, eng.name, name, "this engagement requires --reason")
+            raise s.refuse(
+                f"credential.{action}", eng.name, name, "this engagement requires --reason"
+            )
         if eng.needs_rotation and self.e.role_of(eng):
-            self.e._rotate_if_needed(eng)
+            self.e.rotate_if_needed(eng)
             eng = self.e.get(eng_name)
-        key = self.e.key(eng, action, Action.READ, name)
+        key = self.e.key(eng, f"credential.{action}", name)
         row = s.store.credential(eng.id, name)
         if row is None:
             with s.store.write():
@@ -397,9 +399,9 @@ class Credentials:
         out: builtins.list[CredentialInfo] = []
         for eng in engs:
             role = self.e.role_of(eng)
-            if engagement is None and role is None and not s.is_admin:
+            if engagement is None and not permits("credential.list", role, admin=s.is_admin):
                 continue
-            s.check(Action.LIST, role, "list", eng.name)
+            s.check("credential.list", role, eng.name)
             out += [_info(eng, r) for r in s.store.credentials(eng.id)]
         with s.store.write():
             s.log("ls", engagement, None, "ok", f"{len(out)} credentials listed")
@@ -415,7 +417,7 @@ class Credentials:
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e.key(eng, "rm", Action.WRITE, name)
+        self.e.key(eng, "credential.remove", name)
         expires = trash_expiry(s)
         with s.store.write():
             row = s.store.credential(eng.id, name)
@@ -471,7 +473,7 @@ class Credentials:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        s.check(Action.LIST, self.e.role_of(eng), "history", eng.name, name)
+        s.check("credential.history", self.e.role_of(eng), eng.name, name)
         row = s.store.credential(eng.id, name)
         if row is None:
             raise NotFound("credential", ref)
@@ -526,9 +528,9 @@ class Credentials:
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e._rotate_if_needed(eng)
+        self.e.rotate_if_needed(eng)
         eng = self.e.get(eng_name)
-        key = self.e.key(eng, "revert", Action.WRITE, name)
+        key = self.e.key(eng, "credential.revert", name)
         with s.store.write():
             self.e.assert_current(eng)
             row = s.store.credential(eng.id, name)
@@ -582,9 +584,9 @@ class Credentials:
             raise InvalidInput("nothing to change")
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e._rotate_if_needed(eng)
+        self.e.rotate_if_needed(eng)
         eng = self.e.get(eng_name)
-        key = self.e.key(eng, "edit", Action.WRITE, name)
+        key = self.e.key(eng, "credential.edit", name)
         with s.store.write():
             self.e.assert_current(eng)
             row = s.store.credential(eng.id, name)
@@ -618,7 +620,7 @@ class Credentials:
         eng_name, name = validate.ref(ref)
         reason = validate.reason(reason)
         eng = self.e.get(eng_name)
-        key = self.e.key(eng, "show", Action.READ, name)
+        key = self.e.key(eng, "credential.show", name)
         if eng.require_reason and not reason:
             raise s.deny("show", eng.name, name, "this engagement requires --reason")
         row = s.store.credential(eng.id, name)
@@ -644,7 +646,7 @@ class Credentials:
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e.key(eng, "restore", Action.WRITE, name)
+        self.e.key(eng, "credential.restore", name)
         with s.store.write():
             hit = next(
                 (t for t in s.store.trash(eng.id) if t.type == "credential" and t.name == name),
@@ -662,7 +664,7 @@ class Credentials:
         """What is in an engagement's trash (names and dates) and until when."""
         s = self.s
         eng = self.e.get(engagement)
-        s.check(Action.LIST, self.e.role_of(eng), "trash", eng.name)
+        s.check("credential.trash", self.e.role_of(eng), eng.name)
         out = [
             TrashInfo(eng.name, t.type, t.name, t.deleted_at, t.deleted_by, t.expires_at)
             for t in s.store.trash(eng.id)
@@ -688,7 +690,7 @@ class Credentials:
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
         if t_eng_name == eng_name:
-            self.e.key(eng, "mv", Action.WRITE, name)
+            self.e.key(eng, "credential.move", name)
             with s.store.write():
                 row = s.store.credential(eng.id, name)
                 if row is None:
@@ -701,10 +703,10 @@ class Credentials:
         teng = self.e.get(t_eng_name)
         self.e.require_active(teng)
         for e in (eng, teng):
-            self.e._rotate_if_needed(e)
+            self.e.rotate_if_needed(e)
         eng, teng = self.e.get(eng_name), self.e.get(t_eng_name)
-        key = self.e.key(eng, "mv", Action.WRITE, name)
-        tkey = self.e.key(teng, "mv", Action.WRITE, t_name)
+        key = self.e.key(eng, "credential.move", name)
+        tkey = self.e.key(teng, "credential.move", t_name)
         with s.store.write():
             self.e.assert_current(eng)
             self.e.assert_current(teng)
@@ -774,12 +776,10 @@ class Credentials:
             if eng.state == "purged":
                 continue
             role = self.e.role_of(eng)
-            if role is None and not s.is_admin:
-                continue
-            if not allowed(Action.LIST, role, admin=s.is_admin):
+            if not permits("credential.list", role, admin=s.is_admin):
                 continue
             listable[eng.id] = eng
-            if fields and allowed(Action.READ, role, admin=False):
+            if fields and permits("credential.find", role, admin=False):
                 readable.append(eng)
         hits: builtins.list[FindHit] = [
             FindHit(listable[eid].name, typ, name, "name")
@@ -789,7 +789,7 @@ class Credentials:
         searched = []
         for eng in readable:
             try:
-                key = self.e.key(eng, "find", Action.READ)
+                key = self.e.key(eng, "credential.find")
             except CredvaultError:
                 continue
             searched.append(eng)
@@ -839,9 +839,9 @@ class Credentials:
         s = self.s
         eng = self.e.get(engagement)
         self.e.require_active(eng)
-        self.e._rotate_if_needed(eng)
+        self.e.rotate_if_needed(eng)
         eng = self.e.get(engagement)
-        key = self.e.key(eng, "import", Action.WRITE)
+        key = self.e.key(eng, "credential.import")
         existing_sys: dict[str, tuple[str, int | None, str | None]] = {}
         for sr in s.store.systems(eng.id):
             addr = items.open_(s, eng, key, "systems", sr.uid, "address", sr.address_env)
@@ -903,10 +903,58 @@ class Credentials:
             s.log("import", eng.name, None, "ok", summary)
         return plan
 
+    def export_history(self, eng: Engagement) -> dict[str, builtins.list[dict[str, object]]]:
+        """Earlier versions and the trash of ``eng``, decrypted, for a client export: what
+        the vault holds about the client includes them (audit entry by the caller)."""
+        s = self.s
+        key = self.e.key(eng, "client.export")
+
+        def record(values: builtins.list[bytes | None], **meta: object) -> dict[str, object]:
+            secret, username, url, notes = values
+            assert secret is not None
+            d = dict(meta)
+            try:
+                d["secret"] = secret.decode("utf-8")
+            except UnicodeDecodeError:
+                d["secret_base64"] = base64.b64encode(secret).decode()
+            d.update(username=_s(username), url=_s(url), notes=_s(notes))
+            return d
+
+        names = {r.uid: r.name for r in s.store.credentials(eng.id)}
+        versions = [
+            record(
+                [
+                    items.open_version(s, eng, key, v.credential_uid, f, v.version, v.envelope(f))
+                    for f in items.CRED_FIELDS
+                ],
+                name=names.get(v.credential_uid, v.name), version=v.version, kind=v.kind,
+                system=v.system, created_at=v.created_at, created_by=v.created_by,
+                changed=v.changed,
+            )
+            for v in s.store.engagement_versions(eng.id)
+        ]  # fmt: skip
+        trash = []
+        for t in s.store.trash(eng.id):
+            row = s.store.trashed_row(t.type, t.id)
+            fields = items.CRED_FIELDS if t.type == "credential" else items.SYS_FIELDS
+            table = "credentials" if t.type == "credential" else "systems"
+            values = [
+                items.open_(s, eng, key, table, t.uid, f, b)
+                for f, b in zip(fields, row, strict=True)
+            ]
+            meta = {"type": t.type, "name": t.name, "deleted_at": t.deleted_at,
+                    "deleted_by": t.deleted_by, "expires_at": t.expires_at}  # fmt: skip
+            if t.type == "credential":
+                trash.append(record(values, **meta))
+            else:
+                addr, det = values
+                trash.append({**meta, "address": _s(addr), "details": _s(det)})
+        return {"earlier_versions": versions, "trash": trash}
+
     def export_engagement(self, eng: Engagement) -> builtins.list[Credential]:
         """Every credential decrypted, for a client export (audit entry by the caller)."""
         s = self.s
-        key = self.e.key(eng, "export", Action.READ)
+        key = self.e.key(eng, "client.export")
         out = []
         for row in s.store.credentials(eng.id):
             secret, username, url, notes = [

@@ -20,12 +20,14 @@ protocol.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import io
 import json
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -235,8 +237,19 @@ def _entry(
     notes: str | None,
     extra: Mapping[str, str] | None = None,
     kind: str = "password",
+    *,
+    extra_to_notes: bool = True,
 ) -> RawEntry:
+    """One entry; ``extra`` (custom fields) gives the host, and what is not a host, port or
+    protocol is kept as ``name: value`` lines after the notes (nothing silently dropped)."""
     host, port, proto, url_left = _host_of(url)
+    kept = [
+        f"{k}: {v.strip()}"
+        for k, v in (extra or {}).items()
+        if v and v.strip() and k.lower() not in (*_HOST_KEYS, "port", "protocol")
+    ]
+    if extra_to_notes and kept:
+        notes = "\n".join([notes, *kept] if notes else kept)
     extra = {k.lower(): v.strip() for k, v in (extra or {}).items() if v and v.strip()}
     if host is None:
         given = next((extra[k] for k in _HOST_KEYS if k in extra), None)
@@ -266,6 +279,20 @@ def _entry(
 # ---------------------------------------------------------------- KeePass
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a big tree is built: the tree has no
+    cycles to collect, and the collector's passes over millions of new objects otherwise
+    cost more than the parse itself (2.5x measured on a 12 MB export)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     """KeePass 2 XML (``keepassxc-cli export -f xml``, KeePassXC "Export to XML").
 
@@ -278,7 +305,8 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
     if b"<!doctype" in head or b"<!entity" in data.lower():
         raise SourceError("KeePass XML with a DOCTYPE or entities is refused")
     try:
-        root = ET.fromstring(data)  # noqa: S314
+        with _no_gc():
+            root = ET.fromstring(data)  # noqa: S314
     except ET.ParseError as err:
         raise SourceError(f"not a KeePass XML export: {err}") from None
     if root.tag != "KeePassFile":
@@ -301,6 +329,7 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
                 out.append(Skipped(source, "in the recycle bin"))
                 continue
             secret = strings.pop("Password", "")
+            totp = [strings.pop(k) for k in ("otp", "TOTP Seed", "TOTP Settings") if k in strings]
             e = _entry(
                 source,
                 title,
@@ -311,6 +340,8 @@ def parse_keepass_xml(data: bytes) -> list[RawEntry | Skipped]:
                 strings,
             )
             out.append(e)
+            if any(totp):
+                out.append(Skipped(source, "TOTP seed not imported (the entry was)"))
             if entry.findall("Binary"):
                 out.append(Skipped(source, "attachment not imported (the entry was)"))
         for sub in group.findall("Group"):
@@ -491,7 +522,7 @@ def parse_pass_store(store: Path, *, gpg: str = "gpg") -> list[RawEntry | Skippe
         ]
         note = "\n".join([*leftover, *notes]).strip("\n") or None
         title = rel.replace("/", "-")
-        out.append(_entry(rel, title, secret, username, url, note, fields))
+        out.append(_entry(rel, title, secret, username, url, note, fields, extra_to_notes=False))
     return out
 
 

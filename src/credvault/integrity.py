@@ -42,7 +42,7 @@ class CheckReport(NamedTuple):
 def check_session(s: Session, *, label: str | None = None) -> CheckReport:
     """Check an open vault (admins and service identities); the check is audited."""
     from credvault.keyslots import KeySlots
-    from credvault.purge import verify_receipt
+    from credvault.receipts import verify_receipt
     from credvault.session import SLOTS_NAME
 
     if not (s.is_admin or s.me.service):

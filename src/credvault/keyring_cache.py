@@ -20,11 +20,12 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from credvault.errors import InvalidInput, KeyringUnavailable
 from credvault.files import make_private_dir
 from credvault.keyslots import KeySlots, MemberKeys
+from credvault.layout import SLOTS_NAME, keyring_marker, keyring_marker_dir
 from credvault.model import expiry_stamp
 
 ALLOWED_BACKENDS = (
@@ -54,18 +55,9 @@ def _service(vault_id: str) -> str:
     return f"credvault:{vault_id}"
 
 
-def _marker_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "credvault"
-
-
-def _marker(vault_id: str, member: str) -> Path:
-    return _marker_dir() / f"unlocked-{vault_id}-{member}"
-
-
 def _vault_id(path: Path) -> str | None:
     try:
-        return KeySlots.read(path / "keyslots.json").vault_id.hex()
+        return KeySlots.read(path / SLOTS_NAME).vault_id.hex()
     except Exception:  # noqa: BLE001 - no vault, no cache
         return None
 
@@ -106,8 +98,8 @@ def cache_keys(vault_id: str, keys: MemberKeys, ttl: timedelta, now: datetime) -
         kr.set_password(_service(vault_id), keys.name, payload)
     except KeyringError as e:
         raise KeyringUnavailable(f"the OS keyring refused the entry ({type(e).__name__})") from None
-    make_private_dir(_marker_dir())
-    marker = _marker(vault_id, keys.name)
+    make_private_dir(keyring_marker_dir())
+    marker = keyring_marker(vault_id, keys.name)
     with contextlib.suppress(FileNotFoundError):
         marker.unlink()
     fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -121,7 +113,7 @@ def cache_keys(vault_id: str, keys: MemberKeys, ttl: timedelta, now: datetime) -
 def _delete(vault_id: str, member: str) -> bool:
     removed = False
     with contextlib.suppress(FileNotFoundError):
-        _marker(vault_id, member).unlink()
+        keyring_marker(vault_id, member).unlink()
         removed = True
     try:
         kr = _backend()
@@ -146,7 +138,7 @@ def forget(path: Path, member: str) -> bool:
 def cache_status(path: Path, member: str, now: datetime | None = None) -> dict[str, object]:
     """Whether ``member`` has unlocked keys cached for the vault at ``path``, and until when."""
     vid = _vault_id(path)
-    marker = None if vid is None else _marker(vid, member)
+    marker = None if vid is None else keyring_marker(vid, member)
     try:
         expires = marker.read_text().strip() if marker else None
     except OSError:
@@ -167,7 +159,7 @@ class KeyringSource:
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
         vid = slots.vault_id.hex()
-        marker = _marker(vid, member)
+        marker = keyring_marker(vid, member)
         if not marker.exists():
             return None  # never unlocked here: skip importing keyring at all
         now = expiry_stamp(self.now or datetime.now(UTC))
@@ -197,16 +189,3 @@ class KeyringSource:
             return None
         keys = MemberKeys.from_bytes(data, slots.vault_id)
         return keys if keys.name == member else None
-
-
-# -- compatibility: the CLI's former entry point; use ``vault.cache_keys(ttl)``.
-class _Unlocked(Protocol):
-    @property
-    def vault_id(self) -> str: ...
-
-    def member_keys(self) -> MemberKeys: ...
-
-
-def store_in_keyring(vault: _Unlocked, ttl: timedelta, now: datetime | None = None) -> str:
-    """Same as ``vault.cache_keys(ttl)``."""
-    return cache_keys(vault.vault_id, vault.member_keys(), ttl, now or datetime.now(UTC))

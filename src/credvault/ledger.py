@@ -68,7 +68,7 @@ class Record(NamedTuple):
 def read_ledger(path: Path, vault_id: str, public_key: bytes) -> tuple[list[Record], str | None]:
     """The verified receipts of ``vault_id`` in the ledger at ``path`` and its ``as_of``;
     lines that do not verify are skipped."""
-    from credvault.purge import verify_receipt
+    from credvault.receipts import verify_receipt
 
     try:
         with path.open("rb") as f:

@@ -1,4 +1,5 @@
-"""Members: add, list, change passphrase, reset, remove (with database re-key).
+"""Members: add, list, change passphrase, reset, remove (with a database re-key, see
+:mod:`credvault.rekey`).
 
 Removing a member deletes their key slot and key copies, marks their engagements for key
 rotation, and re-keys the database: it is copied under a new random key into a new file that
@@ -8,18 +9,15 @@ crash at any step leaves a vault every remaining member can open; the next open 
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import NamedTuple
 
-from credvault import validate
-from credvault.audit import AuditLog
+from credvault import rekey, validate
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams
 from credvault.errors import AlreadyExists, InvalidInput, NotFound, RetentionError
-from credvault.files import fsync_dir, write_new_private
+from credvault.files import write_new_private
 from credvault.keyslots import (
     KeySlots,
     encrypt_private,
@@ -28,8 +26,8 @@ from credvault.keyslots import (
     open_admin_key,
     retired_cert_message,
 )
-from credvault.session import DB_NAME, NEXT_DB, SLOTS_NAME, Session
-from credvault.store import Store
+from credvault.layout import SLOTS_NAME
+from credvault.session import Session
 
 
 class MemberInfo(NamedTuple):
@@ -73,7 +71,7 @@ class Members:
         validate.name(name, "member name")
         if name.startswith("@"):
             raise InvalidInput("member names cannot start with '@'")
-        s.require_admin("add members")
+        s.require("member.add")
         if name in s.slots.members:
             raise AlreadyExists(f"member {name!r} already exists")
         service = identity_file is not None
@@ -133,7 +131,7 @@ class Members:
     def reset(self, name: str, passphrase: bytes) -> MemberInfo:
         """New key pair and passphrase; every grant of the member must be made again."""
         s = self.s
-        s.require_admin("reset members")
+        s.require("member.reset")
         old = s.slots.members.get(name)
         if old is None:
             raise NotFound("member", name)
@@ -190,7 +188,7 @@ class Members:
     def remove(self, name: str) -> int:
         """Remove a member and re-key the database. Returns the grants dropped."""
         s = self.s
-        s.require_admin("remove members")
+        s.require("member.remove")
         old = s.slots.members.get(name)
         if old is None:
             raise NotFound("member", name)
@@ -208,99 +206,11 @@ class Members:
         retired = self._retired_with(name, old.sign_pub, admin_priv)
         # 1. The member leaves the key-slot file (with pending slots for the new key) first:
         #    from here a crash is completed by the next open, grants included.
-        new_key = stage_rekey(s, s.slots._replace(members=members, retired=retired))
+        new_key = rekey.stage(s, s.slots._replace(members=members, retired=retired))
         # 2. Their grants go, and the removal is audited.
         with s.store.write():
             dropped = self._drop_grants(name)
             s.log("member-rm", None, name, "ok", f"{dropped} grants dropped; database re-keyed")
         # 3. The database is copied under the new key and swapped in.
-        finish_rekey(s, new_key)
+        rekey.finish(s, new_key)
         return dropped
-
-
-def stage_rekey(s: Session, slots: KeySlots) -> bytes:
-    """Step 1 of a re-key: ``slots`` become the key-slot file, with pending slots sealing a
-    fresh database key; returns that key.
-
-    Steps, each leaving an openable vault: (1) key-slot file with pending slots for the new
-    key; (2) a full copy under the new key in ``vault.db.next``; (3) the copy renamed over
-    ``vault.db``; (4) pending slots promoted (2–4: :func:`finish_rekey`). The caller holds the
-    exclusive vault lock.
-    """
-    new_key = p.random_key()
-    gen = slots.generation + 1
-    pinned = s.keys.admin_sign_pub
-    pending = {
-        n: p.hpke_seal(
-            slots.certified_kem(n, pinned),
-            new_key,
-            labels.encode(labels.SEAL_DB_KEY, slots.vault_id, n, gen),
-        )
-        for n in slots.members
-    }
-    staged = slots._replace(pending=pending).sealed_with(s.db_key)
-    staged.write(s.path / SLOTS_NAME)
-    s.slots = staged
-    return new_key
-
-
-def drop_orphan_grants(s: Session) -> int:
-    """Revoke the grants of names no longer in the key-slot file: the database half of a
-    ``member rm`` that was interrupted after its key-slot half (see :meth:`Members.remove`)."""
-    n = 0
-    with s.store.write():
-        for name in s.store.grant_holders():
-            if name not in s.slots.members and not name.startswith("@"):
-                n += len(s.store.grants_of_member(name))
-                for eng_id, _role in s.store.grants_of_member(name):
-                    s.store.revoke_grant(eng_id, name, s.now())
-                    s.store.mark_needs_rotation(eng_id)
-                s.log("member-rm", None, name, "ok", "completed at open after an interruption")
-    s.verified.clear()
-    return n
-
-
-def finish_rekey(s: Session, new_key: bytes) -> None:
-    """Steps 2–4 of :func:`rekey`; also how an open completes an interrupted re-key."""
-    path = s.path
-    nxt = path / NEXT_DB
-    with contextlib.suppress(FileNotFoundError):
-        nxt.unlink()
-    s.store.checkpoint_truncate()
-    fd = os.open(nxt, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
-    s.store.copy_to(nxt, new_key)
-    fd = os.open(nxt, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    s.store.close()
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            (path / (DB_NAME + suffix)).unlink()
-    os.replace(nxt, path / DB_NAME)
-    fsync_dir(path)
-    promote(s, new_key)
-
-
-def promote(s: Session, new_key: bytes) -> None:
-    """Make the pending slots current (database already under ``new_key``)."""
-    slots = s.slots
-    assert slots.pending is not None
-    members = {
-        n: m._replace(db_key=slots.pending[n])
-        for n, m in slots.members.items()
-        if n in slots.pending
-    }
-    final = slots._replace(
-        members=members, pending=None, generation=slots.generation + 1
-    ).sealed_with(new_key)
-    old_store, s.store = s.store, Store.open(s.path / DB_NAME, new_key)
-    with contextlib.suppress(Exception):
-        old_store.close()
-    s.audit = AuditLog(s.store, new_key)
-    s.note_db_file()
-    final.write(s.path / SLOTS_NAME)
-    s.slots = final
-    s.db_key = new_key

@@ -24,24 +24,38 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import NamedTuple
 
-from credvault.access import Action
-from credvault.crypto import labels
+from credvault.clock import clock_hold, mark_high_water
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagements
-from credvault.errors import ClockSuspect, IntegrityError, InvalidInput, NotFound, RetentionError
-from credvault.jcs import canonical
-from credvault.model import Engagement, iso, parse_iso
-from credvault.retention import check_confirmation, clock_problem
+from credvault.errors import ClockSuspect, IntegrityError, NotFound, RetentionError
+from credvault.model import Engagement, iso
+from credvault.receipts import (
+    RECEIPT_FORMAT,
+    key_id,
+    receipt_message,
+    receipt_text,
+    verify_receipt,
+)
+from credvault.results import PurgePlan, Receipt
+from credvault.retention import check_confirmation, purge_reason
 from credvault.session import Session
 
-RECEIPT_FORMAT = "credvault-purge-receipt/2"
-OLD_RECEIPT_FORMAT = "credvault-purge-receipt/1"
+__all__ = [
+    "REASONS",
+    "PurgePlan",
+    "Purger",
+    "Receipt",
+    "new_receipt_key",
+    "receipt_key",
+    "sign_receipt",
+    "verify_receipt",
+    "write_receipt",
+]
+
 # How long an explicit purge waits for other readers to move past the delete before it
 # reports the destruction as not yet complete (an automatic purge on open does not wait).
 CHECKPOINT_WAIT_S = 5.0
@@ -53,58 +67,6 @@ REASONS = {
     "request": "client request",
     "ledger": "destroyed after this backup was made",
 }
-
-
-def clock_hold(s: Session, *, restoring: bool = False) -> str | None:
-    """Why irreversible work must wait on this session's clock (None: it may run).
-
-    "Behind" is measured against the newest recorded time (any entry before this session,
-    or the high-water time); "ahead" only against the high-water time, which moves only when
-    a member entitled to destroy ran on a clock that passed these rules, or confirmed one:
-    entries written under a wrong clock never vouch for it. A restore (``restoring``)
-    accepts a clock ahead of the backup's record, which is what an old backup looks like.
-    """
-    newest = s.newest_recorded()
-    hw = s.store.get_meta("time_high_water") or s.newest_at_open
-    return clock_problem(
-        s.clock(),
-        parse_iso(newest) if newest else None,
-        parse_iso(hw) if hw and not restoring else None,
-    )
-
-
-def mark_high_water(s: Session) -> None:
-    """This trusted clock passed the rules: later runs measure theirs against it."""
-    hw = s.store.get_meta("time_high_water")
-    now = s.now()
-    if hw is None or now > hw:
-        s.store.set_meta("time_high_water", now)
-
-
-def note_trusted_clock(s: Session) -> None:
-    """On an open by a member entitled to destroy whose clock passes the rules, move the
-    high-water time (at most one write an hour), so daily use keeps the bound current."""
-    hw = s.store.get_meta("time_high_water")
-    if hw is not None and s.clock() - parse_iso(hw) < timedelta(hours=1):
-        return
-    if clock_hold(s) is None:
-        with s.store.write():
-            mark_high_water(s)
-
-
-class PurgePlan(NamedTuple):
-    engagement: str
-    client: str
-    due: str
-    reason: str
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "engagement": self.engagement,
-            "client": self.client,
-            "due": self.due,
-            "reason": self.reason,
-        }
 
 
 def receipt_key(s: Session) -> bytes:
@@ -124,75 +86,11 @@ def new_receipt_key() -> tuple[bytes, bytes]:
     return p.ed25519_generate()
 
 
-def key_id(public_key: bytes) -> str:
-    """The name of a receipt key: SHA-256 of the raw 32-byte Ed25519 public key, hex."""
-    return hashlib.sha256(public_key).hexdigest()
-
-
-def receipt_message(body: dict[str, object]) -> bytes:
-    """What a format-2 receipt's signature covers: the label, then the JCS form of every
-    member but ``signature`` (``public_key`` and ``key_id`` included: a receipt names the
-    key that signed it)."""
-    return labels.RECEIPT_SIG + canonical(body)
-
-
 def sign_receipt(s: Session, body: dict[str, object]) -> dict[str, object]:
     pub = s.slots.receipt_pub
     full = {**body, "public_key": base64.b64encode(pub).decode(), "key_id": key_id(pub)}
     sig = p.sign(receipt_key(s), b"", receipt_message(full))
     return {**full, "signature": base64.b64encode(sig).decode()}
-
-
-def receipt_text(receipt: dict[str, object]) -> str:
-    """A receipt as stored and as handed to a client: its JCS form, one line."""
-    return canonical(receipt).decode("utf-8")
-
-
-def verify_receipt(
-    receipt: dict[str, object] | str, public_key: bytes | str | None = None
-) -> dict[str, object]:
-    """Check a purge receipt's signature; returns its body. A client can run this too.
-
-    ``public_key`` is the vault's public key (``credvault info --public-key``), raw or base64;
-    without it the key embedded in the receipt is used, which proves integrity but not
-    origin (the CLI's ``verify-receipt`` refuses to call that valid). Format-2 receipts
-    also name their key (``key_id``) and must be signed by the key they name.
-    """
-    try:
-        data = json.loads(receipt) if isinstance(receipt, str) else dict(receipt)
-    except (ValueError, TypeError):
-        raise IntegrityError("not a signed credvault receipt") from None
-    if not isinstance(data, dict):
-        raise IntegrityError("not a signed credvault receipt")
-    old = data.get("format") in (OLD_RECEIPT_FORMAT, None)
-    try:
-        sig = base64.b64decode(str(data.pop("signature")), validate=True)
-        embedded_text = data.pop("public_key") if old else data["public_key"]
-        embedded = base64.b64decode(str(embedded_text), validate=True)
-    except (KeyError, ValueError):
-        raise IntegrityError("not a signed credvault receipt") from None
-    if public_key is None:
-        pub = embedded
-    elif isinstance(public_key, str):
-        try:
-            pub = base64.b64decode(public_key.strip(), validate=True)
-        except ValueError:
-            raise InvalidInput("public key: expected base64") from None
-    else:
-        pub = public_key
-    if old:
-        msg = labels.RECEIPT_SIG + json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    else:
-        if data.get("key_id") != key_id(embedded) or embedded != bytes(pub):
-            raise IntegrityError("purge receipt: signed by another key than the one given")
-        try:
-            msg = receipt_message(data)
-        except ValueError:
-            raise IntegrityError("purge receipt: not canonical JSON") from None
-    p.verify(pub, b"", msg, sig, "purge receipt")
-    if not old:
-        data = {k: v for k, v in data.items() if k not in ("public_key", "key_id")}
-    return data
 
 
 class Purger:
@@ -203,13 +101,9 @@ class Purger:
     def plan(self) -> list[PurgePlan]:
         now = self.s.now()
         return [
-            PurgePlan(eng.name, eng.client, eng.purge_due or "", self._reason(eng))
+            PurgePlan(eng.name, eng.client, eng.purge_due or "", purge_reason(eng))
             for eng in self.s.store.due_engagements(now)
         ]
-
-    @staticmethod
-    def _reason(eng: Engagement) -> str:
-        return "hold" if eng.hold_until and eng.purge_due == eng.hold_until else "grace"
 
     def run_due(
         self, *, automatic: bool, confirm_clock: str | None = None, restoring: bool = False
@@ -279,7 +173,7 @@ class Purger:
         """The record of what was destroyed, outside the database (:mod:`credvault.ledger`):
         in the vault directory and beside the default backups. Best effort: the receipts
         stay in the database, and the next purge or backup writes them again."""
-        from credvault.backup import default_backup_dir
+        from credvault.layout import default_backup_dir
         from credvault.ledger import write_ledgers
 
         with contextlib.suppress(OSError):
@@ -287,7 +181,8 @@ class Purger:
 
     def prune_backups(self) -> int:
         """Backups in the default place older than the backup retention leave with the purge."""
-        from credvault.backup import clean_leftovers, default_backup_dir, prune
+        from credvault.backup import clean_leftovers, prune
+        from credvault.layout import default_backup_dir
 
         s = self.s
         directory = default_backup_dir(s.path)
@@ -349,7 +244,7 @@ class Purger:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        self.e.key(eng, "trash purge", Action.WRITE, name)
+        self.e.key(eng, "trash.purge", name)
         kind = "system" if system else "credential"
         with s.store.write():
             hit = next((t for t in s.store.trash(eng.id) if t[0] == kind and t[2] == name), None)
@@ -372,19 +267,24 @@ class Purger:
         with s.store.write():
             return s.audit.prune_before(cutoff, s.now(), s.member)
 
-    def shred(self, name: str) -> dict[str, object]:
+    def shred(self, name: str) -> Receipt:
         """The client's deletion request: destroy now, whatever the state."""
         s = self.s
         eng = self.e.get(name)
-        s.check(Action.LIFECYCLE, self.e.role_of(eng), "shred", eng.name)
+        s.check("engagement.shred", self.e.role_of(eng), eng.name)
         self._destroy(eng, "request", automatic=False)
         self.rewrite()
         self.write_ledgers()
         return self.receipt_of(eng.name)
 
+    def destroy_recorded(self, eng: Engagement, *, note: str) -> Receipt:
+        """Destroy ``eng`` at once because a purge ledger records its destruction after the
+        backup this vault was restored from (``restore``; no role needed, like a due purge)."""
+        return self._destroy(eng, "ledger", automatic=True, note=note)
+
     def _destroy(
         self, eng: Engagement, reason: str, *, automatic: bool, note: str | None = None
-    ) -> dict[str, object]:
+    ) -> Receipt:
         s = self.s
         if eng.state == "purged":
             raise RetentionError(f"engagement {eng.name!r} is already purged")
@@ -443,8 +343,8 @@ class Purger:
             s.store.destroy_engagement_contents(eng.id)
             s.store.mark_purged(eng.id, now, receipt_text(receipt))
             s.store.set_meta("needs_vacuum", 1)
-        s.engagement_keys = {k: v for k, v in s.engagement_keys.items() if k[0] != eng.id}
-        return receipt
+        self.e.keys.forget(eng)
+        return Receipt.from_json(receipt)
 
     def rewrite(self, *, wait_s: float | None = None) -> bool:
         """Reclaim freed pages and truncate the WAL: deleted data and old frames leave the files.
@@ -481,23 +381,29 @@ class Purger:
         s.store.checkpoint_truncate(wait_s)
         return True
 
-    def receipt_of(self, name: str) -> dict[str, object]:
+    def receipt_of(self, name: str) -> Receipt:
         eng = self.e.get(name, allow_purged=True)
         if eng.receipt is None:
             raise RetentionError(f"engagement {name!r} has not been purged")
-        data: dict[str, object] = json.loads(eng.receipt)
-        return data
+        try:
+            return Receipt.from_json(json.loads(eng.receipt))
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"the stored receipt of {name!r} is malformed") from None
 
-    def receipt(self, name: str) -> dict[str, object]:
+    def receipt(self, name: str) -> Receipt:
         eng = self.e.get(name, allow_purged=True)
-        self.s.check(Action.LIST, self.e.role_of(eng), "read the receipt", eng.name)
+        self.s.check("engagement.receipt", self.e.role_of(eng), eng.name)
         receipt = self.receipt_of(name)
         with self.s.store.write():
             self.s.log("receipt", eng.name, None, "ok", "purge receipt read")
         return receipt
 
 
-def write_receipt(path: Path, receipt: dict[str, object]) -> None:
+def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
+    """Write ``receipt`` to a new 0600 file, as the JSON document that was signed."""
     from credvault.files import write_new_private
+
+    if isinstance(receipt, Receipt):
+        receipt = receipt.to_json()
 
     write_new_private(path, (receipt_text(receipt) + "\n").encode())

@@ -1,15 +1,13 @@
-"""Vault settings for retention, with their defaults and bounds, and the clock rules that
-decide whether irreversible work may run now.
+"""Retention rules without I/O: the vault settings (defaults, bounds, the one reader of a
+stored value), when a closed engagement is purged and why, and the clock rules that decide
+whether irreversible work may run now.
 
 Purge, grant expiry, audit pruning and backup pruning destroy for good, so they never trust
 one wrong clock: they do not run when the clock is earlier than the newest recorded time
 (beyond a small skew between processes, :data:`CLOCK_SKEW`), nor when it is more than
-:data:`MAX_CLOCK_AHEAD` after it. The newest recorded time is the later of the last audit
-entry written before this session and the vault's *high-water time* (the last purge run or
-clock confirmation), so a daily purge timer, or any daily use, keeps it current. Then they
-wait for an
+:data:`MAX_CLOCK_AHEAD` after the vault's trusted high-water time. Then they wait for an
 explicit, audited confirmation by an admin or service identity naming the date they will
-act on (:func:`check_confirmation`). The rules are pure functions of the times given.
+act on (:func:`check_confirmation`).
 """
 
 from __future__ import annotations
@@ -17,8 +15,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from credvault import validate
-from credvault.errors import InvalidInput
-from credvault.model import iso, parse_iso
+from credvault.errors import InvalidInput, RetentionError
+from credvault.model import Engagement, iso, parse_iso
 
 # Two processes on one machine stamp their entries a little out of order.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -89,3 +87,32 @@ def check_confirmation(now: datetime, confirmed: str) -> None:
             f"--confirm-clock {confirmed!r} does not match the clock's date ({now:%Y-%m-%d} "
             "UTC): confirm only the date you checked"
         )
+
+
+def purge_reason(eng: Engagement) -> str:
+    """``"hold"`` if the purge waits for a retention hold to end, else ``"grace"``."""
+    return "hold" if eng.hold_until and eng.purge_due == eng.hold_until else "grace"
+
+
+def describe(eng: Engagement, grace_days: int) -> str:
+    """When the purge is due and why, in words (``engagement show``, ``status``)."""
+    if eng.state == "purged":
+        return f"purged on {(eng.purged_at or '')[:10]}"
+    if eng.state == "active":
+        return f"active; purge {grace_days} days after close"
+    if purge_reason(eng) == "hold":
+        return (
+            f"held until {(eng.hold_until or '')[:16]} ({eng.hold_reason}, by {eng.hold_by}); "
+            "purged when the hold ends"
+        )
+    return (
+        f"closed {(eng.closed_at or '')[:16]}; purge due {(eng.purge_due or '')[:16]} "
+        f"(grace {grace_days} days)"
+    )
+
+
+def require_active(eng: Engagement, verb: str | None = None) -> None:
+    """Closed and purged engagements take no changes (their data awaits destruction)."""
+    if eng.state != "active":
+        what = f"cannot {verb}" if verb else "it takes no changes"
+        raise RetentionError(f"engagement {eng.name!r} is {eng.state}: {what}")

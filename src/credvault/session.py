@@ -9,18 +9,17 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from credvault.access import Action, Role, allowed
+from credvault import validate
+from credvault.access import OPERATIONS, VAULT_WIDE_WHY, Role, permits
 from credvault.audit import AuditLog
-from credvault.errors import AccessDenied, Conflict
+from credvault.errors import AccessDenied, Conflict, NotFound, Purged
 from credvault.files import locked
 from credvault.keyslots import KeySlots, MemberKeys, MemberSlot
-from credvault.model import Grant, iso
+from credvault.layout import DB_NAME, LOCK_NAME, NEXT_DB, SLOTS_NAME
+from credvault.model import Engagement, Grant, iso
 from credvault.store import Store
 
-DB_NAME = "vault.db"
-NEXT_DB = "vault.db.next"
-LOCK_NAME = "vault.lock"
-SLOTS_NAME = "keyslots.json"
+__all__ = ["DB_NAME", "LOCK_NAME", "NEXT_DB", "SLOTS_NAME", "Session"]  # names: see layout
 
 
 class Session:
@@ -97,6 +96,15 @@ class Session:
     def is_admin(self) -> bool:
         return self.me.admin
 
+    def engagement(self, name: str, *, allow_purged: bool = False) -> Engagement:
+        """The engagement called ``name``; a purged one only with ``allow_purged``."""
+        eng = self.store.engagement_by_name(validate.name(name, "engagement name"))
+        if eng is None:
+            raise NotFound("engagement", name)
+        if eng.state == "purged" and not allow_purged:
+            raise Purged(eng.name, eng.purged_at or "")
+        return eng
+
     def setting(self, name: str) -> int:
         """A vault setting by its ``config`` name (``backup-retention-days``), or its default."""
         from credvault.retention import SETTINGS, value
@@ -140,13 +148,23 @@ class Session:
             self.log(action, engagement, item, "denied", why)
         return AccessDenied(self.member, action, engagement, why)
 
-    def require_admin(self, action: str) -> None:
-        if not self.is_admin:
-            raise self.deny(action, None, None, "admin only")
+    def require(self, operation: str) -> None:
+        """A vault-wide operation of :data:`~credvault.access.OPERATIONS` (denial audited)."""
+        if not permits(operation, None, admin=self.is_admin, service=self.me.service):
+            rule = OPERATIONS[operation]
+            raise self.deny(rule.verb, None, None, VAULT_WIDE_WHY[rule.vault_wide])
 
     def check(
-        self, action: Action, role: Role | None, verb: str, engagement: str, item: str | None = None
+        self, operation: str, role: Role | None, engagement: str, item: str | None = None
     ) -> None:
-        if not allowed(action, role, admin=self.is_admin):
+        """An operation on ``engagement`` by a member holding ``role`` (denial audited)."""
+        if not permits(operation, role, admin=self.is_admin):
             held = f"role {role.value}" if role else "no grant"
-            raise self.deny(verb, engagement, item, held)
+            raise self.deny(OPERATIONS[operation].verb, engagement, item, held)
+
+    def refuse(
+        self, operation: str, engagement: str | None, item: str | None, why: str
+    ) -> AccessDenied:
+        """A rule of its own refused ``operation`` (e.g. granting oneself): audit the denial
+        under the operation's verb and return the error to raise."""
+        return self.deny(OPERATIONS[operation].verb, engagement, item, why)

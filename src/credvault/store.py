@@ -1009,6 +1009,15 @@ class Store:
         ]
         return creds, systems
 
+    def trashed_row(self, kind: str, trash_id: int) -> tuple[bytes | None, ...]:
+        """The envelopes of one trashed credential (4) or system (2), in SEALED_FIELDS order."""
+        table = "credential_trash" if kind == "credential" else "system_trash"
+        cols = ", ".join(f"{f}_env" for f in HISTORY_SEALED[table])
+        r = self._one(f"SELECT {cols} FROM {table} WHERE id = ?", (trash_id,))  # noqa: S608
+        if r is None:  # pragma: no cover - listed in the same transaction
+            raise StoreError("trash entry vanished")
+        return tuple(None if b is None else bytes(b) for b in r)
+
     def anything_in_trash_due(self, now: str) -> bool:
         return (
             self._one("SELECT 1 FROM credential_trash WHERE expires_at <= ? LIMIT 1", (now,))

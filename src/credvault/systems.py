@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from credvault import items, validate
-from credvault.access import Action
 from credvault.engagements import Engagements
 from credvault.errors import AlreadyExists, InvalidInput, NotFound
 from credvault.model import Engagement, NewSystem, SystemRow
@@ -74,7 +73,7 @@ class Systems:
             clean["details"] = validate.text(changes["details"], "details")  # type: ignore[arg-type]
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        key = self.e.key(eng, "system add" if create else "system set", Action.WRITE, name)
+        key = self.e.key(eng, "system.add" if create else "system.set", name)
         now = s.now()
         with s.store.write():
             self.e.assert_current(eng)
@@ -137,7 +136,7 @@ class Systems:
 
     def list(self, engagement: str) -> builtins.list[System]:
         eng = self.e.get(engagement)
-        self.s.check(Action.LIST, self.e.role_of(eng), "list systems", eng.name)
+        self.s.check("system.list", self.e.role_of(eng), eng.name)
         out = [
             System(eng.name, r.name, None, r.port, r.protocol, None, r.created_at, r.updated_at)
             for r in self.s.store.systems(eng.id)
@@ -153,7 +152,7 @@ class Systems:
         eng_name, name = validate.ref(ref)
         reason = validate.reason(reason)
         eng = self.e.get(eng_name)
-        key = self.e.key(eng, "system show", Action.READ, name)
+        key = self.e.key(eng, "system.show", name)
         if eng.require_reason and not reason:
             raise s.deny("system-show", eng.name, name, "this engagement requires --reason")
         r = s.store.system(eng.id, name)
@@ -175,7 +174,7 @@ class Systems:
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e.key(eng, "system rm", Action.WRITE, name)
+        self.e.key(eng, "system.remove", name)
         expires = trash_expiry(s)
         with s.store.write():
             row = s.store.system(eng.id, name)
@@ -201,7 +200,7 @@ class Systems:
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
-        self.e.key(eng, "system restore", Action.WRITE, name)
+        self.e.key(eng, "system.restore", name)
         with s.store.write():
             hit = next(
                 (t for t in s.store.trash(eng.id) if t.type == "system" and t.name == name), None
@@ -220,7 +219,7 @@ class Systems:
     def export_engagement(self, eng_name: str) -> builtins.list[System]:
         s = self.s
         eng = self.e.get(eng_name)
-        key = self.e.key(eng, "export", Action.READ)
+        key = self.e.key(eng, "client.export")
         return [_opened(s, eng, key, r) for r in s.store.systems(eng.id)]
 
 

@@ -34,10 +34,18 @@ from credvault.errors import (
 )
 from credvault.files import create_private, fsync_dir, locked, make_private_dir
 from credvault.keyslots import KeySlots, MemberKeys, Recovery, make_slot, new_member_keys
+from credvault.layout import (
+    DB_NAME,
+    FAILED_UNLOCKS,
+    LOCK_NAME,
+    NEXT_DB,
+    SLOTS_NAME,
+    default_dir,
+)
 from credvault.model import iso
 from credvault.retention import SETTINGS, value
 from credvault.secret import Secret
-from credvault.session import DB_NAME, LOCK_NAME, NEXT_DB, SLOTS_NAME, Session
+from credvault.session import Session
 from credvault.store import FORMAT_VERSION, Store
 from credvault.unlock import InMemory, Passphrase, UnlockSource, resolve
 
@@ -51,9 +59,9 @@ if TYPE_CHECKING:
     from credvault.integrity import CheckReport
     from credvault.members import Members
     from credvault.purge import Purger
+    from credvault.results import PurgePlan, VaultInfo, VaultStatus
     from credvault.systems import Systems
 
-FAILED_UNLOCKS = "failed-unlocks.log"
 RECOVERY_PREFIX = "CREDVAULT-RECOVERY-1"
 
 Clock = Callable[[], datetime]
@@ -61,15 +69,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def default_dir() -> Path:
-    """``$CREDVAULT_VAULT``, else ``$XDG_DATA_HOME/credvault``, else ``~/.local/share/credvault``."""
-    env = os.environ.get("CREDVAULT_VAULT")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "credvault"
 
 
 def format_recovery(vault_id: bytes, seed: bytes) -> str:
@@ -404,10 +403,8 @@ class Vault:
             eng = s.store.engagement_by_name(name)
             if eng is None or eng.state == "purged":
                 continue
-            self.purger._destroy(
+            self.purger.destroy_recorded(
                 self.engagements.get(name),
-                "ledger",
-                automatic=True,
                 note=f"destroyed on {records[name].purged_at[:10]} per {Path(records[name].source).name}",
             )
             destroyed.append(name)
@@ -452,18 +449,9 @@ class Vault:
             if new_key is None:
                 raise
             # Interrupted after the swap: the database is already under the pending key.
-            from credvault.members import drop_orphan_grants, promote
+            from credvault import rekey
 
-            store = Store.open(path / DB_NAME, new_key)
-            swapped = Session(path, store, AuditLog(store, new_key), slots, keys, new_key, clock)
-            try:
-                slots.verify_mac(db_key)
-                promote(swapped, new_key)
-                drop_orphan_grants(swapped)
-                return cls._checked(swapped)
-            except BaseException:
-                swapped.store.close()
-                raise
+            return rekey.resume_after_swap(path, slots, keys, db_key, new_key, clock, cls._checked)
         opened: Session | None = None
         try:
             slots.verify_mac(db_key)
@@ -471,18 +459,12 @@ class Vault:
                 path, store, AuditLog(store, db_key), slots, keys, db_key, clock
             )
             cls._checked(session)
-            if slots.pending is not None:
-                # Interrupted before the swap (we hold the exclusive lock): finish it.
-                new_key = slots.open_pending_db_key(keys)
-                if new_key is not None:
-                    from credvault.members import drop_orphan_grants, finish_rekey
+            if slots.pending is not None or (path / NEXT_DB).exists():
+                from credvault import rekey
 
-                    finish_rekey(session, new_key)
-                    drop_orphan_grants(session)
-            with contextlib.suppress(FileNotFoundError):
-                (path / NEXT_DB).unlink()
+                rekey.resume_before_swap(session)  # we hold the exclusive lock if pending
         except BaseException:
-            (opened.store if opened is not None else store).close()  # finish_rekey swaps it
+            (opened.store if opened is not None else store).close()  # a re-key swaps it
             raise
         return session
 
@@ -512,7 +494,7 @@ class Vault:
             self.purger.rewrite(wait_s=0)
         _import_failed_unlocks(s)
         if auto_purge and s.may_destroy:
-            from credvault.purge import note_trusted_clock
+            from credvault.clock import note_trusted_clock
 
             note_trusted_clock(s)
             if s.store.anything_due(s.now()):
@@ -533,7 +515,7 @@ class Vault:
         fmt = int(s.store.get_meta("format_version"))
         if fmt == FORMAT_VERSION:  # another process upgraded it while we waited
             return
-        target = write_backup(s, default_backup_dir(s.path))
+        target = write_backup(s, default_backup_dir(s.path), next_free=True)
         with s.store.write():
             s.store.migrate(fmt)
             s.store.set_meta("format_version", FORMAT_VERSION)
@@ -549,7 +531,7 @@ class Vault:
         """Finish rotations left by an expiry, removal or reset, if this member leads."""
         for name in self._s.store.engagements_needing_rotation():
             with contextlib.suppress(CredvaultError):
-                self.engagements._rotate_if_needed(self.engagements.get(name))
+                self.engagements.rotate_if_needed(self.engagements.get(name))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -619,33 +601,33 @@ class Vault:
     def get(self, ref: str, *, reason: str | None = None) -> Credential:
         return self.credentials.get(ref, reason=reason)
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> VaultInfo:
+        """Facts about the vault and its settings (``credvault info``)."""
+        from credvault.results import VaultInfo
+
         s = self._s
         meta = s.store.all_meta()
-        return {
-            "path": str(s.path),
-            "vault_id": self.vault_id,
-            "format": meta["format_version"],
-            "public_key": self.public_key,
-            "created_at": meta.get("created_at"),
-            "members": len(s.slots.members),
-            "key_generation": s.slots.generation,
-            "settings": {name: value(name, meta.get(key)) for name, (key, _) in SETTINGS.items()},
-        }
+        return VaultInfo(
+            path=str(s.path),
+            vault_id=self.vault_id,
+            format=meta["format_version"],
+            public_key=self.public_key,
+            created_at=meta.get("created_at"),
+            members=len(s.slots.members),
+            key_generation=s.slots.generation,
+            settings={name: value(name, meta.get(key)) for name, (key, _) in SETTINGS.items()},
+        )
 
     def set_setting(self, name: str, value: str) -> None:
-        from credvault.retention import parse, purge_due
+        from credvault.retention import parse
 
         s = self._s
         key, n = parse(name, value)
-        s.require_admin("change settings")
+        s.require("vault.settings")
         with s.store.write():
             s.store.set_meta(key, n)
             if key == "purge_grace_days":
-                for eng in self.engagements.list():
-                    if eng.state == "closed" and eng.grace_days is None and eng.closed_at:
-                        due = purge_due(eng.closed_at, n, eng.hold_until)
-                        s.store.set_purge_due(eng.id, due)
+                self.engagements.lifecycle.reschedule(n)
             s.log("config-set", None, name, "ok", f"{name}={n}")
 
     # -- audit ------------------------------------------------------------------------------
@@ -672,20 +654,18 @@ class Vault:
         return self.audit.checkpoint()
 
     # -- purge and recovery -----------------------------------------------------------------
-    def purge(
-        self, *, dry_run: bool = False, confirm_clock: str | None = None
-    ) -> list[dict[str, object]]:
-        """Run the purge (admins and service identities). On a suspect clock it raises
+    def purge(self, *, dry_run: bool = False, confirm_clock: str | None = None) -> list[PurgePlan]:
+        """Purge everything due now (admins and service identities); with ``dry_run`` only
+        list it. Returns what was (or would be) purged. On a suspect clock it raises
         :class:`ClockSuspect` unless ``confirm_clock`` is the clock's date (``YYYY-MM-DD``)."""
         s = self._s
-        if not (s.is_admin or s.me.service):
-            raise s.deny("purge", None, None, "admins and service identities only")
+        s.require("vault.purge")
         if dry_run:
-            return [pl.to_json() for pl in self.purger.plan()]
+            return self.purger.plan()
         done = self.purger.run_due(automatic=False, confirm_clock=confirm_clock)
         with s.store.write():
             s.log("purge-run", None, None, "ok", f"{len(done)} engagements purged")
-        return [pl.to_json() for pl in done]
+        return done
 
     def recover(self, engagement: str, recovery_key: str, grant_to: str, role: str) -> None:
         vid, seed = parse_recovery(recovery_key)
@@ -693,29 +673,21 @@ class Vault:
             raise InvalidInput("the recovery key belongs to another vault")
         self.engagements.recover(engagement, seed, grant_to, role)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> VaultStatus:
+        """Who you are and, among the engagements you may see, what is due or scheduled."""
+        from credvault.results import ScheduledPurge, VaultStatus
+
         s = self._s
         mine = {e.name for e in self.engagements.visible_quietly()}
-        due = [pl.to_json() for pl in self.purger.plan() if pl.engagement in mine]
+        due = [pl for pl in self.purger.plan() if pl.engagement in mine]
         closed = [
-            {
-                "engagement": e.name,
-                "purge_due": e.purge_due,
-                "why": self.engagements.purge_status(e),
-            }
+            ScheduledPurge(e.name, e.purge_due, self.engagements.purge_status(e))
             for e in self.engagements.visible_quietly()
             if e.state == "closed"
         ]
         with s.store.write():  # it shows engagement names and dates: on the record
             s.log("status", None, None, "ok", f"{len(due)} due, {len(closed)} scheduled")
-        return {
-            "member": s.member,
-            "admin": s.is_admin,
-            "vault": str(s.path),
-            "vault_id": self.vault_id,
-            "due_now": due,
-            "scheduled": closed,
-        }
+        return VaultStatus(s.member, s.is_admin, str(s.path), self.vault_id, due, closed)
 
     def integrity_check(self) -> list[str]:
         """SQLite's and SQLCipher's own checks (empty list: fine)."""
@@ -785,9 +757,10 @@ def _newer_backup_receipts(
     import shutil as _shutil
     import tempfile
 
-    from credvault.backup import _NAME, unpack
+    from credvault.backup import BACKUP_NAME as _NAME
+    from credvault.backup import unpack
     from credvault.ledger import Record
-    from credvault.purge import verify_receipt
+    from credvault.receipts import verify_receipt
     from credvault.unlock import InMemory
 
     m = _NAME.match(file.name)

@@ -136,7 +136,7 @@ def lib_snapshot(path: Path) -> dict[str, object]:
             "systems": {e.name: [s.to_json() for s in v.systems.list(e.name)] for e in engs},
             "grants": {e.name: [g.to_json() for g in v.engagements.members(e.name)] for e in engs},
             "members": [m.to_json() for m in v.members.list()],
-            "settings": v.info()["settings"],
+            "settings": v.info().settings,
             "web1": v.systems.show("acme-2026/web1").to_json(),
             "web1-root": v.credentials.get("acme-2026/web1-root").to_json(),
         }

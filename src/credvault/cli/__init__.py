@@ -505,7 +505,7 @@ TABLE: tuple[Command, ...] = (
                 (
                     REF,
                     arg("--system", action="store_true", help="a system"),
-                    arg("--yes", action="store_true", help="do not ask"),
+                    YES,
                 ),
             ),
         ),

@@ -147,7 +147,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if args.public_key:
             t.out(v.public_key)
         else:
-            render(args, v.info())
+            render(args, v.info().to_json())
     return EXIT_OK
 
 
@@ -157,7 +157,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     member = member_name(args)
     cache = Vault.keyring_status(path, member)
     with open_vault(args, auto_purge=False) as v:  # report what is due rather than do it
-        data = {**v.status(), "keyring": cache}
+        data = {**v.status().to_json(), "keyring": cache}
     if args.json:
         t.out_json(data)
         return EXIT_OK
@@ -182,7 +182,7 @@ def cmd_config_set(args: argparse.Namespace) -> int:
 def cmd_config_get(args: argparse.Namespace) -> int:
     """Show every vault setting."""
     with open_vault(args) as v:
-        settings = v.info()["settings"]
+        settings = v.info().settings
         render(args, settings)
     return EXIT_OK
 
@@ -292,7 +292,7 @@ def cmd_engagement_ls(args: argparse.Namespace) -> int:
 def cmd_engagement_show(args: argparse.Namespace) -> int:
     """One engagement: its facts, who holds which role, and when it is purged."""
     with open_vault(args) as v:
-        data = v.engagements.show(args.name)
+        data = v.engagements.show(args.name).to_json()
         if args.json:
             t.out_json(data)
         else:
@@ -382,7 +382,7 @@ def cmd_engagement_shred(args: argparse.Namespace) -> int:
         )
         receipt = v.purger.shred(args.name)
         t.out(
-            f"shredded {args.name}; receipt at audit position {receipt['audit_position']}"
+            f"shredded {args.name}; receipt at audit position {receipt.audit_position}"
             f" (`credvault receipt {args.name}`)"
         )
         return purge_outcome(v)
@@ -482,11 +482,38 @@ def cmd_system_rm(args: argparse.Namespace) -> int:
 
 
 # -- credentials ----------------------------------------------------------------------------
+def generated(args: argparse.Namespace) -> tuple[bytes, str] | None:
+    """The secret ``put`` should store when a generator option was given, and its summary."""
+    from credvault import generate_passphrase, generate_password, generate_token
+
+    words = getattr(args, "words", None)
+    token = getattr(args, "token", None)
+    length = getattr(args, "generate", None)
+    if words is None and token is None and length is None:
+        return None
+    if sum(x is not None for x in (words, token, length)) > 1:
+        raise InvalidInput("use one of --generate, --token and --words")
+    if words is not None:
+        r = generate_passphrase(words, separator=args.separator)
+    elif token is not None:
+        r = generate_token(args.bytes, token)
+    else:
+        assert length is not None
+        symbols = "-_." if args.symbols == "safe" else args.symbols
+        r = generate_password(
+            length,
+            classes=[c.strip() for c in args.classes.split(",") if c.strip()],
+            symbols=symbols,
+            exclude=args.exclude or "",
+            avoid_ambiguous=args.no_ambiguous,
+        )
+    return r.secret.reveal(), f"{r.description}, {r.entropy_bits:.0f} bits"
+
+
 def cmd_put(args: argparse.Namespace) -> int:
     """Store a credential; the secret comes from stdin (or a generator), never from argv;
     its fields from files, stdin, JSON or a prompt (cli/fields.py) rather than argv."""
     from credvault.cli.fields import read_fields
-    from credvault.cli.records import generated
 
     if args.totp and (args.generate is not None or args.token or args.words):
         raise InvalidInput("--totp takes the seed from stdin: it cannot be generated")
@@ -650,20 +677,20 @@ def cmd_purge(args: argparse.Namespace) -> int:
         done = v.purge(dry_run=args.dry_run, confirm_clock=args.confirm_clock)
         code = EXIT_OK if args.dry_run else purge_outcome(v)
     if args.json:
-        t.out_json(done)
+        t.out_json([d.to_json() for d in done])
     elif not done:
         t.out("nothing due")
     else:
         verb = "due" if args.dry_run else "purged"
         for d in done:
-            t.out(f"{verb}: {d['engagement']} ({d['client']}), {d['reason']}")
+            t.out(f"{verb}: {d.engagement} ({d.client}), {d.reason}")
     return code
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
     """Print the signed purge receipt of a purged engagement."""
     with open_vault(args) as v:
-        receipt = v.purger.receipt(args.engagement)
+        receipt = v.purger.receipt(args.engagement).to_json()
     if args.output:
         write_receipt(Path(args.output), receipt)
         t.out(f"receipt written to {args.output}")

@@ -22,35 +22,6 @@ from credvault.cli.commands import open_vault, render
 EXIT_OK = 0
 
 
-# -- generators ------------------------------------------------------------------------------
-def generated(args: argparse.Namespace) -> tuple[bytes, str] | None:
-    """The secret ``put`` should store when a generator option was given, and its summary."""
-    from credvault import generate_passphrase, generate_password, generate_token
-
-    words = getattr(args, "words", None)
-    token = getattr(args, "token", None)
-    length = getattr(args, "generate", None)
-    if words is None and token is None and length is None:
-        return None
-    if sum(x is not None for x in (words, token, length)) > 1:
-        raise InvalidInput("use one of --generate, --token and --words")
-    if words is not None:
-        r = generate_passphrase(words, separator=args.separator)
-    elif token is not None:
-        r = generate_token(args.bytes, token)
-    else:
-        assert length is not None
-        symbols = "-_." if args.symbols == "safe" else args.symbols
-        r = generate_password(
-            length,
-            classes=[c.strip() for c in args.classes.split(",") if c.strip()],
-            symbols=symbols,
-            exclude=args.exclude or "",
-            avoid_ambiguous=args.no_ambiguous,
-        )
-    return r.secret.reveal(), f"{r.description}, {r.entropy_bits:.0f} bits"
-
-
 # -- history ----------------------------------------------------------------------------------
 def cmd_history(args: argparse.Namespace) -> int:
     """Versions of a credential: who, when, what changed (never a value)."""

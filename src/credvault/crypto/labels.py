@@ -22,6 +22,12 @@ RECOVERY_X25519 = b"credvault/v1/recovery-x25519"
 RECOVERY_ED25519 = b"credvault/v1/recovery-ed25519"
 RECEIPT_SIG = b"credvault/v1/purge-receipt"
 
+# The three statements signed under GRANT_SIG, told apart by their first encoded part.
+GRANT_CREATION = "create"  # an admin created the engagement with its first lead
+GRANT_ROLE = "role"  # a role certificate
+GRANT_COPY = "copy"  # a sealed copy of the engagement key
+GRANT_STATEMENTS = (GRANT_CREATION, GRANT_ROLE, GRANT_COPY)
+
 ALL = (
     ENVELOPE_DATA,
     ENVELOPE_WRAP,
