@@ -12,6 +12,8 @@
 #   oathtool       -> TOTP codes checked against an independent implementation
 #   openssh-server, openssh-client -> `credvault ssh` against a real sshd and ssh-agent
 #   zsh, fish      -> the generated completion scripts are parsed and run by the real shells
+#   postgresql     -> initdb/pg_ctl/postgres + psql: the team backend's throwaway clusters
+#                     (tests/pg_cluster.py; run as the unprivileged user credvault-pg)
 #
 # Idempotent: exits 0 at once when the tools are already there.  Only
 # installs when running as root; otherwise prints one line and exits 0
@@ -42,6 +44,14 @@ for tool in ssh ssh-agent ssh-add ssh-keygen; do
 done
 command -v zsh >/dev/null 2>&1 || need+=(zsh)
 command -v fish >/dev/null 2>&1 || need+=(fish)
+# PostgreSQL team backend (issue 14): server binaries live in /usr/lib/postgresql/*/bin
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
+    need+=(postgresql)
+fi
+# the clusters never run as root: as root the tests drop to this system user
+if [ "${EUID:-$(id -u)}" -eq 0 ] && ! id credvault-pg >/dev/null 2>&1 && command -v useradd >/dev/null 2>&1; then
+    useradd --system --no-create-home --shell /usr/sbin/nologin credvault-pg
+fi
 
 if [ "${#need[@]}" -eq 0 ]; then
     exit 0

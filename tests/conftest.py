@@ -5,11 +5,14 @@ that runs ``python -m credvault`` as a subprocess, as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,12 +105,38 @@ CliRunner = Callable[..., CliResult]
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for CLI subprocesses: an isolated HOME, no keyring, passphrase files."""
+def runtime_dir() -> Iterator[Path]:
+    """A private ``$XDG_RUNTIME_DIR`` (short: a Unix socket path has ~107 bytes), so an agent
+    started by a test is that test's alone; any agent left in it is ended afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="cv-run-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        _end_agent(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _end_agent(runtime: Path) -> None:
+    sock = runtime / "credvault" / "agent.sock"
+    if not sock.exists():
+        return
+    from credvault.agent import client
+
+    reply = client.status(sock)
+    if reply is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(reply["pid"]), signal.SIGKILL)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, runtime_dir: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: an isolated HOME and runtime directory (so no agent
+    but the test's own), no keyring, passphrase files."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDVAULT_")}
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env.update(
+        XDG_RUNTIME_DIR=str(runtime_dir),
         HOME=str(home),
         XDG_DATA_HOME=str(home / "data"),
         XDG_CACHE_HOME=str(home / "cache"),

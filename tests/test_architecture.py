@@ -35,6 +35,10 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.files",
                 "credvault.validate",
                 "credvault.jcs",
+                # the agent's wire format and client: standard library only (the fast path)
+                "credvault.agent",
+                "credvault.agent.protocol",
+                "credvault.agent.client",
             }
         ),
     ),
@@ -50,12 +54,16 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.access",
                 "credvault.retention",
                 "credvault.store",
+                # the PostgreSQL team backend (issue 14): storage plus the member's own crypto
+                "credvault.postgres",
+                "credvault.postgres.*",
                 "credvault.keyslots",
                 # helpers without a vault (issues 16, 17): formats, generators, external tools
                 "credvault.totp",
                 "credvault.generators",
                 "credvault.importers",
                 "credvault.clipboard",
+                "credvault.kernel_keys",  # the keyring entry's wrapping key (keyctl)
             }
         ),
     ),
@@ -93,7 +101,13 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
         "facade",
         frozenset({"credvault.vault", "credvault", "credvault._bench_seam", "credvault.handoff"}),
     ),
-    ("cli", frozenset({"credvault.cli", "credvault.cli.*", "credvault.__main__"})),
+    ("cli", frozenset({"credvault.cli", "credvault.cli.*"})),
+    # The agent runs the CLI's own commands for its clients; the console script tries the
+    # agent's client before it loads the CLI.
+    (
+        "agent and entry point",
+        frozenset({"credvault.agent.server", "credvault.launch", "credvault.__main__"}),
+    ),
 )
 
 # What the CLI may import besides ``credvault``'s public names and ``credvault.cli.*``.
@@ -105,6 +119,9 @@ CLI_ALLOWED: Mapping[str, str] = {
     "credvault.clipboard": "copy to the clipboard (Backend, copy_and_clear)",
     "credvault.totp": "otp codes",
     "credvault.handoff": "run / ssh with secrets handed over",
+    # Issue 15: unlock hands the agent the keys, lock ends it, status asks it; the client is
+    # standard library only and must stay importable without the library (the fast path).
+    "credvault.agent.client": "talk to the agent (unlock, lock, status)",
 }
 
 
@@ -291,8 +308,9 @@ def test_nothing_below_the_facade_takes_a_vault(found: list[Import]) -> None:
 
 def test_no_private_method_called_across_modules() -> None:
     """``x._name(...)`` only for a ``_name`` the same module defines, or on ``self``/``cls``
-    (NamedTuple's ``_replace``/``_asdict``/``_make`` are public API despite the underscore)."""
-    public_underscore = {"_replace", "_asdict", "_make", "_fields"}
+    (NamedTuple's ``_replace``/``_asdict``/``_make`` are public API despite the underscore,
+    as is ``os._exit``: the launcher ends a process the agent answered without teardown)."""
+    public_underscore = {"_replace", "_asdict", "_make", "_fields", "_exit"}
     bad = []
     for mod, file in modules(SRC).items():
         tree = ast.parse(file.read_text())

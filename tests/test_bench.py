@@ -122,6 +122,16 @@ def test_bench_terminal_quick() -> None:
         assert "SKIPPED pass" in part
 
 
+def test_bench_agent_quick() -> None:
+    out = _run("bench_agent.py")
+    reads = _section(out, "Whole-process read of one secret")
+    assert re.search(r"^\s+credvault get \(agent\)\s+1\s+\d+\.\d+", reads, re.M)
+    if shutil.which("pass"):
+        assert "credvault get via the agent / pass show" in reads
+    assert re.search(r"\d+ /s", _section(out, "Aggregate gets/s"))
+    assert re.search(r"VmRSS after unlock\s+\d+\.\d MiB", _section(out, "Agent memory"))
+
+
 def test_seam_appends_entries_the_audit_trail_verifies(vault: VaultFixture) -> None:
     """The benchmarks' one seam writes real audit entries: chained, MACed, by the vault's
     member, in order; `audit verify` accepts them."""

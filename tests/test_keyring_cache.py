@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def test_unlock_get_lock_expiry(kenv: Env, faketime: str) -> None:
     assert r.returncode == 5, r.stderr
     assert r.stdout == ""
 
-    r = kenv.run("unlock", "--ttl", "1h", passphrase=True)
+    r = kenv.run("unlock", "--keyring", "--ttl", "1h", passphrase=True)
     assert r.returncode == 0, r.stderr
     # Unlocked: works without any passphrase source.
     r = kenv.run("get", "acme-2026/db")
@@ -135,7 +136,7 @@ def test_unlock_get_lock_expiry(kenv: Env, faketime: str) -> None:
 
     # Expiry honoured: once an unlock's time is up (the clock moved a day on with libfaketime,
     # not waited for) it stops working, and the entry is deleted on sight.
-    assert kenv.run("unlock", "--ttl", "2h", passphrase=True).returncode == 0
+    assert kenv.run("unlock", "--keyring", "--ttl", "2h", passphrase=True).returncode == 0
     assert kenv.run("get", "acme-2026/db").returncode == 0
     r = kenv.run("get", "acme-2026/db", **offset_env(faketime, 1))
     assert r.returncode == 5, r.stderr
@@ -144,26 +145,90 @@ def test_unlock_get_lock_expiry(kenv: Env, faketime: str) -> None:
     assert kenv.run("get", "acme-2026/db", passphrase=True).returncode == 0
 
 
-def test_entry_holds_member_keys_only(kenv: Env) -> None:
-    assert kenv.run("unlock", passphrase=True).returncode == 0
-    raw = kenv.entry(_vault_id(kenv))
-    entry = json.loads(raw)
-    assert set(entry) == {"expires", "keys"}
+def _key_forms(kenv: Env) -> list[bytes]:
+    """Every encoding of alice's private keys (and other secrets) a leak could take."""
     import base64
 
-    keys = json.loads(base64.b64decode(entry["keys"]))
-    assert set(keys) == {"format", "vault_id", "member", "kem", "sign", "admin_sign_pub"}
     with Vault.open(kenv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        keys = v.member_keys()
         db_key = v._s.db_key
         eng_key = v.engagements.key(v.engagements.get("acme-2026"), "engagement.key")
-    for forbidden in (PASSWORDS["alice"].encode(), db_key, eng_key, b"s3cret"):
-        for form in (forbidden, forbidden.hex().encode(), base64.b64encode(forbidden)):
-            assert form not in raw.encode()
-            assert form not in json.dumps(keys).encode()
+    out = []
+    for secret in (keys.kem_private, keys.sign_private, db_key, eng_key, b"s3cret"):
+        out += [secret, secret.hex().encode(), base64.b64encode(secret)]
+    return [*out, PASSWORDS["alice"].encode()]
+
+
+def test_entry_holds_wrapped_keys_only(kenv: Env) -> None:
+    """The entry is ciphertext under a kernel-held key: no raw key in it, even when read."""
+    import base64
+
+    assert kenv.run("unlock", "--keyring", passphrase=True).returncode == 0
+    raw = kenv.entry(_vault_id(kenv))
+    entry = json.loads(raw)
+    assert set(entry) == {"format", "expires", "keys"}
+    assert entry["format"] == "credvault-keyring-2"
+    blob = base64.b64decode(entry["keys"])
+    for form in _key_forms(kenv):
+        assert form not in raw.encode()
+        assert form not in blob
+
+
+def test_entry_useless_after_expiry_when_read_directly(kenv: Env) -> None:
+    """At expiry the kernel destroys the wrapping key: the entry, read directly by an
+    attacker who skips credvault's own expiry check, decrypts to nothing."""
+    import base64
+
+    from credvault import kernel_keys
+    from credvault.crypto import labels
+    from credvault.crypto import primitives as p
+    from credvault.errors import IntegrityError
+
+    assert kenv.run("unlock", "--keyring", "--ttl", "1s", passphrase=True).returncode == 0
+    vid = _vault_id(kenv)
+    raw = kenv.entry(vid)
+    assert raw != "NONE"
+    entry = json.loads(raw)
+    deadline = time.monotonic() + 30
+    while kernel_keys.read(f"credvault:{vid}:alice") is not None:  # observe the expiry
+        assert time.monotonic() < deadline, "the kernel never expired the wrapping key"
+        time.sleep(0.05)
+    # The attacker holds the entry but not the wrapping key; guessing one gets nothing.
+    blob = base64.b64decode(entry["keys"])
+    aad = labels.KEYRING_ENTRY + labels.encode(bytes.fromhex(vid), "alice", entry["expires"])
+    with pytest.raises(IntegrityError):
+        p.aead_decrypt(bytes(32), blob, aad)
+    assert kenv.entry(vid) == raw  # still there until credvault next runs: and still useless
+    r = kenv.run("get", "acme-2026/db")
+    assert r.returncode == 5, r.stderr
+    assert kenv.entry(vid) == "NONE"  # deleted on sight
+
+
+def test_old_raw_entries_are_deleted_not_used(kenv: Env) -> None:
+    import base64
+
+    from credvault.layout import keyring_marker
+
+    vid = _vault_id(kenv)
+    with Vault.open(kenv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        old = json.dumps(
+            {
+                "expires": "2999-01-01T00:00:00Z",
+                "keys": base64.b64encode(v.member_keys().to_bytes(bytes.fromhex(vid))).decode(),
+            }
+        )
+    write = "import keyring, sys; keyring.set_password(sys.argv[1], 'alice', sys.argv[2])"
+    subprocess.run([sys.executable, "-c", write, f"credvault:{vid}", old], env=kenv.env, check=True)
+    marker = Path(kenv.env["XDG_CACHE_HOME"]) / "credvault" / keyring_marker(vid, "alice").name
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("2999-01-01T00:00:00Z")
+    r = kenv.run("get", "acme-2026/db")
+    assert r.returncode == 5, r.stderr
+    assert kenv.entry(vid) == "NONE"
 
 
 def test_member_rm_and_passwd_forget_cached_key(kenv: Env, tmp_path: Path) -> None:
-    assert kenv.run("unlock", passphrase=True).returncode == 0
+    assert kenv.run("unlock", "--keyring", passphrase=True).returncode == 0
     newpw = tmp_path / "new.pass"
     newpw.write_text("another-pass\n")
     r = kenv.run("passwd", "--passphrase-file", str(newpw), "--kdf", KDF_ARG)
@@ -174,7 +239,7 @@ def test_member_rm_and_passwd_forget_cached_key(kenv: Env, tmp_path: Path) -> No
 
 def test_fail_backend_one_line_and_fallback(kenv: Env) -> None:
     fail = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
-    r = kenv.run("unlock", passphrase=True, **fail)
+    r = kenv.run("unlock", "--keyring", passphrase=True, **fail)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -207,6 +272,7 @@ def test_plaintext_backend_refused(kenv: Env, tmp_path: Path) -> None:
     mod.write_text(PLAIN_BACKEND)
     r = kenv.run(
         "unlock",
+        "--keyring",
         passphrase=True,
         PYTHON_KEYRING_BACKEND="plainbackend.PlainKeyring",
         PYTHONPATH=str(tmp_path),
@@ -214,3 +280,34 @@ def test_plaintext_backend_refused(kenv: Env, tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "plainbackend.PlainKeyring" in r.stderr
     assert not list((Path(kenv.env["XDG_CACHE_HOME"]) / "credvault").glob("unlocked-*"))
+
+
+def test_no_key_material_in_files_after_lock_and_expiry(kenv: Env, tmp_path: Path) -> None:
+    """Every file the keyring daemon, credvault's marker or the vault left behind, scanned for
+    the member's private keys (raw, hex, base64) after `lock` and after an expiry."""
+    forms = _key_forms(kenv)[:-1]  # not the passphrase: the test's own file holds it
+    roots = {Path(kenv.env[k]) for k in ("HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME")}
+    roots |= {Path(kenv.env["XDG_RUNTIME_DIR"]), tmp_path}
+
+    def scan() -> None:
+        for root in roots:
+            for f in root.rglob("*"):
+                if f.is_file() and not f.is_symlink():
+                    data = f.read_bytes()
+                    for form in forms:
+                        assert form not in data, f"key material in {f}"
+
+    assert kenv.run("unlock", "--keyring", passphrase=True).returncode == 0
+    assert kenv.run("get", "acme-2026/db").returncode == 0
+    scan()  # even while valid, no file holds the raw keys
+    assert kenv.run("lock").returncode == 0
+    scan()
+    assert kenv.run("unlock", "--keyring", "--ttl", "1s", passphrase=True).returncode == 0
+    from credvault import kernel_keys
+
+    vid = _vault_id(kenv)
+    deadline = time.monotonic() + 30
+    while kernel_keys.read(f"credvault:{vid}:alice") is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    scan()

@@ -8,50 +8,130 @@ message is safe to show. Everything a front end needs is exported here.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+# Not `from typing import TYPE_CHECKING`: importing typing costs the agent's fast path
+# (mypy treats any constant named TYPE_CHECKING as true).
+TYPE_CHECKING = False
 
-from credvault.access import Role
-from credvault.crypto.passphrase import DEFAULT as DEFAULT_KDF
-from credvault.crypto.passphrase import TEST_PARAMS as MIN_KDF
-from credvault.crypto.passphrase import KdfParams
-from credvault.errors import (
-    AccessDenied,
-    AlreadyExists,
-    AuditChainBroken,
-    ClockSuspect,
-    Conflict,
-    CredvaultError,
-    IntegrityError,
-    InvalidInput,
-    KeyringUnavailable,
-    Locked,
-    NotAVault,
-    NotFound,
-    Purged,
-    RetentionError,
-    StoreError,
-    UnsupportedFormat,
-    WrongPassphrase,
-)
-from credvault.files import write_new_private
-from credvault.keyring_cache import KeyringSource, parse_ttl
-from credvault.model import Engagement, GrantInfo
-from credvault.secret import Secret
-from credvault.unlock import (
-    FirstOf,
-    IdentityFile,
-    InMemory,
-    Passphrase,
-    PassphraseFile,
-    Prompt,
-    UnlockSource,
-    default_source,
-    identity_member,
-    read_passphrase_file,
-)
-from credvault.validate import name as validate_name
-from credvault.vault import InitResult, RestoreReport, Vault, default_dir
+if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as usual
+    from pathlib import Path
+    from typing import Any
+
+    from credvault.access import Role
+    from credvault.crypto.passphrase import DEFAULT as DEFAULT_KDF
+    from credvault.crypto.passphrase import TEST_PARAMS as MIN_KDF
+    from credvault.crypto.passphrase import KdfParams
+    from credvault.errors import (
+        AccessDenied,
+        AlreadyExists,
+        AuditChainBroken,
+        ClockSuspect,
+        Conflict,
+        CredvaultError,
+        IntegrityError,
+        InvalidInput,
+        KeyringUnavailable,
+        Locked,
+        NotAVault,
+        NotFound,
+        Purged,
+        RetentionError,
+        StoreError,
+        UnsupportedFormat,
+        WrongPassphrase,
+    )
+    from credvault.files import write_new_private
+    from credvault.integrity import CheckReport
+    from credvault.keyring_cache import KeyringSource, parse_ttl
+    from credvault.model import Engagement, GrantInfo
+    from credvault.secret import Secret
+    from credvault.unlock import (
+        FirstOf,
+        IdentityFile,
+        InMemory,
+        Passphrase,
+        PassphraseFile,
+        Prompt,
+        UnlockSource,
+        default_source,
+        identity_member,
+        read_passphrase_file,
+    )
+    from credvault.validate import name as validate_name
+    from credvault.vault import InitResult, RestoreReport, Vault, default_dir
+
+# name -> (module, attribute). `import credvault` stays cheap: the agent's fast path
+# (credvault.launch) runs inside this package and must not load cryptography or SQLCipher.
+_LAZY: dict[str, tuple[str, str]] = {
+    "Role": ("credvault.access", "Role"),
+    "DEFAULT_KDF": ("credvault.crypto.passphrase", "DEFAULT"),
+    "MIN_KDF": ("credvault.crypto.passphrase", "TEST_PARAMS"),
+    "KdfParams": ("credvault.crypto.passphrase", "KdfParams"),
+    "AccessDenied": ("credvault.errors", "AccessDenied"),
+    "AlreadyExists": ("credvault.errors", "AlreadyExists"),
+    "AuditChainBroken": ("credvault.errors", "AuditChainBroken"),
+    "ClockSuspect": ("credvault.errors", "ClockSuspect"),
+    "CheckReport": ("credvault.integrity", "CheckReport"),
+    "RestoreReport": ("credvault.vault", "RestoreReport"),
+    "Conflict": ("credvault.errors", "Conflict"),
+    "CredvaultError": ("credvault.errors", "CredvaultError"),
+    "IntegrityError": ("credvault.errors", "IntegrityError"),
+    "InvalidInput": ("credvault.errors", "InvalidInput"),
+    "KeyringUnavailable": ("credvault.errors", "KeyringUnavailable"),
+    "Locked": ("credvault.errors", "Locked"),
+    "NotAVault": ("credvault.errors", "NotAVault"),
+    "NotFound": ("credvault.errors", "NotFound"),
+    "Purged": ("credvault.errors", "Purged"),
+    "RetentionError": ("credvault.errors", "RetentionError"),
+    "StoreError": ("credvault.errors", "StoreError"),
+    "UnsupportedFormat": ("credvault.errors", "UnsupportedFormat"),
+    "WrongPassphrase": ("credvault.errors", "WrongPassphrase"),
+    "write_new_private": ("credvault.files", "write_new_private"),
+    "KeyringSource": ("credvault.keyring_cache", "KeyringSource"),
+    "parse_ttl": ("credvault.keyring_cache", "parse_ttl"),
+    "Engagement": ("credvault.model", "Engagement"),
+    "GrantInfo": ("credvault.model", "GrantInfo"),
+    "Secret": ("credvault.secret", "Secret"),
+    "FirstOf": ("credvault.unlock", "FirstOf"),
+    "IdentityFile": ("credvault.unlock", "IdentityFile"),
+    "InMemory": ("credvault.unlock", "InMemory"),
+    "Passphrase": ("credvault.unlock", "Passphrase"),
+    "PassphraseFile": ("credvault.unlock", "PassphraseFile"),
+    "Prompt": ("credvault.unlock", "Prompt"),
+    "UnlockSource": ("credvault.unlock", "UnlockSource"),
+    "default_source": ("credvault.unlock", "default_source"),
+    "identity_member": ("credvault.unlock", "identity_member"),
+    "read_passphrase_file": ("credvault.unlock", "read_passphrase_file"),
+    "validate_name": ("credvault.validate", "name"),
+    "InitResult": ("credvault.vault", "InitResult"),
+    "Vault": ("credvault.vault", "Vault"),
+    "default_dir": ("credvault.vault", "default_dir"),
+    "EngagementView": ("credvault.results", "EngagementView"),
+    "PurgePlan": ("credvault.results", "PurgePlan"),
+    "Receipt": ("credvault.results", "Receipt"),
+    "ReceiptDestroyed": ("credvault.results", "ReceiptDestroyed"),
+    "ReceiptHold": ("credvault.results", "ReceiptHold"),
+    "ScheduledPurge": ("credvault.results", "ScheduledPurge"),
+    "VaultInfo": ("credvault.results", "VaultInfo"),
+    "VaultStatus": ("credvault.results", "VaultStatus"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use and keep it (PEP 562)."""
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'credvault' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
@@ -72,30 +152,6 @@ if TYPE_CHECKING:
         VaultStatus,
     )
 
-# Result records are loaded on first use: `credvault get` never needs them.
-_LAZY = {
-    "EngagementView",
-    "PurgePlan",
-    "Receipt",
-    "ReceiptDestroyed",
-    "ReceiptHold",
-    "ScheduledPurge",
-    "VaultInfo",
-    "VaultStatus",
-}
-
-
-def __getattr__(name: str) -> object:
-    if name == "CheckReport":
-        from credvault.integrity import CheckReport
-
-        return CheckReport
-    if name in _LAZY:
-        from credvault import results
-
-        return getattr(results, name)
-    raise AttributeError(f"module 'credvault' has no attribute {name!r}")
-
 
 def verify_receipt(
     receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
@@ -115,7 +171,11 @@ def check(
     """Full integrity check of the vault directory or backup file at ``path``: the key-slot
     file's MAC, every database page's MAC, SQLite's integrity check, the audit chain and the
     purge receipts. ``report.problems`` lists what is wrong (empty when sound)."""
-    return Vault.check_at(Path(path), member, source, **open_kw)
+    from pathlib import Path as _Path
+
+    from credvault.vault import Vault as _Vault
+
+    return _Vault.check_at(_Path(path), member, source, **open_kw)
 
 
 def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:

@@ -1,7 +1,7 @@
-"""``python -m credvault``."""
+"""``python -m credvault``: the same entry as the console script (agent fast path first)."""
 
 import sys
 
-from credvault.cli import main
+from credvault.launch import main
 
 sys.exit(main())

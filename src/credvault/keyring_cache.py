@@ -1,14 +1,23 @@
-"""Cache a member's unlocked keys in the OS keyring, with an expiry checked on use.
+"""Cache a member's unlocked keys in the OS keyring, wrapped so they die at expiry.
 
-The keyring entry (service ``credvault:<vault id>``, user = member name) holds the member's
-X25519 and Ed25519 private keys, the admin public key they pin, and the expiry. It holds no
-passphrase and no database key: the database key is still opened from the key-slot file on
-every use, so a removed member's cached keys open nothing (their slot is gone and the database
-was re-keyed). Only real OS keyrings are used; a plaintext or "fail" backend is refused.
+``credvault unlock --keyring`` (the agent is the default). The keyring entry (service
+``credvault:<vault id>``, user = member name) holds the member's keys AES-256-GCM-encrypted
+under a random wrapping key, with the expiry bound in as associated data. The wrapping key
+lives only in the Linux kernel's user keyring with a timeout (``kernel_keys``): at expiry the
+kernel refuses to read it and destroys it, whether or not credvault runs again, so the entry
+is useless after its expiry even to someone reading it directly (secret-tool, a copy of the
+keyring file and its password). ``lock`` deletes both. Without a kernel key store, ``unlock
+--keyring`` refuses rather than leave raw keys behind. Entries of the older raw format are
+deleted on sight.
+
+The entry holds no passphrase and no database key: the database key is still opened from the
+key-slot file on every use, so a removed member's cached keys open nothing. Only real OS
+keyrings are used; a plaintext or "fail" backend is refused.
 
 A small marker file (no secret: the expiry only) in ``$XDG_CACHE_HOME/credvault`` tells
-commands whether to consult the keyring at all, so users who never ran ``unlock`` do not pay
-for importing ``keyring`` (about 60 ms) on every command. The only ``import keyring``.
+commands whether to consult the keyring at all, so users who never ran ``unlock --keyring``
+do not pay for importing ``keyring`` (about 60 ms) on every command. The only ``import
+keyring``.
 """
 
 from __future__ import annotations
@@ -22,7 +31,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from credvault.errors import InvalidInput, KeyringUnavailable
+from credvault import kernel_keys
+from credvault.crypto import labels
+from credvault.crypto import primitives as p
+from credvault.errors import IntegrityError, InvalidInput, KeyringUnavailable
 from credvault.files import make_private_dir
 from credvault.keyslots import KeySlots, MemberKeys
 from credvault.layout import SLOTS_NAME, keyring_marker, keyring_marker_dir
@@ -51,8 +63,19 @@ def parse_ttl(text: object) -> timedelta:
     return ttl
 
 
+ENTRY_FORMAT = "credvault-keyring-2"
+
+
 def _service(vault_id: str) -> str:
     return f"credvault:{vault_id}"
+
+
+def _kernel_name(vault_id: str, member: str) -> str:
+    return f"credvault:{vault_id}:{member}"
+
+
+def _aad(vault_id: str, member: str, expires: str) -> bytes:
+    return labels.encode(bytes.fromhex(vault_id), member, expires)
 
 
 def _vault_id(path: Path) -> str | None:
@@ -86,11 +109,24 @@ def cache_keys(vault_id: str, keys: MemberKeys, ttl: timedelta, now: datetime) -
     """Cache a member's unlocked keys until ``now + ttl``; returns the expiry."""
     kr = _backend()
     expires = expiry_stamp(now + ttl)
+    wrap = p.random_key()
+    name = _kernel_name(vault_id, keys.name)
+    kernel_keys.remove(name)
+    try:
+        kernel_keys.add(name, wrap, max(1, int(ttl.total_seconds())))
+    except kernel_keys.KernelKeyError as e:
+        raise KeyringUnavailable(
+            f"no kernel key store to enforce the expiry ({e.strerror}); use `credvault "
+            "unlock` without --keyring (the agent)"
+        ) from None
+    blob = p.aead_encrypt(
+        wrap,
+        keys.to_bytes(bytes.fromhex(vault_id)),
+        labels.KEYRING_ENTRY + _aad(vault_id, keys.name, expires),
+    )
+    del wrap
     payload = json.dumps(
-        {
-            "expires": expires,
-            "keys": base64.b64encode(keys.to_bytes(bytes.fromhex(vault_id))).decode(),
-        }
+        {"format": ENTRY_FORMAT, "expires": expires, "keys": base64.b64encode(blob).decode()}
     )
     from keyring.errors import KeyringError
 
@@ -111,7 +147,7 @@ def cache_keys(vault_id: str, keys: MemberKeys, ttl: timedelta, now: datetime) -
 
 
 def _delete(vault_id: str, member: str) -> bool:
-    removed = False
+    removed = kernel_keys.remove(_kernel_name(vault_id, member))
     with contextlib.suppress(FileNotFoundError):
         keyring_marker(vault_id, member).unlink()
         removed = True
@@ -180,12 +216,28 @@ class KeyringSource:
         try:
             entry = json.loads(raw)
             expires = str(entry["expires"])
-            data = base64.b64decode(entry["keys"], validate=True)
+            blob = base64.b64decode(entry["keys"], validate=True)
+            if entry["format"] != ENTRY_FORMAT:
+                raise ValueError
         except (ValueError, KeyError, TypeError):
-            _delete(vid, member)
+            _delete(vid, member)  # unreadable, or the old raw format: never use, delete
             return None
         if expires <= now:
             _delete(vid, member)  # expired: deleted on sight, fall back to the passphrase
             return None
+        try:
+            wrap = kernel_keys.read(_kernel_name(vid, member))
+        except kernel_keys.KernelKeyError:
+            wrap = None
+        if wrap is None:
+            _delete(vid, member)  # the kernel let the wrapping key expire: the entry is dead
+            return None
+        try:
+            data = p.aead_decrypt(wrap, blob, labels.KEYRING_ENTRY + _aad(vid, member, expires))
+        except IntegrityError:
+            _delete(vid, member)
+            return None
+        finally:
+            del wrap
         keys = MemberKeys.from_bytes(data, slots.vault_id)
         return keys if keys.name == member else None

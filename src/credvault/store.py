@@ -176,6 +176,7 @@ class Store:
         self.conn = conn
         self.path = path
         self.damaged = False  # a page failed its MAC on this connection
+        self._batch = 0  # > 0 inside batch(): write() nests as a savepoint
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -244,8 +245,46 @@ class Store:
 
     # -- transactions ---------------------------------------------------------------------
     @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction around several operations' writes: one commit (one fsync) for all.
+
+        The agent's group commit. Inside, each :meth:`write` is a savepoint: it undoes its own
+        changes if it fails, and nothing is durable before the batch commits, so results must
+        not leave the process before this returns.
+        """
+        with self.write():
+            self._batch += 1
+            try:
+                yield
+            finally:
+                self._batch -= 1
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        name = f"w{self._batch}"
+        self._batch += 1
+        try:
+            self.conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(sqlcipher3.Error):
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+                raise
+            self.conn.execute(f"RELEASE {name}")
+        except sqlcipher3.Error as e:
+            raise translate(e) from None
+        finally:
+            self._batch -= 1
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[None]:
         """A write transaction, ``BEGIN IMMEDIATE`` so it waits rather than failing."""
+        if self._batch:
+            with self._savepoint():
+                yield
+            return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlcipher3.Error as e:

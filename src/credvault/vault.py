@@ -539,6 +539,38 @@ class Vault:
         self._s.engagement_keys.clear()
         self._s.lock.close()
 
+    def release(self) -> None:
+        """Let go of the vault lock between uses (a long-lived holder such as the agent).
+
+        Every open ``Vault`` holds the vault lock shared, and an exclusive operation (a
+        re-key by ``member rm``) waits for all holders: a program that keeps a ``Vault`` for
+        hours calls this when idle and :meth:`reacquire` before its next use.
+        """
+        self._s.lock.close()
+
+    def reacquire(self) -> bool:
+        """Take the shared vault lock again after :meth:`release`.
+
+        False: the database file was replaced meanwhile (a re-key): close this ``Vault`` and
+        open a new one. True: the open database is the current one and may be used.
+        """
+        s = self._s
+        s.lock.enter_context(locked(s.path / LOCK_NAME, exclusive=False))
+        try:
+            st = (s.path / DB_NAME).stat()
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == s.db_file
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Run several operations in one transaction: one commit, one fsync (group commit).
+
+        Each operation's audit entry is durable only when the block ends: do not hand out
+        what an operation returned before then. For the agent, which answers 8 clients at
+        once; operations that re-key or need the vault alone must not run inside.
+        """
+        return self._s.store.batch()
+
     def __enter__(self) -> Vault:
         return self
 

@@ -742,11 +742,22 @@ TABLE: tuple[Command, ...] = (
     ),
     Command(
         "unlock",
-        "cache your key in the OS keyring (default 8h)",
+        "unlock once: your keys stay in your agent (default 8h)",
         c.cmd_unlock,
-        (arg("--ttl", default="8h", help="how long, e.g. 30m, 8h, 2d"),),
+        (
+            arg("--ttl", default="8h", help="maximum lifetime, e.g. 30m, 8h, 2d"),
+            arg(
+                "--idle", metavar="TTL", help="forget the keys after this long unused (default 1h)"
+            ),
+            arg(
+                "--keyring",
+                action="store_true",
+                help="cache the keys in the OS keyring instead (wrapped; useless after --ttl)",
+            ),
+        ),
     ),
-    Command("lock", "remove your cached key from the OS keyring", c.cmd_lock),
+    Command("lock", "end your agent and remove a key cached in the OS keyring", c.cmd_lock),
+    Command("agent", "run the agent in the foreground (for a systemd user unit)", c.cmd_agent),
 )
 
 COMMANDS = frozenset(cmd.name for cmd in TABLE)

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,7 +88,14 @@ def unlock_source(args: argparse.Namespace, vault: Path, member: str) -> FirstOf
     )
 
 
+# Set only by the agent (credvault.agent.server) while it runs a command for a client: the
+# vault it holds open for that member, instead of unlocking one here.
+borrowed_vault: Callable[[], Vault] | None = None
+
+
 def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:
+    if borrowed_vault is not None:
+        return borrowed_vault()
     path = vault_dir(args)
     member = member_name(args)
     return Vault.open(
@@ -151,19 +159,45 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def agent_status(path: Path, member: str) -> dict[str, object]:
+    """Whether this user's agent runs and holds ``member``'s keys for the vault at ``path``."""
+    from credvault.agent import client
+
+    st = client.status()
+    if st is None:
+        return {"running": False, "unlocked": False, "until": None, "message": "not running"}
+    real = os.path.realpath(path)
+    for e in st.get("entries", []):
+        if e.get("vault") == real and e.get("member") == member:
+            return {
+                "running": True,
+                "unlocked": True,
+                "until": e.get("until"),
+                "message": f"unlocked until {e.get('until')} (UTC), pid {st.get('pid')}",
+            }
+    return {
+        "running": True,
+        "unlocked": False,
+        "until": None,
+        "message": f"running (pid {st.get('pid')}), not unlocked for this vault",
+    }
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Who you are, whether the keyring holds your key, and what purges are due."""
     path = vault_dir(args)
     member = member_name(args)
     cache = Vault.keyring_status(path, member)
+    agent = agent_status(path, member)
     with open_vault(args, auto_purge=False) as v:  # report what is due rather than do it
-        data = {**v.status().to_json(), "keyring": cache}
+        data = {**v.status().to_json(), "keyring": cache, "agent": agent}
     if args.json:
         t.out_json(data)
         return EXIT_OK
     t.out(f"member:  {data['member']}{' (admin)' if data['admin'] else ''}")
     t.out(f"vault:   {data['vault']} ({data['vault_id']})")
     t.out(f"keyring: {cache['message']}")
+    t.out(f"agent:   {agent['message']}")
     due = data["due_now"]
     t.out(f"due now: {len(due) if isinstance(due, list) else 0} engagement(s)")
     for item in data["scheduled"] if isinstance(data["scheduled"], list) else []:
@@ -856,19 +890,65 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # -- keyring --------------------------------------------------------------------------------
 def cmd_unlock(args: argparse.Namespace) -> int:
-    """Cache your unlocked key in the OS keyring until it expires (default 8h)."""
+    """Unlock once; keep the keys in this user's agent (or, with --keyring, the OS keyring)."""
     ttl = parse_ttl(args.ttl)
-    args.no_keyring = True  # unlock from the passphrase, not from the cache itself
+    idle = parse_ttl(args.idle) if args.idle else min(ttl, parse_ttl("1h"))
+    if idle > ttl:
+        raise InvalidInput("invalid --idle: longer than --ttl")
+    args.no_keyring = True  # unlock from the passphrase, not from a cache
+    if args.keyring:
+        with open_vault(args) as v:
+            until = v.cache_keys(ttl)
+        t.out(f"unlocked {v.member} on this vault until {until} (UTC); `credvault lock` to forget")
+        return EXIT_OK
+    import base64
+
+    from credvault import CredvaultError
+    from credvault.agent import client
+
     with open_vault(args) as v:
-        until = v.cache_keys(ttl)
-    t.out(f"unlocked {v.member} on this vault until {until} (UTC); `credvault lock` to forget")
+        keys = base64.b64encode(v.member_keys().to_bytes(bytes.fromhex(v.vault_id))).decode()
+        member, path = v.member, os.path.realpath(v.path)
+    try:
+        client.ensure_running()
+        reply = client.call(
+            {
+                "op": "add",
+                "vault": path,
+                "member": member,
+                "keys": keys,
+                "ttl": int(ttl.total_seconds()),
+                "idle": int(idle.total_seconds()),
+            }
+        )
+    except (client.AgentGone, client.NoAgent) as e:
+        raise CredvaultError(f"cannot start the agent ({e})") from None
+    finally:
+        del keys
+    if reply.get("ok") is not True:
+        raise CredvaultError(f"the agent refused the keys: {reply.get('message')}")
+    t.out(
+        f"unlocked {member} on this vault until {reply['until']} (UTC) in the agent "
+        f"(pid {reply['pid']}); `credvault lock` to forget"
+    )
     return EXIT_OK
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run the agent in the foreground (a systemd user unit); `unlock` starts one itself.
+
+    The agent runs CLI commands, so it sits above the CLI: exec it rather than import it
+    (same pid, same descriptors: systemd's LISTEN_PID and socket stay valid)."""
+    os.execv(sys.executable, [sys.executable, "-m", "credvault.agent.server"])  # noqa: S606
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
-    """Remove your cached key from the OS keyring."""
+    """End the agent (every key it held) and remove a key cached in the OS keyring."""
+    from credvault.agent import client
+
+    held = client.lock()
     removed = Vault.forget_cached_keys(vault_dir(args), member_name(args))
-    t.out("locked" if removed else "nothing cached; already locked")
+    t.out("locked" if removed or held else "nothing cached; already locked")
     return EXIT_OK
 
 

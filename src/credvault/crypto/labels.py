@@ -21,6 +21,7 @@ GRANT_SIG = b"credvault/v1/engagement-key-grant"
 RECOVERY_X25519 = b"credvault/v1/recovery-x25519"
 RECOVERY_ED25519 = b"credvault/v1/recovery-ed25519"
 RECEIPT_SIG = b"credvault/v1/purge-receipt"
+KEYRING_ENTRY = b"credvault/v1/keyring-entry"
 
 # The three statements signed under GRANT_SIG, told apart by their first encoded part.
 GRANT_CREATION = "create"  # an admin created the engagement with its first lead
@@ -43,6 +44,7 @@ ALL = (
     RECOVERY_X25519,
     RECOVERY_ED25519,
     RECEIPT_SIG,
+    KEYRING_ENTRY,
 )
 
 

@@ -1,0 +1,212 @@
+"""Client side of the PostgreSQL backend: connection settings and the member's own crypto.
+
+Everything secret is made and checked here, on the member's machine, with the same
+primitives as the SQLCipher vault: envelopes (:mod:`credvault.crypto.envelope`, the
+value's place as associated data), engagement keys sealed to members' X25519 keys with
+HPKE, Ed25519 signatures over every sealed copy. The server only stores and releases
+bytes; it never sees an engagement key or a secret in clear.
+
+This is the first slice of the client (issue 14): reads and writes of credential secrets
+through the server's functions. The full :class:`credvault.store.Store`-compatible
+backend is not built yet (docs/team.md).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from credvault.crypto import envelope, labels
+from credvault.crypto import primitives as p
+from credvault.errors import AccessDenied, InvalidInput, NotFound
+from credvault.postgres.server import check_schema
+
+_URI_PREFIXES = ("postgresql://", "postgres://")
+# key=value conninfo keywords that mark a target as PostgreSQL (libpq's own names)
+_KEYWORDS = ("host=", "hostaddr=", "service=", "dbname=", "port=", "user=")
+TABLE = "credentials"
+
+
+def is_postgres_target(target: str) -> bool:
+    """Whether a ``--vault``/``CREDVAULT_VAULT`` value names a PostgreSQL vault.
+
+    Accepts libpq's two forms: a URI (``postgresql://…``, multi-host lists included:
+    ``postgresql://a:5432,b:5432/db?target_session_attrs=read-write``) and a key=value
+    conninfo string (``service=team``, ``host=db1,db2 dbname=team``). Anything else is
+    a SQLCipher vault directory, as before.
+    """
+    t = target.strip()
+    if t.startswith(_URI_PREFIXES):
+        return True
+    return any(word.startswith(_KEYWORDS) for word in t.split())
+
+
+def connect(target: str, **kw: Any) -> Any:
+    """Connect (libpq resolves PGSERVICE, ~/.pgpass, PGSSLMODE…), check the schema version.
+
+    psycopg is imported here, never at module import, so nothing on the SQLCipher path
+    pulls it in.
+    """
+    if not is_postgres_target(target):
+        raise InvalidInput(f"not a PostgreSQL connection string: {target!r}")
+    import psycopg
+
+    kw.setdefault("autocommit", True)
+    conn = psycopg.connect(target, **kw)
+    try:
+        check_schema(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def seal_info(vault_id: bytes, eng_uid: bytes, member: str, version: int) -> bytes:
+    """HPKE ``info`` of an engagement-key copy: the same binding as in SQLCipher vaults."""
+    return labels.encode(labels.SEAL_ENGAGEMENT_KEY, vault_id, eng_uid, member, version)
+
+
+def copy_message(
+    vault_id: bytes, eng_uid: bytes, member: str, version: int, sealed: bytes
+) -> bytes:
+    """What a sealed copy's signature covers (who may open which key, and its bytes)."""
+    return labels.encode(vault_id, eng_uid, member, version, p.digest(sealed))
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member's own keys, which live on their machine only."""
+
+    name: str
+    kem_private: bytes
+    sign_private: bytes
+
+    def __repr__(self) -> str:
+        return f"Member({self.name!r})"  # never the keys
+
+
+class TeamVault:
+    """One member's connection to a team vault."""
+
+    def __init__(self, conn: Any, me: Member) -> None:
+        self.conn = conn
+        self.me = me
+        row = conn.execute("SELECT credvault.vault_id()").fetchone()
+        self.vault_id = bytes(row[0])
+        # opened engagement keys of this session, by engagement: a read then costs two
+        # round trips (request, fetch); the server still checks the role at every fetch
+        self._keys: dict[str, tuple[bytes, bytes, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"TeamVault({self.me.name!r})"
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> TeamVault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _engagement(self, name: str) -> tuple[bytes, int]:
+        row = self.conn.execute(
+            "SELECT uid, key_version FROM credvault.engagements WHERE name = %s", (name,)
+        ).fetchone()
+        if row is None:  # absent, or row-level security hides it: the same to a member
+            raise NotFound("engagement", name)
+        return bytes(row[0]), int(row[1])
+
+    def _sign_pub(self, member: str) -> bytes:
+        row = self.conn.execute(
+            "SELECT sign_pub FROM credvault.members WHERE name = %s AND state = 'active'",
+            (member,),
+        ).fetchone()
+        if row is None or row[0] is None:
+            raise NotFound("member", member)
+        return bytes(row[0])
+
+    def engagement_key(self, name: str) -> tuple[bytes, bytes, int]:
+        """(engagement uid, key, version): the caller's sealed copy, its signature checked
+        against the sealer's published key, opened with the caller's private key."""
+        uid, _ = self._engagement(name)
+        row = self.conn.execute(
+            "SELECT key_version, sealed, sealed_by, copy_sig FROM credvault.my_grant(%s)",
+            (name,),
+        ).fetchone()
+        if row is None or row[1] is None:
+            raise AccessDenied(self.me.name, "read", name, "no key copy")
+        version, sealed, sealed_by, sig = int(row[0]), bytes(row[1]), str(row[2]), bytes(row[3])
+        p.verify(
+            self._sign_pub(sealed_by),
+            labels.GRANT_SIG,
+            copy_message(self.vault_id, uid, self.me.name, version, sealed),
+            sig,
+            "engagement key copy",
+        )
+        key = p.hpke_open(
+            self.me.kem_private, sealed, seal_info(self.vault_id, uid, self.me.name, version)
+        )
+        return uid, key, version
+
+    def seal_copy(
+        self, eng_uid: bytes, member: str, version: int, key: bytes
+    ) -> tuple[bytes, bytes]:
+        """Seal ``key`` to ``member``'s published X25519 key and sign the copy."""
+        row = self.conn.execute(
+            "SELECT kem_pub FROM credvault.members WHERE name = %s AND state = 'active'",
+            (member,),
+        ).fetchone()
+        if row is None or row[0] is None:
+            raise NotFound("member", member)
+        sealed = p.hpke_seal(bytes(row[0]), key, seal_info(self.vault_id, eng_uid, member, version))
+        sig = p.sign(
+            self.me.sign_private,
+            labels.GRANT_SIG,
+            copy_message(self.vault_id, eng_uid, member, version, sealed),
+        )
+        return sealed, sig
+
+    def put(self, engagement: str, name: str, secret: bytes, kind: str = "password") -> None:
+        """Seal ``secret`` here and store the envelope."""
+        eng_uid, key, version = self.engagement_key(engagement)
+        uid = os.urandom(16)
+        env = envelope.seal(
+            envelope.Place(self.vault_id, eng_uid, TABLE, uid, "secret"), secret, key, version
+        )
+        self.conn.execute(
+            "SELECT credvault.put_credential(%s, %s, %s, %s, %s, %s)",
+            (engagement, name, kind, uid, version, env),
+        )
+
+    def get(self, engagement: str, name: str, reason: str = "") -> bytes:
+        """An audited read: request (its audit row commits), fetch, open here."""
+        import psycopg
+
+        req = self.conn.execute(
+            "SELECT credvault.request_read(%s, %s, %s)", (engagement, name, reason)
+        ).fetchone()[0]
+        if req is None:
+            raise AccessDenied(self.me.name, "read", engagement, "refused by the server")
+        for attempt in range(20):
+            try:
+                row = self.conn.execute(
+                    "SELECT secret_env, uid, key_version FROM credvault.fetch(%s)", (req,)
+                ).fetchone()
+                break
+            except psycopg.errors.ObjectNotInPrerequisiteState:
+                # our request's commit is not flushed yet (someone else's WAL is pending)
+                time.sleep(0.01 * (attempt + 1))
+        else:
+            raise AccessDenied(self.me.name, "read", engagement, "audit entry not durable")
+        cached = self._keys.get(engagement)
+        if cached is None or cached[2] != int(row[2]):
+            cached = self._keys[engagement] = self.engagement_key(engagement)
+        eng_uid, key, _ = cached
+        return envelope.open_(
+            envelope.Place(self.vault_id, eng_uid, TABLE, bytes(row[1]), "secret"),
+            bytes(row[0]),
+            key,
+        )

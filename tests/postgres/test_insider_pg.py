@@ -1,0 +1,328 @@
+"""Insider tests for the PostgreSQL server side, written as the attacker: a member with
+their own login, the real ``psql`` and every trick of SQL, trying to get ciphertext
+without a committed audit entry, to write grants/log/audit, to see engagements they hold
+no role in, and to gain roles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pg_cluster import new_pg_vault
+
+ENVELOPE = b"ENVELOPE-\x00\x01-not-really-but-opaque-to-the-server"
+ENVELOPE_HEX = ENVELOPE.hex()
+
+
+def _populate(pg: Any) -> Any:
+    """alice (admin, lead of alpha), bob (engineer on alpha), eve (reader on beta only)."""
+    pg.add("bob")
+    pg.add("eve")
+    pg.engagement("alpha")
+    pg.engagement("beta")
+    pg.grant("alice", "alpha", "bob", "engineer")
+    pg.grant("alice", "beta", "eve", "reader")
+    pg.put("alice", "alpha", "db", ENVELOPE)
+    pg.put("alice", "beta", "wifi", b"beta-envelope")
+    return pg
+
+
+@pytest.fixture
+def team(pg: Any) -> Any:
+    return _populate(pg)
+
+
+@pytest.fixture(scope="module")
+def team_ro(pg_cluster: Any) -> Any:
+    """One shared team for the attempts that must change nothing (each test asserts so)."""
+    return _populate(new_pg_vault(pg_cluster))
+
+
+def denied(out: Any) -> bool:
+    return out.returncode != 0 and (
+        "permission denied" in out.stderr
+        or "must be" in out.stderr
+        or "must have admin option" in out.stderr
+        or "not an admin" in out.stderr
+        or "insufficient" in out.stderr
+    )
+
+
+PROTECTED_READS = [
+    "SELECT secret_env FROM credvault.credentials",
+    "SELECT * FROM credvault.credentials",
+    "SELECT username_env FROM credvault.credentials",
+    "SELECT address_env FROM credvault.systems",
+    "SELECT * FROM credvault.grants",
+    "SELECT sealed FROM credvault.grants",
+    "SELECT * FROM credvault.audit",
+    "SELECT * FROM credvault.audit_head",
+    "SELECT * FROM credvault.membership_log",
+    "SELECT * FROM credvault.read_requests",
+    "SELECT * FROM credvault.meta",
+    "SELECT role_name FROM credvault.members",
+    "COPY credvault.credentials TO STDOUT",
+]
+
+
+@pytest.mark.parametrize("sql", PROTECTED_READS)
+def test_member_cannot_read_protected_columns_or_tables(team_ro: Any, sql: str) -> None:
+    out = team_ro.psql("bob", sql)
+    assert denied(out), (sql, out.stdout, out.stderr)
+    assert ENVELOPE_HEX not in out.stdout
+
+
+PROTECTED_WRITES = [
+    "INSERT INTO credvault.grants (engagement_id, member, role, granted_by, role_sig)"
+    " SELECT id, 'eve', 'lead', 'alice', '\\x00' FROM credvault.engagements",
+    "UPDATE credvault.grants SET role = 'lead'",
+    "DELETE FROM credvault.grants",
+    "UPDATE credvault.audit SET detail = 'x'",
+    "DELETE FROM credvault.audit",
+    "INSERT INTO credvault.audit (seq, ts, member, action, outcome, prev, hash)"
+    " VALUES (999, now(), 'alice', 'get', 'ok', '\\x00', '\\x00')",
+    "UPDATE credvault.audit_head SET seq = 0",
+    "DELETE FROM credvault.membership_log",
+    "INSERT INTO credvault.membership_log (signer, entry, sig) VALUES ('alice', '\\x00', '\\x00')",
+    "UPDATE credvault.members SET admin = true",
+    "UPDATE credvault.engagements SET state = 'purged'",
+    "DELETE FROM credvault.credentials",
+    "UPDATE credvault.read_requests SET used_at = NULL",
+    "TRUNCATE credvault.audit",
+    "ALTER TABLE credvault.audit DISABLE ROW LEVEL SECURITY",
+    "SELECT credvault.audit_append('alice', 'get', 'alpha', 'db', 'ok', '')",
+    "SELECT credvault.create_member_role('mallory', 'SCRAM-SHA-256$x', true, 'active')",
+    "CREATE FUNCTION credvault.me() RETURNS text LANGUAGE sql AS $$ SELECT 'alice' $$",
+    "CREATE TEMP TABLE members (name text, role_name text, state text)",
+]
+
+
+@pytest.mark.parametrize("sql", PROTECTED_WRITES)
+def test_member_cannot_write_security_state(team_ro: Any, sql: str) -> None:
+    before = team_ro.audit_count()
+    out = team_ro.psql("bob", sql)
+    assert denied(out), (sql, out.stdout, out.stderr)
+    assert team_ro.audit_count() == before
+
+
+def test_listings_limited_to_own_engagements(team_ro: Any) -> None:
+    out = team_ro.psql("eve", "SELECT name FROM credvault.engagements ORDER BY name")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["beta"]
+    out = team_ro.psql("eve", "SELECT name FROM credvault.credentials ORDER BY name")
+    assert out.stdout.split() == ["wifi"]
+    out = team_ro.psql("bob", "SELECT name FROM credvault.credentials ORDER BY name")
+    assert out.stdout.split() == ["db"]
+    # a guessed id does not get round the policy either
+    out = team_ro.psql("eve", "SELECT count(*) FROM credvault.credentials WHERE name = 'db'")
+    assert out.stdout.split() == ["0"]
+
+
+def test_honest_two_phase_read_is_on_the_record_first(team: Any) -> None:
+    before = team.audit_count("get")
+    with team.connect("bob") as conn:
+        req = conn.execute("SELECT credvault.request_read('alpha', 'db', 'deploy')").fetchone()[0]
+        assert req is not None
+        assert team.audit_count("get") == before + 1  # committed before any fetch
+        row = conn.execute(
+            "SELECT secret_env, audit_seq FROM credvault.fetch(%s)", (req,)
+        ).fetchone()
+    assert bytes(row[0]) == ENVELOPE
+    with team.connect() as owner:
+        entry = owner.execute(
+            "SELECT member, action, engagement, item, outcome, detail FROM credvault.audit "
+            "WHERE seq = %s",
+            (row[1],),
+        ).fetchone()
+    assert entry == ("bob", "get", "alpha", "db", "ok", "deploy")
+
+
+def test_rollback_trick_yields_no_ciphertext(team: Any) -> None:
+    before = team.audit_count("get")
+    script = (
+        "BEGIN;\n"
+        "SELECT credvault.request_read('alpha', 'db') AS req \\gset\n"
+        "SELECT encode(secret_env, 'hex') FROM credvault.fetch(:req);\n"
+        "ROLLBACK;\n"
+    )
+    out = team.psql("bob", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert ENVELOPE_HEX not in out.stdout
+    assert team.audit_count("get") == before  # rolled back: and nothing was released
+
+
+def test_request_is_single_use_and_personal(team: Any) -> None:
+    team.grant("alice", "alpha", "eve", "reader")
+    with team.connect("bob") as bob, team.connect("eve") as eve:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        import psycopg
+
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            eve.execute("SELECT * FROM credvault.fetch(%s)", (req,))
+        bob.execute("SELECT * FROM credvault.fetch(%s)", (req,)).fetchone()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="already used"):
+            bob.execute("SELECT * FROM credvault.fetch(%s)", (req,))
+
+
+def test_denied_read_is_audited_and_releases_nothing(team: Any) -> None:
+    before = team.audit_count("get")
+    out = team.psql("eve", "SELECT credvault.request_read('alpha', 'db') IS NULL")
+    assert out.stdout.strip() == "t"
+    assert team.audit_count("get") == before + 1
+    with team.connect() as owner:
+        outcome = owner.execute(
+            "SELECT member, outcome FROM credvault.audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert outcome == ("eve", "denied")
+
+
+def test_synchronous_commit_off_never_outruns_the_audit_row(team: Any) -> None:
+    """The attacker commits the request asynchronously, hoping a crash loses the audit row
+    after the ciphertext left. With the WAL writer slowed to 10 s the request is not
+    flushed on its own: fetch must refuse, or (if something else flushed it) the audit
+    row must survive a crash."""
+    cluster = team.cluster
+    cluster.superuser_sql("ALTER SYSTEM SET wal_writer_delay = '10s';\nSELECT pg_reload_conf()")
+    try:
+        before = team.audit_count("get")
+        script = (
+            "SET synchronous_commit = off;\n"
+            "SELECT credvault.request_read('alpha', 'db') AS req \\gset\n"
+            "SELECT encode(secret_env, 'hex') FROM credvault.fetch(:req);\n"
+        )
+        out = team.psql("bob", script)
+        released = ENVELOPE_HEX in out.stdout
+
+        if not released:
+            assert "not yet durable" in out.stderr, out.stderr
+        cluster.crash()
+        cluster.start()
+        if released:
+            assert team.audit_count("get") == before + 1
+    finally:
+        cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")
+
+
+ESCALATIONS = [
+    "CREATE ROLE mallory LOGIN",
+    "ALTER ROLE CURRENT_USER CREATEROLE",
+    "ALTER ROLE CURRENT_USER SUPERUSER",
+    "SET ROLE {db}_owner",
+    "GRANT {db}_owner TO CURRENT_USER",
+    "GRANT {db}_alice TO CURRENT_USER",
+    "SET SESSION AUTHORIZATION {db}_alice",
+    "ALTER ROLE {db}_alice PASSWORD 'x'",
+    "SELECT credvault.add_member('mallory', 'SCRAM-SHA-256$4096:x$y:z', true)",
+    "SELECT credvault.remove_member('alice')",
+    "SELECT credvault.create_engagement('\\x00', 'gamma', 'c', 'fp', '\\x00', 'bob')",
+    "SELECT credvault.put_grant('alpha', 'bob', 'lead', '\\x00', 1, NULL, NULL)",
+    "SELECT credvault.append_membership_log('\\x00', '\\x00')",
+    "CREATE TABLE public.shadow (x int)",
+    "CREATE SCHEMA mine",
+]
+
+
+@pytest.mark.parametrize("sql", ESCALATIONS)
+def test_no_privilege_escalation_through_role_management(team_ro: Any, sql: str) -> None:
+    grants_before = team_ro.psql("bob", "SELECT count(*) FROM credvault.engagements").stdout
+    out = team_ro.psql("bob", sql.format(db=team_ro.db))
+    if out.returncode == 0:
+        # put_grant by a non-lead returns quietly with a 'denied' audit row: check nothing moved
+        assert "put_grant" in sql
+        with team_ro.connect() as owner:
+            role = owner.execute(
+                "SELECT g.role FROM credvault.grants g JOIN credvault.engagements e "
+                "ON e.id = g.engagement_id WHERE e.name = 'alpha' AND g.member = 'bob'"
+            ).fetchone()[0]
+            last = owner.execute(
+                "SELECT member, action, outcome FROM credvault.audit ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        assert role == "engineer"
+        assert last == ("bob", "grant", "denied")
+    else:
+        assert denied(out), (sql, out.stderr)
+    assert team_ro.psql("bob", "SELECT count(*) FROM credvault.engagements").stdout == grants_before
+    with team_ro.connect() as owner:
+        roles = owner.execute(
+            "SELECT rolname FROM pg_roles r WHERE rolname = 'mallory' OR rolname LIKE %s "
+            "OR (rolcreaterole AND rolname LIKE %s)",
+            (f"{team_ro.db}_mallory", f"{team_ro.db}_bob"),
+        ).fetchall()
+    assert roles == []
+
+
+def test_admin_cannot_inject_through_member_names(team: Any) -> None:
+    from credvault.postgres import scram_verifier
+
+    for name in ['x"; DROP TABLE credvault.audit; --', "Alice", "a" * 40, "owner\x00"]:
+        with team.connect("alice") as conn:
+            import psycopg
+
+            with pytest.raises(psycopg.Error):
+                conn.execute(
+                    "SELECT credvault.add_member(%s, %s)", (name, scram_verifier("invite"))
+                )
+    assert team.audit_count() > 0  # the table is still there
+
+
+def test_removal_is_immediate(team: Any) -> None:
+    import psycopg
+
+    bob = team.connect("bob")
+    assert bob.execute("SELECT credvault.me()").fetchone()[0] == "bob"
+    with team.connect("alice") as alice:
+        killed = alice.execute("SELECT credvault.remove_member('bob')").fetchone()[0]
+    assert killed >= 1
+    with pytest.raises(psycopg.OperationalError):
+        bob.execute("SELECT 1")
+    bob.close()
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        team.connect("bob")
+    with team.connect() as owner:
+        assert owner.execute(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (team.role("bob"),)
+        ).fetchone() == (False,)
+        grant = owner.execute(
+            "SELECT revoked_at IS NOT NULL, sealed IS NULL FROM credvault.grants "
+            "WHERE member = 'bob'"
+        ).fetchone()
+        rotation = owner.execute(
+            "SELECT needs_rotation FROM credvault.engagements WHERE name = 'alpha'"
+        ).fetchone()[0]
+    assert grant == (True, True)
+    assert rotation is True
+
+
+def test_invitation_then_join_on_the_new_members_machine(pg: Any) -> None:
+    import psycopg
+
+    invitation = pg.invite("alice", "carol")
+    with (
+        psycopg.connect(
+            pg.cluster.conninfo(pg.db, pg.role("carol")), password=invitation, autocommit=True
+        ) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="not an active member"),
+    ):
+        conn.execute("SELECT credvault.request_read('x', 'y')")
+    pg.join("carol", invitation)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(pg.cluster.conninfo(pg.db, pg.role("carol")), password=invitation)
+    with pg.connect("carol") as conn:
+        assert conn.execute("SELECT credvault.me()").fetchone()[0] == "carol"
+        keys = conn.execute(
+            "SELECT length(sign_pub), length(kem_pub) FROM credvault.members WHERE name = 'carol'"
+        ).fetchone()
+    assert keys == (32, 32)
+
+
+def test_audit_chain_verifies_and_catches_a_dba_edit(team: Any) -> None:
+    with team.connect("alice") as alice:
+        assert alice.execute("SELECT credvault.audit_verify()").fetchone()[0] is None
+    with team.connect() as owner:
+        seq = owner.execute("SELECT min(seq) + 2 FROM credvault.audit").fetchone()[0]
+        owner.execute("UPDATE credvault.audit SET detail = 'edited' WHERE seq = %s", (seq,))
+    with team.connect("alice") as alice:
+        assert alice.execute("SELECT credvault.audit_verify()").fetchone()[0] == seq

@@ -1,0 +1,90 @@
+"""Purge on a server that keeps the past: envelopes and sealed copies leave the live table
+files (after the owner's VACUUM FULL; a plain DELETE leaves them there, as measured in the
+issue), WAL still holds them (the reason for the documented retention rule), and the
+receipt is signed on the admin's machine and states the horizon."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from credvault.crypto import labels, primitives
+from credvault.postgres.server import rewrite_after_purge
+
+
+def _files(root: Path) -> bytes:
+    out = b""
+    for f in sorted(root.rglob("*")):
+        if f.is_file():
+            out += f.read_bytes()
+    return out
+
+
+def test_purge_removes_envelopes_and_copies_from_live_files(pg: Any) -> None:
+    envelope = b"PURGE-ENVELOPE-" + os.urandom(24).hex().encode()
+    sealed = b"PURGE-SEALED-COPY-" + os.urandom(24).hex().encode()
+    pg.add("bob")
+    pg.engagement("alpha")
+    with pg.connect("alice") as alice:
+        alice.execute(
+            "SELECT credvault.put_grant('alpha', 'bob', 'engineer', '\\x00', 1, %s, '\\x00')",
+            (sealed,),
+        )
+    pg.put("alice", "alpha", "db", envelope)
+    with pg.connect() as owner:
+        dboid = owner.execute(
+            "SELECT oid FROM pg_database WHERE datname = current_database()"
+        ).fetchone()[0]
+    dbdir = pg.cluster.datadir / "base" / str(dboid)
+
+    def checkpoint() -> None:
+        pg.cluster.superuser_sql("CHECKPOINT")
+
+    checkpoint()
+    assert envelope in _files(dbdir)
+
+    with pg.connect("bob") as bob, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        bob.execute("SELECT credvault.purge_engagement('alpha', '{}')")
+    with pg.connect("alice") as alice:
+        alice.execute("SELECT credvault.close_engagement('alpha')")
+        horizon = alice.execute("SELECT credvault.purge_horizon()").fetchone()[0]
+        body = json.dumps(
+            {"engagement": "alpha", "horizon": horizon.isoformat(), "by": "alice"},
+            sort_keys=True,
+        ).encode()
+        sig = primitives.sign(pg.keys["alice"].sign_private, labels.RECEIPT_SIG, body)
+        receipt = json.dumps({"body": body.decode(), "sig": sig.hex()})
+        assert alice.execute(
+            "SELECT credvault.purge_engagement('alpha', %s)", (receipt,)
+        ).fetchone() == (1,)
+    checkpoint()
+    # DELETE alone: the bytes are still in the table file (dead tuples)
+    assert envelope in _files(dbdir)
+
+    with pg.connect() as owner:
+        rewrite_after_purge(owner)
+    checkpoint()
+    live = _files(dbdir)
+    assert envelope not in live
+    assert sealed not in live
+    # ...but the WAL still has them: hence the backup/WAL retention rule and the horizon
+    assert envelope in _files(pg.cluster.datadir / "pg_wal")
+
+    with pg.connect("alice") as alice:
+        (sign_pub,) = alice.execute(
+            "SELECT sign_pub FROM credvault.members WHERE name = 'alice'"
+        ).fetchone()
+    with pg.connect() as owner:
+        stored = owner.execute(
+            "SELECT receipt FROM credvault.engagements WHERE name = 'alpha'"
+        ).fetchone()[0]
+    r = json.loads(stored)
+    primitives.verify(
+        bytes(sign_pub), labels.RECEIPT_SIG, r["body"].encode(), bytes.fromhex(r["sig"]), "receipt"
+    )
+    assert json.loads(r["body"])["horizon"] == horizon.isoformat()
