@@ -4,6 +4,7 @@
 #   gnome-keyring  -> /usr/bin/gnome-keyring-daemon (the Secret Service)
 #   dbus           -> /usr/bin/dbus-daemon (private session bus for the tests)
 #   faketime       -> libfaketime (CLI lifecycle tests move the clock)
+#   openssl        -> the client-side receipt verifier (docs/verify-receipt.sh)
 #                     and /usr/bin/dbus-send (readiness probe; via dbus-bin)
 #   keepassxc      -> /usr/bin/keepassxc-cli (import tests write real KDBX files)
 #   pass, gnupg    -> /usr/bin/pass, /usr/bin/gpg (import tests write a real pass store)
@@ -26,6 +27,8 @@ if ! command -v dbus-daemon >/dev/null 2>&1 || ! command -v dbus-send >/dev/null
 fi
 # libfaketime: the CLI lifecycle tests move time forward without any hook in credvault.
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
+# openssl >= 3: docs/verify-receipt.sh (the client's receipt check) is tested with it.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # Import tests drive the real tools: keepassxc-cli writes KDBX/XML/CSV, pass + gpg a store.
 command -v keepassxc-cli >/dev/null 2>&1 || need+=(keepassxc)
 command -v pass >/dev/null 2>&1 || need+=(pass)

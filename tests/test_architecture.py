@@ -35,6 +35,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.files",
                 "credvault.validate",
                 "credvault.interrupts",  # SIGINT/SIGTERM: one line, 130/143 (issue 13)
+                "credvault.jcs",
                 # the agent's wire format and client: standard library only (the fast path)
                 "credvault.agent",
                 "credvault.agent.protocol",
@@ -76,6 +77,10 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
             {
                 "credvault.session",
                 "credvault.slotfile",
+                "credvault.clock",
+                "credvault.receipts",
+                "credvault.ledger",
+                "credvault.integrity",
                 "credvault.audit",
                 "credvault.keyring_cache",
                 "credvault.unlock",

@@ -22,6 +22,7 @@ from conftest import CANARY, KDF, PASSWORDS, CliRunner, Clock, VaultFixture
 from credvault import (
     AccessDenied,
     AuditChainBroken,
+    ClockSuspect,
     CredvaultError,
     InMemory,
     NotFound,
@@ -203,7 +204,9 @@ def _purge_run(vf: VaultFixture, tmp: Path) -> None:
 
 
 def _purge_on_open(vf: VaultFixture, tmp: Path) -> None:
-    with open_as(vf, "carol"):
+    with open_as(vf, "carol"):  # no right to destroy: her open purges nothing
+        pass
+    with open_as(vf):  # an admin's does
         pass
 
 
@@ -339,7 +342,7 @@ CASES = [
     Case(
         "purge-on-open",
         _purge_on_open,
-        [E("carol", "purge", ENG, None, "ok", "grace period expired; 1 credentials")],
+        [E("alice", "purge", ENG, None, "ok", "grace period expired; 1 credentials")],
         prep=_close_and_age,
     ),
     Case("backup", _backup, [E("alice", "backup", None, None, "ok", ".cvb; 0 old backups")]),
@@ -869,7 +872,7 @@ def test_retention_prunes_old_entries_and_keeps_the_chain_verifiable(
         v.get(REF)  # recent: must survive
     with open_as(vault) as v:
         head_cp = v.audit_checkpoint()
-        v.purge()
+        v.purge(confirm_clock=f"{vault.clock.now:%Y-%m-%d}")  # bob's clock vouches for nothing
         rows = raw_rows(v)
         seqs = [r[0] for r in rows]
         assert seqs[0] > int(old_cp.split(":")[0])  # the old part is gone
@@ -893,18 +896,20 @@ def test_retention_when_every_entry_is_old(vault: VaultFixture) -> None:
         cp = v.audit_checkpoint()
     vault.clock.advance(days=40)  # nobody used the vault for longer than the retention
     with open_as(vault) as v:
-        v.purge()
+        with pytest.raises(ClockSuspect):  # so the clock is doubted: an admin confirms it
+            v.purge()
+        v.purge(confirm_clock=f"{vault.clock.now:%Y-%m-%d}")
         for _ in range(cp.position + 2):  # the trail grows past the anchor again
             v.audit_checkpoint()
         rows = raw_rows(v)
         assert rows[0][0] == cp.position + 1
-        assert rows[0][2] == "audit-prune"
+        assert [r[2] for r in rows[:2]] == ["clock-confirm", "audit-prune"]
         assert v.audit_verify(str(cp)) == len(rows)
 
 
 def test_default_retention_keeps_a_year(vault: VaultFixture, engagement: str) -> None:
     vault.clock.advance(days=40)
     with open_as(vault) as v:
-        v.purge()
+        v.purge(confirm_clock=f"{vault.clock.now:%Y-%m-%d}")
         assert raw_rows(v)[0][0] == 1
         assert v.info().settings["audit-retention-days"] == 365  # type: ignore[index]

@@ -55,7 +55,8 @@ def test_backup_is_private_and_restores(
     assert re.fullmatch(rf"credvault-backup-{vault_id}-\d{{8}}T\d{{6}}Z\.cvb", file.name)
     assert file.stat().st_mode & 0o777 == 0o600
     assert file.parent.stat().st_mode & 0o777 == 0o700
-    assert [p.name for p in file.parent.iterdir()] == [file.name]  # no temp files left
+    ledger = f"credvault-ledger-{vault_id}.jsonl"  # the record of destruction, beside it
+    assert sorted(p.name for p in file.parent.iterdir()) == sorted([file.name, ledger])
     assert b"hunter2" not in file.read_bytes()
 
     target = tmp_path / "restored"
@@ -90,12 +91,13 @@ def test_backup_then_shred_then_restore_after_the_purge_date(
         file, _ = v.backups.create()
         v.purger.shred(ENG)  # the client asked: gone from the live vault at once
 
-    # restored before the purge date: the closed engagement is still within its grace
+    # restored before the purge date: the shred's record (the ledger beside the backups and
+    # in the live vault) destroys it again at once; nothing comes back (issue 12)
     early = tmp_path / "early"
     vault.clock.advance(days=1)
-    assert do_restore(vault, file, early) == []
+    assert do_restore(vault, file, early) == [ENG]
     with Vault.open(early, "bob", PASSWORDS["bob"], kdf=KDF, clock=vault.clock) as v:
-        assert v.engagements.get(ENG).state == "closed"
+        assert v.engagements.get(ENG, allow_purged=True).state == "purged"
 
     # restored after it: purged at once, nothing of it left in the new files
     late = tmp_path / "late"
@@ -109,11 +111,11 @@ def test_backup_then_shred_then_restore_after_the_purge_date(
         v.get(REF)
     with Vault.open(late, "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock) as v:
         receipt = v.purger.receipt(ENG).to_json()
-        assert receipt["reason"] == "grace period expired"
+        assert receipt["reason"] == "destroyed after this backup was made"
         assert "automatic" in str(receipt["purged_by"])
         assert v.get("other-2026/keep").secret.reveal() == b"globex-secret"
         restore_entry = v.audit_entries(action="restore")[-1]
-        assert "1 engagements purged at once" in restore_entry.detail
+        assert f"destroyed again: {ENG}" in restore_entry.detail
 
 
 def test_backup_pruning_by_name_and_clock(
@@ -140,6 +142,7 @@ def test_backup_pruning_by_name_and_clock(
 
     vault.clock.advance(days=31)  # now the first backup and "recent" are old too
     with open_as(vault) as v:
+        v.purge(confirm_clock=f"{vault.clock.now:%Y-%m-%d}")  # a month unused: confirm
         second, pruned = v.backups.create(directory)
         assert pruned == 2
         assert not first.exists()

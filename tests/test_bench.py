@@ -145,3 +145,10 @@ def test_seam_appends_entries_the_audit_trail_verifies(vault: VaultFixture) -> N
         items = [e.item for e in v.audit_entries(action="get")]
         assert items[-250:] == [f"c{i}" for i in range(250)]
         assert {e.member for e in v.audit_entries(action="get")} == {v.member}
+
+
+def test_bench_retention_quick() -> None:
+    out = _run("bench_retention.py")
+    for title in ("1. shred of", "2. credvault check", "3. backup of", "4. restore consulting"):
+        assert FIGURE.search(_section(out, title)), title
+    assert "complete at return:" in _section(out, "1. shred of")

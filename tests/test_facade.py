@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 import credvault
 from conftest import VaultFixture
 from credvault import Conflict, CredvaultError, StoreError, Vault
+from credvault.jcs import canonical
 
 
 def test_conflict_is_its_own_error() -> None:
@@ -125,7 +125,8 @@ def test_results_are_typed_records_whose_json_is_unchanged(
         stored = v._s.store.engagement_by_name(engagement)
         assert stored is not None
         # the record gives back exactly the signed document the vault stored
-        assert json.dumps(receipt.to_json()) == stored.receipt
+        # stored as its RFC 8785 form (issue 12: receipts format 2)
+        assert canonical(receipt.to_json()).decode() == stored.receipt
         assert credvault.Receipt.from_json(receipt.to_json()) == receipt
         assert v.purger.receipt(engagement) == receipt
         assert credvault.verify_receipt(receipt, v.public_key)["engagement"] == engagement

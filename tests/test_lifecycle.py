@@ -255,7 +255,11 @@ def test_grace_then_purge_on_next_open(vault: VaultFixture, engagement: str) -> 
     with open_as(vault, "carol", auto_purge=False) as v:
         assert [p.engagement for p in v.purger.plan()] == [ENG]  # due, not yet destroyed
         assert v.get(REF).secret.reveal() == b"hunter2"
-    with open_as(vault, "carol") as v:  # any open of the vault purges what is due
+    with open_as(vault, "carol") as v:  # carol may not destroy: her open purges nothing
+        assert v.get(REF).secret.reveal() == b"hunter2"
+    with open_as(vault) as v:  # an admin's open does (spec §5: entitled to destroy)
+        pass
+    with open_as(vault, "carol") as v:
         with pytest.raises(Purged) as ei:
             v.get(REF)
         assert f"purged on {vault.clock.now:%Y-%m-%d}" in str(ei.value)
@@ -267,7 +271,7 @@ def test_grace_then_purge_on_next_open(vault: VaultFixture, engagement: str) -> 
     assert eng.state == "purged"
     assert eng.purge_due is None
     assert receipt["reason"] == "grace period expired"
-    assert receipt["purged_by"] == "carol (automatic, on open)"
+    assert receipt["purged_by"] == "alice (automatic, on open)"
     assert receipt["closed_at"] == closed.closed_at
 
 
@@ -314,7 +318,10 @@ def test_release_makes_the_purge_due_again(vault: VaultFixture, engagement: str)
         assert [p.reason for p in v.purger.plan()] == ["grace"]
         assert v.get(REF).secret.reveal() == b"hunter2"  # due, but only the next open purges
     assert _state(vault) == "closed"
-    with open_as(vault, "bob"):
+    with open_as(vault, "bob"):  # bob may not destroy: his open does not purge
+        pass
+    assert _state(vault) == "closed"
+    with open_as(vault):  # an admin's open does
         pass
     assert _state(vault) == "purged"
 

@@ -8,6 +8,7 @@ proves it, and `purge --dry-run` only lists.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -253,7 +254,10 @@ def test_receipt_fields_and_signature(vault: VaultFixture, engagement: str) -> N
         purge_entries = [e for e in v.audit_entries(engagement=ENG) if e.action == "purge"]
         now = v._s.now()
     assert stored == receipt
-    assert receipt["format"] == "credvault-purge-receipt/1"
+    assert receipt["format"] == "credvault-purge-receipt/2"
+    assert receipt["destruction_complete_at"] >= now  # nobody held a snapshot: complete
+    assert receipt["key_id"] == hashlib.sha256(base64.b64decode(public_key)).hexdigest()
+    assert receipt["client_exports"] == []
     assert receipt["engagement"] == ENG
     assert receipt["client"] == "acme"
     assert receipt["created_at"] == before.created_at

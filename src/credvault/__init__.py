@@ -13,6 +13,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as usual
+    from pathlib import Path
     from typing import Any
 
     from credvault.access import Role
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
         AccessDenied,
         AlreadyExists,
         AuditChainBroken,
+        ClockSuspect,
         Conflict,
         CredvaultError,
         IntegrityError,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
         WrongPassphrase,
     )
     from credvault.files import write_new_private
+    from credvault.integrity import CheckReport
     from credvault.keyring_cache import KeyringSource, parse_ttl
     from credvault.model import Engagement, GrantInfo
     from credvault.secret import Secret
@@ -54,7 +57,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
         read_passphrase_file,
     )
     from credvault.validate import name as validate_name
-    from credvault.vault import InitResult, Vault, default_dir
+    from credvault.vault import InitResult, RestoreReport, Vault, default_dir
 
 # name -> (module, attribute). `import credvault` stays cheap: the agent's fast path
 # (credvault.launch) runs inside this package and must not load cryptography or SQLCipher.
@@ -66,6 +69,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "AccessDenied": ("credvault.errors", "AccessDenied"),
     "AlreadyExists": ("credvault.errors", "AlreadyExists"),
     "AuditChainBroken": ("credvault.errors", "AuditChainBroken"),
+    "ClockSuspect": ("credvault.errors", "ClockSuspect"),
+    "CheckReport": ("credvault.integrity", "CheckReport"),
+    "RestoreReport": ("credvault.vault", "RestoreReport"),
     "Conflict": ("credvault.errors", "Conflict"),
     "CredvaultError": ("credvault.errors", "CredvaultError"),
     "IntegrityError": ("credvault.errors", "IntegrityError"),
@@ -131,10 +137,10 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
-    from pathlib import Path
 
     from credvault.generators import Generated
     from credvault.importers import RawEntry, Skipped
+    from credvault.integrity import CheckReport
     from credvault.results import (
         EngagementView,
         PurgePlan,
@@ -157,6 +163,19 @@ def verify_receipt(
     from credvault.purge import verify_receipt as _verify  # keeps `import credvault` light
 
     return _verify(receipt, public_key)
+
+
+def check(
+    path: Path | str, member: str, source: UnlockSource | bytes | str, **open_kw: Any
+) -> CheckReport:
+    """Full integrity check of the vault directory or backup file at ``path``: the key-slot
+    file's MAC, every database page's MAC, SQLite's integrity check, the audit chain and the
+    purge receipts. ``report.problems`` lists what is wrong (empty when sound)."""
+    from pathlib import Path as _Path
+
+    from credvault.vault import Vault as _Vault
+
+    return _Vault.check_at(_Path(path), member, source, **open_kw)
 
 
 def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
@@ -237,6 +256,8 @@ __all__ = [
     "AccessDenied",
     "AlreadyExists",
     "AuditChainBroken",
+    "CheckReport",
+    "ClockSuspect",
     "Conflict",
     "CredvaultError",
     "Engagement",
@@ -262,6 +283,7 @@ __all__ = [
     "Receipt",
     "ReceiptDestroyed",
     "ReceiptHold",
+    "RestoreReport",
     "RetentionError",
     "Role",
     "ScheduledPurge",
@@ -274,6 +296,7 @@ __all__ = [
     "VaultStatus",
     "WrongPassphrase",
     "__version__",
+    "check",
     "default_dir",
     "default_source",
     "generate_passphrase",

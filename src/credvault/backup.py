@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from credvault.errors import AlreadyExists, IntegrityError, NotAVault
-from credvault.files import create_private, fsync_dir, make_private_dir, named
+from credvault.files import create_private, fsync_dir, make_private_dir, named, write_all
 from credvault.keyslots import KeySlots
 from credvault.layout import (
     BACKUP_NAME_PATTERN,
@@ -33,11 +36,16 @@ from credvault.layout import (
 )
 from credvault.model import backup_stamp, parse_backup_stamp
 from credvault.session import Session
+from credvault.store import check_file
 
 MAGIC = b"CREDVAULT-BACKUP-1\n"
 BACKUP_NAME = re.compile(BACKUP_NAME_PATTERN)
 # What a restore writes into the target directory (removed again if the restore fails).
 RESTORED_FILES = (DB_NAME, SLOTS_NAME, LOCK_NAME, *DB_SIDE_FILES)
+TMP_PREFIX = ".credvault-tmp-"
+# A backup in progress never takes this long; anything of ours older is a crash leftover.
+LEFTOVER_AGE_S = 6 * 3600
+_LEGACY_PART = re.compile(r"\A\.credvault-backup-([0-9a-f]{32})-\d{8}T\d{6}Z\.cvb\.part\Z")
 
 __all__ = [
     "BACKUP_NAME",
@@ -58,25 +66,46 @@ class Backups:
         self.s = s
 
     def create(self, directory: Path | None = None) -> tuple[Path, int]:
-        """Write a backup; returns (file, number of old backups pruned)."""
+        """Write a backup; returns (file, number of old backups pruned).
+
+        Order of trust: the database copy is checked (every page's MAC and SQLite's
+        integrity check) before it is written; the file is written in full, fsynced, dropped
+        from the page cache, read back and compared; only then is it linked under its final
+        name (never over an existing file), and only after that are older backups pruned.
+        Any failure leaves nothing behind and prunes nothing.
+        """
         s = self.s
         s.require("vault.backup")
         directory = directory or default_backup_dir(s.path)
         make_private_dir(directory)
         vault_id = s.vault_id.hex()
         days = s.setting("backup-retention-days")
-        pruned: list[int] = []
+        from credvault.clock import clock_hold
+        from credvault.ledger import write_ledgers
+
+        held = clock_hold(s)  # pruning destroys: never on a suspect clock
+        cutoff = s.clock() - timedelta(days=days)
 
         def audit(target: Path) -> None:
             # Audited before the file appears under its name: a backup (a copy of every
-            # secret) never exists unaudited, even after a crash right here.
-            n = prune(directory, vault_id, s.clock() - timedelta(days=days), keep=target)
-            pruned.append(n)
+            # secret) never exists unaudited, even after a crash right here. The pruning it
+            # announces happens only once the new file is written, verified and linked: a
+            # failed backup prunes nothing.
+            n = 0 if held else prune(directory, vault_id, cutoff, keep=target, dry_run=True)
+            detail = f"{target.name}; {n} old backups pruned"
             with s.store.write():
-                s.log("backup", None, None, "ok", f"{target.name}; {n} old backups pruned")
+                s.log(
+                    "backup",
+                    None,
+                    None,
+                    "ok",
+                    detail + (f" (pruning held: {held})" if held else ""),
+                )
 
         target = write_backup(s, directory, publish=audit)
-        return target, pruned[0]
+        write_ledgers(s, directory)  # the record of destruction, beside every backup
+        pruned = 0 if held else prune(directory, vault_id, cutoff, keep=target)
+        return target, pruned
 
 
 def write_backup(
@@ -89,6 +118,12 @@ def write_backup(
     """Write one backup file into ``directory`` (no permission check, no audit: callers).
 
     Also used before a format upgrade, so the pre-upgrade copy is an ordinary backup that
+    ``restore`` reads and the backup retention prunes (purged data leaves it too).
+
+    Order of trust: the database copy is checked (every page's MAC and SQLite's integrity
+    check) before it is written; the file is written in full, fsynced, dropped from the page
+    cache, read back and compared; only then is it linked under its final name (never over
+    an existing file). Any failure leaves nothing behind.
     ``restore`` reads and the backup retention prunes (purged data leaves it too). That
     caller passes ``next_free``: an upgrade killed after its backup and retried within the
     same second names its new backup one second later instead of failing.
@@ -96,64 +131,58 @@ def write_backup(
     under that name (the caller's audit entry). One backup at a time per directory; what a
     killed one left there is removed first.
     """
+    vault_id = s.vault_id.hex()
     make_private_dir(directory)
     now = s.clock()
-    target = directory / backup_name(s.vault_id.hex(), backup_stamp(now))
+    target = directory / backup_name(vault_id, backup_stamp(now))
     while next_free and target.exists():
         now += timedelta(seconds=1)
-        target = directory / backup_name(s.vault_id.hex(), backup_stamp(now))
+        target = directory / backup_name(vault_id, backup_stamp(now))
     if target.exists():
         raise AlreadyExists(f"{target} exists (one backup per second)")
     with _directory_locked(directory):
-        _remove_leftovers(directory)
-        with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
-            db_copy = Path(tmp) / "db"
+        # Under the directory lock no other backup runs here: this vault's temporary files
+        # are a killed backup's, whatever their age (older credvaults' by age only).
+        clean_leftovers(directory, vault_id, ours_age_s=0)
+        # mkdtemp: a new 0700 directory of ours (mkdir is exclusive), so nothing in it can be
+        # pre-created or planted by another user of a shared backup directory.
+        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f"{TMP_PREFIX}{vault_id}-"))
+        try:
+            db_copy = tmp / "db"
             create_private(db_copy)
             slots = _consistent_copy(s, db_copy)
-            part = directory / f".{target.name}.part"
-            try:
-                fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-                try:
-                    os.write(fd, MAGIC + len(slots).to_bytes(8, "big") + slots)
-                    with db_copy.open("rb") as f:
-                        while chunk := f.read(1 << 20):
-                            os.write(fd, chunk)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                if publish is not None:
-                    publish(target)
-                os.replace(part, target)
-                fsync_dir(directory)
-            except BaseException as e:
-                with contextlib.suppress(OSError):
-                    part.unlink()
-                if isinstance(e, OSError):
-                    raise named(e, part) from None
-                raise
+            problems = check_file(db_copy, s.db_key)
+            if problems:
+                raise IntegrityError(f"the vault fails its integrity check: {problems[0][:120]}")
+            part = tmp / "backup.part"
+            header = MAGIC + len(slots).to_bytes(8, "big") + slots
+            if _write_backup_file(part, header, db_copy) != _sha256_of(part):
+                raise IntegrityError(
+                    f"the backup read back from {directory} differs from what was written"
+                )
+            if publish is not None:
+                publish(target)
+            os.link(part, target)  # never replaces a file of that name that appeared meanwhile
+            fsync_dir(directory)
+        except FileExistsError:
+            raise AlreadyExists(f"{target} exists (one backup per second)") from None
+        except OSError as e:
+            raise named(e, directory) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 @contextlib.contextmanager
 def _directory_locked(directory: Path) -> Iterator[None]:
     """One backup at a time per directory (an ``flock`` on the directory itself), so the
-    temporary files found there under the lock are leftovers of a killed backup."""
+    temporary files of this vault found there under the lock are leftovers of a killed one."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
-
-
-def _remove_leftovers(directory: Path) -> None:
-    """Delete what a killed backup left: ``.tmp-*`` directories and ``.….cvb.part`` files."""
-    for f in directory.iterdir():
-        if f.name.startswith(".tmp-") and f.is_dir():
-            shutil.rmtree(f, ignore_errors=True)
-        elif f.name.startswith(".credvault-backup-") and f.name.endswith(".cvb.part"):
-            with contextlib.suppress(OSError):
-                f.unlink()
 
 
 def _consistent_copy(s: Session, db_copy: Path) -> bytes:
@@ -176,16 +205,94 @@ def _consistent_copy(s: Session, db_copy: Path) -> bytes:
     raise StoreError("the vault's members kept changing during the backup; run it again")
 
 
-def prune(directory: Path, vault_id: str, cutoff: datetime, *, keep: Path | None = None) -> int:
+def _write_backup_file(part: Path, header: bytes, db_copy: Path) -> bytes:
+    """Write header ‖ database copy to the new file ``part``; returns the SHA-256 of what
+    was meant to be written."""
+    h = hashlib.sha256(header)
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(part, flags, 0o600)
+    try:
+        write_all(fd, header)
+        with db_copy.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                write_all(fd, chunk)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # read back from the disk
+    finally:
+        os.close(fd)
+    return h.digest()
+
+
+def _sha256_of(path: Path) -> bytes:
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.digest()
+
+
+def clean_leftovers(
+    directory: Path,
+    vault_id: str,
+    *,
+    age_s: float = LEFTOVER_AGE_S,
+    ours_age_s: float | None = None,
+) -> int:
+    """Remove this vault's crash leftovers older than ``age_s``: temporary directories
+    (with a full database copy inside) and old-style ``.part`` files. Only our own files,
+    never through a symlink; younger ones may belong to a backup running now."""
+    cutoff = time.time() - age_s
+    uid = os.getuid()
+    n = 0
+    for f in directory.iterdir():
+        name = f.name
+        ours = name.startswith(f"{TMP_PREFIX}{vault_id}-")
+        legacy_part = (m := _LEGACY_PART.match(name)) is not None and m.group(1) == vault_id
+        legacy_tmp = name.startswith(".tmp-")
+        if not (ours or legacy_part or legacy_tmp):
+            continue
+        try:
+            st = f.lstat()
+        except FileNotFoundError:
+            continue
+        limit = cutoff if not ours or ours_age_s is None else time.time() - ours_age_s
+        if st.st_uid != uid or st.st_mtime > limit:
+            continue
+        if legacy_part and stat.S_ISREG(st.st_mode):
+            f.unlink()
+            n += 1
+        elif stat.S_ISDIR(st.st_mode):
+            # An older ".tmp-" directory is ours only if it holds nothing but the copy.
+            if legacy_tmp and {c.name for c in f.iterdir()} - {"db"}:
+                continue
+            shutil.rmtree(f, ignore_errors=True)
+            n += 1
+    return n
+
+
+def prune(
+    directory: Path,
+    vault_id: str,
+    cutoff: datetime,
+    *,
+    keep: Path | None = None,
+    dry_run: bool = False,
+) -> int:
     """Delete this vault's backups older than ``cutoff`` (credvault's own files only), but
-    never ``keep`` (the backup just written: its name is rounded down to the second)."""
+    never ``keep`` (the backup just written: its name is rounded down to the second).
+    ``dry_run`` only counts them."""
     n = 0
     for f in directory.iterdir():
         m = BACKUP_NAME.match(f.name)
         if not m or m.group(1) != vault_id or (keep is not None and f.name == keep.name):
             continue
-        if parse_backup_stamp(m.group(2)) < cutoff:
-            f.unlink()
+        # A name stamped in the future is suspect: its age is the file's, if that is older.
+        written = datetime.fromtimestamp(f.stat().st_mtime, UTC)
+        if min(parse_backup_stamp(m.group(2)), written) < cutoff:
+            if not dry_run:
+                f.unlink()
             n += 1
     return n
 
@@ -208,6 +315,7 @@ def unpack(file: Path, target: Path) -> None:
             if target.exists() and any(target.iterdir()):
                 raise AlreadyExists(f"{target} is not empty; restore into a new directory")
             make_private_dir(target)
+            target.chmod(0o700)  # an existing empty directory becomes a vault: tighten it
             create_private(target / LOCK_NAME)
             create_private(target / DB_NAME)
             with (target / DB_NAME).open("r+b") as out:
@@ -220,9 +328,11 @@ def unpack(file: Path, target: Path) -> None:
     except OSError as e:
         raise named(e, target / DB_NAME) from None
     try:
-        fd = os.open(target / SLOTS_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fd = os.open(
+            target / SLOTS_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600
+        )
         try:
-            os.write(fd, slots_bytes)
+            write_all(fd, slots_bytes)
             os.fsync(fd)
         finally:
             os.close(fd)

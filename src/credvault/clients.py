@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING
 
 from credvault import validate
@@ -54,11 +56,17 @@ class Clients:
             self.purger.shred(name)
         return names
 
+    def export_bytes(self, client: str, *, reason: str | None = None) -> bytes:
+        """:meth:`export` as the bytes of the export file, whose SHA-256 the audit trail and
+        any later purge receipt name."""
+        return export_bytes(self.export(client, reason=reason))
+
     def export(self, client: str, *, reason: str | None = None) -> dict[str, object]:
         """Every engagement, system and credential (secrets included) of ``client``.
 
-        Needs a reading role on each of the client's live engagements, and ``reason`` if one
-        of them requires a reason for reads; audited per engagement.
+        Needs a reading role on each of the client's live engagements (and ``reason`` where
+        an engagement requires one); audited per engagement. A client whose engagements are
+        all purged is shown to admins only, and that is audited too.
         """
         s = self.s
         validate.name(client, "client name")
@@ -70,6 +78,11 @@ class Clients:
         for eng in live:  # every permission first (denials audited), so nothing half-exported
             s.require_reason(eng, "client.export", None, reason)
             self.e.key(eng, "client.export")
+        if not live:
+            if not s.is_admin:
+                raise s.deny("export", None, client, "admin only")
+            with s.store.write():
+                s.log("export", None, client, "ok", f"{len(engs)} purged engagements (tombstones)")
         out: list[dict[str, object]] = []
         for eng in engs:
             entry: dict[str, object] = eng.to_json()
@@ -82,11 +95,22 @@ class Clients:
                 entry["credentials"] = [c.to_json() for c in creds]
                 entry.update(self.credentials.export_history(eng))
             out.append(entry)
-        for eng in live:  # fail closed: the entries commit before anything is returned
-            s.log_export(eng.name, len(s.store.credential_names(eng.id)), reason)
-        return {
+        doc: dict[str, object] = {
             "format": "credvault-client-export/1",
             "client": client,
             "vault_id": s.vault_id.hex(),
             "engagements": out,
         }
+        # The digest of the file as written goes on the record, and later into the purge
+        # receipt: "what you received" tied to "what we destroyed".
+        digest = hashlib.sha256(export_bytes(doc)).hexdigest()
+        for eng in live:  # fail closed: the entries commit before anything is returned
+            s.log_export(
+                eng.name, len(s.store.credential_names(eng.id)), digest=digest, reason=reason
+            )
+        return doc
+
+
+def export_bytes(doc: dict[str, object]) -> bytes:
+    """The export file's exact bytes (its SHA-256 is what the trail and receipts name)."""
+    return (json.dumps(doc, indent=1) + "\n").encode()

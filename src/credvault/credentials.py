@@ -196,7 +196,7 @@ class Credentials:
         if kind is not None:
             validate.kind(kind)
         username = validate.text(username, "username", max_len=1024, multiline=False)
-        url = validate.text(url, "URL", max_len=4096, multiline=False)
+        url = validate.url(url)
         notes = validate.text(notes, "notes")
         eng = self.e.get(eng_name)
         self.e.require_active(eng)
@@ -645,10 +645,9 @@ class Credentials:
         return self.info(eng, name)
 
     def fields(self, ref: str, *, reason: str | None = None) -> dict[str, str | None]:
-        """The non-secret fields (for ``credvault edit``): audited as ``show``, not ``get``.
-
-        They are decrypted values all the same: ``require_reason`` applies.
-        """
+        """The non-secret fields (``credvault edit``, ``get --field username|url|notes``):
+        audited as ``show``, not ``get``, so ``revoke`` does not ask to rotate a secret the
+        member never saw; ``reason`` as for ``get``."""
         s = self.s
         eng_name, name = validate.ref(ref)
         reason = validate.reason(reason)
@@ -662,8 +661,13 @@ class Credentials:
         for f in items.CRED_FIELDS[1:]:
             out[f] = _s(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
         with s.store.write():
-            why = f"; reason: {reason}" if reason else ""
-            s.log("show", eng.name, name, "ok", f"fields without the secret{why}")
+            s.log(
+                "show",
+                eng.name,
+                name,
+                "ok",
+                "fields without the secret" + (f"; reason: {reason}" if reason else ""),
+            )
         return {k: out[k] for k in EDITABLE}
 
     # -- trash --------------------------------------------------------------------------------

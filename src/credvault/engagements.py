@@ -90,6 +90,14 @@ class Engagements:
         return self.grants.role_of(eng, member)
 
     def members(self, name: str) -> builtins.list[GrantInfo]:
+        """Who holds which role on ``name`` (audited as ``engagement-members``)."""
+        out = self.members_quietly(name)
+        with self.s.store.write():  # who may see whom is member data: on the record
+            self.s.log("engagement-members", name, None, "ok", f"{len(out)} members listed")
+        return out
+
+    def members_quietly(self, name: str) -> builtins.list[GrantInfo]:
+        """:meth:`members` for callers that record their own entry (grant, recover, show)."""
         eng = self.get(name)
         self.s.check("engagement.members", self.role_of(eng), eng.name)
         return self.grants.listing(eng)
@@ -309,7 +317,7 @@ class Engagements:
                 self.grants.resign_grants_of(eng, grant_to, RECOVERY, sign_priv, to_resign)
             if (previous in KEY_ROLES and r not in KEY_ROLES) or previous is Role.LEAD:
                 self.keys.rotate(eng, key, "role changed by recovery", RECOVERY, sign_priv)
-        return next(g for g in self.members(name) if g.member == grant_to)
+        return next(g for g in self.members_quietly(name) if g.member == grant_to)
 
     # -- lifecycle (see lifecycle.py) -------------------------------------------------------
     def set_options(self, name: str, *, require_reason: bool | None = None) -> Engagement:
@@ -339,7 +347,7 @@ class Engagements:
         self.s.check("engagement.show", self.role_of(eng), eng.name)
         purge = self.purge_status(eng)
         role = self.role_of(eng)
-        members = self.members(name) if eng.state != "purged" else []
+        members = self.members_quietly(name) if eng.state != "purged" else []
         with self.s.store.write():
             self.s.log("engagement-show", eng.name, None, "ok")
         return EngagementView(

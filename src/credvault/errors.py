@@ -133,6 +133,11 @@ class RetentionError(CredvaultError):
     """A lifecycle rule forbids the operation (for instance the engagement is closed)."""
 
 
+class ClockSuspect(RetentionError):
+    """Irreversible work is held: the clock is behind the newest recorded time, or too far
+    ahead of the last purge; an admin must confirm the date (``purge --confirm-clock``)."""
+
+
 class KeyringUnavailable(CredvaultError):
     """No usable OS keyring backend: use a passphrase file or an identity file instead."""
 

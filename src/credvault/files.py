@@ -7,6 +7,7 @@ mode, so credvault creates every file itself, 0600, before anything else opens i
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -27,8 +28,19 @@ def make_private_dir(path: Path) -> None:
 
 def create_private(path: Path) -> None:
     """Create an empty file with mode 0600; refuse if it exists (O_EXCL)."""
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, FILE_MODE)
     os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until every byte is written: a short count is not an error, it is the
+    kernel's way of saying "the rest later" (the next call then fails with ENOSPC/EFBIG)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - POSIX write returns >0 or raises
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[n:]
 
 
 def fsync_dir(path: Path) -> None:
@@ -61,7 +73,11 @@ def atomic_write(path: Path, data: bytes) -> None:
     A crash at any point leaves either the old or the new complete file.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, FILE_MODE)
+    # Also used in backup directories, which may be shared: never write through a file or
+    # symlink someone planted under the temporary name (a stale one of ours is removed).
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, FILE_MODE)
     try:
         try:
             os.fchmod(fd, FILE_MODE)
@@ -86,7 +102,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def write_new_private(path: Path, data: bytes) -> None:
     """Write a new 0600 file that must not exist yet (exports, receipts, identities)."""
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, FILE_MODE)
     try:
         view = memoryview(data)
         while view:

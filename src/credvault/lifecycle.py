@@ -47,7 +47,8 @@ class Lifecycle:
         require_active(eng, "close")
         if grace_days is not None:
             grace_days = validate.days(grace_days, "grace period")
-        now = s.now()
+        # A clock behind the record would shorten the grace period: never close "earlier".
+        now = max(s.now(), s.newest_recorded() or "")
         with s.store.write():
             grace = grace_days if grace_days is not None else self.grace_days(eng)
             due = purge_due(now, grace, None)

@@ -52,10 +52,13 @@ class Members:
         self.kdf = kdf
 
     def list(self) -> list[MemberInfo]:
-        return [
+        out = [
             MemberInfo(m.name, m.admin, m.service, m.created)
             for m in sorted(self.s.slots.members.values(), key=lambda m: m.name)
         ]
+        with self.s.store.write():  # member data: on the record
+            self.s.log("member-ls", None, None, "ok", f"{len(out)} members listed")
+        return out
 
     def add(
         self,

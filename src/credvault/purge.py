@@ -8,22 +8,40 @@ copy of the file cannot be opened without it. A purge needs no engagement key.
 
 The delete and the receipt commit in one transaction; the rewrite follows. A crash between
 them is finished by the next open (the ``needs_vacuum`` flag), so a purge is never half done.
+
+A purge is complete only when ``wal_checkpoint(TRUNCATE)`` succeeds: while another process
+holds a read snapshot older than the delete, the old pages stay in the database file and
+the WAL, and SQLite cannot remove them. Then ``needs_vacuum`` stays set, the receipt says
+``"destruction_complete_at": null`` and the caller is told; the next purge run or open
+finishes it and re-signs the receipt with the time the last copy left the files.
+
+Receipts (format 2) are signed over their RFC 8785 (JCS) canonical form, so that a client
+can check one with ``openssl`` alone (docs/for-your-client.md); format-1 receipts (Python
+``json.dumps`` canonical form) still verify.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from datetime import timedelta
 from pathlib import Path
 
-from credvault.crypto import labels
+from credvault.clock import clock_hold, mark_high_water
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagements
-from credvault.errors import IntegrityError, InvalidInput, NotFound, RetentionError
+from credvault.errors import ClockSuspect, IntegrityError, NotFound, RetentionError
 from credvault.model import Engagement, iso
+from credvault.receipts import (
+    RECEIPT_FORMAT,
+    key_id,
+    receipt_message,
+    receipt_text,
+    verify_receipt,
+)
 from credvault.results import PurgePlan, Receipt
-from credvault.retention import purge_reason
+from credvault.retention import check_confirmation, purge_reason
 from credvault.session import Session
 
 __all__ = [
@@ -38,10 +56,16 @@ __all__ = [
     "write_receipt",
 ]
 
+# How long an explicit purge waits for other readers to move past the delete before it
+# reports the destruction as not yet complete (an automatic purge on open does not wait).
+CHECKPOINT_WAIT_S = 5.0
+_PENDING = '"destruction_complete_at":null'
+
 REASONS = {
     "grace": "grace period expired",
     "hold": "retention hold expired",
     "request": "client request",
+    "ledger": "destroyed after this backup was made",
 }
 
 
@@ -63,48 +87,10 @@ def new_receipt_key() -> tuple[bytes, bytes]:
 
 
 def sign_receipt(s: Session, body: dict[str, object]) -> dict[str, object]:
-    msg = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    sig = p.sign(receipt_key(s), labels.RECEIPT_SIG, msg)
-    return {
-        **body,
-        "signature": base64.b64encode(sig).decode(),
-        "public_key": base64.b64encode(s.slots.receipt_pub).decode(),
-    }
-
-
-def verify_receipt(
-    receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
-) -> dict[str, object]:
-    """Check a purge receipt's signature; returns its body. A client can run this too.
-
-    ``public_key`` is the vault's public key (``credvault info --public-key``), raw or base64;
-    without it the key embedded in the receipt is used, which proves integrity but not origin.
-    """
-    if isinstance(receipt, Receipt):
-        receipt = receipt.to_json()
-    try:
-        data = json.loads(receipt) if isinstance(receipt, str) else dict(receipt)
-    except (ValueError, TypeError):
-        raise IntegrityError("not a signed credvault receipt") from None
-    if not isinstance(data, dict):
-        raise IntegrityError("not a signed credvault receipt")
-    try:
-        sig = base64.b64decode(str(data.pop("signature")), validate=True)
-        embedded = base64.b64decode(str(data.pop("public_key")), validate=True)
-    except (KeyError, ValueError):
-        raise IntegrityError("not a signed credvault receipt") from None
-    if public_key is None:
-        pub = embedded
-    elif isinstance(public_key, str):
-        try:
-            pub = base64.b64decode(public_key.strip(), validate=True)
-        except ValueError:
-            raise InvalidInput("public key: expected base64") from None
-    else:
-        pub = public_key
-    msg = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    p.verify(pub, labels.RECEIPT_SIG, msg, sig, "purge receipt")
-    return data
+    pub = s.slots.receipt_pub
+    full = {**body, "public_key": base64.b64encode(pub).decode(), "key_id": key_id(pub)}
+    sig = p.sign(receipt_key(s), b"", receipt_message(full))
+    return {**full, "signature": base64.b64encode(sig).decode()}
 
 
 class Purger:
@@ -119,8 +105,33 @@ class Purger:
             for eng in self.s.store.due_engagements(now)
         ]
 
-    def run_due(self, *, automatic: bool) -> list[PurgePlan]:
-        """Purge everything due, expire grants, prune the audit trail. No key needed."""
+    def run_due(
+        self, *, automatic: bool, confirm_clock: str | None = None, restoring: bool = False
+    ) -> list[PurgePlan]:
+        """Purge everything due, expire grants, prune the audit trail and old backups.
+
+        Never on a suspect clock (:mod:`credvault.retention`): an automatic run then does
+        nothing (it waits for an explicit one), an explicit run raises :class:`ClockSuspect`
+        unless ``confirm_clock`` names the clock's date (admins and service identities; the
+        confirmation is audited). A restore (``restoring``) accepts a clock ahead of the
+        backup's last purge, which is what an old backup looks like, but not one behind it.
+        A purge left incomplete by an earlier run (a reader held an old snapshot) is
+        finished first, whatever the clock; :attr:`complete` tells whether every destroyed
+        copy has left the files when this returns. No engagement key is needed.
+        """
+        s = self.s
+        if s.store.get_meta("needs_vacuum"):
+            self.rewrite(wait_s=0 if automatic else None)
+        problem = clock_hold(s, restoring=restoring)
+        if confirm_clock is not None:
+            self.confirm_clock(confirm_clock, problem)
+        elif problem:
+            if automatic:
+                return []
+            raise ClockSuspect(
+                f"purge, grant expiry and pruning held: {problem}; if the date is right, "
+                f"run `credvault purge --confirm-clock {s.clock():%Y-%m-%d}`"
+            )
         done = self.plan()
         for item in done:
             eng = self.e.get(item.engagement)
@@ -128,18 +139,57 @@ class Purger:
         self.expire_grants()
         self.prune_audit()
         if self.expire_trash() or done:
-            self.rewrite()
+            self.rewrite(wait_s=0 if automatic else None)
+        if done:
+            self.write_ledgers()
         self.prune_backups()
+        with s.store.write():
+            mark_high_water(s)
         return done
+
+    def confirm_clock(self, date: str, problem: str | None) -> None:
+        """An admin or service identity vouches for the clock's date: audited, and the
+        vault's high-water time moves to now (also backwards, undoing a wrong one)."""
+        s = self.s
+        if not s.may_destroy:
+            raise s.deny("confirm the clock", None, None, "admins and service identities only")
+        check_confirmation(s.clock(), date)
+        with s.store.write():
+            s.log(
+                "clock-confirm",
+                None,
+                None,
+                "ok",
+                f"acting on {s.now()}; {problem or 'no doubt'}"[:200],
+            )
+            s.store.set_meta("time_high_water", s.now())
+
+    @property
+    def complete(self) -> bool:
+        """No purge of this vault is waiting for its file rewrite."""
+        return not self.s.store.get_meta("needs_vacuum")
+
+    def write_ledgers(self) -> None:
+        """The record of what was destroyed, outside the database (:mod:`credvault.ledger`):
+        in the vault directory and beside the default backups. Best effort: the receipts
+        stay in the database, and the next purge or backup writes them again."""
+        from credvault.layout import default_backup_dir
+        from credvault.ledger import write_ledgers
+
+        with contextlib.suppress(OSError):
+            write_ledgers(self.s, default_backup_dir(self.s.path))
 
     def prune_backups(self) -> int:
         """Backups in the default place older than the backup retention leave with the purge."""
-        from credvault.backup import prune
+        from credvault.backup import clean_leftovers, prune
         from credvault.layout import default_backup_dir
 
         s = self.s
         directory = default_backup_dir(s.path)
         if not directory.is_dir():
+            return 0
+        clean_leftovers(directory, s.vault_id.hex())  # crash leftovers hold full copies
+        if clock_hold(s):
             return 0
         days = s.setting("backup-retention-days")
         n = prune(directory, s.vault_id.hex(), s.clock() - timedelta(days=days))
@@ -222,11 +272,19 @@ class Purger:
         s = self.s
         eng = self.e.get(name)
         s.check("engagement.shred", self.e.role_of(eng), eng.name)
-        receipt = self._destroy(eng, "request", automatic=False)
+        self._destroy(eng, "request", automatic=False)
         self.rewrite()
-        return receipt
+        self.write_ledgers()
+        return self.receipt_of(eng.name)
 
-    def _destroy(self, eng: Engagement, reason: str, *, automatic: bool) -> Receipt:
+    def destroy_recorded(self, eng: Engagement, *, note: str) -> Receipt:
+        """Destroy ``eng`` at once because a purge ledger records its destruction after the
+        backup this vault was restored from (``restore``; no role needed, like a due purge)."""
+        return self._destroy(eng, "ledger", automatic=True, note=note)
+
+    def _destroy(
+        self, eng: Engagement, reason: str, *, automatic: bool, note: str | None = None
+    ) -> Receipt:
         s = self.s
         if eng.state == "purged":
             raise RetentionError(f"engagement {eng.name!r} is already purged")
@@ -250,10 +308,11 @@ class Purger:
                     f"; {versions} earlier versions, {t_creds + t_systems} items in the trash"
                     if versions or t_creds or t_systems
                     else ""
-                ),
+                )
+                + (f"; {note}" if note else ""),
             )
             body: dict[str, object] = {
-                "format": "credvault-purge-receipt/1",
+                "format": RECEIPT_FORMAT,
                 "vault_id": s.vault_id.hex(),
                 "engagement": eng.name,
                 "client": eng.client,
@@ -276,41 +335,68 @@ class Purger:
                 if eng.hold_until
                 else None,
                 "audit_position": seq,
+                # set (and the receipt re-signed) once no copy remains in the files
+                "destruction_complete_at": None,
+                "client_exports": s.store.export_digests(eng.name),
             }
             receipt = sign_receipt(s, body)
             s.store.destroy_engagement_contents(eng.id)
-            s.store.mark_purged(eng.id, now, json.dumps(receipt))
+            s.store.mark_purged(eng.id, now, receipt_text(receipt))
             s.store.set_meta("needs_vacuum", 1)
         self.e.keys.forget(eng)
         return Receipt.from_json(receipt)
 
-    def rewrite(self) -> None:
+    def rewrite(self, *, wait_s: float | None = None) -> bool:
         """Reclaim freed pages and truncate the WAL: deleted data and old frames leave the files.
 
         Deleted rows were zeroed by secure_delete; the checkpoint writes those zeroed pages
-        over the old ones in the main file; the incremental vacuum (a full VACUUM on a vault
-        created without auto_vacuum) hands freed pages back; the final checkpoint empties
-        the WAL that held the old frames.
+        over the old ones in the main file and empties the WAL that held the old frames.
+        That first ``TRUNCATE`` checkpoint is the moment of destruction: if another process
+        holds a snapshot older than the delete it cannot happen (SQLite reports "busy"), and
+        this returns False leaving ``needs_vacuum`` set. After it, the incremental vacuum (a
+        full VACUUM on a vault created without auto_vacuum) hands freed pages back, the
+        pending receipts are re-signed with the time of destruction, and a last checkpoint
+        moves those writes, which hold nothing destroyed, into the file.
         """
         s = self.s
-        s.store.checkpoint_truncate()
+        wait_s = CHECKPOINT_WAIT_S if wait_s is None else wait_s
+        if not s.store.checkpoint_truncate(wait_s):
+            return False
+        done_at = s.now()
         if s.store.auto_vacuum() == 2:  # INCREMENTAL
             s.store.release_free_pages()
         else:
             s.store.vacuum()
         with s.store.write():
+            for eng_id, text in s.store.receipts_matching(_PENDING):
+                receipt = json.loads(text)
+                body = {
+                    k: v
+                    for k, v in receipt.items()
+                    if k not in ("signature", "key_id", "public_key")
+                }
+                body["destruction_complete_at"] = done_at
+                s.store.replace_receipt(eng_id, receipt_text(sign_receipt(s, body)))
             s.store.set_meta("needs_vacuum", 0)
-        s.store.checkpoint_truncate()
+        s.store.checkpoint_truncate(wait_s)
+        return True
 
-    def receipt(self, name: str) -> Receipt:
+    def receipt_of(self, name: str) -> Receipt:
         eng = self.e.get(name, allow_purged=True)
-        self.s.check("engagement.receipt", self.e.role_of(eng), eng.name)
         if eng.receipt is None:
             raise RetentionError(f"engagement {name!r} has not been purged")
         try:
             return Receipt.from_json(json.loads(eng.receipt))
         except (ValueError, KeyError, TypeError):
             raise IntegrityError(f"the stored receipt of {name!r} is malformed") from None
+
+    def receipt(self, name: str) -> Receipt:
+        eng = self.e.get(name, allow_purged=True)
+        self.s.check("engagement.receipt", self.e.role_of(eng), eng.name)
+        receipt = self.receipt_of(name)
+        with self.s.store.write():
+            self.s.log("receipt", eng.name, None, "ok", "purge receipt read")
+        return receipt
 
 
 def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
@@ -320,4 +406,4 @@ def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
     if isinstance(receipt, Receipt):
         receipt = receipt.to_json()
 
-    write_new_private(path, (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode())
+    write_new_private(path, (receipt_text(receipt) + "\n").encode())

@@ -116,6 +116,7 @@ class ReceiptDestroyed(NamedTuple):
 
 
 _SINCE_2 = frozenset({"credential_versions", "trashed_credentials", "trashed_systems"})
+_V2 = frozenset({"destruction_complete_at", "client_exports", "key_id"})
 
 
 class ReceiptHold(NamedTuple):
@@ -147,18 +148,27 @@ class Receipt(NamedTuple):
     audit_position: int
     signature: str
     public_key: str
+    # format 2 (issue 12): signed over RFC 8785, naming its key; absent from format 1
+    destruction_complete_at: str | None = None
+    client_exports: tuple[dict[str, str], ...] | None = None
+    key_id: str | None = None
 
     def to_json(self) -> dict[str, object]:
         d = self._asdict()
         d["destroyed"] = self.destroyed.to_json()
         d["hold"] = None if self.hold is None else self.hold.to_json()
+        if self.key_id is None:  # format 1: the document as it was signed
+            for k in _V2:
+                d.pop(k)
+        else:
+            d["client_exports"] = [dict(x) for x in self.client_exports or ()]
         return d
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> Receipt:
         """The record of a receipt document (raises KeyError/TypeError/ValueError if it is
         not one)."""
-        if set(data) != set(cls._fields):
+        if set(data) not in (set(cls._fields), set(cls._fields) - _V2):
             raise ValueError("not a purge receipt")
         destroyed = data["destroyed"]
         hold = data["hold"]
@@ -175,4 +185,9 @@ class Receipt(NamedTuple):
             }
         )
         fields["hold"] = None if hold is None else ReceiptHold(**hold)
+        exports = data.get("client_exports")
+        if exports is not None:
+            if not isinstance(exports, list):
+                raise TypeError("not a purge receipt")
+            fields["client_exports"] = tuple(dict(x) for x in exports)
         return cls(**fields)  # type: ignore[arg-type]

@@ -1,13 +1,27 @@
 """Retention rules without I/O: the vault settings (defaults, bounds, the one reader of a
-stored value) and when a closed engagement is purged, and why."""
+stored value), when a closed engagement is purged and why, and the clock rules that decide
+whether irreversible work may run now.
+
+Purge, grant expiry, audit pruning and backup pruning destroy for good, so they never trust
+one wrong clock: they do not run when the clock is earlier than the newest recorded time
+(beyond a small skew between processes, :data:`CLOCK_SKEW`), nor when it is more than
+:data:`MAX_CLOCK_AHEAD` after the vault's trusted high-water time. Then they wait for an
+explicit, audited confirmation by an admin or service identity naming the date they will
+act on (:func:`check_confirmation`).
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from credvault import validate
 from credvault.errors import InvalidInput, RetentionError
 from credvault.model import Engagement, iso, parse_iso
+
+# Two processes on one machine stamp their entries a little out of order.
+CLOCK_SKEW = timedelta(minutes=2)
+# Any use of the vault moves the newest recorded time; a month of silence is allowed.
+MAX_CLOCK_AHEAD = timedelta(days=31)
 
 SETTINGS: dict[str, tuple[str, int]] = {
     # name on the command line: (meta key, default)
@@ -44,6 +58,35 @@ def purge_due(closed_at: str, grace_days: int, hold_until: str | None) -> str:
     retention hold ends, whichever is later (timestamps as :func:`~credvault.model.iso`)."""
     due = iso(parse_iso(closed_at) + timedelta(days=grace_days))
     return max(due, hold_until) if hold_until else due
+
+
+def clock_problem(now: datetime, newest: datetime | None, ahead_of: datetime | None) -> str | None:
+    """Why irreversible work must not run at ``now`` (None: it may).
+
+    ``newest`` is the newest recorded time; ``ahead_of`` the time the forward bound is
+    measured from (the same, or None to skip that rule).
+    """
+    if newest is not None and now < newest - CLOCK_SKEW:
+        return (
+            f"the clock ({now:%Y-%m-%d %H:%M} UTC) is earlier than the newest recorded time "
+            f"({newest:%Y-%m-%d %H:%M} UTC)"
+        )
+    if ahead_of is not None and now > ahead_of + MAX_CLOCK_AHEAD:
+        days = (now - ahead_of).days
+        return (
+            f"the clock ({now:%Y-%m-%d %H:%M} UTC) is {days} days ahead of the newest recorded "
+            f"time ({ahead_of:%Y-%m-%d %H:%M} UTC; the bound is {MAX_CLOCK_AHEAD.days} days)"
+        )
+    return None
+
+
+def check_confirmation(now: datetime, confirmed: str) -> None:
+    """An admin's confirmation must name the date (UTC) the work will act on."""
+    if confirmed.strip() != f"{now:%Y-%m-%d}":
+        raise InvalidInput(
+            f"--confirm-clock {confirmed!r} does not match the clock's date ({now:%Y-%m-%d} "
+            "UTC): confirm only the date you checked"
+        )
 
 
 def purge_reason(eng: Engagement) -> str:

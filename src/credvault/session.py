@@ -46,6 +46,8 @@ class Session:
         # (engagement id, member) -> (grant row it was checked on, signature chain valid)
         self.verified: dict[tuple[int, str], tuple[Grant, bool]] = {}
         self.lock = contextlib.ExitStack()
+        # The last audit time before this session wrote anything (set by Vault.open).
+        self.newest_at_open: str | None = None
         self.db_file: tuple[int, int] | None = None
         self.note_db_file()
 
@@ -113,6 +115,17 @@ class Session:
 
         return value(name, self.store.get_meta(SETTINGS[name][0]))
 
+    def newest_recorded(self) -> str | None:
+        """The newest time the vault has recorded: its high-water time (last purge or clock
+        confirmation) or the last audit entry before this session, whichever is later."""
+        times = [t for t in (self.store.get_meta("time_high_water"), self.newest_at_open) if t]
+        return max(times) if times else None
+
+    @property
+    def may_destroy(self) -> bool:
+        """Admins and service identities may run purges (spec §3); only they trigger one."""
+        return self.is_admin or self.me.service
+
     def now(self) -> str:
         return iso(self.clock())
 
@@ -121,9 +134,15 @@ class Session:
     ) -> int:
         return self.audit.append(self.now(), self.member, action, engagement, item, outcome, detail)
 
-    def log_export(self, engagement: str, count: int, reason: str | None = None) -> None:
+    def log_export(
+        self, engagement: str, count: int, digest: str | None = None, reason: str | None = None
+    ) -> None:
         """Record a client export in its own committed transaction (fail closed)."""
-        detail = f"{count} credentials exported" + (f"; reason: {reason}" if reason else "")
+        detail = (
+            f"{count} credentials exported"
+            + (f"; reason: {reason}" if reason else "")
+            + (f"; sha256 {digest}" if digest else "")
+        )
         with self.store.write():
             self.log("export", engagement, None, "ok", detail)
 

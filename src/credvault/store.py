@@ -206,6 +206,7 @@ class Store:
     def __init__(self, conn: Any, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self.damaged = False  # a page failed its MAC on this connection
         self._batch = 0  # > 0 inside batch(): write() nests as a savepoint
 
     def __repr__(self) -> str:
@@ -318,7 +319,7 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlcipher3.Error as e:
-            raise translate(e, path=self.path) from None
+            raise self._translate(e) from None
         try:
             yield
         except BaseException:
@@ -330,7 +331,7 @@ class Store:
         except sqlcipher3.Error as e:
             with contextlib.suppress(sqlcipher3.Error):
                 self.conn.execute("ROLLBACK")
-            raise translate(e, path=self.path) from None
+            raise self._translate(e) from None
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
@@ -338,31 +339,41 @@ class Store:
         try:
             self.conn.execute("BEGIN")
         except sqlcipher3.Error as e:
-            raise translate(e, path=self.path) from None
+            raise self._translate(e) from None
         try:
             yield
         finally:
             with contextlib.suppress(sqlcipher3.Error):
                 self.conn.execute("COMMIT")
 
+    def _translate(self, e: BaseException) -> CredvaultError:
+        """:func:`translate`, remembering damage: after a page failed its MAC, SQLCipher
+        refuses later writes as "read-only"; that is the same damage, not a read-only disk."""
+        err = translate(e, path=self.path)
+        if isinstance(err, IntegrityError):
+            self.damaged = True
+        elif self.damaged and "read-only" in str(err):
+            return IntegrityError("database is corrupt, tampered with, or the key does not match")
+        return err
+
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
             return self.conn.execute(sql, params)
         except sqlcipher3.Error as e:
-            raise translate(e, path=self.path) from None
+            raise self._translate(e) from None
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         try:  # a damaged page can surface while fetching, not only while executing
             row: Row | None = self.conn.execute(sql, params).fetchone()
         except sqlcipher3.Error as e:
-            raise translate(e, path=self.path) from None
+            raise self._translate(e) from None
         return row
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
             rows: list[Row] = self.conn.execute(sql, params).fetchall()
         except sqlcipher3.Error as e:
-            raise translate(e, path=self.path) from None
+            raise self._translate(e) from None
         return rows
 
     # -- schema and meta ------------------------------------------------------------------
@@ -373,7 +384,7 @@ class Store:
         try:
             self.conn.executescript(ddl)
         except sqlcipher3.Error as e:
-            raise translate(e, path=self.path) from None
+            raise self._translate(e) from None
         with self.write():
             self.migrate(1)
 
@@ -493,6 +504,10 @@ class Store:
             (purged_at, receipt, eng_id),
         )
 
+    def replace_receipt(self, eng_id: int, receipt: str) -> None:
+        """A purge completed later: its receipt, re-signed with the time of completion."""
+        self._x("UPDATE engagements SET receipt = ? WHERE id = ?", (receipt, eng_id))
+
     @staticmethod
     def _engagement(r: Row) -> Engagement:
         """One row of ``ENG_COLS`` as a record."""
@@ -564,6 +579,38 @@ class Store:
             str(r[0])
             for r in self._all(
                 "SELECT name FROM engagements WHERE needs_rotation = 1 AND state != 'purged'"
+            )
+        ]
+
+    def receipts_matching(self, fragment: str) -> list[tuple[int, str]]:
+        """(engagement id, receipt) of the receipts whose text contains ``fragment``."""
+        return [
+            (int(r[0]), str(r[1]))
+            for r in self._all(
+                "SELECT id, receipt FROM engagements WHERE instr(receipt, ?) > 0", (fragment,)
+            )
+        ]
+
+    def export_digests(self, engagement: str) -> list[dict[str, str]]:
+        """Client exports of ``engagement`` still in the trail: when, and the SHA-256 of
+        the export file (as recorded by the export)."""
+        out = []
+        for ts, detail in self._all(
+            "SELECT ts, detail FROM audit WHERE engagement = ? AND action = 'export' "
+            "AND outcome = 'ok' ORDER BY seq",
+            (engagement,),
+        ):
+            _, sep, digest = str(detail).rpartition("sha256 ")
+            if sep and len(digest) == 64:
+                out.append({"at": str(ts), "sha256": digest})
+        return out
+
+    def purged_receipts(self) -> list[tuple[str, str]]:
+        """(engagement, receipt JSON) of every purged engagement."""
+        return [
+            (str(r[0]), str(r[1]))
+            for r in self._all(
+                "SELECT name, receipt FROM engagements WHERE receipt IS NOT NULL ORDER BY name"
             )
         ]
 
@@ -825,7 +872,7 @@ class Store:
                 [(v.uid, eng_id, *v[1:]) for v in rows],  # NewCredential is in column order
             )
         except sqlcipher3.Error as e:
-            raise translate(e, path=self.path) from None
+            raise self._translate(e) from None
 
     def update_credential(self, cred_id: int, u: CredentialUpdate) -> None:
         """Replace a credential's secret; other fields only where ``u`` gives them."""
@@ -1135,7 +1182,7 @@ class Store:
                 [(*r.blobs, r.id) for r in rows],
             )
         except sqlcipher3.Error as e:
-            raise translate(e, path=self.path) from None
+            raise self._translate(e) from None
 
     def delete_credential(self, cred_id: int) -> None:
         self._x("DELETE FROM credentials WHERE id = ?", (cred_id,))
@@ -1241,9 +1288,20 @@ class Store:
         ]
 
     # -- maintenance ----------------------------------------------------------------------
-    def checkpoint_truncate(self) -> None:
-        """Move every committed page into the main file and cut the WAL to 0 bytes."""
-        self._x("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    def checkpoint_truncate(self, wait_s: float | None = None) -> bool:
+        """Move every committed page into the main file and cut the WAL to 0 bytes.
+
+        Returns False when SQLite could not (it answers "busy": another connection holds a
+        read snapshot, or writes), waiting at most ``wait_s`` (default: the busy timeout).
+        """
+        if wait_s is not None:
+            self._x(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
+        try:
+            row = self._x("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            if wait_s is not None:
+                self._x(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        return row is not None and int(row[0]) == 0
 
     def vacuum(self) -> None:
         """Rewrite the whole file (VACUUM): every freed page and fragment leaves it."""
@@ -1256,6 +1314,10 @@ class Store:
         content was zeroed before, so this only shrinks the file.
         """
         self._x("PRAGMA incremental_vacuum").fetchall()
+
+    def page_count(self) -> int:
+        row = self._one("PRAGMA page_count")
+        return int(row[0]) if row else 0
 
     def auto_vacuum(self) -> int:
         row = self._one("PRAGMA auto_vacuum")
@@ -1282,3 +1344,31 @@ class Store:
             raise translate(e, "backup", target) from None
         finally:
             dst.close()
+
+
+def check_file(path: Path, key: bytes) -> list[str]:
+    """SQLCipher's MAC check of every page and SQLite's integrity check on a database file,
+    opened read-only (a backup copy, or a file extracted from a backup file): problems found.
+    """
+    try:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = sqlcipher3.connect(uri, uri=True, isolation_level=None)
+    except sqlcipher3.Error as e:
+        return [str(translate(e, "database copy"))]
+    try:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(_key_literal(key))
+        problems = [
+            f"page authentication: {r[0]}"
+            for r in conn.execute("PRAGMA cipher_integrity_check").fetchall()
+        ]
+        problems += [
+            f"SQLite integrity: {r[0]}"
+            for r in conn.execute("PRAGMA integrity_check").fetchall()
+            if r[0] != "ok"
+        ]
+        return problems
+    except sqlcipher3.Error as e:
+        return [str(translate(e, "database copy"))]
+    finally:
+        conn.close()

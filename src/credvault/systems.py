@@ -147,17 +147,22 @@ class Systems:
             self.s.log("system-ls", eng.name, None, "ok", f"{len(out)} systems listed")
         return out
 
-    def show(self, ref: str) -> System:
+    def show(self, ref: str, *, reason: str | None = None) -> System:
+        """A system's address and details (client data): audited; with the engagement's
+        ``require_reason`` a reason is mandatory, as for ``get``."""
         s = self.s
         eng_name, name = validate.ref(ref)
+        reason = validate.reason(reason)
         eng = self.e.get(eng_name)
         key = self.e.key(eng, "system.show", name)
+        if eng.require_reason and not reason:
+            raise s.deny("system-show", eng.name, name, "this engagement requires --reason")
         r = s.store.system(eng.id, name)
         if r is None:
             raise NotFound("system", ref)
         system = _opened(s, eng, key, r)
         with s.store.write():
-            s.log("system-show", eng.name, name, "ok")
+            s.log("system-show", eng.name, name, "ok", f"reason: {reason}" if reason else "")
         return system
 
     def remove(self, ref: str) -> str:

@@ -107,6 +107,28 @@ def text(
     return value
 
 
+def url(value: str | None) -> str | None:
+    """A credential's login URL: bounded text on one line, and never carrying a password
+    (``https://user:pw@host``): the password belongs in the secret, not in a field shown by
+    ``ls`` and exports."""
+    v = text(value, "URL", max_len=4096, multiline=False)
+    if v is None:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(v)
+        has_password = parts.password is not None
+    except ValueError:
+        raise InvalidInput("invalid URL") from None
+    if has_password:
+        raise InvalidInput(
+            "the URL carries a password (user:password@host): store the password as the "
+            "secret and give the URL without it"
+        )
+    return v
+
+
 def secret(value: Secret) -> Secret:
     """Size limits only: a secret may hold any bytes. Takes a :class:`Secret` so that the
     value never sits in a frame a traceback could print."""

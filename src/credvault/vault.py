@@ -8,7 +8,7 @@ import base64
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -53,9 +53,11 @@ from credvault.unlock import InMemory, Passphrase, UnlockSource, resolve
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from credvault import ledger
     from credvault.audit_trail import AuditTrail
     from credvault.backup import Backups
     from credvault.clients import Clients
+    from credvault.integrity import CheckReport
     from credvault.members import Members
     from credvault.purge import Purger
     from credvault.results import PurgePlan, VaultInfo, VaultStatus
@@ -85,6 +87,30 @@ def parse_recovery(text: str) -> tuple[bytes, bytes]:
         return bytes.fromhex(vid), seed_b
     except ValueError:
         raise InvalidInput("not a credvault recovery key") from None
+
+
+class RestoreReport(NamedTuple):
+    """What a restore destroyed at once and which records of destruction it consulted.
+
+    ``newest_record`` is None when no record newer than the backup was found: engagements
+    destroyed after ``backup_time`` may then have come back, and the operator must say so.
+    """
+
+    purged_due: list[str]
+    destroyed_after_backup: list[str]
+    looked_in: list[str]
+    newest_record: str | None
+    backup_time: str
+
+    def summary(self) -> str:
+        parts = [f"{len(self.purged_due)} engagements purged at once"]
+        if self.destroyed_after_backup:
+            parts.append(
+                f"destroyed after the backup, destroyed again: {', '.join(self.destroyed_after_backup)}"
+            )
+        if self.newest_record is None:
+            parts.append("no record of destruction newer than the backup was found")
+        return "; ".join(parts)
 
 
 class InitResult(NamedTuple):
@@ -266,6 +292,7 @@ class Vault:
                 store.set_meta("audit_key", audit_mod.audit_key(db_key))
                 store.set_meta("created_at", now)
                 store.set_meta("keyslots_digest", slots.membership_digest())
+                store.set_meta("time_high_water", now)
                 for key, default in SETTINGS.values():
                     store.set_meta(key, default)
                 AuditLog(store, db_key).append(
@@ -325,9 +352,36 @@ class Vault:
         *,
         kdf: KdfParams = DEFAULT,
         clock: Clock = utc_now,
+        ledgers: Sequence[Path] = (),
     ) -> list[str]:
         """Restore the backup ``file`` into the new directory ``target``, check it, and purge at
-        once what became due; returns the engagements purged. A failed restore leaves no vault.
+        once what became due and what any purge ledger says was destroyed after the backup;
+        returns the engagements purged. A failed restore leaves no vault. See
+        :meth:`restore_report` for what was consulted.
+        """
+        r = cls.restore_report(file, target, member, source, kdf=kdf, clock=clock, ledgers=ledgers)
+        return [*r.purged_due, *r.destroyed_after_backup]
+
+    @classmethod
+    def restore_report(
+        cls,
+        file: Path,
+        target: Path,
+        member: str,
+        source: UnlockSource | bytes | str,
+        *,
+        kdf: KdfParams = DEFAULT,
+        clock: Clock = utc_now,
+        ledgers: Sequence[Path] = (),
+    ) -> RestoreReport:
+        """:meth:`restore`, returning a :class:`RestoreReport`.
+
+        Every record of destruction it can find is consulted: the backup's own tombstones,
+        the ledger beside the backups (``credvault-ledger-<id>.jsonl``), the tombstones of
+        newer backups in the same directory (opened with the same member keys), the live
+        vault's ledger (``<vault>/purge-ledger.jsonl`` when the backup sits in the default
+        ``<vault>-backups``), and every file in ``ledgers``. A backup stamped in the future
+        (its newest entry later than the clock) is refused as suspect.
         """
         src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
         del source  # a str or bytes passphrase must not stay a local of this frame
@@ -343,7 +397,9 @@ class Vault:
         if stage.exists():
             shutil.rmtree(stage)
         try:
-            done = cls._restore_into(file, stage, member, src, kdf=kdf, clock=clock)
+            done = cls._restore_into(
+                file, stage, member, src, kdf=kdf, clock=clock, ledgers=ledgers
+            )
             stage.rename(target)  # over an empty directory too (rename(2) allows that)
             fsync_dir(target.parent)
         except BaseException:
@@ -361,7 +417,8 @@ class Vault:
         *,
         kdf: KdfParams,
         clock: Clock,
-    ) -> list[str]:
+        ledgers: Sequence[Path],
+    ) -> RestoreReport:
         from credvault.backup import RESTORED_FILES, unpack
 
         src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
@@ -376,21 +433,64 @@ class Vault:
                     )
                 s = v._s
                 s.audit.verify()
-                done = v.purger.run_due(automatic=True)
+                report = v._restore_purges(file, list(ledgers))
                 with s.store.write():
                     s.log(
-                        "restore",
-                        None,
-                        None,
-                        "ok",
-                        f"from {file.name}; {len(done)} engagements purged at once",
+                        "restore", None, None, "ok", f"from {file.name}; {report.summary()}"[:400]
                     )
-                return [d.engagement for d in done]
+                return report
         except BaseException:
             for name in RESTORED_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     (target / name).unlink()
             raise
+
+    def _restore_purges(self, file: Path, ledgers: list[Path]) -> RestoreReport:
+        from credvault import ledger
+        from credvault.model import parse_iso
+        from credvault.retention import CLOCK_SKEW
+
+        s = self._s
+        head = s.store.audit_head()
+        backup_time = str(head[1]) if head else ""
+        if backup_time and parse_iso(backup_time) > s.clock() + CLOCK_SKEW:
+            raise IntegrityError(
+                f"backup {file.name} is stamped in the future ({backup_time[:16]}, the clock "
+                f"says {s.now()[:16]}): suspect; check the clock and where the file came from"
+            )
+        vid = s.vault_id.hex()
+        paths = [file.parent / ledger.backup_ledger_name(vid)]
+        if file.parent.name.endswith("-backups"):
+            paths.append(
+                file.parent.parent / file.parent.name[: -len("-backups")] / ledger.VAULT_LEDGER
+            )
+        paths += [Path(p) for p in ledgers]
+        found = ledger.search(paths, vid, s.slots.receipt_pub)
+        records = dict(found.records)
+        looked = list(found.looked_in)
+        newest = found.newest
+        for rec, where in _newer_backup_receipts(file, vid, s):
+            records.setdefault(rec.engagement, rec)
+            newest = max(newest or "", rec.purged_at)
+            if where not in looked:
+                looked.append(where)
+        destroyed: list[str] = []
+        for name in sorted(records):
+            eng = s.store.engagement_by_name(name)
+            if eng is None or eng.state == "purged":
+                continue
+            self.purger.destroy_recorded(
+                self.engagements.get(name),
+                note=f"destroyed on {records[name].purged_at[:10]} per {Path(records[name].source).name}",
+            )
+            destroyed.append(name)
+        if destroyed:
+            self.purger.rewrite(wait_s=0)
+        done = self.purger.run_due(automatic=True, restoring=True)
+        newer = newest is not None and newest >= backup_time
+        return RestoreReport(
+            [d.engagement for d in done], destroyed, looked, newest if newer else None, backup_time
+        )
 
     @classmethod
     def _unlock(
@@ -488,13 +588,20 @@ class Vault:
 
     def _after_open(self, auto_purge: bool) -> None:
         s = self._s
+        head = s.store.audit_head()
+        s.newest_at_open = str(head[1]) if head else None  # before this session writes
         if s.store.get_meta("format_version") != FORMAT_VERSION:
             self._upgrade()
         if s.store.get_meta("needs_vacuum"):
-            self.purger.rewrite()  # finish a purge interrupted before its file rewrite
+            # finish a purge interrupted before its file rewrite, or one a reader held up
+            self.purger.rewrite(wait_s=0)
         _import_failed_unlocks(s)
-        if auto_purge and s.store.anything_due(s.now()):
-            self.purger.run_due(automatic=True)
+        if auto_purge and s.may_destroy:
+            from credvault.clock import note_trusted_clock
+
+            note_trusted_clock(s)
+            if s.store.anything_due(s.now()):
+                self.purger.run_due(automatic=True)  # held silently on a suspect clock
         self._rotate_pending()
 
     def _upgrade(self) -> None:
@@ -692,14 +799,15 @@ class Vault:
         return self.audit.checkpoint()
 
     # -- purge and recovery -----------------------------------------------------------------
-    def purge(self, *, dry_run: bool = False) -> list[PurgePlan]:
+    def purge(self, *, dry_run: bool = False, confirm_clock: str | None = None) -> list[PurgePlan]:
         """Purge everything due now (admins and service identities); with ``dry_run`` only
-        list it. Returns what was (or would be) purged."""
+        list it. Returns what was (or would be) purged. On a suspect clock it raises
+        :class:`ClockSuspect` unless ``confirm_clock`` is the clock's date (``YYYY-MM-DD``)."""
         s = self._s
         s.require("vault.purge")
         if dry_run:
             return self.purger.plan()
-        done = self.purger.run_due(automatic=False)
+        done = self.purger.run_due(automatic=False, confirm_clock=confirm_clock)
         with s.store.write():
             s.log("purge-run", None, None, "ok", f"{len(done)} engagements purged")
         return done
@@ -722,11 +830,108 @@ class Vault:
             for e in self.engagements.visible_quietly()
             if e.state == "closed"
         ]
+        with s.store.write():  # it shows engagement names and dates: on the record
+            s.log("status", None, None, "ok", f"{len(due)} due, {len(closed)} scheduled")
         return VaultStatus(s.member, s.is_admin, str(s.path), self.vault_id, due, closed)
 
     def integrity_check(self) -> list[str]:
         """SQLite's and SQLCipher's own checks (empty list: fine)."""
         return self._s.store.integrity_check()
+
+    def check(self) -> CheckReport:
+        """The full check of ``credvault check`` on this open vault (admins, services)."""
+        from credvault.integrity import check_session
+
+        return check_session(self._s)
+
+    @classmethod
+    def check_at(
+        cls,
+        path: Path,
+        member: str,
+        source: UnlockSource | bytes | str,
+        *,
+        kdf: KdfParams = DEFAULT,
+        clock: Clock = utc_now,
+    ) -> CheckReport:
+        """Check the vault directory or backup file at ``path`` (see :mod:`credvault.integrity`).
+
+        Failures to open that are integrity failures (a damaged first page, a key-slot file
+        that does not verify, a truncated backup) are reported as problems; a wrong
+        passphrase or a missing vault raises. A backup file is checked on a private
+        temporary copy, without purging anything; the backup itself is not changed.
+        """
+        from credvault.integrity import CheckReport
+
+        path = Path(path)
+        if not path.is_file():
+            try:
+                v = cls.open(path, member, source, kdf=kdf, clock=clock, auto_purge=False)
+            except IntegrityError as e:
+                return CheckReport(str(path), [], [str(e)])
+            with v:
+                return v.check()
+
+        import shutil
+        import tempfile
+
+        from credvault.backup import unpack
+        from credvault.integrity import check_session
+
+        tmp = Path(tempfile.mkdtemp(prefix="credvault-check-"))
+        try:
+            work = tmp / "vault"
+            try:
+                unpack(path, work)
+                v = cls.open(work, member, source, kdf=kdf, clock=clock, auto_purge=False)
+            except IntegrityError as e:
+                return CheckReport(str(path), [], [f"backup file: {e}"])
+            with v:
+                r = check_session(v._s, label=path.name)
+            return CheckReport(str(path), ["backup file: complete", *r.checked], r.problems)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _newer_backup_receipts(
+    file: Path, vault_id: str, s: Session
+) -> list[tuple[ledger.Record, str]]:
+    """The tombstones of this vault's backups in ``file``'s directory that are newer than
+    ``file`` (by the stamp in their names), opened with the restoring member's keys; a
+    backup that cannot be opened (other keys, damaged) is skipped."""
+    import shutil as _shutil
+    import tempfile
+
+    from credvault.backup import BACKUP_NAME as _NAME
+    from credvault.backup import unpack
+    from credvault.ledger import Record
+    from credvault.receipts import verify_receipt
+    from credvault.unlock import InMemory
+
+    m = _NAME.match(file.name)
+    mine = m.group(2) if m else ""
+    out: list[tuple[Record, str]] = []
+    for other in sorted(file.parent.glob(f"credvault-backup-{vault_id}-*.cvb")):
+        om = _NAME.match(other.name)
+        if not om or om.group(2) <= mine or other.resolve() == file.resolve():
+            continue
+        tmp = Path(tempfile.mkdtemp(prefix="credvault-ledger-"))
+        try:
+            unpack(other, tmp / "v")
+            with Vault.open(
+                tmp / "v", s.member, InMemory(s.keys), clock=s.clock, auto_purge=False
+            ) as v:
+                for name, text in v._s.store.purged_receipts():
+                    try:
+                        body = verify_receipt(text, s.slots.receipt_pub)
+                    except CredvaultError:
+                        continue
+                    out.append((Record(name, str(body.get("purged_at")), str(other)), str(other)))
+        except (CredvaultError, OSError):
+            continue
+        finally:
+            _shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def _is_staged(name: str) -> bool:
@@ -786,12 +991,16 @@ def _import_failed_unlocks(s: Session) -> None:
             ts, _, who = line.partition(" ")
             s.audit.append(
                 s.now(),
-                who[:64] or "<unknown>",
+                who if validate._NAME.match(who) else "<invalid>",
                 "unlock",
                 None,
                 None,
                 "denied",
-                f"failed unlock at {ts[:32]} (recorded at next open)",
+                # the file is writable by whoever can write the vault directory: keep only
+                # what a timestamp holds, so no terminal escape is carried into the trail
+                "failed unlock at "
+                + "".join(c if c in "0123456789-:.TZ" else "?" for c in ts[:32])
+                + " (recorded at next open)",
             )
         s.store.set_meta(
             "failed_unlocks_imported", f"{len(data)}:{hashlib.sha256(data).hexdigest()}"

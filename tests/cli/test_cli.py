@@ -227,7 +227,7 @@ ERROR_CASES: list[Case] = [
     case("usage-engagement-no-action", ["engagement"], 2, "credvault: the following arguments are required: ACTION (see `credvault engagement --help`)"),
     case("usage-new-no-client", ["engagement", "new", "x"], 2, "credvault: the following arguments are required: --client (see `credvault engagement new --help`)"),
     case("usage-grant-no-role", ["grant", "acme-2026", "bob"], 2, "credvault: the following arguments are required: role (see `credvault grant --help`)"),
-    case("usage-system-no-address", ["system", "add", "acme-2026/web2"], 2, "credvault: the following arguments are required: --address (see `credvault system add --help`)"),
+    case("usage-system-no-address", ["system", "add", "acme-2026/web2"], 2, "credvault: system add needs an address: --address-file PATH, --fields-from PATH, --ask address or --address"),
     case("usage-retain-no-until", ["engagement", "retain", "old-2025", "--reason", "x"], 2, "credvault: the following arguments are required: --until (see `credvault engagement retain --help`)"),
     case("usage-set-no-flag", ["engagement", "set", "acme-2026"], 2, "credvault: one of the arguments --require-reason --no-require-reason is required (see `credvault engagement set --help`)"),
     case("usage-unknown-option", ["get", "acme-2026/web1-root", "--bogus"], 2, "credvault: unrecognized arguments: --bogus", prefix=True),

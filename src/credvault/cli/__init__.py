@@ -23,6 +23,7 @@ from credvault import CredvaultError
 from credvault.cli import commands as c
 from credvault.cli import records as r
 from credvault.cli import spec
+from credvault.cli.fields import field_args
 from credvault.cli.spec import Command, arg, one_of
 from credvault.cli.terminal import err
 
@@ -293,10 +294,12 @@ TABLE: tuple[Command, ...] = (
                 c.cmd_system_add,
                 (
                     SYSTEM_REF,
-                    arg("--address", required=True, help="IPv4, IPv6 or DNS name"),
+                    *field_args(
+                        ("address", "IPv4, IPv6 or DNS name (required)"),
+                        ("details", "free-text system details (stored encrypted)"),
+                    ),
                     arg("--port"),
                     arg("--protocol"),
-                    arg("--details", help="free-text system details (stored encrypted)"),
                 ),
             ),
             Command(
@@ -309,7 +312,11 @@ TABLE: tuple[Command, ...] = (
                 "show",
                 "show a system (address and details)",
                 c.cmd_system_show,
-                (SYSTEM_REF, JSON),
+                (
+                    SYSTEM_REF,
+                    JSON,
+                    arg("--reason", help="why you read it (ticket number); recorded in the audit"),
+                ),
             ),
             Command(
                 "set",
@@ -317,10 +324,12 @@ TABLE: tuple[Command, ...] = (
                 r.cmd_system_set,
                 (
                     SYSTEM_REF,
-                    arg("--address", help="IPv4, IPv6 or DNS name"),
+                    *field_args(
+                        ("address", "IPv4, IPv6 or DNS name"),
+                        ("details", "free-text system details (stored encrypted)"),
+                    ),
                     arg("--port"),
                     arg("--protocol"),
-                    arg("--details", help="free-text system details (stored encrypted)"),
                     arg(
                         "--clear",
                         action="append",
@@ -343,7 +352,11 @@ TABLE: tuple[Command, ...] = (
         c.cmd_put,
         (
             REF,
-            arg("--username"),
+            *field_args(
+                ("username", "the account name"),
+                ("url", "the login URL (a URL carrying a password is refused)"),
+                ("notes", "free-text notes"),
+            ),
             arg(
                 "--system",
                 metavar="NAME",
@@ -355,8 +368,6 @@ TABLE: tuple[Command, ...] = (
                 choices=["password", "ssh-key", "token", "other"],
                 help="kind of a new credential (default password; a replace keeps it)",
             ),
-            arg("--url"),
-            arg("--notes"),
             arg(
                 "--generate",
                 nargs="?",
@@ -441,9 +452,11 @@ TABLE: tuple[Command, ...] = (
         r.cmd_edit,
         (
             REF,
-            arg("--username"),
-            arg("--url"),
-            arg("--notes"),
+            *field_args(
+                ("username", "the account name"),
+                ("url", "the login URL (a URL carrying a password is refused)"),
+                ("notes", "free-text notes"),
+            ),
             arg("--kind", choices=["password", "ssh-key", "token", "other"]),
             arg("--system", metavar="NAME", value="system", help="link to this system"),
             arg(
@@ -634,7 +647,16 @@ TABLE: tuple[Command, ...] = (
         "purge",
         "destroy every engagement whose purge is due",
         c.cmd_purge,
-        (arg("--dry-run", action="store_true", help="only list what is due"), JSON),
+        (
+            arg("--dry-run", action="store_true", help="only list what is due"),
+            arg(
+                "--confirm-clock",
+                metavar="YYYY-MM-DD",
+                help="the clock is suspect and you checked that today is this date (UTC): "
+                "act on it (admins and service identities; audited)",
+            ),
+            JSON,
+        ),
     ),
     Command(
         "receipt",
@@ -696,7 +718,30 @@ TABLE: tuple[Command, ...] = (
         "restore",
         "restore a backup into a new vault directory",
         c.cmd_restore,
-        (arg("file", value="file"),),
+        (
+            arg("file", value="file"),
+            arg(
+                "--ledger",
+                action="append",
+                metavar="FILE",
+                value="file",
+                help="a purge ledger or receipt file to consult too (repeatable)",
+            ),
+        ),
+    ),
+    Command(
+        "check",
+        "full integrity check of the vault or a backup file (exit 6 if anything is wrong)",
+        c.cmd_check,
+        (
+            arg(
+                "target",
+                nargs="?",
+                value="file",
+                help="a backup file or vault directory (default: the vault)",
+            ),
+            JSON,
+        ),
     ),
     Command(
         "unlock",

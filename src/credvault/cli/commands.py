@@ -18,6 +18,7 @@ from credvault import (
     DEFAULT_KDF,
     Engagement,
     FirstOf,
+    IntegrityError,
     InvalidInput,
     KdfParams,
     NotFound,
@@ -418,7 +419,7 @@ def cmd_engagement_shred(args: argparse.Namespace) -> int:
             f"shredded {args.name}; receipt at audit position {receipt.audit_position}"
             f" (`credvault receipt {args.name}`)"
         )
-    return EXIT_OK
+        return purge_outcome(v)
 
 
 def cmd_grant(args: argparse.Namespace) -> int:
@@ -464,9 +465,18 @@ def cmd_recover(args: argparse.Namespace) -> int:
 # -- systems --------------------------------------------------------------------------------
 def cmd_system_add(args: argparse.Namespace) -> int:
     """Add a system to an engagement, or update it."""
+    from credvault.cli.fields import read_fields
+
+    fields = read_fields(args, ("address", "details"), stdin_free=True)
+    address = fields["address"]
+    if address is None:
+        raise InvalidInput(
+            "system add needs an address: --address-file PATH, --fields-from PATH, "
+            "--ask address or --address"
+        )
     with open_vault(args) as v:
         s = v.systems.add(
-            args.ref, args.address, port=args.port, protocol=args.protocol, details=args.details
+            args.ref, address, port=args.port, protocol=args.protocol, details=fields["details"]
         )
         t.out(f"added system {s.engagement}/{s.name}")
     return EXIT_OK
@@ -488,7 +498,7 @@ def cmd_system_ls(args: argparse.Namespace) -> int:
 def cmd_system_show(args: argparse.Namespace) -> int:
     """One system, address and details included."""
     with open_vault(args) as v:
-        s = v.systems.show(args.ref)
+        s = v.systems.show(args.ref, reason=args.reason)
         if args.json:
             t.out_json(s.to_json())
         else:
@@ -535,12 +545,16 @@ def generated(args: argparse.Namespace) -> tuple[bytes, str] | None:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    """Store a credential; the secret comes from stdin (or a generator), never from argv."""
+    """Store a credential; the secret comes from stdin (or a generator), never from argv;
+    its fields from files, stdin, JSON or a prompt (cli/fields.py) rather than argv."""
+    from credvault.cli.fields import read_fields
+
     if args.totp and (args.generate is not None or args.token or args.words):
         raise InvalidInput("--totp takes the seed from stdin: it cannot be generated")
     made = generated(args)
     if args.show and made is None:
         raise InvalidInput("--show needs --generate, --token or --words")
+    fields = read_fields(args, ("username", "url", "notes"), stdin_free=made is not None)
     secret = made[0] if made is not None else t.read_secret_stdin()
     if args.totp:
         secret = totp_secret(args.ref, secret)
@@ -548,11 +562,11 @@ def cmd_put(args: argparse.Namespace) -> int:
         info = v.credentials.put(
             args.ref,
             secret,
-            username=args.username,
+            username=fields["username"],
             system=args.system,
             kind=args.kind,
-            url=args.url,
-            notes=args.notes,
+            url=fields["url"],
+            notes=fields["notes"],
         )
     t.out(f"stored {info.engagement}/{info.name}" + (f" (generated: {made[1]})" if made else ""))
     if made is not None and args.show:  # once, on request, after it is safely stored
@@ -568,6 +582,18 @@ def cmd_get(args: argparse.Namespace) -> int:
     backend = None
     if args.clip:
         backend = clipboard_first(args)
+    if args.field in ("username", "url", "notes") and args.version is None and not args.json:
+        # a field that is not the secret is read as such (audited as `show`, not `get`)
+        with open_vault(args) as v:
+            fields = v.credentials.fields(args.ref, reason=args.reason)
+        text = fields.get(args.field)
+        if text is None:
+            raise NotFound("field", f"{args.ref} {args.field}", f"{args.ref} has no {args.field}")
+        if backend is not None:
+            return copy_out(args, Secret(text.encode()), f"{args.ref} {args.field}", backend)
+        sys.stdout.buffer.write(text.encode() + (b"" if args.n else b"\n"))
+        sys.stdout.buffer.flush()
+        return EXIT_OK
     with open_vault(args) as v:
         c = v.credentials.get(args.ref, reason=args.reason, version=args.version)
     if args.json:
@@ -664,10 +690,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 # -- retention ------------------------------------------------------------------------------
+INCOMPLETE = (
+    "destroyed in the database, but old copies remain in its files while another process "
+    "holds an older read snapshot; the next `credvault purge` (or any open) finishes it "
+    "and the receipt then records when"
+)
+
+
+def purge_outcome(v: Vault) -> int:
+    """0 when every purge of the vault is complete; else one line on stderr and 1."""
+    if v.purger.complete:
+        return EXIT_OK
+    t.err(f"purge NOT complete: {INCOMPLETE}")
+    return 1
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     """Destroy every engagement whose purge is due (also runs on every open)."""
     with open_vault(args, auto_purge=False) as v:  # the purge is this command's own work
-        done = v.purge(dry_run=args.dry_run)
+        done = v.purge(dry_run=args.dry_run, confirm_clock=args.confirm_clock)
+        code = EXIT_OK if args.dry_run else purge_outcome(v)
     if args.json:
         t.out_json([d.to_json() for d in done])
     elif not done:
@@ -676,7 +718,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         verb = "due" if args.dry_run else "purged"
         for d in done:
             t.out(f"{verb}: {d.engagement} ({d.client}), {d.reason}")
-    return EXIT_OK
+    return code
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
@@ -702,6 +744,9 @@ def cmd_receipt(args: argparse.Namespace) -> int:
             "audit_position",
         ):
             t.out(f"{k + ':':16}{receipt.get(k) or ''}")
+        if receipt.get("format") != "credvault-purge-receipt/1":
+            done = receipt.get("destruction_complete_at")
+            t.out(f"{'complete:':16}{done or 'NOT YET: copies remain in the files'}")
         t.out(
             f"{'destroyed:':16}{d['credentials']} credentials, {d['systems']} systems, "
             f"{d['key_copies']} key copies; key fingerprints {', '.join(d['key_fingerprints'])}"
@@ -711,7 +756,11 @@ def cmd_receipt(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_receipt(args: argparse.Namespace) -> int:
-    """Check a receipt file's signature (needs no vault)."""
+    """Check a receipt file's signature against the vault's public key (needs no vault).
+
+    Without ``--public-key`` the receipt can only be checked against the key it carries,
+    which anyone can make: that is reported and never counts as valid (exit 6).
+    """
     try:
         text = Path(args.file).read_text()[:1_000_000]
     except (OSError, UnicodeDecodeError):
@@ -721,14 +770,14 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     except ValueError:
         raise InvalidInput("the receipt is not JSON") from None
     body = verify_receipt(text, args.public_key)
-    origin = (
-        "the given public key"
-        if args.public_key
-        else "the key embedded in it (pass --public-key to check its origin)"
-    )
+    if not args.public_key:
+        raise IntegrityError(
+            "receipt NOT verified: it is consistent with the key it carries, but anyone can "
+            "make such a key; pass --public-key (the vault's `credvault info --public-key`)"
+        )
     t.out(
         f"valid receipt: {body['engagement']} purged {str(body['purged_at'])[:10]} "
-        f"({body['reason']}), signed by {origin}"
+        f"({body['reason']}), signed by the given public key"
     )
     return EXIT_OK
 
@@ -751,13 +800,14 @@ def cmd_client_ls(args: argparse.Namespace) -> int:
 def cmd_client_export(args: argparse.Namespace) -> int:
     """Everything held for a client, secrets included, as JSON (stdout or a new 0600 file)."""
     with open_vault(args) as v:
-        data = v.clients.export(args.client, reason=args.reason)
-        text = json.dumps(data, indent=1) + "\n"
+        data = v.clients.export_bytes(args.client, reason=args.reason)
         if args.output:
-            write_new_private(Path(args.output), text.encode())
+            write_new_private(Path(args.output), data)
             t.out(f"exported {args.client} to {args.output} (mode 0600)")
         else:
-            sys.stdout.write(text)
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
     return EXIT_OK
 
 
@@ -772,7 +822,7 @@ def cmd_client_shred(args: argparse.Namespace) -> int:
         )
         for name in v.clients.shred(args.client):
             t.out(f"shredded {name}")
-    return EXIT_OK
+        return purge_outcome(v)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -787,8 +837,54 @@ def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup into a new vault directory (then purge what is due)."""
     target = Path(args.vault) if args.vault else default_dir()
     member = member_name(args)
-    purged = Vault.restore(Path(args.file), target, member, unlock_source(args, target, member))
+    r = Vault.restore_report(
+        Path(args.file),
+        target,
+        member,
+        unlock_source(args, target, member),
+        ledgers=[Path(f) for f in args.ledger or ()],
+    )
+    purged = r.purged_due
     t.out(f"restored into {target}" + (f"; purged at once: {', '.join(purged)}" if purged else ""))
+    if r.destroyed_after_backup:
+        t.out(
+            "destroyed after this backup was made, destroyed again now: "
+            + ", ".join(r.destroyed_after_backup)
+        )
+    t.out(
+        "records of destruction consulted: " + (", ".join(r.looked_in) or "none besides the backup")
+    )
+    if r.newest_record is None:
+        t.err(
+            f"warning: no record of destruction newer than this backup ({r.backup_time[:16]}) "
+            "was found: anything destroyed after it may have come back; pass --ledger FILE "
+            "(the live vault's purge-ledger.jsonl, or a copy of the receipts)"
+        )
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Full integrity check of the vault, or of a backup file (exit 6 listing what is wrong)."""
+    member = member_name(args)
+    if args.target:
+        target = Path(args.target)
+        unlock_at = vault_dir(args) if target.is_file() else target
+    else:
+        target = unlock_at = vault_dir(args)
+    report = Vault.check_at(
+        target, member, unlock_source(args, unlock_at, member), kdf=kdf_params(args)
+    )
+    if args.json:
+        t.out_json(report._asdict())
+    else:
+        for line in report.checked:
+            t.out(f"ok: {line}")
+    if report.problems:
+        for problem in report.problems:
+            t.err(f"{report.target}: {problem}")
+        return 6
+    if not args.json:
+        t.out(f"{report.target}: sound")
     return EXIT_OK
 
 

@@ -102,9 +102,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
     With field options it applies them; without, it opens ``$VISUAL``/``$EDITOR`` on the
     fields (0600 file in a private temporary directory, removed afterwards).
     """
+    from credvault.cli.fields import read_fields
+
+    given = read_fields(args, ("username", "url", "notes"), stdin_free=True)
     changes: dict[str, str | None] = {}
     for f in (*_FIELDS, "notes"):
-        value = getattr(args, f, None)
+        value = given[f] if f in given else getattr(args, f, None)
         if value is not None:
             changes[f] = value
     for f in args.clear or ():
@@ -184,10 +187,13 @@ def parse_fields(text: str) -> dict[str, str | None]:
 # -- systems --------------------------------------------------------------------------------------
 def cmd_system_set(args: argparse.Namespace) -> int:
     """Change a system field by field; what is not named keeps its value."""
+    from credvault.cli.fields import read_fields
+
+    given: dict[str, object] = dict(read_fields(args, ("address", "details"), stdin_free=True))
     changes: dict[str, object] = {
-        f: getattr(args, f)
+        f: given[f] if f in given else getattr(args, f)
         for f in ("address", "port", "protocol", "details")
-        if getattr(args, f) is not None
+        if (given[f] if f in given else getattr(args, f)) is not None
     }
     for f in args.clear or ():
         if f in changes:

@@ -100,8 +100,22 @@ def out_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
 
 
+def escaped(text: str) -> str:
+    """``text`` with every non-printable character (terminal escapes, C1 controls, tabs,
+    newlines, bidi overrides …) shown as ``\\xNN`` / ``\\uNNNN``: cells come from the audit
+    trail and from files others can write, and must never drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable()
+        else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        for ch in text
+    )
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    cells = [[escaped("" if c is None else str(c)) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     out("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for r in cells:
@@ -117,3 +131,11 @@ def printable(text: str) -> str:
 def err(message: str) -> None:
     """One line on stderr; control characters replaced so nothing can rewrite the terminal."""
     sys.stderr.write(f"credvault: {printable((message.splitlines() or [''])[0])}\n")
+
+
+def ask_line(prompt: str) -> str:
+    """One line typed at the terminal (echoed: for non-secret client data)."""
+    fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    with open(fd, "r+b", buffering=0) as tty:  # noqa: PTH123 - a device; "r+" text fails
+        tty.write(prompt.encode())
+        return tty.readline().decode(errors="replace").rstrip("\n")
