@@ -29,6 +29,7 @@ VAULT_FILES = {
     "keyslots.json",
     "vault.lock",
     "failed-unlocks.log",
+    "purge-ledger.jsonl",  # the signed record of what was destroyed (issue 12)
 }
 # Read-only actions (the checks themselves add some); everything else is a change.
 READS = {
