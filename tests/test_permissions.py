@@ -78,7 +78,8 @@ def test_everything_created_is_private_under_umask_022(
     _run(capsys, "client", "export", "acme", "--output", str(export))
     _run(capsys, "backup")
     backups = vault.parent / "vault-backups"
-    (backup_file,) = list(backups.iterdir())
+    (backup_file,) = list(backups.glob("*.cvb"))
+    beside = [f for f in backups.iterdir() if f != backup_file]  # the purge ledger (issue 12)
     _run(capsys, "engagement", "shred", "acme-2026", "--yes")
     _run(capsys, "receipt", "acme-2026", "--output", str(receipt))
     monkeypatch.setenv("CREDVAULT_PASSPHRASE_FILE", cli_env["TEST_PASS_BOB"])
@@ -100,13 +101,15 @@ def test_everything_created_is_private_under_umask_022(
         export,
         receipt,
         backup_file,
+        *beside,
         *restored.iterdir(),
     ]
     for f in files:
         assert _mode(f) == 0o600, f
     for f in vault.iterdir():  # nothing else, and nothing world- or group-readable
         assert _mode(f) == 0o600, f
-    assert not [f for f in backups.iterdir() if f != backup_file]  # no temporary left
+    left = [f for f in backups.iterdir() if f != backup_file]
+    assert all(f.name.startswith("credvault-ledger-") for f in left), left  # no temporary
 
 
 def test_wal_and_shm_are_private_under_umask_022(umask022: None, tmp_path: Path) -> None:
@@ -174,6 +177,12 @@ def test_put_options_are_exactly_the_documented_ones() -> None:
         "--separator",
         "--show",
         "--totp",  # a flag: the TOTP seed itself comes on stdin like any secret (issue 17)
+        # client data from a file, stdin or a prompt, never argv (issue 12): paths and names
+        "--username-file",
+        "--url-file",
+        "--notes-file",
+        "--fields-from",
+        "--ask",
     }
     positionals = [a.dest for a in put._actions if not a.option_strings]
     assert positionals == ["ref"]

@@ -359,7 +359,9 @@ class Vault:
         returns the engagements purged. A failed restore leaves no vault. See
         :meth:`restore_report` for what was consulted.
         """
-        r = cls.restore_report(file, target, member, source, kdf=kdf, clock=clock, ledgers=ledgers)
+        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        del source  # a str or bytes passphrase must not stay a local of this frame
+        r = cls.restore_report(file, target, member, src, kdf=kdf, clock=clock, ledgers=ledgers)
         return [*r.purged_due, *r.destroyed_after_backup]
 
     @classmethod
