@@ -111,12 +111,23 @@ def test_lifecycle_unlock_get_lock_refused(ag: Agented) -> None:
     assert ag.cli("lock").text == "nothing cached; already locked\n"
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie awaiting its reaper counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # noqa: PTH123
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_kill9_then_fallback_and_restart(ag: Agented) -> None:
     pid = _unlock(ag)
     assert ag.cli("get", "acme-2026/db", env=NO_PASSPHRASE).code == 0
     os.kill(pid, signal.SIGKILL)
+    # Wait for the process to die without touching its socket: a status probe that finds it
+    # refused would remove the stale socket itself (and the notice below would never come).
     deadline = time.monotonic() + 30
-    while ag.status() is not None:
+    while _alive(pid):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     # The next command says so and falls back to the normal unlock (none here: exit 5) …
