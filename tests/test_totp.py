@@ -188,3 +188,26 @@ def test_otp_reads_are_listed_at_revoke(vault: VaultFixture, engagement: str) ->
         v.credentials.otp("acme-2026/portal-otp")
     with vault.open() as v:
         assert v.engagements.revoke("acme-2026", "bob") == ["portal-otp"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "otpauth://totp/acme?secret=JBSWY3DPEHPK3PXPJBSWY3DP&digits=9",
+        "otpauth://totp/acme?secret=JBSWY3DPEHPK3PXPJBSWY3DP&algorithm=MD5",
+        "JBSWY3DPEHPK3PXPJBSWY3DP!",
+    ],
+)
+@pytest.mark.parametrize("form", [str, Secret])
+def test_refused_seed_is_in_no_traceback_local(value: str, form: type) -> None:
+    """The parsing frames hold the seed as text; none of them may reach the traceback."""
+    import traceback
+
+    with pytest.raises(InvalidInput) as e:
+        totp.parse(form(value))
+    te = traceback.TracebackException.from_exception(e.value, capture_locals=True)
+    frames = [f for f in te.stack if "credvault" in f.filename and "tests" not in f.filename]
+    assert frames  # the credvault frames are there, with their locals
+    text = repr([(f.name, f.locals) for f in frames]) + "".join(te.format())
+    assert "JBSWY3DPEHPK3PXP" not in repr([f.locals for f in frames])
+    assert "_parse" not in text  # the frames that held it are gone, not just redacted

@@ -69,10 +69,25 @@ def _base32(text: str) -> Secret:
 
 
 def parse(value: Secret | bytes | str) -> TotpParams:
-    """Parse a stored seed (URI or base32). Errors never quote the value."""
-    raw = value.reveal() if isinstance(value, Secret) else value
+    """Parse a stored seed (URI or base32). Errors never quote the value.
+
+    The parsing frames hold the seed as plain text; an error is raised again from here, after
+    the ``except`` block has dropped them, so no traceback carries those frames' locals.
+    """
+    seed = value if isinstance(value, Secret) else Secret(value)
+    del value
+    message = ""
     try:
-        text = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).strip()
+        return _parse(seed)
+    except InvalidInput as e:
+        message = str(e)
+    raise InvalidInput(message)
+
+
+def _parse(value: Secret) -> TotpParams:
+    raw = value.reveal()
+    try:
+        text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise InvalidInput(_BAD_SEED) from None
     if not text.lower().startswith("otpauth:"):
@@ -111,9 +126,10 @@ def to_uri(value: Secret | bytes | str, label: str) -> Secret:
     from urllib.parse import quote
 
     p = parse(value)
-    seed = base64.b32encode(p.key.reveal()).decode().rstrip("=")
+    del value
     return Secret(
-        f"otpauth://totp/{quote(p.label or label, safe=':@')}?secret={seed}"
+        f"otpauth://totp/{quote(p.label or label, safe=':@')}"
+        f"?secret={base64.b32encode(p.key.reveal()).decode().rstrip('=')}"
         f"&algorithm={p.algorithm}&digits={p.digits}&period={p.period}"
     )
 
