@@ -227,6 +227,7 @@ def test_revoke_via_cli_lists_reads(cli_vault: CliRunner, cli_env: dict[str, str
         "engagement": "acme-2026",
         "member": "bob",
         "credentials_read": ["db"],
+        "records_viewed": [],
     }
     r = cli_vault("get", "acme-2026/db", env=bob)
     assert r.code == 4, r.err

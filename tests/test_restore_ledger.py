@@ -7,6 +7,7 @@ plainly when it found no newer record. Backups stamped in the future are suspect
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -191,3 +192,143 @@ def test_the_ledger_beside_backups_never_writes_through_a_planted_symlink(
         v.backups.create(shared)
     assert victim.read_text() == "precious"
     assert len(list(shared.glob("credvault-ledger-*.jsonl"))) == 1
+
+
+# -- engagements closed, held or released after the backup come back in that state ------------
+def _closed_after_backup(vf: VaultFixture) -> Path:
+    """A backup with ENG active; then ENG closed (7 days' grace); then 12 days pass and the
+    live vault is lost before anyone opens it."""
+    with open_as(vf) as v:
+        file, _ = v.backups.create()
+    vf.clock.advance(days=1)
+    with open_as(vf) as v:
+        v.engagements.close(ENG)
+    vf.clock.advance(days=12)
+    shutil.rmtree(vf.path)
+    return file
+
+
+def test_an_engagement_closed_after_the_backup_does_not_come_back_active(
+    vault: VaultFixture, engagement: str, tmp_path: Path
+) -> None:
+    """Without a record of the close, the restored ENG is active again and its purge, due
+    five days ago, never comes: the client's data outlives the promise."""
+    file = _closed_after_backup(vault)
+    r = restore(vault, file, tmp_path / "r")
+    assert r.closed_after_backup == [ENG]
+    assert r.purged_due == [ENG]  # due since the close + 7 days: destroyed at once
+    with Vault.open(tmp_path / "r", "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock) as v:
+        eng = v.engagements.get(ENG, allow_purged=True)
+        assert eng.state == "purged"
+        closes = [e for e in v.audit.entries(action="close") if "after the backup" in e.detail]
+        assert [e.engagement for e in closes] == [ENG]
+        assert "closed again" in v.audit.entries(action="restore")[-1].detail
+
+
+def test_a_close_not_yet_due_comes_back_closed_and_takes_no_writes(
+    vault: VaultFixture, engagement: str, tmp_path: Path
+) -> None:
+    from credvault import RetentionError, Secret
+
+    with open_as(vault) as v:
+        file, _ = v.backups.create()
+    vault.clock.advance(days=1)
+    with open_as(vault) as v:
+        v.engagements.close(ENG)
+        due = v.engagements.get(ENG).purge_due
+    shutil.rmtree(vault.path)
+    r = restore(vault, file, tmp_path / "r")
+    assert (r.closed_after_backup, r.purged_due) == ([ENG], [])
+    with Vault.open(tmp_path / "r", "bob", PASSWORDS["bob"], kdf=KDF, clock=vault.clock) as v:
+        eng = v.engagements.get(ENG)
+        assert (eng.state, eng.purge_due) == ("closed", due)
+        with pytest.raises(RetentionError):
+            v.credentials.put(f"{ENG}/new", Secret(b"x"))
+
+
+def test_a_hold_set_after_the_backup_is_kept_by_the_restore(
+    vault: VaultFixture, engagement: str, tmp_path: Path
+) -> None:
+    """The client asked to keep the data after the backup was made: a restore must not
+    purge it on the backup's older purge date."""
+    with open_as(vault) as v:
+        v.engagements.close(ENG)
+        file, _ = v.backups.create()
+    vault.clock.advance(days=1)
+    until = f"{vault.clock.now.year + 2}-01-01"
+    with open_as(vault) as v:
+        v.engagements.lifecycle.retain(ENG, until, "client keeps it for support")
+    vault.clock.advance(days=30)  # the backup's own purge date is long past
+    shutil.rmtree(vault.path)
+    r = restore(vault, file, tmp_path / "r")
+    assert (r.closed_after_backup, r.purged_due) == ([ENG], [])
+    with Vault.open(tmp_path / "r", "bob", PASSWORDS["bob"], kdf=KDF, clock=vault.clock) as v:
+        eng = v.engagements.get(ENG)
+        assert (eng.state, (eng.hold_until or "")[:10]) == ("closed", until)
+        assert v.get(f"{ENG}/web1-root").secret.reveal() == b"hunter2"
+
+
+def test_a_forged_close_record_changes_nothing(
+    vault: VaultFixture, engagement: str, tmp_path: Path
+) -> None:
+    """The insider edits the ledger beside the backups to hold ENG until 2099 (so that the
+    restore keeps it): the record no longer verifies and the purge happens."""
+    file = _closed_after_backup(vault)
+    ledger = next(file.parent.glob("credvault-ledger-*.jsonl"))
+    lines = ledger.read_text().splitlines()
+    out = []
+    for line in lines:
+        item = json.loads(line)
+        if item.get("format") == "credvault-lifecycle-record/1":
+            assert item["engagement"] == ENG
+            item["hold_until"] = "2099-01-01T00:00:00Z"
+            item["purge_due"] = "2099-01-01T00:00:00Z"
+        out.append(json.dumps(item))
+    ledger.write_text("\n".join(out) + "\n")
+    r = restore(vault, file, tmp_path / "r")
+    assert r.closed_after_backup == []  # the forged record is ignored...
+    assert r.purged_due == []  # ...so ENG is back as the backup had it: active
+    # and a close record never passes for a purge receipt (its own signing label)
+    from credvault import IntegrityError as IE
+    from credvault.receipts import verify_receipt
+
+    with Vault.open(tmp_path / "r", "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock) as v:
+        pub = base64.b64decode(v.public_key)
+    good = next(json.loads(x) for x in lines if "lifecycle-record" in x)
+    with pytest.raises(IE):
+        verify_receipt(good, pub)
+
+
+def test_a_newer_backup_carries_the_close_when_no_ledger_survives(
+    vault: VaultFixture, engagement: str, tmp_path: Path
+) -> None:
+    with open_as(vault) as v:
+        file, _ = v.backups.create()
+    vault.clock.advance(days=1)
+    with open_as(vault) as v:
+        v.engagements.close(ENG)
+        v.backups.create()  # newer: ENG closed inside it
+    vault.clock.advance(days=12)
+    for ledger in file.parent.glob("credvault-ledger-*"):
+        ledger.unlink()
+    shutil.rmtree(vault.path)
+    r = restore(vault, file, tmp_path / "r")
+    assert (r.closed_after_backup, r.purged_due) == ([ENG], [ENG])
+
+
+def test_cli_restore_names_what_it_closed_again(
+    cli_vault: CliRunner, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    cli = cli_vault
+    r = cli("backup")
+    assert r.code == 0, r.err
+    file = Path(r.text.split("backup written to ")[1].split(";")[0].strip())
+    assert cli("engagement", "close", ENG).code == 0
+    r = cli("restore", str(file), "--vault", str(tmp_path / "r1"))
+    assert r.code == 0, r.err
+    assert f"closed after this backup was made, closed again now (purged when due): {ENG}" in (
+        r.text
+    )
+    r = cli("engagement", "show", ENG, "--vault", str(tmp_path / "r1"))
+    assert r.code == 0, r.err
+    assert "closed" in r.text

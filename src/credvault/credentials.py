@@ -137,6 +137,14 @@ class FindHit(NamedTuple):
         return self._asdict()
 
 
+class FindHits(list[FindHit]):
+    """The hits of :meth:`Credentials.find`, and the engagements whose fields were not
+    searched because they require ``--reason`` and none was given (``skipped``): a search
+    that quietly covered less than asked would mislead."""
+
+    skipped: tuple[str, ...] = ()
+
+
 def trash_expiry(s: Session) -> str:
     """When something removed now leaves the trash for good (vault setting trash-days)."""
     from datetime import timedelta
@@ -199,7 +207,7 @@ class Credentials:
         url = validate.url(url)
         notes = validate.text(notes, "notes")
         eng = self.e.get(eng_name)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="credential.put", item=name)
         self.e.rotate_if_needed(eng)
         eng = self.e.get(eng_name)
         key = self.e.key(eng, "credential.put", name)
@@ -269,7 +277,7 @@ class Credentials:
         del entries
         s = self.s
         eng = self.e.get(engagement)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="credential.put")
         self.e.rotate_if_needed(eng)
         eng = self.e.get(engagement)
         key = self.e.key(eng, "credential.put")
@@ -448,7 +456,7 @@ class Credentials:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="credential.remove", item=name)
         self.e.key(eng, "credential.remove", name)
         expires = trash_expiry(s)
         with s.store.write():
@@ -559,7 +567,7 @@ class Credentials:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="credential.revert", item=name)
         self.e.rotate_if_needed(eng)
         eng = self.e.get(eng_name)
         key = self.e.key(eng, "credential.revert", name)
@@ -615,7 +623,7 @@ class Credentials:
         if not clean:
             raise InvalidInput("nothing to change")
         eng = self.e.get(eng_name)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="credential.edit", item=name)
         self.e.rotate_if_needed(eng)
         eng = self.e.get(eng_name)
         key = self.e.key(eng, "credential.edit", name)
@@ -644,10 +652,14 @@ class Credentials:
             s.log("edit", eng.name, name, "ok", "changed " + ", ".join(clean))
         return self.info(eng, name)
 
-    def fields(self, ref: str, *, reason: str | None = None) -> dict[str, str | None]:
+    def fields(
+        self, ref: str, *, reason: str | None = None, system: bool = False
+    ) -> dict[str, str | None]:
         """The non-secret fields (``credvault edit``, ``get --field username|url|notes``):
         audited as ``show``, not ``get``, so ``revoke`` does not ask to rotate a secret the
-        member never saw; ``reason`` as for ``get``."""
+        member never saw; ``reason`` as for ``get``. With ``system`` the linked system's
+        ``address`` and ``port`` come too (``get --field address|port``), audited the same
+        way: the secret was not read."""
         s = self.s
         eng_name, name = validate.ref(ref)
         reason = validate.reason(reason)
@@ -656,19 +668,24 @@ class Credentials:
         key = self.e.key(eng, "credential.show", name)
         row = s.store.credential(eng.id, name)
         if row is None:
+            with s.store.write():
+                s.log("show", eng.name, name, "error", "not found")
             raise NotFound("credential", ref)
         out: dict[str, str | None] = {"kind": row.kind, "system": row.system}
         for f in items.CRED_FIELDS[1:]:
             out[f] = _s(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
+        what = "fields without the secret"
+        if system:
+            out["address"] = out["port"] = None
+            srow = s.store.system_by_id(row.system_id) if row.system_id is not None else None
+            if srow is not None:
+                env = srow.address_env
+                out["address"] = _s(items.open_(s, eng, key, "systems", srow.uid, "address", env))
+                out["port"] = None if srow.port is None else str(srow.port)
+            what = "system address and port, without the secret"
         with s.store.write():
-            s.log(
-                "show",
-                eng.name,
-                name,
-                "ok",
-                "fields without the secret" + (f"; reason: {reason}" if reason else ""),
-            )
-        return {k: out[k] for k in EDITABLE}
+            s.log("show", eng.name, name, "ok", what + (f"; reason: {reason}" if reason else ""))
+        return {k: out[k] for k in (*EDITABLE, *(("address", "port") if system else ()))}
 
     # -- trash --------------------------------------------------------------------------------
     def restore(self, ref: str) -> CredentialInfo:
@@ -676,7 +693,7 @@ class Credentials:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="credential.restore", item=name)
         self.e.key(eng, "credential.restore", name)
         with s.store.write():
             hit = next(
@@ -719,7 +736,7 @@ class Credentials:
         else:
             t_eng_name, t_name = eng_name, validate.name(target, "item name")
         eng = self.e.get(eng_name)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="credential.move", item=name)
         if t_eng_name == eng_name:
             self.e.key(eng, "credential.move", name)
             with s.store.write():
@@ -732,7 +749,7 @@ class Credentials:
                 s.log("mv", eng.name, name, "ok", f"renamed to {t_name}")
             return self.info(eng, t_name)
         teng = self.e.get(t_eng_name)
-        self.e.require_active(teng)
+        self.e.require_active(teng, operation="credential.move", item=t_name)
         for e in (eng, teng):
             self.e.rotate_if_needed(e)
         eng, teng = self.e.get(eng_name), self.e.get(t_eng_name)
@@ -788,9 +805,7 @@ class Credentials:
         return self.info(teng, t_name)
 
     # -- search -------------------------------------------------------------------------------
-    def find(
-        self, text: str, *, fields: bool = True, reason: str | None = None
-    ) -> builtins.list[FindHit]:
+    def find(self, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:
         """Credentials and systems matching ``text`` (case-insensitive substring).
 
         Names in every engagement the member may list; usernames, URLs, notes, addresses and
@@ -807,6 +822,7 @@ class Credentials:
         low = needle.lower()
         listable: dict[int, Engagement] = {}
         readable: builtins.list[Engagement] = []
+        skipped: builtins.list[str] = []
         for eng in self.e.list():
             if eng.state == "purged":
                 continue
@@ -816,7 +832,8 @@ class Credentials:
             listable[eng.id] = eng
             if fields and permits("credential.find", role, admin=False):
                 if s.lacks_reason(eng, reason):
-                    continue  # names only: a field search is a read (and an oracle)
+                    skipped.append(eng.name)  # names only: a field search is a read (an oracle)
+                    continue
                 readable.append(eng)
         hits: builtins.list[FindHit] = [
             FindHit(listable[eid].name, typ, name, "name")
@@ -856,7 +873,9 @@ class Credentials:
                 s.log("find", eng.name, None, "ok", f"fields searched; {n} matches{why}")
             s.log("find", None, None, "ok", f"{len(hits)} matches in {len(listable)} engagements")
         hits.sort(key=lambda h: (h.engagement, h.type, h.name))
-        return hits
+        result = FindHits(hits)
+        result.skipped = tuple(skipped)
+        return result
 
     # -- import -------------------------------------------------------------------------------
     def import_entries(
@@ -876,7 +895,7 @@ class Credentials:
 
         s = self.s
         eng = self.e.get(engagement)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="credential.import")
         self.e.rotate_if_needed(eng)
         eng = self.e.get(engagement)
         key = self.e.key(eng, "credential.import")

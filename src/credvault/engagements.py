@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from credvault import validate
-from credvault.access import KEY_ROLES, Role, parse_role, permits
+from credvault.access import KEY_ROLES, OPERATIONS, Role, parse_role, permits
 from credvault.crypto import primitives as p
 from credvault.engagement_keys import EngagementKeys, recovery_keys, retrying
 from credvault.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
@@ -38,6 +38,14 @@ __all__ = [
 
 class _WouldOrphanLead(Exception):
     """Raised inside a grant's transaction to roll it back (issue 11, property 8)."""
+
+
+class RevokeReport(builtins.list[str]):
+    """What :meth:`Engagements.revoke` found: the credentials whose secret the member read
+    (the list: change them on the client's systems) and ``viewed``, the records they only
+    viewed without a secret (nothing to rotate, but the client may want to know)."""
+
+    viewed: tuple[str, ...] = ()
 
 
 class Engagements:
@@ -111,8 +119,28 @@ class Engagements:
         """Inside a write transaction: ``eng``'s key is still current (else :class:`Conflict`)."""
         self.keys.assert_current(eng)
 
-    def require_active(self, eng: Engagement, verb: str | None = None) -> None:
-        """Closed and purged engagements take no changes (their data awaits destruction)."""
+    def require_active(
+        self,
+        eng: Engagement,
+        verb: str | None = None,
+        *,
+        operation: str | None = None,
+        item: str | None = None,
+    ) -> None:
+        """Closed and purged engagements take no changes (their data awaits destruction).
+
+        With ``operation`` (a name of :data:`~credvault.access.OPERATIONS`) the role is
+        checked first: a member who may not do it at all is denied (exit 4, audited as
+        denied) rather than told about the state, and a member who may is refused for the
+        state with an ``error`` entry, so every refusal is on the record.
+        """
+        if eng.state == "active" or operation is None:
+            require_active(eng, verb)
+            return
+        s = self.s
+        s.check(operation, self.role_of(eng), eng.name, item)
+        with s.store.write():
+            s.log(OPERATIONS[operation].verb, eng.name, item, "error", f"engagement is {eng.state}")
         require_active(eng, verb)
 
     def rotate_if_needed(self, eng: Engagement) -> None:
@@ -197,7 +225,7 @@ class Engagements:
                 raise InvalidInput("the expiry is in the past")
             expires = iso(dt)
         eng = self.get(name)
-        require_active(eng, "grant")
+        self.require_active(eng, "grant", operation="engagement.grant", item=member)
         if member not in s.slots.members:
             raise NotFound("member", member)
         if member == s.member:
@@ -260,12 +288,14 @@ class Engagements:
             ) from None
         return mine_now
 
-    def revoke(self, name: str, member: str) -> builtins.list[str]:
-        """Revoke and rotate; returns the credentials the member read (to change them).
+    def revoke(self, name: str, member: str) -> RevokeReport:
+        """Revoke and rotate; returns the credentials whose secret the member read (to
+        change them), with ``.viewed``: the records they only viewed (a credential's other
+        fields, a system's address and details), which need no rotation.
         Retried (from a fresh read) if another rotation lands first."""
         return retrying(self.s, lambda: self._revoke(name, member))
 
-    def _revoke(self, name: str, member: str) -> builtins.list[str]:
+    def _revoke(self, name: str, member: str) -> RevokeReport:
         s = self.s
         eng = self.get(name)
         key = self.key(eng, "engagement.revoke", member)
@@ -280,14 +310,24 @@ class Engagements:
             s.verified.clear()
             self.keys.rotate(eng, key, f"revoked {member}")
             read = s.store.audit_reads_by(member, eng.name)
+            viewed = s.store.audit_reads_by(member, eng.name, views=True)
             if s.store.exported_by(member, eng.name):  # a client export read everything
                 read = sorted(
                     set(read)
                     | set(s.store.names("credentials", eng.id))
                     | set(s.store.names("systems", eng.id))
                 )
-            s.log("revoke", eng.name, member, "ok", f"{len(read)} credentials to change")
-        return read
+            seen = sorted(set(viewed) - set(read))
+            s.log(
+                "revoke",
+                eng.name,
+                member,
+                "ok",
+                f"{len(read)} credentials to change" + (f"; {len(seen)} viewed" if seen else ""),
+            )
+        report = RevokeReport(read)
+        report.viewed = tuple(seen)
+        return report
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self, name: str, recovery_seed: bytes, grant_to: str, role: str) -> GrantInfo:

@@ -14,15 +14,24 @@ altered line is ignored, a missing one is the only loss. Copies are kept
 
 ``restore`` reads all it can find and destroys at once every engagement another record
 says was destroyed (:func:`destroyed_elsewhere`).
+
+A ledger also carries one **close record** per closed engagement (``"format":
+"credvault-lifecycle-record/1"``): its close date, purge date and retention hold as of the
+ledger's writing, signed by the same key under its own label (so it never verifies as a
+purge receipt, and a reader that predates it skips it). It is rewritten on every close,
+hold and release. A restore applies the newest record newer than the backup, so an
+engagement closed (or held, or released) after the backup comes back in that state, not
+active: its purge is not escaped, nor brought forward past a hold the client asked for.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from credvault.errors import CredvaultError
+from credvault.errors import CredvaultError, IntegrityError
 from credvault.files import atomic_write
 from credvault.jcs import canonical
 
@@ -30,8 +39,24 @@ if TYPE_CHECKING:
     from credvault.session import Session
 
 LEDGER_FORMAT = "credvault-purge-ledger/1"
+CLOSE_FORMAT = "credvault-lifecycle-record/1"
 VAULT_LEDGER = "purge-ledger.jsonl"
 MAX_LEDGER_BYTES = 64 * 1024 * 1024
+
+
+def receipt_key(s: Session) -> bytes:
+    """The receipt signing key. It lives in the database (encrypted by SQLCipher), so any
+    process that can open the vault, including an unattended purge, can sign a receipt (and
+    a close record, below)."""
+    from credvault.crypto import primitives as p
+
+    blob = s.store.get_meta("receipt_key")
+    if blob is None:
+        raise IntegrityError("vault has no receipt signing key")
+    priv = p.KeyBytes(blob)
+    if len(priv) != 32 or p.ed25519_public(priv) != s.slots.receipt_pub:
+        raise IntegrityError("receipt signing key does not match the vault's public key")
+    return priv
 
 
 def backup_ledger_name(vault_id: str) -> str:
@@ -43,7 +68,85 @@ def ledger_bytes(s: Session) -> bytes:
     head = {"format": LEDGER_FORMAT, "vault_id": s.vault_id.hex(), "as_of": s.now()}
     lines = [canonical(head).decode()]
     lines += [text for _, text in s.store.purged_receipts()]
+    lines += close_records(s, head["as_of"])
     return ("\n".join(lines) + "\n").encode()
+
+
+def close_records(s: Session, as_of: str) -> list[str]:
+    """One signed close record (JCS text) per closed engagement, as of ``as_of``."""
+    from credvault.crypto import labels
+    from credvault.crypto import primitives as p
+
+    out: list[str] = []
+    key: bytes | None = None
+    for eng in s.store.engagements():
+        if eng.state != "closed" or not eng.closed_at or not eng.purge_due:
+            continue
+        key = key or receipt_key(s)
+        body: dict[str, object] = {
+            "format": CLOSE_FORMAT,
+            "vault_id": s.vault_id.hex(),
+            "engagement": eng.name,
+            "closed_at": eng.closed_at,
+            "grace_days": eng.grace_days,
+            "purge_due": eng.purge_due,
+            "hold_until": eng.hold_until,
+            "hold_reason": eng.hold_reason,
+            "hold_by": eng.hold_by,
+            "as_of": as_of,
+        }
+        sig = p.sign(key, labels.CLOSE_SIG, canonical(body))
+        out.append(canonical({**body, "signature": base64.b64encode(sig).decode()}).decode())
+    return out
+
+
+class CloseRecord(NamedTuple):
+    """A closed engagement's lifecycle state as a ledger recorded it at ``as_of``."""
+
+    engagement: str
+    closed_at: str
+    grace_days: int | None
+    purge_due: str
+    hold_until: str | None
+    hold_reason: str | None
+    hold_by: str | None
+    as_of: str
+    source: str
+
+
+def _close_record(
+    item: dict[str, object], vault_id: str, public_key: bytes, source: str
+) -> CloseRecord | None:
+    """``item`` as a :class:`CloseRecord` if it is one of this vault's, validly signed."""
+    from credvault.crypto import labels
+    from credvault.crypto import primitives as p
+
+    body = {k: v for k, v in item.items() if k != "signature"}
+    try:
+        sig = base64.b64decode(str(item["signature"]), validate=True)
+        p.verify(public_key, labels.CLOSE_SIG, canonical(body), sig, "close record")
+    except (KeyError, ValueError, CredvaultError):
+        return None
+    texts = ("engagement", "closed_at", "purge_due", "as_of")
+    if body.get("vault_id") != vault_id or not all(isinstance(body.get(k), str) for k in texts):
+        return None
+    grace = body.get("grace_days")
+
+    def opt(k: str) -> str | None:
+        v = body.get(k)
+        return v if isinstance(v, str) else None
+
+    return CloseRecord(
+        str(body["engagement"]),
+        str(body["closed_at"]),
+        grace if isinstance(grace, int) and not isinstance(grace, bool) else None,
+        str(body["purge_due"]),
+        opt("hold_until"),
+        opt("hold_reason"),
+        opt("hold_by"),
+        str(body["as_of"]),
+        source,
+    )
 
 
 def write_ledgers(s: Session, *directories: Path) -> None:
@@ -68,14 +171,23 @@ class Record(NamedTuple):
 def read_ledger(path: Path, vault_id: str, public_key: bytes) -> tuple[list[Record], str | None]:
     """The verified receipts of ``vault_id`` in the ledger at ``path`` and its ``as_of``;
     lines that do not verify are skipped."""
+    records, as_of, _ = read_ledger_all(path, vault_id, public_key)
+    return records, as_of
+
+
+def read_ledger_all(
+    path: Path, vault_id: str, public_key: bytes
+) -> tuple[list[Record], str | None, list[CloseRecord]]:
+    """:func:`read_ledger`, and the verified close records."""
     from credvault.receipts import verify_receipt
 
     try:
         with path.open("rb") as f:
             data = f.read(MAX_LEDGER_BYTES)
     except OSError:
-        return [], None
+        return [], None, []
     out: list[Record] = []
+    closes: list[CloseRecord] = []
     as_of = None
     for raw in data.splitlines():
         try:
@@ -88,13 +200,18 @@ def read_ledger(path: Path, vault_id: str, public_key: bytes) -> tuple[list[Reco
             if item.get("vault_id") == vault_id and isinstance(item.get("as_of"), str):
                 as_of = max(as_of or "", str(item["as_of"]))
             continue
+        if item.get("format") == CLOSE_FORMAT:
+            rec = _close_record(item, vault_id, public_key, str(path))
+            if rec is not None:
+                closes.append(rec)
+            continue
         try:
             body = verify_receipt(item, public_key)
         except CredvaultError:
             continue
         if body.get("vault_id") == vault_id and isinstance(body.get("engagement"), str):
             out.append(Record(str(body["engagement"]), str(body.get("purged_at")), str(path)))
-    return out, as_of
+    return out, as_of, closes
 
 
 class LedgerSearch(NamedTuple):
@@ -104,20 +221,31 @@ class LedgerSearch(NamedTuple):
     records: dict[str, Record]
     looked_in: list[str]
     newest: str | None
+    closes: dict[str, CloseRecord]  # the newest close record per engagement
+
+
+def newest_close(closes: dict[str, CloseRecord], rec: CloseRecord) -> None:
+    """Keep in ``closes`` the newest record of ``rec``'s engagement."""
+    have = closes.get(rec.engagement)
+    if have is None or rec.as_of > have.as_of:
+        closes[rec.engagement] = rec
 
 
 def search(paths: list[Path], vault_id: str, public_key: bytes) -> LedgerSearch:
     records: dict[str, Record] = {}
+    closes: dict[str, CloseRecord] = {}
     looked: list[str] = []
     newest: str | None = None
     for p in paths:
         if not p.is_file():
             continue
         looked.append(str(p))
-        found, as_of = read_ledger(p, vault_id, public_key)
+        found, as_of, closed = read_ledger_all(p, vault_id, public_key)
         for r in found:
             records.setdefault(r.engagement, r)
             newest = max(newest or "", r.purged_at)
+        for c in closed:
+            newest_close(closes, c)
         if as_of:
             newest = max(newest or "", as_of)
-    return LedgerSearch(records, looked, newest)
+    return LedgerSearch(records, looked, newest, closes)

@@ -54,6 +54,7 @@ class Lifecycle:
             due = purge_due(now, grace, None)
             s.store.close_engagement(eng.id, now, grace_days, due)
             s.log("close", eng.name, None, "ok", f"purge due {due[:16]}")
+        record_state(s)
         return s.engagement(name)
 
     def retain(self, name: str, until: str, reason: str) -> Engagement:
@@ -75,6 +76,7 @@ class Lifecycle:
             due = purge_due(eng.closed_at or s.now(), self.grace_days(eng), hold)
             s.store.set_hold(eng.id, hold, why, s.member, due)
             s.log("retain", eng.name, None, "ok", f"held until {hold[:16]}: {why}")
+        record_state(s)
         return s.engagement(name)
 
     def release(self, name: str) -> Engagement:
@@ -87,6 +89,7 @@ class Lifecycle:
             due = purge_due(eng.closed_at or s.now(), self.grace_days(eng), None)
             s.store.set_hold(eng.id, None, None, None, due)
             s.log("release", eng.name, None, "ok", "hold lifted")
+        record_state(s)
         return s.engagement(name)
 
     def reschedule(self, grace_days: int) -> None:
@@ -96,3 +99,17 @@ class Lifecycle:
         for eng in s.store.engagements():
             if eng.state == "closed" and eng.grace_days is None and eng.closed_at:
                 s.store.set_purge_due(eng.id, purge_due(eng.closed_at, grace_days, eng.hold_until))
+
+
+def record_state(s: Session) -> None:
+    """Rewrite the purge ledgers (:mod:`credvault.ledger`) after a close, hold or release:
+    their close records let a restore from an older backup bring the engagement back closed,
+    with its purge date and hold, rather than active. Best effort, like after a purge: the
+    state is committed, and the next purge or backup writes the ledgers again."""
+    import contextlib
+
+    from credvault.layout import default_backup_dir
+    from credvault.ledger import write_ledgers
+
+    with contextlib.suppress(OSError):
+        write_ledgers(s, default_backup_dir(s.path))

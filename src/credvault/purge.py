@@ -32,6 +32,7 @@ from credvault.clock import clock_hold, mark_high_water
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagements
 from credvault.errors import ClockSuspect, IntegrityError, NotFound, RetentionError
+from credvault.ledger import receipt_key
 from credvault.model import Engagement, iso
 from credvault.receipts import (
     RECEIPT_FORMAT,
@@ -67,18 +68,6 @@ REASONS = {
     "request": "client request",
     "ledger": "destroyed after this backup was made",
 }
-
-
-def receipt_key(s: Session) -> bytes:
-    """The receipt signing key. It lives in the database (encrypted by SQLCipher), so any
-    process that can open the vault, including an unattended purge, can sign a receipt."""
-    blob = s.store.get_meta("receipt_key")
-    if blob is None:
-        raise IntegrityError("vault has no receipt signing key")
-    priv = p.KeyBytes(blob)
-    if len(priv) != 32 or p.ed25519_public(priv) != s.slots.receipt_pub:
-        raise IntegrityError("receipt signing key does not match the vault's public key")
-    return priv
 
 
 def new_receipt_key() -> tuple[bytes, bytes]:

@@ -104,10 +104,23 @@ class Session:
         """The engagement called ``name``; a purged one only with ``allow_purged``."""
         eng = self.store.engagement_by_name(validate.name(name, "engagement name"))
         if eng is None:
+            self.log_attempt(name, "no such engagement")
             raise NotFound("engagement", name)
         if eng.state == "purged" and not allow_purged:
+            self.log_attempt(eng.name, f"engagement purged on {(eng.purged_at or '')[:10]}")
             raise Purged(eng.name, eng.purged_at or "")
         return eng
+
+    def log_attempt(self, engagement: str, why: str) -> None:
+        """Record an attempted access to an engagement that is not there to access (unknown,
+        or purged): every attempt is on the record, the ones that find nothing too.
+
+        Inside the caller's write transaction the entry would roll back with it, so it is
+        only written from outside one (a lookup at the start of an operation)."""
+        if self.store.conn.in_transaction:
+            return
+        with self.store.write():
+            self.log("access", engagement, None, "error", why)
 
     def setting(self, name: str) -> int:
         """A vault setting by its ``config`` name (``backup-retention-days``), or its default."""

@@ -1277,15 +1277,17 @@ class Store:
             is not None
         )
 
-    def audit_reads_by(self, member: str, engagement: str) -> list[str]:
-        return [
-            str(r[0])
-            for r in self._all(
-                "SELECT DISTINCT item FROM audit WHERE member = ? AND engagement = ? AND outcome = 'ok' "
-                "AND action IN ('get', 'otp', 'system-show') AND item IS NOT NULL ORDER BY item",
-                (member, engagement),
-            )
-        ]
+    def audit_reads_by(self, member: str, engagement: str, *, views: bool = False) -> list[str]:
+        """Items ``member`` successfully read on ``engagement``: secrets (``get``, ``otp``), or
+        with ``views`` records shown without a secret (``show``, ``system-show``)."""
+        sql = (
+            "SELECT DISTINCT item FROM audit WHERE member = ? AND engagement = ? AND outcome = 'ok' "
+            "AND action IN ('show', 'system-show') AND item IS NOT NULL ORDER BY item"
+            if views
+            else "SELECT DISTINCT item FROM audit WHERE member = ? AND engagement = ? "
+            "AND outcome = 'ok' AND action IN ('get', 'otp') AND item IS NOT NULL ORDER BY item"
+        )
+        return [str(r[0]) for r in self._all(sql, (member, engagement))]
 
     # -- maintenance ----------------------------------------------------------------------
     def checkpoint_truncate(self, wait_s: float | None = None) -> bool:

@@ -72,7 +72,7 @@ class Systems:
         if "details" in changes:
             clean["details"] = validate.text(changes["details"], "details")  # type: ignore[arg-type]
         eng = self.e.get(eng_name)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="system.add" if create else "system.set", item=name)
         self.e.rotate_if_needed(eng)  # never seal under a key that is due to go
         eng = self.e.get(eng_name)
         key = self.e.key(eng, "system.add" if create else "system.set", name)
@@ -175,7 +175,7 @@ class Systems:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="system.remove", item=name)
         self.e.key(eng, "system.remove", name)
         expires = trash_expiry(s)
         with s.store.write():
@@ -201,7 +201,7 @@ class Systems:
         s = self.s
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
-        self.e.require_active(eng)
+        self.e.require_active(eng, operation="system.restore", item=name)
         self.e.key(eng, "system.restore", name)
         with s.store.write():
             hit = next(

@@ -101,12 +101,18 @@ class RestoreReport(NamedTuple):
     looked_in: list[str]
     newest_record: str | None
     backup_time: str
+    # Closed (or held, or released) after the backup: put back in that state from a record.
+    closed_after_backup: list[str] = []  # noqa: RUF012 - a default never mutated
 
     def summary(self) -> str:
         parts = [f"{len(self.purged_due)} engagements purged at once"]
         if self.destroyed_after_backup:
             parts.append(
                 f"destroyed after the backup, destroyed again: {', '.join(self.destroyed_after_backup)}"
+            )
+        if self.closed_after_backup:
+            parts.append(
+                f"closed after the backup, closed again: {', '.join(self.closed_after_backup)}"
             )
         if self.newest_record is None:
             parts.append("no record of destruction newer than the backup was found")
@@ -471,11 +477,17 @@ class Vault:
         records = dict(found.records)
         looked = list(found.looked_in)
         newest = found.newest
-        for rec, where in _newer_backup_receipts(file, vid, s):
+        closes = dict(found.closes)
+        newer_records, newer_closes = _newer_backup_records(file, vid, s)
+        for rec, where in newer_records:
             records.setdefault(rec.engagement, rec)
             newest = max(newest or "", rec.purged_at)
             if where not in looked:
                 looked.append(where)
+        for c in newer_closes:
+            ledger.newest_close(closes, c)
+            if c.source not in looked:
+                looked.append(c.source)
         destroyed: list[str] = []
         for name in sorted(records):
             eng = s.store.engagement_by_name(name)
@@ -488,11 +500,56 @@ class Vault:
             destroyed.append(name)
         if destroyed:
             self.purger.rewrite(wait_s=0)
+        # Closed (or held, or released) after the backup: back in that state, before the due
+        # purge runs, so neither an escaped purge nor one ahead of a client's hold.
+        reclosed = self._apply_close_records(closes, backup_time)
         done = self.purger.run_due(automatic=True, restoring=True)
         newer = newest is not None and newest >= backup_time
         return RestoreReport(
-            [d.engagement for d in done], destroyed, looked, newest if newer else None, backup_time
+            [d.engagement for d in done],
+            destroyed,
+            looked,
+            newest if newer else None,
+            backup_time,
+            reclosed,
         )
+
+    def _apply_close_records(
+        self, closes: dict[str, ledger.CloseRecord], backup_time: str
+    ) -> list[str]:
+        """Put back the lifecycle state that records newer than the backup give for its
+        engagements (audited as ``close``); returns the names whose state changed."""
+        s = self._s
+        changed: list[str] = []
+        for name in sorted(closes):
+            rec = closes[name]
+            eng = s.store.engagement_by_name(name)
+            if eng is None or eng.state == "purged" or rec.as_of <= backup_time:
+                continue
+            same = (eng.state, eng.closed_at, eng.purge_due, eng.hold_until) == (
+                "closed",
+                rec.closed_at,
+                rec.purge_due,
+                rec.hold_until,
+            )
+            if same:
+                continue
+            with s.store.write():
+                s.store.close_engagement(eng.id, rec.closed_at, rec.grace_days, rec.purge_due)
+                s.store.set_hold(
+                    eng.id, rec.hold_until, rec.hold_reason, rec.hold_by, rec.purge_due
+                )
+                held = f"; held until {rec.hold_until[:16]}" if rec.hold_until else ""
+                s.log(
+                    "close",
+                    eng.name,
+                    None,
+                    "ok",
+                    f"as recorded after the backup ({Path(rec.source).name}): closed "
+                    f"{rec.closed_at[:16]}, purge due {rec.purge_due[:16]}{held}",
+                )
+            changed.append(name)
+        return changed
 
     @classmethod
     def _unlock(
@@ -895,24 +952,26 @@ class Vault:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _newer_backup_receipts(
+def _newer_backup_records(
     file: Path, vault_id: str, s: Session
-) -> list[tuple[ledger.Record, str]]:
-    """The tombstones of this vault's backups in ``file``'s directory that are newer than
-    ``file`` (by the stamp in their names), opened with the restoring member's keys; a
-    backup that cannot be opened (other keys, damaged) is skipped."""
+) -> tuple[list[tuple[ledger.Record, str]], list[ledger.CloseRecord]]:
+    """The tombstones and the closed engagements of this vault's backups in ``file``'s
+    directory that are newer than ``file`` (by the stamp in their names), opened with the
+    restoring member's keys; a backup that cannot be opened (other keys, damaged) is
+    skipped."""
     import shutil as _shutil
     import tempfile
 
     from credvault.backup import BACKUP_NAME as _NAME
     from credvault.backup import unpack
-    from credvault.ledger import Record
+    from credvault.ledger import CloseRecord, Record
     from credvault.receipts import verify_receipt
     from credvault.unlock import InMemory
 
     m = _NAME.match(file.name)
     mine = m.group(2) if m else ""
     out: list[tuple[Record, str]] = []
+    closes: list[CloseRecord] = []
     for other in sorted(file.parent.glob(f"credvault-backup-{vault_id}-*.cvb")):
         om = _NAME.match(other.name)
         if not om or om.group(2) <= mine or other.resolve() == file.resolve():
@@ -929,11 +988,28 @@ def _newer_backup_receipts(
                     except CredvaultError:
                         continue
                     out.append((Record(name, str(body.get("purged_at")), str(other)), str(other)))
+                head = v._s.store.audit_head()
+                as_of = str(head[1]) if head else ""
+                closes.extend(
+                    CloseRecord(
+                        e.name,
+                        e.closed_at,
+                        e.grace_days,
+                        e.purge_due,
+                        e.hold_until,
+                        e.hold_reason,
+                        e.hold_by,
+                        as_of,
+                        str(other),
+                    )
+                    for e in v._s.store.engagements()
+                    if e.state == "closed" and e.closed_at and e.purge_due
+                )
         except (CredvaultError, OSError):
             continue
         finally:
             _shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return out, closes
 
 
 def _is_staged(name: str) -> bool:

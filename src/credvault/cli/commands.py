@@ -438,7 +438,14 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
         read = v.engagements.revoke(args.engagement, args.member)
     if args.json:
-        t.out_json({"engagement": args.engagement, "member": args.member, "credentials_read": read})
+        t.out_json(
+            {
+                "engagement": args.engagement,
+                "member": args.member,
+                "credentials_read": read,
+                "records_viewed": list(read.viewed),
+            }
+        )
         return EXIT_OK
     t.out(f"revoked {args.member} on {args.engagement}; engagement key rotated")
     if read:
@@ -447,6 +454,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             t.out(f"  {args.engagement}/{name}")
     else:
         t.out(f"{args.member} read no credentials of {args.engagement}")
+    if read.viewed:
+        t.out(f"{args.member} only viewed these (no secret read; nothing to change):")
+        for name in read.viewed:
+            t.out(f"  {args.engagement}/{name}")
     return EXIT_OK
 
 
@@ -582,10 +593,11 @@ def cmd_get(args: argparse.Namespace) -> int:
     backend = None
     if args.clip:
         backend = clipboard_first(args)
-    if args.field in ("username", "url", "notes") and args.version is None and not args.json:
+    if args.field not in (None, "secret") and args.version is None and not args.json:
         # a field that is not the secret is read as such (audited as `show`, not `get`)
         with open_vault(args) as v:
-            fields = v.credentials.fields(args.ref, reason=args.reason)
+            system = args.field in ("address", "port")
+            fields = v.credentials.fields(args.ref, reason=args.reason, system=system)
         text = fields.get(args.field)
         if text is None:
             raise NotFound("field", f"{args.ref} {args.field}", f"{args.ref} has no {args.field}")
@@ -850,6 +862,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         t.out(
             "destroyed after this backup was made, destroyed again now: "
             + ", ".join(r.destroyed_after_backup)
+        )
+    if r.closed_after_backup:
+        t.out(
+            "closed after this backup was made, closed again now (purged when due): "
+            + ", ".join(r.closed_after_backup)
         )
     t.out(
         "records of destruction consulted: " + (", ".join(r.looked_in) or "none besides the backup")

@@ -219,6 +219,12 @@ def cmd_find(args: argparse.Namespace) -> int:
     """Credentials and systems whose name (or, where you may read, fields) contain TEXT."""
     with open_vault(args) as v:
         hits = v.credentials.find(args.text, fields=not args.names_only, reason=args.reason)
+    if hits.skipped:  # say so: a search that covered less than asked would mislead
+        n = len(hits.skipped)
+        t.err(
+            f"fields of {n} engagement{'s' if n > 1 else ''} not searched (names only): "
+            f"{', '.join(hits.skipped)} require{'s' if n == 1 else ''} --reason"
+        )
     render(
         args,
         [h.to_json() for h in hits],
