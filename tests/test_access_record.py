@@ -250,3 +250,29 @@ def test_find_says_on_stderr_what_it_did_not_search(
     with open_as(vault, "bob") as v:
         assert v.credentials.find("debian").skipped == (ENG,)
         assert v.credentials.find("debian", reason="T-2").skipped == ()
+
+
+def test_refusals_by_state_and_attempts_that_find_nothing_are_on_the_record(
+    vault: VaultFixture, engagement: str
+) -> None:
+    from credvault import NotFound, RetentionError
+
+    with open_as(vault) as v:
+        with pytest.raises(RetentionError):
+            v.engagements.lifecycle.retain(ENG, "2099-01-01", "support")  # still active
+        with pytest.raises(RetentionError):
+            v.engagements.lifecycle.release(ENG)  # no hold
+        v.engagements.close(ENG)
+        with pytest.raises(RetentionError):
+            v.engagements.close(ENG)  # already closed
+    with open_as(vault, "bob") as v:
+        with pytest.raises(NotFound):
+            v.systems.show(f"{ENG}/nosuch")
+        with pytest.raises(NotFound):
+            v.credentials.history(f"{ENG}/nosuch")
+    got = [(a, i, o) for a, e, i, o in _entries(vault, "alice") if o == "error"]
+    assert got == [("retain", None, "error"), ("release", None, "error"), ("close", None, "error")]
+    assert [(a, i, o) for a, e, i, o in _entries(vault, "bob") if o == "error"] == [
+        ("system-show", "nosuch", "error"),
+        ("history", "nosuch", "error"),
+    ]

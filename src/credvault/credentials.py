@@ -516,6 +516,8 @@ class Credentials:
         s.check("credential.history", self.e.role_of(eng), eng.name, name)
         row = s.store.credential(eng.id, name)
         if row is None:
+            with s.store.write():  # an attempt that found nothing is on the record too
+                s.log("history", eng.name, name, "error", "not found")
             raise NotFound("credential", ref)
         out = [
             VersionInfo(

@@ -44,7 +44,9 @@ class Lifecycle:
         s = self.s
         eng = s.engagement(name)
         s.check("engagement.close", self.grants.role_of(eng), eng.name)
-        require_active(eng, "close")
+        if eng.state != "active":
+            refused(s, "close", eng)
+            require_active(eng, "close")
         if grace_days is not None:
             grace_days = validate.days(grace_days, "grace period")
         # A clock behind the record would shorten the grace period: never close "earlier".
@@ -68,6 +70,7 @@ class Lifecycle:
         if dt <= s.clock():
             raise InvalidInput("the hold end date is in the past")
         if eng.state != "closed":
+            refused(s, "retain", eng)
             raise RetentionError(
                 f"engagement {name!r} is {eng.state}: only a closed engagement can be held"
             )
@@ -84,6 +87,7 @@ class Lifecycle:
         eng = s.engagement(name)
         s.check("engagement.release", self.grants.role_of(eng), eng.name)
         if eng.hold_until is None:
+            refused(s, "release", eng, "no retention hold")
             raise RetentionError(f"engagement {name!r} has no retention hold")
         with s.store.write():
             due = purge_due(eng.closed_at or s.now(), self.grace_days(eng), None)
@@ -113,3 +117,10 @@ def record_state(s: Session) -> None:
 
     with contextlib.suppress(OSError):
         write_ledgers(s, default_backup_dir(s.path))
+
+
+def refused(s: Session, action: str, eng: Engagement, why: str | None = None) -> None:
+    """Record a lifecycle change the engagement's state refuses (an ``error`` entry, after
+    the role check passed): every refusal is on the record."""
+    with s.store.write():
+        s.log(action, eng.name, None, "error", why or f"engagement is {eng.state}")

@@ -159,6 +159,8 @@ class Systems:
             raise s.deny("system-show", eng.name, name, "this engagement requires --reason")
         r = s.store.system(eng.id, name)
         if r is None:
+            with s.store.write():  # an attempt that found nothing is on the record too
+                s.log("system-show", eng.name, name, "error", "not found")
             raise NotFound("system", ref)
         system = _opened(s, eng, key, r)
         with s.store.write():
