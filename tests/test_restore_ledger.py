@@ -332,3 +332,22 @@ def test_cli_restore_names_what_it_closed_again(
     r = cli("engagement", "show", ENG, "--vault", str(tmp_path / "r1"))
     assert r.code == 0, r.err
     assert "closed" in r.text
+
+
+def test_a_longer_grace_set_after_the_backup_is_kept_by_the_restore(
+    vault: VaultFixture, engagement: str, tmp_path: Path
+) -> None:
+    """The vault's grace period grew after the backup (purge dates moved later): a restore
+    keeps the later date rather than purging on the backup's."""
+    with open_as(vault) as v:
+        v.engagements.close(ENG)  # 7 days' grace
+        file, _ = v.backups.create()
+    vault.clock.advance(hours=1)
+    with open_as(vault) as v:
+        v.set_setting("purge-grace-days", "60")
+    vault.clock.advance(days=30)
+    shutil.rmtree(vault.path)
+    r = restore(vault, file, tmp_path / "r")
+    assert (r.closed_after_backup, r.purged_due) == ([ENG], [])
+    with Vault.open(tmp_path / "r", "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock) as v:
+        assert v.engagements.get(ENG).state == "closed"

@@ -833,6 +833,10 @@ class Vault:
             if key == "purge_grace_days":
                 self.engagements.lifecycle.reschedule(n)
             s.log("config-set", None, name, "ok", f"{name}={n}")
+        if key == "purge_grace_days":  # purge dates moved: the ledgers' close records too
+            from credvault.lifecycle import record_state
+
+            record_state(s)
 
     # -- audit ------------------------------------------------------------------------------
     def audit_entries(
