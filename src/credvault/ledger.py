@@ -19,9 +19,10 @@ A ledger also carries one **close record** per closed engagement (``"format":
 "credvault-lifecycle-record/1"``): its close date, purge date and retention hold as of the
 ledger's writing, signed by the same key under its own label (so it never verifies as a
 purge receipt, and a reader that predates it skips it). It is rewritten on every close,
-hold, release and change of the vault's grace period. A restore applies the newest record newer than the backup, so an
-engagement closed (or held, or released) after the backup comes back in that state, not
-active: its purge is not escaped, nor brought forward past a hold the client asked for.
+hold, release and change of the vault's grace period. A restore applies the newest record
+newer than the backup, so an engagement closed (or held, or released) after the backup
+comes back in that state, not active: its purge is not escaped, nor brought forward past
+a hold the client asked for.
 """
 
 from __future__ import annotations
