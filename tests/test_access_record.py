@@ -250,6 +250,13 @@ def test_find_says_on_stderr_what_it_did_not_search(
     with open_as(vault, "bob") as v:
         assert v.credentials.find("debian").skipped == (ENG,)
         assert v.credentials.find("debian", reason="T-2").skipped == ()
+    # and `system show` on the command line obeys the same setting
+    r = cli("system", "show", f"{ENG}/web1", "--vault", str(vault.path), env=env)
+    assert (r.code, r.out) == (4, b""), r.err
+    assert "requires --reason" in r.err
+    r = cli("system", "show", f"{ENG}/web1", "--reason", "T-3", "--vault", str(vault.path), env=env)
+    assert r.code == 0, r.err
+    assert b"10.0.0.1" in r.out
 
 
 def test_refusals_by_state_and_attempts_that_find_nothing_are_on_the_record(

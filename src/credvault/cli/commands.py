@@ -434,7 +434,8 @@ def cmd_grant(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    """Revoke a member and rotate the engagement key; lists what they read."""
+    """Revoke a member and rotate the engagement key; lists the secrets they read (to change)
+    and, apart, the records they only viewed."""
     with open_vault(args) as v:
         read = v.engagements.revoke(args.engagement, args.member)
     if args.json:
