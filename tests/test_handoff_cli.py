@@ -196,6 +196,21 @@ def test_run(cli_vault: CliRunner, tmp_path: Path) -> None:
     assert len(audit(cli_vault, "get", "db")) == 2  # none of the refusals read anything
 
 
+def test_run_with_fields_only_never_reads_the_secret(cli_vault: CliRunner, tmp_path: Path) -> None:
+    """Issue 12 item 5: a run that passes only a username is audited as ``show``, so that a
+    later ``revoke`` does not ask to change a password the command never received."""
+    assert cli_vault("put", "acme-2026/dbf", "--username", "dba", input=b"db-pass-77\n").code == 0
+    script = tmp_path / "user.sh"
+    script.write_text('#!/bin/sh\necho "$DB_USER"\n')
+    script.chmod(0o755)
+    r = cli_vault("run", "--env", "DB_USER=acme-2026/dbf:username", "--", str(script))
+    assert (r.code, r.text) == (0, "dba\n"), r.err
+    assert audit(cli_vault, "get", "dbf") == []
+    assert audit(cli_vault, "show", "dbf") == [
+        "dbf ok fields without the secret; reason: run user.sh"
+    ]
+
+
 # -- ssh ------------------------------------------------------------------------------------
 def test_ssh_with_a_key(cli_vault: CliRunner, sshd: Sshd, agent: Agent, tmp_path: Path) -> None:
     private, public = keypair(tmp_path, "cli")

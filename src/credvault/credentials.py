@@ -655,18 +655,25 @@ class Credentials:
         return self.info(eng, name)
 
     def fields(
-        self, ref: str, *, reason: str | None = None, system: bool = False
+        self,
+        ref: str,
+        *,
+        reason: str | None = None,
+        system: bool = False,
+        via: str | None = None,
     ) -> dict[str, str | None]:
         """The non-secret fields (``credvault edit``, ``get --field username|url|notes``):
         audited as ``show``, not ``get``, so ``revoke`` does not ask to rotate a secret the
         member never saw; ``reason`` as for ``get``. With ``system`` the linked system's
         ``address`` and ``port`` come too (``get --field address|port``), audited the same
-        way: the secret was not read."""
+        way: the secret was not read. ``via`` as for :meth:`get` (``run``)."""
         s = self.s
         eng_name, name = validate.ref(ref)
         reason = validate.reason(reason)
         eng = self.e.get(eng_name)
         s.require_reason(eng, "credential.show", name, reason)
+        if via:  # what the audit detail says: the command, then the member's own reason
+            reason = (f"{via}: {reason}" if reason else via)[:200]
         key = self.e.key(eng, "credential.show", name)
         row = s.store.credential(eng.id, name)
         if row is None:

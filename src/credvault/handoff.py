@@ -98,7 +98,9 @@ def command_reason(argv: Sequence[str], reason: str | None = None) -> str:
 def read_env(
     vault: Vault, specs: Sequence[EnvSpec], argv: Sequence[str], reason: str | None = None
 ) -> dict[str, Secret]:
-    """Read each credential once (one audited ``get`` per credential) and pick the fields."""
+    """Read each credential once and pick the fields: one audited ``get`` per credential
+    whose secret is wanted, one ``show`` (the secret not decrypted) per credential of which
+    only other fields are, so ``revoke`` does not ask to change a secret never read."""
     if not argv:
         raise InvalidInput("no command to run: give it after --")
     seen: set[str] = set()
@@ -107,17 +109,24 @@ def read_env(
             raise InvalidInput(f"--env {s.var} given twice")
         seen.add(s.var)
     via = command_reason(argv)  # in the audit detail; only the user's reason is a reason
+    secret_refs = {s.ref for s in specs if s.field == "secret"}
     creds = {
         ref: vault.credentials.get(ref, reason=reason, via=via)
         for ref in dict.fromkeys(s.ref for s in specs)
+        if ref in secret_refs
+    }
+    system_refs = {s.ref for s in specs if s.field in ("address", "port")}
+    others = {
+        ref: vault.credentials.fields(ref, reason=reason, system=ref in system_refs, via=via)
+        for ref in dict.fromkeys(s.ref for s in specs)
+        if ref not in secret_refs
     }
     out: dict[str, Secret] = {}
     for s in specs:
-        c = creds[s.ref]
         if s.field == "secret":
-            value = c.secret
+            value = creds[s.ref].secret
         else:
-            v = getattr(c, s.field)
+            v = getattr(creds[s.ref], s.field) if s.ref in creds else others[s.ref][s.field]
             if v is None:
                 raise NotFound("field", f"{s.ref} {s.field}", f"{s.ref} has no {s.field}")
             value = Secret(str(v))
