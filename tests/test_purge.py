@@ -395,6 +395,12 @@ def test_purge_run_and_dry_run(vault: VaultFixture, engagement: str) -> None:
         ]
         assert v.purge(dry_run=True) == due  # listing destroys nothing
         assert v.engagements.get(ENG).state == "closed"
+        # ...but it shows what is due (engagements, clients): on the record
+        plans = v.audit.entries(action="purge-plan")
+        assert [(e.member, e.outcome, e.detail) for e in plans] == [
+            ("alice", "ok", "2 engagements due"),
+            ("alice", "ok", "2 engagements due"),
+        ]
     with open_as(vault, "bob", auto_purge=False) as v:
         assert v.get(f"{ENG}/web1-root").secret.reveal() == b"hunter2"
         with pytest.raises(credvault.AccessDenied):

@@ -868,8 +868,11 @@ class Vault:
         :class:`ClockSuspect` unless ``confirm_clock`` is the clock's date (``YYYY-MM-DD``)."""
         s = self._s
         s.require("vault.purge")
-        if dry_run:
-            return self.purger.plan()
+        if dry_run:  # names what is due (engagements, clients): on the record too
+            plan = self.purger.plan()
+            with s.store.write():
+                s.log("purge-plan", None, None, "ok", f"{len(plan)} engagements due")
+            return plan
         done = self.purger.run_due(automatic=False, confirm_clock=confirm_clock)
         with s.store.write():
             s.log("purge-run", None, None, "ok", f"{len(done)} engagements purged")
