@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fault_ops import OPS, PASSWORDS, audit_head, check, fresh_copy, make_template, open_vault
-from fault_trials import points, run_child
+from killpoints import points, run_child
 
 pytestmark = pytest.mark.fault
 
