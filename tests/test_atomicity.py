@@ -401,3 +401,51 @@ def test_disk_io_error_is_disk_full_only_when_the_vaults_file_system_is_full(
             filler.unlink()
     finally:
         shutil.rmtree(work)
+
+
+def test_init_on_a_full_disk_says_so_and_leaves_nothing_that_blocks_a_rerun(
+    small_fs: Path, tmp_path: Path
+) -> None:
+    """``credvault init`` with too little space: exit 1 and one line saying "disk full",
+    no vault directory, no recovery file, no temporary file; once there is room, the same
+    command succeeds."""
+    import sys
+
+    from conftest import KDF_ARG
+
+    pw = tmp_path / "alice.pass"
+    pw.write_text(PASSWORDS["alice"] + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDVAULT_")}
+    env.update(
+        HOME=str(tmp_path),
+        XDG_RUNTIME_DIR=str(tmp_path),
+        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+        CREDVAULT_MEMBER="alice",
+        CREDVAULT_PASSPHRASE_FILE=str(pw),
+    )
+    vault, recovery = small_fs / "iv", small_fs / "iv.recovery"
+    argv = [sys.executable, "-m", "credvault", "init", "--vault", str(vault), "--kdf", KDF_ARG,
+            "--recovery-file", str(recovery)]  # fmt: skip
+    failed = 0
+    for leave in (0, 4096, 16384, 65536, 131072):
+        filler = fill(small_fs, leave)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        finally:
+            filler.unlink()
+        assert "Traceback" not in r.stderr, r.stderr
+        left = sorted(f.name for f in small_fs.iterdir())
+        if r.returncode == 0:
+            shutil.rmtree(vault)
+            recovery.unlink()
+            continue
+        failed += 1
+        assert r.returncode == 1, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "disk full" in r.stderr, r.stderr
+        assert left == [], f"a failed init with {leave} bytes free left {left}"
+    assert failed, "the smallest free space must make init fail"
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(vault)
+    recovery.unlink()
