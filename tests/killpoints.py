@@ -17,13 +17,24 @@ this; only the child process of the test is instrumented.
 
 ``wait_until`` polls a condition (a file appearing, a process state) with a generous deadline;
 it picks no kill point, it only waits for one.
+
+The second way, for the standing fault suites (test_fault_campaign.py, test_atomicity.py,
+test_corruption_campaign.py): ``fault_child.py`` runs one operation of ``fault_ops.OPS`` under
+a line tracer and faults it (SIGKILL, SIGINT or SIGTERM) at the N-th executed line of
+credvault or at the K-th call of a named function; :func:`run_child` runs it and
+:func:`points` spreads N over the line count of a dry run. Same principle: a point is a
+step of the operation, not a moment.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
 
 #: ``CREDVAULT_TEST_KILLS=full`` runs the random kill loops at their full counts (the suite
 #: then kills about 160 times); the default run does fewer random kills, while every
@@ -99,3 +110,44 @@ def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 120
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
+
+
+# -- fault_child.py: one operation, faulted at a traced line or a named call ----------------
+CHILD = Path(__file__).with_name("fault_child.py")
+TIMEOUT_S = 300
+
+
+class Outcome(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+    @property
+    def acknowledged(self) -> bool:
+        return "ACK" in self.out.split()
+
+    @property
+    def lines(self) -> int:
+        return int(self.out.split("LINES ", 1)[1].split()[0])
+
+
+def run_child(work: Path, op: str, kill_at: int | str = 0, sig: int = 9) -> Outcome:
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(CHILD.parent), os.environ.get("PYTHONPATH")])),
+    )
+    r = subprocess.run(
+        [sys.executable, str(CHILD), str(work), op, str(kill_at), str(sig)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    return Outcome(r.returncode, r.stdout, r.stderr)
+
+
+def points(total: int, n: int) -> list[int]:
+    """``n`` distinct kill points spread evenly over ``total`` observed lines."""
+    n = max(1, min(n, total))
+    return sorted({max(1, round(total * (i + 0.5) / n)) for i in range(n)})

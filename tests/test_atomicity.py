@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fault_ops import OPS, PASSWORDS, audit_head, check, fresh_copy, make_template, open_vault
-from fault_trials import points, run_child
+from killpoints import points, run_child
 
 pytestmark = pytest.mark.fault
 
@@ -354,3 +354,98 @@ def test_damaged_staged_file(
     else:
         bad = check(work / "vault", OPS["member_add"], work, acknowledged=False, head=template[1])
         assert not bad, bad
+
+
+# -- "disk I/O error": a full disk or a failing one ------------------------------------------
+def test_disk_io_error_is_disk_full_only_when_the_vaults_file_system_is_full(
+    small_fs: Path,
+) -> None:
+    """SQLite reports some ENOSPC (growing its shared-memory index, a sync) as a bare "disk
+    I/O error". It is called "disk full" only when the file system holding the file is
+    (about) out of space, measured with statvfs there: never because the vault is large,
+    never for another file system, and a full disk is never "corrupt" (exit 6)."""
+    import sqlcipher3
+
+    from credvault.errors import IntegrityError, StoreError
+    from credvault.store import NEARLY_FULL_BYTES, translate
+
+    work = small_fs / "io"
+    work.mkdir()
+    db = work / "vault.db"
+    db.write_bytes(b"\0" * (3 << 20))  # a vault larger than the free space left
+    io_error = sqlcipher3.OperationalError("disk I/O error")
+    full_error = sqlcipher3.OperationalError("database or disk is full")
+    try:
+        assert os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize > NEARLY_FULL_BYTES
+        err = translate(io_error, path=db)
+        assert type(err) is StoreError
+        assert str(err) == f"database: I/O error on {db}", "room left: a failing disk, not full"
+        filler = fill(small_fs, NEARLY_FULL_BYTES // 4)
+        try:
+            for e in (io_error, full_error):
+                err = translate(e, path=db)
+                assert type(err) is StoreError
+                assert not isinstance(err, IntegrityError)
+                assert "disk full" in str(err)
+                assert str(db) in str(err)
+            # a file not yet created, in a directory not yet created (a restore's target)
+            err = translate(io_error, "backup", small_fs / "new" / "dir" / "vault.db")
+            assert "backup: disk full" in str(err)
+            # the full file system is not the one of another file: an I/O error there
+            elsewhere = Path(__file__).resolve()
+            st = os.statvfs(elsewhere.parent)
+            if st.f_bavail * st.f_frsize > NEARLY_FULL_BYTES:
+                err = translate(io_error, path=elsewhere)
+                assert "disk full" not in str(err), "another file system with room is not full"
+        finally:
+            filler.unlink()
+    finally:
+        shutil.rmtree(work)
+
+
+def test_init_on_a_full_disk_says_so_and_leaves_nothing_that_blocks_a_rerun(
+    small_fs: Path, tmp_path: Path
+) -> None:
+    """``credvault init`` with too little space: exit 1 and one line saying "disk full",
+    no vault directory, no recovery file, no temporary file; once there is room, the same
+    command succeeds."""
+    import sys
+
+    from conftest import KDF_ARG
+
+    pw = tmp_path / "alice.pass"
+    pw.write_text(PASSWORDS["alice"] + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDVAULT_")}
+    env.update(
+        HOME=str(tmp_path),
+        XDG_RUNTIME_DIR=str(tmp_path),
+        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+        CREDVAULT_MEMBER="alice",
+        CREDVAULT_PASSPHRASE_FILE=str(pw),
+    )
+    vault, recovery = small_fs / "iv", small_fs / "iv.recovery"
+    argv = [sys.executable, "-m", "credvault", "init", "--vault", str(vault), "--kdf", KDF_ARG,
+            "--recovery-file", str(recovery)]  # fmt: skip
+    failed = 0
+    for leave in (0, 4096, 16384, 65536, 131072):
+        filler = fill(small_fs, leave)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        finally:
+            filler.unlink()
+        assert "Traceback" not in r.stderr, r.stderr
+        left = sorted(f.name for f in small_fs.iterdir())
+        if r.returncode == 0:
+            shutil.rmtree(vault)
+            recovery.unlink()
+            continue
+        failed += 1
+        assert r.returncode == 1, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "disk full" in r.stderr, r.stderr
+        assert left == [], f"a failed init with {leave} bytes free left {left}"
+    assert failed, "the smallest free space must make init fail"
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(vault)
+    recovery.unlink()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from credvault.errors import AlreadyExists, IntegrityError, NotAVault
+from credvault.errors import AlreadyExists, CredvaultError, IntegrityError, NotAVault
 from credvault.files import create_private, fsync_dir, make_private_dir, named, write_all
 from credvault.keyslots import KeySlots
 from credvault.layout import (
@@ -297,6 +297,18 @@ def prune(
     return n
 
 
+def _not_a_backup(file: Path, head: bytes) -> CredvaultError:
+    """A header that is credvault's with a byte or two changed, or cut short, belongs to a
+    damaged backup (exit 6: corruption); anything else (an empty file included) is some
+    other file (exit 1)."""
+    magic = head[: len(MAGIC)]
+    if head and len(head) < len(MAGIC) + 8 and MAGIC.startswith(magic):
+        return IntegrityError(f"{file}: the backup is truncated")
+    if len(magic) == len(MAGIC) and sum(a != b for a, b in zip(magic, MAGIC, strict=True)) <= 2:
+        return IntegrityError(f"{file}: the backup header is corrupt")
+    return NotAVault(f"{file} is not a credvault backup")
+
+
 def unpack(file: Path, target: Path) -> None:
     """Write the backup ``file`` as a vault directory at ``target`` (new or empty).
 
@@ -306,7 +318,7 @@ def unpack(file: Path, target: Path) -> None:
         with file.open("rb") as f:
             head = f.read(len(MAGIC) + 8)
             if len(head) < len(MAGIC) + 8 or not head.startswith(MAGIC):
-                raise NotAVault(f"{file} is not a credvault backup")
+                raise _not_a_backup(file, head)
             n = int.from_bytes(head[len(MAGIC) :], "big")
             if n > 16 * 1024 * 1024:
                 raise IntegrityError("backup header is corrupt")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import items, validate
 from credvault.access import permits
-from credvault.engagement_keys import retrying
+from credvault.engagement_keys import retried, retrying
 from credvault.engagements import Engagements
 from credvault.errors import (
     AlreadyExists,
@@ -271,10 +271,18 @@ class Credentials:
     def put_many(
         self, engagement: str, entries: builtins.list[tuple[str, bytes]], kind: str = "password"
     ) -> int:
-        """Bulk insert of new credentials in one transaction (imports, benchmarks)."""
+        """Bulk insert of new credentials in one transaction (imports, benchmarks). Like
+        :meth:`put`, retried from a fresh read if another process rotates the engagement's
+        key meanwhile: each attempt seals anew and rolled back whole, so nothing is stored
+        twice and nothing is sealed to a superseded key version."""
         # Wrapped first: neither the list nor a loop variable holds a plain secret afterwards.
         wrapped = [(name, Secret(value)) for name, value in entries]
         del entries
+        return retrying(self.s, lambda: self._put_many(engagement, wrapped, kind))
+
+    def _put_many(
+        self, engagement: str, wrapped: builtins.list[tuple[str, Secret]], kind: str
+    ) -> int:
         s = self.s
         eng = self.e.get(engagement)
         self.e.require_active(eng, operation="credential.put")
@@ -333,6 +341,7 @@ class Credentials:
         # Retried from a fresh read if the key was rotated during this one (audited).
         return retrying(self.s, lambda: self._read(ref, reason, "get", version=version, via=via))
 
+    @retried
     def otp(self, ref: str, *, reason: str | None = None, at: float | None = None) -> OtpCode:
         """The current TOTP code of a credential holding an ``otpauth://totp/`` URI, audited as
         ``otp`` (not ``get``). The seed is decrypted, used for one HMAC and dropped: only the
@@ -564,6 +573,7 @@ class Credentials:
             _text(url), _text(notes), row.created_at, v.created_at,
         )  # fmt: skip
 
+    @retried
     def revert(self, ref: str, version: int) -> CredentialInfo:
         """Make an earlier version current again (as a new version: nothing is lost)."""
         s = self.s
@@ -597,6 +607,7 @@ class Credentials:
         return self.info(eng, name)
 
     # -- edit without revealing ---------------------------------------------------------------
+    @retried
     def edit(self, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
         """Change username, url, notes, kind or system (None clears) without the secret.
 
@@ -731,6 +742,7 @@ class Credentials:
         return out
 
     # -- rename and move ------------------------------------------------------------------------
+    @retried
     def move(self, ref: str, target: str) -> CredentialInfo:
         """Rename within an engagement (``NEW``) or move into another (``ENG2/NEW``).
 

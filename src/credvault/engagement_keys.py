@@ -11,8 +11,9 @@ envelope (:data:`~credvault.model.SEALED_FIELDS`) and re-seals it to the current
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from credvault.access import KEY_ROLES, Role
 from credvault.crypto import labels
@@ -269,3 +270,22 @@ def retrying(s: Session, attempt: Callable[[], _T]) -> _T:
             s.engagement_keys.clear()
             s.verified.clear()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _HasSession(Protocol):
+    s: Session
+
+
+_O = TypeVar("_O", bound=_HasSession)
+_P = ParamSpec("_P")
+
+
+def retried(method: Callable[Concatenate[_O, _P], _T]) -> Callable[Concatenate[_O, _P], _T]:
+    """:func:`retrying` as a decorator, for a domain method that reads the engagement (and
+    its key) itself and writes in one transaction that checks the key is still current."""
+
+    @functools.wraps(method)
+    def again(self: _O, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return retrying(self.s, lambda: method(self, *args, **kwargs))
+
+    return again

@@ -152,16 +152,33 @@ def _key_literal(key: bytes) -> str:
     return f"PRAGMA key = \"x'{hexkey}'\""
 
 
+#: Free space below which an unexplained "disk I/O error" is taken to be a full disk. SQLite
+#: writes a page (or, growing its shared-memory index, one byte per 4 KiB) at a time, so a
+#: write that hit ENOSPC leaves well under this free; a real I/O error on a disk with more
+#: room stays an I/O error, however large the vault.
+NEARLY_FULL_BYTES = 1 << 20
+
+
 def _nearly_full(path: Path | None) -> bool:
-    """Less free space beside the database than the database itself plus 1 MiB?"""
+    """Is the file system holding ``path`` (about) out of space for this process?
+
+    SQLite reports ENOSPC as SQLITE_FULL only from its page writes; when growing the
+    shared-memory index, a size hint or a sync hits it, the error is a bare "disk I/O error"
+    (this build gives no extended code or errno). The free space of the file system the
+    file lives on (its nearest existing directory: ``statvfs``) tells a full disk from a
+    failing one. Root may use the blocks reserved for it, so for root those count as free.
+    """
     if path is None:
         return False
+    where = path.parent
+    while not where.is_dir() and where != where.parent:
+        where = where.parent
     try:
-        st = os.statvfs(path.parent)
-        size = path.stat().st_size if path.exists() else 0
+        st = os.statvfs(where)
     except OSError:
         return False
-    return st.f_bavail * st.f_frsize < size + (1 << 20)
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return free * st.f_frsize < NEARLY_FULL_BYTES
 
 
 def translate(
@@ -175,7 +192,8 @@ def translate(
         return IntegrityError(f"{what} is corrupt, tampered with, or the key does not match")
     if ("disk" in msg and "full" in msg) or (msg == "disk I/O error" and _nearly_full(path)):
         # SQLite reports a write that found no space as "disk I/O error" when it was the
-        # shared-memory index or a sync that failed: the free space tells the two apart.
+        # shared-memory index or a sync that failed: the free space tells the two apart
+        # (a full disk is never "corrupt": exit 6 means tampering or corruption only).
         where = f" (no space left for {path} and its journal)" if path is not None else ""
         return StoreError(f"{what}: disk full{where}")
     if msg == "disk I/O error":
@@ -305,7 +323,7 @@ class Store:
                 raise
             self.conn.execute(f"RELEASE {name}")
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
         finally:
             self._batch -= 1
 
@@ -986,7 +1004,7 @@ class Store:
                 f"credential history: version {v.version} exists already (tampered with)"
             ) from None
         except sqlcipher3.Error as e:
-            raise translate(e) from None
+            raise self._translate(e) from None
 
     def versions(self, uid: bytes) -> list[VersionRow]:
         """Earlier versions of one credential, oldest first (envelopes included)."""

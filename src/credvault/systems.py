@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from credvault import items, validate
+from credvault.engagement_keys import retried
 from credvault.engagements import Engagements
 from credvault.errors import AlreadyExists, InvalidInput, NotFound
 from credvault.model import Engagement, NewSystem, SystemRow
@@ -51,6 +52,7 @@ class Systems:
         }
         return self.set(ref, changes, create=True)
 
+    @retried
     def set(self, ref: str, changes: Mapping[str, object], *, create: bool = False) -> System:
         """Change a system field by field: address, port, protocol, details (None clears
         all but the address). What is not named keeps its value."""

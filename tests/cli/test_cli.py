@@ -841,6 +841,30 @@ def _wait_until_open(pids: list[int], db: Path, deadline: float) -> None:
         time.sleep(0.05)
 
 
+# nanosleep and clock_nanosleep: SQLite's busy handler sleeping between lock attempts
+_SLEEP_SYSCALLS = {"x86_64": {"35", "230"}, "aarch64": {"101", "115"}}
+
+
+def _sleeping_on_a_lock(pid: int) -> bool:
+    """The process sleeps in a nanosleep: with the database open and its write lock held
+    by the test, that is SQLite's busy handler waiting for the lock (observed, not timed).
+    Where /proc/PID/syscall is unreadable, a sleeping process state stands in."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except PermissionError:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "S"
+    except OSError:
+        return False
+    return bool(fields) and fields[0] in _SLEEP_SYSCALLS.get(os.uname().machine, {"35", "230"})
+
+
+def _wait_until_waiting(pids: list[int], deadline: float) -> None:
+    """Until every process is queued behind the held write lock."""
+    while not all(_sleeping_on_a_lock(pid) for pid in pids):
+        assert time.monotonic() < deadline, "the processes never queued behind the lock"
+        time.sleep(0.005)
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
 def test_bug_concurrent_opens_after_failed_unlock(rw: CliVault) -> None:
     import sqlcipher3
@@ -870,7 +894,7 @@ def test_bug_concurrent_opens_after_failed_unlock(rw: CliVault) -> None:
                 )
             )
         _wait_until_open([p.pid for p in procs], db, time.monotonic() + 20)
-        time.sleep(0.5)
+        _wait_until_waiting([p.pid for p in procs], time.monotonic() + 60)
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

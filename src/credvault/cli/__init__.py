@@ -817,7 +817,7 @@ def dispatch(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return 1
     except OSError as e:
-        if e.errno == errno.ENOSPC:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
             err("disk full" + (f": cannot write {e.filename}" if e.filename else ""))
             return 1
         err(f"{e.strerror or 'I/O error'}" + (f": {e.filename}" if e.filename else ""))
