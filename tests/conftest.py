@@ -61,7 +61,20 @@ def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     CLI subprocesses inherit it (``cli_env``)."""
     path = tmp_path / "state"
     monkeypatch.setenv("XDG_STATE_HOME", str(path))
+    monkeypatch.setenv("TEST_STATE_ROOT", str(path))
     return path
+
+
+def separate_client(copy: Path) -> None:
+    """From now on this test is a new client that has seen only ``copy``, one of several copies
+    of one vault a test makes (a calibration run, then trials from the same template): to
+    one client those copies would be forks or rollbacks of each other (the witness, issue
+    11). Subprocesses started afterwards inherit it; the test's teardown restores it."""
+    import secrets
+
+    # the test's own state root; a fixture set up before the test has none yet
+    root = os.environ.get("TEST_STATE_ROOT") or str(copy.parent)
+    os.environ["XDG_STATE_HOME"] = str(Path(root) / f"client-{secrets.token_hex(6)}")
 
 
 @dataclass
