@@ -203,3 +203,48 @@ def test_new_member_keys_get_a_new_file(tmp_path: Path) -> None:
     b = wt.path_for(VAULT, "alice", tmp_path, wt.mac_key(b"\x09" * 32))
     assert a != b
     assert a.parent == b.parent == tmp_path
+
+
+def test_updates_alternate_between_two_slots_in_place(tmp_path: Path) -> None:
+    """The get path's write: the older slot is overwritten in place (same file, padded), one
+    generation up; the newer one is never touched, so a torn write cannot lose both."""
+    path = tmp_path / "w.json"
+    a, b = wt.slots(path)
+    w = _seen()
+    for seq in range(11, 15):
+        w = w.advanced({"audit": wt.Mark(seq, _h(seq))})
+        with wt.locked(path):
+            wt.save(path, w, KEY, durable=False)
+    inodes = (a.stat().st_ino, b.stat().st_ino)
+    sizes = (a.stat().st_size, b.stat().st_size)
+    assert sizes[0] % wt.PAD == 0
+    for seq in range(15, 19):
+        w = w.advanced({"audit": wt.Mark(seq, _h(seq))})
+        with wt.locked(path):
+            before = wt.read(path, KEY, VAULT, "alice")
+            wt.save(path, w, KEY, durable=False, at=before)
+        after = wt.read(path, KEY, VAULT, "alice")
+        assert (after.gen, after.slot) == (before.gen + 1, 1 - before.slot)
+        assert after.witness == w
+    assert (a.stat().st_ino, b.stat().st_ino) == inodes  # no new file, no rename
+    assert (a.stat().st_size, b.stat().st_size) == sizes
+    assert stat.S_IMODE(b.stat().st_mode) == 0o600
+
+
+def test_a_torn_newer_slot_leaves_the_older_in_force(tmp_path: Path) -> None:
+    path = tmp_path / "w.json"
+    w1 = _seen()
+    w2 = w1.advanced({"audit": wt.Mark(11, _h(11))})
+    wt.save(path, w1, KEY)
+    wt.save(path, w2, KEY)
+    newest = wt.read(path, KEY, VAULT, "alice")
+    assert newest.witness == w2
+    torn = wt.slots(path)[newest.slot]
+    data = bytearray(torn.read_bytes())
+    data[40:80] = b"\0" * 40  # a write cut short
+    torn.write_bytes(bytes(data))
+    assert wt.load(path, KEY, VAULT, "alice") == w1  # one write older: behind, never ahead
+    other = wt.slots(path)[1 - newest.slot]
+    other.write_bytes(b"{}")  # both bad: altered, not torn
+    with pytest.raises(IntegrityError):
+        wt.load(path, KEY, VAULT, "alice")

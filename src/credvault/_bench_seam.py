@@ -50,6 +50,7 @@ def witness_write(vault: Vault, *, durable: bool) -> None:
 
     keeper = vault._witness
     assert keeper is not None
-    current = keeper.load()
-    assert current is not None
-    wt.save(keeper.path, current, keeper.key, durable=durable)
+    with wt.locked(keeper.path):
+        at = wt.read(keeper.path, keeper.key, vault._s.vault_id, vault._s.member)
+        assert at.witness is not None
+        wt.save(keeper.path, at.witness, keeper.key, durable=durable, at=at)

@@ -36,6 +36,7 @@ from credvault.files import FILE_MODE, atomic_write, make_private_dir
 
 FORMAT = "credvault-witness/1"
 MAX_SIZE = 4 * 1024 * 1024
+PAD = 4096  # a slot file is padded to a multiple of this, so most updates fit in place
 CHAIN_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}(:[0-9a-f]{1,64})?")
 ACCEPT_HINT = "if the vault was restored on purpose, run 'credvault witness accept'"
 
@@ -177,31 +178,39 @@ class Witness(NamedTuple):
             "chains": {n: [m.seq, m.hash.hex()] for n, m in sorted(self.marks.items())},
         }
 
-    def to_bytes(self, mac_key: bytes) -> bytes:
+    def to_bytes(self, mac_key: bytes, gen: int = 0) -> bytes:
+        """The MACed file body; ``gen`` orders the two slots (the higher valid one counts)."""
         body = self._body()
+        body["gen"] = gen
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         body["mac"] = p.mac(mac_key, canonical).hex()
         return (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, mac_key: bytes, vault_id: bytes, member: str) -> Witness:
-        try:
-            d = json.loads(data)
-            if not isinstance(d, dict) or d.get("format") != FORMAT:
-                raise ValueError
-            mac = bytes.fromhex(d.pop("mac"))
-            chains = d["chains"]
-            if not isinstance(chains, dict):
-                raise ValueError
-            marks = {_name(n): _mark(m) for n, m in chains.items()}
-            w = cls(bytes.fromhex(d["vault_id"]), d["member"], marks)
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            raise IntegrityError("witness file is corrupt") from None
-        canonical = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
-        p.mac_verify(mac_key, canonical, mac, "witness file")
-        if w.vault_id != vault_id or w.member != member:
-            raise IntegrityError("witness file belongs to another vault or member")
-        return w
+        return _decode(data, mac_key, vault_id, member)[0]
+
+
+def _decode(data: bytes, mac_key: bytes, vault_id: bytes, member: str) -> tuple[Witness, int]:
+    """(witness, generation) from one slot's bytes (trailing padding allowed)."""
+    try:
+        d = json.loads(data)
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError
+        mac = bytes.fromhex(d.pop("mac"))
+        chains = d["chains"]
+        gen = d.get("gen", 0)
+        if not isinstance(chains, dict) or type(gen) is not int or not 0 <= gen < 2**63:
+            raise ValueError
+        marks = {_name(n): _mark(m) for n, m in chains.items()}
+        w = Witness(bytes.fromhex(d["vault_id"]), d["member"], marks)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise IntegrityError("witness file is corrupt") from None
+    canonical = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    p.mac_verify(mac_key, canonical, mac, "witness file")
+    if w.vault_id != vault_id or w.member != member:
+        raise IntegrityError("witness file belongs to another vault or member")
+    return w, gen
 
 
 def _mark(v: Any) -> Mark:
@@ -247,40 +256,109 @@ def path_for(
     return (directory or state_dir()) / f"witness-{vault_id.hex()}-{member}{tag}.json"
 
 
+class Stored(NamedTuple):
+    """What the two slots hold: the newest valid witness (None: none yet), its generation,
+    and which slot holds it (-1: neither)."""
+
+    witness: Witness | None
+    gen: int
+    slot: int
+
+
+def slots(path: Path) -> tuple[Path, Path]:
+    """The witness's two slot files: ``<name>.json`` and ``<name>.b.json``."""
+    return path, path.with_name(path.stem + ".b" + path.suffix)
+
+
 def load(path: Path, key: bytes, vault_id: bytes, member: str) -> Witness | None:
-    """The witness at ``path``, or None if there is none yet.
+    """The witness at ``path``, or None if there is none yet (under the shared lock)."""
+    if not path.parent.is_dir():
+        return None
+    with locked(path, exclusive=False):
+        return read(path, key, vault_id, member).witness
 
-    An empty file is taken as none: the get path writes without fsync, and after a system
-    crash a replaced file may be empty. Deleting the file has the same effect, so this gives
-    nothing away; anything else that does not verify is an :class:`IntegrityError`.
+
+def read(path: Path, key: bytes, vault_id: bytes, member: str) -> Stored:
+    """Both slots, the caller holding the lock: the valid one with the higher generation.
+
+    A slot that does not verify while the other does is a write cut short by a crash (only
+    the older slot is ever written: the newer stays whole) and is ignored; so is an empty
+    one (a file created without fsync). If neither verifies, that is an
+    :class:`IntegrityError`: altered, or made with other keys.
     """
+    best: Stored = Stored(None, -1, -1)
+    error: IntegrityError | None = None
+    for i, slot in enumerate(slots(path)):
+        try:
+            with slot.open("rb") as f:
+                data = f.read(MAX_SIZE + 1)
+        except FileNotFoundError:
+            continue
+        if not data.strip(b"\0 \n"):
+            continue
+        try:
+            if len(data) > MAX_SIZE:
+                raise IntegrityError("witness file is too large")
+            w, gen = _decode(data, key, vault_id, member)
+        except IntegrityError as e:
+            error = error or e
+            continue
+        if gen > best.gen:
+            best = Stored(w, gen, i)
+    if best.witness is None and error is not None:
+        raise error
+    return best
+
+
+def save(
+    path: Path, witness: Witness, key: bytes, *, durable: bool = True, at: Stored | None = None
+) -> None:
+    """Write ``witness`` over the *older* slot (the caller holds the exclusive lock; ``at``
+    is what :func:`read` found, read again if not given), one generation above the newer.
+
+    The get path's write (``durable=False``) overwrites the existing slot file in place,
+    padded to its size: no new file, no rename, no fsync, so it adds nothing to the next
+    database commit's journal flush (replacing a file by rename made every durable get
+    twice as slow on ext4: see benchmarks/bench_witness.py). A crash that tears it leaves
+    the other slot, one write older, in force. A slot too small, or missing, is created
+    whole by an atomic replace.
+    """
+    if at is None:
+        try:
+            at = read(path, key, witness.vault_id, witness.member)
+        except IntegrityError:  # neither slot verifies: both are overwritten in turn
+            at = Stored(None, -1, -1)
+    target = slots(path)[1 if at.slot == 0 else 0]
+    data = witness.to_bytes(key, at.gen + 1)
+    size = -(-len(data) // PAD) * PAD
+    fd = -1
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_SIZE + 1)
+        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW)
+        if os.fstat(fd).st_size < size:
+            raise FileNotFoundError
+        data += b" " * (os.fstat(fd).st_size - len(data))
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(fd, view, len(data) - len(view)) :]
+        if durable:
+            os.fsync(fd)
     except FileNotFoundError:
-        return None
-    if not data.strip(b"\0 \n"):
-        return None
-    if len(data) > MAX_SIZE:
-        raise IntegrityError("witness file is too large")
-    return Witness.from_bytes(data, key, vault_id, member)
-
-
-def save(path: Path, witness: Witness, key: bytes, *, durable: bool = True) -> None:
-    """Replace the file atomically; ``durable=False`` skips the fsyncs (see docs/security.md:
-    a witness update lost to a crash only leaves the witness behind, never ahead)."""
-    make_private_dir(path.parent)
-    atomic_write(path, witness.to_bytes(key), durable=durable)
+        make_private_dir(path.parent)
+        atomic_write(target, data + b" " * (size - len(data)), durable=durable)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold the witness's own lock (``<file>.lock``) while reading, merging and writing it,
-    so two processes of the same member never write over each other's advance."""
+def locked(path: Path, *, exclusive: bool = True) -> Iterator[None]:
+    """Hold the witness's own lock (``<file>.lock``): exclusive while reading, merging and
+    writing it, so two processes of the same member never write over each other's advance;
+    shared while only reading, so a reader never meets both slots mid-write."""
     make_private_dir(path.parent)
     fd = os.open(path.with_name(path.name + ".lock"), os.O_CREAT | os.O_RDWR, FILE_MODE)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
         os.close(fd)  # releases the lock

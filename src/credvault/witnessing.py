@@ -114,11 +114,12 @@ class Keeper:
 
     def _merge(self, now: dict[str, Mark], gone: set[str]) -> None:
         with wt.locked(self.path):
-            current = self.load()
+            at = wt.read(self.path, self.key, self.s.vault_id, self.s.member)
+            current = at.witness
             base = current or wt.Witness(self.s.vault_id, self.s.member, {})
             new = base.advanced(now).without(gone)
             if new != current:
-                wt.save(self.path, new, self.key, durable=False)
+                wt.save(self.path, new, self.key, durable=False, at=at)
             self.recorded = now
 
     def heads_now(self) -> dict[str, Mark]:
