@@ -143,6 +143,7 @@ def base_env(tmp: Path) -> dict[str, str]:
     cache = tmp / "no-unlock-cache"
     cache.mkdir(mode=0o700, exist_ok=True)
     env["XDG_CACHE_HOME"] = str(cache)
+    env["XDG_STATE_HOME"] = str(tmp / "state")  # members' witnesses: gone with the run
     env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # never the user's keyring
     return env
 

@@ -54,6 +54,29 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(autouse=True)
+def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own ``$XDG_STATE_HOME``, where members' witnesses live (issue 11): a
+    vault copied from a template in one test is never measured against another's witness.
+    CLI subprocesses inherit it (``cli_env``)."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(path))
+    monkeypatch.setenv("TEST_STATE_ROOT", str(path))
+    return path
+
+
+def separate_client(copy: Path) -> None:
+    """From now on this test is a new client that has seen only ``copy``, one of several copies
+    of one vault a test makes (a calibration run, then trials from the same template): to
+    one client those copies would be forks or rollbacks of each other (the witness, issue
+    11). Subprocesses started afterwards inherit it; the test's teardown restores it."""
+    import secrets
+
+    # the test's own state root; a fixture set up before the test has none yet
+    root = os.environ.get("TEST_STATE_ROOT") or str(copy.parent)
+    os.environ["XDG_STATE_HOME"] = str(Path(root) / f"client-{secrets.token_hex(6)}")
+
+
 @dataclass
 class VaultFixture:
     path: Path
@@ -140,6 +163,7 @@ def cli_env(tmp_path: Path, runtime_dir: Path) -> dict[str, str]:
         HOME=str(home),
         XDG_DATA_HOME=str(home / "data"),
         XDG_CACHE_HOME=str(home / "cache"),
+        XDG_STATE_HOME=str(tmp_path / "state"),
         CREDVAULT_VAULT=str(tmp_path / "clivault"),
         CREDVAULT_MEMBER="alice",
         PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
@@ -193,6 +217,7 @@ def cli_vault_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         HOME=str(home),
         XDG_DATA_HOME=str(home / "data"),
         XDG_CACHE_HOME=str(home / "cache"),
+        XDG_STATE_HOME=str(home / "state"),
         CREDVAULT_VAULT=str(root / "clivault"),
         CREDVAULT_MEMBER="alice",
         CREDVAULT_PASSPHRASE_FILE=str(alice),

@@ -347,6 +347,9 @@ def fresh_copy(template: Path, work: Path, op: str = "") -> Path:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     shutil.copytree(template / "vault", work / "vault")
+    from conftest import separate_client  # not at the top: the fault child imports this module
+
+    separate_client(work / "vault")
     if (template / "backups").exists():
         shutil.copytree(template / "backups", work / "backups")
     if op == "unlock":  # a failed unlock that the next open imports into the audit trail

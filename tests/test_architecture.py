@@ -97,6 +97,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.backup",
                 "credvault.clients",
                 "credvault.audit_trail",
+                "credvault.witnessing",  # issue 11: when the member's witness is checked
             }
         ),
     ),

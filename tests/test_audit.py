@@ -632,8 +632,14 @@ def test_cli_checkpoint_round_trip_and_rewrite(
         rows[1] = (*rows[1][:6], "rewritten history")
         _rebuild_chain(v, rows)
     r = cli_vault("audit", "verify")
+    assert r.code == 6  # alice's client saw the chain before: a rewrite is a fork (issue 11)
+    assert "forked" in r.err
+    # a client without a witness (another machine) finds it internally valid; the checkpoint
+    # kept outside the vault catches it
+    elsewhere = {"XDG_STATE_HOME": str(Path(cli_env["HOME"]) / "elsewhere")}
+    r = cli_vault("audit", "verify", env=elsewhere)
     assert r.code == 0, r.err  # internally valid
-    r = cli_vault("audit", "verify", "--checkpoint", cp)
+    r = cli_vault("audit", "verify", "--checkpoint", cp, env=elsewhere)
     assert r.code == 6
     assert f"entry {pos}" in r.err
 

@@ -18,6 +18,7 @@ from credvault import (
     AccessDenied,
     AlreadyExists,
     CredvaultError,
+    IntegrityError,
     NotAVault,
     Passphrase,
     Purged,
@@ -104,6 +105,10 @@ def test_backup_then_shred_then_restore_after_the_purge_date(
     vault.clock.advance(days=7)
     assert do_restore(vault, file, late) == [ENG]
     assert env not in decrypted_pages(late, db_key)
+    # bob used the first restored copy: this one is a fork of it, which he accepts (issue 11)
+    with pytest.raises(IntegrityError, match="forked"):
+        Vault.open(late, "bob", PASSWORDS["bob"], kdf=KDF, clock=vault.clock)
+    assert Vault.accept_witness(late, "bob", PASSWORDS["bob"], kdf=KDF, clock=vault.clock)
     with (
         Vault.open(late, "bob", PASSWORDS["bob"], kdf=KDF, clock=vault.clock) as v,
         pytest.raises(Purged),
@@ -274,6 +279,14 @@ def test_cli_backup_and_restore(cli_vault: CliRunner, cli_env: dict[str, str]) -
     assert "not a credvault backup" in r.err
     assert len(r.err.strip().splitlines()) == 1
 
+    # alice's witness followed the restored copy: the original is now a fork of it (issue
+    # 11) until she says she means to go on with it
+    r = cli("audit", "--json", "--action", "backup")
+    assert r.code == 6
+    assert "rollback or fork detected for alice: audit entr" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    r = cli("witness", "accept", "--yes")
+    assert r.code == 0, r.err
     r = cli("audit", "--json", "--action", "backup")
     assert len(json.loads(r.out)) == 1
 
@@ -318,6 +331,11 @@ def test_restore_through_the_facade(vault: VaultFixture, engagement: str, tmp_pa
     )
     with Vault.open(target, "alice", PASSWORDS["alice"], kdf=KDF, clock=vault.clock) as v:
         assert v.get(REF).secret.reveal() == b"hunter2"
-        assert [e.detail for e in v.audit.entries(action="restore")] == [
-            f"from {file.name}; 0 engagements purged at once"
-        ]
+        (detail,) = [e.detail for e in v.audit.entries(action="restore")]
+        # the restoring member's witness now follows the restored vault; the entry says what
+        # it had seen that the backup lacks (the entries written after the backup, issue 11)
+        assert re.fullmatch(
+            rf"from {re.escape(file.name)}; 0 engagements purged at once; "
+            r"witness of alice reset \(audit behind: seen \d+, vault at \d+\)",
+            detail,
+        ), detail

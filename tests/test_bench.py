@@ -152,3 +152,9 @@ def test_bench_retention_quick() -> None:
     for title in ("1. shred of", "2. credvault check", "3. backup of", "4. restore consulting"):
         assert FIGURE.search(_section(out, title)), title
     assert "complete at return:" in _section(out, "1. shred of")
+
+
+def test_bench_witness_quick() -> None:
+    out = _run("bench_witness.py")
+    assert FIGURE.search(_section(out, "1. durable audited get, witness advanced vs not"))
+    assert FIGURE.search(_section(out, "2. one witness-file replace"))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KDF, PASSWORDS
+from conftest import KDF, PASSWORDS, separate_client
 from credvault import MIN_KDF, Vault
 from killpoints import KILL_HOOK, kill_count, wait_until
 
@@ -105,6 +105,7 @@ def _events_per_op(template: Path, mode: str, scratch: Path) -> int:
     """How many events (credvault lines + SQLite progress ticks) one `mode` operation takes,
     counted on a copy, as the second operation of a worker (caches warm, as in the loop)."""
     shutil.copytree(template, scratch)
+    separate_client(scratch)
     p = _worker(scratch, mode, 0, 1, -1)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
@@ -144,6 +145,7 @@ def test_kill_9_at_random_points(mode: str, template: Path, tmp_path: Path) -> N
     events = _events_per_op(template, mode, tmp_path / "count" / "vault")
     path = tmp_path / "vault"
     shutil.copytree(template, path)
+    separate_client(path)
     done: list[int] = []
     start = 0
     for n in range(KILLS[mode]):

@@ -255,9 +255,6 @@ def test_edited_system_port_gives_integrity_error(vault: VaultFixture) -> None:
 
 
 # -- property 7: rollback of the whole directory is detected -------------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="issue 11 step 3: the witness is not wired into open", raises=DidNotRaise
-)
 def test_rollback_of_the_vault_directory_is_detected(vault: VaultFixture, tmp_path: Path) -> None:
     _setup(vault)
     carol = Insider(vault.path, "carol", vault.clock)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import sqlcipher3
 
-from conftest import KDF, PASSWORDS
+from conftest import KDF, PASSWORDS, separate_client
 from credvault import Purged, RetentionError, Vault, verify_receipt
 from killpoints import KILL_HOOK, kill_count
 from test_purge import decrypted_pages
@@ -108,6 +108,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     # calibrate: how many events a shred takes, and where the rewrite starts
     probe = base / "probe"
     shutil.copytree(path, probe)
+    separate_client(probe)
     p = _worker(probe, worker, "count", 0)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -205,6 +206,7 @@ def test_killed_purge_is_all_or_nothing(template: Template, tmp_path: Path) -> N
     for i, (kind, n) in enumerate(kills):
         run = tmp_path / f"kill-{i}"
         shutil.copytree(t.path, run)
+        separate_client(run)
         p = _worker(run, t.worker, kind, n)
         _out, err = p.communicate(timeout=120)
         assert p.returncode in (0, -signal.SIGKILL), err

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import sqlcipher3
 
-from conftest import PASSWORDS, Clock
+from conftest import PASSWORDS, Clock, separate_client
 from credvault import MIN_KDF, InMemory, NotFound, Vault
 from credvault.keyslots import MemberKeys
 from killpoints import KILL_HOOK
@@ -202,6 +202,7 @@ def test_member_rm_survives_kills(template: Template, tmp_path: Path) -> None:
     def fresh(i: int) -> Path:
         dst = tmp_path / f"v{i}"
         shutil.copytree(template.path, dst)
+        separate_client(dst)
         return dst
 
     # A full run: how many file-system calls and SQLite progress ticks the removal makes.

@@ -94,13 +94,17 @@ def _run_worker(worker: Path, path: Path, mode: str, n: int) -> subprocess.Compl
 
 
 @pytest.mark.fault
-def test_a_kill_anywhere_in_the_upgrade_leaves_a_vault_that_opens(tmp_path: Path) -> None:
+def test_a_kill_anywhere_in_the_upgrade_leaves_a_vault_that_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Killed at points spread over the upgrade (backup, migration, audit, commit), the vault
     opens afterwards at format 2 with its data, and is upgraded exactly once."""
     worker = tmp_path / "worker.py"
     worker.write_text(UPGRADE_WORKER)
 
     def fresh(name: str) -> Path:
+        # each trial is a separate copy of one vault: separate clients, or they are forks
+        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / f"state-{name}"))
         path = tmp_path / name
         shutil.copytree(FIXTURE, path)
         for f in path.iterdir():

@@ -1,6 +1,6 @@
 """The witness file on its own (issue 11, property 7): what it refuses, how it moves, and
-that it cannot be forged without the member's key. Wiring into ``Vault.open`` is tested
-with the vault (not yet: see docs/security.md §12)."""
+that it cannot be forged without the member's key. Wired into ``Vault.open``:
+tests/test_witness_vault.py."""
 
 from __future__ import annotations
 
@@ -24,60 +24,110 @@ def _h(i: int) -> bytes:
 
 def _seen() -> wt.Witness:
     return wt.Witness(
-        VAULT, "alice", wt.Mark(10, _h(10)), {E1: wt.Mark(3, _h(3)), E2: wt.Mark(1, _h(1))}
+        VAULT,
+        "alice",
+        {
+            "audit": wt.Mark(10, _h(10)),
+            f"log:{E1}": wt.Mark(3, _h(3)),
+            f"log:{E2}": wt.Mark(1, _h(1)),
+        },
     )
 
 
-AUDIT_AT = {10: _h(10)}
-LOGS = {E1: [_h(0), _h(1), _h(2), _h(3), _h(4)], E2: [_h(0), _h(1)]}
+def _chain(hashes: list[bytes], first: int = 0) -> wt.Chain:
+    """A chain holding ``hashes`` at positions ``first``…, like the vault's own."""
+    if not hashes:
+        return wt.Chain(None)
+    head = wt.Mark(first + len(hashes) - 1, hashes[-1])
+    return wt.Chain(
+        head, lambda seq: hashes[seq - first] if first <= seq < first + len(hashes) else None
+    )
+
+
+AUDIT = [_h(i) for i in range(1, 13)]  # entries 1..12
+LOGS = {f"log:{E1}": [_h(0), _h(1), _h(2), _h(3), _h(4)], f"log:{E2}": [_h(0), _h(1)]}
+
+
+def _now(audit: list[bytes] = AUDIT, **logs: list[bytes]) -> dict[str, wt.Chain]:
+    out = {"audit": _chain(audit, 1)}
+    for name, hashes in {**LOGS, **{f"log:{k}": v for k, v in logs.items()}}.items():
+        out[name] = _chain(hashes)
+    return out
 
 
 def test_a_vault_at_or_ahead_of_the_witness_passes() -> None:
-    _seen().check(AUDIT_AT, 12, LOGS)
-    _seen().check({}, 12, LOGS)  # the witnessed entry was pruned: nothing to compare
+    assert _seen().gaps(_now()) == []
+    assert _seen().gaps(_now(AUDIT[:10])) == []  # exactly at the witness
+    pruned = _now()
+    pruned["audit"] = wt.Chain(wt.Mark(12, _h(12)))  # witnessed entry pruned: head only
+    assert _seen().gaps(pruned) == []
+    assert _seen().gaps({**_now(), "new": _chain([_h(5)])}) == []  # a chain never seen
 
 
 @pytest.mark.parametrize(
-    ("audit_at", "head", "logs", "gone", "says"),
+    ("now", "says"),
     [
-        ({}, 9, LOGS, frozenset(), "audit trail ends at 9"),
-        ({10: _h(99)}, 10, LOGS, frozenset(), "audit trail differs at entry 10"),
-        (AUDIT_AT, 10, {**LOGS, E1: LOGS[E1][:3]}, frozenset(), "ends at link 2, but link 3"),
-        (AUDIT_AT, 10, {**LOGS, E1: [*LOGS[E1][:3], _h(77)]}, frozenset(), "forked at link 3"),
-        (AUDIT_AT, 10, {E1: LOGS[E1]}, frozenset(), f"engagement {E2} and its membership log"),
+        (_now(AUDIT[:9]), "audit entry 10 is missing: the vault is older"),
+        (_now(AUDIT[:5]), "audit entries 6–10 are missing: the vault is older"),
+        (_now([*AUDIT[:9], _h(99), *AUDIT[10:]]), "audit entry 10 differs"),
+        (
+            _now(**{E1: LOGS[f"log:{E1}"][:3]}),
+            f"link 3 is missing of the membership log of engagement {E1}",
+        ),
+        (
+            _now(**{E1: [*LOGS[f"log:{E1}"][:3], _h(77)]}),
+            f"link 3 of the membership log of engagement {E1} differs",
+        ),
+        ({k: v for k, v in _now().items() if k != f"log:{E2}"}, f"engagement {E2} are all missing"),
     ],
-    ids=["audit rolled back", "audit forked", "log truncated", "log forked", "engagement deleted"],
+    ids=[
+        "audit one behind",
+        "audit rolled back",
+        "audit forked",
+        "log truncated",
+        "log forked",
+        "log deleted",
+    ],
 )
-def test_behind_or_forked_is_refused_and_named(
-    audit_at: dict[int, bytes],
-    head: int,
-    logs: dict[str, list[bytes]],
-    gone: frozenset[str],
-    says: str,
-) -> None:
-    with pytest.raises(IntegrityError, match="witness accept") as e:
-        _seen().check(audit_at, head, logs, gone)
-    assert says in str(e.value)
+def test_behind_or_forked_is_refused_and_named(now: dict[str, wt.Chain], says: str) -> None:
+    gaps = _seen().gaps(now)
+    assert len(gaps) == 1
+    e = wt.refusal("alice", gaps)
+    assert e.exit_code == 6
+    assert "witness accept" in str(e)
+    assert says in str(e), str(e)
+    assert "\n" not in str(e)
 
 
-def test_a_purged_engagement_is_not_missing() -> None:
-    _seen().check(AUDIT_AT, 10, {E1: LOGS[E1]}, frozenset({E2}))
+def test_a_chain_that_ended_legitimately_is_forgotten_not_missing() -> None:
+    assert _seen().gaps({**_now(), f"log:{E2}": wt.GONE}) == []
+
+
+def test_a_head_only_chain_sees_a_fork_where_the_heads_meet() -> None:
+    seen = wt.Witness(VAULT, "alice", {"x": wt.Mark(3, _h(3))})
+    assert seen.gaps({"x": wt.Chain.of_head(wt.Mark(3, _h(3)))}) == []
+    assert seen.gaps({"x": wt.Chain.of_head(wt.Mark(3, _h(4)))})[0].kind == "forked"
+    assert seen.gaps({"x": wt.Chain.of_head(wt.Mark(5, _h(4)))}) == []  # cannot tell
+    assert seen.gaps({"x": wt.Chain.of_head(None)})[0].kind == "behind"
 
 
 def test_all_problems_in_one_message() -> None:
-    with pytest.raises(IntegrityError) as e:
-        _seen().check({}, 1, {})
-    assert str(e.value).count(";") >= 3
+    gaps = _seen().gaps({})
+    assert len(gaps) == 3
+    assert str(wt.refusal("alice", gaps)).count(";") >= 3
 
 
 def test_advance_never_goes_backward() -> None:
-    w = _seen().advanced(wt.Mark(5, _h(5)), {E1: wt.Mark(1, _h(1)), "33" * 16: wt.Mark(0, _h(0))})
-    assert w.audit == wt.Mark(10, _h(10))
-    assert w.logs[E1] == wt.Mark(3, _h(3))
-    assert w.logs["33" * 16] == wt.Mark(0, _h(0))
-    w = w.advanced(wt.Mark(11, _h(11)), {E1: wt.Mark(4, _h(4))})
-    assert w.audit == wt.Mark(11, _h(11))
-    assert w.logs[E1] == wt.Mark(4, _h(4))
+    w = _seen().advanced(
+        {"audit": wt.Mark(5, _h(5)), f"log:{E1}": wt.Mark(1, _h(1)), "new": wt.Mark(0, _h(0))}
+    )
+    assert w.marks["audit"] == wt.Mark(10, _h(10))
+    assert w.marks[f"log:{E1}"] == wt.Mark(3, _h(3))
+    assert w.marks["new"] == wt.Mark(0, _h(0))
+    w = w.advanced({"audit": wt.Mark(11, _h(11)), f"log:{E1}": wt.Mark(4, _h(4))})
+    assert w.marks["audit"] == wt.Mark(11, _h(11))
+    assert w.marks[f"log:{E1}"] == wt.Mark(4, _h(4))
+    assert "new" not in w.without({"new"}).marks
 
 
 def test_file_round_trip_modes_and_location(
@@ -100,7 +150,7 @@ def test_forged_witness_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "w.json"
     wt.save(path, _seen(), KEY)
     d = json.loads(path.read_text())
-    d["audit"] = [0, _h(0).hex()]
+    d["chains"]["audit"] = [0, _h(0).hex()]
     path.write_text(json.dumps(d))
     with pytest.raises(IntegrityError, match="MAC"):
         wt.load(path, KEY, VAULT, "alice")
@@ -121,17 +171,80 @@ def test_witness_of_another_vault_or_member_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "",
         "[]",
         '{"format": "other"}',
         '{"format": "credvault-witness/1", "mac": "00"}',
-        '{"format": "credvault-witness/1", "mac": "00", "audit": [true, "00"], "logs": {}, "vault_id": "", "member": "a"}',
-        '{"format": "credvault-witness/1", "mac": "00", "audit": null, "logs": {"x": [1, "00"]}, "vault_id": "", "member": "a"}',
+        '{"format": "credvault-witness/1", "mac": "00", "chains": {"audit": [true, "00"]}, "vault_id": "", "member": "a"}',
+        '{"format": "credvault-witness/1", "mac": "00", "chains": {"audit": [1, "00"]}, "vault_id": "", "member": "a"}',
+        '{"format": "credvault-witness/1", "mac": "00", "chains": {"Bad Name": [1, "0000000000000000000000000000000000000000000000000000000000000000"]}, "vault_id": "", "member": "a"}',
+        '{"format": "credvault-witness/1", "mac": "00", "chains": [], "vault_id": "", "member": "a"}',
         "[" * 100000,
     ],
 )
 def test_corrupt_witness_is_integrity_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "w.json"
     path.write_text(text)
+    with pytest.raises(IntegrityError):
+        wt.load(path, KEY, VAULT, "alice")
+
+
+def test_an_empty_file_is_no_witness(tmp_path: Path) -> None:
+    """What a crash may leave of a file replaced without fsync: no better than deleting it
+    (which anyone who can write the file can do), so it is not an alarm."""
+    path = tmp_path / "w.json"
+    path.write_bytes(b"")
+    assert wt.load(path, KEY, VAULT, "alice") is None
+
+
+def test_new_member_keys_get_a_new_file(tmp_path: Path) -> None:
+    """After an admin's ``member reset`` the member's keys differ: their witness starts
+    afresh in another file instead of failing to verify the old one."""
+    a = wt.path_for(VAULT, "alice", tmp_path, KEY)
+    b = wt.path_for(VAULT, "alice", tmp_path, wt.mac_key(b"\x09" * 32))
+    assert a != b
+    assert a.parent == b.parent == tmp_path
+
+
+def test_updates_alternate_between_two_slots_in_place(tmp_path: Path) -> None:
+    """The get path's write: the older slot is overwritten in place (same file, padded), one
+    generation up; the newer one is never touched, so a torn write cannot lose both."""
+    path = tmp_path / "w.json"
+    a, b = wt.slots(path)
+    w = _seen()
+    for seq in range(11, 15):
+        w = w.advanced({"audit": wt.Mark(seq, _h(seq))})
+        with wt.locked(path):
+            wt.save(path, w, KEY, durable=False)
+    inodes = (a.stat().st_ino, b.stat().st_ino)
+    sizes = (a.stat().st_size, b.stat().st_size)
+    assert sizes[0] % wt.PAD == 0
+    for seq in range(15, 19):
+        w = w.advanced({"audit": wt.Mark(seq, _h(seq))})
+        with wt.locked(path):
+            before = wt.read(path, KEY, VAULT, "alice")
+            wt.save(path, w, KEY, durable=False, at=before)
+        after = wt.read(path, KEY, VAULT, "alice")
+        assert (after.gen, after.slot) == (before.gen + 1, 1 - before.slot)
+        assert after.witness == w
+    assert (a.stat().st_ino, b.stat().st_ino) == inodes  # no new file, no rename
+    assert (a.stat().st_size, b.stat().st_size) == sizes
+    assert stat.S_IMODE(b.stat().st_mode) == 0o600
+
+
+def test_a_torn_newer_slot_leaves_the_older_in_force(tmp_path: Path) -> None:
+    path = tmp_path / "w.json"
+    w1 = _seen()
+    w2 = w1.advanced({"audit": wt.Mark(11, _h(11))})
+    wt.save(path, w1, KEY)
+    wt.save(path, w2, KEY)
+    newest = wt.read(path, KEY, VAULT, "alice")
+    assert newest.witness == w2
+    torn = wt.slots(path)[newest.slot]
+    data = bytearray(torn.read_bytes())
+    data[40:80] = b"\0" * 40  # a write cut short
+    torn.write_bytes(bytes(data))
+    assert wt.load(path, KEY, VAULT, "alice") == w1  # one write older: behind, never ahead
+    other = wt.slots(path)[1 - newest.slot]
+    other.write_bytes(b"{}")  # both bad: altered, not torn
     with pytest.raises(IntegrityError):
         wt.load(path, KEY, VAULT, "alice")

@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     )
     from credvault.validate import name as validate_name
     from credvault.vault import InitResult, RestoreReport, Vault, default_dir
+    from credvault.witness import Gap as WitnessGap
 
 # name -> (module, attribute). `import credvault` stays cheap: the agent's fast path
 # (credvault.launch) runs inside this package and must not load cryptography or SQLCipher.
@@ -113,6 +114,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ScheduledPurge": ("credvault.results", "ScheduledPurge"),
     "VaultInfo": ("credvault.results", "VaultInfo"),
     "VaultStatus": ("credvault.results", "VaultStatus"),
+    "WitnessGap": ("credvault.witness", "Gap"),
 }
 
 
@@ -294,6 +296,7 @@ __all__ = [
     "Vault",
     "VaultInfo",
     "VaultStatus",
+    "WitnessGap",
     "WrongPassphrase",
     "__version__",
     "check",

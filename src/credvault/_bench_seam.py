@@ -35,3 +35,22 @@ def append_audit_entries(
                 s.log(action, engagement, item, "ok")
         done += len(batch)
     return done
+
+
+def witness_off(vault: Vault) -> None:
+    """Stop ``vault`` advancing its member's witness after each commit (issue 11), so that
+    ``benchmarks/bench_witness.py`` can time gets with and without that step in one run."""
+    vault._s.store.on_commit = None
+
+
+def witness_write(vault: Vault, *, durable: bool) -> None:
+    """Replace the member's witness file once, with or without fsync (file and directory):
+    what the get path skips, timed by ``benchmarks/bench_witness.py``."""
+    from credvault import witness as wt
+
+    keeper = vault._witness
+    assert keeper is not None
+    with wt.locked(keeper.path):
+        at = wt.read(keeper.path, keeper.key, vault._s.vault_id, vault._s.member)
+        assert at.witness is not None
+        wt.save(keeper.path, at.witness, keeper.key, durable=durable, at=at)

@@ -67,10 +67,13 @@ def named(e: OSError, path: Path) -> Exception:
     return e
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename, fsync directory.
 
-    A crash at any point leaves either the old or the new complete file.
+    A crash at any point leaves either the old or the new complete file. ``durable=False``
+    skips both fsyncs, for a file where losing the latest version to a system crash is
+    harmless (the witness on the ``get`` path): other processes still see old or new, never
+    a mixture, but after a power loss the file may be the old one, or empty.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # Also used in backup directories, which may be shared: never write through a file or
@@ -85,7 +88,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -97,7 +101,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_new_private(path: Path, data: bytes) -> None:

@@ -98,6 +98,7 @@ def promote(s: Session, new_key: bytes) -> None:
         members=members, pending=None, generation=slots.generation + 1
     ).sealed_with(new_key)
     old_store, s.store = s.store, Store.open(s.path / DB_NAME, new_key)
+    s.store.on_commit = old_store.on_commit
     with contextlib.suppress(Exception):
         old_store.close()
     s.audit = AuditLog(s.store, new_key)

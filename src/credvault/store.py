@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,9 @@ class Store:
         self.path = path
         self.damaged = False  # a page failed its MAC on this connection
         self._batch = 0  # > 0 inside batch(): write() nests as a savepoint
+        # Called after each top-level COMMIT (the member's witness advances there: a
+        # position is recorded only once it is durable in the database).
+        self.on_commit: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -350,6 +353,8 @@ class Store:
             with contextlib.suppress(sqlcipher3.Error):
                 self.conn.execute("ROLLBACK")
             raise self._translate(e) from None
+        if self.on_commit is not None:
+            self.on_commit()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:

@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     from credvault.purge import Purger
     from credvault.results import PurgePlan, VaultInfo, VaultStatus
     from credvault.systems import Systems
+    from credvault.witness import Gap
+    from credvault.witnessing import Keeper
 
 RECOVERY_PREFIX = "CREDVAULT-RECOVERY-1"
 
@@ -140,6 +142,7 @@ class Vault:
     def __init__(self, session: Session, kdf: KdfParams) -> None:
         self._s = session
         self._kdf = kdf
+        self._witness: Keeper | None = None  # set by open (None: a temporary copy)
         self.engagements = Engagements(session)
         self.credentials = Credentials(session, self.engagements)
 
@@ -327,26 +330,78 @@ class Vault:
         clock: Clock = utc_now,
         auto_purge: bool = True,
     ) -> Vault:
-        """Unlock ``member`` and open the vault; purges what is due before returning."""
+        """Unlock ``member`` and open the vault; purges what is due before returning.
+
+        The vault must not be behind or forked from what this member's client saw before
+        (its witness, kept outside the vault: :mod:`credvault.witnessing`): a rollback, an
+        earlier copy or lost writes raise :class:`IntegrityError` naming what is missing;
+        :meth:`accept_witness` accepts a deliberate restore.
+        """
+        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        del source  # a str or bytes passphrase must not stay a local of this frame
+        return cls._open(path, member, src, kdf=kdf, clock=clock, auto_purge=auto_purge)
+
+    @classmethod
+    def _open(
+        cls,
+        path: Path,
+        member: str,
+        src: UnlockSource,
+        *,
+        kdf: KdfParams = DEFAULT,
+        clock: Clock = utc_now,
+        auto_purge: bool = True,
+        witness: str = "check",
+    ) -> Vault:
+        """:meth:`open`; ``witness`` is ``check`` (the member's witness is checked, then
+        advanced after each commit), ``defer`` (read but neither checked nor advanced: a
+        restore or an accept decides) or ``off`` (a private temporary copy of a backup)."""
         path = Path(path)
         if not path.is_dir():
             what = "not a directory" if path.exists() else "no such directory"
             raise NotAVault(f"{path} is not a credvault vault ({what})")
         if not (path / SLOTS_NAME).exists() or not (path / LOCK_NAME).exists():
             raise NotAVault(f"{path} is not a credvault vault")
-        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
-        del source  # a str or bytes passphrase must not stay a local of this frame
         lock = contextlib.ExitStack()
         lock.enter_context(locked(path / LOCK_NAME, exclusive=False))
+        vault: Vault | None = None
         try:
             session = cls._unlock(path, member, src, clock, lock)
             session.lock = lock
             vault = cls(session, kdf)
-            vault._after_open(auto_purge)
+            vault._after_open(auto_purge, witness)
         except BaseException:
+            if vault is not None:
+                vault.close()
             lock.close()
             raise
         return vault
+
+    @classmethod
+    def accept_witness(
+        cls,
+        path: Path,
+        member: str,
+        source: UnlockSource | bytes | str,
+        *,
+        kdf: KdfParams = DEFAULT,
+        clock: Clock = utc_now,
+        confirm: Callable[[list[Gap]], None] | None = None,
+    ) -> list[Gap]:
+        """Accept the vault at ``path`` as it is now, although it is behind or forked from
+        what ``member``'s client saw (a deliberate restore or roll-back).
+
+        Returns what the witness had that the vault lacks (empty: nothing to accept, and
+        nothing is written). Otherwise ``confirm`` is shown those gaps first (it raises to
+        stop), a ``witness-accept`` audit entry names them, and the witness is reset to
+        the vault's positions. Only this member's witness: every member accepts for
+        themselves (an entry in the vault cannot speak for them: an insider can write one).
+        """
+        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        del source  # a str or bytes passphrase must not stay a local of this frame
+        with cls._open(path, member, src, kdf=kdf, clock=clock, witness="defer") as v:
+            assert v._witness is not None
+            return v._witness.accept(confirm)
 
     @classmethod
     def restore(
@@ -405,7 +460,7 @@ class Vault:
         if stage.exists():
             shutil.rmtree(stage)
         try:
-            done = cls._restore_into(
+            done, witnessed = cls._restore_into(
                 file, stage, member, src, kdf=kdf, clock=clock, ledgers=ledgers
             )
             stage.rename(target)  # over an empty directory too (rename(2) allows that)
@@ -413,6 +468,10 @@ class Vault:
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
+        # The restoring member chose this backup: their witness now follows it (the restore
+        # entry names what it lacked). Only once the vault is in place: a failed restore
+        # leaves the witness on the live vault. Other members accept it themselves.
+        witnessed()
         return done
 
     @classmethod
@@ -426,14 +485,17 @@ class Vault:
         kdf: KdfParams,
         clock: Clock,
         ledgers: Sequence[Path],
-    ) -> RestoreReport:
+    ) -> tuple[RestoreReport, Callable[[], None]]:
         from credvault.backup import RESTORED_FILES, unpack
+        from credvault.witnessing import summary
 
         src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
         del source  # a str or bytes passphrase must not stay a local of this frame
         unpack(file, target)
         try:
-            with cls.open(target, member, src, kdf=kdf, clock=clock, auto_purge=False) as v:
+            with cls._open(
+                target, member, src, kdf=kdf, clock=clock, auto_purge=False, witness="defer"
+            ) as v:
                 problems = v.integrity_check()
                 if problems:
                     raise IntegrityError(
@@ -441,12 +503,20 @@ class Vault:
                     )
                 s = v._s
                 s.audit.verify()
+                keeper = v._witness
+                assert keeper is not None
+                gaps = keeper.gaps()[0]
                 report = v._restore_purges(file, list(ledgers))
+                lost = f"; witness of {member} reset ({summary(gaps)})" if gaps else ""
                 with s.store.write():
                     s.log(
-                        "restore", None, None, "ok", f"from {file.name}; {report.summary()}"[:400]
+                        "restore",
+                        None,
+                        None,
+                        "ok",
+                        f"from {file.name}; {report.summary()}{lost}"[:400],
                     )
-                return report
+                return report, keeper.reset_to(keeper.heads_now())
         except BaseException:
             for name in RESTORED_FILES:
                 with contextlib.suppress(FileNotFoundError):
@@ -645,8 +715,16 @@ class Vault:
             raise IntegrityError("database and key-slot file belong to different vaults")
         return session
 
-    def _after_open(self, auto_purge: bool) -> None:
+    def _after_open(self, auto_purge: bool, witness: str = "check") -> None:
         s = self._s
+        if witness != "off":
+            # First, before this session writes: a rolled-back vault is refused as found.
+            from credvault.witnessing import Keeper
+
+            self._witness = Keeper(s)
+            if witness == "check":
+                self._witness.check()
+                s.store.on_commit = self._witness.advance
         head = s.store.audit_head()
         s.newest_at_open = str(head[1]) if head else None  # before this session writes
         if s.store.get_meta("format_version") != FORMAT_VERSION:
@@ -704,6 +782,7 @@ class Vault:
                 self.engagements.rotate_if_needed(self.engagements.get(name))
 
     def close(self) -> None:
+        self._s.store.on_commit = None
         with contextlib.suppress(Exception):
             self._s.store.close()
         self._s.engagement_keys.clear()
@@ -723,6 +802,8 @@ class Vault:
 
         False: the database file was replaced meanwhile (a re-key): close this ``Vault`` and
         open a new one. True: the open database is the current one and may be used.
+        Raises :class:`IntegrityError` if the vault is now behind or forked from the
+        member's witness (files put back meanwhile), as :meth:`open` would.
         """
         s = self._s
         s.lock.enter_context(locked(s.path / LOCK_NAME, exclusive=False))
@@ -730,7 +811,12 @@ class Vault:
             st = (s.path / DB_NAME).stat()
         except FileNotFoundError:
             return False
-        return (st.st_dev, st.st_ino) == s.db_file
+        if (st.st_dev, st.st_ino) != s.db_file:
+            return False
+        if s.store.on_commit is not None and self._witness is not None:
+            # Files put back under a long-lived holder (the agent) are caught as at an open.
+            self._witness.check()
+        return True
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Run several operations in one transaction: one commit, one fsync (group commit).
@@ -949,7 +1035,10 @@ class Vault:
             work = tmp / "vault"
             try:
                 unpack(path, work)
-                v = cls.open(work, member, source, kdf=kdf, clock=clock, auto_purge=False)
+                src = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+                v = cls._open(
+                    work, member, src, kdf=kdf, clock=clock, auto_purge=False, witness="off"
+                )
             except IntegrityError as e:
                 return CheckReport(str(path), [], [f"backup file: {e}"])
             with v:
@@ -986,8 +1075,13 @@ def _newer_backup_records(
         tmp = Path(tempfile.mkdtemp(prefix="credvault-ledger-"))
         try:
             unpack(other, tmp / "v")
-            with Vault.open(
-                tmp / "v", s.member, InMemory(s.keys), clock=s.clock, auto_purge=False
+            with Vault._open(
+                tmp / "v",
+                s.member,
+                InMemory(s.keys),
+                clock=s.clock,
+                auto_purge=False,
+                witness="off",
             ) as v:
                 for name, text in v._s.store.purged_receipts():
                     try:

@@ -4,34 +4,41 @@ An insider can replace the whole vault directory with an older copy, delete memb
 links or audit entries, or lose committed transactions to a damaged WAL (SQLite ends the log
 at the first bad frame). Inside the vault every one of those is self-consistent. So each
 member's client keeps, *outside* the vault, in its own XDG state directory, the latest
-positions it has verified: the audit head and, per engagement, the membership log's last
-link (seq and hash). Opening a vault that is behind a witnessed position, or differs at it,
-is tampering (exit 6) and names what is missing; a deliberate restore is accepted with an
-audited command that resets the witness.
+positions it has seen of every hash-linked chain in the vault (by name: ``audit`` for the
+audit trail, ``log:<engagement uid>`` for a membership log; which chains there are is the
+vault's business, see :mod:`credvault.witnessing`). Opening a vault that is behind a
+witnessed position, or differs at it, is tampering (exit 6) and names what is missing; a
+deliberate restore is accepted with an audited command that resets the witness.
 
 The file is MACed under a key derived from the member's own private signing key, so an
 insider who can write the member's files but does not hold that key cannot forge "all is
-well"; they can delete it (the next open then starts afresh, and says so).
+well"; they can delete it (the next open then starts afresh).
 
-This module is pure apart from reading and writing its one file; the vault decides when
-to check and when to advance. Format: docs/format.md §18.
+This module is pure apart from reading and writing its one file (and its lock); the vault
+decides when to check and when to advance. Format: docs/format.md §18.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import IntegrityError
-from credvault.files import atomic_write, make_private_dir
+from credvault.files import FILE_MODE, atomic_write, make_private_dir
 
 FORMAT = "credvault-witness/1"
 MAX_SIZE = 4 * 1024 * 1024
+PAD = 4096  # a slot file is padded to a multiple of this, so most updates fit in place
+CHAIN_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}(:[0-9a-f]{1,64})?")
+ACCEPT_HINT = "if the vault was restored on purpose, run 'credvault witness accept'"
 
 
 class Mark(NamedTuple):
@@ -41,67 +48,126 @@ class Mark(NamedTuple):
     hash: bytes
 
 
+def _none(_seq: int) -> bytes | None:
+    return None
+
+
+class Chain(NamedTuple):
+    """One hash-linked chain as the vault holds it now.
+
+    ``head`` is its last position (None: empty); ``at(seq)`` the hash at an earlier
+    position, or None where the vault no longer keeps it (pruned): a fork is then only
+    seen at the head. ``gone`` says the chain ended legitimately (a purged engagement's log,
+    as the audit trail records): the witness forgets it instead of calling it missing.
+    """
+
+    head: Mark | None
+    at: Callable[[int], bytes | None] = _none
+    gone: bool = False
+
+    @classmethod
+    def of_head(cls, head: Mark | None) -> Chain:
+        """A chain that can only name its head (forks are then seen when the heads meet)."""
+        if head is None:
+            return cls(None)
+        return cls(head, lambda seq: head.hash if seq == head.seq else None)
+
+
+GONE = Chain(None, _none, True)
+
+
+class Gap(NamedTuple):
+    """What the vault lacks of one witnessed chain: ``kind`` is ``behind`` (positions after
+    ``now`` up to ``seen`` are missing), ``forked`` (another hash at ``seen.seq``),
+    ``missing`` (the whole chain) or ``unreadable`` (the witness file itself)."""
+
+    chain: str
+    kind: str
+    seen: Mark | None
+    now: Mark | None
+
+    def describe(self) -> str:
+        if self.kind == "unreadable":
+            return f"the witness file does not verify ({self.chain})"
+        assert self.seen is not None
+        one, many, of = _names(self.chain)
+        if self.kind == "missing":
+            return f"{many}{of} are all missing (this client saw up to {self.seen.seq})"
+        if self.kind == "forked":
+            return (
+                f"{one} {self.seen.seq}{of} differs from the one this client saw: the vault "
+                "has forked (another copy of it was used?)"
+            )
+        first = (0 if of else 1) if self.now is None else self.now.seq + 1  # audit starts at 1
+        span = (
+            f"{one} {first} is" if first == self.seen.seq else f"{many} {first}–{self.seen.seq} are"
+        )
+        return (
+            f"{span} missing{of}: the vault is older than this client last saw (restored "
+            "from a backup? committed writes lost?)"
+        )
+
+
+def _names(chain: str) -> tuple[str, str, str]:
+    """(one position, several, " of what"), for messages: ``audit entries 6–10``."""
+    if chain == "audit":
+        return "audit entry", "audit entries", ""
+    if chain.startswith("log:"):
+        return "link", "links", f" of the membership log of engagement {chain[4:]}"
+    return "position", "positions", f" of chain {chain}"
+
+
+def refusal(member: str, gaps: list[Gap]) -> IntegrityError:
+    """The one-line error for a vault behind or forked from ``member``'s witness."""
+    return IntegrityError(
+        f"rollback or fork detected for {member}: "
+        + "; ".join(g.describe() for g in gaps)
+        + f"; {ACCEPT_HINT}"
+    )
+
+
 class Witness(NamedTuple):
-    """What one member has seen of one vault."""
+    """What one member has seen of one vault: chain name -> last position seen."""
 
     vault_id: bytes
     member: str
-    audit: Mark | None
-    logs: Mapping[str, Mark]  # engagement uid (hex) -> last verified membership link
+    marks: Mapping[str, Mark]
 
-    def check(
-        self,
-        audit_at: Mapping[int, bytes],
-        audit_head: int,
-        logs: Mapping[str, list[bytes]],
-        gone: frozenset[str] = frozenset(),
-    ) -> None:
-        """Refuse a vault that is behind this witness or forked from it.
+    def gaps(self, chains: Mapping[str, Chain]) -> list[Gap]:
+        """Where the vault (``chains``, as it is now) is behind or forked from this witness.
 
-        ``audit_at`` gives the audit MAC at the witnessed position (if that entry still
-        exists), ``audit_head`` the last audit position; ``logs`` every engagement's link
-        hashes in order; ``gone`` the uids of engagements purged (their log went with them,
-        as the audit trail records). All problems are named in one message.
+        A chain ahead of its mark is fine (others, or this member elsewhere, went on); a
+        chain the witness never saw is fine (new).
         """
-        problems = []
-        if self.audit is not None:
-            if audit_head < self.audit.seq:
-                problems.append(
-                    f"audit trail ends at {audit_head}, but entry {self.audit.seq} was seen"
-                )
-            elif self.audit.seq in audit_at and audit_at[self.audit.seq] != self.audit.hash:
-                problems.append(f"audit trail differs at entry {self.audit.seq} (forked)")
-        for uid, mark in sorted(self.logs.items()):
-            hashes = logs.get(uid)
-            if hashes is None:
-                if uid not in gone:
-                    problems.append(f"engagement {uid} and its membership log are missing")
+        out = []
+        for name, seen in sorted(self.marks.items()):
+            chain = chains.get(name)
+            if chain is None:
+                out.append(Gap(name, "missing", seen, None))
                 continue
-            if mark.seq >= len(hashes):
-                problems.append(
-                    f"membership log of engagement {uid} ends at link {len(hashes) - 1}, "
-                    f"but link {mark.seq} was seen"
-                )
-            elif hashes[mark.seq] != mark.hash:
-                problems.append(f"membership log of engagement {uid} forked at link {mark.seq}")
-        if problems:
-            raise IntegrityError(
-                "this vault is behind or forked from what this member saw before (rollback, "
-                "deleted rows or lost writes): "
-                + "; ".join(problems)
-                + "; if it was restored on purpose, run 'credvault witness accept'"
-            )
+            if chain.gone:
+                continue
+            head = chain.head
+            if head is None or head.seq < seen.seq:
+                out.append(Gap(name, "behind", seen, head))
+                continue
+            found = head.hash if head.seq == seen.seq else chain.at(seen.seq)
+            if found is not None and found != seen.hash:
+                out.append(Gap(name, "forked", seen, head))
+        return out
 
-    def advanced(self, audit: Mark | None, logs: Mapping[str, Mark]) -> Witness:
-        """This witness moved forward to the positions just verified (never backward)."""
-        new = dict(self.logs)
-        for uid, mark in logs.items():
-            old = new.get(uid)
-            if old is None or mark.seq >= old.seq:
-                new[uid] = mark
-        if audit is None or (self.audit is not None and audit.seq < self.audit.seq):
-            audit = self.audit
-        return self._replace(audit=audit, logs=new)
+    def advanced(self, heads: Mapping[str, Mark]) -> Witness:
+        """This witness moved forward to ``heads`` (never backward: a position behind the
+        one already witnessed is one another process had already recorded past)."""
+        new = dict(self.marks)
+        for name, mark in heads.items():
+            old = new.get(name)
+            if old is None or mark.seq > old.seq:
+                new[name] = mark
+        return self._replace(marks=new)
+
+    def without(self, names: set[str]) -> Witness:
+        return self._replace(marks={n: m for n, m in self.marks.items() if n not in names})
 
     # -- file ------------------------------------------------------------------------------------
     def _body(self) -> dict[str, Any]:
@@ -109,33 +175,42 @@ class Witness(NamedTuple):
             "format": FORMAT,
             "vault_id": self.vault_id.hex(),
             "member": self.member,
-            "audit": None if self.audit is None else [self.audit.seq, self.audit.hash.hex()],
-            "logs": {u: [m.seq, m.hash.hex()] for u, m in sorted(self.logs.items())},
+            "chains": {n: [m.seq, m.hash.hex()] for n, m in sorted(self.marks.items())},
         }
 
-    def to_bytes(self, mac_key: bytes) -> bytes:
+    def to_bytes(self, mac_key: bytes, gen: int = 0) -> bytes:
+        """The MACed file body; ``gen`` orders the two slots (the higher valid one counts)."""
         body = self._body()
+        body["gen"] = gen
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         body["mac"] = p.mac(mac_key, canonical).hex()
-        return (json.dumps(body, sort_keys=True, indent=1) + "\n").encode()
+        return (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, mac_key: bytes, vault_id: bytes, member: str) -> Witness:
-        try:
-            d = json.loads(data)
-            if not isinstance(d, dict) or d.get("format") != FORMAT:
-                raise ValueError
-            mac = bytes.fromhex(d.pop("mac"))
-            audit = None if d["audit"] is None else _mark(d["audit"])
-            logs = {_uid(u): _mark(m) for u, m in d["logs"].items()}
-            w = cls(bytes.fromhex(d["vault_id"]), d["member"], audit, logs)
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            raise IntegrityError("witness file is corrupt") from None
-        canonical = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
-        p.mac_verify(mac_key, canonical, mac, "witness file")
-        if w.vault_id != vault_id or w.member != member:
-            raise IntegrityError("witness file belongs to another vault or member")
-        return w
+        return _decode(data, mac_key, vault_id, member)[0]
+
+
+def _decode(data: bytes, mac_key: bytes, vault_id: bytes, member: str) -> tuple[Witness, int]:
+    """(witness, generation) from one slot's bytes (trailing padding allowed)."""
+    try:
+        d = json.loads(data)
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError
+        mac = bytes.fromhex(d.pop("mac"))
+        chains = d["chains"]
+        gen = d.get("gen", 0)
+        if not isinstance(chains, dict) or type(gen) is not int or not 0 <= gen < 2**63:
+            raise ValueError
+        marks = {_name(n): _mark(m) for n, m in chains.items()}
+        w = Witness(bytes.fromhex(d["vault_id"]), d["member"], marks)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise IntegrityError("witness file is corrupt") from None
+    canonical = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    p.mac_verify(mac_key, canonical, mac, "witness file")
+    if w.vault_id != vault_id or w.member != member:
+        raise IntegrityError("witness file belongs to another vault or member")
+    return w, gen
 
 
 def _mark(v: Any) -> Mark:
@@ -148,15 +223,15 @@ def _mark(v: Any) -> Mark:
     ):
         raise ValueError
     h = bytes.fromhex(v[1])
-    if len(h) != 32:
+    if not 16 <= len(h) <= 64:
         raise ValueError
     return Mark(v[0], h)
 
 
-def _uid(u: Any) -> str:
-    if not isinstance(u, str) or len(u) != 32 or len(bytes.fromhex(u)) != 16:
+def _name(n: Any) -> str:
+    if not isinstance(n, str) or not CHAIN_NAME.fullmatch(n):
         raise ValueError
-    return u
+    return n
 
 
 def mac_key(sign_private: bytes) -> bytes:
@@ -171,22 +246,119 @@ def state_dir() -> Path:
     return root / "credvault"
 
 
-def path_for(vault_id: bytes, member: str, directory: Path | None = None) -> Path:
-    return (directory or state_dir()) / f"witness-{vault_id.hex()}-{member}.json"
+def path_for(
+    vault_id: bytes, member: str, directory: Path | None = None, key: bytes | None = None
+) -> Path:
+    """The witness file of ``member`` on ``vault_id``; given the MAC ``key``, the name also
+    carries a short digest of it, so new member keys (an admin's ``member reset``) start a
+    new witness instead of meeting one they cannot verify."""
+    tag = "" if key is None else "-" + p.digest(key)[:4].hex()
+    return (directory or state_dir()) / f"witness-{vault_id.hex()}-{member}{tag}.json"
+
+
+class Stored(NamedTuple):
+    """What the two slots hold: the newest valid witness (None: none yet), its generation,
+    and which slot holds it (-1: neither)."""
+
+    witness: Witness | None
+    gen: int
+    slot: int
+
+
+def slots(path: Path) -> tuple[Path, Path]:
+    """The witness's two slot files: ``<name>.json`` and ``<name>.b.json``."""
+    return path, path.with_name(path.stem + ".b" + path.suffix)
 
 
 def load(path: Path, key: bytes, vault_id: bytes, member: str) -> Witness | None:
-    """The witness at ``path``, or None if there is none yet."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_SIZE + 1)
-    except FileNotFoundError:
+    """The witness at ``path``, or None if there is none yet (under the shared lock)."""
+    if not path.parent.is_dir():
         return None
-    if len(data) > MAX_SIZE:
-        raise IntegrityError("witness file is too large")
-    return Witness.from_bytes(data, key, vault_id, member)
+    with locked(path, exclusive=False):
+        return read(path, key, vault_id, member).witness
 
 
-def save(path: Path, witness: Witness, key: bytes) -> None:
+def read(path: Path, key: bytes, vault_id: bytes, member: str) -> Stored:
+    """Both slots, the caller holding the lock: the valid one with the higher generation.
+
+    A slot that does not verify while the other does is a write cut short by a crash (only
+    the older slot is ever written: the newer stays whole) and is ignored; so is an empty
+    one (a file created without fsync). If neither verifies, that is an
+    :class:`IntegrityError`: altered, or made with other keys.
+    """
+    best: Stored = Stored(None, -1, -1)
+    error: IntegrityError | None = None
+    for i, slot in enumerate(slots(path)):
+        try:
+            with slot.open("rb") as f:
+                data = f.read(MAX_SIZE + 1)
+        except FileNotFoundError:
+            continue
+        if not data.strip(b"\0 \n"):
+            continue
+        try:
+            if len(data) > MAX_SIZE:
+                raise IntegrityError("witness file is too large")
+            w, gen = _decode(data, key, vault_id, member)
+        except IntegrityError as e:
+            error = error or e
+            continue
+        if gen > best.gen:
+            best = Stored(w, gen, i)
+    if best.witness is None and error is not None:
+        raise error
+    return best
+
+
+def save(
+    path: Path, witness: Witness, key: bytes, *, durable: bool = True, at: Stored | None = None
+) -> None:
+    """Write ``witness`` over the *older* slot (the caller holds the exclusive lock; ``at``
+    is what :func:`read` found, read again if not given), one generation above the newer.
+
+    The get path's write (``durable=False``) overwrites the existing slot file in place,
+    padded to its size: no new file, no rename, no fsync, so it adds nothing to the next
+    database commit's journal flush (replacing a file by rename made every durable get
+    twice as slow on ext4: see benchmarks/bench_witness.py). A crash that tears it leaves
+    the other slot, one write older, in force. A slot too small, or missing, is created
+    whole by an atomic replace.
+    """
+    if at is None:
+        try:
+            at = read(path, key, witness.vault_id, witness.member)
+        except IntegrityError:  # neither slot verifies: both are overwritten in turn
+            at = Stored(None, -1, -1)
+    target = slots(path)[1 if at.slot == 0 else 0]
+    data = witness.to_bytes(key, at.gen + 1)
+    size = -(-len(data) // PAD) * PAD
+    fd = -1
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW)
+        if os.fstat(fd).st_size < size:
+            raise FileNotFoundError
+        data += b" " * (os.fstat(fd).st_size - len(data))
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(fd, view, len(data) - len(view)) :]
+        if durable:
+            os.fsync(fd)
+    except FileNotFoundError:
+        make_private_dir(path.parent)
+        atomic_write(target, data + b" " * (size - len(data)), durable=durable)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, exclusive: bool = True) -> Iterator[None]:
+    """Hold the witness's own lock (``<file>.lock``): exclusive while reading, merging and
+    writing it, so two processes of the same member never write over each other's advance;
+    shared while only reading, so a reader never meets both slots mid-write."""
     make_private_dir(path.parent)
-    atomic_write(path, witness.to_bytes(key))
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_CREAT | os.O_RDWR, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -644,6 +644,18 @@ TABLE: tuple[Command, ...] = (
         ),
     ),
     Command(
+        "witness",
+        "your client's record of how far this vault has gone (rollback and fork detection)",
+        actions=(
+            Command(
+                "accept",
+                "accept the vault as it is after a deliberate restore or roll-back (audited)",
+                c.cmd_witness_accept,
+                (arg("--yes", action="store_true", help="do not ask for confirmation"),),
+            ),
+        ),
+    ),
+    Command(
         "purge",
         "destroy every engagement whose purge is due",
         c.cmd_purge,

@@ -37,6 +37,7 @@ from credvault import (
 from credvault.cli import terminal as t
 
 if TYPE_CHECKING:
+    from credvault import WitnessGap
     from credvault.clipboard import Backend
 
 EXIT_OK = 0
@@ -699,6 +700,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 for e in es
             ],
         )
+    return EXIT_OK
+
+
+def cmd_witness_accept(args: argparse.Namespace) -> int:
+    """Accept the vault as it is although it is behind or forked from what this client saw:
+    show what would be forgotten, confirm, then the library audits it and resets the witness."""
+    path = vault_dir(args)
+    member = member_name(args)
+
+    def confirm(gaps: list[WitnessGap]) -> None:
+        for gap in gaps:
+            t.out(f"not in this vault: {gap.describe()}")
+        t.confirm(
+            "Accept this vault as it is now and forget what it lacks?", yes=args.yes, verb="accept"
+        )
+
+    gaps = Vault.accept_witness(
+        path, member, unlock_source(args, path, member), kdf=kdf_params(args), confirm=confirm
+    )
+    if gaps:
+        t.out("accepted: your witness now follows this vault (audited as witness-accept)")
+    else:
+        t.out("nothing to accept: this vault is not behind or forked from what you saw")
     return EXIT_OK
 
 

@@ -1,0 +1,178 @@
+"""The member's witness, kept by an open vault: checked at open, advanced after each commit,
+reset by a restore or by ``credvault witness accept`` (issue 11, property 7).
+
+What the witness follows is one function, :func:`chains`: every hash-linked chain of the
+vault by name. The audit trail is the first; each engagement's membership log joins it as
+``log:<uid>``. Rollback of the directory, a copy that went its own way (fork) and committed
+transactions lost to a damaged WAL all leave a chain behind or different at a position this
+member saw, and that is refused at open with exit 6, naming what is missing.
+
+Concurrency: the file is read, merged and written under its own lock, and positions only
+move forward (compare-and-max), so several processes of one member never undo each other's
+advance. A position is recorded only after its transaction committed (``synchronous=FULL``:
+it is on disk), and at open the witness is read *before* the vault, so whatever it holds is
+already in the database being checked: other processes and other members moving the vault
+on can never cause a false alarm. See docs/security.md §13.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from credvault import witness as wt
+from credvault.errors import CredvaultError, IntegrityError
+from credvault.session import Session
+from credvault.witness import Chain, Gap, Mark
+
+ACCEPT_ACTION = "witness-accept"
+
+
+def chains(s: Session) -> dict[str, Chain]:
+    """Every hash-linked chain of the vault the witness follows, by name (the one provider).
+
+    Add a chain here and every member's witness follows it from their next open (a chain
+    the witness never saw is never "missing"). The membership logs join with one line,
+    e.g. ``out.update({f"log:{uid}": Chain.of_head(Mark(*pos)) for uid, pos in
+    log_heads(s).items()})``; a purged engagement's log is reported as :data:`witness.GONE`.
+    """
+    out = {"audit": _audit(s)}
+    return out
+
+
+def _audit(s: Session) -> Chain:
+    row = s.store.audit_head()
+    head = None if row is None else Mark(int(row.seq), bytes(row.mac))
+
+    def at(seq: int) -> bytes | None:
+        entry = s.store.audit_entry(seq)
+        if entry is not None:
+            return bytes(entry.mac)
+        anchor = s.store.get_meta("audit_anchor")  # entries before it were pruned
+        if anchor is not None:
+            pos, mac = str(anchor).split(":")
+            if int(pos) == seq:
+                return bytes.fromhex(mac)
+        return None
+
+    return Chain(head, at)
+
+
+def heads(found: dict[str, Chain]) -> dict[str, Mark]:
+    return {n: c.head for n, c in found.items() if c.head is not None and not c.gone}
+
+
+class Keeper:
+    """One open vault's view of its member's witness file."""
+
+    def __init__(self, s: Session, directory: Path | None = None) -> None:
+        self.s = s
+        self.key = wt.mac_key(s.keys.sign_private)
+        self.path = wt.path_for(s.vault_id, s.member, directory, self.key)
+        self.recorded: dict[str, Mark] | None = None  # what this process last wrote or read
+        self.warned = False
+
+    def load(self) -> wt.Witness | None:
+        return wt.load(self.path, self.key, self.s.vault_id, self.s.member)
+
+    def gaps(self) -> tuple[list[Gap], dict[str, Chain], wt.Witness | None]:
+        """What the vault lacks of the witness (read first, then the vault: see above)."""
+        try:
+            seen = self.load()
+        except IntegrityError as e:
+            return [Gap(str(e), "unreadable", None, None)], chains(self.s), None
+        found = chains(self.s)
+        return ([] if seen is None else seen.gaps(found)), found, seen
+
+    def check(self) -> None:
+        """Refuse (exit 6) a vault behind or forked from the witness; else record it."""
+        gaps, found, seen = self.gaps()
+        if gaps:
+            raise wt.refusal(self.s.member, gaps)
+        now, gone = heads(found), {n for n, c in found.items() if c.gone}
+        if seen is not None and seen.advanced(now).without(gone) == seen:
+            self.recorded = now  # nothing new: no write on open
+            return
+        self._merge(now, gone)
+
+    def advance(self) -> None:
+        """After a commit: record the chains' heads if they moved (the ``get`` path: one
+        query, and one small file replaced without fsync; a failure only warns)."""
+        try:
+            now = heads(chains(self.s))
+            if now != self.recorded:
+                self._merge(now, set())
+        except (OSError, CredvaultError) as e:
+            if not self.warned:
+                self.warned = True
+                import logging
+
+                logging.getLogger("credvault").warning(
+                    "could not update the witness %s: %s", self.path, e
+                )
+
+    def _merge(self, now: dict[str, Mark], gone: set[str]) -> None:
+        with wt.locked(self.path):
+            at = wt.read(self.path, self.key, self.s.vault_id, self.s.member)
+            current = at.witness
+            base = current or wt.Witness(self.s.vault_id, self.s.member, {})
+            new = base.advanced(now).without(gone)
+            if new != current:
+                wt.save(self.path, new, self.key, durable=False, at=at)
+            self.recorded = now
+
+    def heads_now(self) -> dict[str, Mark]:
+        return heads(chains(self.s))
+
+    def reset(self) -> None:
+        """Make the vault as it is now this member's witnessed state (durably): after a
+        restore or an accepted rollback, positions may go back."""
+        self.reset_to(self.heads_now())()
+
+    def reset_to(self, now: dict[str, Mark]) -> Callable[[], None]:
+        """A function that makes ``now`` the witnessed state (for a restore: called once the
+        restored vault is in place, after its store is closed)."""
+        path, key, vid, member = self.path, self.key, self.s.vault_id, self.s.member
+
+        def write() -> None:
+            with wt.locked(path):
+                wt.save(path, wt.Witness(vid, member, now), key)
+            self.recorded = now
+
+        return write
+
+    def accept(self, confirm: Callable[[list[Gap]], None] | None = None) -> list[Gap]:
+        """Accept the vault as it is: audit what this member's witness had that the vault
+        lacks, then reset the witness. Nothing is written when there is nothing to accept;
+        ``confirm`` sees the gaps first and raises to stop."""
+        gaps, _, _ = self.gaps()
+        if not gaps:
+            return []
+        if confirm is not None:
+            confirm(gaps)
+        s = self.s
+        with s.store.write():
+            s.log(ACCEPT_ACTION, None, None, "ok", f"accepted as it is ({summary(gaps)})")
+        self.reset()
+        return gaps
+
+
+def summary(gaps: Sequence[Gap]) -> str:
+    """What a reset witness had that the vault lacks, for an audit detail: positions only,
+    e.g. ``audit behind: seen 57, vault at 40``."""
+    parts = []
+    for g in gaps:
+        if g.kind == "unreadable" or g.seen is None:
+            parts.append("witness file did not verify")
+            continue
+        now = "none" if g.now is None else str(g.now.seq)
+        parts.append(f"{g.chain} {g.kind}: seen {g.seen.seq}, vault at {now}")
+    text = "; ".join(parts)
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def detach(s: Session) -> None:
+    """Stop advancing (before the store closes)."""
+    with contextlib.suppress(AttributeError):
+        s.store.on_commit = None
