@@ -101,7 +101,9 @@ def _bind(table: str, field: str, record: Binding) -> Binding:
     return record
 
 
-def _legacy_anchor(s: Session, eng: Engagement, blob: bytes) -> None:
+def _legacy_anchor(
+    s: Session, eng: Engagement, blob: bytes, since: int | bool | None = False
+) -> None:
     """An anchor in format 0x01: written before binding (an upgraded vault), so it opens
     with its place alone and its record's clear columns are unchecked, as before.
 
@@ -111,7 +113,8 @@ def _legacy_anchor(s: Session, eng: Engagement, blob: bytes) -> None:
     that key version or later is refused. The row is a hint, not the protection (an
     insider may delete it; there is still no unbound envelope under the new key to use).
     """
-    since = s.store.bound_since(eng.id)
+    if since is False:  # not looked up by the caller (a rotation looks it up once)
+        since = s.store.bound_since(eng.id)
     if since is not None and envelope.key_version_of(blob) >= since:
         raise IntegrityError(
             f"engagement {eng.name!r}: a record sealed without its binding where every "
@@ -159,13 +162,14 @@ def open_version(
     version: int,
     blob: bytes | None,
     record: Binding = (),
+    since: int | bool | None = False,
 ) -> bytes | None:
     if blob is None:
         return None
     blob = bytes(blob)
     pl = version_place(s, eng, uid, field, version, record)
     if pl.binding and not envelope.is_bound(blob):
-        _legacy_anchor(s, eng, blob)
+        _legacy_anchor(s, eng, blob, since)
     return envelope.open_(pl, blob, key)
 
 
@@ -201,13 +205,15 @@ def open_(
     field: str,
     blob: bytes | None,
     record: Binding = (),
+    since: int | bool | None = False,
 ) -> bytes | None:
+    """Open one field's envelope; ``since``: :meth:`Store.bound_since` if the caller has it."""
     if blob is None:
         return None
     blob = bytes(blob)
     pl = place(s, eng, table, uid, field, record)
     if pl.binding and not envelope.is_bound(blob):
-        _legacy_anchor(s, eng, blob)
+        _legacy_anchor(s, eng, blob, since)
     return envelope.open_(pl, blob, key)
 
 
@@ -239,6 +245,7 @@ def reencrypt_engagement(
     written before binding is bound here (docs/format.md §4), so from ``version`` on
     every record of the engagement is (``record_binding``).
     """
+    since = s.store.bound_since(eng.id)  # once, not per record written before binding
     # Live rows, then the trash (trashed rows keep their live places and bindings).
     for table, live in (
         *((t, t) for t in SEALED_FIELDS),
@@ -254,7 +261,7 @@ def reencrypt_engagement(
                 if blob is None:
                     blobs.append(None)
                     continue
-                old = open_(s, eng, old_key, live, row.uid, field, blob, record)
+                old = open_(s, eng, old_key, live, row.uid, field, blob, record, since)
                 assert old is not None
                 pl = place(s, eng, live, row.uid, field, record)
                 blobs.append(envelope.seal(pl, old, new_key, version))
@@ -267,7 +274,15 @@ def reencrypt_engagement(
         blobs = []
         for field in CRED_FIELDS:
             old = open_version(
-                s, eng, old_key, v.credential_uid, field, v.version, v.envelope(field), record
+                s,
+                eng,
+                old_key,
+                v.credential_uid,
+                field,
+                v.version,
+                v.envelope(field),
+                record,
+                since,
             )
             if old is None:
                 blobs.append(None)
