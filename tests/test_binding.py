@@ -405,46 +405,70 @@ def _anchors(ins: Insider) -> dict[str, int]:
     return {str(n): bytes(b)[0] for n, b in rows}
 
 
-def test_upgraded_records_open_unbound_and_rotation_binds_them(
+def test_upgraded_records_open_unbound_and_the_next_lead_binds_them(
     old_vault: Path, tmp_path: Path
 ) -> None:
-    with _open(old_vault) as v:  # upgraded here; alice leads acme-2026 in the fixture
+    """The upgrade changes no envelope (bob, an engineer, upgrades it and reads the old
+    records) but marks every engagement for rotation; the lead's next open rotates, which
+    binds every record. An unbound anchor kept from before does not open afterwards."""
+    with _open(old_vault, "bob") as v:
         assert v.get("acme-2026/web1-root").address == "203.0.113.10"
     clock = Clock()
-    alice = Insider(old_vault, "alice", clock)
-    assert set(_anchors(alice).values()) == {1}  # nothing re-sealed by the upgrade
-    assert alice.sql("SELECT * FROM record_binding") == []
-    kept = alice.keep_copy(tmp_path / "before-rotation")
-    ((old_secret,),) = alice.sql("SELECT secret_env FROM credentials WHERE name = 'web1-root'")
-    with _open(old_vault) as v:
-        v.engagements.rotate("acme-2026")
-    assert set(_anchors(alice).values()) == {2}
-    ((eid, since),) = alice.sql("SELECT engagement_id, key_version FROM record_binding")
-    assert since == alice.sql("SELECT key_version FROM engagements WHERE id = ?", (eid,))[0][0]
-    _swap(alice, "credentials", "name", "web1-root", "api-token")
+    bob = Insider(old_vault, "bob", clock)
+    assert set(_anchors(bob).values()) == {1}  # nothing re-sealed by the upgrade
+    assert bob.sql("SELECT name, needs_rotation, key_version FROM engagements") == [
+        ("acme-2026", 1, 1)
+    ]
+    assert bob.sql("SELECT * FROM record_binding") == []
+    ((old_secret,),) = bob.sql("SELECT secret_env FROM credentials WHERE name = 'web1-root'")
+    with _open(old_vault) as v:  # alice leads acme-2026 in the fixture: her open rotates
+        rotations = v.audit_entries(action="rotate")
+    assert [e.engagement for e in rotations] == ["acme-2026"]
+    assert set(_anchors(bob).values()) == {2}
+    ((eid, since),) = bob.sql("SELECT engagement_id, key_version FROM record_binding")
+    assert bob.sql("SELECT key_version, needs_rotation FROM engagements WHERE id = ?", (eid,)) == [
+        (since, 0)
+    ]
+    _swap(bob, "credentials", "name", "web1-root", "api-token")
     with _open(old_vault, "bob") as v, pytest.raises(IntegrityError):
         v.get("acme-2026/web1-root")
-    _swap(alice, "credentials", "name", "web1-root", "api-token")
+    _swap(bob, "credentials", "name", "web1-root", "api-token")
     with _open(old_vault, "bob") as v:
         assert v.get("acme-2026/web1-root").secret.reveal() == b"format1-secret"
     # The unbound anchor kept from before the rotation does not open any more.
-    alice.sql("UPDATE credentials SET secret_env = ? WHERE name = 'web1-root'", (old_secret,))
+    bob.sql("UPDATE credentials SET secret_env = ? WHERE name = 'web1-root'", (old_secret,))
     with _open(old_vault, "bob") as v, pytest.raises(IntegrityError):
         v.get("acme-2026/web1-root")
-    assert kept.exists()
+
+
+def test_before_the_lead_comes_by_unbound_records_can_still_be_swapped(
+    old_vault: Path,
+) -> None:
+    """The documented window (docs/limitations.md): between the upgrade and the lead's
+    rotation, records written before the upgrade are not bound. A record created bound in
+    that window is not: swapping its name with an unbound one fails on the bound side."""
+    with _open(old_vault, "bob") as v:
+        v.put("acme-2026/new-root", b"NEW-secret")
+    bob = Insider(old_vault, "bob", Clock())
+    _swap(bob, "credentials", "name", "web1-root", "new-root")
+    with _open(old_vault, "bob") as v:
+        with pytest.raises(IntegrityError):
+            v.get("acme-2026/web1-root")  # the bound record under another name
+        # the unbound one under the bound one's name: not detectable until bound
+        assert v.get("acme-2026/new-root").secret.reveal() == b"format1-secret"
 
 
 def test_a_write_binds_an_upgraded_record(old_vault: Path) -> None:
-    with _open(old_vault) as v:
+    with _open(old_vault, "bob") as v:  # an engineer: no rotation at open
         v.credentials.edit("acme-2026/web1-root", {"notes": "rack 5"})
         v.systems.set("acme-2026/web1", {"details": "moved"})
-    alice = Insider(old_vault, "alice", Clock())
-    anchors = _anchors(alice)
+    bob = Insider(old_vault, "bob", Clock())  # not alice: her open would rotate
+    anchors = _anchors(bob)
     assert (anchors["web1-root"], anchors["web1"], anchors["api-token"]) == (2, 2, 1)
-    alice.sql("UPDATE credentials SET kind = 'token' WHERE name = 'web1-root'")
+    bob.sql("UPDATE credentials SET kind = 'token' WHERE name = 'web1-root'")
     with _open(old_vault, "bob") as v, pytest.raises(IntegrityError):
         v.get("acme-2026/web1-root")
-    alice.sql("UPDATE systems SET port = 1")
+    bob.sql("UPDATE systems SET port = 1")
     with _open(old_vault, "bob") as v, pytest.raises(IntegrityError):
         v.systems.show("acme-2026/web1")
 

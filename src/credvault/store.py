@@ -137,12 +137,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # columns (names, kind, system link, port, protocol) in the AAD of its anchor envelope;
     # records of an upgraded vault are bound at their next write or their engagement's next
     # key rotation, which records here the key version from which every record is bound
-    # (docs/format.md §4). No existing row changes: the upgrade needs no engagement key.
+    # (docs/format.md §4). No envelope changes here (the upgrade needs no engagement key):
+    # every engagement is marked for rotation instead, which the next lead to open the
+    # vault carries out, binding all its records.
     3: (
         """CREATE TABLE record_binding (
             engagement_id INTEGER PRIMARY KEY REFERENCES engagements (id) ON DELETE CASCADE,
             key_version   INTEGER NOT NULL
         )""",
+        "UPDATE engagements SET needs_rotation = 1 WHERE state != 'purged'",
     ),
 }
 
