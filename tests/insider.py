@@ -91,23 +91,51 @@ class Insider:
         return out
 
     def readable(self, extra_keys: Iterable[bytes] = ()) -> set[bytes]:
-        """Every envelope plaintext in the live database the insider can decrypt."""
+        """Every envelope plaintext in the live database the insider can decrypt.
+
+        An anchor envelope (format 0x02: a credential's secret, a system's address) is bound
+        to its record's clear columns, which the insider reads from the same row
+        (docs/format.md §4): built here from the document, not by the library."""
         keys = [*self.keys_held(), *extra_keys]
         found: set[bytes] = set()
         for table, fields in ENVELOPE_COLUMNS.items():
             cols = ", ".join(f"t.{f}_env" for f in fields)
+            clear = (
+                "t.name, t.kind, (SELECT uid FROM systems s WHERE s.id = t.system_id)"
+                if table == "credentials"
+                else "t.name, t.port, t.protocol"
+            )
             for row in self.sql(
-                f"SELECT e.uid, t.uid, {cols} FROM {table} t "  # noqa: S608 - fixed names
+                f"SELECT e.uid, t.uid, {clear}, {cols} FROM {table} t "  # noqa: S608 - fixed names
                 "JOIN engagements e ON e.id = t.engagement_id"
             ):
                 eng_uid, rec_uid = bytes(row[0]), bytes(row[1])
-                for field, blob in zip(fields, row[2:], strict=True):
+                binding = bound_columns(table, row[2:5])
+                for field, blob in zip(fields, row[5:], strict=True):
                     if blob is None:
                         continue
-                    place = envelope.Place(self.vault_id, eng_uid, table, rec_uid, field)
+                    anchor = field == fields[0]
+                    place = envelope.Place(
+                        self.vault_id,
+                        eng_uid,
+                        table,
+                        rec_uid,
+                        field,
+                        binding if anchor and bytes(blob)[:1] == b"\x02" else (),
+                    )
                     for key in keys:
                         try:
                             found.add(envelope.open_(place, bytes(blob), key))
                         except IntegrityError:
                             continue
         return found
+
+
+def bound_columns(table: str, clear: tuple[Any, ...]) -> tuple[bytes | str | int, ...]:
+    """docs/format.md §4: the binding of a credential (name, kind, linked system's uid or
+    empty) or of a system (name, port or 0, protocol or empty)."""
+    if table == "credentials":
+        name, kind, system_uid = clear
+        return ("credential", name, kind, b"" if system_uid is None else bytes(system_uid))
+    name, port, protocol = clear
+    return ("system", name, 0 if port is None else port, protocol or "")

@@ -25,6 +25,7 @@ from credvault.grants import copy_message as _copy_message
 from credvault.keyslots import MemberKeys
 from credvault.model import RECOVERY
 from credvault.vault import format_recovery, parse_recovery
+from insider import bound_columns
 
 REF = "acme-2026/web1-root"
 CRED_FIELDS = ("secret", "username", "url", "notes")
@@ -33,30 +34,32 @@ SYS_FIELDS = ("address", "details")
 
 # -- helpers --------------------------------------------------------------------------------
 def _envelopes(v: Vault, eng_name: str) -> Iterator[tuple[envelope.Place, bytes]]:
-    """Every envelope of the engagement, read by direct SQL, with its place."""
+    """Every envelope of the engagement, read by direct SQL, with its place (an anchor's
+    with its record's binding, docs/format.md §4)."""
     s = v._s
     conn = s.store.conn
     eng = v.engagements.get(eng_name)
-    for row in conn.execute(
-        "SELECT uid, secret_env, username_env, url_env, notes_env FROM credentials "
-        "WHERE engagement_id = ?",
-        (eng.id,),
-    ).fetchall():
-        for field, blob in zip(CRED_FIELDS, row[1:], strict=True):
-            if blob is not None:
-                yield (
-                    envelope.Place(s.vault_id, eng.uid, "credentials", bytes(row[0]), field),
-                    bytes(blob),
-                )
-    for row in conn.execute(
-        "SELECT uid, address_env, details_env FROM systems WHERE engagement_id = ?", (eng.id,)
-    ).fetchall():
-        for field, blob in zip(SYS_FIELDS, row[1:], strict=True):
-            if blob is not None:
-                yield (
-                    envelope.Place(s.vault_id, eng.uid, "systems", bytes(row[0]), field),
-                    bytes(blob),
-                )
+    for table, fields, clear in (
+        (
+            "credentials",
+            CRED_FIELDS,
+            "t.name, t.kind, (SELECT uid FROM systems s WHERE s.id = t.system_id)",
+        ),
+        ("systems", SYS_FIELDS, "t.name, t.port, t.protocol"),
+    ):
+        cols = ", ".join(f"t.{f}_env" for f in fields)
+        for row in conn.execute(
+            f"SELECT t.uid, {clear}, {cols} FROM {table} t WHERE t.engagement_id = ?",  # noqa: S608
+            (eng.id,),
+        ).fetchall():
+            binding = bound_columns(table, row[1:4])
+            for field, blob in zip(fields, row[4:], strict=True):
+                if blob is not None:
+                    bound = binding if field == fields[0] and bytes(blob)[0] == 2 else ()
+                    yield (
+                        envelope.Place(s.vault_id, eng.uid, table, bytes(row[0]), field, bound),
+                        bytes(blob),
+                    )
 
 
 def _copies(v: Vault, eng_name: str) -> dict[str, tuple[int | None, bytes | None, str | None]]:

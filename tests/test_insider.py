@@ -217,9 +217,6 @@ def test_planted_first_key_is_replaced_by_the_leads_own(vault: VaultFixture) -> 
 
 
 # -- property 4: names, kind, system link bound to the envelopes ---------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="issue 11 step 3: record fields not yet in the AAD", raises=DidNotRaise
-)
 def test_swapped_credential_names_give_integrity_error(vault: VaultFixture) -> None:
     _setup(vault)
     with vault.open() as v:
@@ -241,9 +238,6 @@ def test_swapped_credential_names_give_integrity_error(vault: VaultFixture) -> N
         v.get(f"{ENG}/prod-root")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 11 step 3: record fields not yet in the AAD", raises=DidNotRaise
-)
 def test_edited_system_port_gives_integrity_error(vault: VaultFixture) -> None:
     _setup(vault)
     with vault.open() as v:

@@ -35,7 +35,7 @@ def old_vault(tmp_path: Path) -> Path:
 
 def test_format1_vault_is_upgraded_in_place_with_a_backup_first(old_vault: Path) -> None:
     with Vault.open(old_vault, "bob", "bob-pass", kdf=MIN_KDF) as v:
-        assert v.info().format == FORMAT_VERSION == 2
+        assert v.info().format == FORMAT_VERSION == 3
         c = v.get("acme-2026/web1-root")
         assert c.secret.reveal() == b"format1-secret"
         assert (c.username, c.notes, c.address) == ("root", "rack 4", "203.0.113.10")
@@ -98,7 +98,7 @@ def test_a_kill_anywhere_in_the_upgrade_leaves_a_vault_that_opens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed at points spread over the upgrade (backup, migration, audit, commit), the vault
-    opens afterwards at format 2 with its data, and is upgraded exactly once."""
+    opens afterwards at the current format with its data, and is upgraded exactly once."""
     worker = tmp_path / "worker.py"
     worker.write_text(UPGRADE_WORKER)
 

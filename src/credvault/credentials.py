@@ -214,17 +214,23 @@ class Credentials:
         now = s.now()
         with s.store.write():
             self.e.assert_current(eng)
-            sys_id = None
+            sys_id = sys_uid = None
             if system is not None:
                 srow = s.store.system(eng.id, validate.name(system, "system name"))
                 if srow is None:
                     raise NotFound("system", f"{eng_name}/{system}")
-                sys_id = srow.id
+                sys_id, sys_uid = srow.id, srow.uid
             row = s.store.credential(eng.id, name)
             uid = os.urandom(16) if row is None else row.uid
+            # What the row will say (a replace keeps the kind and link not given).
+            record = items.credential_binding(
+                name,
+                kind or ("password" if row is None else row.kind),
+                sys_uid if system is not None or row is None else row.system_uid,
+            )
 
             def seal(field: str, value: bytes | None) -> bytes | None:
-                return items.seal(s, eng, key, TABLE, uid, field, value)
+                return items.seal(s, eng, key, TABLE, uid, field, value, record)
 
             secret_env = seal("secret", value.reveal())
             assert secret_env is not None
@@ -301,7 +307,8 @@ class Credentials:
             validate.name(name, "item name")
             validate.secret(secret)
             uid = os.urandom(16)
-            sealed = items.seal(s, eng, key, TABLE, uid, "secret", secret.reveal())
+            record = items.credential_binding(name, kind, None)
+            sealed = items.seal(s, eng, key, TABLE, uid, "secret", secret.reveal(), record)
             assert sealed is not None
             rows.append(
                 NewCredential(
@@ -384,8 +391,9 @@ class Credentials:
         if version is not None and version != row.version:
             return self._get_version(eng, key, row, version, reason)
         try:  # decrypted values live only inside Secret wrappers until returned
+            record = _binding(row)  # name, kind and system link: checked by the secret's AAD
             secret_value, username, url, notes = [
-                _wrap(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
+                _wrap(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f), record))
                 for f in items.CRED_FIELDS
             ]
         except IntegrityError:
@@ -402,10 +410,13 @@ class Credentials:
         if row.system_id is not None:
             srow = s.store.system_by_id(row.system_id)
             if srow is not None:
-                try:
+                try:  # the address's AAD binds the system's name, port and protocol
                     a = _wrap(
-                        items.open_(s, eng, key, "systems", srow.uid, "address", srow.address_env)
-                    )
+                        items.open_(
+                            s, eng, key, "systems", srow.uid, "address", srow.address_env,
+                            items.system_binding(srow.name, srow.port, srow.protocol),
+                        )
+                    )  # fmt: skip
                 except IntegrityError:
                     with s.store.write():
                         s.log(action, eng.name, name, "error", "system address integrity failed")
@@ -495,12 +506,14 @@ class Credentials:
         """
         s = self.s
         n = row.version
+        record = _binding(row)
         old = [
-            _wrap(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
+            _wrap(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f), record))
             for f in items.CRED_FIELDS
         ]
+        vrecord = items.version_binding(row.name, row.kind, row.system)
         envs = [
-            items.seal_version(s, eng, key, row.uid, f, n, _rv(v))
+            items.seal_version(s, eng, key, row.uid, f, n, _rv(v), vrecord)
             for f, v in zip(items.CRED_FIELDS, old, strict=True)
         ]
         del old
@@ -556,8 +569,9 @@ class Credentials:
                 s.log("get", eng.name, row.name, "error", f"no version {version}")
             raise NotFound("version", ref, f"{ref} has no version {version}")
         try:
+            vrecord = items.version_binding(v.name, v.kind, v.system)
             secret_value, username, url, notes = [
-                _wrap(items.open_version(s, eng, key, row.uid, f, version, v.envelope(f)))
+                _wrap(items.open_version(s, eng, key, row.uid, f, version, v.envelope(f), vrecord))
                 for f in items.CRED_FIELDS
             ]
         except IntegrityError:
@@ -591,16 +605,18 @@ class Credentials:
             v = s.store.version(row.uid, version)
             if v is None:
                 raise NotFound("version", ref, f"{ref} has no version {version}")
+            vrecord = items.version_binding(v.name, v.kind, v.system)
             values = [
-                _wrap(items.open_version(s, eng, key, row.uid, f, version, v.envelope(f)))
+                _wrap(items.open_version(s, eng, key, row.uid, f, version, v.envelope(f), vrecord))
                 for f in items.CRED_FIELDS
             ]
+            srow = s.store.system(eng.id, v.system) if v.system else None
+            record = items.credential_binding(row.name, v.kind, srow.uid if srow else None)
             envs = {
-                f: items.seal(s, eng, key, TABLE, row.uid, f, _rv(val))
+                f: items.seal(s, eng, key, TABLE, row.uid, f, _rv(val), record)
                 for f, val in zip(items.CRED_FIELDS, values, strict=True)
             }
             del values
-            srow = s.store.system(eng.id, v.system) if v.system else None
             self._snapshot(eng, key, row, [f"revert to version {version}"])
             s.store.set_credential_fields(row.id, s.now(), v.kind, srow.id if srow else None, envs)
             s.log("revert", eng.name, name, "ok", f"to version {version}")
@@ -647,19 +663,24 @@ class Credentials:
                 s.log("edit", eng.name, name, "error", "not found")
                 raise NotFound("credential", ref)
             kind = clean.get("kind") or row.kind
-            sys_id = row.system_id
+            sys_id, sys_uid = row.system_id, row.system_uid
             if "system" in clean:
-                sys_id = None
+                sys_id = sys_uid = None
                 if clean["system"] is not None:
                     srow = s.store.system(eng.id, clean["system"])
                     if srow is None:
                         raise NotFound("system", f"{eng.name}/{clean['system']}")
-                    sys_id = srow.id
+                    sys_id, sys_uid = srow.id, srow.uid
+            record = items.credential_binding(row.name, kind, sys_uid)
             envs: dict[str, bytes | None] = {
                 f: items.seal(s, eng, key, TABLE, row.uid, f, _b(clean[f]))
                 for f in ("username", "url", "notes")
                 if f in clean
             }
+            # The secret is the anchor: re-sealed for the new kind and link (never returned).
+            envs["secret"] = _rebind(
+                s, eng, key, TABLE, row.uid, row.secret_env, _binding(row), record
+            )
             self._snapshot(eng, key, row, clean)
             s.store.set_credential_fields(row.id, s.now(), kind, sys_id, envs)
             s.log("edit", eng.name, name, "ok", "changed " + ", ".join(clean))
@@ -692,6 +713,9 @@ class Credentials:
                 s.log("show", eng.name, name, "error", "not found")
             raise NotFound("credential", ref)
         out: dict[str, str | None] = {"kind": row.kind, "system": row.system}
+        # kind and system are clear columns: the anchor (the secret) vouches for them. It is
+        # opened for that alone, kept in its wrapper and dropped.
+        _wrap(items.open_(s, eng, key, TABLE, row.uid, "secret", row.secret_env, _binding(row)))
         for f in items.CRED_FIELDS[1:]:
             out[f] = _s(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
         what = "fields without the secret"
@@ -759,14 +783,22 @@ class Credentials:
         eng = self.e.get(eng_name)
         self.e.require_active(eng, operation="credential.move", item=name)
         if t_eng_name == eng_name:
-            self.e.key(eng, "credential.move", name)
+            self.e.rotate_if_needed(eng)  # the name is bound: the secret is sealed again
+            eng = self.e.get(eng_name)
+            key = self.e.key(eng, "credential.move", name)
             with s.store.write():
+                self.e.assert_current(eng)
                 row = s.store.credential(eng.id, name)
                 if row is None:
                     raise NotFound("credential", ref)
                 if s.store.credential(eng.id, t_name) is not None:
                     raise AlreadyExists(f"credential {eng.name}/{t_name} exists already")
+                renamed = items.credential_binding(t_name, row.kind, row.system_uid)
+                anchor = _rebind(
+                    s, eng, key, TABLE, row.uid, row.secret_env, _binding(row), renamed
+                )
                 s.store.rename_credential(row.id, t_name, s.now())
+                s.store.set_anchor(TABLE, row.id, anchor)
                 s.log("mv", eng.name, name, "ok", f"renamed to {t_name}")
             return self.info(eng, t_name)
         teng = self.e.get(t_eng_name)
@@ -785,23 +817,29 @@ class Credentials:
             if s.store.credential(teng.id, t_name) is not None:
                 raise AlreadyExists(f"credential {teng.name}/{t_name} exists already")
             uid = row.uid
+            record = _binding(row)
             live = [
-                _wrap(items.open_(s, eng, key, TABLE, uid, f, row.envelope(f)))
+                _wrap(items.open_(s, eng, key, TABLE, uid, f, row.envelope(f), record))
                 for f in items.CRED_FIELDS
             ]
+            moved_record = items.credential_binding(t_name, row.kind, None)  # link stays behind
             envs = [
-                items.seal(s, teng, tkey, TABLE, uid, f, _rv(v))
+                items.seal(s, teng, tkey, TABLE, uid, f, _rv(v), moved_record)
                 for f, v in zip(items.CRED_FIELDS, live, strict=True)
             ]
             del live
             vrows = []
             for v in s.store.versions(uid):
+                vrecord = items.version_binding(v.name, v.kind, v.system)
                 old = [
-                    _wrap(items.open_version(s, eng, key, uid, f, v.version, v.envelope(f)))
+                    _wrap(
+                        items.open_version(s, eng, key, uid, f, v.version, v.envelope(f), vrecord)
+                    )
                     for f in items.CRED_FIELDS
                 ]
+                vmoved = items.version_binding(t_name, v.kind, None)  # as move_versions writes
                 new = tuple(
-                    items.seal_version(s, teng, tkey, uid, f, v.version, _rv(o))
+                    items.seal_version(s, teng, tkey, uid, f, v.version, _rv(o), vmoved)
                     for f, o in zip(items.CRED_FIELDS, old, strict=True)
                 )
                 del old
@@ -879,8 +917,9 @@ class Credentials:
             for sr in s.store.systems(eng.id):
                 if (eng.name, "system", sr.name) in seen:
                     continue
+                srec = items.system_binding(sr.name, sr.port, sr.protocol)
                 for f, blob in (("address", sr.address_env), ("details", sr.details_env)):
-                    val = _wrap(items.open_(s, eng, key, "systems", sr.uid, f, blob))
+                    val = _wrap(items.open_(s, eng, key, "systems", sr.uid, f, blob, srec))
                     if val is not None and low in val.reveal_text().lower():
                         hits.append(FindHit(eng.name, "system", sr.name, f))
                         break
@@ -922,7 +961,10 @@ class Credentials:
         key = self.e.key(eng, "credential.import")
         existing_sys: dict[str, tuple[str, int | None, str | None]] = {}
         for sr in s.store.systems(eng.id):
-            addr = items.open_(s, eng, key, "systems", sr.uid, "address", sr.address_env)
+            addr = items.open_(
+                s, eng, key, "systems", sr.uid, "address", sr.address_env,
+                items.system_binding(sr.name, sr.port, sr.protocol),
+            )  # fmt: skip
             existing_sys[sr.name] = (addr.decode() if addr else "", sr.port, sr.protocol)
         plan = build_plan(
             entries,
@@ -949,30 +991,38 @@ class Credentials:
                     raise AlreadyExists(f"system {eng.name}/{sysp.name} was created meanwhile")
                 suid = os.urandom(16)
                 addr_env = items.seal(
-                    s, eng, key, "systems", suid, "address", sysp.address.encode()
-                )
+                    s, eng, key, "systems", suid, "address", sysp.address.encode(),
+                    items.system_binding(sysp.name, sysp.port, sysp.protocol),
+                )  # fmt: skip
                 assert addr_env is not None
                 s.store.upsert_system(
                     eng.id,
                     NewSystem(suid, sysp.name, sysp.port, sysp.protocol, addr_env, None, now, now),
                 )
             sys_ids = {
-                n: srow.id
+                n: (srow.id, srow.uid)
                 for n in {i.system for i in plan.items if i.system}
                 if (srow := s.store.system(eng.id, n)) is not None
             }
             rows = []
             for it in plan.items:
                 uid = os.urandom(16)
+                link = sys_ids.get(it.system) if it.system else None
+                record = items.credential_binding(it.name, it.kind, link[1] if link else None)
 
-                def seal(field: str, value: bytes | None, uid: bytes = uid) -> bytes | None:
-                    return items.seal(s, eng, key, TABLE, uid, field, value)
+                def seal(
+                    field: str,
+                    value: bytes | None,
+                    uid: bytes = uid,
+                    record: items.Binding = record,
+                ) -> bytes | None:
+                    return items.seal(s, eng, key, TABLE, uid, field, value, record)
 
                 secret_env = seal("secret", it.secret.reveal())
                 assert secret_env is not None
                 rows.append(
                     NewCredential(
-                        uid, it.name, it.kind, sys_ids.get(it.system) if it.system else None,
+                        uid, it.name, it.kind, link[0] if link else None,
                         secret_env, seal("username", _b(it.username)), seal("url", _b(it.url)),
                         seal("notes", _b(it.notes)), now, now, s.member,
                     )
@@ -1002,7 +1052,10 @@ class Credentials:
         versions = [
             record(
                 [
-                    items.open_version(s, eng, key, v.credential_uid, f, v.version, v.envelope(f))
+                    items.open_version(
+                        s, eng, key, v.credential_uid, f, v.version, v.envelope(f),
+                        items.version_binding(v.name, v.kind, v.system),
+                    )
                     for f in items.CRED_FIELDS
                 ],
                 name=names.get(v.credential_uid, v.name), version=v.version, kind=v.kind,
@@ -1013,12 +1066,16 @@ class Credentials:
         ]  # fmt: skip
         trash = []
         for t in s.store.trash(eng.id):
-            row = s.store.trashed_row(t.type, t.id)
+            trashed = "credential_trash" if t.type == "credential" else "system_trash"
+            row = s.store.sealed_row(trashed, t.id)
+            if row is None:  # pragma: no cover - listed in the same transaction
+                raise IntegrityError("trash entry vanished")
             fields = items.CRED_FIELDS if t.type == "credential" else items.SYS_FIELDS
             table = "credentials" if t.type == "credential" else "systems"
+            bound = items.binding_of(trashed, row.meta)  # trashed rows keep their bindings
             values = [
-                items.open_(s, eng, key, table, t.uid, f, b)
-                for f, b in zip(fields, row, strict=True)
+                items.open_(s, eng, key, table, t.uid, f, b, bound)
+                for f, b in zip(fields, row.blobs, strict=True)
             ]
             meta = {"type": t.type, "name": t.name, "deleted_at": t.deleted_at,
                     "deleted_by": t.deleted_by, "expires_at": t.expires_at}  # fmt: skip
@@ -1035,8 +1092,9 @@ class Credentials:
         key = self.e.key(eng, "client.export")
         out = []
         for row in s.store.credentials(eng.id):
+            record = _binding(row)
             secret, username, url, notes = [
-                items.open_(s, eng, key, TABLE, row.uid, n, row.envelope(n))
+                items.open_(s, eng, key, TABLE, row.uid, n, row.envelope(n), record)
                 for n in items.CRED_FIELDS
             ]
             assert secret is not None
@@ -1057,6 +1115,30 @@ class Credentials:
                 )
             )
         return out
+
+
+def _binding(row: CredentialRow) -> items.Binding:
+    """What a live credential's anchor (its secret) is bound to: name, kind, system link."""
+    return items.credential_binding(row.name, row.kind, row.system_uid)
+
+
+def _rebind(
+    s: Session,
+    eng: Engagement,
+    key: bytes,
+    table: str,
+    uid: bytes,
+    blob: bytes,
+    old: items.Binding,
+    new: items.Binding,
+) -> bytes:
+    """The anchor ``blob`` opened under its ``old`` binding and sealed again under ``new``
+    (a rename, a new kind or link): the value stays inside a :class:`Secret`."""
+    value = _wrap(items.open_(s, eng, key, table, uid, "secret", blob, old))
+    sealed = items.seal(s, eng, key, table, uid, "secret", _rv(value), new)
+    del value
+    assert sealed is not None
+    return sealed
 
 
 def _info(eng: Engagement, row: CredentialRow) -> CredentialInfo:

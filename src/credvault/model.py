@@ -12,7 +12,7 @@ Three timestamp formats exist, each with one writer and one reader here: stored 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 _ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
 _BACKUP = "%Y%m%dT%H%M%SZ"
@@ -123,11 +123,13 @@ SEALED_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 class SealedRow(NamedTuple):
-    """One row's envelopes, in :data:`SEALED_FIELDS` order (re-encryption)."""
+    """One row's envelopes, in :data:`SEALED_FIELDS` order (re-encryption), and the clear
+    columns its anchor envelope is bound to (``meta``: see :func:`credvault.items.binding_of`)."""
 
     id: int
     uid: bytes
     blobs: tuple[bytes | None, ...]
+    meta: tuple[Any, ...] = ()
 
 
 class CredentialRow(NamedTuple):
@@ -148,6 +150,7 @@ class CredentialRow(NamedTuple):
     version: int = 1  # format 2: the live version's number, writer and what it changed
     updated_by: str | None = None
     changed: str = "created"
+    system_uid: bytes | None = None  # the linked system's uid (bound in the secret's AAD)
 
     def envelope(self, field: str) -> bytes | None:
         """The envelope of one of ``SEALED_FIELDS["credentials"]``."""

@@ -38,7 +38,7 @@ from credvault.model import (
 )
 from credvault.validate import KINDS
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 BUSY_TIMEOUT_S = 30.0
 MIN_DB_SIZE = 1024  # a real vault database is several 4 KiB pages
 _RAW_KEY = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -133,6 +133,30 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX system_trash_name ON system_trash (engagement_id, name)",
         "CREATE INDEX system_trash_expiry ON system_trash (expires_at)",
     ),
+    # Format 3: record binding (issue 11). Envelopes of format 0x02 bind a record's clear
+    # columns (names, kind, system link, port, protocol) in the AAD of its anchor envelope;
+    # records of an upgraded vault are bound at their next write or their engagement's next
+    # key rotation, which records here the key version from which every record is bound
+    # (docs/format.md §4). No envelope changes here (the upgrade needs no engagement key):
+    # every engagement is marked for rotation instead, which the next lead to open the
+    # vault carries out, binding all its records.
+    3: (
+        """CREATE TABLE record_binding (
+            engagement_id INTEGER PRIMARY KEY REFERENCES engagements (id) ON DELETE CASCADE,
+            key_version   INTEGER NOT NULL
+        )""",
+        "UPDATE engagements SET needs_rotation = 1 WHERE state != 'purged'",
+    ),
+}
+
+
+# The clear columns each table's anchor envelope is bound to (items.binding_of), and
+# the join that gives a credential's link as the system's uid.
+_BOUND_COLS: dict[str, tuple[str, str]] = {
+    "credentials": ("t.name, t.kind, s.uid", "LEFT JOIN systems s ON s.id = t.system_id"),
+    "credential_trash": ("t.name, t.kind, s.uid", "LEFT JOIN systems s ON s.id = t.system_id"),
+    "systems": ("t.name, t.port, t.protocol", ""),
+    "system_trash": ("t.name, t.port, t.protocol", ""),
 }
 
 
@@ -826,7 +850,7 @@ class Store:
     CRED_COLS = (
         "c.id, c.uid, c.name, c.kind, s.name, c.secret_env, c.username_env, c.url_env, "
         "c.notes_env, c.created_at, c.updated_at, c.system_id, c.version, c.updated_by, "
-        "c.changed"
+        "c.changed, s.uid"
     )
 
     @staticmethod
@@ -847,6 +871,7 @@ class Store:
             int(r[12]),
             r[13],
             r[14],
+            None if r[15] is None else bytes(r[15]),
         )
 
     def credential(self, eng_id: int, name: str) -> CredentialRow | None:
@@ -1160,15 +1185,6 @@ class Store:
         ]
         return creds, systems
 
-    def trashed_row(self, kind: str, trash_id: int) -> tuple[bytes | None, ...]:
-        """The envelopes of one trashed credential (4) or system (2), in SEALED_FIELDS order."""
-        table = "credential_trash" if kind == "credential" else "system_trash"
-        cols = ", ".join(f"{f}_env" for f in HISTORY_SEALED[table])
-        r = self._one(f"SELECT {cols} FROM {table} WHERE id = ?", (trash_id,))  # noqa: S608
-        if r is None:  # pragma: no cover - listed in the same transaction
-            raise StoreError("trash entry vanished")
-        return tuple(None if b is None else bytes(b) for b in r)
-
     def anything_in_trash_due(self, now: str) -> bool:
         return (
             self._one("SELECT 1 FROM credential_trash WHERE expires_at <= ? LIMIT 1", (now,))
@@ -1187,15 +1203,83 @@ class Store:
     # -- envelopes, by SEALED_FIELDS (re-encryption on rotation) --------------------------
     def sealed_rows(self, table: str, eng_id: int) -> list[SealedRow]:
         """Every envelope of ``table`` in an engagement, in ``SEALED_FIELDS[table]`` order
-        (or ``HISTORY_SEALED[table]``: the trash tables of format 2)."""
-        cols = ", ".join(f"{f}_env" for f in _sealed(table))
+        (or ``HISTORY_SEALED[table]``: the trash tables of format 2), with the clear columns
+        its anchor is bound to."""
+        cols = ", ".join(f"t.{f}_env" for f in _sealed(table))
+        meta, join = _BOUND_COLS[table]
         return [
-            SealedRow(int(r[0]), bytes(r[1]), tuple(None if b is None else bytes(b) for b in r[2:]))
+            SealedRow(
+                int(r[0]),
+                bytes(r[1]),
+                tuple(None if b is None else bytes(b) for b in r[5:]),
+                tuple(r[2:5]),
+            )
             for r in self._all(
-                f"SELECT id, uid, {cols} FROM {table} WHERE engagement_id = ?",  # noqa: S608
+                f"SELECT t.id, t.uid, {meta}, {cols} FROM {table} t {join} "  # noqa: S608
+                "WHERE t.engagement_id = ?",
                 (eng_id,),
             )
         ]
+
+    def sealed_row(self, table: str, row_id: int) -> SealedRow | None:
+        """One row of :meth:`sealed_rows` by id (a trashed row opened for export)."""
+        cols = ", ".join(f"t.{f}_env" for f in _sealed(table))
+        meta, join = _BOUND_COLS[table]
+        r = self._one(
+            f"SELECT t.id, t.uid, {meta}, {cols} FROM {table} t {join} WHERE t.id = ?",  # noqa: S608
+            (row_id,),
+        )
+        if r is None:
+            return None
+        return SealedRow(
+            int(r[0]), bytes(r[1]), tuple(None if b is None else bytes(b) for b in r[5:]), r[2:5]
+        )
+
+    def linked_rows(self, sys_id: int) -> list[tuple[str, SealedRow]]:
+        """The credentials, live and trashed, linked to a system (table, row): their anchors
+        are bound to the link, so they are sealed again when it changes."""
+        return [
+            (table, r)
+            for table in ("credentials", "credential_trash")
+            for r in self._linked(table, sys_id)
+        ]
+
+    def _linked(self, table: str, sys_id: int) -> list[SealedRow]:
+        cols = ", ".join(f"t.{f}_env" for f in _sealed(table))
+        meta, join = _BOUND_COLS[table]
+        return [
+            SealedRow(
+                int(r[0]),
+                bytes(r[1]),
+                tuple(None if b is None else bytes(b) for b in r[5:]),
+                r[2:5],
+            )
+            for r in self._all(
+                f"SELECT t.id, t.uid, {meta}, {cols} FROM {table} t {join} "  # noqa: S608
+                "WHERE t.system_id = ?",
+                (sys_id,),
+            )
+        ]
+
+    def set_anchor(self, table: str, row_id: int, blob: bytes) -> None:
+        """Replace one row's anchor envelope (re-sealed for a new binding: a credential whose
+        system went to the trash or came back)."""
+        field = {"credentials": "secret", "credential_trash": "secret"}[table]
+        self._x(f"UPDATE {table} SET {field}_env = ? WHERE id = ?", (blob, row_id))  # noqa: S608
+
+    def bound_since(self, eng_id: int) -> int | None:
+        """The key version from which every record of the engagement is bound (format 3;
+        ``None``: not recorded, or a vault upgraded before its first rotation)."""
+        r = self._one("SELECT key_version FROM record_binding WHERE engagement_id = ?", (eng_id,))
+        return None if r is None or not isinstance(r[0], int) else int(r[0])
+
+    def set_bound_since(self, eng_id: int, key_version: int) -> None:
+        self._x(
+            "INSERT INTO record_binding (engagement_id, key_version) VALUES (?, ?) "
+            "ON CONFLICT (engagement_id) DO UPDATE SET key_version = "
+            "min(key_version, excluded.key_version)",
+            (eng_id, key_version),
+        )
 
     def set_sealed_rows(self, table: str, rows: list[SealedRow]) -> None:
         sets = ", ".join(f"{f}_env = ?" for f in _sealed(table))

@@ -1,4 +1,9 @@
-"""Systems (hosts) of an engagement: address and details in envelopes, port and protocol not."""
+"""Systems (hosts) of an engagement: address and details in envelopes, port and protocol not.
+
+Name, port and protocol are clear columns bound in the AAD of the address envelope (the
+system's anchor, :mod:`credvault.items`); the credentials linked to a system are bound to
+its uid, so removing or restoring the system seals their anchors again.
+"""
 
 from __future__ import annotations
 
@@ -94,14 +99,17 @@ class Systems:
                 created = now
             else:
                 uid = row.uid
-                old_addr = items.open_(s, eng, key, TABLE, uid, "address", row.address_env)
+                old_addr = items.open_(
+                    s, eng, key, TABLE, uid, "address", row.address_env, _binding(row)
+                )
                 old_det = items.open_(s, eng, key, TABLE, uid, "details", row.details_env)
                 addr = str(clean.get("address", old_addr.decode() if old_addr else ""))
                 port_n = clean.get("port", row.port)
                 protocol = clean.get("protocol", row.protocol)
                 details = clean.get("details", None if old_det is None else old_det.decode())
                 created = row.created_at
-            address_env = items.seal(s, eng, key, TABLE, uid, "address", addr.encode())
+            record = items.system_binding(name, port_n, protocol)
+            address_env = items.seal(s, eng, key, TABLE, uid, "address", addr.encode(), record)
             assert address_env is not None
             details_b = None if details is None else str(details).encode()
             s.store.upsert_system(
@@ -180,12 +188,16 @@ class Systems:
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng, operation="system.remove", item=name)
-        self.e.key(eng, "system.remove", name)
+        self.e.rotate_if_needed(eng)  # linked credentials are sealed again: the current key
+        eng = self.e.get(eng_name)
+        key = self.e.key(eng, "system.remove", name)
         expires = trash_expiry(s)
         with s.store.write():
+            self.e.assert_current(eng)
             row = s.store.system(eng.id, name)
             if row is not None:
                 linked = [u.hex() for u in s.store.credentials_linked_to(row.id)]
+                _rebind_links(s, eng, key, row.id, row.uid, None)  # they lose the link
                 s.store.trash_system(row.id, s.now(), s.member, expires, json.dumps(linked))
             s.log(
                 "system-rm",
@@ -206,8 +218,11 @@ class Systems:
         eng_name, name = validate.ref(ref)
         eng = self.e.get(eng_name)
         self.e.require_active(eng, operation="system.restore", item=name)
-        self.e.key(eng, "system.restore", name)
+        self.e.rotate_if_needed(eng)
+        eng = self.e.get(eng_name)
+        key = self.e.key(eng, "system.restore", name)
         with s.store.write():
+            self.e.assert_current(eng)
             hit = next(
                 (t for t in s.store.trash(eng.id) if t.type == "system" and t.name == name), None
             )
@@ -222,6 +237,7 @@ class Systems:
                 s.store.link_credential(cred_id, sys_id)
             if uids:  # and the ones still in the trash: restored later, they come back linked
                 s.store.relink_trashed_credentials(uids, sys_id)
+            _rebind_links(s, eng, key, sys_id, None, hit.uid)  # bound to the link again
             s.log("system-restore", eng.name, name, "ok", f"{len(relinked)} credentials relinked")
 
     def export_engagement(self, eng_name: str) -> builtins.list[System]:
@@ -231,9 +247,41 @@ class Systems:
         return [_opened(s, eng, key, r) for r in s.store.systems(eng.id)]
 
 
+def _binding(r: SystemRow) -> items.Binding:
+    """What a system's anchor (its address) is bound to: name, port, protocol."""
+    return items.system_binding(r.name, r.port, r.protocol)
+
+
+def _rebind_links(
+    s: Session,
+    eng: Engagement,
+    key: bytes,
+    sys_id: int,
+    old_uid: bytes | None,
+    new_uid: bytes | None,
+) -> None:
+    """Seal again the anchors of the credentials (live and trashed) linked to ``sys_id``,
+    from a link to ``old_uid`` to one to ``new_uid`` (``None``: no link). The caller's
+    transaction, before the link changes (a removal) or after (a restore)."""
+    from credvault.secret import Secret
+
+    for table, row in s.store.linked_rows(sys_id):
+        name, kind, _ = row.meta
+        place = "credentials"  # a trashed row keeps its live place
+        old = items.credential_binding(name, kind, old_uid)
+        value = items.open_(s, eng, key, place, row.uid, "secret", row.blobs[0], old)
+        assert value is not None
+        wrapped = Secret(value)
+        del value
+        new = items.credential_binding(name, kind, new_uid)
+        blob = items.seal(s, eng, key, place, row.uid, "secret", wrapped.reveal(), new)
+        assert blob is not None
+        s.store.set_anchor(table, row.id, blob)
+
+
 def _opened(s: Session, eng: Engagement, key: bytes, r: SystemRow) -> System:
     """A stored system with its address and details decrypted."""
-    addr = items.open_(s, eng, key, TABLE, r.uid, "address", r.address_env)
+    addr = items.open_(s, eng, key, TABLE, r.uid, "address", r.address_env, _binding(r))
     det = items.open_(s, eng, key, TABLE, r.uid, "details", r.details_env)
     return System(
         eng.name,

@@ -23,7 +23,10 @@ PLACE = Place(b"v" * 16, b"e" * 16, "credentials", b"r" * 16, "secret")
 
 ids = st.binary(min_size=1, max_size=24)
 names = st.text(min_size=1, max_size=16)
-places = st.builds(Place, ids, ids, names, ids, names)
+# A record's binding (format 0x02): text, bytes and 8-byte signed integers, or none (0x01).
+parts_ = st.one_of(names, ids, st.integers(min_value=-(2**63), max_value=2**63 - 1))
+bindings = st.one_of(st.just(()), st.lists(parts_, min_size=1, max_size=4).map(tuple))
+places = st.builds(Place, ids, ids, names, ids, names, bindings)
 versions = st.integers(min_value=0, max_value=2**32 - 1)
 
 
@@ -31,7 +34,7 @@ FIELDS = ("vault_id", "engagement_id", "table", "record_id", "field")
 
 
 def _with(place: Place, attr: str, value: bytes | str) -> Place:
-    return Place(*(value if f == attr else getattr(place, f) for f in FIELDS))
+    return Place(*(value if f == attr else getattr(place, f) for f in FIELDS), place.binding)
 
 
 def _other(place: Place, attr: str) -> Place:
@@ -193,7 +196,7 @@ def test_appended_bytes_fail(extra: bytes) -> None:
         envelope.open_(PLACE, blob + extra, KEY)
 
 
-@pytest.mark.parametrize("first", [0, 2, 0xFF])
+@pytest.mark.parametrize("first", [0, 3, 0xFF])
 def test_unknown_format_byte_fails(first: int) -> None:
     blob = envelope.seal(PLACE, b"value", KEY, 1)
     with pytest.raises(IntegrityError):
@@ -249,3 +252,72 @@ def test_encode_is_injective_on_byte_tuples(a: list[bytes], b: list[bytes]) -> N
 @given(a=st.integers(-(2**63), 2**63 - 1), b=st.integers(-(2**63), 2**63 - 1))
 def test_encode_is_injective_on_integers(a: int, b: int) -> None:
     assert (labels.encode("x", a) == labels.encode("x", b)) == (a == b)
+
+
+# -- record binding (format 0x02, issue 11) --------------------------------------------------
+BOUND = PLACE._replace(binding=("credential", "prod-root", "password", b"s" * 16))
+
+
+def test_a_place_with_a_binding_seals_format_2_and_without_format_1() -> None:
+    assert envelope.seal(BOUND, b"v", KEY, 1)[0] == 2
+    assert envelope.seal(PLACE, b"v", KEY, 1)[0] == 1
+    assert envelope.is_bound(envelope.seal(BOUND, b"v", KEY, 1))
+    assert not envelope.is_bound(envelope.seal(PLACE, b"v", KEY, 1))
+
+
+@given(place=places, other=bindings, plaintext=st.binary(max_size=64))
+def test_any_other_binding_fails(
+    place: Place, other: tuple[bytes | str | int, ...], plaintext: bytes
+) -> None:
+    if not place.binding:
+        place = place._replace(binding=("x",))
+    blob = envelope.seal(place, plaintext, KEY, 1)
+    if other == place.binding:
+        assert envelope.open_(place._replace(binding=other), blob, KEY) == plaintext
+    else:
+        with pytest.raises(IntegrityError):
+            envelope.open_(place._replace(binding=other), blob, KEY)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        ("credential", "test-root", "password", b"s" * 16),  # renamed / swapped
+        ("credential", "prod-root", "token", b"s" * 16),  # kind edited
+        ("credential", "prod-root", "password", b"t" * 16),  # linked to another system
+        ("credential", "prod-root", "password", b""),  # link removed
+        ("credential", "prod-root", "password"),  # a part dropped
+        ("system", "prod-root", "password", b"s" * 16),  # another kind of record
+    ],
+)
+def test_each_bound_column_is_checked(changed: tuple[bytes | str | int, ...]) -> None:
+    blob = envelope.seal(BOUND, b"PROD", KEY, 4)
+    assert envelope.open_(BOUND, blob, KEY) == b"PROD"
+    with pytest.raises(IntegrityError):
+        envelope.open_(BOUND._replace(binding=changed), blob, KEY)
+
+
+def test_the_format_byte_is_authenticated_both_ways() -> None:
+    """A bound envelope relabelled 0x01 does not open as an unbound one (a downgrade), nor
+    an unbound one relabelled 0x02 as bound: each format has its own AAD labels."""
+    bound = envelope.seal(BOUND, b"PROD", KEY, 1)
+    with pytest.raises(IntegrityError):
+        envelope.open_(PLACE, b"\x01" + bound[1:], KEY)
+    with pytest.raises(IntegrityError):
+        envelope.open_(BOUND, b"\x01" + bound[1:], KEY)
+    plain = envelope.seal(PLACE, b"PROD", KEY, 1)
+    with pytest.raises(IntegrityError):
+        envelope.open_(BOUND, b"\x02" + plain[1:], KEY)
+
+
+def test_a_bound_envelope_needs_its_binding() -> None:
+    blob = envelope.seal(BOUND, b"PROD", KEY, 1)
+    with pytest.raises(IntegrityError, match="none belongs"):
+        envelope.open_(PLACE, blob, KEY)
+
+
+def test_an_unbound_envelope_opens_with_its_place_alone() -> None:
+    """Format 0x01 (records written before binding) ignores a binding: whether an unbound
+    anchor is acceptable is decided above the envelope (``items._legacy_anchor``)."""
+    blob = envelope.seal(PLACE, b"OLD", KEY, 1)
+    assert envelope.open_(BOUND, blob, KEY) == b"OLD"

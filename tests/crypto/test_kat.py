@@ -73,8 +73,19 @@ def doc_encode(*parts: bytes | str | int) -> bytes:
     return out
 
 
+def doc_parts(line: str) -> list[bytes | str | int]:
+    """A `parts`/`binding` line: str:TEXT, int:N, hex:BYTES separated by spaces."""
+    parts: list[bytes | str | int] = []
+    for part in line.split():
+        typ, _, val = part.partition(":")
+        parts.append(val if typ == "str" else int(val) if typ == "int" else bytes.fromhex(val))
+    return parts
+
+
 def doc_envelope(b: Block) -> bytes:
-    """format.md §4: 0x01 ‖ u32 version ‖ nonce ‖ GCM(key, DEK, wrap AAD) ‖ nonce ‖ GCM(DEK, value, data AAD)."""
+    """format.md §4: FORMAT ‖ u32 version ‖ nonce ‖ GCM(key, DEK, wrap AAD) ‖ nonce ‖ GCM(DEK,
+    value, data AAD); with a binding FORMAT is 0x02, the labels are the bound ones and the
+    binding's parts follow the key version in both AADs."""
     version = int(_one(b, "key_version"))
     n1, n2 = (bytes.fromhex(x) for x in _one(b, "nonces").split())
     where = (
@@ -85,11 +96,18 @@ def doc_envelope(b: Block) -> bytes:
         _one(b, "field"),
         version,
     )
-    wrap_aad = doc_encode(b"credvault/v1/envelope-dek-wrap", *where)
-    data_aad = doc_encode(b"credvault/v1/envelope-data", *where)
+    if "binding" in b:
+        fmt = b"\x02"
+        binding = doc_parts(_one(b, "binding"))
+        wrap_aad = doc_encode(b"credvault/v1/bound-envelope-dek-wrap", *where, *binding)
+        data_aad = doc_encode(b"credvault/v1/bound-envelope-data", *where, *binding)
+    else:
+        fmt = b"\x01"
+        wrap_aad = doc_encode(b"credvault/v1/envelope-dek-wrap", *where)
+        data_aad = doc_encode(b"credvault/v1/envelope-data", *where)
     dek = _hex(b, "dek")
     return (
-        b"\x01"
+        fmt
         + version.to_bytes(4, "big")
         + n1
         + AESGCM(_hex(b, "key")).encrypt(n1, dek, wrap_aad)
@@ -123,6 +141,7 @@ def _place(b: Block) -> envelope.Place:
         _one(b, "table"),
         _hex(b, "record_uid"),
         _one(b, "field"),
+        tuple(doc_parts(_one(b, "binding"))) if "binding" in b else (),
     )
 
 
@@ -132,6 +151,8 @@ def test_every_kind_is_present() -> None:
     assert kinds >= {
         ("envelope", "success"),
         ("envelope", "integrity failure"),
+        ("bound envelope", "success"),
+        ("bound envelope", "integrity failure"),
         ("fingerprint", "success"),
         ("encode", "success"),
         ("membership log", "success"),
@@ -143,7 +164,13 @@ def _ids(b: Block) -> str:
     return _one(b, "vector")
 
 
-@pytest.mark.parametrize("b", [b for b in BLOCKS if _one(b, "vector") == "envelope"], ids=_ids)
+def _success(b: Block) -> bool:
+    return _one(b, "vector").split(" (")[0] in ("envelope", "bound envelope") and (
+        _one(b, "expect") == "success"
+    )
+
+
+@pytest.mark.parametrize("b", [b for b in BLOCKS if _success(b)], ids=_ids)
 def test_envelope_success(b: Block, monkeypatch: pytest.MonkeyPatch) -> None:
     nonces: Iterator[bytes] = iter(bytes.fromhex(x) for x in _one(b, "nonces").split())
     monkeypatch.setattr(p, "_nonce", lambda: next(nonces))
@@ -157,7 +184,14 @@ def test_envelope_success(b: Block, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "b", [b for b in BLOCKS if _one(b, "vector").startswith("envelope (")], ids=_ids
+    "b",
+    [
+        b
+        for b in BLOCKS
+        if _one(b, "vector").split(" (")[0] in ("envelope", "bound envelope")
+        and _one(b, "expect") != "success"
+    ],
+    ids=_ids,
 )
 def test_envelope_failure(b: Block) -> None:
     assert _one(b, "expect") == "integrity failure"
@@ -170,10 +204,7 @@ def test_fingerprint_and_encode() -> None:
     assert p.fingerprint(_hex(fp, "key")) == _one(fp, "fingerprint")
     assert doc_fingerprint(_hex(fp, "key")) == _one(fp, "fingerprint")
     (enc,) = [b for b in BLOCKS if _one(b, "vector") == "encode"]
-    parts: list[bytes | str | int] = []
-    for part in _one(enc, "parts").split():
-        typ, _, val = part.partition(":")
-        parts.append(val if typ == "str" else int(val) if typ == "int" else bytes.fromhex(val))
+    parts = doc_parts(_one(enc, "parts"))
     assert labels.encode(*parts) == _hex(enc, "encoded")
     assert doc_encode(*parts) == _hex(enc, "encoded")
 

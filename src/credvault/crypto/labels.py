@@ -5,10 +5,15 @@ A test asserts they are all distinct: one label per use, as age does.
 
 from __future__ import annotations
 
-ENVELOPE_VERSION = 1  # first byte of every envelope
+ENVELOPE_VERSION = 1  # first byte of an envelope bound to its place only
+ENVELOPE_BOUND = 2  # first byte of an envelope also bound to its record's header (issue 11)
 
 ENVELOPE_DATA = b"credvault/v1/envelope-data"
 ENVELOPE_WRAP = b"credvault/v1/envelope-dek-wrap"
+# Format 0x02: the same layout, the AAD also names the record (name, kind, system link; a
+# system's name, port, protocol). Other labels, so flipping the format byte changes the AAD.
+ENVELOPE_DATA_BOUND = b"credvault/v1/bound-envelope-data"
+ENVELOPE_WRAP_BOUND = b"credvault/v1/bound-envelope-dek-wrap"
 SEAL_DB_KEY = b"credvault/v1/seal-db-key"
 SEAL_ENGAGEMENT_KEY = b"credvault/v1/seal-engagement-key"
 SEAL_ADMIN_KEY = b"credvault/v1/seal-admin-signing-key"
@@ -36,6 +41,8 @@ GRANT_STATEMENTS = (GRANT_CREATION, GRANT_ROLE, GRANT_COPY)
 ALL = (
     ENVELOPE_DATA,
     ENVELOPE_WRAP,
+    ENVELOPE_DATA_BOUND,
+    ENVELOPE_WRAP_BOUND,
     SEAL_DB_KEY,
     SEAL_ENGAGEMENT_KEY,
     SEAL_ADMIN_KEY,

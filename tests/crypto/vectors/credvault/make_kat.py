@@ -60,7 +60,7 @@ def main() -> None:
     bad = {
         "moved to another field": ("field: username", blob),
         "key version edited": ("field: secret", blob[:4] + b"\x08" + blob[5:]),
-        "unknown format byte": ("field: secret", b"\x02" + blob[1:]),
+        "unknown format byte": ("field: secret", b"\x03" + blob[1:]),
         "ciphertext bit flipped": (
             "field: secret",
             blob[:-20] + bytes([blob[-20] ^ 1]) + blob[-19:],
@@ -78,6 +78,9 @@ def main() -> None:
                 "expect: integrity failure",
             ]
         )
+    # bound envelopes (format 0x02, §4): a credential's secret and a system's address
+    sys_uid = _h(16, 0x5A)
+    bound_blocks(blocks, vault, eng, rec, key, dek, sys_uid)
     blocks.append(
         [
             "vector: fingerprint",
@@ -145,6 +148,106 @@ def main() -> None:
     text += "# tests/crypto/test_kat.py against credvault and against docs/format.md.\n\n"
     text += "\n\n".join("\n".join(b) for b in blocks) + "\n"
     OUT.write_text(text)
+
+
+def _parts(parts: tuple[bytes | str | int, ...]) -> str:
+    """A binding as a `parts` line: str:TEXT, int:N, hex:BYTES (as the encode vector)."""
+    return " ".join(
+        f"int:{x}" if isinstance(x, int) else f"str:{x}" if isinstance(x, str) else f"hex:{x.hex()}"
+        for x in parts
+    )
+
+
+def bound_blocks(
+    blocks: list[list[str]],
+    vault: bytes,
+    eng: bytes,
+    rec: bytes,
+    key: bytes,
+    dek: bytes,
+    sys_uid: bytes,
+) -> None:
+    cases = [
+        ("credentials", "secret", ("credential", "prod-root", "password", sys_uid), b"PROD-pw"),
+        ("systems", "address", ("system", "prod", 22, "ssh"), b"10.0.0.1"),
+        (
+            "credential_versions",
+            "secret/v3",
+            ("credential-version", "prod-root", "password", "prod"),
+            b"old-PROD-pw",
+        ),
+    ]
+    edits = {
+        "credentials": {
+            "renamed": ("credential", "test-root", "password", sys_uid),
+            "kind edited": ("credential", "prod-root", "token", sys_uid),
+            "linked to another system": ("credential", "prod-root", "password", _h(16, 0x5B)),
+            "link removed": ("credential", "prod-root", "password", b""),
+        },
+        "systems": {
+            "port edited": ("system", "prod", 2222, "ssh"),
+            "port removed": ("system", "prod", 0, "ssh"),
+            "protocol edited": ("system", "prod", 22, "rdp"),
+            "renamed": ("system", "test", 22, "ssh"),
+        },
+        "credential_versions": {
+            "system edited": ("credential-version", "prod-root", "password", "test"),
+        },
+    }
+    for table, field, binding, pt in cases:
+        place = envelope.Place(vault, eng, table, rec, field, binding)
+        blob = _seal(place, pt, key, 7, dek)
+        where = [
+            f"vault_id: {vault.hex()}",
+            f"engagement_uid: {eng.hex()}",
+            f"table: {table}",
+            f"record_uid: {rec.hex()}",
+            f"field: {field}",
+        ]
+        blocks.append(
+            [
+                f"vector: bound envelope ({table})",
+                *where,
+                f"binding: {_parts(binding)}",
+                f"key: {key.hex()}",
+                "key_version: 7",
+                f"dek: {dek.hex()}",
+                f"nonces: {_h(12, 0xA1).hex()} {_h(12, 0xB2).hex()}",
+                f"plaintext: {pt.hex()}",
+                f"blob: {blob.hex()}",
+                "expect: success",
+            ]
+        )
+        bad = [(what, b, blob) for what, b in edits[table].items()]
+        bad.append(("format byte 0x02 relabelled 0x01", binding, b"\x01" + blob[1:]))
+        for what, b, bb in bad:
+            blocks.append(
+                [
+                    f"vector: bound envelope ({table}, {what})",
+                    *where,
+                    f"binding: {_parts(b)}",
+                    f"key: {key.hex()}",
+                    f"blob: {bb.hex()}",
+                    "expect: integrity failure",
+                ]
+            )
+    # and an unbound envelope (0x01) relabelled 0x02 does not open as bound
+    place = envelope.Place(vault, eng, "credentials", rec, "secret")
+    relabelled = b"\x02" + _seal(place, b"PROD-pw", key, 7, dek)[1:]
+    blocks.append(
+        [
+            "vector: bound envelope (credentials, format byte 0x01 relabelled 0x02)",
+            f"vault_id: {vault.hex()}",
+            f"engagement_uid: {eng.hex()}",
+            "table: credentials",
+            f"record_uid: {rec.hex()}",
+            "field: secret",
+            f"binding: {_parts(cases[0][2])}",
+            f"key: {key.hex()}",
+            f"blob: {relabelled.hex()}",
+            "expect: integrity failure",
+        ]
+    )
 
 
 if __name__ == "__main__":
