@@ -645,6 +645,11 @@ class Vault:
         for name in self._s.store.engagements_needing_rotation():
             with contextlib.suppress(CredvaultError):
                 self.engagements.rotate_if_needed(self.engagements.get(name))
+        # Engagements made before the membership log (format 3) get one from their first
+        # lead's next open (docs/security.md §12, "Upgrade"); one indexed query otherwise.
+        for name in self._s.store.engagements_without_log():
+            with contextlib.suppress(CredvaultError):
+                self.engagements.keys.bootstrap(self.engagements.get(name))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
