@@ -330,6 +330,41 @@ class EngagementKeys:
         s.log("rotate", eng.name, None, "ok", f"key version {version} ({why}); fingerprint {fp}")
         return version
 
+    def succeed_member_keys(
+        self, new_sign_pub: bytes, new_kem_pub: bytes, compromised: bool
+    ) -> int:
+        """This member is replacing their key pair (``passwd --compromised``, issue 11
+        property 5): in every membership-log engagement whose roster pins their current keys,
+        a ``succeed`` link signed with the current key pins the new ones, and their copy of
+        the current key is sealed again to the new X25519 key (they are entitled to it).
+        With ``compromised`` the log then demands a rotation, which a lead's next command
+        makes. Caller's transaction, before the session's keys are replaced; returns the
+        number of engagements."""
+        s = self.s
+        me, n = s.member, 0
+        roster = self.grants.roster
+        for eng in s.store.engagements():
+            if eng.state == "purged":
+                continue
+            state = self.grants.log_state(eng)
+            if state is None or not roster.current(state, me):
+                continue
+            key = None
+            if state.may_read(me, s.now()) and state.held(me, state.key_version):
+                with contextlib.suppress(IntegrityError):
+                    key = self.open_logged(eng, state, me, s.keys.kem_private)
+            fields = (me, new_sign_pub, new_kem_pub, int(compromised))
+            state = roster.append(eng, state, ml.SUCCEED, fields, me, s.keys.sign_private)
+            if key is not None:
+                info = seal_info(s, eng.uid, me, state.key_version)
+                s.store.set_copy(
+                    eng.id, me, state.key_version, p.hpke_seal(new_kem_pub, key, info), me
+                )
+            if compromised:
+                s.store.mark_needs_rotation(eng.id)  # only makes the lead's work happen
+            n += 1
+        return n
+
     def bootstrap(self, eng: Engagement) -> bool:
         """Give an engagement made before the membership log its log (docs/security.md §12):
         its first lead, named in the admin-signed creation record and still a verified lead
