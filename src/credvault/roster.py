@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from credvault import memberlog as ml
 from credvault.errors import IntegrityError
+from credvault.keyslots import MemberSlot
 from credvault.model import Engagement
 from credvault.session import Session
 from credvault.store import Store
@@ -41,6 +42,7 @@ class Roster:
     def __init__(self, s: Session) -> None:
         self.s = s
         self._states: dict[int, ml.State] = {}
+        self._certified: dict[str, tuple[MemberSlot, tuple[bytes, bytes]]] = {}
 
     # -- trust ------------------------------------------------------------------------------
     def trust(self, uid: bytes, creator: str, legacy_lead: str | None = None) -> ml.Trust:
@@ -134,10 +136,15 @@ class Roster:
     def certified(self, member: str) -> tuple[bytes, bytes]:
         """(Ed25519, X25519) public keys of a current member, certified by the admin key."""
         s = self.s
+        slot = s.slots.members[member]
+        seen = self._certified.get(member)
+        if seen is not None and seen[0] == slot:
+            return seen[1]
         pinned = s.keys.admin_sign_pub
         kem = s.slots.certified_kem(member, pinned)
         sign = s.slots.signing_key(member, pinned)
         assert sign is not None  # certified_kem found the member
+        self._certified[member] = (slot, (sign, kem))  # checked once per slot as read
         return sign, kem
 
     def current(self, state: ml.State, member: str) -> bool:
