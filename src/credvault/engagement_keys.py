@@ -256,14 +256,27 @@ class EngagementKeys:
                 s.store.set_copy(eng.id, name, None, None, signer)
 
     def mirror(
-        self, eng: Engagement, state: ml.State, name: str, row: Grant | None, signer: str
+        self,
+        eng: Engagement,
+        state: ml.State,
+        name: str,
+        row: Grant | None,
+        signer: str,
+        *,
+        granted: bool = False,
     ) -> None:
-        """Make ``name``'s grant row say what the log says (rows are a listing aid only)."""
+        """Make ``name``'s grant row say what the log says (rows are a listing aid only);
+        ``granted``: ``signer`` has just granted it (the row names them and now)."""
         m = state.roster[name]
-        if row is not None and (row.role, row.expires_at, row.revoked_at) == (
-            m.role,
-            m.expires,
-            None,
+        if (
+            not granted
+            and row is not None
+            and (row.role, row.expires_at, row.revoked_at)
+            == (
+                m.role,
+                m.expires,
+                None,
+            )
         ):
             return
         g = Grant(name, m.role, signer, self.s.now(), m.expires, b"", None, None, None, None, None)

@@ -343,7 +343,7 @@ class Engagements:
             )
             fields = (member, r.value, expires or "", *roster.certified(member))
             state = roster.append(eng, state, ml.GRANT, fields, s.member, s.keys.sign_private)
-            self.keys.mirror(eng, state, member, s.store.grant_of(eng.id, member), s.member)
+            self.keys.mirror(eng, state, member, None, s.member, granted=True)
             copy = None
             if key is not None and state.may_read(member, s.now()):
                 copy = p.hpke_seal(
@@ -483,7 +483,7 @@ class Engagements:
             )
             fields = (grant_to, r.value, "", *roster.certified(grant_to))
             state = roster.append(eng, state, ml.GRANT, fields, RECOVERY, sign_priv)
-            self.keys.mirror(eng, state, grant_to, s.store.grant_of(eng.id, grant_to), RECOVERY)
+            self.keys.mirror(eng, state, grant_to, None, RECOVERY, granted=True)
             s.log("recover", eng.name, grant_to, "ok", f"recovery key used; granted {r.value}")
             if key is None:
                 pass  # no key yet: the lead's next command makes it

@@ -180,6 +180,8 @@ class Grants:
     def role_of(self, eng: Engagement, member: str | None = None) -> Role | None:
         """The member's current, verified role (None without a valid, unexpired grant)."""
         who = member or self.s.member
+        if eng.state == "purged":
+            return None  # the grants went with the data; the log stays as its history
         state = self.log_state(eng)
         if state is not None:
             m = state.roster.get(who)
