@@ -55,7 +55,7 @@ class Grants:
 
     def __init__(self, s: Session) -> None:
         self.s = s
-        self.roster = Roster(s)
+        self.roster = Roster(s, self.creation_valid)
         self._legacy: set[int] = set()
 
     def log_state(self, eng: Engagement) -> ml.State | None:

@@ -15,6 +15,8 @@ verified (each must name the hash the kept state ends with).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from credvault import memberlog as ml
 from credvault.errors import IntegrityError
 from credvault.keyslots import MemberSlot
@@ -39,8 +41,11 @@ def memberlog_positions(store: Store) -> dict[str, ml.Position]:
 class Roster:
     """Membership logs for one session: replay (cached by head hash) and append."""
 
-    def __init__(self, s: Session) -> None:
+    def __init__(self, s: Session, pre_log_record: Callable[[Engagement], bool]) -> None:
+        """``pre_log_record(eng)``: whether ``eng``'s admin-signed creation record is one
+        made before the log (:meth:`credvault.grants.Grants.creation_valid`)."""
         self.s = s
+        self.pre_log_record = pre_log_record
         self._states: dict[int, ml.State] = {}
         self._certified: dict[str, tuple[MemberSlot, tuple[bytes, bytes]]] = {}
 
@@ -102,11 +107,8 @@ class Roster:
             raise IntegrityError(f"membership log of {eng.name!r} is empty")
         signer = ml.Link.from_bytes(links[0]).signer
         legacy_lead = None
-        if signer == eng.lead:  # maybe a bootstrap: only the admin-signed record may say so
-            from credvault.grants import Grants  # grants uses this module
-
-            if Grants(self.s).creation_valid(eng):
-                legacy_lead = eng.lead
+        if signer == eng.lead and self.pre_log_record(eng):
+            legacy_lead = eng.lead  # a bootstrap: only the admin-signed record may say so
         return self.trust(eng.uid, signer, legacy_lead)
 
     # -- writing (caller's transaction) -----------------------------------------------------
