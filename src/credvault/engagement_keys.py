@@ -321,10 +321,13 @@ class EngagementKeys:
         why: str,
         signer: str,
         sign_private: bytes,
+        *,
+        audit: bool = True,
     ) -> int:
         """A ``rotate`` link committing to a new key's fingerprint, every envelope
         re-encrypted, copies for the log's holders; caller's transaction. ``old_key`` is
-        None for the engagement's first key (made by its first lead, never its creator)."""
+        None for the engagement's first key (made by its first lead, never its creator).
+        ``audit=False``: the caller's own entry covers it (an engagement's creation)."""
         self.assert_current(eng)
         s = self.s
         new_key = p.random_key()
@@ -340,7 +343,10 @@ class EngagementKeys:
         self.seal_to_roster(rotated, state, new_key, signer)
         self.forget(eng)
         s.engagement_keys[(eng.id, version)] = new_key
-        s.log("rotate", eng.name, None, "ok", f"key version {version} ({why}); fingerprint {fp}")
+        if audit:
+            s.log(
+                "rotate", eng.name, None, "ok", f"key version {version} ({why}); fingerprint {fp}"
+            )
         return version
 
     def succeed_member_keys(

@@ -191,7 +191,13 @@ class Engagements:
             s.log("engagement-new", name, None, "ok", f"client {client}, lead {lead}")
             if lead == s.member:
                 self.keys.rotate_logged(
-                    eng, first, None, "the first lead's own key", s.member, s.keys.sign_private
+                    eng,
+                    first,
+                    None,
+                    "the first lead's own key",
+                    s.member,
+                    s.keys.sign_private,
+                    audit=False,  # engagement-new records it (one entry per command)
                 )
         return self.get(name)
 

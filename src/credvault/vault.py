@@ -332,12 +332,16 @@ class Vault:
         del source  # a str or bytes passphrase must not stay a local of this frame
         lock = contextlib.ExitStack()
         lock.enter_context(locked(path / LOCK_NAME, exclusive=False))
+        session: Session | None = None
         try:
             session = cls._unlock(path, member, src, clock, lock)
             session.lock = lock
             vault = cls(session, kdf)
             vault._after_open(auto_purge)
         except BaseException:
+            if session is not None:  # a failed open leaves no connection behind
+                with contextlib.suppress(Exception):
+                    session.store.close()
             lock.close()
             raise
         return vault
@@ -647,9 +651,10 @@ class Vault:
                 self.engagements.rotate_if_needed(self.engagements.get(name))
         # Engagements made before the membership log (format 3) get one from their first
         # lead's next open (docs/security.md §12, "Upgrade"); one indexed query otherwise.
-        for name in self._s.store.engagements_without_log():
-            with contextlib.suppress(CredvaultError):
-                self.engagements.keys.bootstrap(self.engagements.get(name))
+        with contextlib.suppress(CredvaultError):  # best effort: a damaged row waits
+            for name in self._s.store.engagements_without_log():
+                with contextlib.suppress(CredvaultError):
+                    self.engagements.keys.bootstrap(self.engagements.get(name))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
