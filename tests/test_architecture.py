@@ -85,6 +85,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.keyring_cache",
                 "credvault.unlock",
                 "credvault.items",
+                "credvault.roster",  # issue 11: the membership logs as the vault keeps them
                 "credvault.grants",
                 "credvault.engagement_keys",
                 "credvault.lifecycle",

@@ -107,6 +107,12 @@ def test_bench_records_quick() -> None:
     assert "SKIPPED" in imp if shutil.which("keepassxc-cli") is None else FIGURE.search(imp)
 
 
+def test_bench_memberlog_quick() -> None:
+    out = _run("bench_memberlog.py")
+    assert FIGURE.search(_section(out, "get, grant, revoke"))
+    assert FIGURE.search(_section(out, "open with a long membership log"))
+
+
 def test_bench_terminal_quick() -> None:
     out = _run("bench_terminal.py")
     part = _section(out, "clipboard and TOTP, whole process, against pass")

@@ -261,7 +261,9 @@ def test_rotate_changes_version_and_fingerprint(vault: VaultFixture, engagement:
 
 
 # -- forged and moved copies --------------------------------------------------------------------
-def _set_copy(v: Vault, eng_id: int, member: str, copy: tuple[bytes, bytes, str, int]) -> None:
+def _set_copy(
+    v: Vault, eng_id: int, member: str, copy: tuple[bytes, bytes | None, str, int]
+) -> None:
     sealed, sig, by, version = copy
     v._s.store.conn.execute(
         "UPDATE grants SET sealed = ?, copy_sig = ?, sealed_by = ?, key_version = ? "
@@ -270,13 +272,15 @@ def _set_copy(v: Vault, eng_id: int, member: str, copy: tuple[bytes, bytes, str,
     )
 
 
-def _get_copy(v: Vault, eng_id: int, member: str) -> tuple[bytes, bytes, str, int]:
+def _get_copy(v: Vault, eng_id: int, member: str) -> tuple[bytes, bytes | None, str, int]:
+    """(sealed, copy signature, sealer, version); no signature on copies the membership log
+    vouches for (the log commits to the key's fingerprint instead)."""
     row = v._s.store.conn.execute(
         "SELECT sealed, copy_sig, sealed_by, key_version FROM grants "
         "WHERE engagement_id = ? AND member = ?",
         (eng_id, member),
     ).fetchone()
-    return bytes(row[0]), bytes(row[1]), row[2], int(row[3])
+    return bytes(row[0]), None if row[1] is None else bytes(row[1]), row[2], int(row[3])
 
 
 @pytest.mark.parametrize("attacker", ["carol", "dave"])
@@ -365,7 +369,7 @@ def test_copy_sealed_with_another_context_is_refused(vault: VaultFixture, engage
         original = _get_copy(v, eng.id, "bob")
         bob_pub = s.slots.members["bob"].kem_pub
         carol_pub = s.slots.members["carol"].kem_pub
-        forged: dict[str, tuple[bytes, bytes, str, int]] = {}
+        forged: dict[str, tuple[bytes, bytes | None, str, int]] = {}
         for what, pub, info in (
             ("other engagement", bob_pub, _seal_info(s, other.uid, "bob", ver)),
             ("other member", bob_pub, _seal_info(s, eng.uid, "carol", ver)),

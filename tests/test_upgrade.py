@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from credvault import MIN_KDF, Vault
+from credvault import MIN_KDF, AccessDenied, IntegrityError, Vault
 from credvault.store import FORMAT_VERSION
 from credvault.unlock import Passphrase
 from killpoints import KILL_HOOK
@@ -36,6 +36,7 @@ def old_vault(tmp_path: Path) -> Path:
 def test_format1_vault_is_upgraded_in_place_with_a_backup_first(old_vault: Path) -> None:
     with Vault.open(old_vault, "bob", "bob-pass", kdf=MIN_KDF) as v:
         assert v.info().format == FORMAT_VERSION == 3
+        assert v._s.store.schema_format() == 3  # the member_log table (format 3) is there
         c = v.get("acme-2026/web1-root")
         assert c.secret.reveal() == b"format1-secret"
         assert (c.username, c.notes, c.address) == ("root", "rack 4", "203.0.113.10")
@@ -70,7 +71,7 @@ def test_the_backup_taken_before_the_upgrade_restores_the_old_vault(
 UPGRADE_WORKER = (
     KILL_HOOK
     + r"""
-from credvault import MIN_KDF, Vault
+from credvault import MIN_KDF, AccessDenied, IntegrityError, Vault
 
 path, mode, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 arm(None if mode == "count" else n, "any")
@@ -127,3 +128,62 @@ def test_a_kill_anywhere_in_the_upgrade_leaves_a_vault_that_opens(
         with Vault.open(path, "alice", "alice-pass", kdf=MIN_KDF) as v:
             assert len(v.audit_entries(action="upgrade")) == 1, at
             assert v.audit_verify() > 0
+
+
+# -- format 3: the membership log of engagements made before it -------------------------------
+def _log_rows(path: Path, member: str, pw: str) -> int:
+    with Vault.open(path, member, pw, kdf=MIN_KDF) as v:
+        eng = v.engagements.get("acme-2026")
+        return len(v._s.store.log_links(eng.id))
+
+
+def test_pre_log_engagement_gets_its_log_from_its_first_leads_next_open(old_vault: Path) -> None:
+    """acme-2026 predates the log. bob (engineer) opens first: nothing changes, he reads by
+    the pre-log rules. alice (its first lead, named in the admin-signed creation record)
+    opens: one transaction writes create, bob's grant and a rotation to a key of alice's own,
+    audited; bob reads under the log from then on."""
+    with Vault.open(old_vault, "bob", "bob-pass", kdf=MIN_KDF) as v:
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"format1-secret"
+        eng = v.engagements.get("acme-2026")
+        assert v._s.store.log_head(eng.id) is None
+        before = eng.key_fp
+    with Vault.open(old_vault, "alice", "alice-pass", kdf=MIN_KDF) as v:
+        eng = v.engagements.get("acme-2026")
+        state = v.engagements.grants.log_state(eng)
+        assert state is not None
+        assert {n: m.role for n, m in state.roster.items()} == {
+            "alice": "lead",
+            "bob": "engineer",
+        }
+        assert state.key_version == 1
+        assert state.fingerprints[1] == eng.key_fp != before
+        (start,) = v.audit_entries(action="memberlog-start")
+        assert start.engagement == "acme-2026"
+        assert v.audit_verify() > 0
+    assert _log_rows(old_vault, "alice", "alice-pass") == 3  # create, grant bob, rotate
+    with Vault.open(old_vault, "bob", "bob-pass", kdf=MIN_KDF) as v:
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"format1-secret"
+        v.put("acme-2026/web1-root", b"after-the-log")
+    with Vault.open(old_vault, "alice", "alice-pass", kdf=MIN_KDF) as v:
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"after-the-log"
+        assert len(v.audit_entries(action="memberlog-start")) == 1  # once
+
+
+def test_deleting_a_bootstrapped_log_gives_no_key_under_the_old_rules(old_vault: Path) -> None:
+    """The insider deletes the new log to fall back to the pre-log rules (where clearing
+    revoked_at undid a revocation). Copies sealed under the log carry no pre-log copy
+    signature, so the old rules open nothing: a denial of service, not a way in."""
+    with Vault.open(old_vault, "alice", "alice-pass", kdf=MIN_KDF) as v:
+        v.engagements.revoke("acme-2026", "bob")
+        v.put("acme-2026/after", b"written-after-revoke")
+        eng = v.engagements.get("acme-2026")
+        v._s.store.conn.execute("DELETE FROM member_log WHERE engagement_id = ?", (eng.id,))
+        v._s.store.conn.execute(
+            "UPDATE grants SET revoked_at = NULL, role = 'engineer' WHERE member = 'bob'"
+        )
+        v._s.store.conn.execute("UPDATE engagements SET needs_rotation = 1")
+    with (
+        Vault.open(old_vault, "bob", "bob-pass", kdf=MIN_KDF) as v,
+        pytest.raises((AccessDenied, IntegrityError)),
+    ):
+        v.get("acme-2026/after")

@@ -13,11 +13,12 @@ import os
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from credvault import memberlog as ml
 from credvault import validate
 from credvault.access import KEY_ROLES, OPERATIONS, Role, parse_role, permits
 from credvault.crypto import primitives as p
-from credvault.engagement_keys import EngagementKeys, recovery_keys, retrying
-from credvault.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
+from credvault.engagement_keys import EngagementKeys, recovery_keys, retrying, seal_info
+from credvault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, NotFound
 from credvault.grants import Grants
 from credvault.model import RECOVERY, Engagement, GrantInfo, iso
 from credvault.retention import require_active
@@ -182,29 +183,50 @@ class Engagements:
             raise AlreadyExists(f"engagement {name!r} already exists")
         from credvault.model import NewEngagement
 
-        key = p.random_key()
         uid = os.urandom(16)
         now = s.now()
-        creation_sig = self.grants.sign_creation(uid, name, client, lead, s.keys.sign_private)
+        roster = self.grants.roster
         with s.store.write():
-            s.store.insert_engagement(
+            # Link 0, signed by this admin, names the first lead and pins their keys. No key
+            # exists yet: the first lead's ``rotate`` makes it (now, if that is us), so the
+            # creating admin never knows a key the engagement's secrets are sealed under.
+            blob, first = ml.sign_link(
+                None,
+                roster.new_trust(uid),
+                ml.CREATE,
+                (name, client, lead, *roster.certified(lead)),
+                s.member,
+                s.keys.sign_private,
+                now,
+            )
+            eng_id = s.store.insert_engagement(
                 NewEngagement(
                     uid,
                     name,
                     client,
-                    p.fingerprint(key),
+                    "",  # no key yet
                     require_reason,
                     grace_days,
                     now,
                     s.member,
                     lead,
-                    creation_sig,
+                    blob[-ml.SIG_LEN :],  # not a pre-log creation record: the log is required
                 )
             )
+            s.store.append_link(eng_id, 0, blob)
             eng = self.get(name)
-            for member, role in ((lead, Role.LEAD.value), (RECOVERY, "recovery")):
-                self.keys.put_grant(eng, member, role, None, key, 1, s.member, s.keys.sign_private)
+            self.keys.mirror(eng, first, lead, None, s.member)
             s.log("engagement-new", name, None, "ok", f"client {client}, lead {lead}")
+            if lead == s.member:
+                self.keys.rotate_logged(
+                    eng,
+                    first,
+                    None,
+                    "the first lead's own key",
+                    s.member,
+                    s.keys.sign_private,
+                    audit=False,  # engagement-new records it (one entry per command)
+                )
         return self.get(name)
 
     def grant(self, name: str, member: str, role: str, until: str | None = None) -> GrantInfo:
@@ -232,6 +254,8 @@ class Engagements:
             raise s.refuse("engagement.grant", eng.name, member, "members cannot grant themselves")
         self.keys.rotate_if_needed(eng)
         eng = self.get(name)
+        if self.grants.log_state(eng) is not None:
+            return self._grant_logged(eng, member, r, expires)
         key = self.key(eng, "engagement.grant", member)
         previous = self.role_of(eng, member)
         mine = s.store.grant_of(eng.id, s.member)
@@ -288,6 +312,94 @@ class Engagements:
             ) from None
         return mine_now
 
+    def _refuse_if_leaderless(
+        self,
+        eng: Engagement,
+        state: ml.State,
+        member: str,
+        role: str | None,
+        op: str,
+        *,
+        in_transaction: bool = False,
+    ) -> None:
+        """Requirement 8: a change that would leave no lead whose keys are current is
+        refused (audited, exit 4) before anything is written. Inside a transaction it
+        raises :class:`_WouldOrphanLead` (rolling it back); :meth:`_leaderless_guard`
+        turns that into the audited refusal afterwards."""
+        roster = self.grants.roster
+        before = {n for n in state.leads() if roster.current(state, n)}
+        after = before - {member}
+        if role == Role.LEAD.value:
+            after.add(member)
+        if after or not before:  # (none before: the lead left the vault; recovery repairs)
+            return
+        if in_transaction:
+            raise _WouldOrphanLead(op, eng.name, member)
+        raise self.s.refuse(
+            op, eng.name, member, "the engagement would be left without a verifiable lead"
+        )
+
+    def _leaderless_guard(self, e: _WouldOrphanLead) -> AccessDenied:
+        self.s.verified.clear()
+        op, name, member = e.args
+        return self.s.refuse(
+            op, name, member, "the engagement would be left without a verifiable lead"
+        )
+
+    def _grant_logged(
+        self, eng: Engagement, member: str, r: Role, expires: str | None
+    ) -> GrantInfo:
+        """A ``grant`` link (new member or change of role) in the same transaction as the
+        row and the copy; a rotation if the log then demands one."""
+        s = self.s
+        state = self.grants.log_state(eng)
+        assert state is not None
+        key = self.key(eng, "engagement.grant", member) if state.key_version else None
+        if key is None:
+            s.check("engagement.grant", self.role_of(eng), eng.name, member)
+        self._refuse_if_leaderless(eng, state, member, r.value, "engagement.grant")
+        try:
+            return self._grant_logged_write(eng, member, r, expires, key)
+        except _WouldOrphanLead as e:
+            raise self._leaderless_guard(e) from None
+
+    def _grant_logged_write(
+        self, eng: Engagement, member: str, r: Role, expires: str | None, key: bytes | None
+    ) -> GrantInfo:
+        s = self.s
+        roster = self.grants.roster
+        with s.store.write():
+            self.keys.assert_current(eng)
+            state = self.grants.log_state(eng)
+            assert state is not None
+            self._refuse_if_leaderless(
+                eng, state, member, r.value, "engagement.grant", in_transaction=True
+            )
+            fields = (member, r.value, expires or "", *roster.certified(member))
+            state = roster.append(eng, state, ml.GRANT, fields, s.member, s.keys.sign_private)
+            self.keys.mirror(eng, state, member, None, s.member, granted=True)
+            copy = None
+            if key is not None and state.may_read(member, s.now()):
+                copy = p.hpke_seal(
+                    state.kem_of(member),
+                    key,
+                    seal_info(s, eng.uid, member, state.key_version),
+                )
+            s.store.set_copy(eng.id, member, state.key_version if copy else None, copy, s.member)
+            s.log(
+                "grant",
+                eng.name,
+                member,
+                "ok",
+                f"role {r.value}" + (f" until {expires[:16]}" if expires else ""),
+            )
+            if key is not None and state.needs_rotation(s.now()):
+                self.keys.rotate_logged(
+                    eng, state, key, "role lowered", s.member, s.keys.sign_private
+                )
+            mine_now = next(g for g in self.grants.listing(eng) if g.member == member)
+        return mine_now
+
     def revoke(self, name: str, member: str) -> RevokeReport:
         """Revoke and rotate; returns the credentials whose secret the member read (to
         change them), with ``.viewed``: the records they only viewed (a credential's other
@@ -302,10 +414,37 @@ class Engagements:
         if member == s.member:
             # The rotation would carry the seal of a lead who is no longer one.
             raise s.refuse("engagement.revoke", eng.name, member, "leads cannot revoke themselves")
-        row = s.store.grant_of(eng.id, member)
-        if row is None or row.revoked_at is not None or member == RECOVERY:
-            raise NotFound("grant", f"{member} on {name}")
+        state = self.grants.log_state(eng)
+        if state is not None:
+            if member not in state.roster:
+                raise NotFound("grant", f"{member} on {name}")
+            self._refuse_if_leaderless(eng, state, member, None, "engagement.revoke")
+        else:
+            row = s.store.grant_of(eng.id, member)
+            if row is None or row.revoked_at is not None or member == RECOVERY:
+                raise NotFound("grant", f"{member} on {name}")
+        try:
+            return self._revoke_write(eng, member, key, state is not None)
+        except _WouldOrphanLead as e:
+            raise self._leaderless_guard(e) from None
+
+    def _revoke_write(
+        self, eng: Engagement, member: str, key: bytes, logged: bool
+    ) -> RevokeReport:
+        s = self.s
         with s.store.write():
+            if logged:
+                self.keys.assert_current(eng)
+                state = self.grants.log_state(eng)
+                assert state is not None
+                if member not in state.roster:
+                    raise NotFound("grant", f"{member} on {eng.name}")
+                self._refuse_if_leaderless(
+                    eng, state, member, None, "engagement.revoke", in_transaction=True
+                )
+                self.grants.roster.append(
+                    eng, state, ml.REVOKE, (member,), s.member, s.keys.sign_private
+                )
             s.store.revoke_grant(eng.id, member, s.now())
             s.verified.clear()
             self.keys.rotate(eng, key, f"revoked {member}")
@@ -333,7 +472,7 @@ class Engagements:
     def recover(self, name: str, recovery_seed: bytes, grant_to: str, role: str) -> GrantInfo:
         s = self.s
         r = parse_role(role)
-        s.require("engagement.recover")
+        s.require("engagement.recover-key")
         eng = self.get(name)
         if grant_to not in s.slots.members:
             raise NotFound("member", grant_to)
@@ -342,6 +481,8 @@ class Engagements:
             raise s.refuse(
                 "engagement.recover-key", eng.name, grant_to, "not this vault's recovery key"
             )
+        if self.grants.log_state(eng) is not None:
+            return self._recover_logged(eng, kem_priv, sign_priv, grant_to, r)
         row = s.store.grant_of(eng.id, RECOVERY)
         if row is None:
             raise IntegrityError(f"engagement {name!r} has no recovery copy")
@@ -358,6 +499,52 @@ class Engagements:
             if (previous in KEY_ROLES and r not in KEY_ROLES) or previous is Role.LEAD:
                 self.keys.rotate(eng, key, "role changed by recovery", RECOVERY, sign_priv)
         return next(g for g in self.members_quietly(name) if g.member == grant_to)
+
+    def _recover_logged(
+        self, eng: Engagement, kem_priv: bytes, sign_priv: bytes, grant_to: str, r: Role
+    ) -> GrantInfo:
+        """The recovery key signs the ``grant`` link (it is entitled under every state) and
+        opens its own copy, accepted only with the fingerprint the log committed to."""
+        state = self.grants.log_state(eng)
+        assert state is not None
+        self._refuse_if_leaderless(eng, state, grant_to, r.value, "engagement.recover-key")
+        try:
+            return self._recover_logged_write(eng, kem_priv, sign_priv, grant_to, r)
+        except _WouldOrphanLead as e:
+            raise self._leaderless_guard(e) from None
+
+    def _recover_logged_write(
+        self, eng: Engagement, kem_priv: bytes, sign_priv: bytes, grant_to: str, r: Role
+    ) -> GrantInfo:
+        s = self.s
+        roster = self.grants.roster
+        with s.store.write():
+            state = self.grants.log_state(eng)
+            assert state is not None
+            self._refuse_if_leaderless(
+                eng, state, grant_to, r.value, "engagement.recover-key", in_transaction=True
+            )
+            key = (
+                self.keys.open_logged(eng, state, RECOVERY, kem_priv) if state.key_version else None
+            )
+            fields = (grant_to, r.value, "", *roster.certified(grant_to))
+            state = roster.append(eng, state, ml.GRANT, fields, RECOVERY, sign_priv)
+            self.keys.mirror(eng, state, grant_to, None, RECOVERY, granted=True)
+            s.log("recover", eng.name, grant_to, "ok", f"recovery key used; granted {r.value}")
+            if key is None:
+                pass  # no key yet: the lead's next command makes it
+            elif state.needs_rotation(s.now()) or self.keys.stale(state):
+                state = self.keys.tidy(eng, state, RECOVERY, sign_priv)
+                self.keys.rotate_logged(
+                    eng, state, key, "role changed by recovery", RECOVERY, sign_priv
+                )
+            elif state.may_read(grant_to, s.now()):
+                copy = p.hpke_seal(
+                    state.kem_of(grant_to), key, seal_info(s, eng.uid, grant_to, state.key_version)
+                )
+                s.store.set_copy(eng.id, grant_to, state.key_version, copy, RECOVERY)
+        s.verified.clear()
+        return next(g for g in self.members_quietly(eng.name) if g.member == grant_to)
 
     # -- lifecycle (see lifecycle.py) -------------------------------------------------------
     def set_options(self, name: str, *, require_reason: bool | None = None) -> Engagement:

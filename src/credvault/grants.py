@@ -10,11 +10,13 @@ expiry by another process counts at once; only the signature chain is remembered
 
 from __future__ import annotations
 
+from credvault import memberlog as ml
 from credvault.access import Role
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import IntegrityError
 from credvault.model import RECOVERY, Engagement, Grant, GrantInfo
+from credvault.roster import Roster
 from credvault.session import Session
 
 
@@ -53,6 +55,27 @@ class Grants:
 
     def __init__(self, s: Session) -> None:
         self.s = s
+        self.roster = Roster(s, self.creation_valid)
+        self._legacy: set[int] = set()
+
+    def log_state(self, eng: Engagement) -> ml.State | None:
+        """The verified membership-log state of ``eng``; None for an engagement made before
+        the log (format 3) that has not been given one yet, whose admin-signed creation
+        record still verifies (§4's rules apply to it until its first lead's next command).
+
+        An engagement whose log is missing but whose creation record is not a pre-log one
+        (every engagement made since) is tampering: deleting a log never brings back the
+        old rules.
+        """
+        state = self.roster.state(eng)
+        if state is not None:
+            return state
+        if eng.id in self._legacy:
+            return None
+        if not self.creation_valid(eng):
+            raise IntegrityError(f"engagement {eng.name!r}: its membership log is missing")
+        self._legacy.add(eng.id)
+        return None
 
     def signed_by(self, name: str, message: bytes, signature: bytes) -> str | None:
         """``"live"`` if ``name``'s current certified key made ``signature``, ``"retired"``
@@ -157,6 +180,14 @@ class Grants:
     def role_of(self, eng: Engagement, member: str | None = None) -> Role | None:
         """The member's current, verified role (None without a valid, unexpired grant)."""
         who = member or self.s.member
+        if eng.state == "purged":
+            return None  # the grants went with the data; the log stays as its history
+        state = self.log_state(eng)
+        if state is not None:
+            m = state.roster.get(who)
+            if m is None or (m.expires is not None and m.expires <= self.s.now()):
+                return None
+            return Role(m.role) if self.roster.current(state, who) else None
         # The grant row is read every time (one indexed lookup), so a revoke or an expiry
         # by another process counts at once; only the signature chain check is cached.
         g = self.s.store.grant_of(eng.id, who)
@@ -170,6 +201,32 @@ class Grants:
 
     def listing(self, eng: Engagement) -> list[GrantInfo]:
         """Who holds which role (no permission check: the caller's)."""
+        state = self.log_state(eng)
+        if state is not None:  # the signed roster; rows only add who granted and when
+            rows = {g.member: g for g in self.s.store.grants(eng.id)}
+            out = []
+            for name, m in sorted(state.roster.items()):
+                g = rows.get(name)
+                if not self.roster.current(state, name) or (
+                    m.expires is not None
+                    and m.expires <= self.s.now()
+                    and (g is None or g.revoked_at is not None)
+                ):
+                    continue  # left, given new keys, or expired (and the purge run saw it)
+                out.append(
+                    GrantInfo(
+                        name,
+                        m.role,
+                        g.granted_by if g else "",
+                        g.granted_at if g else state.time,
+                        m.expires,
+                        g is not None
+                        and g.sealed is not None
+                        and g.key_version == state.key_version
+                        and state.held(name, state.key_version),
+                    )
+                )
+            return out
         return [
             GrantInfo(
                 g.member, g.role, g.granted_by, g.granted_at, g.expires_at, g.sealed is not None

@@ -133,8 +133,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX system_trash_name ON system_trash (engagement_id, name)",
         "CREATE INDEX system_trash_expiry ON system_trash (expires_at)",
     ),
-    # Format 3: record binding (issue 11). Envelopes of format 0x02 bind a record's clear
-    # columns (names, kind, system link, port, protocol) in the AAD of its anchor envelope;
+    # Format 3 (issue 11): record binding and the signed membership logs. Record binding:
+    # envelopes of format 0x02 bind a record's clear columns (names, kind, system link,
+    # port, protocol) in the AAD of its anchor envelope;
     # records of an upgraded vault are bound at their next write or their engagement's next
     # key rotation, which records here the key version from which every record is bound
     # (docs/format.md §4). No envelope changes here (the upgrade needs no engagement key):
@@ -146,6 +147,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             key_version   INTEGER NOT NULL
         )""",
         "UPDATE engagements SET needs_rotation = 1 WHERE state != 'purged'",
+        # The signed membership log of each engagement (docs/format.md §17).
+        # Link ``seq`` of the engagement's log, exactly as signed. Kept after a purge (the
+        # tombstone's history of who could read); nothing but an append ever writes here.
+        """CREATE TABLE member_log (
+            engagement_id INTEGER NOT NULL REFERENCES engagements (id) ON DELETE CASCADE,
+            seq           INTEGER NOT NULL CHECK (seq >= 0),
+            link          BLOB NOT NULL,
+            PRIMARY KEY (engagement_id, seq)
+        ) WITHOUT ROWID""",
     ),
 }
 
@@ -486,11 +496,12 @@ class Store:
             self._x(
                 "INSERT INTO engagements (uid, name, client, state, key_version, key_fp, "
                 "require_reason, grace_days, created_at, created_by, lead, creation_sig) "
-                "VALUES (?, ?, ?, 'active', 1, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     e.uid,
                     e.name,
                     e.client,
+                    1 if e.key_fp else 0,  # no fingerprint: no key until the first lead's
                     e.key_fp,
                     int(e.require_reason),
                     e.grace_days,
@@ -783,6 +794,67 @@ class Store:
                 "SELECT engagement_id, member FROM grants WHERE expires_at IS NOT NULL "
                 "AND expires_at <= ? AND revoked_at IS NULL",
                 (now,),
+            )
+        ]
+
+    def set_copy(
+        self, eng_id: int, member: str, key_version: int | None, sealed: bytes | None, by: str
+    ) -> None:
+        """A membership-log engagement's copy of its key for ``member`` (None: drop it).
+
+        No copy signature: the membership log commits to each version's fingerprint, and a
+        copy without one is refused by the pre-log rules too (docs/security.md §12)."""
+        self._x(
+            "UPDATE grants SET key_version = ?, sealed = ?, sealed_by = ?, copy_sig = NULL "
+            "WHERE engagement_id = ? AND member = ?",
+            (key_version, sealed, by if sealed is not None else None, eng_id, member),
+        )
+
+    # -- membership log -------------------------------------------------------------------
+    def log_links(self, eng_id: int, after: int = -1) -> list[bytes]:
+        """The links of ``eng_id``'s membership log after ``after``, in order."""
+        return [
+            bytes(r[0])
+            for r in self._all(
+                "SELECT link FROM member_log WHERE engagement_id = ? AND seq > ? ORDER BY seq",
+                (eng_id, after),
+            )
+        ]
+
+    def log_head(self, eng_id: int) -> tuple[int, bytes] | None:
+        """(seq, link) of the last link, or None for an engagement without a log."""
+        r = self._one(
+            "SELECT seq, link FROM member_log WHERE engagement_id = ? ORDER BY seq DESC LIMIT 1",
+            (eng_id,),
+        )
+        return None if r is None else (int(r[0]), bytes(r[1]))
+
+    def append_link(self, eng_id: int, seq: int, link: bytes) -> None:
+        """Store link ``seq`` (a second writer of the same position fails on the key)."""
+        self._x(
+            "INSERT INTO member_log (engagement_id, seq, link) VALUES (?, ?, ?)",
+            (eng_id, seq, link),
+        )
+
+    def log_heads(self) -> list[tuple[bytes, int, bytes]]:
+        """(engagement uid, seq, link) of every engagement's last link."""
+        return [
+            (bytes(r[0]), int(r[1]), bytes(r[2]))
+            for r in self._all(
+                "SELECT e.uid, l.seq, l.link FROM member_log l "
+                "JOIN engagements e ON e.id = l.engagement_id "
+                "WHERE l.seq = (SELECT max(seq) FROM member_log m "
+                "WHERE m.engagement_id = l.engagement_id)"
+            )
+        ]
+
+    def engagements_without_log(self) -> list[str]:
+        """Names of live engagements that have no membership log (made before format 3)."""
+        return [
+            str(r[0])
+            for r in self._all(
+                "SELECT name FROM engagements WHERE state != 'purged' AND NOT EXISTS "
+                "(SELECT 1 FROM member_log l WHERE l.engagement_id = engagements.id)"
             )
         ]
 

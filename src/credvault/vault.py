@@ -365,6 +365,7 @@ class Vault:
         lock = contextlib.ExitStack()
         lock.enter_context(locked(path / LOCK_NAME, exclusive=False))
         vault: Vault | None = None
+        session: Session | None = None
         try:
             session = cls._unlock(path, member, src, clock, lock)
             session.lock = lock
@@ -373,6 +374,9 @@ class Vault:
         except BaseException:
             if vault is not None:
                 vault.close()
+            elif session is not None:  # a failed open leaves no connection behind
+                with contextlib.suppress(Exception):
+                    session.store.close()
             lock.close()
             raise
         return vault
@@ -780,6 +784,12 @@ class Vault:
         for name in self._s.store.engagements_needing_rotation():
             with contextlib.suppress(CredvaultError):
                 self.engagements.rotate_if_needed(self.engagements.get(name))
+        # Engagements made before the membership log (format 3) get one from their first
+        # lead's next open (docs/security.md §12, "Upgrade"); one indexed query otherwise.
+        with contextlib.suppress(CredvaultError):  # best effort: a damaged row waits
+            for name in self._s.store.engagements_without_log():
+                with contextlib.suppress(CredvaultError):
+                    self.engagements.keys.bootstrap(self.engagements.get(name))
 
     def close(self) -> None:
         self._s.store.on_commit = None

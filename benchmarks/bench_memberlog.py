@@ -1,0 +1,229 @@
+"""What the signed membership log (issue 11) costs, against credvault before it, in one run.
+
+    python benchmarks/bench_memberlog.py [--quick] [--baseline REV] [--runs N]
+
+``--baseline`` (default: ``git merge-base HEAD main``, i.e. main before this branch) is
+extracted with ``git archive`` into a temporary directory; every figure is then measured for
+both versions in the same run, alternating, each in its own Python process with
+``PYTHONPATH`` pointing at that version's ``src``:
+
+* ``credvault get`` whole-process (a service identity file: no Argon2id, so the log's share is
+  not hidden behind the KDF), median of ``--runs`` round-robin samples;
+* in-process durable (audited) ``get``/s on an open vault: the median of 1-second bursts,
+  alternating between the versions;
+* ``engagement grant`` (a reader, in an engagement of 100 credentials), median ms;
+* ``revoke`` with the rotation of 10,000 credentials (one sample each: the rotation re-seals
+  every envelope), ms;
+* open + first ``get`` (a fresh session: the whole log replayed and verified) with a
+  1,000-link log against the same vault with its 4-link log.
+
+Targets (issue 11): get whole-process and in-process within 10 % of the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, sys, time, statistics
+from pathlib import Path
+from credvault import MIN_KDF, Vault
+import credvault
+
+cmd, path = sys.argv[1], Path(sys.argv[2])
+arg = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+ENG = "acme-2026"
+
+def op(member="alice"):
+    return Vault.open(path, member, member + "-pass", kdf=MIN_KDF)
+
+out = {}
+if cmd == "build":  # arg: number of credentials
+    Vault.init(path, "alice", "alice-pass", kdf=MIN_KDF)
+    with op() as v:
+        for m in ("bob", "carol"):
+            v.members.add(m, passphrase=m + "-pass")
+        v.members.add("svc", identity_file=path.parent / "svc.identity")
+        v.engagements.create(ENG, "acme")
+        v.engagements.grant(ENG, "svc", "reader")
+        v.engagements.grant(ENG, "bob", "engineer")
+        v.credentials.put_many(ENG, [(f"c{i:05d}", f"secret-{i}".encode()) for i in range(arg)])
+elif cmd == "gets":  # arg: seconds
+    with op() as v:
+        v.get(f"{ENG}/c00000")
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < arg:
+            v.get(f"{ENG}/c{n % 100:05d}")
+            n += 1
+        out["gets_per_s"] = n / (time.perf_counter() - t0)
+elif cmd == "grant":  # arg: rounds
+    times = []
+    with op() as v:
+        for i in range(arg):
+            t = time.perf_counter()
+            v.engagements.grant(ENG, "carol", "reader" if i % 2 else "engineer")
+            times.append(time.perf_counter() - t)
+    out["grant_ms"] = 1000 * statistics.median(times)
+elif cmd == "revoke":
+    with op() as v:
+        t = time.perf_counter()
+        v.engagements.revoke(ENG, "bob")
+        out["revoke_ms"] = 1000 * (time.perf_counter() - t)
+elif cmd == "links":  # arg: grants to add (role changes of bob: no rotation)
+    with op() as v:
+        for i in range(arg):
+            v.engagements.grant(ENG, "bob", "reader" if i % 2 else "engineer")
+elif cmd == "open_get":  # arg: rounds, each a fresh open (a fresh session replays)
+    times = []
+    for _ in range(max(arg, 1)):
+        t = time.perf_counter()
+        with op() as v:
+            v.get(f"{ENG}/c00000")
+        times.append(time.perf_counter() - t)
+    out["open_get_ms"] = 1000 * statistics.median(times)
+print(json.dumps(out))
+"""
+
+
+def _src(baseline: str, into: Path) -> Path:
+    """``src`` of ``baseline``, extracted with git archive."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", baseline, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def _worker(src: Path, *args: object) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode:
+        raise SystemExit(f"worker {args[0]} failed:\n{proc.stderr}")
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _get_process(src: Path, vault: Path) -> float:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CREDVAULT_")},
+        "PYTHONPATH": str(src),
+        "CREDVAULT_VAULT": str(vault),
+        "CREDVAULT_MEMBER": "svc",
+        "CREDVAULT_IDENTITY": str(vault.parent / "svc.identity"),
+    }
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "credvault", "get", "acme-2026/c00001"],
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    elapsed = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(f"credvault get failed: {proc.stderr.decode()}")
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--baseline", default=None)
+    a = ap.parse_args()
+    runs = a.runs or (5 if a.quick else 30)
+    creds, seconds, links = (1000, 2, 100) if a.quick else (10_000, 15, 1000)
+    baseline = (
+        a.baseline
+        or subprocess.run(
+            ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        or "HEAD"  # no main branch here (a CI checkout): the committed tree against itself
+    )
+    with tempfile.TemporaryDirectory(prefix="credvault-memberlog-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        (tmp / "old").mkdir()
+        versions = {"baseline": _src(baseline, tmp / "old"), "this": ROOT / "src"}
+        vaults = {}
+        for name, src in versions.items():
+            (tmp / name).mkdir()
+            vaults[name] = tmp / name / "vault"
+            _worker(src, "build", vaults[name], creds)
+        fig: dict[str, dict[str, float]] = {n: {} for n in versions}
+        samples: dict[str, list[float]] = {n: [] for n in versions}
+        for _ in range(runs):  # round-robin: machine load hits both alike
+            for name, src in versions.items():
+                samples[name].append(_get_process(src, vaults[name]))
+        for name in versions:
+            fig[name]["get_process_ms"] = 1000 * statistics.median(samples[name])
+        rates: dict[str, list[float]] = {n: [] for n in versions}
+        for _ in range(seconds):  # 1-second bursts, alternating: load hits both alike
+            for name, src in versions.items():
+                rates[name].append(_worker(src, "gets", vaults[name], 1)["gets_per_s"])
+        for name in versions:
+            fig[name]["gets_per_s"] = statistics.median(rates[name])
+        for name, src in versions.items():
+            fig[name].update(_worker(src, "grant", vaults[name], 5 if a.quick else 20))
+        for name, src in versions.items():
+            fig[name].update(_worker(src, "revoke", vaults[name]))
+        # A long log (this version only: the baseline has none).
+        src = versions["this"]
+        rounds = 3 if a.quick else 10
+        short = _worker(src, "open_get", vaults["this"], rounds)
+        _worker(src, "links", vaults["this"], links)
+        long = _worker(src, "open_get", vaults["this"], rounds)
+    load = os.getloadavg()[0]
+    print(f"credvault membership log (issue 11); baseline {baseline[:10]}; load average {load:.1f}")
+    print(f"  {creds:,} credentials; whole-process get: median of {runs} round-robin samples")
+    print(
+        f"\n== get, grant, revoke: baseline against this ({'quick sizes' if a.quick else 'full'})"
+    )
+    print(f"  {'':44} {'baseline':>10} {'this':>10} {'change':>8}")
+    rows = [
+        ("credvault get, whole process", "get_process_ms", "ms"),
+        ("durable get in-process", "gets_per_s", "/s"),
+        ("grant", "grant_ms", "ms"),
+        (f"revoke + rotation of {creds:,} credentials", "revoke_ms", "ms"),
+    ]
+    change: dict[str, float] = {}
+    for label, key, unit in rows:
+        b, t = fig["baseline"][key], fig["this"][key]
+        change[key] = 100 * (t / b - 1)
+        print(f"  {label:44} {b:8.1f} {unit:2} {t:8.1f} {unit:2} {change[key]:+7.1f}%")
+    print("\n== open with a long membership log (open + first get, a fresh session)")
+    print(f"  {4:>5}-link log: {short['open_get_ms']:.1f} ms")
+    print(f"  {4 + links:>5}-link log: {long['open_get_ms']:.1f} ms")
+    per_link = (long["open_get_ms"] - short["open_get_ms"]) / links
+    print(f"  difference: {per_link:.3f} ms per link")
+    judged = [
+        ("get whole-process within 10 % of the baseline", change["get_process_ms"] <= 10),
+        ("durable get/s within 10 % of the baseline", change["gets_per_s"] >= -10),
+    ]
+    print(
+        "\n== Summary" + (" (quick sizes: figures are not the targets' sizes)" if a.quick else "")
+    )
+    for what, ok in judged:
+        print(f"  {'met    ' if ok else 'NOT met'} {what}")
+    print(f"{sum(ok for _, ok in judged)} of {len(judged)} judged targets met")
+
+
+if __name__ == "__main__":
+    main()
