@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from credvault import validate
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import SALT_LEN, KdfParams, check, derive, new_salt
@@ -62,6 +63,16 @@ def _str(d: dict[str, Any], key: str) -> str:
     if not isinstance(v, str):
         raise IntegrityError(f"key-slot file is corrupt ({key} must be text)")
     return v
+
+
+def _member_name(n: object, where: str) -> str:
+    """A member name as ``member add`` accepts it: ``"@x"``, ``""`` or ``"a/b"`` in a
+    key-slot file did not come from credvault (``@`` names the recovery key and other
+    non-members in signed statements, so a member called ``@recovery`` must never parse)."""
+    try:
+        return validate.name(n, "member name")
+    except ValueError:
+        raise IntegrityError(f"key-slot file is corrupt (invalid member name in {where})") from None
 
 
 def _b64(d: dict[str, Any], key: str, length: int | None = None) -> bytes:
@@ -307,8 +318,7 @@ class KeySlots(NamedTuple):
         """
         members = {}
         for name, m in _obj(d, "members").items():
-            if not isinstance(name, str):
-                raise IntegrityError("key-slot file is corrupt (member name)")
+            _member_name(name, "members")
             m = _as_obj(m, f"member {name!r}")
             kdf = m.get("kdf", _MISSING)
             if kdf is _MISSING:
@@ -346,6 +356,7 @@ class KeySlots(NamedTuple):
             raise IntegrityError("key-slot file is corrupt (pending missing)")
         retired: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
         for n, keys in _obj(d, "retired").items():
+            _member_name(n, "retired")
             if not isinstance(keys, list):
                 raise IntegrityError("key-slot file is corrupt (retired keys)")
             retired[n] = tuple(
@@ -364,7 +375,7 @@ class KeySlots(NamedTuple):
             pending=None
             if pending is None
             else {
-                n: _b64(_as_obj(pending, "pending"), n, SEALED_KEY_LEN)
+                _member_name(n, "pending"): _b64(_as_obj(pending, "pending"), n, SEALED_KEY_LEN)
                 for n in _as_obj(pending, "pending")
             },
             retired=retired,
