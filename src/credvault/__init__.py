@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.integrity import CheckReport
     from credvault.keyring_cache import KeyringSource, parse_ttl
     from credvault.model import Engagement, GrantInfo
+    from credvault.receipt_keys import ReceiptKeys
     from credvault.secret import Secret
     from credvault.unlock import (
         FirstOf,
@@ -71,6 +72,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "AuditChainBroken": ("credvault.errors", "AuditChainBroken"),
     "ClockSuspect": ("credvault.errors", "ClockSuspect"),
     "CheckReport": ("credvault.integrity", "CheckReport"),
+    "ReceiptKeys": ("credvault.receipt_keys", "ReceiptKeys"),
     "RestoreReport": ("credvault.vault", "RestoreReport"),
     "Conflict": ("credvault.errors", "Conflict"),
     "CredvaultError": ("credvault.errors", "CredvaultError"),
@@ -154,11 +156,15 @@ if TYPE_CHECKING:
 
 
 def verify_receipt(
-    receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
+    receipt: Receipt | dict[str, object] | str,
+    public_key: bytes | str | ReceiptKeys | None = None,
 ) -> dict[str, object]:
-    """Check a purge receipt's signature against the vault's public key; returns its body.
+    """Check a purge receipt's signature against the vault's public key, or against its
+    receipt key history (:meth:`Vault.receipt_keys`, :meth:`ReceiptKeys.from_json`);
+    returns its body.
 
-    Raises :class:`IntegrityError` if the receipt was altered or signed by another key.
+    Raises :class:`IntegrityError` if the receipt was altered or signed by another key (or,
+    with a history, by a key retired before the receipt's dates).
     """
     from credvault.purge import verify_receipt as _verify  # keeps `import credvault` light
 
@@ -283,6 +289,7 @@ __all__ = [
     "Receipt",
     "ReceiptDestroyed",
     "ReceiptHold",
+    "ReceiptKeys",
     "RestoreReport",
     "RetentionError",
     "Role",

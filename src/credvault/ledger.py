@@ -27,6 +27,7 @@ from credvault.files import atomic_write
 from credvault.jcs import canonical
 
 if TYPE_CHECKING:
+    from credvault.receipt_keys import ReceiptKeys
     from credvault.session import Session
 
 LEDGER_FORMAT = "credvault-purge-ledger/1"
@@ -39,9 +40,16 @@ def backup_ledger_name(vault_id: str) -> str:
 
 
 def ledger_bytes(s: Session) -> bytes:
-    """The whole ledger of this vault as of now."""
+    """The whole ledger of this vault as of now: the header, the receipt key links (so a
+    restored older backup can follow the keys to receipts signed after it), the receipts."""
+    from credvault.receipt_keys import LINKS_META, ReceiptKeys, link_text
+
     head = {"format": LEDGER_FORMAT, "vault_id": s.vault_id.hex(), "as_of": s.now()}
     lines = [canonical(head).decode()]
+    keys = ReceiptKeys.from_meta(
+        s.vault_id.hex(), s.slots.receipt_pub, s.store.get_meta(LINKS_META)
+    )
+    lines += [link_text(link) for link in keys.links()]
     lines += [text for _, text in s.store.purged_receipts()]
     return ("\n".join(lines) + "\n").encode()
 
@@ -65,9 +73,11 @@ class Record(NamedTuple):
     source: str
 
 
-def read_ledger(path: Path, vault_id: str, public_key: bytes) -> tuple[list[Record], str | None]:
+def read_ledger(path: Path, vault_id: str, keys: ReceiptKeys) -> tuple[list[Record], str | None]:
     """The verified receipts of ``vault_id`` in the ledger at ``path`` and its ``as_of``;
-    lines that do not verify are skipped."""
+    lines that do not verify are skipped. Receipt key links in the file extend ``keys``
+    (a link counts only if a key already trusted signed it)."""
+    from credvault.receipt_keys import KEY_FORMAT
     from credvault.receipts import verify_receipt
 
     try:
@@ -77,19 +87,24 @@ def read_ledger(path: Path, vault_id: str, public_key: bytes) -> tuple[list[Reco
         return [], None
     out: list[Record] = []
     as_of = None
+    items = []
     for raw in data.splitlines():
         try:
             item = json.loads(raw)
         except ValueError:
             continue
-        if not isinstance(item, dict):
+        if isinstance(item, dict):
+            items.append(item)
+    keys = keys.extended(i for i in items if i.get("format") == KEY_FORMAT)
+    for item in items:
+        if item.get("format") == KEY_FORMAT:
             continue
         if item.get("format") == LEDGER_FORMAT:
             if item.get("vault_id") == vault_id and isinstance(item.get("as_of"), str):
                 as_of = max(as_of or "", str(item["as_of"]))
             continue
         try:
-            body = verify_receipt(item, public_key)
+            body = verify_receipt(item, keys)
         except CredvaultError:
             continue
         if body.get("vault_id") == vault_id and isinstance(body.get("engagement"), str):
@@ -106,7 +121,7 @@ class LedgerSearch(NamedTuple):
     newest: str | None
 
 
-def search(paths: list[Path], vault_id: str, public_key: bytes) -> LedgerSearch:
+def search(paths: list[Path], vault_id: str, keys: ReceiptKeys) -> LedgerSearch:
     records: dict[str, Record] = {}
     looked: list[str] = []
     newest: str | None = None
@@ -114,7 +129,7 @@ def search(paths: list[Path], vault_id: str, public_key: bytes) -> LedgerSearch:
         if not p.is_file():
             continue
         looked.append(str(p))
-        found, as_of = read_ledger(p, vault_id, public_key)
+        found, as_of = read_ledger(p, vault_id, keys)
         for r in found:
             records.setdefault(r.engagement, r)
             newest = max(newest or "", r.purged_at)

@@ -240,6 +240,7 @@ class Members:
         def db_work(cur: KeySlots) -> None:
             nonlocal dropped
             dropped = self._drop_grants(name)
+            rekey.mark_succession_due(s, f"member {name} removed")
             s.log("member-rm", None, name, "ok", f"{dropped} grants dropped; database re-keyed")
 
         # 1. One COMMIT removes the member: key-slot file (with pending slots sealing a new

@@ -33,6 +33,7 @@ from credvault.crypto import primitives as p
 from credvault.engagements import Engagements
 from credvault.errors import ClockSuspect, IntegrityError, NotFound, RetentionError
 from credvault.model import Engagement, iso
+from credvault.receipt_keys import LINKS_META, ReceiptKeys, make_link
 from credvault.receipts import (
     RECEIPT_FORMAT,
     key_id,
@@ -50,8 +51,10 @@ __all__ = [
     "Purger",
     "Receipt",
     "new_receipt_key",
+    "receipt_history",
     "receipt_key",
     "sign_receipt",
+    "succeed_receipt_key",
     "verify_receipt",
     "write_receipt",
 ]
@@ -69,16 +72,41 @@ REASONS = {
 }
 
 
+def receipt_history(s: Session) -> ReceiptKeys:
+    """The vault's receipt keys: the first from the key-slot file, each later one introduced
+    by a link its predecessor signed (``meta.receipt_key_links``, see :mod:`receipt_keys`)."""
+    return ReceiptKeys.from_meta(
+        s.vault_id.hex(), s.slots.receipt_pub, s.store.get_meta(LINKS_META)
+    )
+
+
 def receipt_key(s: Session) -> bytes:
-    """The receipt signing key. It lives in the database (encrypted by SQLCipher), so any
-    process that can open the vault, including an unattended purge, can sign a receipt."""
+    """The current receipt signing key. It lives in the database (encrypted by SQLCipher),
+    so any process that can open the vault, including an unattended purge, can sign a
+    receipt; a member who leaves takes only a key that has a successor (see
+    :func:`succeed_receipt_key`)."""
     blob = s.store.get_meta("receipt_key")
     if blob is None:
         raise IntegrityError("vault has no receipt signing key")
     priv = p.KeyBytes(blob)
-    if len(priv) != 32 or p.ed25519_public(priv) != s.slots.receipt_pub:
+    if len(priv) != 32 or p.ed25519_public(priv) != receipt_history(s).current.public_key:
         raise IntegrityError("receipt signing key does not match the vault's public key")
     return priv
+
+
+def succeed_receipt_key(s: Session, why: str) -> str:
+    """A new receipt key, introduced by a link the current one signs (caller's write
+    transaction on the re-keyed database, which a former member cannot open). Returns the
+    new key's id."""
+    history = receipt_history(s)
+    old = receipt_key(s)
+    new_priv, new_pub = new_receipt_key()
+    link = make_link(s.vault_id.hex(), history.next_seq, old, new_pub, s.now())
+    s.store.set_meta(LINKS_META, json.dumps([*history.links(), link]))
+    s.store.set_meta("receipt_key", new_priv)
+    kid = key_id(new_pub)
+    s.log("receipt-key", None, None, "ok", f"{why}; key {kid} succeeds {history.current.key_id}")
+    return kid
 
 
 def new_receipt_key() -> tuple[bytes, bytes]:
@@ -87,7 +115,7 @@ def new_receipt_key() -> tuple[bytes, bytes]:
 
 
 def sign_receipt(s: Session, body: dict[str, object]) -> dict[str, object]:
-    pub = s.slots.receipt_pub
+    pub = receipt_history(s).current.public_key
     full = {**body, "public_key": base64.b64encode(pub).decode(), "key_id": key_id(pub)}
     sig = p.sign(receipt_key(s), b"", receipt_message(full))
     return {**full, "signature": base64.b64encode(sig).decode()}

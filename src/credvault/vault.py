@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from credvault.integrity import CheckReport
     from credvault.members import Members
     from credvault.purge import Purger
+    from credvault.receipt_keys import ReceiptKeys
     from credvault.results import PurgePlan, VaultInfo, VaultStatus
     from credvault.systems import Systems
 
@@ -467,7 +468,9 @@ class Vault:
                 file.parent.parent / file.parent.name[: -len("-backups")] / ledger.VAULT_LEDGER
             )
         paths += [Path(p) for p in ledgers]
-        found = ledger.search(paths, vid, s.slots.receipt_pub)
+        from credvault.purge import receipt_history
+
+        found = ledger.search(paths, vid, receipt_history(s))
         records = dict(found.records)
         looked = list(found.looked_in)
         newest = found.newest
@@ -710,8 +713,22 @@ class Vault:
 
     @property
     def public_key(self) -> str:
-        """The vault's receipt-signing public key (base64): give it to clients."""
-        return base64.b64encode(self._s.slots.receipt_pub).decode()
+        """The vault's current receipt-signing public key (base64): give it to clients.
+
+        It changes when a member leaves (``member rm``, ``passwd --compromised``); the
+        successor is signed by its predecessor, see :meth:`receipt_keys`."""
+        from credvault.purge import receipt_history
+
+        return base64.b64encode(receipt_history(self._s).current.public_key).decode()
+
+    def receipt_keys(self) -> ReceiptKeys:
+        """Every receipt key the vault has had, with its validity period, each after the
+        first introduced by a link signed by its predecessor (publish it with
+        ``credvault receipt-keys --json``; pass it to :func:`verify_receipt`)."""
+        from credvault.purge import receipt_history
+
+        with self._s.store.read():
+            return receipt_history(self._s)
 
     def member_keys(self) -> MemberKeys:
         """The unlocked member keys (for the keyring cache). Handle as a secret."""
@@ -907,6 +924,7 @@ def _newer_backup_receipts(
     from credvault.backup import BACKUP_NAME as _NAME
     from credvault.backup import unpack
     from credvault.ledger import Record
+    from credvault.purge import receipt_history
     from credvault.receipts import verify_receipt
     from credvault.unlock import InMemory
 
@@ -923,9 +941,12 @@ def _newer_backup_receipts(
             with Vault.open(
                 tmp / "v", s.member, InMemory(s.keys), clock=s.clock, auto_purge=False
             ) as v:
+                # The newer backup's receipt keys count only as far as they follow, link by
+                # link, from the keys this vault already trusts.
+                keys = receipt_history(s).extended(receipt_history(v._s).links())
                 for name, text in v._s.store.purged_receipts():
                     try:
-                        body = verify_receipt(text, s.slots.receipt_pub)
+                        body = verify_receipt(text, keys)
                     except CredvaultError:
                         continue
                     out.append((Record(name, str(body.get("purged_at")), str(other)), str(other)))

@@ -21,6 +21,7 @@ GRANT_SIG = b"credvault/v1/engagement-key-grant"
 RECOVERY_X25519 = b"credvault/v1/recovery-x25519"
 RECOVERY_ED25519 = b"credvault/v1/recovery-ed25519"
 RECEIPT_SIG = b"credvault/v1/purge-receipt"
+RECEIPT_KEY_SIG = b"credvault/v1/receipt-key"  # a receipt key signs its successor forward
 KEYRING_ENTRY = b"credvault/v1/keyring-entry"
 MEMBER_LOG = b"credvault/v1/membership-link"  # signature over a membership-log link
 MEMBER_LOG_HASH = b"credvault/v1/membership-chain"  # hash chaining the links
@@ -47,6 +48,7 @@ ALL = (
     RECOVERY_X25519,
     RECOVERY_ED25519,
     RECEIPT_SIG,
+    RECEIPT_KEY_SIG,
     KEYRING_ENTRY,
     MEMBER_LOG,
     MEMBER_LOG_HASH,
