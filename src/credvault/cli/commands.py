@@ -798,6 +798,10 @@ def cmd_receipt_keys(args: argparse.Namespace) -> int:
     give the JSON to clients with the first key, so they can check later receipts."""
     with open_vault(args) as v:
         history = v.receipt_keys()
+    if args.links:  # one JCS line per link: what docs/verify-receipt-key.sh checks
+        for line in history.link_lines():
+            t.out(line)
+        return EXIT_OK
     if args.output:
         write_new_private(
             Path(args.output), (json.dumps(history.to_json(), indent=1) + "\n").encode()
