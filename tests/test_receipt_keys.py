@@ -74,7 +74,8 @@ def test_member_rm_hands_the_receipt_key_over_and_old_receipts_still_verify(
     assert first.public_key == p.ed25519_public(bob_rkey)  # what bob copied is retired
     assert second.public_key == current != first.public_key
     assert first.valid_until == second.valid_from is not None
-    assert second.link is not None and second.link["predecessor"] == first.key_id
+    assert second.link is not None
+    assert second.link["predecessor"] == first.key_id
     assert verify_receipt(before, history)["engagement"] == ENG  # old receipts keep verifying
     assert verify_receipt(after, history)["engagement"] == LATER
     assert verify_receipt(after, current)["engagement"] == LATER
