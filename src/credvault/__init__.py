@@ -179,9 +179,12 @@ def check(
     purge receipts. ``report.problems`` lists what is wrong (empty when sound)."""
     from pathlib import Path as _Path
 
+    from credvault.unlock import Passphrase as _Passphrase
     from credvault.vault import Vault as _Vault
 
-    return _Vault.check_at(_Path(path), member, source, **open_kw)
+    src = _Passphrase(source) if isinstance(source, (bytes, str)) else source
+    del source  # a str or bytes passphrase must not stay a local of this frame
+    return _Vault.check_at(_Path(path), member, src, **open_kw)
 
 
 def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:

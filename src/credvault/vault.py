@@ -882,10 +882,12 @@ class Vault:
         """
         from credvault.integrity import CheckReport
 
+        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        del source  # a str or bytes passphrase must not stay a local of this frame
         path = Path(path)
         if not path.is_file():
             try:
-                v = cls.open(path, member, source, kdf=kdf, clock=clock, auto_purge=False)
+                v = cls.open(path, member, src, kdf=kdf, clock=clock, auto_purge=False)
             except IntegrityError as e:
                 return CheckReport(str(path), [], [str(e)])
             with v:
@@ -902,7 +904,7 @@ class Vault:
             work = tmp / "vault"
             try:
                 unpack(path, work)
-                v = cls.open(work, member, source, kdf=kdf, clock=clock, auto_purge=False)
+                v = cls.open(work, member, src, kdf=kdf, clock=clock, auto_purge=False)
             except IntegrityError as e:
                 return CheckReport(str(path), [], [f"backup file: {e}"])
             with v:

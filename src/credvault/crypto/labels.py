@@ -17,6 +17,7 @@ KEYSLOTS_MAC = b"credvault/v1/keyslots-mac"
 AUDIT_MAC = b"credvault/v1/audit-mac"
 KEY_FINGERPRINT = b"credvault/v1/key-fingerprint"
 MEMBER_CERT = b"credvault/v1/member-certificate"
+MEMBER_SUCCESSION = b"credvault/v1/member-key-succession"  # old member key certifies new
 GRANT_SIG = b"credvault/v1/engagement-key-grant"
 RECOVERY_X25519 = b"credvault/v1/recovery-x25519"
 RECOVERY_ED25519 = b"credvault/v1/recovery-ed25519"
@@ -44,6 +45,7 @@ ALL = (
     AUDIT_MAC,
     KEY_FINGERPRINT,
     MEMBER_CERT,
+    MEMBER_SUCCESSION,
     GRANT_SIG,
     RECOVERY_X25519,
     RECOVERY_ED25519,
