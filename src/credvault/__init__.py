@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.integrity import CheckReport
     from credvault.keyring_cache import KeyringSource, parse_ttl
     from credvault.model import Engagement, GrantInfo
+    from credvault.members import PasswdResult
     from credvault.receipt_keys import ReceiptKeys
     from credvault.secret import Secret
     from credvault.unlock import (
@@ -73,6 +74,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ClockSuspect": ("credvault.errors", "ClockSuspect"),
     "CheckReport": ("credvault.integrity", "CheckReport"),
     "ReceiptKeys": ("credvault.receipt_keys", "ReceiptKeys"),
+    "PasswdResult": ("credvault.members", "PasswdResult"),
     "RestoreReport": ("credvault.vault", "RestoreReport"),
     "Conflict": ("credvault.errors", "Conflict"),
     "CredvaultError": ("credvault.errors", "CredvaultError"),
@@ -286,6 +288,7 @@ __all__ = [
     "NotFound",
     "Passphrase",
     "PassphraseFile",
+    "PasswdResult",
     "Prompt",
     "PurgePlan",
     "Purged",

@@ -305,8 +305,9 @@ class Members:
         for eng_id, member, version, sealed, msg in copies:
             s.store.set_key_copy(eng_id, member, version, sealed, me, sign(msg))
         s.verified.clear()
+        engs = {x.id: x for x in s.store.engagements()}  # re-read: creation records re-signed
         for eng_id in sorted(mine):
-            if eng_id not in engs:
+            if eng_id not in engs or engs[eng_id].state == "purged":
                 continue
             eng = engs[eng_id]
             if eng_id in led:

@@ -170,6 +170,12 @@ TABLE: tuple[Command, ...] = (
                 value="file",
                 help="the new passphrase (first line)",
             ),
+            arg(
+                "--compromised",
+                action="store_true",
+                help="the old passphrase may be known: new keys, database re-keyed, your "
+                "engagements' keys rotated (see docs/security.md)",
+            ),
             KDF,
         ),
     ),

@@ -282,11 +282,24 @@ def cmd_member_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
-    """Change your own passphrase."""
+    """Change your own passphrase; --compromised also replaces your keys (see docs)."""
     with open_vault(args) as v:
-        v.members.passwd(new_passphrase(args, v.member))
+        r = v.members.passwd(new_passphrase(args, v.member), compromised=args.compromised)
         Vault.forget_cached_keys(v.path, v.member)
-        t.out("passphrase changed")
+        if not r.compromised:
+            t.out("passphrase changed")
+            return EXIT_OK
+        t.out(
+            "passphrase changed; new keys; database re-keyed; receipt and audit keys "
+            f"succeeded; {r.resigned} signature(s) moved to the new key"
+        )
+        if r.rotated:
+            t.out(f"rotated now (you lead): {', '.join(r.rotated)}")
+        if r.pending:
+            t.out(
+                f"rotate at their lead's next command (until then you cannot read them): "
+                f"{', '.join(r.pending)}"
+            )
     return EXIT_OK
 
 
