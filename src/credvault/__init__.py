@@ -42,8 +42,8 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.files import write_new_private
     from credvault.integrity import CheckReport
     from credvault.keyring_cache import KeyringSource, parse_ttl
-    from credvault.model import Engagement, GrantInfo
     from credvault.members import PasswdResult
+    from credvault.model import Engagement, GrantInfo
     from credvault.receipt_keys import ReceiptKeys
     from credvault.secret import Secret
     from credvault.unlock import (
