@@ -971,7 +971,7 @@ def _resolve(
     Returns the file's slots, the keys, and the staged file used (None: the current one)."""
     slots = KeySlots.read(path / SLOTS_NAME)
     try:
-        return slots, resolve(src, slots, member), None
+        keys = resolve(src, slots, member)
     except (WrongPassphrase, NotFound) as first:
         for f in sorted(path.iterdir()):
             if not _is_staged(f.name):
@@ -982,6 +982,22 @@ def _resolve(
         if isinstance(first, WrongPassphrase):
             _record_failed_unlock(path, member, clock)
         raise
+    if not _keys_match(slots, keys):
+        # Already-unlocked keys (the exclusive re-open of an interrupted change, a cache) of
+        # a key pair the current file does not hold yet: a committed ``passwd
+        # --compromised`` whose staged file awaits installing.
+        for f in sorted(path.iterdir()):
+            if _is_staged(f.name):
+                with contextlib.suppress(CredvaultError, OSError):
+                    staged = KeySlots.read(f)
+                    if _keys_match(staged, keys):
+                        return staged, keys, f
+    return slots, keys, None
+
+
+def _keys_match(slots: KeySlots, keys: MemberKeys) -> bool:
+    slot = slots.members.get(keys.name)
+    return slot is not None and p.x25519_public(keys.kem_private) == slot.kem_pub
 
 
 def _record_failed_unlock(path: Path, member: str, clock: Clock) -> None:
