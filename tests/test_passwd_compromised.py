@@ -249,3 +249,35 @@ def test_cli_passwd_compromised(
     r = cli("passwd", "--passphrase-file", str(again), "--kdf", KDF_ARG, env=bob_new)
     assert r.code == 0, r.err
     assert r.out.decode() == "passphrase changed\n"
+
+
+def test_a_tampered_copy_of_a_led_engagement_does_not_block_the_change(
+    vault: VaultFixture,
+) -> None:
+    """An insider spoils bob's own copy of bobs-2026 (which he leads): the change still
+    goes through, and that engagement waits for a rotation instead of being rotated."""
+    _setup(vault)
+    carol = Insider(vault.path, "carol", vault.clock)
+    carol.sql(
+        "UPDATE grants SET sealed = zeroblob(80) WHERE member = 'bob' AND engagement_id = "
+        "(SELECT id FROM engagements WHERE name = ?)",
+        (BOBS,),
+    )
+    with vault.open("bob") as v:
+        r = v.members.passwd(NEW, compromised=True)
+    assert r.rotated == []
+    assert sorted(r.pending) == [ACME, BOBS]
+    keys, _ = _old_keys_after(vault)
+    assert keys is None  # the old passphrase no longer opens anything
+    with Vault.open(vault.path, "bob", NEW, kdf=KDF, clock=vault.clock) as v:
+        assert v.members.list()  # bob opens with the new passphrase
+    with vault.open() as v:
+        assert v.check().ok
+
+
+def _old_keys_after(vault: VaultFixture) -> tuple[MemberKeys | None, None]:
+    try:
+        Vault.open(vault.path, "bob", PASSWORDS["bob"], kdf=KDF, clock=vault.clock).close()
+    except WrongPassphrase:
+        return None, None
+    raise AssertionError("the old passphrase still opens the vault")

@@ -21,7 +21,14 @@ from credvault import rekey, slotfile, validate
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams
-from credvault.errors import AlreadyExists, CredvaultError, InvalidInput, NotFound, RetentionError
+from credvault.errors import (
+    AlreadyExists,
+    CredvaultError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    RetentionError,
+)
 from credvault.files import write_new_private
 from credvault.keyslots import (
     KeySlots,
@@ -268,8 +275,12 @@ class Members:
         copies: list[tuple[int, str, int, bytes, bytes]] = []
         engs = {x.id: x for x in s.store.engagements() if x.state != "purged"}
         for eng in engs.values():
-            if eng.id in mine and e.role_of(eng) is Role.LEAD:
-                led[eng.id] = e.keys.key(eng, "engagement.rotate")
+            held = s.store.grant_of(eng.id, me) if eng.id in mine else None
+            if held is not None and held.sealed is not None and e.role_of(eng) is Role.LEAD:
+                # A copy that does not open (tampered) must not block this change: that
+                # engagement then waits for another lead's rotation like the others.
+                with contextlib.suppress(IntegrityError):
+                    led[eng.id] = e.keys.key(eng, "engagement.rotate")
             if eng.created_by == me:
                 msg = creation_message(s, eng.uid, eng.name, eng.client, eng.lead, me)
                 if _signed(old_pub, msg, eng.creation_sig):
