@@ -414,6 +414,15 @@ PLAIN_FORMS: dict[str, Callable[[Path, Vault | None], object]] = {
     "members.add(str)": lambda p, v: v and v.members.add("bob", passphrase=PLAIN_PASS),
     "members.add(bytes)": lambda p, v: v and v.members.add("bob", passphrase=PLAIN_PASS.encode()),
     "members.reset(str)": lambda p, v: v and v.members.reset("nobody", PLAIN_PASS),
+    "members.reset(bytes)": lambda p, v: v and v.members.reset("nobody", PLAIN_PASS.encode()),
+    # a member that exists: it fails later, when the key-slot file is read for the change
+    "members.reset(str), late": lambda p, v: (
+        v
+        and (
+            _break(p),
+            v.members.reset("bob", PLAIN_PASS),
+        )
+    ),
     "Vault.restore(str)": lambda p, v: Vault.restore(
         p / "no-such.cvb", p / "r", "alice", PLAIN_PASS
     ),
