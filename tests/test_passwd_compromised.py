@@ -281,3 +281,18 @@ def _old_keys_after(vault: VaultFixture) -> tuple[MemberKeys | None, None]:
     except WrongPassphrase:
         return None, None
     raise AssertionError("the old passphrase still opens the vault")
+
+
+def test_the_agent_drops_the_old_keys(vault: VaultFixture) -> None:
+    """An agent holding bob's old keys must not keep serving them after the change."""
+    from credvault.agent.server import Agent
+    from test_agent import Tick, add, out, run
+
+    _setup(vault)
+    agent = Agent(clock=Tick())
+    add(agent, vault, "bob")
+    assert out(run(agent, vault, "bob", "get", f"{BOBS}/db")) == b"bob-secret\n"
+    with vault.open("bob") as v:
+        v.members.passwd(NEW, compromised=True)
+    assert run(agent, vault, "bob", "get", f"{BOBS}/db")["error"] == "fallback"
+    assert agent.entries == {}

@@ -304,3 +304,23 @@ def test_a_client_follows_the_key_history_with_openssl_alone(
     assert "successor" in r.out.decode()
     table = cli("receipt-keys").out.decode()
     assert data["keys"][1]["key_id"][:16] in table
+
+
+def test_pruning_across_a_mac_key_change_keeps_the_chain_verifiable(
+    vault: VaultFixture, engagement: str
+) -> None:
+    """Entries under the retired key (and the hand-over entry itself) pruned by retention:
+    what is left, all under the new key, still verifies from the anchor."""
+    _two_receipts(vault)  # the first hand-over (bob), then 200 days later a second (carol)
+    vault.clock.advance(days=200)
+    with vault.open() as v:
+        v.purger.run_due(automatic=False, confirm_clock=f"{vault.clock():%Y-%m-%d}")
+        v.members.remove("carol")
+    vault.clock.advance(days=200)
+    with vault.open() as v:
+        # prunes the audit trail older than 365 days (a jump of 400 days needs confirming)
+        v.purger.run_due(automatic=False, confirm_clock=f"{vault.clock():%Y-%m-%d}")
+        assert v.audit.verify() > 0
+        actions = [e.action for e in v.audit.entries()]
+    assert "audit-prune" in actions
+    assert actions.count("audit-key") == 1  # the first hand-over pruned, the second kept
