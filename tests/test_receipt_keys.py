@@ -146,7 +146,9 @@ def test_rewriting_history_under_the_old_mac_key_breaks_at_the_change(
     assert e.value.position == change + 1
 
 
-@pytest.mark.parametrize("edit", ["drop-entry-claim", "forget-prior-keys", "reorder-prior"])
+@pytest.mark.parametrize(
+    "edit", ["drop-entry-claim", "forget-prior-keys", "reorder-prior", "truncate-prior"]
+)
 def test_the_mac_key_change_is_itself_checked(
     vault: VaultFixture, engagement: str, edit: str
 ) -> None:
@@ -156,11 +158,17 @@ def test_the_mac_key_change_is_itself_checked(
         alice.sql("UPDATE audit SET detail = 'x' WHERE action = 'audit-key'")
     elif edit == "forget-prior-keys":
         alice.sql("DELETE FROM meta WHERE key = 'audit_key_prior'")
+    elif edit == "truncate-prior":
+        alice.sql("UPDATE meta SET value = substr(value, 1, 39) WHERE key = 'audit_key_prior'")
     else:
         ((raw,),) = alice.sql("SELECT value FROM meta WHERE key = 'audit_key_prior'")
-        prior = json.loads(raw)
-        prior.append([prior[0][0] - 1, prior[0][1]])
-        alice.sql("UPDATE meta SET value = ? WHERE key = 'audit_key_prior'", (json.dumps(prior),))
+        raw = bytes(raw)
+        assert len(raw) == 40  # one retired key: bound (8 bytes) and key (32)
+        bound = int.from_bytes(raw[:8], "big")
+        alice.sql(
+            "UPDATE meta SET value = ? WHERE key = 'audit_key_prior'",
+            (raw + (bound - 1).to_bytes(8, "big") + raw[8:],),
+        )
     with vault.open() as v, pytest.raises(AuditChainBroken):
         v.audit.verify()
 
@@ -324,3 +332,23 @@ def test_pruning_across_a_mac_key_change_keeps_the_chain_verifiable(
         actions = [e.action for e in v.audit.entries()]
     assert "audit-prune" in actions
     assert actions.count("audit-key") == 1  # the first hand-over pruned, the second kept
+
+
+def test_a_broken_chain_shows_no_mac_key_in_traceback_locals(
+    vault: VaultFixture, engagement: str
+) -> None:
+    """The retired and current MAC keys are handled as redacted key bytes: a verify that
+    fails (the common error path of the trail) prints neither with its locals."""
+    from test_leaks import _credvault_frames_text
+
+    _, _, _, retired = _two_receipts(vault)
+    alice = Insider(vault.path, "alice", vault.clock)
+    ((live,),) = alice.sql("SELECT value FROM meta WHERE key = 'audit_key'")
+    alice.sql("UPDATE audit SET detail = 'edited' WHERE seq = (SELECT max(seq) FROM audit)")
+    with vault.open() as v, pytest.raises(AuditChainBroken) as e:
+        v.audit.verify()
+    text = _credvault_frames_text(e.value)
+    assert "KeyBytes(<32 bytes redacted>)" in text  # the keys were locals, redacted
+    for key in (retired, bytes(live)):
+        assert key.hex() not in text
+        assert repr(key)[2:-1] not in text

@@ -104,7 +104,7 @@ def _clean(detail: str) -> str:
 
 
 KEY_CHANGE = "audit-key"  # the entry that hands the MAC over to a successor key
-PRIOR_META = "audit_key_prior"  # JSON [[first position NOT under the key, key hex], ...]
+PRIOR_META = "audit_key_prior"  # blob: (first position NOT under the key, key) records
 
 
 class AuditLog:
@@ -116,16 +116,23 @@ class AuditLog:
         self._key = p.KeyBytes(stored) if stored is not None else audit_key(db_key)
 
     def _prior(self) -> list[tuple[int, bytes]]:
-        """The retired MAC keys: (the first position after the key's last entry, key)."""
+        """The retired MAC keys: (the first position after the key's last entry, key).
+
+        Stored as one blob of 40-byte records (bound, u64 big-endian; key, 32 bytes), read
+        into :class:`~credvault.crypto.primitives.KeyBytes`, so neither the blob nor a key
+        shows in a traceback's locals."""
         raw = self._store.get_meta(PRIOR_META)
         if raw is None:
             return []
-        try:
-            items = json.loads(raw)
-            out = [(int(u), bytes.fromhex(k)) for u, k in items]
-        except (ValueError, TypeError):
-            raise AuditChainBroken(0, "the record of retired MAC keys is corrupt") from None
-        if any(len(k) != 32 for _, k in out) or [u for u, _ in out] != sorted({u for u, _ in out}):
+        blob = p.KeyBytes(raw) if isinstance(raw, bytes) else None
+        if blob is None or len(blob) % 40:
+            raise AuditChainBroken(0, "the record of retired MAC keys is corrupt")
+        out: list[tuple[int, bytes]] = [
+            (int.from_bytes(blob[i : i + 8], "big"), p.KeyBytes(blob[i + 8 : i + 40]))
+            for i in range(0, len(blob), 40)
+        ]
+        bounds = [u for u, _ in out]
+        if bounds != sorted(set(bounds)):
             raise AuditChainBroken(0, "the record of retired MAC keys is corrupt")
         return out
 
@@ -136,8 +143,10 @@ class AuditLog:
         new = p.random_key()
         fp = p.fingerprint(new)
         seq = self.append(ts, member, KEY_CHANGE, None, None, "ok", f"{why}; next MAC key {fp}")
-        prior = [[u, k.hex()] for u, k in self._prior()] + [[seq + 1, bytes(self._key).hex()]]
-        self._store.set_meta(PRIOR_META, json.dumps(prior))
+        prior = b"".join(u.to_bytes(8, "big") + k for u, k in self._prior())
+        self._store.set_meta(
+            PRIOR_META, p.KeyBytes(prior + (seq + 1).to_bytes(8, "big") + self._key)
+        )
         self._store.set_meta("audit_key", new)
         self._key = p.KeyBytes(new)
         return fp
@@ -195,7 +204,7 @@ class AuditLog:
                 raise AuditChainBroken(checkpoint.position, "differs from the checkpoint")
         # Each retired key covers the positions before its bound; the entry just before a
         # bound must be the ``audit-key`` entry naming the next key's fingerprint.
-        keys = [*self._prior(), (None, bytes(self._key))]
+        keys: list[tuple[int | None, bytes]] = [*self._prior(), (None, self._key)]
         while len(keys) > 1 and keys[0][0] is not None and keys[0][0] <= expected_seq:
             keys.pop(0)
         bound, key = keys[0]
