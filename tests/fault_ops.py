@@ -214,6 +214,12 @@ OPS: dict[str, Op] = {
             membership=True,
         ),
         Op(
+            "passwd_compromised",
+            lambda v, w: v.members.passwd(NEW["alice"].encode(), compromised=True),
+            lambda v, w: v.member == "alice" and w.joinpath("alice-new").exists(),
+            membership=True,
+        ),
+        Op(
             "member_add",
             lambda v, w: v.members.add("erin", passphrase=NEW["erin"].encode()),
             lambda v, w: "erin" in _member_ids(v),
@@ -258,9 +264,10 @@ def check(path: Path, op: Op, work: Path, acknowledged: bool, head: int) -> list
     if op.name == "unlock" and not (path / "failed-unlocks.log").exists():
         work.joinpath("unlock-applied").touch()  # before our own opens import it
     # Which passphrases are in force (exactly one of old/new for a changed member).
-    alice_new = _opens(path, "alice", NEW["alice"]) if op.name == "passwd" else False
+    changes_pw = op.name in ("passwd", "passwd_compromised")
+    alice_new = _opens(path, "alice", NEW["alice"]) if changes_pw else False
     alice_pw = NEW["alice"] if alice_new else PASSWORDS["alice"]
-    if op.name == "passwd" and _opens(path, "alice", PASSWORDS["alice"]) == alice_new:
+    if changes_pw and _opens(path, "alice", PASSWORDS["alice"]) == alice_new:
         bad.append("passwd: old and new passphrase both work, or neither")
     if alice_new:
         work.joinpath("alice-new").touch()

@@ -79,6 +79,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.slotfile",
                 "credvault.clock",
                 "credvault.receipts",
+                "credvault.receipt_keys",  # issue 11: the receipt key history (pure)
                 "credvault.ledger",
                 "credvault.integrity",
                 "credvault.audit",

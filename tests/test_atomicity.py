@@ -27,7 +27,7 @@ from killpoints import points, run_child
 
 pytestmark = pytest.mark.fault
 
-MEMBERSHIP = ["passwd", "member_add", "member_reset", "member_rm"]
+MEMBERSHIP = ["passwd", "passwd_compromised", "member_add", "member_reset", "member_rm"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_killed_after_commit_is_finished_at_open_and_audited(
     assert len(staged) == 1, "the committed version waits in a staged file"
     bad = check(work / "vault", OPS[op], work, acknowledged=True, head=template[1])
     assert not bad, bad
-    password = PASSWORDS["alice"] if op != "passwd" else "alice-new-pass"
+    password = "alice-new-pass" if op.startswith("passwd") else PASSWORDS["alice"]
     assert any("finished at open" in d for _a, o, d in _entries(work / "vault", password))
 
 
@@ -97,6 +97,37 @@ def test_member_rm_killed_during_its_rekey_is_finished(
     with open_vault(tmp_path / "w" / "vault", "alice", PASSWORDS["alice"]) as v:
         assert "bob" not in {m.name for m in v.members.list()}
         assert v.info().key_generation == 2
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        "call:finish",
+        "call:copy_to",
+        "call:promote",
+        "call:succeed_receipt_key",
+        "call:succeed_key",
+        "call:rewrite",
+    ],
+)
+def test_passwd_compromised_killed_during_its_rekey_is_finished(
+    at: str, template: tuple[Path, int], tmp_path: Path
+) -> None:
+    """Killed after the COMMIT that gave alice new keys, anywhere in the re-key: the next
+    open finishes it (new database key, successors once), and only the new passphrase works."""
+    work = tmp_path / "w"
+    fresh_copy(template[0], work, "passwd_compromised")
+    out = run_child(work, "passwd_compromised", at, 9)
+    assert out.code == -9  # killed at that point, not run to the end
+    bad = check(
+        work / "vault", OPS["passwd_compromised"], work, acknowledged=True, head=template[1]
+    )
+    assert not bad, bad
+    assert not (work / "vault" / "vault.db.next").exists()
+    with open_vault(tmp_path / "w" / "vault", "alice", "alice-new-pass") as v:
+        assert v.info().key_generation == 2
+        assert len(v.receipt_keys().keys) == 2
+        assert [e.action for e in v.audit_entries()].count("audit-key") == 1
 
 
 @pytest.mark.parametrize("op", MEMBERSHIP)

@@ -63,6 +63,7 @@ def _drop(*keys: str) -> Callable[[Json], None]:
 
 
 B64_31 = base64.b64encode(b"x" * 31).decode()
+B64_64 = base64.b64encode(b"x" * 64).decode()
 
 HOSTILE = [
     _set("generation", 2**70),
@@ -109,6 +110,24 @@ HOSTILE = [
     _drop("pending"),
     _drop("generation"),
 ]
+
+
+def _rename(section: str, new: str) -> Callable[[Json], None]:
+    """Give bob's entry of ``section`` another name (one ``member add`` would refuse)."""
+
+    def edit(d: Json) -> None:
+        if section == "pending":
+            d["pending"] = {"alice": d["members"]["alice"]["db_key"]}
+        elif section == "retired":
+            d["retired"] = {"bob": [{"sign": d["members"]["bob"]["sign"], "cert": B64_64}]}
+        d[section][new] = d[section].pop("alice" if section == "pending" else "bob")
+
+    edit.__name__ = f"{section}/rename={new[:20]!r}"
+    return edit
+
+
+BAD_NAMES = ["@x", "@recovery", "", "a/b", "x" * 65, ".", "-x", "bob\n", "bo b", "b\u00f6b"]
+HOSTILE += [_rename(section, n) for section in ("members", "pending", "retired") for n in BAD_NAMES]
 
 
 @pytest.mark.parametrize("edit", HOSTILE, ids=lambda f: f.__name__)

@@ -414,10 +414,49 @@ PLAIN_FORMS: dict[str, Callable[[Path, Vault | None], object]] = {
     "members.add(str)": lambda p, v: v and v.members.add("bob", passphrase=PLAIN_PASS),
     "members.add(bytes)": lambda p, v: v and v.members.add("bob", passphrase=PLAIN_PASS.encode()),
     "members.reset(str)": lambda p, v: v and v.members.reset("nobody", PLAIN_PASS),
+    "members.reset(bytes)": lambda p, v: v and v.members.reset("nobody", PLAIN_PASS.encode()),
+    # a member that exists: it fails later, when the key-slot file is read for the change
+    "members.reset(str), late": lambda p, v: (
+        v
+        and (
+            _break(p),
+            v.members.reset("bob", PLAIN_PASS),
+        )
+    ),
     "Vault.restore(str)": lambda p, v: Vault.restore(
         p / "no-such.cvb", p / "r", "alice", PLAIN_PASS
     ),
+    "Vault.restore(bytes)": lambda p, v: Vault.restore(
+        p / "no-such.cvb", p / "r", "alice", PLAIN_PASS.encode()
+    ),
+    "Vault.restore_report(str)": lambda p, v: Vault.restore_report(
+        p / "no-such.cvb", p / "r", "alice", PLAIN_PASS
+    ),
+    "credentials.put(str)": lambda p, v: v and v.credentials.put("nope-2026/x", PLAIN_SECRET),
+    "credvault.check(str)": lambda p, v: credvault.check(p, "alice", PLAIN_PASS, kdf=KDF),
+    "Vault.check_at(bytes)": lambda p, v: Vault.check_at(p, "alice", PLAIN_PASS.encode(), kdf=KDF),
+    # passwd made to fail after it has the value: the key-slot file is broken meanwhile
+    "members.passwd(str)": lambda p, v: v and (_break(p), v.members.passwd(PLAIN_PASS)),
+    "members.passwd(bytes)": lambda p, v: v and (_break(p), v.members.passwd(PLAIN_PASS.encode())),
+    "members.passwd(str, compromised)": lambda p, v: (
+        v
+        and (
+            _break(p),
+            v.members.passwd(PLAIN_PASS, compromised=True),
+        )
+    ),
+    "members.passwd(bytes, compromised)": lambda p, v: (
+        v
+        and (
+            _break(p),
+            v.members.passwd(PLAIN_PASS.encode(), compromised=True),
+        )
+    ),
 }
+
+
+def _break(path: Path) -> None:
+    (path / "keyslots.json").write_text("{}")
 
 
 def _open(path: Path) -> Vault:

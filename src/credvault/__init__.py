@@ -42,7 +42,9 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.files import write_new_private
     from credvault.integrity import CheckReport
     from credvault.keyring_cache import KeyringSource, parse_ttl
+    from credvault.members import PasswdResult
     from credvault.model import Engagement, GrantInfo
+    from credvault.receipt_keys import ReceiptKeys
     from credvault.secret import Secret
     from credvault.unlock import (
         FirstOf,
@@ -72,6 +74,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "AuditChainBroken": ("credvault.errors", "AuditChainBroken"),
     "ClockSuspect": ("credvault.errors", "ClockSuspect"),
     "CheckReport": ("credvault.integrity", "CheckReport"),
+    "ReceiptKeys": ("credvault.receipt_keys", "ReceiptKeys"),
+    "PasswdResult": ("credvault.members", "PasswdResult"),
     "RestoreReport": ("credvault.vault", "RestoreReport"),
     "Conflict": ("credvault.errors", "Conflict"),
     "CredvaultError": ("credvault.errors", "CredvaultError"),
@@ -156,11 +160,15 @@ if TYPE_CHECKING:
 
 
 def verify_receipt(
-    receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
+    receipt: Receipt | dict[str, object] | str,
+    public_key: bytes | str | ReceiptKeys | None = None,
 ) -> dict[str, object]:
-    """Check a purge receipt's signature against the vault's public key; returns its body.
+    """Check a purge receipt's signature against the vault's public key, or against its
+    receipt key history (:meth:`Vault.receipt_keys`, :meth:`ReceiptKeys.from_json`);
+    returns its body.
 
-    Raises :class:`IntegrityError` if the receipt was altered or signed by another key.
+    Raises :class:`IntegrityError` if the receipt was altered or signed by another key (or,
+    with a history, by a key retired before the receipt's dates).
     """
     from credvault.purge import verify_receipt as _verify  # keeps `import credvault` light
 
@@ -175,9 +183,12 @@ def check(
     purge receipts. ``report.problems`` lists what is wrong (empty when sound)."""
     from pathlib import Path as _Path
 
+    from credvault.unlock import Passphrase as _Passphrase
     from credvault.vault import Vault as _Vault
 
-    return _Vault.check_at(_Path(path), member, source, **open_kw)
+    src = _Passphrase(source) if isinstance(source, (bytes, str)) else source
+    del source  # a str or bytes passphrase must not stay a local of this frame
+    return _Vault.check_at(_Path(path), member, src, **open_kw)
 
 
 def write_receipt(path: Path, receipt: Receipt | dict[str, object]) -> None:
@@ -279,12 +290,14 @@ __all__ = [
     "NotFound",
     "Passphrase",
     "PassphraseFile",
+    "PasswdResult",
     "Prompt",
     "PurgePlan",
     "Purged",
     "Receipt",
     "ReceiptDestroyed",
     "ReceiptHold",
+    "ReceiptKeys",
     "RestoreReport",
     "RetentionError",
     "Role",

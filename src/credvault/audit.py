@@ -1,7 +1,11 @@
 """The hash-chained, fail-closed audit trail.
 
 Each entry's MAC is ``HMAC(audit key, previous MAC ‖ canonical entry)``, with the audit key
-derived from the database key by HKDF under its own label. The entry of an operation is
+derived from the database key by HKDF under its own label. The key has successors: when a
+member leaves (or their keys may be known) the re-keyed database gets a fresh random MAC key
+the former member never saw; the change is itself an entry (``audit-key``, MACed under the
+old key and naming the new key's fingerprint), and the retired keys stay in ``meta`` so the
+whole chain still verifies, each entry under the key in force at its position. The entry of an operation is
 written in the same transaction as the operation's own changes, and reads release their
 secret only after that transaction commits: if the entry cannot be committed, nothing is
 returned. Entries hold identifiers only (names, outcomes, short details); this module never
@@ -99,6 +103,10 @@ def _clean(detail: str) -> str:
     return detail[:MAX_DETAIL]
 
 
+KEY_CHANGE = "audit-key"  # the entry that hands the MAC over to a successor key
+PRIOR_META = "audit_key_prior"  # blob: (first position NOT under the key, key) records
+
+
 class AuditLog:
     """Append and verify; bound to one open store and its database key."""
 
@@ -106,6 +114,42 @@ class AuditLog:
         self._store = store
         stored = store.get_meta("audit_key")
         self._key = p.KeyBytes(stored) if stored is not None else audit_key(db_key)
+
+    def _prior(self) -> list[tuple[int, bytes]]:
+        """The retired MAC keys: (the first position after the key's last entry, key).
+
+        Stored as one blob of 40-byte records (bound, u64 big-endian; key, 32 bytes), read
+        into :class:`~credvault.crypto.primitives.KeyBytes`, so neither the blob nor a key
+        shows in a traceback's locals."""
+        raw = self._store.get_meta(PRIOR_META)
+        if raw is None:
+            return []
+        blob = p.KeyBytes(raw) if isinstance(raw, bytes) else None
+        if blob is None or len(blob) % 40:
+            raise AuditChainBroken(0, "the record of retired MAC keys is corrupt")
+        out: list[tuple[int, bytes]] = [
+            (int.from_bytes(blob[i : i + 8], "big"), p.KeyBytes(blob[i + 8 : i + 40]))
+            for i in range(0, len(blob), 40)
+        ]
+        bounds = [u for u, _ in out]
+        if bounds != sorted(set(bounds)):
+            raise AuditChainBroken(0, "the record of retired MAC keys is corrupt")
+        return out
+
+    def succeed_key(self, ts: str, member: str, why: str) -> str:
+        """Hand the MAC over to a new random key (caller's write transaction, on the
+        re-keyed database only: a former member must never see the new key). Returns the
+        new key's fingerprint. The ``audit-key`` entry is the last one under the old key."""
+        new = p.random_key()
+        fp = p.fingerprint(new)
+        seq = self.append(ts, member, KEY_CHANGE, None, None, "ok", f"{why}; next MAC key {fp}")
+        prior = b"".join(u.to_bytes(8, "big") + k for u, k in self._prior())
+        self._store.set_meta(
+            PRIOR_META, p.KeyBytes(prior + (seq + 1).to_bytes(8, "big") + self._key)
+        )
+        self._store.set_meta("audit_key", new)
+        self._key = p.KeyBytes(new)
+        return fp
 
     def append(
         self,
@@ -158,14 +202,31 @@ class AuditLog:
             seen_checkpoint = prev.hex() == checkpoint.mac
             if not seen_checkpoint:
                 raise AuditChainBroken(checkpoint.position, "differs from the checkpoint")
-        key = self._key
+        # Each retired key covers the positions before its bound; the entry just before a
+        # bound must be the ``audit-key`` entry naming the next key's fingerprint.
+        keys: list[tuple[int | None, bytes]] = [*self._prior(), (None, self._key)]
+        while len(keys) > 1 and keys[0][0] is not None and keys[0][0] <= expected_seq:
+            keys.pop(0)
+        bound, key = keys[0]
         for row in self._store.audit_iter(expected_seq - 1):
             seq = int(row.seq)
             if seq != expected_seq:
                 raise AuditChainBroken(expected_seq, "entry missing or out of order")
+            while bound is not None and seq >= bound:
+                keys.pop(0)
+                bound, key = keys[0]
             mac = bytes(row.mac)
             if not hmac.compare_digest(p.mac(key, prev + _canonical(row)), mac):
                 raise AuditChainBroken(seq, "entry altered, inserted or reordered")
+            if (
+                bound is not None
+                and seq == bound - 1
+                and (
+                    row.action != KEY_CHANGE
+                    or not row.detail.endswith(f"next MAC key {p.fingerprint(keys[1][1])}")
+                )
+            ):
+                raise AuditChainBroken(seq, "MAC key changed without its audit-key entry")
             if checkpoint is not None and seq == checkpoint.position:
                 if mac.hex() != checkpoint.mac:
                     raise AuditChainBroken(seq, "differs from the checkpoint (trail rewritten)")

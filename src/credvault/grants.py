@@ -38,15 +38,15 @@ def copy_message(
 ) -> bytes:
     """What the sealer of a key copy signs: it names the key by fingerprint, so a copy is
     committed to one key."""
+    return copy_message_fp(s, eng, member, version, sealed, p.fingerprint(key), by)
+
+
+def copy_message_fp(
+    s: Session, eng: Engagement, member: str, version: int, sealed: bytes, fp: str, by: str
+) -> bytes:
+    """:func:`copy_message` given the key's fingerprint (to re-sign a copy one cannot open)."""
     return labels.encode(
-        labels.GRANT_COPY,
-        s.vault_id,
-        eng.uid,
-        member,
-        version,
-        p.digest(sealed),
-        p.fingerprint(key),
-        by,
+        labels.GRANT_COPY, s.vault_id, eng.uid, member, version, p.digest(sealed), fp, by
     )
 
 

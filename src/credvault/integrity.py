@@ -66,15 +66,19 @@ def check_session(s: Session, *, label: str | None = None) -> CheckReport:
         checked.append(f"audit chain: {n} entries verified")
     except CredvaultError as e:
         problems.append(f"audit chain: {e}")
+    from credvault.purge import receipt_history
+
     receipts = 0
     try:
         rows = store.purged_receipts()
+        history = receipt_history(s)
+        checked.append(f"receipt keys: {len(history.keys)} verified, each signed by the one before")
     except CredvaultError as e:
         problems.append(f"receipts: {e}")
         rows = []
     for name, text in rows:
         try:
-            verify_receipt(json.loads(text), s.slots.receipt_pub)
+            verify_receipt(json.loads(text), history)
             receipts += 1
         except (CredvaultError, ValueError) as e:
             problems.append(f"receipt of {name}: {e}")

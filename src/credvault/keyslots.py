@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from credvault import validate
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import SALT_LEN, KdfParams, check, derive, new_salt
@@ -28,6 +29,7 @@ VERSION = 1
 MAX_SIZE = 16 * 1024 * 1024
 GENERATION_MAX = 2**32 - 1  # a u32: re-keys are counted, never 2**70
 SEALED_KEY_LEN = 32 + 32 + 16  # HPKE enc + a 32-byte key + tag
+SUCCESSION_MAX = 64  # former key pairs a slot may chain through (each is one verify per open)
 _KDF_INT_MAX = 2**32 - 1  # then passphrase.check bounds the cost of the unlocking slot
 _MISSING = object()
 
@@ -62,6 +64,16 @@ def _str(d: dict[str, Any], key: str) -> str:
     if not isinstance(v, str):
         raise IntegrityError(f"key-slot file is corrupt ({key} must be text)")
     return v
+
+
+def _member_name(n: object, where: str) -> str:
+    """A member name as ``member add`` accepts it: ``"@x"``, ``""`` or ``"a/b"`` in a
+    key-slot file did not come from credvault (``@`` names the recovery key and other
+    non-members in signed statements, so a member called ``@recovery`` must never parse)."""
+    try:
+        return validate.name(n, "member name")
+    except ValueError:
+        raise IntegrityError(f"key-slot file is corrupt (invalid member name in {where})") from None
 
 
 def _b64(d: dict[str, Any], key: str, length: int | None = None) -> bytes:
@@ -148,16 +160,40 @@ class MemberSlot(NamedTuple):
     private: bytes | None  # AES-GCM(Argon2id key, private keys); None for service identities
     db_key: bytes  # HPKE(database key)
     admin_key: bytes | None  # HPKE(admin signing private key), admins only
+    # Former key pairs (X25519 pub, Ed25519 pub, certificate), oldest first, when the member
+    # replaced their own keys (``passwd --compromised``) without an admin: the first is
+    # admin-certified, each later one (and this slot's) signed by the one before.
+    succession: tuple[tuple[bytes, bytes, bytes], ...] = ()
 
-    def cert_message(self, vault_id: bytes) -> bytes:
+    def cert_message(
+        self, vault_id: bytes, kem: bytes | None = None, sign: bytes | None = None
+    ) -> bytes:
         return labels.encode(
-            vault_id, self.name, self.kem_pub, self.sign_pub, int(self.admin), int(self.service)
+            vault_id,
+            self.name,
+            self.kem_pub if kem is None else kem,
+            self.sign_pub if sign is None else sign,
+            int(self.admin),
+            int(self.service),
         )
 
     def verify_cert(self, vault_id: bytes, admin_sign_pub: bytes) -> None:
+        """The slot's public keys are the admin's certified ones, or succeed them: each
+        former key pair signed the next (the flags are in every message, so a member cannot
+        make themselves admin by succession)."""
+        signer, label = admin_sign_pub, labels.MEMBER_CERT
+        for kem, sign, cert in self.succession:
+            p.verify(
+                signer,
+                label,
+                self.cert_message(vault_id, kem, sign),
+                cert,
+                f"certificate of a former key of member {self.name!r}",
+            )
+            signer, label = sign, labels.MEMBER_SUCCESSION
         p.verify(
-            admin_sign_pub,
-            labels.MEMBER_CERT,
+            signer,
+            label,
             self.cert_message(vault_id),
             self.cert,
             f"certificate of member {self.name!r}",
@@ -214,7 +250,16 @@ class KeySlots(NamedTuple):
                 "private": None if m.private is None else b64e(m.private),
                 "db_key": b64e(m.db_key),
                 "admin_key": None if m.admin_key is None else b64e(m.admin_key),
-            }
+            } | (  # only when present: files without it stay byte for byte
+                {
+                    "succession": [
+                        {"kem": b64e(k), "sign": b64e(s), "cert": b64e(c)}
+                        for k, s, c in m.succession
+                    ]
+                }
+                if m.succession
+                else {}
+            )
 
         return {
             "format": FORMAT,
@@ -307,8 +352,7 @@ class KeySlots(NamedTuple):
         """
         members = {}
         for name, m in _obj(d, "members").items():
-            if not isinstance(name, str):
-                raise IntegrityError("key-slot file is corrupt (member name)")
+            _member_name(name, "members")
             m = _as_obj(m, f"member {name!r}")
             kdf = m.get("kdf", _MISSING)
             if kdf is _MISSING:
@@ -326,6 +370,15 @@ class KeySlots(NamedTuple):
             admin_key = m.get("admin_key", _MISSING)
             if private is _MISSING or admin_key is _MISSING:
                 raise IntegrityError(f"key-slot file is corrupt (member {name!r}: field missing)")
+            succession: tuple[tuple[bytes, bytes, bytes], ...] = ()
+            if "succession" in m:
+                steps = m["succession"]
+                if not isinstance(steps, list) or not 0 < len(steps) <= SUCCESSION_MAX:
+                    raise IntegrityError(f"key-slot file is corrupt (member {name!r}: succession)")
+                succession = tuple(
+                    (_b64(st, "kem", 32), _b64(st, "sign", 32), _b64(st, "cert", 64))
+                    for st in (_as_obj(x, "succession step") for x in steps)
+                )
             members[name] = MemberSlot(
                 name=name,
                 kem_pub=_b64(m, "kem", 32),
@@ -339,6 +392,7 @@ class KeySlots(NamedTuple):
                 private=None if private is None else _b64(m, "private"),
                 db_key=_b64(m, "db_key", SEALED_KEY_LEN),
                 admin_key=None if admin_key is None else _b64(m, "admin_key", SEALED_KEY_LEN),
+                succession=succession,
             )
         rec = _obj(d, "recovery")
         pending = d.get("pending", _MISSING)
@@ -346,6 +400,7 @@ class KeySlots(NamedTuple):
             raise IntegrityError("key-slot file is corrupt (pending missing)")
         retired: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
         for n, keys in _obj(d, "retired").items():
+            _member_name(n, "retired")
             if not isinstance(keys, list):
                 raise IntegrityError("key-slot file is corrupt (retired keys)")
             retired[n] = tuple(
@@ -364,7 +419,7 @@ class KeySlots(NamedTuple):
             pending=None
             if pending is None
             else {
-                n: _b64(_as_obj(pending, "pending"), n, SEALED_KEY_LEN)
+                _member_name(n, "pending"): _b64(_as_obj(pending, "pending"), n, SEALED_KEY_LEN)
                 for n in _as_obj(pending, "pending")
             },
             retired=retired,
@@ -541,6 +596,39 @@ def make_slot(
         db_key=db_slot,
         admin_key=admin_key,
     )
+
+
+def successor_slot(
+    vault_id: bytes,
+    generation: int,
+    old: MemberSlot,
+    old_keys: MemberKeys,
+    keys: MemberKeys,
+    *,
+    db_key: bytes,
+    passphrase: Secret,
+    params: KdfParams,
+) -> MemberSlot:
+    """``old``'s member with the new key pair ``keys``, certified by the old one (no admin
+    needed): ``passwd --compromised`` by a member who is not an admin. Admins re-certify
+    with the admin key instead (:func:`make_slot`), keeping no succession."""
+    if len(old.succession) >= SUCCESSION_MAX:
+        raise IntegrityError(
+            f"member {old.name!r} replaced their keys {SUCCESSION_MAX} times: ask an admin "
+            "to reset them (member reset) instead"
+        )
+    draft = old._replace(
+        kem_pub=p.x25519_public(keys.kem_private),
+        sign_pub=p.ed25519_public(keys.sign_private),
+        succession=(*old.succession, (old.kem_pub, old.sign_pub, old.cert)),
+        admin_key=None,
+    )
+    cert = p.sign(old_keys.sign_private, labels.MEMBER_SUCCESSION, draft.cert_message(vault_id))
+    salt, private = encrypt_private(vault_id, keys, passphrase, params)
+    db_slot = p.hpke_seal(
+        draft.kem_pub, db_key, labels.encode(labels.SEAL_DB_KEY, vault_id, keys.name, generation)
+    )
+    return draft._replace(cert=cert, kdf=params, salt=salt, private=private, db_key=db_slot)
 
 
 def open_admin_key(vault_id: bytes, slot: MemberSlot, keys: MemberKeys) -> bytes:

@@ -37,6 +37,7 @@ from credvault.files import atomic_write
 from credvault.jcs import canonical
 
 if TYPE_CHECKING:
+    from credvault.receipt_keys import ReceiptKeys
     from credvault.session import Session
 
 LEDGER_FORMAT = "credvault-purge-ledger/1"
@@ -45,17 +46,28 @@ VAULT_LEDGER = "purge-ledger.jsonl"
 MAX_LEDGER_BYTES = 64 * 1024 * 1024
 
 
+def receipt_history(s: Session) -> ReceiptKeys:
+    """The vault's receipt keys: the first from the key-slot file, each later one introduced
+    by a link its predecessor signed (``meta.receipt_key_links``, see :mod:`receipt_keys`)."""
+    from credvault.receipt_keys import LINKS_META, ReceiptKeys
+
+    return ReceiptKeys.from_meta(
+        s.vault_id.hex(), s.slots.receipt_pub, s.store.get_meta(LINKS_META)
+    )
+
+
 def receipt_key(s: Session) -> bytes:
-    """The receipt signing key. It lives in the database (encrypted by SQLCipher), so any
-    process that can open the vault, including an unattended purge, can sign a receipt (and
-    a close record, below)."""
+    """The current receipt signing key. It lives in the database (encrypted by SQLCipher),
+    so any process that can open the vault, including an unattended purge, can sign a
+    receipt (and a close record, below); a member who leaves takes only a key that has a
+    successor (:func:`credvault.purge.succeed_receipt_key`)."""
     from credvault.crypto import primitives as p
 
     blob = s.store.get_meta("receipt_key")
     if blob is None:
         raise IntegrityError("vault has no receipt signing key")
     priv = p.KeyBytes(blob)
-    if len(priv) != 32 or p.ed25519_public(priv) != s.slots.receipt_pub:
+    if len(priv) != 32 or p.ed25519_public(priv) != receipt_history(s).current.public_key:
         raise IntegrityError("receipt signing key does not match the vault's public key")
     return priv
 
@@ -65,9 +77,16 @@ def backup_ledger_name(vault_id: str) -> str:
 
 
 def ledger_bytes(s: Session) -> bytes:
-    """The whole ledger of this vault as of now."""
+    """The whole ledger of this vault as of now: the header, the receipt key links (so a
+    restored older backup can follow the keys to receipts signed after it), the receipts."""
+    from credvault.receipt_keys import LINKS_META, ReceiptKeys, link_text
+
     head = {"format": LEDGER_FORMAT, "vault_id": s.vault_id.hex(), "as_of": s.now()}
     lines = [canonical(head).decode()]
+    keys = ReceiptKeys.from_meta(
+        s.vault_id.hex(), s.slots.receipt_pub, s.store.get_meta(LINKS_META)
+    )
+    lines += [link_text(link) for link in keys.links()]
     lines += [text for _, text in s.store.purged_receipts()]
     lines += close_records(s, head["as_of"])
     return ("\n".join(lines) + "\n").encode()
@@ -78,6 +97,8 @@ def close_records(s: Session, as_of: str) -> list[str]:
     from credvault.crypto import labels
     from credvault.crypto import primitives as p
 
+    from credvault.receipts import key_id
+
     out: list[str] = []
     key: bytes | None = None
     for eng in s.store.engagements():
@@ -87,6 +108,7 @@ def close_records(s: Session, as_of: str) -> list[str]:
         body: dict[str, object] = {
             "format": CLOSE_FORMAT,
             "vault_id": s.vault_id.hex(),
+            "key_id": key_id(p.ed25519_public(key)),
             "engagement": eng.name,
             "closed_at": eng.closed_at,
             "grace_days": eng.grace_days,
@@ -116,17 +138,27 @@ class CloseRecord(NamedTuple):
 
 
 def _close_record(
-    item: dict[str, object], vault_id: str, public_key: bytes, source: str
+    item: dict[str, object], vault_id: str, keys: ReceiptKeys, source: str
 ) -> CloseRecord | None:
-    """``item`` as a :class:`CloseRecord` if it is one of this vault's, validly signed."""
+    """``item`` as a :class:`CloseRecord` if it is one of this vault's, signed by the receipt
+    key it names while that key was current (a retired key, which a former member may
+    hold, signs nothing dated after its retirement)."""
     from credvault.crypto import labels
     from credvault.crypto import primitives as p
 
     body = {k: v for k, v in item.items() if k != "signature"}
+    signer = keys.by_id(str(body.get("key_id")))
+    if signer is None:
+        return None
     try:
         sig = base64.b64decode(str(item["signature"]), validate=True)
-        p.verify(public_key, labels.CLOSE_SIG, canonical(body), sig, "close record")
+        p.verify(signer.public_key, labels.CLOSE_SIG, canonical(body), sig, "close record")
     except (KeyError, ValueError, CredvaultError):
+        return None
+    as_of = body.get("as_of")
+    if signer.valid_until is not None and (
+        not isinstance(as_of, str) or as_of >= signer.valid_until
+    ):
         return None
     texts = ("engagement", "closed_at", "purge_due", "as_of")
     if body.get("vault_id") != vault_id or not all(isinstance(body.get(k), str) for k in texts):
@@ -169,17 +201,19 @@ class Record(NamedTuple):
     source: str
 
 
-def read_ledger(path: Path, vault_id: str, public_key: bytes) -> tuple[list[Record], str | None]:
+def read_ledger(path: Path, vault_id: str, keys: ReceiptKeys) -> tuple[list[Record], str | None]:
     """The verified receipts of ``vault_id`` in the ledger at ``path`` and its ``as_of``;
-    lines that do not verify are skipped."""
-    records, as_of, _ = read_ledger_all(path, vault_id, public_key)
+    lines that do not verify are skipped. Receipt key links in the file extend ``keys``
+    (a link counts only if a key already trusted signed it)."""
+    records, as_of, _ = read_ledger_all(path, vault_id, keys)
     return records, as_of
 
 
 def read_ledger_all(
-    path: Path, vault_id: str, public_key: bytes
+    path: Path, vault_id: str, keys: ReceiptKeys
 ) -> tuple[list[Record], str | None, list[CloseRecord]]:
     """:func:`read_ledger`, and the verified close records."""
+    from credvault.receipt_keys import KEY_FORMAT
     from credvault.receipts import verify_receipt
 
     try:
@@ -190,24 +224,29 @@ def read_ledger_all(
     out: list[Record] = []
     closes: list[CloseRecord] = []
     as_of = None
+    items = []
     for raw in data.splitlines():
         try:
             item = json.loads(raw)
         except ValueError:
             continue
-        if not isinstance(item, dict):
+        if isinstance(item, dict):
+            items.append(item)
+    keys = keys.extended(i for i in items if i.get("format") == KEY_FORMAT)
+    for item in items:
+        if item.get("format") == KEY_FORMAT:
             continue
         if item.get("format") == LEDGER_FORMAT:
             if item.get("vault_id") == vault_id and isinstance(item.get("as_of"), str):
                 as_of = max(as_of or "", str(item["as_of"]))
             continue
         if item.get("format") == CLOSE_FORMAT:
-            rec = _close_record(item, vault_id, public_key, str(path))
+            rec = _close_record(item, vault_id, keys, str(path))
             if rec is not None:
                 closes.append(rec)
             continue
         try:
-            body = verify_receipt(item, public_key)
+            body = verify_receipt(item, keys)
         except CredvaultError:
             continue
         if body.get("vault_id") == vault_id and isinstance(body.get("engagement"), str):
@@ -232,7 +271,7 @@ def newest_close(closes: dict[str, CloseRecord], rec: CloseRecord) -> None:
         closes[rec.engagement] = rec
 
 
-def search(paths: list[Path], vault_id: str, public_key: bytes) -> LedgerSearch:
+def search(paths: list[Path], vault_id: str, keys: ReceiptKeys) -> LedgerSearch:
     records: dict[str, Record] = {}
     closes: dict[str, CloseRecord] = {}
     looked: list[str] = []
@@ -241,7 +280,7 @@ def search(paths: list[Path], vault_id: str, public_key: bytes) -> LedgerSearch:
         if not p.is_file():
             continue
         looked.append(str(p))
-        found, as_of, closed = read_ledger_all(p, vault_id, public_key)
+        found, as_of, closed = read_ledger_all(p, vault_id, keys)
         for r in found:
             records.setdefault(r.engagement, r)
             newest = max(newest or "", r.purged_at)

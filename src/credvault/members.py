@@ -21,7 +21,14 @@ from credvault import rekey, slotfile, validate
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams
-from credvault.errors import AlreadyExists, CredvaultError, InvalidInput, NotFound, RetentionError
+from credvault.errors import (
+    AlreadyExists,
+    CredvaultError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    RetentionError,
+)
 from credvault.files import write_new_private
 from credvault.keyslots import (
     KeySlots,
@@ -31,6 +38,7 @@ from credvault.keyslots import (
     new_member_keys,
     open_admin_key,
     retired_cert_message,
+    successor_slot,
 )
 from credvault.secret import Secret
 from credvault.session import Session
@@ -129,7 +137,21 @@ class Members:
             raise
         return MemberInfo(name, admin, service, slot.created)
 
-    def passwd(self, new_passphrase: bytes | str | Secret) -> None:
+    def passwd(
+        self, new_passphrase: bytes | str | Secret, *, compromised: bool = False
+    ) -> PasswdResult:
+        """Change your own passphrase.
+
+        A plain change re-encrypts the *same* private keys under the new passphrase: it
+        protects against someone who learns the new one's predecessor only from now on
+        (a key-slot file written from now on), not against one who already knew the old
+        passphrase and kept a key-slot file (every backup holds one) — that opens the same
+        keys. After a suspected compromise use ``compromised=True``: a new key pair, the
+        database re-keyed (the old slot's database key opens nothing live), the receipt
+        and audit MAC keys succeeded, the engagement keys you held rotated (at once where
+        you lead; elsewhere your old copy is dropped and a lead's next command rotates),
+        and what your old signing key signed re-signed by the new one (docs/security.md).
+        """
         pw = _wrap(new_passphrase)
         del new_passphrase
         s = self.s
@@ -137,6 +159,8 @@ class Members:
             raise InvalidInput("service identities have no passphrase")
         if not pw:
             raise InvalidInput("the new passphrase is empty")
+        if compromised:
+            return self._replace_keys(pw)
         salt, private = encrypt_private(s.vault_id, s.keys, pw, self.kdf)
         me = s.member
 
@@ -148,6 +172,163 @@ class Members:
             s.log("passwd", None, me, "ok")
 
         slotfile.change(s, build, db_work)
+        return PasswdResult(False, [], [], 0)
+
+    def _replace_keys(self, pw: Secret) -> PasswdResult:
+        """``passwd --compromised``: new keys, re-key, successors, rotations (see passwd).
+
+        One COMMIT (as ``member rm``'s) makes the new slot current with pending slots for a
+        new database key, re-signs what the old signing key signed, rotates the engagements
+        this member leads and drops their old copies elsewhere; the copy under the new key
+        and the key successions follow (:func:`rekey.finish`), finished by the next open
+        after a crash.
+        """
+        s = self.s
+        me = s.member
+        old_keys = s.keys
+        admin_priv = open_admin_key(s.vault_id, s.me, old_keys) if s.me.admin else None
+        s.exclusive()  # the database file is about to be replaced
+        keys = new_member_keys(me, old_keys.admin_sign_pub)
+        new_db_key = p.random_key()
+        result = PasswdResult(True, [], [], 0)
+        staged: list[KeySlots] = []
+
+        def build(cur: KeySlots) -> KeySlots:
+            old = cur.members[me]
+            if admin_priv is not None:
+                slot = make_slot(
+                    s.vault_id,
+                    cur.generation,
+                    keys,
+                    admin=True,
+                    service=False,
+                    created=old.created,
+                    admin_sign_private=admin_priv,
+                    db_key=s.db_key,
+                    passphrase=pw,
+                    params=self.kdf,
+                )
+            else:
+                slot = successor_slot(
+                    s.vault_id,
+                    cur.generation,
+                    old,
+                    old_keys,
+                    keys,
+                    db_key=s.db_key,
+                    passphrase=pw,
+                    params=self.kdf,
+                )
+            new = cur._replace(members={**cur.members, me: slot})
+            staged.append(new)
+            return rekey.with_pending(new, new_db_key, old_keys.admin_sign_pub)
+
+        def db_work(cur: KeySlots) -> None:
+            nonlocal result
+            result = result._replace(resigned=self._hand_over(old_keys, keys, staged[-1], result))
+            rekey.mark_succession_due(s, f"keys of {me} replaced (compromised)")
+            s.log(
+                "passwd",
+                None,
+                me,
+                "ok",
+                f"compromised: new keys; database re-keyed; {result.resigned} signatures "
+                f"moved to the new key; rotated {len(result.rotated)}, "
+                f"{len(result.pending)} await a lead",
+            )
+
+        try:
+            slotfile.change(s, build, db_work)
+        except BaseException:
+            s.keys = old_keys
+            s.verified.clear()
+            s.engagement_keys.clear()
+            raise
+        rekey.finish(s, new_db_key)
+        return result
+
+    def _hand_over(
+        self, old: MemberKeys, new: MemberKeys, new_slots: KeySlots, result: PasswdResult
+    ) -> int:
+        """Inside the COMMIT of ``passwd --compromised`` (old keys still current on entry).
+
+        1. Under the old keys: open the key of every engagement this member validly leads,
+           and collect every statement the old signing key made that verifies (creation
+           records, role certificates, key copies of the current version).
+        2. Switch the session to the new slot and keys; re-sign those statements (the same
+           statements: nothing new is asserted, and the old key is trusted for nothing
+           after this), rotate the engagements led, and drop this member's copies sealed
+           to the old key elsewhere, marking those engagements for rotation.
+        """
+        from credvault.access import Role
+        from credvault.engagements import Engagements
+        from credvault.grants import copy_message_fp, creation_message, role_message
+
+        s = self.s
+        me = s.member
+        e = Engagements(s)
+        old_pub = p.ed25519_public(old.sign_private)
+        mine = {eng_id for eng_id, _ in s.store.grants_of_member(me)}
+        led: dict[int, bytes] = {}
+        creations: list[tuple[int, bytes]] = []
+        roles: list[tuple[int, str, bytes]] = []
+        copies: list[tuple[int, str, int, bytes, bytes]] = []
+        engs = {x.id: x for x in s.store.engagements() if x.state != "purged"}
+        for eng in engs.values():
+            held = s.store.grant_of(eng.id, me) if eng.id in mine else None
+            if held is not None and held.sealed is not None and e.role_of(eng) is Role.LEAD:
+                # A copy that does not open (tampered) must not block this change: that
+                # engagement then waits for another lead's rotation like the others.
+                with contextlib.suppress(IntegrityError):
+                    led[eng.id] = e.keys.key(eng, "engagement.rotate")
+            if eng.created_by == me:
+                msg = creation_message(s, eng.uid, eng.name, eng.client, eng.lead, me)
+                if _signed(old_pub, msg, eng.creation_sig):
+                    creations.append((eng.id, msg))
+            for g in s.store.grants(eng.id):
+                if g.granted_by == me:
+                    msg = role_message(s, eng, g.member, g.role, g.expires_at, me)
+                    if _signed(old_pub, msg, g.role_sig):
+                        roles.append((eng.id, g.member, msg))
+                if (
+                    g.sealed_by == me
+                    and g.sealed is not None
+                    and g.copy_sig is not None
+                    and g.key_version == eng.key_version
+                ):
+                    msg = copy_message_fp(
+                        s, eng, g.member, eng.key_version, g.sealed, eng.key_fp, me
+                    )
+                    if _signed(old_pub, msg, g.copy_sig):
+                        copies.append((eng.id, g.member, eng.key_version, g.sealed, msg))
+        # 2. From here on the session is the new key pair's.
+        s.slots, s.keys = new_slots, new
+        s.verified.clear()
+        s.engagement_keys.clear()
+
+        def sign(msg: bytes) -> bytes:
+            return p.sign(new.sign_private, labels.GRANT_SIG, msg)
+
+        for eng_id, msg in creations:
+            s.store.set_creation_sig(eng_id, sign(msg))
+        for eng_id, member, msg in roles:
+            s.store.set_role_sig(eng_id, member, me, sign(msg))
+        for eng_id, member, version, sealed, msg in copies:
+            s.store.set_key_copy(eng_id, member, version, sealed, me, sign(msg))
+        s.verified.clear()
+        engs = {x.id: x for x in s.store.engagements()}  # re-read: creation records re-signed
+        for eng_id in sorted(mine):
+            if eng_id not in engs or engs[eng_id].state == "purged":
+                continue
+            eng = engs[eng_id]
+            if eng_id in led:
+                e.keys.rotate(eng, led[eng_id], f"{me} replaced their keys (compromised)")
+                result.rotated.append(eng.name)
+            else:
+                s.store.drop_key_copy(eng_id, me)
+                s.store.mark_needs_rotation(eng_id)
+                result.pending.append(eng.name)
+        return len(creations) + len(roles) + len(copies)
 
     def reset(self, name: str, passphrase: bytes | str | Secret) -> MemberInfo:
         """New key pair and passphrase; every grant of the member must be made again."""
@@ -240,6 +421,7 @@ class Members:
         def db_work(cur: KeySlots) -> None:
             nonlocal dropped
             dropped = self._drop_grants(name)
+            rekey.mark_succession_due(s, f"member {name} removed")
             s.log("member-rm", None, name, "ok", f"{dropped} grants dropped; database re-keyed")
 
         # 1. One COMMIT removes the member: key-slot file (with pending slots sealing a new
@@ -249,6 +431,29 @@ class Members:
         #    finished by the next open (the pending slots say how).
         rekey.finish(s, new_key)
         return dropped
+
+
+class PasswdResult(NamedTuple):
+    """What ``passwd`` did: ``compromised`` (new keys, re-key), the engagements whose keys
+    were rotated at once (``rotated``: those you lead), those that rotate at a lead's next
+    command (``pending``; your copy was dropped until then), and the statements re-signed
+    by the new key (``resigned``)."""
+
+    compromised: bool
+    rotated: list[str]
+    pending: list[str]
+    resigned: int
+
+    def to_json(self) -> dict[str, object]:
+        return self._asdict()
+
+
+def _signed(pub: bytes, msg: bytes, sig: bytes) -> bool:
+    try:
+        p.verify(pub, labels.GRANT_SIG, msg, sig, "signature")
+    except CredvaultError:
+        return False
+    return True
 
 
 def _wrap(passphrase: bytes | str | Secret | None) -> Secret | None:

@@ -32,8 +32,9 @@ from credvault.clock import clock_hold, mark_high_water
 from credvault.crypto import primitives as p
 from credvault.engagements import Engagements
 from credvault.errors import ClockSuspect, IntegrityError, NotFound, RetentionError
-from credvault.ledger import receipt_key
+from credvault.ledger import receipt_history, receipt_key
 from credvault.model import Engagement, iso
+from credvault.receipt_keys import LINKS_META, ReceiptKeys, make_link
 from credvault.receipts import (
     RECEIPT_FORMAT,
     key_id,
@@ -51,8 +52,10 @@ __all__ = [
     "Purger",
     "Receipt",
     "new_receipt_key",
+    "receipt_history",
     "receipt_key",
     "sign_receipt",
+    "succeed_receipt_key",
     "verify_receipt",
     "write_receipt",
 ]
@@ -70,13 +73,28 @@ REASONS = {
 }
 
 
+def succeed_receipt_key(s: Session, why: str) -> str:
+    """A new receipt key, introduced by a link the current one signs (caller's write
+    transaction on the re-keyed database, which a former member cannot open). Returns the
+    new key's id."""
+    history = receipt_history(s)
+    old = receipt_key(s)
+    new_priv, new_pub = new_receipt_key()
+    link = make_link(s.vault_id.hex(), history.next_seq, old, new_pub, s.now())
+    s.store.set_meta(LINKS_META, json.dumps([*history.links(), link]))
+    s.store.set_meta("receipt_key", new_priv)
+    kid = key_id(new_pub)
+    s.log("receipt-key", None, None, "ok", f"{why}; key {kid} succeeds {history.current.key_id}")
+    return kid
+
+
 def new_receipt_key() -> tuple[bytes, bytes]:
     """(private, public) of a vault's receipt signing key."""
     return p.ed25519_generate()
 
 
 def sign_receipt(s: Session, body: dict[str, object]) -> dict[str, object]:
-    pub = s.slots.receipt_pub
+    pub = receipt_history(s).current.public_key
     full = {**body, "public_key": base64.b64encode(pub).decode(), "key_id": key_id(pub)}
     sig = p.sign(receipt_key(s), b"", receipt_message(full))
     return {**full, "signature": base64.b64encode(sig).decode()}

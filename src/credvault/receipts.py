@@ -5,14 +5,18 @@ signs them, and their verification (what a client runs; format 1 receipts still 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
+from typing import TYPE_CHECKING
 
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import IntegrityError, InvalidInput
 from credvault.jcs import canonical
+from credvault.receipt_keys import key_id
 from credvault.results import Receipt
+
+if TYPE_CHECKING:
+    from credvault.receipt_keys import ReceiptKeys
 
 RECEIPT_FORMAT = "credvault-purge-receipt/2"
 OLD_RECEIPT_FORMAT = "credvault-purge-receipt/1"
@@ -25,11 +29,6 @@ __all__ = [
     "receipt_text",
     "verify_receipt",
 ]
-
-
-def key_id(public_key: bytes) -> str:
-    """The name of a receipt key: SHA-256 of the raw 32-byte Ed25519 public key, hex."""
-    return hashlib.sha256(public_key).hexdigest()
 
 
 def receipt_message(body: dict[str, object]) -> bytes:
@@ -45,14 +44,18 @@ def receipt_text(receipt: dict[str, object]) -> str:
 
 
 def verify_receipt(
-    receipt: Receipt | dict[str, object] | str, public_key: bytes | str | None = None
+    receipt: Receipt | dict[str, object] | str,
+    public_key: bytes | str | ReceiptKeys | None = None,
 ) -> dict[str, object]:
     """Check a purge receipt's signature; returns its body. A client can run this too.
 
-    ``public_key`` is the vault's public key (``credvault info --public-key``), raw or base64;
-    without it the key embedded in the receipt is used, which proves integrity but not
-    origin (the CLI's ``verify-receipt`` refuses to call that valid). Format-2 receipts
-    also name their key (``key_id``) and must be signed by the key they name.
+    ``public_key`` is the vault's public key (``credvault info --public-key``), raw or base64,
+    or the vault's receipt key history (:class:`~credvault.receipt_keys.ReceiptKeys`): then
+    the receipt must be signed by the key of the history it names, and its facts must
+    predate that key's retirement. Without it the key embedded in the receipt is used,
+    which proves integrity but not origin (the CLI's ``verify-receipt`` refuses to call
+    that valid). Format-2 receipts also name their key (``key_id``) and must be signed by
+    the key they name.
     """
     if isinstance(receipt, Receipt):
         receipt = receipt.to_json()
@@ -69,15 +72,22 @@ def verify_receipt(
         embedded = base64.b64decode(str(embedded_text), validate=True)
     except (KeyError, ValueError):
         raise IntegrityError("not a signed credvault receipt") from None
+    history = None
     if public_key is None:
         pub = embedded
+    elif not isinstance(public_key, str | bytes | bytearray | memoryview):
+        history = public_key
+        known = history.by_id(key_id(embedded))
+        if known is None:
+            raise IntegrityError("purge receipt: signed by a key not in the vault's key history")
+        pub = known.public_key
     elif isinstance(public_key, str):
         try:
             pub = base64.b64decode(public_key.strip(), validate=True)
         except ValueError:
             raise InvalidInput("public key: expected base64") from None
     else:
-        pub = public_key
+        pub = bytes(public_key)
     if old:
         msg = labels.RECEIPT_SIG + json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     else:
@@ -88,6 +98,8 @@ def verify_receipt(
         except ValueError:
             raise IntegrityError("purge receipt: not canonical JSON") from None
     p.verify(pub, b"", msg, sig, "purge receipt")
+    if history is not None:
+        history.check_period(key_id(embedded), data)
     if not old:
         data = {k: v for k, v in data.items() if k not in ("public_key", "key_id")}
     return data

@@ -104,7 +104,37 @@ def promote(s: Session, new_key: bytes) -> None:
     s.audit = AuditLog(s.store, new_key)
     s.note_db_file()
     s.db_key = new_key
+    succeed_vault_keys(s)
     slotfile.rewrite(s, final)
+
+
+SUCCESSION_DUE = "key_succession_due"  # meta: why the next promote must replace the keys
+
+
+def mark_succession_due(s: Session, why: str) -> None:
+    """In the COMMIT that removes a member (or retires their keys): the receipt and audit
+    MAC keys get successors as soon as the database is under its new key."""
+    s.store.set_meta(SUCCESSION_DUE, why)
+
+
+def succeed_vault_keys(s: Session) -> None:
+    """After the swap, on the re-keyed database only: new receipt signing key (signed
+    forward by the old one) and new audit MAC key (chained by an ``audit-key`` entry), so
+    a former member's copies of the old ones sign and MAC nothing the vault accepts as
+    new. Never written into the old file, which the former member can still decrypt. Runs
+    once: the due mark goes in the same transaction, and an open that finishes an
+    interrupted re-key comes through here too."""
+    from credvault.purge import succeed_receipt_key
+
+    if not s.store.get_meta(SUCCESSION_DUE):
+        return
+    with s.store.write():
+        why = str(s.store.get_meta(SUCCESSION_DUE) or "")
+        if not why:
+            return
+        succeed_receipt_key(s, why)
+        s.audit.succeed_key(s.now(), s.member, why)
+        s.store.set_meta(SUCCESSION_DUE, "")
 
 
 def resume_after_swap(

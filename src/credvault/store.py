@@ -779,6 +779,18 @@ class Store:
             (granted_by, role_sig, eng_id, member),
         )
 
+    def drop_key_copy(self, eng_id: int, member: str) -> None:
+        """Remove a member's sealed copy, keeping the grant (a copy sealed to keys they no
+        longer hold; the engagement's next rotation seals them a new one)."""
+        self._x(
+            "UPDATE grants SET sealed = NULL, copy_sig = NULL, sealed_by = NULL, "
+            "key_version = NULL WHERE engagement_id = ? AND member = ?",
+            (eng_id, member),
+        )
+
+    def set_creation_sig(self, eng_id: int, sig: bytes) -> None:
+        self._x("UPDATE engagements SET creation_sig = ? WHERE id = ?", (sig, eng_id))
+
     def revoke_grant(self, eng_id: int, member: str, when: str) -> None:
         """Drop the key copy but keep the signed role record, so what it signed still chains."""
         self._x(

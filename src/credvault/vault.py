@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from credvault.integrity import CheckReport
     from credvault.members import Members
     from credvault.purge import Purger
+    from credvault.receipt_keys import ReceiptKeys
     from credvault.results import PurgePlan, VaultInfo, VaultStatus
     from credvault.systems import Systems
     from credvault.witness import Gap
@@ -547,7 +548,9 @@ class Vault:
                 file.parent.parent / file.parent.name[: -len("-backups")] / ledger.VAULT_LEDGER
             )
         paths += [Path(p) for p in ledgers]
-        found = ledger.search(paths, vid, s.slots.receipt_pub)
+        from credvault.purge import receipt_history
+
+        found = ledger.search(paths, vid, receipt_history(s))
         records = dict(found.records)
         looked = list(found.looked_in)
         newest = found.newest
@@ -863,8 +866,22 @@ class Vault:
 
     @property
     def public_key(self) -> str:
-        """The vault's receipt-signing public key (base64): give it to clients."""
-        return base64.b64encode(self._s.slots.receipt_pub).decode()
+        """The vault's current receipt-signing public key (base64): give it to clients.
+
+        It changes when a member leaves (``member rm``, ``passwd --compromised``); the
+        successor is signed by its predecessor, see :meth:`receipt_keys`."""
+        from credvault.purge import receipt_history
+
+        return base64.b64encode(receipt_history(self._s).current.public_key).decode()
+
+    def receipt_keys(self) -> ReceiptKeys:
+        """Every receipt key the vault has had, with its validity period, each after the
+        first introduced by a link signed by its predecessor (publish it with
+        ``credvault receipt-keys --json``; pass it to :func:`verify_receipt`)."""
+        from credvault.purge import receipt_history
+
+        with self._s.store.read():
+            return receipt_history(self._s)
 
     def member_keys(self) -> MemberKeys:
         """The unlocked member keys (for the keyring cache). Handle as a secret."""
@@ -1025,10 +1042,12 @@ class Vault:
         """
         from credvault.integrity import CheckReport
 
+        src: UnlockSource = source if not isinstance(source, (bytes, str)) else Passphrase(source)
+        del source  # a str or bytes passphrase must not stay a local of this frame
         path = Path(path)
         if not path.is_file():
             try:
-                v = cls.open(path, member, source, kdf=kdf, clock=clock, auto_purge=False)
+                v = cls.open(path, member, src, kdf=kdf, clock=clock, auto_purge=False)
             except IntegrityError as e:
                 return CheckReport(str(path), [], [str(e)])
             with v:
@@ -1045,7 +1064,6 @@ class Vault:
             work = tmp / "vault"
             try:
                 unpack(path, work)
-                src = source if not isinstance(source, (bytes, str)) else Passphrase(source)
                 v = cls._open(
                     work, member, src, kdf=kdf, clock=clock, auto_purge=False, witness="off"
                 )
@@ -1070,7 +1088,7 @@ def _newer_backup_records(
 
     from credvault.backup import BACKUP_NAME as _NAME
     from credvault.backup import unpack
-    from credvault.ledger import CloseRecord, Record
+    from credvault.ledger import CloseRecord, Record, receipt_history
     from credvault.receipts import verify_receipt
     from credvault.unlock import InMemory
 
@@ -1093,9 +1111,12 @@ def _newer_backup_records(
                 auto_purge=False,
                 witness="off",
             ) as v:
+                # The newer backup's receipt keys count only as far as they follow, link by
+                # link, from the keys this vault already trusts.
+                keys = receipt_history(s).extended(receipt_history(v._s).links())
                 for name, text in v._s.store.purged_receipts():
                     try:
-                        body = verify_receipt(text, s.slots.receipt_pub)
+                        body = verify_receipt(text, keys)
                     except CredvaultError:
                         continue
                     out.append((Record(name, str(body.get("purged_at")), str(other)), str(other)))
@@ -1135,7 +1156,7 @@ def _resolve(
     Returns the file's slots, the keys, and the staged file used (None: the current one)."""
     slots = KeySlots.read(path / SLOTS_NAME)
     try:
-        return slots, resolve(src, slots, member), None
+        keys = resolve(src, slots, member)
     except (WrongPassphrase, NotFound) as first:
         for f in sorted(path.iterdir()):
             if not _is_staged(f.name):
@@ -1146,6 +1167,22 @@ def _resolve(
         if isinstance(first, WrongPassphrase):
             _record_failed_unlock(path, member, clock)
         raise
+    if not _keys_match(slots, keys):
+        # Already-unlocked keys (the exclusive re-open of an interrupted change, a cache) of
+        # a key pair the current file does not hold yet: a committed ``passwd
+        # --compromised`` whose staged file awaits installing.
+        for f in sorted(path.iterdir()):
+            if _is_staged(f.name):
+                with contextlib.suppress(CredvaultError, OSError):
+                    staged = KeySlots.read(f)
+                    if _keys_match(staged, keys):
+                        return staged, keys, f
+    return slots, keys, None
+
+
+def _keys_match(slots: KeySlots, keys: MemberKeys) -> bool:
+    slot = slots.members.get(keys.name)
+    return slot is not None and p.x25519_public(keys.kem_private) == slot.kem_pub
 
 
 def _record_failed_unlock(path: Path, member: str, clock: Clock) -> None:

@@ -170,6 +170,12 @@ TABLE: tuple[Command, ...] = (
                 value="file",
                 help="the new passphrase (first line)",
             ),
+            arg(
+                "--compromised",
+                action="store_true",
+                help="the old passphrase may be known: new keys, database re-keyed, your "
+                "engagements' keys rotated (see docs/security.md)",
+            ),
             KDF,
         ),
     ),
@@ -687,8 +693,29 @@ TABLE: tuple[Command, ...] = (
         (
             arg("file", value="file"),
             arg("--public-key", metavar="KEY", help="the vault's public key (base64)"),
+            arg(
+                "--key-history",
+                metavar="FILE",
+                value="file",
+                help="the vault's receipt key history (`credvault receipt-keys --json`): "
+                "follow it forward from --public-key",
+            ),
         ),
         common=False,  # needs no vault
+    ),
+    Command(
+        "receipt-keys",
+        "list every receipt key with its validity period (publish to clients)",
+        c.cmd_receipt_keys,
+        (
+            JSON,
+            arg(
+                "--links",
+                action="store_true",
+                help="print only the signed links, one canonical JSON line each",
+            ),
+            arg("--output", metavar="FILE", value="file", help="write the JSON to a new file"),
+        ),
     ),
     Command(
         "client",

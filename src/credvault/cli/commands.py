@@ -22,6 +22,7 @@ from credvault import (
     InvalidInput,
     KdfParams,
     NotFound,
+    ReceiptKeys,
     Secret,
     Vault,
     default_dir,
@@ -282,11 +283,24 @@ def cmd_member_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
-    """Change your own passphrase."""
+    """Change your own passphrase; --compromised also replaces your keys (see docs)."""
     with open_vault(args) as v:
-        v.members.passwd(new_passphrase(args, v.member))
+        r = v.members.passwd(new_passphrase(args, v.member), compromised=args.compromised)
         Vault.forget_cached_keys(v.path, v.member)
-        t.out("passphrase changed")
+        if not r.compromised:
+            t.out("passphrase changed")
+            return EXIT_OK
+        t.out(
+            "passphrase changed; new keys; database re-keyed; receipt and audit keys "
+            f"succeeded; {r.resigned} signature(s) moved to the new key"
+        )
+        if r.rotated:
+            t.out(f"rotated now (you lead): {', '.join(r.rotated)}")
+        if r.pending:
+            t.out(
+                f"rotate at their lead's next command (until then you cannot read them): "
+                f"{', '.join(r.pending)}"
+            )
     return EXIT_OK
 
 
@@ -809,7 +823,16 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
         raise IntegrityError(
             "receipt NOT verified: the file is not a receipt's JSON (damaged or another file)"
         ) from None
-    body = verify_receipt(text, args.public_key)
+    trusted: str | ReceiptKeys | None = args.public_key
+    if args.key_history:
+        if not args.public_key:
+            raise InvalidInput("--key-history needs --public-key: the key you already trust")
+        try:
+            history = json.loads(Path(args.key_history).read_text()[:10_000_000])
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise InvalidInput(f"cannot read key history {args.key_history}") from None
+        trusted = ReceiptKeys.from_json(history, args.public_key)
+    body = verify_receipt(text, trusted)
     if not args.public_key:
         raise IntegrityError(
             "receipt NOT verified: it is consistent with the key it carries, but anyone can "
@@ -818,6 +841,39 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     t.out(
         f"valid receipt: {body['engagement']} purged {str(body['purged_at'])[:10]} "
         f"({body['reason']}), signed by the given public key"
+        + (" or a successor it signed" if args.key_history else "")
+    )
+    return EXIT_OK
+
+
+def cmd_receipt_keys(args: argparse.Namespace) -> int:
+    """Every receipt key the vault has had, each after the first signed by the one before;
+    give the JSON to clients with the first key, so they can check later receipts."""
+    with open_vault(args) as v:
+        history = v.receipt_keys()
+    if args.links:  # one JCS line per link: what docs/verify-receipt-key.sh checks
+        for line in history.link_lines():
+            t.out(line)
+        return EXIT_OK
+    if args.output:
+        write_new_private(
+            Path(args.output), (json.dumps(history.to_json(), indent=1) + "\n").encode()
+        )
+        t.out(f"wrote {len(history.keys)} receipt keys to {args.output}")
+        return EXIT_OK
+    render(
+        args,
+        history.to_json(),
+        ["KEY ID", "VALID FROM", "VALID UNTIL", "PUBLIC KEY"],
+        [
+            [
+                k.key_id[:16],
+                (k.valid_from or "(first)")[:19],
+                (k.valid_until or "now")[:19],
+                k.to_json()["public_key"],
+            ]
+            for k in history.keys
+        ],
     )
     return EXIT_OK
 

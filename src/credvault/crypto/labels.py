@@ -22,11 +22,13 @@ KEYSLOTS_MAC = b"credvault/v1/keyslots-mac"
 AUDIT_MAC = b"credvault/v1/audit-mac"
 KEY_FINGERPRINT = b"credvault/v1/key-fingerprint"
 MEMBER_CERT = b"credvault/v1/member-certificate"
+MEMBER_SUCCESSION = b"credvault/v1/member-key-succession"  # old member key certifies new
 GRANT_SIG = b"credvault/v1/engagement-key-grant"
 RECOVERY_X25519 = b"credvault/v1/recovery-x25519"
 RECOVERY_ED25519 = b"credvault/v1/recovery-ed25519"
 RECEIPT_SIG = b"credvault/v1/purge-receipt"
 CLOSE_SIG = b"credvault/v1/close-record"  # a closed engagement's state, in the purge ledger
+RECEIPT_KEY_SIG = b"credvault/v1/receipt-key"  # a receipt key signs its successor forward
 KEYRING_ENTRY = b"credvault/v1/keyring-entry"
 MEMBER_LOG = b"credvault/v1/membership-link"  # signature over a membership-log link
 MEMBER_LOG_HASH = b"credvault/v1/membership-chain"  # hash chaining the links
@@ -51,11 +53,13 @@ ALL = (
     AUDIT_MAC,
     KEY_FINGERPRINT,
     MEMBER_CERT,
+    MEMBER_SUCCESSION,
     GRANT_SIG,
     RECOVERY_X25519,
     RECOVERY_ED25519,
     RECEIPT_SIG,
     CLOSE_SIG,
+    RECEIPT_KEY_SIG,
     KEYRING_ENTRY,
     MEMBER_LOG,
     MEMBER_LOG_HASH,
