@@ -4,12 +4,13 @@ log decides who is sealed a key. Attacks are written as the insider (tests/insid
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 
 import pytest
 
 from conftest import PASSWORDS, VaultFixture
-from credvault import AccessDenied, IntegrityError
+from credvault import AccessDenied, IntegrityError, witness
 from credvault import memberlog as ml
 from credvault.crypto import primitives as p
 from credvault.engagement_keys import seal_info
@@ -113,6 +114,11 @@ def test_a_deleted_log_is_an_integrity_error_not_the_old_rules(
     carol = Insider(vault.path, "carol", vault.clock)
     eid, _ = carol.engagement(engagement)
     carol.sql("DELETE FROM member_log WHERE engagement_id = ?", (eid,))
+    # A client that saw the log refuses the vault at open (its witness) ...
+    with pytest.raises(IntegrityError, match=r"membership log of engagement .* all missing"):
+        vault.open()
+    # ... and one that never saw it (a new machine: no witness) refuses the engagement.
+    shutil.rmtree(witness.state_dir())
     with vault.open() as v, pytest.raises(IntegrityError, match="membership log is missing"):
         v.get(f"{engagement}/web1-root")
 

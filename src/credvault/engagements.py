@@ -428,9 +428,7 @@ class Engagements:
         except _WouldOrphanLead as e:
             raise self._leaderless_guard(e) from None
 
-    def _revoke_write(
-        self, eng: Engagement, member: str, key: bytes, logged: bool
-    ) -> RevokeReport:
+    def _revoke_write(self, eng: Engagement, member: str, key: bytes, logged: bool) -> RevokeReport:
         s = self.s
         with s.store.write():
             if logged:

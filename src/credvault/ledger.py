@@ -96,7 +96,6 @@ def close_records(s: Session, as_of: str) -> list[str]:
     """One signed close record (JCS text) per closed engagement, as of ``as_of``."""
     from credvault.crypto import labels
     from credvault.crypto import primitives as p
-
     from credvault.receipts import key_id
 
     out: list[str] = []

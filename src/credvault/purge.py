@@ -34,7 +34,7 @@ from credvault.engagements import Engagements
 from credvault.errors import ClockSuspect, IntegrityError, NotFound, RetentionError
 from credvault.ledger import receipt_history, receipt_key
 from credvault.model import Engagement, iso
-from credvault.receipt_keys import LINKS_META, ReceiptKeys, make_link
+from credvault.receipt_keys import LINKS_META, make_link
 from credvault.receipts import (
     RECEIPT_FORMAT,
     key_id,

@@ -860,6 +860,16 @@ class Store:
             )
         ]
 
+    def log_link_at(self, eng_uid: bytes, seq: int) -> bytes | None:
+        """Link ``seq`` of the log of the engagement with ``eng_uid`` (the witness's fork
+        check), or None."""
+        r = self._one(
+            "SELECT l.link FROM member_log l JOIN engagements e ON e.id = l.engagement_id "
+            "WHERE e.uid = ? AND l.seq = ?",
+            (eng_uid, seq),
+        )
+        return None if r is None else bytes(r[0])
+
     def engagements_without_log(self) -> list[str]:
         """Names of live engagements that have no membership log (made before format 3)."""
         return [

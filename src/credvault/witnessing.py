@@ -21,24 +21,40 @@ import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from credvault import memberlog as ml
 from credvault import witness as wt
 from credvault.errors import CredvaultError, IntegrityError
+from credvault.roster import memberlog_positions
 from credvault.session import Session
 from credvault.witness import Chain, Gap, Mark
 
 ACCEPT_ACTION = "witness-accept"
+LOG_FORMAT = 3  # the database format that added the membership logs (store.MIGRATIONS)
 
 
-def chains(s: Session) -> dict[str, Chain]:
+def chains(s: Session, logs: bool = True) -> dict[str, Chain]:
     """Every hash-linked chain of the vault the witness follows, by name (the one provider).
 
     Add a chain here and every member's witness follows it from their next open (a chain
-    the witness never saw is never "missing"). The membership logs join with one line,
-    e.g. ``out.update({f"log:{uid}": Chain.of_head(Mark(*pos)) for uid, pos in
-    log_heads(s).items()})``; a purged engagement's log is reported as :data:`witness.GONE`.
+    the witness never saw is never "missing"). The chains: the audit trail, and each
+    engagement's signed membership log as ``log:<engagement uid hex>`` (kept after a purge,
+    so a log never legitimately ends or shrinks). ``logs=False``: a vault of a format
+    before the logs, not yet upgraded.
     """
     out = {"audit": _audit(s)}
+    if not logs:
+        return out
+    for uid, pos in memberlog_positions(s.store).items():
+        out[f"log:{uid}"] = _log(s, bytes.fromhex(uid), Mark(pos.seq, pos.hash))
     return out
+
+
+def _log(s: Session, uid: bytes, head: Mark) -> Chain:
+    def at(seq: int) -> bytes | None:
+        link = s.store.log_link_at(uid, seq)
+        return None if link is None else ml.chain_hash(link)
+
+    return Chain(head, at)
 
 
 def _audit(s: Session) -> Chain:
@@ -71,7 +87,13 @@ class Keeper:
         self.key = wt.mac_key(s.keys.sign_private)
         self.path = wt.path_for(s.vault_id, s.member, directory, self.key)
         self.recorded: dict[str, Mark] | None = None  # what this process last wrote or read
+        self._logs = False  # the database has the membership logs (format 3 or later)
         self.warned = False
+
+    def _chains(self) -> dict[str, Chain]:
+        if not self._logs:  # once per open, and again only until an older vault is upgraded
+            self._logs = int(self.s.store.get_meta("format_version") or 0) >= LOG_FORMAT
+        return chains(self.s, self._logs)
 
     def load(self) -> wt.Witness | None:
         return wt.load(self.path, self.key, self.s.vault_id, self.s.member)
@@ -81,8 +103,8 @@ class Keeper:
         try:
             seen = self.load()
         except IntegrityError as e:
-            return [Gap(str(e), "unreadable", None, None)], chains(self.s), None
-        found = chains(self.s)
+            return [Gap(str(e), "unreadable", None, None)], self._chains(), None
+        found = self._chains()
         return ([] if seen is None else seen.gaps(found)), found, seen
 
     def check(self) -> None:
@@ -100,7 +122,7 @@ class Keeper:
         """After a commit: record the chains' heads if they moved (the ``get`` path: one
         query, and one small file replaced without fsync; a failure only warns)."""
         try:
-            now = heads(chains(self.s))
+            now = heads(self._chains())
             if now != self.recorded:
                 self._merge(now, set())
         except (OSError, CredvaultError) as e:
@@ -123,7 +145,7 @@ class Keeper:
             self.recorded = now
 
     def heads_now(self) -> dict[str, Mark]:
-        return heads(chains(self.s))
+        return heads(self._chains())
 
     def reset(self) -> None:
         """Make the vault as it is now this member's witnessed state (durably): after a
