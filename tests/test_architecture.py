@@ -97,6 +97,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.backup",
                 "credvault.clients",
                 "credvault.audit_trail",
+                "credvault.team",  # the PostgreSQL team vault behind the CLI (issue 14)
             }
         ),
     ),

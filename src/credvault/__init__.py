@@ -42,8 +42,10 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.files import write_new_private
     from credvault.integrity import CheckReport
     from credvault.keyring_cache import KeyringSource, parse_ttl
+    from credvault.layout import vault_target
     from credvault.model import Engagement, GrantInfo
     from credvault.secret import Secret
+    from credvault.team import NotOnTeam, Team
     from credvault.unlock import (
         FirstOf,
         IdentityFile,
@@ -105,6 +107,10 @@ _LAZY: dict[str, tuple[str, str]] = {
     "InitResult": ("credvault.vault", "InitResult"),
     "Vault": ("credvault.vault", "Vault"),
     "default_dir": ("credvault.vault", "default_dir"),
+    # the PostgreSQL team vault (issue 14): loaded only when --vault names one
+    "Team": ("credvault.team", "Team"),
+    "NotOnTeam": ("credvault.team", "NotOnTeam"),
+    "vault_target": ("credvault.layout", "vault_target"),
     "EngagementView": ("credvault.results", "EngagementView"),
     "PurgePlan": ("credvault.results", "PurgePlan"),
     "Receipt": ("credvault.results", "Receipt"),
@@ -275,6 +281,7 @@ __all__ = [
     "Locked",
     "NotAVault",
     "NotFound",
+    "NotOnTeam",
     "Passphrase",
     "PassphraseFile",
     "Prompt",
@@ -289,6 +296,7 @@ __all__ = [
     "ScheduledPurge",
     "Secret",
     "StoreError",
+    "Team",
     "UnlockSource",
     "UnsupportedFormat",
     "Vault",
@@ -309,6 +317,7 @@ __all__ = [
     "read_import_source",
     "read_passphrase_file",
     "validate_name",
+    "vault_target",
     "verify_receipt",
     "write_new_private",
     "write_receipt",

@@ -416,7 +416,7 @@ END $$;
 CREATE FUNCTION credvault.put_grant(
     eng text, grantee text, g_role text, g_role_sig bytea, g_key_version integer,
     g_sealed bytea, g_copy_sig bytea, g_expires_at timestamptz DEFAULT NULL
-) RETURNS void
+) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE;
@@ -427,7 +427,7 @@ BEGIN
     END IF;
     IF NOT (is_admin() OR role_in(e.id) = 'lead') THEN
         PERFORM audit_append(who, 'grant', eng, grantee, 'denied', g_role);
-        RETURN;
+        RETURN false;
     END IF;
     IF grantee <> '@recovery' AND NOT EXISTS (SELECT 1 FROM members WHERE name = grantee AND state = 'active') THEN
         RAISE EXCEPTION 'credvault: no active member %', grantee USING ERRCODE = 'no_data_found';
@@ -442,6 +442,7 @@ BEGIN
         key_version = excluded.key_version, sealed = excluded.sealed,
         sealed_by = excluded.sealed_by, copy_sig = excluded.copy_sig, revoked_at = NULL;
     PERFORM audit_append(who, 'grant', eng, grantee, 'ok', g_role);
+    RETURN true;
 END $$;
 
 -- The caller's own sealed key copy and certificate for one engagement.
@@ -461,15 +462,16 @@ CREATE FUNCTION credvault.put_credential(
     eng text, c_name text, c_kind text, c_uid bytea, c_key_version integer,
     c_secret_env bytea, c_username_env bytea DEFAULT NULL, c_url_env bytea DEFAULT NULL,
     c_notes_env bytea DEFAULT NULL
-) RETURNS void
+) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE;
 BEGIN
     SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
     IF e.id IS NULL OR coalesce(role_in(e.id), '') NOT IN ('lead', 'engineer') THEN
+        -- returned, not raised: an exception would roll the denial's audit row back
         PERFORM audit_append(who, 'put', eng, c_name, 'denied', '');
-        RAISE EXCEPTION 'credvault: % may not write to %', who, eng USING ERRCODE = 'insufficient_privilege';
+        RETURN false;
     END IF;
     INSERT INTO credentials (uid, engagement_id, name, kind, key_version, secret_env, username_env, url_env, notes_env)
     VALUES (c_uid, e.id, c_name, c_kind, c_key_version, c_secret_env, c_username_env, c_url_env, c_notes_env)
@@ -480,6 +482,7 @@ BEGIN
         username_env = excluded.username_env, url_env = excluded.url_env,
         notes_env = excluded.notes_env, updated_at = now();
     PERFORM audit_append(who, 'put', eng, c_name, 'ok', '');
+    RETURN true;
 END $$;
 
 -- ---------------------------------------------------------------------------------------
@@ -639,6 +642,56 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------------------
+-- Revocation and the audit head (the CLI's `revoke`, `audit verify`, `audit checkpoint`).
+
+-- A lead or admin revokes a member's role at once: the sealed copy goes, the engagement is
+-- flagged for key rotation, and the credentials the member read are returned (from the
+-- server's own audit rows). A denial is audited and returns NULL: an exception would roll
+-- the audit row back.
+CREATE FUNCTION credvault.revoke_grant(eng text, grantee text) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR UPDATE;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM grants WHERE engagement_id = e.id AND member = grantee
+                   AND revoked_at IS NULL) THEN
+        RAISE EXCEPTION 'credvault: % holds no role on %', grantee, eng USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') INTO readlist
+        FROM audit a WHERE a.engagement = eng AND a.member = grantee AND a.action = 'get'
+        AND a.outcome = 'ok' AND a.item IS NOT NULL;
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', '');
+    RETURN readlist;
+END $$;
+
+-- The chain head (position, hash): what `credvault audit checkpoint` prints for keeping
+-- off the server. Any active member may read it; it reveals no entry.
+CREATE FUNCTION credvault.audit_head_info() RETURNS TABLE (seq bigint, hash bytea)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN QUERY SELECT h.seq, h.hash FROM audit_head h;
+END $$;
+
+-- The hash of entry s (NULL if there is none): checked against an off-server checkpoint.
+CREATE FUNCTION credvault.audit_hash_at(s bigint) RETURNS bytea
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN (SELECT a.hash FROM audit a WHERE a.seq = s);
+END $$;
+
+-- ---------------------------------------------------------------------------------------
 -- Row-level security and privileges.
 
 ALTER TABLE credvault.engagements ENABLE ROW LEVEL SECURITY;
@@ -663,7 +716,7 @@ BEGIN
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), g);
     EXECUTE format('GRANT USAGE ON SCHEMA credvault TO %I', g);
     EXECUTE format('GRANT SELECT ON credvault.schema_version TO %I', g);
-    EXECUTE format('GRANT SELECT (name, admin, state, sign_pub, kem_pub) ON credvault.members TO %I', g);
+    EXECUTE format('GRANT SELECT (name, admin, state, sign_pub, kem_pub, created_at) ON credvault.members TO %I', g);
     EXECUTE format('GRANT SELECT (id, uid, name, client, state, key_version, key_fp, needs_rotation,'
                    ' require_reason, created_at, created_by, lead, creation_sig, closed_at, purge_due,'
                    ' purged_at) ON credvault.engagements TO %I', g);
@@ -684,5 +737,7 @@ BEGIN
                    ' credvault.put_credential(text, text, text, bytea, integer, bytea, bytea, bytea, bytea),'
                    ' credvault.request_read(text, text, text), credvault.fetch(bigint),'
                    ' credvault.close_engagement(text), credvault.purge_horizon(),'
-                   ' credvault.purge_engagement(text, text) TO %I', g);
+                   ' credvault.purge_engagement(text, text),'
+                   ' credvault.revoke_grant(text, text), credvault.audit_head_info(),'
+                   ' credvault.audit_hash_at(bigint) TO %I', g);
 END $$;
