@@ -152,7 +152,7 @@ class Team:
         check(kdf, from_disk=False)
         if not passphrase:
             raise InvalidInput("the passphrase is empty")
-        owner = PgStore.connect(target, "owner")
+        owner = PgStore.connect(target, "owner", check=False)
         try:
             if installed_version(owner.conn) is not None:
                 from credvault.errors import AlreadyExists

@@ -135,7 +135,13 @@ class PgStore:
 
     @classmethod
     def connect(
-        cls, target: str, member: str, *, user: str | None = None, password: str | None = None
+        cls,
+        target: str,
+        member: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        check: bool = True,
     ) -> PgStore:
         """Connect with libpq's own settings (URI, service, ~/.pgpass, sslmode…) and the
         given role and password (keyword arguments: never argv or the environment), then
@@ -159,7 +165,8 @@ class PgStore:
         except psycopg.ProgrammingError as e:
             raise InvalidInput(f"invalid connection string: {_message(e)}") from None
         try:
-            check_schema(conn)
+            if check:  # not for the owner about to apply it
+                check_schema(conn)
         except BaseException:
             conn.close()
             raise
