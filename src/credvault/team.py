@@ -240,6 +240,10 @@ class Team:
         self._engagement_keys[(engagement, g.key_version)] = (eng.uid, key)
         return eng.uid, key, g.key_version
 
+    def forget_keys(self, engagement: str) -> None:
+        for k in [k for k in self._engagement_keys if k[0] == engagement]:
+            del self._engagement_keys[k]
+
     def place(self, eng_uid: bytes, uid: bytes, field: str) -> envelope.Place:
         return envelope.Place(self.vault_id, eng_uid, TABLE, uid, field)
 
@@ -434,6 +438,9 @@ class TeamEngagements:
             expires = iso(dt)
         if member == t.member:
             raise AccessDenied(t.member, "grant", name, "members cannot grant themselves")
+        eng = t.store.engagement(name)
+        if eng is not None and eng.needs_rotation:  # a revocation's rotation was cut short
+            self.rotate(name)
         eng_uid, key, version = t.engagement_key(name, "grant")
         t.store.member_keys(member)  # NotFound before anything is sealed
         self._put(name, eng_uid, member, r, expires, key, version)
@@ -450,7 +457,59 @@ class TeamEngagements:
         read = t.store.revoke_grant(name, member)
         if read is None:
             raise AccessDenied(t.member, "revoke", name, "refused by the server")
+        self.rotate(name)
         return read
+
+    def rotate(self, name: str) -> int:
+        """A new engagement key made here: every envelope re-sealed under it, a copy sealed
+        to each member still holding a reading role; stored in one server transaction.
+        Retried from a fresh read when a write lands in between (Conflict)."""
+        from credvault.errors import Conflict
+
+        for attempt in range(3):
+            try:
+                return self._rotate(name)
+            except Conflict:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _rotate(self, name: str) -> int:
+        t = self.t
+        eng_uid, old_key, old_version = t.engagement_key(name, "rotate")
+        req = t.store.request_rotation(name)
+        if req is None:
+            raise AccessDenied(t.member, "rotate", name, "refused by the server")
+        rows = t.store.rotation_fetch(req, name)
+        grantees = t.store.rotation_grantees(name)
+        new_key = p.random_key()
+        version = old_version + 1
+        resealed = []
+        for uid, kv, *envs in rows:
+            if kv != old_version:
+                raise IntegrityError(f"engagement {name!r}: a record under an unknown key version")
+            fields = ("secret", "username", "url", "notes")
+            opened = [
+                None if blob is None else envelope.open_(t.place(eng_uid, uid, f), blob, old_key)
+                for f, blob in zip(fields, envs, strict=True)
+            ]
+            sealed = [
+                None if v is None else envelope.seal(t.place(eng_uid, uid, f), v, new_key, version)
+                for f, v in zip(fields, opened, strict=True)
+            ]
+            del opened
+            resealed.append((uid, sealed[0] or b"", sealed[1], sealed[2], sealed[3]))
+        copies = []
+        for member, _role in grantees:
+            _, kem_pub = t.store.member_keys(member)
+            copy = p.hpke_seal(kem_pub, new_key, seal_info(t.vault_id, eng_uid, member, version))
+            sig = t.sign(
+                copy_message(t.vault_id, eng_uid, member, version, copy, new_key, t.member)
+            )
+            copies.append((member, copy, sig))
+        stored = t.store.rotate_key(name, old_version, p.fingerprint(new_key), resealed, copies)
+        t.forget_keys(name)
+        return stored
 
 
 class TeamMembers:

@@ -412,3 +412,45 @@ def test_the_server_holds_no_private_key_and_no_secret(team: World) -> None:
         ).read_text()
     )  # fmt: skip
     assert slot["private"].encode() not in dump  # not even the sealed blob
+
+
+def test_revoke_rotates_the_key_so_a_kept_copy_opens_nothing_new(team: World) -> None:
+    """bob keeps the engagement key he had; after the revocation every envelope on the
+    server is under a new key he never received (read as the DBA, who sees every row)."""
+    from credvault import Secret, Team
+    from credvault.crypto import envelope
+    from credvault.errors import IntegrityError
+
+    team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    team.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    team.ok("alice", "grant", "acme-2026", "carol", "reader")
+    pw = Path(team.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
+    old = dict(os.environ)
+    os.environ["XDG_CONFIG_HOME"] = team.envs["bob"]["XDG_CONFIG_HOME"]
+    try:
+        with Team.open(team.target, "bob", Secret(pw)) as bob:
+            eng_uid, kept_key, version = bob.engagement_key("acme-2026", "read")
+            vault_id = bob.vault_id
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert version == 1
+    team.ok("alice", "revoke", "acme-2026", "bob")
+    import psycopg
+
+    cluster: Cluster = team.extra["cluster"]  # type: ignore[assignment]
+    with psycopg.connect(
+        cluster.conninfo(str(team.extra["db"])), password=cluster.password
+    ) as conn:
+        uid, kv, env = conn.execute(
+            "SELECT uid, key_version, secret_env FROM credvault.credentials WHERE name = 'db'"
+        ).fetchone()
+        (ev,) = conn.execute(
+            "SELECT key_version FROM credvault.engagements WHERE name = 'acme-2026'"
+        ).fetchone()
+    assert (kv, ev) == (2, 2)
+    place = envelope.Place(vault_id, eng_uid, "credentials", bytes(uid), "secret")
+    with pytest.raises(IntegrityError):
+        envelope.open_(place, bytes(env), kept_key)
+    # the members who stayed got the new key: carol (reader) still reads
+    assert team.ok("carol", "get", "acme-2026/db").out == SECRET + b"\n"

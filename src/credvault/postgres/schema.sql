@@ -155,6 +155,17 @@ CREATE TABLE credvault.read_requests (
     used_at       timestamptz
 );
 
+-- Phase one of a key rotation's read of every envelope (request_rotation, rotation_fetch).
+CREATE TABLE credvault.rotation_requests (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    member        text NOT NULL,
+    engagement_id bigint NOT NULL REFERENCES credvault.engagements (id) ON DELETE CASCADE,
+    audit_seq     bigint NOT NULL REFERENCES credvault.audit (seq),
+    xid           xid8 NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    used_at       timestamptz
+);
+
 -- ---------------------------------------------------------------------------------------
 -- Functions. All SECURITY DEFINER ones pin search_path (pg_catalog is searched first
 -- implicitly; pg_temp last so a member's temporary objects never shadow ours). Who is
@@ -467,11 +478,16 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    -- FOR SHARE: a key rotation (FOR UPDATE) cannot interleave with this write
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
     IF e.id IS NULL OR coalesce(role_in(e.id), '') NOT IN ('lead', 'engineer') THEN
         -- returned, not raised: an exception would roll the denial's audit row back
         PERFORM audit_append(who, 'put', eng, c_name, 'denied', '');
         RETURN false;
+    END IF;
+    IF c_key_version <> e.key_version THEN
+        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
     END IF;
     INSERT INTO credentials (uid, engagement_id, name, kind, key_version, secret_env, username_env, url_env, notes_env)
     VALUES (c_uid, e.id, c_name, c_kind, c_key_version, c_secret_env, c_username_env, c_url_env, c_notes_env)
@@ -672,6 +688,129 @@ BEGIN
     RETURN readlist;
 END $$;
 
+-- Key rotation after a revocation, done on the lead's machine: the lead asks (audited,
+-- committed: phase one, as for a read), fetches every envelope of the engagement against
+-- that request (phase two), re-seals them under a new key it makes, seals the new key to
+-- every member still holding a reading role, and stores it all in one transaction.
+CREATE FUNCTION credvault.request_rotation(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'rotate', eng, NULL, 'denied', '');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'rotate', eng, NULL, 'ok', 'read for rotation');
+    INSERT INTO rotation_requests (member, engagement_id, audit_seq, xid)
+    VALUES (who, e.id, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE FUNCTION credvault.rotation_fetch(request bigint)
+RETURNS TABLE (uid bytea, key_version integer, secret_env bytea, username_env bytea,
+               url_env bytea, notes_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q rotation_requests%ROWTYPE;
+    tries integer := 0;
+BEGIN
+    SELECT * INTO q FROM rotation_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.used_at IS NOT NULL
+       OR q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: no such rotation request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: rotation request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    WHILE pg_current_wal_flush_lsn() < want LOOP
+        tries := tries + 1;
+        IF tries > 250 THEN
+            RAISE EXCEPTION 'credvault: rotation request not yet durable; retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.002);
+    END LOOP;
+    IF NOT (is_admin() OR role_in(q.engagement_id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: no longer a lead' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE rotation_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    RETURN QUERY SELECT c.uid, c.key_version, c.secret_env, c.username_env, c.url_env, c.notes_env
+        FROM credentials c WHERE c.engagement_id = q.engagement_id ORDER BY c.uid;
+END $$;
+
+-- Who must get a copy of the new key: live reading roles (names only; leads and admins).
+CREATE FUNCTION credvault.rotation_grantees(eng text) RETURNS TABLE (member text, role text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: only a lead sees who holds a key copy' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT g.member, g.role FROM grants g
+        WHERE g.engagement_id = e.id AND g.revoked_at IS NULL AND g.sealed IS NOT NULL
+          AND (g.expires_at IS NULL OR g.expires_at > now())
+        ORDER BY g.member;
+END $$;
+
+-- Store the rotation: every credential re-sealed (exactly the set there is now: a put in
+-- between makes this fail, and the lead runs it again), every live key copy replaced.
+CREATE FUNCTION credvault.rotate_key(
+    eng text, old_version integer, new_fp text,
+    c_uids bytea[], c_secret bytea[], c_username bytea[], c_url bytea[], c_notes bytea[],
+    g_members text[], g_sealed bytea[], g_sigs bytea[]
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; n integer; i integer;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR UPDATE;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: % may not rotate %', who, eng USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.key_version <> old_version THEN
+        RAISE EXCEPTION 'credvault: the key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF EXISTS (SELECT 1 FROM systems WHERE engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: rotating an engagement with systems is not supported yet'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    SELECT count(*) INTO n FROM credentials WHERE engagement_id = e.id;
+    IF n <> coalesce(cardinality(c_uids), 0) OR EXISTS (
+        SELECT 1 FROM credentials c WHERE c.engagement_id = e.id AND NOT c.uid = ANY (c_uids)) THEN
+        RAISE EXCEPTION 'credvault: credentials changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF EXISTS (SELECT 1 FROM grants g WHERE g.engagement_id = e.id AND g.revoked_at IS NULL
+               AND g.sealed IS NOT NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+               AND NOT g.member = ANY (g_members)) THEN
+        RAISE EXCEPTION 'credvault: key holders changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(c_uids), 0) LOOP
+        UPDATE credentials SET key_version = old_version + 1, secret_env = c_secret[i],
+            username_env = c_username[i], url_env = c_url[i], notes_env = c_notes[i]
+        WHERE engagement_id = e.id AND uid = c_uids[i];
+    END LOOP;
+    FOR i IN 1 .. coalesce(cardinality(g_members), 0) LOOP
+        UPDATE grants SET key_version = old_version + 1, sealed = g_sealed[i], sealed_by = who,
+            copy_sig = g_sigs[i]
+        WHERE engagement_id = e.id AND member = g_members[i] AND revoked_at IS NULL;
+    END LOOP;
+    UPDATE engagements SET key_version = old_version + 1, key_fp = new_fp, needs_rotation = false
+        WHERE id = e.id;
+    PERFORM audit_append(who, 'rotate', eng, NULL, 'ok', format('key version %s', old_version + 1));
+    RETURN old_version + 1;
+END $$;
+
 -- The chain head (position, hash): what `credvault audit checkpoint` prints for keeping
 -- off the server. Any active member may read it; it reveals no entry.
 CREATE FUNCTION credvault.audit_head_info() RETURNS TABLE (seq bigint, hash bytea)
@@ -739,5 +878,8 @@ BEGIN
                    ' credvault.close_engagement(text), credvault.purge_horizon(),'
                    ' credvault.purge_engagement(text, text),'
                    ' credvault.revoke_grant(text, text), credvault.audit_head_info(),'
-                   ' credvault.audit_hash_at(bigint) TO %I', g);
+                   ' credvault.audit_hash_at(bigint), credvault.request_rotation(text),'
+                   ' credvault.rotation_fetch(bigint), credvault.rotation_grantees(text),'
+                   ' credvault.rotate_key(text, integer, text, bytea[], bytea[], bytea[], bytea[],'
+                   ' bytea[], text[], bytea[], bytea[]) TO %I', g);
 END $$;

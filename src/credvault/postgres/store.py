@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from credvault.errors import (
     AccessDenied,
     AlreadyExists,
+    Conflict,
     CredvaultError,
     InvalidInput,
     NotFound,
@@ -195,6 +196,8 @@ class PgStore:
             raise AccessDenied(self.member, action, engagement, _message(e)) from None
         except pe.NoDataFound as e:
             raise NotFound(action, engagement or "", _message(e)) from None
+        except pe.SerializationFailure as e:
+            raise Conflict(_message(e)) from None
         except pe.UniqueViolation:
             raise AlreadyExists(f"{action}: it exists already") from None
         except (pe.InvalidParameterValue, pe.CheckViolation, pe.StringDataRightTruncation) as e:
@@ -411,6 +414,68 @@ class PgStore:
             str(row[6]),
             int(row[7]),
         )
+
+    # -- key rotation -------------------------------------------------------------------
+    def request_rotation(self, engagement: str) -> int | None:
+        """Phase one of a rotation's read of every envelope (audited, committed)."""
+        row = self._one("SELECT credvault.request_rotation(%s)", (engagement,), action="rotate")
+        return None if row[0] is None else int(row[0])
+
+    def rotation_fetch(
+        self, request: int, engagement: str
+    ) -> list[tuple[bytes, int, bytes, bytes | None, bytes | None, bytes | None]]:
+        """Phase two: (uid, key version, secret, username, url, notes envelopes) of every
+        credential of the engagement."""
+        from psycopg import errors as pe
+
+        for attempt in range(20):
+            with self._errors("rotate", engagement):
+                try:
+                    rows = self.conn.execute(
+                        "SELECT uid, key_version, secret_env, username_env, url_env, notes_env "
+                        "FROM credvault.rotation_fetch(%s)",
+                        (request,),
+                    ).fetchall()
+                except pe.ObjectNotInPrerequisiteState:
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+            return [
+                (bytes(r[0]), int(r[1]), bytes(r[2]), _b(r[3]), _b(r[4]), _b(r[5])) for r in rows
+            ]
+        raise AccessDenied(self.member, "rotate", engagement, "audit entry not durable")
+
+    def rotation_grantees(self, engagement: str) -> list[tuple[str, str]]:
+        rows = self._all(
+            "SELECT member, role FROM credvault.rotation_grantees(%s)",
+            (engagement,),
+            action="rotate",
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def rotate_key(
+        self,
+        engagement: str,
+        old_version: int,
+        new_fp: str,
+        credentials: list[tuple[bytes, bytes, bytes | None, bytes | None, bytes | None]],
+        copies: list[tuple[str, bytes, bytes]],
+    ) -> int:
+        """Store a rotation in one transaction; Conflict if anything changed meanwhile."""
+        cols: list[list[Any]] = [[c[i] for c in credentials] for i in range(5)]
+        gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
+        row = self._one(
+            "SELECT credvault.rotate_key(%s, %s, %s, %s::bytea[], %s::bytea[], %s::bytea[], "
+            "%s::bytea[], %s::bytea[], %s::text[], %s::bytea[], %s::bytea[])",
+            (
+                engagement,
+                old_version,
+                new_fp,
+                *cols,
+                *gcols,
+            ),
+            action="rotate",
+        )
+        return int(row[0])
 
     # -- audit --------------------------------------------------------------------------
     def audit_verify(self) -> int | None:
