@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.integrity import CheckReport
     from credvault.keyring_cache import KeyringSource, parse_ttl
     from credvault.layout import vault_target
+    from credvault.migrate import Migrated, migrate
     from credvault.model import Engagement, GrantInfo
     from credvault.secret import Secret
     from credvault.team import NotOnTeam, Team
@@ -111,6 +112,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Team": ("credvault.team", "Team"),
     "NotOnTeam": ("credvault.team", "NotOnTeam"),
     "vault_target": ("credvault.layout", "vault_target"),
+    "migrate": ("credvault.migrate", "migrate"),
+    "Migrated": ("credvault.migrate", "Migrated"),
     "EngagementView": ("credvault.results", "EngagementView"),
     "PurgePlan": ("credvault.results", "PurgePlan"),
     "Receipt": ("credvault.results", "Receipt"),
@@ -279,6 +282,7 @@ __all__ = [
     "KeyringSource",
     "KeyringUnavailable",
     "Locked",
+    "Migrated",
     "NotAVault",
     "NotFound",
     "NotOnTeam",
@@ -312,6 +316,7 @@ __all__ = [
     "generate_secret",
     "generate_token",
     "identity_member",
+    "migrate",
     "parse_import_mapping",
     "parse_ttl",
     "read_import_source",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import NamedTuple
 
 from credvault import validate
@@ -175,9 +176,30 @@ class Team:
             store.join(slot.sign_pub, slot.kem_pub, scram_verifier(login_password(keys, vault_id)))
         return TeamInit(db, vault_id.hex(), admin, str(path))
 
+    @staticmethod
+    def keys_from_vault(path: Path, member: str, passphrase: Secret) -> MemberKeys:
+        """A member's keys from their slot of a SQLCipher vault (for ``join --from-vault``
+        after ``credvault migrate``): passphrase, certificate and the file's MAC checked."""
+        from credvault.keyslots import KeySlots, decrypt_private
+        from credvault.layout import SLOTS_NAME
+
+        slots = KeySlots.read(Path(path) / SLOTS_NAME)
+        if member not in slots.members:
+            raise NotFound("member", member)
+        keys = decrypt_private(slots.vault_id, slots.members[member], passphrase)
+        slots.verify_mac(slots.open_db_key(keys))
+        return keys
+
     @classmethod
     def join(
-        cls, target: str, member: str, invitation: Secret, passphrase: Secret, kdf: KdfParams
+        cls,
+        target: str,
+        member: str,
+        invitation: Secret,
+        passphrase: Secret,
+        kdf: KdfParams,
+        *,
+        keys: MemberKeys | None = None,
     ) -> Joined:
         """On the new member's own machine: make their keys here, keep the private halves in
         their key slot, publish the public halves, and replace the invitation's password
@@ -195,7 +217,7 @@ class Team:
             target, member, user=f"{db}_{member}", password=invitation.reveal().decode()
         ) as store:
             vault_id = store.vault_id()
-            slot, keys = new_slot(vault_id, db, member, passphrase, kdf)
+            slot, keys = new_slot(vault_id, db, member, passphrase, kdf, keys=keys)
             slot.write_new(path)
             try:
                 store.join(

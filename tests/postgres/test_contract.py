@@ -83,6 +83,7 @@ def _machine(root: Path, who: str, target: str) -> dict[str, str]:
 
 
 def _sqlcipher(root: Path) -> World:
+    root.mkdir(parents=True, exist_ok=True)
     w = World("sqlcipher", root, str(root / "vault"))
     for who in MEMBERS:
         w.envs[who] = _machine(root, who, w.target)

@@ -184,8 +184,29 @@ TABLE: tuple[Command, ...] = (
                 value="file",
                 help="read the one-time invitation code here (first line)",
             ),
+            arg(
+                "--from-vault",
+                metavar="DIR",
+                value="dir",
+                help="after migrate: keep your keys from this SQLCipher vault",
+            ),
             NEW_PASSPHRASE_FILE,
             KDF,
+        ),
+    ),
+    Command(
+        "migrate",
+        "move this SQLCipher vault to a PostgreSQL team vault (admin, as the database owner)",
+        c.cmd_migrate,
+        (
+            arg("--to", required=True, metavar="CONNINFO", help="the target (postgresql://…)"),
+            arg(
+                "--invitations",
+                required=True,
+                metavar="DIR",
+                value="dir",
+                help="new directory for the members' one-time invitation codes (0600 files)",
+            ),
         ),
     ),
     Command(

@@ -348,10 +348,43 @@ def cmd_join(args: argparse.Namespace) -> int:
         code = t.ask_hidden("Invitation code: ")
     else:
         raise InvalidInput("no terminal to ask the invitation code: use --invitation-file")
+    keys = None
+    if args.from_vault:  # after `credvault migrate`: the same keys, from the old vault
+        old = getattr(args, "passphrase_file", None) or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
+        if old:
+            old_pw = read_passphrase_file(Path(old))
+        elif t.has_terminal():
+            old_pw = t.ask_hidden(f"Passphrase for {member} in {args.from_vault}: ")
+        else:
+            raise InvalidInput("no passphrase for the old vault: set CREDVAULT_PASSPHRASE_FILE")
+        keys = Team.keys_from_vault(Path(args.from_vault), member, Secret(old_pw))
     pw = new_passphrase(args, member)
-    joined = Team.join(target, member, Secret(code), Secret(pw), kdf_params(args))
+    joined = Team.join(target, member, Secret(code), Secret(pw), kdf_params(args), keys=keys)
     t.out(f"joined as {joined.member}; key slot {joined.slot}")
     t.out(f"signing key fingerprint {joined.fingerprint} (your admin can compare it)")
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Move this SQLCipher vault to a PostgreSQL team vault (as its admin and the
+    database's owner); writes one invitation per member."""
+    from credvault import migrate
+
+    if vault_target(args.to) is None:
+        raise InvalidInput("--to must be a PostgreSQL connection string (postgresql://…)")
+    if vault_target(getattr(args, "vault", None)) is not None:
+        raise InvalidInput("migrate reads a SQLCipher vault: --vault names its directory")
+    with open_vault(args) as v:
+        m = migrate(v, args.to, Path(args.invitations))
+    t.out(
+        f"migrated to {m.database}: {m.engagements} engagements, {m.credentials} credentials, "
+        f"{m.systems} systems, {m.grants} grants; {m.archived_audit_entries} audit entries "
+        "archived and anchored"
+    )
+    t.out(
+        f"invitations in {m.invitations}: each member runs `credvault join --vault <target> "
+        "--from-vault <this vault> --invitation-file <theirs>`"
+    )
     return EXIT_OK
 
 

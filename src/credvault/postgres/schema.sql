@@ -350,6 +350,13 @@ BEGIN
     IF verifier !~ '^SCRAM-SHA-256\$' THEN
         RAISE EXCEPTION 'credvault: a SCRAM verifier is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- A member carried over by `credvault migrate` has their public keys on record already
+    -- (their sealed copies are sealed to them): they must join with those very keys.
+    IF EXISTS (SELECT 1 FROM members m WHERE m.name = who AND m.sign_pub IS NOT NULL
+               AND (m.sign_pub <> join_vault.sign_pub OR m.kem_pub <> join_vault.kem_pub)) THEN
+        RAISE EXCEPTION 'credvault: % must join with the keys of their migrated vault (--from-vault)', who
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     UPDATE members SET state = 'active', sign_pub = join_vault.sign_pub, kem_pub = join_vault.kem_pub
         WHERE name = who;
     EXECUTE format('ALTER ROLE %I PASSWORD %L', session_user, verifier);

@@ -199,17 +199,33 @@ class TeamSlot(NamedTuple):
 
 
 def new_slot(
-    vault_id: bytes, database: str, member: str, passphrase: Secret, params: KdfParams
+    vault_id: bytes,
+    database: str,
+    member: str,
+    passphrase: Secret,
+    params: KdfParams,
+    *,
+    keys: MemberKeys | None = None,
 ) -> tuple[TeamSlot, MemberKeys]:
-    """Fresh X25519 and Ed25519 key pairs made here, sealed under the passphrase."""
-    kem, _ = p.x25519_generate()
-    sign, _ = p.ed25519_generate()
-    sign_pub = p.ed25519_public(sign)
-    # a team vault has no vault-wide admin signing key: the pin is the member's own key
-    keys = MemberKeys(member, kem, sign, sign_pub)
+    """Fresh X25519 and Ed25519 key pairs made here (or ``keys`` carried over from a
+    migrated SQLCipher vault), sealed under the passphrase."""
+    if keys is None:
+        kem, _ = p.x25519_generate()
+        sign, _ = p.ed25519_generate()
+        # a team vault has no vault-wide admin signing key: the pin is the member's own key
+        keys = MemberKeys(member, kem, sign, p.ed25519_public(sign))
+    elif keys.name != member:
+        raise IntegrityError("the carried-over keys belong to another member")
     salt, private = encrypt_private(vault_id, keys, passphrase, params)
     slot = TeamSlot(
-        vault_id, member, database, p.x25519_public(kem), sign_pub, params, salt, private
+        vault_id,
+        member,
+        database,
+        p.x25519_public(keys.kem_private),
+        p.ed25519_public(keys.sign_private),
+        params,
+        salt,
+        private,
     )
     return slot, keys
 
