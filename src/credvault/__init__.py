@@ -43,7 +43,8 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.integrity import CheckReport
     from credvault.keyring_cache import KeyringSource, parse_ttl
     from credvault.layout import vault_target
-    from credvault.migrate import Migrated, migrate
+    from credvault.migrate import Migrated
+    from credvault.migrate import migrate as migrate_vault
     from credvault.model import Engagement, GrantInfo
     from credvault.secret import Secret
     from credvault.team import NotOnTeam, Team
@@ -112,7 +113,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Team": ("credvault.team", "Team"),
     "NotOnTeam": ("credvault.team", "NotOnTeam"),
     "vault_target": ("credvault.layout", "vault_target"),
-    "migrate": ("credvault.migrate", "migrate"),
+    "migrate_vault": ("credvault.migrate", "migrate"),
     "Migrated": ("credvault.migrate", "Migrated"),
     "EngagementView": ("credvault.results", "EngagementView"),
     "PurgePlan": ("credvault.results", "PurgePlan"),
@@ -316,7 +317,7 @@ __all__ = [
     "generate_secret",
     "generate_token",
     "identity_member",
-    "migrate",
+    "migrate_vault",
     "parse_import_mapping",
     "parse_ttl",
     "read_import_source",

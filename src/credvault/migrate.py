@@ -39,6 +39,8 @@ SEALED = ("secret_env", "username_env", "url_env", "notes_env")
 
 
 class Migrated(NamedTuple):
+    """What ``migrate`` copied, where the invitations are, and the anchor it recorded."""
+
     database: str
     engagements: int
     credentials: int

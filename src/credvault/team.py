@@ -165,11 +165,7 @@ class Team:
             path = team_slot_path(db, admin)
             slot, keys = new_slot(vault_id, db, admin, passphrase, kdf)
             slot.write_new(path)
-            with owner._errors("make the first admin"):
-                owner.conn.execute(
-                    "SELECT credvault.create_member_role(%s, %s, true, 'invited')",
-                    (admin, scram_verifier(login_password(keys, vault_id))),
-                )
+            owner.create_member_role(admin, scram_verifier(login_password(keys, vault_id)), True)
         finally:
             owner.close()
         with _connect_as(target, admin, login_password(keys, vault_id)) as store:

@@ -368,14 +368,14 @@ def cmd_join(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Move this SQLCipher vault to a PostgreSQL team vault (as its admin and the
     database's owner); writes one invitation per member."""
-    from credvault import migrate
+    from credvault import migrate_vault
 
     if vault_target(args.to) is None:
         raise InvalidInput("--to must be a PostgreSQL connection string (postgresql://…)")
     if vault_target(getattr(args, "vault", None)) is not None:
         raise InvalidInput("migrate reads a SQLCipher vault: --vault names its directory")
     with open_vault(args) as v:
-        m = migrate(v, args.to, Path(args.invitations))
+        m = migrate_vault(v, args.to, Path(args.invitations))
     t.out(
         f"migrated to {m.database}: {m.engagements} engagements, {m.credentials} credentials, "
         f"{m.systems} systems, {m.grants} grants; {m.archived_audit_entries} audit entries "

@@ -245,6 +245,14 @@ class PgStore:
             raise NotFound("member", name)
         return bytes(row[0]), bytes(row[1])
 
+    def create_member_role(self, name: str, verifier: str, admin: bool) -> None:
+        """As the owner: a member's login role, ``invited`` (the first admin, a migration)."""
+        with self._errors("make a member role"):
+            self.conn.execute(
+                "SELECT credvault.create_member_role(%s, %s, %s, 'invited')",
+                (name, verifier, admin),
+            )
+
     def add_member(self, name: str, verifier: str, admin: bool) -> None:
         with self._errors("add a member"):
             self.conn.execute("SELECT credvault.add_member(%s, %s, %s)", (name, verifier, admin))
