@@ -31,6 +31,7 @@ from credvault.crypto.passphrase import KdfParams, check
 from credvault.errors import (
     AccessDenied,
     AuditChainBroken,
+    Conflict,
     CredvaultError,
     IntegrityError,
     InvalidInput,
@@ -43,7 +44,7 @@ from credvault.model import GrantInfo, iso
 from credvault.postgres.client import copy_message, creation_message, role_message, seal_info
 from credvault.postgres.server import scram_verifier
 from credvault.postgres.slot import TeamSlot, login_password, new_slot
-from credvault.postgres.store import PgStore, database_of
+from credvault.postgres.store import Fetched, PgStore, database_of
 from credvault.secret import Secret
 
 TABLE = "credentials"
@@ -225,10 +226,18 @@ class Team:
         return Joined(member, str(path), _fp(slot.sign_pub))
 
     # -- helpers for the sub-objects ------------------------------------------------------
-    def engagement_key(self, engagement: str, action: str) -> tuple[bytes, bytes, int]:
+    def engagement_key(
+        self, engagement: str, action: str, version: int | None = None
+    ) -> tuple[bytes, bytes, int]:
         """(engagement uid, key, version) from the member's own sealed copy: opened with
         their private key, its signature checked against the sealer's published key, and
-        the key's fingerprint against the engagement's."""
+        the key's fingerprint against the engagement's. With ``version`` (what a fetched
+        record says), a key of that version opened earlier in this session is reused
+        without asking the server again (the server checked the role at the fetch)."""
+        if version is not None:
+            hit = self._engagement_keys.get((engagement, version))
+            if hit is not None:
+                return hit[0], hit[1], version
         eng = self.store.engagement(engagement)
         if eng is None:
             raise AccessDenied(self.member, action, engagement, "no role on it")
@@ -319,7 +328,9 @@ class TeamCredentials:
         created, updated = (meta[1], meta[2]) if meta else ("", "")
         return CredentialInfo(eng, name, kind, None, created, updated)
 
-    def _read(self, ref: str, reason: str | None) -> tuple[str, str, dict[str, bytes | None], str]:
+    def _read(
+        self, ref: str, reason: str | None
+    ) -> tuple[str, str, dict[str, bytes | None], Fetched]:
         t = self.t
         eng, name = validate.ref(ref)
         req = t.store.request_read(eng, name, reason or "")
@@ -331,9 +342,9 @@ class TeamCredentials:
                 raise NotFound("credential", ref)
             raise AccessDenied(t.member, "read", eng, "refused by the server")
         f = t.store.fetch(req, eng)
-        eng_uid, key, _ = t.engagement_key(eng, "read")
-        if f.key_version != _:
-            eng_uid, key, _ = t.engagement_key(eng, "read")
+        eng_uid, key, version = t.engagement_key(eng, "read", f.key_version)
+        if version != f.key_version:  # rotated between the fetch and the key look-up
+            raise Conflict("the engagement key was rotated meanwhile; run the command again")
         values: dict[str, bytes | None] = {}
         for field, blob in (
             ("secret", f.secret_env),
@@ -344,15 +355,13 @@ class TeamCredentials:
             values[field] = (
                 None if blob is None else envelope.open_(t.place(eng_uid, f.uid, field), blob, key)
             )
-        return eng, name, values, f.kind
+        return eng, name, values, f
 
     def get(self, ref: str, *, reason: str | None = None, version: int | None = None) -> Credential:
         """An audited read: the server commits the audit row, then releases the envelopes."""
         if version is not None:
             raise NotOnTeam("get --version")
-        eng, name, v, kind = self._read(ref, reason)
-        meta = self.t.store.credential_meta(eng, name)
-        created, updated = (meta[1], meta[2]) if meta else ("", "")
+        eng, name, v, f = self._read(ref, reason)
 
         def text(b: bytes | None) -> str | None:
             return None if b is None else b.decode()
@@ -360,7 +369,7 @@ class TeamCredentials:
         return Credential(
             eng,
             name,
-            kind,
+            f.kind,
             Secret(v["secret"] or b""),
             text(v["username"]),
             None,
@@ -368,8 +377,8 @@ class TeamCredentials:
             None,
             text(v["url"]),
             text(v["notes"]),
-            created,
-            updated,
+            f.created_at,
+            f.updated_at,
         )
 
     def fields(self, ref: str, *, reason: str | None = None) -> dict[str, str | None]:
@@ -482,8 +491,6 @@ class TeamEngagements:
         """A new engagement key made here: every envelope re-sealed under it, a copy sealed
         to each member still holding a reading role; stored in one server transaction.
         Retried from a fresh read when a write lands in between (Conflict)."""
-        from credvault.errors import Conflict
-
         for attempt in range(3):
             try:
                 return self._rotate(name)

@@ -215,8 +215,12 @@ class TeamVault:
                 ).fetchone()
                 break
             except psycopg.errors.ObjectNotInPrerequisiteState:
-                # our request's commit is not flushed yet (someone else's WAL is pending)
-                time.sleep(0.01 * (attempt + 1))
+                # WAL inserted before the fetch is not flushed yet (someone else's pending
+                # record): flush it with a commit of our own (schema.sql, nudge_wal)
+                with self.conn.transaction():
+                    self.conn.execute("SET LOCAL synchronous_commit = local")
+                    self.conn.execute("SELECT credvault.nudge_wal()")
+                time.sleep(0.005 * attempt)
         else:
             raise AccessDenied(self.me.name, "read", engagement, "audit entry not durable")
         cached = self._keys.get(engagement)

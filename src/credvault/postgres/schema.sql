@@ -155,6 +155,13 @@ CREATE TABLE credvault.read_requests (
     used_at       timestamptz
 );
 
+-- One row that nudge_wal updates (see there).
+CREATE TABLE credvault.wal_nudge (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    n   bigint NOT NULL
+);
+INSERT INTO credvault.wal_nudge (n) VALUES (0);
+
 -- Phase one of a key rotation's read of every envelope (request_rotation, rotation_fetch).
 CREATE TABLE credvault.rotation_requests (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -555,7 +562,8 @@ END $$;
 
 CREATE FUNCTION credvault.fetch(request bigint)
 RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
-               key_version integer, uid bytea, kind text, audit_seq bigint)
+               key_version integer, uid bytea, kind text, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
@@ -580,11 +588,14 @@ BEGIN
     END IF;
     -- Durability: everything inserted into the WAL before this call (the request's commit
     -- record included: it is visible, so it was inserted) must be flushed. A synchronous
-    -- commit flushed it already; otherwise wait up to ~0.5 s for concurrent committers or
-    -- the WAL writer, then refuse (the client retries).
+    -- commit flushed it already; but other backends insert WAL without flushing it (the
+    -- background writer logs a running-transactions record shortly after any activity
+    -- that follows 15 s of quiet) and the idle WAL writer may sleep for seconds. So wait
+    -- ~50 ms, then refuse; the client flushes with a commit of its own (nudge_wal) and
+    -- asks again.
     WHILE pg_current_wal_flush_lsn() < want LOOP
         tries := tries + 1;
-        IF tries > 250 THEN
+        IF tries > 25 THEN
             RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
                 USING ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
@@ -611,7 +622,7 @@ BEGIN
     END IF;
     UPDATE read_requests SET used_at = clock_timestamp() WHERE id = q.id;
     RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
-                        c.uid, c.kind, q.audit_seq
+                        c.uid, c.kind, q.audit_seq, c.created_at, c.updated_at
         FROM credentials c WHERE c.id = q.credential_id;
 END $$;
 
@@ -695,6 +706,20 @@ BEGIN
     RETURN readlist;
 END $$;
 
+-- WAL that another backend inserted without flushing it (the background writer's
+-- running-transactions record, an asynchronous commit) makes fetch wait, and the WAL
+-- writer may sleep for seconds when idle. A client whose fetch was refused as "not yet
+-- durable" calls this in a transaction of its own with synchronous_commit = local: its
+-- commit flushes everything inserted before it, the pending record included. Harmless to
+-- call: one row, no data.
+CREATE FUNCTION credvault.nudge_wal() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    UPDATE wal_nudge SET n = n + 1;
+END $$;
+
 -- Key rotation after a revocation, done on the lead's machine: the lead asks (audited,
 -- committed: phase one, as for a read), fetches every envelope of the engagement against
 -- that request (phase two), re-seals them under a new key it makes, seals the new key to
@@ -736,7 +761,7 @@ BEGIN
     END IF;
     WHILE pg_current_wal_flush_lsn() < want LOOP
         tries := tries + 1;
-        IF tries > 250 THEN
+        IF tries > 25 THEN
             RAISE EXCEPTION 'credvault: rotation request not yet durable; retry'
                 USING ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
@@ -886,6 +911,7 @@ BEGIN
                    ' credvault.purge_engagement(text, text),'
                    ' credvault.revoke_grant(text, text), credvault.audit_head_info(),'
                    ' credvault.audit_hash_at(bigint), credvault.request_rotation(text),'
+                   ' credvault.nudge_wal(),'
                    ' credvault.rotation_fetch(bigint), credvault.rotation_grantees(text),'
                    ' credvault.rotate_key(text, integer, text, bytea[], bytea[], bytea[], bytea[],'
                    ' bytea[], text[], bytea[], bytea[]) TO %I', g);

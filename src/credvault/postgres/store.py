@@ -65,6 +65,8 @@ class Fetched(NamedTuple):
     uid: bytes
     kind: str
     audit_seq: int
+    created_at: str
+    updated_at: str
 
 
 class MemberRow(NamedTuple):
@@ -399,15 +401,17 @@ class PgStore:
                 try:
                     row = self.conn.execute(
                         "SELECT secret_env, username_env, url_env, notes_env, key_version, uid, "
-                        "kind, audit_seq FROM credvault.fetch(%s)",
+                        "kind, audit_seq, created_at, updated_at FROM credvault.fetch(%s)",
                         (request,),
                     ).fetchone()
                 except pe.ObjectNotInPrerequisiteState:
-                    # the request's commit is not yet flushed (another session's WAL pending)
+                    # WAL inserted before the fetch is not flushed yet (another session's,
+                    # or our own asynchronous commit): flush it with a commit of our own
                     pending = True
             if not pending:
                 break
-            time.sleep(0.01 * (attempt + 1))
+            self.nudge_wal()
+            time.sleep(0.005 * attempt)
         else:
             raise AccessDenied(self.member, "read", engagement, "audit entry not durable")
         if row is None:
@@ -421,7 +425,16 @@ class PgStore:
             bytes(row[5]),
             str(row[6]),
             int(row[7]),
+            _ts(row[8]),
+            _ts(row[9]),
         )
+
+    def nudge_wal(self) -> None:
+        """Flush WAL another session left pending (schema.sql, ``nudge_wal``): one commit of
+        our own, durable locally even if a synchronous standby is down."""
+        with self._errors("read"), self.conn.transaction():
+            self.conn.execute("SET LOCAL synchronous_commit = local")
+            self.conn.execute("SELECT credvault.nudge_wal()")
 
     # -- key rotation -------------------------------------------------------------------
     def request_rotation(self, engagement: str) -> int | None:
@@ -445,8 +458,13 @@ class PgStore:
                         (request,),
                     ).fetchall()
                 except pe.ObjectNotInPrerequisiteState:
-                    time.sleep(0.01 * (attempt + 1))
-                    continue
+                    pending = True
+                else:
+                    pending = False
+            if pending:
+                self.nudge_wal()
+                time.sleep(0.005 * attempt)
+                continue
             return [
                 (bytes(r[0]), int(r[1]), bytes(r[2]), _b(r[3]), _b(r[4]), _b(r[5])) for r in rows
             ]
