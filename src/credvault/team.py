@@ -19,11 +19,10 @@ import builtins
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import validate
 from credvault.access import Role, parse_role
-from credvault.audit import AuditEntry, Checkpoint
 from credvault.credentials import Credential, CredentialInfo
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
@@ -39,13 +38,16 @@ from credvault.errors import (
 )
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
-from credvault.members import MemberInfo
 from credvault.model import GrantInfo, iso
 from credvault.postgres.client import copy_message, creation_message, role_message, seal_info
 from credvault.postgres.server import scram_verifier
 from credvault.postgres.slot import TeamSlot, login_password, new_slot
 from credvault.postgres.store import Fetched, PgStore, database_of
 from credvault.secret import Secret
+
+if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
+    from credvault.audit import AuditEntry, Checkpoint
+    from credvault.members import MemberInfo
 
 TABLE = "credentials"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
@@ -134,10 +136,9 @@ class Team:
         keys = slot.unlock(passphrase)
         store = _connect_as(target, member, login_password(keys, slot.vault_id))
         try:
-            vault_id = store.vault_id()
+            vault_id, name = store.opening()
             if vault_id != slot.vault_id:
                 raise IntegrityError("the team key slot belongs to another vault")
-            name, _ = store.whoami()
             if name != member:
                 raise AccessDenied(member, "use the team vault", None, "not this member's login")
         except BaseException:
@@ -238,23 +239,23 @@ class Team:
             hit = self._engagement_keys.get((engagement, version))
             if hit is not None:
                 return hit[0], hit[1], version
-        eng = self.store.engagement(engagement)
+        eng, g, sealer_pub = self.store.key_copy(engagement)
         if eng is None:
             raise AccessDenied(self.member, action, engagement, "no role on it")
         cached = self._engagement_keys.get((engagement, eng.key_version))
         if cached is not None:
             return cached[0], cached[1], eng.key_version
-        g = self.store.my_grant(engagement)
         if g is None or g.sealed is None or g.key_version is None or g.sealed_by is None:
             raise AccessDenied(self.member, action, engagement, "no key copy")
+        if sealer_pub is None:
+            raise IntegrityError(f"engagement {engagement!r}: the key copy's sealer is unknown")
         key = p.hpke_open(
             self.keys.kem_private,
             g.sealed,
             seal_info(self.vault_id, eng.uid, self.member, g.key_version),
         )
-        sign_pub, _ = self.store.member_keys(g.sealed_by)
         p.verify(
-            sign_pub,
+            sealer_pub,
             labels.GRANT_SIG,
             copy_message(
                 self.vault_id, eng.uid, self.member, g.key_version, g.sealed, key, g.sealed_by
@@ -542,6 +543,8 @@ class TeamMembers:
         self.t = t
 
     def list(self) -> builtins.list[MemberInfo]:
+        from credvault.members import MemberInfo
+
         return [
             MemberInfo(m.name, m.admin, False, m.created_at)
             for m in self.t.store.members()
@@ -571,6 +574,8 @@ class TeamAudit:
 
     def verify(self, checkpoint: str | None = None) -> int:
         """The server-side chain, and (given one) the entry at an off-server checkpoint."""
+        from credvault.audit import Checkpoint
+
         t = self.t
         cp = Checkpoint.parse(checkpoint) if checkpoint else None
         bad = t.store.audit_verify()
@@ -586,6 +591,8 @@ class TeamAudit:
         return n
 
     def checkpoint(self) -> Checkpoint:
+        from credvault.audit import Checkpoint
+
         n, h = self.t.store.audit_head()
         return Checkpoint(n, h.hex())
 
@@ -600,6 +607,8 @@ class TeamAudit:
     ) -> builtins.list[AuditEntry]:
         if engagement is None or since is not None:
             raise NotOnTeam("audit without --engagement, or with --since")
+        from credvault.audit import AuditEntry
+
         rows = [
             AuditEntry(seq, ts, m, a, engagement, item or None, outcome, detail)
             for seq, ts, m, a, item, outcome, detail in self.t.store.audit_rows(engagement)

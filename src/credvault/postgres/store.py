@@ -175,6 +175,11 @@ class PgStore:
             raise
         return cls(conn, member)
 
+    def opening(self) -> tuple[bytes, str]:
+        """(vault id, the calling member) in one round trip."""
+        row = self._one("SELECT credvault.vault_id(), credvault.me()", action="use the vault")
+        return bytes(row[0]), str(row[1])
+
     def close(self) -> None:
         self.conn.close()
 
@@ -295,6 +300,39 @@ class PgStore:
                 "SELECT credvault.create_engagement(%s, %s, %s, %s, %s, %s)",
                 (uid, name, client, key_fp, creation_sig, lead),
             )
+
+    def key_copy(
+        self, engagement: str
+    ) -> tuple[EngagementRow | None, MyGrant | None, bytes | None]:
+        """The engagement, the caller's grant and the sealer's published signing key, in
+        one round trip (what opening an engagement key needs). A sealer removed since
+        keeps their published key: copies they sealed while a member stay verifiable."""
+        row = self._one(
+            "SELECT e.uid, e.name, e.client, e.state, e.key_version, e.key_fp, "
+            "e.require_reason, e.needs_rotation, e.created_at, g.role, g.role_sig, "
+            "g.granted_by, g.key_version, g.sealed, g.sealed_by, g.copy_sig, g.expires_at, "
+            "m.sign_pub FROM credvault.engagements e "
+            "LEFT JOIN LATERAL credvault.my_grant(e.name) g ON true "
+            "LEFT JOIN credvault.members m ON m.name = g.sealed_by "
+            "WHERE e.name = %s",
+            (engagement,),
+        )
+        if row is None:
+            return None, None, None
+        eng = _engagement(row[:9])
+        if row[9] is None:
+            return eng, None, None
+        g = MyGrant(
+            str(row[9]),
+            bytes(row[10]),
+            str(row[11]),
+            None if row[12] is None else int(row[12]),
+            _b(row[13]),
+            None if row[14] is None else str(row[14]),
+            _b(row[15]),
+            None if row[16] is None else _ts(row[16]),
+        )
+        return eng, g, _b(row[17])
 
     def my_grant(self, engagement: str) -> MyGrant | None:
         row = self._one(
