@@ -100,6 +100,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.clients",
                 "credvault.audit_trail",
                 "credvault.witnessing",  # issue 11: when the member's witness is checked
+                "credvault.team",  # the PostgreSQL team vault behind the CLI (issue 14)
             }
         ),
     ),
@@ -107,7 +108,15 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
     # secrets) take an open Vault, so they sit beside the facade, not below it.
     (
         "facade",
-        frozenset({"credvault.vault", "credvault", "credvault._bench_seam", "credvault.handoff"}),
+        frozenset(
+            {
+                "credvault.vault",
+                "credvault",
+                "credvault._bench_seam",
+                "credvault.handoff",
+                "credvault.migrate",  # issue 14: reads an open Vault's session, table by table
+            }
+        ),
     ),
     ("cli", frozenset({"credvault.cli", "credvault.cli.*"})),
     # The agent runs the CLI's own commands for its clients; the console script tries the

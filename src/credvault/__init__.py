@@ -42,10 +42,14 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.files import write_new_private
     from credvault.integrity import CheckReport
     from credvault.keyring_cache import KeyringSource, parse_ttl
+    from credvault.layout import vault_target
     from credvault.members import PasswdResult
+    from credvault.migrate import Migrated
+    from credvault.migrate import migrate as migrate_vault
     from credvault.model import Engagement, GrantInfo
     from credvault.receipt_keys import ReceiptKeys
     from credvault.secret import Secret
+    from credvault.team import NotOnTeam, Team
     from credvault.unlock import (
         FirstOf,
         IdentityFile,
@@ -110,6 +114,12 @@ _LAZY: dict[str, tuple[str, str]] = {
     "InitResult": ("credvault.vault", "InitResult"),
     "Vault": ("credvault.vault", "Vault"),
     "default_dir": ("credvault.vault", "default_dir"),
+    # the PostgreSQL team vault (issue 14): loaded only when --vault names one
+    "Team": ("credvault.team", "Team"),
+    "NotOnTeam": ("credvault.team", "NotOnTeam"),
+    "vault_target": ("credvault.layout", "vault_target"),
+    "migrate_vault": ("credvault.migrate", "migrate"),
+    "Migrated": ("credvault.migrate", "Migrated"),
     "EngagementView": ("credvault.results", "EngagementView"),
     "PurgePlan": ("credvault.results", "PurgePlan"),
     "Receipt": ("credvault.results", "Receipt"),
@@ -286,8 +296,10 @@ __all__ = [
     "KeyringSource",
     "KeyringUnavailable",
     "Locked",
+    "Migrated",
     "NotAVault",
     "NotFound",
+    "NotOnTeam",
     "Passphrase",
     "PassphraseFile",
     "PasswdResult",
@@ -304,6 +316,7 @@ __all__ = [
     "ScheduledPurge",
     "Secret",
     "StoreError",
+    "Team",
     "UnlockSource",
     "UnsupportedFormat",
     "Vault",
@@ -320,11 +333,13 @@ __all__ = [
     "generate_secret",
     "generate_token",
     "identity_member",
+    "migrate_vault",
     "parse_import_mapping",
     "parse_ttl",
     "read_import_source",
     "read_passphrase_file",
     "validate_name",
+    "vault_target",
     "verify_receipt",
     "write_new_private",
     "write_receipt",

@@ -31,6 +31,40 @@ def default_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "credvault"
 
 
+# A --vault/CREDVAULT_VAULT value in one of libpq's forms names a PostgreSQL team vault
+# (docs/team.md): a URI, or key=value conninfo words libpq itself uses.
+TEAM_URI_PREFIXES = ("postgresql://", "postgres://")
+TEAM_KEYWORDS = ("host=", "hostaddr=", "service=", "dbname=", "port=", "user=")
+
+
+def is_team_target(target: str) -> bool:
+    """Whether a ``--vault``/``CREDVAULT_VAULT`` value names a PostgreSQL team vault.
+
+    libpq's two forms: a URI (``postgresql://…``, multi-host lists included) and a key=value
+    conninfo string (``service=team``, ``host=db1,db2 dbname=team``). Anything else is a
+    SQLCipher vault directory. Pure string work: the ``credvault get`` path calls it.
+    """
+    t = target.strip()
+    if t.startswith(TEAM_URI_PREFIXES):
+        return True
+    return any(word.startswith(TEAM_KEYWORDS) for word in t.split())
+
+
+def vault_target(given: str | None) -> str | None:
+    """The team vault named by ``--vault`` (``given``) or ``$CREDVAULT_VAULT``, or None for
+    a SQLCipher directory. Read before any ``Path()``: a path would fold ``//`` to ``/``."""
+    raw = given if given else os.environ.get("CREDVAULT_VAULT")
+    return raw if raw and is_team_target(raw) else None
+
+
+def team_slot_path(database: str, member: str) -> Path:
+    """Where a team member's own key slot lives on their machine:
+    ``$XDG_CONFIG_HOME/credvault/team/<database>/<member>.slot`` (else ``~/.config/…``)."""
+    base = os.environ.get("XDG_CONFIG_HOME")
+    root = Path(base) if base else Path.home() / ".config"
+    return root / "credvault" / "team" / database / f"{member}.slot"
+
+
 def default_backup_dir(vault_path: Path) -> Path:
     """``<vault>-backups`` beside the vault directory."""
     return vault_path.parent / f"{vault_path.name}-backups"

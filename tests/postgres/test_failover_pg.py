@@ -63,6 +63,20 @@ def primary_conninfo(primary: Cluster) -> str:
     )
 
 
+def settle_wal(conn: Any) -> None:
+    """Flush what other backends inserted (nudge_wal, as a client does), until observed
+    flushed: the background writer logs a record shortly after activity that follows a
+    quiet spell, so one nudge can land just before it."""
+    for _ in range(200):
+        conn.execute("SELECT credvault.nudge_wal()")
+        row = conn.execute(
+            "SELECT pg_current_wal_insert_lsn() <= pg_current_wal_flush_lsn()"
+        ).fetchone()
+        if row[0]:
+            return
+    raise AssertionError("WAL never settled")
+
+
 def wait_sync(su: Any) -> None:
     """Wait, by observation, until standby1 is the synchronous standby."""
     for _ in range(1200):
@@ -112,6 +126,9 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                 with pg.connect("bob") as b:
                     b.execute("SET synchronous_commit = local")
                     req = b.execute("SELECT credvault.request_read('alpha', 'seed')").fetchone()[0]
+                    # flush any WAL another backend left pending (the background writer's
+                    # running-transactions record), so only the standby can be what is missing
+                    settle_wal(b)
                     with pytest.raises(
                         psycopg.errors.ObjectNotInPrerequisiteState, match="synchronous standby"
                     ):

@@ -95,6 +95,30 @@ def test_dba_swapping_sealed_copies_is_caught_on_the_members_machine(
             "UPDATE credvault.grants SET sealed = (SELECT sealed FROM credvault.grants "
             "WHERE member = 'alice') WHERE member = 'bob'"
         )
+    # alice's copy is bound (HPKE info and recipient key) to alice: bob cannot open it
+    with team_vault(pg, "bob") as bob, pytest.raises(IntegrityError, match="could not be opened"):
+        bob.get("alpha", "db")
+
+
+def test_dba_sealing_a_key_of_their_own_to_a_member_is_caught(
+    alpha: tuple[Any, bytes],
+) -> None:
+    """The DBA knows bob's public key and can seal any key to it, so the copy opens; only
+    the sealer's signature (over the key's fingerprint) tells bob it is not a lead's."""
+    from credvault.postgres.client import seal_info
+
+    pg, _ = alpha
+    dba_key = primitives.random_key()
+    with pg.connect() as owner:
+        uid, kem_pub, vault_id = owner.execute(
+            "SELECT e.uid, m.kem_pub, (SELECT value FROM credvault.meta WHERE key = 'vault_id')"
+            " FROM credvault.engagements e, credvault.members m"
+            " WHERE e.name = 'alpha' AND m.name = 'bob'"
+        ).fetchone()
+        forged = primitives.hpke_seal(
+            bytes(kem_pub), dba_key, seal_info(bytes(vault_id), bytes(uid), "bob", 1)
+        )
+        owner.execute("UPDATE credvault.grants SET sealed = %s WHERE member = 'bob'", (forged,))
     with team_vault(pg, "bob") as bob, pytest.raises(IntegrityError, match="signature"):
         bob.get("alpha", "db")
 

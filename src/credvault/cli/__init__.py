@@ -134,6 +134,21 @@ TABLE: tuple[Command, ...] = (
                     KDF,
                 ),
             ),
+            Command(
+                "invite",
+                "invite a member to a PostgreSQL team vault (a one-time code)",
+                c.cmd_member_invite,
+                (
+                    arg("name"),
+                    arg("--admin", action="store_true", help="make the member an admin"),
+                    arg(
+                        "--invitation-file",
+                        metavar="PATH",
+                        value="file",
+                        help="write the code here (0600) instead of printing it once",
+                    ),
+                ),
+            ),
             Command("ls", "list members", c.cmd_member_ls, (JSON,)),
             Command(
                 "rm",
@@ -155,6 +170,42 @@ TABLE: tuple[Command, ...] = (
                     ),
                     KDF,
                 ),
+            ),
+        ),
+    ),
+    Command(
+        "join",
+        "join a PostgreSQL team vault from your own machine (after member invite)",
+        c.cmd_join,
+        (
+            arg(
+                "--invitation-file",
+                metavar="PATH",
+                value="file",
+                help="read the one-time invitation code here (first line)",
+            ),
+            arg(
+                "--from-vault",
+                metavar="DIR",
+                value="dir",
+                help="after migrate: keep your keys from this SQLCipher vault",
+            ),
+            NEW_PASSPHRASE_FILE,
+            KDF,
+        ),
+    ),
+    Command(
+        "migrate",
+        "move this SQLCipher vault to a PostgreSQL team vault (admin, as the database owner)",
+        c.cmd_migrate,
+        (
+            arg("--to", required=True, metavar="CONNINFO", help="the target (postgresql://…)"),
+            arg(
+                "--invitations",
+                required=True,
+                metavar="DIR",
+                value="dir",
+                help="new directory for the members' one-time invitation codes (0600 files)",
             ),
         ),
     ),

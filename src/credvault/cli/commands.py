@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from credvault import (
     DEFAULT_KDF,
@@ -31,6 +31,7 @@ from credvault import (
     parse_ttl,
     read_passphrase_file,
     validate_name,
+    vault_target,
     verify_receipt,
     write_new_private,
     write_receipt,
@@ -38,7 +39,7 @@ from credvault import (
 from credvault.cli import terminal as t
 
 if TYPE_CHECKING:
-    from credvault import WitnessGap
+    from credvault import Team, WitnessGap
     from credvault.clipboard import Backend
 
 EXIT_OK = 0
@@ -95,9 +96,58 @@ def unlock_source(args: argparse.Namespace, vault: Path, member: str) -> FirstOf
 borrowed_vault: Callable[[], Vault] | None = None
 
 
+# The handlers a PostgreSQL team vault serves (docs/team.md): they use only the part of
+# Vault's API that credvault.Team offers. Any other command on a team vault is refused
+# with one line (NotOnTeam, exit 1) before it touches anything.
+TEAM_COMMANDS = frozenset(
+    {
+        "cmd_get",
+        "cmd_put",
+        "cmd_ls",
+        "cmd_grant",
+        "cmd_revoke",
+        "cmd_engagement_new",
+        "cmd_member_ls",
+        "cmd_member_rm",
+        "cmd_member_invite",
+        "cmd_audit",
+        "cmd_audit_verify",
+        "cmd_audit_checkpoint",
+    }
+)
+
+
+def team_passphrase(args: argparse.Namespace, member: str) -> Secret:
+    """The passphrase of the member's own team key slot: a file, else a prompt."""
+    pfile = getattr(args, "passphrase_file", None) or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
+    if pfile:
+        return Secret(read_passphrase_file(Path(pfile)))
+    if t.has_terminal():
+        return Secret(t.ask_hidden(f"Passphrase for {member}: "))
+    from credvault import Locked
+
+    raise Locked("no passphrase: set CREDVAULT_PASSPHRASE_FILE or run on a terminal")
+
+
+def open_team(args: argparse.Namespace, target: str) -> Team:
+    """Open the PostgreSQL team vault ``target`` for a command it serves."""
+    from credvault import NotOnTeam, Team
+
+    handler = getattr(getattr(args, "func", None), "__name__", "")
+    if handler not in TEAM_COMMANDS:
+        raise NotOnTeam(handler.removeprefix("cmd_").replace("_", " ") or "this command")
+    member = member_name(args)
+    return Team.open(target, member, team_passphrase(args, member))
+
+
 def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:
     if borrowed_vault is not None:
         return borrowed_vault()
+    target = vault_target(getattr(args, "vault", None))
+    if target is not None:
+        # A Team offers the subset of Vault's API that the TEAM_COMMANDS use; every other
+        # handler was refused above, so the cast is never wrong where it is relied on.
+        return cast("Vault", open_team(args, target))
     path = vault_dir(args)
     member = member_name(args)
     return Vault.open(
@@ -140,6 +190,16 @@ def cmd_init(args: argparse.Namespace) -> int:
         pw = t.ask_new_secret(f"New passphrase for {admin}")
     else:
         raise InvalidInput("no passphrase: set CREDVAULT_PASSPHRASE_FILE or run on a terminal")
+    target = vault_target(getattr(args, "vault", None))
+    if target is not None:
+        from credvault import Team
+
+        made = Team.init(target, admin, Secret(pw), kdf_params(args))
+        t.out(
+            f"created team vault {made.database} (id {made.vault_id}) with admin {made.admin}; "
+            f"your key slot is {made.slot}"
+        )
+        return EXIT_OK
     rec = Path(args.recovery_file) if args.recovery_file else None
     res = Vault.init(vault_dir(args), admin, pw, kdf=kdf_params(args), recovery_file=rec)
     t.out(f"created vault {res.path} (id {res.vault_id}) with admin {res.admin}")
@@ -260,10 +320,85 @@ def cmd_member_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_member_invite(args: argparse.Namespace) -> int:
+    """Invite a member to a team vault: a one-time code, shown once or written 0600."""
+    if vault_target(getattr(args, "vault", None)) is None:
+        raise InvalidInput("member invite is for a PostgreSQL team vault: use member add")
+    with open_vault(args) as v:
+        inv = cast("Team", v).members.invite(args.name, admin=args.admin)
+    if args.invitation_file:
+        write_new_private(Path(args.invitation_file), inv.code.reveal() + b"\n")
+        t.out(f"invited {inv.member}; invitation code written to {args.invitation_file} (0600)")
+    else:
+        t.out(f"invited {inv.member}; give them this one-time code out of band:")
+        t.out(inv.code.reveal().decode())
+    return EXIT_OK
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    """Join a team vault from your own machine: your keys are made and kept here."""
+    from credvault import Team
+
+    target = vault_target(getattr(args, "vault", None))
+    if target is None:
+        raise InvalidInput("join needs a PostgreSQL team vault: --vault postgresql://…")
+    member = member_name(args)
+    if args.invitation_file:
+        code = read_passphrase_file(Path(args.invitation_file))
+    elif t.has_terminal():
+        code = t.ask_hidden("Invitation code: ")
+    else:
+        raise InvalidInput("no terminal to ask the invitation code: use --invitation-file")
+    keys = None
+    if args.from_vault:  # after `credvault migrate`: the same keys, from the old vault
+        old = getattr(args, "passphrase_file", None) or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
+        if old:
+            old_pw = read_passphrase_file(Path(old))
+        elif t.has_terminal():
+            old_pw = t.ask_hidden(f"Passphrase for {member} in {args.from_vault}: ")
+        else:
+            raise InvalidInput("no passphrase for the old vault: set CREDVAULT_PASSPHRASE_FILE")
+        keys = Team.keys_from_vault(Path(args.from_vault), member, Secret(old_pw))
+    pw = new_passphrase(args, member)
+    joined = Team.join(target, member, Secret(code), Secret(pw), kdf_params(args), keys=keys)
+    t.out(f"joined as {joined.member}; key slot {joined.slot}")
+    t.out(f"signing key fingerprint {joined.fingerprint} (your admin can compare it)")
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Move this SQLCipher vault to a PostgreSQL team vault (as its admin and the
+    database's owner); writes one invitation per member."""
+    from credvault import migrate_vault
+
+    if vault_target(args.to) is None:
+        raise InvalidInput("--to must be a PostgreSQL connection string (postgresql://…)")
+    if vault_target(getattr(args, "vault", None)) is not None:
+        raise InvalidInput("migrate reads a SQLCipher vault: --vault names its directory")
+    with open_vault(args) as v:
+        m = migrate_vault(v, args.to, Path(args.invitations))
+    t.out(
+        f"migrated to {m.database}: {m.engagements} engagements, {m.credentials} credentials, "
+        f"{m.systems} systems, {m.grants} grants; {m.archived_audit_entries} audit entries "
+        "archived and anchored"
+    )
+    t.out(
+        f"invitations in {m.invitations}: each member runs `credvault join --vault <target> "
+        "--from-vault <this vault> --invitation-file <theirs>`"
+    )
+    return EXIT_OK
+
+
 def cmd_member_rm(args: argparse.Namespace) -> int:
     """Remove a member: their grants go and the database is re-keyed."""
     with open_vault(args) as v:
         n = v.members.remove(args.name)
+        if vault_target(getattr(args, "vault", None)) is not None:
+            t.out(
+                f"removed member {args.name}; login disabled, {n} session(s) ended, "
+                "their grants and key copies dropped"
+            )
+            return EXIT_OK
         Vault.forget_cached_keys(v.path, args.name)
         t.out(
             f"removed member {args.name}; {n} grant(s) dropped, database re-keyed; "

@@ -6,9 +6,10 @@ value's place as associated data), engagement keys sealed to members' X25519 key
 HPKE, Ed25519 signatures over every sealed copy. The server only stores and releases
 bytes; it never sees an engagement key or a secret in clear.
 
-This is the first slice of the client (issue 14): reads and writes of credential secrets
-through the server's functions. The full :class:`credvault.store.Store`-compatible
-backend is not built yet (docs/team.md).
+:class:`TeamVault` is the minimal library client the server tests drive; the product path
+(``Vault``-shaped, behind the CLI) is :mod:`credvault.team` over
+:class:`credvault.postgres.store.PgStore`. Both use the statements below, which are the
+SQLCipher vault's own (:mod:`credvault.grants`), so a migrated signature verifies unchanged.
 """
 
 from __future__ import annotations
@@ -21,26 +22,16 @@ from typing import Any
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.errors import AccessDenied, InvalidInput, NotFound
+from credvault.layout import is_team_target
 from credvault.postgres.server import check_schema
 
-_URI_PREFIXES = ("postgresql://", "postgres://")
-# key=value conninfo keywords that mark a target as PostgreSQL (libpq's own names)
-_KEYWORDS = ("host=", "hostaddr=", "service=", "dbname=", "port=", "user=")
 TABLE = "credentials"
 
 
 def is_postgres_target(target: str) -> bool:
-    """Whether a ``--vault``/``CREDVAULT_VAULT`` value names a PostgreSQL vault.
-
-    Accepts libpq's two forms: a URI (``postgresql://…``, multi-host lists included:
-    ``postgresql://a:5432,b:5432/db?target_session_attrs=read-write``) and a key=value
-    conninfo string (``service=team``, ``host=db1,db2 dbname=team``). Anything else is
-    a SQLCipher vault directory, as before.
-    """
-    t = target.strip()
-    if t.startswith(_URI_PREFIXES):
-        return True
-    return any(word.startswith(_KEYWORDS) for word in t.split())
+    """Whether a ``--vault``/``CREDVAULT_VAULT`` value names a PostgreSQL vault
+    (:func:`credvault.layout.is_team_target`)."""
+    return is_team_target(target)
 
 
 def connect(target: str, **kw: Any) -> Any:
@@ -68,11 +59,36 @@ def seal_info(vault_id: bytes, eng_uid: bytes, member: str, version: int) -> byt
     return labels.encode(labels.SEAL_ENGAGEMENT_KEY, vault_id, eng_uid, member, version)
 
 
-def copy_message(
-    vault_id: bytes, eng_uid: bytes, member: str, version: int, sealed: bytes
+def creation_message(
+    vault_id: bytes, uid: bytes, name: str, client: str, lead: str, by: str
 ) -> bytes:
-    """What a sealed copy's signature covers (who may open which key, and its bytes)."""
-    return labels.encode(vault_id, eng_uid, member, version, p.digest(sealed))
+    """What an admin signs when creating an engagement: the SQLCipher statement
+    (:func:`credvault.grants.creation_message`), so a migrated signature still verifies."""
+    return labels.encode(labels.GRANT_CREATION, vault_id, uid, name, client, lead, by)
+
+
+def role_message(
+    vault_id: bytes, eng_uid: bytes, member: str, role: str, expires: str | None, by: str
+) -> bytes:
+    """What a role certificate signs (:func:`credvault.grants.role_message`)."""
+    return labels.encode(labels.GRANT_ROLE, vault_id, eng_uid, member, role, expires or "", by)
+
+
+def copy_message(
+    vault_id: bytes, eng_uid: bytes, member: str, version: int, sealed: bytes, key: bytes, by: str
+) -> bytes:
+    """What the sealer of a key copy signs (:func:`credvault.grants.copy_message`): who may
+    open which key version, the copy's digest and the key's fingerprint, and the sealer."""
+    return labels.encode(
+        labels.GRANT_COPY,
+        vault_id,
+        eng_uid,
+        member,
+        version,
+        p.digest(sealed),
+        p.fingerprint(key),
+        by,
+    )
 
 
 @dataclass(frozen=True)
@@ -139,15 +155,15 @@ class TeamVault:
         if row is None or row[1] is None:
             raise AccessDenied(self.me.name, "read", name, "no key copy")
         version, sealed, sealed_by, sig = int(row[0]), bytes(row[1]), str(row[2]), bytes(row[3])
+        key = p.hpke_open(
+            self.me.kem_private, sealed, seal_info(self.vault_id, uid, self.me.name, version)
+        )
         p.verify(
             self._sign_pub(sealed_by),
             labels.GRANT_SIG,
-            copy_message(self.vault_id, uid, self.me.name, version, sealed),
+            copy_message(self.vault_id, uid, self.me.name, version, sealed, key, sealed_by),
             sig,
             "engagement key copy",
-        )
-        key = p.hpke_open(
-            self.me.kem_private, sealed, seal_info(self.vault_id, uid, self.me.name, version)
         )
         return uid, key, version
 
@@ -165,7 +181,7 @@ class TeamVault:
         sig = p.sign(
             self.me.sign_private,
             labels.GRANT_SIG,
-            copy_message(self.vault_id, eng_uid, member, version, sealed),
+            copy_message(self.vault_id, eng_uid, member, version, sealed, key, self.me.name),
         )
         return sealed, sig
 
@@ -176,10 +192,12 @@ class TeamVault:
         env = envelope.seal(
             envelope.Place(self.vault_id, eng_uid, TABLE, uid, "secret"), secret, key, version
         )
-        self.conn.execute(
+        row = self.conn.execute(
             "SELECT credvault.put_credential(%s, %s, %s, %s, %s, %s)",
             (engagement, name, kind, uid, version, env),
-        )
+        ).fetchone()
+        if not row[0]:
+            raise AccessDenied(self.me.name, "put", engagement, "refused by the server")
 
     def get(self, engagement: str, name: str, reason: str = "") -> bytes:
         """An audited read: request (its audit row commits), fetch, open here."""
@@ -197,8 +215,12 @@ class TeamVault:
                 ).fetchone()
                 break
             except psycopg.errors.ObjectNotInPrerequisiteState:
-                # our request's commit is not flushed yet (someone else's WAL is pending)
-                time.sleep(0.01 * (attempt + 1))
+                # WAL inserted before the fetch is not flushed yet (someone else's pending
+                # record): flush it with a commit of our own (schema.sql, nudge_wal)
+                with self.conn.transaction():
+                    self.conn.execute("SET LOCAL synchronous_commit = local")
+                    self.conn.execute("SELECT credvault.nudge_wal()")
+                time.sleep(0.005 * attempt)
         else:
             raise AccessDenied(self.me.name, "read", engagement, "audit entry not durable")
         cached = self._keys.get(engagement)

@@ -155,6 +155,24 @@ CREATE TABLE credvault.read_requests (
     used_at       timestamptz
 );
 
+-- One row that nudge_wal updates (see there).
+CREATE TABLE credvault.wal_nudge (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    n   bigint NOT NULL
+);
+INSERT INTO credvault.wal_nudge (n) VALUES (0);
+
+-- Phase one of a key rotation's read of every envelope (request_rotation, rotation_fetch).
+CREATE TABLE credvault.rotation_requests (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    member        text NOT NULL,
+    engagement_id bigint NOT NULL REFERENCES credvault.engagements (id) ON DELETE CASCADE,
+    audit_seq     bigint NOT NULL REFERENCES credvault.audit (seq),
+    xid           xid8 NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    used_at       timestamptz
+);
+
 -- ---------------------------------------------------------------------------------------
 -- Functions. All SECURITY DEFINER ones pin search_path (pg_catalog is searched first
 -- implicitly; pg_temp last so a member's temporary objects never shadow ours). Who is
@@ -339,6 +357,13 @@ BEGIN
     IF verifier !~ '^SCRAM-SHA-256\$' THEN
         RAISE EXCEPTION 'credvault: a SCRAM verifier is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- A member carried over by `credvault migrate` has their public keys on record already
+    -- (their sealed copies are sealed to them): they must join with those very keys.
+    IF EXISTS (SELECT 1 FROM members m WHERE m.name = who AND m.sign_pub IS NOT NULL
+               AND (m.sign_pub <> join_vault.sign_pub OR m.kem_pub <> join_vault.kem_pub)) THEN
+        RAISE EXCEPTION 'credvault: % must join with the keys of their migrated vault (--from-vault)', who
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     UPDATE members SET state = 'active', sign_pub = join_vault.sign_pub, kem_pub = join_vault.kem_pub
         WHERE name = who;
     EXECUTE format('ALTER ROLE %I PASSWORD %L', session_user, verifier);
@@ -416,7 +441,7 @@ END $$;
 CREATE FUNCTION credvault.put_grant(
     eng text, grantee text, g_role text, g_role_sig bytea, g_key_version integer,
     g_sealed bytea, g_copy_sig bytea, g_expires_at timestamptz DEFAULT NULL
-) RETURNS void
+) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE;
@@ -427,7 +452,7 @@ BEGIN
     END IF;
     IF NOT (is_admin() OR role_in(e.id) = 'lead') THEN
         PERFORM audit_append(who, 'grant', eng, grantee, 'denied', g_role);
-        RETURN;
+        RETURN false;
     END IF;
     IF grantee <> '@recovery' AND NOT EXISTS (SELECT 1 FROM members WHERE name = grantee AND state = 'active') THEN
         RAISE EXCEPTION 'credvault: no active member %', grantee USING ERRCODE = 'no_data_found';
@@ -442,6 +467,7 @@ BEGIN
         key_version = excluded.key_version, sealed = excluded.sealed,
         sealed_by = excluded.sealed_by, copy_sig = excluded.copy_sig, revoked_at = NULL;
     PERFORM audit_append(who, 'grant', eng, grantee, 'ok', g_role);
+    RETURN true;
 END $$;
 
 -- The caller's own sealed key copy and certificate for one engagement.
@@ -461,15 +487,21 @@ CREATE FUNCTION credvault.put_credential(
     eng text, c_name text, c_kind text, c_uid bytea, c_key_version integer,
     c_secret_env bytea, c_username_env bytea DEFAULT NULL, c_url_env bytea DEFAULT NULL,
     c_notes_env bytea DEFAULT NULL
-) RETURNS void
+) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    -- FOR SHARE: a key rotation (FOR UPDATE) cannot interleave with this write
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
     IF e.id IS NULL OR coalesce(role_in(e.id), '') NOT IN ('lead', 'engineer') THEN
+        -- returned, not raised: an exception would roll the denial's audit row back
         PERFORM audit_append(who, 'put', eng, c_name, 'denied', '');
-        RAISE EXCEPTION 'credvault: % may not write to %', who, eng USING ERRCODE = 'insufficient_privilege';
+        RETURN false;
+    END IF;
+    IF c_key_version <> e.key_version THEN
+        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
     END IF;
     INSERT INTO credentials (uid, engagement_id, name, kind, key_version, secret_env, username_env, url_env, notes_env)
     VALUES (c_uid, e.id, c_name, c_kind, c_key_version, c_secret_env, c_username_env, c_url_env, c_notes_env)
@@ -480,6 +512,7 @@ BEGIN
         username_env = excluded.username_env, url_env = excluded.url_env,
         notes_env = excluded.notes_env, updated_at = now();
     PERFORM audit_append(who, 'put', eng, c_name, 'ok', '');
+    RETURN true;
 END $$;
 
 -- ---------------------------------------------------------------------------------------
@@ -529,7 +562,8 @@ END $$;
 
 CREATE FUNCTION credvault.fetch(request bigint)
 RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
-               key_version integer, uid bytea, kind text, audit_seq bigint)
+               key_version integer, uid bytea, kind text, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
@@ -554,11 +588,14 @@ BEGIN
     END IF;
     -- Durability: everything inserted into the WAL before this call (the request's commit
     -- record included: it is visible, so it was inserted) must be flushed. A synchronous
-    -- commit flushed it already; otherwise wait up to ~0.5 s for concurrent committers or
-    -- the WAL writer, then refuse (the client retries).
+    -- commit flushed it already; but other backends insert WAL without flushing it (the
+    -- background writer logs a running-transactions record shortly after any activity
+    -- that follows 15 s of quiet) and the idle WAL writer may sleep for seconds. So wait
+    -- ~50 ms, then refuse; the client flushes with a commit of its own (nudge_wal) and
+    -- asks again.
     WHILE pg_current_wal_flush_lsn() < want LOOP
         tries := tries + 1;
-        IF tries > 250 THEN
+        IF tries > 25 THEN
             RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
                 USING ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
@@ -585,7 +622,7 @@ BEGIN
     END IF;
     UPDATE read_requests SET used_at = clock_timestamp() WHERE id = q.id;
     RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
-                        c.uid, c.kind, q.audit_seq
+                        c.uid, c.kind, q.audit_seq, c.created_at, c.updated_at
         FROM credentials c WHERE c.id = q.credential_id;
 END $$;
 
@@ -639,6 +676,193 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------------------
+-- Revocation and the audit head (the CLI's `revoke`, `audit verify`, `audit checkpoint`).
+
+-- A lead or admin revokes a member's role at once: the sealed copy goes, the engagement is
+-- flagged for key rotation, and the credentials the member read are returned (from the
+-- server's own audit rows). A denial is audited and returns NULL: an exception would roll
+-- the audit row back.
+CREATE FUNCTION credvault.revoke_grant(eng text, grantee text) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR UPDATE;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM grants WHERE engagement_id = e.id AND member = grantee
+                   AND revoked_at IS NULL) THEN
+        RAISE EXCEPTION 'credvault: % holds no role on %', grantee, eng USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') INTO readlist
+        FROM audit a WHERE a.engagement = eng AND a.member = grantee AND a.action = 'get'
+        AND a.outcome = 'ok' AND a.item IS NOT NULL;
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', '');
+    RETURN readlist;
+END $$;
+
+-- WAL that another backend inserted without flushing it (the background writer's
+-- running-transactions record, an asynchronous commit) makes fetch wait, and the WAL
+-- writer may sleep for seconds when idle. A client whose fetch was refused as "not yet
+-- durable" calls this in a transaction of its own with synchronous_commit = local: its
+-- commit flushes everything inserted before it, the pending record included. Harmless to
+-- call: one row, no data.
+CREATE FUNCTION credvault.nudge_wal() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    UPDATE wal_nudge SET n = n + 1;
+END $$;
+
+-- Key rotation after a revocation, done on the lead's machine: the lead asks (audited,
+-- committed: phase one, as for a read), fetches every envelope of the engagement against
+-- that request (phase two), re-seals them under a new key it makes, seals the new key to
+-- every member still holding a reading role, and stores it all in one transaction.
+CREATE FUNCTION credvault.request_rotation(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'rotate', eng, NULL, 'denied', '');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'rotate', eng, NULL, 'ok', 'read for rotation');
+    INSERT INTO rotation_requests (member, engagement_id, audit_seq, xid)
+    VALUES (who, e.id, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE FUNCTION credvault.rotation_fetch(request bigint)
+RETURNS TABLE (uid bytea, key_version integer, secret_env bytea, username_env bytea,
+               url_env bytea, notes_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q rotation_requests%ROWTYPE;
+    tries integer := 0;
+BEGIN
+    SELECT * INTO q FROM rotation_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.used_at IS NOT NULL
+       OR q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: no such rotation request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: rotation request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    WHILE pg_current_wal_flush_lsn() < want LOOP
+        tries := tries + 1;
+        IF tries > 25 THEN
+            RAISE EXCEPTION 'credvault: rotation request not yet durable; retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.002);
+    END LOOP;
+    IF NOT (is_admin() OR role_in(q.engagement_id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: no longer a lead' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE rotation_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    RETURN QUERY SELECT c.uid, c.key_version, c.secret_env, c.username_env, c.url_env, c.notes_env
+        FROM credentials c WHERE c.engagement_id = q.engagement_id ORDER BY c.uid;
+END $$;
+
+-- Who must get a copy of the new key: live reading roles (names only; leads and admins).
+CREATE FUNCTION credvault.rotation_grantees(eng text) RETURNS TABLE (member text, role text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: only a lead sees who holds a key copy' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT g.member, g.role FROM grants g
+        WHERE g.engagement_id = e.id AND g.revoked_at IS NULL AND g.sealed IS NOT NULL
+          AND (g.expires_at IS NULL OR g.expires_at > now())
+        ORDER BY g.member;
+END $$;
+
+-- Store the rotation: every credential re-sealed (exactly the set there is now: a put in
+-- between makes this fail, and the lead runs it again), every live key copy replaced.
+CREATE FUNCTION credvault.rotate_key(
+    eng text, old_version integer, new_fp text,
+    c_uids bytea[], c_secret bytea[], c_username bytea[], c_url bytea[], c_notes bytea[],
+    g_members text[], g_sealed bytea[], g_sigs bytea[]
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; n integer; i integer;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR UPDATE;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: % may not rotate %', who, eng USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.key_version <> old_version THEN
+        RAISE EXCEPTION 'credvault: the key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF EXISTS (SELECT 1 FROM systems WHERE engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: rotating an engagement with systems is not supported yet'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    SELECT count(*) INTO n FROM credentials WHERE engagement_id = e.id;
+    IF n <> coalesce(cardinality(c_uids), 0) OR EXISTS (
+        SELECT 1 FROM credentials c WHERE c.engagement_id = e.id AND NOT c.uid = ANY (c_uids)) THEN
+        RAISE EXCEPTION 'credvault: credentials changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF EXISTS (SELECT 1 FROM grants g WHERE g.engagement_id = e.id AND g.revoked_at IS NULL
+               AND g.sealed IS NOT NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+               AND NOT g.member = ANY (g_members)) THEN
+        RAISE EXCEPTION 'credvault: key holders changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(c_uids), 0) LOOP
+        UPDATE credentials SET key_version = old_version + 1, secret_env = c_secret[i],
+            username_env = c_username[i], url_env = c_url[i], notes_env = c_notes[i]
+        WHERE engagement_id = e.id AND uid = c_uids[i];
+    END LOOP;
+    FOR i IN 1 .. coalesce(cardinality(g_members), 0) LOOP
+        UPDATE grants SET key_version = old_version + 1, sealed = g_sealed[i], sealed_by = who,
+            copy_sig = g_sigs[i]
+        WHERE engagement_id = e.id AND member = g_members[i] AND revoked_at IS NULL;
+    END LOOP;
+    UPDATE engagements SET key_version = old_version + 1, key_fp = new_fp, needs_rotation = false
+        WHERE id = e.id;
+    PERFORM audit_append(who, 'rotate', eng, NULL, 'ok', format('key version %s', old_version + 1));
+    RETURN old_version + 1;
+END $$;
+
+-- The chain head (position, hash): what `credvault audit checkpoint` prints for keeping
+-- off the server. Any active member may read it; it reveals no entry.
+CREATE FUNCTION credvault.audit_head_info() RETURNS TABLE (seq bigint, hash bytea)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN QUERY SELECT h.seq, h.hash FROM audit_head h;
+END $$;
+
+-- The hash of entry s (NULL if there is none): checked against an off-server checkpoint.
+CREATE FUNCTION credvault.audit_hash_at(s bigint) RETURNS bytea
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN (SELECT a.hash FROM audit a WHERE a.seq = s);
+END $$;
+
+-- ---------------------------------------------------------------------------------------
 -- Row-level security and privileges.
 
 ALTER TABLE credvault.engagements ENABLE ROW LEVEL SECURITY;
@@ -663,7 +887,7 @@ BEGIN
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), g);
     EXECUTE format('GRANT USAGE ON SCHEMA credvault TO %I', g);
     EXECUTE format('GRANT SELECT ON credvault.schema_version TO %I', g);
-    EXECUTE format('GRANT SELECT (name, admin, state, sign_pub, kem_pub) ON credvault.members TO %I', g);
+    EXECUTE format('GRANT SELECT (name, admin, state, sign_pub, kem_pub, created_at) ON credvault.members TO %I', g);
     EXECUTE format('GRANT SELECT (id, uid, name, client, state, key_version, key_fp, needs_rotation,'
                    ' require_reason, created_at, created_by, lead, creation_sig, closed_at, purge_due,'
                    ' purged_at) ON credvault.engagements TO %I', g);
@@ -684,5 +908,11 @@ BEGIN
                    ' credvault.put_credential(text, text, text, bytea, integer, bytea, bytea, bytea, bytea),'
                    ' credvault.request_read(text, text, text), credvault.fetch(bigint),'
                    ' credvault.close_engagement(text), credvault.purge_horizon(),'
-                   ' credvault.purge_engagement(text, text) TO %I', g);
+                   ' credvault.purge_engagement(text, text),'
+                   ' credvault.revoke_grant(text, text), credvault.audit_head_info(),'
+                   ' credvault.audit_hash_at(bigint), credvault.request_rotation(text),'
+                   ' credvault.nudge_wal(),'
+                   ' credvault.rotation_fetch(bigint), credvault.rotation_grantees(text),'
+                   ' credvault.rotate_key(text, integer, text, bytea[], bytea[], bytea[], bytea[],'
+                   ' bytea[], text[], bytea[], bytea[]) TO %I', g);
 END $$;

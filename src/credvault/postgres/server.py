@@ -130,6 +130,7 @@ PURGE_REWRITE = (
     "credvault.systems",
     "credvault.grants",
     "credvault.read_requests",
+    "credvault.rotation_requests",
     "credvault.engagements",
 )
 

@@ -1,0 +1,581 @@
+"""The one home of the client side's SQL for a PostgreSQL team vault (issue 14).
+
+:class:`PgStore` is to a team vault what :class:`credvault.store.Store` is to a SQLCipher
+file: every statement the member's machine sends lives here, and PostgreSQL's errors become
+credvault's (one line, the spec's exit code). Unlike the SQLCipher store it decides nothing
+and reads no secret column: a member's role may only call the server's SECURITY DEFINER
+functions (``schema.sql``), which check the member's role and write the audit rows
+themselves. Everything cryptographic happens above, in :mod:`credvault.team`.
+
+psycopg is imported inside the functions, never at module import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from credvault.errors import (
+    AccessDenied,
+    AlreadyExists,
+    Conflict,
+    CredvaultError,
+    InvalidInput,
+    NotFound,
+    StoreError,
+)
+from credvault.postgres.server import check_schema
+
+_PREFIX = "credvault: "
+
+
+class EngagementRow(NamedTuple):
+    uid: bytes
+    name: str
+    client: str
+    state: str
+    key_version: int
+    key_fp: str
+    require_reason: bool
+    needs_rotation: bool
+    created_at: str
+
+
+class MyGrant(NamedTuple):
+    role: str
+    role_sig: bytes
+    granted_by: str
+    key_version: int | None
+    sealed: bytes | None
+    sealed_by: str | None
+    copy_sig: bytes | None
+    expires_at: str | None
+
+
+class Fetched(NamedTuple):
+    """What ``credvault.fetch`` releases: envelopes and where they were sealed for."""
+
+    secret_env: bytes
+    username_env: bytes | None
+    url_env: bytes | None
+    notes_env: bytes | None
+    key_version: int
+    uid: bytes
+    kind: str
+    audit_seq: int
+    created_at: str
+    updated_at: str
+
+
+class MemberRow(NamedTuple):
+    name: str
+    admin: bool
+    state: str
+    sign_pub: bytes | None
+    kem_pub: bytes | None
+    created_at: str
+
+
+def database_of(target: str) -> str:
+    """The database a connection string names: ``dbname``, else the service's (the
+    ``PGSERVICEFILE`` or ``~/.pg_service.conf`` section), else ``$PGDATABASE``. Member roles
+    are ``<database>_<member>`` and key slots are filed by database, so it must be known
+    before connecting."""
+    import configparser
+    import os
+    from pathlib import Path
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        d = conninfo_to_dict(target)
+    except psycopg.ProgrammingError as e:
+        raise InvalidInput(f"invalid connection string: {_message(e)}") from None
+    db = d.get("dbname")
+    service = d.get("service") or os.environ.get("PGSERVICE")
+    if not db and service:
+        conf = configparser.ConfigParser(interpolation=None)
+        file = os.environ.get("PGSERVICEFILE") or str(Path.home() / ".pg_service.conf")
+        conf.read(file)
+        if conf.has_section(str(service)):
+            db = conf.get(str(service), "dbname", fallback=None)
+    db = db or os.environ.get("PGDATABASE")
+    if not db:
+        raise InvalidInput("name the database in the connection string (dbname=… or /DB)")
+    return str(db)
+
+
+def _ts(v: Any) -> str:
+    """A timestamptz as the vault's ISO form (UTC, seconds, ``Z``)."""
+    from datetime import UTC
+
+    return str(v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")) if v is not None else ""
+
+
+def _b(v: Any) -> bytes | None:
+    return None if v is None else bytes(v)
+
+
+def _message(e: BaseException) -> str:
+    """The server's first line, without its ``credvault: `` prefix (ours adds it again)."""
+    text = str(getattr(getattr(e, "diag", None), "message_primary", None) or e)
+    line = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return line[len(_PREFIX) :] if line.startswith(_PREFIX) else line
+
+
+class PgStore:
+    """One member's connection to a team vault's database."""
+
+    def __init__(self, conn: Any, member: str) -> None:
+        self.conn = conn
+        self.member = member
+
+    def __repr__(self) -> str:
+        return f"PgStore(member={self.member!r})"
+
+    @classmethod
+    def connect(
+        cls,
+        target: str,
+        member: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        check: bool = True,
+    ) -> PgStore:
+        """Connect with libpq's own settings (URI, service, ~/.pgpass, sslmode…) and the
+        given role and password (keyword arguments: never argv or the environment), then
+        refuse a schema this credvault does not support."""
+        import psycopg
+
+        kw: dict[str, Any] = {"autocommit": True, "connect_timeout": 15}
+        if user is not None:
+            kw["user"] = user
+        if password is not None:
+            kw["password"] = password
+        try:
+            conn = psycopg.connect(target, **kw)
+        except psycopg.OperationalError as e:
+            text = _message(e)
+            if "password authentication failed" in text or "not permitted to log in" in text:
+                raise AccessDenied(
+                    member, "log in to the team vault", None, "login refused by the server"
+                ) from None
+            raise StoreError(f"cannot connect to the team vault: {text}") from None
+        except psycopg.ProgrammingError as e:
+            raise InvalidInput(f"invalid connection string: {_message(e)}") from None
+        try:
+            if check:  # not for the owner about to apply it
+                check_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, member)
+
+    def opening(self) -> tuple[bytes, str]:
+        """(vault id, the calling member) in one round trip."""
+        row = self._one("SELECT credvault.vault_id(), credvault.me()", action="use the vault")
+        return bytes(row[0]), str(row[1])
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> PgStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, engagement: str | None = None) -> Iterator[None]:
+        """PostgreSQL's SQLSTATEs as credvault's errors (spec §7 exit codes)."""
+        import psycopg
+        from psycopg import errors as pe
+
+        try:
+            yield
+        except CredvaultError:
+            raise
+        except pe.InsufficientPrivilege as e:
+            raise AccessDenied(self.member, action, engagement, _message(e)) from None
+        except pe.NoDataFound as e:
+            raise NotFound(action, engagement or "", _message(e)) from None
+        except pe.SerializationFailure as e:
+            raise Conflict(_message(e)) from None
+        except pe.UniqueViolation:
+            raise AlreadyExists(f"{action}: it exists already") from None
+        except (pe.InvalidParameterValue, pe.CheckViolation, pe.StringDataRightTruncation) as e:
+            raise InvalidInput(_message(e)) from None
+        except psycopg.OperationalError as e:
+            raise StoreError(f"team vault: {_message(e)}") from None
+        except psycopg.Error as e:
+            raise StoreError(f"team vault refused {action}: {_message(e)}") from None
+
+    def _one(self, sql: str, params: tuple[Any, ...] = (), *, action: str = "read") -> Any:
+        with self._errors(action):
+            return self.conn.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: tuple[Any, ...] = (), *, action: str = "read") -> list[Any]:
+        with self._errors(action):
+            return list(self.conn.execute(sql, params).fetchall())
+
+    # -- the vault and its members ------------------------------------------------------
+    def vault_id(self) -> bytes:
+        return bytes(self._one("SELECT credvault.vault_id()")[0])
+
+    def database(self) -> str:
+        return str(self.conn.info.dbname)
+
+    def whoami(self) -> tuple[str, bool]:
+        row = self._one("SELECT credvault.me(), credvault.is_admin()", action="use the vault")
+        return str(row[0]), bool(row[1])
+
+    def members(self) -> list[MemberRow]:
+        rows = self._all(
+            "SELECT name, admin, state, sign_pub, kem_pub, created_at FROM credvault.members "
+            "WHERE state <> 'removed' ORDER BY name"
+        )
+        return [
+            MemberRow(str(r[0]), bool(r[1]), str(r[2]), _b(r[3]), _b(r[4]), _ts(r[5])) for r in rows
+        ]
+
+    def member_keys(self, name: str) -> tuple[bytes, bytes]:
+        """(Ed25519, X25519) public keys of an active member, as published at join."""
+        row = self._one(
+            "SELECT sign_pub, kem_pub FROM credvault.members WHERE name = %s AND state = 'active'",
+            (name,),
+        )
+        if row is None or row[0] is None or row[1] is None:
+            raise NotFound("member", name)
+        return bytes(row[0]), bytes(row[1])
+
+    def create_member_role(self, name: str, verifier: str, admin: bool) -> None:
+        """As the owner: a member's login role, ``invited`` (the first admin, a migration)."""
+        with self._errors("make a member role"):
+            self.conn.execute(
+                "SELECT credvault.create_member_role(%s, %s, %s, 'invited')",
+                (name, verifier, admin),
+            )
+
+    def add_member(self, name: str, verifier: str, admin: bool) -> None:
+        with self._errors("add a member"):
+            self.conn.execute("SELECT credvault.add_member(%s, %s, %s)", (name, verifier, admin))
+
+    def join(self, sign_pub: bytes, kem_pub: bytes, verifier: str) -> None:
+        with self._errors("join the team vault"):
+            self.conn.execute(
+                "SELECT credvault.join_vault(%s, %s, %s)", (sign_pub, kem_pub, verifier)
+            )
+
+    def remove_member(self, name: str) -> int:
+        row = self._one("SELECT credvault.remove_member(%s)", (name,), action="remove a member")
+        return int(row[0])
+
+    # -- engagements and grants ---------------------------------------------------------
+    def engagement(self, name: str) -> EngagementRow | None:
+        """The engagement if the member holds a live role in it (row-level security hides
+        the others: absent and hidden are the same to a member)."""
+        row = self._one(
+            "SELECT uid, name, client, state, key_version, key_fp, require_reason, "
+            "needs_rotation, created_at FROM credvault.engagements WHERE name = %s",
+            (name,),
+        )
+        return None if row is None else _engagement(row)
+
+    def engagements(self) -> list[EngagementRow]:
+        rows = self._all(
+            "SELECT uid, name, client, state, key_version, key_fp, require_reason, "
+            "needs_rotation, created_at FROM credvault.engagements ORDER BY name"
+        )
+        return [_engagement(r) for r in rows]
+
+    def create_engagement(
+        self, uid: bytes, name: str, client: str, key_fp: str, creation_sig: bytes, lead: str
+    ) -> None:
+        with self._errors("create an engagement", name):
+            self.conn.execute(
+                "SELECT credvault.create_engagement(%s, %s, %s, %s, %s, %s)",
+                (uid, name, client, key_fp, creation_sig, lead),
+            )
+
+    def key_copy(
+        self, engagement: str
+    ) -> tuple[EngagementRow | None, MyGrant | None, bytes | None]:
+        """The engagement, the caller's grant and the sealer's published signing key, in
+        one round trip (what opening an engagement key needs). A sealer removed since
+        keeps their published key: copies they sealed while a member stay verifiable."""
+        row = self._one(
+            "SELECT e.uid, e.name, e.client, e.state, e.key_version, e.key_fp, "
+            "e.require_reason, e.needs_rotation, e.created_at, g.role, g.role_sig, "
+            "g.granted_by, g.key_version, g.sealed, g.sealed_by, g.copy_sig, g.expires_at, "
+            "m.sign_pub FROM credvault.engagements e "
+            "LEFT JOIN LATERAL credvault.my_grant(e.name) g ON true "
+            "LEFT JOIN credvault.members m ON m.name = g.sealed_by "
+            "WHERE e.name = %s",
+            (engagement,),
+        )
+        if row is None:
+            return None, None, None
+        eng = _engagement(row[:9])
+        if row[9] is None:
+            return eng, None, None
+        g = MyGrant(
+            str(row[9]),
+            bytes(row[10]),
+            str(row[11]),
+            None if row[12] is None else int(row[12]),
+            _b(row[13]),
+            None if row[14] is None else str(row[14]),
+            _b(row[15]),
+            None if row[16] is None else _ts(row[16]),
+        )
+        return eng, g, _b(row[17])
+
+    def my_grant(self, engagement: str) -> MyGrant | None:
+        row = self._one(
+            "SELECT role, role_sig, granted_by, key_version, sealed, sealed_by, copy_sig, "
+            "expires_at FROM credvault.my_grant(%s)",
+            (engagement,),
+        )
+        if row is None:
+            return None
+        return MyGrant(
+            str(row[0]),
+            bytes(row[1]),
+            str(row[2]),
+            None if row[3] is None else int(row[3]),
+            _b(row[4]),
+            None if row[5] is None else str(row[5]),
+            _b(row[6]),
+            None if row[7] is None else _ts(row[7]),
+        )
+
+    def put_grant(
+        self,
+        engagement: str,
+        member: str,
+        role: str,
+        role_sig: bytes,
+        key_version: int | None,
+        sealed: bytes | None,
+        copy_sig: bytes | None,
+        expires_at: str | None,
+    ) -> bool:
+        """False: the server refused (and audited the denial)."""
+        row = self._one(
+            "SELECT credvault.put_grant(%s, %s, %s, %s, %s, %s, %s, %s)",
+            (engagement, member, role, role_sig, key_version, sealed, copy_sig, expires_at),
+            action="grant",
+        )
+        return bool(row[0])
+
+    def revoke_grant(self, engagement: str, member: str) -> list[str] | None:
+        """The credentials ``member`` read, or None: the server refused (audited)."""
+        row = self._one(
+            "SELECT credvault.revoke_grant(%s, %s)", (engagement, member), action="revoke"
+        )
+        return None if row[0] is None else [str(x) for x in row[0]]
+
+    # -- credentials --------------------------------------------------------------------
+    def credentials(self, engagement: str | None) -> list[tuple[str, str, str, str, str]]:
+        """(engagement, name, kind, created, updated) of credentials the member may list."""
+        sql = (
+            "SELECT e.name, c.name, c.kind, c.created_at, c.updated_at "
+            "FROM credvault.credentials c JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "WHERE e.state = 'active'"
+        )
+        params: tuple[Any, ...] = ()
+        if engagement is not None:
+            sql += " AND e.name = %s"
+            params = (engagement,)
+        rows = self._all(sql + " ORDER BY e.name, c.name", params)
+        return [(str(r[0]), str(r[1]), str(r[2]), _ts(r[3]), _ts(r[4])) for r in rows]
+
+    def credential_meta(self, engagement: str, name: str) -> tuple[str, str, str] | None:
+        """(kind, created, updated) of a credential the member may list, else None."""
+        row = self._one(
+            "SELECT c.kind, c.created_at, c.updated_at FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "WHERE e.name = %s AND c.name = %s",
+            (engagement, name),
+        )
+        return None if row is None else (str(row[0]), _ts(row[1]), _ts(row[2]))
+
+    def put_credential(
+        self,
+        engagement: str,
+        name: str,
+        kind: str,
+        uid: bytes,
+        key_version: int,
+        envelopes: tuple[bytes, bytes | None, bytes | None, bytes | None],
+    ) -> bool:
+        """False: the server refused (and audited the denial)."""
+        row = self._one(
+            "SELECT credvault.put_credential(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (engagement, name, kind, uid, key_version, *envelopes),
+            action="put",
+        )
+        return bool(row[0])
+
+    def request_read(self, engagement: str, name: str, reason: str) -> int | None:
+        """Phase one: the audit row commits (autocommit); None when refused (audited)."""
+        row = self._one(
+            "SELECT credvault.request_read(%s, %s, %s)", (engagement, name, reason), action="read"
+        )
+        return None if row[0] is None else int(row[0])
+
+    def fetch(self, request: int, engagement: str) -> Fetched:
+        """Phase two: the envelopes, released only against the committed request."""
+        from psycopg import errors as pe
+
+        row: Any = None
+        for attempt in range(20):
+            pending = False
+            with self._errors("read", engagement):
+                try:
+                    row = self.conn.execute(
+                        "SELECT secret_env, username_env, url_env, notes_env, key_version, uid, "
+                        "kind, audit_seq, created_at, updated_at FROM credvault.fetch(%s)",
+                        (request,),
+                    ).fetchone()
+                except pe.ObjectNotInPrerequisiteState:
+                    # WAL inserted before the fetch is not flushed yet (another session's,
+                    # or our own asynchronous commit): flush it with a commit of our own
+                    pending = True
+            if not pending:
+                break
+            self.nudge_wal()
+            time.sleep(0.005 * attempt)
+        else:
+            raise AccessDenied(self.member, "read", engagement, "audit entry not durable")
+        if row is None:
+            raise NotFound("credential", engagement)
+        return Fetched(
+            bytes(row[0]),
+            _b(row[1]),
+            _b(row[2]),
+            _b(row[3]),
+            int(row[4]),
+            bytes(row[5]),
+            str(row[6]),
+            int(row[7]),
+            _ts(row[8]),
+            _ts(row[9]),
+        )
+
+    def nudge_wal(self) -> None:
+        """Flush WAL another session left pending (schema.sql, ``nudge_wal``): one commit of
+        our own, durable locally even if a synchronous standby is down."""
+        with self._errors("read"), self.conn.transaction():
+            self.conn.execute("SET LOCAL synchronous_commit = local")
+            self.conn.execute("SELECT credvault.nudge_wal()")
+
+    # -- key rotation -------------------------------------------------------------------
+    def request_rotation(self, engagement: str) -> int | None:
+        """Phase one of a rotation's read of every envelope (audited, committed)."""
+        row = self._one("SELECT credvault.request_rotation(%s)", (engagement,), action="rotate")
+        return None if row[0] is None else int(row[0])
+
+    def rotation_fetch(
+        self, request: int, engagement: str
+    ) -> list[tuple[bytes, int, bytes, bytes | None, bytes | None, bytes | None]]:
+        """Phase two: (uid, key version, secret, username, url, notes envelopes) of every
+        credential of the engagement."""
+        from psycopg import errors as pe
+
+        for attempt in range(20):
+            with self._errors("rotate", engagement):
+                try:
+                    rows = self.conn.execute(
+                        "SELECT uid, key_version, secret_env, username_env, url_env, notes_env "
+                        "FROM credvault.rotation_fetch(%s)",
+                        (request,),
+                    ).fetchall()
+                except pe.ObjectNotInPrerequisiteState:
+                    pending = True
+                else:
+                    pending = False
+            if pending:
+                self.nudge_wal()
+                time.sleep(0.005 * attempt)
+                continue
+            return [
+                (bytes(r[0]), int(r[1]), bytes(r[2]), _b(r[3]), _b(r[4]), _b(r[5])) for r in rows
+            ]
+        raise AccessDenied(self.member, "rotate", engagement, "audit entry not durable")
+
+    def rotation_grantees(self, engagement: str) -> list[tuple[str, str]]:
+        rows = self._all(
+            "SELECT member, role FROM credvault.rotation_grantees(%s)",
+            (engagement,),
+            action="rotate",
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def rotate_key(
+        self,
+        engagement: str,
+        old_version: int,
+        new_fp: str,
+        credentials: list[tuple[bytes, bytes, bytes | None, bytes | None, bytes | None]],
+        copies: list[tuple[str, bytes, bytes]],
+    ) -> int:
+        """Store a rotation in one transaction; Conflict if anything changed meanwhile."""
+        cols: list[list[Any]] = [[c[i] for c in credentials] for i in range(5)]
+        gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
+        row = self._one(
+            "SELECT credvault.rotate_key(%s, %s, %s, %s::bytea[], %s::bytea[], %s::bytea[], "
+            "%s::bytea[], %s::bytea[], %s::text[], %s::bytea[], %s::bytea[])",
+            (
+                engagement,
+                old_version,
+                new_fp,
+                *cols,
+                *gcols,
+            ),
+            action="rotate",
+        )
+        return int(row[0])
+
+    # -- audit --------------------------------------------------------------------------
+    def audit_verify(self) -> int | None:
+        """The first position whose hash does not follow, or None."""
+        row = self._one("SELECT credvault.audit_verify()", action="verify the audit trail")
+        return None if row[0] is None else int(row[0])
+
+    def audit_head(self) -> tuple[int, bytes]:
+        row = self._one("SELECT seq, hash FROM credvault.audit_head_info()")
+        return int(row[0]), bytes(row[1])
+
+    def audit_hash_at(self, seq: int) -> bytes | None:
+        row = self._one("SELECT credvault.audit_hash_at(%s)", (seq,))
+        return _b(row[0])
+
+    def audit_rows(self, engagement: str) -> list[tuple[int, str, str, str, str, str, str]]:
+        rows = self._all(
+            "SELECT seq, ts, member, action, item, outcome, detail FROM credvault.audit_rows(%s)",
+            (engagement,),
+            action="read the audit",
+        )
+        return [
+            (int(r[0]), _ts(r[1]), str(r[2]), str(r[3]), str(r[4] or ""), str(r[5]), str(r[6]))
+            for r in rows
+        ]
+
+
+def _engagement(r: Any) -> EngagementRow:
+    return EngagementRow(
+        bytes(r[0]),
+        str(r[1]),
+        str(r[2]),
+        str(r[3]),
+        int(r[4]),
+        str(r[5]),
+        bool(r[6]),
+        bool(r[7]),
+        _ts(r[8]),
+    )
