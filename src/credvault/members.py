@@ -220,6 +220,10 @@ class Members:
                     params=self.kdf,
                 )
             new = cur._replace(members={**cur.members, me: slot})
+            if admin_priv is not None:
+                # The old key stays certified as a former key of this admin: links 0 they
+                # signed (engagements they created) must keep verifying.
+                new = new._replace(retired=self._retired_with(cur, me, old.sign_pub, admin_priv))
             staged.append(new)
             return rekey.with_pending(new, new_db_key, old_keys.admin_sign_pub)
 
@@ -301,10 +305,17 @@ class Members:
                     )
                     if _signed(old_pub, msg, g.copy_sig):
                         copies.append((eng.id, g.member, eng.key_version, g.sealed, msg))
+        # In every engagement with a membership log, a ``succeed`` link signed by the old key
+        # pins the new keys (compromised: the log then demands a rotation); the statements
+        # re-signed below are those of engagements made before the log.
+        succeeded = e.keys.succeed_member_keys(
+            p.ed25519_public(new.sign_private), p.x25519_public(new.kem_private), compromised=True
+        )
         # 2. From here on the session is the new key pair's.
         s.slots, s.keys = new_slots, new
         s.verified.clear()
         s.engagement_keys.clear()
+        e = Engagements(s)  # nothing cached about the old keys' certificates
 
         def sign(msg: bytes) -> bytes:
             return p.sign(new.sign_private, labels.GRANT_SIG, msg)
@@ -325,10 +336,14 @@ class Members:
                 e.keys.rotate(eng, led[eng_id], f"{me} replaced their keys (compromised)")
                 result.rotated.append(eng.name)
             else:
-                s.store.drop_key_copy(eng_id, me)
+                if s.store.log_head(eng_id) is None:  # an engagement made before the log
+                    s.store.drop_key_copy(eng_id, me)
+                # With a log, the ``succeed`` link above already demands the rotation and
+                # the copy was sealed again to the new key (the same key version, which the
+                # old private key opened anyway); the flag only prompts the lead's work.
                 s.store.mark_needs_rotation(eng_id)
                 result.pending.append(eng.name)
-        return len(creations) + len(roles) + len(copies)
+        return succeeded + len(creations) + len(roles) + len(copies)
 
     def reset(self, name: str, passphrase: bytes | str | Secret) -> MemberInfo:
         """New key pair and passphrase; every grant of the member must be made again."""

@@ -54,7 +54,8 @@ class Roster:
         """What ``eng``'s log is checked against, from the key-slot file's certificates.
 
         ``creator`` is the signer link 0 names: accepted with a certified key if they are an
-        admin now, or with a key certified as theirs before they left or were reset (the
+        admin now, or with a key certified as theirs before they left, were reset or
+        replaced their keys after a compromise (the
         certificate carries no admin flag then; an engagement's log is written once, and a
         replaced log is what the witness catches). ``legacy_lead``: for an engagement made
         before the log, the first lead its admin-signed creation record names may write
@@ -68,6 +69,9 @@ class Roster:
             pub = s.slots.signing_key(creator, pinned)
             if pub is not None:
                 keys.add(pub)
+                # Keys the creator replaced themselves (``passwd --compromised`` without an
+                # admin), verified as a chain by signing_key: link 0 was signed once, before.
+                keys.update(sign for _, sign, _ in slot.succession)
         s.slots.recovery.verify(s.vault_id, pinned)
         return ml.Trust(s.vault_id, uid, {creator: frozenset(keys)}, s.slots.recovery.sign_pub)
 
