@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KDF, PASSWORDS, CliRunner, Clock, VaultFixture
+from conftest import KDF, PASSWORDS, CliRunner, Clock, VaultFixture, separate_client
 from credvault import MIN_KDF, IntegrityError, Vault
 from credvault.crypto import envelope
 from credvault.importers import RawEntry
@@ -508,6 +508,9 @@ def test_format_version_rewound_from_3_is_tampering(vault: VaultFixture) -> None
     _setup(vault)
     bob, _ = _bob(vault)
     bob.sql("UPDATE meta SET value = 2 WHERE key = 'format_version'")
+    with pytest.raises(IntegrityError):  # a client that saw the logs: its witness refuses
+        vault.open().close()
+    separate_client(vault.path)  # and a new client: the upgrade's own check refuses
     with pytest.raises(IntegrityError, match="claims format 2"):
         vault.open().close()
 

@@ -202,6 +202,9 @@ def _run(env: dict[str, str], work: Path, t: Template, p: Probe) -> tuple[int, b
         CREDVAULT_VAULT=str(work / "vault"),
         CREDVAULT_MEMBER=p.member,
         CREDVAULT_PASSPHRASE_FILE=str(t.root / f"{p.member}.pass"),
+        # each working copy is its own client: to one client the copies of one template
+        # would be forks of each other (the member's witness, issue 11)
+        XDG_STATE_HOME=str(work / "state"),
     )
     r = subprocess.run(
         [sys.executable, "-m", "credvault", *p.args],

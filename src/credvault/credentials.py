@@ -723,8 +723,11 @@ class Credentials:
             out["address"] = out["port"] = None
             srow = s.store.system_by_id(row.system_id) if row.system_id is not None else None
             if srow is not None:
-                env = srow.address_env
-                out["address"] = _s(items.open_(s, eng, key, "systems", srow.uid, "address", env))
+                # the address's AAD binds the system's name, port and protocol
+                rec = items.system_binding(srow.name, srow.port, srow.protocol)
+                out["address"] = _s(
+                    items.open_(s, eng, key, "systems", srow.uid, "address", srow.address_env, rec)
+                )
                 out["port"] = None if srow.port is None else str(srow.port)
             what = "system address and port, without the secret"
         with s.store.write():
