@@ -382,8 +382,14 @@ class TeamCredentials:
             f.updated_at,
         )
 
-    def fields(self, ref: str, *, reason: str | None = None) -> dict[str, str | None]:
-        """username, url, notes (audited as a read: the server releases whole records)."""
+    def fields(
+        self, ref: str, *, reason: str | None = None, system: bool = False
+    ) -> dict[str, str | None]:
+        """username, url, notes (audited as a read: the server releases whole records).
+        A team vault has no systems yet: ``system`` (``get --field address|port``) is
+        refused by name."""
+        if system:
+            raise InvalidInput("a team vault has no systems yet: --field address|port")
         _, _, v, _ = self._read(ref, reason)
         return {
             k: (None if v[k] is None else (v[k] or b"").decode())

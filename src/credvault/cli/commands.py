@@ -588,13 +588,14 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     and, apart, the records they only viewed."""
     with open_vault(args) as v:
         read = v.engagements.revoke(args.engagement, args.member)
+    viewed: tuple[str, ...] = tuple(getattr(read, "viewed", ()))  # a team vault lists reads only
     if args.json:
         t.out_json(
             {
                 "engagement": args.engagement,
                 "member": args.member,
                 "credentials_read": read,
-                "records_viewed": list(read.viewed),
+                "records_viewed": list(viewed),
             }
         )
         return EXIT_OK
@@ -605,9 +606,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             t.out(f"  {args.engagement}/{name}")
     else:
         t.out(f"{args.member} read no credentials of {args.engagement}")
-    if read.viewed:
+    if viewed:
         t.out(f"{args.member} only viewed these (no secret read; nothing to change):")
-        for name in read.viewed:
+        for name in viewed:
             t.out(f"  {args.engagement}/{name}")
     return EXIT_OK
 
