@@ -521,3 +521,24 @@ def test_export_document_carries_the_bound_values(vault: VaultFixture, tmp_path:
     (eng,) = doc["engagements"]
     assert [c["name"] for c in eng["earlier_versions"]] == ["prod-root"]
     assert [t["name"] for t in eng["trash"]] == ["test-root"]
+
+
+def test_writes_on_a_tampered_record_are_refused_and_change_nothing(vault: VaultFixture) -> None:
+    """A rename, an edit, or removing the linked system each open the anchor with the
+    columns as they are before re-sealing it: a tampered record is refused (exit 6) inside
+    the transaction, and no fresh seal launders the edited columns."""
+    _setup(vault)
+    bob, _ = _bob(vault)
+    bob.sql("UPDATE credentials SET kind = 'token' WHERE name = 'prod-root'")
+    before = bob.sql("SELECT * FROM credentials ORDER BY id")
+    with vault.open("bob") as v:
+        for attempt in (
+            lambda: v.credentials.move(f"{ENG}/prod-root", "renamed"),
+            lambda: v.credentials.edit(f"{ENG}/prod-root", {"system": "test"}),
+            lambda: v.systems.remove(f"{ENG}/prod"),
+            lambda: v.put(f"{ENG}/prod-root", b"overwrite"),
+        ):
+            with pytest.raises(IntegrityError):
+                attempt()
+    assert bob.sql("SELECT * FROM credentials ORDER BY id") == before
+    assert [r[0] for r in bob.sql("SELECT name FROM systems ORDER BY name")] == ["prod", "test"]
