@@ -12,14 +12,18 @@ working, and records of a vault written before binding must keep opening and get
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+import sqlcipher3
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import KDF, PASSWORDS, CliRunner, Clock, VaultFixture, separate_client
-from credvault import MIN_KDF, IntegrityError, Vault
+from credvault import MIN_KDF, IntegrityError, NotFound, Vault
 from credvault.crypto import envelope
 from credvault.importers import RawEntry
 from credvault.secret import Secret
@@ -524,3 +528,99 @@ def test_export_document_carries_the_bound_values(vault: VaultFixture, tmp_path:
     (eng,) = doc["engagements"]
     assert [c["name"] for c in eng["earlier_versions"]] == ["prod-root"]
     assert [t["name"] for t in eng["trash"]] == ["test-root"]
+
+
+def test_writes_on_a_tampered_record_are_refused_and_change_nothing(vault: VaultFixture) -> None:
+    """A rename, an edit, or removing the linked system each open the anchor with the
+    columns as they are before re-sealing it: a tampered record is refused (exit 6) inside
+    the transaction, and no fresh seal launders the edited columns."""
+    _setup(vault)
+    bob, _ = _bob(vault)
+    bob.sql("UPDATE credentials SET kind = 'token' WHERE name = 'prod-root'")
+    before = bob.sql("SELECT * FROM credentials ORDER BY id")
+    with vault.open("bob") as v:
+        for attempt in (
+            lambda: v.credentials.move(f"{ENG}/prod-root", "renamed"),
+            lambda: v.credentials.edit(f"{ENG}/prod-root", {"system": "test"}),
+            lambda: v.systems.remove(f"{ENG}/prod"),
+            lambda: v.put(f"{ENG}/prod-root", b"overwrite"),
+        ):
+            with pytest.raises(IntegrityError):
+                attempt()
+    assert bob.sql("SELECT * FROM credentials ORDER BY id") == before
+    assert [r[0] for r in bob.sql("SELECT name FROM systems ORDER BY name")] == ["prod", "test"]
+
+
+# -- the property: any SQL edit of bound columns, never another record's data ----------------
+BOUND_EDITS = {
+    "credentials": ("name", "kind", "system_id"),
+    "systems": ("name", "port", "protocol"),
+}
+CRED_NAMES = ("prod-root", "test-root", "unlinked")
+SYS_NAMES = ("prod", "test")
+
+
+def _truth(v: Vault) -> dict[str, tuple[object, ...]]:
+    out: dict[str, tuple[object, ...]] = {}
+    for n in CRED_NAMES:
+        c = v.get(f"{ENG}/{n}")
+        out[n] = (c.secret.reveal(), c.kind, c.system, c.address, c.port, c.username)
+    for n in SYS_NAMES:
+        s = v.systems.show(f"{ENG}/{n}")
+        out[n] = (s.address, s.port, s.protocol, s.details)
+    return out
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_any_edit_of_bound_columns_never_returns_another_records_data(
+    vault: VaultFixture, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Random swaps and edits of the bound columns (one to three); then every read either
+    refuses (IntegrityError, NotFound) or returns exactly what that name held before."""
+    if not (vault.path / "ready").exists():
+        _setup(vault)
+        (vault.path / "ready").touch()
+    with vault.open("carol") as v:
+        truth = _truth(v)
+    path = tmp_path_factory.mktemp("edited") / "vault"
+    shutil.copytree(vault.path, path)
+    ins = Insider(path, "alice", vault.clock)
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        table = data.draw(st.sampled_from(sorted(BOUND_EDITS)), label="table")
+        column = data.draw(st.sampled_from(BOUND_EDITS[table]), label="column")
+        names = CRED_NAMES if table == "credentials" else SYS_NAMES
+        a, b = data.draw(st.permutations(names), label="rows")[:2]
+        if data.draw(st.booleans(), label="swap"):
+            with contextlib.suppress(sqlcipher3.Error, ValueError):  # a row renamed away
+                _swap(ins, table, column, a, b)
+        else:
+            pool = {
+                "name": ["renamed"],
+                "kind": ["password", "token", "ssh-key", "other"],
+                "system_id": [None, *(r[0] for r in ins.sql("SELECT id FROM systems"))],
+                "port": [None, 22, 2222, 1],
+                "protocol": [None, "ssh", "rdp"],
+            }[column]
+            value = data.draw(st.sampled_from(pool), label="value")
+            with contextlib.suppress(sqlcipher3.Error):
+                ins.sql(f"UPDATE {table} SET {column} = ? WHERE name = ?", (value, a))  # noqa: S608
+    with Vault.open(path, "carol", PASSWORDS["carol"], kdf=KDF, clock=vault.clock) as v:
+        for n in CRED_NAMES:
+            try:
+                c = v.get(f"{ENG}/{n}")
+            except (IntegrityError, NotFound):
+                continue
+            got = (c.secret.reveal(), c.kind, c.system, c.address, c.port, c.username)
+            assert got == truth[n], n
+        for n in SYS_NAMES:
+            try:
+                s = v.systems.show(f"{ENG}/{n}")
+            except (IntegrityError, NotFound):
+                continue
+            assert (s.address, s.port, s.protocol, s.details) == truth[n], n
+    shutil.rmtree(path.parent)
