@@ -796,6 +796,8 @@ class Vault:
 
     def close(self) -> None:
         self._s.store.on_commit = None
+        if self._witness is not None:
+            self._witness.close()
         with contextlib.suppress(Exception):
             self._s.store.close()
         self._s.engagement_keys.clear()

@@ -294,7 +294,7 @@ def read(path: Path, key: bytes, vault_id: bytes, member: str) -> Stored:
                 data = f.read(MAX_SIZE + 1)
         except FileNotFoundError:
             continue
-        if not data.strip(b"\0 \n"):
+        if not data or (data[:1] != b"{" and not data.strip(b"\0 \n")):
             continue
         try:
             if len(data) > MAX_SIZE:
@@ -308,6 +308,11 @@ def read(path: Path, key: bytes, vault_id: bytes, member: str) -> Stored:
     if best.witness is None and error is not None:
         raise error
     return best
+
+
+def target_slot(at: Stored) -> int:
+    """The slot the next write goes to: the one not holding the newest witness."""
+    return 1 if at.slot == 0 else 0
 
 
 def save(
@@ -328,7 +333,7 @@ def save(
             at = read(path, key, witness.vault_id, witness.member)
         except IntegrityError:  # neither slot verifies: both are overwritten in turn
             at = Stored(None, -1, -1)
-    target = slots(path)[1 if at.slot == 0 else 0]
+    target = slots(path)[target_slot(at)]
     data = witness.to_bytes(key, at.gen + 1)
     size = -(-len(data) // PAD) * PAD
     fd = -1
@@ -350,15 +355,40 @@ def save(
             os.close(fd)
 
 
-@contextlib.contextmanager
-def locked(path: Path, *, exclusive: bool = True) -> Iterator[None]:
-    """Hold the witness's own lock (``<file>.lock``): exclusive while reading, merging and
-    writing it, so two processes of the same member never write over each other's advance;
-    shared while only reading, so a reader never meets both slots mid-write."""
+def signature(path: Path) -> tuple[tuple[int, int, int, int] | None, ...]:
+    """(inode, size, mtime, ctime) of each slot: unchanged means unwritten since (a cache
+    check; with coarse timestamps a missed change only makes the witness lag, never alarm)."""
+    out: list[tuple[int, int, int, int] | None] = []
+    for slot in slots(path):
+        try:
+            st = slot.stat()
+        except FileNotFoundError:
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+def lock_fd(path: Path) -> int:
+    """An open descriptor of the witness's lock file (``<file>.lock``), for :func:`locked`."""
     make_private_dir(path.parent)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_CREAT | os.O_RDWR, FILE_MODE)
+    return os.open(path.with_name(path.name + ".lock"), os.O_CREAT | os.O_RDWR, FILE_MODE)
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, exclusive: bool = True, fd: int | None = None) -> Iterator[None]:
+    """Hold the witness's own lock: exclusive while reading, merging and writing it, so two
+    processes of the same member never write over each other's advance; shared while only
+    reading, so a reader never meets both slots mid-write. ``fd`` (from :func:`lock_fd`)
+    saves opening the lock file each time."""
+    own = fd is None
+    use = lock_fd(path) if fd is None else fd
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
+        fcntl.flock(use, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(use, fcntl.LOCK_UN)
     finally:
-        os.close(fd)  # releases the lock
+        if own:
+            os.close(use)

@@ -18,6 +18,7 @@ on can never cause a false alarm. See docs/security.md §13.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -89,6 +90,9 @@ class Keeper:
         self.recorded: dict[str, Mark] | None = None  # what this process last wrote or read
         self._logs = False  # the database has the membership logs (format 3 or later)
         self.warned = False
+        self.fd: int | None = None  # the lock file, kept open between advances
+        # the slots as this process last read or wrote them, by their file signature
+        self.cache: tuple[tuple[object, ...], wt.Stored] | None = None
 
     def _chains(self) -> dict[str, Chain]:
         if not self._logs:  # once per open, and again only until an older vault is upgraded
@@ -135,14 +139,28 @@ class Keeper:
                 )
 
     def _merge(self, now: dict[str, Mark], gone: set[str]) -> None:
-        with wt.locked(self.path):
-            at = wt.read(self.path, self.key, self.s.vault_id, self.s.member)
+        if self.fd is None:
+            self.fd = wt.lock_fd(self.path)
+        with wt.locked(self.path, fd=self.fd):
+            sig = wt.signature(self.path)
+            if self.cache is not None and self.cache[0] == sig:
+                at = self.cache[1]  # nobody wrote since this process did: no re-read
+            else:
+                at = wt.read(self.path, self.key, self.s.vault_id, self.s.member)
             current = at.witness
             base = current or wt.Witness(self.s.vault_id, self.s.member, {})
             new = base.advanced(now).without(gone)
             if new != current:
                 wt.save(self.path, new, self.key, durable=False, at=at)
+                at = wt.Stored(new, at.gen + 1, wt.target_slot(at))
+                sig = wt.signature(self.path)
+            self.cache = (sig, at)
             self.recorded = now
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def heads_now(self) -> dict[str, Mark]:
         return heads(self._chains())
