@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from credvault import MIN_KDF, Vault
-from fault_ops import OPS, PASSWORDS, audit_head, check, fresh_copy, make_template, open_vault
+from fault_ops import OPS, PASSWORDS, check, fresh_copy, make_campaign_template, open_vault
 from killpoints import points, run_child
 
 pytestmark = pytest.mark.fault
@@ -33,11 +33,7 @@ KINDS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT, "SIGTERM": signal.S
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    root = tmp_path_factory.mktemp("campaign")
-    make_template(root / "vault")
-    with open_vault(root / "vault", "alice", PASSWORDS["alice"]) as v:
-        v.backups.create(root / "backups")
-    return root, audit_head(root / "vault")
+    return make_campaign_template(tmp_path_factory.mktemp("campaign"))
 
 
 def _count(kind: str) -> int:
