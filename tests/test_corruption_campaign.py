@@ -16,6 +16,9 @@ exit 1. The one exception is physical, and counted apart: a flipped bit in the w
 log fails SQLite's frame checksum, and SQLite then treats that frame and every later one as
 never written (it cannot tell a flipped bit from a torn write), so the vault opens at an
 earlier commit, consistent and verified, without the acknowledged ``put`` (exit 3 for it).
+Two answers other than 6 are by design and counted apart too: a backup cut to nothing is
+"not a credvault backup" (exit 1), and a receipt damaged into something that is no longer
+JSON is "not JSON" (exit 2); neither is ever reported valid.
 
 By default a small deterministic sample runs; ``CREDVAULT_FAULT_CAMPAIGN=full`` damages
 every file at ``CREDVAULT_FAULT_POINTS`` (default 30) flip offsets plus the structural
@@ -216,7 +219,7 @@ def _run(env: dict[str, str], work: Path, t: Template, p: Probe) -> tuple[int, b
 
 
 def _judge(p: Probe, code: int, out: bytes, err: str, label: str) -> tuple[str, str | None]:
-    """("same" | "detected" | "wal-tail" | "empty" | "bad", violation or None)."""
+    """("same" | "detected" | "wal-tail" | "empty" | "not-json" | "bad", violation or None)."""
     if "Traceback" in err:
         return "bad", f"traceback: {err[-300:]}"
     if code == 0 and (p.stdout is None or out == p.stdout):
@@ -229,6 +232,8 @@ def _judge(p: Probe, code: int, out: bytes, err: str, label: str) -> tuple[str, 
         if p.stdout is None and lines and all(x.startswith("credvault: ") for x in lines):
             return "detected", None
         return "bad", f"exit 6 but stderr {err!r} / stdout {out!r}"
+    if label == "receipt" and code == 2 and err.startswith("credvault: ") and not out:
+        return "not-json", None  # never valid; "not JSON" is exit 2 by design (test_purge.py)
     if label == "backup" and code == 1 and err.endswith("is not a credvault backup\n"):
         return "empty", None  # cut to nothing: no byte says it was a backup (test_backup.py)
     if label == "vault.db-wal" and code == 3 and p.args == ("get", "acme-2026/acked"):
@@ -269,7 +274,7 @@ def test_damaged_file_is_harmless_or_exit_6(
             seen.append(verdict)
             if problem:
                 bad.append(f"{label} {kind}@{at}/{size} {p.member} {' '.join(p.args)}: {problem}")
-        order = ("bad", "wal-tail", "empty", "detected")
+        order = ("bad", "wal-tail", "empty", "not-json", "detected")
         outcomes[next((o for o in order if o in seen), "harmless")] += 1
         shutil.rmtree(work)
     report = os.environ.get("CREDVAULT_FAULT_REPORT")
