@@ -343,6 +343,22 @@ def check(path: Path, op: Op, work: Path, acknowledged: bool, head: int) -> list
     return bad
 
 
+def make_campaign_template(root: Path) -> tuple[Path, int]:
+    """:func:`make_template` in ``root/vault`` plus one backup in ``root/backups``; returns
+    ``(root, audit head)``. Backups are named by the second, so this returns only once the
+    second of that backup is over: a trial's own backup never collides with it."""
+    import time
+
+    from killpoints import wait_until
+
+    make_template(root / "vault")
+    with open_vault(root / "vault", "alice", PASSWORDS["alice"]) as v:
+        v.backups.create(root / "backups")
+        second = int(time.time())  # the backup's stamp is no later than this
+    wait_until(lambda: int(time.time()) > second, "the backup's second to pass", 10)
+    return root, audit_head(root / "vault")
+
+
 def audit_head(path: Path) -> int:
     with open_vault(path, "alice", PASSWORDS["alice"]) as v:
         return max(e.seq for e in v.audit_entries())

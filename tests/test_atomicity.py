@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from fault_ops import OPS, PASSWORDS, audit_head, check, fresh_copy, make_template, open_vault
+from fault_ops import OPS, PASSWORDS, check, fresh_copy, make_campaign_template, open_vault
 from killpoints import points, run_child
 
 pytestmark = pytest.mark.fault
@@ -32,11 +32,7 @@ MEMBERSHIP = ["passwd", "passwd_compromised", "member_add", "member_reset", "mem
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    root = tmp_path_factory.mktemp("atomicity")
-    make_template(root / "vault")
-    with open_vault(root / "vault", "alice", PASSWORDS["alice"]) as v:
-        v.backups.create(root / "backups")
-    return root, audit_head(root / "vault")
+    return make_campaign_template(tmp_path_factory.mktemp("atomicity"))
 
 
 def _trial(template: tuple[Path, int], work: Path, op: str, at: str, sig: int = 9) -> list[str]:

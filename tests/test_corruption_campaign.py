@@ -16,6 +16,9 @@ exit 1. The one exception is physical, and counted apart: a flipped bit in the w
 log fails SQLite's frame checksum, and SQLite then treats that frame and every later one as
 never written (it cannot tell a flipped bit from a torn write), so the vault opens at an
 earlier commit, consistent and verified, without the acknowledged ``put`` (exit 3 for it).
+One answer other than 6 is by design and counted apart too: a backup cut to nothing is
+"not a credvault backup" (exit 1), never reported valid. (A receipt damaged into something
+that is no longer JSON is "NOT verified", exit 6, like any altered receipt.)
 
 By default a small deterministic sample runs; ``CREDVAULT_FAULT_CAMPAIGN=full`` damages
 every file at ``CREDVAULT_FAULT_POINTS`` (default 30) flip offsets plus the structural
@@ -272,7 +275,7 @@ def test_damaged_file_is_harmless_or_exit_6(
             seen.append(verdict)
             if problem:
                 bad.append(f"{label} {kind}@{at}/{size} {p.member} {' '.join(p.args)}: {problem}")
-        order = ("bad", "wal-tail", "empty", "detected")
+        order = ("bad", "wal-tail", "empty", "not-json", "detected")
         outcomes[next((o for o in order if o in seen), "harmless")] += 1
         shutil.rmtree(work)
     report = os.environ.get("CREDVAULT_FAULT_REPORT")

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from fault_ops import OPS, PASSWORDS, audit_head, check, fresh_copy, make_template, open_vault
+from credvault import MIN_KDF, Vault
+from fault_ops import OPS, PASSWORDS, check, fresh_copy, make_campaign_template, open_vault
 from killpoints import points, run_child
 
 pytestmark = pytest.mark.fault
@@ -31,11 +33,7 @@ KINDS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT, "SIGTERM": signal.S
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    root = tmp_path_factory.mktemp("campaign")
-    make_template(root / "vault")
-    with open_vault(root / "vault", "alice", PASSWORDS["alice"]) as v:
-        v.backups.create(root / "backups")
-    return root, audit_head(root / "vault")
+    return make_campaign_template(tmp_path_factory.mktemp("campaign"))
 
 
 def _count(kind: str) -> int:
@@ -79,3 +77,38 @@ def test_fault_campaign(op: str, kind: str, template: tuple[Path, int], tmp_path
         with Path(report).open("a") as f:
             f.write(f"| {op} | {kind} | {trials} | {len(bad)} | {total} |\n")
     assert not bad, bad
+
+
+def test_a_killed_ledger_copy_is_cleaned_by_the_next_backup(
+    template: tuple[Path, int], tmp_path: Path
+) -> None:
+    """Found by this campaign: a backup killed while it rewrote the ledger copy beside the
+    backups left ``.credvault-ledger-<id>.jsonl.<pid>.tmp``. The next backup removes it once
+    its writer is gone, but never one whose writer is still alive."""
+    import subprocess
+    import sys
+
+    fresh_copy(template[0], tmp_path / "w")
+    backups = tmp_path / "w" / "backups"
+    with open_vault(tmp_path / "w" / "vault", "alice", PASSWORDS["alice"]) as v:
+        vid = v.vault_id
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = backups / f".credvault-ledger-{vid}.jsonl.{int(gone.stdout)}.tmp"
+    writer = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                              stdin=subprocess.PIPE)  # fmt: skip
+    live = backups / f".credvault-ledger-{vid}.jsonl.{writer.pid}.tmp"
+    other = backups / f".credvault-ledger-{'0' * 32}.jsonl.{int(gone.stdout)}.tmp"
+    for f in (dead, live, other):
+        f.write_bytes(b"half a ledger")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    try:
+        with Vault.open(
+            tmp_path / "w" / "vault", "alice", PASSWORDS["alice"], kdf=MIN_KDF, clock=lambda: later
+        ) as v:
+            v.backups.create(backups)
+    finally:
+        writer.communicate(b"", timeout=60)
+    assert not dead.exists(), "a dead writer's temporary ledger copy survived the next backup"
+    assert live.exists(), "a live writer's temporary file must be left to it"
+    assert other.exists(), "another vault's files are not ours to remove"

@@ -46,6 +46,8 @@ TMP_PREFIX = ".credvault-tmp-"
 # A backup in progress never takes this long; anything of ours older is a crash leftover.
 LEFTOVER_AGE_S = 6 * 3600
 _LEGACY_PART = re.compile(r"\A\.credvault-backup-([0-9a-f]{32})-\d{8}T\d{6}Z\.cvb\.part\Z")
+# atomic_write's temporary file for the ledger copy beside the backups (ledger.py)
+_LEDGER_TMP = re.compile(r"\A\.credvault-ledger-([0-9a-f]{32})\.jsonl\.(\d+)\.tmp\Z")
 
 __all__ = [
     "BACKUP_NAME",
@@ -242,7 +244,8 @@ def clean_leftovers(
 ) -> int:
     """Remove this vault's crash leftovers older than ``age_s``: temporary directories
     (with a full database copy inside) and old-style ``.part`` files. Only our own files,
-    never through a symlink; younger ones may belong to a backup running now."""
+    never through a symlink; younger ones may belong to a backup running now. A ledger
+    copy's temporary file goes as soon as the process named in it is gone."""
     cutoff = time.time() - age_s
     uid = os.getuid()
     n = 0
@@ -251,6 +254,10 @@ def clean_leftovers(
         ours = name.startswith(f"{TMP_PREFIX}{vault_id}-")
         legacy_part = (m := _LEGACY_PART.match(name)) is not None and m.group(1) == vault_id
         legacy_tmp = name.startswith(".tmp-")
+        ledger_tmp = (m := _LEDGER_TMP.match(name)) is not None and m.group(1) == vault_id
+        if ledger_tmp and m is not None:
+            n += _remove_if_orphaned(f, int(m.group(2)), uid, cutoff)
+            continue
         if not (ours or legacy_part or legacy_tmp):
             continue
         try:
@@ -270,6 +277,28 @@ def clean_leftovers(
             shutil.rmtree(f, ignore_errors=True)
             n += 1
     return n
+
+
+def _remove_if_orphaned(f: Path, pid: int, uid: int, cutoff: float) -> int:
+    """Remove our regular file ``f`` written by process ``pid`` if that process is gone
+    (or the file is older than ``cutoff``); 1 if removed."""
+    try:
+        st = f.lstat()
+    except FileNotFoundError:
+        return 0
+    if st.st_uid != uid or not stat.S_ISREG(st.st_mode):
+        return 0
+    if st.st_mtime > cutoff:
+        try:
+            os.kill(pid, 0)
+            return 0  # its writer may still be at work
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return 0  # a live process of another user
+    with contextlib.suppress(FileNotFoundError):
+        f.unlink()
+    return 1
 
 
 def prune(
