@@ -22,7 +22,7 @@ from credvault import memberlog as ml
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import CredvaultError, IntegrityError
-from credvault.keyslots import MemberSlot
+from credvault.keyslots import MemberSlot, Recovery
 from credvault.model import Engagement
 from credvault.session import Session
 from credvault.store import Store
@@ -53,6 +53,7 @@ class Roster:
         self.pre_log_record = pre_log_record
         self._states: dict[int, ml.State] = {}
         self._certified: dict[str, tuple[MemberSlot, tuple[bytes, bytes]]] = {}
+        self._recovery_checked: Recovery | None = None
 
     # -- trust ------------------------------------------------------------------------------
     def trust(self, uid: bytes, creator: str, legacy_lead: str | None = None) -> ml.Trust:
@@ -70,11 +71,8 @@ class Roster:
         keys: set[bytes] = set(s.slots.retired_keys(creator, pinned))
         slot = s.slots.members.get(creator)
         if slot is not None and (slot.admin or creator == legacy_lead):
-            pub = s.slots.signing_key(creator, pinned)
-            if pub is not None:
-                keys.add(pub)
-        s.slots.recovery.verify(s.vault_id, pinned)
-        return ml.Trust(s.vault_id, uid, {creator: frozenset(keys)}, s.slots.recovery.sign_pub)
+            keys.add(self.certified(creator)[0])  # the admin flag is inside the certificate
+        return ml.Trust(s.vault_id, uid, {creator: frozenset(keys)}, self._recovery())
 
     def new_trust(self, uid: bytes) -> ml.Trust:
         """The trust for a log this session starts (its own link 0)."""
@@ -146,9 +144,15 @@ class Roster:
             self.s.store.put_member_state(self.s.member, eng.id, blob, tag)
 
     def _trust_of(self, eng: Engagement, state: ml.State) -> ml.Trust:
-        s = self.s
-        s.slots.recovery.verify(s.vault_id, s.keys.admin_sign_pub)
-        return ml.Trust(s.vault_id, eng.uid, {}, s.slots.recovery.sign_pub)
+        return ml.Trust(self.s.vault_id, eng.uid, {}, self._recovery())
+
+    def _recovery(self) -> bytes:
+        """The recovery key's Ed25519 key, its certificate checked once per key-slot read."""
+        rec = self.s.slots.recovery
+        if self._recovery_checked != rec:
+            rec.verify(self.s.vault_id, self.s.keys.admin_sign_pub)
+            self._recovery_checked = rec
+        return rec.sign_pub
 
     def _trust_for_links(self, eng: Engagement, links: list[bytes]) -> ml.Trust:
         if not links:
