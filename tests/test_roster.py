@@ -5,10 +5,11 @@ log decides who is sealed a key. Attacks are written as the insider (tests/insid
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORDS, VaultFixture
+from conftest import PASSWORDS, CliRunner, Clock, VaultFixture
 from credvault import AccessDenied, IntegrityError
 from credvault import memberlog as ml
 from credvault.crypto import primitives as p
@@ -267,3 +268,26 @@ def test_a_forged_kept_state_is_ignored_and_a_truncated_log_refused(
     bob.sql("DELETE FROM member_log WHERE engagement_id = ? AND seq > 10", (eid,))
     with vault.open("carol") as v, pytest.raises(IntegrityError, match="rolled back"):
         v.get(f"{engagement}/web1-root")
+
+
+def test_cli_a_forged_link_is_exit_6_with_one_line(
+    cli_vault: CliRunner, cli_env: dict[str, str]
+) -> None:
+    """The insider's forged link reaches the user as tampering: exit 6, one line, no data."""
+    assert cli_vault("put", "acme-2026/db", input=b"pw\n").code == 0
+    path = Path(cli_env["CREDVAULT_VAULT"])
+    ins = Insider(path, "bob", Clock())
+    eid, _ = ins.engagement("acme-2026")
+    ((seq, blob),) = ins.sql(
+        "SELECT seq, link FROM member_log WHERE engagement_id = ? ORDER BY seq DESC LIMIT 1",
+        (eid,),
+    )
+    bad = bytearray(blob)
+    bad[-1] ^= 1  # the signature no longer verifies
+    ins.sql(
+        "UPDATE member_log SET link = ? WHERE engagement_id = ? AND seq = ?", (bytes(bad), eid, seq)
+    )
+    r = cli_vault("get", "acme-2026/db")
+    assert r.code == 6, r.err
+    assert r.out == b""
+    assert len(r.err.strip().splitlines()) == 1
