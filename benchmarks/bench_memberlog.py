@@ -14,8 +14,9 @@ both versions in the same run, alternating, each in its own Python process with
 * ``engagement grant`` (a reader, in an engagement of 100 credentials), median ms;
 * ``revoke`` with the rotation of 10,000 credentials (one sample each: the rotation re-seals
   every envelope), ms;
-* open + first ``get`` (a fresh session: the whole log replayed and verified) with a
-  1,000-link log against the same vault with its 4-link log.
+* open + first ``get`` in a fresh session with a 1,000-link log against the same vault with
+  its 4-link log: the first such open replays and verifies every link and keeps the result
+  (MACed, security §12); later ones verify only newer links.
 
 Targets (issue 11): get whole-process and in-process within 10 % of the baseline.
 """
@@ -90,7 +91,8 @@ elif cmd == "open_get":  # arg: rounds, each a fresh open (a fresh session repla
         with op() as v:
             v.get(f"{ENG}/c00000")
         times.append(time.perf_counter() - t)
-    out["open_get_ms"] = 1000 * statistics.median(times)
+    out["first_ms"] = 1000 * times[0]  # replays the whole log (and keeps a long one)
+    out["open_get_ms"] = 1000 * statistics.median(times[1:] or times)
 print(json.dumps(out))
 """
 
@@ -210,9 +212,12 @@ def main() -> None:
         print(f"  {label:44} {b:8.1f} {unit:2} {t:8.1f} {unit:2} {change[key]:+7.1f}%")
     print("\n== open with a long membership log (open + first get, a fresh session)")
     print(f"  {4:>5}-link log: {short['open_get_ms']:.1f} ms")
-    print(f"  {4 + links:>5}-link log: {long['open_get_ms']:.1f} ms")
-    per_link = (long["open_get_ms"] - short["open_get_ms"]) / links
-    print(f"  difference: {per_link:.3f} ms per link")
+    print(
+        f"  {4 + links:>5}-link log: first {long['first_ms']:.1f} ms (replays every link, "
+        f"keeps the result), then {long['open_get_ms']:.1f} ms (verifies none)"
+    )
+    per_link = (long["first_ms"] - short["open_get_ms"]) / links
+    print(f"  first open's cost: {per_link:.3f} ms per link")
     judged = [
         ("get whole-process within 10 % of the baseline", change["get_process_ms"] <= 10),
         ("durable get/s within 10 % of the baseline", change["gets_per_s"] >= -10),

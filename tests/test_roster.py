@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORDS, VaultFixture
+from conftest import PASSWORDS, CliRunner, Clock, VaultFixture
 from credvault import AccessDenied, IntegrityError, witness
 from credvault import memberlog as ml
 from credvault.crypto import primitives as p
@@ -218,3 +219,81 @@ def test_key_succession_pins_new_keys_and_reseals_the_members_copy(
     kinds = _kinds(vault, engagement)  # (opening as alice, the lead, makes the rotation)
     at = kinds.index(("succeed", "bob"))
     assert ("rotate", "alice") in kinds[at:]
+
+
+def _long_log(vault: VaultFixture, engagement: str, n: int = 40) -> None:
+    with vault.open() as v:
+        for i in range(n):  # role changes of bob that need no rotation: n grant links
+            v.engagements.grant(engagement, "bob", "reader" if i % 2 else "engineer")
+
+
+def test_a_member_keeps_a_long_replay_and_verifies_only_new_links(
+    vault: VaultFixture, engagement: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _long_log(vault, engagement)
+    with vault.open("carol") as v:  # a fresh session: the whole log, then kept
+        v.get(f"{engagement}/web1-root")
+    with vault.open() as v:
+        v.engagements.grant(engagement, "bob", "reader")  # one more link
+    checked: list[bytes] = []
+    real = ml.apply
+
+    def counting(state: ml.State | None, blob: bytes, trust: ml.Trust) -> ml.State:
+        checked.append(blob)
+        return real(state, blob, trust)
+
+    monkeypatch.setattr(ml, "apply", counting)
+    with vault.open("carol") as v:
+        assert v.get(f"{engagement}/web1-root").secret.reveal() == b"hunter2"
+    assert len(checked) == 1  # only the link after carol's kept state
+
+
+def test_a_forged_kept_state_is_ignored_and_a_truncated_log_refused(
+    vault: VaultFixture, engagement: str
+) -> None:
+    _long_log(vault, engagement)
+    with vault.open("carol") as v:
+        v.get(f"{engagement}/web1-root")
+    bob = Insider(vault.path, "bob", vault.clock)
+    eid, _ = bob.engagement(engagement)
+    ((blob, mac),) = bob.sql(
+        "SELECT state, mac FROM member_state WHERE member = 'carol' AND engagement_id = ?",
+        (eid,),
+    )
+    # bob rewrites carol's kept state to make himself lead: without carol's key the MAC
+    # fails, the state is ignored, and the log says what it says.
+    forged = bytes(blob).replace(b'"bob":["reader"', b'"bob":["lead"')
+    assert forged != bytes(blob)
+    bob.sql("UPDATE member_state SET state = ? WHERE member = 'carol'", (forged,))
+    with vault.open("carol") as v:
+        state = v.engagements.grants.log_state(v.engagements.get(engagement))
+        assert state is not None
+        assert state.roster["bob"].role != "lead"
+    bob.sql("UPDATE member_state SET state = ?, mac = ? WHERE member = 'carol'", (blob, mac))
+    # The log cut back below what carol verified: refused, naming it.
+    bob.sql("DELETE FROM member_log WHERE engagement_id = ? AND seq > 10", (eid,))
+    with vault.open("carol") as v, pytest.raises(IntegrityError, match="rolled back"):
+        v.get(f"{engagement}/web1-root")
+
+
+def test_cli_a_forged_link_is_exit_6_with_one_line(
+    cli_vault: CliRunner, cli_env: dict[str, str]
+) -> None:
+    """The insider's forged link reaches the user as tampering: exit 6, one line, no data."""
+    assert cli_vault("put", "acme-2026/db", input=b"pw\n").code == 0
+    path = Path(cli_env["CREDVAULT_VAULT"])
+    ins = Insider(path, "bob", Clock())
+    eid, _ = ins.engagement("acme-2026")
+    ((seq, blob),) = ins.sql(
+        "SELECT seq, link FROM member_log WHERE engagement_id = ? ORDER BY seq DESC LIMIT 1",
+        (eid,),
+    )
+    bad = bytearray(blob)
+    bad[-1] ^= 1  # the signature no longer verifies
+    ins.sql(
+        "UPDATE member_log SET link = ? WHERE engagement_id = ? AND seq = ?", (bytes(bad), eid, seq)
+    )
+    r = cli_vault("get", "acme-2026/db")
+    assert r.code == 6, r.err
+    assert r.out == b""
+    assert len(r.err.strip().splitlines()) == 1

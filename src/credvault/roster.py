@@ -15,16 +15,21 @@ verified (each must name the hash the kept state ends with).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from credvault import memberlog as ml
-from credvault.errors import IntegrityError
-from credvault.keyslots import MemberSlot
+from credvault.crypto import labels
+from credvault.crypto import primitives as p
+from credvault.errors import CredvaultError, IntegrityError
+from credvault.keyslots import MemberSlot, Recovery
 from credvault.model import Engagement
 from credvault.session import Session
 from credvault.store import Store
 
-__all__ = ["Roster", "memberlog_positions"]
+__all__ = ["SNAPSHOT_AFTER", "Roster", "memberlog_positions"]
+
+SNAPSHOT_AFTER = 32  # links verified in one replay before this member keeps the result
 
 
 def memberlog_positions(store: Store) -> dict[str, ml.Position]:
@@ -48,6 +53,7 @@ class Roster:
         self.pre_log_record = pre_log_record
         self._states: dict[int, ml.State] = {}
         self._certified: dict[str, tuple[MemberSlot, tuple[bytes, bytes]]] = {}
+        self._recovery_checked: Recovery | None = None
 
     # -- trust ------------------------------------------------------------------------------
     def trust(self, uid: bytes, creator: str, legacy_lead: str | None = None) -> ml.Trust:
@@ -66,14 +72,11 @@ class Roster:
         keys: set[bytes] = set(s.slots.retired_keys(creator, pinned))
         slot = s.slots.members.get(creator)
         if slot is not None and (slot.admin or creator == legacy_lead):
-            pub = s.slots.signing_key(creator, pinned)
-            if pub is not None:
-                keys.add(pub)
-                # Keys the creator replaced themselves (``passwd --compromised`` without an
-                # admin), verified as a chain by signing_key: link 0 was signed once, before.
-                keys.update(sign for _, sign, _ in slot.succession)
-        s.slots.recovery.verify(s.vault_id, pinned)
-        return ml.Trust(s.vault_id, uid, {creator: frozenset(keys)}, s.slots.recovery.sign_pub)
+            keys.add(self.certified(creator)[0])  # the admin flag is inside the certificate
+            # Keys the creator replaced themselves (``passwd --compromised`` without an
+            # admin), verified as a chain with the certificate: link 0 was signed once, before.
+            keys.update(sign for _, sign, _ in slot.succession)
+        return ml.Trust(s.vault_id, uid, {creator: frozenset(keys)}, self._recovery())
 
     def new_trust(self, uid: bytes) -> ml.Trust:
         """The trust for a log this session starts (its own link 0)."""
@@ -91,20 +94,69 @@ class Roster:
         kept = self._states.get(eng.id)
         if kept is not None and kept.seq == seq and kept.head == ml.chain_hash(link):
             return kept
+        if kept is None or kept.seq >= seq:
+            kept = self._snapshot(eng, seq)
         if kept is not None and kept.seq < seq:
             # Only the new links: the first must name the kept head (a fork fails here).
             new = self.s.store.log_links(eng.id, kept.seq)
             state = ml.replay(new, self._trust_of(eng, kept), kept)
+        elif kept is not None and kept.seq == seq and kept.head == ml.chain_hash(link):
+            state, new = kept, []
         else:
-            links = self.s.store.log_links(eng.id)
-            state = ml.replay(links, self._trust_for_links(eng, links))
+            new = self.s.store.log_links(eng.id)
+            state = ml.replay(new, self._trust_for_links(eng, new))
+        if len(new) >= SNAPSHOT_AFTER:
+            self._keep(eng, state)
         self._states[eng.id] = state
         return state
 
+    # -- the member's own verified state, kept across processes -----------------------------
+    def _mac_input(self, eng: Engagement, blob: bytes) -> bytes:
+        return labels.encode(self.s.vault_id, eng.uid, self.s.member, blob)
+
+    def _mac_key(self) -> bytes:
+        return p.hkdf(self.s.keys.sign_private, labels.MEMBER_STATE_MAC)
+
+    def _snapshot(self, eng: Engagement, head_seq: int) -> ml.State | None:
+        """The state this member verified before, if its MAC (a key only they hold) checks.
+
+        It only saves work: the links after it are verified from it, and the first must name
+        its head. One that a log shorter than it cannot contain is a rollback or deletion.
+        """
+        kept = self.s.store.member_state(self.s.member, eng.id)
+        if kept is None:
+            return None
+        blob, tag = kept
+        try:
+            p.mac_verify(self._mac_key(), self._mac_input(eng, blob), tag, "kept state")
+        except IntegrityError:
+            return None  # keys replaced (a reset) or someone else's: replay from the start
+        state = ml.state_from_bytes(blob)
+        if state.seq > head_seq:
+            raise IntegrityError(
+                f"membership log of {eng.name!r} ends at link {head_seq}, but this member "
+                f"verified link {state.seq} before: rolled back or links were deleted"
+            )
+        return state
+
+    def _keep(self, eng: Engagement, state: ml.State) -> None:
+        if self.s.store.in_transaction:
+            return  # never inside someone's transaction: the next use outside one keeps it
+        blob = ml.state_to_bytes(state)
+        tag = p.mac(self._mac_key(), self._mac_input(eng, blob))
+        with contextlib.suppress(CredvaultError):  # a cache: a busy or read-only vault skips it
+            self.s.store.put_member_state(self.s.member, eng.id, blob, tag)
+
     def _trust_of(self, eng: Engagement, state: ml.State) -> ml.Trust:
-        s = self.s
-        s.slots.recovery.verify(s.vault_id, s.keys.admin_sign_pub)
-        return ml.Trust(s.vault_id, eng.uid, {}, s.slots.recovery.sign_pub)
+        return ml.Trust(self.s.vault_id, eng.uid, {}, self._recovery())
+
+    def _recovery(self) -> bytes:
+        """The recovery key's Ed25519 key, its certificate checked once per key-slot read."""
+        rec = self.s.slots.recovery
+        if self._recovery_checked != rec:
+            rec.verify(self.s.vault_id, self.s.keys.admin_sign_pub)
+            self._recovery_checked = rec
+        return rec.sign_pub
 
     def _trust_for_links(self, eng: Engagement, links: list[bytes]) -> ml.Trust:
         if not links:

@@ -156,6 +156,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             link          BLOB NOT NULL,
             PRIMARY KEY (engagement_id, seq)
         ) WITHOUT ROWID""",
+        # A member's own verified replay of a long log, MACed under a key only they hold
+        # (docs/format.md §17): a fresh process verifies only the links after it.
+        """CREATE TABLE member_state (
+            member        TEXT NOT NULL,
+            engagement_id INTEGER NOT NULL REFERENCES engagements (id) ON DELETE CASCADE,
+            state         BLOB NOT NULL,
+            mac           BLOB NOT NULL,
+            PRIMARY KEY (member, engagement_id)
+        ) WITHOUT ROWID""",
     ),
 }
 
@@ -847,6 +856,29 @@ class Store:
             "INSERT INTO member_log (engagement_id, seq, link) VALUES (?, ?, ?)",
             (eng_id, seq, link),
         )
+
+    def member_state(self, member: str, eng_id: int) -> tuple[bytes, bytes] | None:
+        """(state, mac) ``member`` kept of ``eng_id``'s replayed log, if any."""
+        r = self._one(
+            "SELECT state, mac FROM member_state WHERE member = ? AND engagement_id = ?",
+            (member, eng_id),
+        )
+        return None if r is None else (bytes(r[0]), bytes(r[1]))
+
+    def put_member_state(self, member: str, eng_id: int, state: bytes, mac: bytes) -> None:
+        """Keep ``member``'s verified state (its own transaction)."""
+        with self.write():
+            self._x(
+                "INSERT INTO member_state (member, engagement_id, state, mac) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (member, engagement_id) DO UPDATE SET "
+                "state = excluded.state, mac = excluded.mac",
+                (member, eng_id, state, mac),
+            )
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction (read or write) is open on this connection."""
+        return bool(self.conn.in_transaction)
 
     def log_heads(self) -> list[tuple[bytes, int, bytes]]:
         """(engagement uid, seq, link) of every engagement's last link."""
