@@ -272,6 +272,11 @@ def test_a_forged_kept_state_is_ignored_and_a_truncated_log_refused(
     bob.sql("UPDATE member_state SET state = ?, mac = ? WHERE member = 'carol'", (blob, mac))
     # The log cut back below what carol verified: refused, naming it.
     bob.sql("DELETE FROM member_log WHERE engagement_id = ? AND seq > 10", (eid,))
+    # carol's witness refuses the vault at open ...
+    with pytest.raises(IntegrityError, match=r"links 11–\d+ are missing"):
+        vault.open("carol")
+    # ... and without it (a new machine) her kept state still does, at the first read.
+    shutil.rmtree(witness.state_dir())
     with vault.open("carol") as v, pytest.raises(IntegrityError, match="rolled back"):
         v.get(f"{engagement}/web1-root")
 
