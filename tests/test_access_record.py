@@ -198,6 +198,31 @@ def test_get_field_address_and_port_are_not_reads_of_the_secret(
     assert report.viewed == ("web1-root",)
 
 
+def test_get_field_of_an_earlier_version_is_not_a_read_of_its_secret(
+    vault: VaultFixture, engagement: str, cli: Any, cli_env: dict[str, str]
+) -> None:
+    """``get --version N --field username`` shows that version's field, audited as ``show``:
+    revoke does not ask to change a secret (of any version) bob never saw."""
+    with open_as(vault) as v:
+        v.put(f"{ENG}/api", b"tok-1", username="svc-old")
+        v.put(f"{ENG}/api", b"tok-2", username="svc-new")
+    env = {"CREDVAULT_MEMBER": "bob", "CREDVAULT_PASSPHRASE_FILE": cli_env["TEST_PASS_BOB"]}
+    args = ("get", f"{ENG}/api", "--version", "1", "--vault", str(vault.path))
+    r = cli(*args, "--field", "username", env=env)
+    assert (r.code, r.out) == (0, b"svc-old\n"), r.err
+    r = cli("get", f"{ENG}/api", "--version", "9", "--field", "username",
+            "--vault", str(vault.path), env=env)  # fmt: skip
+    assert r.code == 3
+    with open_as(vault) as v:
+        bob = [e for e in v.audit.entries(engagement=ENG) if e.member == "bob"]
+    assert [(e.action, e.outcome) for e in bob] == [("show", "ok"), ("show", "error")]
+    assert "version 1: fields without the secret" in bob[0].detail
+    with open_as(vault) as v:
+        report = v.engagements.revoke(ENG, "bob")
+    assert report == []
+    assert report.viewed == ("api",)
+
+
 def test_get_field_address_of_a_credential_without_a_system_is_not_found(
     vault: VaultFixture, engagement: str, cli: Any
 ) -> None:

@@ -693,12 +693,14 @@ class Credentials:
         reason: str | None = None,
         system: bool = False,
         via: str | None = None,
+        version: int | None = None,
     ) -> dict[str, str | None]:
         """The non-secret fields (``credvault edit``, ``get --field username|url|notes``):
         audited as ``show``, not ``get``, so ``revoke`` does not ask to rotate a secret the
         member never saw; ``reason`` as for ``get``. With ``system`` the linked system's
         ``address`` and ``port`` come too (``get --field address|port``), audited the same
-        way: the secret was not read. ``via`` as for :meth:`get` (``run``)."""
+        way: the secret was not read. ``via`` as for :meth:`get` (``run``). ``version``: the
+        fields of that earlier version (``get --version N --field username``)."""
         s = self.s
         eng_name, name = validate.ref(ref)
         reason = validate.reason(reason)
@@ -713,12 +715,31 @@ class Credentials:
                 s.log("show", eng.name, name, "error", "not found")
             raise NotFound("credential", ref)
         out: dict[str, str | None] = {"kind": row.kind, "system": row.system}
-        # kind and system are clear columns: the anchor (the secret) vouches for them. It is
-        # opened for that alone, kept in its wrapper and dropped.
-        _wrap(items.open_(s, eng, key, TABLE, row.uid, "secret", row.secret_env, _binding(row)))
-        for f in items.CRED_FIELDS[1:]:
-            out[f] = _s(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
         what = "fields without the secret"
+        if version is not None:
+            v = s.store.version(row.uid, version)
+            if v is None:
+                with s.store.write():
+                    s.log("show", eng.name, name, "error", f"no version {version}")
+                raise NotFound("version", ref, f"{ref} has no version {version}")
+            out = {"kind": v.kind, "system": v.system}
+            vrecord = items.version_binding(v.name, v.kind, v.system)
+            # the version's anchor (its secret) vouches for its clear columns: opened for
+            # that alone, kept in its wrapper and dropped
+            for f in items.CRED_FIELDS:
+                value = items.open_version(s, eng, key, row.uid, f, version, v.envelope(f), vrecord)
+                if f == "secret":
+                    _wrap(value)  # never a plain local past this line
+                else:
+                    out[f] = _s(value)
+                del value
+            what = f"version {version}: fields without the secret"
+        else:
+            # kind and system are clear columns: the anchor (the secret) vouches for them.
+            # It is opened for that alone, kept in its wrapper and dropped.
+            _wrap(items.open_(s, eng, key, TABLE, row.uid, "secret", row.secret_env, _binding(row)))
+            for f in items.CRED_FIELDS[1:]:
+                out[f] = _s(items.open_(s, eng, key, TABLE, row.uid, f, row.envelope(f)))
         if system:
             out["address"] = out["port"] = None
             srow = s.store.system_by_id(row.system_id) if row.system_id is not None else None

@@ -745,11 +745,13 @@ def cmd_get(args: argparse.Namespace) -> int:
     backend = None
     if args.clip:
         backend = clipboard_first(args)
-    if args.field not in (None, "secret") and args.version is None and not args.json:
+    if args.field not in (None, "secret") and not args.json:
         # a field that is not the secret is read as such (audited as `show`, not `get`)
         with open_vault(args) as v:
             system = args.field in ("address", "port")
-            fields = v.credentials.fields(args.ref, reason=args.reason, system=system)
+            fields = v.credentials.fields(
+                args.ref, reason=args.reason, system=system, version=args.version
+            )
         text = fields.get(args.field)
         if text is None:
             raise NotFound("field", f"{args.ref} {args.field}", f"{args.ref} has no {args.field}")
