@@ -328,3 +328,56 @@ def test_audit_chain_verifies_and_catches_a_dba_edit(team: Any) -> None:
         owner.execute("UPDATE credvault.audit SET detail = 'edited' WHERE seq = %s", (seq,))
     with team.connect("alice") as alice:
         assert alice.execute("SELECT credvault.audit_verify()").fetchone()[0] == seq
+
+
+# -- the rotation read and revocation (issue 14's CLI path) -------------------------------
+def test_rotation_read_needs_a_committed_request_too(team: Any) -> None:
+    """alice (lead) tries the ROLLBACK trick on the rotation read of every envelope."""
+    before = team.audit_count("rotate")
+    script = (
+        "BEGIN;\n"
+        "SELECT credvault.request_rotation('alpha') AS req \\gset\n"
+        "SELECT encode(secret_env, 'hex') FROM credvault.rotation_fetch(:req);\n"
+        "ROLLBACK;\n"
+    )
+    out = team.psql("alice", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert ENVELOPE_HEX not in out.stdout
+    assert team.audit_count("rotate") == before
+
+
+def test_an_engineer_can_neither_rotate_nor_revoke(team: Any) -> None:
+    before_rotate, before_revoke = team.audit_count("rotate"), team.audit_count("revoke")
+    out = team.psql("bob", "SELECT credvault.request_rotation('alpha') IS NULL")
+    assert out.stdout.strip() == "t"  # refused ...
+    assert team.audit_count("rotate") == before_rotate + 1  # ... and on the record
+    out = team.psql("bob", "SELECT credvault.revoke_grant('alpha', 'alice') IS NULL")
+    assert out.stdout.strip() == "t"
+    assert team.audit_count("revoke") == before_revoke + 1
+    out = team.psql(
+        "bob",
+        "SELECT credvault.rotate_key('alpha', 1, 'fp', '{}', '{}', '{}', '{}', '{}',"
+        " '{}', '{}', '{}')",
+    )
+    assert out.returncode != 0
+    assert "may not rotate" in out.stderr
+    with team.connect() as owner:
+        (version,) = owner.execute(
+            "SELECT key_version FROM credvault.engagements WHERE name = 'alpha'"
+        ).fetchone()
+    assert version == 1
+
+
+def test_a_revoked_member_is_refused_at_the_next_fetch(team: Any) -> None:
+    """bob's request is committed; alice revokes him before he fetches: nothing released."""
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        out = team.psql("alice", "SELECT credvault.revoke_grant('alpha', 'bob')")
+        assert out.returncode == 0, out.stderr
+        import psycopg
+
+        from postgres.test_failover_pg import fetch_as_a_client
+
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
+            fetch_as_a_client(bob, req)
