@@ -19,7 +19,7 @@ import pytest
 
 from credvault.crypto import primitives
 from credvault.postgres.client import TeamVault, connect
-from pg_cluster import Cluster, new_pg_vault, running_cluster
+from pg_cluster import Cluster, fetch_as_a_client, new_pg_vault, running_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -61,23 +61,6 @@ def primary_conninfo(primary: Cluster) -> str:
         f"host={primary.sockdir} port={primary.port} user=postgres "
         f"password={primary.password} application_name=standby1"
     )
-
-
-def fetch_as_a_client(conn: Any, req: int) -> Any:
-    """``fetch`` as PgStore does it: a refusal for WAL that other backends left unflushed
-    (the background writer logs a record shortly after activity that follows a quiet
-    spell) is answered with nudge_wal and a new attempt; any other outcome is returned or
-    raised as it is."""
-    import psycopg
-
-    for _ in range(50):
-        try:
-            return conn.execute("SELECT secret_env FROM credvault.fetch(%s)", (req,)).fetchone()
-        except psycopg.errors.ObjectNotInPrerequisiteState as e:
-            if "not yet durable" not in str(e):
-                raise
-            conn.execute("SELECT credvault.nudge_wal()")
-    raise AssertionError("the WAL never settled")
 
 
 def wait_sync(su: Any) -> None:
@@ -162,9 +145,7 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                             req = b.execute(
                                 "SELECT credvault.request_read('alpha', 'seed')"
                             ).fetchone()[0]
-                            seq = b.execute(
-                                "SELECT audit_seq, secret_env FROM credvault.fetch(%s)", (req,)
-                            ).fetchone()[0]
+                            seq = fetch_as_a_client(b, req, "audit_seq, secret_env")[0]
                         except Exception:
                             return
                         read_audits.append(seq)  # the envelope came back: it was released

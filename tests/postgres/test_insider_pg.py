@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pg_cluster import new_pg_vault
+from pg_cluster import fetch_as_a_client, new_pg_vault
 
 ENVELOPE = b"ENVELOPE-\x00\x01-not-really-but-opaque-to-the-server"
 ENVELOPE_HEX = ENVELOPE.hex()
@@ -128,9 +128,7 @@ def test_honest_two_phase_read_is_on_the_record_first(team: Any) -> None:
         req = conn.execute("SELECT credvault.request_read('alpha', 'db', 'deploy')").fetchone()[0]
         assert req is not None
         assert team.audit_count("get") == before + 1  # committed before any fetch
-        row = conn.execute(
-            "SELECT secret_env, audit_seq FROM credvault.fetch(%s)", (req,)
-        ).fetchone()
+        row = fetch_as_a_client(conn, req, "secret_env, audit_seq")
     assert bytes(row[0]) == ENVELOPE
     with team.connect() as owner:
         entry = owner.execute(
@@ -164,7 +162,7 @@ def test_request_is_single_use_and_personal(team: Any) -> None:
 
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
             eve.execute("SELECT * FROM credvault.fetch(%s)", (req,))
-        bob.execute("SELECT * FROM credvault.fetch(%s)", (req,)).fetchone()
+        fetch_as_a_client(bob, req)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="already used"):
             bob.execute("SELECT * FROM credvault.fetch(%s)", (req,))
 
@@ -376,8 +374,6 @@ def test_a_revoked_member_is_refused_at_the_next_fetch(team: Any) -> None:
         out = team.psql("alice", "SELECT credvault.revoke_grant('alpha', 'bob')")
         assert out.returncode == 0, out.stderr
         import psycopg
-
-        from postgres.test_failover_pg import fetch_as_a_client
 
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
             fetch_as_a_client(bob, req)
