@@ -383,13 +383,20 @@ class TeamCredentials:
         )
 
     def fields(
-        self, ref: str, *, reason: str | None = None, system: bool = False
+        self,
+        ref: str,
+        *,
+        reason: str | None = None,
+        system: bool = False,
+        version: int | None = None,
     ) -> dict[str, str | None]:
         """username, url, notes (audited as a read: the server releases whole records).
-        A team vault has no systems yet: ``system`` (``get --field address|port``) is
-        refused by name."""
+        A team vault has no systems and no earlier versions yet: ``system`` (``get --field
+        address|port``) and ``version`` are refused by name."""
         if system:
             raise InvalidInput("a team vault has no systems yet: --field address|port")
+        if version is not None:
+            raise InvalidInput("a team vault keeps no earlier versions yet: --version")
         _, _, v, _ = self._read(ref, reason)
         return {
             k: (None if v[k] is None else (v[k] or b"").decode())
