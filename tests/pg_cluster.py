@@ -364,6 +364,25 @@ class PgVault:
         return int(row[0])
 
 
+def fetch_as_a_client(conn: Any, req: int, columns: str = "secret_env") -> Any:
+    """``credvault.fetch`` as PgStore does it: a refusal for WAL that other backends left
+    unflushed (the background writer logs a record shortly after activity that follows a
+    quiet spell) is answered with ``nudge_wal`` and a new attempt; any other outcome is
+    returned or raised as it is."""
+    import psycopg
+
+    for _ in range(50):
+        try:
+            # columns: a literal of the calling test, never input
+            sql = f"SELECT {columns} FROM credvault.fetch(%s)"  # noqa: S608
+            return conn.execute(sql, (req,)).fetchone()
+        except psycopg.errors.ObjectNotInPrerequisiteState as e:
+            if "not yet durable" not in str(e):
+                raise
+            conn.execute("SELECT credvault.nudge_wal()")
+    raise AssertionError("the WAL never settled")
+
+
 _counter = iter(range(1, 1_000_000))
 
 

@@ -328,7 +328,13 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
 
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
-    for args in (("history", "acme-2026/db"), ("system", "ls", "acme-2026"), ("backup",)):
+    for args in (
+        ("history", "acme-2026/db"),
+        ("system", "ls", "acme-2026"),
+        ("backup",),
+        ("check",),
+        ("status",),
+    ):
         r = team.run("alice", *args)
         assert r.code == 1, (args, r.err)
         assert "not available on a PostgreSQL team vault" in one_line(r)

@@ -19,7 +19,7 @@ import pytest
 
 from credvault.crypto import primitives
 from credvault.postgres.client import TeamVault, connect
-from pg_cluster import Cluster, new_pg_vault, running_cluster
+from pg_cluster import Cluster, fetch_as_a_client, new_pg_vault, running_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -61,20 +61,6 @@ def primary_conninfo(primary: Cluster) -> str:
         f"host={primary.sockdir} port={primary.port} user=postgres "
         f"password={primary.password} application_name=standby1"
     )
-
-
-def settle_wal(conn: Any) -> None:
-    """Flush what other backends inserted (nudge_wal, as a client does), until observed
-    flushed: the background writer logs a record shortly after activity that follows a
-    quiet spell, so one nudge can land just before it."""
-    for _ in range(200):
-        conn.execute("SELECT credvault.nudge_wal()")
-        row = conn.execute(
-            "SELECT pg_current_wal_insert_lsn() <= pg_current_wal_flush_lsn()"
-        ).fetchone()
-        if row[0]:
-            return
-    raise AssertionError("WAL never settled")
 
 
 def wait_sync(su: Any) -> None:
@@ -126,13 +112,10 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                 with pg.connect("bob") as b:
                     b.execute("SET synchronous_commit = local")
                     req = b.execute("SELECT credvault.request_read('alpha', 'seed')").fetchone()[0]
-                    # flush any WAL another backend left pending (the background writer's
-                    # running-transactions record), so only the standby can be what is missing
-                    settle_wal(b)
                     with pytest.raises(
                         psycopg.errors.ObjectNotInPrerequisiteState, match="synchronous standby"
                     ):
-                        b.execute("SELECT secret_env FROM credvault.fetch(%s)", (req,))
+                        fetch_as_a_client(b, req)
                 standby.start()
                 wait_sync(su)
 
@@ -162,9 +145,7 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                             req = b.execute(
                                 "SELECT credvault.request_read('alpha', 'seed')"
                             ).fetchone()[0]
-                            seq = b.execute(
-                                "SELECT audit_seq, secret_env FROM credvault.fetch(%s)", (req,)
-                            ).fetchone()[0]
+                            seq = fetch_as_a_client(b, req, "audit_seq, secret_env")[0]
                         except Exception:
                             return
                         read_audits.append(seq)  # the envelope came back: it was released

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pg_cluster import new_pg_vault
+from pg_cluster import fetch_as_a_client, new_pg_vault
 
 ENVELOPE = b"ENVELOPE-\x00\x01-not-really-but-opaque-to-the-server"
 ENVELOPE_HEX = ENVELOPE.hex()
@@ -128,9 +128,7 @@ def test_honest_two_phase_read_is_on_the_record_first(team: Any) -> None:
         req = conn.execute("SELECT credvault.request_read('alpha', 'db', 'deploy')").fetchone()[0]
         assert req is not None
         assert team.audit_count("get") == before + 1  # committed before any fetch
-        row = conn.execute(
-            "SELECT secret_env, audit_seq FROM credvault.fetch(%s)", (req,)
-        ).fetchone()
+        row = fetch_as_a_client(conn, req, "secret_env, audit_seq")
     assert bytes(row[0]) == ENVELOPE
     with team.connect() as owner:
         entry = owner.execute(
@@ -164,7 +162,7 @@ def test_request_is_single_use_and_personal(team: Any) -> None:
 
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
             eve.execute("SELECT * FROM credvault.fetch(%s)", (req,))
-        bob.execute("SELECT * FROM credvault.fetch(%s)", (req,)).fetchone()
+        fetch_as_a_client(bob, req)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="already used"):
             bob.execute("SELECT * FROM credvault.fetch(%s)", (req,))
 
@@ -328,3 +326,54 @@ def test_audit_chain_verifies_and_catches_a_dba_edit(team: Any) -> None:
         owner.execute("UPDATE credvault.audit SET detail = 'edited' WHERE seq = %s", (seq,))
     with team.connect("alice") as alice:
         assert alice.execute("SELECT credvault.audit_verify()").fetchone()[0] == seq
+
+
+# -- the rotation read and revocation (issue 14's CLI path) -------------------------------
+def test_rotation_read_needs_a_committed_request_too(team: Any) -> None:
+    """alice (lead) tries the ROLLBACK trick on the rotation read of every envelope."""
+    before = team.audit_count("rotate")
+    script = (
+        "BEGIN;\n"
+        "SELECT credvault.request_rotation('alpha') AS req \\gset\n"
+        "SELECT encode(secret_env, 'hex') FROM credvault.rotation_fetch(:req);\n"
+        "ROLLBACK;\n"
+    )
+    out = team.psql("alice", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert ENVELOPE_HEX not in out.stdout
+    assert team.audit_count("rotate") == before
+
+
+def test_an_engineer_can_neither_rotate_nor_revoke(team: Any) -> None:
+    before_rotate, before_revoke = team.audit_count("rotate"), team.audit_count("revoke")
+    out = team.psql("bob", "SELECT credvault.request_rotation('alpha') IS NULL")
+    assert out.stdout.strip() == "t"  # refused ...
+    assert team.audit_count("rotate") == before_rotate + 1  # ... and on the record
+    out = team.psql("bob", "SELECT credvault.revoke_grant('alpha', 'alice') IS NULL")
+    assert out.stdout.strip() == "t"
+    assert team.audit_count("revoke") == before_revoke + 1
+    out = team.psql(
+        "bob",
+        "SELECT credvault.rotate_key('alpha', 1, 'fp', '{}', '{}', '{}', '{}', '{}',"
+        " '{}', '{}', '{}')",
+    )
+    assert out.returncode != 0
+    assert "may not rotate" in out.stderr
+    with team.connect() as owner:
+        (version,) = owner.execute(
+            "SELECT key_version FROM credvault.engagements WHERE name = 'alpha'"
+        ).fetchone()
+    assert version == 1
+
+
+def test_a_revoked_member_is_refused_at_the_next_fetch(team: Any) -> None:
+    """bob's request is committed; alice revokes him before he fetches: nothing released."""
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        out = team.psql("alice", "SELECT credvault.revoke_grant('alpha', 'bob')")
+        assert out.returncode == 0, out.stderr
+        import psycopg
+
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
+            fetch_as_a_client(bob, req)

@@ -47,6 +47,12 @@ EXIT_OK = 0
 
 # -- shared plumbing ------------------------------------------------------------------------
 def vault_dir(args: argparse.Namespace) -> Path:
+    """The SQLCipher vault directory; a team vault here is a command it does not serve."""
+    if vault_target(getattr(args, "vault", None)) is not None:
+        from credvault import NotOnTeam
+
+        handler = getattr(getattr(args, "func", None), "__name__", "")
+        raise NotOnTeam(handler.removeprefix("cmd_").replace("_", " ") or "this command")
     return Path(args.vault) if args.vault else default_dir()
 
 
@@ -1184,7 +1190,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
     from credvault.agent import client
 
     held = client.lock()
-    removed = Vault.forget_cached_keys(vault_dir(args), member_name(args))
+    team = vault_target(getattr(args, "vault", None)) is not None  # nothing cached for one
+    removed = not team and Vault.forget_cached_keys(vault_dir(args), member_name(args))
     t.out("locked" if removed or held else "nothing cached; already locked")
     return EXIT_OK
 
