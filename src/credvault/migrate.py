@@ -177,6 +177,7 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
             "trash": {},
             "holds": {},
             "member_logs": {},
+            "recovery": {},
         }
         head = s.audit.head()
         make_private_dir(invitations)
@@ -202,11 +203,21 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
             for e in engagements:
                 vc = vouched.get(e.id)
                 eid = _insert_engagement(c, e, v, vc)
+                for g in st.grants(e.id):
+                    if g.member == RECOVERY:
+                        # no recovery key on a team vault (a team rotation could not seal
+                        # to it): its copy is kept, sealed as it was, in the archive
+                        archive["recovery"][e.name] = {
+                            **g._asdict(),
+                            **{f: _b64(getattr(g, f)) for f in ("role_sig", "sealed", "copy_sig")},
+                        }
                 if vc is not None:
                     counts["grants"] += _reissue_grants(c, v, e, eid, vc, expect_grants)
                     archive["member_logs"][e.name] = [_b64(b) for b in st.log_links(e.id)]
                 else:
                     for g in st.grants(e.id):
+                        if g.member == RECOVERY:
+                            continue
                         _insert_grant(c, eid, g)
                         expect_grants[(e.uid, g.member)] = (g.role_sig, g.sealed, g.copy_sig)
                         counts["grants"] += 1
@@ -398,7 +409,8 @@ def _reissue_grants(
     its grant rows, which any insider can write): one row per roster member still in the
     vault, with a role certificate signed by the migrating lead; a copy of the current key
     sealed to the X25519 key the log pins, signed by that lead, for each member the log
-    lets read now and who still holds the keys it pins; and the recovery key's copy."""
+    lets read now and who still holds the keys it pins. (The recovery key's copy goes to
+    the archive: a team vault has no recovery key.)"""
     s = v._s
     me, state, key = s.member, vc.state, vc.key
     version, now = state.key_version, s.now()
@@ -421,25 +433,6 @@ def _reissue_grants(
             Grant(name, m.role, me, granted_at, m.expires, role_sig,
                   version if sealed else None, sealed, me if sealed else None, sig, None)
         )  # fmt: skip
-    s.slots.recovery.verify(s.vault_id, s.keys.admin_sign_pub)
-    sealed = p.hpke_seal(
-        s.slots.recovery.kem_pub, key, seal_info(s.vault_id, e.uid, RECOVERY, version)
-    )
-    grants.append(
-        Grant(
-            RECOVERY,
-            "recovery",
-            me,
-            now,
-            None,
-            _sign(v, role_message(s.vault_id, e.uid, RECOVERY, "recovery", None, me)),
-            version,
-            sealed,
-            me,
-            _sign(v, copy_message(s.vault_id, e.uid, RECOVERY, version, sealed, key, me)),
-            None,
-        )
-    )
     for g in grants:
         _insert_grant(c, eid, g)
         expect_grants[(e.uid, g.member)] = (g.role_sig, g.sealed, g.copy_sig)

@@ -80,8 +80,8 @@ def _alice_vault(old: World) -> Any:
 def test_envelopes_unchanged_copies_reissued_from_the_log(
     migrated: tuple[World, World, str],
 ) -> None:
-    """Envelopes byte for byte; copies sealed afresh to the log's readers (and the recovery
-    key), each signed by alice, a lead of the engagement, over the key the log committed to."""
+    """Envelopes byte for byte; copies sealed afresh to the log's readers, each signed by
+    alice, a lead of the engagement, over the key the log committed to."""
     old, new, _ = migrated
     from credvault.crypto import labels
     from credvault.crypto import primitives as p
@@ -111,12 +111,35 @@ def test_envelopes_unchanged_copies_reissued_from_the_log(
     rows = _owner_rows(
         cluster, db, "SELECT member, key_version, sealed, sealed_by, copy_sig FROM credvault.grants"
     )
-    assert sorted(str(r[0]) for r in rows) == ["@recovery", "alice", "bob"]
+    assert sorted(str(r[0]) for r in rows) == ["alice", "bob"]
     for member, kv, sealed, sealed_by, sig in rows:
         assert (kv, sealed_by) == (state.key_version, "alice")
         assert bytes(sealed) != old_copies[member]  # sealed afresh, not the row's bytes
         msg = copy_message(vault_id, eng.uid, member, kv, bytes(sealed), key, "alice")
         p.verify(alice_pub, labels.GRANT_SIG, msg, bytes(sig), "copy")
+
+
+def test_a_migrated_record_bound_secret_stays_bound(
+    migrated: tuple[World, World, str],
+) -> None:
+    """The SQLCipher vault bound the secret to its record (format 0x02): a team rotation
+    re-seals it bound, and a row renamed by the DBA no longer opens (exit 6)."""
+    _, new, _ = migrated
+    cluster: Cluster = new.extra["cluster"]  # type: ignore[assignment]
+    db = str(new.extra["db"])
+    sql = "SELECT key_version, secret_env FROM credvault.credentials WHERE name = 'db'"
+    ((kv, env),) = _owner_rows(cluster, db, sql)
+    assert bytes(env)[0] == 2  # record-bound, as the SQLCipher vault wrote it
+    new.ok("alice", "revoke", "acme-2026", "bob")  # rotates the key on alice's machine
+    ((kv2, env2),) = _owner_rows(cluster, db, sql)
+    assert kv2 == kv + 1  # type: ignore[operator]
+    assert bytes(env2)[0] == 2
+    assert new.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    _owner_rows(cluster, db, "UPDATE credvault.credentials SET name = 'db2' WHERE name = 'db'"
+                " RETURNING 1")  # fmt: skip
+    r = new.run("alice", "get", "acme-2026/db2")
+    assert r.code == 6, r.err
+    assert SECRET not in r.out
 
 
 def test_old_trail_and_history_are_archived_and_anchored(
@@ -135,6 +158,8 @@ def test_old_trail_and_history_are_archived_and_anchored(
     assert len(data["history"]["acme-2026"]) == 1  # the replaced first value, sealed
     assert SECRET not in bytes(archive)
     assert len(data["member_logs"]["acme-2026"]) == 3  # create, rotate (alice's key), grant bob
+    # the offline recovery key's copy, as the vault held it (a team vault has no recovery key)
+    assert data["recovery"]["acme-2026"]["sealed"]
     ((detail,),) = _owner_rows(
         cluster, db, "SELECT detail FROM credvault.audit WHERE action = 'migrate'"
     )
@@ -247,7 +272,7 @@ def test_a_grant_row_planted_by_an_insider_does_not_migrate(
     members = [
         str(r[0]) for r in _owner_rows(pg_cluster, db, "SELECT member FROM credvault.grants")
     ]
-    assert sorted(members) == ["@recovery", "alice", "bob"]
+    assert sorted(members) == ["alice", "bob"]
     target = f"postgresql://127.0.0.1:{pg_cluster.port}/{db}"
     new = World("postgresql", tmp_path / "new", target)
     env = dict(old.envs["carol"], CREDVAULT_VAULT=target)
