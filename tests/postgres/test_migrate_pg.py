@@ -239,6 +239,24 @@ def test_an_engagement_the_migrating_admin_does_not_lead_refuses_it_changing_not
     assert new.ok("bob", "get", "beta-2026/db").out == SECRET + b"\n"
 
 
+def _insider_sql(old: World, who: str, sql: str) -> None:
+    """``who`` at a SQL shell on the SQLCipher database (every member holds its key)."""
+    import sqlcipher3
+
+    from credvault import Vault
+
+    pw = Path(old.envs[who]["CREDVAULT_PASSPHRASE_FILE"]).read_text().strip()
+    with Vault.open(Path(old.target), who, pw) as v:
+        db_key = bytes(v._s.db_key)
+    conn = sqlcipher3.connect(str(Path(old.target) / "vault.db"))
+    try:
+        conn.execute(f"PRAGMA key = \"x'{db_key.hex()}'\"")
+        conn.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def test_a_grant_row_planted_by_an_insider_does_not_migrate(
     tmp_path: Path, pg_cluster: Cluster
 ) -> None:
@@ -246,28 +264,17 @@ def test_a_grant_row_planted_by_an_insider_does_not_migrate(
     sealed copy's bytes. The log never granted her, so she gets no role and no copy on the
     team vault: migrate reads the replayed log, not the rows (byte-for-byte copying carried
     the row over)."""
-    import sqlcipher3
-
-    from credvault import Vault
-
     old = _sqlcipher(tmp_path / "old")
     old.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     old.ok("alice", "grant", "acme-2026", "bob", "engineer")
-    bob_pw = Path(old.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).read_text().strip()
-    with Vault.open(Path(old.target), "bob", bob_pw) as v:
-        db_key = bytes(v._s.db_key)
-    conn = sqlcipher3.connect(str(Path(old.target) / "vault.db"))
-    try:
-        conn.execute(f"PRAGMA key = \"x'{db_key.hex()}'\"")
-        conn.execute(
-            "INSERT INTO grants (engagement_id, member, role, granted_by, granted_at, role_sig,"
-            " key_version, sealed, sealed_by, copy_sig) SELECT engagement_id, 'carol', 'lead',"
-            " 'alice', granted_at, role_sig, key_version, sealed, 'alice', x'00'"
-            " FROM grants WHERE member = 'bob'"
-        )
-        conn.commit()
-    finally:
-        conn.close()
+    _insider_sql(
+        old,
+        "bob",
+        "INSERT INTO grants (engagement_id, member, role, granted_by, granted_at, role_sig,"
+        " key_version, sealed, sealed_by, copy_sig) SELECT engagement_id, 'carol', 'lead',"
+        " 'alice', granted_at, role_sig, key_version, sealed, 'alice', x'00'"
+        " FROM grants WHERE member = 'bob'",
+    )
     db, owner_target, _ = _target_db(pg_cluster, old)
     inv = tmp_path / "inv"
     old.ok("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
@@ -285,3 +292,32 @@ def test_a_grant_row_planted_by_an_insider_does_not_migrate(
     r = new.run("carol", "get", "acme-2026/db")
     assert r.code == 4, r.err
     assert SECRET not in r.out
+
+
+def test_an_engagement_whose_log_demands_a_rotation_waits_for_it(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    """bob's key is compromised (a signed succeed link demanding a rotation), and insider
+    bob clears the ``needs_rotation`` flag so that alice's open does not rotate: the log
+    still demands it, so the current key is not handed on to the team vault. migrate
+    refuses, naming the engagement and the command; after alice rotates, it migrates."""
+    from credvault import Vault
+
+    old = _sqlcipher(tmp_path / "old")
+    old.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    old.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    bob_pw = Path(old.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).read_text().strip()
+    with Vault.open(Path(old.target), "bob", bob_pw) as v:
+        v.members.passwd(b"bob-new-passphrase", compromised=True)
+    Path(old.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).write_text("bob-new-passphrase\n")
+    _insider_sql(old, "bob", "UPDATE engagements SET needs_rotation = 0")
+    db, owner_target, _ = _target_db(pg_cluster, old)
+    inv = tmp_path / "inv"
+    r = old.run("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
+    assert r.code == 4
+    assert "acme-2026 must get a new key first" in one_line(r)
+    assert "credvault engagement rotate NAME" in one_line(r)
+    assert not inv.exists()
+    assert _pg_schemas(pg_cluster, db) == 0
+    old.ok("alice", "engagement", "rotate", "acme-2026")
+    old.ok("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
