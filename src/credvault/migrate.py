@@ -1,13 +1,27 @@
 """``credvault migrate``: a SQLCipher vault moves to a PostgreSQL team vault (issue 14).
 
 Run by an admin of the SQLCipher vault, connected to the target database as its owner
-(libpq's own login: ``~/.pgpass``, a service file). Everything cryptographic is carried over
-byte for byte, so nothing is re-encrypted and every signature still verifies: the vault id
-(part of every envelope's and sealed copy's associated data), engagements with their
-creation signatures, grants with role certificates, sealed copies and their signatures
-(the recovery key's included), systems and credentials with their envelopes, and members'
-public keys. What the team schema has no table for — earlier versions of credentials, the
-trash, retention holds, the audit trail with its MACs — goes into one archive
+(libpq's own login: ``~/.pgpass``, a service file). Envelopes are carried over byte for
+byte, so nothing is re-encrypted: the vault id (part of every envelope's and sealed copy's
+associated data), systems and credentials with their envelopes, and members' public keys.
+
+Who holds an engagement key is decided differently on each side. An engagement made before
+the membership log (format 3) keeps its creation record, role certificates, sealed copies
+and copy signatures byte for byte: they are the team model's own statements. In an
+engagement with a signed membership log (docs/security.md §12) the grant rows only mirror
+the log and carry none of those statements, and the rows are writable by any insider with
+the database key. So migrate replays each log (every signature checked), and the migrating
+member re-issues the team model's statements from the *replayed* state only, never from the
+rows: the key (their own copy, checked against the fingerprint the log committed to) is
+sealed afresh to the keys the log pins for each member who may read now, each copy signed by
+them, each role certificate and the creation record signed by them. They may do so only as
+a lead of the engagement holding its current key (and an admin, which migrate needs
+anyway); any engagement they cannot vouch for that way, or whose key is not made yet or
+must be rotated first, refuses the whole migration with one line naming it, before anything
+is written. The log itself goes into the archive.
+
+What the team schema has no table for — earlier versions of credentials, the trash,
+retention holds, the membership logs, the audit trail with its MACs — goes into one archive
 (``meta.sqlcipher_archive``, JSON; envelopes stay envelopes), whose SHA-256 and the old
 chain's head are anchored in the new trail's first entry (``migrate``).
 
@@ -27,11 +41,17 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from credvault import memberlog as ml
+from credvault.crypto import labels
+from credvault.crypto import primitives as p
 from credvault.crypto.envelope import key_version_of
-from credvault.errors import AlreadyExists, IntegrityError, InvalidInput
+from credvault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput
 from credvault.files import make_private_dir, write_new_private
+from credvault.model import RECOVERY, Grant
+from credvault.postgres.client import copy_message, creation_message, role_message, seal_info
 
 if TYPE_CHECKING:
+    from credvault.model import Engagement
     from credvault.vault import Vault
 
 _PG_MEMBER = re.compile(r"\A[a-z][a-z0-9_-]{0,30}\Z")
@@ -57,6 +77,68 @@ def _b64(b: bytes | None) -> str | None:
     return None if b is None else base64.b64encode(b).decode()
 
 
+class _Vouched(NamedTuple):
+    """A membership-log engagement the migrating lead re-issues statements for."""
+
+    state: ml.State
+    key: bytes  # the current key, from the lead's own copy, checked against the log
+
+
+def _vouch(v: Vault, engagements: list[Engagement]) -> dict[int, _Vouched]:
+    """Replay every engagement's membership log; refuse (before anything is written) the
+    migration of any logged engagement the migrating member cannot vouch for.
+
+    Vouching means sealing the current key to the log's readers and signing those copies,
+    which the log entitles only a lead holding that key to do. An engagement whose first
+    key its lead has not made yet, or whose log demands a rotation (someone removed may
+    hold the key), would carry a key that must not be handed on: its lead rotates first.
+    A log that does not verify raises :class:`IntegrityError` (exit 6).
+    """
+    s = v._s
+    grants = v.engagements.grants
+    now = s.now()
+    vouched: dict[int, _Vouched] = {}
+    not_lead: list[str] = []
+    pending: list[str] = []
+    for e in engagements:
+        if e.purged_at is not None:
+            continue  # no key and no copies left: its rows travel as they are
+        state = grants.log_state(e)
+        if state is None:
+            continue  # made before the log: its own signed statements travel byte for byte
+        if (state.name, state.client) != (e.name, e.client):
+            raise IntegrityError(f"engagement {e.name!r}: its row differs from its membership log")
+        mine = state.roster.get(s.member)
+        if mine is None or mine.role != ml.LEAD or not grants.roster.current(state, s.member):
+            not_lead.append(e.name)
+        elif state.key_version == 0 or state.needs_rotation(now) or e.needs_rotation:
+            pending.append(e.name)
+        else:
+            key = v.engagements.keys.open_logged(e, state, s.member, s.keys.kem_private)
+            vouched[e.id] = _Vouched(state, key)
+    if not_lead or pending:
+        why = []
+        if not_lead:
+            why.append(
+                f"not a lead of {', '.join(sorted(not_lead))}: run migrate as an admin who "
+                f"leads every engagement, or have their leads grant {s.member} lead first"
+            )
+        if pending:
+            why.append(
+                f"{', '.join(sorted(pending))} must get a new key first: "
+                "run `credvault engagement rotate NAME`"
+            )
+        raise AccessDenied(
+            s.member,
+            "migrate",
+            None,
+            "migrate re-signs each engagement's key copies as its lead; "
+            + "; ".join(why)
+            + "; nothing was changed",
+        )
+    return vouched
+
+
 def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
     """Copy the open vault ``v`` (its member must be an admin) into ``target``."""
     from credvault.postgres.server import apply_schema, installed_version, scram_verifier
@@ -73,6 +155,8 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
         )
     if invitations.exists():
         raise AlreadyExists(f"{invitations} exists; give a new directory for the invitations")
+    engagements = s.store.engagements()
+    vouched = _vouch(v, engagements)
     owner = PgStore.connect(target, "owner", check=False)
     made_dir = False
     try:
@@ -84,7 +168,6 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
         else:
             apply_schema(owner.conn)
         st = s.store
-        engagements = st.engagements()
         archive: dict[str, Any] = {
             "format": "credvault-sqlcipher-archive",
             "version": 1,
@@ -93,6 +176,8 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
             "history": {},
             "trash": {},
             "holds": {},
+            "member_logs": {},
+            "recovery": {},
         }
         head = s.audit.head()
         make_private_dir(invitations)
@@ -116,30 +201,26 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                     (m.sign_pub, m.kem_pub, name),
                 )
             for e in engagements:
-                (eid,) = c.execute(
-                    "INSERT INTO credvault.engagements (uid, name, client, state, key_version,"
-                    " key_fp, needs_rotation, require_reason, created_at, created_by, lead,"
-                    " creation_sig, closed_at, purge_due, purged_at, receipt)"
-                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-                    (
-                        e.uid,
-                        e.name,
-                        e.client,
-                        e.state,
-                        e.key_version,
-                        e.key_fp,
-                        e.needs_rotation,
-                        e.require_reason,
-                        e.created_at,
-                        e.created_by,
-                        e.lead,
-                        e.creation_sig,
-                        e.closed_at,
-                        e.purge_due,
-                        e.purged_at,
-                        e.receipt,
-                    ),
-                ).fetchone()
+                vc = vouched.get(e.id)
+                eid = _insert_engagement(c, e, v, vc)
+                for g in st.grants(e.id):
+                    if g.member == RECOVERY:
+                        # no recovery key on a team vault (a team rotation could not seal
+                        # to it): its copy is kept, sealed as it was, in the archive
+                        archive["recovery"][e.name] = {
+                            **g._asdict(),
+                            **{f: _b64(getattr(g, f)) for f in ("role_sig", "sealed", "copy_sig")},
+                        }
+                if vc is not None:
+                    counts["grants"] += _reissue_grants(c, v, e, eid, vc, expect_grants)
+                    archive["member_logs"][e.name] = [_b64(b) for b in st.log_links(e.id)]
+                else:
+                    for g in st.grants(e.id):
+                        if g.member == RECOVERY:
+                            continue
+                        _insert_grant(c, eid, g)
+                        expect_grants[(e.uid, g.member)] = (g.role_sig, g.sealed, g.copy_sig)
+                        counts["grants"] += 1
                 if e.hold_until or e.grace_days is not None:
                     archive["holds"][e.name] = {
                         "grace_days": e.grace_days,
@@ -147,28 +228,6 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                         "hold_reason": e.hold_reason,
                         "hold_by": e.hold_by,
                     }
-                for g in st.grants(e.id):
-                    c.execute(
-                        "INSERT INTO credvault.grants (engagement_id, member, role, granted_by,"
-                        " granted_at, expires_at, role_sig, key_version, sealed, sealed_by,"
-                        " copy_sig, revoked_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (
-                            eid,
-                            g.member,
-                            g.role,
-                            g.granted_by,
-                            g.granted_at,
-                            g.expires_at,
-                            g.role_sig,
-                            g.key_version,
-                            g.sealed,
-                            g.sealed_by,
-                            g.copy_sig,
-                            g.revoked_at,
-                        ),
-                    )
-                    expect_grants[(e.uid, g.member)] = (g.role_sig, g.sealed, g.copy_sig)
-                    counts["grants"] += 1
                 system_ids: dict[int, int] = {}
                 for sy in st.systems(e.id):
                     (sid,) = c.execute(
@@ -229,6 +288,7 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                 (data,),
             )
             _verify(c, s.vault_id, expect, expect_grants, data)
+            _verify_reissued(c, v, engagements, vouched)
             anchor = (
                 f"from SQLCipher vault {s.vault_id.hex()}: {len(archive['audit'])} audit entries "
                 f"archived, old head {head}, archive sha256 {digest}"
@@ -262,6 +322,121 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
         str(invitations),
         anchor,
     )
+
+
+def _insert_engagement(c: Any, e: Engagement, v: Vault, vc: _Vouched | None) -> int:
+    """The engagement row: as it is, or (membership log) with the key version and
+    fingerprint the replayed log committed to and a creation record signed by the migrating
+    admin (who is then its ``created_by``; the original creator is in the archived log)."""
+    s = v._s
+    key_version, key_fp, created_by, creation_sig = (
+        e.key_version,
+        e.key_fp,
+        e.created_by,
+        e.creation_sig,
+    )
+    needs_rotation = e.needs_rotation
+    if vc is not None:
+        key_version = vc.state.key_version
+        key_fp = vc.state.fingerprints[key_version]
+        created_by = s.member
+        creation_sig = _sign(
+            v, creation_message(s.vault_id, e.uid, e.name, e.client, e.lead, s.member)
+        )
+        needs_rotation = False
+    (eid,) = c.execute(
+        "INSERT INTO credvault.engagements (uid, name, client, state, key_version,"
+        " key_fp, needs_rotation, require_reason, created_at, created_by, lead,"
+        " creation_sig, closed_at, purge_due, purged_at, receipt)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+        (
+            e.uid,
+            e.name,
+            e.client,
+            e.state,
+            key_version,
+            key_fp,
+            needs_rotation,
+            e.require_reason,
+            e.created_at,
+            created_by,
+            e.lead,
+            creation_sig,
+            e.closed_at,
+            e.purge_due,
+            e.purged_at,
+            e.receipt,
+        ),
+    ).fetchone()
+    return int(eid)
+
+
+def _insert_grant(c: Any, eid: int, g: Grant) -> None:
+    c.execute(
+        "INSERT INTO credvault.grants (engagement_id, member, role, granted_by,"
+        " granted_at, expires_at, role_sig, key_version, sealed, sealed_by,"
+        " copy_sig, revoked_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+        (
+            eid,
+            g.member,
+            g.role,
+            g.granted_by,
+            g.granted_at,
+            g.expires_at,
+            g.role_sig,
+            g.key_version,
+            g.sealed,
+            g.sealed_by,
+            g.copy_sig,
+            g.revoked_at,
+        ),
+    )
+
+
+def _sign(v: Vault, message: bytes) -> bytes:
+    return p.sign(v._s.keys.sign_private, labels.GRANT_SIG, message)
+
+
+def _reissue_grants(
+    c: Any,
+    v: Vault,
+    e: Engagement,
+    eid: int,
+    vc: _Vouched,
+    expect_grants: dict[tuple[bytes, str], tuple[Any, ...]],
+) -> int:
+    """The grants of a membership-log engagement, from the replayed log only (never from
+    its grant rows, which any insider can write): one row per roster member still in the
+    vault, with a role certificate signed by the migrating lead; a copy of the current key
+    sealed to the X25519 key the log pins, signed by that lead, for each member the log
+    lets read now and who still holds the keys it pins. (The recovery key's copy goes to
+    the archive: a team vault has no recovery key.)"""
+    s = v._s
+    me, state, key = s.member, vc.state, vc.key
+    version, now = state.key_version, s.now()
+    rows = {g.member: g for g in s.store.grants(e.id)}
+    roster = v.engagements.grants.roster
+    grants: list[Grant] = []
+    for name, m in sorted(state.roster.items()):
+        if name not in s.slots.members:
+            continue  # left the vault: no team role (the archived log keeps the history)
+        sealed = sig = None
+        if state.may_read(name, now) and roster.current(state, name):
+            sealed = p.hpke_seal(
+                state.kem_of(name), key, seal_info(s.vault_id, e.uid, name, version)
+            )
+            sig = _sign(v, copy_message(s.vault_id, e.uid, name, version, sealed, key, me))
+        role_sig = _sign(v, role_message(s.vault_id, e.uid, name, m.role, m.expires, me))
+        row = rows.get(name)
+        granted_at = row.granted_at if row is not None else state.time
+        grants.append(
+            Grant(name, m.role, me, granted_at, m.expires, role_sig,
+                  version if sealed else None, sealed, me if sealed else None, sig, None)
+        )  # fmt: skip
+    for g in grants:
+        _insert_grant(c, eid, g)
+        expect_grants[(e.uid, g.member)] = (g.role_sig, g.sealed, g.copy_sig)
+    return len(grants)
 
 
 def _verify(
@@ -302,3 +477,36 @@ def _verify(
         raise IntegrityError(
             "migration check failed: the copy differs from the vault; nothing kept"
         )
+
+
+def _verify_reissued(
+    c: Any, v: Vault, engagements: list[Engagement], vouched: dict[int, _Vouched]
+) -> None:
+    """Check every re-issued copy as the team reader will (inside the transaction): the
+    engagement's fingerprint is the log's, each copy's signature verifies under the
+    migrating member's key as published on the server, and their own copy opens to the key."""
+    s = v._s
+    (pub,) = c.execute(
+        "SELECT sign_pub FROM credvault.members WHERE name = %s", (s.member,)
+    ).fetchone()
+    for e in engagements:
+        vc = vouched.get(e.id)
+        if vc is None:
+            continue
+        version, fp = c.execute(
+            "SELECT key_version, key_fp FROM credvault.engagements WHERE uid = %s", (e.uid,)
+        ).fetchone()
+        if version != vc.state.key_version or fp != p.fingerprint(vc.key):
+            raise IntegrityError("migration check failed: a key fingerprint differs; nothing kept")
+        for member, kv, sealed, sealed_by, sig in c.execute(
+            "SELECT g.member, g.key_version, g.sealed, g.sealed_by, g.copy_sig"
+            " FROM credvault.grants g JOIN credvault.engagements e ON e.id = g.engagement_id"
+            " WHERE e.uid = %s AND g.sealed IS NOT NULL",
+            (e.uid,),
+        ).fetchall():
+            msg = copy_message(s.vault_id, e.uid, member, kv, bytes(sealed), vc.key, str(sealed_by))
+            p.verify(bytes(pub), labels.GRANT_SIG, msg, bytes(sig or b""), "migrated key copy")
+            if member == s.member:
+                info = seal_info(s.vault_id, e.uid, member, kv)
+                if p.hpke_open(s.keys.kem_private, bytes(sealed), info) != vc.key:
+                    raise IntegrityError("migration check failed: own key copy; nothing kept")

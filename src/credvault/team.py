@@ -272,8 +272,25 @@ class Team:
         for k in [k for k in self._engagement_keys if k[0] == engagement]:
             del self._engagement_keys[k]
 
-    def place(self, eng_uid: bytes, uid: bytes, field: str) -> envelope.Place:
-        return envelope.Place(self.vault_id, eng_uid, TABLE, uid, field)
+    def place(
+        self, eng_uid: bytes, uid: bytes, field: str, binding: envelope.Binding = ()
+    ) -> envelope.Place:
+        return envelope.Place(self.vault_id, eng_uid, TABLE, uid, field, binding)
+
+    def binding(
+        self, eng: str, uid: bytes, field: str, blob: bytes, known: tuple[str, str, bytes] | None
+    ) -> envelope.Binding:
+        """The record binding a migrated anchor was sealed with (a SQLCipher vault binds
+        each credential's ``secret`` to its name, kind and system link, docs/format.md §4);
+        empty for an envelope sealed to its place only (everything a team client writes).
+        ``known``: the record's clear columns, looked up here if not given."""
+        if field != "secret" or not envelope.is_bound(blob):
+            return ()
+        if known is None:
+            known = self.store.bindings(eng, uid).get(uid)
+        if known is None:
+            raise IntegrityError(f"engagement {eng!r}: a record-bound envelope without its record")
+        return ("credential", *known)
 
     def sign(self, message: bytes) -> bytes:
         return p.sign(self.keys.sign_private, labels.GRANT_SIG, message)
@@ -353,9 +370,13 @@ class TeamCredentials:
             ("url", f.url_env),
             ("notes", f.notes_env),
         ):
-            values[field] = (
-                None if blob is None else envelope.open_(t.place(eng_uid, f.uid, field), blob, key)
-            )
+            if blob is None:
+                values[field] = None
+                continue
+            bound = t.binding(eng, f.uid, field, blob, None)
+            if bound and (bound[1], bound[2]) != (name, f.kind):
+                raise IntegrityError(f"{ref}: the record's clear columns do not match")
+            values[field] = envelope.open_(t.place(eng_uid, f.uid, field, bound), blob, key)
         return eng, name, values, f
 
     def get(self, ref: str, *, reason: str | None = None, version: int | None = None) -> Credential:
@@ -524,17 +545,28 @@ class TeamEngagements:
         new_key = p.random_key()
         version = old_version + 1
         resealed = []
+        records = t.store.bindings(name) if any(envelope.is_bound(r[2]) for r in rows) else {}
         for uid, kv, *envs in rows:
             if kv != old_version:
                 raise IntegrityError(f"engagement {name!r}: a record under an unknown key version")
             fields = ("secret", "username", "url", "notes")
+            # a record-bound (migrated) anchor stays bound under the new key
+            places = [
+                t.place(
+                    eng_uid,
+                    uid,
+                    f,
+                    () if b is None else t.binding(name, uid, f, b, records.get(uid)),
+                )
+                for f, b in zip(fields, envs, strict=True)
+            ]
             opened = [
-                None if blob is None else envelope.open_(t.place(eng_uid, uid, f), blob, old_key)
-                for f, blob in zip(fields, envs, strict=True)
+                None if blob is None else envelope.open_(pl, blob, old_key)
+                for pl, blob in zip(places, envs, strict=True)
             ]
             sealed = [
-                None if v is None else envelope.seal(t.place(eng_uid, uid, f), v, new_key, version)
-                for f, v in zip(fields, opened, strict=True)
+                None if v is None else envelope.seal(pl, v, new_key, version)
+                for pl, v in zip(places, opened, strict=True)
             ]
             del opened
             resealed.append((uid, sealed[0] or b"", sealed[1], sealed[2], sealed[3]))

@@ -1,12 +1,15 @@
 """``credvault migrate`` (issue 14): a SQLCipher vault moves to PostgreSQL with every
-envelope, sealed copy and signature unchanged, the old audit trail archived and anchored,
-and each member joining from their machine with the keys they already had."""
+envelope unchanged, the key copies of each membership-log engagement re-issued from its
+replayed log by a lead of it (the grant rows, which any insider can write, are not the
+source), the old audit trail and the logs archived and anchored, and each member joining
+from their machine with the keys they already had."""
 
 from __future__ import annotations
 
 import json
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,19 +70,33 @@ def test_everything_reads_back_on_postgresql(migrated: tuple[World, World, str])
     assert new.ok("bob", "get", "acme-2026/new").out == b"after\n"
 
 
-def test_envelopes_and_copies_are_byte_for_byte_the_same(
-    migrated: tuple[World, World, str],
-) -> None:
-    old, new, _ = migrated
+def _alice_vault(old: World) -> Any:
     from credvault import Vault
 
     pw = Path(old.envs["alice"]["CREDVAULT_PASSPHRASE_FILE"]).read_text().strip()
-    with Vault.open(Path(old.target), "alice", pw) as v:
+    return Vault.open(Path(old.target), "alice", pw)
+
+
+def test_envelopes_unchanged_copies_reissued_from_the_log(
+    migrated: tuple[World, World, str],
+) -> None:
+    """Envelopes byte for byte; copies sealed afresh to the log's readers, each signed by
+    alice, a lead of the engagement, over the key the log committed to."""
+    old, new, _ = migrated
+    from credvault.crypto import labels
+    from credvault.crypto import primitives as p
+    from credvault.postgres.client import copy_message
+
+    with _alice_vault(old) as v:
         st = v._s.store
         eng = st.engagement_by_name("acme-2026")
         assert eng is not None
         want_env = {c.uid: c.secret_env for c in st.credentials(eng.id)}
-        want_copies = {g.member: (g.sealed, g.copy_sig, g.role_sig) for g in st.grants(eng.id)}
+        state = v.engagements.grants.log_state(eng)
+        assert state is not None
+        key = v.engagements.keys.open_logged(eng, state, "alice", v._s.keys.kem_private)
+        old_copies = {g.member: g.sealed for g in st.grants(eng.id)}
+        vault_id, alice_pub = v._s.vault_id, v._s.me.sign_pub
     cluster: Cluster = new.extra["cluster"]  # type: ignore[assignment]
     db = str(new.extra["db"])
     got_env = {
@@ -87,14 +104,42 @@ def test_envelopes_and_copies_are_byte_for_byte_the_same(
         for u, e in _owner_rows(cluster, db, "SELECT uid, secret_env FROM credvault.credentials")
     }
     assert got_env == want_env
-    got = {
-        str(m): (bytes(s) if s else None, bytes(c) if c else None, bytes(r))
-        for m, s, c, r in _owner_rows(
-            cluster, db, "SELECT member, sealed, copy_sig, role_sig FROM credvault.grants"
-        )
-    }
-    assert got == want_copies
-    assert "@recovery" in got  # the offline recovery key's copy came along too
+    ((key_fp, created_by),) = _owner_rows(
+        cluster, db, "SELECT key_fp, created_by FROM credvault.engagements"
+    )
+    assert (key_fp, created_by) == (state.fingerprints[state.key_version], "alice")
+    rows = _owner_rows(
+        cluster, db, "SELECT member, key_version, sealed, sealed_by, copy_sig FROM credvault.grants"
+    )
+    assert sorted(str(r[0]) for r in rows) == ["alice", "bob"]
+    for member, kv, sealed, sealed_by, sig in rows:
+        assert (kv, sealed_by) == (state.key_version, "alice")
+        assert bytes(sealed) != old_copies[member]  # sealed afresh, not the row's bytes
+        msg = copy_message(vault_id, eng.uid, member, kv, bytes(sealed), key, "alice")
+        p.verify(alice_pub, labels.GRANT_SIG, msg, bytes(sig), "copy")
+
+
+def test_a_migrated_record_bound_secret_stays_bound(
+    migrated: tuple[World, World, str],
+) -> None:
+    """The SQLCipher vault bound the secret to its record (format 0x02): a team rotation
+    re-seals it bound, and a row renamed by the DBA no longer opens (exit 6)."""
+    _, new, _ = migrated
+    cluster: Cluster = new.extra["cluster"]  # type: ignore[assignment]
+    db = str(new.extra["db"])
+    sql = "SELECT key_version, secret_env FROM credvault.credentials WHERE name = 'db'"
+    ((kv, env),) = _owner_rows(cluster, db, sql)
+    assert bytes(env)[0] == 2  # record-bound, as the SQLCipher vault wrote it
+    new.ok("alice", "revoke", "acme-2026", "bob")  # rotates the key on alice's machine
+    ((kv2, env2),) = _owner_rows(cluster, db, sql)
+    assert kv2 == kv + 1  # type: ignore[operator]
+    assert bytes(env2)[0] == 2
+    assert new.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    _owner_rows(cluster, db, "UPDATE credvault.credentials SET name = 'db2' WHERE name = 'db'"
+                " RETURNING 1")  # fmt: skip
+    r = new.run("alice", "get", "acme-2026/db2")
+    assert r.code == 6, r.err
+    assert SECRET not in r.out
 
 
 def test_old_trail_and_history_are_archived_and_anchored(
@@ -112,6 +157,9 @@ def test_old_trail_and_history_are_archived_and_anchored(
     assert [e["action"] for e in data["audit"]].count("get") == 1  # bob's read
     assert len(data["history"]["acme-2026"]) == 1  # the replaced first value, sealed
     assert SECRET not in bytes(archive)
+    assert len(data["member_logs"]["acme-2026"]) == 3  # create, rotate (alice's key), grant bob
+    # the offline recovery key's copy, as the vault held it (a team vault has no recovery key)
+    assert data["recovery"]["acme-2026"]["sealed"]
     ((detail,),) = _owner_rows(
         cluster, db, "SELECT detail FROM credvault.audit WHERE action = 'migrate'"
     )
@@ -145,3 +193,131 @@ def test_a_migrated_member_cannot_join_with_other_keys(tmp_path: Path, pg_cluste
               "--passphrase-file", env["CREDVAULT_PASSPHRASE_FILE"], "--kdf", KDF_ARG)  # fmt: skip
     assert r.code == 4
     assert "--from-vault" in one_line(r)
+
+
+def _pg_schemas(cluster: Cluster, db: str) -> int:
+    ((n,),) = _owner_rows(
+        cluster, db, "SELECT count(*) FROM pg_namespace WHERE nspname = 'credvault'"
+    )
+    return int(n)  # type: ignore[call-overload]
+
+
+def test_an_engagement_the_migrating_admin_does_not_lead_refuses_it_changing_nothing(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    """alice (admin) cannot vouch for bob's engagement's copies: one line naming it and
+    what to do, exit 4, nothing written anywhere. Once bob grants her lead, it migrates and
+    bob reads his secret on the team vault through the copy alice sealed to him."""
+    old = _sqlcipher(tmp_path / "old")
+    old.ok("alice", "engagement", "new", "beta-2026", "--client", "beta", "--lead", "bob")
+    old.ok("bob", "put", "beta-2026/db", input=SECRET + b"\n")  # bob makes its first key
+    db, owner_target, _ = _target_db(pg_cluster, old)
+    inv = tmp_path / "inv"
+    with _alice_vault(old) as v:
+        trail = [e.action for e in v._s.store.audit_iter()]
+    r = old.run("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
+    assert r.code == 4
+    line = one_line(r)
+    assert "not a lead of beta-2026" in line
+    assert "grant alice lead" in line
+    assert "acme-2026" not in line.split("not a lead of", 1)[1].split(":")[0]
+    assert not inv.exists()
+    assert _pg_schemas(pg_cluster, db) == 0  # not even the schema applied
+    with _alice_vault(old) as v:  # nothing written to the old vault's trail either
+        assert [e.action for e in v._s.store.audit_iter()] == trail
+
+    old.ok("bob", "grant", "beta-2026", "alice", "lead")
+    r = old.ok("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
+    assert r.text.startswith(f"migrated to {db}: 2 engagements, 1 credentials, ")
+    target = f"postgresql://127.0.0.1:{pg_cluster.port}/{db}"
+    new = World("postgresql", tmp_path / "new", target)
+    env = dict(old.envs["bob"], CREDVAULT_VAULT=target)
+    new.envs["bob"] = env
+    new.ok("bob", "join", "--from-vault", old.target,
+           "--invitation-file", str(inv / "bob.invitation"),
+           "--passphrase-file", env["CREDVAULT_PASSPHRASE_FILE"], "--kdf", KDF_ARG)  # fmt: skip
+    assert new.ok("bob", "get", "beta-2026/db").out == SECRET + b"\n"
+
+
+def _insider_sql(old: World, who: str, sql: str) -> None:
+    """``who`` at a SQL shell on the SQLCipher database (every member holds its key)."""
+    import sqlcipher3
+
+    from credvault import Vault
+
+    pw = Path(old.envs[who]["CREDVAULT_PASSPHRASE_FILE"]).read_text().strip()
+    with Vault.open(Path(old.target), who, pw) as v:
+        db_key = bytes(v._s.db_key)
+    conn = sqlcipher3.connect(str(Path(old.target) / "vault.db"))
+    try:
+        conn.execute(f"PRAGMA key = \"x'{db_key.hex()}'\"")
+        conn.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_grant_row_planted_by_an_insider_does_not_migrate(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    """Insider bob (database key) writes a lead grant for carol into acme-2026, with his own
+    sealed copy's bytes. The log never granted her, so she gets no role and no copy on the
+    team vault: migrate reads the replayed log, not the rows (byte-for-byte copying carried
+    the row over)."""
+    old = _sqlcipher(tmp_path / "old")
+    old.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    old.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    _insider_sql(
+        old,
+        "bob",
+        "INSERT INTO grants (engagement_id, member, role, granted_by, granted_at, role_sig,"
+        " key_version, sealed, sealed_by, copy_sig) SELECT engagement_id, 'carol', 'lead',"
+        " 'alice', granted_at, role_sig, key_version, sealed, 'alice', x'00'"
+        " FROM grants WHERE member = 'bob'",
+    )
+    db, owner_target, _ = _target_db(pg_cluster, old)
+    inv = tmp_path / "inv"
+    old.ok("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
+    members = [
+        str(r[0]) for r in _owner_rows(pg_cluster, db, "SELECT member FROM credvault.grants")
+    ]
+    assert sorted(members) == ["alice", "bob"]
+    target = f"postgresql://127.0.0.1:{pg_cluster.port}/{db}"
+    new = World("postgresql", tmp_path / "new", target)
+    env = dict(old.envs["carol"], CREDVAULT_VAULT=target)
+    new.envs["carol"] = env
+    new.ok("carol", "join", "--from-vault", old.target,
+           "--invitation-file", str(inv / "carol.invitation"),
+           "--passphrase-file", env["CREDVAULT_PASSPHRASE_FILE"], "--kdf", KDF_ARG)  # fmt: skip
+    r = new.run("carol", "get", "acme-2026/db")
+    assert r.code == 4, r.err
+    assert SECRET not in r.out
+
+
+def test_an_engagement_whose_log_demands_a_rotation_waits_for_it(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    """bob's key is compromised (a signed succeed link demanding a rotation), and insider
+    bob clears the ``needs_rotation`` flag so that alice's open does not rotate: the log
+    still demands it, so the current key is not handed on to the team vault. migrate
+    refuses, naming the engagement and the command; after alice rotates, it migrates."""
+    from credvault import Vault
+
+    old = _sqlcipher(tmp_path / "old")
+    old.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    old.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    bob_pw = Path(old.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).read_text().strip()
+    with Vault.open(Path(old.target), "bob", bob_pw) as v:
+        v.members.passwd(b"bob-new-passphrase", compromised=True)
+    Path(old.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).write_text("bob-new-passphrase\n")
+    _insider_sql(old, "bob", "UPDATE engagements SET needs_rotation = 0")
+    db, owner_target, _ = _target_db(pg_cluster, old)
+    inv = tmp_path / "inv"
+    r = old.run("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
+    assert r.code == 4
+    assert "acme-2026 must get a new key first" in one_line(r)
+    assert "credvault engagement rotate NAME" in one_line(r)
+    assert not inv.exists()
+    assert _pg_schemas(pg_cluster, db) == 0
+    old.ok("alice", "engagement", "rotate", "acme-2026")
+    old.ok("alice", "migrate", "--to", owner_target, "--invitations", str(inv))

@@ -428,6 +428,27 @@ class PgStore:
         )
         return None if row[0] is None else int(row[0])
 
+    def bindings(
+        self, engagement: str, uid: bytes | None = None
+    ) -> dict[bytes, tuple[str, str, bytes]]:
+        """(name, kind, linked system's uid or empty) by credential uid, from the clear
+        columns a member may read: what a record-bound (format 0x02) envelope's associated
+        data carries (docs/format.md §4). Such envelopes come from a migrated SQLCipher
+        vault; a changed column makes them fail to open (exit 6), as on SQLCipher."""
+        sql = (
+            "SELECT c.uid, c.name, c.kind, s.uid FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "LEFT JOIN credvault.systems s ON s.id = c.system_id WHERE e.name = %s"
+        )
+        params: tuple[Any, ...] = (engagement,)
+        if uid is not None:
+            sql += " AND c.uid = %s"
+            params = (engagement, uid)
+        return {
+            bytes(r[0]): (str(r[1]), str(r[2]), b"" if r[3] is None else bytes(r[3]))
+            for r in self._all(sql, params)
+        }
+
     def fetch(self, request: int, engagement: str) -> Fetched:
         """Phase two: the envelopes, released only against the committed request."""
         from psycopg import errors as pe
