@@ -272,6 +272,11 @@ class Store:
         # Called after each top-level COMMIT (the member's witness advances there: a
         # position is recorded only once it is durable in the database).
         self.on_commit: Callable[[], None] | None = None
+        # What the open write transaction did, for ``on_commit`` (the witness): the last
+        # audit entry it appended, and whether it changed anything else a witness follows
+        # (a membership-log link, an audit prune). Reset at every BEGIN.
+        self.tx_audit_head: tuple[int, bytes] | None = None
+        self.tx_other_chains = False
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -384,6 +389,7 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlcipher3.Error as e:
             raise self._translate(e) from None
+        self.tx_audit_head, self.tx_other_chains = None, False
         try:
             yield
         except BaseException:
@@ -856,6 +862,7 @@ class Store:
             "INSERT INTO member_log (engagement_id, seq, link) VALUES (?, ?, ?)",
             (eng_id, seq, link),
         )
+        self.tx_other_chains = True
 
     def member_state(self, member: str, eng_id: int) -> tuple[bytes, bytes] | None:
         """(state, mac) ``member`` kept of ``eng_id``'s replayed log, if any."""
@@ -1429,6 +1436,7 @@ class Store:
 
     def audit_insert(self, row: AuditRow) -> None:
         self._x(f"INSERT INTO audit ({self.AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)  # noqa: S608
+        self.tx_audit_head = (int(row.seq), bytes(row.mac))
 
     def audit_iter(self, after_seq: int = 0, batch: int = 5000) -> Iterator[AuditRow]:
         """All entries in order, fetched in batches so a million entries stream."""
@@ -1486,6 +1494,7 @@ class Store:
 
     def audit_prune_before(self, seq: int) -> None:
         self._x("DELETE FROM audit WHERE seq < ?", (seq,))
+        self.tx_other_chains = True
 
     def audit_first_after_ts(self, ts: str) -> AuditRow | None:
         row = self._one(

@@ -123,10 +123,23 @@ class Keeper:
         self._merge(now, gone)
 
     def advance(self) -> None:
-        """After a commit: record the chains' heads if they moved (the ``get`` path: one
-        query, and one small file replaced without fsync; a failure only warns)."""
+        """After a commit: record the chains' heads if they moved (the ``get`` path: no
+        query, and one small file slot overwritten without fsync; a failure only warns).
+
+        A transaction that only appended audit entries (every read) moved the audit chain
+        alone, to the entry it wrote last: that entry is committed, so it is a position the
+        vault holds (others may have gone further: the witness only needs a position that
+        exists). Anything else (a membership-log link, a prune) reads every chain."""
+        store = self.s.store
         try:
-            now = heads(self._chains())
+            if (
+                self.recorded is not None
+                and store.tx_audit_head is not None
+                and not store.tx_other_chains
+            ):
+                now = {**self.recorded, "audit": Mark(*store.tx_audit_head)}
+            else:
+                now = heads(self._chains())
             if now != self.recorded:
                 self._merge(now, set())
         except (OSError, CredvaultError) as e:
