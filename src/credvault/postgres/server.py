@@ -19,15 +19,22 @@ from typing import Any
 
 from credvault.errors import AccessDenied, InvalidInput, UnsupportedFormat
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # pg_advisory_xact_lock key: "credvault" folded to 63 bits; any constant works, this one
 # is unlikely to collide with another application's lock in the same database.
 ADVISORY_LOCK = int.from_bytes(hashlib.sha256(b"credvault schema").digest()[:8], "big") >> 1
 _IDENT = re.compile(r"\A[a-z][a-z0-9_]{0,40}\Z")
 
 
-def _schema_text() -> str:
-    return resources.files("credvault.postgres").joinpath("schema.sql").read_text("utf-8")
+def _schema_text(version: int) -> str:
+    """The SQL that makes schema ``version``: ``schema.sql`` for 1, ``upgrade-N.sql`` after.
+
+    Each upgrade file is written against the schema before it and never edited once
+    released, so a database made by any earlier credvault reaches the same schema as a new
+    one by running the files it lacks, in order.
+    """
+    name = "schema.sql" if version == 1 else f"upgrade-{version}.sql"
+    return resources.files("credvault.postgres").joinpath(name).read_text("utf-8")
 
 
 def bootstrap_sql(database: str, owner: str, verifier: str) -> str:
@@ -79,25 +86,37 @@ def installed_version(conn: Any) -> int | None:
     return int(got[0]) if got else None
 
 
+def _unsupported(version: int) -> UnsupportedFormat:
+    if version < SCHEMA_VERSION:
+        return UnsupportedFormat(
+            f"credvault schema version {version} is older than this credvault's "
+            f"({SCHEMA_VERSION}): the database owner runs `credvault init --upgrade-schema`"
+        )
+    return UnsupportedFormat(
+        f"credvault schema version {version} is not supported by this credvault "
+        f"(supports {SCHEMA_VERSION})"
+    )
+
+
 def check_schema(conn: Any) -> int:
     """Refuse, in one line, a database whose schema this credvault does not support."""
     version = installed_version(conn)
     if version is None:
         raise UnsupportedFormat("no credvault schema in this database (the owner runs setup first)")
     if version != SCHEMA_VERSION:
-        raise UnsupportedFormat(
-            f"credvault schema version {version} is not supported by this credvault "
-            f"(supports {SCHEMA_VERSION})"
-        )
+        raise _unsupported(version)
     return version
 
 
-def apply_schema(conn: Any) -> bool:
-    """Create the schema as the database owner; False if it was already there.
+def apply_schema(conn: Any, *, upto: int = SCHEMA_VERSION) -> bool:
+    """Create or upgrade the schema as the database owner; False if it was already current.
 
     ``conn`` is a psycopg connection of the owner role, not in a transaction. Everything
-    happens in one transaction under the advisory lock; a superuser is refused so the
-    functions never end up owned by one (SECURITY DEFINER would then run as superuser).
+    happens in one transaction under the advisory lock, so a half-applied upgrade never
+    commits and two owners racing apply it once; a superuser is refused so the functions
+    never end up owned by one (SECURITY DEFINER would then run as superuser). A database
+    newer than this credvault is refused, never downgraded. ``upto`` exists for tests that
+    need a database made by an earlier release.
     """
     row = conn.execute(
         "SELECT rolsuper, pg_get_userbyid(d.datdba) = current_user "
@@ -112,15 +131,14 @@ def apply_schema(conn: Any) -> bool:
         raise AccessDenied(who, "apply the schema", None, "only the database's owner role may")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))
-        version = installed_version(conn)
-        if version is not None:
-            if version != SCHEMA_VERSION:
-                raise UnsupportedFormat(
-                    f"credvault schema version {version} is not supported by this credvault "
-                    f"(supports {SCHEMA_VERSION})"
-                )
+        version = installed_version(conn) or 0
+        if version > SCHEMA_VERSION:
+            raise _unsupported(version)
+        if version >= upto:
             return False
-        conn.execute(_schema_text())
+        for step in range(version + 1, upto + 1):
+            conn.execute(_schema_text(step))
+            conn.execute("UPDATE credvault.schema_version SET version = %s", (step,))
     return True
 
 
