@@ -193,14 +193,21 @@ def test_askpass_socket_answers_only_sshs_helper_and_once(tmp_path: Path) -> Non
     with server:
         assert oct(server.dir.stat().st_mode & 0o777) == "0o700"
         assert b"pw-socket" not in server.helper.read_bytes()
-        server.serve_child_of(ssh_pid=1)  # our parent is not pid 1: we are an outsider
+        # "ssh" is a child of ours, so we (its parent, not its child) are an outsider to it
+        # (pid 1 would not do: a test process that outlives its launcher is pid 1's child)
+        other = subprocess.Popen(["sleep", "60"])
+        try:
+            server.serve_child_of(ssh_pid=other.pid)
 
-        def ask() -> bytes:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.connect(str(server.socket_path))
-                return s.recv(100)
+            def ask() -> bytes:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(str(server.socket_path))
+                    return s.recv(100)
 
-        assert ask() == b""
+            assert ask() == b""
+        finally:
+            other.kill()
+            other.wait()
         assert not server.served.is_set()
         # ssh's real helper: a child of the process the server was told about
         server2 = handoff._AskpassServer(Secret(b"pw-socket"))
