@@ -145,8 +145,11 @@ def test_damaged_page_is_found_by_check_and_stops_the_backup(
     vault_dir = Path(cli_env["CREDVAULT_VAULT"])
     r = cli("engagement", "new", "other-2026", "--client", "globex")
     assert r.code == 0, r.err
-    for i in range(60):
-        assert cli("put", f"other-2026/c{i}", input=b"y" * 300).code == 0
+    rows = "".join(f"c{i},{'y' * 300}\n" for i in range(60))  # bulk rows: one process
+    src = tmp_path / "bulk.csv"
+    src.write_text("name,secret\n" + rows)
+    r = cli("import", "other-2026", str(src), "--format", "csv", "--map", "name=name,secret=secret")
+    assert r.code == 0, r.err
     assert cli("ls", ENG).code == 0
     _corrupt_unread_page(vault_dir, cli_env)  # ordinary use does not notice
 
