@@ -1,0 +1,201 @@
+"""Engagements made before the membership log (format 3), run by the current code's pre-log
+rules: grants, lowering, revocation and recovery on a vault written by the format-1 release
+(tests/fixtures/vault-prelog, made by ``make_prelog_vault.py`` with that release).
+
+Only an engagement's first lead bootstraps its log (docs/security.md §12): alice is never
+opened on acme-2026's side here and bob never on beta-2026's, so both stay pre-log and every
+change below goes through the signed-row rules (role certificates chaining to the admin-signed
+creation record, sealed copies signed by an entitled lead).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from credvault import MIN_KDF, AccessDenied, IntegrityError, NotFound, Vault
+from credvault.access import Role
+
+FIXTURE = Path(__file__).parent / "fixtures" / "vault-prelog"
+RECOVERY_KEY = (FIXTURE.parent / "vault-prelog.recovery").read_text().strip()
+
+Opener = Callable[[str], Vault]
+
+
+@pytest.fixture
+def prelog(tmp_path: Path) -> Path:
+    path = tmp_path / "vault"
+    shutil.copytree(FIXTURE, path)
+    path.chmod(0o700)
+    for f in path.iterdir():
+        f.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def as_(prelog: Path) -> Opener:
+    def open_(member: str) -> Vault:
+        return Vault.open(prelog, member, f"{member}-pass", kdf=MIN_KDF)
+
+    return open_
+
+
+def _log_head(v: Vault, name: str) -> object:
+    return v._s.store.log_head(v.engagements.get(name).id)
+
+
+def test_a_second_lead_rotates_and_grants_under_the_prelog_rules(as_: Opener) -> None:
+    with as_("bob") as v:
+        # bob's open finished the rotation the upgrade left pending, under the pre-log rules
+        # (signed copies, no log): key version 1 was sealed by the creating admin.
+        eng = v.engagements.get("acme-2026")
+        assert eng.key_version == 2
+        assert [e.detail.split(";")[0] for e in v.audit_entries(action="rotate")][:1] == [
+            "key version 2 (pending rotation)"
+        ]
+        v.engagements.grant("acme-2026", "dave", "engineer")
+        assert _log_head(v, "acme-2026") is None  # still pre-log: bob is not its first lead
+        assert v.engagements.get("acme-2026").key_version == 2  # a new reader: no rotation
+        assert [(g.member, g.role, g.granted_by) for g in v.engagements.members("acme-2026")] == [
+            ("alice", "lead", "alice"),
+            ("bob", "lead", "alice"),
+            ("carol", "engineer", "alice"),
+            ("dave", "engineer", "bob"),
+        ]
+    with as_("dave") as v:
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"prelog-secret"
+        assert v.engagements.role_of(v.engagements.get("acme-2026")) is Role.ENGINEER
+
+
+def test_a_lead_cannot_lower_the_lead_who_granted_their_own_role(as_: Opener) -> None:
+    """bob's lead certificate is signed by alice: lowering her would void his own chain."""
+    with as_("bob") as v:
+        with pytest.raises(AccessDenied, match="they granted your lead role"):
+            v.engagements.grant("acme-2026", "alice", "engineer")
+        eng = v.engagements.get("acme-2026")
+        assert v.engagements.role_of(eng, "alice") is Role.LEAD
+        assert v.engagements.role_of(eng) is Role.LEAD
+        denied = [e for e in v.audit_entries(action="grant") if e.outcome != "ok"]
+        assert [(e.item, e.outcome) for e in denied] == [("alice", "denied")]
+
+
+def test_lowering_to_a_role_without_the_key_rotates_it_away(as_: Opener) -> None:
+    with as_("bob") as v:
+        version = v.engagements.get("acme-2026").key_version
+        v.engagements.grant("acme-2026", "carol", "auditor")
+        assert v.engagements.get("acme-2026").key_version == version + 1
+        assert "role lowered" in v.audit_entries(action="rotate")[-1].detail
+        (carol,) = [g for g in v.engagements.members("acme-2026") if g.member == "carol"]
+        assert (carol.role, carol.has_key) == ("auditor", False)
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"prelog-secret"
+    with as_("carol") as v, pytest.raises(AccessDenied):
+        v.get("acme-2026/web1-root")
+
+
+def test_lowering_a_lead_re_signs_the_grants_they_made(as_: Opener) -> None:
+    """dave (lead, granted by bob) gives carol reader; bob lowers dave: carol's certificate,
+    signed by a member who is no longer a lead, is re-signed by bob and keeps verifying."""
+    with as_("bob") as v:
+        v.engagements.grant("acme-2026", "dave", "lead")
+    with as_("dave") as v:
+        v.engagements.grant("acme-2026", "carol", "reader")
+    with as_("bob") as v:
+        v.engagements.grant("acme-2026", "dave", "engineer")
+        eng = v.engagements.get("acme-2026")
+        rows = {g.member: g for g in v.engagements.members("acme-2026")}
+        assert (rows["carol"].role, rows["carol"].granted_by) == ("reader", "bob")
+        assert v.engagements.role_of(eng, "carol") is Role.READER
+        assert v.engagements.role_of(eng, "dave") is Role.ENGINEER
+    with as_("carol") as v:
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"prelog-secret"
+    with as_("dave") as v, pytest.raises(AccessDenied):
+        v.engagements.grant("acme-2026", "carol", "engineer")
+
+
+def test_lowering_a_lead_that_would_break_another_leads_chain_is_refused(as_: Opener) -> None:
+    """alice -> bob -> dave -> carol, all leads. carol lowering bob re-signs dave's grant
+    with carol's key, whose own grant is dave's: a cycle, so neither would verify. Refused,
+    and nothing is written."""
+    with as_("bob") as v:
+        v.engagements.grant("acme-2026", "dave", "lead")
+    with as_("dave") as v:
+        v.engagements.grant("acme-2026", "carol", "lead")
+    with as_("carol") as v:
+        version = v.engagements.get("acme-2026").key_version
+        with pytest.raises(AccessDenied, match="would leave a lead whose grant no longer"):
+            v.engagements.grant("acme-2026", "bob", "engineer")
+        eng = v.engagements.get("acme-2026")
+        assert eng.key_version == version
+        for member in ("bob", "dave", "carol"):
+            assert v.engagements.role_of(eng, member) is Role.LEAD, member
+        assert v.audit_entries(action="grant")[-1].outcome == "denied"
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"prelog-secret"
+
+
+def test_revoke_rotates_and_names_what_was_read(as_: Opener) -> None:
+    with as_("carol") as v:
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"prelog-secret"
+    with as_("bob") as v:
+        with pytest.raises(NotFound):
+            v.engagements.revoke("acme-2026", "dave")  # never granted
+        with pytest.raises(AccessDenied, match="cannot revoke themselves"):
+            v.engagements.revoke("acme-2026", "bob")
+        version = v.engagements.get("acme-2026").key_version
+        report = v.engagements.revoke("acme-2026", "carol")
+        assert list(report) == ["web1-root"]
+        assert v.engagements.get("acme-2026").key_version == version + 1
+        assert "revoked carol" in v.audit_entries(action="rotate")[-1].detail
+        assert "carol" not in {g.member for g in v.engagements.members("acme-2026")}
+        with pytest.raises(NotFound):
+            v.engagements.revoke("acme-2026", "carol")  # already revoked
+    with as_("carol") as v, pytest.raises(AccessDenied):
+        v.get("acme-2026/web1-root")
+
+
+def test_recovery_grants_on_an_engagement_the_admin_does_not_lead(as_: Opener) -> None:
+    """beta-2026 is bob's (alice created it for him): alice, admin without a grant, uses the
+    recovery key to give carol a copy; carol reads, and the engagement stays pre-log."""
+    with as_("alice") as v:
+        with pytest.raises(AccessDenied):
+            v.get("beta-2026/db")
+        v.recover("beta-2026", RECOVERY_KEY, "carol", "engineer")
+        assert _log_head(v, "beta-2026") is None
+        (rec,) = v.audit_entries(action="recover")
+        assert (rec.engagement, rec.item, rec.outcome) == ("beta-2026", "carol", "ok")
+    with as_("carol") as v:
+        assert v.get("beta-2026/db").secret.reveal() == b"beta-secret"
+        eng = v.engagements.get("beta-2026")
+        assert v.engagements.role_of(eng) is Role.ENGINEER
+
+
+def test_recovery_lowering_the_lead_re_signs_their_grants_and_rotates(as_: Opener) -> None:
+    with as_("alice") as v:
+        v.recover("beta-2026", RECOVERY_KEY, "carol", "lead")
+        version = v.engagements.get("beta-2026").key_version
+        v.recover("beta-2026", RECOVERY_KEY, "bob", "reader")
+        eng = v.engagements.get("beta-2026")
+        assert eng.key_version == version + 1
+        assert "role changed by recovery" in v.audit_entries(action="rotate")[-1].detail
+        assert v.engagements.role_of(eng, "bob") is Role.READER
+        assert v.engagements.role_of(eng, "carol") is Role.LEAD
+    with as_("bob") as v:  # a reader now: no bootstrap, still reads under the new key
+        assert v.get("beta-2026/db").secret.reveal() == b"beta-secret"
+        with pytest.raises(AccessDenied):
+            v.engagements.grant("beta-2026", "dave", "reader")
+        assert _log_head(v, "beta-2026") is None
+
+
+def test_a_deleted_recovery_copy_is_tampering_not_a_silent_skip(as_: Opener) -> None:
+    """The insider deletes beta-2026's recovery grant row: using the recovery key there is
+    an integrity error, and nothing is granted."""
+    with as_("alice") as v:
+        eng = v.engagements.get("beta-2026")
+        v._s.store.conn.execute(
+            "DELETE FROM grants WHERE engagement_id = ? AND member = '@recovery'", (eng.id,)
+        )
+        with pytest.raises(IntegrityError, match="has no recovery copy"):
+            v.recover("beta-2026", RECOVERY_KEY, "carol", "engineer")
+        assert "carol" not in {g.member for g in v.engagements.members("beta-2026")}
