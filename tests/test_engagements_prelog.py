@@ -18,6 +18,7 @@ import pytest
 
 from credvault import MIN_KDF, AccessDenied, IntegrityError, NotFound, Vault
 from credvault.access import Role
+from credvault.grants import creation_message, role_message
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vault-prelog"
 RECOVERY_KEY = (FIXTURE.parent / "vault-prelog.recovery").read_text().strip()
@@ -199,3 +200,66 @@ def test_a_deleted_recovery_copy_is_tampering_not_a_silent_skip(as_: Opener) -> 
         with pytest.raises(IntegrityError, match="has no recovery copy"):
             v.recover("beta-2026", RECOVERY_KEY, "carol", "engineer")
         assert "carol" not in {g.member for g in v.engagements.members("beta-2026")}
+
+
+# -- passwd --compromised on pre-log engagements (members.py) ---------------------------------
+def _open_with(prelog: Path, member: str, passphrase: str) -> Vault:
+    return Vault.open(prelog, member, passphrase, kdf=MIN_KDF)
+
+
+def test_a_compromised_lead_re_signs_their_pre_log_grants_and_rotates(
+    as_: Opener, prelog: Path
+) -> None:
+    """bob granted dave and sealed his copy; after bob's new key pair the old signatures
+    are re-made by the new key (the old key verifies nothing bob signs any more): dave
+    still reads under the rotated key, and the engagement is still pre-log."""
+    with as_("bob") as v:
+        v.engagements.grant("acme-2026", "dave", "engineer")
+        version = v.engagements.get("acme-2026").key_version
+        result = v.members.passwd("bob-new-pass", compromised=True)
+        assert result.compromised is True
+        assert "acme-2026" in result.rotated
+        assert result.resigned >= 2  # dave's role certificate and his key copy at least
+    with _open_with(prelog, "bob", "bob-new-pass") as v:
+        eng = v.engagements.get("acme-2026")
+        assert eng.key_version > version
+        assert _log_head(v, "acme-2026") is None
+        assert v.engagements.role_of(eng, "dave") is Role.ENGINEER
+        g = v._s.store.grant_of(eng.id, "dave")
+        assert g is not None
+        msg = role_message(v._s, eng, "dave", g.role, g.expires_at, "bob")
+        assert v.engagements.grants.signed_by("bob", msg, g.role_sig) == "live"
+    with as_("dave") as v:
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"prelog-secret"
+
+
+def test_a_compromised_engineer_waits_for_the_leads_rotation(as_: Opener, prelog: Path) -> None:
+    """carol (engineer, pre-log) replaces her keys: her old copy is dropped and the
+    engagement marked; she cannot read until bob, a lead, rotates on his next command."""
+    with as_("carol") as v:
+        result = v.members.passwd("carol-new-pass", compromised=True)
+        assert (result.rotated, result.pending) == ([], ["acme-2026"])
+    with _open_with(prelog, "carol", "carol-new-pass") as v, pytest.raises(AccessDenied):
+        v.get("acme-2026/web1-root")
+    with as_("bob") as v:  # the lead's open finishes the pending rotation
+        assert v.engagements.get("acme-2026").needs_rotation is False
+    with _open_with(prelog, "carol", "carol-new-pass") as v:
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"prelog-secret"
+
+
+def test_a_compromised_admin_re_signs_the_creation_record_of_a_pre_log_engagement(
+    as_: Opener, prelog: Path
+) -> None:
+    """beta-2026's admin-signed creation record (alice made it for bob) is re-signed by
+    alice's new key: the recovery grant chain still verifies and carol reads."""
+    with as_("alice") as v:
+        v.members.passwd("alice-new-pass", compromised=True)
+    with _open_with(prelog, "alice", "alice-new-pass") as v:
+        assert _log_head(v, "beta-2026") is None
+        eng = v.engagements.get("beta-2026")
+        msg = creation_message(v._s, eng.uid, eng.name, eng.client, eng.lead, eng.created_by)
+        # "live": alice's new key made it; the old (retired) one would only say "retired"
+        assert v.engagements.grants.signed_by("alice", msg, eng.creation_sig) == "live"
+        v.recover("beta-2026", RECOVERY_KEY, "carol", "engineer")
+    with as_("carol") as v:
+        assert v.get("beta-2026/db").secret.reveal() == b"beta-secret"
