@@ -263,3 +263,101 @@ def test_a_compromised_admin_re_signs_the_creation_record_of_a_pre_log_engagemen
         v.recover("beta-2026", RECOVERY_KEY, "carol", "engineer")
     with as_("carol") as v:
         assert v.get("beta-2026/db").secret.reveal() == b"beta-secret"
+
+
+# -- the insider (database key in hand) edits pre-log grant rows (engagement_keys.py) --------
+def _carols_row(v: Vault) -> tuple[int, int]:
+    eng = v.engagements.get("acme-2026")
+    return eng.id, eng.key_version
+
+
+def _resealed_by_carol(v: Vault) -> None:
+    """carol (engineer) seals her own copy again and signs it herself."""
+    eng_id, version = _carols_row(v)
+    eng = v.engagements.get("acme-2026")
+    key = v.engagements.keys.key(eng, "credential.get")
+    sealed, sig = v.engagements.keys.seal_copy(
+        eng, "carol", version, key, "carol", v._s.keys.sign_private
+    )
+    v._s.store.conn.execute(
+        "UPDATE grants SET sealed = ?, sealed_by = 'carol', copy_sig = ? "
+        "WHERE engagement_id = ? AND member = 'carol'",
+        (sealed, sig, eng_id),
+    )
+
+
+def _sql(statement: str) -> Callable[[Vault], None]:
+    def edit(v: Vault) -> None:
+        eng_id, _ = _carols_row(v)
+        v._s.store.conn.execute(statement, (eng_id,))
+
+    return edit
+
+
+EDITS = {
+    "copy-of-an-old-version": (
+        _sql(
+            "UPDATE grants SET key_version = key_version - 1 WHERE engagement_id = ? AND member = 'carol'"
+        ),
+        IntegrityError,
+        "key copy of an old version",
+    ),
+    "copy-signature-flipped": (
+        _sql(
+            "UPDATE grants SET copy_sig = zeroblob(64) WHERE engagement_id = ? AND member = 'carol'"
+        ),
+        IntegrityError,
+        "signature check failed",
+    ),
+    "copy-sealed-by-an-engineer": (
+        _resealed_by_carol,
+        IntegrityError,
+        "sealed by someone not entitled",
+    ),
+    "copy-removed": (
+        _sql("UPDATE grants SET sealed = NULL WHERE engagement_id = ? AND member = 'carol'"),
+        AccessDenied,
+        "no key held",
+    ),
+    "fingerprint-changed": (
+        _sql("UPDATE engagements SET key_fp = '00000000000000000000000000000000' WHERE id = ?"),
+        IntegrityError,
+        "key fingerprint mismatch",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edited_key_copy_gives_no_key(as_: Opener, edit: str) -> None:
+    change, error, message = EDITS[edit]
+    with as_("carol") as v:
+        assert v.get("acme-2026/web1-root").secret.reveal() == b"prelog-secret"
+        change(v)
+    with as_("carol") as v, pytest.raises(error, match=message):
+        v.get("acme-2026/web1-root")
+
+
+def test_an_engineer_cannot_forge_a_grant_for_a_stranger(as_: Opener) -> None:
+    """carol (engineer) writes dave a grant row with a role certificate and a key copy she
+    signed herself: the certificate does not chain to a lead, so dave gets an integrity
+    error, and the lead's next rotation seals nothing to him."""
+    from credvault.model import Grant
+
+    with as_("carol") as v:
+        eng = v.engagements.get("acme-2026")
+        key = v.engagements.keys.key(eng, "credential.get")
+        priv = v._s.keys.sign_private
+        sealed, sig = v.engagements.keys.seal_copy(eng, "dave", eng.key_version, key, "carol", priv)
+        role_sig = v.engagements.grants.sign_role(eng, "dave", "engineer", None, "carol", priv)
+        row = Grant("dave", "engineer", "carol", v._s.now(), None, role_sig,
+                    eng.key_version, sealed, "carol", sig, None)  # fmt: skip
+        with v._s.store.write():
+            v._s.store.put_grant(eng.id, row)
+    with as_("dave") as v, pytest.raises(IntegrityError, match="fails its signature check"):
+        v.get("acme-2026/web1-root")
+    with as_("bob") as v:  # bob's open rotates (pending): no copy of the new key for dave
+        eng = v.engagements.get("acme-2026")
+        assert v.engagements.role_of(eng, "dave") is None
+        dave = v._s.store.grant_of(eng.id, "dave")
+        assert dave is not None
+        assert dave.key_version != eng.key_version
