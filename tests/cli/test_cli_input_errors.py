@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import CliResult
+from conftest import KDF, PASSWORDS, CliResult
+from credvault import Vault
 
 from .test_cli import CliVault, assert_one_error_line, build_vault
 from .test_cli_props import lib_snapshot, run_in_process
@@ -41,6 +42,11 @@ def ev(tmp_path_factory: pytest.TempPathFactory) -> CliVault:
         (root / name).write_bytes(data)
         cv.files[name] = str(root / name)
     cv.files["missing"] = str(root / "no-such-file")
+    (root / "member5").write_text('{"member": 5}')
+    cv.files["member5"] = str(root / "member5")
+    cv.files["svc1"] = str(root / "svc1.id")
+    with Vault.open(cv.vault, "alice", PASSWORDS["alice"], kdf=KDF) as v:
+        v.members.add("svc1", identity_file=root / "svc1.id")
     BEFORE[str(root)] = lib_snapshot(cv.vault)
     return cv
 
@@ -55,6 +61,7 @@ class Bad:
     code: int
     err: str
     stdin: bytes = b""
+    env: tuple[tuple[str, str | None], ...] = ()
 
 
 CASES = [
@@ -172,6 +179,46 @@ CASES = [
         2,
         "invalid clip time: expected 0 to ",
     ),
+    # -- who you are, from an identity file (unlock.py)
+    Bad(
+        "identity-not-json",
+        ("ls",),
+        2,
+        "{latin1} is not a credvault identity file",
+        env=(("CREDVAULT_MEMBER", None), ("CREDVAULT_IDENTITY", "{latin1}")),
+    ),
+    Bad(
+        "identity-member-not-text",
+        ("ls",),
+        2,
+        "{member5} is not a credvault identity file",
+        env=(("CREDVAULT_MEMBER", None), ("CREDVAULT_IDENTITY", "{member5}")),
+    ),
+    Bad(
+        "identity-unreadable",
+        ("ls",),
+        2,
+        "cannot read identity file {missing}",
+        env=(("CREDVAULT_PASSPHRASE_FILE", None), ("CREDVAULT_IDENTITY", "{missing}")),
+    ),
+    Bad(
+        "identity-of-another-member",
+        ("ls",),
+        5,
+        "identity file is for member 'svc1', not 'bob'",
+        env=(
+            ("CREDVAULT_MEMBER", "bob"),
+            ("CREDVAULT_PASSPHRASE_FILE", None),
+            ("CREDVAULT_IDENTITY", "{svc1}"),
+        ),
+    ),
+    Bad(
+        "service-with-a-passphrase",
+        ("ls",),
+        5,
+        "vault is locked for 'svc1': no passphrase available",
+        env=(("CREDVAULT_MEMBER", "svc1"),),
+    ),
 ]
 
 
@@ -182,7 +229,9 @@ def _fill(cv: CliVault, text: str) -> str:
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_with_its_exit_code(ev: CliVault, bad: Bad) -> None:
     argv = [_fill(ev, a) for a in bad.argv]
-    r: CliResult = run_in_process(ev, *argv, input=bad.stdin)
+    env = {k: None if v is None else _fill(ev, v) for k, v in bad.env}
+    cv = CliVault(ev.root, ev.environ(env), ev.files)
+    r: CliResult = run_in_process(cv, *argv, input=bad.stdin)
     line = assert_one_error_line(r)
     assert r.code == bad.code, (r.code, line)
     assert line.startswith("credvault: " + _fill(ev, bad.err)), line

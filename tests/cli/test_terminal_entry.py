@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import CliResult, CliRunner
+from conftest import KDF_ARG, CliResult, CliRunner
 
 from .test_terminal import BECOME_TTY_OWNER, DEADLINE, _read
 
@@ -91,3 +91,23 @@ def test_put_at_the_terminal_asks_twice_and_reads_a_field_as_a_line(
     got = cli_vault("get", "acme-2026/typed", "--field", "username")
     assert got.out == b"svc-typed\n"
     assert cli_vault("get", "acme-2026/typed").out == b"typed-secret\n"
+
+
+def test_the_passphrase_is_asked_at_the_terminal_and_a_new_one_must_not_be_empty(
+    cli_vault: CliRunner, cli_env: dict[str, str]
+) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "CREDVAULT_PASSPHRASE_FILE"}
+    r, shown = dialogue(env, ["ls", "acme-2026"], [(b"Passphrase for alice: ", b"alice-pass\n")])
+    assert (r.code, r.err) == (0, "")
+    assert b"alice-pass" not in shown  # typed without echo
+    r, _ = dialogue(
+        env,
+        ["member", "add", "carol", "--kdf", KDF_ARG],
+        [
+            (b"Passphrase for alice: ", b"alice-pass\n"),
+            (b"New passphrase for carol: ", b"\n"),
+            (b"(again): ", b"\n"),
+        ],
+    )
+    assert (r.code, r.err) == (2, "credvault: the passphrase is empty\n")
+    assert b"carol" not in cli_vault("member", "ls").out
