@@ -1,0 +1,134 @@
+"""A key-slot change (``member add`` here) when the disk or the COMMIT misbehaves, in-process:
+a full disk while writing the staged key-slot file is one clear line and changes nothing; a
+COMMIT that took effect but reported an error afterwards is finished, not half-done; an
+interrupt after the COMMIT still installs the file before it goes on. Files that are
+written atomically or must be new (exports, identities) leave no partial file on a full
+disk or an interrupt. (Kills at every point are test_fault_campaign.py's.)"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import KDF, VaultFixture
+from credvault import Vault
+from credvault.errors import StoreError
+from credvault.files import atomic_write, write_new_private
+from credvault.slotfile import staged_files
+
+
+def _members(vault: VaultFixture) -> list[str]:
+    with vault.open() as v:
+        return sorted(m.name for m in v.members.list())
+
+
+def _full_disk(*_: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_staging_the_key_slots_changes_nothing(
+    vault: VaultFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _members(vault)
+    with vault.open() as v:
+        monkeypatch.setattr(os, "fsync", _full_disk)
+        with pytest.raises(StoreError) as e:
+            v.members.add("dave", passphrase=b"dave-pass")
+        monkeypatch.undo()
+        assert str(e.value) == f"disk full: cannot write {vault.path / 'keyslots.json'}"
+        assert e.value.exit_code == 1
+    assert _members(vault) == before
+    assert staged_files(vault.path) == []
+    with vault.open() as v:
+        assert not [a for a in v.audit_entries(action="member-add") if a.item == "dave"]
+
+
+def _after_commit(v: Vault, error: BaseException) -> None:
+    """The next COMMIT takes effect, then reports ``error`` (once)."""
+    store = v._s.store
+    original = store.on_commit
+
+    def hook() -> None:
+        store.on_commit = original
+        if original is not None:
+            original()
+        raise error
+
+    store.on_commit = hook
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("commit reported a failure"), KeyboardInterrupt()],
+    ids=["error", "interrupt"],
+)
+def test_a_commit_that_took_effect_is_finished(vault: VaultFixture, error: BaseException) -> None:
+    with vault.open() as v:
+        _after_commit(v, error)
+        if isinstance(error, Exception):
+            v.members.add("dave", passphrase=b"dave-pass")  # reported done: it is
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                v.members.add("dave", passphrase=b"dave-pass")
+    assert "dave" in _members(vault)
+    assert staged_files(vault.path) == []
+    with Vault.open(vault.path, "dave", "dave-pass", kdf=KDF) as v:
+        assert v.member == "dave"
+
+
+def _fail_writes_to(fd_path: Path, error: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.write raises ``error`` for writes to ``fd_path``'s directory's new files only."""
+    real = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if str(Path(f"/proc/self/fd/{fd}").readlink()).startswith(str(fd_path)):
+            raise error
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "full"), OSError(errno.EIO, "I/O error"), KeyboardInterrupt()],
+    ids=["full", "io-error", "interrupt"],
+)  # fmt: skip
+def test_atomic_write_keeps_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    d = tmp_path / "out"
+    d.mkdir()
+    target = d / "receipt.json"
+    target.write_bytes(b"old")
+    _fail_writes_to(d, error, monkeypatch)
+    full = isinstance(error, OSError) and error.errno == errno.ENOSPC
+    with pytest.raises(StoreError if full else type(error)) as e:
+        atomic_write(target, b"new")
+    monkeypatch.undo()
+    if full:
+        assert str(e.value) == f"disk full: cannot write {target}"
+    elif isinstance(error, OSError):
+        assert e.value.filename == str(target)  # os.write names no file: the error does
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in d.iterdir()) == ["receipt.json"]
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "full"), KeyboardInterrupt()], ids=["full", "interrupt"]
+)
+def test_a_new_private_file_is_not_left_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    d = tmp_path / "out"
+    d.mkdir()
+    target = d / "export.cvx"
+    _fail_writes_to(d, error, monkeypatch)
+    with pytest.raises((StoreError, KeyboardInterrupt)) as e:
+        write_new_private(target, b"x" * 1000)
+    monkeypatch.undo()
+    assert isinstance(e.value, type(error) if isinstance(error, KeyboardInterrupt) else StoreError)
+    assert list(d.iterdir()) == []  # a rerun is not blocked by a partial file
+    write_new_private(target, b"complete")
+    assert target.read_bytes() == b"complete"
