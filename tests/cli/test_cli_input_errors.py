@@ -179,6 +179,19 @@ CASES = [
         2,
         "invalid clip time: expected 0 to ",
     ),
+    # -- values checked by validate.py
+    Bad(
+        "url-unparseable",
+        ("put", f"{ENG}/a", "--generate", "--url", "http://[::1"),
+        2,
+        "invalid URL",
+    ),
+    Bad(
+        "ipv6-zone",
+        ("system", "add", f"{ENG}/db", "--address", "fe80::1%eth/0"),
+        2,
+        "invalid address: bad IPv6 zone id",
+    ),
     # -- who you are, from an identity file (unlock.py)
     Bad(
         "identity-not-json",
