@@ -14,7 +14,9 @@ import getpass
 import io
 import json
 import os
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from conftest import VaultFixture
+from conftest import KDF, PASSWORDS
+from credvault import Vault
 from credvault.agent import client, protocol
 from credvault.agent.server import Agent, Server, bind
 
@@ -31,8 +34,8 @@ ME = os.getuid()
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, runtime_dir: Path, tmp_path: Path) -> Path:
-    """The environment ``credvault`` would run in: this test's runtime dir, vault (the
-    ``vault`` fixture's path, made only by the tests that need one) and member."""
+    """The environment ``credvault`` would run in: this test's own runtime dir (no agent in
+    it yet), a vault path and a member."""
     monkeypatch.delenv("CREDVAULT_NO_AGENT", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime_dir))
     monkeypatch.setenv("CREDVAULT_VAULT", str(tmp_path / "vault"))
@@ -40,24 +43,54 @@ def env(monkeypatch: pytest.MonkeyPatch, runtime_dir: Path, tmp_path: Path) -> P
     return runtime_dir / "credvault"
 
 
-@pytest.fixture
-def served(env: Path, vault: VaultFixture, engagement: str) -> Iterator[Agent]:
-    """A real agent holding alice's keys, serving its socket from a thread."""
+def _open(path: Path) -> Vault:
+    return Vault.open(path, "alice", PASSWORDS["alice"], kdf=KDF)
+
+
+@pytest.fixture(scope="module")
+def agent_vault(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One vault for the module's served tests (each writes its own names)."""
+    path = tmp_path_factory.mktemp("agent-client") / "vault"
+    Vault.init(path, "alice", PASSWORDS["alice"], kdf=KDF)
+    with _open(path) as v:
+        v.engagements.create("acme-2026", "acme")
+        v.credentials.put("acme-2026/web1-root", b"hunter2", username="root")
+    return path
+
+
+@pytest.fixture(scope="module")
+def module_agent(agent_vault: Path) -> Iterator[tuple[Agent, Path]]:
+    """A real agent holding alice's keys, serving its own runtime dir from a thread."""
+    runtime = Path(tempfile.mkdtemp(prefix="cv-run-", dir="/tmp"))
     agent = Agent()
-    with vault.open() as v:
+    with _open(agent_vault) as v:
         k = v.member_keys()
         payload = base64.b64encode(k.to_bytes(bytes.fromhex(v.vault_id))).decode()
-    request = {"op": "add", "vault": str(vault.path), "member": "alice", "keys": payload}
+    request = {"op": "add", "vault": str(agent_vault), "member": "alice", "keys": payload}
     assert agent.handle({**request, "ttl": 3600, "idle": 600}, ME)["ok"] is True
-    listener, path, lock_fd = bind(env)
+    listener, path, lock_fd = bind(runtime / "credvault")
     server = Server(agent, listener, path=path, lock_fd=lock_fd, empty_grace=3600)
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
-    yield agent
+    yield agent, runtime
     agent.stopping = True
     client.status(path)  # wakes the loop
     thread.join(30)
     assert not thread.is_alive()
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+@pytest.fixture
+def served(
+    module_agent: tuple[Agent, Path], agent_vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> Agent:
+    """``credvault``'s environment pointing at the module's agent and vault."""
+    agent, runtime = module_agent
+    monkeypatch.delenv("CREDVAULT_NO_AGENT", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("CREDVAULT_VAULT", str(agent_vault))
+    monkeypatch.setenv("CREDVAULT_MEMBER", "alice")
+    return agent
 
 
 class FakeAgent:
@@ -127,14 +160,14 @@ def test_get_prints_the_agents_answer_and_exits_with_its_code(
 
 
 def test_put_sends_piped_input_and_leaves_it_for_the_normal_path(
-    served: Agent, vault: VaultFixture, monkeypatch: pytest.MonkeyPatch
+    served: Agent, agent_vault: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"piped-secret\n")))
     assert client.fast_path(["put", "acme-2026/new"]) == 0
     import sys
 
     assert sys.stdin.buffer.read() == b"piped-secret\n"  # still there had it fallen back
-    with vault.open() as v:
+    with _open(agent_vault) as v:
         assert v.credentials.get("acme-2026/new").secret.reveal() == b"piped-secret"
 
 
@@ -145,7 +178,7 @@ class _Terminal(io.TextIOWrapper):
 
 def test_put_on_a_terminal_asks_twice_and_refuses_entries_that_differ(
     served: Agent,
-    vault: VaultFixture,
+    agent_vault: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -158,18 +191,18 @@ def test_put_on_a_terminal_asks_twice_and_refuses_entries_that_differ(
     answers = iter(["typed-secret", "typed-secret"])
     monkeypatch.setattr("sys.stdin", _Terminal(io.BytesIO()))
     assert client.fast_path(["put", "acme-2026/typed"]) == 0
-    with vault.open() as v:
+    with _open(agent_vault) as v:
         assert v.credentials.get("acme-2026/typed").secret.reveal() == b"typed-secret"
         assert [e.outcome for e in v.audit_entries(action="put")][-1:] == ["ok"]
         assert len([e for e in v.audit_entries(action="put") if e.item == "typed"]) == 1
 
 
 def test_put_without_any_stdin_uses_the_normal_path(
-    served: Agent, vault: VaultFixture, monkeypatch: pytest.MonkeyPatch
+    served: Agent, agent_vault: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sys.stdin", None)
     assert client.fast_path(["put", "acme-2026/none"]) is None
-    with vault.open() as v:
+    with _open(agent_vault) as v:
         assert "none" not in [c.name for c in v.credentials.list("acme-2026")]
 
 
