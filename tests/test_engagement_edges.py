@@ -44,6 +44,8 @@ def test_recovery_on_an_engagement_without_a_key_grants_and_the_lead_seals_later
         v.recover("beta-2026", vault.recovery_key, "carol", "engineer")
         (carol,) = [g for g in v.engagements.members("beta-2026") if g.member == "carol"]
         assert (carol.role, carol.has_key) == ("engineer", False)
+    with vault.open("carol") as v, pytest.raises(AccessDenied, match="no key yet"):
+        v.put("beta-2026/early", b"too-early")  # nothing to seal it under yet
     with vault.open("bob") as v:  # the first lead's first command makes the key
         v.put("beta-2026/db", b"beta-secret")
         eng = v.engagements.get("beta-2026")
