@@ -132,3 +132,43 @@ def test_a_new_private_file_is_not_left_half_written(
     assert list(d.iterdir()) == []  # a rerun is not blocked by a partial file
     write_new_private(target, b"complete")
     assert target.read_bytes() == b"complete"
+
+
+def test_a_service_add_that_fails_leaves_no_identity_and_a_leftover_one_is_replaced(
+    vault: VaultFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``member add --service`` writes the identity file inside its transaction. Failing
+    after that, it removes the file (nothing was added); a file a kill left behind (this
+    vault's, for this name, who is no member) is replaced by the next add; any other file
+    at that path is never overwritten."""
+    from credvault import AlreadyExists, IdentityFile
+    from credvault.session import Session
+
+    ident = tmp_path / "svc.id"
+    leftover = tmp_path / "svc.id.kept"
+    real_log = Session.log
+
+    def fail_after_writing(self: Session, action: str, *args: object, **kw: object) -> int:
+        if action == "member-add":
+            leftover.write_bytes(ident.read_bytes())  # what a kill here would leave behind
+            raise RuntimeError("the transaction fails after the identity file was written")
+        return real_log(self, action, *args, **kw)  # type: ignore[arg-type]
+
+    with vault.open() as v:
+        monkeypatch.setattr(Session, "log", fail_after_writing)
+        with pytest.raises(RuntimeError):
+            v.members.add("svc", identity_file=ident)
+        monkeypatch.undo()
+        assert not ident.exists()  # no orphan identity for a member that does not exist
+        assert "svc" not in [m.name for m in v.members.list()]
+        leftover.rename(ident)
+        v.members.add("svc", identity_file=ident)  # the leftover is replaced
+        with pytest.raises(AlreadyExists, match="refusing to overwrite"):
+            v.members.add("svc2", identity_file=ident)  # svc's, not an orphan of svc2
+        other = tmp_path / "notes.txt"
+        other.write_text("not an identity")
+        with pytest.raises(AlreadyExists, match="refusing to overwrite"):
+            v.members.add("svc3", identity_file=other)
+    assert other.read_text() == "not an identity"
+    with Vault.open(vault.path, "svc", IdentityFile(ident), kdf=KDF) as v:
+        assert v.member == "svc"
