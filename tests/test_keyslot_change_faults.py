@@ -172,3 +172,82 @@ def test_a_service_add_that_fails_leaves_no_identity_and_a_leftover_one_is_repla
     assert other.read_text() == "not an identity"
     with Vault.open(vault.path, "svc", IdentityFile(ident), kdf=KDF) as v:
         assert v.member == "svc"
+
+
+# -- a key-slot change cut short: what the next open decides (slotfile.settle) --------------
+def _cut_after_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer dies between its COMMIT and its rename: the staged file stays."""
+    from credvault.slotfile import Staged
+
+    monkeypatch.setattr(Staged, "install", lambda self: None)
+
+
+def _cut_before_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer dies after writing the staged file, before its COMMIT."""
+    from credvault.slotfile import Staged
+
+    real_write = Staged.write
+
+    def write_then_die(self: Staged, data: bytes) -> None:
+        real_write(self, data)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Staged, "write", write_then_die)
+    monkeypatch.setattr(Staged, "discard", lambda self: None)
+
+
+def _settles(v: Vault) -> list[tuple[str | None, str, str]]:
+    return [(e.item, e.outcome, e.detail) for e in v.audit_entries(action="settle")]
+
+
+def test_an_add_cut_after_its_commit_is_finished_by_the_next_open(
+    vault: VaultFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with vault.open() as v:
+        _cut_after_commit(monkeypatch)
+        v.members.add("dave", passphrase=b"dave-pass")
+        monkeypatch.undo()
+    assert len(staged_files(vault.path)) == 1
+    with Vault.open(vault.path, "dave", "dave-pass", kdf=KDF) as v:  # from the staged file
+        assert v.member == "dave"
+        assert staged_files(vault.path) == []
+    with vault.open() as v:
+        assert "dave" in [m.name for m in v.members.list()]
+        assert _settles(v) == [("dave", "ok", "member-add: finished at open after an interruption")]
+
+
+def test_an_add_cut_before_its_commit_is_undone_and_the_newcomer_told(
+    vault: VaultFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from credvault import NotFound
+
+    with vault.open() as v:
+        _cut_before_commit(monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            v.members.add("dave", passphrase=b"dave-pass")
+        monkeypatch.undo()
+    assert len(staged_files(vault.path)) == 1
+    with pytest.raises(NotFound, match="adding 'dave' was interrupted and undone"):
+        Vault.open(vault.path, "dave", "dave-pass", kdf=KDF)
+    assert staged_files(vault.path) == []
+    with vault.open() as v:
+        assert "dave" not in [m.name for m in v.members.list()]
+        assert _settles(v) == [
+            ("dave", "error", "member-add: interrupted before it took effect; undone at open")
+        ]
+
+
+def test_a_passphrase_change_cut_before_its_commit_keeps_the_old_passphrase(
+    vault: VaultFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from credvault import WrongPassphrase
+
+    with vault.open("bob") as v:
+        _cut_before_commit(monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            v.members.passwd("bob-new-pass")
+        monkeypatch.undo()
+    with pytest.raises(WrongPassphrase, match="interrupted and undone; use the previous"):
+        Vault.open(vault.path, "bob", "bob-new-pass", kdf=KDF)
+    with vault.open("bob") as v:  # the old one
+        assert v.member == "bob"
