@@ -361,3 +361,29 @@ def test_an_engineer_cannot_forge_a_grant_for_a_stranger(as_: Opener) -> None:
         dave = v._s.store.grant_of(eng.id, "dave")
         assert dave is not None
         assert dave.key_version != eng.key_version
+
+
+def test_a_forged_grant_row_is_not_listed_as_a_member(as_: Opener) -> None:
+    """``engagement members`` and ``show`` list the grants whose certificate verifies, as
+    the membership log's roster does: a row carol (engineer) wrote for dave as a lead is a
+    claim that grants nothing, and is not shown as one."""
+    from credvault.model import Grant
+
+    with as_("carol") as v:
+        eng = v.engagements.get("acme-2026")
+        priv = v._s.keys.sign_private
+        role_sig = v.engagements.grants.sign_role(eng, "dave", "lead", None, "carol", priv)
+        row = Grant("dave", "lead", "carol", v._s.now(), None, role_sig,
+                    None, None, None, None, None)  # fmt: skip
+        with v._s.store.write():
+            v._s.store.put_grant(eng.id, row)
+    with as_("bob") as v:
+        eng = v.engagements.get("acme-2026")
+        assert v.engagements.role_of(eng, "dave") is None
+        listed = {g.member: g.role for g in v.engagements.members("acme-2026")}
+        assert listed == {"alice": "lead", "bob": "lead", "carol": "engineer"}
+        assert [g.member for g in v.engagements.show("acme-2026").members] == [
+            "alice",
+            "bob",
+            "carol",
+        ]
