@@ -227,12 +227,14 @@ class Grants:
                     )
                 )
             return out
+        # Before the log: a row is a claim, its certificate the decision (as for access and
+        # rotation), so a row an insider inserted is not listed as a member.
         return [
             GrantInfo(
                 g.member, g.role, g.granted_by, g.granted_at, g.expires_at, g.sealed is not None
             )
             for g in self.s.store.grants(eng.id)
-            if g.revoked_at is None and g.member != RECOVERY
+            if g.revoked_at is None and g.member != RECOVERY and self.role_valid(eng, g)
         ]
 
     def valid_grants_by(self, eng: Engagement, lead: str) -> frozenset[str]:
