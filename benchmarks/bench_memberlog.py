@@ -8,7 +8,11 @@ both versions in the same run, alternating, each in its own Python process with
 ``PYTHONPATH`` pointing at that version's ``src``:
 
 * ``credvault get`` whole-process (a service identity file: no Argon2id, so the log's share is
-  not hidden behind the KDF), median of ``--runs`` round-robin samples;
+  not hidden behind the KDF), median of ``--runs`` round-robin samples, with each version's
+  bytecode cached (``PYTHONPYCACHEPREFIX``, one per version, warmed first) as an installed
+  package has it; and again without (``PYTHONDONTWRITEBYTECODE``, as an editable checkout
+  with that set runs: every process compiles credvault's sources, so larger sources alone
+  cost time there);
 * in-process durable (audited) ``get``/s on an open vault: the median of 1-second bursts,
   alternating between the versions;
 * ``engagement grant`` (a reader, in an engagement of 100 credentials), median ms;
@@ -62,11 +66,12 @@ if cmd == "build":  # arg: number of credentials
 elif cmd == "gets":  # arg: seconds
     with op() as v:
         v.get(f"{ENG}/c00000")
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < arg:
             v.get(f"{ENG}/c{n % 100:05d}")
             n += 1
         out["gets_per_s"] = n / (time.perf_counter() - t0)
+        out["cpu_ms_per_get"] = 1000 * (time.process_time() - c0) / n
 elif cmd == "grant":  # arg: rounds
     times = []
     with op() as v:
@@ -121,14 +126,23 @@ def _worker(src: Path, *args: object) -> dict[str, float]:
     return result
 
 
-def _get_process(src: Path, vault: Path) -> float:
+def _get_process(src: Path, vault: Path, pycache: Path | None = None) -> float:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CREDVAULT_")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CREDVAULT_") and k not in ("PYTHONPYCACHEPREFIX",)
+        },
         "PYTHONPATH": str(src),
         "CREDVAULT_VAULT": str(vault),
         "CREDVAULT_MEMBER": "svc",
         "CREDVAULT_IDENTITY": str(vault.parent / "svc.identity"),
     }
+    if pycache is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     t = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "credvault", "get", "acme-2026/c00001"],
@@ -170,18 +184,28 @@ def main() -> None:
             vaults[name] = tmp / name / "vault"
             _worker(src, "build", vaults[name], creds)
         fig: dict[str, dict[str, float]] = {n: {} for n in versions}
+        caches = {n: tmp / f"pycache-{n}" for n in versions}
+        for name, src in versions.items():  # warm each version's bytecode cache
+            _get_process(src, vaults[name], caches[name])
         samples: dict[str, list[float]] = {n: [] for n in versions}
+        cold: dict[str, list[float]] = {n: [] for n in versions}
         for _ in range(runs):  # round-robin: machine load hits both alike
             for name, src in versions.items():
-                samples[name].append(_get_process(src, vaults[name]))
+                samples[name].append(_get_process(src, vaults[name], caches[name]))
+                cold[name].append(_get_process(src, vaults[name]))
         for name in versions:
             fig[name]["get_process_ms"] = 1000 * statistics.median(samples[name])
+            fig[name]["get_process_nocache_ms"] = 1000 * statistics.median(cold[name])
         rates: dict[str, list[float]] = {n: [] for n in versions}
+        cpu: dict[str, list[float]] = {n: [] for n in versions}
         for _ in range(seconds):  # 1-second bursts, alternating: load hits both alike
             for name, src in versions.items():
-                rates[name].append(_worker(src, "gets", vaults[name], 1)["gets_per_s"])
+                burst = _worker(src, "gets", vaults[name], 1)
+                rates[name].append(burst["gets_per_s"])
+                cpu[name].append(burst["cpu_ms_per_get"])
         for name in versions:
             fig[name]["gets_per_s"] = statistics.median(rates[name])
+            fig[name]["cpu_ms_per_get"] = statistics.median(cpu[name])
         for name, src in versions.items():
             fig[name].update(_worker(src, "grant", vaults[name], 5 if a.quick else 20))
         for name, src in versions.items():
@@ -201,7 +225,9 @@ def main() -> None:
     print(f"  {'':44} {'baseline':>10} {'this':>10} {'change':>8}")
     rows = [
         ("credvault get, whole process", "get_process_ms", "ms"),
+        ("  the same, no bytecode cache (compiles)", "get_process_nocache_ms", "ms"),
         ("durable get in-process", "gets_per_s", "/s"),
+        ("  CPU per durable get", "cpu_ms_per_get", "ms"),
         ("grant", "grant_ms", "ms"),
         (f"revoke + rotation of {creds:,} credentials", "revoke_ms", "ms"),
     ]
@@ -209,7 +235,10 @@ def main() -> None:
     for label, key, unit in rows:
         b, t = fig["baseline"][key], fig["this"][key]
         change[key] = 100 * (t / b - 1)
-        print(f"  {label:44} {b:8.1f} {unit:2} {t:8.1f} {unit:2} {change[key]:+7.1f}%")
+        digits = 3 if key == "cpu_ms_per_get" else 1
+        print(
+            f"  {label:44} {b:8.{digits}f} {unit:2} {t:8.{digits}f} {unit:2} {change[key]:+7.1f}%"
+        )
     print("\n== open with a long membership log (open + first get, a fresh session)")
     print(f"  {4:>5}-link log: {short['open_get_ms']:.1f} ms")
     print(
