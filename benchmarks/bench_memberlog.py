@@ -176,6 +176,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="credvault-memberlog-bench-") as tmp_s:
         tmp = Path(tmp_s)
+        # members' witnesses (issue 11) in the run's own state directory (same file system)
+        os.environ["XDG_STATE_HOME"] = str(tmp / "state")
         (tmp / "old").mkdir()
         versions = {"baseline": _src(baseline, tmp / "old"), "this": ROOT / "src"}
         vaults = {}
