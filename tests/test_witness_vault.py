@@ -441,3 +441,39 @@ def test_entries_witnessed_only_in_the_journal_are_missed_after_a_rollback(
     shutil.copytree(old, vault.path)
     with pytest.raises(IntegrityError, match=rf"audit entries {at_copy + 1}–{seen} are missing"):
         _open(vault)
+
+
+def test_a_torn_journal_record_is_folded_away_and_the_witness_stays_right(
+    vault: VaultFixture, state_home: Path
+) -> None:
+    """A crash mid-append leaves a partial record: the next append sees the journal out of
+    step with the record size and folds it (with its own position) into the file."""
+    _setup(vault)
+    (journal,) = (state_home / "credvault").glob("witness-*-alice-*.journal")
+    with _open(vault) as v:
+        v.get(REF)
+        with journal.open("ab") as f:
+            f.write(b"\x01" * 30)  # what a write cut short leaves
+        v.get(REF)
+        assert journal.stat().st_size % wt.RECORD == 0
+        v.get(REF)
+        head = v.audit.checkpoint()
+    assert _witnessed(vault).marks["audit"] == wt.Mark(head.position, bytes.fromhex(head.mac))
+
+
+def test_two_processes_appending_fold_by_the_journals_real_length(
+    vault: VaultFixture, state_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each appender learns the journal's length from its own append, so records of other
+    processes count toward the fold: the journal stays near its fold size however many
+    processes read."""
+    _setup(vault)
+    monkeypatch.setattr(wt, "JOURNAL_FOLD", 4 * wt.RECORD)
+    (journal,) = (state_home / "credvault").glob("witness-*-alice-*.journal")
+    with _open(vault) as one, _open(vault) as two:
+        for _ in range(12):
+            one.get(REF)
+            two.get(REF)
+            assert journal.stat().st_size <= 6 * wt.RECORD
+        head = two.audit.checkpoint()
+    assert _witnessed(vault).marks["audit"] == wt.Mark(head.position, bytes.fromhex(head.mac))

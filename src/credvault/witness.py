@@ -371,14 +371,16 @@ def open_journal(path: Path) -> int:
     )
 
 
-def append(fd: int, lock: int, record: bytes) -> None:
+def append(fd: int, lock: int, record: bytes) -> int:
     """Append one record under the shared lock (a fold takes the exclusive one: no record
-    lands between its read and its truncation). One ``write`` with ``O_APPEND``: records of
-    several processes never interleave; no fsync (as the file's own get-path write)."""
+    lands between its read and its truncation); returns the journal's length just after it.
+    One ``write`` with ``O_APPEND``: records of several processes never interleave; no
+    fsync (as the file's own get-path write)."""
     fcntl.flock(lock, fcntl.LOCK_SH)
     try:
         if os.write(fd, record) != len(record):
             raise OSError("short write to the witness journal")
+        return os.lseek(fd, 0, os.SEEK_CUR)
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -190,9 +190,10 @@ class Keeper:
             self.journal_size = os.fstat(self.journal).st_size
         if self.journal_size % wt.RECORD or self.journal_size >= wt.JOURNAL_FOLD:
             return False  # a torn record or a long journal: fold it (and this mark) in
-        wt.append(self.journal, self.fd, wt.journal_record(self.key, self.prefix, mark))
-        self.journal_size += wt.RECORD
-        return True
+        record = wt.journal_record(self.key, self.prefix, mark)
+        # the length after it counts every process's records (the fold is anyone's)
+        self.journal_size = wt.append(self.journal, self.fd, record)
+        return self.journal_size % wt.RECORD == 0  # else out of step: fold it in now
 
     def _merge(self, now: dict[str, Mark], gone: set[str]) -> None:
         """Fold the journal and ``now`` into the file, under the exclusive lock."""
