@@ -469,20 +469,6 @@ def save(
             os.close(fd)
 
 
-def signature(path: Path) -> tuple[tuple[int, int, int, int] | None, ...]:
-    """(inode, size, mtime, ctime) of each slot: unchanged means unwritten since (a cache
-    check; with coarse timestamps a missed change only makes the witness lag, never alarm)."""
-    out: list[tuple[int, int, int, int] | None] = []
-    for slot in slots(path):
-        try:
-            st = slot.stat()
-        except FileNotFoundError:
-            out.append(None)
-            continue
-        out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(out)
-
-
 def lock_fd(path: Path) -> int:
     """An open descriptor of the witness's lock file (``<file>.lock``), for :func:`locked`."""
     make_private_dir(path.parent)

@@ -10,10 +10,11 @@ member saw, and that is refused at open with exit 6, naming what is missing.
 Concurrency: the file is read, merged and written under its own lock, and positions only
 move forward (compare-and-max), so several processes of one member never undo each other's
 advance. A commit that moved only the audit chain (every read, most writes) appends one
-record to the witness's journal instead (:mod:`credvault.witness`). A position is recorded only after its transaction committed (``synchronous=FULL``:
-it is on disk), and at open the witness is read *before* the vault, so whatever it holds is
-already in the database being checked: other processes and other members moving the vault
-on can never cause a false alarm. See docs/security.md §13.
+record to the witness's journal instead (:mod:`credvault.witness`). A position is recorded
+only after its transaction committed (``synchronous=FULL``: it is on disk), and at open the
+witness is read *before* the vault, so whatever it holds is already in the database being
+checked: other processes and other members moving the vault on can never cause a false
+alarm. See docs/security.md §13.
 """
 
 from __future__ import annotations
