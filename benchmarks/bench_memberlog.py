@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def _worker(src: Path, *args: object) -> dict[str, float]:
     return result
 
 
-def _get_process(src: Path, vault: Path, pycache: Path | None = None) -> float:
+def _get_process(src: Path, vault: Path, pycache: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process: user + system) of one ``credvault get``."""
     env = {
         **{
             k: v
@@ -143,6 +145,7 @@ def _get_process(src: Path, vault: Path, pycache: Path | None = None) -> float:
     else:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "credvault", "get", "acme-2026/c00001"],
@@ -151,9 +154,23 @@ def _get_process(src: Path, vault: Path, pycache: Path | None = None) -> float:
         check=False,
     )
     elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(f"credvault get failed: {proc.stderr.decode()}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
+
+
+def _order(versions: dict[str, Path], i: int) -> list[tuple[str, Path]]:
+    """Round ``i``'s order: A B, then B A (ABBA), so neither version always runs first."""
+    items = list(versions.items())
+    return items if i % 2 == 0 else items[::-1]
+
+
+def _paired(this: list[float], baseline: list[float]) -> float:
+    """Median over rounds of this/baseline within each round, as a change in %: load that
+    drifts between rounds cancels within each."""
+    return 100 * (statistics.median(t / b for t, b in zip(this, baseline, strict=True)) - 1)
 
 
 def main() -> None:
@@ -161,9 +178,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--baseline", default=None)
+    ap.add_argument("--bursts", type=int, default=None, help="1-second get bursts per version")
     a = ap.parse_args()
     runs = a.runs or (5 if a.quick else 30)
     creds, seconds, links = (1000, 2, 100) if a.quick else (10_000, 15, 1000)
+    seconds = a.bursts or seconds
     baseline = (
         a.baseline
         or subprocess.run(
@@ -190,24 +209,35 @@ def main() -> None:
         for name, src in versions.items():  # warm each version's bytecode cache
             _get_process(src, vaults[name], caches[name])
         samples: dict[str, list[float]] = {n: [] for n in versions}
+        process_cpu: dict[str, list[float]] = {n: [] for n in versions}
         cold: dict[str, list[float]] = {n: [] for n in versions}
-        for _ in range(runs):  # round-robin: machine load hits both alike
-            for name, src in versions.items():
-                samples[name].append(_get_process(src, vaults[name], caches[name]))
-                cold[name].append(_get_process(src, vaults[name]))
+        for i in range(runs):  # round-robin, ABBA: machine load hits both alike
+            for name, src in _order(versions, i):
+                wall, used = _get_process(src, vaults[name], caches[name])
+                samples[name].append(wall)
+                process_cpu[name].append(used)
+                cold[name].append(_get_process(src, vaults[name])[0])
         for name in versions:
             fig[name]["get_process_ms"] = 1000 * statistics.median(samples[name])
+            fig[name]["get_process_cpu_ms"] = 1000 * statistics.median(process_cpu[name])
             fig[name]["get_process_nocache_ms"] = 1000 * statistics.median(cold[name])
         rates: dict[str, list[float]] = {n: [] for n in versions}
         cpu: dict[str, list[float]] = {n: [] for n in versions}
-        for _ in range(seconds):  # 1-second bursts, alternating: load hits both alike
-            for name, src in versions.items():
+        for i in range(seconds):  # 1-second bursts, ABBA: load hits both alike
+            for name, src in _order(versions, i):
                 burst = _worker(src, "gets", vaults[name], 1)
                 rates[name].append(burst["gets_per_s"])
                 cpu[name].append(burst["cpu_ms_per_get"])
         for name in versions:
             fig[name]["gets_per_s"] = statistics.median(rates[name])
             fig[name]["cpu_ms_per_get"] = statistics.median(cpu[name])
+        paired = {
+            "get_process_ms": _paired(samples["this"], samples["baseline"]),
+            "get_process_cpu_ms": _paired(process_cpu["this"], process_cpu["baseline"]),
+            "get_process_nocache_ms": _paired(cold["this"], cold["baseline"]),
+            "gets_per_s": _paired(rates["this"], rates["baseline"]),
+            "cpu_ms_per_get": _paired(cpu["this"], cpu["baseline"]),
+        }
         for name, src in versions.items():
             fig[name].update(_worker(src, "grant", vaults[name], 5 if a.quick else 20))
         for name, src in versions.items():
@@ -220,13 +250,17 @@ def main() -> None:
         long = _worker(src, "open_get", vaults["this"], rounds)
     load = os.getloadavg()[0]
     print(f"credvault membership log (issue 11); baseline {baseline[:10]}; load average {load:.1f}")
-    print(f"  {creds:,} credentials; whole-process get: median of {runs} round-robin samples")
+    print(
+        f"  {creds:,} credentials; whole-process get: median of {runs} round-robin samples "
+        f"(ABBA); in-process gets: {seconds} one-second bursts each, alternating"
+    )
     print(
         f"\n== get, grant, revoke: baseline against this ({'quick sizes' if a.quick else 'full'})"
     )
-    print(f"  {'':44} {'baseline':>10} {'this':>10} {'change':>8}")
+    print(f"  {'':44} {'baseline':>10} {'this':>10} {'change':>8} {'paired':>8}")
     rows = [
         ("credvault get, whole process", "get_process_ms", "ms"),
+        ("  CPU of that process (user + system)", "get_process_cpu_ms", "ms"),
         ("  the same, no bytecode cache (compiles)", "get_process_nocache_ms", "ms"),
         ("durable get in-process", "gets_per_s", "/s"),
         ("  CPU per durable get", "cpu_ms_per_get", "ms"),
@@ -238,9 +272,12 @@ def main() -> None:
         b, t = fig["baseline"][key], fig["this"][key]
         change[key] = 100 * (t / b - 1)
         digits = 3 if key == "cpu_ms_per_get" else 1
+        pair = f"{paired[key]:+7.1f}%" if key in paired else ""
         print(
-            f"  {label:44} {b:8.{digits}f} {unit:2} {t:8.{digits}f} {unit:2} {change[key]:+7.1f}%"
+            f"  {label:44} {b:8.{digits}f} {unit:2} {t:8.{digits}f} {unit:2} "
+            f"{change[key]:+7.1f}% {pair:>8}"
         )
+    print("  change: of the medians; paired: median over rounds of this/baseline in the same round")
     print("\n== open with a long membership log (open + first get, a fresh session)")
     print(f"  {4:>5}-link log: {short['open_get_ms']:.1f} ms")
     print(
