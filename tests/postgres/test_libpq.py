@@ -205,3 +205,25 @@ def test_importing_the_binding_imports_no_psycopg() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_fetch_refused_as_not_yet_durable_is_nudged_and_answered(pg: PgVault) -> None:
+    """The store's answer to "not yet durable" (nudge_wal, a void function, then the same
+    fetch again) works on this connection too: the request is committed asynchronously
+    with the WAL writer slowed to 10 s, so only the nudge can flush it."""
+    pg.engagement("alpha")
+    pg.put("alice", "alpha", "db", b"envelope-bytes")
+    cluster = pg.cluster
+    cluster.superuser_sql("ALTER SYSTEM SET wal_writer_delay = '10s';\nSELECT pg_reload_conf()")
+    try:
+        target = cluster.conninfo(pg.db, pg.role("alice"))
+        with PgStore.connect(target, "alice", password=pg.passwords["alice"], light=True) as s:
+            assert s.conn.execute("SELECT credvault.nudge_wal()").fetchone() == (None,)
+            s.conn.execute("SET synchronous_commit = off")
+            before = pg.audit_count("get")
+            req = s.request_read("alpha", "db", "")
+            assert req is not None
+            assert s.fetch(req, "alpha").secret_env == b"envelope-bytes"
+            assert pg.audit_count("get") == before + 1
+    finally:
+        cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")

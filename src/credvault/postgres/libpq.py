@@ -37,6 +37,7 @@ _DIAG_MESSAGE_PRIMARY = ord("M")
 # Result types this binding decodes (binary format); anything else is a programming error.
 _BOOL, _BYTEA, _NAME, _INT8, _INT2, _INT4, _TEXT, _OID = 16, 17, 19, 20, 21, 23, 25, 26
 _BPCHAR, _VARCHAR, _TIMESTAMP, _TIMESTAMPTZ, _UNKNOWN = 1042, 1043, 1114, 1184, 705
+_VOID = 2278  # a function returning void (nudge_wal): read as None, as psycopg does
 _TEXTUAL = frozenset({_NAME, _TEXT, _BPCHAR, _VARCHAR, _UNKNOWN})
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _INFINITY = 2**63 - 1
@@ -187,6 +188,8 @@ def conninfo_parse(target: str) -> dict[str, str]:
 
 
 def _decode(oid: int, raw: bytes) -> Any:
+    if oid == _VOID:
+        return None
     if oid == _BYTEA:
         return raw
     if oid in _TEXTUAL:
