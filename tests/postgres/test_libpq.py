@@ -227,3 +227,32 @@ def test_a_fetch_refused_as_not_yet_durable_is_nudged_and_answered(pg: PgVault) 
             assert pg.audit_count("get") == before + 1
     finally:
         cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")
+
+
+def test_services_and_multi_host_lists_as_psycopg_takes_them(
+    pg: PgVault, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = pg.cluster
+    service = tmp_path / "pg_service.conf"
+    service.write_text(
+        f"[team]\nhost={c.sockdir}\nport={c.port}\ndbname={pg.db}\nuser={pg.role('alice')}\n"
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(service))
+    assert database_of("service=team") == pg.db
+    password = pg.passwords["alice"]
+    light = libpq.Connection.connect("service=team", password=password)
+    try:
+        assert light.execute("SELECT credvault.me()").fetchone() == ("alice",)
+    finally:
+        light.close()
+    # a dead first host: libpq moves on to the next one in the list
+    dead = c.port + 1 if c.port < 65535 else c.port - 1
+    uri = (
+        f"postgresql://{pg.role('alice')}@127.0.0.1:{dead},127.0.0.1:{c.port}/{pg.db}"
+        "?connect_timeout=5&target_session_attrs=read-write"
+    )
+    light = libpq.Connection.connect(uri, password=password)
+    try:
+        assert light.execute("SELECT credvault.me()").fetchone() == ("alice",)
+    finally:
+        light.close()
