@@ -164,3 +164,31 @@ def test_bench_witness_quick() -> None:
     out = _run("bench_witness.py")
     assert FIGURE.search(_section(out, "1. durable audited get, witness advanced vs not"))
     assert FIGURE.search(_section(out, "2. one witness-file replace"))
+
+
+@pytest.mark.postgres
+def test_bench_postgres_quick() -> None:
+    """issue 14's figures: every line printed, with its load average and the CPU split."""
+    from pg_cluster import _bindir
+
+    if _bindir() is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_postgres.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    for label in ("Unix socket ", "TCP localhost", "TLS verify-full", "credvault.Team get"):
+        line = next(x for x in p.stdout.splitlines() if label in x and "p50" in x)
+        assert FIGURE.search(line), line
+    clients = next(x for x in p.stdout.splitlines() if x.startswith("16 client processes"))
+    assert re.search(r"audited reads/s .*load \d+\.\d+ .*server \d+\.\d+ ms .*~[\d,]+/s", clients)
+    whole = next(x for x in p.stdout.splitlines() if x.startswith("whole-process"))
+    assert re.search(r"ratio \d+\.\d+x wall, \d+\.\d+x CPU", whole), whole

@@ -93,9 +93,9 @@ def _fp(sign_pub: bytes) -> str:
     return p.digest(sign_pub).hex()[:32]
 
 
-def _connect_as(target: str, member: str, password: str) -> PgStore:
+def _connect_as(target: str, member: str, password: str, *, light: bool = False) -> PgStore:
     db = database_of(target)
-    return PgStore.connect(target, member, user=f"{db}_{member}", password=password)
+    return PgStore.connect(target, member, user=f"{db}_{member}", password=password, light=light)
 
 
 class Team:
@@ -130,11 +130,15 @@ class Team:
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
-    def open(cls, target: str, member: str, passphrase: Secret) -> Team:
-        """Unlock the member's own key slot and log in with the password derived from it."""
+    def open(cls, target: str, member: str, passphrase: Secret, *, light: bool = False) -> Team:
+        """Unlock the member's own key slot and log in with the password derived from it.
+
+        ``light``: connect through libpq directly rather than psycopg (the CLI's ``get``,
+        whose start-up is a target: :mod:`credvault.postgres.libpq`); the same statements,
+        the same server checks."""
         slot = TeamSlot.read(team_slot_path(database_of(target), member))
         keys = slot.unlock(passphrase)
-        store = _connect_as(target, member, login_password(keys, slot.vault_id))
+        store = _connect_as(target, member, login_password(keys, slot.vault_id), light=light)
         try:
             vault_id, name = store.opening()
             if vault_id != slot.vault_id:

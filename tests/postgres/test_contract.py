@@ -154,6 +154,26 @@ def test_put_then_get_round_trips(world: World) -> None:
     assert world.ok("alice", "get", "-n", "acme-2026/db").out == SECRET
 
 
+def test_get_imports_no_psycopg(world: World) -> None:
+    """SQLCipher users never load PostgreSQL code; on a team vault `get` reaches the server
+    through credvault.postgres.libpq (its start-up is a target of issue 14), not psycopg."""
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "credvault", "get", "acme-2026/db"],
+        capture_output=True,
+        env=world.envs["alice"],
+        timeout=120,
+        start_new_session=True,
+        check=False,
+    )
+    assert p.returncode == 0
+    assert p.stdout == SECRET + b"\n"
+    imported = [line.split("|")[-1].strip() for line in p.stderr.decode().splitlines()]
+    assert "credvault.cli" in imported
+    assert not [m for m in imported if m.startswith("psycopg")]
+    assert ("credvault.postgres.libpq" in imported) == (world.backend == "postgresql")
+
+
 def test_replacing_a_value_keeps_the_latest(world: World) -> None:
     world.ok("alice", "put", "acme-2026/db", input=b"first\n")
     world.ok("alice", "put", "acme-2026/db", input=b"second\n")

@@ -49,3 +49,22 @@ def test_verify_full_refuses_another_ca_and_another_name(pg: Any, tls: Path) -> 
     # 127.0.0.1 is not a name the certificate carries
     with pytest.raises(psycopg.OperationalError, match="does not match host name"):
         connect(_uri(pg, "127.0.0.1", tls / "team-ca.crt"), password=pg.passwords["alice"])
+
+
+def test_the_libpq_path_of_get_verifies_the_same_way(pg: Any, tls: Path) -> None:
+    """``credvault get`` connects through credvault.postgres.libpq: the same TLS checks."""
+    from credvault.postgres import libpq
+
+    alice = pg.passwords["alice"]
+    c = libpq.Connection.connect(_uri(pg, "localhost", tls / "team-ca.crt"), password=alice)
+    try:
+        row = c.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        ssl, version = row.fetchone() or (None, None)
+        assert ssl is True
+        assert str(version).startswith("TLSv1.")
+    finally:
+        c.close()
+    with pytest.raises(libpq.Error, match="certificate verify failed"):
+        libpq.Connection.connect(_uri(pg, "localhost", tls / "rogue-ca.crt"), password=alice)
+    with pytest.raises(libpq.Error, match="does not match host name"):
+        libpq.Connection.connect(_uri(pg, "127.0.0.1", tls / "team-ca.crt"), password=alice)

@@ -142,7 +142,8 @@ def open_team(args: argparse.Namespace, target: str) -> Team:
     if handler not in TEAM_COMMANDS:
         raise NotOnTeam(handler.removeprefix("cmd_").replace("_", " ") or "this command")
     member = member_name(args)
-    return Team.open(target, member, team_passphrase(args, member))
+    # `get` is the command whose start-up counts (issue 14): it skips importing psycopg
+    return Team.open(target, member, team_passphrase(args, member), light=handler == "cmd_get")
 
 
 def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:

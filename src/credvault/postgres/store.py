@@ -7,12 +7,14 @@ and reads no secret column: a member's role may only call the server's SECURITY 
 functions (``schema.sql``), which check the member's role and write the audit rows
 themselves. Everything cryptographic happens above, in :mod:`credvault.team`.
 
-psycopg is imported inside the functions, never at module import.
+psycopg is imported inside the functions, never at module import; the CLI's ``get``
+does not import it at all (:mod:`credvault.postgres.libpq`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -87,13 +89,22 @@ def database_of(target: str) -> str:
     import os
     from pathlib import Path
 
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
+    from credvault.postgres import libpq
 
-    try:
-        d = conninfo_to_dict(target)
-    except psycopg.ProgrammingError as e:
-        raise InvalidInput(f"invalid connection string: {_message(e)}") from None
+    d: dict[str, Any]
+    if libpq.load() is not None:  # the same libpq call as psycopg's, without importing it
+        try:
+            d = dict(libpq.conninfo_parse(target))
+        except libpq.Error as e:
+            raise InvalidInput(f"invalid connection string: {_message(e)}") from None
+    else:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            d = conninfo_to_dict(target)
+        except psycopg.ProgrammingError as e:
+            raise InvalidInput(f"invalid connection string: {_message(e)}") from None
     db = d.get("dbname")
     service = d.get("service") or os.environ.get("PGSERVICE")
     if not db and service:
@@ -117,6 +128,28 @@ def _ts(v: Any) -> str:
 
 def _b(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
+
+
+# SQLSTATEs the store turns into credvault's errors (psycopg.errors' classes of the same codes)
+_INSUFFICIENT_PRIVILEGE = "42501"
+_NO_DATA_FOUND = "P0002"
+_SERIALIZATION_FAILURE = "40001"
+_UNIQUE_VIOLATION = "23505"
+_INVALID_INPUT = frozenset({"22023", "23514", "22001"})  # parameter value, check, too long
+_NOT_DURABLE_YET = "55000"  # object_not_in_prerequisite_state: fetch's "not yet durable"
+
+
+def _db_error(e: BaseException) -> tuple[str | None, bool] | None:
+    """(SQLSTATE, operational?) of an error from either driver, None for anything else.
+    psycopg is looked up, never imported: on the libpq path it is not loaded at all."""
+    from credvault.postgres import libpq
+
+    if isinstance(e, libpq.Error):
+        return e.sqlstate, e.operational
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(e, psycopg.Error):
+        return e.sqlstate, isinstance(e, psycopg.OperationalError)
+    return None
 
 
 def _message(e: BaseException) -> str:
@@ -145,28 +178,41 @@ class PgStore:
         user: str | None = None,
         password: str | None = None,
         check: bool = True,
+        light: bool = False,
     ) -> PgStore:
         """Connect with libpq's own settings (URI, service, ~/.pgpass, sslmode…) and the
         given role and password (keyword arguments: never argv or the environment), then
-        refuse a schema this credvault does not support."""
-        import psycopg
+        refuse a schema this credvault does not support.
 
-        kw: dict[str, Any] = {"autocommit": True, "connect_timeout": 15}
+        ``light``: through :mod:`credvault.postgres.libpq` (no psycopg import; the CLI's
+        ``get``) when libpq can be loaded, else psycopg as always.
+        """
+        from credvault.postgres import libpq
+
+        kw: dict[str, Any] = {"connect_timeout": 15}
         if user is not None:
             kw["user"] = user
         if password is not None:
             kw["password"] = password
-        try:
-            conn = psycopg.connect(target, **kw)
-        except psycopg.OperationalError as e:
-            text = _message(e)
-            if "password authentication failed" in text or "not permitted to log in" in text:
-                raise AccessDenied(
-                    member, "log in to the team vault", None, "login refused by the server"
-                ) from None
-            raise StoreError(f"cannot connect to the team vault: {text}") from None
-        except psycopg.ProgrammingError as e:
-            raise InvalidInput(f"invalid connection string: {_message(e)}") from None
+        conn: Any
+        if light and libpq.load() is not None:
+            try:
+                libpq.conninfo_parse(target)
+            except libpq.Error as e:
+                raise InvalidInput(f"invalid connection string: {_message(e)}") from None
+            try:
+                conn = libpq.Connection.connect(target, **kw)
+            except libpq.Error as e:
+                raise _connect_error(member, e) from None
+        else:
+            import psycopg
+
+            try:
+                conn = psycopg.connect(target, autocommit=True, **kw)
+            except psycopg.OperationalError as e:
+                raise _connect_error(member, e) from None
+            except psycopg.ProgrammingError as e:
+                raise InvalidInput(f"invalid connection string: {_message(e)}") from None
         try:
             if check:  # not for the owner about to apply it
                 check_schema(conn)
@@ -192,26 +238,27 @@ class PgStore:
     @contextlib.contextmanager
     def _errors(self, action: str, engagement: str | None = None) -> Iterator[None]:
         """PostgreSQL's SQLSTATEs as credvault's errors (spec §7 exit codes)."""
-        import psycopg
-        from psycopg import errors as pe
-
         try:
             yield
         except CredvaultError:
             raise
-        except pe.InsufficientPrivilege as e:
-            raise AccessDenied(self.member, action, engagement, _message(e)) from None
-        except pe.NoDataFound as e:
-            raise NotFound(action, engagement or "", _message(e)) from None
-        except pe.SerializationFailure as e:
-            raise Conflict(_message(e)) from None
-        except pe.UniqueViolation:
-            raise AlreadyExists(f"{action}: it exists already") from None
-        except (pe.InvalidParameterValue, pe.CheckViolation, pe.StringDataRightTruncation) as e:
-            raise InvalidInput(_message(e)) from None
-        except psycopg.OperationalError as e:
-            raise StoreError(f"team vault: {_message(e)}") from None
-        except psycopg.Error as e:
+        except Exception as e:
+            kind = _db_error(e)
+            if kind is None:
+                raise
+            state, operational = kind
+            if state == _INSUFFICIENT_PRIVILEGE:
+                raise AccessDenied(self.member, action, engagement, _message(e)) from None
+            if state == _NO_DATA_FOUND:
+                raise NotFound(action, engagement or "", _message(e)) from None
+            if state == _SERIALIZATION_FAILURE:
+                raise Conflict(_message(e)) from None
+            if state == _UNIQUE_VIOLATION:
+                raise AlreadyExists(f"{action}: it exists already") from None
+            if state in _INVALID_INPUT:
+                raise InvalidInput(_message(e)) from None
+            if operational:
+                raise StoreError(f"team vault: {_message(e)}") from None
             raise StoreError(f"team vault refused {action}: {_message(e)}") from None
 
     def _one(self, sql: str, params: tuple[Any, ...] = (), *, action: str = "read") -> Any:
@@ -451,8 +498,6 @@ class PgStore:
 
     def fetch(self, request: int, engagement: str) -> Fetched:
         """Phase two: the envelopes, released only against the committed request."""
-        from psycopg import errors as pe
-
         row: Any = None
         for attempt in range(20):
             pending = False
@@ -463,9 +508,11 @@ class PgStore:
                         "kind, audit_seq, created_at, updated_at FROM credvault.fetch(%s)",
                         (request,),
                     ).fetchone()
-                except pe.ObjectNotInPrerequisiteState:
+                except Exception as e:
                     # WAL inserted before the fetch is not flushed yet (another session's,
                     # or our own asynchronous commit): flush it with a commit of our own
+                    if not _not_durable_yet(e):
+                        raise
                     pending = True
             if not pending:
                 break
@@ -506,8 +553,6 @@ class PgStore:
     ) -> list[tuple[bytes, int, bytes, bytes | None, bytes | None, bytes | None]]:
         """Phase two: (uid, key version, secret, username, url, notes envelopes) of every
         credential of the engagement."""
-        from psycopg import errors as pe
-
         for attempt in range(20):
             with self._errors("rotate", engagement):
                 try:
@@ -516,7 +561,9 @@ class PgStore:
                         "FROM credvault.rotation_fetch(%s)",
                         (request,),
                     ).fetchall()
-                except pe.ObjectNotInPrerequisiteState:
+                except Exception as e:
+                    if not _not_durable_yet(e):
+                        raise
                     pending = True
                 else:
                     pending = False
@@ -586,6 +633,18 @@ class PgStore:
             (int(r[0]), _ts(r[1]), str(r[2]), str(r[3]), str(r[4] or ""), str(r[5]), str(r[6]))
             for r in rows
         ]
+
+
+def _not_durable_yet(e: BaseException) -> bool:
+    kind = _db_error(e)
+    return kind is not None and kind[0] == _NOT_DURABLE_YET
+
+
+def _connect_error(member: str, e: BaseException) -> CredvaultError:
+    text = _message(e)
+    if "password authentication failed" in text or "not permitted to log in" in text:
+        return AccessDenied(member, "log in to the team vault", None, "login refused by the server")
+    return StoreError(f"cannot connect to the team vault: {text}")
 
 
 def _engagement(r: Any) -> EngagementRow:
