@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -189,8 +188,18 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
         c = owner.conn
         with c.transaction():
             c.execute("UPDATE credvault.meta SET value = %s WHERE key = 'vault_id'", (s.vault_id,))
+            # the migrating admin is the team vault's founder: every code carries their
+            # fingerprint and every member's invitation is signed by them (format.md §19.3)
+            from credvault.team_log import (
+                fingerprint,
+                invitation_key,
+                invitation_message,
+                make_code,
+            )
+
+            anchor_fp = fingerprint(members[s.member].sign_pub)
             for name, m in sorted(members.items()):
-                code = secrets.token_urlsafe(18)
+                code = make_code(anchor_fp)
                 codes[name] = code
                 c.execute(
                     "SELECT credvault.create_member_role(%s, %s, %s, 'invited')",
@@ -199,6 +208,19 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                 c.execute(
                     "UPDATE credvault.members SET sign_pub = %s, kem_pub = %s WHERE name = %s",
                     (m.sign_pub, m.kem_pub, name),
+                )
+                ipk = p.ed25519_public(invitation_key(code.encode()))
+                statement = invitation_message(s.vault_id, name, ipk, m.admin, s.member)
+                c.execute(
+                    "INSERT INTO credvault.member_certs (member, inviter, admin, ipk,"
+                    " invitation_sig) VALUES (%s, %s, %s, %s, %s)",
+                    (
+                        name,
+                        s.member,
+                        m.admin,
+                        ipk,
+                        p.sign(s.keys.sign_private, labels.TEAM_INVITE_SIG, statement),
+                    ),
                 )
             for e in engagements:
                 vc = vouched.get(e.id)

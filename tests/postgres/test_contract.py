@@ -346,7 +346,7 @@ def test_the_key_slot_is_private_and_strictly_read(team: World) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
     original = path.read_bytes()
-    path.write_bytes(original.replace(b'"version": 1', b'"version": true'))
+    path.write_bytes(original.replace(b'"version": 2', b'"version": true'))
     r = team.run("bob", "ls")
     assert r.code == 6
     assert "team key slot is corrupt" in one_line(r)

@@ -34,6 +34,9 @@ MEMBER_LOG = b"credvault/v1/membership-link"  # signature over a membership-log 
 MEMBER_LOG_HASH = b"credvault/v1/membership-chain"  # hash chaining the links
 WITNESS_MAC = b"credvault/v1/witness-mac"  # HKDF info: a member's witness file MAC key
 MEMBER_STATE_MAC = b"credvault/v1/membership-state-mac"  # HKDF info: verified-state MAC key
+TEAM_INVITE_SIG = b"credvault/v1/team-invite-statement"  # an admin invites a member (team)
+TEAM_JOIN_PROOF = b"credvault/v1/team-join-proof"  # the invitation key vouches for join keys
+TEAM_INVITE_KEY = b"credvault/v1/team-invite-key-seed"  # HKDF info: invitation Ed25519 seed
 
 # The three statements signed under GRANT_SIG, told apart by their first encoded part.
 GRANT_CREATION = "create"  # an admin created the engagement with its first lead
@@ -66,6 +69,9 @@ ALL = (
     MEMBER_LOG_HASH,
     WITNESS_MAC,
     MEMBER_STATE_MAC,
+    TEAM_INVITE_SIG,
+    TEAM_JOIN_PROOF,
+    TEAM_INVITE_KEY,
 )
 
 
