@@ -194,6 +194,7 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                 fingerprint,
                 invitation_key,
                 invitation_message,
+                join_message,
                 make_code,
             )
 
@@ -209,17 +210,23 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                     "UPDATE credvault.members SET sign_pub = %s, kem_pub = %s WHERE name = %s",
                     (m.sign_pub, m.kem_pub, name),
                 )
-                ipk = p.ed25519_public(invitation_key(code.encode()))
+                # the keys are known already (certified by the SQLCipher admin key): the
+                # code's holder vouches for them now, so a copy sealed before they join
+                # verifies (and join checks they come with exactly these keys)
+                seed = invitation_key(code.encode())
+                ipk = p.ed25519_public(seed)
                 statement = invitation_message(s.vault_id, name, ipk, m.admin, s.member)
+                proof = join_message(s.vault_id, name, m.sign_pub, m.kem_pub)
                 c.execute(
                     "INSERT INTO credvault.member_certs (member, inviter, admin, ipk,"
-                    " invitation_sig) VALUES (%s, %s, %s, %s, %s)",
+                    " invitation_sig, join_sig) VALUES (%s, %s, %s, %s, %s, %s)",
                     (
                         name,
                         s.member,
                         m.admin,
                         ipk,
                         p.sign(s.keys.sign_private, labels.TEAM_INVITE_SIG, statement),
+                        p.sign(seed, labels.TEAM_JOIN_PROOF, proof),
                     ),
                 )
             for e in engagements:
