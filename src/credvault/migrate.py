@@ -310,6 +310,14 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                 trash = st.trash(e.id)
                 if trash:
                     archive["trash"][e.name] = [{**t._asdict(), "uid": t.uid.hex()} for t in trash]
+            # every engagement comes over without a team log: the founder lists them, and
+            # a team client accepts an engagement without a log only if listed (§19.4)
+            from credvault.team_log import pre_log_list
+
+            c.execute(
+                "INSERT INTO credvault.meta (key, value) VALUES ('pre_log_engagements', %s)",
+                (pre_log_list(s.vault_id, [e.uid for e in engagements], s.keys.sign_private),),
+            )
             data = json.dumps(archive, sort_keys=True, separators=(",", ":")).encode()
             digest = hashlib.sha256(data).hexdigest()
             c.execute(

@@ -55,6 +55,7 @@ from credvault.team_log import (
     join_message,
     make_code,
     parse_code,
+    pre_log_uids,
 )
 
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
@@ -147,6 +148,7 @@ class Team:
         self._certs: Certs | None = None
         self._witness: LogWitness | None = None
         self._logged: set[str] = set()  # engagements seen with a membership log
+        self._pre_log: frozenset[bytes] | None = None
         self.sign_pub = p.ed25519_public(keys.sign_private)
         self.credentials = TeamCredentials(self)
         self.engagements = TeamEngagements(self)
@@ -367,6 +369,22 @@ class Team:
         self._logged.add(eng.name)
         return state
 
+    def check_pre_log(self, eng: EngagementRow) -> None:
+        """An engagement without a membership log is one ``migrate`` carried over (the
+        founder signed the list), or tampering: a log deleted to pass an engagement off as
+        older, or an engagement made with the version-1 function, whose first key its admin
+        chose (issue 11 property 3)."""
+        if self._pre_log is None:
+            certs = self.certs()
+            self._pre_log = pre_log_uids(
+                self.vault_id, self.store.pre_log_engagements(), certs.founder_key()
+            )
+        if eng.uid not in self._pre_log:
+            raise IntegrityError(
+                f"engagement {eng.name!r} has no membership log and was not carried over by "
+                "migrate: its log was deleted, or it was made around the log"
+            )
+
     def leads(self, state: ml.State) -> bool:
         m = state.roster.get(self.member)
         return m is not None and m.role == ml.LEAD and m.sign == self.sign_pub
@@ -440,6 +458,7 @@ class Team:
         cached = self._engagement_keys.get((engagement, eng.key_version))
         if cached is not None:
             return cached[0], cached[1], eng.key_version
+        self.check_pre_log(eng)
         if g is None or g.sealed is None or g.key_version is None or g.sealed_by is None:
             raise AccessDenied(self.member, action, engagement, "no key copy")
         try:
@@ -864,6 +883,7 @@ class TeamEngagements:
         links: builtins.list[bytes] = []
         old_key: bytes | None = None
         if state is None:
+            t.check_pre_log(v.eng)
             eng_uid, old_key, old_version = t.engagement_key(name, "rotate")
         else:
             if not t.leads(state):

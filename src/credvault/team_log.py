@@ -52,6 +52,8 @@ __all__ = [
     "join_message",
     "make_code",
     "parse_code",
+    "pre_log_list",
+    "pre_log_uids",
 ]
 
 _FP_LEN = 32
@@ -194,6 +196,14 @@ class Certs:
             raise IntegrityError("the team vault's founder is not unique")
         return fingerprint(founders[0].sign_pub)
 
+    def founder_key(self) -> bytes:
+        """The founder's signing key, its certificate checked against the pinned anchor."""
+        fp = self.anchor or self.founder()
+        for row in self.rows.values():
+            if row.inviter == row.member and row.sign_pub and fingerprint(row.sign_pub) == fp:
+                return self._chain(row.member, frozenset()).sign
+        raise IntegrityError("the team vault's founder is missing")
+
     def sealer(self, member: str) -> bytes:
         """The certified signing key of a member, current or removed (who sealed a copy)."""
         return self._chain(member, frozenset()).sign
@@ -205,6 +215,30 @@ class Certs:
         except IntegrityError:
             return frozenset()
         return frozenset({c.sign}) if c.admin else frozenset()
+
+
+# -- engagements carried over without a log -------------------------------------------------
+def pre_log_list(vault_id: bytes, uids: list[bytes], sign_private: bytes) -> bytes:
+    """The founder's signed list of engagements ``migrate`` carried without a log
+    (docs/format.md §19.4): signature ‖ encode(vault id, uid…)."""
+    body = labels.encode(vault_id, *uids)
+    return p.sign(sign_private, labels.TEAM_PRE_LOG, body) + body
+
+
+def pre_log_uids(vault_id: bytes, blob: bytes | None, founder: bytes) -> frozenset[bytes]:
+    """The uids the founder listed (empty for a vault made new); IntegrityError if forged."""
+    if blob is None:
+        return frozenset()
+    sig, body = blob[: ml.SIG_LEN], blob[ml.SIG_LEN :]
+    p.verify(founder, labels.TEAM_PRE_LOG, body, sig, "the list of migrated engagements")
+    parts, i = [], 0
+    while i + 4 <= len(body):
+        n = int.from_bytes(body[i : i + 4], "big")
+        parts.append(body[i + 4 : i + 4 + n])
+        i += 4 + n
+    if i != len(body) or not parts or parts[0] != vault_id:
+        raise IntegrityError("the list of migrated engagements is malformed")
+    return frozenset(parts[1:])
 
 
 # -- the member's witness of the logs they verified ------------------------------------------

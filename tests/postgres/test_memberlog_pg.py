@@ -20,6 +20,7 @@ import pytest
 
 from conftest import KDF_ARG
 from credvault import memberlog as ml
+from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.postgres.slot import TeamSlot, login_password
 from credvault.secret import Secret
@@ -119,7 +120,6 @@ def test_a_key_the_dba_swaps_in_before_a_grant_is_refused(team: World, column: s
 def test_a_member_the_dba_made_up_cannot_be_granted(team: World) -> None:
     """A member row with its own self-signed "founder" certificate: not the founder every
     member pins (the fingerprint rides in each invitation code), so exit 6."""
-    from credvault.crypto import labels
     from credvault.team_log import invitation_message, join_message
 
     db = str(team.extra["db"])
@@ -336,3 +336,49 @@ def test_an_invitation_code_without_the_founder_fingerprint_is_refused(
     )  # fmt: skip
     assert r.code == 2, r.err
     assert "invitation code" in one_line(r)
+
+
+def test_an_engagement_made_around_the_log_is_refused(team: World) -> None:
+    """alice, an admin with psql, calls the version-1 ``create_engagement`` herself: an
+    engagement without a log, bob its lead, with a key she made and sealed to bob (the copy
+    signed with her own certified key, so every signature checks). bob's client refuses
+    it (exit 6): only engagements the founder listed at ``migrate`` may lack a log, so he
+    never seals a secret under a key his admin knows."""
+    from credvault.postgres.client import copy_message, creation_message, seal_info
+
+    db = str(team.extra["db"])
+    home = Path(team.envs["alice"]["XDG_CONFIG_HOME"])
+    slot = TeamSlot.read(home / "credvault" / "team" / db / "alice.slot")
+    pw = Path(team.envs["alice"]["CREDVAULT_PASSPHRASE_FILE"]).read_text().strip()
+    keys = slot.unlock(Secret(pw.encode()))
+    vid, uid, key = slot.vault_id, os.urandom(16), p.random_key()
+    bob_kem = bytes(dba(team, "SELECT kem_pub FROM credvault.members WHERE name = 'bob'")[0][0])
+    sealed = p.hpke_seal(bob_kem, key, seal_info(vid, uid, "bob", 1))
+    with member_conn(team, "alice") as conn:
+        conn.execute(
+            "SELECT credvault.create_engagement(%s, 'planted', 'c', %s, %s, 'bob')",
+            (
+                uid,
+                p.fingerprint(key),
+                p.sign(
+                    keys.sign_private,
+                    labels.GRANT_SIG,
+                    creation_message(vid, uid, "planted", "c", "bob", "alice"),
+                ),
+            ),
+        )
+        conn.execute(
+            "SELECT credvault.put_grant('planted', 'bob', 'lead', '\\x00', 1, %s, %s)",
+            (
+                sealed,
+                p.sign(
+                    keys.sign_private,
+                    labels.GRANT_SIG,
+                    copy_message(vid, uid, "bob", 1, sealed, key, "alice"),
+                ),
+            ),
+        )
+    r = team.run("bob", "put", "planted/db", input=SECRET + b"\n")
+    assert r.code == 6, r.err
+    assert "membership log" in one_line(r)
+    assert dba(team, "SELECT count(*) FROM credvault.credentials")[0][0] == 0

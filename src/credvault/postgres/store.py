@@ -362,6 +362,10 @@ class PgStore:
             for r in rows
         }  # fmt: skip
 
+    def pre_log_engagements(self) -> bytes | None:
+        """The founder's signed list of engagements migrated without a log (or None)."""
+        return _b(self._one("SELECT credvault.pre_log_engagements()")[0])
+
     def invite_member(
         self, name: str, verifier: str, admin: bool, ipk: bytes, invitation_sig: bytes
     ) -> None:

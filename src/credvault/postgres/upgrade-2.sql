@@ -114,6 +114,17 @@ BEGIN
         FROM member_certs c JOIN members m ON m.name = c.member ORDER BY c.member;
 END $$;
 
+-- The engagements `credvault migrate` carried without a membership log, as the list the
+-- migrating admin (the founder) signed (docs/format.md §19.4); NULL on a vault made new.
+-- A client accepts an engagement without a log only if the founder listed it.
+CREATE FUNCTION credvault.pre_log_engagements() RETURNS bytea
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN (SELECT value FROM meta WHERE key = 'pre_log_engagements');
+END $$;
+
 -- An admin invites: the member's role (add_member) and the invitation the admin signed.
 CREATE FUNCTION credvault.invite_member(member text, verifier text, make_admin boolean,
                                         i_ipk bytea, i_sig bytea)
@@ -341,6 +352,7 @@ BEGIN
     REVOKE ALL ON TABLE credvault.engagement_log, credvault.member_certs FROM PUBLIC;
     EXECUTE format('REVOKE ALL ON FUNCTION credvault.engagement_log_links(text, bigint),'
                    ' credvault.engagement_log_head(bigint), credvault.member_certificates(),'
+                   ' credvault.pre_log_engagements(),'
                    ' credvault.invite_member(text, text, boolean, bytea, bytea),'
                    ' credvault.join_vault_proved(bytea, bytea, text, bytea),'
                    ' credvault.create_engagement_logged(bytea, text, text, text, bytea),'
@@ -351,6 +363,7 @@ BEGIN
                    ' bytea[], bytea[], bytea[], bytea[], text[], bytea[], bytea[], bytea[]) FROM PUBLIC');
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.engagement_log_links(text, bigint),'
                    ' credvault.engagement_log_head(bigint), credvault.member_certificates(),'
+                   ' credvault.pre_log_engagements(),'
                    ' credvault.invite_member(text, text, boolean, bytea, bytea),'
                    ' credvault.join_vault_proved(bytea, bytea, text, bytea),'
                    ' credvault.create_engagement_logged(bytea, text, text, text, bytea),'
