@@ -189,7 +189,7 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
         with c.transaction():
             c.execute("UPDATE credvault.meta SET value = %s WHERE key = 'vault_id'", (s.vault_id,))
             # the migrating admin is the team vault's founder: every code carries their
-            # fingerprint and every member's invitation is signed by them (format.md §19.3)
+            # fingerprint and every member's invitation is signed by them (format.md §19.4)
             from credvault.team_log import (
                 fingerprint,
                 invitation_key,
@@ -311,7 +311,7 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                 if trash:
                     archive["trash"][e.name] = [{**t._asdict(), "uid": t.uid.hex()} for t in trash]
             # every engagement comes over without a team log: the founder lists them, and
-            # a team client accepts an engagement without a log only if listed (§19.4)
+            # a team client accepts an engagement without a log only if listed (§19.6)
             from credvault.team_log import pre_log_list
 
             c.execute(

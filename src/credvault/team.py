@@ -279,7 +279,7 @@ class Team:
         ) as store:
             vault_id = store.vault_id()
             slot, keys = new_slot(vault_id, db, member, passphrase, kdf, keys=keys, anchor=anchor)
-            # the holder of the code vouches for the keys made here (format.md §19.3)
+            # the holder of the code vouches for the keys made here (format.md §19.4)
             proof = p.sign(
                 invitation_key(code),
                 labels.TEAM_JOIN_PROOF,

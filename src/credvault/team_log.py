@@ -90,7 +90,7 @@ def invitation_key(code: bytes) -> bytes:
 def invitation_message(
     vault_id: bytes, member: str, ipk: bytes, admin: bool, inviter: str
 ) -> bytes:
-    """What the inviting admin signs (docs/format.md §19.3)."""
+    """What the inviting admin signs (docs/format.md §19.4)."""
     return labels.encode("invite", vault_id, member, ipk, int(admin), inviter)
 
 
@@ -220,7 +220,7 @@ class Certs:
 # -- engagements carried over without a log -------------------------------------------------
 def pre_log_list(vault_id: bytes, uids: list[bytes], sign_private: bytes) -> bytes:
     """The founder's signed list of engagements ``migrate`` carried without a log
-    (docs/format.md §19.4): signature ‖ encode(vault id, uid…)."""
+    (docs/format.md §19.6): signature ‖ encode(vault id, uid…)."""
     body = labels.encode(vault_id, *uids)
     return p.sign(sign_private, labels.TEAM_PRE_LOG, body) + body
 

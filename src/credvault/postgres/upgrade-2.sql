@@ -14,7 +14,7 @@ SELECT 1;
 --
 -- The membership log (docs/format.md §17, the SQLCipher vault's own links) of each
 -- engagement made on a schema-2 server, and the invitation/join statements that certify
--- each member's public keys (docs/format.md §19.3). The server cannot check Ed25519 cheaply
+-- each member's public keys (docs/format.md §19.4). The server cannot check Ed25519 cheaply
 -- in SQL and need not: every client replays the log and checks every signature on its own
 -- machine. What the server adds is order: a link is appended only through the functions
 -- below, only after the link before it (seq and prev-hash continuity, checked here), in
@@ -115,7 +115,7 @@ BEGIN
 END $$;
 
 -- The engagements `credvault migrate` carried without a membership log, as the list the
--- migrating admin (the founder) signed (docs/format.md §19.4); NULL on a vault made new.
+-- migrating admin (the founder) signed (docs/format.md §19.6); NULL on a vault made new.
 -- A client accepts an engagement without a log only if the founder listed it.
 CREATE FUNCTION credvault.pre_log_engagements() RETURNS bytea
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
