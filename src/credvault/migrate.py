@@ -183,6 +183,7 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
         made_dir = True
         codes: dict[str, str] = {}
         counts = {"credentials": 0, "systems": 0, "grants": 0}
+        carried: set[bytes] = set()  # engagements whose SQLCipher log is their team log
         expect: dict[bytes, tuple[Any, ...]] = {}
         expect_grants: dict[tuple[bytes, str], tuple[Any, ...]] = {}
         c = owner.conn
@@ -243,6 +244,8 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                 if vc is not None:
                     counts["grants"] += _reissue_grants(c, v, e, eid, vc, expect_grants)
                     archive["member_logs"][e.name] = [_b64(b) for b in st.log_links(e.id)]
+                    if _carry_log(c, v, e, eid, vc):
+                        carried.add(e.uid)
                 else:
                     for g in st.grants(e.id):
                         if g.member == RECOVERY:
@@ -316,7 +319,13 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
 
             c.execute(
                 "INSERT INTO credvault.meta (key, value) VALUES ('pre_log_engagements', %s)",
-                (pre_log_list(s.vault_id, [e.uid for e in engagements], s.keys.sign_private),),
+                (
+                    pre_log_list(
+                        s.vault_id,
+                        [e.uid for e in engagements if e.uid not in carried],
+                        s.keys.sign_private,
+                    ),
+                ),
             )
             data = json.dumps(archive, sort_keys=True, separators=(",", ":")).encode()
             digest = hashlib.sha256(data).hexdigest()
@@ -428,6 +437,34 @@ def _insert_grant(c: Any, eid: int, g: Grant) -> None:
             g.revoked_at,
         ),
     )
+
+
+def _carry_log(c: Any, v: Vault, e: Engagement, eid: int, vc: _Vouched) -> bool:
+    """Carry ``e``'s membership log over as its team log, link for link, if a team client
+    will verify it exactly as this vault did: link 0 signed by a member who is an admin of
+    the team vault with the same key (their certificate, format.md §19.4), no link that
+    needs the recovery key (a team vault has none), the same final state. Otherwise the
+    log stays in the archive only and the engagement is listed as carried without one."""
+    s = v._s
+    links = s.store.log_links(e.id)
+    if not links:
+        return False
+    creator = ml.Link.from_bytes(links[0]).signer
+    m = s.slots.members.get(creator)
+    admins = {creator: frozenset({m.sign_pub})} if m is not None and m.admin else {}
+    try:
+        state = ml.replay(links, ml.Trust(s.vault_id, e.uid, admins, b""))
+    except IntegrityError:
+        return False
+    if state.head != vc.state.head or state.key_version != vc.state.key_version:
+        return False
+    for link in links:
+        c.execute(
+            "INSERT INTO credvault.engagement_log (engagement_id, seq, link, hash)"
+            " VALUES (%s, %s, %s, %s)",
+            (eid, ml.Link.from_bytes(link).seq, link, ml.chain_hash(link)),
+        )
+    return True
 
 
 def _sign(v: Vault, message: bytes) -> bytes:

@@ -859,6 +859,22 @@ class TeamEngagements:
             if n != self.t.member and (n not in rows or rows[n].state != "active")
         )
 
+    def _current(self, state: ml.State, member: str) -> bool:
+        """Whether ``member`` still holds the keys the log pins (so may be sealed to them).
+
+        A member removed, or whose certified keys are others now (keys replaced in the
+        SQLCipher vault before a migration), gets no copy until a lead grants them again.
+        A certificate that does not verify is tampering with the rows, not a key change:
+        the log's pinned key stays the one sealed to."""
+        m = state.roster[member]
+        try:
+            c = self.t.certs().keys(member)
+        except NotFound:
+            return False
+        except IntegrityError:
+            return True
+        return (c.sign, c.kem) == (m.sign, m.kem)
+
     def rotate(self, name: str) -> int:
         """A new engagement key made here: every envelope re-sealed under it, a copy sealed
         to each member the signed log lets read (to the keys it pins); stored in one server
@@ -925,11 +941,10 @@ class TeamEngagements:
         copies = []
         if state is not None:
             now = _now()
-            active = {n for n, row in t.certs().rows.items() if row.state == "active"}
             holders = [
                 (n, state.kem_of(n))
                 for n in sorted(state.holders.get(version, frozenset()))
-                if state.may_read(n, now) and n in active
+                if state.may_read(n, now) and self._current(state, n)
             ]
         else:
             holders = [(m, t.certs().keys(m).kem) for m, _ in t.store.rotation_grantees(name)]
