@@ -62,6 +62,8 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 # issue 11: pure formats of the membership log and the member's witness
                 "credvault.memberlog",
                 "credvault.witness",
+                # issue 14: a team vault's certificates and log witness (pure, no vault)
+                "credvault.team_log",
                 # helpers without a vault (issues 16, 17): formats, generators, external tools
                 "credvault.totp",
                 "credvault.generators",

@@ -100,6 +100,23 @@ def test_not_json_and_a_newer_version() -> None:
     with pytest.raises(IntegrityError):
         TeamSlot.from_bytes(b"\xff not json")
     with pytest.raises(UnsupportedFormat, match="newer"):
+        TeamSlot.from_bytes(_edit(slot.to_bytes(), version=3))
+
+
+def test_version_2_pins_the_founder_and_version_1_still_reads() -> None:
+    """Version 2 adds ``anchor`` (the founder's fingerprint, from the invitation code);
+    a version-1 slot (no anchor) still reads, an anchor that is not 32 hex digits or a
+    version-2 slot without one is corrupt."""
+    slot, _ = _slot()
+    assert slot.anchor is None
+    assert b'"version": 1' in slot.to_bytes()
+    pinned = slot._replace(anchor="ab" * 16)
+    data = pinned.to_bytes()
+    assert b'"version": 2' in data
+    assert TeamSlot.from_bytes(data) == pinned
+    with pytest.raises(IntegrityError, match="anchor"):
+        TeamSlot.from_bytes(_edit(data, anchor="AB" * 16))
+    with pytest.raises(IntegrityError, match="fields"):
         TeamSlot.from_bytes(_edit(slot.to_bytes(), version=2))
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -184,13 +183,25 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
         made_dir = True
         codes: dict[str, str] = {}
         counts = {"credentials": 0, "systems": 0, "grants": 0}
+        carried: set[bytes] = set()  # engagements whose SQLCipher log is their team log
         expect: dict[bytes, tuple[Any, ...]] = {}
         expect_grants: dict[tuple[bytes, str], tuple[Any, ...]] = {}
         c = owner.conn
         with c.transaction():
             c.execute("UPDATE credvault.meta SET value = %s WHERE key = 'vault_id'", (s.vault_id,))
+            # the migrating admin is the team vault's founder: every code carries their
+            # fingerprint and every member's invitation is signed by them (format.md §19.4)
+            from credvault.team_log import (
+                fingerprint,
+                invitation_key,
+                invitation_message,
+                join_message,
+                make_code,
+            )
+
+            anchor_fp = fingerprint(members[s.member].sign_pub)
             for name, m in sorted(members.items()):
-                code = secrets.token_urlsafe(18)
+                code = make_code(anchor_fp)
                 codes[name] = code
                 c.execute(
                     "SELECT credvault.create_member_role(%s, %s, %s, 'invited')",
@@ -199,6 +210,25 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                 c.execute(
                     "UPDATE credvault.members SET sign_pub = %s, kem_pub = %s WHERE name = %s",
                     (m.sign_pub, m.kem_pub, name),
+                )
+                # the keys are known already (certified by the SQLCipher admin key): the
+                # code's holder vouches for them now, so a copy sealed before they join
+                # verifies (and join checks they come with exactly these keys)
+                seed = invitation_key(code.encode())
+                ipk = p.ed25519_public(seed)
+                statement = invitation_message(s.vault_id, name, ipk, m.admin, s.member)
+                proof = join_message(s.vault_id, name, m.sign_pub, m.kem_pub)
+                c.execute(
+                    "INSERT INTO credvault.member_certs (member, inviter, admin, ipk,"
+                    " invitation_sig, join_sig) VALUES (%s, %s, %s, %s, %s, %s)",
+                    (
+                        name,
+                        s.member,
+                        m.admin,
+                        ipk,
+                        p.sign(s.keys.sign_private, labels.TEAM_INVITE_SIG, statement),
+                        p.sign(seed, labels.TEAM_JOIN_PROOF, proof),
+                    ),
                 )
             for e in engagements:
                 vc = vouched.get(e.id)
@@ -214,6 +244,8 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                 if vc is not None:
                     counts["grants"] += _reissue_grants(c, v, e, eid, vc, expect_grants)
                     archive["member_logs"][e.name] = [_b64(b) for b in st.log_links(e.id)]
+                    if _carry_log(c, v, e, eid, vc):
+                        carried.add(e.uid)
                 else:
                     for g in st.grants(e.id):
                         if g.member == RECOVERY:
@@ -281,6 +313,20 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
                 trash = st.trash(e.id)
                 if trash:
                     archive["trash"][e.name] = [{**t._asdict(), "uid": t.uid.hex()} for t in trash]
+            # every engagement comes over without a team log: the founder lists them, and
+            # a team client accepts an engagement without a log only if listed (§19.6)
+            from credvault.team_log import pre_log_list
+
+            c.execute(
+                "INSERT INTO credvault.meta (key, value) VALUES ('pre_log_engagements', %s)",
+                (
+                    pre_log_list(
+                        s.vault_id,
+                        [e.uid for e in engagements if e.uid not in carried],
+                        s.keys.sign_private,
+                    ),
+                ),
+            )
             data = json.dumps(archive, sort_keys=True, separators=(",", ":")).encode()
             digest = hashlib.sha256(data).hexdigest()
             c.execute(
@@ -391,6 +437,34 @@ def _insert_grant(c: Any, eid: int, g: Grant) -> None:
             g.revoked_at,
         ),
     )
+
+
+def _carry_log(c: Any, v: Vault, e: Engagement, eid: int, vc: _Vouched) -> bool:
+    """Carry ``e``'s membership log over as its team log, link for link, if a team client
+    will verify it exactly as this vault did: link 0 signed by a member who is an admin of
+    the team vault with the same key (their certificate, format.md §19.4), no link that
+    needs the recovery key (a team vault has none), the same final state. Otherwise the
+    log stays in the archive only and the engagement is listed as carried without one."""
+    s = v._s
+    links = s.store.log_links(e.id)
+    if not links:
+        return False
+    creator = ml.Link.from_bytes(links[0]).signer
+    m = s.slots.members.get(creator)
+    admins = {creator: frozenset({m.sign_pub})} if m is not None and m.admin else {}
+    try:
+        state = ml.replay(links, ml.Trust(s.vault_id, e.uid, admins, b""))
+    except IntegrityError:
+        return False
+    if state.head != vc.state.head or state.key_version != vc.state.key_version:
+        return False
+    for link in links:
+        c.execute(
+            "INSERT INTO credvault.engagement_log (engagement_id, seq, link, hash)"
+            " VALUES (%s, %s, %s, %s)",
+            (eid, ml.Link.from_bytes(link).seq, link, ml.chain_hash(link)),
+        )
+    return True
 
 
 def _sign(v: Vault, message: bytes) -> bytes:

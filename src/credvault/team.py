@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from credvault import memberlog as ml
 from credvault import validate
 from credvault.access import Role, parse_role
 from credvault.credentials import Credential, CredentialInfo
@@ -39,11 +40,23 @@ from credvault.errors import (
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
 from credvault.model import GrantInfo, iso
-from credvault.postgres.client import copy_message, creation_message, role_message, seal_info
+from credvault.postgres.client import copy_message, role_message, seal_info
 from credvault.postgres.server import scram_verifier
 from credvault.postgres.slot import TeamSlot, login_password, new_slot
-from credvault.postgres.store import Fetched, PgStore, database_of
+from credvault.postgres.store import EngagementRow, Fetched, MyGrant, PgStore, database_of
 from credvault.secret import Secret
+from credvault.team_log import (
+    NO_RECOVERY,
+    Certs,
+    LogWitness,
+    fingerprint,
+    invitation_key,
+    invitation_message,
+    join_message,
+    make_code,
+    parse_code,
+    pre_log_uids,
+)
 
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
@@ -90,7 +103,23 @@ class Joined(NamedTuple):
 
 
 def _fp(sign_pub: bytes) -> str:
-    return p.digest(sign_pub).hex()[:32]
+    return fingerprint(sign_pub)
+
+
+def _now() -> str:
+    """Now in the membership log's time form (microseconds, ``Z``)."""
+    return iso(datetime.now(UTC))
+
+
+class View(NamedTuple):
+    """An engagement as this member sees it: the row, their grant, the sealer's published
+    key, and the verified state of its membership log (None: an engagement made before the
+    log, e.g. migrated from SQLCipher)."""
+
+    eng: EngagementRow | None
+    grant: MyGrant | None
+    sealer_pub: bytes | None
+    state: ml.State | None
 
 
 def _connect_as(target: str, member: str, password: str, *, light: bool = False) -> PgStore:
@@ -101,11 +130,26 @@ def _connect_as(target: str, member: str, password: str, *, light: bool = False)
 class Team:
     """One member's open team vault. Use as a context manager."""
 
-    def __init__(self, store: PgStore, keys: MemberKeys, vault_id: bytes, target: str) -> None:
+    def __init__(
+        self,
+        store: PgStore,
+        keys: MemberKeys,
+        vault_id: bytes,
+        target: str,
+        anchor: str | None = None,
+        database: str | None = None,
+    ) -> None:
         self.store = store
         self.keys = keys
         self.vault_id = vault_id
         self.path = target
+        self.anchor = anchor  # the founder's fingerprint this member's slot pins
+        self.database = database or store.database()
+        self._certs: Certs | None = None
+        self._witness: LogWitness | None = None
+        self._logged: set[str] = set()  # engagements seen with a membership log
+        self._pre_log: frozenset[bytes] | None = None
+        self.sign_pub = p.ed25519_public(keys.sign_private)
         self.credentials = TeamCredentials(self)
         self.engagements = TeamEngagements(self)
         self.members = TeamMembers(self)
@@ -148,7 +192,7 @@ class Team:
         except BaseException:
             store.close()
             raise
-        return cls(store, keys, vault_id, target)
+        return cls(store, keys, vault_id, target, slot.anchor, slot.database)
 
     @classmethod
     def init(cls, target: str, admin: str, passphrase: Secret, kdf: KdfParams) -> TeamInit:
@@ -170,12 +214,29 @@ class Team:
             db = owner.database()
             path = team_slot_path(db, admin)
             slot, keys = new_slot(vault_id, db, admin, passphrase, kdf)
+            # the founder: every member pins this key's fingerprint (it rides in the codes)
+            slot = slot._replace(anchor=_fp(slot.sign_pub))
             slot.write_new(path)
             owner.create_member_role(admin, scram_verifier(login_password(keys, vault_id)), True)
+            message = invitation_message(vault_id, admin, slot.sign_pub, True, admin)
+            owner.owner_certificate(
+                admin,
+                admin,
+                True,
+                slot.sign_pub,
+                p.sign(keys.sign_private, labels.TEAM_INVITE_SIG, message),
+            )
         finally:
             owner.close()
+        proof = p.sign(
+            keys.sign_private,
+            labels.TEAM_JOIN_PROOF,
+            join_message(vault_id, admin, slot.sign_pub, slot.kem_pub),
+        )
         with _connect_as(target, admin, login_password(keys, vault_id)) as store:
-            store.join(slot.sign_pub, slot.kem_pub, scram_verifier(login_password(keys, vault_id)))
+            store.join_proved(
+                slot.sign_pub, slot.kem_pub, scram_verifier(login_password(keys, vault_id)), proof
+            )
         return TeamInit(db, vault_id.hex(), admin, str(path))
 
     @staticmethod
@@ -215,51 +276,208 @@ class Team:
             from credvault.errors import AlreadyExists
 
             raise AlreadyExists(f"a team key slot exists already at {path}; not overwritten")
+        code = invitation.reveal()
+        anchor = parse_code(code.decode(errors="replace"))
         with PgStore.connect(
-            target, member, user=f"{db}_{member}", password=invitation.reveal().decode()
+            target, member, user=f"{db}_{member}", password=code.decode()
         ) as store:
             vault_id = store.vault_id()
-            slot, keys = new_slot(vault_id, db, member, passphrase, kdf, keys=keys)
+            slot, keys = new_slot(vault_id, db, member, passphrase, kdf, keys=keys, anchor=anchor)
+            # the holder of the code vouches for the keys made here (format.md §19.4)
+            proof = p.sign(
+                invitation_key(code),
+                labels.TEAM_JOIN_PROOF,
+                join_message(vault_id, member, slot.sign_pub, slot.kem_pub),
+            )
             slot.write_new(path)
             try:
-                store.join(
-                    slot.sign_pub, slot.kem_pub, scram_verifier(login_password(keys, vault_id))
+                store.join_proved(
+                    slot.sign_pub,
+                    slot.kem_pub,
+                    scram_verifier(login_password(keys, vault_id)),
+                    proof,
                 )
             except BaseException:
                 path.unlink()  # the keys were never published: a rerun starts clean
                 raise
         return Joined(member, str(path), _fp(slot.sign_pub))
 
+    # -- trust: certificates and membership logs ------------------------------------------
+    def certs(self) -> Certs:
+        """Every member's certified keys (read once per session, each chain checked once)."""
+        if self._certs is None:
+            self._certs = Certs(self.vault_id, self.anchor, self.store.certificates())
+        return self._certs
+
+    @property
+    def witness(self) -> LogWitness:
+        if self._witness is None:
+            self._witness = LogWitness(
+                LogWitness.path_for(self.database, self.member),
+                self.vault_id,
+                self.member,
+                self.keys.sign_private,
+            )
+        return self._witness
+
+    def trust(self, uid: bytes, creator: str | None = None) -> ml.Trust:
+        """What a log is checked against: link 0 against the creator's certified admin
+        key; every later link against the keys the log itself pins. No recovery key."""
+        admins = {} if creator is None else {creator: self.certs().admin_keys(creator)}
+        return ml.Trust(self.vault_id, uid, admins, NO_RECOVERY)
+
+    def view(self, engagement: str) -> View:
+        """The engagement, this member's copy and its verified log, in one round trip
+        (two the first time this member sees a log, or after a rename)."""
+        kept = self.witness.by_name(engagement)
+        after = -1 if kept is None else kept[1].seq
+        eng, g, sealer_pub, head, links = self.store.key_copy(engagement, after)
+        if eng is None:
+            return View(None, None, None, None)
+        return View(eng, g, sealer_pub, self._replay(eng, head, links, after))
+
+    def _replay(
+        self, eng: EngagementRow, head: int, links: list[bytes], after: int
+    ) -> ml.State | None:
+        w = self.witness
+        kept = w.states.get(eng.uid)
+        if head < 0:
+            if kept is not None:
+                raise IntegrityError(
+                    f"the membership log of {eng.name!r} is gone; this member verified "
+                    f"{kept.seq + 1} links of it before"
+                )
+            return None
+        if kept is not None and kept.seq > head:
+            raise IntegrityError(
+                f"membership log of {eng.name!r} ends at link {head}, but this member verified "
+                f"link {kept.seq} before: rolled back or links were deleted"
+            )
+        start = -1 if kept is None else kept.seq
+        if start != after:  # asked from another state (a renamed engagement): ask again
+            links = self.store.log_links(eng.name, start)
+        if kept is None:
+            if not links:
+                raise IntegrityError(f"membership log of {eng.name!r} is empty")
+            creator = ml.Link.from_bytes(links[0]).signer
+            state = ml.replay(links, self.trust(eng.uid, creator))
+        else:
+            state = ml.replay(links, self.trust(eng.uid), kept) if links else kept
+        if state.seq != head:
+            raise IntegrityError(f"membership log of {eng.name!r} is missing links")
+        if state.name != eng.name:
+            raise IntegrityError(
+                f"engagement {eng.name!r} carries the membership log of {state.name!r}"
+            )
+        w.keep(eng.uid, state)
+        self._logged.add(eng.name)
+        return state
+
+    def check_pre_log(self, eng: EngagementRow) -> None:
+        """An engagement without a membership log is one ``migrate`` carried over (the
+        founder signed the list), or tampering: a log deleted to pass an engagement off as
+        older, or an engagement made with the version-1 function, whose first key its admin
+        chose (issue 11 property 3)."""
+        if self._pre_log is None:
+            certs = self.certs()
+            self._pre_log = pre_log_uids(
+                self.vault_id, self.store.pre_log_engagements(), certs.founder_key()
+            )
+        if eng.uid not in self._pre_log:
+            raise IntegrityError(
+                f"engagement {eng.name!r} has no membership log and was not carried over by "
+                "migrate: its log was deleted, or it was made around the log"
+            )
+
+    def leads(self, state: ml.State) -> bool:
+        m = state.roster.get(self.member)
+        return m is not None and m.role == ml.LEAD and m.sign == self.sign_pub
+
+    def logged(self, engagement: str) -> bool:
+        """Whether ``engagement`` was seen with a membership log in this session."""
+        return engagement in self._logged
+
     # -- helpers for the sub-objects ------------------------------------------------------
     def engagement_key(
         self, engagement: str, action: str, version: int | None = None
     ) -> tuple[bytes, bytes, int]:
-        """(engagement uid, key, version) from the member's own sealed copy: opened with
-        their private key, its signature checked against the sealer's published key, and
-        the key's fingerprint against the engagement's. With ``version`` (what a fetched
-        record says), a key of that version opened earlier in this session is reused
-        without asking the server again (the server checked the role at the fetch)."""
+        """(engagement uid, key, version) from the member's own sealed copy, accepted only
+        if the replayed membership log made this member a holder of that version and the
+        key has the fingerprint the rotating lead signed into the log. With ``version``
+        (what a fetched record says), a key of that version opened earlier in this session
+        is reused without asking the server again (the server checked the role at the
+        fetch). The first lead makes the first key here, at their first use of it."""
         if version is not None:
             hit = self._engagement_keys.get((engagement, version))
             if hit is not None:
                 return hit[0], hit[1], version
-        eng, g, sealer_pub = self.store.key_copy(engagement)
-        if eng is None:
+        v = self.view(engagement)
+        if v.eng is None:
             raise AccessDenied(self.member, action, engagement, "no role on it")
+        if v.state is None:
+            return self._unlogged_key(engagement, action, v)
+        if v.state.key_version == 0 and self.leads(v.state):
+            self.engagements.rotate(engagement)
+            v = self.view(engagement)
+        return self.logged_key(engagement, action, v)
+
+    def logged_key(self, engagement: str, action: str, v: View) -> tuple[bytes, bytes, int]:
+        eng, g, state = v.eng, v.grant, v.state
+        assert eng is not None
+        assert state is not None
+        version = state.key_version
+        if version == 0:
+            raise AccessDenied(
+                self.member, action, engagement, "no key yet: the engagement's lead makes it first"
+            )
+        if eng.key_version != version:
+            raise IntegrityError(
+                f"engagement {engagement!r} claims key version {eng.key_version}, "
+                f"its membership log {version}"
+            )
+        cached = self._engagement_keys.get((engagement, version))
+        if cached is not None:
+            return cached[0], cached[1], version
+        if not state.may_read(self.member, _now()):
+            raise AccessDenied(self.member, action, engagement, "no reading role in its log")
+        if not state.held(self.member, version):
+            raise IntegrityError(
+                f"engagement {engagement!r}: the membership log gives {self.member!r} no key"
+            )
+        if g is None or g.sealed is None or g.key_version != version:
+            raise IntegrityError(f"engagement {engagement!r}: this member's key copy is missing")
+        key = p.hpke_open(
+            self.keys.kem_private, g.sealed, seal_info(self.vault_id, eng.uid, self.member, version)
+        )
+        state.check_key(version, key)
+        self._engagement_keys[(engagement, version)] = (eng.uid, key)
+        return eng.uid, key, version
+
+    def _unlogged_key(self, engagement: str, action: str, v: View) -> tuple[bytes, bytes, int]:
+        """An engagement made before the log (migrated): the copy's signature is checked
+        against its sealer's *certified* key (not the key the server publishes), and the
+        key's fingerprint against the engagement's."""
+        eng, g = v.eng, v.grant
+        assert eng is not None
         cached = self._engagement_keys.get((engagement, eng.key_version))
         if cached is not None:
             return cached[0], cached[1], eng.key_version
+        self.check_pre_log(eng)
         if g is None or g.sealed is None or g.key_version is None or g.sealed_by is None:
             raise AccessDenied(self.member, action, engagement, "no key copy")
-        if sealer_pub is None:
-            raise IntegrityError(f"engagement {engagement!r}: the key copy's sealer is unknown")
+        try:
+            sealer = self.certs().sealer(g.sealed_by)
+        except IntegrityError:
+            raise IntegrityError(
+                f"engagement {engagement!r}: the key copy's sealer is unknown or uncertified"
+            ) from None
         key = p.hpke_open(
             self.keys.kem_private,
             g.sealed,
             seal_info(self.vault_id, eng.uid, self.member, g.key_version),
         )
         p.verify(
-            sealer_pub,
+            sealer,
             labels.GRANT_SIG,
             copy_message(
                 self.vault_id, eng.uid, self.member, g.key_version, g.sealed, key, g.sealed_by
@@ -331,6 +549,10 @@ class TeamCredentials:
         kind = kind or (existing[0] if existing else "password")
         eng_uid, key, version = t.engagement_key(eng, "put")
         uid = os.urandom(16)
+        # the secret is bound to the record's clear columns (format 0x02, docs/format.md §4):
+        # name, kind and the system link the row keeps (a replaced value keeps its link)
+        system_uid = t.store.credential_system(eng, name) if existing else b""
+        record: envelope.Binding = ("credential", name, kind, system_uid)
 
         def seal(field: str, value: bytes | None) -> bytes | None:
             if value is None:
@@ -338,7 +560,7 @@ class TeamCredentials:
             return envelope.seal(t.place(eng_uid, uid, field), value, key, version)
 
         envs = (
-            envelope.seal(t.place(eng_uid, uid, "secret"), raw, key, version),
+            envelope.seal(t.place(eng_uid, uid, "secret", record), raw, key, version),
             seal("username", None if username is None else username.encode()),
             seal("url", None if url is None else url.encode()),
             seal("notes", None if notes is None else notes.encode()),
@@ -377,11 +599,34 @@ class TeamCredentials:
             if blob is None:
                 values[field] = None
                 continue
-            bound = t.binding(eng, f.uid, field, blob, None)
-            if bound and (bound[1], bound[2]) != (name, f.kind):
-                raise IntegrityError(f"{ref}: the record's clear columns do not match")
-            values[field] = envelope.open_(t.place(eng_uid, f.uid, field, bound), blob, key)
+            values[field] = self._open(eng, name, f, field, blob, eng_uid, key)
         return eng, name, values, f
+
+    def _open(
+        self, eng: str, name: str, f: Fetched, field: str, blob: bytes, eng_uid: bytes, key: bytes
+    ) -> bytes:
+        """Open one fetched envelope. The secret is bound to the name asked for, the kind
+        the row shows and its system link (looked up only if the row has one): a swapped
+        or edited row fails (exit 6). An unbound secret is refused where the engagement has
+        a membership log (everything under it was written bound)."""
+        t = self.t
+        if field != "secret":
+            return envelope.open_(t.place(eng_uid, f.uid, field), blob, key)
+        if not envelope.is_bound(blob):
+            if t.logged(eng):
+                raise IntegrityError(
+                    f"{eng}/{name}: a secret sealed without its record binding: tampered with"
+                )
+            return envelope.open_(t.place(eng_uid, f.uid, field), blob, key)
+        record: envelope.Binding = ("credential", name, f.kind, b"")
+        try:
+            return envelope.open_(t.place(eng_uid, f.uid, field, record), blob, key)
+        except IntegrityError:
+            system_uid = t.store.credential_system(eng, name)
+            if not system_uid:
+                raise
+        record = ("credential", name, f.kind, system_uid)
+        return envelope.open_(t.place(eng_uid, f.uid, field, record), blob, key)
 
     def get(self, ref: str, *, reason: str | None = None, version: int | None = None) -> Credential:
         """An audited read: the server commits the audit row, then releases the envelopes."""
@@ -440,6 +685,9 @@ class TeamCredentials:
 
 
 class TeamEngagements:
+    """Create, grant, revoke and rotate, each with its signed membership link stored in the
+    same server transaction as the change (docs/security.md §12, "On a team vault")."""
+
     def __init__(self, t: Team) -> None:
         self.t = t
 
@@ -452,18 +700,31 @@ class TeamEngagements:
         require_reason: bool = False,
         grace_days: int | None = None,
     ) -> TeamEngagement:
-        """An admin creates the engagement: key made here, sealed to the lead, signed."""
+        """An admin creates the engagement: link 0 names the first lead and pins that
+        lead's certified keys. No key exists until the first lead makes it (here, at once,
+        when the admin leads it): an admin who does not lead never knows it."""
         t = self.t
         validate.name(name, "engagement name")
         validate.name(client, "client name")
         lead = validate.name(lead or t.member, "member name")
         if require_reason or grace_days is not None:
             raise NotOnTeam("engagement new --require-reason/--grace-days")
-        key = p.random_key()
+        certs = t.certs()
+        lead_keys = certs.keys(lead)  # NotFound, or IntegrityError for uncertified keys
         uid = os.urandom(16)
-        sig = t.sign(creation_message(t.vault_id, uid, name, client, lead, t.member))
-        t.store.create_engagement(uid, name, client, p.fingerprint(key), sig, lead)
-        self._put(name, uid, lead, Role.LEAD, None, key, 1)
+        link0, state = ml.sign_link(
+            None,
+            t.trust(uid, t.member),
+            ml.CREATE,
+            (name, client, lead, lead_keys.sign, lead_keys.kem),
+            t.member,
+            t.keys.sign_private,
+            _now(),
+        )
+        t.store.create_engagement_logged(uid, name, client, lead, link0)
+        t.witness.keep(uid, state)
+        if lead == t.member:
+            self.rotate(name)  # the first key, made by its lead
         return TeamEngagement(name, client, lead)
 
     def _put(
@@ -476,11 +737,13 @@ class TeamEngagements:
         key: bytes,
         version: int,
     ) -> None:
+        """A grant on an engagement made before the log (migrated): sealed to the
+        member's certified key, never to the one the server publishes."""
         t = self.t
         role_sig = t.sign(role_message(t.vault_id, eng_uid, member, role.value, expires, t.member))
         sealed = sig = None
         if role in READING:
-            _, kem_pub = t.store.member_keys(member)
+            kem_pub = t.certs().keys(member).kem
             sealed = p.hpke_seal(kem_pub, key, seal_info(t.vault_id, eng_uid, member, version))
             sig = t.sign(copy_message(t.vault_id, eng_uid, member, version, sealed, key, t.member))
         ok = t.store.put_grant(
@@ -490,7 +753,8 @@ class TeamEngagements:
             raise AccessDenied(t.member, "grant", eng, "refused by the server")
 
     def grant(self, name: str, member: str, role: str, until: str | None = None) -> GrantInfo:
-        """A lead (or admin) grants a role; reading roles get a key copy sealed here."""
+        """A lead grants a role with a signed grant link pinning the member's certified
+        keys; a reading role gets a key copy sealed here, to those keys only."""
         t = self.t
         r = parse_role(role)
         validate.name(member, "member name")
@@ -504,87 +768,270 @@ class TeamEngagements:
             expires = iso(dt)
         if member == t.member:
             raise AccessDenied(t.member, "grant", name, "members cannot grant themselves")
-        eng = t.store.engagement(name)
-        if eng is not None and eng.needs_rotation:  # a revocation's rotation was cut short
+        v = t.view(name)
+        if v.eng is None:
+            raise AccessDenied(t.member, "grant", name, "no role on it")
+        if v.state is None:
+            if v.eng.needs_rotation:  # a revocation's rotation was cut short
+                self.rotate(name)
+            eng_uid, key, version = t.engagement_key(name, "grant")
+            t.certs().keys(member)  # NotFound before anything is sealed
+            self._put(name, eng_uid, member, r, expires, key, version)
+            return GrantInfo(
+                member, r.value, t.member, iso(datetime.now(UTC)), expires, r in READING
+            )
+        if not t.leads(v.state):
+            raise AccessDenied(t.member, "grant", name, "refused by the server")
+        now = _now()
+        if (
+            v.state.key_version == 0
+            or v.state.needs_rotation(now)
+            or v.eng.needs_rotation
+            or self._departed(v.state)
+        ):
             self.rotate(name)
-        eng_uid, key, version = t.engagement_key(name, "grant")
-        t.store.member_keys(member)  # NotFound before anything is sealed
-        self._put(name, eng_uid, member, r, expires, key, version)
-        return GrantInfo(member, r.value, t.member, iso(datetime.now(UTC)), expires, r in READING)
+            v = t.view(name)
+        state = v.state
+        assert v.eng is not None
+        assert state is not None
+        keys = t.certs().keys(member)  # a key the DBA swapped in fails here: exit 6
+        link, new = ml.sign_link(
+            state,
+            t.trust(v.eng.uid),
+            ml.GRANT,
+            (member, r.value, expires or "", keys.sign, keys.kem),
+            t.member,
+            t.keys.sign_private,
+            now,
+        )
+        sealed = sig = None
+        version = state.key_version
+        if r in READING and new.may_read(member, now):
+            eng_uid, key, _ = t.logged_key(name, "grant", v)
+            sealed = p.hpke_seal(keys.kem, key, seal_info(t.vault_id, eng_uid, member, version))
+            sig = t.sign(copy_message(t.vault_id, eng_uid, member, version, sealed, key, t.member))
+        ok = t.store.put_grant_logged(
+            name, member, r.value, version if sealed else None, sealed, sig, expires, link
+        )
+        if not ok:
+            raise AccessDenied(t.member, "grant", name, "refused by the server")
+        t.witness.keep(v.eng.uid, new)
+        return GrantInfo(member, r.value, t.member, now, expires, r in READING)
 
     def revoke(self, name: str, member: str) -> builtins.list[str]:
-        """Revoked at once on the server (copy dropped, reads refused from this moment);
-        returns the credentials the member read, from the server's audit rows."""
+        """Revoked at once on the server (copy dropped, reads refused from this moment) with
+        a signed revoke link, then the key rotates; returns the credentials the member
+        read, from the server's audit rows."""
         t = self.t
         validate.name(name, "engagement name")
         validate.name(member, "member name")
         if member == t.member:
             raise AccessDenied(t.member, "revoke", name, "leads cannot revoke themselves")
-        read = t.store.revoke_grant(name, member)
-        if read is None:
-            raise AccessDenied(t.member, "revoke", name, "refused by the server")
+        v = t.view(name)
+        if v.eng is not None and v.state is not None:
+            if not t.leads(v.state):
+                raise AccessDenied(t.member, "revoke", name, "refused by the server")
+            if member not in v.state.roster:
+                raise NotFound("revoke", "", f"{member} holds no role on {name}")
+            link, new = ml.sign_link(
+                v.state,
+                t.trust(v.eng.uid),
+                ml.REVOKE,
+                (member,),
+                t.member,
+                t.keys.sign_private,
+                _now(),
+            )
+            read = t.store.revoke_grant_logged(name, member, link)
+            if read is None:
+                raise AccessDenied(t.member, "revoke", name, "refused by the server")
+            t.witness.keep(v.eng.uid, new)
+        else:
+            read = t.store.revoke_grant(name, member)
+            if read is None:
+                raise AccessDenied(t.member, "revoke", name, "refused by the server")
         self.rotate(name)
         return read
 
+    def _departed(self, state: ml.State) -> builtins.list[str]:
+        """Roster members the server no longer lists as active (removed): the lead signs
+        their revocation at the next rotation."""
+        rows = self.t.certs().rows
+        return sorted(
+            n
+            for n in state.roster
+            if n != self.t.member and (n not in rows or rows[n].state != "active")
+        )
+
+    def _current(self, state: ml.State, member: str) -> bool:
+        """Whether ``member`` still holds the keys the log pins (so may be sealed to them).
+
+        A member removed, or whose certified keys are others now (keys replaced in the
+        SQLCipher vault before a migration), gets no copy until a lead grants them again.
+        A certificate that does not verify is tampering with the rows, not a key change:
+        the log's pinned key stays the one sealed to."""
+        m = state.roster[member]
+        try:
+            c = self.t.certs().keys(member)
+        except NotFound:
+            return False
+        except IntegrityError:
+            return True
+        return (c.sign, c.kem) == (m.sign, m.kem)
+
     def rotate(self, name: str) -> int:
         """A new engagement key made here: every envelope re-sealed under it, a copy sealed
-        to each member still holding a reading role; stored in one server transaction.
-        Retried from a fresh read when a write lands in between (Conflict)."""
+        to each member the signed log lets read (to the keys it pins); stored in one server
+        transaction with the rotate link. Retried from a fresh read when a write lands in
+        between (Conflict)."""
         for attempt in range(3):
             try:
                 return self._rotate(name)
             except Conflict:
+                self.t._certs = None
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def _rotate(self, name: str) -> int:
         t = self.t
-        eng_uid, old_key, old_version = t.engagement_key(name, "rotate")
+        v = t.view(name)
+        if v.eng is None:
+            raise AccessDenied(t.member, "rotate", name, "no role on it")
+        eng_uid = v.eng.uid
+        state = v.state
+        links: builtins.list[bytes] = []
+        old_key: bytes | None = None
+        if state is None:
+            t.check_pre_log(v.eng)
+            eng_uid, old_key, old_version = t.engagement_key(name, "rotate")
+        else:
+            if not t.leads(state):
+                raise AccessDenied(t.member, "rotate", name, "refused by the server")
+            old_version = state.key_version
+            if old_version:
+                _, old_key, _ = t.logged_key(name, "rotate", v)
+            trust = t.trust(eng_uid)
+            now = _now()
+            for n in self._departed(state):
+                link, state = ml.sign_link(
+                    state, trust, ml.REVOKE, (n,), t.member, t.keys.sign_private, now
+                )
+                links.append(link)
+            for n, m in sorted(state.roster.items()):
+                if n != t.member and m.expires is not None and m.expires <= now:
+                    link, state = ml.sign_link(
+                        state, trust, ml.EXPIRE, (n,), t.member, t.keys.sign_private, now
+                    )
+                    links.append(link)
         req = t.store.request_rotation(name)
         if req is None:
             raise AccessDenied(t.member, "rotate", name, "refused by the server")
-        rows = t.store.rotation_fetch(req, name)
-        grantees = t.store.rotation_grantees(name)
+        rows = t.store.rotation_fetch_all(req, name)
         new_key = p.random_key()
         version = old_version + 1
-        resealed = []
-        records = t.store.bindings(name) if any(envelope.is_bound(r[2]) for r in rows) else {}
-        for uid, kv, *envs in rows:
-            if kv != old_version:
-                raise IntegrityError(f"engagement {name!r}: a record under an unknown key version")
-            fields = ("secret", "username", "url", "notes")
-            # a record-bound (migrated) anchor stays bound under the new key
-            places = [
-                t.place(
-                    eng_uid,
-                    uid,
-                    f,
-                    () if b is None else t.binding(name, uid, f, b, records.get(uid)),
-                )
-                for f, b in zip(fields, envs, strict=True)
-            ]
-            opened = [
-                None if blob is None else envelope.open_(pl, blob, old_key)
-                for pl, blob in zip(places, envs, strict=True)
-            ]
-            sealed = [
-                None if v is None else envelope.seal(pl, v, new_key, version)
-                for pl, v in zip(places, opened, strict=True)
-            ]
-            del opened
-            resealed.append((uid, sealed[0] or b"", sealed[1], sealed[2], sealed[3]))
+        if state is not None:
+            link, state = ml.sign_link(
+                state,
+                t.trust(eng_uid),
+                ml.ROTATE,
+                (version, p.fingerprint(new_key)),
+                t.member,
+                t.keys.sign_private,
+                _now(),
+            )
+            links.append(link)
+        credentials, systems = self._reseal(name, eng_uid, rows, old_key, old_version, new_key)
         copies = []
-        for member, _role in grantees:
-            _, kem_pub = t.store.member_keys(member)
+        if state is not None:
+            now = _now()
+            holders = [
+                (n, state.kem_of(n))
+                for n in sorted(state.holders.get(version, frozenset()))
+                if state.may_read(n, now) and self._current(state, n)
+            ]
+        else:
+            holders = [(m, t.certs().keys(m).kem) for m, _ in t.store.rotation_grantees(name)]
+        for member, kem_pub in holders:
             copy = p.hpke_seal(kem_pub, new_key, seal_info(t.vault_id, eng_uid, member, version))
             sig = t.sign(
                 copy_message(t.vault_id, eng_uid, member, version, copy, new_key, t.member)
             )
             copies.append((member, copy, sig))
-        stored = t.store.rotate_key(name, old_version, p.fingerprint(new_key), resealed, copies)
+        stored = t.store.rotate_key_logged(
+            name, old_version, p.fingerprint(new_key), credentials, systems, copies, links
+        )
         t.forget_keys(name)
+        if state is not None:
+            t.witness.keep(eng_uid, state)
         return stored
+
+    def _reseal(
+        self,
+        name: str,
+        eng_uid: bytes,
+        rows: builtins.list[
+            tuple[str, bytes, int, bytes, bytes | None, bytes | None, bytes | None]
+        ],
+        old_key: bytes | None,
+        old_version: int,
+        new_key: bytes,
+    ) -> tuple[
+        builtins.list[tuple[bytes, bytes, bytes | None, bytes | None, bytes | None]],
+        builtins.list[tuple[bytes, bytes, bytes | None]],
+    ]:
+        """Every credential and system opened under the old key and sealed under the new,
+        each anchor (a credential's secret, a system's address) bound to its record's clear
+        columns as the server shows them now (a tampered one fails to open: exit 6)."""
+        from credvault.items import system_binding
+
+        t = self.t
+        version = old_version + 1
+        creds = t.store.bindings(name) if any(r[0] == "credentials" for r in rows) else {}
+        systems = t.store.system_bindings(name) if any(r[0] == "systems" for r in rows) else {}
+        logged = t.logged(name)
+        out_c, out_s = [], []
+        for table, uid, kv, *envs in rows:
+            if kv != old_version or old_key is None:
+                raise IntegrityError(f"engagement {name!r}: a record under an unknown key version")
+            if table == "credentials":
+                known = creds.get(uid)
+                if known is None:
+                    raise IntegrityError(f"engagement {name!r}: a record without its row")
+                record: envelope.Binding = ("credential", *known)
+                fields: tuple[str, ...] = ("secret", "username", "url", "notes")
+            else:
+                sys_row = systems.get(uid)
+                if sys_row is None:
+                    raise IntegrityError(f"engagement {name!r}: a system without its row")
+                record = system_binding(*sys_row)
+                fields = ("address", "details")
+                envs = envs[:2]
+            sealed: builtins.list[bytes | None] = []
+            for i, (field, blob) in enumerate(zip(fields, envs, strict=True)):
+                if blob is None:
+                    sealed.append(None)
+                    continue
+                bound = record if i == 0 else ()
+                if i == 0 and not envelope.is_bound(blob):
+                    if logged:
+                        raise IntegrityError(
+                            f"engagement {name!r}: a record sealed without its binding"
+                        )
+                    opened = envelope.open_(
+                        envelope.Place(t.vault_id, eng_uid, table, uid, field), blob, old_key
+                    )
+                else:
+                    place = envelope.Place(t.vault_id, eng_uid, table, uid, field, bound)
+                    opened = envelope.open_(place, blob, old_key)
+                place = envelope.Place(t.vault_id, eng_uid, table, uid, field, bound)
+                sealed.append(envelope.seal(place, opened, new_key, version))
+                del opened
+            if table == "credentials":
+                out_c.append((uid, sealed[0] or b"", sealed[1], sealed[2], sealed[3]))
+            else:
+                out_s.append((uid, sealed[0] or b"", sealed[1]))
+        return out_c, out_s
 
 
 class TeamMembers:
@@ -606,10 +1053,13 @@ class TeamMembers:
 
     def invite(self, name: str, *, admin: bool = False) -> Invitation:
         """An admin invites: a one-time code whose SCRAM verifier goes to the server."""
-        import secrets
-
-        code = Secret(secrets.token_urlsafe(18).encode())
-        self.t.store.add_member(name, scram_verifier(code.reveal().decode()), admin)
+        t = self.t
+        anchor = t.anchor or t.certs().founder()
+        code = Secret(make_code(anchor).encode())
+        ipk = p.ed25519_public(invitation_key(code.reveal()))
+        statement = invitation_message(t.vault_id, name, ipk, admin, t.member)
+        sig = p.sign(t.keys.sign_private, labels.TEAM_INVITE_SIG, statement)
+        t.store.invite_member(name, scram_verifier(code.reveal().decode()), admin, ipk, sig)
         return Invitation(name, code)
 
     def remove(self, name: str) -> int:

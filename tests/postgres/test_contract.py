@@ -258,6 +258,21 @@ def test_revoke_lists_what_was_read_and_ends_access(world: World) -> None:
     assert world.ok("alice", "get", "acme-2026/unread").out == b"x\n"
 
 
+def test_an_admin_who_names_another_lead_never_holds_the_key(world: World) -> None:
+    """``engagement new --lead bob``: bob's first use makes (or, on SQLCipher, re-makes)
+    the key on his machine; alice, the creating admin, reads nothing and cannot grant."""
+    world.ok("alice", "engagement", "new", "beta", "--client", "b", "--lead", "bob")
+    world.ok("bob", "put", "beta/db", input=SECRET + b"\n")
+    assert world.ok("bob", "get", "beta/db").out == SECRET + b"\n"
+    r = world.run("alice", "get", "beta/db")
+    assert r.code == 4
+    assert SECRET not in r.out
+    one_line(r)
+    assert world.run("alice", "grant", "beta", "carol", "reader").code == 4
+    world.ok("bob", "grant", "beta", "carol", "reader")
+    assert world.ok("carol", "get", "beta/db").out == SECRET + b"\n"
+
+
 def test_revoking_someone_without_a_role(world: World) -> None:
     r = world.run("alice", "revoke", "acme-2026", "carol")
     assert r.code == 3
@@ -366,7 +381,7 @@ def test_the_key_slot_is_private_and_strictly_read(team: World) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
     original = path.read_bytes()
-    path.write_bytes(original.replace(b'"version": 1', b'"version": true'))
+    path.write_bytes(original.replace(b'"version": 2', b'"version": true'))
     r = team.run("bob", "ls")
     assert r.code == 6
     assert "team key slot is corrupt" in one_line(r)

@@ -321,3 +321,38 @@ def test_an_engagement_whose_log_demands_a_rotation_waits_for_it(
     assert _pg_schemas(pg_cluster, db) == 0
     old.ok("alice", "engagement", "rotate", "acme-2026")
     old.ok("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
+
+
+def test_the_membership_log_is_carried_over_and_goes_on(
+    migrated: tuple[World, World, str],
+) -> None:
+    """The SQLCipher log becomes the team log link for link (same bytes, same hashes):
+    bob's team client replays it from link 0 (alice, its creator, is a certified admin of
+    the team vault with the same key), reads through it, and a revoke on the team vault
+    appends a signed link after the SQLCipher ones. The engagement is not in the founder's
+    list of engagements without a log."""
+    from credvault import memberlog as ml
+
+    old, new, _ = migrated
+    with _alice_vault(old) as v:
+        eng = v._s.store.engagement_by_name("acme-2026")
+        assert eng is not None
+        sqlcipher_links = v._s.store.log_links(eng.id)
+    cluster: Cluster = new.extra["cluster"]  # type: ignore[assignment]
+    db = str(new.extra["db"])
+    q = "SELECT link FROM credvault.engagement_log ORDER BY seq"
+    assert [bytes(r[0]) for r in _owner_rows(cluster, db, q)] == sqlcipher_links
+    assert new.ok("bob", "get", "acme-2026/db").out == SECRET + b"\n"
+    new.ok("alice", "revoke", "acme-2026", "bob")
+    team_links = [bytes(r[0]) for r in _owner_rows(cluster, db, q)]
+    assert team_links[: len(sqlcipher_links)] == sqlcipher_links
+    assert [ml.Link.from_bytes(b).kind for b in team_links[len(sqlcipher_links) :]] == [
+        "revoke",
+        "rotate",
+    ]
+    assert new.run("bob", "get", "acme-2026/db").code == 4
+    assert new.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    (listed,) = _owner_rows(
+        cluster, db, "SELECT value FROM credvault.meta WHERE key = 'pre_log_engagements'"
+    )[0]
+    assert eng.uid not in bytes(listed)

@@ -35,6 +35,10 @@ MEMBER_LOG_HASH = b"credvault/v1/membership-chain"  # hash chaining the links
 WITNESS_MAC = b"credvault/v1/witness-mac"  # HKDF info: a member's witness file MAC key
 WITNESS_JOURNAL = b"credvault/v1/witness-journal"  # a witness journal record's MAC
 MEMBER_STATE_MAC = b"credvault/v1/membership-state-mac"  # HKDF info: verified-state MAC key
+TEAM_INVITE_SIG = b"credvault/v1/team-invite-statement"  # an admin invites a member (team)
+TEAM_JOIN_PROOF = b"credvault/v1/team-join-proof"  # the invitation key vouches for join keys
+TEAM_INVITE_KEY = b"credvault/v1/team-invite-key-seed"  # HKDF info: invitation Ed25519 seed
+TEAM_PRE_LOG = b"credvault/v1/team-pre-log-engagements"  # migrate lists unlogged engagements
 
 # The three statements signed under GRANT_SIG, told apart by their first encoded part.
 GRANT_CREATION = "create"  # an admin created the engagement with its first lead
@@ -68,6 +72,10 @@ ALL = (
     WITNESS_MAC,
     WITNESS_JOURNAL,
     MEMBER_STATE_MAC,
+    TEAM_INVITE_SIG,
+    TEAM_JOIN_PROOF,
+    TEAM_INVITE_KEY,
+    TEAM_PRE_LOG,
 )
 
 

@@ -35,12 +35,13 @@ from credvault.keyslots import (
 from credvault.secret import Secret
 
 FORMAT = "credvault-team-slot"
-VERSION = 1
+VERSION = 2  # 2 adds "anchor": the founder's signing-key fingerprint (format.md §19.1)
 MAX_SIZE = 64 * 1024
 _KDF_INT_MAX = 2**32 - 1
 _FIELDS = frozenset(
     {"format", "version", "vault_id", "member", "database", "kem", "sign", "kdf", "private"}
 )
+_FIELDS_V2 = _FIELDS | {"anchor"}
 # HKDF label of the login password (not in crypto.labels: it keys no stored data)
 LOGIN_LABEL = b"credvault/v1/team-login-password"
 
@@ -87,14 +88,15 @@ class TeamSlot(NamedTuple):
     kdf: KdfParams
     salt: bytes
     private: bytes
+    anchor: str | None = None  # None: a version-1 slot, made before member certificates
 
     def __repr__(self) -> str:
         return f"TeamSlot(member={self.member!r}, database={self.database!r})"
 
     def to_bytes(self) -> bytes:
-        body = {
+        body: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if self.anchor is not None else 1,
             "vault_id": self.vault_id.hex(),
             "member": self.member,
             "database": self.database,
@@ -108,6 +110,8 @@ class TeamSlot(NamedTuple):
             },
             "private": b64e(self.private),
         }
+        if self.anchor is not None:
+            body["anchor"] = self.anchor
         return (json.dumps(body, sort_keys=True, indent=1) + "\n").encode()
 
     @classmethod
@@ -127,8 +131,13 @@ class TeamSlot(NamedTuple):
                 f"team key slot format {version} is newer than this credvault supports "
                 f"({VERSION}); upgrade credvault"
             )
-        if set(d) != _FIELDS:
+        if set(d) != (_FIELDS if version == 1 else _FIELDS_V2):
             raise _bad("unexpected or missing fields")
+        anchor = None
+        if version >= 2:
+            anchor = _str(d, "anchor")
+            if len(anchor) != 32 or any(c not in "0123456789abcdef" for c in anchor):
+                raise _bad("anchor")
         kdf = d.get("kdf")
         if not isinstance(kdf, dict) or set(kdf) != {"m", "t", "p", "salt"}:
             raise _bad("kdf")
@@ -148,6 +157,7 @@ class TeamSlot(NamedTuple):
             kdf=KdfParams(_int(kdf, "m"), _int(kdf, "t"), _int(kdf, "p")),
             salt=_b64(kdf, "salt", SALT_LEN),
             private=_b64(d, "private"),
+            anchor=anchor,
         )
 
     def _member_slot(self) -> MemberSlot:
@@ -206,6 +216,7 @@ def new_slot(
     params: KdfParams,
     *,
     keys: MemberKeys | None = None,
+    anchor: str | None = None,
 ) -> tuple[TeamSlot, MemberKeys]:
     """Fresh X25519 and Ed25519 key pairs made here (or ``keys`` carried over from a
     migrated SQLCipher vault), sealed under the passphrase."""
@@ -226,6 +237,7 @@ def new_slot(
         params,
         salt,
         private,
+        anchor,
     )
     return slot, keys
 

@@ -349,26 +349,31 @@ class PgStore:
             )
 
     def key_copy(
-        self, engagement: str
-    ) -> tuple[EngagementRow | None, MyGrant | None, bytes | None]:
-        """The engagement, the caller's grant and the sealer's published signing key, in
-        one round trip (what opening an engagement key needs). A sealer removed since
-        keeps their published key: copies they sealed while a member stay verifiable."""
+        self, engagement: str, after: int = -1
+    ) -> tuple[EngagementRow | None, MyGrant | None, bytes | None, int, list[bytes]]:
+        """The engagement, the caller's grant, the sealer's published signing key, the
+        seq of the engagement's last membership link (-1: no log) and the links after
+        ``after``, in one round trip (what opening an engagement key needs). A sealer
+        removed since keeps their published key: copies they sealed while a member stay
+        verifiable."""
         row = self._one(
             "SELECT e.uid, e.name, e.client, e.state, e.key_version, e.key_fp, "
             "e.require_reason, e.needs_rotation, e.created_at, g.role, g.role_sig, "
             "g.granted_by, g.key_version, g.sealed, g.sealed_by, g.copy_sig, g.expires_at, "
-            "m.sign_pub FROM credvault.engagements e "
+            "m.sign_pub, credvault.engagement_log_head(e.id), "
+            "ARRAY(SELECT l.link FROM credvault.engagement_log_links(e.name, %s) l) "
+            "FROM credvault.engagements e "
             "LEFT JOIN LATERAL credvault.my_grant(e.name) g ON true "
             "LEFT JOIN credvault.members m ON m.name = g.sealed_by "
             "WHERE e.name = %s",
-            (engagement,),
+            (after, engagement),
         )
         if row is None:
-            return None, None, None
+            return None, None, None, -1, []
         eng = _engagement(row[:9])
+        head, links = int(row[18]), [bytes(b) for b in row[19]]
         if row[9] is None:
-            return eng, None, None
+            return eng, None, None, head, links
         g = MyGrant(
             str(row[9]),
             bytes(row[10]),
@@ -379,7 +384,168 @@ class PgStore:
             _b(row[15]),
             None if row[16] is None else _ts(row[16]),
         )
-        return eng, g, _b(row[17])
+        return eng, g, _b(row[17]), head, links
+
+    def log_links(self, engagement: str, after: int = -1) -> list[bytes]:
+        """The membership links of ``engagement`` after ``after``, in order."""
+        rows = self._all(
+            "SELECT link FROM credvault.engagement_log_links(%s, %s)", (engagement, after)
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def certificates(self) -> dict[str, Any]:
+        """Every member's certificate parts (:class:`credvault.team_log.CertRow`)."""
+        from credvault.team_log import CertRow
+
+        rows = self._all(
+            "SELECT member, inviter, admin, ipk, invitation_sig, join_sig, sign_pub, kem_pub, "
+            "state FROM credvault.member_certificates()"
+        )
+        return {
+            str(r[0]): CertRow(
+                str(r[0]), str(r[1]), bool(r[2]), bytes(r[3]), bytes(r[4]),
+                _b(r[5]), _b(r[6]), _b(r[7]), str(r[8]),
+            )
+            for r in rows
+        }  # fmt: skip
+
+    def pre_log_engagements(self) -> bytes | None:
+        """The founder's signed list of engagements migrated without a log (or None)."""
+        return _b(self._one("SELECT credvault.pre_log_engagements()")[0])
+
+    def invite_member(
+        self, name: str, verifier: str, admin: bool, ipk: bytes, invitation_sig: bytes
+    ) -> None:
+        with self._errors("add a member"):
+            self.conn.execute(
+                "SELECT credvault.invite_member(%s, %s, %s, %s, %s)",
+                (name, verifier, admin, ipk, invitation_sig),
+            )
+
+    def owner_certificate(
+        self, name: str, inviter: str, admin: bool, ipk: bytes, invitation_sig: bytes
+    ) -> None:
+        """As the owner (init, migrate): the invitation an admin signed for ``name``."""
+        with self._errors("record an invitation"):
+            self.conn.execute(
+                "INSERT INTO credvault.member_certs (member, inviter, admin, ipk, invitation_sig)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (name, inviter, admin, ipk, invitation_sig),
+            )
+
+    def join_proved(self, sign_pub: bytes, kem_pub: bytes, verifier: str, proof: bytes) -> None:
+        with self._errors("join the team vault"):
+            self.conn.execute(
+                "SELECT credvault.join_vault_proved(%s, %s, %s, %s)",
+                (sign_pub, kem_pub, verifier, proof),
+            )
+
+    def create_engagement_logged(
+        self, uid: bytes, name: str, client: str, lead: str, link0: bytes
+    ) -> None:
+        with self._errors("create an engagement", name):
+            self.conn.execute(
+                "SELECT credvault.create_engagement_logged(%s, %s, %s, %s, %s)",
+                (uid, name, client, lead, link0),
+            )
+
+    def put_grant_logged(
+        self,
+        engagement: str,
+        member: str,
+        role: str,
+        key_version: int | None,
+        sealed: bytes | None,
+        copy_sig: bytes | None,
+        expires_at: str | None,
+        link: bytes,
+    ) -> bool:
+        """False: the server refused (and audited the denial)."""
+        row = self._one(
+            "SELECT credvault.put_grant_logged(%s, %s, %s, %s, %s, %s, %s, %s)",
+            (engagement, member, role, key_version, sealed, copy_sig, expires_at, link),
+            action="grant",
+        )
+        return bool(row[0])
+
+    def revoke_grant_logged(self, engagement: str, member: str, link: bytes) -> list[str] | None:
+        row = self._one(
+            "SELECT credvault.revoke_grant_logged(%s, %s, %s)",
+            (engagement, member, link),
+            action="revoke",
+        )
+        return None if row[0] is None else [str(x) for x in row[0]]
+
+    def rotation_fetch_all(
+        self, request: int, engagement: str
+    ) -> list[tuple[str, bytes, int, bytes, bytes | None, bytes | None, bytes | None]]:
+        """Phase two of a rotation, systems included: (table, uid, key version, four
+        envelopes: a credential's secret/username/url/notes, a system's address/details)."""
+        from psycopg import errors as pe
+
+        for attempt in range(20):
+            with self._errors("rotate", engagement):
+                try:
+                    rows = self.conn.execute(
+                        "SELECT tbl, uid, key_version, env1, env2, env3, env4 "
+                        "FROM credvault.rotation_fetch_all(%s)",
+                        (request,),
+                    ).fetchall()
+                except pe.ObjectNotInPrerequisiteState:
+                    pending = True
+                else:
+                    pending = False
+            if pending:
+                self.nudge_wal()
+                time.sleep(0.005 * attempt)
+                continue
+            return [
+                (str(r[0]), bytes(r[1]), int(r[2]), bytes(r[3]), _b(r[4]), _b(r[5]), _b(r[6]))
+                for r in rows
+            ]
+        raise AccessDenied(self.member, "rotate", engagement, "audit entry not durable")
+
+    def rotate_key_logged(
+        self,
+        engagement: str,
+        old_version: int,
+        new_fp: str,
+        credentials: list[tuple[bytes, bytes, bytes | None, bytes | None, bytes | None]],
+        systems: list[tuple[bytes, bytes, bytes | None]],
+        copies: list[tuple[str, bytes, bytes]],
+        links: list[bytes],
+    ) -> int:
+        """Store a logged rotation in one transaction; Conflict if anything changed."""
+        cols: list[list[Any]] = [[c[i] for c in credentials] for i in range(5)]
+        scols: list[list[Any]] = [[c[i] for c in systems] for i in range(3)]
+        gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
+        row = self._one(
+            "SELECT credvault.rotate_key_logged(%s, %s, %s, %s::bytea[], %s::bytea[], "
+            "%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], "
+            "%s::text[], %s::bytea[], %s::bytea[], %s::bytea[])",
+            (engagement, old_version, new_fp, *cols, *scols, *gcols, links),
+            action="rotate",
+        )
+        return int(row[0])
+
+    def system_bindings(self, engagement: str) -> dict[bytes, tuple[str, int | None, str | None]]:
+        """(name, port, protocol) by system uid: a system's ``address`` binding."""
+        rows = self._all(
+            "SELECT s.uid, s.name, s.port, s.protocol FROM credvault.systems s "
+            "JOIN credvault.engagements e ON e.id = s.engagement_id WHERE e.name = %s",
+            (engagement,),
+        )
+        return {bytes(r[0]): (str(r[1]), None if r[2] is None else int(r[2]), r[3]) for r in rows}
+
+    def credential_system(self, engagement: str, name: str) -> bytes:
+        """The uid of the system a credential is linked to (empty: none, or no credential)."""
+        row = self._one(
+            "SELECT s.uid FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "JOIN credvault.systems s ON s.id = c.system_id WHERE e.name = %s AND c.name = %s",
+            (engagement, name),
+        )
+        return b"" if row is None else bytes(row[0])
 
     def my_grant(self, engagement: str) -> MyGrant | None:
         row = self._one(
