@@ -136,6 +136,8 @@ BEGIN
     RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
                         c.uid, c.kind, q.audit_seq, c.created_at, c.updated_at
         FROM credentials c WHERE c.id = q.credential_id;
+END $$;
+
 -- == pglog: per-engagement signed membership log, member key certificates ==
 --
 -- The membership log (docs/format.md §17, the SQLCipher vault's own links) of each
