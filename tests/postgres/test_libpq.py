@@ -256,3 +256,24 @@ def test_services_and_multi_host_lists_as_psycopg_takes_them(
         assert light.execute("SELECT credvault.me()").fetchone() == ("alice",)
     finally:
         light.close()
+
+
+def test_arrays_read_as_psycopg_reads_them(pg: PgVault) -> None:
+    """One-dimensional arrays (the membership log's links come as bytea[]), with NULLs
+    and empty arrays, read as psycopg reads the same statement."""
+    probe = (
+        "SELECT ARRAY['\\x00ff'::bytea, NULL, ''::bytea], ARRAY[1, -2, NULL]::bigint[],"
+        " ARRAY['a', 'ü']::text[], '{}'::bytea[], ARRAY[true, false]"
+    )
+    light = _light(pg)
+    try:
+        got = light.execute(probe, ()).fetchone()
+    finally:
+        light.close()
+    with pg.connect() as conn:
+        want = conn.execute(probe).fetchone()
+    assert got is not None
+    assert want is not None
+    assert tuple(got) == tuple(want)
+    assert got[0] == [b"\x00\xff", None, b""]
+    assert got[3] == []

@@ -38,6 +38,8 @@ _DIAG_MESSAGE_PRIMARY = ord("M")
 _BOOL, _BYTEA, _NAME, _INT8, _INT2, _INT4, _TEXT, _OID = 16, 17, 19, 20, 21, 23, 25, 26
 _BPCHAR, _VARCHAR, _TIMESTAMP, _TIMESTAMPTZ, _UNKNOWN = 1042, 1043, 1114, 1184, 705
 _VOID = 2278  # a function returning void (nudge_wal): read as None, as psycopg does
+# One-dimensional arrays of the types above (the membership log's links come as bytea[]).
+_ARRAYS = {1000: _BOOL, 1001: _BYTEA, 1016: _INT8, 1007: _INT4, 1009: _TEXT, 1015: _VARCHAR}
 _TEXTUAL = frozenset({_NAME, _TEXT, _BPCHAR, _VARCHAR, _UNKNOWN})
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _INFINITY = 2**63 - 1
@@ -198,6 +200,8 @@ def _decode(oid: int, raw: bytes) -> Any:
         return int.from_bytes(raw, "big", signed=oid != _OID)
     if oid == _BOOL:
         return raw != b"\x00"
+    if oid in _ARRAYS:
+        return _decode_array(oid, raw)
     if oid in (_TIMESTAMPTZ, _TIMESTAMP):
         (us,) = struct.unpack("!q", raw)
         if us == _INFINITY:
@@ -208,6 +212,32 @@ def _decode(oid: int, raw: bytes) -> Any:
             at = _EPOCH + timedelta(microseconds=us)
         return at if oid == _TIMESTAMPTZ else at.replace(tzinfo=None)
     raise Error(f"credvault's libpq binding cannot read type oid {oid}")
+
+
+def _decode_array(oid: int, raw: bytes) -> list[Any]:
+    """PostgreSQL's binary array: ndim, has-null flag, element oid, (size, lower bound) per
+    dimension, then each element as a 4-byte length (-1: NULL) and its bytes. Only
+    one-dimensional arrays of the element type the array type names are read, as psycopg
+    reads them (a list; an empty array is ``[]``)."""
+    ndim, _flags, elem = struct.unpack_from("!iiI", raw, 0)
+    if ndim == 0:
+        return []
+    if ndim != 1 or elem != _ARRAYS[oid]:
+        raise Error(f"credvault's libpq binding cannot read this array (oid {oid}, ndim {ndim})")
+    (count, _lower) = struct.unpack_from("!ii", raw, 12)
+    pos = 20
+    out: list[Any] = []
+    for _ in range(count):
+        (n,) = struct.unpack_from("!i", raw, pos)
+        pos += 4
+        if n < 0:
+            out.append(None)
+            continue
+        out.append(_decode(elem, raw[pos : pos + n]))
+        pos += n
+    if pos != len(raw):
+        raise Error(f"credvault's libpq binding read a malformed array (oid {oid})")
+    return out
 
 
 class _Rows:
