@@ -300,6 +300,17 @@ class Team:
             except BaseException:
                 path.unlink()  # the keys were never published: a rerun starts clean
                 raise
+            # Every other member will believe these keys only through this chain: check it
+            # now, so an invitation that was not an admin's (or was altered on the server)
+            # is found at once rather than at the first grant.
+            try:
+                Certs(vault_id, anchor, store.certificates()).keys(member)
+            except IntegrityError as e:
+                raise IntegrityError(
+                    f"joined, but the certificate of {member}'s keys does not verify ({e}): "
+                    "the invitation did not come from an admin of this vault or was altered "
+                    "on the server; tell your admin"
+                ) from None
         return Joined(member, str(path), _fp(slot.sign_pub))
 
     # -- trust: certificates and membership logs ------------------------------------------

@@ -382,3 +382,28 @@ def test_an_engagement_made_around_the_log_is_refused(team: World) -> None:
     assert r.code == 6, r.err
     assert "membership log" in one_line(r)
     assert dba(team, "SELECT count(*) FROM credvault.credentials")[0][0] == 0
+
+
+def test_join_checks_its_own_certificate(team: World, tmp_path: Path) -> None:
+    """The DBA replaces dave's invitation statement (say, to make him an admin) before he
+    joins: the signature no longer verifies, and dave's own join says so (exit 6), so the
+    forged invitation is found at once, not at his first grant."""
+    code = tmp_path / "dave.invitation"
+    team.ok("alice", "member", "invite", "dave", "--invitation-file", str(code))
+    dba(team, "UPDATE credvault.member_certs SET admin = true WHERE member = 'dave'")
+    home = tmp_path / "home-dave"
+    home.mkdir(mode=0o700)
+    team.envs["dave"] = {
+        **team.envs["carol"],
+        "CREDVAULT_MEMBER": "dave",
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+    }
+    pfile = team.envs["carol"]["CREDVAULT_PASSPHRASE_FILE"]
+    r = team.run(
+        "dave", "join", "--invitation-file", str(code), "--passphrase-file", pfile,
+        "--kdf", KDF_ARG,
+    )  # fmt: skip
+    assert r.code == 6, r.err
+    assert "certificate" in one_line(r)
+    assert team.run("alice", "grant", "acme-2026", "dave", "reader").code == 6

@@ -356,3 +356,42 @@ def test_the_membership_log_is_carried_over_and_goes_on(
         cluster, db, "SELECT value FROM credvault.meta WHERE key = 'pre_log_engagements'"
     )[0]
     assert eng.uid not in bytes(listed)
+
+
+def test_a_team_rotation_reseals_systems_and_keeps_their_links(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    """A migrated engagement with a system (the version-1 rotation refused it): a revoke on
+    the team vault rotates the key, re-sealing the system's address bound to its name,
+    port and protocol, and the linked credential still opens under its system link. The
+    DBA changing the port afterwards makes the next rotation fail (exit 6), nothing stored."""
+    old = _sqlcipher(tmp_path / "old")
+    old.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.0.0.1", "--port", "22")
+    old.ok("alice", "put", "acme-2026/root", "--system", "web1", input=SECRET + b"\n")
+    old.ok("alice", "grant", "acme-2026", "bob", "reader")
+    old.ok("alice", "grant", "acme-2026", "carol", "reader")
+    db, owner_target, _ = _target_db(pg_cluster, old)
+    inv = tmp_path / "inv"
+    old.ok("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
+    target = f"postgresql://127.0.0.1:{pg_cluster.port}/{db}"
+    new = World("postgresql", tmp_path / "new", target)
+    for who in ("alice", "bob", "carol"):
+        new.envs[who] = dict(old.envs[who], CREDVAULT_VAULT=target)
+        new.ok(who, "join", "--from-vault", old.target,
+               "--invitation-file", str(inv / f"{who}.invitation"),
+               "--passphrase-file", new.envs[who]["CREDVAULT_PASSPHRASE_FILE"],
+               "--kdf", KDF_ARG)  # fmt: skip
+    sql = "SELECT address_env FROM credvault.systems WHERE name = 'web1'"
+    ((before,),) = _owner_rows(pg_cluster, db, sql)
+    new.ok("alice", "revoke", "acme-2026", "bob")
+    ((after,),) = _owner_rows(pg_cluster, db, sql)
+    assert bytes(after) != bytes(before)
+    assert bytes(after)[0] == 2  # record-bound
+    assert int.from_bytes(bytes(after)[1:5], "big") == int.from_bytes(bytes(before)[1:5], "big") + 1
+    assert new.ok("alice", "get", "acme-2026/root").out == SECRET + b"\n"
+    assert new.ok("carol", "get", "acme-2026/root").out == SECRET + b"\n"
+    _owner_rows(pg_cluster, db, "UPDATE credvault.systems SET port = 2222 RETURNING 1")
+    r = new.run("alice", "revoke", "acme-2026", "carol")
+    assert r.code == 6, r.err
+    ((unchanged,),) = _owner_rows(pg_cluster, db, sql)
+    assert bytes(unchanged) == bytes(after)
