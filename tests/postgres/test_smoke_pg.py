@@ -24,6 +24,25 @@ def test_schema_applied_by_owner_once(pg: Any) -> None:
         assert owners == [(pg.owner,)]
 
 
+def test_no_function_or_table_is_open_to_public(pg: Any) -> None:
+    """Every function and table of every schema version (new functions are PUBLIC's by
+    default in PostgreSQL) is reachable only through the grants the member group has."""
+    with pg.connect() as conn:
+        open_functions = conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p "
+            "WHERE p.pronamespace = 'credvault'::regnamespace "
+            "AND has_function_privilege('public', p.oid, 'EXECUTE')"
+        ).fetchall()
+        open_tables = conn.execute(
+            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'credvault'::regnamespace "
+            "AND c.relkind IN ('r', 'v', 'S') "
+            "AND (has_table_privilege('public', c.oid, 'SELECT') "
+            "OR has_table_privilege('public', c.oid, 'INSERT'))"
+        ).fetchall()
+    assert open_functions == []
+    assert open_tables == []
+
+
 def test_superuser_and_members_may_not_apply_schema(pg: Any) -> None:
     import psycopg
 

@@ -26,6 +26,13 @@ ADVISORY_LOCK = int.from_bytes(hashlib.sha256(b"credvault schema").digest()[:8],
 _IDENT = re.compile(r"\A[a-z][a-z0-9_]{0,40}\Z")
 
 
+_CLOSE_TO_PUBLIC = (
+    "REVOKE ALL ON ALL TABLES IN SCHEMA credvault FROM PUBLIC; "
+    "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA credvault FROM PUBLIC; "
+    "REVOKE ALL ON ALL SEQUENCES IN SCHEMA credvault FROM PUBLIC"
+)
+
+
 def _schema_text(version: int) -> str:
     """The SQL that makes schema ``version``: ``schema.sql`` for 1, ``upgrade-N.sql`` after.
 
@@ -138,6 +145,10 @@ def apply_schema(conn: Any, *, upto: int = SCHEMA_VERSION) -> bool:
             return False
         for step in range(version + 1, upto + 1):
             conn.execute(_schema_text(step))
+            # PostgreSQL lets PUBLIC execute every function it creates, and members may use
+            # the schema: whatever an upgrade adds is closed again here, so a member reaches
+            # only what an upgrade grants the member group by name.
+            conn.execute(_CLOSE_TO_PUBLIC)
             conn.execute("UPDATE credvault.schema_version SET version = %s", (step,))
     return True
 
