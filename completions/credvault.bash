@@ -13,7 +13,7 @@ declare -gA _credvault_actions=(
 )
 declare -gA _credvault_opts=(
     [.]='--help --version'
-    ['init']='--admin --recovery-file --passphrase-file --kdf --help --vault --as --no-keyring'
+    ['init']='--admin --recovery-file --passphrase-file --kdf --upgrade-schema --help --vault --as --no-keyring'
     ['info']='--public-key --json --help --vault --as --no-keyring'
     ['status']='--json --help --vault --as --no-keyring'
     ['whoami']='--json --help --vault --as --no-keyring'

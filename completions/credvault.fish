@@ -108,6 +108,7 @@ complete -c credvault -n "__credvault_at 'init'" -l 'admin' -r -x -d 'first admi
 complete -c credvault -n "__credvault_at 'init'" -l 'recovery-file' -r -F -d 'write the recovery key here (0600) instead of printing it once'
 complete -c credvault -n "__credvault_at 'init'" -l 'passphrase-file' -r -F -d 'read the admin passphrase here'
 complete -c credvault -n "__credvault_at 'init'" -l 'kdf' -r -x -d 'Argon2id cost for new passphrases (default m=65536,t=3,p=4)'
+complete -c credvault -n "__credvault_at 'init'" -l 'upgrade-schema' -d 'team vault, as the database owner: upgrade its schema to this credvault'\''s version (audited)'
 complete -c credvault -n "__credvault_at 'init'" -l 'vault' -r -x -a '(__fish_complete_directories)' -d 'vault directory (default $CREDVAULT_VAULT, else $XDG_DATA_HOME/credvault)'
 complete -c credvault -n "__credvault_at 'init'" -l 'as' -r -x -a '(__credvault_names members)' -d 'act as this member (default $CREDVAULT_MEMBER, else your user name)'
 complete -c credvault -n "__credvault_at 'init'" -l 'no-keyring' -d 'do not use a key cached in the OS keyring'

@@ -48,6 +48,7 @@ from credvault.secret import Secret
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.members import MemberInfo
+    from credvault.team_lifecycle import SchemaUpgrade
 
 TABLE = "credentials"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
@@ -173,6 +174,14 @@ class Team:
         with _connect_as(target, admin, login_password(keys, vault_id)) as store:
             store.join(slot.sign_pub, slot.kem_pub, scram_verifier(login_password(keys, vault_id)))
         return TeamInit(db, vault_id.hex(), admin, str(path))
+
+    @staticmethod
+    def upgrade_schema(target: str) -> SchemaUpgrade:
+        """As the database's owner: bring the schema to this credvault's version
+        (:func:`credvault.team_lifecycle.upgrade_schema`; ``init --upgrade-schema``)."""
+        from credvault.team_lifecycle import upgrade_schema
+
+        return upgrade_schema(target)
 
     @staticmethod
     def keys_from_vault(path: Path, member: str, passphrase: Secret) -> MemberKeys:

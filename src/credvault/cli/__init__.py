@@ -82,6 +82,12 @@ TABLE: tuple[Command, ...] = (
                 help="read the admin passphrase here",
             ),
             KDF,
+            arg(
+                "--upgrade-schema",
+                action="store_true",
+                help="team vault, as the database owner: upgrade its schema to this "
+                "credvault's version (audited)",
+            ),
         ),
     ),
     Command(

@@ -188,6 +188,8 @@ def render(
 # -- vault ----------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     """Create a vault: its first (admin) member and the recovery key."""
+    if args.upgrade_schema:
+        return upgrade_schema(args)
     admin = args.admin or member_name(args)
     pfile = args.passphrase_file or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
     if pfile:
@@ -214,6 +216,24 @@ def cmd_init(args: argparse.Namespace) -> int:
         t.out(res.recovery_key)
     else:
         t.out(f"recovery key written to {rec} (mode 0600): move it offline")
+    return EXIT_OK
+
+
+def upgrade_schema(args: argparse.Namespace) -> int:
+    """``init --upgrade-schema``: the team database's owner upgrades its schema."""
+    target = vault_target(getattr(args, "vault", None))
+    if target is None:
+        raise InvalidInput(
+            "--upgrade-schema is for a PostgreSQL team vault (a SQLCipher vault upgrades "
+            "itself when opened)"
+        )
+    from credvault import Team
+
+    up = Team.upgrade_schema(target)
+    if up.changed:
+        t.out(f"upgraded team vault {up.database} from schema {up.before} to {up.after}")
+    else:
+        t.out(f"team vault {up.database} is at schema {up.after} already; nothing to do")
     return EXIT_OK
 
 
