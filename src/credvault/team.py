@@ -9,8 +9,10 @@ with the record's place as associated data), engagement keys sealed with HPKE to
 X25519 keys, and the same signed statements (:mod:`credvault.postgres.client`). Access
 control and the audit trail are the server's: every read is a committed audit row first
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
-holds every statement. Not covered (one line, exit 1, :data:`NOT_ON_TEAM`): systems,
-history, trash, lifecycle, backups, the agent and keyring.
+holds every statement. An engagement's lifecycle, the purge and its receipts, and the
+owner's schema upgrade live in :mod:`credvault.team_lifecycle` (loaded when used). Not
+covered (one line, exit 1, :class:`NotOnTeam`): systems, history, trash, backups, the
+agent and keyring.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ from credvault.secret import Secret
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.members import MemberInfo
-    from credvault.team_lifecycle import SchemaUpgrade
+    from credvault.model import Engagement
+    from credvault.results import PurgePlan
+    from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
 
 TABLE = "credentials"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
@@ -182,6 +186,41 @@ class Team:
         from credvault.team_lifecycle import upgrade_schema
 
         return upgrade_schema(target)
+
+    @staticmethod
+    def rewrite(target: str) -> tuple[int, int]:
+        """As the database's owner, after a purge: rewrite the table files
+        (``purge --rewrite``; :func:`credvault.team_lifecycle.rewrite`)."""
+        from credvault.team_lifecycle import rewrite
+
+        return rewrite(target)
+
+    @property
+    def public_key(self) -> str:
+        """This member's Ed25519 signing key, base64: what checks the purge receipts they
+        sign (``info --public-key``; a team vault has no vault-wide receipt key)."""
+        import base64
+
+        return base64.b64encode(p.ed25519_public(self.keys.sign_private)).decode()
+
+    def info(self) -> object:
+        raise NotOnTeam("info (without --public-key)")
+
+    # -- lifecycle and purge (credvault.team_lifecycle, loaded when used) -----------------
+    @property
+    def purger(self) -> TeamPurger:
+        from credvault.team_lifecycle import TeamPurger
+
+        return TeamPurger(self)
+
+    def purge(self, *, dry_run: bool = False, confirm_clock: str | None = None) -> list[PurgePlan]:
+        """Purge every engagement that is due (admins), receipts signed here."""
+        return self.purger.run(dry_run=dry_run, confirm_clock=confirm_clock)
+
+    def purge_due_on_open(self) -> list[PurgePlan]:
+        """What SQLCipher does on every open by someone entitled to destroy: an admin's
+        command first purges what is due (one round trip when nothing is)."""
+        return self.purger.run(automatic=True)
 
     @staticmethod
     def keys_from_vault(path: Path, member: str, passphrase: Secret) -> MemberKeys:
@@ -447,6 +486,7 @@ class TeamCredentials:
 class TeamEngagements:
     def __init__(self, t: Team) -> None:
         self.t = t
+        self._lc: TeamLifecycle | None = None
 
     def create(
         self,
@@ -470,6 +510,27 @@ class TeamEngagements:
         t.store.create_engagement(uid, name, client, p.fingerprint(key), sig, lead)
         self._put(name, uid, lead, Role.LEAD, None, key, 1)
         return TeamEngagement(name, client, lead)
+
+    # -- lifecycle (credvault.team_lifecycle): the server checks the role and audits ------
+    @property
+    def _lifecycle(self) -> TeamLifecycle:
+        if self._lc is None:
+            from credvault.team_lifecycle import TeamLifecycle
+
+            self._lc = TeamLifecycle(self.t)
+        return self._lc
+
+    def close(self, name: str, grace_days: int | str | None = None) -> Engagement:
+        return self._lifecycle.close(name, grace_days)
+
+    def retain(self, name: str, until: str, reason: str) -> Engagement:
+        return self._lifecycle.retain(name, until, reason)
+
+    def release(self, name: str) -> Engagement:
+        return self._lifecycle.release(name)
+
+    def purge_status(self, eng: Engagement) -> str:
+        return self._lifecycle.purge_status(eng)
 
     def _put(
         self,

@@ -730,6 +730,12 @@ TABLE: tuple[Command, ...] = (
                 help="the clock is suspect and you checked that today is this date (UTC): "
                 "act on it (admins and service identities; audited)",
             ),
+            arg(
+                "--rewrite",
+                action="store_true",
+                help="team vault, as the database owner: rewrite the table files purged rows "
+                "stay in (VACUUM FULL; audited)",
+            ),
             JSON,
         ),
     ),
