@@ -100,7 +100,20 @@ def test_not_json_and_a_newer_version() -> None:
     with pytest.raises(IntegrityError):
         TeamSlot.from_bytes(b"\xff not json")
     with pytest.raises(UnsupportedFormat, match="newer"):
-        TeamSlot.from_bytes(_edit(slot.to_bytes(), version=2))
+        TeamSlot.from_bytes(_edit(slot.to_bytes(), version=3))
+
+
+def test_version_2_binds_the_login_to_the_salt() -> None:
+    """`passwd` writes version 2: the same keys give another login with another salt,
+    and version 1 keeps the login it always had."""
+    slot, keys = new_slot(VAULT_ID, "team", "bob", Secret(b"bob-pass"), MIN_KDF)
+    assert slot.version == 1
+    assert slot.login_password(keys) == login_password(keys, slot.vault_id)
+    v2 = TeamSlot.from_bytes(slot._replace(version=2).to_bytes())
+    assert v2.version == 2
+    assert v2.login_password(keys) != slot.login_password(keys)
+    other = v2._replace(salt=bytes(16))
+    assert other.login_password(keys) != v2.login_password(keys)
 
 
 def test_written_once_private(tmp_path: Path) -> None:

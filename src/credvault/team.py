@@ -36,6 +36,7 @@ from credvault.errors import (
     CredvaultError,
     IntegrityError,
     InvalidInput,
+    Locked,
     NotFound,
 )
 from credvault.keyslots import MemberKeys
@@ -49,7 +50,7 @@ from credvault.secret import Secret
 
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
-    from credvault.members import MemberInfo
+    from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
     from credvault.results import PurgePlan
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
@@ -136,10 +137,26 @@ class Team:
     # -- opening ------------------------------------------------------------------------
     @classmethod
     def open(cls, target: str, member: str, passphrase: Secret) -> Team:
-        """Unlock the member's own key slot and log in with the password derived from it."""
-        slot = TeamSlot.read(team_slot_path(database_of(target), member))
+        """Unlock the member's own key slot and log in with the password derived from it.
+        A passphrase change cut short after the server took the new login (the new slot
+        still beside the old, :mod:`credvault.team_passwd`) is finished here."""
+        path = team_slot_path(database_of(target), member)
+        try:
+            return cls._open_slot(target, member, passphrase, path)
+        except (Locked, AccessDenied):
+            from credvault.team_passwd import finish_pending, pending_path
+
+            if not pending_path(path).exists():
+                raise
+            team = cls._open_slot(target, member, passphrase, pending_path(path))
+            finish_pending(path)
+            return team
+
+    @classmethod
+    def _open_slot(cls, target: str, member: str, passphrase: Secret, path: Path) -> Team:
+        slot = TeamSlot.read(path)
         keys = slot.unlock(passphrase)
-        store = _connect_as(target, member, login_password(keys, slot.vault_id))
+        store = _connect_as(target, member, slot.login_password(keys))
         try:
             vault_id, name = store.opening()
             if vault_id != slot.vault_id:
@@ -665,6 +682,12 @@ class TeamMembers:
             for m in self.t.store.members()
             if m.state == "active"
         ]
+
+    def passwd(self, new_passphrase: bytes | Secret, *, compromised: bool = False) -> PasswdResult:
+        """Change your own passphrase, and with it your login (:mod:`credvault.team_passwd`)."""
+        from credvault.team_passwd import passwd
+
+        return passwd(self.t, new_passphrase, compromised=compromised)
 
     def fingerprints(self) -> dict[str, str]:
         """Signing-key fingerprints as published at join, for comparing out of band."""

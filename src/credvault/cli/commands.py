@@ -126,6 +126,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_purge",
         "cmd_receipt",
         "cmd_info",
+        "cmd_passwd",
     }
 )
 
@@ -463,7 +464,8 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     """Change your own passphrase; --compromised also replaces your keys (see docs)."""
     with open_vault(args) as v:
         r = v.members.passwd(new_passphrase(args, v.member), compromised=args.compromised)
-        Vault.forget_cached_keys(v.path, v.member)
+        if vault_target(getattr(args, "vault", None)) is None:  # a team vault caches nothing
+            Vault.forget_cached_keys(v.path, v.member)
         if not r.compromised:
             t.out("passphrase changed")
             return EXIT_OK

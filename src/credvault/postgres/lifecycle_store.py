@@ -1,5 +1,5 @@
-"""The SQL of an engagement's lifecycle and purge on a team vault (``upgrade-2.sql``,
-section pgops), beside :mod:`credvault.postgres.store`, whose connection and error mapping
+"""The SQL of an engagement's lifecycle and purge, and of ``passwd``, on a team vault
+(``upgrade-2.sql``, section pgops), beside :mod:`credvault.postgres.store`, whose connection and error mapping
 it uses. Like the rest of the client's SQL it decides nothing: each call is one SECURITY
 DEFINER function that checks the caller's role and writes the audit rows itself.
 
@@ -217,3 +217,8 @@ def rewrite(owner: PgStore) -> tuple[int, int]:
             (names, len(pending) - len(names)),
         ).fetchone()
     return int(row[0]), len(pending) - len(names)
+
+
+def change_login(store: PgStore, verifier: str) -> None:
+    """``passwd``: the member's own new login verifier (audited by the server)."""
+    _one(store, "SELECT credvault.change_login(%s)", (verifier,), "change the login", None)

@@ -35,7 +35,9 @@ from credvault.keyslots import (
 from credvault.secret import Secret
 
 FORMAT = "credvault-team-slot"
-VERSION = 1
+# 1: the login password is derived from the signing key and the vault id; 2 (written by
+# `passwd`): also from the slot's Argon2id salt, so a new passphrase brings a new login
+VERSION = 2
 MAX_SIZE = 64 * 1024
 _KDF_INT_MAX = 2**32 - 1
 _FIELDS = frozenset(
@@ -87,14 +89,19 @@ class TeamSlot(NamedTuple):
     kdf: KdfParams
     salt: bytes
     private: bytes
+    version: int = 1
 
     def __repr__(self) -> str:
         return f"TeamSlot(member={self.member!r}, database={self.database!r})"
 
+    def login_password(self, keys: MemberKeys) -> str:
+        """The member's PostgreSQL password for this slot (:func:`login_password`)."""
+        return login_password(keys, self.vault_id, self.salt if self.version >= 2 else None)
+
     def to_bytes(self) -> bytes:
         body = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "vault_id": self.vault_id.hex(),
             "member": self.member,
             "database": self.database,
@@ -148,6 +155,7 @@ class TeamSlot(NamedTuple):
             kdf=KdfParams(_int(kdf, "m"), _int(kdf, "t"), _int(kdf, "p")),
             salt=_b64(kdf, "salt", SALT_LEN),
             private=_b64(d, "private"),
+            version=version,
         )
 
     def _member_slot(self) -> MemberSlot:
@@ -230,7 +238,8 @@ def new_slot(
     return slot, keys
 
 
-def login_password(keys: MemberKeys, vault_id: bytes) -> str:
-    """The member's PostgreSQL password: HKDF of their signing key (never stored)."""
-    raw = p.hkdf(keys.sign_private, LOGIN_LABEL, vault_id)
+def login_password(keys: MemberKeys, vault_id: bytes, salt: bytes | None = None) -> str:
+    """The member's PostgreSQL password: HKDF of their signing key (never stored), bound
+    to the slot's Argon2id ``salt`` in a version-2 slot (:meth:`TeamSlot.login_password`)."""
+    raw = p.hkdf(keys.sign_private, LOGIN_LABEL, vault_id + (salt or b""))
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -478,3 +478,25 @@ BEGIN
                    ' credvault.awaiting_rewrite(), credvault.read_receipt(text),'
                    ' credvault.purge_run(integer) TO %I', g);
 END $$;
+
+-- passwd on a team vault (credvault.team_passwd): the member's new login verifier, made on
+-- their machine from the re-wrapped key slot (the password never travels), audited as on
+-- SQLCipher. The owner's CREATEROLE changes the caller's own role only (session_user).
+CREATE FUNCTION credvault.change_login(verifier text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me();
+BEGIN
+    IF verifier !~ '^SCRAM-SHA-256\$' THEN
+        RAISE EXCEPTION 'credvault: a SCRAM verifier is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format('ALTER ROLE %I PASSWORD %L', session_user, verifier);
+    PERFORM audit_append(who, 'passwd', NULL, who, 'ok', '');
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.change_login(text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.change_login(text) TO %I',
+                   credvault.member_group());
+END $$;
