@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
     from credvault.results import PurgePlan
+    from credvault.team_export import TeamClients
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
 
 TABLE = "credentials"
@@ -222,6 +223,13 @@ class Team:
 
     def info(self) -> object:
         raise NotOnTeam("info (without --public-key)")
+
+    @property
+    def clients(self) -> TeamClients:
+        """``client export`` (:mod:`credvault.team_export`, loaded when used)."""
+        from credvault.team_export import TeamClients
+
+        return TeamClients(self)
 
     # -- lifecycle and purge (credvault.team_lifecycle, loaded when used) -----------------
     @property

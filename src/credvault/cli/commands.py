@@ -127,6 +127,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_receipt",
         "cmd_info",
         "cmd_passwd",
+        "cmd_client_export",
     }
 )
 

@@ -1,7 +1,8 @@
-"""The SQL of an engagement's lifecycle and purge, and of ``passwd``, on a team vault
-(``upgrade-2.sql``, section pgops), beside :mod:`credvault.postgres.store`, whose connection and error mapping
-it uses. Like the rest of the client's SQL it decides nothing: each call is one SECURITY
-DEFINER function that checks the caller's role and writes the audit rows itself.
+"""The SQL of an engagement's lifecycle and purge, ``passwd`` and the client export on a
+team vault (``upgrade-2.sql``, section pgops), beside :mod:`credvault.postgres.store`, whose
+connection and error mapping it uses. Like the rest of the client's SQL it decides nothing:
+each call is one SECURITY DEFINER function that checks the caller's role and writes the
+audit rows itself.
 
 psycopg is imported inside the functions, never at module import.
 """
@@ -222,3 +223,20 @@ def rewrite(owner: PgStore) -> tuple[int, int]:
 def change_login(store: PgStore, verifier: str) -> None:
     """``passwd``: the member's own new login verifier (audited by the server)."""
     _one(store, "SELECT credvault.change_login(%s)", (verifier,), "change the login", None)
+
+
+def export_check(store: PgStore, name: str, reason: str) -> str:
+    """``client export``: 'ok', 'denied: <why>' (audited) or 'error: <state>'."""
+    row = _one(store, "SELECT credvault.export_check(%s, %s)", (name, reason), "export", name)
+    return str(row[0])
+
+
+def log_export(store: PgStore, name: str, count: int, digest: str, reason: str) -> None:
+    """The export's ``export`` audit entry with the file's SHA-256 (committed)."""
+    _one(
+        store,
+        "SELECT credvault.log_export(%s, %s, %s, %s)",
+        (name, count, digest, reason),
+        "export",
+        name,
+    )

@@ -310,7 +310,10 @@ BEGIN
             'until', iso(e.hold_until), 'reason', e.hold_reason, 'by', e.hold_by) END,
         'audit_position', seq,
         'destruction_complete_at', NULL,
-        'client_exports', '[]'::jsonb,
+        'client_exports', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+            'at', iso(a.ts), 'sha256', right(a.detail, 64)) ORDER BY a.seq), '[]'::jsonb)
+            FROM audit a WHERE a.engagement = e.name AND a.action = 'export'
+            AND a.outcome = 'ok' AND a.detail ~ 'sha256 [0-9a-f]{64}$'),
         'backups_expire_at', iso(at + make_interval(days => setting_days('backup_retention_days', 35))));
     DELETE FROM credentials WHERE engagement_id = e.id;
     DELETE FROM systems WHERE engagement_id = e.id;
@@ -498,5 +501,56 @@ REVOKE ALL ON FUNCTION credvault.change_login(text) FROM PUBLIC;
 DO $$
 BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.change_login(text) TO %I',
+                   credvault.member_group());
+END $$;
+
+-- client export on a team vault (credvault.team_export): every secret is read through
+-- request_read/fetch (audited `get`); these check every engagement first (a denial audited
+-- as `export`, as on SQLCipher) and record the export file's digest afterwards.
+CREATE FUNCTION credvault.export_check(eng text, reason text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; r text;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng;
+    r := CASE WHEN e.id IS NULL THEN NULL ELSE role_in(e.id) END;
+    IF r IS NULL OR r NOT IN ('lead', 'engineer', 'reader') THEN
+        PERFORM audit_append(who, 'export', eng, NULL, 'denied',
+                             CASE WHEN r IS NULL THEN 'no grant' ELSE 'role ' || r END);
+        RETURN 'denied: ' || CASE WHEN r IS NULL THEN 'no grant' ELSE 'role ' || r END;
+    END IF;
+    IF e.require_reason AND coalesce(reason, '') = '' THEN
+        PERFORM audit_append(who, 'export', eng, NULL, 'denied', 'this engagement requires --reason');
+        RETURN 'denied: this engagement requires --reason';
+    END IF;
+    IF e.state <> 'active' THEN
+        RETURN 'error: ' || e.state;
+    END IF;
+    RETURN 'ok';
+END $$;
+
+CREATE FUNCTION credvault.log_export(eng text, n integer, digest text, reason text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng;
+    IF e.id IS NULL OR coalesce(role_in(e.id), '') NOT IN ('lead', 'engineer', 'reader') THEN
+        RAISE EXCEPTION 'credvault: % may not export %', who, eng USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF digest !~ '^[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION 'credvault: not a SHA-256 digest' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM audit_append(who, 'export', eng, NULL, 'ok', format('%s credentials exported', n)
+        || CASE WHEN coalesce(reason, '') <> '' THEN '; reason: ' || reason ELSE '' END
+        || '; sha256 ' || digest);
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.export_check(text, text),
+    credvault.log_export(text, integer, text, text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.export_check(text, text),'
+                   ' credvault.log_export(text, integer, text, text) TO %I',
                    credvault.member_group());
 END $$;
