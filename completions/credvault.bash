@@ -13,7 +13,7 @@ declare -gA _credvault_actions=(
 )
 declare -gA _credvault_opts=(
     [.]='--help --version'
-    ['init']='--admin --recovery-file --passphrase-file --kdf --help --vault --as --no-keyring'
+    ['init']='--admin --recovery-file --passphrase-file --kdf --upgrade-schema --help --vault --as --no-keyring'
     ['info']='--public-key --json --help --vault --as --no-keyring'
     ['status']='--json --help --vault --as --no-keyring'
     ['whoami']='--json --help --vault --as --no-keyring'
@@ -71,7 +71,7 @@ declare -gA _credvault_opts=(
     ['audit checkpoint']='--help --vault --as --no-keyring'
     ['witness']='--help --vault --as --no-keyring'
     ['witness accept']='--yes --help --vault --as --no-keyring'
-    ['purge']='--dry-run --confirm-clock --json --help --vault --as --no-keyring'
+    ['purge']='--dry-run --confirm-clock --rewrite --json --help --vault --as --no-keyring'
     ['receipt']='--json --output --help --vault --as --no-keyring'
     ['verify-receipt']='--public-key --key-history --help'
     ['receipt-keys']='--json --links --output --help --vault --as --no-keyring'

@@ -77,6 +77,8 @@ show "reason:" reason
 show "purged by:" purged_by
 complete=$(field destruction_complete_at)
 printf '%-24s%s\n' "destruction complete:" "${complete:-NOT YET (copies remained when this receipt was signed)}"
+horizon=$(field backups_expire_at)  # a team vault's: backups and WAL keep copies until then
+[ -z "$horizon" ] || printf '%-24s%s\n' "backups expire by:" "$horizon"
 exports=$(grep -o '"sha256":"[0-9a-f]*"' "$tmp/receipt" | sed 's/.*:"\(.*\)"/\1/' | tr '\n' ' ')
 [ -z "$exports" ] || printf '%-24s%s\n' "your export(s), sha256:" "$exports"
 exit 0

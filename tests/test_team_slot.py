@@ -100,7 +100,7 @@ def test_not_json_and_a_newer_version() -> None:
     with pytest.raises(IntegrityError):
         TeamSlot.from_bytes(b"\xff not json")
     with pytest.raises(UnsupportedFormat, match="newer"):
-        TeamSlot.from_bytes(_edit(slot.to_bytes(), version=3))
+        TeamSlot.from_bytes(_edit(slot.to_bytes(), version=4))
 
 
 def test_version_2_pins_the_founder_and_version_1_still_reads() -> None:
@@ -118,6 +118,22 @@ def test_version_2_pins_the_founder_and_version_1_still_reads() -> None:
         TeamSlot.from_bytes(_edit(data, anchor="AB" * 16))
     with pytest.raises(IntegrityError, match="fields"):
         TeamSlot.from_bytes(_edit(slot.to_bytes(), version=2))
+
+
+def test_version_3_binds_the_login_to_the_salt() -> None:
+    """`passwd` writes version 3: the same keys give another login with another salt,
+    and versions 1 and 2 keep the login they always had; version 3 keeps an anchor."""
+    slot, keys = new_slot(VAULT_ID, "team", "bob", Secret(b"bob-pass"), MIN_KDF)
+    assert slot.version == 1
+    assert slot.login_password(keys) == login_password(keys, slot.vault_id)
+    v2 = TeamSlot.from_bytes(slot._replace(salted_login=True).to_bytes())
+    assert v2.version == 3
+    anchored = slot._replace(anchor="ab" * 16, salted_login=True)
+    assert TeamSlot.from_bytes(anchored.to_bytes()) == anchored
+    assert anchored.login_password(keys) == v2.login_password(keys)
+    assert v2.login_password(keys) != slot.login_password(keys)
+    other = v2._replace(salt=bytes(16))
+    assert other.login_password(keys) != v2.login_password(keys)
 
 
 def test_written_once_private(tmp_path: Path) -> None:

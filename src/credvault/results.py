@@ -117,6 +117,7 @@ class ReceiptDestroyed(NamedTuple):
 
 _SINCE_2 = frozenset({"credential_versions", "trashed_credentials", "trashed_systems"})
 _V2 = frozenset({"destruction_complete_at", "client_exports", "key_id"})
+_TEAM = frozenset({"backups_expire_at"})
 
 
 class ReceiptHold(NamedTuple):
@@ -152,11 +153,16 @@ class Receipt(NamedTuple):
     destruction_complete_at: str | None = None
     client_exports: tuple[dict[str, str], ...] | None = None
     key_id: str | None = None
+    # a team vault's (docs/team.md, "Purge"): after this time no backup or WAL archive kept
+    # within the stated retention can hold a sealed copy; absent from a SQLCipher receipt
+    backups_expire_at: str | None = None
 
     def to_json(self) -> dict[str, object]:
         d = self._asdict()
         d["destroyed"] = self.destroyed.to_json()
         d["hold"] = None if self.hold is None else self.hold.to_json()
+        if self.backups_expire_at is None:
+            d.pop("backups_expire_at")
         if self.key_id is None:  # format 1: the document as it was signed
             for k in _V2:
                 d.pop(k)
@@ -168,7 +174,8 @@ class Receipt(NamedTuple):
     def from_json(cls, data: dict[str, object]) -> Receipt:
         """The record of a receipt document (raises KeyError/TypeError/ValueError if it is
         not one)."""
-        if set(data) not in (set(cls._fields), set(cls._fields) - _V2):
+        every = set(cls._fields)
+        if set(data) not in (every, every - _TEAM, every - _V2 - _TEAM):
             raise ValueError("not a purge receipt")
         destroyed = data["destroyed"]
         hold = data["hold"]

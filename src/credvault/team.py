@@ -9,8 +9,10 @@ with the record's place as associated data), engagement keys sealed with HPKE to
 X25519 keys, and the same signed statements (:mod:`credvault.postgres.client`). Access
 control and the audit trail are the server's: every read is a committed audit row first
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
-holds every statement. Not covered (one line, exit 1, :data:`NOT_ON_TEAM`): systems,
-history, trash, lifecycle, backups, the agent and keyring.
+holds every statement. An engagement's lifecycle, the purge and its receipts, and the
+owner's schema upgrade live in :mod:`credvault.team_lifecycle` (loaded when used). Not
+covered (one line, exit 1, :class:`NotOnTeam`): systems, history, trash, backups, the
+agent and keyring.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from credvault.errors import (
     CredvaultError,
     IntegrityError,
     InvalidInput,
+    Locked,
     NotFound,
 )
 from credvault.keyslots import MemberKeys
@@ -60,7 +63,11 @@ from credvault.team_log import (
 
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
-    from credvault.members import MemberInfo
+    from credvault.members import MemberInfo, PasswdResult
+    from credvault.model import Engagement
+    from credvault.results import PurgePlan
+    from credvault.team_export import TeamClients
+    from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
 
 TABLE = "credentials"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
@@ -179,10 +186,28 @@ class Team:
 
         ``light``: connect through libpq directly rather than psycopg (the CLI's ``get``,
         whose start-up is a target: :mod:`credvault.postgres.libpq`); the same statements,
-        the same server checks."""
-        slot = TeamSlot.read(team_slot_path(database_of(target), member))
+        the same server checks. A passphrase change cut short after the server took the new
+        login (the new slot still beside the old, :mod:`credvault.team_passwd`) is finished
+        here."""
+        path = team_slot_path(database_of(target), member)
+        try:
+            return cls._open_slot(target, member, passphrase, path, light)
+        except (Locked, AccessDenied):
+            from credvault.team_passwd import finish_pending, pending_path
+
+            if not pending_path(path).exists():
+                raise
+            team = cls._open_slot(target, member, passphrase, pending_path(path), light)
+            finish_pending(path)
+            return team
+
+    @classmethod
+    def _open_slot(
+        cls, target: str, member: str, passphrase: Secret, path: Path, light: bool
+    ) -> Team:
+        slot = TeamSlot.read(path)
         keys = slot.unlock(passphrase)
-        store = _connect_as(target, member, login_password(keys, slot.vault_id), light=light)
+        store = _connect_as(target, member, slot.login_password(keys), light=light)
         try:
             vault_id, name = store.opening()
             if vault_id != slot.vault_id:
@@ -238,6 +263,56 @@ class Team:
                 slot.sign_pub, slot.kem_pub, scram_verifier(login_password(keys, vault_id)), proof
             )
         return TeamInit(db, vault_id.hex(), admin, str(path))
+
+    @staticmethod
+    def upgrade_schema(target: str) -> SchemaUpgrade:
+        """As the database's owner: bring the schema to this credvault's version
+        (:func:`credvault.team_lifecycle.upgrade_schema`; ``init --upgrade-schema``)."""
+        from credvault.team_lifecycle import upgrade_schema
+
+        return upgrade_schema(target)
+
+    @staticmethod
+    def rewrite(target: str) -> tuple[int, int]:
+        """As the database's owner, after a purge: rewrite the table files
+        (``purge --rewrite``; :func:`credvault.team_lifecycle.rewrite`)."""
+        from credvault.team_lifecycle import rewrite
+
+        return rewrite(target)
+
+    @property
+    def public_key(self) -> str:
+        """This member's Ed25519 signing key, base64: what checks the purge receipts they
+        sign (``info --public-key``; a team vault has no vault-wide receipt key)."""
+        import base64
+
+        return base64.b64encode(p.ed25519_public(self.keys.sign_private)).decode()
+
+    def info(self) -> object:
+        raise NotOnTeam("info (without --public-key)")
+
+    @property
+    def clients(self) -> TeamClients:
+        """``client export`` (:mod:`credvault.team_export`, loaded when used)."""
+        from credvault.team_export import TeamClients
+
+        return TeamClients(self)
+
+    # -- lifecycle and purge (credvault.team_lifecycle, loaded when used) -----------------
+    @property
+    def purger(self) -> TeamPurger:
+        from credvault.team_lifecycle import TeamPurger
+
+        return TeamPurger(self)
+
+    def purge(self, *, dry_run: bool = False, confirm_clock: str | None = None) -> list[PurgePlan]:
+        """Purge every engagement that is due (admins), receipts signed here."""
+        return self.purger.run(dry_run=dry_run, confirm_clock=confirm_clock)
+
+    def purge_due_on_open(self) -> list[PurgePlan]:
+        """What SQLCipher does on every open by someone entitled to destroy: an admin's
+        command first purges what is due (one round trip when nothing is)."""
+        return self.purger.run(automatic=True)
 
     @staticmethod
     def keys_from_vault(path: Path, member: str, passphrase: Secret) -> MemberKeys:
@@ -701,6 +776,7 @@ class TeamEngagements:
 
     def __init__(self, t: Team) -> None:
         self.t = t
+        self._lc: TeamLifecycle | None = None
 
     def create(
         self,
@@ -737,6 +813,27 @@ class TeamEngagements:
         if lead == t.member:
             self.rotate(name)  # the first key, made by its lead
         return TeamEngagement(name, client, lead)
+
+    # -- lifecycle (credvault.team_lifecycle): the server checks the role and audits ------
+    @property
+    def _lifecycle(self) -> TeamLifecycle:
+        if self._lc is None:
+            from credvault.team_lifecycle import TeamLifecycle
+
+            self._lc = TeamLifecycle(self.t)
+        return self._lc
+
+    def close(self, name: str, grace_days: int | str | None = None) -> Engagement:
+        return self._lifecycle.close(name, grace_days)
+
+    def retain(self, name: str, until: str, reason: str) -> Engagement:
+        return self._lifecycle.retain(name, until, reason)
+
+    def release(self, name: str) -> Engagement:
+        return self._lifecycle.release(name)
+
+    def purge_status(self, eng: Engagement) -> str:
+        return self._lifecycle.purge_status(eng)
 
     def _put(
         self,
@@ -1057,6 +1154,12 @@ class TeamMembers:
             for m in self.t.store.members()
             if m.state == "active"
         ]
+
+    def passwd(self, new_passphrase: bytes | Secret, *, compromised: bool = False) -> PasswdResult:
+        """Change your own passphrase, and with it your login (:mod:`credvault.team_passwd`)."""
+        from credvault.team_passwd import passwd
+
+        return passwd(self.t, new_passphrase, compromised=compromised)
 
     def fingerprints(self) -> dict[str, str]:
         """Signing-key fingerprints as published at join, for comparing out of band."""

@@ -82,6 +82,12 @@ TABLE: tuple[Command, ...] = (
                 help="read the admin passphrase here",
             ),
             KDF,
+            arg(
+                "--upgrade-schema",
+                action="store_true",
+                help="team vault, as the database owner: upgrade its schema to this "
+                "credvault's version (audited)",
+            ),
         ),
     ),
     Command(
@@ -723,6 +729,12 @@ TABLE: tuple[Command, ...] = (
                 metavar="YYYY-MM-DD",
                 help="the clock is suspect and you checked that today is this date (UTC): "
                 "act on it (admins and service identities; audited)",
+            ),
+            arg(
+                "--rewrite",
+                action="store_true",
+                help="team vault, as the database owner: rewrite the table files purged rows "
+                "stay in (VACUUM FULL; audited)",
             ),
             JSON,
         ),

@@ -118,6 +118,15 @@ TEAM_COMMANDS = frozenset(
         "cmd_audit",
         "cmd_audit_verify",
         "cmd_audit_checkpoint",
+        "cmd_engagement_close",
+        "cmd_engagement_retain",
+        "cmd_engagement_release",
+        "cmd_engagement_shred",
+        "cmd_purge",
+        "cmd_receipt",
+        "cmd_info",
+        "cmd_passwd",
+        "cmd_client_export",
     }
 )
 
@@ -153,7 +162,16 @@ def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:
     if target is not None:
         # A Team offers the subset of Vault's API that the TEAM_COMMANDS use; every other
         # handler was refused above, so the cast is never wrong where it is relied on.
-        return cast("Vault", open_team(args, target))
+        team = open_team(args, target)
+        # as on SQLCipher, an admin's command first purges what is due; not `get`'s (its
+        # start-up is measured, and any other command of the day does it)
+        if auto_purge and getattr(getattr(args, "func", None), "__name__", "") != "cmd_get":
+            try:
+                team.purge_due_on_open()
+            except BaseException:
+                team.close()
+                raise
+        return cast("Vault", team)
     path = vault_dir(args)
     member = member_name(args)
     return Vault.open(
@@ -188,6 +206,8 @@ def render(
 # -- vault ----------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     """Create a vault: its first (admin) member and the recovery key."""
+    if args.upgrade_schema:
+        return upgrade_schema(args)
     admin = args.admin or member_name(args)
     pfile = args.passphrase_file or os.environ.get("CREDVAULT_PASSPHRASE_FILE")
     if pfile:
@@ -214,6 +234,24 @@ def cmd_init(args: argparse.Namespace) -> int:
         t.out(res.recovery_key)
     else:
         t.out(f"recovery key written to {rec} (mode 0600): move it offline")
+    return EXIT_OK
+
+
+def upgrade_schema(args: argparse.Namespace) -> int:
+    """``init --upgrade-schema``: the team database's owner upgrades its schema."""
+    target = vault_target(getattr(args, "vault", None))
+    if target is None:
+        raise InvalidInput(
+            "--upgrade-schema is for a PostgreSQL team vault (a SQLCipher vault upgrades "
+            "itself when opened)"
+        )
+    from credvault import Team
+
+    up = Team.upgrade_schema(target)
+    if up.changed:
+        t.out(f"upgraded team vault {up.database} from schema {up.before} to {up.after}")
+    else:
+        t.out(f"team vault {up.database} is at schema {up.after} already; nothing to do")
     return EXIT_OK
 
 
@@ -427,7 +465,8 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     """Change your own passphrase; --compromised also replaces your keys (see docs)."""
     with open_vault(args) as v:
         r = v.members.passwd(new_passphrase(args, v.member), compromised=args.compromised)
-        Vault.forget_cached_keys(v.path, v.member)
+        if vault_target(getattr(args, "vault", None)) is None:  # a team vault caches nothing
+            Vault.forget_cached_keys(v.path, v.member)
         if not r.compromised:
             t.out("passphrase changed")
             return EXIT_OK
@@ -896,12 +935,14 @@ def purge_outcome(v: Vault) -> int:
     """0 when every purge of the vault is complete; else one line on stderr and 1."""
     if v.purger.complete:
         return EXIT_OK
-    t.err(f"purge NOT complete: {INCOMPLETE}")
+    t.err(f"purge NOT complete: {getattr(v.purger, 'pending_reason', INCOMPLETE)}")
     return 1
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Destroy every engagement whose purge is due (also runs on every open)."""
+    if args.rewrite:
+        return rewrite_tables(args)
     with open_vault(args, auto_purge=False) as v:  # the purge is this command's own work
         done = v.purge(dry_run=args.dry_run, confirm_clock=args.confirm_clock)
         code = EXIT_OK if args.dry_run else purge_outcome(v)
@@ -914,6 +955,27 @@ def cmd_purge(args: argparse.Namespace) -> int:
         for d in done:
             t.out(f"{verb}: {d.engagement} ({d.client}), {d.reason}")
     return code
+
+
+def rewrite_tables(args: argparse.Namespace) -> int:
+    """``purge --rewrite``: the team database's owner rewrites the table files."""
+    target = vault_target(getattr(args, "vault", None))
+    if target is None:
+        raise InvalidInput(
+            "--rewrite is for a PostgreSQL team vault (a SQLCipher purge rewrites its file)"
+        )
+    from credvault import Team
+
+    done, pending = Team.rewrite(target)
+    t.out(f"rewrote the table files: {done} purged engagement(s) are out of them")
+    if pending:
+        t.err(
+            f"purge NOT complete: {pending} purged engagement(s) were still visible to an "
+            "older snapshot (an open transaction, a standby or a replication slot) and stay "
+            "in the files; run `credvault purge --rewrite` again once it has ended"
+        )
+        return 1
+    return EXIT_OK
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
@@ -946,6 +1008,8 @@ def cmd_receipt(args: argparse.Namespace) -> int:
             f"{'destroyed:':16}{d['credentials']} credentials, {d['systems']} systems, "
             f"{d['key_copies']} key copies; key fingerprints {', '.join(d['key_fingerprints'])}"
         )
+        if receipt.get("backups_expire_at"):  # a team vault's horizon
+            t.out(f"{'backups until:':16}{receipt['backups_expire_at']}")
         t.out(f"{'signature:':16}{receipt['signature']}")
     return EXIT_OK
 

@@ -122,7 +122,9 @@ def apply_schema(conn: Any, *, upto: int = SCHEMA_VERSION) -> bool:
     happens in one transaction under the advisory lock, so a half-applied upgrade never
     commits and two owners racing apply it once; a superuser is refused so the functions
     never end up owned by one (SECURITY DEFINER would then run as superuser). A database
-    newer than this credvault is refused, never downgraded. ``upto`` exists for tests that
+    newer than this credvault is refused, never downgraded. An upgrade of an existing
+    vault appends an ``upgrade`` entry (``schema N -> M``, by the owner role) to the team
+    audit trail in the same transaction. ``upto`` exists for tests that
     need a database made by an earlier release.
     """
     row = conn.execute(
@@ -150,6 +152,11 @@ def apply_schema(conn: Any, *, upto: int = SCHEMA_VERSION) -> bool:
             # only what an upgrade grants the member group by name.
             conn.execute(_CLOSE_TO_PUBLIC)
             conn.execute("UPDATE credvault.schema_version SET version = %s", (step,))
+        if version:  # an upgrade of a vault in use: on its trail, in the same transaction
+            conn.execute(
+                "SELECT credvault.audit_append(current_user, 'upgrade', NULL, NULL, 'ok', %s)",
+                (f"schema {version} -> {upto}",),
+            )
     return True
 
 

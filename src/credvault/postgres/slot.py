@@ -35,7 +35,11 @@ from credvault.keyslots import (
 from credvault.secret import Secret
 
 FORMAT = "credvault-team-slot"
-VERSION = 2  # 2 adds "anchor": the founder's signing-key fingerprint (format.md §19.1)
+# 1: the first format; 2 adds "anchor", the founder's signing-key fingerprint; 3 (written by
+# `passwd`) derives the login password from the slot's Argon2id salt too, so a new
+# passphrase brings a new login, and keeps "anchor" if the slot it replaces had one
+# (format.md §19.1).
+VERSION = 3
 MAX_SIZE = 64 * 1024
 _KDF_INT_MAX = 2**32 - 1
 _FIELDS = frozenset(
@@ -89,6 +93,16 @@ class TeamSlot(NamedTuple):
     salt: bytes
     private: bytes
     anchor: str | None = None  # None: a version-1 slot, made before member certificates
+    salted_login: bool = False  # version 3: the login is bound to ``salt`` (``passwd``)
+
+    @property
+    def version(self) -> int:
+        """The format version this slot is written in (its fields decide it)."""
+        return 3 if self.salted_login else 2 if self.anchor is not None else 1
+
+    def login_password(self, keys: MemberKeys) -> str:
+        """The member's PostgreSQL password for this slot (:func:`login_password`)."""
+        return login_password(keys, self.vault_id, self.salt if self.salted_login else None)
 
     def __repr__(self) -> str:
         return f"TeamSlot(member={self.member!r}, database={self.database!r})"
@@ -96,7 +110,7 @@ class TeamSlot(NamedTuple):
     def to_bytes(self) -> bytes:
         body: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION if self.anchor is not None else 1,
+            "version": self.version,
             "vault_id": self.vault_id.hex(),
             "member": self.member,
             "database": self.database,
@@ -131,10 +145,13 @@ class TeamSlot(NamedTuple):
                 f"team key slot format {version} is newer than this credvault supports "
                 f"({VERSION}); upgrade credvault"
             )
-        if set(d) != (_FIELDS if version == 1 else _FIELDS_V2):
+        allowed = (
+            (_FIELDS,) if version == 1 else (_FIELDS_V2,) if version == 2 else (_FIELDS, _FIELDS_V2)
+        )
+        if frozenset(d) not in allowed:
             raise _bad("unexpected or missing fields")
         anchor = None
-        if version >= 2:
+        if "anchor" in d:
             anchor = _str(d, "anchor")
             if len(anchor) != 32 or any(c not in "0123456789abcdef" for c in anchor):
                 raise _bad("anchor")
@@ -158,6 +175,7 @@ class TeamSlot(NamedTuple):
             salt=_b64(kdf, "salt", SALT_LEN),
             private=_b64(d, "private"),
             anchor=anchor,
+            salted_login=version >= 3,
         )
 
     def _member_slot(self) -> MemberSlot:
@@ -242,7 +260,8 @@ def new_slot(
     return slot, keys
 
 
-def login_password(keys: MemberKeys, vault_id: bytes) -> str:
-    """The member's PostgreSQL password: HKDF of their signing key (never stored)."""
-    raw = p.hkdf(keys.sign_private, LOGIN_LABEL, vault_id)
+def login_password(keys: MemberKeys, vault_id: bytes, salt: bytes | None = None) -> str:
+    """The member's PostgreSQL password: HKDF of their signing key (never stored), bound
+    to the slot's Argon2id ``salt`` in a version-3 slot (:meth:`TeamSlot.login_password`)."""
+    raw = p.hkdf(keys.sign_private, LOGIN_LABEL, vault_id + (salt or b""))
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -1,0 +1,82 @@
+"""``credvault client export`` on a PostgreSQL team vault (issue 14): everything held for a
+client, secrets included, as the SQLCipher export's JSON (``credvault-client-export/1``).
+
+Every secret comes through the same two-phase audited read as ``get`` (a committed
+``get`` audit row per credential, with the reason, before its envelope leaves the server),
+and is opened here. Every permission is checked first, so a member without a reading role
+on one of the client's engagements exports nothing (the server audits the denial). The
+export file's SHA-256 is then recorded per engagement (``export``, committed before the
+bytes are returned: fail closed), and a later purge receipt lists it under
+``client_exports``, as on SQLCipher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from credvault import validate
+from credvault.clients import export_bytes
+from credvault.errors import AccessDenied, RetentionError
+
+if TYPE_CHECKING:
+    from credvault.team import Team
+
+
+class TeamClients:
+    """``vault.clients`` on a team vault: the export (shred per engagement is ``engagement
+    shred``)."""
+
+    def __init__(self, t: Team) -> None:
+        self.t = t
+
+    def export_bytes(self, client: str, *, reason: str | None = None) -> bytes:
+        return export_bytes(self.export(client, reason=reason))
+
+    def export(self, client: str, *, reason: str | None = None) -> dict[str, object]:
+        from credvault.postgres import lifecycle_store as ls
+
+        t = self.t
+        validate.name(client, "client name")
+        why = validate.reason(reason)
+        names = [e.name for e in t.store.engagements() if e.client == client]
+        if not names:  # absent or hidden (row-level security): the same to a member
+            raise AccessDenied(
+                t.member, "export", None, f"no engagement of {client!r} you hold a role in"
+            )
+        engs = []
+        for name in names:  # every permission first (denials audited): nothing half-exported
+            outcome = ls.export_check(t.store, name, why or "")
+            if outcome.startswith("denied: "):
+                raise AccessDenied(t.member, "export", name, outcome.removeprefix("denied: "))
+            if outcome.startswith("error: "):
+                raise RetentionError(
+                    f"engagement {name!r} is {outcome.removeprefix('error: ')}: a team vault "
+                    "releases secrets of active engagements only (export before closing)"
+                )
+            got = ls.lifecycle(t.store, name)
+            if got is None:
+                raise AccessDenied(t.member, "export", name, "no grant")
+            engs.append(got.engagement)
+        out: list[dict[str, object]] = []
+        counts = {}
+        for eng in engs:
+            entry: dict[str, object] = eng.to_json()
+            creds = [
+                t.credentials.get(f"{eng.name}/{name}", reason=why).to_json()
+                for _, name, *_ in t.store.credentials(eng.name)
+            ]
+            counts[eng.name] = len(creds)
+            entry["systems"], entry["credentials"] = [], creds
+            entry["earlier_versions"], entry["trash"] = [], []
+            out.append(entry)
+        doc: dict[str, object] = {
+            "format": "credvault-client-export/1",
+            "client": client,
+            "vault_id": t.vault_id.hex(),
+            "engagements": out,
+        }
+        digest = hashlib.sha256(export_bytes(doc)).hexdigest()
+        for eng in engs:  # fail closed: committed before anything is returned
+            ls.log_export(t.store, eng.name, counts[eng.name], digest, why or "")
+        return doc

@@ -1,0 +1,66 @@
+"""``credvault passwd`` on a PostgreSQL team vault (issue 14): the member changes the
+passphrase of their own team key slot, on their machine, and with it their login.
+
+The member's PostgreSQL password is derived from their signing key (:mod:`credvault.
+postgres.slot`); a slot re-wrapped by ``passwd`` (slot version 3) also binds it to the
+slot's new Argon2id salt, so the new passphrase brings a new login password. Only its SCRAM
+verifier, made here, goes to the server (``credvault.change_login``, audited ``passwd``):
+the password never travels. Crash-safe: the new slot is written beside the old one
+(``<slot>.new``) before the server changes the verifier, and moved over the old one after;
+an open that finds the server already changed finishes the move (:func:`finish_pending`).
+
+What a plain change protects, and what it does not, is in docs/team.md ("Changing your
+passphrase"): the private keys stay the same.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from credvault.errors import InvalidInput
+from credvault.files import fsync_dir, write_new_private
+from credvault.layout import team_slot_path
+from credvault.postgres.server import scram_verifier
+from credvault.postgres.slot import TeamSlot, new_slot
+from credvault.secret import Secret
+
+if TYPE_CHECKING:
+    from credvault.members import PasswdResult
+    from credvault.team import Team
+
+
+def pending_path(path: Path) -> Path:
+    """Where a passphrase change keeps the new slot until the server has its verifier."""
+    return path.with_name(path.name + ".new")
+
+
+def passwd(t: Team, new_passphrase: bytes | Secret, *, compromised: bool = False) -> PasswdResult:
+    """Re-wrap the member's own slot under ``new_passphrase`` (same keys, new salt, same
+    Argon2id cost) and change their login to the one the new slot derives."""
+    from credvault.members import PasswdResult
+    from credvault.postgres import lifecycle_store as ls
+    from credvault.team import NotOnTeam
+
+    if compromised:
+        raise NotOnTeam("passwd --compromised")
+    pw = new_passphrase if isinstance(new_passphrase, Secret) else Secret(bytes(new_passphrase))
+    if not pw.reveal():
+        raise InvalidInput("the passphrase is empty")
+    path = team_slot_path(t.store.database(), t.member)
+    old = TeamSlot.read(path)
+    slot, _ = new_slot(old.vault_id, old.database, t.member, pw, old.kdf, keys=t.keys)
+    slot = slot._replace(salted_login=True)
+    pending = pending_path(path)
+    pending.unlink(missing_ok=True)  # an earlier change the server never took
+    write_new_private(pending, slot.to_bytes())
+    ls.change_login(t.store, scram_verifier(slot.login_password(t.keys)))
+    finish_pending(path)
+    return PasswdResult(False, [], [], 0)
+
+
+def finish_pending(path: Path) -> None:
+    """The server took the new verifier but the move did not happen: move it now."""
+    os.replace(pending_path(path), path)
+    fsync_dir(path.parent)
