@@ -102,7 +102,12 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.clients",
                 "credvault.audit_trail",
                 "credvault.witnessing",  # issue 11: when the member's witness is checked
+                "credvault.team_handle",  # what the team vault's parts need of it (a Protocol)
                 "credvault.team",  # the PostgreSQL team vault behind the CLI (issue 14)
+                # its lifecycle and purge, passphrase change and client export (loaded when used)
+                "credvault.team_lifecycle",
+                "credvault.team_passwd",
+                "credvault.team_export",
             }
         ),
     ),

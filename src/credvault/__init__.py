@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
         Locked,
         NotAVault,
         NotFound,
+        NotOnTeam,
         Purged,
         RetentionError,
         StoreError,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.model import Engagement, GrantInfo
     from credvault.receipt_keys import ReceiptKeys
     from credvault.secret import Secret
-    from credvault.team import NotOnTeam, Team
+    from credvault.team import Team
     from credvault.unlock import (
         FirstOf,
         IdentityFile,
@@ -116,7 +117,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "default_dir": ("credvault.vault", "default_dir"),
     # the PostgreSQL team vault (issue 14): loaded only when --vault names one
     "Team": ("credvault.team", "Team"),
-    "NotOnTeam": ("credvault.team", "NotOnTeam"),
+    "NotOnTeam": ("credvault.errors", "NotOnTeam"),
     "vault_target": ("credvault.layout", "vault_target"),
     "migrate_vault": ("credvault.migrate", "migrate"),
     "Migrated": ("credvault.migrate", "Migrated"),

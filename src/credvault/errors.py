@@ -150,3 +150,13 @@ class Conflict(CredvaultError):
 class StoreError(CredvaultError):
     """A database failure that is neither tampering nor a missing vault: disk full, busy,
     read-only, or another I/O error (never "changed meanwhile": that is :class:`Conflict`)."""
+
+
+class NotOnTeam(CredvaultError):
+    """A command that a PostgreSQL team vault does not offer yet (exit 1, one line)."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(
+            f"`credvault {command}` is not available on a PostgreSQL team vault yet "
+            "(docs/team.md lists what is)"
+        )

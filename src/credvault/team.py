@@ -34,11 +34,11 @@ from credvault.errors import (
     AccessDenied,
     AuditChainBroken,
     Conflict,
-    CredvaultError,
     IntegrityError,
     InvalidInput,
     Locked,
     NotFound,
+    NotOnTeam,
 )
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
@@ -71,16 +71,6 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
 
 TABLE = "credentials"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
-
-
-class NotOnTeam(CredvaultError):
-    """A command that a PostgreSQL team vault does not offer yet (exit 1, one line)."""
-
-    def __init__(self, command: str) -> None:
-        super().__init__(
-            f"`credvault {command}` is not available on a PostgreSQL team vault yet "
-            "(docs/team.md lists what is)"
-        )
 
 
 class TeamInit(NamedTuple):

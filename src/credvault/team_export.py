@@ -20,14 +20,14 @@ from credvault.clients import export_bytes
 from credvault.errors import AccessDenied, RetentionError
 
 if TYPE_CHECKING:
-    from credvault.team import Team
+    from credvault.team_handle import TeamHandle
 
 
 class TeamClients:
     """``vault.clients`` on a team vault: the export (shred per engagement is ``engagement
     shred``)."""
 
-    def __init__(self, t: Team) -> None:
+    def __init__(self, t: TeamHandle) -> None:
         self.t = t
 
     def export_bytes(self, client: str, *, reason: str | None = None) -> bytes:

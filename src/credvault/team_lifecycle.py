@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from credvault.keyslots import MemberKeys
     from credvault.model import Engagement
     from credvault.results import PurgePlan, Receipt
-    from credvault.team import Team
+    from credvault.team_handle import TeamHandle
 
 
 class SchemaUpgrade(NamedTuple):
@@ -68,7 +68,7 @@ class TeamLifecycle:
     (its lead or an admin), the state, and writes the audit rows (``close``, ``retain``,
     ``release``; denials and refusals too), with the same texts as on SQLCipher."""
 
-    def __init__(self, t: Team) -> None:
+    def __init__(self, t: TeamHandle) -> None:
         self.t = t
         self._grace: dict[str, int] = {}
 
@@ -176,7 +176,7 @@ class TeamPurger:
     when an admin opens the vault for any command but ``get``), a shred by its lead or an
     admin. The server deletes, audits and states the facts; the receipt is signed here."""
 
-    def __init__(self, t: Team) -> None:
+    def __init__(self, t: TeamHandle) -> None:
         self.t = t
 
     @property

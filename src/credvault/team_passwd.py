@@ -28,7 +28,7 @@ from credvault.secret import Secret
 
 if TYPE_CHECKING:
     from credvault.members import PasswdResult
-    from credvault.team import Team
+    from credvault.team_handle import TeamHandle
 
 
 def pending_path(path: Path) -> Path:
@@ -36,12 +36,14 @@ def pending_path(path: Path) -> Path:
     return path.with_name(path.name + ".new")
 
 
-def passwd(t: Team, new_passphrase: bytes | Secret, *, compromised: bool = False) -> PasswdResult:
+def passwd(
+    t: TeamHandle, new_passphrase: bytes | Secret, *, compromised: bool = False
+) -> PasswdResult:
     """Re-wrap the member's own slot under ``new_passphrase`` (same keys, new salt, same
     Argon2id cost) and change their login to the one the new slot derives."""
+    from credvault.errors import NotOnTeam
     from credvault.members import PasswdResult
     from credvault.postgres import lifecycle_store as ls
-    from credvault.team import NotOnTeam
 
     if compromised:
         raise NotOnTeam("passwd --compromised")

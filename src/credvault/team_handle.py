@@ -1,0 +1,29 @@
+"""What the team vault's parts loaded when used (lifecycle and purge, passphrase change,
+client export) need of an open :class:`credvault.team.Team`.
+
+A :class:`typing.Protocol`, so those modules depend on this one and not on ``team.py``,
+which imports them: the layering test counts every import, lazy or for types only, and a
+cycle would hide which module decides what.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from credvault.keyslots import MemberKeys
+    from credvault.postgres.store import PgStore
+
+
+class TeamHandle(Protocol):
+    """An open team vault: its connection, the member's keys, the vault id."""
+
+    store: PgStore
+    keys: MemberKeys
+    vault_id: bytes
+    credentials: Any  # credvault.team.TeamCredentials (its get is the audited read)
+
+    @property
+    def member(self) -> str: ...
+
+    def forget_keys(self, engagement: str) -> None: ...
