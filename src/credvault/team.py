@@ -18,6 +18,7 @@ agent and keyring.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams, check
 from credvault.errors import (
     AccessDenied,
+    AlreadyExists,
     AuditChainBroken,
     Conflict,
     IntegrityError,
@@ -221,8 +223,6 @@ class Team:
         owner = PgStore.connect(target, "owner", check=False)
         try:
             if installed_version(owner.conn) is not None:
-                from credvault.errors import AlreadyExists
-
                 raise AlreadyExists("this database already holds a credvault team vault")
             apply_schema(owner.conn)
             vault_id = owner.vault_id()
@@ -338,8 +338,6 @@ class Team:
         db = database_of(target)
         path = team_slot_path(db, member)
         if path.exists():
-            from credvault.errors import AlreadyExists
-
             raise AlreadyExists(f"a team key slot exists already at {path}; not overwritten")
         code = invitation.reveal()
         anchor = parse_code(code.decode(errors="replace"))
@@ -382,8 +380,44 @@ class Team:
     def certs(self) -> Certs:
         """Every member's certified keys (read once per session, each chain checked once)."""
         if self._certs is None:
-            self._certs = Certs(self.vault_id, self.anchor, self.store.certificates())
+            rows = self.store.certificates()
+            if not rows and self.anchor is None:
+                self._certify_schema1()
+                rows = self.store.certificates()
+            certs = Certs(self.vault_id, self.anchor, rows)
+            if self.anchor is None and rows:
+                self._pin(certs)
+            self._certs = certs
         return self._certs
+
+    def _certify_schema1(self) -> None:
+        """A vault upgraded from schema 1, opened with a slot that pins no founder: the
+        first admin certifies its members (:mod:`credvault.team_upgrade`, TOFU)."""
+        from credvault.postgres import libpq
+        from credvault.team_upgrade import certify_schema1
+
+        if isinstance(self.store.conn, libpq.Connection):  # `get`'s lean connection
+            raise AccessDenied(
+                self.member,
+                "use the team vault",
+                None,
+                "it was upgraded from schema 1 and its members are not certified yet: "
+                "an admin runs a command other than `get` first (docs/team.md)",
+            )
+        # AlreadyExists: another admin was first; their certificates are checked like any
+        with contextlib.suppress(AlreadyExists):
+            certify_schema1(self.store, self.keys, self.vault_id)
+
+    def _pin(self, certs: Certs) -> None:
+        """Trust on first use for a version-1 slot: the one self-certified founder, its
+        chain checked, is pinned in this member's slot from now on."""
+        from credvault.team_upgrade import pin_founder
+
+        founder = certs.founder_key()
+        pin_founder(
+            team_slot_path(self.database, self.member), self.vault_id, self.sign_pub, founder
+        )
+        self.anchor = certs.anchor = _fp(founder)
 
     @property
     def witness(self) -> LogWitness:

@@ -413,6 +413,33 @@ class PgStore:
         """The founder's signed list of engagements migrated without a log (or None)."""
         return _b(self._one("SELECT credvault.pre_log_engagements()")[0])
 
+    def uncertified_members(self) -> list[tuple[str, bool, str, bytes, bytes]]:
+        """(name, admin, state, sign_pub, kem_pub) of every member with published keys and
+        no certificate (an admin after a schema-1 upgrade; ``certify_upgraded``)."""
+        rows = self._all(
+            "SELECT member, admin, state, sign_pub, kem_pub FROM credvault.uncertified_members()"
+        )
+        return [(str(r[0]), bool(r[1]), str(r[2]), bytes(r[3]), bytes(r[4])) for r in rows]
+
+    def unlogged_engagements(self) -> list[bytes]:
+        """The uids of every engagement without a membership log (admins)."""
+        return [bytes(r[0]) for r in self._all("SELECT * FROM credvault.unlogged_engagements()")]
+
+    def certify_upgraded(
+        self,
+        certs: list[tuple[str, bool, bytes, bytes, bytes]],
+        pre_log: bytes,
+        n_engagements: int,
+    ) -> None:
+        """Store the founder's certificates (member, admin, ipk, invitation sig, join sig)
+        and signed list of engagements without a log, in one transaction."""
+        cols: list[list[Any]] = [[c[i] for c in certs] for i in range(5)]
+        with self._errors("certify the members"):
+            self.conn.execute(
+                "SELECT credvault.certify_upgraded(%s, %s, %s, %s, %s, %s, %s)",
+                (*cols, pre_log, n_engagements),
+            )
+
     def invite_member(
         self, name: str, verifier: str, admin: bool, ipk: bytes, invitation_sig: bytes
     ) -> None:

@@ -1046,3 +1046,84 @@ BEGIN
                    ' credvault.log_export(text, integer, text, text) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == upg: a schema-1 vault's members certified by its first admin after the upgrade ==
+--
+-- A vault made at schema 1 has members with published keys and no certificate, and
+-- engagements without a membership log. The first admin who opens it after the upgrade
+-- with a key slot that pins no founder (docs/security.md §12, "A vault upgraded from
+-- schema 1") becomes its founder: they sign a certificate for every member's keys as the
+-- server shows them now, and the list of the engagements that have no log (format.md
+-- §19.6, §19.7). Trust on first use: once only, while no certificate exists at all.
+
+-- The members that have published keys (any state: a removed member's key still checks
+-- the copies they sealed) and no certificate; admins only.
+CREATE FUNCTION credvault.uncertified_members()
+RETURNS TABLE (member text, admin boolean, state text, sign_pub bytea, kem_pub bytea)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM require_admin();
+    RETURN QUERY SELECT m.name, m.admin, m.state, m.sign_pub, m.kem_pub FROM members m
+        WHERE m.sign_pub IS NOT NULL AND m.kem_pub IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM member_certs c WHERE c.member = m.name)
+        ORDER BY m.name;
+END $$;
+
+-- The uids of every engagement without a membership log (all of a schema-1 vault's); admins.
+CREATE FUNCTION credvault.unlogged_engagements() RETURNS SETOF bytea
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM require_admin();
+    RETURN QUERY SELECT e.uid FROM engagements e
+        WHERE NOT EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id)
+        ORDER BY e.uid;
+END $$;
+
+-- Store the certificates the calling admin signed (the caller self-certified as founder)
+-- and their signed list of engagements without a log, in one transaction. Refused once any
+-- certificate exists (unique_violation: another admin was first), or if the set of
+-- certified members is not exactly uncertified_members() (serialization_failure).
+CREATE FUNCTION credvault.certify_upgraded(
+    c_members text[], c_admin boolean[], c_ipk bytea[], c_inv bytea[], c_join bytea[],
+    pre_log bytea, n_engagements integer
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin();
+BEGIN
+    LOCK TABLE member_certs IN EXCLUSIVE MODE;
+    IF EXISTS (SELECT 1 FROM member_certs) THEN
+        RAISE EXCEPTION 'credvault: the members are certified already' USING ERRCODE = 'unique_violation';
+    END IF;
+    IF NOT who = ANY (coalesce(c_members, '{}')) OR EXISTS (
+        SELECT 1 FROM members m WHERE m.sign_pub IS NOT NULL AND m.kem_pub IS NOT NULL
+        AND NOT m.name = ANY (c_members))
+       OR EXISTS (SELECT 1 FROM unnest(c_members) AS x(n)
+        WHERE NOT EXISTS (SELECT 1 FROM members m WHERE m.name = x.n AND m.sign_pub IS NOT NULL))
+    THEN
+        RAISE EXCEPTION 'credvault: the members changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    FOR i IN 1 .. cardinality(c_members) LOOP
+        INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig, join_sig)
+        VALUES (c_members[i], who, c_admin[i], c_ipk[i], c_inv[i], c_join[i]);
+    END LOOP;
+    INSERT INTO meta (key, value) VALUES ('pre_log_engagements', pre_log)
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    PERFORM audit_append(who, 'certify', NULL, NULL, 'ok',
+        format('schema-1 members certified by their founder %s: %s; %s engagements without a log listed',
+               who, array_to_string(c_members, ', '), n_engagements));
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.uncertified_members(), credvault.unlogged_engagements(),
+    credvault.certify_upgraded(text[], boolean[], bytea[], bytea[], bytea[], bytea, integer)
+    FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.uncertified_members(),'
+                   ' credvault.unlogged_engagements(),'
+                   ' credvault.certify_upgraded(text[], boolean[], bytea[], bytea[], bytea[],'
+                   ' bytea, integer) TO %I', credvault.member_group());
+END $$;
