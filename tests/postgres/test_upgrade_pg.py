@@ -277,3 +277,26 @@ def test_a_key_swapped_after_the_certification_is_caught(
         assert conn.execute(
             "SELECT count(*) FROM credvault.grants WHERE member = 'bob'"
         ).fetchone() == (0,)
+
+
+def test_a_pinned_admin_never_certifies_again(tmp_path: Path, pg_cluster: Cluster) -> None:
+    """The DBA deletes every certificate after the step, hoping the next admin's command
+    certifies keys of its choosing: the founder's slot pins her now, so nothing is
+    certified again (denial of service, no new certificate, no second `certify`)."""
+    w = _v1_world(tmp_path, pg_cluster, ("bob",))
+    w.ok("alice", "init", "--vault", _owner_target(w), "--upgrade-schema")
+    w.ok("alice", "engagement", "new", "new-eng", "--client", "acme")
+    assert _slot_version(w, "alice") == 2
+    _, dba_pub = p.x25519_generate()
+    with _owner_conn(w) as conn:
+        conn.execute("DELETE FROM credvault.member_certs")
+        conn.execute("UPDATE credvault.members SET kem_pub = %s WHERE name = 'bob'", (dba_pub,))
+    r = w.run("alice", "grant", "new-eng", "bob", "reader")
+    assert r.code == 3, r.err  # bob has no certificate: as after any deletion of one
+    assert one_line(r) == "credvault: member 'bob' not found"
+    with _owner_conn(w) as conn:
+        assert conn.execute("SELECT count(*) FROM credvault.member_certs").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM credvault.grants WHERE member = 'bob'"
+        ).fetchone() == (0,)
+    assert [a for _, a, _ in _audit(w)].count("certify") == 1
