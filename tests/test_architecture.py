@@ -101,6 +101,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.audit_trail",
                 "credvault.witnessing",  # issue 11: when the member's witness is checked
                 "credvault.team",  # the PostgreSQL team vault behind the CLI (issue 14)
+                "credvault.team_records",  # its systems, history, trash (imported lazily)
             }
         ),
     ),

@@ -9,8 +9,9 @@ with the record's place as associated data), engagement keys sealed with HPKE to
 X25519 keys, and the same signed statements (:mod:`credvault.postgres.client`). Access
 control and the audit trail are the server's: every read is a committed audit row first
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
-holds every statement. Not covered (one line, exit 1, :data:`NOT_ON_TEAM`): systems,
-history, trash, lifecycle, backups, the agent and keyring.
+holds every statement. Systems and the rotation of every record live in
+:mod:`credvault.team_records` (imported when used). Not covered (one line, exit 1,
+:class:`NotOnTeam`): history, trash, lifecycle, backups, the agent and keyring.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from credvault.secret import Secret
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.members import MemberInfo
+    from credvault.team_records import TeamSystems
 
 TABLE = "credentials"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
@@ -273,9 +275,73 @@ class Team:
             del self._engagement_keys[k]
 
     def place(
-        self, eng_uid: bytes, uid: bytes, field: str, binding: envelope.Binding = ()
+        self,
+        eng_uid: bytes,
+        uid: bytes,
+        field: str,
+        binding: envelope.Binding = (),
+        *,
+        table: str = TABLE,
     ) -> envelope.Place:
-        return envelope.Place(self.vault_id, eng_uid, TABLE, uid, field, binding)
+        return envelope.Place(self.vault_id, eng_uid, table, uid, field, binding)
+
+    def seal(
+        self,
+        eng_uid: bytes,
+        uid: bytes,
+        field: str,
+        value: bytes,
+        key: bytes,
+        version: int,
+        *,
+        table: str = TABLE,
+        record: envelope.Binding = (),
+    ) -> bytes:
+        """The one place a team client makes an envelope (credentials, systems, and what
+        is sealed again at a rotation). ``record``: the record's binding, for its anchor
+        field (a credential's ``secret``, a system's ``address``; empty for the others).
+        Team writes are sealed to their place (format 0x01) until they switch to
+        record-bound anchors (0x02, as SQLCipher writes): that switch is made here."""
+        del record  # place-bound today; see the docstring
+        return envelope.seal(self.place(eng_uid, uid, field, table=table), value, key, version)
+
+    def unseal(
+        self,
+        eng_uid: bytes,
+        uid: bytes,
+        field: str,
+        blob: bytes,
+        key: bytes,
+        *,
+        table: str = TABLE,
+        record: envelope.Binding = (),
+    ) -> bytes:
+        """Open an envelope of a record: a record-bound one (0x02) with ``record`` (the
+        clear columns as the server shows them: changed ones fail, exit 6), a place-bound
+        one with its place alone."""
+        if envelope.is_bound(blob) and not record:
+            raise IntegrityError("a record-bound envelope without its record")
+        bound = record if envelope.is_bound(blob) else ()
+        return envelope.open_(self.place(eng_uid, uid, field, bound, table=table), blob, key)
+
+    def role(self, engagement: str) -> Role | None:
+        """The member's live role on ``engagement`` as the server's grants say (None:
+        none, or the engagement is hidden)."""
+        g = self.store.my_grant(engagement)
+        return None if g is None else Role(g.role)
+
+    def permits(self, operation: str, engagement: str) -> bool:
+        """The client's own check of :mod:`credvault.access`'s table (the server checks
+        again with its grants; admins get no write or read without a grant there)."""
+        from credvault.access import permits
+
+        return permits(operation, self.role(engagement), admin=False)
+
+    @property
+    def systems(self) -> TeamSystems:
+        from credvault.team_records import TeamSystems
+
+        return TeamSystems(self)
 
     def binding(
         self, eng: str, uid: bytes, field: str, blob: bytes, known: tuple[str, str, bytes] | None
@@ -315,7 +381,7 @@ class TeamCredentials:
         t = self.t
         eng, name = validate.ref(ref)
         if system is not None:
-            raise NotOnTeam("put --system")
+            system = validate.name(system, "system name")
         raw = (
             secret.reveal()
             if isinstance(secret, Secret)
@@ -331,20 +397,20 @@ class TeamCredentials:
         def seal(field: str, value: bytes | None) -> bytes | None:
             if value is None:
                 return None
-            return envelope.seal(t.place(eng_uid, uid, field), value, key, version)
+            return t.seal(eng_uid, uid, field, value, key, version)
 
         envs = (
-            envelope.seal(t.place(eng_uid, uid, "secret"), raw, key, version),
+            t.seal(eng_uid, uid, "secret", raw, key, version),
             seal("username", None if username is None else username.encode()),
             seal("url", None if url is None else url.encode()),
             seal("notes", None if notes is None else notes.encode()),
         )
         del raw
-        if not t.store.put_credential(eng, name, kind, uid, version, envs):
+        if not t.store.put_credential_linked(eng, name, kind, uid, version, envs, system):
             raise AccessDenied(t.member, "put", eng, "refused by the server")
         meta = t.store.credential_meta(eng, name)
         created, updated = (meta[1], meta[2]) if meta else ("", "")
-        return CredentialInfo(eng, name, kind, None, created, updated)
+        return CredentialInfo(eng, name, kind, system, created, updated)
 
     def _read(
         self, ref: str, reason: str | None
@@ -412,10 +478,13 @@ class TeamCredentials:
         version: int | None = None,
     ) -> dict[str, str | None]:
         """username, url, notes (audited as a read: the server releases whole records).
-        A team vault has no systems and no earlier versions yet: ``system`` (``get --field
-        address|port``) and ``version`` are refused by name."""
+        With ``system``: the linked system's address and port instead (``get --field
+        address|port``), audited as ``show`` as on SQLCipher: the secret is not released.
+        A team vault keeps no earlier versions yet: ``version`` is refused by name."""
         if system:
-            raise InvalidInput("a team vault has no systems yet: --field address|port")
+            from credvault.team_records import linked_address
+
+            return linked_address(self.t, ref, reason)
         if version is not None:
             raise InvalidInput("a team vault keeps no earlier versions yet: --version")
         _, _, v, _ = self._read(ref, reason)
@@ -431,7 +500,8 @@ class TeamCredentials:
             if t.store.engagement(engagement) is None:
                 raise AccessDenied(t.member, "list", engagement, "no role on it")
         return [
-            CredentialInfo(e, n, k, None, c, u) for e, n, k, c, u in t.store.credentials(engagement)
+            CredentialInfo(e, n, k, sy, c, u)
+            for e, n, k, c, u, sy in t.store.credentials(engagement)
         ]
 
 
@@ -535,52 +605,9 @@ class TeamEngagements:
         raise AssertionError("unreachable")
 
     def _rotate(self, name: str) -> int:
-        t = self.t
-        eng_uid, old_key, old_version = t.engagement_key(name, "rotate")
-        req = t.store.request_rotation(name)
-        if req is None:
-            raise AccessDenied(t.member, "rotate", name, "refused by the server")
-        rows = t.store.rotation_fetch(req, name)
-        grantees = t.store.rotation_grantees(name)
-        new_key = p.random_key()
-        version = old_version + 1
-        resealed = []
-        records = t.store.bindings(name) if any(envelope.is_bound(r[2]) for r in rows) else {}
-        for uid, kv, *envs in rows:
-            if kv != old_version:
-                raise IntegrityError(f"engagement {name!r}: a record under an unknown key version")
-            fields = ("secret", "username", "url", "notes")
-            # a record-bound (migrated) anchor stays bound under the new key
-            places = [
-                t.place(
-                    eng_uid,
-                    uid,
-                    f,
-                    () if b is None else t.binding(name, uid, f, b, records.get(uid)),
-                )
-                for f, b in zip(fields, envs, strict=True)
-            ]
-            opened = [
-                None if blob is None else envelope.open_(pl, blob, old_key)
-                for pl, blob in zip(places, envs, strict=True)
-            ]
-            sealed = [
-                None if v is None else envelope.seal(pl, v, new_key, version)
-                for pl, v in zip(places, opened, strict=True)
-            ]
-            del opened
-            resealed.append((uid, sealed[0] or b"", sealed[1], sealed[2], sealed[3]))
-        copies = []
-        for member, _role in grantees:
-            _, kem_pub = t.store.member_keys(member)
-            copy = p.hpke_seal(kem_pub, new_key, seal_info(t.vault_id, eng_uid, member, version))
-            sig = t.sign(
-                copy_message(t.vault_id, eng_uid, member, version, copy, new_key, t.member)
-            )
-            copies.append((member, copy, sig))
-        stored = t.store.rotate_key(name, old_version, p.fingerprint(new_key), resealed, copies)
-        t.forget_keys(name)
-        return stored
+        from credvault.team_records import rotate
+
+        return rotate(self.t, name)
 
 
 class TeamMembers:

@@ -317,6 +317,156 @@ def test_the_secret_never_reaches_argv_env_or_stderr(world: World) -> None:
         assert all(SECRET.decode() not in v for v in env.values())
 
 
+# -- systems (both backends) ------------------------------------------------------------------
+# a denial is audited under the operation's verb (access.py): "system add", not "system-add"
+SYSTEM_ACTIONS = (
+    "system-ls",
+    "list systems",
+    "system-add",
+    "system-update",
+    "system-show",
+    "show",
+    "system-rm",
+    "system add",
+    "system rm",
+    "system show",
+)
+
+
+def _audit(world: World, who: str, actions: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(member, action, outcome) of the engagement's entries with these actions, in order."""
+    import json
+
+    r = world.ok("alice", "audit", "--engagement", "acme-2026", "--json")
+    import re
+
+    return [  # a date in a detail ("to the trash until …") as T
+        (e["member"], e["action"], e["outcome"], re.sub(r"\d{4}-[\d-]+T[\d:.]+Z", "T", e["detail"]))
+        for e in json.loads(r.out)
+        if e["action"] in actions and e["member"] == who
+    ]
+
+
+def test_systems_add_list_show_link_and_remove(world: World, tmp_path: Path) -> None:
+    import json
+
+    fields = tmp_path / "sys.json"
+    fields.write_text('{"address": "10.0.0.5", "details": "jump host, rack 4"}')
+    r = world.ok(
+        "alice", "system", "add", "acme-2026/web1", "--fields-from", str(fields),
+        "--port", "22", "--protocol", "ssh",
+    )  # fmt: skip
+    assert r.text == "added system acme-2026/web1\n"
+    ls = json.loads(world.ok("alice", "system", "ls", "acme-2026", "--json").out)
+    assert [(s["name"], s["port"], s["protocol"], s["address"]) for s in ls] == [
+        ("web1", 22, "ssh", None)  # a listing never carries the address
+    ]
+    shown = json.loads(world.ok("alice", "system", "show", "acme-2026/web1", "--json").out)
+    assert (shown["address"], shown["port"], shown["details"]) == (
+        "10.0.0.5",
+        22,
+        "jump host, rack 4",
+    )
+    # add on an existing system changes what is given and keeps the rest
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.0.0.6")
+    shown = json.loads(world.ok("alice", "system", "show", "acme-2026/web1", "--json").out)
+    assert (shown["address"], shown["port"], shown["protocol"], shown["details"]) == (
+        "10.0.0.6",
+        22,
+        "ssh",
+        "jump host, rack 4",
+    )
+    text = world.ok("alice", "system", "show", "acme-2026/web1").text
+    assert "address:    10.0.0.6" in text
+    # a credential linked to it
+    world.ok("alice", "put", "acme-2026/root", "--system", "web1", input=SECRET + b"\n")
+    assert world.ok("alice", "get", "acme-2026/root", "--field", "address").out == b"10.0.0.6\n"
+    assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"22\n"
+    listed = json.loads(world.ok("alice", "ls", "acme-2026", "--json").out)
+    assert [(c["name"], c["system"]) for c in listed] == [("root", "web1")]
+    # a replace without --system keeps the link
+    world.ok("alice", "put", "acme-2026/root", input=b"rotated\n")
+    assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"22\n"
+    assert world.ok("alice", "get", "acme-2026/root").out == b"rotated\n"
+    missing = world.run("alice", "put", "acme-2026/x", "--system", "nope", input=b"v\n")
+    assert missing.code == 3
+    one_line(missing)
+    # removal: to the trash; the link goes with it
+    rm = world.ok("alice", "system", "rm", "acme-2026/web1")
+    assert rm.text.startswith("moved system acme-2026/web1 to the trash until ")
+    assert rm.text.endswith(" (credvault trash restore --system)\n")
+    gone = world.run("alice", "system", "show", "acme-2026/web1")
+    assert gone.code == 3
+    one_line(gone)
+    assert world.run("alice", "system", "rm", "acme-2026/web1").code == 3
+    nolink = world.run("alice", "get", "acme-2026/root", "--field", "address")
+    assert nolink.code == 3
+    assert "has no address" in one_line(nolink)
+    assert world.ok("alice", "system", "ls", "acme-2026").out.count(b"web1") == 0
+    assert world.ok("alice", "get", "acme-2026/root").out == b"rotated\n"
+    assert _audit(world, "alice", SYSTEM_ACTIONS) == [
+        ("alice", "system-add", "ok", ""),
+        ("alice", "system-ls", "ok", "1 systems listed"),
+        ("alice", "system-show", "ok", ""),
+        ("alice", "system-update", "ok", "changed address"),
+        ("alice", "system-show", "ok", ""),
+        ("alice", "system-show", "ok", ""),
+        *[("alice", "show", "ok", "system address and port, without the secret")] * 3,
+        ("alice", "system-rm", "ok", "to the trash until T"),
+        ("alice", "system-show", "error", "not found"),
+        ("alice", "system-rm", "error", "not found"),
+        ("alice", "show", "ok", "system address and port, without the secret"),
+        ("alice", "system-ls", "ok", "0 systems listed"),
+    ]
+
+
+def test_a_reader_reads_systems_but_cannot_change_them(world: World) -> None:
+    import json
+
+    world.ok("alice", "system", "add", "acme-2026/db1", "--address", "db1.acme.example")
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    shown = json.loads(world.ok("bob", "system", "show", "acme-2026/db1", "--json").out)
+    assert shown["address"] == "db1.acme.example"
+    for args in (
+        ("system", "add", "acme-2026/db1", "--address", "10.9.9.9"),
+        ("system", "add", "acme-2026/db2", "--address", "10.9.9.9"),
+        ("system", "rm", "acme-2026/db1"),
+    ):
+        r = world.run("bob", *args)
+        assert r.code == 4, (args, r.err)
+        assert "access denied" in one_line(r)
+    assert _audit(world, "bob", SYSTEM_ACTIONS) == [
+        ("bob", "system-show", "ok", ""),
+        ("bob", "system add", "denied", "role reader"),
+        ("bob", "system add", "denied", "role reader"),
+        ("bob", "system rm", "denied", "role reader"),
+    ]
+    shown = json.loads(world.ok("alice", "system", "show", "acme-2026/db1", "--json").out)
+    assert shown["address"] == "db1.acme.example"
+    # a member without a role sees nothing of it
+    r = world.run("carol", "system", "show", "acme-2026/db1")
+    assert r.code == 4
+    assert b"db1.acme" not in r.out
+    assert world.run("carol", "system", "ls", "acme-2026").code == 4
+
+
+def test_systems_survive_the_rotation_of_a_revoke(world: World) -> None:
+    import json
+
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.1.1.1", "--port", "443")
+    world.ok("alice", "put", "acme-2026/admin", "--system", "web1", input=SECRET + b"\n")
+    world.ok("alice", "system", "add", "acme-2026/old", "--address", "10.2.2.2")
+    world.ok("alice", "system", "rm", "acme-2026/old")
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("bob", "system", "show", "acme-2026/web1")
+    world.ok("alice", "revoke", "acme-2026", "bob")
+    shown = json.loads(world.ok("alice", "system", "show", "acme-2026/web1", "--json").out)
+    assert (shown["address"], shown["port"]) == ("10.1.1.1", 443)
+    assert world.ok("alice", "get", "acme-2026/admin", "--field", "address").out == b"10.1.1.1\n"
+    assert world.ok("alice", "get", "acme-2026/admin").out == SECRET + b"\n"
+    assert world.run("bob", "system", "show", "acme-2026/web1").code == 4
+
+
 # -- PostgreSQL only: the team's own flow ---------------------------------------------------
 Runner = Callable[..., CliResult]
 
@@ -330,7 +480,7 @@ def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> Non
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
         ("history", "acme-2026/db"),
-        ("system", "ls", "acme-2026"),
+        ("system", "set", "acme-2026/web1", "--port", "22"),
         ("backup",),
         ("check",),
         ("status",),

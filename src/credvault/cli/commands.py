@@ -119,6 +119,10 @@ TEAM_COMMANDS = frozenset(
         "cmd_audit",
         "cmd_audit_verify",
         "cmd_audit_checkpoint",
+        "cmd_system_add",
+        "cmd_system_ls",
+        "cmd_system_show",
+        "cmd_system_rm",
     }
 )
 

@@ -150,6 +150,9 @@ PURGE_REWRITE = (
     "credvault.read_requests",
     "credvault.rotation_requests",
     "credvault.engagements",
+    # schema 2 (pgcmds): removed systems and the record read requests
+    "credvault.system_trash",
+    "credvault.record_requests",
 )
 
 

@@ -69,6 +69,47 @@ class Fetched(NamedTuple):
     updated_at: str
 
 
+class SystemRow(NamedTuple):
+    """A system's clear columns, as a member may list them."""
+
+    uid: bytes
+    name: str
+    port: int | None
+    protocol: str | None
+    created_at: str
+    updated_at: str
+
+
+class RecordRow(NamedTuple):
+    """What ``credvault.fetch_record`` releases (schema 2): a record's envelopes (``e1``
+    the anchor: a system's address; ``e2`` its details) and its clear columns."""
+
+    uid: bytes | None
+    name: str | None
+    port: int | None
+    protocol: str | None
+    e1: bytes | None
+    e2: bytes | None
+    audit_seq: int
+    created_at: str
+    updated_at: str
+
+
+class RotationRow(NamedTuple):
+    """One record of a rotation's read: its table and row, the place's uid, its four
+    envelope columns (the anchor first) and the clear columns a record binding covers."""
+
+    table: str
+    id: int
+    uid: bytes
+    envelopes: tuple[bytes, bytes | None, bytes | None, bytes | None]
+    name: str
+    kind: str | None
+    port: int | None
+    protocol: str | None
+    system_uid: bytes | None
+
+
 class MemberRow(NamedTuple):
     name: str
     admin: bool
@@ -380,11 +421,15 @@ class PgStore:
         return None if row[0] is None else [str(x) for x in row[0]]
 
     # -- credentials --------------------------------------------------------------------
-    def credentials(self, engagement: str | None) -> list[tuple[str, str, str, str, str]]:
-        """(engagement, name, kind, created, updated) of credentials the member may list."""
+    def credentials(
+        self, engagement: str | None
+    ) -> list[tuple[str, str, str, str, str, str | None]]:
+        """(engagement, name, kind, created, updated, linked system) of credentials the
+        member may list."""
         sql = (
-            "SELECT e.name, c.name, c.kind, c.created_at, c.updated_at "
+            "SELECT e.name, c.name, c.kind, c.created_at, c.updated_at, s.name "
             "FROM credvault.credentials c JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "LEFT JOIN credvault.systems s ON s.id = c.system_id "
             "WHERE e.state = 'active'"
         )
         params: tuple[Any, ...] = ()
@@ -392,7 +437,17 @@ class PgStore:
             sql += " AND e.name = %s"
             params = (engagement,)
         rows = self._all(sql + " ORDER BY e.name, c.name", params)
-        return [(str(r[0]), str(r[1]), str(r[2]), _ts(r[3]), _ts(r[4])) for r in rows]
+        return [
+            (
+                str(r[0]),
+                str(r[1]),
+                str(r[2]),
+                _ts(r[3]),
+                _ts(r[4]),
+                None if r[5] is None else str(r[5]),
+            )
+            for r in rows
+        ]
 
     def credential_meta(self, engagement: str, name: str) -> tuple[str, str, str] | None:
         """(kind, created, updated) of a credential the member may list, else None."""
@@ -494,6 +549,197 @@ class PgStore:
         with self._errors("read"), self.conn.transaction():
             self.conn.execute("SET LOCAL synchronous_commit = local")
             self.conn.execute("SELECT credvault.nudge_wal()")
+
+    # -- records other than a credential's current value (schema 2, pgcmds) --------------
+    def put_credential_linked(
+        self,
+        engagement: str,
+        name: str,
+        kind: str,
+        uid: bytes,
+        key_version: int,
+        envelopes: tuple[bytes, bytes | None, bytes | None, bytes | None],
+        system: str | None,
+    ) -> bool:
+        """``put_credential`` linked to ``system`` (None: the link it has). False: refused."""
+        row = self._one(
+            "SELECT credvault.put_credential_linked(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (engagement, name, kind, uid, key_version, *envelopes, system),
+            action="put",
+        )
+        return bool(row[0])
+
+    def linked_system(self, engagement: str, name: str) -> tuple[str, bytes] | None:
+        """(name, uid) of the system a credential the member may list is linked to."""
+        row = self._one(
+            "SELECT s.name, s.uid FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "JOIN credvault.systems s ON s.id = c.system_id WHERE e.name = %s AND c.name = %s",
+            (engagement, name),
+        )
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    def systems(self, engagement: str) -> list[SystemRow]:
+        """The systems of an engagement the member may list (clear columns only; audited as
+        system-ls, a refusal as 'list systems', both by the server)."""
+        rows = self._all(
+            "SELECT uid, name, port, protocol, created_at, updated_at "
+            "FROM credvault.list_systems(%s)",
+            (engagement,),
+            action="list systems",
+        )
+        return [_system(r) for r in rows]
+
+    def system(self, engagement: str, name: str) -> SystemRow | None:
+        row = self._one(
+            "SELECT s.uid, s.name, s.port, s.protocol, s.created_at, s.updated_at "
+            "FROM credvault.systems s JOIN credvault.engagements e ON e.id = s.engagement_id "
+            "WHERE e.name = %s AND s.name = %s",
+            (engagement, name),
+        )
+        return None if row is None else _system(row)
+
+    def put_system(
+        self,
+        engagement: str,
+        name: str,
+        uid: bytes | None,
+        key_version: int | None,
+        port: int | None,
+        protocol: str | None,
+        address_env: bytes | None,
+        details_env: bytes | None,
+        keep_details: bool,
+        changed: list[str],
+    ) -> str | None:
+        """The audited action (system-add, system-update), or None: refused (audited)."""
+        row = self._one(
+            "SELECT credvault.put_system(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[])",
+            (
+                engagement,
+                name,
+                uid,
+                key_version,
+                port,
+                protocol,
+                address_env,
+                details_env,
+                keep_details,
+                changed,
+            ),
+            action="system add",
+        )
+        return None if row[0] is None else str(row[0])
+
+    def remove_system(self, engagement: str, name: str) -> tuple[str, str]:
+        """(outcome: ok, denied or not found; until when it stays in the trash)."""
+        row = self._one(
+            "SELECT outcome, until FROM credvault.remove_system(%s, %s)",
+            (engagement, name),
+            action="system rm",
+        )
+        return str(row[0]), str(row[1] or "")
+
+    def request_record(self, kind: str, engagement: str, name: str, reason: str) -> int | None:
+        """Phase one for a record kind (``request_record``): None when refused (audited)."""
+        row = self._one(
+            "SELECT credvault.request_record(%s, %s, %s, %s)",
+            (kind, engagement, name, reason),
+            action="read",
+        )
+        return None if row[0] is None else int(row[0])
+
+    def fetch_record(self, request: int, engagement: str) -> RecordRow | None:
+        """Phase two: the envelopes the request's committed audit row names."""
+        rows = self._phase_two(
+            "SELECT uid, name, port, protocol, e1, e2, audit_seq, created_at, updated_at "
+            "FROM credvault.fetch_record(%s)",
+            request,
+            "read",
+            engagement,
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return RecordRow(
+            _b(r[0]),
+            None if r[1] is None else str(r[1]),
+            None if r[2] is None else int(r[2]),
+            None if r[3] is None else str(r[3]),
+            _b(r[4]),
+            _b(r[5]),
+            int(r[6]),
+            _ts(r[7]),
+            _ts(r[8]),
+        )
+
+    def _phase_two(self, sql: str, request: int, action: str, engagement: str) -> list[Any]:
+        """A phase-two call, asked again after flushing WAL another session left pending."""
+        from psycopg import errors as pe
+
+        for attempt in range(20):
+            with self._errors(action, engagement):
+                try:
+                    return list(self.conn.execute(sql, (request,)).fetchall())
+                except pe.ObjectNotInPrerequisiteState:
+                    pass
+            self.nudge_wal()
+            time.sleep(0.005 * attempt)
+        raise AccessDenied(self.member, action, engagement, "audit entry not durable")
+
+    def rotation_fetch_records(self, request: int, engagement: str) -> list[RotationRow]:
+        """Phase two of a rotation: every record of the engagement, with its binding's
+        clear columns."""
+        rows = self._phase_two(
+            "SELECT tbl, id, uid, e1, e2, e3, e4, b_name, b_kind, b_port, b_protocol, b_sys_uid "
+            "FROM credvault.rotation_fetch_records(%s)",
+            request,
+            "rotate",
+            engagement,
+        )
+        return [
+            RotationRow(
+                str(r[0]),
+                int(r[1]),
+                bytes(r[2]),
+                (bytes(r[3]), _b(r[4]), _b(r[5]), _b(r[6])),
+                str(r[7]),
+                None if r[8] is None else str(r[8]),
+                None if r[9] is None else int(r[9]),
+                None if r[10] is None else str(r[10]),
+                _b(r[11]),
+            )
+            for r in rows
+        ]
+
+    def rotate_records(
+        self,
+        engagement: str,
+        old_version: int,
+        new_fp: str,
+        records: list[tuple[str, int, tuple[bytes, bytes | None, bytes | None, bytes | None]]],
+        copies: list[tuple[str, bytes, bytes]],
+    ) -> int:
+        """Store a rotation of every record in one transaction; Conflict if anything
+        changed meanwhile."""
+        envs: list[list[Any]] = [[r[2][i] for r in records] for i in range(4)]
+        gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
+        row = self._one(
+            "SELECT credvault.rotate_records(%s, %s, %s, %s::text[], %s::bigint[], "
+            "%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::text[], %s::bytea[], "
+            "%s::bytea[])",
+            (
+                engagement,
+                old_version,
+                new_fp,
+                [r[0] for r in records],
+                [r[1] for r in records],
+                *envs,
+                *gcols,
+            ),
+            action="rotate",
+        )
+        return int(row[0])
 
     # -- key rotation -------------------------------------------------------------------
     def request_rotation(self, engagement: str) -> int | None:
@@ -599,4 +845,15 @@ def _engagement(r: Any) -> EngagementRow:
         bool(r[6]),
         bool(r[7]),
         _ts(r[8]),
+    )
+
+
+def _system(r: Any) -> SystemRow:
+    return SystemRow(
+        bytes(r[0]),
+        str(r[1]),
+        None if r[2] is None else int(r[2]),
+        None if r[3] is None else str(r[3]),
+        _ts(r[4]),
+        _ts(r[5]),
     )

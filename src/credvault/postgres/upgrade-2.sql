@@ -9,3 +9,485 @@
 -- Nothing may read the version while this runs: the transaction holds the advisory lock,
 -- and the version row is updated only once every statement below has run.
 SELECT 1;
+
+-- == pgcmds: the record commands on a team vault (systems; history; edit/mv/find; trash) ==
+--
+-- Same rules as version 1: members reach no envelope column directly; every function that
+-- returns an envelope does so only against a committed, durable, unused, recent request of
+-- the same member whose audit row names what it releases (request_record, then
+-- fetch_record: the two phases of request_read/fetch, for other kinds of record); writes
+-- check the caller's live role in the server's own grants (lead and engineer write, as
+-- access.py says) and audit under the SQLCipher vault's action names.
+
+-- When something removed now leaves the trash (days), as the SQLCipher setting trash-days.
+INSERT INTO credvault.meta (key, value) VALUES ('trash_days', convert_to('30', 'UTF8'));
+
+-- Phase one of a read of a record other than a credential's current value.
+--   kind 'system'            a system's address and details (system show; audited system-show)
+--   kind 'credential-system' the address and port of a credential's linked system
+--                            (get --field address|port; audited show)
+CREATE TABLE credvault.record_requests (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    member        text NOT NULL,
+    kind          text NOT NULL,
+    engagement_id bigint NOT NULL REFERENCES credvault.engagements (id) ON DELETE CASCADE,
+    target_id     bigint NOT NULL,
+    audit_seq     bigint NOT NULL REFERENCES credvault.audit (seq),
+    xid           xid8 NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    used_at       timestamptz
+);
+
+-- Removed systems, until trash_days have passed (system rm; restore brings them back with
+-- the links of the credentials that pointed at them: their uids, in `linked`).
+CREATE TABLE credvault.system_trash (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    engagement_id bigint NOT NULL REFERENCES credvault.engagements (id) ON DELETE CASCADE,
+    uid           bytea NOT NULL,
+    name          text NOT NULL,
+    port          integer,
+    protocol      text,
+    address_env   bytea NOT NULL,
+    details_env   bytea,
+    created_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    deleted_at    timestamptz NOT NULL DEFAULT now(),
+    deleted_by    text NOT NULL,
+    expires_at    timestamptz NOT NULL,
+    linked        bytea[] NOT NULL DEFAULT '{}'
+);
+
+-- The wait of fetch, for every phase two: the WAL up to `want` flushed (and on a
+-- synchronous standby, if there is one), else object_not_in_prerequisite_state and the
+-- client nudges and asks again. Not executable by members.
+CREATE FUNCTION credvault.await_durable(want pg_lsn) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE tries integer := 0;
+BEGIN
+    WHILE pg_current_wal_flush_lsn() < want LOOP
+        tries := tries + 1;
+        IF tries > 25 THEN
+            RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.002);
+    END LOOP;
+    IF current_setting('synchronous_standby_names') <> '' THEN
+        tries := 0;
+        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
+                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= want) LOOP
+            tries := tries + 1;
+            IF tries > 250 THEN
+                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            PERFORM pg_sleep(0.002);
+        END LOOP;
+    END IF;
+END $$;
+
+-- The caller's role allows `act` ('read', 'write', 'list') on engagement e (access.py).
+CREATE FUNCTION credvault.may(eng_id bigint, act text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+    SELECT coalesce(CASE act
+        WHEN 'read' THEN role_in(eng_id) IN ('lead', 'engineer', 'reader')
+        WHEN 'write' THEN role_in(eng_id) IN ('lead', 'engineer')
+        WHEN 'list' THEN role_in(eng_id) IS NOT NULL OR is_admin()
+        ELSE false END, false)
+$$;
+
+-- What a denial's audit detail says, as SQLCipher's: the role held, or none.
+CREATE FUNCTION credvault.held(eng_id bigint) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$ SELECT coalesce('role ' || role_in(eng_id), 'no grant') $$;
+
+-- Phase one. Denials and misses are audited and return NULL (an exception would roll the
+-- audit row back). The audit detail is the SQLCipher vault's.
+CREATE FUNCTION credvault.request_record(k text, eng text, itm text, reason text DEFAULT '')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me();
+    e engagements%ROWTYPE;
+    act text;
+    tid bigint;
+    why text := coalesce(reason, '');
+    detail text;
+    s bigint;
+    rid bigint;
+BEGIN
+    act := CASE k WHEN 'system' THEN 'system-show' WHEN 'credential-system' THEN 'show' END;
+    IF act IS NULL THEN
+        RAISE EXCEPTION 'credvault: unknown kind of record %', k USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT may(e.id, 'read') THEN
+        -- audited under the operation's verb, as SQLCipher does (access.py)
+        PERFORM audit_append(who, CASE k WHEN 'system' THEN 'system show' ELSE 'show' END,
+                             eng, itm, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' THEN
+        PERFORM audit_append(who, act, eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    IF k = 'system' THEN
+        SELECT id INTO tid FROM systems WHERE engagement_id = e.id AND name = itm;
+        detail := CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END;
+    ELSE
+        SELECT id INTO tid FROM credentials WHERE engagement_id = e.id AND name = itm;
+        detail := 'system address and port, without the secret'
+                  || CASE WHEN why = '' THEN '' ELSE '; reason: ' || why END;
+    END IF;
+    IF tid IS NULL THEN
+        PERFORM audit_append(who, act, eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, act, eng, itm, 'ok', detail);
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid)
+    VALUES (who, k, e.id, tid, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+-- Phase two: the envelopes the request's audit row names, under fetch's conditions (the
+-- caller's, unused, at most 60 s old, committed by an earlier transaction, durable, and a
+-- reading role still held). One row:
+--   system             e1 address, e2 details; name, port, protocol of the system
+--   credential-system  e1 the linked system's address (NULL: no link); its name, port, protocol
+CREATE FUNCTION credvault.fetch_record(request bigint)
+RETURNS TABLE (uid bytea, name text, port integer, protocol text, e1 bytea, e2 bytea,
+               audit_seq bigint, created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    IF q.kind = 'system' THEN
+        RETURN QUERY SELECT s.uid, s.name, s.port, s.protocol, s.address_env, s.details_env,
+                            q.audit_seq, s.created_at, s.updated_at
+            FROM systems s WHERE s.id = q.target_id AND s.engagement_id = q.engagement_id;
+    ELSIF q.kind = 'credential-system' THEN
+        RETURN QUERY SELECT s.uid, s.name, s.port, s.protocol, s.address_env, NULL::bytea,
+                            q.audit_seq, c.created_at, c.updated_at
+            FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+            WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
+    END IF;
+END $$;
+
+-- system add: create, or change what is given (address always; port and protocol as the
+-- client sends them, matching the binding it sealed the address with; details replaced
+-- when given, else kept). The client names the uid it sealed for: an existing system's
+-- own (its credentials' links are bound to it), else a new one. Returns the audited action
+-- ('system-add', 'system-update'), or NULL when refused (audited).
+CREATE FUNCTION credvault.put_system(
+    eng text, s_name text, s_uid bytea, s_key_version integer, s_port integer,
+    s_protocol text, s_address_env bytea, s_details_env bytea, keep_details boolean,
+    changed text[]
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE;
+BEGIN
+    -- FOR SHARE: a key rotation (FOR UPDATE) cannot interleave with this write
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'system add', eng, s_name, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF s_key_version <> e.key_version THEN
+        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF s_name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' OR s_address_env IS NULL
+       OR NOT changed <@ ARRAY['address', 'port', 'protocol', 'details'] THEN
+        RAISE EXCEPTION 'credvault: invalid system' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO old FROM systems WHERE engagement_id = e.id AND name = s_name FOR UPDATE;
+    IF old.id IS NULL THEN
+        INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env, details_env)
+        VALUES (s_uid, e.id, s_name, s_port, s_protocol, s_address_env,
+                CASE WHEN keep_details THEN NULL ELSE s_details_env END);
+        PERFORM audit_append(who, 'system-add', eng, s_name, 'ok', '');
+        RETURN 'system-add';
+    END IF;
+    IF old.uid <> s_uid THEN
+        RAISE EXCEPTION 'credvault: the system changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    UPDATE systems SET port = s_port, protocol = s_protocol, address_env = s_address_env,
+        details_env = CASE WHEN keep_details THEN details_env ELSE s_details_env END,
+        updated_at = now()
+        WHERE id = old.id;
+    PERFORM audit_append(who, 'system-update', eng, s_name, 'ok',
+                         'changed ' || array_to_string(changed, ', '));
+    RETURN 'system-update';
+END $$;
+
+-- system ls: the clear columns, on the record as SQLCipher's listing is (system-ls); a
+-- member without a role gets nothing and a 'list systems' denial.
+CREATE FUNCTION credvault.list_systems(eng text)
+RETURNS TABLE (uid bytea, name text, port integer, protocol text, created_at timestamptz,
+               updated_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; n integer;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
+    IF e.id IS NULL OR NOT may(e.id, 'list') THEN
+        PERFORM audit_append(who, 'list systems', eng, NULL, 'denied', held(e.id));
+        RETURN;
+    END IF;
+    SELECT count(*) INTO n FROM systems s WHERE s.engagement_id = e.id;
+    PERFORM audit_append(who, 'system-ls', eng, NULL, 'ok', format('%s systems listed', n));
+    RETURN QUERY SELECT s.uid, s.name, s.port, s.protocol, s.created_at, s.updated_at
+        FROM systems s WHERE s.engagement_id = e.id ORDER BY s.name;
+END $$;
+
+-- system rm: to the trash until trash_days from now. The credentials linked to it lose the
+-- link (and get it back at restore). A linked credential whose anchor is record-bound
+-- (format 0x02: its binding names this system) would no longer open: refused, until such
+-- anchors are sealed again by their writers. Returns (outcome, until): outcome 'ok',
+-- 'denied' or 'not found' (each audited).
+CREATE FUNCTION credvault.remove_system(eng text, s_name text)
+RETURNS TABLE (outcome text, until text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE; ends timestamptz;
+    links bytea[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'system rm', eng, s_name, 'denied', held(e.id));
+        RETURN QUERY SELECT 'denied'::text, NULL::text;
+        RETURN;
+    END IF;
+    SELECT * INTO old FROM systems WHERE engagement_id = e.id AND name = s_name FOR UPDATE;
+    IF old.id IS NULL THEN
+        PERFORM audit_append(who, 'system-rm', eng, s_name, 'error', 'not found');
+        RETURN QUERY SELECT 'not found'::text, NULL::text;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM credentials c WHERE c.system_id = old.id AND get_byte(c.secret_env, 0) = 2) THEN
+        RAISE EXCEPTION 'credvault: a credential bound to system % links to it: put it again without the link first', s_name
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    ends := now() + make_interval(days => (SELECT convert_from(value, 'UTF8')::integer FROM meta WHERE key = 'trash_days'));
+    SELECT coalesce(array_agg(c.uid ORDER BY c.uid), '{}') INTO links FROM credentials c WHERE c.system_id = old.id;
+    INSERT INTO system_trash (engagement_id, uid, name, port, protocol, address_env, details_env,
+                              created_at, updated_at, deleted_by, expires_at, linked)
+    VALUES (e.id, old.uid, old.name, old.port, old.protocol, old.address_env, old.details_env,
+            old.created_at, old.updated_at, who, ends, links);
+    DELETE FROM systems WHERE id = old.id;  -- credentials.system_id: ON DELETE SET NULL
+    -- the vault's ISO form (model.iso): UTC, microseconds, Z
+    until := to_char(ends AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    PERFORM audit_append(who, 'system-rm', eng, s_name, 'ok', 'to the trash until ' || until);
+    RETURN QUERY SELECT 'ok'::text, until;
+END $$;
+
+-- put --system: store a credential as put_credential does, linked to a system of the
+-- engagement (c_system NULL: keep the link it has; a new credential then has none).
+CREATE FUNCTION credvault.put_credential_linked(
+    eng text, c_name text, c_kind text, c_uid bytea, c_key_version integer,
+    c_secret_env bytea, c_username_env bytea, c_url_env bytea, c_notes_env bytea,
+    c_system text
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE; sid bigint; ok boolean;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF c_system IS NOT NULL AND e.id IS NOT NULL AND may(e.id, 'write') THEN
+        SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND name = c_system;
+        IF sid IS NULL THEN
+            RAISE EXCEPTION 'credvault: system %/% not found', eng, c_system USING ERRCODE = 'no_data_found';
+        END IF;
+    END IF;
+    IF c_system IS NULL AND e.id IS NOT NULL THEN
+        SELECT system_id INTO sid FROM credentials WHERE engagement_id = e.id AND name = c_name;
+    END IF;
+    ok := put_credential(eng, c_name, c_kind, c_uid, c_key_version, c_secret_env,
+                         c_username_env, c_url_env, c_notes_env);
+    IF ok THEN
+        UPDATE credentials SET system_id = sid WHERE engagement_id = e.id AND name = c_name;
+    END IF;
+    RETURN ok;
+END $$;
+
+-- Key rotation over every record of the engagement (credentials, systems, removed systems),
+-- against a committed request_rotation: what rotation_fetch and rotate_key do for
+-- credentials alone. Rows carry what a record-bound anchor's binding needs (name, kind,
+-- linked system's uid; or name, port, protocol).
+CREATE FUNCTION credvault.rotation_fetch_records(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, e1 bytea, e2 bytea, e3 bytea, e4 bytea,
+               b_name text, b_kind text, b_port integer, b_protocol text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q rotation_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM rotation_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.used_at IS NOT NULL
+       OR q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: no such rotation request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: rotation request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT (is_admin() OR role_in(q.engagement_id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: no longer a lead' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE rotation_requests SET used_at = clock_timestamp() WHERE rotation_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.id, c.uid, c.secret_env, c.username_env, c.url_env,
+               c.notes_env, c.name, c.kind, NULL::integer, NULL::text, s.uid
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'systems', s.id, s.uid, s.address_env, s.details_env, NULL, NULL, s.name, NULL,
+               s.port, s.protocol, NULL
+        FROM systems s WHERE s.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'system_trash', t.id, t.uid, t.address_env, t.details_env, NULL, NULL, t.name,
+               NULL, t.port, t.protocol, NULL
+        FROM system_trash t WHERE t.engagement_id = q.engagement_id
+        ORDER BY 1, 2;
+END $$;
+
+-- Store a rotation: exactly the records there are now, each re-sealed (a write in between
+-- makes this fail and the lead runs it again), and every live key copy replaced.
+CREATE FUNCTION credvault.rotate_records(
+    eng text, old_version integer, new_fp text, r_tbl text[], r_id bigint[],
+    r_e1 bytea[], r_e2 bytea[], r_e3 bytea[], r_e4 bytea[],
+    g_members text[], g_sealed bytea[], g_sigs bytea[]
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; i integer; n integer := coalesce(cardinality(r_id), 0);
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR UPDATE;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: % may not rotate %', who, eng USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.key_version <> old_version THEN
+        RAISE EXCEPTION 'credvault: the key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF (SELECT count(*) FROM (
+            SELECT 'credentials' AS t, c.id FROM credentials c WHERE c.engagement_id = e.id
+            UNION ALL SELECT 'systems', s.id FROM systems s WHERE s.engagement_id = e.id
+            UNION ALL SELECT 'system_trash', x.id FROM system_trash x WHERE x.engagement_id = e.id
+        ) have FULL JOIN (SELECT * FROM unnest(r_tbl, r_id) AS g(t, id)) given
+          ON have.t = given.t AND have.id = given.id
+        WHERE have.id IS NULL OR given.id IS NULL) > 0
+       OR (SELECT count(DISTINCT (t, id)) FROM unnest(r_tbl, r_id) AS g(t, id)) <> n THEN
+        RAISE EXCEPTION 'credvault: records changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF EXISTS (SELECT 1 FROM grants g WHERE g.engagement_id = e.id AND g.revoked_at IS NULL
+               AND g.sealed IS NOT NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+               AND NOT g.member = ANY (g_members)) THEN
+        RAISE EXCEPTION 'credvault: key holders changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    FOR i IN 1 .. n LOOP
+        IF r_e1[i] IS NULL THEN
+            RAISE EXCEPTION 'credvault: a record without its anchor' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        CASE r_tbl[i]
+        WHEN 'credentials' THEN
+            UPDATE credentials SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credentials.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'systems' THEN
+            UPDATE systems SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE systems.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'system_trash' THEN
+            UPDATE system_trash SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE system_trash.id = r_id[i] AND engagement_id = e.id;
+        END CASE;
+    END LOOP;
+    FOR i IN 1 .. coalesce(cardinality(g_members), 0) LOOP
+        UPDATE grants SET key_version = old_version + 1, sealed = g_sealed[i], sealed_by = who,
+            copy_sig = g_sigs[i]
+        WHERE engagement_id = e.id AND member = g_members[i] AND revoked_at IS NULL;
+    END LOOP;
+    UPDATE engagements SET key_version = old_version + 1, key_fp = new_fp, needs_rotation = false
+        WHERE engagements.id = e.id;
+    PERFORM audit_append(who, 'rotate', eng, NULL, 'ok', format('key version %s', old_version + 1));
+    RETURN old_version + 1;
+END $$;
+
+-- The removed-record tables leave with the engagement's purge (purge_engagement marks it
+-- 'purged' after deleting its credentials and systems): no envelope stays behind.
+CREATE FUNCTION credvault.purge_records() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    DELETE FROM system_trash WHERE engagement_id = NEW.id;
+    DELETE FROM record_requests WHERE engagement_id = NEW.id;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER purge_records AFTER UPDATE OF state ON credvault.engagements
+    FOR EACH ROW WHEN (NEW.state = 'purged') EXECUTE FUNCTION credvault.purge_records();
+
+REVOKE ALL ON credvault.record_requests, credvault.system_trash FROM PUBLIC;
+REVOKE ALL ON FUNCTION credvault.await_durable(pg_lsn), credvault.may(bigint, text),
+    credvault.held(bigint),
+    credvault.purge_records(), credvault.request_record(text, text, text, text),
+    credvault.fetch_record(bigint),
+    credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea, boolean, text[]),
+    credvault.remove_system(text, text), credvault.list_systems(text),
+    credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea, bytea, bytea, text),
+    credvault.rotation_fetch_records(bigint),
+    credvault.rotate_records(text, integer, text, text[], bigint[], bytea[], bytea[], bytea[],
+                             bytea[], text[], bytea[], bytea[]) FROM PUBLIC;
+DO $$
+DECLARE g text := credvault.member_group();
+BEGIN
+    -- the trash is listed through its clear columns only (names, dates; row-level security)
+    EXECUTE format('GRANT SELECT (id, engagement_id, uid, name, port, protocol, created_at,'
+                   ' updated_at, deleted_at, deleted_by, expires_at) ON credvault.system_trash TO %I', g);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION'
+                   ' credvault.request_record(text, text, text, text), credvault.fetch_record(bigint),'
+                   ' credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea,'
+                   ' boolean, text[]),'
+                   ' credvault.remove_system(text, text), credvault.list_systems(text),'
+                   ' credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea,'
+                   ' bytea, bytea, text),'
+                   ' credvault.rotation_fetch_records(bigint),'
+                   ' credvault.rotate_records(text, integer, text, text[], bigint[], bytea[], bytea[],'
+                   ' bytea[], bytea[], text[], bytea[], bytea[]) TO %I', g);
+    -- version 1's rotation stores credentials only: it would leave systems under the old key
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION credvault.rotate_key(text, integer, text, bytea[],'
+                   ' bytea[], bytea[], bytea[], bytea[], text[], bytea[], bytea[]) FROM %I', g);
+END $$;
+ALTER TABLE credvault.system_trash ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_system_trash ON credvault.system_trash FOR SELECT
+    USING (engagement_id IN (SELECT credvault.my_engagement_ids()));

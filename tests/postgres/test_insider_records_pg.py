@@ -1,0 +1,284 @@
+"""Insider tests for the record commands' server side (systems, history, trash), written as
+the attacker: a member with their own login and the real ``psql``, after the envelopes of
+the records that are not a credential's current value (upgrade-2.sql, section pgcmds).
+
+Same properties as ``test_insider_pg.py`` for credentials: no envelope without a committed,
+durable audit entry (the ROLLBACK trick included), no direct read of an envelope column, no
+direct write to these tables, and writes only by the roles access.py allows.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+
+from pg_cluster import fetch_as_a_client, new_pg_vault
+
+
+def fetch_record(conn: Any, req: int, columns: str) -> Any:
+    return fetch_as_a_client(conn, req, columns, "fetch_record")
+
+
+ADDRESS = b"SYSTEM-ENVELOPE-\x00\x02-opaque-to-the-server"
+ADDRESS_HEX = ADDRESS.hex()
+DETAILS = b"DETAILS-ENVELOPE-\x00\x03"
+
+
+def put_system(pg: Any, by: str, eng: str, name: str, address_env: bytes) -> Any:
+    with pg.connect(by) as conn:
+        return conn.execute(
+            "SELECT credvault.put_system(%s, %s, %s, 1, 22, 'ssh', %s, %s, false,"
+            " '{address,port}')",
+            (eng, name, secrets.token_bytes(16), address_env, DETAILS),
+        ).fetchone()[0]
+
+
+def _populate(pg: Any) -> Any:
+    """alice (admin, lead of alpha), bob (engineer on alpha), eve (reader on alpha), mallory
+    (reader on beta only); alpha has the system web1, beta has gw."""
+    for who in ("bob", "eve", "mallory"):
+        pg.add(who)
+    pg.engagement("alpha")
+    pg.engagement("beta")
+    pg.grant("alice", "alpha", "bob", "engineer")
+    pg.grant("alice", "alpha", "eve", "reader")
+    pg.grant("alice", "beta", "mallory", "reader")
+    assert put_system(pg, "alice", "alpha", "web1", ADDRESS) == "system-add"
+    assert put_system(pg, "alice", "beta", "gw", b"beta-address") == "system-add"
+    pg.put("alice", "alpha", "db", b"credential-envelope")
+    return pg
+
+
+@pytest.fixture
+def team(pg: Any) -> Any:
+    return _populate(pg)
+
+
+@pytest.fixture(scope="module")
+def team_ro(pg_cluster: Any) -> Any:
+    """One shared team for the attempts that must change nothing (each test asserts so)."""
+    return _populate(new_pg_vault(pg_cluster))
+
+
+def denied(out: Any) -> bool:
+    return out.returncode != 0 and (
+        "permission denied" in out.stderr or "insufficient" in out.stderr
+    )
+
+
+READS = [
+    "SELECT address_env FROM credvault.systems",
+    "SELECT details_env FROM credvault.systems",
+    "SELECT * FROM credvault.systems",
+    "SELECT address_env FROM credvault.system_trash",
+    "SELECT * FROM credvault.system_trash",
+    "SELECT * FROM credvault.record_requests",
+    "COPY credvault.systems TO STDOUT",
+    "COPY credvault.system_trash TO STDOUT",
+    # the helpers the functions use are the owner's alone
+    "SELECT credvault.await_durable(pg_current_wal_insert_lsn())",
+    "SELECT credvault.held(1)",
+    "SELECT credvault.may(1, 'write')",
+]
+
+
+@pytest.mark.parametrize("sql", READS)
+def test_member_cannot_read_record_envelopes(team_ro: Any, sql: str) -> None:
+    out = team_ro.psql("bob", sql)
+    assert denied(out), (sql, out.stdout, out.stderr)
+    assert ADDRESS_HEX not in out.stdout
+
+
+WRITES = [
+    "UPDATE credvault.systems SET port = 1",
+    "UPDATE credvault.systems SET address_env = '\\x00'",
+    "DELETE FROM credvault.systems",
+    "INSERT INTO credvault.systems (uid, engagement_id, name, address_env)"
+    " SELECT '\\x01', id, 'x', '\\x00' FROM credvault.engagements",
+    "UPDATE credvault.system_trash SET expires_at = now()",
+    "DELETE FROM credvault.system_trash",
+    "INSERT INTO credvault.record_requests (member, kind, engagement_id, target_id, audit_seq, xid)"
+    " VALUES ('bob', 'system', 1, 1, 1, pg_current_xact_id())",
+    "UPDATE credvault.record_requests SET used_at = NULL",
+    "UPDATE credvault.credentials SET system_id = NULL",
+    "TRUNCATE credvault.system_trash",
+    # version 1's rotation would leave systems under the old key: no member may call it
+    "SELECT credvault.rotate_key('alpha', 1, 'fp', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+]
+
+
+@pytest.mark.parametrize("sql", WRITES)
+def test_member_cannot_write_record_tables(team_ro: Any, sql: str) -> None:
+    before = team_ro.audit_count()
+    for who in ("bob", "alice"):  # an engineer, and the lead and admin
+        out = team_ro.psql(who, sql)
+        assert denied(out), (who, sql, out.stdout, out.stderr)
+    assert team_ro.audit_count() == before
+
+
+def test_two_phase_system_read_is_on_the_record_first(team: Any) -> None:
+    before = team.audit_count("system-show")
+    with team.connect("eve") as conn:
+        req = conn.execute(
+            "SELECT credvault.request_record('system', 'alpha', 'web1', 'TICKET-9')"
+        ).fetchone()[0]
+        assert req is not None
+        assert team.audit_count("system-show") == before + 1  # committed before any fetch
+        row = fetch_record(conn, req, "e1, e2, audit_seq, name, port")
+    assert (bytes(row[0]), bytes(row[1]), row[3], row[4]) == (ADDRESS, DETAILS, "web1", 22)
+    with team.connect() as owner:
+        entry = owner.execute(
+            "SELECT member, action, engagement, item, outcome, detail FROM credvault.audit "
+            "WHERE seq = %s",
+            (row[2],),
+        ).fetchone()
+    assert entry == ("eve", "system-show", "alpha", "web1", "ok", "reason: TICKET-9")
+
+
+@pytest.mark.parametrize("kind", ["system", "credential-system"])
+def test_rollback_trick_yields_no_system_envelope(team: Any, kind: str) -> None:
+    with team.connect("alice") as conn:  # link db to web1, so credential-system has one
+        conn.execute(
+            "SELECT credvault.put_credential_linked('alpha', 'db', 'password', %s, 1, %s,"
+            " NULL, NULL, NULL, 'web1')",
+            (secrets.token_bytes(16), b"credential-envelope"),
+        )
+    item = "web1" if kind == "system" else "db"
+    action = "system-show" if kind == "system" else "show"
+    before = team.audit_count(action)
+    script = (
+        "BEGIN;\n"
+        f"SELECT credvault.request_record('{kind}', 'alpha', '{item}') AS req \\gset\n"
+        "SELECT encode(e1, 'hex') FROM credvault.fetch_record(:req);\n"
+        "ROLLBACK;\n"
+    )
+    out = team.psql("bob", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert ADDRESS_HEX not in out.stdout
+    assert team.audit_count(action) == before  # rolled back: and nothing was released
+    # honestly, in two transactions, the same member gets it, on the record
+    with team.connect("bob") as conn:
+        req = conn.execute(
+            "SELECT credvault.request_record(%s, 'alpha', %s)", (kind, item)
+        ).fetchone()[0]
+        assert bytes(fetch_record(conn, req, "e1")[0]) == ADDRESS
+    assert team.audit_count(action) == before + 1
+
+
+def test_synchronous_commit_off_never_outruns_the_system_audit_row(team: Any) -> None:
+    cluster = team.cluster
+    cluster.superuser_sql("ALTER SYSTEM SET wal_writer_delay = '10s';\nSELECT pg_reload_conf()")
+    try:
+        before = team.audit_count("system-show")
+        script = (
+            "SET synchronous_commit = off;\n"
+            "SELECT credvault.request_record('system', 'alpha', 'web1') AS req \\gset\n"
+            "SELECT encode(e1, 'hex') FROM credvault.fetch_record(:req);\n"
+        )
+        out = team.psql("bob", script)
+        released = ADDRESS_HEX in out.stdout
+        if not released:
+            assert "not yet durable" in out.stderr, out.stderr
+        cluster.crash()
+        cluster.start()
+        if released:
+            assert team.audit_count("system-show") == before + 1
+    finally:
+        cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")
+
+
+def test_record_request_is_single_use_and_personal(team: Any) -> None:
+    import psycopg
+
+    with team.connect("bob") as bob, team.connect("eve") as eve:
+        req = bob.execute("SELECT credvault.request_record('system', 'alpha', 'web1')").fetchone()[
+            0
+        ]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            eve.execute("SELECT * FROM credvault.fetch_record(%s)", (req,))
+        fetch_record(bob, req, "e1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="already used"):
+            bob.execute("SELECT * FROM credvault.fetch_record(%s)", (req,))
+
+
+def test_no_system_of_an_engagement_without_a_role(team: Any) -> None:
+    """mallory (reader on beta only) asks for alpha's system: refused and on the record;
+    listings hide alpha's systems (row-level security)."""
+    out = team.psql("mallory", "SELECT credvault.request_record('system', 'alpha', 'web1') IS NULL")
+    assert out.stdout.strip() == "t"
+    with team.connect() as owner:
+        last = owner.execute(
+            "SELECT member, action, outcome, detail FROM credvault.audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert last == ("mallory", "system show", "denied", "no grant")
+    out = team.psql("mallory", "SELECT name FROM credvault.systems ORDER BY name")
+    assert out.stdout.split() == ["gw"]
+
+
+def test_a_revoked_member_is_refused_at_the_record_fetch(team: Any) -> None:
+    import psycopg
+
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_record('system', 'alpha', 'web1')").fetchone()[
+            0
+        ]
+        out = team.psql("alice", "SELECT credvault.revoke_grant('alpha', 'bob')")
+        assert out.returncode == 0, out.stderr
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
+            fetch_record(bob, req, "e1")
+
+
+def test_a_reader_cannot_write_systems_through_the_functions(team: Any) -> None:
+    """eve (reader) calls the write functions directly: refused, audited, nothing moved."""
+    assert put_system(team, "eve", "alpha", "web1", b"eve's address") is None
+    assert put_system(team, "eve", "alpha", "new", b"eve's address") is None
+    out = team.psql("eve", "SELECT outcome FROM credvault.remove_system('alpha', 'web1')")
+    assert out.stdout.strip() == "denied"
+    with team.connect() as owner:
+        rows = owner.execute(
+            "SELECT s.name, s.address_env FROM credvault.systems s "
+            "JOIN credvault.engagements e ON e.id = s.engagement_id WHERE e.name = 'alpha'"
+        ).fetchall()
+        last = owner.execute(
+            "SELECT member, action, outcome, detail FROM credvault.audit ORDER BY seq DESC LIMIT 3"
+        ).fetchall()
+    assert [(n, bytes(a)) for n, a in rows] == [("web1", ADDRESS)]
+    assert last == [
+        ("eve", "system rm", "denied", "role reader"),
+        ("eve", "system add", "denied", "role reader"),
+        ("eve", "system add", "denied", "role reader"),
+    ]
+
+
+def test_an_engineer_cannot_swap_a_systems_uid(team: Any) -> None:
+    """The uid is part of every envelope's place, and credentials' links are bound to it:
+    an update must name the system's own."""
+    import psycopg
+
+    with pytest.raises(psycopg.errors.SerializationFailure, match="changed meanwhile"):
+        put_system(team, "bob", "alpha", "web1", b"bob's address")
+
+
+def test_removed_system_goes_to_the_trash_and_leaves_with_the_purge(team: Any) -> None:
+    with team.connect("eve") as eve:  # a request row naming alpha
+        assert eve.execute("SELECT credvault.request_record('system', 'alpha', 'web1')").fetchone()[
+            0
+        ]
+    out = team.psql("bob", "SELECT outcome FROM credvault.remove_system('alpha', 'web1')")
+    assert out.stdout.strip() == "ok", out.stderr
+    out = team.psql("eve", "SELECT name, deleted_by FROM credvault.system_trash")
+    assert out.stdout.split() == ["web1|bob"]
+    with team.connect("alice") as alice:
+        alice.execute("SELECT credvault.close_engagement('alpha')")
+        alice.execute("SELECT credvault.purge_engagement('alpha', 'receipt')")
+    with team.connect() as owner:
+        left = owner.execute(
+            "SELECT (SELECT count(*) FROM credvault.system_trash t JOIN credvault.engagements e"
+            " ON e.id = t.engagement_id WHERE e.name = 'alpha'),"
+            " (SELECT count(*) FROM credvault.record_requests r JOIN credvault.engagements e"
+            " ON e.id = r.engagement_id WHERE e.name = 'alpha')"
+        ).fetchone()
+    assert left == (0, 0)
