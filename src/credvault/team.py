@@ -9,9 +9,9 @@ with the record's place as associated data), engagement keys sealed with HPKE to
 X25519 keys, and the same signed statements (:mod:`credvault.postgres.client`). Access
 control and the audit trail are the server's: every read is a committed audit row first
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
-holds every statement. Systems and the rotation of every record live in
+holds every statement. Systems, history and the rotation of every record live in
 :mod:`credvault.team_records` (imported when used). Not covered (one line, exit 1,
-:class:`NotOnTeam`): history, trash, lifecycle, backups, the agent and keyring.
+:class:`NotOnTeam`): trash, lifecycle, backups, the agent and keyring.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import validate
 from credvault.access import Role, parse_role
-from credvault.credentials import Credential, CredentialInfo
+from credvault.credentials import Credential, CredentialInfo, VersionInfo
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams, check
@@ -390,6 +390,7 @@ class TeamCredentials:
         if not raw:
             raise InvalidInput("the secret is empty")
         existing = t.store.credential_meta(eng, name)
+        kind_given = kind is not None
         kind = kind or (existing[0] if existing else "password")
         eng_uid, key, version = t.engagement_key(eng, "put")
         uid = os.urandom(16)
@@ -406,7 +407,13 @@ class TeamCredentials:
             seal("notes", None if notes is None else notes.encode()),
         )
         del raw
-        if not t.store.put_credential_linked(eng, name, kind, uid, version, envs, system):
+        # what a replace changed, for the history (as SQLCipher names it)
+        given = {"username": username, "url": url, "notes": notes, "system": system}
+        changed = ", ".join(
+            ["secret", *(f for f, v in given.items() if v is not None)]
+            + (["kind"] if kind_given else [])
+        )
+        if not t.store.put_credential_linked(eng, name, kind, uid, version, envs, system, changed):
             raise AccessDenied(t.member, "put", eng, "refused by the server")
         meta = t.store.credential_meta(eng, name)
         created, updated = (meta[1], meta[2]) if meta else ("", "")
@@ -446,9 +453,14 @@ class TeamCredentials:
         return eng, name, values, f
 
     def get(self, ref: str, *, reason: str | None = None, version: int | None = None) -> Credential:
-        """An audited read: the server commits the audit row, then releases the envelopes."""
+        """An audited read: the server commits the audit row, then releases the envelopes.
+        ``version``: an earlier one (:func:`credvault.team_records.get_version`)."""
         if version is not None:
-            raise NotOnTeam("get --version")
+            from credvault.team_records import get_version
+
+            got = get_version(self.t, ref, reason, version)
+            if got is not None:
+                return got
         eng, name, v, f = self._read(ref, reason)
 
         def text(b: bytes | None) -> str | None:
@@ -480,18 +492,32 @@ class TeamCredentials:
         """username, url, notes (audited as a read: the server releases whole records).
         With ``system``: the linked system's address and port instead (``get --field
         address|port``), audited as ``show`` as on SQLCipher: the secret is not released.
-        A team vault keeps no earlier versions yet: ``version`` is refused by name."""
+        ``version``: that earlier version's, audited as ``show`` (its secret not released)."""
         if system:
             from credvault.team_records import linked_address
 
             return linked_address(self.t, ref, reason)
         if version is not None:
-            raise InvalidInput("a team vault keeps no earlier versions yet: --version")
+            from credvault.team_records import version_fields
+
+            return version_fields(self.t, ref, reason, version)
         _, _, v, _ = self._read(ref, reason)
         return {
             k: (None if v[k] is None else (v[k] or b"").decode())
             for k in ("username", "url", "notes")
         }
+
+    def history(self, ref: str) -> builtins.list[VersionInfo]:
+        """Every version, oldest first: who, when, what changed (never a value)."""
+        from credvault.team_records import history
+
+        return history(self.t, ref)
+
+    def revert(self, ref: str, version: int) -> CredentialInfo:
+        """An earlier version current again, as a new version (done by the server)."""
+        from credvault.team_records import revert
+
+        return revert(self.t, ref, version)
 
     def list(self, engagement: str | None = None) -> builtins.list[CredentialInfo]:
         t = self.t

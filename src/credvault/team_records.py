@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import builtins
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from credvault import items, validate
+from credvault.credentials import Credential, CredentialInfo, FindHits, VersionInfo
 from credvault.crypto import envelope
 from credvault.crypto import primitives as p
-from credvault.errors import AccessDenied, IntegrityError, NotFound
+from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
 from credvault.postgres.client import copy_message, seal_info
 from credvault.systems import System
 
@@ -88,13 +90,20 @@ class Team(Protocol):
 
 SYSTEMS = "systems"
 # the envelope columns of each kind of record, the anchor first (items.ANCHOR)
+CRED_FIELDS = ("secret", "username", "url", "notes")
 FIELDS = {
-    "credentials": ("secret", "username", "url", "notes"),
+    "credentials": CRED_FIELDS,
     "systems": ("address", "details"),
 }
-# the place (the envelope's table in its AAD) of each server table's rows: a removed system
-# keeps the envelopes it had, sealed for its live place
-PLACE = {"credentials": "credentials", "systems": SYSTEMS, "system_trash": SYSTEMS}
+# the place (the envelope's table in its AAD) of each server table's rows:
+# a removed system, and a credential's earlier version, keep the envelopes they had, sealed
+# for their live place
+PLACE = {
+    "credentials": "credentials",
+    "credential_versions": "credentials",
+    "systems": SYSTEMS,
+    "system_trash": SYSTEMS,
+}
 
 
 def _denied(t: Team, verb: str, eng: str) -> AccessDenied:
@@ -331,4 +340,277 @@ def rotate(t: Team, name: str) -> int:
     return stored
 
 
-__all__ = ["TeamSystems", "linked_address", "rotate"]
+# -- history and revert ----------------------------------------------------------------------
+def _positive(version: int) -> None:
+    if version < 1:
+        raise InvalidInput("version must be a positive number")
+
+
+def _version_refused(t: Team, ref: str, eng: str, name: str, version: int, reason: str) -> None:
+    """Why request_record refused a version (the server audited it): SQLCipher's terms."""
+    e = t.store.engagement(eng)
+    if e is None:
+        raise AccessDenied(t.member, "read", eng, "no role on it")
+    if e.require_reason and not reason:
+        raise AccessDenied(t.member, "read", eng, "this engagement requires --reason")
+    if t.store.current_version(eng, name) is None:
+        raise NotFound("credential", ref)
+    raise NotFound("version", ref, f"{ref} has no version {version}")
+
+
+def _fetch_version(
+    t: Team, ref: str, kind: str, reason: str | None, version: int
+) -> tuple[str, str, RecordRow, builtins.list[bytes | None]]:
+    """A version's values, through request_record/fetch_record (``kind`` 'version': the
+    secret too; 'version-show': without it), opened at its own place and binding."""
+    eng, name = validate.ref(ref)
+    why = validate.reason(reason) or ""
+    req = t.store.request_record(kind, eng, name, why, version)
+    if req is None:
+        _version_refused(t, ref, eng, name, version, why)
+    assert req is not None
+    rec = t.store.fetch_record(req, eng)
+    if rec is None or rec.uid is None or rec.name is None or rec.kind is None:
+        raise NotFound("version", ref, f"{ref} has no version {version}")
+    blobs = (rec.e1, rec.e2, rec.e3, rec.e4)
+    first = next((b for b in blobs if b is not None), None)
+    if first is None:
+        return eng, name, rec, [None, None, None, None]
+    eng_uid, key = _key_for(t, eng, "read", first)
+    record = items.credential_binding(rec.name, rec.kind, rec.system_uid)
+    values: builtins.list[bytes | None] = []
+    for i, (field, blob) in enumerate(zip(CRED_FIELDS, blobs, strict=True)):
+        if blob is None:
+            values.append(None)
+            continue
+        if envelope.key_version_of(blob) != envelope.key_version_of(first):
+            raise IntegrityError(f"{ref}: version {version} under two key versions")
+        values.append(t.unseal(eng_uid, rec.uid, field, blob, key, record=record if i == 0 else ()))
+    return eng, name, rec, values
+
+
+def get_version(t: Team, ref: str, reason: str | None, version: int) -> Credential | None:
+    """``get --version N``: that version, audited as ``get`` ("version N"); None for the
+    current version (the caller reads it as any get, as SQLCipher does)."""
+    from credvault.secret import Secret
+
+    _positive(version)
+    eng, name = validate.ref(ref)
+    if t.store.current_version(eng, name) == version:
+        return None
+    eng, name, rec, v = _fetch_version(t, ref, "version", reason, version)
+    if v[0] is None:
+        raise IntegrityError(f"{ref}: version {version} without its secret")
+    secret = Secret(v[0])
+    v[0] = None
+
+    def text(b: bytes | None) -> str | None:
+        return None if b is None else b.decode()
+
+    assert rec.kind is not None
+    return Credential(
+        eng,
+        name,
+        rec.kind,
+        secret,
+        text(v[1]),
+        rec.system,
+        None,
+        None,
+        text(v[2]),
+        text(v[3]),
+        rec.created_at,
+        rec.updated_at,
+    )
+
+
+def version_fields(t: Team, ref: str, reason: str | None, version: int) -> dict[str, str | None]:
+    """``get --version N --field username|url|notes``: audited as ``show``; the server
+    releases the version without its secret."""
+    _, _, rec, v = _fetch_version(t, ref, "version-show", reason, version)
+    out: dict[str, str | None] = {"kind": rec.kind, "system": rec.system}
+    for f, b in zip(CRED_FIELDS[1:], v[1:], strict=True):
+        out[f] = None if b is None else b.decode()
+    return {k: out[k] for k in ("username", "url", "notes", "kind", "system")}
+
+
+def history(t: Team, ref: str) -> builtins.list[VersionInfo]:
+    """Every version, oldest first (the server audits 'history')."""
+    eng, name = validate.ref(ref)
+    rows = t.store.credential_history(eng, name)
+    if not rows:
+        if t.store.engagement(eng) is None:
+            raise AccessDenied(t.member, "history", eng, "no role on it")
+        raise NotFound("credential", ref)
+    return [
+        VersionInfo(eng, name, r.version, r.kind, r.system, r.by, r.at, r.changed, r.current)
+        for r in rows
+    ]
+
+
+def revert(t: Team, ref: str, version: int) -> CredentialInfo:
+    """An earlier version current again, as a new version: the server copies the version's
+    envelopes back (they never leave it), keeping the replaced one as a version."""
+    eng, name = validate.ref(ref)
+    allowed = t.permits("credential.revert", eng)
+    outcome = t.store.revert_credential(eng, name, version)  # refusals audited there
+    if not allowed or outcome == "denied":
+        raise _denied(t, "revert", eng)
+    if outcome == "not found":
+        raise NotFound("credential", ref)
+    if outcome == "no version":
+        raise NotFound("version", ref, f"{ref} has no version {version}")
+    meta = t.store.credential_meta(eng, name)
+    kind, created, updated = meta if meta else ("", "", "")
+    linked = t.store.linked_system(eng, name)
+    return CredentialInfo(eng, name, kind, linked[0] if linked else None, created, updated)
+
+
+# -- edit, mv, find ------------------------------------------------------------------------
+def edit(t: Team, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
+    """Username, url, notes (sealed here for the row's own uid), kind and system link (in
+    the clear) without the secret, as :meth:`credvault.credentials.Credentials.edit`; the
+    server keeps the replaced version and audits 'edit'."""
+    from credvault.credentials import EDITABLE
+
+    eng, name = validate.ref(ref)
+    unknown = sorted(set(changes) - set(EDITABLE))
+    if unknown:
+        raise InvalidInput(f"cannot edit {unknown[0]!r}: editable are {', '.join(EDITABLE)}")
+    clean: dict[str, str | None] = {}
+    for f, val in changes.items():
+        if f == "kind":
+            if val is None:
+                raise InvalidInput("kind cannot be cleared")
+            clean[f] = validate.kind(val)
+        elif f == "system":
+            clean[f] = None if val is None else validate.name(val, "system name")
+        elif f == "notes":
+            clean[f] = validate.text(val, "notes")
+        else:
+            max_len = 1024 if f == "username" else 4096
+            what = "URL" if f == "url" else f
+            clean[f] = validate.text(val, what, max_len=max_len, multiline=False)
+    if not clean:
+        raise InvalidInput("nothing to change")
+    changed = ", ".join(clean)
+    system = (clean["system"],) if "system" in clean else None
+    if not t.permits("credential.edit", eng):
+        t.store.edit_credential(eng, name, b"", 0, {}, None, None, changed)  # audited refusal
+        raise _denied(t, "edit", eng)
+    uid = t.store.credential_uid(eng, name)
+    envs: dict[str, bytes | None] = {}
+    version = 0
+    if uid is not None:
+        eng_uid, key, version = t.engagement_key(eng, "edit")
+        for f in ("username", "url", "notes"):
+            if f in clean:
+                value = clean[f]
+                envs[f] = (
+                    None if value is None else t.seal(eng_uid, uid, f, value.encode(), key, version)
+                )
+    outcome = t.store.edit_credential(
+        eng, name, uid or b"", version, envs, clean.get("kind"), system, changed
+    )
+    if outcome == "denied":
+        raise _denied(t, "edit", eng)
+    if outcome == "not found":
+        raise NotFound("credential", ref)
+    if outcome == "no system":
+        raise NotFound("system", f"{eng}/{clean['system']}")
+    return _info(t, eng, name)
+
+
+def _info(t: Team, eng: str, name: str) -> CredentialInfo:
+    meta = t.store.credential_meta(eng, name)
+    kind, created, updated = meta if meta else ("", "", "")
+    linked = t.store.linked_system(eng, name)
+    return CredentialInfo(eng, name, kind, linked[0] if linked else None, created, updated)
+
+
+def move(t: Team, ref: str, target: str) -> CredentialInfo:
+    """A rename within the engagement (done by the server: the name is a clear column).
+    Moving into another engagement (re-sealing everything under its key) is refused by the
+    caller, :meth:`credvault.team.TeamCredentials.move`."""
+    from credvault.errors import AlreadyExists
+
+    eng, name = validate.ref(ref)
+    if "/" in target:
+        _, t_name = validate.ref(target)
+    else:
+        t_name = validate.name(target, "item name")
+    allowed = t.permits("credential.move", eng)
+    outcome = t.store.rename_credential(eng, name, t_name)  # refusals audited there
+    if not allowed or outcome == "denied":
+        raise _denied(t, "mv", eng)
+    if outcome == "not found":
+        raise NotFound("credential", ref)
+    if outcome == "exists":
+        raise AlreadyExists(f"credential {eng}/{t_name} exists already")
+    return _info(t, eng, t_name)
+
+
+def find(t: Team, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:
+    """Names in every engagement the member holds a role in (the clear columns); usernames,
+    URLs, notes, addresses and details where they may read, each engagement's envelopes
+    released against its own audited request ('find'), opened here. Hits name the field
+    that matched, never its value (:meth:`credvault.credentials.Credentials.find`)."""
+    from credvault.access import permits
+    from credvault.credentials import FindHit
+
+    needle = validate.text(text, "search text", max_len=256, multiline=False)
+    why = validate.reason(reason) or ""
+    if not needle or not needle.strip():
+        raise InvalidInput("the search text is empty")
+    low = needle.lower()
+    hits = [FindHit(e, typ, n, "name") for e, typ, n in t.store.search_names(low)]
+    seen = {(h.engagement, h.type, h.name) for h in hits}
+    skipped: builtins.list[str] = []
+    for e in t.store.engagements() if fields else []:
+        if e.state != "active" or not permits("credential.find", t.role(e.name), admin=False):
+            continue
+        if e.require_reason and not why:
+            skipped.append(e.name)  # names only: a field search is a read (an oracle)
+            continue
+        req = t.store.request_find(e.name, why)
+        if req is None:
+            continue
+        for r in t.store.fetch_find(req, e.name):
+            typ = "credential" if r.table == "credentials" else "system"
+            if (e.name, typ, r.name) in seen:
+                continue
+            names = CRED_FIELDS[1:] if typ == "credential" else FIELDS[SYSTEMS]
+            table = "credentials" if typ == "credential" else SYSTEMS
+            for i, (f, blob) in enumerate(zip(names, r.envelopes, strict=False)):
+                if blob is None:
+                    continue
+                eng_uid, key = _key_for(t, e.name, "find", blob)
+                record = (
+                    items.system_binding(r.name, r.port, r.protocol)
+                    if typ == "system" and i == 0
+                    else ()
+                )
+                value = t.unseal(eng_uid, r.uid, f, blob, key, table=table, record=record)
+                found = low in value.decode("utf-8", errors="replace").lower()
+                del value
+                if found:
+                    hits.append(FindHit(e.name, typ, r.name, f))
+                    break
+    hits.sort(key=lambda h: (h.engagement, h.type, h.name))
+    result = FindHits(hits)
+    result.skipped = tuple(skipped)
+    return result
+
+
+__all__ = [
+    "TeamSystems",
+    "edit",
+    "find",
+    "get_version",
+    "history",
+    "linked_address",
+    "move",
+    "revert",
+    "rotate",
+    "version_fields",
+]

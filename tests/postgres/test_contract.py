@@ -467,6 +467,101 @@ def test_systems_survive_the_rotation_of_a_revoke(world: World) -> None:
     assert world.run("bob", "system", "show", "acme-2026/web1").code == 4
 
 
+# -- history and revert (both backends) ----------------------------------------------------------
+HISTORY_ACTIONS = ("history", "revert", "get", "show")
+
+
+def test_history_keeps_every_version_and_revert_brings_one_back(world: World) -> None:
+    import json
+
+    world.ok("alice", "put", "acme-2026/db", input=b"first\n")
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("bob", "put", "acme-2026/db", "--username", "root", input=b"second\n")
+    world.ok("alice", "put", "acme-2026/db", "--kind", "token", input=b"third\n")
+    hist = json.loads(world.ok("alice", "history", "acme-2026/db", "--json").out)
+    got = [(h["version"], h["by"], h["changed"], h["kind"], h["current"]) for h in hist]
+    assert got == [
+        (1, "alice", "created", "password", False),
+        (2, "bob", "secret, username", "password", False),
+        (3, "alice", "secret, kind", "token", True),
+    ]
+    assert all(h["at"].endswith("Z") for h in hist)
+    assert SECRET not in world.ok("alice", "history", "acme-2026/db").out
+    table = world.ok("alice", "history", "acme-2026/db").text
+    assert "3 (current)" in table
+    # earlier versions, on the record
+    assert world.ok("bob", "get", "acme-2026/db", "--version", "1").out == b"first\n"
+    assert world.ok("bob", "get", "acme-2026/db", "--version", "3").out == b"third\n"
+    assert world.ok(
+        "alice", "get", "acme-2026/db", "--version", "2", "--field", "username"
+    ).out == (b"root\n")
+    r = world.run("alice", "get", "acme-2026/db", "--version", "9")
+    assert r.code == 3
+    assert "has no version 9" in one_line(r)
+    assert world.run("alice", "get", "acme-2026/db", "--version", "0").code == 2
+    # revert: a new version, nothing lost
+    r = world.ok("alice", "revert", "acme-2026/db", "1")
+    assert r.text == "reverted acme-2026/db to version 1 (now version 4)\n"
+    assert world.ok("alice", "get", "acme-2026/db").out == b"first\n"
+    hist = json.loads(world.ok("alice", "history", "acme-2026/db", "--json").out)
+    assert [(h["version"], h["changed"], h["kind"]) for h in hist][-2:] == [
+        (3, "secret, kind", "token"),
+        (4, "revert to version 1", "password"),
+    ]
+    assert world.ok("alice", "get", "acme-2026/db", "--version", "3").out == b"third\n"
+    missing = world.run("alice", "revert", "acme-2026/db", "7")
+    assert missing.code == 3
+    one_line(missing)
+    nope = world.run("alice", "history", "acme-2026/nope")
+    assert nope.code == 3
+    one_line(nope)
+    assert _audit(world, "bob", HISTORY_ACTIONS) == [
+        ("bob", "get", "ok", "version 1"),
+        ("bob", "get", "ok", ""),
+    ]
+    alice = _audit(world, "alice", HISTORY_ACTIONS)
+    assert alice == [
+        ("alice", "history", "ok", "3 versions"),
+        ("alice", "history", "ok", "3 versions"),
+        ("alice", "history", "ok", "3 versions"),
+        ("alice", "show", "ok", "version 2: fields without the secret"),
+        ("alice", "get", "error", "no version 9"),
+        ("alice", "revert", "ok", "to version 1"),
+        ("alice", "history", "ok", "4 versions"),
+        ("alice", "get", "ok", ""),
+        ("alice", "history", "ok", "4 versions"),
+        ("alice", "get", "ok", "version 3"),
+        ("alice", "history", "error", "not found"),
+    ]
+
+
+def test_a_reader_reads_history_but_cannot_revert(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=b"second\n")
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    assert world.ok("bob", "get", "acme-2026/db", "--version", "1").out == b"first\n"
+    world.ok("bob", "history", "acme-2026/db")
+    r = world.run("bob", "revert", "acme-2026/db", "1")
+    assert r.code == 4
+    assert "access denied" in one_line(r)
+    assert world.ok("alice", "get", "acme-2026/db").out == b"second\n"
+    assert ("bob", "revert", "denied", "role reader") in _audit(world, "bob", ("revert",))
+    denied = world.run("carol", "get", "acme-2026/db", "--version", "1")
+    assert denied.code == 4
+    assert b"first" not in denied.out
+    assert world.run("carol", "history", "acme-2026/db").code == 4
+
+
+def test_history_survives_the_rotation_of_a_revoke(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=b"second\n")
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("alice", "revoke", "acme-2026", "bob")
+    assert world.ok("alice", "get", "acme-2026/db", "--version", "1").out == b"first\n"
+    world.ok("alice", "revert", "acme-2026/db", "1")
+    assert world.ok("alice", "get", "acme-2026/db").out == b"first\n"
+
+
 # -- PostgreSQL only: the team's own flow ---------------------------------------------------
 Runner = Callable[..., CliResult]
 
@@ -479,7 +574,7 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
-        ("history", "acme-2026/db"),
+        ("trash", "ls", "acme-2026"),
         ("system", "set", "acme-2026/web1", "--port", "22"),
         ("backup",),
         ("check",),

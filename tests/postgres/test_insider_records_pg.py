@@ -64,7 +64,9 @@ def team_ro(pg_cluster: Any) -> Any:
 
 def denied(out: Any) -> bool:
     return out.returncode != 0 and (
-        "permission denied" in out.stderr or "insufficient" in out.stderr
+        "permission denied" in out.stderr
+        or "insufficient" in out.stderr
+        or "must be owner" in out.stderr
     )
 
 
@@ -81,6 +83,10 @@ READS = [
     "SELECT credvault.await_durable(pg_current_wal_insert_lsn())",
     "SELECT credvault.held(1)",
     "SELECT credvault.may(1, 'write')",
+    "SELECT secret_env FROM credvault.credential_versions",
+    "SELECT * FROM credvault.credential_versions",
+    "SELECT uid FROM credvault.credential_versions",
+    "COPY credvault.credential_versions TO STDOUT",
 ]
 
 
@@ -104,6 +110,13 @@ WRITES = [
     "UPDATE credvault.record_requests SET used_at = NULL",
     "UPDATE credvault.credentials SET system_id = NULL",
     "TRUNCATE credvault.system_trash",
+    "DELETE FROM credvault.credential_versions",
+    "UPDATE credvault.credential_versions SET secret_env = '\\x00'",
+    "INSERT INTO credvault.credential_versions (engagement_id, credential_id, version, uid, name,"
+    " kind, key_version, secret_env, created_at, changed)"
+    " SELECT id, 1, 9, '\\x01', 'db', 'password', 1, '\\x00', now(), 'x' FROM credvault.engagements",
+    "UPDATE credvault.credentials SET version = 1",
+    "ALTER TABLE credvault.credentials DISABLE TRIGGER keep_version",
     # version 1's rotation would leave systems under the old key: no member may call it
     "SELECT credvault.rotate_key('alpha', 1, 'fp', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
 ]
@@ -282,3 +295,101 @@ def test_removed_system_goes_to_the_trash_and_leaves_with_the_purge(team: Any) -
             " ON e.id = r.engagement_id WHERE e.name = 'alpha')"
         ).fetchone()
     assert left == (0, 0)
+
+
+# -- history ---------------------------------------------------------------------------------
+OLD = b"OLD-VALUE-ENVELOPE-\x00\x04"
+
+
+def _two_versions(pg: Any) -> None:
+    """alpha/db: version 1 is OLD (what alice stored first), version 2 the current value."""
+    with pg.connect("alice") as conn:
+        for env in (OLD, b"current-envelope"):
+            conn.execute(
+                "SELECT credvault.put_credential('alpha', 'hist', 'password', %s, 1, %s)",
+                (secrets.token_bytes(16), env),
+            )
+
+
+@pytest.mark.parametrize("kind", ["version", "version-show"])
+def test_rollback_trick_yields_no_earlier_version(team: Any, kind: str) -> None:
+    _two_versions(team)
+    action = "get" if kind == "version" else "show"
+    before = team.audit_count(action)
+    script = (
+        "BEGIN;\n"
+        f"SELECT credvault.request_record('{kind}', 'alpha', 'hist', '', 1) AS req \\gset\n"
+        "SELECT encode(e1, 'hex'), encode(e2, 'hex') FROM credvault.fetch_record(:req);\n"
+        "ROLLBACK;\n"
+    )
+    out = team.psql("eve", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert OLD.hex() not in out.stdout
+    assert team.audit_count(action) == before
+    with team.connect("eve") as conn:
+        req = conn.execute(
+            "SELECT credvault.request_record(%s, 'alpha', 'hist', 'why', 1)", (kind,)
+        ).fetchone()[0]
+        row = fetch_record(conn, req, "e1, audit_seq")
+    # 'version-show' releases no secret; 'version' releases it, on the record
+    assert (None if row[0] is None else bytes(row[0])) == (OLD if kind == "version" else None)
+    with team.connect() as owner:
+        entry = owner.execute(
+            "SELECT member, action, item, outcome, detail FROM credvault.audit WHERE seq = %s",
+            (row[1],),
+        ).fetchone()
+    detail = "version 1" if kind == "version" else "version 1: fields without the secret"
+    assert entry == ("eve", action, "hist", "ok", detail + "; reason: why")
+
+
+def test_no_write_replaces_a_value_without_keeping_it(team: Any) -> None:
+    """bob (engineer) writes through version 1's put_credential, not the client's path: the
+    server keeps the old value all the same (a trigger, whatever function writes)."""
+    _two_versions(team)
+    out = team.psql(
+        "bob",
+        "SELECT credvault.put_credential('alpha', 'hist', 'password', '\\x0102', 1, '\\x0304')",
+    )
+    assert out.returncode == 0, out.stderr
+    with team.connect() as owner:
+        rows = owner.execute(
+            "SELECT version, created_by, secret_env FROM credvault.credential_versions "
+            "WHERE name = 'hist' ORDER BY version"
+        ).fetchall()
+        current = owner.execute(
+            "SELECT version, updated_by FROM credvault.credentials WHERE name = 'hist'"
+        ).fetchone()
+    assert [(v, by, bytes(env)) for v, by, env in rows] == [
+        (1, "alice", OLD),
+        (2, "alice", b"current-envelope"),
+    ]
+    assert current == (3, "bob")
+    out = team.psql("eve", "SELECT version, changed FROM credvault.credential_versions ORDER BY 1")
+    assert out.stdout.split() == ["1|created", "2|secret"]
+
+
+def test_a_reader_cannot_revert_through_the_function(team: Any) -> None:
+    _two_versions(team)
+    out = team.psql("eve", "SELECT credvault.revert_credential('alpha', 'hist', 1)")
+    assert out.stdout.strip() == "denied"
+    with team.connect() as owner:
+        env = owner.execute(
+            "SELECT secret_env FROM credvault.credentials WHERE name = 'hist'"
+        ).fetchone()[0]
+        last = owner.execute(
+            "SELECT member, action, outcome, detail FROM credvault.audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert bytes(env) == b"current-envelope"
+    assert last == ("eve", "revert", "denied", "role reader")
+    # the engineer may, and the replaced value is kept as a version
+    out = team.psql("bob", "SELECT credvault.revert_credential('alpha', 'hist', 1)")
+    assert out.stdout.strip() == "ok", out.stderr
+    with team.connect() as owner:
+        env = owner.execute(
+            "SELECT secret_env FROM credvault.credentials WHERE name = 'hist'"
+        ).fetchone()[0]
+        kept = owner.execute(
+            "SELECT count(*) FROM credvault.credential_versions WHERE name = 'hist'"
+        ).fetchone()[0]
+    assert (bytes(env), kept) == (OLD, 2)

@@ -123,6 +123,8 @@ TEAM_COMMANDS = frozenset(
         "cmd_system_ls",
         "cmd_system_show",
         "cmd_system_rm",
+        "cmd_history",
+        "cmd_revert",
     }
 )
 

@@ -150,9 +150,10 @@ PURGE_REWRITE = (
     "credvault.read_requests",
     "credvault.rotation_requests",
     "credvault.engagements",
-    # schema 2 (pgcmds): removed systems and the record read requests
+    # schema 2 (pgcmds): removed systems, record read requests, earlier versions
     "credvault.system_trash",
     "credvault.record_requests",
+    "credvault.credential_versions",
 )
 
 

@@ -81,18 +81,48 @@ class SystemRow(NamedTuple):
 
 
 class RecordRow(NamedTuple):
-    """What ``credvault.fetch_record`` releases (schema 2): a record's envelopes (``e1``
-    the anchor: a system's address; ``e2`` its details) and its clear columns."""
+    """What ``credvault.fetch_record`` releases (schema 2): a record's envelopes (``e1`` the
+    anchor: a system's address, a version's secret; then a system's details, a version's
+    username, url, notes) and the clear columns its binding covers."""
 
     uid: bytes | None
     name: str | None
+    kind: str | None
     port: int | None
     protocol: str | None
+    system_uid: bytes | None
+    system: str | None
     e1: bytes | None
     e2: bytes | None
+    e3: bytes | None
+    e4: bytes | None
     audit_seq: int
     created_at: str
     updated_at: str
+
+
+class FindRow(NamedTuple):
+    """A record as ``credvault.fetch_find`` releases it: its non-secret envelopes
+    (username, url, notes of a credential; address, details of a system)."""
+
+    table: str
+    name: str
+    uid: bytes
+    port: int | None
+    protocol: str | None
+    envelopes: tuple[bytes | None, bytes | None, bytes | None]
+
+
+class VersionRow(NamedTuple):
+    """One line of ``credvault.credential_history``: never a value."""
+
+    version: int
+    kind: str
+    system: str | None
+    by: str | None
+    at: str
+    changed: str
+    current: bool
 
 
 class RotationRow(NamedTuple):
@@ -560,11 +590,13 @@ class PgStore:
         key_version: int,
         envelopes: tuple[bytes, bytes | None, bytes | None, bytes | None],
         system: str | None,
+        changed: str = "",
     ) -> bool:
-        """``put_credential`` linked to ``system`` (None: the link it has). False: refused."""
+        """``put_credential`` linked to ``system`` (None: the link it has); ``changed``: what
+        a replace changed, for the history. False: refused (audited)."""
         row = self._one(
-            "SELECT credvault.put_credential_linked(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (engagement, name, kind, uid, key_version, *envelopes, system),
+            "SELECT credvault.put_credential_linked(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (engagement, name, kind, uid, key_version, *envelopes, system, changed),
             action="put",
         )
         return bool(row[0])
@@ -640,11 +672,13 @@ class PgStore:
         )
         return str(row[0]), str(row[1] or "")
 
-    def request_record(self, kind: str, engagement: str, name: str, reason: str) -> int | None:
+    def request_record(
+        self, kind: str, engagement: str, name: str, reason: str, version: int | None = None
+    ) -> int | None:
         """Phase one for a record kind (``request_record``): None when refused (audited)."""
         row = self._one(
-            "SELECT credvault.request_record(%s, %s, %s, %s)",
-            (kind, engagement, name, reason),
+            "SELECT credvault.request_record(%s, %s, %s, %s, %s)",
+            (kind, engagement, name, reason, version),
             action="read",
         )
         return None if row[0] is None else int(row[0])
@@ -652,8 +686,8 @@ class PgStore:
     def fetch_record(self, request: int, engagement: str) -> RecordRow | None:
         """Phase two: the envelopes the request's committed audit row names."""
         rows = self._phase_two(
-            "SELECT uid, name, port, protocol, e1, e2, audit_seq, created_at, updated_at "
-            "FROM credvault.fetch_record(%s)",
+            "SELECT uid, name, kind, port, protocol, sys_uid, sys_name, e1, e2, e3, e4, "
+            "audit_seq, created_at, updated_at FROM credvault.fetch_record(%s)",
             request,
             "read",
             engagement,
@@ -661,17 +695,167 @@ class PgStore:
         if not rows:
             return None
         r = rows[0]
+
+        def text(v: Any) -> str | None:
+            return None if v is None else str(v)
+
         return RecordRow(
             _b(r[0]),
-            None if r[1] is None else str(r[1]),
-            None if r[2] is None else int(r[2]),
-            None if r[3] is None else str(r[3]),
-            _b(r[4]),
+            text(r[1]),
+            text(r[2]),
+            None if r[3] is None else int(r[3]),
+            text(r[4]),
             _b(r[5]),
-            int(r[6]),
-            _ts(r[7]),
-            _ts(r[8]),
+            text(r[6]),
+            _b(r[7]),
+            _b(r[8]),
+            _b(r[9]),
+            _b(r[10]),
+            int(r[11]),
+            _ts(r[12]),
+            _ts(r[13]),
         )
+
+    def credential_history(self, engagement: str, name: str) -> list[VersionRow]:
+        """Every version, oldest first (audited 'history' by the server); empty when
+        refused or not found (audited too)."""
+        rows = self._all(
+            "SELECT version, kind, system_name, by_member, at, changed, is_current "
+            "FROM credvault.credential_history(%s, %s)",
+            (engagement, name),
+            action="history",
+        )
+        return [
+            VersionRow(
+                int(r[0]),
+                str(r[1]),
+                None if r[2] is None else str(r[2]),
+                None if r[3] is None else str(r[3]),
+                str(r[4]),
+                str(r[5]),
+                bool(r[6]),
+            )
+            for r in rows
+        ]
+
+    def current_version(self, engagement: str, name: str) -> int | None:
+        """The version number of a credential the member may list."""
+        row = self._one(
+            "SELECT c.version FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "WHERE e.name = %s AND c.name = %s",
+            (engagement, name),
+        )
+        return None if row is None else int(row[0])
+
+    def revert_credential(self, engagement: str, name: str, version: int) -> str:
+        """'ok', 'denied', 'not found' or 'no version' (the server audits as SQLCipher)."""
+        row = self._one(
+            "SELECT credvault.revert_credential(%s, %s, %s)",
+            (engagement, name, version),
+            action="revert",
+        )
+        return str(row[0])
+
+    def credential_uid(self, engagement: str, name: str) -> bytes | None:
+        """The uid a credential's envelopes are sealed for (a clear column)."""
+        row = self._one(
+            "SELECT c.uid FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "WHERE e.name = %s AND c.name = %s",
+            (engagement, name),
+        )
+        return None if row is None else bytes(row[0])
+
+    def edit_credential(
+        self,
+        engagement: str,
+        name: str,
+        uid: bytes,
+        key_version: int,
+        envelopes: dict[str, bytes | None],
+        kind: str | None,
+        system: tuple[str | None] | None,
+        changed: str,
+    ) -> str:
+        """'ok', 'denied', 'not found' or 'no system' (audited by the server as 'edit').
+        ``envelopes``: the fields to replace (None clears); ``system``: (name or None to
+        unlink,) to change the link, None to keep it."""
+        env = {f: envelopes.get(f) for f in ("username", "url", "notes")}
+        row = self._one(
+            "SELECT credvault.edit_credential(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s)",
+            (
+                engagement,
+                name,
+                uid,
+                key_version,
+                "username" in envelopes,
+                env["username"],
+                "url" in envelopes,
+                env["url"],
+                "notes" in envelopes,
+                env["notes"],
+                kind,
+                system is not None,
+                None if system is None else system[0],
+                changed,
+            ),
+            action="edit",
+        )
+        return str(row[0])
+
+    def rename_credential(self, engagement: str, name: str, new_name: str) -> str:
+        """'ok', 'denied', 'not found' or 'exists' (audited by the server as 'mv')."""
+        row = self._one(
+            "SELECT credvault.rename_credential(%s, %s, %s)",
+            (engagement, name, new_name),
+            action="mv",
+        )
+        return str(row[0])
+
+    def search_names(self, needle: str) -> list[tuple[str, str, str]]:
+        """(engagement, credential or system, name) whose name contains ``needle`` (case
+        folded), in the active engagements the member holds a role in."""
+        rows = self._all(
+            "SELECT e.name, 'credential', c.name FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "WHERE e.state = 'active' AND strpos(lower(c.name), lower(%s)) > 0 "
+            "UNION ALL SELECT e.name, 'system', s.name FROM credvault.systems s "
+            "JOIN credvault.engagements e ON e.id = s.engagement_id "
+            "WHERE e.state = 'active' AND strpos(lower(s.name), lower(%s)) > 0 "
+            "ORDER BY 1, 2, 3",
+            (needle, needle),
+            action="find",
+        )
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def request_find(self, engagement: str, reason: str) -> int | None:
+        """Phase one of a field search in one engagement (audited 'find')."""
+        row = self._one(
+            "SELECT credvault.request_find(%s, %s)", (engagement, reason), action="find"
+        )
+        return None if row[0] is None else int(row[0])
+
+    def fetch_find(self, request: int, engagement: str) -> list[FindRow]:
+        """Phase two: the non-secret envelopes of the engagement's records."""
+        rows = self._phase_two(
+            "SELECT tbl, name, uid, port, protocol, e1, e2, e3 FROM credvault.fetch_find(%s)",
+            request,
+            "find",
+            engagement,
+        )
+        return [
+            FindRow(
+                str(r[0]),
+                str(r[1]),
+                bytes(r[2]),
+                None if r[3] is None else int(r[3]),
+                None if r[4] is None else str(r[4]),
+                (_b(r[5]), _b(r[6]), _b(r[7])),
+            )
+            for r in rows
+        ]
 
     def _phase_two(self, sql: str, request: int, action: str, engagement: str) -> list[Any]:
         """A phase-two call, asked again after flushing WAL another session left pending."""

@@ -57,6 +57,69 @@ CREATE TABLE credvault.system_trash (
     linked        bytea[] NOT NULL DEFAULT '{}'
 );
 
+-- History (step 2): a credential's earlier versions, envelopes only, kept on the server.
+-- Every value a credential had stays at the place it was sealed for (a put seals for a
+-- new uid), so a version is the old row as it was: its uid, clear columns and envelopes.
+-- The snapshot is taken by a trigger, whatever function wrote the row: no write can
+-- replace a value without keeping the old one. A rotation (the key version changes, the
+-- uid stays) re-seals versions too and is not a new version.
+ALTER TABLE credvault.credentials ADD COLUMN version integer NOT NULL DEFAULT 1;
+ALTER TABLE credvault.credentials ADD COLUMN updated_by text;
+ALTER TABLE credvault.credentials ADD COLUMN changed text NOT NULL DEFAULT 'created';
+
+CREATE TABLE credvault.credential_versions (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    engagement_id bigint NOT NULL REFERENCES credvault.engagements (id) ON DELETE CASCADE,
+    credential_id bigint NOT NULL,   -- the live (or trashed) row's id: kept through the trash
+    version       integer NOT NULL,
+    uid           bytea NOT NULL,    -- the place its envelopes were sealed for
+    name          text NOT NULL,
+    kind          text NOT NULL,
+    system_uid    bytea,             -- the linked system then (a bound anchor's binding)
+    system_name   text,
+    key_version   integer NOT NULL,
+    secret_env    bytea NOT NULL,
+    username_env  bytea,
+    url_env       bytea,
+    notes_env     bytea,
+    created_at    timestamptz NOT NULL,
+    created_by    text,
+    changed       text NOT NULL,
+    UNIQUE (credential_id, version)
+);
+
+CREATE FUNCTION credvault.keep_version() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE s systems%ROWTYPE; who text;
+BEGIN
+    SELECT name INTO who FROM members WHERE role_name = session_user;
+    IF TG_OP = 'INSERT' THEN
+        NEW.version := 1;
+        NEW.updated_by := who;
+        NEW.changed := 'created';
+        RETURN NEW;
+    END IF;
+    IF NEW.secret_env IS NOT DISTINCT FROM OLD.secret_env OR NEW.key_version <> OLD.key_version THEN
+        -- not a new value: a link, a rename, or a rotation (which re-seals the versions too)
+        NEW.version := OLD.version;
+        RETURN NEW;
+    END IF;
+    SELECT * INTO s FROM systems WHERE id = OLD.system_id;
+    INSERT INTO credential_versions (engagement_id, credential_id, version, uid, name, kind,
+        system_uid, system_name, key_version, secret_env, username_env, url_env, notes_env,
+        created_at, created_by, changed)
+    VALUES (OLD.engagement_id, OLD.id, OLD.version, OLD.uid, OLD.name, OLD.kind, s.uid, s.name,
+        OLD.key_version, OLD.secret_env, OLD.username_env, OLD.url_env, OLD.notes_env,
+        OLD.updated_at, OLD.updated_by, OLD.changed);
+    NEW.version := OLD.version + 1;
+    NEW.updated_by := who;
+    NEW.changed := coalesce(nullif(current_setting('credvault.changed', true), ''), 'secret');
+    RETURN NEW;
+END $$;
+CREATE TRIGGER keep_version BEFORE INSERT OR UPDATE ON credvault.credentials
+    FOR EACH ROW EXECUTE FUNCTION credvault.keep_version();
+
 -- The wait of fetch, for every phase two: the WAL up to `want` flushed (and on a
 -- synchronous standby, if there is one), else object_not_in_prerequisite_state and the
 -- client nudges and asks again. Not executable by members.
@@ -104,29 +167,37 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$ SELECT coalesce('role ' || role_in(eng_id), 'no grant') $$;
 
 -- Phase one. Denials and misses are audited and return NULL (an exception would roll the
--- audit row back). The audit detail is the SQLCipher vault's.
-CREATE FUNCTION credvault.request_record(k text, eng text, itm text, reason text DEFAULT '')
-RETURNS bigint
+-- audit row back). The audit action and detail are the SQLCipher vault's:
+--   kind               command                         audited as (a denial: verb)
+--   system             system show                     system-show (system show)
+--   credential-system  get --field address|port        show
+--   version            get --version N                 get, "version N"
+--   version-show       get --version N --field F       show, "version N: fields without the secret"
+CREATE FUNCTION credvault.request_record(
+    k text, eng text, itm text, reason text DEFAULT '', ver integer DEFAULT NULL
+) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
     who text := me();
     e engagements%ROWTYPE;
     act text;
+    cid bigint;
     tid bigint;
     why text := coalesce(reason, '');
     detail text;
     s bigint;
     rid bigint;
 BEGIN
-    act := CASE k WHEN 'system' THEN 'system-show' WHEN 'credential-system' THEN 'show' END;
-    IF act IS NULL THEN
+    act := CASE k WHEN 'system' THEN 'system-show' WHEN 'credential-system' THEN 'show'
+                  WHEN 'version' THEN 'get' WHEN 'version-show' THEN 'show' END;
+    IF act IS NULL OR (k LIKE 'version%' AND ver IS NULL) THEN
         RAISE EXCEPTION 'credvault: unknown kind of record %', k USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
     IF e.id IS NULL OR NOT may(e.id, 'read') THEN
         -- audited under the operation's verb, as SQLCipher does (access.py)
-        PERFORM audit_append(who, CASE k WHEN 'system' THEN 'system show' ELSE 'show' END,
+        PERFORM audit_append(who, CASE k WHEN 'system' THEN 'system show' ELSE act END,
                              eng, itm, 'denied', held(e.id));
         RETURN NULL;
     END IF;
@@ -138,13 +209,24 @@ BEGIN
         SELECT id INTO tid FROM systems WHERE engagement_id = e.id AND name = itm;
         detail := CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END;
     ELSE
-        SELECT id INTO tid FROM credentials WHERE engagement_id = e.id AND name = itm;
-        detail := 'system address and port, without the secret'
-                  || CASE WHEN why = '' THEN '' ELSE '; reason: ' || why END;
+        SELECT id INTO cid FROM credentials WHERE engagement_id = e.id AND name = itm;
+        tid := cid;
+        detail := CASE k
+            WHEN 'credential-system' THEN 'system address and port, without the secret'
+            WHEN 'version' THEN format('version %s', ver)
+            ELSE format('version %s: fields without the secret', ver) END
+            || CASE WHEN why = '' THEN '' ELSE '; reason: ' || why END;
     END IF;
     IF tid IS NULL THEN
         PERFORM audit_append(who, act, eng, itm, 'error', 'not found');
         RETURN NULL;
+    END IF;
+    IF k LIKE 'version%' THEN
+        SELECT v.id INTO tid FROM credential_versions v WHERE v.credential_id = cid AND v.version = ver;
+        IF tid IS NULL THEN
+            PERFORM audit_append(who, act, eng, itm, 'error', format('no version %s', ver));
+            RETURN NULL;
+        END IF;
     END IF;
     s := audit_append(who, act, eng, itm, 'ok', detail);
     INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid)
@@ -155,11 +237,15 @@ END $$;
 -- Phase two: the envelopes the request's audit row names, under fetch's conditions (the
 -- caller's, unused, at most 60 s old, committed by an earlier transaction, durable, and a
 -- reading role still held). One row:
---   system             e1 address, e2 details; name, port, protocol of the system
+--   system             e1 address, e2 details; the system's name, port, protocol
 --   credential-system  e1 the linked system's address (NULL: no link); its name, port, protocol
+--   version            e1..e4 secret, username, url, notes of that version; its uid, name,
+--                      kind and linked system (uid and name) then
+--   version-show       the same without the secret (e1 NULL)
 CREATE FUNCTION credvault.fetch_record(request bigint)
-RETURNS TABLE (uid bytea, name text, port integer, protocol text, e1 bytea, e2 bytea,
-               audit_seq bigint, created_at timestamptz, updated_at timestamptz)
+RETURNS TABLE (uid bytea, name text, kind text, port integer, protocol text, sys_uid bytea,
+               sys_name text, e1 bytea, e2 bytea, e3 bytea, e4 bytea, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
@@ -186,14 +272,24 @@ BEGIN
     END IF;
     UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
     IF q.kind = 'system' THEN
-        RETURN QUERY SELECT s.uid, s.name, s.port, s.protocol, s.address_env, s.details_env,
+        RETURN QUERY SELECT s.uid, s.name, NULL::text, s.port, s.protocol, NULL::bytea, NULL::text,
+                            s.address_env, s.details_env, NULL::bytea, NULL::bytea,
                             q.audit_seq, s.created_at, s.updated_at
             FROM systems s WHERE s.id = q.target_id AND s.engagement_id = q.engagement_id;
     ELSIF q.kind = 'credential-system' THEN
-        RETURN QUERY SELECT s.uid, s.name, s.port, s.protocol, s.address_env, NULL::bytea,
+        RETURN QUERY SELECT s.uid, s.name, NULL::text, s.port, s.protocol, NULL::bytea, NULL::text,
+                            s.address_env, NULL::bytea, NULL::bytea, NULL::bytea,
                             q.audit_seq, c.created_at, c.updated_at
             FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
             WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
+    ELSIF q.kind IN ('version', 'version-show') THEN
+        RETURN QUERY SELECT v.uid, v.name, v.kind, NULL::integer, NULL::text, v.system_uid,
+                            v.system_name,
+                            CASE WHEN q.kind = 'version' THEN v.secret_env END,
+                            v.username_env, v.url_env, v.notes_env,
+                            q.audit_seq, c.created_at, v.created_at
+            FROM credential_versions v LEFT JOIN credentials c ON c.id = v.credential_id
+            WHERE v.id = q.target_id AND v.engagement_id = q.engagement_id;
     END IF;
 END $$;
 
@@ -313,7 +409,7 @@ END $$;
 CREATE FUNCTION credvault.put_credential_linked(
     eng text, c_name text, c_kind text, c_uid bytea, c_key_version integer,
     c_secret_env bytea, c_username_env bytea, c_url_env bytea, c_notes_env bytea,
-    c_system text
+    c_system text, c_changed text DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
@@ -329,12 +425,95 @@ BEGIN
     IF c_system IS NULL AND e.id IS NOT NULL THEN
         SELECT system_id INTO sid FROM credentials WHERE engagement_id = e.id AND name = c_name;
     END IF;
+    -- what the new version changed (history's "changed"; keep_version reads it)
+    PERFORM set_config('credvault.changed', coalesce(c_changed, ''), true);
     ok := put_credential(eng, c_name, c_kind, c_uid, c_key_version, c_secret_env,
                          c_username_env, c_url_env, c_notes_env);
     IF ok THEN
         UPDATE credentials SET system_id = sid WHERE engagement_id = e.id AND name = c_name;
     END IF;
     RETURN ok;
+END $$;
+
+-- history: every version of a credential, oldest first (no values), on the record as
+-- SQLCipher's listing is ('history', "N versions"). Nothing comes back when the member
+-- holds no role (audited as a 'history' denial) or the credential does not exist
+-- (audited as an error): a history always has the current version.
+CREATE FUNCTION credvault.credential_history(eng text, itm text)
+RETURNS TABLE (version integer, kind text, system_name text, by_member text, at text,
+               changed text, is_current boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE; n integer;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
+    IF e.id IS NULL OR NOT may(e.id, 'list') THEN
+        PERFORM audit_append(who, 'history', eng, itm, 'denied', held(e.id));
+        RETURN;
+    END IF;
+    SELECT * INTO c FROM credentials x WHERE x.engagement_id = e.id AND x.name = itm;
+    IF c.id IS NULL THEN
+        PERFORM audit_append(who, 'history', eng, itm, 'error', 'not found');
+        RETURN;
+    END IF;
+    SELECT count(*) + 1 INTO n FROM credential_versions v WHERE v.credential_id = c.id;
+    PERFORM audit_append(who, 'history', eng, itm, 'ok', format('%s versions', n));
+    RETURN QUERY
+        SELECT v.version, v.kind, v.system_name, v.created_by,
+               to_char(v.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               v.changed, false
+        FROM credential_versions v WHERE v.credential_id = c.id
+        UNION ALL
+        SELECT c.version, c.kind, (SELECT s.name FROM systems s WHERE s.id = c.system_id),
+               c.updated_by,
+               to_char(c.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               c.changed, true
+        ORDER BY 1;
+END $$;
+
+-- revert: an earlier version becomes current again, as a new version (keep_version keeps
+-- the one it replaces). Done here, without the values leaving the server: a version's
+-- envelopes are sealed for its own uid at the credentials' place, so the row takes that
+-- uid with them; its kind and system link come back too (the link if that system still
+-- exists). A record-bound anchor (0x02) names the credential and its link: one whose
+-- name or system no longer match would not open, and is refused. Returns 'ok', 'denied',
+-- 'not found' or 'no version' (each audited as SQLCipher does: 'revert').
+CREATE FUNCTION credvault.revert_credential(eng text, itm text, ver integer) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE;
+    v credential_versions%ROWTYPE; sid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'revert', eng, itm, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
+    IF c.id IS NULL THEN
+        RETURN 'not found';
+    END IF;
+    SELECT * INTO v FROM credential_versions WHERE credential_id = c.id AND version = ver;
+    IF v.id IS NULL THEN
+        RETURN 'no version';
+    END IF;
+    IF v.key_version <> e.key_version THEN
+        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND uid = v.system_uid;
+    IF get_byte(v.secret_env, 0) = 2 AND (v.name <> c.name OR (v.system_uid IS NOT NULL AND sid IS NULL)) THEN
+        RAISE EXCEPTION 'credvault: version % of % is bound to a name or system it no longer has: put the value again instead', ver, itm
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    PERFORM set_config('credvault.changed', format('revert to version %s', ver), true);
+    UPDATE credentials SET uid = v.uid, kind = v.kind, system_id = sid, key_version = v.key_version,
+        secret_env = v.secret_env, username_env = v.username_env, url_env = v.url_env,
+        notes_env = v.notes_env, updated_at = now()
+        WHERE id = c.id;
+    PERFORM audit_append(who, 'revert', eng, itm, 'ok', format('to version %s', ver));
+    RETURN 'ok';
 END $$;
 
 -- Key rotation over every record of the engagement (credentials, systems, removed systems),
@@ -377,6 +556,10 @@ BEGIN
         SELECT 'system_trash', t.id, t.uid, t.address_env, t.details_env, NULL, NULL, t.name,
                NULL, t.port, t.protocol, NULL
         FROM system_trash t WHERE t.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_versions', v.id, v.uid, v.secret_env, v.username_env, v.url_env,
+               v.notes_env, v.name, v.kind, NULL, NULL, v.system_uid
+        FROM credential_versions v WHERE v.engagement_id = q.engagement_id
         ORDER BY 1, 2;
 END $$;
 
@@ -403,6 +586,8 @@ BEGIN
             SELECT 'credentials' AS t, c.id FROM credentials c WHERE c.engagement_id = e.id
             UNION ALL SELECT 'systems', s.id FROM systems s WHERE s.engagement_id = e.id
             UNION ALL SELECT 'system_trash', x.id FROM system_trash x WHERE x.engagement_id = e.id
+            UNION ALL SELECT 'credential_versions', v.id FROM credential_versions v
+                WHERE v.engagement_id = e.id
         ) have FULL JOIN (SELECT * FROM unnest(r_tbl, r_id) AS g(t, id)) given
           ON have.t = given.t AND have.id = given.id
         WHERE have.id IS NULL OR given.id IS NULL) > 0
@@ -431,6 +616,10 @@ BEGIN
         WHEN 'system_trash' THEN
             UPDATE system_trash SET address_env = r_e1[i], details_env = r_e2[i]
             WHERE system_trash.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_versions' THEN
+            UPDATE credential_versions SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_versions.id = r_id[i] AND engagement_id = e.id;
         END CASE;
     END LOOP;
     FOR i IN 1 .. coalesce(cardinality(g_members), 0) LOOP
@@ -451,20 +640,23 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 BEGIN
     DELETE FROM system_trash WHERE engagement_id = NEW.id;
+    DELETE FROM credential_versions WHERE engagement_id = NEW.id;
     DELETE FROM record_requests WHERE engagement_id = NEW.id;
     RETURN NEW;
 END $$;
 CREATE TRIGGER purge_records AFTER UPDATE OF state ON credvault.engagements
     FOR EACH ROW WHEN (NEW.state = 'purged') EXECUTE FUNCTION credvault.purge_records();
 
-REVOKE ALL ON credvault.record_requests, credvault.system_trash FROM PUBLIC;
+REVOKE ALL ON credvault.record_requests, credvault.system_trash, credvault.credential_versions
+    FROM PUBLIC;
 REVOKE ALL ON FUNCTION credvault.await_durable(pg_lsn), credvault.may(bigint, text),
-    credvault.held(bigint),
-    credvault.purge_records(), credvault.request_record(text, text, text, text),
+    credvault.held(bigint), credvault.keep_version(),
+    credvault.credential_history(text, text), credvault.revert_credential(text, text, integer),
+    credvault.purge_records(), credvault.request_record(text, text, text, text, integer),
     credvault.fetch_record(bigint),
     credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea, boolean, text[]),
     credvault.remove_system(text, text), credvault.list_systems(text),
-    credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea, bytea, bytea, text),
+    credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea, bytea, bytea, text, text),
     credvault.rotation_fetch_records(bigint),
     credvault.rotate_records(text, integer, text, text[], bigint[], bytea[], bytea[], bytea[],
                              bytea[], text[], bytea[], bytea[]) FROM PUBLIC;
@@ -474,13 +666,19 @@ BEGIN
     -- the trash is listed through its clear columns only (names, dates; row-level security)
     EXECUTE format('GRANT SELECT (id, engagement_id, uid, name, port, protocol, created_at,'
                    ' updated_at, deleted_at, deleted_by, expires_at) ON credvault.system_trash TO %I', g);
+    EXECUTE format('GRANT SELECT (version, updated_by, changed) ON credvault.credentials TO %I', g);
+    EXECUTE format('GRANT SELECT (id, engagement_id, credential_id, version, name, kind,'
+                   ' system_name, key_version, created_at, created_by, changed)'
+                   ' ON credvault.credential_versions TO %I', g);
     EXECUTE format('GRANT EXECUTE ON FUNCTION'
-                   ' credvault.request_record(text, text, text, text), credvault.fetch_record(bigint),'
+                   ' credvault.credential_history(text, text),'
+                   ' credvault.revert_credential(text, text, integer),'
+                   ' credvault.request_record(text, text, text, text, integer), credvault.fetch_record(bigint),'
                    ' credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea,'
                    ' boolean, text[]),'
                    ' credvault.remove_system(text, text), credvault.list_systems(text),'
                    ' credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea,'
-                   ' bytea, bytea, text),'
+                   ' bytea, bytea, text, text),'
                    ' credvault.rotation_fetch_records(bigint),'
                    ' credvault.rotate_records(text, integer, text, text[], bigint[], bytea[], bytea[],'
                    ' bytea[], bytea[], text[], bytea[], bytea[]) TO %I', g);
@@ -490,4 +688,7 @@ BEGIN
 END $$;
 ALTER TABLE credvault.system_trash ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_system_trash ON credvault.system_trash FOR SELECT
+    USING (engagement_id IN (SELECT credvault.my_engagement_ids()));
+ALTER TABLE credvault.credential_versions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_credential_versions ON credvault.credential_versions FOR SELECT
     USING (engagement_id IN (SELECT credvault.my_engagement_ids()));
