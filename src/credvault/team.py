@@ -9,7 +9,7 @@ with the record's place as associated data), engagement keys sealed with HPKE to
 X25519 keys, and the same signed statements (:mod:`credvault.postgres.client`). Access
 control and the audit trail are the server's: every read is a committed audit row first
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
-holds every statement. Systems, history and the rotation of every record live in
+holds every statement. Systems, history, edit/mv/find and the rotation of every record live in
 :mod:`credvault.team_records` (imported when used). Not covered (one line, exit 1,
 :class:`NotOnTeam`): trash, lifecycle, backups, the agent and keyring.
 """
@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import builtins
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import validate
 from credvault.access import Role, parse_role
-from credvault.credentials import Credential, CredentialInfo, VersionInfo
+from credvault.credentials import Credential, CredentialInfo, FindHits, VersionInfo
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams, check
@@ -501,11 +502,35 @@ class TeamCredentials:
             from credvault.team_records import version_fields
 
             return version_fields(self.t, ref, reason, version)
-        _, _, v, _ = self._read(ref, reason)
-        return {
+        eng, name, v, f = self._read(ref, reason)
+        out: dict[str, str | None] = {
             k: (None if v[k] is None else (v[k] or b"").decode())
             for k in ("username", "url", "notes")
         }
+        linked = self.t.store.linked_system(eng, name)
+        out.update(kind=f.kind, system=linked[0] if linked else None)  # as SQLCipher's (edit)
+        return out
+
+    def edit(self, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
+        """Fields other than the secret, sealed here; kind and link in the clear."""
+        from credvault.team_records import edit
+
+        return edit(self.t, ref, changes)
+
+    def move(self, ref: str, target: str) -> CredentialInfo:
+        """A rename within the engagement; into another one: not on a team vault yet."""
+        from credvault.team_records import move
+
+        eng, _ = validate.ref(ref)
+        if "/" in target and validate.ref(target)[0] != eng:
+            raise NotOnTeam("mv to another engagement")
+        return move(self.t, ref, target)
+
+    def find(self, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:
+        """Names where the member holds a role; fields where they may read (audited)."""
+        from credvault.team_records import find
+
+        return find(self.t, text, fields=fields, reason=reason)
 
     def history(self, ref: str) -> builtins.list[VersionInfo]:
         """Every version, oldest first: who, when, what changed (never a value)."""

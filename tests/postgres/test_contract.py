@@ -562,6 +562,95 @@ def test_history_survives_the_rotation_of_a_revoke(world: World) -> None:
     assert world.ok("alice", "get", "acme-2026/db").out == b"first\n"
 
 
+# -- edit, mv, find (both backends) ------------------------------------------------------------
+def test_edit_changes_fields_but_never_the_secret(world: World) -> None:
+    import json
+
+    world.ok("alice", "put", "acme-2026/db", "--username", "root", input=SECRET + b"\n")
+    r = world.ok(
+        "alice", "edit", "acme-2026/db", "--username", "admin", "--url",
+        "https://db.acme.example", "--kind", "token",
+    )  # fmt: skip
+    assert r.text == "edited acme-2026/db: username, url, kind\n"
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "username").out == b"admin\n"
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    listed = json.loads(world.ok("alice", "ls", "acme-2026", "--json").out)
+    assert [(c["name"], c["kind"]) for c in listed] == [("db", "token")]
+    world.ok("alice", "edit", "acme-2026/db", "--clear", "url")
+    assert world.run("alice", "get", "acme-2026/db", "--field", "url").code == 3
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.0.0.9")
+    world.ok("alice", "edit", "acme-2026/db", "--system", "web1")
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "address").out == b"10.0.0.9\n"
+    nosys = world.run("alice", "edit", "acme-2026/db", "--system", "nope")
+    assert nosys.code == 3
+    one_line(nosys)
+    assert world.run("alice", "edit", "acme-2026/missing", "--username", "x").code == 3
+    hist = json.loads(world.ok("alice", "history", "acme-2026/db", "--json").out)
+    assert [h["changed"] for h in hist] == ["created", "username, url, kind", "url", "system"]
+    assert world.ok(
+        "alice", "get", "acme-2026/db", "--version", "1", "--field", "username"
+    ).out == (b"root\n")
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    denied = world.run("bob", "edit", "acme-2026/db", "--username", "bob")
+    assert denied.code == 4
+    one_line(denied)
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "username").out == b"admin\n"
+    assert _audit(world, "alice", ("edit",)) == [
+        ("alice", "edit", "ok", "changed username, url, kind"),
+        ("alice", "edit", "ok", "changed url"),
+        ("alice", "edit", "ok", "changed system"),
+    ]
+    assert _audit(world, "bob", ("edit",)) == [("bob", "edit", "denied", "role reader")]
+
+
+def test_mv_renames_within_the_engagement(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.ok("alice", "put", "acme-2026/other", input=b"x\n")
+    r = world.ok("alice", "mv", "acme-2026/db", "db-prod")
+    assert r.text == "moved acme-2026/db to acme-2026/db-prod\n"
+    assert world.ok("alice", "get", "acme-2026/db-prod").out == SECRET + b"\n"
+    assert world.run("alice", "get", "acme-2026/db").code == 3
+    assert world.ok("alice", "get", "acme-2026/db-prod", "--version", "1").out == b"first\n"
+    clash = world.run("alice", "mv", "acme-2026/db-prod", "other")
+    assert clash.code == 1
+    assert "exists already" in one_line(clash)
+    assert world.run("alice", "mv", "acme-2026/nope", "x").code == 3
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    assert world.run("bob", "mv", "acme-2026/other", "mine").code == 4
+    assert world.ok("alice", "get", "acme-2026/other").out == b"x\n"
+    assert _audit(world, "alice", ("mv",)) == [("alice", "mv", "ok", "renamed to db-prod")]
+    assert _audit(world, "bob", ("mv",)) == [("bob", "mv", "denied", "role reader")]
+
+
+def test_find_searches_names_and_readable_fields(world: World) -> None:
+    import json
+
+    world.ok("alice", "put", "acme-2026/web", "--username", "deploy-user", input=b"v\n")
+    world.ok("alice", "put", "acme-2026/api", "--kind", "token", input=SECRET + b"\n")
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.0.0.7")
+    world.ok("alice", "system", "add", "acme-2026/gw", "--address", "rack9.acme.example")
+
+    def hits(who: str, *args: str) -> list[tuple[str, str, str, str]]:
+        out = json.loads(world.ok(who, "find", *args, "--json").out)
+        return [(h["engagement"], h["type"], h["name"], h["field"]) for h in out]
+
+    assert hits("alice", "DEPLOY") == [("acme-2026", "credential", "web", "username")]
+    assert hits("alice", "web") == [
+        ("acme-2026", "credential", "web", "name"),
+        ("acme-2026", "system", "web1", "name"),
+    ]
+    assert hits("alice", "rack9") == [("acme-2026", "system", "gw", "address")]
+    assert hits("alice", "rack9", "--names-only") == []
+    assert hits("carol", "web") == []  # no role: nothing, not even names
+    r = world.ok("alice", "find", "deploy")
+    assert b"deploy-user" not in r.out  # the field that matched, never its value
+    assert SECRET not in world.ok("alice", "find", "CANARY", "--json").out
+    found = [e for e in _audit(world, "alice", ("find",)) if e[2] == "ok"]
+    assert len(found) == 5  # one per field search of acme-2026
+    assert all(e[3].startswith("fields searched") for e in found)
+
+
 # -- PostgreSQL only: the team's own flow ---------------------------------------------------
 Runner = Callable[..., CliResult]
 
@@ -575,6 +664,7 @@ def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> Non
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
         ("trash", "ls", "acme-2026"),
+        ("mv", "acme-2026/db", "other-eng/db"),
         ("system", "set", "acme-2026/web1", "--port", "22"),
         ("backup",),
         ("check",),

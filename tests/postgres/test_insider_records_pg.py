@@ -393,3 +393,84 @@ def test_a_reader_cannot_revert_through_the_function(team: Any) -> None:
             "SELECT count(*) FROM credvault.credential_versions WHERE name = 'hist'"
         ).fetchone()[0]
     assert (bytes(env), kept) == (OLD, 2)
+
+
+# -- edit, mv, find ----------------------------------------------------------------------------
+def test_rollback_trick_yields_no_field_of_a_search(team: Any) -> None:
+    before = team.audit_count("find")
+    script = (
+        "BEGIN;\n"
+        "SELECT credvault.request_find('alpha') AS req \\gset\n"
+        "SELECT encode(e1, 'hex') FROM credvault.fetch_find(:req);\n"
+        "ROLLBACK;\n"
+    )
+    out = team.psql("eve", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert ADDRESS_HEX not in out.stdout
+    assert team.audit_count("find") == before
+    with team.connect("eve") as conn:
+        # a request of another kind opens no search, and a search request no record
+        other = conn.execute(
+            "SELECT credvault.request_record('system', 'alpha', 'web1')"
+        ).fetchone()[0]
+        import psycopg
+
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            conn.execute("SELECT * FROM credvault.fetch_find(%s)", (other,))
+        req = conn.execute("SELECT credvault.request_find('alpha', 'audit')").fetchone()[0]
+        rows = fetch_as_a_client(conn, req, "tbl, name, e1", "fetch_find")
+    assert tuple(rows[:2]) == ("credentials", "db")  # fetchone: the first record
+    assert team.audit_count("find") == before + 1
+    out = team.psql("mallory", "SELECT credvault.request_find('alpha') IS NULL")
+    assert out.stdout.strip() == "t"  # no role on alpha: refused, and on the record
+    assert team.audit_count("find") == before + 2
+
+
+def test_a_reader_can_neither_edit_nor_rename(team: Any) -> None:
+    before = team.audit_count()
+    out = team.psql(
+        "eve",
+        "SELECT credvault.edit_credential('alpha', 'db', '\\x00', 1, true, '\\x01', false, NULL,"
+        " false, NULL, 'token', false, NULL, 'username, kind')",
+    )
+    assert out.stdout.strip() == "denied"
+    out = team.psql("eve", "SELECT credvault.rename_credential('alpha', 'db', 'mine')")
+    assert out.stdout.strip() == "denied"
+    with team.connect() as owner:
+        row = owner.execute(
+            "SELECT name, kind, username_env FROM credvault.credentials WHERE name = 'db'"
+        ).fetchone()
+        last = owner.execute(
+            "SELECT member, action, outcome FROM credvault.audit ORDER BY seq DESC LIMIT 2"
+        ).fetchall()
+    assert row == ("db", "password", None)
+    assert last == [("eve", "mv", "denied"), ("eve", "edit", "denied")]
+    assert team.audit_count() == before + 2
+
+
+def test_an_edit_keeps_the_version_it_replaces(team: Any) -> None:
+    """bob (engineer) edits through the function: the old username envelope stays as a
+    version, and the secret is untouched."""
+    with team.connect("bob") as bob:
+        (uid,) = bob.execute("SELECT uid FROM credvault.credentials WHERE name = 'db'").fetchone()
+        out = bob.execute(
+            "SELECT credvault.edit_credential('alpha', 'db', %s, 1, true, %s, false, NULL,"
+            " false, NULL, NULL, false, NULL, 'username')",
+            (uid, b"new-username-envelope"),
+        ).fetchone()[0]
+    assert out == "ok"
+    with team.connect() as owner:
+        cur = owner.execute(
+            "SELECT version, secret_env, username_env FROM credvault.credentials WHERE name = 'db'"
+        ).fetchone()
+        kept = owner.execute(
+            "SELECT version, changed, username_env FROM credvault.credential_versions "
+            "WHERE name = 'db'"
+        ).fetchall()
+    assert (cur[0], bytes(cur[1]), bytes(cur[2])) == (
+        2,
+        b"credential-envelope",
+        b"new-username-envelope",
+    )
+    assert [(v, c, u) for v, c, u in kept] == [(1, "created", None)]

@@ -125,6 +125,9 @@ TEAM_COMMANDS = frozenset(
         "cmd_system_rm",
         "cmd_history",
         "cmd_revert",
+        "cmd_edit",
+        "cmd_mv",
+        "cmd_find",
     }
 )
 

@@ -100,8 +100,17 @@ BEGIN
         NEW.changed := 'created';
         RETURN NEW;
     END IF;
-    IF NEW.secret_env IS NOT DISTINCT FROM OLD.secret_env OR NEW.key_version <> OLD.key_version THEN
-        -- not a new value: a link, a rename, or a rotation (which re-seals the versions too)
+    IF NEW.key_version <> OLD.key_version OR (
+           NEW.secret_env IS NOT DISTINCT FROM OLD.secret_env
+           AND NEW.username_env IS NOT DISTINCT FROM OLD.username_env
+           AND NEW.url_env IS NOT DISTINCT FROM OLD.url_env
+           AND NEW.notes_env IS NOT DISTINCT FROM OLD.notes_env
+           AND NEW.kind = OLD.kind
+           AND (NEW.system_id IS NOT DISTINCT FROM OLD.system_id
+                -- put --system linking the row it has just written, system rm unlinking
+                OR current_setting('credvault.linking', true) = 'on')) THEN
+        -- not a new value: such a link, a rename, or a rotation (which re-seals the
+        -- versions too). An edit of the link is a version, as on SQLCipher.
         NEW.version := OLD.version;
         RETURN NEW;
     END IF;
@@ -397,7 +406,10 @@ BEGIN
                               created_at, updated_at, deleted_by, expires_at, linked)
     VALUES (e.id, old.uid, old.name, old.port, old.protocol, old.address_env, old.details_env,
             old.created_at, old.updated_at, who, ends, links);
-    DELETE FROM systems WHERE id = old.id;  -- credentials.system_id: ON DELETE SET NULL
+    -- credentials.system_id: ON DELETE SET NULL, not a new version of them (keep_version)
+    PERFORM set_config('credvault.linking', 'on', true);
+    DELETE FROM systems WHERE id = old.id;
+    PERFORM set_config('credvault.linking', '', true);
     -- the vault's ISO form (model.iso): UTC, microseconds, Z
     until := to_char(ends AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
     PERFORM audit_append(who, 'system-rm', eng, s_name, 'ok', 'to the trash until ' || until);
@@ -430,7 +442,10 @@ BEGIN
     ok := put_credential(eng, c_name, c_kind, c_uid, c_key_version, c_secret_env,
                          c_username_env, c_url_env, c_notes_env);
     IF ok THEN
-        UPDATE credentials SET system_id = sid WHERE engagement_id = e.id AND name = c_name;
+        PERFORM set_config('credvault.linking', 'on', true);
+        UPDATE credentials SET system_id = sid WHERE engagement_id = e.id AND name = c_name
+            AND system_id IS DISTINCT FROM sid;
+        PERFORM set_config('credvault.linking', '', true);
     END IF;
     RETURN ok;
 END $$;
@@ -514,6 +529,157 @@ BEGIN
         WHERE id = c.id;
     PERFORM audit_append(who, 'revert', eng, itm, 'ok', format('to version %s', ver));
     RETURN 'ok';
+END $$;
+
+-- edit: username, url and notes sealed again on the member's machine for the row's own uid
+-- (the secret is neither asked for nor released), kind and system link changed in the
+-- clear. keep_version keeps the version it replaces. A record-bound anchor (0x02) names
+-- the kind and the link: changing either would need the secret sealed again, so it is
+-- refused (put the value again). Returns 'ok', 'denied', 'not found' or 'no system'
+-- (the first two audited as SQLCipher does: 'edit', "changed …").
+CREATE FUNCTION credvault.edit_credential(
+    eng text, itm text, c_uid bytea, c_key_version integer,
+    set_username boolean, c_username_env bytea, set_url boolean, c_url_env bytea,
+    set_notes boolean, c_notes_env bytea, c_kind text, set_system boolean, c_system text,
+    changed text
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE; sid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'edit', eng, itm, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
+    IF c.id IS NULL THEN
+        RETURN 'not found';  -- not audited, as on SQLCipher
+    END IF;
+    IF c.uid <> c_uid OR c_key_version <> e.key_version THEN
+        RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    sid := c.system_id;
+    IF set_system THEN
+        sid := NULL;
+        IF c_system IS NOT NULL THEN
+            SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND name = c_system;
+            IF sid IS NULL THEN
+                RETURN 'no system';
+            END IF;
+        END IF;
+    END IF;
+    IF get_byte(c.secret_env, 0) = 2 AND (coalesce(c_kind, c.kind) <> c.kind
+                                         OR sid IS DISTINCT FROM c.system_id) THEN
+        RAISE EXCEPTION 'credvault: % is bound to its kind and system: put the value again to change them', itm
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    PERFORM set_config('credvault.changed', changed, true);
+    UPDATE credentials SET
+        username_env = CASE WHEN set_username THEN c_username_env ELSE username_env END,
+        url_env = CASE WHEN set_url THEN c_url_env ELSE url_env END,
+        notes_env = CASE WHEN set_notes THEN c_notes_env ELSE notes_env END,
+        kind = coalesce(c_kind, kind), system_id = sid, updated_at = now()
+        WHERE id = c.id;
+    PERFORM audit_append(who, 'edit', eng, itm, 'ok', 'changed ' || changed);
+    RETURN 'ok';
+END $$;
+
+-- mv within an engagement: a rename of the clear name (a record-bound anchor names it:
+-- refused, put it again). Returns 'ok', 'denied', 'not found' or 'exists' (audited 'mv',
+-- "renamed to …"). Earlier versions keep the name they had.
+CREATE FUNCTION credvault.rename_credential(eng text, itm text, new_name text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'mv', eng, itm, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    IF new_name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' THEN
+        RAISE EXCEPTION 'credvault: invalid name' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
+    IF c.id IS NULL THEN
+        RETURN 'not found';
+    END IF;
+    IF EXISTS (SELECT 1 FROM credentials WHERE engagement_id = e.id AND name = new_name) THEN
+        RETURN 'exists';
+    END IF;
+    IF get_byte(c.secret_env, 0) = 2 THEN
+        RAISE EXCEPTION 'credvault: % is bound to its name: put the value under the new name instead', itm
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    UPDATE credentials SET name = new_name, updated_at = now() WHERE id = c.id;
+    PERFORM audit_append(who, 'mv', eng, itm, 'ok', 'renamed to ' || new_name);
+    RETURN 'ok';
+END $$;
+
+-- find: the fields of one engagement's credentials and systems, for a member who may read
+-- there, through the same two phases: request_find commits the audit row ('find',
+-- "fields searched"), fetch_find releases the non-secret envelopes (username, url, notes;
+-- address, details) against it. Names are searched in the clear columns (row-level
+-- security: engagements with a role).
+CREATE FUNCTION credvault.request_find(eng text, reason text DEFAULT '') RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; why text := coalesce(reason, ''); s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT may(e.id, 'read') THEN
+        PERFORM audit_append(who, 'find', eng, NULL, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' THEN
+        PERFORM audit_append(who, 'find', eng, NULL, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'find', eng, NULL, 'ok',
+                      'fields searched' || CASE WHEN why = '' THEN '' ELSE '; reason: ' || why END);
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid)
+    VALUES (who, 'find', e.id, e.id, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE FUNCTION credvault.fetch_find(request bigint)
+RETURNS TABLE (tbl text, name text, uid bytea, port integer, protocol text, e1 bytea,
+               e2 bytea, e3 bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request AND r.kind = 'find' FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.name, c.uid, NULL::integer, NULL::text, c.username_env,
+               c.url_env, c.notes_env
+        FROM credentials c WHERE c.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'systems', s.name, s.uid, s.port, s.protocol, s.address_env, s.details_env, NULL
+        FROM systems s WHERE s.engagement_id = q.engagement_id
+        ORDER BY 1, 2;
 END $$;
 
 -- Key rotation over every record of the engagement (credentials, systems, removed systems),
@@ -652,6 +818,10 @@ REVOKE ALL ON credvault.record_requests, credvault.system_trash, credvault.crede
 REVOKE ALL ON FUNCTION credvault.await_durable(pg_lsn), credvault.may(bigint, text),
     credvault.held(bigint), credvault.keep_version(),
     credvault.credential_history(text, text), credvault.revert_credential(text, text, integer),
+    credvault.edit_credential(text, text, bytea, integer, boolean, bytea, boolean, bytea, boolean,
+                              bytea, text, boolean, text, text),
+    credvault.rename_credential(text, text, text), credvault.request_find(text, text),
+    credvault.fetch_find(bigint),
     credvault.purge_records(), credvault.request_record(text, text, text, text, integer),
     credvault.fetch_record(bigint),
     credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea, boolean, text[]),
@@ -673,6 +843,10 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION'
                    ' credvault.credential_history(text, text),'
                    ' credvault.revert_credential(text, text, integer),'
+                   ' credvault.edit_credential(text, text, bytea, integer, boolean, bytea, boolean,'
+                   ' bytea, boolean, bytea, text, boolean, text, text),'
+                   ' credvault.rename_credential(text, text, text), credvault.request_find(text, text),'
+                   ' credvault.fetch_find(bigint),'
                    ' credvault.request_record(text, text, text, text, integer), credvault.fetch_record(bigint),'
                    ' credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea,'
                    ' boolean, text[]),'
