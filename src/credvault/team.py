@@ -9,9 +9,9 @@ with the record's place as associated data), engagement keys sealed with HPKE to
 X25519 keys, and the same signed statements (:mod:`credvault.postgres.client`). Access
 control and the audit trail are the server's: every read is a committed audit row first
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
-holds every statement. Systems, history, edit/mv/find and the rotation of every record live in
-:mod:`credvault.team_records` (imported when used). Not covered (one line, exit 1,
-:class:`NotOnTeam`): trash, lifecycle, backups, the agent and keyring.
+holds every statement. Systems, history, edit/mv/find, the trash and the rotation of every
+record live in :mod:`credvault.team_records` (imported when used). Not covered (one line,
+exit 1, :class:`NotOnTeam`): lifecycle, backups, the agent and keyring.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from credvault import validate
 from credvault.access import Role, parse_role
-from credvault.credentials import Credential, CredentialInfo, FindHits, VersionInfo
+from credvault.credentials import (
+    Credential,
+    CredentialInfo,
+    FindHits,
+    TrashInfo,
+    VersionInfo,
+)
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams, check
@@ -50,7 +56,7 @@ from credvault.secret import Secret
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.members import MemberInfo
-    from credvault.team_records import TeamSystems
+    from credvault.team_records import TeamPurger, TeamSystems
 
 TABLE = "credentials"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
@@ -339,6 +345,12 @@ class Team:
         return permits(operation, self.role(engagement), admin=False)
 
     @property
+    def purger(self) -> TeamPurger:
+        from credvault.team_records import TeamPurger
+
+        return TeamPurger(self)
+
+    @property
     def systems(self) -> TeamSystems:
         from credvault.team_records import TeamSystems
 
@@ -531,6 +543,23 @@ class TeamCredentials:
         from credvault.team_records import find
 
         return find(self.t, text, fields=fields, reason=reason)
+
+    def remove(self, ref: str) -> str:
+        """To the engagement's trash; returns when it leaves it."""
+        from credvault.team_records import remove
+
+        return remove(self.t, ref)
+
+    def trash(self, engagement: str) -> builtins.list[TrashInfo]:
+        from credvault.team_records import trash
+
+        return trash(self.t, engagement)
+
+    def restore(self, ref: str) -> None:
+        """The latest removal of that name back from the trash."""
+        from credvault.team_records import restore
+
+        restore(self.t, ref)
 
     def history(self, ref: str) -> builtins.list[VersionInfo]:
         """Every version, oldest first: who, when, what changed (never a value)."""

@@ -18,7 +18,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from credvault import items, validate
-from credvault.credentials import Credential, CredentialInfo, FindHits, VersionInfo
+from credvault.credentials import (
+    Credential,
+    CredentialInfo,
+    FindHits,
+    TrashInfo,
+    VersionInfo,
+)
 from credvault.crypto import envelope
 from credvault.crypto import primitives as p
 from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
@@ -101,6 +107,7 @@ FIELDS = {
 PLACE = {
     "credentials": "credentials",
     "credential_versions": "credentials",
+    "credential_trash": "credentials",
     "systems": SYSTEMS,
     "system_trash": SYSTEMS,
 }
@@ -219,6 +226,10 @@ class TeamSystems:
         return System(
             eng, name, address, rec.port, rec.protocol, details, rec.created_at, rec.updated_at
         )
+
+    def restore(self, ref: str) -> None:
+        """The latest removal of that name back, with the links it had (system-restore)."""
+        restore(self.t, ref, system=True)
 
     def remove(self, ref: str) -> str:
         """To the trash (system-rm); returns when it leaves it. Linked credentials lose the
@@ -602,7 +613,70 @@ def find(t: Team, text: str, *, fields: bool = True, reason: str | None = None) 
     return result
 
 
+# -- the trash ---------------------------------------------------------------------------------
+def remove(t: Team, ref: str) -> str:
+    """``rm``: to the trash (the server moves it, envelopes and versions included); returns
+    when it leaves the trash."""
+    eng, name = validate.ref(ref)
+    allowed = t.permits("credential.remove", eng)
+    outcome, until = t.store.remove_credential(eng, name)  # refusals audited there
+    if not allowed or outcome == "denied":
+        raise _denied(t, "rm", eng)
+    if outcome == "not found":
+        raise NotFound("credential", ref)
+    return until
+
+
+def trash(t: Team, engagement: str) -> builtins.list[TrashInfo]:
+    """What is in an engagement's trash (audited 'trash' by the server)."""
+    validate.name(engagement, "engagement name")
+    rows = t.store.trash_list(engagement)
+    if not rows and t.store.engagement(engagement) is None:
+        raise AccessDenied(t.member, "trash", engagement, "no role on it")
+    return [TrashInfo(engagement, *r) for r in rows]
+
+
+def restore(t: Team, ref: str, *, system: bool = False) -> None:
+    """The latest removal of that name back from the trash (a system with its links)."""
+    from credvault.errors import AlreadyExists
+
+    eng, name = validate.ref(ref)
+    kind = "system" if system else "credential"
+    allowed = t.permits("system.restore" if system else "credential.restore", eng)
+    outcome = t.store.restore_trashed(eng, name, system)  # refusals audited there
+    if not allowed or outcome == "denied":
+        raise _denied(t, "system restore" if system else "restore", eng)
+    if outcome == "not found":
+        raise NotFound(kind, ref, f"{ref} is not in the trash")
+    if outcome == "exists":
+        raise AlreadyExists(
+            f"system {ref} exists"
+            if system
+            else f"credential {ref} exists; rename it first (credvault mv)"
+        )
+
+
+class TeamPurger:
+    """``Vault.purger`` on a team vault: only ``trash purge`` (destroy one removal now). The
+    engagement's own purge is the server's (docs/team.md, "Purge")."""
+
+    def __init__(self, t: Team) -> None:
+        self.t = t
+
+    def destroy_trashed(self, ref: str, *, system: bool = False) -> None:
+        t = self.t
+        eng, name = validate.ref(ref)
+        kind = "system" if system else "credential"
+        allowed = t.permits("trash.purge", eng)
+        outcome = t.store.destroy_trashed(eng, name, system)  # refusals audited there
+        if not allowed or outcome == "denied":
+            raise _denied(t, "trash purge", eng)
+        if outcome == "not found":
+            raise NotFound(kind, ref, f"{ref} is not in the trash")
+
+
 __all__ = [
+    "TeamPurger",
     "TeamSystems",
     "edit",
     "find",
@@ -610,7 +684,10 @@ __all__ = [
     "history",
     "linked_address",
     "move",
+    "remove",
+    "restore",
     "revert",
     "rotate",
+    "trash",
     "version_fields",
 ]

@@ -651,6 +651,98 @@ def test_find_searches_names_and_readable_fields(world: World) -> None:
     assert all(e[3].startswith("fields searched") for e in found)
 
 
+# -- the trash (both backends) -------------------------------------------------------------------
+TRASH_ACTIONS = (
+    "rm", "trash", "restore", "trash-purge", "system-restore", "system restore", "trash purge",
+)  # fmt: skip
+
+
+def test_rm_to_the_trash_and_back(world: World) -> None:
+    import json
+
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.0.0.5", "--port", "22")
+    world.ok("alice", "put", "acme-2026/db", "--system", "web1", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    r = world.ok("alice", "rm", "acme-2026/db")
+    assert r.text.startswith("moved acme-2026/db to the trash until ")
+    assert r.text.endswith(" (credvault trash restore)\n")
+    assert world.run("alice", "get", "acme-2026/db").code == 3
+    assert world.ok("alice", "ls", "acme-2026", "--json").out.strip() == b"[]"
+    items = json.loads(world.ok("alice", "trash", "ls", "acme-2026", "--json").out)
+    assert [(i["type"], i["name"], i["deleted_by"]) for i in items] == [
+        ("credential", "db", "alice")
+    ]
+    assert items[0]["expires_at"] > items[0]["deleted_at"]
+    assert SECRET not in world.ok("alice", "trash", "ls", "acme-2026").out
+    assert world.run("alice", "rm", "acme-2026/db").code == 3
+    assert world.ok("alice", "trash", "restore", "acme-2026/db").text == ("restored acme-2026/db\n")
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    assert world.ok("alice", "get", "acme-2026/db", "--version", "1").out == b"first\n"
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "address").out == b"10.0.0.5\n"
+    again = world.run("alice", "trash", "restore", "acme-2026/db")
+    assert again.code == 3
+    assert "not in the trash" in one_line(again)
+    # a system goes and comes back with its links; trash purge destroys for good
+    world.ok("alice", "system", "rm", "acme-2026/web1")
+    assert world.run("alice", "get", "acme-2026/db", "--field", "address").code == 3
+    world.ok("alice", "trash", "restore", "acme-2026/web1", "--system")
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "address").out == b"10.0.0.5\n"
+    world.ok("alice", "rm", "acme-2026/db")
+    world.ok("alice", "put", "acme-2026/db", input=b"new\n")
+    clash = world.run("alice", "trash", "restore", "acme-2026/db")
+    assert clash.code == 1
+    assert "exists" in one_line(clash)
+    d = world.ok("alice", "trash", "purge", "acme-2026/db", "--yes")
+    assert d.text == "destroyed acme-2026/db\n"
+    assert json.loads(world.ok("alice", "trash", "ls", "acme-2026", "--json").out) == []
+    assert world.run("alice", "trash", "purge", "acme-2026/db", "--yes").code == 3
+    assert world.ok("alice", "get", "acme-2026/db").out == b"new\n"
+    assert _audit(world, "alice", TRASH_ACTIONS) == [
+        ("alice", "rm", "ok", "to the trash until T"),
+        ("alice", "trash", "ok", "1 items in the trash"),
+        ("alice", "trash", "ok", "1 items in the trash"),
+        ("alice", "rm", "error", "not found"),
+        ("alice", "restore", "ok", "removed T by alice"),
+        ("alice", "system-restore", "ok", "1 credentials relinked"),
+        ("alice", "rm", "ok", "to the trash until T"),
+        ("alice", "trash-purge", "ok", "credential removed T destroyed"),
+        ("alice", "trash", "ok", "0 items in the trash"),
+    ]
+
+
+def test_a_reader_lists_the_trash_but_cannot_change_it(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.ok("alice", "put", "acme-2026/gone", input=b"x\n")
+    world.ok("alice", "rm", "acme-2026/gone")
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    world.ok("bob", "trash", "ls", "acme-2026")
+    for args in (
+        ("rm", "acme-2026/db"),
+        ("trash", "restore", "acme-2026/gone"),
+        ("trash", "purge", "acme-2026/gone", "--yes"),
+    ):
+        r = world.run("bob", *args)
+        assert r.code == 4, (args, r.err)
+        assert "access denied" in one_line(r)
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    assert _audit(world, "bob", TRASH_ACTIONS) == [
+        ("bob", "trash", "ok", "1 items in the trash"),
+        ("bob", "rm", "denied", "role reader"),
+        ("bob", "restore", "denied", "role reader"),
+        ("bob", "trash purge", "denied", "role reader"),
+    ]
+    assert world.run("carol", "trash", "ls", "acme-2026").code == 4
+
+
+def test_the_trash_survives_the_rotation_of_a_revoke(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.ok("alice", "rm", "acme-2026/db")
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("alice", "revoke", "acme-2026", "bob")
+    world.ok("alice", "trash", "restore", "acme-2026/db")
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+
+
 # -- PostgreSQL only: the team's own flow ---------------------------------------------------
 Runner = Callable[..., CliResult]
 
@@ -663,7 +755,6 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
-        ("trash", "ls", "acme-2026"),
         ("mv", "acme-2026/db", "other-eng/db"),
         ("system", "set", "acme-2026/web1", "--port", "22"),
         ("backup",),

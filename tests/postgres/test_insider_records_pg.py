@@ -87,6 +87,9 @@ READS = [
     "SELECT * FROM credvault.credential_versions",
     "SELECT uid FROM credvault.credential_versions",
     "COPY credvault.credential_versions TO STDOUT",
+    "SELECT secret_env FROM credvault.credential_trash",
+    "SELECT * FROM credvault.credential_trash",
+    "SELECT uid FROM credvault.credential_trash",
 ]
 
 
@@ -117,6 +120,10 @@ WRITES = [
     " SELECT id, 1, 9, '\\x01', 'db', 'password', 1, '\\x00', now(), 'x' FROM credvault.engagements",
     "UPDATE credvault.credentials SET version = 1",
     "ALTER TABLE credvault.credentials DISABLE TRIGGER keep_version",
+    "DELETE FROM credvault.credential_trash",
+    "UPDATE credvault.credential_trash SET expires_at = now()",
+    "INSERT INTO credvault.credentials (uid, engagement_id, name, kind, key_version, secret_env)"
+    " SELECT '\\x01', id, 'x', 'password', 1, '\\x00' FROM credvault.engagements",
     # version 1's rotation would leave systems under the old key: no member may call it
     "SELECT credvault.rotate_key('alpha', 1, 'fp', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
 ]
@@ -474,3 +481,38 @@ def test_an_edit_keeps_the_version_it_replaces(team: Any) -> None:
         b"new-username-envelope",
     )
     assert [(v, c, u) for v, c, u in kept] == [(1, "created", None)]
+
+
+# -- the trash -------------------------------------------------------------------------------
+def test_rm_keeps_the_envelopes_out_of_reach_and_only_writers_use_the_trash(team: Any) -> None:
+    out = team.psql("eve", "SELECT outcome FROM credvault.remove_credential('alpha', 'db')")
+    assert out.stdout.strip() == "denied"
+    out = team.psql("bob", "SELECT outcome FROM credvault.remove_credential('alpha', 'db')")
+    assert out.stdout.strip() == "ok", out.stderr
+    # listed by name (row-level security), never by envelope
+    out = team.psql("eve", "SELECT name, deleted_by FROM credvault.credential_trash")
+    assert out.stdout.split() == ["db|bob"]
+    out = team.psql("mallory", "SELECT count(*) FROM credvault.credential_trash")
+    assert out.stdout.split() == ["0"]
+    assert team.psql("mallory", "SELECT * FROM credvault.trash_list('alpha')").stdout == ""
+    for fn in ("restore_trashed", "destroy_trashed"):
+        out = team.psql("eve", f"SELECT credvault.{fn}('alpha', 'db', false)")
+        assert out.stdout.strip() == "denied"
+    # a removed credential cannot be read: request_read finds nothing to release
+    out = team.psql("eve", "SELECT credvault.request_read('alpha', 'db') IS NULL")
+    assert out.stdout.strip() == "t"
+    with team.connect() as owner:
+        last = owner.execute(
+            "SELECT member, action, outcome FROM credvault.audit ORDER BY seq DESC LIMIT 4"
+        ).fetchall()
+    assert last == [
+        ("eve", "get", "error"),
+        ("eve", "trash purge", "denied"),
+        ("eve", "restore", "denied"),
+        ("mallory", "trash", "denied"),
+    ]
+    out = team.psql("bob", "SELECT credvault.restore_trashed('alpha', 'db', false)")
+    assert out.stdout.strip() == "ok", out.stderr
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        assert bytes(fetch_as_a_client(bob, req)[0]) == b"credential-envelope"

@@ -128,6 +128,10 @@ TEAM_COMMANDS = frozenset(
         "cmd_edit",
         "cmd_mv",
         "cmd_find",
+        "cmd_rm",
+        "cmd_trash_ls",
+        "cmd_trash_restore",
+        "cmd_trash_purge",
     }
 )
 

@@ -857,6 +857,43 @@ class PgStore:
             for r in rows
         ]
 
+    def remove_credential(self, engagement: str, name: str) -> tuple[str, str]:
+        """(outcome: ok, denied or not found; until when it stays in the trash)."""
+        row = self._one(
+            "SELECT outcome, until FROM credvault.remove_credential(%s, %s)",
+            (engagement, name),
+            action="rm",
+        )
+        return str(row[0]), str(row[1] or "")
+
+    def trash_list(self, engagement: str) -> list[tuple[str, str, str, str, str]]:
+        """(type, name, removed, by, expires) newest first; audited 'trash' by the server
+        (empty when refused, audited too)."""
+        rows = self._all(
+            "SELECT typ, name, deleted_at, deleted_by, expires_at FROM credvault.trash_list(%s)",
+            (engagement,),
+            action="trash",
+        )
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
+
+    def restore_trashed(self, engagement: str, name: str, system: bool) -> str:
+        """'ok', 'denied', 'not found' or 'exists' (audited by the server)."""
+        row = self._one(
+            "SELECT credvault.restore_trashed(%s, %s, %s)",
+            (engagement, name, system),
+            action="restore",
+        )
+        return str(row[0])
+
+    def destroy_trashed(self, engagement: str, name: str, system: bool) -> str:
+        """'ok', 'denied' or 'not found' (audited by the server as 'trash-purge')."""
+        row = self._one(
+            "SELECT credvault.destroy_trashed(%s, %s, %s)",
+            (engagement, name, system),
+            action="trash purge",
+        )
+        return str(row[0])
+
     def _phase_two(self, sql: str, request: int, action: str, engagement: str) -> list[Any]:
         """A phase-two call, asked again after flushing WAL another session left pending."""
         from psycopg import errors as pe

@@ -95,6 +95,9 @@ DECLARE s systems%ROWTYPE; who text;
 BEGIN
     SELECT name INTO who FROM members WHERE role_name = session_user;
     IF TG_OP = 'INSERT' THEN
+        IF current_setting('credvault.restoring', true) = 'on' THEN
+            RETURN NEW;  -- back from the trash with its own number and history
+        END IF;
         NEW.version := 1;
         NEW.updated_by := who;
         NEW.changed := 'created';
@@ -682,6 +685,187 @@ BEGIN
         ORDER BY 1, 2;
 END $$;
 
+-- The trash (step 4): rm moves a credential here with its versions (they keep naming its
+-- id); restore brings the latest removal of a name back, link included when that system
+-- is still there; trash purge destroys one now. Envelopes move byte for byte (sealed for
+-- the credentials' place and the row's uid), so nothing is sealed again.
+CREATE TABLE credvault.credential_trash (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    engagement_id bigint NOT NULL REFERENCES credvault.engagements (id) ON DELETE CASCADE,
+    credential_id bigint NOT NULL,
+    uid           bytea NOT NULL,
+    name          text NOT NULL,
+    kind          text NOT NULL,
+    system_uid    bytea,
+    key_version   integer NOT NULL,
+    secret_env    bytea NOT NULL,
+    username_env  bytea,
+    url_env       bytea,
+    notes_env     bytea,
+    created_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    version       integer NOT NULL,
+    updated_by    text,
+    changed       text NOT NULL,
+    deleted_at    timestamptz NOT NULL DEFAULT now(),
+    deleted_by    text NOT NULL,
+    expires_at    timestamptz NOT NULL
+);
+
+CREATE FUNCTION credvault.iso(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = credvault, pg_temp
+AS $$ SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') $$;
+
+-- rm: (outcome 'ok', 'denied' or 'not found', until), audited 'rm' as SQLCipher.
+CREATE FUNCTION credvault.remove_credential(eng text, itm text)
+RETURNS TABLE (outcome text, until text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE; ends timestamptz;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'rm', eng, itm, 'denied', held(e.id));
+        RETURN QUERY SELECT 'denied'::text, NULL::text;
+        RETURN;
+    END IF;
+    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
+    IF c.id IS NULL THEN
+        PERFORM audit_append(who, 'rm', eng, itm, 'error', 'not found');
+        RETURN QUERY SELECT 'not found'::text, NULL::text;
+        RETURN;
+    END IF;
+    ends := now() + make_interval(days => (SELECT convert_from(value, 'UTF8')::integer FROM meta WHERE key = 'trash_days'));
+    INSERT INTO credential_trash (engagement_id, credential_id, uid, name, kind, system_uid,
+        key_version, secret_env, username_env, url_env, notes_env, created_at, updated_at,
+        version, updated_by, changed, deleted_by, expires_at)
+    SELECT c.engagement_id, c.id, c.uid, c.name, c.kind, (SELECT s.uid FROM systems s WHERE s.id = c.system_id),
+        c.key_version, c.secret_env, c.username_env, c.url_env, c.notes_env, c.created_at,
+        c.updated_at, c.version, c.updated_by, c.changed, who, ends;
+    DELETE FROM credentials WHERE id = c.id;
+    until := iso(ends);
+    PERFORM audit_append(who, 'rm', eng, itm, 'ok', 'to the trash until ' || until);
+    RETURN QUERY SELECT 'ok'::text, until;
+END $$;
+
+-- trash ls: names and dates, newest first, audited 'trash' ("N items in the trash").
+CREATE FUNCTION credvault.trash_list(eng text)
+RETURNS TABLE (typ text, name text, deleted_at text, deleted_by text, expires_at text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; n integer;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
+    IF e.id IS NULL OR NOT may(e.id, 'list') THEN
+        PERFORM audit_append(who, 'trash', eng, NULL, 'denied', held(e.id));
+        RETURN;
+    END IF;
+    SELECT (SELECT count(*) FROM credential_trash t WHERE t.engagement_id = e.id)
+         + (SELECT count(*) FROM system_trash t WHERE t.engagement_id = e.id) INTO n;
+    PERFORM audit_append(who, 'trash', eng, NULL, 'ok', format('%s items in the trash', n));
+    RETURN QUERY SELECT x.typ, x.name, iso(x.deleted_at), x.deleted_by, iso(x.expires_at) FROM (
+        SELECT 'credential' AS typ, t.id, t.name, t.deleted_at, t.deleted_by, t.expires_at
+        FROM credential_trash t WHERE t.engagement_id = e.id
+        UNION ALL
+        SELECT 'system', t.id, t.name, t.deleted_at, t.deleted_by, t.expires_at
+        FROM system_trash t WHERE t.engagement_id = e.id) x
+        ORDER BY x.deleted_at DESC, x.id DESC;
+END $$;
+
+-- trash restore [--system]: the latest removal of that name back. Returns 'ok', 'denied',
+-- 'not found' (not in the trash) or 'exists' (audited 'restore' / 'system-restore').
+CREATE FUNCTION credvault.restore_trashed(eng text, itm text, is_system boolean) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; t credential_trash%ROWTYPE;
+    st system_trash%ROWTYPE; sid bigint; n integer;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, CASE WHEN is_system THEN 'system restore' ELSE 'restore' END,
+                             eng, itm, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    IF is_system THEN
+        SELECT * INTO st FROM system_trash x WHERE x.engagement_id = e.id AND x.name = itm
+            ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1 FOR UPDATE;
+        IF st.id IS NULL THEN RETURN 'not found'; END IF;
+        IF EXISTS (SELECT 1 FROM systems WHERE engagement_id = e.id AND name = itm) THEN
+            RETURN 'exists';
+        END IF;
+        INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env, details_env,
+                             created_at, updated_at)
+        VALUES (st.uid, e.id, st.name, st.port, st.protocol, st.address_env, st.details_env,
+                st.created_at, st.updated_at) RETURNING id INTO sid;
+        DELETE FROM system_trash WHERE id = st.id;
+        PERFORM set_config('credvault.linking', 'on', true);
+        UPDATE credentials SET system_id = sid
+            WHERE engagement_id = e.id AND system_id IS NULL AND uid = ANY (st.linked);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        PERFORM set_config('credvault.linking', '', true);
+        UPDATE credential_trash SET system_uid = st.uid
+            WHERE engagement_id = e.id AND system_uid IS NULL AND uid = ANY (st.linked);
+        PERFORM audit_append(who, 'system-restore', eng, itm, 'ok',
+                             format('%s credentials relinked', n));
+        RETURN 'ok';
+    END IF;
+    SELECT * INTO t FROM credential_trash x WHERE x.engagement_id = e.id AND x.name = itm
+        ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1 FOR UPDATE;
+    IF t.id IS NULL THEN RETURN 'not found'; END IF;
+    IF EXISTS (SELECT 1 FROM credentials WHERE engagement_id = e.id AND name = itm) THEN
+        RETURN 'exists';
+    END IF;
+    SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND uid = t.system_uid;
+    IF get_byte(t.secret_env, 0) = 2 AND t.system_uid IS NOT NULL AND sid IS NULL THEN
+        RAISE EXCEPTION 'credvault: % is bound to a system that is not there: restore the system first', itm
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    PERFORM set_config('credvault.restoring', 'on', true);
+    INSERT INTO credentials (id, uid, engagement_id, name, kind, system_id, key_version,
+        secret_env, username_env, url_env, notes_env, created_at, updated_at, version,
+        updated_by, changed)
+    OVERRIDING SYSTEM VALUE
+    VALUES (t.credential_id, t.uid, e.id, t.name, t.kind, sid, t.key_version, t.secret_env,
+        t.username_env, t.url_env, t.notes_env, t.created_at, t.updated_at, t.version,
+        t.updated_by, t.changed);
+    PERFORM set_config('credvault.restoring', '', true);
+    DELETE FROM credential_trash WHERE id = t.id;
+    PERFORM audit_append(who, 'restore', eng, itm, 'ok',
+                         format('removed %s by %s', iso(t.deleted_at), t.deleted_by));
+    RETURN 'ok';
+END $$;
+
+-- trash purge [--system]: destroy the latest removal of that name now, its versions too.
+-- Returns 'ok', 'denied' or 'not found' (audited 'trash-purge').
+CREATE FUNCTION credvault.destroy_trashed(eng text, itm text, is_system boolean) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; tid bigint; cid bigint; at timestamptz;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'trash purge', eng, itm, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    IF is_system THEN
+        SELECT x.id, x.deleted_at INTO tid, at FROM system_trash x
+            WHERE x.engagement_id = e.id AND x.name = itm ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1;
+        IF tid IS NULL THEN RETURN 'not found'; END IF;
+        DELETE FROM system_trash WHERE id = tid;
+    ELSE
+        SELECT x.id, x.credential_id, x.deleted_at INTO tid, cid, at FROM credential_trash x
+            WHERE x.engagement_id = e.id AND x.name = itm ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1;
+        IF tid IS NULL THEN RETURN 'not found'; END IF;
+        DELETE FROM credential_trash WHERE id = tid;
+        DELETE FROM credential_versions WHERE credential_id = cid
+            AND NOT EXISTS (SELECT 1 FROM credentials c WHERE c.id = cid);
+    END IF;
+    PERFORM audit_append(who, 'trash-purge', eng, itm, 'ok',
+        format('%s removed %s destroyed', CASE WHEN is_system THEN 'system' ELSE 'credential' END, iso(at)));
+    RETURN 'ok';
+END $$;
+
 -- Key rotation over every record of the engagement (credentials, systems, removed systems),
 -- against a committed request_rotation: what rotation_fetch and rotate_key do for
 -- credentials alone. Rows carry what a record-bound anchor's binding needs (name, kind,
@@ -726,6 +910,10 @@ BEGIN
         SELECT 'credential_versions', v.id, v.uid, v.secret_env, v.username_env, v.url_env,
                v.notes_env, v.name, v.kind, NULL, NULL, v.system_uid
         FROM credential_versions v WHERE v.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_trash', t.id, t.uid, t.secret_env, t.username_env, t.url_env,
+               t.notes_env, t.name, t.kind, NULL, NULL, t.system_uid
+        FROM credential_trash t WHERE t.engagement_id = q.engagement_id
         ORDER BY 1, 2;
 END $$;
 
@@ -754,6 +942,8 @@ BEGIN
             UNION ALL SELECT 'system_trash', x.id FROM system_trash x WHERE x.engagement_id = e.id
             UNION ALL SELECT 'credential_versions', v.id FROM credential_versions v
                 WHERE v.engagement_id = e.id
+            UNION ALL SELECT 'credential_trash', t.id FROM credential_trash t
+                WHERE t.engagement_id = e.id
         ) have FULL JOIN (SELECT * FROM unnest(r_tbl, r_id) AS g(t, id)) given
           ON have.t = given.t AND have.id = given.id
         WHERE have.id IS NULL OR given.id IS NULL) > 0
@@ -786,6 +976,10 @@ BEGIN
             UPDATE credential_versions SET key_version = old_version + 1, secret_env = r_e1[i],
                 username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
             WHERE credential_versions.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_trash' THEN
+            UPDATE credential_trash SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_trash.id = r_id[i] AND engagement_id = e.id;
         END CASE;
     END LOOP;
     FOR i IN 1 .. coalesce(cardinality(g_members), 0) LOOP
@@ -807,21 +1001,24 @@ AS $$
 BEGIN
     DELETE FROM system_trash WHERE engagement_id = NEW.id;
     DELETE FROM credential_versions WHERE engagement_id = NEW.id;
+    DELETE FROM credential_trash WHERE engagement_id = NEW.id;
     DELETE FROM record_requests WHERE engagement_id = NEW.id;
     RETURN NEW;
 END $$;
 CREATE TRIGGER purge_records AFTER UPDATE OF state ON credvault.engagements
     FOR EACH ROW WHEN (NEW.state = 'purged') EXECUTE FUNCTION credvault.purge_records();
 
-REVOKE ALL ON credvault.record_requests, credvault.system_trash, credvault.credential_versions
-    FROM PUBLIC;
+REVOKE ALL ON credvault.record_requests, credvault.system_trash, credvault.credential_versions,
+    credvault.credential_trash FROM PUBLIC;
 REVOKE ALL ON FUNCTION credvault.await_durable(pg_lsn), credvault.may(bigint, text),
     credvault.held(bigint), credvault.keep_version(),
     credvault.credential_history(text, text), credvault.revert_credential(text, text, integer),
     credvault.edit_credential(text, text, bytea, integer, boolean, bytea, boolean, bytea, boolean,
                               bytea, text, boolean, text, text),
     credvault.rename_credential(text, text, text), credvault.request_find(text, text),
-    credvault.fetch_find(bigint),
+    credvault.fetch_find(bigint), credvault.iso(timestamptz),
+    credvault.remove_credential(text, text), credvault.trash_list(text),
+    credvault.restore_trashed(text, text, boolean), credvault.destroy_trashed(text, text, boolean),
     credvault.purge_records(), credvault.request_record(text, text, text, text, integer),
     credvault.fetch_record(bigint),
     credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea, boolean, text[]),
@@ -837,6 +1034,8 @@ BEGIN
     EXECUTE format('GRANT SELECT (id, engagement_id, uid, name, port, protocol, created_at,'
                    ' updated_at, deleted_at, deleted_by, expires_at) ON credvault.system_trash TO %I', g);
     EXECUTE format('GRANT SELECT (version, updated_by, changed) ON credvault.credentials TO %I', g);
+    EXECUTE format('GRANT SELECT (id, engagement_id, name, kind, deleted_at, deleted_by,'
+                   ' expires_at) ON credvault.credential_trash TO %I', g);
     EXECUTE format('GRANT SELECT (id, engagement_id, credential_id, version, name, kind,'
                    ' system_name, key_version, created_at, created_by, changed)'
                    ' ON credvault.credential_versions TO %I', g);
@@ -847,6 +1046,9 @@ BEGIN
                    ' bytea, boolean, bytea, text, boolean, text, text),'
                    ' credvault.rename_credential(text, text, text), credvault.request_find(text, text),'
                    ' credvault.fetch_find(bigint),'
+                   ' credvault.remove_credential(text, text), credvault.trash_list(text),'
+                   ' credvault.restore_trashed(text, text, boolean),'
+                   ' credvault.destroy_trashed(text, text, boolean),'
                    ' credvault.request_record(text, text, text, text, integer), credvault.fetch_record(bigint),'
                    ' credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea,'
                    ' boolean, text[]),'
@@ -865,4 +1067,7 @@ CREATE POLICY own_system_trash ON credvault.system_trash FOR SELECT
     USING (engagement_id IN (SELECT credvault.my_engagement_ids()));
 ALTER TABLE credvault.credential_versions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_credential_versions ON credvault.credential_versions FOR SELECT
+    USING (engagement_id IN (SELECT credvault.my_engagement_ids()));
+ALTER TABLE credvault.credential_trash ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_credential_trash ON credvault.credential_trash FOR SELECT
     USING (engagement_id IN (SELECT credvault.my_engagement_ids()));
