@@ -108,6 +108,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.team_lifecycle",
                 "credvault.team_passwd",
                 "credvault.team_export",
+                "credvault.team_records",  # its systems, history, trash (imported lazily)
             }
         ),
     ),
