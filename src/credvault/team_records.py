@@ -238,7 +238,15 @@ class TeamSystems:
         t = self.t
         eng, name = validate.ref(ref)
         allowed = t.permits("system.remove", eng)
-        outcome, until = t.store.remove_system(eng, name)  # a refusal is audited there
+        rebound: dict[bytes, bytes] = {}
+        if allowed:
+            # linked credentials lose the link: their secrets sealed again without it
+            for _, cred, _, _, _, linked in t.store.credentials(eng):
+                if linked == name:
+                    got = _rebound(t, eng, cred, "edit", system_uid=(None,))
+                    if got is not None:
+                        rebound[got[0]] = got[1]
+        outcome, until = t.store.remove_system(eng, name, rebound)  # a refusal is audited there
         if not allowed or outcome == "denied":
             raise _denied(t, "system rm", eng)
         if outcome == "not found":
@@ -488,14 +496,15 @@ def _rebound(
     new_name: str | None = None,
     kind: str | None = None,
     system_uid: tuple[bytes | None] | None = None,
-) -> bytes | None:
-    """The credential's secret sealed again (through :meth:`credvault.team.Team.seal`) bound
+) -> tuple[bytes, bytes] | None:
+    """(uid, the credential's secret sealed again (through :meth:`credvault.team.Team.seal`) bound
     to its new name (mv), kind or link (edit), as SQLCipher's ``_rebind`` does: a secret is
     bound to those clear columns (and must be, under a membership log), so changing one
     without it would leave a value that no longer opens. Read through request_record /
     fetch_record (kind ``rebind-mv`` / ``rebind-edit``, audited under ``verb``; only for a
     member who may write). None when the server refuses or finds nothing: the write that
-    follows says why (and audits it)."""
+    follows says why (and audits it). ``system_uid``: (the new link's uid, or None for
+    none,); None keeps the link."""
     req = t.store.request_record(f"rebind-{verb}", eng, name, "")
     if req is None:
         return None
@@ -513,7 +522,7 @@ def _rebound(
     version = envelope.key_version_of(rec.e1)
     sealed = t.seal(eng_uid, rec.uid, "secret", value, key, version, record=new)
     del value
-    return sealed
+    return rec.uid, sealed
 
 
 def edit(t: Team, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
@@ -566,7 +575,8 @@ def edit(t: Team, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo
             linked = None if system[0] is None else t.store.system(eng, system[0])
             new_sys = (None if linked is None else linked.uid,)
         if system is None or system[0] is None or new_sys != (None,):
-            secret = _rebound(t, eng, name, "edit", kind=clean.get("kind"), system_uid=new_sys)
+            got = _rebound(t, eng, name, "edit", kind=clean.get("kind"), system_uid=new_sys)
+            secret = None if got is None else got[1]
     outcome = t.store.edit_credential(
         eng, name, uid or b"", version, envs, clean.get("kind"), system, changed, secret
     )
@@ -601,7 +611,8 @@ def move(t: Team, ref: str, target: str) -> CredentialInfo:
     secret = None
     if allowed and t_name != name and t.store.credential_meta(eng, t_name) is None:
         # the secret is bound to its name: sealed again for the new one
-        secret = _rebound(t, eng, name, "mv", new_name=t_name)
+        got = _rebound(t, eng, name, "mv", new_name=t_name)
+        secret = None if got is None else got[1]
     outcome = t.store.rename_credential(eng, name, t_name, secret)  # refusals audited there
     if not allowed or outcome == "denied":
         raise _denied(t, "mv", eng)
@@ -696,7 +707,14 @@ def restore(t: Team, ref: str, *, system: bool = False) -> None:
     eng, name = validate.ref(ref)
     kind = "system" if system else "credential"
     allowed = t.permits("system.restore" if system else "credential.restore", eng)
-    outcome = t.store.restore_trashed(eng, name, system)  # refusals audited there
+    rebound: dict[bytes, bytes] = {}
+    if allowed and system:
+        # the credentials it links again: their secrets sealed again for the link
+        for cred, sys_uid in t.store.trashed_system_links(eng, name):
+            got = _rebound(t, eng, cred, "edit", system_uid=(sys_uid,))
+            if got is not None:
+                rebound[got[0]] = got[1]
+    outcome = t.store.restore_trashed(eng, name, system, rebound)  # refusals audited there
     if not allowed or outcome == "denied":
         raise _denied(t, "system restore" if system else "restore", eng)
     if outcome == "not found":

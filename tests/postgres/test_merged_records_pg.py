@@ -46,7 +46,7 @@ def _anchors(team: World) -> dict[str, list[tuple[int, int]]]:
     out: dict[str, list[tuple[int, int]]] = {}
     with _owner(team) as conn:
         for table, col in ENVELOPES:
-            rows = conn.execute(f"SELECT {col} FROM credvault.{table}").fetchall()
+            rows = conn.execute(f"SELECT {col} FROM credvault.{table}").fetchall()  # noqa: S608 (fixed table names)
             out[table] = [(r[0][0], int.from_bytes(r[0][1:5], "big")) for r in rows]
     return out
 
@@ -61,10 +61,18 @@ def test_mv_and_edit_seal_the_secret_again_for_its_new_binding(team: World) -> N
     team.ok("alice", "edit", f"{ENG}/db-prod", "--kind", "token", "--system", "web1")
     assert team.ok("alice", "get", f"{ENG}/db-prod").out == SECRET + b"\n"
     assert team.ok("alice", "get", f"{ENG}/db-prod", "--field", "address").out == b"10.0.0.7\n"
+    # a system's removal unlinks it and its restore links it again: re-bound both times
+    team.ok("alice", "system", "rm", f"{ENG}/web1")
+    assert team.ok("alice", "get", f"{ENG}/db-prod").out == SECRET + b"\n"
+    assert team.run("alice", "get", f"{ENG}/db-prod", "--field", "address").code == 3
+    team.ok("alice", "trash", "restore", "--system", f"{ENG}/web1")
+    assert team.ok("alice", "get", f"{ENG}/db-prod").out == SECRET + b"\n"
+    assert team.ok("alice", "get", f"{ENG}/db-prod", "--field", "address").out == b"10.0.0.7\n"
     team.ok("alice", "edit", f"{ENG}/db-prod", "--clear", "system")
     assert team.ok("alice", "get", f"{ENG}/db-prod").out == SECRET + b"\n"
     hist = json.loads(team.ok("alice", "history", f"{ENG}/db-prod", "--json").out)
-    # the rename is no new version; each edit of kind or link is one
+    # the rename and the system's trip through the trash are no new versions; each edit
+    # of kind or link is one
     assert [h["changed"] for h in hist] == ["created", "secret", "kind, system", "system"]
     assert all(fmt == 2 for fmt, _ in _anchors(team)["credentials"])
 
@@ -121,7 +129,7 @@ def test_a_shred_deletes_versions_and_the_trash_and_counts_them(team: World) -> 
             "system_trash",
             "record_requests",
         ):
-            n = conn.execute(f"SELECT count(*) FROM credvault.{table}").fetchone()[0]
+            n = conn.execute(f"SELECT count(*) FROM credvault.{table}").fetchone()[0]  # noqa: S608 (fixed table names)
             assert n == 0, table
         facts = conn.execute(
             "SELECT purge_facts FROM credvault.engagements WHERE name = %s", (ENG,)

@@ -876,11 +876,15 @@ class PgStore:
         )
         return None if row[0] is None else str(row[0])
 
-    def remove_system(self, engagement: str, name: str) -> tuple[str, str]:
-        """(outcome: ok, denied or not found; until when it stays in the trash)."""
+    def remove_system(
+        self, engagement: str, name: str, rebound: dict[bytes, bytes] | None = None
+    ) -> tuple[str, str]:
+        """(outcome: ok, denied or not found; until when it stays in the trash).
+        ``rebound``: the linked credentials' secrets sealed again without the link, by uid."""
+        got = rebound or {}
         row = self._one(
-            "SELECT outcome, until FROM credvault.remove_system(%s, %s)",
-            (engagement, name),
+            "SELECT outcome, until FROM credvault.remove_system(%s, %s, %s::bytea[], %s::bytea[])",
+            (engagement, name, list(got), list(got.values())),
             action="system rm",
         )
         return str(row[0]), str(row[1] or "")
@@ -1094,11 +1098,24 @@ class PgStore:
         )
         return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
 
-    def restore_trashed(self, engagement: str, name: str, system: bool) -> str:
-        """'ok', 'denied', 'not found' or 'exists' (audited by the server)."""
+    def trashed_system_links(self, engagement: str, name: str) -> list[tuple[str, bytes]]:
+        """(credential name, the system's uid) of the live credentials a restore of the
+        removed system ``name`` links again."""
+        rows = self._all(
+            "SELECT c_name, sys_uid FROM credvault.trashed_system_links(%s, %s)",
+            (engagement, name),
+        )
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    def restore_trashed(
+        self, engagement: str, name: str, system: bool, rebound: dict[bytes, bytes] | None = None
+    ) -> str:
+        """'ok', 'denied', 'not found' or 'exists' (audited by the server). ``rebound``
+        (a system's restore): the relinked credentials' secrets sealed again, by uid."""
+        got = rebound or {}
         row = self._one(
-            "SELECT credvault.restore_trashed(%s, %s, %s)",
-            (engagement, name, system),
+            "SELECT credvault.restore_trashed(%s, %s, %s, %s::bytea[], %s::bytea[])",
+            (engagement, name, system, list(got), list(got.values())),
             action="restore",
         )
         return str(row[0])

@@ -1158,8 +1158,10 @@ BEGIN
        AND NEW.username_env IS NOT DISTINCT FROM OLD.username_env
        AND NEW.url_env IS NOT DISTINCT FROM OLD.url_env
        AND NEW.notes_env IS NOT DISTINCT FROM OLD.notes_env
-       AND NEW.kind = OLD.kind AND NEW.system_id IS NOT DISTINCT FROM OLD.system_id THEN
-        -- a rename (mv): the same value, its secret sealed again for the new name
+       AND NEW.kind = OLD.kind AND (NEW.system_id IS NOT DISTINCT FROM OLD.system_id
+                                   OR current_setting('credvault.linking', true) = 'on') THEN
+        -- a rename (mv), or a system's removal or restore: the same value, its secret
+        -- sealed again for the new name or link
         NEW.version := OLD.version;
         RETURN NEW;
     END IF;
@@ -1438,7 +1440,10 @@ END $$;
 -- (format 0x02: its binding names this system) would no longer open: refused, until such
 -- anchors are sealed again by their writers. Returns (outcome, until): outcome 'ok',
 -- 'denied' or 'not found' (each audited).
-CREATE FUNCTION credvault.remove_system(eng text, s_name text)
+-- c_uids, c_secrets: the secrets of the credentials linked to it, sealed again by the client
+-- without the link (a bound secret names its system: as SQLCipher's system rm re-binds them).
+CREATE FUNCTION credvault.remove_system(eng text, s_name text, c_uids bytea[] DEFAULT NULL,
+                                        c_secrets bytea[] DEFAULT NULL)
 RETURNS TABLE (outcome text, until text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
@@ -1458,7 +1463,9 @@ BEGIN
         RETURN QUERY SELECT 'not found'::text, NULL::text;
         RETURN;
     END IF;
-    IF EXISTS (SELECT 1 FROM credentials c WHERE c.system_id = old.id AND get_byte(c.secret_env, 0) = 2) THEN
+    IF EXISTS (SELECT 1 FROM credentials c WHERE c.system_id = old.id AND get_byte(c.secret_env, 0) = 2
+               AND NOT EXISTS (SELECT 1 FROM unnest(c_uids, c_secrets) AS g(u, env)
+                               WHERE g.u = c.uid AND rebound_ok(g.env, c.key_version))) THEN
         RAISE EXCEPTION 'credvault: a credential bound to system % links to it: put it again without the link first', s_name
             USING ERRCODE = 'feature_not_supported';
     END IF;
@@ -1470,7 +1477,12 @@ BEGIN
             old.created_at, old.updated_at, who, ends, links);
     -- credentials.system_id: ON DELETE SET NULL, not a new version of them (keep_version)
     PERFORM set_config('credvault.linking', 'on', true);
+    PERFORM set_config('credvault.rebinding', 'on', true);
+    UPDATE credentials c SET secret_env = g.env
+        FROM unnest(c_uids, c_secrets) AS g(u, env)
+        WHERE c.system_id = old.id AND c.uid = g.u;
     DELETE FROM systems WHERE id = old.id;
+    PERFORM set_config('credvault.rebinding', '', true);
     PERFORM set_config('credvault.linking', '', true);
     -- the vault's ISO form (model.iso): UTC, microseconds, Z
     until := to_char(ends AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
@@ -1853,7 +1865,30 @@ END $$;
 
 -- trash restore [--system]: the latest removal of that name back. Returns 'ok', 'denied',
 -- 'not found' (not in the trash) or 'exists' (audited 'restore' / 'system-restore').
-CREATE FUNCTION credvault.restore_trashed(eng text, itm text, is_system boolean) RETURNS text
+-- The live credentials the restore of system itm would link again (their names, for the
+-- client to seal their secrets again for the link): writers only, nothing else.
+CREATE FUNCTION credvault.trashed_system_links(eng text, itm text)
+RETURNS TABLE (c_name text, sys_uid bytea)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE; st system_trash%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        RETURN;
+    END IF;
+    SELECT * INTO st FROM system_trash x WHERE x.engagement_id = e.id AND x.name = itm
+        ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1;
+    RETURN QUERY SELECT c.name, st.uid FROM credentials c
+        WHERE c.engagement_id = e.id AND c.system_id IS NULL AND c.uid = ANY (st.linked)
+        ORDER BY c.name;
+END $$;
+
+-- c_uids, c_secrets (a system's restore): the secrets of the credentials it relinks, sealed
+-- again by the client for the link (trashed_system_links names them).
+CREATE FUNCTION credvault.restore_trashed(eng text, itm text, is_system boolean,
+                                          c_uids bytea[] DEFAULT NULL,
+                                          c_secrets bytea[] DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
@@ -1879,8 +1914,19 @@ BEGIN
                 st.created_at, st.updated_at) RETURNING id INTO sid;
         DELETE FROM system_trash WHERE id = st.id;
         PERFORM set_config('credvault.linking', 'on', true);
-        UPDATE credentials SET system_id = sid
-            WHERE engagement_id = e.id AND system_id IS NULL AND uid = ANY (st.linked);
+        IF EXISTS (SELECT 1 FROM credentials c WHERE c.engagement_id = e.id AND c.system_id IS NULL
+                   AND c.uid = ANY (st.linked) AND get_byte(c.secret_env, 0) = 2
+                   AND NOT EXISTS (SELECT 1 FROM unnest(c_uids, c_secrets) AS g(u, env)
+                                   WHERE g.u = c.uid AND rebound_ok(g.env, c.key_version))) THEN
+            RAISE EXCEPTION 'credvault: the credentials linked to % changed meanwhile; run the command again', itm
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        PERFORM set_config('credvault.rebinding', 'on', true);
+        UPDATE credentials c SET system_id = sid,
+            secret_env = coalesce((SELECT g.env FROM unnest(c_uids, c_secrets) AS g(u, env)
+                                   WHERE g.u = c.uid LIMIT 1), c.secret_env)
+            WHERE c.engagement_id = e.id AND c.system_id IS NULL AND c.uid = ANY (st.linked);
+        PERFORM set_config('credvault.rebinding', '', true);
         GET DIAGNOSTICS n = ROW_COUNT;
         PERFORM set_config('credvault.linking', '', true);
         UPDATE credential_trash SET system_uid = st.uid
@@ -2196,11 +2242,12 @@ REVOKE ALL ON FUNCTION credvault.await_durable(pg_lsn), credvault.may(bigint, te
     credvault.rebound_ok(bytea, integer),
     credvault.fetch_find(bigint), credvault.iso(timestamptz),
     credvault.remove_credential(text, text), credvault.trash_list(text),
-    credvault.restore_trashed(text, text, boolean), credvault.destroy_trashed(text, text, boolean),
+    credvault.restore_trashed(text, text, boolean, bytea[], bytea[]),
+    credvault.trashed_system_links(text, text), credvault.destroy_trashed(text, text, boolean),
     credvault.purge_records(), credvault.request_record(text, text, text, text, integer),
     credvault.fetch_record(bigint),
     credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea, boolean, text[]),
-    credvault.remove_system(text, text), credvault.list_systems(text),
+    credvault.remove_system(text, text, bytea[], bytea[]), credvault.list_systems(text),
     credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea, bytea, bytea, text, text),
     credvault.rotation_fetch_records(bigint),
     credvault.rotate_records(text, integer, text, text[], bigint[], bytea[], bytea[], bytea[],
@@ -2225,12 +2272,13 @@ BEGIN
                    ' credvault.rename_credential(text, text, text, bytea), credvault.request_find(text, text),'
                    ' credvault.fetch_find(bigint),'
                    ' credvault.remove_credential(text, text), credvault.trash_list(text),'
-                   ' credvault.restore_trashed(text, text, boolean),'
+                   ' credvault.restore_trashed(text, text, boolean, bytea[], bytea[]),'
+                   ' credvault.trashed_system_links(text, text),'
                    ' credvault.destroy_trashed(text, text, boolean),'
                    ' credvault.request_record(text, text, text, text, integer), credvault.fetch_record(bigint),'
                    ' credvault.put_system(text, text, bytea, integer, integer, text, bytea, bytea,'
                    ' boolean, text[]),'
-                   ' credvault.remove_system(text, text), credvault.list_systems(text),'
+                   ' credvault.remove_system(text, text, bytea[], bytea[]), credvault.list_systems(text),'
                    ' credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea,'
                    ' bytea, bytea, text, text),'
                    ' credvault.rotation_fetch_records(bigint),'
