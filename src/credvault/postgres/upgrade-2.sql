@@ -183,6 +183,8 @@ AS $$ SELECT coalesce('role ' || role_in(eng_id), 'no grant') $$;
 --   kind               command                         audited as (a denial: verb)
 --   system             system show                     system-show (system show)
 --   credential-system  get --field address|port        show
+--   fields             get --field username|url|notes, edit in $EDITOR
+--                                                      show, "fields without the secret"
 --   version            get --version N                 get, "version N"
 --   version-show       get --version N --field F       show, "version N: fields without the secret"
 CREATE FUNCTION credvault.request_record(
@@ -202,6 +204,7 @@ DECLARE
     rid bigint;
 BEGIN
     act := CASE k WHEN 'system' THEN 'system-show' WHEN 'credential-system' THEN 'show'
+                  WHEN 'fields' THEN 'show'
                   WHEN 'version' THEN 'get' WHEN 'version-show' THEN 'show' END;
     IF act IS NULL OR (k LIKE 'version%' AND ver IS NULL) THEN
         RAISE EXCEPTION 'credvault: unknown kind of record %', k USING ERRCODE = 'invalid_parameter_value';
@@ -225,6 +228,7 @@ BEGIN
         tid := cid;
         detail := CASE k
             WHEN 'credential-system' THEN 'system address and port, without the secret'
+            WHEN 'fields' THEN 'fields without the secret'
             WHEN 'version' THEN format('version %s', ver)
             ELSE format('version %s: fields without the secret', ver) END
             || CASE WHEN why = '' THEN '' ELSE '; reason: ' || why END;
@@ -254,6 +258,8 @@ END $$;
 --   version            e1..e4 secret, username, url, notes of that version; its uid, name,
 --                      kind and linked system (uid and name) then
 --   version-show       the same without the secret (e1 NULL)
+--   fields             the current username, url, notes (e2..e4; e1 NULL: no secret), uid,
+--                      name, kind, linked system
 CREATE FUNCTION credvault.fetch_record(request bigint)
 RETURNS TABLE (uid bytea, name text, kind text, port integer, protocol text, sys_uid bytea,
                sys_name text, e1 bytea, e2 bytea, e3 bytea, e4 bytea, audit_seq bigint,
@@ -291,6 +297,12 @@ BEGIN
     ELSIF q.kind = 'credential-system' THEN
         RETURN QUERY SELECT s.uid, s.name, NULL::text, s.port, s.protocol, NULL::bytea, NULL::text,
                             s.address_env, NULL::bytea, NULL::bytea, NULL::bytea,
+                            q.audit_seq, c.created_at, c.updated_at
+            FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+            WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
+    ELSIF q.kind = 'fields' THEN
+        RETURN QUERY SELECT c.uid, c.name, c.kind, NULL::integer, NULL::text, s.uid, s.name,
+                            NULL::bytea, c.username_env, c.url_env, c.notes_env,
                             q.audit_seq, c.created_at, c.updated_at
             FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
             WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
