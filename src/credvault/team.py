@@ -837,7 +837,8 @@ class TeamCredentials:
         system: bool = False,
         version: int | None = None,
     ) -> dict[str, str | None]:
-        """username, url, notes (audited as a read: the server releases whole records).
+        """username, url, notes, kind and system, audited as ``show``: the server releases
+        them without the secret (request kind ``fields``), as SQLCipher reads them.
         With ``system``: the linked system's address and port instead (``get --field
         address|port``), audited as ``show`` as on SQLCipher: the secret is not released.
         ``version``: that earlier version's, audited as ``show`` (its secret not released)."""
@@ -849,14 +850,9 @@ class TeamCredentials:
             from credvault.team_records import version_fields
 
             return version_fields(self.t, ref, reason, version)
-        eng, name, v, f = self._read(ref, reason)
-        out: dict[str, str | None] = {
-            k: (None if v[k] is None else (v[k] or b"").decode())
-            for k in ("username", "url", "notes")
-        }
-        linked = self.t.store.linked_system(eng, name)
-        out.update(kind=f.kind, system=linked[0] if linked else None)  # as SQLCipher's (edit)
-        return out
+        from credvault.team_records import current_fields
+
+        return current_fields(self.t, ref, reason)
 
     def edit(self, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
         """Fields other than the secret, sealed here; kind and link in the clear."""

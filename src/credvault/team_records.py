@@ -409,6 +409,32 @@ def _fetch_version(
     return eng, name, rec, values
 
 
+def current_fields(t: Team, ref: str, reason: str | None) -> dict[str, str | None]:
+    """``get --field username|url|notes`` and ``edit`` in ``$EDITOR``: the fields without
+    the secret, audited as ``show`` (request kind 'fields'; the secret never leaves)."""
+    eng, name = validate.ref(ref)
+    why = validate.reason(reason) or ""
+    req = t.store.request_record("fields", eng, name, why)
+    if req is None:
+        e = t.store.engagement(eng)
+        if e is None:
+            raise AccessDenied(t.member, "show", eng, "no role on it")
+        if e.require_reason and not why:
+            raise AccessDenied(t.member, "show", eng, "this engagement requires --reason")
+        raise NotFound("credential", ref)
+    rec = t.store.fetch_record(req, eng)
+    if rec is None or rec.uid is None:
+        raise NotFound("credential", ref)
+    out: dict[str, str | None] = {"kind": rec.kind, "system": rec.system}
+    for f, blob in zip(CRED_FIELDS[1:], (rec.e2, rec.e3, rec.e4), strict=True):
+        if blob is None:
+            out[f] = None
+            continue
+        eng_uid, key = _key_for(t, eng, "show", blob)
+        out[f] = t.unseal(eng_uid, rec.uid, f, blob, key).decode()
+    return {k: out[k] for k in ("username", "url", "notes", "kind", "system")}
+
+
 def get_version(t: Team, ref: str, reason: str | None, version: int) -> Credential | None:
     """``get --version N``: that version, audited as ``get`` ("version N"); None for the
     current version (the caller reads it as any get, as SQLCipher does)."""
@@ -749,6 +775,7 @@ class TeamTrash:
 __all__ = [
     "TeamSystems",
     "TeamTrash",
+    "current_fields",
     "edit",
     "find",
     "get_version",

@@ -686,6 +686,32 @@ def test_find_searches_names_and_readable_fields(world: World) -> None:
     assert all(e[3].startswith("fields searched") for e in found)
 
 
+def test_edit_in_the_editor_and_field_reads_are_shows_not_gets(
+    world: World, tmp_path: Path
+) -> None:
+    """Fields without the secret are audited as ``show`` on both backends (so a revoke does
+    not list them as read), and ``edit`` with no option round-trips them through $EDITOR."""
+    world.ok("alice", "put", "acme-2026/db", "--username", "root", input=SECRET + b"\n")
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/^username: root$/username: admin/' \"$1\"\n")
+    editor.chmod(0o700)
+    world.envs["alice"] = {**world.envs["alice"], "EDITOR": str(editor), "VISUAL": ""}
+    r = world.ok("alice", "edit", "acme-2026/db")
+    assert r.text == "edited acme-2026/db: username\n"
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "username").out == b"admin\n"
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    assert _audit(world, "alice", ("get", "show", "edit")) == [
+        ("alice", "show", "ok", "fields without the secret"),
+        ("alice", "edit", "ok", "changed username"),
+        ("alice", "show", "ok", "fields without the secret"),
+        ("alice", "get", "ok", ""),
+    ]
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("bob", "get", "acme-2026/db", "--field", "username")
+    r = world.ok("alice", "revoke", "acme-2026", "bob")
+    assert r.text.splitlines()[1] == "bob read no credentials of acme-2026"  # no secret
+
+
 # -- the trash (both backends) -------------------------------------------------------------------
 TRASH_ACTIONS = (
     "rm", "trash", "restore", "trash-purge", "system-restore", "system restore", "trash purge",

@@ -516,3 +516,24 @@ def test_rm_keeps_the_envelopes_out_of_reach_and_only_writers_use_the_trash(team
     with team.connect("bob") as bob:
         req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
         assert bytes(fetch_as_a_client(bob, req)[0]) == b"credential-envelope"
+
+
+def test_field_reads_never_release_the_secret(team: Any) -> None:
+    """kind 'fields' (get --field username, edit in $EDITOR) is audited as a show, so it must
+    not carry the secret's envelope; and the ROLLBACK trick gets nothing."""
+    before = team.audit_count("show")
+    script = (
+        "BEGIN;\n"
+        "SELECT credvault.request_record('fields', 'alpha', 'db') AS req \\gset\n"
+        "SELECT encode(e2, 'hex') FROM credvault.fetch_record(:req);\n"
+        "ROLLBACK;\n"
+    )
+    out = team.psql("eve", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert team.audit_count("show") == before
+    with team.connect("eve") as conn:
+        req = conn.execute("SELECT credvault.request_record('fields', 'alpha', 'db')").fetchone()[0]
+        row = fetch_record(conn, req, "e1, name, kind")
+    assert tuple(row) == (None, "db", "password")
+    assert team.audit_count("show") == before + 1

@@ -1231,6 +1231,8 @@ AS $$ SELECT coalesce('role ' || role_in(eng_id), 'no grant') $$;
 --   kind               command                         audited as (a denial: verb)
 --   system             system show                     system-show (system show)
 --   credential-system  get --field address|port        show
+--   fields             get --field username|url|notes, edit in $EDITOR
+--                                                      show, "fields without the secret"
 --   version            get --version N                 get, "version N"
 --   version-show       get --version N --field F       show, "version N: fields without the secret"
 CREATE FUNCTION credvault.request_record(
@@ -1250,6 +1252,7 @@ DECLARE
     rid bigint;
 BEGIN
     act := CASE k WHEN 'system' THEN 'system-show' WHEN 'credential-system' THEN 'show'
+                  WHEN 'fields' THEN 'show'
                   WHEN 'version' THEN 'get' WHEN 'version-show' THEN 'show'
                   -- a credential's secret, to seal it again bound to its new name (mv) or
                   -- kind and link (edit): the client then stores it with the change, which
@@ -1277,6 +1280,7 @@ BEGIN
         tid := cid;
         detail := CASE k
             WHEN 'credential-system' THEN 'system address and port, without the secret'
+            WHEN 'fields' THEN 'fields without the secret'
             WHEN 'version' THEN format('version %s', ver)
             WHEN 'rebind-mv' THEN 'secret released to seal it again for its new name'
             WHEN 'rebind-edit' THEN 'secret released to seal it again for its new kind or link'
@@ -1308,6 +1312,8 @@ END $$;
 --   version            e1..e4 secret, username, url, notes of that version; its uid, name,
 --                      kind and linked system (uid and name) then
 --   version-show       the same without the secret (e1 NULL)
+--   fields             the current username, url, notes (e2..e4; e1 NULL: no secret), uid,
+--                      name, kind, linked system
 CREATE FUNCTION credvault.fetch_record(request bigint)
 RETURNS TABLE (uid bytea, name text, kind text, port integer, protocol text, sys_uid bytea,
                sys_name text, e1 bytea, e2 bytea, e3 bytea, e4 bytea, audit_seq bigint,
@@ -1346,6 +1352,12 @@ BEGIN
     ELSIF q.kind = 'credential-system' THEN
         RETURN QUERY SELECT s.uid, s.name, NULL::text, s.port, s.protocol, NULL::bytea, NULL::text,
                             s.address_env, NULL::bytea, NULL::bytea, NULL::bytea,
+                            q.audit_seq, c.created_at, c.updated_at
+            FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+            WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
+    ELSIF q.kind = 'fields' THEN
+        RETURN QUERY SELECT c.uid, c.name, c.kind, NULL::integer, NULL::text, s.uid, s.name,
+                            NULL::bytea, c.username_env, c.url_env, c.notes_env,
                             q.audit_seq, c.created_at, c.updated_at
             FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
             WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
