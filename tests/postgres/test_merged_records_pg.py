@@ -139,3 +139,37 @@ def test_a_shred_deletes_versions_and_the_trash_and_counts_them(team: World) -> 
     assert destroyed["credential_versions"] == 1
     assert destroyed["trashed_credentials"] == 1
     assert destroyed["trashed_systems"] == 1
+
+
+def test_an_unbound_address_written_by_an_insider_is_refused(team: World) -> None:
+    """The DBA (with a key a member once held) replaces a system's bound address with one
+    sealed to its place only (format 0x01), which would open if the binding were optional:
+    under the membership log the member's client refuses it (exit 6), on show and on the
+    next rotation alike."""
+    import os
+
+    from credvault import Secret, Team
+    from credvault.crypto import envelope
+
+    team.ok("alice", "system", "add", f"{ENG}/web1", "--address", "10.0.0.7")
+    pw = Path(team.envs["alice"]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
+    old = dict(os.environ)
+    os.environ["XDG_CONFIG_HOME"] = team.envs["alice"]["XDG_CONFIG_HOME"]
+    try:
+        with Team.open(team.target, "alice", Secret(pw)) as alice:
+            eng_uid, key, version = alice.engagement_key(ENG, "read")
+            vault_id = alice.vault_id
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    with _owner(team) as conn:
+        (uid,) = conn.execute("SELECT uid FROM credvault.systems WHERE name = 'web1'").fetchone()
+        place = envelope.Place(vault_id, eng_uid, "systems", bytes(uid), "address")
+        forged = envelope.seal(place, b"203.0.113.66", key, version)
+        assert not envelope.is_bound(forged)
+        conn.execute("UPDATE credvault.systems SET address_env = %s WHERE name = 'web1'", (forged,))
+    shown = team.run("alice", "system", "show", f"{ENG}/web1")
+    assert shown.code == 6, shown.err
+    assert b"203.0.113.66" not in shown.out
+    team.ok("alice", "grant", ENG, "bob", "engineer")
+    assert team.run("alice", "revoke", ENG, "bob").code == 6  # the rotation stops too
