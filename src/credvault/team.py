@@ -659,21 +659,6 @@ class Team:
 
         return TeamSystems(self)
 
-    def binding(
-        self, eng: str, uid: bytes, field: str, blob: bytes, known: tuple[str, str, bytes] | None
-    ) -> envelope.Binding:
-        """The record binding a migrated anchor was sealed with (a SQLCipher vault binds
-        each credential's ``secret`` to its name, kind and system link, docs/format.md §4);
-        empty for an envelope sealed to its place only (everything a team client writes).
-        ``known``: the record's clear columns, looked up here if not given."""
-        if field != "secret" or not envelope.is_bound(blob):
-            return ()
-        if known is None:
-            known = self.store.bindings(eng, uid).get(uid)
-        if known is None:
-            raise IntegrityError(f"engagement {eng!r}: a record-bound envelope without its record")
-        return ("credential", *known)
-
     def sign(self, message: bytes) -> bytes:
         return p.sign(self.keys.sign_private, labels.GRANT_SIG, message)
 

@@ -547,67 +547,6 @@ class PgStore:
         )
         return None if row[0] is None else [str(x) for x in row[0]]
 
-    def rotation_fetch_all(
-        self, request: int, engagement: str
-    ) -> list[tuple[str, bytes, int, bytes, bytes | None, bytes | None, bytes | None]]:
-        """Phase two of a rotation, systems included: (table, uid, key version, four
-        envelopes: a credential's secret/username/url/notes, a system's address/details)."""
-        from psycopg import errors as pe
-
-        for attempt in range(20):
-            with self._errors("rotate", engagement):
-                try:
-                    rows = self.conn.execute(
-                        "SELECT tbl, uid, key_version, env1, env2, env3, env4 "
-                        "FROM credvault.rotation_fetch_all(%s)",
-                        (request,),
-                    ).fetchall()
-                except pe.ObjectNotInPrerequisiteState:
-                    pending = True
-                else:
-                    pending = False
-            if pending:
-                self.nudge_wal()
-                time.sleep(0.005 * attempt)
-                continue
-            return [
-                (str(r[0]), bytes(r[1]), int(r[2]), bytes(r[3]), _b(r[4]), _b(r[5]), _b(r[6]))
-                for r in rows
-            ]
-        raise AccessDenied(self.member, "rotate", engagement, "audit entry not durable")
-
-    def rotate_key_logged(
-        self,
-        engagement: str,
-        old_version: int,
-        new_fp: str,
-        credentials: list[tuple[bytes, bytes, bytes | None, bytes | None, bytes | None]],
-        systems: list[tuple[bytes, bytes, bytes | None]],
-        copies: list[tuple[str, bytes, bytes]],
-        links: list[bytes],
-    ) -> int:
-        """Store a logged rotation in one transaction; Conflict if anything changed."""
-        cols: list[list[Any]] = [[c[i] for c in credentials] for i in range(5)]
-        scols: list[list[Any]] = [[c[i] for c in systems] for i in range(3)]
-        gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
-        row = self._one(
-            "SELECT credvault.rotate_key_logged(%s, %s, %s, %s::bytea[], %s::bytea[], "
-            "%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], "
-            "%s::text[], %s::bytea[], %s::bytea[], %s::bytea[])",
-            (engagement, old_version, new_fp, *cols, *scols, *gcols, links),
-            action="rotate",
-        )
-        return int(row[0])
-
-    def system_bindings(self, engagement: str) -> dict[bytes, tuple[str, int | None, str | None]]:
-        """(name, port, protocol) by system uid: a system's ``address`` binding."""
-        rows = self._all(
-            "SELECT s.uid, s.name, s.port, s.protocol FROM credvault.systems s "
-            "JOIN credvault.engagements e ON e.id = s.engagement_id WHERE e.name = %s",
-            (engagement,),
-        )
-        return {bytes(r[0]): (str(r[1]), None if r[2] is None else int(r[2]), r[3]) for r in rows}
-
     def credential_system(self, engagement: str, name: str) -> bytes:
         """The uid of the system a credential is linked to (empty: none, or no credential)."""
         row = self._one(
