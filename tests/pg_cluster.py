@@ -364,7 +364,9 @@ class PgVault:
         return int(row[0])
 
 
-def fetch_as_a_client(conn: Any, req: int, columns: str = "secret_env") -> Any:
+def fetch_as_a_client(
+    conn: Any, req: int, columns: str = "secret_env", function: str = "fetch"
+) -> Any:
     """``credvault.fetch`` as PgStore does it: a refusal for WAL that other backends left
     unflushed (the background writer logs a record shortly after activity that follows a
     quiet spell) is answered with ``nudge_wal`` and a new attempt; any other outcome is
@@ -373,8 +375,8 @@ def fetch_as_a_client(conn: Any, req: int, columns: str = "secret_env") -> Any:
 
     for _ in range(50):
         try:
-            # columns: a literal of the calling test, never input
-            sql = f"SELECT {columns} FROM credvault.fetch(%s)"  # noqa: S608
+            # columns, function: literals of the calling test, never input
+            sql = f"SELECT {columns} FROM credvault.{function}(%s)"  # noqa: S608
             return conn.execute(sql, (req,)).fetchone()
         except psycopg.errors.ObjectNotInPrerequisiteState as e:
             if "not yet durable" not in str(e):

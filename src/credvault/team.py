@@ -10,9 +10,9 @@ X25519 keys, and the same signed statements (:mod:`credvault.postgres.client`). 
 control and the audit trail are the server's: every read is a committed audit row first
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
 holds every statement. An engagement's lifecycle, the purge and its receipts, and the
-owner's schema upgrade live in :mod:`credvault.team_lifecycle` (loaded when used). Not
-covered (one line, exit 1, :class:`NotOnTeam`): systems, history, trash, backups, the
-agent and keyring.
+owner's schema upgrade live in :mod:`credvault.team_lifecycle`; systems, history,
+edit/mv/find and the trash in :mod:`credvault.team_records` (each loaded when used). Not
+covered (one line, exit 1, :class:`NotOnTeam`): backups, the agent and keyring.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -27,7 +28,13 @@ from typing import TYPE_CHECKING, NamedTuple
 from credvault import memberlog as ml
 from credvault import validate
 from credvault.access import Role, parse_role
-from credvault.credentials import Credential, CredentialInfo
+from credvault.credentials import (
+    Credential,
+    CredentialInfo,
+    FindHits,
+    TrashInfo,
+    VersionInfo,
+)
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams, check
@@ -70,6 +77,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.results import PurgePlan
     from credvault.team_export import TeamClients
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
+    from credvault.team_records import TeamSystems
 
 TABLE = "credentials"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
@@ -291,9 +299,12 @@ class Team:
     # -- lifecycle and purge (credvault.team_lifecycle, loaded when used) -----------------
     @property
     def purger(self) -> TeamPurger:
+        """The engagement purge (:mod:`credvault.team_lifecycle`) and ``trash purge``
+        (:mod:`credvault.team_records`), as ``Vault.purger`` has both."""
         from credvault.team_lifecycle import TeamPurger
+        from credvault.team_records import TeamTrash
 
-        return TeamPurger(self)
+        return TeamPurger(self, trash=TeamTrash(self))
 
     def purge(self, *, dry_run: bool = False, confirm_clock: str | None = None) -> list[PurgePlan]:
         """Purge every engagement that is due (admins), receipts signed here."""
@@ -605,24 +616,82 @@ class Team:
             del self._engagement_keys[k]
 
     def place(
-        self, eng_uid: bytes, uid: bytes, field: str, binding: envelope.Binding = ()
+        self,
+        eng_uid: bytes,
+        uid: bytes,
+        field: str,
+        binding: envelope.Binding = (),
+        *,
+        table: str = TABLE,
     ) -> envelope.Place:
-        return envelope.Place(self.vault_id, eng_uid, TABLE, uid, field, binding)
+        return envelope.Place(self.vault_id, eng_uid, table, uid, field, binding)
 
-    def binding(
-        self, eng: str, uid: bytes, field: str, blob: bytes, known: tuple[str, str, bytes] | None
-    ) -> envelope.Binding:
-        """The record binding a migrated anchor was sealed with (a SQLCipher vault binds
-        each credential's ``secret`` to its name, kind and system link, docs/format.md §4);
-        empty for an envelope sealed to its place only (everything a team client writes).
-        ``known``: the record's clear columns, looked up here if not given."""
-        if field != "secret" or not envelope.is_bound(blob):
-            return ()
-        if known is None:
-            known = self.store.bindings(eng, uid).get(uid)
-        if known is None:
-            raise IntegrityError(f"engagement {eng!r}: a record-bound envelope without its record")
-        return ("credential", *known)
+    def seal(
+        self,
+        eng_uid: bytes,
+        uid: bytes,
+        field: str,
+        value: bytes,
+        key: bytes,
+        version: int,
+        *,
+        table: str = TABLE,
+        record: envelope.Binding = (),
+    ) -> bytes:
+        """The one place a team client makes an envelope (credentials, systems, versions
+        and trash rows at a rotation, a re-bound anchor). ``record``: the record's binding,
+        given for its anchor field (a credential's ``secret``, a system's ``address``):
+        the anchor is then sealed bound to it (format 0x02, as SQLCipher writes and as
+        :meth:`unseal` requires on an engagement with a membership log); the other fields
+        are sealed to their place alone."""
+        return envelope.seal(
+            self.place(eng_uid, uid, field, record, table=table), value, key, version
+        )
+
+    def unseal(
+        self,
+        eng_uid: bytes,
+        uid: bytes,
+        field: str,
+        blob: bytes,
+        key: bytes,
+        *,
+        table: str = TABLE,
+        record: envelope.Binding = (),
+        engagement: str | None = None,
+    ) -> bytes:
+        """Open an envelope of a record: a record-bound one (0x02) with ``record`` (the
+        clear columns as the server shows them: changed ones fail, exit 6), a place-bound
+        one with its place alone. An anchor (``record`` given) sealed without its binding
+        is refused where ``engagement`` has a membership log, as :meth:`TeamCredentials._open`
+        refuses it: everything under a log was written bound."""
+        if envelope.is_bound(blob) and not record:
+            raise IntegrityError("a record-bound envelope without its record")
+        if record and not envelope.is_bound(blob) and engagement and self.logged(engagement):
+            raise IntegrityError(
+                f"engagement {engagement!r}: a record sealed without its binding: tampered with"
+            )
+        bound = record if envelope.is_bound(blob) else ()
+        return envelope.open_(self.place(eng_uid, uid, field, bound, table=table), blob, key)
+
+    def role(self, engagement: str) -> Role | None:
+        """The member's live role on ``engagement`` as the server's grants say (None:
+        none, or the engagement is hidden)."""
+        g = self.store.my_grant(engagement)
+        return None if g is None else Role(g.role)
+
+    def permits(self, operation: str, engagement: str) -> bool:
+        """The client's own check of :mod:`credvault.access`'s table (the server checks
+        again with its grants; admins get no write or read without a grant there)."""
+        from credvault.access import permits
+
+        return permits(operation, self.role(engagement), admin=False)
+
+    @property
+    def systems(self) -> TeamSystems:
+        from credvault.team_records import TeamSystems
+
+        return TeamSystems(self)
 
     def sign(self, message: bytes) -> bytes:
         return p.sign(self.keys.sign_private, labels.GRANT_SIG, message)
@@ -647,7 +716,7 @@ class TeamCredentials:
         t = self.t
         eng, name = validate.ref(ref)
         if system is not None:
-            raise NotOnTeam("put --system")
+            system = validate.name(system, "system name")
         raw = (
             secret.reveal()
             if isinstance(secret, Secret)
@@ -656,31 +725,43 @@ class TeamCredentials:
         if not raw:
             raise InvalidInput("the secret is empty")
         existing = t.store.credential_meta(eng, name)
+        kind_given = kind is not None
         kind = kind or (existing[0] if existing else "password")
         eng_uid, key, version = t.engagement_key(eng, "put")
         uid = os.urandom(16)
         # the secret is bound to the record's clear columns (format 0x02, docs/format.md §4):
-        # name, kind and the system link the row keeps (a replaced value keeps its link)
-        system_uid = t.store.credential_system(eng, name) if existing else b""
+        # name, kind and the system link: the one named (put --system), else the one the
+        # row keeps (a replaced value keeps its link)
+        if system is not None:
+            linked = t.store.system(eng, system)
+            system_uid = linked.uid if linked is not None else b""
+        else:
+            system_uid = (t.store.credential_system(eng, name) or b"") if existing else b""
         record: envelope.Binding = ("credential", name, kind, system_uid)
 
         def seal(field: str, value: bytes | None) -> bytes | None:
             if value is None:
                 return None
-            return envelope.seal(t.place(eng_uid, uid, field), value, key, version)
+            return t.seal(eng_uid, uid, field, value, key, version)
 
         envs = (
-            envelope.seal(t.place(eng_uid, uid, "secret", record), raw, key, version),
+            t.seal(eng_uid, uid, "secret", raw, key, version, record=record),
             seal("username", None if username is None else username.encode()),
             seal("url", None if url is None else url.encode()),
             seal("notes", None if notes is None else notes.encode()),
         )
         del raw
-        if not t.store.put_credential(eng, name, kind, uid, version, envs):
+        # what a replace changed, for the history (as SQLCipher names it)
+        given = {"username": username, "url": url, "notes": notes, "system": system}
+        changed = ", ".join(
+            ["secret", *(f for f, v in given.items() if v is not None)]
+            + (["kind"] if kind_given else [])
+        )
+        if not t.store.put_credential_linked(eng, name, kind, uid, version, envs, system, changed):
             raise AccessDenied(t.member, "put", eng, "refused by the server")
         meta = t.store.credential_meta(eng, name)
         created, updated = (meta[1], meta[2]) if meta else ("", "")
-        return CredentialInfo(eng, name, kind, None, created, updated)
+        return CredentialInfo(eng, name, kind, system, created, updated)
 
     def _read(
         self, ref: str, reason: str | None
@@ -739,9 +820,14 @@ class TeamCredentials:
         return envelope.open_(t.place(eng_uid, f.uid, field, record), blob, key)
 
     def get(self, ref: str, *, reason: str | None = None, version: int | None = None) -> Credential:
-        """An audited read: the server commits the audit row, then releases the envelopes."""
+        """An audited read: the server commits the audit row, then releases the envelopes.
+        ``version``: an earlier one (:func:`credvault.team_records.get_version`)."""
         if version is not None:
-            raise NotOnTeam("get --version")
+            from credvault.team_records import get_version
+
+            got = get_version(self.t, ref, reason, version)
+            if got is not None:
+                return got
         eng, name, v, f = self._read(ref, reason)
 
         def text(b: bytes | None) -> str | None:
@@ -770,18 +856,72 @@ class TeamCredentials:
         system: bool = False,
         version: int | None = None,
     ) -> dict[str, str | None]:
-        """username, url, notes (audited as a read: the server releases whole records).
-        A team vault has no systems and no earlier versions yet: ``system`` (``get --field
-        address|port``) and ``version`` are refused by name."""
+        """username, url, notes, kind and system, audited as ``show``: the server releases
+        them without the secret (request kind ``fields``), as SQLCipher reads them.
+        With ``system``: the linked system's address and port instead (``get --field
+        address|port``), audited as ``show`` as on SQLCipher: the secret is not released.
+        ``version``: that earlier version's, audited as ``show`` (its secret not released)."""
         if system:
-            raise InvalidInput("a team vault has no systems yet: --field address|port")
+            from credvault.team_records import linked_address
+
+            return linked_address(self.t, ref, reason)
         if version is not None:
-            raise InvalidInput("a team vault keeps no earlier versions yet: --version")
-        _, _, v, _ = self._read(ref, reason)
-        return {
-            k: (None if v[k] is None else (v[k] or b"").decode())
-            for k in ("username", "url", "notes")
-        }
+            from credvault.team_records import version_fields
+
+            return version_fields(self.t, ref, reason, version)
+        from credvault.team_records import current_fields
+
+        return current_fields(self.t, ref, reason)
+
+    def edit(self, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
+        """Fields other than the secret, sealed here; kind and link in the clear."""
+        from credvault.team_records import edit
+
+        return edit(self.t, ref, changes)
+
+    def move(self, ref: str, target: str) -> CredentialInfo:
+        """A rename within the engagement; into another one: not on a team vault yet."""
+        from credvault.team_records import move
+
+        eng, _ = validate.ref(ref)
+        if "/" in target and validate.ref(target)[0] != eng:
+            raise NotOnTeam("mv to another engagement")
+        return move(self.t, ref, target)
+
+    def find(self, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:
+        """Names where the member holds a role; fields where they may read (audited)."""
+        from credvault.team_records import find
+
+        return find(self.t, text, fields=fields, reason=reason)
+
+    def remove(self, ref: str) -> str:
+        """To the engagement's trash; returns when it leaves it."""
+        from credvault.team_records import remove
+
+        return remove(self.t, ref)
+
+    def trash(self, engagement: str) -> builtins.list[TrashInfo]:
+        from credvault.team_records import trash
+
+        return trash(self.t, engagement)
+
+    def restore(self, ref: str) -> None:
+        """The latest removal of that name back from the trash."""
+        from credvault.team_records import restore
+
+        restore(self.t, ref)
+
+    def history(self, ref: str) -> builtins.list[VersionInfo]:
+        """Every version, oldest first: who, when, what changed (never a value)."""
+        from credvault.team_records import history
+
+        return history(self.t, ref)
+
+    def revert(self, ref: str, version: int) -> CredentialInfo:
+        """An earlier version current again, as a new version (done by the server)."""
+        from credvault.team_records import revert
+
+        return revert(self.t, ref, version)
 
     def list(self, engagement: str | None = None) -> builtins.list[CredentialInfo]:
         t = self.t
@@ -790,7 +930,8 @@ class TeamCredentials:
             if t.store.engagement(engagement) is None:
                 raise AccessDenied(t.member, "list", engagement, "no role on it")
         return [
-            CredentialInfo(e, n, k, None, c, u) for e, n, k, c, u in t.store.credentials(engagement)
+            CredentialInfo(e, n, k, sy, c, u)
+            for e, n, k, c, u, sy in t.store.credentials(engagement)
         ]
 
 
@@ -1059,7 +1200,7 @@ class TeamEngagements:
         req = t.store.request_rotation(name)
         if req is None:
             raise AccessDenied(t.member, "rotate", name, "refused by the server")
-        rows = t.store.rotation_fetch_all(req, name)
+        rows = t.store.rotation_fetch_records(req, name)
         new_key = p.random_key()
         version = old_version + 1
         if state is not None:
@@ -1073,7 +1214,13 @@ class TeamEngagements:
                 _now(),
             )
             links.append(link)
-        credentials, systems = self._reseal(name, eng_uid, rows, old_key, old_version, new_key)
+        from credvault.team_records import reseal
+
+        # every record: credentials, systems, the trash and earlier versions (none stays
+        # under the old key), anchors bound as put binds them
+        records = reseal(
+            t, name, eng_uid, rows, old_key, old_version, new_key, logged=t.logged(name)
+        )
         copies = []
         if state is not None:
             now = _now()
@@ -1090,80 +1237,13 @@ class TeamEngagements:
                 copy_message(t.vault_id, eng_uid, member, version, copy, new_key, t.member)
             )
             copies.append((member, copy, sig))
-        stored = t.store.rotate_key_logged(
-            name, old_version, p.fingerprint(new_key), credentials, systems, copies, links
+        stored = t.store.rotate_records(
+            name, old_version, p.fingerprint(new_key), records, copies, links
         )
         t.forget_keys(name)
         if state is not None:
             t.witness.keep(eng_uid, state)
         return stored
-
-    def _reseal(
-        self,
-        name: str,
-        eng_uid: bytes,
-        rows: builtins.list[
-            tuple[str, bytes, int, bytes, bytes | None, bytes | None, bytes | None]
-        ],
-        old_key: bytes | None,
-        old_version: int,
-        new_key: bytes,
-    ) -> tuple[
-        builtins.list[tuple[bytes, bytes, bytes | None, bytes | None, bytes | None]],
-        builtins.list[tuple[bytes, bytes, bytes | None]],
-    ]:
-        """Every credential and system opened under the old key and sealed under the new,
-        each anchor (a credential's secret, a system's address) bound to its record's clear
-        columns as the server shows them now (a tampered one fails to open: exit 6)."""
-        from credvault.items import system_binding
-
-        t = self.t
-        version = old_version + 1
-        creds = t.store.bindings(name) if any(r[0] == "credentials" for r in rows) else {}
-        systems = t.store.system_bindings(name) if any(r[0] == "systems" for r in rows) else {}
-        logged = t.logged(name)
-        out_c, out_s = [], []
-        for table, uid, kv, *envs in rows:
-            if kv != old_version or old_key is None:
-                raise IntegrityError(f"engagement {name!r}: a record under an unknown key version")
-            if table == "credentials":
-                known = creds.get(uid)
-                if known is None:
-                    raise IntegrityError(f"engagement {name!r}: a record without its row")
-                record: envelope.Binding = ("credential", *known)
-                fields: tuple[str, ...] = ("secret", "username", "url", "notes")
-            else:
-                sys_row = systems.get(uid)
-                if sys_row is None:
-                    raise IntegrityError(f"engagement {name!r}: a system without its row")
-                record = system_binding(*sys_row)
-                fields = ("address", "details")
-                envs = envs[:2]
-            sealed: builtins.list[bytes | None] = []
-            for i, (field, blob) in enumerate(zip(fields, envs, strict=True)):
-                if blob is None:
-                    sealed.append(None)
-                    continue
-                bound = record if i == 0 else ()
-                if i == 0 and not envelope.is_bound(blob):
-                    if logged:
-                        raise IntegrityError(
-                            f"engagement {name!r}: a record sealed without its binding"
-                        )
-                    opened = envelope.open_(
-                        envelope.Place(t.vault_id, eng_uid, table, uid, field), blob, old_key
-                    )
-                else:
-                    place = envelope.Place(t.vault_id, eng_uid, table, uid, field, bound)
-                    opened = envelope.open_(place, blob, old_key)
-                place = envelope.Place(t.vault_id, eng_uid, table, uid, field, bound)
-                sealed.append(envelope.seal(place, opened, new_key, version))
-                del opened
-            if table == "credentials":
-                out_c.append((uid, sealed[0] or b"", sealed[1], sealed[2], sealed[3]))
-            else:
-                out_s.append((uid, sealed[0] or b"", sealed[1]))
-        return out_c, out_s
 
 
 class TeamMembers:

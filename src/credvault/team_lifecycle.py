@@ -11,12 +11,13 @@ the member's machine (the purge receipt's signature above all).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from credvault.errors import (
     AccessDenied,
     IntegrityError,
     InvalidInput,
+    NotOnTeam,
     RetentionError,
     UnsupportedFormat,
 )
@@ -171,13 +172,27 @@ def sign_receipt(keys: MemberKeys, facts: dict[str, object], complete_at: str | 
     return receipt_text({**full, "signature": base64.b64encode(sig).decode()})
 
 
+class TrashPurging(Protocol):
+    """What ``trash purge`` needs (:class:`credvault.team_records.TeamTrash`): given by
+    ``team.py``, which loads both modules, so this one imports neither."""
+
+    def destroy_trashed(self, ref: str, *, system: bool = False) -> None: ...
+
+
 class TeamPurger:
     """Purges on a team vault: due ones by an admin (``credvault purge``, and automatically
     when an admin opens the vault for any command but ``get``), a shred by its lead or an
     admin. The server deletes, audits and states the facts; the receipt is signed here."""
 
-    def __init__(self, t: TeamHandle) -> None:
+    def __init__(self, t: TeamHandle, *, trash: TrashPurging | None = None) -> None:
         self.t = t
+        self.trash = trash
+
+    def destroy_trashed(self, ref: str, *, system: bool = False) -> None:
+        """``trash purge``: one removal destroyed now (:mod:`credvault.team_records`)."""
+        if self.trash is None:
+            raise NotOnTeam("trash purge")
+        self.trash.destroy_trashed(ref, system=system)
 
     @property
     def complete(self) -> bool:

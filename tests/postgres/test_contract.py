@@ -352,6 +352,458 @@ def test_the_secret_never_reaches_argv_env_or_stderr(world: World) -> None:
         assert all(SECRET.decode() not in v for v in env.values())
 
 
+# -- systems (both backends) ------------------------------------------------------------------
+# a denial is audited under the operation's verb (access.py): "system add", not "system-add"
+SYSTEM_ACTIONS = (
+    "system-ls",
+    "list systems",
+    "system-add",
+    "system-update",
+    "system-show",
+    "show",
+    "system-rm",
+    "system add",
+    "system rm",
+    "system show",
+)
+
+
+def _audit(world: World, who: str, actions: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(member, action, outcome) of the engagement's entries with these actions, in order."""
+    import json
+
+    r = world.ok("alice", "audit", "--engagement", "acme-2026", "--json")
+    import re
+
+    return [  # a date in a detail ("to the trash until …") as T
+        (e["member"], e["action"], e["outcome"], re.sub(r"\d{4}-[\d-]+T[\d:.]+Z", "T", e["detail"]))
+        for e in json.loads(r.out)
+        if e["action"] in actions and e["member"] == who
+    ]
+
+
+def test_systems_add_list_show_link_and_remove(world: World, tmp_path: Path) -> None:
+    import json
+
+    fields = tmp_path / "sys.json"
+    fields.write_text('{"address": "10.0.0.5", "details": "jump host, rack 4"}')
+    r = world.ok(
+        "alice", "system", "add", "acme-2026/web1", "--fields-from", str(fields),
+        "--port", "22", "--protocol", "ssh",
+    )  # fmt: skip
+    assert r.text == "added system acme-2026/web1\n"
+    ls = json.loads(world.ok("alice", "system", "ls", "acme-2026", "--json").out)
+    assert [(s["name"], s["port"], s["protocol"], s["address"]) for s in ls] == [
+        ("web1", 22, "ssh", None)  # a listing never carries the address
+    ]
+    shown = json.loads(world.ok("alice", "system", "show", "acme-2026/web1", "--json").out)
+    assert (shown["address"], shown["port"], shown["details"]) == (
+        "10.0.0.5",
+        22,
+        "jump host, rack 4",
+    )
+    # add on an existing system changes what is given and keeps the rest
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.0.0.6")
+    shown = json.loads(world.ok("alice", "system", "show", "acme-2026/web1", "--json").out)
+    assert (shown["address"], shown["port"], shown["protocol"], shown["details"]) == (
+        "10.0.0.6",
+        22,
+        "ssh",
+        "jump host, rack 4",
+    )
+    text = world.ok("alice", "system", "show", "acme-2026/web1").text
+    assert "address:    10.0.0.6" in text
+    # a credential linked to it
+    world.ok("alice", "put", "acme-2026/root", "--system", "web1", input=SECRET + b"\n")
+    assert world.ok("alice", "get", "acme-2026/root", "--field", "address").out == b"10.0.0.6\n"
+    assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"22\n"
+    listed = json.loads(world.ok("alice", "ls", "acme-2026", "--json").out)
+    assert [(c["name"], c["system"]) for c in listed] == [("root", "web1")]
+    # a replace without --system keeps the link
+    world.ok("alice", "put", "acme-2026/root", input=b"rotated\n")
+    assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"22\n"
+    assert world.ok("alice", "get", "acme-2026/root").out == b"rotated\n"
+    missing = world.run("alice", "put", "acme-2026/x", "--system", "nope", input=b"v\n")
+    assert missing.code == 3
+    one_line(missing)
+    # removal: to the trash; the link goes with it
+    rm = world.ok("alice", "system", "rm", "acme-2026/web1")
+    assert rm.text.startswith("moved system acme-2026/web1 to the trash until ")
+    assert rm.text.endswith(" (credvault trash restore --system)\n")
+    gone = world.run("alice", "system", "show", "acme-2026/web1")
+    assert gone.code == 3
+    one_line(gone)
+    assert world.run("alice", "system", "rm", "acme-2026/web1").code == 3
+    nolink = world.run("alice", "get", "acme-2026/root", "--field", "address")
+    assert nolink.code == 3
+    assert "has no address" in one_line(nolink)
+    assert world.ok("alice", "system", "ls", "acme-2026").out.count(b"web1") == 0
+    assert world.ok("alice", "get", "acme-2026/root").out == b"rotated\n"
+    assert _audit(world, "alice", SYSTEM_ACTIONS) == [
+        ("alice", "system-add", "ok", ""),
+        ("alice", "system-ls", "ok", "1 systems listed"),
+        ("alice", "system-show", "ok", ""),
+        ("alice", "system-update", "ok", "changed address"),
+        ("alice", "system-show", "ok", ""),
+        ("alice", "system-show", "ok", ""),
+        *[("alice", "show", "ok", "system address and port, without the secret")] * 3,
+        ("alice", "system-rm", "ok", "to the trash until T"),
+        ("alice", "system-show", "error", "not found"),
+        ("alice", "system-rm", "error", "not found"),
+        ("alice", "show", "ok", "system address and port, without the secret"),
+        ("alice", "system-ls", "ok", "0 systems listed"),
+    ]
+
+
+def test_a_reader_reads_systems_but_cannot_change_them(world: World) -> None:
+    import json
+
+    world.ok("alice", "system", "add", "acme-2026/db1", "--address", "db1.acme.example")
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    shown = json.loads(world.ok("bob", "system", "show", "acme-2026/db1", "--json").out)
+    assert shown["address"] == "db1.acme.example"
+    for args in (
+        ("system", "add", "acme-2026/db1", "--address", "10.9.9.9"),
+        ("system", "add", "acme-2026/db2", "--address", "10.9.9.9"),
+        ("system", "rm", "acme-2026/db1"),
+    ):
+        r = world.run("bob", *args)
+        assert r.code == 4, (args, r.err)
+        assert "access denied" in one_line(r)
+    assert _audit(world, "bob", SYSTEM_ACTIONS) == [
+        ("bob", "system-show", "ok", ""),
+        ("bob", "system add", "denied", "role reader"),
+        ("bob", "system add", "denied", "role reader"),
+        ("bob", "system rm", "denied", "role reader"),
+    ]
+    shown = json.loads(world.ok("alice", "system", "show", "acme-2026/db1", "--json").out)
+    assert shown["address"] == "db1.acme.example"
+    # a member without a role sees nothing of it
+    r = world.run("carol", "system", "show", "acme-2026/db1")
+    assert r.code == 4
+    assert b"db1.acme" not in r.out
+    assert world.run("carol", "system", "ls", "acme-2026").code == 4
+
+
+def test_systems_survive_the_rotation_of_a_revoke(world: World) -> None:
+    import json
+
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.1.1.1", "--port", "443")
+    world.ok("alice", "put", "acme-2026/admin", "--system", "web1", input=SECRET + b"\n")
+    world.ok("alice", "system", "add", "acme-2026/old", "--address", "10.2.2.2")
+    world.ok("alice", "system", "rm", "acme-2026/old")
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("bob", "system", "show", "acme-2026/web1")
+    world.ok("alice", "revoke", "acme-2026", "bob")
+    shown = json.loads(world.ok("alice", "system", "show", "acme-2026/web1", "--json").out)
+    assert (shown["address"], shown["port"]) == ("10.1.1.1", 443)
+    assert world.ok("alice", "get", "acme-2026/admin", "--field", "address").out == b"10.1.1.1\n"
+    assert world.ok("alice", "get", "acme-2026/admin").out == SECRET + b"\n"
+    assert world.run("bob", "system", "show", "acme-2026/web1").code == 4
+
+
+# -- history and revert (both backends) ----------------------------------------------------------
+HISTORY_ACTIONS = ("history", "revert", "get", "show")
+
+
+def test_history_keeps_every_version_and_revert_brings_one_back(world: World) -> None:
+    import json
+
+    world.ok("alice", "put", "acme-2026/db", input=b"first\n")
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("bob", "put", "acme-2026/db", "--username", "root", input=b"second\n")
+    world.ok("alice", "put", "acme-2026/db", "--kind", "token", input=b"third\n")
+    hist = json.loads(world.ok("alice", "history", "acme-2026/db", "--json").out)
+    got = [(h["version"], h["by"], h["changed"], h["kind"], h["current"]) for h in hist]
+    assert got == [
+        (1, "alice", "created", "password", False),
+        (2, "bob", "secret, username", "password", False),
+        (3, "alice", "secret, kind", "token", True),
+    ]
+    assert all(h["at"].endswith("Z") for h in hist)
+    assert SECRET not in world.ok("alice", "history", "acme-2026/db").out
+    table = world.ok("alice", "history", "acme-2026/db").text
+    assert "3 (current)" in table
+    # earlier versions, on the record
+    assert world.ok("bob", "get", "acme-2026/db", "--version", "1").out == b"first\n"
+    assert world.ok("bob", "get", "acme-2026/db", "--version", "3").out == b"third\n"
+    assert world.ok(
+        "alice", "get", "acme-2026/db", "--version", "2", "--field", "username"
+    ).out == (b"root\n")
+    r = world.run("alice", "get", "acme-2026/db", "--version", "9")
+    assert r.code == 3
+    assert "has no version 9" in one_line(r)
+    assert world.run("alice", "get", "acme-2026/db", "--version", "0").code == 2
+    # revert: a new version, nothing lost
+    r = world.ok("alice", "revert", "acme-2026/db", "1")
+    assert r.text == "reverted acme-2026/db to version 1 (now version 4)\n"
+    assert world.ok("alice", "get", "acme-2026/db").out == b"first\n"
+    hist = json.loads(world.ok("alice", "history", "acme-2026/db", "--json").out)
+    assert [(h["version"], h["changed"], h["kind"]) for h in hist][-2:] == [
+        (3, "secret, kind", "token"),
+        (4, "revert to version 1", "password"),
+    ]
+    assert world.ok("alice", "get", "acme-2026/db", "--version", "3").out == b"third\n"
+    missing = world.run("alice", "revert", "acme-2026/db", "7")
+    assert missing.code == 3
+    one_line(missing)
+    nope = world.run("alice", "history", "acme-2026/nope")
+    assert nope.code == 3
+    one_line(nope)
+    assert _audit(world, "bob", HISTORY_ACTIONS) == [
+        ("bob", "get", "ok", "version 1"),
+        ("bob", "get", "ok", ""),
+    ]
+    alice = _audit(world, "alice", HISTORY_ACTIONS)
+    assert alice == [
+        ("alice", "history", "ok", "3 versions"),
+        ("alice", "history", "ok", "3 versions"),
+        ("alice", "history", "ok", "3 versions"),
+        ("alice", "show", "ok", "version 2: fields without the secret"),
+        ("alice", "get", "error", "no version 9"),
+        ("alice", "revert", "ok", "to version 1"),
+        ("alice", "history", "ok", "4 versions"),
+        ("alice", "get", "ok", ""),
+        ("alice", "history", "ok", "4 versions"),
+        ("alice", "get", "ok", "version 3"),
+        ("alice", "history", "error", "not found"),
+    ]
+
+
+def test_a_reader_reads_history_but_cannot_revert(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=b"second\n")
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    assert world.ok("bob", "get", "acme-2026/db", "--version", "1").out == b"first\n"
+    world.ok("bob", "history", "acme-2026/db")
+    r = world.run("bob", "revert", "acme-2026/db", "1")
+    assert r.code == 4
+    assert "access denied" in one_line(r)
+    assert world.ok("alice", "get", "acme-2026/db").out == b"second\n"
+    assert ("bob", "revert", "denied", "role reader") in _audit(world, "bob", ("revert",))
+    denied = world.run("carol", "get", "acme-2026/db", "--version", "1")
+    assert denied.code == 4
+    assert b"first" not in denied.out
+    assert world.run("carol", "history", "acme-2026/db").code == 4
+
+
+def test_history_survives_the_rotation_of_a_revoke(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=b"second\n")
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("alice", "revoke", "acme-2026", "bob")
+    assert world.ok("alice", "get", "acme-2026/db", "--version", "1").out == b"first\n"
+    world.ok("alice", "revert", "acme-2026/db", "1")
+    assert world.ok("alice", "get", "acme-2026/db").out == b"first\n"
+
+
+# -- edit, mv, find (both backends) ------------------------------------------------------------
+def test_edit_changes_fields_but_never_the_secret(world: World) -> None:
+    import json
+
+    world.ok("alice", "put", "acme-2026/db", "--username", "root", input=SECRET + b"\n")
+    r = world.ok(
+        "alice", "edit", "acme-2026/db", "--username", "admin", "--url",
+        "https://db.acme.example", "--kind", "token",
+    )  # fmt: skip
+    assert r.text == "edited acme-2026/db: username, url, kind\n"
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "username").out == b"admin\n"
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    listed = json.loads(world.ok("alice", "ls", "acme-2026", "--json").out)
+    assert [(c["name"], c["kind"]) for c in listed] == [("db", "token")]
+    world.ok("alice", "edit", "acme-2026/db", "--clear", "url")
+    assert world.run("alice", "get", "acme-2026/db", "--field", "url").code == 3
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.0.0.9")
+    world.ok("alice", "edit", "acme-2026/db", "--system", "web1")
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "address").out == b"10.0.0.9\n"
+    nosys = world.run("alice", "edit", "acme-2026/db", "--system", "nope")
+    assert nosys.code == 3
+    one_line(nosys)
+    assert world.run("alice", "edit", "acme-2026/missing", "--username", "x").code == 3
+    hist = json.loads(world.ok("alice", "history", "acme-2026/db", "--json").out)
+    assert [h["changed"] for h in hist] == ["created", "username, url, kind", "url", "system"]
+    assert world.ok(
+        "alice", "get", "acme-2026/db", "--version", "1", "--field", "username"
+    ).out == (b"root\n")
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    denied = world.run("bob", "edit", "acme-2026/db", "--username", "bob")
+    assert denied.code == 4
+    one_line(denied)
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "username").out == b"admin\n"
+    assert _audit(world, "alice", ("edit",)) == [
+        ("alice", "edit", "ok", "changed username, url, kind"),
+        ("alice", "edit", "ok", "changed url"),
+        ("alice", "edit", "ok", "changed system"),
+    ]
+    assert _audit(world, "bob", ("edit",)) == [("bob", "edit", "denied", "role reader")]
+
+
+def test_mv_renames_within_the_engagement(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.ok("alice", "put", "acme-2026/other", input=b"x\n")
+    r = world.ok("alice", "mv", "acme-2026/db", "db-prod")
+    assert r.text == "moved acme-2026/db to acme-2026/db-prod\n"
+    assert world.ok("alice", "get", "acme-2026/db-prod").out == SECRET + b"\n"
+    assert world.run("alice", "get", "acme-2026/db").code == 3
+    assert world.ok("alice", "get", "acme-2026/db-prod", "--version", "1").out == b"first\n"
+    clash = world.run("alice", "mv", "acme-2026/db-prod", "other")
+    assert clash.code == 1
+    assert "exists already" in one_line(clash)
+    assert world.run("alice", "mv", "acme-2026/nope", "x").code == 3
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    assert world.run("bob", "mv", "acme-2026/other", "mine").code == 4
+    assert world.ok("alice", "get", "acme-2026/other").out == b"x\n"
+    assert _audit(world, "alice", ("mv",)) == [("alice", "mv", "ok", "renamed to db-prod")]
+    assert _audit(world, "bob", ("mv",)) == [("bob", "mv", "denied", "role reader")]
+
+
+def test_find_searches_names_and_readable_fields(world: World) -> None:
+    import json
+
+    world.ok("alice", "put", "acme-2026/web", "--username", "deploy-user", input=b"v\n")
+    world.ok("alice", "put", "acme-2026/api", "--kind", "token", input=SECRET + b"\n")
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.0.0.7")
+    world.ok("alice", "system", "add", "acme-2026/gw", "--address", "rack9.acme.example")
+
+    def hits(who: str, *args: str) -> list[tuple[str, str, str, str]]:
+        out = json.loads(world.ok(who, "find", *args, "--json").out)
+        return [(h["engagement"], h["type"], h["name"], h["field"]) for h in out]
+
+    assert hits("alice", "DEPLOY") == [("acme-2026", "credential", "web", "username")]
+    assert hits("alice", "web") == [
+        ("acme-2026", "credential", "web", "name"),
+        ("acme-2026", "system", "web1", "name"),
+    ]
+    assert hits("alice", "rack9") == [("acme-2026", "system", "gw", "address")]
+    assert hits("alice", "rack9", "--names-only") == []
+    assert hits("carol", "web") == []  # no role: nothing, not even names
+    r = world.ok("alice", "find", "deploy")
+    assert b"deploy-user" not in r.out  # the field that matched, never its value
+    assert SECRET not in world.ok("alice", "find", "CANARY", "--json").out
+    found = [e for e in _audit(world, "alice", ("find",)) if e[2] == "ok"]
+    assert len(found) == 5  # one per field search of acme-2026
+    assert all(e[3].startswith("fields searched") for e in found)
+
+
+def test_edit_in_the_editor_and_field_reads_are_shows_not_gets(
+    world: World, tmp_path: Path
+) -> None:
+    """Fields without the secret are audited as ``show`` on both backends (so a revoke does
+    not list them as read), and ``edit`` with no option round-trips them through $EDITOR."""
+    world.ok("alice", "put", "acme-2026/db", "--username", "root", input=SECRET + b"\n")
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/^username: root$/username: admin/' \"$1\"\n")
+    editor.chmod(0o700)
+    world.envs["alice"] = {**world.envs["alice"], "EDITOR": str(editor), "VISUAL": ""}
+    r = world.ok("alice", "edit", "acme-2026/db")
+    assert r.text == "edited acme-2026/db: username\n"
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "username").out == b"admin\n"
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    assert _audit(world, "alice", ("get", "show", "edit")) == [
+        ("alice", "show", "ok", "fields without the secret"),
+        ("alice", "edit", "ok", "changed username"),
+        ("alice", "show", "ok", "fields without the secret"),
+        ("alice", "get", "ok", ""),
+    ]
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("bob", "get", "acme-2026/db", "--field", "username")
+    r = world.ok("alice", "revoke", "acme-2026", "bob")
+    assert r.text.splitlines()[1] == "bob read no credentials of acme-2026"  # no secret
+
+
+# -- the trash (both backends) -------------------------------------------------------------------
+TRASH_ACTIONS = (
+    "rm", "trash", "restore", "trash-purge", "system-restore", "system restore", "trash purge",
+)  # fmt: skip
+
+
+def test_rm_to_the_trash_and_back(world: World) -> None:
+    import json
+
+    world.ok("alice", "system", "add", "acme-2026/web1", "--address", "10.0.0.5", "--port", "22")
+    world.ok("alice", "put", "acme-2026/db", "--system", "web1", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    r = world.ok("alice", "rm", "acme-2026/db")
+    assert r.text.startswith("moved acme-2026/db to the trash until ")
+    assert r.text.endswith(" (credvault trash restore)\n")
+    assert world.run("alice", "get", "acme-2026/db").code == 3
+    assert world.ok("alice", "ls", "acme-2026", "--json").out.strip() == b"[]"
+    items = json.loads(world.ok("alice", "trash", "ls", "acme-2026", "--json").out)
+    assert [(i["type"], i["name"], i["deleted_by"]) for i in items] == [
+        ("credential", "db", "alice")
+    ]
+    assert items[0]["expires_at"] > items[0]["deleted_at"]
+    assert SECRET not in world.ok("alice", "trash", "ls", "acme-2026").out
+    assert world.run("alice", "rm", "acme-2026/db").code == 3
+    assert world.ok("alice", "trash", "restore", "acme-2026/db").text == ("restored acme-2026/db\n")
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    assert world.ok("alice", "get", "acme-2026/db", "--version", "1").out == b"first\n"
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "address").out == b"10.0.0.5\n"
+    again = world.run("alice", "trash", "restore", "acme-2026/db")
+    assert again.code == 3
+    assert "not in the trash" in one_line(again)
+    # a system goes and comes back with its links; trash purge destroys for good
+    world.ok("alice", "system", "rm", "acme-2026/web1")
+    assert world.run("alice", "get", "acme-2026/db", "--field", "address").code == 3
+    world.ok("alice", "trash", "restore", "acme-2026/web1", "--system")
+    assert world.ok("alice", "get", "acme-2026/db", "--field", "address").out == b"10.0.0.5\n"
+    world.ok("alice", "rm", "acme-2026/db")
+    world.ok("alice", "put", "acme-2026/db", input=b"new\n")
+    clash = world.run("alice", "trash", "restore", "acme-2026/db")
+    assert clash.code == 1
+    assert "exists" in one_line(clash)
+    d = world.ok("alice", "trash", "purge", "acme-2026/db", "--yes")
+    assert d.text == "destroyed acme-2026/db\n"
+    assert json.loads(world.ok("alice", "trash", "ls", "acme-2026", "--json").out) == []
+    assert world.run("alice", "trash", "purge", "acme-2026/db", "--yes").code == 3
+    assert world.ok("alice", "get", "acme-2026/db").out == b"new\n"
+    assert _audit(world, "alice", TRASH_ACTIONS) == [
+        ("alice", "rm", "ok", "to the trash until T"),
+        ("alice", "trash", "ok", "1 items in the trash"),
+        ("alice", "trash", "ok", "1 items in the trash"),
+        ("alice", "rm", "error", "not found"),
+        ("alice", "restore", "ok", "removed T by alice"),
+        ("alice", "system-restore", "ok", "1 credentials relinked"),
+        ("alice", "rm", "ok", "to the trash until T"),
+        ("alice", "trash-purge", "ok", "credential removed T destroyed"),
+        ("alice", "trash", "ok", "0 items in the trash"),
+    ]
+
+
+def test_a_reader_lists_the_trash_but_cannot_change_it(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.ok("alice", "put", "acme-2026/gone", input=b"x\n")
+    world.ok("alice", "rm", "acme-2026/gone")
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+    world.ok("bob", "trash", "ls", "acme-2026")
+    for args in (
+        ("rm", "acme-2026/db"),
+        ("trash", "restore", "acme-2026/gone"),
+        ("trash", "purge", "acme-2026/gone", "--yes"),
+    ):
+        r = world.run("bob", *args)
+        assert r.code == 4, (args, r.err)
+        assert "access denied" in one_line(r)
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    assert _audit(world, "bob", TRASH_ACTIONS) == [
+        ("bob", "trash", "ok", "1 items in the trash"),
+        ("bob", "rm", "denied", "role reader"),
+        ("bob", "restore", "denied", "role reader"),
+        ("bob", "trash purge", "denied", "role reader"),
+    ]
+    assert world.run("carol", "trash", "ls", "acme-2026").code == 4
+
+
+def test_the_trash_survives_the_rotation_of_a_revoke(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.ok("alice", "rm", "acme-2026/db")
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    world.ok("alice", "revoke", "acme-2026", "bob")
+    world.ok("alice", "trash", "restore", "acme-2026/db")
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+
+
 # -- PostgreSQL only: the team's own flow ---------------------------------------------------
 Runner = Callable[..., CliResult]
 
@@ -364,8 +816,8 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
-        ("history", "acme-2026/db"),
-        ("system", "ls", "acme-2026"),
+        ("mv", "acme-2026/db", "other-eng/db"),
+        ("system", "set", "acme-2026/web1", "--port", "22"),
         ("backup",),
         ("check",),
         ("status",),

@@ -127,6 +127,19 @@ TEAM_COMMANDS = frozenset(
         "cmd_info",
         "cmd_passwd",
         "cmd_client_export",
+        "cmd_system_add",
+        "cmd_system_ls",
+        "cmd_system_show",
+        "cmd_system_rm",
+        "cmd_history",
+        "cmd_revert",
+        "cmd_edit",
+        "cmd_mv",
+        "cmd_find",
+        "cmd_rm",
+        "cmd_trash_ls",
+        "cmd_trash_restore",
+        "cmd_trash_purge",
     }
 )
 

@@ -168,6 +168,11 @@ PURGE_REWRITE = (
     "credvault.read_requests",
     "credvault.rotation_requests",
     "credvault.engagements",
+    # schema 2 (pgcmds): the trash, record read requests, earlier versions
+    "credvault.system_trash",
+    "credvault.record_requests",
+    "credvault.credential_versions",
+    "credvault.credential_trash",
 )
 
 

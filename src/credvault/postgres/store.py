@@ -71,6 +71,77 @@ class Fetched(NamedTuple):
     updated_at: str
 
 
+class SystemRow(NamedTuple):
+    """A system's clear columns, as a member may list them."""
+
+    uid: bytes
+    name: str
+    port: int | None
+    protocol: str | None
+    created_at: str
+    updated_at: str
+
+
+class RecordRow(NamedTuple):
+    """What ``credvault.fetch_record`` releases (schema 2): a record's envelopes (``e1`` the
+    anchor: a system's address, a version's secret; then a system's details, a version's
+    username, url, notes) and the clear columns its binding covers."""
+
+    uid: bytes | None
+    name: str | None
+    kind: str | None
+    port: int | None
+    protocol: str | None
+    system_uid: bytes | None
+    system: str | None
+    e1: bytes | None
+    e2: bytes | None
+    e3: bytes | None
+    e4: bytes | None
+    audit_seq: int
+    created_at: str
+    updated_at: str
+
+
+class FindRow(NamedTuple):
+    """A record as ``credvault.fetch_find`` releases it: its non-secret envelopes
+    (username, url, notes of a credential; address, details of a system)."""
+
+    table: str
+    name: str
+    uid: bytes
+    port: int | None
+    protocol: str | None
+    envelopes: tuple[bytes | None, bytes | None, bytes | None]
+
+
+class VersionRow(NamedTuple):
+    """One line of ``credvault.credential_history``: never a value."""
+
+    version: int
+    kind: str
+    system: str | None
+    by: str | None
+    at: str
+    changed: str
+    current: bool
+
+
+class RotationRow(NamedTuple):
+    """One record of a rotation's read: its table and row, the place's uid, its four
+    envelope columns (the anchor first) and the clear columns a record binding covers."""
+
+    table: str
+    id: int
+    uid: bytes
+    envelopes: tuple[bytes, bytes | None, bytes | None, bytes | None]
+    name: str
+    kind: str | None
+    port: int | None
+    protocol: str | None
+    system_uid: bytes | None
+
+
 class MemberRow(NamedTuple):
     name: str
     admin: bool
@@ -503,67 +574,6 @@ class PgStore:
         )
         return None if row[0] is None else [str(x) for x in row[0]]
 
-    def rotation_fetch_all(
-        self, request: int, engagement: str
-    ) -> list[tuple[str, bytes, int, bytes, bytes | None, bytes | None, bytes | None]]:
-        """Phase two of a rotation, systems included: (table, uid, key version, four
-        envelopes: a credential's secret/username/url/notes, a system's address/details)."""
-        from psycopg import errors as pe
-
-        for attempt in range(20):
-            with self._errors("rotate", engagement):
-                try:
-                    rows = self.conn.execute(
-                        "SELECT tbl, uid, key_version, env1, env2, env3, env4 "
-                        "FROM credvault.rotation_fetch_all(%s)",
-                        (request,),
-                    ).fetchall()
-                except pe.ObjectNotInPrerequisiteState:
-                    pending = True
-                else:
-                    pending = False
-            if pending:
-                self.nudge_wal()
-                time.sleep(0.005 * attempt)
-                continue
-            return [
-                (str(r[0]), bytes(r[1]), int(r[2]), bytes(r[3]), _b(r[4]), _b(r[5]), _b(r[6]))
-                for r in rows
-            ]
-        raise AccessDenied(self.member, "rotate", engagement, "audit entry not durable")
-
-    def rotate_key_logged(
-        self,
-        engagement: str,
-        old_version: int,
-        new_fp: str,
-        credentials: list[tuple[bytes, bytes, bytes | None, bytes | None, bytes | None]],
-        systems: list[tuple[bytes, bytes, bytes | None]],
-        copies: list[tuple[str, bytes, bytes]],
-        links: list[bytes],
-    ) -> int:
-        """Store a logged rotation in one transaction; Conflict if anything changed."""
-        cols: list[list[Any]] = [[c[i] for c in credentials] for i in range(5)]
-        scols: list[list[Any]] = [[c[i] for c in systems] for i in range(3)]
-        gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
-        row = self._one(
-            "SELECT credvault.rotate_key_logged(%s, %s, %s, %s::bytea[], %s::bytea[], "
-            "%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], "
-            "%s::text[], %s::bytea[], %s::bytea[], %s::bytea[])",
-            (engagement, old_version, new_fp, *cols, *scols, *gcols, links),
-            action="rotate",
-        )
-        return int(row[0])
-
-    def system_bindings(self, engagement: str) -> dict[bytes, tuple[str, int | None, str | None]]:
-        """(name, port, protocol) by system uid: a system's ``address`` binding."""
-        rows = self._all(
-            "SELECT s.uid, s.name, s.port, s.protocol FROM credvault.systems s "
-            "JOIN credvault.engagements e ON e.id = s.engagement_id WHERE e.name = %s",
-            (engagement,),
-        )
-        return {bytes(r[0]): (str(r[1]), None if r[2] is None else int(r[2]), r[3]) for r in rows}
-
     def credential_system(self, engagement: str, name: str) -> bytes:
         """The uid of the system a credential is linked to (empty: none, or no credential)."""
         row = self._one(
@@ -620,11 +630,15 @@ class PgStore:
         return None if row[0] is None else [str(x) for x in row[0]]
 
     # -- credentials --------------------------------------------------------------------
-    def credentials(self, engagement: str | None) -> list[tuple[str, str, str, str, str]]:
-        """(engagement, name, kind, created, updated) of credentials the member may list."""
+    def credentials(
+        self, engagement: str | None
+    ) -> list[tuple[str, str, str, str, str, str | None]]:
+        """(engagement, name, kind, created, updated, linked system) of credentials the
+        member may list."""
         sql = (
-            "SELECT e.name, c.name, c.kind, c.created_at, c.updated_at "
+            "SELECT e.name, c.name, c.kind, c.created_at, c.updated_at, s.name "
             "FROM credvault.credentials c JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "LEFT JOIN credvault.systems s ON s.id = c.system_id "
             "WHERE e.state = 'active'"
         )
         params: tuple[Any, ...] = ()
@@ -632,7 +646,17 @@ class PgStore:
             sql += " AND e.name = %s"
             params = (engagement,)
         rows = self._all(sql + " ORDER BY e.name, c.name", params)
-        return [(str(r[0]), str(r[1]), str(r[2]), _ts(r[3]), _ts(r[4])) for r in rows]
+        return [
+            (
+                str(r[0]),
+                str(r[1]),
+                str(r[2]),
+                _ts(r[3]),
+                _ts(r[4]),
+                None if r[5] is None else str(r[5]),
+            )
+            for r in rows
+        ]
 
     def credential_meta(self, engagement: str, name: str) -> tuple[str, str, str] | None:
         """(kind, created, updated) of a credential the member may list, else None."""
@@ -734,6 +758,412 @@ class PgStore:
         with self._errors("read"), self.conn.transaction():
             self.conn.execute("SET LOCAL synchronous_commit = local")
             self.conn.execute("SELECT credvault.nudge_wal()")
+
+    # -- records other than a credential's current value (schema 2, pgcmds) --------------
+    def put_credential_linked(
+        self,
+        engagement: str,
+        name: str,
+        kind: str,
+        uid: bytes,
+        key_version: int,
+        envelopes: tuple[bytes, bytes | None, bytes | None, bytes | None],
+        system: str | None,
+        changed: str = "",
+    ) -> bool:
+        """``put_credential`` linked to ``system`` (None: the link it has); ``changed``: what
+        a replace changed, for the history. False: refused (audited)."""
+        row = self._one(
+            "SELECT credvault.put_credential_linked(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (engagement, name, kind, uid, key_version, *envelopes, system, changed),
+            action="put",
+        )
+        return bool(row[0])
+
+    def linked_system(self, engagement: str, name: str) -> tuple[str, bytes] | None:
+        """(name, uid) of the system a credential the member may list is linked to."""
+        row = self._one(
+            "SELECT s.name, s.uid FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "JOIN credvault.systems s ON s.id = c.system_id WHERE e.name = %s AND c.name = %s",
+            (engagement, name),
+        )
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    def systems(self, engagement: str) -> list[SystemRow]:
+        """The systems of an engagement the member may list (clear columns only; audited as
+        system-ls, a refusal as 'list systems', both by the server)."""
+        rows = self._all(
+            "SELECT uid, name, port, protocol, created_at, updated_at "
+            "FROM credvault.list_systems(%s)",
+            (engagement,),
+            action="list systems",
+        )
+        return [_system(r) for r in rows]
+
+    def system(self, engagement: str, name: str) -> SystemRow | None:
+        row = self._one(
+            "SELECT s.uid, s.name, s.port, s.protocol, s.created_at, s.updated_at "
+            "FROM credvault.systems s JOIN credvault.engagements e ON e.id = s.engagement_id "
+            "WHERE e.name = %s AND s.name = %s",
+            (engagement, name),
+        )
+        return None if row is None else _system(row)
+
+    def put_system(
+        self,
+        engagement: str,
+        name: str,
+        uid: bytes | None,
+        key_version: int | None,
+        port: int | None,
+        protocol: str | None,
+        address_env: bytes | None,
+        details_env: bytes | None,
+        keep_details: bool,
+        changed: list[str],
+    ) -> str | None:
+        """The audited action (system-add, system-update), or None: refused (audited)."""
+        row = self._one(
+            "SELECT credvault.put_system(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[])",
+            (
+                engagement,
+                name,
+                uid,
+                key_version,
+                port,
+                protocol,
+                address_env,
+                details_env,
+                keep_details,
+                changed,
+            ),
+            action="system add",
+        )
+        return None if row[0] is None else str(row[0])
+
+    def remove_system(
+        self, engagement: str, name: str, rebound: dict[bytes, bytes] | None = None
+    ) -> tuple[str, str]:
+        """(outcome: ok, denied or not found; until when it stays in the trash).
+        ``rebound``: the linked credentials' secrets sealed again without the link, by uid."""
+        got = rebound or {}
+        row = self._one(
+            "SELECT outcome, until FROM credvault.remove_system(%s, %s, %s::bytea[], %s::bytea[])",
+            (engagement, name, list(got), list(got.values())),
+            action="system rm",
+        )
+        return str(row[0]), str(row[1] or "")
+
+    def request_record(
+        self, kind: str, engagement: str, name: str, reason: str, version: int | None = None
+    ) -> int | None:
+        """Phase one for a record kind (``request_record``): None when refused (audited)."""
+        row = self._one(
+            "SELECT credvault.request_record(%s, %s, %s, %s, %s)",
+            (kind, engagement, name, reason, version),
+            action="read",
+        )
+        return None if row[0] is None else int(row[0])
+
+    def fetch_record(self, request: int, engagement: str) -> RecordRow | None:
+        """Phase two: the envelopes the request's committed audit row names."""
+        rows = self._phase_two(
+            "SELECT uid, name, kind, port, protocol, sys_uid, sys_name, e1, e2, e3, e4, "
+            "audit_seq, created_at, updated_at FROM credvault.fetch_record(%s)",
+            request,
+            "read",
+            engagement,
+        )
+        if not rows:
+            return None
+        r = rows[0]
+
+        def text(v: Any) -> str | None:
+            return None if v is None else str(v)
+
+        return RecordRow(
+            _b(r[0]),
+            text(r[1]),
+            text(r[2]),
+            None if r[3] is None else int(r[3]),
+            text(r[4]),
+            _b(r[5]),
+            text(r[6]),
+            _b(r[7]),
+            _b(r[8]),
+            _b(r[9]),
+            _b(r[10]),
+            int(r[11]),
+            _ts(r[12]),
+            _ts(r[13]),
+        )
+
+    def credential_history(self, engagement: str, name: str) -> list[VersionRow]:
+        """Every version, oldest first (audited 'history' by the server); empty when
+        refused or not found (audited too)."""
+        rows = self._all(
+            "SELECT version, kind, system_name, by_member, at, changed, is_current "
+            "FROM credvault.credential_history(%s, %s)",
+            (engagement, name),
+            action="history",
+        )
+        return [
+            VersionRow(
+                int(r[0]),
+                str(r[1]),
+                None if r[2] is None else str(r[2]),
+                None if r[3] is None else str(r[3]),
+                str(r[4]),
+                str(r[5]),
+                bool(r[6]),
+            )
+            for r in rows
+        ]
+
+    def current_version(self, engagement: str, name: str) -> int | None:
+        """The version number of a credential the member may list."""
+        row = self._one(
+            "SELECT c.version FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "WHERE e.name = %s AND c.name = %s",
+            (engagement, name),
+        )
+        return None if row is None else int(row[0])
+
+    def revert_credential(self, engagement: str, name: str, version: int) -> str:
+        """'ok', 'denied', 'not found' or 'no version' (the server audits as SQLCipher)."""
+        row = self._one(
+            "SELECT credvault.revert_credential(%s, %s, %s)",
+            (engagement, name, version),
+            action="revert",
+        )
+        return str(row[0])
+
+    def credential_uid(self, engagement: str, name: str) -> bytes | None:
+        """The uid a credential's envelopes are sealed for (a clear column)."""
+        row = self._one(
+            "SELECT c.uid FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "WHERE e.name = %s AND c.name = %s",
+            (engagement, name),
+        )
+        return None if row is None else bytes(row[0])
+
+    def edit_credential(
+        self,
+        engagement: str,
+        name: str,
+        uid: bytes,
+        key_version: int,
+        envelopes: dict[str, bytes | None],
+        kind: str | None,
+        system: tuple[str | None] | None,
+        changed: str,
+        secret: bytes | None = None,
+    ) -> str:
+        """'ok', 'denied', 'not found' or 'no system' (audited by the server as 'edit').
+        ``envelopes``: the fields to replace (None clears); ``system``: (name or None to
+        unlink,) to change the link, None to keep it."""
+        env = {f: envelopes.get(f) for f in ("username", "url", "notes")}
+        row = self._one(
+            "SELECT credvault.edit_credential(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s)",
+            (
+                engagement,
+                name,
+                uid,
+                key_version,
+                "username" in envelopes,
+                env["username"],
+                "url" in envelopes,
+                env["url"],
+                "notes" in envelopes,
+                env["notes"],
+                kind,
+                system is not None,
+                None if system is None else system[0],
+                changed,
+                secret,
+            ),
+            action="edit",
+        )
+        return str(row[0])
+
+    def rename_credential(
+        self, engagement: str, name: str, new_name: str, new_secret: bytes | None = None
+    ) -> str:
+        """'ok', 'denied', 'not found' or 'exists' (audited by the server as 'mv').
+        ``new_secret``: the secret sealed again bound to the new name."""
+        row = self._one(
+            "SELECT credvault.rename_credential(%s, %s, %s, %s)",
+            (engagement, name, new_name, new_secret),
+            action="mv",
+        )
+        return str(row[0])
+
+    def search_names(self, needle: str) -> list[tuple[str, str, str]]:
+        """(engagement, credential or system, name) whose name contains ``needle`` (case
+        folded), in the active engagements the member holds a role in."""
+        rows = self._all(
+            "SELECT e.name, 'credential', c.name FROM credvault.credentials c "
+            "JOIN credvault.engagements e ON e.id = c.engagement_id "
+            "WHERE e.state = 'active' AND strpos(lower(c.name), lower(%s)) > 0 "
+            "UNION ALL SELECT e.name, 'system', s.name FROM credvault.systems s "
+            "JOIN credvault.engagements e ON e.id = s.engagement_id "
+            "WHERE e.state = 'active' AND strpos(lower(s.name), lower(%s)) > 0 "
+            "ORDER BY 1, 2, 3",
+            (needle, needle),
+            action="find",
+        )
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def request_find(self, engagement: str, reason: str) -> int | None:
+        """Phase one of a field search in one engagement (audited 'find')."""
+        row = self._one(
+            "SELECT credvault.request_find(%s, %s)", (engagement, reason), action="find"
+        )
+        return None if row[0] is None else int(row[0])
+
+    def fetch_find(self, request: int, engagement: str) -> list[FindRow]:
+        """Phase two: the non-secret envelopes of the engagement's records."""
+        rows = self._phase_two(
+            "SELECT tbl, name, uid, port, protocol, e1, e2, e3 FROM credvault.fetch_find(%s)",
+            request,
+            "find",
+            engagement,
+        )
+        return [
+            FindRow(
+                str(r[0]),
+                str(r[1]),
+                bytes(r[2]),
+                None if r[3] is None else int(r[3]),
+                None if r[4] is None else str(r[4]),
+                (_b(r[5]), _b(r[6]), _b(r[7])),
+            )
+            for r in rows
+        ]
+
+    def remove_credential(self, engagement: str, name: str) -> tuple[str, str]:
+        """(outcome: ok, denied or not found; until when it stays in the trash)."""
+        row = self._one(
+            "SELECT outcome, until FROM credvault.remove_credential(%s, %s)",
+            (engagement, name),
+            action="rm",
+        )
+        return str(row[0]), str(row[1] or "")
+
+    def trash_list(self, engagement: str) -> list[tuple[str, str, str, str, str]]:
+        """(type, name, removed, by, expires) newest first; audited 'trash' by the server
+        (empty when refused, audited too)."""
+        rows = self._all(
+            "SELECT typ, name, deleted_at, deleted_by, expires_at FROM credvault.trash_list(%s)",
+            (engagement,),
+            action="trash",
+        )
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
+
+    def trashed_system_links(self, engagement: str, name: str) -> list[tuple[str, bytes]]:
+        """(credential name, the system's uid) of the live credentials a restore of the
+        removed system ``name`` links again."""
+        rows = self._all(
+            "SELECT c_name, sys_uid FROM credvault.trashed_system_links(%s, %s)",
+            (engagement, name),
+        )
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    def restore_trashed(
+        self, engagement: str, name: str, system: bool, rebound: dict[bytes, bytes] | None = None
+    ) -> str:
+        """'ok', 'denied', 'not found' or 'exists' (audited by the server). ``rebound``
+        (a system's restore): the relinked credentials' secrets sealed again, by uid."""
+        got = rebound or {}
+        row = self._one(
+            "SELECT credvault.restore_trashed(%s, %s, %s, %s::bytea[], %s::bytea[])",
+            (engagement, name, system, list(got), list(got.values())),
+            action="restore",
+        )
+        return str(row[0])
+
+    def destroy_trashed(self, engagement: str, name: str, system: bool) -> str:
+        """'ok', 'denied' or 'not found' (audited by the server as 'trash-purge')."""
+        row = self._one(
+            "SELECT credvault.destroy_trashed(%s, %s, %s)",
+            (engagement, name, system),
+            action="trash purge",
+        )
+        return str(row[0])
+
+    def _phase_two(self, sql: str, request: int, action: str, engagement: str) -> list[Any]:
+        """A phase-two call, asked again after flushing WAL another session left pending."""
+        from psycopg import errors as pe
+
+        for attempt in range(20):
+            with self._errors(action, engagement):
+                try:
+                    return list(self.conn.execute(sql, (request,)).fetchall())
+                except pe.ObjectNotInPrerequisiteState:
+                    pass
+            self.nudge_wal()
+            time.sleep(0.005 * attempt)
+        raise AccessDenied(self.member, action, engagement, "audit entry not durable")
+
+    def rotation_fetch_records(self, request: int, engagement: str) -> list[RotationRow]:
+        """Phase two of a rotation: every record of the engagement, with its binding's
+        clear columns."""
+        rows = self._phase_two(
+            "SELECT tbl, id, uid, e1, e2, e3, e4, b_name, b_kind, b_port, b_protocol, b_sys_uid "
+            "FROM credvault.rotation_fetch_records(%s)",
+            request,
+            "rotate",
+            engagement,
+        )
+        return [
+            RotationRow(
+                str(r[0]),
+                int(r[1]),
+                bytes(r[2]),
+                (bytes(r[3]), _b(r[4]), _b(r[5]), _b(r[6])),
+                str(r[7]),
+                None if r[8] is None else str(r[8]),
+                None if r[9] is None else int(r[9]),
+                None if r[10] is None else str(r[10]),
+                _b(r[11]),
+            )
+            for r in rows
+        ]
+
+    def rotate_records(
+        self,
+        engagement: str,
+        old_version: int,
+        new_fp: str,
+        records: list[tuple[str, int, tuple[bytes, bytes | None, bytes | None, bytes | None]]],
+        copies: list[tuple[str, bytes, bytes]],
+        links: list[bytes],
+    ) -> int:
+        """Store a rotation of every record in one transaction, the membership log's
+        ``links`` appended first; Conflict if anything changed meanwhile."""
+        envs: list[list[Any]] = [[r[2][i] for r in records] for i in range(4)]
+        gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
+        row = self._one(
+            "SELECT credvault.rotate_records(%s, %s, %s, %s::text[], %s::bigint[], "
+            "%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::text[], %s::bytea[], "
+            "%s::bytea[], %s::bytea[])",
+            (
+                engagement,
+                old_version,
+                new_fp,
+                [r[0] for r in records],
+                [r[1] for r in records],
+                *envs,
+                *gcols,
+                links,
+            ),
+            action="rotate",
+        )
+        return int(row[0])
 
     # -- key rotation -------------------------------------------------------------------
     def request_rotation(self, engagement: str) -> int | None:
@@ -851,4 +1281,15 @@ def _engagement(r: Any) -> EngagementRow:
         bool(r[6]),
         bool(r[7]),
         _ts(r[8]),
+    )
+
+
+def _system(r: Any) -> SystemRow:
+    return SystemRow(
+        bytes(r[0]),
+        str(r[1]),
+        None if r[2] is None else int(r[2]),
+        None if r[3] is None else str(r[3]),
+        _ts(r[4]),
+        _ts(r[5]),
     )
