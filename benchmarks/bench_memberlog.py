@@ -8,7 +8,11 @@ both versions in the same run, alternating, each in its own Python process with
 ``PYTHONPATH`` pointing at that version's ``src``:
 
 * ``credvault get`` whole-process (a service identity file: no Argon2id, so the log's share is
-  not hidden behind the KDF), median of ``--runs`` round-robin samples;
+  not hidden behind the KDF), median of ``--runs`` round-robin samples, with each version's
+  bytecode cached (``PYTHONPYCACHEPREFIX``, one per version, warmed first) as an installed
+  package has it; and again without (``PYTHONDONTWRITEBYTECODE``, as an editable checkout
+  with that set runs: every process compiles credvault's sources, so larger sources alone
+  cost time there);
 * in-process durable (audited) ``get``/s on an open vault: the median of 1-second bursts,
   alternating between the versions;
 * ``engagement grant`` (a reader, in an engagement of 100 credentials), median ms;
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,11 +67,12 @@ if cmd == "build":  # arg: number of credentials
 elif cmd == "gets":  # arg: seconds
     with op() as v:
         v.get(f"{ENG}/c00000")
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < arg:
             v.get(f"{ENG}/c{n % 100:05d}")
             n += 1
         out["gets_per_s"] = n / (time.perf_counter() - t0)
+        out["cpu_ms_per_get"] = 1000 * (time.process_time() - c0) / n
 elif cmd == "grant":  # arg: rounds
     times = []
     with op() as v:
@@ -121,14 +127,25 @@ def _worker(src: Path, *args: object) -> dict[str, float]:
     return result
 
 
-def _get_process(src: Path, vault: Path) -> float:
+def _get_process(src: Path, vault: Path, pycache: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process: user + system) of one ``credvault get``."""
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CREDVAULT_")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CREDVAULT_") and k not in ("PYTHONPYCACHEPREFIX",)
+        },
         "PYTHONPATH": str(src),
         "CREDVAULT_VAULT": str(vault),
         "CREDVAULT_MEMBER": "svc",
         "CREDVAULT_IDENTITY": str(vault.parent / "svc.identity"),
     }
+    if pycache is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "credvault", "get", "acme-2026/c00001"],
@@ -137,9 +154,23 @@ def _get_process(src: Path, vault: Path) -> float:
         check=False,
     )
     elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(f"credvault get failed: {proc.stderr.decode()}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
+
+
+def _order(versions: dict[str, Path], i: int) -> list[tuple[str, Path]]:
+    """Round ``i``'s order: A B, then B A (ABBA), so neither version always runs first."""
+    items = list(versions.items())
+    return items if i % 2 == 0 else items[::-1]
+
+
+def _paired(this: list[float], baseline: list[float]) -> float:
+    """Median over rounds of this/baseline within each round, as a change in %: load that
+    drifts between rounds cancels within each."""
+    return 100 * (statistics.median(t / b for t, b in zip(this, baseline, strict=True)) - 1)
 
 
 def main() -> None:
@@ -147,9 +178,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--baseline", default=None)
+    ap.add_argument("--bursts", type=int, default=None, help="1-second get bursts per version")
     a = ap.parse_args()
     runs = a.runs or (5 if a.quick else 30)
     creds, seconds, links = (1000, 2, 100) if a.quick else (10_000, 15, 1000)
+    seconds = a.bursts or seconds
     baseline = (
         a.baseline
         or subprocess.run(
@@ -162,6 +195,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="credvault-memberlog-bench-") as tmp_s:
         tmp = Path(tmp_s)
+        # members' witnesses (issue 11) in the run's own state directory (same file system)
+        os.environ["XDG_STATE_HOME"] = str(tmp / "state")
         (tmp / "old").mkdir()
         versions = {"baseline": _src(baseline, tmp / "old"), "this": ROOT / "src"}
         vaults = {}
@@ -170,18 +205,39 @@ def main() -> None:
             vaults[name] = tmp / name / "vault"
             _worker(src, "build", vaults[name], creds)
         fig: dict[str, dict[str, float]] = {n: {} for n in versions}
+        caches = {n: tmp / f"pycache-{n}" for n in versions}
+        for name, src in versions.items():  # warm each version's bytecode cache
+            _get_process(src, vaults[name], caches[name])
         samples: dict[str, list[float]] = {n: [] for n in versions}
-        for _ in range(runs):  # round-robin: machine load hits both alike
-            for name, src in versions.items():
-                samples[name].append(_get_process(src, vaults[name]))
+        process_cpu: dict[str, list[float]] = {n: [] for n in versions}
+        cold: dict[str, list[float]] = {n: [] for n in versions}
+        for i in range(runs):  # round-robin, ABBA: machine load hits both alike
+            for name, src in _order(versions, i):
+                wall, used = _get_process(src, vaults[name], caches[name])
+                samples[name].append(wall)
+                process_cpu[name].append(used)
+                cold[name].append(_get_process(src, vaults[name])[0])
         for name in versions:
             fig[name]["get_process_ms"] = 1000 * statistics.median(samples[name])
+            fig[name]["get_process_cpu_ms"] = 1000 * statistics.median(process_cpu[name])
+            fig[name]["get_process_nocache_ms"] = 1000 * statistics.median(cold[name])
         rates: dict[str, list[float]] = {n: [] for n in versions}
-        for _ in range(seconds):  # 1-second bursts, alternating: load hits both alike
-            for name, src in versions.items():
-                rates[name].append(_worker(src, "gets", vaults[name], 1)["gets_per_s"])
+        cpu: dict[str, list[float]] = {n: [] for n in versions}
+        for i in range(seconds):  # 1-second bursts, ABBA: load hits both alike
+            for name, src in _order(versions, i):
+                burst = _worker(src, "gets", vaults[name], 1)
+                rates[name].append(burst["gets_per_s"])
+                cpu[name].append(burst["cpu_ms_per_get"])
         for name in versions:
             fig[name]["gets_per_s"] = statistics.median(rates[name])
+            fig[name]["cpu_ms_per_get"] = statistics.median(cpu[name])
+        paired = {
+            "get_process_ms": _paired(samples["this"], samples["baseline"]),
+            "get_process_cpu_ms": _paired(process_cpu["this"], process_cpu["baseline"]),
+            "get_process_nocache_ms": _paired(cold["this"], cold["baseline"]),
+            "gets_per_s": _paired(rates["this"], rates["baseline"]),
+            "cpu_ms_per_get": _paired(cpu["this"], cpu["baseline"]),
+        }
         for name, src in versions.items():
             fig[name].update(_worker(src, "grant", vaults[name], 5 if a.quick else 20))
         for name, src in versions.items():
@@ -194,14 +250,20 @@ def main() -> None:
         long = _worker(src, "open_get", vaults["this"], rounds)
     load = os.getloadavg()[0]
     print(f"credvault membership log (issue 11); baseline {baseline[:10]}; load average {load:.1f}")
-    print(f"  {creds:,} credentials; whole-process get: median of {runs} round-robin samples")
+    print(
+        f"  {creds:,} credentials; whole-process get: median of {runs} round-robin samples "
+        f"(ABBA); in-process gets: {seconds} one-second bursts each, alternating"
+    )
     print(
         f"\n== get, grant, revoke: baseline against this ({'quick sizes' if a.quick else 'full'})"
     )
-    print(f"  {'':44} {'baseline':>10} {'this':>10} {'change':>8}")
+    print(f"  {'':44} {'baseline':>10} {'this':>10} {'change':>8} {'paired':>8}")
     rows = [
         ("credvault get, whole process", "get_process_ms", "ms"),
+        ("  CPU of that process (user + system)", "get_process_cpu_ms", "ms"),
+        ("  the same, no bytecode cache (compiles)", "get_process_nocache_ms", "ms"),
         ("durable get in-process", "gets_per_s", "/s"),
+        ("  CPU per durable get", "cpu_ms_per_get", "ms"),
         ("grant", "grant_ms", "ms"),
         (f"revoke + rotation of {creds:,} credentials", "revoke_ms", "ms"),
     ]
@@ -209,7 +271,13 @@ def main() -> None:
     for label, key, unit in rows:
         b, t = fig["baseline"][key], fig["this"][key]
         change[key] = 100 * (t / b - 1)
-        print(f"  {label:44} {b:8.1f} {unit:2} {t:8.1f} {unit:2} {change[key]:+7.1f}%")
+        digits = 3 if key == "cpu_ms_per_get" else 1
+        pair = f"{paired[key]:+7.1f}%" if key in paired else ""
+        print(
+            f"  {label:44} {b:8.{digits}f} {unit:2} {t:8.{digits}f} {unit:2} "
+            f"{change[key]:+7.1f}% {pair:>8}"
+        )
+    print("  change: of the medians; paired: median over rounds of this/baseline in the same round")
     print("\n== open with a long membership log (open + first get, a fresh session)")
     print(f"  {4:>5}-link log: {short['open_get_ms']:.1f} ms")
     print(

@@ -6,8 +6,9 @@
    same member, round-robin in slices: one advancing the witness after each commit (as
    shipped), one with that step switched off (``credvault._bench_seam.witness_off``). The
    difference of the medians is the witness's cost per get, measured in one run.
-2. One replace of the witness file without fsync (the get path) against one with fsync of
-   the file and its directory (what the get path skips; see docs/security.md §13).
+2. One replace of the witness file without fsync (the journal's fold; the get path itself
+   appends one journal record) against one with fsync of the file and its directory (what
+   both skip; see docs/security.md §13).
 
 Whole-process ``credvault get`` is ``bench_cli.py`` (run it on the commit before and after).
 Members unlock with ``MIN_KDF``; the witness lives in a private ``XDG_STATE_HOME``.

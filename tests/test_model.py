@@ -92,3 +92,53 @@ def test_purge_due_is_the_later_of_grace_and_hold() -> None:
     assert purge_due(closed, 0, None) == closed
     assert purge_due(closed, 7, "2026-02-01T00:00:00.000000Z") == "2026-02-01T00:00:00.000000Z"
     assert purge_due(closed, 7, "2026-01-02T00:00:00.000000Z") == "2026-01-08T00:00:00.000000Z"
+
+
+def test_parse_iso_reads_exactly_what_strptime_read() -> None:
+    """The fast path (no ``strptime`` on the ``get`` path) accepts and returns exactly what
+    ``strptime`` with the stored format did; anything else is still ``strptime``'s call,
+    with its own errors."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    def old(text: object) -> tuple[str, object]:
+        try:
+            return "ok", datetime.strptime(text, model._ISO).replace(tzinfo=UTC)  # type: ignore[arg-type]
+        except (ValueError, TypeError) as e:
+            return type(e).__name__, str(e)
+
+    def new(text: object) -> tuple[str, object]:
+        try:
+            return "ok", model.parse_iso(text)  # type: ignore[arg-type]
+        except (ValueError, TypeError) as e:
+            return type(e).__name__, str(e)
+
+    low, high = (datetime(y, 1, 1, tzinfo=UTC).replace(tzinfo=None) for y in (1000, 9999))
+
+    @given(st.datetimes(min_value=low, max_value=high))
+    def round_trip(t: datetime) -> None:
+        t = t.replace(tzinfo=UTC)
+        assert model.parse_iso(model.iso(t)) == t
+        assert new(model.iso(t)) == old(model.iso(t))
+
+    round_trip()
+    odd = [
+        "2026-13-01T00:00:00.000000Z",  # month out of range
+        "2026-02-30T00:00:00.000000Z",  # no such day
+        "2026-01-01T00:00:60.000000Z",  # leap second
+        "2026-1-01T00:00:00.000000Z",  # strptime takes one digit
+        "2026-01-01T00:00:00.0Z",
+        "\u0662\u0660\u0662\u0666-01-01T00:00:00.000000Z",  # other digits
+        "2026-01-01T00:00:00.000000Z\n",
+        "",
+        None,
+        b"2026-01-01T00:00:00.000000Z",
+    ]
+    for text in odd:
+        assert new(text) == old(text), text
+
+    @given(st.text(alphabet="0123456789-:.TZ\u0662 ", max_size=30))
+    def same(text: str) -> None:
+        assert new(text) == old(text)
+
+    same()

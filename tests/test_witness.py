@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -247,4 +248,140 @@ def test_a_torn_newer_slot_leaves_the_older_in_force(tmp_path: Path) -> None:
     other = wt.slots(path)[1 - newest.slot]
     other.write_bytes(b"{}")  # both bad: altered, not torn
     with pytest.raises(IntegrityError):
+        wt.load(path, KEY, VAULT, "alice")
+
+
+# -- the journal: one MACed audit position per commit (docs/format.md §18) ------------------------
+EPOCH = bytes([0xEE]) * 16
+# Known answer: key = HKDF(0x07 * 32, "credvault/v1/witness-mac"), vault 00..0f, member alice,
+# epoch ee * 16, audit position 1234 with hash ab * 32.
+RECORD_1234 = bytes.fromhex(
+    "00000000000004d2" + "ab" * 32 + "a1da85f1cb1d9d3cf660f330c7319fbe"
+    "ad7f9e45584d078c017898c3eaab037c"
+)
+
+
+def _doc_record(key: bytes, vault: bytes, member: str, epoch: bytes, seq: int, h: bytes) -> bytes:
+    """docs/format.md §18, written again from the text: seq (u64 BE) ‖ hash ‖
+    HMAC-SHA256(K, encode(label, vault_id, member, epoch, "audit", seq, hash))."""
+    import hashlib
+    import hmac
+
+    def enc(*parts: bytes) -> bytes:
+        return b"".join(len(x).to_bytes(4, "big") + x for x in parts)
+
+    msg = enc(
+        b"credvault/v1/witness-journal",
+        vault,
+        member.encode(),
+        epoch,
+        b"audit",
+        seq.to_bytes(8, "big"),
+        h,
+    )
+    return seq.to_bytes(8, "big") + h + hmac.digest(key, msg, hashlib.sha256)
+
+
+def test_journal_record_known_answer() -> None:
+    prefix = wt.journal_prefix(VAULT, "alice", EPOCH)
+    mark = wt.Mark(1234, bytes([0xAB]) * 32)
+    assert wt.journal_record(KEY, prefix, mark) == RECORD_1234
+    assert _doc_record(KEY, VAULT, "alice", EPOCH, 1234, mark.hash) == RECORD_1234
+    assert len(RECORD_1234) == wt.RECORD == 72
+    with pytest.raises(ValueError):
+        wt.journal_record(KEY, prefix, wt.Mark(1, b"\x01" * 16))  # only 32-byte hashes
+
+
+def _with_epoch(path: Path, epoch: bytes = EPOCH) -> wt.Witness:
+    w = _seen()._replace(epoch=epoch)
+    wt.save(path, w, KEY)
+    return w
+
+
+def _journal(path: Path, *records: bytes) -> None:
+    with wt.journal_path(path).open("ab") as f:
+        for r in records:
+            f.write(r)
+
+
+def _rec(seq: int, epoch: bytes = EPOCH, key: bytes = KEY, member: str = "alice") -> bytes:
+    return wt.journal_record(key, wt.journal_prefix(VAULT, member, epoch), wt.Mark(seq, _h(seq)))
+
+
+def test_the_journal_advances_the_witness_to_its_highest_record(tmp_path: Path) -> None:
+    path = tmp_path / "w.json"
+    w = _with_epoch(path)
+    assert wt.journal_path(path) == tmp_path / "w.journal"
+    _journal(path, _rec(12), _rec(14), _rec(13), _rec(9))  # several processes: any order
+    loaded = wt.load(path, KEY, VAULT, "alice")
+    assert loaded == w.advanced({"audit": wt.Mark(14, _h(14))})
+    assert loaded is not None
+    assert loaded.epoch == EPOCH
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(lambda: _rec(20, epoch=bytes(16)), id="another epoch (before a reset)"),
+        pytest.param(lambda: _rec(20, key=wt.mac_key(b"\x08" * 32)), id="another member's key"),
+        pytest.param(lambda: _rec(20, member="bob"), id="another member's name"),
+        pytest.param(lambda: (21).to_bytes(8, "big") + _rec(20)[8:], id="position edited"),
+        pytest.param(lambda: _rec(20)[:40] + b"\0" * 32, id="MAC zeroed"),
+        pytest.param(lambda: b"\xff" * 72, id="garbage"),
+    ],
+)
+def test_a_journal_record_that_does_not_verify_is_not_there(
+    tmp_path: Path, bad: Callable[[], bytes]
+) -> None:
+    """An insider who can write the member's files cannot move the witness: what they add
+    counts for nothing (deleting records is deleting the witness, documented)."""
+    path = tmp_path / "w.json"
+    w = _with_epoch(path)
+    _journal(path, _rec(11), bad())
+    assert wt.load(path, KEY, VAULT, "alice") == w.advanced({"audit": wt.Mark(11, _h(11))})
+
+
+def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "w.json"
+    w = _with_epoch(path)
+    _journal(path, _rec(11), _rec(12)[:50])  # a write cut short
+    assert wt.load(path, KEY, VAULT, "alice") == w.advanced({"audit": wt.Mark(11, _h(11))})
+
+
+def test_a_journal_without_a_file_is_a_witness_of_its_own(tmp_path: Path) -> None:
+    """The file not yet written (or deleted): the journal's records, epoch empty, count."""
+    path = tmp_path / "w.json"
+    _journal(path, _rec(5, epoch=b""))
+    assert wt.load(path, KEY, VAULT, "alice") == wt.Witness(
+        VAULT, "alice", {"audit": wt.Mark(5, _h(5))}
+    )
+
+
+def test_a_file_written_before_the_journal_is_read_and_its_records_count(
+    tmp_path: Path,
+) -> None:
+    """A witness file of the format before the journal (no ``journal`` member; byte for byte
+    what that release wrote) is read as it is: its epoch is empty."""
+    path = tmp_path / "w.json"
+    old = _seen()
+    body = old._body()
+    assert "journal" not in body
+    body["gen"] = 3
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    body["mac"] = wt.p.mac(KEY, canonical).hex()
+    path.write_bytes((json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode())
+    assert wt.load(path, KEY, VAULT, "alice") == old
+    _journal(path, _rec(30, epoch=b""))
+    assert wt.load(path, KEY, VAULT, "alice") == old.advanced({"audit": wt.Mark(30, _h(30))})
+
+
+def test_an_epoch_is_part_of_the_macd_file(tmp_path: Path) -> None:
+    path = tmp_path / "w.json"
+    _with_epoch(path)
+    for slot in wt.slots(path):
+        if slot.exists():
+            d = json.loads(slot.read_text())
+            d["journal"] = "00" * 16  # bring back records of an earlier epoch
+            slot.write_text(json.dumps(d))
+    with pytest.raises(IntegrityError, match="MAC"):
         wt.load(path, KEY, VAULT, "alice")

@@ -60,9 +60,15 @@ def _slots(state_home: Path, member: str) -> list[Path]:
 
 
 def _audit_seen(state_home: Path) -> int:
-    """alice's witnessed audit position, from the newer slot (read as JSON, unverified)."""
+    """alice's witnessed audit position, from the newer slot (read as JSON) and the journal
+    beside it (its records' first 8 bytes), unverified."""
     docs = [json.loads(f.read_text()) for f in _slots(state_home, "alice")]
-    return int(max(docs, key=lambda d: d["gen"])["chains"]["audit"][0])
+    seen = int(max(docs, key=lambda d: d["gen"])["chains"]["audit"][0])
+    for journal in (state_home / "credvault").glob("witness-*-alice-*.journal"):
+        data = journal.read_bytes()
+        for i in range(0, len(data) - wt.RECORD + 1, wt.RECORD):
+            seen = max(seen, int.from_bytes(data[i : i + 8], "big"))
+    return seen
 
 
 # -- what it catches ---------------------------------------------------------------------------
@@ -386,3 +392,88 @@ def test_witness_accept_shows_what_is_lost_is_audited_and_resets(
     assert "nothing to accept" in r.text
     r = cli_vault("audit", "--json", "--action", "witness-accept")
     assert len(json.loads(r.out)) == 1  # nothing written when there is nothing to accept
+
+
+# -- the journal: what a read costs the witness ---------------------------------------------------
+def test_reads_append_one_journal_record_each_and_never_rewrite_the_file(
+    vault: VaultFixture, state_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The get path's witness write is one 72-byte record appended to the journal; the
+    MACed file is rewritten only when the journal is folded into it (here after 4 records),
+    and a rollback of entries witnessed only in the journal is still refused."""
+    _setup(vault)
+    monkeypatch.setattr(wt, "JOURNAL_FOLD", 4 * wt.RECORD)
+    files = {f: f.read_bytes() for f in _slots(state_home, "alice")}
+    (journal,) = (state_home / "credvault").glob("witness-*-alice-*.journal")
+    with _open(vault) as v:
+        size = journal.stat().st_size
+        for i in range(1, 4):
+            v.get(REF)
+            assert journal.stat().st_size == size + i * wt.RECORD
+            assert {f: f.read_bytes() for f in files} == files  # the file untouched
+        head = v.audit.checkpoint()
+        assert _witnessed(vault).marks["audit"] == wt.Mark(head.position, bytes.fromhex(head.mac))
+        sizes = [journal.stat().st_size]
+        for _ in range(4):
+            v.get(REF)
+            sizes.append(journal.stat().st_size)
+        assert min(sizes) < wt.RECORD  # folded into the file (and emptied) once
+        assert max(sizes) <= 4 * wt.RECORD
+        assert {f: f.read_bytes() for f in files} != files
+        head = v.audit.checkpoint()
+    assert _witnessed(vault).marks["audit"] == wt.Mark(head.position, bytes.fromhex(head.mac))
+
+
+def test_entries_witnessed_only_in_the_journal_are_missed_after_a_rollback(
+    vault: VaultFixture, state_home: Path, tmp_path: Path
+) -> None:
+    _setup(vault)
+    old = tmp_path / "old"
+    shutil.copytree(vault.path, old)
+    files = {f: f.read_bytes() for f in _slots(state_home, "alice")}
+    with _open(vault) as v:
+        at_copy = v.audit.checkpoint().position - 1  # this open's own reads come after it
+        for _ in range(3):
+            v.get(REF)
+        seen = v.audit.checkpoint().position
+    assert {f: f.read_bytes() for f in files} == files  # only the journal knows
+    shutil.rmtree(vault.path)
+    shutil.copytree(old, vault.path)
+    with pytest.raises(IntegrityError, match=rf"audit entries {at_copy + 1}–{seen} are missing"):
+        _open(vault)
+
+
+def test_a_torn_journal_record_is_folded_away_and_the_witness_stays_right(
+    vault: VaultFixture, state_home: Path
+) -> None:
+    """A crash mid-append leaves a partial record: the next append sees the journal out of
+    step with the record size and folds it (with its own position) into the file."""
+    _setup(vault)
+    (journal,) = (state_home / "credvault").glob("witness-*-alice-*.journal")
+    with _open(vault) as v:
+        v.get(REF)
+        with journal.open("ab") as f:
+            f.write(b"\x01" * 30)  # what a write cut short leaves
+        v.get(REF)
+        assert journal.stat().st_size % wt.RECORD == 0
+        v.get(REF)
+        head = v.audit.checkpoint()
+    assert _witnessed(vault).marks["audit"] == wt.Mark(head.position, bytes.fromhex(head.mac))
+
+
+def test_two_processes_appending_fold_by_the_journals_real_length(
+    vault: VaultFixture, state_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each appender learns the journal's length from its own append, so records of other
+    processes count toward the fold: the journal stays near its fold size however many
+    processes read."""
+    _setup(vault)
+    monkeypatch.setattr(wt, "JOURNAL_FOLD", 4 * wt.RECORD)
+    (journal,) = (state_home / "credvault").glob("witness-*-alice-*.journal")
+    with _open(vault) as one, _open(vault) as two:
+        for _ in range(12):
+            one.get(REF)
+            two.get(REF)
+            assert journal.stat().st_size <= 6 * wt.RECORD
+        head = two.audit.checkpoint()
+    assert _witnessed(vault).marks["audit"] == wt.Mark(head.position, bytes.fromhex(head.mac))

@@ -121,7 +121,7 @@ class EngagementKeys:
         replayed log, and their copy is accepted only for the version the log is at, if the
         log made them a holder of it and the key has the fingerprint the log committed to."""
         s = self.s
-        s.check(operation, self.grants.role_of(eng), eng.name, item)
+        s.check(operation, self.grants.logged_role(eng, state), eng.name, item)
         if state.key_version == 0:
             raise s.refuse(
                 operation, eng.name, item, "no key yet: the engagement's lead makes it first"

@@ -184,10 +184,7 @@ class Grants:
             return None  # the grants went with the data; the log stays as its history
         state = self.log_state(eng)
         if state is not None:
-            m = state.roster.get(who)
-            if m is None or (m.expires is not None and m.expires <= self.s.now()):
-                return None
-            return Role(m.role) if self.roster.current(state, who) else None
+            return self.logged_role(eng, state, who)
         # The grant row is read every time (one indexed lookup), so a revoke or an expiry
         # by another process counts at once; only the signature chain check is cached.
         g = self.s.store.grant_of(eng.id, who)
@@ -198,6 +195,19 @@ class Grants:
             valid = g.role != "recovery" and self.role_valid(eng, g)
             self.s.verified[(eng.id, who)] = (g, valid)
         return Role(g.role) if g.live(self.s.now()) and valid else None
+
+    def logged_role(
+        self, eng: Engagement, state: ml.State, member: str | None = None
+    ) -> Role | None:
+        """:meth:`role_of` for a membership-log engagement whose verified ``state`` the
+        caller has just read (the read path: the log's head is not read twice)."""
+        who = member or self.s.member
+        if eng.state == "purged":
+            return None
+        m = state.roster.get(who)
+        if m is None or (m.expires is not None and m.expires <= self.s.now()):
+            return None
+        return Role(m.role) if self.roster.current(state, who) else None
 
     def listing(self, eng: Engagement) -> list[GrantInfo]:
         """Who holds which role (no permission check: the caller's)."""

@@ -14,7 +14,14 @@ The file is MACed under a key derived from the member's own private signing key,
 insider who can write the member's files but does not hold that key cannot forge "all is
 well"; they can delete it (the next open then starts afresh).
 
-This module is pure apart from reading and writing its one file (and its lock); the vault
+Every read appends one audit entry, so the audit chain's position moves on every ``get``.
+Rewriting the whole (MACed JSON) file for that cost more than the rest of a read; instead
+the audit position is appended to a *journal* beside it: one fixed-size MACed record per
+commit, written with ``O_APPEND`` under the shared lock, folded into the file (and the
+journal emptied) under the exclusive lock when it grows long or another chain moves. The
+witness is the file advanced by the journal's highest record that verifies.
+
+This module is pure apart from reading and writing its files (and its lock); the vault
 decides when to check and when to advance. Format: docs/format.md §18.
 """
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hmac
 import json
 import os
 import re
@@ -35,7 +43,13 @@ from credvault.errors import IntegrityError
 from credvault.files import FILE_MODE, atomic_write, make_private_dir
 
 FORMAT = "credvault-witness/1"
+EPOCH = 16  # bytes of a journal epoch
 MAX_SIZE = 4 * 1024 * 1024
+JOURNAL_CHAIN = "audit"  # the one chain the journal records (it moves on every read)
+JOURNAL_HASH = 32  # an audit entry's chain MAC (HMAC-SHA256)
+RECORD = 8 + JOURNAL_HASH + 32  # seq, hash, MAC
+JOURNAL_FOLD = 256 * RECORD  # an appender folds the journal into the file from this size
+JOURNAL_MAX = 4096 * RECORD  # a reader looks at no more than this (the rest: not there)
 PAD = 4096  # a slot file is padded to a multiple of this, so most updates fit in place
 CHAIN_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}(:[0-9a-f]{1,64})?")
 ACCEPT_HINT = "if the vault was restored on purpose, run 'credvault witness accept'"
@@ -127,11 +141,15 @@ def refusal(member: str, gaps: list[Gap]) -> IntegrityError:
 
 
 class Witness(NamedTuple):
-    """What one member has seen of one vault: chain name -> last position seen."""
+    """What one member has seen of one vault: chain name -> last position seen.
+
+    ``epoch`` names the journal records that count with this file (their MAC covers it):
+    a reset picks a new one, so records of positions from before it cannot come back."""
 
     vault_id: bytes
     member: str
     marks: Mapping[str, Mark]
+    epoch: bytes = b""
 
     def gaps(self, chains: Mapping[str, Chain]) -> list[Gap]:
         """Where the vault (``chains``, as it is now) is behind or forked from this witness.
@@ -171,12 +189,15 @@ class Witness(NamedTuple):
 
     # -- file ------------------------------------------------------------------------------------
     def _body(self) -> dict[str, Any]:
-        return {
+        body = {
             "format": FORMAT,
             "vault_id": self.vault_id.hex(),
             "member": self.member,
             "chains": {n: [m.seq, m.hash.hex()] for n, m in sorted(self.marks.items())},
         }
+        if self.epoch:
+            body["journal"] = self.epoch.hex()
+        return body
 
     def to_bytes(self, mac_key: bytes, gen: int = 0) -> bytes:
         """The MACed file body; ``gen`` orders the two slots (the higher valid one counts)."""
@@ -203,7 +224,10 @@ def _decode(data: bytes, mac_key: bytes, vault_id: bytes, member: str) -> tuple[
         if not isinstance(chains, dict) or type(gen) is not int or not 0 <= gen < 2**63:
             raise ValueError
         marks = {_name(n): _mark(m) for n, m in chains.items()}
-        w = Witness(bytes.fromhex(d["vault_id"]), d["member"], marks)
+        epoch = bytes.fromhex(d.get("journal", ""))
+        if len(epoch) not in (0, EPOCH):
+            raise ValueError
+        w = Witness(bytes.fromhex(d["vault_id"]), d["member"], marks, epoch)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise IntegrityError("witness file is corrupt") from None
     canonical = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
@@ -271,11 +295,101 @@ def slots(path: Path) -> tuple[Path, Path]:
 
 
 def load(path: Path, key: bytes, vault_id: bytes, member: str) -> Witness | None:
-    """The witness at ``path``, or None if there is none yet (under the shared lock)."""
+    """The witness at ``path`` with its journal, or None if there is none yet (under the
+    shared lock)."""
     if not path.parent.is_dir():
         return None
     with locked(path, exclusive=False):
-        return read(path, key, vault_id, member).witness
+        return with_journal(read(path, key, vault_id, member).witness, path, key, vault_id, member)
+
+
+def with_journal(
+    w: Witness | None, path: Path, key: bytes, vault_id: bytes, member: str
+) -> Witness | None:
+    """``w`` (the file's witness, None: no file) advanced by its journal's highest record."""
+    epoch = b"" if w is None else w.epoch
+    mark = read_journal(path, key, journal_prefix(vault_id, member, epoch))
+    if mark is None:
+        return w
+    return (w or Witness(vault_id, member, {})).advanced({JOURNAL_CHAIN: mark})
+
+
+# -- the journal: one MACed audit position appended per commit ------------------------------
+def journal_path(path: Path) -> Path:
+    """The journal beside the witness file ``<name>.json``: ``<name>.journal``."""
+    return path.with_name(path.stem + ".journal")
+
+
+def journal_prefix(vault_id: bytes, member: str, epoch: bytes) -> bytes:
+    """What every record's MAC covers before its own position (computed once per open)."""
+    return labels.encode(labels.WITNESS_JOURNAL, vault_id, member, epoch, JOURNAL_CHAIN)
+
+
+def journal_record(key: bytes, prefix: bytes, mark: Mark) -> bytes:
+    """One record: ``seq`` (8 bytes, big endian), the hash (32), and
+    ``HMAC-SHA256(key, prefix ‖ encode(seq, hash))`` (32)."""
+    if len(mark.hash) != JOURNAL_HASH or not 0 <= mark.seq < 2**63:
+        raise ValueError("not a journal position")
+    seq = mark.seq.to_bytes(8, "big")
+    tail = b"\0\0\0\x08" + seq + b"\0\0\0\x20" + mark.hash  # encode(seq, hash)
+    return seq + mark.hash + p.mac(key, prefix + tail)
+
+
+def read_journal(path: Path, key: bytes, prefix: bytes) -> Mark | None:
+    """The highest position among the journal's records that verify (None: none).
+
+    Records are read at multiples of :data:`RECORD`. One that does not verify is not there:
+    a write cut short by a crash, a record of another epoch (before a reset), or an edit,
+    which is no better than deleting the journal (which anyone who can write it can do).
+    """
+    try:
+        with journal_path(path).open("rb") as f:
+            data = f.read(JOURNAL_MAX)
+    except FileNotFoundError:
+        return None
+    view = memoryview(data)
+    found = sorted(
+        (
+            (int.from_bytes(view[i : i + 8], "big"), i)
+            for i in range(0, len(data) - RECORD + 1, RECORD)
+        ),
+        reverse=True,
+    )
+    for seq, i in found:
+        mark = Mark(seq, bytes(view[i + 8 : i + 8 + JOURNAL_HASH]))
+        if seq < 2**63 and hmac.compare_digest(
+            journal_record(key, prefix, mark), bytes(view[i : i + RECORD])
+        ):
+            return mark
+    return None
+
+
+def open_journal(path: Path) -> int:
+    """A descriptor appending to the journal (created 0600), for :func:`append`."""
+    return os.open(
+        journal_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE
+    )
+
+
+def append(fd: int, lock: int, record: bytes) -> int:
+    """Append one record under the shared lock (a fold takes the exclusive one: no record
+    lands between its read and its truncation); returns the journal's length just after it.
+    One ``write`` with ``O_APPEND``: records of several processes never interleave; no
+    fsync (as the file's own get-path write)."""
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    try:
+        if os.write(fd, record) != len(record):
+            raise OSError("short write to the witness journal")
+        return os.lseek(fd, 0, os.SEEK_CUR)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def clear_journal(path: Path) -> None:
+    """Empty the journal (the caller holds the exclusive lock, its records already in the
+    file)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.truncate(journal_path(path), 0)
 
 
 def read(path: Path, key: bytes, vault_id: bytes, member: str) -> Stored:
@@ -353,20 +467,6 @@ def save(
     finally:
         if fd >= 0:
             os.close(fd)
-
-
-def signature(path: Path) -> tuple[tuple[int, int, int, int] | None, ...]:
-    """(inode, size, mtime, ctime) of each slot: unchanged means unwritten since (a cache
-    check; with coarse timestamps a missed change only makes the witness lag, never alarm)."""
-    out: list[tuple[int, int, int, int] | None] = []
-    for slot in slots(path):
-        try:
-            st = slot.stat()
-        except FileNotFoundError:
-            out.append(None)
-            continue
-        out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(out)
 
 
 def lock_fd(path: Path) -> int:

@@ -9,10 +9,12 @@ member saw, and that is refused at open with exit 6, naming what is missing.
 
 Concurrency: the file is read, merged and written under its own lock, and positions only
 move forward (compare-and-max), so several processes of one member never undo each other's
-advance. A position is recorded only after its transaction committed (``synchronous=FULL``:
-it is on disk), and at open the witness is read *before* the vault, so whatever it holds is
-already in the database being checked: other processes and other members moving the vault
-on can never cause a false alarm. See docs/security.md §13.
+advance. A commit that moved only the audit chain (every read, most writes) appends one
+record to the witness's journal instead (:mod:`credvault.witness`). A position is recorded
+only after its transaction committed (``synchronous=FULL``: it is on disk), and at open the
+witness is read *before* the vault, so whatever it holds is already in the database being
+checked: other processes and other members moving the vault on can never cause a false
+alarm. See docs/security.md §13.
 """
 
 from __future__ import annotations
@@ -91,8 +93,10 @@ class Keeper:
         self._logs = False  # the database has the membership logs (format 3 or later)
         self.warned = False
         self.fd: int | None = None  # the lock file, kept open between advances
-        # the slots as this process last read or wrote them, by their file signature
-        self.cache: tuple[tuple[object, ...], wt.Stored] | None = None
+        self.journal: int | None = None  # the journal, open for appending
+        self.epoch = b""  # the epoch of the witness as last read or written
+        self.prefix: bytes | None = None  # what journal records of that epoch MAC first
+        self.journal_size = 0  # bytes this process knows the journal to hold
 
     def _chains(self) -> dict[str, Chain]:
         if not self._logs:  # once per open, and again only until an older vault is upgraded
@@ -100,7 +104,14 @@ class Keeper:
         return chains(self.s, self._logs)
 
     def load(self) -> wt.Witness | None:
-        return wt.load(self.path, self.key, self.s.vault_id, self.s.member)
+        w = wt.load(self.path, self.key, self.s.vault_id, self.s.member)
+        self._epoch(b"" if w is None else w.epoch)
+        return w
+
+    def _epoch(self, epoch: bytes) -> None:
+        if self.prefix is None or epoch != self.epoch:
+            self.epoch = epoch
+            self.prefix = wt.journal_prefix(self.s.vault_id, self.s.member, epoch)
 
     def gaps(self) -> tuple[list[Gap], dict[str, Chain], wt.Witness | None]:
         """What the vault lacks of the witness (read first, then the vault: see above)."""
@@ -117,14 +128,24 @@ class Keeper:
         if gaps:
             raise wt.refusal(self.s.member, gaps)
         now, gone = heads(found), {n for n, c in found.items() if c.gone}
-        if seen is not None and seen.advanced(now).without(gone) == seen:
+        if seen is None:
+            self._merge(now, gone)
+            return
+        if seen.advanced(now).without(gone) == seen:
             self.recorded = now  # nothing new: no write on open
             return
+        moved = {n for n, m in now.items() if n not in seen.marks or m.seq > seen.marks[n].seq}
+        if not gone and moved == {wt.JOURNAL_CHAIN}:
+            # only the audit chain went on (others read, or this member elsewhere): one
+            # journal record, as after a read
+            self.recorded = now
+            if self._append(now[wt.JOURNAL_CHAIN]):
+                return
         self._merge(now, gone)
 
     def advance(self) -> None:
         """After a commit: record the chains' heads if they moved (the ``get`` path: no
-        query, and one small file slot overwritten without fsync; a failure only warns).
+        query, and one journal record appended without fsync; a failure only warns).
 
         A transaction that only appended audit entries (every read) moved the audit chain
         alone, to the entry it wrote last: that entry is committed, so it is a position the
@@ -137,9 +158,15 @@ class Keeper:
                 and store.tx_audit_head is not None
                 and not store.tx_other_chains
             ):
-                now = {**self.recorded, "audit": Mark(*store.tx_audit_head)}
-            else:
-                now = heads(self._chains())
+                mark = Mark(*store.tx_audit_head)
+                if mark == self.recorded.get(wt.JOURNAL_CHAIN):
+                    return
+                now = {**self.recorded, wt.JOURNAL_CHAIN: mark}
+                self.recorded = now
+                if not self._append(mark):
+                    self._merge(now, set())
+                return
+            now = heads(self._chains())
             if now != self.recorded:
                 self._merge(now, set())
         except (OSError, CredvaultError) as e:
@@ -151,29 +178,46 @@ class Keeper:
                     "could not update the witness %s: %s", self.path, e
                 )
 
-    def _merge(self, now: dict[str, Mark], gone: set[str]) -> None:
+    def _append(self, mark: Mark) -> bool:
+        """Record the audit chain's ``mark`` in the journal (the hot path: one HMAC, one
+        ``write``); folds the journal into the file when it has grown long. False: this
+        position cannot be journalled (the file is written instead)."""
+        if self.prefix is None or len(mark.hash) != wt.JOURNAL_HASH:
+            return False
         if self.fd is None:
             self.fd = wt.lock_fd(self.path)
+        if self.journal is None:
+            self.journal = wt.open_journal(self.path)
+            self.journal_size = os.fstat(self.journal).st_size
+        if self.journal_size % wt.RECORD or self.journal_size >= wt.JOURNAL_FOLD:
+            return False  # a torn record or a long journal: fold it (and this mark) in
+        record = wt.journal_record(self.key, self.prefix, mark)
+        # the length after it counts every process's records (the fold is anyone's)
+        self.journal_size = wt.append(self.journal, self.fd, record)
+        return self.journal_size % wt.RECORD == 0  # else out of step: fold it in now
+
+    def _merge(self, now: dict[str, Mark], gone: set[str]) -> None:
+        """Fold the journal and ``now`` into the file, under the exclusive lock."""
+        if self.fd is None:
+            self.fd = wt.lock_fd(self.path)
+        vid, member = self.s.vault_id, self.s.member
         with wt.locked(self.path, fd=self.fd):
-            sig = wt.signature(self.path)
-            if self.cache is not None and self.cache[0] == sig:
-                at = self.cache[1]  # nobody wrote since this process did: no re-read
-            else:
-                at = wt.read(self.path, self.key, self.s.vault_id, self.s.member)
-            current = at.witness
-            base = current or wt.Witness(self.s.vault_id, self.s.member, {})
+            at = wt.read(self.path, self.key, vid, member)
+            current = wt.with_journal(at.witness, self.path, self.key, vid, member)
+            base = current or wt.Witness(vid, member, {})
             new = base.advanced(now).without(gone)
-            if new != current:
+            if new != at.witness:
                 wt.save(self.path, new, self.key, durable=False, at=at)
-                at = wt.Stored(new, at.gen + 1, wt.target_slot(at))
-                sig = wt.signature(self.path)
-            self.cache = (sig, at)
+            wt.clear_journal(self.path)
+            self.journal_size = 0
+            self._epoch(new.epoch)
             self.recorded = now
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        for fd in (self.fd, self.journal):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self.journal = None
 
     def heads_now(self) -> dict[str, Mark]:
         return heads(self._chains())
@@ -189,8 +233,13 @@ class Keeper:
         path, key, vid, member = self.path, self.key, self.s.vault_id, self.s.member
 
         def write() -> None:
+            # a new epoch: journal records of the positions before the reset no longer count
+            fresh = wt.Witness(vid, member, now, os.urandom(wt.EPOCH))
             with wt.locked(path):
-                wt.save(path, wt.Witness(vid, member, now), key)
+                wt.save(path, fresh, key)
+                wt.clear_journal(path)
+            self.journal_size = 0
+            self._epoch(fresh.epoch)
             self.recorded = now
 
         return write

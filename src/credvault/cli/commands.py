@@ -22,7 +22,6 @@ from credvault import (
     InvalidInput,
     KdfParams,
     NotFound,
-    ReceiptKeys,
     Secret,
     Vault,
     default_dir,
@@ -39,7 +38,7 @@ from credvault import (
 from credvault.cli import terminal as t
 
 if TYPE_CHECKING:
-    from credvault import Team, WitnessGap
+    from credvault import ReceiptKeys, Team, WitnessGap
     from credvault.clipboard import Backend
 
 EXIT_OK = 0
@@ -975,6 +974,8 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
             history = json.loads(Path(args.key_history).read_text()[:10_000_000])
         except (OSError, UnicodeDecodeError, ValueError):
             raise InvalidInput(f"cannot read key history {args.key_history}") from None
+        from credvault import ReceiptKeys  # only here: `credvault get` does not load it
+
         trusted = ReceiptKeys.from_json(history, args.public_key)
     body = verify_receipt(text, trusted)
     if not args.public_key:

@@ -33,6 +33,7 @@ KEYRING_ENTRY = b"credvault/v1/keyring-entry"
 MEMBER_LOG = b"credvault/v1/membership-link"  # signature over a membership-log link
 MEMBER_LOG_HASH = b"credvault/v1/membership-chain"  # hash chaining the links
 WITNESS_MAC = b"credvault/v1/witness-mac"  # HKDF info: a member's witness file MAC key
+WITNESS_JOURNAL = b"credvault/v1/witness-journal"  # a witness journal record's MAC
 MEMBER_STATE_MAC = b"credvault/v1/membership-state-mac"  # HKDF info: verified-state MAC key
 
 # The three statements signed under GRANT_SIG, told apart by their first encoded part.
@@ -65,6 +66,7 @@ ALL = (
     MEMBER_LOG,
     MEMBER_LOG_HASH,
     WITNESS_MAC,
+    WITNESS_JOURNAL,
     MEMBER_STATE_MAC,
 )
 
