@@ -49,31 +49,6 @@ def test_client_refuses_unsupported_schema_in_one_line(pg: Any) -> None:
             apply_schema(conn)
 
 
-def test_a_database_of_an_earlier_schema_is_refused_then_upgraded(pg_cluster: Any) -> None:
-    """A database made at version 1 (the previous release's schema) is refused by a client
-    in one line naming the upgrade, and the owner's apply_schema brings it to the current
-    version in one step, after which it is used like a new one."""
-    import secrets
-
-    from credvault.postgres import bootstrap_sql, scram_verifier
-    from pg_cluster import PgVault
-
-    db = f"old_{secrets.token_hex(3)}"
-    owner, password = f"{db}_owner", secrets.token_urlsafe(16)
-    pg_cluster.superuser_sql(bootstrap_sql(db, owner, scram_verifier(password)))
-    vault = PgVault(pg_cluster, db, owner, password)
-    with vault.connect() as conn:
-        assert apply_schema(conn, upto=1) is True
-        with pytest.raises(UnsupportedFormat) as info:
-            check_schema(conn)
-        assert "\n" not in str(info.value)
-        assert "version 1 is older" in str(info.value)
-        assert "--upgrade-schema" in str(info.value)
-        assert apply_schema(conn) is True
-        assert check_schema(conn) == SCHEMA_VERSION
-        assert apply_schema(conn) is False
-
-
 def test_cluster_runs_unprivileged(pg: Any) -> None:
     postmaster = int((pg.cluster.datadir / "postmaster.pid").read_text().split()[0])
     assert Path(f"/proc/{postmaster}").stat().st_uid != 0  # PostgreSQL never runs as root

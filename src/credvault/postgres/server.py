@@ -19,7 +19,7 @@ from typing import Any
 
 from credvault.errors import AccessDenied, InvalidInput, UnsupportedFormat
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 1
 # pg_advisory_xact_lock key: "credvault" folded to 63 bits; any constant works, this one
 # is unlikely to collide with another application's lock in the same database.
 ADVISORY_LOCK = int.from_bytes(hashlib.sha256(b"credvault schema").digest()[:8], "big") >> 1
