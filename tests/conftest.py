@@ -290,3 +290,13 @@ def offset_env(lib: str, days: float) -> dict[str, str]:
         "FAKETIME": f"+{days}d",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
+
+
+def copy_fixture_vault(fixture: Path, target: Path) -> Path:
+    """A fixture vault directory copied to ``target`` with the modes a vault has (0700
+    directory, 0600 files), as a vault made by a previous release is found on disk."""
+    shutil.copytree(fixture, target)
+    target.chmod(0o700)
+    for f in target.iterdir():
+        f.chmod(0o600)
+    return target

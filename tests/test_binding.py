@@ -22,7 +22,15 @@ import sqlcipher3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import KDF, PASSWORDS, CliRunner, Clock, VaultFixture, separate_client
+from conftest import (
+    KDF,
+    PASSWORDS,
+    CliRunner,
+    Clock,
+    VaultFixture,
+    copy_fixture_vault,
+    separate_client,
+)
 from credvault import MIN_KDF, IntegrityError, NotFound, Vault
 from credvault.crypto import envelope
 from credvault.importers import RawEntry
@@ -391,12 +399,7 @@ def test_cli_get_of_a_swapped_record_exits_6_with_one_line(
 # -- records written before binding (upgraded vaults) --------------------------------------------
 @pytest.fixture
 def old_vault(tmp_path: Path) -> Path:
-    path = tmp_path / "vault"
-    shutil.copytree(FIXTURE, path)
-    path.chmod(0o700)
-    for f in path.iterdir():
-        f.chmod(0o600)
-    return path
+    return copy_fixture_vault(FIXTURE, tmp_path / "vault")
 
 
 def _open(path: Path, member: str = "alice") -> Vault:

@@ -10,12 +10,12 @@ creation record, sealed copies signed by an entitled lead).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from conftest import copy_fixture_vault
 from credvault import MIN_KDF, AccessDenied, IntegrityError, NotFound, Vault
 from credvault.access import Role
 from credvault.grants import creation_message, role_message
@@ -28,12 +28,7 @@ Opener = Callable[[str], Vault]
 
 @pytest.fixture
 def prelog(tmp_path: Path) -> Path:
-    path = tmp_path / "vault"
-    shutil.copytree(FIXTURE, path)
-    path.chmod(0o700)
-    for f in path.iterdir():
-        f.chmod(0o600)
-    return path
+    return copy_fixture_vault(FIXTURE, tmp_path / "vault")
 
 
 @pytest.fixture

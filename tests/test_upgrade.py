@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import copy_fixture_vault
 from credvault import MIN_KDF, AccessDenied, IntegrityError, Vault
 from credvault.store import FORMAT_VERSION
 from credvault.unlock import Passphrase
@@ -25,12 +26,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "vault-format1"
 
 @pytest.fixture
 def old_vault(tmp_path: Path) -> Path:
-    path = tmp_path / "vault"
-    shutil.copytree(FIXTURE, path)
-    path.chmod(0o700)
-    for f in path.iterdir():
-        f.chmod(0o600)
-    return path
+    return copy_fixture_vault(FIXTURE, tmp_path / "vault")
 
 
 def test_format1_vault_is_upgraded_in_place_with_a_backup_first(old_vault: Path) -> None:
