@@ -30,6 +30,27 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``CREDVAULT_TEST_SHARD=K/N`` keeps the test files of shard K (tests/shards.py)."""
+    shard = os.environ.get("CREDVAULT_TEST_SHARD")
+    if not shard:
+        return
+    from shards import assign, per_file
+
+    k, n = (int(x) for x in shard.split("/"))
+    root = config.rootpath
+    paths = [Path(str(item.path)).relative_to(root).as_posix() for item in items]
+    counts = per_file(paths)
+    where = assign(sorted(counts), counts, n)
+    keep = [item for item, p in zip(items, paths, strict=True) if where[p] == k]
+    drop = [item for item, p in zip(items, paths, strict=True) if where[p] != k]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+
+
 KDF = MIN_KDF
 KDF_ARG = f"m={KDF.memory_kib},t={KDF.iterations},p={KDF.lanes}"
 PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass", "carol": "carol-pass", "dave": "dave-pass"}
