@@ -31,24 +31,40 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``CREDVAULT_TEST_SHARD=K/N`` keeps the test files of shard K (tests/shards.py)."""
-    shard = os.environ.get("CREDVAULT_TEST_SHARD")
-    if not shard:
-        return
-    from shards import assign, per_file
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """With ``CREDVAULT_TEST_CLAIMS`` set (scripts/test), run only the test files this
+    process claims (tests/shards.py); otherwise pytest's own loop. Like pytest's loop, each
+    test learns the next one, so module fixtures end when this process leaves their file."""
+    claims = os.environ.get("CREDVAULT_TEST_CLAIMS")
+    if not claims or session.config.option.collectonly:
+        return None
+    if session.testsfailed and not session.config.option.continue_on_collection_errors:
+        raise session.Interrupted(f"{session.testsfailed} errors during collection")
+    from shards import claimed
 
-    k, n = (int(x) for x in shard.split("/"))
-    root = config.rootpath
-    paths = [Path(str(item.path)).relative_to(root).as_posix() for item in items]
-    counts = per_file(paths)
-    where = assign(sorted(counts), counts, n)
-    keep = [item for item, p in zip(items, paths, strict=True) if where[p] == k]
-    drop = [item for item, p in zip(items, paths, strict=True) if where[p] != k]
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-    items[:] = keep
+    files: dict[str, list[pytest.Item]] = {}
+    for item in session.items:
+        files.setdefault(
+            Path(str(item.path)).relative_to(session.config.rootpath).as_posix(), []
+        ).append(item)
+    mine = claimed(list(files.items()), Path(claims))
+    current = next(mine, None)
+    while current is not None:
+        following = None
+        for i, item in enumerate(current):
+            if i + 1 < len(current):
+                nextitem: pytest.Item | None = current[i + 1]
+            else:
+                following = next(mine, None)
+                nextitem = following[0] if following else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if session.shouldfail:
+                raise session.Failed(session.shouldfail)
+            if session.shouldstop:
+                raise session.Interrupted(session.shouldstop)
+        current = following
+    return True
 
 
 KDF = MIN_KDF

@@ -1,17 +1,23 @@
-"""Which shard runs which test file (``CREDVAULT_TEST_SHARD=K/N``; scripts/test runs the whole
-suite as three shards side by side).
+"""The whole suite as several pytest processes side by side (scripts/test): each claims whole
+test files from a shared directory (``CREDVAULT_TEST_CLAIMS``), heaviest first, and runs the
+files it claimed; a file goes to whichever process is free first, so the processes finish
+together however the files' costs drift.
 
 A file is the unit, never a test: most files build module-scoped fixtures (a CLI vault, a
-hundred error-case processes, a keyring daemon) that a split would build twice. Files are
-packed heaviest first onto the lightest shard (LPT). Weights are seconds from a profiled run
-(``--durations=0``) of the files that take more than a few; a file not listed counts
-``PER_TEST`` seconds per test. Stale weights only unbalance the shards, never drop a test.
+hundred error-case processes, a keyring daemon) that a split would build twice. A claim is an
+``os.mkdir`` (atomic: exactly one process wins it). Weights only order the files (heaviest
+first, so no shard is left with a long file at the end); they are seconds from a profiled run
+(``--durations=0``), and a file not listed counts ``PER_TEST`` seconds per test. Stale weights
+only cost balance, never a test.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 PER_TEST = 0.3
 WEIGHTS: dict[str, float] = {
@@ -45,22 +51,15 @@ WEIGHTS: dict[str, float] = {
 }
 
 
-def assign(files: Sequence[str], counts: dict[str, int], shards: int) -> dict[str, int]:
-    """Each file's shard: heaviest first onto the shard with the least weight so far (ties
-    by name, so every shard process computes the same assignment)."""
-    load = [0.0] * shards
-    out: dict[str, int] = {}
-    weight = {f: WEIGHTS.get(f, PER_TEST * counts.get(f, 1)) for f in files}
-    for f in sorted(files, key=lambda f: (-weight[f], f)):
-        k = min(range(shards), key=lambda i: (load[i], i))
-        out[f] = k
-        load[k] += weight[f]
-    return out
+def weight(path: str, tests: int) -> float:
+    return WEIGHTS.get(path, PER_TEST * tests)
 
 
-def per_file(paths: Sequence[str]) -> dict[str, int]:
-    """How many tests each file holds."""
-    counts: dict[str, int] = defaultdict(int)
-    for p in paths:
-        counts[p] += 1
-    return dict(counts)
+def claimed(files: list[tuple[str, list[T]]], claims: Path) -> Iterator[list[T]]:
+    """The test lists of the files this process wins, heaviest file first."""
+    for path, items in sorted(files, key=lambda f: (-weight(f[0], len(f[1])), f[0])):
+        try:
+            (claims / path.replace("/", "__")).mkdir()
+        except FileExistsError:
+            continue
+        yield items
