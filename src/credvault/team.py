@@ -122,7 +122,7 @@ def _now() -> str:
 class Removal(NamedTuple):
     """What ``member rm`` did on a team vault: the sessions it ended, the engagements whose
     log now carries the member's signed revocation, and those it could not sign them out
-    of because they are the log's only lead (flagged for rotation; no lead remains to act)."""
+    of because they are the log's only lead (a log keeps a lead; no other lead can)."""
 
     sessions: int
     revoked: builtins.list[str]
@@ -1339,8 +1339,9 @@ class TeamMembers:
     def _remove(self, name: str) -> Removal:
         """Every log is replayed here (from this admin's witness where they verified it
         before): which engagements name ``name`` is the signed history's to say, not the
-        server's grant rows. A log that does not verify gets no link; the removal still
-        happens, then IntegrityError names it (exit 6). An engagement whose only lead is
+        server's grant rows. A log that does not verify (or where this admin's own
+        certificate does not) gets no link; the removal still happens, then IntegrityError
+        names it (exit 6). An engagement whose only lead is
         ``name`` cannot lose them (every log keeps a lead): it stays flagged for rotation.
         """
         t = self.t
@@ -1362,9 +1363,13 @@ class TeamMembers:
             if state.leads() == [name]:
                 sole_lead.append(eng)
                 continue
-            link, new = ml.sign_link(
-                state, t.trust(uid), ml.REVOKE, (name,), t.member, t.keys.sign_private, now
-            )
+            try:  # refused if the server's certificate of this admin's own key is altered
+                link, new = ml.sign_link(
+                    state, t.trust(uid), ml.REVOKE, (name,), t.member, t.keys.sign_private, now
+                )
+            except IntegrityError as e:
+                broken.append(f"{eng} ({e})")
+                continue
             revocations.append((eng, link))
             signed.append((uid, new))
         sessions = t.store.remove_member_logged(name, revocations)

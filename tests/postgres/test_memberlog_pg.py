@@ -426,7 +426,8 @@ def test_member_rm_signs_revocations_the_dba_cannot_undo(team: World) -> None:
     `member rm` then signs his revocation into both logs. The DBA puts everything back —
     login, password, `members` row, grant rows with his old copies — and still: bob reads
     nothing, carol's next rotation seals nothing to him, and a link bob signs himself with
-    his own key is exit 6 for carol. The audit shows each revocation."""
+    his own key is exit 6 for carol. The audit shows each revocation. gamma, which bob
+    alone leads, keeps him (a log keeps a lead) and `member rm` says so."""
     from credvault.postgres import scram_verifier
 
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
@@ -435,12 +436,13 @@ def test_member_rm_signs_revocations_the_dba_cannot_undo(team: World) -> None:
             ("alice", ("grant", "acme-2026", "bob", "reader")),
             ("alice", ("engagement", "new", "beta", "--client", "b", "--lead", "carol")),
             ("carol", ("grant", "beta", "bob", "lead")),  # carol's first use makes the key
+            ("alice", ("engagement", "new", "gamma", "--client", "g", "--lead", "bob")),
         ]
     )
     rows = "SELECT g.engagement_id, g.key_version, g.sealed, g.sealed_by, g.copy_sig FROM "
     back = dba(team, rows + "credvault.grants g WHERE g.member = 'bob'")
-    assert len(back) == 2
-    assert all(r[2] is not None for r in back)
+    assert len(back) == 3  # gamma: bob's lead row, no key yet
+    assert sum(r[2] is not None for r in back) == 2
     before = {e: links(team, e) for e in ("acme-2026", "beta")}
     # atomic: a call whose second link the server refuses appends nothing, removes nothing
     last = ml.Link.from_bytes(before["acme-2026"][-1])
@@ -459,6 +461,10 @@ def test_member_rm_signs_revocations_the_dba_cannot_undo(team: World) -> None:
     assert {e: links(team, e) for e in before} == before
     r = team.ok("alice", "member", "rm", "bob")  # completes it: the links, signed by alice
     assert "revocation signed in 2 engagement log(s)" in r.text
+    assert r.text.endswith(
+        "bob stays on the signed roster of what they alone lead (no other lead can sign them "
+        "out): gamma\n"
+    )
     for eng in before:
         new = links(team, eng)
         assert new[: len(before[eng])] == before[eng]
@@ -483,7 +489,8 @@ def test_member_rm_signs_revocations_the_dba_cannot_undo(team: World) -> None:
             (kv, sealed, by, sig, eid),
         )
     got = team.run("bob", "get", "acme-2026/db")
-    assert got.code in (4, 6), got.err
+    assert got.code == 4, got.err
+    assert "no reading role in its log" in one_line(got)
     assert SECRET not in got.out
     # carol's next command rotates beta (bob held its key): no copy for bob
     team.ok("carol", "grant", "beta", "alice", "reader")

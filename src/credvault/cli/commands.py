@@ -458,8 +458,8 @@ def cmd_member_rm(args: argparse.Namespace) -> int:
             )
             if r.sole_lead:
                 t.out(
-                    f"not signed where {args.name} is the only lead (flagged for rotation; "
-                    f"no lead remains to act): {', '.join(r.sole_lead)}"
+                    f"{args.name} stays on the signed roster of what they alone lead (no "
+                    f"other lead can sign them out): {', '.join(r.sole_lead)}"
                 )
             return EXIT_OK
         n = v.members.remove(args.name)
