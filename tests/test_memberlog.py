@@ -325,6 +325,32 @@ def test_recovery_key_is_entitled_and_an_impostor_is_not() -> None:
     assert "recovery" in _refused([*log.blobs, bad])
 
 
+def test_a_remover_admin_may_sign_a_revoke_and_nothing_else() -> None:
+    """A team vault's ``member rm``: an admin the trust names in ``removers`` signs a
+    member out without being on the roster; the state then demands a rotation. That admin
+    still may not grant, rotate or remove the last lead; another key under their name, or
+    a trust without removers (a SQLCipher vault), refuses the same link."""
+    log = _history()
+    team = TRUST._replace(removers={"admin": frozenset({ADMIN.sign})})
+    out = _forge(log.st, ml.REVOKE, ("bob",), "admin", ADMIN)
+    st = ml.replay([*log.blobs, out], team)
+    assert "bob" not in st.roster
+    assert st.needs_rotation(_t(99))
+    assert "not on the roster" in _refused([*log.blobs, out])  # SQLCipher: no removers
+    assert "not on the roster" in _refused(
+        [*log.blobs, _forge(log.st, ml.REVOKE, ("bob",), "admin", MALLORY)], team
+    )
+    for kind, fields in (
+        (ml.GRANT, ("admin", ml.READER, "", ADMIN.sign, ADMIN.kem)),
+        (ml.ROTATE, (3, _fp("admin-chose"))),
+    ):
+        assert "not on the roster" in _refused(
+            [*log.blobs, _forge(log.st, kind, fields, "admin", ADMIN)], team
+        )
+    last = _forge(st, ml.REVOKE, ("alice",), "admin", ADMIN)
+    assert "without lead" in _refused([*log.blobs, out, last], team)
+
+
 # -- replayed, reordered, truncated, forked -----------------------------------------------------
 def test_revoke_cannot_be_undone_by_deleting_it() -> None:
     log = Log()

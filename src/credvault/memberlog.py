@@ -19,7 +19,9 @@ Rules (each enforced by :func:`apply`):
   never sees a key: the key does not exist until the first lead's ``rotate``.
 - ``grant`` (a new member, or a change of role), ``revoke``, ``expire`` and ``rotate`` are
   signed by a lead of the state before the link with the key the roster pins for them, or by
-  the recovery key. Signatures are checked against the state before each link, so nothing is
+  the recovery key. A ``revoke`` may also be signed by a vault admin the :class:`Trust`
+  names in ``removers`` (a team vault's ``member rm``: the admin takes the member out of
+  every log at once; a SQLCipher vault names none, its admin-signed key-slot file does that). Signatures are checked against the state before each link, so nothing is
   ever re-signed and a lowered lead's earlier links stay valid (no cycles).
 - ``succeed`` (a member's new key pair) is signed by that member's current key, or by a lead
   or the recovery key; ``compromised = 1`` demands a rotation.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from credvault.crypto import labels
@@ -75,6 +78,7 @@ _HEADER = ("format", "vault", "engagement", "seq", "prev", "time", "kind", "sign
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
 _FP = re.compile(r"[0-9a-f]{32}\Z")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_NO_REMOVERS: Mapping[str, frozenset[bytes]] = MappingProxyType({})
 
 
 class Trust(NamedTuple):
@@ -82,13 +86,17 @@ class Trust(NamedTuple):
 
     ``admins`` maps each admin's name to the signing keys certified for them (current and
     retired), checked by the caller against the admin key the member pins; only ``create``
-    uses it. ``recovery`` is the recovery key's certified signing key.
+    uses it. ``recovery`` is the recovery key's certified signing key. ``removers``: the
+    admins whose certified signing key may sign a ``revoke`` without being on the roster
+    (a team vault's ``member rm``, docs/format.md §19.5); looked up only for a revoke
+    link whose signer is not a lead of the state before it, so it may load lazily.
     """
 
     vault_id: bytes
     engagement_uid: bytes
     admins: Mapping[str, frozenset[bytes]]
     recovery: bytes
+    removers: Mapping[str, frozenset[bytes]] = _NO_REMOVERS
 
 
 class Link(NamedTuple):
@@ -402,14 +410,17 @@ def _check_signer(state: State | None, link: Link, trust: Trust) -> None:
             raise IntegrityError(f"membership link {link.seq}: not the recovery key")
         return
     m = state.roster.get(who)
-    if m is None or m.sign != key:
+    on_roster = m is not None and m.sign == key
+    if on_roster and m is not None and m.role == LEAD:
+        return
+    if on_roster and link.kind == SUCCEED and link.field("member") == who:
+        return  # a member hands over to their own next key
+    if link.kind == REVOKE and key in trust.removers.get(who, frozenset()):
+        return  # an admin removing a member from the (team) vault
+    if not on_roster:
         raise IntegrityError(
             f"membership link {link.seq}: signer {who!r} is not on the roster with this key"
         )
-    if m.role == LEAD:
-        return
-    if link.kind == SUCCEED and link.field("member") == who:
-        return  # a member hands over to their own next key
     raise IntegrityError(f"membership link {link.seq}: {who!r} is not entitled to sign it")
 
 

@@ -59,6 +59,7 @@ from credvault.postgres.store import EngagementRow, Fetched, MyGrant, PgStore, d
 from credvault.secret import Secret
 from credvault.team_log import (
     NO_RECOVERY,
+    AdminKeys,
     Certs,
     LogWitness,
     fingerprint,
@@ -116,6 +117,16 @@ def _fp(sign_pub: bytes) -> str:
 def _now() -> str:
     """Now in the membership log's time form (microseconds, ``Z``)."""
     return iso(datetime.now(UTC))
+
+
+class Removal(NamedTuple):
+    """What ``member rm`` did on a team vault: the sessions it ended, the engagements whose
+    log now carries the member's signed revocation, and those it could not sign them out
+    of because they are the log's only lead (a log keeps a lead; no other lead can)."""
+
+    sessions: int
+    revoked: builtins.list[str]
+    sole_lead: builtins.list[str]
 
 
 class View(NamedTuple):
@@ -443,9 +454,11 @@ class Team:
 
     def trust(self, uid: bytes, creator: str | None = None) -> ml.Trust:
         """What a log is checked against: link 0 against the creator's certified admin
-        key; every later link against the keys the log itself pins. No recovery key."""
+        key; every later link against the keys the log itself pins, except a ``revoke``
+        an admin signed at ``member rm`` (against the admins' certified keys, read only
+        when such a link is met). No recovery key."""
         admins = {} if creator is None else {creator: self.certs().admin_keys(creator)}
-        return ml.Trust(self.vault_id, uid, admins, NO_RECOVERY)
+        return ml.Trust(self.vault_id, uid, admins, NO_RECOVERY, AdminKeys(self.certs))
 
     def view(self, engagement: str) -> View:
         """The engagement, this member's copy and its verified log, in one round trip
@@ -492,6 +505,28 @@ class Team:
             )
         w.keep(eng.uid, state)
         self._logged.add(eng.name)
+        return state
+
+    def replay_all(self, uid: bytes, name: str, links: builtins.list[bytes]) -> ml.State:
+        """An engagement's whole log as an admin reads it (``member rm``), verified like
+        :meth:`view`'s: from this member's witness when they verified it before (a log
+        shorter than, or forked from, what they saw is IntegrityError), else from link 0."""
+        w = self.witness
+        kept = w.states.get(uid)
+        if not links:
+            raise IntegrityError(f"membership log of {name!r} is empty")
+        if kept is None:
+            creator = ml.Link.from_bytes(links[0]).signer
+            state = ml.replay(links, self.trust(uid, creator))
+        else:
+            ml.check_witness([ml.chain_hash(b) for b in links], kept.position)
+            new = links[kept.seq + 1 :]
+            state = ml.replay(new, self.trust(uid), kept) if new else kept
+        if state.name != name:
+            raise IntegrityError(
+                f"engagement {name!r} carries the membership log of {state.name!r}"
+            )
+        w.keep(uid, state)
         return state
 
     def check_pre_log(self, eng: EngagementRow) -> None:
@@ -1281,8 +1316,71 @@ class TeamMembers:
         return Invitation(name, code)
 
     def remove(self, name: str) -> int:
-        """Immediate: login disabled, sessions ended, grants and copies dropped."""
-        return self.t.store.remove_member(name)
+        """:meth:`remove_signed`; returns the sessions ended (the SQLCipher API's shape)."""
+        return self.remove_signed(name).sessions
+
+    def remove_signed(self, name: str) -> Removal:
+        """Immediate: login disabled, sessions ended, grants and copies dropped, and the
+        member signed out of every engagement log that names them, by this admin, in the
+        same server transaction (docs/team.md, "Members"). From then on the replayed
+        roster no longer lists them: no client seals to them or accepts a link of theirs,
+        whatever the DBA writes back into ``members``, ``grants`` or the login. Retried
+        from a fresh read when a log moves in between (Conflict)."""
+        validate.name(name, "member name")
+        for attempt in range(3):
+            try:
+                return self._remove(name)
+            except Conflict:
+                self.t._certs = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _remove(self, name: str) -> Removal:
+        """Every log is replayed here (from this admin's witness where they verified it
+        before): which engagements name ``name`` is the signed history's to say, not the
+        server's grant rows. A log that does not verify (or where this admin's own
+        certificate does not) gets no link; the removal still happens, then IntegrityError
+        names it (exit 6). An engagement whose only lead is
+        ``name`` cannot lose them (every log keeps a lead): it stays flagged for rotation.
+        """
+        t = self.t
+        if name == t.member:  # before signing anything; the server refuses it as well
+            raise InvalidInput("an admin cannot remove themselves")
+        revocations: builtins.list[tuple[str, bytes]] = []
+        signed: builtins.list[tuple[bytes, ml.State]] = []
+        sole_lead: builtins.list[str] = []
+        broken: builtins.list[str] = []
+        now = _now()
+        for uid, eng, links in t.store.engagement_logs():
+            try:
+                state = t.replay_all(uid, eng, links)
+            except IntegrityError as e:
+                broken.append(f"{eng} ({e})")
+                continue
+            if name not in state.roster:
+                continue
+            if state.leads() == [name]:
+                sole_lead.append(eng)
+                continue
+            try:  # refused if the server's certificate of this admin's own key is altered
+                link, new = ml.sign_link(
+                    state, t.trust(uid), ml.REVOKE, (name,), t.member, t.keys.sign_private, now
+                )
+            except IntegrityError as e:
+                broken.append(f"{eng} ({e})")
+                continue
+            revocations.append((eng, link))
+            signed.append((uid, new))
+        sessions = t.store.remove_member_logged(name, revocations)
+        for uid, new in signed:
+            t.witness.keep(uid, new)
+        if broken:
+            raise IntegrityError(
+                f"removed member {name}, but these membership logs do not verify and name "
+                f"nothing signed: {'; '.join(broken)}"
+            )
+        return Removal(sessions, [e for e, _ in revocations], sole_lead)
 
 
 class TeamAudit:

@@ -32,7 +32,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,6 +42,7 @@ from credvault.crypto import primitives as p
 from credvault.errors import IntegrityError, InvalidInput, NotFound
 
 __all__ = [
+    "AdminKeys",
     "CertRow",
     "Certified",
     "Certs",
@@ -215,6 +216,34 @@ class Certs:
         except IntegrityError:
             return frozenset()
         return frozenset({c.sign}) if c.admin else frozenset()
+
+
+class AdminKeys(Mapping[str, frozenset[bytes]]):
+    """Every certified admin's signing key (current or removed, as :meth:`Certs.admin_keys`
+    checks it): who may sign a ``revoke`` link off the roster (``member rm``).
+
+    Loaded at the first lookup only: a replay asks for it only at a revoke link an admin
+    who does not lead signed, so ``get`` reads no certificate for the links it verifies."""
+
+    def __init__(self, certs: Callable[[], Certs]) -> None:
+        self._certs = certs
+        self._keys: dict[str, frozenset[bytes]] | None = None
+
+    def _load(self) -> dict[str, frozenset[bytes]]:
+        if self._keys is None:
+            certs = self._certs()
+            admins = (n for n, r in certs.rows.items() if r.admin)
+            self._keys = {n: k for n in admins if (k := certs.admin_keys(n))}
+        return self._keys
+
+    def __getitem__(self, name: str) -> frozenset[bytes]:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
 
 
 # -- engagements carried over without a log -------------------------------------------------

@@ -922,6 +922,7 @@ def test_a_removed_member_is_out_at_once(team: World) -> None:
     team.ok("bob", "get", "acme-2026/db")
     r = team.ok("alice", "member", "rm", "bob")
     assert r.text.startswith("removed member bob; login disabled")
+    assert r.text.endswith("; revocation signed in 1 engagement log(s)\n")
     denied = team.run("bob", "get", "acme-2026/db")
     assert denied.code == 4
     assert "login refused" in one_line(denied)

@@ -407,3 +407,111 @@ def test_join_checks_its_own_certificate(team: World, tmp_path: Path) -> None:
     assert r.code == 6, r.err
     assert "certificate" in one_line(r)
     assert team.run("alice", "grant", "acme-2026", "dave", "reader").code == 6
+
+
+def _unlock(w: World, who: str) -> tuple[bytes, bytes, bytes]:
+    """(signing private key, login password, vault id) as ``who``'s machine holds them."""
+    db = str(w.extra["db"])
+    home = Path(w.envs[who]["XDG_CONFIG_HOME"])
+    slot = TeamSlot.read(home / "credvault" / "team" / db / f"{who}.slot")
+    pw = Path(w.envs[who]["CREDVAULT_PASSPHRASE_FILE"]).read_text().strip()
+    keys = slot.unlock(Secret(pw.encode()))
+    return keys.sign_private, login_password(keys, slot.vault_id).encode(), slot.vault_id
+
+
+def test_member_rm_signs_revocations_the_dba_cannot_undo(team: World) -> None:
+    """alice (admin) removes bob, a reader of acme-2026 (alice leads it) and a co-lead of
+    beta (carol leads it; alice holds no role there). One call that fails half-way leaves
+    nothing; a removal by the older server function alone leaves bob on both rosters;
+    `member rm` then signs his revocation into both logs. The DBA puts everything back —
+    login, password, `members` row, grant rows with his old copies — and still: bob reads
+    nothing, carol's next rotation seals nothing to him, and a link bob signs himself with
+    his own key is exit 6 for carol. The audit shows each revocation. gamma, which bob
+    alone leads, keeps him (a log keeps a lead) and `member rm` says so."""
+    from credvault.postgres import scram_verifier
+
+    team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    team.setup(
+        [
+            ("alice", ("grant", "acme-2026", "bob", "reader")),
+            ("alice", ("engagement", "new", "beta", "--client", "b", "--lead", "carol")),
+            ("carol", ("grant", "beta", "bob", "lead")),  # carol's first use makes the key
+            ("alice", ("engagement", "new", "gamma", "--client", "g", "--lead", "bob")),
+        ]
+    )
+    rows = "SELECT g.engagement_id, g.key_version, g.sealed, g.sealed_by, g.copy_sig FROM "
+    back = dba(team, rows + "credvault.grants g WHERE g.member = 'bob'")
+    assert len(back) == 3  # gamma: bob's lead row, no key yet
+    assert sum(r[2] is not None for r in back) == 2
+    before = {e: links(team, e) for e in ("acme-2026", "beta")}
+    # atomic: a call whose second link the server refuses appends nothing, removes nothing
+    last = ml.Link.from_bytes(before["acme-2026"][-1])
+    unsigned = ml.Link(
+        last.vault_id, last.engagement_uid, last.seq + 1, ml.chain_hash(before["acme-2026"][-1]),
+        last.time, ml.REVOKE, "alice", last.signer_key, ("bob",), bytes(64),
+    ).to_bytes()  # fmt: skip
+    call = "SELECT credvault.remove_member_logged('bob', %s::text[], %s::bytea[])"
+    with member_conn(team, "alice") as alice:
+        with pytest.raises(Exception, match="malformed"):
+            alice.execute(call, (["acme-2026", "beta"], [unsigned, b"\x00" * 200]))
+        assert {e: links(team, e) for e in before} == before
+        assert dba(team, "SELECT state FROM credvault.members WHERE name = 'bob'") == [("active",)]
+        # an older client's removal: login off, rows revoked, both logs still name bob
+        alice.execute("SELECT credvault.remove_member('bob')")
+    assert {e: links(team, e) for e in before} == before
+    r = team.ok("alice", "member", "rm", "bob")  # completes it: the links, signed by alice
+    assert "revocation signed in 2 engagement log(s)" in r.text
+    assert r.text.endswith(
+        "bob stays on the signed roster of what they alone lead (no other lead can sign them "
+        "out): gamma\n"
+    )
+    for eng in before:
+        new = links(team, eng)
+        assert new[: len(before[eng])] == before[eng]
+        revoke = ml.Link.from_bytes(new[-1])
+        assert (revoke.kind, revoke.signer, revoke.fields) == (ml.REVOKE, "alice", ("bob",))
+    audit = dba(
+        team,
+        "SELECT engagement, detail FROM credvault.audit WHERE action = 'revoke' "
+        "AND member = 'alice' AND item = 'bob' ORDER BY seq",
+    )
+    assert audit == [(e, "member removed: revoke link signed") for e in ("acme-2026", "beta")]
+    # the DBA undoes everything the server's rows say
+    db = str(team.extra["db"])
+    bob_key, bob_pw, vault_id = _unlock(team, "bob")
+    dba(team, f"ALTER ROLE {db}_bob LOGIN PASSWORD '{scram_verifier(bob_pw.decode())}'")
+    dba(team, "UPDATE credvault.members SET state = 'active', removed_at = NULL WHERE name = 'bob'")
+    for eid, kv, sealed, by, sig in back:
+        dba(
+            team,
+            "UPDATE credvault.grants SET revoked_at = NULL, key_version = %s, sealed = %s, "
+            "sealed_by = %s, copy_sig = %s WHERE member = 'bob' AND engagement_id = %s",
+            (kv, sealed, by, sig, eid),
+        )
+    got = team.run("bob", "get", "acme-2026/db")
+    assert got.code == 4, got.err
+    assert "no reading role in its log" in one_line(got)
+    assert SECRET not in got.out
+    # carol's next command rotates beta (bob held its key): no copy for bob
+    team.ok("carol", "grant", "beta", "alice", "reader")
+    assert ml.Link.from_bytes(links(team, "beta")[-2]).kind == ml.ROTATE
+    assert copies(team, "beta")["bob"] is None
+    # bob, once a lead of beta, signs a grant with his own key: carol refuses the log
+    chain = links(team, "beta")
+    head = ml.Link.from_bytes(chain[-1])
+    body = ml.Link(
+        vault_id, head.engagement_uid, head.seq + 1, ml.chain_hash(chain[-1]), head.time,
+        ml.GRANT, "bob", p.ed25519_public(bob_key), ("bob", "lead", "", p.ed25519_public(bob_key),
+        bytes(32)), b"",
+    ).body()  # fmt: skip
+    forged = body + p.sign(bob_key, labels.MEMBER_LOG, body)
+    dba(
+        team,
+        "INSERT INTO credvault.engagement_log SELECT id, %s, %s, "
+        "sha256(convert_to('credvault/v1/membership-chain', 'UTF8') || %s) "
+        "FROM credvault.engagements WHERE name = 'beta'",
+        (head.seq + 1, forged, forged),
+    )
+    r = team.run("carol", "grant", "beta", "bob", "reader")
+    assert r.code == 6, r.err
+    assert "not on the roster" in one_line(r)

@@ -449,13 +449,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_member_rm(args: argparse.Namespace) -> int:
     """Remove a member: their grants go and the database is re-keyed."""
     with open_vault(args) as v:
-        n = v.members.remove(args.name)
         if vault_target(getattr(args, "vault", None)) is not None:
+            r = cast("Team", v).members.remove_signed(args.name)
             t.out(
-                f"removed member {args.name}; login disabled, {n} session(s) ended, "
-                "their grants and key copies dropped"
+                f"removed member {args.name}; login disabled, {r.sessions} session(s) ended, "
+                f"their grants and key copies dropped; revocation signed in "
+                f"{len(r.revoked)} engagement log(s)"
             )
+            if r.sole_lead:
+                t.out(
+                    f"{args.name} stays on the signed roster of what they alone lead (no "
+                    f"other lead can sign them out): {', '.join(r.sole_lead)}"
+                )
             return EXIT_OK
+        n = v.members.remove(args.name)
         Vault.forget_cached_keys(v.path, args.name)
         t.out(
             f"removed member {args.name}; {n} grant(s) dropped, database re-keyed; "

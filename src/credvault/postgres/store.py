@@ -392,6 +392,25 @@ class PgStore:
         row = self._one("SELECT credvault.remove_member(%s)", (name,), action="remove a member")
         return int(row[0])
 
+    def engagement_logs(self) -> list[tuple[bytes, str, list[bytes]]]:
+        """(uid, name, every link) of each engagement with a log that is not purged;
+        admins only (``member rm`` replays them all)."""
+        rows = self._all(
+            "SELECT e_uid, e_name, e_links FROM credvault.engagement_logs()",
+            action="read the membership logs",
+        )
+        return [(bytes(u), str(n), [bytes(b) for b in ls]) for u, n, ls in rows]
+
+    def remove_member_logged(self, name: str, revocations: list[tuple[str, bytes]]) -> int:
+        """Remove a member and append a revoke link to each named engagement's log, in one
+        server transaction (Conflict: a log moved meanwhile; nothing was done)."""
+        row = self._one(
+            "SELECT credvault.remove_member_logged(%s, %s::text[], %s::bytea[])",
+            (name, [e for e, _ in revocations], [link for _, link in revocations]),
+            action="remove a member",
+        )
+        return int(row[0])
+
     # -- engagements and grants ---------------------------------------------------------
     def engagement(self, name: str) -> EngagementRow | None:
         """The engagement if the member holds a live role in it (row-level security hides

@@ -2394,3 +2394,89 @@ BEGIN
                    ' credvault.certify_upgraded(text[], boolean[], bytea[], bytea[], bytea[],'
                    ' bytea, integer) TO %I', credvault.member_group());
 END $$;
+
+-- == rmrevoke: member rm signs the removed member's revoke link in every log at once ==
+--
+-- Before this section `remove_member` decided a removal by the `members.state` row alone
+-- until a lead's next rotation signed the revocation, so a DBA who re-enabled the login in
+-- between kept the removed member on every signed roster. Now the removing admin's client
+-- reads every engagement log (engagement_logs), replays and verifies each on the admin's
+-- machine, signs a `revoke` for the member in each log that names them (format.md §17: an
+-- admin's certified key may sign a revoke on a team vault, §19.5), and
+-- `remove_member_logged` appends those links and does remove_member's work (login off,
+-- sessions ended, grants and copies dropped, rotation flagged) in ONE transaction. A link
+-- out of order (another writer in between) fails the whole call (serialization_failure):
+-- the client reads the logs again and retries. A member removed already (by an older
+-- client, or a call cut short before this section) whom a log still names can be removed
+-- again: the links are appended and the login disabled again.
+
+-- Every engagement's log (not purged ones), for an admin: the links are signed public
+-- statements, already readable by admins one engagement at a time (engagement_log_links).
+CREATE FUNCTION credvault.engagement_logs()
+RETURNS TABLE (e_uid bytea, e_name text, e_links bytea[])
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM require_admin();
+    RETURN QUERY SELECT e.uid, e.name,
+            ARRAY(SELECT l.link FROM engagement_log l WHERE l.engagement_id = e.id ORDER BY l.seq)
+        FROM engagements e
+        WHERE e.state <> 'purged'
+          AND EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id)
+        ORDER BY e.name;
+END $$;
+
+-- Remove a member with their revoke links (engs[i] gets new_links[i]), in one transaction;
+-- returns the sessions ended. Each appended link is audited as a `revoke` of the member.
+CREATE FUNCTION credvault.remove_member_logged(member text, engs text[], new_links bytea[])
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := require_admin();
+    target members%ROWTYPE;
+    eid bigint;
+    killed integer := 0;
+    pid integer;
+BEGIN
+    IF cardinality(coalesce(engs, '{}')) <> cardinality(coalesce(new_links, '{}')) THEN
+        RAISE EXCEPTION 'credvault: one link per engagement' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO target FROM members m WHERE m.name = remove_member_logged.member FOR UPDATE;
+    IF target.name IS NULL OR (target.state = 'removed' AND cardinality(coalesce(engs, '{}')) = 0) THEN
+        RAISE EXCEPTION 'credvault: no member %', member USING ERRCODE = 'no_data_found';
+    END IF;
+    IF target.name = who THEN
+        RAISE EXCEPTION 'credvault: an admin cannot remove themselves' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR i IN 1 .. cardinality(coalesce(engs, '{}')) LOOP
+        SELECT e.id INTO eid FROM engagements e WHERE e.name = engs[i] AND e.state <> 'purged' FOR UPDATE;
+        IF eid IS NULL THEN
+            RAISE EXCEPTION 'credvault: engagement % changed meanwhile; run the command again', engs[i]
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        PERFORM log_append(eid, new_links[i]);
+        PERFORM audit_append(who, 'revoke', engs[i], member, 'ok', 'member removed: revoke link signed');
+    END LOOP;
+    IF target.state <> 'removed' THEN
+        RETURN remove_member(member);
+    END IF;
+    -- removed before: whatever was put back since goes again
+    EXECUTE format('ALTER ROLE %I NOLOGIN PASSWORD NULL', target.role_name);
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE grants.member = remove_member_logged.member AND revoked_at IS NULL;
+    FOR pid IN SELECT a.pid FROM pg_stat_activity a WHERE a.usename = target.role_name LOOP
+        IF pg_terminate_backend(pid) THEN killed := killed + 1; END IF;
+    END LOOP;
+    PERFORM audit_append(who, 'member-remove', NULL, member, 'ok', format('sessions=%s', killed));
+    RETURN killed;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.engagement_logs(),
+    credvault.remove_member_logged(text, text[], bytea[]) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.engagement_logs(),'
+                   ' credvault.remove_member_logged(text, text[], bytea[]) TO %I',
+                   credvault.member_group());
+END $$;
