@@ -425,12 +425,14 @@ def test_version_1_entry_points_are_closed_to_an_admin_lead_with_psql(team: Any)
     the schema-2 client makes it, link 0 signed by her), tries every version-1 function that
     changes security state, in one psql session: each closed one is refused by privilege,
     the pre-log ones are refused for gamma with one line naming its log; none leaves a row.
-    The same session's honest pre-log grant still works on alpha, and afterwards gamma's
-    log grows by alice's signed grant and replays."""
+    Nor can she start a log on alpha with a link 0 of her own. Honest use goes on: the
+    pre-log grant on alpha, and gamma's log grows by alice's signed grant and replays."""
     import os
     from datetime import UTC, datetime
 
     from credvault import memberlog as ml
+    from credvault.crypto import labels
+    from credvault.crypto import primitives as p
     from credvault.errors import AccessDenied
     from credvault.model import iso
     from credvault.postgres.store import PgStore
@@ -493,17 +495,28 @@ def test_version_1_entry_points_are_closed_to_an_admin_lead_with_psql(team: Any)
     assert gamma == ("active", ["alice:lead:true"], 1)
     # the client's one line for the pre-log path on a logged engagement: denied (exit 4)
     with team.connect("alice") as conn:
+        store = PgStore(conn, "alice")
         with pytest.raises(AccessDenied, match="keeps a signed membership log"):
-            PgStore(conn, "alice").revoke_grant("gamma", "bob")
+            store.revoke_grant("gamma", "bob")
+        # the other way round: no log started on alpha, whose key exists already (a
+        # well-formed link 0 signed by alice, revoking bob)
+        alpha_uid = bytes(
+            conn.execute("SELECT uid FROM credvault.engagements WHERE name = 'alpha'").fetchone()[0]
+        )
+        body = ml.Link(
+            vid, alpha_uid, 0, ml.ZERO_HASH, now, ml.REVOKE, "alice", keys["alice"][0],
+            ("bob",), b"",
+        ).body()  # fmt: skip
+        link = body + p.sign(alice.sign_private, labels.MEMBER_LOG, body)
+        with pytest.raises(AccessDenied, match="cannot start one"):
+            store.revoke_grant_logged("alpha", "bob", link)
         # honest use goes on: version 1's grant on alpha (no log), the log's grant on gamma
-        assert PgStore(conn, "alice").put_grant(
+        assert store.put_grant(
             "alpha", "eve", "reader", b"role-sig", 1, b"sealed-to-eve", b"copy-sig", None
         )
         fields = ("bob", "engineer", "", *keys["bob"])
         link1, _ = ml.sign_link(state, trust, ml.GRANT, fields, "alice", alice.sign_private, now)
-        assert PgStore(conn, "alice").put_grant_logged(
-            "gamma", "bob", "engineer", None, None, None, None, link1
-        )
+        assert store.put_grant_logged("gamma", "bob", "engineer", None, None, None, None, link1)
         links = [
             bytes(r[0])
             for r in conn.execute("SELECT link FROM credvault.engagement_log_links('gamma')")

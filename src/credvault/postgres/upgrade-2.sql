@@ -194,6 +194,14 @@ BEGIN
     s := ('x' || encode(substring(new_link FROM 57 FOR 8), 'hex'))::bit(64)::bigint;
     prev := substring(new_link FROM 69 FOR 32);
     SELECT * INTO last FROM engagement_log l WHERE l.engagement_id = eid ORDER BY l.seq DESC LIMIT 1;
+    -- Link 0 only with the engagement it creates (create_engagement_logged: key version 0,
+    -- no key yet). An engagement without a log (a schema-1 vault's, or carried by migrate)
+    -- has a key and stays without one: a lead's put_grant_logged, revoke_grant_logged or
+    -- rotate_records on it must not start a log that no client could replay (section pgv1).
+    IF last.seq IS NULL AND EXISTS (SELECT 1 FROM engagements x WHERE x.id = eid AND x.key_version <> 0) THEN
+        RAISE EXCEPTION 'credvault: an engagement without a membership log cannot start one (only its creation writes link 0)'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF (last.seq IS NULL AND (s <> 0 OR prev <> '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea))
        OR (last.seq IS NOT NULL AND (s <> last.seq + 1 OR prev <> last.hash)) THEN
         RAISE EXCEPTION 'credvault: membership link out of order (expected link %)', coalesce(last.seq + 1, 0)
@@ -2335,6 +2343,10 @@ END $$;
 --   membership_log_entries
 --   rotation_fetch, rotation_fetch_all  rotation_fetch_records (section pgcmds)
 --   (rotate_key and rotate_key_logged were closed in section pgcmds.)
+--
+-- The other way round, pglog's log_append refuses link 0 for an engagement that has a key
+-- already (one without a log): put_grant_logged, revoke_grant_logged and rotate_records
+-- cannot start a log on it.
 --
 -- Still needed for an engagement without a log (a schema-1 vault's after its upgrade, or
 -- one `credvault migrate` carried without its log), so still executable, but refused for an
