@@ -614,6 +614,7 @@ BEGIN
 END $$;
 
 -- Version 1's close_engagement now schedules the purge too (the vault's grace period).
+-- (Members call the two-argument one; this one is closed to them in section pgv1.)
 CREATE OR REPLACE FUNCTION credvault.close_engagement(eng text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
@@ -2329,7 +2330,7 @@ END $$;
 -- key; but members could still call them, and an admin or lead with psql could make the
 -- server's rows disagree with the signed log: grants the log never made, a revocation it
 -- does not record, an engagement without a log, a purge without its receipt (denial of
--- service and confusing state). Here each goes (docs/team.md, "The DBA and the insider").
+-- service and confusing state). Here each goes (docs/team.md, "What the DBA cannot forge").
 --
 -- Closed to members; the schema-2 client calls the function after the arrow instead, and
 -- a definer function that still calls the old one (invite_member, join_vault_proved) runs
@@ -2355,6 +2356,11 @@ END $$;
 -- change in the log) and rotation_grantees (a logged engagement's key holders are its
 -- log's roster). Bodies otherwise as in version 1; CREATE OR REPLACE with the same
 -- signature keeps the owner and the member group's EXECUTE.
+--
+-- Version 1's functions the schema-2 client calls for every engagement stay as they are:
+-- the read path (request_read, fetch, my_grant, nudge_wal, the audit functions),
+-- put_credential (put_credential_linked wraps it), request_rotation and remove_member
+-- (whose dropped copies a lead's next rotation records in each log).
 
 CREATE OR REPLACE FUNCTION credvault.put_grant(
     eng text, grantee text, g_role text, g_role_sig bytea, g_key_version integer,
