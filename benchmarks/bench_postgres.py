@@ -179,11 +179,8 @@ def setup(pg: PgVault) -> None:
     pg.add("bob")
     key = primitives.random_key()
     uid = os.urandom(16)
+    pg.unlogged_engagement("alpha", uid=uid, key_fp="fp")
     with TeamVault(pg.connect("alice"), pg.keys["alice"]) as alice:
-        alice.conn.execute(
-            "SELECT credvault.create_engagement(%s, 'alpha', 'acme', 'fp', '\\x00', 'alice')",
-            (uid,),
-        )
         for member, role in (("alice", "lead"), ("bob", "engineer")):
             sealed, sig = alice.seal_copy(uid, member, 1, key)
             alice.conn.execute(

@@ -294,12 +294,14 @@ class PgVault:
         )
 
     def invite(self, by: str, member: str, *, admin: bool = False) -> str:
-        """``by`` invites ``member``; returns the one-time invitation password."""
+        """``by`` invites ``member``; returns the one-time invitation password. The
+        invitation's key and signature are placeholders: the server stores them unchecked
+        (clients check them), and this world's sealed copies are placeholders too."""
         invitation = secrets.token_urlsafe(16)
         with self.connect(by) as conn:
             conn.execute(
-                "SELECT credvault.add_member(%s, %s, %s)",
-                (member, scram_verifier(invitation), admin),
+                "SELECT credvault.invite_member(%s, %s, %s, %s, %s)",
+                (member, scram_verifier(invitation), admin, b"ipk-" + member.encode(), b"sig"),
             )
         return invitation
 
@@ -317,8 +319,8 @@ class PgVault:
             self.cluster.conninfo(self.db, self.role(member)), password=invitation, autocommit=True
         ) as conn:
             conn.execute(
-                "SELECT credvault.join_vault(%s, %s, %s)",
-                (sign_pub, kem_pub, scram_verifier(password)),
+                "SELECT credvault.join_vault_proved(%s, %s, %s, %s)",
+                (sign_pub, kem_pub, scram_verifier(password), b"join-proof"),
             )
         self.passwords[member] = password
         self.keys[member] = Member(member, kem_private, sign_private)
@@ -326,13 +328,28 @@ class PgVault:
     def add(self, member: str, *, admin: bool = False) -> None:
         self.join(member, self.invite("alice", member, admin=admin))
 
-    def engagement(self, name: str, lead: str = "alice") -> None:
-        """alice (admin) creates ``name`` and grants ``lead`` the lead role."""
-        with self.connect("alice") as conn:
-            conn.execute(
-                "SELECT credvault.create_engagement(%s, %s, %s, %s, %s, %s)",
-                (secrets.token_bytes(16), name, "acme", "fp-" + name, b"sig", lead),
+    def unlogged_engagement(
+        self, name: str, *, uid: bytes | None = None, key_fp: str = "", lead: str = "alice"
+    ) -> None:
+        """An engagement without a membership log, at key version 1 and without grants, as
+        a schema-1 vault or ``credvault migrate`` leaves one: written by the owner (members
+        cannot make one since schema 2), its creation audited as alice's."""
+        with self.connect() as owner:
+            owner.execute(
+                "INSERT INTO credvault.engagements (uid, name, client, state, key_version,"
+                " key_fp, created_by, lead, creation_sig)"
+                " VALUES (%s, %s, 'acme', 'active', 1, %s, 'alice', %s, %s)",
+                (uid or secrets.token_bytes(16), name, key_fp or "fp-" + name, lead, b"sig"),
             )
+            owner.execute(
+                "SELECT credvault.audit_append('alice', 'create', %s, NULL, 'ok', '')", (name,)
+            )
+
+    def engagement(self, name: str, lead: str = "alice") -> None:
+        """An engagement without a log (:meth:`unlogged_engagement`); alice (admin) grants
+        ``lead`` the lead role with a placeholder copy."""
+        self.unlogged_engagement(name, lead=lead)
+        with self.connect("alice") as conn:
             conn.execute(
                 "SELECT credvault.put_grant(%s, %s, 'lead', %s, 1, %s, %s)",
                 (name, lead, b"role-sig", b"sealed-to-" + lead.encode(), b"copy-sig"),
@@ -403,6 +420,11 @@ def new_pg_vault(pg_cluster: Cluster) -> PgVault:
         conn.execute(
             "SELECT credvault.create_member_role('alice', %s, true, 'invited')",
             (scram_verifier(invitation),),
+        )
+        # her invitation, as `credvault init` records the founder's (placeholder signature)
+        conn.execute(
+            "INSERT INTO credvault.member_certs (member, inviter, admin, ipk, invitation_sig)"
+            " VALUES ('alice', 'alice', true, 'ipk-alice', 'sig')"
         )
     vault.join("alice", invitation)
     return vault

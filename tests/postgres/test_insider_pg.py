@@ -263,7 +263,8 @@ def test_admin_cannot_inject_through_member_names(team: Any) -> None:
 
             with pytest.raises(psycopg.Error):
                 conn.execute(
-                    "SELECT credvault.add_member(%s, %s)", (name, scram_verifier("invite"))
+                    "SELECT credvault.invite_member(%s, %s, false, 'ipk', 'sig')",
+                    (name, scram_verifier("invite")),
                 )
     assert team.audit_count() > 0  # the table is still there
 
@@ -335,7 +336,7 @@ def test_rotation_read_needs_a_committed_request_too(team: Any) -> None:
     script = (
         "BEGIN;\n"
         "SELECT credvault.request_rotation('alpha') AS req \\gset\n"
-        "SELECT encode(secret_env, 'hex') FROM credvault.rotation_fetch(:req);\n"
+        "SELECT encode(e1, 'hex') FROM credvault.rotation_fetch_records(:req);\n"
         "ROLLBACK;\n"
     )
     out = team.psql("alice", script)
@@ -385,3 +386,146 @@ def test_a_revoked_member_is_refused_at_the_next_fetch(team: Any) -> None:
 
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
             fetch_as_a_client(bob, req)
+
+
+# -- version 1's entry points (schema 2, section pgv1) ------------------------------------
+# Closed to members: the schema-2 client calls their replacements.
+CLOSED_V1 = {
+    "add_member": "SELECT credvault.add_member('mallory', 'SCRAM-SHA-256$4096:x$y:z', true)",
+    "join_vault": "SELECT credvault.join_vault('\\x00', '\\x00', 'SCRAM-SHA-256$4096:x$y:z')",
+    "create_engagement": (
+        "SELECT credvault.create_engagement('\\x0102', 'delta', 'c', 'fp', '\\x00', 'alice')"
+    ),
+    "close_engagement": "SELECT credvault.close_engagement('gamma')",
+    "purge_engagement": "SELECT credvault.purge_engagement('alpha', 'receipt')",
+    "purge_horizon": "SELECT credvault.purge_horizon()",
+    "append_membership_log": "SELECT credvault.append_membership_log('\\x00', '\\x00')",
+    "membership_log_entries": "SELECT count(*) FROM credvault.membership_log_entries()",
+    "rotation_fetch": "SELECT count(*) FROM credvault.rotation_fetch(1)",
+    "rotation_fetch_all": "SELECT count(*) FROM credvault.rotation_fetch_all(1)",
+    "rotate_key": (
+        "SELECT credvault.rotate_key('alpha', 1, 'fp', '{}', '{}', '{}', '{}', '{}', '{}', '{}',"
+        " '{}')"
+    ),
+    "rotate_key_logged": (
+        "SELECT credvault.rotate_key_logged('gamma', 0, 'fp', '{}', '{}', '{}', '{}', '{}', '{}',"
+        " '{}', '{}', '{}', '{}', '{}', '{}')"
+    ),
+}
+# Still there for engagements without a log (alpha), refused for one that keeps a log.
+LOG_ONLY = {
+    "put_grant": "SELECT credvault.put_grant('gamma', 'bob', 'lead', '\\x00', 0, NULL, NULL)",
+    "revoke_grant": "SELECT credvault.revoke_grant('gamma', 'alice')",
+    "rotation_grantees": "SELECT count(*) FROM credvault.rotation_grantees('gamma')",
+}
+
+
+def test_version_1_entry_points_are_closed_to_an_admin_lead_with_psql(team: Any) -> None:
+    """alice, admin and lead of alpha (no log, as a schema-1 vault's) and of gamma (made as
+    the schema-2 client makes it, link 0 signed by her), tries every version-1 function that
+    changes security state, in one psql session: each closed one is refused by privilege,
+    the pre-log ones are refused for gamma with one line naming its log; none leaves a row.
+    Nor can she start a log on alpha with a link 0 of her own. Honest use goes on: the
+    pre-log grant on alpha, and gamma's log grows by alice's signed grant and replays."""
+    import os
+    from datetime import UTC, datetime
+
+    from credvault import memberlog as ml
+    from credvault.crypto import labels
+    from credvault.crypto import primitives as p
+    from credvault.errors import AccessDenied
+    from credvault.model import iso
+    from credvault.postgres.store import PgStore
+    from credvault.team_log import NO_RECOVERY
+
+    alice = team.keys["alice"]
+    with team.connect("alice") as conn:
+        vid = bytes(conn.execute("SELECT credvault.vault_id()").fetchone()[0])
+        keys = {
+            str(n): (bytes(s), bytes(k))
+            for n, s, k in conn.execute("SELECT name, sign_pub, kem_pub FROM credvault.members")
+        }
+        uid = os.urandom(16)
+        trust = ml.Trust(vid, uid, {"alice": frozenset({keys["alice"][0]})}, NO_RECOVERY)
+        now = iso(datetime.now(UTC))
+        fields = ("gamma", "c", "alice", *keys["alice"])
+        link0, state = ml.sign_link(
+            None, trust, ml.CREATE, fields, "alice", alice.sign_private, now
+        )
+        conn.execute(
+            "SELECT credvault.create_engagement_logged(%s, 'gamma', 'c', 'alice', %s)",
+            (uid, link0),
+        )
+    with team.connect() as owner:
+        before = owner.execute(
+            "SELECT (SELECT count(*) FROM credvault.audit), (SELECT count(*) FROM credvault.grants),"
+            " (SELECT count(*) FROM credvault.engagements),"
+            " (SELECT count(*) FROM credvault.members)"
+        ).fetchone()
+    script = "\\set ON_ERROR_STOP 0\n" + "".join(
+        f"{sql};\n" for sql in (*CLOSED_V1.values(), *LOG_ONLY.values())
+    )
+    out = team.psql("alice", script)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors == [
+        *(f"ERROR:  permission denied for function {name}" for name in CLOSED_V1),
+        *(
+            f"ERROR:  credvault: gamma keeps a signed membership log: {why}"
+            for why in (
+                "version 1's put_grant is closed to it (put_grant_logged)",
+                "version 1's revoke_grant is closed to it (revoke_grant_logged)",
+                "its key holders are the log's roster, not rotation_grantees",
+            )
+        ),
+    ], out.stderr
+    assert out.stdout == ""  # nothing answered
+    with team.connect() as owner:
+        after = owner.execute(
+            "SELECT (SELECT count(*) FROM credvault.audit), (SELECT count(*) FROM credvault.grants),"
+            " (SELECT count(*) FROM credvault.engagements),"
+            " (SELECT count(*) FROM credvault.members)"
+        ).fetchone()
+        gamma = owner.execute(
+            "SELECT e.state, array_agg(g.member || ':' || g.role || ':' || (g.revoked_at IS NULL)),"
+            " (SELECT count(*) FROM credvault.engagement_log l WHERE l.engagement_id = e.id)"
+            " FROM credvault.engagements e JOIN credvault.grants g ON g.engagement_id = e.id"
+            " WHERE e.name = 'gamma' GROUP BY e.id, e.state"
+        ).fetchone()
+    assert after == before
+    assert gamma == ("active", ["alice:lead:true"], 1)
+    # the client's one line for the pre-log path on a logged engagement: denied (exit 4)
+    with team.connect("alice") as conn:
+        store = PgStore(conn, "alice")
+        with pytest.raises(AccessDenied, match="keeps a signed membership log"):
+            store.revoke_grant("gamma", "bob")
+        # the other way round: no log started on alpha, whose key exists already (a
+        # well-formed link 0 signed by alice, revoking bob)
+        alpha_uid = bytes(
+            conn.execute("SELECT uid FROM credvault.engagements WHERE name = 'alpha'").fetchone()[0]
+        )
+        body = ml.Link(
+            vid, alpha_uid, 0, ml.ZERO_HASH, now, ml.REVOKE, "alice", keys["alice"][0],
+            ("bob",), b"",
+        ).body()  # fmt: skip
+        link = body + p.sign(alice.sign_private, labels.MEMBER_LOG, body)
+        with pytest.raises(AccessDenied, match="cannot start one"):
+            store.revoke_grant_logged("alpha", "bob", link)
+        # honest use goes on: version 1's grant on alpha (no log), the log's grant on gamma
+        assert store.put_grant(
+            "alpha", "eve", "reader", b"role-sig", 1, b"sealed-to-eve", b"copy-sig", None
+        )
+        fields = ("bob", "engineer", "", *keys["bob"])
+        link1, _ = ml.sign_link(state, trust, ml.GRANT, fields, "alice", alice.sign_private, now)
+        assert store.put_grant_logged("gamma", "bob", "engineer", None, None, None, None, link1)
+        links = [
+            bytes(r[0])
+            for r in conn.execute("SELECT link FROM credvault.engagement_log_links('gamma')")
+        ]
+    assert ml.replay(links, trust).roster["bob"].role == "engineer"
+    with team.connect("bob") as bob:
+        role = bob.execute(
+            "SELECT credvault.role_in(id) FROM credvault.engagements WHERE name = 'gamma'"
+        ).fetchone()
+        assert role == ("engineer",)
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        assert bytes(fetch_as_a_client(bob, req)[0]) == ENVELOPE

@@ -291,9 +291,11 @@ def test_removed_system_goes_to_the_trash_and_leaves_with_the_purge(team: Any) -
     assert out.stdout.strip() == "ok", out.stderr
     out = team.psql("eve", "SELECT name, deleted_by FROM credvault.system_trash")
     assert out.stdout.split() == ["web1|bob"]
-    with team.connect("alice") as alice:
-        alice.execute("SELECT credvault.close_engagement('alpha')")
-        alice.execute("SELECT credvault.purge_engagement('alpha', 'receipt')")
+    with team.connect("alice") as alice:  # a shred: destroy_engagement, as the client does
+        facts = alice.execute(
+            "SELECT credvault.destroy_engagement('alpha', 'request', false)"
+        ).fetchone()[0]
+    assert facts["destroyed"]["trashed_systems"] == 1
     with team.connect() as owner:
         left = owner.execute(
             "SELECT (SELECT count(*) FROM credvault.system_trash t JOIN credvault.engagements e"

@@ -168,7 +168,7 @@ def test_a_member_cannot_change_the_lifecycle_or_purge_with_psql(team: World) ->
         assert out.returncode == 0, (sql, out.stderr)
         assert out.stdout.strip() == want, (sql, out.stdout)
     for sql in (
-        f"SELECT credvault.close_engagement('{ENG}')",  # version 1's, replaced: still checked
+        f"SELECT credvault.close_engagement('{ENG}')",  # version 1's: closed to members
         "SELECT credvault.rewrite_candidates()",
         "SELECT credvault.record_rewrite(ARRAY['acme-2026'], 0)",
         "UPDATE credvault.engagements SET state = 'closed', purge_due = now()",

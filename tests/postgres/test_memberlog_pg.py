@@ -339,11 +339,14 @@ def test_an_invitation_code_without_the_founder_fingerprint_is_refused(
 
 
 def test_an_engagement_made_around_the_log_is_refused(team: World) -> None:
-    """alice, an admin with psql, calls the version-1 ``create_engagement`` herself: an
-    engagement without a log, bob its lead, with a key she made and sealed to bob (the copy
-    signed with her own certified key, so every signature checks). bob's client refuses
-    it (exit 6): only engagements the founder listed at ``migrate`` may lack a log, so he
-    never seals a secret under a key his admin knows."""
+    """alice, an admin with psql, tries the version-1 ``create_engagement``: closed to
+    members since schema 2 (section pgv1). The DBA then writes the same rows straight into
+    the tables: an engagement without a log, bob its lead, with a key alice made and sealed
+    to bob (the copy signed with her own certified key, so every signature checks). bob's
+    client refuses it (exit 6): only engagements the founder listed at ``migrate`` may lack a
+    log, so he never seals a secret under a key his admin knows."""
+    import psycopg
+
     from credvault.postgres.client import copy_message, creation_message, seal_info
 
     db = str(team.extra["db"])
@@ -354,30 +357,36 @@ def test_an_engagement_made_around_the_log_is_refused(team: World) -> None:
     vid, uid, key = slot.vault_id, os.urandom(16), p.random_key()
     bob_kem = bytes(dba(team, "SELECT kem_pub FROM credvault.members WHERE name = 'bob'")[0][0])
     sealed = p.hpke_seal(bob_kem, key, seal_info(vid, uid, "bob", 1))
-    with member_conn(team, "alice") as conn:
+    creation_sig = p.sign(
+        keys.sign_private,
+        labels.GRANT_SIG,
+        creation_message(vid, uid, "planted", "c", "bob", "alice"),
+    )
+    copy_sig = p.sign(
+        keys.sign_private, labels.GRANT_SIG, copy_message(vid, uid, "bob", 1, sealed, key, "alice")
+    )
+    with (
+        member_conn(team, "alice") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"),
+    ):
         conn.execute(
             "SELECT credvault.create_engagement(%s, 'planted', 'c', %s, %s, 'bob')",
-            (
-                uid,
-                p.fingerprint(key),
-                p.sign(
-                    keys.sign_private,
-                    labels.GRANT_SIG,
-                    creation_message(vid, uid, "planted", "c", "bob", "alice"),
-                ),
-            ),
+            (uid, p.fingerprint(key), creation_sig),
         )
-        conn.execute(
-            "SELECT credvault.put_grant('planted', 'bob', 'lead', '\\x00', 1, %s, %s)",
-            (
-                sealed,
-                p.sign(
-                    keys.sign_private,
-                    labels.GRANT_SIG,
-                    copy_message(vid, uid, "bob", 1, sealed, key, "alice"),
-                ),
-            ),
-        )
+    (eid,) = dba(
+        team,
+        "INSERT INTO credvault.engagements (uid, name, client, state, key_version, key_fp,"
+        " created_by, lead, creation_sig) VALUES (%s, 'planted', 'c', 'active', 1, %s,"
+        " 'alice', 'bob', %s) RETURNING id",
+        (uid, p.fingerprint(key), creation_sig),
+    )[0]
+    dba(
+        team,
+        "INSERT INTO credvault.grants (engagement_id, member, role, granted_by, role_sig,"
+        " key_version, sealed, sealed_by, copy_sig)"
+        " VALUES (%s, 'bob', 'lead', 'alice', '\\x00', 1, %s, 'alice', %s) RETURNING 1",
+        (eid, sealed, copy_sig),
+    )
     r = team.run("bob", "put", "planted/db", input=SECRET + b"\n")
     assert r.code == 6, r.err
     assert "membership log" in one_line(r)

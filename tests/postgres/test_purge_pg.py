@@ -5,7 +5,6 @@ receipt is signed on the admin's machine and states the horizon."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from credvault.crypto import labels, primitives
+from credvault.keyslots import MemberKeys
 from credvault.postgres.server import rewrite_after_purge
+from credvault.receipts import verify_receipt
+from credvault.team_lifecycle import sign_receipt
 
 
 def _files(root: Path) -> bytes:
@@ -60,20 +61,19 @@ def _purge_removes_envelopes_and_copies_from_live_files(pg: Any) -> None:
     checkpoint()
     assert envelope in _files(dbdir)
 
+    # version 1's purge is closed to members (schema 2, section pgv1); the purge is
+    # destroy_engagement, its receipt signed on the admin's machine (store_receipt)
     with pg.connect("bob") as bob, pytest.raises(psycopg.errors.InsufficientPrivilege):
         bob.execute("SELECT credvault.purge_engagement('alpha', '{}')")
     with pg.connect("alice") as alice:
-        alice.execute("SELECT credvault.close_engagement('alpha')")
-        horizon = alice.execute("SELECT credvault.purge_horizon()").fetchone()[0]
-        body = json.dumps(
-            {"engagement": "alpha", "horizon": horizon.isoformat(), "by": "alice"},
-            sort_keys=True,
-        ).encode()
-        sig = primitives.sign(pg.keys["alice"].sign_private, labels.RECEIPT_SIG, body)
-        receipt = json.dumps({"body": body.decode(), "sig": sig.hex()})
-        assert alice.execute(
-            "SELECT credvault.purge_engagement('alpha', %s)", (receipt,)
-        ).fetchone() == (1,)
+        assert alice.execute("SELECT credvault.close_engagement('alpha', 0)").fetchone() == ("ok",)
+        facts = alice.execute(
+            "SELECT credvault.destroy_engagement('alpha', 'grace', false)"
+        ).fetchone()[0]
+        assert facts["destroyed"]["credentials"] == 1
+        k = pg.keys["alice"]
+        receipt = sign_receipt(MemberKeys("alice", k.kem_private, k.sign_private, b""), facts, None)
+        alice.execute("SELECT credvault.store_receipt('alpha', %s)", (receipt,))
     checkpoint()
     # DELETE alone: the bytes are still in the table file (dead tuples)
     assert envelope in _files(dbdir)
@@ -95,8 +95,6 @@ def _purge_removes_envelopes_and_copies_from_live_files(pg: Any) -> None:
         stored = owner.execute(
             "SELECT receipt FROM credvault.engagements WHERE name = 'alpha'"
         ).fetchone()[0]
-    r = json.loads(stored)
-    primitives.verify(
-        bytes(sign_pub), labels.RECEIPT_SIG, r["body"].encode(), bytes.fromhex(r["sig"]), "receipt"
-    )
-    assert json.loads(r["body"])["horizon"] == horizon.isoformat()
+    body = verify_receipt(stored, bytes(sign_pub))
+    assert body["backups_expire_at"] == facts["backups_expire_at"]  # the horizon
+    assert body["engagement"] == "alpha"

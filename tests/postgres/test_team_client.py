@@ -26,16 +26,13 @@ def alpha(pg: Any) -> tuple[Any, bytes]:
     pg.add("eve")
     key = primitives.random_key()
     uid = primitives.random_key()[:16]
+    pg.unlogged_engagement("alpha", uid=bytes(uid), key_fp=primitives.fingerprint(key))
     with team_vault(pg, "alice") as alice:
         _make_alpha(alice, key, uid)
     return pg, bytes(key)
 
 
 def _make_alpha(alice: TeamVault, key: bytes, uid: bytes) -> None:
-    alice.conn.execute(
-        "SELECT credvault.create_engagement(%s, 'alpha', 'acme', %s, %s, 'alice')",
-        (bytes(uid), primitives.fingerprint(key), b"creation-sig"),
-    )
     for member, role in (("alice", "lead"), ("bob", "engineer")):
         sealed, sig = alice.seal_copy(bytes(uid), member, 1, key)
         alice.conn.execute(

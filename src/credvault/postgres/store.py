@@ -378,16 +378,6 @@ class PgStore:
                 (name, verifier, admin),
             )
 
-    def add_member(self, name: str, verifier: str, admin: bool) -> None:
-        with self._errors("add a member"):
-            self.conn.execute("SELECT credvault.add_member(%s, %s, %s)", (name, verifier, admin))
-
-    def join(self, sign_pub: bytes, kem_pub: bytes, verifier: str) -> None:
-        with self._errors("join the team vault"):
-            self.conn.execute(
-                "SELECT credvault.join_vault(%s, %s, %s)", (sign_pub, kem_pub, verifier)
-            )
-
     def remove_member(self, name: str) -> int:
         row = self._one("SELECT credvault.remove_member(%s)", (name,), action="remove a member")
         return int(row[0])
@@ -428,15 +418,6 @@ class PgStore:
             "needs_rotation, created_at FROM credvault.engagements ORDER BY name"
         )
         return [_engagement(r) for r in rows]
-
-    def create_engagement(
-        self, uid: bytes, name: str, client: str, key_fp: str, creation_sig: bytes, lead: str
-    ) -> None:
-        with self._errors("create an engagement", name):
-            self.conn.execute(
-                "SELECT credvault.create_engagement(%s, %s, %s, %s, %s, %s)",
-                (uid, name, client, key_fp, creation_sig, lead),
-            )
 
     def key_copy(
         self, engagement: str, after: int = -1
@@ -1190,34 +1171,6 @@ class PgStore:
         row = self._one("SELECT credvault.request_rotation(%s)", (engagement,), action="rotate")
         return None if row[0] is None else int(row[0])
 
-    def rotation_fetch(
-        self, request: int, engagement: str
-    ) -> list[tuple[bytes, int, bytes, bytes | None, bytes | None, bytes | None]]:
-        """Phase two: (uid, key version, secret, username, url, notes envelopes) of every
-        credential of the engagement."""
-        for attempt in range(20):
-            with self._errors("rotate", engagement):
-                try:
-                    rows = self.conn.execute(
-                        "SELECT uid, key_version, secret_env, username_env, url_env, notes_env "
-                        "FROM credvault.rotation_fetch(%s)",
-                        (request,),
-                    ).fetchall()
-                except Exception as e:
-                    if not _not_durable_yet(e):
-                        raise
-                    pending = True
-                else:
-                    pending = False
-            if pending:
-                self.nudge_wal()
-                time.sleep(0.005 * attempt)
-                continue
-            return [
-                (bytes(r[0]), int(r[1]), bytes(r[2]), _b(r[3]), _b(r[4]), _b(r[5])) for r in rows
-            ]
-        raise AccessDenied(self.member, "rotate", engagement, "audit entry not durable")
-
     def rotation_grantees(self, engagement: str) -> list[tuple[str, str]]:
         rows = self._all(
             "SELECT member, role FROM credvault.rotation_grantees(%s)",
@@ -1225,31 +1178,6 @@ class PgStore:
             action="rotate",
         )
         return [(str(r[0]), str(r[1])) for r in rows]
-
-    def rotate_key(
-        self,
-        engagement: str,
-        old_version: int,
-        new_fp: str,
-        credentials: list[tuple[bytes, bytes, bytes | None, bytes | None, bytes | None]],
-        copies: list[tuple[str, bytes, bytes]],
-    ) -> int:
-        """Store a rotation in one transaction; Conflict if anything changed meanwhile."""
-        cols: list[list[Any]] = [[c[i] for c in credentials] for i in range(5)]
-        gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
-        row = self._one(
-            "SELECT credvault.rotate_key(%s, %s, %s, %s::bytea[], %s::bytea[], %s::bytea[], "
-            "%s::bytea[], %s::bytea[], %s::text[], %s::bytea[], %s::bytea[])",
-            (
-                engagement,
-                old_version,
-                new_fp,
-                *cols,
-                *gcols,
-            ),
-            action="rotate",
-        )
-        return int(row[0])
 
     # -- audit --------------------------------------------------------------------------
     def audit_verify(self) -> int | None:

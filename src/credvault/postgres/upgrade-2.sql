@@ -194,6 +194,14 @@ BEGIN
     s := ('x' || encode(substring(new_link FROM 57 FOR 8), 'hex'))::bit(64)::bigint;
     prev := substring(new_link FROM 69 FOR 32);
     SELECT * INTO last FROM engagement_log l WHERE l.engagement_id = eid ORDER BY l.seq DESC LIMIT 1;
+    -- Link 0 only with the engagement it creates (create_engagement_logged: key version 0,
+    -- no key yet). An engagement without a log (a schema-1 vault's, or carried by migrate)
+    -- has a key and stays without one: a lead's put_grant_logged, revoke_grant_logged or
+    -- rotate_records on it must not start a log that no client could replay (section pgv1).
+    IF last.seq IS NULL AND EXISTS (SELECT 1 FROM engagements x WHERE x.id = eid AND x.key_version <> 0) THEN
+        RAISE EXCEPTION 'credvault: an engagement without a membership log cannot start one (only its creation writes link 0)'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF (last.seq IS NULL AND (s <> 0 OR prev <> '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea))
        OR (last.seq IS NOT NULL AND (s <> last.seq + 1 OR prev <> last.hash)) THEN
         RAISE EXCEPTION 'credvault: membership link out of order (expected link %)', coalesce(last.seq + 1, 0)
@@ -606,6 +614,7 @@ BEGIN
 END $$;
 
 -- Version 1's close_engagement now schedules the purge too (the vault's grace period).
+-- (Members call the two-argument one; this one is closed to them in section pgv1.)
 CREATE OR REPLACE FUNCTION credvault.close_engagement(eng text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
@@ -739,13 +748,16 @@ END $$;
 -- (a shred: its lead or an admin, any state but purged). Returns the receipt's facts,
 -- unsigned (the caller signs them on their machine: store_receipt), or NULL when denied
 -- (audited). automatic: run on opening the vault rather than by `credvault purge`.
+-- Its earlier versions, the trash and record requests (tables of section pgcmds, below:
+-- PL/pgSQL resolves them at the first call) go in the same transaction as the credentials
+-- and systems, and the receipt counts them, as a SQLCipher receipt does.
 CREATE FUNCTION credvault.destroy_engagement(eng text, why text, automatic boolean)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
     who text := me(); e engagements%ROWTYPE; denial text;
-    creds integer; syss integer; copies integer; seq bigint; facts jsonb; reason text;
+    creds integer; syss integer; copies integer; vers integer; tcreds integer; tsyss integer; seq bigint; facts jsonb; reason text;
     purger text; at timestamptz := now();
 BEGIN
     SELECT * INTO e FROM engagements x WHERE x.name = eng FOR UPDATE;
@@ -781,6 +793,9 @@ BEGIN
     SELECT count(*) INTO creds FROM credentials WHERE engagement_id = e.id;
     SELECT count(*) INTO syss FROM systems WHERE engagement_id = e.id;
     SELECT count(*) INTO copies FROM grants WHERE engagement_id = e.id AND sealed IS NOT NULL;
+    SELECT count(*) INTO vers FROM credential_versions WHERE engagement_id = e.id;
+    SELECT count(*) INTO tcreds FROM credential_trash WHERE engagement_id = e.id;
+    SELECT count(*) INTO tsyss FROM system_trash WHERE engagement_id = e.id;
     seq := audit_append(who, 'purge', eng, NULL, 'ok', format(
         '%s; %s credentials, %s systems, %s key copies destroyed', reason, creds, syss, copies));
     purger := CASE WHEN automatic THEN who || ' (automatic, on open)' ELSE who END;
@@ -795,8 +810,8 @@ BEGIN
         'reason', reason,
         'purged_by', purger,
         'destroyed', jsonb_build_object(
-            'credentials', creds, 'systems', syss, 'credential_versions', 0,
-            'trashed_credentials', 0, 'trashed_systems', 0, 'key_copies', copies,
+            'credentials', creds, 'systems', syss, 'credential_versions', vers,
+            'trashed_credentials', tcreds, 'trashed_systems', tsyss, 'key_copies', copies,
             'key_version', e.key_version, 'key_fingerprints', jsonb_build_array(e.key_fp)),
         'hold', CASE WHEN e.hold_until IS NULL THEN NULL ELSE jsonb_build_object(
             'until', iso(e.hold_until), 'reason', e.hold_reason, 'by', e.hold_by) END,
@@ -807,6 +822,10 @@ BEGIN
             FROM audit a WHERE a.engagement = e.name AND a.action = 'export'
             AND a.outcome = 'ok' AND a.detail ~ 'sha256 [0-9a-f]{64}$'),
         'backups_expire_at', iso(at + make_interval(days => setting_days('backup_retention_days', 35))));
+    DELETE FROM credential_versions WHERE engagement_id = e.id;
+    DELETE FROM credential_trash WHERE engagement_id = e.id;
+    DELETE FROM system_trash WHERE engagement_id = e.id;
+    DELETE FROM record_requests WHERE engagement_id = e.id;
     DELETE FROM credentials WHERE engagement_id = e.id;
     DELETE FROM systems WHERE engagement_id = e.id;
     DELETE FROM rotation_requests WHERE engagement_id = e.id;
@@ -2135,101 +2154,9 @@ BEGIN
     RETURN old_version + 1;
 END $$;
 
--- pgops' destroy_engagement (engagement shred and purge), with what this section adds: its
--- earlier versions, the trash and record requests are deleted in the same transaction as the
--- credentials and systems, and the receipt counts them (as a SQLCipher receipt does). The
--- trigger below does the same for version 1's purge_engagement. CREATE OR REPLACE keeps
--- the owner, SECURITY DEFINER and the grants of pgops' definition.
-CREATE OR REPLACE FUNCTION credvault.destroy_engagement(eng text, why text, automatic boolean)
-RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE
-    who text := me(); e engagements%ROWTYPE; denial text;
-    creds integer; syss integer; copies integer; vers integer; tcreds integer; tsyss integer; seq bigint; facts jsonb; reason text;
-    purger text; at timestamptz := now();
-BEGIN
-    SELECT * INTO e FROM engagements x WHERE x.name = eng FOR UPDATE;
-    IF why = 'request' THEN
-        denial := lifecycle_denial(e.id);
-    ELSIF why IN ('grace', 'hold') THEN
-        denial := CASE WHEN is_admin() THEN NULL ELSE 'admins only' END;
-    ELSE
-        RAISE EXCEPTION 'credvault: unknown purge reason %', why USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF denial IS NOT NULL THEN
-        PERFORM audit_append(who, CASE WHEN why = 'request' THEN 'shred' ELSE 'purge' END,
-                             eng, NULL, 'denied', denial);
-        RETURN NULL;
-    END IF;
-    IF e.id IS NULL THEN
-        RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
-    END IF;
-    IF e.state = 'purged' THEN
-        RAISE EXCEPTION 'credvault: engagement % is already purged', eng USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    IF why <> 'request' AND (e.state <> 'closed' OR e.purge_due IS NULL OR e.purge_due > at) THEN
-        RAISE EXCEPTION 'credvault: engagement % is not due for its purge', eng USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    IF why <> 'request' AND clock_problem() IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM audit a WHERE a.action = 'clock-confirm' AND a.member = who
-        AND a.ts > at - interval '10 minutes') THEN
-        RAISE EXCEPTION 'credvault: purge held: %', clock_problem() USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'clock';
-    END IF;
-    reason := CASE WHEN why = 'request' THEN 'client request'
-                   WHEN e.hold_until IS NOT NULL AND e.purge_due = e.hold_until
-                   THEN 'retention hold expired' ELSE 'grace period expired' END;
-    SELECT count(*) INTO creds FROM credentials WHERE engagement_id = e.id;
-    SELECT count(*) INTO syss FROM systems WHERE engagement_id = e.id;
-    SELECT count(*) INTO copies FROM grants WHERE engagement_id = e.id AND sealed IS NOT NULL;
-    SELECT count(*) INTO vers FROM credential_versions WHERE engagement_id = e.id;
-    SELECT count(*) INTO tcreds FROM credential_trash WHERE engagement_id = e.id;
-    SELECT count(*) INTO tsyss FROM system_trash WHERE engagement_id = e.id;
-    seq := audit_append(who, 'purge', eng, NULL, 'ok', format(
-        '%s; %s credentials, %s systems, %s key copies destroyed', reason, creds, syss, copies));
-    purger := CASE WHEN automatic THEN who || ' (automatic, on open)' ELSE who END;
-    facts := jsonb_build_object(
-        'format', 'credvault-purge-receipt/2',
-        'vault_id', encode(vault_id(), 'hex'),
-        'engagement', e.name,
-        'client', e.client,
-        'created_at', iso(e.created_at),
-        'closed_at', iso(e.closed_at),
-        'purged_at', iso(at),
-        'reason', reason,
-        'purged_by', purger,
-        'destroyed', jsonb_build_object(
-            'credentials', creds, 'systems', syss, 'credential_versions', vers,
-            'trashed_credentials', tcreds, 'trashed_systems', tsyss, 'key_copies', copies,
-            'key_version', e.key_version, 'key_fingerprints', jsonb_build_array(e.key_fp)),
-        'hold', CASE WHEN e.hold_until IS NULL THEN NULL ELSE jsonb_build_object(
-            'until', iso(e.hold_until), 'reason', e.hold_reason, 'by', e.hold_by) END,
-        'audit_position', seq,
-        'destruction_complete_at', NULL,
-        'client_exports', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-            'at', iso(a.ts), 'sha256', right(a.detail, 64)) ORDER BY a.seq), '[]'::jsonb)
-            FROM audit a WHERE a.engagement = e.name AND a.action = 'export'
-            AND a.outcome = 'ok' AND a.detail ~ 'sha256 [0-9a-f]{64}$'),
-        'backups_expire_at', iso(at + make_interval(days => setting_days('backup_retention_days', 35))));
-    DELETE FROM credential_versions WHERE engagement_id = e.id;
-    DELETE FROM credential_trash WHERE engagement_id = e.id;
-    DELETE FROM system_trash WHERE engagement_id = e.id;
-    DELETE FROM record_requests WHERE engagement_id = e.id;
-    DELETE FROM credentials WHERE engagement_id = e.id;
-    DELETE FROM systems WHERE engagement_id = e.id;
-    DELETE FROM rotation_requests WHERE engagement_id = e.id;
-    UPDATE grants SET sealed = NULL, sealed_by = NULL, copy_sig = NULL,
-                      revoked_at = coalesce(revoked_at, at)
-        WHERE engagement_id = e.id;
-    UPDATE engagements SET state = 'purged', purged_at = at, receipt = NULL, purged_by = who,
-        purge_facts = facts, rewritten_at = NULL, needs_rotation = false,
-        purge_xid = pg_current_xact_id()
-        WHERE id = e.id;
-    RETURN facts;
-END $$;
-
--- The removed-record tables leave with the engagement's purge (purge_engagement marks it
--- 'purged' after deleting its credentials and systems): no envelope stays behind.
+-- The removed-record tables leave with the engagement whatever marks it 'purged'
+-- (destroy_engagement, section pgops, deletes them itself; version 1's purge_engagement,
+-- closed to members in section pgv1, did not): no envelope stays behind.
 CREATE FUNCTION credvault.purge_records() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
@@ -2479,4 +2406,141 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.engagement_logs(),'
                    ' credvault.remove_member_logged(text, text[], bytea[]) TO %I',
                    credvault.member_group());
+END $$;
+
+-- == pgv1: close version-1 entry points ==
+--
+-- Version 1's functions that change security state predate the per-engagement signed
+-- membership log (section pglog). A schema-2 client seals and accepts key copies only for
+-- the roster its replay of that log gives, so none of these could make a client trust a
+-- key; but members could still call them, and an admin or lead with psql could make the
+-- server's rows disagree with the signed log: grants the log never made, a revocation it
+-- does not record, an engagement without a log, a purge without its receipt (denial of
+-- service and confusing state). Here each goes (docs/team.md, "What the DBA cannot forge").
+--
+-- Closed to members; the schema-2 client calls the function after the arrow instead, and
+-- a definer function that still calls the old one (invite_member, join_vault_proved) runs
+-- as the owner, which keeps EXECUTE:
+--   add_member                     invite_member (with the invitation the admin signed)
+--   join_vault                     join_vault_proved
+--   create_engagement              create_engagement_logged (link 0 in the same transaction)
+--   close_engagement(text)         close_engagement(text, integer)
+--   purge_engagement, purge_horizon  destroy_engagement, store_receipt (section pgops)
+--   append_membership_log,         the per-engagement log (engagement_log_links)
+--   membership_log_entries
+--   rotation_fetch, rotation_fetch_all  rotation_fetch_records (section pgcmds)
+--   (rotate_key and rotate_key_logged were closed in section pgcmds.)
+--
+-- The other way round, pglog's log_append refuses link 0 for an engagement that has a key
+-- already (one without a log): put_grant_logged, revoke_grant_logged and rotate_records
+-- cannot start a log on it.
+--
+-- Still needed for an engagement without a log (a schema-1 vault's after its upgrade, or
+-- one `credvault migrate` carried without its log), so still executable, but refused for an
+-- engagement that keeps a log, with insufficient_privilege (the client's one-line denial,
+-- exit 4): put_grant and revoke_grant (put_grant_logged and revoke_grant_logged record the
+-- change in the log) and rotation_grantees (a logged engagement's key holders are its
+-- log's roster). Bodies otherwise as in version 1; CREATE OR REPLACE with the same
+-- signature keeps the owner and the member group's EXECUTE.
+--
+-- Version 1's functions the schema-2 client calls for every engagement stay as they are:
+-- the read path (request_read, fetch, my_grant, nudge_wal, the audit functions),
+-- put_credential (put_credential_linked wraps it), request_rotation and remove_member
+-- (whose dropped copies a lead's next rotation records in each log).
+
+CREATE OR REPLACE FUNCTION credvault.put_grant(
+    eng text, grantee text, g_role text, g_role_sig bytea, g_key_version integer,
+    g_sealed bytea, g_copy_sig bytea, g_expires_at timestamptz DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL THEN
+        RAISE EXCEPTION 'credvault: no active engagement %', eng USING ERRCODE = 'no_data_found';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: version 1''s put_grant is closed to it (put_grant_logged)', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'grant', eng, grantee, 'denied', g_role);
+        RETURN false;
+    END IF;
+    IF grantee <> '@recovery' AND NOT EXISTS (SELECT 1 FROM members WHERE name = grantee AND state = 'active') THEN
+        RAISE EXCEPTION 'credvault: no active member %', grantee USING ERRCODE = 'no_data_found';
+    END IF;
+    INSERT INTO grants (engagement_id, member, role, granted_by, expires_at, role_sig,
+                        key_version, sealed, sealed_by, copy_sig)
+    VALUES (e.id, grantee, g_role, who, g_expires_at, g_role_sig, g_key_version, g_sealed,
+            CASE WHEN g_sealed IS NULL THEN NULL ELSE who END, g_copy_sig)
+    ON CONFLICT (engagement_id, member) DO UPDATE SET
+        role = excluded.role, granted_by = excluded.granted_by, granted_at = now(),
+        expires_at = excluded.expires_at, role_sig = excluded.role_sig,
+        key_version = excluded.key_version, sealed = excluded.sealed,
+        sealed_by = excluded.sealed_by, copy_sig = excluded.copy_sig, revoked_at = NULL;
+    PERFORM audit_append(who, 'grant', eng, grantee, 'ok', g_role);
+    RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.revoke_grant(eng text, grantee text) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR UPDATE;
+    IF e.id IS NOT NULL AND EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: version 1''s revoke_grant is closed to it (revoke_grant_logged)', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM grants WHERE engagement_id = e.id AND member = grantee
+                   AND revoked_at IS NULL) THEN
+        RAISE EXCEPTION 'credvault: % holds no role on %', grantee, eng USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') INTO readlist
+        FROM audit a WHERE a.engagement = eng AND a.member = grantee AND a.action = 'get'
+        AND a.outcome = 'ok' AND a.item IS NOT NULL;
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', '');
+    RETURN readlist;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotation_grantees(eng text) RETURNS TABLE (member text, role text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: only a lead sees who holds a key copy' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: its key holders are the log''s roster, not rotation_grantees', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT g.member, g.role FROM grants g
+        WHERE g.engagement_id = e.id AND g.revoked_at IS NULL AND g.sealed IS NOT NULL
+          AND (g.expires_at IS NULL OR g.expires_at > now())
+        ORDER BY g.member;
+END $$;
+
+DO $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION credvault.add_member(text, text, boolean),'
+                   ' credvault.join_vault(bytea, bytea, text),'
+                   ' credvault.create_engagement(bytea, text, text, text, bytea, text),'
+                   ' credvault.close_engagement(text),'
+                   ' credvault.purge_engagement(text, text), credvault.purge_horizon(),'
+                   ' credvault.append_membership_log(bytea, bytea),'
+                   ' credvault.membership_log_entries(),'
+                   ' credvault.rotation_fetch(bigint), credvault.rotation_fetch_all(bigint)'
+                   ' FROM %I', credvault.member_group());
 END $$;
