@@ -32,6 +32,7 @@ from credvault.credentials import (
     Credential,
     CredentialInfo,
     FindHits,
+    OtpCode,
     TrashInfo,
     VersionInfo,
 )
@@ -819,9 +820,25 @@ class TeamCredentials:
         record = ("credential", name, f.kind, system_uid)
         return envelope.open_(t.place(eng_uid, f.uid, field, record), blob, key)
 
-    def get(self, ref: str, *, reason: str | None = None, version: int | None = None) -> Credential:
+    def get(
+        self,
+        ref: str,
+        *,
+        reason: str | None = None,
+        version: int | None = None,
+        via: str | None = None,
+    ) -> Credential:
         """An audited read: the server commits the audit row, then releases the envelopes.
-        ``version``: an earlier one (:func:`credvault.team_records.get_version`)."""
+        ``version``: an earlier one (:func:`credvault.team_records.get_version`). ``via``:
+        a command reading on the member's behalf (``run psql``, ``ssh web1``), named in the
+        audit detail as SQLCipher names it (not a reason); the linked system's address and
+        port come in the same read (:func:`credvault.team_use.read`)."""
+        if via is not None:
+            if version is not None:
+                raise NotOnTeam("get --version through run or ssh")
+            from credvault.team_use import read
+
+            return read(self.t, "get", ref, reason, via)
         if version is not None:
             from credvault.team_records import get_version
 
@@ -855,12 +872,19 @@ class TeamCredentials:
         reason: str | None = None,
         system: bool = False,
         version: int | None = None,
+        via: str | None = None,
     ) -> dict[str, str | None]:
         """username, url, notes, kind and system, audited as ``show``: the server releases
         them without the secret (request kind ``fields``), as SQLCipher reads them.
         With ``system``: the linked system's address and port instead (``get --field
         address|port``), audited as ``show`` as on SQLCipher: the secret is not released.
-        ``version``: that earlier version's, audited as ``show`` (its secret not released)."""
+        ``version``: that earlier version's, audited as ``show`` (its secret not released).
+        ``via``: ``run``'s fields (:func:`credvault.team_use.fields`), the command named in
+        the audit detail as SQLCipher names it."""
+        if via is not None and version is None:
+            from credvault.team_use import fields
+
+            return fields(self.t, ref, reason, via, system=system)
         if system:
             from credvault.team_records import linked_address
 
@@ -872,6 +896,13 @@ class TeamCredentials:
         from credvault.team_records import current_fields
 
         return current_fields(self.t, ref, reason)
+
+    def otp(self, ref: str, *, reason: str | None = None, at: float | None = None) -> OtpCode:
+        """The current TOTP code, audited as ``otp`` before the seed leaves the server
+        (:func:`credvault.team_use.otp`)."""
+        from credvault.team_use import otp
+
+        return otp(self.t, ref, reason, at)
 
     def edit(self, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
         """Fields other than the secret, sealed here; kind and link in the clear."""

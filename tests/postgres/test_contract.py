@@ -15,9 +15,11 @@ exist is "access denied" (4) rather than "not found" (3).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ import pytest
 
 from conftest import KDF_ARG, CliResult
 from pg_cluster import Cluster, running_cluster  # noqa: F401 (the session cluster fixture)
+from sshd_fixture import Agent, Sshd, keypair, ssh_agent, sshd_server  # noqa: F401 (fixtures)
 
 # The set-up runner: each step in its person's environment, through the CLI's own main.
 _SETUP = """
@@ -850,6 +853,82 @@ def test_the_trash_survives_the_rotation_of_a_revoke(world: World) -> None:
 
 # -- PostgreSQL only: the team's own flow ---------------------------------------------------
 Runner = Callable[..., CliResult]
+
+
+# -- otp, run and ssh (both backends): each read audited before the secret is used -----------
+@pytest.mark.skipif(shutil.which("oathtool") is None, reason="LOUD SKIP: oathtool missing")
+def test_otp_matches_oathtool_and_is_audited_as_otp(world: World) -> None:
+    seed = base64.b32encode(os.urandom(20)).decode().rstrip("=")
+    world.ok("alice", "put", "acme-2026/portal-otp", "--totp", input=f"{seed}\n".encode())
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+
+    def oath() -> str:
+        return subprocess.run(
+            ["oathtool", "--totp", "-b", "-"],
+            input=seed,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+
+    before = oath()
+    r = world.ok("bob", "otp", "acme-2026/portal-otp", "--reason", "T-3")
+    assert r.text.strip() in (before, oath())  # the same 30 s window, or the next one
+    assert r.text == r.text.strip() + "\n"
+    assert _audit(world, "bob", ("otp", "get")) == [("bob", "otp", "ok", "reason: T-3")]
+    # the seed was read: revoke names it among what bob read
+    r = world.ok("alice", "revoke", "acme-2026", "bob")
+    assert r.text.splitlines()[1:3] == [
+        "bob read these; change them on the client's systems:",
+        "  acme-2026/portal-otp",
+    ]
+
+
+def test_run_passes_secrets_and_fields_through_the_environment(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", "--username", "root", input=SECRET + b"\n")
+    world.ok("alice", "put", "acme-2026/api", "--username", "svc-api", input=b"other\n")
+    r = world.run(
+        "alice", "run", "--reason", "T-4", "--env", "PW=acme-2026/db",
+        "--env", "DBUSER=acme-2026/db:username", "--env", "APIUSER=acme-2026/api:username",
+        "--", "sh", "-c", 'printf "%s|%s|%s" "$PW" "$DBUSER" "$APIUSER"; exit 7',
+    )  # fmt: skip
+    assert (r.code, r.err) == (7, "")  # the command's own exit status
+    assert r.out == SECRET + b"|root|svc-api"
+    assert _audit(world, "alice", ("get", "show", "otp")) == [
+        ("alice", "get", "ok", "reason: run sh: T-4"),
+        ("alice", "show", "ok", "fields without the secret; reason: run sh: T-4"),
+    ]
+
+
+def test_ssh_logs_in_with_the_linked_key_in_one_audited_read(
+    world: World, sshd: Sshd, agent: Agent, tmp_path: Path
+) -> None:
+    private, public = keypair(tmp_path)
+    with sshd.authorized_keys.open("a") as f:
+        f.write(public + "\n")
+    world.ok(
+        "alice", "system", "add", "acme-2026/box", "--address", "127.0.0.1",
+        "--port", str(sshd.port), "--protocol", "ssh",
+    )  # fmt: skip
+    world.ok(
+        "alice", "put", "acme-2026/box-key", "--kind", "ssh-key", "--username", sshd.user,
+        "--system", "box", input=private,
+    )  # fmt: skip
+    world.envs["alice"] = {**world.envs["alice"], "SSH_AUTH_SOCK": str(agent.sock)}
+    r = world.run(
+        "alice", "ssh", "acme-2026/box", "--reason", "T-9", "--key-lifetime", "10m",
+        "--", *sshd.client_opts, "echo", "CV-LOGIN-OK", "$(id -un)",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert r.text == f"CV-LOGIN-OK {sshd.user}\n"
+    assert (
+        r.err == "credvault: ssh acme-2026/box with acme-2026/box-key (key in ssh-agent for 10m)\n"
+    )
+    assert "life: 600" in agent.log.read_text()
+    assert _audit(world, "alice", ("get", "show", "system-show")) == [
+        ("alice", "get", "ok", "reason: ssh box: T-9")
+    ]
 
 
 @pytest.fixture
