@@ -75,7 +75,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
-    from credvault.results import PurgePlan
+    from credvault.results import EngagementView, PurgePlan
     from credvault.team_export import TeamClients
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
     from credvault.team_records import TeamSystems
@@ -1030,6 +1030,54 @@ class TeamEngagements:
 
     def purge_status(self, eng: Engagement) -> str:
         return self._lifecycle.purge_status(eng)
+
+    def visible(self, client: str | None = None) -> builtins.list[Engagement]:
+        """The engagements this member may list (:meth:`TeamLifecycle.visible`)."""
+        return self._lifecycle.visible(client)
+
+    def show(self, name: str) -> EngagementView:
+        """The engagement, its purge in words, your role and its members, as SQLCipher's
+        :meth:`credvault.engagements.Engagements.show` (audited by the server)."""
+        from credvault.results import EngagementView
+
+        eng, role = self._lifecycle.shown(name)
+        members = self._members(name, role) if eng.state != "purged" else []
+        return EngagementView(
+            **eng.to_json(),  # type: ignore[arg-type]
+            purge=self.purge_status(eng),
+            your_role=role,
+            members=members,
+        )
+
+    def _members(self, name: str, role: str | None) -> builtins.list[GrantInfo]:
+        """Who holds which role. A member with a role replays the signed log: its roster
+        decides (as on SQLCipher), the server's rows only add who granted and when. An
+        admin without a role cannot read the log (row-level security): the server's rows."""
+        from credvault.postgres import lifecycle_store as ls
+
+        rows = {g.member: g for g in ls.grants(self.t.store, name)}
+        state = self.t.view(name).state if role is not None else None
+        if state is None:
+            return list(rows.values())
+        out = []
+        now = _now()
+        for member, m in sorted(state.roster.items()):
+            g = rows.get(member)
+            if not self._current(state, member) or (
+                m.expires is not None and m.expires <= now and g is None
+            ):
+                continue  # left, given new keys, or expired
+            out.append(
+                GrantInfo(
+                    member,
+                    m.role,
+                    g.granted_by if g else "",
+                    g.granted_at if g else state.time,
+                    m.expires,
+                    g is not None and g.has_key and state.held(member, state.key_version),
+                )
+            )
+        return out
 
     def _put(
         self,

@@ -931,6 +931,82 @@ def test_ssh_logs_in_with_the_linked_key_in_one_audited_read(
     ]
 
 
+def _all_audit(world: World, actions: tuple[str, ...]) -> list[tuple[object, ...]]:
+    """(member, action, engagement, item, outcome, detail) of every entry with these actions,
+    vault-wide ones too: on a team vault read as the DBA (`credvault audit` there reads one
+    engagement's entries)."""
+    import json
+
+    if world.backend == "sqlcipher":
+        return [
+            (e["member"], e["action"], e["engagement"], e["item"], e["outcome"], e["detail"])
+            for e in json.loads(world.ok("alice", "audit", "--json").out)
+            if e["action"] in actions
+        ]
+    import psycopg
+
+    cluster = world.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    with psycopg.connect(
+        cluster.conninfo(str(world.extra["db"])), password=cluster.password
+    ) as conn:
+        rows = conn.execute(
+            "SELECT member, action, engagement, item, outcome, detail FROM credvault.audit "
+            "WHERE action = ANY(%s) ORDER BY seq",
+            (list(actions),),
+        ).fetchall()
+    return [tuple(r) for r in rows]
+
+
+# -- engagement ls and show (both backends) ------------------------------------------------------
+def test_engagement_ls_and_show_for_admin_member_and_outsider(world: World) -> None:
+    import json
+
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    r = world.ok("alice", "engagement", "ls")
+    created = r.text.splitlines()[1].split()[3]
+    assert r.text == (
+        "NAME       CLIENT  STATE   CREATED     PURGE\n"
+        f"acme-2026  acme    active  {created}  active; purge 7 days after close\n"
+    )
+    listed = json.loads(world.ok("bob", "engagement", "ls", "--client", "acme", "--json").out)
+    assert [(e["name"], e["lead"], e["created_by"]) for e in listed] == [
+        ("acme-2026", "alice", "alice")
+    ]
+    assert world.ok("carol", "engagement", "ls", "--json").out == b"[]\n"
+    shown = world.ok("bob", "engagement", "show", "acme-2026").text.splitlines()
+    assert [ln for ln in shown if not ln.startswith(("key_fp:", "created_at:"))] == [
+        "name:           acme-2026",
+        "client:         acme",
+        "state:          active",
+        "require_reason: False",
+        "grace_days:     ",
+        "created_by:     alice",
+        "lead:           alice",
+        "closed_at:      ",
+        "purge_due:      ",
+        "hold_until:     ",
+        "hold_reason:    ",
+        "hold_by:        ",
+        "purged_at:      ",
+        "purge:          active; purge 7 days after close",
+        "your_role:      engineer",
+        "members:        alice:lead, bob:engineer",
+    ]
+    denied = world.run("carol", "engagement", "show", "acme-2026")
+    assert denied.code == 4
+    assert one_line(denied) == (
+        "credvault: access denied: 'carol' may not show on engagement 'acme-2026' (no grant)"
+    )
+    assert _all_audit(world, ("engagement-ls", "engagement-show", "show")) == [
+        ("alice", "engagement-ls", None, None, "ok", "1 engagements listed"),
+        ("bob", "engagement-ls", None, "acme", "ok", "1 engagements listed"),
+        ("carol", "engagement-ls", None, None, "ok", "0 engagements listed"),
+        ("bob", "engagement-show", "acme-2026", None, "ok", ""),
+        ("carol", "show", "acme-2026", None, "denied", "no grant"),
+    ]
+
+
 @pytest.fixture
 def team(tmp_path: Path, pg_cluster: Cluster) -> World:
     return _postgresql(tmp_path, pg_cluster)

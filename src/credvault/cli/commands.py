@@ -143,6 +143,8 @@ TEAM_COMMANDS = frozenset(
         "cmd_otp",
         "cmd_run",
         "cmd_ssh",
+        "cmd_engagement_ls",
+        "cmd_engagement_show",
     }
 )
 

@@ -2536,3 +2536,86 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_use(text, text, text, text, text),'
                    ' credvault.fetch_use(bigint) TO %I', credvault.member_group());
 END $$;
+
+-- (pgdaily) `engagement ls` and `engagement show`, with SQLCipher's audit rows: an admin
+-- lists every engagement, a member those they hold a live role in (not purged);
+-- `engagement-ls` names the client filter as its item and counts what was listed. The
+-- columns are lifecycle()'s, so the client builds the same Engagement from them.
+CREATE FUNCTION credvault.visible_engagements(cl text)
+RETURNS TABLE (uid bytea, name text, client text, state text, key_version integer,
+               key_fp text, require_reason boolean, grace_days integer, effective_grace integer,
+               created_at text, created_by text, lead text, closed_at text, purge_due text,
+               hold_until text, hold_reason text, hold_by text, purged_at text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); n bigint;
+BEGIN
+    RETURN QUERY SELECT e.uid, e.name, e.client, e.state, e.key_version, e.key_fp,
+        e.require_reason, e.grace_days,
+        coalesce(e.grace_days, setting_days('purge_grace_days', 7)),
+        iso(e.created_at), e.created_by, e.lead, iso(e.closed_at), iso(e.purge_due),
+        iso(e.hold_until), e.hold_reason, e.hold_by, iso(e.purged_at)
+        FROM engagements e
+        WHERE (cl IS NULL OR e.client = cl)
+          AND (is_admin() OR (e.state <> 'purged' AND role_in(e.id) IS NOT NULL))
+        ORDER BY e.name COLLATE "C";
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM audit_append(who, 'engagement-ls', NULL, cl, 'ok', format('%s engagements listed', n));
+END $$;
+
+-- `engagement show`: an admin, or a member holding a role. A refusal is audited under the
+-- verb `show` with the role held (none: hidden, as a name that does not exist) and returns
+-- no row (not raised: the audit row commits).
+CREATE FUNCTION credvault.show_engagement(eng text)
+RETURNS TABLE (uid bytea, name text, client text, state text, key_version integer,
+               key_fp text, require_reason boolean, grace_days integer, effective_grace integer,
+               created_at text, created_by text, lead text, closed_at text, purge_due text,
+               hold_until text, hold_reason text, hold_by text, purged_at text, your_role text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) IS NOT NULL) THEN
+        PERFORM audit_append(who, 'show', eng, NULL, 'denied', held(e.id));
+        RETURN;
+    END IF;
+    PERFORM audit_append(who, 'engagement-show', eng, NULL, 'ok', '');
+    RETURN QUERY SELECT e.uid, e.name, e.client, e.state, e.key_version, e.key_fp,
+        e.require_reason, e.grace_days,
+        coalesce(e.grace_days, setting_days('purge_grace_days', 7)),
+        iso(e.created_at), e.created_by, e.lead, iso(e.closed_at), iso(e.purge_due),
+        iso(e.hold_until), e.hold_reason, e.hold_by, iso(e.purged_at), role_in(e.id);
+END $$;
+
+-- Who holds which live role (for `engagement show`, whose entry covers it): whether their
+-- copy is of the current key. The client checks these rows against the signed roster
+-- where it can replay the log (docs/team.md).
+CREATE FUNCTION credvault.engagement_grants(eng text)
+RETURNS TABLE (member text, role text, granted_by text, granted_at text, expires_at text,
+               has_key boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements x WHERE x.name = eng;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) IS NOT NULL) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT g.member, g.role, g.granted_by, iso(g.granted_at), iso(g.expires_at),
+        g.sealed IS NOT NULL AND g.key_version = e.key_version
+        FROM grants g
+        WHERE g.engagement_id = e.id AND g.revoked_at IS NULL AND g.member <> '@recovery'
+          AND (g.expires_at IS NULL OR g.expires_at > now())
+        ORDER BY g.member COLLATE "C";
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.visible_engagements(text), credvault.show_engagement(text),
+    credvault.engagement_grants(text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.visible_engagements(text),'
+                   ' credvault.show_engagement(text), credvault.engagement_grants(text) TO %I',
+                   credvault.member_group());
+END $$;
