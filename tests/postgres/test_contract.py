@@ -993,6 +993,12 @@ def test_engagement_ls_and_show_for_admin_member_and_outsider(world: World) -> N
         "your_role:      engineer",
         "members:        alice:lead, bob:engineer",
     ]
+    # an admin who holds no role sees it too (on a team vault: the server's grant rows)
+    world.setup(
+        [("alice", ("engagement", "new", "beta-2026", "--client", "beta", "--lead", "bob"))]
+    )
+    shown = world.ok("alice", "engagement", "show", "beta-2026").text.splitlines()
+    assert shown[-2:] == ["your_role:      ", "members:        bob:lead"]
     denied = world.run("carol", "engagement", "show", "acme-2026")
     assert denied.code == 4
     assert one_line(denied) == (
@@ -1003,6 +1009,7 @@ def test_engagement_ls_and_show_for_admin_member_and_outsider(world: World) -> N
         ("bob", "engagement-ls", None, "acme", "ok", "1 engagements listed"),
         ("carol", "engagement-ls", None, None, "ok", "0 engagements listed"),
         ("bob", "engagement-show", "acme-2026", None, "ok", ""),
+        ("alice", "engagement-show", "beta-2026", None, "ok", ""),
         ("carol", "show", "acme-2026", None, "denied", "no grant"),
     ]
 
