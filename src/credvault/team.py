@@ -32,6 +32,7 @@ from credvault.credentials import (
     Credential,
     CredentialInfo,
     FindHits,
+    OtpCode,
     TrashInfo,
     VersionInfo,
 )
@@ -75,7 +76,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
-    from credvault.results import PurgePlan
+    from credvault.results import EngagementView, PurgePlan
     from credvault.team_export import TeamClients
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
     from credvault.team_records import TeamSystems
@@ -854,9 +855,25 @@ class TeamCredentials:
         record = ("credential", name, f.kind, system_uid)
         return envelope.open_(t.place(eng_uid, f.uid, field, record), blob, key)
 
-    def get(self, ref: str, *, reason: str | None = None, version: int | None = None) -> Credential:
+    def get(
+        self,
+        ref: str,
+        *,
+        reason: str | None = None,
+        version: int | None = None,
+        via: str | None = None,
+    ) -> Credential:
         """An audited read: the server commits the audit row, then releases the envelopes.
-        ``version``: an earlier one (:func:`credvault.team_records.get_version`)."""
+        ``version``: an earlier one (:func:`credvault.team_records.get_version`). ``via``:
+        a command reading on the member's behalf (``run psql``, ``ssh web1``), named in the
+        audit detail as SQLCipher names it (not a reason); the linked system's address and
+        port come in the same read (:func:`credvault.team_use.read`)."""
+        if via is not None:
+            if version is not None:
+                raise NotOnTeam("get --version through run or ssh")
+            from credvault.team_use import read
+
+            return read(self.t, "get", ref, reason, via)
         if version is not None:
             from credvault.team_records import get_version
 
@@ -890,12 +907,19 @@ class TeamCredentials:
         reason: str | None = None,
         system: bool = False,
         version: int | None = None,
+        via: str | None = None,
     ) -> dict[str, str | None]:
         """username, url, notes, kind and system, audited as ``show``: the server releases
         them without the secret (request kind ``fields``), as SQLCipher reads them.
         With ``system``: the linked system's address and port instead (``get --field
         address|port``), audited as ``show`` as on SQLCipher: the secret is not released.
-        ``version``: that earlier version's, audited as ``show`` (its secret not released)."""
+        ``version``: that earlier version's, audited as ``show`` (its secret not released).
+        ``via``: ``run``'s fields (:func:`credvault.team_use.fields`), the command named in
+        the audit detail as SQLCipher names it."""
+        if via is not None and version is None:
+            from credvault.team_use import fields
+
+            return fields(self.t, ref, reason, via, system=system)
         if system:
             from credvault.team_records import linked_address
 
@@ -907,6 +931,13 @@ class TeamCredentials:
         from credvault.team_records import current_fields
 
         return current_fields(self.t, ref, reason)
+
+    def otp(self, ref: str, *, reason: str | None = None, at: float | None = None) -> OtpCode:
+        """The current TOTP code, audited as ``otp`` before the seed leaves the server
+        (:func:`credvault.team_use.otp`)."""
+        from credvault.team_use import otp
+
+        return otp(self.t, ref, reason, at)
 
     def edit(self, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
         """Fields other than the secret, sealed here; kind and link in the clear."""
@@ -1034,6 +1065,54 @@ class TeamEngagements:
 
     def purge_status(self, eng: Engagement) -> str:
         return self._lifecycle.purge_status(eng)
+
+    def visible(self, client: str | None = None) -> builtins.list[Engagement]:
+        """The engagements this member may list (:meth:`TeamLifecycle.visible`)."""
+        return self._lifecycle.visible(client)
+
+    def show(self, name: str) -> EngagementView:
+        """The engagement, its purge in words, your role and its members, as SQLCipher's
+        :meth:`credvault.engagements.Engagements.show` (audited by the server)."""
+        from credvault.results import EngagementView
+
+        eng, role = self._lifecycle.shown(name)
+        members = self._members(name, role) if eng.state != "purged" else []
+        return EngagementView(
+            **eng.to_json(),  # type: ignore[arg-type]
+            purge=self.purge_status(eng),
+            your_role=role,
+            members=members,
+        )
+
+    def _members(self, name: str, role: str | None) -> builtins.list[GrantInfo]:
+        """Who holds which role. A member with a role replays the signed log: its roster
+        decides (as on SQLCipher), the server's rows only add who granted and when. An
+        admin without a role cannot read the log (row-level security): the server's rows."""
+        from credvault.postgres import lifecycle_store as ls
+
+        rows = {g.member: g for g in ls.grants(self.t.store, name)}
+        state = self.t.view(name).state if role is not None else None
+        if state is None:
+            return list(rows.values())
+        out = []
+        now = _now()
+        for member, m in sorted(state.roster.items()):
+            g = rows.get(member)
+            if not self._current(state, member) or (
+                m.expires is not None and m.expires <= now and g is None
+            ):
+                continue  # left, given new keys, or expired
+            out.append(
+                GrantInfo(
+                    member,
+                    m.role,
+                    g.granted_by if g else "",
+                    g.granted_at if g else state.time,
+                    m.expires,
+                    g is not None and g.has_key and state.held(member, state.key_version),
+                )
+            )
+        return out
 
     def _put(
         self,

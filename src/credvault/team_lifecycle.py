@@ -82,6 +82,33 @@ class TeamLifecycle:
         self._grace[name] = got.grace_days
         return got.engagement
 
+    def visible(self, client: str | None = None) -> list[Engagement]:
+        """``engagement ls``: every engagement for an admin, else those the member holds a
+        live role in (not purged), by name; audited ``engagement-ls`` by the server."""
+        from credvault import validate
+        from credvault.postgres import lifecycle_store as ls
+
+        if client is not None:
+            validate.name(client, "client name")
+        got = ls.visible(self.t.store, client)
+        self._grace.update((x.engagement.name, x.grace_days) for x in got)
+        return [x.engagement for x in got]
+
+    def shown(self, name: str) -> tuple[Engagement, str | None]:
+        """``engagement show``'s record and the member's role, audited ``engagement-show``
+        by the server (a refusal as ``show``, denied: exit 4; a name the member cannot see
+        is refused the same way, as row-level security hides it)."""
+        from credvault import validate
+        from credvault.postgres import lifecycle_store as ls
+
+        validate.name(name, "engagement name")
+        got = ls.show(self.t.store, name)
+        if got is None:
+            raise AccessDenied(self.t.member, "show", name, "no grant")
+        life, role = got
+        self._grace[name] = life.grace_days
+        return life.engagement, role
+
     def purge_status(self, eng: Engagement) -> str:
         """When the purge is due and why, in words (as on SQLCipher)."""
         from credvault.retention import describe

@@ -15,9 +15,11 @@ exist is "access denied" (4) rather than "not found" (3).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ import pytest
 
 from conftest import KDF_ARG, CliResult
 from pg_cluster import Cluster, running_cluster  # noqa: F401 (the session cluster fixture)
+from sshd_fixture import Agent, Sshd, keypair, ssh_agent, sshd_server  # noqa: F401 (fixtures)
 
 # The set-up runner: each step in its person's environment, through the CLI's own main.
 _SETUP = """
@@ -850,6 +853,165 @@ def test_the_trash_survives_the_rotation_of_a_revoke(world: World) -> None:
 
 # -- PostgreSQL only: the team's own flow ---------------------------------------------------
 Runner = Callable[..., CliResult]
+
+
+# -- otp, run and ssh (both backends): each read audited before the secret is used -----------
+@pytest.mark.skipif(shutil.which("oathtool") is None, reason="LOUD SKIP: oathtool missing")
+def test_otp_matches_oathtool_and_is_audited_as_otp(world: World) -> None:
+    seed = base64.b32encode(os.urandom(20)).decode().rstrip("=")
+    world.ok("alice", "put", "acme-2026/portal-otp", "--totp", input=f"{seed}\n".encode())
+    world.ok("alice", "grant", "acme-2026", "bob", "reader")
+
+    def oath() -> str:
+        return subprocess.run(
+            ["oathtool", "--totp", "-b", "-"],
+            input=seed,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+
+    before = oath()
+    r = world.ok("bob", "otp", "acme-2026/portal-otp", "--reason", "T-3")
+    assert r.text.strip() in (before, oath())  # the same 30 s window, or the next one
+    assert r.text == r.text.strip() + "\n"
+    assert _audit(world, "bob", ("otp", "get")) == [("bob", "otp", "ok", "reason: T-3")]
+    # the seed was read: revoke names it among what bob read
+    r = world.ok("alice", "revoke", "acme-2026", "bob")
+    assert r.text.splitlines()[1:3] == [
+        "bob read these; change them on the client's systems:",
+        "  acme-2026/portal-otp",
+    ]
+
+
+def test_run_passes_secrets_and_fields_through_the_environment(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", "--username", "root", input=SECRET + b"\n")
+    world.ok("alice", "put", "acme-2026/api", "--username", "svc-api", input=b"other\n")
+    r = world.run(
+        "alice", "run", "--reason", "T-4", "--env", "PW=acme-2026/db",
+        "--env", "DBUSER=acme-2026/db:username", "--env", "APIUSER=acme-2026/api:username",
+        "--", "sh", "-c", 'printf "%s|%s|%s" "$PW" "$DBUSER" "$APIUSER"; exit 7',
+    )  # fmt: skip
+    assert (r.code, r.err) == (7, "")  # the command's own exit status
+    assert r.out == SECRET + b"|root|svc-api"
+    assert _audit(world, "alice", ("get", "show", "otp")) == [
+        ("alice", "get", "ok", "reason: run sh: T-4"),
+        ("alice", "show", "ok", "fields without the secret; reason: run sh: T-4"),
+    ]
+
+
+def test_ssh_logs_in_with_the_linked_key_in_one_audited_read(
+    world: World, sshd: Sshd, agent: Agent, tmp_path: Path
+) -> None:
+    private, public = keypair(tmp_path)
+    with sshd.authorized_keys.open("a") as f:
+        f.write(public + "\n")
+    world.ok(
+        "alice", "system", "add", "acme-2026/box", "--address", "127.0.0.1",
+        "--port", str(sshd.port), "--protocol", "ssh",
+    )  # fmt: skip
+    world.ok(
+        "alice", "put", "acme-2026/box-key", "--kind", "ssh-key", "--username", sshd.user,
+        "--system", "box", input=private,
+    )  # fmt: skip
+    world.envs["alice"] = {**world.envs["alice"], "SSH_AUTH_SOCK": str(agent.sock)}
+    r = world.run(
+        "alice", "ssh", "acme-2026/box", "--reason", "T-9", "--key-lifetime", "10m",
+        "--", *sshd.client_opts, "echo", "CV-LOGIN-OK", "$(id -un)",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert r.text == f"CV-LOGIN-OK {sshd.user}\n"
+    assert (
+        r.err == "credvault: ssh acme-2026/box with acme-2026/box-key (key in ssh-agent for 10m)\n"
+    )
+    assert "life: 600" in agent.log.read_text()
+    assert _audit(world, "alice", ("get", "show", "system-show")) == [
+        ("alice", "get", "ok", "reason: ssh box: T-9")
+    ]
+
+
+def _all_audit(world: World, actions: tuple[str, ...]) -> list[tuple[object, ...]]:
+    """(member, action, engagement, item, outcome, detail) of every entry with these actions,
+    vault-wide ones too: on a team vault read as the DBA (`credvault audit` there reads one
+    engagement's entries)."""
+    import json
+
+    if world.backend == "sqlcipher":
+        return [
+            (e["member"], e["action"], e["engagement"], e["item"], e["outcome"], e["detail"])
+            for e in json.loads(world.ok("alice", "audit", "--json").out)
+            if e["action"] in actions
+        ]
+    import psycopg
+
+    cluster = world.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    with psycopg.connect(
+        cluster.conninfo(str(world.extra["db"])), password=cluster.password
+    ) as conn:
+        rows = conn.execute(
+            "SELECT member, action, engagement, item, outcome, detail FROM credvault.audit "
+            "WHERE action = ANY(%s) ORDER BY seq",
+            (list(actions),),
+        ).fetchall()
+    return [tuple(r) for r in rows]
+
+
+# -- engagement ls and show (both backends) ------------------------------------------------------
+def test_engagement_ls_and_show_for_admin_member_and_outsider(world: World) -> None:
+    import json
+
+    world.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    r = world.ok("alice", "engagement", "ls")
+    created = r.text.splitlines()[1].split()[3]
+    assert r.text == (
+        "NAME       CLIENT  STATE   CREATED     PURGE\n"
+        f"acme-2026  acme    active  {created}  active; purge 7 days after close\n"
+    )
+    listed = json.loads(world.ok("bob", "engagement", "ls", "--client", "acme", "--json").out)
+    assert [(e["name"], e["lead"], e["created_by"]) for e in listed] == [
+        ("acme-2026", "alice", "alice")
+    ]
+    assert world.ok("carol", "engagement", "ls", "--json").out == b"[]\n"
+    shown = world.ok("bob", "engagement", "show", "acme-2026").text.splitlines()
+    assert [ln for ln in shown if not ln.startswith(("key_fp:", "created_at:"))] == [
+        "name:           acme-2026",
+        "client:         acme",
+        "state:          active",
+        "require_reason: False",
+        "grace_days:     ",
+        "created_by:     alice",
+        "lead:           alice",
+        "closed_at:      ",
+        "purge_due:      ",
+        "hold_until:     ",
+        "hold_reason:    ",
+        "hold_by:        ",
+        "purged_at:      ",
+        "purge:          active; purge 7 days after close",
+        "your_role:      engineer",
+        "members:        alice:lead, bob:engineer",
+    ]
+    # an admin who holds no role sees it too (on a team vault: the server's grant rows)
+    world.setup(
+        [("alice", ("engagement", "new", "beta-2026", "--client", "beta", "--lead", "bob"))]
+    )
+    shown = world.ok("alice", "engagement", "show", "beta-2026").text.splitlines()
+    assert shown[-2:] == ["your_role:      ", "members:        bob:lead"]
+    denied = world.run("carol", "engagement", "show", "acme-2026")
+    assert denied.code == 4
+    assert one_line(denied) == (
+        "credvault: access denied: 'carol' may not show on engagement 'acme-2026' (no grant)"
+    )
+    assert _all_audit(world, ("engagement-ls", "engagement-show", "show")) == [
+        ("alice", "engagement-ls", None, None, "ok", "1 engagements listed"),
+        ("bob", "engagement-ls", None, "acme", "ok", "1 engagements listed"),
+        ("carol", "engagement-ls", None, None, "ok", "0 engagements listed"),
+        ("bob", "engagement-show", "acme-2026", None, "ok", ""),
+        ("alice", "engagement-show", "beta-2026", None, "ok", ""),
+        ("carol", "show", "acme-2026", None, "denied", "no grant"),
+    ]
 
 
 @pytest.fixture

@@ -539,3 +539,61 @@ def test_field_reads_never_release_the_secret(team: Any) -> None:
         row = fetch_record(conn, req, "e1, name, kind")
     assert tuple(row) == (None, "db", "password")
     assert team.audit_count("show") == before + 1
+
+
+def test_otp_run_and_ssh_reads_are_on_the_record_first(team: Any) -> None:
+    """request_use/fetch_use (otp, run, ssh; section pgdaily) as the attacker: the ROLLBACK
+    trick gets nothing; a `show` use never carries the secret; another member's request,
+    or a request of another kind, releases nothing; the command's name is no reason; a
+    member without a role is refused, on the record."""
+    import psycopg
+
+    before = team.audit_count("otp")
+    script = (
+        "BEGIN;\n"
+        "SELECT credvault.request_use('otp', 'alpha', 'db', 'T-1') AS req \\gset\n"
+        "SELECT encode(secret_env, 'hex') FROM credvault.fetch_use(:req);\n"
+        "ROLLBACK;\n"
+    )
+    out = team.psql("eve", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert b"credential-envelope".hex() not in out.stdout
+    assert team.audit_count("otp") == before
+    with team.connect("eve") as eve, team.connect("bob") as bob:
+        req = eve.execute(
+            "SELECT credvault.request_use('show', 'alpha', 'db', '', 'run psql')"
+        ).fetchone()[0]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            bob.execute("SELECT * FROM credvault.fetch_use(%s)", (req,))
+        row = fetch_as_a_client(eve, req, "secret_env, name, audit_seq", "fetch_use")
+        assert tuple(row[:2]) == (None, "db")
+        other = eve.execute(
+            "SELECT credvault.request_record('system', 'alpha', 'web1')"
+        ).fetchone()[0]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            eve.execute("SELECT * FROM credvault.fetch_use(%s)", (other,))
+        req = eve.execute(
+            "SELECT credvault.request_use('get', 'alpha', 'db', 'T-2', 'ssh web1')"
+        ).fetchone()[0]
+        got = fetch_as_a_client(eve, req, "secret_env, audit_seq", "fetch_use")
+        assert bytes(got[0]) == b"credential-envelope"
+    with team.connect() as owner:
+        owner.execute("UPDATE credvault.engagements SET require_reason = true WHERE name = 'alpha'")
+    for who in ("mallory", "eve"):
+        out = team.psql(
+            who, "SELECT credvault.request_use('get', 'alpha', 'db', '', 'run x') IS NULL"
+        )
+        assert out.stdout.strip() == "t", out.stderr
+    with team.connect() as owner:
+        entries = owner.execute(
+            "SELECT member, action, outcome, detail FROM credvault.audit "
+            "WHERE seq = %s OR seq = %s OR (action = 'get' AND outcome = 'denied') ORDER BY seq",
+            (row[2], got[1]),
+        ).fetchall()
+    assert entries == [
+        ("eve", "show", "ok", "fields without the secret; reason: run psql"),
+        ("eve", "get", "ok", "reason: ssh web1: T-2"),
+        ("mallory", "get", "denied", "no grant"),
+        ("eve", "get", "denied", "this engagement requires --reason"),
+    ]

@@ -140,6 +140,11 @@ TEAM_COMMANDS = frozenset(
         "cmd_trash_ls",
         "cmd_trash_restore",
         "cmd_trash_purge",
+        "cmd_otp",
+        "cmd_run",
+        "cmd_ssh",
+        "cmd_engagement_ls",
+        "cmd_engagement_show",
     }
 )
 

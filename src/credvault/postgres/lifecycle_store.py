@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from credvault.errors import ClockSuspect, Conflict, RetentionError
-from credvault.model import Engagement
+from credvault.model import Engagement, GrantInfo
 from credvault.postgres.store import PgStore, _message
 from credvault.results import PurgePlan
 
@@ -70,8 +70,11 @@ def lifecycle(store: PgStore, name: str) -> Lifecycle | None:
         "read the engagement",
         name,
     )
-    if row is None:
-        return None
+    return None if row is None else _lifecycle(row)
+
+
+def _lifecycle(row: Any) -> Lifecycle:
+    """A row of lifecycle()'s columns (visible_engagements' and show_engagement's too)."""
     eng = Engagement(
         0,
         bytes(row[0]),
@@ -96,6 +99,50 @@ def lifecycle(store: PgStore, name: str) -> Lifecycle | None:
         None,
     )
     return Lifecycle(eng, int(row[8]))
+
+
+_COLS = (
+    "uid, name, client, state, key_version, key_fp, require_reason, grace_days, "
+    "effective_grace, created_at, created_by, lead, closed_at, purge_due, hold_until, "
+    "hold_reason, hold_by, purged_at"
+)
+
+
+def visible(store: PgStore, client: str | None) -> list[Lifecycle]:
+    """``engagement ls``: what the caller may list, by name (audited by the server)."""
+    rows = _all(
+        store,
+        f"SELECT {_COLS} FROM credvault.visible_engagements(%s)",  # noqa: S608
+        (client,),
+        "list engagements",
+    )
+    return [_lifecycle(r) for r in rows]
+
+
+def show(store: PgStore, name: str) -> tuple[Lifecycle, str | None] | None:
+    """``engagement show``: the engagement and the caller's role; None when refused (the
+    refusal is audited by the server)."""
+    row = _one(
+        store,
+        f"SELECT {_COLS}, your_role FROM credvault.show_engagement(%s)",  # noqa: S608
+        (name,),
+        "show",
+        name,
+    )
+    return None if row is None else (_lifecycle(row), row[18])
+
+
+def grants(store: PgStore, name: str) -> list[GrantInfo]:
+    """Who holds which live role on ``name`` as the server's rows say (has_key: a copy of
+    the current key); the caller checks them against the signed roster where it can."""
+    rows = _all(
+        store,
+        "SELECT member, role, granted_by, granted_at, expires_at, has_key "
+        "FROM credvault.engagement_grants(%s)",
+        (name,),
+        "list members",
+    )
+    return [GrantInfo(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], bool(r[5])) for r in rows]
 
 
 def close(store: PgStore, name: str, grace_days: int | None) -> str:

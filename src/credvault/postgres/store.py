@@ -103,6 +103,28 @@ class RecordRow(NamedTuple):
     updated_at: str
 
 
+class UseRow(NamedTuple):
+    """What ``credvault.fetch_use`` releases (``otp``, ``run``, ``ssh``): a credential's
+    envelopes as its kind of use allows, with the clear columns its binding covers and its
+    linked system's (``port``, ``protocol``; the address sealed bound to them)."""
+
+    uid: bytes
+    name: str
+    kind: str
+    system_uid: bytes | None
+    system: str | None
+    port: int | None
+    protocol: str | None
+    secret: bytes | None
+    username: bytes | None
+    url: bytes | None
+    notes: bytes | None
+    address: bytes | None
+    audit_seq: int
+    created_at: str
+    updated_at: str
+
+
 class FindRow(NamedTuple):
     """A record as ``credvault.fetch_find`` releases it: its non-secret envelopes
     (username, url, notes of a credential; address, details of a system)."""
@@ -865,6 +887,49 @@ class PgStore:
             action="read",
         )
         return None if row[0] is None else int(row[0])
+
+    def request_use(
+        self, kind: str, engagement: str, name: str, reason: str, via: str
+    ) -> int | None:
+        """Phase one of ``otp``/``run``/``ssh`` (``request_use``): the audit row under the
+        SQLCipher vault's action and detail commits; None when refused (audited)."""
+        row = self._one(
+            "SELECT credvault.request_use(%s, %s, %s, %s, %s)",
+            (kind, engagement, name, reason, via),
+            action="read",
+        )
+        return None if row[0] is None else int(row[0])
+
+    def fetch_use(self, request: int, engagement: str) -> UseRow | None:
+        """Phase two: what the request's committed audit row names."""
+        rows = self._phase_two(
+            "SELECT uid, name, kind, sys_uid, sys_name, port, protocol, secret_env, "
+            "username_env, url_env, notes_env, address_env, audit_seq, created_at, updated_at "
+            "FROM credvault.fetch_use(%s)",
+            request,
+            "read",
+            engagement,
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return UseRow(
+            bytes(r[0]),
+            str(r[1]),
+            str(r[2]),
+            _b(r[3]),
+            None if r[4] is None else str(r[4]),
+            None if r[5] is None else int(r[5]),
+            None if r[6] is None else str(r[6]),
+            _b(r[7]),
+            _b(r[8]),
+            _b(r[9]),
+            _b(r[10]),
+            _b(r[11]),
+            int(r[12]),
+            _ts(r[13]),
+            _ts(r[14]),
+        )
 
     def fetch_record(self, request: int, engagement: str) -> RecordRow | None:
         """Phase two: the envelopes the request's committed audit row names."""

@@ -2544,3 +2544,229 @@ BEGIN
                    ' credvault.rotation_fetch(bigint), credvault.rotation_fetch_all(bigint)'
                    ' FROM %I', credvault.member_group());
 END $$;
+
+
+-- == pgdaily: otp, run and ssh read through the two-phase audited read ==
+--
+-- (docs/team.md, "Daily commands".) `credvault otp`, `run` and `ssh` read a credential on
+-- the member's behalf. On SQLCipher they are audited under their own names and details
+-- (credentials.py): `otp` as "otp" ("reason: R"); `run` and `ssh` as "get" with the command
+-- ahead of the member's reason ("reason: run psql: R", "reason: ssh web1"), and run's
+-- non-secret fields as "show" ("fields without the secret; reason: run psql"). request_use
+-- writes exactly that audit row and a request naming it; fetch_use releases the
+-- envelopes under fetch_record's conditions (the caller's, unused, at most 60 s old,
+-- committed by an earlier transaction, durable, a reading role still held). The command's
+-- name (`via`) is no reason: --require-reason is decided on `reason` alone.
+--   kind         audited as   released
+--   otp          otp          the secret, the fields, the linked system's address
+--   get          get          the same
+--   show         show         the fields without the secret
+--   show-system  show         the fields and the linked system's address, without the secret
+-- The linked system comes with the credential in the same read (ssh: address, port, user
+-- and key in one audited step, as on SQLCipher).
+CREATE FUNCTION credvault.request_use(
+    k text, eng text, itm text, reason text DEFAULT '', via text DEFAULT ''
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me();
+    e engagements%ROWTYPE;
+    act text;
+    cid bigint;
+    why text := coalesce(reason, '');
+    said text;
+    detail text;
+    s bigint;
+    rid bigint;
+BEGIN
+    act := CASE k WHEN 'otp' THEN 'otp' WHEN 'get' THEN 'get'
+                  WHEN 'show' THEN 'show' WHEN 'show-system' THEN 'show' END;
+    IF act IS NULL THEN
+        RAISE EXCEPTION 'credvault: unknown kind of use %', k USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT may(e.id, 'read') THEN
+        PERFORM audit_append(who, act, eng, itm, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' THEN  -- the command's name is no reason
+        PERFORM audit_append(who, act, eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    -- what the detail says: the command, then the member's own reason (200 characters,
+    -- validate.reason's limit, as SQLCipher cuts it)
+    said := CASE WHEN coalesce(via, '') = '' THEN why
+                 ELSE left(via || CASE WHEN why = '' THEN '' ELSE ': ' || why END, 200) END;
+    detail := CASE k
+        WHEN 'show' THEN 'fields without the secret'
+                         || CASE WHEN said = '' THEN '' ELSE '; reason: ' || said END
+        WHEN 'show-system' THEN 'system address and port, without the secret'
+                         || CASE WHEN said = '' THEN '' ELSE '; reason: ' || said END
+        ELSE CASE WHEN said = '' THEN '' ELSE 'reason: ' || said END END;
+    SELECT id INTO cid FROM credentials WHERE engagement_id = e.id AND name = itm;
+    IF cid IS NULL THEN
+        PERFORM audit_append(who, act, eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, act, eng, itm, 'ok', detail);
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid)
+    VALUES (who, 'use-' || k, e.id, cid, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+-- Phase two of request_use: one row, the credential's clear columns (uid, name, kind), its
+-- linked system's (uid, name, port, protocol), and what the kind releases: the secret
+-- (otp, get only), username, url and notes, the system's address (all but show).
+CREATE FUNCTION credvault.fetch_use(request bigint)
+RETURNS TABLE (uid bytea, name text, kind text, sys_uid bytea, sys_name text, port integer,
+               protocol text, secret_env bytea, username_env bytea, url_env bytea,
+               notes_env bytea, address_env bytea, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.kind NOT LIKE 'use-%' THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    RETURN QUERY SELECT c.uid, c.name, c.kind, s.uid, s.name, s.port, s.protocol,
+                        CASE WHEN q.kind IN ('use-otp', 'use-get') THEN c.secret_env END,
+                        c.username_env, c.url_env, c.notes_env,
+                        CASE WHEN q.kind <> 'use-show' THEN s.address_env END,
+                        q.audit_seq, c.created_at, c.updated_at
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
+END $$;
+
+-- revoke lists what the member read: a TOTP seed used by `otp` was read too (SQLCipher's
+-- audit_reads_by counts 'get' and 'otp'); otherwise as pglog's revoke_grant_logged.
+CREATE OR REPLACE FUNCTION credvault.revoke_grant_logged(eng text, grantee text, new_link bytea) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR UPDATE;
+    IF e.id IS NULL OR coalesce(role_in(e.id), '') <> 'lead' THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    PERFORM log_append(e.id, new_link);
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') INTO readlist
+        FROM audit a WHERE a.engagement = eng AND a.member = grantee AND a.action IN ('get', 'otp')
+        AND a.outcome = 'ok' AND a.item IS NOT NULL;
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', '');
+    RETURN readlist;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.request_use(text, text, text, text, text),
+    credvault.fetch_use(bigint) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_use(text, text, text, text, text),'
+                   ' credvault.fetch_use(bigint) TO %I', credvault.member_group());
+END $$;
+
+-- (pgdaily) `engagement ls` and `engagement show`, with SQLCipher's audit rows: an admin
+-- lists every engagement, a member those they hold a live role in (not purged);
+-- `engagement-ls` names the client filter as its item and counts what was listed. The
+-- columns are lifecycle()'s, so the client builds the same Engagement from them.
+CREATE FUNCTION credvault.visible_engagements(cl text)
+RETURNS TABLE (uid bytea, name text, client text, state text, key_version integer,
+               key_fp text, require_reason boolean, grace_days integer, effective_grace integer,
+               created_at text, created_by text, lead text, closed_at text, purge_due text,
+               hold_until text, hold_reason text, hold_by text, purged_at text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); n bigint;
+BEGIN
+    RETURN QUERY SELECT e.uid, e.name, e.client, e.state, e.key_version, e.key_fp,
+        e.require_reason, e.grace_days,
+        coalesce(e.grace_days, setting_days('purge_grace_days', 7)),
+        iso(e.created_at), e.created_by, e.lead, iso(e.closed_at), iso(e.purge_due),
+        iso(e.hold_until), e.hold_reason, e.hold_by, iso(e.purged_at)
+        FROM engagements e
+        WHERE (cl IS NULL OR e.client = cl)
+          AND (is_admin() OR (e.state <> 'purged' AND role_in(e.id) IS NOT NULL))
+        ORDER BY e.name COLLATE "C";
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM audit_append(who, 'engagement-ls', NULL, cl, 'ok', format('%s engagements listed', n));
+END $$;
+
+-- `engagement show`: an admin, or a member holding a role. A refusal is audited under the
+-- verb `show` with the role held (none: hidden, as a name that does not exist) and returns
+-- no row (not raised: the audit row commits).
+CREATE FUNCTION credvault.show_engagement(eng text)
+RETURNS TABLE (uid bytea, name text, client text, state text, key_version integer,
+               key_fp text, require_reason boolean, grace_days integer, effective_grace integer,
+               created_at text, created_by text, lead text, closed_at text, purge_due text,
+               hold_until text, hold_reason text, hold_by text, purged_at text, your_role text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) IS NOT NULL) THEN
+        PERFORM audit_append(who, 'show', eng, NULL, 'denied', held(e.id));
+        RETURN;
+    END IF;
+    PERFORM audit_append(who, 'engagement-show', eng, NULL, 'ok', '');
+    RETURN QUERY SELECT e.uid, e.name, e.client, e.state, e.key_version, e.key_fp,
+        e.require_reason, e.grace_days,
+        coalesce(e.grace_days, setting_days('purge_grace_days', 7)),
+        iso(e.created_at), e.created_by, e.lead, iso(e.closed_at), iso(e.purge_due),
+        iso(e.hold_until), e.hold_reason, e.hold_by, iso(e.purged_at), role_in(e.id);
+END $$;
+
+-- Who holds which live role (for `engagement show`, whose entry covers it): whether their
+-- copy is of the current key. The client checks these rows against the signed roster
+-- where it can replay the log (docs/team.md).
+CREATE FUNCTION credvault.engagement_grants(eng text)
+RETURNS TABLE (member text, role text, granted_by text, granted_at text, expires_at text,
+               has_key boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements x WHERE x.name = eng;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) IS NOT NULL) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT g.member, g.role, g.granted_by, iso(g.granted_at), iso(g.expires_at),
+        g.sealed IS NOT NULL AND g.key_version = e.key_version
+        FROM grants g
+        WHERE g.engagement_id = e.id AND g.revoked_at IS NULL AND g.member <> '@recovery'
+          AND (g.expires_at IS NULL OR g.expires_at > now())
+        ORDER BY g.member COLLATE "C";
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.visible_engagements(text), credvault.show_engagement(text),
+    credvault.engagement_grants(text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.visible_engagements(text),'
+                   ' credvault.show_engagement(text), credvault.engagement_grants(text) TO %I',
+                   credvault.member_group());
+END $$;
