@@ -307,6 +307,11 @@ def main() -> None:
             f"{change[key]:+7.1f}% {pair:>8}"
         )
     print("  change: of the medians; paired: median over rounds of this/baseline in the same round")
+    if a.quick:
+        print(
+            "  (smoke run: bytecode cached beside each version's sources, no private cache; "
+            "the no-cache row compiles only what has no .pyc there)"
+        )
     print("\n== open with a long membership log (open + first get, a fresh session)")
     print(f"  {4:>5}-link log: {short['open_get_ms']:.1f} ms")
     print(
