@@ -170,16 +170,26 @@ def time_command(cmd: Command, *, runs: int = 10, warmup: int = 1) -> Stats:
     return Stats.of(samples[warmup:])
 
 
-def round_robin(cmds: Mapping[str, Command], runs: int, warmup: int = 1) -> dict[str, Stats]:
+def round_robin(
+    cmds: Mapping[str, Command],
+    runs: int,
+    warmup: int = 1,
+    expect: Mapping[str, bytes] | None = None,
+) -> dict[str, Stats]:
     """Time every command ``runs`` times, one sample each per round (after ``warmup`` untimed
-    runs each), so that load changes during the run hit every command alike."""
+    runs each), so that load changes during the run hit every command alike. A command named
+    in ``expect`` must print that (surrounding whitespace aside) in every timed run: a smoke
+    run checks its reads this way instead of with extra processes."""
     samples: dict[str, list[float]] = {name: [] for name in cmds}
     for c in cmds.values():
         for _ in range(warmup):
             run_once(c)
     for _ in range(runs):
         for name, c in cmds.items():
-            samples[name].append(run_once(c)[0])
+            ms, out = run_once(c)
+            if expect is not None and name in expect and out.strip() != expect[name].strip():
+                raise CommandFailed(f"{name} printed {out!r}, expected {expect[name]!r}")
+            samples[name].append(ms)
     return {name: Stats.of(s) for name, s in samples.items()}
 
 

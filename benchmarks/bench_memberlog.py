@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,59 +47,62 @@ from pathlib import Path
 from credvault import MIN_KDF, Vault
 import credvault
 
-cmd, path = sys.argv[1], Path(sys.argv[2])
-arg = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+cmds, path = sys.argv[1], Path(sys.argv[2])
+default_arg = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 ENG = "acme-2026"
 
 def op(member="alice"):
     return Vault.open(path, member, member + "-pass", kdf=MIN_KDF)
 
 out = {}
-if cmd == "build":  # arg: number of credentials
-    Vault.init(path, "alice", "alice-pass", kdf=MIN_KDF)
-    with op() as v:
-        for m in ("bob", "carol"):
-            v.members.add(m, passphrase=m + "-pass")
-        v.members.add("svc", identity_file=path.parent / "svc.identity")
-        v.engagements.create(ENG, "acme")
-        v.engagements.grant(ENG, "svc", "reader")
-        v.engagements.grant(ENG, "bob", "engineer")
-        v.credentials.put_many(ENG, [(f"c{i:05d}", f"secret-{i}".encode()) for i in range(arg)])
-elif cmd == "gets":  # arg: seconds
-    with op() as v:
-        v.get(f"{ENG}/c00000")
-        n, t0, c0 = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < arg:
-            v.get(f"{ENG}/c{n % 100:05d}")
-            n += 1
-        out["gets_per_s"] = n / (time.perf_counter() - t0)
-        out["cpu_ms_per_get"] = 1000 * (time.process_time() - c0) / n
-elif cmd == "grant":  # arg: rounds
-    times = []
-    with op() as v:
-        for i in range(arg):
-            t = time.perf_counter()
-            v.engagements.grant(ENG, "carol", "reader" if i % 2 else "engineer")
-            times.append(time.perf_counter() - t)
-    out["grant_ms"] = 1000 * statistics.median(times)
-elif cmd == "revoke":
-    with op() as v:
-        t = time.perf_counter()
-        v.engagements.revoke(ENG, "bob")
-        out["revoke_ms"] = 1000 * (time.perf_counter() - t)
-elif cmd == "links":  # arg: grants to add (role changes of bob: no rotation)
-    with op() as v:
-        for i in range(arg):
-            v.engagements.grant(ENG, "bob", "reader" if i % 2 else "engineer")
-elif cmd == "open_get":  # arg: rounds, each a fresh open (a fresh session replays)
-    times = []
-    for _ in range(max(arg, 1)):
-        t = time.perf_counter()
+for item in cmds.split("+"):  # e.g. "grant:2+revoke": one process, one after the other
+    cmd, _, own = item.partition(":")
+    arg = int(own) if own else default_arg
+    if cmd == "build":  # arg: number of credentials
+        Vault.init(path, "alice", "alice-pass", kdf=MIN_KDF)
+        with op() as v:
+            for m in ("bob", "carol"):
+                v.members.add(m, passphrase=m + "-pass")
+            v.members.add("svc", identity_file=path.parent / "svc.identity")
+            v.engagements.create(ENG, "acme")
+            v.engagements.grant(ENG, "svc", "reader")
+            v.engagements.grant(ENG, "bob", "engineer")
+            v.credentials.put_many(ENG, [(f"c{i:05d}", f"secret-{i}".encode()) for i in range(arg)])
+    elif cmd == "gets":  # arg: milliseconds
         with op() as v:
             v.get(f"{ENG}/c00000")
-        times.append(time.perf_counter() - t)
-    out["first_ms"] = 1000 * times[0]  # replays the whole log (and keeps a long one)
-    out["open_get_ms"] = 1000 * statistics.median(times[1:] or times)
+            n, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while time.perf_counter() - t0 < arg / 1000:
+                v.get(f"{ENG}/c{n % 100:05d}")
+                n += 1
+            out["gets_per_s"] = n / (time.perf_counter() - t0)
+            out["cpu_ms_per_get"] = 1000 * (time.process_time() - c0) / n
+    elif cmd == "grant":  # arg: rounds
+        times = []
+        with op() as v:
+            for i in range(arg):
+                t = time.perf_counter()
+                v.engagements.grant(ENG, "carol", "reader" if i % 2 else "engineer")
+                times.append(time.perf_counter() - t)
+        out["grant_ms"] = 1000 * statistics.median(times)
+    elif cmd == "revoke":
+        with op() as v:
+            t = time.perf_counter()
+            v.engagements.revoke(ENG, "bob")
+            out["revoke_ms"] = 1000 * (time.perf_counter() - t)
+    elif cmd == "links":  # arg: grants to add (role changes of bob: no rotation)
+        with op() as v:
+            for i in range(arg):
+                v.engagements.grant(ENG, "bob", "reader" if i % 2 else "engineer")
+    elif cmd == "open_get":  # arg: rounds, each a fresh open (a fresh session replays)
+        times = []
+        for _ in range(max(arg, 1)):
+            t = time.perf_counter()
+            with op() as v:
+                v.get(f"{ENG}/c00000")
+            times.append(time.perf_counter() - t)
+        out["first_ms"] = 1000 * times[0]  # replays the whole log (and keeps a long one)
+        out["open_get_ms"] = 1000 * statistics.median(times[1:] or times)
 print(json.dumps(out))
 """
 
@@ -112,8 +116,11 @@ def _src(baseline: str, into: Path) -> Path:
     return into / "src"
 
 
-def _worker(src: Path, *args: object) -> dict[str, float]:
+def _worker(src: Path, *args: object, write_bytecode: bool = False) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(src)}
+    if write_bytecode:  # cache what the worker imports beside the sources (a smoke run)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env.pop("PYTHONPYCACHEPREFIX", None)
     proc = subprocess.run(
         [sys.executable, "-c", WORKER, *map(str, args)],
         capture_output=True,
@@ -127,8 +134,12 @@ def _worker(src: Path, *args: object) -> dict[str, float]:
     return result
 
 
-def _get_process(src: Path, vault: Path, pycache: Path | None = None) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the process: user + system) of one ``credvault get``."""
+def _get_process(
+    src: Path, vault: Path, pycache: Path | Literal["beside"] | None = None
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process: user + system) of one ``credvault get``;
+    bytecode cached in ``pycache``, or beside the sources (``"beside"``: a smoke run, where
+    filling a private cache would compile the standard library too), or not at all."""
     env = {
         **{
             k: v
@@ -144,7 +155,8 @@ def _get_process(src: Path, vault: Path, pycache: Path | None = None) -> tuple[f
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     else:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+        if pycache != "beside":
+            env["PYTHONPYCACHEPREFIX"] = str(pycache)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(
@@ -180,9 +192,12 @@ def main() -> None:
     ap.add_argument("--baseline", default=None)
     ap.add_argument("--bursts", type=int, default=None, help="1-second get bursts per version")
     a = ap.parse_args()
-    runs = a.runs or (5 if a.quick else 30)
-    creds, seconds, links = (1000, 2, 100) if a.quick else (10_000, 15, 1000)
+    # A smoke run: one sample of each, one 0.2-second burst (the gets cycle through the first
+    # 100 credentials, so no fewer), and no bytecode warm-up run.
+    runs = a.runs or (1 if a.quick else 30)
+    creds, seconds, links = (100, 1, 20) if a.quick else (10_000, 15, 1000)
     seconds = a.bursts or seconds
+    burst_ms = 200 if a.quick else 1000  # (printed below as words)
     baseline = (
         a.baseline
         or subprocess.run(
@@ -200,14 +215,18 @@ def main() -> None:
         (tmp / "old").mkdir()
         versions = {"baseline": _src(baseline, tmp / "old"), "this": ROOT / "src"}
         vaults = {}
+        caches: dict[str, Path | Literal["beside"]] = {
+            n: "beside" if a.quick else tmp / f"pycache-{n}" for n in versions
+        }
         for name, src in versions.items():
             (tmp / name).mkdir()
             vaults[name] = tmp / name / "vault"
-            _worker(src, "build", vaults[name], creds)
+            # A smoke run has no warm-up get: its build caches most of the bytecode.
+            _worker(src, "build", vaults[name], creds, write_bytecode=a.quick)
         fig: dict[str, dict[str, float]] = {n: {} for n in versions}
-        caches = {n: tmp / f"pycache-{n}" for n in versions}
-        for name, src in versions.items():  # warm each version's bytecode cache
-            _get_process(src, vaults[name], caches[name])
+        if not a.quick:
+            for name, src in versions.items():  # warm each version's bytecode cache
+                _get_process(src, vaults[name], caches[name])
         samples: dict[str, list[float]] = {n: [] for n in versions}
         process_cpu: dict[str, list[float]] = {n: [] for n in versions}
         cold: dict[str, list[float]] = {n: [] for n in versions}
@@ -225,7 +244,7 @@ def main() -> None:
         cpu: dict[str, list[float]] = {n: [] for n in versions}
         for i in range(seconds):  # 1-second bursts, ABBA: load hits both alike
             for name, src in _order(versions, i):
-                burst = _worker(src, "gets", vaults[name], 1)
+                burst = _worker(src, "gets", vaults[name], burst_ms)
                 rates[name].append(burst["gets_per_s"])
                 cpu[name].append(burst["cpu_ms_per_get"])
         for name in versions:
@@ -238,21 +257,31 @@ def main() -> None:
             "gets_per_s": _paired(rates["this"], rates["baseline"]),
             "cpu_ms_per_get": _paired(cpu["this"], cpu["baseline"]),
         }
-        for name, src in versions.items():
-            fig[name].update(_worker(src, "grant", vaults[name], 5 if a.quick else 20))
-        for name, src in versions.items():
-            fig[name].update(_worker(src, "revoke", vaults[name]))
+        rounds = 2 if a.quick else 10  # fresh opens, each an open + first get
+        if a.quick:  # one process each for both (and this version's opens with a short log)
+            fig["baseline"].update(
+                _worker(versions["baseline"], "grant+revoke", vaults["baseline"], 2)
+            )
+            both = _worker(versions["this"], "grant+revoke+open_get", vaults["this"], rounds)
+            fig["this"].update({k: both[k] for k in ("grant_ms", "revoke_ms")})
+            short = both
+        else:
+            for name, src in versions.items():
+                fig[name].update(_worker(src, "grant", vaults[name], 20))
+            for name, src in versions.items():
+                fig[name].update(_worker(src, "revoke", vaults[name]))
+            short = _worker(versions["this"], "open_get", vaults["this"], rounds)
         # A long log (this version only: the baseline has none).
         src = versions["this"]
-        rounds = 3 if a.quick else 10
-        short = _worker(src, "open_get", vaults["this"], rounds)
         _worker(src, "links", vaults["this"], links)
+        # a fresh process: its first open pays what a first open after a long log pays
         long = _worker(src, "open_get", vaults["this"], rounds)
     load = os.getloadavg()[0]
     print(f"credvault membership log (issue 11); baseline {baseline[:10]}; load average {load:.1f}")
     print(
         f"  {creds:,} credentials; whole-process get: median of {runs} round-robin samples "
-        f"(ABBA); in-process gets: {seconds} one-second bursts each, alternating"
+        f"(ABBA); in-process gets: {seconds} {'0.2-second' if a.quick else 'one-second'} "
+        "bursts each, alternating"
     )
     print(
         f"\n== get, grant, revoke: baseline against this ({'quick sizes' if a.quick else 'full'})"
@@ -278,6 +307,11 @@ def main() -> None:
             f"{change[key]:+7.1f}% {pair:>8}"
         )
     print("  change: of the medians; paired: median over rounds of this/baseline in the same round")
+    if a.quick:
+        print(
+            "  (smoke run: bytecode cached beside each version's sources, no private cache; "
+            "the no-cache row compiles only what has no .pyc there)"
+        )
     print("\n== open with a long membership log (open + first get, a fresh session)")
     print(f"  {4:>5}-link log: {short['open_get_ms']:.1f} ms")
     print(

@@ -28,6 +28,7 @@ same ~0.1 s to both sides and hide the ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import resource
@@ -53,9 +54,45 @@ KDF_ARG = f"m={MIN_KDF.memory_kib},t={MIN_KDF.iterations},p={MIN_KDF.lanes}"
 CREDVAULT = shutil.which("credvault") or str(Path(sys.executable).parent / "credvault")
 
 
-def _cli(env: dict[str, str], *args: str, stdin: bytes = b"") -> bytes:
+# The set-up runner: each step in its person's environment, through the CLI's own main, in
+# one process (as tests/postgres/test_contract.py sets up its worlds): set-up is not measured,
+# and one interpreter start costs less than six.
+_SETUP = """
+import io, json, os, sys
+from credvault.cli import main
+for env, args, stdin in json.loads(sys.stdin.buffer.read()):
+    os.environ.clear()
+    os.environ.update(env)
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()))
+    code = main(args)
+    sys.stdout.flush()
+    if code:
+        sys.exit(f"set-up step {args[:2]} exited {code}")
+"""
+
+
+def _setup(steps: list[tuple[dict[str, str], list[str], str]]) -> None:
+    """Run CLI commands (environment, argv, stdin) in one process through ``main``."""
     p = subprocess.run(
-        [CREDVAULT, *args], input=stdin, capture_output=True, env=env, timeout=120, check=False
+        [sys.executable, "-c", _SETUP],
+        input=json.dumps(steps).encode(),
+        capture_output=True,
+        env=steps[0][0],
+        timeout=240,
+        check=False,
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"CLI set-up failed: {p.stderr.decode()}")
+
+
+def _cli(env: dict[str, str], *args: str) -> bytes:
+    p = subprocess.run(
+        [CREDVAULT, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     if p.returncode != 0:
         raise RuntimeError(f"credvault {' '.join(args)}: {p.stderr.decode()}")
@@ -93,29 +130,34 @@ def cli_vaults(cluster: Cluster, d: Path) -> tuple[dict[str, str], dict[str, str
         )
     sq, team = envs
     sq["CREDVAULT_VAULT"] = str(d / "vault")
-    _cli(sq, "init", "--kdf", KDF_ARG, "--recovery-file", str(d / "recovery"))
     db = f"bench_{secrets.token_hex(3)}"
     owner, owner_pw = f"{db}_owner", secrets.token_urlsafe(16)
     cluster.superuser_sql(bootstrap_sql(db, owner, scram_verifier(owner_pw)))
     pgpass = Path(team["HOME"]) / ".pgpass"
     pgpass.write_text(f"127.0.0.1:{cluster.port}:{db}:{owner}:{owner_pw}\n")
     pgpass.chmod(0o600)
-    _cli(team, "init", "--vault", f"postgresql://{owner}@127.0.0.1:{cluster.port}/{db}",
-         "--kdf", KDF_ARG)  # fmt: skip
+    team_init = {**team, "CREDVAULT_VAULT": f"postgresql://{owner}@127.0.0.1:{cluster.port}/{db}"}
     team["CREDVAULT_VAULT"] = f"postgresql://127.0.0.1:{cluster.port}/{db}?sslmode=disable"
+    steps = [
+        (sq, ["init", "--kdf", KDF_ARG, "--recovery-file", str(d / "recovery")], ""),
+        (team_init, ["init", "--kdf", KDF_ARG], ""),
+    ]
     for env in (sq, team):
-        _cli(env, "engagement", "new", "alpha", "--client", "acme")
-        _cli(env, "put", "alpha/db", stdin=b"s3cret-password\n")
+        steps.append((env, ["engagement", "new", "alpha", "--client", "acme"], ""))
+        steps.append((env, ["put", "alpha/db"], "s3cret-password\n"))
+    _setup(steps)
     return sq, team
 
 
 def whole_process(
-    sq: dict[str, str], team: dict[str, str], runs: int
+    sq: dict[str, str], team: dict[str, str], runs: int, warmup: int = 2
 ) -> dict[str, tuple[float, float]]:
     """(median wall ms, median CPU ms) of ``credvault get alpha/db`` on each, round-robin,
-    after two unmeasured runs each (the bytecode cache)."""
-    for env in (sq, team, sq, team):
-        _cli(env, "get", "alpha/db")
+    after ``warmup`` unmeasured runs each (the bytecode cache; a smoke run has none: the
+    set-up process already filled the cache)."""
+    for _ in range(warmup):
+        for env in (sq, team):
+            _cli(env, "get", "alpha/db")
     wall: dict[str, list[float]] = {"sqlite": [], "team": []}
     cpu: dict[str, list[float]] = {"sqlite": [], "team": []}
     for _ in range(runs):
@@ -227,12 +269,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     ap.add_argument("--reads", type=int, default=2000, help="gets per latency series")
-    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--clients", type=int, help="client processes (default 16; --quick 2)")
     ap.add_argument("--runs", type=int, default=30, help="whole-process gets per backend")
     ap.add_argument("--rounds", type=int, default=3, help="16-client throughput rounds")
     args = ap.parse_args()
-    n = 20 if args.quick else args.reads
-    per_client = 5 if args.quick else 300
+    n = 10 if args.quick else args.reads
+    per_client = 25 if args.quick else 300
+    # A smoke run: two clients (the concurrent path still runs), each process spawned costs
+    # an interpreter start and credvault's imports.
+    args.clients = args.clients or (2 if args.quick else 16)
     print(f"start: {load()}")
     with running_cluster() as cluster, tempfile.TemporaryDirectory() as d:
         pg = new_pg_vault(cluster)
@@ -249,7 +294,9 @@ def main() -> None:
         report("in-process, Unix socket", latencies(unix, pw, bob, n))
         report("in-process, TCP localhost (no TLS)", latencies(tcp, pw, bob, n))
         report("in-process, TCP + TLS verify-full", latencies(tls, pw, bob, n))
-        ctx = multiprocessing.get_context("spawn")
+        # A smoke run forks its clients: no interpreter start and imports for each (and for
+        # the manager); a full run spawns them, as fresh processes.
+        ctx = multiprocessing.get_context("fork" if args.quick else "spawn")
         for _ in range(1 if args.quick else args.rounds):
             manager = ctx.Manager()
             start, done = manager.Barrier(args.clients + 1), manager.Barrier(args.clients + 1)
@@ -278,8 +325,8 @@ def main() -> None:
             )
         sq, team = cli_vaults(cluster, Path(d))
         report("in-process credvault.Team get, TCP", team_latencies(team, n))
-        runs = 5 if args.quick else args.runs
-        got = whole_process(sq, team, runs)
+        runs = 1 if args.quick else args.runs
+        got = whole_process(sq, team, runs, 0 if args.quick else 2)
         (aw, ac), (bw, bc) = got["sqlite"], got["team"]
         print(
             f"whole-process credvault get, median of {runs} interleaved ({load()}): "

@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, a smoke check")
     ap.add_argument("--dir", type=Path, help="keep the vaults here")
     a = ap.parse_args()
-    n, engs, per, versions = (1_000, 2, 1_000, 100) if a.quick else (10_000, 10, 10_000, 1_000)
+    n, engs, per, versions = (200, 2, 200, 20) if a.quick else (10_000, 10, 10_000, 1_000)
     work = a.dir or Path(tempfile.mkdtemp(prefix="cv-bench-records-"))
     work.mkdir(parents=True, exist_ok=True)
     results: list[tuple[str, str, str, bool]] = []
@@ -195,13 +195,13 @@ def main() -> None:
         else:
             print("  SKIPPED: keepassxc-cli not installed")
         print(f"== find over {engs * per:,} credentials; {load()}")
-        r = bench_find(work, engs, per, 20 if a.quick else 50)
+        r = bench_find(work, engs, per, 5 if a.quick else 50)
         for k, val in r.items():
             print(f"  {k:55s} {val:9.2f} ms")
         first = r[next(iter(r))]
         results.append(("find (names)", f"{first:.1f} ms", "< 100 ms", first < 100))
         print(f"== get with {versions:,} earlier versions; {load()}")
-        r = bench_history(work, versions, 5 if a.quick else 10, 20 if a.quick else 100)
+        r = bench_history(work, versions, 2 if a.quick else 10, 5 if a.quick else 100)
         for k, val in r.items():
             unit = "x" if k.startswith("ratio") else " ms"
             print(f"  {k:55s} {val:9.3f}{unit}")

@@ -41,12 +41,14 @@ def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def _reader(path: str, engagement: str, stop: object) -> None:  # another process: reads
+def _reader(path: str, engagement: str, stop: object, reading: object) -> None:
+    """Another process: reads in a loop until stopped; ``reading`` is set at its first get."""
     clock = V.Clock()
     with V.open_vault(Path(path), clock, "bob") as v:
         i = 0
         while not stop.is_set():  # type: ignore[attr-defined]
             v.get(f"{engagement}/{V.cred_name(i % 100)}")
+            reading.set()  # type: ignore[attr-defined]
             i += 1
 
 
@@ -61,11 +63,12 @@ def bench_purge(root: Path, total: int, target: int) -> None:
         V.build_engagements(v, [V.eng_name(i) for i in range(others)], (total - target) // others)
         V.build_engagements(v, ["doomed"], target)
         v.engagements.grant(V.eng_name(0), "bob", "reader")
-    stop = mp.Event()
-    reader = mp.Process(target=_reader, args=(str(path), V.eng_name(0), stop))
+    stop, reading = mp.Event(), mp.Event()
+    reader = mp.Process(target=_reader, args=(str(path), V.eng_name(0), stop, reading))
     reader.start()
     try:
-        time.sleep(0.5)  # the reader is running (a benchmark, not a test)
+        if not reading.wait(60):  # the reader is running
+            raise RuntimeError("the reader did not start")
         with V.open_vault(path, clock) as v:
             t0 = time.perf_counter()
             receipt = v.purger.shred("doomed")
@@ -183,10 +186,10 @@ def main() -> None:
     q = args.quick
     print(f"bench_retention{' --quick' if q else ''}: {load()}")
     try:
-        bench_purge(root, 2_000 if q else 100_000, 200 if q else 10_000)
-        bench_check(root, 1_000 if q else 100_000, 2_000 if q else 1_000_000)
-        bench_backup(root, 1_000 if q else 100_000, 1 if q else 3)
-        bench_restore(root, 10 if q else 1_000)
+        bench_purge(root, 500 if q else 100_000, 100 if q else 10_000)
+        bench_check(root, 300 if q else 100_000, 500 if q else 1_000_000)
+        bench_backup(root, 300 if q else 100_000, 1 if q else 3)
+        bench_restore(root, 5 if q else 1_000)
         print("\n== Summary (no targets set by issue 12: figures only)")
         for line in SUMMARY:
             print(f"   {line}")

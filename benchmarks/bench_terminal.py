@@ -78,11 +78,12 @@ def run_once(argv: Sequence[str], env: Mapping[str, str], stdin: bytes | None = 
 
 
 def round_robin(
-    rows: Sequence[tuple[str, Sequence[str], Mapping[str, str]]], runs: int
+    rows: Sequence[tuple[str, Sequence[str], Mapping[str, str]]], runs: int, warmup: int = 1
 ) -> list[tuple[str, Stats]]:
     samples: dict[str, list[float]] = {name: [] for name, _, _ in rows}
-    for _name, argv, env in rows:  # warm-up: caches, gpg-agent, pyc files
-        run_once(argv, env)
+    for _ in range(warmup):  # caches, gpg-agent, pyc files
+        for _name, argv, env in rows:
+            run_once(argv, env)
     for _ in range(runs):
         for name, argv, env in rows:
             samples[name].append(run_once(argv, env))
@@ -109,10 +110,12 @@ def clearers(display: str) -> list[int]:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, nothing judged")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, no warm-up, nothing judged"
+    )
     ap.add_argument("--runs", type=int, default=15)
     args = ap.parse_args(argv)
-    runs = 2 if args.quick else args.runs
+    runs = 1 if args.quick else args.runs
     machine("credvault bench_terminal (issue 17)", "quick" if args.quick else f"{runs} rounds")
     figures = Figures(judged=not args.quick)
     figures.section("clipboard and TOTP, whole process, against pass")
@@ -189,7 +192,7 @@ def main(argv: list[str]) -> int:
             note(
                 "SKIPPED pass: pass or gpg not installed (apt-get install pass pass-extension-otp)"
             )
-        stats = round_robin(rows, runs)
+        stats = round_robin(rows, runs, 0 if args.quick else 1)
         print_stats(stats, baselines=["credvault get (identity)"], indent="   ")
         by = dict(stats)
         for ours, theirs in (

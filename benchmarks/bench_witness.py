@@ -44,15 +44,16 @@ def _gets(v: Vault, n: int, refs: list[str], into: list[float]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
-    ap.add_argument("--gets", type=int, help="gets per variant (default 4000; --quick 100)")
-    ap.add_argument("--rounds", type=int, default=20, help="alternating slices (default 20)")
+    ap.add_argument("--gets", type=int, help="gets per variant (default 4000; --quick 40)")
+    ap.add_argument("--rounds", type=int, help="alternating slices (default 20; --quick 4)")
     args = ap.parse_args()
-    n = args.gets or (100 if args.quick else 4000)
+    n = args.gets or (40 if args.quick else 4000)
+    args.rounds = args.rounds or (4 if args.quick else 20)
     with tempfile.TemporaryDirectory(prefix="credvault-bench-witness-") as tmp:
         os.environ["XDG_STATE_HOME"] = str(Path(tmp) / "state")
         path = Path(tmp) / "vault"
         Vault.init(path, "alice", "alice-pass", kdf=MIN_KDF)
-        refs = [f"{ENG}/cred-{i}" for i in range(100)]
+        refs = [f"{ENG}/cred-{i}" for i in range(20 if args.quick else 100)]
         with Vault.open(path, "alice", "alice-pass", kdf=MIN_KDF) as v:
             v.engagements.create(ENG, "acme")
             for ref in refs:

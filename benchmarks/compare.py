@@ -132,10 +132,11 @@ def build_stores(
 ) -> tuple[C.CliVault, list[Peer], list[str]]:
     section(f"the stores: {n:,} entries each, and what building them took")
     kdf = MIN_KDF if quick else DEFAULT_KDF  # a smoke run need not pay Argon2id at full cost
-    cv = C.make_vault(tmp / "credvault", n, min_member=False, service=True, kdf=kdf)
+    cv = C.make_vault(tmp / "credvault", n, min_member=False, service=True, kdf=kdf, quick=quick)
     print(
         f"   credvault: {cv.build_s:.2f} s (init at {'MIN_KDF' if quick else 'DEFAULT_KDF'} + put_many of {n:,} + a "
-        "service identity with a reader grant, added with the CLI)"
+        "service identity with a reader grant, added "
+        + ("through the library)" if quick else "with the CLI)")
     )
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
@@ -147,10 +148,11 @@ def build_stores(
         print(f"   SKIPPED {s}")
     if skipped:
         print(f"   (install the missing peers with {INSTALL_HINT}; nothing here installs them)")
-    check_read("credvault", cv.get(cv.env_passphrase()), cv.expected.decode())
-    for p in peers:
-        check_read(p.name, p.read, p.expected)
-    print("   every store returns the expected secret for", cv.ref)
+    if not quick:  # (a smoke run checks its one timed round of reads instead)
+        check_read("credvault", cv.get(cv.env_passphrase()), cv.expected.decode())
+        for p in peers:
+            check_read(p.name, p.read, p.expected)
+        print("   every store returns the expected secret for", cv.ref)
     return cv, peers, skipped
 
 
@@ -173,7 +175,9 @@ def whole_process(
     reads.update({p.name: p.read for p in peers})
 
     section(f"whole-process read of one secret, and the floors ({runs} rounds, round-robin)")
-    st = round_robin({**reads, **floors}, runs, warmup)
+    expect = {name: cv.expected for name in reads if name.startswith("credvault")}
+    expect.update({p.name: p.expected.encode() for p in peers})
+    st = round_robin({**reads, **floors}, runs, warmup, expect)
     read_st = {k: st[k] for k in reads}
     floor_st = {k: st[k] for k in floors}
     bases = [b for b in (CV_GET_KR, CV_GET_PW) if b in read_st]
@@ -524,7 +528,7 @@ def main() -> int:
         args.entries = 20 if q else 1000
     if args.argon2_iterations is None:
         args.argon2_iterations = 1 if q else 19
-    args.gets = 60 if q else 3000
+    args.gets = 20 if q else 3000
     bulk_runs, n_bulk = (1, 200) if q else (3, 10_000)
     sizes = [50, 200] if q else [1_000, 10_000] + ([1_000_000] if args.full else [])
     iterations = args.argon2_iterations or keepass.desktop_argon2_rounds()
@@ -546,7 +550,7 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             kenv: dict[str, str] | str = "--no-keyring"
             if not args.no_keyring:
-                kenv = stack.enter_context(C.keyring_unlocked(cv))
+                kenv = stack.enter_context(C.keyring_unlocked(cv, check=not q))
             if isinstance(kenv, str):
                 print(f"   SKIPPED credvault get/put from the OS keyring: {kenv}")
             reads, _writes, floors = whole_process(
