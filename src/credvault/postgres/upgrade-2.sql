@@ -2353,6 +2353,33 @@ BEGIN
         ORDER BY e.name;
 END $$;
 
+-- Part i (from 0) of a membership link's body, NULL past its last part: the body is a run
+-- of 4-byte big-endian lengths and their bytes, then the 64-byte signature (format.md §17).
+-- The server cannot check a signature, but it can check what a link says it is.
+CREATE FUNCTION credvault.link_part(link bytea, i integer) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    body integer := length(link) - 64;
+    pos integer := 1;
+    n bigint;
+BEGIN
+    FOR k IN 0 .. i LOOP
+        IF pos + 3 > body THEN
+            RETURN NULL;
+        END IF;
+        n := ('x' || encode(substring(link FROM pos FOR 4), 'hex'))::bit(32)::bigint;
+        IF pos + 3 + n > body THEN
+            RETURN NULL;
+        END IF;
+        IF k = i THEN
+            RETURN substring(link FROM pos + 4 FOR n::integer);
+        END IF;
+        pos := pos + 4 + n::integer;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
 -- Remove a member with their revoke links (engs[i] gets new_links[i]), in one transaction;
 -- returns the sessions ended. Each appended link is audited as a `revoke` of the member.
 CREATE FUNCTION credvault.remove_member_logged(member text, engs text[], new_links bytea[])
@@ -2381,6 +2408,15 @@ BEGIN
         IF eid IS NULL THEN
             RAISE EXCEPTION 'credvault: engagement % changed meanwhile; run the command again', engs[i]
                 USING ERRCODE = 'serialization_failure';
+        END IF;
+        -- only what the audit row says: a revoke of this member, signed by this admin
+        -- (header parts 6 and 7, the revoke's one field 9, nothing after it)
+        IF link_part(new_links[i], 6) IS DISTINCT FROM convert_to('revoke', 'UTF8')
+           OR link_part(new_links[i], 7) IS DISTINCT FROM convert_to(who, 'UTF8')
+           OR link_part(new_links[i], 9) IS DISTINCT FROM convert_to(member, 'UTF8')
+           OR link_part(new_links[i], 10) IS NOT NULL THEN
+            RAISE EXCEPTION 'credvault: not a revoke of % signed by %', member, who
+                USING ERRCODE = 'invalid_parameter_value';
         END IF;
         PERFORM log_append(eid, new_links[i]);
         PERFORM audit_append(who, 'revoke', engs[i], member, 'ok', 'member removed: revoke link signed');
