@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
-    from credvault.results import EngagementView, PurgePlan
+    from credvault.results import EngagementView, PurgePlan, VaultStatus
     from credvault.team_export import TeamClients
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
     from credvault.team_records import TeamSystems
@@ -326,6 +326,28 @@ class Team:
         """What SQLCipher does on every open by someone entitled to destroy: an admin's
         command first purges what is due (one round trip when nothing is)."""
         return self.purger.run(automatic=True)
+
+    def status(self) -> VaultStatus:
+        """``credvault status`` as :meth:`credvault.vault.Vault.status`: who you are, the
+        vault, and among the engagements you may see what is due and what is closed. What is
+        due comes from the server's plan (quiet: an admin's, as a member's own list is
+        empty there; nothing destroyed); the closed ones from ``engagement ls``, which the
+        server audits as ``engagement-ls`` (no separate ``status`` row on a team vault)."""
+        from credvault.postgres import lifecycle_store as ls
+        from credvault.results import ScheduledPurge, VaultStatus
+
+        member, admin = self.store.whoami()
+        seen = self.engagements.visible()
+        mine = {e.name for e in seen}
+        due = [
+            pl for pl in ls.due(self.store, None, plan=True, quiet=True) if pl.engagement in mine
+        ]
+        closed = [
+            ScheduledPurge(e.name, e.purge_due, self.engagements.purge_status(e))
+            for e in seen
+            if e.state == "closed"
+        ]
+        return VaultStatus(member, admin, self.path, self.vault_id.hex(), due, closed)
 
     @staticmethod
     def keys_from_vault(path: Path, member: str, passphrase: Secret) -> MemberKeys:

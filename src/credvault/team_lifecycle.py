@@ -267,8 +267,10 @@ class TeamPurger:
     def run(
         self, *, dry_run: bool = False, confirm_clock: str | None = None, automatic: bool = False
     ) -> list[PurgePlan]:
-        """Purge everything due (admins). ``automatic``: on opening the vault; it does
-        nothing for a non-admin or on a suspect server clock, and deletes without waiting."""
+        """Purge everything due (admins), and destroy the trash past its recovery period
+        (:func:`credvault.postgres.lifecycle_store.expire_trash`). ``automatic``: on opening
+        the vault; it does nothing for a non-admin or on a suspect server clock, and deletes
+        without waiting."""
         from credvault.postgres import lifecycle_store as ls
 
         t = self.t
@@ -277,6 +279,8 @@ class TeamPurger:
 
             validate.when(confirm_clock, "--confirm-clock date")
         plans = ls.due(t.store, confirm_clock, plan=dry_run, quiet=automatic)
+        if not dry_run:  # the trash past its recovery period, as SQLCipher's run_due
+            ls.expire_trash(t.store, confirm_clock is not None)
         if automatic and not plans:
             return []
         if not automatic and not plans and not t.store.whoami()[1]:

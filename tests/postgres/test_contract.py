@@ -1014,6 +1014,50 @@ def test_engagement_ls_and_show_for_admin_member_and_outsider(world: World) -> N
     ]
 
 
+def test_status_shows_who_you_are_and_what_is_due_held_or_scheduled(world: World) -> None:
+    world.setup(
+        [
+            ("alice", ("grant", "acme-2026", "bob", "engineer")),
+            ("alice", ("engagement", "close", "acme-2026")),
+            ("alice", ("engagement", "new", "held-2026", "--client", "held")),
+            ("alice", ("engagement", "close", "held-2026")),
+            (
+                "alice",
+                ("engagement", "retain", "held-2026", "--until", "2099-01-01", "--reason", "x"),
+            ),
+            ("alice", ("engagement", "new", "beta-2026", "--client", "beta")),
+            ("alice", ("engagement", "close", "beta-2026", "--grace-days", "0")),
+        ]
+    )
+    lines = world.ok("alice", "status").text.splitlines()
+    vid = lines[1].rsplit(" (", 1)[1].rstrip(")")
+    assert len(vid) == 32
+    # a team vault's slot is unlocked per command: no OS keyring, no agent (docs/team.md)
+    unused = "not used by a team vault"
+    sqlc = world.backend == "sqlcipher"
+    cache, agent = ("locked (no cached key)", "not running") if sqlc else (unused, unused)
+    assert lines[:5] == [
+        "member:  alice (admin)",
+        f"vault:   {world.target} ({vid})",
+        f"keyring: {cache}",
+        f"agent:   {agent}",
+        "due now: 1 engagement(s)",
+    ]
+    # what is closed, the due one too, with its purge in words; the held one with its hold
+    assert [(ln[:20], ln.split("(grace")[-1]) for ln in lines[5:7]] == [
+        ("  acme-2026: closed ", " 7 days)"),
+        ("  beta-2026: closed ", " 0 days)"),
+    ]
+    assert lines[7:] == [
+        "  held-2026: held until 2099-01-01T23:59 (x, by alice); purged when the hold ends"
+    ]
+    # a member sees only what they hold a role in; no admin, so nothing due for them
+    bob = json.loads(world.ok("bob", "status", "--json").out)
+    assert (bob["member"], bob["admin"], bob["vault_id"], bob["due_now"]) == ("bob", False, vid, [])
+    assert [x["engagement"] for x in bob["scheduled"]] == ["acme-2026"]
+    assert (bob["keyring"]["message"], bob["agent"]["message"]) == (cache, agent)
+
+
 @pytest.fixture
 def team(tmp_path: Path, pg_cluster: Cluster) -> World:
     return _postgresql(tmp_path, pg_cluster)
@@ -1026,7 +1070,7 @@ def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> Non
         ("system", "set", "acme-2026/web1", "--port", "22"),
         ("backup",),
         ("check",),
-        ("status",),
+        ("info",),
     ):
         r = team.run("alice", *args)
         assert r.code == 1, (args, r.err)

@@ -173,3 +173,46 @@ def test_an_unbound_address_written_by_an_insider_is_refused(team: World) -> Non
     assert b"203.0.113.66" not in shown.out
     team.ok("alice", "grant", ENG, "bob", "engineer")
     assert team.run("alice", "revoke", ENG, "bob").code == 6  # the rotation stops too
+
+
+def test_the_trash_expires_when_an_admin_next_opens_the_vault(team: World) -> None:
+    """Expiry (section pgstatus): the DBA moves the recovery period of two removed records
+    into the past (what a clock moving on does); a member's command destroys nothing, an
+    admin's next command destroys exactly those, their history with them, on the record."""
+    team.setup(
+        [
+            ("alice", ("grant", ENG, "bob", "engineer")),
+            ("alice", ("system", "add", f"{ENG}/old", "--address", "10.0.0.6")),
+            ("alice", ("system", "rm", f"{ENG}/old")),
+            ("alice", ("put", f"{ENG}/gone", "--generate")),
+            ("alice", ("put", f"{ENG}/gone", "--generate")),
+            ("alice", ("rm", f"{ENG}/gone")),
+            ("alice", ("put", f"{ENG}/kept", "--generate")),
+            ("alice", ("rm", f"{ENG}/kept")),
+        ]
+    )
+    with _owner(team) as conn:
+        n = conn.execute(
+            "WITH a AS (UPDATE credvault.credential_trash SET expires_at = now() - interval '1s'"
+            " WHERE name = 'gone' RETURNING 1), b AS (UPDATE credvault.system_trash"
+            " SET expires_at = now() - interval '1s' WHERE name = 'old' RETURNING 1)"
+            " SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM b)"
+        ).fetchone()[0]
+        assert n == 2
+        assert conn.execute("SELECT count(*) FROM credvault.credential_versions").fetchone()[0] == 1
+    before = team.ok("bob", "trash", "ls", ENG).text  # not an admin: nothing expires
+    assert ("gone" in before, "kept" in before, "old" in before) == (True, True, True)
+    after = team.ok("alice", "trash", "ls", ENG).text
+    assert ("gone" in after, "kept" in after, "old" in after) == (False, True, False)
+    with _owner(team) as conn:
+        left = conn.execute(
+            "SELECT (SELECT array_agg(name) FROM credvault.credential_trash),"
+            " (SELECT count(*) FROM credvault.system_trash),"
+            " (SELECT count(*) FROM credvault.credential_versions)"
+        ).fetchone()
+        audit = conn.execute(
+            "SELECT member, action, engagement, outcome, detail FROM credvault.audit"
+            " WHERE action = 'trash-expire'"
+        ).fetchall()
+    assert left == (["kept"], 0, 0)  # the envelopes are gone from the tables, history too
+    assert audit == [("alice", "trash-expire", None, "ok", "1 credentials and 1 systems destroyed")]

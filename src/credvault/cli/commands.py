@@ -145,6 +145,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_ssh",
         "cmd_engagement_ls",
         "cmd_engagement_show",
+        "cmd_status",
     }
 )
 
@@ -309,10 +310,15 @@ def agent_status(path: Path, member: str) -> dict[str, object]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Who you are, whether the keyring holds your key, and what purges are due."""
-    path = vault_dir(args)
-    member = member_name(args)
-    cache = Vault.keyring_status(path, member)
-    agent = agent_status(path, member)
+    if vault_target(getattr(args, "vault", None)) is None:
+        path = vault_dir(args)
+        member = member_name(args)
+        cache = Vault.keyring_status(path, member)
+        agent = agent_status(path, member)
+    else:  # a team vault: its key slot is unlocked per command, by no keyring or agent
+        none = "not used by a team vault"
+        cache = {"unlocked": False, "until": None, "message": none}
+        agent = {"running": False, "unlocked": False, "until": None, "message": none}
     with open_vault(args, auto_purge=False) as v:  # report what is due rather than do it
         data = {**v.status().to_json(), "keyring": cache, "agent": agent}
     if args.json:

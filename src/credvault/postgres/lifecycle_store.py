@@ -226,6 +226,13 @@ def read_receipt(store: PgStore, name: str) -> StoredReceipt | None:
     return StoredReceipt(row[0], row[1], None if row[2] is None else bytes(row[2]), str(row[3]))
 
 
+def expire_trash(store: PgStore, confirmed: bool) -> int:
+    """Destroy the trash past its recovery period (an admin's; 0 for anyone else, or on a
+    suspect clock unless ``confirmed``): how many removed records went."""
+    row = _one(store, "SELECT credvault.expire_trash(%s)", (confirmed,), "purge", None)
+    return int(row[0])
+
+
 def purge_run(store: PgStore, n: int) -> None:
     _one(store, "SELECT credvault.purge_run(%s)", (n,), "purge", None)
 

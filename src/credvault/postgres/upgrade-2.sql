@@ -2806,3 +2806,45 @@ BEGIN
                    ' credvault.show_engagement(text), credvault.engagement_grants(text) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == pgstatus: trash expiry (what was removed is destroyed after its recovery period) ==
+-- SQLCipher destroys the trash past its expires_at when someone entitled to destroy (an
+-- admin) opens the vault, and on `credvault purge` (purge.expire_trash): the team vault
+-- does the same, when an admin's command first purges what is due. An admin only, never on
+-- a suspect clock (as due_purges: it waits for an explicit, confirmed purge); one audit row
+-- `trash-expire` with SQLCipher's text, when anything went. A credential's earlier versions
+-- go with it unless the credential is live again (restored under the same row). Returns how
+-- many removed credentials and systems were destroyed; 0 for anyone else, unaudited (it runs
+-- on every command, as on SQLCipher's open). What it deletes was removed by a member who
+-- could write, and its expires_at is set by the server (remove_credential/remove_system):
+-- only the owner or the DBA could move it earlier, and they can delete the rows anyway.
+CREATE FUNCTION credvault.expire_trash(confirmed boolean) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); nc integer; ns integer;
+BEGIN
+    IF NOT is_admin() OR (clock_problem() IS NOT NULL AND NOT confirmed) THEN
+        RETURN 0;
+    END IF;
+    WITH gone AS (DELETE FROM credential_trash WHERE expires_at <= now() RETURNING credential_id),
+    versions AS (
+        DELETE FROM credential_versions v USING gone
+        WHERE v.credential_id = gone.credential_id
+          AND NOT EXISTS (SELECT 1 FROM credentials c WHERE c.id = gone.credential_id)
+        RETURNING 1)
+    SELECT count(*) INTO nc FROM gone;
+    WITH gone AS (DELETE FROM system_trash WHERE expires_at <= now() RETURNING 1)
+    SELECT count(*) INTO ns FROM gone;
+    IF nc + ns > 0 THEN
+        PERFORM audit_append(who, 'trash-expire', NULL, NULL, 'ok',
+            format('%s credentials and %s systems destroyed', nc, ns));
+    END IF;
+    RETURN nc + ns;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.expire_trash(boolean) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.expire_trash(boolean) TO %I',
+                   credvault.member_group());
+END $$;
