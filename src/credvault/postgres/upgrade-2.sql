@@ -2770,3 +2770,52 @@ BEGIN
                    ' credvault.show_engagement(text), credvault.engagement_grants(text) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == pgreason: get's audit detail as SQLCipher's ("reason: R"); system set ==
+--
+-- (docs/team.md, "Daily commands".) Version 1's request_read wrote the member's reason as
+-- the bare detail ("TICKET-7") where the SQLCipher vault writes "reason: TICKET-7"
+-- (credentials.py), and its denials said "no reason given" or repeated the reason where
+-- SQLCipher says "this engagement requires --reason" or the role held. Same signature,
+-- same rules (a reading role; with --require-reason a non-empty reason), same request row;
+-- only the details change, to the words request_use (pgdaily) already writes for run/ssh.
+CREATE OR REPLACE FUNCTION credvault.request_read(eng text, itm text, reason text DEFAULT '')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me();
+    e engagements%ROWTYPE;
+    cid bigint;
+    r text;
+    why text := coalesce(reason, '');
+    s bigint;
+    rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    r := CASE WHEN e.id IS NULL THEN NULL ELSE role_in(e.id) END;
+    IF r IS NULL OR r NOT IN ('lead', 'engineer', 'reader') THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    SELECT id INTO cid FROM credentials WHERE engagement_id = e.id AND name = itm;
+    IF cid IS NULL THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'get', eng, itm, 'ok', CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END);
+    INSERT INTO read_requests (member, credential_id, audit_seq, xid)
+    VALUES (who, cid, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.request_read(text, text, text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_read(text, text, text) TO %I',
+                   credvault.member_group());
+END $$;
