@@ -408,12 +408,14 @@ SYSTEM_ACTIONS = (
     "list systems",
     "system-add",
     "system-update",
+    "system-set",
     "system-show",
     "show",
     "system-rm",
     "system add",
     "system rm",
     "system show",
+    "system set",
 )
 
 
@@ -472,6 +474,10 @@ def test_systems_add_list_show_link_and_remove(world: World, tmp_path: Path) -> 
     world.ok("alice", "put", "acme-2026/root", input=b"rotated\n")
     assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"22\n"
     assert world.ok("alice", "get", "acme-2026/root").out == b"rotated\n"
+    # system set: field by field; a new port seals the stored address again (its binding)
+    r = world.ok("alice", "system", "set", "acme-2026/web1", "--port", "2222", "--clear", "details")
+    assert r.text == "updated system acme-2026/web1: port, details\n"
+    assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"2222\n"
     missing = world.run("alice", "put", "acme-2026/x", "--system", "nope", input=b"v\n")
     assert missing.code == 3
     one_line(missing)
@@ -483,6 +489,7 @@ def test_systems_add_list_show_link_and_remove(world: World, tmp_path: Path) -> 
     assert gone.code == 3
     one_line(gone)
     assert world.run("alice", "system", "rm", "acme-2026/web1").code == 3
+    assert world.run("alice", "system", "set", "acme-2026/web1", "--port", "1").code == 3
     nolink = world.run("alice", "get", "acme-2026/root", "--field", "address")
     assert nolink.code == 3
     assert "has no address" in one_line(nolink)
@@ -496,9 +503,16 @@ def test_systems_add_list_show_link_and_remove(world: World, tmp_path: Path) -> 
         ("alice", "system-show", "ok", ""),
         ("alice", "system-show", "ok", ""),
         *[("alice", "show", "ok", "system address and port, without the secret")] * 3,
+        # a team client reads the stored address to seal it for the new port: on the record
+        *[("alice", "system-show", "ok", "reason: system set")] * (world.backend != "sqlcipher"),
+        ("alice", "system-set", "ok", "changed port, details"),
+        ("alice", "show", "ok", "system address and port, without the secret"),
         ("alice", "system-rm", "ok", "to the trash until T"),
         ("alice", "system-show", "error", "not found"),
         ("alice", "system-rm", "error", "not found"),
+        # SQLCipher's Systems.set logs this inside the transaction it rolls back (a
+        # defect reported, not fixed here); the server's entry commits
+        *[("alice", "system-set", "error", "not found")] * (world.backend != "sqlcipher"),
         ("alice", "show", "ok", "system address and port, without the secret"),
         ("alice", "system-ls", "ok", "0 systems listed"),
     ]
@@ -515,6 +529,7 @@ def test_a_reader_reads_systems_but_cannot_change_them(world: World) -> None:
         ("system", "add", "acme-2026/db1", "--address", "10.9.9.9"),
         ("system", "add", "acme-2026/db2", "--address", "10.9.9.9"),
         ("system", "rm", "acme-2026/db1"),
+        ("system", "set", "acme-2026/db1", "--address", "10.9.9.9"),
     ):
         r = world.run("bob", *args)
         assert r.code == 4, (args, r.err)
@@ -524,6 +539,7 @@ def test_a_reader_reads_systems_but_cannot_change_them(world: World) -> None:
         ("bob", "system add", "denied", "role reader"),
         ("bob", "system add", "denied", "role reader"),
         ("bob", "system rm", "denied", "role reader"),
+        ("bob", "system set", "denied", "role reader"),
     ]
     shown = json.loads(world.ok("alice", "system", "show", "acme-2026/db1", "--json").out)
     assert shown["address"] == "db1.acme.example"

@@ -2819,3 +2819,60 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_read(text, text, text) TO %I',
                    credvault.member_group());
 END $$;
+
+-- system set: change a system field by field, as SQLCipher's Systems.set (systems.py):
+-- a writing role (leads, engineers), the system must exist (else 'system-set' 'error'
+-- 'not found'), audited 'system-set' "changed address, port" (the fields named, in the
+-- client's fixed order). The client seals the address again whenever the binding (name,
+-- port, protocol) changes; s_address_env NULL keeps the stored one and is refused unless
+-- port and protocol are unchanged (an address sealed for other columns would no longer
+-- open). keep_details keeps the details; else s_details_env replaces them (NULL clears).
+-- A denial is audited under SQLCipher's verb ('system set') with the role held. Returns
+-- 'ok', 'denied' or 'not found' (each audited; no exception, so the audit row commits).
+CREATE FUNCTION credvault.set_system(
+    eng text, s_name text, s_uid bytea, s_key_version integer, s_port integer,
+    s_protocol text, s_address_env bytea, s_details_env bytea, keep_details boolean,
+    changed text[]
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE;
+BEGIN
+    -- FOR SHARE: a key rotation (FOR UPDATE) cannot interleave with this write
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'system set', eng, s_name, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    SELECT * INTO old FROM systems WHERE engagement_id = e.id AND name = s_name FOR UPDATE;
+    IF old.id IS NULL THEN
+        PERFORM audit_append(who, 'system-set', eng, s_name, 'error', 'not found');
+        RETURN 'not found';
+    END IF;
+    IF s_key_version IS DISTINCT FROM e.key_version OR old.uid IS DISTINCT FROM s_uid THEN
+        RAISE EXCEPTION 'credvault: the engagement key or the system changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF cardinality(changed) = 0 OR NOT changed <@ ARRAY['address', 'port', 'protocol', 'details']
+       OR (s_address_env IS NULL AND (s_port IS DISTINCT FROM old.port
+                                      OR s_protocol IS DISTINCT FROM old.protocol)) THEN
+        RAISE EXCEPTION 'credvault: invalid system change' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE systems SET port = s_port, protocol = s_protocol,
+        address_env = coalesce(s_address_env, address_env),
+        details_env = CASE WHEN keep_details THEN details_env ELSE s_details_env END,
+        updated_at = now()
+        WHERE id = old.id;
+    PERFORM audit_append(who, 'system-set', eng, s_name, 'ok',
+                         'changed ' || array_to_string(changed, ', '));
+    RETURN 'ok';
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.set_system(text, text, bytea, integer, integer, text, bytea,
+    bytea, boolean, text[]) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.set_system(text, text, bytea, integer,'
+                   ' integer, text, bytea, bytea, boolean, text[]) TO %I',
+                   credvault.member_group());
+END $$;
