@@ -1041,7 +1041,6 @@ def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> Non
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
         ("mv", "acme-2026/db", "other-eng/db"),
-        ("system", "set", "acme-2026/web1", "--port", "22"),
         ("backup",),
         ("check",),
         ("status",),
