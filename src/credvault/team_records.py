@@ -132,7 +132,7 @@ def _key_for(t: Team, eng: str, verb: str, blob: bytes) -> tuple[bytes, bytes]:
 
 
 class TeamSystems:
-    """``Vault.systems`` on a team vault: add, list, show, remove."""
+    """``Vault.systems`` on a team vault: add, set, list, show, remove."""
 
     def __init__(self, t: Team) -> None:
         self.t = t
@@ -194,6 +194,81 @@ class TeamSystems:
         row = t.store.system(eng, name)
         created, updated = (row.created_at, row.updated_at) if row else ("", "")
         return System(eng, name, addr, port_n, protocol, details, created, updated)
+
+    def set(self, ref: str, changes: Mapping[str, object]) -> System:
+        """Change a system field by field (``system set``), as
+        :meth:`credvault.systems.Systems.set`: address, port, protocol, details (None clears
+        all but the address); what is not named keeps its value, on the server. The address
+        is the anchor, bound to name, port and protocol: a new port or protocol without a
+        new address seals the stored one again, read first through ``request_record``
+        (kind ``system``, so on the record as ``system-show`` "reason: system set" before
+        it leaves the server). ``set_system`` writes it and audits ``system-set`` as
+        SQLCipher does. The System returned carries the address and details only where
+        this call knew them (None: kept as they were)."""
+        t = self.t
+        eng, name = validate.ref(ref)
+        unknown = sorted(set(changes) - {"address", "port", "protocol", "details"})
+        if unknown:
+            raise InvalidInput(f"unknown system field {unknown[0]!r}")
+        if not changes:
+            raise InvalidInput("nothing to change")
+        clean: dict[str, object] = {}  # SQLCipher's order, which its audit detail follows
+        if "address" in changes:
+            clean["address"] = validate.address(changes["address"])
+        if "port" in changes:
+            clean["port"] = validate.port(changes["port"])  # type: ignore[arg-type]
+        if "protocol" in changes:
+            proto = validate.text(changes["protocol"], "protocol", max_len=32, multiline=False)  # type: ignore[arg-type]
+            clean["protocol"] = None if proto is None else validate.name(proto, "protocol")
+        if "details" in changes:
+            clean["details"] = validate.text(changes["details"], "details")  # type: ignore[arg-type]
+        changed = list(clean)
+        old = t.store.system(eng, name) if t.permits("system.set", eng) else None
+        if old is None:  # refused or missing: the server audits which, as SQLCipher would
+            got = t.store.set_system(eng, name, None, None, None, None, None, None, True, changed)
+            if got == "not found":
+                raise NotFound("system", ref)
+            raise _denied(t, "system set", eng)
+        port_n = clean.get("port", old.port)
+        protocol = clean.get("protocol", old.protocol)
+        eng_uid, key, version = t.engagement_key(eng, "system set")
+        addr: str | None = None
+        if "address" in clean:
+            addr = str(clean["address"])
+        elif (port_n, protocol) != (old.port, old.protocol):
+            req = t.store.request_record("system", eng, name, "system set")
+            rec = None if req is None else t.store.fetch_record(req, eng)
+            if rec is None or rec.uid != old.uid:
+                raise _refused(t, "system set", eng)
+            addr, _ = _open_system(t, eng, "system set", rec)
+        address_env = None
+        if addr is not None:
+            record = items.system_binding(name, port_n, protocol)
+            address_env = t.seal(
+                eng_uid, old.uid, "address", addr.encode(), key, version, table=SYSTEMS,
+                record=record,
+            )  # fmt: skip
+        details = clean.get("details")
+        details_env = (
+            None
+            if details is None
+            else t.seal(eng_uid, old.uid, "details", str(details).encode(), key, version,
+                        table=SYSTEMS)
+        )  # fmt: skip
+        got = t.store.set_system(
+            eng, name, old.uid, version, port_n, protocol,  # type: ignore[arg-type]
+            address_env, details_env, "details" not in clean, changed,
+        )  # fmt: skip
+        if got == "not found":
+            raise NotFound("system", ref)
+        if got != "ok":
+            raise _denied(t, "system set", eng)
+        row = t.store.system(eng, name)
+        created, updated = (row.created_at, row.updated_at) if row else ("", "")
+        return System(
+            eng, name, addr, port_n, protocol,  # type: ignore[arg-type]
+            None if details is None else str(details), created, updated,
+        )  # fmt: skip
 
     def list(self, engagement: str) -> builtins.list[System]:
         """Names, ports, protocols and dates (row-level security: engagements with a role)."""

@@ -366,11 +366,11 @@ def test_audit_records_reads_and_verifies_against_a_checkpoint(world: World) -> 
     world.ok("alice", "grant", "acme-2026", "bob", "engineer")
     cp = world.ok("alice", "audit", "checkpoint").text.strip()
     world.ok("bob", "get", "acme-2026/db", "--reason", "TICKET-7")
+    world.ok("bob", "get", "acme-2026/db")
     r = world.ok("alice", "audit", "--engagement", "acme-2026", "--json")
     reads = [e for e in json.loads(r.out) if e["action"] == "get" and e["member"] == "bob"]
-    assert len(reads) == 1
-    assert reads[0]["outcome"] == "ok"
-    assert "TICKET-7" in reads[0]["detail"]
+    # the same detail, byte for byte, on both backends
+    assert [(e["outcome"], e["detail"]) for e in reads] == [("ok", "reason: TICKET-7"), ("ok", "")]
     assert SECRET not in r.out
     v = world.ok("alice", "audit", "verify", "--checkpoint", cp)
     assert v.text.startswith("audit trail intact: ")
@@ -388,7 +388,9 @@ def test_denied_reads_are_audited(world: World) -> None:
     assert world.run("carol", "get", "acme-2026/db").code == 4
     r = world.ok("alice", "audit", "--engagement", "acme-2026", "--json")
     denied = [e for e in json.loads(r.out) if e["member"] == "carol"]
-    assert [e["outcome"] for e in denied] == ["denied"]
+    assert [(e["action"], e["outcome"], e["detail"]) for e in denied] == [
+        ("get", "denied", "no grant")
+    ]
 
 
 def test_the_secret_never_reaches_argv_env_or_stderr(world: World) -> None:
@@ -406,12 +408,14 @@ SYSTEM_ACTIONS = (
     "list systems",
     "system-add",
     "system-update",
+    "system-set",
     "system-show",
     "show",
     "system-rm",
     "system add",
     "system rm",
     "system show",
+    "system set",
 )
 
 
@@ -470,6 +474,10 @@ def test_systems_add_list_show_link_and_remove(world: World, tmp_path: Path) -> 
     world.ok("alice", "put", "acme-2026/root", input=b"rotated\n")
     assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"22\n"
     assert world.ok("alice", "get", "acme-2026/root").out == b"rotated\n"
+    # system set: field by field; a new port seals the stored address again (its binding)
+    r = world.ok("alice", "system", "set", "acme-2026/web1", "--port", "2222", "--clear", "details")
+    assert r.text == "updated system acme-2026/web1: port, details\n"
+    assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"2222\n"
     missing = world.run("alice", "put", "acme-2026/x", "--system", "nope", input=b"v\n")
     assert missing.code == 3
     one_line(missing)
@@ -481,6 +489,7 @@ def test_systems_add_list_show_link_and_remove(world: World, tmp_path: Path) -> 
     assert gone.code == 3
     one_line(gone)
     assert world.run("alice", "system", "rm", "acme-2026/web1").code == 3
+    assert world.run("alice", "system", "set", "acme-2026/web1", "--port", "1").code == 3
     nolink = world.run("alice", "get", "acme-2026/root", "--field", "address")
     assert nolink.code == 3
     assert "has no address" in one_line(nolink)
@@ -494,9 +503,16 @@ def test_systems_add_list_show_link_and_remove(world: World, tmp_path: Path) -> 
         ("alice", "system-show", "ok", ""),
         ("alice", "system-show", "ok", ""),
         *[("alice", "show", "ok", "system address and port, without the secret")] * 3,
+        # a team client reads the stored address to seal it for the new port: on the record
+        *[("alice", "system-show", "ok", "reason: system set")] * (world.backend != "sqlcipher"),
+        ("alice", "system-set", "ok", "changed port, details"),
+        ("alice", "show", "ok", "system address and port, without the secret"),
         ("alice", "system-rm", "ok", "to the trash until T"),
         ("alice", "system-show", "error", "not found"),
         ("alice", "system-rm", "error", "not found"),
+        # SQLCipher's Systems.set logs this inside the transaction it rolls back (a
+        # defect reported, not fixed here); the server's entry commits
+        *[("alice", "system-set", "error", "not found")] * (world.backend != "sqlcipher"),
         ("alice", "show", "ok", "system address and port, without the secret"),
         ("alice", "system-ls", "ok", "0 systems listed"),
     ]
@@ -513,6 +529,7 @@ def test_a_reader_reads_systems_but_cannot_change_them(world: World) -> None:
         ("system", "add", "acme-2026/db1", "--address", "10.9.9.9"),
         ("system", "add", "acme-2026/db2", "--address", "10.9.9.9"),
         ("system", "rm", "acme-2026/db1"),
+        ("system", "set", "acme-2026/db1", "--address", "10.9.9.9"),
     ):
         r = world.run("bob", *args)
         assert r.code == 4, (args, r.err)
@@ -522,6 +539,7 @@ def test_a_reader_reads_systems_but_cannot_change_them(world: World) -> None:
         ("bob", "system add", "denied", "role reader"),
         ("bob", "system add", "denied", "role reader"),
         ("bob", "system rm", "denied", "role reader"),
+        ("bob", "system set", "denied", "role reader"),
     ]
     shown = json.loads(world.ok("alice", "system", "show", "acme-2026/db1", "--json").out)
     assert shown["address"] == "db1.acme.example"
@@ -1067,7 +1085,6 @@ def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> Non
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
         ("mv", "acme-2026/db", "other-eng/db"),
-        ("system", "set", "acme-2026/web1", "--port", "22"),
         ("backup",),
         ("check",),
         ("info",),

@@ -136,7 +136,7 @@ def test_honest_two_phase_read_is_on_the_record_first(team: Any) -> None:
             "WHERE seq = %s",
             (row[1],),
         ).fetchone()
-    assert entry == ("bob", "get", "alpha", "db", "ok", "deploy")
+    assert entry == ("bob", "get", "alpha", "db", "ok", "reason: deploy")
 
 
 def test_rollback_trick_yields_no_ciphertext(team: Any) -> None:

@@ -257,16 +257,23 @@ def test_a_reader_cannot_write_systems_through_the_functions(team: Any) -> None:
     assert put_system(team, "eve", "alpha", "new", b"eve's address") is None
     out = team.psql("eve", "SELECT outcome FROM credvault.remove_system('alpha', 'web1')")
     assert out.stdout.strip() == "denied"
+    out = team.psql(
+        "eve",
+        "SELECT credvault.set_system('alpha', 'web1', NULL, 1, 22, 'ssh', '\\x00', NULL,"
+        " false, '{address,details}')",
+    )
+    assert out.stdout.strip() == "denied"
     with team.connect() as owner:
         rows = owner.execute(
-            "SELECT s.name, s.address_env FROM credvault.systems s "
+            "SELECT s.name, s.address_env, s.details_env FROM credvault.systems s "
             "JOIN credvault.engagements e ON e.id = s.engagement_id WHERE e.name = 'alpha'"
         ).fetchall()
         last = owner.execute(
-            "SELECT member, action, outcome, detail FROM credvault.audit ORDER BY seq DESC LIMIT 3"
+            "SELECT member, action, outcome, detail FROM credvault.audit ORDER BY seq DESC LIMIT 4"
         ).fetchall()
-    assert [(n, bytes(a)) for n, a in rows] == [("web1", ADDRESS)]
+    assert [(n, bytes(a), bytes(d)) for n, a, d in rows] == [("web1", ADDRESS, DETAILS)]
     assert last == [
+        ("eve", "system set", "denied", "role reader"),
         ("eve", "system rm", "denied", "role reader"),
         ("eve", "system add", "denied", "role reader"),
         ("eve", "system add", "denied", "role reader"),
@@ -280,6 +287,41 @@ def test_an_engineer_cannot_swap_a_systems_uid(team: Any) -> None:
 
     with pytest.raises(psycopg.errors.SerializationFailure, match="changed meanwhile"):
         put_system(team, "bob", "alpha", "web1", b"bob's address")
+    # system set: nor there; and a new port without an address sealed for it is refused
+    # (the stored address is bound to port 22: it would no longer open)
+    with team.connect() as owner:
+        uid = owner.execute("SELECT uid FROM credvault.systems WHERE name = 'web1'").fetchone()[0]
+    with team.connect("bob") as bob:
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed meanwhile"):
+            bob.execute(
+                "SELECT credvault.set_system('alpha', 'web1', %s, 1, 22, 'ssh', %s, NULL, true,"
+                " '{address}')",
+                (secrets.token_bytes(16), b"bob's address"),
+            )
+        bob.rollback()
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="invalid system change"):
+            bob.execute(
+                "SELECT credvault.set_system('alpha', 'web1', %s, 1, 2222, 'ssh', NULL, NULL,"
+                " true, '{port}')",
+                (uid,),
+            )
+        bob.rollback()
+        got = bob.execute(
+            "SELECT credvault.set_system('alpha', 'web1', %s, 1, 22, 'ssh', NULL, NULL, false,"
+            " '{details}')",
+            (uid,),
+        ).fetchone()[0]
+        bob.commit()
+    assert got == "ok"
+    with team.connect() as owner:
+        row = owner.execute(
+            "SELECT address_env, details_env, port FROM credvault.systems WHERE name = 'web1'"
+        ).fetchone()
+        last = owner.execute(
+            "SELECT member, action, outcome, detail FROM credvault.audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert (bytes(row[0]), row[1], row[2]) == (ADDRESS, None, 22)  # details cleared, address kept
+    assert last == ("bob", "system-set", "ok", "changed details")
 
 
 def test_removed_system_goes_to_the_trash_and_leaves_with_the_purge(team: Any) -> None:

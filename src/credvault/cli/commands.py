@@ -131,6 +131,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_system_ls",
         "cmd_system_show",
         "cmd_system_rm",
+        "cmd_system_set",
         "cmd_history",
         "cmd_revert",
         "cmd_edit",

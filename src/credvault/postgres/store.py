@@ -864,6 +864,39 @@ class PgStore:
         )
         return None if row[0] is None else str(row[0])
 
+    def set_system(
+        self,
+        engagement: str,
+        name: str,
+        uid: bytes | None,
+        key_version: int | None,
+        port: int | None,
+        protocol: str | None,
+        address_env: bytes | None,
+        details_env: bytes | None,
+        keep_details: bool,
+        changed: list[str],
+    ) -> str:
+        """``system set`` (``set_system``): 'ok', 'denied' or 'not found', each audited.
+        ``address_env`` None keeps the stored address (port and protocol unchanged)."""
+        row = self._one(
+            "SELECT credvault.set_system(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[])",
+            (
+                engagement,
+                name,
+                uid,
+                key_version,
+                port,
+                protocol,
+                address_env,
+                details_env,
+                keep_details,
+                changed,
+            ),
+            action="system set",
+        )
+        return str(row[0])
+
     def remove_system(
         self, engagement: str, name: str, rebound: dict[bytes, bytes] | None = None
     ) -> tuple[str, str]:

@@ -2848,3 +2848,109 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.expire_trash(boolean) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == pgreason: get's audit detail as SQLCipher's ("reason: R"); system set ==
+--
+-- (docs/team.md, "Daily commands".) Version 1's request_read wrote the member's reason as
+-- the bare detail ("TICKET-7") where the SQLCipher vault writes "reason: TICKET-7"
+-- (credentials.py), and its denials said "no reason given" or repeated the reason where
+-- SQLCipher says "this engagement requires --reason" or the role held. Same signature,
+-- same rules (a reading role; with --require-reason a non-empty reason), same request row;
+-- only the details change, to the words request_use (pgdaily) already writes for run/ssh.
+CREATE OR REPLACE FUNCTION credvault.request_read(eng text, itm text, reason text DEFAULT '')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me();
+    e engagements%ROWTYPE;
+    cid bigint;
+    r text;
+    why text := coalesce(reason, '');
+    s bigint;
+    rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    r := CASE WHEN e.id IS NULL THEN NULL ELSE role_in(e.id) END;
+    IF r IS NULL OR r NOT IN ('lead', 'engineer', 'reader') THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    SELECT id INTO cid FROM credentials WHERE engagement_id = e.id AND name = itm;
+    IF cid IS NULL THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'get', eng, itm, 'ok', CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END);
+    INSERT INTO read_requests (member, credential_id, audit_seq, xid)
+    VALUES (who, cid, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.request_read(text, text, text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_read(text, text, text) TO %I',
+                   credvault.member_group());
+END $$;
+
+-- system set: change a system field by field, as SQLCipher's Systems.set (systems.py):
+-- a writing role (leads, engineers), the system must exist (else 'system-set' 'error'
+-- 'not found'), audited 'system-set' "changed address, port" (the fields named, in the
+-- client's fixed order). The client seals the address again whenever the binding (name,
+-- port, protocol) changes; s_address_env NULL keeps the stored one and is refused unless
+-- port and protocol are unchanged (an address sealed for other columns would no longer
+-- open). keep_details keeps the details; else s_details_env replaces them (NULL clears).
+-- A denial is audited under SQLCipher's verb ('system set') with the role held. Returns
+-- 'ok', 'denied' or 'not found' (each audited; no exception, so the audit row commits).
+CREATE FUNCTION credvault.set_system(
+    eng text, s_name text, s_uid bytea, s_key_version integer, s_port integer,
+    s_protocol text, s_address_env bytea, s_details_env bytea, keep_details boolean,
+    changed text[]
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE;
+BEGIN
+    -- FOR SHARE: a key rotation (FOR UPDATE) cannot interleave with this write
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'system set', eng, s_name, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    SELECT * INTO old FROM systems WHERE engagement_id = e.id AND name = s_name FOR UPDATE;
+    IF old.id IS NULL THEN
+        PERFORM audit_append(who, 'system-set', eng, s_name, 'error', 'not found');
+        RETURN 'not found';
+    END IF;
+    IF s_key_version IS DISTINCT FROM e.key_version OR old.uid IS DISTINCT FROM s_uid THEN
+        RAISE EXCEPTION 'credvault: the engagement key or the system changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF cardinality(changed) = 0 OR NOT changed <@ ARRAY['address', 'port', 'protocol', 'details']
+       OR (s_address_env IS NULL AND (s_port IS DISTINCT FROM old.port
+                                      OR s_protocol IS DISTINCT FROM old.protocol)) THEN
+        RAISE EXCEPTION 'credvault: invalid system change' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE systems SET port = s_port, protocol = s_protocol,
+        address_env = coalesce(s_address_env, address_env),
+        details_env = CASE WHEN keep_details THEN details_env ELSE s_details_env END,
+        updated_at = now()
+        WHERE id = old.id;
+    PERFORM audit_append(who, 'system-set', eng, s_name, 'ok',
+                         'changed ' || array_to_string(changed, ', '));
+    RETURN 'ok';
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.set_system(text, text, bytea, integer, integer, text, bytea,
+    bytea, boolean, text[]) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.set_system(text, text, bytea, integer,'
+                   ' integer, text, bytea, bytea, boolean, text[]) TO %I',
+                   credvault.member_group());
+END $$;
