@@ -51,7 +51,7 @@ def test_client_export_is_complete_audited_and_named_in_the_receipt(
         f"2 credentials exported; reason: T-1; sha256 {digest}"
     ]
     if world.backend == "postgresql":  # every secret was an audited two-phase read first
-        gets = [e for e in trail if e["action"] == "get" and e["detail"] == "T-1"]
+        gets = [e for e in trail if e["action"] == "get" and e["detail"] == "reason: T-1"]
         assert sorted(e["item"] for e in gets) == ["api", "db"]
         assert all(e["outcome"] == "ok" for e in gets)
         assert max(e["seq"] for e in gets) < exports[0]["seq"]
