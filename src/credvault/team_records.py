@@ -205,23 +205,11 @@ class TeamSystems:
         it leaves the server). ``set_system`` writes it and audits ``system-set`` as
         SQLCipher does. The System returned carries the address and details only where
         this call knew them (None: kept as they were)."""
+        from credvault.systems import clean_changes
+
         t = self.t
         eng, name = validate.ref(ref)
-        unknown = sorted(set(changes) - {"address", "port", "protocol", "details"})
-        if unknown:
-            raise InvalidInput(f"unknown system field {unknown[0]!r}")
-        if not changes:
-            raise InvalidInput("nothing to change")
-        clean: dict[str, object] = {}  # SQLCipher's order, which its audit detail follows
-        if "address" in changes:
-            clean["address"] = validate.address(changes["address"])
-        if "port" in changes:
-            clean["port"] = validate.port(changes["port"])  # type: ignore[arg-type]
-        if "protocol" in changes:
-            proto = validate.text(changes["protocol"], "protocol", max_len=32, multiline=False)  # type: ignore[arg-type]
-            clean["protocol"] = None if proto is None else validate.name(proto, "protocol")
-        if "details" in changes:
-            clean["details"] = validate.text(changes["details"], "details")  # type: ignore[arg-type]
+        clean = clean_changes(changes)  # SQLCipher's order, which its audit detail follows
         changed = list(clean)
         old = t.store.system(eng, name) if t.permits("system.set", eng) else None
         if old is None:  # refused or missing: the server audits which, as SQLCipher would
@@ -630,28 +618,10 @@ def edit(t: Team, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo
     """Username, url, notes (sealed here for the row's own uid), kind and system link (in
     the clear) without the secret, as :meth:`credvault.credentials.Credentials.edit`; the
     server keeps the replaced version and audits 'edit'."""
-    from credvault.credentials import EDITABLE
+    from credvault.credentials import clean_edits
 
     eng, name = validate.ref(ref)
-    unknown = sorted(set(changes) - set(EDITABLE))
-    if unknown:
-        raise InvalidInput(f"cannot edit {unknown[0]!r}: editable are {', '.join(EDITABLE)}")
-    clean: dict[str, str | None] = {}
-    for f, val in changes.items():
-        if f == "kind":
-            if val is None:
-                raise InvalidInput("kind cannot be cleared")
-            clean[f] = validate.kind(val)
-        elif f == "system":
-            clean[f] = None if val is None else validate.name(val, "system name")
-        elif f == "notes":
-            clean[f] = validate.text(val, "notes")
-        else:
-            max_len = 1024 if f == "username" else 4096
-            what = "URL" if f == "url" else f
-            clean[f] = validate.text(val, what, max_len=max_len, multiline=False)
-    if not clean:
-        raise InvalidInput("nothing to change")
+    clean = clean_edits(changes)
     changed = ", ".join(clean)
     system = (clean["system"],) if "system" in clean else None
     if not t.permits("credential.edit", eng):
