@@ -63,6 +63,8 @@ from credvault.team_log import (
     AdminKeys,
     Certs,
     LogWitness,
+    Revocation,
+    Revoked,
     fingerprint,
     invitation_key,
     invitation_message,
@@ -70,6 +72,8 @@ from credvault.team_log import (
     make_code,
     parse_code,
     pre_log_uids,
+    replay_revocations,
+    revocation_hash,
 )
 
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
@@ -429,11 +433,21 @@ class Team:
             if not rows and self.anchor is None:
                 self._certify_schema1()
                 rows = self.store.certificates()
-            certs = Certs(self.vault_id, self.anchor, rows)
+            certs = Certs(self.vault_id, self.anchor, rows, self._revocations)
             if self.anchor is None and rows:
                 self._pin(certs)
             self._certs = certs
         return self._certs
+
+    def _revocations(self, certs: Certs) -> Revoked:
+        """The revocation list (format.md §19.7), every version checked here against the
+        admins' certified keys and against this member's witness (a list shorter than, or
+        different from, one verified before is IntegrityError); read only by a command that
+        may seal a key copy, never by ``get``."""
+        w = self.witness
+        state = replay_revocations(certs, self.store.revocation_list(), w.revocations)
+        w.keep_revocations(state.version, state.head)
+        return state
 
     def _certify_schema1(self) -> None:
         """A vault upgraded from schema 1, opened with a slot that pins no founder: the
@@ -1263,13 +1277,16 @@ class TeamEngagements:
         return read
 
     def _departed(self, state: ml.State) -> builtins.list[str]:
-        """Roster members the server no longer lists as active (removed): the lead signs
-        their revocation at the next rotation."""
-        rows = self.t.certs().rows
+        """Roster members the server no longer lists as active (removed), or whose pinned
+        keys the signed revocation list names (removed, whatever the rows say now): the
+        lead signs their revocation at the next rotation."""
+        certs = self.t.certs()
+        rows = certs.rows
         return sorted(
             n
-            for n in state.roster
-            if n != self.t.member and (n not in rows or rows[n].state != "active")
+            for n, m in state.roster.items()
+            if n != self.t.member
+            and (n not in rows or rows[n].state != "active" or certs.listed(m.sign, m.kem))
         )
 
     def _current(self, state: ml.State, member: str) -> bool:
@@ -1280,13 +1297,24 @@ class TeamEngagements:
         A certificate that does not verify is tampering with the rows, not a key change:
         the log's pinned key stays the one sealed to."""
         m = state.roster[member]
+        certs = self.t.certs()
+        if certs.listed(m.sign, m.kem):  # removed: the signed list says so, not a row
+            return False
         try:
-            c = self.t.certs().keys(member)
+            c = certs.keys(member)
         except NotFound:
             return False
         except IntegrityError:
             return True
         return (c.sign, c.kem) == (m.sign, m.kem)
+
+    def _certified_kem(self, member: str) -> bytes | None:
+        """An engagement without a log: the grantee's certified X25519 key, None for one
+        removed (the server's row, or the signed revocation list, says so): no copy."""
+        try:
+            return self.t.certs().keys(member).kem
+        except NotFound:
+            return None
 
     def rotate(self, name: str) -> int:
         """A new engagement key made here: every envelope re-sealed under it, a copy sealed
@@ -1366,7 +1394,11 @@ class TeamEngagements:
                 if state.may_read(n, now) and self._current(state, n)
             ]
         else:
-            holders = [(m, t.certs().keys(m).kem) for m, _ in t.store.rotation_grantees(name)]
+            holders = [
+                (m, kem)
+                for m, _ in t.store.rotation_grantees(name)
+                if (kem := self._certified_kem(m)) is not None
+            ]
         for member, kem_pub in holders:
             copy = p.hpke_seal(kem_pub, new_key, seal_info(t.vault_id, eng_uid, member, version))
             sig = t.sign(
@@ -1452,6 +1484,7 @@ class TeamMembers:
         signed: builtins.list[tuple[bytes, ml.State]] = []
         sole_lead: builtins.list[str] = []
         broken: builtins.list[str] = []
+        pinned: set[tuple[bytes, bytes]] = set()  # every key pair a signed roster pins
         now = _now()
         for uid, eng, links in t.store.engagement_logs():
             try:
@@ -1461,6 +1494,7 @@ class TeamMembers:
                 continue
             if name not in state.roster:
                 continue
+            pinned.add((state.roster[name].sign, state.roster[name].kem))
             if state.leads() == [name]:
                 sole_lead.append(eng)
                 continue
@@ -1473,15 +1507,71 @@ class TeamMembers:
                 continue
             revocations.append((eng, link))
             signed.append((uid, new))
-        sessions = t.store.remove_member_logged(name, revocations)
+        listed, uncertified = self._revocation(name, pinned, now)
+        sessions = t.store.remove_member_logged(
+            name, revocations, None if listed is None else listed.to_bytes()
+        )
         for uid, new in signed:
             t.witness.keep(uid, new)
+        if listed is not None:
+            t.witness.keep_revocations(listed.version, revocation_hash(listed.to_bytes()))
+            t._certs = None  # the list moved: the next question reads it again
+        if uncertified:
+            broken.append(uncertified)
         if broken:
             raise IntegrityError(
                 f"removed member {name}, but these membership logs do not verify and name "
                 f"nothing signed: {'; '.join(broken)}"
             )
         return Removal(sessions, [e for e, _ in revocations], sole_lead)
+
+    def _revocation(
+        self, name: str, pinned: set[tuple[bytes, bytes]], now: str
+    ) -> tuple[Revocation | None, str]:
+        """The next version of the revocation list (format.md §19.7), signed here: ``name``'s
+        invitation key and every pair of keys of theirs known — certified by their chain,
+        published on the server, pinned on a signed roster — so that no client seals to them
+        again whatever the rows say later. Removing an admin, the members they invited are
+        endorsed again (their chains stay good). None when the list names all of it already
+        (a second ``member rm`` for the links left over). The second value names a
+        certificate that did not verify (the removal goes on; exit 6 after)."""
+        t = self.t
+        certs = t.certs()
+        before = certs.revoked
+        row = certs.rows.get(name)
+        keys = set(pinned)
+        uncertified = ""
+        if row is not None:
+            if row.sign_pub is not None and row.kem_pub is not None:
+                keys.add((row.sign_pub, row.kem_pub))
+            if row.join_sig is not None:
+                try:
+                    c = certs._chain(name, frozenset())
+                    keys.add((c.sign, c.kem))
+                except IntegrityError as e:
+                    uncertified = f"the certificate of {name} ({e})"
+        ipk = p.digest(row.ipk) if row is not None else b""
+        digests = tuple(sorted((p.digest(s), p.digest(k)) for s, k in keys))
+        known = all(s in before.sign and k in before.kem for s, k in digests) and (
+            not ipk or ipk in before.ipk
+        )
+        if known and (digests or ipk or name in before.members):
+            return None, uncertified
+        endorsed: builtins.list[tuple[str, bytes, bytes]] = []
+        if row is not None and row.admin:
+            for other, r in sorted(certs.rows.items()):
+                if other == name or r.inviter != name:
+                    continue
+                try:
+                    c = certs._chain(other, frozenset())
+                except IntegrityError:
+                    continue  # not joined, or not certified: invite them again
+                endorsed.append((other, p.digest(c.sign), p.digest(c.kem)))
+        statement = Revocation(
+            t.vault_id, before.version + 1, before.head, now, t.member, t.sign_pub, name, ipk,
+            digests, tuple(endorsed), b"",
+        ).signed(t.keys.sign_private)  # fmt: skip
+        return statement, uncertified
 
 
 class TeamAudit:

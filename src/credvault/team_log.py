@@ -42,11 +42,14 @@ from credvault.crypto import primitives as p
 from credvault.errors import IntegrityError, InvalidInput, NotFound
 
 __all__ = [
+    "NOTHING_REVOKED",
     "AdminKeys",
     "CertRow",
     "Certified",
     "Certs",
     "LogWitness",
+    "Revocation",
+    "Revoked",
     "fingerprint",
     "invitation_key",
     "invitation_message",
@@ -55,6 +58,8 @@ __all__ = [
     "parse_code",
     "pre_log_list",
     "pre_log_uids",
+    "replay_revocations",
+    "revocation_hash",
 ]
 
 _FP_LEN = 32
@@ -123,21 +128,78 @@ class Certified(NamedTuple):
 
 
 class Certs:
-    """Every member's keys, each believed only through its chain of signatures."""
+    """Every member's keys, each believed only through its chain of signatures.
 
-    def __init__(self, vault_id: bytes, anchor: str | None, rows: Mapping[str, CertRow]) -> None:
+    Two questions, answered differently. *Whose signature was this?* (:meth:`sealer`,
+    :meth:`admin_keys`, :meth:`founder_key`): the chain alone, so what a member signed
+    before they were removed stays checkable. *Who may be sealed a key now?*
+    (:meth:`keys`, :meth:`listed`): the chain and the admin-signed revocation list
+    (:class:`Revoked`, format.md §19.7), loaded through ``revoked`` at the first such
+    question only, so ``get`` never reads it."""
+
+    def __init__(
+        self,
+        vault_id: bytes,
+        anchor: str | None,
+        rows: Mapping[str, CertRow],
+        revoked: Callable[[Certs], Revoked] | None = None,
+    ) -> None:
         self.vault_id = vault_id
         self.anchor = anchor
         self.rows = dict(rows)
         self._done: dict[str, Certified] = {}
+        self._load_revoked = revoked
+        self._revoked: Revoked | None = None if revoked else NOTHING_REVOKED
+
+    @property
+    def revoked(self) -> Revoked:
+        """The verified revocation list (version 0, nobody, where there is none)."""
+        if self._revoked is None:
+            assert self._load_revoked is not None
+            self._revoked = self._load_revoked(self)
+        return self._revoked
 
     def keys(self, member: str) -> Certified:
-        """The certified keys of an active member: NotFound if not an active member,
-        IntegrityError if the published keys are not the ones the chain certifies."""
+        """The certified keys of an active member: NotFound if not an active member or if
+        the revocation list names these keys or their invitation (removed: no copy),
+        IntegrityError if the published keys are not the ones the chain certifies, or the
+        chain runs through a revoked admin who did not endorse them again."""
         row = self.rows.get(member)
         if row is None or row.state != "active":
             raise NotFound("member", member)
-        return self._chain(member, frozenset())
+        got = self._chain(member, frozenset())
+        r = self.revoked
+        if r.names(got.sign, got.kem) or p.digest(row.ipk) in r.ipk:
+            raise NotFound("member", member)
+        self.check_path(member, r)
+        return got
+
+    def listed(self, sign: bytes, kem: bytes) -> bool:
+        """Whether the revocation list names either key (a log's pinned keys, say)."""
+        return self.revoked.names(sign, kem)
+
+    def check_path(self, member: str, r: Revoked) -> None:
+        """Every certificate on ``member``'s chain made by an admin whose key ``r`` revokes
+        must be endorsed again in ``r`` (the removing admin re-endorses that admin's
+        invitees when removing them); IntegrityError otherwise. Chains already verified."""
+        if not r.sign:
+            return
+        who, seen = member, 0
+        while seen <= len(self.rows):
+            row = self.rows[who]
+            if row.inviter == who:
+                return
+            mine, theirs = self._chain(who, frozenset()), self._chain(row.inviter, frozenset())
+            if (
+                p.digest(theirs.sign) in r.sign
+                and (who, p.digest(mine.sign), p.digest(mine.kem)) not in r.endorsed
+            ):
+                raise IntegrityError(
+                    f"the keys of member {who!r} are not certified: invited by "
+                    f"{row.inviter!r}, whose keys are revoked, and not endorsed again"
+                )
+            who, seen = row.inviter, seen + 1
+        raise IntegrityError(f"the keys of member {member!r} are not certified (a cycle)")
 
     def _chain(self, member: str, seen: frozenset[str]) -> Certified:
         done = self._done.get(member)
@@ -270,6 +332,210 @@ def pre_log_uids(vault_id: bytes, blob: bytes | None, founder: bytes) -> frozens
     return frozenset(parts[1:])
 
 
+# -- the revocation list of member keys (format.md §19.7) -----------------------------------
+LIST_FORMAT = 1
+_DIGEST = 32
+_MAX_LIST_VERSION = 2**31 - 1
+
+
+def revocation_hash(blob: bytes) -> bytes:
+    """What the next version names as ``prev`` and a witness keeps."""
+    return p.digest(labels.TEAM_REVOCATION_HASH + blob)
+
+
+def _parts(body: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(body):
+        if i + 4 > len(body):
+            raise IntegrityError("a revocation list version is malformed")
+        n = int.from_bytes(body[i : i + 4], "big")
+        if i + 4 + n > len(body):
+            raise IntegrityError("a revocation list version is malformed")
+        out.append(body[i + 4 : i + 4 + n])
+        i += 4 + n
+    return out
+
+
+class Revocation(NamedTuple):
+    """One parsed, not yet trusted version of the list: ``member`` removed by ``signer``,
+    with their invitation key's digest, every pair of keys of theirs the signer knew
+    (SHA-256 of the Ed25519 and of the X25519 public key), and the members the signer
+    endorses again (invited by ``member``, an admin: their chains stay good)."""
+
+    vault_id: bytes
+    version: int
+    prev: bytes
+    time: str
+    signer: str
+    signer_key: bytes
+    member: str
+    ipk: bytes
+    keys: tuple[tuple[bytes, bytes], ...]
+    endorsed: tuple[tuple[str, bytes, bytes], ...]
+    signature: bytes
+
+    def body(self) -> bytes:
+        return labels.encode(
+            LIST_FORMAT,
+            self.vault_id,
+            self.version,
+            self.prev,
+            self.time,
+            self.signer,
+            self.signer_key,
+            self.member,
+            self.ipk,
+            len(self.keys),
+            *(d for pair in self.keys for d in pair),
+            len(self.endorsed),
+            *(x for e in self.endorsed for x in e),
+        )
+
+    def to_bytes(self) -> bytes:
+        return self.body() + self.signature
+
+    def signed(self, sign_private: bytes) -> Revocation:
+        return self._replace(
+            signature=p.sign(sign_private, labels.TEAM_REVOCATION_LIST, self.body())
+        )
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Revocation:
+        """Parse (IntegrityError if malformed); trusts nothing."""
+        bad = IntegrityError("a revocation list version is malformed")
+        if len(blob) < ml.SIG_LEN + 4:
+            raise bad
+        parts = _parts(blob[: -ml.SIG_LEN])
+
+        def integer(b: bytes) -> int:
+            if len(b) != 8:
+                raise bad
+            return int.from_bytes(b, "big", signed=True)
+
+        def text(b: bytes) -> str:
+            try:
+                return b.decode()
+            except UnicodeDecodeError:
+                raise bad from None
+
+        def digest(b: bytes, empty: bool = False) -> bytes:
+            if len(b) != _DIGEST and not (empty and not b):
+                raise bad
+            return b
+
+        if len(parts) < 11 or integer(parts[0]) != LIST_FORMAT or len(parts[1]) != 16:
+            raise bad
+        if len(parts[3]) != _DIGEST or len(parts[6]) != _DIGEST:
+            raise bad
+        n = integer(parts[9])
+        if n < 0 or len(parts) < 11 + 2 * n:
+            raise bad
+        keys = tuple((digest(parts[10 + 2 * i]), digest(parts[11 + 2 * i])) for i in range(n))
+        at = 10 + 2 * n
+        m = integer(parts[at])
+        if m < 0 or len(parts) != at + 1 + 3 * m:
+            raise bad
+        endorsed = tuple(
+            (
+                text(parts[at + 1 + 3 * i]),
+                digest(parts[at + 2 + 3 * i]),
+                digest(parts[at + 3 + 3 * i]),
+            )
+            for i in range(m)
+        )
+        version = integer(parts[2])
+        if not 1 <= version <= _MAX_LIST_VERSION:
+            raise bad
+        return cls(
+            parts[1], version, parts[3], text(parts[4]), text(parts[5]), parts[6],
+            text(parts[7]), digest(parts[8], empty=True), keys, endorsed, blob[-ml.SIG_LEN :],
+        )  # fmt: skip
+
+
+class Revoked(NamedTuple):
+    """The list as verified up to ``version`` (0: none), ``head`` its last hash: digests
+    of every revoked signing key, X25519 key and invitation key, and the re-endorsed
+    certificates (member, signing-key digest, X25519-key digest)."""
+
+    version: int
+    head: bytes
+    sign: frozenset[bytes]
+    kem: frozenset[bytes]
+    ipk: frozenset[bytes]
+    endorsed: frozenset[tuple[str, bytes, bytes]]
+    members: tuple[str, ...]
+
+    def names(self, sign: bytes, kem: bytes) -> bool:
+        return p.digest(sign) in self.sign or p.digest(kem) in self.kem
+
+    def then(self, r: Revocation, blob: bytes) -> Revoked:
+        return Revoked(
+            r.version,
+            revocation_hash(blob),
+            self.sign | {s for s, _ in r.keys},
+            self.kem | {k for _, k in r.keys},
+            self.ipk | ({r.ipk} if r.ipk else set()),
+            self.endorsed | set(r.endorsed),
+            (*self.members, r.member),
+        )
+
+
+NOTHING_REVOKED = Revoked(0, ml.ZERO_HASH, frozenset(), frozenset(), frozenset(), frozenset(), ())
+
+
+def replay_revocations(
+    certs: Certs, versions: list[tuple[int, bytes]], kept: tuple[int, bytes] | None
+) -> Revoked:
+    """Every version in order, each chained to the one before and signed by an admin the
+    certificate chain certifies and the versions before it do not revoke (nor, through
+    their inviter, leave unendorsed). ``kept``: the (version, hash) this member verified
+    before: the list must reach it with that very hash (else rollback or fork:
+    IntegrityError), and the versions up to it are not verified again (the hash chain
+    says they are the ones that were)."""
+    state = NOTHING_REVOKED
+    for number, blob in versions:
+        r = Revocation.from_bytes(blob)
+        if (
+            number != state.version + 1
+            or r.version != number
+            or r.prev != state.head
+            or r.vault_id != certs.vault_id
+        ):
+            raise IntegrityError(
+                f"the revocation list is broken at version {state.version + 1}: missing, "
+                "reordered, forked or of another vault"
+            )
+        if kept is None or number > kept[0]:
+            _check_signer(certs, r, state)
+        state = state.then(r, blob)
+        if kept is not None and number == kept[0] and state.head != kept[1]:
+            raise IntegrityError(
+                f"the revocation list's version {number} is not the one this member verified "
+                "before: replaced or forked"
+            )
+    if kept is not None and state.version < kept[0]:
+        raise IntegrityError(
+            f"the revocation list ends at version {state.version}, but this member verified "
+            f"version {kept[0]} before: rolled back or versions were deleted"
+        )
+    return state
+
+
+def _check_signer(certs: Certs, r: Revocation, before: Revoked) -> None:
+    what = f"revocation list version {r.version}"
+    try:
+        c = certs._chain(r.signer, frozenset())
+        row = certs.rows[r.signer]
+        certs.check_path(r.signer, before)
+    except (IntegrityError, KeyError):
+        raise IntegrityError(f"{what}: signer {r.signer!r} is not certified") from None
+    if not c.admin or c.sign != r.signer_key:
+        raise IntegrityError(f"{what}: not signed by a certified admin's key ({r.signer!r})")
+    if before.names(c.sign, c.kem) or p.digest(row.ipk) in before.ipk:
+        raise IntegrityError(f"{what}: signed by {r.signer!r}, whose keys were revoked before")
+    p.verify(c.sign, labels.TEAM_REVOCATION_LIST, r.body(), r.signature, what)
+
+
 # -- the member's witness of the logs they verified ------------------------------------------
 class LogWitness:
     """Verified log states of one member, MACed with a key only they hold, in their state
@@ -286,6 +552,7 @@ class LogWitness:
         self.member = member
         self._key = p.hkdf(sign_private, labels.MEMBER_STATE_MAC)
         self.states: dict[bytes, ml.State] = {}
+        self.revocations: tuple[int, bytes] | None = None
         self._load()
 
     @staticmethod
@@ -316,12 +583,42 @@ class LogWitness:
                 self._key, self._mac_input(uid, blob), bytes.fromhex(tag_hex), "team log witness"
             )
             self.states[uid] = ml.state_from_bytes(blob)
+        kept = doc.get("revocations")
+        if kept is not None:
+            try:
+                version, head_hex, tag_hex = kept
+                head = bytes.fromhex(head_hex)
+                if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                    raise ValueError
+            except (ValueError, TypeError):
+                raise IntegrityError(f"team log witness {self.path} is corrupt") from None
+            p.mac_verify(
+                self._key,
+                self._list_mac_input(version, head),
+                bytes.fromhex(tag_hex),
+                "team log witness",
+            )
+            self.revocations = (version, head)
+
+    def _list_mac_input(self, version: int, head: bytes) -> bytes:
+        return labels.encode(self.vault_id, "revocation-list", self.member, version, head)
+
+    def keep_revocations(self, version: int, head: bytes) -> None:
+        """The highest revocation-list version verified and its hash (format.md §19.7): a
+        list that ends before it, or differs at it, is tampering from now on."""
+        if version < 1 or self.revocations == (version, head):
+            return
+        self.revocations = (version, head)
+        self._save()
 
     def keep(self, uid: bytes, state: ml.State) -> None:
         if self.states.get(uid) == state:
             return
         self.states[uid] = state
-        doc = {
+        self._save()
+
+    def _save(self) -> None:
+        doc: dict[str, object] = {
             "format": self.FORMAT,
             "vault_id": self.vault_id.hex(),
             "states": {
@@ -332,6 +629,10 @@ class LogWitness:
                 for u, s in sorted(self.states.items())
             },
         }
+        if self.revocations is not None:
+            version, head = self.revocations
+            tag = p.mac(self._key, self._list_mac_input(version, head))
+            doc["revocations"] = [version, head.hex(), tag.hex()]
         from credvault.files import atomic_write, make_private_dir
 
         with contextlib.suppress(FileExistsError):

@@ -157,6 +157,8 @@ def test_every_kind_is_present() -> None:
         ("encode", "success"),
         ("membership log", "success"),
         ("membership log", "integrity failure"),
+        ("revocation list", "success"),
+        ("revocation list", "integrity failure"),
     }
 
 
@@ -253,6 +255,51 @@ def test_membership_log_failure(b: Block) -> None:
     trust, _, _ = _trust(b)
     with pytest.raises(IntegrityError):
         ml.replay([bytes.fromhex(x) for x in b["link"]], trust)
+
+
+def _revocation_doc(b: Block) -> bytes:
+    """format.md §19.7 from the document: the body of version 1."""
+    admin_pub = Ed25519PrivateKey.from_private_bytes(_hex(b, "admin_sign_private")).public_key()
+    lead_pub = Ed25519PrivateKey.from_private_bytes(_hex(b, "lead_sign_private")).public_key()
+    from cryptography.hazmat.primitives import serialization
+
+    def raw(k: object) -> bytes:
+        return k.public_bytes(  # type: ignore[attr-defined, no-any-return]
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    sha = lambda x: hashlib.sha256(x).digest()  # noqa: E731
+    return doc_encode(
+        1, _hex(b, "vault_id"), 1, bytes(32), _one(b, "time"), "admin", raw(admin_pub),
+        "alice", sha(_hex(b, "ipk")), 1, sha(raw(lead_pub)), sha(_hex(b, "lead_kem_public")),
+        1, "bob", sha(_hex(b, "endorsed_sign_public")), sha(_hex(b, "endorsed_kem_public")),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "b", [b for b in BLOCKS if _one(b, "vector").startswith("revocation list")], ids=_ids
+)
+def test_revocation_list(b: Block) -> None:
+    from credvault.team_log import Revocation, revocation_hash
+
+    blob = _hex(b, "statement")
+    r = Revocation.from_bytes(blob)
+    admin = p.ed25519_public(_hex(b, "admin_sign_private"))
+    assert r.body() == _revocation_doc(b) == blob[:-64]
+    assert (r.version, r.signer, r.member, r.endorsed[0][0]) == (1, "admin", "alice", "bob")
+    if _one(b, "expect") == "success":
+        p.verify(admin, labels.TEAM_REVOCATION_LIST, r.body(), r.signature, "kat")
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        Ed25519PublicKey.from_public_bytes(admin).verify(
+            blob[-64:], b"credvault/v1/team-revocation-list" + blob[:-64]
+        )
+        want = hashlib.sha256(b"credvault/v1/team-revocation-chain" + blob).digest()
+        assert revocation_hash(blob) == want == _hex(b, "hash")
+    else:
+        assert _one(b, "expect") == "integrity failure"
+        with pytest.raises(IntegrityError):
+            p.verify(admin, labels.TEAM_REVOCATION_LIST, r.body(), r.signature, "kat")
 
 
 def test_the_generator_reproduces_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

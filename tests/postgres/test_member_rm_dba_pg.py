@@ -1,8 +1,10 @@
 """`member rm` on a team vault against an admin with psql and against the DBA (issue 14).
 
-The tests marked xfail(strict=True) demonstrate holes that are still open (docs/team.md,
-"Members: invite, join, remove"): when one is closed its test passes, strict xfail turns it
-red, and the marker goes.
+The DBA who hides an engagement from `member rm`, or cuts its revoke link before the lead
+replayed it, and puts the member's rows back, gets nothing sealed to them: the removal is
+also in the admin-signed revocation list (docs/format.md §19.7), which the lead checks
+before sealing, and the lead signs the revoke link itself (tests/postgres/test_crl_pg.py
+tries the list itself as the DBA).
 """
 
 from __future__ import annotations
@@ -32,12 +34,6 @@ END $$;
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="member rm trusts the server's list of logs (engagement_logs); "
-    "a DBA who hides one engagement gets a clean exit 0 with the member still on its signed "
-    "roster, and after putting the member's row back, the lead's next rotation seals to them",
-)
 def test_dba_hides_an_engagement_from_member_rm(team: World) -> None:  # noqa: F811
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     team.setup(
@@ -62,6 +58,13 @@ def test_dba_hides_an_engagement_from_member_rm(team: World) -> None:  # noqa: F
     sealed_to_bob = copies(team, "beta").get("bob") is not None
     # the property member rm promises: the removal is signed everywhere, or it says it is not
     assert not (hidden_ok and still_named and sealed_to_bob), (r.code, r.out, r.err, kinds)
+    assert not sealed_to_bob
+    # carol found bob on the signed list: she signed him out of beta herself, then rotated
+    tail = [ml.Link.from_bytes(b) for b in links(team, "beta")[-3:]]
+    assert [(x.kind, x.signer, x.fields[:1]) for x in tail[:2]] == [
+        (ml.REVOKE, "carol", ("bob",)),
+        (ml.ROTATE, "carol", (2,)),
+    ]
 
 
 def test_an_admin_appends_only_a_revoke_of_the_member_signed_by_herself(team: World) -> None:  # noqa: F811
@@ -86,7 +89,7 @@ def test_an_admin_appends_only_a_revoke_of_the_member_signed_by_herself(team: Wo
         pytest.raises(psycopg.errors.InvalidParameterValue, match="not a revoke of bob"),
     ):
         alice.execute(
-            "SELECT credvault.remove_member_logged('bob', %s::text[], %s::bytea[])",
+            "SELECT credvault.remove_member_logged('bob', %s::text[], %s::bytea[], NULL)",
             (["beta"], [junk]),
         )
     assert links(team, "beta") == chain
@@ -94,12 +97,6 @@ def test_an_admin_appends_only_a_revoke_of_the_member_signed_by_herself(team: Wo
     assert r.code == 0, r.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the DBA deletes the revoke link member rm appended before the "
-    "engagement's lead has replayed it (only the removing admin's witness holds it) and puts "
-    "the member's rows back: the lead's next rotation seals the new key to the removed member",
-)
 def test_dba_truncates_the_revocation_before_the_lead_sees_it(team: World) -> None:  # noqa: F811
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     team.setup(
@@ -120,5 +117,8 @@ def test_dba_truncates_the_revocation_before_the_lead_sees_it(team: World) -> No
     )
     dba(team, "UPDATE credvault.members SET state = 'active', removed_at = NULL WHERE name = 'bob'")
     dba(team, "UPDATE credvault.grants SET revoked_at = NULL WHERE member = 'bob'")
-    team.run("carol", "grant", "beta", "alice", "reader")
+    team.ok("carol", "grant", "beta", "alice", "reader")
     assert copies(team, "beta").get("bob") is None
+    # the lead signed the revocation the DBA cut, from the signed list, and rotated
+    tail = [ml.Link.from_bytes(b) for b in links(team, "beta")[len(before) :]]
+    assert [(x.kind, x.signer) for x in tail[:2]] == [(ml.REVOKE, "carol"), (ml.ROTATE, "carol")]

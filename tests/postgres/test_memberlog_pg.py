@@ -459,7 +459,7 @@ def test_member_rm_signs_revocations_the_dba_cannot_undo(team: World) -> None:
         last.vault_id, last.engagement_uid, last.seq + 1, ml.chain_hash(before["acme-2026"][-1]),
         last.time, ml.REVOKE, "alice", last.signer_key, ("bob",), bytes(64),
     ).to_bytes()  # fmt: skip
-    call = "SELECT credvault.remove_member_logged('bob', %s::text[], %s::bytea[])"
+    call = "SELECT credvault.remove_member_logged('bob', %s::text[], %s::bytea[], NULL)"
     with member_conn(team, "alice") as alice:
         with pytest.raises(Exception, match="not a revoke of bob"):
             alice.execute(call, (["acme-2026", "beta"], [unsigned, b"\x00" * 200]))

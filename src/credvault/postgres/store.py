@@ -413,15 +413,27 @@ class PgStore:
         )
         return [(bytes(u), str(n), [bytes(b) for b in ls]) for u, n, ls in rows]
 
-    def remove_member_logged(self, name: str, revocations: list[tuple[str, bytes]]) -> int:
-        """Remove a member and append a revoke link to each named engagement's log, in one
-        server transaction (Conflict: a log moved meanwhile; nothing was done)."""
+    def remove_member_logged(
+        self, name: str, revocations: list[tuple[str, bytes]], listed: bytes | None
+    ) -> int:
+        """Remove a member, append a revoke link to each named engagement's log and the
+        next version of the revocation list (``listed``; None: it names them already), in
+        one server transaction (Conflict: a log or the list moved meanwhile; nothing was
+        done)."""
         row = self._one(
-            "SELECT credvault.remove_member_logged(%s, %s::text[], %s::bytea[])",
-            (name, [e for e, _ in revocations], [link for _, link in revocations]),
+            "SELECT credvault.remove_member_logged(%s, %s::text[], %s::bytea[], %s::bytea)",
+            (name, [e for e, _ in revocations], [link for _, link in revocations], listed),
             action="remove a member",
         )
         return int(row[0])
+
+    def revocation_list(self) -> list[tuple[int, bytes]]:
+        """(version, statement) of every version of the revocation list, oldest first."""
+        rows = self._all(
+            "SELECT version, statement FROM credvault.revocation_list()",
+            action="read the revocation list",
+        )
+        return [(int(v), bytes(b)) for v, b in rows]
 
     # -- engagements and grants ---------------------------------------------------------
     def engagement(self, name: str) -> EngagementRow | None:

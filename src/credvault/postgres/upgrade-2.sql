@@ -2954,3 +2954,141 @@ BEGIN
                    ' integer, text, bytea, bytea, boolean, text[]) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == crl: the admin-signed, versioned revocation list of member keys ==
+--
+-- (docs/format.md §19.7, docs/team.md "Members", docs/security.md §12.) Before this section
+-- a lead learnt who is still a member of the vault from the `members` rows, which the DBA
+-- writes: a DBA who hid an engagement from `member rm`, or cut its revoke link before the
+-- lead replayed it, and then put the member's rows back, got the lead's next rotation
+-- sealed to the removed member. Now `member rm` also publishes, in the same transaction, a
+-- new version of a vault-wide list naming the removed member's certified keys, signed by
+-- the removing admin; every client that seals a key copy reads the list, checks every
+-- version's signature against an admin's certified key, and refuses to seal to a listed
+-- key. The server keeps the versions in order (version = last + 1, prev = the last one's
+-- hash, signer = the caller) and appends only; it checks no signature (the clients do).
+
+CREATE TABLE credvault.revocation_list (
+    version    integer PRIMARY KEY CHECK (version >= 1),
+    statement  bytea NOT NULL,  -- docs/format.md §19.7: body ‖ the signer's Ed25519 signature
+    hash       bytea NOT NULL,  -- sha256('credvault/v1/team-revocation-chain' || statement)
+    signer     text NOT NULL,
+    member     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON TABLE credvault.revocation_list FROM PUBLIC;
+
+-- Every version, oldest first (any member: the statements are signed public facts).
+CREATE FUNCTION credvault.revocation_list()
+RETURNS TABLE (version integer, statement bytea)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN QUERY SELECT r.version, r.statement FROM revocation_list r ORDER BY r.version;
+END $$;
+
+-- Append the next version (not executable by members): its header must name this vault,
+-- the next version, the last version's hash (zeros first), the calling admin and the member
+-- being removed (parts 0-3, 5 and 7 of format.md §19.7; link_part reads them).
+CREATE FUNCTION credvault.revocation_append(who text, removed text, stmt bytea) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    last revocation_list%ROWTYPE;
+    v integer;
+BEGIN
+    LOCK TABLE revocation_list IN EXCLUSIVE MODE;
+    SELECT * INTO last FROM revocation_list r ORDER BY r.version DESC LIMIT 1;
+    v := coalesce(last.version, 0) + 1;
+    IF stmt IS NULL OR length(stmt) < 64 + 100 OR length(stmt) > 262144
+       OR link_part(stmt, 0) IS DISTINCT FROM int8send(1::bigint)
+       OR link_part(stmt, 1) IS DISTINCT FROM vault_id()
+       OR link_part(stmt, 5) IS DISTINCT FROM convert_to(who, 'UTF8')
+       OR link_part(stmt, 7) IS DISTINCT FROM convert_to(removed, 'UTF8') THEN
+        RAISE EXCEPTION 'credvault: not a revocation of % signed by %', removed, who
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF link_part(stmt, 2) IS DISTINCT FROM int8send(v::bigint)
+       OR link_part(stmt, 3) IS DISTINCT FROM coalesce(last.hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) THEN
+        RAISE EXCEPTION 'credvault: the revocation list moved meanwhile (expected version %)', v
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    INSERT INTO revocation_list (version, statement, hash, signer, member)
+    VALUES (v, stmt, sha256(convert_to('credvault/v1/team-revocation-chain', 'UTF8') || stmt), who, removed);
+    RETURN v;
+END $$;
+
+-- member rm: rmrevoke's removal with the revoke links, and the next version of the list, in
+-- one transaction. The list version may be omitted (NULL) only for a member removed before
+-- whose keys the list names already (a second `member rm` signing the links left over).
+CREATE FUNCTION credvault.remove_member_logged(member text, engs text[], new_links bytea[],
+                                               revocation bytea)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := require_admin();
+    was text;
+    killed integer;
+BEGIN
+    SELECT m.state INTO was FROM members m WHERE m.name = remove_member_logged.member;
+    killed := remove_member_logged(member, engs, new_links);
+    IF revocation IS NOT NULL THEN
+        PERFORM revocation_append(who, member, revocation);
+    ELSIF was IS DISTINCT FROM 'removed' THEN
+        RAISE EXCEPTION 'credvault: removing % needs the signed revocation of their keys', member
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN killed;
+END $$;
+
+-- Invite again a member removed before, under the same name: the row, login and certificate
+-- start over (no keys: they join with new ones; the list names their old keys, not their name).
+CREATE OR REPLACE FUNCTION credvault.invite_member(member text, verifier text, make_admin boolean,
+                                                   i_ipk bytea, i_sig bytea)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); old members%ROWTYPE;
+BEGIN
+    SELECT * INTO old FROM members m WHERE m.name = invite_member.member FOR UPDATE;
+    IF old.name IS NULL THEN
+        PERFORM add_member(member, verifier, make_admin);
+        INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
+        VALUES (member, who, make_admin, i_ipk, i_sig);
+        RETURN;
+    END IF;
+    IF old.state <> 'removed' THEN
+        RAISE EXCEPTION 'credvault: % is a member already', member USING ERRCODE = 'unique_violation';
+    END IF;
+    -- a removed admin's signatures (list versions, revoke links, invitations) are checked
+    -- against the certificate under their name: it stays; choose another name
+    IF old.admin THEN
+        RAISE EXCEPTION 'credvault: % was an admin: invite them under another name', member
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    IF verifier !~ '^SCRAM-SHA-256\$' THEN
+        RAISE EXCEPTION 'credvault: a SCRAM verifier is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE members SET state = 'invited', admin = make_admin, sign_pub = NULL, kem_pub = NULL,
+        created_at = now(), removed_at = NULL WHERE name = old.name;
+    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', old.role_name, verifier);
+    DELETE FROM member_certs c WHERE c.member = old.name;
+    INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
+    VALUES (member, who, make_admin, i_ipk, i_sig);
+    PERFORM audit_append(who, 'member-add', NULL, member, 'ok',
+                         CASE WHEN make_admin THEN 'admin, again' ELSE 'again' END);
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.revocation_list(), credvault.revocation_append(text, text, bytea),
+    credvault.remove_member_logged(text, text[], bytea[], bytea) FROM PUBLIC;
+DO $$
+BEGIN
+    -- the 3-argument form publishes no list version: members call the 4-argument one
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION credvault.remove_member_logged(text, text[], bytea[])'
+                   ' FROM %I', credvault.member_group());
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.revocation_list(),'
+                   ' credvault.remove_member_logged(text, text[], bytea[], bytea) TO %I',
+                   credvault.member_group());
+END $$;

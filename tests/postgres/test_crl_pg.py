@@ -1,0 +1,284 @@
+"""The team vault's revocation list of member keys, tried as the DBA (docs/format.md §19.7).
+
+One world for the module (a fresh database costs seconds): alice (admin) invites erin (an
+admin), erin invites fay, alice invites gus; then alice removes erin (list version 1, which
+names erin's keys and endorses fay again) and gus (version 2). Each test then acts as the
+DBA with ``psql`` (its own connection as the superuser) against the list, checks what a
+member's client does — in this process, on that member's machine (their HOME: key slot and
+witness) — and puts the rows back as they were, so the tests do not depend on each other's
+order. One CLI process checks the exit code of the refusal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from credvault import MIN_KDF, Secret, Team
+from credvault.crypto import labels
+from credvault.crypto import primitives as p
+from credvault.errors import AlreadyExists, IntegrityError, NotFound
+from credvault.postgres.slot import TeamSlot
+from credvault.team_log import (
+    Revocation,
+    invitation_key,
+    invitation_message,
+    join_message,
+    replay_revocations,
+)
+from pg_cluster import Cluster
+
+from .test_contract import SECRET, World, _machine, _postgresql, one_line
+from .test_memberlog_pg import dba
+
+_PREV = "SELECT version, statement, hash, signer, member FROM credvault.revocation_list ORDER BY 1"
+
+
+@contextlib.contextmanager
+def machine(w: World, who: str) -> Iterator[None]:
+    """This process on ``who``'s machine: their key slot and their witness."""
+    old = dict(os.environ)
+    os.environ.pop("XDG_STATE_HOME", None)
+    for k in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        os.environ[k] = w.envs[who][k]
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def _pw(w: World, who: str) -> Secret:
+    return Secret(Path(w.envs[who]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip())
+
+
+@contextlib.contextmanager
+def member(w: World, who: str) -> Iterator[Team]:
+    with machine(w, who), Team.open(w.target, who, _pw(w, who)) as t:
+        yield t
+
+
+def _join(w: World, inviter: str, who: str, *, admin: bool = False) -> None:
+    if who not in w.envs:
+        w.envs[who] = _machine(w.root, who, w.target)
+    with member(w, inviter) as t:
+        code = t.members.invite(who, admin=admin).code
+    with machine(w, who):
+        Team.join(w.target, who, code, _pw(w, who), MIN_KDF)
+
+
+def _keys(w: World, who: str) -> tuple[bytes, bytes, bytes]:
+    """(signing private, signing public, X25519 public) from ``who``'s key slot."""
+    slot = TeamSlot.read(
+        Path(w.envs[who]["XDG_CONFIG_HOME"]) / "credvault" / "team" / str(w.extra["db"])
+        / f"{who}.slot"
+    )  # fmt: skip
+    keys = slot.unlock(_pw(w, who))
+    return keys.sign_private, slot.sign_pub, slot.kem_pub
+
+
+@pytest.fixture(scope="module")
+def crl(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster) -> World:
+    w = _postgresql(tmp_path_factory.mktemp("crl"), pg_cluster)
+    _join(w, "alice", "erin", admin=True)
+    _join(w, "erin", "fay")
+    _join(w, "alice", "gus")
+    w.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    w.extra["erin"] = _keys(w, "erin")
+    w.extra["gus"] = _keys(w, "gus")
+    with member(w, "alice") as alice:
+        alice.members.remove("erin")
+        alice.members.remove("gus")
+    return w
+
+
+@contextlib.contextmanager
+def restored(w: World) -> Iterator[list[tuple[object, ...]]]:
+    """The list's rows as they are now, put back after the test (the DBA can)."""
+    rows = dba(w, _PREV)
+    try:
+        yield rows
+    finally:
+        dba(w, "DELETE FROM credvault.revocation_list")
+        for r in rows:
+            dba(
+                w,
+                "INSERT INTO credvault.revocation_list (version, statement, hash, signer, member) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                r,
+            )
+
+
+def _statement(w: World, version: int) -> Revocation:
+    (row,) = dba(
+        w, "SELECT statement FROM credvault.revocation_list WHERE version = %s", (version,)
+    )
+    return Revocation.from_bytes(bytes(row[0]))
+
+
+def _append(w: World, stmt: Revocation) -> None:
+    blob = stmt.to_bytes()
+    dba(
+        w,
+        "INSERT INTO credvault.revocation_list (version, statement, hash, signer, member) "
+        "VALUES (%s, %s, sha256(convert_to('credvault/v1/team-revocation-chain', 'UTF8') || %s), "
+        "%s, %s)",
+        (stmt.version, blob, blob, stmt.signer, stmt.member),
+    )
+
+
+def _forge(w: World, signer: str, sign_private: bytes, cut_off: str) -> Revocation:
+    """Version 3, chained after version 2, signed by ``signer``'s key, naming ``cut_off``'s keys."""
+    last = _statement(w, 2)
+    _, spub, kpub = _keys(w, cut_off)
+    return Revocation(
+        last.vault_id, 3, p.digest(labels.TEAM_REVOCATION_HASH + last.to_bytes()), last.time,
+        signer, p.ed25519_public(sign_private), cut_off, b"", ((p.digest(spub), p.digest(kpub)),),
+        (), b"",
+    ).signed(sign_private)  # fmt: skip
+
+
+def test_member_rm_signs_a_version_naming_the_keys(crl: World) -> None:
+    """Each removal is one version, chained, signed by the removing admin, naming the removed
+    member's invitation and keys; removing an admin endorses again whom they invited (fay),
+    so fay can still be granted while erin's keys cannot."""
+    rows = dba(crl, _PREV)
+    assert [(r[0], r[3], r[4]) for r in rows] == [(1, "alice", "erin"), (2, "alice", "gus")]
+    one, two = _statement(crl, 1), _statement(crl, 2)
+    _, erin_sign, erin_kem = crl.extra["erin"]  # type: ignore[misc]
+    assert one.keys == ((p.digest(erin_sign), p.digest(erin_kem)),)
+    _, fay_sign, fay_kem = _keys(crl, "fay")
+    assert one.endorsed == (("fay", p.digest(fay_sign), p.digest(fay_kem)),)
+    assert two.prev == bytes(rows[0][2])
+    assert two.endorsed == ()
+    _, alice_sign, _ = _keys(crl, "alice")
+    p.verify(alice_sign, labels.TEAM_REVOCATION_LIST, one.body(), one.signature, "v1")
+    with member(crl, "alice") as alice:
+        certs = alice.certs()
+        assert certs.revoked.version == 2
+        assert certs.listed(erin_sign, erin_kem)
+        assert certs.keys("fay").kem == fay_kem
+    # the DBA puts erin back as active: still not a member anyone seals to
+    dba(crl, "UPDATE credvault.members SET state = 'active' WHERE name = 'erin'")
+    try:
+        with member(crl, "alice") as alice, pytest.raises(NotFound):
+            alice.engagements.grant("acme-2026", "erin", "reader")
+    finally:
+        dba(crl, "UPDATE credvault.members SET state = 'removed' WHERE name = 'erin'")
+
+
+def test_a_member_the_removed_admin_invites_afterwards_is_refused(crl: World) -> None:
+    """erin (removed) and the DBA plant mal, certified by erin's invitation and a join proof:
+    the chain verifies, but it runs through a revoked key and the list does not endorse mal."""
+    erin_priv = crl.extra["erin"][0]  # type: ignore[index]
+    vault_id = bytes(dba(crl, "SELECT credvault.vault_id()")[0][0])
+    seed = invitation_key(b"the DBA's own code")
+    ipk = p.ed25519_public(seed)
+    sign_pub, kem_pub = p.ed25519_generate()[1], p.x25519_generate()[1]
+    inv = p.sign(
+        erin_priv, labels.TEAM_INVITE_SIG, invitation_message(vault_id, "mal", ipk, False, "erin")
+    )
+    proof = p.sign(seed, labels.TEAM_JOIN_PROOF, join_message(vault_id, "mal", sign_pub, kem_pub))
+    dba(
+        crl,
+        "INSERT INTO credvault.members (name, role_name, admin, state, sign_pub, kem_pub) "
+        "VALUES ('mal', %s, false, 'active', %s, %s)",
+        (f"{crl.extra['db']}_mal", sign_pub, kem_pub),
+    )
+    dba(
+        crl,
+        "INSERT INTO credvault.member_certs VALUES ('mal', 'erin', false, %s, %s, %s)",
+        (ipk, inv, proof),
+    )
+    try:
+        with (
+            member(crl, "alice") as alice,
+            pytest.raises(IntegrityError, match="whose keys are revoked"),
+        ):
+            alice.engagements.grant("acme-2026", "mal", "reader")
+    finally:
+        dba(crl, "DELETE FROM credvault.member_certs WHERE member = 'mal'")
+        dba(crl, "DELETE FROM credvault.members WHERE name = 'mal'")
+
+
+def test_the_dba_deletes_the_list(crl: World) -> None:
+    """alice verified version 2: no list at all is a rollback for her (exit 6); a member who
+    never saw one (carol) reads "nobody revoked", as on a vault made before the list."""
+    with restored(crl):
+        dba(crl, "DELETE FROM credvault.revocation_list")
+        r = crl.run("alice", "grant", "acme-2026", "carol", "reader")
+        assert r.code == 6, r.err
+        assert "verified version 2 before: rolled back" in one_line(r)
+        with member(crl, "carol") as carol:
+            assert carol.certs().revoked.version == 0
+    assert dba(crl, "SELECT count(*) FROM credvault.grants WHERE member = 'carol'") == [(0,)]
+
+
+def test_the_dba_serves_an_older_or_altered_version(crl: World) -> None:
+    """Version 2 deleted (the list rolled back to 1), then replaced by version 1's bytes,
+    then altered by a byte: each is IntegrityError for alice, who verified version 2; the
+    altered one also for carol, who verifies it from scratch (its signature fails)."""
+    with restored(crl) as rows:
+        dba(crl, "DELETE FROM credvault.revocation_list WHERE version = 2")
+        with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="rolled back"):
+            alice.certs().keys("carol")
+        dba(
+            crl,
+            "INSERT INTO credvault.revocation_list SELECT 2, statement, hash, signer, member "
+            "FROM credvault.revocation_list WHERE version = 1",
+        )
+        with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="broken"):
+            alice.certs().keys("carol")
+        two = bytearray(bytes(rows[1][1]))
+        two[-1] ^= 1  # the signature's last byte: it still parses
+        dba(crl, "UPDATE credvault.revocation_list SET statement = %s WHERE version = 2", (two,))
+        with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="not the one"):
+            alice.certs().keys("carol")
+    with member(crl, "carol") as carol:
+        certs = carol.certs()
+        with pytest.raises(IntegrityError):
+            replay_revocations(certs, [(1, bytes(rows[0][1])), (2, bytes(two))], None)
+        assert certs.revoked.version == 2  # and the real list verifies from scratch
+
+
+def test_a_version_signed_by_a_member_who_is_not_an_admin(crl: World) -> None:
+    """bob (no admin) and the DBA append version 3 cutting alice off, signed by bob's key:
+    refused by alice (past her witness) and by carol (from scratch)."""
+    bob_priv = _keys(crl, "bob")[0]
+    with restored(crl):
+        _append(crl, _forge(crl, "bob", bob_priv, "alice"))
+        for who in ("alice", "carol"):
+            with member(crl, who) as t, pytest.raises(IntegrityError, match="certified admin"):
+                t.certs().keys("alice")
+
+
+def test_a_version_signed_by_an_admin_removed_before(crl: World) -> None:
+    """erin, removed in version 1, signs version 3 cutting alice off (with the DBA): her key
+    verifies, her certificate chain too, but version 1 revoked it."""
+    with restored(crl):
+        _append(crl, _forge(crl, "erin", crl.extra["erin"][0], "alice"))  # type: ignore[index]
+        for who in ("alice", "carol"):
+            with member(crl, who) as t, pytest.raises(IntegrityError, match="revoked before"):
+                t.certs().keys("alice")
+
+
+def test_a_removed_member_is_invited_again_under_the_same_name(crl: World) -> None:
+    """gus (removed, version 2) is invited again and joins with new keys: granted and
+    reading again; his old keys stay listed. A removed admin (erin) is not re-invited
+    under her name (her signatures are checked against it)."""
+    _, old_sign, old_kem = crl.extra["gus"]  # type: ignore[misc]
+    slot = Path(crl.envs["gus"]["XDG_CONFIG_HOME"]) / "credvault" / "team" / str(crl.extra["db"])
+    (slot / "gus.slot").unlink()  # his new machine
+    _join(crl, "alice", "gus")
+    _, new_sign, new_kem = _keys(crl, "gus")
+    assert (new_sign, new_kem) != (old_sign, old_kem)
+    with member(crl, "alice") as alice:
+        alice.engagements.grant("acme-2026", "gus", "reader")
+        assert alice.certs().listed(old_sign, old_kem)
+        with pytest.raises(AlreadyExists):
+            alice.members.invite("erin")
+    assert crl.ok("gus", "get", "acme-2026/db").out == SECRET + b"\n"
