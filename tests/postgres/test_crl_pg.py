@@ -1,8 +1,9 @@
 """The team vault's revocation list of member keys, tried as the DBA (docs/format.md §19.7).
 
 One world for the module (a fresh database costs seconds): alice (admin) invites erin (an
-admin), erin invites fay, alice invites gus; then alice removes erin (list version 1, which
-names erin's keys and endorses fay again) and gus (version 2). Each test then acts as the
+admin), erin invites fay, alice invites gus and hal; then alice removes erin (list version
+1, which names erin's keys and endorses fay again), gus (version 2) and hal, who never
+joined (version 3: his invitation key). Each test then acts as the
 DBA with ``psql`` (its own connection as the superuser) against the list, checks what a
 member's client does — in this process, on that member's machine (their HOME: key slot and
 witness) — and puts the rows back as they were, so the tests do not depend on each other's
@@ -91,8 +92,10 @@ def crl(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster) -> World:
     w.extra["erin"] = _keys(w, "erin")
     w.extra["gus"] = _keys(w, "gus")
     with member(w, "alice") as alice:
+        w.extra["hal"] = alice.members.invite("hal").code
         alice.members.remove("erin")
         alice.members.remove("gus")
+        alice.members.remove("hal")
     return w
 
 
@@ -132,11 +135,11 @@ def _append(w: World, stmt: Revocation) -> None:
 
 
 def _forge(w: World, signer: str, sign_private: bytes, cut_off: str) -> Revocation:
-    """Version 3, chained after version 2, signed by ``signer``'s key, naming ``cut_off``'s keys."""
-    last = _statement(w, 2)
+    """Version 4, chained after version 3, signed by ``signer``'s key, naming ``cut_off``'s keys."""
+    last = _statement(w, 3)
     _, spub, kpub = _keys(w, cut_off)
     return Revocation(
-        last.vault_id, 3, p.digest(labels.TEAM_REVOCATION_HASH + last.to_bytes()), last.time,
+        last.vault_id, 4, p.digest(labels.TEAM_REVOCATION_HASH + last.to_bytes()), last.time,
         signer, p.ed25519_public(sign_private), cut_off, b"", ((p.digest(spub), p.digest(kpub)),),
         (), b"",
     ).signed(sign_private)  # fmt: skip
@@ -147,8 +150,13 @@ def test_member_rm_signs_a_version_naming_the_keys(crl: World) -> None:
     member's invitation and keys; removing an admin endorses again whom they invited (fay),
     so fay can still be granted while erin's keys cannot."""
     rows = dba(crl, _PREV)
-    assert [(r[0], r[3], r[4]) for r in rows] == [(1, "alice", "erin"), (2, "alice", "gus")]
-    one, two = _statement(crl, 1), _statement(crl, 2)
+    assert [(r[0], r[3], r[4]) for r in rows] == [
+        (1, "alice", "erin"),
+        (2, "alice", "gus"),
+        (3, "alice", "hal"),
+    ]
+    one, two, three = _statement(crl, 1), _statement(crl, 2), _statement(crl, 3)
+    assert (three.keys, len(three.ipk)) == ((), 32)  # hal never joined: his invitation
     _, erin_sign, erin_kem = crl.extra["erin"]  # type: ignore[misc]
     assert one.keys == ((p.digest(erin_sign), p.digest(erin_kem)),)
     _, fay_sign, fay_kem = _keys(crl, "fay")
@@ -159,7 +167,7 @@ def test_member_rm_signs_a_version_naming_the_keys(crl: World) -> None:
     p.verify(alice_sign, labels.TEAM_REVOCATION_LIST, one.body(), one.signature, "v1")
     with member(crl, "alice") as alice:
         certs = alice.certs()
-        assert certs.revoked.version == 2
+        assert certs.revoked.version == 3
         assert certs.listed(erin_sign, erin_kem)
         assert certs.keys("fay").kem == fay_kem
     # the DBA puts erin back as active: still not a member anyone seals to
@@ -206,47 +214,49 @@ def test_a_member_the_removed_admin_invites_afterwards_is_refused(crl: World) ->
 
 
 def test_the_dba_deletes_the_list(crl: World) -> None:
-    """alice verified version 2: no list at all is a rollback for her (exit 6); a member who
+    """alice verified version 3: no list at all is a rollback for her (exit 6); a member who
     never saw one (carol) reads "nobody revoked", as on a vault made before the list."""
     with restored(crl):
         dba(crl, "DELETE FROM credvault.revocation_list")
         r = crl.run("alice", "grant", "acme-2026", "carol", "reader")
         assert r.code == 6, r.err
-        assert "verified version 2 before: rolled back" in one_line(r)
+        assert "verified version 3 before: rolled back" in one_line(r)
         with member(crl, "carol") as carol:
             assert carol.certs().revoked.version == 0
     assert dba(crl, "SELECT count(*) FROM credvault.grants WHERE member = 'carol'") == [(0,)]
 
 
 def test_the_dba_serves_an_older_or_altered_version(crl: World) -> None:
-    """Version 2 deleted (the list rolled back to 1), then replaced by version 1's bytes,
-    then altered by a byte: each is IntegrityError for alice, who verified version 2; the
+    """Version 3 deleted (the list rolled back to 2), then replaced by version 2's bytes,
+    then altered by a byte: each is IntegrityError for alice, who verified version 3; the
     altered one also for carol, who verifies it from scratch (its signature fails)."""
     with restored(crl) as rows:
-        dba(crl, "DELETE FROM credvault.revocation_list WHERE version = 2")
+        dba(crl, "DELETE FROM credvault.revocation_list WHERE version = 3")
         with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="rolled back"):
             alice.certs().keys("carol")
         dba(
             crl,
-            "INSERT INTO credvault.revocation_list SELECT 2, statement, hash, signer, member "
-            "FROM credvault.revocation_list WHERE version = 1",
+            "INSERT INTO credvault.revocation_list SELECT 3, statement, hash, signer, member "
+            "FROM credvault.revocation_list WHERE version = 2",
         )
         with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="broken"):
             alice.certs().keys("carol")
-        two = bytearray(bytes(rows[1][1]))
-        two[-1] ^= 1  # the signature's last byte: it still parses
-        dba(crl, "UPDATE credvault.revocation_list SET statement = %s WHERE version = 2", (two,))
+        three = bytearray(bytes(rows[2][1]))
+        three[-1] ^= 1  # the signature's last byte: it still parses
+        dba(crl, "UPDATE credvault.revocation_list SET statement = %s WHERE version = 3", (three,))
         with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="not the one"):
             alice.certs().keys("carol")
     with member(crl, "carol") as carol:
         certs = carol.certs()
         with pytest.raises(IntegrityError):
-            replay_revocations(certs, [(1, bytes(rows[0][1])), (2, bytes(two))], None)
-        assert certs.revoked.version == 2  # and the real list verifies from scratch
+            replay_revocations(
+                certs, [(1, bytes(rows[0][1])), (2, bytes(rows[1][1])), (3, bytes(three))], None
+            )
+        assert certs.revoked.version == 3  # and the real list verifies from scratch
 
 
 def test_a_version_signed_by_a_member_who_is_not_an_admin(crl: World) -> None:
-    """bob (no admin) and the DBA append version 3 cutting alice off, signed by bob's key:
+    """bob (no admin) and the DBA append version 4 cutting alice off, signed by bob's key:
     refused by alice (past her witness) and by carol (from scratch)."""
     bob_priv = _keys(crl, "bob")[0]
     with restored(crl):
@@ -257,7 +267,7 @@ def test_a_version_signed_by_a_member_who_is_not_an_admin(crl: World) -> None:
 
 
 def test_a_version_signed_by_an_admin_removed_before(crl: World) -> None:
-    """erin, removed in version 1, signs version 3 cutting alice off (with the DBA): her key
+    """erin, removed in version 1, signs version 4 cutting alice off (with the DBA): her key
     verifies, her certificate chain too, but version 1 revoked it."""
     with restored(crl):
         _append(crl, _forge(crl, "erin", crl.extra["erin"][0], "alice"))  # type: ignore[index]
@@ -281,4 +291,32 @@ def test_a_removed_member_is_invited_again_under_the_same_name(crl: World) -> No
         assert alice.certs().listed(old_sign, old_kem)
         with pytest.raises(AlreadyExists):
             alice.members.invite("erin")
-    assert crl.ok("gus", "get", "acme-2026/db").out == SECRET + b"\n"
+    with member(crl, "gus") as gus:
+
+        def never() -> list[tuple[int, bytes]]:
+            raise AssertionError("get read the revocation list")
+
+        gus.store.revocation_list = never  # type: ignore[method-assign]
+        assert gus.credentials.get("acme-2026/db").secret.reveal() == SECRET
+
+
+def test_a_member_removed_before_joining_cannot_join_later(crl: World) -> None:
+    """hal, removed while only invited, still has his code; the DBA puts his invitation back
+    (row, login with the code's verifier) and hal joins with keys of his own making: the
+    chain verifies, but version 3 revoked his invitation key, so nobody seals to him."""
+    from credvault.postgres import scram_verifier
+
+    code = crl.extra["hal"]
+    assert isinstance(code, Secret)
+    crl.envs["hal"] = _machine(crl.root, "hal", crl.target)
+    role = f"{crl.extra['db']}_hal"
+    dba(crl, "UPDATE credvault.members SET state = 'invited' WHERE name = 'hal'")
+    dba(crl, f"ALTER ROLE {role} LOGIN PASSWORD '{scram_verifier(code.reveal().decode())}'")
+    try:
+        with machine(crl, "hal"):
+            Team.join(crl.target, "hal", code, _pw(crl, "hal"), MIN_KDF)
+        with member(crl, "alice") as alice, pytest.raises(NotFound):
+            alice.engagements.grant("acme-2026", "hal", "reader")
+    finally:
+        dba(crl, f"ALTER ROLE {role} NOLOGIN PASSWORD NULL")
+        dba(crl, "UPDATE credvault.members SET state = 'removed' WHERE name = 'hal'")
