@@ -1457,8 +1457,11 @@ class TeamMembers:
         member signed out of every engagement log that names them, by this admin, in the
         same server transaction (docs/team.md, "Members"). From then on the replayed
         roster no longer lists them: no client seals to them or accepts a link of theirs,
-        whatever the DBA writes back into ``members``, ``grants`` or the login. Retried
-        from a fresh read when a log moves in between (Conflict)."""
+        whatever the DBA writes back into ``members``, ``grants`` or the login. The same
+        transaction appends the next version of the signed revocation list naming their
+        keys (format.md §19.7), which every sealing client checks: a log the server hid
+        from this admin, or a revoke link it cut, seals them nothing either. Retried from a
+        fresh read when a log or the list moves in between (Conflict)."""
         validate.name(name, "member name")
         for attempt in range(3):
             try:
@@ -1546,7 +1549,7 @@ class TeamMembers:
                 keys.add((row.sign_pub, row.kem_pub))
             if row.join_sig is not None:
                 try:
-                    c = certs._chain(name, frozenset())
+                    c = certs.certified(name)
                     keys.add((c.sign, c.kem))
                 except IntegrityError as e:
                     uncertified = f"the certificate of {name} ({e})"
@@ -1563,7 +1566,7 @@ class TeamMembers:
                 if other == name or r.inviter != name:
                     continue
                 try:
-                    c = certs._chain(other, frozenset())
+                    c = certs.certified(other)
                 except IntegrityError:
                     continue  # not joined, or not certified: invite them again
                 endorsed.append((other, p.digest(c.sign), p.digest(c.kem)))

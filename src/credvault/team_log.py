@@ -18,7 +18,10 @@ says decides who is sealed a key (docs/security.md §12, "On a team vault"):
   against the keys the log itself pins. Copies are sealed to the log's roster and pinned
   keys only, and a copy is accepted only if the log made this member a holder of that key
   version and the key has the fingerprint the rotating lead signed.
-- **A witness** of each log this member verified, kept MACed (a key derived from their
+- **The revocation list** (:class:`Revocation`, :func:`replay_revocations`): who is no
+  longer a member of the vault, as admins signed it at ``member rm`` (format.md §19.7), not
+  as the ``members`` rows say. A key it lists is sealed nothing, whatever the rows say.
+- **A witness** of each log this member verified (and of the list's latest version), kept MACed (a key derived from their
   signing key) in their state directory: a log shorter than, or forked from, what they
   verified before is tampering (exit 6), and only the new links cost a signature check.
 
@@ -266,6 +269,11 @@ class Certs:
             if row.inviter == row.member and row.sign_pub and fingerprint(row.sign_pub) == fp:
                 return self._chain(row.member, frozenset()).sign
         raise IntegrityError("the team vault's founder is missing")
+
+    def certified(self, member: str) -> Certified:
+        """The keys a member's chain certifies, current or removed, the list not consulted
+        (whose signature was this?); IntegrityError if the chain does not verify."""
+        return self._chain(member, frozenset())
 
     def sealer(self, member: str) -> bytes:
         """The certified signing key of a member, current or removed (who sealed a copy)."""
@@ -524,7 +532,7 @@ def replay_revocations(
 def _check_signer(certs: Certs, r: Revocation, before: Revoked) -> None:
     what = f"revocation list version {r.version}"
     try:
-        c = certs._chain(r.signer, frozenset())
+        c = certs.certified(r.signer)
         row = certs.rows[r.signer]
         certs.check_path(r.signer, before)
     except (IntegrityError, KeyError):
