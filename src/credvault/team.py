@@ -526,6 +526,12 @@ class Team:
             raise IntegrityError(
                 f"engagement {eng.name!r} carries the membership log of {state.name!r}"
             )
+        if state.require_reason != eng.require_reason:  # a column edited around the log
+            raise IntegrityError(
+                f"engagement {eng.name!r}: the server's require-reason setting "
+                f"({eng.require_reason}) is not the one its membership log signs "
+                f"({state.require_reason})"
+            )
         w.keep(eng.uid, state)
         self._logged.add(eng.name)
         return state
@@ -829,8 +835,11 @@ class TeamCredentials:
         req = t.store.request_read(eng, name, reason or "")
         if req is None:
             # refused, and audited by the server; say why in the SQLCipher terms
-            if t.store.engagement(eng) is None:
+            row = t.store.engagement(eng)
+            if row is None:
                 raise AccessDenied(t.member, "read", eng, "no role on it")
+            if row.require_reason and not reason:  # SQLCipher's words (the server's audit's)
+                raise AccessDenied(t.member, "get", eng, "this engagement requires --reason")
             if t.store.credential_meta(eng, name) is None:
                 raise NotFound("credential", ref)
             raise AccessDenied(t.member, "read", eng, "refused by the server")
@@ -1047,8 +1056,8 @@ class TeamEngagements:
         validate.name(name, "engagement name")
         validate.name(client, "client name")
         lead = validate.name(lead or t.member, "member name")
-        if require_reason or grace_days is not None:
-            raise NotOnTeam("engagement new --require-reason/--grace-days")
+        if grace_days is not None:
+            grace_days = validate.days(grace_days, "grace period")
         certs = t.certs()
         lead_keys = certs.keys(lead)  # NotFound, or IntegrityError for uncertified keys
         uid = os.urandom(16)
@@ -1061,7 +1070,25 @@ class TeamEngagements:
             t.keys.sign_private,
             _now(),
         )
-        t.store.create_engagement_logged(uid, name, client, lead, link0)
+        if require_reason or grace_days is not None:
+            # the settings ride in the signed log (link 1, this admin's), not only in the
+            # columns the server enforces: a column flipped on the server is exit 6
+            from credvault.postgres import engagement_store as es
+
+            link1, state = ml.sign_link(
+                state,
+                t.trust(uid, t.member),
+                ml.SET,
+                (int(require_reason), ml.NO_GRACE if grace_days is None else grace_days),
+                t.member,
+                t.keys.sign_private,
+                _now(),
+            )
+            es.create_with_settings(
+                t.store, uid, name, client, lead, link0, require_reason, grace_days, link1
+            )
+        else:
+            t.store.create_engagement_logged(uid, name, client, lead, link0)
         t.witness.keep(uid, state)
         if lead == t.member:
             self.rotate(name)  # the first key, made by its lead
@@ -1077,6 +1104,11 @@ class TeamEngagements:
         return self._lc
 
     def close(self, name: str, grace_days: int | str | None = None) -> Engagement:
+        """Without ``grace_days``: the engagement's own grace period as its membership log
+        signs it (``engagement new --grace-days``), never the column alone."""
+        if grace_days is None:
+            v = self.t.view(validate.name(name, "engagement name"))
+            grace_days = None if v.state is None else v.state.grace_days
         return self._lifecycle.close(name, grace_days)
 
     def retain(self, name: str, until: str, reason: str) -> Engagement:
@@ -1087,6 +1119,20 @@ class TeamEngagements:
 
     def purge_status(self, eng: Engagement) -> str:
         return self._lifecycle.purge_status(eng)
+
+    def set_options(self, name: str, *, require_reason: bool | None = None) -> Engagement:
+        """``engagement set``: a lead or an admin signs a ``set`` link here and the server
+        stores it with the column it enforces (:mod:`credvault.team_engagements`)."""
+        from credvault.team_engagements import set_options
+
+        return set_options(self.t, name, require_reason)
+
+    def members(self, name: str) -> builtins.list[GrantInfo]:
+        """Who holds which role (the signed roster where this member can replay the log),
+        audited as ``engagement-members`` by the server as on SQLCipher."""
+        from credvault.team_engagements import members_role
+
+        return self._members(name, members_role(self.t, name))
 
     def visible(self, client: str | None = None) -> builtins.list[Engagement]:
         """The engagements this member may list (:meth:`TeamLifecycle.visible`)."""

@@ -1076,6 +1076,90 @@ def test_status_shows_who_you_are_and_what_is_due_held_or_scheduled(world: World
     assert (bob["keyring"]["message"], bob["agent"]["message"]) == (cache, agent)
 
 
+# -- engagement settings, members, set, rotate; client ls (both backends) ------------------------
+def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> None:
+    """--require-reason and --grace-days at creation (an admin naming another lead), who may
+    list members and change settings, a lead's rotation, client ls: same words, codes and
+    audit entries on both backends."""
+    world.setup(
+        [
+            ("alice", ("engagement", "new", "beta-2026", "--client", "acme", "--lead", "bob",
+                       "--require-reason", "--grace-days", "3")),
+            ("bob", ("grant", "beta-2026", "carol", "reader")),
+            ("alice", ("engagement", "new", "gamma-2026", "--client", "gamma")),
+        ]
+    )  # fmt: skip
+    world.ok("bob", "put", "beta-2026/db", input=SECRET + b"\n")
+    denied = world.run("carol", "get", "beta-2026/db")
+    assert denied.code == 4
+    assert one_line(denied) == (
+        "credvault: access denied: 'carol' may not get on engagement 'beta-2026' "
+        "(this engagement requires --reason)"
+    )
+    assert world.ok("carol", "get", "beta-2026/db", "--reason", "T-1").out == SECRET + b"\n"
+    listed = world.ok("alice", "engagement", "members", "beta-2026").text
+    assert listed == (
+        "MEMBER  ROLE    GRANTED_BY  EXPIRES  KEY\n"
+        "bob     lead    alice                yes\n"
+        "carol   reader  bob                  yes\n"
+    )
+    assert world.ok("carol", "engagement", "members", "beta-2026", "--json").out == (
+        world.ok("bob", "engagement", "members", "beta-2026", "--json").out
+    )
+    outsider = world.run("carol", "engagement", "members", "acme-2026")
+    assert (outsider.code, one_line(outsider)) == (
+        4,
+        "credvault: access denied: 'carol' may not list members on engagement 'acme-2026' "
+        "(no grant)",
+    )
+    refused = world.run("carol", "engagement", "set", "beta-2026", "--no-require-reason")
+    assert (refused.code, one_line(refused)) == (
+        4,
+        "credvault: access denied: 'carol' may not change settings on engagement 'beta-2026' "
+        "(role reader)",
+    )
+    assert world.ok("alice", "engagement", "set", "beta-2026", "--no-require-reason").text == (
+        "updated beta-2026\n"
+    )
+    assert world.ok("carol", "get", "beta-2026/db").out == SECRET + b"\n"
+    assert world.ok("bob", "engagement", "set", "beta-2026", "--require-reason").text == (
+        "updated beta-2026\n"
+    )
+    assert world.run("carol", "get", "beta-2026/db").code == 4
+    assert world.ok("bob", "engagement", "rotate", "beta-2026").text == (
+        "beta-2026: engagement key rotated to version 2\n"
+    )
+    not_lead = world.run("carol", "engagement", "rotate", "beta-2026")
+    assert not_lead.code == 4, not_lead.err
+    assert world.ok("carol", "get", "beta-2026/db", "--reason", "T-2").out == SECRET + b"\n"
+    assert world.ok("alice", "client", "ls").text == (
+        "CLIENT  ENGAGEMENTS\n"
+        "acme    acme-2026(active), beta-2026(active)\n"
+        "gamma   gamma-2026(active)\n"
+    )
+    assert json.loads(world.ok("carol", "client", "ls", "--json").out) == {
+        "acme": ["beta-2026(active)"]
+    }
+    closed = world.ok("bob", "engagement", "close", "beta-2026").text
+    assert closed.startswith("closed beta-2026: closed ")
+    assert closed.endswith("(grace 3 days)\n")
+    acts = ("engagement-set", "change settings", "engagement-members", "list members", "get")
+    assert _all_audit(world, acts) == [
+        ("carol", "get", "beta-2026", "db", "denied", "this engagement requires --reason"),
+        ("carol", "get", "beta-2026", "db", "ok", "reason: T-1"),
+        ("alice", "engagement-members", "beta-2026", None, "ok", "2 members listed"),
+        ("carol", "engagement-members", "beta-2026", None, "ok", "2 members listed"),
+        ("bob", "engagement-members", "beta-2026", None, "ok", "2 members listed"),
+        ("carol", "list members", "acme-2026", None, "denied", "no grant"),
+        ("carol", "change settings", "beta-2026", None, "denied", "role reader"),
+        ("alice", "engagement-set", "beta-2026", None, "ok", "require-reason=False"),
+        ("carol", "get", "beta-2026", "db", "ok", ""),
+        ("bob", "engagement-set", "beta-2026", None, "ok", "require-reason=True"),
+        ("carol", "get", "beta-2026", "db", "denied", "this engagement requires --reason"),
+        ("carol", "get", "beta-2026", "db", "ok", "reason: T-2"),
+    ]
+
+
 @pytest.fixture
 def team(tmp_path: Path, pg_cluster: Cluster) -> World:
     return _postgresql(tmp_path, pg_cluster)

@@ -2954,3 +2954,125 @@ BEGIN
                    ' integer, text, bytea, bytea, boolean, text[]) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == pgeng: engagement settings signed in the membership log; engagement set ==
+--
+-- (docs/team.md, "Engagement settings".) `engagement new --require-reason/--grace-days` and
+-- `engagement set --[no-]require-reason` write a `set` link (format.md §17) into the
+-- engagement's membership log, signed by the admin or lead who decides it, and the same
+-- values into the columns the server enforces (request_read and the other requests refuse a
+-- read without a reason; close_engagement schedules by grace_days). The server checks that
+-- the link says what the columns get; every client replays the log and refuses an
+-- engagement whose require_reason column differs from its signed log (a DBA's unsigned
+-- flip: exit 6), and closes with the signed grace period.
+
+-- A `set` link of `who` saying require_reason = rr (and, unless NULL, grace_days = grace;
+-- -1 for the vault's own), and nothing after it (header part 6 kind, 7 signer, 9 and 10
+-- the two 8-byte integers).
+CREATE FUNCTION credvault.settings_link_ok(link bytea, who text, rr boolean, grace integer)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = credvault, pg_temp
+AS $$
+    SELECT link_part(link, 6) IS NOT DISTINCT FROM convert_to('set', 'UTF8')
+       AND link_part(link, 7) IS NOT DISTINCT FROM convert_to(who, 'UTF8')
+       AND link_part(link, 9) IS NOT DISTINCT FROM int8send(CASE WHEN rr THEN 1 ELSE 0 END::bigint)
+       AND (grace IS NULL OR link_part(link, 10) IS NOT DISTINCT FROM int8send(grace::bigint))
+       AND link_part(link, 10) IS NOT NULL
+       AND link_part(link, 11) IS NULL
+$$;
+
+-- An admin creates a logged engagement with its settings: create_engagement_logged's work,
+-- then link 1 (`set`, signed by the same admin) and the columns, in one transaction.
+CREATE FUNCTION credvault.create_engagement_set(
+    e_uid bytea, e_name text, e_client text, e_lead text, link0 bytea,
+    rr boolean, grace integer, link1 bytea
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); eid bigint;
+BEGIN
+    IF NOT settings_link_ok(link1, who, rr, coalesce(grace, -1)) THEN
+        RAISE EXCEPTION 'credvault: not the settings link of this engagement'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    eid := create_engagement_logged(e_uid, e_name, e_client, e_lead, link0);
+    PERFORM log_append(eid, link1);
+    UPDATE engagements SET require_reason = rr, grace_days = grace WHERE id = eid;
+    RETURN eid;
+END $$;
+
+-- `engagement set`: a lead or an admin (SQLCipher's engagement.set), with the `set` link
+-- (NULL only for an engagement without a log: migrated, whose setting stays unsigned as
+-- on SQLCipher). A denial is audited under SQLCipher's verb and returned, not raised.
+-- 'ok' or 'denied: <why>'.
+CREATE FUNCTION credvault.set_engagement_logged(eng text, rr boolean, new_link bytea)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; why text;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged' FOR UPDATE;
+    why := lifecycle_denial(e.id);
+    IF why IS NOT NULL THEN
+        PERFORM audit_append(who, 'change settings', eng, NULL, 'denied', why);
+        RETURN 'denied: ' || why;
+    END IF;
+    IF e.id IS NULL THEN
+        RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        IF new_link IS NULL OR NOT settings_link_ok(new_link, who, rr, NULL) THEN
+            RAISE EXCEPTION 'credvault: not a settings link of %', who
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM log_append(e.id, new_link);
+    ELSIF new_link IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: an engagement without a membership log cannot start one'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE engagements SET require_reason = rr WHERE id = e.id;
+    PERFORM audit_append(who, 'engagement-set', eng, NULL, 'ok',
+                         'require-reason=' || CASE WHEN rr THEN 'True' ELSE 'False' END);
+    RETURN 'ok';
+END $$;
+
+-- `engagement members`: an admin, or a member holding a role (SQLCipher's
+-- engagement.members). Audited `engagement-members` "N members listed" (the live grants
+-- engagement_grants returns), a denial as `list members` with the role held; returns
+-- 'ok:<the caller's role>' or 'denied: <why>'. An admin naming no engagement: no_data_found.
+CREATE FUNCTION credvault.members_listed(eng text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; r text; n bigint;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
+    r := CASE WHEN e.id IS NULL THEN NULL ELSE role_in(e.id) END;
+    IF r IS NULL AND NOT is_admin() THEN
+        PERFORM audit_append(who, 'list members', eng, NULL, 'denied', 'no grant');
+        RETURN 'denied: no grant';
+    END IF;
+    IF e.id IS NULL THEN
+        RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT count(*) INTO n FROM engagement_grants(eng);
+    PERFORM audit_append(who, 'engagement-members', eng, NULL, 'ok', format('%s members listed', n));
+    RETURN 'ok:' || coalesce(r, '');
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.members_listed(text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.members_listed(text) TO %I',
+                   credvault.member_group());
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.settings_link_ok(bytea, text, boolean, integer),
+    credvault.create_engagement_set(bytea, text, text, text, bytea, boolean, integer, bytea),
+    credvault.set_engagement_logged(text, boolean, bytea) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION'
+                   ' credvault.create_engagement_set(bytea, text, text, text, bytea, boolean, integer, bytea),'
+                   ' credvault.set_engagement_logged(text, boolean, bytea) TO %I',
+                   credvault.member_group());
+END $$;

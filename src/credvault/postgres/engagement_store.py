@@ -1,0 +1,58 @@
+"""The SQL of an engagement's settings, its members listing and the whole-trail audit on a
+team vault (``upgrade-2.sql``, section pgeng), beside :mod:`credvault.postgres.store`,
+whose connection and error mapping it uses. It decides nothing: each call is one SECURITY
+DEFINER function that checks the caller and writes the audit rows itself.
+
+psycopg is imported by the store, never here at module import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from credvault.postgres.store import PgStore
+
+
+@contextlib.contextmanager
+def _errors(store: PgStore, action: str, engagement: str | None = None) -> Iterator[None]:
+    """The store's mapping of SQLSTATEs to credvault's errors (exit codes)."""
+    with store._errors(action, engagement):
+        yield
+
+
+def create_with_settings(
+    store: PgStore,
+    uid: bytes,
+    name: str,
+    client: str,
+    lead: str,
+    link0: bytes,
+    require_reason: bool,
+    grace_days: int | None,
+    link1: bytes,
+) -> None:
+    """``engagement new --require-reason/--grace-days``: link 0, the ``set`` link 1 and
+    the columns the server enforces, in one transaction."""
+    with _errors(store, "create an engagement", name):
+        store.conn.execute(
+            "SELECT credvault.create_engagement_set(%s, %s, %s, %s, %s, %s, %s::integer, %s)",
+            (uid, name, client, lead, link0, require_reason, grace_days, link1),
+        )
+
+
+def set_settings(store: PgStore, name: str, require_reason: bool, link: bytes | None) -> str:
+    """``engagement set``: 'ok' or 'denied: <why>' (audited by the server)."""
+    with _errors(store, "change settings", name):
+        row = store.conn.execute(
+            "SELECT credvault.set_engagement_logged(%s, %s, %s)", (name, require_reason, link)
+        ).fetchone()
+    return str(row[0])
+
+
+def members_listed(store: PgStore, name: str) -> str:
+    """``engagement members``: 'ok:<your role>' (audited ``engagement-members``) or
+    'denied: <why>' (audited ``list members``)."""
+    with _errors(store, "list members", name):
+        row = store.conn.execute("SELECT credvault.members_listed(%s)", (name,)).fetchone()
+    return str(row[0])
