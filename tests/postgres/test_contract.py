@@ -1140,9 +1140,6 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
     assert json.loads(world.ok("carol", "client", "ls", "--json").out) == {
         "acme": ["beta-2026(active)"]
     }
-    closed = world.ok("bob", "engagement", "close", "beta-2026").text
-    assert closed.startswith("closed beta-2026: closed ")
-    assert closed.endswith("(grace 3 days)\n")
     acts = ("engagement-set", "change settings", "engagement-members", "list members", "get")
     assert _all_audit(world, acts) == [
         ("carol", "get", "beta-2026", "db", "denied", "this engagement requires --reason"),
@@ -1158,6 +1155,40 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         ("carol", "get", "beta-2026", "db", "denied", "this engagement requires --reason"),
         ("carol", "get", "beta-2026", "db", "ok", "reason: T-2"),
     ]
+    if world.backend == "postgresql":
+        # The DBA (the new insider) flips --require-reason off in the column the server
+        # enforces. The server now releases a read without a reason (on the record), but no
+        # client honours the unsigned flip: the log signs True, so every member's command
+        # opening its key is exit 6, and no secret is shown.
+        _dba(
+            world,
+            "UPDATE credvault.engagements SET require_reason = false WHERE name = 'beta-2026'",
+        )
+        flipped = world.run("carol", "get", "beta-2026/db")
+        assert (flipped.code, flipped.out) == (6, b"")
+        assert one_line(flipped) == (
+            "credvault: engagement 'beta-2026': the server's require-reason "
+            "setting (False) is not the one its membership log signs (True)"
+        )
+        assert world.run("bob", "engagement", "rotate", "beta-2026").code == 6
+        # and shortens the grace period around the log: close takes the signed 3 days
+        _dba(world, "UPDATE credvault.engagements SET require_reason = true, grace_days = 0 "
+                    "WHERE name = 'beta-2026'")  # fmt: skip
+    closed = world.ok("bob", "engagement", "close", "beta-2026").text
+    assert closed.startswith("closed beta-2026: closed ")
+    assert closed.endswith("(grace 3 days)\n")
+
+
+def _dba(world: World, sql: str) -> None:
+    """Run ``sql`` as the DBA (the cluster's superuser) on the team vault's database."""
+    import psycopg
+
+    cluster = world.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    with psycopg.connect(
+        cluster.conninfo(str(world.extra["db"])), password=cluster.password
+    ) as conn:
+        conn.execute(sql)
 
 
 @pytest.fixture
