@@ -1351,8 +1351,11 @@ class TeamEngagements:
     def _rotate(self, name: str) -> int:
         t = self.t
         v = t.view(name)
-        if v.eng is None:
-            raise AccessDenied(t.member, "rotate", name, "no role on it")
+        if v.eng is None or (v.state is not None and not t.leads(v.state)):
+            from credvault.postgres import engagement_store as es
+
+            # refused here (the signed log decides), on the record there as on SQLCipher
+            raise AccessDenied(t.member, "rotate", name, es.rotation_refused(t.store, name))
         eng_uid = v.eng.uid
         state = v.state
         links: builtins.list[bytes] = []
@@ -1361,8 +1364,6 @@ class TeamEngagements:
             t.check_pre_log(v.eng)
             eng_uid, old_key, old_version = t.engagement_key(name, "rotate")
         else:
-            if not t.leads(state):
-                raise AccessDenied(t.member, "rotate", name, "refused by the server")
             old_version = state.key_version
             if old_version:
                 _, old_key, _ = t.logged_key(name, "rotate", v)
@@ -1567,13 +1568,8 @@ class TeamAudit:
         since: str | None = None,
         limit: int | None = None,
     ) -> builtins.list[AuditEntry]:
-        if engagement is None or since is not None:
-            raise NotOnTeam("audit without --engagement, or with --since")
-        from credvault.audit import AuditEntry
+        """What the server lets this member read, filtered there, audited ``audit-read``
+        (:func:`credvault.team_engagements.audit_entries`), as SQLCipher's ``audit``."""
+        from credvault.team_engagements import audit_entries
 
-        rows = [
-            AuditEntry(seq, ts, m, a, engagement, item or None, outcome, detail)
-            for seq, ts, m, a, item, outcome, detail in self.t.store.audit_rows(engagement)
-            if (member is None or m == member) and (action is None or a == action)
-        ]
-        return rows[-limit:] if limit else rows
+        return audit_entries(self.t, engagement, member, action, since, limit)

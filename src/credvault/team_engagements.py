@@ -23,6 +23,7 @@ from credvault.errors import AccessDenied, IntegrityError
 from credvault.model import iso
 
 if TYPE_CHECKING:
+    from credvault.audit import AuditEntry
     from credvault.keyslots import MemberKeys
     from credvault.model import Engagement
     from credvault.postgres.store import PgStore
@@ -113,3 +114,38 @@ def members_role(t: TeamLike, name: str) -> str | None:
     if outcome.startswith("denied: "):
         raise AccessDenied(t.member, "list members", name, outcome.removeprefix("denied: "))
     return outcome.removeprefix("ok:") or None
+
+
+def audit_entries(
+    t: TeamLike,
+    engagement: str | None,
+    member: str | None,
+    action: str | None,
+    since: str | None,
+    limit: int | None,
+) -> list[AuditEntry]:
+    """``audit``, its input checked as SQLCipher's :meth:`credvault.audit_trail.AuditTrail
+    .entries` checks it; who reads what is the server's (admins the whole trail, leads and
+    auditors their engagements), which audits the read as ``audit-read`` "N entries"."""
+    from credvault.audit import AuditEntry
+    from credvault.errors import InvalidInput
+    from credvault.postgres import engagement_store as es
+
+    if engagement is not None:
+        validate.name(engagement, "engagement name")
+    if member is not None:
+        validate.name(member, "member name")
+    if action is not None and not validate.is_action(action):
+        raise InvalidInput("invalid --action: expected an action name such as get or put")
+    since_iso = None
+    if since is not None:
+        start = validate.when(since, "since date")
+        if len(since) == 10:  # a bare date means from the start of that day
+            start = start.replace(hour=0, minute=0, second=0)
+        since_iso = iso(start)
+    if limit is not None and limit < 1:
+        raise InvalidInput("--limit must be at least 1")
+    rows, denied = es.audit_entries(t.store, engagement, member, action, since_iso, limit)
+    if denied is not None:
+        raise AccessDenied(t.member, "read the audit trail", engagement, denied)
+    return [AuditEntry(*r) for r in rows]

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -1130,7 +1131,10 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "beta-2026: engagement key rotated to version 2\n"
     )
     not_lead = world.run("carol", "engagement", "rotate", "beta-2026")
-    assert not_lead.code == 4, not_lead.err
+    assert (not_lead.code, one_line(not_lead)) == (
+        4,
+        "credvault: access denied: 'carol' may not rotate on engagement 'beta-2026' (role reader)",
+    )
     assert world.ok("carol", "get", "beta-2026/db", "--reason", "T-2").out == SECRET + b"\n"
     assert world.ok("alice", "client", "ls").text == (
         "CLIENT  ENGAGEMENTS\n"
@@ -1140,8 +1144,41 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
     assert json.loads(world.ok("carol", "client", "ls", "--json").out) == {
         "acme": ["beta-2026(active)"]
     }
+    # audit: an admin reads the whole trail, filtered by time; a lead their engagements
+    today = f"{datetime.now(UTC):%Y-%m-%d}"
+    sets = world.ok("alice", "audit", "--since", today, "--action", "engagement-set", "--json")
+    assert [(e["member"], e["detail"]) for e in json.loads(sets.out)] == [
+        ("alice", "require-reason=False"),
+        ("bob", "require-reason=True"),
+    ]
+    assert world.ok("alice", "audit", "--since", "2999-01-01").text == (
+        "#  TIME (UTC)  MEMBER  ACTION  ENGAGEMENT  ITEM  OUTCOME  DETAIL\n"
+    )
+    led = json.loads(world.ok("bob", "audit", "--member", "carol", "--json").out)
+    assert [(e["engagement"], e["action"], e["outcome"]) for e in led] == [
+        ("beta-2026", "get", "denied"),
+        ("beta-2026", "get", "ok"),
+        ("beta-2026", "engagement-members", "ok"),
+        ("beta-2026", "change settings", "denied"),
+        ("beta-2026", "get", "ok"),
+        ("beta-2026", "get", "denied"),
+        ("beta-2026", "rotate", "denied"),
+        ("beta-2026", "get", "ok"),
+    ]
+    last = world.ok("alice", "audit", "--limit", "1").text.splitlines()
+    assert last[1].split()[3:] == ["bob", "audit-read", "ok", f"{len(led)}", "entries"]
+    no_audit = world.run("carol", "audit", "--engagement", "beta-2026")
+    assert (no_audit.code, one_line(no_audit)) == (
+        4,
+        "credvault: access denied: 'carol' may not read the audit trail on engagement "
+        "'beta-2026' (role reader)",
+    )
     acts = ("engagement-set", "change settings", "engagement-members", "list members", "get")
-    assert _all_audit(world, acts) == [
+    acts += ("audit-read", "read the audit trail", "rotate")
+    # a rotation's own entries differ by design: a team lead's reads every envelope through
+    # an audited request first ("read for rotation"), then stores "key version N"
+    rows = [r for r in _all_audit(world, acts) if r[1] != "rotate" or r[4] != "ok"]
+    assert rows == [
         ("carol", "get", "beta-2026", "db", "denied", "this engagement requires --reason"),
         ("carol", "get", "beta-2026", "db", "ok", "reason: T-1"),
         ("alice", "engagement-members", "beta-2026", None, "ok", "2 members listed"),
@@ -1153,7 +1190,13 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         ("carol", "get", "beta-2026", "db", "ok", ""),
         ("bob", "engagement-set", "beta-2026", None, "ok", "require-reason=True"),
         ("carol", "get", "beta-2026", "db", "denied", "this engagement requires --reason"),
+        ("carol", "rotate", "beta-2026", None, "denied", "role reader"),
         ("carol", "get", "beta-2026", "db", "ok", "reason: T-2"),
+        ("alice", "audit-read", None, None, "ok", "2 entries"),
+        ("alice", "audit-read", None, None, "ok", "0 entries"),
+        ("bob", "audit-read", None, None, "ok", f"{len(led)} entries"),
+        ("alice", "audit-read", None, None, "ok", "1 entries"),
+        ("carol", "read the audit trail", "beta-2026", None, "denied", "role reader"),
     ]
     if world.backend == "postgresql":
         # The DBA (the new insider) flips --require-reason off in the column the server

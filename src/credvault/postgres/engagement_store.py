@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
 
 from credvault.postgres.store import PgStore
 
@@ -56,3 +58,51 @@ def members_listed(store: PgStore, name: str) -> str:
     with _errors(store, "list members", name):
         row = store.conn.execute("SELECT credvault.members_listed(%s)", (name,)).fetchone()
     return str(row[0])
+
+
+def rotation_refused(store: PgStore, name: str) -> str:
+    """A rotation this member may not make, audited ``rotate`` denied; the role held."""
+    with _errors(store, "rotate", name):
+        row = store.conn.execute("SELECT credvault.rotation_refused(%s)", (name,)).fetchone()
+    return str(row[0])
+
+
+AuditEntryRow = tuple[int, str, str, str, str | None, str | None, str, str]
+
+
+def audit_entries(
+    store: PgStore,
+    engagement: str | None,
+    member: str | None,
+    action: str | None,
+    since: str | None,
+    limit: int | None,
+) -> tuple[list[AuditEntryRow], str | None]:
+    """``audit``: the entries the server lets the caller read (audited ``audit-read``),
+    and None; or no entries and the reason of a denial (audited by the server)."""
+    with _errors(store, "read the audit trail", engagement):
+        rows = store.conn.execute(
+            "SELECT seq, ts, member, action, engagement, item, outcome, detail "
+            "FROM credvault.audit_entries(%s, %s, %s, %s::timestamptz, %s::integer)",
+            (engagement, member, action, since, limit),
+        ).fetchall()
+    if len(rows) == 1 and int(rows[0][0]) == -1:
+        return [], str(rows[0][7])
+    return [
+        (
+            int(r[0]),
+            _ts(r[1]),
+            str(r[2]),
+            str(r[3]),
+            r[4],
+            r[5],
+            str(r[6]),
+            str(r[7]),
+        )
+        for r in rows
+    ], None
+
+
+def _ts(v: Any) -> str:
+    """A timestamptz as the team vault's ISO form (UTC, seconds, ``Z``), as the store's."""
+    return str(v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))

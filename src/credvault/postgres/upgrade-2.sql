@@ -3059,11 +3059,80 @@ BEGIN
     RETURN 'ok:' || coalesce(r, '');
 END $$;
 
-REVOKE ALL ON FUNCTION credvault.members_listed(text) FROM PUBLIC;
+-- `audit` (SQLCipher's AuditTrail.entries): with an engagement, its lead or auditor or an
+-- admin (purged ones too); without, an admin reads the whole trail (vault-wide entries
+-- too), anyone else the entries of the engagements they lead or audit (not purged). Then
+-- filtered by member, action and time, the last `lim` (NULL: all), and audited
+-- `audit-read` "N entries" after the query (the listing does not show its own entry). A
+-- denial is audited as `read the audit trail` with the role held and returned as one row
+-- with seq -1 and the reason as detail (not raised: the audit row commits).
+CREATE FUNCTION credvault.audit_entries(eng text, mem text, act text, since timestamptz,
+                                        lim integer)
+RETURNS TABLE (seq bigint, ts timestamptz, member text, action text, engagement text,
+               item text, outcome text, detail text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; r text; engs text[]; whole boolean := false; n bigint;
+BEGIN
+    IF eng IS NOT NULL THEN
+        SELECT * INTO e FROM engagements x WHERE x.name = eng;
+        r := CASE WHEN e.id IS NULL THEN NULL ELSE role_in(e.id) END;
+        IF NOT (is_admin() OR coalesce(r, '') IN ('lead', 'auditor')) THEN
+            PERFORM audit_append(who, 'read the audit trail', eng, NULL, 'denied',
+                                 coalesce('role ' || r, 'no grant'));
+            RETURN QUERY SELECT -1::bigint, now(), who, 'read the audit trail'::text, eng,
+                NULL::text, 'denied'::text, coalesce('role ' || r, 'no grant');
+            RETURN;
+        END IF;
+        IF e.id IS NULL THEN
+            RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+        END IF;
+        engs := ARRAY[eng];
+    ELSIF is_admin() THEN
+        whole := true;
+    ELSE
+        engs := ARRAY(SELECT x.name FROM engagements x
+                      WHERE x.state <> 'purged' AND role_in(x.id) IN ('lead', 'auditor'));
+    END IF;
+    RETURN QUERY SELECT * FROM (
+        SELECT a.seq, a.ts, a.member, a.action, a.engagement, a.item, a.outcome, a.detail
+        FROM audit a
+        WHERE (whole OR a.engagement = ANY (engs))
+          AND (mem IS NULL OR a.member = mem) AND (act IS NULL OR a.action = act)
+          AND (since IS NULL OR a.ts >= since)
+        ORDER BY a.seq DESC LIMIT lim) last ORDER BY 1;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM audit_append(who, 'audit-read', eng, NULL, 'ok', format('%s entries', n));
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.audit_entries(text, text, text, timestamptz, integer)
+    FROM PUBLIC;
 DO $$
 BEGIN
-    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.members_listed(text) TO %I',
-                   credvault.member_group());
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.audit_entries(text, text, text,'
+                   ' timestamptz, integer) TO %I', credvault.member_group());
+END $$;
+
+-- `engagement rotate` by someone the signed log does not make a lead (its client refuses
+-- before asking for anything): the denial on the record as SQLCipher's, the verb `rotate`
+-- and the role held. Does nothing else; returns the reason.
+CREATE FUNCTION credvault.rotation_refused(eng text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); eid bigint; why text;
+BEGIN
+    SELECT x.id INTO eid FROM engagements x WHERE x.name = eng;
+    why := held(eid);
+    PERFORM audit_append(who, 'rotate', eng, NULL, 'denied', why);
+    RETURN why;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.members_listed(text), credvault.rotation_refused(text)
+    FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.members_listed(text),'
+                   ' credvault.rotation_refused(text) TO %I', credvault.member_group());
 END $$;
 
 REVOKE ALL ON FUNCTION credvault.settings_link_ok(bytea, text, boolean, integer),
