@@ -306,7 +306,7 @@ class Team:
         """``client export`` (:mod:`credvault.team_export`, loaded when used)."""
         from credvault.team_export import TeamClients
 
-        return TeamClients(self)
+        return TeamClients(self, self.purger)
 
     # -- lifecycle and purge (credvault.team_lifecycle, loaded when used) -----------------
     @property

@@ -30,6 +30,15 @@ if TYPE_CHECKING:
     from credvault.team_log import LogWitness
 
 
+class Connected(Protocol):
+    """An open team vault's connection and member (what the server-decided calls need)."""
+
+    store: PgStore
+
+    @property
+    def member(self) -> str: ...
+
+
 class TeamLike(Protocol):
     """What these commands need of an open :class:`credvault.team.Team` (a Protocol, so
     this module does not import ``team.py``, which loads it)."""
@@ -149,3 +158,23 @@ def audit_entries(
     if denied is not None:
         raise AccessDenied(t.member, "read the audit trail", engagement, denied)
     return [AuditEntry(*r) for r in rows]
+
+
+def client_engagements(t: Connected, client: str) -> list[str]:
+    """The client's engagements not purged yet, each of which this member may shred (the
+    server checks all of them and audits the first refusal as ``shred`` denied)."""
+    from credvault.errors import NotFound
+    from credvault.postgres import engagement_store as es
+
+    validate.name(client, "client name")
+    rows = es.client_shred_check(t.store, client)
+    if not rows:
+        raise NotFound("client", client, f"client {client!r} has nothing left to shred")
+    name, why = rows[0]
+    if why is not None:
+        if name is None:  # one the member holds no role in: its name stays hidden
+            raise AccessDenied(
+                t.member, "shred", None, f"an engagement of {client!r} you hold no role in"
+            )
+        raise AccessDenied(t.member, "shred", name, why)
+    return [str(n) for n, _ in rows]

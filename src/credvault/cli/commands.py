@@ -151,6 +151,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_engagement_members",
         "cmd_engagement_rotate",
         "cmd_client_ls",
+        "cmd_client_shred",
     }
 )
 

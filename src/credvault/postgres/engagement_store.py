@@ -67,6 +67,16 @@ def rotation_refused(store: PgStore, name: str) -> str:
     return str(row[0])
 
 
+def client_shred_check(store: PgStore, client: str) -> list[tuple[str | None, str | None]]:
+    """(name, None) for each engagement of ``client`` left to shred, all of which the
+    caller may shred; or one (name or None, why) for the first they may not (audited)."""
+    with _errors(store, "shred"):
+        rows = store.conn.execute(
+            "SELECT name, denial FROM credvault.client_shred_check(%s)", (client,)
+        ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
 AuditEntryRow = tuple[int, str, str, str, str | None, str | None, str, str]
 
 

@@ -3127,12 +3127,38 @@ BEGIN
     RETURN why;
 END $$;
 
-REVOKE ALL ON FUNCTION credvault.members_listed(text), credvault.rotation_refused(text)
-    FROM PUBLIC;
+-- `client shred` (SQLCipher's Clients.shred): every engagement of the client not purged
+-- yet, by name, each one the caller may shred (its lead or an admin) — all or none: the
+-- first the caller may not shred is audited as `shred` denied with the role held and
+-- returned alone with the reason (its name only if the caller holds a role in it: row-level
+-- security hides the others' names). No row: nothing left to shred. Destroys nothing: the
+-- client then shreds each through destroy_engagement, signing each receipt.
+CREATE FUNCTION credvault.client_shred_check(cl text)
+RETURNS TABLE (name text, denial text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; why text;
+BEGIN
+    FOR e IN SELECT * FROM engagements x WHERE x.client = cl AND x.state <> 'purged'
+             ORDER BY x.name COLLATE "C" LOOP
+        why := lifecycle_denial(e.id);
+        IF why IS NOT NULL THEN
+            PERFORM audit_append(who, 'shred', e.name, NULL, 'denied', why);
+            RETURN QUERY SELECT CASE WHEN role_in(e.id) IS NULL THEN NULL ELSE e.name END, why;
+            RETURN;
+        END IF;
+    END LOOP;
+    RETURN QUERY SELECT x.name, NULL::text FROM engagements x
+        WHERE x.client = cl AND x.state <> 'purged' ORDER BY x.name COLLATE "C";
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.members_listed(text), credvault.rotation_refused(text),
+    credvault.client_shred_check(text) FROM PUBLIC;
 DO $$
 BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.members_listed(text),'
-                   ' credvault.rotation_refused(text) TO %I', credvault.member_group());
+                   ' credvault.rotation_refused(text), credvault.client_shred_check(text) TO %I',
+                   credvault.member_group());
 END $$;
 
 REVOKE ALL ON FUNCTION credvault.settings_link_ok(bytea, text, boolean, integer),
