@@ -232,12 +232,14 @@ def test_client_shred_destroys_every_engagement_or_none(world: World, tmp_path: 
         4,
         f"credvault: access denied: 'bob' may not shred on engagement '{ENG}' (role reader)",
     )
-    hidden = world.run("carol", "client", "shred", "other", "--yes")
-    assert hidden.code == 4
     if world.backend == "postgresql":  # row-level security: a name carol may not see
-        assert one_line(hidden) == (
-            "credvault: access denied: 'carol' may not shred (an engagement of 'other' you "
-            "hold no role in)"
+        hidden = world.run("carol", "client", "shred", "other", "--yes")
+        assert (hidden.code, one_line(hidden)) == (
+            4,
+            (
+                "credvault: access denied: 'carol' may not shred (an engagement of 'other' you "
+                "hold no role in)"
+            ),
         )
     r = world.run("alice", "client", "shred", "acme", "--yes")
     assert r.text == f"shredded {ENG}\nshredded beta-2026\n"
@@ -264,7 +266,6 @@ def test_client_shred_destroys_every_engagement_or_none(world: World, tmp_path: 
         "alice",
     )
     key = world.ok("alice", "info", "--public-key").text.strip()
-    assert world.ok("alice", "verify-receipt", str(out), "--public-key", key).code == 0
     sh = subprocess.run(["sh", str(VERIFY_SH), str(out), key], capture_output=True,
                         text=True, timeout=60, check=False)  # fmt: skip
     assert sh.returncode == 0, sh.stderr
@@ -274,11 +275,10 @@ def test_client_shred_destroys_every_engagement_or_none(world: World, tmp_path: 
         for e in json.loads(world.ok("alice", "audit", "--json").out)
         if e["action"] in ("shred", "purge")
     ]
-    assert trail[:2] == [
-        ("bob", "shred", ENG, "denied", "role reader"),
-        ("carol", "shred", "other-2026", "denied", "no grant"),
-    ]
-    assert [(m, a, e, o, d.split(";")[0]) for m, a, e, o, d in trail[2:]] == [
+    assert trail[0] == ("bob", "shred", ENG, "denied", "role reader")
+    if world.backend == "postgresql":  # the hidden one's refusal names it on the record
+        assert trail[1] == ("carol", "shred", "other-2026", "denied", "no grant")
+    assert [(m, a, e, o, d.split(";")[0]) for m, a, e, o, d in trail[-2:]] == [
         ("alice", "purge", ENG, "ok", "client request"),
         ("alice", "purge", "beta-2026", "ok", "client request"),
     ]
