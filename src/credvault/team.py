@@ -1107,8 +1107,9 @@ class TeamEngagements:
         """Without ``grace_days``: the engagement's own grace period as its membership log
         signs it (``engagement new --grace-days``), never the column alone."""
         if grace_days is None:
-            v = self.t.view(validate.name(name, "engagement name"))
-            grace_days = None if v.state is None else v.state.grace_days
+            from credvault.team_engagements import signed_grace
+
+            grace_days = signed_grace(self.t, validate.name(name, "engagement name"))
         return self._lifecycle.close(name, grace_days)
 
     def retain(self, name: str, until: str, reason: str) -> Engagement:

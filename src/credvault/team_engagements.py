@@ -112,6 +112,14 @@ def set_options(t: TeamLike, name: str, require_reason: bool | None) -> Engageme
     return life.engagement
 
 
+def signed_grace(t: TeamLike, name: str) -> int | None:
+    """The grace period the engagement's log signs (None: the vault's own, or no log, or
+    none the caller may read: the server then refuses the close or uses its column). An
+    admin without a role reads the log too (``engagement_log_links`` lets admins)."""
+    got = _signed_state(t, name)
+    return None if got is None else got[1].grace_days
+
+
 def members_role(t: TeamLike, name: str) -> str | None:
     """``engagement members``: the server checks the caller (a role, or an admin) and
     audits ``engagement-members`` with the count of live grants (a denial as ``list
