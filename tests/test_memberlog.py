@@ -351,6 +351,43 @@ def test_a_remover_admin_may_sign_a_revoke_and_nothing_else() -> None:
     assert "without lead" in _refused([*log.blobs, out, last], team)
 
 
+def test_settings_are_signed_by_a_lead_or_a_remover_admin_only() -> None:
+    """A team vault's engagement settings (``set``: --require-reason, its grace period):
+    a lead signs them, or an admin the trust names in ``removers``; never an engineer, an
+    admin without that trust (a SQLCipher vault) or another key. Values are bounded; the
+    last ``set`` decides; a state without settings keeps the bytes it had (old caches)."""
+    log = _history()
+    plain = ml.state_to_bytes(log.st)
+    assert b"require_reason" not in plain
+    assert b"grace_days" not in plain
+    before = log.st
+    st = log.add(ml.SET, (1, 3), ALICE)
+    assert (st.require_reason, st.grace_days) == (True, 3)
+    assert (st.roster, st.key_version, st.holders) == (
+        before.roster,
+        before.key_version,
+        before.holders,
+    )
+    assert ml.state_from_bytes(ml.state_to_bytes(st)) == st
+    assert ml.replay(log.blobs, TRUST) == st
+    team = TRUST._replace(removers={"admin": frozenset({ADMIN.sign})})
+    off = _forge(st, ml.SET, (0, ml.NO_GRACE), "admin", ADMIN)
+    after = ml.replay([*log.blobs, off], team)
+    assert (after.require_reason, after.grace_days) == (False, None)
+    assert "not on the roster" in _refused([*log.blobs, off])  # no removers
+    assert "not on the roster" in _refused(
+        [*log.blobs, _forge(st, ml.SET, (0, -1), "admin", MALLORY)], team
+    )
+    assert "not entitled" in _refused([*log.blobs, _forge(st, ml.SET, (0, -1), "bob", BOB)])
+    for bad in ((2, -1), (1, -2), (0, 36501)):
+        assert "bad engagement settings" in _refused(
+            [*log.blobs, _forge(st, ml.SET, bad, "alice", ALICE)]
+        )
+    explicit = plain.replace(b'"head"', b'"grace_days":null,"head"')
+    with pytest.raises(IntegrityError):
+        ml.state_from_bytes(explicit)
+
+
 # -- replayed, reordered, truncated, forked -----------------------------------------------------
 def test_revoke_cannot_be_undone_by_deleting_it() -> None:
     log = Log()

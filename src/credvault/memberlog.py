@@ -25,6 +25,8 @@ Rules (each enforced by :func:`apply`):
   ever re-signed and a lowered lead's earlier links stay valid (no cycles).
 - ``succeed`` (a member's new key pair) is signed by that member's current key, or by a lead
   or the recovery key; ``compromised = 1`` demands a rotation.
+- ``set`` (the engagement's settings: ``--require-reason``, its own grace period; a team
+  vault's) is signed by a lead, or by an admin the :class:`Trust` names in ``removers``.
 - After every link at least one lead remains; lead grants carry no expiry (so no lead can
   lapse by the clock); link times never go backwards.
 - Removing a member who may hold the current key (revoke, expire, lowering to auditor, a
@@ -56,14 +58,16 @@ LEAD, ENGINEER, READER, AUDITOR = "lead", "engineer", "reader", "auditor"
 ROLES = (LEAD, ENGINEER, READER, AUDITOR)
 READING = frozenset({LEAD, ENGINEER, READER})
 
-CREATE, GRANT, REVOKE, EXPIRE, ROTATE, SUCCEED = (
+CREATE, GRANT, REVOKE, EXPIRE, ROTATE, SUCCEED, SET = (
     "create",
     "grant",
     "revoke",
     "expire",
     "rotate",
     "succeed",
+    "set",
 )
+NO_GRACE = -1  # a ``set`` link's grace_days when the vault's own grace period applies
 
 # Field types of each kind's body, in encoding order: "s" text, "k" 32-byte key, "i" integer.
 FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -73,6 +77,7 @@ FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     EXPIRE: (("member", "s"),),
     ROTATE: (("version", "i"), ("fingerprint", "s")),
     SUCCEED: (("member", "s"), ("sign", "k"), ("kem", "k"), ("compromised", "i")),
+    SET: (("require_reason", "i"), ("grace_days", "i")),
 }
 _HEADER = ("format", "vault", "engagement", "seq", "prev", "time", "kind", "signer", "signer_key")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
@@ -204,6 +209,10 @@ class State(NamedTuple):
     seq: int
     head: bytes
     time: str
+    # the engagement's settings, from its last ``set`` link (a team vault's engagement new
+    # --require-reason/--grace-days and engagement set); defaults where there is none
+    require_reason: bool = False
+    grace_days: int | None = None
 
     @property
     def position(self) -> Position:
@@ -276,6 +285,10 @@ def state_to_bytes(state: State) -> bytes:
         "head": state.head.hex(),
         "time": state.time,
     }
+    if state.require_reason:  # only when set: a state without settings keeps its bytes
+        doc["require_reason"] = True
+    if state.grace_days is not None:
+        doc["grace_days"] = state.grace_days
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -300,6 +313,8 @@ def state_from_bytes(data: bytes) -> State:
             seq=int(d["seq"]),
             head=bytes.fromhex(d["head"]),
             time=str(d["time"]),
+            require_reason=d.get("require_reason") is True,
+            grace_days=None if d.get("grace_days") is None else int(d["grace_days"]),
         )
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise IntegrityError("cached membership state is corrupt") from None
@@ -417,6 +432,8 @@ def _check_signer(state: State | None, link: Link, trust: Trust) -> None:
         return  # a member hands over to their own next key
     if link.kind == REVOKE and key in trust.removers.get(who, frozenset()):
         return  # an admin removing a member from the (team) vault
+    if link.kind == SET and key in trust.removers.get(who, frozenset()):
+        return  # an admin changing the engagement's settings (a team vault; leads may too)
     if not on_roster:
         raise IntegrityError(
             f"membership link {link.seq}: signer {who!r} is not on the roster with this key"
@@ -496,6 +513,13 @@ def _transition(state: State | None, link: Link) -> State:
         roster[member] = old._replace(sign=_k(f["sign"]), kem=_k(f["kem"]))
         if _i(f["compromised"]) and member in current:
             due = True
+    elif link.kind == SET:
+        rr, grace = _i(f["require_reason"]), _i(f["grace_days"])
+        if rr not in (0, 1) or not (grace == NO_GRACE or 0 <= grace <= 36500):
+            raise IntegrityError(f"membership link {link.seq}: bad engagement settings")
+        return state._replace(
+            require_reason=bool(rr), grace_days=None if grace == NO_GRACE else grace
+        )
     return state._replace(roster=roster, holders=holders, rotation_due=due)
 
 

@@ -458,6 +458,19 @@ def _carry_log(c: Any, v: Vault, e: Engagement, eid: int, vc: _Vouched) -> bool:
         return False
     if state.head != vc.state.head or state.key_version != vc.state.key_version:
         return False
+    if e.require_reason:
+        # a team client holds the column to the log (team_engagements): the setting is
+        # signed into it here, by the migrating lead, as `engagement set` would
+        link, _ = ml.sign_link(
+            state,
+            ml.Trust(s.vault_id, e.uid, {}, b""),
+            ml.SET,
+            (1, ml.NO_GRACE),
+            s.member,
+            s.keys.sign_private,
+            s.now(),
+        )
+        links = [*links, link]
     for link in links:
         c.execute(
             "INSERT INTO credvault.engagement_log (engagement_id, seq, link, hash)"

@@ -310,7 +310,7 @@ class Team:
         """``client export`` (:mod:`credvault.team_export`, loaded when used)."""
         from credvault.team_export import TeamClients
 
-        return TeamClients(self)
+        return TeamClients(self, self.purger)
 
     # -- lifecycle and purge (credvault.team_lifecycle, loaded when used) -----------------
     @property
@@ -539,6 +539,12 @@ class Team:
         if state.name != eng.name:
             raise IntegrityError(
                 f"engagement {eng.name!r} carries the membership log of {state.name!r}"
+            )
+        if state.require_reason != eng.require_reason:  # a column edited around the log
+            raise IntegrityError(
+                f"engagement {eng.name!r}: the server's require-reason setting "
+                f"({eng.require_reason}) is not the one its membership log signs "
+                f"({state.require_reason})"
             )
         w.keep(eng.uid, state)
         self._logged.add(eng.name)
@@ -843,8 +849,11 @@ class TeamCredentials:
         req = t.store.request_read(eng, name, reason or "")
         if req is None:
             # refused, and audited by the server; say why in the SQLCipher terms
-            if t.store.engagement(eng) is None:
+            row = t.store.engagement(eng)
+            if row is None:
                 raise AccessDenied(t.member, "read", eng, "no role on it")
+            if row.require_reason and not reason:  # SQLCipher's words (the server's audit's)
+                raise AccessDenied(t.member, "get", eng, "this engagement requires --reason")
             if t.store.credential_meta(eng, name) is None:
                 raise NotFound("credential", ref)
             raise AccessDenied(t.member, "read", eng, "refused by the server")
@@ -1061,8 +1070,8 @@ class TeamEngagements:
         validate.name(name, "engagement name")
         validate.name(client, "client name")
         lead = validate.name(lead or t.member, "member name")
-        if require_reason or grace_days is not None:
-            raise NotOnTeam("engagement new --require-reason/--grace-days")
+        if grace_days is not None:
+            grace_days = validate.days(grace_days, "grace period")
         certs = t.certs()
         lead_keys = certs.keys(lead)  # NotFound, or IntegrityError for uncertified keys
         uid = os.urandom(16)
@@ -1075,7 +1084,25 @@ class TeamEngagements:
             t.keys.sign_private,
             _now(),
         )
-        t.store.create_engagement_logged(uid, name, client, lead, link0)
+        if require_reason or grace_days is not None:
+            # the settings ride in the signed log (link 1, this admin's), not only in the
+            # columns the server enforces: a column flipped on the server is exit 6
+            from credvault.postgres import engagement_store as es
+
+            link1, state = ml.sign_link(
+                state,
+                t.trust(uid, t.member),
+                ml.SET,
+                (int(require_reason), ml.NO_GRACE if grace_days is None else grace_days),
+                t.member,
+                t.keys.sign_private,
+                _now(),
+            )
+            es.create_with_settings(
+                t.store, uid, name, client, lead, link0, require_reason, grace_days, link1
+            )
+        else:
+            t.store.create_engagement_logged(uid, name, client, lead, link0)
         t.witness.keep(uid, state)
         if lead == t.member:
             self.rotate(name)  # the first key, made by its lead
@@ -1091,6 +1118,12 @@ class TeamEngagements:
         return self._lc
 
     def close(self, name: str, grace_days: int | str | None = None) -> Engagement:
+        """Without ``grace_days``: the engagement's own grace period as its membership log
+        signs it (``engagement new --grace-days``), never the column alone."""
+        if grace_days is None:
+            from credvault.team_engagements import signed_grace
+
+            grace_days = signed_grace(self.t, validate.name(name, "engagement name"))
         return self._lifecycle.close(name, grace_days)
 
     def retain(self, name: str, until: str, reason: str) -> Engagement:
@@ -1101,6 +1134,20 @@ class TeamEngagements:
 
     def purge_status(self, eng: Engagement) -> str:
         return self._lifecycle.purge_status(eng)
+
+    def set_options(self, name: str, *, require_reason: bool | None = None) -> Engagement:
+        """``engagement set``: a lead or an admin signs a ``set`` link here and the server
+        stores it with the column it enforces (:mod:`credvault.team_engagements`)."""
+        from credvault.team_engagements import set_options
+
+        return set_options(self.t, name, require_reason)
+
+    def members(self, name: str) -> builtins.list[GrantInfo]:
+        """Who holds which role (the signed roster where this member can replay the log),
+        audited as ``engagement-members`` by the server as on SQLCipher."""
+        from credvault.team_engagements import members_role
+
+        return self._members(name, members_role(self.t, name))
 
     def visible(self, client: str | None = None) -> builtins.list[Engagement]:
         """The engagements this member may list (:meth:`TeamLifecycle.visible`)."""
@@ -1333,8 +1380,11 @@ class TeamEngagements:
     def _rotate(self, name: str) -> int:
         t = self.t
         v = t.view(name)
-        if v.eng is None:
-            raise AccessDenied(t.member, "rotate", name, "no role on it")
+        if v.eng is None or (v.state is not None and not t.leads(v.state)):
+            from credvault.postgres import engagement_store as es
+
+            # refused here (the signed log decides), on the record there as on SQLCipher
+            raise AccessDenied(t.member, "rotate", name, es.rotation_refused(t.store, name))
         eng_uid = v.eng.uid
         state = v.state
         links: builtins.list[bytes] = []
@@ -1343,8 +1393,6 @@ class TeamEngagements:
             t.check_pre_log(v.eng)
             eng_uid, old_key, old_version = t.engagement_key(name, "rotate")
         else:
-            if not t.leads(state):
-                raise AccessDenied(t.member, "rotate", name, "refused by the server")
             old_version = state.key_version
             if old_version:
                 _, old_key, _ = t.logged_key(name, "rotate", v)
@@ -1614,13 +1662,8 @@ class TeamAudit:
         since: str | None = None,
         limit: int | None = None,
     ) -> builtins.list[AuditEntry]:
-        if engagement is None or since is not None:
-            raise NotOnTeam("audit without --engagement, or with --since")
-        from credvault.audit import AuditEntry
+        """What the server lets this member read, filtered there, audited ``audit-read``
+        (:func:`credvault.team_engagements.audit_entries`), as SQLCipher's ``audit``."""
+        from credvault.team_engagements import audit_entries
 
-        rows = [
-            AuditEntry(seq, ts, m, a, engagement, item or None, outcome, detail)
-            for seq, ts, m, a, item, outcome, detail in self.t.store.audit_rows(engagement)
-            if (member is None or m == member) and (action is None or a == action)
-        ]
-        return rows[-limit:] if limit else rows
+        return audit_entries(self.t, engagement, member, action, since, limit)

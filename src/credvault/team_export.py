@@ -13,22 +13,47 @@ bytes are returned: fail closed), and a later purge receipt lists it under
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from credvault import validate
 from credvault.clients import export_bytes
 from credvault.errors import AccessDenied, RetentionError
 
 if TYPE_CHECKING:
+    from credvault.results import Receipt
     from credvault.team_handle import TeamHandle
 
 
-class TeamClients:
-    """``vault.clients`` on a team vault: the export (shred per engagement is ``engagement
-    shred``)."""
+class Shredder(Protocol):
+    """``engagement shred`` (:class:`credvault.team_lifecycle.TeamPurger`), given by
+    ``team.py``."""
 
-    def __init__(self, t: TeamHandle) -> None:
+    def shred(self, name: str) -> Receipt: ...
+
+
+class TeamClients:
+    """``vault.clients`` on a team vault: the export and ``client shred``."""
+
+    def __init__(self, t: TeamHandle, purger: Shredder | None = None) -> None:
         self.t = t
+        self.purger = purger
+
+    def engagements(self, client: str) -> list[str]:
+        """What ``client shred`` destroys: every engagement of the client not purged yet,
+        checked by the server first (all or none, :mod:`credvault.team_engagements`)."""
+        from credvault.team_engagements import client_engagements
+
+        return client_engagements(self.t, client)
+
+    def shred(self, client: str) -> list[str]:
+        """The client's deletion request: every engagement shredded, each with its receipt
+        signed here (as ``engagement shred``), once the server has allowed them all."""
+        if self.purger is None:
+            raise AssertionError("TeamClients.shred needs the team's purger")
+        names = self.engagements(client)
+        for name in names:
+            self.purger.shred(name)
+        return names
 
     def export_bytes(self, client: str, *, reason: str | None = None) -> bytes:
         return export_bytes(self.export(client, reason=reason))

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -1074,6 +1075,160 @@ def test_status_shows_who_you_are_and_what_is_due_held_or_scheduled(world: World
     assert (bob["member"], bob["admin"], bob["vault_id"], bob["due_now"]) == ("bob", False, vid, [])
     assert [x["engagement"] for x in bob["scheduled"]] == ["acme-2026"]
     assert (bob["keyring"]["message"], bob["agent"]["message"]) == (cache, agent)
+
+
+# -- engagement settings, members, set, rotate; client ls (both backends) ------------------------
+def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> None:
+    """--require-reason and --grace-days at creation (an admin naming another lead), who may
+    list members and change settings, a lead's rotation, client ls: same words, codes and
+    audit entries on both backends."""
+    world.setup(
+        [
+            ("alice", ("engagement", "new", "beta-2026", "--client", "acme", "--lead", "bob",
+                       "--require-reason", "--grace-days", "3")),
+            ("bob", ("grant", "beta-2026", "carol", "reader")),
+            ("alice", ("engagement", "new", "gamma-2026", "--client", "gamma")),
+        ]
+    )  # fmt: skip
+    world.ok("bob", "put", "beta-2026/db", input=SECRET + b"\n")
+    denied = world.run("carol", "get", "beta-2026/db")
+    assert denied.code == 4
+    assert one_line(denied) == (
+        "credvault: access denied: 'carol' may not get on engagement 'beta-2026' "
+        "(this engagement requires --reason)"
+    )
+    assert world.ok("carol", "get", "beta-2026/db", "--reason", "T-1").out == SECRET + b"\n"
+    listed = world.ok("alice", "engagement", "members", "beta-2026").text
+    assert listed == (
+        "MEMBER  ROLE    GRANTED_BY  EXPIRES  KEY\n"
+        "bob     lead    alice                yes\n"
+        "carol   reader  bob                  yes\n"
+    )
+    as_reader = json.loads(world.ok("carol", "engagement", "members", "beta-2026", "--json").out)
+    assert [(g["member"], g["role"], g["granted_by"], g["has_key"]) for g in as_reader] == [
+        ("bob", "lead", "alice", True),
+        ("carol", "reader", "bob", True),
+    ]
+    outsider = world.run("carol", "engagement", "members", "acme-2026")
+    assert (outsider.code, one_line(outsider)) == (
+        4,
+        "credvault: access denied: 'carol' may not list members on engagement 'acme-2026' "
+        "(no grant)",
+    )
+    refused = world.run("carol", "engagement", "set", "beta-2026", "--no-require-reason")
+    assert (refused.code, one_line(refused)) == (
+        4,
+        "credvault: access denied: 'carol' may not change settings on engagement 'beta-2026' "
+        "(role reader)",
+    )
+    assert world.ok("alice", "engagement", "set", "beta-2026", "--no-require-reason").text == (
+        "updated beta-2026\n"
+    )
+    assert world.ok("carol", "get", "beta-2026/db").out == SECRET + b"\n"
+    lead = world.setup(
+        [
+            ("bob", ("engagement", "set", "beta-2026", "--require-reason")),
+            ("bob", ("engagement", "rotate", "beta-2026")),
+        ]
+    )
+    assert lead == "updated beta-2026\nbeta-2026: engagement key rotated to version 2\n"
+    not_lead = world.run("carol", "engagement", "rotate", "beta-2026")
+    assert (not_lead.code, one_line(not_lead)) == (
+        4,
+        "credvault: access denied: 'carol' may not rotate on engagement 'beta-2026' (role reader)",
+    )
+    assert world.ok("carol", "get", "beta-2026/db", "--reason", "T-2").out == SECRET + b"\n"
+    assert world.ok("alice", "client", "ls").text == (
+        "CLIENT  ENGAGEMENTS\n"
+        "acme    acme-2026(active), beta-2026(active)\n"
+        "gamma   gamma-2026(active)\n"
+    )
+    assert json.loads(world.ok("carol", "client", "ls", "--json").out) == {
+        "acme": ["beta-2026(active)"]
+    }
+    # audit: an admin reads the whole trail, filtered by time; a lead their engagements
+    today = f"{datetime.now(UTC):%Y-%m-%d}"
+    sets = world.ok("alice", "audit", "--since", today, "--action", "engagement-set", "--json")
+    assert [(e["member"], e["detail"]) for e in json.loads(sets.out)] == [
+        ("alice", "require-reason=False"),
+        ("bob", "require-reason=True"),
+    ]
+    led = json.loads(world.ok("bob", "audit", "--member", "carol", "--json").out)
+    assert [(e["engagement"], e["action"], e["outcome"]) for e in led] == [
+        ("beta-2026", "get", "denied"),
+        ("beta-2026", "get", "ok"),
+        ("beta-2026", "engagement-members", "ok"),
+        ("beta-2026", "change settings", "denied"),
+        ("beta-2026", "get", "ok"),
+        ("beta-2026", "rotate", "denied"),
+        ("beta-2026", "get", "ok"),
+    ]
+    last = world.ok("alice", "audit", "--limit", "1", "--since", "2000-01-01").text.splitlines()
+    assert last[0].split() == ["#", "TIME", "(UTC)", "MEMBER", "ACTION", "ENGAGEMENT", "ITEM",
+                               "OUTCOME", "DETAIL"]  # fmt: skip
+    assert last[1].split()[3:] == ["bob", "audit-read", "ok", f"{len(led)}", "entries"]
+    no_audit = world.run("carol", "audit", "--engagement", "beta-2026")
+    assert (no_audit.code, one_line(no_audit)) == (
+        4,
+        "credvault: access denied: 'carol' may not read the audit trail on engagement "
+        "'beta-2026' (role reader)",
+    )
+    acts = ("engagement-set", "change settings", "engagement-members", "list members", "get")
+    acts += ("audit-read", "read the audit trail", "rotate")
+    # a rotation's own entries differ by design: a team lead's reads every envelope through
+    # an audited request first ("read for rotation"), then stores "key version N"
+    rows = [r for r in _all_audit(world, acts) if r[1] != "rotate" or r[4] != "ok"]
+    assert rows == [
+        ("carol", "get", "beta-2026", "db", "denied", "this engagement requires --reason"),
+        ("carol", "get", "beta-2026", "db", "ok", "reason: T-1"),
+        ("alice", "engagement-members", "beta-2026", None, "ok", "2 members listed"),
+        ("carol", "engagement-members", "beta-2026", None, "ok", "2 members listed"),
+        ("carol", "list members", "acme-2026", None, "denied", "no grant"),
+        ("carol", "change settings", "beta-2026", None, "denied", "role reader"),
+        ("alice", "engagement-set", "beta-2026", None, "ok", "require-reason=False"),
+        ("carol", "get", "beta-2026", "db", "ok", ""),
+        ("bob", "engagement-set", "beta-2026", None, "ok", "require-reason=True"),
+        ("carol", "rotate", "beta-2026", None, "denied", "role reader"),
+        ("carol", "get", "beta-2026", "db", "ok", "reason: T-2"),
+        ("alice", "audit-read", None, None, "ok", "2 entries"),
+        ("bob", "audit-read", None, None, "ok", f"{len(led)} entries"),
+        ("alice", "audit-read", None, None, "ok", "1 entries"),
+        ("carol", "read the audit trail", "beta-2026", None, "denied", "role reader"),
+    ]
+    if world.backend == "postgresql":
+        # The DBA (the new insider) flips --require-reason off in the column the server
+        # enforces. The server now releases a read without a reason (on the record), but no
+        # client honours the unsigned flip: the log signs True, so every member's command
+        # opening its key is exit 6, and no secret is shown.
+        _dba(
+            world,
+            "UPDATE credvault.engagements SET require_reason = false WHERE name = 'beta-2026'",
+        )
+        flipped = world.run("carol", "get", "beta-2026/db")
+        assert (flipped.code, flipped.out) == (6, b"")
+        assert one_line(flipped) == (
+            "credvault: engagement 'beta-2026': the server's require-reason "
+            "setting (False) is not the one its membership log signs (True)"
+        )
+        assert world.run("bob", "engagement", "rotate", "beta-2026").code == 6
+        # and shortens the grace period around the log: close takes the signed 3 days
+        _dba(world, "UPDATE credvault.engagements SET require_reason = true, grace_days = 0 "
+                    "WHERE name = 'beta-2026'")  # fmt: skip
+    closed = world.ok("alice", "engagement", "close", "beta-2026").text  # an admin, no role
+    assert closed.startswith("closed beta-2026: closed ")
+    assert closed.endswith("(grace 3 days)\n")
+
+
+def _dba(world: World, sql: str) -> None:
+    """Run ``sql`` as the DBA (the cluster's superuser) on the team vault's database."""
+    import psycopg
+
+    cluster = world.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    with psycopg.connect(
+        cluster.conninfo(str(world.extra["db"])), password=cluster.password
+    ) as conn:
+        conn.execute(sql)
 
 
 @pytest.fixture

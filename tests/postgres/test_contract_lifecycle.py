@@ -214,3 +214,71 @@ def test_no_receipt_before_the_purge(world: World, cmd: str) -> None:
         assert "has not been purged" in one_line(r)
     else:
         assert world.ok("alice", "purge").text == "nothing due\n"
+
+
+def test_client_shred_destroys_every_engagement_or_none(world: World, tmp_path: Path) -> None:
+    """All or nothing: a lead of one of the client's engagements destroys nothing; an admin
+    shreds them all, each with a receipt openssl verifies; then nothing is left."""
+    world.setup(
+        [
+            ("alice", ("engagement", "new", "beta-2026", "--client", "acme", "--lead", "bob")),
+            ("alice", ("grant", ENG, "bob", "reader")),
+            ("alice", ("engagement", "new", "other-2026", "--client", "other")),
+        ]
+    )
+    world.ok("alice", "put", f"{ENG}/db", input=SECRET + b"\n")
+    refused = world.run("bob", "client", "shred", "acme", "--yes")
+    assert (refused.code, one_line(refused)) == (
+        4,
+        f"credvault: access denied: 'bob' may not shred on engagement '{ENG}' (role reader)",
+    )
+    if world.backend == "postgresql":  # row-level security: a name carol may not see
+        hidden = world.run("carol", "client", "shred", "other", "--yes")
+        assert (hidden.code, one_line(hidden)) == (
+            4,
+            (
+                "credvault: access denied: 'carol' may not shred (an engagement of 'other' you "
+                "hold no role in)"
+            ),
+        )
+    r = world.run("alice", "client", "shred", "acme", "--yes")
+    assert r.text == f"shredded {ENG}\nshredded beta-2026\n"
+    if world.backend == "postgresql":  # the owner's rewrite finishes it (test_contract_lifecycle)
+        assert r.code == 1
+        assert one_line(r).startswith("credvault: purge NOT complete: deleted from the live")
+        rw = world.ok("alice", "purge", "--rewrite", "--vault", owner_target(world))
+        assert rw.text == "rewrote the table files: 2 purged engagement(s) are out of them\n"
+        world.ok("alice", "purge")
+    else:
+        assert (r.code, r.err) == (0, "")
+    again = world.run("alice", "client", "shred", "acme", "--yes")
+    assert (again.code, one_line(again)) == (
+        3,
+        "credvault: client 'acme' has nothing left to shred",
+    )
+    assert world.run("bob", "get", f"{ENG}/db").out == b""
+    out = tmp_path / "beta.json"
+    world.ok("alice", "receipt", "beta-2026", "--output", str(out))
+    rec = json.loads(out.read_text())
+    assert (rec["engagement"], rec["reason"], rec["purged_by"]) == (
+        "beta-2026",
+        "client request",
+        "alice",
+    )
+    key = world.ok("alice", "info", "--public-key").text.strip()
+    sh = subprocess.run(["sh", str(VERIFY_SH), str(out), key], capture_output=True,
+                        text=True, timeout=60, check=False)  # fmt: skip
+    assert sh.returncode == 0, sh.stderr
+    assert "VERIFIED" in sh.stdout
+    trail = [
+        (e["member"], e["action"], e["engagement"], e["outcome"], e["detail"])
+        for e in json.loads(world.ok("alice", "audit", "--json").out)
+        if e["action"] in ("shred", "purge")
+    ]
+    assert trail[0] == ("bob", "shred", ENG, "denied", "role reader")
+    if world.backend == "postgresql":  # the hidden one's refusal names it on the record
+        assert trail[1] == ("carol", "shred", "other-2026", "denied", "no grant")
+    assert [(m, a, e, o, d.split(";")[0]) for m, a, e, o, d in trail[-2:]] == [
+        ("alice", "purge", ENG, "ok", "client request"),
+        ("alice", "purge", "beta-2026", "ok", "client request"),
+    ]

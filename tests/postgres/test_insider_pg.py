@@ -89,6 +89,7 @@ PROTECTED_WRITES = [
     "INSERT INTO credvault.membership_log (signer, entry, sig) VALUES ('alice', '\\x00', '\\x00')",
     "UPDATE credvault.members SET admin = true",
     "UPDATE credvault.engagements SET state = 'purged'",
+    "UPDATE credvault.engagements SET require_reason = false, grace_days = 0",
     "DELETE FROM credvault.credentials",
     "UPDATE credvault.read_requests SET used_at = NULL",
     "UPDATE credvault.rotation_requests SET used_at = NULL",
@@ -529,3 +530,66 @@ def test_version_1_entry_points_are_closed_to_an_admin_lead_with_psql(team: Any)
         assert role == ("engineer",)
         req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
         assert bytes(fetch_as_a_client(bob, req)[0]) == ENVELOPE
+
+
+def test_engagement_settings_change_only_with_their_signed_link(team: Any) -> None:
+    """(upgrade-2.sql, section pgeng.) With psql: an engineer cannot turn --require-reason
+    off (refused, on the record); nobody but an admin creates an engagement with settings;
+    a lead cannot start a log on an engagement without one, and on a logged engagement the
+    server takes a setting only with a `set` link of the caller that says the same (the
+    signature is every client's to check: a DBA's flip of the column alone is exit 6 for
+    them, test_contract.py)."""
+    import os
+
+    from credvault import memberlog as ml
+    from credvault.crypto import primitives as p
+
+    with team.connect() as owner:
+        owner.execute("UPDATE credvault.engagements SET require_reason = true WHERE name = 'alpha'")
+    before = team.audit_count("change settings")
+    out = team.psql("bob", "SELECT credvault.set_engagement_logged('alpha', false, NULL)")
+    assert out.stdout.strip() == "denied: role engineer", out.stderr
+    assert team.audit_count("change settings") == before + 1
+    out = team.psql(
+        "bob",
+        "SELECT credvault.create_engagement_set('\\x00', 'x', 'y', 'bob', '\\x00',"
+        " false, NULL, '\\x00')",
+    )
+    assert out.returncode != 0
+    assert "admin" in out.stderr
+    priv = p.hkdf(b"alice-test-key" * 3, b"sign")
+    pub, kem = p.ed25519_public(priv), p.x25519_public(p.hkdf(b"k" * 32, b"kem"))
+    with team.connect("alice") as alice:
+        (vault_id,) = alice.execute("SELECT credvault.vault_id()").fetchone()
+        uid = os.urandom(16)
+        trust = ml.Trust(bytes(vault_id), uid, {"alice": frozenset({pub})}, b"")
+        now = "2026-01-01T00:00:00.000000Z"
+        link0, st = ml.sign_link(
+            None, trust, ml.CREATE, ("gamma", "g", "alice", pub, kem), "alice", priv, now
+        )
+        says_on, _ = ml.sign_link(st, trust, ml.SET, (1, ml.NO_GRACE), "alice", priv, now)
+        import psycopg
+
+        # link 1 must say what the columns get
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="settings link"):
+            alice.execute(
+                "SELECT credvault.create_engagement_set(%s, 'gamma', 'g', 'alice', %s, false,"
+                " NULL, %s)",
+                (uid, link0, says_on),
+            )
+        alice.execute(
+            "SELECT credvault.create_engagement_set(%s, 'gamma', 'g', 'alice', %s, true, NULL, %s)",
+            (uid, link0, says_on),
+        )
+        st = ml.replay([link0, says_on], trust)
+        says_off, _ = ml.sign_link(st, trust, ml.SET, (0, ml.NO_GRACE), "alice", priv, now)
+        for rr, link in ((True, says_off), (False, None), (False, link0)):
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                alice.execute("SELECT credvault.set_engagement_logged('gamma', %s, %s)", (rr, link))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot start one"):
+            alice.execute("SELECT credvault.set_engagement_logged('alpha', false, %s)", (says_off,))
+    with team.connect() as owner:
+        rows = owner.execute(
+            "SELECT name, require_reason FROM credvault.engagements ORDER BY name"
+        ).fetchall()
+    assert rows == [("alpha", True), ("beta", False), ("gamma", True)]

@@ -370,6 +370,7 @@ def test_a_team_rotation_reseals_systems_and_keeps_their_links(
     old.ok("alice", "put", "acme-2026/root", "--system", "web1", input=SECRET + b"\n")
     old.ok("alice", "grant", "acme-2026", "bob", "reader")
     old.ok("alice", "grant", "acme-2026", "carol", "reader")
+    old.ok("alice", "engagement", "set", "acme-2026", "--require-reason")
     db, owner_target, _ = _target_db(pg_cluster, old)
     inv = tmp_path / "inv"
     old.ok("alice", "migrate", "--to", owner_target, "--invitations", str(inv))
@@ -388,8 +389,12 @@ def test_a_team_rotation_reseals_systems_and_keeps_their_links(
     assert bytes(after) != bytes(before)
     assert bytes(after)[0] == 2  # record-bound
     assert int.from_bytes(bytes(after)[1:5], "big") == int.from_bytes(bytes(before)[1:5], "big") + 1
-    assert new.ok("alice", "get", "acme-2026/root").out == SECRET + b"\n"
-    assert new.ok("carol", "get", "acme-2026/root").out == SECRET + b"\n"
+    assert new.ok("alice", "get", "acme-2026/root", "--reason", "T").out == SECRET + b"\n"
+    assert new.ok("carol", "get", "acme-2026/root", "--reason", "T").out == SECRET + b"\n"
+    # --require-reason came over signed into the carried log (a `set` link by alice)
+    no_reason = new.run("carol", "get", "acme-2026/root")
+    assert (no_reason.code, no_reason.out) == (4, b"")
+    assert "(this engagement requires --reason)" in no_reason.err
     _owner_rows(pg_cluster, db, "UPDATE credvault.systems SET port = 2222 RETURNING 1")
     r = new.run("alice", "revoke", "acme-2026", "carol")
     assert r.code == 6, r.err

@@ -147,6 +147,11 @@ TEAM_COMMANDS = frozenset(
         "cmd_engagement_ls",
         "cmd_engagement_show",
         "cmd_status",
+        "cmd_engagement_set",
+        "cmd_engagement_members",
+        "cmd_engagement_rotate",
+        "cmd_client_ls",
+        "cmd_client_shred",
     }
 )
 

@@ -3090,5 +3090,219 @@ BEGIN
                    ' FROM %I', credvault.member_group());
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.revocation_list(),'
                    ' credvault.remove_member_logged(text, text[], bytea[], bytea) TO %I',
+-- == pgeng: engagement settings signed in the membership log; engagement set ==
+--
+-- (docs/team.md, "Engagement settings".) `engagement new --require-reason/--grace-days` and
+-- `engagement set --[no-]require-reason` write a `set` link (format.md §17) into the
+-- engagement's membership log, signed by the admin or lead who decides it, and the same
+-- values into the columns the server enforces (request_read and the other requests refuse a
+-- read without a reason; close_engagement schedules by grace_days). The server checks that
+-- the link says what the columns get; every client replays the log and refuses an
+-- engagement whose require_reason column differs from its signed log (a DBA's unsigned
+-- flip: exit 6), and closes with the signed grace period.
+
+-- A `set` link of `who` saying require_reason = rr (and, unless NULL, grace_days = grace;
+-- -1 for the vault's own), and nothing after it (header part 6 kind, 7 signer, 9 and 10
+-- the two 8-byte integers).
+CREATE FUNCTION credvault.settings_link_ok(link bytea, who text, rr boolean, grace integer)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = credvault, pg_temp
+AS $$
+    SELECT link_part(link, 6) IS NOT DISTINCT FROM convert_to('set', 'UTF8')
+       AND link_part(link, 7) IS NOT DISTINCT FROM convert_to(who, 'UTF8')
+       AND link_part(link, 9) IS NOT DISTINCT FROM int8send(CASE WHEN rr THEN 1 ELSE 0 END::bigint)
+       AND (grace IS NULL OR link_part(link, 10) IS NOT DISTINCT FROM int8send(grace::bigint))
+       AND link_part(link, 10) IS NOT NULL
+       AND link_part(link, 11) IS NULL
+$$;
+
+-- An admin creates a logged engagement with its settings: create_engagement_logged's work,
+-- then link 1 (`set`, signed by the same admin) and the columns, in one transaction.
+CREATE FUNCTION credvault.create_engagement_set(
+    e_uid bytea, e_name text, e_client text, e_lead text, link0 bytea,
+    rr boolean, grace integer, link1 bytea
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); eid bigint;
+BEGIN
+    IF NOT settings_link_ok(link1, who, rr, coalesce(grace, -1)) THEN
+        RAISE EXCEPTION 'credvault: not the settings link of this engagement'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    eid := create_engagement_logged(e_uid, e_name, e_client, e_lead, link0);
+    PERFORM log_append(eid, link1);
+    UPDATE engagements SET require_reason = rr, grace_days = grace WHERE id = eid;
+    RETURN eid;
+END $$;
+
+-- `engagement set`: a lead or an admin (SQLCipher's engagement.set), with the `set` link
+-- (NULL only for an engagement without a log: migrated, whose setting stays unsigned as
+-- on SQLCipher). A denial is audited under SQLCipher's verb and returned, not raised.
+-- 'ok' or 'denied: <why>'.
+CREATE FUNCTION credvault.set_engagement_logged(eng text, rr boolean, new_link bytea)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; why text;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged' FOR UPDATE;
+    why := lifecycle_denial(e.id);
+    IF why IS NOT NULL THEN
+        PERFORM audit_append(who, 'change settings', eng, NULL, 'denied', why);
+        RETURN 'denied: ' || why;
+    END IF;
+    IF e.id IS NULL THEN
+        RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        IF new_link IS NULL OR NOT settings_link_ok(new_link, who, rr, NULL) THEN
+            RAISE EXCEPTION 'credvault: not a settings link of %', who
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM log_append(e.id, new_link);
+    ELSIF new_link IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: an engagement without a membership log cannot start one'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE engagements SET require_reason = rr WHERE id = e.id;
+    PERFORM audit_append(who, 'engagement-set', eng, NULL, 'ok',
+                         'require-reason=' || CASE WHEN rr THEN 'True' ELSE 'False' END);
+    RETURN 'ok';
+END $$;
+
+-- `engagement members`: an admin, or a member holding a role (SQLCipher's
+-- engagement.members). Audited `engagement-members` "N members listed" (the live grants
+-- engagement_grants returns), a denial as `list members` with the role held; returns
+-- 'ok:<the caller's role>' or 'denied: <why>'. An admin naming no engagement: no_data_found.
+CREATE FUNCTION credvault.members_listed(eng text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; r text; n bigint;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
+    r := CASE WHEN e.id IS NULL THEN NULL ELSE role_in(e.id) END;
+    IF r IS NULL AND NOT is_admin() THEN
+        PERFORM audit_append(who, 'list members', eng, NULL, 'denied', 'no grant');
+        RETURN 'denied: no grant';
+    END IF;
+    IF e.id IS NULL THEN
+        RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT count(*) INTO n FROM engagement_grants(eng);
+    PERFORM audit_append(who, 'engagement-members', eng, NULL, 'ok', format('%s members listed', n));
+    RETURN 'ok:' || coalesce(r, '');
+END $$;
+
+-- `audit` (SQLCipher's AuditTrail.entries): with an engagement, its lead or auditor or an
+-- admin (purged ones too); without, an admin reads the whole trail (vault-wide entries
+-- too), anyone else the entries of the engagements they lead or audit (not purged). Then
+-- filtered by member, action and time, the last `lim` (NULL: all), and audited
+-- `audit-read` "N entries" after the query (the listing does not show its own entry). A
+-- denial is audited as `read the audit trail` with the role held and returned as one row
+-- with seq -1 and the reason as detail (not raised: the audit row commits).
+CREATE FUNCTION credvault.audit_entries(eng text, mem text, act text, since timestamptz,
+                                        lim integer)
+RETURNS TABLE (seq bigint, ts timestamptz, member text, action text, engagement text,
+               item text, outcome text, detail text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; r text; engs text[]; whole boolean := false; n bigint;
+BEGIN
+    IF eng IS NOT NULL THEN
+        SELECT * INTO e FROM engagements x WHERE x.name = eng;
+        r := CASE WHEN e.id IS NULL THEN NULL ELSE role_in(e.id) END;
+        IF NOT (is_admin() OR coalesce(r, '') IN ('lead', 'auditor')) THEN
+            PERFORM audit_append(who, 'read the audit trail', eng, NULL, 'denied',
+                                 coalesce('role ' || r, 'no grant'));
+            RETURN QUERY SELECT -1::bigint, now(), who, 'read the audit trail'::text, eng,
+                NULL::text, 'denied'::text, coalesce('role ' || r, 'no grant');
+            RETURN;
+        END IF;
+        IF e.id IS NULL THEN
+            RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+        END IF;
+        engs := ARRAY[eng];
+    ELSIF is_admin() THEN
+        whole := true;
+    ELSE
+        engs := ARRAY(SELECT x.name FROM engagements x
+                      WHERE x.state <> 'purged' AND role_in(x.id) IN ('lead', 'auditor'));
+    END IF;
+    RETURN QUERY SELECT * FROM (
+        SELECT a.seq, a.ts, a.member, a.action, a.engagement, a.item, a.outcome, a.detail
+        FROM audit a
+        WHERE (whole OR a.engagement = ANY (engs))
+          AND (mem IS NULL OR a.member = mem) AND (act IS NULL OR a.action = act)
+          AND (since IS NULL OR a.ts >= since)
+        ORDER BY a.seq DESC LIMIT lim) last ORDER BY 1;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM audit_append(who, 'audit-read', eng, NULL, 'ok', format('%s entries', n));
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.audit_entries(text, text, text, timestamptz, integer)
+    FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.audit_entries(text, text, text,'
+                   ' timestamptz, integer) TO %I', credvault.member_group());
+END $$;
+
+-- `engagement rotate` by someone the signed log does not make a lead (its client refuses
+-- before asking for anything): the denial on the record as SQLCipher's, the verb `rotate`
+-- and the role held. Does nothing else; returns the reason.
+CREATE FUNCTION credvault.rotation_refused(eng text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); eid bigint; why text;
+BEGIN
+    SELECT x.id INTO eid FROM engagements x WHERE x.name = eng;
+    why := held(eid);
+    PERFORM audit_append(who, 'rotate', eng, NULL, 'denied', why);
+    RETURN why;
+END $$;
+
+-- `client shred` (SQLCipher's Clients.shred): every engagement of the client not purged
+-- yet, by name, each one the caller may shred (its lead or an admin) — all or none: the
+-- first the caller may not shred is audited as `shred` denied with the role held and
+-- returned alone with the reason (its name only if the caller holds a role in it: row-level
+-- security hides the others' names). No row: nothing left to shred. Destroys nothing: the
+-- client then shreds each through destroy_engagement, signing each receipt.
+CREATE FUNCTION credvault.client_shred_check(cl text)
+RETURNS TABLE (name text, denial text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; why text;
+BEGIN
+    FOR e IN SELECT * FROM engagements x WHERE x.client = cl AND x.state <> 'purged'
+             ORDER BY x.name COLLATE "C" LOOP
+        why := lifecycle_denial(e.id);
+        IF why IS NOT NULL THEN
+            PERFORM audit_append(who, 'shred', e.name, NULL, 'denied', why);
+            RETURN QUERY SELECT CASE WHEN role_in(e.id) IS NULL THEN NULL ELSE e.name END, why;
+            RETURN;
+        END IF;
+    END LOOP;
+    RETURN QUERY SELECT x.name, NULL::text FROM engagements x
+        WHERE x.client = cl AND x.state <> 'purged' ORDER BY x.name COLLATE "C";
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.members_listed(text), credvault.rotation_refused(text),
+    credvault.client_shred_check(text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.members_listed(text),'
+                   ' credvault.rotation_refused(text), credvault.client_shred_check(text) TO %I',
+                   credvault.member_group());
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.settings_link_ok(bytea, text, boolean, integer),
+    credvault.create_engagement_set(bytea, text, text, text, bytea, boolean, integer, bytea),
+    credvault.set_engagement_logged(text, boolean, bytea) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION'
+                   ' credvault.create_engagement_set(bytea, text, text, text, bytea, boolean, integer, bytea),'
+                   ' credvault.set_engagement_logged(text, boolean, bytea) TO %I',
                    credvault.member_group());
 END $$;
