@@ -968,12 +968,13 @@ class TeamCredentials:
         return edit(self.t, ref, changes)
 
     def move(self, ref: str, target: str) -> CredentialInfo:
-        """A rename within the engagement; into another one: not on a team vault yet."""
-        from credvault.team_records import move
+        """A rename within the engagement (``NEW``), or into another one (``ENG2/NEW``:
+        re-sealed here under its key, :func:`credvault.team_records.move_across`)."""
+        from credvault.team_records import move, move_across
 
         eng, _ = validate.ref(ref)
         if "/" in target and validate.ref(target)[0] != eng:
-            raise NotOnTeam("mv to another engagement")
+            return move_across(self.t, ref, target)
         return move(self.t, ref, target)
 
     def find(self, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:

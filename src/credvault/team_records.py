@@ -669,8 +669,7 @@ def _info(t: Team, eng: str, name: str) -> CredentialInfo:
 
 def move(t: Team, ref: str, target: str) -> CredentialInfo:
     """A rename within the engagement (done by the server: the name is a clear column).
-    Moving into another engagement (re-sealing everything under its key) is refused by the
-    caller, :meth:`credvault.team.TeamCredentials.move`."""
+    Moving into another engagement is :func:`move_across`."""
     from credvault.errors import AlreadyExists
 
     eng, name = validate.ref(ref)
@@ -692,6 +691,65 @@ def move(t: Team, ref: str, target: str) -> CredentialInfo:
     if outcome == "exists":
         raise AlreadyExists(f"credential {eng}/{t_name} exists already")
     return _info(t, eng, t_name)
+
+
+def move_across(t: Team, ref: str, target: str) -> CredentialInfo:
+    """``mv ENG/NAME ENG2/NEW``, as :meth:`credvault.credentials.Credentials.move`: a writing
+    role on both engagements; the credential and every earlier version re-sealed here under
+    ENG2's key (the secret bound to its new name, without the link: the system stays
+    behind) and moved in one server transaction, audited 'mv' on both. The values come
+    through a two-phase read (``request_move`` commits a 'rebind' audit row on ENG,
+    ``fetch_move`` releases them); ``move_credential`` takes only that fetched request
+    (``upgrade-2.sql``, section pgrec). A failure changes nothing."""
+    from credvault.errors import AlreadyExists
+
+    eng, name = validate.ref(ref)
+    t_eng, t_name = validate.ref(target)
+    outcome, req = t.store.request_move(eng, name, t_eng, t_name)
+    if outcome == "denied":  # audited there, on the engagement that refused (ENG first)
+        raise _denied(t, "mv", eng if not t.permits("credential.move", eng) else t_eng)
+    if outcome == "not found":
+        raise NotFound("credential", ref)
+    if outcome == "exists":
+        raise AlreadyExists(f"credential {t_eng}/{t_name} exists already")
+    assert req is not None
+    rows = t.store.fetch_move(req, eng)
+    current = next((r for r in rows if r.table == "credentials"), None)
+    if current is None:
+        raise NotFound("credential", ref)
+    t_uid, t_key, t_version = t.engagement_key(t_eng, "mv")
+    moved: builtins.list[tuple[int, tuple[bytes, bytes | None, bytes | None, bytes | None]]] = []
+    for r in rows:
+        old = items.credential_binding(r.name, r.kind, r.system_uid)
+        new = items.credential_binding(t_name, r.kind, None)  # the link stays behind
+        out: builtins.list[bytes | None] = []
+        for i, (field, blob) in enumerate(zip(CRED_FIELDS, r.envelopes, strict=True)):
+            if blob is None:
+                out.append(None)
+                continue
+            eng_uid, key = _key_for(t, eng, "mv", blob)
+            value = t.unseal(
+                eng_uid, r.uid, field, blob, key, record=old if i == 0 else (), engagement=eng
+            )
+            out.append(
+                t.seal(t_uid, r.uid, field, value, t_key, t_version, record=new if i == 0 else ())
+            )
+            del value
+        anchor = out[0]
+        if anchor is None:
+            raise IntegrityError(f"{ref}: a credential without its secret")
+        moved.append((r.id, (anchor, out[1], out[2], out[3])))
+    # (ids of two tables: told apart by the row's table, never by the id alone)
+    envs = next(m[1] for m, r in zip(moved, rows, strict=True) if r.table == "credentials")
+    versions = [m for m, r in zip(moved, rows, strict=True) if r.table == "credential_versions"]
+    if len(versions) + 1 != len(rows):
+        raise IntegrityError(f"{ref}: a record of an unknown kind")
+    got = t.store.move_credential(req, current.uid, current.version, t_version, envs, versions)
+    if got == "denied":  # a writing role lost since the fetch (audited there)
+        raise _denied(t, "mv", eng if not t.permits("credential.move", eng) else t_eng)
+    if got == "exists":
+        raise AlreadyExists(f"credential {t_eng}/{t_name} exists already")
+    return _info(t, t_eng, t_name)
 
 
 def find(t: Team, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:
@@ -827,6 +885,7 @@ __all__ = [
     "history",
     "linked_address",
     "move",
+    "move_across",
     "remove",
     "reseal",
     "restore",

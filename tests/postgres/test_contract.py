@@ -723,6 +723,50 @@ def test_mv_renames_within_the_engagement(world: World) -> None:
     assert _audit(world, "bob", ("mv",)) == [("bob", "mv", "denied", "role reader")]
 
 
+def test_mv_into_another_engagement_reseals_it_with_its_history(world: World) -> None:
+    """A writing role on both; the value and every earlier version come back from the new
+    engagement (to its other members too), the link stays behind, both trails say so, and
+    a refusal changes nothing."""
+    import json
+
+    world.ok("alice", "put", "acme-2026/db", "--username", "root", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.ok("alice", "put", "acme-2026/other", input=b"x\n")
+    world.setup([
+        ("alice", ("engagement", "new", "beta", "--client", "b")),
+        ("alice", ("grant", "acme-2026", "bob", "engineer")),
+        ("alice", ("grant", "beta", "bob", "reader")),
+        ("alice", ("system", "add", "acme-2026/web1", "--address", "10.0.0.5")),
+        ("alice", ("edit", "acme-2026/db", "--system", "web1")),
+    ])  # fmt: skip
+    denied = world.run("bob", "mv", "acme-2026/db", "beta/db")  # a reader on beta
+    assert denied.code == 4
+    assert "access denied" in one_line(denied)
+    r = world.ok("alice", "mv", "acme-2026/db", "beta/db-prod")
+    assert r.text == "moved acme-2026/db to beta/db-prod\n"
+    assert world.run("alice", "get", "acme-2026/db").code == 3
+    assert world.ok("bob", "get", "beta/db-prod").out == SECRET + b"\n"
+    assert world.ok("alice", "get", "beta/db-prod", "--version", "1").out == b"first\n"
+    hist = json.loads(world.ok("alice", "history", "beta/db-prod", "--json").out)
+    assert [(h["version"], h["changed"], h["system"]) for h in hist] == [
+        (1, "created", None),
+        (2, "secret", None),
+        (3, "system", None),  # the link stayed behind with the system
+    ]
+    clash = world.run("alice", "mv", "acme-2026/other", "beta/db-prod")
+    assert clash.code == 1
+    assert "exists already" in one_line(clash)
+    assert world.run("alice", "mv", "acme-2026/nope", "beta/x").code == 3
+    assert world.ok("alice", "get", "acme-2026/other").out == b"x\n"
+    assert _audit(world, "alice", ("mv",)) == [("alice", "mv", "ok", "moved to beta/db-prod")]
+    beta = json.loads(world.ok("alice", "audit", "--engagement", "beta", "--json").out)
+    assert [(e["member"], e["outcome"], e["item"], e["detail"]) for e in beta
+            if e["action"] == "mv"] == [
+        ("bob", "denied", "db", "role reader"),
+        ("alice", "ok", "db-prod", "moved from acme-2026/db"),
+    ]  # fmt: skip
+
+
 def test_find_searches_names_and_readable_fields(world: World) -> None:
     import json
 
@@ -1084,7 +1128,6 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
-        ("mv", "acme-2026/db", "other-eng/db"),
         ("backup",),
         ("check",),
         ("info",),
