@@ -890,18 +890,16 @@ class TeamCredentials:
         a command reading on the member's behalf (``run psql``, ``ssh web1``), named in the
         audit detail as SQLCipher names it (not a reason); the linked system's address and
         port come in the same read (:func:`credvault.team_use.read`)."""
-        if via is not None:
-            if version is not None:
-                raise NotOnTeam("get --version through run or ssh")
-            from credvault.team_use import read
-
-            return read(self.t, "get", ref, reason, via)
         if version is not None:
             from credvault.team_records import get_version
 
-            got = get_version(self.t, ref, reason, version)
+            got = get_version(self.t, ref, reason, version, via)
             if got is not None:
                 return got
+        if via is not None:
+            from credvault.team_use import read
+
+            return read(self.t, "get", ref, reason, via)
         eng, name, v, f = self._read(ref, reason)
 
         def text(b: bytes | None) -> str | None:
@@ -949,7 +947,7 @@ class TeamCredentials:
         if version is not None:
             from credvault.team_records import version_fields
 
-            return version_fields(self.t, ref, reason, version)
+            return version_fields(self.t, ref, reason, version, via)
         from credvault.team_records import current_fields
 
         return current_fields(self.t, ref, reason)

@@ -440,14 +440,29 @@ def _version_refused(t: Team, ref: str, eng: str, name: str, version: int, reaso
     raise NotFound("version", ref, f"{ref} has no version {version}")
 
 
+def _said(t: Team, eng: str, why: str, via: str | None) -> str:
+    """What the audit detail's reason says, as SQLCipher writes it: the command reading on
+    the member's behalf (``via``: ``run psql``, ``ssh web1``), then the member's own reason.
+    The command is no reason: without one of the member's own, an engagement that
+    requires one gets none (the server refuses and audits it, "requires --reason")."""
+    if not via:
+        return why
+    if not why:
+        e = t.store.engagement(eng)
+        if e is not None and e.require_reason:
+            return ""
+    return (f"{via}: {why}" if why else via)[:200]  # validate.reason's limit
+
+
 def _fetch_version(
-    t: Team, ref: str, kind: str, reason: str | None, version: int
+    t: Team, ref: str, kind: str, reason: str | None, version: int, via: str | None = None
 ) -> tuple[str, str, RecordRow, builtins.list[bytes | None]]:
     """A version's values, through request_record/fetch_record (``kind`` 'version': the
-    secret too; 'version-show': without it), opened at its own place and binding."""
+    secret too; 'version-show': without it), opened at its own place and binding.
+    ``via``: the command reading on the member's behalf, named in the audit detail."""
     eng, name = validate.ref(ref)
     why = validate.reason(reason) or ""
-    req = t.store.request_record(kind, eng, name, why, version)
+    req = t.store.request_record(kind, eng, name, _said(t, eng, why, via), version)
     if req is None:
         _version_refused(t, ref, eng, name, version, why)
     assert req is not None
@@ -498,16 +513,19 @@ def current_fields(t: Team, ref: str, reason: str | None) -> dict[str, str | Non
     return {k: out[k] for k in ("username", "url", "notes", "kind", "system")}
 
 
-def get_version(t: Team, ref: str, reason: str | None, version: int) -> Credential | None:
+def get_version(
+    t: Team, ref: str, reason: str | None, version: int, via: str | None = None
+) -> Credential | None:
     """``get --version N``: that version, audited as ``get`` ("version N"); None for the
-    current version (the caller reads it as any get, as SQLCipher does)."""
+    current version (the caller reads it as any get, as SQLCipher does). ``via``: a command
+    reading on the member's behalf (``run``, ``ssh``), named ahead of the reason."""
     from credvault.secret import Secret
 
     _positive(version)
     eng, name = validate.ref(ref)
     if t.store.current_version(eng, name) == version:
         return None
-    eng, name, rec, v = _fetch_version(t, ref, "version", reason, version)
+    eng, name, rec, v = _fetch_version(t, ref, "version", reason, version, via)
     if v[0] is None:
         raise IntegrityError(f"{ref}: version {version} without its secret")
     secret = Secret(v[0])
@@ -533,10 +551,12 @@ def get_version(t: Team, ref: str, reason: str | None, version: int) -> Credenti
     )
 
 
-def version_fields(t: Team, ref: str, reason: str | None, version: int) -> dict[str, str | None]:
+def version_fields(
+    t: Team, ref: str, reason: str | None, version: int, via: str | None = None
+) -> dict[str, str | None]:
     """``get --version N --field username|url|notes``: audited as ``show``; the server
-    releases the version without its secret."""
-    _, _, rec, v = _fetch_version(t, ref, "version-show", reason, version)
+    releases the version without its secret. ``via`` as for :func:`get_version`."""
+    _, _, rec, v = _fetch_version(t, ref, "version-show", reason, version, via)
     out: dict[str, str | None] = {"kind": rec.kind, "system": rec.system}
     for f, b in zip(CRED_FIELDS[1:], v[1:], strict=True):
         out[f] = None if b is None else b.decode()

@@ -185,6 +185,32 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
     return _postgresql(tmp_path, cluster)
 
 
+_LIBRARY = """
+import json, os
+from pathlib import Path
+from credvault import Secret, Team, Vault, read_passphrase_file, vault_target
+target, who = os.environ["CREDVAULT_VAULT"], os.environ["CREDVAULT_MEMBER"]
+pw = read_passphrase_file(Path(os.environ["CREDVAULT_PASSPHRASE_FILE"]))
+v = (Team.open(target, who, Secret(pw)) if vault_target(target) is not None
+     else Vault.open(Path(target), who, pw))
+"""
+
+
+def _library(world: World, who: str, code: str) -> str:
+    """Run library calls (``v``: the open vault of either backend) as ``who`` on their
+    machine, in one process; returns what it printed."""
+    p = subprocess.run(
+        [sys.executable, "-c", _LIBRARY + code + "\nv.close()\n"],
+        capture_output=True,
+        env=world.envs[who],
+        timeout=120,
+        start_new_session=True,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr.decode("utf-8", errors="replace")
+    return p.stdout.decode()
+
+
 def one_line(r: CliResult) -> str:
     lines = r.err.strip().splitlines()
     assert len(lines) == 1, r.err
@@ -632,6 +658,20 @@ def test_history_keeps_every_version_and_revert_brings_one_back(world: World) ->
         ("alice", "history", "ok", "4 versions"),
         ("alice", "get", "ok", "version 3"),
         ("alice", "history", "error", "not found"),
+    ]
+    # the library's reads on a member's behalf (run, ssh) of an earlier version: the
+    # command named in the audit detail ahead of the reason, as for the current one
+    got = _library(world, "bob", """
+c = v.credentials.get("acme-2026/db", version=1, via="run psql")
+f = v.credentials.fields("acme-2026/db", version=2, via="run psql")
+s = v.credentials.get("acme-2026/db", version=2, reason="T-1", via="ssh web1")
+print(json.dumps([c.secret.reveal_text(), f["username"], s.secret.reveal_text()]))
+""")  # fmt: skip
+    assert json.loads(got) == ["first", "root", "second"]
+    assert _audit(world, "bob", HISTORY_ACTIONS)[2:] == [
+        ("bob", "get", "ok", "version 1; reason: run psql"),
+        ("bob", "show", "ok", "version 2: fields without the secret; reason: run psql"),
+        ("bob", "get", "ok", "version 2; reason: ssh web1: T-1"),
     ]
 
 
