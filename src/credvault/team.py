@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -74,6 +74,7 @@ from credvault.team_log import (
 
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
+    from credvault.importers import ImportPlan, RawEntry, Skipped
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
     from credvault.results import EngagementView, PurgePlan, VaultStatus
@@ -974,6 +975,19 @@ class TeamCredentials:
         if "/" in target and validate.ref(target)[0] != eng:
             return move_across(self.t, ref, target)
         return move(self.t, ref, target)
+
+    def import_entries(
+        self,
+        engagement: str,
+        entries: Iterable[RawEntry | Skipped],
+        *,
+        dry_run: bool = False,
+    ) -> ImportPlan:
+        """Store what an import source holds, all or nothing, sealed here
+        (:func:`credvault.team_records.import_entries`)."""
+        from credvault.team_records import import_entries
+
+        return import_entries(self.t, engagement, entries, dry_run=dry_run)
 
     def find(self, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:
         """Names where the member holds a role; fields where they may read (audited)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from credvault import items, validate
@@ -31,6 +31,7 @@ from credvault.systems import System
 
 if TYPE_CHECKING:
     from credvault.access import Role
+    from credvault.importers import ImportPlan, RawEntry, Skipped
     from credvault.postgres.store import PgStore, RecordRow, RotationRow
 
 
@@ -772,6 +773,88 @@ def move_across(t: Team, ref: str, target: str) -> CredentialInfo:
     return _info(t, t_eng, t_name)
 
 
+def import_entries(
+    t: Team, engagement: str, entries: Iterable[RawEntry | Skipped], *, dry_run: bool = False
+) -> ImportPlan:
+    """``import``, as :meth:`credvault.credentials.Credentials.import_entries`: a writing
+    role; names checked against the engagement as it is (existing ones skipped), a host
+    equal to an existing system linked to it (the systems' addresses read first through
+    ``request_import``/``fetch_import``, on the record as 'import-read'); everything sealed
+    here and stored in one server transaction (``import_credentials``, audited 'import'
+    with SQLCipher's summary; a dry run stores nothing and audits "dry run: …")."""
+    from credvault.errors import AlreadyExists
+    from credvault.importers import build_plan
+
+    eng = validate.name(engagement, "engagement name")
+    if not t.permits("credential.import", eng):  # the server refuses too, on the record
+        t.store.import_credentials(
+            eng, dry=True, key_version=0, skipped=0, systems=[], credentials=[]
+        )
+        raise _denied(t, "import", eng)
+    existing: dict[str, tuple[str, int | None, str | None]] = {}
+    uids: dict[str, bytes] = {}
+    if t.store.systems(eng):
+        req = t.store.request_import(eng)
+        if req is None:
+            raise _denied(t, "import", eng)
+        for uid, name, port, protocol, blob in t.store.fetch_import(req, eng):
+            eng_uid, key = _key_for(t, eng, "import", blob)
+            record = items.system_binding(name, port, protocol)
+            address = t.unseal(
+                eng_uid, uid, "address", blob, key, table=SYSTEMS, record=record, engagement=eng
+            )
+            existing[name] = (address.decode(), port, protocol)
+            uids[name] = uid
+    names = [c[1] for c in t.store.credentials(eng)]
+    plan = build_plan(entries, existing_credentials=names, existing_systems=existing)
+    if dry_run:
+        got = t.store.import_credentials(
+            eng, dry=True, key_version=0, skipped=len(plan.skipped),
+            systems=[(s.name, b"", None, None, b"") for s in plan.systems],
+            credentials=[(i.name, i.kind, b"", None, b"", None, None, None) for i in plan.items],
+        )  # fmt: skip
+        if got == "denied":
+            raise _denied(t, "import", eng)
+        return plan
+    eng_uid, key, version = t.engagement_key(eng, "import")
+    systems = []
+    for sp in plan.systems:
+        uid = os.urandom(16)
+        uids[sp.name] = uid
+        record = items.system_binding(sp.name, sp.port, sp.protocol)
+        env = t.seal(
+            eng_uid, uid, "address", sp.address.encode(), key, version, table=SYSTEMS,
+            record=record,
+        )  # fmt: skip
+        systems.append((sp.name, uid, sp.port, sp.protocol, env))
+    creds = []
+    for it in plan.items:
+        uid = os.urandom(16)
+        link = uids[it.system] if it.system else None
+        record = items.credential_binding(it.name, it.kind, link)
+
+        def seal(field: str, value: str | None, uid: bytes = uid) -> bytes | None:
+            if value is None:
+                return None
+            return t.seal(eng_uid, uid, field, value.encode(), key, version)
+
+        secret = t.seal(eng_uid, uid, "secret", it.secret.reveal(), key, version, record=record)
+        creds.append(
+            (it.name, it.kind, uid, it.system, secret,
+             seal("username", it.username), seal("url", it.url), seal("notes", it.notes))
+        )  # fmt: skip
+    got = t.store.import_credentials(
+        eng, dry=False, key_version=version, skipped=len(plan.skipped), systems=systems,
+        credentials=creds,
+    )  # fmt: skip
+    if got == "denied":
+        raise _denied(t, "import", eng)
+    if got != "ok":
+        kind, _, name = got.partition(" ")
+        raise AlreadyExists(f"{kind} {eng}/{name} was created meanwhile")
+    return plan
+
+
 def find(t: Team, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:
     """Names in every engagement the member holds a role in (the clear columns); usernames,
     URLs, notes, addresses and details where they may read, each engagement's envelopes
@@ -903,6 +986,7 @@ __all__ = [
     "find",
     "get_version",
     "history",
+    "import_entries",
     "linked_address",
     "move",
     "move_across",

@@ -807,6 +807,54 @@ def test_mv_into_another_engagement_reseals_it_with_its_history(world: World) ->
     ]  # fmt: skip
 
 
+def test_import_links_existing_systems_skips_existing_names_all_or_nothing(
+    world: World, tmp_path: Path
+) -> None:
+    src = tmp_path / "export.csv"
+    src.write_text(
+        "name,secret,username,host,port,protocol\n"
+        "db,s1,,,,\n"
+        "web1 root,s2-CANARY,root,198.51.100.4,22,ssh\n"
+        "api,s3,,203.0.113.9,8443,https\n"
+        "empty,,,,,\n"
+    )
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.setup([
+        ("alice", ("system", "add", "acme-2026/web1", "--address", "198.51.100.4", "--port",
+                   "22", "--protocol", "ssh")),
+        ("alice", ("grant", "acme-2026", "bob", "reader")),
+    ])  # fmt: skip
+    args = ("import", "acme-2026", str(src), "--format", "csv", "--map",
+            "name=name,secret=secret,username=username,host=host,port=port,protocol=protocol")  # fmt: skip
+    dry = world.ok("alice", *args, "--dry-run")
+    assert world.run("alice", "get", "acme-2026/api").code == 3
+    r = world.ok("alice", *args)
+    assert r.text == dry.text.replace("would import", "imported", 1)
+    assert r.text == (
+        "imported 2 credentials and 1 systems into acme-2026; 2 skipped\n"
+        "  + web1-root (system web1)  <- line 3\n"
+        "  + api (system 203.0.113.9)  <- line 4\n"
+        "  + system 203.0.113.9\n"
+        "  - line 2: credential 'db' exists already\n"
+        "  - line 5: no password or secret\n"
+    )
+    assert b"s2-CANARY" not in r.out + dry.out
+    assert world.ok("bob", "get", "acme-2026/web1-root").out == b"s2-CANARY\n"
+    assert world.ok("bob", "get", "acme-2026/api", "--field", "address").out == b"203.0.113.9\n"
+    assert world.ok("bob", "get", "acme-2026/db").out == SECRET + b"\n"  # never overwritten
+    denied = world.run("bob", *args)
+    assert denied.code == 4
+    assert "access denied" in one_line(denied)
+    again = world.ok("alice", *args, "--json")
+    assert json.loads(again.out)["credentials"] == []  # all there now: nothing twice
+    assert _audit(world, "alice", ("import",)) + _audit(world, "bob", ("import",)) == [
+        ("alice", "import", "ok", "dry run: 2 credentials, 1 systems, 2 skipped"),
+        ("alice", "import", "ok", "2 credentials, 1 systems, 2 skipped"),
+        ("alice", "import", "ok", "0 credentials, 0 systems, 4 skipped"),
+        ("bob", "import", "denied", "role reader"),
+    ]
+
+
 def test_find_searches_names_and_readable_fields(world: World) -> None:
     import json
 

@@ -734,3 +734,28 @@ def test_mv_to_another_engagement_needs_both_writes_and_its_own_audited_read(
         ("alpha", "db", "ok", "moved to beta/db2"),
         ("beta", "db2", "ok", "moved from alpha/db"),
     ]
+
+
+def test_a_reader_cannot_import_through_the_function(team_ro: Any) -> None:
+    """eve (reader on alpha) and mallory (no role there) call import_credentials and
+    request_import directly: refused, each refusal on the record, nothing stored."""
+    sealed = b"\x02\x00\x00\x00\x01" + secrets.token_bytes(40)
+    before = _moved_to(team_ro)
+    for who, held in (("eve", "role reader"), ("mallory", "no grant")):
+        with team_ro.connect(who) as conn:
+            got = conn.execute(
+                "SELECT credvault.import_credentials('alpha', false, 1, 0, '{}', '{}', '{}',"
+                " '{}', '{}', ARRAY['mine'], ARRAY['password'], ARRAY[%s::bytea],"
+                " ARRAY[NULL::text], ARRAY[%s::bytea], ARRAY[NULL::bytea], ARRAY[NULL::bytea],"
+                " ARRAY[NULL::bytea])",
+                (secrets.token_bytes(16), sealed),
+            ).fetchone()[0]
+            assert got == "denied"
+            assert conn.execute("SELECT credvault.request_import('alpha')").fetchone()[0] is None
+        with team_ro.connect() as owner:
+            last = owner.execute(
+                "SELECT member, action, outcome, detail FROM credvault.audit"
+                " ORDER BY seq DESC LIMIT 2"
+            ).fetchall()
+        assert last == [(who, "import", "denied", held)] * 2
+    assert _moved_to(team_ro) == before

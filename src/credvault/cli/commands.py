@@ -147,6 +147,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_engagement_ls",
         "cmd_engagement_show",
         "cmd_status",
+        "cmd_import",
     }
 )
 

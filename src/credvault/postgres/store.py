@@ -1170,6 +1170,55 @@ class PgStore:
         )
         return str(row[0])
 
+    def request_import(self, engagement: str) -> int | None:
+        """Phase one of import's read of the systems' addresses (audited 'import-read');
+        None when refused (audited 'import')."""
+        row = self._one("SELECT credvault.request_import(%s)", (engagement,), action="import")
+        return None if row[0] is None else int(row[0])
+
+    def fetch_import(
+        self, request: int, engagement: str
+    ) -> list[tuple[bytes, str, int | None, str | None, bytes]]:
+        """Phase two: (uid, name, port, protocol, address envelope) of each system."""
+        rows = self._phase_two(
+            "SELECT uid, name, port, protocol, address_env FROM credvault.fetch_import(%s)",
+            request,
+            "import",
+            engagement,
+        )
+        return [
+            (bytes(r[0]), str(r[1]), None if r[2] is None else int(r[2]),
+             None if r[3] is None else str(r[3]), bytes(r[4]))
+            for r in rows
+        ]  # fmt: skip
+
+    def import_credentials(
+        self,
+        engagement: str,
+        *,
+        dry: bool,
+        key_version: int,
+        skipped: int,
+        systems: list[tuple[str, bytes, int | None, str | None, bytes]],
+        credentials: list[
+            tuple[str, str, bytes, str | None, bytes, bytes | None, bytes | None, bytes | None]
+        ],
+    ) -> str:
+        """Store an import in one transaction (or, ``dry``, audit its plan): 'ok', 'denied'
+        (audited), or 'credential NAME' / 'system NAME' created meanwhile.
+        ``systems``: (name, uid, port, protocol, address envelope); ``credentials``: (name,
+        kind, uid, system name, secret, username, url and notes envelopes)."""
+        scols: list[list[Any]] = [[x[i] for x in systems] for i in range(5)]
+        ccols: list[list[Any]] = [[x[i] for x in credentials] for i in range(8)]
+        row = self._one(
+            "SELECT credvault.import_credentials(%s, %s, %s, %s, %s::text[], %s::bytea[], "
+            "%s::integer[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::bytea[], "
+            "%s::text[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[])",
+            (engagement, dry, key_version, skipped, *scols, *ccols),
+            action="import",
+        )
+        return str(row[0])
+
     def search_names(self, needle: str) -> list[tuple[str, str, str]]:
         """(engagement, credential or system, name) whose name contains ``needle`` (case
         folded), in the active engagements the member holds a role in."""

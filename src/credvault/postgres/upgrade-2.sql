@@ -2955,7 +2955,7 @@ BEGIN
                    credvault.member_group());
 END $$;
 
--- == pgrec: mv to another engagement ==
+-- == pgrec: mv to another engagement; import ==
 --
 -- (docs/team.md, "Daily commands".) `credvault mv ENG/NAME ENG2/NEW` on SQLCipher
 -- (credentials.py, Credentials.move) needs a writing role on both engagements, re-seals the
@@ -3184,4 +3184,154 @@ BEGIN
                    ' credvault.fetch_move(bigint), credvault.move_credential(bigint, bytea,'
                    ' integer, integer, bytea, bytea, bytea, bytea, bigint[], bytea[], bytea[],'
                    ' bytea[], bytea[]) TO %I', credvault.member_group());
+END $$;
+
+-- import (credentials.py, import_entries): a writing role; an imported host equal to a
+-- system the engagement has is linked to it, so the client first reads the systems'
+-- addresses through two phases (request_import commits an 'import-read' row, "N system
+-- addresses released to link the import's hosts"; fetch_import releases them under
+-- fetch_record's conditions and a writing role still held; skipped when there is no
+-- system). import_credentials then stores everything the client sealed, all or nothing,
+-- audited as SQLCipher: 'import', "N credentials, M systems, K skipped" (or "dry run: …",
+-- which stores nothing); a denial as 'import' denied with the role held. Returns 'ok',
+-- 'denied', or 'credential NAME' / 'system NAME' for a name created meanwhile.
+CREATE FUNCTION credvault.request_import(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; n integer; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'import', eng, NULL, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    SELECT count(*) INTO n FROM systems WHERE engagement_id = e.id;
+    s := audit_append(who, 'import-read', eng, NULL, 'ok',
+                      format('%s system addresses released to link the import''s hosts', n));
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid)
+    VALUES (who, 'import-systems', e.id, e.id, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE FUNCTION credvault.fetch_import(request bigint)
+RETURNS TABLE (uid bytea, name text, port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.kind <> 'import-systems' THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'write') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE record_requests.id = q.id;
+    RETURN QUERY SELECT s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM systems s WHERE s.engagement_id = q.engagement_id ORDER BY s.name;
+END $$;
+
+CREATE FUNCTION credvault.import_credentials(
+    eng text, dry boolean, t_key_version integer, n_skipped integer,
+    s_names text[], s_uids bytea[], s_ports integer[], s_protocols text[], s_envs bytea[],
+    c_names text[], c_kinds text[], c_uids bytea[], c_systems text[],
+    c_e1 bytea[], c_e2 bytea[], c_e3 bytea[], c_e4 bytea[]
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; nc integer := coalesce(cardinality(c_names), 0);
+    ns integer := coalesce(cardinality(s_names), 0); i integer; sid bigint; clash text;
+    summary text;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'import', eng, NULL, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    IF n_skipped < 0 THEN
+        RAISE EXCEPTION 'credvault: invalid import' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    summary := format('%s credentials, %s systems, %s skipped', nc, ns, n_skipped);
+    IF dry THEN
+        PERFORM audit_append(who, 'import', eng, NULL, 'ok', 'dry run: ' || summary);
+        RETURN 'ok';
+    END IF;
+    IF t_key_version <> e.key_version THEN
+        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF coalesce(cardinality(s_uids), 0) <> ns OR coalesce(cardinality(s_ports), 0) <> ns
+       OR coalesce(cardinality(s_protocols), 0) <> ns OR coalesce(cardinality(s_envs), 0) <> ns
+       OR coalesce(cardinality(c_kinds), 0) <> nc OR coalesce(cardinality(c_uids), 0) <> nc
+       OR coalesce(cardinality(c_systems), 0) <> nc OR coalesce(cardinality(c_e1), 0) <> nc
+       OR coalesce(cardinality(c_e2), 0) <> nc OR coalesce(cardinality(c_e3), 0) <> nc
+       OR coalesce(cardinality(c_e4), 0) <> nc
+       OR EXISTS (SELECT 1 FROM unnest(s_names || c_names) AS g(n)
+                  WHERE g.n IS NULL OR g.n !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
+       -- every anchor record-bound, every envelope under the current key version
+       OR EXISTS (SELECT 1 FROM unnest(s_envs) AS g(a)
+                  WHERE NOT coalesce(rebound_ok(a, e.key_version), false))
+       OR EXISTS (SELECT 1 FROM unnest(c_e1, c_e2, c_e3, c_e4) AS g(a, b, d, f)
+                  WHERE NOT coalesce(rebound_ok(a, e.key_version), false)
+                     OR NOT (sealed_under(b, e.key_version) AND sealed_under(d, e.key_version)
+                             AND sealed_under(f, e.key_version))) THEN
+        RAISE EXCEPTION 'credvault: invalid import' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT x.name INTO clash FROM credentials x WHERE x.engagement_id = e.id
+        AND x.name = ANY (c_names) ORDER BY array_position(c_names, x.name) LIMIT 1;
+    IF clash IS NOT NULL THEN
+        RETURN 'credential ' || clash;
+    END IF;
+    SELECT x.name INTO clash FROM systems x WHERE x.engagement_id = e.id
+        AND x.name = ANY (s_names) ORDER BY array_position(s_names, x.name) LIMIT 1;
+    IF clash IS NOT NULL THEN
+        RETURN 'system ' || clash;
+    END IF;
+    FOR i IN 1 .. ns LOOP
+        INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env)
+        VALUES (s_uids[i], e.id, s_names[i], s_ports[i], s_protocols[i], s_envs[i]);
+    END LOOP;
+    FOR i IN 1 .. nc LOOP
+        sid := NULL;
+        IF c_systems[i] IS NOT NULL THEN
+            SELECT x.id INTO sid FROM systems x WHERE x.engagement_id = e.id AND x.name = c_systems[i];
+            IF sid IS NULL THEN
+                RAISE EXCEPTION 'credvault: system %/% not found', eng, c_systems[i]
+                    USING ERRCODE = 'no_data_found';
+            END IF;
+        END IF;
+        INSERT INTO credentials (uid, engagement_id, name, kind, system_id, key_version,
+                                 secret_env, username_env, url_env, notes_env)
+        VALUES (c_uids[i], e.id, c_names[i], c_kinds[i], sid, e.key_version, c_e1[i], c_e2[i],
+                c_e3[i], c_e4[i]);
+    END LOOP;
+    PERFORM audit_append(who, 'import', eng, NULL, 'ok', summary);
+    RETURN 'ok';
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.request_import(text), credvault.fetch_import(bigint),
+    credvault.import_credentials(text, boolean, integer, integer, text[], bytea[], integer[],
+        text[], bytea[], text[], text[], bytea[], text[], bytea[], bytea[], bytea[], bytea[])
+    FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_import(text),'
+                   ' credvault.fetch_import(bigint), credvault.import_credentials(text, boolean,'
+                   ' integer, integer, text[], bytea[], integer[], text[], bytea[], text[],'
+                   ' text[], bytea[], text[], bytea[], bytea[], bytea[], bytea[]) TO %I',
+                   credvault.member_group());
 END $$;
