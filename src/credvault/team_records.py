@@ -734,11 +734,13 @@ def move_across(t: Team, ref: str, target: str) -> CredentialInfo:
     if outcome == "exists":
         raise AlreadyExists(f"credential {t_eng}/{t_name} exists already")
     assert req is not None
+    # ENG2's key first (a lead's first use makes it): nothing is released for a move that
+    # could not be sealed
+    t_uid, t_key, t_version = t.engagement_key(t_eng, "mv")
     rows = t.store.fetch_move(req, eng)
     current = next((r for r in rows if r.table == "credentials"), None)
     if current is None:
         raise NotFound("credential", ref)
-    t_uid, t_key, t_version = t.engagement_key(t_eng, "mv")
     moved: builtins.list[tuple[int, tuple[bytes, bytes | None, bytes | None, bytes | None]]] = []
     for r in rows:
         old = items.credential_binding(r.name, r.kind, r.system_uid)
