@@ -658,8 +658,8 @@ def test_mv_to_another_engagement_needs_both_writes_and_its_own_audited_read(
 ) -> None:
     """bob (engineer on alpha) calls the move functions directly (upgrade-2.sql, section
     pgrec): into beta, where he holds no role, he is refused and on the record; with a
-    writing role on beta revoked between the read and the store, the store refuses and
-    alpha keeps the credential; a move request is his own, fetched first, used once; the
+    writing role on beta revoked, or a new value put, between the read and the store, the
+    store refuses and alpha keeps the credential; a move request is his own, fetched first, used once; the
     ROLLBACK trick releases nothing; an honest move changes both sides in one step."""
     import psycopg
 
@@ -710,17 +710,41 @@ def test_mv_to_another_engagement_needs_both_writes_and_its_own_audited_read(
         assert bob.execute(store, args).fetchone()[0] == "denied"
         assert _moved_to(team) == [("alpha", "db")]
         team.grant("alice", "beta", "bob", "engineer")
+        # a new value put between the read and the store: refused, nothing changed
+        req = bob.execute(
+            "SELECT request FROM credvault.request_move('alpha', 'db', 'beta', 'db2')"
+        ).fetchone()[0]
+        fetch_as_a_client(bob, req, "tbl", "fetch_move")
+        team.put("alice", "alpha", "db", b"replaced-envelope")
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed meanwhile"):
+            bob.execute(store, (req, uid, version, sealed))
+        assert _moved_to(team) == [("alpha", "db")]
         # an honest move: both sides in one transaction, audited on both, used once
         req = bob.execute(
             "SELECT request FROM credvault.request_move('alpha', 'db', 'beta', 'db2')"
         ).fetchone()[0]
         fetch_as_a_client(bob, req, "tbl", "fetch_move")
+        uid, version = (
+            bob.execute("SELECT uid, version FROM credvault.credentials WHERE name = 'db'")
+            .fetchone()
+        )  # fmt: skip
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             bob.execute(store, (req, uid, version, b"\x01" + sealed[1:]))  # not record-bound
-        assert bob.execute(store, (req, uid, version, sealed)).fetchone()[0] == "ok"
+        with pytest.raises(psycopg.errors.SerializationFailure, match="versions changed"):
+            bob.execute(store, (req, uid, version, sealed))  # its version 1 left behind
+        vid = bob.execute("SELECT id FROM credvault.credential_versions").fetchone()[0]
+        honest = store.replace(
+            "'{}'::bigint[], '{}'::bytea[]", "ARRAY[%s]::bigint[], ARRAY[%s]::bytea[]"
+        ).replace("'{}'::bytea[]", "ARRAY[NULL]::bytea[]")
+        assert bob.execute(honest, (req, uid, version, sealed, vid, sealed)).fetchone()[0] == "ok"
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such move request"):
-            bob.execute(store, (req, uid, version, sealed))
+            bob.execute(honest, (req, uid, version, sealed, vid, sealed))
     assert _moved_to(team) == [("beta", "db2")]
+    with team.connect() as owner:  # the version went with it, renamed
+        assert owner.execute(
+            "SELECT e.name, v.name FROM credvault.credential_versions v"
+            " JOIN credvault.engagements e ON e.id = v.engagement_id"
+        ).fetchall() == [("beta", "db2")]
     with team.connect() as owner:
         trail = owner.execute(
             "SELECT engagement, item, outcome, detail FROM credvault.audit"
@@ -730,6 +754,7 @@ def test_mv_to_another_engagement_needs_both_writes_and_its_own_audited_read(
         ("beta", "db", "denied", "no grant"),
         ("alpha", "db", "ok", "released to seal it again for beta/db"),
         ("beta", "db", "denied", "no grant"),
+        ("alpha", "db", "ok", "released to seal it again for beta/db2"),
         ("alpha", "db", "ok", "released to seal it again for beta/db2"),
         ("alpha", "db", "ok", "moved to beta/db2"),
         ("beta", "db2", "ok", "moved from alpha/db"),
