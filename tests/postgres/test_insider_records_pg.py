@@ -745,6 +745,10 @@ def test_mv_to_another_engagement_needs_both_writes_and_its_own_audited_read(
             "SELECT e.name, v.name FROM credvault.credential_versions v"
             " JOIN credvault.engagements e ON e.id = v.engagement_id"
         ).fetchall() == [("beta", "db2")]
+    with team.connect("alice") as alice:  # beta's shred takes its move requests with it
+        alice.execute("SELECT credvault.destroy_engagement('beta', 'request', false)")
+    with team.connect() as owner:
+        assert owner.execute("SELECT count(*) FROM credvault.move_requests").fetchone()[0] == 0
     with team.connect() as owner:
         trail = owner.execute(
             "SELECT engagement, item, outcome, detail FROM credvault.audit"

@@ -3173,8 +3173,20 @@ BEGIN
     RETURN 'ok';
 END $$;
 
+-- A move request names a credential of each engagement: it leaves with either's purge, as
+-- the record requests do (purge_records, section pgcmds).
+CREATE FUNCTION credvault.purge_move_requests() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    DELETE FROM move_requests WHERE engagement_id = NEW.id OR target_id = NEW.id;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER purge_move_requests AFTER UPDATE OF state ON credvault.engagements
+    FOR EACH ROW WHEN (NEW.state = 'purged') EXECUTE FUNCTION credvault.purge_move_requests();
+
 REVOKE ALL ON credvault.move_requests FROM PUBLIC;
-REVOKE ALL ON FUNCTION credvault.sealed_under(bytea, integer),
+REVOKE ALL ON FUNCTION credvault.purge_move_requests(), credvault.sealed_under(bytea, integer),
     credvault.request_move(text, text, text, text), credvault.fetch_move(bigint),
     credvault.move_credential(bigint, bytea, integer, integer, bytea, bytea, bytea, bytea,
                               bigint[], bytea[], bytea[], bytea[], bytea[]) FROM PUBLIC;
