@@ -788,10 +788,8 @@ def import_entries(
     from credvault.importers import build_plan
 
     eng = validate.name(engagement, "engagement name")
-    if not t.permits("credential.import", eng):  # the server refuses too, on the record
-        t.store.import_credentials(
-            eng, dry=True, key_version=0, skipped=0, systems=[], credentials=[]
-        )
+    if not t.permits("credential.import", eng):
+        t.store.request_import(eng)  # the server refuses too, on the record
         raise _denied(t, "import", eng)
     existing: dict[str, tuple[str, int | None, str | None]] = {}
     uids: dict[str, bytes] = {}
