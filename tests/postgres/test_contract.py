@@ -781,7 +781,9 @@ def test_mv_into_another_engagement_reseals_it_with_its_history(world: World) ->
     ])  # fmt: skip
     denied = world.run("bob", "mv", "acme-2026/db", "beta/db")  # a reader on beta
     assert denied.code == 4
-    assert "access denied" in one_line(denied)
+    assert one_line(denied) == (
+        "credvault: access denied: 'bob' may not mv on engagement 'beta' (role reader)"
+    )
     r = world.ok("alice", "mv", "acme-2026/db", "beta/db-prod")
     assert r.text == "moved acme-2026/db to beta/db-prod\n"
     assert world.run("alice", "get", "acme-2026/db").code == 3
@@ -795,7 +797,7 @@ def test_mv_into_another_engagement_reseals_it_with_its_history(world: World) ->
     ]
     clash = world.run("alice", "mv", "acme-2026/other", "beta/db-prod")
     assert clash.code == 1
-    assert "exists already" in one_line(clash)
+    assert one_line(clash) == "credvault: credential beta/db-prod exists already"
     assert world.run("alice", "mv", "acme-2026/nope", "beta/x").code == 3
     assert world.ok("alice", "get", "acme-2026/other").out == b"x\n"
     assert _audit(world, "alice", ("mv",)) == [("alice", "mv", "ok", "moved to beta/db-prod")]
@@ -844,7 +846,9 @@ def test_import_links_existing_systems_skips_existing_names_all_or_nothing(
     assert world.ok("bob", "get", "acme-2026/db").out == SECRET + b"\n"  # never overwritten
     denied = world.run("bob", *args)
     assert denied.code == 4
-    assert "access denied" in one_line(denied)
+    assert one_line(denied) == (
+        "credvault: access denied: 'bob' may not import on engagement 'acme-2026' (role reader)"
+    )
     again = world.ok("alice", *args, "--json")
     assert json.loads(again.out)["credentials"] == []  # all there now: nothing twice
     assert _audit(world, "alice", ("import",)) + _audit(world, "bob", ("import",)) == [
