@@ -26,7 +26,7 @@ from credvault.credentials import (
     VersionInfo,
 )
 from credvault.crypto import envelope
-from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
+from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound, RetentionError
 from credvault.systems import System
 
 if TYPE_CHECKING:
@@ -316,6 +316,12 @@ class TeamSystems:
         if outcome == "not found":
             raise NotFound("system", ref)
         return until
+
+
+def _inactive(eng: str, state: str) -> RetentionError:
+    """A closed (or otherwise inactive) engagement takes no changes: SQLCipher's words
+    (:func:`credvault.retention.require_active`)."""
+    return RetentionError(f"engagement {eng!r} is {state}: it takes no changes")
 
 
 def _refused(t: Team, verb: str, eng: str) -> AccessDenied:
@@ -729,6 +735,9 @@ def move_across(t: Team, ref: str, target: str) -> CredentialInfo:
     outcome, req = t.store.request_move(eng, name, t_eng, t_name)
     if outcome == "denied":  # audited there, on the engagement that refused (ENG first)
         raise _denied(t, "mv", eng if not t.permits("credential.move", eng) else t_eng)
+    if outcome.startswith("inactive "):  # closed: audited there as an error
+        _, state, which = outcome.split(" ", 2)
+        raise _inactive(which, state)
     if outcome == "not found":
         raise NotFound("credential", ref)
     if outcome == "exists":
@@ -791,6 +800,10 @@ def import_entries(
     if not t.permits("credential.import", eng):
         t.store.request_import(eng)  # the server refuses too, on the record
         raise _denied(t, "import", eng)
+    row = t.store.engagement(eng)
+    if row is not None and row.state != "active":
+        t.store.request_import(eng)  # refused for its state, on the record
+        raise _inactive(eng, row.state)
     existing: dict[str, tuple[str, int | None, str | None]] = {}
     uids: dict[str, bytes] = {}
     if t.store.systems(eng):

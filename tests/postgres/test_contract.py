@@ -799,6 +799,10 @@ def test_mv_into_another_engagement_reseals_it_with_its_history(world: World) ->
     assert clash.code == 1
     assert one_line(clash) == "credvault: credential beta/db-prod exists already"
     assert world.run("alice", "mv", "acme-2026/nope", "beta/x").code == 3
+    world.ok("alice", "engagement", "close", "beta")
+    closed = world.run("alice", "mv", "acme-2026/other", "beta/other")
+    assert closed.code == 1
+    assert one_line(closed) == "credvault: engagement 'beta' is closed: it takes no changes"
     assert world.ok("alice", "get", "acme-2026/other").out == b"x\n"
     assert _audit(world, "alice", ("mv",)) == [("alice", "mv", "ok", "moved to beta/db-prod")]
     beta = json.loads(world.ok("alice", "audit", "--engagement", "beta", "--json").out)
@@ -806,6 +810,7 @@ def test_mv_into_another_engagement_reseals_it_with_its_history(world: World) ->
             if e["action"] == "mv"] == [
         ("bob", "denied", "db", "role reader"),
         ("alice", "ok", "db-prod", "moved from acme-2026/db"),
+        ("alice", "error", "other", "engagement is closed"),
     ]  # fmt: skip
 
 
@@ -851,10 +856,15 @@ def test_import_links_existing_systems_skips_existing_names_all_or_nothing(
     )
     again = world.ok("alice", *args, "--json")
     assert json.loads(again.out)["credentials"] == []  # all there now: nothing twice
+    world.ok("alice", "engagement", "close", "acme-2026")
+    closed = world.run("alice", *args)
+    assert closed.code == 1
+    assert one_line(closed) == "credvault: engagement 'acme-2026' is closed: it takes no changes"
     assert _audit(world, "alice", ("import",)) + _audit(world, "bob", ("import",)) == [
         ("alice", "import", "ok", "dry run: 2 credentials, 1 systems, 2 skipped"),
         ("alice", "import", "ok", "2 credentials, 1 systems, 2 skipped"),
         ("alice", "import", "ok", "0 credentials, 0 systems, 4 skipped"),
+        ("alice", "import", "error", "engagement is closed"),
         ("bob", "import", "denied", "role reader"),
     ]
 

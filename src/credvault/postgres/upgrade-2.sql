@@ -2964,7 +2964,8 @@ END $$;
 -- ENG/NAME"); the link to a system stays behind. On a team vault the values go through the
 -- member's machine, so three steps:
 --   request_move     phase one: both writing roles checked (a denial audited 'mv' on the
---                    engagement that refuses, with the role held); the release audited
+--                    engagement that refuses, with the role held; a closed one 'error',
+--                    "engagement is closed", as SQLCipher's require_active); the release audited
 --                    'rebind' on ENG ("released to seal it again for ENG2/NEW") and
 --                    committed; a move request names both engagements and the new name
 --   fetch_move       phase two, under fetch_record's conditions (the caller's, unused, at
@@ -2997,8 +2998,8 @@ LANGUAGE sql IMMUTABLE SET search_path = credvault, pg_temp
 AS $$ SELECT env IS NULL OR (length(env) > 5 AND get_byte(env, 1) * 16777216
       + get_byte(env, 2) * 65536 + get_byte(env, 3) * 256 + get_byte(env, 4) = kv) $$;
 
--- Returns (outcome, request): 'ok' with the request, or 'denied' (audited), 'not found' or
--- 'exists' (not audited, as on SQLCipher).
+-- Returns (outcome, request): 'ok' with the request, or 'denied' or 'inactive STATE ENG'
+-- (audited), 'not found' or 'exists' (not audited, as on SQLCipher).
 CREATE FUNCTION credvault.request_move(eng text, itm text, target text, new_name text)
 RETURNS TABLE (outcome text, request bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
@@ -3010,16 +3011,28 @@ BEGIN
     IF new_name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' OR eng = target THEN
         RAISE EXCEPTION 'credvault: invalid move' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    -- each engagement as SQLCipher's require_active checks it, the source first: a member
+    -- who may not write there is denied; one who may is refused for its state ('error')
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
     IF e.id IS NULL OR NOT may(e.id, 'write') THEN
         PERFORM audit_append(who, 'mv', eng, itm, 'denied', held(e.id));
         RETURN QUERY SELECT 'denied'::text, NULL::bigint;
         RETURN;
     END IF;
-    SELECT * INTO te FROM engagements WHERE name = target AND state = 'active';
+    IF e.state <> 'active' THEN
+        PERFORM audit_append(who, 'mv', eng, itm, 'error', 'engagement is ' || e.state);
+        RETURN QUERY SELECT format('inactive %s %s', e.state, eng), NULL::bigint;
+        RETURN;
+    END IF;
+    SELECT * INTO te FROM engagements WHERE name = target AND state <> 'purged';
     IF te.id IS NULL OR NOT may(te.id, 'write') THEN
         PERFORM audit_append(who, 'mv', target, new_name, 'denied', held(te.id));
         RETURN QUERY SELECT 'denied'::text, NULL::bigint;
+        RETURN;
+    END IF;
+    IF te.state <> 'active' THEN
+        PERFORM audit_append(who, 'mv', target, new_name, 'error', 'engagement is ' || te.state);
+        RETURN QUERY SELECT format('inactive %s %s', te.state, target), NULL::bigint;
         RETURN;
     END IF;
     SELECT id INTO cid FROM credentials WHERE engagement_id = e.id AND name = itm;
@@ -3212,9 +3225,13 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; n integer; s bigint; rid bigint;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
     IF e.id IS NULL OR NOT may(e.id, 'write') THEN
         PERFORM audit_append(who, 'import', eng, NULL, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.state <> 'active' THEN  -- as SQLCipher's require_active: on the record, refused
+        PERFORM audit_append(who, 'import', eng, NULL, 'error', 'engagement is ' || e.state);
         RETURN NULL;
     END IF;
     SELECT count(*) INTO n FROM systems WHERE engagement_id = e.id;
