@@ -11,7 +11,7 @@ control and the audit trail are the server's: every read is a committed audit ro
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
 holds every statement. An engagement's lifecycle, the purge and its receipts, and the
 owner's schema upgrade live in :mod:`credvault.team_lifecycle`; systems, history,
-edit/mv/find and the trash in :mod:`credvault.team_records` (each loaded when used). Not
+edit/mv/find/import and the trash in :mod:`credvault.team_records` (each loaded when used). Not
 covered (one line, exit 1, :class:`NotOnTeam`): backups, the agent and keyring.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -78,6 +78,7 @@ from credvault.team_log import (
 
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
+    from credvault.importers import ImportPlan, RawEntry, Skipped
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
     from credvault.results import EngagementView, PurgePlan, VaultStatus
@@ -913,18 +914,16 @@ class TeamCredentials:
         a command reading on the member's behalf (``run psql``, ``ssh web1``), named in the
         audit detail as SQLCipher names it (not a reason); the linked system's address and
         port come in the same read (:func:`credvault.team_use.read`)."""
-        if via is not None:
-            if version is not None:
-                raise NotOnTeam("get --version through run or ssh")
-            from credvault.team_use import read
-
-            return read(self.t, "get", ref, reason, via)
         if version is not None:
             from credvault.team_records import get_version
 
-            got = get_version(self.t, ref, reason, version)
+            got = get_version(self.t, ref, reason, version, via)
             if got is not None:
                 return got
+        if via is not None:
+            from credvault.team_use import read
+
+            return read(self.t, "get", ref, reason, via)
         eng, name, v, f = self._read(ref, reason)
 
         def text(b: bytes | None) -> str | None:
@@ -972,7 +971,7 @@ class TeamCredentials:
         if version is not None:
             from credvault.team_records import version_fields
 
-            return version_fields(self.t, ref, reason, version)
+            return version_fields(self.t, ref, reason, version, via)
         from credvault.team_records import current_fields
 
         return current_fields(self.t, ref, reason)
@@ -991,13 +990,27 @@ class TeamCredentials:
         return edit(self.t, ref, changes)
 
     def move(self, ref: str, target: str) -> CredentialInfo:
-        """A rename within the engagement; into another one: not on a team vault yet."""
-        from credvault.team_records import move
+        """A rename within the engagement (``NEW``), or into another one (``ENG2/NEW``:
+        re-sealed here under its key, :func:`credvault.team_records.move_across`)."""
+        from credvault.team_records import move, move_across
 
         eng, _ = validate.ref(ref)
         if "/" in target and validate.ref(target)[0] != eng:
-            raise NotOnTeam("mv to another engagement")
+            return move_across(self.t, ref, target)
         return move(self.t, ref, target)
+
+    def import_entries(
+        self,
+        engagement: str,
+        entries: Iterable[RawEntry | Skipped],
+        *,
+        dry_run: bool = False,
+    ) -> ImportPlan:
+        """Store what an import source holds, all or nothing, sealed here
+        (:func:`credvault.team_records.import_entries`)."""
+        from credvault.team_records import import_entries
+
+        return import_entries(self.t, engagement, entries, dry_run=dry_run)
 
     def find(self, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:
         """Names where the member holds a role; fields where they may read (audited)."""

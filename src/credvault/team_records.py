@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from credvault import items, validate
@@ -26,11 +26,12 @@ from credvault.credentials import (
     VersionInfo,
 )
 from credvault.crypto import envelope
-from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
+from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound, RetentionError
 from credvault.systems import System
 
 if TYPE_CHECKING:
     from credvault.access import Role
+    from credvault.importers import ImportPlan, RawEntry, Skipped
     from credvault.postgres.store import PgStore, RecordRow, RotationRow
 
 
@@ -317,6 +318,12 @@ class TeamSystems:
         return until
 
 
+def _inactive(eng: str, state: str) -> RetentionError:
+    """A closed (or otherwise inactive) engagement takes no changes: SQLCipher's words
+    (:func:`credvault.retention.require_active`)."""
+    return RetentionError(f"engagement {eng!r} is {state}: it takes no changes")
+
+
 def _refused(t: Team, verb: str, eng: str) -> AccessDenied:
     if t.store.engagement(eng) is None:
         return AccessDenied(t.member, verb, eng, "no role on it")
@@ -440,14 +447,29 @@ def _version_refused(t: Team, ref: str, eng: str, name: str, version: int, reaso
     raise NotFound("version", ref, f"{ref} has no version {version}")
 
 
+def _said(t: Team, eng: str, why: str, via: str | None) -> str:
+    """What the audit detail's reason says, as SQLCipher writes it: the command reading on
+    the member's behalf (``via``: ``run psql``, ``ssh web1``), then the member's own reason.
+    The command is no reason: without one of the member's own, an engagement that
+    requires one gets none (the server refuses and audits it, "requires --reason")."""
+    if not via:
+        return why
+    if not why:
+        e = t.store.engagement(eng)
+        if e is not None and e.require_reason:
+            return ""
+    return (f"{via}: {why}" if why else via)[:200]  # validate.reason's limit
+
+
 def _fetch_version(
-    t: Team, ref: str, kind: str, reason: str | None, version: int
+    t: Team, ref: str, kind: str, reason: str | None, version: int, via: str | None = None
 ) -> tuple[str, str, RecordRow, builtins.list[bytes | None]]:
     """A version's values, through request_record/fetch_record (``kind`` 'version': the
-    secret too; 'version-show': without it), opened at its own place and binding."""
+    secret too; 'version-show': without it), opened at its own place and binding.
+    ``via``: the command reading on the member's behalf, named in the audit detail."""
     eng, name = validate.ref(ref)
     why = validate.reason(reason) or ""
-    req = t.store.request_record(kind, eng, name, why, version)
+    req = t.store.request_record(kind, eng, name, _said(t, eng, why, via), version)
     if req is None:
         _version_refused(t, ref, eng, name, version, why)
     assert req is not None
@@ -498,16 +520,19 @@ def current_fields(t: Team, ref: str, reason: str | None) -> dict[str, str | Non
     return {k: out[k] for k in ("username", "url", "notes", "kind", "system")}
 
 
-def get_version(t: Team, ref: str, reason: str | None, version: int) -> Credential | None:
+def get_version(
+    t: Team, ref: str, reason: str | None, version: int, via: str | None = None
+) -> Credential | None:
     """``get --version N``: that version, audited as ``get`` ("version N"); None for the
-    current version (the caller reads it as any get, as SQLCipher does)."""
+    current version (the caller reads it as any get, as SQLCipher does). ``via``: a command
+    reading on the member's behalf (``run``, ``ssh``), named ahead of the reason."""
     from credvault.secret import Secret
 
     _positive(version)
     eng, name = validate.ref(ref)
     if t.store.current_version(eng, name) == version:
         return None
-    eng, name, rec, v = _fetch_version(t, ref, "version", reason, version)
+    eng, name, rec, v = _fetch_version(t, ref, "version", reason, version, via)
     if v[0] is None:
         raise IntegrityError(f"{ref}: version {version} without its secret")
     secret = Secret(v[0])
@@ -533,10 +558,12 @@ def get_version(t: Team, ref: str, reason: str | None, version: int) -> Credenti
     )
 
 
-def version_fields(t: Team, ref: str, reason: str | None, version: int) -> dict[str, str | None]:
+def version_fields(
+    t: Team, ref: str, reason: str | None, version: int, via: str | None = None
+) -> dict[str, str | None]:
     """``get --version N --field username|url|notes``: audited as ``show``; the server
-    releases the version without its secret."""
-    _, _, rec, v = _fetch_version(t, ref, "version-show", reason, version)
+    releases the version without its secret. ``via`` as for :func:`get_version`."""
+    _, _, rec, v = _fetch_version(t, ref, "version-show", reason, version, via)
     out: dict[str, str | None] = {"kind": rec.kind, "system": rec.system}
     for f, b in zip(CRED_FIELDS[1:], v[1:], strict=True):
         out[f] = None if b is None else b.decode()
@@ -669,8 +696,7 @@ def _info(t: Team, eng: str, name: str) -> CredentialInfo:
 
 def move(t: Team, ref: str, target: str) -> CredentialInfo:
     """A rename within the engagement (done by the server: the name is a clear column).
-    Moving into another engagement (re-sealing everything under its key) is refused by the
-    caller, :meth:`credvault.team.TeamCredentials.move`."""
+    Moving into another engagement is :func:`move_across`."""
     from credvault.errors import AlreadyExists
 
     eng, name = validate.ref(ref)
@@ -692,6 +718,154 @@ def move(t: Team, ref: str, target: str) -> CredentialInfo:
     if outcome == "exists":
         raise AlreadyExists(f"credential {eng}/{t_name} exists already")
     return _info(t, eng, t_name)
+
+
+def move_across(t: Team, ref: str, target: str) -> CredentialInfo:
+    """``mv ENG/NAME ENG2/NEW``, as :meth:`credvault.credentials.Credentials.move`: a writing
+    role on both engagements; the credential and every earlier version re-sealed here under
+    ENG2's key (the secret bound to its new name, without the link: the system stays
+    behind) and moved in one server transaction, audited 'mv' on both. The values come
+    through a two-phase read (``request_move`` commits a 'rebind' audit row on ENG,
+    ``fetch_move`` releases them); ``move_credential`` takes only that fetched request
+    (``upgrade-2.sql``, section pgrec). A failure changes nothing."""
+    from credvault.errors import AlreadyExists
+
+    eng, name = validate.ref(ref)
+    t_eng, t_name = validate.ref(target)
+    outcome, req = t.store.request_move(eng, name, t_eng, t_name)
+    if outcome == "denied":  # audited there, on the engagement that refused (ENG first)
+        raise _denied(t, "mv", eng if not t.permits("credential.move", eng) else t_eng)
+    if outcome.startswith("inactive "):  # closed: audited there as an error
+        _, state, which = outcome.split(" ", 2)
+        raise _inactive(which, state)
+    if outcome == "not found":
+        raise NotFound("credential", ref)
+    if outcome == "exists":
+        raise AlreadyExists(f"credential {t_eng}/{t_name} exists already")
+    assert req is not None
+    # ENG2's key first (a lead's first use makes it): nothing is released for a move that
+    # could not be sealed
+    t_uid, t_key, t_version = t.engagement_key(t_eng, "mv")
+    rows = t.store.fetch_move(req, eng)
+    current = next((r for r in rows if r.table == "credentials"), None)
+    if current is None:
+        raise NotFound("credential", ref)
+    moved: builtins.list[tuple[int, tuple[bytes, bytes | None, bytes | None, bytes | None]]] = []
+    for r in rows:
+        old = items.credential_binding(r.name, r.kind, r.system_uid)
+        new = items.credential_binding(t_name, r.kind, None)  # the link stays behind
+        out: builtins.list[bytes | None] = []
+        for i, (field, blob) in enumerate(zip(CRED_FIELDS, r.envelopes, strict=True)):
+            if blob is None:
+                out.append(None)
+                continue
+            eng_uid, key = _key_for(t, eng, "mv", blob)
+            value = t.unseal(
+                eng_uid, r.uid, field, blob, key, record=old if i == 0 else (), engagement=eng
+            )
+            out.append(
+                t.seal(t_uid, r.uid, field, value, t_key, t_version, record=new if i == 0 else ())
+            )
+            del value
+        anchor = out[0]
+        if anchor is None:
+            raise IntegrityError(f"{ref}: a credential without its secret")
+        moved.append((r.id, (anchor, out[1], out[2], out[3])))
+    # (ids of two tables: told apart by the row's table, never by the id alone)
+    envs = next(m[1] for m, r in zip(moved, rows, strict=True) if r.table == "credentials")
+    versions = [m for m, r in zip(moved, rows, strict=True) if r.table == "credential_versions"]
+    if len(versions) + 1 != len(rows):
+        raise IntegrityError(f"{ref}: a record of an unknown kind")
+    got = t.store.move_credential(req, current.uid, current.version, t_version, envs, versions)
+    if got == "denied":  # a writing role lost since the fetch (audited there)
+        raise _denied(t, "mv", eng if not t.permits("credential.move", eng) else t_eng)
+    if got == "exists":
+        raise AlreadyExists(f"credential {t_eng}/{t_name} exists already")
+    return _info(t, t_eng, t_name)
+
+
+def import_entries(
+    t: Team, engagement: str, entries: Iterable[RawEntry | Skipped], *, dry_run: bool = False
+) -> ImportPlan:
+    """``import``, as :meth:`credvault.credentials.Credentials.import_entries`: a writing
+    role; names checked against the engagement as it is (existing ones skipped), a host
+    equal to an existing system linked to it (the systems' addresses read first through
+    ``request_import``/``fetch_import``, on the record as 'import-read'); everything sealed
+    here and stored in one server transaction (``import_credentials``, audited 'import'
+    with SQLCipher's summary; a dry run stores nothing and audits "dry run: …")."""
+    from credvault.errors import AlreadyExists
+    from credvault.importers import build_plan
+
+    eng = validate.name(engagement, "engagement name")
+    if not t.permits("credential.import", eng):
+        t.store.request_import(eng)  # the server refuses too, on the record
+        raise _denied(t, "import", eng)
+    row = t.store.engagement(eng)
+    if row is not None and row.state != "active":
+        t.store.request_import(eng)  # refused for its state, on the record
+        raise _inactive(eng, row.state)
+    existing: dict[str, tuple[str, int | None, str | None]] = {}
+    uids: dict[str, bytes] = {}
+    if t.store.systems(eng):
+        req = t.store.request_import(eng)
+        if req is None:
+            raise _denied(t, "import", eng)
+        for uid, name, port, protocol, blob in t.store.fetch_import(req, eng):
+            eng_uid, key = _key_for(t, eng, "import", blob)
+            record = items.system_binding(name, port, protocol)
+            address = t.unseal(
+                eng_uid, uid, "address", blob, key, table=SYSTEMS, record=record, engagement=eng
+            )
+            existing[name] = (address.decode(), port, protocol)
+            uids[name] = uid
+    names = [c[1] for c in t.store.credentials(eng)]
+    plan = build_plan(entries, existing_credentials=names, existing_systems=existing)
+    if dry_run:
+        got = t.store.import_credentials(
+            eng, dry=True, key_version=0, skipped=len(plan.skipped),
+            systems=[(s.name, b"", None, None, b"") for s in plan.systems],
+            credentials=[(i.name, i.kind, b"", None, b"", None, None, None) for i in plan.items],
+        )  # fmt: skip
+        if got == "denied":
+            raise _denied(t, "import", eng)
+        return plan
+    eng_uid, key, version = t.engagement_key(eng, "import")
+    systems = []
+    for sp in plan.systems:
+        uid = os.urandom(16)
+        uids[sp.name] = uid
+        record = items.system_binding(sp.name, sp.port, sp.protocol)
+        env = t.seal(
+            eng_uid, uid, "address", sp.address.encode(), key, version, table=SYSTEMS,
+            record=record,
+        )  # fmt: skip
+        systems.append((sp.name, uid, sp.port, sp.protocol, env))
+    creds = []
+    for it in plan.items:
+        uid = os.urandom(16)
+        link = uids[it.system] if it.system else None
+        record = items.credential_binding(it.name, it.kind, link)
+
+        def seal(field: str, value: str | None, uid: bytes = uid) -> bytes | None:
+            if value is None:
+                return None
+            return t.seal(eng_uid, uid, field, value.encode(), key, version)
+
+        secret = t.seal(eng_uid, uid, "secret", it.secret.reveal(), key, version, record=record)
+        creds.append(
+            (it.name, it.kind, uid, it.system, secret,
+             seal("username", it.username), seal("url", it.url), seal("notes", it.notes))
+        )  # fmt: skip
+    got = t.store.import_credentials(
+        eng, dry=False, key_version=version, skipped=len(plan.skipped), systems=systems,
+        credentials=creds,
+    )  # fmt: skip
+    if got == "denied":
+        raise _denied(t, "import", eng)
+    if got != "ok":
+        kind, _, name = got.partition(" ")
+        raise AlreadyExists(f"{kind} {eng}/{name} was created meanwhile")
+    return plan
 
 
 def find(t: Team, text: str, *, fields: bool = True, reason: str | None = None) -> FindHits:
@@ -825,8 +999,10 @@ __all__ = [
     "find",
     "get_version",
     "history",
+    "import_entries",
     "linked_address",
     "move",
+    "move_across",
     "remove",
     "reseal",
     "restore",

@@ -186,6 +186,32 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
     return _postgresql(tmp_path, cluster)
 
 
+_LIBRARY = """
+import json, os
+from pathlib import Path
+from credvault import Secret, Team, Vault, read_passphrase_file, vault_target
+target, who = os.environ["CREDVAULT_VAULT"], os.environ["CREDVAULT_MEMBER"]
+pw = read_passphrase_file(Path(os.environ["CREDVAULT_PASSPHRASE_FILE"]))
+v = (Team.open(target, who, Secret(pw)) if vault_target(target) is not None
+     else Vault.open(Path(target), who, pw))
+"""
+
+
+def _library(world: World, who: str, code: str) -> str:
+    """Run library calls (``v``: the open vault of either backend) as ``who`` on their
+    machine, in one process; returns what it printed."""
+    p = subprocess.run(
+        [sys.executable, "-c", _LIBRARY + code + "\nv.close()\n"],
+        capture_output=True,
+        env=world.envs[who],
+        timeout=120,
+        start_new_session=True,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr.decode("utf-8", errors="replace")
+    return p.stdout.decode()
+
+
 def one_line(r: CliResult) -> str:
     lines = r.err.strip().splitlines()
     assert len(lines) == 1, r.err
@@ -634,6 +660,20 @@ def test_history_keeps_every_version_and_revert_brings_one_back(world: World) ->
         ("alice", "get", "ok", "version 3"),
         ("alice", "history", "error", "not found"),
     ]
+    # the library's reads on a member's behalf (run, ssh) of an earlier version: the
+    # command named in the audit detail ahead of the reason, as for the current one
+    got = _library(world, "bob", """
+c = v.credentials.get("acme-2026/db", version=1, via="run psql")
+f = v.credentials.fields("acme-2026/db", version=2, via="run psql")
+s = v.credentials.get("acme-2026/db", version=2, reason="T-1", via="ssh web1")
+print(json.dumps([c.secret.reveal_text(), f["username"], s.secret.reveal_text()]))
+""")  # fmt: skip
+    assert json.loads(got) == ["first", "root", "second"]
+    assert _audit(world, "bob", HISTORY_ACTIONS)[2:] == [
+        ("bob", "get", "ok", "version 1; reason: run psql"),
+        ("bob", "show", "ok", "version 2: fields without the secret; reason: run psql"),
+        ("bob", "get", "ok", "version 2; reason: ssh web1: T-1"),
+    ]
 
 
 def test_a_reader_reads_history_but_cannot_revert(world: World) -> None:
@@ -722,6 +762,112 @@ def test_mv_renames_within_the_engagement(world: World) -> None:
     assert world.ok("alice", "get", "acme-2026/other").out == b"x\n"
     assert _audit(world, "alice", ("mv",)) == [("alice", "mv", "ok", "renamed to db-prod")]
     assert _audit(world, "bob", ("mv",)) == [("bob", "mv", "denied", "role reader")]
+
+
+def test_mv_into_another_engagement_reseals_it_with_its_history(world: World) -> None:
+    """A writing role on both; the value and every earlier version come back from the new
+    engagement (to its other members too), the link stays behind, both trails say so, and
+    a refusal changes nothing."""
+    import json
+
+    world.ok("alice", "put", "acme-2026/db", "--username", "root", input=b"first\n")
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.ok("alice", "put", "acme-2026/other", input=b"x\n")
+    world.setup([
+        ("alice", ("engagement", "new", "beta", "--client", "b")),
+        ("alice", ("grant", "acme-2026", "bob", "engineer")),
+        ("alice", ("grant", "beta", "bob", "reader")),
+        ("alice", ("system", "add", "acme-2026/web1", "--address", "10.0.0.5")),
+        ("alice", ("edit", "acme-2026/db", "--system", "web1")),
+    ])  # fmt: skip
+    denied = world.run("bob", "mv", "acme-2026/db", "beta/db")  # a reader on beta
+    assert denied.code == 4
+    assert one_line(denied) == (
+        "credvault: access denied: 'bob' may not mv on engagement 'beta' (role reader)"
+    )
+    r = world.ok("alice", "mv", "acme-2026/db", "beta/db-prod")
+    assert r.text == "moved acme-2026/db to beta/db-prod\n"
+    assert world.run("alice", "get", "acme-2026/db").code == 3
+    assert world.ok("bob", "get", "beta/db-prod").out == SECRET + b"\n"
+    assert world.ok("alice", "get", "beta/db-prod", "--version", "1").out == b"first\n"
+    hist = json.loads(world.ok("alice", "history", "beta/db-prod", "--json").out)
+    assert [(h["version"], h["changed"], h["system"]) for h in hist] == [
+        (1, "created", None),
+        (2, "secret", None),
+        (3, "system", None),  # the link stayed behind with the system
+    ]
+    clash = world.run("alice", "mv", "acme-2026/other", "beta/db-prod")
+    assert clash.code == 1
+    assert one_line(clash) == "credvault: credential beta/db-prod exists already"
+    assert world.run("alice", "mv", "acme-2026/nope", "beta/x").code == 3
+    world.ok("alice", "engagement", "close", "beta")
+    closed = world.run("alice", "mv", "acme-2026/other", "beta/other")
+    assert closed.code == 1
+    assert one_line(closed) == "credvault: engagement 'beta' is closed: it takes no changes"
+    assert world.ok("alice", "get", "acme-2026/other").out == b"x\n"
+    assert _audit(world, "alice", ("mv",)) == [("alice", "mv", "ok", "moved to beta/db-prod")]
+    beta = json.loads(world.ok("alice", "audit", "--engagement", "beta", "--json").out)
+    assert [(e["member"], e["outcome"], e["item"], e["detail"]) for e in beta
+            if e["action"] == "mv"] == [
+        ("bob", "denied", "db", "role reader"),
+        ("alice", "ok", "db-prod", "moved from acme-2026/db"),
+        ("alice", "error", "other", "engagement is closed"),
+    ]  # fmt: skip
+
+
+def test_import_links_existing_systems_skips_existing_names_all_or_nothing(
+    world: World, tmp_path: Path
+) -> None:
+    src = tmp_path / "export.csv"
+    src.write_text(
+        "name,secret,username,host,port,protocol\n"
+        "db,s1,,,,\n"
+        "web1 root,s2-CANARY,root,198.51.100.4,22,ssh\n"
+        "api,s3,,203.0.113.9,8443,https\n"
+        "empty,,,,,\n"
+    )
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.setup([
+        ("alice", ("system", "add", "acme-2026/web1", "--address", "198.51.100.4", "--port",
+                   "22", "--protocol", "ssh")),
+        ("alice", ("grant", "acme-2026", "bob", "reader")),
+    ])  # fmt: skip
+    args = ("import", "acme-2026", str(src), "--format", "csv", "--map",
+            "name=name,secret=secret,username=username,host=host,port=port,protocol=protocol")  # fmt: skip
+    dry = world.ok("alice", *args, "--dry-run")
+    assert world.run("alice", "get", "acme-2026/api").code == 3
+    r = world.ok("alice", *args)
+    assert r.text == dry.text.replace("would import", "imported", 1)
+    assert r.text == (
+        "imported 2 credentials and 1 systems into acme-2026; 2 skipped\n"
+        "  + web1-root (system web1)  <- line 3\n"
+        "  + api (system 203.0.113.9)  <- line 4\n"
+        "  + system 203.0.113.9\n"
+        "  - line 2: credential 'db' exists already\n"
+        "  - line 5: no password or secret\n"
+    )
+    assert b"s2-CANARY" not in r.out + dry.out
+    assert world.ok("bob", "get", "acme-2026/web1-root").out == b"s2-CANARY\n"
+    assert world.ok("bob", "get", "acme-2026/api", "--field", "address").out == b"203.0.113.9\n"
+    assert world.ok("bob", "get", "acme-2026/db").out == SECRET + b"\n"  # never overwritten
+    denied = world.run("bob", *args)
+    assert denied.code == 4
+    assert one_line(denied) == (
+        "credvault: access denied: 'bob' may not import on engagement 'acme-2026' (role reader)"
+    )
+    again = world.ok("alice", *args, "--json")
+    assert json.loads(again.out)["credentials"] == []  # all there now: nothing twice
+    world.ok("alice", "engagement", "close", "acme-2026")
+    closed = world.run("alice", *args)
+    assert closed.code == 1
+    assert one_line(closed) == "credvault: engagement 'acme-2026' is closed: it takes no changes"
+    assert _audit(world, "alice", ("import",)) + _audit(world, "bob", ("import",)) == [
+        ("alice", "import", "ok", "dry run: 2 credentials, 1 systems, 2 skipped"),
+        ("alice", "import", "ok", "2 credentials, 1 systems, 2 skipped"),
+        ("alice", "import", "ok", "0 credentials, 0 systems, 4 skipped"),
+        ("alice", "import", "error", "engagement is closed"),
+        ("bob", "import", "denied", "role reader"),
+    ]
 
 
 def test_find_searches_names_and_readable_fields(world: World) -> None:
@@ -1239,7 +1385,6 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
-        ("mv", "acme-2026/db", "other-eng/db"),
         ("backup",),
         ("check",),
         ("info",),

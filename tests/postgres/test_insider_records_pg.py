@@ -90,6 +90,7 @@ READS = [
     "SELECT secret_env FROM credvault.credential_trash",
     "SELECT * FROM credvault.credential_trash",
     "SELECT uid FROM credvault.credential_trash",
+    "SELECT * FROM credvault.move_requests",
 ]
 
 
@@ -111,6 +112,7 @@ WRITES = [
     "INSERT INTO credvault.record_requests (member, kind, engagement_id, target_id, audit_seq, xid)"
     " VALUES ('bob', 'system', 1, 1, 1, pg_current_xact_id())",
     "UPDATE credvault.record_requests SET used_at = NULL",
+    "UPDATE credvault.move_requests SET used_at = now(), moved_at = NULL",
     "UPDATE credvault.credentials SET system_id = NULL",
     "TRUNCATE credvault.system_trash",
     "DELETE FROM credvault.credential_versions",
@@ -639,3 +641,150 @@ def test_otp_run_and_ssh_reads_are_on_the_record_first(team: Any) -> None:
         ("mallory", "get", "denied", "no grant"),
         ("eve", "get", "denied", "this engagement requires --reason"),
     ]
+
+
+def _moved_to(team: Any) -> list[tuple[str, str]]:
+    """(engagement, name) of every credential, as the owner sees them."""
+    with team.connect() as owner:
+        rows = owner.execute(
+            "SELECT e.name, c.name FROM credvault.credentials c"
+            " JOIN credvault.engagements e ON e.id = c.engagement_id ORDER BY 1, 2"
+        ).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def test_mv_to_another_engagement_needs_both_writes_and_its_own_audited_read(
+    team: Any,
+) -> None:
+    """bob (engineer on alpha) calls the move functions directly (upgrade-2.sql, section
+    pgrec): into beta, where he holds no role, he is refused and on the record; with a
+    writing role on beta revoked, or a new value put, between the read and the store, the
+    store refuses and alpha keeps the credential; a move request is his own, fetched first, used once; the
+    ROLLBACK trick releases nothing; an honest move changes both sides in one step."""
+    import psycopg
+
+    sealed = b"\x02\x00\x00\x00\x01" + secrets.token_bytes(40)  # bound, key version 1
+    store = (
+        "SELECT credvault.move_credential(%s, %s, %s, 1, %s, NULL, NULL, NULL,"
+        " '{}'::bigint[], '{}'::bytea[], '{}'::bytea[], '{}'::bytea[], '{}'::bytea[])"
+    )
+    with team.connect("bob") as bob:
+        got = bob.execute("SELECT * FROM credvault.request_move('alpha', 'db', 'beta', 'db')")
+        assert got.fetchone() == ("denied", None)
+    with team.connect() as owner:
+        last = owner.execute(
+            "SELECT member, action, engagement, item, outcome, detail FROM credvault.audit"
+            " ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert last == ("bob", "mv", "beta", "db", "denied", "no grant")
+    # the ROLLBACK trick: the request rolled back, so nothing is released
+    script = (
+        "BEGIN;\n"
+        "SELECT request AS req FROM credvault.request_move('alpha', 'db', 'beta', 'x') \\gset\n"
+        "SELECT encode(e1, 'hex') FROM credvault.fetch_move(:req);\n"
+        "ROLLBACK;\n"
+    )
+    team.grant("alice", "beta", "bob", "engineer")
+    out = team.psql("bob", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert b"credential-envelope".hex() not in out.stdout
+    with team.connect("bob") as bob, team.connect("eve") as eve:
+        req = bob.execute(
+            "SELECT request FROM credvault.request_move('alpha', 'db', 'beta', 'db')"
+        ).fetchone()[0]
+        uid, version = (
+            bob.execute("SELECT uid, version FROM credvault.credentials WHERE name = 'db'")
+            .fetchone()
+        )  # fmt: skip
+        args = (req, uid, version, sealed)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such move request"):
+            bob.execute(store, args)  # not fetched: no audited read, no move
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            eve.execute("SELECT * FROM credvault.fetch_move(%s)", (req,))
+        rows = fetch_as_a_client(bob, req, "tbl, e1", "fetch_move")
+        assert (rows[0], bytes(rows[1])) == ("credentials", b"credential-envelope")
+        # alice revokes bob on beta before he stores: the source must not be dropped
+        out = team.psql("alice", "SELECT credvault.revoke_grant('beta', 'bob')")
+        assert out.returncode == 0, out.stderr
+        assert bob.execute(store, args).fetchone()[0] == "denied"
+        assert _moved_to(team) == [("alpha", "db")]
+        team.grant("alice", "beta", "bob", "engineer")
+        # a new value put between the read and the store: refused, nothing changed
+        req = bob.execute(
+            "SELECT request FROM credvault.request_move('alpha', 'db', 'beta', 'db2')"
+        ).fetchone()[0]
+        fetch_as_a_client(bob, req, "tbl", "fetch_move")
+        team.put("alice", "alpha", "db", b"replaced-envelope")
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed meanwhile"):
+            bob.execute(store, (req, uid, version, sealed))
+        assert _moved_to(team) == [("alpha", "db")]
+        # an honest move: both sides in one transaction, audited on both, used once
+        req = bob.execute(
+            "SELECT request FROM credvault.request_move('alpha', 'db', 'beta', 'db2')"
+        ).fetchone()[0]
+        fetch_as_a_client(bob, req, "tbl", "fetch_move")
+        uid, version = (
+            bob.execute("SELECT uid, version FROM credvault.credentials WHERE name = 'db'")
+            .fetchone()
+        )  # fmt: skip
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            bob.execute(store, (req, uid, version, b"\x01" + sealed[1:]))  # not record-bound
+        with pytest.raises(psycopg.errors.SerializationFailure, match="versions changed"):
+            bob.execute(store, (req, uid, version, sealed))  # its version 1 left behind
+        vid = bob.execute("SELECT id FROM credvault.credential_versions").fetchone()[0]
+        honest = store.replace(
+            "'{}'::bigint[], '{}'::bytea[]", "ARRAY[%s]::bigint[], ARRAY[%s]::bytea[]"
+        ).replace("'{}'::bytea[]", "ARRAY[NULL]::bytea[]")
+        assert bob.execute(honest, (req, uid, version, sealed, vid, sealed)).fetchone()[0] == "ok"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such move request"):
+            bob.execute(honest, (req, uid, version, sealed, vid, sealed))
+    assert _moved_to(team) == [("beta", "db2")]
+    with team.connect() as owner:  # the version went with it, renamed
+        assert owner.execute(
+            "SELECT e.name, v.name FROM credvault.credential_versions v"
+            " JOIN credvault.engagements e ON e.id = v.engagement_id"
+        ).fetchall() == [("beta", "db2")]
+    with team.connect("alice") as alice:  # beta's shred takes its move requests with it
+        alice.execute("SELECT credvault.destroy_engagement('beta', 'request', false)")
+    with team.connect() as owner:
+        assert owner.execute("SELECT count(*) FROM credvault.move_requests").fetchone()[0] == 0
+    with team.connect() as owner:
+        trail = owner.execute(
+            "SELECT engagement, item, outcome, detail FROM credvault.audit"
+            " WHERE member = 'bob' AND action IN ('mv', 'rebind') ORDER BY seq"
+        ).fetchall()
+    assert trail == [
+        ("beta", "db", "denied", "no grant"),
+        ("alpha", "db", "ok", "released to seal it again for beta/db"),
+        ("beta", "db", "denied", "no grant"),
+        ("alpha", "db", "ok", "released to seal it again for beta/db2"),
+        ("alpha", "db", "ok", "released to seal it again for beta/db2"),
+        ("alpha", "db", "ok", "moved to beta/db2"),
+        ("beta", "db2", "ok", "moved from alpha/db"),
+    ]
+
+
+def test_a_reader_cannot_import_through_the_function(team_ro: Any) -> None:
+    """eve (reader on alpha) and mallory (no role there) call import_credentials and
+    request_import directly: refused, each refusal on the record, nothing stored."""
+    sealed = b"\x02\x00\x00\x00\x01" + secrets.token_bytes(40)
+    before = _moved_to(team_ro)
+    for who, held in (("eve", "role reader"), ("mallory", "no grant")):
+        with team_ro.connect(who) as conn:
+            got = conn.execute(
+                "SELECT credvault.import_credentials('alpha', false, 1, 0, '{}', '{}', '{}',"
+                " '{}', '{}', ARRAY['mine'], ARRAY['password'], ARRAY[%s::bytea],"
+                " ARRAY[NULL::text], ARRAY[%s::bytea], ARRAY[NULL::bytea], ARRAY[NULL::bytea],"
+                " ARRAY[NULL::bytea])",
+                (secrets.token_bytes(16), sealed),
+            ).fetchone()[0]
+            assert got == "denied"
+            assert conn.execute("SELECT credvault.request_import('alpha')").fetchone()[0] is None
+        with team_ro.connect() as owner:
+            last = owner.execute(
+                "SELECT member, action, outcome, detail FROM credvault.audit"
+                " ORDER BY seq DESC LIMIT 2"
+            ).fetchall()
+        assert last == [(who, "import", "denied", held)] * 2
+    assert _moved_to(team_ro) == before

@@ -152,6 +152,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_engagement_rotate",
         "cmd_client_ls",
         "cmd_client_shred",
+        "cmd_import",
     }
 )
 

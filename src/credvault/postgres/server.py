@@ -173,6 +173,8 @@ PURGE_REWRITE = (
     "credvault.record_requests",
     "credvault.credential_versions",
     "credvault.credential_trash",
+    # schema 2 (pgrec): move requests (a credential's name in each engagement)
+    "credvault.move_requests",
 )
 
 

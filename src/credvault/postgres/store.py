@@ -164,6 +164,21 @@ class RotationRow(NamedTuple):
     system_uid: bytes | None
 
 
+class MoveRow(NamedTuple):
+    """A credential (``credentials``) or one of its earlier versions
+    (``credential_versions``) released by ``fetch_move``: its row, place uid, version
+    number, four envelopes (the secret first) and the clear columns its binding covers."""
+
+    table: str
+    id: int
+    uid: bytes
+    version: int
+    envelopes: tuple[bytes, bytes | None, bytes | None, bytes | None]
+    name: str
+    kind: str
+    system_uid: bytes | None
+
+
 class MemberRow(NamedTuple):
     name: str
     admin: bool
@@ -1109,6 +1124,110 @@ class PgStore:
             "SELECT credvault.rename_credential(%s, %s, %s, %s)",
             (engagement, name, new_name, new_secret),
             action="mv",
+        )
+        return str(row[0])
+
+    def request_move(
+        self, engagement: str, name: str, target: str, new_name: str
+    ) -> tuple[str, int | None]:
+        """Phase one of ``mv`` into another engagement: ('ok', request), or 'denied'
+        (audited), 'not found' or 'exists'."""
+        row = self._one(
+            "SELECT outcome, request FROM credvault.request_move(%s, %s, %s, %s)",
+            (engagement, name, target, new_name),
+            action="mv",
+        )
+        return str(row[0]), None if row[1] is None else int(row[1])
+
+    def fetch_move(self, request: int, engagement: str) -> list[MoveRow]:
+        """Phase two: the credential and its earlier versions, as the request named."""
+        rows = self._phase_two(
+            "SELECT tbl, id, uid, version, e1, e2, e3, e4, b_name, b_kind, b_sys_uid "
+            "FROM credvault.fetch_move(%s)",
+            request,
+            "mv",
+            engagement,
+        )
+        return [
+            MoveRow(
+                str(r[0]),
+                int(r[1]),
+                bytes(r[2]),
+                int(r[3]),
+                (bytes(r[4]), _b(r[5]), _b(r[6]), _b(r[7])),
+                str(r[8]),
+                str(r[9]),
+                _b(r[10]),
+            )
+            for r in rows
+        ]
+
+    def move_credential(
+        self,
+        request: int,
+        uid: bytes,
+        version: int,
+        key_version: int,
+        envelopes: tuple[bytes, bytes | None, bytes | None, bytes | None],
+        versions: list[tuple[int, tuple[bytes, bytes | None, bytes | None, bytes | None]]],
+    ) -> str:
+        """Store the move in one server transaction: 'ok', 'denied' (audited) or 'exists';
+        Conflict when anything changed since the fetch (nothing is changed then)."""
+        cols: list[list[Any]] = [[v[1][i] for v in versions] for i in range(4)]
+        row = self._one(
+            "SELECT credvault.move_credential(%s, %s, %s, %s, %s, %s, %s, %s, %s::bigint[], "
+            "%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[])",
+            (request, uid, version, key_version, *envelopes, [v[0] for v in versions], *cols),
+            action="mv",
+        )
+        return str(row[0])
+
+    def request_import(self, engagement: str) -> int | None:
+        """Phase one of import's read of the systems' addresses (audited 'import-read');
+        None when refused (audited 'import')."""
+        row = self._one("SELECT credvault.request_import(%s)", (engagement,), action="import")
+        return None if row[0] is None else int(row[0])
+
+    def fetch_import(
+        self, request: int, engagement: str
+    ) -> list[tuple[bytes, str, int | None, str | None, bytes]]:
+        """Phase two: (uid, name, port, protocol, address envelope) of each system."""
+        rows = self._phase_two(
+            "SELECT uid, name, port, protocol, address_env FROM credvault.fetch_import(%s)",
+            request,
+            "import",
+            engagement,
+        )
+        return [
+            (bytes(r[0]), str(r[1]), None if r[2] is None else int(r[2]),
+             None if r[3] is None else str(r[3]), bytes(r[4]))
+            for r in rows
+        ]  # fmt: skip
+
+    def import_credentials(
+        self,
+        engagement: str,
+        *,
+        dry: bool,
+        key_version: int,
+        skipped: int,
+        systems: list[tuple[str, bytes, int | None, str | None, bytes]],
+        credentials: list[
+            tuple[str, str, bytes, str | None, bytes, bytes | None, bytes | None, bytes | None]
+        ],
+    ) -> str:
+        """Store an import in one transaction (or, ``dry``, audit its plan): 'ok', 'denied'
+        (audited), or 'credential NAME' / 'system NAME' created meanwhile.
+        ``systems``: (name, uid, port, protocol, address envelope); ``credentials``: (name,
+        kind, uid, system name, secret, username, url and notes envelopes)."""
+        scols: list[list[Any]] = [[x[i] for x in systems] for i in range(5)]
+        ccols: list[list[Any]] = [[x[i] for x in credentials] for i in range(8)]
+        row = self._one(
+            "SELECT credvault.import_credentials(%s, %s, %s, %s, %s::text[], %s::bytea[], "
+            "%s::integer[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::bytea[], "
+            "%s::text[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[])",
+            (engagement, dry, key_version, skipped, *scols, *ccols),
+            action="import",
         )
         return str(row[0])
 

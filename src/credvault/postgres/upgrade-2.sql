@@ -3304,5 +3304,412 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION'
                    ' credvault.create_engagement_set(bytea, text, text, text, bytea, boolean, integer, bytea),'
                    ' credvault.set_engagement_logged(text, boolean, bytea) TO %I',
+-- == pgrec: mv to another engagement; import ==
+--
+-- (docs/team.md, "Daily commands".) `credvault mv ENG/NAME ENG2/NEW` on SQLCipher
+-- (credentials.py, Credentials.move) needs a writing role on both engagements, re-seals the
+-- credential and every earlier version under ENG2's key, stores them there and removes them
+-- from ENG in one transaction, and audits 'mv' on both ("moved to ENG2/NEW", "moved from
+-- ENG/NAME"); the link to a system stays behind. On a team vault the values go through the
+-- member's machine, so three steps:
+--   request_move     phase one: both writing roles checked (a denial audited 'mv' on the
+--                    engagement that refuses, with the role held; a closed one 'error',
+--                    "engagement is closed", as SQLCipher's require_active); the release audited
+--                    'rebind' on ENG ("released to seal it again for ENG2/NEW") and
+--                    committed; a move request names both engagements and the new name
+--   fetch_move       phase two, under fetch_record's conditions (the caller's, unused, at
+--                    most 60 s old, committed, durable) and both writing roles still held:
+--                    the credential's envelopes and every earlier version's
+--   move_credential  stores the client's re-sealed envelopes in ENG2 and removes the
+--                    credential from ENG in ONE transaction, only against the caller's
+--                    fetched, unconsumed request, with both writing roles held at that
+--                    moment, the credential and its versions as the fetch released them and
+--                    every envelope under ENG2's current key version; audited as SQLCipher.
+-- The row keeps its id, uid, creation time, version number and history; its versions take
+-- the new name and lose the link, as SQLCipher's move_versions does.
+CREATE TABLE credvault.move_requests (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    member        text NOT NULL,
+    engagement_id bigint NOT NULL REFERENCES credvault.engagements (id) ON DELETE CASCADE,
+    credential_id bigint NOT NULL,
+    target_id     bigint NOT NULL REFERENCES credvault.engagements (id) ON DELETE CASCADE,
+    target_name   text NOT NULL,
+    audit_seq     bigint NOT NULL REFERENCES credvault.audit (seq),
+    xid           xid8 NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    used_at       timestamptz,
+    moved_at      timestamptz
+);
+
+-- An envelope (any field) sealed under key version kv (bytes 1-4).
+CREATE FUNCTION credvault.sealed_under(env bytea, kv integer) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = credvault, pg_temp
+AS $$ SELECT env IS NULL OR (length(env) > 5 AND get_byte(env, 1) * 16777216
+      + get_byte(env, 2) * 65536 + get_byte(env, 3) * 256 + get_byte(env, 4) = kv) $$;
+
+-- Returns (outcome, request): 'ok' with the request, or 'denied' or 'inactive STATE ENG'
+-- (audited), 'not found' or 'exists' (not audited, as on SQLCipher).
+CREATE FUNCTION credvault.request_move(eng text, itm text, target text, new_name text)
+RETURNS TABLE (outcome text, request bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; te engagements%ROWTYPE; cid bigint; s bigint;
+    rid bigint;
+BEGIN
+    IF new_name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' OR eng = target THEN
+        RAISE EXCEPTION 'credvault: invalid move' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- each engagement as SQLCipher's require_active checks it, the source first: a member
+    -- who may not write there is denied; one who may is refused for its state ('error')
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'mv', eng, itm, 'denied', held(e.id));
+        RETURN QUERY SELECT 'denied'::text, NULL::bigint;
+        RETURN;
+    END IF;
+    IF e.state <> 'active' THEN
+        PERFORM audit_append(who, 'mv', eng, itm, 'error', 'engagement is ' || e.state);
+        RETURN QUERY SELECT format('inactive %s %s', e.state, eng), NULL::bigint;
+        RETURN;
+    END IF;
+    SELECT * INTO te FROM engagements WHERE name = target AND state <> 'purged';
+    IF te.id IS NULL OR NOT may(te.id, 'write') THEN
+        PERFORM audit_append(who, 'mv', target, new_name, 'denied', held(te.id));
+        RETURN QUERY SELECT 'denied'::text, NULL::bigint;
+        RETURN;
+    END IF;
+    IF te.state <> 'active' THEN
+        PERFORM audit_append(who, 'mv', target, new_name, 'error', 'engagement is ' || te.state);
+        RETURN QUERY SELECT format('inactive %s %s', te.state, target), NULL::bigint;
+        RETURN;
+    END IF;
+    SELECT id INTO cid FROM credentials WHERE engagement_id = e.id AND name = itm;
+    IF cid IS NULL THEN
+        RETURN QUERY SELECT 'not found'::text, NULL::bigint;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM credentials WHERE engagement_id = te.id AND name = new_name) THEN
+        RETURN QUERY SELECT 'exists'::text, NULL::bigint;
+        RETURN;
+    END IF;
+    s := audit_append(who, 'rebind', eng, itm, 'ok',
+                      format('released to seal it again for %s/%s', target, new_name));
+    INSERT INTO move_requests (member, engagement_id, credential_id, target_id, target_name,
+                               audit_seq, xid)
+    VALUES (who, e.id, cid, te.id, new_name, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN QUERY SELECT 'ok'::text, rid;
+END $$;
+
+-- Phase two: the credential's row ('credentials') and its earlier versions
+-- ('credential_versions'), each with its version number and the clear columns its
+-- anchor's binding covers (name, kind, linked system's uid).
+CREATE FUNCTION credvault.fetch_move(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, version integer, e1 bytea, e2 bytea, e3 bytea,
+               e4 bytea, b_name text, b_kind text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q move_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM move_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'write') OR NOT may(q.target_id, 'write') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE move_requests SET used_at = clock_timestamp() WHERE move_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.id, c.uid, c.version, c.secret_env, c.username_env,
+               c.url_env, c.notes_env, c.name, c.kind, s.uid
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.credential_id AND c.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_versions', v.id, v.uid, v.version, v.secret_env, v.username_env,
+               v.url_env, v.notes_env, v.name, v.kind, v.system_uid
+        FROM credential_versions v
+        WHERE v.credential_id = q.credential_id AND v.engagement_id = q.engagement_id
+        ORDER BY 1, 4;
+END $$;
+
+-- Store the move. Returns 'ok', 'denied' (a writing role lost since the fetch; audited 'mv'
+-- on that engagement) or 'exists' (the new name taken meanwhile); anything else that
+-- changed meanwhile (the credential replaced or edited, a version added, ENG2's key
+-- rotated) is a serialization failure: nothing is changed, the member runs it again.
+CREATE FUNCTION credvault.move_credential(
+    request bigint, c_uid bytea, c_version integer, t_key_version integer,
+    c_e1 bytea, c_e2 bytea, c_e3 bytea, c_e4 bytea,
+    v_id bigint[], v_e1 bytea[], v_e2 bytea[], v_e3 bytea[], v_e4 bytea[]
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); q move_requests%ROWTYPE; e engagements%ROWTYPE; te engagements%ROWTYPE;
+    c credentials%ROWTYPE; n integer := coalesce(cardinality(v_id), 0); i integer;
+BEGIN
+    SELECT * INTO q FROM move_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.used_at IS NULL OR q.moved_at IS NOT NULL
+       OR q.created_at < clock_timestamp() - interval '10 minutes' THEN
+        RAISE EXCEPTION 'credvault: no such move request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- both engagements held against a rotation, in one order (two moves never deadlock)
+    PERFORM 1 FROM engagements x WHERE x.id IN (q.engagement_id, q.target_id)
+        ORDER BY x.id FOR SHARE;
+    SELECT * INTO e FROM engagements x WHERE x.id = q.engagement_id;
+    SELECT * INTO te FROM engagements x WHERE x.id = q.target_id;
+    IF e.state <> 'active' OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'mv', e.name, (SELECT x.name FROM credentials x
+                             WHERE x.id = q.credential_id), 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    IF te.state <> 'active' OR NOT may(te.id, 'write') THEN
+        PERFORM audit_append(who, 'mv', te.name, q.target_name, 'denied', held(te.id));
+        RETURN 'denied';
+    END IF;
+    SELECT * INTO c FROM credentials x WHERE x.id = q.credential_id FOR UPDATE;
+    IF c.id IS NULL OR c.engagement_id <> e.id OR c.uid <> c_uid OR c.version <> c_version THEN
+        RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF EXISTS (SELECT 1 FROM credentials x WHERE x.engagement_id = te.id AND x.name = q.target_name) THEN
+        RETURN 'exists';
+    END IF;
+    -- every secret record-bound (0x02, as everything under a membership log) and every
+    -- envelope under ENG2's current key version
+    IF t_key_version <> te.key_version THEN
+        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF NOT coalesce(rebound_ok(c_e1, te.key_version), false)
+       OR NOT (sealed_under(c_e2, te.key_version) AND sealed_under(c_e3, te.key_version)
+               AND sealed_under(c_e4, te.key_version))
+       OR EXISTS (SELECT 1 FROM unnest(v_e1, v_e2, v_e3, v_e4) AS g(a, b, d, f)
+                  WHERE NOT coalesce(rebound_ok(a, te.key_version), false)
+                     OR NOT (sealed_under(b, te.key_version) AND sealed_under(d, te.key_version)
+                             AND sealed_under(f, te.key_version))) THEN
+        RAISE EXCEPTION 'credvault: an envelope not sealed record-bound under %''s key version %', te.name, te.key_version
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- exactly the versions the credential has (each once), an envelope set for each
+    IF (SELECT count(*) FROM credential_versions v WHERE v.credential_id = c.id) <> n
+       OR (SELECT count(DISTINCT v.id) FROM credential_versions v
+           WHERE v.credential_id = c.id AND v.id = ANY (v_id)) <> n
+       OR coalesce(cardinality(v_e1), 0) <> n OR coalesce(cardinality(v_e2), 0) <> n
+       OR coalesce(cardinality(v_e3), 0) <> n OR coalesce(cardinality(v_e4), 0) <> n THEN
+        RAISE EXCEPTION 'credvault: the credential''s versions changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    DELETE FROM credentials WHERE credentials.id = c.id;
+    PERFORM set_config('credvault.restoring', 'on', true);
+    INSERT INTO credentials (id, uid, engagement_id, name, kind, system_id, key_version,
+        secret_env, username_env, url_env, notes_env, created_at, updated_at, version,
+        updated_by, changed)
+    OVERRIDING SYSTEM VALUE
+    VALUES (c.id, c.uid, te.id, q.target_name, c.kind, NULL, te.key_version, c_e1, c_e2, c_e3,
+        c_e4, c.created_at, now(), c.version, c.updated_by, c.changed);
+    PERFORM set_config('credvault.restoring', '', true);
+    FOR i IN 1 .. n LOOP
+        UPDATE credential_versions SET engagement_id = te.id, name = q.target_name,
+            system_uid = NULL, system_name = NULL, key_version = te.key_version,
+            secret_env = v_e1[i], username_env = v_e2[i], url_env = v_e3[i], notes_env = v_e4[i]
+        WHERE credential_versions.id = v_id[i] AND credential_id = c.id;
+    END LOOP;
+    UPDATE move_requests SET moved_at = clock_timestamp() WHERE move_requests.id = q.id;
+    PERFORM audit_append(who, 'mv', e.name, c.name, 'ok',
+                         format('moved to %s/%s', te.name, q.target_name));
+    PERFORM audit_append(who, 'mv', te.name, q.target_name, 'ok',
+                         format('moved from %s/%s', e.name, c.name));
+    RETURN 'ok';
+END $$;
+
+-- A move request names a credential of each engagement: it leaves with either's purge, as
+-- the record requests do (purge_records, section pgcmds).
+CREATE FUNCTION credvault.purge_move_requests() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    DELETE FROM move_requests WHERE engagement_id = NEW.id OR target_id = NEW.id;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER purge_move_requests AFTER UPDATE OF state ON credvault.engagements
+    FOR EACH ROW WHEN (NEW.state = 'purged') EXECUTE FUNCTION credvault.purge_move_requests();
+
+REVOKE ALL ON credvault.move_requests FROM PUBLIC;
+REVOKE ALL ON FUNCTION credvault.purge_move_requests(), credvault.sealed_under(bytea, integer),
+    credvault.request_move(text, text, text, text), credvault.fetch_move(bigint),
+    credvault.move_credential(bigint, bytea, integer, integer, bytea, bytea, bytea, bytea,
+                              bigint[], bytea[], bytea[], bytea[], bytea[]) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_move(text, text, text, text),'
+                   ' credvault.fetch_move(bigint), credvault.move_credential(bigint, bytea,'
+                   ' integer, integer, bytea, bytea, bytea, bytea, bigint[], bytea[], bytea[],'
+                   ' bytea[], bytea[]) TO %I', credvault.member_group());
+END $$;
+
+-- import (credentials.py, import_entries): a writing role; an imported host equal to a
+-- system the engagement has is linked to it, so the client first reads the systems'
+-- addresses through two phases (request_import commits an 'import-read' row, "N system
+-- addresses released to link the import's hosts"; fetch_import releases them under
+-- fetch_record's conditions and a writing role still held; skipped when there is no
+-- system). import_credentials then stores everything the client sealed, all or nothing,
+-- audited as SQLCipher: 'import', "N credentials, M systems, K skipped" (or "dry run: …",
+-- which stores nothing); a denial as 'import' denied with the role held. Returns 'ok',
+-- 'denied', or 'credential NAME' / 'system NAME' for a name created meanwhile.
+CREATE FUNCTION credvault.request_import(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; n integer; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'import', eng, NULL, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.state <> 'active' THEN  -- as SQLCipher's require_active: on the record, refused
+        PERFORM audit_append(who, 'import', eng, NULL, 'error', 'engagement is ' || e.state);
+        RETURN NULL;
+    END IF;
+    SELECT count(*) INTO n FROM systems WHERE engagement_id = e.id;
+    s := audit_append(who, 'import-read', eng, NULL, 'ok',
+                      format('%s system addresses released to link the import''s hosts', n));
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid)
+    VALUES (who, 'import-systems', e.id, e.id, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE FUNCTION credvault.fetch_import(request bigint)
+RETURNS TABLE (uid bytea, name text, port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.kind <> 'import-systems' THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'write') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE record_requests.id = q.id;
+    RETURN QUERY SELECT s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM systems s WHERE s.engagement_id = q.engagement_id ORDER BY s.name;
+END $$;
+
+CREATE FUNCTION credvault.import_credentials(
+    eng text, dry boolean, t_key_version integer, n_skipped integer,
+    s_names text[], s_uids bytea[], s_ports integer[], s_protocols text[], s_envs bytea[],
+    c_names text[], c_kinds text[], c_uids bytea[], c_systems text[],
+    c_e1 bytea[], c_e2 bytea[], c_e3 bytea[], c_e4 bytea[]
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; nc integer := coalesce(cardinality(c_names), 0);
+    ns integer := coalesce(cardinality(s_names), 0); i integer; sid bigint; clash text;
+    summary text;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'import', eng, NULL, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    IF n_skipped < 0 THEN
+        RAISE EXCEPTION 'credvault: invalid import' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    summary := format('%s credentials, %s systems, %s skipped', nc, ns, n_skipped);
+    IF dry THEN
+        PERFORM audit_append(who, 'import', eng, NULL, 'ok', 'dry run: ' || summary);
+        RETURN 'ok';
+    END IF;
+    IF t_key_version <> e.key_version THEN
+        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF coalesce(cardinality(s_uids), 0) <> ns OR coalesce(cardinality(s_ports), 0) <> ns
+       OR coalesce(cardinality(s_protocols), 0) <> ns OR coalesce(cardinality(s_envs), 0) <> ns
+       OR coalesce(cardinality(c_kinds), 0) <> nc OR coalesce(cardinality(c_uids), 0) <> nc
+       OR coalesce(cardinality(c_systems), 0) <> nc OR coalesce(cardinality(c_e1), 0) <> nc
+       OR coalesce(cardinality(c_e2), 0) <> nc OR coalesce(cardinality(c_e3), 0) <> nc
+       OR coalesce(cardinality(c_e4), 0) <> nc
+       OR EXISTS (SELECT 1 FROM unnest(s_names || c_names) AS g(n)
+                  WHERE g.n IS NULL OR g.n !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
+       -- every anchor record-bound, every envelope under the current key version
+       OR EXISTS (SELECT 1 FROM unnest(s_envs) AS g(a)
+                  WHERE NOT coalesce(rebound_ok(a, e.key_version), false))
+       OR EXISTS (SELECT 1 FROM unnest(c_e1, c_e2, c_e3, c_e4) AS g(a, b, d, f)
+                  WHERE NOT coalesce(rebound_ok(a, e.key_version), false)
+                     OR NOT (sealed_under(b, e.key_version) AND sealed_under(d, e.key_version)
+                             AND sealed_under(f, e.key_version))) THEN
+        RAISE EXCEPTION 'credvault: invalid import' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT x.name INTO clash FROM credentials x WHERE x.engagement_id = e.id
+        AND x.name = ANY (c_names) ORDER BY array_position(c_names, x.name) LIMIT 1;
+    IF clash IS NOT NULL THEN
+        RETURN 'credential ' || clash;
+    END IF;
+    SELECT x.name INTO clash FROM systems x WHERE x.engagement_id = e.id
+        AND x.name = ANY (s_names) ORDER BY array_position(s_names, x.name) LIMIT 1;
+    IF clash IS NOT NULL THEN
+        RETURN 'system ' || clash;
+    END IF;
+    FOR i IN 1 .. ns LOOP
+        INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env)
+        VALUES (s_uids[i], e.id, s_names[i], s_ports[i], s_protocols[i], s_envs[i]);
+    END LOOP;
+    FOR i IN 1 .. nc LOOP
+        sid := NULL;
+        IF c_systems[i] IS NOT NULL THEN
+            SELECT x.id INTO sid FROM systems x WHERE x.engagement_id = e.id AND x.name = c_systems[i];
+            IF sid IS NULL THEN
+                RAISE EXCEPTION 'credvault: system %/% not found', eng, c_systems[i]
+                    USING ERRCODE = 'no_data_found';
+            END IF;
+        END IF;
+        INSERT INTO credentials (uid, engagement_id, name, kind, system_id, key_version,
+                                 secret_env, username_env, url_env, notes_env)
+        VALUES (c_uids[i], e.id, c_names[i], c_kinds[i], sid, e.key_version, c_e1[i], c_e2[i],
+                c_e3[i], c_e4[i]);
+    END LOOP;
+    PERFORM audit_append(who, 'import', eng, NULL, 'ok', summary);
+    RETURN 'ok';
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.request_import(text), credvault.fetch_import(bigint),
+    credvault.import_credentials(text, boolean, integer, integer, text[], bytea[], integer[],
+        text[], bytea[], text[], text[], bytea[], text[], bytea[], bytea[], bytea[], bytea[])
+    FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_import(text),'
+                   ' credvault.fetch_import(bigint), credvault.import_credentials(text, boolean,'
+                   ' integer, integer, text[], bytea[], integer[], text[], bytea[], text[],'
+                   ' text[], bytea[], text[], bytea[], bytea[], bytea[], bytea[]) TO %I',
                    credvault.member_group());
 END $$;
