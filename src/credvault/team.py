@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
-    from credvault.results import EngagementView, PurgePlan, VaultStatus
+    from credvault.results import EngagementView, PurgePlan, VaultInfo, VaultStatus
     from credvault.team_export import TeamClients
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
     from credvault.team_records import TeamSystems
@@ -298,8 +298,11 @@ class Team:
 
         return base64.b64encode(p.ed25519_public(self.keys.sign_private)).decode()
 
-    def info(self) -> object:
-        raise NotOnTeam("info (without --public-key)")
+    def info(self) -> VaultInfo:
+        """``credvault info`` in SQLCipher's shape (:func:`credvault.team_keys.info`)."""
+        from credvault.team_keys import info
+
+        return info(self.store, self.path, self.vault_id, self.public_key)
 
     @property
     def clients(self) -> TeamClients:

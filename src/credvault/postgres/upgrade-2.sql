@@ -2954,3 +2954,35 @@ BEGIN
                    ' integer, text, bytea, bytea, boolean, text[]) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == pgkeys: info and receipt-keys on a team vault ==
+-- (docs/team.md, "info and receipt-keys".) `credvault info` shows what SQLCipher's shows:
+-- the schema version, when the vault was made, how many members are active and the
+-- settings the server keeps in meta. The creation time is kept from now on; a vault made
+-- before this section gets its first member's creation (its founder's `init`).
+INSERT INTO credvault.meta (key, value)
+    SELECT 'created_at', convert_to(credvault.iso(coalesce(min(created_at), now())), 'UTF8')
+    FROM credvault.members
+    ON CONFLICT (key) DO NOTHING;
+
+-- Facts, not secrets: any active member; not audited (SQLCipher's info is not either).
+CREATE FUNCTION credvault.vault_info() RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN jsonb_build_object(
+        'schema', (SELECT version FROM schema_version),
+        'created_at', (SELECT convert_from(value, 'UTF8') FROM meta WHERE key = 'created_at'),
+        'members', (SELECT count(*) FROM members WHERE state = 'active'),
+        'purge_grace_days', setting_days('purge_grace_days', 7),
+        'backup_retention_days', setting_days('backup_retention_days', 35),
+        'trash_days', setting_days('trash_days', 30));
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.vault_info() FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.vault_info() TO %I',
+                   credvault.member_group());
+END $$;
