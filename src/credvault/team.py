@@ -76,6 +76,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
+    from credvault.receipt_keys import ReceiptKeys
     from credvault.results import EngagementView, PurgePlan, VaultInfo, VaultStatus
     from credvault.team_export import TeamClients
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
@@ -435,8 +436,39 @@ class Team:
             certs = Certs(self.vault_id, self.anchor, rows)
             if self.anchor is None and rows:
                 self._pin(certs)
+            self._retire(certs)
             self._certs = certs
         return self._certs
+
+    def _retire(self, certs: Certs) -> None:
+        """A member whose certified key was handed over (``passwd --compromised``) is not
+        current: :func:`credvault.team_keys.retire` (the hook a vault-wide revocation
+        list would also feed)."""
+        from credvault.postgres.keys_store import key_links
+        from credvault.team_keys import retire
+
+        retire(certs, key_links(self.store))
+
+    def _refuse_if_retired(self, action: str, engagement: str) -> None:
+        """A copy missing because this member's ``passwd --compromised`` dropped it is not
+        tampering: say so (exit 4). Asked only on that error path (``get`` stays lean)."""
+        from credvault.postgres.keys_store import key_links
+
+        if self.member in key_links(self.store):
+            raise AccessDenied(
+                self.member,
+                action,
+                engagement,
+                "your keys were replaced (passwd --compromised): no key copy until your "
+                "new keys are certified and a lead grants you again",
+            )
+
+    def receipt_keys(self) -> ReceiptKeys:
+        """``receipt-keys`` on a team vault: the history of your own signing key, which
+        signs your receipts (:func:`credvault.team_keys.receipt_keys`)."""
+        from credvault.team_keys import receipt_keys
+
+        return receipt_keys(self, self.certs(), self.sign_pub)
 
     def _certify_schema1(self) -> None:
         """A vault upgraded from schema 1, opened with a slot that pins no founder: the
@@ -627,6 +659,7 @@ class Team:
                 f"engagement {engagement!r}: the membership log gives {self.member!r} no key"
             )
         if g is None or g.sealed is None or g.key_version != version:
+            self._refuse_if_retired(action, engagement)
             raise IntegrityError(f"engagement {engagement!r}: this member's key copy is missing")
         key = p.hpke_open(
             self.keys.kem_private, g.sealed, seal_info(self.vault_id, eng.uid, self.member, version)
@@ -1400,9 +1433,14 @@ class TeamMembers:
 
     def passwd(self, new_passphrase: bytes | Secret, *, compromised: bool = False) -> PasswdResult:
         """Change your own passphrase, and with it your login (:mod:`credvault.team_passwd`)."""
+        if compromised:  # new keys too (credvault.team_keys)
+            from credvault.team_keys import compromised as replace
+
+            pw = new_passphrase
+            return replace(self.t, pw if isinstance(pw, Secret) else Secret(bytes(pw)))
         from credvault.team_passwd import passwd
 
-        return passwd(self.t, new_passphrase, compromised=compromised)
+        return passwd(self.t, new_passphrase)
 
     def fingerprints(self) -> dict[str, str]:
         """Signing-key fingerprints as published at join, for comparing out of band."""

@@ -149,13 +149,28 @@ def test_a_change_cut_short_leaves_a_way_in(
     Team.open(team.target, "bob", new).close()
 
 
-def test_compromised_is_not_on_a_team_vault_yet(team: World, tmp_path: Path) -> None:
-    new = tmp_path / "n"
-    new.write_text("x-new-passphrase\n")
-    r = team.run("bob", "passwd", "--compromised", "--passphrase-file", str(new))
-    assert r.code == 1
-    assert "not available on a PostgreSQL team vault" in one_line(r)
-    assert team.ok("bob", "ls").code == 0  # nothing changed: the old passphrase still works
+def test_a_member_cannot_write_or_forge_a_key_hand_over(team: World) -> None:
+    """passwd --compromised's server side (section pgkeys), as bob with psql: the links
+    table is closed to members, and replace_keys takes only the next link of bob's own
+    history, for the key it names; a refusal changes nothing (his login still works)."""
+    from postgres.test_lifecycle_pg import psql
+
+    key = "'\\x" + "11" * 32 + "'::bytea"
+    good_shape = '\'{"format":"credvault-receipt-key/1","seq":1,"predecessor":"00"}\''
+    for sql, why in (
+        ("SELECT * FROM credvault.member_key_links", "permission denied"),
+        ("INSERT INTO credvault.member_key_links VALUES ('bob', 1, '{}', "  # noqa: S608
+         f"{key}, {key})", "permission denied"),
+        (f"SELECT credvault.replace_keys({good_shape}, {key}, {key}, 'SCRAM-SHA-256$4096:x')",
+         "not the next link of your key history"),
+        (f"SELECT credvault.replace_keys('not json', {key}, {key}, 'plain')",
+         "SCRAM verifier"),
+    ):  # fmt: skip
+        out = psql(team, "bob", sql)
+        assert out.returncode != 0, sql
+        assert why in out.stderr, out.stderr
+    assert psql(team, "bob", "SELECT count(*) FROM credvault.member_key_links()").stdout == "0\n"
+    assert team.ok("bob", "ls").code == 0  # nothing changed: the old login still works
 
 
 def test_a_member_changes_only_their_own_login(team: World) -> None:
