@@ -87,6 +87,15 @@ def history(vault_id: bytes, first: bytes, links: list[str]) -> ReceiptKeys:
     return ReceiptKeys(vault_id.hex(), first, parsed)
 
 
+def signer_history(store: PgStore, vault_id: bytes, signer: str | None, key: bytes) -> ReceiptKeys:
+    """What a stored receipt is checked against (``credvault receipt NAME``): the signer's
+    history from ``key``, their certified key (each link checked, exit 6 if one does not
+    follow), so a receipt signed by a key they handed over must predate the hand-over."""
+    from credvault.postgres.keys_store import key_links
+
+    return history(vault_id, key, key_links(store).get(signer or "", []))
+
+
 def receipt_keys(t: TeamHandle, certs: Certs, sign_pub: bytes) -> ReceiptKeys:
     """``receipt-keys`` on a team vault: the history of the key that signs *your*
     receipts, from the key your certificate chain certifies to ``sign_pub``, the one you
