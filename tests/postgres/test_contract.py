@@ -1172,8 +1172,11 @@ def test_info_receipt_keys_and_passwd_compromised(world: World, tmp_path: Path) 
         "passwd ok compromised: new keys; old key retired by a signed hand-over; "
         "rotated 0, 1 await a lead"
     )  # fmt: skip
-    # alice's rotation (the revoke of carol) seals a copy to nobody but alice
+    # alice's rotation (the revoke of carol) seals a copy to nobody but alice, and signs
+    # bob, whose certified key is retired, out of the log as it does a removed member
     world.ok("alice", "revoke", "acme-2026", "carol")
+    shown = json.loads(world.ok("alice", "engagement", "show", "acme-2026", "--json").out)
+    assert [g["member"] for g in shown["members"]] == ["alice"]
     assert _dba_sql(world, "SELECT string_agg(member, ',' ORDER BY member) FROM credvault.grants "
                     "WHERE sealed IS NOT NULL AND revoked_at IS NULL") == "alice"  # fmt: skip
     # the DBA edits bob's link, then deletes it: bob's history no longer reaches his key
