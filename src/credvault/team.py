@@ -83,6 +83,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.team_records import TeamSystems
 
 TABLE = "credentials"
+RETIRED = "your keys were replaced (passwd --compromised) and are not certified yet"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
 
 
@@ -449,6 +450,14 @@ class Team:
 
         retire(certs, key_links(self.store))
 
+    def require_certified(self, action: str) -> None:
+        """Before this member signs a statement others check against their certified key
+        (an invitation, a creation link, a revocation at ``member rm``): after ``passwd
+        --compromised`` the key they hold is not that key until an admin certifies it, so
+        refuse here (exit 4) rather than sign something every reader rejects."""
+        if self.certs().sealer(self.member) != self.sign_pub:
+            raise AccessDenied(self.member, action, None, RETIRED)
+
     def _refuse_if_retired(self, action: str, engagement: str) -> None:
         """A copy missing because this member's ``passwd --compromised`` dropped it is not
         tampering: say so (exit 4). Asked only on that error path (``get`` stays lean)."""
@@ -459,8 +468,7 @@ class Team:
                 self.member,
                 action,
                 engagement,
-                "your keys were replaced (passwd --compromised): no key copy until your "
-                "new keys are certified and a lead grants you again",
+                RETIRED + " and a lead grants you again",
             )
 
     def receipt_keys(self) -> ReceiptKeys:
@@ -1085,6 +1093,7 @@ class TeamEngagements:
         lead = validate.name(lead or t.member, "member name")
         if require_reason or grace_days is not None:
             raise NotOnTeam("engagement new --require-reason/--grace-days")
+        t.require_certified("create engagements")
         certs = t.certs()
         lead_keys = certs.keys(lead)  # NotFound, or IntegrityError for uncertified keys
         uid = os.urandom(16)
@@ -1449,6 +1458,7 @@ class TeamMembers:
     def invite(self, name: str, *, admin: bool = False) -> Invitation:
         """An admin invites: a one-time code whose SCRAM verifier goes to the server."""
         t = self.t
+        t.require_certified("invite")
         anchor = t.anchor or t.certs().founder()
         code = Secret(make_code(anchor).encode())
         ipk = p.ed25519_public(invitation_key(code.reveal()))
@@ -1489,6 +1499,7 @@ class TeamMembers:
         t = self.t
         if name == t.member:  # before signing anything; the server refuses it as well
             raise InvalidInput("an admin cannot remove themselves")
+        t.require_certified("remove members")
         revocations: builtins.list[tuple[str, bytes]] = []
         signed: builtins.list[tuple[bytes, ml.State]] = []
         sole_lead: builtins.list[str] = []

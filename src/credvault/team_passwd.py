@@ -52,19 +52,26 @@ def passwd(t: TeamHandle, new_passphrase: bytes | Secret) -> PasswdResult:
     slot = slot._replace(salted_login=True)
     pending = pending_path(path)
     pending.unlink(missing_ok=True)  # an earlier change the server never took
+    # ... and the witness an interrupted ``--compromised`` MACed for keys never used
+    pending_path(witness_path(path)).unlink(missing_ok=True)
     write_new_private(pending, slot.to_bytes())
     ls.change_login(t.store, scram_verifier(slot.login_password(t.keys)))
     finish_pending(path)
     return PasswdResult(False, [], [], 0)
 
 
+def witness_path(slot: Path) -> Path:
+    """The log witness of the member whose key slot is ``slot``."""
+    from credvault.team_log import LogWitness
+
+    return LogWitness.path_for(slot.parent.name, slot.name.removesuffix(".slot"))
+
+
 def finish_pending(path: Path) -> None:
     """The server took the new verifier but the move did not happen: move it now (and,
     after ``passwd --compromised``, the log witness MACed under the new signing key)."""
-    from credvault.team_log import LogWitness
-
     os.replace(pending_path(path), path)
     fsync_dir(path.parent)
-    witness = LogWitness.path_for(path.parent.name, path.name.removesuffix(".slot"))
+    witness = witness_path(path)
     if pending_path(witness).exists():
         os.replace(pending_path(witness), witness)

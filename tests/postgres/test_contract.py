@@ -1156,9 +1156,14 @@ def test_info_receipt_keys_and_passwd_compromised(world: World, tmp_path: Path) 
     assert f"SUCCESSOR: {new_key}" in check.stdout
     # SQLCipher re-seals his copy to the new keys at once (its slot file certifies them);
     # a team vault drops it until an admin certifies them (docs/team.md)
-    assert world.run("bob", "get", "acme-2026/db").code == (4 if team else 0)
+    got = world.run("bob", "get", "acme-2026/db")
+    assert got.code == (4 if team else 0)
     if not team:
         return
+    # ... and says why; nor does bob sign with keys nobody certified (an invitation here)
+    assert "replaced (passwd --compromised) and are not certified yet" in one_line(got)
+    r = world.run("bob", "member", "invite", "dave")
+    assert (r.code, "not certified yet" in one_line(r)) == (4, True)
     # the old slot with the old passphrase (what the attacker unlocked) logs in no more
     thief = {
         **world.envs["bob"],
