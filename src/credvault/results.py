@@ -20,8 +20,8 @@ class VaultInfo(NamedTuple):
     public_key: str
     created_at: str | None
     members: int
-    key_generation: int
-    settings: dict[str, int]
+    key_generation: int | str  # a team vault: "not used by a team vault"
+    settings: dict[str, int | str]
 
     def to_json(self) -> dict[str, object]:
         return self._asdict()

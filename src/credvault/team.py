@@ -81,12 +81,14 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.importers import ImportPlan, RawEntry, Skipped
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
-    from credvault.results import EngagementView, PurgePlan, VaultStatus
+    from credvault.receipt_keys import ReceiptKeys
+    from credvault.results import EngagementView, PurgePlan, VaultInfo, VaultStatus
     from credvault.team_export import TeamClients
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
     from credvault.team_records import TeamSystems
 
 TABLE = "credentials"
+RETIRED = "your keys were replaced (passwd --compromised) and are not certified yet"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
 
 
@@ -303,8 +305,11 @@ class Team:
 
         return base64.b64encode(p.ed25519_public(self.keys.sign_private)).decode()
 
-    def info(self) -> object:
-        raise NotOnTeam("info (without --public-key)")
+    def info(self) -> VaultInfo:
+        """``credvault info`` in SQLCipher's shape (:func:`credvault.team_keys.info`)."""
+        from credvault.team_keys import info
+
+        return info(self.store, self.path, self.vault_id, self.public_key)
 
     @property
     def clients(self) -> TeamClients:
@@ -437,6 +442,7 @@ class Team:
             certs = Certs(self.vault_id, self.anchor, rows, self._revocations)
             if self.anchor is None and rows:
                 self._pin(certs)
+            self._retire(certs)
             self._certs = certs
         return self._certs
 
@@ -449,6 +455,43 @@ class Team:
         state = replay_revocations(certs, self.store.revocation_list(), w.revocations)
         w.keep_revocations(state.version, state.head)
         return state
+
+    def _retire(self, certs: Certs) -> None:
+        """A member whose certified key was handed over (``passwd --compromised``) is not
+        current: :func:`credvault.team_keys.retire` (the hook a vault-wide revocation
+        list would also feed)."""
+        from credvault.postgres.keys_store import key_links
+        from credvault.team_keys import retire
+
+        retire(certs, key_links(self.store))
+
+    def require_certified(self, action: str) -> None:
+        """Before this member signs a statement others check against their certified key
+        (an invitation, a creation link, a revocation at ``member rm``): after ``passwd
+        --compromised`` the key they hold is not that key until an admin certifies it, so
+        refuse here (exit 4) rather than sign something every reader rejects."""
+        if self.certs().sealer(self.member) != self.sign_pub:
+            raise AccessDenied(self.member, action, None, RETIRED)
+
+    def _refuse_if_retired(self, action: str, engagement: str) -> None:
+        """A copy missing because this member's ``passwd --compromised`` dropped it is not
+        tampering: say so (exit 4). Asked only on that error path (``get`` stays lean)."""
+        from credvault.postgres.keys_store import key_links
+
+        if self.member in key_links(self.store):
+            raise AccessDenied(
+                self.member,
+                action,
+                engagement,
+                RETIRED + " and a lead grants you again",
+            )
+
+    def receipt_keys(self) -> ReceiptKeys:
+        """``receipt-keys`` on a team vault: the history of your own signing key, which
+        signs your receipts (:func:`credvault.team_keys.receipt_keys`)."""
+        from credvault.team_keys import receipt_keys
+
+        return receipt_keys(self, self.certs(), self.sign_pub)
 
     def _certify_schema1(self) -> None:
         """A vault upgraded from schema 1, opened with a slot that pins no founder: the
@@ -645,6 +688,7 @@ class Team:
                 f"engagement {engagement!r}: the membership log gives {self.member!r} no key"
             )
         if g is None or g.sealed is None or g.key_version != version:
+            self._refuse_if_retired(action, engagement)
             raise IntegrityError(f"engagement {engagement!r}: this member's key copy is missing")
         key = p.hpke_open(
             self.keys.kem_private, g.sealed, seal_info(self.vault_id, eng.uid, self.member, version)
@@ -1085,6 +1129,7 @@ class TeamEngagements:
         lead = validate.name(lead or t.member, "member name")
         if grace_days is not None:
             grace_days = validate.days(grace_days, "grace period")
+        t.require_certified("create engagements")
         certs = t.certs()
         lead_keys = certs.keys(lead)  # NotFound, or IntegrityError for uncertified keys
         uid = os.urandom(16)
@@ -1490,9 +1535,14 @@ class TeamMembers:
 
     def passwd(self, new_passphrase: bytes | Secret, *, compromised: bool = False) -> PasswdResult:
         """Change your own passphrase, and with it your login (:mod:`credvault.team_passwd`)."""
+        if compromised:  # new keys too (credvault.team_keys)
+            from credvault.team_keys import compromised as replace
+
+            pw = new_passphrase
+            return replace(self.t, pw if isinstance(pw, Secret) else Secret(bytes(pw)))
         from credvault.team_passwd import passwd
 
-        return passwd(self.t, new_passphrase, compromised=compromised)
+        return passwd(self.t, new_passphrase)
 
     def fingerprints(self) -> dict[str, str]:
         """Signing-key fingerprints as published at join, for comparing out of band."""
@@ -1501,6 +1551,7 @@ class TeamMembers:
     def invite(self, name: str, *, admin: bool = False) -> Invitation:
         """An admin invites: a one-time code whose SCRAM verifier goes to the server."""
         t = self.t
+        t.require_certified("invite")
         anchor = t.anchor or t.certs().founder()
         code = Secret(make_code(anchor).encode())
         ipk = p.ed25519_public(invitation_key(code.reveal()))
@@ -1544,6 +1595,7 @@ class TeamMembers:
         t = self.t
         if name == t.member:  # before signing anything; the server refuses it as well
             raise InvalidInput("an admin cannot remove themselves")
+        t.require_certified("remove members")
         revocations: builtins.list[tuple[str, bytes]] = []
         signed: builtins.list[tuple[bytes, ml.State]] = []
         sole_lead: builtins.list[str] = []

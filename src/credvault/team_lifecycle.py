@@ -306,6 +306,7 @@ class TeamPurger:
         from credvault.postgres import lifecycle_store as ls
         from credvault.receipts import verify_receipt
         from credvault.results import Receipt
+        from credvault.team_keys import signer_history
 
         t = self.t
         validate.name(name, "engagement name")
@@ -327,7 +328,9 @@ class TeamPurger:
             data = json.loads(got.receipt)
         except ValueError:
             raise IntegrityError(f"the stored receipt of {name!r} is malformed") from None
-        verify_receipt(got.receipt, got.sign_pub)
+        # against the signer's key history (credvault.team_keys): a key its member handed
+        # over (passwd --compromised) signs nothing dated after the hand-over
+        verify_receipt(got.receipt, signer_history(t.store, t.vault_id, got.signer, got.sign_pub))
         if data.get("engagement") != name or data.get("vault_id") != t.vault_id.hex():
             raise IntegrityError(f"the stored receipt of {name!r} is another engagement's")
         try:

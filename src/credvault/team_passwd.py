@@ -36,17 +36,13 @@ def pending_path(path: Path) -> Path:
     return path.with_name(path.name + ".new")
 
 
-def passwd(
-    t: TeamHandle, new_passphrase: bytes | Secret, *, compromised: bool = False
-) -> PasswdResult:
+def passwd(t: TeamHandle, new_passphrase: bytes | Secret) -> PasswdResult:
     """Re-wrap the member's own slot under ``new_passphrase`` (same keys, new salt, same
-    Argon2id cost) and change their login to the one the new slot derives."""
-    from credvault.errors import NotOnTeam
+    Argon2id cost) and change their login to the one the new slot derives. (``--compromised``,
+    new keys too: :func:`credvault.team_keys.compromised`.)"""
     from credvault.members import PasswdResult
     from credvault.postgres import lifecycle_store as ls
 
-    if compromised:
-        raise NotOnTeam("passwd --compromised")
     pw = new_passphrase if isinstance(new_passphrase, Secret) else Secret(bytes(new_passphrase))
     if not pw.reveal():
         raise InvalidInput("the passphrase is empty")
@@ -56,13 +52,26 @@ def passwd(
     slot = slot._replace(salted_login=True)
     pending = pending_path(path)
     pending.unlink(missing_ok=True)  # an earlier change the server never took
+    # ... and the witness an interrupted ``--compromised`` MACed for keys never used
+    pending_path(witness_path(path)).unlink(missing_ok=True)
     write_new_private(pending, slot.to_bytes())
     ls.change_login(t.store, scram_verifier(slot.login_password(t.keys)))
     finish_pending(path)
     return PasswdResult(False, [], [], 0)
 
 
+def witness_path(slot: Path) -> Path:
+    """The log witness of the member whose key slot is ``slot``."""
+    from credvault.team_log import LogWitness
+
+    return LogWitness.path_for(slot.parent.name, slot.name.removesuffix(".slot"))
+
+
 def finish_pending(path: Path) -> None:
-    """The server took the new verifier but the move did not happen: move it now."""
+    """The server took the new verifier but the move did not happen: move it now (and,
+    after ``passwd --compromised``, the log witness MACed under the new signing key)."""
     os.replace(pending_path(path), path)
     fsync_dir(path.parent)
+    witness = witness_path(path)
+    if pending_path(witness).exists():
+        os.replace(pending_path(witness), witness)

@@ -1375,6 +1375,121 @@ def _dba(world: World, sql: str) -> None:
         cluster.conninfo(str(world.extra["db"])), password=cluster.password
     ) as conn:
         conn.execute(sql)
+def _dba_sql(world: World, sql: str) -> str:
+    """The real psql as the DBA (the cluster's superuser) on the team vault's database."""
+    cluster: Cluster = world.extra["cluster"]  # type: ignore[assignment]
+    return subprocess.run(
+        ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        env=cluster.env("postgres", cluster.password, str(world.extra["db"])),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+
+
+def test_info_receipt_keys_and_passwd_compromised(world: World, tmp_path: Path) -> None:
+    """``info`` has SQLCipher's keys on both; a line without meaning on a team vault says
+    so in words. ``receipt-keys`` is the history of the key that signs your receipts (the
+    vault's on SQLCipher, your own on a team vault): after ``passwd --compromised`` bob's
+    old key signs the hand-over to his new one, checkable with openssl from the key he
+    had. On a team vault, as the DBA: the old slot logs in no more, a lead's rotation seals
+    nothing to bob (new or old keys), and a link edited or deleted is exit 6 for bob."""
+    alice = json.loads(world.ok("alice", "info").out)
+    settings = ("purge-grace-days", "audit-retention-days", "backup-retention-days", "trash-days")
+    assert list(alice) == [
+        "path", "vault_id", "format", "public_key", "created_at", "members",
+        "key_generation", "settings",
+    ]  # fmt: skip
+    assert list(alice["settings"]) == list(settings)
+    assert (alice["path"], alice["members"]) == (world.target, 3)
+    assert (len(alice["vault_id"]), alice["created_at"][:2]) == (32, "20")
+    unused = "not used by a team vault"
+    if world.backend == "sqlcipher":
+        assert (alice["format"], alice["key_generation"]) == (3, 1)
+        assert alice["settings"] == dict(zip(settings, (7, 365, 30, 30), strict=True))
+    else:  # the team schema's version; no database key; the server keeps the whole trail
+        assert (alice["format"], alice["key_generation"]) == (2, unused)
+        assert alice["settings"] == dict(zip(settings, (7, unused, 35, 30), strict=True))
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.setup(
+        [
+            ("alice", ("grant", "acme-2026", "bob", "engineer")),
+            ("alice", ("grant", "acme-2026", "carol", "reader")),
+        ]
+    )
+    team = world.backend == "postgresql"
+    old_key = world.ok("bob", "info", "--public-key").text.strip()
+    hist = json.loads(world.ok("bob", "receipt-keys", "--json").out)
+    assert (hist["format"], hist["vault_id"]) == ("credvault-receipt-keys/1", alice["vault_id"])
+    assert [(k["public_key"], k["link"]) for k in hist["keys"]] == [(old_key, None)]
+    # the vault's receipt key on SQLCipher; on a team vault each member's own signing key
+    assert (alice["public_key"] == old_key) is not team
+    old_cfg = tmp_path / "bob-old-config"
+    if team:  # bob's key slot as the attacker copied it
+        shutil.copytree(world.envs["bob"]["XDG_CONFIG_HOME"], old_cfg)
+    old_pw = world.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]
+    new_pw = tmp_path / "bob.new.pass"
+    new_pw.write_text("bob-new-passphrase-after-a-leak\n")
+    new_pw.chmod(0o600)
+    r = world.ok(
+        "bob", "passwd", "--compromised", "--passphrase-file", str(new_pw), "--kdf", KDF_ARG
+    )
+    assert r.text.startswith("passphrase changed; new keys; ")
+    assert (
+        "rotate at their lead's next command (until then you cannot read them): acme-2026\n"
+        in r.text
+    )
+    world.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"] = str(new_pw)
+    new_key = world.ok("bob", "info", "--public-key").text.strip()
+    links = world.ok("bob", "receipt-keys", "--links").text.splitlines()
+    assert new_key != old_key
+    assert len(links) == 1
+    link = tmp_path / "link.json"
+    link.write_text(links[0] + "\n")
+    check = subprocess.run(
+        ["sh", str(Path(__file__).parents[2] / "docs" / "verify-receipt-key.sh"), str(link), old_key],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert f"SUCCESSOR: {new_key}" in check.stdout
+    # SQLCipher re-seals his copy to the new keys at once (its slot file certifies them);
+    # a team vault drops it until an admin certifies them (docs/team.md)
+    got = world.run("bob", "get", "acme-2026/db")
+    assert got.code == (4 if team else 0)
+    if not team:
+        return
+    # ... and says why; nor does bob sign with keys nobody certified (an invitation here)
+    assert "replaced (passwd --compromised) and are not certified yet" in one_line(got)
+    r = world.run("bob", "member", "invite", "dave")
+    assert (r.code, "not certified yet" in one_line(r)) == (4, True)
+    # the old slot with the old passphrase (what the attacker unlocked) logs in no more
+    thief = {
+        **world.envs["bob"],
+        "XDG_CONFIG_HOME": str(old_cfg),
+        "CREDVAULT_PASSPHRASE_FILE": old_pw,
+    }
+    world.envs["thief"] = thief
+    assert world.run("thief", "ls", "acme-2026").code == 4
+    assert _dba_sql(world, "SELECT action || ' ' || outcome || ' ' || detail FROM credvault.audit "
+                    "WHERE action = 'passwd'") == (
+        "passwd ok compromised: new keys; old key retired by a signed hand-over; "
+        "rotated 0, 1 await a lead"
+    )  # fmt: skip
+    # alice's rotation (the revoke of carol) seals a copy to nobody but alice, and signs
+    # bob, whose certified key is retired, out of the log as it does a removed member
+    world.ok("alice", "revoke", "acme-2026", "carol")
+    shown = json.loads(world.ok("alice", "engagement", "show", "acme-2026", "--json").out)
+    assert [g["member"] for g in shown["members"]] == ["alice"]
+    assert _dba_sql(world, "SELECT string_agg(member, ',' ORDER BY member) FROM credvault.grants "
+                    "WHERE sealed IS NOT NULL AND revoked_at IS NULL") == "alice"  # fmt: skip
+    # the DBA edits bob's link, then deletes it: bob's history no longer reaches his key
+    _dba_sql(world, "UPDATE credvault.member_key_links SET link = "
+             "replace(link, '\"valid_from\":\"2', '\"valid_from\":\"1')")  # fmt: skip
+    assert "not signed by the key before it" in one_line(world.run("bob", "receipt-keys"))
+    _dba_sql(world, "DELETE FROM credvault.member_key_links")
+    r = world.run("bob", "receipt-keys")
+    assert (r.code, "does not end at the key you hold" in one_line(r)) == (6, True)
 
 
 @pytest.fixture
@@ -1387,7 +1502,6 @@ def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> Non
     for args in (
         ("backup",),
         ("check",),
-        ("info",),
     ):
         r = team.run("alice", *args)
         assert r.code == 1, (args, r.err)

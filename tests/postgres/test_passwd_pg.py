@@ -149,13 +149,64 @@ def test_a_change_cut_short_leaves_a_way_in(
     Team.open(team.target, "bob", new).close()
 
 
-def test_compromised_is_not_on_a_team_vault_yet(team: World, tmp_path: Path) -> None:
-    new = tmp_path / "n"
-    new.write_text("x-new-passphrase\n")
-    r = team.run("bob", "passwd", "--compromised", "--passphrase-file", str(new))
-    assert r.code == 1
-    assert "not available on a PostgreSQL team vault" in one_line(r)
-    assert team.ok("bob", "ls").code == 0  # nothing changed: the old passphrase still works
+def test_a_member_cannot_write_or_forge_a_key_hand_over(
+    team: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """passwd --compromised's server side (section pgkeys), as bob with psql: the links
+    table is closed to members, and replace_keys takes only the next link of bob's own
+    history, for the key it names; a refusal changes nothing (his login still works).
+    Then, in-process, a change killed after the server took it: the old passphrase opens
+    nothing, the new one finishes it, slot and log witness (MACed under the new key)."""
+    from credvault import team_passwd
+    from postgres.test_lifecycle_pg import psql
+
+    key = "'\\x" + "11" * 32 + "'::bytea"
+    good_shape = '\'{"format":"credvault-receipt-key/1","seq":1,"predecessor":"00"}\''
+    for sql, why in (
+        ("SELECT * FROM credvault.member_key_links", "permission denied"),
+        ("INSERT INTO credvault.member_key_links VALUES ('bob', 1, '{}', "  # noqa: S608
+         f"{key}, {key})", "permission denied"),
+        (f"SELECT credvault.replace_keys({good_shape}, {key}, {key}, 'SCRAM-SHA-256$4096:x')",
+         "not the next link of your key history"),
+        (f"SELECT credvault.replace_keys('not json', {key}, {key}, 'plain')",
+         "SCRAM verifier"),
+    ):  # fmt: skip
+        out = psql(team, "bob", sql)
+        assert out.returncode != 0, sql
+        assert why in out.stderr, out.stderr
+    assert psql(team, "bob", "SELECT count(*) FROM credvault.member_key_links()").stdout == "0\n"
+    assert team.ok("bob", "ls").code == 0  # nothing changed: the old login still works
+
+    team.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    home = Path(team.envs["bob"]["HOME"])
+    monkeypatch.setenv("XDG_CONFIG_HOME", team.envs["bob"]["XDG_CONFIG_HOME"])
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    witness = home / "state" / "credvault" / "team" / str(team.extra["db"]) / "bob.logs"
+    with Team.open(team.target, "bob", _pw(team)) as bob:
+        bob.view("acme-2026")  # bob verifies the log: his witness keeps it
+        old_key = bob.sign_pub
+    assert witness.exists()
+    new = Secret(b"bob after the leak")
+
+    def killed(*a: object) -> None:
+        raise KeyboardInterrupt
+
+    with Team.open(team.target, "bob", _pw(team)) as bob:
+        monkeypatch.setattr(team_passwd, "finish_pending", killed)
+        with pytest.raises(KeyboardInterrupt):
+            bob.members.passwd(new, compromised=True)
+        monkeypatch.undo()
+    monkeypatch.setenv("XDG_CONFIG_HOME", team.envs["bob"]["XDG_CONFIG_HOME"])
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    assert team_passwd.pending_path(witness).exists()
+    with pytest.raises(WrongPassphrase):  # the old slot's login is gone
+        Team.open(team.target, "bob", _pw(team))
+    with Team.open(team.target, "bob", new) as bob:
+        assert not team_passwd.pending_path(witness).exists()
+        assert bob.sign_pub != old_key
+        assert bob.view("acme-2026").state is not None  # the witness opens under the new key
+        keys = bob.receipt_keys().keys
+        assert [k.public_key for k in keys] == [old_key, bob.sign_pub]
 
 
 def test_a_member_changes_only_their_own_login(team: World) -> None:

@@ -124,6 +124,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_engagement_shred",
         "cmd_purge",
         "cmd_receipt",
+        "cmd_receipt_keys",
         "cmd_info",
         "cmd_passwd",
         "cmd_client_export",
@@ -508,10 +509,16 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         if not r.compromised:
             t.out("passphrase changed")
             return EXIT_OK
-        t.out(
-            "passphrase changed; new keys; database re-keyed; receipt and audit keys "
-            f"succeeded; {r.resigned} signature(s) moved to the new key"
-        )
+        if vault_target(getattr(args, "vault", None)) is not None:  # docs/team.md
+            t.out(
+                "passphrase changed; new keys; old key retired by a signed hand-over; "
+                "no key copy reaches you until your new keys are certified (docs/team.md)"
+            )
+        else:
+            t.out(
+                "passphrase changed; new keys; database re-keyed; receipt and audit keys "
+                f"succeeded; {r.resigned} signature(s) moved to the new key"
+            )
         if r.rotated:
             t.out(f"rotated now (you lead): {', '.join(r.rotated)}")
         if r.pending:

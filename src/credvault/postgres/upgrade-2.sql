@@ -2981,6 +2981,18 @@ REVOKE ALL ON TABLE credvault.revocation_list FROM PUBLIC;
 -- Every version, oldest first (any member: the statements are signed public facts).
 CREATE FUNCTION credvault.revocation_list()
 RETURNS TABLE (version integer, statement bytea)
+-- == pgkeys: info, receipt-keys and passwd --compromised on a team vault ==
+-- (docs/team.md, "info, receipt keys, compromised keys".) `credvault info` shows what SQLCipher's shows:
+-- the schema version, when the vault was made, how many members are active and the
+-- settings the server keeps in meta. The creation time is kept from now on; a vault made
+-- before this section gets its first member's creation (its founder's `init`).
+INSERT INTO credvault.meta (key, value)
+    SELECT 'created_at', convert_to(credvault.iso(coalesce(min(created_at), now())), 'UTF8')
+    FROM credvault.members
+    ON CONFLICT (key) DO NOTHING;
+
+-- Facts, not secrets: any active member; not audited (SQLCipher's info is not either).
+CREATE FUNCTION credvault.vault_info() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 BEGIN
@@ -3711,5 +3723,98 @@ BEGIN
                    ' credvault.fetch_import(bigint), credvault.import_credentials(text, boolean,'
                    ' integer, integer, text[], bytea[], integer[], text[], bytea[], text[],'
                    ' text[], bytea[], text[], bytea[], bytea[], bytea[], bytea[]) TO %I',
+    RETURN jsonb_build_object(
+        'schema', (SELECT version FROM schema_version),
+        'created_at', (SELECT convert_from(value, 'UTF8') FROM meta WHERE key = 'created_at'),
+        'members', (SELECT count(*) FROM members WHERE state = 'active'),
+        'purge_grace_days', setting_days('purge_grace_days', 7),
+        'backup_retention_days', setting_days('backup_retention_days', 35),
+        'trash_days', setting_days('trash_days', 30));
+END $$;
+
+-- A member's signing-key history (passwd --compromised; format.md §11.2's links, one chain
+-- per member): link seq N hands the member's key over from key N-1 (key 0: the key their
+-- certificate chain certifies, members.sign_pub) to the key it names, signed by key N-1
+-- on the member's machine. The server checks the link's shape only; every reader checks
+-- the signature (receipt-keys, verify-receipt-key.sh). kem_pub: the new X25519 key, for
+-- an admin's certification of the new pair (not built yet: docs/team.md).
+CREATE TABLE credvault.member_key_links (
+    member   text NOT NULL REFERENCES credvault.members (name),
+    seq      integer NOT NULL CHECK (seq >= 1),
+    link     text NOT NULL,
+    sign_pub bytea NOT NULL CHECK (length(sign_pub) = 32),
+    kem_pub  bytea NOT NULL CHECK (length(kem_pub) = 32),
+    at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (member, seq)
+);
+REVOKE ALL ON credvault.member_key_links FROM PUBLIC;
+
+-- Every member's links (any member reads them: they are signed statements, like the
+-- certificates). A member with a link has retired the key their certificate names.
+CREATE FUNCTION credvault.member_key_links() RETURNS TABLE (member text, seq integer, link text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN QUERY SELECT k.member, k.seq, k.link FROM member_key_links k ORDER BY k.member, k.seq;
+END $$;
+
+-- passwd --compromised: the caller's next link (their current key hands over to new_sign),
+-- their new login verifier (derived from the new key on their machine), and at once, in
+-- the same transaction: every sealed copy of theirs dropped and their engagements flagged
+-- for rotation (no copy reaches the old X25519 key again; a lead seals none to them until
+-- an admin certifies the new keys). Audited as on SQLCipher (`passwd`, "compromised: …").
+-- Returns the flagged engagements' names.
+CREATE FUNCTION credvault.replace_keys(k_link text, new_sign bytea, new_kem bytea, verifier text)
+RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); j jsonb; n integer; cur bytea; flagged text[];
+BEGIN
+    IF verifier !~ '^SCRAM-SHA-256\$' THEN
+        RAISE EXCEPTION 'credvault: a SCRAM verifier is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF length(new_sign) IS DISTINCT FROM 32 OR length(new_kem) IS DISTINCT FROM 32 THEN
+        RAISE EXCEPTION 'credvault: malformed public keys' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM 1 FROM members WHERE name = who FOR UPDATE;  -- one change at a time
+    n := coalesce((SELECT max(k.seq) FROM member_key_links k WHERE k.member = who), 0) + 1;
+    cur := coalesce((SELECT k.sign_pub FROM member_key_links k WHERE k.member = who AND k.seq = n - 1),
+                    (SELECT m.sign_pub FROM members m WHERE m.name = who));
+    BEGIN
+        j := k_link::jsonb;
+    EXCEPTION WHEN others THEN
+        j := NULL;
+    END;
+    IF j IS NULL OR jsonb_typeof(j) <> 'object'
+       OR j->>'format' IS DISTINCT FROM 'credvault-receipt-key/1'
+       OR j->'seq' IS DISTINCT FROM to_jsonb(n)
+       OR j->>'vault_id' IS DISTINCT FROM encode(vault_id(), 'hex')
+       OR j->>'predecessor' IS DISTINCT FROM encode(sha256(cur), 'hex')
+       OR j->>'public_key' IS DISTINCT FROM encode(new_sign, 'base64')
+       OR j->>'key_id' IS DISTINCT FROM encode(sha256(new_sign), 'hex') THEN
+        RAISE EXCEPTION 'credvault: not the next link of your key history' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO member_key_links (member, seq, link, sign_pub, kem_pub)
+        VALUES (who, n, k_link, new_sign, new_kem);
+    EXECUTE format('ALTER ROLE %I PASSWORD %L', session_user, verifier);
+    SELECT coalesce(array_agg(e.name ORDER BY e.name), '{}') INTO flagged
+        FROM grants g JOIN engagements e ON e.id = g.engagement_id
+        WHERE g.member = who AND g.revoked_at IS NULL AND e.state <> 'purged';
+    UPDATE engagements SET needs_rotation = true WHERE name = ANY (flagged);
+    UPDATE grants SET sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE member = who AND revoked_at IS NULL;
+    PERFORM audit_append(who, 'passwd', NULL, who, 'ok',
+        format('compromised: new keys; old key retired by a signed hand-over; rotated 0, %s await a lead',
+               cardinality(flagged)));
+    RETURN flagged;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.vault_info(), credvault.member_key_links(),
+    credvault.replace_keys(text, bytea, bytea, text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.vault_info(), credvault.member_key_links(),'
+                   ' credvault.replace_keys(text, bytea, bytea, text) TO %I',
                    credvault.member_group());
 END $$;

@@ -1,0 +1,181 @@
+"""``info``, ``receipt-keys`` and ``passwd --compromised`` on a PostgreSQL team vault
+(issue 14; docs/team.md, "info, receipt keys, compromised keys").
+
+``info`` answers in :class:`credvault.results.VaultInfo`'s shape, line for line as on
+SQLCipher; where a line has no meaning on a team vault it says so in words, as ``status``
+does for the keyring and the agent: a team vault has no database key, so no key
+generation, and the server keeps its whole audit trail, so no audit retention.
+
+A team vault has no vault-wide receipt key: each member signs the receipts of their own
+purges and shreds with their own Ed25519 key. So its receipt key history is **one chain
+per member**, in SQLCipher's format (docs/format.md §11.2): key 0 is the key the member's
+certificate chain certifies (what ``info --public-key`` printed before any change), and
+each later key is introduced by a ``credvault-receipt-key/1`` link signed by the key
+before it, made by ``passwd --compromised`` on the member's machine
+(``credvault.member_key_links``). A client holding the key it was given follows the links
+with openssl alone (docs/verify-receipt-key.sh).
+
+``passwd --compromised`` builds the part that is safe without anyone else (docs/team.md
+says what an attacker holding the old key can still do, and what is not built): new keys
+made here, the hand-over link signed by the old key, a new login derived from the new key,
+and in one server transaction this member's sealed copies dropped and their engagements
+flagged for rotation. From then on every client treats the old key as **retired**
+(:func:`retire`): it seals nothing to it and certifies nothing by it, whatever the member's
+rows say; the new keys are not believed for sealing either until an admin certifies them.
+
+Loaded when used: ``credvault get`` never imports it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from credvault.retention import SETTINGS
+
+if TYPE_CHECKING:
+    from credvault.members import PasswdResult
+    from credvault.postgres.store import PgStore
+    from credvault.receipt_keys import ReceiptKeys
+    from credvault.results import VaultInfo
+    from credvault.secret import Secret
+    from credvault.team_handle import TeamHandle
+    from credvault.team_log import Certs
+
+UNUSED = "not used by a team vault"
+# settings a team vault keeps in credvault.meta (the others: UNUSED)
+TEAM_SETTINGS = {"purge_grace_days", "backup_retention_days", "trash_days"}
+
+
+def info(store: PgStore, path: str, vault_id: bytes, public_key: str) -> VaultInfo:
+    """``credvault info`` on a team vault (:meth:`credvault.Team.info`): ``path`` is the
+    connection string you named, ``format`` the team schema version, ``public_key`` your
+    own signing key (what signs your receipts, as ``info --public-key``), ``members`` the
+    active ones."""
+    from credvault.postgres.keys_store import vault_info
+    from credvault.results import VaultInfo
+
+    facts = vault_info(store)
+    settings: dict[str, int | str] = {
+        name: int(facts[key]) if key in TEAM_SETTINGS else UNUSED
+        for name, (key, _) in SETTINGS.items()
+    }
+    created = facts.get("created_at")
+    return VaultInfo(
+        path=path,
+        vault_id=vault_id.hex(),
+        format=int(facts["schema"]),
+        public_key=public_key,
+        created_at=str(created) if created is not None else None,
+        members=int(facts["members"]),
+        key_generation=UNUSED,
+        settings=settings,
+    )
+
+
+def history(vault_id: bytes, first: bytes, links: list[str]) -> ReceiptKeys:
+    """A member's key history from their certified key ``first``: every stored link must
+    follow from the key before it (IntegrityError, exit 6, if one does not)."""
+    import json
+
+    from credvault.errors import IntegrityError
+    from credvault.receipt_keys import ReceiptKeys
+
+    try:
+        parsed = [json.loads(x) for x in links]
+    except ValueError:
+        raise IntegrityError("receipt key history: a stored link is not JSON") from None
+    return ReceiptKeys(vault_id.hex(), first, parsed)
+
+
+def signer_history(store: PgStore, vault_id: bytes, signer: str | None, key: bytes) -> ReceiptKeys:
+    """What a stored receipt is checked against (``credvault receipt NAME``): the signer's
+    history from ``key``, their certified key (each link checked, exit 6 if one does not
+    follow), so a receipt signed by a key they handed over must predate the hand-over."""
+    from credvault.postgres.keys_store import key_links
+
+    return history(vault_id, key, key_links(store).get(signer or "", []))
+
+
+def receipt_keys(t: TeamHandle, certs: Certs, sign_pub: bytes) -> ReceiptKeys:
+    """``receipt-keys`` on a team vault: the history of the key that signs *your*
+    receipts, from the key your certificate chain certifies to ``sign_pub``, the one you
+    hold. A history that stops short of your key (a link deleted) or does not follow (a
+    link forged) is IntegrityError (exit 6)."""
+    from credvault.errors import IntegrityError
+    from credvault.postgres.keys_store import key_links
+
+    got = history(t.vault_id, certs.sealer(t.member), key_links(t.store).get(t.member, []))
+    if got.current.public_key != sign_pub:
+        raise IntegrityError(
+            "receipt key history: it does not end at the key you hold (a link is missing)"
+        )
+    return got
+
+
+def retire(certs: Certs, links: dict[str, list[str]]) -> None:
+    """The hook every client applies to the certificates it reads (:meth:`Team.certs`): a
+    member with any key link has said their certified key is compromised, so it is not
+    *current*: :meth:`Certs.keys` answers NotFound for them (no grant, no copy sealed at a
+    rotation, ``_current`` false), while the certificate still verifies what the old key
+    signed before (copies it sealed, links 0). Decided on the link's presence, not its
+    signature: a link the DBA forges can only take a member's access away, which the DBA
+    can do anyway; never give a compromised key one more copy. A vault-wide signed
+    revocation list (the crl branch) is where the retired key belongs too."""
+    for member in links:
+        row = certs.rows.get(member)
+        if row is not None and row.state == "active":
+            certs.rows[member] = row._replace(state="retired")
+
+
+def compromised(t: TeamHandle, new_passphrase: Secret) -> PasswdResult:
+    """``passwd --compromised`` on a team vault (:mod:`credvault.team_passwd` for the
+    crash-safe slot swap). New keys made here; the old signing key signs the hand-over
+    link; the server takes link, new login verifier, drops this member's copies and flags
+    their engagements, in one transaction; then the new slot (and the log witness, MACed
+    with a key derived from the signing key) replace the old ones."""
+    from datetime import UTC, datetime
+
+    from credvault.crypto import primitives as p
+    from credvault.errors import InvalidInput
+    from credvault.files import write_new_private
+    from credvault.layout import team_slot_path
+    from credvault.members import PasswdResult
+    from credvault.model import iso
+    from credvault.postgres.keys_store import key_links, replace_keys
+    from credvault.postgres.server import scram_verifier
+    from credvault.postgres.slot import TeamSlot, new_slot
+    from credvault.receipt_keys import link_text, make_link
+    from credvault.team_log import LogWitness
+    from credvault.team_passwd import finish_pending, pending_path
+
+    if not new_passphrase.reveal():
+        raise InvalidInput("the passphrase is empty")
+    path = team_slot_path(t.store.database(), t.member)
+    old = TeamSlot.read(path)
+    slot, keys = new_slot(old.vault_id, old.database, t.member, new_passphrase, old.kdf)
+    slot = slot._replace(anchor=old.anchor, salted_login=True)
+    seq = len(key_links(t.store).get(t.member, [])) + 1
+    link = make_link(
+        t.vault_id.hex(), seq, t.keys.sign_private, slot.sign_pub, iso(datetime.now(UTC))
+    )
+    # the witness of verified logs, MACed again under the new signing key, beside the old
+    # one; finish_pending moves it with the slot (here, or at the next open after a crash)
+    wpath = LogWitness.path_for(old.database, t.member)
+    wnew = pending_path(wpath)
+    wnew.unlink(missing_ok=True)
+    states = LogWitness(wpath, t.vault_id, t.member, t.keys.sign_private).states
+    witness = LogWitness(wnew, t.vault_id, t.member, keys.sign_private)
+    for uid, state in states.items():
+        witness.keep(uid, state)
+    pending = pending_path(path)
+    pending.unlink(missing_ok=True)
+    write_new_private(pending, slot.to_bytes())
+    flagged = replace_keys(
+        t.store,
+        link_text(link),
+        slot.sign_pub,
+        p.x25519_public(keys.kem_private),
+        scram_verifier(slot.login_password(keys)),
+    )
+    finish_pending(path)  # the witness too
+    return PasswdResult(True, [], flagged, 0)

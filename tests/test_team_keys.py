@@ -1,0 +1,64 @@
+"""A team member's signing-key history (credvault.team_keys, docs/team.md "info,
+receipt-keys and passwd --compromised"), in-process and without a server: a receipt signed
+by a key its member handed over verifies only if it predates the hand-over, a link the DBA
+edits stops the history, and a member with a stored link is never *current* for sealing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from credvault.crypto import primitives as p
+from credvault.errors import IntegrityError, NotFound
+from credvault.keyslots import MemberKeys
+from credvault.receipt_keys import link_text, make_link
+from credvault.receipts import verify_receipt
+from credvault.team_keys import history, retire
+from credvault.team_lifecycle import sign_receipt
+from credvault.team_log import CertRow, Certs
+
+VID = bytes(range(16))
+HANDED_OVER = "2026-11-30T08:00:00.000000Z"
+
+
+def _keys() -> MemberKeys:
+    sign, _ = p.ed25519_generate()
+    kem, _ = p.x25519_generate()
+    return MemberKeys("bob", kem, sign, p.ed25519_public(sign))
+
+
+def _facts(purged_at: str) -> dict[str, object]:
+    return {"format": "credvault-purge-receipt/2", "vault_id": VID.hex(), "engagement": "e",
+            "purged_at": purged_at}  # fmt: skip
+
+
+def test_a_handed_over_key_signs_nothing_dated_after_the_hand_over() -> None:
+    old, new = _keys(), _keys()
+    old_pub = p.ed25519_public(old.sign_private)
+    link = link_text(
+        make_link(VID.hex(), 1, old.sign_private, p.ed25519_public(new.sign_private), HANDED_OVER)
+    )
+    hist = history(VID, old_pub, [link])  # fmt: skip
+    assert [k.public_key for k in hist.keys] == [old_pub, p.ed25519_public(new.sign_private)]
+    verify_receipt(sign_receipt(old, _facts("2026-11-29T00:00:00.000000Z"), None), hist)
+    verify_receipt(sign_receipt(new, _facts("2026-12-01T00:00:00.000000Z"), None), hist)
+    # the attacker holding the old key dates a receipt after the hand-over
+    with pytest.raises(IntegrityError, match="retired"):
+        verify_receipt(sign_receipt(old, _facts("2026-12-01T00:00:00.000000Z"), None), hist)
+    # the DBA edits the link (its time moved back): the history stops there
+    with pytest.raises(IntegrityError, match="not signed by the key before it"):
+        history(VID, old_pub, [link.replace(HANDED_OVER, "2026-01-01T00:00:00.000000Z")])
+    with pytest.raises(IntegrityError, match="not JSON"):
+        history(VID, old_pub, ["{"])
+
+
+def test_a_member_with_a_key_link_is_not_current() -> None:
+    row = CertRow(
+        "bob", "alice", False, b"i" * 32, b"s" * 64, b"j" * 64, b"k" * 32, b"m" * 32, "active"
+    )
+    certs = Certs(VID, None, {"bob": row})  # fmt: skip
+    retire(certs, {"bob": ["any link, even one the DBA forged"], "nobody": ["x"]})
+    with pytest.raises(NotFound):
+        certs.keys("bob")
+    assert certs.rows["bob"].state == "retired"
+    assert "nobody" not in certs.rows
