@@ -1050,10 +1050,8 @@ def test_status_shows_who_you_are_and_what_is_due_held_or_scheduled(world: World
     lines = world.ok("alice", "status").text.splitlines()
     vid = lines[1].rsplit(" (", 1)[1].rstrip(")")
     assert len(vid) == 32
-    # a team vault's slot is unlocked per command: no OS keyring, no agent (docs/team.md)
-    unused = "not used by a team vault"
-    sqlc = world.backend == "sqlcipher"
-    cache, agent = ("locked (no cached key)", "not running") if sqlc else (unused, unused)
+    # nothing cached in the keyring, no agent: the same lines on both (docs/team.md)
+    cache, agent = "locked (no cached key)", "not running"
     assert lines[:5] == [
         "member:  alice (admin)",
         f"vault:   {world.target} ({vid})",

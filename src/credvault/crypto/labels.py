@@ -39,6 +39,7 @@ TEAM_INVITE_SIG = b"credvault/v1/team-invite-statement"  # an admin invites a me
 TEAM_JOIN_PROOF = b"credvault/v1/team-join-proof"  # the invitation key vouches for join keys
 TEAM_INVITE_KEY = b"credvault/v1/team-invite-key-seed"  # HKDF info: invitation Ed25519 seed
 TEAM_PRE_LOG = b"credvault/v1/team-pre-log-engagements"  # migrate lists unlogged engagements
+TEAM_KEYRING_ENTRY = b"credvault/v1/team-keyring-entry"  # a team member's cached keys
 
 # The three statements signed under GRANT_SIG, told apart by their first encoded part.
 GRANT_CREATION = "create"  # an admin created the engagement with its first lead
@@ -76,6 +77,7 @@ ALL = (
     TEAM_JOIN_PROOF,
     TEAM_INVITE_KEY,
     TEAM_PRE_LOG,
+    TEAM_KEYRING_ENTRY,
 )
 
 
