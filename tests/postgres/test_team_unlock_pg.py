@@ -170,6 +170,28 @@ def test_keyring_unlock_get_status_lock_and_the_binding(
     assert "no usable OS keyring" in one_line(r)
 
 
+def _key_forms(w: World) -> list[bytes]:
+    """bob's private keys (raw, hex, base64) and his passphrase, from his own slot."""
+    import base64
+
+    from credvault import Secret
+    from credvault.postgres.slot import TeamSlot
+
+    slot = Path(w.envs["bob"]["XDG_CONFIG_HOME"]) / "credvault" / "team" / str(w.extra["db"])
+    pw = Path(w.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().rstrip(b"\n")
+    keys = TeamSlot.read(slot / "bob.slot").unlock(Secret(pw))
+    forms = [pw]
+    for secret in (keys.kem_private, keys.sign_private):
+        forms += [secret, secret.hex().encode(), base64.b64encode(secret)]
+    return forms
+
+
+def served_get(w: World) -> bytes:
+    r = run(w, "bob", "get", "acme-2026/db", **NO_PASSPHRASE)
+    assert r.code == 0, r.err
+    return r.out
+
+
 # -- the agent --------------------------------------------------------------------------------
 def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
     team: World, runtime_dir: Path
@@ -231,7 +253,52 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
     assert len(_gets(team, "bob")) == before + 1
     assert served() == 4
 
+    # Memory only: no form of bob's keys or passphrase in the agent's environment or argv
+    pid = int(st["pid"])
+    exposed = Path(f"/proc/{pid}/environ").read_bytes() + Path(f"/proc/{pid}/cmdline").read_bytes()
+    for form in _key_forms(team):
+        assert form not in exposed
+    assert b"CREDVAULT_PASSPHRASE_FILE" not in exposed
+    # Another OS user is refused, even with the modes loosened (as tests/test_agent.py)
+    if os.geteuid() == 0:
+        from test_agent import _as_other_user
+
+        request = {
+            "op": "run",
+            "argv": ["get", "acme-2026/db"],
+            "cwd": "/",
+            "env": {"CREDVAULT_VAULT": team.target, "CREDVAULT_MEMBER": "bob"},
+        }
+        modes = [(p, p.stat().st_mode & 0o777) for p in (runtime_dir, sock.parent, sock)]
+        for p, _ in modes:
+            p.chmod(0o777)
+        try:
+            reply = _as_other_user(sock, request)
+        finally:
+            for p, mode in modes:
+                p.chmod(mode)
+        assert reply["ok"] is False
+        assert reply["error"] == "denied"
+        assert served() == 4
+
+    # lock ends the agent and everything it held
+    assert team.ok("bob", "lock").text == "locked\n"
+    assert run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE).code == 5
+    assert client.status(sock) is None
+
+    # A passphrase change (a new slot file) drops the keys before the next request
+    team.ok("bob", "unlock")
+    new = Path(team.root) / "bob.new-pass"
+    new.write_text("a new passphrase for bob\n")
+    team.ok("bob", "passwd", "--passphrase-file", str(new))
+    shutil.copy(new, team.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"])
+    r = run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE)
+    assert (r.code, r.out) == (5, b""), r.err
+    assert client.status(sock) is None  # nothing left to hold: the agent ended
+
     # Removed: login off, sessions ended; the agent cannot log in again and drops the keys
+    team.ok("bob", "unlock")
+    assert served_get(team) == SECRET + b"\n"
     team.ok("alice", "member", "rm", "bob")
     r = run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE)
     assert (r.code, r.out) == (5, b""), r.err  # keys dropped: the normal path, no passphrase

@@ -507,8 +507,13 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     """Change your own passphrase; --compromised also replaces your keys (see docs)."""
     with open_vault(args) as v:
         r = v.members.passwd(new_passphrase(args, v.member), compromised=args.compromised)
-        if vault_target(getattr(args, "vault", None)) is None:  # a team vault caches nothing
+        team_target = vault_target(getattr(args, "vault", None))
+        if team_target is None:
             Vault.forget_cached_keys(v.path, v.member)
+        else:  # its entry is bound to the old slot (refused anyway): deleted now
+            from credvault import Team
+
+            Team.forget_cached_keys(team_target, v.member)
         if not r.compromised:
             t.out("passphrase changed")
             return EXIT_OK
