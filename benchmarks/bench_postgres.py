@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from credvault import MIN_KDF
+from credvault import DEFAULT_KDF, MIN_KDF, Secret
 from credvault.crypto import primitives
 from credvault.postgres import bootstrap_sql, scram_verifier
 from credvault.postgres.client import Member, TeamVault, connect
@@ -171,6 +171,64 @@ def whole_process(
             cpu[name].append(used * 1000)
             assert out == b"s3cret-password\n"
     return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in wall}
+
+
+def unlocked_team(
+    team: dict[str, str], runs: int, warmup: int = 2
+) -> dict[str, tuple[float, float]] | str:
+    """(median wall ms, median CPU ms) of a team ``credvault get`` unlocked three ways, run
+    round-robin: from the passphrase file (Argon2id every time; ``--no-keyring``), from the
+    OS keyring after ``unlock --keyring`` (a private gnome-keyring Secret Service, as the
+    tests run it; ``CREDVAULT_NO_AGENT=1``), and through the agent after ``unlock``. The
+    last two run without a passphrase file, so nothing else can answer. A string: why the
+    keyring could not be measured."""
+    from keyring_daemon import missing_binaries, secret_service
+
+    missing = missing_binaries()
+    if missing:
+        return f"no Secret Service here (missing {', '.join(missing)})"
+    with secret_service() as ss, tempfile.TemporaryDirectory(dir="/tmp") as run_dir:
+        env = {k: v for k, v in team.items() if k != "PYTHON_KEYRING_BACKEND"}
+        env["DBUS_SESSION_BUS_ADDRESS"] = ss["DBUS_SESSION_BUS_ADDRESS"]
+        env["XDG_RUNTIME_DIR"] = run_dir  # the agent's socket: short and this run's own
+        _cli(env, "unlock", "--keyring", "--ttl", "1h")
+        _cli(env, "unlock", "--ttl", "1h")
+        bare = {k: v for k, v in env.items() if k != "CREDVAULT_PASSPHRASE_FILE"}
+        ways = {
+            "passphrase": (env, ("get", "--no-keyring", "alpha/db")),
+            "keyring": ({**bare, "CREDVAULT_NO_AGENT": "1"}, ("get", "alpha/db")),
+            "agent": (bare, ("get", "alpha/db")),
+        }
+        try:
+            for _ in range(warmup):
+                for e, argv in ways.values():
+                    _cli(e, *argv)
+            wall: dict[str, list[float]] = {k: [] for k in ways}
+            cpu: dict[str, list[float]] = {k: [] for k in ways}
+            for _ in range(runs):
+                for name, (e, argv) in ways.items():
+                    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    t = time.perf_counter()
+                    out = _cli(e, *argv)
+                    wall[name].append((time.perf_counter() - t) * 1000)
+                    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu[name].append((r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000)
+                    assert out == b"s3cret-password\n"
+        finally:
+            _cli(env, "lock")  # ends the agent and deletes the keyring entry
+    return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in wall}
+
+
+def default_kdf_ms() -> float:
+    """One Argon2id derivation at the default parameters (median of 3), in ms."""
+    from credvault.crypto.passphrase import derive
+
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        derive(Secret(b"a passphrase"), bytes(16), DEFAULT_KDF)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
 
 
 def load() -> str:
@@ -333,6 +391,22 @@ def main() -> None:
             f"SQLCipher {aw:.1f} ms wall / {ac:.1f} ms CPU, PostgreSQL (TCP) {bw:.1f} ms wall / "
             f"{bc:.1f} ms CPU; ratio {bw / aw:.2f}x wall, {bc / ac:.2f}x CPU (target <= 1.2x)"
         )
+        ways = unlocked_team(team, runs, 0 if args.quick else 2)
+        if isinstance(ways, str):
+            print(f"team get unlocked once: not measured: {ways}")
+        else:
+            (pw_w, pw_c), (kr_w, kr_c), (ag_w, ag_c) = ways.values()
+            print(
+                f"team credvault get unlocked once, median of {runs} interleaved ({load()}): "
+                f"passphrase file {pw_w:.1f} ms wall / {pw_c:.1f} ms CPU, OS keyring "
+                f"{kr_w:.1f} / {kr_c:.1f} ms ({kr_w / pw_w:.2f}x wall), agent {ag_w:.1f} / "
+                f"{ag_c:.1f} ms ({ag_w / pw_w:.2f}x wall)"
+            )
+            print(
+                f"  (these vaults use MIN_KDF; with the default Argon2id {DEFAULT_KDF} the "
+                f"passphrase path adds {default_kdf_ms():.0f} ms here to every get, the "
+                "keyring and the agent nothing)"
+            )
 
 
 if __name__ == "__main__":
