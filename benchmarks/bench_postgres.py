@@ -195,7 +195,7 @@ def unlocked_team(
         _cli(env, "unlock", "--ttl", "1h")
         bare = {k: v for k, v in env.items() if k != "CREDVAULT_PASSPHRASE_FILE"}
         ways = {
-            "passphrase": (env, ("get", "--no-keyring", "alpha/db")),
+            "passphrase": ({**env, "CREDVAULT_NO_AGENT": "1"}, ("get", "--no-keyring", "alpha/db")),
             "keyring": ({**bare, "CREDVAULT_NO_AGENT": "1"}, ("get", "alpha/db")),
             "agent": (bare, ("get", "alpha/db")),
         }
@@ -323,6 +323,55 @@ def report(name: str, ms: list[float], target: float | None = 1.5) -> None:
     )
 
 
+def throughput(
+    cluster: Cluster, d: Path, args: argparse.Namespace, n: int, per_client: int
+) -> None:
+    """The in-process latency series and the 16-client aggregate."""
+    pg = new_pg_vault(cluster)
+    setup(pg)
+    ca = enable_tls(cluster, d)
+    bob, pw = pg.keys["bob"], pg.passwords["bob"]
+    unix = cluster.conninfo(pg.db, pg.role("bob"))
+    tls = (
+        f"host=localhost port={cluster.port} dbname={pg.db} user={pg.role('bob')} "
+        f"sslmode=verify-full sslrootcert={ca}"
+    )
+    tcp = f"host=127.0.0.1 port={cluster.port} dbname={pg.db} user={pg.role('bob')} sslmode=disable"
+    print(f"PostgreSQL audited get (two-phase + local decrypt), {n} reads each")
+    report("in-process, Unix socket", latencies(unix, pw, bob, n))
+    report("in-process, TCP localhost (no TLS)", latencies(tcp, pw, bob, n))
+    report("in-process, TCP + TLS verify-full", latencies(tls, pw, bob, n))
+    # A smoke run forks its clients: no interpreter start and imports for each (and for
+    # the manager); a full run spawns them, as fresh processes.
+    ctx = multiprocessing.get_context("fork" if args.quick else "spawn")
+    for _ in range(1 if args.quick else args.rounds):
+        manager = ctx.Manager()
+        start, done = manager.Barrier(args.clients + 1), manager.Barrier(args.clients + 1)
+        with ctx.Pool(args.clients) as pool:
+            job = pool.map_async(
+                _client,
+                [(unix, pw, bob.kem_private, bob.sign_private, per_client, start, done)]
+                * args.clients,
+            )
+            start.wait()
+            server0, t = server_cpu(cluster), time.perf_counter()
+            while done.n_waiting < args.clients:
+                time.sleep(0.002)
+            dt, server = time.perf_counter() - t, server_cpu(cluster) - server0
+            done.wait()
+            results = job.get(600)
+        manager.shutdown()
+        total = sum(r[0] for r in results)
+        per_read = (sum(r[1] for r in results) + server) / total * 1000
+        print(
+            f"{args.clients} client processes, Unix socket: {total / dt:8.0f} audited "
+            f"reads/s ({total} reads in {dt:.2f} s; {load()}; target >= 2,000/s); CPU per "
+            f"read: clients {sum(r[1] for r in results) / total * 1000:.3f} ms + server "
+            f"{server / total * 1000:.3f} ms = {per_read:.3f} ms, i.e. two dedicated cores "
+            f"would sustain ~{2000 / per_read:,.0f}/s"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
@@ -330,6 +379,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, help="client processes (default 16; --quick 2)")
     ap.add_argument("--runs", type=int, default=30, help="whole-process gets per backend")
     ap.add_argument("--rounds", type=int, default=3, help="16-client throughput rounds")
+    ap.add_argument(
+        "--unlock-only",
+        action="store_true",
+        help="only the whole-process gets (SQLCipher, team; team unlocked three ways)",
+    )
     args = ap.parse_args()
     n = 10 if args.quick else args.reads
     per_client = 25 if args.quick else 300
@@ -338,51 +392,11 @@ def main() -> None:
     args.clients = args.clients or (2 if args.quick else 16)
     print(f"start: {load()}")
     with running_cluster() as cluster, tempfile.TemporaryDirectory() as d:
-        pg = new_pg_vault(cluster)
-        setup(pg)
-        ca = enable_tls(cluster, Path(d))
-        bob, pw = pg.keys["bob"], pg.passwords["bob"]
-        unix = cluster.conninfo(pg.db, pg.role("bob"))
-        tls = (
-            f"host=localhost port={cluster.port} dbname={pg.db} user={pg.role('bob')} "
-            f"sslmode=verify-full sslrootcert={ca}"
-        )
-        tcp = f"host=127.0.0.1 port={cluster.port} dbname={pg.db} user={pg.role('bob')} sslmode=disable"
-        print(f"PostgreSQL audited get (two-phase + local decrypt), {n} reads each")
-        report("in-process, Unix socket", latencies(unix, pw, bob, n))
-        report("in-process, TCP localhost (no TLS)", latencies(tcp, pw, bob, n))
-        report("in-process, TCP + TLS verify-full", latencies(tls, pw, bob, n))
-        # A smoke run forks its clients: no interpreter start and imports for each (and for
-        # the manager); a full run spawns them, as fresh processes.
-        ctx = multiprocessing.get_context("fork" if args.quick else "spawn")
-        for _ in range(1 if args.quick else args.rounds):
-            manager = ctx.Manager()
-            start, done = manager.Barrier(args.clients + 1), manager.Barrier(args.clients + 1)
-            with ctx.Pool(args.clients) as pool:
-                job = pool.map_async(
-                    _client,
-                    [(unix, pw, bob.kem_private, bob.sign_private, per_client, start, done)]
-                    * args.clients,
-                )
-                start.wait()
-                server0, t = server_cpu(cluster), time.perf_counter()
-                while done.n_waiting < args.clients:
-                    time.sleep(0.002)
-                dt, server = time.perf_counter() - t, server_cpu(cluster) - server0
-                done.wait()
-                results = job.get(600)
-            manager.shutdown()
-            total = sum(r[0] for r in results)
-            per_read = (sum(r[1] for r in results) + server) / total * 1000
-            print(
-                f"{args.clients} client processes, Unix socket: {total / dt:8.0f} audited "
-                f"reads/s ({total} reads in {dt:.2f} s; {load()}; target >= 2,000/s); CPU per "
-                f"read: clients {sum(r[1] for r in results) / total * 1000:.3f} ms + server "
-                f"{server / total * 1000:.3f} ms = {per_read:.3f} ms, i.e. two dedicated cores "
-                f"would sustain ~{2000 / per_read:,.0f}/s"
-            )
+        if not args.unlock_only:
+            throughput(cluster, Path(d), args, n, per_client)
         sq, team = cli_vaults(cluster, Path(d))
-        report("in-process credvault.Team get, TCP", team_latencies(team, n))
+        if not args.unlock_only:
+            report("in-process credvault.Team get, TCP", team_latencies(team, n))
         runs = 1 if args.quick else args.runs
         got = whole_process(sq, team, runs, 0 if args.quick else 2)
         (aw, ac), (bw, bc) = got["sqlite"], got["team"]
@@ -403,7 +417,9 @@ def main() -> None:
                 f"{ag_c:.1f} ms ({ag_w / pw_w:.2f}x wall)"
             )
             print(
-                f"  (these vaults use MIN_KDF; with the default Argon2id {DEFAULT_KDF} the "
+                f"  (these vaults use MIN_KDF; with the default Argon2id (m="
+                f"{DEFAULT_KDF.memory_kib} KiB, t={DEFAULT_KDF.iterations}, "
+                f"p={DEFAULT_KDF.lanes}) the "
                 f"passphrase path adds {default_kdf_ms():.0f} ms here to every get, the "
                 "keyring and the agent nothing)"
             )

@@ -11,8 +11,11 @@ control and the audit trail are the server's: every read is a committed audit ro
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
 holds every statement. An engagement's lifecycle, the purge and its receipts, and the
 owner's schema upgrade live in :mod:`credvault.team_lifecycle`; systems, history,
-edit/mv/find and the trash in :mod:`credvault.team_records` (each loaded when used). Not
-covered (one line, exit 1, :class:`NotOnTeam`): backups, the agent and keyring.
+edit/mv/find and the trash in :mod:`credvault.team_records` (each loaded when used). A
+member's keys may come from the OS keyring (:meth:`Team.open_cached`, after ``unlock
+--keyring``) or the agent (:mod:`credvault.agent.team_entry`) instead of the passphrase;
+:meth:`Team.login` is the one way in for all three. Not covered (one line, exit 1,
+:class:`NotOnTeam`): backups.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ Design choices (docs/security.md, "The agent"):
   member's own slot changed (removed, passphrase changed, reset) it drops the keys.
 * Peers are checked with ``SO_PEERCRED``: a process of another uid is refused whatever the
   file modes say.
+* A PostgreSQL team vault's entry (keyed by its connection string as given) holds the
+  member's team key-slot keys and one logged-in connection (``agent.team_entry``); it
+  serves ``get`` only, on a fresh ``Team`` per request, and logs in again when the
+  connection dropped.
 """
 
 from __future__ import annotations
