@@ -135,7 +135,14 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
     # agent's client before it loads the CLI.
     (
         "agent and entry point",
-        frozenset({"credvault.agent.server", "credvault.launch", "credvault.__main__"}),
+        frozenset(
+            {
+                "credvault.agent.server",
+                "credvault.agent.team_entry",  # a team member's keys in the agent (issue 14)
+                "credvault.launch",
+                "credvault.__main__",
+            }
+        ),
     ),
 )
 

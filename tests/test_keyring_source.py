@@ -202,3 +202,73 @@ def test_a_keyring_backend_that_cannot_load_is_refused(monkeypatch: pytest.Monke
 def test_a_ttl_outside_one_second_to_seven_days_is_refused(text: str) -> None:
     with pytest.raises(InvalidInput, match="between 1s and 7d"):
         kc.parse_ttl(text)
+
+
+# -- a team member's entry (PostgreSQL team vault, issue 14) ----------------------------------
+def test_a_team_entry_opens_only_for_its_vault_member_and_key_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an attacker on the same account can do with a team member's entry: copy it to
+    another team vault (same member name), to another member, or keep it past a passphrase
+    change. None of them opens; each is deleted on sight, kernel key and marker with it."""
+    import os
+
+    from credvault import MIN_KDF, Secret
+    from credvault.layout import team_keyring_marker
+    from credvault.postgres.slot import TeamSlot, new_slot
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    kr = DictKeyring()
+    monkeypatch.setattr(kc, "_backend", lambda: kr)
+    pw = Secret(b"bob's passphrase")
+    slot, keys = new_slot(os.urandom(16), "team", "bob", pw, MIN_KDF)
+    now = datetime.now(UTC)
+    expires = kc.cache_team_keys(slot, keys, HOUR, now)
+    vid = slot.vault_id.hex()
+    service, kernel = f"credvault-team:{vid}", f"credvault-team:{vid}:bob"
+    assert set(kr.entries) == {(service, "bob")}  # never SQLCipher's `credvault:<id>` entry
+    assert json.loads(kr.entries[(service, "bob")])["format"] == "credvault-team-keyring-1"
+    got = kc.team_cached_keys(slot, now)
+    assert got is not None
+    assert got.sign_private == keys.sign_private
+    assert kc.team_cache_status(slot, now)["message"] == f"unlocked until {expires} (UTC)"
+    wrap = kernel_keys.read(kernel)
+    assert wrap is not None
+    entry = kr.entries[(service, "bob")]
+
+    def plant(target_slot: TeamSlot, member: str) -> None:
+        """Bob's entry, wrapping key and marker under another vault's or member's names."""
+        tvid = target_slot.vault_id.hex()
+        kr.entries[(f"credvault-team:{tvid}", member)] = entry
+        kernel_keys.remove(f"credvault-team:{tvid}:{member}")
+        kernel_keys.add(f"credvault-team:{tvid}:{member}", wrap, 3600)
+        team_keyring_marker(tvid, member).write_text(expires)
+
+    def gone(target_slot: TeamSlot, member: str) -> bool:
+        tvid = target_slot.vault_id.hex()
+        return (
+            (f"credvault-team:{tvid}", member) not in kr.entries
+            and not team_keyring_marker(tvid, member).exists()
+            and kernel_keys.read(f"credvault-team:{tvid}:{member}") is None
+        )
+
+    try:
+        # another team vault where bob's name is also a member (same keys, even)
+        other, _ = new_slot(os.urandom(16), "team2", "bob", pw, MIN_KDF, keys=keys)
+        plant(other, "bob")
+        assert kc.team_cached_keys(other, now) is None
+        assert gone(other, "bob")
+        # another member of the same vault
+        carol, _ = new_slot(slot.vault_id, "team", "carol", Secret(b"c"), MIN_KDF)
+        plant(carol, "carol")
+        assert kc.team_cached_keys(carol, now) is None
+        assert gone(carol, "carol")
+        # bob's own vault, after a passphrase change (new salt): the old entry is dead
+        assert kc.team_cached_keys(slot, now) is not None
+        changed = slot._replace(salt=os.urandom(len(slot.salt)), salted_login=True)
+        assert kc.team_cached_keys(changed, now) is None
+        assert gone(slot, "bob")
+        assert kc.team_cache_status(slot, now)["unlocked"] is False
+    finally:
+        for name in (kernel, f"credvault-team:{vid}:carol"):
+            kernel_keys.remove(name)

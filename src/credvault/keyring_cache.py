@@ -29,7 +29,7 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from credvault import kernel_keys
 from credvault.crypto import labels
@@ -37,8 +37,16 @@ from credvault.crypto import primitives as p
 from credvault.errors import IntegrityError, InvalidInput, KeyringUnavailable
 from credvault.files import make_private_dir
 from credvault.keyslots import KeySlots, MemberKeys
-from credvault.layout import SLOTS_NAME, keyring_marker, keyring_marker_dir
+from credvault.layout import (
+    SLOTS_NAME,
+    keyring_marker,
+    keyring_marker_dir,
+    team_keyring_marker,
+)
 from credvault.model import expiry_stamp
+
+if TYPE_CHECKING:
+    from credvault.postgres.slot import TeamSlot
 
 ALLOWED_BACKENDS = (
     "keyring.backends.SecretService.Keyring",
@@ -64,6 +72,23 @@ def parse_ttl(text: object) -> timedelta:
 
 
 ENTRY_FORMAT = "credvault-keyring-2"
+TEAM_ENTRY_FORMAT = "credvault-team-keyring-1"
+
+
+class _Place(NamedTuple):
+    """Where one member's cached keys live and what the entry is bound to: the keyring's
+    (service, user), the kernel key's name, the marker file, the entry's format, and the
+    associated data before the expiry (the expiry is appended as the last part)."""
+
+    service: str
+    user: str
+    kernel: str
+    marker: Path
+    format: str
+    aad: bytes
+
+    def bound(self, expires: str) -> bytes:
+        return self.aad + labels.encode(expires)
 
 
 def _service(vault_id: str) -> str:
@@ -74,8 +99,36 @@ def _kernel_name(vault_id: str, member: str) -> str:
     return f"credvault:{vault_id}:{member}"
 
 
-def _aad(vault_id: str, member: str, expires: str) -> bytes:
-    return labels.encode(bytes.fromhex(vault_id), member, expires)
+def _place(vault_id: str, member: str) -> _Place:
+    """A SQLCipher vault's entry (service ``credvault:<vault id>``)."""
+    return _Place(
+        _service(vault_id),
+        member,
+        _kernel_name(vault_id, member),
+        keyring_marker(vault_id, member),
+        ENTRY_FORMAT,
+        labels.KEYRING_ENTRY + labels.encode(bytes.fromhex(vault_id), member),
+    )
+
+
+def _team_place(slot: TeamSlot) -> _Place:
+    """A team member's entry (service ``credvault-team:<vault id>``: a migrated team vault
+    keeps its SQLCipher vault's id, so the two never share an entry). Bound to the vault,
+    its database, the member and the key slot it was unlocked from (public keys and
+    Argon2id salt): a changed slot (``passwd``, a new join) makes it fail, and it is deleted
+    on sight."""
+    vid = slot.vault_id.hex()
+    return _Place(
+        f"credvault-team:{vid}",
+        slot.member,
+        f"credvault-team:{vid}:{slot.member}",
+        team_keyring_marker(vid, slot.member),
+        TEAM_ENTRY_FORMAT,
+        labels.TEAM_KEYRING_ENTRY
+        + labels.encode(
+            slot.vault_id, slot.database, slot.member, slot.kem_pub, slot.sign_pub, slot.salt
+        ),
+    )
 
 
 def _vault_id(path: Path) -> str | None:
@@ -107,38 +160,44 @@ def _backend() -> Any:
 
 def cache_keys(vault_id: str, keys: MemberKeys, ttl: timedelta, now: datetime) -> str:
     """Cache a member's unlocked keys until ``now + ttl``; returns the expiry."""
+    return _store(_place(vault_id, keys.name), keys.to_bytes(bytes.fromhex(vault_id)), ttl, now)
+
+
+def cache_team_keys(slot: TeamSlot, keys: MemberKeys, ttl: timedelta, now: datetime) -> str:
+    """Cache a team member's keys (unlocked from ``slot``) until ``now + ttl``: what opens
+    their key slot and derives their login without the passphrase. Returns the expiry."""
+    if keys.name != slot.member:
+        raise InvalidInput("the keys are not this slot's member's")
+    return _store(_team_place(slot), keys.to_bytes(slot.vault_id), ttl, now)
+
+
+def _store(place: _Place, data: bytes, ttl: timedelta, now: datetime) -> str:
     kr = _backend()
     expires = expiry_stamp(now + ttl)
     wrap = p.random_key()
-    name = _kernel_name(vault_id, keys.name)
-    kernel_keys.remove(name)
+    kernel_keys.remove(place.kernel)
     try:
-        kernel_keys.add(name, wrap, max(1, int(ttl.total_seconds())))
+        kernel_keys.add(place.kernel, wrap, max(1, int(ttl.total_seconds())))
     except kernel_keys.KernelKeyError as e:
         raise KeyringUnavailable(
             f"no kernel key store to enforce the expiry ({e.strerror}); use `credvault "
             "unlock` without --keyring (the agent)"
         ) from None
-    blob = p.aead_encrypt(
-        wrap,
-        keys.to_bytes(bytes.fromhex(vault_id)),
-        labels.KEYRING_ENTRY + _aad(vault_id, keys.name, expires),
-    )
-    del wrap
+    blob = p.aead_encrypt(wrap, data, place.bound(expires))
+    del wrap, data
     payload = json.dumps(
-        {"format": ENTRY_FORMAT, "expires": expires, "keys": base64.b64encode(blob).decode()}
+        {"format": place.format, "expires": expires, "keys": base64.b64encode(blob).decode()}
     )
     from keyring.errors import KeyringError
 
     try:
-        kr.set_password(_service(vault_id), keys.name, payload)
+        kr.set_password(place.service, place.user, payload)
     except KeyringError as e:
         raise KeyringUnavailable(f"the OS keyring refused the entry ({type(e).__name__})") from None
     make_private_dir(keyring_marker_dir())
-    marker = keyring_marker(vault_id, keys.name)
     with contextlib.suppress(FileNotFoundError):
-        marker.unlink()
-    fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        place.marker.unlink()
+    fd = os.open(place.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
         os.write(fd, expires.encode())
     finally:
@@ -146,17 +205,17 @@ def cache_keys(vault_id: str, keys: MemberKeys, ttl: timedelta, now: datetime) -
     return expires
 
 
-def _delete(vault_id: str, member: str) -> bool:
-    removed = kernel_keys.remove(_kernel_name(vault_id, member))
+def _delete(place: _Place) -> bool:
+    removed = kernel_keys.remove(place.kernel)
     with contextlib.suppress(FileNotFoundError):
-        keyring_marker(vault_id, member).unlink()
+        place.marker.unlink()
         removed = True
     try:
         kr = _backend()
         from keyring.errors import KeyringError
 
         try:
-            kr.delete_password(_service(vault_id), member)
+            kr.delete_password(place.service, place.user)
             removed = True
         except KeyringError:
             pass
@@ -168,13 +227,26 @@ def _delete(vault_id: str, member: str) -> bool:
 def forget(path: Path, member: str) -> bool:
     """Delete a member's cached keys (``lock``, and after rm / reset / passwd)."""
     vid = _vault_id(path)
-    return False if vid is None else _delete(vid, member)
+    return False if vid is None else _delete(_place(vid, member))
+
+
+def forget_team(slot: TeamSlot) -> bool:
+    """Delete a team member's cached keys (``lock`` on a team vault)."""
+    return _delete(_team_place(slot))
 
 
 def cache_status(path: Path, member: str, now: datetime | None = None) -> dict[str, object]:
     """Whether ``member`` has unlocked keys cached for the vault at ``path``, and until when."""
     vid = _vault_id(path)
-    marker = None if vid is None else keyring_marker(vid, member)
+    return _marker_status(None if vid is None else keyring_marker(vid, member), now)
+
+
+def team_cache_status(slot: TeamSlot | None, now: datetime | None = None) -> dict[str, object]:
+    """As :func:`cache_status`, for the team member whose key slot is ``slot``."""
+    return _marker_status(None if slot is None else _team_place(slot).marker, now)
+
+
+def _marker_status(marker: Path | None, now: datetime | None) -> dict[str, object]:
     try:
         expires = marker.read_text().strip() if marker else None
     except OSError:
@@ -186,6 +258,72 @@ def cache_status(path: Path, member: str, now: datetime | None = None) -> dict[s
     return {"unlocked": True, "until": expires, "message": f"unlocked until {expires} (UTC)"}
 
 
+def _load(place: _Place, now: datetime | None) -> bytes | None:
+    """The cached bytes at ``place`` if present, unexpired and opening under its binding;
+    anything else is deleted on sight (None: try the next unlock source)."""
+    if not place.marker.exists():
+        return None  # never unlocked here: skip importing keyring at all
+    stamp = expiry_stamp(now or datetime.now(UTC))
+    try:
+        kr = _backend()
+    except KeyringUnavailable:
+        return None
+    from keyring.errors import KeyringError
+
+    try:
+        raw = kr.get_password(place.service, place.user)
+    except KeyringError:
+        return None
+    if raw is None:
+        with contextlib.suppress(FileNotFoundError):
+            place.marker.unlink()
+        return None
+    try:
+        entry = json.loads(raw)
+        expires = str(entry["expires"])
+        blob = base64.b64decode(entry["keys"], validate=True)
+        if entry["format"] != place.format:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        _delete(place)  # unreadable, or the old raw format: never use, delete
+        return None
+    if expires <= stamp:
+        _delete(place)  # expired: deleted on sight, fall back to the passphrase
+        return None
+    try:
+        wrap = kernel_keys.read(place.kernel)
+    except kernel_keys.KernelKeyError:
+        wrap = None
+    if wrap is None:
+        _delete(place)  # the kernel let the wrapping key expire: the entry is dead
+        return None
+    try:
+        return p.aead_decrypt(wrap, blob, place.bound(expires))
+    except IntegrityError:
+        _delete(place)  # another vault's, member's or slot's entry, or tampered with
+        return None
+    finally:
+        del wrap
+
+
+def team_cached_keys(slot: TeamSlot, now: datetime | None = None) -> MemberKeys | None:
+    """The team member's keys cached by ``unlock --keyring`` for ``slot``, checked to be
+    that slot's (member and public keys), or None."""
+    data = _load(_team_place(slot), now)
+    if data is None:
+        return None
+    keys = MemberKeys.from_bytes(data, slot.vault_id)
+    del data
+    if (
+        keys.name != slot.member
+        or p.x25519_public(keys.kem_private) != slot.kem_pub
+        or p.ed25519_public(keys.sign_private) != slot.sign_pub
+    ):
+        forget_team(slot)
+        return None
+    return keys
+
+
 class KeyringSource:
     """Unlock source: the keys cached by ``credvault unlock``, if present and not expired."""
 
@@ -194,50 +332,8 @@ class KeyringSource:
         self.now = now
 
     def unlock(self, slots: KeySlots, member: str) -> MemberKeys | None:
-        vid = slots.vault_id.hex()
-        marker = keyring_marker(vid, member)
-        if not marker.exists():
-            return None  # never unlocked here: skip importing keyring at all
-        now = expiry_stamp(self.now or datetime.now(UTC))
-        try:
-            kr = _backend()
-        except KeyringUnavailable:
+        data = _load(_place(slots.vault_id.hex(), member), self.now)
+        if data is None:
             return None
-        from keyring.errors import KeyringError
-
-        try:
-            raw = kr.get_password(_service(vid), member)
-        except KeyringError:
-            return None
-        if raw is None:
-            with contextlib.suppress(FileNotFoundError):
-                marker.unlink()
-            return None
-        try:
-            entry = json.loads(raw)
-            expires = str(entry["expires"])
-            blob = base64.b64decode(entry["keys"], validate=True)
-            if entry["format"] != ENTRY_FORMAT:
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            _delete(vid, member)  # unreadable, or the old raw format: never use, delete
-            return None
-        if expires <= now:
-            _delete(vid, member)  # expired: deleted on sight, fall back to the passphrase
-            return None
-        try:
-            wrap = kernel_keys.read(_kernel_name(vid, member))
-        except kernel_keys.KernelKeyError:
-            wrap = None
-        if wrap is None:
-            _delete(vid, member)  # the kernel let the wrapping key expire: the entry is dead
-            return None
-        try:
-            data = p.aead_decrypt(wrap, blob, labels.KEYRING_ENTRY + _aad(vid, member, expires))
-        except IntegrityError:
-            _delete(vid, member)
-            return None
-        finally:
-            del wrap
         keys = MemberKeys.from_bytes(data, slots.vault_id)
         return keys if keys.name == member else None

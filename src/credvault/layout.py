@@ -84,3 +84,9 @@ def keyring_marker_dir() -> Path:
 
 def keyring_marker(vault_id: str, member: str) -> Path:
     return keyring_marker_dir() / f"unlocked-{vault_id}-{member}"
+
+
+def team_keyring_marker(vault_id: str, member: str) -> Path:
+    """A team member's keyring marker: its own name, as a migrated team vault keeps the
+    SQLCipher vault's id."""
+    return keyring_marker_dir() / f"team-unlocked-{vault_id}-{member}"

@@ -11,8 +11,11 @@ control and the audit trail are the server's: every read is a committed audit ro
 (``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
 holds every statement. An engagement's lifecycle, the purge and its receipts, and the
 owner's schema upgrade live in :mod:`credvault.team_lifecycle`; systems, history,
-edit/mv/find/import and the trash in :mod:`credvault.team_records` (each loaded when used). Not
-covered (one line, exit 1, :class:`NotOnTeam`): backups, the agent and keyring.
+edit/mv/find/import and the trash in :mod:`credvault.team_records` (each loaded when used). A
+member's keys may come from the OS keyring (:meth:`Team.open_cached`, after ``unlock
+--keyring``) or the agent (:mod:`credvault.agent.team_entry`) instead of the passphrase;
+:meth:`Team.login` is the one way in for all three. Not covered (one line, exit 1,
+:class:`NotOnTeam`): backups.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import builtins
 import contextlib
 import os
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -47,6 +50,7 @@ from credvault.errors import (
     IntegrityError,
     InvalidInput,
     Locked,
+    NotAVault,
     NotFound,
     NotOnTeam,
 )
@@ -164,8 +168,10 @@ class Team:
         target: str,
         anchor: str | None = None,
         database: str | None = None,
+        slot: TeamSlot | None = None,
     ) -> None:
         self.store = store
+        self.slot = slot  # the key slot the keys were unlocked from (the keyring binds it)
         self.keys = keys
         self.vault_id = vault_id
         self.path = target
@@ -225,7 +231,15 @@ class Team:
         cls, target: str, member: str, passphrase: Secret, path: Path, light: bool
     ) -> Team:
         slot = TeamSlot.read(path)
-        keys = slot.unlock(passphrase)
+        return cls.login(target, member, slot, slot.unlock(passphrase), light=light)
+
+    @classmethod
+    def login(
+        cls, target: str, member: str, slot: TeamSlot, keys: MemberKeys, *, light: bool = False
+    ) -> Team:
+        """Log in with the password derived from ``keys`` (unlocked from ``slot``: by the
+        passphrase, the OS keyring or the agent) and check the server is that slot's vault
+        and the login that member's."""
         store = _connect_as(target, member, slot.login_password(keys), light=light)
         try:
             vault_id, name = store.opening()
@@ -236,7 +250,79 @@ class Team:
         except BaseException:
             store.close()
             raise
-        return cls(store, keys, vault_id, target, slot.anchor, slot.database)
+        return cls(store, keys, vault_id, target, slot.anchor, slot.database, slot)
+
+    @classmethod
+    def open_cached(cls, target: str, member: str, *, light: bool = False) -> Team | None:
+        """Open with the keys ``credvault unlock --keyring`` cached for this member and team
+        vault (:func:`credvault.keyring_cache.team_cached_keys`), or None when there are
+        none (expired, never cached, another slot's). Keys the server no longer takes
+        (removed, a passphrase change cut short) are forgotten; a pending change then
+        returns None so that the passphrase finishes it."""
+        path = team_slot_path(database_of(target), member)
+        try:
+            slot = TeamSlot.read(path)
+        except NotAVault:
+            return None
+        from credvault.layout import team_keyring_marker
+
+        if not team_keyring_marker(slot.vault_id.hex(), member).exists():
+            return None  # never cached here: `get` imports nothing more
+        from credvault.keyring_cache import forget_team, team_cached_keys
+
+        keys = team_cached_keys(slot)
+        if keys is None:
+            return None
+        try:
+            return cls.login(target, member, slot, keys, light=light)
+        except (Locked, AccessDenied):
+            from credvault.team_passwd import pending_path
+
+            forget_team(slot)
+            if pending_path(path).exists():
+                return None
+            raise
+
+    def cache_keys(self, ttl: timedelta) -> str:
+        """``unlock --keyring``: cache this member's keys in the OS keyring for ``ttl``,
+        bound to this vault, member and key slot; returns the expiry (UTC)."""
+        from credvault.keyring_cache import cache_team_keys
+
+        if self.slot is None:
+            raise InvalidInput("no key slot to bind the cached keys to")
+        return cache_team_keys(self.slot, self.keys, ttl, datetime.now(UTC))
+
+    @property
+    def slot_file(self) -> Path:
+        """Where this member's key slot for this vault lives on this machine."""
+        return team_slot_path(self.database, self.member)
+
+    def member_keys(self) -> MemberKeys:
+        """The unlocked member keys (for the agent). Handle as a secret."""
+        return self.keys
+
+    @staticmethod
+    def slot_of(target: str, member: str) -> TeamSlot | None:
+        """The member's key slot for the team vault ``target`` on this machine, if any."""
+        try:
+            return TeamSlot.read(team_slot_path(database_of(target), member))
+        except NotAVault:
+            return None
+
+    @staticmethod
+    def keyring_status(target: str, member: str) -> dict[str, object]:
+        """As :meth:`credvault.Vault.keyring_status`, for a team vault (no unlock needed)."""
+        from credvault.keyring_cache import team_cache_status
+
+        return team_cache_status(Team.slot_of(target, member))
+
+    @staticmethod
+    def forget_cached_keys(target: str, member: str) -> bool:
+        """``lock``: delete the member's cached keys for ``target``; whether any were."""
+        from credvault.keyring_cache import forget_team
+
+        slot = Team.slot_of(target, member)
+        return slot is not None and forget_team(slot)
 
     @classmethod
     def init(cls, target: str, admin: str, passphrase: Secret, kdf: KdfParams) -> TeamInit:

@@ -1179,7 +1179,9 @@ def test_engagement_ls_and_show_for_admin_member_and_outsider(world: World) -> N
     ]
 
 
-def test_status_shows_who_you_are_and_what_is_due_held_or_scheduled(world: World) -> None:
+def test_status_shows_who_you_are_and_what_is_due_held_or_scheduled(
+    world: World, runtime_dir: Path
+) -> None:
     world.setup(
         [
             ("alice", ("grant", "acme-2026", "bob", "engineer")),
@@ -1197,10 +1199,8 @@ def test_status_shows_who_you_are_and_what_is_due_held_or_scheduled(world: World
     lines = world.ok("alice", "status").text.splitlines()
     vid = lines[1].rsplit(" (", 1)[1].rstrip(")")
     assert len(vid) == 32
-    # a team vault's slot is unlocked per command: no OS keyring, no agent (docs/team.md)
-    unused = "not used by a team vault"
-    sqlc = world.backend == "sqlcipher"
-    cache, agent = ("locked (no cached key)", "not running") if sqlc else (unused, unused)
+    # nothing cached in the keyring, no agent: the same lines on both (docs/team.md)
+    cache, agent = "locked (no cached key)", "not running"
     assert lines[:5] == [
         "member:  alice (admin)",
         f"vault:   {world.target} ({vid})",
@@ -1221,6 +1221,16 @@ def test_status_shows_who_you_are_and_what_is_due_held_or_scheduled(world: World
     assert (bob["member"], bob["admin"], bob["vault_id"], bob["due_now"]) == ("bob", False, vid, [])
     assert [x["engagement"] for x in bob["scheduled"]] == ["acme-2026"]
     assert (bob["keyring"]["message"], bob["agent"]["message"]) == (cache, agent)
+    # unlocked in the agent: the same words on both, and `lock` ends it
+    world.envs["bob"]["XDG_RUNTIME_DIR"] = str(runtime_dir)  # short: the agent's socket
+    unlocked = world.ok("bob", "unlock", "--ttl", "1h").text
+    assert unlocked.startswith("unlocked bob on this vault until ")
+    assert " (UTC) in the agent (pid " in unlocked
+    pid = unlocked.split("(pid ")[1].split(")")[0]
+    agent_line = world.ok("bob", "status").text.splitlines()[3]
+    assert agent_line.startswith("agent:   unlocked until ")
+    assert agent_line.endswith(f" (UTC), pid {pid}")
+    assert world.ok("bob", "lock").text == "locked\n"
 
 
 # -- engagement settings, members, set, rotate; client ls (both backends) ------------------------

@@ -21,6 +21,10 @@ Design choices (docs/security.md, "The agent"):
   member's own slot changed (removed, passphrase changed, reset) it drops the keys.
 * Peers are checked with ``SO_PEERCRED``: a process of another uid is refused whatever the
   file modes say.
+* A PostgreSQL team vault's entry (keyed by its connection string as given) holds the
+  member's team key-slot keys and one logged-in connection (``agent.team_entry``); it
+  serves ``get`` only, on a fresh ``Team`` per request, and logs in again when the
+  connection dropped.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from credvault.agent.protocol import (
     HEADER,
@@ -58,8 +62,12 @@ from credvault.agent.protocol import (
 )
 from credvault.errors import AccessDenied, CredvaultError, IntegrityError, Locked, NotFound
 from credvault.keyslots import KeySlots, MemberKeys, MemberSlot
+from credvault.layout import is_team_target
 from credvault.unlock import InMemory
 from credvault.vault import Vault
+
+if TYPE_CHECKING:
+    from credvault.agent.team_entry import TeamHold
 
 DEFAULT_LIFETIME = timedelta(hours=8)
 DEFAULT_IDLE = timedelta(hours=1)
@@ -136,9 +144,15 @@ class Entry:
         self.until = until
         self.vault: Vault | None = None
         self.slots_stat: tuple[int, int, int] | None = None
+        self.team: TeamHold | None = None  # a team vault's entry (credvault.agent.team_entry)
 
     def __repr__(self) -> str:
-        return f"Entry({str(self.path)!r}, member={self.keys.name!r})"
+        return f"Entry({self.label!r}, member={self.keys.name!r})"
+
+    @property
+    def label(self) -> str:
+        """The vault as clients name it: a directory's real path, a team's connection string."""
+        return self.team.target if self.team is not None else str(self.path)
 
     def expired(self, now: float) -> bool:
         return now >= self.deadline or (self.idle > 0 and now >= self.last_used + self.idle)
@@ -148,6 +162,8 @@ class Entry:
             with contextlib.suppress(Exception):
                 self.vault.close()
             self.vault = None
+        if self.team is not None:
+            self.team.close()
 
 
 def _slots_stat(path: Path) -> tuple[int, int, int]:
@@ -276,7 +292,7 @@ class Agent:
             "served": self.served,
             "entries": [
                 {
-                    "vault": str(e.path),
+                    "vault": e.label,
                     "member": e.keys.name,
                     "until": e.until,
                     "idle_left": (
@@ -296,6 +312,8 @@ class Agent:
             raw = base64.b64decode(_str(request, "keys"), validate=True)
         except binascii.Error:
             raise ProtocolError("keys is not base64") from None
+        if is_team_target(vault):
+            return self._add_team(request, vault, member, raw, lifetime, idle)
         path = Path(os.path.realpath(vault))
         slots = KeySlots.read(path / "keyslots.json")
         keys = MemberKeys.from_bytes(raw, slots.vault_id)
@@ -320,6 +338,95 @@ class Agent:
         self.entries[(str(path), member)] = entry
         self.ever_held = True
         return {"ok": True, "until": until, "pid": os.getpid()}
+
+    def _add_team(
+        self,
+        request: dict[str, Any],
+        target: str,
+        member: str,
+        raw: bytes,
+        lifetime: float,
+        idle: float,
+    ) -> Reply:
+        """A team member's keys: checked against their key slot (the client names its file),
+        then proved by logging in, before they are kept."""
+        from credvault.agent.team_entry import SlotChanged, TeamHold, read_keys
+
+        slot_path = Path(_str(request, "slot"))
+        if not slot_path.is_absolute():
+            raise ProtocolError("slot must be an absolute path")
+        try:
+            slot, keys = read_keys(slot_path, member, raw)
+        except SlotChanged:
+            raise ProtocolError("the keys are not this member's") from None
+        finally:
+            del raw
+        now = self.clock()
+        until = (self.wall() + timedelta(seconds=lifetime)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        entry = Entry(
+            slot_path,
+            keys,
+            cast(MemberSlot, None),  # a team member's slot is entry.team.slot
+            now=now,
+            lifetime=lifetime,
+            idle=min(idle, lifetime),
+            until=until,
+        )
+        entry.team = TeamHold(target, slot_path, slot, keys)
+        try:
+            entry.team.team()  # proves the keys log in and the server is the slot's vault
+        except BaseException:
+            entry.close()
+            raise
+        self._drop((target, member))
+        self.entries[(target, member)] = entry
+        self.ever_held = True
+        return {"ok": True, "until": until, "pid": os.getpid()}
+
+    def _run_team(
+        self, entry: Entry, target: tuple[str, str], args: argparse.Namespace, stdin: bytes | None
+    ) -> Reply:
+        """``get`` for a team member: the CLI's own handler on a fresh Team over the held
+        connection (the server's two-phase audited read, nothing kept between requests).
+        A connection lost during the command is made again and the command run once more
+        (a read whose request was committed before the loss stays on the record)."""
+        from credvault import cli
+        from credvault.agent.team_entry import SlotChanged
+        from credvault.cli import commands
+
+        hold = entry.team
+        assert hold is not None
+        if args.command != "get":
+            return _error("fallback", "only get is served by the agent on a team vault")
+        try:
+            for attempt in (1, 2):
+                try:
+                    hold.check_slot()
+                    team = hold.team()
+                except (SlotChanged, NotFound, AccessDenied, Locked, IntegrityError):
+                    self._drop(target)  # removed, passphrase changed, or another vault
+                    return _error(
+                        "fallback",
+                        "your key slot changed or the vault refused the held keys: keys dropped",
+                    )
+                except CredvaultError as e:  # the server is down: keep the keys, say why
+                    return _error("failed", str(e))
+                commands.borrowed_vault = lambda team=team: cast(Vault, _Borrowed(team))
+                with _captured(stdin) as (out, err):
+                    try:
+                        code: object = cli.dispatch(args)
+                    except SystemExit as e:
+                        code = e.code
+                    except _StdinWanted:
+                        return {"ok": False, "error": "need-stdin"}
+                if attempt == 1 and hold.broken():
+                    continue  # the connection dropped under the command: once more
+                break
+            return _result(code, out, err)
+        finally:
+            commands.borrowed_vault = None
+            entry.last_used = self.clock()
+            self.served += 1
 
     def _open(self, entry: Entry) -> None:
         entry.slots_stat = _slots_stat(entry.path)
@@ -381,6 +488,8 @@ class Agent:
         if entry is None:
             return _error("fallback", "not unlocked in the agent")
         assert target is not None
+        if entry.team is not None:
+            return self._run_team(entry, target, args, stdin)
         batched = self._round is not None and args.command in BATCHED
         if (
             self._round is not None
@@ -531,7 +640,8 @@ def _target(args: Any, env: dict[str, str], cwd: str) -> tuple[str, str] | None:
         xdg = env.get("XDG_DATA_HOME")
         home = env.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
         vault = str(Path(xdg or Path(home) / ".local" / "share") / "credvault")
-    vault = os.path.realpath(Path(cwd) / vault)
+    if not is_team_target(vault):  # a team vault: its connection string, exactly as given
+        vault = os.path.realpath(Path(cwd) / vault)
     if getattr(args, "as_member", None) is not None:
         member = validate_name(str(args.as_member), "member name")
     elif env.get("CREDVAULT_MEMBER"):

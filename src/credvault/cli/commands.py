@@ -154,6 +154,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_client_ls",
         "cmd_client_shred",
         "cmd_import",
+        "cmd_unlock",
     }
 )
 
@@ -179,7 +180,12 @@ def open_team(args: argparse.Namespace, target: str) -> Team:
         raise NotOnTeam(handler.removeprefix("cmd_").replace("_", " ") or "this command")
     member = member_name(args)
     # `get` is the command whose start-up counts (issue 14): it skips importing psycopg
-    return Team.open(target, member, team_passphrase(args, member), light=handler == "cmd_get")
+    light = handler == "cmd_get"
+    if not getattr(args, "no_keyring", False):  # keys `unlock --keyring` cached, if any
+        team = Team.open_cached(target, member, light=light)
+        if team is not None:
+            return team
+    return Team.open(target, member, team_passphrase(args, member), light=light)
 
 
 def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:
@@ -292,14 +298,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def agent_status(path: Path, member: str) -> dict[str, object]:
-    """Whether this user's agent runs and holds ``member``'s keys for the vault at ``path``."""
+def agent_status(path: Path | str, member: str) -> dict[str, object]:
+    """Whether this user's agent runs and holds ``member``'s keys for the vault at ``path``
+    (a team vault: its connection string, as given)."""
     from credvault.agent import client
 
     st = client.status()
     if st is None:
         return {"running": False, "unlocked": False, "until": None, "message": "not running"}
-    real = os.path.realpath(path)
+    real = path if isinstance(path, str) else os.path.realpath(path)
     for e in st.get("entries", []):
         if e.get("vault") == real and e.get("member") == member:
             return {
@@ -318,15 +325,18 @@ def agent_status(path: Path, member: str) -> dict[str, object]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Who you are, whether the keyring holds your key, and what purges are due."""
-    if vault_target(getattr(args, "vault", None)) is None:
+    target = vault_target(getattr(args, "vault", None))
+    if target is None:
         path = vault_dir(args)
         member = member_name(args)
         cache = Vault.keyring_status(path, member)
         agent = agent_status(path, member)
-    else:  # a team vault: its key slot is unlocked per command, by no keyring or agent
-        none = "not used by a team vault"
-        cache = {"unlocked": False, "until": None, "message": none}
-        agent = {"running": False, "unlocked": False, "until": None, "message": none}
+    else:  # a team vault: its keyring entry and agent entry, as on SQLCipher
+        from credvault import Team
+
+        member = member_name(args)
+        cache = Team.keyring_status(target, member)
+        agent = agent_status(target, member)
     with open_vault(args, auto_purge=False) as v:  # report what is due rather than do it
         data = {**v.status().to_json(), "keyring": cache, "agent": agent}
     if args.json:
@@ -504,8 +514,13 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     """Change your own passphrase; --compromised also replaces your keys (see docs)."""
     with open_vault(args) as v:
         r = v.members.passwd(new_passphrase(args, v.member), compromised=args.compromised)
-        if vault_target(getattr(args, "vault", None)) is None:  # a team vault caches nothing
+        team_target = vault_target(getattr(args, "vault", None))
+        if team_target is None:
             Vault.forget_cached_keys(v.path, v.member)
+        else:  # its entry is bound to the old slot (refused anyway): deleted now
+            from credvault import Team
+
+            Team.forget_cached_keys(team_target, v.member)
         if not r.compromised:
             t.out("passphrase changed")
             return EXIT_OK
@@ -1262,9 +1277,15 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     from credvault import CredvaultError
     from credvault.agent import client
 
+    target = vault_target(getattr(args, "vault", None))
+    extra: dict[str, str] = {}
     with open_vault(args) as v:
-        keys = base64.b64encode(v.member_keys().to_bytes(bytes.fromhex(v.vault_id))).decode()
-        member, path = v.member, os.path.realpath(v.path)
+        vid: object = v.vault_id  # a Team's is bytes, a Vault's hex
+        vid = vid if isinstance(vid, bytes) else bytes.fromhex(str(vid))
+        keys = base64.b64encode(v.member_keys().to_bytes(vid)).decode()
+        member, path = v.member, target or os.path.realpath(v.path)
+        if target is not None:  # the agent opens the same key slot file (its own check)
+            extra["slot"] = str(cast("Team", v).slot_file.absolute())
     try:
         client.ensure_running()
         reply = client.call(
@@ -1275,6 +1296,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
                 "keys": keys,
                 "ttl": int(ttl.total_seconds()),
                 "idle": int(idle.total_seconds()),
+                **extra,
             }
         )
     except (client.AgentGone, client.NoAgent) as e:
@@ -1303,8 +1325,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
     from credvault.agent import client
 
     held = client.lock()
-    team = vault_target(getattr(args, "vault", None)) is not None  # nothing cached for one
-    removed = not team and Vault.forget_cached_keys(vault_dir(args), member_name(args))
+    target = vault_target(getattr(args, "vault", None))
+    if target is not None:
+        from credvault import Team
+
+        removed = Team.forget_cached_keys(target, member_name(args))
+    else:
+        removed = Vault.forget_cached_keys(vault_dir(args), member_name(args))
     t.out("locked" if removed or held else "nothing cached; already locked")
     return EXIT_OK
 

@@ -41,6 +41,7 @@ TEAM_INVITE_KEY = b"credvault/v1/team-invite-key-seed"  # HKDF info: invitation 
 TEAM_PRE_LOG = b"credvault/v1/team-pre-log-engagements"  # migrate lists unlogged engagements
 TEAM_REVOCATION_LIST = b"credvault/v1/team-revocation-list"  # an admin signs a list version
 TEAM_REVOCATION_HASH = b"credvault/v1/team-revocation-chain"  # hash chaining the versions
+TEAM_KEYRING_ENTRY = b"credvault/v1/team-keyring-entry"  # a team member's cached keys
 
 # The three statements signed under GRANT_SIG, told apart by their first encoded part.
 GRANT_CREATION = "create"  # an admin created the engagement with its first lead
@@ -80,6 +81,7 @@ ALL = (
     TEAM_PRE_LOG,
     TEAM_REVOCATION_LIST,
     TEAM_REVOCATION_HASH,
+    TEAM_KEYRING_ENTRY,
 )
 
 
