@@ -1085,7 +1085,6 @@ def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> Non
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
         ("mv", "acme-2026/db", "other-eng/db"),
-        ("backup",),
         ("check",),
         ("info",),
     ):
