@@ -65,6 +65,16 @@ def _what_is_left(w: World, eng: str) -> tuple[str, int, int, int]:
     return str(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
+def _purges(w: World, eng: str) -> int:
+    with _dba(w) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM credvault.audit WHERE action = 'purge' AND engagement = %s "
+            "AND outcome = 'ok'",
+            (eng,),
+        ).fetchone()
+    return int(row[0])
+
+
 def _forged_ledger(w: World, real: Path, out: Path) -> None:
     """Two lines aimed at OTHER: alice's real receipt edited to name it, and a receipt of it
     signed by a key nobody pinned (as an insider with a key of their own would make)."""
@@ -129,6 +139,7 @@ def test_a_restored_dump_cannot_bring_a_purged_engagement_back(team: World, tmp_
     assert err[2].startswith("credvault: purge NOT complete")
     assert len(err) == 3
     assert _what_is_left(team, ENG) == ("purged", 0, 0, 0)  # every envelope and copy gone
+    assert _purges(team, ENG) == 1
     assert _what_is_left(team, OTHER) == ("active", 1, 1, 0)  # the forgeries destroyed nothing
     assert team.run("bob", "get", f"{ENG}/db").code != 0
     with _dba(team) as conn:
@@ -144,8 +155,10 @@ def test_a_restored_dump_cannot_bring_a_purged_engagement_back(team: World, tmp_
 
     rw = team.ok("alice", "purge", "--rewrite", "--vault", owner_target(team))
     assert rw.text.startswith("rewrote the table files: 1 ")
-    again = team.ok("alice", "purge")  # twice: nothing left to destroy again
-    assert again.text == "nothing due\n"
+    again = team.ok("alice", "purge", "--ledger", str(ledger))  # twice: a no-op
+    assert again.text == f"records of destruction consulted: {ledger}\nnothing due\n"
+    assert _purges(team, ENG) == 1  # the shred's own entry went with the restore
+    assert _what_is_left(team, ENG) == ("purged", 0, 0, 0)
     receipt = json.loads(team.ok("alice", "receipt", ENG, "--json").out)
     assert receipt["reason"] == "destroyed after this backup was made"
     pub = base64.b64decode(team.ok("alice", "info", "--public-key").text.split()[-1])
