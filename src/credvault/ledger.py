@@ -203,6 +203,9 @@ class Record(NamedTuple):
     engagement: str
     purged_at: str
     source: str
+    # when the engagement destroyed was made, as its receipt states: a team vault destroys
+    # again only the engagement of that name made then, never a later one of the same name
+    created_at: str | None = None
 
 
 def read_ledger(path: Path, vault_id: str, keys: ReceiptKeys) -> tuple[list[Record], str | None]:
@@ -284,7 +287,15 @@ def read_ledger_checked(path: Path, vault_id: str, keys: ReceiptKeys) -> LedgerR
                 rejected.append(f"{path}:{n}: receipt{name} ignored ({e})")
             continue
         if body.get("vault_id") == vault_id and isinstance(body.get("engagement"), str):
-            out.append(Record(str(body["engagement"]), str(body.get("purged_at")), str(path)))
+            made = body.get("created_at")
+            out.append(
+                Record(
+                    str(body["engagement"]),
+                    str(body.get("purged_at")),
+                    str(path),
+                    made if isinstance(made, str) else None,
+                )
+            )
     return LedgerRead(out, as_of, closes, rejected)
 
 

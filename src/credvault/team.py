@@ -341,9 +341,9 @@ class Team:
             active = (n for n, r in certs.rows.items() if r.admin and r.state == "active")
             return [self.sign_pub, *(k for n in active for k in certs.admin_keys(n))]
 
-        def state(name: str) -> str | None:
+        def state(name: str) -> tuple[str, str] | None:
             lc = ls.lifecycle(self.store, name)
-            return None if lc is None else lc.engagement.state
+            return None if lc is None else (lc.engagement.state, lc.engagement.created_at)
 
         purger = self.purger
         return destroy_again(self, Destroyer(state, purger.destroy_recorded), trusted, ledgers)

@@ -110,7 +110,8 @@ def keep(t: TeamHandle, text: str) -> None:
 class Destroyer(NamedTuple):
     """What :func:`destroy_again` needs of the team vault, given by ``team.py``."""
 
-    lifecycle_state: Callable[[str], str | None]  # None: not in this database
+    # (state, created_at) of the engagement of that name; None: not in this database
+    lifecycle_state: Callable[[str], tuple[str, str] | None]
     destroy: Callable[[str], object]  # the purge's destruction, reason "ledger"
 
 
@@ -146,8 +147,17 @@ def destroy_again(
             records.setdefault(rec.engagement, rec)
     destroyed: list[str] = []
     for name in sorted(records):
-        state = destroyer.lifecycle_state(name)
-        if state is None or state == "purged":
+        found = destroyer.lifecycle_state(name)
+        if found is None or found[0] == "purged":
+            continue
+        rec = records[name]
+        if rec.created_at is not None and rec.created_at != found[1]:
+            # made again under that name after the restore: not the engagement destroyed
+            ignored.append(
+                f"{rec.source}: receipt of {name!r} is of the engagement made "
+                f"{rec.created_at[:19]}, not of the one of that name made {found[1][:19]}: "
+                "not destroyed"
+            )
             continue
         destroyer.destroy(name)
         destroyed.append(name)
