@@ -113,6 +113,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.team_use",  # its otp, run and ssh reads (imported lazily)
                 "credvault.team_engagements",  # engagement set/members (imported lazily)
                 "credvault.team_keys",  # its info, receipt-keys, passwd --compromised (lazily)
+                "credvault.team_ledger",  # its purge ledger, read again after a restore
             }
         ),
     ),

@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562, see __getattr__); typed as 
     from credvault.receipt_keys import ReceiptKeys
     from credvault.secret import Secret
     from credvault.team import Team
+    from credvault.team_ledger import LedgerRestore
     from credvault.unlock import (
         FirstOf,
         IdentityFile,
@@ -117,6 +118,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "default_dir": ("credvault.vault", "default_dir"),
     # the PostgreSQL team vault (issue 14): loaded only when --vault names one
     "Team": ("credvault.team", "Team"),
+    "LedgerRestore": ("credvault.team_ledger", "LedgerRestore"),
     "NotOnTeam": ("credvault.errors", "NotOnTeam"),
     "vault_target": ("credvault.layout", "vault_target"),
     "migrate_vault": ("credvault.migrate", "migrate"),
@@ -296,6 +298,7 @@ __all__ = [
     "KdfParams",
     "KeyringSource",
     "KeyringUnavailable",
+    "LedgerRestore",
     "Locked",
     "Migrated",
     "NotAVault",

@@ -155,7 +155,10 @@ class StoreError(CredvaultError):
 class NotOnTeam(CredvaultError):
     """A command that a PostgreSQL team vault does not offer yet (exit 1, one line)."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, instead: str | None = None) -> None:
+        if instead is not None:  # not used on a team vault at all: what to do instead
+            super().__init__(f"`credvault {command}` is not used on a team vault: {instead}")
+            return
         super().__init__(
             f"`credvault {command}` is not available on a PostgreSQL team vault yet "
             "(docs/team.md lists what is)"

@@ -15,6 +15,11 @@ altered line is ignored, a missing one is the only loss. Copies are kept
 ``restore`` reads all it can find and destroys at once every engagement another record
 says was destroyed (:func:`destroyed_elsewhere`).
 
+A PostgreSQL team vault keeps the same file on the machine that signs each team receipt
+(:mod:`credvault.team_ledger`): there the database cannot write the ledger whole, so each
+signed receipt is appended with a header line of its own (:func:`append_to_ledger`), and
+the reader takes the newest ``as_of`` of the vault's headers as it always has.
+
 A ledger also carries one **close record** per closed engagement (``"format":
 "credvault-lifecycle-record/1"``): its close date, purge date and retention hold as of the
 ledger's writing, signed by the same key under its own label (so it never verifies as a
@@ -198,6 +203,9 @@ class Record(NamedTuple):
     engagement: str
     purged_at: str
     source: str
+    # when the engagement destroyed was made, as its receipt states: a team vault destroys
+    # again only the engagement of that name made then, never a later one of the same name
+    created_at: str | None = None
 
 
 def read_ledger(path: Path, vault_id: str, keys: ReceiptKeys) -> tuple[list[Record], str | None]:
@@ -212,6 +220,24 @@ def read_ledger_all(
     path: Path, vault_id: str, keys: ReceiptKeys
 ) -> tuple[list[Record], str | None, list[CloseRecord]]:
     """:func:`read_ledger`, and the verified close records."""
+    found = read_ledger_checked(path, vault_id, keys)
+    return found.records, found.as_of, found.closes
+
+
+class LedgerRead(NamedTuple):
+    """One ledger file as read: what verified, and each line that did not (``FILE:N: why``:
+    a forged or edited line is ignored, never silently)."""
+
+    records: list[Record]
+    as_of: str | None
+    closes: list[CloseRecord]
+    rejected: list[str]
+
+
+def read_ledger_checked(path: Path, vault_id: str, keys: ReceiptKeys) -> LedgerRead:
+    """:func:`read_ledger_all`, naming the lines that were ignored: not JSON, or a receipt
+    (or close record) whose signature does not verify against ``keys``. Lines of another
+    vault, and links that do not follow, are not named (a ledger directory may be shared)."""
     from credvault.receipt_keys import KEY_FORMAT
     from credvault.receipts import verify_receipt
 
@@ -219,20 +245,26 @@ def read_ledger_all(
         with path.open("rb") as f:
             data = f.read(MAX_LEDGER_BYTES)
     except OSError:
-        return [], None, []
+        return LedgerRead([], None, [], [])
     out: list[Record] = []
     closes: list[CloseRecord] = []
+    rejected: list[str] = []
     as_of = None
-    items = []
-    for raw in data.splitlines():
+    items: list[tuple[int, dict[str, object]]] = []
+    for n, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
+            continue
         try:
             item = json.loads(raw)
         except ValueError:
+            rejected.append(f"{path}:{n}: not a JSON line")
             continue
         if isinstance(item, dict):
-            items.append(item)
-    keys = keys.extended(i for i in items if i.get("format") == KEY_FORMAT)
-    for item in items:
+            items.append((n, item))
+        else:
+            rejected.append(f"{path}:{n}: not a JSON object")
+    keys = keys.extended(i for _, i in items if i.get("format") == KEY_FORMAT)
+    for n, item in items:
         if item.get("format") == KEY_FORMAT:
             continue
         if item.get("format") == LEDGER_FORMAT:
@@ -243,14 +275,50 @@ def read_ledger_all(
             rec = _close_record(item, vault_id, keys, str(path))
             if rec is not None:
                 closes.append(rec)
+            elif item.get("vault_id") == vault_id:
+                rejected.append(f"{path}:{n}: close record not signed by a trusted key")
             continue
         try:
             body = verify_receipt(item, keys)
-        except CredvaultError:
+        except CredvaultError as e:
+            if item.get("vault_id") == vault_id or item.get("vault_id") is None:
+                what = item.get("engagement")
+                name = f" of {what!r}" if isinstance(what, str) else ""
+                rejected.append(f"{path}:{n}: receipt{name} ignored ({e})")
             continue
         if body.get("vault_id") == vault_id and isinstance(body.get("engagement"), str):
-            out.append(Record(str(body["engagement"]), str(body.get("purged_at")), str(path)))
-    return out, as_of, closes
+            made = body.get("created_at")
+            out.append(
+                Record(
+                    str(body["engagement"]),
+                    str(body.get("purged_at")),
+                    str(path),
+                    made if isinstance(made, str) else None,
+                )
+            )
+    return LedgerRead(out, as_of, closes, rejected)
+
+
+def append_to_ledger(path: Path, vault_id: str, as_of: str, lines: list[str]) -> None:
+    """Append ``lines`` (signed receipts, one JCS line each) to the ledger at ``path``,
+    after a header line of their own; the file is made (0600) if missing.
+
+    One ``write`` in ``O_APPEND`` mode, then fsync: processes appending at once (two
+    admins' automatic purges on one machine) never interleave inside a line, and nothing
+    already in the file is rewritten, so a crash loses at most the lines being added."""
+    import os
+
+    from credvault.files import write_all
+
+    head = canonical({"format": LEDGER_FORMAT, "vault_id": vault_id, "as_of": as_of}).decode()
+    data = ("\n".join([head, *lines]) + "\n").encode()
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LedgerSearch(NamedTuple):

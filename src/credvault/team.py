@@ -23,7 +23,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -88,6 +88,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.receipt_keys import ReceiptKeys
     from credvault.results import EngagementView, PurgePlan, VaultInfo, VaultStatus
     from credvault.team_export import TeamClients
+    from credvault.team_ledger import LedgerRestore
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
     from credvault.team_records import TeamSystems
 
@@ -417,6 +418,31 @@ class Team:
     def purge(self, *, dry_run: bool = False, confirm_clock: str | None = None) -> list[PurgePlan]:
         """Purge every engagement that is due (admins), receipts signed here."""
         return self.purger.run(dry_run=dry_run, confirm_clock=confirm_clock)
+
+    def destroy_recorded(self, ledgers: Sequence[Path] = ()) -> LedgerRestore:
+        """After the database was restored from a dump: destroy again every engagement a
+        signed receipt in this machine's purge ledger (or in ``ledgers``) says was purged and
+        the database shows alive (admins; ``credvault purge``, docs/team.md "Backups").
+        Receipts count only if signed by this member's own key or an active admin's key
+        certified by the chain to the founder this member's slot pins; the rest are named
+        in ``ignored``. Nothing is read from a ledger for a member who is not an admin."""
+        from credvault.postgres import lifecycle_store as ls
+        from credvault.team_ledger import Destroyer, LedgerRestore, destroy_again
+
+        if not ledgers and not self.store.whoami()[1]:
+            return LedgerRestore([], [], [], 0)
+
+        def trusted() -> list[bytes]:
+            certs = self.certs()
+            active = (n for n, r in certs.rows.items() if r.admin and r.state == "active")
+            return [self.sign_pub, *(k for n in active for k in certs.admin_keys(n))]
+
+        def state(name: str) -> tuple[str, str] | None:
+            lc = ls.lifecycle(self.store, name)
+            return None if lc is None else (lc.engagement.state, lc.engagement.created_at)
+
+        purger = self.purger
+        return destroy_again(self, Destroyer(state, purger.destroy_recorded), trusted, ledgers)
 
     def purge_due_on_open(self) -> list[PurgePlan]:
         """What SQLCipher does on every open by someone entitled to destroy: an admin's

@@ -21,6 +21,7 @@ class TeamHandle(Protocol):
     store: PgStore
     keys: MemberKeys
     vault_id: bytes
+    database: str  # where this machine keeps the member's files (slot, witness, ledger)
     credentials: Any  # credvault.team.TeamCredentials (its get is the audited read)
 
     @property

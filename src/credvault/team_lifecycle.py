@@ -22,6 +22,7 @@ from credvault.errors import (
     UnsupportedFormat,
 )
 from credvault.postgres.store import PgStore
+from credvault.team_ledger import keep
 
 if TYPE_CHECKING:
     from credvault.keyslots import MemberKeys
@@ -242,8 +243,14 @@ class TeamPurger:
             raise AccessDenied(t.member, verb, name, who)
         text = sign_receipt(t.keys, facts, None)
         ls.store_receipt(t.store, name, text)
+        keep(t, text)
         t.forget_keys(name)
         return Receipt.from_json(json.loads(text))
+
+    def destroy_recorded(self, name: str) -> Receipt:
+        """Destroy ``name`` again: a receipt in a purge ledger says it was destroyed after
+        the dump this database was restored from (:mod:`credvault.team_ledger`; admins)."""
+        return self._destroy(name, "ledger", automatic=False)
 
     def shred(self, name: str) -> Receipt:
         """The client's deletion request: destroy now, whatever the state."""
@@ -260,7 +267,9 @@ class TeamPurger:
 
         n = 0
         for name, facts, rewritten_at in ls.receipts_to_sign(self.t.store):
-            ls.store_receipt(self.t.store, name, sign_receipt(self.t.keys, facts, rewritten_at))
+            text = sign_receipt(self.t.keys, facts, rewritten_at)
+            ls.store_receipt(self.t.store, name, text)
+            keep(self.t, text)
             n += 1
         return n
 

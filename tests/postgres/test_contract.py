@@ -1510,7 +1510,6 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
-        ("backup",),
         ("check",),
     ):
         r = team.run("alice", *args)

@@ -177,6 +177,13 @@ def test_purge_destroys_what_is_due_with_a_signed_receipt(world: World, tmp_path
         assert "backups_expire_at" in rec
         show = world.ok("alice", "receipt", ENG).text
         assert "backups until:" in show
+    else:  # a SQLCipher vault's ledger is read by restore (team: test_restore_pg.py)
+        led = world.run("alice", "purge", "--ledger", str(tmp_path / "ledger.jsonl"))
+        assert led.code == 2
+        assert one_line(led) == (
+            "credvault: --ledger is for a PostgreSQL team vault restored from a dump; a "
+            "SQLCipher vault's `credvault restore FILE --ledger LEDGER` reads it"
+        )
     acts = [e["action"] for e in audit(world)]
     assert "purge" in acts
     assert "receipt" in acts

@@ -736,6 +736,14 @@ TABLE: tuple[Command, ...] = (
                 help="team vault, as the database owner: rewrite the table files purged rows "
                 "stay in (VACUUM FULL; audited)",
             ),
+            arg(
+                "--ledger",
+                action="append",
+                metavar="FILE",
+                value="file",
+                help="team vault restored from a dump: a purge ledger whose signed receipts "
+                "say what to destroy again (repeatable)",
+            ),
             JSON,
         ),
     ),

@@ -38,7 +38,7 @@ from credvault import (
 from credvault.cli import terminal as t
 
 if TYPE_CHECKING:
-    from credvault import ReceiptKeys, Team, WitnessGap
+    from credvault import LedgerRestore, ReceiptKeys, Team, WitnessGap
     from credvault.clipboard import Backend
 
 EXIT_OK = 0
@@ -1003,7 +1003,15 @@ def cmd_purge(args: argparse.Namespace) -> int:
     """Destroy every engagement whose purge is due (also runs on every open)."""
     if args.rewrite:
         return rewrite_tables(args)
+    team = vault_target(getattr(args, "vault", None)) is not None
+    if args.ledger and not team:
+        raise InvalidInput(
+            "--ledger is for a PostgreSQL team vault restored from a dump; a SQLCipher "
+            "vault's `credvault restore FILE --ledger LEDGER` reads it"
+        )
     with open_vault(args, auto_purge=False) as v:  # the purge is this command's own work
+        if team and not args.dry_run:
+            destroyed_again(args, cast("Team", v).destroy_recorded(args.ledger or ()))
         done = v.purge(dry_run=args.dry_run, confirm_clock=args.confirm_clock)
         code = EXIT_OK if args.dry_run else purge_outcome(v)
     if args.json:
@@ -1015,6 +1023,27 @@ def cmd_purge(args: argparse.Namespace) -> int:
         for d in done:
             t.out(f"{verb}: {d.engagement} ({d.client}), {d.reason}")
     return code
+
+
+def destroyed_again(args: argparse.Namespace, r: LedgerRestore) -> None:
+    """What a team purge found in the purge ledgers, worded as SQLCipher's restore."""
+    say = t.err if args.json else t.out  # --json keeps stdout the purge's list
+    for line in r.ignored:
+        t.err(f"warning: ignored {line}")
+    if r.destroyed_again:
+        say(
+            "destroyed after this backup was made, destroyed again now: "
+            + ", ".join(r.destroyed_again)
+        )
+    if not args.ledger:
+        return
+    say("records of destruction consulted: " + (", ".join(r.looked_in) or "none"))
+    if not r.receipts:
+        t.err(
+            "warning: no signed record of destruction was found: anything destroyed after "
+            "the dump this database was restored from may have come back; pass --ledger FILE "
+            '(the purging machine\'s purge-ledger.jsonl, docs/team.md "Backups")'
+        )
 
 
 def rewrite_tables(args: argparse.Namespace) -> int:
@@ -1191,8 +1220,22 @@ def cmd_client_shred(args: argparse.Namespace) -> int:
         return purge_outcome(v)
 
 
+def no_team_backups(args: argparse.Namespace, command: str) -> None:
+    """A team vault is backed up and restored by PostgreSQL's own tools: one line saying so."""
+    if vault_target(getattr(args, "vault", None)) is not None:
+        from credvault import NotOnTeam
+
+        raise NotOnTeam(
+            command,
+            "the owner backs the database up with pg_dump or pgBackRest and restores it "
+            "with their restore; an admin's `credvault purge --ledger FILE` then destroys "
+            'again what was purged since (docs/team.md, "Backups")',
+        )
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     """Write an encrypted, consistent backup file and prune old ones."""
+    no_team_backups(args, "backup")
     with open_vault(args) as v:
         path, pruned = v.backups.create(Path(args.dir) if args.dir else None)
     t.out(f"backup written to {path}" + (f"; pruned {pruned} old backup(s)" if pruned else ""))
@@ -1201,6 +1244,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup into a new vault directory (then purge what is due)."""
+    no_team_backups(args, "restore")
     target = Path(args.vault) if args.vault else default_dir()
     member = member_name(args)
     r = Vault.restore_report(

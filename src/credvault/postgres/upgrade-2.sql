@@ -763,7 +763,7 @@ BEGIN
     SELECT * INTO e FROM engagements x WHERE x.name = eng FOR UPDATE;
     IF why = 'request' THEN
         denial := lifecycle_denial(e.id);
-    ELSIF why IN ('grace', 'hold') THEN
+    ELSIF why IN ('grace', 'hold', 'ledger') THEN  -- ledger: section pgrestore
         denial := CASE WHEN is_admin() THEN NULL ELSE 'admins only' END;
     ELSE
         RAISE EXCEPTION 'credvault: unknown purge reason %', why USING ERRCODE = 'invalid_parameter_value';
@@ -779,15 +779,16 @@ BEGIN
     IF e.state = 'purged' THEN
         RAISE EXCEPTION 'credvault: engagement % is already purged', eng USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF why <> 'request' AND (e.state <> 'closed' OR e.purge_due IS NULL OR e.purge_due > at) THEN
+    IF why IN ('grace', 'hold') AND (e.state <> 'closed' OR e.purge_due IS NULL OR e.purge_due > at) THEN
         RAISE EXCEPTION 'credvault: engagement % is not due for its purge', eng USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF why <> 'request' AND clock_problem() IS NOT NULL AND NOT EXISTS (
+    IF why IN ('grace', 'hold') AND clock_problem() IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM audit a WHERE a.action = 'clock-confirm' AND a.member = who
         AND a.ts > at - interval '10 minutes') THEN
         RAISE EXCEPTION 'credvault: purge held: %', clock_problem() USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'clock';
     END IF;
     reason := CASE WHEN why = 'request' THEN 'client request'
+                   WHEN why = 'ledger' THEN 'destroyed after this backup was made'
                    WHEN e.hold_until IS NOT NULL AND e.purge_due = e.hold_until
                    THEN 'retention hold expired' ELSE 'grace period expired' END;
     SELECT count(*) INTO creds FROM credentials WHERE engagement_id = e.id;
@@ -3818,3 +3819,14 @@ BEGIN
                    ' credvault.replace_keys(text, bytea, bytea, text) TO %I',
                    credvault.member_group());
 END $$;
+-- == pgrestore: a restored database destroys again what a signed ledger says was purged ==
+--
+-- (docs/team.md, "Backups".) After the owner restores a dump made before a purge, the
+-- purged engagement is alive again in the restored rows. `credvault purge` (an admin)
+-- reads the purge ledger kept on the signing machine (credvault.team_ledger), checks each
+-- receipt there against the signing keys it trusts (its own, certified admins'), and calls
+-- destroy_engagement(name, 'ledger', false) for every engagement the database shows alive:
+-- the same destruction as a purge (no second copy), admins only, whatever the state and
+-- without the due date or the clock check (the signed receipt is the reason), its audit
+-- and receipt reason "destroyed after this backup was made" as SQLCipher's restore writes.
+-- That reason is three lines of destroy_engagement in section pgops, marked "pgrestore".
