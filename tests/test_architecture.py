@@ -111,6 +111,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.team_upgrade",  # a schema-1 vault's members certified (TOFU)
                 "credvault.team_records",  # its systems, history, trash (imported lazily)
                 "credvault.team_use",  # its otp, run and ssh reads (imported lazily)
+                "credvault.team_check",  # `credvault check` on it (imported lazily)
             }
         ),
     ),

@@ -74,6 +74,7 @@ from credvault.team_log import (
 
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
+    from credvault.integrity import CheckReport
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
     from credvault.results import EngagementView, PurgePlan, VaultStatus
@@ -326,6 +327,12 @@ class Team:
         """What SQLCipher does on every open by someone entitled to destroy: an admin's
         command first purges what is due (one round trip when nothing is)."""
         return self.purger.run(automatic=True)
+
+    def check(self) -> CheckReport:
+        """``credvault check`` on a team vault (admins; :mod:`credvault.team_check`)."""
+        from credvault.team_check import check
+
+        return check(self)
 
     def status(self) -> VaultStatus:
         """``credvault status`` as :meth:`credvault.vault.Vault.status`: who you are, the

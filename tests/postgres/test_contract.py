@@ -1081,12 +1081,64 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
     return _postgresql(tmp_path, pg_cluster)
 
 
+def test_check_by_an_admin_says_sound_and_a_member_is_denied(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    r = world.ok("alice", "check")
+    lines = r.text.splitlines()
+    assert lines[-1] == f"{world.target}: sound"
+    assert [x for x in lines[:-1] if not x.startswith("ok: ")] == []
+    assert any(x.startswith("ok: audit chain: ") for x in lines)
+    if world.backend == "postgresql":
+        assert "ok: members: 3 certified, each chain to the founder verified" in lines
+        assert "ok: membership logs: 1 verified (2 links)" in lines
+    denied = world.run("bob", "check")
+    assert denied.code == 4
+    assert "admins and service identities only" in one_line(denied)
+
+
+def test_check_names_every_problem_the_dba_made(team: World) -> None:
+    """As the DBA: one edited audit row and one engagement's whole membership log deleted
+    (the server then lists no log for it, so a replay alone would not miss it): the check
+    names both, exit 6, and the audit records the failed check."""
+    team.ok("alice", "check")  # alice's witness now holds acme-2026's log
+    r = team.run("alice", "check", "team.dump")
+    assert r.code == 2
+    assert "a team vault is checked where it is" in one_line(r)
+    cluster = team.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    db = str(team.extra["db"])
+    cluster.superuser_sql(
+        "UPDATE credvault.audit SET detail = 'edited' WHERE seq = (SELECT min(seq) + 1 FROM "
+        "credvault.audit);\n"
+        "DELETE FROM credvault.engagement_log WHERE engagement_id = (SELECT id FROM "
+        "credvault.engagements WHERE name = 'acme-2026')",
+        db,
+    )
+    r = team.run("alice", "check")
+    assert r.code == 6
+    problems = [x.removeprefix("credvault: ") for x in r.err.strip().splitlines()]
+    assert len(problems) == 2, r.err
+    assert problems[0].startswith(f"{team.target}: membership log of acme-2026: this member ")
+    assert "no longer lists it, and it was not purged" in problems[0]
+    assert problems[1].startswith(f"{team.target}: audit chain: ")
+    import psycopg
+
+    with psycopg.connect(cluster.conninfo(db), password=cluster.password) as dba:
+        rows = dba.execute(
+            "SELECT member, outcome, detail FROM credvault.audit WHERE action = 'check' "
+            "ORDER BY seq"
+        ).fetchall()
+    assert rows == [
+        ("alice", "ok", "sound"),
+        ("alice", "error", problems[0].removeprefix(f"{team.target}: ")[:120]),
+    ]
+
+
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (
         ("mv", "acme-2026/db", "other-eng/db"),
         ("backup",),
-        ("check",),
         ("info",),
     ):
         r = team.run("alice", *args)

@@ -147,6 +147,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_engagement_ls",
         "cmd_engagement_show",
         "cmd_status",
+        "cmd_check",
     }
 )
 
@@ -1208,15 +1209,21 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Full integrity check of the vault, or of a backup file (exit 6 listing what is wrong)."""
-    member = member_name(args)
-    if args.target:
-        target = Path(args.target)
-        unlock_at = vault_dir(args) if target.is_file() else target
+    if vault_target(getattr(args, "vault", None)) is not None:
+        if args.target:
+            raise InvalidInput(
+                "a team vault is checked where it is: drop FILE (a `pg_dump` file is checked "
+                "by restoring it into a scratch database; docs/team.md)"
+            )
+        with open_vault(args, auto_purge=False) as v:
+            report = v.check()
     else:
-        target = unlock_at = vault_dir(args)
-    report = Vault.check_at(
-        target, member, unlock_source(args, unlock_at, member), kdf=kdf_params(args)
-    )
+        member = member_name(args)
+        target = Path(args.target) if args.target else vault_dir(args)
+        unlock_at = (vault_dir(args) if target.is_file() else target) if args.target else target
+        report = Vault.check_at(
+            target, member, unlock_source(args, unlock_at, member), kdf=kdf_params(args)
+        )
     if args.json:
         t.out_json(report._asdict())
     else:

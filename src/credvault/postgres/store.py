@@ -413,6 +413,12 @@ class PgStore:
         )
         return [(bytes(u), str(n), [bytes(b) for b in ls]) for u, n, ls in rows]
 
+    def record_check(self, problem: str | None) -> bool:
+        """Audit ``credvault check``'s outcome (None: sound); False if not an admin (the
+        denial audited)."""
+        row = self._one("SELECT credvault.record_check(%s)", (problem,), action="check")
+        return bool(row[0])
+
     def remove_member_logged(self, name: str, revocations: list[tuple[str, bytes]]) -> int:
         """Remove a member and append a revoke link to each named engagement's log, in one
         server transaction (Conflict: a log moved meanwhile; nothing was done)."""
