@@ -112,6 +112,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.team_records",  # its systems, history, trash (imported lazily)
                 "credvault.team_use",  # its otp, run and ssh reads (imported lazily)
                 "credvault.team_check",  # `credvault check` on it (imported lazily)
+                "credvault.team_witness",  # `credvault witness accept` on it (lazily)
             }
         ),
     ),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -81,6 +81,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.team_export import TeamClients
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
     from credvault.team_records import TeamSystems
+    from credvault.witness import Gap
 
 TABLE = "credentials"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
@@ -334,6 +335,12 @@ class Team:
 
         return check(self)
 
+    def accept_witness(self, confirm: Callable[[list[Gap]], None] | None = None) -> list[Gap]:
+        """``credvault witness accept`` on a team vault (:mod:`credvault.team_witness`)."""
+        from credvault.team_witness import accept
+
+        return accept(self, confirm)
+
     def status(self) -> VaultStatus:
         """``credvault status`` as :meth:`credvault.vault.Vault.status`: who you are, the
         vault, and among the engagements you may see what is due and what is closed. What is
@@ -507,15 +514,19 @@ class Team:
         kept = w.states.get(eng.uid)
         if head < 0:
             if kept is not None:
+                from credvault.witness import ACCEPT_HINT
+
                 raise IntegrityError(
                     f"the membership log of {eng.name!r} is gone; this member verified "
-                    f"{kept.seq + 1} links of it before"
+                    f"{kept.seq + 1} links of it before; {ACCEPT_HINT}"
                 )
             return None
         if kept is not None and kept.seq > head:
+            from credvault.witness import ACCEPT_HINT
+
             raise IntegrityError(
                 f"membership log of {eng.name!r} ends at link {head}, but this member verified "
-                f"link {kept.seq} before: rolled back or links were deleted"
+                f"link {kept.seq} before: rolled back or links were deleted; {ACCEPT_HINT}"
             )
         start = -1 if kept is None else kept.seq
         if start != after:  # asked from another state (a renamed engagement): ask again

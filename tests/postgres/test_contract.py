@@ -1134,6 +1134,48 @@ def test_check_names_every_problem_the_dba_made(team: World) -> None:
     ]
 
 
+def test_witness_accept_follows_a_restored_database_for_one_member(team: World) -> None:
+    """The database goes back to before bob's grant (the DBA deletes the grant's link, as a
+    restore of an older dump would): alice's client refuses (exit 6, naming `witness
+    accept`); she accepts for herself, on the record; then her client verifies the log from
+    link 0 again and reads as before."""
+    team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    team.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    team.ok("alice", "get", "acme-2026/db")  # her witness: the log up to the grant's link
+    cluster = team.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    db = str(team.extra["db"])
+    cluster.superuser_sql(
+        "DELETE FROM credvault.engagement_log WHERE seq = (SELECT max(seq) FROM "
+        "credvault.engagement_log)",
+        db,
+    )
+    r = team.run("alice", "get", "acme-2026/db")
+    assert r.code == 6
+    assert r.out == b""
+    assert "run 'credvault witness accept'" in one_line(r)
+    r = team.run("alice", "witness", "accept")  # no terminal, no --yes: nothing changes
+    assert r.code == 2
+    assert team.run("alice", "get", "acme-2026/db").code == 6
+    r = team.ok("alice", "witness", "accept", "--yes")
+    assert r.text.splitlines() == [
+        "not in this vault: link 2 is missing of the membership log of engagement acme-2026: "
+        "the vault is older than this client last saw (restored from a backup? committed "
+        "writes lost?)",
+        "accepted: your witness now follows this vault (audited as witness-accept)",
+    ]
+    assert team.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    again = team.ok("alice", "witness", "accept", "--yes").text
+    assert again == "nothing to accept: this vault is not behind or forked from what you saw\n"
+    import psycopg
+
+    with psycopg.connect(cluster.conninfo(db), password=cluster.password) as dba:
+        rows = dba.execute(
+            "SELECT member, outcome, detail FROM credvault.audit WHERE action = 'witness-accept'"
+        ).fetchall()
+    assert rows == [("alice", "ok", "accepted as it is (log:acme-2026 behind: seen 2, vault at 1)")]
+
+
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     for args in (

@@ -148,6 +148,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_engagement_show",
         "cmd_status",
         "cmd_check",
+        "cmd_witness_accept",
     }
 )
 
@@ -936,8 +937,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_witness_accept(args: argparse.Namespace) -> int:
     """Accept the vault as it is although it is behind or forked from what this client saw:
     show what would be forgotten, confirm, then the library audits it and resets the witness."""
-    path = vault_dir(args)
-    member = member_name(args)
 
     def confirm(gaps: list[WitnessGap]) -> None:
         for gap in gaps:
@@ -946,9 +945,16 @@ def cmd_witness_accept(args: argparse.Namespace) -> int:
             "Accept this vault as it is now and forget what it lacks?", yes=args.yes, verb="accept"
         )
 
-    gaps = Vault.accept_witness(
-        path, member, unlock_source(args, path, member), kdf=kdf_params(args), confirm=confirm
-    )
+    target = vault_target(getattr(args, "vault", None))
+    if target is not None:  # after a restore of the database: docs/team.md, "Backups"
+        with open_team(args, target) as team:
+            gaps = team.accept_witness(confirm)
+    else:
+        path = vault_dir(args)
+        member = member_name(args)
+        gaps = Vault.accept_witness(
+            path, member, unlock_source(args, path, member), kdf=kdf_params(args), confirm=confirm
+        )
     if gaps:
         t.out("accepted: your witness now follows this vault (audited as witness-accept)")
     else:

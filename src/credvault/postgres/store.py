@@ -419,6 +419,10 @@ class PgStore:
         row = self._one("SELECT credvault.record_check(%s)", (problem,), action="check")
         return bool(row[0])
 
+    def record_witness_accept(self, detail: str) -> None:
+        """Audit this member's ``witness accept`` (``witness-accept``, ``ok``, ``detail``)."""
+        self._one("SELECT credvault.record_witness_accept(%s)", (detail,), action="witness accept")
+
     def remove_member_logged(self, name: str, revocations: list[tuple[str, bytes]]) -> int:
         """Remove a member and append a revoke link to each named engagement's log, in one
         server transaction (Conflict: a log moved meanwhile; nothing was done)."""

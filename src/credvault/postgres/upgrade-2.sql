@@ -2983,3 +2983,21 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.record_check(text) TO %I',
                    credvault.member_group());
 END $$;
+
+-- `credvault witness accept` on a team vault (credvault/team_witness.py): a member accepts a
+-- restored database for themselves, on the record as SQLCipher's 'witness-accept' entry. The
+-- member writes only their own entry (the server names them), with what their client saw
+-- that the database lacks (positions only; 500 characters at most).
+CREATE FUNCTION credvault.record_witness_accept(detail text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM audit_append(me(), 'witness-accept', NULL, NULL, 'ok', left(detail, 500));
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.record_witness_accept(text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.record_witness_accept(text) TO %I',
+                   credvault.member_group());
+END $$;
