@@ -405,6 +405,21 @@ def fetch_as_a_client(
 _counter = iter(range(1, 1_000_000))
 
 
+def psql_denied(out: subprocess.CompletedProcess[str]) -> bool:
+    """Whether a psql run as an insider failed because PostgreSQL refused it (a privilege,
+    an owner's or an admin's right), not for another reason such as a typo."""
+    return out.returncode != 0 and any(
+        w in out.stderr
+        for w in (
+            "permission denied",
+            "must be",
+            "must have admin option",
+            "not an admin",
+            "insufficient",
+        )
+    )
+
+
 def new_pg_vault(pg_cluster: Cluster) -> PgVault:
     """Bootstrap (as the DBA) a database and its owner, apply the schema as the owner, and
     let the owner make the first admin, alice, who then joins."""

@@ -114,6 +114,8 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "credvault.team_engagements",  # engagement set/members (imported lazily)
                 "credvault.team_keys",  # its info, receipt-keys, passwd --compromised (lazily)
                 "credvault.team_ledger",  # its purge ledger, read again after a restore
+                "credvault.team_check",  # `credvault check` on it (imported lazily)
+                "credvault.team_witness",  # `credvault witness accept` on it (lazily)
             }
         ),
     ),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -52,7 +52,6 @@ from credvault.errors import (
     Locked,
     NotAVault,
     NotFound,
-    NotOnTeam,
 )
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
@@ -83,6 +82,7 @@ from credvault.team_log import (
 if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs neither
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.importers import ImportPlan, RawEntry, Skipped
+    from credvault.integrity import CheckReport
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
     from credvault.receipt_keys import ReceiptKeys
@@ -91,6 +91,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.team_ledger import LedgerRestore
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
     from credvault.team_records import TeamSystems
+    from credvault.witness import Gap
 
 TABLE = "credentials"
 RETIRED = "your keys were replaced (passwd --compromised) and are not certified yet"
@@ -449,6 +450,18 @@ class Team:
         command first purges what is due (one round trip when nothing is)."""
         return self.purger.run(automatic=True)
 
+    def check(self) -> CheckReport:
+        """``credvault check`` on a team vault (admins; :mod:`credvault.team_check`)."""
+        from credvault.team_check import check
+
+        return check(self)
+
+    def accept_witness(self, confirm: Callable[[list[Gap]], None] | None = None) -> list[Gap]:
+        """``credvault witness accept`` on a team vault (:mod:`credvault.team_witness`)."""
+        from credvault.team_witness import accept
+
+        return accept(self, confirm)
+
     def status(self) -> VaultStatus:
         """``credvault status`` as :meth:`credvault.vault.Vault.status`: who you are, the
         vault, and among the engagements you may see what is due and what is closed. What is
@@ -670,15 +683,19 @@ class Team:
         kept = w.states.get(eng.uid)
         if head < 0:
             if kept is not None:
+                from credvault.witness import ACCEPT_HINT
+
                 raise IntegrityError(
                     f"the membership log of {eng.name!r} is gone; this member verified "
-                    f"{kept.seq + 1} links of it before"
+                    f"{kept.seq + 1} links of it before; {ACCEPT_HINT}"
                 )
             return None
         if kept is not None and kept.seq > head:
+            from credvault.witness import ACCEPT_HINT
+
             raise IntegrityError(
                 f"membership log of {eng.name!r} ends at link {head}, but this member verified "
-                f"link {kept.seq} before: rolled back or links were deleted"
+                f"link {kept.seq} before: rolled back or links were deleted; {ACCEPT_HINT}"
             )
         start = -1 if kept is None else kept.seq
         if start != after:  # asked from another state (a renamed engagement): ask again

@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from credvault import memberlog as ml
     from credvault.keyslots import MemberKeys
     from credvault.postgres.store import PgStore
+    from credvault.team_log import Certs, LogWitness
 
 
 class TeamHandle(Protocol):
@@ -28,3 +30,22 @@ class TeamHandle(Protocol):
     def member(self) -> str: ...
 
     def forget_keys(self, engagement: str) -> None: ...
+
+
+class CheckedTeam(TeamHandle, Protocol):
+    """What ``credvault check`` (:mod:`credvault.team_check`) reads besides: the vault's
+    address, the trust it verifies (certificates, logs, witness), the audit chain and the
+    receipts."""
+
+    path: str
+    audit: Any  # credvault.team.TeamAudit (verify)
+
+    @property
+    def witness(self) -> LogWitness: ...
+
+    @property
+    def purger(self) -> Any: ...  # credvault.team_lifecycle.TeamPurger (receipt)
+
+    def certs(self) -> Certs: ...
+
+    def replay_all(self, uid: bytes, name: str, links: list[bytes]) -> ml.State: ...

@@ -625,6 +625,13 @@ class LogWitness:
         self.states[uid] = state
         self._save()
 
+    def forget(self, uids: set[bytes]) -> None:
+        """Drop these logs' states (``witness accept``): the next view verifies them from
+        link 0, as a client that never saw them does."""
+        for uid in uids:
+            self.states.pop(uid, None)
+        self._save()
+
     def _save(self) -> None:
         doc: dict[str, object] = {
             "format": self.FORMAT,

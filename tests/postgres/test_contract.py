@@ -1385,6 +1385,8 @@ def _dba(world: World, sql: str) -> None:
         cluster.conninfo(str(world.extra["db"])), password=cluster.password
     ) as conn:
         conn.execute(sql)
+
+
 def _dba_sql(world: World, sql: str) -> str:
     """The real psql as the DBA (the cluster's superuser) on the team vault's database."""
     cluster: Cluster = world.extra["cluster"]  # type: ignore[assignment]
@@ -1507,11 +1509,104 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
     return _postgresql(tmp_path, pg_cluster)
 
 
+def test_check_by_an_admin_says_sound_and_a_member_is_denied(world: World) -> None:
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    r = world.ok("alice", "check")
+    lines = r.text.splitlines()
+    assert lines[-1] == f"{world.target}: sound"
+    assert [x for x in lines[:-1] if not x.startswith("ok: ")] == []
+    assert any(x.startswith("ok: audit chain: ") for x in lines)
+    if world.backend == "postgresql":
+        assert "ok: members: 3 certified, each chain to the founder verified" in lines
+        assert "ok: membership logs: 1 verified (2 links)" in lines
+    denied = world.run("bob", "check")
+    assert denied.code == 4
+    assert "admins and service identities only" in one_line(denied)
+
+
+def test_check_names_every_problem_the_dba_made(team: World) -> None:
+    """As the DBA: one edited audit row and one engagement's whole membership log deleted
+    (the server then lists no log for it, so a replay alone would not miss it): the check
+    names both, exit 6, and the audit records the failed check."""
+    team.ok("alice", "check")  # alice's witness now holds acme-2026's log
+    r = team.run("alice", "check", "team.dump")
+    assert r.code == 2
+    assert "a team vault is checked where it is" in one_line(r)
+    cluster = team.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    db = str(team.extra["db"])
+    cluster.superuser_sql(
+        "UPDATE credvault.audit SET detail = 'edited' WHERE seq = (SELECT min(seq) + 1 FROM "
+        "credvault.audit);\n"
+        "DELETE FROM credvault.engagement_log WHERE engagement_id = (SELECT id FROM "
+        "credvault.engagements WHERE name = 'acme-2026')",
+        db,
+    )
+    r = team.run("alice", "check")
+    assert r.code == 6
+    problems = [x.removeprefix("credvault: ") for x in r.err.strip().splitlines()]
+    assert len(problems) == 2, r.err
+    assert problems[0].startswith(f"{team.target}: membership log of acme-2026: this member ")
+    assert "no longer lists it, and it was not purged" in problems[0]
+    assert problems[1].startswith(f"{team.target}: audit chain: ")
+    import psycopg
+
+    with psycopg.connect(cluster.conninfo(db), password=cluster.password) as dba:
+        rows = dba.execute(
+            "SELECT member, outcome, detail FROM credvault.audit WHERE action = 'check' "
+            "ORDER BY seq"
+        ).fetchall()
+    assert rows == [
+        ("alice", "ok", "sound"),
+        ("alice", "error", problems[0].removeprefix(f"{team.target}: ")[:120]),
+    ]
+
+
+def test_witness_accept_follows_a_restored_database_for_one_member(team: World) -> None:
+    """The database goes back to before bob's grant (the DBA deletes the grant's link, as a
+    restore of an older dump would): alice's client refuses (exit 6, naming `witness
+    accept`); she accepts for herself, on the record; then her client verifies the log from
+    link 0 again and reads as before."""
+    team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    team.ok("alice", "grant", "acme-2026", "bob", "engineer")
+    team.ok("alice", "get", "acme-2026/db")  # her witness: the log up to the grant's link
+    cluster = team.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    db = str(team.extra["db"])
+    cluster.superuser_sql(
+        "DELETE FROM credvault.engagement_log WHERE seq = (SELECT max(seq) FROM "
+        "credvault.engagement_log)",
+        db,
+    )
+    r = team.run("alice", "get", "acme-2026/db")
+    assert r.code == 6
+    assert r.out == b""
+    assert "run 'credvault witness accept'" in one_line(r)
+    r = team.run("alice", "witness", "accept")  # no terminal, no --yes: nothing changes
+    assert r.code == 2
+    assert team.run("alice", "get", "acme-2026/db").code == 6
+    r = team.ok("alice", "witness", "accept", "--yes")
+    assert r.text.splitlines() == [
+        "not in this vault: link 2 is missing of the membership log of engagement acme-2026: "
+        "the vault is older than this client last saw (restored from a backup? committed "
+        "writes lost?)",
+        "accepted: your witness now follows this vault (audited as witness-accept)",
+    ]
+    assert team.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    again = team.ok("alice", "witness", "accept", "--yes").text
+    assert again == "nothing to accept: this vault is not behind or forked from what you saw\n"
+    import psycopg
+
+    with psycopg.connect(cluster.conninfo(db), password=cluster.password) as dba:
+        rows = dba.execute(
+            "SELECT member, outcome, detail FROM credvault.audit WHERE action = 'witness-accept'"
+        ).fetchall()
+    assert rows == [("alice", "ok", "accepted as it is (log:acme-2026 behind: seen 2, vault at 1)")]
+
+
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
-    for args in (
-        ("check",),
-    ):
+    for args in (("backup",),):
         r = team.run("alice", *args)
         assert r.code == 1, (args, r.err)
         assert "not available on a PostgreSQL team vault" in one_line(r)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pg_cluster import fetch_as_a_client, new_pg_vault
+from pg_cluster import psql_denied as denied
 
 ENVELOPE = b"ENVELOPE-\x00\x01-not-really-but-opaque-to-the-server"
 ENVELOPE_HEX = ENVELOPE.hex()
@@ -38,16 +39,6 @@ def team(pg: Any) -> Any:
 def team_ro(pg_cluster: Any) -> Any:
     """One shared team for the attempts that must change nothing (each test asserts so)."""
     return _populate(new_pg_vault(pg_cluster))
-
-
-def denied(out: Any) -> bool:
-    return out.returncode != 0 and (
-        "permission denied" in out.stderr
-        or "must be" in out.stderr
-        or "must have admin option" in out.stderr
-        or "not an admin" in out.stderr
-        or "insufficient" in out.stderr
-    )
 
 
 PROTECTED_READS = [

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pg_cluster import fetch_as_a_client, new_pg_vault
+from pg_cluster import psql_denied as denied
 
 
 def fetch_record(conn: Any, req: int, columns: str) -> Any:
@@ -60,14 +61,6 @@ def team(pg: Any) -> Any:
 def team_ro(pg_cluster: Any) -> Any:
     """One shared team for the attempts that must change nothing (each test asserts so)."""
     return _populate(new_pg_vault(pg_cluster))
-
-
-def denied(out: Any) -> bool:
-    return out.returncode != 0 and (
-        "permission denied" in out.stderr
-        or "insufficient" in out.stderr
-        or "must be owner" in out.stderr
-    )
 
 
 READS = [

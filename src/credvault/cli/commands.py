@@ -155,6 +155,8 @@ TEAM_COMMANDS = frozenset(
         "cmd_client_shred",
         "cmd_import",
         "cmd_unlock",
+        "cmd_check",
+        "cmd_witness_accept",
     }
 )
 
@@ -963,8 +965,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_witness_accept(args: argparse.Namespace) -> int:
     """Accept the vault as it is although it is behind or forked from what this client saw:
     show what would be forgotten, confirm, then the library audits it and resets the witness."""
-    path = vault_dir(args)
-    member = member_name(args)
 
     def confirm(gaps: list[WitnessGap]) -> None:
         for gap in gaps:
@@ -973,9 +973,16 @@ def cmd_witness_accept(args: argparse.Namespace) -> int:
             "Accept this vault as it is now and forget what it lacks?", yes=args.yes, verb="accept"
         )
 
-    gaps = Vault.accept_witness(
-        path, member, unlock_source(args, path, member), kdf=kdf_params(args), confirm=confirm
-    )
+    target = vault_target(getattr(args, "vault", None))
+    if target is not None:  # after a restore of the database: docs/team.md, "Backups"
+        with open_team(args, target) as team:
+            gaps = team.accept_witness(confirm)
+    else:
+        path = vault_dir(args)
+        member = member_name(args)
+        gaps = Vault.accept_witness(
+            path, member, unlock_source(args, path, member), kdf=kdf_params(args), confirm=confirm
+        )
     if gaps:
         t.out("accepted: your witness now follows this vault (audited as witness-accept)")
     else:
@@ -1280,15 +1287,21 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Full integrity check of the vault, or of a backup file (exit 6 listing what is wrong)."""
-    member = member_name(args)
-    if args.target:
-        target = Path(args.target)
-        unlock_at = vault_dir(args) if target.is_file() else target
+    if vault_target(getattr(args, "vault", None)) is not None:
+        if args.target:
+            raise InvalidInput(
+                "a team vault is checked where it is: drop FILE (a `pg_dump` file is checked "
+                "by restoring it into a scratch database; docs/team.md)"
+            )
+        with open_vault(args, auto_purge=False) as v:
+            report = v.check()
     else:
-        target = unlock_at = vault_dir(args)
-    report = Vault.check_at(
-        target, member, unlock_source(args, unlock_at, member), kdf=kdf_params(args)
-    )
+        member = member_name(args)
+        target = Path(args.target) if args.target else vault_dir(args)
+        unlock_at = (vault_dir(args) if target.is_file() else target) if args.target else target
+        report = Vault.check_at(
+            target, member, unlock_source(args, unlock_at, member), kdf=kdf_params(args)
+        )
     if args.json:
         t.out_json(report._asdict())
     else:

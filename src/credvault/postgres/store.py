@@ -428,6 +428,16 @@ class PgStore:
         )
         return [(bytes(u), str(n), [bytes(b) for b in ls]) for u, n, ls in rows]
 
+    def record_check(self, problem: str | None) -> bool:
+        """Audit ``credvault check``'s outcome (None: sound); False if not an admin (the
+        denial audited)."""
+        row = self._one("SELECT credvault.record_check(%s)", (problem,), action="check")
+        return bool(row[0])
+
+    def record_witness_accept(self, detail: str) -> None:
+        """Audit this member's ``witness accept`` (``witness-accept``, ``ok``, ``detail``)."""
+        self._one("SELECT credvault.record_witness_accept(%s)", (detail,), action="witness accept")
+
     def remove_member_logged(
         self, name: str, revocations: list[tuple[str, bytes]], listed: bytes | None
     ) -> int:
@@ -873,23 +883,14 @@ class PgStore:
         changed: list[str],
     ) -> str | None:
         """The audited action (system-add, system-update), or None: refused (audited)."""
-        row = self._one(
-            "SELECT credvault.put_system(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[])",
-            (
-                engagement,
-                name,
-                uid,
-                key_version,
-                port,
-                protocol,
-                address_env,
-                details_env,
-                keep_details,
-                changed,
-            ),
-            action="system add",
+        got = self._system_write(
+            "put_system",
+            "system add",
+            (engagement, name, uid, key_version, port, protocol, address_env, details_env),
+            keep_details,
+            changed,
         )
-        return None if row[0] is None else str(row[0])
+        return None if got is None else str(got)
 
     def set_system(
         self,
@@ -906,23 +907,34 @@ class PgStore:
     ) -> str:
         """``system set`` (``set_system``): 'ok', 'denied' or 'not found', each audited.
         ``address_env`` None keeps the stored address (port and protocol unchanged)."""
-        row = self._one(
-            "SELECT credvault.set_system(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[])",
-            (
-                engagement,
-                name,
-                uid,
-                key_version,
-                port,
-                protocol,
-                address_env,
-                details_env,
+        return str(
+            self._system_write(
+                "set_system",
+                "system set",
+                (engagement, name, uid, key_version, port, protocol, address_env, details_env),
                 keep_details,
                 changed,
-            ),
-            action="system set",
+            )
         )
-        return str(row[0])
+
+    def _system_write(
+        self,
+        function: str,
+        action: str,
+        columns: tuple[object, ...],
+        keep_details: bool,
+        changed: list[str],
+    ) -> object:
+        """One call shape for ``put_system`` and ``set_system`` (same ten parameters:
+        the system's columns as the client sealed them, then what to keep and what
+        changed); returns the function's one value."""
+        assert function in ("put_system", "set_system")
+        row = self._one(
+            f"SELECT credvault.{function}(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[])",
+            (*columns, keep_details, changed),
+            action=action,
+        )
+        return row[0]
 
     def remove_system(
         self, engagement: str, name: str, rebound: dict[bytes, bytes] | None = None

@@ -3830,3 +3830,49 @@ END $$;
 -- without the due date or the clock check (the signed receipt is the reason), its audit
 -- and receipt reason "destroyed after this backup was made" as SQLCipher's restore writes.
 -- That reason is three lines of destroy_engagement in section pgops, marked "pgrestore".
+-- == teamcheck: `credvault check` on a team vault, on the record ==
+--
+-- (docs/team.md, "Checking a team vault".) The checks run on the admin's machine (every
+-- certificate chain, every membership log, the audit chain, every receipt); the server only
+-- writes the audit row SQLCipher's check writes: 'check', 'ok' "sound" or 'error' with the
+-- first problem (120 characters, as integrity.py cuts it). A member who is not an admin gets
+-- the denial SQLCipher gives, audited, and FALSE.
+CREATE FUNCTION credvault.record_check(problem text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    IF NOT is_admin() THEN
+        PERFORM audit_append(me(), 'check', NULL, NULL, 'denied',
+                             'admins and service identities only');
+        RETURN false;
+    END IF;
+    PERFORM audit_append(me(), 'check', NULL, NULL,
+                         CASE WHEN problem IS NULL THEN 'ok' ELSE 'error' END,
+                         coalesce(left(problem, 120), 'sound'));
+    RETURN true;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.record_check(text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.record_check(text) TO %I',
+                   credvault.member_group());
+END $$;
+
+-- `credvault witness accept` on a team vault (credvault/team_witness.py): a member accepts a
+-- restored database for themselves, on the record as SQLCipher's 'witness-accept' entry. The
+-- member writes only their own entry (the server names them), with what their client saw
+-- that the database lacks (positions only; 500 characters at most).
+CREATE FUNCTION credvault.record_witness_accept(detail text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM audit_append(me(), 'witness-accept', NULL, NULL, 'ok', left(detail, 500));
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.record_witness_accept(text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.record_witness_accept(text) TO %I',
+                   credvault.member_group());
+END $$;
