@@ -2956,6 +2956,18 @@ BEGIN
                    credvault.member_group());
 END $$;
 
+-- == pgrestore: a restored database destroys again what a signed ledger says was purged ==
+--
+-- (docs/team.md, "Backups".) After the owner restores a dump made before a purge, the
+-- purged engagement is alive again in the restored rows. `credvault purge` (an admin)
+-- reads the purge ledger kept on the signing machine (credvault.team_ledger), checks each
+-- receipt there against the signing keys it trusts (its own, certified admins'), and calls
+-- destroy_engagement(name, 'ledger', false) for every engagement the database shows alive:
+-- the same destruction as a purge (no second copy), admins only, whatever the state and
+-- without the due date or the clock check (the signed receipt is the reason), its audit
+-- and receipt reason "destroyed after this backup was made" as SQLCipher's restore writes.
+-- That reason is three lines of destroy_engagement in section pgops, marked "pgrestore".
+
 -- == crl: the admin-signed, versioned revocation list of member keys ==
 --
 -- (docs/format.md §19.7, docs/team.md "Members", docs/security.md §12.) Before this section
@@ -2982,18 +2994,6 @@ REVOKE ALL ON TABLE credvault.revocation_list FROM PUBLIC;
 -- Every version, oldest first (any member: the statements are signed public facts).
 CREATE FUNCTION credvault.revocation_list()
 RETURNS TABLE (version integer, statement bytea)
--- == pgkeys: info, receipt-keys and passwd --compromised on a team vault ==
--- (docs/team.md, "info, receipt keys, compromised keys".) `credvault info` shows what SQLCipher's shows:
--- the schema version, when the vault was made, how many members are active and the
--- settings the server keeps in meta. The creation time is kept from now on; a vault made
--- before this section gets its first member's creation (its founder's `init`).
-INSERT INTO credvault.meta (key, value)
-    SELECT 'created_at', convert_to(credvault.iso(coalesce(min(created_at), now())), 'UTF8')
-    FROM credvault.members
-    ON CONFLICT (key) DO NOTHING;
-
--- Facts, not secrets: any active member; not audited (SQLCipher's info is not either).
-CREATE FUNCTION credvault.vault_info() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 BEGIN
@@ -3103,6 +3103,9 @@ BEGIN
                    ' FROM %I', credvault.member_group());
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.revocation_list(),'
                    ' credvault.remove_member_logged(text, text[], bytea[], bytea) TO %I',
+                   credvault.member_group());
+END $$;
+
 -- == pgeng: engagement settings signed in the membership log; engagement set ==
 --
 -- (docs/team.md, "Engagement settings".) `engagement new --require-reason/--grace-days` and
@@ -3317,6 +3320,9 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION'
                    ' credvault.create_engagement_set(bytea, text, text, text, bytea, boolean, integer, bytea),'
                    ' credvault.set_engagement_logged(text, boolean, bytea) TO %I',
+                   credvault.member_group());
+END $$;
+
 -- == pgrec: mv to another engagement; import ==
 --
 -- (docs/team.md, "Daily commands".) `credvault mv ENG/NAME ENG2/NEW` on SQLCipher
@@ -3724,6 +3730,25 @@ BEGIN
                    ' credvault.fetch_import(bigint), credvault.import_credentials(text, boolean,'
                    ' integer, integer, text[], bytea[], integer[], text[], bytea[], text[],'
                    ' text[], bytea[], text[], bytea[], bytea[], bytea[], bytea[]) TO %I',
+                   credvault.member_group());
+END $$;
+
+-- == pgkeys: info, receipt-keys and passwd --compromised on a team vault ==
+-- (docs/team.md, "info, receipt keys, compromised keys".) `credvault info` shows what SQLCipher's shows:
+-- the schema version, when the vault was made, how many members are active and the
+-- settings the server keeps in meta. The creation time is kept from now on; a vault made
+-- before this section gets its first member's creation (its founder's `init`).
+INSERT INTO credvault.meta (key, value)
+    SELECT 'created_at', convert_to(credvault.iso(coalesce(min(created_at), now())), 'UTF8')
+    FROM credvault.members
+    ON CONFLICT (key) DO NOTHING;
+
+-- Facts, not secrets: any active member; not audited (SQLCipher's info is not either).
+CREATE FUNCTION credvault.vault_info() RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
     RETURN jsonb_build_object(
         'schema', (SELECT version FROM schema_version),
         'created_at', (SELECT convert_from(value, 'UTF8') FROM meta WHERE key = 'created_at'),
@@ -3819,17 +3844,7 @@ BEGIN
                    ' credvault.replace_keys(text, bytea, bytea, text) TO %I',
                    credvault.member_group());
 END $$;
--- == pgrestore: a restored database destroys again what a signed ledger says was purged ==
---
--- (docs/team.md, "Backups".) After the owner restores a dump made before a purge, the
--- purged engagement is alive again in the restored rows. `credvault purge` (an admin)
--- reads the purge ledger kept on the signing machine (credvault.team_ledger), checks each
--- receipt there against the signing keys it trusts (its own, certified admins'), and calls
--- destroy_engagement(name, 'ledger', false) for every engagement the database shows alive:
--- the same destruction as a purge (no second copy), admins only, whatever the state and
--- without the due date or the clock check (the signed receipt is the reason), its audit
--- and receipt reason "destroyed after this backup was made" as SQLCipher's restore writes.
--- That reason is three lines of destroy_engagement in section pgops, marked "pgrestore".
+
 -- == teamcheck: `credvault check` on a team vault, on the record ==
 --
 -- (docs/team.md, "Checking a team vault".) The checks run on the admin's machine (every
