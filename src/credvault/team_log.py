@@ -625,11 +625,14 @@ class LogWitness:
         self.states[uid] = state
         self._save()
 
-    def forget(self, uids: set[bytes]) -> None:
-        """Drop these logs' states (``witness accept``): the next view verifies them from
-        link 0, as a client that never saw them does."""
+    def forget(self, uids: set[bytes], *, revocations: bool = False) -> None:
+        """Drop these logs' states, and with ``revocations`` the list's (``witness
+        accept``): the next read verifies them from the start, as a client that never saw
+        them does."""
         for uid in uids:
             self.states.pop(uid, None)
+        if revocations:
+            self.revocations = None
         self._save()
 
     def _save(self) -> None:

@@ -10,6 +10,11 @@ entry names them (written by the server for this member: no one else's entry can
 them), and only the states behind or forked are forgotten. The next command verifies those
 logs again from link 0 against the admins' certified keys, as a new member's client does,
 so accepting never makes a forged log acceptable: it only stops comparing with the past.
+
+The revocation list of member keys (``member rm``, format.md §19.7) is followed the same
+way. A database restored from before a removal lacks that removal: accepting the shorter
+list makes the member a member again for this client until an admin runs ``member rm``
+again (docs/team.md, "Backups").
 """
 
 from __future__ import annotations
@@ -42,7 +47,26 @@ def gaps(t: CheckedTeam) -> list[Gap]:
             found.append(Gap(chain, "behind", seen, Mark(len(hashes) - 1, hashes[-1])))
         elif hashes[state.seq] != state.head:
             found.append(Gap(chain, "forked", seen, None))
-    return found
+    listed = _list_gap(t)
+    return found + ([listed] if listed else [])
+
+
+def _list_gap(t: CheckedTeam) -> Gap | None:
+    """The revocation list (format.md §19.7) against the version this member verified."""
+    from credvault.team_log import revocation_hash
+
+    kept = t.witness.revocations
+    if kept is None:
+        return None
+    version, head = kept
+    hashes = [revocation_hash(b) for _, b in sorted(t.store.revocation_list())]
+    seen = Mark(version, head)
+    if len(hashes) < version:
+        now = Mark(len(hashes), hashes[-1]) if hashes else None
+        return Gap("revocations", "behind", seen, now)
+    if hashes[version - 1] != head:
+        return Gap("revocations", "forked", seen, None)
+    return None
 
 
 def accept(t: CheckedTeam, confirm: Callable[[list[Gap]], None] | None = None) -> list[Gap]:
@@ -57,8 +81,7 @@ def accept(t: CheckedTeam, confirm: Callable[[list[Gap]], None] | None = None) -
     if confirm is not None:
         confirm(found)
     t.store.record_witness_accept(f"accepted as it is ({summary(found)})")
-    forget = {
-        uid for uid, s in t.witness.states.items() if f"log:{s.name}" in {g.chain for g in found}
-    }
-    t.witness.forget(forget)
+    chains = {g.chain for g in found}
+    forget = {uid for uid, s in t.witness.states.items() if f"log:{s.name}" in chains}
+    t.witness.forget(forget, revocations="revocations" in chains)
     return found

@@ -112,7 +112,8 @@ class Gap(NamedTuple):
                 f"{one} {self.seen.seq}{of} differs from the one this client saw: the vault "
                 "has forked (another copy of it was used?)"
             )
-        first = (0 if of else 1) if self.now is None else self.now.seq + 1  # audit starts at 1
+        start = 0 if of and self.chain != "revocations" else 1  # audit, list: from 1
+        first = start if self.now is None else self.now.seq + 1
         span = (
             f"{one} {first} is" if first == self.seen.seq else f"{many} {first}–{self.seen.seq} are"
         )
@@ -128,6 +129,8 @@ def _names(chain: str) -> tuple[str, str, str]:
         return "audit entry", "audit entries", ""
     if chain.startswith("log:"):
         return "link", "links", f" of the membership log of engagement {chain[4:]}"
+    if chain == "revocations":  # a team vault's (team_log.py), numbered from 1
+        return "version", "versions", " of the revocation list of member keys"
     return "position", "positions", f" of chain {chain}"
 
 

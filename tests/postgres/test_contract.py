@@ -1570,12 +1570,14 @@ def test_witness_accept_follows_a_restored_database_for_one_member(team: World) 
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     team.ok("alice", "grant", "acme-2026", "bob", "engineer")
     team.ok("alice", "get", "acme-2026/db")  # her witness: the log up to the grant's link
+    team.ok("alice", "member", "rm", "carol")  # and the revocation list at version 1
     cluster = team.extra["cluster"]
     assert isinstance(cluster, Cluster)
     db = str(team.extra["db"])
     cluster.superuser_sql(
         "DELETE FROM credvault.engagement_log WHERE seq = (SELECT max(seq) FROM "
-        "credvault.engagement_log)",
+        "credvault.engagement_log);\n"
+        "DELETE FROM credvault.revocation_list",
         db,
     )
     r = team.run("alice", "get", "acme-2026/db")
@@ -1585,14 +1587,20 @@ def test_witness_accept_follows_a_restored_database_for_one_member(team: World) 
     r = team.run("alice", "witness", "accept")  # no terminal, no --yes: nothing changes
     assert r.code == 2
     assert team.run("alice", "get", "acme-2026/db").code == 6
-    r = team.ok("alice", "witness", "accept", "--yes")
+    r = team.run("alice", "witness", "accept", "--yes")
+    assert r.code == 0, r.err
     assert r.text.splitlines() == [
         "not in this vault: link 2 is missing of the membership log of engagement acme-2026: "
         "the vault is older than this client last saw (restored from a backup? committed "
         "writes lost?)",
+        "not in this vault: version 1 is missing of the revocation list of member keys: the "
+        "vault is older than this client last saw (restored from a backup? committed writes "
+        "lost?)",
         "accepted: your witness now follows this vault (audited as witness-accept)",
     ]
+    assert "until an admin runs `credvault member rm` for each once more" in one_line(r)
     assert team.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    team.ok("alice", "engagement", "rotate", "acme-2026")  # seals: reads the list again
     again = team.ok("alice", "witness", "accept", "--yes").text
     assert again == "nothing to accept: this vault is not behind or forked from what you saw\n"
     import psycopg
@@ -1601,7 +1609,14 @@ def test_witness_accept_follows_a_restored_database_for_one_member(team: World) 
         rows = dba.execute(
             "SELECT member, outcome, detail FROM credvault.audit WHERE action = 'witness-accept'"
         ).fetchall()
-    assert rows == [("alice", "ok", "accepted as it is (log:acme-2026 behind: seen 2, vault at 1)")]
+    assert rows == [
+        (
+            "alice",
+            "ok",
+            "accepted as it is (log:acme-2026 behind: seen 2, vault at 1; revocations behind: "
+            "seen 1, vault at none)",
+        )
+    ]
 
 
 def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:

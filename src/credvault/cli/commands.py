@@ -985,6 +985,12 @@ def cmd_witness_accept(args: argparse.Namespace) -> int:
         )
     if gaps:
         t.out("accepted: your witness now follows this vault (audited as witness-accept)")
+        if any(g.chain == "revocations" for g in gaps):
+            t.err(
+                "warning: the revocation list is older than you saw: members removed after "
+                "the backup are members again until an admin runs `credvault member rm` for "
+                'each once more (docs/team.md, "Backups")'
+            )
     else:
         t.out("nothing to accept: this vault is not behind or forked from what you saw")
     return EXIT_OK
