@@ -1761,13 +1761,18 @@ class TeamMembers:
         if listed is not None:
             t.witness.keep_revocations(listed.version, revocation_hash(listed.to_bytes()))
             t._certs = None  # the list moved: the next question reads it again
-        if uncertified:
-            broken.append(uncertified)
+        cert = (
+            f"{uncertified}: the revocation list names the keys the server and the logs show"
+            if uncertified
+            else ""
+        )
         if broken:
             raise IntegrityError(
                 f"removed member {name}, but these membership logs do not verify and name "
-                f"nothing signed: {'; '.join(broken)}"
+                f"nothing signed: {'; '.join(broken)}" + (f"; and {cert}" if cert else "")
             )
+        if cert:
+            raise IntegrityError(f"removed member {name}, but {cert}")
         return Removal(sessions, [e for e, _ in revocations], sole_lead)
 
     def _revocation(

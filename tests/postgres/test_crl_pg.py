@@ -320,3 +320,36 @@ def test_a_member_removed_before_joining_cannot_join_later(crl: World) -> None:
     finally:
         dba(crl, f"ALTER ROLE {role} NOLOGIN PASSWORD NULL")
         dba(crl, "UPDATE credvault.members SET state = 'removed' WHERE name = 'hal'")
+
+
+def test_a_certificate_the_dba_altered_before_member_rm(crl: World) -> None:
+    """The DBA swaps ivy's published keys just before alice removes her: the removal goes
+    on (exit 6 naming the certificate), and the version names her invitation key, so after
+    the DBA puts her real keys and her row back (which the version does not name), nobody
+    seals to her."""
+    _join(crl, "alice", "ivy")
+    _, sign, kem = _keys(crl, "ivy")
+    witness = (
+        Path(crl.envs["alice"]["HOME"]) / ".local" / "state" / "credvault" / "team"
+        / str(crl.extra["db"]) / "alice.logs"
+    )  # fmt: skip
+    kept = witness.read_bytes()
+    with restored(crl):
+        swap = "UPDATE credvault.members SET sign_pub = %s, kem_pub = %s WHERE name = 'ivy'"
+        dba(crl, swap, (bytes(32), bytes(32)))
+        with (
+            member(crl, "alice") as alice,
+            pytest.raises(IntegrityError, match="removed member ivy, but the certificate of ivy"),
+        ):
+            alice.members.remove("ivy")
+        four = _statement(crl, 4)
+        assert four.member == "ivy"
+        assert all(p.digest(sign) != s and p.digest(kem) != k for s, k in four.keys)
+        dba(crl, swap, (sign, kem))
+        dba(crl, "UPDATE credvault.members SET state = 'active' WHERE name = 'ivy'")
+        try:
+            with member(crl, "alice") as alice, pytest.raises(NotFound):
+                alice.engagements.grant("acme-2026", "ivy", "reader")
+        finally:
+            witness.write_bytes(kept)  # alice as she was: the list goes back to version 3
+            dba(crl, "UPDATE credvault.members SET state = 'removed' WHERE name = 'ivy'")

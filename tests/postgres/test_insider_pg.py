@@ -90,6 +90,11 @@ PROTECTED_WRITES = [
     "SELECT credvault.create_member_role('mallory', 'SCRAM-SHA-256$x', true, 'active')",
     "CREATE FUNCTION credvault.me() RETURNS text LANGUAGE sql AS $$ SELECT 'alice' $$",
     "CREATE TEMP TABLE members (name text, role_name text, state text)",
+    # the revocation list: appended only by remove_member_logged, for an admin
+    "DELETE FROM credvault.revocation_list",
+    "INSERT INTO credvault.revocation_list (version, statement, hash, signer, member)"
+    " VALUES (1, '\\x00', '\\x00', 'alice', 'bob')",
+    "SELECT credvault.revocation_append('bob', 'alice', '\\x00')",
 ]
 
 
