@@ -16,7 +16,14 @@ import pytest
 from credvault.crypto import primitives as p
 from credvault.keyslots import MemberKeys
 from credvault.ledger import read_ledger_checked
-from credvault.team_ledger import Destroyer, PinnedKeys, destroy_again, keep, state_ledger
+from credvault.team_ledger import (
+    Destroyer,
+    PinnedKeys,
+    destroy_again,
+    keep,
+    keep_close,
+    state_ledger,
+)
 from credvault.team_lifecycle import sign_receipt
 
 VID = bytes(range(16))
@@ -36,6 +43,19 @@ def _receipt(signer: MemberKeys, eng: str, created: str = "2026-01-01T00:00:00.0
         "reason": "client request",
     }
     return sign_receipt(signer, facts, None)
+
+
+def _closed(name: str) -> Any:
+    return SimpleNamespace(
+        name=name,
+        state="closed",
+        closed_at="2026-02-01T00:00:00.000000Z",
+        grace_days=7,
+        purge_due="2027-01-01T00:00:00.000000Z",
+        hold_until="2027-01-01T00:00:00.000000Z",
+        hold_reason="the client asked",
+        hold_by="alice",
+    )
 
 
 def _team(keys: MemberKeys) -> Any:
@@ -79,25 +99,39 @@ def test_only_the_engagement_a_receipt_names_is_destroyed_again(tmp_path: Path) 
     made = "2026-01-01T00:00:00.000000Z"
     for eng in ("alive", "purged", "absent", "remade"):
         keep(t, _receipt(alice, eng, made))
+    for eng in ("held", "alive"):  # a close record; "alive"'s receipt outranks its record
+        keep_close(t, _closed(eng))
     db = {
+        "held": ("closed", made),
         "alive": ("active", made),
         "purged": ("purged", made),
         "remade": ("active", "2026-07-01T00:00:00.000000Z"),  # a new one of that name
     }
     destroyed: list[str] = []
+    closes: list[Any] = []
+
+    def reclose(rec: Any) -> str:
+        closes.append(rec)
+        return "ok"
+
     r = destroy_again(
         t,
-        Destroyer(db.get, destroyed.append),
+        Destroyer(db.get, destroyed.append, reclose),
         lambda: [p.ed25519_public(alice.sign_private)],
     )
     assert destroyed == ["alive"]
     assert r.destroyed_again == ["alive"]
+    assert r.closed_again == ["held"]
+    assert [(c.engagement, c.hold_until, c.hold_by) for c in closes] == [
+        ("held", "2027-01-01T00:00:00.000000Z", "alice")
+    ]
     assert r.receipts == 4
     assert r.looked_in == [str(state_ledger("teamdb"))]
     assert len(r.ignored) == 1
     assert "receipt of 'remade' is of the engagement made 2026-01-01T00:00:00" in r.ignored[0]
     # signed by a key this client does not trust: nothing destroyed, every line named
-    other = destroy_again(t, Destroyer(db.get, destroyed.append), lambda: [os.urandom(32)])
-    assert other.destroyed_again == []
-    assert len(other.ignored) == 4
+    other = destroy_again(t, Destroyer(db.get, destroyed.append, reclose), lambda: [os.urandom(32)])
+    assert (other.destroyed_again, other.closed_again) == ([], [])
+    assert len(other.ignored) == 6
     assert destroyed == ["alive"]
+    assert len(closes) == 1

@@ -42,6 +42,7 @@ from credvault.files import atomic_write
 from credvault.jcs import canonical
 
 if TYPE_CHECKING:
+    from credvault.model import Engagement
     from credvault.receipt_keys import ReceiptKeys
     from credvault.session import Session
 
@@ -99,32 +100,38 @@ def ledger_bytes(s: Session) -> bytes:
 
 def close_records(s: Session, as_of: str) -> list[str]:
     """One signed close record (JCS text) per closed engagement, as of ``as_of``."""
-    from credvault.crypto import labels
-    from credvault.crypto import primitives as p
-    from credvault.receipts import key_id
-
     out: list[str] = []
     key: bytes | None = None
     for eng in s.store.engagements():
         if eng.state != "closed" or not eng.closed_at or not eng.purge_due:
             continue
         key = key or receipt_key(s)
-        body: dict[str, object] = {
-            "format": CLOSE_FORMAT,
-            "vault_id": s.vault_id.hex(),
-            "key_id": key_id(p.ed25519_public(key)),
-            "engagement": eng.name,
-            "closed_at": eng.closed_at,
-            "grace_days": eng.grace_days,
-            "purge_due": eng.purge_due,
-            "hold_until": eng.hold_until,
-            "hold_reason": eng.hold_reason,
-            "hold_by": eng.hold_by,
-            "as_of": as_of,
-        }
-        sig = p.sign(key, labels.CLOSE_SIG, canonical(body))
-        out.append(canonical({**body, "signature": base64.b64encode(sig).decode()}).decode())
+        out.append(close_record_text(key, s.vault_id.hex(), eng, as_of))
     return out
+
+
+def close_record_text(key: bytes, vault_id: str, eng: Engagement, as_of: str) -> str:
+    """The closed engagement ``eng``'s close record as of ``as_of``, signed with ``key``
+    (the vault's receipt key; on a team vault the closing member's own signing key)."""
+    from credvault.crypto import labels
+    from credvault.crypto import primitives as p
+    from credvault.receipts import key_id
+
+    body: dict[str, object] = {
+        "format": CLOSE_FORMAT,
+        "vault_id": vault_id,
+        "key_id": key_id(p.ed25519_public(key)),
+        "engagement": eng.name,
+        "closed_at": eng.closed_at,
+        "grace_days": eng.grace_days,
+        "purge_due": eng.purge_due,
+        "hold_until": eng.hold_until,
+        "hold_reason": eng.hold_reason,
+        "hold_by": eng.hold_by,
+        "as_of": as_of,
+    }
+    sig = p.sign(key, labels.CLOSE_SIG, canonical(body))
+    return canonical({**body, "signature": base64.b64encode(sig).decode()}).decode()
 
 
 class CloseRecord(NamedTuple):

@@ -83,6 +83,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.audit import AuditEntry, Checkpoint
     from credvault.importers import ImportPlan, RawEntry, Skipped
     from credvault.integrity import CheckReport
+    from credvault.ledger import CloseRecord
     from credvault.members import MemberInfo, PasswdResult
     from credvault.model import Engagement
     from credvault.receipt_keys import ReceiptKeys
@@ -431,7 +432,7 @@ class Team:
         from credvault.team_ledger import Destroyer, LedgerRestore, destroy_again
 
         if not ledgers and not self.store.whoami()[1]:
-            return LedgerRestore([], [], [], 0)
+            return LedgerRestore([], [], [], 0, [])
 
         def trusted() -> list[bytes]:
             certs = self.certs()
@@ -442,8 +443,17 @@ class Team:
             lc = ls.lifecycle(self.store, name)
             return None if lc is None else (lc.engagement.state, lc.engagement.created_at)
 
+        def reclose(rec: CloseRecord) -> str:
+            hold = (rec.hold_until, rec.hold_reason, rec.hold_by)
+            source = Path(rec.source).name
+            return ls.reapply_close(
+                self.store, rec.engagement, rec.closed_at, rec.grace_days, rec.purge_due,
+                hold, rec.as_of, source,
+            )  # fmt: skip
+
         purger = self.purger
-        return destroy_again(self, Destroyer(state, purger.destroy_recorded), trusted, ledgers)
+        destroyer = Destroyer(state, purger.destroy_recorded, reclose)
+        return destroy_again(self, destroyer, trusted, ledgers)
 
     def purge_due_on_open(self) -> list[PurgePlan]:
         """What SQLCipher does on every open by someone entitled to destroy: an admin's

@@ -20,6 +20,11 @@ trusts without the database's word: the admin's own key (their slot), or an acti
 admin's key certified by the chain that ends at the founder their slot pins. An engagement
 a verified receipt names that the database shows alive is destroyed again by the server's
 own destruction (``destroy_engagement(name, 'ledger')``), with a new receipt, audited.
+
+Every close, hold and release likewise appends a close record (SQLCipher's, signed with the
+member's own key): the purge gives each engagement the state of its newest record through
+the server's ``reapply_close``, which applies it only if the database knows no lifecycle
+change at or after the record's time.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from credvault.receipt_keys import ReceiptKey, ReceiptKeys, key_id
 
 if TYPE_CHECKING:
+    from credvault.ledger import CloseRecord
+    from credvault.model import Engagement
     from credvault.team_handle import TeamHandle
 
 LEDGER_DIR_ENV = "CREDVAULT_LEDGER_DIR"
@@ -58,12 +65,15 @@ class PinnedKeys(ReceiptKeys):
 
 class LedgerRestore(NamedTuple):
     """What an admin's purge found in the ledgers: engagements destroyed again now, the files
-    read, the lines ignored (``FILE:N: why``), how many receipts verified."""
+    read, the lines ignored (``FILE:N: why``), how many receipts verified, and the
+    engagements given back the state a newer close record states (closed, held, released
+    after the dump)."""
 
     destroyed_again: list[str]
     looked_in: list[str]
     ignored: list[str]
     receipts: int
+    closed_again: list[str]
 
 
 def state_ledger(database: str) -> Path:
@@ -87,14 +97,27 @@ def own_ledgers(database: str, vault_id: str) -> list[Path]:
     return [state_ledger(database), *([extra] if extra is not None else [])]
 
 
-def keep(t: TeamHandle, text: str) -> None:
-    """Append the receipt ``text`` just stored to this machine's ledger copies."""
+def keep_close(t: TeamHandle, eng: Engagement) -> None:
+    """Sign the closed engagement ``eng``'s state (after a close, hold or release) as a
+    close record with this member's own key, and append it to this machine's ledger."""
+    from credvault.ledger import close_record_text
+    from credvault.model import iso
+
+    if eng.state != "closed" or not eng.closed_at or not eng.purge_due:
+        return
+    now = iso(datetime.now(UTC))
+    keep(t, close_record_text(t.keys.sign_private, t.vault_id.hex(), eng, now), now)
+
+
+def keep(t: TeamHandle, text: str, now: str | None = None) -> None:
+    """Append the receipt (or close record) ``text`` just made to this machine's ledger
+    copies."""
     from credvault.files import make_private_dir, named
     from credvault.ledger import append_to_ledger
     from credvault.model import iso
 
     vid = t.vault_id.hex()
-    now = iso(datetime.now(UTC))
+    now = now or iso(datetime.now(UTC))
     own = state_ledger(t.database)
     try:
         make_private_dir(own.parent)
@@ -113,6 +136,8 @@ class Destroyer(NamedTuple):
     # (state, created_at) of the engagement of that name; None: not in this database
     lifecycle_state: Callable[[str], tuple[str, str] | None]
     destroy: Callable[[str], object]  # the purge's destruction, reason "ledger"
+    # the state a close record gives back: 'ok' when changed (server: reapply_close)
+    reclose: Callable[[CloseRecord], str]
 
 
 def destroy_again(
@@ -123,13 +148,14 @@ def destroy_again(
 ) -> LedgerRestore:
     """Destroy again every engagement a verified receipt in this machine's ledgers or in
     ``ledgers`` names and the database shows alive (not purged)."""
-    from credvault.ledger import Record, read_ledger_checked
+    from credvault.ledger import Record, newest_close, read_ledger_checked
 
     vid = t.vault_id.hex()
     paths = [*own_ledgers(t.database, vid), *(Path(p) for p in ledgers)]
     looked: list[str] = []
     ignored: list[str] = []
     records: dict[str, Record] = {}
+    closes: dict[str, CloseRecord] = {}
     n = 0
     keys: PinnedKeys | None = None
     explicit = {Path(p) for p in ledgers}
@@ -145,6 +171,8 @@ def destroy_again(
         n += len(read.records)
         for rec in read.records:
             records.setdefault(rec.engagement, rec)
+        for c in read.closes:
+            newest_close(closes, c)
     destroyed: list[str] = []
     for name in sorted(records):
         found = destroyer.lifecycle_state(name)
@@ -161,4 +189,9 @@ def destroy_again(
             continue
         destroyer.destroy(name)
         destroyed.append(name)
-    return LedgerRestore(destroyed, looked, ignored, n)
+    reclosed = [
+        name
+        for name in sorted(closes)
+        if name not in records and destroyer.reclose(closes[name]) == "ok"
+    ]
+    return LedgerRestore(destroyed, looked, ignored, n, reclosed)

@@ -22,7 +22,7 @@ from credvault.errors import (
     UnsupportedFormat,
 )
 from credvault.postgres.store import PgStore
-from credvault.team_ledger import keep
+from credvault.team_ledger import keep, keep_close
 
 if TYPE_CHECKING:
     from credvault.keyslots import MemberKeys
@@ -134,7 +134,13 @@ class TeamLifecycle:
         grace = None if grace_days is None else validate.days(grace_days, "grace period")
         outcome = ls.close(self.t.store, name, grace)
         self._outcome(outcome, "close", name, "engagement {name!r} is {state}: cannot close")
-        return self.get(name, "close")
+        return self._kept(self.get(name, "close"))
+
+    def _kept(self, eng: Engagement) -> Engagement:
+        """``eng`` after a close, hold or release, its close record signed here and kept in
+        this machine's purge ledger (a restored dump cannot undo it unnoticed)."""
+        keep_close(self.t, eng)
+        return eng
 
     def retain(self, name: str, until: str, reason: str) -> Engagement:
         from datetime import UTC, datetime
@@ -157,7 +163,7 @@ class TeamLifecycle:
             name,
             "engagement {name!r} is {state}: only a closed engagement can be held",
         )
-        return self.get(name, "set a retention hold")
+        return self._kept(self.get(name, "set a retention hold"))
 
     def release(self, name: str) -> Engagement:
         from credvault import validate
@@ -168,7 +174,7 @@ class TeamLifecycle:
         self._outcome(
             outcome, "release the hold", name, "engagement {name!r} has no retention hold"
         )
-        return self.get(name, "release the hold")
+        return self._kept(self.get(name, "release the hold"))
 
 
 # -- purge and receipts -----------------------------------------------------------------------

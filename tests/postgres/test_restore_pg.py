@@ -65,6 +65,17 @@ def _what_is_left(w: World, eng: str) -> tuple[str, int, int, int]:
     return str(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
+def _lifecycle(w: World, eng: str) -> tuple[str, str, str, str]:
+    """(state, closed_at, hold_until, purge_due) of ``eng``, as the DBA sees it."""
+    with _dba(w) as conn:
+        row = conn.execute(
+            "SELECT state, closed_at::text, hold_until::text, purge_due::text"
+            " FROM credvault.engagements WHERE name = %s",
+            (eng,),
+        ).fetchone()
+    return str(row[0]), str(row[1]), str(row[2]), str(row[3])
+
+
 def _purges(w: World, eng: str) -> int:
     with _dba(w) as conn:
         row = conn.execute(
@@ -79,7 +90,8 @@ def _forged_ledger(w: World, real: Path, out: Path) -> None:
     """Two lines aimed at OTHER: alice's real receipt edited to name it, and a receipt of it
     signed by a key nobody pinned (as an insider with a key of their own would make)."""
     vid = json.loads(real.read_text().splitlines()[0])["vault_id"]
-    receipt = next(json.loads(x) for x in real.read_text().splitlines() if "signature" in x)
+    lines = real.read_text().splitlines()
+    receipt = next(json.loads(x) for x in lines if "credvault-purge-receipt/2" in x)
     edited = {**receipt, "engagement": OTHER}
     facts = {k: v for k, v in receipt.items() if k not in ("signature", "public_key", "key_id")}
     facts.pop("destruction_complete_at")
@@ -106,6 +118,16 @@ def test_a_restored_dump_cannot_bring_a_purged_engagement_back(team: World, tmp_
     assert shred.code == 1  # "purge NOT complete" until the owner's rewrite
     assert "purge NOT complete" in shred.err
     assert _what_is_left(team, ENG) == ("purged", 0, 0, 0)
+    # closed and held after the dump too: the close record is signed into the same ledger
+    team.setup(
+        [
+            ("alice", ("engagement", "close", OTHER)),
+            ("alice", ("engagement", "retain", OTHER, "--until", "2099-01-01", "--reason", "x")),
+        ]
+    )
+    held = _lifecycle(team, OTHER)
+    assert held[0] == "closed"
+    assert held[2].startswith("2099-01-01")
     state_dir = Path(team.envs["alice"]["XDG_STATE_HOME"]) / "credvault" / "team"
     ledger = state_dir / str(team.extra["db"]) / "purge-ledger.jsonl"
     assert ledger.stat().st_mode & 0o777 == 0o600
@@ -124,6 +146,7 @@ def test_a_restored_dump_cannot_bring_a_purged_engagement_back(team: World, tmp_
     assert r.code == 1, r.err  # destroyed again; the owner's rewrite is pending again
     assert r.text.splitlines() == [
         f"destroyed after this backup was made, destroyed again now: {ENG}",
+        f"closed after this backup was made, closed again now (purged when due): {OTHER}",
         f"records of destruction consulted: {ledger}, {forged}",
         "nothing due",
     ]
@@ -140,7 +163,16 @@ def test_a_restored_dump_cannot_bring_a_purged_engagement_back(team: World, tmp_
     assert len(err) == 3
     assert _what_is_left(team, ENG) == ("purged", 0, 0, 0)  # every envelope and copy gone
     assert _purges(team, ENG) == 1
-    assert _what_is_left(team, OTHER) == ("active", 1, 1, 0)  # the forgeries destroyed nothing
+    assert _what_is_left(team, OTHER) == ("closed", 1, 1, 0)  # the forgeries destroyed nothing
+    assert _lifecycle(team, OTHER) == held  # closed and held as recorded, not active
+    with _dba(team) as conn:
+        (reclosed,) = conn.execute(
+            "SELECT detail FROM credvault.audit WHERE action = 'close' AND engagement = %s "
+            "AND outcome = 'ok' ORDER BY seq DESC LIMIT 1",
+            (OTHER,),
+        ).fetchone()
+    assert reclosed.startswith("as recorded after the backup (purge-ledger.jsonl): closed ")
+    assert reclosed.endswith(", purge due 2099-01-01T23:59; held until 2099-01-01T23:59")
     assert team.run("bob", "get", f"{ENG}/db").code != 0
     with _dba(team) as conn:
         detail = conn.execute(

@@ -1048,6 +1048,11 @@ def destroyed_again(args: argparse.Namespace, r: LedgerRestore) -> None:
             "destroyed after this backup was made, destroyed again now: "
             + ", ".join(r.destroyed_again)
         )
+    if r.closed_again:
+        say(
+            "closed after this backup was made, closed again now (purged when due): "
+            + ", ".join(r.closed_again)
+        )
     if not args.ledger:
         return
     say("records of destruction consulted: " + (", ".join(r.looked_in) or "none"))

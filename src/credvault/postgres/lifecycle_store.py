@@ -173,6 +173,29 @@ def release_hold(store: PgStore, name: str) -> str:
     return str(row[0])
 
 
+def reapply_close(
+    store: PgStore,
+    name: str,
+    closed_at: str,
+    grace_days: int | None,
+    purge_due: str,
+    hold: tuple[str | None, str | None, str | None],
+    as_of: str,
+    source: str,
+) -> str:
+    """Give ``name`` back the lifecycle state a close record newer than this database gives
+    it (an admin's purge after a restore): 'ok', 'same', 'older', 'gone' or 'denied: …'."""
+    row = _one(
+        store,
+        "SELECT credvault.reapply_close(%s, %s::timestamptz, %s::integer, %s::timestamptz, "
+        "%s::timestamptz, %s, %s, %s::timestamptz, %s)",
+        (name, closed_at, grace_days, purge_due, *hold, as_of, source),
+        "close",
+        name,
+    )
+    return str(row[0])
+
+
 def due(store: PgStore, confirm: str | None, *, plan: bool, quiet: bool) -> list[PurgePlan]:
     """What is due now (empty for a non-admin, whose explicit attempt is audited as denied;
     and, when ``quiet``, on a suspect clock)."""
