@@ -2967,6 +2967,56 @@ END $$;
 -- without the due date or the clock check (the signed receipt is the reason), its audit
 -- and receipt reason "destroyed after this backup was made" as SQLCipher's restore writes.
 -- That reason is three lines of destroy_engagement in section pgops, marked "pgrestore".
+--
+-- Closes, holds and releases made after the dump come back too: the member who closes (or
+-- holds, or releases) signs a close record (SQLCipher's, format.md §11.1) on their machine
+-- into the same ledger, and the admin's purge gives each engagement back the state of its
+-- newest record through reapply_close: admins only; nothing for an engagement gone or
+-- purged, or made after the record's close; nothing if this database already shows that
+-- state ('same'), or a lifecycle change (close, retain, release) at or after the record's
+-- time ('older': the database knows better). Audited as `close`, with SQLCipher's words.
+CREATE FUNCTION credvault.reapply_close(
+    eng text, closed timestamptz, grace integer, due timestamptz, until timestamptz,
+    why text, held_by text, as_of timestamptz, source text
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    IF NOT is_admin() THEN
+        PERFORM audit_append(who, 'close', eng, NULL, 'denied', 'admins only');
+        RETURN 'denied: admins only';
+    END IF;
+    SELECT * INTO e FROM engagements x WHERE x.name = eng FOR UPDATE;
+    IF e.id IS NULL OR e.state = 'purged' OR e.created_at > closed THEN
+        RETURN 'gone';
+    END IF;
+    IF e.state = 'closed' AND e.closed_at IS NOT DISTINCT FROM closed
+       AND e.purge_due IS NOT DISTINCT FROM due AND e.hold_until IS NOT DISTINCT FROM until THEN
+        RETURN 'same';
+    END IF;
+    IF EXISTS (SELECT 1 FROM audit a WHERE a.engagement = eng AND a.outcome = 'ok'
+               AND a.action IN ('close', 'retain', 'release') AND a.ts >= as_of) THEN
+        RETURN 'older';
+    END IF;
+    UPDATE engagements SET state = 'closed', closed_at = closed, grace_days = grace,
+        purge_due = due, hold_until = until, hold_reason = why, hold_by = held_by
+        WHERE id = e.id;
+    PERFORM audit_append(who, 'close', eng, NULL, 'ok', left(format(
+        'as recorded after the backup (%s): closed %s, purge due %s%s', source,
+        left(iso(closed), 16), left(iso(due), 16),
+        CASE WHEN until IS NULL THEN '' ELSE '; held until ' || left(iso(until), 16) END), 400));
+    RETURN 'ok';
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.reapply_close(text, timestamptz, integer, timestamptz,
+    timestamptz, text, text, timestamptz, text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.reapply_close(text, timestamptz, '
+                   'integer, timestamptz, timestamptz, text, text, timestamptz, text) TO %I',
+                   credvault.member_group());
+END $$;
 
 -- == crl: the admin-signed, versioned revocation list of member keys ==
 --
