@@ -1,5 +1,5 @@
 """``info``, ``receipt-keys`` and ``passwd --compromised`` on a PostgreSQL team vault
-(issue 14; docs/team.md, "info, receipt keys, compromised keys").
+(issue 14; docs/team.md, "`info`, `receipt-keys` and `passwd --compromised`").
 
 ``info`` answers in :class:`credvault.results.VaultInfo`'s shape, line for line as on
 SQLCipher; where a line has no meaning on a team vault it says so in words, as ``status``
