@@ -6,6 +6,8 @@ edits stops the history, and a member with a stored link is never *current* for 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from credvault.crypto import primitives as p
@@ -13,7 +15,7 @@ from credvault.errors import IntegrityError, NotFound
 from credvault.keyslots import MemberKeys
 from credvault.receipt_keys import link_text, make_link
 from credvault.receipts import verify_receipt
-from credvault.team_keys import history, retire
+from credvault.team_keys import SeenHandOvers, history, retire
 from credvault.team_lifecycle import sign_receipt
 from credvault.team_log import CertRow, Certs
 
@@ -62,3 +64,20 @@ def test_a_member_with_a_key_link_is_not_current() -> None:
         certs.keys("bob")
     assert certs.rows["bob"].state == "retired"
     assert "nobody" not in certs.rows
+
+
+def test_a_hand_over_seen_cannot_vanish_or_change(tmp_path: Path) -> None:
+    path = tmp_path / "alice.handovers"
+    sign, _ = p.ed25519_generate()
+    seen = SeenHandOvers(path, VID, "alice", sign)
+    seen.check({})  # a first look trusts the server
+    seen.keep({"bob": ["link 1"]})
+    again = SeenHandOvers(path, VID, "alice", sign)
+    again.check({"bob": ["link 1", "link 2"], "carol": ["link 1"]})  # histories only grow
+    for shown in ({}, {"bob": []}, {"bob": ["link 1 edited"]}):
+        with pytest.raises(IntegrityError, match="key hand-over of member 'bob'"):
+            again.check(shown)
+    # the file is MACed under a key from alice's signing key: an edit, or another key, fails
+    path.write_text(path.read_text().replace('"bob"', '"bub"'))
+    with pytest.raises(IntegrityError):
+        SeenHandOvers(path, VID, "alice", sign)

@@ -594,11 +594,21 @@ class Team:
     def _retire(self, certs: Certs) -> None:
         """A member whose certified key was handed over (``passwd --compromised``) is not
         current: :func:`credvault.team_keys.retire` (the hook a vault-wide revocation
-        list would also feed)."""
+        list would also feed); a hand-over this member saw before must still be there
+        (:class:`credvault.team_keys.SeenHandOvers`)."""
         from credvault.postgres.keys_store import key_links
-        from credvault.team_keys import retire
+        from credvault.team_keys import SeenHandOvers, retire
 
-        retire(certs, key_links(self.store))
+        links = key_links(self.store)
+        seen = SeenHandOvers(
+            SeenHandOvers.path_for(self.database, self.member),
+            self.vault_id,
+            self.member,
+            self.keys.sign_private,
+        )
+        seen.check(links)  # a hand-over seen before and gone now: exit 6
+        seen.keep(links)
+        retire(certs, links)
 
     def require_certified(self, action: str) -> None:
         """Before this member signs a statement others check against their certified key

@@ -1,5 +1,5 @@
 """``info``, ``receipt-keys`` and ``passwd --compromised`` on a PostgreSQL team vault
-(issue 14; docs/team.md, "info, receipt keys, compromised keys").
+(issue 14; docs/team.md, "`info`, `receipt-keys` and `passwd --compromised`").
 
 ``info`` answers in :class:`credvault.results.VaultInfo`'s shape, line for line as on
 SQLCipher; where a line has no meaning on a team vault it says so in words, as ``status``
@@ -28,6 +28,8 @@ Loaded when used: ``credvault get`` never imports it.
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from credvault.retention import SETTINGS
@@ -154,7 +156,7 @@ def compromised(t: TeamHandle, new_passphrase: Secret) -> PasswdResult:
     old = TeamSlot.read(path)
     slot, keys = new_slot(old.vault_id, old.database, t.member, new_passphrase, old.kdf)
     slot = slot._replace(anchor=old.anchor, salted_login=True)
-    seq = len(key_links(t.store).get(t.member, [])) + 1
+    seq = len(key_links(t.store).get(t.member, [])) + 1  # the server checks it too
     link = make_link(
         t.vault_id.hex(), seq, t.keys.sign_private, slot.sign_pub, iso(datetime.now(UTC))
     )
@@ -167,6 +169,13 @@ def compromised(t: TeamHandle, new_passphrase: Secret) -> PasswdResult:
     witness = LogWitness(wnew, t.vault_id, t.member, keys.sign_private)
     for uid, state in states.items():
         witness.keep(uid, state)
+    # the hand-overs seen, this one included (it is this member's own history)
+    hpath = SeenHandOvers.path_for(old.database, t.member)
+    links = key_links(t.store)
+    SeenHandOvers(hpath, t.vault_id, t.member, t.keys.sign_private).check(links)
+    pending_path(hpath).unlink(missing_ok=True)
+    links[t.member] = [*links.get(t.member, []), link_text(link)]
+    SeenHandOvers(pending_path(hpath), t.vault_id, t.member, keys.sign_private).keep(links)
     pending = pending_path(path)
     pending.unlink(missing_ok=True)
     write_new_private(pending, slot.to_bytes())
@@ -179,3 +188,101 @@ def compromised(t: TeamHandle, new_passphrase: Secret) -> PasswdResult:
     )
     finish_pending(path)  # the witness too
     return PasswdResult(True, [], flagged, 0)
+
+
+class SeenHandOvers:
+    """The key hand-overs this member's client has seen, kept MACed beside their log
+    witness (``<member>.handovers``; the witness's key, its own MAC input): a hand-over
+    link that later vanishes from the server, or changes, is tampering (IntegrityError,
+    exit 6), so a DBA who deletes one cannot make a retired key current again for any
+    client that saw it retired. A client's first look trusts what the server shows, as a
+    new log witness does."""
+
+    FORMAT = "credvault-team-handovers"
+
+    def __init__(self, path: Path, vault_id: bytes, member: str, sign_private: bytes) -> None:
+        from credvault.crypto import labels
+        from credvault.crypto import primitives as p
+
+        self.path = path
+        self.vault_id = vault_id
+        self.member = member
+        self._key = p.hkdf(sign_private, labels.MEMBER_STATE_MAC)
+        self.seen: dict[str, list[str]] = {}
+        self._load()
+
+    @staticmethod
+    def path_for(database: str, member: str) -> Path:
+        from credvault.team_log import LogWitness
+
+        return LogWitness.path_for(database, member).with_suffix(".handovers")
+
+    def _input(self, body: bytes) -> bytes:
+        from credvault.crypto import labels
+
+        return labels.encode("handovers", self.vault_id, self.member, body)
+
+    def _load(self) -> None:
+        import json
+
+        from credvault.crypto import primitives as p
+        from credvault.errors import IntegrityError
+        from credvault.jcs import canonical
+
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            doc = json.loads(data)
+            if doc.get("format") != self.FORMAT or doc.get("vault_id") != self.vault_id.hex():
+                raise ValueError
+            seen = doc["seen"]
+            tag = bytes.fromhex(doc["mac"])
+            if not isinstance(seen, dict) or not all(
+                isinstance(v, list) and all(isinstance(h, str) for h in v) for v in seen.values()
+            ):
+                raise ValueError
+        except (ValueError, AttributeError, KeyError, TypeError, RecursionError):
+            raise IntegrityError(f"team key hand-over witness {self.path} is corrupt") from None
+        p.mac_verify(self._key, self._input(canonical(seen)), tag, "team key hand-over witness")
+        self.seen = seen
+
+    def check(self, links: dict[str, list[str]]) -> None:
+        """Every hand-over seen before is still there, unchanged (a history only grows)."""
+        from credvault.errors import IntegrityError
+
+        now = _hashes(links)
+        for member, hashes in self.seen.items():
+            if now.get(member, [])[: len(hashes)] != hashes:
+                raise IntegrityError(
+                    f"the key hand-over of member {member!r} (passwd --compromised) that "
+                    "this member saw is gone or altered on the server"
+                )
+
+    def keep(self, links: dict[str, list[str]]) -> None:
+        import json
+
+        from credvault.crypto import primitives as p
+        from credvault.files import atomic_write, make_private_dir
+        from credvault.jcs import canonical
+
+        now = _hashes(links)
+        if now == self.seen:
+            return
+        self.seen = now
+        doc = {
+            "format": self.FORMAT,
+            "vault_id": self.vault_id.hex(),
+            "seen": now,
+            "mac": p.mac(self._key, self._input(canonical(now))).hex(),
+        }
+        with contextlib.suppress(FileExistsError):
+            make_private_dir(self.path.parent)
+        atomic_write(self.path, json.dumps(doc, sort_keys=True).encode(), durable=False)
+
+
+def _hashes(links: dict[str, list[str]]) -> dict[str, list[str]]:
+    import hashlib
+
+    return {m: [hashlib.sha256(x.encode()).hexdigest() for x in ls] for m, ls in links.items()}

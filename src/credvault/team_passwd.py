@@ -52,26 +52,29 @@ def passwd(t: TeamHandle, new_passphrase: bytes | Secret) -> PasswdResult:
     slot = slot._replace(salted_login=True)
     pending = pending_path(path)
     pending.unlink(missing_ok=True)  # an earlier change the server never took
-    # ... and the witness an interrupted ``--compromised`` MACed for keys never used
-    pending_path(witness_path(path)).unlink(missing_ok=True)
+    # ... and the witnesses an interrupted ``--compromised`` MACed for keys never used
+    for witness in witness_paths(path):
+        pending_path(witness).unlink(missing_ok=True)
     write_new_private(pending, slot.to_bytes())
     ls.change_login(t.store, scram_verifier(slot.login_password(t.keys)))
     finish_pending(path)
     return PasswdResult(False, [], [], 0)
 
 
-def witness_path(slot: Path) -> Path:
-    """The log witness of the member whose key slot is ``slot``."""
+def witness_paths(slot: Path) -> list[Path]:
+    """The files MACed under the signing key of the member whose key slot is ``slot``: the
+    log witness and the witness of key hand-overs seen (``credvault.team_keys``)."""
     from credvault.team_log import LogWitness
 
-    return LogWitness.path_for(slot.parent.name, slot.name.removesuffix(".slot"))
+    logs = LogWitness.path_for(slot.parent.name, slot.name.removesuffix(".slot"))
+    return [logs, logs.with_suffix(".handovers")]
 
 
 def finish_pending(path: Path) -> None:
     """The server took the new verifier but the move did not happen: move it now (and,
-    after ``passwd --compromised``, the log witness MACed under the new signing key)."""
+    after ``passwd --compromised``, the witnesses MACed under the new signing key)."""
     os.replace(pending_path(path), path)
     fsync_dir(path.parent)
-    witness = witness_path(path)
-    if pending_path(witness).exists():
-        os.replace(pending_path(witness), witness)
+    for witness in witness_paths(path):
+        if pending_path(witness).exists():
+            os.replace(pending_path(witness), witness)

@@ -1406,7 +1406,8 @@ def test_info_receipt_keys_and_passwd_compromised(world: World, tmp_path: Path) 
     vault's on SQLCipher, your own on a team vault): after ``passwd --compromised`` bob's
     old key signs the hand-over to his new one, checkable with openssl from the key he
     had. On a team vault, as the DBA: the old slot logs in no more, a lead's rotation seals
-    nothing to bob (new or old keys), and a link edited or deleted is exit 6 for bob."""
+    nothing to bob (new or old keys), and a link edited or deleted is exit 6 for every
+    client that saw it."""
     alice = json.loads(world.ok("alice", "info").out)
     settings = ("purge-grace-days", "audit-retention-days", "backup-retention-days", "trash-days")
     assert list(alice) == [
@@ -1495,13 +1496,15 @@ def test_info_receipt_keys_and_passwd_compromised(world: World, tmp_path: Path) 
     assert [g["member"] for g in shown["members"]] == ["alice"]
     assert _dba_sql(world, "SELECT string_agg(member, ',' ORDER BY member) FROM credvault.grants "
                     "WHERE sealed IS NOT NULL AND revoked_at IS NULL") == "alice"  # fmt: skip
-    # the DBA edits bob's link, then deletes it: bob's history no longer reaches his key
+    # the DBA edits bob's link: bob's client, which made it, says so (exit 6); then deletes
+    # it, to make bob's old key current again: alice's client saw it and will not go on
     _dba_sql(world, "UPDATE credvault.member_key_links SET link = "
              "replace(link, '\"valid_from\":\"2', '\"valid_from\":\"1')")  # fmt: skip
-    assert "not signed by the key before it" in one_line(world.run("bob", "receipt-keys"))
-    _dba_sql(world, "DELETE FROM credvault.member_key_links")
     r = world.run("bob", "receipt-keys")
-    assert (r.code, "does not end at the key you hold" in one_line(r)) == (6, True)
+    assert (r.code, "is gone or altered on the server" in one_line(r)) == (6, True)
+    _dba_sql(world, "DELETE FROM credvault.member_key_links")
+    r = world.run("alice", "grant", "acme-2026", "carol", "reader")
+    assert (r.code, "key hand-over of member 'bob'" in one_line(r)) == (6, True)
 
 
 @pytest.fixture

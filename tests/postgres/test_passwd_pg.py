@@ -198,15 +198,19 @@ def test_a_member_cannot_write_or_forge_a_key_hand_over(
         monkeypatch.undo()
     monkeypatch.setenv("XDG_CONFIG_HOME", team.envs["bob"]["XDG_CONFIG_HOME"])
     monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    handovers = witness.with_suffix(".handovers")
     assert team_passwd.pending_path(witness).exists()
+    assert team_passwd.pending_path(handovers).exists()
     with pytest.raises(WrongPassphrase):  # the old slot's login is gone
         Team.open(team.target, "bob", _pw(team))
     with Team.open(team.target, "bob", new) as bob:
         assert not team_passwd.pending_path(witness).exists()
+        assert not team_passwd.pending_path(handovers).exists()
         assert bob.sign_pub != old_key
         assert bob.view("acme-2026").state is not None  # the witness opens under the new key
-        keys = bob.receipt_keys().keys
+        keys = bob.receipt_keys().keys  # its own hand-over is in the witness, new key's MAC
         assert [k.public_key for k in keys] == [old_key, bob.sign_pub]
+    assert handovers.exists()
 
 
 def test_a_member_changes_only_their_own_login(team: World) -> None:

@@ -1,6 +1,7 @@
-"""The SQL of ``info`` and ``receipt-keys`` on a team vault (``upgrade-2.sql``, section
-pgkeys), beside :mod:`credvault.postgres.store`, whose connection and error mapping it uses.
-Each call is one SECURITY DEFINER function; it decides nothing.
+"""The SQL of ``info``, ``receipt-keys`` and ``passwd --compromised`` on a team vault
+(``upgrade-2.sql``, section pgkeys), beside :mod:`credvault.postgres.store`, whose
+connection and error mapping it uses. Each call is one SECURITY DEFINER function; it
+decides nothing.
 """
 
 from __future__ import annotations

@@ -3784,10 +3784,11 @@ BEGIN
 END $$;
 
 -- == pgkeys: info, receipt-keys and passwd --compromised on a team vault ==
--- (docs/team.md, "info, receipt keys, compromised keys".) `credvault info` shows what SQLCipher's shows:
--- the schema version, when the vault was made, how many members are active and the
--- settings the server keeps in meta. The creation time is kept from now on; a vault made
--- before this section gets its first member's creation (its founder's `init`).
+-- (docs/team.md, "`info`, `receipt-keys` and `passwd --compromised`".) `credvault info`
+-- shows what SQLCipher's shows: the schema version, when the vault was made, how many
+-- members are active and the settings the server keeps in meta. The creation time is kept
+-- from now on; a vault made before this section gets its first member's creation (its
+-- founder's `init`).
 INSERT INTO credvault.meta (key, value)
     SELECT 'created_at', convert_to(credvault.iso(coalesce(min(created_at), now())), 'UTF8')
     FROM credvault.members
