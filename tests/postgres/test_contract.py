@@ -1147,8 +1147,11 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "acme": ["beta-2026(active)"]
     }
     # audit: an admin reads the whole trail, filtered by time; a lead their engagements
+    from credvault.model import parse_iso  # SQLCipher's time form, microseconds
+
     today = f"{datetime.now(UTC):%Y-%m-%d}"
     sets = world.ok("alice", "audit", "--since", today, "--action", "engagement-set", "--json")
+    assert all(parse_iso(e["ts"]).date() == datetime.now(UTC).date() for e in json.loads(sets.out))
     assert [(e["member"], e["detail"]) for e in json.loads(sets.out)] == [
         ("alice", "require-reason=False"),
         ("bob", "require-reason=True"),
