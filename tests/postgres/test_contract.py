@@ -1115,6 +1115,8 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "credvault: access denied: 'carol' may not list members on engagement 'acme-2026' "
         "(no grant)",
     )
+    nope = world.run("alice", "engagement", "members", "nope-2026")
+    assert (nope.code, one_line(nope)) == (3, "credvault: engagement 'nope-2026' not found")
     refused = world.run("carol", "engagement", "set", "beta-2026", "--no-require-reason")
     assert (refused.code, one_line(refused)) == (
         4,

@@ -3018,7 +3018,7 @@ BEGIN
         RETURN 'denied: ' || why;
     END IF;
     IF e.id IS NULL THEN
-        RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'credvault: engagement % not found', quote_literal(eng) USING ERRCODE = 'no_data_found';
     END IF;
     IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
         IF new_link IS NULL OR NOT settings_link_ok(new_link, who, rr, NULL) THEN
@@ -3052,7 +3052,7 @@ BEGIN
         RETURN 'denied: no grant';
     END IF;
     IF e.id IS NULL THEN
-        RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'credvault: engagement % not found', quote_literal(eng) USING ERRCODE = 'no_data_found';
     END IF;
     SELECT count(*) INTO n FROM engagement_grants(eng);
     PERFORM audit_append(who, 'engagement-members', eng, NULL, 'ok', format('%s members listed', n));
@@ -3085,7 +3085,7 @@ BEGIN
             RETURN;
         END IF;
         IF e.id IS NULL THEN
-            RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+            RAISE EXCEPTION 'credvault: engagement % not found', quote_literal(eng) USING ERRCODE = 'no_data_found';
         END IF;
         engs := ARRAY[eng];
     ELSIF is_admin() THEN
