@@ -1179,11 +1179,14 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "'beta-2026' (role reader)",
     )
     acts = ("engagement-set", "change settings", "engagement-members", "list members", "get")
-    acts += ("audit-read", "read the audit trail", "rotate")
+    acts += ("audit-read", "read the audit trail", "rotate", "engagement-new")
     # a rotation's own entries differ by design: a team lead's reads every envelope through
     # an audited request first ("read for rotation"), then stores "key version N"
     rows = [r for r in _all_audit(world, acts) if r[1] != "rotate" or r[4] != "ok"]
     assert rows == [
+        ("alice", "engagement-new", "acme-2026", None, "ok", "client acme, lead alice"),
+        ("alice", "engagement-new", "beta-2026", None, "ok", "client acme, lead bob"),
+        ("alice", "engagement-new", "gamma-2026", None, "ok", "client gamma, lead alice"),
         ("carol", "get", "beta-2026", "db", "denied", "this engagement requires --reason"),
         ("carol", "get", "beta-2026", "db", "ok", "reason: T-1"),
         ("alice", "engagement-members", "beta-2026", None, "ok", "2 members listed"),
