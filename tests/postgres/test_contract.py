@@ -1098,11 +1098,17 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "(this engagement requires --reason)"
     )
     assert world.ok("carol", "get", "beta-2026/db", "--reason", "T-1").out == SECRET + b"\n"
-    listed = world.ok("alice", "engagement", "members", "beta-2026").text
+    # an admin without a role: the members, then every client (one set-up process)
+    listed = world.setup(
+        [("alice", ("engagement", "members", "beta-2026")), ("alice", ("client", "ls"))]
+    )
     assert listed == (
         "MEMBER  ROLE    GRANTED_BY  EXPIRES  KEY\n"
         "bob     lead    alice                yes\n"
         "carol   reader  bob                  yes\n"
+        "CLIENT  ENGAGEMENTS\n"
+        "acme    acme-2026(active), beta-2026(active)\n"
+        "gamma   gamma-2026(active)\n"
     )
     as_reader = json.loads(world.ok("carol", "engagement", "members", "beta-2026", "--json").out)
     assert [(g["member"], g["role"], g["granted_by"], g["has_key"]) for g in as_reader] == [
@@ -1140,11 +1146,6 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "credvault: access denied: 'carol' may not rotate on engagement 'beta-2026' (role reader)",
     )
     assert world.ok("carol", "get", "beta-2026/db", "--reason", "T-2").out == SECRET + b"\n"
-    assert world.ok("alice", "client", "ls").text == (
-        "CLIENT  ENGAGEMENTS\n"
-        "acme    acme-2026(active), beta-2026(active)\n"
-        "gamma   gamma-2026(active)\n"
-    )
     assert json.loads(world.ok("carol", "client", "ls", "--json").out) == {
         "acme": ["beta-2026(active)"]
     }
