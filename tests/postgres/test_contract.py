@@ -1254,11 +1254,17 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "(this engagement requires --reason)"
     )
     assert world.ok("carol", "get", "beta-2026/db", "--reason", "T-1").out == SECRET + b"\n"
-    listed = world.ok("alice", "engagement", "members", "beta-2026").text
+    # an admin without a role: the members, then every client (one set-up process)
+    listed = world.setup(
+        [("alice", ("engagement", "members", "beta-2026")), ("alice", ("client", "ls"))]
+    )
     assert listed == (
         "MEMBER  ROLE    GRANTED_BY  EXPIRES  KEY\n"
         "bob     lead    alice                yes\n"
         "carol   reader  bob                  yes\n"
+        "CLIENT  ENGAGEMENTS\n"
+        "acme    acme-2026(active), beta-2026(active)\n"
+        "gamma   gamma-2026(active)\n"
     )
     as_reader = json.loads(world.ok("carol", "engagement", "members", "beta-2026", "--json").out)
     assert [(g["member"], g["role"], g["granted_by"], g["has_key"]) for g in as_reader] == [
@@ -1271,6 +1277,8 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "credvault: access denied: 'carol' may not list members on engagement 'acme-2026' "
         "(no grant)",
     )
+    nope = world.run("alice", "engagement", "members", "nope-2026")
+    assert (nope.code, one_line(nope)) == (3, "credvault: engagement 'nope-2026' not found")
     refused = world.run("carol", "engagement", "set", "beta-2026", "--no-require-reason")
     assert (refused.code, one_line(refused)) == (
         4,
@@ -1294,17 +1302,15 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "credvault: access denied: 'carol' may not rotate on engagement 'beta-2026' (role reader)",
     )
     assert world.ok("carol", "get", "beta-2026/db", "--reason", "T-2").out == SECRET + b"\n"
-    assert world.ok("alice", "client", "ls").text == (
-        "CLIENT  ENGAGEMENTS\n"
-        "acme    acme-2026(active), beta-2026(active)\n"
-        "gamma   gamma-2026(active)\n"
-    )
     assert json.loads(world.ok("carol", "client", "ls", "--json").out) == {
         "acme": ["beta-2026(active)"]
     }
     # audit: an admin reads the whole trail, filtered by time; a lead their engagements
+    from credvault.model import parse_iso  # SQLCipher's time form, microseconds
+
     today = f"{datetime.now(UTC):%Y-%m-%d}"
     sets = world.ok("alice", "audit", "--since", today, "--action", "engagement-set", "--json")
+    assert all(parse_iso(e["ts"]).date() == datetime.now(UTC).date() for e in json.loads(sets.out))
     assert [(e["member"], e["detail"]) for e in json.loads(sets.out)] == [
         ("alice", "require-reason=False"),
         ("bob", "require-reason=True"),
@@ -1330,11 +1336,14 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
         "'beta-2026' (role reader)",
     )
     acts = ("engagement-set", "change settings", "engagement-members", "list members", "get")
-    acts += ("audit-read", "read the audit trail", "rotate")
+    acts += ("audit-read", "read the audit trail", "rotate", "engagement-new")
     # a rotation's own entries differ by design: a team lead's reads every envelope through
     # an audited request first ("read for rotation"), then stores "key version N"
     rows = [r for r in _all_audit(world, acts) if r[1] != "rotate" or r[4] != "ok"]
     assert rows == [
+        ("alice", "engagement-new", "acme-2026", None, "ok", "client acme, lead alice"),
+        ("alice", "engagement-new", "beta-2026", None, "ok", "client acme, lead bob"),
+        ("alice", "engagement-new", "gamma-2026", None, "ok", "client gamma, lead alice"),
         ("carol", "get", "beta-2026", "db", "denied", "this engagement requires --reason"),
         ("carol", "get", "beta-2026", "db", "ok", "reason: T-1"),
         ("alice", "engagement-members", "beta-2026", None, "ok", "2 members listed"),

@@ -114,5 +114,8 @@ def audit_entries(
 
 
 def _ts(v: Any) -> str:
-    """A timestamptz as the team vault's ISO form (UTC, seconds, ``Z``), as the store's."""
-    return str(v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    """An audit entry's time as SQLCipher's entries carry it (and as the server's chain
+    hashes it): UTC, microseconds, ``Z`` (:func:`credvault.model.iso`)."""
+    from credvault.model import iso
+
+    return iso(v.astimezone(UTC))

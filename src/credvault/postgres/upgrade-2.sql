@@ -3167,6 +3167,30 @@ END $$;
 -- engagement whose require_reason column differs from its signed log (a DBA's unsigned
 -- flip: exit 6), and closes with the signed grace period.
 
+-- The engagement's creation on the record as SQLCipher's (`engagement-new`, "client C,
+-- lead L"; section pglog wrote `create` with no detail). The same function otherwise.
+CREATE OR REPLACE FUNCTION credvault.create_engagement_logged(
+    e_uid bytea, e_name text, e_client text, e_lead text, link0 bytea
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); eid bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM members WHERE name = e_lead AND state = 'active') THEN
+        RAISE EXCEPTION 'credvault: no active member %', e_lead USING ERRCODE = 'no_data_found';
+    END IF;
+    INSERT INTO engagements (uid, name, client, state, key_version, key_fp, created_by, lead, creation_sig)
+    VALUES (e_uid, e_name, e_client, 'active', 0, '', who, e_lead,
+            substring(link0 FROM length(link0) - 63))
+    RETURNING id INTO eid;
+    INSERT INTO grants (engagement_id, member, role, granted_by, role_sig)
+    VALUES (eid, e_lead, 'lead', who, '\x'::bytea);
+    PERFORM log_append(eid, link0);
+    PERFORM audit_append(who, 'engagement-new', e_name, NULL, 'ok',
+                         format('client %s, lead %s', e_client, e_lead));
+    RETURN eid;
+END $$;
+
 -- A `set` link of `who` saying require_reason = rr (and, unless NULL, grace_days = grace;
 -- -1 for the vault's own), and nothing after it (header part 6 kind, 7 signer, 9 and 10
 -- the two 8-byte integers).
@@ -3219,7 +3243,7 @@ BEGIN
         RETURN 'denied: ' || why;
     END IF;
     IF e.id IS NULL THEN
-        RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'credvault: engagement % not found', quote_literal(eng) USING ERRCODE = 'no_data_found';
     END IF;
     IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
         IF new_link IS NULL OR NOT settings_link_ok(new_link, who, rr, NULL) THEN
@@ -3253,7 +3277,7 @@ BEGIN
         RETURN 'denied: no grant';
     END IF;
     IF e.id IS NULL THEN
-        RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'credvault: engagement % not found', quote_literal(eng) USING ERRCODE = 'no_data_found';
     END IF;
     SELECT count(*) INTO n FROM engagement_grants(eng);
     PERFORM audit_append(who, 'engagement-members', eng, NULL, 'ok', format('%s members listed', n));
@@ -3286,7 +3310,7 @@ BEGIN
             RETURN;
         END IF;
         IF e.id IS NULL THEN
-            RAISE EXCEPTION 'credvault: engagement % not found', eng USING ERRCODE = 'no_data_found';
+            RAISE EXCEPTION 'credvault: engagement % not found', quote_literal(eng) USING ERRCODE = 'no_data_found';
         END IF;
         engs := ARRAY[eng];
     ELSIF is_admin() THEN
