@@ -400,6 +400,12 @@ class Team:
 
         return info(self.store, self.path, self.vault_id, self.public_key)
 
+    def set_setting(self, name: str, value: str) -> None:
+        """``config set`` (admins; :func:`credvault.team_keys.set_setting`)."""
+        from credvault.team_keys import set_setting
+
+        set_setting(self, name, value)
+
     @property
     def clients(self) -> TeamClients:
         """``client export`` (:mod:`credvault.team_export`, loaded when used)."""

@@ -74,6 +74,21 @@ def info(store: PgStore, path: str, vault_id: bytes, public_key: str) -> VaultIn
     )
 
 
+def set_setting(t: TeamHandle, name: str, value: str) -> None:
+    """``config set`` on a team vault (admins): SQLCipher's names and checks
+    (:func:`credvault.retention.parse`); a setting the team vault does not use is refused
+    in one line (exit 2), as an unknown one is."""
+    from credvault.errors import AccessDenied, InvalidInput
+    from credvault.postgres.keys_store import set_setting as store_set
+    from credvault.retention import parse
+
+    key, n = parse(name, value)
+    if key not in TEAM_SETTINGS:
+        raise InvalidInput(f"{name} is {UNUSED}")
+    if not store_set(t.store, key, name, n):
+        raise AccessDenied(t.member, "change settings", None, "admin only")
+
+
 def history(vault_id: bytes, first: bytes, links: list[str]) -> ReceiptKeys:
     """A member's key history from their certified key ``first``: every stored link must
     follow from the key before it (IntegrityError, exit 6, if one does not)."""

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -1521,6 +1521,28 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
     return _postgresql(tmp_path, pg_cluster)
 
 
+def test_config_set_moves_purge_dates_and_is_for_admins(world: World) -> None:
+    world.ok("alice", "engagement", "close", "acme-2026")  # the vault's grace period
+    assert world.ok("alice", "config", "set", "purge-grace-days", "3").text == (
+        "purge-grace-days = 3\n"
+    )
+    shown = json.loads(world.ok("alice", "engagement", "show", "acme-2026", "--json").out)
+    closed = datetime.fromisoformat(shown["closed_at"])
+    due = datetime.fromisoformat(shown["purge_due"])
+    assert due - closed == timedelta(days=3)
+    settings = json.loads(world.ok("alice", "config", "get", "--json").out)
+    assert settings["purge-grace-days"] == 3
+    denied = world.run("bob", "config", "set", "trash-days", "5")
+    assert denied.code == 4
+    assert one_line(denied) == (
+        "credvault: access denied: 'bob' may not change settings (admin only)"
+    )
+    if world.backend == "postgresql":
+        unused = world.run("alice", "config", "set", "audit-retention-days", "9")
+        assert unused.code == 2
+        assert one_line(unused) == "credvault: audit-retention-days is not used by a team vault"
+
+
 def test_check_by_an_admin_says_sound_and_a_member_is_denied(world: World) -> None:
     world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     r = world.ok("alice", "check")
@@ -1631,12 +1653,32 @@ def test_witness_accept_follows_a_restored_database_for_one_member(team: World) 
     ]
 
 
-def test_commands_not_yet_on_a_team_vault_say_so_in_one_line(team: World) -> None:
-    team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
-    for args in (("backup",),):
+def test_commands_a_team_vault_replaces_say_what_to_do_instead(team: World) -> None:
+    some_file = team.envs["alice"]["CREDVAULT_PASSPHRASE_FILE"]  # read before the vault
+    for args, instead in (
+        (("member", "add", "dave"), "`credvault member invite NAME`"),
+        (("member", "reset", "bob"), "`credvault member rm NAME`, then `member invite NAME`"),
+        (
+            (
+                "recover",
+                "acme-2026",
+                "--recovery-file",
+                some_file,
+                "--grant-to",
+                "bob",
+                "--role",
+                "lead",
+            ),
+            "a team vault has no recovery key",
+        ),
+        (("backup",), "pg_dump or pgBackRest"),
+    ):
         r = team.run("alice", *args)
         assert r.code == 1, (args, r.err)
-        assert "not available on a PostgreSQL team vault" in one_line(r)
+        line = one_line(r)
+        assert line.startswith(f"credvault: `credvault {args[0]}"), line
+        assert "is not used on a team vault: " in line, line
+        assert instead in line, line
 
 
 def test_the_key_slot_is_private_and_strictly_read(team: World) -> None:

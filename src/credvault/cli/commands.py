@@ -38,7 +38,7 @@ from credvault import (
 from credvault.cli import terminal as t
 
 if TYPE_CHECKING:
-    from credvault import LedgerRestore, ReceiptKeys, Team, WitnessGap
+    from credvault import LedgerRestore, NotOnTeam, ReceiptKeys, Team, WitnessGap
     from credvault.clipboard import Backend
 
 EXIT_OK = 0
@@ -48,10 +48,8 @@ EXIT_OK = 0
 def vault_dir(args: argparse.Namespace) -> Path:
     """The SQLCipher vault directory; a team vault here is a command it does not serve."""
     if vault_target(getattr(args, "vault", None)) is not None:
-        from credvault import NotOnTeam
-
         handler = getattr(getattr(args, "func", None), "__name__", "")
-        raise NotOnTeam(handler.removeprefix("cmd_").replace("_", " ") or "this command")
+        raise not_on_team(handler)
     return Path(args.vault) if args.vault else default_dir()
 
 
@@ -156,9 +154,32 @@ TEAM_COMMANDS = frozenset(
         "cmd_import",
         "cmd_unlock",
         "cmd_check",
+        "cmd_config_get",
+        "cmd_config_set",
         "cmd_witness_accept",
     }
 )
+
+
+# Commands a team vault replaces by design, and with what (one line, exit 1).
+TEAM_INSTEAD = {
+    "cmd_member_add": "an admin runs `credvault member invite NAME` and the new member "
+    "`credvault join` on their own machine, where their keys are made (docs/team.md)",
+    "cmd_member_reset": "a member's keys are made on their own machine, never by an admin: "
+    "`credvault member rm NAME`, then `member invite NAME` and their `join`; their leads grant "
+    'them again (docs/team.md, "Members")',
+    "cmd_recover": "a team vault has no recovery key (no one outside an engagement's roster "
+    "ever holds its key): a lead grants the member again",
+}
+
+
+def not_on_team(handler: str) -> NotOnTeam:
+    """The one line for a command a team vault does not serve: what to do instead where it
+    is replaced by design, else "not available ... yet"."""
+    from credvault import NotOnTeam
+
+    command = handler.removeprefix("cmd_").replace("_", " ") or "this command"
+    return NotOnTeam(command, TEAM_INSTEAD.get(handler))
 
 
 def team_passphrase(args: argparse.Namespace, member: str) -> Secret:
@@ -175,11 +196,11 @@ def team_passphrase(args: argparse.Namespace, member: str) -> Secret:
 
 def open_team(args: argparse.Namespace, target: str) -> Team:
     """Open the PostgreSQL team vault ``target`` for a command it serves."""
-    from credvault import NotOnTeam, Team
+    from credvault import Team
 
     handler = getattr(getattr(args, "func", None), "__name__", "")
     if handler not in TEAM_COMMANDS:
-        raise NotOnTeam(handler.removeprefix("cmd_").replace("_", " ") or "this command")
+        raise not_on_team(handler)
     member = member_name(args)
     # `get` is the command whose start-up counts (issue 14): it skips importing psycopg
     light = handler == "cmd_get"

@@ -36,6 +36,12 @@ def vault_info(store: PgStore) -> dict[str, Any]:
     return dict(row[0])
 
 
+def set_setting(store: PgStore, key: str, label: str, n: int) -> bool:
+    """``config set`` (``set_setting``): False when refused (not an admin; audited)."""
+    row = _one(store, "SELECT credvault.set_setting(%s, %s, %s)", (key, label, n), "config set")
+    return bool(row[0])
+
+
 def key_links(store: PgStore) -> dict[str, list[str]]:
     """Every member's signing-key links (``member_key_links()``), in order, by member."""
     out: dict[str, list[str]] = {}

@@ -3966,3 +3966,38 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.record_witness_accept(text) TO %I',
                    credvault.member_group());
 END $$;
+
+-- `credvault config set` on a team vault (credvault/team_keys.py): an admin changes a
+-- setting the server keeps in meta, as SQLCipher's Vault.set_setting: audited 'config-set'
+-- "NAME=N" (item: the CLI's name); a change of purge_grace_days moves the purge date of
+-- every closed engagement that follows the vault's period (grace_days NULL; a hold still
+-- wins), as lifecycle.reschedule. A member who is not an admin gets SQLCipher's denial
+-- ('change settings', "admin only"), audited, and FALSE.
+CREATE FUNCTION credvault.set_setting(k text, label text, n integer) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    IF NOT is_admin() THEN
+        PERFORM audit_append(me(), 'change settings', NULL, NULL, 'denied', 'admin only');
+        RETURN false;
+    END IF;
+    IF k NOT IN ('purge_grace_days', 'backup_retention_days', 'trash_days')
+       OR n IS NULL OR n < 0 OR n > 36500 THEN
+        RAISE EXCEPTION 'credvault: invalid setting' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO meta (key, value) VALUES (k, convert_to(n::text, 'UTF8'))
+        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+    IF k = 'purge_grace_days' THEN
+        UPDATE engagements SET purge_due = due_of(closed_at, n, hold_until)
+            WHERE state = 'closed' AND grace_days IS NULL AND closed_at IS NOT NULL;
+    END IF;
+    PERFORM audit_append(me(), 'config-set', NULL, label, 'ok', format('%s=%s', label, n));
+    RETURN true;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.set_setting(text, text, integer) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.set_setting(text, text, integer) TO %I',
+                   credvault.member_group());
+END $$;
