@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,6 +187,18 @@ def _key_forms(w: World) -> list[bytes]:
     return forms
 
 
+def _sessions(w: World, member: str) -> list[object]:
+    """The member's open sessions on the server (as the DBA sees them)."""
+    import psycopg
+
+    cluster = w.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    with psycopg.connect(cluster.conninfo(str(w.extra["db"])), password=cluster.password) as c:
+        return c.execute(
+            "SELECT pid FROM pg_stat_activity WHERE usename = %s", (f"{w.extra['db']}_{member}",)
+        ).fetchall()
+
+
 def served_get(w: World) -> bytes:
     r = run(w, "bob", "get", "acme-2026/db", **NO_PASSPHRASE)
     assert r.code == 0, r.err
@@ -234,6 +247,7 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
     r = run(team, "bob", "get", "acme-2026/db", "--as", "alice", **NO_PASSPHRASE)
     assert (r.code, r.out) == (5, b""), r.err
     assert served() == 3
+    assert len(_sessions(team, "bob")) == 1  # one connection, kept between requests
     # status tells the truth on a team vault too
     lines = team.ok("bob", "status").text.splitlines()
     assert lines[2] == "keyring: locked (no cached key)"
@@ -285,6 +299,17 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
     assert team.ok("bob", "lock").text == "locked\n"
     assert run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE).code == 5
     assert client.status(sock) is None
+
+    # The lifetime ends: keys and connection dropped, the agent exits (observed, not slept)
+    team.ok("bob", "unlock", "--ttl", "1s")
+    deadline = time.monotonic() + 60
+    while client.status(sock) is not None:
+        assert time.monotonic() < deadline, "the agent outlived its keys' lifetime"
+        time.sleep(0.05)
+    assert run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE).code == 5
+    while _sessions(team, "bob"):  # its connection closed (the backend exits after it)
+        assert time.monotonic() < deadline, "the agent's connection outlived its keys"
+        time.sleep(0.05)
 
     # A passphrase change (a new slot file) drops the keys before the next request
     team.ok("bob", "unlock")
