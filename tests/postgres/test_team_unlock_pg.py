@@ -56,11 +56,11 @@ def team(tmp_path: Path, pg_cluster: Cluster, runtime_dir: Path) -> World:
     return w
 
 
-def run(w: World, who: str, *args: str, **env: str) -> CliResult:
+def run(w: World, who: str, *args: str, input: bytes = b"", **env: str) -> CliResult:
     saved = w.envs[who]
     w.envs[who] = {**saved, **env}
     try:
-        return w.run(who, *args)
+        return w.run(who, *args, input=input)
     finally:
         w.envs[who] = saved
 
@@ -240,13 +240,27 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
     assert r.code == 3
     assert "nope" in one_line(r)
     assert served() == 3
-    # the rest takes the normal path (here: no passphrase, so locked), not the agent
-    assert run(team, "bob", "ls", "acme-2026", **NO_PASSPHRASE).code == 5
-    assert served() == 3
+    # What else it serves on SQLCipher, as far as a team vault offers it: the same output
+    r = run(team, "bob", "ls", "acme-2026", **NO_PASSPHRASE)
+    assert served() == 4
+    normal = run(team, "bob", "ls", "acme-2026", CREDVAULT_NO_AGENT="1")
+    assert (r.code, r.out, r.err) == (normal.code, normal.out, normal.err)
+    assert (r.code, r.err) == (0, "")
+    assert b"acme-2026/db" in r.out
+    r = run(team, "bob", "put", "acme-2026/new", input=b"n3w\n", **NO_PASSPHRASE)
+    assert (r.code, r.out, r.err) == (0, b"stored acme-2026/new\n", "")
+    assert _all_audit(team, ("put",))[-1][:5] == ("bob", "put", "acme-2026", "new", "ok")
+    assert run(team, "bob", "get", "acme-2026/new", **NO_PASSPHRASE).out == b"n3w\n"
+    # what a team vault does not offer takes the normal path, which refuses it in one line
+    s0 = served()
+    r = run(team, "bob", "config", "get", **NO_PASSPHRASE)
+    assert r.code == 1
+    assert "not available on a PostgreSQL team vault" in one_line(r)
+    assert served() == s0
     # another member on the same account: bob's unlock is never theirs
     r = run(team, "bob", "get", "acme-2026/db", "--as", "alice", **NO_PASSPHRASE)
     assert (r.code, r.out) == (5, b""), r.err
-    assert served() == 3
+    assert served() == s0
     assert len(_sessions(team, "bob")) == 1  # one connection, kept between requests
     # status tells the truth on a team vault too
     lines = team.ok("bob", "status").text.splitlines()
@@ -265,7 +279,7 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
     r = run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE)
     assert (r.code, r.out, r.err) == (0, SECRET + b"\n", "")
     assert len(_gets(team, "bob")) == before + 1
-    assert served() == 4
+    assert served() == s0 + 1
 
     # Memory only: no form of bob's keys or passphrase in the agent's environment or argv
     pid = int(st["pid"])
@@ -293,7 +307,7 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
                 p.chmod(mode)
         assert reply["ok"] is False
         assert reply["error"] == "denied"
-        assert served() == 4
+        assert served() == s0 + 1
 
     # lock ends the agent and everything it held
     assert team.ok("bob", "lock").text == "locked\n"
