@@ -144,6 +144,9 @@ def test_keyring_unlock_get_status_lock_and_the_binding(
     # nobody read as carol; bob's own entry untouched
     assert _gets(team, "carol") == []
     assert entry() == raw
+    # Another OS user cannot read the kernel-held wrapping key (nor reach bob's keyring)
+    if os.geteuid() == 0:
+        assert _kernel_key_as_nobody(f"credvault-team:{vid}:bob") == "NONE"
 
     # lock removes the entry, the marker and the wrapping key; then locked again
     r = team.ok("bob", "lock")
@@ -203,6 +206,36 @@ def served_get(w: World) -> bytes:
     r = run(w, "bob", "get", "acme-2026/db", **NO_PASSPHRASE)
     assert r.code == 0, r.err
     return r.out
+
+
+def _kernel_key_as_nobody(name: str) -> str:
+    """Look the kernel key up from a child that dropped to uid/gid 65534 (nobody)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            from credvault import kernel_keys
+
+            try:
+                found = kernel_keys.read(name)
+                answer = b"NONE" if found is None else b"FOUND"
+            except kernel_keys.KernelKeyError:
+                answer = b"NONE"
+            os.write(write_end, answer)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        answer = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return answer
 
 
 # -- the agent --------------------------------------------------------------------------------
