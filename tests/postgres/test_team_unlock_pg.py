@@ -116,6 +116,13 @@ def test_keyring_unlock_get_status_lock_and_the_binding(
     assert set(json.loads(raw)) == {"format", "expires", "keys"}
     assert json.loads(raw)["format"] == "credvault-team-keyring-1"
     assert SECRET not in raw.encode()
+    import base64
+
+    blob = base64.b64decode(json.loads(raw)["keys"])
+    forms = _key_forms(team)
+    for form in forms:
+        assert form not in raw.encode()
+        assert form not in blob
     # Another member on the same OS account: bob's unlock is not carol's (nor alice's)…
     r = run(team, "bob", "get", "acme-2026/db", "--as", "carol", **NO_PASSPHRASE)
     assert r.code == 5, r.err
@@ -156,6 +163,13 @@ def test_keyring_unlock_get_status_lock_and_the_binding(
     assert not (marker / f"team-unlocked-{vid}-bob").exists()
     assert run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE).code == 5
     assert team.ok("bob", "lock").text == "nothing cached; already locked\n"
+    # no file of bob's machine or of the keyring daemon holds his keys (the slot holds them
+    # only sealed under the passphrase)
+    for root in (Path(bob["HOME"]), Path(service_env["XDG_DATA_HOME"])):
+        for f in root.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                data = f.read_bytes()
+                assert not [form for form in forms[1:] if form in data], f
 
     # A new passphrase makes a new slot (salt, login): the entry bound to the old one is
     # refused and deleted, never used
