@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,11 +56,11 @@ def team(tmp_path: Path, pg_cluster: Cluster, runtime_dir: Path) -> World:
     return w
 
 
-def run(w: World, who: str, *args: str, **env: str) -> CliResult:
+def run(w: World, who: str, *args: str, input: bytes = b"", **env: str) -> CliResult:
     saved = w.envs[who]
     w.envs[who] = {**saved, **env}
     try:
-        return w.run(who, *args)
+        return w.run(who, *args, input=input)
     finally:
         w.envs[who] = saved
 
@@ -115,6 +116,13 @@ def test_keyring_unlock_get_status_lock_and_the_binding(
     assert set(json.loads(raw)) == {"format", "expires", "keys"}
     assert json.loads(raw)["format"] == "credvault-team-keyring-1"
     assert SECRET not in raw.encode()
+    import base64
+
+    blob = base64.b64decode(json.loads(raw)["keys"])
+    forms = _key_forms(team)
+    for form in forms:
+        assert form not in raw.encode()
+        assert form not in blob
     # Another member on the same OS account: bob's unlock is not carol's (nor alice's)…
     r = run(team, "bob", "get", "acme-2026/db", "--as", "carol", **NO_PASSPHRASE)
     assert r.code == 5, r.err
@@ -143,6 +151,9 @@ def test_keyring_unlock_get_status_lock_and_the_binding(
     # nobody read as carol; bob's own entry untouched
     assert _gets(team, "carol") == []
     assert entry() == raw
+    # Another OS user cannot read the kernel-held wrapping key (nor reach bob's keyring)
+    if os.geteuid() == 0:
+        assert _kernel_key_as_nobody(f"credvault-team:{vid}:bob") == "NONE"
 
     # lock removes the entry, the marker and the wrapping key; then locked again
     r = team.ok("bob", "lock")
@@ -152,6 +163,13 @@ def test_keyring_unlock_get_status_lock_and_the_binding(
     assert not (marker / f"team-unlocked-{vid}-bob").exists()
     assert run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE).code == 5
     assert team.ok("bob", "lock").text == "nothing cached; already locked\n"
+    # no file of bob's machine or of the keyring daemon holds his keys (the slot holds them
+    # only sealed under the passphrase)
+    for root in (Path(bob["HOME"]), Path(service_env["XDG_DATA_HOME"])):
+        for f in root.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                data = f.read_bytes()
+                assert not [form for form in forms[1:] if form in data], f
 
     # A new passphrase makes a new slot (salt, login): the entry bound to the old one is
     # refused and deleted, never used
@@ -186,10 +204,52 @@ def _key_forms(w: World) -> list[bytes]:
     return forms
 
 
+def _sessions(w: World, member: str) -> list[object]:
+    """The member's open sessions on the server (as the DBA sees them)."""
+    import psycopg
+
+    cluster = w.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    with psycopg.connect(cluster.conninfo(str(w.extra["db"])), password=cluster.password) as c:
+        return c.execute(
+            "SELECT pid FROM pg_stat_activity WHERE usename = %s", (f"{w.extra['db']}_{member}",)
+        ).fetchall()
+
+
 def served_get(w: World) -> bytes:
     r = run(w, "bob", "get", "acme-2026/db", **NO_PASSPHRASE)
     assert r.code == 0, r.err
     return r.out
+
+
+def _kernel_key_as_nobody(name: str) -> str:
+    """Look the kernel key up from a child that dropped to uid/gid 65534 (nobody)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            from credvault import kernel_keys
+
+            try:
+                found = kernel_keys.read(name)
+                answer = b"NONE" if found is None else b"FOUND"
+            except kernel_keys.KernelKeyError:
+                answer = b"NONE"
+            os.write(write_end, answer)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        answer = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return answer
 
 
 # -- the agent --------------------------------------------------------------------------------
@@ -227,13 +287,28 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
     assert r.code == 3
     assert "nope" in one_line(r)
     assert served() == 3
-    # the rest takes the normal path (here: no passphrase, so locked), not the agent
-    assert run(team, "bob", "ls", "acme-2026", **NO_PASSPHRASE).code == 5
-    assert served() == 3
+    # What else it serves on SQLCipher, as far as a team vault offers it: the same output
+    r = run(team, "bob", "ls", "acme-2026", **NO_PASSPHRASE)
+    assert served() == 4
+    normal = run(team, "bob", "ls", "acme-2026", CREDVAULT_NO_AGENT="1")
+    assert (r.code, r.out, r.err) == (normal.code, normal.out, normal.err)
+    assert (r.code, r.err) == (0, "")
+    assert b"acme-2026/db" in r.out
+    r = run(team, "bob", "put", "acme-2026/new", input=b"n3w\n", **NO_PASSPHRASE)
+    assert (r.code, r.out, r.err) == (0, b"stored acme-2026/new\n", "")
+    assert _all_audit(team, ("put",))[-1][:5] == ("bob", "put", "acme-2026", "new", "ok")
+    assert run(team, "bob", "get", "acme-2026/new", **NO_PASSPHRASE).out == b"n3w\n"
+    # what a team vault does not offer takes the normal path, which refuses it in one line
+    s0 = served()
+    r = run(team, "bob", "config", "get", **NO_PASSPHRASE)
+    assert r.code == 1
+    assert "not available on a PostgreSQL team vault" in one_line(r)
+    assert served() == s0
     # another member on the same account: bob's unlock is never theirs
     r = run(team, "bob", "get", "acme-2026/db", "--as", "alice", **NO_PASSPHRASE)
     assert (r.code, r.out) == (5, b""), r.err
-    assert served() == 3
+    assert served() == s0
+    assert len(_sessions(team, "bob")) == 1  # one connection, kept between requests
     # status tells the truth on a team vault too
     lines = team.ok("bob", "status").text.splitlines()
     assert lines[2] == "keyring: locked (no cached key)"
@@ -251,7 +326,7 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
     r = run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE)
     assert (r.code, r.out, r.err) == (0, SECRET + b"\n", "")
     assert len(_gets(team, "bob")) == before + 1
-    assert served() == 4
+    assert served() == s0 + 1
 
     # Memory only: no form of bob's keys or passphrase in the agent's environment or argv
     pid = int(st["pid"])
@@ -279,12 +354,23 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
                 p.chmod(mode)
         assert reply["ok"] is False
         assert reply["error"] == "denied"
-        assert served() == 4
+        assert served() == s0 + 1
 
     # lock ends the agent and everything it held
     assert team.ok("bob", "lock").text == "locked\n"
     assert run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE).code == 5
     assert client.status(sock) is None
+
+    # The lifetime ends: keys and connection dropped, the agent exits (observed, not slept)
+    team.ok("bob", "unlock", "--ttl", "1s")
+    deadline = time.monotonic() + 60
+    while client.status(sock) is not None:
+        assert time.monotonic() < deadline, "the agent outlived its keys' lifetime"
+        time.sleep(0.05)
+    assert run(team, "bob", "get", "acme-2026/db", **NO_PASSPHRASE).code == 5
+    while _sessions(team, "bob"):  # its connection closed (the backend exits after it)
+        assert time.monotonic() < deadline, "the agent's connection outlived its keys"
+        time.sleep(0.05)
 
     # A passphrase change (a new slot file) drops the keys before the next request
     team.ok("bob", "unlock")

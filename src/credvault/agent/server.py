@@ -23,8 +23,8 @@ Design choices (docs/security.md, "The agent"):
   file modes say.
 * A PostgreSQL team vault's entry (keyed by its connection string as given) holds the
   member's team key-slot keys and one logged-in connection (``agent.team_entry``); it
-  serves ``get`` only, on a fresh ``Team`` per request, and logs in again when the
-  connection dropped.
+  serves the commands above that a team vault offers, each on a fresh ``Team``, and logs in
+  again when the connection dropped.
 """
 
 from __future__ import annotations
@@ -386,18 +386,22 @@ class Agent:
     def _run_team(
         self, entry: Entry, target: tuple[str, str], args: argparse.Namespace, stdin: bytes | None
     ) -> Reply:
-        """``get`` for a team member: the CLI's own handler on a fresh Team over the held
-        connection (the server's two-phase audited read, nothing kept between requests).
-        A connection lost during the command is made again and the command run once more
-        (a read whose request was committed before the loss stays on the record)."""
+        """A served command for a team member: the CLI's own handler on a fresh Team over
+        the held connection (every read the server's two-phase audited read; nothing kept
+        between requests). Only the handlers a team vault serves (``TEAM_COMMANDS``): any
+        other takes the normal path, which refuses it in one line. A connection lost during
+        a ``get`` is made again and the ``get`` run once more (a read whose request was
+        committed before the loss stays on the record); any other command is not repeated
+        (it may have written): its error is the reply, and the next request logs in again."""
         from credvault import cli
         from credvault.agent.team_entry import SlotChanged
         from credvault.cli import commands
 
         hold = entry.team
         assert hold is not None
-        if args.command != "get":
-            return _error("fallback", "only get is served by the agent on a team vault")
+        if getattr(getattr(args, "func", None), "__name__", "") not in commands.TEAM_COMMANDS:
+            return _error("fallback", "not served on a team vault")
+        retry = args.command == "get"
         try:
             for attempt in (1, 2):
                 try:
@@ -419,8 +423,8 @@ class Agent:
                         code = e.code
                     except _StdinWanted:
                         return {"ok": False, "error": "need-stdin"}
-                if attempt == 1 and hold.broken():
-                    continue  # the connection dropped under the command: once more
+                if retry and attempt == 1 and hold.broken():
+                    continue  # the connection dropped under the get: once more
                 break
             return _result(code, out, err)
         finally:

@@ -5,7 +5,7 @@ once: the private keys of their own key slot, checked against the slot's public 
 one connection logged in with the password derived from them. It keeps nothing it reads: each
 request gets a fresh :class:`credvault.team.Team` on that connection, so the engagement keys,
 member certificates and membership logs a command uses are fetched and verified again, as a
-new process would, and every ``get`` is the server's two-phase read (a committed, audited
+new process would, and every read is the server's two-phase read (a committed, audited
 request, then the envelope) exactly as without the agent. Before each request the key slot
 file is checked: if it changed (``passwd``, a new ``join``) the keys are dropped. A connection
 that dropped (server restart, failover, a terminated session) is made again, with the same
