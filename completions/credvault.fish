@@ -517,6 +517,7 @@ complete -c credvault -n "__credvault_at ''" -a 'purge' -d 'destroy every engage
 complete -c credvault -n "__credvault_at 'purge'" -l 'dry-run' -d 'only list what is due'
 complete -c credvault -n "__credvault_at 'purge'" -l 'confirm-clock' -r -x -d 'the clock is suspect and you checked that today is this date (UTC): act on it (admins and service identities; audited)'
 complete -c credvault -n "__credvault_at 'purge'" -l 'rewrite' -d 'team vault, as the database owner: rewrite the table files purged rows stay in (VACUUM FULL; audited)'
+complete -c credvault -n "__credvault_at 'purge'" -l 'ledger' -r -F -d 'team vault restored from a dump: a purge ledger whose signed receipts say what to destroy again (repeatable)'
 complete -c credvault -n "__credvault_at 'purge'" -l 'json'
 complete -c credvault -n "__credvault_at 'purge'" -l 'vault' -r -x -a '(__fish_complete_directories)' -d 'vault directory (default $CREDVAULT_VAULT, else $XDG_DATA_HOME/credvault)'
 complete -c credvault -n "__credvault_at 'purge'" -l 'as' -r -x -a '(__credvault_names members)' -d 'act as this member (default $CREDVAULT_MEMBER, else your user name)'
