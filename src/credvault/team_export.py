@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from credvault import validate
 from credvault.clients import export_bytes
-from credvault.errors import AccessDenied, RetentionError
+from credvault.errors import AccessDenied
 
 if TYPE_CHECKING:
     from credvault.results import Receipt
@@ -74,11 +74,6 @@ class TeamClients:
             outcome = ls.export_check(t.store, name, why or "")
             if outcome.startswith("denied: "):
                 raise AccessDenied(t.member, "export", name, outcome.removeprefix("denied: "))
-            if outcome.startswith("error: "):
-                raise RetentionError(
-                    f"engagement {name!r} is {outcome.removeprefix('error: ')}: a team vault "
-                    "releases secrets of active engagements only (export before closing)"
-                )
             got = ls.lifecycle(t.store, name)
             if got is None:
                 raise AccessDenied(t.member, "export", name, "no grant")

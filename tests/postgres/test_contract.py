@@ -1521,6 +1521,30 @@ def team(tmp_path: Path, pg_cluster: Cluster) -> World:
     return _postgresql(tmp_path, pg_cluster)
 
 
+def test_a_closed_engagement_is_still_read_listed_and_exported(world: World) -> None:
+    """Closed is not purged: during the grace period or a retention hold (kept for the
+    client's future support) members read, list, search and export it, each read audited."""
+    world.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
+    world.ok("alice", "engagement", "close", "acme-2026")
+    assert world.ok("alice", "get", "acme-2026/db").out == SECRET + b"\n"
+    assert "acme-2026/db" in world.ok("alice", "ls", "acme-2026").text
+    assert world.ok("alice", "find", "db").text.splitlines()[1].split() == [
+        "acme-2026",
+        "credential",
+        "db",
+        "name",
+    ]
+    exported = json.loads(world.ok("alice", "client", "export", "acme").out)
+    [eng] = exported["engagements"]
+    assert (eng["state"], [c["name"] for c in eng["credentials"]]) == ("closed", ["db"])
+    reads = json.loads(
+        world.ok("alice", "audit", "--json", "--engagement", "acme-2026", "--action", "get").out
+    )
+    # a team export reads each secret like `get` (on the record before it leaves the server)
+    expected = 2 if world.backend == "postgresql" else 1
+    assert [(e["item"], e["outcome"]) for e in reads] == [("db", "ok")] * expected
+
+
 def test_config_set_moves_purge_dates_and_is_for_admins(world: World) -> None:
     world.ok("alice", "engagement", "close", "acme-2026")  # the vault's grace period
     assert world.ok("alice", "config", "set", "purge-grace-days", "3").text == (

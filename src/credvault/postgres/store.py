@@ -698,7 +698,7 @@ class PgStore:
             "SELECT e.name, c.name, c.kind, c.created_at, c.updated_at, s.name "
             "FROM credvault.credentials c JOIN credvault.engagements e ON e.id = c.engagement_id "
             "LEFT JOIN credvault.systems s ON s.id = c.system_id "
-            "WHERE e.state = 'active'"
+            "WHERE e.state <> 'purged'"
         )
         params: tuple[Any, ...] = ()
         if engagement is not None:
@@ -1249,10 +1249,10 @@ class PgStore:
         rows = self._all(
             "SELECT e.name, 'credential', c.name FROM credvault.credentials c "
             "JOIN credvault.engagements e ON e.id = c.engagement_id "
-            "WHERE e.state = 'active' AND strpos(lower(c.name), lower(%s)) > 0 "
+            "WHERE e.state <> 'purged' AND strpos(lower(c.name), lower(%s)) > 0 "
             "UNION ALL SELECT e.name, 'system', s.name FROM credvault.systems s "
             "JOIN credvault.engagements e ON e.id = s.engagement_id "
-            "WHERE e.state = 'active' AND strpos(lower(s.name), lower(%s)) > 0 "
+            "WHERE e.state <> 'purged' AND strpos(lower(s.name), lower(%s)) > 0 "
             "ORDER BY 1, 2, 3",
             (needle, needle),
             action="find",

@@ -1035,9 +1035,6 @@ BEGIN
         PERFORM audit_append(who, 'export', eng, NULL, 'denied', 'this engagement requires --reason');
         RETURN 'denied: this engagement requires --reason';
     END IF;
-    IF e.state <> 'active' THEN
-        RETURN 'error: ' || e.state;
-    END IF;
     RETURN 'ok';
 END $$;
 
@@ -1281,7 +1278,8 @@ BEGIN
     IF act IS NULL OR (k LIKE 'version%' AND ver IS NULL) THEN
         RAISE EXCEPTION 'credvault: unknown kind of record %', k USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    SELECT * INTO e FROM engagements WHERE name = eng
+        AND (state = 'active' OR (state = 'closed' AND k NOT LIKE 'rebind-%'));
     IF e.id IS NULL OR NOT may(e.id, 'read') OR (k LIKE 'rebind-%' AND NOT may(e.id, 'write')) THEN
         -- audited under the operation's verb, as SQLCipher does (access.py)
         PERFORM audit_append(who, CASE k WHEN 'system' THEN 'system show' ELSE act END,
@@ -1756,7 +1754,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; why text := coalesce(reason, ''); s bigint; rid bigint;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    SELECT * INTO e FROM engagements WHERE name = eng AND state IN ('active', 'closed');
     IF e.id IS NULL OR NOT may(e.id, 'read') THEN
         PERFORM audit_append(who, 'find', eng, NULL, 'denied', held(e.id));
         RETURN NULL;
@@ -2622,7 +2620,7 @@ BEGIN
     IF act IS NULL THEN
         RAISE EXCEPTION 'credvault: unknown kind of use %', k USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    SELECT * INTO e FROM engagements WHERE name = eng AND state IN ('active', 'closed');
     IF e.id IS NULL OR NOT may(e.id, 'read') THEN
         PERFORM audit_append(who, act, eng, itm, 'denied', held(e.id));
         RETURN NULL;
@@ -2871,7 +2869,7 @@ DECLARE
     s bigint;
     rid bigint;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    SELECT * INTO e FROM engagements WHERE name = eng AND state IN ('active', 'closed');
     r := CASE WHEN e.id IS NULL THEN NULL ELSE role_in(e.id) END;
     IF r IS NULL OR r NOT IN ('lead', 'engineer', 'reader') THEN
         PERFORM audit_append(who, 'get', eng, itm, 'denied', held(e.id));
