@@ -298,11 +298,11 @@ def test_agent_serves_get_audited_reconnects_and_drops_a_removed_member(
     assert (r.code, r.out, r.err) == (0, b"stored acme-2026/new\n", "")
     assert _all_audit(team, ("put",))[-1][:5] == ("bob", "put", "acme-2026", "new", "ok")
     assert run(team, "bob", "get", "acme-2026/new", **NO_PASSPHRASE).out == b"n3w\n"
-    # what a team vault does not offer takes the normal path, which refuses it in one line
+    # what a team vault replaces takes the normal path, which refuses it in one line
     s0 = served()
-    r = run(team, "bob", "config", "get", **NO_PASSPHRASE)
+    r = run(team, "bob", "member", "add", "dave", **NO_PASSPHRASE)
     assert r.code == 1
-    assert "not available on a PostgreSQL team vault" in one_line(r)
+    assert "is not used on a team vault: " in one_line(r)
     assert served() == s0
     # another member on the same account: bob's unlock is never theirs
     r = run(team, "bob", "get", "acme-2026/db", "--as", "alice", **NO_PASSPHRASE)
