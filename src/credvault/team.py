@@ -190,6 +190,10 @@ class Team:
         self.members = TeamMembers(self)
         self.audit = TeamAudit(self)
         self._engagement_keys: dict[tuple[str, int], tuple[bytes, bytes]] = {}
+        # where a warning goes (a write sealed under a key a rotation is due for): kept in
+        # ``warnings`` unless the caller (the CLI: one line on stderr) says otherwise
+        self.warnings: list[str] = []
+        self.on_warning: Callable[[str], None] = self.warnings.append
 
     def __repr__(self) -> str:
         return f"Team(member={self.keys.name!r})"
@@ -797,19 +801,21 @@ class Team:
 
     # -- helpers for the sub-objects ------------------------------------------------------
     def engagement_key(
-        self, engagement: str, action: str, version: int | None = None
+        self, engagement: str, action: str, version: int | None = None, *, write: bool = False
     ) -> tuple[bytes, bytes, int]:
         """(engagement uid, key, version) from the member's own sealed copy, accepted only
         if the replayed membership log made this member a holder of that version and the
         key has the fingerprint the rotating lead signed into the log. With ``version``
         (what a fetched record says), a key of that version opened earlier in this session
         is reused without asking the server again (the server checked the role at the
-        fetch). The first lead makes the first key here, at their first use of it."""
+        fetch). The first lead makes the first key here, at their first use of it.
+        ``write``: the key a new secret is about to be sealed under, through
+        :meth:`before_write` (a lead rotates first when the log says a rotation is due)."""
         if version is not None:
             hit = self._engagement_keys.get((engagement, version))
             if hit is not None:
                 return hit[0], hit[1], version
-        v = self.view(engagement)
+        v = self._write_view(engagement) if write else self.view(engagement)
         if v.eng is None:
             raise AccessDenied(self.member, action, engagement, "no role on it")
         if v.state is None:
@@ -818,6 +824,45 @@ class Team:
             self.engagements.rotate(engagement)
             v = self.view(engagement)
         return self.logged_key(engagement, action, v)
+
+    def before_write(self, engagement: str) -> bool:
+        """Whether ``engagement`` takes writes (it exists for this member and is active:
+        else the write goes straight to the server, which refuses it and puts that on the
+        record, with nothing read for it first), after :meth:`_write_view`'s gate."""
+        v = self._write_view(engagement)
+        return v.eng is not None and v.eng.state == "active"
+
+    def _write_view(self, engagement: str) -> View:
+        """The gate in front of every write that seals a new secret on an engagement
+        with a membership log (put, edit, mv, import, system add/set/rm, revert, trash
+        restore). After ``member rm`` (or a revoke, or an expired grant) the key rotates
+        only at a lead's command: until then a write would seal under the key the removed
+        member may have kept, and the DBA could hand him the ciphertext. So a lead rotates
+        first, where :meth:`TeamEngagements.rotation_due` (the one test ``grant`` uses)
+        says a rotation is due; any other member's write goes on, and the warning names
+        the pending rotation and the leads who must run it (:attr:`on_warning`). A
+        closed engagement is left to the server, which refuses the write. Not on the read
+        path: ``get`` makes no extra round trip."""
+        v = self.view(engagement)
+        if v.eng is None or v.state is None or v.eng.state != "active":
+            return v
+        lead = self.leads(v.state)
+        if not lead and v.state.key_version == 0:
+            return v  # no key yet: nothing to seal under (engagement_key says so)
+        due = self.engagements.rotation_due(v)
+        if due is None:
+            return v
+        if lead:
+            self.engagements.rotate(engagement)
+            return self.view(engagement)
+        leads = ", ".join(n for n in v.state.leads() if n not in due) or "its lead"
+        why = f" ({', '.join(due)} removed)" if due else " (a member lost access)"
+        self.on_warning(
+            f"warning: {engagement}'s key is due for rotation{why}: this write is sealed "
+            f"under the current key until a lead ({leads}) runs `credvault engagement "
+            f"rotate {engagement}`"
+        )
+        return v
 
     def logged_key(self, engagement: str, action: str, v: View) -> tuple[bytes, bytes, int]:
         eng, g, state = v.eng, v.grant, v.state
@@ -1005,7 +1050,7 @@ class TeamCredentials:
         existing = t.store.credential_meta(eng, name)
         kind_given = kind is not None
         kind = kind or (existing[0] if existing else "password")
-        eng_uid, key, version = t.engagement_key(eng, "put")
+        eng_uid, key, version = t.engagement_key(eng, "put", write=True)
         uid = os.urandom(16)
         # the secret is bound to the record's clear columns (format 0x02, docs/format.md §4):
         # name, kind and the system link: the one named (put --system), else the one the
@@ -1036,7 +1081,9 @@ class TeamCredentials:
             + (["kind"] if kind_given else [])
         )
         if not t.store.put_credential_linked(eng, name, kind, uid, version, envs, system, changed):
-            raise AccessDenied(t.member, "put", eng, "refused by the server")
+            from credvault.team_records import refusal
+
+            raise refusal(t, "put", eng)
         meta = t.store.credential_meta(eng, name)
         created, updated = (meta[1], meta[2]) if meta else ("", "")
         return CredentialInfo(eng, name, kind, system, created, updated)
@@ -1466,12 +1513,7 @@ class TeamEngagements:
         if not t.leads(v.state):
             raise AccessDenied(t.member, "grant", name, "refused by the server")
         now = _now()
-        if (
-            v.state.key_version == 0
-            or v.state.needs_rotation(now)
-            or v.eng.needs_rotation
-            or self._departed(v.state)
-        ):
+        if self.rotation_due(v) is not None:
             self.rotate(name)
             v = t.view(name)
         state = v.state
@@ -1535,6 +1577,19 @@ class TeamEngagements:
                 raise AccessDenied(t.member, "revoke", name, "refused by the server")
         self.rotate(name)
         return read
+
+    def rotation_due(self, v: View) -> builtins.list[str] | None:
+        """Whether a lead must rotate ``v``'s key before sealing anything more under it
+        (None: no), and the roster members the rotation signs out (maybe none: an expired
+        grant, a revoke whose rotation was cut short, the server's flag, or no key yet).
+        The one test: ``grant`` and :meth:`Team.before_write` both ask it."""
+        state, eng = v.state, v.eng
+        assert state is not None
+        assert eng is not None
+        departed = self._departed(state)
+        if departed or state.key_version == 0 or state.needs_rotation(_now()) or eng.needs_rotation:
+            return departed
+        return None
 
     def _departed(self, state: ml.State) -> builtins.list[str]:
         """Roster members the server no longer lists as active (removed), or whose pinned

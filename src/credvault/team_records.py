@@ -26,7 +26,14 @@ from credvault.credentials import (
     VersionInfo,
 )
 from credvault.crypto import envelope
-from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound, RetentionError
+from credvault.errors import (
+    AccessDenied,
+    CredvaultError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    RetentionError,
+)
 from credvault.systems import System
 
 if TYPE_CHECKING:
@@ -50,8 +57,10 @@ class Team(Protocol):
     def permits(self, operation: str, engagement: str) -> bool: ...
 
     def engagement_key(
-        self, engagement: str, action: str, version: int | None = None
+        self, engagement: str, action: str, version: int | None = None, *, write: bool = False
     ) -> tuple[bytes, bytes, int]: ...
+
+    def before_write(self, engagement: str) -> bool: ...
 
     def place(
         self,
@@ -115,10 +124,24 @@ PLACE = {
 }
 
 
-def _denied(t: Team, verb: str, eng: str) -> AccessDenied:
-    """The refusal in SQLCipher's words: the role held, or none."""
+def _denied(t: Team, verb: str, eng: str) -> CredvaultError:
+    return refusal(t, verb, eng)
+
+
+def refusal(t: Team, verb: str, eng: str, why: str | None = None) -> CredvaultError:
+    """What a write the server refused says, in SQLCipher's words (the one place every team
+    write maps a refusal): a member who may write, on an engagement that is not active,
+    was refused for its state (the server audited it as 'error', "engagement is closed"):
+    :func:`_inactive`, exit 1; anyone else was denied (audited 'denied'): the role held,
+    or none (or ``why``), exit 4. Asked only after a refusal: no round trip on success."""
+    from credvault.access import permits
+
     role = t.role(eng)
-    return AccessDenied(t.member, verb, eng, f"role {role.value}" if role else "no grant")
+    if permits("credential.put", role, admin=False):
+        row = t.store.engagement(eng)
+        if row is not None and row.state != "active":
+            return _inactive(eng, row.state)
+    return AccessDenied(t.member, verb, eng, why or (f"role {role.value}" if role else "no grant"))
 
 
 def _key_for(t: Team, eng: str, verb: str, blob: bytes) -> tuple[bytes, bytes]:
@@ -168,7 +191,7 @@ class TeamSystems:
         if old is not None:
             port_n = old.port if port is None else port_n
             protocol = old.protocol if protocol is None else protocol
-        eng_uid, key, version = t.engagement_key(eng, "system add")
+        eng_uid, key, version = t.engagement_key(eng, "system add", write=True)
         record = items.system_binding(name, port_n, protocol)
         address_env = t.seal(
             eng_uid, uid, "address", addr.encode(), key, version, table=SYSTEMS, record=record
@@ -220,11 +243,12 @@ class TeamSystems:
             raise _denied(t, "system set", eng)
         port_n = clean.get("port", old.port)
         protocol = clean.get("protocol", old.protocol)
+        active = t.before_write(eng)  # closed: nothing read here, the server refuses
         eng_uid, key, version = t.engagement_key(eng, "system set")
         addr: str | None = None
         if "address" in clean:
             addr = str(clean["address"])
-        elif (port_n, protocol) != (old.port, old.protocol):
+        elif active and (port_n, protocol) != (old.port, old.protocol):
             req = t.store.request_record("system", eng, name, "system set")
             rec = None if req is None else t.store.fetch_record(req, eng)
             if rec is None or rec.uid != old.uid:
@@ -303,7 +327,8 @@ class TeamSystems:
         eng, name = validate.ref(ref)
         allowed = t.permits("system.remove", eng)
         rebound: dict[bytes, bytes] = {}
-        if allowed:
+        # a lead rotates first where the log says it is due; closed: the server refuses
+        if allowed and t.before_write(eng):
             # linked credentials lose the link: their secrets sealed again without it
             for _, cred, _, _, _, linked in t.store.credentials(eng):
                 if linked == name:
@@ -589,6 +614,8 @@ def revert(t: Team, ref: str, version: int) -> CredentialInfo:
     envelopes back (they never leave it), keeping the replaced one as a version."""
     eng, name = validate.ref(ref)
     allowed = t.permits("credential.revert", eng)
+    if allowed:
+        t.before_write(eng)  # not under a key a removed member may hold
     outcome = t.store.revert_credential(eng, name, version)  # refusals audited there
     if not allowed or outcome == "denied":
         raise _denied(t, "revert", eng)
@@ -657,6 +684,8 @@ def edit(t: Team, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo
     uid = t.store.credential_uid(eng, name)
     envs: dict[str, bytes | None] = {}
     version = 0
+    if uid is not None and not t.before_write(eng):
+        uid = None  # closed: nothing read or sealed here, the server refuses (audited)
     if uid is not None:
         eng_uid, key, version = t.engagement_key(eng, "edit")
         for f in ("username", "url", "notes"):
@@ -706,7 +735,14 @@ def move(t: Team, ref: str, target: str) -> CredentialInfo:
         t_name = validate.name(target, "item name")
     allowed = t.permits("credential.move", eng)
     secret = None
-    if allowed and t_name != name and t.store.credential_meta(eng, t_name) is None:
+    # the rebound secret: not under a key a removed member may hold (a lead rotates first);
+    # closed: nothing read here, the server refuses
+    if (
+        allowed
+        and t.before_write(eng)
+        and t_name != name
+        and t.store.credential_meta(eng, t_name) is None
+    ):
         # the secret is bound to its name: sealed again for the new one
         got = _rebound(t, eng, name, "mv", new_name=t_name)
         secret = None if got is None else got[1]
@@ -732,6 +768,7 @@ def move_across(t: Team, ref: str, target: str) -> CredentialInfo:
 
     eng, name = validate.ref(ref)
     t_eng, t_name = validate.ref(target)
+    t.before_write(t_eng)  # before the request: the target's key is what it is sealed under
     outcome, req = t.store.request_move(eng, name, t_eng, t_name)
     if outcome == "denied":  # audited there, on the engagement that refused (ENG first)
         raise _denied(t, "mv", eng if not t.permits("credential.move", eng) else t_eng)
@@ -829,7 +866,7 @@ def import_entries(
         if got == "denied":
             raise _denied(t, "import", eng)
         return plan
-    eng_uid, key, version = t.engagement_key(eng, "import")
+    eng_uid, key, version = t.engagement_key(eng, "import", write=True)
     systems = []
     for sp in plan.systems:
         uid = os.urandom(16)
@@ -953,7 +990,8 @@ def restore(t: Team, ref: str, *, system: bool = False) -> None:
     kind = "system" if system else "credential"
     allowed = t.permits("system.restore" if system else "credential.restore", eng)
     rebound: dict[bytes, bytes] = {}
-    if allowed and system:
+    # what comes back is under the current key: rotated first if due; closed: nothing read
+    if allowed and t.before_write(eng) and system:
         # the credentials it links again: their secrets sealed again for the link
         for cred, sys_uid in t.store.trashed_system_links(eng, name):
             got = _rebound(t, eng, cred, "edit", system_uid=(sys_uid,))

@@ -868,6 +868,30 @@ def test_import_links_existing_systems_skips_existing_names_all_or_nothing(
         ("alice", "import", "error", "engagement is closed"),
         ("bob", "import", "denied", "role reader"),
     ]
+    # the other writes on the closed engagement: refused for its state where the member may
+    # write (exit 1, audited 'error'), denied where not (exit 4), nothing changed
+    for cmd in (
+        ("put", "acme-2026/new"),
+        ("rm", "acme-2026/db"),
+        ("edit", "acme-2026/db", "--username", "admin"),
+        ("system", "add", "acme-2026/web2", "--address", "192.0.2.7"),
+    ):
+        r = world.run("alice", *cmd, input=b"v\n")
+        assert (r.code, one_line(r)) == (
+            1, "credvault: engagement 'acme-2026' is closed: it takes no changes"
+        ), cmd  # fmt: skip
+    r = world.run("bob", "put", "acme-2026/new", input=b"v\n")
+    assert (r.code, one_line(r)) == (
+        4, "credvault: access denied: 'bob' may not put on engagement 'acme-2026' (role reader)"
+    )  # fmt: skip
+    verbs = ("put", "rm", "edit", "system add")
+    assert [e for e in _audit(world, "alice", verbs) + _audit(world, "bob", verbs) if e[2] != "ok"] == [
+        ("alice", "put", "error", "engagement is closed"),
+        ("alice", "rm", "error", "engagement is closed"),
+        ("alice", "edit", "error", "engagement is closed"),
+        ("alice", "system add", "error", "engagement is closed"),
+        ("bob", "put", "denied", "role reader"),
+    ]  # fmt: skip
 
 
 def test_find_searches_names_and_readable_fields(world: World) -> None:
@@ -1826,4 +1850,80 @@ def test_revoke_rotates_the_key_so_a_kept_copy_opens_nothing_new(team: World) ->
     with pytest.raises(IntegrityError):
         envelope.open_(place, bytes(env), kept_key)
     # the members who stayed got the new key: carol (reader) still reads
+    assert team.ok("carol", "get", "acme-2026/db").out == SECRET + b"\n"
+
+
+def test_after_member_rm_a_leads_put_rotates_first_and_another_writer_is_warned(
+    team: World,
+) -> None:
+    """bob keeps the engagement key he held; after ``member rm bob`` the DBA hands him
+    the ciphertext of every new secret. carol (an engineer: she cannot rotate) is told
+    her write went under that key, and by whom it must be rotated; alice's put (she
+    leads) rotates first, so bob's kept key opens nothing she stores."""
+    import psycopg
+
+    from credvault import Secret, Team
+    from credvault.crypto import envelope
+    from credvault.errors import IntegrityError
+    from credvault.items import credential_binding
+
+    team.setup(
+        [
+            ("alice", ("grant", "acme-2026", "bob", "engineer")),
+            ("alice", ("grant", "acme-2026", "carol", "engineer")),
+        ]
+    )
+    pw = Path(team.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
+    old = dict(os.environ)
+    os.environ["XDG_CONFIG_HOME"] = team.envs["bob"]["XDG_CONFIG_HOME"]
+    try:
+        with Team.open(team.target, "bob", Secret(pw)) as bob:
+            eng_uid, kept_key, version = bob.engagement_key("acme-2026", "read")
+            vault_id = bob.vault_id
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert version == 1
+    team.ok("alice", "member", "rm", "bob")
+    cluster: Cluster = team.extra["cluster"]  # type: ignore[assignment]
+
+    def dba(name: str) -> tuple[bytes, int, bytes, int]:
+        """What the DBA hands bob: the row's uid, key version and secret envelope."""
+        with psycopg.connect(
+            cluster.conninfo(str(team.extra["db"])), password=cluster.password
+        ) as conn:
+            row = conn.execute(
+                "SELECT c.uid, c.key_version, c.secret_env, e.key_version FROM "
+                "credvault.credentials c JOIN credvault.engagements e ON e.id = c.engagement_id "
+                "WHERE c.name = %s",
+                (name,),
+            ).fetchone()
+        assert row is not None
+        return bytes(row[0]), int(row[1]), bytes(row[2]), int(row[3])
+
+    def bob_opens(name: str) -> bytes:
+        uid, _, env, _ = dba(name)
+        place = envelope.Place(
+            vault_id, eng_uid, "credentials", uid, "secret",
+            credential_binding(name, "password", None),
+        )  # fmt: skip
+        return envelope.open_(place, env, kept_key)
+
+    r = team.run("carol", "put", "acme-2026/web", input=b"carol-value\n")
+    assert (r.code, r.text) == (0, "stored acme-2026/web\n")
+    assert r.err == (
+        "credvault: warning: acme-2026's key is due for rotation (a member lost access): this "
+        "write "
+        "is sealed under the current key until a lead (alice) runs `credvault engagement "
+        "rotate acme-2026`\n"
+    )
+    assert dba("web")[1] == 1
+    assert bob_opens("web") == b"carol-value"  # what the warning is about: he can
+    team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")  # no warning: rotated
+    _, kv, _, ev = dba("db")
+    assert (kv, ev) == (2, 2)
+    with pytest.raises(IntegrityError):
+        bob_opens("db")
+    with pytest.raises(IntegrityError):  # carol's, re-sealed by the rotation, too
+        bob_opens("web")
     assert team.ok("carol", "get", "acme-2026/db").out == SECRET + b"\n"

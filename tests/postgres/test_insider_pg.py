@@ -87,6 +87,8 @@ PROTECTED_WRITES = [
     "TRUNCATE credvault.audit",
     "ALTER TABLE credvault.audit DISABLE ROW LEVEL SECURITY",
     "SELECT credvault.audit_append('alice', 'get', 'alpha', 'db', 'ok', '')",
+    # the write functions' opening (section pgclosed) audits a refusal: owner-only
+    "SELECT credvault.open_for_write('alpha', 'put', 'db')",
     "SELECT credvault.create_member_role('mallory', 'SCRAM-SHA-256$x', true, 'active')",
     "CREATE FUNCTION credvault.me() RETURNS text LANGUAGE sql AS $$ SELECT 'alice' $$",
     "CREATE TEMP TABLE members (name text, role_name text, state text)",
