@@ -52,6 +52,7 @@ from credvault.errors import (
     Locked,
     NotAVault,
     NotFound,
+    RetentionError,
 )
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
@@ -1513,7 +1514,9 @@ class TeamEngagements:
         if not t.leads(v.state):
             raise AccessDenied(t.member, "grant", name, "refused by the server")
         now = _now()
-        if self.rotation_due(v) is not None:
+        # closed: nothing rotated or sealed; the server refuses it for its state (audited)
+        active = v.eng.state == "active"
+        if active and self.rotation_due(v) is not None:
             self.rotate(name)
             v = t.view(name)
         state = v.state
@@ -1531,13 +1534,15 @@ class TeamEngagements:
         )
         sealed = sig = None
         version = state.key_version
-        if r in READING and new.may_read(member, now):
+        if active and r in READING and new.may_read(member, now):
             eng_uid, key, _ = t.logged_key(name, "grant", v)
             sealed = p.hpke_seal(keys.kem, key, seal_info(t.vault_id, eng_uid, member, version))
             sig = t.sign(copy_message(t.vault_id, eng_uid, member, version, sealed, key, t.member))
         ok = t.store.put_grant_logged(
             name, member, r.value, version if sealed else None, sealed, sig, expires, link
         )
+        if not ok and not active:  # SQLCipher's words (retention.require_active)
+            raise RetentionError(f"engagement {name!r} is {v.eng.state}: cannot grant")
         if not ok:
             raise AccessDenied(t.member, "grant", name, "refused by the server")
         t.witness.keep(v.eng.uid, new)

@@ -880,16 +880,19 @@ def test_import_links_existing_systems_skips_existing_names_all_or_nothing(
         assert (r.code, one_line(r)) == (
             1, "credvault: engagement 'acme-2026' is closed: it takes no changes"
         ), cmd  # fmt: skip
+    r = world.run("alice", "grant", "acme-2026", "carol", "engineer")
+    assert (r.code, one_line(r)) == (1, "credvault: engagement 'acme-2026' is closed: cannot grant")
     r = world.run("bob", "put", "acme-2026/new", input=b"v\n")
     assert (r.code, one_line(r)) == (
         4, "credvault: access denied: 'bob' may not put on engagement 'acme-2026' (role reader)"
     )  # fmt: skip
-    verbs = ("put", "rm", "edit", "system add")
+    verbs = ("put", "rm", "edit", "system add", "grant")
     assert [e for e in _audit(world, "alice", verbs) + _audit(world, "bob", verbs) if e[2] != "ok"] == [
         ("alice", "put", "error", "engagement is closed"),
         ("alice", "rm", "error", "engagement is closed"),
         ("alice", "edit", "error", "engagement is closed"),
         ("alice", "system add", "error", "engagement is closed"),
+        ("alice", "grant", "error", "engagement is closed"),
         ("bob", "put", "denied", "role reader"),
     ]  # fmt: skip
 

@@ -4451,3 +4451,48 @@ BEGIN
         format('%s removed %s destroyed', CASE WHEN is_system THEN 'system' ELSE 'credential' END, iso(at)));
     RETURN 'ok';
 END $$;
+
+-- grant on a closed engagement: as on SQLCipher, a lead is refused for its state (audited
+-- 'error', "engagement is closed"; the client says "engagement 'x' is closed: cannot
+-- grant", exit 1) instead of "no active engagement". Its opening (FOR UPDATE, leads only)
+-- is not the writes' one; the body is section pglog's otherwise.
+CREATE OR REPLACE FUNCTION credvault.put_grant_logged(
+    eng text, grantee text, g_role text, g_key_version integer, g_sealed bytea,
+    g_copy_sig bytea, g_expires_at timestamptz, new_link bytea
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NULL THEN
+        RAISE EXCEPTION 'credvault: no active engagement %', eng USING ERRCODE = 'no_data_found';
+    END IF;
+    IF coalesce(role_in(e.id), '') <> 'lead' THEN
+        PERFORM audit_append(who, 'grant', eng, grantee, 'denied', g_role);
+        RETURN false;
+    END IF;
+    IF e.state <> 'active' THEN  -- as SQLCipher's require_active: refused, on the record
+        PERFORM audit_append(who, 'grant', eng, grantee, 'error', 'engagement is ' || e.state);
+        RETURN false;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM members WHERE name = grantee AND state = 'active') THEN
+        RAISE EXCEPTION 'credvault: no active member %', grantee USING ERRCODE = 'no_data_found';
+    END IF;
+    IF g_sealed IS NOT NULL AND g_key_version IS DISTINCT FROM e.key_version THEN
+        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    PERFORM log_append(e.id, new_link);
+    INSERT INTO grants (engagement_id, member, role, granted_by, expires_at, role_sig,
+                        key_version, sealed, sealed_by, copy_sig)
+    VALUES (e.id, grantee, g_role, who, g_expires_at, '\x'::bytea, g_key_version, g_sealed,
+            CASE WHEN g_sealed IS NULL THEN NULL ELSE who END, g_copy_sig)
+    ON CONFLICT (engagement_id, member) DO UPDATE SET
+        role = excluded.role, granted_by = excluded.granted_by, granted_at = now(),
+        expires_at = excluded.expires_at, role_sig = excluded.role_sig,
+        key_version = excluded.key_version, sealed = excluded.sealed,
+        sealed_by = excluded.sealed_by, copy_sig = excluded.copy_sig, revoked_at = NULL;
+    PERFORM audit_append(who, 'grant', eng, grantee, 'ok', g_role);
+    RETURN true;
+END $$;
