@@ -21,7 +21,8 @@ T = TypeVar("T")
 
 PER_TEST = 0.3
 WEIGHTS: dict[str, float] = {
-    "tests/postgres/test_contract.py": 310,
+    "tests/postgres/test_contract.py": 240,
+    "tests/postgres/test_contract_vault.py": 200,
     "tests/postgres/test_contract_lifecycle.py": 58,
     "tests/test_bench.py": 54,
     "tests/cli/test_cli.py": 54,

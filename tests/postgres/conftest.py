@@ -27,6 +27,17 @@ def pg(pg_cluster: Cluster) -> PgVault:
     return new_pg_vault(pg_cluster)
 
 
+@pytest.fixture(params=["sqlcipher", "postgresql"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    """The backend contract's world (tests/postgres/test_contract.py), once per backend:
+    alice (admin, lead of acme-2026), bob and carol, each on their own "machine"."""
+    from postgres.test_contract import _postgresql, _sqlcipher
+
+    if request.param == "sqlcipher":
+        return _sqlcipher(tmp_path)
+    return _postgresql(tmp_path, request.getfixturevalue("pg_cluster"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).parent.name == "postgres":

@@ -9,20 +9,9 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
-from pg_cluster import Cluster
-from postgres.test_contract import SECRET, World, _postgresql, _sqlcipher, one_line
+from postgres.test_contract import SECRET, World, one_line
 
 ENG = "acme-2026"
-
-
-@pytest.fixture(params=["sqlcipher", "postgresql"])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
-    if request.param == "sqlcipher":
-        return _sqlcipher(tmp_path)
-    cluster: Cluster = request.getfixturevalue("pg_cluster")
-    return _postgresql(tmp_path, cluster)
 
 
 def test_client_export_is_complete_audited_and_named_in_the_receipt(

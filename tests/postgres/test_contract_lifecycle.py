@@ -20,19 +20,10 @@ from pathlib import Path
 import pytest
 
 from pg_cluster import Cluster
-from postgres.test_contract import SECRET, World, _postgresql, _sqlcipher, one_line
+from postgres.test_contract import SECRET, World, one_line
 
 VERIFY_SH = Path(__file__).resolve().parents[2] / "docs" / "verify-receipt.sh"
 ENG = "acme-2026"
-
-
-@pytest.fixture(params=["sqlcipher", "postgresql"])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
-    """test_contract.py's world: alice (admin, lead of acme-2026), bob and carol."""
-    if request.param == "sqlcipher":
-        return _sqlcipher(tmp_path)
-    cluster: Cluster = request.getfixturevalue("pg_cluster")
-    return _postgresql(tmp_path, cluster)
 
 
 def finish(world: World, r_code: int, err: str) -> None:
