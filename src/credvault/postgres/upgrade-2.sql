@@ -318,6 +318,8 @@ BEGIN
 END $$;
 
 -- A lead grants (a new member or a change of role) with the grant link, in one transaction.
+-- A closed engagement takes no grant: the lead is refused for its state (audited 'error',
+-- "engagement is closed"), as on SQLCipher (section pgclosed).
 CREATE FUNCTION credvault.put_grant_logged(
     eng text, grantee text, g_role text, g_key_version integer, g_sealed bytea,
     g_copy_sig bytea, g_expires_at timestamptz, new_link bytea
@@ -326,12 +328,16 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR UPDATE;
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
     IF e.id IS NULL THEN
         RAISE EXCEPTION 'credvault: no active engagement %', eng USING ERRCODE = 'no_data_found';
     END IF;
     IF coalesce(role_in(e.id), '') <> 'lead' THEN
         PERFORM audit_append(who, 'grant', eng, grantee, 'denied', g_role);
+        RETURN false;
+    END IF;
+    IF e.state <> 'active' THEN  -- as SQLCipher's require_active: refused, on the record
+        PERFORM audit_append(who, 'grant', eng, grantee, 'error', 'engagement is ' || e.state);
         RETURN false;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM members WHERE name = grantee AND state = 'active') THEN
@@ -1072,6 +1078,10 @@ END $$;
 -- fetch_record: the two phases of request_read/fetch, for other kinds of record); writes
 -- check the caller's live role in the server's own grants (lead and engineer write, as
 -- access.py says) and audit under the SQLCipher vault's action names.
+--
+-- Each write function opens with open_for_write (section pgclosed): the engagement locked
+-- FOR SHARE, the writing role checked, a refusal audited ('denied', or 'error' for a closed
+-- engagement, as SQLCipher's require_active).
 
 -- When something removed now leaves the trash (days), as the SQLCipher setting trash-days.
 INSERT INTO credvault.meta (key, value) VALUES ('trash_days', convert_to('30', 'UTF8'));
@@ -1410,10 +1420,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE;
 BEGIN
-    -- FOR SHARE: a key rotation (FOR UPDATE) cannot interleave with this write
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
-    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
-        PERFORM audit_append(who, 'system add', eng, s_name, 'denied', held(e.id));
+    e := open_for_write(eng, 'system add', s_name);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
         RETURN NULL;
     END IF;
     IF s_key_version <> e.key_version THEN
@@ -1481,9 +1489,8 @@ DECLARE
     who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE; ends timestamptz;
     links bytea[];
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
-    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
-        PERFORM audit_append(who, 'system rm', eng, s_name, 'denied', held(e.id));
+    e := open_for_write(eng, 'system rm', s_name);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
         RETURN QUERY SELECT 'denied'::text, NULL::text;
         RETURN;
     END IF;
@@ -1604,9 +1611,8 @@ DECLARE
     who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE;
     v credential_versions%ROWTYPE; sid bigint;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
-    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
-        PERFORM audit_append(who, 'revert', eng, itm, 'denied', held(e.id));
+    e := open_for_write(eng, 'revert', itm);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
         RETURN 'denied';
     END IF;
     SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
@@ -1658,9 +1664,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE; sid bigint;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
-    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
-        PERFORM audit_append(who, 'edit', eng, itm, 'denied', held(e.id));
+    e := open_for_write(eng, 'edit', itm);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
         RETURN 'denied';
     END IF;
     SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
@@ -1713,9 +1718,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
-    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
-        PERFORM audit_append(who, 'mv', eng, itm, 'denied', held(e.id));
+    e := open_for_write(eng, 'mv', itm);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
         RETURN 'denied';
     END IF;
     IF new_name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' THEN
@@ -1844,9 +1848,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE; ends timestamptz;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
-    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
-        PERFORM audit_append(who, 'rm', eng, itm, 'denied', held(e.id));
+    e := open_for_write(eng, 'rm', itm);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
         RETURN QUERY SELECT 'denied'::text, NULL::text;
         RETURN;
     END IF;
@@ -1925,10 +1928,8 @@ DECLARE
     who text := me(); e engagements%ROWTYPE; t credential_trash%ROWTYPE;
     st system_trash%ROWTYPE; sid bigint; n integer;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
-    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
-        PERFORM audit_append(who, CASE WHEN is_system THEN 'system restore' ELSE 'restore' END,
-                             eng, itm, 'denied', held(e.id));
+    e := open_for_write(eng, CASE WHEN is_system THEN 'system restore' ELSE 'restore' END, itm);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
         RETURN 'denied';
     END IF;
     IF is_system THEN
@@ -1998,9 +1999,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; tid bigint; cid bigint; at timestamptz;
 BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
-    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
-        PERFORM audit_append(who, 'trash purge', eng, itm, 'denied', held(e.id));
+    -- a closed engagement's trash may still be destroyed, as on SQLCipher
+    e := open_for_write(eng, 'trash purge', itm, true);
+    IF e.id IS NULL THEN  -- refused, and audited there
         RETURN 'denied';
     END IF;
     IF is_system THEN
@@ -2915,10 +2916,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE;
 BEGIN
-    -- FOR SHARE: a key rotation (FOR UPDATE) cannot interleave with this write
-    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
-    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
-        PERFORM audit_append(who, 'system set', eng, s_name, 'denied', held(e.id));
+    e := open_for_write(eng, 'system set', s_name);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
         RETURN 'denied';
     END IF;
     SELECT * INTO old FROM systems WHERE engagement_id = e.id AND name = s_name FOR UPDATE;
@@ -4036,9 +4035,13 @@ END $$;
 
 REVOKE ALL ON FUNCTION credvault.open_for_write(text, text, text, boolean) FROM PUBLIC;
 
--- The write functions, each as its last definition above (section pgcmds, pgreason, or
--- version 1's put_credential) with that opening folded into open_for_write, and nothing
--- else changed (but put's denial detail, as said). Their EXECUTE grants stay as they were (CREATE OR REPLACE keeps them).
+-- The write functions of sections pgcmds and pgreason open with it where they are defined
+-- (put_system, set_system, remove_system, revert_credential, edit_credential,
+-- rename_credential, remove_credential, restore_trashed, destroy_trashed); version 1's
+-- put_credential (schema.sql) is restated here with it, nothing else changed but its
+-- denial detail. Its EXECUTE grant stays as it was (CREATE OR REPLACE keeps it). A lead's
+-- grant on a closed engagement (put_grant_logged, section pglog) is refused for its state
+-- the same way, with its own opening (FOR UPDATE, leads only).
 
 CREATE OR REPLACE FUNCTION credvault.put_credential(
     eng text, c_name text, c_kind text, c_uid bytea, c_key_version integer,
@@ -4066,433 +4069,5 @@ BEGIN
         username_env = excluded.username_env, url_env = excluded.url_env,
         notes_env = excluded.notes_env, updated_at = now();
     PERFORM audit_append(who, 'put', eng, c_name, 'ok', '');
-    RETURN true;
-END $$;
-
-CREATE OR REPLACE FUNCTION credvault.put_system(
-    eng text, s_name text, s_uid bytea, s_key_version integer, s_port integer,
-    s_protocol text, s_address_env bytea, s_details_env bytea, keep_details boolean,
-    changed text[]
-) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE;
-BEGIN
-    e := open_for_write(eng, 'system add', s_name);
-    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
-        RETURN NULL;
-    END IF;
-    IF s_key_version <> e.key_version THEN
-        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    IF s_name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' OR s_address_env IS NULL
-       OR NOT changed <@ ARRAY['address', 'port', 'protocol', 'details'] THEN
-        RAISE EXCEPTION 'credvault: invalid system' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO old FROM systems WHERE engagement_id = e.id AND name = s_name FOR UPDATE;
-    IF old.id IS NULL THEN
-        INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env, details_env)
-        VALUES (s_uid, e.id, s_name, s_port, s_protocol, s_address_env,
-                CASE WHEN keep_details THEN NULL ELSE s_details_env END);
-        PERFORM audit_append(who, 'system-add', eng, s_name, 'ok', '');
-        RETURN 'system-add';
-    END IF;
-    IF old.uid <> s_uid THEN
-        RAISE EXCEPTION 'credvault: the system changed meanwhile; run the command again'
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    UPDATE systems SET port = s_port, protocol = s_protocol, address_env = s_address_env,
-        details_env = CASE WHEN keep_details THEN details_env ELSE s_details_env END,
-        updated_at = now()
-        WHERE id = old.id;
-    PERFORM audit_append(who, 'system-update', eng, s_name, 'ok',
-                         'changed ' || array_to_string(changed, ', '));
-    RETURN 'system-update';
-END $$;
-
-CREATE OR REPLACE FUNCTION credvault.set_system(
-    eng text, s_name text, s_uid bytea, s_key_version integer, s_port integer,
-    s_protocol text, s_address_env bytea, s_details_env bytea, keep_details boolean,
-    changed text[]
-) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE;
-BEGIN
-    e := open_for_write(eng, 'system set', s_name);
-    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
-        RETURN 'denied';
-    END IF;
-    SELECT * INTO old FROM systems WHERE engagement_id = e.id AND name = s_name FOR UPDATE;
-    IF old.id IS NULL THEN
-        PERFORM audit_append(who, 'system-set', eng, s_name, 'error', 'not found');
-        RETURN 'not found';
-    END IF;
-    IF s_key_version IS DISTINCT FROM e.key_version OR old.uid IS DISTINCT FROM s_uid THEN
-        RAISE EXCEPTION 'credvault: the engagement key or the system changed meanwhile; run the command again'
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    IF cardinality(changed) = 0 OR NOT changed <@ ARRAY['address', 'port', 'protocol', 'details']
-       OR (s_address_env IS NULL AND (s_port IS DISTINCT FROM old.port
-                                      OR s_protocol IS DISTINCT FROM old.protocol)) THEN
-        RAISE EXCEPTION 'credvault: invalid system change' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    UPDATE systems SET port = s_port, protocol = s_protocol,
-        address_env = coalesce(s_address_env, address_env),
-        details_env = CASE WHEN keep_details THEN details_env ELSE s_details_env END,
-        updated_at = now()
-        WHERE id = old.id;
-    PERFORM audit_append(who, 'system-set', eng, s_name, 'ok',
-                         'changed ' || array_to_string(changed, ', '));
-    RETURN 'ok';
-END $$;
-
-CREATE OR REPLACE FUNCTION credvault.remove_system(eng text, s_name text, c_uids bytea[] DEFAULT NULL,
-                                        c_secrets bytea[] DEFAULT NULL)
-RETURNS TABLE (outcome text, until text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE
-    who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE; ends timestamptz;
-    links bytea[];
-BEGIN
-    e := open_for_write(eng, 'system rm', s_name);
-    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
-        RETURN QUERY SELECT 'denied'::text, NULL::text;
-        RETURN;
-    END IF;
-    SELECT * INTO old FROM systems WHERE engagement_id = e.id AND name = s_name FOR UPDATE;
-    IF old.id IS NULL THEN
-        PERFORM audit_append(who, 'system-rm', eng, s_name, 'error', 'not found');
-        RETURN QUERY SELECT 'not found'::text, NULL::text;
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM credentials c WHERE c.system_id = old.id AND get_byte(c.secret_env, 0) = 2
-               AND NOT EXISTS (SELECT 1 FROM unnest(c_uids, c_secrets) AS g(u, env)
-                               WHERE g.u = c.uid AND rebound_ok(g.env, c.key_version))) THEN
-        RAISE EXCEPTION 'credvault: a credential bound to system % links to it: put it again without the link first', s_name
-            USING ERRCODE = 'feature_not_supported';
-    END IF;
-    ends := now() + make_interval(days => (SELECT convert_from(value, 'UTF8')::integer FROM meta WHERE key = 'trash_days'));
-    SELECT coalesce(array_agg(c.uid ORDER BY c.uid), '{}') INTO links FROM credentials c WHERE c.system_id = old.id;
-    INSERT INTO system_trash (engagement_id, uid, name, port, protocol, address_env, details_env,
-                              created_at, updated_at, deleted_by, expires_at, linked)
-    VALUES (e.id, old.uid, old.name, old.port, old.protocol, old.address_env, old.details_env,
-            old.created_at, old.updated_at, who, ends, links);
-    -- credentials.system_id: ON DELETE SET NULL, not a new version of them (keep_version)
-    PERFORM set_config('credvault.linking', 'on', true);
-    PERFORM set_config('credvault.rebinding', 'on', true);
-    UPDATE credentials c SET secret_env = g.env
-        FROM unnest(c_uids, c_secrets) AS g(u, env)
-        WHERE c.system_id = old.id AND c.uid = g.u;
-    DELETE FROM systems WHERE id = old.id;
-    PERFORM set_config('credvault.rebinding', '', true);
-    PERFORM set_config('credvault.linking', '', true);
-    -- the vault's ISO form (model.iso): UTC, microseconds, Z
-    until := to_char(ends AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
-    PERFORM audit_append(who, 'system-rm', eng, s_name, 'ok', 'to the trash until ' || until);
-    RETURN QUERY SELECT 'ok'::text, until;
-END $$;
-
-CREATE OR REPLACE FUNCTION credvault.revert_credential(eng text, itm text, ver integer) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE
-    who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE;
-    v credential_versions%ROWTYPE; sid bigint;
-BEGIN
-    e := open_for_write(eng, 'revert', itm);
-    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
-        RETURN 'denied';
-    END IF;
-    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
-    IF c.id IS NULL THEN
-        RETURN 'not found';
-    END IF;
-    SELECT * INTO v FROM credential_versions WHERE credential_id = c.id AND version = ver;
-    IF v.id IS NULL THEN
-        RETURN 'no version';
-    END IF;
-    IF v.key_version <> e.key_version THEN
-        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND uid = v.system_uid;
-    IF get_byte(v.secret_env, 0) = 2 AND (v.name <> c.name OR (v.system_uid IS NOT NULL AND sid IS NULL)) THEN
-        RAISE EXCEPTION 'credvault: version % of % is bound to a name or system it no longer has: put the value again instead', ver, itm
-            USING ERRCODE = 'feature_not_supported';
-    END IF;
-    PERFORM set_config('credvault.changed', format('revert to version %s', ver), true);
-    UPDATE credentials SET uid = v.uid, kind = v.kind, system_id = sid, key_version = v.key_version,
-        secret_env = v.secret_env, username_env = v.username_env, url_env = v.url_env,
-        notes_env = v.notes_env, updated_at = now()
-        WHERE id = c.id;
-    PERFORM audit_append(who, 'revert', eng, itm, 'ok', format('to version %s', ver));
-    RETURN 'ok';
-END $$;
-
-CREATE OR REPLACE FUNCTION credvault.edit_credential(
-    eng text, itm text, c_uid bytea, c_key_version integer,
-    set_username boolean, c_username_env bytea, set_url boolean, c_url_env bytea,
-    set_notes boolean, c_notes_env bytea, c_kind text, set_system boolean, c_system text,
-    changed text, c_secret_env bytea DEFAULT NULL
-) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE; sid bigint;
-BEGIN
-    e := open_for_write(eng, 'edit', itm);
-    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
-        RETURN 'denied';
-    END IF;
-    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
-    IF c.id IS NULL THEN
-        RETURN 'not found';  -- not audited, as on SQLCipher
-    END IF;
-    IF c.uid <> c_uid OR c_key_version <> e.key_version THEN
-        RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    sid := c.system_id;
-    IF set_system THEN
-        sid := NULL;
-        IF c_system IS NOT NULL THEN
-            SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND name = c_system;
-            IF sid IS NULL THEN
-                RETURN 'no system';
-            END IF;
-        END IF;
-    END IF;
-    IF c_secret_env IS NOT NULL AND NOT rebound_ok(c_secret_env, c.key_version) THEN
-        RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    IF get_byte(c.secret_env, 0) = 2 AND c_secret_env IS NULL
-       AND (coalesce(c_kind, c.kind) <> c.kind OR sid IS DISTINCT FROM c.system_id) THEN
-        RAISE EXCEPTION 'credvault: % is bound to its kind and system: put the value again to change them', itm
-            USING ERRCODE = 'feature_not_supported';
-    END IF;
-    PERFORM set_config('credvault.changed', changed, true);
-    UPDATE credentials SET
-        username_env = CASE WHEN set_username THEN c_username_env ELSE username_env END,
-        url_env = CASE WHEN set_url THEN c_url_env ELSE url_env END,
-        notes_env = CASE WHEN set_notes THEN c_notes_env ELSE notes_env END,
-        kind = coalesce(c_kind, kind), system_id = sid, updated_at = now(),
-        secret_env = coalesce(c_secret_env, secret_env)
-        WHERE id = c.id;
-    PERFORM audit_append(who, 'edit', eng, itm, 'ok', 'changed ' || changed);
-    RETURN 'ok';
-END $$;
-
-CREATE OR REPLACE FUNCTION credvault.rename_credential(eng text, itm text, new_name text,
-                                            new_secret bytea DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE;
-BEGIN
-    e := open_for_write(eng, 'mv', itm);
-    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
-        RETURN 'denied';
-    END IF;
-    IF new_name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' THEN
-        RAISE EXCEPTION 'credvault: invalid name' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
-    IF c.id IS NULL THEN
-        RETURN 'not found';
-    END IF;
-    IF EXISTS (SELECT 1 FROM credentials WHERE engagement_id = e.id AND name = new_name) THEN
-        RETURN 'exists';
-    END IF;
-    IF get_byte(c.secret_env, 0) = 2 AND new_secret IS NULL THEN
-        RAISE EXCEPTION 'credvault: % is bound to its name: put the value under the new name instead', itm
-            USING ERRCODE = 'feature_not_supported';
-    END IF;
-    IF new_secret IS NOT NULL AND NOT rebound_ok(new_secret, c.key_version) THEN
-        RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    PERFORM set_config('credvault.rebinding', 'on', true);
-    UPDATE credentials SET name = new_name, updated_at = now(),
-        secret_env = coalesce(new_secret, secret_env) WHERE id = c.id;
-    PERFORM set_config('credvault.rebinding', '', true);
-    PERFORM audit_append(who, 'mv', eng, itm, 'ok', 'renamed to ' || new_name);
-    RETURN 'ok';
-END $$;
-
-CREATE OR REPLACE FUNCTION credvault.remove_credential(eng text, itm text)
-RETURNS TABLE (outcome text, until text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE; ends timestamptz;
-BEGIN
-    e := open_for_write(eng, 'rm', itm);
-    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
-        RETURN QUERY SELECT 'denied'::text, NULL::text;
-        RETURN;
-    END IF;
-    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
-    IF c.id IS NULL THEN
-        PERFORM audit_append(who, 'rm', eng, itm, 'error', 'not found');
-        RETURN QUERY SELECT 'not found'::text, NULL::text;
-        RETURN;
-    END IF;
-    ends := now() + make_interval(days => (SELECT convert_from(value, 'UTF8')::integer FROM meta WHERE key = 'trash_days'));
-    INSERT INTO credential_trash (engagement_id, credential_id, uid, name, kind, system_uid,
-        key_version, secret_env, username_env, url_env, notes_env, created_at, updated_at,
-        version, updated_by, changed, deleted_by, expires_at)
-    SELECT c.engagement_id, c.id, c.uid, c.name, c.kind, (SELECT s.uid FROM systems s WHERE s.id = c.system_id),
-        c.key_version, c.secret_env, c.username_env, c.url_env, c.notes_env, c.created_at,
-        c.updated_at, c.version, c.updated_by, c.changed, who, ends;
-    DELETE FROM credentials WHERE id = c.id;
-    until := iso(ends);
-    PERFORM audit_append(who, 'rm', eng, itm, 'ok', 'to the trash until ' || until);
-    RETURN QUERY SELECT 'ok'::text, until;
-END $$;
-
-CREATE OR REPLACE FUNCTION credvault.restore_trashed(eng text, itm text, is_system boolean,
-                                          c_uids bytea[] DEFAULT NULL,
-                                          c_secrets bytea[] DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE
-    who text := me(); e engagements%ROWTYPE; t credential_trash%ROWTYPE;
-    st system_trash%ROWTYPE; sid bigint; n integer;
-BEGIN
-    e := open_for_write(eng, CASE WHEN is_system THEN 'system restore' ELSE 'restore' END, itm);
-    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
-        RETURN 'denied';
-    END IF;
-    IF is_system THEN
-        SELECT * INTO st FROM system_trash x WHERE x.engagement_id = e.id AND x.name = itm
-            ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1 FOR UPDATE;
-        IF st.id IS NULL THEN RETURN 'not found'; END IF;
-        IF EXISTS (SELECT 1 FROM systems WHERE engagement_id = e.id AND name = itm) THEN
-            RETURN 'exists';
-        END IF;
-        INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env, details_env,
-                             created_at, updated_at)
-        VALUES (st.uid, e.id, st.name, st.port, st.protocol, st.address_env, st.details_env,
-                st.created_at, st.updated_at) RETURNING id INTO sid;
-        DELETE FROM system_trash WHERE id = st.id;
-        PERFORM set_config('credvault.linking', 'on', true);
-        IF EXISTS (SELECT 1 FROM credentials c WHERE c.engagement_id = e.id AND c.system_id IS NULL
-                   AND c.uid = ANY (st.linked) AND get_byte(c.secret_env, 0) = 2
-                   AND NOT EXISTS (SELECT 1 FROM unnest(c_uids, c_secrets) AS g(u, env)
-                                   WHERE g.u = c.uid AND rebound_ok(g.env, c.key_version))) THEN
-            RAISE EXCEPTION 'credvault: the credentials linked to % changed meanwhile; run the command again', itm
-                USING ERRCODE = 'serialization_failure';
-        END IF;
-        PERFORM set_config('credvault.rebinding', 'on', true);
-        UPDATE credentials c SET system_id = sid,
-            secret_env = coalesce((SELECT g.env FROM unnest(c_uids, c_secrets) AS g(u, env)
-                                   WHERE g.u = c.uid LIMIT 1), c.secret_env)
-            WHERE c.engagement_id = e.id AND c.system_id IS NULL AND c.uid = ANY (st.linked);
-        PERFORM set_config('credvault.rebinding', '', true);
-        GET DIAGNOSTICS n = ROW_COUNT;
-        PERFORM set_config('credvault.linking', '', true);
-        UPDATE credential_trash SET system_uid = st.uid
-            WHERE engagement_id = e.id AND system_uid IS NULL AND uid = ANY (st.linked);
-        PERFORM audit_append(who, 'system-restore', eng, itm, 'ok',
-                             format('%s credentials relinked', n));
-        RETURN 'ok';
-    END IF;
-    SELECT * INTO t FROM credential_trash x WHERE x.engagement_id = e.id AND x.name = itm
-        ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1 FOR UPDATE;
-    IF t.id IS NULL THEN RETURN 'not found'; END IF;
-    IF EXISTS (SELECT 1 FROM credentials WHERE engagement_id = e.id AND name = itm) THEN
-        RETURN 'exists';
-    END IF;
-    SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND uid = t.system_uid;
-    IF get_byte(t.secret_env, 0) = 2 AND t.system_uid IS NOT NULL AND sid IS NULL THEN
-        RAISE EXCEPTION 'credvault: % is bound to a system that is not there: restore the system first', itm
-            USING ERRCODE = 'feature_not_supported';
-    END IF;
-    PERFORM set_config('credvault.restoring', 'on', true);
-    INSERT INTO credentials (id, uid, engagement_id, name, kind, system_id, key_version,
-        secret_env, username_env, url_env, notes_env, created_at, updated_at, version,
-        updated_by, changed)
-    OVERRIDING SYSTEM VALUE
-    VALUES (t.credential_id, t.uid, e.id, t.name, t.kind, sid, t.key_version, t.secret_env,
-        t.username_env, t.url_env, t.notes_env, t.created_at, t.updated_at, t.version,
-        t.updated_by, t.changed);
-    PERFORM set_config('credvault.restoring', '', true);
-    DELETE FROM credential_trash WHERE id = t.id;
-    PERFORM audit_append(who, 'restore', eng, itm, 'ok',
-                         format('removed %s by %s', iso(t.deleted_at), t.deleted_by));
-    RETURN 'ok';
-END $$;
-
-CREATE OR REPLACE FUNCTION credvault.destroy_trashed(eng text, itm text, is_system boolean) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE who text := me(); e engagements%ROWTYPE; tid bigint; cid bigint; at timestamptz;
-BEGIN
-    -- a closed engagement's trash may still be destroyed, as on SQLCipher
-    e := open_for_write(eng, 'trash purge', itm, true);
-    IF e.id IS NULL THEN  -- refused, and audited there
-        RETURN 'denied';
-    END IF;
-    IF is_system THEN
-        SELECT x.id, x.deleted_at INTO tid, at FROM system_trash x
-            WHERE x.engagement_id = e.id AND x.name = itm ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1;
-        IF tid IS NULL THEN RETURN 'not found'; END IF;
-        DELETE FROM system_trash WHERE id = tid;
-    ELSE
-        SELECT x.id, x.credential_id, x.deleted_at INTO tid, cid, at FROM credential_trash x
-            WHERE x.engagement_id = e.id AND x.name = itm ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1;
-        IF tid IS NULL THEN RETURN 'not found'; END IF;
-        DELETE FROM credential_trash WHERE id = tid;
-        DELETE FROM credential_versions WHERE credential_id = cid
-            AND NOT EXISTS (SELECT 1 FROM credentials c WHERE c.id = cid);
-    END IF;
-    PERFORM audit_append(who, 'trash-purge', eng, itm, 'ok',
-        format('%s removed %s destroyed', CASE WHEN is_system THEN 'system' ELSE 'credential' END, iso(at)));
-    RETURN 'ok';
-END $$;
-
--- grant on a closed engagement: as on SQLCipher, a lead is refused for its state (audited
--- 'error', "engagement is closed"; the client says "engagement 'x' is closed: cannot
--- grant", exit 1) instead of "no active engagement". Its opening (FOR UPDATE, leads only)
--- is not the writes' one; the body is section pglog's otherwise.
-CREATE OR REPLACE FUNCTION credvault.put_grant_logged(
-    eng text, grantee text, g_role text, g_key_version integer, g_sealed bytea,
-    g_copy_sig bytea, g_expires_at timestamptz, new_link bytea
-) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE who text := me(); e engagements%ROWTYPE;
-BEGIN
-    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
-    IF e.id IS NULL THEN
-        RAISE EXCEPTION 'credvault: no active engagement %', eng USING ERRCODE = 'no_data_found';
-    END IF;
-    IF coalesce(role_in(e.id), '') <> 'lead' THEN
-        PERFORM audit_append(who, 'grant', eng, grantee, 'denied', g_role);
-        RETURN false;
-    END IF;
-    IF e.state <> 'active' THEN  -- as SQLCipher's require_active: refused, on the record
-        PERFORM audit_append(who, 'grant', eng, grantee, 'error', 'engagement is ' || e.state);
-        RETURN false;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM members WHERE name = grantee AND state = 'active') THEN
-        RAISE EXCEPTION 'credvault: no active member %', grantee USING ERRCODE = 'no_data_found';
-    END IF;
-    IF g_sealed IS NOT NULL AND g_key_version IS DISTINCT FROM e.key_version THEN
-        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    PERFORM log_append(e.id, new_link);
-    INSERT INTO grants (engagement_id, member, role, granted_by, expires_at, role_sig,
-                        key_version, sealed, sealed_by, copy_sig)
-    VALUES (e.id, grantee, g_role, who, g_expires_at, '\x'::bytea, g_key_version, g_sealed,
-            CASE WHEN g_sealed IS NULL THEN NULL ELSE who END, g_copy_sig)
-    ON CONFLICT (engagement_id, member) DO UPDATE SET
-        role = excluded.role, granted_by = excluded.granted_by, granted_at = now(),
-        expires_at = excluded.expires_at, role_sig = excluded.role_sig,
-        key_version = excluded.key_version, sealed = excluded.sealed,
-        sealed_by = excluded.sealed_by, copy_sig = excluded.copy_sig, revoked_at = NULL;
-    PERFORM audit_append(who, 'grant', eng, grantee, 'ok', g_role);
     RETURN true;
 END $$;
