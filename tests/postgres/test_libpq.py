@@ -225,6 +225,14 @@ def test_a_fetch_refused_as_not_yet_durable_is_nudged_and_answered(pg: PgVault) 
             assert req is not None
             assert s.fetch(req, "alpha").secret_env == b"envelope-bytes"
             assert pg.audit_count("get") == before + 1
+            # and every other phase two (`get --version`'s fetch_record among them)
+            pg.put("alice", "alpha", "db", b"second-envelope")  # version 1 is kept
+            req = s.request_record("version", "alpha", "db", "", 1)
+            assert req is not None
+            got = s.fetch_record(req, "alpha")
+            assert got is not None
+            assert got.e1 == b"envelope-bytes"
+            assert pg.audit_count("get") == before + 2
     finally:
         cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")
 

@@ -1337,15 +1337,15 @@ class PgStore:
         return str(row[0])
 
     def _phase_two(self, sql: str, request: int, action: str, engagement: str) -> list[Any]:
-        """A phase-two call, asked again after flushing WAL another session left pending."""
-        from psycopg import errors as pe
-
+        """A phase-two call, asked again after flushing WAL another session left pending.
+        On either connection (psycopg, or `get`'s libpq one: :func:`_not_durable_yet`)."""
         for attempt in range(20):
             with self._errors(action, engagement):
                 try:
                     return list(self.conn.execute(sql, (request,)).fetchall())
-                except pe.ObjectNotInPrerequisiteState:
-                    pass
+                except Exception as e:
+                    if not _not_durable_yet(e):
+                        raise
             self.nudge_wal()
             time.sleep(0.005 * attempt)
         raise AccessDenied(self.member, action, engagement, "audit entry not durable")
