@@ -25,6 +25,7 @@ from credvault.crypto import primitives as p
 from credvault.errors import AlreadyExists, IntegrityError, NotFound
 from credvault.postgres.slot import TeamSlot
 from credvault.team_log import (
+    LogWitness,
     Revocation,
     invitation_key,
     invitation_message,
@@ -41,11 +42,14 @@ _PREV = "SELECT version, statement, hash, signer, member FROM credvault.revocati
 
 @contextlib.contextmanager
 def machine(w: World, who: str) -> Iterator[None]:
-    """This process on ``who``'s machine: their key slot and their witness."""
+    """This process on ``who``'s machine: their key slot and their witness, where their CLI
+    commands keep it (the world's environment names ``XDG_STATE_HOME`` only if the process
+    that made it had one: then there, else under their HOME)."""
     old = dict(os.environ)
     os.environ.pop("XDG_STATE_HOME", None)
-    for k in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
-        os.environ[k] = w.envs[who][k]
+    for k in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+        if k in w.envs[who]:
+            os.environ[k] = w.envs[who][k]
     try:
         yield
     finally:
@@ -329,10 +333,8 @@ def test_a_certificate_the_dba_altered_before_member_rm(crl: World) -> None:
     seals to her."""
     _join(crl, "alice", "ivy")
     _, sign, kem = _keys(crl, "ivy")
-    witness = (
-        Path(crl.envs["alice"]["HOME"]) / ".local" / "state" / "credvault" / "team"
-        / str(crl.extra["db"]) / "alice.logs"
-    )  # fmt: skip
+    with machine(crl, "alice"):  # where her witness is (LogWitness.path_for)
+        witness = LogWitness.path_for(str(crl.extra["db"]), "alice")
     kept = witness.read_bytes()
     with restored(crl):
         swap = "UPDATE credvault.members SET sign_pub = %s, kem_pub = %s WHERE name = 'ivy'"
