@@ -18,6 +18,26 @@ from credvault.model import iso
 from credvault.session import Session
 
 
+def clean_filters(
+    member: str | None, action: str | None, since: str | None, limit: int | None
+) -> str | None:
+    """``audit``'s filters checked (InvalidInput, exit 2) for either backend; returns
+    ``since`` as the vault's timestamp form (a bare date: from the start of that day)."""
+    if member is not None:
+        validate.name(member, "member name")
+    if action is not None and not validate.is_action(action):
+        raise InvalidInput("invalid --action: expected an action name such as get or put")
+    since_iso = None
+    if since is not None:
+        start = validate.when(since, "since date")
+        if len(since) == 10:  # a bare date means from the start of that day
+            start = start.replace(hour=0, minute=0, second=0)
+        since_iso = iso(start)
+    if limit is not None and limit < 1:
+        raise InvalidInput("--limit must be at least 1")
+    return since_iso
+
+
 class AuditTrail:
     """The audit trail as one member may see it."""
 
@@ -36,18 +56,7 @@ class AuditTrail:
     ) -> list[AuditEntry]:
         """Entries the member may read: admins all; leads and auditors their engagements."""
         s = self.s
-        if member is not None:
-            validate.name(member, "member name")
-        if action is not None and not validate.is_action(action):
-            raise InvalidInput("invalid --action: expected an action name such as get or put")
-        since_iso = None
-        if since is not None:
-            start = validate.when(since, "since date")
-            if len(since) == 10:  # a bare date means from the start of that day
-                start = start.replace(hour=0, minute=0, second=0)
-            since_iso = iso(start)
-        if limit is not None and limit < 1:
-            raise InvalidInput("--limit must be at least 1")
+        since_iso = clean_filters(member, action, since, limit)
         if engagement is not None:
             eng = self.e.get(engagement, allow_purged=True)
             s.check("audit.read", self.e.role_of(eng), eng.name)

@@ -145,23 +145,12 @@ def audit_entries(
     .entries` checks it; who reads what is the server's (admins the whole trail, leads and
     auditors their engagements), which audits the read as ``audit-read`` "N entries"."""
     from credvault.audit import AuditEntry
-    from credvault.errors import InvalidInput
+    from credvault.audit_trail import clean_filters
     from credvault.postgres import engagement_store as es
 
     if engagement is not None:
         validate.name(engagement, "engagement name")
-    if member is not None:
-        validate.name(member, "member name")
-    if action is not None and not validate.is_action(action):
-        raise InvalidInput("invalid --action: expected an action name such as get or put")
-    since_iso = None
-    if since is not None:
-        start = validate.when(since, "since date")
-        if len(since) == 10:  # a bare date means from the start of that day
-            start = start.replace(hour=0, minute=0, second=0)
-        since_iso = iso(start)
-    if limit is not None and limit < 1:
-        raise InvalidInput("--limit must be at least 1")
+    since_iso = clean_filters(member, action, since, limit)
     rows, denied = es.audit_entries(t.store, engagement, member, action, since_iso, limit)
     if denied is not None:
         raise AccessDenied(t.member, "read the audit trail", engagement, denied)
