@@ -576,26 +576,33 @@ def test_the_server_holds_no_private_key_and_no_secret(team: World) -> None:
     assert slot["private"].encode() not in dump  # not even the sealed blob
 
 
+def _kept_key(team: World, who: str) -> tuple[bytes, bytes, int, bytes]:
+    """(engagement uid, key, key version, vault id) of acme-2026 as ``who`` opens it on
+    their machine now: the key they keep after they lose access."""
+    from credvault import Secret, Team
+
+    pw = Path(team.envs[who]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
+    old = dict(os.environ)
+    os.environ["XDG_CONFIG_HOME"] = team.envs[who]["XDG_CONFIG_HOME"]
+    try:
+        with Team.open(team.target, who, Secret(pw)) as t:
+            eng_uid, key, version = t.engagement_key("acme-2026", "read")
+            return eng_uid, key, version, t.vault_id
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
 def test_revoke_rotates_the_key_so_a_kept_copy_opens_nothing_new(team: World) -> None:
     """bob keeps the engagement key he had; after the revocation every envelope on the
     server is under a new key he never received (read as the DBA, who sees every row)."""
-    from credvault import Secret, Team
     from credvault.crypto import envelope
     from credvault.errors import IntegrityError
 
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
     team.ok("alice", "grant", "acme-2026", "bob", "engineer")
     team.ok("alice", "grant", "acme-2026", "carol", "reader")
-    pw = Path(team.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
-    old = dict(os.environ)
-    os.environ["XDG_CONFIG_HOME"] = team.envs["bob"]["XDG_CONFIG_HOME"]
-    try:
-        with Team.open(team.target, "bob", Secret(pw)) as bob:
-            eng_uid, kept_key, version = bob.engagement_key("acme-2026", "read")
-            vault_id = bob.vault_id
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    eng_uid, kept_key, version, vault_id = _kept_key(team, "bob")
     assert version == 1
     team.ok("alice", "revoke", "acme-2026", "bob")
     import psycopg
@@ -627,7 +634,6 @@ def test_after_member_rm_a_leads_put_rotates_first_and_another_writer_is_warned(
     leads) rotates first, so bob's kept key opens nothing she stores."""
     import psycopg
 
-    from credvault import Secret, Team
     from credvault.crypto import envelope
     from credvault.errors import IntegrityError
     from credvault.items import credential_binding
@@ -638,16 +644,7 @@ def test_after_member_rm_a_leads_put_rotates_first_and_another_writer_is_warned(
             ("alice", ("grant", "acme-2026", "carol", "engineer")),
         ]
     )
-    pw = Path(team.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
-    old = dict(os.environ)
-    os.environ["XDG_CONFIG_HOME"] = team.envs["bob"]["XDG_CONFIG_HOME"]
-    try:
-        with Team.open(team.target, "bob", Secret(pw)) as bob:
-            eng_uid, kept_key, version = bob.engagement_key("acme-2026", "read")
-            vault_id = bob.vault_id
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    eng_uid, kept_key, version, vault_id = _kept_key(team, "bob")
     assert version == 1
     team.ok("alice", "member", "rm", "bob")
     cluster: Cluster = team.extra["cluster"]  # type: ignore[assignment]
