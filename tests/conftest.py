@@ -337,3 +337,18 @@ def copy_fixture_vault(fixture: Path, target: Path) -> Path:
     for f in target.iterdir():
         f.chmod(0o600)
     return target
+
+
+@pytest.fixture(scope="module")
+def service_env() -> Iterator[dict[str, str]]:
+    """A real Secret Service (gnome-keyring on a private D-Bus) for one module's tests:
+    the environment that reaches it (tests/keyring_daemon.py)."""
+    from keyring_daemon import missing_binaries, secret_service
+
+    missing = missing_binaries()
+    if missing:
+        if os.geteuid() == 0:
+            pytest.fail(f"missing {', '.join(missing)} although root: run .ci/system-deps.sh")
+        pytest.skip(f"missing {', '.join(missing)} and not root")
+    with secret_service() as env:
+        yield env

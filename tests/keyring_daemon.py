@@ -127,6 +127,14 @@ class SecretServiceError(RuntimeError):
     """The private Secret Service could not be started."""
 
 
+# A child process's read of one keyring entry ("NONE" when absent), as a test asks it.
+READ_ENTRY = """\
+import keyring, sys
+v = keyring.get_password(sys.argv[1], sys.argv[2])
+print("NONE" if v is None else v)
+"""
+
+
 def missing_binaries() -> list[str]:
     """Names of the required executables that are not on PATH."""
     return [name for name in REQUIRED_BINARIES if shutil.which(name) is None]

@@ -8,11 +8,9 @@ the binaries these tests fail rather than skip: CI must exercise the real thing.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,26 +22,9 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from keyring_daemon import missing_binaries, secret_service  # noqa: E402
+from keyring_daemon import READ_ENTRY  # noqa: E402
 
 pytestmark = pytest.mark.keyring_real
-
-READ_ENTRY = """\
-import keyring, sys
-v = keyring.get_password(sys.argv[1], sys.argv[2])
-print("NONE" if v is None else v)
-"""
-
-
-@pytest.fixture(scope="module")
-def service_env() -> Iterator[dict[str, str]]:
-    missing = missing_binaries()
-    if missing:
-        if os.geteuid() == 0:
-            pytest.fail(f"missing {', '.join(missing)} although root: run .ci/system-deps.sh")
-        pytest.skip(f"missing {', '.join(missing)} and not root")
-    with secret_service() as env:
-        yield env
 
 
 class Env:

@@ -16,33 +16,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import CliResult
-from keyring_daemon import missing_binaries, secret_service
+from keyring_daemon import READ_ENTRY
 from pg_cluster import Cluster
 from postgres.test_contract import SECRET, World, _all_audit, _postgresql, one_line
 
 NO_PASSPHRASE = {"CREDVAULT_PASSPHRASE_FILE": ""}
-READ_ENTRY = """\
-import keyring, sys
-v = keyring.get_password(sys.argv[1], sys.argv[2])
-print("NONE" if v is None else v)
-"""
-
-
-@pytest.fixture(scope="module")
-def service_env() -> Iterator[dict[str, str]]:
-    missing = missing_binaries()
-    if missing:
-        if os.geteuid() == 0:
-            pytest.fail(f"missing {', '.join(missing)} although root: run .ci/system-deps.sh")
-        pytest.skip(f"missing {', '.join(missing)} and not root")
-    with secret_service() as env:
-        yield env
 
 
 @pytest.fixture
