@@ -355,3 +355,48 @@ def test_a_certificate_the_dba_altered_before_member_rm(crl: World) -> None:
         finally:
             witness.write_bytes(kept)  # alice as she was: the list goes back to version 3
             dba(crl, "UPDATE credvault.members SET state = 'removed' WHERE name = 'ivy'")
+
+
+def test_a_removed_admins_receipt_destroys_nothing(
+    crl: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """erin (an admin, removed: the list names her keys) signs a purge receipt for the live
+    acme-2026; the DBA marks her row active again. alice's `purge --ledger` must not trust
+    her key for what it destroys: the line is named as ignored, the engagement stays."""
+    from types import SimpleNamespace
+
+    from credvault.crypto import primitives as p
+    from credvault.keyslots import MemberKeys
+    from credvault.postgres import lifecycle_store as ls
+    from credvault.team_ledger import keep, state_ledger
+    from credvault.team_lifecycle import sign_receipt
+
+    with member(crl, "alice") as alice:
+        lc = ls.lifecycle(alice.store, "acme-2026")
+        assert lc is not None
+        vid = alice.vault_id
+    erin = MemberKeys("erin", crl.extra["erin"][0], p.KeyBytes(os.urandom(32)), b"")
+    facts: dict[str, object] = {
+        "format": "credvault-purge-receipt/2",
+        "vault_id": vid.hex(),
+        "engagement": "acme-2026",
+        "created_at": lc.engagement.created_at,
+        "purged_at": "2026-06-01T00:00:00.000000Z",
+        "reason": "client request",
+    }
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.delenv("CREDVAULT_LEDGER_DIR", raising=False)
+    keep(SimpleNamespace(vault_id=vid, database="forged", keys=erin, member="erin"),
+         sign_receipt(erin, facts, None))  # fmt: skip
+    forged = state_ledger("forged")
+    dba(crl, "UPDATE credvault.members SET state = 'active' WHERE name = 'erin'")
+    try:
+        with member(crl, "alice") as alice:
+            got = alice.destroy_recorded([forged])
+            assert got.destroyed_again == []
+            assert [line for line in got.ignored if "not in the vault's key history" in line]
+            after = ls.lifecycle(alice.store, "acme-2026")
+            assert after is not None
+            assert after.engagement.state == "active"
+    finally:
+        dba(crl, "UPDATE credvault.members SET state = 'removed' WHERE name = 'erin'")
