@@ -90,6 +90,7 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
     from credvault.receipt_keys import ReceiptKeys
     from credvault.results import EngagementView, PurgePlan, VaultInfo, VaultStatus
     from credvault.team_export import TeamClients
+    from credvault.team_keys import KeysCertified
     from credvault.team_ledger import LedgerRestore
     from credvault.team_lifecycle import SchemaUpgrade, TeamLifecycle, TeamPurger
     from credvault.team_records import TeamSystems
@@ -391,6 +392,18 @@ class Team:
 
         return rewrite(target)
 
+    def fingerprint(self) -> str:
+        """This member's signing-key fingerprint (``info --fingerprint``): what ``join``
+        and ``passwd --compromised`` print and an admin compares out of band."""
+        return _fp(self.sign_pub)
+
+    @staticmethod
+    def slot_fingerprint(target: str, member: str) -> str | None:
+        """The fingerprint of the signing key in ``member``'s key slot on this machine
+        (after ``passwd --compromised``: the new key), None without a slot."""
+        slot = Team.slot_of(target, member)
+        return None if slot is None else _fp(slot.sign_pub)
+
     @property
     def public_key(self) -> str:
         """This member's Ed25519 signing key, base64: what checks the purge receipts they
@@ -607,10 +620,11 @@ class Team:
         current: :func:`credvault.team_keys.retire` (the hook a vault-wide revocation
         list would also feed); a hand-over this member saw before must still be there
         (:class:`credvault.team_keys.SeenHandOvers`)."""
-        from credvault.postgres.keys_store import key_links
+        from credvault.postgres.keys_store import key_links, rekeys
         from credvault.team_keys import SeenHandOvers, retire
 
         links = key_links(self.store)
+        certs.set_rekeys(rekeys(self.store))
         seen = SeenHandOvers(
             SeenHandOvers.path_for(self.database, self.member),
             self.vault_id,
@@ -626,7 +640,7 @@ class Team:
         (an invitation, a creation link, a revocation at ``member rm``): after ``passwd
         --compromised`` the key they hold is not that key until an admin certifies it, so
         refuse here (exit 4) rather than sign something every reader rejects."""
-        if self.certs().sealer(self.member) != self.sign_pub:
+        if self.certs().current(self.member).sign != self.sign_pub:
             raise AccessDenied(self.member, action, None, RETIRED)
 
     def _refuse_if_retired(self, action: str, engagement: str) -> None:
@@ -910,8 +924,8 @@ class Team:
         self.check_pre_log(eng)
         if g is None or g.sealed is None or g.key_version is None or g.sealed_by is None:
             raise AccessDenied(self.member, action, engagement, "no key copy")
-        try:
-            sealer = self.certs().sealer(g.sealed_by)
+        try:  # any key certified for the sealer (passwd --compromised gives a new one)
+            sealers = self.certs().signing_keys(g.sealed_by)
         except IntegrityError:
             raise IntegrityError(
                 f"engagement {engagement!r}: the key copy's sealer is unknown or uncertified"
@@ -921,15 +935,16 @@ class Team:
             g.sealed,
             seal_info(self.vault_id, eng.uid, self.member, g.key_version),
         )
-        p.verify(
-            sealer,
-            labels.GRANT_SIG,
-            copy_message(
-                self.vault_id, eng.uid, self.member, g.key_version, g.sealed, key, g.sealed_by
-            ),
-            g.copy_sig or b"",
-            "engagement key copy",
+        signed = copy_message(
+            self.vault_id, eng.uid, self.member, g.key_version, g.sealed, key, g.sealed_by
         )
+        for i, k in enumerate(sorted(sealers)):
+            try:
+                p.verify(k, labels.GRANT_SIG, signed, g.copy_sig or b"", "engagement key copy")
+                break
+            except IntegrityError:
+                if i == len(sealers) - 1:
+                    raise
         if g.key_version == eng.key_version and p.fingerprint(key) != eng.key_fp:
             raise IntegrityError(f"engagement {engagement!r}: key does not match its fingerprint")
         self._engagement_keys[(engagement, g.key_version)] = (eng.uid, key)
@@ -1759,6 +1774,24 @@ class TeamMembers:
 
         return passwd(self.t, new_passphrase)
 
+    def certify(self, name: str, fingerprint: str) -> KeysCertified:
+        """An admin certifies the keys ``name`` made with ``passwd --compromised``, after
+        comparing their signing key's fingerprint with ``name`` out of band
+        (:func:`credvault.team_keys.certify`)."""
+        from credvault.team_keys import certify
+
+        validate.name(name, "member name")
+        for attempt in range(3):
+            try:
+                done = certify(self.t, name, fingerprint)
+                self.t._certs = None  # the list moved: the next question reads it again
+                return done
+            except Conflict:
+                self.t._certs = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def fingerprints(self) -> dict[str, str]:
         """Signing-key fingerprints as published at join, for comparing out of band."""
         return {m.name: _fp(m.sign_pub) for m in self.t.store.members() if m.sign_pub}
@@ -1884,6 +1917,7 @@ class TeamMembers:
                 try:
                     c = certs.certified(name)
                     keys.add((c.sign, c.kem))
+                    keys.update((k.sign, k.kem) for k in certs.history(name))
                 except IntegrityError as e:
                     uncertified = f"the certificate of {name} ({e})"
         ipk = p.digest(row.ipk) if row is not None else b""
@@ -1894,15 +1928,8 @@ class TeamMembers:
         if known and (digests or ipk or name in before.members):
             return None, uncertified
         endorsed: builtins.list[tuple[str, bytes, bytes]] = []
-        if row is not None and row.admin:
-            for other, r in sorted(certs.rows.items()):
-                if other == name or r.inviter != name:
-                    continue
-                try:
-                    c = certs.certified(other)
-                except IntegrityError:
-                    continue  # not joined, or not certified: invite them again
-                endorsed.append((other, p.digest(c.sign), p.digest(c.kem)))
+        if row is not None and row.admin:  # what their keys certified stays good
+            endorsed = certs.endorsements(name, {s for s, _ in keys})
         statement = Revocation(
             t.vault_id, before.version + 1, before.head, now, t.member, t.sign_pub, name, ipk,
             digests, tuple(endorsed), b"",

@@ -32,6 +32,20 @@ class TeamHandle(Protocol):
     def forget_keys(self, engagement: str) -> None: ...
 
 
+class CertifyingTeam(TeamHandle, Protocol):
+    """What an admin's ``member certify`` (:func:`credvault.team_keys.certify`) reads
+    besides: the certificates and list it extends, the witness keeping the list's head."""
+
+    sign_pub: bytes
+
+    @property
+    def witness(self) -> LogWitness: ...
+
+    def certs(self) -> Certs: ...
+
+    def require_certified(self, action: str) -> None: ...
+
+
 class CheckedTeam(TeamHandle, Protocol):
     """What ``credvault check`` (:mod:`credvault.team_check`) reads besides: the vault's
     address, the trust it verifies (certificates, logs, witness), the audit chain and the

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from credvault.retention import SETTINGS
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from credvault.receipt_keys import ReceiptKeys
     from credvault.results import VaultInfo
     from credvault.secret import Secret
-    from credvault.team_handle import TeamHandle
+    from credvault.team_handle import CertifyingTeam, TeamHandle
     from credvault.team_log import Certs
 
 UNUSED = "not used by a team vault"
@@ -131,16 +131,19 @@ def receipt_keys(t: TeamHandle, certs: Certs, sign_pub: bytes) -> ReceiptKeys:
 
 def retire(certs: Certs, links: dict[str, list[str]]) -> None:
     """The hook every client applies to the certificates it reads (:meth:`Team.certs`): a
-    member with any key link has said their certified key is compromised, so it is not
-    *current*: :meth:`Certs.keys` answers NotFound for them (no grant, no copy sealed at a
-    rotation, ``_current`` false), while the certificate still verifies what the old key
-    signed before (copies it sealed, links 0). Decided on the link's presence, not its
-    signature: a link the DBA forges can only take a member's access away, which the DBA
-    can do anyway; never give a compromised key one more copy. A vault-wide signed
-    revocation list (the crl branch) is where the retired key belongs too."""
-    for member in links:
+    member with a key link newer than the last admin's certificate of their keys
+    (:meth:`Certs.history`, :func:`certify`) has said their certified key is compromised,
+    so it is not *current*: :meth:`Certs.keys` answers NotFound for them (no grant, no copy
+    sealed at a rotation, ``_current`` false), while the certificate still verifies what
+    the old key signed before (copies it sealed, links 0). Decided on the link's presence,
+    not its signature: a link the DBA forges can only take a member's access away, which
+    the DBA can do anyway; never give a compromised key one more copy. Once certified, the
+    old pair is on the admin-signed revocation list (format.md §19.7), which does not
+    depend on the link being there."""
+    for member, handed in links.items():
         row = certs.rows.get(member)
-        if row is not None and row.state == "active":
+        certified = max((r.seq for r in certs.rekeys.get(member, ())), default=0)
+        if row is not None and row.state == "active" and len(handed) > certified:
             certs.rows[member] = row._replace(state="retired")
 
 
@@ -203,6 +206,101 @@ def compromised(t: TeamHandle, new_passphrase: Secret) -> PasswdResult:
     )
     finish_pending(path)  # the witness too
     return PasswdResult(True, [], flagged, 0)
+
+
+class KeysCertified(NamedTuple):
+    """What ``member certify`` did: ``member``'s new keys (signing-key ``fingerprint``, the
+    one compared out of band) certified, their old keys named in the revocation list's
+    version ``list_version``."""
+
+    member: str
+    fingerprint: str
+    list_version: int
+
+
+def certify(t: CertifyingTeam, name: str, fingerprint: str) -> KeysCertified:
+    """``member certify`` (an admin, docs/team.md): certify the keys ``name``'s latest
+    ``passwd --compromised`` made, after the admin compared their signing key's
+    ``fingerprint`` with ``name`` out of band — the hand-over link alone never suffices,
+    whoever holds the old key can sign one. Signed here, chained to the pair certified
+    before (format.md §19.8); the same server transaction appends the revocation list's
+    next version (§19.7) naming every pair certified for ``name`` before, signed here too,
+    so no client seals to the old key again even if the DBA deletes the hand-over link.
+    A fingerprint that does not match is InvalidInput (exit 2), nothing signed."""
+    from datetime import UTC, datetime
+
+    from credvault.crypto import labels
+    from credvault.crypto import primitives as p
+    from credvault.errors import AccessDenied, NotFound
+    from credvault.model import iso
+    from credvault.postgres.keys_store import certify_keys, key_handover
+    from credvault.team_log import Revocation, rekey_message, revocation_hash
+    from credvault.team_log import fingerprint as fp_of
+
+    want = parse_fingerprint(fingerprint)
+    if name == t.member:
+        raise AccessDenied(
+            t.member, "certify keys", None, "not your own: another admin certifies them"
+        )
+    t.require_certified("certify keys")
+    certs = t.certs()
+    row = certs.rows.get(name)
+    if row is None or row.state not in ("active", "retired"):
+        raise NotFound("member", name)
+    handover = key_handover(t.store, name)
+    done = max((r.seq for r in certs.rekeys.get(name, ())), default=0)
+    if handover is None or handover[0] <= done:
+        raise NotFound(
+            "certify keys", "", f"{name} has no new keys to certify (run after their passwd "
+            "--compromised)"
+        )  # fmt: skip
+    seq, sign_pub, kem_pub = handover
+    if fp_of(sign_pub) != want:
+        raise _mismatch(name)
+    history = certs.history(name)  # every pair certified before: IntegrityError if forged
+    prev = history[-1]
+    pairs = {(k.sign, k.kem) for k in history}
+    before = certs.revoked
+    endorsed = certs.endorsements(name, {s for s, _ in pairs}) if row.admin else []
+    statement = Revocation(
+        t.vault_id, before.version + 1, before.head, iso(datetime.now(UTC)), t.member,
+        t.sign_pub, name, b"", tuple(sorted((p.digest(s), p.digest(k)) for s, k in pairs)),
+        tuple(endorsed), b"",
+    ).signed(t.keys.sign_private)  # fmt: skip
+    message = rekey_message(
+        t.vault_id, name, seq, (prev.sign, prev.kem), (sign_pub, kem_pub), t.member, t.sign_pub
+    )
+    sig = p.sign(t.keys.sign_private, labels.TEAM_REKEY_CERT, message)
+    blob = statement.to_bytes()
+    version = certify_keys(t.store, name, handover, t.sign_pub, sig, blob)
+    t.witness.keep_revocations(version, revocation_hash(blob))
+    return KeysCertified(name, want, version)
+
+
+def parse_fingerprint(text: str) -> str:
+    """A signing-key fingerprint as typed (spaces and colons allowed): 32 hex digits."""
+    from credvault.errors import InvalidInput
+
+    fp = "".join(c for c in text.strip().lower() if c not in " :")
+    if len(fp) != 32 or any(c not in "0123456789abcdef" for c in fp):
+        raise InvalidInput(
+            "a fingerprint is 32 hexadecimal digits (what the member's passwd --compromised "
+            "printed)"
+        )
+    return fp
+
+
+def _mismatch(name: str) -> Exception:
+    """The fingerprint the admin compared is not that of the keys the server shows: a typo,
+    or someone else's keys (whoever stole the old key can run ``passwd --compromised``
+    first). InvalidInput (exit 2); nothing signed."""
+    from credvault.errors import InvalidInput
+
+    return InvalidInput(
+        f"the fingerprint does not match {name}'s new signing key: nothing certified; compare "
+        f"it with {name} again (if {name} did not make these keys, `member rm {name}` and "
+        "invite them again)"
+    )
 
 
 class SeenHandOvers:

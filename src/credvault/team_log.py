@@ -35,7 +35,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,6 +51,7 @@ __all__ = [
     "Certified",
     "Certs",
     "LogWitness",
+    "RekeyRow",
     "Revocation",
     "Revoked",
     "fingerprint",
@@ -61,6 +62,7 @@ __all__ = [
     "parse_code",
     "pre_log_list",
     "pre_log_uids",
+    "rekey_message",
     "replay_revocations",
     "revocation_hash",
 ]
@@ -108,6 +110,21 @@ def join_message(vault_id: bytes, member: str, sign_pub: bytes, kem_pub: bytes) 
     return labels.encode("join", vault_id, member, sign_pub, kem_pub)
 
 
+def rekey_message(
+    vault_id: bytes,
+    member: str,
+    seq: int,
+    prev: tuple[bytes, bytes],
+    new: tuple[bytes, bytes],
+    certifier: str,
+    certifier_key: bytes,
+) -> bytes:
+    """What an admin signs to certify a member's new keys after ``passwd --compromised``
+    (docs/format.md §19.8): the hand-over ``seq``, the pair certified before (chaining the
+    certificate to the member's history), the new pair, and who signs with which key."""
+    return labels.encode("rekey", vault_id, member, seq, *prev, *new, certifier, certifier_key)
+
+
 # -- certificates -----------------------------------------------------------------------------
 class CertRow(NamedTuple):
     """One row of ``credvault.member_certificates()``: claims, until :class:`Certs` checks."""
@@ -130,6 +147,20 @@ class Certified(NamedTuple):
     active: bool
 
 
+class RekeyRow(NamedTuple):
+    """One row of ``credvault.member_rekeys()``: an admin's certificate of the keys a
+    member's hand-over ``seq`` named (format.md §19.8); a claim until :meth:`Certs.history`
+    checks it."""
+
+    member: str
+    seq: int
+    sign_pub: bytes
+    kem_pub: bytes
+    certifier: str
+    certifier_key: bytes
+    signature: bytes
+
+
 class Certs:
     """Every member's keys, each believed only through its chain of signatures.
 
@@ -138,7 +169,12 @@ class Certs:
     before they were removed stays checkable. *Who may be sealed a key now?*
     (:meth:`keys`, :meth:`listed`): the chain and the admin-signed revocation list
     (:class:`Revoked`, format.md §19.7), loaded through ``revoked`` at the first such
-    question only, so ``get`` never reads it."""
+    question only, so ``get`` never reads it.
+
+    A member's keys may change (``passwd --compromised``): an admin's certificate of the
+    new pair (:class:`RekeyRow`, format.md §19.8) chains it to the pair certified before.
+    :meth:`history` is every certified pair, :meth:`current` the last; who may be sealed a
+    key is asked of the current pair, and the old pairs are on the revocation list."""
 
     def __init__(
         self,
@@ -146,6 +182,7 @@ class Certs:
         anchor: str | None,
         rows: Mapping[str, CertRow],
         revoked: Callable[[Certs], Revoked] | None = None,
+        rekeys: Iterable[RekeyRow] = (),
     ) -> None:
         self.vault_id = vault_id
         self.anchor = anchor
@@ -153,6 +190,77 @@ class Certs:
         self._done: dict[str, Certified] = {}
         self._load_revoked = revoked
         self._revoked: Revoked | None = None if revoked else NOTHING_REVOKED
+        self.rekeys: dict[str, list[RekeyRow]] = {}
+        self._histories: dict[str, tuple[Certified, ...]] = {}
+        self.set_rekeys(rekeys)
+
+    def set_rekeys(self, rekeys: Iterable[RekeyRow]) -> None:
+        """The certificates of new keys the server shows, by member, in ``seq`` order."""
+        self.rekeys = {}
+        for r in sorted(rekeys, key=lambda r: (r.member, r.seq)):
+            self.rekeys.setdefault(r.member, []).append(r)
+        self._histories = {}
+
+    def history(self, member: str) -> tuple[Certified, ...]:
+        """Every pair of keys certified for ``member``, oldest first: the pair the invitation
+        chain certifies (:meth:`certified`), then each admin's certificate of new keys, each
+        chained to the pair before it and signed by a certified key of an admin who is not
+        ``member``. The revocation list is not consulted here (:meth:`keys` does);
+        IntegrityError if any certificate does not verify."""
+        return self._history(member, frozenset(), None)
+
+    def current(self, member: str) -> Certified:
+        """The last pair certified for ``member`` (what is sealed to, list permitting)."""
+        return self.history(member)[-1]
+
+    def signing_keys(self, member: str) -> frozenset[bytes]:
+        """Every signing key certified for ``member`` (whose signature was this?)."""
+        return frozenset(c.sign for c in self.history(member))
+
+    def _history(
+        self, member: str, seen: frozenset[str], until: bytes | None
+    ) -> tuple[Certified, ...]:
+        done = self._histories.get(member)
+        if done is not None:
+            return done
+        if member in seen or len(seen) > len(self.rows):
+            raise IntegrityError(f"the keys of member {member!r} are not certified (a cycle)")
+        out = [self._chain(member, frozenset())]
+        last = 0
+        for r in self.rekeys.get(member, ()):
+            if until is not None and out[-1].sign == until:
+                return tuple(out)  # enough to check a signature by ``until``: not kept
+            what = f"the new keys of member {member!r} (certificate {r.seq})"
+            if r.seq <= last or r.certifier == member:
+                raise IntegrityError(f"{what} do not follow the keys certified before")
+            try:
+                admin = self._chain(r.certifier, frozenset()).admin
+                theirs = self._history(r.certifier, seen | {member}, r.certifier_key)
+            except IntegrityError:
+                raise IntegrityError(f"{what}: {r.certifier!r} is not certified") from None
+            if not admin or r.certifier_key not in {c.sign for c in theirs}:
+                raise IntegrityError(f"{what}: not signed by a certified admin ({r.certifier!r})")
+            prev = out[-1]
+            p.verify(
+                r.certifier_key,
+                labels.TEAM_REKEY_CERT,
+                rekey_message(
+                    self.vault_id,
+                    member,
+                    r.seq,
+                    (prev.sign, prev.kem),
+                    (r.sign_pub, r.kem_pub),
+                    r.certifier,
+                    r.certifier_key,
+                ),
+                r.signature,
+                what,
+            )
+            out.append(prev._replace(sign=r.sign_pub, kem=r.kem_pub))
+            last = r.seq
+        got = tuple(out)
+        self._histories[member] = got
+        return got
 
     @property
     def revoked(self) -> Revoked:
@@ -170,7 +278,7 @@ class Certs:
         row = self.rows.get(member)
         if row is None or row.state != "active":
             raise NotFound("member", member)
-        got = self._chain(member, frozenset())
+        got = self.current(member)
         r = self.revoked
         if r.names(got.sign, got.kem) or p.digest(row.ipk) in r.ipk:
             raise NotFound("member", member)
@@ -181,28 +289,64 @@ class Certs:
         """Whether the revocation list names either key (a log's pinned keys, say)."""
         return self.revoked.names(sign, kem)
 
-    def check_path(self, member: str, r: Revoked) -> None:
-        """Every certificate on ``member``'s chain made by an admin whose key ``r`` revokes
-        must be endorsed again in ``r`` (the removing admin re-endorses that admin's
-        invitees when removing them); IntegrityError otherwise. Chains already verified."""
+    def check_path(self, member: str, r: Revoked, _seen: set[str] | None = None) -> None:
+        """Every certificate on ``member``'s chain — their invitation, each certificate of
+        new keys, and so on up through the admins who signed them — made with a key ``r``
+        revokes must be endorsed again in ``r`` (the admin who revokes that key re-endorses
+        what it certified); IntegrityError otherwise. Chains already verified."""
         if not r.sign:
             return
-        who, seen = member, 0
-        while seen <= len(self.rows):
-            row = self.rows[who]
-            if row.inviter == who:
-                return
-            mine, theirs = self._chain(who, frozenset()), self._chain(row.inviter, frozenset())
+        seen = set() if _seen is None else _seen
+        if member in seen:
+            return
+        seen.add(member)
+        row = self.rows[member]
+        if row.inviter != member:
+            mine, theirs = self._chain(member, frozenset()), self._chain(row.inviter, frozenset())
             if (
                 p.digest(theirs.sign) in r.sign
-                and (who, p.digest(mine.sign), p.digest(mine.kem)) not in r.endorsed
+                and (member, p.digest(mine.sign), p.digest(mine.kem)) not in r.endorsed
             ):
                 raise IntegrityError(
-                    f"the keys of member {who!r} are not certified: invited by "
+                    f"the keys of member {member!r} are not certified: invited by "
                     f"{row.inviter!r}, whose keys are revoked, and not endorsed again"
                 )
-            who, seen = row.inviter, seen + 1
-        raise IntegrityError(f"the keys of member {member!r} are not certified (a cycle)")
+            self.check_path(row.inviter, r, seen)
+        for k in self.rekeys.get(member, ()):
+            if (
+                p.digest(k.certifier_key) in r.sign
+                and (member, p.digest(k.sign_pub), p.digest(k.kem_pub)) not in r.endorsed
+            ):
+                raise IntegrityError(
+                    f"the new keys of member {member!r} are not certified: certified by "
+                    f"{k.certifier!r} with a key now revoked, and not endorsed again"
+                )
+            self.check_path(k.certifier, r, seen)
+
+    def endorsements(self, name: str, revoked: set[bytes]) -> list[tuple[str, bytes, bytes]]:
+        """What a list version that revokes ``name``'s signing keys ``revoked`` endorses
+        again (format.md §19.7): every other member whose invitation or certificate of new
+        keys ``name`` signed with one of them, with the keys it certifies (verified here;
+        one that does not verify is left out: invite or certify them again)."""
+        out: set[tuple[str, bytes, bytes]] = set()
+        for other, r in self.rows.items():
+            if other == name:
+                continue
+            if r.inviter == name:
+                try:
+                    c = self.certified(other)
+                    if self.certified(name).sign in revoked:
+                        out.add((other, p.digest(c.sign), p.digest(c.kem)))
+                except IntegrityError:
+                    pass  # not joined, or not certified
+            for k in self.rekeys.get(other, ()):
+                if k.certifier == name and k.certifier_key in revoked:
+                    try:
+                        self.history(other)
+                    except IntegrityError:
+                        continue
+                    out.add((other, p.digest(k.sign_pub), p.digest(k.kem_pub)))
+        return sorted(out)
 
     def _chain(self, member: str, seen: frozenset[str]) -> Certified:
         done = self._done.get(member)
@@ -280,12 +424,19 @@ class Certs:
         return self._chain(member, frozenset()).sign
 
     def admin_keys(self, member: str) -> frozenset[bytes]:
-        """The signing key a creation link by ``member`` must carry (empty: not an admin)."""
+        """The signing keys a creation link by ``member`` may carry (empty: not an admin):
+        each one certified for them (a link signed before ``passwd --compromised`` stays
+        checkable; one whose new keys do not verify keeps the first only)."""
         try:
             c = self._chain(member, frozenset())
         except IntegrityError:
             return frozenset()
-        return frozenset({c.sign}) if c.admin else frozenset()
+        if not c.admin:
+            return frozenset()
+        try:
+            return self.signing_keys(member)
+        except IntegrityError:
+            return frozenset({c.sign})
 
 
 class AdminKeys(Mapping[str, frozenset[bytes]]):
@@ -532,12 +683,13 @@ def replay_revocations(
 def _check_signer(certs: Certs, r: Revocation, before: Revoked) -> None:
     what = f"revocation list version {r.version}"
     try:
-        c = certs.certified(r.signer)
+        history = certs.history(r.signer)
         row = certs.rows[r.signer]
         certs.check_path(r.signer, before)
     except (IntegrityError, KeyError):
         raise IntegrityError(f"{what}: signer {r.signer!r} is not certified") from None
-    if not c.admin or c.sign != r.signer_key:
+    c = next((k for k in history if k.sign == r.signer_key), None)
+    if c is None or not c.admin:
         raise IntegrityError(f"{what}: not signed by a certified admin's key ({r.signer!r})")
     if before.names(c.sign, c.kem) or p.digest(row.ipk) in before.ipk:
         raise IntegrityError(f"{what}: signed by {r.signer!r}, whose keys were revoked before")

@@ -100,6 +100,12 @@ TABLE: tuple[Command, ...] = (
                 action="store_true",
                 help="print only the public key that checks purge receipts",
             ),
+            arg(
+                "--fingerprint",
+                action="store_true",
+                help="team vault: print only your signing key's fingerprint (an admin "
+                "compares it at join and member certify)",
+            ),
             JSON,
         ),
     ),
@@ -161,6 +167,21 @@ TABLE: tuple[Command, ...] = (
                 "remove a member, drop their grants, re-key the database",
                 c.cmd_member_rm,
                 (arg("name", value="member"),),
+            ),
+            Command(
+                "certify",
+                "certify the new keys of a member's passwd --compromised (team vault admin)",
+                c.cmd_member_certify,
+                (
+                    arg("name", value="member"),
+                    arg(
+                        "--fingerprint",
+                        required=True,
+                        metavar="FPR",
+                        help="the new signing key's fingerprint, as compared with the member "
+                        "out of band",
+                    ),
+                ),
             ),
             Command(
                 "reset",

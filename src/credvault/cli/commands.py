@@ -125,6 +125,7 @@ TEAM_COMMANDS = frozenset(
         "cmd_receipt_keys",
         "cmd_info",
         "cmd_passwd",
+        "cmd_member_certify",
         "cmd_client_export",
         "cmd_system_add",
         "cmd_system_ls",
@@ -315,9 +316,13 @@ def upgrade_schema(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Vault facts; --public-key prints the key clients use to check purge receipts."""
+    if getattr(args, "fingerprint", False) and vault_target(getattr(args, "vault", None)) is None:
+        raise InvalidInput("info --fingerprint is for a PostgreSQL team vault")
     with open_vault(args) as v:
         if args.public_key:
             t.out(v.public_key)
+        elif getattr(args, "fingerprint", False):
+            t.out(cast("Team", v).fingerprint())
         else:
             render(args, v.info().to_json())
     return EXIT_OK
@@ -525,6 +530,23 @@ def cmd_member_rm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_member_certify(args: argparse.Namespace) -> int:
+    """Certify the new keys of a member's passwd --compromised (an admin, team vault)."""
+    if vault_target(getattr(args, "vault", None)) is None:
+        raise InvalidInput(
+            "member certify is for a PostgreSQL team vault (on SQLCipher, passwd "
+            "--compromised certifies the new keys itself)"
+        )
+    with open_vault(args) as v:
+        r = cast("Team", v).members.certify(args.name, args.fingerprint)
+    t.out(
+        f"certified {r.member}'s new keys (fingerprint {r.fingerprint}); their old keys are "
+        f"revoked (revocation list version {r.list_version}); each lead grants "
+        f"{r.member} again: `credvault grant ENGAGEMENT {r.member} ROLE`"
+    )
+    return EXIT_OK
+
+
 def cmd_member_reset(args: argparse.Namespace) -> int:
     """Give a member new keys and a new passphrase (their grants must be made again)."""
     with open_vault(args) as v:
@@ -549,10 +571,17 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         if not r.compromised:
             t.out("passphrase changed")
             return EXIT_OK
-        if vault_target(getattr(args, "vault", None)) is not None:  # docs/team.md
+        if team_target is not None:  # docs/team.md
+            from credvault import Team
+
             t.out(
                 "passphrase changed; new keys; old key retired by a signed hand-over; "
                 "no key copy reaches you until your new keys are certified (docs/team.md)"
+            )
+            fp = Team.slot_fingerprint(team_target, v.member)
+            t.out(
+                f"your new signing key fingerprint: {fp} (compare it with an admin out of "
+                f"band; they run `credvault member certify {v.member} --fingerprint {fp}`)"
             )
         else:
             t.out(

@@ -42,6 +42,7 @@ TEAM_PRE_LOG = b"credvault/v1/team-pre-log-engagements"  # migrate lists unlogge
 TEAM_REVOCATION_LIST = b"credvault/v1/team-revocation-list"  # an admin signs a list version
 TEAM_REVOCATION_HASH = b"credvault/v1/team-revocation-chain"  # hash chaining the versions
 TEAM_KEYRING_ENTRY = b"credvault/v1/team-keyring-entry"  # a team member's cached keys
+TEAM_REKEY_CERT = b"credvault/v1/team-rekey-certificate"  # an admin certifies new member keys
 
 # The three statements signed under GRANT_SIG, told apart by their first encoded part.
 GRANT_CREATION = "create"  # an admin created the engagement with its first lead
@@ -82,6 +83,7 @@ ALL = (
     TEAM_REVOCATION_LIST,
     TEAM_REVOCATION_HASH,
     TEAM_KEYRING_ENTRY,
+    TEAM_REKEY_CERT,
 )
 
 

@@ -64,3 +64,50 @@ def replace_keys(
         "replace your keys",
     )
     return [str(x) for x in row[0]]
+
+
+def rekeys(store: PgStore) -> list[Any]:
+    """Every admin's certificate of a member's new keys (``member_rekeys()``, section
+    pgcert), as :class:`credvault.team_log.RekeyRow`, unchecked."""
+    from credvault.team_log import RekeyRow
+
+    return [
+        RekeyRow(str(m), int(s), bytes(sp), bytes(kp), str(c), bytes(ck), bytes(sig))
+        for m, s, sp, kp, c, ck, sig in _all(
+            store,
+            "SELECT member, seq, sign_pub, kem_pub, certifier, certifier_key, signature "
+            "FROM credvault.member_rekeys()",
+            "read certificates of new keys",
+        )
+    ]
+
+
+def key_handover(store: PgStore, member: str) -> tuple[int, bytes, bytes] | None:
+    """(seq, sign_pub, kem_pub) of ``member``'s latest hand-over link, or None."""
+    row = _one(
+        store,
+        "SELECT seq, sign_pub, kem_pub FROM credvault.member_key_handover(%s)",
+        (member,),
+        "read a key hand-over",
+    )
+    return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]))
+
+
+def certify_keys(
+    store: PgStore,
+    member: str,
+    handover: tuple[int, bytes, bytes],
+    certifier_key: bytes,
+    signature: bytes,
+    revocation: bytes,
+) -> int:
+    """An admin's certificate of ``member``'s new keys and the revocation-list version
+    naming the old ones, in one server transaction; returns that list version."""
+    seq, sign_pub, kem_pub = handover
+    row = _one(
+        store,
+        "SELECT credvault.certify_keys(%s, %s, %s, %s, %s, %s, %s)",
+        (member, seq, sign_pub, kem_pub, certifier_key, signature, revocation),
+        "certify keys",
+    )
+    return int(row[0])

@@ -4071,3 +4071,107 @@ BEGIN
     PERFORM audit_append(who, 'put', eng, c_name, 'ok', '');
     RETURN true;
 END $$;
+
+-- == pgcert: an admin certifies the keys `passwd --compromised` made ==
+--
+-- (docs/team.md "`info`, `receipt-keys` and `passwd --compromised`", docs/format.md §19.8.)
+-- After `passwd --compromised` (section pgkeys) nobody seals to the member's new keys: the
+-- hand-over link is signed by the old key, which whoever stole it can sign with too. An
+-- admin who compared the new key's fingerprint with the member out of band signs a
+-- certificate of the new pair, chained to the pair certified before (the member's
+-- invitation and join proof, or an earlier certificate): every client then believes the
+-- new pair through it, and only through it. In the same transaction the admin's signed
+-- revocation list (section crl) gets a version naming the old pair, so a lead whose client
+-- never saw the hand-over link (the DBA may delete it) still seals nothing to the old key.
+-- The server checks order and shape; every client checks the signatures.
+
+CREATE TABLE credvault.member_rekeys (
+    member        text NOT NULL REFERENCES credvault.members (name),
+    seq           integer NOT NULL CHECK (seq >= 1),  -- the hand-over link it certifies
+    sign_pub      bytea NOT NULL CHECK (length(sign_pub) = 32),
+    kem_pub       bytea NOT NULL CHECK (length(kem_pub) = 32),
+    certifier     text NOT NULL,
+    certifier_key bytea NOT NULL CHECK (length(certifier_key) = 32),
+    signature     bytea NOT NULL CHECK (length(signature) = 64),
+    at            timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (member, seq)
+);
+REVOKE ALL ON credvault.member_rekeys FROM PUBLIC;
+
+-- Every certificate of new keys, oldest first per member (any member: signed statements).
+CREATE FUNCTION credvault.member_rekeys()
+RETURNS TABLE (member text, seq integer, sign_pub bytea, kem_pub bytea, certifier text,
+               certifier_key bytea, signature bytea)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN QUERY SELECT r.member, r.seq, r.sign_pub, r.kem_pub, r.certifier, r.certifier_key,
+                        r.signature
+        FROM member_rekeys r ORDER BY r.member, r.seq;
+END $$;
+
+-- The keys a member's latest hand-over link names (seq, sign_pub, kem_pub): what an admin
+-- compares and certifies. Any member (public keys); no row: no hand-over.
+CREATE FUNCTION credvault.member_key_handover(k_member text)
+RETURNS TABLE (seq integer, sign_pub bytea, kem_pub bytea)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    PERFORM me();
+    RETURN QUERY SELECT k.seq, k.sign_pub, k.kem_pub FROM member_key_links k
+        WHERE k.member = k_member ORDER BY k.seq DESC LIMIT 1;
+END $$;
+
+-- An admin (not the member themselves) certifies the keys of `k_member`'s latest hand-over
+-- link `k_seq` (they must be the keys given, so a link replaced meanwhile fails), newer
+-- than any certified before, with the revocation-list version naming the old keys
+-- (revocation_append checks its header: the next version, this admin, this member).
+CREATE FUNCTION credvault.certify_keys(k_member text, k_seq integer, k_sign bytea, k_kem bytea,
+                                       k_certifier_key bytea, k_sig bytea, revocation bytea)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); l member_key_links%ROWTYPE; v integer;
+BEGIN
+    IF who = k_member THEN
+        RAISE EXCEPTION 'credvault: an admin cannot certify their own keys (another admin does)'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM 1 FROM members m WHERE m.name = k_member AND m.state = 'active' FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'credvault: no active member %', k_member USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT * INTO l FROM member_key_links k WHERE k.member = k_member ORDER BY k.seq DESC LIMIT 1;
+    IF l.seq IS NULL OR l.seq IS DISTINCT FROM k_seq OR l.sign_pub IS DISTINCT FROM k_sign
+       OR l.kem_pub IS DISTINCT FROM k_kem THEN
+        RAISE EXCEPTION 'credvault: not the keys of %''s latest key hand-over; run the command again', k_member
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF EXISTS (SELECT 1 FROM member_rekeys r WHERE r.member = k_member AND r.seq >= k_seq) THEN
+        RAISE EXCEPTION 'credvault: the new keys of % are certified already', k_member
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    IF length(k_certifier_key) IS DISTINCT FROM 32 OR length(k_sig) IS DISTINCT FROM 64
+       OR revocation IS NULL THEN
+        RAISE EXCEPTION 'credvault: a certificate needs a signature and a revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO member_rekeys (member, seq, sign_pub, kem_pub, certifier, certifier_key, signature)
+        VALUES (k_member, k_seq, k_sign, k_kem, who, k_certifier_key, k_sig);
+    v := revocation_append(who, k_member, revocation);
+    PERFORM audit_append(who, 'certify', NULL, k_member, 'ok',
+        format('new keys (passwd --compromised) certified, fingerprint %s; old keys revoked (list version %s)',
+               left(encode(sha256(k_sign), 'hex'), 32), v));
+    RETURN v;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.member_rekeys(), credvault.member_key_handover(text),
+    credvault.certify_keys(text, integer, bytea, bytea, bytea, bytea, bytea) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.member_rekeys(),'
+                   ' credvault.member_key_handover(text),'
+                   ' credvault.certify_keys(text, integer, bytea, bytea, bytea, bytea, bytea) TO %I',
+                   credvault.member_group());
+END $$;

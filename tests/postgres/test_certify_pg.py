@@ -1,0 +1,208 @@
+"""An admin certifies the keys ``passwd --compromised`` made (docs/team.md, format.md
+§19.8), tried as the member, a non-admin, the DBA and the thief who holds bob's old keys.
+
+One world for the module (a fresh one costs seconds): alice (admin, lead of acme-2026),
+bob (engineer) and carol (a second lead, whose client sees nothing of bob's change until
+the last test). bob runs ``passwd --compromised`` through the real CLI, which prints the
+fingerprint he compares with alice. The refusals come first and leave the server as they
+found it; the last test certifies (the CLI, alice's path) and goes on from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import KDF_ARG
+from credvault import Team
+from credvault.crypto import labels
+from credvault.crypto import primitives as p
+from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
+from credvault.postgres.client import seal_info
+from credvault.postgres.slot import TeamSlot
+from credvault.team_log import Revocation, fingerprint
+from pg_cluster import Cluster
+
+from .test_contract import SECRET, World, _postgresql, one_line
+from .test_crl_pg import _pw, machine, member
+from .test_lifecycle_pg import psql
+from .test_memberlog_pg import dba
+
+
+def _slot(w: World, who: str) -> TeamSlot:
+    return TeamSlot.read(
+        Path(w.envs[who]["XDG_CONFIG_HOME"]) / "credvault" / "team" / str(w.extra["db"])
+        / f"{who}.slot"
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rekeyed(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster) -> World:
+    root = tmp_path_factory.mktemp("certify")
+    w = _postgresql(root, pg_cluster)
+    with member(w, "alice") as alice:
+        alice.credentials.put("acme-2026/db", SECRET)
+        alice.engagements.grant("acme-2026", "bob", "engineer")
+        alice.engagements.grant("acme-2026", "carol", "lead")
+    old = _slot(w, "bob")
+    w.extra["old"] = (old.sign_pub, old.kem_pub, old.unlock(_pw(w, "bob")).kem_private)
+    new_pw = root / "bob.new.pass"
+    new_pw.write_text("bob after the leak, a long passphrase\n")
+    new_pw.chmod(0o600)
+    out = w.ok("bob", "passwd", "--compromised", "--passphrase-file", str(new_pw), "--kdf", KDF_ARG)
+    w.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"] = str(new_pw)
+    fp = fingerprint(_slot(w, "bob").sign_pub)
+    assert (
+        f"your new signing key fingerprint: {fp} (compare it with an admin out of band; they "
+        f"run `credvault member certify bob --fingerprint {fp}`)\n"
+    ) in out.text
+    w.extra["fp"] = fp
+    return w
+
+
+def _certify_sql(key: str = "11") -> str:
+    k = f"'\\x{key * 32}'::bytea"
+    return f"SELECT credvault.certify_keys('bob', 1, {k}, {k}, {k}, '\\x{'00' * 64}', '\\x00')"
+
+
+@contextlib.contextmanager
+def _unchanged(w: World) -> Iterator[None]:
+    """Nothing certified, no list version: the server as the refusals found it."""
+    yield
+    assert dba(w, "SELECT count(*) FROM credvault.member_rekeys") == [(0,)]
+    assert dba(w, "SELECT count(*) FROM credvault.revocation_list") == [(0,)]
+
+
+def test_refused_wrong_fingerprint_non_admin_self_and_a_forged_row(
+    rekeyed: World, tmp_path: Path
+) -> None:
+    """A fingerprint that is not the new key's: one line, exit 2, nothing signed. carol (no
+    admin) is refused by the server, with her client and with psql; alice may not
+    certify her own keys. The DBA's own certificate row (alice named, not signed by her)
+    is exit 6 at the lead's grant; bob stays retired (not found, exit 3) meanwhile."""
+    w = rekeyed
+    with _unchanged(w):
+        wrong = "0" * 32 if w.extra["fp"] != "0" * 32 else "1" * 32
+        r = w.run("alice", "member", "certify", "bob", "--fingerprint", wrong)
+        assert r.code == 2, r.err
+        assert one_line(r) == (
+            "credvault: the fingerprint does not match bob's new signing key: nothing "
+            "certified; compare it with bob again (if bob did not make these keys, `member rm "
+            "bob` and invite them again)"
+        )
+        with member(w, "alice") as alice:
+            with pytest.raises(InvalidInput, match="32 hexadecimal digits"):
+                alice.members.certify("bob", "not-a-fingerprint")
+            with pytest.raises(AccessDenied, match="another admin"):
+                alice.members.certify("alice", str(w.extra["fp"]))
+            with pytest.raises(NotFound):  # no hand-over: nothing to certify
+                alice.members.certify("carol", str(w.extra["fp"]))
+            with pytest.raises(NotFound):  # retired until certified
+                alice.engagements.grant("acme-2026", "bob", "reader")
+        with machine(w, "carol"):  # on another machine of carol's: hers sees bob's link later
+            os.environ["XDG_STATE_HOME"] = str(tmp_path)
+            with (
+                Team.open(w.target, "carol", _pw(w, "carol")) as carol,
+                pytest.raises(AccessDenied, match="not an admin"),
+            ):
+                carol.members.certify("bob", str(w.extra["fp"]))
+        out = psql(w, "carol", _certify_sql())
+        assert (out.returncode, "is not an admin" in out.stderr) == (1, True), out.stderr
+        out = psql(w, "alice", _certify_sql().replace("'bob'", "'alice'"))
+        assert "cannot certify their own keys" in out.stderr
+        out = psql(w, "alice", "INSERT INTO credvault.member_rekeys VALUES "
+                   "('bob', 1, '\\x00', '\\x00', 'alice', '\\x00', '\\x00')")  # fmt: skip
+        assert "permission denied" in out.stderr
+
+        # the DBA writes a certificate of keys of its own, in alice's name
+        alice_key = _slot(w, "alice").sign_pub
+        dba_sign, dba_kem = p.ed25519_generate()[1], p.x25519_generate()[1]
+        dba(
+            w,
+            "INSERT INTO credvault.member_rekeys VALUES ('bob', 1, %s, %s, 'alice', %s, %s)",
+            (dba_sign, dba_kem, alice_key, bytes(64)),
+        )
+        try:
+            with member(w, "alice") as alice, pytest.raises(IntegrityError) as e:
+                alice.engagements.grant("acme-2026", "bob", "reader")
+            assert e.value.exit_code == 6
+            assert "the new keys of member 'bob' (certificate 1)" in str(e.value)
+        finally:
+            dba(w, "DELETE FROM credvault.member_rekeys")
+        assert dba(
+            w, "SELECT count(*) FROM credvault.grants WHERE member = 'bob' AND sealed IS NOT NULL"
+        ) == [(0,)]
+
+
+def test_certified_keys_are_sealed_to_and_the_old_key_never_again(rekeyed: World) -> None:
+    """alice compares the fingerprint and certifies (the CLI): a certificate and, signed
+    with it, the revocation list's version naming bob's old keys. Then, as the DBA: bob's
+    hand-over link and certificate deleted before carol's client ever saw them, so carol
+    would take bob's old key for current: her rotation still seals it nothing and signs bob
+    out of the log (the list names it). The rows back, carol grants bob again: he reads
+    with his new keys, and the thief with bob's old X25519 key opens no copy there is."""
+    w = rekeyed
+    r = w.ok("alice", "member", "certify", "bob", "--fingerprint", str(w.extra["fp"]))
+    assert r.text == (
+        f"certified bob's new keys (fingerprint {w.extra['fp']}); their old keys are revoked "
+        "(revocation list version 1); each lead grants bob again: `credvault grant "
+        "ENGAGEMENT bob ROLE`\n"
+    )
+    old_sign, old_kem, old_kem_private = w.extra["old"]  # type: ignore[misc]
+    (stmt,) = dba(w, "SELECT statement FROM credvault.revocation_list")
+    listed = Revocation.from_bytes(bytes(stmt[0]))
+    assert (listed.member, listed.signer, listed.ipk) == ("bob", "alice", b"")
+    assert listed.keys == ((p.digest(old_sign), p.digest(old_kem)),)
+    p.verify(
+        _slot(w, "alice").sign_pub, labels.TEAM_REVOCATION_LIST, listed.body(),
+        listed.signature, "list",
+    )  # fmt: skip
+    assert dba(w, "SELECT member, action, item, outcome FROM credvault.audit "
+               "WHERE action = 'certify'") == [("alice", "certify", "bob", "ok")]  # fmt: skip
+    with member(w, "alice") as alice:  # alice's client believes the new keys now
+        assert alice.certs().keys("bob").sign == _slot(w, "bob").sign_pub
+    with member(w, "alice") as alice, pytest.raises(NotFound):
+        alice.members.certify("bob", str(w.extra["fp"]))  # nothing new to certify
+
+    # the DBA, before carol's client has seen any of it
+    links = dba(w, "SELECT * FROM credvault.member_key_links")
+    certs = dba(w, "SELECT * FROM credvault.member_rekeys")
+    dba(w, "DELETE FROM credvault.member_key_links; DELETE FROM credvault.member_rekeys")
+    with member(w, "carol") as carol:
+        carol.engagements.rotate("acme-2026")
+        v = carol.view("acme-2026")
+        assert v.state is not None
+        assert "bob" not in v.state.roster  # signed out: the list names the keys pinned
+    sealed = dba(w, "SELECT member, sealed FROM credvault.grants WHERE sealed IS NOT NULL")
+    assert sorted(m for m, _ in sealed) == ["alice", "carol"]
+
+    # the rows back (nothing forged: the DBA only hid them); carol grants bob again
+    for row in links:
+        dba(w, "INSERT INTO credvault.member_key_links VALUES (%s, %s, %s, %s, %s, %s)", row)
+    for row in certs:
+        dba(w, "INSERT INTO credvault.member_rekeys VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", row)
+    with member(w, "carol") as carol:
+        carol.engagements.grant("acme-2026", "bob", "engineer")
+    with member(w, "bob") as bob:
+        assert bob.credentials.get("acme-2026/db").secret.reveal() == SECRET
+    # the thief: bob's old X25519 key and every copy the DBA can dump, each in the context
+    # it was sealed for (bob's own too): nothing opens
+    sealed = dba(
+        w,
+        "SELECT g.member, g.sealed, g.key_version, e.uid, credvault.vault_id() "
+        "FROM credvault.grants g JOIN credvault.engagements e ON e.id = g.engagement_id "
+        "WHERE g.sealed IS NOT NULL",
+    )
+    assert sorted(r[0] for r in sealed) == ["alice", "bob", "carol"]
+    for who, copy, version, uid, vault_id in sealed:
+        info = seal_info(bytes(vault_id), bytes(uid), who, version)
+        with pytest.raises(IntegrityError):
+            p.hpke_open(old_kem_private, bytes(copy), info)
+    with member(w, "bob") as bob:  # ... while bob's new key opens his
+        (mine,) = (r for r in sealed if r[0] == "bob")
+        info = seal_info(bytes(mine[4]), bytes(mine[3]), "bob", mine[2])
+        p.hpke_open(bob.keys.kem_private, bytes(mine[1]), info)
