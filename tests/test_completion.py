@@ -164,7 +164,14 @@ def names_vault(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_bash_completes_from_the_table_and_the_vault(names_vault: dict[str, str]) -> None:
     env = names_vault
     assert {"otp", "ssh", "run", "get", "member"} <= set(bash_complete("credvault ", env))
-    assert bash_complete("credvault member ", env) == ["add", "invite", "ls", "rm", "reset"]
+    assert bash_complete("credvault member ", env) == [
+        "add",
+        "invite",
+        "ls",
+        "rm",
+        "certify",
+        "reset",
+    ]
     assert bash_complete("credvault get --fi", env) == ["--field"]
     assert "--clip" in bash_complete("credvault get --c", env)
     assert bash_complete("credvault get --field ", env) == [
@@ -246,7 +253,7 @@ def test_fish_completes(names_vault: dict[str, str]) -> None:
         assert r.returncode == 0, r.stderr
         return [x.split("\t")[0] for x in r.stdout.splitlines()]
 
-    assert fish("credvault member ") == ["add", "invite", "ls", "reset", "rm"]
+    assert fish("credvault member ") == ["add", "certify", "invite", "ls", "reset", "rm"]
     assert {"otp", "ssh", "run"} <= set(fish("credvault "))
     assert fish("credvault grant acme-2026 bob ") == ["auditor", "engineer", "lead", "reader"]
     assert fish("credvault get acme-2026/") == ["acme-2026/web1-root"]
@@ -300,7 +307,7 @@ def test_zsh_completes(names_vault: dict[str, str]) -> None:
         assert r.returncode == 0, r.stderr
         return r.stdout.splitlines()
 
-    assert zsh("credvault member ") == ["add", "invite", "ls", "rm", "reset"]
+    assert zsh("credvault member ") == ["add", "invite", "ls", "rm", "certify", "reset"]
     assert zsh("credvault get --f") == ["--field"]
     assert zsh("credvault get --field p") == ["port"]
     assert zsh("credvault grant acme-2026 bob ") == ["lead", "engineer", "reader", "auditor"]
