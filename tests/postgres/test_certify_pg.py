@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 
 from conftest import KDF_ARG
-from credvault import Team
+from credvault import Secret, Team
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
 from credvault.postgres.client import seal_info
 from credvault.postgres.slot import TeamSlot
-from credvault.team_log import Revocation, fingerprint
+from credvault.team_log import Revocation, fingerprint, revocation_hash
 from pg_cluster import Cluster
 
 from .test_contract import SECRET, World, _postgresql, one_line
-from .test_crl_pg import _pw, machine, member
+from .test_crl_pg import _join, _pw, machine, member
 from .test_lifecycle_pg import psql
 from .test_memberlog_pg import dba
 
@@ -206,3 +206,57 @@ def test_certified_keys_are_sealed_to_and_the_old_key_never_again(rekeyed: World
         (mine,) = (r for r in sealed if r[0] == "bob")
         info = seal_info(bytes(mine[4]), bytes(mine[3]), "bob", mine[2])
         p.hpke_open(bob.keys.kem_private, bytes(mine[1]), info)
+
+
+def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> None:
+    """alice (the founder, who invited everyone and certified bob's new keys) runs
+    ``passwd --compromised``; dave, an admin she invited, certifies her new keys. The list
+    version revoking her old key endorses again what that key certified — every invitation
+    and bob's new keys — so carol's client still believes them all; carol grants alice
+    again. alice signs with her new key (``member rm bob``: every pair of his listed), and
+    a list version the thief signs with alice's old key is exit 6 for carol."""
+    w = rekeyed
+    _join(w, "alice", "dave", admin=True)
+    old_sign_private = _slot(w, "alice").unlock(_pw(w, "alice")).sign_private
+    new_pw = w.root / "alice.new.pass"
+    new_pw.write_text("alice after the leak, a long passphrase\n")
+    with member(w, "alice") as alice:
+        alice.members.passwd(Secret(b"alice after the leak, a long passphrase"), compromised=True)
+    w.envs["alice"]["CREDVAULT_PASSPHRASE_FILE"] = str(new_pw)
+    new = _slot(w, "alice")
+    with member(w, "dave") as dave:
+        assert dave.members.certify("alice", fingerprint(new.sign_pub)).list_version == 2
+    two = Revocation.from_bytes(bytes(dba(w, "SELECT statement FROM credvault.revocation_list "
+                                          "WHERE version = 2")[0][0]))  # fmt: skip
+    bob = _slot(w, "bob")
+    assert ("bob", p.digest(bob.sign_pub), p.digest(bob.kem_pub)) in two.endorsed
+    assert sorted({e[0] for e in two.endorsed}) == ["bob", "carol", "dave"]
+    with member(w, "carol") as carol:
+        assert carol.certs().keys("bob").sign == bob.sign_pub  # certified by alice's old key
+        assert carol.certs().keys("alice").sign == new.sign_pub
+        carol.engagements.grant("acme-2026", "alice", "lead")
+    with member(w, "alice") as alice:
+        assert alice.credentials.get("acme-2026/db").secret.reveal() == SECRET
+        alice.members.remove("bob")
+    three = Revocation.from_bytes(bytes(dba(w, "SELECT statement FROM credvault.revocation_list "
+                                            "WHERE version = 3")[0][0]))  # fmt: skip
+    assert three.signer_key == new.sign_pub
+    old_sign, old_kem, _ = w.extra["old"]  # type: ignore[misc]
+    assert set(three.keys) >= {
+        (p.digest(old_sign), p.digest(old_kem)),
+        (p.digest(bob.sign_pub), p.digest(bob.kem_pub)),
+    }
+    with member(w, "carol") as carol:
+        assert carol.certs().revoked.version == 3  # alice's new key signed it: verified
+    forged = three._replace(
+        version=4, prev=revocation_hash(three.to_bytes()), signer_key=p.ed25519_public(
+            old_sign_private), member="carol", keys=(), endorsed=(),
+    ).signed(old_sign_private)  # fmt: skip
+    blob = forged.to_bytes()
+    dba(w, "INSERT INTO credvault.revocation_list (version, statement, hash, signer, member) "
+        "VALUES (4, %s, %s, 'alice', 'carol')", (blob, revocation_hash(blob)))  # fmt: skip
+    try:
+        with member(w, "carol") as carol, pytest.raises(IntegrityError, match="revoked before"):
+            carol.engagements.grant("acme-2026", "dave", "reader")
+    finally:
+        dba(w, "DELETE FROM credvault.revocation_list WHERE version = 4")
