@@ -159,6 +159,8 @@ def test_every_kind_is_present() -> None:
         ("membership log", "integrity failure"),
         ("revocation list", "success"),
         ("revocation list", "integrity failure"),
+        ("rekey certificate", "success"),
+        ("rekey certificate", "integrity failure"),
     }
 
 
@@ -300,6 +302,47 @@ def test_revocation_list(b: Block) -> None:
         assert _one(b, "expect") == "integrity failure"
         with pytest.raises(IntegrityError):
             p.verify(admin, labels.TEAM_REVOCATION_LIST, r.body(), r.signature, "kat")
+
+
+@pytest.mark.parametrize(
+    "b", [b for b in BLOCKS if _one(b, "vector").startswith("rekey certificate")], ids=_ids
+)
+def test_rekey_certificate(b: Block) -> None:
+    """format.md §19.8 from the document: the statement, and the admin's signature over
+    the label and it (checked with the cryptography package directly)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from credvault.team_log import rekey_message
+
+    def public(k: str) -> bytes:
+        key = Ed25519PrivateKey.from_private_bytes(_hex(b, k)).public_key()
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    admin, lead = public("admin_sign_private"), public("lead_sign_private")
+    new = (_hex(b, "new_sign_public"), _hex(b, "new_kem_public"))
+    doc = doc_encode(
+        "rekey", _hex(b, "vault_id"), "alice", 1, lead, _hex(b, "lead_kem_public"), *new,
+        "admin", admin,
+    )  # fmt: skip
+    statement = _hex(b, "statement")
+    assert doc == statement
+    assert (
+        rekey_message(
+            _hex(b, "vault_id"), "alice", 1, (lead, _hex(b, "lead_kem_public")), new, "admin", admin
+        )
+        == statement
+    )
+    sig = _hex(b, "signature")
+    if _one(b, "expect") == "success":
+        Ed25519PublicKey.from_public_bytes(admin).verify(
+            sig, b"credvault/v1/team-rekey-certificate" + statement
+        )
+        p.verify(admin, labels.TEAM_REKEY_CERT, statement, sig, "kat")
+    else:
+        assert _one(b, "expect") == "integrity failure"
+        with pytest.raises(IntegrityError):
+            p.verify(admin, labels.TEAM_REKEY_CERT, statement, sig, "kat")
 
 
 def test_the_generator_reproduces_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
