@@ -616,10 +616,12 @@ class Team:
         return state
 
     def _retire(self, certs: Certs) -> None:
-        """A member whose certified key was handed over (``passwd --compromised``) is not
-        current: :func:`credvault.team_keys.retire` (the hook a vault-wide revocation
-        list would also feed); a hand-over this member saw before must still be there
-        (:class:`credvault.team_keys.SeenHandOvers`)."""
+        """A member whose certified key was handed over (``passwd --compromised``) and not
+        certified again is not current: :func:`credvault.team_keys.retire`; an admin's
+        client also signs that retirement into the revocation list
+        (:func:`credvault.team_keys.publish_retirements`); a hand-over this member saw
+        before must still be there (:class:`credvault.team_keys.SeenHandOvers`)."""
+        from credvault.postgres import libpq
         from credvault.postgres.keys_store import key_links, rekeys
         from credvault.team_keys import SeenHandOvers, retire
 
@@ -634,6 +636,11 @@ class Team:
         seen.check(links)  # a hand-over seen before and gone now: exit 6
         seen.keep(links)
         retire(certs, links)
+        if isinstance(self.store.conn, libpq.Connection):
+            return  # `get`'s lean connection: it writes nothing
+        from credvault.team_keys import publish_retirements
+
+        publish_retirements(self, certs, links)  # an admin: on the signed list at once
 
     def require_certified(self, action: str) -> None:
         """Before this member signs a statement others check against their certified key

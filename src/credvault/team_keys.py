@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from credvault.results import VaultInfo
     from credvault.secret import Secret
     from credvault.team_handle import CertifyingTeam, TeamHandle
-    from credvault.team_log import Certs
+    from credvault.team_log import Certs, Revocation
 
 UNUSED = "not used by a team vault"
 # settings a team vault keeps in credvault.meta (the others: UNUSED)
@@ -227,15 +227,12 @@ def certify(t: CertifyingTeam, name: str, fingerprint: str) -> KeysCertified:
     next version (§19.7) naming every pair certified for ``name`` before, signed here too,
     so no client seals to the old key again even if the DBA deletes the hand-over link.
     A fingerprint that does not match is InvalidInput (exit 2), nothing signed."""
-    from datetime import UTC, datetime
-
     from credvault.crypto import labels
     from credvault.crypto import primitives as p
     from credvault.errors import AccessDenied, NotFound
-    from credvault.model import iso
     from credvault.postgres.keys_store import certify_keys, key_handover
-    from credvault.team_log import Revocation, rekey_message, revocation_hash
     from credvault.team_log import fingerprint as fp_of
+    from credvault.team_log import rekey_message, revocation_hash
 
     want = parse_fingerprint(fingerprint)
     if name == t.member:
@@ -259,14 +256,7 @@ def certify(t: CertifyingTeam, name: str, fingerprint: str) -> KeysCertified:
         raise _mismatch(name)
     history = certs.history(name)  # every pair certified before: IntegrityError if forged
     prev = history[-1]
-    pairs = {(k.sign, k.kem) for k in history}
-    before = certs.revoked
-    endorsed = certs.endorsements(name, {s for s, _ in pairs}) if row.admin else []
-    statement = Revocation(
-        t.vault_id, before.version + 1, before.head, iso(datetime.now(UTC)), t.member,
-        t.sign_pub, name, b"", tuple(sorted((p.digest(s), p.digest(k)) for s, k in pairs)),
-        tuple(endorsed), b"",
-    ).signed(t.keys.sign_private)  # fmt: skip
+    statement = _retirement(t, certs, name)
     message = rekey_message(
         t.vault_id, name, seq, (prev.sign, prev.kem), (sign_pub, kem_pub), t.member, t.sign_pub
     )
@@ -275,6 +265,69 @@ def certify(t: CertifyingTeam, name: str, fingerprint: str) -> KeysCertified:
     version = certify_keys(t.store, name, handover, t.sign_pub, sig, blob)
     t.witness.keep_revocations(version, revocation_hash(blob))
     return KeysCertified(name, want, version)
+
+
+def _retirement(t: CertifyingTeam, certs: Certs, name: str) -> Revocation:
+    """The revocation list's next version (format.md §19.7), signed here: every pair
+    certified for ``name`` so far is retired (``ipk`` empty: they stay a member), and if
+    ``name`` is an admin, what those keys certified is endorsed again."""
+    from datetime import UTC, datetime
+
+    from credvault.crypto import primitives as p
+    from credvault.model import iso
+    from credvault.team_log import Revocation
+
+    pairs = {(k.sign, k.kem) for k in certs.history(name)}
+    before = certs.revoked
+    row = certs.rows[name]
+    endorsed = certs.endorsements(name, {s for s, _ in pairs}) if row.admin else []
+    return Revocation(
+        t.vault_id, before.version + 1, before.head, iso(datetime.now(UTC)), t.member,
+        t.sign_pub, name, b"", tuple(sorted((p.digest(s), p.digest(k)) for s, k in pairs)),
+        tuple(endorsed), b"",
+    ).signed(t.keys.sign_private)  # fmt: skip
+
+
+def publish_retirements(t: CertifyingTeam, certs: Certs, links: dict[str, list[str]]) -> None:
+    """An admin's client that sees a hand-over not certified yet (:func:`retire` made the
+    member ``retired``) signs the revocation list's next version naming the pair certified
+    for them, unless the list names it already (``retire_keys``, section pgcert): from then
+    on the retirement no longer rests on the link, which the DBA can delete, but on an
+    admin's signature, for every lead whose client has not seen the link. Only a link
+    chain that verifies from the member's certified key counts (whoever signed it holds
+    that key: compromised either way); one the DBA forged is left as it was (it only
+    denies service). Done quietly: another admin publishing first (Conflict) or a refusal
+    leaves the command going on, as before this."""
+    from credvault.errors import AccessDenied, AlreadyExists, Conflict, IntegrityError
+    from credvault.postgres.keys_store import retire_keys
+    from credvault.team_log import revocation_hash
+
+    retired = sorted(m for m, r in certs.rows.items() if r.state == "retired" and m != t.member)
+    me = certs.rows.get(t.member)
+    if not retired or me is None or not me.admin or me.state != "active":
+        return
+    try:
+        if certs.current(t.member).sign != t.sign_pub:
+            return  # this admin's own keys wait for a certificate: they sign nothing
+    except IntegrityError:
+        return
+    for name in retired:
+        try:
+            pairs = certs.history(name)
+            history(t.vault_id, pairs[0].sign, links.get(name, []))  # each link checked
+        except IntegrityError:
+            continue  # a forged certificate (exit 6 where the keys are needed) or link
+        if all(certs.listed(s, k) for s, k in ((c.sign, c.kem) for c in pairs)):
+            continue
+        statement = _retirement(t, certs, name)
+        blob = statement.to_bytes()
+        try:
+            version = retire_keys(t.store, name, blob)
+        except (Conflict, AlreadyExists, AccessDenied):
+            return  # the list moved, or the server refused: the next command tries again
+        assert version == statement.version
+        t.witness.keep_revocations(version, revocation_hash(blob))
+        certs.extend_revoked(statement, blob)
 
 
 def parse_fingerprint(text: str) -> str:

@@ -270,6 +270,11 @@ class Certs:
             self._revoked = self._load_revoked(self)
         return self._revoked
 
+    def extend_revoked(self, r: Revocation, blob: bytes) -> None:
+        """The list's next version, signed and stored by this client (no need to read and
+        verify the whole list again)."""
+        self._revoked = self.revoked.then(r, blob)
+
     def keys(self, member: str) -> Certified:
         """The certified keys of an active member: NotFound if not an active member or if
         the revocation list names these keys or their invitation (removed: no copy),

@@ -71,16 +71,18 @@ def _certify_sql(key: str = "11") -> str:
 
 @contextlib.contextmanager
 def _unchanged(w: World) -> Iterator[None]:
-    """Nothing certified, no list version: the server as the refusals found it."""
+    """Nothing certified, one list version (alice's client saw bob's hand-over)."""
     yield
     assert dba(w, "SELECT count(*) FROM credvault.member_rekeys") == [(0,)]
-    assert dba(w, "SELECT count(*) FROM credvault.revocation_list") == [(0,)]
+    assert dba(w, "SELECT count(*) FROM credvault.revocation_list") == [(1,)]
 
 
 def test_refused_wrong_fingerprint_non_admin_self_and_a_forged_row(
     rekeyed: World, tmp_path: Path
 ) -> None:
-    """A fingerprint that is not the new key's: one line, exit 2, nothing signed. carol (no
+    """alice's first command after bob's change (her client sees his hand-over link) signs
+    his old pair into the revocation list at once. A fingerprint that is not the new key's:
+    one line, exit 2, nothing signed. carol (no
     admin) is refused by the server, with her client and with psql; alice may not
     certify her own keys. The DBA's own certificate row (alice named, not signed by her)
     is exit 6 at the lead's grant; bob stays retired (not found, exit 3) meanwhile."""
@@ -94,6 +96,14 @@ def test_refused_wrong_fingerprint_non_admin_self_and_a_forged_row(
             "certified; compare it with bob again (if bob did not make these keys, `member rm "
             "bob` and invite them again)"
         )
+        (row,) = dba(w, "SELECT version, statement FROM credvault.revocation_list")
+        seen = Revocation.from_bytes(bytes(row[1]))
+        old_sign, old_kem, _ = w.extra["old"]  # type: ignore[misc]
+        assert (seen.version, seen.member, seen.signer, seen.ipk) == (1, "bob", "alice", b"")
+        assert seen.keys == ((p.digest(old_sign), p.digest(old_kem)),)
+        assert dba(w, "SELECT member, item, detail FROM credvault.audit WHERE action = "
+                   "'key-retire'") == [("alice", "bob", "key hand-over (passwd --compromised) "
+                                        "seen: old keys revoked (list version 1)")]  # fmt: skip
         with member(w, "alice") as alice:
             with pytest.raises(InvalidInput, match="32 hexadecimal digits"):
                 alice.members.certify("bob", "not-a-fingerprint")
@@ -149,11 +159,11 @@ def test_certified_keys_are_sealed_to_and_the_old_key_never_again(rekeyed: World
     r = w.ok("alice", "member", "certify", "bob", "--fingerprint", str(w.extra["fp"]))
     assert r.text == (
         f"certified bob's new keys (fingerprint {w.extra['fp']}); their old keys are revoked "
-        "(revocation list version 1); each lead grants bob again: `credvault grant "
+        "(revocation list version 2); each lead grants bob again: `credvault grant "
         "ENGAGEMENT bob ROLE`\n"
     )
     old_sign, old_kem, old_kem_private = w.extra["old"]  # type: ignore[misc]
-    (stmt,) = dba(w, "SELECT statement FROM credvault.revocation_list")
+    (stmt,) = dba(w, "SELECT statement FROM credvault.revocation_list WHERE version = 2")
     listed = Revocation.from_bytes(bytes(stmt[0]))
     assert (listed.member, listed.signer, listed.ipk) == ("bob", "alice", b"")
     assert listed.keys == ((p.digest(old_sign), p.digest(old_kem)),)
@@ -225,9 +235,10 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
     w.envs["alice"]["CREDVAULT_PASSPHRASE_FILE"] = str(new_pw)
     new = _slot(w, "alice")
     with member(w, "dave") as dave:
-        assert dave.members.certify("alice", fingerprint(new.sign_pub)).list_version == 2
+        # dave's client saw alice's hand-over (version 3), then he certifies (version 4)
+        assert dave.members.certify("alice", fingerprint(new.sign_pub)).list_version == 4
     two = Revocation.from_bytes(bytes(dba(w, "SELECT statement FROM credvault.revocation_list "
-                                          "WHERE version = 2")[0][0]))  # fmt: skip
+                                          "WHERE version = 4")[0][0]))  # fmt: skip
     bob = _slot(w, "bob")
     assert ("bob", p.digest(bob.sign_pub), p.digest(bob.kem_pub)) in two.endorsed
     assert sorted({e[0] for e in two.endorsed}) == ["bob", "carol", "dave"]
@@ -239,7 +250,7 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
         assert alice.credentials.get("acme-2026/db").secret.reveal() == SECRET
         alice.members.remove("bob")
     three = Revocation.from_bytes(bytes(dba(w, "SELECT statement FROM credvault.revocation_list "
-                                            "WHERE version = 3")[0][0]))  # fmt: skip
+                                            "WHERE version = 5")[0][0]))  # fmt: skip
     assert three.signer_key == new.sign_pub
     old_sign, old_kem, _ = w.extra["old"]  # type: ignore[misc]
     assert set(three.keys) >= {
@@ -247,16 +258,16 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
         (p.digest(bob.sign_pub), p.digest(bob.kem_pub)),
     }
     with member(w, "carol") as carol:
-        assert carol.certs().revoked.version == 3  # alice's new key signed it: verified
+        assert carol.certs().revoked.version == 5  # alice's new key signed it: verified
     forged = three._replace(
-        version=4, prev=revocation_hash(three.to_bytes()), signer_key=p.ed25519_public(
+        version=6, prev=revocation_hash(three.to_bytes()), signer_key=p.ed25519_public(
             old_sign_private), member="carol", keys=(), endorsed=(),
     ).signed(old_sign_private)  # fmt: skip
     blob = forged.to_bytes()
     dba(w, "INSERT INTO credvault.revocation_list (version, statement, hash, signer, member) "
-        "VALUES (4, %s, %s, 'alice', 'carol')", (blob, revocation_hash(blob)))  # fmt: skip
+        "VALUES (6, %s, %s, 'alice', 'carol')", (blob, revocation_hash(blob)))  # fmt: skip
     try:
         with member(w, "carol") as carol, pytest.raises(IntegrityError, match="revoked before"):
             carol.engagements.grant("acme-2026", "dave", "reader")
     finally:
-        dba(w, "DELETE FROM credvault.revocation_list WHERE version = 4")
+        dba(w, "DELETE FROM credvault.revocation_list WHERE version = 6")

@@ -111,3 +111,15 @@ def certify_keys(
         "certify keys",
     )
     return int(row[0])
+
+
+def retire_keys(store: PgStore, member: str, revocation: bytes) -> int:
+    """An admin's client publishes the revocation-list version retiring the keys of a
+    member whose hand-over it saw, not certified yet; returns that version."""
+    row = _one(
+        store,
+        "SELECT credvault.retire_keys(%s, %s)",
+        (member, revocation),
+        "retire keys",
+    )
+    return int(row[0])

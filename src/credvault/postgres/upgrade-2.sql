@@ -4175,3 +4175,33 @@ BEGIN
                    ' credvault.certify_keys(text, integer, bytea, bytea, bytea, bytea, bytea) TO %I',
                    credvault.member_group());
 END $$;
+
+-- An admin's client that sees a member's hand-over link not certified yet signs, at once,
+-- the revocation-list version retiring the pair certified for them (the certification
+-- later names it again): the retirement then rests on an admin's signature, not on the
+-- link, for every lead whose client has not seen the link. Only for a member (not the
+-- caller) with a hand-over newer than their last certificate.
+CREATE FUNCTION credvault.retire_keys(k_member text, revocation bytea) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); v integer;
+BEGIN
+    IF who = k_member OR NOT EXISTS (
+        SELECT 1 FROM member_key_links k WHERE k.member = k_member
+        AND k.seq > coalesce((SELECT max(r.seq) FROM member_rekeys r WHERE r.member = k_member), 0))
+    THEN
+        RAISE EXCEPTION 'credvault: % has no key hand-over to retire', k_member
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v := revocation_append(who, k_member, revocation);
+    PERFORM audit_append(who, 'key-retire', NULL, k_member, 'ok',
+        format('key hand-over (passwd --compromised) seen: old keys revoked (list version %s)', v));
+    RETURN v;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.retire_keys(text, bytea) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.retire_keys(text, bytea) TO %I',
+                   credvault.member_group());
+END $$;
