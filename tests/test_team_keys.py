@@ -81,3 +81,63 @@ def test_a_hand_over_seen_cannot_vanish_or_change(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace('"bob"', '"bub"'))
     with pytest.raises(IntegrityError):
         SeenHandOvers(path, VID, "alice", sign)
+
+
+def _member(
+    name: str, inviter: str, inviter_priv: bytes, admin: bool
+) -> tuple[CertRow, bytes, bytes]:
+    """A certified member: (certificate row, signing private key, X25519 public key); the
+    founder is self-invited (``inviter == name``, ``ipk`` their own signing key)."""
+    from credvault.crypto import labels
+    from credvault.team_log import invitation_message, join_message
+
+    sign, _ = p.ed25519_generate()
+    kem = p.x25519_public(p.x25519_generate()[0])
+    sign_pub = p.ed25519_public(sign)
+    seed = sign if inviter == name else p.ed25519_generate()[0]
+    ipk = p.ed25519_public(seed)
+    by = sign if inviter == name else inviter_priv
+    inv = p.sign(by, labels.TEAM_INVITE_SIG, invitation_message(VID, name, ipk, admin, inviter))
+    proof = p.sign(seed, labels.TEAM_JOIN_PROOF, join_message(VID, name, sign_pub, kem))
+    return CertRow(name, inviter, admin, ipk, inv, proof, sign_pub, kem, "active"), sign, kem
+
+
+def test_new_keys_count_only_through_an_admins_chained_certificate() -> None:
+    """format.md §19.8 without a server: an admin's certificate chained to the pair before
+    makes the new pair current; one by the member themselves, by a member who is not an
+    admin, over another previous pair or with a key not the certifier's is exit 6; a hand-
+    over newer than the last certificate retires the member again."""
+    from credvault.crypto import labels
+    from credvault.team_log import RekeyRow, rekey_message
+
+    alice, a_priv, _ = _member("alice", "alice", b"", True)
+    bob, b_priv, b_kem = _member("bob", "alice", a_priv, False)
+    carol, c_priv, _ = _member("carol", "alice", a_priv, False)
+    rows = {"alice": alice, "bob": bob, "carol": carol}
+    new_sign, new_kem = p.ed25519_public(p.ed25519_generate()[0]), b"n" * 32
+    assert bob.sign_pub is not None
+
+    def cert(by: str, priv: bytes, prev: tuple[bytes, bytes] = (bob.sign_pub, b_kem)) -> RekeyRow:
+        key = p.ed25519_public(priv)
+        msg = rekey_message(VID, "bob", 1, prev, (new_sign, new_kem), by, key)
+        return RekeyRow("bob", 1, new_sign, new_kem, by, key,
+                        p.sign(priv, labels.TEAM_REKEY_CERT, msg))  # fmt: skip
+
+    good = Certs(VID, None, rows, rekeys=[cert("alice", a_priv)])
+    assert good.current("bob").sign == new_sign
+    assert good.keys("bob").kem == new_kem
+    assert [c.sign for c in good.history("bob")] == [bob.sign_pub, new_sign]
+    assert good.sealer("bob") == bob.sign_pub  # key 0 of his receipt-key history
+    retire(good, {"bob": ["link 1"]})
+    assert good.rows["bob"].state == "active"  # certified: current
+    retire(good, {"bob": ["link 1", "link 2"]})
+    with pytest.raises(NotFound):
+        good.keys("bob")  # a newer hand-over: retired until certified again
+    for bad in (
+        cert("bob", b_priv),  # by himself (his old key may be the thief's)
+        cert("carol", c_priv),  # not an admin
+        cert("alice", a_priv, prev=(new_sign, b_kem)),  # not chained to his certified pair
+        cert("alice", c_priv),  # carol's key in alice's name
+    ):
+        with pytest.raises(IntegrityError):
+            Certs(VID, None, rows, rekeys=[bad]).keys("bob")

@@ -60,6 +60,7 @@ def rekeyed(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster) -> Wo
         f"your new signing key fingerprint: {fp} (compare it with an admin out of band; they "
         f"run `credvault member certify bob --fingerprint {fp}`)\n"
     ) in out.text
+    assert w.ok("bob", "info", "--fingerprint").text == f"{fp}\n"  # the same, again
     w.extra["fp"] = fp
     return w
 
