@@ -653,14 +653,21 @@ class Team:
     def _refuse_if_retired(self, action: str, engagement: str) -> None:
         """A copy missing because this member's ``passwd --compromised`` dropped it is not
         tampering: say so (exit 4). Asked only on that error path (``get`` stays lean)."""
-        from credvault.postgres.keys_store import key_links
+        from credvault.postgres.keys_store import key_links, rekeys
 
-        if self.member in key_links(self.store):
+        handed = key_links(self.store).get(self.member)
+        if handed:
+            certified = any(
+                r.member == self.member and r.seq >= len(handed) for r in rekeys(self.store)
+            )
             raise AccessDenied(
                 self.member,
                 action,
                 engagement,
-                RETIRED + " and a lead grants you again",
+                "your new keys are certified, and your key copies went with the old ones: "
+                "a lead grants you again"
+                if certified
+                else RETIRED + " and a lead grants you again",
             )
 
     def receipt_keys(self) -> ReceiptKeys:

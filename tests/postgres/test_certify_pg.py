@@ -176,6 +176,8 @@ def test_certified_keys_are_sealed_to_and_the_old_key_never_again(rekeyed: World
                "WHERE action = 'certify'") == [("alice", "certify", "bob", "ok")]  # fmt: skip
     with member(w, "alice") as alice:  # alice's client believes the new keys now
         assert alice.certs().keys("bob").sign == _slot(w, "bob").sign_pub
+    with member(w, "bob") as bob, pytest.raises(AccessDenied, match="no reading role in its"):
+        bob.credentials.get("acme-2026/db")  # alice's rotation signed him out: a grant is due
     with member(w, "alice") as alice, pytest.raises(NotFound):
         alice.members.certify("bob", str(w.extra["fp"]))  # nothing new to certify
 
