@@ -100,6 +100,19 @@ def test_only_its_lead_or_an_admin_changes_the_lifecycle(world: World) -> None:
     assert ("bob", "release the hold") in denied
     # nothing changed: alice still reads the engagement's state as closed, not purged
     assert world.run("alice", "engagement", "close", ENG).code == 1
+    # but its lead still revokes on a closed engagement (the key rotates), on both backends
+    r = world.ok("alice", "revoke", ENG, "bob")
+    assert r.text == (
+        f"revoked bob on {ENG}; engagement key rotated\nbob read no credentials of {ENG}\n"
+    )
+    again = world.run("alice", "revoke", ENG, "bob")  # bob holds no role any more
+    assert again.code == 3
+    assert "bob" in one_line(again)
+    trail = [e for e in audit(world) if e["outcome"] == "ok"]
+    assert ("revoke", "bob") in [(e["action"], e["item"]) for e in trail[-3:]]
+    assert trail[-1]["action"] in ("revoke", "rotate")
+    rotated = [e for e in trail if e["action"] == "rotate"]
+    assert str(rotated[-1]["detail"]).startswith("key version 2")  # rotated here
 
 
 def test_a_hold_postpones_the_purge_and_release_lifts_it(world: World) -> None:

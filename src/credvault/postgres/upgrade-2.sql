@@ -4071,3 +4071,175 @@ BEGIN
     PERFORM audit_append(who, 'put', eng, c_name, 'ok', '');
     RETURN true;
 END $$;
+
+-- == pgsmall: revoke (and its key rotation) on a closed engagement, as on SQLCipher ==
+--
+-- SQLCipher lets a lead revoke a member from a closed engagement (engagements.py,
+-- Engagements.revoke: the revoke link, then the key rotates), and `engagement rotate` on
+-- a closed one: a closed engagement takes no new records, but who may read what it keeps
+-- until its purge still changes. The team's revoke and rotation functions looked up active
+-- engagements only, so a closed one answered "denied" (exit 4). Here they accept any
+-- engagement not purged; nothing else in their bodies changes (CREATE OR REPLACE keeps
+-- the owner and the member group's EXECUTE). The rotation locks the engagement FOR UPDATE
+-- and destroy_engagement marks it purged: a rotation racing a purge finds it purged and is
+-- refused.
+
+CREATE OR REPLACE FUNCTION credvault.request_rotation(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'rotate', eng, NULL, 'denied', '');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'rotate', eng, NULL, 'ok', 'read for rotation');
+    INSERT INTO rotation_requests (member, engagement_id, audit_seq, xid)
+    VALUES (who, e.id, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotate_records(
+    eng text, old_version integer, new_fp text, r_tbl text[], r_id bigint[],
+    r_e1 bytea[], r_e2 bytea[], r_e3 bytea[], r_e4 bytea[],
+    g_members text[], g_sealed bytea[], g_sigs bytea[], links bytea[]
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; i integer; n integer := coalesce(cardinality(r_id), 0);
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NULL OR coalesce(role_in(e.id), '') <> 'lead' THEN
+        RAISE EXCEPTION 'credvault: % may not rotate %', who, eng USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.key_version <> old_version THEN
+        RAISE EXCEPTION 'credvault: the key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF (SELECT count(*) FROM (
+            SELECT 'credentials' AS t, c.id FROM credentials c WHERE c.engagement_id = e.id
+            UNION ALL SELECT 'systems', s.id FROM systems s WHERE s.engagement_id = e.id
+            UNION ALL SELECT 'system_trash', x.id FROM system_trash x WHERE x.engagement_id = e.id
+            UNION ALL SELECT 'credential_versions', v.id FROM credential_versions v
+                WHERE v.engagement_id = e.id
+            UNION ALL SELECT 'credential_trash', t.id FROM credential_trash t
+                WHERE t.engagement_id = e.id
+        ) have FULL JOIN (SELECT * FROM unnest(r_tbl, r_id) AS g(t, id)) given
+          ON have.t = given.t AND have.id = given.id
+        WHERE have.id IS NULL OR given.id IS NULL) > 0
+       OR (SELECT count(DISTINCT (t, id)) FROM unnest(r_tbl, r_id) AS g(t, id)) <> n THEN
+        RAISE EXCEPTION 'credvault: records changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(links), 0) LOOP
+        PERFORM log_append(e.id, links[i]);
+    END LOOP;
+    FOR i IN 1 .. n LOOP
+        IF r_e1[i] IS NULL THEN
+            RAISE EXCEPTION 'credvault: a record without its anchor' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        CASE r_tbl[i]
+        WHEN 'credentials' THEN
+            UPDATE credentials SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credentials.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'systems' THEN
+            UPDATE systems SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE systems.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'system_trash' THEN
+            UPDATE system_trash SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE system_trash.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_versions' THEN
+            UPDATE credential_versions SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_versions.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_trash' THEN
+            UPDATE credential_trash SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_trash.id = r_id[i] AND engagement_id = e.id;
+        END CASE;
+    END LOOP;
+    -- only the replayed roster gets a copy: every other row's copy goes
+    UPDATE grants SET key_version = NULL, sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND NOT member = ANY (coalesce(g_members, '{}'));
+    FOR i IN 1 .. coalesce(cardinality(g_members), 0) LOOP
+        UPDATE grants SET key_version = old_version + 1, sealed = g_sealed[i], sealed_by = who,
+            copy_sig = g_sigs[i]
+        WHERE engagement_id = e.id AND member = g_members[i] AND revoked_at IS NULL;
+    END LOOP;
+    UPDATE engagements SET key_version = old_version + 1, key_fp = new_fp, needs_rotation = false
+        WHERE engagements.id = e.id;
+    PERFORM audit_append(who, 'rotate', eng, NULL, 'ok', format('key version %s', old_version + 1));
+    RETURN old_version + 1;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.revoke_grant(eng text, grantee text) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NOT NULL AND EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: version 1''s revoke_grant is closed to it (revoke_grant_logged)', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM grants WHERE engagement_id = e.id AND member = grantee
+                   AND revoked_at IS NULL) THEN
+        RAISE EXCEPTION 'credvault: % holds no role on %', grantee, eng USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') INTO readlist
+        FROM audit a WHERE a.engagement = eng AND a.member = grantee AND a.action = 'get'
+        AND a.outcome = 'ok' AND a.item IS NOT NULL;
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', '');
+    RETURN readlist;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotation_grantees(eng text) RETURNS TABLE (member text, role text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: only a lead sees who holds a key copy' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: its key holders are the log''s roster, not rotation_grantees', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT g.member, g.role FROM grants g
+        WHERE g.engagement_id = e.id AND g.revoked_at IS NULL AND g.sealed IS NOT NULL
+          AND (g.expires_at IS NULL OR g.expires_at > now())
+        ORDER BY g.member;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.revoke_grant_logged(eng text, grantee text, new_link bytea) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NULL OR coalesce(role_in(e.id), '') <> 'lead' THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    PERFORM log_append(e.id, new_link);
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') INTO readlist
+        FROM audit a WHERE a.engagement = eng AND a.member = grantee AND a.action IN ('get', 'otp')
+        AND a.outcome = 'ok' AND a.item IS NOT NULL;
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', '');
+    RETURN readlist;
+END $$;
+
