@@ -108,6 +108,20 @@ _COLS = (
 )
 
 
+def set_purge_grace(store: PgStore, days: int) -> list[Engagement] | None:
+    """``config set purge-grace-days`` (``set_purge_grace``): the closed engagements whose
+    purge date it moved, with their new dates; None when refused (not an admin; audited)."""
+    rows = _all(
+        store,
+        f"SELECT refused, {_COLS} FROM credvault.set_purge_grace(%s)",  # noqa: S608
+        (days,),
+        "config set",
+    )
+    if any(r[0] for r in rows):
+        return None
+    return [_lifecycle(r[1:]).engagement for r in rows]
+
+
 def visible(store: PgStore, client: str | None) -> list[Lifecycle]:
     """``engagement ls``: what the caller may list, by name (audited by the server)."""
     rows = _all(

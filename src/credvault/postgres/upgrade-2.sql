@@ -4243,3 +4243,85 @@ BEGIN
     RETURN readlist;
 END $$;
 
+
+-- `config set purge-grace-days N` (SQLCipher's Vault.set_setting rewrites its purge ledgers
+-- after moving the dates: lifecycle.record_state): set_setting (section pgkeys) moves the
+-- purge date of every closed engagement that follows the vault's grace period, and this
+-- returns those engagements with their new dates (lifecycle()'s columns), so the admin's
+-- client signs a close record of each into its machine's ledger (team_ledger.keep_closes).
+-- Without them a dump from before the change, restored, keeps the old dates, and the
+-- close records already in the ledgers (signed at the close, with the old date) even put
+-- the old date back at the next admin's purge. A refusal (not an admin) is one row with
+-- `refused` true and nothing else (the denial's audit row commits: returned, not raised).
+CREATE FUNCTION credvault.set_purge_grace(n integer)
+RETURNS TABLE (refused boolean, uid bytea, name text, client text, state text,
+               key_version integer, key_fp text, require_reason boolean, grace_days integer,
+               effective_grace integer, created_at text, created_by text, lead text,
+               closed_at text, purge_due text, hold_until text, hold_reason text,
+               hold_by text, purged_at text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    IF NOT set_setting('purge_grace_days', 'purge-grace-days', n) THEN
+        refused := true;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT false, e.uid, e.name, e.client, e.state, e.key_version, e.key_fp,
+        e.require_reason, e.grace_days, n, iso(e.created_at), e.created_by, e.lead,
+        iso(e.closed_at), iso(e.purge_due), iso(e.hold_until), e.hold_reason, e.hold_by,
+        iso(e.purged_at)
+        FROM engagements e
+        WHERE e.state = 'closed' AND e.grace_days IS NULL AND e.closed_at IS NOT NULL
+        ORDER BY e.name COLLATE "C";
+END $$;
+
+-- reapply_close (section pgrestore) as before, and: a close record that followed the
+-- vault's grace period (its grace_days null) is older than a `config set purge-grace-days`
+-- the database has on the record at or after its time, which moved its purge date since
+-- (another admin's machine keeps only the record signed at the close: its purge must not
+-- put the old date back). A dump restored from before the change has no such entry, and
+-- the newer record the change signed applies.
+CREATE OR REPLACE FUNCTION credvault.reapply_close(
+    eng text, closed timestamptz, grace integer, due timestamptz, until timestamptz,
+    why text, held_by text, as_of timestamptz, source text
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    IF NOT is_admin() THEN
+        PERFORM audit_append(who, 'close', eng, NULL, 'denied', 'admins only');
+        RETURN 'denied: admins only';
+    END IF;
+    SELECT * INTO e FROM engagements x WHERE x.name = eng FOR UPDATE;
+    IF e.id IS NULL OR e.state = 'purged' OR e.created_at > closed THEN
+        RETURN 'gone';
+    END IF;
+    IF e.state = 'closed' AND e.closed_at IS NOT DISTINCT FROM closed
+       AND e.purge_due IS NOT DISTINCT FROM due AND e.hold_until IS NOT DISTINCT FROM until THEN
+        RETURN 'same';
+    END IF;
+    IF EXISTS (SELECT 1 FROM audit a WHERE a.engagement = eng AND a.outcome = 'ok'
+               AND a.action IN ('close', 'retain', 'release') AND a.ts >= as_of)
+       OR (grace IS NULL AND EXISTS (SELECT 1 FROM audit a WHERE a.engagement IS NULL
+               AND a.action = 'config-set' AND a.item = 'purge-grace-days'
+               AND a.outcome = 'ok' AND a.ts >= as_of)) THEN
+        RETURN 'older';
+    END IF;
+    UPDATE engagements SET state = 'closed', closed_at = closed, grace_days = grace,
+        purge_due = due, hold_until = until, hold_reason = why, hold_by = held_by
+        WHERE id = e.id;
+    PERFORM audit_append(who, 'close', eng, NULL, 'ok', left(format(
+        'as recorded after the backup (%s): closed %s, purge due %s%s', source,
+        left(iso(closed), 16), left(iso(due), 16),
+        CASE WHEN until IS NULL THEN '' ELSE '; held until ' || left(iso(until), 16) END), 400));
+    RETURN 'ok';
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.set_purge_grace(integer) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.set_purge_grace(integer) TO %I',
+                   credvault.member_group());
+END $$;
