@@ -322,6 +322,21 @@ def export_check(store: PgStore, name: str, reason: str) -> str:
     return str(row[0])
 
 
+def export_tombstones(store: PgStore, client: str, alone: bool) -> list[Engagement] | None:
+    """``client export``: the client's purged engagements the caller may see, by name (their
+    tombstones in the export); ``alone`` (nothing live to export) audits the export as
+    SQLCipher does, and None is its refusal (not an admin; audited)."""
+    rows = _all(
+        store,
+        f"SELECT refused, {_COLS} FROM credvault.export_tombstones(%s, %s)",  # noqa: S608
+        (client, alone),
+        "export",
+    )
+    if any(r[0] for r in rows):
+        return None
+    return [_lifecycle(r[1:]).engagement for r in rows]
+
+
 def log_export(store: PgStore, name: str, count: int, digest: str, reason: str) -> None:
     """The export's ``export`` audit entry with the file's SHA-256 (committed)."""
     _one(

@@ -4325,3 +4325,57 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.set_purge_grace(integer) TO %I',
                    credvault.member_group());
 END $$;
+
+-- `client export` of a client one of whose engagements is purged: SQLCipher's export
+-- (clients.py, Clients.export) gives each purged engagement as a tombstone (its public
+-- fields, empty lists), and a client whose engagements are all purged to admins only,
+-- audited as `export` with the client as its item ("N purged engagements (tombstones)";
+-- anyone else is denied, "admin only"). A purge ends every grant, so row-level security
+-- hides a purged engagement from the member's own listing; this returns the client's
+-- purged engagements the caller may see (lifecycle()'s rule: an admin all, a member those
+-- they held a grant in), lifecycle()'s columns, ordered by name. `alone`: the export has
+-- no live engagement besides them, and this writes the entry (or the denial: one row
+-- with `refused` true) as SQLCipher does; otherwise nothing is audited here (the live
+-- engagements' `export` entries are the record, as on SQLCipher).
+CREATE FUNCTION credvault.export_tombstones(cl text, alone boolean)
+RETURNS TABLE (refused boolean, uid bytea, name text, client text, state text,
+               key_version integer, key_fp text, require_reason boolean, grace_days integer,
+               effective_grace integer, created_at text, created_by text, lead text,
+               closed_at text, purge_due text, hold_until text, hold_reason text,
+               hold_by text, purged_at text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); n bigint;
+BEGIN
+    SELECT count(*) INTO n FROM engagements e
+        WHERE e.client = cl AND e.state = 'purged'
+          AND (is_admin() OR EXISTS (SELECT 1 FROM grants g
+                                     WHERE g.engagement_id = e.id AND g.member = who));
+    IF alone AND n > 0 THEN
+        IF NOT is_admin() THEN
+            PERFORM audit_append(who, 'export', NULL, cl, 'denied', 'admin only');
+            refused := true;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        PERFORM audit_append(who, 'export', NULL, cl, 'ok',
+                             format('%s purged engagements (tombstones)', n));
+    END IF;
+    RETURN QUERY SELECT false, e.uid, e.name, e.client, e.state, e.key_version, e.key_fp,
+        e.require_reason, e.grace_days,
+        coalesce(e.grace_days, setting_days('purge_grace_days', 7)),
+        iso(e.created_at), e.created_by, e.lead, iso(e.closed_at), iso(e.purge_due),
+        iso(e.hold_until), e.hold_reason, e.hold_by, iso(e.purged_at)
+        FROM engagements e
+        WHERE e.client = cl AND e.state = 'purged'
+          AND (is_admin() OR EXISTS (SELECT 1 FROM grants g
+                                     WHERE g.engagement_id = e.id AND g.member = who))
+        ORDER BY e.name COLLATE "C";
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.export_tombstones(text, boolean) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.export_tombstones(text, boolean) TO %I',
+                   credvault.member_group());
+END $$;
