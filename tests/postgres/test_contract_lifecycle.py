@@ -113,6 +113,8 @@ def test_only_its_lead_or_an_admin_changes_the_lifecycle(world: World) -> None:
     assert trail[-1]["action"] in ("revoke", "rotate")
     rotated = [e for e in trail if e["action"] == "rotate"]
     assert str(rotated[-1]["detail"]).startswith("key version 2")  # rotated here
+    rot = world.ok("alice", "engagement", "rotate", ENG)  # and rotates its key
+    assert rot.text == f"{ENG}: engagement key rotated to version 3\n"
 
 
 def test_a_hold_postpones_the_purge_and_release_lifts_it(world: World) -> None:
