@@ -4072,7 +4072,7 @@ BEGIN
     RETURN true;
 END $$;
 
--- == pgsmall: revoke (and its key rotation) on a closed engagement, as on SQLCipher ==
+-- == pgsmall: revoke on a closed engagement; grace-change close records; export tombstones ==
 --
 -- SQLCipher lets a lead revoke a member from a closed engagement (engagements.py,
 -- Engagements.revoke: the revoke link, then the key rotates), and `engagement rotate` on
