@@ -7,7 +7,10 @@ and is opened here. Every permission is checked first, so a member without a rea
 on one of the client's engagements exports nothing (the server audits the denial). The
 export file's SHA-256 is then recorded per engagement (``export``, committed before the
 bytes are returned: fail closed), and a later purge receipt lists it under
-``client_exports``, as on SQLCipher.
+``client_exports``, as on SQLCipher. A purged engagement of the client is in it as on
+SQLCipher, a tombstone (its public fields, empty lists): every one for an admin, those a
+member held a grant in for them (row-level security hides the rest); a client whose
+engagements are all purged is exported to admins only, and that is audited.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from credvault.clients import export_bytes
 from credvault.errors import AccessDenied
 
 if TYPE_CHECKING:
+    from credvault.model import Engagement
     from credvault.results import Receipt
     from credvault.team_handle import TeamHandle
 
@@ -64,8 +68,15 @@ class TeamClients:
         t = self.t
         validate.name(client, "client name")
         why = validate.reason(reason)
-        names = [e.name for e in t.store.engagements() if e.client == client]
-        if not names:  # absent or hidden (row-level security): the same to a member
+        names = [
+            e.name for e in t.store.engagements() if e.client == client and e.state != "purged"
+        ]
+        tombs: list[Engagement] | None = []
+        if not names:  # only purged ones: tombstones, for admins (audited), as on SQLCipher
+            tombs = ls.export_tombstones(t.store, client, alone=True)
+            if tombs is None:
+                raise AccessDenied(t.member, "export", None, "admin only")
+        if not names and not tombs:  # absent or hidden (row-level security): the same to a member
             raise AccessDenied(
                 t.member, "export", None, f"no engagement of {client!r} you hold a role in"
             )
@@ -78,7 +89,9 @@ class TeamClients:
             if got is None:
                 raise AccessDenied(t.member, "export", name, "no grant")
             engs.append(got.engagement)
-        out: list[dict[str, object]] = []
+        if names:  # beside live ones: the purged ones' tombstones, not audited on their own
+            tombs = ls.export_tombstones(t.store, client, alone=False) or []
+        entries: dict[str, dict[str, object]] = {}
         counts = {}
         for eng in engs:
             entry: dict[str, object] = eng.to_json()
@@ -89,7 +102,13 @@ class TeamClients:
             counts[eng.name] = len(creds)
             entry["systems"], entry["credentials"] = [], creds
             entry["earlier_versions"], entry["trash"] = [], []
-            out.append(entry)
+            entries[eng.name] = entry
+        for eng in tombs or ():  # a purged engagement: its public fields, empty lists
+            entry = eng.to_json()
+            entry["systems"], entry["credentials"] = [], []
+            entry["earlier_versions"], entry["trash"] = [], []
+            entries[eng.name] = entry
+        out = [entries[n] for n in sorted(entries)]  # by name, as SQLCipher's (binary) order
         doc: dict[str, object] = {
             "format": "credvault-client-export/1",
             "client": client,

@@ -85,6 +85,15 @@ def set_setting(t: TeamHandle, name: str, value: str) -> None:
     key, n = parse(name, value)
     if key not in TEAM_SETTINGS:
         raise InvalidInput(f"{name} is {UNUSED}")
+    if key == "purge_grace_days":  # purge dates moved: this machine's ledger records them
+        from credvault.postgres.lifecycle_store import set_purge_grace
+        from credvault.team_ledger import keep_closes
+
+        moved = set_purge_grace(t.store, n)
+        if moved is None:
+            raise AccessDenied(t.member, "change settings", None, "admin only")
+        keep_closes(t, moved)
+        return
     if not store_set(t.store, key, name, n):
         raise AccessDenied(t.member, "change settings", None, "admin only")
 

@@ -21,7 +21,8 @@ admin's key certified by the chain that ends at the founder their slot pins. An 
 a verified receipt names that the database shows alive is destroyed again by the server's
 own destruction (``destroy_engagement(name, 'ledger')``), with a new receipt, audited.
 
-Every close, hold and release likewise appends a close record (SQLCipher's, signed with the
+Every close, hold, release and ``config set purge-grace-days`` (for each engagement whose
+purge date it moves) likewise appends a close record (SQLCipher's, signed with the
 member's own key): the purge gives each engagement the state of its newest record through
 the server's ``reapply_close``, which applies it only if the database knows no lifecycle
 change at or after the record's time.
@@ -109,9 +110,31 @@ def keep_close(t: TeamHandle, eng: Engagement) -> None:
     keep(t, close_record_text(t.keys.sign_private, t.vault_id.hex(), eng, now), now)
 
 
+def keep_closes(t: TeamHandle, engs: Sequence[Engagement]) -> None:
+    """:func:`keep_close` for each of ``engs`` whose purge date ``config set
+    purge-grace-days`` just moved, as of one time, appended at once (as SQLCipher rewrites
+    its ledgers after the change: lifecycle.record_state)."""
+    from credvault.ledger import close_record_text
+    from credvault.model import iso
+
+    now = iso(datetime.now(UTC))
+    texts = [
+        close_record_text(t.keys.sign_private, t.vault_id.hex(), eng, now)
+        for eng in engs
+        if eng.state == "closed" and eng.closed_at and eng.purge_due
+    ]
+    if texts:
+        keep_all(t, texts, now)
+
+
 def keep(t: TeamHandle, text: str, now: str | None = None) -> None:
     """Append the receipt (or close record) ``text`` just made to this machine's ledger
     copies."""
+    keep_all(t, [text], now)
+
+
+def keep_all(t: TeamHandle, texts: list[str], now: str | None = None) -> None:
+    """:func:`keep` for several lines, after one header."""
     from credvault.files import make_private_dir, named
     from credvault.ledger import append_to_ledger
     from credvault.model import iso
@@ -121,13 +144,13 @@ def keep(t: TeamHandle, text: str, now: str | None = None) -> None:
     own = state_ledger(t.database)
     try:
         make_private_dir(own.parent)
-        append_to_ledger(own, vid, now, [text])
+        append_to_ledger(own, vid, now, texts)
     except OSError as e:
         raise named(e, own) from None
     extra = named_copy(vid)
     if extra is not None and extra.parent.is_dir():
         with contextlib.suppress(OSError):  # best effort, as the copy beside the backups
-            append_to_ledger(extra, vid, now, [text])
+            append_to_ledger(extra, vid, now, texts)
 
 
 class Destroyer(NamedTuple):

@@ -12,6 +12,7 @@ from pathlib import Path
 from postgres.test_contract import SECRET, World, one_line
 
 ENG = "acme-2026"
+OLD = "acme-2019"
 
 
 def test_client_export_is_complete_audited_and_named_in_the_receipt(
@@ -19,6 +20,9 @@ def test_client_export_is_complete_audited_and_named_in_the_receipt(
 ) -> None:
     fields = tmp_path / "f.json"
     fields.write_text('{"username": "root"}')
+    # an engagement of the client purged already: in the export as a tombstone
+    world.setup([("alice", ("engagement", "new", OLD, "--client", "acme"))])
+    assert world.run("alice", "engagement", "shred", OLD, "--yes").code in (0, 1)
     world.ok("alice", "put", f"{ENG}/db", "--fields-from", str(fields), input=SECRET + b"\n")
     world.ok("alice", "put", f"{ENG}/api", "--kind", "token", input=b"tok\n")
     out = tmp_path / "acme.json"
@@ -29,8 +33,12 @@ def test_client_export_is_complete_audited_and_named_in_the_receipt(
     doc = json.loads(raw)
     assert doc["format"] == "credvault-client-export/1"
     assert doc["client"] == "acme"
-    (eng,) = doc["engagements"]
-    assert eng["name"] == ENG
+    old, eng = doc["engagements"]  # by name
+    assert (old["name"], eng["name"]) == (OLD, ENG)
+    assert (old["state"], old["client"], old["lead"]) == ("purged", "acme", "alice")
+    assert old["purged_at"]
+    assert old["key_fp"]
+    assert [old[k] for k in ("systems", "credentials", "earlier_versions", "trash")] == [[]] * 4
     got = {c["name"]: (c["secret"], c["username"], c["kind"]) for c in eng["credentials"]}
     assert got == {"db": (SECRET.decode(), "root", "password"), "api": ("tok", None, "token")}
     digest = hashlib.sha256(raw).hexdigest()
@@ -50,6 +58,20 @@ def test_client_export_is_complete_audited_and_named_in_the_receipt(
     assert r.code in (0, 1)  # 1 on PostgreSQL: the owner's rewrite is pending
     receipt = json.loads(world.ok("alice", "receipt", ENG, "--json").out)
     assert digest in [x["sha256"] for x in receipt["client_exports"]]
+    # every engagement purged: tombstones only, for an admin, on the record under the client
+    tombs = json.loads(world.ok("alice", "client", "export", "acme").out)["engagements"]
+    assert [(e["name"], e["state"], e["credentials"]) for e in tombs] == [
+        (OLD, "purged", []),
+        (ENG, "purged", []),
+    ]
+    assert tombs[0] == old
+    trail = json.loads(world.ok("alice", "audit", "--action", "export", "--json").out)
+    assert [(e["engagement"], e["item"], e["outcome"], e["detail"]) for e in trail][-1] == (
+        None,
+        "acme",
+        "ok",
+        "2 purged engagements (tombstones)",
+    )
 
 
 def test_client_export_needs_a_reading_role(world: World) -> None:

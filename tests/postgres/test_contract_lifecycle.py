@@ -93,12 +93,24 @@ def test_only_its_lead_or_an_admin_changes_the_lifecycle(world: World) -> None:
         r = world.run("bob", *args)
         assert r.code == 4, (args, r.err)
         one_line(r)
-    denied = [(e["member"], e["action"]) for e in audit(world) if e["outcome"] == "denied"]
+    # its lead still revokes on a closed engagement, and the key rotates, on both backends
+    r = world.ok("alice", "revoke", ENG, "bob")
+    assert r.text == (
+        f"revoked bob on {ENG}; engagement key rotated\nbob read no credentials of {ENG}\n"
+    )
+    rot = world.ok("alice", "engagement", "rotate", ENG)  # a rotation of its own too
+    assert rot.text == f"{ENG}: engagement key rotated to version 3\n"
+    trail = audit(world)
+    denied = [(e["member"], e["action"]) for e in trail if e["outcome"] == "denied"]
     assert ("bob", "close") in denied
     assert ("bob", "shred") in denied
     assert ("bob", "set a retention hold") in denied
     assert ("bob", "release the hold") in denied
-    # nothing changed: alice still reads the engagement's state as closed, not purged
+    ok = [(e["action"], e["item"], str(e["detail"])) for e in trail if e["outcome"] == "ok"]
+    assert ("revoke", "bob") in [x[:2] for x in ok]
+    versions = [d[:13] for a, _, d in ok if a == "rotate" and d.startswith("key version")]
+    assert versions[-2:] == ["key version 2", "key version 3"]
+    # nothing else changed: alice still reads the engagement's state as closed, not purged
     assert world.run("alice", "engagement", "close", ENG).code == 1
 
 

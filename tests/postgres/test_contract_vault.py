@@ -336,20 +336,39 @@ def test_a_closed_engagement_is_still_read_listed_and_exported(world: World) -> 
 
 def test_config_set_moves_purge_dates_and_is_for_admins(world: World) -> None:
     world.ok("alice", "engagement", "close", "acme-2026")  # the vault's grace period
+    ledger = (
+        Path(world.target) / "purge-ledger.jsonl"
+        if world.backend == "sqlcipher"
+        else Path(world.envs["alice"]["XDG_STATE_HOME"], "credvault", "team", str(world.extra["db"]),
+                  "purge-ledger.jsonl")
+    )  # fmt: skip
+    before = ledger.read_bytes()  # as another admin's machine keeps it: the close's record
     assert world.ok("alice", "config", "set", "purge-grace-days", "3").text == (
         "purge-grace-days = 3\n"
     )
+    # the ledger's close record moves with the date (a restore from before the change gets
+    # the new date back), and the next purge keeps it
+    assert world.ok("alice", "purge").text == "nothing due\n"
     shown = json.loads(world.ok("alice", "engagement", "show", "acme-2026", "--json").out)
     closed = datetime.fromisoformat(shown["closed_at"])
     due = datetime.fromisoformat(shown["purge_due"])
     assert due - closed == timedelta(days=3)
+    records = [json.loads(x) for x in ledger.read_text().splitlines() if "lifecycle-record" in x]
+    newest = max((r for r in records if r["engagement"] == "acme-2026"), key=lambda r: r["as_of"])
+    assert newest["purge_due"] == shown["purge_due"]
+    if world.backend == "postgresql":
+        # only the record signed at the close (another admin's ledger): the server knows the
+        # change came after it, and the purge does not put the old date back
+        ledger.write_bytes(before)
+        assert world.ok("alice", "purge").text == "nothing due\n"
     settings = json.loads(world.ok("alice", "config", "get", "--json").out)
     assert settings["purge-grace-days"] == 3
-    denied = world.run("bob", "config", "set", "trash-days", "5")
-    assert denied.code == 4
-    assert one_line(denied) == (
-        "credvault: access denied: 'bob' may not change settings (admin only)"
-    )
+    for name in ("trash-days", "purge-grace-days"):
+        denied = world.run("bob", "config", "set", name, "5")
+        assert denied.code == 4
+        assert one_line(denied) == (
+            "credvault: access denied: 'bob' may not change settings (admin only)"
+        )
     if world.backend == "postgresql":
         unused = world.run("alice", "config", "set", "audit-retention-days", "9")
         assert unused.code == 2

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import subprocess
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from postgres.test_contract import SECRET, World, _postgresql, one_line
 from postgres.test_contract_lifecycle import ENG, owner_target
 
 OTHER = "beta-2026"
+MOVED = "gamma-2026"  # closed before the dump; its purge date moved after it
 
 
 @pytest.fixture
@@ -108,6 +110,8 @@ def test_a_restored_dump_cannot_bring_a_purged_engagement_back(team: World, tmp_
         [
             ("alice", ("grant", ENG, "bob", "engineer")),
             ("alice", ("engagement", "new", OTHER, "--client", "beta")),
+            ("alice", ("engagement", "new", MOVED, "--client", "gamma")),
+            ("alice", ("engagement", "close", MOVED)),
         ]
     )
     team.ok("alice", "put", f"{OTHER}/db", input=b"other\n")
@@ -123,8 +127,11 @@ def test_a_restored_dump_cannot_bring_a_purged_engagement_back(team: World, tmp_
         [
             ("alice", ("engagement", "close", OTHER)),
             ("alice", ("engagement", "retain", OTHER, "--until", "2099-01-01", "--reason", "x")),
+            # the vault's grace period changed: MOVED's close record, with its new date too
+            ("alice", ("config", "set", "purge-grace-days", "30")),
         ]
     )
+    moved = _lifecycle(team, MOVED)
     held = _lifecycle(team, OTHER)
     assert held[0] == "closed"
     assert held[2].startswith("2099-01-01")
@@ -146,7 +153,7 @@ def test_a_restored_dump_cannot_bring_a_purged_engagement_back(team: World, tmp_
     assert r.code == 1, r.err  # destroyed again; the owner's rewrite is pending again
     assert r.text.splitlines() == [
         f"destroyed after this backup was made, destroyed again now: {ENG}",
-        f"closed after this backup was made, closed again now (purged when due): {OTHER}",
+        f"closed after this backup was made, closed again now (purged when due): {OTHER}, {MOVED}",
         f"records of destruction consulted: {ledger}, {forged}",
         "nothing due",
     ]
@@ -165,6 +172,9 @@ def test_a_restored_dump_cannot_bring_a_purged_engagement_back(team: World, tmp_
     assert _purges(team, ENG) == 1
     assert _what_is_left(team, OTHER) == ("closed", 1, 1, 0)  # the forgeries destroyed nothing
     assert _lifecycle(team, OTHER) == held  # closed and held as recorded, not active
+    assert _lifecycle(team, MOVED) == moved  # due as the grace period change moved it
+    closed, due = (datetime.fromisoformat(moved[k]) for k in (1, 3))
+    assert due - closed == timedelta(days=30)
     with _dba(team) as conn:
         (reclosed,) = conn.execute(
             "SELECT detail FROM credvault.audit WHERE action = 'close' AND engagement = %s "

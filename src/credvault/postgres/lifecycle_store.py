@@ -108,6 +108,20 @@ _COLS = (
 )
 
 
+def set_purge_grace(store: PgStore, days: int) -> list[Engagement] | None:
+    """``config set purge-grace-days`` (``set_purge_grace``): the closed engagements whose
+    purge date it moved, with their new dates; None when refused (not an admin; audited)."""
+    rows = _all(
+        store,
+        f"SELECT refused, {_COLS} FROM credvault.set_purge_grace(%s)",  # noqa: S608
+        (days,),
+        "config set",
+    )
+    if any(r[0] for r in rows):
+        return None
+    return [_lifecycle(r[1:]).engagement for r in rows]
+
+
 def visible(store: PgStore, client: str | None) -> list[Lifecycle]:
     """``engagement ls``: what the caller may list, by name (audited by the server)."""
     rows = _all(
@@ -306,6 +320,21 @@ def export_check(store: PgStore, name: str, reason: str) -> str:
     """``client export``: 'ok', 'denied: <why>' (audited) or 'error: <state>'."""
     row = _one(store, "SELECT credvault.export_check(%s, %s)", (name, reason), "export", name)
     return str(row[0])
+
+
+def export_tombstones(store: PgStore, client: str, alone: bool) -> list[Engagement] | None:
+    """``client export``: the client's purged engagements the caller may see, by name (their
+    tombstones in the export); ``alone`` (nothing live to export) audits the export as
+    SQLCipher does, and None is its refusal (not an admin; audited)."""
+    rows = _all(
+        store,
+        f"SELECT refused, {_COLS} FROM credvault.export_tombstones(%s, %s)",  # noqa: S608
+        (client, alone),
+        "export",
+    )
+    if any(r[0] for r in rows):
+        return None
+    return [_lifecycle(r[1:]).engagement for r in rows]
 
 
 def log_export(store: PgStore, name: str, count: int, digest: str, reason: str) -> None:

@@ -4205,3 +4205,311 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.retire_keys(text, bytea) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == pgsmall: revoke on a closed engagement; grace-change close records; export tombstones ==
+--
+-- SQLCipher lets a lead revoke a member from a closed engagement (engagements.py,
+-- Engagements.revoke: the revoke link, then the key rotates), and `engagement rotate` on
+-- a closed one: a closed engagement takes no new records, but who may read what it keeps
+-- until its purge still changes. The team's revoke and rotation functions looked up active
+-- engagements only, so a closed one answered "denied" (exit 4). Here they accept any
+-- engagement not purged; nothing else in their bodies changes (CREATE OR REPLACE keeps
+-- the owner and the member group's EXECUTE). The rotation locks the engagement FOR UPDATE
+-- and destroy_engagement marks it purged: a rotation racing a purge finds it purged and is
+-- refused.
+
+CREATE OR REPLACE FUNCTION credvault.request_rotation(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'rotate', eng, NULL, 'denied', '');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'rotate', eng, NULL, 'ok', 'read for rotation');
+    INSERT INTO rotation_requests (member, engagement_id, audit_seq, xid)
+    VALUES (who, e.id, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotate_records(
+    eng text, old_version integer, new_fp text, r_tbl text[], r_id bigint[],
+    r_e1 bytea[], r_e2 bytea[], r_e3 bytea[], r_e4 bytea[],
+    g_members text[], g_sealed bytea[], g_sigs bytea[], links bytea[]
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; i integer; n integer := coalesce(cardinality(r_id), 0);
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NULL OR coalesce(role_in(e.id), '') <> 'lead' THEN
+        RAISE EXCEPTION 'credvault: % may not rotate %', who, eng USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.key_version <> old_version THEN
+        RAISE EXCEPTION 'credvault: the key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF (SELECT count(*) FROM (
+            SELECT 'credentials' AS t, c.id FROM credentials c WHERE c.engagement_id = e.id
+            UNION ALL SELECT 'systems', s.id FROM systems s WHERE s.engagement_id = e.id
+            UNION ALL SELECT 'system_trash', x.id FROM system_trash x WHERE x.engagement_id = e.id
+            UNION ALL SELECT 'credential_versions', v.id FROM credential_versions v
+                WHERE v.engagement_id = e.id
+            UNION ALL SELECT 'credential_trash', t.id FROM credential_trash t
+                WHERE t.engagement_id = e.id
+        ) have FULL JOIN (SELECT * FROM unnest(r_tbl, r_id) AS g(t, id)) given
+          ON have.t = given.t AND have.id = given.id
+        WHERE have.id IS NULL OR given.id IS NULL) > 0
+       OR (SELECT count(DISTINCT (t, id)) FROM unnest(r_tbl, r_id) AS g(t, id)) <> n THEN
+        RAISE EXCEPTION 'credvault: records changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(links), 0) LOOP
+        PERFORM log_append(e.id, links[i]);
+    END LOOP;
+    FOR i IN 1 .. n LOOP
+        IF r_e1[i] IS NULL THEN
+            RAISE EXCEPTION 'credvault: a record without its anchor' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        CASE r_tbl[i]
+        WHEN 'credentials' THEN
+            UPDATE credentials SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credentials.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'systems' THEN
+            UPDATE systems SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE systems.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'system_trash' THEN
+            UPDATE system_trash SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE system_trash.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_versions' THEN
+            UPDATE credential_versions SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_versions.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_trash' THEN
+            UPDATE credential_trash SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_trash.id = r_id[i] AND engagement_id = e.id;
+        END CASE;
+    END LOOP;
+    -- only the replayed roster gets a copy: every other row's copy goes
+    UPDATE grants SET key_version = NULL, sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND NOT member = ANY (coalesce(g_members, '{}'));
+    FOR i IN 1 .. coalesce(cardinality(g_members), 0) LOOP
+        UPDATE grants SET key_version = old_version + 1, sealed = g_sealed[i], sealed_by = who,
+            copy_sig = g_sigs[i]
+        WHERE engagement_id = e.id AND member = g_members[i] AND revoked_at IS NULL;
+    END LOOP;
+    UPDATE engagements SET key_version = old_version + 1, key_fp = new_fp, needs_rotation = false
+        WHERE engagements.id = e.id;
+    PERFORM audit_append(who, 'rotate', eng, NULL, 'ok', format('key version %s', old_version + 1));
+    RETURN old_version + 1;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.revoke_grant(eng text, grantee text) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NOT NULL AND EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: version 1''s revoke_grant is closed to it (revoke_grant_logged)', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM grants WHERE engagement_id = e.id AND member = grantee
+                   AND revoked_at IS NULL) THEN
+        RAISE EXCEPTION 'credvault: % holds no role on %', grantee, eng USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') INTO readlist
+        FROM audit a WHERE a.engagement = eng AND a.member = grantee AND a.action = 'get'
+        AND a.outcome = 'ok' AND a.item IS NOT NULL;
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', '');
+    RETURN readlist;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotation_grantees(eng text) RETURNS TABLE (member text, role text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+        RAISE EXCEPTION 'credvault: only a lead sees who holds a key copy' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: its key holders are the log''s roster, not rotation_grantees', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT g.member, g.role FROM grants g
+        WHERE g.engagement_id = e.id AND g.revoked_at IS NULL AND g.sealed IS NOT NULL
+          AND (g.expires_at IS NULL OR g.expires_at > now())
+        ORDER BY g.member;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.revoke_grant_logged(eng text, grantee text, new_link bytea) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NULL OR coalesce(role_in(e.id), '') <> 'lead' THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    PERFORM log_append(e.id, new_link);
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') INTO readlist
+        FROM audit a WHERE a.engagement = eng AND a.member = grantee AND a.action IN ('get', 'otp')
+        AND a.outcome = 'ok' AND a.item IS NOT NULL;
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', '');
+    RETURN readlist;
+END $$;
+
+
+-- `config set purge-grace-days N` (SQLCipher's Vault.set_setting rewrites its purge ledgers
+-- after moving the dates: lifecycle.record_state): set_setting (section pgkeys) moves the
+-- purge date of every closed engagement that follows the vault's grace period, and this
+-- returns those engagements with their new dates (lifecycle()'s columns), so the admin's
+-- client signs a close record of each into its machine's ledger (team_ledger.keep_closes).
+-- Without them a dump from before the change, restored, keeps the old dates, and the
+-- close records already in the ledgers (signed at the close, with the old date) even put
+-- the old date back at the next admin's purge. A refusal (not an admin) is one row with
+-- `refused` true and nothing else (the denial's audit row commits: returned, not raised).
+CREATE FUNCTION credvault.set_purge_grace(n integer)
+RETURNS TABLE (refused boolean, uid bytea, name text, client text, state text,
+               key_version integer, key_fp text, require_reason boolean, grace_days integer,
+               effective_grace integer, created_at text, created_by text, lead text,
+               closed_at text, purge_due text, hold_until text, hold_reason text,
+               hold_by text, purged_at text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    IF NOT set_setting('purge_grace_days', 'purge-grace-days', n) THEN
+        refused := true;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT false, e.uid, e.name, e.client, e.state, e.key_version, e.key_fp,
+        e.require_reason, e.grace_days, n, iso(e.created_at), e.created_by, e.lead,
+        iso(e.closed_at), iso(e.purge_due), iso(e.hold_until), e.hold_reason, e.hold_by,
+        iso(e.purged_at)
+        FROM engagements e
+        WHERE e.state = 'closed' AND e.grace_days IS NULL AND e.closed_at IS NOT NULL
+        ORDER BY e.name COLLATE "C";
+END $$;
+
+-- reapply_close (section pgrestore) as before, and: a close record that followed the
+-- vault's grace period (its grace_days null) is older than a `config set purge-grace-days`
+-- the database has on the record at or after its time, which moved its purge date since
+-- (another admin's machine keeps only the record signed at the close: its purge must not
+-- put the old date back). A dump restored from before the change has no such entry, and
+-- the newer record the change signed applies.
+CREATE OR REPLACE FUNCTION credvault.reapply_close(
+    eng text, closed timestamptz, grace integer, due timestamptz, until timestamptz,
+    why text, held_by text, as_of timestamptz, source text
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    IF NOT is_admin() THEN
+        PERFORM audit_append(who, 'close', eng, NULL, 'denied', 'admins only');
+        RETURN 'denied: admins only';
+    END IF;
+    SELECT * INTO e FROM engagements x WHERE x.name = eng FOR UPDATE;
+    IF e.id IS NULL OR e.state = 'purged' OR e.created_at > closed THEN
+        RETURN 'gone';
+    END IF;
+    IF e.state = 'closed' AND e.closed_at IS NOT DISTINCT FROM closed
+       AND e.purge_due IS NOT DISTINCT FROM due AND e.hold_until IS NOT DISTINCT FROM until THEN
+        RETURN 'same';
+    END IF;
+    IF EXISTS (SELECT 1 FROM audit a WHERE a.engagement = eng AND a.outcome = 'ok'
+               AND a.action IN ('close', 'retain', 'release') AND a.ts >= as_of)
+       OR (grace IS NULL AND EXISTS (SELECT 1 FROM audit a WHERE a.engagement IS NULL
+               AND a.action = 'config-set' AND a.item = 'purge-grace-days'
+               AND a.outcome = 'ok' AND a.ts >= as_of)) THEN
+        RETURN 'older';
+    END IF;
+    UPDATE engagements SET state = 'closed', closed_at = closed, grace_days = grace,
+        purge_due = due, hold_until = until, hold_reason = why, hold_by = held_by
+        WHERE id = e.id;
+    PERFORM audit_append(who, 'close', eng, NULL, 'ok', left(format(
+        'as recorded after the backup (%s): closed %s, purge due %s%s', source,
+        left(iso(closed), 16), left(iso(due), 16),
+        CASE WHEN until IS NULL THEN '' ELSE '; held until ' || left(iso(until), 16) END), 400));
+    RETURN 'ok';
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.set_purge_grace(integer) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.set_purge_grace(integer) TO %I',
+                   credvault.member_group());
+END $$;
+
+-- `client export` of a client one of whose engagements is purged: SQLCipher's export
+-- (clients.py, Clients.export) gives each purged engagement as a tombstone (its public
+-- fields, empty lists), and a client whose engagements are all purged to admins only,
+-- audited as `export` with the client as its item ("N purged engagements (tombstones)";
+-- anyone else is denied, "admin only"). A purge ends every grant, so row-level security
+-- hides a purged engagement from the member's own listing; this returns the client's
+-- purged engagements the caller may see (lifecycle()'s rule: an admin all, a member those
+-- they held a grant in), lifecycle()'s columns, ordered by name. `alone`: the export has
+-- no live engagement besides them, and this writes the entry (or the denial: one row
+-- with `refused` true) as SQLCipher does; otherwise nothing is audited here (the live
+-- engagements' `export` entries are the record, as on SQLCipher).
+CREATE FUNCTION credvault.export_tombstones(cl text, alone boolean)
+RETURNS TABLE (refused boolean, uid bytea, name text, client text, state text,
+               key_version integer, key_fp text, require_reason boolean, grace_days integer,
+               effective_grace integer, created_at text, created_by text, lead text,
+               closed_at text, purge_due text, hold_until text, hold_reason text,
+               hold_by text, purged_at text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); n bigint;
+BEGIN
+    SELECT count(*) INTO n FROM engagements e
+        WHERE e.client = cl AND e.state = 'purged'
+          AND (is_admin() OR EXISTS (SELECT 1 FROM grants g
+                                     WHERE g.engagement_id = e.id AND g.member = who));
+    IF alone AND n > 0 THEN
+        IF NOT is_admin() THEN
+            PERFORM audit_append(who, 'export', NULL, cl, 'denied', 'admin only');
+            refused := true;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        PERFORM audit_append(who, 'export', NULL, cl, 'ok',
+                             format('%s purged engagements (tombstones)', n));
+    END IF;
+    RETURN QUERY SELECT false, e.uid, e.name, e.client, e.state, e.key_version, e.key_fp,
+        e.require_reason, e.grace_days,
+        coalesce(e.grace_days, setting_days('purge_grace_days', 7)),
+        iso(e.created_at), e.created_by, e.lead, iso(e.closed_at), iso(e.purge_due),
+        iso(e.hold_until), e.hold_reason, e.hold_by, iso(e.purged_at)
+        FROM engagements e
+        WHERE e.client = cl AND e.state = 'purged'
+          AND (is_admin() OR EXISTS (SELECT 1 FROM grants g
+                                     WHERE g.engagement_id = e.id AND g.member = who))
+        ORDER BY e.name COLLATE "C";
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.export_tombstones(text, boolean) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.export_tombstones(text, boolean) TO %I',
+                   credvault.member_group());
+END $$;
