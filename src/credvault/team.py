@@ -73,6 +73,7 @@ from credvault.team_log import (
     invitation_key,
     invitation_message,
     join_message,
+    links_signed_by,
     make_code,
     parse_code,
     pre_log_uids,
@@ -693,9 +694,18 @@ class Team:
         """What a log is checked against: link 0 against the creator's certified admin
         key; every later link against the keys the log itself pins, except a ``revoke``
         an admin signed at ``member rm`` (against the admins' certified keys, read only
-        when such a link is met). No recovery key."""
+        when such a link is met). No recovery key. A link either lets through must not
+        be signed by an admin after their removal (:meth:`Certs.after_removal`: the
+        revocation list, read only when such a link is met)."""
         admins = {} if creator is None else {creator: self.certs().admin_keys(creator)}
-        return ml.Trust(self.vault_id, uid, admins, NO_RECOVERY, AdminKeys(self.certs))
+        return ml.Trust(
+            self.vault_id,
+            uid,
+            admins,
+            NO_RECOVERY,
+            AdminKeys(self.certs),
+            lambda who, key, h: self.certs().after_removal(who, key, h),
+        )
 
     def view(self, engagement: str) -> View:
         """The engagement, this member's copy and its verified log, in one round trip
@@ -1817,7 +1827,8 @@ class TeamMembers:
         broken: builtins.list[str] = []
         pinned: set[tuple[bytes, bytes]] = set()  # every key pair a signed roster pins
         now = _now()
-        for uid, eng, links in t.store.engagement_logs():
+        logs = t.store.engagement_logs()
+        for uid, eng, links in logs:
             try:
                 state = t.replay_all(uid, eng, links)
             except IntegrityError as e:
@@ -1838,7 +1849,7 @@ class TeamMembers:
                 continue
             revocations.append((eng, link))
             signed.append((uid, new))
-        listed, uncertified = self._revocation(name, pinned, now)
+        listed, uncertified = self._revocation(name, pinned, now, [ls for _, _, ls in logs])
         sessions = t.store.remove_member_logged(
             name, revocations, None if listed is None else listed.to_bytes()
         )
@@ -1862,13 +1873,20 @@ class TeamMembers:
         return Removal(sessions, [e for e, _ in revocations], sole_lead)
 
     def _revocation(
-        self, name: str, pinned: set[tuple[bytes, bytes]], now: str
+        self,
+        name: str,
+        pinned: set[tuple[bytes, bytes]],
+        now: str,
+        logs: builtins.list[builtins.list[bytes]],
     ) -> tuple[Revocation | None, str]:
         """The next version of the revocation list (format.md §19.7), signed here: ``name``'s
         invitation key and every pair of keys of theirs known — certified by their chain,
         published on the server, pinned on a signed roster — so that no client seals to them
         again whatever the rows say later. Removing an admin, the members they invited are
-        endorsed again (their chains stay good). None when the list names all of it already
+        endorsed again (their chains stay good). It names every link 0, ``revoke`` and
+        ``set`` those signing keys signed in ``logs`` (every log the server showed): those
+        stay valid, any later one is refused (the server refuses the version if a log
+        moved meanwhile: Conflict, read again). None when the list names all of it already
         (a second ``member rm`` for the links left over). The second value names a
         certificate that did not verify (the removal goes on; exit 6 after)."""
         t = self.t
@@ -1905,7 +1923,7 @@ class TeamMembers:
                 endorsed.append((other, p.digest(c.sign), p.digest(c.kem)))
         statement = Revocation(
             t.vault_id, before.version + 1, before.head, now, t.member, t.sign_pub, name, ipk,
-            digests, tuple(endorsed), b"",
+            digests, tuple(endorsed), b"", links_signed_by(logs, {s for s, _ in keys}),
         ).signed(t.keys.sign_private)  # fmt: skip
         return statement, uncertified
 

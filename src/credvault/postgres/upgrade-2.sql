@@ -4071,3 +4071,122 @@ BEGIN
     PERFORM audit_append(who, 'put', eng, c_name, 'ok', '');
     RETURN true;
 END $$;
+
+
+-- == crlgaps: a removed admin signs nothing new; version 1's remove_member closed ==
+--
+-- (docs/format.md §19.7 "Links a revoked key signed", docs/team.md "Members".) Section crl
+-- listed a removed member's keys, but a removed admin's key still verified the links an
+-- admin signs off the roster (link 0, `revoke`, `set`: §19.5), since what they signed
+-- before must stay valid and a link carries no date anyone but its signer vouches for. Now
+-- the version that revokes a signing key also names the chain hash of every link 0,
+-- `revoke` and `set` that key signed in the logs the removing admin read; a client accepts
+-- such a link by a revoked key only if a version names it. The server cannot check
+-- signatures, but it keeps an honest removal from racing a link of the admin being
+-- removed: the trigger below refuses a version that leaves out such a link of a live
+-- engagement's log (serialization_failure: the client reads the logs again and retries),
+-- under a lock that makes every append wait until the removal commits. The DBA can drop the
+-- trigger: what it buys them is a list that refuses more of the removed admin's links
+-- (denial of service), never one link more accepted.
+--
+-- Version 1's remove_member (an admin's, with psql) published no list version: closed to
+-- members (remove_member_logged, which runs as the owner, still calls it).
+
+-- Every part of a statement's body (the length-prefixed parts of format.md §4, the 64-byte
+-- signature left out); NULL if the parts do not fill the body exactly.
+CREATE FUNCTION credvault.statement_parts(stmt bytea) RETURNS bytea[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    body integer := length(stmt) - 64;
+    pos integer := 1;
+    n bigint;
+    got bytea[] := '{}';
+BEGIN
+    WHILE pos <= body LOOP
+        IF pos + 3 > body THEN
+            RETURN NULL;
+        END IF;
+        n := ('x' || encode(substring(stmt FROM pos FOR 4), 'hex'))::bit(32)::bigint;
+        IF pos + 3 + n > body THEN
+            RETURN NULL;
+        END IF;
+        got := array_append(got, substring(stmt FROM pos + 4 FOR n::integer));
+        pos := pos + 4 + n::integer;
+    END LOOP;
+    RETURN got;
+END $$;
+
+-- A new version must name every link 0, revoke and set link its revoked signing keys signed
+-- in a live engagement's log (format.md §19.7: parts 9.. name n key pairs, m endorsements,
+-- then h link hashes).
+CREATE FUNCTION credvault.revocation_names_links() RETURNS trigger
+LANGUAGE plpgsql SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    parts bytea[] := statement_parts(NEW.statement);
+    n bigint;
+    m bigint;
+    h bigint;
+    named bytea[] := '{}';
+    listed bytea[] := '{}';
+    missing bigint;
+BEGIN
+    -- part k (from 0) is parts[k + 1]
+    IF parts IS NULL OR cardinality(parts) < 12 OR length(parts[10]) <> 8 THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    n := ('x' || encode(parts[10], 'hex'))::bit(64)::bigint;
+    IF n < 0 OR cardinality(parts) < 12 + 2 * n OR length(parts[11 + 2 * n]) <> 8 THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    m := ('x' || encode(parts[11 + 2 * n], 'hex'))::bit(64)::bigint;
+    IF m < 0 OR cardinality(parts) < 12 + 2 * n + 3 * m
+       OR length(parts[12 + 2 * n + 3 * m]) <> 8 THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    h := ('x' || encode(parts[12 + 2 * n + 3 * m], 'hex'))::bit(64)::bigint;
+    IF h < 0 OR cardinality(parts) <> 12 + 2 * n + 3 * m + h THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR j IN 0 .. n - 1 LOOP
+        named := array_append(named, parts[11 + 2 * j]);
+    END LOOP;
+    FOR k IN 0 .. h - 1 LOOP
+        listed := array_append(listed, parts[13 + 2 * n + 3 * m + k]);
+    END LOOP;
+    IF n = 0 THEN
+        RETURN NEW;
+    END IF;
+    -- every append waits for this transaction; every one before it is counted
+    LOCK TABLE engagement_log IN SHARE MODE;
+    SELECT count(*) INTO missing
+        FROM engagement_log l JOIN engagements e ON e.id = l.engagement_id
+        WHERE e.state <> 'purged'
+          AND sha256(link_part(l.link, 8)) = ANY (named)
+          AND link_part(l.link, 6) IN (convert_to('create', 'UTF8'), convert_to('revoke', 'UTF8'),
+                                       convert_to('set', 'UTF8'))
+          AND NOT (l.hash = ANY (listed));
+    IF missing > 0 THEN
+        RAISE EXCEPTION 'credvault: a membership log moved meanwhile (% link(s) of % not named); run the command again',
+            missing, NEW.member USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER revocation_names_links BEFORE INSERT ON credvault.revocation_list
+    FOR EACH ROW EXECUTE FUNCTION credvault.revocation_names_links();
+
+REVOKE ALL ON FUNCTION credvault.statement_parts(bytea), credvault.revocation_names_links()
+    FROM PUBLIC;
+COMMENT ON FUNCTION credvault.remove_member(text) IS
+    'closed to members since schema 2: it publishes no revocation list version; use `credvault member rm`';
+DO $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION credvault.remove_member(text) FROM %I',
+                   credvault.member_group());
+END $$;
