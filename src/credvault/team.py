@@ -1750,13 +1750,27 @@ class TeamMembers:
         self.t = t
 
     def list(self) -> builtins.list[MemberInfo]:
+        """The members, as the signed statements say, not as the ``members`` rows alone
+        (which the DBA writes): a row listed active counts only if its certificate chain
+        verifies (IntegrityError, exit 6, naming it, if not) and the revocation list
+        (format.md §19.7) names neither its keys nor its invitation — a member the list
+        revokes is removed, and not shown, whatever the row says; ``admin`` is what the
+        certificate signs. Invited members (no keys yet) are not listed, as before."""
         from credvault.members import MemberInfo
 
-        return [
-            MemberInfo(m.name, m.admin, False, m.created_at)
-            for m in self.t.store.members()
-            if m.state == "active"
-        ]
+        certs = self.t.certs()
+        r = certs.revoked
+        out: builtins.list[MemberInfo] = []
+        for m in self.t.store.members():
+            if m.state != "active":
+                continue
+            c = certs.certified(m.name)  # IntegrityError: a row without a good chain
+            row = certs.rows[m.name]
+            if r.names(c.sign, c.kem) or p.digest(row.ipk) in r.ipk:
+                continue  # removed: the admin-signed list says so
+            certs.check_path(m.name, r)  # certified through a removed admin, not endorsed
+            out.append(MemberInfo(m.name, c.admin, False, m.created_at))
+        return out
 
     def passwd(self, new_passphrase: bytes | Secret, *, compromised: bool = False) -> PasswdResult:
         """Change your own passphrase, and with it your login (:mod:`credvault.team_passwd`)."""

@@ -233,6 +233,32 @@ def test_a_member_the_removed_admin_invites_afterwards_is_refused(crl: World) ->
         dba(crl, "DELETE FROM credvault.members WHERE name = 'mal'")
 
 
+def test_member_ls_shows_the_list_not_the_rows(crl: World) -> None:
+    """The DBA marks erin (a removed admin) active again and makes bob an admin in the
+    rows: `member ls` still does not list her, and lists bob as what his
+    certificate signs; fay, whom erin invited, stays (endorsed again). A row whose
+    certificate the DBA altered is exit 6 naming it."""
+    rows = "UPDATE credvault.members SET state = %s WHERE name = 'erin'"
+    dba(crl, rows, ("active",))
+    dba(crl, "UPDATE credvault.members SET admin = true WHERE name = 'bob'")
+    try:
+        with member(crl, "alice") as alice:  # (carol must not see the list: a later test)
+            got = {m.name: m.admin for m in alice.members.list()}
+        assert "erin" not in got
+        assert {"alice": True, "bob": False, "carol": False, "fay": False}.items() <= got.items()
+        _, sign, _ = _keys(crl, "fay")
+        dba(crl, "UPDATE credvault.members SET sign_pub = %s WHERE name = 'fay'", (bytes(32),))
+        try:
+            r = crl.run("alice", "member", "ls")
+            assert r.code == 6, r.err
+            assert "the keys of member 'fay'" in one_line(r)
+        finally:
+            dba(crl, "UPDATE credvault.members SET sign_pub = %s WHERE name = 'fay'", (sign,))
+    finally:
+        dba(crl, rows, ("removed",))
+        dba(crl, "UPDATE credvault.members SET admin = false WHERE name = 'bob'")
+
+
 def test_the_dba_deletes_the_list(crl: World) -> None:
     """alice verified version 3: no list at all is a rollback for her (exit 6); a member who
     never saw one (carol) reads "nobody revoked", as on a vault made before the list."""
