@@ -27,6 +27,9 @@ Rules (each enforced by :func:`apply`):
   or the recovery key; ``compromised = 1`` demands a rotation.
 - ``set`` (the engagement's settings: ``--require-reason``, its own grace period; a team
   vault's) is signed by a lead, or by an admin the :class:`Trust` names in ``removers``.
+  A link accepted on an admin's key alone (``create``, or such a ``revoke`` or ``set``)
+  is also put to :attr:`Trust.after_removal` (a team vault's revocation list: not signed
+  by an admin after their removal).
 - After every link at least one lead remains; lead grants carry no expiry (so no lead can
   lapse by the clock); link times never go backwards.
 - Removing a member who may hold the current key (revoke, expire, lowering to auditor, a

@@ -2482,7 +2482,8 @@ END $$;
 -- Version 1's functions the schema-2 client calls for every engagement stay as they are:
 -- the read path (request_read, fetch, my_grant, nudge_wal, the audit functions),
 -- put_credential (put_credential_linked wraps it), request_rotation and remove_member
--- (whose dropped copies a lead's next rotation records in each log).
+-- (whose dropped copies a lead's next rotation records in each log; closed to members in
+-- section crlgaps, remove_member_logged calls it as the owner).
 
 CREATE OR REPLACE FUNCTION credvault.put_grant(
     eng text, grantee text, g_role text, g_role_sig bytea, g_key_version integer,
