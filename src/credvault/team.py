@@ -1925,6 +1925,10 @@ class TeamMembers:
         )
         if known and (digests or ipk or name in before.members):
             return None, uncertified
+        # the links of keys this version revokes first; a key an earlier version revoked
+        # keeps that version's links, and any it signed since counts for nothing: never
+        # listed again (a second `member rm` must not make a link the DBA planted count)
+        new_keys = {s for s, _ in keys if p.digest(s) not in before.sign}
         endorsed: builtins.list[tuple[str, bytes, bytes]] = []
         if row is not None and row.admin:
             for other, r in sorted(certs.rows.items()):
@@ -1937,7 +1941,7 @@ class TeamMembers:
                 endorsed.append((other, p.digest(c.sign), p.digest(c.kem)))
         statement = Revocation(
             t.vault_id, before.version + 1, before.head, now, t.member, t.sign_pub, name, ipk,
-            digests, tuple(endorsed), b"", links_signed_by(logs, {s for s, _ in keys}),
+            digests, tuple(endorsed), b"", links_signed_by(logs, new_keys),
         ).signed(t.keys.sign_private)  # fmt: skip
         return statement, uncertified
 

@@ -479,7 +479,7 @@ def test_a_removed_admins_links_count_only_if_made_before_her_removal(crl: World
     with member(crl, "kim") as kim:
         kim.engagements.set_options("zeta", require_reason=False)
         kim.engagements.create("kim-eng", "k", lead="alice")
-    kim_priv, kim_sign, _ = _keys(crl, "kim")
+    kim_priv, kim_sign, kim_kem = _keys(crl, "kim")
     rows = dba(crl, "SELECT name, id, uid FROM credvault.engagements")
     ids = {str(n): int(i) for n, i, _ in rows}
     uids = {str(n): bytes(u) for n, _, u in rows}
@@ -522,6 +522,19 @@ def test_a_removed_admins_links_count_only_if_made_before_her_removal(crl: World
             )
             with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="made after"):
                 alice.engagements.show("zeta")  # past her witness
+            # the DBA marks kim active with another published X25519 key, and alice removes
+            # her again: version 5 names the new key pair, and not the link kim's signing
+            # key signed after version 4 (that would make it count)
+            dba(crl, "UPDATE credvault.members SET state = 'active', kem_pub = %s "
+                "WHERE name = 'kim'", (bytes(32),))  # fmt: skip
+            with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="kim"):
+                alice.members.remove("kim")
+            five = _statement(crl, 5)
+            assert (five.member, five.links) == ("kim", ())
+            assert (p.digest(kim_sign), p.digest(bytes(32))) in five.keys
+            dba(crl, "UPDATE credvault.members SET kem_pub = %s WHERE name = 'kim'", (kim_kem,))
+            with member(crl, "fay") as fay, pytest.raises(IntegrityError, match="made after"):
+                fay.credentials.get("zeta/db")
             # a `set` instead
             dba(crl, "DELETE FROM credvault.engagement_log WHERE engagement_id = %s AND seq = %s",
                 (ids["zeta"], len(before["zeta"])))  # fmt: skip
@@ -553,6 +566,8 @@ def test_a_removed_admins_links_count_only_if_made_before_her_removal(crl: World
             dba(crl, "DELETE FROM credvault.engagement_log WHERE engagement_id = %s AND seq = %s",
                 (ids["zeta"], len(before["zeta"])))  # fmt: skip
             dba(crl, "DELETE FROM credvault.engagements WHERE name = 'late'")
+            dba(crl, "UPDATE credvault.members SET state = 'removed', kem_pub = %s "
+                "WHERE name = 'kim'", (kim_kem,))  # fmt: skip
             witness.write_bytes(kept)  # alice as she was: the list goes back to version 3
 
 

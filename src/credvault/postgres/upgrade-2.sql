@@ -4118,9 +4118,10 @@ BEGIN
     RETURN got;
 END $$;
 
--- A new version must name every link 0, revoke and set link its revoked signing keys signed
--- in a live engagement's log (format.md §19.7: parts 9.. name n key pairs, m endorsements,
--- then h link hashes).
+-- A new version must name every link 0, revoke and set link the signing keys it revokes
+-- first signed in a live engagement's log (format.md §19.7: parts 9.. name n key pairs, m
+-- endorsements, then h link hashes). Under the lock an append that conflicts with this
+-- removal's own rows may deadlock with it: PostgreSQL ends one, and its client reruns.
 CREATE FUNCTION credvault.revocation_names_links() RETURNS trigger
 LANGUAGE plpgsql SET search_path = credvault, pg_temp
 AS $$
@@ -4131,6 +4132,7 @@ DECLARE
     h bigint;
     named bytea[] := '{}';
     listed bytea[] := '{}';
+    earlier bytea[];
     missing bigint;
 BEGIN
     -- part k (from 0) is parts[k + 1]
@@ -4154,13 +4156,20 @@ BEGIN
         RAISE EXCEPTION 'credvault: a malformed revocation list version'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- the signing keys this version revokes first (an earlier version settled the links of
+    -- the others, and what they signed since counts for nothing: it must not be named)
+    SELECT coalesce(array_agg(DISTINCT e.p[11 + 2 * j.j]), '{}') INTO earlier
+        FROM (SELECT statement_parts(r.statement) AS p FROM revocation_list r) e,
+             LATERAL generate_series(0, ('x' || encode(e.p[10], 'hex'))::bit(64)::bigint - 1) j(j);
     FOR j IN 0 .. n - 1 LOOP
-        named := array_append(named, parts[11 + 2 * j]);
+        IF NOT (parts[11 + 2 * j] = ANY (earlier)) THEN
+            named := array_append(named, parts[11 + 2 * j]);
+        END IF;
     END LOOP;
     FOR k IN 0 .. h - 1 LOOP
         listed := array_append(listed, parts[13 + 2 * n + 3 * m + k]);
     END LOOP;
-    IF n = 0 THEN
+    IF cardinality(named) = 0 THEN
         RETURN NEW;
     END IF;
     -- every append waits for this transaction; every one before it is counted
