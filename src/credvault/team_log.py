@@ -139,7 +139,9 @@ class Certs:
     before they were removed stays checkable. *Who may be sealed a key now?*
     (:meth:`keys`, :meth:`listed`): the chain and the admin-signed revocation list
     (:class:`Revoked`, format.md §19.7), loaded through ``revoked`` at the first such
-    question only, so ``get`` never reads it."""
+    question only, so ``get`` does not read it for the links it verified before. One
+    question takes both: was this admin-signed link (link 0, an off-roster ``revoke`` or
+    ``set``) made before the admin's removal? (:meth:`after_removal`)."""
 
     def __init__(
         self,
