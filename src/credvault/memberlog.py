@@ -27,6 +27,9 @@ Rules (each enforced by :func:`apply`):
   or the recovery key; ``compromised = 1`` demands a rotation.
 - ``set`` (the engagement's settings: ``--require-reason``, its own grace period; a team
   vault's) is signed by a lead, or by an admin the :class:`Trust` names in ``removers``.
+  A link accepted on an admin's key alone (``create``, or such a ``revoke`` or ``set``)
+  is also put to :attr:`Trust.after_removal` (a team vault's revocation list: not signed
+  by an admin after their removal).
 - After every link at least one lead remains; lead grants carry no expiry (so no lead can
   lapse by the clock); link times never go backwards.
 - Removing a member who may hold the current key (revoke, expire, lowering to auditor, a
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -86,6 +89,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _NO_REMOVERS: Mapping[str, frozenset[bytes]] = MappingProxyType({})
 
 
+def _never_removed(signer: str, key: bytes, link_hash: bytes) -> str | None:
+    return None
+
+
 class Trust(NamedTuple):
     """What the log is checked against, from outside it.
 
@@ -95,6 +102,9 @@ class Trust(NamedTuple):
     admins whose certified signing key may sign a ``revoke`` without being on the roster
     (a team vault's ``member rm``, docs/format.md §19.5); looked up only for a revoke
     link whose signer is not a lead of the state before it, so it may load lazily.
+    ``after_removal(signer, key, link hash)``: asked for every link accepted through
+    ``admins`` or ``removers`` only; a reason means the admin was removed before signing it
+    (a team vault's revocation list, docs/format.md §19.7), and the link is refused.
     """
 
     vault_id: bytes
@@ -102,6 +112,7 @@ class Trust(NamedTuple):
     admins: Mapping[str, frozenset[bytes]]
     recovery: bytes
     removers: Mapping[str, frozenset[bytes]] = _NO_REMOVERS
+    after_removal: Callable[[str, bytes, bytes], str | None] = _never_removed
 
 
 class Link(NamedTuple):
@@ -419,7 +430,7 @@ def _check_signer(state: State | None, link: Link, trust: Trust) -> None:
     if state is None:  # create
         if key not in trust.admins.get(who, frozenset()):
             raise IntegrityError("engagement creation link not signed by an admin")
-        return
+        return _check_not_removed(link, trust)
     if who == RECOVERY:
         if key != trust.recovery:
             raise IntegrityError(f"membership link {link.seq}: not the recovery key")
@@ -431,14 +442,22 @@ def _check_signer(state: State | None, link: Link, trust: Trust) -> None:
     if on_roster and link.kind == SUCCEED and link.field("member") == who:
         return  # a member hands over to their own next key
     if link.kind == REVOKE and key in trust.removers.get(who, frozenset()):
-        return  # an admin removing a member from the (team) vault
+        return _check_not_removed(link, trust)  # an admin removing a member (team vault)
     if link.kind == SET and key in trust.removers.get(who, frozenset()):
-        return  # an admin changing the engagement's settings (a team vault; leads may too)
+        # an admin changing the engagement's settings (a team vault; leads may too)
+        return _check_not_removed(link, trust)
     if not on_roster:
         raise IntegrityError(
             f"membership link {link.seq}: signer {who!r} is not on the roster with this key"
         )
     raise IntegrityError(f"membership link {link.seq}: {who!r} is not entitled to sign it")
+
+
+def _check_not_removed(link: Link, trust: Trust) -> None:
+    """A link accepted on an admin's key alone must not postdate that admin's removal."""
+    why = trust.after_removal(link.signer, link.signer_key, link.hash())
+    if why is not None:
+        raise IntegrityError(f"membership link {link.seq} ({link.kind}): {why}")
 
 
 def _transition(state: State | None, link: Link) -> State:

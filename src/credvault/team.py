@@ -73,6 +73,7 @@ from credvault.team_log import (
     invitation_key,
     invitation_message,
     join_message,
+    links_signed_by,
     make_code,
     parse_code,
     pre_log_uids,
@@ -721,9 +722,18 @@ class Team:
         """What a log is checked against: link 0 against the creator's certified admin
         key; every later link against the keys the log itself pins, except a ``revoke``
         an admin signed at ``member rm`` (against the admins' certified keys, read only
-        when such a link is met). No recovery key."""
+        when such a link is met). No recovery key. A link either lets through must not
+        be signed by an admin after their removal (:meth:`Certs.after_removal`: the
+        revocation list, read only when such a link is met)."""
         admins = {} if creator is None else {creator: self.certs().admin_keys(creator)}
-        return ml.Trust(self.vault_id, uid, admins, NO_RECOVERY, AdminKeys(self.certs))
+        return ml.Trust(
+            self.vault_id,
+            uid,
+            admins,
+            NO_RECOVERY,
+            AdminKeys(self.certs),
+            lambda who, key, h: self.certs().after_removal(who, key, h),
+        )
 
     def view(self, engagement: str) -> View:
         """The engagement, this member's copy and its verified log, in one round trip
@@ -1769,13 +1779,27 @@ class TeamMembers:
         self.t = t
 
     def list(self) -> builtins.list[MemberInfo]:
+        """The members, as the signed statements say, not as the ``members`` rows alone
+        (which the DBA writes): a row listed active counts only if its certificate chain
+        verifies (IntegrityError, exit 6, naming it, if not) and the revocation list
+        (format.md §19.7) names neither its keys nor its invitation — a member the list
+        revokes is removed, and not shown, whatever the row says; ``admin`` is what the
+        certificate signs. Invited members (no keys yet) are not listed, as before."""
         from credvault.members import MemberInfo
 
-        return [
-            MemberInfo(m.name, m.admin, False, m.created_at)
-            for m in self.t.store.members()
-            if m.state == "active"
-        ]
+        certs = self.t.certs()
+        r = certs.revoked
+        out: builtins.list[MemberInfo] = []
+        for m in self.t.store.members():
+            if m.state != "active":
+                continue
+            c = certs.certified(m.name)  # IntegrityError: a row without a good chain
+            row = certs.rows[m.name]
+            if r.names(c.sign, c.kem) or p.digest(row.ipk) in r.ipk:
+                continue  # removed: the admin-signed list says so
+            certs.check_path(m.name, r)  # certified through a removed admin, not endorsed
+            out.append(MemberInfo(m.name, c.admin, False, m.created_at))
+        return out
 
     def passwd(self, new_passphrase: bytes | Secret, *, compromised: bool = False) -> PasswdResult:
         """Change your own passphrase, and with it your login (:mod:`credvault.team_passwd`)."""
@@ -1864,7 +1888,8 @@ class TeamMembers:
         broken: builtins.list[str] = []
         pinned: set[tuple[bytes, bytes]] = set()  # every key pair a signed roster pins
         now = _now()
-        for uid, eng, links in t.store.engagement_logs():
+        logs = t.store.engagement_logs()
+        for uid, eng, links in logs:
             try:
                 state = t.replay_all(uid, eng, links)
             except IntegrityError as e:
@@ -1885,7 +1910,7 @@ class TeamMembers:
                 continue
             revocations.append((eng, link))
             signed.append((uid, new))
-        listed, uncertified = self._revocation(name, pinned, now)
+        listed, uncertified = self._revocation(name, pinned, now, [ls for _, _, ls in logs])
         sessions = t.store.remove_member_logged(
             name, revocations, None if listed is None else listed.to_bytes()
         )
@@ -1909,13 +1934,20 @@ class TeamMembers:
         return Removal(sessions, [e for e, _ in revocations], sole_lead)
 
     def _revocation(
-        self, name: str, pinned: set[tuple[bytes, bytes]], now: str
+        self,
+        name: str,
+        pinned: set[tuple[bytes, bytes]],
+        now: str,
+        logs: builtins.list[builtins.list[bytes]],
     ) -> tuple[Revocation | None, str]:
         """The next version of the revocation list (format.md §19.7), signed here: ``name``'s
         invitation key and every pair of keys of theirs known — certified by their chain,
         published on the server, pinned on a signed roster — so that no client seals to them
         again whatever the rows say later. Removing an admin, the members they invited are
-        endorsed again (their chains stay good). None when the list names all of it already
+        endorsed again (their chains stay good). It names every link 0, ``revoke`` and
+        ``set`` those signing keys signed in ``logs`` (every log the server showed): those
+        stay valid, any later one is refused (the server refuses the version if a log
+        moved meanwhile: Conflict, read again). None when the list names all of it already
         (a second ``member rm`` for the links left over). The second value names a
         certificate that did not verify (the removal goes on; exit 6 after)."""
         t = self.t
@@ -1941,12 +1973,16 @@ class TeamMembers:
         )
         if known and (digests or ipk or name in before.members):
             return None, uncertified
+        # the links of keys this version revokes first; a key an earlier version revoked
+        # keeps that version's links, and any it signed since counts for nothing: never
+        # listed again (a second `member rm` must not make a link the DBA planted count)
+        new_keys = {s for s, _ in keys if p.digest(s) not in before.sign}
         endorsed: builtins.list[tuple[str, bytes, bytes]] = []
         if row is not None and row.admin:  # what their keys certified stays good
             endorsed = certs.endorsements(name, {s for s, _ in keys})
         statement = Revocation(
             t.vault_id, before.version + 1, before.head, now, t.member, t.sign_pub, name, ipk,
-            digests, tuple(endorsed), b"",
+            digests, tuple(endorsed), b"", links_signed_by(logs, new_keys),
         ).signed(t.keys.sign_private)  # fmt: skip
         return statement, uncertified
 

@@ -58,6 +58,7 @@ __all__ = [
     "invitation_key",
     "invitation_message",
     "join_message",
+    "links_signed_by",
     "make_code",
     "parse_code",
     "pre_log_list",
@@ -169,12 +170,16 @@ class Certs:
     before they were removed stays checkable. *Who may be sealed a key now?*
     (:meth:`keys`, :meth:`listed`): the chain and the admin-signed revocation list
     (:class:`Revoked`, format.md §19.7), loaded through ``revoked`` at the first such
-    question only, so ``get`` never reads it.
+    question only, so ``get`` does not read it for the links it verified before. One
+    question takes both: was this admin-signed link (link 0, an off-roster ``revoke`` or
+    ``set``) made before the admin's removal? (:meth:`after_removal`).
 
     A member's keys may change (``passwd --compromised``): an admin's certificate of the
     new pair (:class:`RekeyRow`, format.md §19.8) chains it to the pair certified before.
     :meth:`history` is every certified pair, :meth:`current` the last; who may be sealed a
-    key is asked of the current pair, and the old pairs are on the revocation list."""
+    key is asked of the current pair, and the old pairs are on the revocation list (the
+    version retiring them names the links they signed as an admin, so those stay valid
+    and the new pair signs what follows)."""
 
     def __init__(
         self,
@@ -293,6 +298,30 @@ class Certs:
     def listed(self, sign: bytes, kem: bytes) -> bool:
         """Whether the revocation list names either key (a log's pinned keys, say)."""
         return self.revoked.names(sign, kem)
+
+    def after_removal(self, signer: str, key: bytes, link_hash: bytes) -> str | None:
+        """Why a link ``signer`` signed with ``key`` as an admin, off the roster (link 0, a
+        ``revoke``, a ``set``), counts no more (None: it counts). A link a version of the
+        revocation list names was there when that admin was removed: it stays. Otherwise
+        the signing key must not be revoked, nor the signer's invitation, nor their chain
+        run through a revoked admin who did not endorse them again (format.md §19.7).
+        Reads the list (a round trip) only when such a link is met."""
+        r = self.revoked
+        if link_hash in r.links:
+            return None
+        if p.digest(key) in r.sign:
+            return (
+                f"signed by {signer!r} with a key the revocation list revokes, and no version "
+                "names this link as signed before the removal: it was made after it"
+            )
+        row = self.rows.get(signer)
+        if row is not None and p.digest(row.ipk) in r.ipk:
+            return f"signed by {signer!r}, whose invitation the revocation list revokes"
+        try:
+            self.check_path(signer, r)
+        except (IntegrityError, KeyError):
+            return f"signed by {signer!r}, whose keys are not certified (an admin was removed)"
+        return None
 
     def check_path(self, member: str, r: Revoked, _seen: set[str] | None = None) -> None:
         """Every certificate on ``member``'s chain — their invitation, each certificate of
@@ -523,8 +552,12 @@ def _parts(body: bytes) -> list[bytes]:
 class Revocation(NamedTuple):
     """One parsed, not yet trusted version of the list: ``member`` removed by ``signer``,
     with their invitation key's digest, every pair of keys of theirs the signer knew
-    (SHA-256 of the Ed25519 and of the X25519 public key), and the members the signer
-    endorses again (invited by ``member``, an admin: their chains stay good)."""
+    (SHA-256 of the Ed25519 and of the X25519 public key), the members the signer
+    endorses again (invited by ``member``, an admin: their chains stay good), and
+    ``links``: the chain hash of every link 0, ``revoke`` and ``set`` link a revoked
+    signing key signed in the logs the signer read (:func:`links_signed_by`). Those stay
+    valid; any other such link by a revoked key was made after the removal (format.md
+    §19.7, "Links a revoked key signed")."""
 
     vault_id: bytes
     version: int
@@ -537,6 +570,7 @@ class Revocation(NamedTuple):
     keys: tuple[tuple[bytes, bytes], ...]
     endorsed: tuple[tuple[str, bytes, bytes], ...]
     signature: bytes
+    links: tuple[bytes, ...] = ()
 
     def body(self) -> bytes:
         return labels.encode(
@@ -553,6 +587,8 @@ class Revocation(NamedTuple):
             *(d for pair in self.keys for d in pair),
             len(self.endorsed),
             *(x for e in self.endorsed for x in e),
+            len(self.links),
+            *self.links,
         )
 
     def to_bytes(self) -> bytes:
@@ -597,7 +633,7 @@ class Revocation(NamedTuple):
         keys = tuple((digest(parts[10 + 2 * i]), digest(parts[11 + 2 * i])) for i in range(n))
         at = 10 + 2 * n
         m = integer(parts[at])
-        if m < 0 or len(parts) != at + 1 + 3 * m:
+        if m < 0 or len(parts) < at + 2 + 3 * m:
             raise bad
         endorsed = tuple(
             (
@@ -607,19 +643,26 @@ class Revocation(NamedTuple):
             )
             for i in range(m)
         )
+        at += 1 + 3 * m
+        h = integer(parts[at])
+        if h < 0 or len(parts) != at + 1 + h:
+            raise bad
+        links = tuple(digest(parts[at + 1 + i]) for i in range(h))
         version = integer(parts[2])
         if not 1 <= version <= _MAX_LIST_VERSION:
             raise bad
         return cls(
             parts[1], version, parts[3], text(parts[4]), text(parts[5]), parts[6],
             text(parts[7]), digest(parts[8], empty=True), keys, endorsed, blob[-ml.SIG_LEN :],
+            links,
         )  # fmt: skip
 
 
 class Revoked(NamedTuple):
     """The list as verified up to ``version`` (0: none), ``head`` its last hash: digests
-    of every revoked signing key, X25519 key and invitation key, and the re-endorsed
-    certificates (member, signing-key digest, X25519-key digest)."""
+    of every revoked signing key, X25519 key and invitation key, the re-endorsed
+    certificates (member, signing-key digest, X25519-key digest), and the chain hashes of
+    the links revoked keys signed before their removal (every version's ``links``)."""
 
     version: int
     head: bytes
@@ -628,6 +671,7 @@ class Revoked(NamedTuple):
     ipk: frozenset[bytes]
     endorsed: frozenset[tuple[str, bytes, bytes]]
     members: tuple[str, ...]
+    links: frozenset[bytes] = frozenset()
 
     def names(self, sign: bytes, kem: bytes) -> bool:
         return p.digest(sign) in self.sign or p.digest(kem) in self.kem
@@ -641,10 +685,36 @@ class Revoked(NamedTuple):
             self.ipk | ({r.ipk} if r.ipk else set()),
             self.endorsed | set(r.endorsed),
             (*self.members, r.member),
+            self.links | set(r.links),
         )
 
 
 NOTHING_REVOKED = Revoked(0, ml.ZERO_HASH, frozenset(), frozenset(), frozenset(), frozenset(), ())
+
+
+# Kinds a link can be accepted as off the roster, by an admin's certified key (format.md
+# §19.5): what a version must name to keep valid when it revokes that admin's key.
+ADMIN_KINDS = frozenset({ml.CREATE, ml.REVOKE, ml.SET})
+
+
+def links_signed_by(logs: Iterable[list[bytes]], sign_keys: Iterable[bytes]) -> tuple[bytes, ...]:
+    """The chain hashes of every link 0, ``revoke`` and ``set`` link signed with one of
+    ``sign_keys`` in ``logs`` (each a whole log as the server shows it, verified or not):
+    what a version revoking those keys lists (:attr:`Revocation.links`), so that these
+    links stay valid and no later one does. Sorted, each once."""
+    keys = frozenset(sign_keys)
+    out: set[bytes] = set()
+    if not keys:
+        return ()
+    for blobs in logs:
+        for blob in blobs:
+            try:
+                link = ml.Link.from_bytes(blob)
+            except IntegrityError:
+                continue  # the replay says what is wrong with it; nothing to keep valid
+            if link.kind in ADMIN_KINDS and link.signer_key in keys:
+                out.add(ml.chain_hash(blob))
+    return tuple(sorted(out))
 
 
 def replay_revocations(

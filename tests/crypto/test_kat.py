@@ -275,6 +275,7 @@ def _revocation_doc(b: Block) -> bytes:
         1, _hex(b, "vault_id"), 1, bytes(32), _one(b, "time"), "admin", raw(admin_pub),
         "alice", sha(_hex(b, "ipk")), 1, sha(raw(lead_pub)), sha(_hex(b, "lead_kem_public")),
         1, "bob", sha(_hex(b, "endorsed_sign_public")), sha(_hex(b, "endorsed_kem_public")),
+        1, _hex(b, "link_hash"),
     )  # fmt: skip
 
 
@@ -289,6 +290,7 @@ def test_revocation_list(b: Block) -> None:
     admin = p.ed25519_public(_hex(b, "admin_sign_private"))
     assert r.body() == _revocation_doc(b) == blob[:-64]
     assert (r.version, r.signer, r.member, r.endorsed[0][0]) == (1, "admin", "alice", "bob")
+    assert r.links == (_hex(b, "link_hash"),)
     if _one(b, "expect") == "success":
         p.verify(admin, labels.TEAM_REVOCATION_LIST, r.body(), r.signature, "kat")
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

@@ -365,6 +365,12 @@ def test_member_ls(world: World) -> None:
     r = world.ok("alice", "member", "ls", "--json")
     got = {m["name"]: m["admin"] for m in json.loads(r.out)}
     assert got == {"alice": True, "bob": False, "carol": False}
+    # a removed member is not listed (on PostgreSQL: by the signed revocation list, whatever
+    # the rows say; tests/postgres/test_crl_pg.py tries it as the DBA)
+    out = world.setup([("alice", ("member", "rm", "carol")), ("alice", ("member", "ls", "--json"))])
+    assert out.startswith("removed member carol;")
+    listed = json.loads(out[out.index("\n[") :])
+    assert [(m["name"], m["admin"]) for m in listed] == [("alice", True), ("bob", False)]
 
 
 def test_wrong_passphrase_is_exit_5(world: World, tmp_path: Path) -> None:

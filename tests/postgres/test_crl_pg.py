@@ -22,7 +22,7 @@ import pytest
 from credvault import MIN_KDF, Secret, Team
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
-from credvault.errors import AlreadyExists, IntegrityError, NotFound
+from credvault.errors import AlreadyExists, Conflict, IntegrityError, NotFound
 from credvault.postgres.slot import TeamSlot
 from credvault.team_log import (
     LogWitness,
@@ -103,6 +103,22 @@ def crl(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster) -> World:
     return w
 
 
+def dba_raw(w: World, sql: str, params: tuple[object, ...] = ()) -> None:
+    """The DBA writing around the server's triggers (``session_replication_role``): the
+    check that a version names the removed admin's links guards an honest removal's race,
+    not the DBA, who can drop it."""
+    import psycopg
+
+    cluster: Cluster = w.extra["cluster"]  # type: ignore[assignment]
+    with psycopg.connect(
+        cluster.conninfo(str(w.extra["db"])),
+        password=cluster.password,
+        autocommit=True,
+        options="-c session_replication_role=replica",
+    ) as conn:
+        conn.execute(sql, params)
+
+
 @contextlib.contextmanager
 def restored(w: World) -> Iterator[list[tuple[object, ...]]]:
     """The list's rows as they are now, put back after the test (the DBA can)."""
@@ -112,7 +128,7 @@ def restored(w: World) -> Iterator[list[tuple[object, ...]]]:
     finally:
         dba(w, "DELETE FROM credvault.revocation_list")
         for r in rows:
-            dba(
+            dba_raw(
                 w,
                 "INSERT INTO credvault.revocation_list (version, statement, hash, signer, member) "
                 "VALUES (%s, %s, %s, %s, %s)",
@@ -129,7 +145,7 @@ def _statement(w: World, version: int) -> Revocation:
 
 def _append(w: World, stmt: Revocation) -> None:
     blob = stmt.to_bytes()
-    dba(
+    dba_raw(
         w,
         "INSERT INTO credvault.revocation_list (version, statement, hash, signer, member) "
         "VALUES (%s, %s, sha256(convert_to('credvault/v1/team-revocation-chain', 'UTF8') || %s), "
@@ -217,6 +233,32 @@ def test_a_member_the_removed_admin_invites_afterwards_is_refused(crl: World) ->
         dba(crl, "DELETE FROM credvault.members WHERE name = 'mal'")
 
 
+def test_member_ls_shows_the_list_not_the_rows(crl: World) -> None:
+    """The DBA marks erin (a removed admin) active again and makes bob an admin in the
+    rows: `member ls` still does not list her, and lists bob as what his
+    certificate signs; fay, whom erin invited, stays (endorsed again). A row whose
+    certificate the DBA altered is exit 6 naming it."""
+    rows = "UPDATE credvault.members SET state = %s WHERE name = 'erin'"
+    dba(crl, rows, ("active",))
+    dba(crl, "UPDATE credvault.members SET admin = true WHERE name = 'bob'")
+    try:
+        with member(crl, "alice") as alice:  # (carol must not see the list: a later test)
+            got = {m.name: m.admin for m in alice.members.list()}
+        assert "erin" not in got
+        assert {"alice": True, "bob": False, "carol": False, "fay": False}.items() <= got.items()
+        _, sign, _ = _keys(crl, "fay")
+        dba(crl, "UPDATE credvault.members SET sign_pub = %s WHERE name = 'fay'", (bytes(32),))
+        try:
+            r = crl.run("alice", "member", "ls")
+            assert r.code == 6, r.err
+            assert "the keys of member 'fay'" in one_line(r)
+        finally:
+            dba(crl, "UPDATE credvault.members SET sign_pub = %s WHERE name = 'fay'", (sign,))
+    finally:
+        dba(crl, rows, ("removed",))
+        dba(crl, "UPDATE credvault.members SET admin = false WHERE name = 'bob'")
+
+
 def test_the_dba_deletes_the_list(crl: World) -> None:
     """alice verified version 3: no list at all is a rollback for her (exit 6); a member who
     never saw one (carol) reads "nobody revoked", as on a vault made before the list."""
@@ -295,6 +337,8 @@ def test_a_removed_member_is_invited_again_under_the_same_name(crl: World) -> No
         assert alice.certs().listed(old_sign, old_kem)
         with pytest.raises(AlreadyExists):
             alice.members.invite("erin")
+    with member(crl, "gus") as gus:  # his first read checks link 0's creator on the list
+        assert gus.credentials.get("acme-2026/db").secret.reveal() == SECRET
     with member(crl, "gus") as gus:
 
         def never() -> list[tuple[int, bytes]]:
@@ -400,3 +444,146 @@ def test_a_removed_admins_receipt_destroys_nothing(
             assert after.engagement.state == "active"
     finally:
         dba(crl, "UPDATE credvault.members SET state = 'removed' WHERE name = 'erin'")
+
+
+def _link_after(chain: list[bytes], kind: str, fields: tuple[object, ...], who: str,
+                priv: bytes) -> bytes:  # fmt: skip
+    """The next link of ``chain`` as ``who`` signs it with ``priv`` (no rule checked)."""
+    from credvault import memberlog as ml
+
+    head = ml.Link.from_bytes(chain[-1])
+    link = ml.Link(
+        head.vault_id, head.engagement_uid, head.seq + 1, ml.chain_hash(chain[-1]), head.time,
+        kind, who, p.ed25519_public(priv), fields, b"",  # type: ignore[arg-type]
+    )  # fmt: skip
+    return link.body() + p.sign(priv, labels.MEMBER_LOG, link.body())
+
+
+def test_a_removed_admins_links_count_only_if_made_before_her_removal(crl: World) -> None:
+    """kim (an admin who leads nothing) signs zeta's settings and creates kim-eng, both off
+    the roster, then alice removes her: version 4 names those two links, and fay, who never
+    saw them, replays both. Then the DBA, with kim's real key, appends to zeta a revoke of
+    fay and a `set`, and writes an engagement whose link 0 kim signed: each is exit 6 (one
+    line) for the member it is shown to, never a denial of fay or a new engagement. A
+    removal whose client read the logs before kim's last links is refused by the server
+    (Conflict), so no link she signed before her removal is left out of the version."""
+    from credvault import memberlog as ml
+
+    _join(crl, "alice", "kim", admin=True)
+    with member(crl, "alice") as alice:
+        alice.engagements.create("zeta", "z")
+        alice.engagements.grant("zeta", "fay", "reader")
+        alice.credentials.put("zeta/db", SECRET)
+    with member(crl, "alice") as alice:
+        stale = alice.store.engagement_logs()
+    with member(crl, "kim") as kim:
+        kim.engagements.set_options("zeta", require_reason=False)
+        kim.engagements.create("kim-eng", "k", lead="alice")
+    kim_priv, kim_sign, kim_kem = _keys(crl, "kim")
+    rows = dba(crl, "SELECT name, id, uid FROM credvault.engagements")
+    ids = {str(n): int(i) for n, i, _ in rows}
+    uids = {str(n): bytes(u) for n, _, u in rows}
+    before = {e: [bytes(r[0]) for r in _log(crl, ids[e])] for e in ("zeta", "kim-eng")}
+    by_kim = sorted(
+        ml.chain_hash(b)
+        for chain in before.values()
+        for b in chain
+        if ml.Link.from_bytes(b).signer_key == kim_sign
+    )
+    assert len(by_kim) == 2
+    with machine(crl, "alice"):
+        witness = LogWitness.path_for(str(crl.extra["db"]), "alice")
+    kept = witness.read_bytes()
+    uid = os.urandom(16)
+    with restored(crl):
+        with member(crl, "alice") as alice:
+            # her client read the logs before kim's last links: the server refuses a version
+            # that would leave them out (an honest race), and nothing happens
+            alice.store.engagement_logs = lambda: stale  # type: ignore[method-assign]
+            with pytest.raises(Conflict, match="a membership log moved meanwhile"):
+                alice.members.remove("kim")
+        assert dba(crl, "SELECT state FROM credvault.members WHERE name = 'kim'") == [("active",)]
+        assert len(dba(crl, _PREV)) == 3
+        with member(crl, "alice") as alice:
+            alice.members.remove("kim")
+        four = _statement(crl, 4)
+        assert (four.member, sorted(four.links)) == ("kim", by_kim)
+        try:
+            with member(crl, "fay") as fay:  # from link 0, the list read: kim's links stand
+                assert fay.credentials.get("zeta/db").secret.reveal() == SECRET
+                fay.replay_all(uids["kim-eng"], "kim-eng", before["kim-eng"])
+            # the DBA appends kim's revoke of fay: fay's client says tampering, not "denied"
+            revoke = _link_after(before["zeta"], ml.REVOKE, ("fay",), "kim", kim_priv)
+            _append_link(crl, ids["zeta"], len(before["zeta"]), revoke)
+            r = crl.run("fay", "get", "zeta/db")
+            assert r.code == 6, r.err
+            assert "(revoke): signed by 'kim' with a key the revocation list revokes" in (
+                one_line(r)
+            )
+            with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="made after"):
+                alice.engagements.show("zeta")  # past her witness
+            # the DBA marks kim active with another published X25519 key, and alice removes
+            # her again: version 5 names the new key pair, and not the link kim's signing
+            # key signed after version 4 (that would make it count)
+            dba(crl, "UPDATE credvault.members SET state = 'active', kem_pub = %s "
+                "WHERE name = 'kim'", (bytes(32),))  # fmt: skip
+            with member(crl, "alice") as alice, pytest.raises(IntegrityError, match="kim"):
+                alice.members.remove("kim")
+            five = _statement(crl, 5)
+            assert (five.member, five.links) == ("kim", ())
+            assert (p.digest(kim_sign), p.digest(bytes(32))) in five.keys
+            dba(crl, "UPDATE credvault.members SET kem_pub = %s WHERE name = 'kim'", (kim_kem,))
+            with member(crl, "fay") as fay, pytest.raises(IntegrityError, match="made after"):
+                fay.credentials.get("zeta/db")
+            # a `set` instead
+            dba(crl, "DELETE FROM credvault.engagement_log WHERE engagement_id = %s AND seq = %s",
+                (ids["zeta"], len(before["zeta"])))  # fmt: skip
+            setting = _link_after(before["zeta"], ml.SET, (1, ml.NO_GRACE), "kim", kim_priv)
+            _append_link(crl, ids["zeta"], len(before["zeta"]), setting)
+            with member(crl, "fay") as fay, pytest.raises(IntegrityError, match=r"\(set\)"):
+                fay.credentials.get("zeta/db")
+            # an engagement kim creates after her removal, alice its lead
+            _, a_sign, a_kem = _keys(crl, "alice")
+            vid = bytes(dba(crl, "SELECT credvault.vault_id()")[0][0])
+            body = ml.Link(
+                vid, uid, 0, ml.ZERO_HASH, "2026-11-30T00:00:00.000000Z", ml.CREATE, "kim",
+                kim_sign, ("late", "z", "alice", a_sign, a_kem), b"",
+            ).body()  # fmt: skip
+            link0 = body + p.sign(kim_priv, labels.MEMBER_LOG, body)
+            (eid,) = dba(
+                crl,
+                "INSERT INTO credvault.engagements (uid, name, client, state, key_version, "
+                "key_fp, created_by, lead, creation_sig) VALUES (%s, 'late', 'z', 'active', 0, "
+                "'', 'kim', 'alice', %s) RETURNING id",
+                (uid, link0[-64:]),
+            )[0]
+            dba(crl, "INSERT INTO credvault.grants (engagement_id, member, role, granted_by, "
+                "role_sig) VALUES (%s, 'alice', 'lead', 'kim', '')", (eid,))  # fmt: skip
+            _append_link(crl, eid, 0, link0)
+            with member(crl, "alice") as alice, pytest.raises(IntegrityError, match=r"\(create\)"):
+                alice.engagements.show("late")
+        finally:
+            dba(crl, "DELETE FROM credvault.engagement_log WHERE engagement_id = %s AND seq = %s",
+                (ids["zeta"], len(before["zeta"])))  # fmt: skip
+            dba(crl, "DELETE FROM credvault.engagements WHERE name = 'late'")
+            dba(crl, "UPDATE credvault.members SET state = 'removed', kem_pub = %s "
+                "WHERE name = 'kim'", (kim_kem,))  # fmt: skip
+            witness.write_bytes(kept)  # alice as she was: the list goes back to version 3
+
+
+def _log(w: World, eid: int) -> list[tuple[object, ...]]:
+    return dba(
+        w, "SELECT link FROM credvault.engagement_log WHERE engagement_id = %s ORDER BY seq", (eid,)
+    )
+
+
+def _append_link(w: World, eid: int, seq: int, link: bytes) -> None:
+    """The DBA writes a link into a log (the server's own checks bypassed: a superuser)."""
+    from credvault import memberlog as ml
+
+    dba(
+        w,
+        "INSERT INTO credvault.engagement_log (engagement_id, seq, link, hash) "
+        "VALUES (%s, %s, %s, %s)",
+        (eid, seq, link, ml.chain_hash(link)),
+    )

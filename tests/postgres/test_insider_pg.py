@@ -269,10 +269,21 @@ def test_admin_cannot_inject_through_member_names(team: Any) -> None:
 
 
 def test_removal_is_immediate(team: Any) -> None:
+    """Version 1's ``remove_member`` publishes no revocation list version: an admin's psql
+    is refused it (``credvault member rm`` instead) and nothing changes. What it does (inside
+    ``remove_member_logged`` now, or opened again by the DBA as here) is immediate."""
     import psycopg
 
     bob = team.connect("bob")
     assert bob.execute("SELECT credvault.me()").fetchone()[0] == "bob"
+    out = team.psql("alice", "SELECT credvault.remove_member('bob')")
+    assert denied(out), out.stderr
+    assert "permission denied for function remove_member" in out.stderr
+    assert bob.execute("SELECT credvault.me()").fetchone()[0] == "bob"
+    team.cluster.superuser_sql(
+        f"GRANT EXECUTE ON FUNCTION credvault.remove_member(text) TO {team.role('alice')}",
+        team.db,
+    )
     with team.connect("alice") as alice:
         killed = alice.execute("SELECT credvault.remove_member('bob')").fetchone()[0]
     assert killed >= 1

@@ -437,6 +437,8 @@ def test_member_rm_signs_revocations_the_dba_cannot_undo(team: World) -> None:
     nothing, carol's next rotation seals nothing to him, and a link bob signs himself with
     his own key is exit 6 for carol. The audit shows each revocation. gamma, which bob
     alone leads, keeps him (a log keeps a lead) and `member rm` says so."""
+    import psycopg
+
     from credvault.postgres import scram_verifier
 
     team.ok("alice", "put", "acme-2026/db", input=SECRET + b"\n")
@@ -460,13 +462,20 @@ def test_member_rm_signs_revocations_the_dba_cannot_undo(team: World) -> None:
         last.time, ml.REVOKE, "alice", last.signer_key, ("bob",), bytes(64),
     ).to_bytes()  # fmt: skip
     call = "SELECT credvault.remove_member_logged('bob', %s::text[], %s::bytea[], NULL)"
+    alice_role = f"{team.extra['db']}_alice"
     with member_conn(team, "alice") as alice:
         with pytest.raises(Exception, match="not a revoke of bob"):
             alice.execute(call, (["acme-2026", "beta"], [unsigned, b"\x00" * 200]))
         assert {e: links(team, e) for e in before} == before
         assert dba(team, "SELECT state FROM credvault.members WHERE name = 'bob'") == [("active",)]
-        # an older client's removal: login off, rows revoked, both logs still name bob
+        # version 1's remove_member publishes no list version: closed to admins (crlgaps)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="remove_member"):
+            alice.execute("SELECT credvault.remove_member('bob')")
+        # an older client's removal (the DBA opens it again to recreate one): login off,
+        # rows revoked, both logs still name bob
+        dba(team, f"GRANT EXECUTE ON FUNCTION credvault.remove_member(text) TO {alice_role}")
         alice.execute("SELECT credvault.remove_member('bob')")
+        dba(team, f"REVOKE EXECUTE ON FUNCTION credvault.remove_member(text) FROM {alice_role}")
     assert {e: links(team, e) for e in before} == before
     r = team.ok("alice", "member", "rm", "bob")  # completes it: the links, signed by alice
     assert "revocation signed in 2 engagement log(s)" in r.text

@@ -2482,7 +2482,8 @@ END $$;
 -- Version 1's functions the schema-2 client calls for every engagement stay as they are:
 -- the read path (request_read, fetch, my_grant, nudge_wal, the audit functions),
 -- put_credential (put_credential_linked wraps it), request_rotation and remove_member
--- (whose dropped copies a lead's next rotation records in each log).
+-- (whose dropped copies a lead's next rotation records in each log; closed to members in
+-- section crlgaps, remove_member_logged calls it as the owner).
 
 CREATE OR REPLACE FUNCTION credvault.put_grant(
     eng text, grantee text, g_role text, g_role_sig bytea, g_key_version integer,
@@ -4511,5 +4512,133 @@ REVOKE ALL ON FUNCTION credvault.export_tombstones(text, boolean) FROM PUBLIC;
 DO $$
 BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.export_tombstones(text, boolean) TO %I',
+                   credvault.member_group());
+END $$;
+
+
+-- == crlgaps: a removed admin signs nothing new; version 1's remove_member closed ==
+--
+-- (docs/format.md §19.7 "Links a revoked key signed", docs/team.md "Members".) Section crl
+-- listed a removed member's keys, but a removed admin's key still verified the links an
+-- admin signs off the roster (link 0, `revoke`, `set`: §19.5), since what they signed
+-- before must stay valid and a link carries no date anyone but its signer vouches for. Now
+-- the version that revokes a signing key also names the chain hash of every link 0,
+-- `revoke` and `set` that key signed in the logs the removing admin read; a client accepts
+-- such a link by a revoked key only if a version names it. The server cannot check
+-- signatures, but it keeps an honest removal from racing a link of the admin being
+-- removed: the trigger below refuses a version that leaves out such a link of a live
+-- engagement's log (serialization_failure: the client reads the logs again and retries),
+-- under a lock that makes every append wait until the removal commits. The DBA can drop the
+-- trigger: what it buys them is a list that refuses more of the removed admin's links
+-- (denial of service), never one link more accepted.
+--
+-- Version 1's remove_member (an admin's, with psql) published no list version: closed to
+-- members (remove_member_logged, which runs as the owner, still calls it).
+
+-- Every part of a statement's body (the length-prefixed parts of format.md §4, the 64-byte
+-- signature left out); NULL if the parts do not fill the body exactly.
+CREATE FUNCTION credvault.statement_parts(stmt bytea) RETURNS bytea[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    body integer := length(stmt) - 64;
+    pos integer := 1;
+    n bigint;
+    got bytea[] := '{}';
+BEGIN
+    WHILE pos <= body LOOP
+        IF pos + 3 > body THEN
+            RETURN NULL;
+        END IF;
+        n := ('x' || encode(substring(stmt FROM pos FOR 4), 'hex'))::bit(32)::bigint;
+        IF pos + 3 + n > body THEN
+            RETURN NULL;
+        END IF;
+        got := array_append(got, substring(stmt FROM pos + 4 FOR n::integer));
+        pos := pos + 4 + n::integer;
+    END LOOP;
+    RETURN got;
+END $$;
+
+-- A new version must name every link 0, revoke and set link the signing keys it revokes
+-- first signed in a live engagement's log (format.md §19.7: parts 9.. name n key pairs, m
+-- endorsements, then h link hashes). Under the lock an append that conflicts with this
+-- removal's own rows may deadlock with it: PostgreSQL ends one, and its client reruns.
+CREATE FUNCTION credvault.revocation_names_links() RETURNS trigger
+LANGUAGE plpgsql SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    parts bytea[] := statement_parts(NEW.statement);
+    n bigint;
+    m bigint;
+    h bigint;
+    named bytea[] := '{}';
+    listed bytea[] := '{}';
+    earlier bytea[];
+    missing bigint;
+BEGIN
+    -- part k (from 0) is parts[k + 1]
+    IF parts IS NULL OR cardinality(parts) < 12 OR length(parts[10]) <> 8 THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    n := ('x' || encode(parts[10], 'hex'))::bit(64)::bigint;
+    IF n < 0 OR cardinality(parts) < 12 + 2 * n OR length(parts[11 + 2 * n]) <> 8 THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    m := ('x' || encode(parts[11 + 2 * n], 'hex'))::bit(64)::bigint;
+    IF m < 0 OR cardinality(parts) < 12 + 2 * n + 3 * m
+       OR length(parts[12 + 2 * n + 3 * m]) <> 8 THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    h := ('x' || encode(parts[12 + 2 * n + 3 * m], 'hex'))::bit(64)::bigint;
+    IF h < 0 OR cardinality(parts) <> 12 + 2 * n + 3 * m + h THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the signing keys this version revokes first (an earlier version settled the links of
+    -- the others, and what they signed since counts for nothing: it must not be named)
+    SELECT coalesce(array_agg(DISTINCT e.p[11 + 2 * j.j]), '{}') INTO earlier
+        FROM (SELECT statement_parts(r.statement) AS p FROM revocation_list r) e,
+             LATERAL generate_series(0, ('x' || encode(e.p[10], 'hex'))::bit(64)::bigint - 1) j(j);
+    FOR j IN 0 .. n - 1 LOOP
+        IF NOT (parts[11 + 2 * j] = ANY (earlier)) THEN
+            named := array_append(named, parts[11 + 2 * j]);
+        END IF;
+    END LOOP;
+    FOR k IN 0 .. h - 1 LOOP
+        listed := array_append(listed, parts[13 + 2 * n + 3 * m + k]);
+    END LOOP;
+    IF cardinality(named) = 0 THEN
+        RETURN NEW;
+    END IF;
+    -- every append waits for this transaction; every one before it is counted
+    LOCK TABLE engagement_log IN SHARE MODE;
+    SELECT count(*) INTO missing
+        FROM engagement_log l JOIN engagements e ON e.id = l.engagement_id
+        WHERE e.state <> 'purged'
+          AND sha256(link_part(l.link, 8)) = ANY (named)
+          AND link_part(l.link, 6) IN (convert_to('create', 'UTF8'), convert_to('revoke', 'UTF8'),
+                                       convert_to('set', 'UTF8'))
+          AND NOT (l.hash = ANY (listed));
+    IF missing > 0 THEN
+        RAISE EXCEPTION 'credvault: a membership log moved meanwhile (% link(s) of % not named); run the command again',
+            missing, NEW.member USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER revocation_names_links BEFORE INSERT ON credvault.revocation_list
+    FOR EACH ROW EXECUTE FUNCTION credvault.revocation_names_links();
+
+REVOKE ALL ON FUNCTION credvault.statement_parts(bytea), credvault.revocation_names_links()
+    FROM PUBLIC;
+COMMENT ON FUNCTION credvault.remove_member(text) IS
+    'closed to members since schema 2: it publishes no revocation list version; use `credvault member rm`';
+DO $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION credvault.remove_member(text) FROM %I',
                    credvault.member_group());
 END $$;

@@ -156,7 +156,8 @@ def revocation_blocks(
     blocks: list[list[str]], vault: bytes, admin_priv: bytes, lead_priv: bytes, lead_kem: bytes
 ) -> None:
     """A team vault's revocation list, version 1 (format.md §19.7): the admin removes
-    "alice" (the lead's keys) and endorses "bob" again."""
+    "alice" (the lead's keys), endorses "bob" again and names one link alice signed
+    before (a chain hash, §17) as staying valid."""
     from credvault.team_log import Revocation, revocation_hash
 
     lead_pub = p.ed25519_public(lead_priv)
@@ -164,7 +165,7 @@ def revocation_blocks(
     r = Revocation(
         vault, 1, ml.ZERO_HASH, "2026-01-02T03:04:07.000000Z", "admin",
         p.ed25519_public(admin_priv), "alice", p.digest(_h(32, 0xA0)),
-        ((p.digest(lead_pub), p.digest(lead_kem)),), (bob,), b"",
+        ((p.digest(lead_pub), p.digest(lead_kem)),), (bob,), b"", (_h(32, 0xC0),),
     ).signed(admin_priv)  # fmt: skip
     blob = r.to_bytes()
     head = [
@@ -176,6 +177,7 @@ def revocation_blocks(
         f"lead_kem_public: {lead_kem.hex()}",
         f"endorsed_sign_public: {_h(32, 0xB0).hex()}",
         f"endorsed_kem_public: {_h(32, 0xB1).hex()}",
+        f"link_hash: {_h(32, 0xC0).hex()}",
     ]
     blocks.append(
         [
