@@ -279,21 +279,29 @@ def certify(t: CertifyingTeam, name: str, fingerprint: str) -> KeysCertified:
 def _retirement(t: CertifyingTeam, certs: Certs, name: str) -> Revocation:
     """The revocation list's next version (format.md §19.7), signed here: every pair
     certified for ``name`` so far is retired (``ipk`` empty: they stay a member), and if
-    ``name`` is an admin, what those keys certified is endorsed again."""
+    ``name`` is an admin, what those keys certified is endorsed again. A signing key this
+    version revokes first has the links 0, ``revoke`` and ``set`` it signed named
+    (:func:`credvault.team_log.links_signed_by`, every log the server shows: one more round
+    trip, only then): an admin's links from before the hand-over stay valid, a later one
+    by the old key does not, and the server refuses a version that leaves one out (a log
+    moved meanwhile: Conflict, read again). What the new pair signs is not on the list:
+    it counts through the certificate (:meth:`credvault.team_log.Certs.after_removal`)."""
     from datetime import UTC, datetime
 
     from credvault.crypto import primitives as p
     from credvault.model import iso
-    from credvault.team_log import Revocation
+    from credvault.team_log import Revocation, links_signed_by
 
     pairs = {(k.sign, k.kem) for k in certs.history(name)}
     before = certs.revoked
     row = certs.rows[name]
     endorsed = certs.endorsements(name, {s for s, _ in pairs}) if row.admin else []
+    first = {s for s, _ in pairs if p.digest(s) not in before.sign}
+    logs = [links for _, _, links in t.store.engagement_logs()] if first else []
     return Revocation(
         t.vault_id, before.version + 1, before.head, iso(datetime.now(UTC)), t.member,
         t.sign_pub, name, b"", tuple(sorted((p.digest(s), p.digest(k)) for s, k in pairs)),
-        tuple(endorsed), b"",
+        tuple(endorsed), b"", links_signed_by(logs, first),
     ).signed(t.keys.sign_private)  # fmt: skip
 
 

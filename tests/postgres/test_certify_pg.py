@@ -19,16 +19,17 @@ import pytest
 
 from conftest import KDF_ARG
 from credvault import Secret, Team
+from credvault import memberlog as ml
 from credvault.crypto import labels
 from credvault.crypto import primitives as p
 from credvault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
 from credvault.postgres.client import seal_info
 from credvault.postgres.slot import TeamSlot
-from credvault.team_log import Revocation, fingerprint, revocation_hash
+from credvault.team_log import Revocation, fingerprint, links_signed_by, revocation_hash
 from pg_cluster import Cluster
 
 from .test_contract import SECRET, World, _postgresql, one_line
-from .test_crl_pg import _join, _pw, machine, member
+from .test_crl_pg import _append_link, _join, _link_after, _pw, machine, member
 from .test_lifecycle_pg import psql
 from .test_memberlog_pg import dba
 
@@ -251,6 +252,7 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
         carol.engagements.grant("acme-2026", "alice", "lead")
     with member(w, "alice") as alice:
         assert alice.credentials.get("acme-2026/db").secret.reveal() == SECRET
+        alice.engagements.create("acme-2027", "acme", lead="carol")  # link 0: her new key
         alice.members.remove("bob")
     three = Revocation.from_bytes(bytes(dba(w, "SELECT statement FROM credvault.revocation_list "
                                             "WHERE version = 5")[0][0]))  # fmt: skip
@@ -262,6 +264,7 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
     }
     with member(w, "carol") as carol:
         assert carol.certs().revoked.version == 5  # alice's new key signed it: verified
+    _old_admin_links(w, old_sign_private, new.sign_pub)
     forged = three._replace(
         version=6, prev=revocation_hash(three.to_bytes()), signer_key=p.ed25519_public(
             old_sign_private), member="carol", keys=(), endorsed=(),
@@ -274,3 +277,36 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
             carol.engagements.grant("acme-2026", "dave", "reader")
     finally:
         dba(w, "DELETE FROM credvault.revocation_list WHERE version = 6")
+
+
+def _old_admin_links(w: World, old_private: bytes, new_sign: bytes) -> None:
+    """alice's links as an admin after her keys changed (format.md §19.7): version 3, the
+    first to revoke her old key, names the link 0 it signed before (acme-2026's), which dave
+    replays from scratch; acme-2027's link 0, signed with her new key, counts through dave's
+    certificate. A `set` the thief signs with her old key later is exit 6 for carol."""
+    old_sign = p.ed25519_public(old_private)
+    three = Revocation.from_bytes(bytes(dba(w, "SELECT statement FROM credvault.revocation_list "
+                                            "WHERE version = 3")[0][0]))  # fmt: skip
+    with member(w, "dave") as dave:
+        logs = {name: (uid, links) for uid, name, links in dave.store.engagement_logs()}
+        for name, (uid, links) in logs.items():
+            dave.replay_all(uid, name, links)  # dave's first look: from link 0
+    acme, later = logs["acme-2026"][1], logs["acme-2027"][1]
+    assert ml.Link.from_bytes(acme[0]).signer_key == old_sign
+    assert ml.Link.from_bytes(later[0]).signer_key == new_sign
+    assert ml.chain_hash(acme[0]) in three.links  # and the revoke of bob her rotation signed
+    assert three.links == links_signed_by([ls for _, ls in logs.values()], [old_sign])
+    (eid,) = dba(w, "SELECT id FROM credvault.engagements WHERE name = 'acme-2026'")[0]
+    setting = _link_after(acme, ml.SET, (1, ml.NO_GRACE), "alice", old_private)
+    _append_link(w, eid, len(acme), setting)
+    try:
+        with member(w, "carol") as carol, pytest.raises(IntegrityError, match="made after") as e:
+            carol.credentials.get("acme-2026/db")
+        assert e.value.exit_code == 6
+        assert f"link {len(acme)} (set): signed by 'alice' with a key the" in str(e.value)
+    finally:
+        dba(
+            w,
+            "DELETE FROM credvault.engagement_log WHERE engagement_id = %s AND seq = %s",
+            (eid, len(acme)),
+        )
