@@ -1782,9 +1782,12 @@ class TeamMembers:
         """The members, as the signed statements say, not as the ``members`` rows alone
         (which the DBA writes): a row listed active counts only if its certificate chain
         verifies (IntegrityError, exit 6, naming it, if not) and the revocation list
-        (format.md §19.7) names neither its keys nor its invitation — a member the list
-        revokes is removed, and not shown, whatever the row says; ``admin`` is what the
-        certificate signs. Invited members (no keys yet) are not listed, as before."""
+        (format.md §19.7) names neither its invitation nor its current keys (the last pair
+        an admin certified, format.md §19.8) — a member the list revokes is removed, and not
+        shown, whatever the row says; one whose keys were retired at ``passwd
+        --compromised`` and wait for ``member certify`` is still a member, and shown.
+        ``admin`` is what the certificate signs. Invited members (no keys yet) are not
+        listed, as before."""
         from credvault.members import MemberInfo
 
         certs = self.t.certs()
@@ -1793,9 +1796,9 @@ class TeamMembers:
         for m in self.t.store.members():
             if m.state != "active":
                 continue
-            c = certs.certified(m.name)  # IntegrityError: a row without a good chain
+            c = certs.current(m.name)  # IntegrityError: a row without a good chain
             row = certs.rows[m.name]
-            if r.names(c.sign, c.kem) or p.digest(row.ipk) in r.ipk:
+            if p.digest(row.ipk) in r.ipk or (r.names(c.sign, c.kem) and row.state != "retired"):
                 continue  # removed: the admin-signed list says so
             certs.check_path(m.name, r)  # certified through a removed admin, not endorsed
             out.append(MemberInfo(m.name, c.admin, False, m.created_at))

@@ -115,6 +115,7 @@ def test_refused_wrong_fingerprint_non_admin_self_and_a_forged_row(
                 alice.members.certify("carol", str(w.extra["fp"]))
             with pytest.raises(NotFound):  # retired until certified
                 alice.engagements.grant("acme-2026", "bob", "reader")
+            assert "bob" in {m.name for m in alice.members.list()}  # a member meanwhile
         with machine(w, "carol"):  # on another machine of carol's: hers sees bob's link later
             os.environ["XDG_STATE_HOME"] = str(tmp_path)
             with (
@@ -249,6 +250,8 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
     with member(w, "carol") as carol:
         assert carol.certs().keys("bob").sign == bob.sign_pub  # certified by alice's old key
         assert carol.certs().keys("alice").sign == new.sign_pub
+        listed = {m.name: m.admin for m in carol.members.list()}  # by their current keys
+        assert {"alice": True, "bob": False, "dave": True}.items() <= listed.items()
         carol.engagements.grant("acme-2026", "alice", "lead")
     with member(w, "alice") as alice:
         assert alice.credentials.get("acme-2026/db").secret.reveal() == SECRET
