@@ -327,7 +327,10 @@ class Certs:
         """Every certificate on ``member``'s chain — their invitation, each certificate of
         new keys, and so on up through the admins who signed them — made with a key ``r``
         revokes must be endorsed again in ``r`` (the admin who revokes that key re-endorses
-        what it certified); IntegrityError otherwise. Chains already verified."""
+        what it certified); IntegrityError otherwise. Chains already verified. Asked of a
+        list version's signer, of a member listed or sealed to, and by
+        :meth:`after_removal` of an admin whose link 0, ``revoke`` or ``set`` a log holds:
+        an admin's new keys count only while the certificate giving them does."""
         if not r.sign:
             return
         seen = set() if _seen is None else _seen
