@@ -50,6 +50,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
             {
                 "credvault.model",
                 "credvault.results",
+                "credvault.credential_results",  # a credential read's types, both backends
                 "credvault.changes",
                 "credvault.layout",
                 "credvault.access",

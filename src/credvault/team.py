@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from credvault import memberlog as ml
 from credvault import validate
 from credvault.access import Role, parse_role
-from credvault.credentials import (
+from credvault.credential_results import (
     Credential,
     CredentialInfo,
     FindHits,
@@ -58,7 +58,6 @@ from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
 from credvault.model import GrantInfo, iso
 from credvault.postgres.client import copy_message, role_message, seal_info
-from credvault.postgres.server import scram_verifier
 from credvault.postgres.slot import TeamSlot, login_password, new_slot
 from credvault.postgres.store import EngagementRow, Fetched, MyGrant, PgStore, database_of
 from credvault.secret import Secret
@@ -336,7 +335,7 @@ class Team:
     def init(cls, target: str, admin: str, passphrase: Secret, kdf: KdfParams) -> TeamInit:
         """As the database's owner (libpq's own login: ~/.pgpass, a service file): apply the
         schema, make the first admin, and join as them from this machine."""
-        from credvault.postgres.server import apply_schema, installed_version
+        from credvault.postgres.server import apply_schema, installed_version, scram_verifier
 
         check(kdf, from_disk=False)
         if not passphrase:
@@ -533,6 +532,8 @@ class Team:
         """On the new member's own machine: make their keys here, keep the private halves in
         their key slot, publish the public halves, and replace the invitation's password
         with the one derived from the new signing key. Nothing secret leaves this machine."""
+        from credvault.postgres.server import scram_verifier
+
         check(kdf, from_disk=False)
         if not passphrase:
             raise InvalidInput("the passphrase is empty")
@@ -1765,6 +1766,8 @@ class TeamMembers:
 
     def invite(self, name: str, *, admin: bool = False) -> Invitation:
         """An admin invites: a one-time code whose SCRAM verifier goes to the server."""
+        from credvault.postgres.server import scram_verifier
+
         t = self.t
         t.require_certified("invite")
         anchor = t.anchor or t.certs().founder()

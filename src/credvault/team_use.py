@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from credvault import items, validate
-from credvault.credentials import Credential, OtpCode
+from credvault.credential_results import Credential, OtpCode
 from credvault.crypto import envelope
 from credvault.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from credvault.secret import Secret

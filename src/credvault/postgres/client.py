@@ -23,7 +23,7 @@ from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.errors import AccessDenied, InvalidInput, NotFound
 from credvault.layout import is_team_target
-from credvault.postgres.server import check_schema
+from credvault.postgres.version import check_schema
 
 TABLE = "credentials"
 

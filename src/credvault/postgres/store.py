@@ -28,7 +28,7 @@ from credvault.errors import (
     NotFound,
     StoreError,
 )
-from credvault.postgres.server import check_schema
+from credvault.postgres.version import check_schema
 
 _PREFIX = "credvault: "
 
@@ -193,7 +193,6 @@ def database_of(target: str) -> str:
     ``PGSERVICEFILE`` or ``~/.pg_service.conf`` section), else ``$PGDATABASE``. Member roles
     are ``<database>_<member>`` and key slots are filed by database, so it must be known
     before connecting."""
-    import configparser
     import os
     from pathlib import Path
 
@@ -216,6 +215,8 @@ def database_of(target: str) -> str:
     db = d.get("dbname")
     service = d.get("service") or os.environ.get("PGSERVICE")
     if not db and service:
+        import configparser  # only here: most strings name their database (issue 14's get)
+
         conf = configparser.ConfigParser(interpolation=None)
         file = os.environ.get("PGSERVICEFILE") or str(Path.home() / ".pg_service.conf")
         conf.read(file)
