@@ -205,11 +205,14 @@ def open_team(args: argparse.Namespace, target: str) -> Team:
     member = member_name(args)
     # `get` is the command whose start-up counts (issue 14): it skips importing psycopg
     light = handler == "cmd_get"
-    team = None
-    if not getattr(args, "no_keyring", False):  # keys `unlock --keyring` cached, if any
-        team = Team.open_cached(target, member, light=light)
-    if team is None:
-        team = Team.open(target, member, team_passphrase(args, member), light=light)
+    # keys `unlock --keyring` cached, if any, else the passphrase (asked only then)
+    team = Team.open_first(
+        target,
+        member,
+        lambda: team_passphrase(args, member),
+        cached=not getattr(args, "no_keyring", False),
+        light=light,
+    )
     team.on_warning = t.err  # one line on stderr (a write under a key due for rotation)
     return team
 

@@ -28,7 +28,7 @@ from credvault.errors import (
     NotFound,
     StoreError,
 )
-from credvault.postgres.version import check_schema
+from credvault.postgres.version import SCHEMA_VERSION, check_schema
 
 _PREFIX = "credvault: "
 
@@ -334,6 +334,25 @@ class PgStore:
         """(vault id, the calling member) in one round trip."""
         row = self._one("SELECT credvault.vault_id(), credvault.me()", action="use the vault")
         return bytes(row[0]), str(row[1])
+
+    def checked_opening(self) -> tuple[bytes, str]:
+        """:func:`check_schema`, then :meth:`opening`, on a store connected with
+        ``check=False``: in one round trip where the schema is this credvault's (every
+        round trip counts in a team ``get``'s start-up, issue 14). Anything else (no
+        schema, another version, an error) runs the two apart, so it is refused with the
+        same line as ever; ``vault_id()`` and ``me()`` only read."""
+        try:
+            row = self.conn.execute(
+                "SELECT version, credvault.vault_id(), credvault.me() FROM credvault.schema_version"
+            ).fetchone()
+        except Exception as e:
+            if _db_error(e) is None:
+                raise
+            row = None
+        if row is not None and row[0] == SCHEMA_VERSION:
+            return bytes(row[1]), str(row[2])
+        check_schema(self.conn)
+        return self.opening()
 
     def close(self) -> None:
         self.conn.close()
