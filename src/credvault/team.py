@@ -57,8 +57,8 @@ from credvault.errors import (
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
 from credvault.model import GrantInfo, iso
-from credvault.postgres.client import copy_message, role_message, seal_info
 from credvault.postgres.slot import TeamSlot, login_password, new_slot
+from credvault.postgres.statements import copy_message, role_message, seal_info
 from credvault.postgres.store import EngagementRow, Fetched, MyGrant, PgStore, database_of
 from credvault.secret import Secret
 from credvault.team_log import (

@@ -233,7 +233,8 @@ runpy.run_module("credvault", run_name="__main__", alter_sys=True)
 
 # What a team vault's `get` must not load (issue 14: its start-up is within 1.2x of a
 # SQLCipher `get`): the SQLCipher store and Vault, the schema installer and its
-# importlib.resources, configparser (no PGSERVICE here), the keyring cache, psycopg.
+# importlib.resources, the library client, configparser (no PGSERVICE here), the keyring
+# cache; psycopg is checked on both backends.
 TEAM_GET_NEVER = (
     "sqlcipher3",
     "credvault.store",
@@ -241,6 +242,7 @@ TEAM_GET_NEVER = (
     "credvault.credentials",
     "credvault.keyring_cache",
     "credvault.postgres.server",
+    "credvault.postgres.client",
     "importlib.resources",
     "configparser",
 )
