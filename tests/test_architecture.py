@@ -50,7 +50,6 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
             {
                 "credvault.model",
                 "credvault.results",
-                "credvault.credential_results",  # a credential read's types, both backends
                 "credvault.changes",
                 "credvault.layout",
                 "credvault.access",

@@ -14,13 +14,6 @@ from typing import TYPE_CHECKING
 
 from credvault import items, validate
 from credvault.access import permits
-from credvault.credential_results import Credential as Credential
-from credvault.credential_results import CredentialInfo as CredentialInfo
-from credvault.credential_results import FindHit as FindHit
-from credvault.credential_results import FindHits as FindHits
-from credvault.credential_results import OtpCode as OtpCode
-from credvault.credential_results import TrashInfo as TrashInfo
-from credvault.credential_results import VersionInfo as VersionInfo
 from credvault.engagement_keys import retried, retrying
 from credvault.engagements import Engagements
 from credvault.errors import (
@@ -31,6 +24,10 @@ from credvault.errors import (
     InvalidInput,
     NotFound,
 )
+
+# what a read returns: defined in credvault.model (a team vault returns them too)
+from credvault.model import Credential as Credential
+from credvault.model import CredentialInfo as CredentialInfo
 from credvault.model import (
     CredentialRow,
     CredentialUpdate,
@@ -41,6 +38,11 @@ from credvault.model import (
     SealedRow,
     iso,
 )
+from credvault.model import FindHit as FindHit
+from credvault.model import FindHits as FindHits
+from credvault.model import OtpCode as OtpCode
+from credvault.model import TrashInfo as TrashInfo
+from credvault.model import VersionInfo as VersionInfo
 from credvault.secret import Secret
 from credvault.session import Session
 

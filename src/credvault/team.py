@@ -31,14 +31,6 @@ from typing import TYPE_CHECKING, NamedTuple
 from credvault import memberlog as ml
 from credvault import validate
 from credvault.access import Role, parse_role
-from credvault.credential_results import (
-    Credential,
-    CredentialInfo,
-    FindHits,
-    OtpCode,
-    TrashInfo,
-    VersionInfo,
-)
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams, check
@@ -56,7 +48,16 @@ from credvault.errors import (
 )
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
-from credvault.model import GrantInfo, iso
+from credvault.model import (
+    Credential,
+    CredentialInfo,
+    FindHits,
+    GrantInfo,
+    OtpCode,
+    TrashInfo,
+    VersionInfo,
+    iso,
+)
 from credvault.postgres.slot import TeamSlot, login_password, new_slot
 from credvault.postgres.statements import copy_message, role_message, seal_info
 from credvault.postgres.store import EngagementRow, Fetched, MyGrant, PgStore, database_of
