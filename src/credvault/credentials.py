@@ -10,7 +10,7 @@ import base64
 import builtins
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from credvault import items, validate
 from credvault.access import permits
@@ -24,6 +24,10 @@ from credvault.errors import (
     InvalidInput,
     NotFound,
 )
+
+# what a read returns: defined in credvault.model (a team vault returns them too)
+from credvault.model import Credential as Credential
+from credvault.model import CredentialInfo as CredentialInfo
 from credvault.model import (
     CredentialRow,
     CredentialUpdate,
@@ -34,6 +38,11 @@ from credvault.model import (
     SealedRow,
     iso,
 )
+from credvault.model import FindHit as FindHit
+from credvault.model import FindHits as FindHits
+from credvault.model import OtpCode as OtpCode
+from credvault.model import TrashInfo as TrashInfo
+from credvault.model import VersionInfo as VersionInfo
 from credvault.secret import Secret
 from credvault.session import Session
 
@@ -41,48 +50,6 @@ if TYPE_CHECKING:
     from credvault.importers import ImportPlan, RawEntry, Skipped
 
 TABLE = "credentials"
-
-
-class CredentialInfo(NamedTuple):
-    """What listing shows: names, kinds and dates, never values."""
-
-    engagement: str
-    name: str
-    kind: str
-    system: str | None
-    created_at: str
-    updated_at: str
-
-    def to_json(self) -> dict[str, object]:
-        return self._asdict()
-
-
-class Credential(NamedTuple):
-    """A decrypted credential; ``secret`` is redacted in ``repr``."""
-
-    engagement: str
-    name: str
-    kind: str
-    secret: Secret
-    username: str | None
-    system: str | None
-    address: str | None
-    port: int | None
-    url: str | None
-    notes: str | None
-    created_at: str
-    updated_at: str
-
-    def to_json(self) -> dict[str, object]:
-        """Everything, the secret included (for ``get --json`` and client export)."""
-        d: dict[str, object] = self._asdict()
-        raw = self.secret.reveal()
-        try:
-            d["secret"] = raw.decode("utf-8")
-        except UnicodeDecodeError:  # binary secrets travel as base64, never mangled
-            del d["secret"]
-            d["secret_base64"] = base64.b64encode(raw).decode()
-        return d
 
 
 EDITABLE = ("username", "url", "notes", "kind", "system")
@@ -111,63 +78,6 @@ def clean_edits(changes: Mapping[str, str | None]) -> dict[str, str | None]:
     if not clean:
         raise InvalidInput("nothing to change")
     return clean
-
-
-class OtpCode(NamedTuple):
-    """A one-time code and how many seconds it stays valid."""
-
-    code: str
-    seconds_left: int
-    period: int
-
-
-class VersionInfo(NamedTuple):
-    """One version of a credential in its history: metadata only, never a value."""
-
-    engagement: str
-    name: str
-    version: int
-    kind: str
-    system: str | None
-    by: str | None  # None: written before credvault kept history (format 1)
-    at: str
-    changed: str
-    current: bool
-
-    def to_json(self) -> dict[str, object]:
-        return self._asdict()
-
-
-class TrashInfo(NamedTuple):
-    engagement: str
-    type: str  # credential or system
-    name: str
-    deleted_at: str
-    deleted_by: str
-    expires_at: str
-
-    def to_json(self) -> dict[str, object]:
-        return self._asdict()
-
-
-class FindHit(NamedTuple):
-    """A search result: where, and which field matched (never the matching value)."""
-
-    engagement: str
-    type: str  # credential or system
-    name: str
-    field: str  # name, username, url, notes, address or details
-
-    def to_json(self) -> dict[str, object]:
-        return self._asdict()
-
-
-class FindHits(list[FindHit]):
-    """The hits of :meth:`Credentials.find`, and the engagements whose fields were not
-    searched because they require ``--reason`` and none was given (``skipped``): a search
-    that quietly covered less than asked would mislead."""
-
-    skipped: tuple[str, ...] = ()
 
 
 def trash_expiry(s: Session) -> str:

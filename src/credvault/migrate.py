@@ -47,7 +47,7 @@ from credvault.crypto.envelope import key_version_of
 from credvault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput
 from credvault.files import make_private_dir, write_new_private
 from credvault.model import RECOVERY, Grant
-from credvault.postgres.client import copy_message, creation_message, role_message, seal_info
+from credvault.postgres.statements import copy_message, creation_message, role_message, seal_info
 
 if TYPE_CHECKING:
     from credvault.model import Engagement

@@ -31,14 +31,6 @@ from typing import TYPE_CHECKING, NamedTuple
 from credvault import memberlog as ml
 from credvault import validate
 from credvault.access import Role, parse_role
-from credvault.credentials import (
-    Credential,
-    CredentialInfo,
-    FindHits,
-    OtpCode,
-    TrashInfo,
-    VersionInfo,
-)
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.crypto.passphrase import KdfParams, check
@@ -56,10 +48,18 @@ from credvault.errors import (
 )
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
-from credvault.model import GrantInfo, iso
-from credvault.postgres.client import copy_message, role_message, seal_info
-from credvault.postgres.server import scram_verifier
+from credvault.model import (
+    Credential,
+    CredentialInfo,
+    FindHits,
+    GrantInfo,
+    OtpCode,
+    TrashInfo,
+    VersionInfo,
+    iso,
+)
 from credvault.postgres.slot import TeamSlot, login_password, new_slot
+from credvault.postgres.statements import copy_message, role_message, seal_info
 from credvault.postgres.store import EngagementRow, Fetched, MyGrant, PgStore, database_of
 from credvault.secret import Secret
 from credvault.team_log import (
@@ -158,9 +158,20 @@ class View(NamedTuple):
     state: ml.State | None
 
 
-def _connect_as(target: str, member: str, password: str, *, light: bool = False) -> PgStore:
-    db = database_of(target)
-    return PgStore.connect(target, member, user=f"{db}_{member}", password=password, light=light)
+def _connect_as(
+    target: str,
+    member: str,
+    password: str,
+    *,
+    light: bool = False,
+    check: bool = True,
+    db: str | None = None,
+) -> PgStore:
+    """``db``: :func:`database_of` ``target``, where the caller has it already."""
+    db = db or database_of(target)
+    return PgStore.connect(
+        target, member, user=f"{db}_{member}", password=password, light=light, check=check
+    )
 
 
 class Team:
@@ -224,24 +235,68 @@ class Team:
         the same server checks. A passphrase change cut short after the server took the new
         login (the new slot still beside the old, :mod:`credvault.team_passwd`) is finished
         here."""
-        path = team_slot_path(database_of(target), member)
+        db = database_of(target)
+        return cls._open_path(target, member, passphrase, db, team_slot_path(db, member), light)
+
+    @classmethod
+    def open_first(
+        cls,
+        target: str,
+        member: str,
+        passphrase: Callable[[], Secret],
+        *,
+        cached: bool = True,
+        light: bool = False,
+    ) -> Team:
+        """The CLI's way in: :meth:`open_cached` (unless ``cached`` is False), else
+        :meth:`open` with ``passphrase()``, asked only then. The same as calling the two in
+        turn, with the connection string read and the key slot file read once, not twice
+        (issue 14: a team ``get``'s start-up)."""
+        db = database_of(target)
+        path = team_slot_path(db, member)
+        slot = None
+        if cached:
+            try:
+                slot = TeamSlot.read(path)
+            except NotAVault:
+                pass
+            else:
+                team = cls._cached(target, member, db, path, slot, light)
+                if team is not None:
+                    return team
+        return cls._open_path(target, member, passphrase(), db, path, light, slot)
+
+    @classmethod
+    def _open_path(
+        cls,
+        target: str,
+        member: str,
+        passphrase: Secret,
+        db: str,
+        path: Path,
+        light: bool,
+        slot: TeamSlot | None = None,
+    ) -> Team:
+        """:meth:`open` from the slot file at ``path`` (``slot``: as read from it already)."""
         try:
-            return cls._open_slot(target, member, passphrase, path, light)
+            if slot is None:
+                slot = TeamSlot.read(path)
+            return cls._open_slot(target, member, passphrase, db, slot, light)
         except (Locked, AccessDenied):
             from credvault.team_passwd import finish_pending, pending_path
 
             if not pending_path(path).exists():
                 raise
-            team = cls._open_slot(target, member, passphrase, pending_path(path), light)
+            pending = TeamSlot.read(pending_path(path))
+            team = cls._open_slot(target, member, passphrase, db, pending, light)
             finish_pending(path)
             return team
 
     @classmethod
     def _open_slot(
-        cls, target: str, member: str, passphrase: Secret, path: Path, light: bool
+        cls, target: str, member: str, passphrase: Secret, db: str, slot: TeamSlot, light: bool
     ) -> Team:
-        slot = TeamSlot.read(path)
-        return cls.login(target, member, slot, slot.unlock(passphrase), light=light)
+        return cls._login(target, member, slot, slot.unlock(passphrase), light, db)
 
     @classmethod
     def login(
@@ -250,9 +305,18 @@ class Team:
         """Log in with the password derived from ``keys`` (unlocked from ``slot``: by the
         passphrase, the OS keyring or the agent) and check the server is that slot's vault
         and the login that member's."""
-        store = _connect_as(target, member, slot.login_password(keys), light=light)
+        return cls._login(target, member, slot, keys, light, database_of(target))
+
+    @classmethod
+    def _login(
+        cls, target: str, member: str, slot: TeamSlot, keys: MemberKeys, light: bool, db: str
+    ) -> Team:
+        """:meth:`login`, ``db`` being :func:`database_of` ``target``. The schema check and
+        the first statement share one round trip (:meth:`PgStore.checked_opening`)."""
+        password = slot.login_password(keys)
+        store = _connect_as(target, member, password, light=light, check=False, db=db)
         try:
-            vault_id, name = store.opening()
+            vault_id, name = store.checked_opening()
             if vault_id != slot.vault_id:
                 raise IntegrityError("the team key slot belongs to another vault")
             if name != member:
@@ -269,11 +333,19 @@ class Team:
         none (expired, never cached, another slot's). Keys the server no longer takes
         (removed, a passphrase change cut short) are forgotten; a pending change then
         returns None so that the passphrase finishes it."""
-        path = team_slot_path(database_of(target), member)
+        db = database_of(target)
+        path = team_slot_path(db, member)
         try:
             slot = TeamSlot.read(path)
         except NotAVault:
             return None
+        return cls._cached(target, member, db, path, slot, light)
+
+    @classmethod
+    def _cached(
+        cls, target: str, member: str, db: str, path: Path, slot: TeamSlot, light: bool
+    ) -> Team | None:
+        """:meth:`open_cached` with the slot read from ``path``."""
         from credvault.layout import team_keyring_marker
 
         if not team_keyring_marker(slot.vault_id.hex(), member).exists():
@@ -284,7 +356,7 @@ class Team:
         if keys is None:
             return None
         try:
-            return cls.login(target, member, slot, keys, light=light)
+            return cls._login(target, member, slot, keys, light, db)
         except (Locked, AccessDenied):
             from credvault.team_passwd import pending_path
 
@@ -338,7 +410,7 @@ class Team:
     def init(cls, target: str, admin: str, passphrase: Secret, kdf: KdfParams) -> TeamInit:
         """As the database's owner (libpq's own login: ~/.pgpass, a service file): apply the
         schema, make the first admin, and join as them from this machine."""
-        from credvault.postgres.server import apply_schema, installed_version
+        from credvault.postgres.server import apply_schema, installed_version, scram_verifier
 
         check(kdf, from_disk=False)
         if not passphrase:
@@ -547,6 +619,8 @@ class Team:
         """On the new member's own machine: make their keys here, keep the private halves in
         their key slot, publish the public halves, and replace the invitation's password
         with the one derived from the new signing key. Nothing secret leaves this machine."""
+        from credvault.postgres.server import scram_verifier
+
         check(kdf, from_disk=False)
         if not passphrase:
             raise InvalidInput("the passphrase is empty")
@@ -1839,6 +1913,8 @@ class TeamMembers:
 
     def invite(self, name: str, *, admin: bool = False) -> Invitation:
         """An admin invites: a one-time code whose SCRAM verifier goes to the server."""
+        from credvault.postgres.server import scram_verifier
+
         t = self.t
         t.require_certified("invite")
         anchor = t.anchor or t.certs().founder()

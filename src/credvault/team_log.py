@@ -34,7 +34,6 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -83,6 +82,8 @@ def make_code(anchor_fp: str) -> str:
 
     The whole code is the one-time login password (the server keeps its SCRAM verifier)
     and the seed of the invitation key; the fingerprint is what the joiner pins."""
+    import secrets  # only here: `credvault get` never invites
+
     return f"{secrets.token_urlsafe(18)}.{anchor_fp}"
 
 

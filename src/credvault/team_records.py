@@ -18,13 +18,6 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from credvault import items, validate
-from credvault.credentials import (
-    Credential,
-    CredentialInfo,
-    FindHits,
-    TrashInfo,
-    VersionInfo,
-)
 from credvault.crypto import envelope
 from credvault.errors import (
     AccessDenied,
@@ -33,6 +26,13 @@ from credvault.errors import (
     InvalidInput,
     NotFound,
     RetentionError,
+)
+from credvault.model import (
+    Credential,
+    CredentialInfo,
+    FindHits,
+    TrashInfo,
+    VersionInfo,
 )
 from credvault.systems import System
 
@@ -911,7 +911,7 @@ def find(t: Team, text: str, *, fields: bool = True, reason: str | None = None) 
     released against its own audited request ('find'), opened here. Hits name the field
     that matched, never its value (:meth:`credvault.credentials.Credentials.find`)."""
     from credvault.access import permits
-    from credvault.credentials import FindHit
+    from credvault.model import FindHit
 
     needle = validate.text(text, "search text", max_len=256, multiline=False)
     why = validate.reason(reason) or ""

@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from credvault import items, validate
-from credvault.credentials import Credential, OtpCode
 from credvault.crypto import envelope
 from credvault.errors import AccessDenied, Conflict, InvalidInput, NotFound
+from credvault.model import Credential, OtpCode
 from credvault.secret import Secret
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from credvault.errors import AccessDenied, InvalidInput, NotFound, StoreError
+from credvault.errors import AccessDenied, InvalidInput, NotFound, StoreError, UnsupportedFormat
 from credvault.postgres import libpq
 from credvault.postgres.store import PgStore, database_of
 from pg_cluster import PgVault
@@ -193,6 +193,37 @@ def test_without_libpq_the_light_store_falls_back_to_psycopg(
     with PgStore.connect(target, "alice", password=pg.passwords["alice"], light=True) as s:
         assert type(s.conn).__module__.startswith("psycopg")
         assert s.opening()[1] == "alice"
+
+
+def test_the_schema_check_shares_the_opening_round_trip_and_refuses_as_before(
+    pg: PgVault,
+) -> None:
+    """checked_opening (Team's login): the version and the opening in one statement, and
+    every schema a client must refuse refused with check_schema's own line, on libpq and
+    on psycopg alike, including a statement that fails (no schema_version table)."""
+    target = pg.cluster.conninfo(pg.db, pg.role("alice"))
+    stores = [
+        PgStore.connect(target, "alice", password=pg.passwords["alice"], light=light, check=False)
+        for light in (True, False)
+    ]
+    try:
+        for s in stores:
+            assert s.checked_opening() == s.opening()
+            assert s.checked_opening()[1] == "alice"
+        for sql, line in (
+            ("UPDATE credvault.schema_version SET version = 99", "version 99 is not supported"),
+            ("UPDATE credvault.schema_version SET version = 1", "version 1 is older"),
+            ("DELETE FROM credvault.schema_version", "no credvault schema"),
+            ("ALTER TABLE credvault.schema_version RENAME TO gone", "no credvault schema"),
+        ):
+            with pg.connect() as owner:
+                owner.execute(sql)
+            for s in stores:
+                with pytest.raises(UnsupportedFormat, match=line):
+                    s.checked_opening()
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_importing_the_binding_imports_no_psycopg() -> None:

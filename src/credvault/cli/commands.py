@@ -23,11 +23,8 @@ from credvault import (
     KdfParams,
     NotFound,
     Secret,
-    Vault,
-    default_dir,
     default_source,
     identity_member,
-    parse_ttl,
     read_passphrase_file,
     validate_name,
     vault_target,
@@ -38,7 +35,7 @@ from credvault import (
 from credvault.cli import terminal as t
 
 if TYPE_CHECKING:
-    from credvault import LedgerRestore, NotOnTeam, ReceiptKeys, Team, WitnessGap
+    from credvault import LedgerRestore, NotOnTeam, ReceiptKeys, Team, Vault, WitnessGap
     from credvault.clipboard import Backend
 
 EXIT_OK = 0
@@ -50,7 +47,11 @@ def vault_dir(args: argparse.Namespace) -> Path:
     if vault_target(getattr(args, "vault", None)) is not None:
         handler = getattr(getattr(args, "func", None), "__name__", "")
         raise not_on_team(handler)
-    return Path(args.vault) if args.vault else default_dir()
+    if args.vault:
+        return Path(args.vault)
+    from credvault import default_dir  # its module is the SQLCipher vault's: not a team get's
+
+    return default_dir()
 
 
 def member_name(args: argparse.Namespace) -> str:
@@ -205,11 +206,14 @@ def open_team(args: argparse.Namespace, target: str) -> Team:
     member = member_name(args)
     # `get` is the command whose start-up counts (issue 14): it skips importing psycopg
     light = handler == "cmd_get"
-    team = None
-    if not getattr(args, "no_keyring", False):  # keys `unlock --keyring` cached, if any
-        team = Team.open_cached(target, member, light=light)
-    if team is None:
-        team = Team.open(target, member, team_passphrase(args, member), light=light)
+    # keys `unlock --keyring` cached, if any, else the passphrase (asked only then)
+    team = Team.open_first(
+        target,
+        member,
+        lambda: team_passphrase(args, member),
+        cached=not getattr(args, "no_keyring", False),
+        light=light,
+    )
     team.on_warning = t.err  # one line on stderr (a write under a key due for rotation)
     return team
 
@@ -231,6 +235,8 @@ def open_vault(args: argparse.Namespace, *, auto_purge: bool = True) -> Vault:
                 team.close()
                 raise
         return cast("Vault", team)
+    from credvault import Vault  # here: a team vault's `get` never loads SQLCipher's Vault
+
     path = vault_dir(args)
     member = member_name(args)
     return Vault.open(
@@ -285,6 +291,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"your key slot is {made.slot}"
         )
         return EXIT_OK
+    from credvault import Vault
+
     rec = Path(args.recovery_file) if args.recovery_file else None
     res = Vault.init(vault_dir(args), admin, pw, kdf=kdf_params(args), recovery_file=rec)
     t.out(f"created vault {res.path} (id {res.vault_id}) with admin {res.admin}")
@@ -357,6 +365,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Who you are, whether the keyring holds your key, and what purges are due."""
     target = vault_target(getattr(args, "vault", None))
     if target is None:
+        from credvault import Vault
+
         path = vault_dir(args)
         member = member_name(args)
         cache = Vault.keyring_status(path, member)
@@ -521,6 +531,8 @@ def cmd_member_rm(args: argparse.Namespace) -> int:
                     f"other lead can sign them out): {', '.join(r.sole_lead)}"
                 )
             return EXIT_OK
+        from credvault import Vault
+
         n = v.members.remove(args.name)
         Vault.forget_cached_keys(v.path, args.name)
         t.out(
@@ -549,6 +561,8 @@ def cmd_member_certify(args: argparse.Namespace) -> int:
 
 def cmd_member_reset(args: argparse.Namespace) -> int:
     """Give a member new keys and a new passphrase (their grants must be made again)."""
+    from credvault import Vault
+
     with open_vault(args) as v:
         pw = new_passphrase(args, args.name)
         v.members.reset(args.name, pw)
@@ -563,6 +577,8 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         r = v.members.passwd(new_passphrase(args, v.member), compromised=args.compromised)
         team_target = vault_target(getattr(args, "vault", None))
         if team_target is None:
+            from credvault import Vault
+
             Vault.forget_cached_keys(v.path, v.member)
         else:  # its entry is bound to the old slot (refused anyway): deleted now
             from credvault import Team
@@ -1017,6 +1033,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_witness_accept(args: argparse.Namespace) -> int:
     """Accept the vault as it is although it is behind or forked from what this client saw:
     show what would be forgotten, confirm, then the library audits it and resets the witness."""
+    from credvault import Vault
 
     def confirm(gaps: list[WitnessGap]) -> None:
         for gap in gaps:
@@ -1314,6 +1331,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup into a new vault directory (then purge what is due)."""
+    from credvault import Vault, default_dir
+
     no_team_backups(args, "restore")
     target = Path(args.vault) if args.vault else default_dir()
     member = member_name(args)
@@ -1359,6 +1378,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         with open_vault(args, auto_purge=False) as v:
             report = v.check()
     else:
+        from credvault import Vault
+
         member = member_name(args)
         target = Path(args.target) if args.target else vault_dir(args)
         unlock_at = (vault_dir(args) if target.is_file() else target) if args.target else target
@@ -1382,6 +1403,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 # -- keyring --------------------------------------------------------------------------------
 def cmd_unlock(args: argparse.Namespace) -> int:
     """Unlock once; keep the keys in this user's agent (or, with --keyring, the OS keyring)."""
+    from credvault import parse_ttl
+
     ttl = parse_ttl(args.ttl)
     idle = parse_ttl(args.idle) if args.idle else min(ttl, parse_ttl("1h"))
     if idle > ttl:
@@ -1451,6 +1474,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
         removed = Team.forget_cached_keys(target, member_name(args))
     else:
+        from credvault import Vault
+
         removed = Vault.forget_cached_keys(vault_dir(args), member_name(args))
     t.out("locked" if removed or held else "nothing cached; already locked")
     return EXIT_OK
@@ -1529,7 +1554,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     """SSH to a system with its linked credential: key via the agent, password via askpass."""
-    from credvault import handoff
+    from credvault import handoff, parse_ttl
 
     try:
         lifetime = int(parse_ttl(args.key_lifetime).total_seconds())

@@ -8,8 +8,9 @@ bytes; it never sees an engagement key or a secret in clear.
 
 :class:`TeamVault` is the minimal library client the server tests drive; the product path
 (``Vault``-shaped, behind the CLI) is :mod:`credvault.team` over
-:class:`credvault.postgres.store.PgStore`. Both use the statements below, which are the
-SQLCipher vault's own (:mod:`credvault.grants`), so a migrated signature verifies unchanged.
+:class:`credvault.postgres.store.PgStore`. Both use the statements of
+:mod:`credvault.postgres.statements` (re-exported here), which are the SQLCipher vault's own
+(:mod:`credvault.grants`), so a migrated signature verifies unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
 from credvault.errors import AccessDenied, InvalidInput, NotFound
 from credvault.layout import is_team_target
-from credvault.postgres.server import check_schema
+from credvault.postgres.statements import copy_message as copy_message
+from credvault.postgres.statements import creation_message as creation_message
+from credvault.postgres.statements import role_message as role_message
+from credvault.postgres.statements import seal_info as seal_info
+from credvault.postgres.version import check_schema
 
 TABLE = "credentials"
 
@@ -52,43 +57,6 @@ def connect(target: str, **kw: Any) -> Any:
         conn.close()
         raise
     return conn
-
-
-def seal_info(vault_id: bytes, eng_uid: bytes, member: str, version: int) -> bytes:
-    """HPKE ``info`` of an engagement-key copy: the same binding as in SQLCipher vaults."""
-    return labels.encode(labels.SEAL_ENGAGEMENT_KEY, vault_id, eng_uid, member, version)
-
-
-def creation_message(
-    vault_id: bytes, uid: bytes, name: str, client: str, lead: str, by: str
-) -> bytes:
-    """What an admin signs when creating an engagement: the SQLCipher statement
-    (:func:`credvault.grants.creation_message`), so a migrated signature still verifies."""
-    return labels.encode(labels.GRANT_CREATION, vault_id, uid, name, client, lead, by)
-
-
-def role_message(
-    vault_id: bytes, eng_uid: bytes, member: str, role: str, expires: str | None, by: str
-) -> bytes:
-    """What a role certificate signs (:func:`credvault.grants.role_message`)."""
-    return labels.encode(labels.GRANT_ROLE, vault_id, eng_uid, member, role, expires or "", by)
-
-
-def copy_message(
-    vault_id: bytes, eng_uid: bytes, member: str, version: int, sealed: bytes, key: bytes, by: str
-) -> bytes:
-    """What the sealer of a key copy signs (:func:`credvault.grants.copy_message`): who may
-    open which key version, the copy's digest and the key's fingerprint, and the sealer."""
-    return labels.encode(
-        labels.GRANT_COPY,
-        vault_id,
-        eng_uid,
-        member,
-        version,
-        p.digest(sealed),
-        p.fingerprint(key),
-        by,
-    )
 
 
 @dataclass(frozen=True)

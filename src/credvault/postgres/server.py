@@ -1,10 +1,11 @@
-"""Server side of the PostgreSQL backend: the versioned schema and its checks.
+"""Server side of the PostgreSQL backend: the versioned schema and its installer.
 
 The schema (``schema.sql`` beside this file: tables, roles, row-level security and the
 SECURITY DEFINER functions) is applied only by the database's owner role, inside one
 transaction that first takes a transaction-scoped advisory lock, so two installers racing
 cannot both create it and a half-applied schema never commits. A client that finds a
-version it was not written for refuses with one line rather than guessing.
+version it was not written for refuses with one line rather than guessing
+(:mod:`credvault.postgres.version`, re-exported here).
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ import secrets
 from importlib import resources
 from typing import Any
 
-from credvault.errors import AccessDenied, InvalidInput, UnsupportedFormat
+from credvault.errors import AccessDenied, InvalidInput
 
-SCHEMA_VERSION = 2
+# the version check lives apart so that the read path loads none of this module; re-exported
+from credvault.postgres.version import SCHEMA_VERSION as SCHEMA_VERSION
+from credvault.postgres.version import check_schema as check_schema
+from credvault.postgres.version import installed_version as installed_version
+from credvault.postgres.version import unsupported
+
 # pg_advisory_xact_lock key: "credvault" folded to 63 bits; any constant works, this one
 # is unlikely to collide with another application's lock in the same database.
 ADVISORY_LOCK = int.from_bytes(hashlib.sha256(b"credvault schema").digest()[:8], "big") >> 1
@@ -84,37 +90,6 @@ def scram_verifier(password: str, *, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def installed_version(conn: Any) -> int | None:
-    """The schema version in the connected database, or None if there is none yet."""
-    row = conn.execute("SELECT to_regclass('credvault.schema_version') IS NOT NULL").fetchone()
-    if not row or not row[0]:
-        return None
-    got = conn.execute("SELECT version FROM credvault.schema_version").fetchone()
-    return int(got[0]) if got else None
-
-
-def _unsupported(version: int) -> UnsupportedFormat:
-    if version < SCHEMA_VERSION:
-        return UnsupportedFormat(
-            f"credvault schema version {version} is older than this credvault's "
-            f"({SCHEMA_VERSION}): the database owner runs `credvault init --upgrade-schema`"
-        )
-    return UnsupportedFormat(
-        f"credvault schema version {version} is not supported by this credvault "
-        f"(supports {SCHEMA_VERSION})"
-    )
-
-
-def check_schema(conn: Any) -> int:
-    """Refuse, in one line, a database whose schema this credvault does not support."""
-    version = installed_version(conn)
-    if version is None:
-        raise UnsupportedFormat("no credvault schema in this database (the owner runs setup first)")
-    if version != SCHEMA_VERSION:
-        raise _unsupported(version)
-    return version
-
-
 def apply_schema(conn: Any, *, upto: int = SCHEMA_VERSION) -> bool:
     """Create or upgrade the schema as the database owner; False if it was already current.
 
@@ -142,7 +117,7 @@ def apply_schema(conn: Any, *, upto: int = SCHEMA_VERSION) -> bool:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))
         version = installed_version(conn) or 0
         if version > SCHEMA_VERSION:
-            raise _unsupported(version)
+            raise unsupported(version)
         if version >= upto:
             return False
         for step in range(version + 1, upto + 1):

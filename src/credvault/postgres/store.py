@@ -28,7 +28,7 @@ from credvault.errors import (
     NotFound,
     StoreError,
 )
-from credvault.postgres.server import check_schema
+from credvault.postgres.version import SCHEMA_VERSION, check_schema
 
 _PREFIX = "credvault: "
 
@@ -193,7 +193,6 @@ def database_of(target: str) -> str:
     ``PGSERVICEFILE`` or ``~/.pg_service.conf`` section), else ``$PGDATABASE``. Member roles
     are ``<database>_<member>`` and key slots are filed by database, so it must be known
     before connecting."""
-    import configparser
     import os
     from pathlib import Path
 
@@ -216,6 +215,8 @@ def database_of(target: str) -> str:
     db = d.get("dbname")
     service = d.get("service") or os.environ.get("PGSERVICE")
     if not db and service:
+        import configparser  # only here: most strings name their database (issue 14's get)
+
         conf = configparser.ConfigParser(interpolation=None)
         file = os.environ.get("PGSERVICEFILE") or str(Path.home() / ".pg_service.conf")
         conf.read(file)
@@ -333,6 +334,25 @@ class PgStore:
         """(vault id, the calling member) in one round trip."""
         row = self._one("SELECT credvault.vault_id(), credvault.me()", action="use the vault")
         return bytes(row[0]), str(row[1])
+
+    def checked_opening(self) -> tuple[bytes, str]:
+        """:func:`check_schema`, then :meth:`opening`, on a store connected with
+        ``check=False``: in one round trip where the schema is this credvault's (every
+        round trip counts in a team ``get``'s start-up, issue 14). Anything else (no
+        schema, another version, an error) runs the two apart, so it is refused with the
+        same line as ever; ``vault_id()`` and ``me()`` only read."""
+        try:
+            row = self.conn.execute(
+                "SELECT version, credvault.vault_id(), credvault.me() FROM credvault.schema_version"
+            ).fetchone()
+        except Exception as e:
+            if _db_error(e) is None:
+                raise
+            row = None
+        if row is not None and row[0] == SCHEMA_VERSION:
+            return bytes(row[1]), str(row[2])
+        check_schema(self.conn)
+        return self.opening()
 
     def close(self) -> None:
         self.conn.close()
