@@ -1554,7 +1554,8 @@ class TeamEngagements:
     def revoke(self, name: str, member: str) -> builtins.list[str]:
         """Revoked at once on the server (copy dropped, reads refused from this moment) with
         a signed revoke link, then the key rotates; returns the credentials the member
-        read, from the server's audit rows."""
+        read, from the server's audit rows (everything, after a client export of theirs),
+        with ``.viewed`` (:class:`credvault.engagements.RevokeReport`), as SQLCipher's."""
         t = self.t
         validate.name(name, "engagement name")
         validate.name(member, "member name")
@@ -1584,7 +1585,12 @@ class TeamEngagements:
             if read is None:
                 raise AccessDenied(t.member, "revoke", name, "refused by the server")
         self.rotate(name, f"revoked {member}")
-        return read
+        from credvault.engagements import RevokeReport
+
+        report = RevokeReport(read)
+        # and, apart, what they only viewed (no secret read), as SQLCipher's revoke says
+        report.viewed = tuple(t.store.revoked_views(name, member))
+        return report
 
     def rotation_due(self, v: View) -> builtins.list[str] | None:
         """Whether a lead must rotate ``v``'s key before sealing anything more under it

@@ -691,6 +691,14 @@ class PgStore:
         )
         return bool(row[0])
 
+    def revoked_views(self, engagement: str, member: str) -> list[str]:
+        """What a member just revoked only viewed (``show``, ``system-show``) and never
+        read a secret of; for a lead or admin (else empty)."""
+        row = self._one(
+            "SELECT credvault.revoked_views(%s, %s)", (engagement, member), action="revoke"
+        )
+        return [] if row[0] is None else [str(x) for x in row[0]]
+
     def revoke_grant(self, engagement: str, member: str) -> list[str] | None:
         """The credentials ``member`` read, or None: the server refused (audited)."""
         row = self._one(

@@ -4533,7 +4533,8 @@ END $$;
 -- of (`get`, `otp`), or, after a client export of theirs, every credential and system of
 -- the engagement; M the records they only viewed (`show`, `system-show`). Both revoke
 -- functions as pgsmall left them but for that detail, and version 1's now counting `otp`
--- as the logged one does (and SQLCipher).
+-- as the logged one does (and SQLCipher). revoked_views gives the lead the list of what
+-- was only viewed, which SQLCipher's revoke prints too.
 CREATE FUNCTION credvault.revoke_reads(eng_id bigint, eng text, grantee text) RETURNS text[]
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
@@ -4548,15 +4549,40 @@ AS $$
                       AND a.action = 'export' AND a.outcome = 'ok')) r
 $$;
 
+CREATE FUNCTION credvault.revoke_views(eng text, grantee text, readlist text[]) RETURNS text[]
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') FROM audit a
+    WHERE a.engagement = eng AND a.member = grantee AND a.action IN ('show', 'system-show')
+      AND a.outcome = 'ok' AND a.item IS NOT NULL AND NOT a.item = ANY (readlist)
+$$;
+
 CREATE FUNCTION credvault.revoke_detail(eng text, grantee text, readlist text[]) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
     SELECT format('%s credentials to change', cardinality(readlist))
         || CASE WHEN n > 0 THEN format('; %s viewed', n) ELSE '' END
-    FROM (SELECT count(DISTINCT a.item) AS n FROM audit a
-          WHERE a.engagement = eng AND a.member = grantee AND a.action IN ('show', 'system-show')
-            AND a.outcome = 'ok' AND a.item IS NOT NULL AND NOT a.item = ANY (readlist)) v
+    FROM (SELECT cardinality(revoke_views(eng, grantee, readlist)) AS n) v
 $$;
+
+-- What `revoke` prints after the reads, as on SQLCipher: the records the revoked member
+-- only viewed (no secret read; nothing to change). For a lead of the engagement or an
+-- admin, once the member holds no live grant there (else NULL: nothing is said about a
+-- member still working on it). Reads the audit trail; writes nothing.
+CREATE FUNCTION credvault.revoked_views(eng text, grantee text) RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead')
+       OR EXISTS (SELECT 1 FROM grants g WHERE g.engagement_id = e.id AND g.member = grantee
+                  AND g.revoked_at IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    RETURN revoke_views(eng, grantee, revoke_reads(e.id, eng, grantee));
+END $$;
 
 CREATE OR REPLACE FUNCTION credvault.revoke_grant(eng text, grantee text) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
@@ -4568,7 +4594,7 @@ BEGIN
         RAISE EXCEPTION 'credvault: % keeps a signed membership log: version 1''s revoke_grant is closed to it (revoke_grant_logged)', eng
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF e.id IS NULL OR NOT (is_admin() OR role_in(e.id) = 'lead') THEN
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead') THEN
         PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
         RETURN NULL;
     END IF;
@@ -4692,13 +4718,14 @@ END $$;
 
 REVOKE ALL ON FUNCTION credvault.request_export_records(text, text),
     credvault.fetch_export_records(bigint), credvault.revoke_reads(bigint, text, text),
-    credvault.revoke_detail(text, text, text[]),
+    credvault.revoke_views(text, text, text[]), credvault.revoke_detail(text, text, text[]),
+    credvault.revoked_views(text, text),
     credvault.rotate_records(text, integer, text, text[], bigint[], bytea[], bytea[], bytea[],
                              bytea[], text[], bytea[], bytea[], bytea[], text) FROM PUBLIC;
 DO $$
 BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_export_records(text, text),'
-                   ' credvault.fetch_export_records(bigint),'
+                   ' credvault.fetch_export_records(bigint), credvault.revoked_views(text, text),'
                    ' credvault.rotate_records(text, integer, text, text[], bigint[], bytea[],'
                    ' bytea[], bytea[], bytea[], text[], bytea[], bytea[], bytea[], text) TO %I',
                    credvault.member_group());
