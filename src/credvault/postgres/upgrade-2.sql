@@ -4716,6 +4716,134 @@ BEGIN
     RETURN old_version + 1;
 END $$;
 
+-- 4. (Found while writing 2, outside this section's purpose, reported to the lead.) A role
+-- check written `NOT (is_admin() OR role_in(e) = 'lead')` is NULL, not true, for a member
+-- who holds no role at all (role_in is NULL, and NULL = 'lead' is NULL), so IF let them
+-- through: a member with no role on an engagement could request its rotation and fetch
+-- every envelope of it (rotation_fetch_records: on the record, "read for rotation", but
+-- ciphertext of an engagement row-level security hides from them), list its key holders,
+-- and grant themselves a role on an engagement without a log (put_grant). The latest
+-- definitions of those four, with the check made NULL-safe and nothing else changed.
+
+CREATE OR REPLACE FUNCTION credvault.put_grant(
+    eng text, grantee text, g_role text, g_role_sig bytea, g_key_version integer,
+    g_sealed bytea, g_copy_sig bytea, g_expires_at timestamptz DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL THEN
+        RAISE EXCEPTION 'credvault: no active engagement %', eng USING ERRCODE = 'no_data_found';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: version 1''s put_grant is closed to it (put_grant_logged)', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead') THEN
+        PERFORM audit_append(who, 'grant', eng, grantee, 'denied', g_role);
+        RETURN false;
+    END IF;
+    IF grantee <> '@recovery' AND NOT EXISTS (SELECT 1 FROM members WHERE name = grantee AND state = 'active') THEN
+        RAISE EXCEPTION 'credvault: no active member %', grantee USING ERRCODE = 'no_data_found';
+    END IF;
+    INSERT INTO grants (engagement_id, member, role, granted_by, expires_at, role_sig,
+                        key_version, sealed, sealed_by, copy_sig)
+    VALUES (e.id, grantee, g_role, who, g_expires_at, g_role_sig, g_key_version, g_sealed,
+            CASE WHEN g_sealed IS NULL THEN NULL ELSE who END, g_copy_sig)
+    ON CONFLICT (engagement_id, member) DO UPDATE SET
+        role = excluded.role, granted_by = excluded.granted_by, granted_at = now(),
+        expires_at = excluded.expires_at, role_sig = excluded.role_sig,
+        key_version = excluded.key_version, sealed = excluded.sealed,
+        sealed_by = excluded.sealed_by, copy_sig = excluded.copy_sig, revoked_at = NULL;
+    PERFORM audit_append(who, 'grant', eng, grantee, 'ok', g_role);
+    RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotation_grantees(eng text) RETURNS TABLE (member text, role text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead') THEN
+        RAISE EXCEPTION 'credvault: only a lead sees who holds a key copy' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: its key holders are the log''s roster, not rotation_grantees', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT g.member, g.role FROM grants g
+        WHERE g.engagement_id = e.id AND g.revoked_at IS NULL AND g.sealed IS NOT NULL
+          AND (g.expires_at IS NULL OR g.expires_at > now())
+        ORDER BY g.member;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.request_rotation(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead') THEN
+        PERFORM audit_append(who, 'rotate', eng, NULL, 'denied', '');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'rotate', eng, NULL, 'ok', 'read for rotation');
+    INSERT INTO rotation_requests (member, engagement_id, audit_seq, xid)
+    VALUES (who, e.id, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotation_fetch_records(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, e1 bytea, e2 bytea, e3 bytea, e4 bytea,
+               b_name text, b_kind text, b_port integer, b_protocol text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q rotation_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM rotation_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.used_at IS NOT NULL
+       OR q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: no such rotation request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: rotation request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT (is_admin() OR coalesce(role_in(q.engagement_id), '') = 'lead') THEN
+        RAISE EXCEPTION 'credvault: no longer a lead' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE rotation_requests SET used_at = clock_timestamp() WHERE rotation_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.id, c.uid, c.secret_env, c.username_env, c.url_env,
+               c.notes_env, c.name, c.kind, NULL::integer, NULL::text, s.uid
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'systems', s.id, s.uid, s.address_env, s.details_env, NULL, NULL, s.name, NULL,
+               s.port, s.protocol, NULL
+        FROM systems s WHERE s.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'system_trash', t.id, t.uid, t.address_env, t.details_env, NULL, NULL, t.name,
+               NULL, t.port, t.protocol, NULL
+        FROM system_trash t WHERE t.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_versions', v.id, v.uid, v.secret_env, v.username_env, v.url_env,
+               v.notes_env, v.name, v.kind, NULL, NULL, v.system_uid
+        FROM credential_versions v WHERE v.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_trash', t.id, t.uid, t.secret_env, t.username_env, t.url_env,
+               t.notes_env, t.name, t.kind, NULL, NULL, t.system_uid
+        FROM credential_trash t WHERE t.engagement_id = q.engagement_id
+        ORDER BY 1, 2;
+END $$;
+
 REVOKE ALL ON FUNCTION credvault.request_export_records(text, text),
     credvault.fetch_export_records(bigint), credvault.revoke_reads(bigint, text, text),
     credvault.revoke_views(text, text, text[]), credvault.revoke_detail(text, text, text[]),
