@@ -362,6 +362,9 @@ def test_a_member_without_a_role_can_neither_rotate_nor_grant_herself(team: Any)
     out = team.psql("eve", "SELECT * FROM credvault.rotation_grantees('alpha')")
     assert out.returncode != 0
     assert "only a lead" in out.stderr
+    out = team.psql("eve", "SELECT count(*) FROM credvault.audit_rows('alpha')")  # who read what
+    assert out.returncode != 0
+    assert "not allowed to read the audit" in out.stderr
 
 
 def test_an_engineer_can_neither_rotate_nor_revoke(team: Any) -> None:

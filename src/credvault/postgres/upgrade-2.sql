@@ -4722,8 +4722,10 @@ END $$;
 -- through: a member with no role on an engagement could request its rotation and fetch
 -- every envelope of it (rotation_fetch_records: on the record, "read for rotation", but
 -- ciphertext of an engagement row-level security hides from them), list its key holders,
--- and grant themselves a role on an engagement without a log (put_grant). The latest
--- definitions of those four, with the check made NULL-safe and nothing else changed.
+-- and grant themselves a role on an engagement without a log (put_grant); the same with
+-- `role_in(e) IN ('lead', 'auditor')` let them read its audit trail (version 1's
+-- audit_rows: who read what, when). The latest definitions of those five, with the check
+-- made NULL-safe and nothing else changed.
 
 CREATE OR REPLACE FUNCTION credvault.put_grant(
     eng text, grantee text, g_role text, g_role_sig bytea, g_key_version integer,
@@ -4842,6 +4844,21 @@ BEGIN
                t.notes_env, t.name, t.kind, NULL, NULL, t.system_uid
         FROM credential_trash t WHERE t.engagement_id = q.engagement_id
         ORDER BY 1, 2;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.audit_rows(eng text)
+RETURNS TABLE (seq bigint, ts timestamptz, member text, action text, item text, outcome text, detail text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng;
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') IN ('lead', 'auditor')) THEN
+        RAISE EXCEPTION 'credvault: not allowed to read the audit of %', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT a.seq, a.ts, a.member, a.action, a.item, a.outcome, a.detail
+        FROM audit a WHERE a.engagement = eng ORDER BY a.seq;
 END $$;
 
 REVOKE ALL ON FUNCTION credvault.request_export_records(text, text),
