@@ -100,6 +100,9 @@ if TYPE_CHECKING:  # imported where used: `credvault get` on a team vault needs 
 TABLE = "credentials"
 RETIRED = "your keys were replaced (passwd --compromised) and are not certified yet"
 READING = (Role.LEAD, Role.ENGINEER, Role.READER)
+# why a rotation happened, in its audit detail: SQLCipher's words (engagement_keys.py)
+FIRST_KEY = "the first lead's own key"
+PENDING = "pending rotation"
 
 
 class TeamInit(NamedTuple):
@@ -934,7 +937,7 @@ class Team:
         if v.state is None:
             return self._unlogged_key(engagement, action, v)
         if v.state.key_version == 0 and self.leads(v.state):
-            self.engagements.rotate(engagement)
+            self.engagements.rotate(engagement, FIRST_KEY)
             v = self.view(engagement)
         return self.logged_key(engagement, action, v)
 
@@ -966,7 +969,7 @@ class Team:
         if due is None:
             return v
         if lead:
-            self.engagements.rotate(engagement)
+            self.engagements.rotate(engagement, PENDING)
             return self.view(engagement)
         leads = ", ".join(n for n in v.state.leads() if n not in due) or "its lead"
         why = f" ({', '.join(due)} removed)" if due else " (a member lost access)"
@@ -1479,7 +1482,7 @@ class TeamEngagements:
             t.store.create_engagement_logged(uid, name, client, lead, link0)
         t.witness.keep(uid, state)
         if lead == t.member:
-            self.rotate(name)  # the first key, made by its lead
+            self.rotate(name, FIRST_KEY)  # the first key, made by its lead
         return TeamEngagement(name, client, lead)
 
     # -- lifecycle (credvault.team_lifecycle): the server checks the role and audits ------
@@ -1617,7 +1620,7 @@ class TeamEngagements:
             raise AccessDenied(t.member, "grant", name, "no role on it")
         if v.state is None:
             if v.eng.needs_rotation:  # a revocation's rotation was cut short
-                self.rotate(name)
+                self.rotate(name, PENDING)
             eng_uid, key, version = t.engagement_key(name, "grant")
             t.certs().keys(member)  # NotFound before anything is sealed
             self._put(name, eng_uid, member, r, expires, key, version)
@@ -1630,7 +1633,7 @@ class TeamEngagements:
         # closed: nothing rotated or sealed; the server refuses it for its state (audited)
         active = v.eng.state == "active"
         if active and self.rotation_due(v) is not None:
-            self.rotate(name)
+            self.rotate(name, PENDING)
             v = t.view(name)
         state = v.state
         assert v.eng is not None
@@ -1664,7 +1667,8 @@ class TeamEngagements:
     def revoke(self, name: str, member: str) -> builtins.list[str]:
         """Revoked at once on the server (copy dropped, reads refused from this moment) with
         a signed revoke link, then the key rotates; returns the credentials the member
-        read, from the server's audit rows."""
+        read, from the server's audit rows (everything, after a client export of theirs),
+        with ``.viewed`` (:class:`credvault.engagements.RevokeReport`), as SQLCipher's."""
         t = self.t
         validate.name(name, "engagement name")
         validate.name(member, "member name")
@@ -1693,8 +1697,13 @@ class TeamEngagements:
             read = t.store.revoke_grant(name, member)
             if read is None:
                 raise AccessDenied(t.member, "revoke", name, "refused by the server")
-        self.rotate(name)
-        return read
+        self.rotate(name, f"revoked {member}")
+        from credvault.engagements import RevokeReport
+
+        report = RevokeReport(read)
+        # and, apart, what they only viewed (no secret read), as SQLCipher's revoke says
+        report.viewed = tuple(t.store.revoked_views(name, member))
+        return report
 
     def rotation_due(self, v: View) -> builtins.list[str] | None:
         """Whether a lead must rotate ``v``'s key before sealing anything more under it
@@ -1749,21 +1758,22 @@ class TeamEngagements:
         except NotFound:
             return None
 
-    def rotate(self, name: str) -> int:
+    def rotate(self, name: str, why: str = "on request") -> int:
         """A new engagement key made here: every envelope re-sealed under it, a copy sealed
         to each member the signed log lets read (to the keys it pins); stored in one server
         transaction with the rotate link. Retried from a fresh read when a write lands in
-        between (Conflict)."""
+        between (Conflict). ``why`` goes into the audit detail, as SQLCipher's ("key
+        version N (WHY); fingerprint FP"): "on request" is ``engagement rotate``'s."""
         for attempt in range(3):
             try:
-                return self._rotate(name)
+                return self._rotate(name, why)
             except Conflict:
                 self.t._certs = None
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _rotate(self, name: str) -> int:
+    def _rotate(self, name: str, why: str) -> int:
         t = self.t
         v = t.view(name)
         if v.eng is None or (v.state is not None and not t.leads(v.state)):
@@ -1840,7 +1850,7 @@ class TeamEngagements:
             )
             copies.append((member, copy, sig))
         stored = t.store.rotate_records(
-            name, old_version, p.fingerprint(new_key), records, copies, links
+            name, old_version, p.fingerprint(new_key), records, copies, links, why
         )
         t.forget_keys(name)
         if state is not None:

@@ -3,7 +3,10 @@ client, secrets included, as the SQLCipher export's JSON (``credvault-client-exp
 
 Every secret comes through the same two-phase audited read as ``get`` (a committed
 ``get`` audit row per credential, with the reason, before its envelope leaves the server),
-and is opened here. Every permission is checked first, so a member without a reading role
+and is opened here; so do the engagement's systems, its credentials' earlier versions and
+its trash (:func:`credvault.team_records.export_records`: a committed audit row per
+record, under the action and detail the same read has alone), so the file holds what
+SQLCipher's holds for the same data. Every permission is checked first, so a member without a reading role
 on one of the client's engagements exports nothing (the server audits the denial). The
 export file's SHA-256 is then recorded per engagement (``export``, committed before the
 bytes are returned: fail closed), and a later purge receipt lists it under
@@ -16,7 +19,7 @@ engagements are all purged is exported to admins only, and that is audited.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from credvault import validate
 from credvault.clients import export_bytes
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from credvault.model import Engagement
     from credvault.results import Receipt
     from credvault.team_handle import TeamHandle
+    from credvault.team_records import Team as RecordsTeam
 
 
 class Shredder(Protocol):
@@ -64,6 +68,7 @@ class TeamClients:
 
     def export(self, client: str, *, reason: str | None = None) -> dict[str, object]:
         from credvault.postgres import lifecycle_store as ls
+        from credvault.team_records import export_records
 
         t = self.t
         validate.name(client, "client name")
@@ -95,13 +100,22 @@ class TeamClients:
         counts = {}
         for eng in engs:
             entry: dict[str, object] = eng.to_json()
+            # as SQLCipher's export: by name, the linked system's name, not its address
+            held = sorted(
+                ((row[1], row[5]) for row in t.store.credentials(eng.name)),
+                key=lambda r: r[0].encode(),
+            )
             creds = [
-                t.credentials.get(f"{eng.name}/{name}", reason=why).to_json()
-                for _, name, *_ in t.store.credentials(eng.name)
+                t.credentials.get(f"{eng.name}/{name}", reason=why)
+                ._replace(system=linked, address=None, port=None)
+                .to_json()
+                for name, linked in held
             ]
             counts[eng.name] = len(creds)
-            entry["systems"], entry["credentials"] = [], creds
-            entry["earlier_versions"], entry["trash"] = [], []
+            # the open Team is both this module's handle and team_records' (Protocols)
+            rest = export_records(cast("RecordsTeam", t), eng.name, why or "")
+            entry["systems"], entry["credentials"] = rest["systems"], creds
+            entry["earlier_versions"], entry["trash"] = rest["earlier_versions"], rest["trash"]
             entries[eng.name] = entry
         for eng in tombs or ():  # a purged engagement: its public fields, empty lists
             entry = eng.to_json()

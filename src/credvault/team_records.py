@@ -12,6 +12,7 @@ audit row, ``fetch_record`` releases what it names (``upgrade-2.sql``, section p
 
 from __future__ import annotations
 
+import base64
 import builtins
 import os
 from collections.abc import Iterable, Mapping
@@ -452,6 +453,73 @@ def reseal(
             raise IntegrityError(f"engagement {name!r}: a record without its anchor")
         resealed.append((r.table, r.id, (anchor, out[1], out[2], out[3])))
     return resealed
+
+
+def export_records(t: Team, eng: str, reason: str) -> dict[str, builtins.list[dict[str, object]]]:
+    """A client export's systems, earlier versions and trash of ``eng``, as SQLCipher's
+    export gives them (:meth:`credvault.clients.Clients.export`: ``systems``,
+    ``earlier_versions``, ``trash``; same keys, order and dates). Released in two phases
+    (``request_export_records`` commits an audit row per record, ``fetch_export_records``
+    releases what they name) and opened here, each anchor checked against its record's
+    clear columns as the rest of the team client does (a tampered row: exit 6)."""
+    from credvault.postgres import lifecycle_store as ls
+
+    req = ls.request_export_records(t.store, eng, reason)
+    if req is None:
+        raise _refused(t, "export", eng)
+    out: dict[str, builtins.list[dict[str, object]]] = {
+        "systems": [],
+        "earlier_versions": [],
+        "trash": [],
+    }
+    for r in ls.fetch_export_records(t.store, req, eng):
+        table = PLACE.get(r.table)
+        if table is None:  # pragma: no cover - the server names its own tables
+            raise IntegrityError(f"engagement {eng!r}: a record of an unknown kind")
+        record = (
+            items.credential_binding(r.name, r.kind or "", r.system_uid)
+            if table == "credentials"
+            else items.system_binding(r.name, r.port, r.protocol)
+        )
+        raw: builtins.list[bytes | None] = []
+        for i, (field, blob) in enumerate(zip(FIELDS[table], r.envelopes, strict=False)):
+            if blob is None:
+                raw.append(None)
+                continue
+            eng_uid, key = _key_for(t, eng, "export", blob)
+            raw.append(t.unseal(
+                eng_uid, r.uid, field, blob, key, table=table,
+                record=record if i == 0 else (), engagement=eng,
+            ))  # fmt: skip
+        secret = raw[0]
+        if secret is None:
+            raise IntegrityError(f"engagement {eng!r}: {r.label} without its anchor")
+        values = [None if v is None else v.decode() for v in raw[1:]]
+        if r.table == "systems":
+            sys_ = System(eng, r.name, secret.decode(), r.port, r.protocol, values[0],
+                          r.created_at or "", r.updated_at or "")  # fmt: skip
+            out["systems"].append(sys_.to_json())
+            continue
+        meta: dict[str, object]
+        if r.table == "credential_versions":
+            meta = {"name": r.label, "version": r.version, "kind": r.kind, "system": r.system,
+                    "created_at": r.created_at, "created_by": r.created_by,
+                    "changed": r.changed}  # fmt: skip
+        else:
+            meta = {"type": "system" if r.table == "system_trash" else "credential",
+                    "name": r.label, "deleted_at": r.deleted_at, "deleted_by": r.deleted_by,
+                    "expires_at": r.expires_at}  # fmt: skip
+        if table == SYSTEMS:
+            out["trash"].append({**meta, "address": secret.decode(), "details": values[0]})
+            continue
+        try:  # as SQLCipher's export: a binary secret as base64, never mangled
+            meta["secret"] = secret.decode("utf-8")
+        except UnicodeDecodeError:
+            meta["secret_base64"] = base64.b64encode(secret).decode()
+        del secret, raw
+        meta.update(username=values[0], url=values[1], notes=values[2])
+        out["earlier_versions" if r.table == "credential_versions" else "trash"].append(meta)
+    return out
 
 
 # -- history and revert ----------------------------------------------------------------------

@@ -34,11 +34,12 @@ from sshd_fixture import Agent, Sshd, keypair, ssh_agent, sshd_server  # noqa: F
 
 # The set-up runner: each step in its person's environment, through the CLI's own main.
 _SETUP = """
-import json, os, sys
+import base64, io, json, os, sys
 from credvault.cli import main
-for env, args in json.loads(sys.stdin.buffer.read()):
+for env, args, given in json.loads(sys.stdin.buffer.read()):
     os.environ.clear()
     os.environ.update(env)
+    sys.stdin = io.TextIOWrapper(io.BytesIO(base64.b64decode(given)))
     code = main(args)
     sys.stdout.flush()
     if code:
@@ -70,13 +71,20 @@ class World:
         )
         return CliResult(p.returncode, p.stdout, p.stderr.decode("utf-8", errors="replace"))
 
-    def setup(self, steps: Sequence[tuple[str, tuple[str, ...]]]) -> str:
+    def setup(
+        self, steps: Sequence[tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], bytes]]
+    ) -> str:
         """Run set-up commands through the real CLI (``credvault.cli.main``), each as its
         person on their machine (their environment), in one process: a world costs one
-        interpreter start instead of one per command. Returns what they printed."""
+        interpreter start instead of one per command. A step's third element, if any, is
+        its stdin (a secret for ``put``). Returns what they printed."""
+        runs = [
+            [self.envs[s[0]], list(s[1]), base64.b64encode(s[2] if len(s) > 2 else b"").decode()]
+            for s in steps
+        ]
         p = subprocess.run(
             [sys.executable, "-c", _SETUP],
-            input=json.dumps([[self.envs[who], list(args)] for who, args in steps]).encode(),
+            input=json.dumps(runs).encode(),
             capture_output=True,
             timeout=240,
             start_new_session=True,

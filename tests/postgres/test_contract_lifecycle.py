@@ -77,7 +77,19 @@ def test_close_with_its_own_grace_period(world: World) -> None:
 
 
 def test_only_its_lead_or_an_admin_changes_the_lifecycle(world: World) -> None:
-    world.ok("alice", "grant", ENG, "bob", "engineer")
+    # bob reads db and only views web; carol exports the client (so read everything)
+    world.setup(
+        [
+            ("alice", ("grant", ENG, "bob", "engineer")),
+            ("alice", ("grant", ENG, "carol", "reader")),
+            ("alice", ("put", f"{ENG}/db"), SECRET + b"\n"),
+            ("alice", ("put", f"{ENG}/api"), b"tok\n"),
+            ("alice", ("system", "add", f"{ENG}/web", "--address", "10.0.0.5")),
+            ("bob", ("get", f"{ENG}/db")),
+            ("bob", ("system", "show", f"{ENG}/web")),
+            ("carol", ("client", "export", "acme")),
+        ]
+    )
     for args in (
         ("engagement", "close", ENG),
         ("engagement", "shred", ENG, "--yes"),
@@ -96,10 +108,20 @@ def test_only_its_lead_or_an_admin_changes_the_lifecycle(world: World) -> None:
     # its lead still revokes on a closed engagement, and the key rotates, on both backends
     r = world.ok("alice", "revoke", ENG, "bob")
     assert r.text == (
-        f"revoked bob on {ENG}; engagement key rotated\nbob read no credentials of {ENG}\n"
+        f"revoked bob on {ENG}; engagement key rotated\n"
+        "bob read these; change them on the client's systems:\n"
+        f"  {ENG}/db\n"
+        "bob only viewed these (no secret read; nothing to change):\n"
+        f"  {ENG}/web\n"
+    )
+    r = world.ok("alice", "revoke", ENG, "carol")
+    assert r.text == (
+        f"revoked carol on {ENG}; engagement key rotated\n"
+        "carol read these; change them on the client's systems:\n"
+        f"  {ENG}/api\n  {ENG}/db\n  {ENG}/web\n"
     )
     rot = world.ok("alice", "engagement", "rotate", ENG)  # a rotation of its own too
-    assert rot.text == f"{ENG}: engagement key rotated to version 3\n"
+    assert rot.text == f"{ENG}: engagement key rotated to version 4\n"
     trail = audit(world)
     denied = [(e["member"], e["action"]) for e in trail if e["outcome"] == "denied"]
     assert ("bob", "close") in denied
@@ -107,9 +129,19 @@ def test_only_its_lead_or_an_admin_changes_the_lifecycle(world: World) -> None:
     assert ("bob", "set a retention hold") in denied
     assert ("bob", "release the hold") in denied
     ok = [(e["action"], e["item"], str(e["detail"])) for e in trail if e["outcome"] == "ok"]
-    assert ("revoke", "bob") in [x[:2] for x in ok]
-    versions = [d[:13] for a, _, d in ok if a == "rotate" and d.startswith("key version")]
-    assert versions[-2:] == ["key version 2", "key version 3"]
+    # the same details, whole, on both backends (but for the new keys' fingerprints)
+    assert [(i, d) for a, i, d in ok if a == "revoke"] == [
+        ("bob", "1 credentials to change; 1 viewed"),
+        ("carol", "3 credentials to change"),
+    ]
+    rotations = [d for a, _, d in ok if a == "rotate" and d.startswith("key version")][-3:]
+    fp = r"; fingerprint [0-9a-f:]{16,}$"
+    assert [re.sub(fp, "; fingerprint FP", d) for d in rotations] == [
+        "key version 2 (revoked bob); fingerprint FP",
+        "key version 3 (revoked carol); fingerprint FP",
+        "key version 4 (on request); fingerprint FP",
+    ]  # (a team's first key has an entry of its own before these)
+    assert len({d.rsplit(" ", 1)[1] for d in rotations}) == 3  # three keys
     # nothing else changed: alice still reads the engagement's state as closed, not purged
     assert world.run("alice", "engagement", "close", ENG).code == 1
 

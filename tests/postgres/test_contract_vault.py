@@ -127,7 +127,7 @@ def test_engagement_settings_members_set_rotate_and_client_ls(world: World) -> N
     acts = ("engagement-set", "change settings", "engagement-members", "list members", "get")
     acts += ("audit-read", "read the audit trail", "rotate", "engagement-new")
     # a rotation's own entries differ by design: a team lead's reads every envelope through
-    # an audited request first ("read for rotation"), then stores "key version N"
+    # an audited request first ("read for rotation"), then the new key ("key version N …")
     rows = [r for r in _all_audit(world, acts) if r[1] != "rotate" or r[4] != "ok"]
     assert rows == [
         ("alice", "engagement-new", "acme-2026", None, "ok", "client acme, lead alice"),

@@ -356,6 +356,28 @@ def test_rotation_read_needs_a_committed_request_too(team: Any) -> None:
     assert team.audit_count("rotate") == before
 
 
+def test_a_member_without_a_role_can_neither_rotate_nor_grant_herself(team: Any) -> None:
+    """eve holds no role on alpha (a reader on beta only). A role check that is NULL for
+    her (no role: role_in is NULL) once let her request alpha's rotation and fetch every
+    envelope of it, and grant herself its lead (upgrade-2.sql, section pgexport, part 4)."""
+    before = team.audit_count("rotate")
+    out = team.psql("eve", "SELECT credvault.request_rotation('alpha') IS NULL")
+    assert out.stdout.strip() == "t", out.stderr
+    assert team.audit_count("rotate") == before + 1  # the refusal, on the record
+    out = team.psql(
+        "eve", "SELECT credvault.put_grant('alpha', 'eve', 'lead', '\\x00', 1, NULL, NULL)"
+    )
+    assert out.stdout.strip() == "f", out.stderr
+    out = team.psql("eve", "SELECT credvault.request_read('alpha', 'db') IS NULL")
+    assert out.stdout.strip() == "t"  # still no role: no read
+    out = team.psql("eve", "SELECT * FROM credvault.rotation_grantees('alpha')")
+    assert out.returncode != 0
+    assert "only a lead" in out.stderr
+    out = team.psql("eve", "SELECT count(*) FROM credvault.audit_rows('alpha')")  # who read what
+    assert out.returncode != 0
+    assert "not allowed to read the audit" in out.stderr
+
+
 def test_an_engineer_can_neither_rotate_nor_revoke(team: Any) -> None:
     before_rotate, before_revoke = team.audit_count("rotate"), team.audit_count("revoke")
     out = team.psql("bob", "SELECT credvault.request_rotation('alpha') IS NULL")

@@ -84,6 +84,7 @@ READS = [
     "SELECT * FROM credvault.credential_trash",
     "SELECT uid FROM credvault.credential_trash",
     "SELECT * FROM credvault.move_requests",
+    "SELECT * FROM credvault.export_requests",
 ]
 
 
@@ -231,6 +232,42 @@ def test_no_system_of_an_engagement_without_a_role(team: Any) -> None:
     assert last == ("mallory", "system show", "denied", "no grant")
     out = team.psql("mallory", "SELECT name FROM credvault.systems ORDER BY name")
     assert out.stdout.split() == ["gw"]
+
+
+def test_a_client_exports_other_records_are_on_the_record_first(team: Any) -> None:
+    """request_export_records/fetch_export_records (section pgexport), as the attacker: no
+    role, no release (audited); the ROLLBACK trick releases nothing; a request is its
+    member's, once."""
+    import psycopg
+
+    out = team.psql("mallory", "SELECT credvault.request_export_records('alpha', '') IS NULL")
+    assert out.stdout.strip() == "t"
+    with team.connect() as owner:
+        last = owner.execute(
+            "SELECT member, action, outcome, detail FROM credvault.audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert last == ("mallory", "export", "denied", "no grant")
+    before = team.audit_count("system-show")
+    script = (
+        "BEGIN;\n"
+        "SELECT credvault.request_export_records('alpha', 'T-1') AS req \\gset\n"
+        "SELECT tbl, encode(e1, 'hex') FROM credvault.fetch_export_records(:req);\n"
+        "ROLLBACK;\n"
+    )
+    out = team.psql("bob", script)
+    assert out.returncode != 0
+    assert "not committed" in out.stderr
+    assert ADDRESS_HEX not in out.stdout
+    assert team.audit_count("system-show") == before
+    with team.connect("bob") as bob, team.connect("eve") as eve:
+        req = bob.execute("SELECT credvault.request_export_records('alpha', 'T-1')").fetchone()[0]
+        assert team.audit_count("system-show") == before + 1  # web1, committed first
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            eve.execute("SELECT * FROM credvault.fetch_export_records(%s)", (req,))
+        row = fetch_as_a_client(bob, req, "tbl, name, e1", "fetch_export_records")
+        assert (row[0], row[1], bytes(row[2])) == ("systems", "web1", ADDRESS)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="already used"):
+            bob.execute("SELECT * FROM credvault.fetch_export_records(%s)", (req,))
 
 
 def test_a_revoked_member_is_refused_at_the_record_fetch(team: Any) -> None:

@@ -763,7 +763,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     and, apart, the records they only viewed."""
     with open_vault(args) as v:
         read = v.engagements.revoke(args.engagement, args.member)
-    viewed: tuple[str, ...] = tuple(getattr(read, "viewed", ()))  # a team vault lists reads only
+    viewed: tuple[str, ...] = tuple(getattr(read, "viewed", ()))
     if args.json:
         t.out_json(
             {

@@ -346,3 +346,82 @@ def log_export(store: PgStore, name: str, count: int, digest: str, reason: str) 
         "export",
         name,
     )
+
+
+class ExportRecord(NamedTuple):
+    """One record ``fetch_export_records`` released for a client export: ``table`` is its
+    server table (``systems``, ``credential_versions``, ``credential_trash``,
+    ``system_trash``); ``envelopes`` its envelope columns, the anchor first; dates as text
+    with microseconds (``iso``)."""
+
+    table: str
+    uid: bytes
+    name: str
+    kind: str | None
+    version: int | None
+    port: int | None
+    protocol: str | None
+    system_uid: bytes | None
+    system: str | None
+    envelopes: tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+    created_at: str | None
+    updated_at: str | None
+    created_by: str | None
+    changed: str | None
+    deleted_at: str | None
+    deleted_by: str | None
+    expires_at: str | None
+    label: str  # the name the export shows (``name``: the one the anchor is bound to)
+
+
+def request_export_records(store: PgStore, name: str, reason: str) -> int | None:
+    """Phase one of a client export's systems, earlier versions and trash: a committed
+    audit row per record (``system-show`` / ``get``); None when refused (audited)."""
+    row = _one(
+        store, "SELECT credvault.request_export_records(%s, %s)", (name, reason), "export", name
+    )
+    return None if row[0] is None else int(row[0])
+
+
+def fetch_export_records(store: PgStore, request: int, name: str) -> list[ExportRecord]:
+    """Phase two: the records the request's committed audit rows name, in SQLCipher's
+    export order (systems by name, versions as kept, the trash newest first)."""
+    rows = store._phase_two(
+        "SELECT tbl, uid, name, kind, version, port, protocol, sys_uid, sys_name, e1, e2, e3, "
+        "e4, created_at, updated_at, created_by, changed, deleted_at, deleted_by, expires_at, "
+        "label "
+        "FROM credvault.fetch_export_records(%s)",
+        request,
+        "export",
+        name,
+    )
+
+    def b(v: Any) -> bytes | None:
+        return None if v is None else bytes(v)
+
+    def t(v: Any) -> str | None:
+        return None if v is None else str(v)
+
+    return [
+        ExportRecord(
+            str(r[0]),
+            bytes(r[1]),
+            str(r[2]),
+            t(r[3]),
+            None if r[4] is None else int(r[4]),
+            None if r[5] is None else int(r[5]),
+            t(r[6]),
+            b(r[7]),
+            t(r[8]),
+            (b(r[9]), b(r[10]), b(r[11]), b(r[12])),
+            t(r[13]),
+            t(r[14]),
+            t(r[15]),
+            t(r[16]),
+            t(r[17]),
+            t(r[18]),
+            t(r[19]),
+            str(r[20]),
+        )
+        for r in rows
+    ]

@@ -235,6 +235,16 @@ def _ts(v: Any) -> str:
     return str(v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")) if v is not None else ""
 
 
+def _ts_us(v: Any) -> str:
+    """A timestamptz as :func:`credvault.model.iso` writes one (UTC, microseconds, ``Z``):
+    what a credential's dates are on SQLCipher (``get --json``, the client export)."""
+    from datetime import UTC
+
+    from credvault.model import iso
+
+    return iso(v.astimezone(UTC)) if v is not None else ""
+
+
 def _b(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
 
@@ -701,6 +711,14 @@ class PgStore:
         )
         return bool(row[0])
 
+    def revoked_views(self, engagement: str, member: str) -> list[str]:
+        """What a member just revoked only viewed (``show``, ``system-show``) and never
+        read a secret of; for a lead or admin (else empty)."""
+        row = self._one(
+            "SELECT credvault.revoked_views(%s, %s)", (engagement, member), action="revoke"
+        )
+        return [] if row[0] is None else [str(x) for x in row[0]]
+
     def revoke_grant(self, engagement: str, member: str) -> list[str] | None:
         """The credentials ``member`` read, or None: the server refused (audited)."""
         row = self._one(
@@ -827,8 +845,8 @@ class PgStore:
             bytes(row[5]),
             str(row[6]),
             int(row[7]),
-            _ts(row[8]),
-            _ts(row[9]),
+            _ts_us(row[8]),
+            _ts_us(row[9]),
         )
 
     def nudge_wal(self) -> None:
@@ -1403,15 +1421,17 @@ class PgStore:
         records: list[tuple[str, int, tuple[bytes, bytes | None, bytes | None, bytes | None]]],
         copies: list[tuple[str, bytes, bytes]],
         links: list[bytes],
+        why: str | None = None,
     ) -> int:
         """Store a rotation of every record in one transaction, the membership log's
-        ``links`` appended first; Conflict if anything changed meanwhile."""
+        ``links`` appended first; Conflict if anything changed meanwhile. ``why``: what
+        made the lead rotate, in the audit detail as SQLCipher's ("revoked bob")."""
         envs: list[list[Any]] = [[r[2][i] for r in records] for i in range(4)]
         gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
         row = self._one(
             "SELECT credvault.rotate_records(%s, %s, %s, %s::text[], %s::bigint[], "
             "%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::text[], %s::bytea[], "
-            "%s::bytea[], %s::bytea[])",
+            "%s::bytea[], %s::bytea[], %s)",
             (
                 engagement,
                 old_version,
@@ -1421,6 +1441,7 @@ class PgStore:
                 *envs,
                 *gcols,
                 links,
+                why,
             ),
             action="rotate",
         )

@@ -4642,3 +4642,499 @@ BEGIN
     EXECUTE format('REVOKE EXECUTE ON FUNCTION credvault.remove_member(text) FROM %I',
                    credvault.member_group());
 END $$;
+
+-- == pgexport: client export's systems, earlier versions and trash; revoke's and rotation's audit details ==
+--
+-- 1. SQLCipher's `client export` (clients.py) gives, beside each live engagement's
+-- credentials, its systems, its credentials' earlier versions and its trash (credentials and
+-- systems, newest first), decrypted. On a team vault the credentials come through
+-- request_read/fetch (a `get` row each); the rest through these two phases, which release
+-- nothing a committed audit row does not name. request_export_records checks the reading
+-- role (and the reason the engagement requires), then writes one row per record, under the
+-- action and detail the same read has on its own — a system `system-show` ("reason: R"), an
+-- earlier version `get` ("version N; reason: R", the credential's name), a removed
+-- credential `get` and a removed system `system-show` ("in the trash, removed T; reason:
+-- R") — and keeps the ids it named. fetch_export_records releases those records (still
+-- there) under fetch's conditions: the caller's request, unused, at most 60 s old,
+-- committed by an earlier transaction, durable, a reading role still held. The client
+-- opens every envelope and checks every binding, as for the same records elsewhere.
+CREATE TABLE credvault.export_requests (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    member        text NOT NULL,
+    engagement_id bigint NOT NULL REFERENCES credvault.engagements (id) ON DELETE CASCADE,
+    system_ids    bigint[] NOT NULL,
+    version_ids   bigint[] NOT NULL,
+    ctrash_ids    bigint[] NOT NULL,
+    strash_ids    bigint[] NOT NULL,
+    xid           xid8 NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    used_at       timestamptz
+);
+
+CREATE FUNCTION credvault.request_export_records(eng text, reason text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me();
+    e engagements%ROWTYPE;
+    why text := CASE WHEN coalesce(reason, '') = '' THEN '' ELSE 'reason: ' || reason END;
+    r record;
+    sys bigint[] := '{}'; ver bigint[] := '{}'; ct bigint[] := '{}'; st bigint[] := '{}';
+    rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
+    IF e.id IS NULL OR NOT may(e.id, 'read') THEN
+        PERFORM audit_append(who, 'export', eng, NULL, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' THEN
+        PERFORM audit_append(who, 'export', eng, NULL, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    FOR r IN SELECT s.id, s.name FROM systems s WHERE s.engagement_id = e.id
+             ORDER BY s.name COLLATE "C" LOOP
+        PERFORM audit_append(who, 'system-show', eng, r.name, 'ok', why);
+        sys := sys || r.id;
+    END LOOP;
+    FOR r IN SELECT v.id, v.version, coalesce(c.name, v.name) AS name
+             FROM credential_versions v LEFT JOIN credentials c ON c.id = v.credential_id
+             WHERE v.engagement_id = e.id ORDER BY v.id LOOP
+        PERFORM audit_append(who, 'get', eng, r.name, 'ok',
+                             format('version %s', r.version) || CASE WHEN why = '' THEN ''
+                                                                     ELSE '; ' || why END);
+        ver := ver || r.id;
+    END LOOP;
+    FOR r IN SELECT 'credential' AS typ, t.id, t.name, t.deleted_at
+             FROM credential_trash t WHERE t.engagement_id = e.id
+             UNION ALL
+             SELECT 'system', t.id, t.name, t.deleted_at
+             FROM system_trash t WHERE t.engagement_id = e.id
+             ORDER BY 4 DESC, 2 DESC LOOP
+        PERFORM audit_append(who, CASE r.typ WHEN 'system' THEN 'system-show' ELSE 'get' END,
+                             eng, r.name, 'ok', 'in the trash, removed ' || iso(r.deleted_at)
+                             || CASE WHEN why = '' THEN '' ELSE '; ' || why END);
+        IF r.typ = 'system' THEN st := st || r.id; ELSE ct := ct || r.id; END IF;
+    END LOOP;
+    INSERT INTO export_requests (member, engagement_id, system_ids, version_ids, ctrash_ids,
+                                 strash_ids, xid)
+    VALUES (who, e.id, sys, ver, ct, st, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+-- One row per record the request named (and still there): tbl 'systems', 'system_trash'
+-- (e1 address, e2 details; name, port, protocol), 'credential_versions', 'credential_trash'
+-- (e1..e4 secret, username, url, notes; uid, name, kind, linked system's uid and name),
+-- each with the envelopes' key version and the export's metadata as text (iso(): the
+-- microseconds SQLCipher keeps). Ordered as SQLCipher's export lists them.
+CREATE FUNCTION credvault.fetch_export_records(request bigint)
+RETURNS TABLE (tbl text, uid bytea, name text, kind text, version integer, port integer,
+               protocol text, sys_uid bytea, sys_name text, e1 bytea, e2 bytea, e3 bytea,
+               e4 bytea, created_at text, updated_at text, created_by text, changed text,
+               deleted_at text, deleted_by text, expires_at text, label text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q export_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM export_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE export_requests SET used_at = clock_timestamp() WHERE export_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'systems'::text, s.uid, s.name, NULL::text, NULL::integer, s.port, s.protocol,
+               NULL::bytea, NULL::text, s.address_env, s.details_env, NULL::bytea, NULL::bytea,
+               iso(s.created_at), iso(s.updated_at), NULL::text, NULL::text, NULL::text,
+               NULL::text, NULL::text, s.name
+        FROM systems s WHERE s.engagement_id = q.engagement_id AND s.id = ANY (q.system_ids)
+        ORDER BY s.name COLLATE "C";
+    RETURN QUERY
+        SELECT 'credential_versions'::text, v.uid, v.name, v.kind, v.version,
+               NULL::integer, NULL::text, v.system_uid, v.system_name, v.secret_env,
+               v.username_env, v.url_env, v.notes_env, iso(v.created_at), NULL::text,
+               v.created_by, v.changed, NULL::text, NULL::text, NULL::text,
+               coalesce(c.name, v.name)
+        FROM credential_versions v LEFT JOIN credentials c ON c.id = v.credential_id
+        WHERE v.engagement_id = q.engagement_id AND v.id = ANY (q.version_ids)
+        ORDER BY v.id;
+    RETURN QUERY
+        SELECT x.tbl, x.uid, x.name, x.kind, NULL::integer, x.port, x.protocol, x.sys_uid,
+               NULL::text, x.e1, x.e2, x.e3, x.e4, NULL::text, NULL::text, NULL::text,
+               NULL::text, iso(x.deleted_at), x.deleted_by, iso(x.expires_at), x.name
+        FROM (SELECT 'credential_trash'::text AS tbl, t.id, t.uid, t.name, t.kind,
+                     NULL::integer AS port, NULL::text AS protocol, t.system_uid AS sys_uid,
+                     t.secret_env AS e1, t.username_env AS e2, t.url_env AS e3,
+                     t.notes_env AS e4, t.deleted_at, t.deleted_by, t.expires_at
+              FROM credential_trash t
+              WHERE t.engagement_id = q.engagement_id AND t.id = ANY (q.ctrash_ids)
+              UNION ALL
+              SELECT 'system_trash', t.id, t.uid, t.name, NULL, t.port, t.protocol, NULL,
+                     t.address_env, t.details_env, NULL, NULL, t.deleted_at, t.deleted_by,
+                     t.expires_at
+              FROM system_trash t
+              WHERE t.engagement_id = q.engagement_id AND t.id = ANY (q.strash_ids)) x
+        ORDER BY x.deleted_at DESC, x.id DESC;
+END $$;
+
+-- 2. revoke's audit detail as SQLCipher's (engagements.py, Engagements._revoke_write):
+-- "N credentials to change" and, if any, "; M viewed" — N the items the member read a secret
+-- of (`get`, `otp`), or, after a client export of theirs, every credential and system of
+-- the engagement; M the records they only viewed (`show`, `system-show`). Both revoke
+-- functions as pgsmall left them but for that detail, and version 1's now counting `otp`
+-- as the logged one does (and SQLCipher). revoked_views gives the lead the list of what
+-- was only viewed, which SQLCipher's revoke prints too.
+CREATE FUNCTION credvault.revoke_reads(eng_id bigint, eng text, grantee text) RETURNS text[]
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+    SELECT coalesce(array_agg(DISTINCT i ORDER BY i), '{}') FROM (
+        SELECT a.item AS i FROM audit a WHERE a.engagement = eng AND a.member = grantee
+            AND a.action IN ('get', 'otp') AND a.outcome = 'ok' AND a.item IS NOT NULL
+        UNION ALL
+        SELECT x.name FROM (SELECT c.name FROM credentials c WHERE c.engagement_id = eng_id
+                            UNION ALL
+                            SELECT s.name FROM systems s WHERE s.engagement_id = eng_id) x
+        WHERE EXISTS (SELECT 1 FROM audit a WHERE a.engagement = eng AND a.member = grantee
+                      AND a.action = 'export' AND a.outcome = 'ok')) r
+$$;
+
+CREATE FUNCTION credvault.revoke_views(eng text, grantee text, readlist text[]) RETURNS text[]
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+    SELECT coalesce(array_agg(DISTINCT a.item ORDER BY a.item), '{}') FROM audit a
+    WHERE a.engagement = eng AND a.member = grantee AND a.action IN ('show', 'system-show')
+      AND a.outcome = 'ok' AND a.item IS NOT NULL AND NOT a.item = ANY (readlist)
+$$;
+
+CREATE FUNCTION credvault.revoke_detail(eng text, grantee text, readlist text[]) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+    SELECT format('%s credentials to change', cardinality(readlist))
+        || CASE WHEN n > 0 THEN format('; %s viewed', n) ELSE '' END
+    FROM (SELECT cardinality(revoke_views(eng, grantee, readlist)) AS n) v
+$$;
+
+-- What `revoke` prints after the reads, as on SQLCipher: the records the revoked member
+-- only viewed (no secret read; nothing to change). For a lead of the engagement or an
+-- admin, once the member holds no live grant there (else NULL: nothing is said about a
+-- member still working on it). Reads the audit trail; writes nothing.
+CREATE FUNCTION credvault.revoked_views(eng text, grantee text) RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead')
+       OR EXISTS (SELECT 1 FROM grants g WHERE g.engagement_id = e.id AND g.member = grantee
+                  AND g.revoked_at IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    RETURN revoke_views(eng, grantee, revoke_reads(e.id, eng, grantee));
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.revoke_grant(eng text, grantee text) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NOT NULL AND EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: version 1''s revoke_grant is closed to it (revoke_grant_logged)', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead') THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM grants WHERE engagement_id = e.id AND member = grantee
+                   AND revoked_at IS NULL) THEN
+        RAISE EXCEPTION 'credvault: % holds no role on %', grantee, eng USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    readlist := revoke_reads(e.id, eng, grantee);
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', revoke_detail(eng, grantee, readlist));
+    RETURN readlist;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.revoke_grant_logged(eng text, grantee text, new_link bytea) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; readlist text[];
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NULL OR coalesce(role_in(e.id), '') <> 'lead' THEN
+        PERFORM audit_append(who, 'revoke', eng, grantee, 'denied', '');
+        RETURN NULL;
+    END IF;
+    PERFORM log_append(e.id, new_link);
+    UPDATE grants SET revoked_at = now(), sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND member = grantee;
+    UPDATE engagements SET needs_rotation = true WHERE id = e.id;
+    readlist := revoke_reads(e.id, eng, grantee);
+    PERFORM audit_append(who, 'revoke', eng, grantee, 'ok', revoke_detail(eng, grantee, readlist));
+    RETURN readlist;
+END $$;
+
+-- 3. The rotation's audit detail as SQLCipher's (engagement_keys.py, rotate and
+-- rotate_logged): "key version N (WHY); fingerprint FP" — WHY what the lead's client says
+-- made it rotate ("revoked bob", "on request", "pending rotation", "the first lead's own
+-- key"; at most 200 characters, one line), FP the new key's fingerprint the rotate link
+-- signs. rotate_records as pgsmall left it, with that one more argument (the old signature
+-- dropped: a call without `why` gets no parenthesis).
+DROP FUNCTION credvault.rotate_records(text, integer, text, text[], bigint[], bytea[], bytea[],
+                                       bytea[], bytea[], text[], bytea[], bytea[], bytea[]);
+CREATE FUNCTION credvault.rotate_records(
+    eng text, old_version integer, new_fp text, r_tbl text[], r_id bigint[],
+    r_e1 bytea[], r_e2 bytea[], r_e3 bytea[], r_e4 bytea[],
+    g_members text[], g_sealed bytea[], g_sigs bytea[], links bytea[], why text DEFAULT NULL
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; i integer; n integer := coalesce(cardinality(r_id), 0);
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NULL OR coalesce(role_in(e.id), '') <> 'lead' THEN
+        RAISE EXCEPTION 'credvault: % may not rotate %', who, eng USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.key_version <> old_version THEN
+        RAISE EXCEPTION 'credvault: the key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF why IS NOT NULL AND (length(why) > 200 OR why ~ '[[:cntrl:]]') THEN
+        RAISE EXCEPTION 'credvault: a rotation''s reason is one line of at most 200 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT count(*) FROM (
+            SELECT 'credentials' AS t, c.id FROM credentials c WHERE c.engagement_id = e.id
+            UNION ALL SELECT 'systems', s.id FROM systems s WHERE s.engagement_id = e.id
+            UNION ALL SELECT 'system_trash', x.id FROM system_trash x WHERE x.engagement_id = e.id
+            UNION ALL SELECT 'credential_versions', v.id FROM credential_versions v
+                WHERE v.engagement_id = e.id
+            UNION ALL SELECT 'credential_trash', t.id FROM credential_trash t
+                WHERE t.engagement_id = e.id
+        ) have FULL JOIN (SELECT * FROM unnest(r_tbl, r_id) AS g(t, id)) given
+          ON have.t = given.t AND have.id = given.id
+        WHERE have.id IS NULL OR given.id IS NULL) > 0
+       OR (SELECT count(DISTINCT (t, id)) FROM unnest(r_tbl, r_id) AS g(t, id)) <> n THEN
+        RAISE EXCEPTION 'credvault: records changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(links), 0) LOOP
+        PERFORM log_append(e.id, links[i]);
+    END LOOP;
+    FOR i IN 1 .. n LOOP
+        IF r_e1[i] IS NULL THEN
+            RAISE EXCEPTION 'credvault: a record without its anchor' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        CASE r_tbl[i]
+        WHEN 'credentials' THEN
+            UPDATE credentials SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credentials.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'systems' THEN
+            UPDATE systems SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE systems.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'system_trash' THEN
+            UPDATE system_trash SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE system_trash.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_versions' THEN
+            UPDATE credential_versions SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_versions.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_trash' THEN
+            UPDATE credential_trash SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_trash.id = r_id[i] AND engagement_id = e.id;
+        END CASE;
+    END LOOP;
+    -- only the replayed roster gets a copy: every other row's copy goes
+    UPDATE grants SET key_version = NULL, sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND NOT member = ANY (coalesce(g_members, '{}'));
+    FOR i IN 1 .. coalesce(cardinality(g_members), 0) LOOP
+        UPDATE grants SET key_version = old_version + 1, sealed = g_sealed[i], sealed_by = who,
+            copy_sig = g_sigs[i]
+        WHERE engagement_id = e.id AND member = g_members[i] AND revoked_at IS NULL;
+    END LOOP;
+    UPDATE engagements SET key_version = old_version + 1, key_fp = new_fp, needs_rotation = false
+        WHERE engagements.id = e.id;
+    PERFORM audit_append(who, 'rotate', eng, NULL, 'ok', format('key version %s', old_version + 1)
+        || CASE WHEN why IS NULL THEN '' ELSE ' (' || why || ')' END || '; fingerprint ' || new_fp);
+    RETURN old_version + 1;
+END $$;
+
+-- 4. (Found while writing 2, outside this section's purpose, reported to the lead.) A role
+-- check written `NOT (is_admin() OR role_in(e) = 'lead')` is NULL, not true, for a member
+-- who holds no role at all (role_in is NULL, and NULL = 'lead' is NULL), so IF let them
+-- through: a member with no role on an engagement could request its rotation and fetch
+-- every envelope of it (rotation_fetch_records: on the record, "read for rotation", but
+-- ciphertext of an engagement row-level security hides from them), list its key holders,
+-- and grant themselves a role on an engagement without a log (put_grant); the same with
+-- `role_in(e) IN ('lead', 'auditor')` let them read its audit trail (version 1's
+-- audit_rows: who read what, when). The latest definitions of those five, with the check
+-- made NULL-safe and nothing else changed.
+
+CREATE OR REPLACE FUNCTION credvault.put_grant(
+    eng text, grantee text, g_role text, g_role_sig bytea, g_key_version integer,
+    g_sealed bytea, g_copy_sig bytea, g_expires_at timestamptz DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active';
+    IF e.id IS NULL THEN
+        RAISE EXCEPTION 'credvault: no active engagement %', eng USING ERRCODE = 'no_data_found';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: version 1''s put_grant is closed to it (put_grant_logged)', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead') THEN
+        PERFORM audit_append(who, 'grant', eng, grantee, 'denied', g_role);
+        RETURN false;
+    END IF;
+    IF grantee <> '@recovery' AND NOT EXISTS (SELECT 1 FROM members WHERE name = grantee AND state = 'active') THEN
+        RAISE EXCEPTION 'credvault: no active member %', grantee USING ERRCODE = 'no_data_found';
+    END IF;
+    INSERT INTO grants (engagement_id, member, role, granted_by, expires_at, role_sig,
+                        key_version, sealed, sealed_by, copy_sig)
+    VALUES (e.id, grantee, g_role, who, g_expires_at, g_role_sig, g_key_version, g_sealed,
+            CASE WHEN g_sealed IS NULL THEN NULL ELSE who END, g_copy_sig)
+    ON CONFLICT (engagement_id, member) DO UPDATE SET
+        role = excluded.role, granted_by = excluded.granted_by, granted_at = now(),
+        expires_at = excluded.expires_at, role_sig = excluded.role_sig,
+        key_version = excluded.key_version, sealed = excluded.sealed,
+        sealed_by = excluded.sealed_by, copy_sig = excluded.copy_sig, revoked_at = NULL;
+    PERFORM audit_append(who, 'grant', eng, grantee, 'ok', g_role);
+    RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotation_grantees(eng text) RETURNS TABLE (member text, role text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    PERFORM me();
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead') THEN
+        RAISE EXCEPTION 'credvault: only a lead sees who holds a key copy' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM engagement_log l WHERE l.engagement_id = e.id) THEN
+        RAISE EXCEPTION 'credvault: % keeps a signed membership log: its key holders are the log''s roster, not rotation_grantees', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT g.member, g.role FROM grants g
+        WHERE g.engagement_id = e.id AND g.revoked_at IS NULL AND g.sealed IS NOT NULL
+          AND (g.expires_at IS NULL OR g.expires_at > now())
+        ORDER BY g.member;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.request_rotation(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead') THEN
+        PERFORM audit_append(who, 'rotate', eng, NULL, 'denied', '');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'rotate', eng, NULL, 'ok', 'read for rotation');
+    INSERT INTO rotation_requests (member, engagement_id, audit_seq, xid)
+    VALUES (who, e.id, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotation_fetch_records(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, e1 bytea, e2 bytea, e3 bytea, e4 bytea,
+               b_name text, b_kind text, b_port integer, b_protocol text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q rotation_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM rotation_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.used_at IS NOT NULL
+       OR q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: no such rotation request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: rotation request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT (is_admin() OR coalesce(role_in(q.engagement_id), '') = 'lead') THEN
+        RAISE EXCEPTION 'credvault: no longer a lead' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE rotation_requests SET used_at = clock_timestamp() WHERE rotation_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.id, c.uid, c.secret_env, c.username_env, c.url_env,
+               c.notes_env, c.name, c.kind, NULL::integer, NULL::text, s.uid
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'systems', s.id, s.uid, s.address_env, s.details_env, NULL, NULL, s.name, NULL,
+               s.port, s.protocol, NULL
+        FROM systems s WHERE s.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'system_trash', t.id, t.uid, t.address_env, t.details_env, NULL, NULL, t.name,
+               NULL, t.port, t.protocol, NULL
+        FROM system_trash t WHERE t.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_versions', v.id, v.uid, v.secret_env, v.username_env, v.url_env,
+               v.notes_env, v.name, v.kind, NULL, NULL, v.system_uid
+        FROM credential_versions v WHERE v.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_trash', t.id, t.uid, t.secret_env, t.username_env, t.url_env,
+               t.notes_env, t.name, t.kind, NULL, NULL, t.system_uid
+        FROM credential_trash t WHERE t.engagement_id = q.engagement_id
+        ORDER BY 1, 2;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.audit_rows(eng text)
+RETURNS TABLE (seq bigint, ts timestamptz, member text, action text, item text, outcome text, detail text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng;
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') IN ('lead', 'auditor')) THEN
+        RAISE EXCEPTION 'credvault: not allowed to read the audit of %', eng
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT a.seq, a.ts, a.member, a.action, a.item, a.outcome, a.detail
+        FROM audit a WHERE a.engagement = eng ORDER BY a.seq;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.request_export_records(text, text),
+    credvault.fetch_export_records(bigint), credvault.revoke_reads(bigint, text, text),
+    credvault.revoke_views(text, text, text[]), credvault.revoke_detail(text, text, text[]),
+    credvault.revoked_views(text, text),
+    credvault.rotate_records(text, integer, text, text[], bigint[], bytea[], bytea[], bytea[],
+                             bytea[], text[], bytea[], bytea[], bytea[], text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.request_export_records(text, text),'
+                   ' credvault.fetch_export_records(bigint), credvault.revoked_views(text, text),'
+                   ' credvault.rotate_records(text, integer, text, text[], bigint[], bytea[],'
+                   ' bytea[], bytea[], bytea[], text[], bytea[], bytea[], bytea[], text) TO %I',
+                   credvault.member_group());
+END $$;
