@@ -580,9 +580,19 @@ class Team:
                 raise
             # Every other member will believe these keys only through this chain: check it
             # now, so an invitation that was not an admin's (or was altered on the server)
-            # is found at once rather than at the first grant.
+            # is found at once rather than at the first grant. As they will: the inviter's
+            # certified new keys count (passwd --compromised, member certify), and the
+            # revocation list decides whether what a revoked key signed still does.
+            from credvault.postgres.keys_store import rekeys
+
             try:
-                Certs(vault_id, anchor, store.certificates()).keys(member)
+                Certs(
+                    vault_id,
+                    anchor,
+                    store.certificates(),
+                    lambda c: replay_revocations(c, store.revocation_list(), None),
+                    rekeys(store),
+                ).keys(member)
             except IntegrityError as e:
                 raise IntegrityError(
                     f"joined, but the certificate of {member}'s keys does not verify ({e}): "
