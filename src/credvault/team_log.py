@@ -370,7 +370,9 @@ class Certs:
         if member in seen:
             return
         seen.add(member)
-        row = self.rows[member]
+        row = self.rows.get(member)
+        if row is None:  # a certifier the DBA named in a certificate of new keys
+            raise IntegrityError(f"the keys of member {member!r} are not certified")
         if row.inviter != member:
             mine, theirs = self._chain(member, frozenset()), self._invited_with[member]
             if (
