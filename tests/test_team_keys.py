@@ -141,3 +141,77 @@ def test_new_keys_count_only_through_an_admins_chained_certificate() -> None:
     ):
         with pytest.raises(IntegrityError):
             Certs(VID, None, rows, rekeys=[bad]).keys("bob")
+
+
+def test_an_admins_certified_new_key_invites_and_a_cycle_certifies_nothing() -> None:
+    """format.md §19.4 with §19.8, without a server: alice (the founder) re-keyed, her new
+    pair certified by dave; what her new key invites is certified, and what her old key
+    invites after the list revoked it is not (the chain verifies, the list refuses: no
+    version endorses it), nor what a key no certificate gives her invites. Two admins who
+    re-key in turn, each certified by the other's newer key, are a chain (it ends at the
+    founder); an admin invited by a key certified by that admin's own signature is a cycle:
+    exit 6, not a recursion without end."""
+    from credvault.crypto import labels
+    from credvault.team_log import NOTHING_REVOKED, RekeyRow, Revocation, rekey_message
+
+    alice, a0, a0_kem = _member("alice", "alice", b"", True)
+    dave, d0, d0_kem = _member("dave", "alice", a0, True)
+    pairs = {"alice": [(a0, a0_kem)], "dave": [(d0, d0_kem)]}
+
+    def rekey(who: str, by: str, seq: int, new: tuple[bytes, bytes] | None = None) -> RekeyRow:
+        """``who``'s next pair (``new``, or one made here), certified by ``by``'s latest."""
+        prev, certifier = pairs[who][-1], pairs[by][-1][0]
+        new = new or (p.ed25519_generate()[0], p.x25519_public(p.x25519_generate()[0]))
+        pairs[who].append(new)
+        old_pub, new_pub = p.ed25519_public(prev[0]), p.ed25519_public(new[0])
+        key = p.ed25519_public(certifier)
+        msg = rekey_message(VID, who, seq, (old_pub, prev[1]), (new_pub, new[1]), by, key)
+        return RekeyRow(who, seq, new_pub, new[1], by, key,
+                        p.sign(certifier, labels.TEAM_REKEY_CERT, msg))  # fmt: skip
+
+    rekeys = [rekey("alice", "dave", 1)]
+    a1 = pairs["alice"][1][0]
+    erin = _member("erin", "alice", a1, False)[0]  # her new key invites
+    mal = _member("mal", "alice", a0, False)[0]  # the thief of her old key invites
+    eve = _member("eve", "alice", p.ed25519_generate()[0], False)[0]  # a key never certified
+    rows = {"alice": alice, "dave": dave, "erin": erin, "mal": mal, "eve": eve}
+    a0_pub = p.ed25519_public(a0)  # what it certified before the list retires it: dave
+    before = Certs(VID, None, {"alice": alice, "dave": dave}, rekeys=rekeys)
+    endorsed = tuple(before.endorsements("alice", {a0_pub}))
+    assert [e[0] for e in endorsed] == ["dave"]
+    retired = Revocation(
+        VID, 1, bytes(32), HANDED_OVER, "dave", p.ed25519_public(d0), "alice", b"",
+        ((p.digest(a0_pub), p.digest(a0_kem)),), endorsed, b"",
+    ).signed(d0)  # fmt: skip
+    listed = NOTHING_REVOKED.then(retired, retired.to_bytes())
+    certs = Certs(VID, None, rows, lambda _: listed, rekeys)
+    assert certs.keys("erin").sign == erin.sign_pub  # invitation by alice's certified new key
+    with pytest.raises(IntegrityError, match="whose keys are revoked, and not endorsed"):
+        certs.keys("mal")
+    assert certs.certified("mal").sign == mal.sign_pub  # the chain alone: the old key signed
+    with pytest.raises(IntegrityError, match="signature check failed"):
+        certs.certified("eve")
+    assert Certs(VID, None, rows).keys("mal").sign == mal.sign_pub  # before the list: still good
+    with pytest.raises(IntegrityError):  # before her certificate: the new key is nobody's
+        Certs(VID, None, rows).certified("erin")
+
+    # alice and dave re-key in turn, each certified by the other's latest pair
+    rekeys += [rekey("dave", "alice", 1), rekey("alice", "dave", 2)]
+    fay = _member("fay", "alice", pairs["alice"][2][0], False)[0]
+    turns = Certs(VID, None, {**rows, "fay": fay}, rekeys=rekeys)
+    assert [c.sign for c in turns.history("alice")] == [
+        p.ed25519_public(k) for k, _ in pairs["alice"]
+    ]
+    assert turns.keys("fay").sign == fay.sign_pub
+
+    # a cycle: gus, an admin invited by alice's new key, which gus himself certified
+    alice_new = (p.ed25519_generate()[0], p.x25519_public(p.x25519_generate()[0]))
+    gus, g0, g0_kem = _member("gus", "alice", alice_new[0], True)
+    pairs["alice"], pairs["gus"] = [(a0, a0_kem)], [(g0, g0_kem)]
+    loop = Certs(
+        VID, None, {"alice": alice, "gus": gus}, rekeys=[rekey("alice", "gus", 1, alice_new)]
+    )
+    with pytest.raises(IntegrityError, match="'gus': signature check failed"):
+        loop.certified("gus")
+    with pytest.raises(IntegrityError, match="'gus' is not certified"):
+        loop.history("alice")

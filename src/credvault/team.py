@@ -657,9 +657,22 @@ class Team:
                 raise
             # Every other member will believe these keys only through this chain: check it
             # now, so an invitation that was not an admin's (or was altered on the server)
-            # is found at once rather than at the first grant.
+            # is found at once rather than at the first grant. As they will: the inviter's
+            # certified new keys count (passwd --compromised, member certify), and what a
+            # key the revocation list revokes signed counts only if a version endorses it
+            # (whether the list revokes this invitation itself is for the sealing client).
+            from credvault.postgres.keys_store import rekeys
+
             try:
-                Certs(vault_id, anchor, store.certificates()).keys(member)
+                certs = Certs(
+                    vault_id,
+                    anchor,
+                    store.certificates(),
+                    lambda c: replay_revocations(c, store.revocation_list(), None),
+                    rekeys(store),
+                )
+                certs.certified(member)
+                certs.check_path(member, certs.revoked)
             except IntegrityError as e:
                 raise IntegrityError(
                     f"joined, but the certificate of {member}'s keys does not verify ({e}): "

@@ -128,6 +128,18 @@ def rekey_message(
 
 
 # -- certificates -----------------------------------------------------------------------------
+# (member, index of a pair in their history): the certifications a check is inside of
+_Seen = frozenset[tuple[str, int]]
+
+
+def _upto(pairs: tuple[Certified, ...], stop: Callable[[bytes], bool]) -> tuple[Certified, ...]:
+    """``pairs`` up to the first whose signing key ``stop`` accepts (all if none does)."""
+    for i, c in enumerate(pairs):
+        if stop(c.sign):
+            return pairs[: i + 1]
+    return pairs
+
+
 class CertRow(NamedTuple):
     """One row of ``credvault.member_certificates()``: claims, until :class:`Certs` checks."""
 
@@ -194,18 +206,25 @@ class Certs:
         self.anchor = anchor
         self.rows = dict(rows)
         self._done: dict[str, Certified] = {}
+        self._invited_with: dict[str, bytes] = {}
         self._load_revoked = revoked
         self._revoked: Revoked | None = None if revoked else NOTHING_REVOKED
         self.rekeys: dict[str, list[RekeyRow]] = {}
         self._histories: dict[str, tuple[Certified, ...]] = {}
+        self._prefix: dict[str, list[Certified]] = {}
         self.set_rekeys(rekeys)
 
     def set_rekeys(self, rekeys: Iterable[RekeyRow]) -> None:
-        """The certificates of new keys the server shows, by member, in ``seq`` order."""
+        """The certificates of new keys the server shows, by member, in ``seq`` order
+        (an invitation may be signed with an admin's certified new key: every chain is
+        checked again against them)."""
         self.rekeys = {}
         for r in sorted(rekeys, key=lambda r: (r.member, r.seq)):
             self.rekeys.setdefault(r.member, []).append(r)
         self._histories = {}
+        self._prefix = {}
+        self._done = {}
+        self._invited_with = {}
 
     def history(self, member: str) -> tuple[Certified, ...]:
         """Every pair of keys certified for ``member``, oldest first: the pair the invitation
@@ -224,29 +243,44 @@ class Certs:
         return frozenset(c.sign for c in self.history(member))
 
     def _history(
-        self, member: str, seen: frozenset[str], until: bytes | None
+        self, member: str, seen: _Seen, stop: Callable[[bytes], bool] | None
     ) -> tuple[Certified, ...]:
+        """:meth:`history`, or with ``stop`` only up to the first pair whose signing key it
+        accepts (enough to check a signature made with that key; a later certificate need
+        not verify). ``seen``: the pairs (member, index) whose certification is being
+        checked further up: needing one of them again is a cycle — certificates whose
+        certifiers' keys chain back to them — and IntegrityError. A pair is believed only
+        through a chain that ends at the founder; each one verified is kept (the prefix),
+        so a chain is checked once however many questions walk it."""
         done = self._histories.get(member)
         if done is not None:
-            return done
-        if member in seen or len(seen) > len(self.rows):
+            return done if stop is None else _upto(done, stop)
+        if len(seen) > len(self.rows) + sum(len(v) for v in self.rekeys.values()):
             raise IntegrityError(f"the keys of member {member!r} are not certified (a cycle)")
-        out = [self._chain(member, frozenset())]
-        last = 0
-        for r in self.rekeys.get(member, ()):
-            if until is not None and out[-1].sign == until:
-                return tuple(out)  # enough to check a signature by ``until``: not kept
+        out = self._prefix.setdefault(member, [])
+        if not out:
+            out.append(self._chain(member, seen))
+        certs = self.rekeys.get(member, [])
+        while True:
+            if stop is not None and any(stop(c.sign) for c in out):
+                return _upto(tuple(out), stop)
+            if len(out) > len(certs):
+                break
+            r, prev = certs[len(out) - 1], out[-1]
             what = f"the new keys of member {member!r} (certificate {r.seq})"
+            last = certs[len(out) - 2].seq if len(out) > 1 else 0
             if r.seq <= last or r.certifier == member:
                 raise IntegrityError(f"{what} do not follow the keys certified before")
+            if (member, len(out)) in seen:
+                raise IntegrityError(f"{what}: certified through themselves (a cycle)")
+            inner = seen | {(member, len(out))}
             try:
-                admin = self._chain(r.certifier, frozenset()).admin
-                theirs = self._history(r.certifier, seen | {member}, r.certifier_key)
+                admin = self._chain(r.certifier, inner).admin
+                theirs = self._history(r.certifier, inner, r.certifier_key.__eq__)
             except IntegrityError:
                 raise IntegrityError(f"{what}: {r.certifier!r} is not certified") from None
-            if not admin or r.certifier_key not in {c.sign for c in theirs}:
+            if not admin or theirs[-1].sign != r.certifier_key:
                 raise IntegrityError(f"{what}: not signed by a certified admin ({r.certifier!r})")
-            prev = out[-1]
             p.verify(
                 r.certifier_key,
                 labels.TEAM_REKEY_CERT,
@@ -263,7 +297,6 @@ class Certs:
                 what,
             )
             out.append(prev._replace(sign=r.sign_pub, kem=r.kem_pub))
-            last = r.seq
         got = tuple(out)
         self._histories[member] = got
         return got
@@ -338,11 +371,13 @@ class Certs:
         if member in seen:
             return
         seen.add(member)
-        row = self.rows[member]
+        row = self.rows.get(member)
+        if row is None:  # a certifier the DBA named in a certificate of new keys
+            raise IntegrityError(f"the keys of member {member!r} are not certified")
         if row.inviter != member:
-            mine, theirs = self._chain(member, frozenset()), self._chain(row.inviter, frozenset())
+            mine, theirs = self._chain(member, frozenset()), self._invited_with[member]
             if (
-                p.digest(theirs.sign) in r.sign
+                p.digest(theirs) in r.sign
                 and (member, p.digest(mine.sign), p.digest(mine.kem)) not in r.endorsed
             ):
                 raise IntegrityError(
@@ -373,7 +408,7 @@ class Certs:
             if r.inviter == name:
                 try:
                     c = self.certified(other)
-                    if self.certified(name).sign in revoked:
+                    if self._invited_with[other] in revoked:
                         out.add((other, p.digest(c.sign), p.digest(c.kem)))
                 except IntegrityError:
                     pass  # not joined, or not certified
@@ -386,12 +421,20 @@ class Certs:
                     out.add((other, p.digest(k.sign_pub), p.digest(k.kem_pub)))
         return sorted(out)
 
-    def _chain(self, member: str, seen: frozenset[str]) -> Certified:
+    def _chain(self, member: str, seen: _Seen) -> Certified:
+        """The pair ``member``'s invitation chain certifies: their join proof under the
+        invitation key, and the invitation under a signing key certified for the inviter,
+        an admin (:meth:`_inviter_key`), and so on up to the founder the slot pins. The list
+        is not consulted (:meth:`check_path` is)."""
         done = self._done.get(member)
         if done is not None:
             return done
         row = self.rows.get(member)
-        if row is None or member in seen or len(seen) > len(self.rows):
+        if (
+            row is None
+            or (member, 0) in seen
+            or len(seen) > len(self.rows) + sum(len(v) for v in self.rekeys.values())
+        ):
             raise IntegrityError(f"the keys of member {member!r} are not certified")
         if row.join_sig is None or row.sign_pub is None or row.kem_pub is None:
             raise IntegrityError(f"the keys of member {member!r} are not certified (no join proof)")
@@ -403,24 +446,47 @@ class Certs:
             row.join_sig,
             what,
         )
+        statement = invitation_message(self.vault_id, member, row.ipk, row.admin, row.inviter)
         if row.inviter == member:  # the founder: self-invited, pinned by every member
             self._check_anchor(row)
             inviter_key = row.sign_pub
+            p.verify(inviter_key, labels.TEAM_INVITE_SIG, statement, row.invitation_sig, what)
         else:
-            inviter = self._chain(row.inviter, seen | {member})
-            if not inviter.admin:
-                raise IntegrityError(f"{what}: invited by {row.inviter!r}, who is not an admin")
-            inviter_key = inviter.sign
-        p.verify(
-            inviter_key,
-            labels.TEAM_INVITE_SIG,
-            invitation_message(self.vault_id, member, row.ipk, row.admin, row.inviter),
-            row.invitation_sig,
-            what,
-        )
+            inviter_key = self._inviter_key(row, statement, seen | {(member, 0)})
         got = Certified(row.sign_pub, row.kem_pub, row.admin, row.state == "active")
         self._done[member] = got
+        self._invited_with[member] = inviter_key
         return got
+
+    def _inviter_key(self, row: CertRow, statement: bytes, seen: _Seen) -> bytes:
+        """Which of the inviter's certified signing keys signed ``row``'s invitation: the
+        pair their own invitation certifies, or one an admin's certificate gave them after
+        ``passwd --compromised`` (format.md §19.4, §19.8) — whether that key was revoked
+        by then is the list's question (:meth:`check_path`: only a version's endorsement
+        keeps what a revoked key certified). IntegrityError if none did, or if the only
+        way there runs through ``row``'s member (a cycle)."""
+        what = f"the keys of member {row.member!r}"
+        inviter = self._chain(row.inviter, seen)
+        if not inviter.admin:
+            raise IntegrityError(f"{what}: invited by {row.inviter!r}, who is not an admin")
+
+        def signed(key: bytes) -> bool:
+            try:
+                p.verify(key, labels.TEAM_INVITE_SIG, statement, row.invitation_sig, what)
+            except IntegrityError:
+                return False
+            return True
+
+        if signed(inviter.sign) or not self.rekeys.get(row.inviter):
+            p.verify(inviter.sign, labels.TEAM_INVITE_SIG, statement, row.invitation_sig, what)
+            return inviter.sign
+        try:
+            found = self._history(row.inviter, seen, signed)[-1].sign
+        except IntegrityError:
+            found = b""  # a certificate of the inviter's that does not verify, or a cycle
+        if not found or not signed(found):
+            raise IntegrityError(f"{what}: signature check failed")
+        return found
 
     def _check_anchor(self, row: CertRow) -> None:
         assert row.sign_pub is not None

@@ -28,7 +28,7 @@ from credvault.postgres.slot import TeamSlot
 from credvault.team_log import Revocation, fingerprint, links_signed_by, revocation_hash
 from pg_cluster import Cluster
 
-from .test_contract import SECRET, World, _postgresql, one_line
+from .test_contract import SECRET, World, _machine, _postgresql, one_line
 from .test_crl_pg import _append_link, _join, _link_after, _pw, machine, member
 from .test_lifecycle_pg import psql
 from .test_memberlog_pg import dba
@@ -233,6 +233,7 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
     w = rekeyed
     _join(w, "alice", "dave", admin=True)
     old_sign_private = _slot(w, "alice").unlock(_pw(w, "alice")).sign_private
+    w.extra["alice-old"] = old_sign_private
     new_pw = w.root / "alice.new.pass"
     new_pw.write_text("alice after the leak, a long passphrase\n")
     with member(w, "alice") as alice:
@@ -280,6 +281,69 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
             carol.engagements.grant("acme-2026", "dave", "reader")
     finally:
         dba(w, "DELETE FROM credvault.revocation_list WHERE version = 6")
+
+
+def test_a_rekeyed_admin_invites_with_her_new_key_and_the_thief_with_the_old_one_cannot(
+    rekeyed: World,
+) -> None:
+    """alice's new keys are certified (dave, above): her invitation, signed with her new
+    key, certifies erin — erin's own ``join`` checks the chain, carol's client seals erin a
+    copy (a grant), erin reads. The thief holding alice's old key invites mal with the DBA
+    (the invitation signed with the old key, stored through alice's login the DBA took
+    over): the signature is good, but the list revokes that key and no version endorses
+    mal, so mal's ``join`` is exit 6 in one line and carol's grant to mal exit 6 too."""
+    import psycopg
+
+    from credvault.postgres.server import scram_verifier
+    from credvault.team_log import invitation_key, invitation_message, make_code
+
+    w = rekeyed
+    new = _slot(w, "alice").sign_pub
+    _join(w, "alice", "erin")  # in-process: Team.join checks erin's chain (exit 6 before)
+    vault_id = bytes(dba(w, "SELECT credvault.vault_id()")[0][0])
+    ((ipk, sig),) = dba(w, "SELECT ipk, invitation_sig FROM credvault.member_certs "
+                        "WHERE member = 'erin'")  # fmt: skip
+    statement = invitation_message(vault_id, "erin", bytes(ipk), False, "alice")
+    p.verify(new, labels.TEAM_INVITE_SIG, statement, bytes(sig), "her new key signed it")
+    with member(w, "carol") as carol:
+        carol.engagements.grant("acme-2026", "erin", "engineer")
+    with member(w, "erin") as erin:
+        assert erin.credentials.get("acme-2026/db").secret.reveal() == SECRET
+
+    # the thief: alice's old key signs an invitation for mal, the DBA stores it as alice
+    old = w.extra["alice-old"]
+    assert isinstance(old, bytes)
+    code = make_code(fingerprint(p.ed25519_public(old)))  # the founder's: every slot pins it
+    ipk = p.ed25519_public(invitation_key(code.encode()))
+    sig = p.sign(old, labels.TEAM_INVITE_SIG, invitation_message(vault_id, "mal", ipk, False,
+                                                                  "alice"))  # fmt: skip
+    cluster: Cluster = w.extra["cluster"]  # type: ignore[assignment]
+    db = str(w.extra["db"])
+    with psycopg.connect(cluster.conninfo(db), password=cluster.password, autocommit=True) as conn:
+        conn.execute(f'SET SESSION AUTHORIZATION "{db}_alice"')
+        conn.execute(
+            "SELECT credvault.invite_member('mal', %s, false, %s, %s)",
+            (scram_verifier(code), ipk, sig),
+        )
+    w.envs["mal"] = _machine(w.root, "mal", w.target)
+    code_file = w.root / "mal.code"
+    code_file.write_text(code + "\n")
+    pfile = w.envs["mal"]["CREDVAULT_PASSPHRASE_FILE"]
+    r = w.run("mal", "join", "--invitation-file", str(code_file), "--passphrase-file", pfile,
+              "--kdf", KDF_ARG)  # fmt: skip
+    assert r.code == 6, r.err
+    assert one_line(r) == (
+        "credvault: joined, but the certificate of mal's keys does not verify (the keys of "
+        "member 'mal' are not certified: invited by 'alice', whose keys are revoked, and not "
+        "endorsed again): the invitation did not come from an admin of this vault or was "
+        "altered on the server; tell your admin"
+    )
+    with member(w, "carol") as carol:
+        assert carol.certs().certified("mal").admin is False  # the old key's signature holds
+        with pytest.raises(IntegrityError, match="'alice', whose keys are revoked") as e:
+            carol.engagements.grant("acme-2026", "mal", "engineer")
+        assert e.value.exit_code == 6
+    assert dba(w, "SELECT count(*) FROM credvault.grants WHERE member = 'mal'") == [(0,)]
 
 
 def _old_admin_links(w: World, old_private: bytes, new_sign: bytes) -> None:
