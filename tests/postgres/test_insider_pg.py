@@ -376,6 +376,19 @@ def test_a_member_without_a_role_can_neither_rotate_nor_grant_herself(team: Any)
     out = team.psql("eve", "SELECT count(*) FROM credvault.audit_rows('alpha')")  # who read what
     assert out.returncode != 0
     assert "not allowed to read the audit" in out.stderr
+    # version 1's revoke_grant (an unlogged engagement) had the same NULL check: she could
+    # revoke bob; refused now, on the record, and bob keeps his role (section nullsafe's audit)
+    before = team.audit_count("revoke")
+    out = team.psql("eve", "SELECT credvault.revoke_grant('alpha', 'bob') IS NULL")
+    assert out.stdout.strip() == "t", out.stderr
+    assert team.audit_count("revoke") == before + 1
+    with team.connect() as owner:
+        (live,) = owner.execute(
+            "SELECT count(*) FROM credvault.grants g JOIN credvault.engagements e"
+            " ON e.id = g.engagement_id WHERE e.name = 'alpha' AND g.member = 'bob'"
+            " AND g.revoked_at IS NULL"
+        ).fetchone()
+    assert live == 1
 
 
 def test_an_engineer_can_neither_rotate_nor_revoke(team: Any) -> None:
