@@ -1181,7 +1181,10 @@ class TeamCredentials:
         kind_given = kind is not None
         kind = kind or (existing[0] if existing else "password")
         eng_uid, key, version = t.engagement_key(eng, "put", write=True)
-        uid = os.urandom(16)
+        # a replace seals for the row's own uid, so the server keeps the envelopes of the
+        # fields not given (as SQLCipher keeps them); it refuses a uid that is no longer
+        # the row's (a conflict: run again). A new credential gets a fresh one.
+        uid = (t.store.credential_uid(eng, name) if existing else None) or os.urandom(16)
         # the secret is bound to the record's clear columns (format 0x02, docs/format.md §4):
         # name, kind and the system link: the one named (put --system), else the one the
         # row keeps (a replaced value keeps its link)
@@ -1216,6 +1219,9 @@ class TeamCredentials:
             raise refusal(t, "put", eng)
         meta = t.store.credential_meta(eng, name)
         created, updated = (meta[1], meta[2]) if meta else ("", "")
+        if system is None and existing:  # the link it keeps, as SQLCipher's info shows it
+            kept = t.store.linked_system(eng, name)
+            system = kept[0] if kept else None
         return CredentialInfo(eng, name, kind, system, created, updated)
 
     def _read(
@@ -1251,11 +1257,29 @@ class TeamCredentials:
             values[field] = self._open(eng, name, f, field, blob, eng_uid, key)
         return eng, name, values, f
 
+    def _address(self, eng: str, f: Fetched) -> bytes | None:
+        """The linked system's address, released with the credential under the same audit
+        entry (as SQLCipher's get gives it): bound to the system's name, port and protocol
+        as the server shows them (a changed row fails, exit 6)."""
+        if f.address_env is None or f.sys_uid is None:
+            return None
+        from credvault import items  # linked credentials only: not on every get's path
+
+        version = envelope.key_version_of(f.address_env)
+        eng_uid, key, got = self.t.engagement_key(eng, "read", version)
+        if got != version:  # rotated between the fetch and the key look-up
+            raise Conflict("the engagement key was rotated meanwhile; run the command again")
+        record = items.system_binding(f.sys_name, f.port, f.protocol)
+        return self.t.unseal(
+            eng_uid, f.sys_uid, "address", f.address_env, key, table="systems", record=record,
+            engagement=eng,
+        )  # fmt: skip
+
     def _open(
         self, eng: str, name: str, f: Fetched, field: str, blob: bytes, eng_uid: bytes, key: bytes
     ) -> bytes:
         """Open one fetched envelope. The secret is bound to the name asked for, the kind
-        the row shows and its system link (looked up only if the row has one): a swapped
+        the row shows and its system link (the same fetched row's): a swapped
         or edited row fails (exit 6). An unbound secret is refused where the engagement has
         a membership log (everything under it was written bound)."""
         t = self.t
@@ -1267,14 +1291,8 @@ class TeamCredentials:
                     f"{eng}/{name}: a secret sealed without its record binding: tampered with"
                 )
             return envelope.open_(t.place(eng_uid, f.uid, field), blob, key)
-        record: envelope.Binding = ("credential", name, f.kind, b"")
-        try:
-            return envelope.open_(t.place(eng_uid, f.uid, field, record), blob, key)
-        except IntegrityError:
-            system_uid = t.store.credential_system(eng, name)
-            if not system_uid:
-                raise
-        record = ("credential", name, f.kind, system_uid)
+        # the link as the same fetched row shows it (section pgput: fetch names it)
+        record: envelope.Binding = ("credential", name, f.kind, f.sys_uid or b"")
         return envelope.open_(t.place(eng_uid, f.uid, field, record), blob, key)
 
     def get(
@@ -1311,9 +1329,9 @@ class TeamCredentials:
             f.kind,
             Secret(v["secret"] or b""),
             text(v["username"]),
-            None,
-            None,
-            None,
+            f.sys_name,
+            text(self._address(eng, f)),
+            f.port if f.sys_name is not None else None,
             text(v["url"]),
             text(v["notes"]),
             f.created_at,

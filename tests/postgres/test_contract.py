@@ -532,16 +532,28 @@ def test_systems_add_list_show_link_and_remove(world: World, tmp_path: Path) -> 
     )
     text = world.ok("alice", "system", "show", "acme-2026/web1").text
     assert "address:    10.0.0.6" in text
-    # a credential linked to it
-    world.ok("alice", "put", "acme-2026/root", "--system", "web1", input=SECRET + b"\n")
+    # a credential linked to it, with fields
+    fields.write_text('{"username": "root", "notes": "break-glass only"}')
+    world.ok(
+        "alice", "put", "acme-2026/root", "--system", "web1", "--fields-from", str(fields),
+        input=SECRET + b"\n",
+    )  # fmt: skip
     assert world.ok("alice", "get", "acme-2026/root", "--field", "address").out == b"10.0.0.6\n"
     assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"22\n"
     listed = json.loads(world.ok("alice", "ls", "acme-2026", "--json").out)
     assert [(c["name"], c["system"]) for c in listed] == [("root", "web1")]
-    # a replace without --system keeps the link
+    # a replace without --system or fields keeps the link and the fields (new secret only)
     world.ok("alice", "put", "acme-2026/root", input=b"rotated\n")
     assert world.ok("alice", "get", "acme-2026/root", "--field", "port").out == b"22\n"
-    assert world.ok("alice", "get", "acme-2026/root").out == b"rotated\n"
+    got = json.loads(world.ok("alice", "get", "acme-2026/root", "--json").out)
+    assert [got[k] for k in ("secret", "username", "notes", "system", "address", "port")] == [
+        "rotated",
+        "root",
+        "break-glass only",
+        "web1",
+        "10.0.0.6",
+        22,
+    ]
     # system set: field by field; a new port seals the stored address again (its binding)
     r = world.ok("alice", "system", "set", "acme-2026/web1", "--port", "2222", "--clear", "details")
     assert r.text == "updated system acme-2026/web1: port, details\n"

@@ -134,6 +134,30 @@ def test_member_cannot_write_record_tables(team_ro: Any, sql: str) -> None:
     assert team_ro.audit_count() == before
 
 
+def test_put_keeps_fields_only_for_the_rows_own_uid(team_ro: Any) -> None:
+    """put keeps the envelopes it is not given (section pgput): only under the uid they were
+    sealed for. A replace naming another uid (a stale client, or an insider grafting the
+    kept notes onto a new place) is refused whole: nothing written, nothing audited."""
+    import psycopg
+
+    uid_of = (
+        "SELECT c.uid FROM credvault.credentials c JOIN credvault.engagements e"
+        " ON e.id = c.engagement_id WHERE e.name = 'alpha' AND c.name = 'db'"
+    )
+    before = team_ro.audit_count()
+    with team_ro.connect("bob") as conn:
+        uid = conn.execute(uid_of).fetchone()[0]
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed meanwhile"):
+            conn.execute(
+                "SELECT credvault.put_credential_linked('alpha', 'db', 'password', %s, 1, %s,"
+                " NULL, NULL, NULL, NULL)",
+                (secrets.token_bytes(16), b"grafted"),
+            )
+        conn.rollback()
+        assert conn.execute(uid_of).fetchone()[0] == uid
+    assert team_ro.audit_count() == before
+
+
 def test_two_phase_system_read_is_on_the_record_first(team: Any) -> None:
     before = team.audit_count("system-show")
     with team.connect("eve") as conn:
@@ -156,8 +180,11 @@ def test_two_phase_system_read_is_on_the_record_first(team: Any) -> None:
 @pytest.mark.parametrize("kind", ["system", "credential-system"])
 def test_rollback_trick_yields_no_system_envelope(team: Any, kind: str) -> None:
     with team.connect("alice") as conn:  # link db to web1, so credential-system has one
+        # a replace names the row's own uid (the server keeps the fields not given)
         conn.execute(
-            "SELECT credvault.put_credential_linked('alpha', 'db', 'password', %s, 1, %s,"
+            "SELECT credvault.put_credential_linked('alpha', 'db', 'password', coalesce(("
+            "SELECT c.uid FROM credvault.credentials c JOIN credvault.engagements e"
+            " ON e.id = c.engagement_id WHERE e.name = 'alpha' AND c.name = 'db'), %s), 1, %s,"
             " NULL, NULL, NULL, 'web1')",
             (secrets.token_bytes(16), b"credential-envelope"),
         )

@@ -69,6 +69,13 @@ class Fetched(NamedTuple):
     audit_seq: int
     created_at: str
     updated_at: str
+    # the linked system (None: no link): its uid, name, port and protocol (the address's
+    # binding) and the address envelope, released with the rest (section pgput)
+    sys_uid: bytes | None = None
+    sys_name: str | None = None
+    port: int | None = None
+    protocol: str | None = None
+    address_env: bytes | None = None
 
 
 class SystemRow(NamedTuple):
@@ -819,7 +826,8 @@ class PgStore:
                 try:
                     row = self.conn.execute(
                         "SELECT secret_env, username_env, url_env, notes_env, key_version, uid, "
-                        "kind, audit_seq, created_at, updated_at FROM credvault.fetch(%s)",
+                        "kind, audit_seq, created_at, updated_at, sys_uid, sys_name, port, "
+                        "protocol, address_env FROM credvault.fetch(%s)",
                         (request,),
                     ).fetchone()
                 except Exception as e:
@@ -847,6 +855,11 @@ class PgStore:
             int(row[7]),
             _ts_us(row[8]),
             _ts_us(row[9]),
+            _b(row[10]),
+            None if row[11] is None else str(row[11]),
+            None if row[12] is None else int(row[12]),
+            None if row[13] is None else str(row[13]),
+            _b(row[14]),
         )
 
     def nudge_wal(self) -> None:

@@ -5138,3 +5138,136 @@ BEGIN
                    ' bytea[], bytea[], bytea[], text[], bytea[], bytea[], bytea[], text) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == pgput: put on an existing credential keeps what it is not given; get shows the link ==
+--
+-- (docs/team.md, "Daily commands".) SQLCipher's put on an existing credential replaces the
+-- secret and keeps the username, url, notes, kind and system link it is not given
+-- (credentials.py, store.update_credential). The team put sent a fresh uid with every
+-- value, so the envelopes it was not given could not be kept (each is sealed for its
+-- row's uid) and were dropped. Now the client seals the new value for the row's own uid
+-- (as edit does) and the fields not given are kept here, envelope for envelope: nothing is
+-- opened or sealed on the server, and a kept envelope still opens at its place (table,
+-- uid, field) under the row's key version (a rotation, FOR UPDATE on the engagement,
+-- cannot interleave: put locks it FOR SHARE). A uid that is not the row's (a revert or
+-- another put meanwhile gave it another) is refused as a conflict: run the command again.
+-- A new credential is stored as before. Version 1's put_credential is unchanged (it
+-- replaces a row whole, with the uid it is given).
+CREATE OR REPLACE FUNCTION credvault.put_credential_linked(
+    eng text, c_name text, c_kind text, c_uid bytea, c_key_version integer,
+    c_secret_env bytea, c_username_env bytea, c_url_env bytea, c_notes_env bytea,
+    c_system text, c_changed text DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE; sid bigint; ok boolean; old credentials%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NOT NULL AND may(e.id, 'write') THEN
+        IF c_system IS NOT NULL THEN
+            SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND name = c_system;
+            IF sid IS NULL THEN
+                RAISE EXCEPTION 'credvault: system %/% not found', eng, c_system USING ERRCODE = 'no_data_found';
+            END IF;
+        END IF;
+        SELECT * INTO old FROM credentials WHERE engagement_id = e.id AND name = c_name FOR UPDATE;
+        IF old.id IS NOT NULL AND old.uid <> c_uid THEN
+            RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+    END IF;
+    IF c_system IS NULL AND e.id IS NOT NULL THEN
+        SELECT system_id INTO sid FROM credentials WHERE engagement_id = e.id AND name = c_name;
+    END IF;
+    -- what the new version changed (history's "changed"; keep_version reads it)
+    PERFORM set_config('credvault.changed', coalesce(c_changed, ''), true);
+    -- old is empty unless the member may write and the row is theirs to replace (same uid)
+    ok := put_credential(eng, c_name, c_kind, c_uid, c_key_version, c_secret_env,
+                         coalesce(c_username_env, old.username_env),
+                         coalesce(c_url_env, old.url_env),
+                         coalesce(c_notes_env, old.notes_env));
+    IF ok THEN
+        PERFORM set_config('credvault.linking', 'on', true);
+        UPDATE credentials SET system_id = sid WHERE engagement_id = e.id AND name = c_name
+            AND system_id IS DISTINCT FROM sid;
+        PERFORM set_config('credvault.linking', '', true);
+    END IF;
+    RETURN ok;
+END $$;
+
+
+-- (pgput) get: the linked system comes with the credential, as SQLCipher's get gives it
+-- (its name, port and address; `get --json` showed "system": null). fetch is pgspeed's,
+-- with the credential's linked system added at the end of its row: its uid and clear
+-- columns (the address's binding, and the secret's) and the address envelope, released
+-- under the same committed 'get' audit entry as the rest, as fetch_use ('get', section
+-- pgdaily) releases it for run and ssh. A changed row type needs the function made again.
+DROP FUNCTION credvault.fetch(bigint);
+CREATE FUNCTION credvault.fetch(request bigint)
+RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
+               key_version integer, uid bytea, kind text, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz, sys_uid bytea, sys_name text,
+               port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- taken first, before this function writes anything (the row lock below is WAL too)
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q read_requests%ROWTYPE;
+    tries integer := 0;
+BEGIN
+    SELECT * INTO q FROM read_requests WHERE id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- Durability, as in version 1: everything inserted into the WAL before this call (the
+    -- request's commit record included) must be flushed; re-checked every 1 ms (pg_sleep's
+    -- granularity) for ~10 ms, then refused so the client flushes it (nudge_wal).
+    WHILE pg_current_wal_flush_lsn() < want LOOP
+        tries := tries + 1;
+        IF tries > 10 THEN
+            RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+    -- With synchronous standbys configured, the request must be flushed on one of them too.
+    IF current_setting('synchronous_standby_names') <> '' THEN
+        tries := 0;
+        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
+                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= want) LOOP
+            tries := tries + 1;
+            IF tries > 500 THEN
+                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            PERFORM pg_sleep(0.001);
+        END LOOP;
+    END IF;
+    IF coalesce(role_in((SELECT c.engagement_id FROM credentials c WHERE c.id = q.credential_id)), '')
+       NOT IN ('lead', 'engineer', 'reader') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE read_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
+                        c.uid, c.kind, q.audit_seq, c.created_at, c.updated_at,
+                        s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.credential_id;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.fetch(bigint) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.fetch(bigint) TO %I', credvault.member_group());
+END $$;
