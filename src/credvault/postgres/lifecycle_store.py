@@ -386,7 +386,7 @@ def request_export_records(store: PgStore, name: str, reason: str) -> int | None
 def fetch_export_records(store: PgStore, request: int, name: str) -> list[ExportRecord]:
     """Phase two: the records the request's committed audit rows name, in SQLCipher's
     export order (systems by name, versions as kept, the trash newest first)."""
-    rows = store._phase_two(
+    rows = store.phase_two(
         "SELECT tbl, uid, name, kind, version, port, protocol, sys_uid, sys_name, e1, e2, e3, "
         "e4, created_at, updated_at, created_by, changed, deleted_at, deleted_by, expires_at, "
         "label "

@@ -1025,7 +1025,7 @@ class PgStore:
 
     def fetch_use(self, request: int, engagement: str) -> UseRow | None:
         """Phase two: what the request's committed audit row names."""
-        rows = self._phase_two(
+        rows = self.phase_two(
             "SELECT uid, name, kind, sys_uid, sys_name, port, protocol, secret_env, "
             "username_env, url_env, notes_env, address_env, audit_seq, created_at, updated_at "
             "FROM credvault.fetch_use(%s)",
@@ -1056,7 +1056,7 @@ class PgStore:
 
     def fetch_record(self, request: int, engagement: str) -> RecordRow | None:
         """Phase two: the envelopes the request's committed audit row names."""
-        rows = self._phase_two(
+        rows = self.phase_two(
             "SELECT uid, name, kind, port, protocol, sys_uid, sys_name, e1, e2, e3, e4, "
             "audit_seq, created_at, updated_at FROM credvault.fetch_record(%s)",
             request,
@@ -1204,7 +1204,7 @@ class PgStore:
 
     def fetch_move(self, request: int, engagement: str) -> list[MoveRow]:
         """Phase two: the credential and its earlier versions, as the request named."""
-        rows = self._phase_two(
+        rows = self.phase_two(
             "SELECT tbl, id, uid, version, e1, e2, e3, e4, b_name, b_kind, b_sys_uid "
             "FROM credvault.fetch_move(%s)",
             request,
@@ -1255,7 +1255,7 @@ class PgStore:
         self, request: int, engagement: str
     ) -> list[tuple[bytes, str, int | None, str | None, bytes]]:
         """Phase two: (uid, name, port, protocol, address envelope) of each system."""
-        rows = self._phase_two(
+        rows = self.phase_two(
             "SELECT uid, name, port, protocol, address_env FROM credvault.fetch_import(%s)",
             request,
             "import",
@@ -1319,7 +1319,7 @@ class PgStore:
 
     def fetch_find(self, request: int, engagement: str) -> list[FindRow]:
         """Phase two: the non-secret envelopes of the engagement's records."""
-        rows = self._phase_two(
+        rows = self.phase_two(
             "SELECT tbl, name, uid, port, protocol, e1, e2, e3 FROM credvault.fetch_find(%s)",
             request,
             "find",
@@ -1387,7 +1387,7 @@ class PgStore:
         )
         return str(row[0])
 
-    def _phase_two(self, sql: str, request: int, action: str, engagement: str) -> list[Any]:
+    def phase_two(self, sql: str, request: int, action: str, engagement: str) -> list[Any]:
         """A phase-two call, asked again after flushing WAL another session left pending.
         On either connection (psycopg, or `get`'s libpq one: :func:`_not_durable_yet`)."""
         for attempt in range(20):
@@ -1404,7 +1404,7 @@ class PgStore:
     def rotation_fetch_records(self, request: int, engagement: str) -> list[RotationRow]:
         """Phase two of a rotation: every record of the engagement, with its binding's
         clear columns."""
-        rows = self._phase_two(
+        rows = self.phase_two(
             "SELECT tbl, id, uid, e1, e2, e3, e4, b_name, b_kind, b_port, b_protocol, b_sys_uid "
             "FROM credvault.rotation_fetch_records(%s)",
             request,
