@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 PER_TEST = 0.3
 WEIGHTS: dict[str, float] = {
-    "tests/postgres/test_contract.py": 240,
+    "tests/postgres/test_contract.py": 205,
     "tests/postgres/test_contract_vault.py": 200,
     "tests/postgres/test_contract_lifecycle.py": 58,
     "tests/test_bench.py": 54,

@@ -15,6 +15,7 @@ exist is "access denied" (4) rather than "not found" (3).
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
@@ -22,6 +23,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +35,19 @@ from pg_cluster import Cluster, running_cluster  # noqa: F401 (the session clust
 from sshd_fixture import Agent, Sshd, keypair, ssh_agent, sshd_server  # noqa: F401 (fixtures)
 
 # The set-up runner: each step in its person's environment, through the CLI's own main.
+# Argon2id is a pure function: a step that unlocks a key slot an earlier step of the same
+# run made or unlocked (alice's, once per invite) reuses that key (~30 ms of CPU each).
 _SETUP = """
 import base64, io, json, os, sys
+import argon2.low_level
 from credvault.cli import main
+_argon2, _keys = argon2.low_level.hash_secret_raw, {}
+def _same_key(**kw):
+    at = tuple(sorted(kw.items()))
+    if at not in _keys:
+        _keys[at] = _argon2(**kw)
+    return _keys[at]
+argon2.low_level.hash_secret_raw = _same_key
 for env, args, given in json.loads(sys.stdin.buffer.read()):
     os.environ.clear()
     os.environ.update(env)
@@ -72,12 +84,19 @@ class World:
         return CliResult(p.returncode, p.stdout, p.stderr.decode("utf-8", errors="replace"))
 
     def setup(
-        self, steps: Sequence[tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], bytes]]
+        self,
+        steps: Sequence[tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], bytes]],
+        *,
+        measured: bool = True,
     ) -> str:
         """Run set-up commands through the real CLI (``credvault.cli.main``), each as its
         person on their machine (their environment), in one process: a world costs one
         interpreter start instead of one per command. A step's third element, if any, is
-        its stdin (a secret for ``put``). Returns what they printed."""
+        its stdin (a secret for ``put``). Returns what they printed.
+        ``measured=False``: without coverage (for the same steps measured before)."""
+        env = None
+        if not measured:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS_")}
         runs = [
             [self.envs[s[0]], list(s[1]), base64.b64encode(s[2] if len(s) > 2 else b"").decode()]
             for s in steps
@@ -85,6 +104,7 @@ class World:
         p = subprocess.run(
             [sys.executable, "-c", _SETUP],
             input=json.dumps(runs).encode(),
+            env=env,
             capture_output=True,
             timeout=240,
             start_new_session=True,
@@ -107,15 +127,23 @@ def _machine(root: Path, who: str, target: str) -> dict[str, str]:
     On SQLCipher without coverage's subprocess settings: each command would pay ~0.2 s to
     start coverage, and tests/cli measures the same paths on SQLCipher. The team vault's
     commands are measured here, the only place most of them run."""
+    env = _machine_env(root, who, target)
+    home = Path(env["HOME"])
+    home.mkdir(mode=0o700)
+    pw = Path(env["CREDVAULT_PASSPHRASE_FILE"])
+    pw.write_text(f"{who}-passphrase-{secrets.token_hex(4)}\n")
+    pw.chmod(0o600)
+    (home / "run").mkdir(mode=0o700)
+    return env
+
+
+def _machine_env(root: Path, who: str, target: str) -> dict[str, str]:
+    """The environment of :func:`_machine`'s machine (made by it, or copied)."""
     drop: tuple[str, ...] = ("CREDVAULT_", "PG")
     if not target.startswith("postgresql:"):
         drop += ("COVERAGE_PROCESS_",)
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     home = root / f"home-{who}"
-    home.mkdir(mode=0o700)
-    pw = root / f"{who}.pass"
-    pw.write_text(f"{who}-passphrase-{secrets.token_hex(4)}\n")
-    pw.chmod(0o600)
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / "config"),
@@ -124,18 +152,43 @@ def _machine(root: Path, who: str, target: str) -> dict[str, str]:
         XDG_RUNTIME_DIR=str(home / "run"),
         CREDVAULT_VAULT=target,
         CREDVAULT_MEMBER=who,
-        CREDVAULT_PASSPHRASE_FILE=str(pw),
+        CREDVAULT_PASSPHRASE_FILE=str(root / f"{who}.pass"),
         PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
     )
-    (home / "run").mkdir(mode=0o700)
     return env
 
 
+_sqlcipher_template: list[Path] = []
+
+
 def _sqlcipher(root: Path) -> World:
+    """The SQLCipher world in ``root``: built once per test process (one set-up process,
+    ~0.6 s of CPU) and copied for each test (a few ms): the same files a build in ``root``
+    makes — vault, passphrase files, recovery key, each machine's home, and alice's witness,
+    which goes to this test's ``$XDG_STATE_HOME`` as the build's would. Every copy is the
+    same vault (id, keys and passphrases); no test holds two of them."""
+    if not _sqlcipher_template:
+        base = Path(tempfile.mkdtemp(prefix="cv-contract-sqlcipher-"))
+        atexit.register(shutil.rmtree, base, True)
+        _build_sqlcipher(base / "world", base / "state")
+        _sqlcipher_template.append(base)
+    base = _sqlcipher_template[0]
     root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(base / "world", root, dirs_exist_ok=True)
+    state = os.environ.get("XDG_STATE_HOME")
+    if state:
+        shutil.copytree(base / "state", state, dirs_exist_ok=True)
     w = World("sqlcipher", root, str(root / "vault"))
     for who in MEMBERS:
-        w.envs[who] = _machine(root, who, w.target)
+        w.envs[who] = _machine_env(root, who, w.target)
+    return w
+
+
+def _build_sqlcipher(root: Path, state: Path) -> None:
+    root.mkdir(parents=True)
+    w = World("sqlcipher", root, str(root / "vault"))
+    for who in MEMBERS:
+        w.envs[who] = {**_machine(root, who, w.target), "XDG_STATE_HOME": str(state)}
     steps: list[tuple[str, tuple[str, ...]]] = [
         ("alice", ("init", "--kdf", KDF_ARG, "--recovery-file", str(root / "recovery")))
     ]
@@ -146,10 +199,10 @@ def _sqlcipher(root: Path) -> World:
         )
     steps.append(("alice", ("engagement", "new", "acme-2026", "--client", "acme")))
     w.setup(steps)
-    return w
 
 
 _dbs = iter(range(1, 1_000_000))
+_measured_team_worlds: list[str] = []
 
 
 def _postgresql(root: Path, cluster: Cluster) -> World:
@@ -177,7 +230,10 @@ def _postgresql(root: Path, cluster: Cluster) -> World:
         steps.append((who, ("join", "--invitation-file", str(code), "--passphrase-file",
                             w.envs[who]["CREDVAULT_PASSPHRASE_FILE"], "--kdf", KDF_ARG)))  # fmt: skip
     steps.append(("alice", ("engagement", "new", "acme-2026", "--client", "acme")))
-    out = w.setup(steps)
+    # coverage measures the first world's set-up in each test process; the rest repeat the
+    # same steps (~0.25 s of CPU each under coverage, and ~100 worlds in a run)
+    out = w.setup(steps, measured=not _measured_team_worlds)
+    _measured_team_worlds.append(db)
     assert f"created team vault {db} (id " in out
     assert "joined as bob; key slot " in out
     assert "joined as carol; key slot " in out
