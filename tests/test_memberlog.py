@@ -351,6 +351,44 @@ def test_a_remover_admin_may_sign_a_revoke_and_nothing_else() -> None:
     assert "without lead" in _refused([*log.blobs, out, last], team)
 
 
+def test_a_remover_admin_may_re_pin_a_member_only_as_compromised_to_certified_keys() -> None:
+    """A team vault's ``member certify``: an admin the trust names in ``removers`` signs a
+    ``succeed`` off the roster re-pinning alice (the sole lead) to her new keys, with
+    compromised = 1 (a rotation is due and the old key holds no right to the next
+    version); alice then leads with the new key and the old one signs nothing. Refused:
+    compromised = 0, another key under the admin's name, a trust without removers, the
+    trust's ``successor`` refusing the pair (keys no certificate names), and the
+    ``after_removal`` bound (an admin removed before signing it)."""
+    log = _history()
+    new = _who("alice-after-the-leak")
+    team = TRUST._replace(removers={"admin": frozenset({ADMIN.sign})})
+    link = _forge(log.st, ml.SUCCEED, ("alice", new.sign, new.kem, 1), "admin", ADMIN)
+    st = ml.replay([*log.blobs, link], team)
+    assert (st.roster["alice"].role, st.roster["alice"].sign) == (ml.LEAD, new.sign)
+    assert st.kem_of("alice") == new.kem
+    assert st.needs_rotation(_t(99))
+    rot = _forge(st, ml.ROTATE, (3, _fp("k3")), "alice", new)
+    after = ml.replay([*log.blobs, link, rot], team)
+    assert after.held("alice", 3)
+    old = _forge(st, ml.ROTATE, (3, _fp("k3")), "alice", ALICE)
+    assert "not on the roster" in _refused([*log.blobs, link, old], team)
+    mild = _forge(log.st, ml.SUCCEED, ("alice", new.sign, new.kem, 0), "admin", ADMIN)
+    assert "not on the roster" in _refused([*log.blobs, mild], team)
+    assert "not on the roster" in _refused([*log.blobs, link])  # SQLCipher: no removers
+    other = _forge(log.st, ml.SUCCEED, ("alice", new.sign, new.kem, 1), "admin", MALLORY)
+    assert "not on the roster" in _refused([*log.blobs, other], team)
+    picky = team._replace(
+        successor=lambda m, s, k: None if (m, s, k) == ("alice", new.sign, new.kem) else "no"
+    )
+    assert ml.replay([*log.blobs, link], picky) == st
+    wrong = _forge(log.st, ml.SUCCEED, ("alice", MALLORY.sign, MALLORY.kem, 1), "admin", ADMIN)
+    assert "(succeed): no" in _refused([*log.blobs, wrong], picky)
+    own = _forge(log.st, ml.SUCCEED, ("bob", MALLORY.sign, MALLORY.kem, 0), "bob", BOB)
+    assert "(succeed): no" in _refused([*log.blobs, own], picky)  # the old key's thief
+    gone = team._replace(after_removal=lambda who, key, h: "removed before")
+    assert "removed before" in _refused([*log.blobs, link], gone)
+
+
 def test_settings_are_signed_by_a_lead_or_a_remover_admin_only() -> None:
     """A team vault's engagement settings (``set``: --require-reason, its grace period):
     a lead signs them, or an admin the trust names in ``removers``; never an engineer, an

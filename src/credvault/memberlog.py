@@ -24,10 +24,15 @@ Rules (each enforced by :func:`apply`):
   every log at once; a SQLCipher vault names none, its admin-signed key-slot file does that). Signatures are checked against the state before each link, so nothing is
   ever re-signed and a lowered lead's earlier links stay valid (no cycles).
 - ``succeed`` (a member's new key pair) is signed by that member's current key, or by a lead
-  or the recovery key; ``compromised = 1`` demands a rotation.
+  or the recovery key; ``compromised = 1`` demands a rotation. On a team vault an admin the
+  :class:`Trust` names in ``removers`` may sign one off the roster too, with
+  ``compromised = 1`` only (``member certify``: the member's old key is not to be trusted),
+  and every ``succeed`` is put to :attr:`Trust.successor` (a team vault's: the new pair
+  must be one an admin's certificate certifies for that member).
 - ``set`` (the engagement's settings: ``--require-reason``, its own grace period; a team
   vault's) is signed by a lead, or by an admin the :class:`Trust` names in ``removers``.
-  A link accepted on an admin's key alone (``create``, or such a ``revoke`` or ``set``)
+  A link accepted on an admin's key alone (``create``, or such a ``revoke``, ``set`` or
+  ``succeed``)
   is also put to :attr:`Trust.after_removal` (a team vault's revocation list: not signed
   by an admin after their removal).
 - After every link at least one lead remains; lead grants carry no expiry (so no lead can
@@ -93,6 +98,10 @@ def _never_removed(signer: str, key: bytes, link_hash: bytes) -> str | None:
     return None
 
 
+def _any_successor(member: str, sign: bytes, kem: bytes) -> str | None:
+    return None
+
+
 class Trust(NamedTuple):
     """What the log is checked against, from outside it.
 
@@ -105,6 +114,10 @@ class Trust(NamedTuple):
     ``after_removal(signer, key, link hash)``: asked for every link accepted through
     ``admins`` or ``removers`` only; a reason means the admin was removed before signing it
     (a team vault's revocation list, docs/format.md §19.7), and the link is refused.
+    ``successor(member, sign, kem)``: asked for every ``succeed`` link; a reason means the
+    new pair is not one the vault certifies for ``member`` (a team vault: an admin's
+    certificate of new keys, docs/format.md §19.8), and the link is refused. SQLCipher's
+    passwd signs its own successors: none is asked there.
     """
 
     vault_id: bytes
@@ -113,6 +126,7 @@ class Trust(NamedTuple):
     recovery: bytes
     removers: Mapping[str, frozenset[bytes]] = _NO_REMOVERS
     after_removal: Callable[[str, bytes, bytes], str | None] = _never_removed
+    successor: Callable[[str, bytes, bytes], str | None] = _any_successor
 
 
 class Link(NamedTuple):
@@ -404,6 +418,11 @@ def apply(state: State | None, blob: bytes, trust: Trust) -> State:
         link.signature,
         f"membership link {link.seq} ({link.kind})",
     )
+    if link.kind == SUCCEED:  # a team vault: only to a pair its admins certified
+        who, sign, kem = _s(link.field("member")), _k(link.field("sign")), _k(link.field("kem"))
+        why = trust.successor(who, sign, kem)
+        if why is not None:
+            raise IntegrityError(f"membership link {link.seq} (succeed): {why}")
     new = _transition(state, link)
     if not new.leads():
         raise IntegrityError(f"membership link {link.seq} would leave the engagement without lead")
@@ -445,6 +464,14 @@ def _check_signer(state: State | None, link: Link, trust: Trust) -> None:
         return _check_not_removed(link, trust)  # an admin removing a member (team vault)
     if link.kind == SET and key in trust.removers.get(who, frozenset()):
         # an admin changing the engagement's settings (a team vault; leads may too)
+        return _check_not_removed(link, trust)
+    if (
+        link.kind == SUCCEED
+        and link.field("compromised") == 1
+        and key in trust.removers.get(who, frozenset())
+    ):
+        # an admin re-pinning a member to the keys they certified (a team vault's member
+        # certify): only as compromised, so the old key gets no copy of the next version
         return _check_not_removed(link, trust)
     if not on_roster:
         raise IntegrityError(

@@ -823,6 +823,7 @@ class Team:
             NO_RECOVERY,
             AdminKeys(self.certs),
             lambda who, key, h: self.certs().after_removal(who, key, h),
+            lambda who, sign, kem: self.certs().successor(who, sign, kem),
         )
 
     def view(self, engagement: str) -> View:

@@ -45,6 +45,10 @@ class CertifyingTeam(TeamHandle, Protocol):
 
     def require_certified(self, action: str) -> None: ...
 
+    def replay_all(self, uid: bytes, name: str, links: list[bytes]) -> ml.State: ...
+
+    def trust(self, uid: bytes, creator: str | None = None) -> ml.Trust: ...
+
 
 class CheckedTeam(TeamHandle, Protocol):
     """What ``credvault check`` (:mod:`credvault.team_check`) reads besides: the vault's

@@ -29,12 +29,14 @@ Loaded when used: ``credvault get`` never imports it.
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from credvault.retention import SETTINGS
 
 if TYPE_CHECKING:
+    from credvault import memberlog as ml
     from credvault.members import PasswdResult
     from credvault.postgres.store import PgStore
     from credvault.receipt_keys import ReceiptKeys
@@ -220,11 +222,13 @@ def compromised(t: TeamHandle, new_passphrase: Secret) -> PasswdResult:
 class KeysCertified(NamedTuple):
     """What ``member certify`` did: ``member``'s new keys (signing-key ``fingerprint``, the
     one compared out of band) certified, their old keys named in the revocation list's
-    version ``list_version``."""
+    version ``list_version``, and ``engagements``: those whose membership log now pins the
+    new keys (a ``succeed`` link this admin signed; the member keeps their role there)."""
 
     member: str
     fingerprint: str
     list_version: int
+    engagements: tuple[str, ...] = ()
 
 
 def certify(t: CertifyingTeam, name: str, fingerprint: str) -> KeysCertified:
@@ -234,11 +238,15 @@ def certify(t: CertifyingTeam, name: str, fingerprint: str) -> KeysCertified:
     whoever holds the old key can sign one. Signed here, chained to the pair certified
     before (format.md §19.8); the same server transaction appends the revocation list's
     next version (§19.7) naming every pair certified for ``name`` before, signed here too,
-    so no client seals to the old key again even if the DBA deletes the hand-over link.
-    A fingerprint that does not match is InvalidInput (exit 2), nothing signed."""
+    so no client seals to the old key again even if the DBA deletes the hand-over link,
+    and a ``succeed`` link (compromised) in every membership log whose roster names
+    ``name``, re-pinning them to the new pair (:func:`_successions`): they keep their
+    role, a sole lead leads again, and the next rotation seals the old key nothing.
+    A fingerprint that does not match is InvalidInput (exit 2), nothing signed; a log
+    that does not verify gets no link, the rest is done, then IntegrityError names it."""
     from credvault.crypto import labels
     from credvault.crypto import primitives as p
-    from credvault.errors import AccessDenied, NotFound
+    from credvault.errors import AccessDenied, IntegrityError, NotFound
     from credvault.postgres.keys_store import certify_keys, key_handover
     from credvault.team_log import fingerprint as fp_of
     from credvault.team_log import rekey_message, revocation_hash
@@ -265,18 +273,71 @@ def certify(t: CertifyingTeam, name: str, fingerprint: str) -> KeysCertified:
         raise _mismatch(name)
     history = certs.history(name)  # every pair certified before: IntegrityError if forged
     prev = history[-1]
-    statement = _retirement(t, certs, name)
+    logs = t.store.engagement_logs()
+    statement = _retirement(t, certs, name, [links for _, _, links in logs])
     message = rekey_message(
         t.vault_id, name, seq, (prev.sign, prev.kem), (sign_pub, kem_pub), t.member, t.sign_pub
     )
     sig = p.sign(t.keys.sign_private, labels.TEAM_REKEY_CERT, message)
+    signed, broken = _successions(t, name, (sign_pub, kem_pub), logs)
     blob = statement.to_bytes()
-    version = certify_keys(t.store, name, handover, t.sign_pub, sig, blob)
+    version = certify_keys(
+        t.store, name, handover, t.sign_pub, sig, blob, [(e, link) for e, link, _, _ in signed]
+    )
     t.witness.keep_revocations(version, revocation_hash(blob))
-    return KeysCertified(name, want, version)
+    for _, _, uid, state in signed:
+        t.witness.keep(uid, state)
+    if broken:
+        raise IntegrityError(
+            f"certified {name}'s new keys, but these membership logs do not verify and "
+            f"were signed nothing (a lead grants {name} again there): {'; '.join(broken)}"
+        )
+    return KeysCertified(name, want, version, tuple(e for e, _, _, _ in signed))
 
 
-def _retirement(t: CertifyingTeam, certs: Certs, name: str) -> Revocation:
+def _successions(
+    t: CertifyingTeam,
+    name: str,
+    pair: tuple[bytes, bytes],
+    logs: list[tuple[bytes, str, list[bytes]]],
+) -> tuple[list[tuple[str, bytes, bytes, ml.State]], list[str]]:
+    """A ``succeed`` link (``name`` → ``pair``, compromised = 1) signed by this admin in
+    every log whose roster names ``name`` with other keys (format.md §17, §19.8), each log
+    replayed here first: which engagements name them is the signed history's to say. The
+    link is checked as every client will, against the certificate being made (not yet on
+    the server). Returns (engagement, link, uid, state after it) for each, and the logs
+    that do not verify."""
+    from credvault import memberlog as ml
+    from credvault.errors import IntegrityError
+    from credvault.model import iso
+
+    def certified(member: str, sign: bytes, kem: bytes) -> str | None:
+        ok = (member, sign, kem) == (name, *pair)
+        return None if ok else "not the keys being certified"
+
+    now = iso(datetime.now(UTC))
+    signed: list[tuple[str, bytes, bytes, ml.State]] = []
+    broken: list[str] = []
+    for uid, eng, links in logs:
+        try:
+            state = t.replay_all(uid, eng, links)
+            m = state.roster.get(name)
+            if m is None or (m.sign, m.kem) == pair:
+                continue
+            trust = t.trust(uid)._replace(successor=certified)
+            link, new = ml.sign_link(
+                state, trust, ml.SUCCEED, (name, *pair, 1), t.member, t.keys.sign_private, now
+            )
+        except IntegrityError as e:
+            broken.append(f"{eng} ({e})")
+            continue
+        signed.append((eng, link, uid, new))
+    return signed, broken
+
+
+def _retirement(
+    t: CertifyingTeam, certs: Certs, name: str, logs: list[list[bytes]] | None = None
+) -> Revocation:
     """The revocation list's next version (format.md §19.7), signed here: every pair
     certified for ``name`` so far is retired (``ipk`` empty: they stay a member), and if
     ``name`` is an admin, what those keys certified is endorsed again. A signing key this
@@ -297,7 +358,8 @@ def _retirement(t: CertifyingTeam, certs: Certs, name: str) -> Revocation:
     row = certs.rows[name]
     endorsed = certs.endorsements(name, {s for s, _ in pairs}) if row.admin else []
     first = {s for s, _ in pairs if p.digest(s) not in before.sign}
-    logs = [links for _, _, links in t.store.engagement_logs()] if first else []
+    if logs is None or not first:
+        logs = [links for _, _, links in t.store.engagement_logs()] if first else []
     return Revocation(
         t.vault_id, before.version + 1, before.head, iso(datetime.now(UTC)), t.member,
         t.sign_pub, name, b"", tuple(sorted((p.digest(s), p.digest(k)) for s, k in pairs)),

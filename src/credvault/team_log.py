@@ -335,7 +335,7 @@ class Certs:
 
     def after_removal(self, signer: str, key: bytes, link_hash: bytes) -> str | None:
         """Why a link ``signer`` signed with ``key`` as an admin, off the roster (link 0, a
-        ``revoke``, a ``set``), counts no more (None: it counts). A link a version of the
+        ``revoke``, a ``set``, a ``succeed``), counts no more (None: it counts). A link a version of the
         revocation list names was there when that admin was removed: it stays. Otherwise
         the signing key must not be revoked, nor the signer's invitation, nor their chain
         run through a revoked admin who did not endorse them again (format.md §19.7).
@@ -356,6 +356,18 @@ class Certs:
         except (IntegrityError, KeyError):
             return f"signed by {signer!r}, whose keys are not certified (an admin was removed)"
         return None
+
+    def successor(self, member: str, sign: bytes, kem: bytes) -> str | None:
+        """Why a ``succeed`` link re-pinning ``member`` to (``sign``, ``kem``) counts for
+        nothing (None: it counts). The pair must be exactly one an admin's certificate of
+        new keys certifies for ``member`` (format.md §19.8; ``member certify`` signs the
+        link): a link the DBA wrote with keys of its own, or one the thief of a member's
+        old key signed, is refused (IntegrityError at the replay), never sealed to. The
+        certificates are read (a round trip) only when such a link is met; a certificate
+        that does not verify is IntegrityError here."""
+        if (sign, kem) in {(c.sign, c.kem) for c in self.history(member)[1:]}:
+            return None
+        return f"the new keys of {member!r} are not keys an admin certified for them"
 
     def check_path(self, member: str, r: Revoked, _seen: set[str] | None = None) -> None:
         """Every certificate on ``member``'s chain — their invitation, each certificate of
@@ -764,11 +776,11 @@ NOTHING_REVOKED = Revoked(0, ml.ZERO_HASH, frozenset(), frozenset(), frozenset()
 
 # Kinds a link can be accepted as off the roster, by an admin's certified key (format.md
 # §19.5): what a version must name to keep valid when it revokes that admin's key.
-ADMIN_KINDS = frozenset({ml.CREATE, ml.REVOKE, ml.SET})
+ADMIN_KINDS = frozenset({ml.CREATE, ml.REVOKE, ml.SET, ml.SUCCEED})
 
 
 def links_signed_by(logs: Iterable[list[bytes]], sign_keys: Iterable[bytes]) -> tuple[bytes, ...]:
-    """The chain hashes of every link 0, ``revoke`` and ``set`` link signed with one of
+    """The chain hashes of every link 0, ``revoke``, ``set`` and ``succeed`` link signed with one of
     ``sign_keys`` in ``logs`` (each a whole log as the server shows it, verified or not):
     what a version revoking those keys lists (:attr:`Revocation.links`), so that these
     links stay valid and no later one does. Sorted, each once."""

@@ -232,7 +232,8 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
     a list version the thief signs with alice's old key is exit 6 for carol."""
     w = rekeyed
     _join(w, "alice", "dave", admin=True)
-    old_sign_private = _slot(w, "alice").unlock(_pw(w, "alice")).sign_private
+    old_keys = _slot(w, "alice").unlock(_pw(w, "alice"))
+    old_sign_private, old_kem_private = old_keys.sign_private, old_keys.kem_private
     w.extra["alice-old"] = old_sign_private
     new_pw = w.root / "alice.new.pass"
     new_pw.write_text("alice after the leak, a long passphrase\n")
@@ -253,9 +254,27 @@ def test_an_admins_new_keys_keep_what_the_old_ones_certified(rekeyed: World) -> 
         assert carol.certs().keys("alice").sign == new.sign_pub
         listed = {m.name: m.admin for m in carol.members.list()}  # by their current keys
         assert {"alice": True, "bob": False, "dave": True}.items() <= listed.items()
-        carol.engagements.grant("acme-2026", "alice", "lead")
+        # dave's certificate came with a succeed link: the log pins alice's new keys, she
+        # stays a lead, and a rotation is due (compromised): carol rotates, no grant again
+        v = carol.view("acme-2026")
+        assert v.state is not None
+        assert v.state.roster["alice"] == (ml.LEAD, None, new.sign_pub, new.kem_pub)
+        assert v.state.rotation_due
+        carol.engagements.rotate("acme-2026")
+        carol.engagements.grant("acme-2026", "alice", "lead")  # still works (changes nothing)
+    assert dba(w, "SELECT member, action, engagement, item FROM credvault.audit WHERE "
+               "action = 'certify' AND engagement IS NOT NULL") == [
+        ("dave", "certify", "acme-2026", "alice")]  # fmt: skip
     with member(w, "alice") as alice:
         assert alice.credentials.get("acme-2026/db").secret.reveal() == SECRET
+        version = alice.engagements.rotate("acme-2026")  # she leads with her new key
+    ((copy, uid),) = dba(w, "SELECT g.sealed, e.uid FROM credvault.grants g JOIN "
+                         "credvault.engagements e ON e.id = g.engagement_id WHERE g.member = "
+                         "'alice' AND e.name = 'acme-2026' AND g.key_version = %s", (version,))  # fmt: skip
+    vault_id = bytes(dba(w, "SELECT credvault.vault_id()")[0][0])
+    with pytest.raises(IntegrityError):  # the thief's copy of alice's old X25519 key
+        p.hpke_open(old_kem_private, bytes(copy), seal_info(vault_id, bytes(uid), "alice", version))
+    with member(w, "alice") as alice:
         alice.engagements.create("acme-2027", "acme", lead="carol")  # link 0: her new key
         alice.members.remove("bob")
     three = Revocation.from_bytes(bytes(dba(w, "SELECT statement FROM credvault.revocation_list "
@@ -377,3 +396,30 @@ def _old_admin_links(w: World, old_private: bytes, new_sign: bytes) -> None:
             "DELETE FROM credvault.engagement_log WHERE engagement_id = %s AND seq = %s",
             (eid, len(acme)),
         )
+
+
+def test_a_succeed_link_to_keys_no_certificate_names_is_refused(rekeyed: World) -> None:
+    """The DBA appends to acme-2026 a ``succeed`` re-pinning carol (a lead) to keys of its
+    own, signed with dave's real admin key (as if it held it), compromised: no certificate
+    names the pair, so carol's client refuses the log (exit 6) and seals nothing; signed
+    with compromised = 0 it is not dave's to sign (exit 6 too)."""
+    w = rekeyed
+    dave = _slot(w, "dave").unlock(_pw(w, "dave")).sign_private
+    (eid,) = dba(w, "SELECT id FROM credvault.engagements WHERE name = 'acme-2026'")[0]
+    chain = [bytes(b) for (b,) in dba(w, "SELECT link FROM credvault.engagement_log WHERE "
+                                      "engagement_id = %s ORDER BY seq", (eid,))]  # fmt: skip
+    dba_sign, dba_kem = p.ed25519_generate()[1], p.x25519_generate()[1]
+    before = dba(w, "SELECT member, key_version, sealed FROM credvault.grants ORDER BY 1, 2")
+    for flag, why in ((1, "are not keys an admin certified"), (0, "not on the roster")):
+        forged = _link_after(chain, ml.SUCCEED, ("carol", dba_sign, dba_kem, flag), "dave", dave)
+        _append_link(w, eid, len(chain), forged)
+        try:
+            with member(w, "carol") as carol, pytest.raises(IntegrityError, match=why) as e:
+                carol.engagements.rotate("acme-2026")
+            assert e.value.exit_code == 6
+        finally:
+            dba(w, "DELETE FROM credvault.engagement_log WHERE engagement_id = %s AND seq = %s",
+                (eid, len(chain)))  # fmt: skip
+    assert (
+        dba(w, "SELECT member, key_version, sealed FROM credvault.grants ORDER BY 1, 2") == before
+    )

@@ -7,7 +7,7 @@ decides nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from credvault.postgres.store import PgStore
@@ -100,16 +100,21 @@ def certify_keys(
     certifier_key: bytes,
     signature: bytes,
     revocation: bytes,
+    links: Sequence[tuple[str, bytes]] = (),
 ) -> int:
-    """An admin's certificate of ``member``'s new keys and the revocation-list version
-    naming the old ones, in one server transaction; returns that list version."""
+    """An admin's certificate of ``member``'s new keys, the revocation-list version
+    naming the old ones and the ``succeed`` links re-pinning them (engagement, link), in
+    one server transaction; returns that list version."""
     seq, sign_pub, kem_pub = handover
     row = _one(
         store,
-        "SELECT credvault.certify_keys(%s, %s, %s, %s, %s, %s, %s)",
-        (member, seq, sign_pub, kem_pub, certifier_key, signature, revocation),
+        "SELECT credvault.certify_keys_logged(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            member, seq, sign_pub, kem_pub, certifier_key, signature, revocation,
+            [e for e, _ in links], [link for _, link in links],
+        ),
         "certify keys",
-    )
+    )  # fmt: skip
     return int(row[0])
 
 

@@ -5271,3 +5271,131 @@ DO $$
 BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.fetch(bigint) TO %I', credvault.member_group());
 END $$;
+
+-- == succeed: member certify re-pins the member's keys in every membership log ==
+--
+-- (docs/team.md "`info`, `receipt-keys` and `passwd --compromised`", docs/format.md §17 and
+-- §19.8.) After `member certify` every log still pinned the member's old keys: a lead had to
+-- grant them again, and an engagement whose only lead had re-keyed had nobody left who could
+-- sign its log. Now the certifying admin's client also signs, in every log whose roster names
+-- the member, a `succeed` link (the member, the certified new pair, compromised = 1), appended
+-- here in the certificate's own transaction. Clients accept such a link off the roster only
+-- from an admin, only as compromised, only to a pair an admin's certificate certifies for
+-- that member, and bounded by the revocation list like `revoke` and `set` — so the server
+-- checks only what the audit row says (kind, signer, member, keys, flag); the DBA who
+-- writes another link gets a log every client refuses (exit 6), never a copy sealed to it.
+
+-- certify_keys with the succeed links (engs[i] gets new_links[i]); returns the list version.
+CREATE FUNCTION credvault.certify_keys_logged(k_member text, k_seq integer, k_sign bytea,
+                                              k_kem bytea, k_certifier_key bytea, k_sig bytea,
+                                              revocation bytea, engs text[], new_links bytea[])
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); v integer; eid bigint;
+BEGIN
+    IF cardinality(coalesce(engs, '{}')) <> cardinality(coalesce(new_links, '{}')) THEN
+        RAISE EXCEPTION 'credvault: one link per engagement' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v := certify_keys(k_member, k_seq, k_sign, k_kem, k_certifier_key, k_sig, revocation);
+    FOR i IN 1 .. cardinality(coalesce(engs, '{}')) LOOP
+        SELECT e.id INTO eid FROM engagements e WHERE e.name = engs[i] AND e.state <> 'purged' FOR UPDATE;
+        IF eid IS NULL THEN
+            RAISE EXCEPTION 'credvault: engagement % changed meanwhile; run the command again', engs[i]
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        -- only what the audit row says: this admin re-pins this member to the keys certified,
+        -- as compromised (parts 6 and 7 of the header, the succeed's fields 9 to 12)
+        IF link_part(new_links[i], 6) IS DISTINCT FROM convert_to('succeed', 'UTF8')
+           OR link_part(new_links[i], 7) IS DISTINCT FROM convert_to(who, 'UTF8')
+           OR link_part(new_links[i], 9) IS DISTINCT FROM convert_to(k_member, 'UTF8')
+           OR link_part(new_links[i], 10) IS DISTINCT FROM k_sign
+           OR link_part(new_links[i], 11) IS DISTINCT FROM k_kem
+           OR link_part(new_links[i], 12) IS DISTINCT FROM int8send(1::bigint)
+           OR link_part(new_links[i], 13) IS NOT NULL THEN
+            RAISE EXCEPTION 'credvault: not a succeed of % to the keys certified, signed by %', k_member, who
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM log_append(eid, new_links[i]);
+        UPDATE engagements SET needs_rotation = true WHERE id = eid;
+        PERFORM audit_append(who, 'certify', engs[i], k_member, 'ok',
+                             'new keys pinned in the membership log: succeed link signed');
+    END LOOP;
+    RETURN v;
+END $$;
+
+-- A list version must name the succeed links a key it revokes signed as well (an admin signs
+-- them off the roster, as link 0, revoke and set).
+CREATE OR REPLACE FUNCTION credvault.revocation_names_links() RETURNS trigger
+LANGUAGE plpgsql SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    parts bytea[] := statement_parts(NEW.statement);
+    n bigint;
+    m bigint;
+    h bigint;
+    named bytea[] := '{}';
+    listed bytea[] := '{}';
+    earlier bytea[];
+    missing bigint;
+BEGIN
+    -- part k (from 0) is parts[k + 1]
+    IF parts IS NULL OR cardinality(parts) < 12 OR length(parts[10]) <> 8 THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    n := ('x' || encode(parts[10], 'hex'))::bit(64)::bigint;
+    IF n < 0 OR cardinality(parts) < 12 + 2 * n OR length(parts[11 + 2 * n]) <> 8 THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    m := ('x' || encode(parts[11 + 2 * n], 'hex'))::bit(64)::bigint;
+    IF m < 0 OR cardinality(parts) < 12 + 2 * n + 3 * m
+       OR length(parts[12 + 2 * n + 3 * m]) <> 8 THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    h := ('x' || encode(parts[12 + 2 * n + 3 * m], 'hex'))::bit(64)::bigint;
+    IF h < 0 OR cardinality(parts) <> 12 + 2 * n + 3 * m + h THEN
+        RAISE EXCEPTION 'credvault: a malformed revocation list version'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the signing keys this version revokes first (an earlier version settled the links of
+    -- the others, and what they signed since counts for nothing: it must not be named)
+    SELECT coalesce(array_agg(DISTINCT e.p[11 + 2 * j.j]), '{}') INTO earlier
+        FROM (SELECT statement_parts(r.statement) AS p FROM revocation_list r) e,
+             LATERAL generate_series(0, ('x' || encode(e.p[10], 'hex'))::bit(64)::bigint - 1) j(j);
+    FOR j IN 0 .. n - 1 LOOP
+        IF NOT (parts[11 + 2 * j] = ANY (earlier)) THEN
+            named := array_append(named, parts[11 + 2 * j]);
+        END IF;
+    END LOOP;
+    FOR k IN 0 .. h - 1 LOOP
+        listed := array_append(listed, parts[13 + 2 * n + 3 * m + k]);
+    END LOOP;
+    IF cardinality(named) = 0 THEN
+        RETURN NEW;
+    END IF;
+    -- every append waits for this transaction; every one before it is counted
+    LOCK TABLE engagement_log IN SHARE MODE;
+    SELECT count(*) INTO missing
+        FROM engagement_log l JOIN engagements e ON e.id = l.engagement_id
+        WHERE e.state <> 'purged'
+          AND sha256(link_part(l.link, 8)) = ANY (named)
+          AND link_part(l.link, 6) IN (convert_to('create', 'UTF8'), convert_to('revoke', 'UTF8'),
+                                       convert_to('set', 'UTF8'), convert_to('succeed', 'UTF8'))
+          AND NOT (l.hash = ANY (listed));
+    IF missing > 0 THEN
+        RAISE EXCEPTION 'credvault: a membership log moved meanwhile (% link(s) of % not named); run the command again',
+            missing, NEW.member USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN NEW;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.certify_keys_logged(text, integer, bytea, bytea, bytea, bytea,
+    bytea, text[], bytea[]) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.certify_keys_logged(text, integer, bytea,'
+                   ' bytea, bytea, bytea, bytea, text[], bytea[]) TO %I', credvault.member_group());
+END $$;
