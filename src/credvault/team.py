@@ -756,7 +756,7 @@ class Team:
                 action,
                 engagement,
                 "your new keys are certified, and your key copies went with the old ones: "
-                "a lead grants you again"
+                "a lead's rotation seals you the next key (or a lead grants you again)"
                 if certified
                 else RETIRED + " and a lead grants you again",
             )
@@ -921,6 +921,26 @@ class Team:
                 "migrate: its log was deleted, or it was made around the log"
             )
 
+    def led_keys(self) -> builtins.list[tuple[str, bytes, int, bytes]]:
+        """(engagement, uid, key version, key) of every active engagement whose verified
+        log makes this member a lead holding its current key: what ``passwd
+        --compromised`` seals again to the new keys, so that a lead — maybe the only one —
+        can still rotate once ``member certify`` pins them. A log or copy that does not
+        verify is left out (its copy goes, as every other does)."""
+        out: builtins.list[tuple[str, bytes, int, bytes]] = []
+        for eng in self.store.engagements():
+            try:
+                v = self.view(eng.name)
+                if v.eng is None or v.state is None or v.eng.state != "active":
+                    continue
+                if not self.leads(v.state) or v.state.key_version == 0:
+                    continue
+                uid, key, version = self.logged_key(eng.name, "passwd", v)
+            except (AccessDenied, IntegrityError, NotFound):
+                continue
+            out.append((eng.name, uid, version, key))
+        return out
+
     def leads(self, state: ml.State) -> bool:
         m = state.roster.get(self.member)
         return m is not None and m.role == ml.LEAD and m.sign == self.sign_pub
@@ -1020,6 +1040,13 @@ class Team:
         if g is None or g.sealed is None or g.key_version != version:
             self._refuse_if_retired(action, engagement)
             raise IntegrityError(f"engagement {engagement!r}: this member's key copy is missing")
+        if state.roster[self.member].sign != self.sign_pub:
+            # a lead's copy kept at passwd --compromised, sealed to the new keys: usable
+            # once member certify's succeed link pins them (team_keys.compromised)
+            self._refuse_if_retired(action, engagement)
+            raise IntegrityError(
+                f"engagement {engagement!r}: the membership log pins other keys for this member"
+            )
         key = p.hpke_open(
             self.keys.kem_private, g.sealed, seal_info(self.vault_id, eng.uid, self.member, version)
         )
@@ -1926,7 +1953,8 @@ class TeamMembers:
             from credvault.team_keys import compromised as replace
 
             pw = new_passphrase
-            return replace(self.t, pw if isinstance(pw, Secret) else Secret(bytes(pw)))
+            led = self.t.led_keys()
+            return replace(self.t, pw if isinstance(pw, Secret) else Secret(bytes(pw)), led)
         from credvault.team_passwd import passwd
 
         return passwd(self.t, new_passphrase)

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from credvault.retention import SETTINGS
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from credvault import memberlog as ml
     from credvault.members import PasswdResult
     from credvault.postgres.store import PgStore
@@ -158,12 +160,20 @@ def retire(certs: Certs, links: dict[str, list[str]]) -> None:
             certs.rows[member] = row._replace(state="retired")
 
 
-def compromised(t: TeamHandle, new_passphrase: Secret) -> PasswdResult:
+def compromised(
+    t: TeamHandle, new_passphrase: Secret, led: Sequence[tuple[str, bytes, int, bytes]] = ()
+) -> PasswdResult:
     """``passwd --compromised`` on a team vault (:mod:`credvault.team_passwd` for the
     crash-safe slot swap). New keys made here; the old signing key signs the hand-over
     link; the server takes link, new login verifier, drops this member's copies and flags
     their engagements, in one transaction; then the new slot (and the log witness, MACed
-    with a key derived from the signing key) replace the old ones."""
+    with a key derived from the signing key) replace the old ones. ``led``: (engagement,
+    uid, version, key) of each engagement this member leads (:meth:`Team.led_keys`): the
+    same transaction keeps their copy of its current key, sealed here to the new X25519
+    key (signed with the new key), so that once ``member certify`` pins the new keys in
+    its log they can rotate it — even as its only lead. Only the new key opens it, and
+    their client uses it only once the log pins the new keys: a thief who runs this first
+    gains nothing the old key did not open already."""
     from datetime import UTC, datetime
 
     from credvault.crypto import primitives as p
@@ -208,12 +218,22 @@ def compromised(t: TeamHandle, new_passphrase: Secret) -> PasswdResult:
     pending = pending_path(path)
     pending.unlink(missing_ok=True)
     write_new_private(pending, slot.to_bytes())
+    from credvault.crypto import labels
+    from credvault.postgres.client import copy_message, seal_info
+
+    new_kem = p.x25519_public(keys.kem_private)
+    kept = []
+    for eng, uid, version, key in led:
+        copy = p.hpke_seal(new_kem, key, seal_info(t.vault_id, uid, t.member, version))
+        signed = copy_message(t.vault_id, uid, t.member, version, copy, key, t.member)
+        kept.append((eng, version, copy, p.sign(keys.sign_private, labels.GRANT_SIG, signed)))
     flagged = replace_keys(
         t.store,
         link_text(link),
         slot.sign_pub,
-        p.x25519_public(keys.kem_private),
+        new_kem,
         scram_verifier(slot.login_password(keys)),
+        kept,
     )
     finish_pending(path)  # the witness too
     return PasswdResult(True, [], flagged, 0)

@@ -423,3 +423,43 @@ def test_a_succeed_link_to_keys_no_certificate_names_is_refused(rekeyed: World) 
     assert (
         dba(w, "SELECT member, key_version, sealed FROM credvault.grants ORDER BY 1, 2") == before
     )
+
+
+def test_the_only_lead_re_keys_and_leads_again_without_anyone_granting(rekeyed: World) -> None:
+    """erin is the only lead of solo. Her ``passwd --compromised`` keeps her copy of solo's
+    key, sealed to her new keys, which her client does not use before they are certified
+    (exit 4). dave certifies them: the same transaction re-pins her in solo's log (a
+    ``succeed`` he signs), so she rotates and grants again with no one granting her; the
+    old X25519 key opens no copy of the new version."""
+    w = rekeyed
+    with member(w, "alice") as alice:
+        alice.engagements.create("solo", "acme", lead="erin")
+    with member(w, "erin") as erin:
+        erin.credentials.put("solo/db", SECRET)  # her first key, made here
+    old_kem_private = _slot(w, "erin").unlock(_pw(w, "erin")).kem_private
+    new_pw = w.root / "erin.new.pass"
+    new_pw.write_text("erin after the leak, a long passphrase\n")
+    with member(w, "erin") as erin:
+        erin.members.passwd(Secret(b"erin after the leak, a long passphrase"), compromised=True)
+    w.envs["erin"]["CREDVAULT_PASSPHRASE_FILE"] = str(new_pw)
+    new = _slot(w, "erin")
+    with member(w, "erin") as erin, pytest.raises(AccessDenied, match="not certified") as e:
+        erin.credentials.get("solo/db")
+    assert e.value.exit_code == 4
+    with member(w, "dave") as dave:
+        done = dave.members.certify("erin", fingerprint(new.sign_pub))
+    assert "solo" in done.engagements
+    with member(w, "erin") as erin:
+        assert erin.credentials.get("solo/db").secret.reveal() == SECRET
+        version = erin.engagements.rotate("solo")
+        erin.engagements.grant("solo", "dave", "reader")
+    with member(w, "dave") as dave:
+        assert dave.credentials.get("solo/db").secret.reveal() == SECRET
+    sealed = dba(w, "SELECT g.member, g.sealed, e.uid, credvault.vault_id() FROM "
+                 "credvault.grants g JOIN credvault.engagements e ON e.id = g.engagement_id "
+                 "WHERE e.name = 'solo' AND g.key_version = %s", (version,))  # fmt: skip
+    assert sorted(r[0] for r in sealed) == ["dave", "erin"]
+    for who, copy, uid, vault_id in sealed:
+        with pytest.raises(IntegrityError):
+            p.hpke_open(old_kem_private, bytes(copy), seal_info(bytes(vault_id), bytes(uid),
+                                                                  who, version))  # fmt: skip

@@ -53,16 +53,26 @@ def key_links(store: PgStore) -> dict[str, list[str]]:
 
 
 def replace_keys(
-    store: PgStore, link: str, sign_pub: bytes, kem_pub: bytes, verifier: str
+    store: PgStore,
+    link: str,
+    sign_pub: bytes,
+    kem_pub: bytes,
+    verifier: str,
+    kept: Sequence[tuple[str, int, bytes, bytes]] = (),
 ) -> list[str]:
     """``passwd --compromised``: the hand-over link, the new login, this member's copies
-    dropped and engagements flagged (one server transaction); returns those engagements."""
+    dropped and engagements flagged (one server transaction); returns those engagements.
+    ``kept``: (engagement, version, copy, signature) of the copies of the engagements they
+    lead, sealed to the new key, put back in the same transaction (section succeed)."""
     row = _one(
         store,
-        "SELECT credvault.replace_keys(%s, %s, %s, %s)",
-        (link, sign_pub, kem_pub, verifier),
+        "SELECT credvault.replace_keys_kept(%s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            link, sign_pub, kem_pub, verifier, [k[0] for k in kept], [k[1] for k in kept],
+            [k[2] for k in kept], [k[3] for k in kept],
+        ),
         "replace your keys",
-    )
+    )  # fmt: skip
     return [str(x) for x in row[0]]
 
 

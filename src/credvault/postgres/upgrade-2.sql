@@ -5324,6 +5324,48 @@ BEGIN
     RETURN v;
 END $$;
 
+-- passwd --compromised keeping the caller's copies of the engagements they lead, sealed on
+-- their machine to the new X25519 key (engs[i] at key version versions[i]): replace_keys drops
+-- every copy, then these go back, in one transaction. Only the new key opens them and the
+-- member's client uses one only once member certify's succeed link pins the new keys: so a
+-- lead, even the only one, can rotate again. Each must be the engagement's current version
+-- and a live grant of the caller (else serialization_failure: run the command again).
+CREATE FUNCTION credvault.replace_keys_kept(k_link text, new_sign bytea, new_kem bytea,
+                                            verifier text, engs text[], versions integer[],
+                                            copies bytea[], sigs bytea[])
+RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); flagged text[]; n integer; k integer := cardinality(coalesce(engs, '{}'));
+BEGIN
+    IF k <> cardinality(coalesce(versions, '{}')) OR k <> cardinality(coalesce(copies, '{}'))
+       OR k <> cardinality(coalesce(sigs, '{}')) THEN
+        RAISE EXCEPTION 'credvault: one copy per engagement' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    flagged := replace_keys(k_link, new_sign, new_kem, verifier);
+    FOR i IN 1 .. k LOOP
+        UPDATE grants g SET sealed = copies[i], sealed_by = who, copy_sig = sigs[i]
+            FROM engagements e
+            WHERE e.id = g.engagement_id AND e.name = engs[i] AND e.state = 'active'
+              AND e.key_version = versions[i] AND g.member = who AND g.revoked_at IS NULL
+              AND g.key_version = versions[i] AND copies[i] IS NOT NULL;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n <> 1 THEN
+            RAISE EXCEPTION 'credvault: engagement % changed meanwhile; run the command again', engs[i]
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+    END LOOP;
+    RETURN flagged;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.replace_keys_kept(text, bytea, bytea, text, text[], integer[],
+    bytea[], bytea[]) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.replace_keys_kept(text, bytea, bytea, text,'
+                   ' text[], integer[], bytea[], bytea[]) TO %I', credvault.member_group());
+END $$;
+
 -- A list version must name the succeed links a key it revokes signed as well (an admin signs
 -- them off the roster, as link 0, revoke and set).
 CREATE OR REPLACE FUNCTION credvault.revocation_names_links() RETURNS trigger
