@@ -814,7 +814,9 @@ class Team:
         an admin signed at ``member rm`` (against the admins' certified keys, read only
         when such a link is met). No recovery key. A link either lets through must not
         be signed by an admin after their removal (:meth:`Certs.after_removal`: the
-        revocation list, read only when such a link is met)."""
+        revocation list, read only when such a link is met). A ``succeed`` link (an
+        admin's at ``member certify``, off the roster, or anyone's) must re-pin the member
+        to a pair an admin's certificate certifies for them (:meth:`Certs.successor`)."""
         admins = {} if creator is None else {creator: self.certs().admin_keys(creator)}
         return ml.Trust(
             self.vault_id,

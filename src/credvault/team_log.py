@@ -636,7 +636,7 @@ class Revocation(NamedTuple):
     with their invitation key's digest, every pair of keys of theirs the signer knew
     (SHA-256 of the Ed25519 and of the X25519 public key), the members the signer
     endorses again (invited by ``member``, an admin: their chains stay good), and
-    ``links``: the chain hash of every link 0, ``revoke`` and ``set`` link a revoked
+    ``links``: the chain hash of every link 0, ``revoke``, ``set`` and ``succeed`` link a revoked
     signing key signed in the logs the signer read (:func:`links_signed_by`). Those stay
     valid; any other such link by a revoked key was made after the removal (format.md
     §19.7, "Links a revoked key signed")."""

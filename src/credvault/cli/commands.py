@@ -551,10 +551,15 @@ def cmd_member_certify(args: argparse.Namespace) -> int:
         )
     with open_vault(args) as v:
         r = cast("Team", v).members.certify(args.name, args.fingerprint)
+    kept = (
+        f"{r.member} keeps their role in {', '.join(r.engagements)} (the membership log "
+        "pins the new keys; each key rotates at a lead's next command)"
+        if r.engagements
+        else f"each lead grants {r.member} again: `credvault grant ENGAGEMENT {r.member} ROLE`"
+    )
     t.out(
         f"certified {r.member}'s new keys (fingerprint {r.fingerprint}); their old keys are "
-        f"revoked (revocation list version {r.list_version}); each lead grants "
-        f"{r.member} again: `credvault grant ENGAGEMENT {r.member} ROLE`"
+        f"revoked (revocation list version {r.list_version}); {kept}"
     )
     return EXIT_OK
 
