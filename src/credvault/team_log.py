@@ -364,8 +364,12 @@ class Certs:
         link): a link the DBA wrote with keys of its own, or one the thief of a member's
         old key signed, is refused (IntegrityError at the replay), never sealed to. The
         certificates are read (a round trip) only when such a link is met; a certificate
-        that does not verify is IntegrityError here."""
-        if (sign, kem) in {(c.sign, c.kem) for c in self.history(member)[1:]}:
+        that does not verify is IntegrityError here. The invitation chain's pair counts
+        too (a vault ``migrate`` carried over holds the succeed links SQLCipher's passwd
+        signed, to the keys the member joined with); an old pair is never sealed to
+        anyway: sealing asks :meth:`keys`, the current pair, which the list does not
+        name."""
+        if (sign, kem) in {(c.sign, c.kem) for c in self.history(member)}:
             return None
         return f"the new keys of {member!r} are not keys an admin certified for them"
 

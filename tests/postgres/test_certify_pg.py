@@ -446,9 +446,12 @@ def test_the_only_lead_re_keys_and_leads_again_without_anyone_granting(rekeyed: 
     with member(w, "erin") as erin, pytest.raises(AccessDenied, match="not certified") as e:
         erin.credentials.get("solo/db")
     assert e.value.exit_code == 4
-    with member(w, "dave") as dave:
-        done = dave.members.certify("erin", fingerprint(new.sign_pub))
-    assert "solo" in done.engagements
+    fp = fingerprint(new.sign_pub)
+    assert w.ok("dave", "member", "certify", "erin", "--fingerprint", fp).text == (
+        f"certified erin's new keys (fingerprint {fp}); their old keys are revoked (revocation "
+        "list version 7); erin keeps their role in acme-2026, solo (the membership log pins "
+        "the new keys; each key rotates at a lead's next command)\n"
+    )
     with member(w, "erin") as erin:
         assert erin.credentials.get("solo/db").secret.reveal() == SECRET
         version = erin.engagements.rotate("solo")
