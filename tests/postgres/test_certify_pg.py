@@ -446,6 +446,18 @@ def test_the_only_lead_re_keys_and_leads_again_without_anyone_granting(rekeyed: 
     with member(w, "erin") as erin, pytest.raises(AccessDenied, match="not certified") as e:
         erin.credentials.get("solo/db")
     assert e.value.exit_code == 4
+    # with psql, dave's login: the server takes only a succeed of erin to the keys being
+    # certified, signed by the caller, compromised (a set link, or compromised 0: refused)
+    dave = _slot(w, "dave").unlock(_pw(w, "dave")).sign_private
+    (eid,) = dba(w, "SELECT id FROM credvault.engagements WHERE name = 'solo'")[0]
+    chain = [bytes(b) for (b,) in dba(w, "SELECT link FROM credvault.engagement_log WHERE "
+                                      "engagement_id = %s ORDER BY seq", (eid,))]  # fmt: skip
+    for kind, fields in ((ml.SET, (1, -1)), (ml.SUCCEED, ("erin", new.sign_pub, new.kem_pub, 0))):
+        bad = _link_after(chain, kind, fields, "dave", dave).hex()
+        out = psql(w, "dave", "SELECT credvault.certify_keys_logged('erin', 1, "
+                   f"'\\x{new.sign_pub.hex()}', '\\x{new.kem_pub.hex()}', '\\x{'11' * 32}', "
+                   f"'\\x{'00' * 64}', '\\x00', ARRAY['solo'], ARRAY['\\x{bad}'::bytea])")  # fmt: skip
+        assert "not a succeed of erin to the keys certified" in out.stderr, out.stderr
     fp = fingerprint(new.sign_pub)
     assert w.ok("dave", "member", "certify", "erin", "--fingerprint", fp).text == (
         f"certified erin's new keys (fingerprint {fp}); their old keys are revoked (revocation "

@@ -5297,13 +5297,7 @@ BEGIN
     IF cardinality(coalesce(engs, '{}')) <> cardinality(coalesce(new_links, '{}')) THEN
         RAISE EXCEPTION 'credvault: one link per engagement' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    v := certify_keys(k_member, k_seq, k_sign, k_kem, k_certifier_key, k_sig, revocation);
     FOR i IN 1 .. cardinality(coalesce(engs, '{}')) LOOP
-        SELECT e.id INTO eid FROM engagements e WHERE e.name = engs[i] AND e.state <> 'purged' FOR UPDATE;
-        IF eid IS NULL THEN
-            RAISE EXCEPTION 'credvault: engagement % changed meanwhile; run the command again', engs[i]
-                USING ERRCODE = 'serialization_failure';
-        END IF;
         -- only what the audit row says: this admin re-pins this member to the keys certified,
         -- as compromised (parts 6 and 7 of the header, the succeed's fields 9 to 12)
         IF link_part(new_links[i], 6) IS DISTINCT FROM convert_to('succeed', 'UTF8')
@@ -5315,6 +5309,14 @@ BEGIN
            OR link_part(new_links[i], 13) IS NOT NULL THEN
             RAISE EXCEPTION 'credvault: not a succeed of % to the keys certified, signed by %', k_member, who
                 USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    v := certify_keys(k_member, k_seq, k_sign, k_kem, k_certifier_key, k_sig, revocation);
+    FOR i IN 1 .. cardinality(coalesce(engs, '{}')) LOOP
+        SELECT e.id INTO eid FROM engagements e WHERE e.name = engs[i] AND e.state <> 'purged' FOR UPDATE;
+        IF eid IS NULL THEN
+            RAISE EXCEPTION 'credvault: engagement % changed meanwhile; run the command again', engs[i]
+                USING ERRCODE = 'serialization_failure';
         END IF;
         PERFORM log_append(eid, new_links[i]);
         UPDATE engagements SET needs_rotation = true WHERE id = eid;
