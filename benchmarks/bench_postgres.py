@@ -51,7 +51,10 @@ from credvault.postgres.client import Member, TeamVault, connect
 from pg_cluster import Cluster, PgVault, enable_tls, new_pg_vault, running_cluster
 
 KDF_ARG = f"m={MIN_KDF.memory_kib},t={MIN_KDF.iterations},p={MIN_KDF.lanes}"
-CREDVAULT = shutil.which("credvault") or str(Path(sys.executable).parent / "credvault")
+# The `credvault` this interpreter installed (the tree under measurement), not the first on
+# PATH: another install (another checkout's editable one, say) would be measured instead.
+_HERE = Path(sys.executable).parent / "credvault"
+CREDVAULT = str(_HERE) if _HERE.exists() else (shutil.which("credvault") or str(_HERE))
 
 
 # The set-up runner: each step in its person's environment, through the CLI's own main, in
