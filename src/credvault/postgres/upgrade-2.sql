@@ -4560,7 +4560,7 @@ BEGIN
     RETURN got;
 END $$;
 
--- A new version must name every link 0, revoke and set link the signing keys it revokes
+-- A new version must name every link 0, revoke, set and succeed link the signing keys it revokes
 -- first signed in a live engagement's log (format.md §19.7: parts 9.. name n key pairs, m
 -- endorsements, then h link hashes). Under the lock an append that conflicts with this
 -- removal's own rows may deadlock with it: PostgreSQL ends one, and its client reruns.
@@ -4621,7 +4621,7 @@ BEGIN
         WHERE e.state <> 'purged'
           AND sha256(link_part(l.link, 8)) = ANY (named)
           AND link_part(l.link, 6) IN (convert_to('create', 'UTF8'), convert_to('revoke', 'UTF8'),
-                                       convert_to('set', 'UTF8'))
+                                       convert_to('set', 'UTF8'), convert_to('succeed', 'UTF8'))
           AND NOT (l.hash = ANY (listed));
     IF missing > 0 THEN
         RAISE EXCEPTION 'credvault: a membership log moved meanwhile (% link(s) of % not named); run the command again',
@@ -5366,74 +5366,6 @@ DO $$
 BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.replace_keys_kept(text, bytea, bytea, text,'
                    ' text[], integer[], bytea[], bytea[]) TO %I', credvault.member_group());
-END $$;
-
--- A list version must name the succeed links a key it revokes signed as well (an admin signs
--- them off the roster, as link 0, revoke and set).
-CREATE OR REPLACE FUNCTION credvault.revocation_names_links() RETURNS trigger
-LANGUAGE plpgsql SET search_path = credvault, pg_temp
-AS $$
-DECLARE
-    parts bytea[] := statement_parts(NEW.statement);
-    n bigint;
-    m bigint;
-    h bigint;
-    named bytea[] := '{}';
-    listed bytea[] := '{}';
-    earlier bytea[];
-    missing bigint;
-BEGIN
-    -- part k (from 0) is parts[k + 1]
-    IF parts IS NULL OR cardinality(parts) < 12 OR length(parts[10]) <> 8 THEN
-        RAISE EXCEPTION 'credvault: a malformed revocation list version'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    n := ('x' || encode(parts[10], 'hex'))::bit(64)::bigint;
-    IF n < 0 OR cardinality(parts) < 12 + 2 * n OR length(parts[11 + 2 * n]) <> 8 THEN
-        RAISE EXCEPTION 'credvault: a malformed revocation list version'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    m := ('x' || encode(parts[11 + 2 * n], 'hex'))::bit(64)::bigint;
-    IF m < 0 OR cardinality(parts) < 12 + 2 * n + 3 * m
-       OR length(parts[12 + 2 * n + 3 * m]) <> 8 THEN
-        RAISE EXCEPTION 'credvault: a malformed revocation list version'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    h := ('x' || encode(parts[12 + 2 * n + 3 * m], 'hex'))::bit(64)::bigint;
-    IF h < 0 OR cardinality(parts) <> 12 + 2 * n + 3 * m + h THEN
-        RAISE EXCEPTION 'credvault: a malformed revocation list version'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- the signing keys this version revokes first (an earlier version settled the links of
-    -- the others, and what they signed since counts for nothing: it must not be named)
-    SELECT coalesce(array_agg(DISTINCT e.p[11 + 2 * j.j]), '{}') INTO earlier
-        FROM (SELECT statement_parts(r.statement) AS p FROM revocation_list r) e,
-             LATERAL generate_series(0, ('x' || encode(e.p[10], 'hex'))::bit(64)::bigint - 1) j(j);
-    FOR j IN 0 .. n - 1 LOOP
-        IF NOT (parts[11 + 2 * j] = ANY (earlier)) THEN
-            named := array_append(named, parts[11 + 2 * j]);
-        END IF;
-    END LOOP;
-    FOR k IN 0 .. h - 1 LOOP
-        listed := array_append(listed, parts[13 + 2 * n + 3 * m + k]);
-    END LOOP;
-    IF cardinality(named) = 0 THEN
-        RETURN NEW;
-    END IF;
-    -- every append waits for this transaction; every one before it is counted
-    LOCK TABLE engagement_log IN SHARE MODE;
-    SELECT count(*) INTO missing
-        FROM engagement_log l JOIN engagements e ON e.id = l.engagement_id
-        WHERE e.state <> 'purged'
-          AND sha256(link_part(l.link, 8)) = ANY (named)
-          AND link_part(l.link, 6) IN (convert_to('create', 'UTF8'), convert_to('revoke', 'UTF8'),
-                                       convert_to('set', 'UTF8'), convert_to('succeed', 'UTF8'))
-          AND NOT (l.hash = ANY (listed));
-    IF missing > 0 THEN
-        RAISE EXCEPTION 'credvault: a membership log moved meanwhile (% link(s) of % not named); run the command again',
-            missing, NEW.member USING ERRCODE = 'serialization_failure';
-    END IF;
-    RETURN NEW;
 END $$;
 
 REVOKE ALL ON FUNCTION credvault.certify_keys_logged(text, integer, bytea, bytea, bytea, bytea,
