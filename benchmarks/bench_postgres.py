@@ -354,32 +354,85 @@ def throughput(
     # A smoke run forks its clients: no interpreter start and imports for each (and for
     # the manager); a full run spawns them, as fresh processes.
     ctx = multiprocessing.get_context("fork" if args.quick else "spawn")
-    for _ in range(1 if args.quick else args.rounds):
-        manager = ctx.Manager()
-        start, done = manager.Barrier(args.clients + 1), manager.Barrier(args.clients + 1)
-        with ctx.Pool(args.clients) as pool:
-            job = pool.map_async(
-                _client,
-                [(unix, pw, bob.kem_private, bob.sign_private, per_client, start, done)]
-                * args.clients,
+    sides = [("", unix, pw, bob)]
+    if args.against:
+        # the same clients against the server side of another tree, in the same cluster,
+        # alternately: what a schema change did to throughput, whatever the machine's load
+        old = new_pg_vault_at(cluster, args.against)
+        setup(old)
+        sides.append(
+            (
+                f" [schema of {args.against}]",
+                cluster.conninfo(old.db, old.role("bob")),
+                old.passwords["bob"],
+                old.keys["bob"],
             )
-            start.wait()
-            server0, t = server_cpu(cluster), time.perf_counter()
-            while done.n_waiting < args.clients:
-                time.sleep(0.002)
-            dt, server = time.perf_counter() - t, server_cpu(cluster) - server0
-            done.wait()
-            results = job.get(600)
-        manager.shutdown()
-        total = sum(r[0] for r in results)
-        per_read = (sum(r[1] for r in results) + server) / total * 1000
-        print(
-            f"{args.clients} client processes, Unix socket: {total / dt:8.0f} audited "
-            f"reads/s ({total} reads in {dt:.2f} s; {load()}; target >= 2,000/s); CPU per "
-            f"read: clients {sum(r[1] for r in results) / total * 1000:.3f} ms + server "
-            f"{server / total * 1000:.3f} ms = {per_read:.3f} ms, i.e. two dedicated cores "
-            f"would sustain ~{2000 / per_read:,.0f}/s"
         )
+    for _ in range(1 if args.quick else args.rounds):
+        for label, conninfo, password, member in sides:
+            clients_round(ctx, cluster, args, label, conninfo, password, member, per_client)
+
+
+def new_pg_vault_at(cluster: Cluster, rev: str) -> PgVault:
+    """A vault whose schema is ``rev``'s (``git show REV:src/credvault/postgres/...``)."""
+    from credvault.postgres import server
+
+    root = Path(__file__).resolve().parent.parent
+
+    def text(version: int) -> str:
+        name = "schema.sql" if version == 1 else f"upgrade-{version}.sql"
+        return subprocess.run(
+            ["git", "-C", str(root), "show", f"{rev}:src/credvault/postgres/{name}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    current = server._schema_text
+    server._schema_text = text
+    try:
+        return new_pg_vault(cluster)
+    finally:
+        server._schema_text = current
+
+
+def clients_round(
+    ctx: Any,
+    cluster: Cluster,
+    args: argparse.Namespace,
+    label: str,
+    conninfo: str,
+    password: str,
+    member: Member,
+    per_client: int,
+) -> None:
+    """One round: ``args.clients`` processes reading at once, the server's CPU beside."""
+    manager = ctx.Manager()
+    start, done = manager.Barrier(args.clients + 1), manager.Barrier(args.clients + 1)
+    with ctx.Pool(args.clients) as pool:
+        job = pool.map_async(
+            _client,
+            [(conninfo, password, member.kem_private, member.sign_private, per_client, start, done)]
+            * args.clients,
+        )
+        start.wait()
+        server0, t = server_cpu(cluster), time.perf_counter()
+        while done.n_waiting < args.clients:
+            time.sleep(0.002)
+        dt, server = time.perf_counter() - t, server_cpu(cluster) - server0
+        done.wait()
+        results = job.get(600)
+    manager.shutdown()
+    total = sum(r[0] for r in results)
+    per_read = (sum(r[1] for r in results) + server) / total * 1000
+    print(
+        f"{args.clients} client processes, Unix socket{label}: {total / dt:8.0f} audited "
+        f"reads/s ({total} reads in {dt:.2f} s; {load()}; target >= 2,000/s); CPU per "
+        f"read: clients {sum(r[1] for r in results) / total * 1000:.3f} ms + server "
+        f"{server / total * 1000:.3f} ms = {per_read:.3f} ms, i.e. two dedicated cores "
+        f"would sustain ~{2000 / per_read:,.0f}/s",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -389,6 +442,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, help="client processes (default 16; --quick 2)")
     ap.add_argument("--runs", type=int, default=30, help="whole-process gets per backend")
     ap.add_argument("--rounds", type=int, default=3, help="16-client throughput rounds")
+    ap.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run each throughput round against the server schema of git revision REV",
+    )
     ap.add_argument(
         "--unlock-only",
         action="store_true",

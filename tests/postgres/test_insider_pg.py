@@ -433,6 +433,85 @@ def test_a_revoked_member_is_refused_at_the_next_fetch(team: Any) -> None:
             fetch_as_a_client(bob, req)
 
 
+def test_a_request_older_than_a_minute_releases_nothing(team: Any) -> None:
+    """bob keeps a committed request for later; a minute on, it releases nothing, and
+    stays usable by nobody (the refusal claims nothing)."""
+    import psycopg
+
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        with team.connect() as owner:  # the clock's minute, without waiting for it
+            owner.execute(
+                "UPDATE credvault.read_requests SET created_at = created_at - interval '61 s'"
+                " WHERE id = %s",
+                (req,),
+            )
+        for _ in range(2):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="expired"):
+                fetch_as_a_client(bob, req)
+        with team.connect() as owner:
+            used = owner.execute(
+                "SELECT used_at FROM credvault.read_requests WHERE id = %s", (req,)
+            ).fetchone()[0]
+        assert used is None
+
+
+def test_a_request_whose_credential_is_gone_releases_nothing(team: Any) -> None:
+    """The credential is deleted (the row, as a purge deletes it) between bob's request and
+    his fetch: the request survives the delete (no cascade) and releases nothing."""
+    import psycopg
+
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        with team.connect() as owner:
+            owner.execute("DELETE FROM credvault.credentials WHERE name = 'db'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
+            fetch_as_a_client(bob, req)
+
+
+def test_concurrent_reads_keep_one_chain_and_one_entry_per_release(team: Any) -> None:
+    """Six members' connections read at once (the chain's head is taken by a table lock,
+    section readpath): every release names its own committed 'get' entry, the entries are
+    one gap-free chain that verifies, and the head names the last."""
+    import threading
+
+    before = team.audit_count("get")
+    seqs: list[int] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            with team.connect("bob") as bob:
+                for _ in range(15):
+                    req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()
+                    row = fetch_as_a_client(bob, req[0], "secret_env, audit_seq")
+                    assert bytes(row[0]) == ENVELOPE
+                    seqs.append(int(row[1]))
+        except BaseException as e:  # noqa: BLE001 - reported below, on the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(seqs) == len(set(seqs)) == 90
+    assert team.audit_count("get") == before + 90
+    with team.connect() as owner:
+        got = owner.execute(
+            "SELECT count(*), min(seq), max(seq) FROM credvault.audit"
+        ).fetchone()
+        head = owner.execute("SELECT seq FROM credvault.audit_head").fetchone()[0]
+        rows = owner.execute(
+            "SELECT action, member, outcome FROM credvault.audit WHERE seq = ANY(%s)", (seqs,)
+        ).fetchall()
+    assert got[0] == got[2] - got[1] + 1 and head == got[2]  # gap-free, head is the last
+    assert set(rows) == {("get", "bob", "ok")}
+    with team.connect("alice") as alice:
+        assert alice.execute("SELECT credvault.audit_verify()").fetchone()[0] is None
+
+
 # -- version 1's entry points (schema 2, section pgv1) ------------------------------------
 # Closed to members: the schema-2 client calls their replacements.
 CLOSED_V1 = {

@@ -5375,3 +5375,188 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.certify_keys_logged(text, integer, bytea,'
                    ' bytea, bytea, bytea, bytea, text[], bytea[]) TO %I', credvault.member_group());
 END $$;
+
+-- == readpath: the audited read's server work cut (chain lock, one query per check, no RI) ==
+--
+-- (issue 14, "Figures": >= 2,000 audited reads/s from 16 clients on 2 cores; docs/team.md
+-- "Figures".) Profiled with 16 clients, three costs grew with concurrency, not with work:
+--
+-- * audit_append locked the head row (SELECT ... FOR UPDATE) and then updated it. Under 16
+--   clients the row's page is pinned by waiters whenever an update wants to prune it, so
+--   pruning failed and every update went to a new page: the one-row table measured 31 pages
+--   after a few seconds, and each append scanned them all. The head is now serialised by a
+--   table lock (LOCK TABLE audit_head IN EXCLUSIVE MODE: conflicts with every writer, not
+--   with a reader's ACCESS SHARE; members hold no privilege that could take it), so only the
+--   lock holder touches the row and it stays one page. Same total order, same row, same hash.
+-- * request_read and fetch called me(), role_in() and held(): each a SECURITY DEFINER call
+--   that pushes and pops the search_path setting and revalidates cached plans. request_read
+--   now asks for the member, engagement, role and credential in one query and fetch claims
+--   its request in one UPDATE and checks the role in the query that returns the row; the
+--   rules, their order, the audit words and every error message are version 2's (sections
+--   pgreason and pgput), the diagnosis of a refused claim runs only when it is refused.
+-- * read_requests' two foreign keys ran two referential-integrity queries per request inside
+--   the chain's critical section, one of them row-locking the credential (a WAL record per
+--   read), and made every credential delete scan read_requests (no index on credential_id;
+--   the table has a row per read ever made). Both rows are written only by request_read in
+--   the transaction that makes the audit row; fetch releases nothing for a request whose
+--   credential is gone (its query joins credentials), as before ('access revoked').
+--
+-- Same-run A/B, 16 client processes (benchmarks/results/issue14-readpath-2026-11-30.txt).
+
+CREATE OR REPLACE FUNCTION credvault.audit_append(
+    who text, act text, eng text, itm text, result text, info text
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    head audit_head%ROWTYPE;
+    at timestamptz;
+    canon text;
+    h bytea;
+BEGIN
+    LOCK TABLE audit_head IN EXCLUSIVE MODE;
+    at := clock_timestamp();
+    SELECT * INTO head FROM audit_head;
+    canon := json_build_array(
+        head.seq + 1,
+        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        who, act, eng, itm, result, coalesce(info, '')
+    )::text;
+    h := sha256(head.hash || convert_to(canon, 'UTF8'));
+    INSERT INTO audit (seq, ts, member, action, engagement, item, outcome, detail, prev, hash)
+    VALUES (head.seq + 1, at, who, act, eng, itm, result, coalesce(info, ''), head.hash, h);
+    UPDATE audit_head SET seq = head.seq + 1, hash = h;
+    RETURN head.seq + 1;
+END $$;
+
+ALTER TABLE credvault.read_requests DROP CONSTRAINT read_requests_audit_seq_fkey;
+ALTER TABLE credvault.read_requests DROP CONSTRAINT read_requests_credential_id_fkey;
+
+CREATE OR REPLACE FUNCTION credvault.request_read(eng text, itm text, reason text DEFAULT '')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text;
+    need_reason boolean;
+    r text;
+    cid bigint;
+    why text := coalesce(reason, '');
+    s bigint;
+    rid bigint;
+BEGIN
+    -- me(), the engagement (active or closed), role_in() and the credential, in one query:
+    -- at most one row (members.role_name, engagements.name, grants' and credentials' keys
+    -- are unique); a missing engagement leaves role and credential NULL.
+    SELECT m.name, e.require_reason, g.role, c.id INTO who, need_reason, r, cid
+    FROM members m
+    LEFT JOIN engagements e ON e.name = eng AND e.state IN ('active', 'closed')
+    LEFT JOIN grants g ON g.engagement_id = e.id AND g.member = m.name
+         AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+    LEFT JOIN credentials c ON c.engagement_id = e.id AND c.name = itm
+    WHERE m.role_name = session_user AND m.state = 'active';
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'credvault: % is not an active member', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF r IS NULL OR r NOT IN ('lead', 'engineer', 'reader') THEN
+        -- held()'s words: 'role auditor', or 'no grant'
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', coalesce('role ' || r, 'no grant'));
+        RETURN NULL;
+    END IF;
+    IF need_reason AND why = '' THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    IF cid IS NULL THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'get', eng, itm, 'ok', CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END);
+    INSERT INTO read_requests (member, credential_id, audit_seq, xid)
+    VALUES (who, cid, s, pg_current_xact_id()) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch(request bigint)
+RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
+               key_version integer, uid bytea, kind text, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz, sys_uid bytea, sys_name text,
+               port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- taken first, before this function writes anything (the claim below is WAL too)
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text;
+    q read_requests%ROWTYPE;
+    tries integer := 0;
+BEGIN
+    -- The claim: the caller's own, unused, recent request, marked used (rolled back with
+    -- everything else if a check below refuses). A concurrent claim of the same request
+    -- waits for the row and then finds it used.
+    UPDATE read_requests rq SET used_at = clock_timestamp()
+    WHERE rq.id = request AND rq.used_at IS NULL
+      AND rq.member = (SELECT m.name FROM members m
+                       WHERE m.role_name = session_user AND m.state = 'active')
+      AND rq.created_at >= clock_timestamp() - interval '60 seconds'
+    RETURNING rq.* INTO q;
+    IF q.id IS NULL THEN
+        -- refused: say why, in version 2's words and order
+        SELECT m.name INTO who FROM members m WHERE m.role_name = session_user AND m.state = 'active';
+        IF who IS NULL THEN
+            RAISE EXCEPTION 'credvault: % is not an active member', session_user
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        SELECT * INTO q FROM read_requests rq WHERE rq.id = request;
+        IF q.id IS NULL OR q.member <> who THEN
+            RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF q.used_at IS NOT NULL THEN
+            RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    who := q.member;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- Durability, as in version 1: everything inserted into the WAL before this call (the
+    -- request's commit record included) must be flushed; re-checked every 1 ms (pg_sleep's
+    -- granularity) for ~10 ms, then refused so the client flushes it (nudge_wal).
+    WHILE pg_current_wal_flush_lsn() < want LOOP
+        tries := tries + 1;
+        IF tries > 10 THEN
+            RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+    -- With synchronous standbys configured, the request must be flushed on one of them too.
+    IF current_setting('synchronous_standby_names') <> '' THEN
+        tries := 0;
+        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
+                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= want) LOOP
+            tries := tries + 1;
+            IF tries > 500 THEN
+                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            PERFORM pg_sleep(0.001);
+        END LOOP;
+    END IF;
+    -- role_in() folded in: a reading role held now (a revoked, expired or changed grant, or a
+    -- credential gone since the request, returns nothing)
+    RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
+                        c.uid, c.kind, q.audit_seq, c.created_at, c.updated_at,
+                        s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM credentials c
+        JOIN grants g ON g.engagement_id = c.engagement_id AND g.member = who
+             AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+             AND g.role IN ('lead', 'engineer', 'reader')
+        LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.credential_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
