@@ -487,7 +487,7 @@ def test_concurrent_reads_keep_one_chain_and_one_entry_per_release(team: Any) ->
                     row = fetch_as_a_client(bob, req[0], "secret_env, audit_seq")
                     assert bytes(row[0]) == ENVELOPE
                     seqs.append(int(row[1]))
-        except BaseException as e:  # noqa: BLE001 - reported below, on the test's thread
+        except BaseException as e:  # reported below, on the test's thread
             errors.append(e)
 
     threads = [threading.Thread(target=reader) for _ in range(6)]
@@ -499,14 +499,13 @@ def test_concurrent_reads_keep_one_chain_and_one_entry_per_release(team: Any) ->
     assert len(seqs) == len(set(seqs)) == 90
     assert team.audit_count("get") == before + 90
     with team.connect() as owner:
-        got = owner.execute(
-            "SELECT count(*), min(seq), max(seq) FROM credvault.audit"
-        ).fetchone()
+        got = owner.execute("SELECT count(*), min(seq), max(seq) FROM credvault.audit").fetchone()
         head = owner.execute("SELECT seq FROM credvault.audit_head").fetchone()[0]
         rows = owner.execute(
             "SELECT action, member, outcome FROM credvault.audit WHERE seq = ANY(%s)", (seqs,)
         ).fetchall()
-    assert got[0] == got[2] - got[1] + 1 and head == got[2]  # gap-free, head is the last
+    assert got[0] == got[2] - got[1] + 1  # gap-free
+    assert head == got[2]  # the head names the last
     assert set(rows) == {("get", "bob", "ok")}
     with team.connect("alice") as alice:
         assert alice.execute("SELECT credvault.audit_verify()").fetchone()[0] is None
