@@ -324,6 +324,25 @@ def _client(args: tuple[str, str, bytes, bytes, int, Any, Any]) -> tuple[int, fl
     return n, cpu
 
 
+def _team_client(args: tuple[dict[str, str], int, Any, Any]) -> tuple[int, float]:
+    """The product path in a client process: ``credvault.Team`` as the CLI opens it."""
+    env, n, start, done = args
+    os.environ.clear()
+    os.environ.update(env)
+    from credvault import Secret, Team
+
+    pw = Path(env["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
+    with Team.open(env["CREDVAULT_VAULT"], "alice", Secret(pw)) as t:
+        t.credentials.get("alpha/db")
+        start.wait()
+        cpu = time.process_time()
+        for _ in range(n):
+            t.credentials.get("alpha/db")
+        cpu = time.process_time() - cpu
+        done.wait()
+    return n, cpu
+
+
 def report(name: str, ms: list[float], target: float | None = 1.5) -> None:
     ms = sorted(ms)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
@@ -354,7 +373,7 @@ def throughput(
     # A smoke run forks its clients: no interpreter start and imports for each (and for
     # the manager); a full run spawns them, as fresh processes.
     ctx = multiprocessing.get_context("fork" if args.quick else "spawn")
-    sides = [("", unix, pw, bob)]
+    sides = [("Unix socket", unix, pw, bob)]
     if args.against:
         # the same clients against the server side of another tree, in the same cluster,
         # alternately: what a schema change did to throughput, whatever the machine's load
@@ -362,7 +381,7 @@ def throughput(
         setup(old)
         sides.append(
             (
-                f" [schema of {args.against}]",
+                f"Unix socket [schema of {args.against}]",
                 cluster.conninfo(old.db, old.role("bob")),
                 old.passwords["bob"],
                 old.keys["bob"],
@@ -370,7 +389,8 @@ def throughput(
         )
     for _ in range(1 if args.quick else args.rounds):
         for label, conninfo, password, member in sides:
-            clients_round(ctx, cluster, args, label, conninfo, password, member, per_client)
+            job = (conninfo, password, member.kem_private, member.sign_private, per_client)
+            clients_round(ctx, cluster, args, label, _client, job)
 
 
 def new_pg_vault_at(cluster: Cluster, rev: str) -> PgVault:
@@ -401,32 +421,26 @@ def clients_round(
     cluster: Cluster,
     args: argparse.Namespace,
     label: str,
-    conninfo: str,
-    password: str,
-    member: Member,
-    per_client: int,
+    client: Any,
+    job: tuple[Any, ...],
 ) -> None:
     """One round: ``args.clients`` processes reading at once, the server's CPU beside."""
     manager = ctx.Manager()
     start, done = manager.Barrier(args.clients + 1), manager.Barrier(args.clients + 1)
     with ctx.Pool(args.clients) as pool:
-        job = pool.map_async(
-            _client,
-            [(conninfo, password, member.kem_private, member.sign_private, per_client, start, done)]
-            * args.clients,
-        )
+        running = pool.map_async(client, [(*job, start, done)] * args.clients)
         start.wait()
         server0, t = server_cpu(cluster), time.perf_counter()
         while done.n_waiting < args.clients:
             time.sleep(0.002)
         dt, server = time.perf_counter() - t, server_cpu(cluster) - server0
         done.wait()
-        results = job.get(600)
+        results = running.get(600)
     manager.shutdown()
     total = sum(r[0] for r in results)
     per_read = (sum(r[1] for r in results) + server) / total * 1000
     print(
-        f"{args.clients} client processes, Unix socket{label}: {total / dt:8.0f} audited "
+        f"{args.clients} client processes, {label}: {total / dt:8.0f} audited "
         f"reads/s ({total} reads in {dt:.2f} s; {load()}; target >= 2,000/s); CPU per "
         f"read: clients {sum(r[1] for r in results) / total * 1000:.3f} ms + server "
         f"{server / total * 1000:.3f} ms = {per_read:.3f} ms, i.e. two dedicated cores "
@@ -465,6 +479,11 @@ def main() -> None:
         sq, team = cli_vaults(cluster, Path(d))
         if not args.unlock_only:
             report("in-process credvault.Team get, TCP", team_latencies(team, n))
+            # the same rounds through the product's own path (what the CLI opens), over TCP
+            ctx = multiprocessing.get_context("fork" if args.quick else "spawn")
+            for _ in range(1 if args.quick else args.rounds):
+                label = "credvault.Team over TCP"
+                clients_round(ctx, cluster, args, label, _team_client, (team, per_client))
         runs = 1 if args.quick else args.runs
         got = whole_process(sq, team, runs, 0 if args.quick else 2)
         (aw, ac), (bw, bc) = got["sqlite"], got["team"]
