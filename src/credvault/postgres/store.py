@@ -291,6 +291,11 @@ class PgStore:
     def __init__(self, conn: Any, member: str) -> None:
         self.conn = conn
         self.member = member
+        # the audited read's statements (request_read, fetch) through one cursor of their
+        # own, prepared at the first call and with binary results: ~0.05 ms less client CPU
+        # per read than a new cursor per statement (docs/team.md "Figures"). The CLI's
+        # libpq connection (:mod:`credvault.postgres.libpq`) has no cursors: plain execute.
+        self._read_cursor: Any = conn.cursor(binary=True) if hasattr(conn, "cursor") else None
 
     def __repr__(self) -> str:
         return f"PgStore(member={self.member!r})"
@@ -409,6 +414,12 @@ class PgStore:
     def _one(self, sql: str, params: tuple[Any, ...] = (), *, action: str = "read") -> Any:
         with self._errors(action):
             return self.conn.execute(sql, params).fetchone()
+
+    def _read_one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        """One row of a read-path statement, prepared on this connection (see __init__)."""
+        if self._read_cursor is None:
+            return self.conn.execute(sql, params).fetchone()
+        return self._read_cursor.execute(sql, params, prepare=True).fetchone()
 
     def _all(self, sql: str, params: tuple[Any, ...] = (), *, action: str = "read") -> list[Any]:
         with self._errors(action):
@@ -791,9 +802,10 @@ class PgStore:
 
     def request_read(self, engagement: str, name: str, reason: str) -> int | None:
         """Phase one: the audit row commits (autocommit); None when refused (audited)."""
-        row = self._one(
-            "SELECT credvault.request_read(%s, %s, %s)", (engagement, name, reason), action="read"
-        )
+        with self._errors("read"):
+            row = self._read_one(
+                "SELECT credvault.request_read(%s, %s, %s)", (engagement, name, reason)
+            )
         return None if row[0] is None else int(row[0])
 
     def bindings(
@@ -824,12 +836,12 @@ class PgStore:
             pending = False
             with self._errors("read", engagement):
                 try:
-                    row = self.conn.execute(
+                    row = self._read_one(
                         "SELECT secret_env, username_env, url_env, notes_env, key_version, uid, "
                         "kind, audit_seq, created_at, updated_at, sys_uid, sys_name, port, "
                         "protocol, address_env FROM credvault.fetch(%s)",
                         (request,),
-                    ).fetchone()
+                    )
                 except Exception as e:
                     # WAL inserted before the fetch is not flushed yet (another session's,
                     # or our own asynchronous commit): flush it with a commit of our own
