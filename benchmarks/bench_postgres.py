@@ -457,6 +457,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30, help="whole-process gets per backend")
     ap.add_argument("--rounds", type=int, default=3, help="16-client throughput rounds")
     ap.add_argument(
+        "--fsync-off",
+        action="store_true",
+        help="run the cluster as the tests do (fsync and full_page_writes off): the CPU-bound ceiling, not a "
+        "production server's figure",
+    )
+    ap.add_argument(
         "--against",
         metavar="REV",
         help="also run each throughput round against the server schema of git revision REV",
@@ -472,8 +478,13 @@ def main() -> None:
     # A smoke run: two clients (the concurrent path still runs), each process spawned costs
     # an interpreter start and credvault's imports.
     args.clients = args.clients or (2 if args.quick else 16)
-    print(f"start: {load()}")
-    with running_cluster() as cluster, tempfile.TemporaryDirectory() as d:
+    # fsync on by default: a production server's commits reach the disk (the SQLCipher side
+    # of the whole-process comparison fsyncs too); the tests' clusters run with fsync off
+    print(f"start: {load()}; cluster with fsync {'off' if args.fsync_off else 'on'}")
+    with (
+        running_cluster("" if args.fsync_off else "fsync = on\nfull_page_writes = on\n") as cluster,
+        tempfile.TemporaryDirectory() as d,
+    ):
         if not args.unlock_only:
             throughput(cluster, Path(d), args, n, per_client)
         sq, team = cli_vaults(cluster, Path(d))
