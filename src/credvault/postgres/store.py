@@ -463,10 +463,6 @@ class PgStore:
                 (name, verifier, admin),
             )
 
-    def remove_member(self, name: str) -> int:
-        row = self._one("SELECT credvault.remove_member(%s)", (name,), action="remove a member")
-        return int(row[0])
-
     def engagement_logs(self) -> list[tuple[bytes, str, list[bytes]]]:
         """(uid, name, every link) of each engagement with a log that is not purged;
         admins only (``member rm`` replays them all)."""

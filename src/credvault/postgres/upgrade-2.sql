@@ -2248,7 +2248,7 @@ CREATE POLICY own_credential_trash ON credvault.credential_trash FOR SELECT
 -- with a key slot that pins no founder (docs/security.md §12, "A vault upgraded from
 -- schema 1") becomes its founder: they sign a certificate for every member's keys as the
 -- server shows them now, and the list of the engagements that have no log (format.md
--- §19.6, §19.7). Trust on first use: once only, while no certificate exists at all.
+-- §19.4, §19.6). Trust on first use: once only, while no certificate exists at all.
 
 -- The members that have published keys (any state: a removed member's key still checks
 -- the copies they sealed) and no certificate; admins only.
