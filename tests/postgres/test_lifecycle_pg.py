@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from credvault import Secret
-from credvault.postgres.slot import TeamSlot, login_password
+from credvault.postgres.slot import TeamSlot
 from pg_cluster import Cluster
 from postgres.test_contract import SECRET, World, _postgresql, one_line
 from postgres.test_contract_lifecycle import ENG, owner_target
@@ -46,7 +46,7 @@ def psql(w: World, who: str, sql: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
     slot = TeamSlot.read(slot_path)
     pw = Path(w.envs[who]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
-    password = login_password(slot.unlock(Secret(pw)), slot.vault_id)
+    password = slot.login_password(slot.unlock(Secret(pw)))  # with the slot's salt, if any
     c = cluster_of(w)
     return subprocess.run(
         ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
