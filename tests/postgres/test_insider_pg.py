@@ -458,14 +458,64 @@ def test_a_request_older_than_a_minute_releases_nothing(team: Any) -> None:
 
 def test_a_request_whose_credential_is_gone_releases_nothing(team: Any) -> None:
     """The credential is deleted (the row, as a purge deletes it) between bob's request and
-    his fetch: the request survives the delete (no cascade) and releases nothing."""
+    his fetch: the request goes with it (version 2's cascade, section rpreview) and
+    releases nothing, refused in version 2's words."""
     import psycopg
 
     with team.connect("bob") as bob:
         req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
         with team.connect() as owner:
             owner.execute("DELETE FROM credvault.credentials WHERE name = 'db'")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
+            left = owner.execute(
+                "SELECT count(*) FROM credvault.read_requests WHERE id = %s", (req,)
+            ).fetchone()[0]
+        assert left == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            fetch_as_a_client(bob, req)
+
+
+def test_a_request_does_not_follow_its_credential_to_another_engagement(team: Any) -> None:
+    """bob (engineer on alpha, reader on beta, where a reason is required) requests
+    alpha/db; the credential is then moved to beta as `mv` moves it (the row deleted and
+    made again under its id, re-sealed under beta's key). bob's request, audited as a
+    read of alpha/db without a reason, must not release beta's envelope."""
+    import psycopg
+
+    team.grant("alice", "beta", "bob", "reader")
+    moved = b"beta-sealed-" + ENVELOPE
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        with team.connect() as owner, owner.transaction():
+            owner.execute(
+                "UPDATE credvault.engagements SET require_reason = true WHERE name = 'beta'"
+            )
+            c = owner.execute(
+                "DELETE FROM credvault.credentials WHERE name = 'db'"
+                " RETURNING id, uid, kind, key_version, created_at"
+            ).fetchone()
+            owner.execute(
+                "INSERT INTO credvault.credentials (id, uid, engagement_id, name, kind,"
+                " key_version, secret_env, created_at)"
+                " OVERRIDING SYSTEM VALUE VALUES (%s, %s,"
+                " (SELECT id FROM credvault.engagements WHERE name = 'beta'), 'db2', %s, %s, %s, %s)",
+                (c[0], c[1], c[2], c[3], moved, c[4]),
+            )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            fetch_as_a_client(bob, req)
+
+
+def test_a_request_made_before_rm_releases_nothing_after_restore(team: Any) -> None:
+    """bob requests alpha/db, removes it to the trash and restores it (the row made again
+    under its id): the request went with the removal, as in version 2."""
+    import psycopg
+
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        out = bob.execute("SELECT outcome FROM credvault.remove_credential('alpha', 'db')")
+        assert out.fetchone()[0] == "ok"
+        out = bob.execute("SELECT credvault.restore_trashed('alpha', 'db', false)")
+        assert out.fetchone()[0] == "ok"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
             fetch_as_a_client(bob, req)
 
 

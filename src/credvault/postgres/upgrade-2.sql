@@ -5560,3 +5560,34 @@ BEGIN
         RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
     END IF;
 END $$;
+
+-- == rpreview: a read request goes with its credential row again (readpath's dropped cascade) ==
+--
+-- Section readpath dropped read_requests' foreign keys. The one on credential_id was ON
+-- DELETE CASCADE, and two commands delete a credential's row and make it again under the
+-- same id: `mv` to another engagement (pgrec) and the trash's restore (pgcmds). Without the
+-- cascade a request made before either survived it, and fetch released the row that now
+-- has that id: after a move, another engagement's envelope under a 'get' entry naming the
+-- old engagement and item (and without the reason the new engagement may require). Version
+-- 2 refused it ('no such read request'), as it refused any request whose credential was
+-- deleted. This trigger deletes what the cascade deleted, at the deleting transaction's
+-- commit: every deleting function appends to the audit chain, whose lock a request_read in
+-- flight holds until it commits, so a request inserted meanwhile is seen and deleted too.
+-- The read path keeps what readpath won: no row lock on the credential and no
+-- referential-integrity query per request; one index entry per request instead, which also
+-- spares a credential delete the scan of read_requests.
+
+CREATE INDEX read_requests_credential ON credvault.read_requests (credential_id);
+
+CREATE FUNCTION credvault.read_requests_cascade() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    DELETE FROM read_requests WHERE credential_id = OLD.id;
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION credvault.read_requests_cascade() FROM PUBLIC;
+
+CREATE CONSTRAINT TRIGGER read_requests_cascade AFTER DELETE ON credvault.credentials
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION credvault.read_requests_cascade();
