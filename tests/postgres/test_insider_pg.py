@@ -519,6 +519,22 @@ def test_a_request_made_before_rm_releases_nothing_after_restore(team: Any) -> N
             fetch_as_a_client(bob, req)
 
 
+def test_a_stale_snapshot_cannot_append_to_the_chain(team: Any) -> None:
+    """bob reads in a REPEATABLE READ transaction whose snapshot predates another append:
+    his request is refused as version 2 refused it (serialization_failure, the client's
+    Conflict), not as a duplicate audit entry, and the chain still verifies."""
+    import psycopg
+
+    with team.connect("bob", autocommit=False) as stale, team.connect("bob") as bob:
+        stale.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        stale.execute("SELECT credvault.me()")  # the snapshot
+        bob.execute("SELECT credvault.request_read('alpha', 'db')")
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            stale.execute("SELECT credvault.request_read('alpha', 'db')")
+        stale.rollback()
+        assert bob.execute("SELECT credvault.audit_verify()").fetchone()[0] is None
+
+
 def test_concurrent_reads_keep_one_chain_and_one_entry_per_release(team: Any) -> None:
     """Six members' connections read at once (the chain's head is taken by a table lock,
     section readpath): every release names its own committed 'get' entry, the entries are

@@ -5591,3 +5591,37 @@ REVOKE ALL ON FUNCTION credvault.read_requests_cascade() FROM PUBLIC;
 CREATE CONSTRAINT TRIGGER read_requests_cascade AFTER DELETE ON credvault.credentials
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION credvault.read_requests_cascade();
+
+-- audit_append (section readpath's, one change): the head is updated before the entry is
+-- inserted. Under the table lock the head is read without a row lock, so a transaction in
+-- REPEATABLE READ or SERIALIZABLE whose snapshot predates another append reads a stale
+-- head; inserting first failed on audit's primary key (unique_violation: the client said
+-- "it exists already"), where version 2's SELECT ... FOR UPDATE raised
+-- serialization_failure (the client's Conflict, "run the command again"). The update of a
+-- row changed since the snapshot raises that again; READ COMMITTED (every product path)
+-- reads the current head after the lock and is unchanged: same row, same hash, same order.
+CREATE OR REPLACE FUNCTION credvault.audit_append(
+    who text, act text, eng text, itm text, result text, info text
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    head audit_head%ROWTYPE;
+    at timestamptz;
+    canon text;
+    h bytea;
+BEGIN
+    LOCK TABLE audit_head IN EXCLUSIVE MODE;
+    at := clock_timestamp();
+    SELECT * INTO head FROM audit_head;
+    canon := json_build_array(
+        head.seq + 1,
+        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        who, act, eng, itm, result, coalesce(info, '')
+    )::text;
+    h := sha256(head.hash || convert_to(canon, 'UTF8'));
+    UPDATE audit_head SET seq = head.seq + 1, hash = h;
+    INSERT INTO audit (seq, ts, member, action, engagement, item, outcome, detail, prev, hash)
+    VALUES (head.seq + 1, at, who, act, eng, itm, result, coalesce(info, ''), head.hash, h);
+    RETURN head.seq + 1;
+END $$;
