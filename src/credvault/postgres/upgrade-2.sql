@@ -5398,8 +5398,9 @@ END $$;
 --   the chain's critical section, one of them row-locking the credential (a WAL record per
 --   read), and made every credential delete scan read_requests (no index on credential_id;
 --   the table has a row per read ever made). Both rows are written only by request_read in
---   the transaction that makes the audit row; fetch releases nothing for a request whose
---   credential is gone (its query joins credentials), as before ('access revoked').
+--   the transaction that makes the audit row. The cascade on a credential's delete is not
+--   optional (mv and the trash's restore make the row again under the same id): section
+--   rpreview keeps it with a trigger and an index.
 --
 -- Same-run A/B, 16 client processes (benchmarks/results/issue14-readpath-2026-11-30.txt).
 
