@@ -6,6 +6,7 @@ no role in, and to gain roles.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -502,6 +503,62 @@ def test_a_request_does_not_follow_its_credential_to_another_engagement(team: An
             )
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
             fetch_as_a_client(bob, req)
+
+
+def test_a_request_racing_a_move_names_no_row_of_another_engagement(team: Any) -> None:
+    """bob's request_read has found alpha/db and waits for the audit chain's lock while
+    the credential is moved to beta (as `mv` moves it: the row made again under its id).
+    When the lock comes, the request is refused as changed meanwhile ('run the command
+    again'): no request names the moved row, and no 'get ok' entry was kept."""
+    import threading
+
+    import psycopg
+
+    team.grant("alice", "beta", "bob", "reader")
+    before = team.audit_count("get")
+    outcome: list[BaseException | int | None] = []
+    with team.connect() as owner:
+        owner.execute("BEGIN")
+        owner.execute("LOCK TABLE credvault.audit_head IN EXCLUSIVE MODE")
+
+        def request() -> None:
+            try:
+                with team.connect("bob") as bob:
+                    row = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()
+                    outcome.append(row[0])
+            except BaseException as e:  # reported below, on the test's thread
+                outcome.append(e)
+
+        t = threading.Thread(target=request)
+        t.start()
+        with team.connect() as watcher:  # bob's read has looked the row up: it waits now
+            for _ in range(3000):
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                    " AND relation = 'credvault.audit_head'::regclass"
+                ).fetchone()[0]
+                if waiting or not t.is_alive():
+                    break
+                time.sleep(0.01)
+        c = owner.execute(
+            "DELETE FROM credvault.credentials WHERE name = 'db'"
+            " RETURNING id, uid, kind, key_version, secret_env, created_at"
+        ).fetchone()
+        owner.execute(
+            "INSERT INTO credvault.credentials (id, uid, engagement_id, name, kind,"
+            " key_version, secret_env, created_at)"
+            " OVERRIDING SYSTEM VALUE VALUES (%s, %s,"
+            " (SELECT id FROM credvault.engagements WHERE name = 'beta'), 'db', %s, %s, %s, %s)",
+            (c[0], c[1], c[2], c[3], c[4], c[5]),
+        )
+        owner.execute("COMMIT")
+    t.join(60)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], psycopg.errors.SerializationFailure), outcome
+    assert "changed meanwhile" in str(outcome[0])
+    assert team.audit_count("get") == before
+    with team.connect() as owner:
+        assert owner.execute("SELECT count(*) FROM credvault.read_requests").fetchone()[0] == 0
 
 
 def test_a_request_made_before_rm_releases_nothing_after_restore(team: Any) -> None:

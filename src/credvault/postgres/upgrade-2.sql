@@ -5439,6 +5439,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
     who text;
+    eid bigint;
     need_reason boolean;
     r text;
     cid bigint;
@@ -5449,7 +5450,7 @@ BEGIN
     -- me(), the engagement (active or closed), role_in() and the credential, in one query:
     -- at most one row (members.role_name, engagements.name, grants' and credentials' keys
     -- are unique); a missing engagement leaves role and credential NULL.
-    SELECT m.name, e.require_reason, g.role, c.id INTO who, need_reason, r, cid
+    SELECT m.name, e.id, e.require_reason, g.role, c.id INTO who, eid, need_reason, r, cid
     FROM members m
     LEFT JOIN engagements e ON e.name = eng AND e.state IN ('active', 'closed')
     LEFT JOIN grants g ON g.engagement_id = e.id AND g.member = m.name
@@ -5474,8 +5475,18 @@ BEGIN
         RETURN NULL;
     END IF;
     s := audit_append(who, 'get', eng, itm, 'ok', CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END);
+    -- Still the row the query above found, seen after the chain's lock (a statement of its
+    -- own: a fresh snapshot): an `mv` to another engagement committed while this waited for
+    -- the lock leaves a row under the same id elsewhere, an `rm` none; this request must not
+    -- name either (section rpreview). Then nothing is kept, the audit row included.
     INSERT INTO read_requests (member, credential_id, audit_seq, xid)
-    VALUES (who, cid, s, pg_current_xact_id()) RETURNING id INTO rid;
+    SELECT who, c.id, s, pg_current_xact_id() FROM credentials c
+    WHERE c.id = cid AND c.engagement_id = eid AND c.name = itm
+    RETURNING id INTO rid;
+    IF rid IS NULL THEN
+        RAISE EXCEPTION 'credvault: %/% changed meanwhile; run the command again', eng, itm
+            USING ERRCODE = 'serialization_failure';
+    END IF;
     RETURN rid;
 END $$;
 
