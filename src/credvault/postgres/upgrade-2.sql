@@ -5424,9 +5424,12 @@ BEGIN
         who, act, eng, itm, result, coalesce(info, '')
     )::text;
     h := sha256(head.hash || convert_to(canon, 'UTF8'));
+    -- the head first: a REPEATABLE READ or SERIALIZABLE caller whose snapshot predates
+    -- another append read a stale head above (no row lock now) and gets
+    -- serialization_failure here, as version 2's FOR UPDATE gave it, not a duplicate key
+    UPDATE audit_head SET seq = head.seq + 1, hash = h;
     INSERT INTO audit (seq, ts, member, action, engagement, item, outcome, detail, prev, hash)
     VALUES (head.seq + 1, at, who, act, eng, itm, result, coalesce(info, ''), head.hash, h);
-    UPDATE audit_head SET seq = head.seq + 1, hash = h;
     RETURN head.seq + 1;
 END $$;
 
@@ -5584,7 +5587,10 @@ END $$;
 -- 2 refused it ('no such read request'), as it refused any request whose credential was
 -- deleted. This trigger deletes what the cascade deleted, at the deleting transaction's
 -- commit: every deleting function appends to the audit chain, whose lock a request_read in
--- flight holds until it commits, so a request inserted meanwhile is seen and deleted too.
+-- flight holds until it commits, so a request inserted meanwhile is seen and deleted too;
+-- the other order (the delete's transaction took the lock first) is request_read's check of
+-- the row after the lock (section readpath). A stale REPEATABLE READ snapshot in
+-- audit_append: readpath's audit_append updates the head before it inserts the entry.
 -- The read path keeps what readpath won: no row lock on the credential and no
 -- referential-integrity query per request; one index entry per request instead, which also
 -- spares a credential delete the scan of read_requests.
@@ -5603,37 +5609,3 @@ REVOKE ALL ON FUNCTION credvault.read_requests_cascade() FROM PUBLIC;
 CREATE CONSTRAINT TRIGGER read_requests_cascade AFTER DELETE ON credvault.credentials
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION credvault.read_requests_cascade();
-
--- audit_append (section readpath's, one change): the head is updated before the entry is
--- inserted. Under the table lock the head is read without a row lock, so a transaction in
--- REPEATABLE READ or SERIALIZABLE whose snapshot predates another append reads a stale
--- head; inserting first failed on audit's primary key (unique_violation: the client said
--- "it exists already"), where version 2's SELECT ... FOR UPDATE raised
--- serialization_failure (the client's Conflict, "run the command again"). The update of a
--- row changed since the snapshot raises that again; READ COMMITTED (every product path)
--- reads the current head after the lock and is unchanged: same row, same hash, same order.
-CREATE OR REPLACE FUNCTION credvault.audit_append(
-    who text, act text, eng text, itm text, result text, info text
-) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE
-    head audit_head%ROWTYPE;
-    at timestamptz;
-    canon text;
-    h bytea;
-BEGIN
-    LOCK TABLE audit_head IN EXCLUSIVE MODE;
-    at := clock_timestamp();
-    SELECT * INTO head FROM audit_head;
-    canon := json_build_array(
-        head.seq + 1,
-        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-        who, act, eng, itm, result, coalesce(info, '')
-    )::text;
-    h := sha256(head.hash || convert_to(canon, 'UTF8'));
-    UPDATE audit_head SET seq = head.seq + 1, hash = h;
-    INSERT INTO audit (seq, ts, member, action, engagement, item, outcome, detail, prev, hash)
-    VALUES (head.seq + 1, at, who, act, eng, itm, result, coalesce(info, ''), head.hash, h);
-    RETURN head.seq + 1;
-END $$;
