@@ -311,14 +311,35 @@ def latencies(conninfo: str, password: str, me: Member, n: int) -> list[float]:
     return out
 
 
-def _client(args: tuple[str, str, bytes, bytes, int, Any, Any]) -> tuple[int, float]:
-    conninfo, password, kem, sign, n, start, done = args
+def _two_call_get(v: TeamVault, engagement: str, name: str) -> bytes:
+    """The read as clients before section readclaim made it (request_read, then fetch: two
+    round trips), for a schema without ``credvault.read`` (``--against`` an older tree)."""
+    from credvault.crypto import envelope
+
+    req = v._read.execute(
+        "SELECT credvault.request_read(%s, %s, %s)", (engagement, name, ""), prepare=True
+    ).fetchone()[0]
+    row = v._read.execute(
+        "SELECT secret_env, uid, key_version FROM credvault.fetch(%s)", (req,), prepare=True
+    ).fetchone()
+    eng_uid, key, _ = v.engagement_key(engagement)
+    place = envelope.Place(v.vault_id, eng_uid, "credentials", bytes(row[1]), "secret")
+    return envelope.open_(place, bytes(row[0]), key)
+
+
+def _client(args: tuple[str, str, bytes, bytes, int, bool, Any, Any]) -> tuple[int, float]:
+    conninfo, password, kem, sign, n, two_calls, start, done = args
     with TeamVault(connect(conninfo, password=password), Member("bob", kem, sign)) as v:
-        v.get("alpha", "db")
+        get = (
+            (lambda: _two_call_get(v, "alpha", "db"))
+            if two_calls
+            else (lambda: v.get("alpha", "db"))
+        )
+        get()
         start.wait()
         cpu = time.process_time()
         for _ in range(n):
-            v.get("alpha", "db")
+            get()
         cpu = time.process_time() - cpu
         done.wait()  # connected until the server's CPU is read (its backends then exit)
     return n, cpu
@@ -366,30 +387,36 @@ def throughput(
         f"sslmode=verify-full sslrootcert={ca}"
     )
     tcp = f"host=127.0.0.1 port={cluster.port} dbname={pg.db} user={pg.role('bob')} sslmode=disable"
-    print(f"PostgreSQL audited get (two-phase + local decrypt), {n} reads each")
+    print(
+        f"PostgreSQL audited get (request, claim, release in one call + local decrypt), {n} reads each"
+    )
     report("in-process, Unix socket", latencies(unix, pw, bob, n))
     report("in-process, TCP localhost (no TLS)", latencies(tcp, pw, bob, n))
     report("in-process, TCP + TLS verify-full", latencies(tls, pw, bob, n))
     # A smoke run forks its clients: no interpreter start and imports for each (and for
     # the manager); a full run spawns them, as fresh processes.
     ctx = multiprocessing.get_context("fork" if args.quick else "spawn")
-    sides = [("Unix socket", unix, pw, bob)]
+    sides = [("Unix socket", unix, pw, bob, False)]
     if args.against:
-        # the same clients against the server side of another tree, in the same cluster,
-        # alternately: what a schema change did to throughput, whatever the machine's load
+        # the server side of another tree, in the same cluster, alternately: what a schema
+        # change did to throughput, whatever the machine's load. Its clients read as that
+        # tree's did when it has no one-call read (section readclaim): request, then fetch.
         old = new_pg_vault_at(cluster, args.against)
         setup(old)
+        with old.connect() as conn:
+            two_calls = conn.execute("SELECT to_regproc('credvault.read') IS NULL").fetchone()[0]
         sides.append(
             (
                 f"Unix socket [schema of {args.against}]",
                 cluster.conninfo(old.db, old.role("bob")),
                 old.passwords["bob"],
                 old.keys["bob"],
+                bool(two_calls),
             )
         )
     for _ in range(1 if args.quick else args.rounds):
-        for label, conninfo, password, member in sides:
-            job = (conninfo, password, member.kem_private, member.sign_private, per_client)
+        for label, conninfo, password, member, two in sides:
+            job = (conninfo, password, member.kem_private, member.sign_private, per_client, two)
             clients_round(ctx, cluster, args, label, _client, job)
 
 

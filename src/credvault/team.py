@@ -7,8 +7,8 @@ result types, so the CLI's handlers run unchanged on either backend. The cryptog
 SQLCipher vault's, made and checked on this machine: envelopes (:mod:`credvault.crypto.envelope`
 with the record's place as associated data), engagement keys sealed with HPKE to members'
 X25519 keys, and the same signed statements (:mod:`credvault.postgres.client`). Access
-control and the audit trail are the server's: every read is a committed audit row first
-(``request_read``), then the envelope (``fetch``); :class:`~credvault.postgres.store.PgStore`
+control and the audit trail are the server's: every read is a committed, durable audit row
+first, then the envelope (``CALL credvault.read``); :class:`~credvault.postgres.store.PgStore`
 holds every statement. An engagement's lifecycle, the purge and its receipts, and the
 owner's schema upgrade live in :mod:`credvault.team_lifecycle`; systems, history,
 edit/mv/find/import and the trash in :mod:`credvault.team_records` (each loaded when used). A
@@ -1259,8 +1259,8 @@ class TeamCredentials:
     ) -> tuple[str, str, dict[str, bytes | None], Fetched]:
         t = self.t
         eng, name = validate.ref(ref)
-        req = t.store.request_read(eng, name, reason or "")
-        if req is None:
+        f = t.store.read(eng, name, reason or "")
+        if f is None:
             # refused, and audited by the server; say why in the SQLCipher terms
             row = t.store.engagement(eng)
             if row is None:
@@ -1270,7 +1270,6 @@ class TeamCredentials:
             if t.store.credential_meta(eng, name) is None:
                 raise NotFound("credential", ref)
             raise AccessDenied(t.member, "read", eng, "refused by the server")
-        f = t.store.fetch(req, eng)
         eng_uid, key, version = t.engagement_key(eng, "read", f.key_version)
         if version != f.key_version:  # rotated between the fetch and the key look-up
             raise Conflict("the engagement key was rotated meanwhile; run the command again")

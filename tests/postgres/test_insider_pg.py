@@ -593,8 +593,8 @@ def test_a_stale_snapshot_cannot_append_to_the_chain(team: Any) -> None:
 
 
 def test_concurrent_reads_keep_one_chain_and_one_entry_per_release(team: Any) -> None:
-    """Six members' connections read at once (the chain's head is taken by a table lock,
-    section readpath): every release names its own committed 'get' entry, the entries are
+    """Six members' connections read at once, three in one call (section readclaim), three
+    in two (the chain's head is taken by a table lock, section readpath): every release names its own committed 'get' entry, the entries are
     one gap-free chain that verifies, and the head names the last."""
     import threading
 
@@ -602,18 +602,22 @@ def test_concurrent_reads_keep_one_chain_and_one_entry_per_release(team: Any) ->
     seqs: list[int] = []
     errors: list[BaseException] = []
 
-    def reader() -> None:
+    def reader(one_call: bool) -> None:
         try:
             with team.connect("bob") as bob:
                 for _ in range(15):
-                    req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()
-                    row = fetch_as_a_client(bob, req[0], "secret_env, audit_seq")
+                    if one_call:  # CALL credvault.read: request, claim, release
+                        got = bob.execute("CALL credvault.read('alpha', 'db', '')").fetchone()
+                        row = (got[1], got[8])
+                    else:  # version 2's request, then fetch
+                        req = bob.execute("SELECT credvault.request_read('alpha', 'db')")
+                        row = fetch_as_a_client(bob, req.fetchone()[0], "secret_env, audit_seq")
                     assert bytes(row[0]) == ENVELOPE
                     seqs.append(int(row[1]))
         except BaseException as e:  # reported below, on the test's thread
             errors.append(e)
 
-    threads = [threading.Thread(target=reader) for _ in range(6)]
+    threads = [threading.Thread(target=reader, args=(i % 2 == 0,)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
@@ -632,6 +636,148 @@ def test_concurrent_reads_keep_one_chain_and_one_entry_per_release(team: Any) ->
     assert set(rows) == {("get", "bob", "ok")}
     with team.connect("alice") as alice:
         assert alice.execute("SELECT credvault.audit_verify()").fetchone()[0] is None
+
+
+# -- the read in one call: request, claim, release (section readclaim) ----------------------
+
+
+def test_the_one_call_read_puts_its_entry_on_disk_before_it_releases(team: Any) -> None:
+    """``CALL credvault.read``: one 'get' entry (reason and all), the envelope, and the
+    request's claim flushed: its WAL position is at or below the flushed one."""
+    before = team.audit_count("get")
+    out = team.psql("bob", "CALL credvault.read('alpha', 'db', 'deploy')")
+    assert out.returncode == 0, out.stderr
+    fields = out.stdout.strip().split("|")
+    req, env_hex, seq = int(fields[0]), fields[1], int(fields[8])
+    assert env_hex == "\\x" + ENVELOPE_HEX
+    assert team.audit_count("get") == before + 1
+    with team.connect() as owner:
+        entry = owner.execute(
+            "SELECT member, action, engagement, item, outcome, detail FROM credvault.audit "
+            "WHERE seq = %s",
+            (seq,),
+        ).fetchone()
+        claim = owner.execute(
+            "SELECT used_at IS NOT NULL, claim_lsn <= pg_current_wal_flush_lsn(), "
+            "pg_xact_status(claim_xid) FROM credvault.read_requests WHERE id = %s",
+            (req,),
+        ).fetchone()
+    assert entry == ("bob", "get", "alpha", "db", "ok", "reason: deploy")
+    assert claim == (True, True, "committed")
+
+
+def test_the_one_call_read_refused_says_so_and_is_audited(team: Any) -> None:
+    before = team.audit_count("get")
+    out = team.psql("eve", "CALL credvault.read('alpha', 'db', '')")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().strip("|") == ""  # no request, no envelope: every column NULL
+    assert team.audit_count("get") == before + 1
+    with team.connect() as owner:
+        last = owner.execute(
+            "SELECT member, outcome, detail FROM credvault.audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert last == ("eve", "denied", "no grant")
+
+
+def test_the_one_call_read_inside_a_transaction_yields_nothing(team: Any) -> None:
+    """The ROLLBACK trick on the procedure: it cannot commit inside the member's
+    transaction block, so it fails before the claim; nothing released, nothing kept."""
+    before = team.audit_count("get")
+    out = team.psql("bob", "BEGIN;\nCALL credvault.read('alpha', 'db', '');\nROLLBACK;\n")
+    assert out.returncode != 0
+    assert "invalid transaction termination" in out.stderr, out.stderr
+    assert ENVELOPE_HEX not in out.stdout
+    assert team.audit_count("get") == before
+
+
+def test_release_needs_the_callers_own_claim_committed_earlier(team: Any) -> None:
+    """Each step by hand, as the attacker would: release without a claim, a claim and its
+    release in one transaction then rolled back, someone else's claim, a second claim."""
+    import psycopg
+
+    team.grant("alice", "alpha", "eve", "reader")
+    with team.connect("bob") as bob, team.connect("eve") as eve:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such claimed"):
+            bob.execute("SELECT * FROM credvault.release(%s)", (req,))
+        with bob.transaction():  # claim and release in one transaction, rolled back
+            bob.execute("SELECT credvault.claim_read(%s)", (req,))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="claim not committed"):
+                bob.execute("SELECT * FROM credvault.release(%s)", (req,))
+            raise psycopg.Rollback
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            eve.execute("SELECT credvault.claim_read(%s)", (req,))
+        bob.execute("SELECT credvault.claim_read(%s)", (req,))  # rolled back above: unused
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="already used"):
+            bob.execute("SELECT credvault.claim_read(%s)", (req,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such claimed"):
+            eve.execute("SELECT * FROM credvault.release(%s)", (req,))
+        row = fetch_as_a_client(bob, req, "secret_env, audit_seq", "release")
+        assert bytes(row[0]) == ENVELOPE
+        # released again within the request's minute: the same entry, nothing new
+        again = fetch_as_a_client(bob, req, "secret_env, audit_seq", "release")
+        assert (bytes(again[0]), again[1]) == (ENVELOPE, row[1])
+        # past the minute, or after a revoke, nothing
+        with team.connect() as owner:
+            owner.execute(
+                "UPDATE credvault.read_requests SET created_at = created_at - interval '61 s'"
+                " WHERE id = %s",
+                (req,),
+            )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such claimed"):
+            bob.execute("SELECT * FROM credvault.release(%s)", (req,))
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        bob.execute("SELECT credvault.claim_read(%s)", (req,))
+        out = team.psql("alice", "SELECT credvault.revoke_grant('alpha', 'bob')")
+        assert out.returncode == 0, out.stderr
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
+            fetch_as_a_client(bob, req, "secret_env", "release")
+
+
+def test_an_asynchronous_claim_never_outruns_the_audit_row(team: Any) -> None:
+    """The attacker commits request and claim asynchronously, hoping a crash loses the
+    audit row after the ciphertext left. With the WAL writer slowed to 10 s neither is
+    flushed on its own: release must refuse, or (if something else flushed them) the
+    audit row must survive a crash."""
+    cluster = team.cluster
+    cluster.superuser_sql("ALTER SYSTEM SET wal_writer_delay = '10s';\nSELECT pg_reload_conf()")
+    try:
+        before = team.audit_count("get")
+        script = (
+            "SET synchronous_commit = off;\n"
+            "SELECT credvault.request_read('alpha', 'db') AS req \\gset\n"
+            "SELECT credvault.claim_read(:req);\n"
+            "SELECT encode(secret_env, 'hex') FROM credvault.release(:req);\n"
+        )
+        out = team.psql("bob", script)
+        released = ENVELOPE_HEX in out.stdout
+        if not released:
+            assert "not yet durable" in out.stderr, out.stderr
+        cluster.crash()
+        cluster.start()
+        if released:
+            assert team.audit_count("get") == before + 1
+    finally:
+        cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")
+
+
+def test_the_one_call_read_commits_its_claim_synchronously_in_any_session(team: Any) -> None:
+    """A member whose session (or database default) commits asynchronously still reads in
+    one call, and what was released is on disk: a crash right after keeps the entry."""
+    cluster = team.cluster
+    cluster.superuser_sql("ALTER SYSTEM SET wal_writer_delay = '10s';\nSELECT pg_reload_conf()")
+    try:
+        before = team.audit_count("get")
+        out = team.psql(
+            "bob", "SET synchronous_commit = off;\nCALL credvault.read('alpha', 'db', '');\n"
+        )
+        assert out.returncode == 0, out.stderr
+        assert "\\x" + ENVELOPE_HEX in out.stdout
+        cluster.crash()
+        cluster.start()
+        assert team.audit_count("get") == before + 1
+    finally:
+        cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")
 
 
 # -- version 1's entry points (schema 2, section pgv1) ------------------------------------

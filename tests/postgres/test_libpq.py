@@ -165,7 +165,7 @@ def test_the_store_maps_its_errors_as_on_psycopg(pg: PgVault) -> None:
             assert type(s.conn).__module__.startswith("credvault" if light else "psycopg")
             assert s.opening()[1] == "alice"
             with pytest.raises(AccessDenied, match="no such read request"):
-                s.fetch(987654, "alpha")
+                s.phase_two("SELECT * FROM credvault.fetch(%s)", 987654, "read", "alpha")
             with pytest.raises(NotFound):  # P0002, raised by revoke_grant
                 s.revoke_grant("alpha", "nobody")
     with pytest.raises(StoreError, match="cannot connect"):
@@ -241,7 +241,9 @@ def test_importing_the_binding_imports_no_psycopg() -> None:
 def test_a_fetch_refused_as_not_yet_durable_is_nudged_and_answered(pg: PgVault) -> None:
     """The store's answer to "not yet durable" (nudge_wal, a void function, then the same
     fetch again) works on this connection too: the request is committed asynchronously
-    with the WAL writer slowed to 10 s, so only the nudge can flush it."""
+    with the WAL writer slowed to 10 s, so only the nudge can flush it. A get in such a
+    session needs no nudge: ``credvault.read`` commits its claim synchronously whatever
+    the session says, and that flush makes the entry durable."""
     pg.engagement("alpha")
     pg.put("alice", "alpha", "db", b"envelope-bytes")
     cluster = pg.cluster
@@ -252,9 +254,9 @@ def test_a_fetch_refused_as_not_yet_durable_is_nudged_and_answered(pg: PgVault) 
             assert s.conn.execute("SELECT credvault.nudge_wal()").fetchone() == (None,)
             s.conn.execute("SET synchronous_commit = off")
             before = pg.audit_count("get")
-            req = s.request_read("alpha", "db", "")
-            assert req is not None
-            assert s.fetch(req, "alpha").secret_env == b"envelope-bytes"
+            got_env = s.read("alpha", "db", "")
+            assert got_env is not None
+            assert got_env.secret_env == b"envelope-bytes"
             assert pg.audit_count("get") == before + 1
             # and every other phase two (`get --version`'s fetch_record among them)
             pg.put("alice", "alpha", "db", b"second-envelope")  # version 1 is kept

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-# the read path's helpers that upgrade-2 rewrites in PL/pgSQL (pgspeed), with fetch
-READ_PATH = ("vault_id", "is_admin", "role_in", "my_engagement_ids", "my_grant", "fetch")
+# the read path's helpers that upgrade-2 rewrites in PL/pgSQL (pgspeed), with fetch, and the
+# one-call read's claim and release (readclaim)
+READ_PATH = (
+    "vault_id",
+    "is_admin",
+    "role_in",
+    "my_engagement_ids",
+    "my_grant",
+    "fetch",
+    "claim_read",
+    "release",
+)
 
 
 def _functions(pg: Any) -> list[tuple[str, bool, list[str] | None, str, str]]:
@@ -55,3 +65,18 @@ def test_the_read_path_helpers_stay_definer_functions_members_may_call(pg: Any) 
         assert conn.execute("SELECT count(*) FROM credvault.my_engagement_ids()").fetchone() == (0,)
         assert conn.execute("SELECT credvault.role_in(1)").fetchone() == (None,)
         assert conn.execute("SELECT * FROM credvault.my_grant('nope')").fetchone() is None
+
+
+def test_the_one_call_read_is_an_invoker_procedure_members_may_call(pg: Any) -> None:
+    """``credvault.read`` commits between its steps, which PostgreSQL allows only in a
+    SECURITY INVOKER procedure without a SET clause: it must hold no rule, and it runs with
+    the member's own rights (each step it calls is a definer function that checks)."""
+    with pg.connect() as conn:
+        row = conn.execute(
+            "SELECT p.prokind, p.prosecdef, p.proconfig, has_function_privilege(%s, p.oid, "
+            "'EXECUTE'), has_function_privilege('public', p.oid, 'EXECUTE') FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'credvault' AND p.proname = 'read'",
+            (pg.role("alice"),),
+        ).fetchall()
+    assert row == [("p", False, None, True, False)]

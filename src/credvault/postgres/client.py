@@ -79,12 +79,12 @@ class TeamVault:
         self.me = me
         row = conn.execute("SELECT credvault.vault_id()").fetchone()
         self.vault_id = bytes(row[0])
-        # opened engagement keys of this session, by engagement: a read then costs two
-        # round trips (request, fetch); the server still checks the role at every fetch
+        # opened engagement keys of this session, by engagement: a read then costs one
+        # round trip; the server still checks the role at every release
         self._keys: dict[str, tuple[bytes, bytes, int]] = {}
-        # the read's own cursor: both statements prepared at once and results in binary (no
-        # hex for the envelope on either side); ~20 % less client CPU per read than a new
-        # cursor per statement (benchmarks/results/issue14-readpath-2026-11-30.txt)
+        # the read's own cursor: its statement prepared once and results in binary (no hex
+        # for the envelope on either side); ~20 % less client CPU per read than a new cursor
+        # per statement (benchmarks/results/issue14-readpath-2026-11-30.txt)
         self._read = conn.cursor(binary=True)
 
     def __repr__(self) -> str:
@@ -172,31 +172,25 @@ class TeamVault:
             raise AccessDenied(self.me.name, "put", engagement, "refused by the server")
 
     def get(self, engagement: str, name: str, reason: str = "") -> bytes:
-        """An audited read: request (its audit row commits), fetch, open here."""
+        """An audited read (``CALL credvault.read``: request, claim, release; the audit row
+        committed and durable before the envelope leaves), opened here."""
         import psycopg
 
-        req = self._read.execute(
-            "SELECT credvault.request_read(%s, %s, %s)", (engagement, name, reason), prepare=True
-        ).fetchone()[0]
-        if req is None:
-            raise AccessDenied(self.me.name, "read", engagement, "refused by the server")
-        for attempt in range(20):
+        for attempt in range(5):
             try:
                 row = self._read.execute(
-                    "SELECT secret_env, uid, key_version FROM credvault.fetch(%s)",
-                    (req,),
-                    prepare=True,
+                    "CALL credvault.read(%s, %s, %s)", (engagement, name, reason), prepare=True
                 ).fetchone()
                 break
             except psycopg.errors.ObjectNotInPrerequisiteState:
-                # WAL inserted before the fetch is not flushed yet (someone else's pending
-                # record): flush it with a commit of our own (schema.sql, nudge_wal)
-                with self.conn.transaction():
-                    self.conn.execute("SET LOCAL synchronous_commit = local")
-                    self.conn.execute("SELECT credvault.nudge_wal()")
+                # the claim committed but not yet flushed on a synchronous standby (release
+                # waited ~0.5 s): ask again, a new request
                 time.sleep(0.005 * attempt)
         else:
             raise AccessDenied(self.me.name, "read", engagement, "audit entry not durable")
+        if row[0] is None:
+            raise AccessDenied(self.me.name, "read", engagement, "refused by the server")
+        row = (row[1], row[6], row[5])  # secret_env, uid, key_version
         cached = self._keys.get(engagement)
         if cached is None or cached[2] != int(row[2]):
             cached = self._keys[engagement] = self.engagement_key(engagement)

@@ -291,7 +291,7 @@ class PgStore:
     def __init__(self, conn: Any, member: str) -> None:
         self.conn = conn
         self.member = member
-        # the audited read's statements (request_read, fetch) through one cursor of their
+        # the audited read (``CALL credvault.read``) through one cursor of its
         # own, prepared at the first call and with binary results: ~0.02 ms (8 %) less client
         # CPU per read than a new cursor per statement (docs/team.md "Figures"). The CLI's
         # libpq connection (:mod:`credvault.postgres.libpq`) has no cursors: plain execute.
@@ -796,14 +796,6 @@ class PgStore:
         )
         return bool(row[0])
 
-    def request_read(self, engagement: str, name: str, reason: str) -> int | None:
-        """Phase one: the audit row commits (autocommit); None when refused (audited)."""
-        with self._errors("read"):
-            row = self._read_one(
-                "SELECT credvault.request_read(%s, %s, %s)", (engagement, name, reason)
-            )
-        return None if row[0] is None else int(row[0])
-
     def bindings(
         self, engagement: str, uid: bytes | None = None
     ) -> dict[bytes, tuple[str, str, bytes]]:
@@ -825,32 +817,33 @@ class PgStore:
             for r in self._all(sql, params)
         }
 
-    def fetch(self, request: int, engagement: str) -> Fetched:
-        """Phase two: the envelopes, released only against the committed request."""
+    def read(self, engagement: str, name: str, reason: str) -> Fetched | None:
+        """The audited read in one round trip (``CALL credvault.read``, upgrade-2.sql section
+        readclaim): the request (its audit row), the claim whose synchronous commit makes
+        that row durable, the release. None: refused, and audited by the server."""
         row: Any = None
-        for attempt in range(20):
+        for attempt in range(5):
             pending = False
             with self._errors("read", engagement):
                 try:
                     row = self._read_one(
-                        "SELECT secret_env, username_env, url_env, notes_env, key_version, uid, "
-                        "kind, audit_seq, created_at, updated_at, sys_uid, sys_name, port, "
-                        "protocol, address_env FROM credvault.fetch(%s)",
-                        (request,),
+                        "CALL credvault.read(%s, %s, %s)", (engagement, name, reason)
                     )
                 except Exception as e:
-                    # WAL inserted before the fetch is not flushed yet (another session's,
-                    # or our own asynchronous commit): flush it with a commit of our own
+                    # the claim committed but not yet flushed on a synchronous standby
+                    # (release waited ~0.5 s): ask again, a new request (audited)
                     if not _not_durable_yet(e):
                         raise
                     pending = True
             if not pending:
                 break
-            self.nudge_wal()
             time.sleep(0.005 * attempt)
         else:
             raise AccessDenied(self.member, "read", engagement, "audit entry not durable")
-        if row is None:
+        if row[0] is None:
+            return None
+        row = row[1:]
+        if row[0] is None:  # the credential went between the request and the release
             raise NotFound("credential", engagement)
         return Fetched(
             bytes(row[0]),
