@@ -314,14 +314,21 @@ def latencies(conninfo: str, password: str, me: Member, n: int) -> list[float]:
 def _two_call_get(v: TeamVault, engagement: str, name: str) -> bytes:
     """The read as clients before section readclaim made it (request_read, then fetch: two
     round trips), for a schema without ``credvault.read`` (``--against`` an older tree)."""
+    import psycopg
+
     from credvault.crypto import envelope
 
     req = v._read.execute(
         "SELECT credvault.request_read(%s, %s, %s)", (engagement, name, ""), prepare=True
     ).fetchone()[0]
-    row = v._read.execute(
-        "SELECT secret_env, uid, key_version FROM credvault.fetch(%s)", (req,), prepare=True
-    ).fetchone()
+    while True:
+        try:
+            row = v._read.execute(
+                "SELECT secret_env, uid, key_version FROM credvault.fetch(%s)", (req,), prepare=True
+            ).fetchone()
+            break
+        except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL not flushed yet
+            v.conn.execute("SELECT credvault.nudge_wal()")
     eng_uid, key, _ = v.engagement_key(engagement)
     place = envelope.Place(v.vault_id, eng_uid, "credentials", bytes(row[1]), "secret")
     return envelope.open_(place, bytes(row[0]), key)
@@ -330,11 +337,10 @@ def _two_call_get(v: TeamVault, engagement: str, name: str) -> bytes:
 def _client(args: tuple[str, str, bytes, bytes, int, bool, Any, Any]) -> tuple[int, float]:
     conninfo, password, kem, sign, n, two_calls, start, done = args
     with TeamVault(connect(conninfo, password=password), Member("bob", kem, sign)) as v:
-        get = (
-            (lambda: _two_call_get(v, "alpha", "db"))
-            if two_calls
-            else (lambda: v.get("alpha", "db"))
-        )
+
+        def get() -> bytes:
+            return _two_call_get(v, "alpha", "db") if two_calls else v.get("alpha", "db")
+
         get()
         start.wait()
         cpu = time.process_time()
@@ -459,6 +465,8 @@ def clients_round(
         start.wait()
         server0, t = server_cpu(cluster), time.perf_counter()
         while done.n_waiting < args.clients:
+            if running.ready():  # a client failed before the finish line: say why
+                running.get()
             time.sleep(0.002)
         dt, server = time.perf_counter() - t, server_cpu(cluster) - server0
         done.wait()
