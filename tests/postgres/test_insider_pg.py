@@ -895,6 +895,35 @@ def test_a_release_racing_a_move_hands_over_no_row_of_another_engagement(team: A
     assert isinstance(outcome[0], psycopg.errors.InsufficientPrivilege), outcome
 
 
+def test_an_audit_checkpoint_names_only_a_head_on_disk(team: Any) -> None:
+    """Since the one-call read (section readclaim) a 'get' entry commits asynchronously, its
+    flush left to the claim's: for that moment the head is visible but not on disk (a
+    member may also commit request_read so on their own). A checkpoint taken then and a
+    crash after it would name an entry the recovered server never had, and every later
+    `audit verify --checkpoint` would report tampering (exit 6). The store reads the head
+    and then commits synchronously itself, so what it names is on disk."""
+    from credvault.postgres.store import PgStore
+
+    cluster = team.cluster
+    cluster.superuser_sql("ALTER SYSTEM SET wal_writer_delay = '10s';\nSELECT pg_reload_conf()")
+    try:
+        with team.connect("bob") as bob:
+            bob.execute("SET synchronous_commit = off")  # as CALL credvault.read's step 1
+            bob.execute("SELECT credvault.request_read('alpha', 'db')")
+        target = cluster.conninfo(team.db, team.role("alice"))
+        with PgStore.connect(target, "alice", password=team.passwords["alice"]) as s:
+            seq, mac = s.audit_head()
+        cluster.crash()
+        cluster.start()
+        with team.connect() as owner:
+            row = owner.execute("SELECT hash FROM credvault.audit WHERE seq = %s", (seq,))
+            at = row.fetchone()
+        assert at is not None
+        assert bytes(at[0]) == mac
+    finally:
+        cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")
+
+
 # -- version 1's entry points (schema 2, section pgv1) ------------------------------------
 # Closed to members: the schema-2 client calls their replacements.
 CLOSED_V1 = {
