@@ -1,11 +1,13 @@
 """High availability on the engine's own terms: a primary with a synchronous standby
 (streaming replication), the primary killed with SIGKILL under load, the standby
 promoted, clients reconnecting through a multi-host connection string — and every
-acknowledged put and every audit entry of a returned secret present on the new primary.
+acknowledged put and every audit entry of a returned secret present on the new primary,
+for both reads: request then fetch, and the one call (``CALL credvault.read``: request
+committed asynchronously, claim synchronously, release).
 
-Also: a member who commits a read request with ``synchronous_commit = local`` while the
-standby is away gets no envelope. Costs a second cluster and a standby (~5 s quiet);
-marked ``slow``.
+Also: a member who commits a read request (or the one call's claim) with
+``synchronous_commit = local`` while the standby is away gets no envelope. Costs a second
+cluster and a standby (~5 s quiet); marked ``slow``.
 """
 
 from __future__ import annotations
@@ -113,11 +115,18 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                         psycopg.errors.ObjectNotInPrerequisiteState, match="synchronous standby"
                     ):
                         fetch_as_a_client(b, req)
+                    # the one-call read in that session: its claim commits locally only,
+                    # and release waits for the standby, then refuses
+                    with pytest.raises(
+                        psycopg.errors.ObjectNotInPrerequisiteState, match="synchronous standby"
+                    ):
+                        b.execute("CALL credvault.read('alpha', 'seed', '')")
                 standby.start()
                 wait_sync(su)
 
             acked_puts: list[str] = []
             read_audits: list[int] = []
+            call_audits: list[int] = []  # released by CALL credvault.read (section readclaim)
             progress = threading.Event()
             stop = threading.Event()
 
@@ -132,7 +141,7 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                             return
                         acked_puts.append(name)
                         n += 1
-                        if len(acked_puts) >= 10 and len(read_audits) >= 10:
+                        if min(len(acked_puts), len(read_audits), len(call_audits)) >= 10:
                             progress.set()
 
             def reader() -> None:
@@ -147,7 +156,23 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                             return
                         read_audits.append(seq)  # the envelope came back: it was released
 
-            threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+            def one_call_reader() -> None:
+                with pg.connect("bob") as b:
+                    while not stop.is_set():
+                        try:
+                            got = b.execute("CALL credvault.read('alpha', 'seed', '')")
+                            row = got.fetchone()
+                        except Exception:
+                            return
+                        if row[1] is None:  # refused: no progress, the test says so
+                            return
+                        call_audits.append(row[8])
+
+            threads = [
+                threading.Thread(target=writer),
+                threading.Thread(target=reader),
+                threading.Thread(target=one_call_reader),
+            ]
             for t in threads:
                 t.start()
             assert progress.wait(120), "no load progress"
@@ -177,6 +202,7 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                 }
             assert set(acked_puts) <= names
             assert set(read_audits) <= seqs
+            assert set(call_audits) <= seqs
             with TeamVault(
                 connect(multi, user=pg.role("bob"), password=pg.passwords["bob"]), pg.keys["bob"]
             ) as bob:

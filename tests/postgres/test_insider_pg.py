@@ -780,6 +780,150 @@ def test_the_one_call_read_commits_its_claim_synchronously_in_any_session(team: 
         cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")
 
 
+# -- review of the one-call read (section clmreview) ---------------------------------------
+
+
+def _waiting_on(watcher: Any, table: str, n: int, alive: Any) -> None:
+    """Observe (pg_locks) until ``n`` backends wait for a lock on ``table``."""
+    for _ in range(3000):
+        waiting = watcher.execute(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+            (table,),
+        ).fetchone()[0]
+        if waiting >= n or not alive():
+            return
+        time.sleep(0.01)
+
+
+def test_a_claim_that_sees_its_request_commit_late_waits_for_that_commit(team: Any) -> None:
+    """bob's claim starts while his request (another session, committing asynchronously) is
+    still open, and sees it committed by the time its UPDATE looks (READ COMMITTED: a
+    snapshot per statement). claim_lsn, release's whole durability test, must still lie
+    after the request's commit record, or an asynchronous claim is released with the 'get'
+    entry not on disk. The interleaving, microseconds wide on its own, is held open by a
+    lock the owner queues on read_requests (observed in pg_locks, no sleeps to time it)."""
+    import threading
+
+    errors: list[BaseException] = []
+    with team.connect("bob") as a, team.connect() as owner, team.connect() as watcher:
+        a.execute("BEGIN")
+        req = a.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+
+        def queue_a_lock() -> None:  # waits behind bob's open request, then lets go
+            try:
+                owner.execute("BEGIN")
+                owner.execute("LOCK TABLE credvault.read_requests IN SHARE MODE")
+                owner.execute("COMMIT")
+            except BaseException as e:  # reported below, on the test's thread
+                errors.append(e)
+
+        def claim() -> None:  # the second session: its UPDATE queues behind that lock
+            try:
+                with team.connect("bob") as b:
+                    b.execute("SET synchronous_commit = off")
+                    b.execute("SELECT credvault.claim_read(%s)", (req,))
+            except BaseException as e:
+                errors.append(e)
+
+        locker = threading.Thread(target=queue_a_lock)
+        locker.start()
+        _waiting_on(watcher, "credvault.read_requests", 1, locker.is_alive)
+        claimer = threading.Thread(target=claim)
+        claimer.start()
+        _waiting_on(watcher, "credvault.read_requests", 2, claimer.is_alive)
+        # below the request's commit record, which is inserted after this
+        mark = watcher.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+        a.execute("SET LOCAL synchronous_commit = off")
+        a.execute("COMMIT")
+        locker.join(60)
+        claimer.join(60)
+    assert errors == []
+    with team.connect() as owner:
+        row = owner.execute(
+            "SELECT used_at IS NOT NULL, claim_lsn > %s FROM credvault.read_requests WHERE id = %s",
+            (mark, req),
+        ).fetchone()
+    assert row == (True, True)
+
+
+def test_a_release_racing_a_move_hands_over_no_row_of_another_engagement(team: Any) -> None:
+    """bob (reader on beta too) has claimed a request for alpha/db; while his release runs,
+    the credential is moved to beta (as `mv` moves it: the row made again under its id, the
+    request deleted with it, section rpreview). The release must not hand over the moved
+    row, beta's envelope, under the 'get' entry that names alpha/db. The moment between
+    release's look at the request and its look at the credential is held open by a lock
+    the owner holds on credvault.systems, observed in pg_locks."""
+    import threading
+
+    import psycopg
+
+    team.grant("alice", "beta", "bob", "reader")
+    outcome: list[Any] = []
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        bob.execute("SELECT credvault.claim_read(%s)", (req,))
+    with team.connect() as owner, team.connect() as watcher:
+        owner.execute("BEGIN")
+        owner.execute("LOCK TABLE credvault.systems IN ACCESS EXCLUSIVE MODE")
+
+        def release() -> None:
+            try:
+                with team.connect("bob") as b:
+                    row = fetch_as_a_client(b, req, "secret_env", "release")
+                    outcome.append(bytes(row[0]))
+            except BaseException as e:  # reported below, on the test's thread
+                outcome.append(e)
+
+        t = threading.Thread(target=release)
+        t.start()
+        _waiting_on(watcher, "credvault.systems", 1, t.is_alive)
+        c = owner.execute(
+            "DELETE FROM credvault.credentials WHERE name = 'db'"
+            " RETURNING id, uid, kind, key_version, created_at"
+        ).fetchone()
+        owner.execute(
+            "INSERT INTO credvault.credentials (id, uid, engagement_id, name, kind,"
+            " key_version, secret_env, created_at)"
+            " OVERRIDING SYSTEM VALUE VALUES (%s, %s,"
+            " (SELECT id FROM credvault.engagements WHERE name = 'beta'), 'db', %s, %s,"
+            " 'moved: beta''s envelope', %s)",
+            (c[0], c[1], c[2], c[3], c[4]),
+        )
+        owner.execute("COMMIT")
+    t.join(60)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], psycopg.errors.InsufficientPrivilege), outcome
+
+
+def test_an_audit_checkpoint_names_only_a_head_on_disk(team: Any) -> None:
+    """Since the one-call read (section readclaim) a 'get' entry commits asynchronously, its
+    flush left to the claim's: for that moment the head is visible but not on disk (a
+    member may also commit request_read so on their own). A checkpoint taken then and a
+    crash after it would name an entry the recovered server never had, and every later
+    `audit verify --checkpoint` would report tampering (exit 6). The store reads the head
+    and then commits synchronously itself, so what it names is on disk."""
+    from credvault.postgres.store import PgStore
+
+    cluster = team.cluster
+    cluster.superuser_sql("ALTER SYSTEM SET wal_writer_delay = '10s';\nSELECT pg_reload_conf()")
+    try:
+        with team.connect("bob") as bob:
+            bob.execute("SET synchronous_commit = off")  # as CALL credvault.read's step 1
+            bob.execute("SELECT credvault.request_read('alpha', 'db')")
+        target = cluster.conninfo(team.db, team.role("alice"))
+        with PgStore.connect(target, "alice", password=team.passwords["alice"]) as s:
+            seq, mac = s.audit_head()
+        cluster.crash()
+        cluster.start()
+        with team.connect() as owner:
+            row = owner.execute("SELECT hash FROM credvault.audit WHERE seq = %s", (seq,))
+            at = row.fetchone()
+        assert at is not None
+        assert bytes(at[0]) == mac
+    finally:
+        cluster.superuser_sql("ALTER SYSTEM RESET wal_writer_delay;\nSELECT pg_reload_conf()")
+
+
 # -- version 1's entry points (schema 2, section pgv1) ------------------------------------
 # Closed to members: the schema-2 client calls their replacements.
 CLOSED_V1 = {

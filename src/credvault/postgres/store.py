@@ -1482,7 +1482,16 @@ class PgStore:
         return None if row[0] is None else int(row[0])
 
     def audit_head(self) -> tuple[int, bytes]:
+        """The chain's head, once it is on disk (and on a synchronous standby, if one is
+        configured): a 'get' entry commits asynchronously in ``CALL credvault.read``
+        (upgrade-2.sql, section readclaim), so a head can be visible before its flush. A
+        checkpoint naming it, then a crash or a failover, would be a false alarm of
+        tampering forever after. One synchronous commit of our own flushes everything
+        before it (as ``nudge_wal`` does, but waiting for the standby too)."""
         row = self._one("SELECT seq, hash FROM credvault.audit_head_info()")
+        with self._errors("read the audit trail"), self.conn.transaction():
+            self.conn.execute("SET LOCAL synchronous_commit = on")
+            self.conn.execute("SELECT credvault.nudge_wal()")
         return int(row[0]), bytes(row[1])
 
     def audit_hash_at(self, seq: int) -> bytes | None:

@@ -5796,3 +5796,131 @@ BEGIN
                    'bytea, bytea, bytea, integer, bytea, text, bigint, timestamptz, timestamptz, '
                    'bytea, text, integer, text, bytea) TO %I', credvault.member_group());
 END $$;
+
+-- == clmreview: claim_lsn taken once the request is seen; release decides in one snapshot ==
+--
+-- (Review of section readclaim; tests/postgres/test_insider_pg.py, "clmreview".) Two races
+-- a member can drive from two sessions, each closed here without a new round trip:
+--
+-- * claim_read took claim_lsn in its DECLARE, before its UPDATE. Under READ COMMITTED that
+--   UPDATE takes a snapshot of its own, later: a request whose transaction committed in
+--   between (the member's own, from a second session, asynchronously) was seen, claimed,
+--   and given a claim_lsn BELOW its commit record. release's "flushed up to claim_lsn" (and
+--   the synchronous standby's) then did not cover the audit row: a claim committed
+--   asynchronously could be released while the 'get' entry was not yet on disk. claim_lsn
+--   is now taken by the UPDATE itself, for the row it found: that row was visible, so its
+--   transaction's commit record was inserted before the snapshot, below claim_lsn. (Version
+--   1's fetch and every phase two written after it take their `want` the same early way;
+--   not changed here: see the review's report.)
+-- * release read its request in one statement and returned the credential from another,
+--   each with its own snapshot, with no row lock in between: an `mv` to another engagement
+--   committed between the two (the row made again under the same id, the request deleted by
+--   section rpreview's cascade) was released under the old engagement's 'get' entry, with
+--   the new engagement's envelope, without its required reason: rpreview's hole again. The
+--   returning query now joins the request (and the member) again, so one snapshot decides:
+--   the request and the credential it named then, or nothing.
+
+CREATE OR REPLACE FUNCTION credvault.claim_read(request bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text;
+    q read_requests%ROWTYPE;
+BEGIN
+    -- claim_lsn: evaluated for the row this statement's snapshot found, so after the
+    -- request's commit record (the row's heap record for this update comes after it)
+    UPDATE read_requests rq
+    SET used_at = clock_timestamp(), claim_lsn = pg_current_wal_insert_lsn(),
+        claim_xid = pg_current_xact_id()
+    WHERE rq.id = request AND rq.used_at IS NULL
+      AND rq.member = (SELECT m.name FROM members m
+                       WHERE m.role_name = session_user AND m.state = 'active')
+      AND rq.created_at >= clock_timestamp() - interval '60 seconds'
+    RETURNING rq.* INTO q;
+    IF q.id IS NULL THEN
+        -- refused: fetch's words and order (section readpath)
+        SELECT m.name INTO who FROM members m WHERE m.role_name = session_user AND m.state = 'active';
+        IF who IS NULL THEN
+            RAISE EXCEPTION 'credvault: % is not an active member', session_user
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        SELECT * INTO q FROM read_requests rq WHERE rq.id = request;
+        IF q.id IS NULL OR q.member <> who THEN
+            RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF q.used_at IS NOT NULL THEN
+            RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.release(request bigint)
+RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
+               key_version integer, uid bytea, kind text, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz, sys_uid bytea, sys_name text,
+               port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    q read_requests%ROWTYPE;
+    tries integer := 0;
+BEGIN
+    SELECT rq.* INTO q FROM read_requests rq
+    WHERE rq.id = request AND rq.claim_lsn IS NOT NULL
+      AND rq.member = (SELECT m.name FROM members m
+                       WHERE m.role_name = session_user AND m.state = 'active')
+      AND rq.created_at >= clock_timestamp() - interval '60 seconds';
+    IF q.id IS NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM members m WHERE m.role_name = session_user AND m.state = 'active') THEN
+            RAISE EXCEPTION 'credvault: % is not an active member', session_user
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RAISE EXCEPTION 'credvault: no such claimed read request (or expired)'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.claim_xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request claim not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- durability of the request, as section readclaim: claim_lsn lies after its commit record
+    WHILE pg_current_wal_flush_lsn() < q.claim_lsn LOOP
+        tries := tries + 1;
+        IF tries > 10 THEN
+            RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+    IF current_setting('synchronous_standby_names') <> '' THEN
+        tries := 0;
+        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
+                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= q.claim_lsn) LOOP
+            tries := tries + 1;
+            IF tries > 500 THEN
+                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            PERFORM pg_sleep(0.001);
+        END LOOP;
+    END IF;
+    -- one snapshot for the request, the member, the role and the row: a credential deleted
+    -- and made again under the same id since the statement above (mv, the trash's restore)
+    -- took its requests with it (section rpreview), so nothing comes back
+    RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
+                        c.uid, c.kind, rq.audit_seq, c.created_at, c.updated_at,
+                        s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM read_requests rq
+        JOIN members m ON m.name = rq.member AND m.role_name = session_user AND m.state = 'active'
+        JOIN credentials c ON c.id = rq.credential_id
+        JOIN grants g ON g.engagement_id = c.engagement_id AND g.member = rq.member
+             AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+             AND g.role IN ('lead', 'engineer', 'reader')
+        LEFT JOIN systems s ON s.id = c.system_id
+        WHERE rq.id = q.id AND rq.claim_xid = q.claim_xid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
