@@ -5621,9 +5621,9 @@ CREATE CONSTRAINT TRIGGER read_requests_cascade AFTER DELETE ON credvault.creden
 -- Now the read is three transactions in one round trip, `CALL credvault.read(...)`:
 --   1. request_read, committed asynchronously: the chain's lock is held for the append's
 --      CPU work only; the entry is not yet durable and nothing has been released.
---   2. claim_read(request): marks the request used and records the WAL insert position at
---      its start (claim_lsn). The request was visible to it, so the request's commit record
---      lies before claim_lsn; the claim commits synchronously, and its flush (shared with
+--   2. claim_read(request): marks the request used and records the WAL insert position as
+--      its UPDATE finds the request (claim_lsn). The request was visible to it, so the
+--      request's commit record lies before claim_lsn; the claim commits synchronously, and its flush (shared with
 --      every other client's claim in flight: a group commit) makes the request durable.
 --   3. release(request): returns the envelope only for the caller's claimed request whose
 --      claim committed in an earlier transaction (pg_xact_status of claim_xid, so claim and
@@ -5645,182 +5645,6 @@ CREATE CONSTRAINT TRIGGER read_requests_cascade AFTER DELETE ON credvault.creden
 ALTER TABLE credvault.read_requests ADD COLUMN claim_lsn pg_lsn, ADD COLUMN claim_xid xid8;
 
 CREATE FUNCTION credvault.claim_read(request bigint) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE
-    -- taken first, before this function writes anything: the request's commit record,
-    -- which this transaction can see, was inserted before it
-    want pg_lsn := pg_current_wal_insert_lsn();
-    who text;
-    q read_requests%ROWTYPE;
-BEGIN
-    UPDATE read_requests rq
-    SET used_at = clock_timestamp(), claim_lsn = want, claim_xid = pg_current_xact_id()
-    WHERE rq.id = request AND rq.used_at IS NULL
-      AND rq.member = (SELECT m.name FROM members m
-                       WHERE m.role_name = session_user AND m.state = 'active')
-      AND rq.created_at >= clock_timestamp() - interval '60 seconds'
-    RETURNING rq.* INTO q;
-    IF q.id IS NULL THEN
-        -- refused: fetch's words and order (section readpath)
-        SELECT m.name INTO who FROM members m WHERE m.role_name = session_user AND m.state = 'active';
-        IF who IS NULL THEN
-            RAISE EXCEPTION 'credvault: % is not an active member', session_user
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
-        SELECT * INTO q FROM read_requests rq WHERE rq.id = request;
-        IF q.id IS NULL OR q.member <> who THEN
-            RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
-        END IF;
-        IF q.used_at IS NOT NULL THEN
-            RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
-        END IF;
-        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
-        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
-    END IF;
-END $$;
-
-CREATE FUNCTION credvault.release(request bigint)
-RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
-               key_version integer, uid bytea, kind text, audit_seq bigint,
-               created_at timestamptz, updated_at timestamptz, sys_uid bytea, sys_name text,
-               port integer, protocol text, address_env bytea)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE
-    q read_requests%ROWTYPE;
-    tries integer := 0;
-BEGIN
-    SELECT rq.* INTO q FROM read_requests rq
-    WHERE rq.id = request AND rq.claim_lsn IS NOT NULL
-      AND rq.member = (SELECT m.name FROM members m
-                       WHERE m.role_name = session_user AND m.state = 'active')
-      AND rq.created_at >= clock_timestamp() - interval '60 seconds';
-    IF q.id IS NULL THEN
-        IF NOT EXISTS (SELECT 1 FROM members m WHERE m.role_name = session_user AND m.state = 'active') THEN
-            RAISE EXCEPTION 'credvault: % is not an active member', session_user
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
-        RAISE EXCEPTION 'credvault: no such claimed read request (or expired)'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF pg_xact_status(q.claim_xid) IS DISTINCT FROM 'committed' THEN
-        RAISE EXCEPTION 'credvault: read request claim not committed' USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    -- Durability of the request: the claim's synchronous commit flushed claim_lsn, which
-    -- lies after the request's commit record. A claim committed asynchronously waits here
-    -- ~10 ms, then is refused, as fetch refuses (the client flushes: nudge_wal).
-    WHILE pg_current_wal_flush_lsn() < q.claim_lsn LOOP
-        tries := tries + 1;
-        IF tries > 10 THEN
-            RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
-                USING ERRCODE = 'object_not_in_prerequisite_state';
-        END IF;
-        PERFORM pg_sleep(0.001);
-    END LOOP;
-    IF current_setting('synchronous_standby_names') <> '' THEN
-        tries := 0;
-        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
-                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= q.claim_lsn) LOOP
-            tries := tries + 1;
-            IF tries > 500 THEN
-                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
-                    USING ERRCODE = 'object_not_in_prerequisite_state';
-            END IF;
-            PERFORM pg_sleep(0.001);
-        END LOOP;
-    END IF;
-    RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
-                        c.uid, c.kind, q.audit_seq, c.created_at, c.updated_at,
-                        s.uid, s.name, s.port, s.protocol, s.address_env
-        FROM credentials c
-        JOIN grants g ON g.engagement_id = c.engagement_id AND g.member = q.member
-             AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())
-             AND g.role IN ('lead', 'engineer', 'reader')
-        LEFT JOIN systems s ON s.id = c.system_id
-        WHERE c.id = q.credential_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
-    END IF;
-END $$;
-
--- Sequences the three; holds no rule (see above). The request id comes back as `request`
--- (NULL: refused, and audited); the rest is release's row.
-CREATE PROCEDURE credvault.read(eng text, itm text, reason text,
-    INOUT request bigint DEFAULT NULL,
-    INOUT secret_env bytea DEFAULT NULL, INOUT username_env bytea DEFAULT NULL,
-    INOUT url_env bytea DEFAULT NULL, INOUT notes_env bytea DEFAULT NULL,
-    INOUT key_version integer DEFAULT NULL, INOUT uid bytea DEFAULT NULL,
-    INOUT kind text DEFAULT NULL, INOUT audit_seq bigint DEFAULT NULL,
-    INOUT created_at timestamptz DEFAULT NULL, INOUT updated_at timestamptz DEFAULT NULL,
-    INOUT sys_uid bytea DEFAULT NULL, INOUT sys_name text DEFAULT NULL,
-    INOUT port integer DEFAULT NULL, INOUT protocol text DEFAULT NULL,
-    INOUT address_env bytea DEFAULT NULL)
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    -- 1: the entry, its flush left to the claim's (the chain's lock is not held across it)
-    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
-    request := credvault.request_read(eng, itm, reason);
-    COMMIT;
-    IF request IS NULL THEN
-        RETURN;
-    END IF;
-    -- 2: synchronously, whatever the session's setting (release checks the flush anyway)
-    IF pg_catalog.current_setting('synchronous_commit') = 'off' THEN
-        PERFORM pg_catalog.set_config('synchronous_commit', 'on', true);
-    END IF;
-    PERFORM credvault.claim_read(request);
-    COMMIT;
-    -- 3
-    SELECT r.secret_env, r.username_env, r.url_env, r.notes_env, r.key_version, r.uid, r.kind,
-           r.audit_seq, r.created_at, r.updated_at, r.sys_uid, r.sys_name, r.port, r.protocol,
-           r.address_env
-    INTO secret_env, username_env, url_env, notes_env, key_version, uid, kind, audit_seq,
-         created_at, updated_at, sys_uid, sys_name, port, protocol, address_env
-    FROM credvault.release(request) r;
-END $$;
-
-REVOKE ALL ON FUNCTION credvault.claim_read(bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION credvault.release(bigint) FROM PUBLIC;
-REVOKE ALL ON PROCEDURE credvault.read(text, text, text, bigint, bytea, bytea, bytea, bytea,
-    integer, bytea, text, bigint, timestamptz, timestamptz, bytea, text, integer, text, bytea)
-    FROM PUBLIC;
-DO $$
-BEGIN
-    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.claim_read(bigint) TO %I', credvault.member_group());
-    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.release(bigint) TO %I', credvault.member_group());
-    EXECUTE format('GRANT EXECUTE ON PROCEDURE credvault.read(text, text, text, bigint, bytea, '
-                   'bytea, bytea, bytea, integer, bytea, text, bigint, timestamptz, timestamptz, '
-                   'bytea, text, integer, text, bytea) TO %I', credvault.member_group());
-END $$;
-
--- == clmreview: claim_lsn taken once the request is seen; release decides in one snapshot ==
---
--- (Review of section readclaim; tests/postgres/test_insider_pg.py, "clmreview".) Two races
--- a member can drive from two sessions, each closed here without a new round trip:
---
--- * claim_read took claim_lsn in its DECLARE, before its UPDATE. Under READ COMMITTED that
---   UPDATE takes a snapshot of its own, later: a request whose transaction committed in
---   between (the member's own, from a second session, asynchronously) was seen, claimed,
---   and given a claim_lsn BELOW its commit record. release's "flushed up to claim_lsn" (and
---   the synchronous standby's) then did not cover the audit row: a claim committed
---   asynchronously could be released while the 'get' entry was not yet on disk. claim_lsn
---   is now taken by the UPDATE itself, for the row it found: that row was visible, so its
---   transaction's commit record was inserted before the snapshot, below claim_lsn. (Version
---   1's fetch and every phase two written after it take their `want` the same early way;
---   not changed here: see the review's report.)
--- * release read its request in one statement and returned the credential from another,
---   each with its own snapshot, with no row lock in between: an `mv` to another engagement
---   committed between the two (the row made again under the same id, the request deleted by
---   section rpreview's cascade) was released under the old engagement's 'get' entry, with
---   the new engagement's envelope, without its required reason: rpreview's hole again. The
---   returning query now joins the request (and the member) again, so one snapshot decides:
---   the request and the credential it named then, or nothing.
-
-CREATE OR REPLACE FUNCTION credvault.claim_read(request bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
@@ -5858,7 +5682,7 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION credvault.release(request bigint)
+CREATE FUNCTION credvault.release(request bigint)
 RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
                key_version integer, uid bytea, kind text, audit_seq bigint,
                created_at timestamptz, updated_at timestamptz, sys_uid bytea, sys_name text,
@@ -5924,3 +5748,77 @@ BEGIN
         RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
     END IF;
 END $$;
+
+-- Sequences the three; holds no rule (see above). The request id comes back as `request`
+-- (NULL: refused, and audited); the rest is release's row.
+CREATE PROCEDURE credvault.read(eng text, itm text, reason text,
+    INOUT request bigint DEFAULT NULL,
+    INOUT secret_env bytea DEFAULT NULL, INOUT username_env bytea DEFAULT NULL,
+    INOUT url_env bytea DEFAULT NULL, INOUT notes_env bytea DEFAULT NULL,
+    INOUT key_version integer DEFAULT NULL, INOUT uid bytea DEFAULT NULL,
+    INOUT kind text DEFAULT NULL, INOUT audit_seq bigint DEFAULT NULL,
+    INOUT created_at timestamptz DEFAULT NULL, INOUT updated_at timestamptz DEFAULT NULL,
+    INOUT sys_uid bytea DEFAULT NULL, INOUT sys_name text DEFAULT NULL,
+    INOUT port integer DEFAULT NULL, INOUT protocol text DEFAULT NULL,
+    INOUT address_env bytea DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- 1: the entry, its flush left to the claim's (the chain's lock is not held across it)
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    request := credvault.request_read(eng, itm, reason);
+    COMMIT;
+    IF request IS NULL THEN
+        RETURN;
+    END IF;
+    -- 2: synchronously, whatever the session's setting (release checks the flush anyway)
+    IF pg_catalog.current_setting('synchronous_commit') = 'off' THEN
+        PERFORM pg_catalog.set_config('synchronous_commit', 'on', true);
+    END IF;
+    PERFORM credvault.claim_read(request);
+    COMMIT;
+    -- 3
+    SELECT r.secret_env, r.username_env, r.url_env, r.notes_env, r.key_version, r.uid, r.kind,
+           r.audit_seq, r.created_at, r.updated_at, r.sys_uid, r.sys_name, r.port, r.protocol,
+           r.address_env
+    INTO secret_env, username_env, url_env, notes_env, key_version, uid, kind, audit_seq,
+         created_at, updated_at, sys_uid, sys_name, port, protocol, address_env
+    FROM credvault.release(request) r;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.claim_read(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION credvault.release(bigint) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE credvault.read(text, text, text, bigint, bytea, bytea, bytea, bytea,
+    integer, bytea, text, bigint, timestamptz, timestamptz, bytea, text, integer, text, bytea)
+    FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.claim_read(bigint) TO %I', credvault.member_group());
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.release(bigint) TO %I', credvault.member_group());
+    EXECUTE format('GRANT EXECUTE ON PROCEDURE credvault.read(text, text, text, bigint, bytea, '
+                   'bytea, bytea, bytea, integer, bytea, text, bigint, timestamptz, timestamptz, '
+                   'bytea, text, integer, text, bytea) TO %I', credvault.member_group());
+END $$;
+
+-- The review of this section (helper clmreview; tests/postgres/test_insider_pg.py) found two
+-- races a member can drive from two sessions in its first version; the functions above
+-- close both without a new round trip:
+--
+-- * claim_read took claim_lsn in its DECLARE, before its UPDATE. Under READ COMMITTED that
+--   UPDATE takes a snapshot of its own, later: a request whose transaction committed in
+--   between (the member's own, from a second session, asynchronously) was seen, claimed,
+--   and given a claim_lsn BELOW its commit record. release's "flushed up to claim_lsn" (and
+--   the synchronous standby's) then did not cover the audit row: a claim committed
+--   asynchronously could be released while the 'get' entry was not yet on disk. claim_lsn
+--   is taken by the UPDATE itself, for the row it found: that row was visible, so its
+--   transaction's commit record was inserted before the snapshot, below claim_lsn. (Version
+--   1's fetch and every phase two written after it take their `want` the same early way,
+--   which matters only for a request its member committed asynchronously; not changed
+--   here: docs/team.md, "Not built yet".)
+-- * release read its request in one statement and returned the credential from another,
+--   each with its own snapshot, with no row lock in between: an `mv` to another engagement
+--   committed between the two (the row made again under the same id, the request deleted by
+--   section rpreview's cascade) was released under the old engagement's 'get' entry, with
+--   the new engagement's envelope, without its required reason: rpreview's hole again. The
+--   returning query now joins the request (and the member) again, so one snapshot decides:
+--   the request and the credential it named then, or nothing.
