@@ -329,7 +329,10 @@ def _two_call_get(v: TeamVault, engagement: str, name: str) -> bytes:
             break
         except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL not flushed yet
             v.conn.execute("SELECT credvault.nudge_wal()")
-    eng_uid, key, _ = v.engagement_key(engagement)
+    cached = v._keys.get(engagement)  # the engagement key opened once, as TeamVault.get keeps it
+    if cached is None or cached[2] != int(row[2]):
+        cached = v._keys[engagement] = v.engagement_key(engagement)
+    eng_uid, key, _ = cached
     place = envelope.Place(v.vault_id, eng_uid, "credentials", bytes(row[1]), "secret")
     return envelope.open_(place, bytes(row[0]), key)
 
