@@ -842,9 +842,7 @@ class PgStore:
             raise AccessDenied(self.member, "read", engagement, "audit entry not durable")
         if row[0] is None:
             return None
-        row = row[1:]
-        if row[0] is None:  # the credential went between the request and the release
-            raise NotFound("credential", engagement)
+        row = row[1:]  # release's row (it raises rather than return none)
         return Fetched(
             bytes(row[0]),
             _b(row[1]),
