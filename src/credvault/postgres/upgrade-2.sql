@@ -5623,13 +5623,14 @@ CREATE CONSTRAINT TRIGGER read_requests_cascade AFTER DELETE ON credvault.creden
 --      CPU work only; the entry is not yet durable and nothing has been released.
 --   2. claim_read(request): marks the request used and records the WAL insert position as
 --      its UPDATE finds the request (claim_lsn). The request was visible to it, so the
---      request's commit record lies before claim_lsn; the claim commits synchronously, and its flush (shared with
---      every other client's claim in flight: a group commit) makes the request durable.
+--      request's commit record lies before claim_lsn; the claim commits synchronously, and
+--      its flush (shared with every other client's claim in flight: a group commit) makes
+--      the request durable.
 --   3. release(request): returns the envelope only for the caller's claimed request whose
 --      claim committed in an earlier transaction (pg_xact_status of claim_xid, so claim and
 --      release in one transaction yield nothing), whose claim_lsn is flushed (and on a
 --      synchronous standby, when one is configured), within the request's 60 s, for a
---      reading role held now.
+--      reading role held now; request, member, role and row in one snapshot.
 -- So the rule stands as version 2 wrote it: no envelope leaves the server before its
 -- 'get' entry is committed and durable. A member who runs the steps by hand, rolls any of
 -- them back, commits the claim asynchronously or skips the procedure gains nothing: each
@@ -5771,7 +5772,8 @@ BEGIN
     IF request IS NULL THEN
         RETURN;
     END IF;
-    -- 2: synchronously, whatever the session's setting (release checks the flush anyway)
+    -- 2: synchronously: a session's 'off' turned 'on' ('local' kept: release then waits
+    -- for the standby); release checks the flush whatever happened here
     IF pg_catalog.current_setting('synchronous_commit') = 'off' THEN
         PERFORM pg_catalog.set_config('synchronous_commit', 'on', true);
     END IF;
