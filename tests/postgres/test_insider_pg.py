@@ -846,6 +846,87 @@ def test_a_claim_that_sees_its_request_commit_late_waits_for_that_commit(team: A
     assert row == (True, True)
 
 
+# The same window in the phase two of the two-call read (section early), and in otp, run
+# and ssh's: each with the request that makes its row and the table that holds it.
+EARLY_READS = {
+    "fetch": ("SELECT credvault.request_read('alpha', 'db')", "credvault.read_requests"),
+    "fetch_use": (
+        "SELECT credvault.request_use('get', 'alpha', 'db')",
+        "credvault.record_requests",
+    ),
+}
+
+
+@pytest.mark.parametrize("function", EARLY_READS)
+def test_a_fetch_that_sees_its_request_commit_late_refuses_until_it_is_durable(
+    team: Any, function: str
+) -> None:
+    """As the claim above, for the phase two of the two-call read: bob's fetch starts (and
+    takes the WAL position it waits for) while his request, in another session, is still
+    open, and finds the request committed, asynchronously, a moment later. Everything up to
+    that position is flushed (the owner commits synchronously just before), the request's
+    commit record lies after it: fetch must not release the envelope on that wait. It
+    refuses as "not yet durable", its claim rolled back, and the client's nudge and new
+    attempt read. The window is held open by an EXCLUSIVE lock the owner queues on the
+    request table (observed in pg_locks, no sleeps to time it)."""
+    import threading
+
+    import psycopg
+
+    request_sql, table = EARLY_READS[function]
+    # function: one of the literals above, never input
+    call = f"SELECT secret_env FROM credvault.{function}(%s)"  # noqa: S608
+    outcome: list[Any] = []
+    with (
+        team.connect("bob") as a,
+        team.connect("bob") as b,
+        team.connect() as owner,
+        team.connect() as watcher,
+    ):
+        # b has read before (the catalog pages its first call prunes are WAL of their own)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no such read request"):
+            b.execute(call, (0,))
+        a.execute("BEGIN")
+        req = a.execute(request_sql).fetchone()[0]
+
+        def queue_a_lock() -> None:  # waits behind bob's open request, then lets go
+            try:
+                owner.execute("BEGIN")
+                owner.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+                owner.execute("COMMIT")
+            except BaseException as e:  # reported below, on the test's thread
+                outcome.append(e)
+
+        def fetch() -> None:  # the second session: its claim queues behind that lock
+            try:
+                b.execute("BEGIN")
+                b.execute("SET LOCAL synchronous_commit = off")
+                outcome.append(bytes(b.execute(call, (req,)).fetchone()[0]))
+                b.execute("COMMIT")
+            except BaseException as e:
+                outcome.append(e)
+
+        locker = threading.Thread(target=queue_a_lock)
+        locker.start()
+        _waiting_on(watcher, table, 1, locker.is_alive)
+        # the WAL so far (the open request's rows included) flushed: fetch's position is
+        # reached at once; only the request's commit record, inserted later, is not
+        watcher.execute("UPDATE credvault.wal_nudge SET n = n + 1")
+        fetcher = threading.Thread(target=fetch)
+        fetcher.start()
+        _waiting_on(watcher, table, 2, fetcher.is_alive)
+        a.execute("SET LOCAL synchronous_commit = off")
+        a.execute("COMMIT")
+        locker.join(60)
+        fetcher.join(60)
+        b.execute("ROLLBACK")
+        assert len(outcome) == 1, outcome
+        assert isinstance(outcome[0], psycopg.errors.ObjectNotInPrerequisiteState), outcome
+        assert "not yet durable" in str(outcome[0])
+        # nothing claimed: the client's nudge and new attempt read
+        assert bytes(fetch_as_a_client(b, req, "secret_env", function)[0]) == ENVELOPE
+
+
 def test_a_release_racing_a_move_hands_over_no_row_of_another_engagement(team: Any) -> None:
     """bob (reader on beta too) has claimed a request for alpha/db; while his release runs,
     the credential is moved to beta (as `mv` moves it: the row made again under its id, the

@@ -5824,3 +5824,486 @@ END $$;
 --   the new engagement's envelope, without its required reason: rpreview's hole again. The
 --   returning query now joins the request (and the member) again, so one snapshot decides:
 --   the request and the credential it named then, or nothing.
+
+
+-- == early: phase two's WAL position covers a request that commits while it starts ==
+--
+-- (Review finding F4; docs/team.md, "Not built yet", until now.) Every phase two waits for
+-- the WAL flushed up to `want`, read in its DECLARE, and then finds its request in a
+-- statement of its own. Under READ COMMITTED that statement takes a later snapshot: a
+-- request whose transaction committed in between, asynchronously (the member's own
+-- `SET synchronous_commit = off`, from a second session), was found and released with its
+-- commit record AFTER `want`, so the wait did not cover the 'get' entry and a crash within
+-- the WAL writer's cycle could lose it after the envelope left. Section readclaim closed
+-- this for claim_read; here the others. Each takes a snapshot before `want` and refuses,
+-- as "not yet durable", a request not yet visible in it: a transaction visible in a
+-- snapshot had inserted its commit record before the snapshot was taken, so below `want`.
+-- The refusal rolls the claim back; the client's nudge and new attempt (a new snapshot)
+-- then succeeds. Bodies otherwise as before (the last definition of each above); CREATE OR
+-- REPLACE with the same signature keeps the owner and the member group's EXECUTE.
+-- Version 1's rotation_fetch and rotation_fetch_all take `want` the same way but are closed
+-- to members (section pgv1) and called by no function: not changed.
+
+CREATE OR REPLACE FUNCTION credvault.fetch(request bigint)
+RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
+               key_version integer, uid bytea, kind text, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz, sys_uid bytea, sys_name text,
+               port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    -- taken first, before this function writes anything (the claim below is WAL too)
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text;
+    q read_requests%ROWTYPE;
+    tries integer := 0;
+BEGIN
+    -- The claim: the caller's own, unused, recent request, marked used (rolled back with
+    -- everything else if a check below refuses). A concurrent claim of the same request
+    -- waits for the row and then finds it used.
+    UPDATE read_requests rq SET used_at = clock_timestamp()
+    WHERE rq.id = request AND rq.used_at IS NULL
+      AND rq.member = (SELECT m.name FROM members m
+                       WHERE m.role_name = session_user AND m.state = 'active')
+      AND rq.created_at >= clock_timestamp() - interval '60 seconds'
+    RETURNING rq.* INTO q;
+    IF q.id IS NULL THEN
+        -- refused: say why, in version 2's words and order
+        SELECT m.name INTO who FROM members m WHERE m.role_name = session_user AND m.state = 'active';
+        IF who IS NULL THEN
+            RAISE EXCEPTION 'credvault: % is not an active member', session_user
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        SELECT * INTO q FROM read_requests rq WHERE rq.id = request;
+        IF q.id IS NULL OR q.member <> who THEN
+            RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF q.used_at IS NOT NULL THEN
+            RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    who := q.member;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Durability, as in version 1: everything inserted into the WAL before this call (the
+    -- request's commit record included) must be flushed; re-checked every 1 ms (pg_sleep's
+    -- granularity) for ~10 ms, then refused so the client flushes it (nudge_wal).
+    WHILE pg_current_wal_flush_lsn() < want LOOP
+        tries := tries + 1;
+        IF tries > 10 THEN
+            RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+    -- With synchronous standbys configured, the request must be flushed on one of them too.
+    IF current_setting('synchronous_standby_names') <> '' THEN
+        tries := 0;
+        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
+                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= want) LOOP
+            tries := tries + 1;
+            IF tries > 500 THEN
+                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            PERFORM pg_sleep(0.001);
+        END LOOP;
+    END IF;
+    -- role_in() folded in: a reading role held now (a revoked, expired or changed grant, or a
+    -- credential gone since the request, returns nothing)
+    RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
+                        c.uid, c.kind, q.audit_seq, c.created_at, c.updated_at,
+                        s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM credentials c
+        JOIN grants g ON g.engagement_id = c.engagement_id AND g.member = who
+             AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+             AND g.role IN ('lead', 'engineer', 'reader')
+        LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.credential_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_use(request bigint)
+RETURNS TABLE (uid bytea, name text, kind text, sys_uid bytea, sys_name text, port integer,
+               protocol text, secret_env bytea, username_env bytea, url_env bytea,
+               notes_env bytea, address_env bytea, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.kind NOT LIKE 'use-%' THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    RETURN QUERY SELECT c.uid, c.name, c.kind, s.uid, s.name, s.port, s.protocol,
+                        CASE WHEN q.kind IN ('use-otp', 'use-get') THEN c.secret_env END,
+                        c.username_env, c.url_env, c.notes_env,
+                        CASE WHEN q.kind <> 'use-show' THEN s.address_env END,
+                        q.audit_seq, c.created_at, c.updated_at
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_record(request bigint)
+RETURNS TABLE (uid bytea, name text, kind text, port integer, protocol text, sys_uid bytea,
+               sys_name text, e1 bytea, e2 bytea, e3 bytea, e4 bytea, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read')
+       OR (q.kind LIKE 'rebind-%' AND NOT may(q.engagement_id, 'write')) THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    IF q.kind = 'system' THEN
+        RETURN QUERY SELECT s.uid, s.name, NULL::text, s.port, s.protocol, NULL::bytea, NULL::text,
+                            s.address_env, s.details_env, NULL::bytea, NULL::bytea,
+                            q.audit_seq, s.created_at, s.updated_at
+            FROM systems s WHERE s.id = q.target_id AND s.engagement_id = q.engagement_id;
+    ELSIF q.kind = 'credential-system' THEN
+        RETURN QUERY SELECT s.uid, s.name, NULL::text, s.port, s.protocol, NULL::bytea, NULL::text,
+                            s.address_env, NULL::bytea, NULL::bytea, NULL::bytea,
+                            q.audit_seq, c.created_at, c.updated_at
+            FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+            WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
+    ELSIF q.kind = 'fields' THEN
+        RETURN QUERY SELECT c.uid, c.name, c.kind, NULL::integer, NULL::text, s.uid, s.name,
+                            NULL::bytea, c.username_env, c.url_env, c.notes_env,
+                            q.audit_seq, c.created_at, c.updated_at
+            FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+            WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
+    ELSIF q.kind IN ('version', 'version-show') THEN
+        RETURN QUERY SELECT v.uid, v.name, v.kind, NULL::integer, NULL::text, v.system_uid,
+                            v.system_name,
+                            CASE WHEN q.kind = 'version' THEN v.secret_env END,
+                            v.username_env, v.url_env, v.notes_env,
+                            q.audit_seq, c.created_at, v.created_at
+            FROM credential_versions v LEFT JOIN credentials c ON c.id = v.credential_id
+            WHERE v.id = q.target_id AND v.engagement_id = q.engagement_id;
+    ELSIF q.kind LIKE 'rebind-%' THEN
+        RETURN QUERY SELECT c.uid, c.name, c.kind, NULL::integer, NULL::text, s.uid, s.name,
+                            c.secret_env, NULL::bytea, NULL::bytea, NULL::bytea,
+                            q.audit_seq, c.created_at, c.updated_at
+            FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+            WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id;
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_find(request bigint)
+RETURNS TABLE (tbl text, name text, uid bytea, port integer, protocol text, e1 bytea,
+               e2 bytea, e3 bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request AND r.kind = 'find' FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.name, c.uid, NULL::integer, NULL::text, c.username_env,
+               c.url_env, c.notes_env
+        FROM credentials c WHERE c.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'systems', s.name, s.uid, s.port, s.protocol, s.address_env, s.details_env, NULL
+        FROM systems s WHERE s.engagement_id = q.engagement_id
+        ORDER BY 1, 2;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_move(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, version integer, e1 bytea, e2 bytea, e3 bytea,
+               e4 bytea, b_name text, b_kind text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q move_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM move_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'write') OR NOT may(q.target_id, 'write') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE move_requests SET used_at = clock_timestamp() WHERE move_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.id, c.uid, c.version, c.secret_env, c.username_env,
+               c.url_env, c.notes_env, c.name, c.kind, s.uid
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.credential_id AND c.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_versions', v.id, v.uid, v.version, v.secret_env, v.username_env,
+               v.url_env, v.notes_env, v.name, v.kind, v.system_uid
+        FROM credential_versions v
+        WHERE v.credential_id = q.credential_id AND v.engagement_id = q.engagement_id
+        ORDER BY 1, 4;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_import(request bigint)
+RETURNS TABLE (uid bytea, name text, port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.kind <> 'import-systems' THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'write') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE record_requests.id = q.id;
+    RETURN QUERY SELECT s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM systems s WHERE s.engagement_id = q.engagement_id ORDER BY s.name;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_export_records(request bigint)
+RETURNS TABLE (tbl text, uid bytea, name text, kind text, version integer, port integer,
+               protocol text, sys_uid bytea, sys_name text, e1 bytea, e2 bytea, e3 bytea,
+               e4 bytea, created_at text, updated_at text, created_by text, changed text,
+               deleted_at text, deleted_by text, expires_at text, label text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q export_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM export_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE export_requests SET used_at = clock_timestamp() WHERE export_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'systems'::text, s.uid, s.name, NULL::text, NULL::integer, s.port, s.protocol,
+               NULL::bytea, NULL::text, s.address_env, s.details_env, NULL::bytea, NULL::bytea,
+               iso(s.created_at), iso(s.updated_at), NULL::text, NULL::text, NULL::text,
+               NULL::text, NULL::text, s.name
+        FROM systems s WHERE s.engagement_id = q.engagement_id AND s.id = ANY (q.system_ids)
+        ORDER BY s.name COLLATE "C";
+    RETURN QUERY
+        SELECT 'credential_versions'::text, v.uid, v.name, v.kind, v.version,
+               NULL::integer, NULL::text, v.system_uid, v.system_name, v.secret_env,
+               v.username_env, v.url_env, v.notes_env, iso(v.created_at), NULL::text,
+               v.created_by, v.changed, NULL::text, NULL::text, NULL::text,
+               coalesce(c.name, v.name)
+        FROM credential_versions v LEFT JOIN credentials c ON c.id = v.credential_id
+        WHERE v.engagement_id = q.engagement_id AND v.id = ANY (q.version_ids)
+        ORDER BY v.id;
+    RETURN QUERY
+        SELECT x.tbl, x.uid, x.name, x.kind, NULL::integer, x.port, x.protocol, x.sys_uid,
+               NULL::text, x.e1, x.e2, x.e3, x.e4, NULL::text, NULL::text, NULL::text,
+               NULL::text, iso(x.deleted_at), x.deleted_by, iso(x.expires_at), x.name
+        FROM (SELECT 'credential_trash'::text AS tbl, t.id, t.uid, t.name, t.kind,
+                     NULL::integer AS port, NULL::text AS protocol, t.system_uid AS sys_uid,
+                     t.secret_env AS e1, t.username_env AS e2, t.url_env AS e3,
+                     t.notes_env AS e4, t.deleted_at, t.deleted_by, t.expires_at
+              FROM credential_trash t
+              WHERE t.engagement_id = q.engagement_id AND t.id = ANY (q.ctrash_ids)
+              UNION ALL
+              SELECT 'system_trash', t.id, t.uid, t.name, NULL, t.port, t.protocol, NULL,
+                     t.address_env, t.details_env, NULL, NULL, t.deleted_at, t.deleted_by,
+                     t.expires_at
+              FROM system_trash t
+              WHERE t.engagement_id = q.engagement_id AND t.id = ANY (q.strash_ids)) x
+        ORDER BY x.deleted_at DESC, x.id DESC;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotation_fetch_records(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, e1 bytea, e2 bytea, e3 bytea, e4 bytea,
+               b_name text, b_kind text, b_port integer, b_protocol text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q rotation_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM rotation_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.used_at IS NOT NULL
+       OR q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: no such rotation request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: rotation request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT (is_admin() OR coalesce(role_in(q.engagement_id), '') = 'lead') THEN
+        RAISE EXCEPTION 'credvault: no longer a lead' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE rotation_requests SET used_at = clock_timestamp() WHERE rotation_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.id, c.uid, c.secret_env, c.username_env, c.url_env,
+               c.notes_env, c.name, c.kind, NULL::integer, NULL::text, s.uid
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'systems', s.id, s.uid, s.address_env, s.details_env, NULL, NULL, s.name, NULL,
+               s.port, s.protocol, NULL
+        FROM systems s WHERE s.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'system_trash', t.id, t.uid, t.address_env, t.details_env, NULL, NULL, t.name,
+               NULL, t.port, t.protocol, NULL
+        FROM system_trash t WHERE t.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_versions', v.id, v.uid, v.secret_env, v.username_env, v.url_env,
+               v.notes_env, v.name, v.kind, NULL, NULL, v.system_uid
+        FROM credential_versions v WHERE v.engagement_id = q.engagement_id
+        UNION ALL
+        SELECT 'credential_trash', t.id, t.uid, t.secret_env, t.username_env, t.url_env,
+               t.notes_env, t.name, t.kind, NULL, NULL, t.system_uid
+        FROM credential_trash t WHERE t.engagement_id = q.engagement_id
+        ORDER BY 1, 2;
+END $$;
