@@ -5814,9 +5814,8 @@ END $$;
 --   asynchronously could be released while the 'get' entry was not yet on disk. claim_lsn
 --   is taken by the UPDATE itself, for the row it found: that row was visible, so its
 --   transaction's commit record was inserted before the snapshot, below claim_lsn. (Version
---   1's fetch and every phase two written after it take their `want` the same early way,
---   which matters only for a request its member committed asynchronously; not changed
---   here: docs/team.md, "Not built yet".)
+--   1's fetch and every phase two written after it took their `want` the same early way,
+--   which matters only for a request its member committed asynchronously: section early.)
 -- * release read its request in one statement and returned the credential from another,
 --   each with its own snapshot, with no row lock in between: an `mv` to another engagement
 --   committed between the two (the row made again under the same id, the request deleted by
