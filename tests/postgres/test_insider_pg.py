@@ -84,6 +84,7 @@ PROTECTED_WRITES = [
     "UPDATE credvault.engagements SET require_reason = false, grace_days = 0",
     "DELETE FROM credvault.credentials",
     "UPDATE credvault.read_requests SET used_at = NULL",
+    "UPDATE credvault.read_requests SET claim_lsn = '0/0'",
     "UPDATE credvault.rotation_requests SET used_at = NULL",
     "TRUNCATE credvault.audit",
     "ALTER TABLE credvault.audit DISABLE ROW LEVEL SECURITY",

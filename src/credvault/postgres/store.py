@@ -821,22 +821,18 @@ class PgStore:
         """The audited read in one round trip (``CALL credvault.read``, upgrade-2.sql section
         readclaim): the request (its audit row), the claim whose synchronous commit makes
         that row durable, the release. None: refused, and audited by the server."""
-        row: Any = None
         for attempt in range(5):
-            pending = False
             with self._errors("read", engagement):
                 try:
                     row = self._read_one(
                         "CALL credvault.read(%s, %s, %s)", (engagement, name, reason)
                     )
+                    break
                 except Exception as e:
                     # the claim committed but not yet flushed on a synchronous standby
                     # (release waited ~0.5 s): ask again, a new request (audited)
                     if not _not_durable_yet(e):
                         raise
-                    pending = True
-            if not pending:
-                break
             time.sleep(0.005 * attempt)
         else:
             raise AccessDenied(self.member, "read", engagement, "audit entry not durable")
