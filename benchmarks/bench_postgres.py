@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -337,7 +338,9 @@ def _two_call_get(v: TeamVault, engagement: str, name: str) -> bytes:
     return envelope.open_(place, bytes(row[0]), key)
 
 
-def _client(args: tuple[str, str, bytes, bytes, int, bool, Any, Any]) -> tuple[int, float]:
+def _client(
+    args: tuple[str, str, bytes, bytes, int, bool, Any, Any],
+) -> tuple[int, float, float, float]:
     conninfo, password, kem, sign, n, two_calls, start, done = args
     with TeamVault(connect(conninfo, password=password), Member("bob", kem, sign)) as v:
 
@@ -346,15 +349,15 @@ def _client(args: tuple[str, str, bytes, bytes, int, bool, Any, Any]) -> tuple[i
 
         get()
         start.wait()
-        cpu = time.process_time()
+        cpu, t0 = time.process_time(), time.monotonic()
         for _ in range(n):
             get()
-        cpu = time.process_time() - cpu
+        cpu, t1 = time.process_time() - cpu, time.monotonic()
         done.wait()  # connected until the server's CPU is read (its backends then exit)
-    return n, cpu
+    return n, cpu, t0, t1
 
 
-def _team_client(args: tuple[dict[str, str], int, Any, Any]) -> tuple[int, float]:
+def _team_client(args: tuple[dict[str, str], int, Any, Any]) -> tuple[int, float, float, float]:
     """The product path in a client process: ``credvault.Team`` as the CLI opens it."""
     env, n, start, done = args
     os.environ.clear()
@@ -365,12 +368,12 @@ def _team_client(args: tuple[dict[str, str], int, Any, Any]) -> tuple[int, float
     with Team.open(env["CREDVAULT_VAULT"], "alice", Secret(pw)) as t:
         t.credentials.get("alpha/db")
         start.wait()
-        cpu = time.process_time()
+        cpu, t0 = time.process_time(), time.monotonic()
         for _ in range(n):
             t.credentials.get("alpha/db")
-        cpu = time.process_time() - cpu
+        cpu, t1 = time.process_time() - cpu, time.monotonic()
         done.wait()
-    return n, cpu
+    return n, cpu, t0, t1
 
 
 def report(name: str, ms: list[float], target: float | None = 1.5) -> None:
@@ -460,22 +463,33 @@ def clients_round(
     client: Any,
     job: tuple[Any, ...],
 ) -> None:
-    """One round: ``args.clients`` processes reading at once, the server's CPU beside."""
+    """One round: ``args.clients`` processes reading at once, the server's CPU beside.
+
+    The round's time is the clients' own: from the first client's start to the last one's
+    end, each read on CLOCK_MONOTONIC (one clock for every process). This process only
+    waits for them now and then (every 50 ms, to read the server's CPU while their backends
+    still live): it used to ask the manager every 2 ms, a round trip that took CPU from
+    the round it timed."""
     manager = ctx.Manager()
     start, done = manager.Barrier(args.clients + 1), manager.Barrier(args.clients + 1)
     with ctx.Pool(args.clients) as pool:
         running = pool.map_async(client, [(*job, start, done)] * args.clients)
-        start.wait()
-        server0, t = server_cpu(cluster), time.perf_counter()
+        try:
+            start.wait(120)  # a client that fails before it: the barrier breaks, not hangs
+        except threading.BrokenBarrierError:
+            running.get(60)  # that client's error
+            raise
+        server0 = server_cpu(cluster)
         while done.n_waiting < args.clients:
             if running.ready():  # a client failed before the finish line: say why
                 running.get()
-            time.sleep(0.002)
-        dt, server = time.perf_counter() - t, server_cpu(cluster) - server0
+            time.sleep(0.05)
+        server = server_cpu(cluster) - server0
         done.wait()
         results = running.get(600)
     manager.shutdown()
     total = sum(r[0] for r in results)
+    dt = max(r[3] for r in results) - min(r[2] for r in results)
     per_read = (sum(r[1] for r in results) + server) / total * 1000
     print(
         f"{args.clients} client processes, {label}: {total / dt:8.0f} audited "
@@ -485,6 +499,23 @@ def clients_round(
         f"would sustain ~{2000 / per_read:,.0f}/s",
         flush=True,
     )
+    _RATES.setdefault(label, []).append(total / dt)
+
+
+# reads/s of every round so far, by label: the summary judges the target on all of them
+_RATES: dict[str, list[float]] = {}
+
+
+def rounds_summary() -> None:
+    """Per path: the median, the range and how many rounds met 2,000/s. One round is ~2 s
+    on a shared host whose speed drifts by ±15 % from minute to minute (the same round on
+    the same tree has measured 1,750 and 2,330): no single round decides."""
+    for label, rates in _RATES.items():
+        met = sum(r >= 2000 for r in rates)
+        print(
+            f"  {label}: median {statistics.median(rates):,.0f} reads/s over {len(rates)} "
+            f"rounds ({min(rates):,.0f}-{max(rates):,.0f}); {met} of {len(rates)} at >= 2,000/s"
+        )
 
 
 def main() -> None:
@@ -533,6 +564,8 @@ def main() -> None:
             for _ in range(1 if args.quick else args.rounds):
                 label = "credvault.Team over TCP"
                 clients_round(ctx, cluster, args, label, _team_client, (team, per_client))
+            print(f"{args.clients} client processes, every round:")
+            rounds_summary()
         runs = 1 if args.quick else args.runs
         got = whole_process(sq, team, runs, 0 if args.quick else 2)
         (aw, ac), (bw, bc) = got["sqlite"], got["team"]

@@ -191,5 +191,8 @@ def test_bench_postgres_quick() -> None:
     clients = next(x for x in p.stdout.splitlines() if " client processes, " in x)
     assert int(clients.split()[0]) > 1, clients  # the concurrent path (16 in a full run)
     assert re.search(r"audited reads/s .*load \d+\.\d+ .*server \d+\.\d+ ms .*~[\d,]+/s", clients)
+    # every round judged together: the median, the range, how many met the target
+    for path in ("Unix socket", "credvault.Team over TCP"):
+        assert re.search(rf"  {path}: median [\d,]+ reads/s over 1 rounds .* of 1 at", p.stdout)
     whole = next(x for x in p.stdout.splitlines() if x.startswith("whole-process"))
     assert re.search(r"ratio \d+\.\d+x wall, \d+\.\d+x CPU", whole), whole

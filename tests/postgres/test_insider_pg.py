@@ -85,6 +85,7 @@ PROTECTED_WRITES = [
     "DELETE FROM credvault.credentials",
     "UPDATE credvault.read_requests SET used_at = NULL",
     "UPDATE credvault.read_requests SET claim_lsn = '0/0'",
+    "UPDATE credvault.read_requests SET cred_xmin = NULL",
     "UPDATE credvault.rotation_requests SET used_at = NULL",
     "TRUNCATE credvault.audit",
     "ALTER TABLE credvault.audit DISABLE ROW LEVEL SECURITY",
@@ -733,6 +734,80 @@ def test_release_needs_the_callers_own_claim_committed_earlier(team: Any) -> Non
         assert out.returncode == 0, out.stderr
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
             fetch_as_a_client(bob, req, "secret_env", "release")
+
+
+def test_one_entry_releases_the_value_it_names_not_a_later_one(team: Any) -> None:
+    """The attacker reads a password once, then waits for the lead to change it and asks
+    again under the same entry: by release (read-only, so callable again within the
+    request's minute) and by the two-call fetch after a rolled-back claim. Both refuse the
+    value written since; released again unchanged, the same value comes back."""
+    import psycopg
+
+    later = b"ENVELOPE-written-after-the-request"
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        bob.execute("SELECT credvault.claim_read(%s)", (req,))
+        assert bytes(fetch_as_a_client(bob, req, "secret_env", "release")[0]) == ENVELOPE
+        assert bytes(fetch_as_a_client(bob, req, "secret_env", "release")[0]) == ENVELOPE
+        team.put("alice", "alpha", "db", later)
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
+            bob.execute("SELECT secret_env FROM credvault.release(%s)", (req,))
+        # the two calls of earlier clients: fetch, ROLLBACK (the request unused again)
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        got = None
+        while got is None:
+            try:
+                with bob.transaction():
+                    got = bytes(bob.execute(
+                        "SELECT secret_env FROM credvault.fetch(%s)", (req,)
+                    ).fetchone()[0])  # fmt: skip
+                    raise psycopg.Rollback
+            except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL: as a client
+                bob.execute("SELECT credvault.nudge_wal()")
+        assert got == later
+        team.put("alice", "alpha", "db", ENVELOPE)
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
+            bob.execute("SELECT secret_env FROM credvault.fetch(%s)", (req,))
+        # and a fresh read (a new entry) has the current value
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        assert bytes(fetch_as_a_client(bob, req)[0]) == ENVELOPE
+
+
+def test_a_read_racing_a_write_reads_again_under_a_new_entry(team: Any) -> None:
+    """The product path: the row written between the request and the release (here, by a
+    test-only trigger, once, inside the claim's transaction) makes the release refuse; the
+    client asks again, so the value comes with an entry of its own: two 'get' entries."""
+    from credvault.postgres.store import PgStore
+
+    with team.connect() as owner:
+        owner.execute(
+            "CREATE TABLE credvault.t_once (done boolean);"
+            "CREATE FUNCTION credvault.t_touch() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN"
+            "  IF NOT EXISTS (SELECT 1 FROM credvault.t_once) THEN"
+            "   INSERT INTO credvault.t_once VALUES (true);"
+            "   PERFORM set_config('credvault.rebinding', 'on', true);"
+            "   UPDATE credvault.credentials SET updated_at = updated_at"
+            "    WHERE id = NEW.credential_id;"
+            "  END IF; RETURN NULL;"
+            " END $$;"
+            "CREATE TRIGGER t_touch AFTER UPDATE OF claim_lsn ON credvault.read_requests"
+            " FOR EACH ROW EXECUTE FUNCTION credvault.t_touch();"
+        )
+    before = team.audit_count("get")
+    with team.connect("bob") as bob:
+        got = PgStore(bob, "bob").read("alpha", "db", "")
+    assert got is not None
+    assert got.secret_env == ENVELOPE
+    with team.connect() as owner:
+        assert owner.execute("SELECT count(*) FROM credvault.t_once").fetchone()[0] == 1
+        rows = owner.execute(
+            "SELECT rq.used_at IS NOT NULL FROM credvault.read_requests rq"
+            " JOIN credvault.audit a ON a.seq = rq.audit_seq WHERE a.seq > %s ORDER BY a.seq",
+            (before,),
+        ).fetchall()
+    assert team.audit_count("get") == before + 2
+    assert rows == [(True,), (True,)]  # both claimed; the first one's release refused
 
 
 def test_an_asynchronous_claim_never_outruns_the_audit_row(team: Any) -> None:

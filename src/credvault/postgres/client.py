@@ -182,9 +182,13 @@ class TeamVault:
                     "CALL credvault.read(%s, %s, %s)", (engagement, name, reason), prepare=True
                 ).fetchone()
                 break
-            except psycopg.errors.ObjectNotInPrerequisiteState:
+            except (
+                psycopg.errors.ObjectNotInPrerequisiteState,
+                psycopg.errors.SerializationFailure,
+            ):
                 # the claim committed but not yet flushed on a synchronous standby (release
-                # waited ~0.5 s): ask again, a new request
+                # waited ~0.5 s), or the row written since the request (section pinned):
+                # ask again, a new request
                 time.sleep(0.005 * attempt)
         else:
             raise AccessDenied(self.me.name, "read", engagement, "audit entry not durable")

@@ -829,9 +829,11 @@ class PgStore:
                     )
                     break
                 except Exception as e:
-                    # the claim committed but not yet flushed on a synchronous standby
-                    # (release waited ~0.5 s): ask again, a new request (audited)
-                    if not _not_durable_yet(e):
+                    # Ask again, a new request (audited): the claim committed but not yet
+                    # flushed on a synchronous standby (release waited ~0.5 s); or the
+                    # credential written between the request and the release, whose entry
+                    # then names the earlier value (section pinned; the last time, Conflict)
+                    if not (_not_durable_yet(e) or (_changed_meanwhile(e) and attempt < 4)):
                         raise
             time.sleep(0.005 * attempt)
         else:
@@ -1507,6 +1509,11 @@ class PgStore:
 def _not_durable_yet(e: BaseException) -> bool:
     kind = _db_error(e)
     return kind is not None and kind[0] == _NOT_DURABLE_YET
+
+
+def _changed_meanwhile(e: BaseException) -> bool:
+    kind = _db_error(e)
+    return kind is not None and kind[0] == _SERIALIZATION_FAILURE
 
 
 def _connect_error(member: str, e: BaseException) -> CredvaultError:
