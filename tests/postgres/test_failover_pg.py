@@ -65,16 +65,16 @@ def primary_conninfo(primary: Cluster) -> str:
     )
 
 
-def wait_sync(su: Any) -> None:
-    """Wait, by observation, until standby1 is the synchronous standby."""
+def wait_sync(su: Any, state: str = "sync") -> None:
+    """Wait, by observation, until standby1 is the synchronous standby (or a quorum one)."""
     for _ in range(1200):
         row = su.execute(
             "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'"
         ).fetchone()
-        if row and row[0] == "sync":
+        if row and row[0] == state:
             return
         su.execute("SELECT pg_sleep(0.05)")
-    pytest.fail("standby never became synchronous")
+    pytest.fail(f"standby never became {state}")
 
 
 def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
@@ -122,6 +122,29 @@ def test_failover_keeps_every_acknowledged_put_and_read_audit() -> None:
                     ):
                         b.execute("CALL credvault.read('alpha', 'seed', '')")
                 standby.start()
+                wait_sync(su)
+                # The operator asks for two standbys and one is there: a read in a `local`
+                # session must not leave with its entry on one (section standbys).
+                for setting, state in (("FIRST 2 (standby1, standby2)", "sync"),
+                                       ("ANY 2 (standby1, standby2)", "quorum")):  # fmt: skip
+                    su.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{setting}'")
+                    su.execute("SELECT pg_reload_conf()")
+                    wait_sync(su, state)
+                    with pg.connect("bob") as b:
+                        b.execute("SET synchronous_commit = local")
+                        with pytest.raises(
+                            psycopg.errors.ObjectNotInPrerequisiteState, match="synchronous"
+                        ):
+                            b.execute("CALL credvault.read('alpha', 'seed', '')")
+                        req = b.execute(
+                            "SELECT credvault.request_read('alpha', 'seed')"
+                        ).fetchone()[0]  # fmt: skip
+                        with pytest.raises(
+                            psycopg.errors.ObjectNotInPrerequisiteState, match="synchronous"
+                        ):
+                            fetch_as_a_client(b, req)
+                su.execute("ALTER SYSTEM SET synchronous_standby_names = 'standby1'")
+                su.execute("SELECT pg_reload_conf()")
                 wait_sync(su)
 
             acked_puts: list[str] = []

@@ -6308,6 +6308,58 @@ BEGIN
 END $$;
 
 
+
+-- == standbys: a read waits for as many synchronous standbys as the setting names ==
+--
+-- (docs/team.md "High availability".) With `synchronous_standby_names = 'FIRST 2 (s1, s2)'`
+-- or `'ANY 2 (s1, s2, s3)'` the operator asks for every commit on two standbys. A session's
+-- own `synchronous_commit = local` skips that wait, so release, fetch and every other
+-- phase two check the standbys themselves before anything leaves, but they asked for ONE
+-- standby with the request's WAL flushed: a member in such a session could have a secret
+-- released while its 'get' entry was on the primary and one standby, where the operator's
+-- setting promises two. Now the count the setting names (FIRST n, ANY n, n (...); a plain
+-- list or '*' is one) of synchronous or quorum standbys must have flushed it; fewer
+-- connected than that, the read waits and is refused as "not yet on the synchronous
+-- standby", as PostgreSQL's own commits then wait.
+
+CREATE FUNCTION credvault.standbys_have(want pg_lsn) RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    need integer := coalesce((regexp_match(current_setting('synchronous_standby_names'),
+        '^\s*(?:(?:first|any)\s+)?([0-9]+)\s*\(', 'i'))[1]::integer, 1);
+BEGIN
+    RETURN (SELECT count(*) FROM pg_stat_replication r
+            WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= want) >= need;
+END $$;
+REVOKE ALL ON FUNCTION credvault.standbys_have(pg_lsn) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION credvault.await_durable(want pg_lsn) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE tries integer := 0;
+BEGIN
+    WHILE pg_current_wal_flush_lsn() < want LOOP
+        tries := tries + 1;
+        IF tries > 25 THEN
+            RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.002);
+    END LOOP;
+    IF current_setting('synchronous_standby_names') <> '' THEN
+        tries := 0;
+        WHILE NOT standbys_have(want) LOOP
+            tries := tries + 1;
+            IF tries > 250 THEN
+                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            PERFORM pg_sleep(0.002);
+        END LOOP;
+    END IF;
+END $$;
+
 -- == pinned: a read request releases the credential row it was made for, not a later one ==
 --
 -- (docs/team.md "Reading a secret".) A claimed request could be released again within its
@@ -6425,8 +6477,7 @@ BEGIN
     END LOOP;
     IF current_setting('synchronous_standby_names') <> '' THEN
         tries := 0;
-        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
-                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= q.claim_lsn) LOOP
+        WHILE NOT standbys_have(q.claim_lsn) LOOP  -- as many as the setting asks (section standbys)
             tries := tries + 1;
             IF tries > 500 THEN
                 RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
@@ -6522,11 +6573,10 @@ BEGIN
         END IF;
         PERFORM pg_sleep(0.001);
     END LOOP;
-    -- With synchronous standbys configured, the request must be flushed on one of them too.
+    -- With synchronous standbys configured, the request must be flushed on them too.
     IF current_setting('synchronous_standby_names') <> '' THEN
         tries := 0;
-        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
-                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= want) LOOP
+        WHILE NOT standbys_have(want) LOOP  -- as many as the setting asks (section standbys)
             tries := tries + 1;
             IF tries > 500 THEN
                 RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
