@@ -6,6 +6,7 @@ no role in, and to gain roles.
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -1285,3 +1286,61 @@ def test_engagement_settings_change_only_with_their_signed_link(team: Any) -> No
             "SELECT name, require_reason FROM credvault.engagements ORDER BY name"
         ).fetchall()
     assert rows == [("alpha", True), ("beta", False), ("gamma", True)]
+
+
+def test_one_entry_releases_the_system_address_it_names_not_a_later_one(team: Any) -> None:
+    """As above for the linked system's sealed address, which release returns beside the
+    credential from the `systems` row (a `system set` writes that row, not the
+    credential's): the attacker reads alpha/srv once, the lead moves its system to a new
+    address, and release again must not hand over the new address under the old entry."""
+    import psycopg
+
+    uid = secrets.token_bytes(16)
+    with team.connect("alice") as alice:
+        assert alice.execute(
+            "SELECT credvault.put_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL, false,"
+            " ARRAY['address', 'port', 'protocol'])",
+            (uid, b"ADDRESS-before"),
+        ).fetchone()[0] == "system-add"  # fmt: skip
+        assert alice.execute(
+            "SELECT credvault.put_credential_linked('alpha', 'srv', 'password', %s, 1, %s,"
+            " NULL, NULL, NULL, 'web')",
+            (secrets.token_bytes(16), ENVELOPE),
+        ).fetchone()[0]  # fmt: skip
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_read('alpha', 'srv')").fetchone()[0]
+        bob.execute("SELECT credvault.claim_read(%s)", (req,))
+        got = fetch_as_a_client(bob, req, "address_env", "release")
+        assert bytes(got[0]) == b"ADDRESS-before"
+        with team.connect("alice") as alice:
+            assert alice.execute(
+                "SELECT credvault.set_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL,"
+                " true, ARRAY['address'])",
+                (uid, b"ADDRESS-after"),
+            ).fetchone()[0] == "ok"  # fmt: skip
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
+            bob.execute("SELECT address_env FROM credvault.release(%s)", (req,))
+        # the two calls of earlier clients: fetch after its own ROLLBACK, then a change
+        req = bob.execute("SELECT credvault.request_read('alpha', 'srv')").fetchone()[0]
+        got = None
+        while got is None:
+            try:
+                with bob.transaction():
+                    got = bytes(bob.execute(
+                        "SELECT address_env FROM credvault.fetch(%s)", (req,)
+                    ).fetchone()[0])  # fmt: skip
+                    raise psycopg.Rollback
+            except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL: as a client
+                bob.execute("SELECT credvault.nudge_wal()")
+        assert got == b"ADDRESS-after"
+        with team.connect("alice") as alice:
+            alice.execute(
+                "SELECT credvault.set_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL,"
+                " true, ARRAY['address'])",
+                (uid, b"ADDRESS-third"),
+            )
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
+            bob.execute("SELECT address_env FROM credvault.fetch(%s)", (req,))
+        # a fresh read (a new entry) has the current address
+        req = bob.execute("SELECT credvault.request_read('alpha', 'srv')").fetchone()[0]
+        assert bytes(fetch_as_a_client(bob, req, "address_env")[0]) == b"ADDRESS-third"
