@@ -6629,6 +6629,11 @@ END $$;
 -- another version and answered "changed since the read request", so the client read
 -- again; before section pinned it was refused as 'access revoked' (and
 -- test_a_release_racing_a_move_hands_over_no_row_of_another_engagement says so).
+--
+-- (Section pinned's header says a row frozen by VACUUM reads as changed: not so on
+-- PostgreSQL 15, which keeps a frozen row's xmin and marks the freeze in its flags; a
+-- frozen row is released as before. test_one_entry_releases_the_value_it_names_not_a_later_one
+-- freezes the table between two releases.)
 
 ALTER TABLE credvault.read_requests ADD COLUMN sys_xmin xid;
 
