@@ -6622,6 +6622,7 @@ END $$;
 -- else serialization_failure ("changed since the read request"), read again by the client
 -- under a new entry, as for the credential's own row. Requests made before this section
 -- carry no system version: one with a linked system reads as changed, and is read again.
+-- (release and fetch below are as sections pinned and standbys left them, but for that.)
 --
 -- And release's "changed" answer is given only while the request still exists: a release
 -- racing an `mv` (the row made again under its id in another engagement, the request
@@ -6735,8 +6736,7 @@ BEGIN
     END LOOP;
     IF current_setting('synchronous_standby_names') <> '' THEN
         tries := 0;
-        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
-                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= q.claim_lsn) LOOP
+        WHILE NOT standbys_have(q.claim_lsn) LOOP  -- as many as the setting asks (section standbys)
             tries := tries + 1;
             IF tries > 500 THEN
                 RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
@@ -6837,11 +6837,10 @@ BEGIN
         END IF;
         PERFORM pg_sleep(0.001);
     END LOOP;
-    -- With synchronous standbys configured, the request must be flushed on one of them too.
+    -- With synchronous standbys configured, the request must be flushed on them too.
     IF current_setting('synchronous_standby_names') <> '' THEN
         tries := 0;
-        WHILE NOT EXISTS (SELECT 1 FROM pg_stat_replication r
-                          WHERE r.sync_state IN ('sync', 'quorum') AND r.flush_lsn >= want) LOOP
+        WHILE NOT standbys_have(want) LOOP  -- as many as the setting asks (section standbys)
             tries := tries + 1;
             IF tries > 500 THEN
                 RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
