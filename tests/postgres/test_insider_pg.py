@@ -741,7 +741,8 @@ def test_one_entry_releases_the_value_it_names_not_a_later_one(team: Any) -> Non
     """The attacker reads a password once, then waits for the lead to change it and asks
     again under the same entry: by release (read-only, so callable again within the
     request's minute) and by the two-call fetch after a rolled-back claim. Both refuse the
-    value written since; released again unchanged, the same value comes back."""
+    value written since; released again unchanged (or frozen by VACUUM), the same value
+    comes back. Then the same for a linked system's address, which `system set` changes."""
     import psycopg
 
     later = b"ENVELOPE-written-after-the-request"
@@ -775,6 +776,8 @@ def test_one_entry_releases_the_value_it_names_not_a_later_one(team: Any) -> Non
         # and a fresh read (a new entry) has the current value
         req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
         assert bytes(fetch_as_a_client(bob, req)[0]) == ENVELOPE
+    # the same for the address of a linked system (in this world: no vault of its own)
+    _one_entry_releases_the_system_address_it_names_not_a_later_one(team)
 
 
 def test_a_read_racing_a_write_reads_again_under_a_new_entry(team: Any) -> None:
@@ -1291,11 +1294,11 @@ def test_engagement_settings_change_only_with_their_signed_link(team: Any) -> No
     assert rows == [("alpha", True), ("beta", False), ("gamma", True)]
 
 
-def test_one_entry_releases_the_system_address_it_names_not_a_later_one(team: Any) -> None:
-    """As above for the linked system's sealed address, which release returns beside the
-    credential from the `systems` row (a `system set` writes that row, not the
-    credential's): the attacker reads alpha/srv once, the lead moves its system to a new
-    address, and release again must not hand over the new address under the old entry."""
+def _one_entry_releases_the_system_address_it_names_not_a_later_one(team: Any) -> None:
+    """The linked system's sealed address, which release returns beside the credential
+    from the `systems` row (a `system set` writes that row, not the credential's): the
+    attacker reads alpha/srv once, the lead moves its system to a new address, and release
+    again must not hand over the new address under the old entry (section pinrev)."""
     import psycopg
 
     uid = secrets.token_bytes(16)
