@@ -22,7 +22,7 @@ from typing import Any
 
 from credvault.crypto import envelope, labels
 from credvault.crypto import primitives as p
-from credvault.errors import AccessDenied, InvalidInput, NotFound
+from credvault.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from credvault.layout import is_team_target
 from credvault.postgres.statements import copy_message as copy_message
 from credvault.postgres.statements import creation_message as creation_message
@@ -182,13 +182,15 @@ class TeamVault:
                     "CALL credvault.read(%s, %s, %s)", (engagement, name, reason), prepare=True
                 ).fetchone()
                 break
-            except (
-                psycopg.errors.ObjectNotInPrerequisiteState,
-                psycopg.errors.SerializationFailure,
-            ):
+            except psycopg.errors.ObjectNotInPrerequisiteState:
                 # the claim committed but not yet flushed on a synchronous standby (release
-                # waited ~0.5 s), or the row written since the request (section pinned):
-                # ask again, a new request
+                # waited ~0.5 s): ask again, a new request
+                time.sleep(0.005 * attempt)
+            except psycopg.errors.SerializationFailure as e:
+                # the row written since the request (section pinned): ask again, a new
+                # request; the last time, say so
+                if attempt == 4:
+                    raise Conflict(f"{engagement}/{name} changed during the read: {e}") from None
                 time.sleep(0.005 * attempt)
         else:
             raise AccessDenied(self.me.name, "read", engagement, "audit entry not durable")
