@@ -1298,7 +1298,7 @@ def _one_entry_releases_the_system_address_it_names_not_a_later_one(team: Any) -
     """The linked system's sealed address, which release returns beside the credential
     from the `systems` row (a `system set` writes that row, not the credential's): the
     attacker reads alpha/srv once, the lead moves its system to a new address, and release
-    again must not hand over the new address under the old entry (section pinrev)."""
+    again must not hand over the new address under the old entry (section pinned)."""
     import psycopg
 
     uid = secrets.token_bytes(16)

@@ -6434,7 +6434,7 @@ BEGIN
     -- the lock leaves a row under the same id elsewhere, an `rm` none; this request must not
     -- name either (section rpreview). Then nothing is kept, the audit row included.
     -- (and the row version it found, which alone may be released under this entry:
-    -- section pinned; and its linked system's row version: section pinrev)
+    -- section pinned; and its linked system's row version, same section)
     INSERT INTO read_requests (member, credential_id, audit_seq, xid, cred_xmin, sys_xmin)
     SELECT who, c.id, s, pg_current_xact_id(), c.xmin, sy.xmin FROM credentials c
     LEFT JOIN systems sy ON sy.id = c.system_id
