@@ -36,22 +36,33 @@ def _request(t: Team, kind: str, ref: str, reason: str | None, via: str | None) 
     """Both phases: the audit row commits, then the envelopes the request names."""
     eng, name = validate.ref(ref)
     why = validate.reason(reason) or ""
-    req = t.store.request_use(kind, eng, name, why, via or "")
     verb = _VERB[kind]
-    if req is None:  # refused, and audited by the server: say why in SQLCipher's terms
-        e = t.store.engagement(eng)
-        if e is None:
-            raise AccessDenied(t.member, verb, eng, "no role on it")
-        if e.require_reason and not why:
-            raise AccessDenied(t.member, verb, eng, "this engagement requires --reason")
-        if t.store.credential_meta(eng, name) is None:
+    attempts = 0
+    while True:
+        req = t.store.request_use(kind, eng, name, why, via or "")
+        if req is None:  # refused, and audited by the server: say why in SQLCipher's terms
+            e = t.store.engagement(eng)
+            if e is None:
+                raise AccessDenied(t.member, verb, eng, "no role on it")
+            if e.require_reason and not why:
+                raise AccessDenied(t.member, verb, eng, "this engagement requires --reason")
+            if t.store.credential_meta(eng, name) is None:
+                raise NotFound("credential", ref)
+            role = t.role(eng)
+            raise AccessDenied(t.member, verb, eng, f"role {role.value}" if role else "no grant")
+        try:
+            row = t.store.fetch_use(req, eng)
+        except Conflict:
+            # the row written between the request and the release: its entry names the
+            # earlier value, so ask again under a new one (section pinned); the fifth
+            # time, the Conflict stands
+            attempts += 1
+            if attempts == 5:
+                raise
+            continue
+        if row is None:
             raise NotFound("credential", ref)
-        role = t.role(eng)
-        raise AccessDenied(t.member, verb, eng, f"role {role.value}" if role else "no grant")
-    row = t.store.fetch_use(req, eng)
-    if row is None:
-        raise NotFound("credential", ref)
-    return row
+        return row
 
 
 def _open(

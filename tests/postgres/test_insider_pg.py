@@ -817,6 +817,59 @@ def test_a_read_racing_a_write_reads_again_under_a_new_entry(team: Any) -> None:
     assert rows == [(True,), (True,)]  # both claimed; the first one's release refused
 
 
+def test_otp_run_and_ssh_release_the_value_their_entry_names(team: Any) -> None:
+    """The same attack on the read of `otp`, `run` and `ssh` (request_use, fetch_use): a
+    fetch rolled back, a put, the fetch again: refused. And their client asks again when
+    the row changes between its request and its fetch (a test-only trigger writes the row
+    once, with the request): the value comes under a second entry of its own."""
+    from types import SimpleNamespace
+
+    import psycopg
+
+    from credvault.postgres.store import PgStore
+    from credvault.team_use import _request
+
+    later = b"ENVELOPE-written-after-the-use-request"
+    with team.connect("bob") as bob:
+        req = bob.execute(
+            "SELECT credvault.request_use('get', 'alpha', 'db', '', 'run')"
+        ).fetchone()[0]  # fmt: skip
+        got = None
+        while got is None:
+            try:
+                with bob.transaction():
+                    got = bytes(bob.execute(
+                        "SELECT secret_env FROM credvault.fetch_use(%s)", (req,)
+                    ).fetchone()[0])  # fmt: skip
+                    raise psycopg.Rollback
+            except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL: as a client
+                bob.execute("SELECT credvault.nudge_wal()")
+        assert got == ENVELOPE
+        team.put("alice", "alpha", "db", later)
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
+            bob.execute("SELECT secret_env FROM credvault.fetch_use(%s)", (req,))
+    with team.connect() as owner:
+        owner.execute(
+            "CREATE TABLE credvault.t_once (done boolean);"
+            "CREATE FUNCTION credvault.t_touch() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN"
+            "  IF NOT EXISTS (SELECT 1 FROM credvault.t_once) THEN"
+            "   INSERT INTO credvault.t_once VALUES (true);"
+            "   PERFORM set_config('credvault.rebinding', 'on', true);"
+            "   UPDATE credvault.credentials SET updated_at = updated_at WHERE id = NEW.target_id;"
+            "  END IF; RETURN NULL;"
+            " END $$;"
+            "CREATE TRIGGER t_touch AFTER INSERT ON credvault.record_requests"
+            " FOR EACH ROW EXECUTE FUNCTION credvault.t_touch();"
+        )
+    before = team.audit_count("get")
+    with team.connect("bob") as bob:
+        row = _request(SimpleNamespace(store=PgStore(bob, "bob"), member="bob"), "get",
+                       "alpha/db", None, "run")  # fmt: skip
+    assert row.secret == later
+    assert team.audit_count("get") == before + 2
+
+
 def test_an_asynchronous_claim_never_outruns_the_audit_row(team: Any) -> None:
     """The attacker commits request and claim asynchronously, hoping a crash loses the
     audit row after the ciphertext left. With the WAL writer slowed to 10 s neither is
