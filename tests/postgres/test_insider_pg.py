@@ -870,6 +870,27 @@ def test_otp_run_and_ssh_release_the_value_their_entry_names(team: Any) -> None:
     assert team.audit_count("get") == before + 2
 
 
+def test_a_use_request_between_two_writes_of_one_transaction_releases_neither_later(
+    team: Any,
+) -> None:
+    """The attacker (an engineer) writes alpha/db, asks to use it and writes it again, all
+    in one transaction: both versions carry that transaction's xmin, so xmin alone would
+    release the second under the entry made before it. The row's ctid pins the version
+    the request found (section pinrev2)."""
+    import psycopg
+
+    with team.connect("bob") as bob:
+        put = "SELECT credvault.put_credential('alpha', 'db', 'password', %s, 1, %s)"
+        with bob.transaction():
+            bob.execute(put, (secrets.token_bytes(16), b"V1-bob-wrote"))
+            req = bob.execute(
+                "SELECT credvault.request_use('get', 'alpha', 'db', '', 'run')"
+            ).fetchone()[0]  # fmt: skip
+            bob.execute(put, (secrets.token_bytes(16), b"V2-written-after-the-request"))
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
+            fetch_as_a_client(bob, req, "secret_env", "fetch_use")
+
+
 def test_an_asynchronous_claim_never_outruns_the_audit_row(team: Any) -> None:
     """The attacker commits request and claim asynchronously, hoping a crash loses the
     audit row after the ciphertext left. With the WAL writer slowed to 10 s neither is

@@ -6745,3 +6745,137 @@ BEGIN
             USING ERRCODE = 'serialization_failure';
     END IF;
 END $$;
+
+
+-- == pinrev2: a use request pins the row version by its place too, not its xmin alone ==
+--
+-- (Review of section pinned's request_use/fetch_use.) Every row version one transaction
+-- writes carries that transaction's xmin: a member who writes alpha/db, calls request_use
+-- and writes it again (put, edit, revert to an earlier version, system set), all in one
+-- transaction, found version A and was released version B under A's entry, the entry dated
+-- before B's write. request_use now records the versions' ctid as well (the version's own
+-- place: an UPDATE makes a new tuple elsewhere; the one it replaced stays in its place until
+-- the writing transaction has ended, so two versions of one transaction never share it),
+-- and fetch_use releases only the version found at the same xmin and place. VACUUM (freeze,
+-- pruning) keeps a live tuple's place; VACUUM FULL or CLUSTER (the owner's) move it: a
+-- request made before either is refused once as "changed since" and the client asks again.
+-- `get`'s request_read/release/fetch pin by xmin only (not changed here; see the report).
+
+ALTER TABLE credvault.record_requests ADD COLUMN target_ctid tid, ADD COLUMN sys_ctid tid;
+
+CREATE OR REPLACE FUNCTION credvault.request_use(
+    k text, eng text, itm text, reason text DEFAULT '', via text DEFAULT ''
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me();
+    e engagements%ROWTYPE;
+    act text;
+    cid bigint;
+    cx xid;
+    sx xid;
+    ct tid;
+    st tid;
+    why text := coalesce(reason, '');
+    said text;
+    detail text;
+    s bigint;
+    rid bigint;
+BEGIN
+    act := CASE k WHEN 'otp' THEN 'otp' WHEN 'get' THEN 'get'
+                  WHEN 'show' THEN 'show' WHEN 'show-system' THEN 'show' END;
+    IF act IS NULL THEN
+        RAISE EXCEPTION 'credvault: unknown kind of use %', k USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO e FROM engagements WHERE name = eng AND state IN ('active', 'closed');
+    IF e.id IS NULL OR NOT may(e.id, 'read') THEN
+        PERFORM audit_append(who, act, eng, itm, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' THEN  -- the command's name is no reason
+        PERFORM audit_append(who, act, eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    -- what the detail says: the command, then the member's own reason (200 characters,
+    -- validate.reason's limit, as SQLCipher cuts it)
+    said := CASE WHEN coalesce(via, '') = '' THEN why
+                 ELSE left(via || CASE WHEN why = '' THEN '' ELSE ': ' || why END, 200) END;
+    detail := CASE k
+        WHEN 'show' THEN 'fields without the secret'
+                         || CASE WHEN said = '' THEN '' ELSE '; reason: ' || said END
+        WHEN 'show-system' THEN 'system address and port, without the secret'
+                         || CASE WHEN said = '' THEN '' ELSE '; reason: ' || said END
+        ELSE CASE WHEN said = '' THEN '' ELSE 'reason: ' || said END END;
+    -- and the versions of the row and of its linked system's row, which alone may be
+    -- released under this entry (section pinned), at their places (section pinrev2)
+    SELECT c.id, c.xmin, sy.xmin, c.ctid, sy.ctid INTO cid, cx, sx, ct, st FROM credentials c
+    LEFT JOIN systems sy ON sy.id = c.system_id
+    WHERE c.engagement_id = e.id AND c.name = itm;
+    IF cid IS NULL THEN
+        PERFORM audit_append(who, act, eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, act, eng, itm, 'ok', detail);
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid,
+                                 target_xmin, sys_xmin, target_ctid, sys_ctid)
+    VALUES (who, 'use-' || k, e.id, cid, s, pg_current_xact_id(), cx, sx, ct, st)
+    RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_use(request bigint)
+RETURNS TABLE (uid bytea, name text, kind text, sys_uid bytea, sys_name text, port integer,
+               protocol text, secret_env bytea, username_env bytea, url_env bytea,
+               notes_env bytea, address_env bytea, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.kind NOT LIKE 'use-%' THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    RETURN QUERY SELECT c.uid, c.name, c.kind, s.uid, s.name, s.port, s.protocol,
+                        CASE WHEN q.kind IN ('use-otp', 'use-get') THEN c.secret_env END,
+                        c.username_env, c.url_env, c.notes_env,
+                        CASE WHEN q.kind <> 'use-show' THEN s.address_env END,
+                        q.audit_seq, c.created_at, c.updated_at
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id
+          AND c.xmin = q.target_xmin AND s.xmin IS NOT DISTINCT FROM q.sys_xmin
+          AND c.ctid = q.target_ctid AND s.ctid IS NOT DISTINCT FROM q.sys_ctid;
+    IF NOT FOUND AND EXISTS (SELECT 1 FROM credentials c
+                             WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id) THEN
+        -- the row (or its system's) written since the request: its entry names an earlier
+        -- value; a new request (a new entry) reads this one (section pinned). A row gone
+        -- still returns nothing, as before (the client says not found).
+        RAISE EXCEPTION 'credvault: the credential changed since the read request; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
