@@ -873,10 +873,10 @@ def test_otp_run_and_ssh_release_the_value_their_entry_names(team: Any) -> None:
 def test_a_use_request_between_two_writes_of_one_transaction_releases_neither_later(
     team: Any,
 ) -> None:
-    """The attacker (an engineer) writes alpha/db, asks to use it and writes it again, all
-    in one transaction: both versions carry that transaction's xmin, so xmin alone would
-    release the second under the entry made before it. The row's ctid pins the version
-    the request found (section pinrev2)."""
+    """The attacker (an engineer) writes alpha/db, asks to use it (or to get it) and
+    writes it again, all in one transaction: both versions carry that transaction's xmin,
+    so xmin alone would release the second under the entry made before it. The row's ctid
+    pins the version the request found (section pinrev2)."""
     import psycopg
 
     with team.connect("bob") as bob:
@@ -889,6 +889,16 @@ def test_a_use_request_between_two_writes_of_one_transaction_releases_neither_la
             bob.execute(put, (secrets.token_bytes(16), b"V2-written-after-the-request"))
         with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
             fetch_as_a_client(bob, req, "secret_env", "fetch_use")
+        # the same for `get` (request_read, fetch)
+        with bob.transaction():
+            bob.execute(put, (secrets.token_bytes(16), b"V3-bob-wrote"))
+            req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+            bob.execute(put, (secrets.token_bytes(16), b"V4-written-after-the-request"))
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
+            fetch_as_a_client(bob, req)
+        # and a request made afterwards releases the current version
+        req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
+        assert bytes(fetch_as_a_client(bob, req)[0]) == b"V4-written-after-the-request"
 
 
 def test_an_asynchronous_claim_never_outruns_the_audit_row(team: Any) -> None:

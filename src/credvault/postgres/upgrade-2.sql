@@ -6747,19 +6747,270 @@ BEGIN
 END $$;
 
 
--- == pinrev2: a use request pins the row version by its place too, not its xmin alone ==
+-- == pinrev2: a read request pins the row version by its place too, not its xmin alone ==
 --
--- (Review of section pinned's request_use/fetch_use.) Every row version one transaction
--- writes carries that transaction's xmin: a member who writes alpha/db, calls request_use
--- and writes it again (put, edit, revert to an earlier version, system set), all in one
--- transaction, found version A and was released version B under A's entry, the entry dated
--- before B's write. request_use now records the versions' ctid as well (the version's own
--- place: an UPDATE makes a new tuple elsewhere; the one it replaced stays in its place until
--- the writing transaction has ended, so two versions of one transaction never share it),
--- and fetch_use releases only the version found at the same xmin and place. VACUUM (freeze,
--- pruning) keeps a live tuple's place; VACUUM FULL or CLUSTER (the owner's) move it: a
--- request made before either is refused once as "changed since" and the client asks again.
--- `get`'s request_read/release/fetch pin by xmin only (not changed here; see the report).
+-- (Review of section pinned.) Every row version one transaction writes carries that
+-- transaction's xmin: a member who wrote alpha/db, called request_use (or request_read)
+-- and wrote it again (put, edit, revert to an earlier version, system set), all in one
+-- transaction, found version A and was released version B under A's entry, an entry dated
+-- before B's write. The request now records the versions' ctid as well (a version's own
+-- place: an UPDATE makes a new tuple elsewhere, and the one it replaced keeps its place
+-- until the writing transaction has ended, so two versions of one transaction never share
+-- it); fetch_use, release and fetch release only the versions found, at the same xmin and
+-- place. VACUUM (freezing, pruning) keeps a live tuple's place; VACUUM FULL or CLUSTER (the
+-- owner's) move it: a request made before either is refused once as "changed since" and
+-- the client asks again. Requests made before this section carry no place: refused once.
+
+ALTER TABLE credvault.read_requests ADD COLUMN cred_ctid tid, ADD COLUMN sys_ctid tid;
+
+CREATE OR REPLACE FUNCTION credvault.request_read(eng text, itm text, reason text DEFAULT '')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text;
+    eid bigint;
+    need_reason boolean;
+    r text;
+    cid bigint;
+    why text := coalesce(reason, '');
+    s bigint;
+    rid bigint;
+BEGIN
+    -- me(), the engagement (active or closed), role_in() and the credential, in one query:
+    -- at most one row (members.role_name, engagements.name, grants' and credentials' keys
+    -- are unique); a missing engagement leaves role and credential NULL.
+    SELECT m.name, e.id, e.require_reason, g.role, c.id INTO who, eid, need_reason, r, cid
+    FROM members m
+    LEFT JOIN engagements e ON e.name = eng AND e.state IN ('active', 'closed')
+    LEFT JOIN grants g ON g.engagement_id = e.id AND g.member = m.name
+         AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+    LEFT JOIN credentials c ON c.engagement_id = e.id AND c.name = itm
+    WHERE m.role_name = session_user AND m.state = 'active';
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'credvault: % is not an active member', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF r IS NULL OR r NOT IN ('lead', 'engineer', 'reader') THEN
+        -- held()'s words: 'role auditor', or 'no grant'
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', coalesce('role ' || r, 'no grant'));
+        RETURN NULL;
+    END IF;
+    IF need_reason AND why = '' THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    IF cid IS NULL THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'get', eng, itm, 'ok', CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END);
+    -- Still the row the query above found, seen after the chain's lock (a statement of its
+    -- own: a fresh snapshot): an `mv` to another engagement committed while this waited for
+    -- the lock leaves a row under the same id elsewhere, an `rm` none; this request must not
+    -- name either (section rpreview). Then nothing is kept, the audit row included.
+    -- (and the row version it found, which alone may be released under this entry:
+    -- section pinned; and its linked system's row version, same section; both at their
+    -- places: section pinrev2)
+    INSERT INTO read_requests (member, credential_id, audit_seq, xid, cred_xmin, sys_xmin,
+                               cred_ctid, sys_ctid)
+    SELECT who, c.id, s, pg_current_xact_id(), c.xmin, sy.xmin, c.ctid, sy.ctid
+    FROM credentials c
+    LEFT JOIN systems sy ON sy.id = c.system_id
+    WHERE c.id = cid AND c.engagement_id = eid AND c.name = itm
+    RETURNING id INTO rid;
+    IF rid IS NULL THEN
+        RAISE EXCEPTION 'credvault: %/% changed meanwhile; run the command again', eng, itm
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.release(request bigint)
+RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
+               key_version integer, uid bytea, kind text, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz, sys_uid bytea, sys_name text,
+               port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    q read_requests%ROWTYPE;
+    tries integer := 0;
+BEGIN
+    SELECT rq.* INTO q FROM read_requests rq
+    WHERE rq.id = request AND rq.claim_lsn IS NOT NULL
+      AND rq.member = (SELECT m.name FROM members m
+                       WHERE m.role_name = session_user AND m.state = 'active')
+      AND rq.created_at >= clock_timestamp() - interval '60 seconds';
+    IF q.id IS NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM members m WHERE m.role_name = session_user AND m.state = 'active') THEN
+            RAISE EXCEPTION 'credvault: % is not an active member', session_user
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RAISE EXCEPTION 'credvault: no such claimed read request (or expired)'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.claim_xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request claim not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- durability of the request, as section readclaim: claim_lsn lies after its commit record
+    WHILE pg_current_wal_flush_lsn() < q.claim_lsn LOOP
+        tries := tries + 1;
+        IF tries > 10 THEN
+            RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+    IF current_setting('synchronous_standby_names') <> '' THEN
+        tries := 0;
+        WHILE NOT standbys_have(q.claim_lsn) LOOP  -- as many as the setting asks (section standbys)
+            tries := tries + 1;
+            IF tries > 500 THEN
+                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            PERFORM pg_sleep(0.001);
+        END LOOP;
+    END IF;
+    -- one snapshot for the request, the member, the role and the row: a credential deleted
+    -- and made again under the same id since the statement above (mv, the trash's restore)
+    -- took its requests with it (section rpreview), so nothing comes back
+    RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
+                        c.uid, c.kind, rq.audit_seq, c.created_at, c.updated_at,
+                        s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM read_requests rq
+        JOIN members m ON m.name = rq.member AND m.role_name = session_user AND m.state = 'active'
+        JOIN credentials c ON c.id = rq.credential_id
+        JOIN grants g ON g.engagement_id = c.engagement_id AND g.member = rq.member
+             AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+             AND g.role IN ('lead', 'engineer', 'reader')
+        LEFT JOIN systems s ON s.id = c.system_id
+        WHERE rq.id = q.id AND rq.claim_xid = q.claim_xid AND c.xmin = rq.cred_xmin
+          AND s.xmin IS NOT DISTINCT FROM rq.sys_xmin
+          AND c.ctid = rq.cred_ctid AND s.ctid IS NOT DISTINCT FROM rq.sys_ctid;
+    IF NOT FOUND THEN
+        -- the row or its system's written since the request (put, edit, rotation, system
+        -- set): its entry names an earlier value; a new request (a new entry) reads this
+        -- one. A request gone with its row (mv, restore: section rpreview) is refused as
+        -- before section pinned, not read again.
+        IF EXISTS (SELECT 1 FROM read_requests rq JOIN credentials c ON c.id = rq.credential_id
+                   LEFT JOIN systems s ON s.id = c.system_id
+                   WHERE rq.id = q.id
+                   AND ((c.xmin = q.cred_xmin) IS NOT TRUE OR s.xmin IS DISTINCT FROM q.sys_xmin
+                        OR (c.ctid = q.cred_ctid) IS NOT TRUE
+                        OR s.ctid IS DISTINCT FROM q.sys_ctid)) THEN
+            RAISE EXCEPTION 'credvault: the credential changed since the read request; run the command again'
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch(request bigint)
+RETURNS TABLE (secret_env bytea, username_env bytea, url_env bytea, notes_env bytea,
+               key_version integer, uid bytea, kind text, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz, sys_uid bytea, sys_name text,
+               port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    -- taken first, before this function writes anything (the claim below is WAL too)
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text;
+    q read_requests%ROWTYPE;
+    tries integer := 0;
+BEGIN
+    -- The claim: the caller's own, unused, recent request, marked used (rolled back with
+    -- everything else if a check below refuses). A concurrent claim of the same request
+    -- waits for the row and then finds it used.
+    UPDATE read_requests rq SET used_at = clock_timestamp()
+    WHERE rq.id = request AND rq.used_at IS NULL
+      AND rq.member = (SELECT m.name FROM members m
+                       WHERE m.role_name = session_user AND m.state = 'active')
+      AND rq.created_at >= clock_timestamp() - interval '60 seconds'
+    RETURNING rq.* INTO q;
+    IF q.id IS NULL THEN
+        -- refused: say why, in version 2's words and order
+        SELECT m.name INTO who FROM members m WHERE m.role_name = session_user AND m.state = 'active';
+        IF who IS NULL THEN
+            RAISE EXCEPTION 'credvault: % is not an active member', session_user
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        SELECT * INTO q FROM read_requests rq WHERE rq.id = request;
+        IF q.id IS NULL OR q.member <> who THEN
+            RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF q.used_at IS NOT NULL THEN
+            RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    who := q.member;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Durability, as in version 1: everything inserted into the WAL before this call (the
+    -- request's commit record included) must be flushed; re-checked every 1 ms (pg_sleep's
+    -- granularity) for ~10 ms, then refused so the client flushes it (nudge_wal).
+    WHILE pg_current_wal_flush_lsn() < want LOOP
+        tries := tries + 1;
+        IF tries > 10 THEN
+            RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+    -- With synchronous standbys configured, the request must be flushed on them too.
+    IF current_setting('synchronous_standby_names') <> '' THEN
+        tries := 0;
+        WHILE NOT standbys_have(want) LOOP  -- as many as the setting asks (section standbys)
+            tries := tries + 1;
+            IF tries > 500 THEN
+                RAISE EXCEPTION 'credvault: read request not yet on the synchronous standby; retry'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            PERFORM pg_sleep(0.001);
+        END LOOP;
+    END IF;
+    -- role_in() folded in: a reading role held now (a revoked, expired or changed grant, or a
+    -- credential gone since the request, returns nothing)
+    RETURN QUERY SELECT c.secret_env, c.username_env, c.url_env, c.notes_env, c.key_version,
+                        c.uid, c.kind, q.audit_seq, c.created_at, c.updated_at,
+                        s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM credentials c
+        JOIN grants g ON g.engagement_id = c.engagement_id AND g.member = who
+             AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+             AND g.role IN ('lead', 'engineer', 'reader')
+        LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.credential_id AND c.xmin = q.cred_xmin
+          AND s.xmin IS NOT DISTINCT FROM q.sys_xmin
+          AND c.ctid = q.cred_ctid AND s.ctid IS NOT DISTINCT FROM q.sys_ctid;
+    IF NOT FOUND THEN
+        -- the row or its system's written since the request (put, edit, rotation, system
+        -- set): its entry names an earlier value; a new request (a new entry) reads this
+        -- one. A request gone with its row (mv, restore: section rpreview) is refused as
+        -- before section pinned, not read again.
+        IF EXISTS (SELECT 1 FROM read_requests rq JOIN credentials c ON c.id = rq.credential_id
+                   LEFT JOIN systems s ON s.id = c.system_id
+                   WHERE rq.id = q.id
+                   AND ((c.xmin = q.cred_xmin) IS NOT TRUE OR s.xmin IS DISTINCT FROM q.sys_xmin
+                        OR (c.ctid = q.cred_ctid) IS NOT TRUE
+                        OR s.ctid IS DISTINCT FROM q.sys_ctid)) THEN
+            RAISE EXCEPTION 'credvault: the credential changed since the read request; run the command again'
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+
 
 ALTER TABLE credvault.record_requests ADD COLUMN target_ctid tid, ADD COLUMN sys_ctid tid;
 
