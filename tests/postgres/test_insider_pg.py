@@ -876,7 +876,7 @@ def test_a_use_request_between_two_writes_of_one_transaction_releases_neither_la
     """The attacker (an engineer) writes alpha/db, asks to use it (or to get it) and
     writes it again, all in one transaction: both versions carry that transaction's xmin,
     so xmin alone would release the second under the entry made before it. The row's ctid
-    pins the version the request found (section pinrev2)."""
+    pins the version the request found (section pinned)."""
     import psycopg
 
     with team.connect("bob") as bob:
