@@ -250,8 +250,7 @@ class TeamSystems:
         if "address" in clean:
             addr = str(clean["address"])
         elif active and (port_n, protocol) != (old.port, old.protocol):
-            req = t.store.request_record("system", eng, name, "system set")
-            rec = None if req is None else t.store.fetch_record(req, eng)
+            _, rec = t.store.record("system", eng, name, "system set")
             if rec is None or rec.uid != old.uid:
                 raise _refused(t, "system set", eng)
             addr, _ = _open_system(t, eng, "system set", rec)
@@ -304,12 +303,11 @@ class TeamSystems:
         if not t.permits("system.show", eng):
             t.store.request_record("system", eng, name, reason or "")  # audited refusal
             raise _denied(t, "system show", eng)
-        req = t.store.request_record("system", eng, name, reason or "")
+        req, rec = t.store.record("system", eng, name, reason or "")
         if req is None:
             if t.store.system(eng, name) is None:
                 raise NotFound("system", ref)
             raise _refused(t, "system show", eng)
-        rec = t.store.fetch_record(req, eng)
         if rec is None or rec.e1 is None or rec.uid is None or rec.name != name:
             raise NotFound("system", ref)
         address, details = _open_system(t, eng, "system show", rec)
@@ -379,14 +377,13 @@ def linked_address(t: Team, ref: str, reason: str | None) -> dict[str, str | Non
     ``show`` (the secret is not released), through request_record/fetch_record."""
     eng, name = validate.ref(ref)
     reason = validate.reason(reason)
-    req = t.store.request_record("credential-system", eng, name, reason or "")
+    req, rec = t.store.record("credential-system", eng, name, reason or "")
     if req is None:
         if t.store.engagement(eng) is None:
             raise AccessDenied(t.member, "show", eng, "no role on it")
         if t.store.credential_meta(eng, name) is None:
             raise NotFound("credential", ref)
         raise AccessDenied(t.member, "show", eng, "refused by the server")
-    rec = t.store.fetch_record(req, eng)
     if rec is None:
         raise NotFound("credential", ref)
     if rec.e1 is None:
@@ -562,11 +559,9 @@ def _fetch_version(
     ``via``: the command reading on the member's behalf, named in the audit detail."""
     eng, name = validate.ref(ref)
     why = validate.reason(reason) or ""
-    req = t.store.request_record(kind, eng, name, _said(t, eng, why, via), version)
+    req, rec = t.store.record(kind, eng, name, _said(t, eng, why, via), version)
     if req is None:
         _version_refused(t, ref, eng, name, version, why)
-    assert req is not None
-    rec = t.store.fetch_record(req, eng)
     if rec is None or rec.uid is None or rec.name is None or rec.kind is None:
         raise NotFound("version", ref, f"{ref} has no version {version}")
     blobs = (rec.e1, rec.e2, rec.e3, rec.e4)
@@ -592,7 +587,7 @@ def current_fields(t: Team, ref: str, reason: str | None) -> dict[str, str | Non
     the secret, audited as ``show`` (request kind 'fields'; the secret never leaves)."""
     eng, name = validate.ref(ref)
     why = validate.reason(reason) or ""
-    req = t.store.request_record("fields", eng, name, why)
+    req, rec = t.store.record("fields", eng, name, why)
     if req is None:
         e = t.store.engagement(eng)
         if e is None:
@@ -600,7 +595,6 @@ def current_fields(t: Team, ref: str, reason: str | None) -> dict[str, str | Non
         if e.require_reason and not why:
             raise AccessDenied(t.member, "show", eng, "this engagement requires --reason")
         raise NotFound("credential", ref)
-    rec = t.store.fetch_record(req, eng)
     if rec is None or rec.uid is None:
         raise NotFound("credential", ref)
     out: dict[str, str | None] = {"kind": rec.kind, "system": rec.system}
@@ -716,10 +710,9 @@ def _rebound(
     member who may write). None when the server refuses or finds nothing: the write that
     follows says why (and audits it). ``system_uid``: (the new link's uid, or None for
     none,); None keeps the link."""
-    req = t.store.request_record(f"rebind-{verb}", eng, name, "")
+    req, rec = t.store.record(f"rebind-{verb}", eng, name, "")
     if req is None:
         return None
-    rec = t.store.fetch_record(req, eng)
     if rec is None or rec.e1 is None or rec.uid is None or rec.name is None or rec.kind is None:
         return None
     old = items.credential_binding(rec.name, rec.kind, rec.system_uid)

@@ -901,6 +901,72 @@ def test_a_use_request_between_two_writes_of_one_transaction_releases_neither_la
         assert bytes(fetch_as_a_client(bob, req)[0]) == b"V4-written-after-the-request"
 
 
+def test_field_and_system_reads_release_the_version_their_entry_names(team: Any) -> None:
+    """The same attack on request_record/fetch_record (`get --field`, `system show`, a
+    credential's system address, mv's and edit's rebind reads): a fetch rolled back, a
+    write, the fetch again: refused. The client's PgStore.record asks again when the row
+    changes in between (a test-only trigger writes it once, with the request)."""
+    import psycopg
+
+    from credvault.postgres.store import PgStore
+
+    uid = secrets.token_bytes(16)
+    with team.connect("alice") as alice:
+        alice.execute(
+            "SELECT credvault.put_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL, false,"
+            " ARRAY['address', 'port', 'protocol'])",
+            (uid, b"ADDRESS-before"),
+        )
+
+    def rolled_back_fetch(bob: Any, req: int) -> None:
+        done = False
+        while not done:
+            try:
+                with bob.transaction():
+                    bob.execute("SELECT * FROM credvault.fetch_record(%s)", (req,))
+                    done = True
+                    raise psycopg.Rollback
+            except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL: as a client
+                bob.execute("SELECT credvault.nudge_wal()")
+
+    with team.connect("bob") as bob:
+        req = bob.execute("SELECT credvault.request_record('fields', 'alpha', 'db')").fetchone()[0]
+        rolled_back_fetch(bob, req)
+        team.put("alice", "alpha", "db", b"ENVELOPE-after-the-fields-request")
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
+            bob.execute("SELECT * FROM credvault.fetch_record(%s)", (req,))
+        req = bob.execute("SELECT credvault.request_record('system', 'alpha', 'web')").fetchone()[0]
+        rolled_back_fetch(bob, req)
+        with team.connect("alice") as alice:
+            alice.execute(
+                "SELECT credvault.set_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL,"
+                " true, ARRAY['address'])",
+                (uid, b"ADDRESS-after"),
+            )
+        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
+            bob.execute("SELECT e1 FROM credvault.fetch_record(%s)", (req,))
+    with team.connect() as owner:
+        owner.execute(
+            "CREATE TABLE credvault.t_once (done boolean);"
+            "CREATE FUNCTION credvault.t_touch() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN"
+            "  IF NOT EXISTS (SELECT 1 FROM credvault.t_once) THEN"
+            "   INSERT INTO credvault.t_once VALUES (true);"
+            "   UPDATE credvault.systems SET updated_at = updated_at WHERE id = NEW.target_id;"
+            "  END IF; RETURN NULL;"
+            " END $$;"
+            "CREATE TRIGGER t_touch AFTER INSERT ON credvault.record_requests"
+            " FOR EACH ROW EXECUTE FUNCTION credvault.t_touch();"
+        )
+    before = team.audit_count("system-show")
+    with team.connect("bob") as bob:
+        req, rec = PgStore(bob, "bob").record("system", "alpha", "web", "")
+    assert req is not None
+    assert rec is not None
+    assert rec.e1 == b"ADDRESS-after"
+    assert team.audit_count("system-show") == before + 2
+
+
 def test_an_asynchronous_claim_never_outruns_the_audit_row(team: Any) -> None:
     """The attacker commits request and claim asynchronously, hoping a crash loses the
     audit row after the ciphertext left. With the WAL writer slowed to 10 s neither is

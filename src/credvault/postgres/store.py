@@ -1051,6 +1051,25 @@ class PgStore:
             _ts(r[14]),
         )
 
+    def record(
+        self, kind: str, engagement: str, name: str, reason: str, version: int | None = None
+    ) -> tuple[int | None, RecordRow | None]:
+        """``request_record`` then ``fetch_record``: (the request, its row), (None, None)
+        when refused (audited). Asked again, a new request and a new entry, while the row
+        changes between the two (the fetch releases only the versions its request found:
+        section pinned); the fifth time, the Conflict stands."""
+        attempts = 0
+        while True:
+            req = self.request_record(kind, engagement, name, reason, version)
+            if req is None:
+                return None, None
+            try:
+                return req, self.fetch_record(req, engagement)
+            except Conflict:
+                attempts += 1
+                if attempts == 5:
+                    raise
+
     def fetch_record(self, request: int, engagement: str) -> RecordRow | None:
         """Phase two: the envelopes the request's committed audit row names."""
         rows = self.phase_two(
