@@ -402,6 +402,27 @@ def fetch_as_a_client(
     raise AssertionError("the WAL never settled")
 
 
+def fetch_rolled_back(conn: Any, req: int, columns: str, function: str) -> Any:
+    """A phase two called inside a transaction that is then rolled back (the attacker's
+    way to leave the request unused): its first row, or None. A refusal for others'
+    unflushed WAL is answered as :func:`fetch_as_a_client` answers it."""
+    import psycopg
+
+    for _ in range(50):
+        conn.execute("BEGIN")  # an autocommit connection: the transaction by hand
+        try:
+            # columns, function: literals of the calling test, never input
+            sql = f"SELECT {columns} FROM credvault.{function}(%s)"  # noqa: S608
+            return conn.execute(sql, (req,)).fetchone()
+        except psycopg.errors.ObjectNotInPrerequisiteState as e:
+            if "not yet durable" not in str(e):
+                raise
+        finally:
+            conn.execute("ROLLBACK")
+        conn.execute("SELECT credvault.nudge_wal()")
+    raise AssertionError("the WAL never settled")
+
+
 _counter = iter(range(1, 1_000_000))
 
 

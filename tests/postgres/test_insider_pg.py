@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pg_cluster import fetch_as_a_client, new_pg_vault
+from pg_cluster import fetch_as_a_client, fetch_rolled_back, new_pg_vault
 from pg_cluster import psql_denied as denied
 
 ENVELOPE = b"ENVELOPE-\x00\x01-not-really-but-opaque-to-the-server"
@@ -759,16 +759,7 @@ def test_one_entry_releases_the_value_it_names_not_a_later_one(team: Any) -> Non
             bob.execute("SELECT secret_env FROM credvault.release(%s)", (req,))
         # the two calls of earlier clients: fetch, ROLLBACK (the request unused again)
         req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
-        got = None
-        while got is None:
-            try:
-                with bob.transaction():
-                    got = bytes(bob.execute(
-                        "SELECT secret_env FROM credvault.fetch(%s)", (req,)
-                    ).fetchone()[0])  # fmt: skip
-                    raise psycopg.Rollback
-            except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL: as a client
-                bob.execute("SELECT credvault.nudge_wal()")
+        got = bytes(fetch_rolled_back(bob, req, "secret_env", "fetch")[0])
         assert got == later
         team.put("alice", "alpha", "db", ENVELOPE)
         with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
@@ -834,16 +825,7 @@ def test_otp_run_and_ssh_release_the_value_their_entry_names(team: Any) -> None:
         req = bob.execute(
             "SELECT credvault.request_use('get', 'alpha', 'db', '', 'run')"
         ).fetchone()[0]  # fmt: skip
-        got = None
-        while got is None:
-            try:
-                with bob.transaction():
-                    got = bytes(bob.execute(
-                        "SELECT secret_env FROM credvault.fetch_use(%s)", (req,)
-                    ).fetchone()[0])  # fmt: skip
-                    raise psycopg.Rollback
-            except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL: as a client
-                bob.execute("SELECT credvault.nudge_wal()")
+        got = bytes(fetch_rolled_back(bob, req, "secret_env", "fetch_use")[0])
         assert got == ENVELOPE
         team.put("alice", "alpha", "db", later)
         with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
@@ -918,25 +900,14 @@ def test_field_and_system_reads_release_the_version_their_entry_names(team: Any)
             (uid, b"ADDRESS-before"),
         )
 
-    def rolled_back_fetch(bob: Any, req: int) -> None:
-        done = False
-        while not done:
-            try:
-                with bob.transaction():
-                    bob.execute("SELECT * FROM credvault.fetch_record(%s)", (req,))
-                    done = True
-                    raise psycopg.Rollback
-            except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL: as a client
-                bob.execute("SELECT credvault.nudge_wal()")
-
     with team.connect("bob") as bob:
         req = bob.execute("SELECT credvault.request_record('fields', 'alpha', 'db')").fetchone()[0]
-        rolled_back_fetch(bob, req)
+        fetch_rolled_back(bob, req, "*", "fetch_record")
         team.put("alice", "alpha", "db", b"ENVELOPE-after-the-fields-request")
         with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
             bob.execute("SELECT * FROM credvault.fetch_record(%s)", (req,))
         req = bob.execute("SELECT credvault.request_record('system', 'alpha', 'web')").fetchone()[0]
-        rolled_back_fetch(bob, req)
+        fetch_rolled_back(bob, req, "*", "fetch_record")
         with team.connect("alice") as alice:
             alice.execute(
                 "SELECT credvault.set_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL,"
@@ -1478,16 +1449,7 @@ def _one_entry_releases_the_system_address_it_names_not_a_later_one(team: Any) -
             bob.execute("SELECT address_env FROM credvault.release(%s)", (req,))
         # the two calls of earlier clients: fetch after its own ROLLBACK, then a change
         req = bob.execute("SELECT credvault.request_read('alpha', 'srv')").fetchone()[0]
-        got = None
-        while got is None:
-            try:
-                with bob.transaction():
-                    got = bytes(bob.execute(
-                        "SELECT address_env FROM credvault.fetch(%s)", (req,)
-                    ).fetchone()[0])  # fmt: skip
-                    raise psycopg.Rollback
-            except psycopg.errors.ObjectNotInPrerequisiteState:  # others' WAL: as a client
-                bob.execute("SELECT credvault.nudge_wal()")
+        got = bytes(fetch_rolled_back(bob, req, "address_env", "fetch")[0])
         assert got == b"ADDRESS-after"
         with team.connect("alice") as alice:
             alice.execute(
