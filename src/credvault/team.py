@@ -1865,10 +1865,14 @@ class TeamEngagements:
                         state, trust, ml.EXPIRE, (n,), t.member, t.keys.sign_private, now
                     )
                     links.append(link)
-        req = t.store.request_rotation(name)
-        if req is None:
+        # the records as the request found them, asked again if one is written in between
+        got = t.store.asked_again(
+            lambda: t.store.request_rotation(name),
+            lambda r: t.store.rotation_fetch_records(r, name),
+        )
+        if got is None:
             raise AccessDenied(t.member, "rotate", name, "refused by the server")
-        rows = t.store.rotation_fetch_records(req, name)
+        req, rows = got
         new_key = p.random_key()
         version = old_version + 1
         if state is not None:
@@ -1910,7 +1914,7 @@ class TeamEngagements:
             )
             copies.append((member, copy, sig))
         stored = t.store.rotate_records(
-            name, old_version, p.fingerprint(new_key), records, copies, links, why
+            name, old_version, p.fingerprint(new_key), records, copies, links, req, why
         )
         t.forget_keys(name)
         if state is not None:

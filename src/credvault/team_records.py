@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
@@ -40,7 +41,7 @@ from credvault.systems import System
 if TYPE_CHECKING:
     from credvault.access import Role
     from credvault.importers import ImportPlan, RawEntry, Skipped
-    from credvault.postgres.store import PgStore, RecordRow, RotationRow
+    from credvault.postgres.store import MoveRow, PgStore, RecordRow, RotationRow
 
 
 class Team(Protocol):
@@ -461,15 +462,18 @@ def export_records(t: Team, eng: str, reason: str) -> dict[str, builtins.list[di
     clear columns as the rest of the team client does (a tampered row: exit 6)."""
     from credvault.postgres import lifecycle_store as ls
 
-    req = ls.request_export_records(t.store, eng, reason)
-    if req is None:
+    got = t.store.asked_again(
+        lambda: ls.request_export_records(t.store, eng, reason),
+        lambda r: ls.fetch_export_records(t.store, r, eng),
+    )
+    if got is None:
         raise _refused(t, "export", eng)
     out: dict[str, builtins.list[dict[str, object]]] = {
         "systems": [],
         "earlier_versions": [],
         "trash": [],
     }
-    for r in ls.fetch_export_records(t.store, req, eng):
+    for r in got[1]:
         table = PLACE.get(r.table)
         if table is None:  # pragma: no cover - the server names its own tables
             raise IntegrityError(f"engagement {eng!r}: a record of an unknown kind")
@@ -830,21 +834,35 @@ def move_across(t: Team, ref: str, target: str) -> CredentialInfo:
     eng, name = validate.ref(ref)
     t_eng, t_name = validate.ref(target)
     t.before_write(t_eng)  # before the request: the target's key is what it is sealed under
-    outcome, req = t.store.request_move(eng, name, t_eng, t_name)
-    if outcome == "denied":  # audited there, on the engagement that refused (ENG first)
-        raise _denied(t, "mv", eng if not t.permits("credential.move", eng) else t_eng)
-    if outcome.startswith("inactive "):  # closed: audited there as an error
-        _, state, which = outcome.split(" ", 2)
-        raise _inactive(which, state)
-    if outcome == "not found":
-        raise NotFound("credential", ref)
-    if outcome == "exists":
-        raise AlreadyExists(f"credential {t_eng}/{t_name} exists already")
-    assert req is not None
-    # ENG2's key first (a lead's first use makes it): nothing is released for a move that
-    # could not be sealed
-    t_uid, t_key, t_version = t.engagement_key(t_eng, "mv")
-    rows = t.store.fetch_move(req, eng)
+
+    def ask() -> int:
+        outcome, req = t.store.request_move(eng, name, t_eng, t_name)
+        if outcome == "denied":  # audited there, on the engagement that refused (ENG first)
+            raise _denied(t, "mv", eng if not t.permits("credential.move", eng) else t_eng)
+        if outcome.startswith("inactive "):  # closed: audited there as an error
+            _, state, which = outcome.split(" ", 2)
+            raise _inactive(which, state)
+        if outcome == "not found":
+            raise NotFound("credential", ref)
+        if outcome == "exists":
+            raise AlreadyExists(f"credential {t_eng}/{t_name} exists already")
+        assert req is not None
+        return req
+
+    target_key: builtins.list[tuple[bytes, bytes, int]] = []
+
+    def fetch(req: int) -> builtins.list[MoveRow]:
+        if not target_key:
+            # ENG2's key first (a lead's first use makes it): nothing is released for a
+            # move that could not be sealed
+            target_key.append(t.engagement_key(t_eng, "mv"))
+        return t.store.fetch_move(req, eng)
+
+    # asked again (a new 'rebind' entry) if the credential is written in between
+    asked = t.store.asked_again(ask, fetch)
+    assert asked is not None
+    req, rows = asked
+    t_uid, t_key, t_version = target_key[0]
     current = next((r for r in rows if r.table == "credentials"), None)
     if current is None:
         raise NotFound("credential", ref)
@@ -905,10 +923,12 @@ def import_entries(
     existing: dict[str, tuple[str, int | None, str | None]] = {}
     uids: dict[str, bytes] = {}
     if t.store.systems(eng):
-        req = t.store.request_import(eng)
-        if req is None:
+        asked = t.store.asked_again(
+            lambda: t.store.request_import(eng), lambda r: t.store.fetch_import(r, eng)
+        )
+        if asked is None:
             raise _denied(t, "import", eng)
-        for uid, name, port, protocol, blob in t.store.fetch_import(req, eng):
+        for uid, name, port, protocol, blob in asked[1]:
             eng_uid, key = _key_for(t, eng, "import", blob)
             record = items.system_binding(name, port, protocol)
             address = t.unseal(
@@ -988,10 +1008,13 @@ def find(t: Team, text: str, *, fields: bool = True, reason: str | None = None) 
         if e.require_reason and not why:
             skipped.append(e.name)  # names only: a field search is a read (an oracle)
             continue
-        req = t.store.request_find(e.name, why)
-        if req is None:
+        got = t.store.asked_again(
+            functools.partial(t.store.request_find, e.name, why),
+            functools.partial(t.store.fetch_find, engagement=e.name),
+        )
+        if got is None:
             continue
-        for r in t.store.fetch_find(req, e.name):
+        for r in got[1]:
             typ = "credential" if r.table == "credentials" else "system"
             if (e.name, typ, r.name) in seen:
                 continue

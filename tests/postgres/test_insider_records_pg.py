@@ -107,6 +107,12 @@ WRITES = [
     " VALUES ('bob', 'system', 1, 1, 1, pg_current_xact_id())",
     "UPDATE credvault.record_requests SET used_at = NULL",
     "UPDATE credvault.move_requests SET used_at = now(), moved_at = NULL",
+    # the versions a multi-row read may release (section pinmany)
+    "UPDATE credvault.record_requests SET pins = NULL",
+    "UPDATE credvault.move_requests SET pins = '{}'",
+    "UPDATE credvault.export_requests SET pins = '{}'",
+    "UPDATE credvault.rotation_requests SET pins = '{}'",
+    "SELECT credvault.engagement_pins(1)",
     "UPDATE credvault.credentials SET system_id = NULL",
     "TRUNCATE credvault.system_trash",
     "DELETE FROM credvault.credential_versions",

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 from credvault.errors import (
     AccessDenied,
@@ -31,6 +31,7 @@ from credvault.errors import (
 from credvault.postgres.version import SCHEMA_VERSION, check_schema
 
 _PREFIX = "credvault: "
+_T = TypeVar("_T")
 
 
 class EngagementRow(NamedTuple):
@@ -1055,20 +1056,32 @@ class PgStore:
         self, kind: str, engagement: str, name: str, reason: str, version: int | None = None
     ) -> tuple[int | None, RecordRow | None]:
         """``request_record`` then ``fetch_record``: (the request, its row), (None, None)
-        when refused (audited). Asked again, a new request and a new entry, while the row
-        changes between the two (the fetch releases only the versions its request found:
-        section pinned); the fifth time, the Conflict stands."""
-        attempts = 0
-        while True:
-            req = self.request_record(kind, engagement, name, reason, version)
+        when refused (audited). Asked again (:meth:`asked_again`) while the row changes
+        between the two."""
+        got = self.asked_again(
+            lambda: self.request_record(kind, engagement, name, reason, version),
+            lambda req: self.fetch_record(req, engagement),
+        )
+        return (None, None) if got is None else got
+
+    def asked_again(
+        self, ask: Callable[[], int | None], fetch: Callable[[int], _T]
+    ) -> tuple[int, _T] | None:
+        """A two-phase read: ``ask`` makes the request (its audit entry committed; None
+        when refused, audited), ``fetch`` releases what it names. A phase two releases only
+        the row versions its request found (upgrade-2.sql, sections pinned and pinmany) and
+        says Conflict when one was written in between: then a new request, a new entry, up
+        to five times; the fifth Conflict stands."""
+        for attempt in range(5):
+            req = ask()
             if req is None:
-                return None, None
+                return None
             try:
-                return req, self.fetch_record(req, engagement)
+                return req, fetch(req)
             except Conflict:
-                attempts += 1
-                if attempts == 5:
+                if attempt == 4:
                     raise
+        raise AssertionError("unreachable")
 
     def fetch_record(self, request: int, engagement: str) -> RecordRow | None:
         """Phase two: the envelopes the request's committed audit row names."""
@@ -1450,17 +1463,19 @@ class PgStore:
         records: list[tuple[str, int, tuple[bytes, bytes | None, bytes | None, bytes | None]]],
         copies: list[tuple[str, bytes, bytes]],
         links: list[bytes],
+        request: int,
         why: str | None = None,
     ) -> int:
         """Store a rotation of every record in one transaction, the membership log's
-        ``links`` appended first; Conflict if anything changed meanwhile. ``why``: what
+        ``links`` appended first; Conflict if anything changed meanwhile (a record added,
+        removed, or written since ``request``, the rotation's read, found it). ``why``: what
         made the lead rotate, in the audit detail as SQLCipher's ("revoked bob")."""
         envs: list[list[Any]] = [[r[2][i] for r in records] for i in range(4)]
         gcols: list[list[Any]] = [[g[i] for g in copies] for i in range(3)]
         row = self._one(
             "SELECT credvault.rotate_records(%s, %s, %s, %s::text[], %s::bigint[], "
             "%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::text[], %s::bytea[], "
-            "%s::bytea[], %s::bytea[], %s)",
+            "%s::bytea[], %s::bytea[], %s, %s)",
             (
                 engagement,
                 old_version,
@@ -1470,6 +1485,7 @@ class PgStore:
                 *envs,
                 *gcols,
                 links,
+                request,
                 why,
             ),
             action="rotate",

@@ -6943,3 +6943,668 @@ BEGIN
             USING ERRCODE = 'serialization_failure';
     END IF;
 END $$;
+
+-- == pinmany: the phase twos that release many rows release the versions their request found ==
+--
+-- (docs/team.md "Reading a secret".) Section pinned made every one-row read release the row
+-- version its request found. The five phase twos that release many rows at once did not:
+-- a field search (fetch_find), a client export (fetch_export_records), import's read of the
+-- systems' addresses (fetch_import), a move across engagements (fetch_move) and a
+-- rotation's read (rotation_fetch_records). Called inside a transaction and rolled back,
+-- then called again within the minute, each returned the rows as they stood THEN: values
+-- written in between, under the entries made before them. And a rotation stored what its
+-- read had released without asking whether a row had been written since: a `system set`
+-- (or an `edit`) landing between rotation_fetch_records and rotate_records was undone, its
+-- row given the old envelopes re-sealed; an address sealed for the old port no longer
+-- opened for the new one, and every later read of that system failed as tampering.
+--
+-- Now each request records the versions it found: `pins`, one text per row, pin(table, id,
+-- xmin, ctid) (a version is its xmin and its place: section pinned), sorted. The phase two
+-- returns only the rows whose version is pinned, in the query that releases them, and
+-- counts them: fewer than the request pinned (a row written, removed or moved since) is
+-- refused as serialization_failure ("changed since the read request"), which rolls back
+-- the claim and every row returned; the client asks again under a new request and a new
+-- entry (PgStore.asked_again). A row made since is not released: the request's entries do
+-- not name it. Requests made before this section carry no pins and release nothing.
+-- rotate_records now takes the rotation's request and stores nothing unless every record of
+-- the engagement is still at the version that request pinned (serialization_failure: the
+-- client rotates again from a fresh read, as for any write in between).
+
+ALTER TABLE credvault.record_requests ADD COLUMN pins text[];
+ALTER TABLE credvault.move_requests ADD COLUMN pins text[];
+ALTER TABLE credvault.export_requests ADD COLUMN pins text[];
+ALTER TABLE credvault.rotation_requests ADD COLUMN pins text[];
+
+-- A row version's name: its table, id, xmin and ctid. Plain SQL (inlined where it is used).
+CREATE FUNCTION credvault.pin(tbl text, id bigint, x xid, t tid) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT tbl || ':' || id::text || ':' || x::text || ':' || t::text $$;
+REVOKE ALL ON FUNCTION credvault.pin(text, bigint, xid, tid) FROM PUBLIC;
+
+-- Every record of an engagement, as pins sorted (a rotation re-seals all of them).
+CREATE FUNCTION credvault.engagement_pins(eid bigint) RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT coalesce(array_agg(x.p ORDER BY x.p COLLATE "C"), '{}') FROM (
+        SELECT pin('credentials', c.id, c.xmin, c.ctid) FROM credentials c
+            WHERE c.engagement_id = eid
+        UNION ALL SELECT pin('systems', s.id, s.xmin, s.ctid) FROM systems s
+            WHERE s.engagement_id = eid
+        UNION ALL SELECT pin('system_trash', t.id, t.xmin, t.ctid) FROM system_trash t
+            WHERE t.engagement_id = eid
+        UNION ALL SELECT pin('credential_versions', v.id, v.xmin, v.ctid)
+            FROM credential_versions v WHERE v.engagement_id = eid
+        UNION ALL SELECT pin('credential_trash', t.id, t.xmin, t.ctid) FROM credential_trash t
+            WHERE t.engagement_id = eid) x(p));
+END $$;
+REVOKE ALL ON FUNCTION credvault.engagement_pins(bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION credvault.request_find(eng text, reason text DEFAULT '') RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; why text := coalesce(reason, ''); s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state IN ('active', 'closed');
+    IF e.id IS NULL OR NOT may(e.id, 'read') THEN
+        PERFORM audit_append(who, 'find', eng, NULL, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' THEN
+        PERFORM audit_append(who, 'find', eng, NULL, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'find', eng, NULL, 'ok',
+                      'fields searched' || CASE WHEN why = '' THEN '' ELSE '; reason: ' || why END);
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid, pins)
+    SELECT who, 'find', e.id, e.id, s, pg_current_xact_id(),
+           (SELECT coalesce(array_agg(x.p ORDER BY x.p COLLATE "C"), '{}') FROM (
+                SELECT pin('credentials', c.id, c.xmin, c.ctid) FROM credentials c
+                    WHERE c.engagement_id = e.id
+                UNION ALL SELECT pin('systems', y.id, y.xmin, y.ctid) FROM systems y
+                    WHERE y.engagement_id = e.id) x(p))
+    RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_find(request bigint)
+RETURNS TABLE (tbl text, name text, uid bytea, port integer, protocol text, e1 bytea,
+               e2 bytea, e3 bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+    n bigint;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request AND r.kind = 'find' FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.name, c.uid, NULL::integer, NULL::text, c.username_env,
+               c.url_env, c.notes_env
+        FROM credentials c WHERE c.engagement_id = q.engagement_id
+            AND pin('credentials', c.id, c.xmin, c.ctid) IN (SELECT unnest(q.pins))
+        UNION ALL
+        SELECT 'systems', s.name, s.uid, s.port, s.protocol, s.address_env, s.details_env, NULL
+        FROM systems s WHERE s.engagement_id = q.engagement_id
+            AND pin('systems', s.id, s.xmin, s.ctid) IN (SELECT unnest(q.pins))
+        ORDER BY 1, 2;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n IS DISTINCT FROM cardinality(q.pins)::bigint THEN
+        RAISE EXCEPTION 'credvault: records changed since the read request; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.request_import(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; p text[]; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'import', eng, NULL, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.state <> 'active' THEN  -- as SQLCipher's require_active: on the record, refused
+        PERFORM audit_append(who, 'import', eng, NULL, 'error', 'engagement is ' || e.state);
+        RETURN NULL;
+    END IF;
+    -- the systems counted in the entry are the ones pinned: one query
+    SELECT coalesce(array_agg(pin('systems', y.id, y.xmin, y.ctid)
+                              ORDER BY pin('systems', y.id, y.xmin, y.ctid) COLLATE "C"), '{}')
+        INTO p FROM systems y WHERE y.engagement_id = e.id;
+    s := audit_append(who, 'import-read', eng, NULL, 'ok',
+                      format('%s system addresses released to link the import''s hosts',
+                             cardinality(p)));
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid, pins)
+    VALUES (who, 'import-systems', e.id, e.id, s, pg_current_xact_id(), p) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_import(request bigint)
+RETURNS TABLE (uid bytea, name text, port integer, protocol text, address_env bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+    n bigint;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.kind <> 'import-systems' THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'write') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE record_requests.id = q.id;
+    RETURN QUERY SELECT s.uid, s.name, s.port, s.protocol, s.address_env
+        FROM systems s WHERE s.engagement_id = q.engagement_id
+            AND pin('systems', s.id, s.xmin, s.ctid) IN (SELECT unnest(q.pins))
+        ORDER BY s.name;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n IS DISTINCT FROM cardinality(q.pins)::bigint THEN
+        RAISE EXCEPTION 'credvault: records changed since the read request; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.request_move(eng text, itm text, target text, new_name text)
+RETURNS TABLE (outcome text, request bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; te engagements%ROWTYPE; cid bigint; s bigint;
+    rid bigint;
+BEGIN
+    IF new_name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' OR eng = target THEN
+        RAISE EXCEPTION 'credvault: invalid move' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- each engagement as SQLCipher's require_active checks it, the source first: a member
+    -- who may not write there is denied; one who may is refused for its state ('error')
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'mv', eng, itm, 'denied', held(e.id));
+        RETURN QUERY SELECT 'denied'::text, NULL::bigint;
+        RETURN;
+    END IF;
+    IF e.state <> 'active' THEN
+        PERFORM audit_append(who, 'mv', eng, itm, 'error', 'engagement is ' || e.state);
+        RETURN QUERY SELECT format('inactive %s %s', e.state, eng), NULL::bigint;
+        RETURN;
+    END IF;
+    SELECT * INTO te FROM engagements WHERE name = target AND state <> 'purged';
+    IF te.id IS NULL OR NOT may(te.id, 'write') THEN
+        PERFORM audit_append(who, 'mv', target, new_name, 'denied', held(te.id));
+        RETURN QUERY SELECT 'denied'::text, NULL::bigint;
+        RETURN;
+    END IF;
+    IF te.state <> 'active' THEN
+        PERFORM audit_append(who, 'mv', target, new_name, 'error', 'engagement is ' || te.state);
+        RETURN QUERY SELECT format('inactive %s %s', te.state, target), NULL::bigint;
+        RETURN;
+    END IF;
+    SELECT id INTO cid FROM credentials WHERE engagement_id = e.id AND name = itm;
+    IF cid IS NULL THEN
+        RETURN QUERY SELECT 'not found'::text, NULL::bigint;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM credentials WHERE engagement_id = te.id AND name = new_name) THEN
+        RETURN QUERY SELECT 'exists'::text, NULL::bigint;
+        RETURN;
+    END IF;
+    s := audit_append(who, 'rebind', eng, itm, 'ok',
+                      format('released to seal it again for %s/%s', target, new_name));
+    INSERT INTO move_requests (member, engagement_id, credential_id, target_id, target_name,
+                               audit_seq, xid, pins)
+    SELECT who, e.id, cid, te.id, new_name, s, pg_current_xact_id(),
+           (SELECT coalesce(array_agg(x.p ORDER BY x.p COLLATE "C"), '{}') FROM (
+                SELECT pin('credentials', c.id, c.xmin, c.ctid) FROM credentials c
+                    WHERE c.id = cid AND c.engagement_id = e.id
+                UNION ALL SELECT pin('credential_versions', v.id, v.xmin, v.ctid)
+                    FROM credential_versions v
+                    WHERE v.credential_id = cid AND v.engagement_id = e.id) x(p))
+    RETURNING id INTO rid;
+    RETURN QUERY SELECT 'ok'::text, rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_move(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, version integer, e1 bytea, e2 bytea, e3 bytea,
+               e4 bytea, b_name text, b_kind text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q move_requests%ROWTYPE;
+    n bigint;
+BEGIN
+    SELECT * INTO q FROM move_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'write') OR NOT may(q.target_id, 'write') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE move_requests SET used_at = clock_timestamp() WHERE move_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.id, c.uid, c.version, c.secret_env, c.username_env,
+               c.url_env, c.notes_env, c.name, c.kind, s.uid
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.credential_id AND c.engagement_id = q.engagement_id
+            AND pin('credentials', c.id, c.xmin, c.ctid) IN (SELECT unnest(q.pins))
+        UNION ALL
+        SELECT 'credential_versions', v.id, v.uid, v.version, v.secret_env, v.username_env,
+               v.url_env, v.notes_env, v.name, v.kind, v.system_uid
+        FROM credential_versions v
+        WHERE v.credential_id = q.credential_id AND v.engagement_id = q.engagement_id
+            AND pin('credential_versions', v.id, v.xmin, v.ctid) IN (SELECT unnest(q.pins))
+        ORDER BY 1, 4;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- a credential moved or removed since (none left): nothing, as before; the client says
+    -- not found
+    IF n IS DISTINCT FROM cardinality(q.pins)::bigint
+       AND EXISTS (SELECT 1 FROM credentials c WHERE c.id = q.credential_id
+                   AND c.engagement_id = q.engagement_id) THEN
+        RAISE EXCEPTION 'credvault: the credential changed since the read request; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.request_export_records(eng text, reason text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me();
+    e engagements%ROWTYPE;
+    why text := CASE WHEN coalesce(reason, '') = '' THEN '' ELSE 'reason: ' || reason END;
+    r record;
+    sys bigint[] := '{}'; ver bigint[] := '{}'; ct bigint[] := '{}'; st bigint[] := '{}';
+    p text[] := '{}';
+    rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
+    IF e.id IS NULL OR NOT may(e.id, 'read') THEN
+        PERFORM audit_append(who, 'export', eng, NULL, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' THEN
+        PERFORM audit_append(who, 'export', eng, NULL, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    -- each record pinned as the query that gives it its entry found it
+    FOR r IN SELECT s.id, s.name, pin('systems', s.id, s.xmin, s.ctid) AS v
+             FROM systems s WHERE s.engagement_id = e.id
+             ORDER BY s.name COLLATE "C" LOOP
+        PERFORM audit_append(who, 'system-show', eng, r.name, 'ok', why);
+        sys := sys || r.id;
+        p := p || r.v;
+    END LOOP;
+    FOR r IN SELECT v.id, v.version, coalesce(c.name, v.name) AS name,
+                    pin('credential_versions', v.id, v.xmin, v.ctid) AS v
+             FROM credential_versions v LEFT JOIN credentials c ON c.id = v.credential_id
+             WHERE v.engagement_id = e.id ORDER BY v.id LOOP
+        PERFORM audit_append(who, 'get', eng, r.name, 'ok',
+                             format('version %s', r.version) || CASE WHEN why = '' THEN ''
+                                                                     ELSE '; ' || why END);
+        ver := ver || r.id;
+        p := p || r.v;
+    END LOOP;
+    FOR r IN SELECT 'credential' AS typ, t.id, t.name, t.deleted_at,
+                    pin('credential_trash', t.id, t.xmin, t.ctid) AS v
+             FROM credential_trash t WHERE t.engagement_id = e.id
+             UNION ALL
+             SELECT 'system', t.id, t.name, t.deleted_at, pin('system_trash', t.id, t.xmin, t.ctid)
+             FROM system_trash t WHERE t.engagement_id = e.id
+             ORDER BY 4 DESC, 2 DESC LOOP
+        PERFORM audit_append(who, CASE r.typ WHEN 'system' THEN 'system-show' ELSE 'get' END,
+                             eng, r.name, 'ok', 'in the trash, removed ' || iso(r.deleted_at)
+                             || CASE WHEN why = '' THEN '' ELSE '; ' || why END);
+        IF r.typ = 'system' THEN st := st || r.id; ELSE ct := ct || r.id; END IF;
+        p := p || r.v;
+    END LOOP;
+    INSERT INTO export_requests (member, engagement_id, system_ids, version_ids, ctrash_ids,
+                                 strash_ids, xid, pins)
+    VALUES (who, e.id, sys, ver, ct, st, pg_current_xact_id(), p) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_export_records(request bigint)
+RETURNS TABLE (tbl text, uid bytea, name text, kind text, version integer, port integer,
+               protocol text, sys_uid bytea, sys_name text, e1 bytea, e2 bytea, e3 bytea,
+               e4 bytea, created_at text, updated_at text, created_by text, changed text,
+               deleted_at text, deleted_by text, expires_at text, label text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q export_requests%ROWTYPE;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    SELECT * INTO q FROM export_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE export_requests SET used_at = clock_timestamp() WHERE export_requests.id = q.id;
+    -- three queries, three snapshots: a row is released only at its pinned version, and
+    -- all of them or the call fails (the count below)
+    RETURN QUERY
+        SELECT 'systems'::text, s.uid, s.name, NULL::text, NULL::integer, s.port, s.protocol,
+               NULL::bytea, NULL::text, s.address_env, s.details_env, NULL::bytea, NULL::bytea,
+               iso(s.created_at), iso(s.updated_at), NULL::text, NULL::text, NULL::text,
+               NULL::text, NULL::text, s.name
+        FROM systems s WHERE s.engagement_id = q.engagement_id AND s.id = ANY (q.system_ids)
+            AND pin('systems', s.id, s.xmin, s.ctid) IN (SELECT unnest(q.pins))
+        ORDER BY s.name COLLATE "C";
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+    RETURN QUERY
+        SELECT 'credential_versions'::text, v.uid, v.name, v.kind, v.version,
+               NULL::integer, NULL::text, v.system_uid, v.system_name, v.secret_env,
+               v.username_env, v.url_env, v.notes_env, iso(v.created_at), NULL::text,
+               v.created_by, v.changed, NULL::text, NULL::text, NULL::text,
+               coalesce(c.name, v.name)
+        FROM credential_versions v LEFT JOIN credentials c ON c.id = v.credential_id
+        WHERE v.engagement_id = q.engagement_id AND v.id = ANY (q.version_ids)
+            AND pin('credential_versions', v.id, v.xmin, v.ctid) IN (SELECT unnest(q.pins))
+        ORDER BY v.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+    RETURN QUERY
+        SELECT x.tbl, x.uid, x.name, x.kind, NULL::integer, x.port, x.protocol, x.sys_uid,
+               NULL::text, x.e1, x.e2, x.e3, x.e4, NULL::text, NULL::text, NULL::text,
+               NULL::text, iso(x.deleted_at), x.deleted_by, iso(x.expires_at), x.name
+        FROM (SELECT 'credential_trash'::text AS tbl, t.id, t.uid, t.name, t.kind,
+                     NULL::integer AS port, NULL::text AS protocol, t.system_uid AS sys_uid,
+                     t.secret_env AS e1, t.username_env AS e2, t.url_env AS e3,
+                     t.notes_env AS e4, t.deleted_at, t.deleted_by, t.expires_at
+              FROM credential_trash t
+              WHERE t.engagement_id = q.engagement_id AND t.id = ANY (q.ctrash_ids)
+                  AND pin('credential_trash', t.id, t.xmin, t.ctid) IN (SELECT unnest(q.pins))
+              UNION ALL
+              SELECT 'system_trash', t.id, t.uid, t.name, NULL, t.port, t.protocol, NULL,
+                     t.address_env, t.details_env, NULL, NULL, t.deleted_at, t.deleted_by,
+                     t.expires_at
+              FROM system_trash t
+              WHERE t.engagement_id = q.engagement_id AND t.id = ANY (q.strash_ids)
+                  AND pin('system_trash', t.id, t.xmin, t.ctid) IN (SELECT unnest(q.pins))) x
+        ORDER BY x.deleted_at DESC, x.id DESC;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+    IF total IS DISTINCT FROM cardinality(q.pins)::bigint THEN
+        RAISE EXCEPTION 'credvault: records changed since the read request; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.request_rotation(eng text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; s bigint; rid bigint;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged';
+    IF e.id IS NULL OR NOT (is_admin() OR coalesce(role_in(e.id), '') = 'lead') THEN
+        PERFORM audit_append(who, 'rotate', eng, NULL, 'denied', '');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'rotate', eng, NULL, 'ok', 'read for rotation');
+    INSERT INTO rotation_requests (member, engagement_id, audit_seq, xid, pins)
+    VALUES (who, e.id, s, pg_current_xact_id(), engagement_pins(e.id)) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rotation_fetch_records(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, e1 bytea, e2 bytea, e3 bytea, e4 bytea,
+               b_name text, b_kind text, b_port integer, b_protocol text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q rotation_requests%ROWTYPE;
+    n bigint;
+BEGIN
+    SELECT * INTO q FROM rotation_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who OR q.used_at IS NOT NULL
+       OR q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: no such rotation request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: rotation request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT (is_admin() OR coalesce(role_in(q.engagement_id), '') = 'lead') THEN
+        RAISE EXCEPTION 'credvault: no longer a lead' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE rotation_requests SET used_at = clock_timestamp() WHERE rotation_requests.id = q.id;
+    RETURN QUERY
+        SELECT x.tbl, x.id, x.uid, x.e1, x.e2, x.e3, x.e4, x.b_name, x.b_kind, x.b_port,
+               x.b_protocol, x.b_sys_uid
+        FROM (SELECT 'credentials'::text AS tbl, c.id, c.uid, c.secret_env AS e1,
+                     c.username_env AS e2, c.url_env AS e3, c.notes_env AS e4,
+                     c.name AS b_name, c.kind AS b_kind, NULL::integer AS b_port,
+                     NULL::text AS b_protocol, s.uid AS b_sys_uid,
+                     pin('credentials', c.id, c.xmin, c.ctid) AS p
+              FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+              WHERE c.engagement_id = q.engagement_id
+              UNION ALL
+              SELECT 'systems', s.id, s.uid, s.address_env, s.details_env, NULL, NULL, s.name,
+                     NULL, s.port, s.protocol, NULL, pin('systems', s.id, s.xmin, s.ctid)
+              FROM systems s WHERE s.engagement_id = q.engagement_id
+              UNION ALL
+              SELECT 'system_trash', t.id, t.uid, t.address_env, t.details_env, NULL, NULL,
+                     t.name, NULL, t.port, t.protocol, NULL,
+                     pin('system_trash', t.id, t.xmin, t.ctid)
+              FROM system_trash t WHERE t.engagement_id = q.engagement_id
+              UNION ALL
+              SELECT 'credential_versions', v.id, v.uid, v.secret_env, v.username_env,
+                     v.url_env, v.notes_env, v.name, v.kind, NULL, NULL, v.system_uid,
+                     pin('credential_versions', v.id, v.xmin, v.ctid)
+              FROM credential_versions v WHERE v.engagement_id = q.engagement_id
+              UNION ALL
+              SELECT 'credential_trash', t.id, t.uid, t.secret_env, t.username_env, t.url_env,
+                     t.notes_env, t.name, t.kind, NULL, NULL, t.system_uid,
+                     pin('credential_trash', t.id, t.xmin, t.ctid)
+              FROM credential_trash t WHERE t.engagement_id = q.engagement_id) x
+        WHERE x.p IN (SELECT unnest(q.pins))
+        ORDER BY 1, 2;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n IS DISTINCT FROM cardinality(q.pins)::bigint THEN
+        RAISE EXCEPTION 'credvault: records changed since the read request; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
+
+-- rotate_records: as section pgsmall's fix 3 left it, with the rotation's request (new
+-- argument, before `why`; the old signature dropped, so no client stores a rotation
+-- without it) and the check above the log's links.
+DROP FUNCTION credvault.rotate_records(text, integer, text, text[], bigint[], bytea[], bytea[],
+                                       bytea[], bytea[], text[], bytea[], bytea[], bytea[], text);
+CREATE FUNCTION credvault.rotate_records(
+    eng text, old_version integer, new_fp text, r_tbl text[], r_id bigint[],
+    r_e1 bytea[], r_e2 bytea[], r_e3 bytea[], r_e4 bytea[],
+    g_members text[], g_sealed bytea[], g_sigs bytea[], links bytea[], request bigint,
+    why text DEFAULT NULL
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; i integer; n integer := coalesce(cardinality(r_id), 0);
+    q rotation_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state <> 'purged' FOR UPDATE;
+    IF e.id IS NULL OR coalesce(role_in(e.id), '') <> 'lead' THEN
+        RAISE EXCEPTION 'credvault: % may not rotate %', who, eng USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF e.key_version <> old_version THEN
+        RAISE EXCEPTION 'credvault: the key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF why IS NOT NULL AND (length(why) > 200 OR why ~ '[[:cntrl:]]') THEN
+        RAISE EXCEPTION 'credvault: a rotation''s reason is one line of at most 200 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- every record still at the version the rotation's read released (section pinmany):
+    -- else a write in between (a system set, an edit) would be undone by its old envelopes
+    SELECT * INTO q FROM rotation_requests r WHERE r.id = request;
+    IF q.id IS NULL OR q.member <> who OR q.engagement_id <> e.id OR q.used_at IS NULL THEN
+        RAISE EXCEPTION 'credvault: no such rotation request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF engagement_pins(e.id) IS DISTINCT FROM q.pins THEN
+        RAISE EXCEPTION 'credvault: records changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF (SELECT count(*) FROM (
+            SELECT 'credentials' AS t, c.id FROM credentials c WHERE c.engagement_id = e.id
+            UNION ALL SELECT 'systems', s.id FROM systems s WHERE s.engagement_id = e.id
+            UNION ALL SELECT 'system_trash', x.id FROM system_trash x WHERE x.engagement_id = e.id
+            UNION ALL SELECT 'credential_versions', v.id FROM credential_versions v
+                WHERE v.engagement_id = e.id
+            UNION ALL SELECT 'credential_trash', t.id FROM credential_trash t
+                WHERE t.engagement_id = e.id
+        ) have FULL JOIN (SELECT * FROM unnest(r_tbl, r_id) AS g(t, id)) given
+          ON have.t = given.t AND have.id = given.id
+        WHERE have.id IS NULL OR given.id IS NULL) > 0
+       OR (SELECT count(DISTINCT (t, id)) FROM unnest(r_tbl, r_id) AS g(t, id)) <> n THEN
+        RAISE EXCEPTION 'credvault: records changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(links), 0) LOOP
+        PERFORM log_append(e.id, links[i]);
+    END LOOP;
+    FOR i IN 1 .. n LOOP
+        IF r_e1[i] IS NULL THEN
+            RAISE EXCEPTION 'credvault: a record without its anchor' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        CASE r_tbl[i]
+        WHEN 'credentials' THEN
+            UPDATE credentials SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credentials.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'systems' THEN
+            UPDATE systems SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE systems.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'system_trash' THEN
+            UPDATE system_trash SET address_env = r_e1[i], details_env = r_e2[i]
+            WHERE system_trash.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_versions' THEN
+            UPDATE credential_versions SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_versions.id = r_id[i] AND engagement_id = e.id;
+        WHEN 'credential_trash' THEN
+            UPDATE credential_trash SET key_version = old_version + 1, secret_env = r_e1[i],
+                username_env = r_e2[i], url_env = r_e3[i], notes_env = r_e4[i]
+            WHERE credential_trash.id = r_id[i] AND engagement_id = e.id;
+        END CASE;
+    END LOOP;
+    -- only the replayed roster gets a copy: every other row's copy goes
+    UPDATE grants SET key_version = NULL, sealed = NULL, sealed_by = NULL, copy_sig = NULL
+        WHERE engagement_id = e.id AND NOT member = ANY (coalesce(g_members, '{}'));
+    FOR i IN 1 .. coalesce(cardinality(g_members), 0) LOOP
+        UPDATE grants SET key_version = old_version + 1, sealed = g_sealed[i], sealed_by = who,
+            copy_sig = g_sigs[i]
+        WHERE engagement_id = e.id AND member = g_members[i] AND revoked_at IS NULL;
+    END LOOP;
+    UPDATE engagements SET key_version = old_version + 1, key_fp = new_fp, needs_rotation = false
+        WHERE engagements.id = e.id;
+    PERFORM audit_append(who, 'rotate', eng, NULL, 'ok', format('key version %s', old_version + 1)
+        || CASE WHEN why IS NULL THEN '' ELSE ' (' || why || ')' END || '; fingerprint ' || new_fp);
+    RETURN old_version + 1;
+END $$;
+REVOKE ALL ON FUNCTION credvault.rotate_records(text, integer, text, text[], bigint[], bytea[],
+    bytea[], bytea[], bytea[], text[], bytea[], bytea[], bytea[], bigint, text) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.rotate_records(text, integer, text,'
+                   ' text[], bigint[], bytea[], bytea[], bytea[], bytea[], text[], bytea[],'
+                   ' bytea[], bytea[], bigint, text) TO %I', credvault.member_group());
+END $$;
