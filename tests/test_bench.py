@@ -196,3 +196,25 @@ def test_bench_postgres_quick() -> None:
         assert re.search(rf"  {path}: median [\d,]+ reads/s over 1 rounds .* of 1 at", p.stdout)
     whole = next(x for x in p.stdout.splitlines() if x.startswith("whole-process"))
     assert re.search(r"ratio \d+\.\d+x wall, \d+\.\d+x CPU", whole), whole
+
+
+@pytest.mark.postgres
+def test_bench_pg_many_quick() -> None:
+    """section pinmany's cost: each multi-row read timed against a second schema (here the
+    same tree's, as ``--against HEAD``), with the rows each released."""
+    from pg_cluster import _bindir
+
+    if _bindir() is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_pg_many.py"), "--quick",
+         "--against", "HEAD"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for label in ("find (fields)", "client export", "rotation's read"):
+        line = next(x for x in p.stdout.splitlines() if x.startswith(label))
+        assert re.search(
+            r"this tree \d+\.\d ms \((\d+) rows\), HEAD \d+\.\d ms \(\1 rows\); ratio", line
+        ), line
