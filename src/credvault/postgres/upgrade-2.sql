@@ -7278,9 +7278,10 @@ DECLARE
     who text := me();
     e engagements%ROWTYPE;
     why text := CASE WHEN coalesce(reason, '') = '' THEN '' ELSE 'reason: ' || reason END;
-    r record;
-    sys bigint[] := '{}'; ver bigint[] := '{}'; ct bigint[] := '{}'; st bigint[] := '{}';
-    p text[] := '{}';
+    sys bigint[]; ver bigint[]; ids bigint[]; kinds text[]; names text[]; notes text[];
+    ct bigint[] := '{}'; st bigint[] := '{}';
+    p1 text[]; p2 text[]; p3 text[];
+    i integer;
     rid bigint;
 BEGIN
     SELECT * INTO e FROM engagements x WHERE x.name = eng AND x.state <> 'purged';
@@ -7292,40 +7293,52 @@ BEGIN
         PERFORM audit_append(who, 'export', eng, NULL, 'denied', 'this engagement requires --reason');
         RETURN NULL;
     END IF;
-    -- each record pinned as the query that gives it its entry found it
-    FOR r IN SELECT s.id, s.name, pin('systems', s.id, s.xmin, s.ctid) AS v
-             FROM systems s WHERE s.engagement_id = e.id
-             ORDER BY s.name COLLATE "C" LOOP
-        PERFORM audit_append(who, 'system-show', eng, r.name, 'ok', why);
-        sys := sys || r.id;
-        p := p || r.v;
+    -- each kind of record read once (ids, names and versions in one snapshot), then an
+    -- entry per record, in the order SQLCipher's export lists them. (Arrays built by one
+    -- aggregate each: appending in the loop copied the array every time, O(n^2).)
+    SELECT coalesce(array_agg(s.id ORDER BY s.name COLLATE "C"), '{}'),
+           coalesce(array_agg(s.name ORDER BY s.name COLLATE "C"), '{}'),
+           coalesce(array_agg(pin('systems', s.id, s.xmin, s.ctid)), '{}')
+        INTO sys, names, p1 FROM systems s WHERE s.engagement_id = e.id;
+    FOR i IN 1 .. cardinality(sys) LOOP
+        PERFORM audit_append(who, 'system-show', eng, names[i], 'ok', why);
     END LOOP;
-    FOR r IN SELECT v.id, v.version, coalesce(c.name, v.name) AS name,
-                    pin('credential_versions', v.id, v.xmin, v.ctid) AS v
-             FROM credential_versions v LEFT JOIN credentials c ON c.id = v.credential_id
-             WHERE v.engagement_id = e.id ORDER BY v.id LOOP
-        PERFORM audit_append(who, 'get', eng, r.name, 'ok',
-                             format('version %s', r.version) || CASE WHEN why = '' THEN ''
-                                                                     ELSE '; ' || why END);
-        ver := ver || r.id;
-        p := p || r.v;
+    SELECT coalesce(array_agg(v.id ORDER BY v.id), '{}'),
+           coalesce(array_agg(coalesce(c.name, v.name) ORDER BY v.id), '{}'),
+           coalesce(array_agg(format('version %s', v.version)
+                              || CASE WHEN why = '' THEN '' ELSE '; ' || why END ORDER BY v.id), '{}'),
+           coalesce(array_agg(pin('credential_versions', v.id, v.xmin, v.ctid)), '{}')
+        INTO ver, names, notes, p2
+        FROM credential_versions v LEFT JOIN credentials c ON c.id = v.credential_id
+        WHERE v.engagement_id = e.id;
+    FOR i IN 1 .. cardinality(ver) LOOP
+        PERFORM audit_append(who, 'get', eng, names[i], 'ok', notes[i]);
     END LOOP;
-    FOR r IN SELECT 'credential' AS typ, t.id, t.name, t.deleted_at,
-                    pin('credential_trash', t.id, t.xmin, t.ctid) AS v
-             FROM credential_trash t WHERE t.engagement_id = e.id
-             UNION ALL
-             SELECT 'system', t.id, t.name, t.deleted_at, pin('system_trash', t.id, t.xmin, t.ctid)
-             FROM system_trash t WHERE t.engagement_id = e.id
-             ORDER BY 4 DESC, 2 DESC LOOP
-        PERFORM audit_append(who, CASE r.typ WHEN 'system' THEN 'system-show' ELSE 'get' END,
-                             eng, r.name, 'ok', 'in the trash, removed ' || iso(r.deleted_at)
-                             || CASE WHEN why = '' THEN '' ELSE '; ' || why END);
-        IF r.typ = 'system' THEN st := st || r.id; ELSE ct := ct || r.id; END IF;
-        p := p || r.v;
+    SELECT coalesce(array_agg(x.id ORDER BY x.deleted_at DESC, x.id DESC), '{}'),
+           coalesce(array_agg(x.typ ORDER BY x.deleted_at DESC, x.id DESC), '{}'),
+           coalesce(array_agg(x.name ORDER BY x.deleted_at DESC, x.id DESC), '{}'),
+           coalesce(array_agg('in the trash, removed ' || iso(x.deleted_at)
+                              || CASE WHEN why = '' THEN '' ELSE '; ' || why END
+                              ORDER BY x.deleted_at DESC, x.id DESC), '{}'),
+           coalesce(array_agg(x.p), '{}')
+        INTO ids, kinds, names, notes, p3
+        FROM (SELECT 'credential' AS typ, t.id, t.name, t.deleted_at,
+                     pin('credential_trash', t.id, t.xmin, t.ctid) AS p
+              FROM credential_trash t WHERE t.engagement_id = e.id
+              UNION ALL
+              SELECT 'system', t.id, t.name, t.deleted_at, pin('system_trash', t.id, t.xmin, t.ctid)
+              FROM system_trash t WHERE t.engagement_id = e.id) x;
+    FOR i IN 1 .. cardinality(ids) LOOP
+        PERFORM audit_append(who, CASE kinds[i] WHEN 'system' THEN 'system-show' ELSE 'get' END,
+                             eng, names[i], 'ok', notes[i]);
     END LOOP;
+    SELECT coalesce(array_agg(k.id) FILTER (WHERE k.typ = 'credential'), '{}'),
+           coalesce(array_agg(k.id) FILTER (WHERE k.typ = 'system'), '{}')
+        INTO ct, st FROM unnest(ids, kinds) AS k(id, typ);
     INSERT INTO export_requests (member, engagement_id, system_ids, version_ids, ctrash_ids,
                                  strash_ids, xid, pins)
-    VALUES (who, e.id, sys, ver, ct, st, pg_current_xact_id(), p) RETURNING id INTO rid;
+    VALUES (who, e.id, sys, ver, ct, st, pg_current_xact_id(), p1 || p2 || p3)
+    RETURNING id INTO rid;
     RETURN rid;
 END $$;
 
