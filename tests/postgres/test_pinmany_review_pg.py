@@ -97,3 +97,23 @@ def test_a_system_removal_does_not_undo_a_put_made_while_it_read(
     monkeypatch.undo()
     with member(w, "alice") as alice:
         assert alice.credentials.get("acme-2026/db").secret.reveal() == b"db-written-meanwhile"
+
+
+def test_a_system_restore_does_not_undo_a_put_made_while_it_read(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``system restore`` re-seals each credential it links again (restore_trashed's
+    c_secrets): the same lost update."""
+    with member(w, "alice") as alice:
+        alice.systems.add("acme-2026/web", "10.0.0.1", port=22, protocol="ssh")
+        alice.credentials.put("acme-2026/db", Secret(b"db-before"), system="web")
+        alice.systems.remove("acme-2026/web")
+    fired = _put_after_rebind_read(w, monkeypatch, "rebind-edit")
+    with member(w, "alice") as alice, pytest.raises(Conflict, match="changed meanwhile"):
+        alice.systems.restore("acme-2026/web")
+    assert fired
+    monkeypatch.undo()
+    with member(w, "alice") as alice:
+        assert alice.credentials.get("acme-2026/db").secret.reveal() == b"db-written-meanwhile"
+        alice.systems.restore("acme-2026/web")  # run again: the links back, the value kept
+        assert alice.credentials.get("acme-2026/db").secret.reveal() == b"db-written-meanwhile"

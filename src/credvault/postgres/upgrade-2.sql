@@ -7611,11 +7611,11 @@ END $$;
 
 -- == rebindpin: a secret sealed again for a new binding is stored only over the version read ==
 --
--- (Found reviewing section pinmany.) `mv` within an engagement, `edit` of kind or link and
--- `system rm` (linked credentials) read the secret through request_record/fetch_record
--- ('rebind-mv', 'rebind-edit'), seal it again on the member's machine for the new name,
--- kind or link, and store it (rename_credential, edit_credential, remove_system). Those
--- checked only the envelope's format and key version (rebound_ok): a `put` of a new value
+-- (Found reviewing section pinmany.) `mv` within an engagement, `edit` of kind or link,
+-- `system rm` and `system restore` (linked credentials) read the secret through
+-- request_record/fetch_record ('rebind-mv', 'rebind-edit'), seal it again on the member's
+-- machine for the new name, kind or link, and store it (rename_credential,
+-- edit_credential, remove_system, restore_trashed). Those checked only the envelope's format and key version (rebound_ok): a `put` of a new value
 -- landing between the read and the store was overwritten by the old value, and for a
 -- rename or a system's removal (a "rebinding", keep_version) not even kept as an earlier
 -- version: the lost update section pinmany fixed for a rotation. Now the credential row,
@@ -7778,5 +7778,89 @@ BEGIN
         secret_env = coalesce(new_secret, secret_env) WHERE id = c.id;
     PERFORM set_config('credvault.rebinding', '', true);
     PERFORM audit_append(who, 'mv', eng, itm, 'ok', 'renamed to ' || new_name);
+    RETURN 'ok';
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.restore_trashed(eng text, itm text, is_system boolean,
+                                          c_uids bytea[] DEFAULT NULL,
+                                          c_secrets bytea[] DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; t credential_trash%ROWTYPE;
+    st system_trash%ROWTYPE; sid bigint; n integer;
+BEGIN
+    e := open_for_write(eng, CASE WHEN is_system THEN 'system restore' ELSE 'restore' END, itm);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
+        RETURN 'denied';
+    END IF;
+    IF is_system THEN
+        SELECT * INTO st FROM system_trash x WHERE x.engagement_id = e.id AND x.name = itm
+            ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1 FOR UPDATE;
+        IF st.id IS NULL THEN RETURN 'not found'; END IF;
+        IF EXISTS (SELECT 1 FROM systems WHERE engagement_id = e.id AND name = itm) THEN
+            RETURN 'exists';
+        END IF;
+        INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env, details_env,
+                             created_at, updated_at)
+        VALUES (st.uid, e.id, st.name, st.port, st.protocol, st.address_env, st.details_env,
+                st.created_at, st.updated_at) RETURNING id INTO sid;
+        DELETE FROM system_trash WHERE id = st.id;
+        PERFORM set_config('credvault.linking', 'on', true);
+        IF EXISTS (SELECT 1 FROM credentials c WHERE c.engagement_id = e.id AND c.system_id IS NULL
+                   AND c.uid = ANY (st.linked) AND get_byte(c.secret_env, 0) = 2
+                   AND NOT EXISTS (SELECT 1 FROM unnest(c_uids, c_secrets) AS g(u, env)
+                                   WHERE g.u = c.uid AND rebound_ok(g.env, c.key_version))) THEN
+            RAISE EXCEPTION 'credvault: the credentials linked to % changed meanwhile; run the command again', itm
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        -- each secret sealed again here read at the version it replaces (section rebindpin)
+        PERFORM 1 FROM credentials c WHERE c.engagement_id = e.id AND c.uid = ANY (st.linked)
+            ORDER BY c.id FOR UPDATE;
+        IF EXISTS (SELECT 1 FROM credentials c JOIN unnest(c_uids, c_secrets) AS g(u, env)
+                       ON g.u = c.uid
+                   WHERE c.engagement_id = e.id AND c.system_id IS NULL
+                     AND c.uid = ANY (st.linked)
+                     AND NOT rebind_read(who, 'rebind-edit', c.id)) THEN
+            RAISE EXCEPTION 'credvault: the credentials linked to % changed meanwhile; run the command again', itm
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        PERFORM set_config('credvault.rebinding', 'on', true);
+        UPDATE credentials c SET system_id = sid,
+            secret_env = coalesce((SELECT g.env FROM unnest(c_uids, c_secrets) AS g(u, env)
+                                   WHERE g.u = c.uid LIMIT 1), c.secret_env)
+            WHERE c.engagement_id = e.id AND c.system_id IS NULL AND c.uid = ANY (st.linked);
+        PERFORM set_config('credvault.rebinding', '', true);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        PERFORM set_config('credvault.linking', '', true);
+        UPDATE credential_trash SET system_uid = st.uid
+            WHERE engagement_id = e.id AND system_uid IS NULL AND uid = ANY (st.linked);
+        PERFORM audit_append(who, 'system-restore', eng, itm, 'ok',
+                             format('%s credentials relinked', n));
+        RETURN 'ok';
+    END IF;
+    SELECT * INTO t FROM credential_trash x WHERE x.engagement_id = e.id AND x.name = itm
+        ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1 FOR UPDATE;
+    IF t.id IS NULL THEN RETURN 'not found'; END IF;
+    IF EXISTS (SELECT 1 FROM credentials WHERE engagement_id = e.id AND name = itm) THEN
+        RETURN 'exists';
+    END IF;
+    SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND uid = t.system_uid;
+    IF get_byte(t.secret_env, 0) = 2 AND t.system_uid IS NOT NULL AND sid IS NULL THEN
+        RAISE EXCEPTION 'credvault: % is bound to a system that is not there: restore the system first', itm
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    PERFORM set_config('credvault.restoring', 'on', true);
+    INSERT INTO credentials (id, uid, engagement_id, name, kind, system_id, key_version,
+        secret_env, username_env, url_env, notes_env, created_at, updated_at, version,
+        updated_by, changed)
+    OVERRIDING SYSTEM VALUE
+    VALUES (t.credential_id, t.uid, e.id, t.name, t.kind, sid, t.key_version, t.secret_env,
+        t.username_env, t.url_env, t.notes_env, t.created_at, t.updated_at, t.version,
+        t.updated_by, t.changed);
+    PERFORM set_config('credvault.restoring', '', true);
+    DELETE FROM credential_trash WHERE id = t.id;
+    PERFORM audit_append(who, 'restore', eng, itm, 'ok',
+                         format('removed %s by %s', iso(t.deleted_at), t.deleted_by));
     RETURN 'ok';
 END $$;
