@@ -117,3 +117,26 @@ def test_a_system_restore_does_not_undo_a_put_made_while_it_read(
         assert alice.credentials.get("acme-2026/db").secret.reveal() == b"db-written-meanwhile"
         alice.systems.restore("acme-2026/web")  # run again: the links back, the value kept
         assert alice.credentials.get("acme-2026/db").secret.reveal() == b"db-written-meanwhile"
+
+
+def test_a_move_of_a_credential_removed_meanwhile_releases_no_earlier_version(
+    pg_cluster: Any,
+) -> None:
+    """bob asks to move alpha/db (two versions); alice removes it before bob's fetch_move.
+    The move cannot happen (the client says not found), and nothing is released: before,
+    the earlier version's envelopes (its secret) came back without the credential row."""
+    from pg_cluster import fetch_as_a_client, new_pg_vault
+
+    from .test_insider_pg import _populate
+
+    pg = _populate(new_pg_vault(pg_cluster))
+    pg.grant("alice", "beta", "bob", "engineer")
+    pg.put("alice", "alpha", "db", b"V2")
+    with pg.connect("bob") as conn:
+        req = conn.execute(
+            "SELECT request FROM credvault.request_move('alpha', 'db', 'beta', 'db')"
+        ).fetchone()[0]
+        with pg.connect("alice") as alice:
+            alice.execute("SELECT credvault.remove_credential('alpha', 'db')")
+        got = fetch_as_a_client(conn, req, "count(*)", "fetch_move")
+    assert got[0] == 0

@@ -7864,3 +7864,73 @@ BEGIN
                          format('removed %s by %s', iso(t.deleted_at), t.deleted_by));
     RETURN 'ok';
 END $$;
+
+-- fetch_move: a credential removed (or moved away) between request_move and fetch_move
+-- released its earlier versions' envelopes all the same (the count's fallback answers
+-- nothing for a credential no longer there, but the versions had already been returned),
+-- for a move that could not happen (the client says not found). Now the versions come only
+-- with the credential's own pinned row, in the same query.
+
+CREATE OR REPLACE FUNCTION credvault.fetch_move(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, version integer, e1 bytea, e2 bytea, e3 bytea,
+               e4 bytea, b_name text, b_kind text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q move_requests%ROWTYPE;
+    n bigint;
+BEGIN
+    SELECT * INTO q FROM move_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'write') OR NOT may(q.target_id, 'write') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE move_requests SET used_at = clock_timestamp() WHERE move_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.id, c.uid, c.version, c.secret_env, c.username_env,
+               c.url_env, c.notes_env, c.name, c.kind, s.uid
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.credential_id AND c.engagement_id = q.engagement_id
+            AND pin('credentials', c.id, c.xmin, c.ctid) IN (SELECT unnest(q.pins))
+        UNION ALL
+        SELECT 'credential_versions', v.id, v.uid, v.version, v.secret_env, v.username_env,
+               v.url_env, v.notes_env, v.name, v.kind, v.system_uid
+        FROM credential_versions v
+        WHERE v.credential_id = q.credential_id AND v.engagement_id = q.engagement_id
+            AND pin('credential_versions', v.id, v.xmin, v.ctid) IN (SELECT unnest(q.pins))
+            -- its versions only with the credential at the version found (section rebindpin)
+            AND EXISTS (SELECT 1 FROM credentials c2 WHERE c2.id = q.credential_id
+                        AND c2.engagement_id = q.engagement_id
+                        AND pin('credentials', c2.id, c2.xmin, c2.ctid) IN (SELECT unnest(q.pins)))
+        ORDER BY 1, 4;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- a credential moved or removed since (none left): nothing, as before; the client says
+    -- not found
+    IF n IS DISTINCT FROM cardinality(q.pins)::bigint
+       AND EXISTS (SELECT 1 FROM credentials c WHERE c.id = q.credential_id
+                   AND c.engagement_id = q.engagement_id) THEN
+        RAISE EXCEPTION 'credvault: the credential changed since the read request; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
