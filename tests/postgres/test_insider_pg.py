@@ -406,7 +406,7 @@ def test_an_engineer_can_neither_rotate_nor_revoke(team: Any) -> None:
     out = team.psql(
         "bob",
         "SELECT credvault.rotate_records('alpha', 1, 'fp', '{}', '{}', '{}', '{}', '{}', '{}',"
-        " '{}', '{}', '{}', '{}', NULL)",
+        " '{}', '{}', '{}', '{}', NULL)",  # the rotation's request (section pinmany)
     )
     assert out.returncode != 0
     assert "may not rotate" in out.stderr

@@ -7621,3 +7621,329 @@ BEGIN
                    ' text[], bigint[], bytea[], bytea[], bytea[], bytea[], text[], bytea[],'
                    ' bytea[], bytea[], bigint, text) TO %I', credvault.member_group());
 END $$;
+
+-- == rebindpin: a secret sealed again for a new binding is stored only over the version read ==
+--
+-- (Found reviewing section pinmany.) `mv` within an engagement, `edit` of kind or link,
+-- `system rm` and `system restore` (linked credentials) read the secret through
+-- request_record/fetch_record ('rebind-mv', 'rebind-edit'), seal it again on the member's
+-- machine for the new name, kind or link, and store it (rename_credential,
+-- edit_credential, remove_system, restore_trashed). Those checked only the envelope's format and key version (rebound_ok): a `put` of a new value
+-- landing between the read and the store was overwritten by the old value, and for a
+-- rename or a system's removal (a "rebinding", keep_version) not even kept as an earlier
+-- version: the lost update section pinmany fixed for a rotation. Now the credential row,
+-- locked, must still be at the version (xmin and ctid, section pinned) that one of the
+-- member's claimed rebind requests of that kind found; else serialization_failure ("run
+-- the command again"), as for the other writes in between.
+
+-- Whether `who` has a claimed request of kind `k` that found credential `cid` at the
+-- version it has now (the caller holds the row locked).
+CREATE FUNCTION credvault.rebind_read(who text, k text, cid bigint) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM credentials c JOIN record_requests r ON r.target_id = c.id
+                   WHERE c.id = cid AND r.member = who AND r.kind = k
+                     AND r.used_at IS NOT NULL AND r.target_xmin = c.xmin
+                     AND r.target_ctid = c.ctid)
+$$;
+REVOKE ALL ON FUNCTION credvault.rebind_read(text, text, bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION credvault.remove_system(eng text, s_name text, c_uids bytea[] DEFAULT NULL,
+                                        c_secrets bytea[] DEFAULT NULL)
+RETURNS TABLE (outcome text, until text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; old systems%ROWTYPE; ends timestamptz;
+    links bytea[];
+BEGIN
+    e := open_for_write(eng, 'system rm', s_name);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
+        RETURN QUERY SELECT 'denied'::text, NULL::text;
+        RETURN;
+    END IF;
+    SELECT * INTO old FROM systems WHERE engagement_id = e.id AND name = s_name FOR UPDATE;
+    IF old.id IS NULL THEN
+        PERFORM audit_append(who, 'system-rm', eng, s_name, 'error', 'not found');
+        RETURN QUERY SELECT 'not found'::text, NULL::text;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM credentials c WHERE c.system_id = old.id AND get_byte(c.secret_env, 0) = 2
+               AND NOT EXISTS (SELECT 1 FROM unnest(c_uids, c_secrets) AS g(u, env)
+                               WHERE g.u = c.uid AND rebound_ok(g.env, c.key_version))) THEN
+        RAISE EXCEPTION 'credvault: a credential bound to system % links to it: put it again without the link first', s_name
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    -- each secret sealed again here read at the version it replaces (section rebindpin)
+    PERFORM 1 FROM credentials c WHERE c.system_id = old.id ORDER BY c.id FOR UPDATE;
+    IF EXISTS (SELECT 1 FROM credentials c JOIN unnest(c_uids, c_secrets) AS g(u, env)
+                   ON g.u = c.uid
+               WHERE c.system_id = old.id AND NOT rebind_read(who, 'rebind-edit', c.id)) THEN
+        RAISE EXCEPTION 'credvault: a linked credential changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    ends := now() + make_interval(days => (SELECT convert_from(value, 'UTF8')::integer FROM meta WHERE key = 'trash_days'));
+    SELECT coalesce(array_agg(c.uid ORDER BY c.uid), '{}') INTO links FROM credentials c WHERE c.system_id = old.id;
+    INSERT INTO system_trash (engagement_id, uid, name, port, protocol, address_env, details_env,
+                              created_at, updated_at, deleted_by, expires_at, linked)
+    VALUES (e.id, old.uid, old.name, old.port, old.protocol, old.address_env, old.details_env,
+            old.created_at, old.updated_at, who, ends, links);
+    -- credentials.system_id: ON DELETE SET NULL, not a new version of them (keep_version)
+    PERFORM set_config('credvault.linking', 'on', true);
+    PERFORM set_config('credvault.rebinding', 'on', true);
+    UPDATE credentials c SET secret_env = g.env
+        FROM unnest(c_uids, c_secrets) AS g(u, env)
+        WHERE c.system_id = old.id AND c.uid = g.u;
+    DELETE FROM systems WHERE id = old.id;
+    PERFORM set_config('credvault.rebinding', '', true);
+    PERFORM set_config('credvault.linking', '', true);
+    -- the vault's ISO form (model.iso): UTC, microseconds, Z
+    until := to_char(ends AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    PERFORM audit_append(who, 'system-rm', eng, s_name, 'ok', 'to the trash until ' || until);
+    RETURN QUERY SELECT 'ok'::text, until;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.edit_credential(
+    eng text, itm text, c_uid bytea, c_key_version integer,
+    set_username boolean, c_username_env bytea, set_url boolean, c_url_env bytea,
+    set_notes boolean, c_notes_env bytea, c_kind text, set_system boolean, c_system text,
+    changed text, c_secret_env bytea DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE; sid bigint;
+BEGIN
+    e := open_for_write(eng, 'edit', itm);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
+        RETURN 'denied';
+    END IF;
+    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
+    IF c.id IS NULL THEN
+        RETURN 'not found';  -- not audited, as on SQLCipher
+    END IF;
+    IF c.uid <> c_uid OR c_key_version <> e.key_version THEN
+        RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    sid := c.system_id;
+    IF set_system THEN
+        sid := NULL;
+        IF c_system IS NOT NULL THEN
+            SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND name = c_system;
+            IF sid IS NULL THEN
+                RETURN 'no system';
+            END IF;
+        END IF;
+    END IF;
+    IF c_secret_env IS NOT NULL AND (NOT rebound_ok(c_secret_env, c.key_version)
+                                     OR NOT rebind_read(who, 'rebind-edit', c.id)) THEN
+        RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF get_byte(c.secret_env, 0) = 2 AND c_secret_env IS NULL
+       AND (coalesce(c_kind, c.kind) <> c.kind OR sid IS DISTINCT FROM c.system_id) THEN
+        RAISE EXCEPTION 'credvault: % is bound to its kind and system: put the value again to change them', itm
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    PERFORM set_config('credvault.changed', changed, true);
+    UPDATE credentials SET
+        username_env = CASE WHEN set_username THEN c_username_env ELSE username_env END,
+        url_env = CASE WHEN set_url THEN c_url_env ELSE url_env END,
+        notes_env = CASE WHEN set_notes THEN c_notes_env ELSE notes_env END,
+        kind = coalesce(c_kind, kind), system_id = sid, updated_at = now(),
+        secret_env = coalesce(c_secret_env, secret_env)
+        WHERE id = c.id;
+    PERFORM audit_append(who, 'edit', eng, itm, 'ok', 'changed ' || changed);
+    RETURN 'ok';
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.rename_credential(eng text, itm text, new_name text,
+                                            new_secret bytea DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE;
+BEGIN
+    e := open_for_write(eng, 'mv', itm);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
+        RETURN 'denied';
+    END IF;
+    IF new_name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' THEN
+        RAISE EXCEPTION 'credvault: invalid name' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
+    IF c.id IS NULL THEN
+        RETURN 'not found';
+    END IF;
+    IF EXISTS (SELECT 1 FROM credentials WHERE engagement_id = e.id AND name = new_name) THEN
+        RETURN 'exists';
+    END IF;
+    IF get_byte(c.secret_env, 0) = 2 AND new_secret IS NULL THEN
+        RAISE EXCEPTION 'credvault: % is bound to its name: put the value under the new name instead', itm
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF new_secret IS NOT NULL AND (NOT rebound_ok(new_secret, c.key_version)
+                                   OR NOT rebind_read(who, 'rebind-mv', c.id)) THEN
+        RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    PERFORM set_config('credvault.rebinding', 'on', true);
+    UPDATE credentials SET name = new_name, updated_at = now(),
+        secret_env = coalesce(new_secret, secret_env) WHERE id = c.id;
+    PERFORM set_config('credvault.rebinding', '', true);
+    PERFORM audit_append(who, 'mv', eng, itm, 'ok', 'renamed to ' || new_name);
+    RETURN 'ok';
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.restore_trashed(eng text, itm text, is_system boolean,
+                                          c_uids bytea[] DEFAULT NULL,
+                                          c_secrets bytea[] DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; t credential_trash%ROWTYPE;
+    st system_trash%ROWTYPE; sid bigint; n integer;
+BEGIN
+    e := open_for_write(eng, CASE WHEN is_system THEN 'system restore' ELSE 'restore' END, itm);
+    IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
+        RETURN 'denied';
+    END IF;
+    IF is_system THEN
+        SELECT * INTO st FROM system_trash x WHERE x.engagement_id = e.id AND x.name = itm
+            ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1 FOR UPDATE;
+        IF st.id IS NULL THEN RETURN 'not found'; END IF;
+        IF EXISTS (SELECT 1 FROM systems WHERE engagement_id = e.id AND name = itm) THEN
+            RETURN 'exists';
+        END IF;
+        INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env, details_env,
+                             created_at, updated_at)
+        VALUES (st.uid, e.id, st.name, st.port, st.protocol, st.address_env, st.details_env,
+                st.created_at, st.updated_at) RETURNING id INTO sid;
+        DELETE FROM system_trash WHERE id = st.id;
+        PERFORM set_config('credvault.linking', 'on', true);
+        IF EXISTS (SELECT 1 FROM credentials c WHERE c.engagement_id = e.id AND c.system_id IS NULL
+                   AND c.uid = ANY (st.linked) AND get_byte(c.secret_env, 0) = 2
+                   AND NOT EXISTS (SELECT 1 FROM unnest(c_uids, c_secrets) AS g(u, env)
+                                   WHERE g.u = c.uid AND rebound_ok(g.env, c.key_version))) THEN
+            RAISE EXCEPTION 'credvault: the credentials linked to % changed meanwhile; run the command again', itm
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        -- each secret sealed again here read at the version it replaces (section rebindpin)
+        PERFORM 1 FROM credentials c WHERE c.engagement_id = e.id AND c.uid = ANY (st.linked)
+            ORDER BY c.id FOR UPDATE;
+        IF EXISTS (SELECT 1 FROM credentials c JOIN unnest(c_uids, c_secrets) AS g(u, env)
+                       ON g.u = c.uid
+                   WHERE c.engagement_id = e.id AND c.system_id IS NULL
+                     AND c.uid = ANY (st.linked)
+                     AND NOT rebind_read(who, 'rebind-edit', c.id)) THEN
+            RAISE EXCEPTION 'credvault: the credentials linked to % changed meanwhile; run the command again', itm
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        PERFORM set_config('credvault.rebinding', 'on', true);
+        UPDATE credentials c SET system_id = sid,
+            secret_env = coalesce((SELECT g.env FROM unnest(c_uids, c_secrets) AS g(u, env)
+                                   WHERE g.u = c.uid LIMIT 1), c.secret_env)
+            WHERE c.engagement_id = e.id AND c.system_id IS NULL AND c.uid = ANY (st.linked);
+        PERFORM set_config('credvault.rebinding', '', true);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        PERFORM set_config('credvault.linking', '', true);
+        UPDATE credential_trash SET system_uid = st.uid
+            WHERE engagement_id = e.id AND system_uid IS NULL AND uid = ANY (st.linked);
+        PERFORM audit_append(who, 'system-restore', eng, itm, 'ok',
+                             format('%s credentials relinked', n));
+        RETURN 'ok';
+    END IF;
+    SELECT * INTO t FROM credential_trash x WHERE x.engagement_id = e.id AND x.name = itm
+        ORDER BY x.deleted_at DESC, x.id DESC LIMIT 1 FOR UPDATE;
+    IF t.id IS NULL THEN RETURN 'not found'; END IF;
+    IF EXISTS (SELECT 1 FROM credentials WHERE engagement_id = e.id AND name = itm) THEN
+        RETURN 'exists';
+    END IF;
+    SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND uid = t.system_uid;
+    IF get_byte(t.secret_env, 0) = 2 AND t.system_uid IS NOT NULL AND sid IS NULL THEN
+        RAISE EXCEPTION 'credvault: % is bound to a system that is not there: restore the system first', itm
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    PERFORM set_config('credvault.restoring', 'on', true);
+    INSERT INTO credentials (id, uid, engagement_id, name, kind, system_id, key_version,
+        secret_env, username_env, url_env, notes_env, created_at, updated_at, version,
+        updated_by, changed)
+    OVERRIDING SYSTEM VALUE
+    VALUES (t.credential_id, t.uid, e.id, t.name, t.kind, sid, t.key_version, t.secret_env,
+        t.username_env, t.url_env, t.notes_env, t.created_at, t.updated_at, t.version,
+        t.updated_by, t.changed);
+    PERFORM set_config('credvault.restoring', '', true);
+    DELETE FROM credential_trash WHERE id = t.id;
+    PERFORM audit_append(who, 'restore', eng, itm, 'ok',
+                         format('removed %s by %s', iso(t.deleted_at), t.deleted_by));
+    RETURN 'ok';
+END $$;
+
+-- fetch_move: a credential removed (or moved away) between request_move and fetch_move
+-- released its earlier versions' envelopes all the same (the count's fallback answers
+-- nothing for a credential no longer there, but the versions had already been returned),
+-- for a move that could not happen (the client says not found). Now the versions come only
+-- with the credential's own pinned row, in the same query.
+
+CREATE OR REPLACE FUNCTION credvault.fetch_move(request bigint)
+RETURNS TABLE (tbl text, id bigint, uid bytea, version integer, e1 bytea, e2 bytea, e3 bytea,
+               e4 bytea, b_name text, b_kind text, b_sys_uid bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q move_requests%ROWTYPE;
+    n bigint;
+BEGIN
+    SELECT * INTO q FROM move_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'write') OR NOT may(q.target_id, 'write') THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE move_requests SET used_at = clock_timestamp() WHERE move_requests.id = q.id;
+    RETURN QUERY
+        SELECT 'credentials'::text, c.id, c.uid, c.version, c.secret_env, c.username_env,
+               c.url_env, c.notes_env, c.name, c.kind, s.uid
+        FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+        WHERE c.id = q.credential_id AND c.engagement_id = q.engagement_id
+            AND pin('credentials', c.id, c.xmin, c.ctid) IN (SELECT unnest(q.pins))
+        UNION ALL
+        SELECT 'credential_versions', v.id, v.uid, v.version, v.secret_env, v.username_env,
+               v.url_env, v.notes_env, v.name, v.kind, v.system_uid
+        FROM credential_versions v
+        WHERE v.credential_id = q.credential_id AND v.engagement_id = q.engagement_id
+            AND pin('credential_versions', v.id, v.xmin, v.ctid) IN (SELECT unnest(q.pins))
+            -- its versions only with the credential at the version found (section rebindpin)
+            AND EXISTS (SELECT 1 FROM credentials c2 WHERE c2.id = q.credential_id
+                        AND c2.engagement_id = q.engagement_id
+                        AND pin('credentials', c2.id, c2.xmin, c2.ctid) IN (SELECT unnest(q.pins)))
+        ORDER BY 1, 4;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- a credential moved or removed since (none left): nothing, as before; the client says
+    -- not found
+    IF n IS DISTINCT FROM cardinality(q.pins)::bigint
+       AND EXISTS (SELECT 1 FROM credentials c WHERE c.id = q.credential_id
+                   AND c.engagement_id = q.engagement_id) THEN
+        RAISE EXCEPTION 'credvault: the credential changed since the read request; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
