@@ -7647,6 +7647,9 @@ AS $$
                      AND r.target_ctid = c.ctid)
 $$;
 REVOKE ALL ON FUNCTION credvault.rebind_read(text, text, bigint) FROM PUBLIC;
+-- rebind_read looks the requests up by the credential: without an index, a scan of every
+-- field read ever requested, per credential a store rewrites.
+CREATE INDEX record_requests_target ON credvault.record_requests (target_id);
 
 CREATE OR REPLACE FUNCTION credvault.remove_system(eng text, s_name text, c_uids bytea[] DEFAULT NULL,
                                         c_secrets bytea[] DEFAULT NULL)
