@@ -7675,14 +7675,17 @@ BEGIN
         RETURN QUERY SELECT 'not found'::text, NULL::text;
         RETURN;
     END IF;
+    -- each secret sealed again here read at the version it replaces (section rebindpin);
+    -- locked before their formats are checked: a put in flight (a new uid, a value bound to
+    -- this link) committing between the check and the lock matched no secret sent, and was
+    -- left bound to a link it no longer had
+    PERFORM 1 FROM credentials c WHERE c.system_id = old.id ORDER BY c.id FOR UPDATE;
     IF EXISTS (SELECT 1 FROM credentials c WHERE c.system_id = old.id AND get_byte(c.secret_env, 0) = 2
                AND NOT EXISTS (SELECT 1 FROM unnest(c_uids, c_secrets) AS g(u, env)
                                WHERE g.u = c.uid AND rebound_ok(g.env, c.key_version))) THEN
         RAISE EXCEPTION 'credvault: a credential bound to system % links to it: put it again without the link first', s_name
             USING ERRCODE = 'feature_not_supported';
     END IF;
-    -- each secret sealed again here read at the version it replaces (section rebindpin)
-    PERFORM 1 FROM credentials c WHERE c.system_id = old.id ORDER BY c.id FOR UPDATE;
     IF EXISTS (SELECT 1 FROM credentials c JOIN unnest(c_uids, c_secrets) AS g(u, env)
                    ON g.u = c.uid
                WHERE c.system_id = old.id AND NOT rebind_read(who, 'rebind-edit', c.id)) THEN
@@ -7827,6 +7830,10 @@ BEGIN
                 st.created_at, st.updated_at) RETURNING id INTO sid;
         DELETE FROM system_trash WHERE id = st.id;
         PERFORM set_config('credvault.linking', 'on', true);
+        -- each secret sealed again here read at the version it replaces (section rebindpin);
+        -- locked before their formats are checked (as remove_system)
+        PERFORM 1 FROM credentials c WHERE c.engagement_id = e.id AND c.uid = ANY (st.linked)
+            ORDER BY c.id FOR UPDATE;
         IF EXISTS (SELECT 1 FROM credentials c WHERE c.engagement_id = e.id AND c.system_id IS NULL
                    AND c.uid = ANY (st.linked) AND get_byte(c.secret_env, 0) = 2
                    AND NOT EXISTS (SELECT 1 FROM unnest(c_uids, c_secrets) AS g(u, env)
@@ -7834,9 +7841,6 @@ BEGIN
             RAISE EXCEPTION 'credvault: the credentials linked to % changed meanwhile; run the command again', itm
                 USING ERRCODE = 'serialization_failure';
         END IF;
-        -- each secret sealed again here read at the version it replaces (section rebindpin)
-        PERFORM 1 FROM credentials c WHERE c.engagement_id = e.id AND c.uid = ANY (st.linked)
-            ORDER BY c.id FOR UPDATE;
         IF EXISTS (SELECT 1 FROM credentials c JOIN unnest(c_uids, c_secrets) AS g(u, env)
                        ON g.u = c.uid
                    WHERE c.engagement_id = e.id AND c.system_id IS NULL
