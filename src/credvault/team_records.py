@@ -41,7 +41,7 @@ from credvault.systems import System
 if TYPE_CHECKING:
     from credvault.access import Role
     from credvault.importers import ImportPlan, RawEntry, Skipped
-    from credvault.postgres.store import MoveRow, PgStore, RecordRow, RotationRow
+    from credvault.postgres.store import MoveRow, PgStore, Rebound, RecordRow, RotationRow
 
 
 class Team(Protocol):
@@ -326,7 +326,7 @@ class TeamSystems:
         t = self.t
         eng, name = validate.ref(ref)
         allowed = t.permits("system.remove", eng)
-        rebound: dict[bytes, bytes] = {}
+        rebound: dict[bytes, Rebound] = {}
         # a lead rotates first where the log says it is due; closed: the server refuses
         if allowed and t.before_write(eng):
             # linked credentials lose the link: their secrets sealed again without it
@@ -705,9 +705,11 @@ def _rebound(
     new_name: str | None = None,
     kind: str | None = None,
     system_uid: tuple[bytes | None] | None = None,
-) -> tuple[bytes, bytes] | None:
-    """(uid, the credential's secret sealed again (through :meth:`credvault.team.Team.seal`) bound
-    to its new name (mv), kind or link (edit), as SQLCipher's ``_rebind`` does: a secret is
+) -> tuple[bytes, Rebound] | None:
+    """(uid, the credential's secret sealed again (through :meth:`credvault.team.Team.seal`)
+    bound to its new name (mv), kind or link (edit), with the claimed request it was read
+    through: the server stores it only over the version that request found (upgrade-2.sql,
+    section rebindpin). As SQLCipher's ``_rebind`` does: a secret is
     bound to those clear columns (and must be, under a membership log), so changing one
     without it would leave a value that no longer opens. Read through request_record /
     fetch_record (kind ``rebind-mv`` / ``rebind-edit``, audited under ``verb``; only for a
@@ -730,7 +732,9 @@ def _rebound(
     version = envelope.key_version_of(rec.e1)
     sealed = t.seal(eng_uid, rec.uid, "secret", value, key, version, record=new)
     del value
-    return rec.uid, sealed
+    from credvault.postgres.store import Rebound
+
+    return rec.uid, Rebound(sealed, req)
 
 
 def edit(t: Team, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo:
@@ -1073,7 +1077,7 @@ def restore(t: Team, ref: str, *, system: bool = False) -> None:
     eng, name = validate.ref(ref)
     kind = "system" if system else "credential"
     allowed = t.permits("system.restore" if system else "credential.restore", eng)
-    rebound: dict[bytes, bytes] = {}
+    rebound: dict[bytes, Rebound] = {}
     # what comes back is under the current key: rotated first if due; closed: nothing read
     if allowed and t.before_write(eng) and system:
         # the credentials it links again: their secrets sealed again for the link

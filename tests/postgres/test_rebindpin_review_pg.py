@@ -1,11 +1,12 @@
 """Review of section rebindpin (upgrade-2.sql): a secret sealed again for a new binding is
 stored only over the credential version its rebind read found.
 
-rebind_read(who, kind, cid) asks whether *any* claimed rebind request of the member found
+rebind_read(who, kind, cid) asked whether *any* claimed rebind request of the member found
 the row at its current version, not whether the request the stored secret came from did.
-Another (later) request of the same member satisfies it: a second `mv`/`edit` from
-another terminal of that member, or an abandoned one, lets a store sealed from a value read
-before a colleague's put overwrite that put. Also the honest flows the check must not break.
+Another (later) request of the same member satisfied it: a second `mv`/`edit` from
+another terminal of that member, or an abandoned one, let a store sealed from a value read
+before a colleague's put overwrite that put. Now each store names its request
+(rebind_read(who, kind, cid, request)). Also the honest flows the check must not break.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ UIDQ = (
 )
 
 
-def _rebind_read(conn: Any, kind: str, eng: str, name: str) -> bytes:
+def _rebind_read(conn: Any, kind: str, eng: str, name: str) -> tuple[int, bytes]:
+    """(the claimed request, the secret it released)."""
     from pg_cluster import fetch_as_a_client
 
-    req = conn.execute("SELECT credvault.request_record(%s, %s, %s)", (kind, eng, name)).fetchone()[
-        0
-    ]
+    ask = "SELECT credvault.request_record(%s, %s, %s)"
+    req = conn.execute(ask, (kind, eng, name)).fetchone()[0]
     assert req is not None
-    return bytes(fetch_as_a_client(conn, req, "e1", "fetch_record")[0])
+    return int(req), bytes(fetch_as_a_client(conn, req, "e1", "fetch_record")[0])
 
 
 def _secret(pg: Any, eng: str, name: str) -> bytes:
@@ -55,9 +56,11 @@ def test_a_store_is_not_vouched_for_by_another_request_of_the_same_member(
     pg_cluster: Any, flow: str
 ) -> None:
     """alice's first terminal reads db (V1) to seal it again; bob puts V2; alice's second
-    terminal reads db again (V2). The first terminal's store, sealed from V1, passes
-    rebind_read on the second terminal's request and overwrites bob's V2 (for mv without
-    even an earlier version of it). It must be refused, as for any other put in between."""
+    terminal reads db again (V2). The first terminal's store, sealed from V1, passed
+    rebind_read on the second terminal's request and overwrote bob's V2 (for mv without
+    even an earlier version of it). Named with its own request (or none), it is refused,
+    as for any other put in between; the second terminal's store, over the version its
+    request found, is not."""
     from pg_cluster import new_pg_vault
 
     from .test_insider_pg import _populate
@@ -66,24 +69,30 @@ def test_a_store_is_not_vouched_for_by_another_request_of_the_same_member(
     pg.put("alice", "alpha", "db", KV1 + b"V1")
     kind = f"rebind-{flow}"
     with pg.connect("alice") as t1, pg.connect("alice") as t2:
-        assert _rebind_read(t1, kind, "alpha", "db") == KV1 + b"V1"
+        r1, got = _rebind_read(t1, kind, "alpha", "db")
+        assert got == KV1 + b"V1"
         pg.put("bob", "alpha", "db", KV1 + b"V2")  # the colleague's put in between
-        assert _rebind_read(t2, kind, "alpha", "db") == KV1 + b"V2"
-        stale = KV1 + b"V1-sealed-again"
+        r2, got = _rebind_read(t2, kind, "alpha", "db")
+        assert got == KV1 + b"V2"
         uid = t1.execute(UIDQ).fetchone()[0]
         if flow == "mv":
-            sql = "SELECT credvault.rename_credential('alpha', 'db', 'db2', %s)"
-            args: tuple[Any, ...] = (stale,)
+            sql = "SELECT credvault.rename_credential('alpha', 'db', 'db2', %s, %s)"
         else:
             sql = (
                 "SELECT credvault.edit_credential('alpha', 'db', %s, 1, false, NULL, false,"
-                " NULL, false, NULL, 'token', false, NULL, 'kind', %s)"
+                " NULL, false, NULL, 'token', false, NULL, 'kind', %s, %s)"
             )
-            args = (uid, stale)
-        with pytest.raises(psycopg.errors.SerializationFailure):
-            t1.execute(sql, args)
+
+        def args(secret: bytes, req: int | None) -> tuple[Any, ...]:
+            return (secret, req) if flow == "mv" else (uid, secret, req)
+
+        for req in (r1, None):
+            with pytest.raises(psycopg.errors.SerializationFailure):
+                t1.execute(sql, args(KV1 + b"V1-sealed-again", req))
+        assert _secret(pg, "alpha", "db") == KV1 + b"V2"
+        t2.execute(sql, args(KV1 + b"V2-sealed-again", r2))
     name = "db2" if flow == "mv" else "db"
-    assert _secret(pg, "alpha", name) == KV1 + b"V2"
+    assert _secret(pg, "alpha", name) == KV1 + b"V2-sealed-again"
 
 
 # -- honest flows the check must not break ---------------------------------------------------
@@ -189,7 +198,8 @@ def test_system_rm_does_not_unlink_a_bound_value_put_while_it_checked(pg_cluster
     out: list[Any] = []
     with pg.connect("alice") as a, pg.connect("bob", autocommit=False) as b:
         uid = bytes(a.execute(UIDQ).fetchone()[0])
-        assert _rebind_read(a, "rebind-edit", "alpha", "db") == KV1 + b"V1"
+        req, got = _rebind_read(a, "rebind-edit", "alpha", "db")
+        assert got == KV1 + b"V1"
         pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
         b.execute(
             "SELECT credvault.put_credential('alpha', 'db', 'password', %s, 1, %s)",
@@ -201,8 +211,8 @@ def test_system_rm_does_not_unlink_a_bound_value_put_while_it_checked(pg_cluster
                 out.append(
                     a.execute(
                         "SELECT outcome FROM credvault.remove_system('alpha', 'web',"
-                        " %s::bytea[], %s::bytea[])",
-                        ([uid], [KV1 + b"V1-unlinked"]),
+                        " %s::bytea[], %s::bytea[], %s::bigint[])",
+                        ([uid], [KV1 + b"V1-unlinked"], [req]),
                     ).fetchone()[0]
                 )
             except psycopg.Error as e:

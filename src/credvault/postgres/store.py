@@ -286,6 +286,16 @@ def _message(e: BaseException) -> str:
     return line[len(_PREFIX) :] if line.startswith(_PREFIX) else line
 
 
+class Rebound(NamedTuple):
+    """A credential's secret sealed again on the member's machine for a new binding (name,
+    kind or link), and the claimed rebind request it was read through: the server stores it
+    only while the credential is at the version that request found (upgrade-2.sql, section
+    rebindpin)."""
+
+    secret: bytes
+    request: int
+
+
 class PgStore:
     """One member's connection to a team vault's database."""
 
@@ -986,14 +996,15 @@ class PgStore:
         return row[0]
 
     def remove_system(
-        self, engagement: str, name: str, rebound: dict[bytes, bytes] | None = None
+        self, engagement: str, name: str, rebound: dict[bytes, Rebound] | None = None
     ) -> tuple[str, str]:
         """(outcome: ok, denied or not found; until when it stays in the trash).
         ``rebound``: the linked credentials' secrets sealed again without the link, by uid."""
         got = rebound or {}
         row = self._one(
-            "SELECT outcome, until FROM credvault.remove_system(%s, %s, %s::bytea[], %s::bytea[])",
-            (engagement, name, list(got), list(got.values())),
+            "SELECT outcome, until FROM credvault.remove_system(%s, %s, %s::bytea[], "
+            "%s::bytea[], %s::bigint[])",
+            (engagement, name, list(got), *_columns(got)),
             action="system rm",
         )
         return str(row[0]), str(row[1] or "")
@@ -1177,7 +1188,7 @@ class PgStore:
         kind: str | None,
         system: tuple[str | None] | None,
         changed: str,
-        secret: bytes | None = None,
+        secret: Rebound | None = None,
     ) -> str:
         """'ok', 'denied', 'not found' or 'no system' (audited by the server as 'edit').
         ``envelopes``: the fields to replace (None clears); ``system``: (name or None to
@@ -1185,7 +1196,7 @@ class PgStore:
         env = {f: envelopes.get(f) for f in ("username", "url", "notes")}
         row = self._one(
             "SELECT credvault.edit_credential(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s)",
+            "%s, %s, %s, %s)",
             (
                 engagement,
                 name,
@@ -1201,20 +1212,27 @@ class PgStore:
                 system is not None,
                 None if system is None else system[0],
                 changed,
-                secret,
+                None if secret is None else secret.secret,
+                None if secret is None else secret.request,
             ),
             action="edit",
         )
         return str(row[0])
 
     def rename_credential(
-        self, engagement: str, name: str, new_name: str, new_secret: bytes | None = None
+        self, engagement: str, name: str, new_name: str, new_secret: Rebound | None = None
     ) -> str:
         """'ok', 'denied', 'not found' or 'exists' (audited by the server as 'mv').
         ``new_secret``: the secret sealed again bound to the new name."""
         row = self._one(
-            "SELECT credvault.rename_credential(%s, %s, %s, %s)",
-            (engagement, name, new_name, new_secret),
+            "SELECT credvault.rename_credential(%s, %s, %s, %s, %s)",
+            (
+                engagement,
+                name,
+                new_name,
+                None if new_secret is None else new_secret.secret,
+                None if new_secret is None else new_secret.request,
+            ),
             action="mv",
         )
         return str(row[0])
@@ -1395,14 +1413,14 @@ class PgStore:
         return [(str(r[0]), bytes(r[1])) for r in rows]
 
     def restore_trashed(
-        self, engagement: str, name: str, system: bool, rebound: dict[bytes, bytes] | None = None
+        self, engagement: str, name: str, system: bool, rebound: dict[bytes, Rebound] | None = None
     ) -> str:
         """'ok', 'denied', 'not found' or 'exists' (audited by the server). ``rebound``
         (a system's restore): the relinked credentials' secrets sealed again, by uid."""
         got = rebound or {}
         row = self._one(
-            "SELECT credvault.restore_trashed(%s, %s, %s, %s::bytea[], %s::bytea[])",
-            (engagement, name, system, list(got), list(got.values())),
+            "SELECT credvault.restore_trashed(%s, %s, %s, %s::bytea[], %s::bytea[], %s::bigint[])",
+            (engagement, name, system, list(got), *_columns(got)),
             action="restore",
         )
         return str(row[0])
@@ -1539,6 +1557,11 @@ class PgStore:
             (int(r[0]), _ts(r[1]), str(r[2]), str(r[3]), str(r[4] or ""), str(r[5]), str(r[6]))
             for r in rows
         ]
+
+
+def _columns(rebound: dict[bytes, Rebound]) -> tuple[list[bytes], list[int]]:
+    """The secrets and their requests, in the order of the dict's uids."""
+    return [r.secret for r in rebound.values()], [r.request for r in rebound.values()]
 
 
 def _not_durable_yet(e: BaseException) -> bool:

@@ -7636,27 +7636,36 @@ END $$;
 -- landing between the read and the store was overwritten by the old value, and for a
 -- rename or a system's removal (a "rebinding", keep_version) not even kept as an earlier
 -- version: the lost update section pinmany fixed for a rotation. Now the credential row,
--- locked, must still be at the version (xmin and ctid, section pinned) that one of the
--- member's claimed rebind requests of that kind found; else serialization_failure ("run
--- the command again"), as for the other writes in between.
+-- locked, must still be at the version (xmin and ctid, section pinned) that the claimed
+-- rebind request the secret was read through found; else serialization_failure ("run the
+-- command again"), as for the other writes in between. The client names that request
+-- (a new last argument of each function: the old signatures are dropped). Any claimed
+-- request of the member at the current version would not do: a second mv or edit of the
+-- same credential by the same member, started after a colleague's put, would vouch for
+-- the first one's secret, read before the put. (Found by the review of this section,
+-- helper rev2.)
 
--- Whether `who` has a claimed request of kind `k` that found credential `cid` at the
+-- Whether request `req` is `who`'s, of kind `k`, claimed, and found credential `cid` at the
 -- version it has now (the caller holds the row locked).
-CREATE FUNCTION credvault.rebind_read(who text, k text, cid bigint) RETURNS boolean
+CREATE FUNCTION credvault.rebind_read(who text, k text, cid bigint, req bigint) RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
     SELECT EXISTS (SELECT 1 FROM credentials c JOIN record_requests r ON r.target_id = c.id
-                   WHERE c.id = cid AND r.member = who AND r.kind = k
+                   WHERE r.id = req AND c.id = cid AND r.member = who AND r.kind = k
                      AND r.used_at IS NOT NULL AND r.target_xmin = c.xmin
                      AND r.target_ctid = c.ctid)
 $$;
-REVOKE ALL ON FUNCTION credvault.rebind_read(text, text, bigint) FROM PUBLIC;
--- rebind_read looks the requests up by the credential: without an index, a scan of every
--- field read ever requested, per credential a store rewrites.
-CREATE INDEX record_requests_target ON credvault.record_requests (target_id);
+REVOKE ALL ON FUNCTION credvault.rebind_read(text, text, bigint, bigint) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION credvault.remove_system(eng text, s_name text, c_uids bytea[] DEFAULT NULL,
-                                        c_secrets bytea[] DEFAULT NULL)
+DROP FUNCTION credvault.remove_system(text, text, bytea[], bytea[]);
+DROP FUNCTION credvault.edit_credential(text, text, bytea, integer, boolean, bytea, boolean, bytea,
+                                        boolean, bytea, text, boolean, text, text, bytea);
+DROP FUNCTION credvault.rename_credential(text, text, text, bytea);
+DROP FUNCTION credvault.restore_trashed(text, text, boolean, bytea[], bytea[]);
+
+CREATE FUNCTION credvault.remove_system(eng text, s_name text, c_uids bytea[] DEFAULT NULL,
+                                        c_secrets bytea[] DEFAULT NULL,
+                                        c_requests bigint[] DEFAULT NULL)
 RETURNS TABLE (outcome text, until text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
@@ -7686,9 +7695,10 @@ BEGIN
         RAISE EXCEPTION 'credvault: a credential bound to system % links to it: put it again without the link first', s_name
             USING ERRCODE = 'feature_not_supported';
     END IF;
-    IF EXISTS (SELECT 1 FROM credentials c JOIN unnest(c_uids, c_secrets) AS g(u, env)
-                   ON g.u = c.uid
-               WHERE c.system_id = old.id AND NOT rebind_read(who, 'rebind-edit', c.id)) THEN
+    IF EXISTS (SELECT 1 FROM credentials c
+                   JOIN unnest(c_uids, c_secrets, c_requests) AS g(u, env, req) ON g.u = c.uid
+               WHERE c.system_id = old.id
+                 AND NOT coalesce(rebind_read(who, 'rebind-edit', c.id, g.req), false)) THEN
         RAISE EXCEPTION 'credvault: a linked credential changed meanwhile; run the command again'
             USING ERRCODE = 'serialization_failure';
     END IF;
@@ -7713,11 +7723,11 @@ BEGIN
     RETURN QUERY SELECT 'ok'::text, until;
 END $$;
 
-CREATE OR REPLACE FUNCTION credvault.edit_credential(
+CREATE FUNCTION credvault.edit_credential(
     eng text, itm text, c_uid bytea, c_key_version integer,
     set_username boolean, c_username_env bytea, set_url boolean, c_url_env bytea,
     set_notes boolean, c_notes_env bytea, c_kind text, set_system boolean, c_system text,
-    changed text, c_secret_env bytea DEFAULT NULL
+    changed text, c_secret_env bytea DEFAULT NULL, c_request bigint DEFAULT NULL
 ) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
@@ -7746,7 +7756,8 @@ BEGIN
         END IF;
     END IF;
     IF c_secret_env IS NOT NULL AND (NOT rebound_ok(c_secret_env, c.key_version)
-                                     OR NOT rebind_read(who, 'rebind-edit', c.id)) THEN
+                                     OR NOT coalesce(rebind_read(who, 'rebind-edit', c.id,
+                                                                 c_request), false)) THEN
         RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
             USING ERRCODE = 'serialization_failure';
     END IF;
@@ -7767,8 +7778,9 @@ BEGIN
     RETURN 'ok';
 END $$;
 
-CREATE OR REPLACE FUNCTION credvault.rename_credential(eng text, itm text, new_name text,
-                                            new_secret bytea DEFAULT NULL) RETURNS text
+CREATE FUNCTION credvault.rename_credential(eng text, itm text, new_name text,
+                                            new_secret bytea DEFAULT NULL,
+                                            rebind bigint DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE;
@@ -7792,7 +7804,8 @@ BEGIN
             USING ERRCODE = 'feature_not_supported';
     END IF;
     IF new_secret IS NOT NULL AND (NOT rebound_ok(new_secret, c.key_version)
-                                   OR NOT rebind_read(who, 'rebind-mv', c.id)) THEN
+                                   OR NOT coalesce(rebind_read(who, 'rebind-mv', c.id, rebind),
+                                                   false)) THEN
         RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
             USING ERRCODE = 'serialization_failure';
     END IF;
@@ -7804,9 +7817,10 @@ BEGIN
     RETURN 'ok';
 END $$;
 
-CREATE OR REPLACE FUNCTION credvault.restore_trashed(eng text, itm text, is_system boolean,
+CREATE FUNCTION credvault.restore_trashed(eng text, itm text, is_system boolean,
                                           c_uids bytea[] DEFAULT NULL,
-                                          c_secrets bytea[] DEFAULT NULL) RETURNS text
+                                          c_secrets bytea[] DEFAULT NULL,
+                                          c_requests bigint[] DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE
@@ -7841,11 +7855,11 @@ BEGIN
             RAISE EXCEPTION 'credvault: the credentials linked to % changed meanwhile; run the command again', itm
                 USING ERRCODE = 'serialization_failure';
         END IF;
-        IF EXISTS (SELECT 1 FROM credentials c JOIN unnest(c_uids, c_secrets) AS g(u, env)
-                       ON g.u = c.uid
+        IF EXISTS (SELECT 1 FROM credentials c
+                       JOIN unnest(c_uids, c_secrets, c_requests) AS g(u, env, req) ON g.u = c.uid
                    WHERE c.engagement_id = e.id AND c.system_id IS NULL
                      AND c.uid = ANY (st.linked)
-                     AND NOT rebind_read(who, 'rebind-edit', c.id)) THEN
+                     AND NOT coalesce(rebind_read(who, 'rebind-edit', c.id, g.req), false)) THEN
             RAISE EXCEPTION 'credvault: the credentials linked to % changed meanwhile; run the command again', itm
                 USING ERRCODE = 'serialization_failure';
         END IF;
@@ -7957,4 +7971,20 @@ BEGIN
         RAISE EXCEPTION 'credvault: the credential changed since the read request; run the command again'
             USING ERRCODE = 'serialization_failure';
     END IF;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.remove_system(text, text, bytea[], bytea[], bigint[]),
+    credvault.edit_credential(text, text, bytea, integer, boolean, bytea, boolean, bytea,
+                              boolean, bytea, text, boolean, text, text, bytea, bigint),
+    credvault.rename_credential(text, text, text, bytea, bigint),
+    credvault.restore_trashed(text, text, boolean, bytea[], bytea[], bigint[]) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION'
+                   ' credvault.remove_system(text, text, bytea[], bytea[], bigint[]),'
+                   ' credvault.edit_credential(text, text, bytea, integer, boolean, bytea,'
+                   ' boolean, bytea, boolean, bytea, text, boolean, text, text, bytea, bigint),'
+                   ' credvault.rename_credential(text, text, text, bytea, bigint),'
+                   ' credvault.restore_trashed(text, text, boolean, bytea[], bytea[], bigint[])'
+                   ' TO %I', credvault.member_group());
 END $$;
