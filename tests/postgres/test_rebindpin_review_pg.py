@@ -51,6 +51,30 @@ def _secret(pg: Any, eng: str, name: str) -> bytes:
         )
 
 
+def _linked_to_web(pg_cluster: Any) -> Any:
+    """alice's alpha (tests/postgres/test_insider_pg.py's team) with db, an unbound (0x01)
+    value, linked to a new system web."""
+    from pg_cluster import new_pg_vault
+
+    from .test_insider_pg import _populate
+
+    pg = _populate(new_pg_vault(pg_cluster))
+    pg.put("alice", "alpha", "db", b"\x01" + b"unbound")
+    with pg.connect("alice") as a:
+        a.execute(
+            "SELECT credvault.put_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL, false,"
+            " ARRAY['address', 'port', 'protocol'])",
+            (b"w" * 16, b"addr"),
+        )
+        linked = a.execute(
+            "SELECT credvault.edit_credential('alpha', 'db', %s, 1, false, NULL, false,"
+            " NULL, false, NULL, NULL, true, 'web', 'system')",
+            (a.execute(UIDQ).fetchone()[0],),
+        ).fetchone()[0]
+    assert linked == "ok"
+    return pg
+
+
 @pytest.mark.parametrize("flow", ["mv", "edit"])
 def test_a_store_is_not_vouched_for_by_another_request_of_the_same_member(
     pg_cluster: Any, flow: str
@@ -137,34 +161,10 @@ def test_system_rm_and_restore_with_many_linked_credentials(w: World) -> None:
 
 def test_system_rm_of_unbound_envelopes_without_secrets(pg_cluster: Any) -> None:
     """Format 0x01 credentials linked to the system, no secret sent: removed, unchecked."""
-    from pg_cluster import new_pg_vault
-
-    from .test_insider_pg import _populate
-
-    pg = _populate(new_pg_vault(pg_cluster))
-    pg.put("alice", "alpha", "db", b"\x01" + b"unbound")
+    pg = _linked_to_web(pg_cluster)
     with pg.connect("alice") as a:
-        a.execute(
-            "SELECT credvault.put_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL, false,"
-            " ARRAY['address', 'port', 'protocol'])",
-            (b"w" * 16, b"addr"),
-        )
-        uid = a.execute(
-            "SELECT c.uid FROM credvault.credentials c JOIN credvault.engagements e"
-            " ON e.id = c.engagement_id WHERE e.name = 'alpha' AND c.name = 'db'"
-        ).fetchone()[0]
-        assert (
-            a.execute(
-                "SELECT credvault.edit_credential('alpha', 'db', %s, 1, false, NULL, false,"
-                " NULL, false, NULL, NULL, true, 'web', 'system')",
-                (uid,),
-            ).fetchone()[0]
-            == "ok"
-        )
-        assert (
-            a.execute("SELECT outcome FROM credvault.remove_system('alpha', 'web')").fetchone()[0]
-            == "ok"
-        )
+        removed = a.execute("SELECT outcome FROM credvault.remove_system('alpha', 'web')")
+        assert removed.fetchone()[0] == "ok"
 
 
 def test_system_rm_does_not_unlink_a_bound_value_put_while_it_checked(pg_cluster: Any) -> None:
@@ -176,24 +176,7 @@ def test_system_rm_does_not_unlink_a_bound_value_put_while_it_checked(pg_cluster
     import threading
     import time
 
-    from pg_cluster import new_pg_vault
-
-    from .test_insider_pg import _populate
-
-    pg = _populate(new_pg_vault(pg_cluster))
-    pg.put("alice", "alpha", "db", b"\x01" + b"unbound")
-    with pg.connect("alice") as a:
-        a.execute(
-            "SELECT credvault.put_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL, false,"
-            " ARRAY['address', 'port', 'protocol'])",
-            (b"w" * 16, b"addr"),
-        )
-        uid = a.execute(UIDQ).fetchone()[0]
-        a.execute(
-            "SELECT credvault.edit_credential('alpha', 'db', %s, 1, false, NULL, false,"
-            " NULL, false, NULL, NULL, true, 'web', 'system')",
-            (uid,),
-        )
+    pg = _linked_to_web(pg_cluster)
     pg.put("alice", "alpha", "db", KV1 + b"V1")  # bound to web now, a new uid
     out: list[Any] = []
     with pg.connect("alice") as a, pg.connect("bob", autocommit=False) as b:

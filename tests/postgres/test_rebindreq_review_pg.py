@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .test_rebindpin_review_pg import KV1, UIDQ, _rebind_read, _secret
+from .test_rebindpin_review_pg import KV1, UIDQ, _linked_to_web, _rebind_read, _secret
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -65,25 +65,9 @@ def _rebind_read_fields(conn: Any) -> int:
     return int(req)
 
 
-def _linked(pg: Any) -> Any:
+def _linked(pg_cluster: Any) -> Any:
     """alpha/db bound (0x02) and linked to system web."""
-    from pg_cluster import new_pg_vault
-
-    from .test_insider_pg import _populate
-
-    pg = _populate(new_pg_vault(pg))
-    pg.put("alice", "alpha", "db", b"\x01" + b"unbound")
-    with pg.connect("alice") as a:
-        a.execute(
-            "SELECT credvault.put_system('alpha', 'web', %s, 1, 22, 'ssh', %s, NULL, false,"
-            " ARRAY['address', 'port', 'protocol'])",
-            (b"w" * 16, b"addr"),
-        )
-        a.execute(
-            "SELECT credvault.edit_credential('alpha', 'db', %s, 1, false, NULL, false,"
-            " NULL, false, NULL, NULL, true, 'web', 'system')",
-            (a.execute(UIDQ).fetchone()[0],),
-        )
+    pg = _linked_to_web(pg_cluster)
     pg.put("alice", "alpha", "db", KV1 + b"V1")
     return pg
 
