@@ -1243,7 +1243,9 @@ class TeamCredentials:
             ["secret", *(f for f, v in given.items() if v is not None)]
             + (["kind"] if kind_given else [])
         )
-        if not t.store.put_credential_linked(eng, name, kind, uid, version, envs, system, changed):
+        if not t.store.put_credential_linked(
+            eng, name, kind, uid, version, envs, system, changed, system_uid
+        ):
             from credvault.team_records import refusal
 
             raise refusal(t, "put", eng)

@@ -764,9 +764,9 @@ def edit(t: Team, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo
                     None if value is None else t.seal(eng_uid, uid, f, value.encode(), key, version)
                 )
     secret = None
+    new_sys: tuple[bytes | None] | None = None  # (the new link's uid, or None for none,)
     if uid is not None and ("kind" in clean or "system" in clean):
         # the secret is bound to its kind and link: sealed again for the new ones
-        new_sys: tuple[bytes | None] | None = None
         if system is not None:
             linked = None if system[0] is None else t.store.system(eng, system[0])
             new_sys = (None if linked is None else linked.uid,)
@@ -774,8 +774,9 @@ def edit(t: Team, ref: str, changes: Mapping[str, str | None]) -> CredentialInfo
             got = _rebound(t, eng, name, "edit", kind=clean.get("kind"), system_uid=new_sys)
             secret = None if got is None else got[1]
     outcome = t.store.edit_credential(
-        eng, name, uid or b"", version, envs, clean.get("kind"), system, changed, secret
-    )
+        eng, name, uid or b"", version, envs, clean.get("kind"), system, changed, secret,
+        None if new_sys is None else new_sys[0] or b"",
+    )  # fmt: skip
     if outcome == "denied":
         raise _denied(t, "edit", eng)
     if outcome == "not found":

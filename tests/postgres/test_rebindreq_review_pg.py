@@ -150,9 +150,12 @@ def test_system_restore_arrays_never_let_a_secret_read_before_a_put_through(
 NEW = (
     "credvault.remove_system(text, text, bytea[], bytea[], bigint[])",
     "credvault.edit_credential(text, text, bytea, integer, boolean, bytea, boolean, bytea,"
-    " boolean, bytea, text, boolean, text, text, bytea, bigint)",
+    " boolean, bytea, text, boolean, text, text, bytea, bigint, bytea)",
     "credvault.rename_credential(text, text, text, bytea, bigint)",
     "credvault.restore_trashed(text, text, boolean, bytea[], bytea[], bigint[])",
+    # and put's, with the system its secret is bound to (section putbind)
+    "credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea, bytea,"
+    " bytea, text, text, bytea)",
 )
 OLD = (
     "credvault.remove_system(text, text, bytea[], bytea[])",
@@ -161,6 +164,10 @@ OLD = (
     "credvault.rename_credential(text, text, text, bytea)",
     "credvault.restore_trashed(text, text, boolean, bytea[], bytea[])",
     "credvault.rebind_read(text, text, bigint)",
+    "credvault.edit_credential(text, text, bytea, integer, boolean, bytea, boolean, bytea,"
+    " boolean, bytea, text, boolean, text, text, bytea, bigint)",
+    "credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea, bytea,"
+    " bytea, text, text)",
 )
 
 

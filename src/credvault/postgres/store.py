@@ -888,12 +888,16 @@ class PgStore:
         envelopes: tuple[bytes, bytes | None, bytes | None, bytes | None],
         system: str | None,
         changed: str = "",
+        bound_system: bytes = b"",
     ) -> bool:
         """``put_credential`` linked to ``system`` (None: the link it has); ``changed``: what
-        a replace changed, for the history. False: refused (audited)."""
+        a replace changed, for the history; ``bound_system``: the uid of the system the
+        secret is sealed for (b"": none), the link the server must find (Conflict if not).
+        False: refused (audited)."""
         row = self._one(
-            "SELECT credvault.put_credential_linked(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (engagement, name, kind, uid, key_version, *envelopes, system, changed),
+            "SELECT credvault.put_credential_linked(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s)",
+            (engagement, name, kind, uid, key_version, *envelopes, system, changed, bound_system),
             action="put",
         )
         return bool(row[0])
@@ -1189,14 +1193,17 @@ class PgStore:
         system: tuple[str | None] | None,
         changed: str,
         secret: Rebound | None = None,
+        bound_system: bytes | None = None,
     ) -> str:
         """'ok', 'denied', 'not found' or 'no system' (audited by the server as 'edit').
         ``envelopes``: the fields to replace (None clears); ``system``: (name or None to
-        unlink,) to change the link, None to keep it."""
+        unlink,) to change the link, None to keep it; ``bound_system``: with a new link and
+        ``secret``, the uid of the system it is sealed for (Conflict if the server links
+        another)."""
         env = {f: envelopes.get(f) for f in ("username", "url", "notes")}
         row = self._one(
             "SELECT credvault.edit_credential(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s, %s)",
+            "%s, %s, %s, %s, %s)",
             (
                 engagement,
                 name,
@@ -1214,6 +1221,7 @@ class PgStore:
                 changed,
                 None if secret is None else secret.secret,
                 None if secret is None else secret.request,
+                bound_system,
             ),
             action="edit",
         )

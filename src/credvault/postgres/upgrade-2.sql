@@ -7727,7 +7727,8 @@ CREATE FUNCTION credvault.edit_credential(
     eng text, itm text, c_uid bytea, c_key_version integer,
     set_username boolean, c_username_env bytea, set_url boolean, c_url_env bytea,
     set_notes boolean, c_notes_env bytea, c_kind text, set_system boolean, c_system text,
-    changed text, c_secret_env bytea DEFAULT NULL, c_request bigint DEFAULT NULL
+    changed text, c_secret_env bytea DEFAULT NULL, c_request bigint DEFAULT NULL,
+    c_bound_sys bytea DEFAULT NULL
 ) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
@@ -7749,10 +7750,19 @@ BEGIN
     IF set_system THEN
         sid := NULL;
         IF c_system IS NOT NULL THEN
-            SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND name = c_system;
+            -- held until commit: not removed under the link made to it (section putbind)
+            SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND name = c_system
+                FOR KEY SHARE;
             IF sid IS NULL THEN
                 RETURN 'no system';
             END IF;
+        END IF;
+        -- the secret sealed again for the link the client found: this one (section
+        -- putbind; a system removed and made again under the name has another uid)
+        IF c_secret_env IS NOT NULL AND coalesce((SELECT y.uid FROM systems y WHERE y.id = sid), '')
+                                        IS DISTINCT FROM coalesce(c_bound_sys, '') THEN
+            RAISE EXCEPTION 'credvault: the credential''s system changed meanwhile; run the command again'
+                USING ERRCODE = 'serialization_failure';
         END IF;
     END IF;
     IF c_secret_env IS NOT NULL AND (NOT rebound_ok(c_secret_env, c.key_version)
@@ -7975,7 +7985,7 @@ END $$;
 
 REVOKE ALL ON FUNCTION credvault.remove_system(text, text, bytea[], bytea[], bigint[]),
     credvault.edit_credential(text, text, bytea, integer, boolean, bytea, boolean, bytea,
-                              boolean, bytea, text, boolean, text, text, bytea, bigint),
+                              boolean, bytea, text, boolean, text, text, bytea, bigint, bytea),
     credvault.rename_credential(text, text, text, bytea, bigint),
     credvault.restore_trashed(text, text, boolean, bytea[], bytea[], bigint[]) FROM PUBLIC;
 DO $$
@@ -7983,8 +7993,85 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION'
                    ' credvault.remove_system(text, text, bytea[], bytea[], bigint[]),'
                    ' credvault.edit_credential(text, text, bytea, integer, boolean, bytea,'
-                   ' boolean, bytea, boolean, bytea, text, boolean, text, text, bytea, bigint),'
+                   ' boolean, bytea, boolean, bytea, text, boolean, text, text, bytea, bigint,'
+                   ' bytea),'
                    ' credvault.rename_credential(text, text, text, bytea, bigint),'
                    ' credvault.restore_trashed(text, text, boolean, bytea[], bytea[], bigint[])'
                    ' TO %I', credvault.member_group());
+END $$;
+
+-- == putbind: a put stores a bound secret only under the link it was sealed for ==
+--
+-- (docs/team.md "Record binding".) A credential's secret is sealed bound to its name, kind
+-- and linked system's uid (format 0x02). put_credential_linked linked the row by the
+-- system's name (put --system NAME) or kept the link the row has (a put without --system),
+-- whichever it found then: an `edit --system other` of a colleague between the client's
+-- sealing (for web) and the store left a value bound to web in a row linked to other, and
+-- `system rm X` + `system add X` (a new uid) did the same to `put --system X`. The value
+-- then never opened: every read failed as tampering (exit 6), with none done. Now the
+-- client says which system's uid it sealed for (c_bound_sys; '' or NULL: none) and the
+-- server stores the put only under that link (serialization_failure otherwise: "run the
+-- command again"), the system named held FOR KEY SHARE until commit so that it is not
+-- removed under the new link. The same check for `edit --system` is in edit_credential
+-- (section rebindpin; its secret sealed again for the new link). put_credential_linked as
+-- section pgput left it, with that argument (the old signature dropped).
+
+DROP FUNCTION credvault.put_credential_linked(text, text, text, bytea, integer, bytea, bytea,
+                                              bytea, bytea, text, text);
+CREATE FUNCTION credvault.put_credential_linked(
+    eng text, c_name text, c_kind text, c_uid bytea, c_key_version integer,
+    c_secret_env bytea, c_username_env bytea, c_url_env bytea, c_notes_env bytea,
+    c_system text, c_changed text DEFAULT NULL, c_bound_sys bytea DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE e engagements%ROWTYPE; sid bigint; ok boolean; old credentials%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NOT NULL AND may(e.id, 'write') THEN
+        IF c_system IS NOT NULL THEN
+            SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND name = c_system
+                FOR KEY SHARE;
+            IF sid IS NULL THEN
+                RAISE EXCEPTION 'credvault: system %/% not found', eng, c_system USING ERRCODE = 'no_data_found';
+            END IF;
+        END IF;
+        SELECT * INTO old FROM credentials WHERE engagement_id = e.id AND name = c_name FOR UPDATE;
+        IF old.id IS NOT NULL AND old.uid <> c_uid THEN
+            RAISE EXCEPTION 'credvault: the credential changed meanwhile; run the command again'
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+    END IF;
+    IF c_system IS NULL AND e.id IS NOT NULL THEN
+        SELECT system_id INTO sid FROM credentials WHERE engagement_id = e.id AND name = c_name;
+    END IF;
+    IF e.id IS NOT NULL AND may(e.id, 'write') AND get_byte(c_secret_env, 0) = 2
+       AND coalesce((SELECT y.uid FROM systems y WHERE y.id = sid), '')
+           IS DISTINCT FROM coalesce(c_bound_sys, '') THEN
+        RAISE EXCEPTION 'credvault: the credential''s system changed meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    -- what the new version changed (history's "changed"; keep_version reads it)
+    PERFORM set_config('credvault.changed', coalesce(c_changed, ''), true);
+    -- old is empty unless the member may write and the row is theirs to replace (same uid)
+    ok := put_credential(eng, c_name, c_kind, c_uid, c_key_version, c_secret_env,
+                         coalesce(c_username_env, old.username_env),
+                         coalesce(c_url_env, old.url_env),
+                         coalesce(c_notes_env, old.notes_env));
+    IF ok THEN
+        PERFORM set_config('credvault.linking', 'on', true);
+        UPDATE credentials SET system_id = sid WHERE engagement_id = e.id AND name = c_name
+            AND system_id IS DISTINCT FROM sid;
+        PERFORM set_config('credvault.linking', '', true);
+    END IF;
+    RETURN ok;
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.put_credential_linked(text, text, text, bytea, integer, bytea,
+    bytea, bytea, bytea, text, text, bytea) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.put_credential_linked(text, text, text,'
+                   ' bytea, integer, bytea, bytea, bytea, bytea, text, text, bytea) TO %I',
+                   credvault.member_group());
 END $$;
