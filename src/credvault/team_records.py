@@ -947,7 +947,9 @@ def import_entries(
         got = t.store.import_credentials(
             eng, dry=True, key_version=0, skipped=len(plan.skipped),
             systems=[(s.name, b"", None, None, b"") for s in plan.systems],
-            credentials=[(i.name, i.kind, b"", None, b"", None, None, None) for i in plan.items],
+            credentials=[
+                (i.name, i.kind, b"", None, b"", None, None, None, None) for i in plan.items
+            ],
         )  # fmt: skip
         if got == "denied":
             raise _denied(t, "import", eng)
@@ -977,7 +979,8 @@ def import_entries(
         secret = t.seal(eng_uid, uid, "secret", it.secret.reveal(), key, version, record=record)
         creds.append(
             (it.name, it.kind, uid, it.system, secret,
-             seal("username", it.username), seal("url", it.url), seal("notes", it.notes))
+             seal("username", it.username), seal("url", it.url), seal("notes", it.notes),
+             link)
         )  # fmt: skip
     got = t.store.import_credentials(
         eng, dry=False, key_version=version, skipped=len(plan.skipped), systems=systems,

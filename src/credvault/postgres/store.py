@@ -1331,19 +1331,30 @@ class PgStore:
         skipped: int,
         systems: list[tuple[str, bytes, int | None, str | None, bytes]],
         credentials: list[
-            tuple[str, str, bytes, str | None, bytes, bytes | None, bytes | None, bytes | None]
+            tuple[
+                str,
+                str,
+                bytes,
+                str | None,
+                bytes,
+                bytes | None,
+                bytes | None,
+                bytes | None,
+                bytes | None,
+            ]
         ],
     ) -> str:
         """Store an import in one transaction (or, ``dry``, audit its plan): 'ok', 'denied'
         (audited), or 'credential NAME' / 'system NAME' created meanwhile.
         ``systems``: (name, uid, port, protocol, address envelope); ``credentials``: (name,
-        kind, uid, system name, secret, username, url and notes envelopes)."""
+        kind, uid, system name, secret, username, url and notes envelopes, the uid of the
+        system the secret is sealed for (None: none; Conflict if the server links another))."""
         scols: list[list[Any]] = [[x[i] for x in systems] for i in range(5)]
-        ccols: list[list[Any]] = [[x[i] for x in credentials] for i in range(8)]
+        ccols: list[list[Any]] = [[x[i] for x in credentials] for i in range(9)]
         row = self._one(
             "SELECT credvault.import_credentials(%s, %s, %s, %s, %s::text[], %s::bytea[], "
             "%s::integer[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::bytea[], "
-            "%s::text[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[])",
+            "%s::text[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[])",
             (engagement, dry, key_version, skipped, *scols, *ccols),
             action="import",
         )

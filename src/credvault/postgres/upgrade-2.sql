@@ -7733,10 +7733,18 @@ CREATE FUNCTION credvault.edit_credential(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
 AS $$
 DECLARE who text := me(); e engagements%ROWTYPE; c credentials%ROWTYPE; sid bigint;
+    nsid bigint;
 BEGIN
     e := open_for_write(eng, 'edit', itm);
     IF e.id IS NULL THEN  -- refused, and audited there: denied, or closed ('error')
         RETURN 'denied';
+    END IF;
+    -- the system named held until commit (not removed under the link made to it, section
+    -- putbind), before the credential: remove_system's order (system, then its linked
+    -- credentials), or the two deadlock
+    IF set_system AND c_system IS NOT NULL THEN
+        SELECT id INTO nsid FROM systems WHERE engagement_id = e.id AND name = c_system
+            FOR KEY SHARE;
     END IF;
     SELECT * INTO c FROM credentials WHERE engagement_id = e.id AND name = itm FOR UPDATE;
     IF c.id IS NULL THEN
@@ -7748,11 +7756,8 @@ BEGIN
     END IF;
     sid := c.system_id;
     IF set_system THEN
-        sid := NULL;
+        sid := nsid;
         IF c_system IS NOT NULL THEN
-            -- held until commit: not removed under the link made to it (section putbind)
-            SELECT id INTO sid FROM systems WHERE engagement_id = e.id AND name = c_system
-                FOR KEY SHARE;
             IF sid IS NULL THEN
                 RETURN 'no system';
             END IF;
@@ -8073,5 +8078,112 @@ DO $$
 BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.put_credential_linked(text, text, text,'
                    ' bytea, integer, bytea, bytea, bytea, bytea, text, text, bytea) TO %I',
+                   credvault.member_group());
+END $$;
+
+-- import_credentials the same way: an entry linked to an existing system by name was sealed
+-- for the uid its read released (fetch_import); `system rm` + `system add` of that name in
+-- between left a value bound to the old uid in a row linked to the new one. The client
+-- now gives each credential's system uid (c_sys_uids; NULL: none) and the server stores
+-- the import only if the system it links has it (serialization_failure otherwise).
+DROP FUNCTION credvault.import_credentials(text, boolean, integer, integer, text[], bytea[],
+    integer[], text[], bytea[], text[], text[], bytea[], text[], bytea[], bytea[], bytea[],
+    bytea[]);
+CREATE FUNCTION credvault.import_credentials(
+    eng text, dry boolean, t_key_version integer, n_skipped integer,
+    s_names text[], s_uids bytea[], s_ports integer[], s_protocols text[], s_envs bytea[],
+    c_names text[], c_kinds text[], c_uids bytea[], c_systems text[],
+    c_e1 bytea[], c_e2 bytea[], c_e3 bytea[], c_e4 bytea[], c_sys_uids bytea[] DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me(); e engagements%ROWTYPE; nc integer := coalesce(cardinality(c_names), 0);
+    ns integer := coalesce(cardinality(s_names), 0); i integer; sid bigint; clash text;
+    summary text;
+BEGIN
+    SELECT * INTO e FROM engagements WHERE name = eng AND state = 'active' FOR SHARE;
+    IF e.id IS NULL OR NOT may(e.id, 'write') THEN
+        PERFORM audit_append(who, 'import', eng, NULL, 'denied', held(e.id));
+        RETURN 'denied';
+    END IF;
+    IF n_skipped < 0 THEN
+        RAISE EXCEPTION 'credvault: invalid import' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    summary := format('%s credentials, %s systems, %s skipped', nc, ns, n_skipped);
+    IF dry THEN
+        PERFORM audit_append(who, 'import', eng, NULL, 'ok', 'dry run: ' || summary);
+        RETURN 'ok';
+    END IF;
+    IF t_key_version <> e.key_version THEN
+        RAISE EXCEPTION 'credvault: the engagement key was rotated meanwhile; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF coalesce(cardinality(s_uids), 0) <> ns OR coalesce(cardinality(s_ports), 0) <> ns
+       OR coalesce(cardinality(s_protocols), 0) <> ns OR coalesce(cardinality(s_envs), 0) <> ns
+       OR coalesce(cardinality(c_kinds), 0) <> nc OR coalesce(cardinality(c_uids), 0) <> nc
+       OR coalesce(cardinality(c_systems), 0) <> nc OR coalesce(cardinality(c_e1), 0) <> nc
+       OR coalesce(cardinality(c_e2), 0) <> nc OR coalesce(cardinality(c_e3), 0) <> nc
+       OR coalesce(cardinality(c_e4), 0) <> nc
+       OR EXISTS (SELECT 1 FROM unnest(s_names || c_names) AS g(n)
+                  WHERE g.n IS NULL OR g.n !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
+       -- every anchor record-bound, every envelope under the current key version
+       OR EXISTS (SELECT 1 FROM unnest(s_envs) AS g(a)
+                  WHERE NOT coalesce(rebound_ok(a, e.key_version), false))
+       OR EXISTS (SELECT 1 FROM unnest(c_e1, c_e2, c_e3, c_e4) AS g(a, b, d, f)
+                  WHERE NOT coalesce(rebound_ok(a, e.key_version), false)
+                     OR NOT (sealed_under(b, e.key_version) AND sealed_under(d, e.key_version)
+                             AND sealed_under(f, e.key_version))) THEN
+        RAISE EXCEPTION 'credvault: invalid import' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT x.name INTO clash FROM credentials x WHERE x.engagement_id = e.id
+        AND x.name = ANY (c_names) ORDER BY array_position(c_names, x.name) LIMIT 1;
+    IF clash IS NOT NULL THEN
+        RETURN 'credential ' || clash;
+    END IF;
+    SELECT x.name INTO clash FROM systems x WHERE x.engagement_id = e.id
+        AND x.name = ANY (s_names) ORDER BY array_position(s_names, x.name) LIMIT 1;
+    IF clash IS NOT NULL THEN
+        RETURN 'system ' || clash;
+    END IF;
+    FOR i IN 1 .. ns LOOP
+        INSERT INTO systems (uid, engagement_id, name, port, protocol, address_env)
+        VALUES (s_uids[i], e.id, s_names[i], s_ports[i], s_protocols[i], s_envs[i]);
+    END LOOP;
+    FOR i IN 1 .. nc LOOP
+        sid := NULL;
+        IF c_systems[i] IS NOT NULL THEN
+            SELECT x.id INTO sid FROM systems x WHERE x.engagement_id = e.id AND x.name = c_systems[i]
+                FOR KEY SHARE;
+            IF sid IS NULL THEN
+                RAISE EXCEPTION 'credvault: system %/% not found', eng, c_systems[i]
+                    USING ERRCODE = 'no_data_found';
+            END IF;
+        END IF;
+        -- the secret sealed for the system the client read: this one (a system removed
+        -- and made again under the name since has another uid)
+        IF get_byte(c_e1[i], 0) = 2
+           AND coalesce((SELECT y.uid FROM systems y WHERE y.id = sid), '')
+               IS DISTINCT FROM coalesce(c_sys_uids[i], '') THEN
+            RAISE EXCEPTION 'credvault: system % changed meanwhile; run the command again', c_systems[i]
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        INSERT INTO credentials (uid, engagement_id, name, kind, system_id, key_version,
+                                 secret_env, username_env, url_env, notes_env)
+        VALUES (c_uids[i], e.id, c_names[i], c_kinds[i], sid, e.key_version, c_e1[i], c_e2[i],
+                c_e3[i], c_e4[i]);
+    END LOOP;
+    PERFORM audit_append(who, 'import', eng, NULL, 'ok', summary);
+    RETURN 'ok';
+END $$;
+
+REVOKE ALL ON FUNCTION credvault.import_credentials(text, boolean, integer, integer, text[],
+    bytea[], integer[], text[], bytea[], text[], text[], bytea[], text[], bytea[], bytea[],
+    bytea[], bytea[], bytea[]) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credvault.import_credentials(text, boolean,'
+                   ' integer, integer, text[], bytea[], integer[], text[], bytea[], text[],'
+                   ' text[], bytea[], text[], bytea[], bytea[], bytea[], bytea[], bytea[]) TO %I',
                    credvault.member_group());
 END $$;
