@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,9 @@ import pytest
 from credvault import Secret
 from credvault.errors import Conflict
 from credvault.importers import RawEntry
-from credvault.postgres.store import PgStore
 from pg_cluster import Cluster
 
+from .test_bound_link_pg import _before
 from .test_contract import World, _postgresql
 from .test_crl_pg import member
 from .test_rebindpin_review_pg import UIDQ, _linked_to_web
@@ -42,19 +41,6 @@ def w(tmp_path: Path, pg_cluster: Cluster) -> World:
         alice.systems.add("acme-2026/web", "10.0.0.1", port=22, protocol="ssh")
         alice.engagements.grant("acme-2026", "bob", "engineer")
     return w
-
-
-def _before(monkeypatch: pytest.MonkeyPatch, method: str, colleague: Callable[[], None]) -> None:
-    real = getattr(PgStore, method)
-    fired: list[bool] = []
-
-    def wrapped(self: PgStore, *args: Any, **kw: Any) -> Any:
-        if not fired:
-            fired.append(True)
-            colleague()
-        return real(self, *args, **kw)
-
-    monkeypatch.setattr(PgStore, method, wrapped)
 
 
 def test_an_import_is_not_linked_to_a_system_made_again_while_it_sealed(
@@ -103,7 +89,7 @@ def test_edit_system_holds_the_system_before_the_credential(pg_cluster: Any) -> 
         th.start()
         try:
             probe = pg.connect()
-            for _ in range(100):  # until the edit waits for a lock
+            for _ in range(600):  # until the edit waits for a lock (up to 30 s under load)
                 waiting = probe.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE usename = %s"
                     " AND datname = %s AND wait_event_type = 'Lock'",
