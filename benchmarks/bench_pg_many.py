@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_postgres import load, new_pg_vault_at
-from pg_cluster import PgVault, new_pg_vault, running_cluster
+from pg_cluster import PgVault, fetch_as_a_client, new_pg_vault, running_cluster
 
 # (label, who, phase one, phase two)
 READS = [
@@ -70,15 +70,7 @@ def one(conn: Any, ask: str, fetch: str) -> tuple[float, int]:
     """Request and phase two, as the client calls them: (ms, rows released)."""
     start = time.perf_counter()
     req = conn.execute(ask).fetchone()[0]
-    for _ in range(50):
-        try:
-            # fetch: a literal of READS, never input
-            rows = conn.execute(f"SELECT count(*) FROM credvault.{fetch}(%s)", (req,)).fetchone()  # noqa: S608
-            break
-        except Exception as e:  # not yet durable: the client's nudge, then again
-            if "not yet durable" not in str(e):
-                raise
-            conn.execute("SELECT credvault.nudge_wal()")
+    rows = fetch_as_a_client(conn, req, "count(*)", fetch)
     return (time.perf_counter() - start) * 1000, int(rows[0])
 
 

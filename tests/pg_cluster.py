@@ -382,34 +382,23 @@ class PgVault:
 
 
 def fetch_as_a_client(
-    conn: Any, req: int, columns: str = "secret_env", function: str = "fetch"
+    conn: Any,
+    req: int,
+    columns: str = "secret_env",
+    function: str = "fetch",
+    *,
+    roll_back: bool = False,
 ) -> Any:
     """``credvault.fetch`` as PgStore does it: a refusal for WAL that other backends left
     unflushed (the background writer logs a record shortly after activity that follows a
     quiet spell) is answered with ``nudge_wal`` and a new attempt; any other outcome is
-    returned or raised as it is."""
+    returned or raised as it is. ``roll_back``: the call inside a transaction that is then
+    rolled back (the attacker's way to leave the request unused)."""
     import psycopg
 
     for _ in range(50):
-        try:
-            # columns, function: literals of the calling test, never input
-            sql = f"SELECT {columns} FROM credvault.{function}(%s)"  # noqa: S608
-            return conn.execute(sql, (req,)).fetchone()
-        except psycopg.errors.ObjectNotInPrerequisiteState as e:
-            if "not yet durable" not in str(e):
-                raise
-            conn.execute("SELECT credvault.nudge_wal()")
-    raise AssertionError("the WAL never settled")
-
-
-def fetch_rolled_back(conn: Any, req: int, columns: str, function: str) -> Any:
-    """A phase two called inside a transaction that is then rolled back (the attacker's
-    way to leave the request unused): its first row, or None. A refusal for others'
-    unflushed WAL is answered as :func:`fetch_as_a_client` answers it."""
-    import psycopg
-
-    for _ in range(50):
-        conn.execute("BEGIN")  # an autocommit connection: the transaction by hand
+        if roll_back:
+            conn.execute("BEGIN")  # an autocommit connection: the transaction by hand
         try:
             # columns, function: literals of the calling test, never input
             sql = f"SELECT {columns} FROM credvault.{function}(%s)"  # noqa: S608
@@ -418,9 +407,34 @@ def fetch_rolled_back(conn: Any, req: int, columns: str, function: str) -> Any:
             if "not yet durable" not in str(e):
                 raise
         finally:
-            conn.execute("ROLLBACK")
+            if roll_back:
+                conn.execute("ROLLBACK")
         conn.execute("SELECT credvault.nudge_wal()")
     raise AssertionError("the WAL never settled")
+
+
+def fetch_rolled_back(conn: Any, req: int, columns: str, function: str) -> Any:
+    """:func:`fetch_as_a_client` rolled back: its first row, or None."""
+    return fetch_as_a_client(conn, req, columns, function, roll_back=True)
+
+
+def write_once(conn: Any, event: str, body: str, *, definer: bool = False) -> None:
+    """A test-only trigger (``credvault.t_touch``, on ``event``, e.g. "AFTER INSERT ON
+    credvault.record_requests"): the first time it fires, ``body`` (PL/pgSQL statements
+    over NEW) runs in the firing transaction; never again while ``credvault.t_once`` holds
+    its row. ``definer``: made by the DBA, it runs as them (the owner cannot read the
+    DBA's t_once otherwise)."""
+    attrs = " SECURITY DEFINER SET search_path = credvault, pg_temp" if definer else ""
+    # event, body: literals of the calling test, never input
+    sql = (
+        "CREATE TABLE credvault.t_once (done boolean);"  # noqa: S608
+        f"CREATE FUNCTION credvault.t_touch() RETURNS trigger LANGUAGE plpgsql{attrs} AS $$"
+        " BEGIN IF NOT EXISTS (SELECT 1 FROM credvault.t_once) THEN"
+        f" INSERT INTO credvault.t_once VALUES (true); {body}"
+        " END IF; RETURN NULL; END $$;"
+        f"CREATE TRIGGER t_touch {event} FOR EACH ROW EXECUTE FUNCTION credvault.t_touch();"
+    )
+    conn.execute(sql)
 
 
 _counter = iter(range(1, 1_000_000))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pg_cluster import fetch_as_a_client, fetch_rolled_back, new_pg_vault
+from pg_cluster import fetch_as_a_client, fetch_rolled_back, new_pg_vault, write_once
 from pg_cluster import psql_denied as denied
 
 ENVELOPE = b"ENVELOPE-\x00\x01-not-really-but-opaque-to-the-server"
@@ -778,19 +778,12 @@ def test_a_read_racing_a_write_reads_again_under_a_new_entry(team: Any) -> None:
     from credvault.postgres.store import PgStore
 
     with team.connect() as owner:
-        owner.execute(
-            "CREATE TABLE credvault.t_once (done boolean);"
-            "CREATE FUNCTION credvault.t_touch() RETURNS trigger LANGUAGE plpgsql AS $$"
-            " BEGIN"
-            "  IF NOT EXISTS (SELECT 1 FROM credvault.t_once) THEN"
-            "   INSERT INTO credvault.t_once VALUES (true);"
-            "   PERFORM set_config('credvault.rebinding', 'on', true);"
-            "   UPDATE credvault.credentials SET updated_at = updated_at"
-            "    WHERE id = NEW.credential_id;"
-            "  END IF; RETURN NULL;"
-            " END $$;"
-            "CREATE TRIGGER t_touch AFTER UPDATE OF claim_lsn ON credvault.read_requests"
-            " FOR EACH ROW EXECUTE FUNCTION credvault.t_touch();"
+        write_once(
+            owner,
+            "AFTER UPDATE OF claim_lsn ON credvault.read_requests",
+            "PERFORM set_config('credvault.rebinding', 'on', true); "
+            "UPDATE credvault.credentials SET updated_at = updated_at "
+            "WHERE id = NEW.credential_id;",
         )
     before = team.audit_count("get")
     with team.connect("bob") as bob:
@@ -831,18 +824,11 @@ def test_otp_run_and_ssh_release_the_value_their_entry_names(team: Any) -> None:
         with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
             bob.execute("SELECT secret_env FROM credvault.fetch_use(%s)", (req,))
     with team.connect() as owner:
-        owner.execute(
-            "CREATE TABLE credvault.t_once (done boolean);"
-            "CREATE FUNCTION credvault.t_touch() RETURNS trigger LANGUAGE plpgsql AS $$"
-            " BEGIN"
-            "  IF NOT EXISTS (SELECT 1 FROM credvault.t_once) THEN"
-            "   INSERT INTO credvault.t_once VALUES (true);"
-            "   PERFORM set_config('credvault.rebinding', 'on', true);"
-            "   UPDATE credvault.credentials SET updated_at = updated_at WHERE id = NEW.target_id;"
-            "  END IF; RETURN NULL;"
-            " END $$;"
-            "CREATE TRIGGER t_touch AFTER INSERT ON credvault.record_requests"
-            " FOR EACH ROW EXECUTE FUNCTION credvault.t_touch();"
+        write_once(
+            owner,
+            "AFTER INSERT ON credvault.record_requests",
+            "PERFORM set_config('credvault.rebinding', 'on', true); "
+            "UPDATE credvault.credentials SET updated_at = updated_at WHERE id = NEW.target_id;",
         )
     before = team.audit_count("get")
     with team.connect("bob") as bob:
@@ -917,17 +903,10 @@ def test_field_and_system_reads_release_the_version_their_entry_names(team: Any)
         with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
             bob.execute("SELECT e1 FROM credvault.fetch_record(%s)", (req,))
     with team.connect() as owner:
-        owner.execute(
-            "CREATE TABLE credvault.t_once (done boolean);"
-            "CREATE FUNCTION credvault.t_touch() RETURNS trigger LANGUAGE plpgsql AS $$"
-            " BEGIN"
-            "  IF NOT EXISTS (SELECT 1 FROM credvault.t_once) THEN"
-            "   INSERT INTO credvault.t_once VALUES (true);"
-            "   UPDATE credvault.systems SET updated_at = updated_at WHERE id = NEW.target_id;"
-            "  END IF; RETURN NULL;"
-            " END $$;"
-            "CREATE TRIGGER t_touch AFTER INSERT ON credvault.record_requests"
-            " FOR EACH ROW EXECUTE FUNCTION credvault.t_touch();"
+        write_once(
+            owner,
+            "AFTER INSERT ON credvault.record_requests",
+            "UPDATE credvault.systems SET updated_at = updated_at WHERE id = NEW.target_id;",
         )
     before = team.audit_count("system-show")
     with team.connect("bob") as bob:

@@ -19,7 +19,7 @@ import pytest
 from credvault import Secret
 from credvault.importers import RawEntry
 from credvault.postgres.store import PgStore
-from pg_cluster import Cluster, fetch_as_a_client, fetch_rolled_back, new_pg_vault
+from pg_cluster import Cluster, fetch_as_a_client, fetch_rolled_back, new_pg_vault, write_once
 
 from .test_contract import World, _postgresql
 from .test_crl_pg import member
@@ -169,36 +169,35 @@ def _entries(w: World, action: str, detail: str) -> int:
     )
 
 
-TOUCH = (
-    "CREATE TABLE credvault.t_once (done boolean);"
-    "CREATE FUNCTION credvault.t_touch() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
-    " SET search_path = credvault, pg_temp AS $$"  # as the DBA who made it
-    " BEGIN"
-    "  IF NOT EXISTS (SELECT 1 FROM credvault.t_once) THEN"
-    "   INSERT INTO credvault.t_once VALUES (true);"
-    "   PERFORM set_config('credvault.rebinding', 'on', true);"  # no earlier version made
-    "   UPDATE credvault.credentials SET updated_at = updated_at"
-    "    WHERE engagement_id = NEW.engagement_id;"
-    "   UPDATE credvault.systems SET updated_at = updated_at"
-    "    WHERE engagement_id = NEW.engagement_id;"
-    "   PERFORM set_config('credvault.rebinding', '', true);"
-    "  END IF; RETURN NULL;"
-    " END $$;"
-)
 REQUEST_TABLES = ("record_requests", "export_requests", "move_requests")
 
 
 def _write_once_in(w: World, table: str) -> None:
-    """A test-only trigger: the next request made in ``table`` writes every credential and
-    system of its engagement (no value changes; a new row version each), in the request's
-    own transaction. The phase two then finds none of the versions its request pinned."""
+    """A test-only trigger (pg_cluster.write_once): the next request made in ``table``
+    writes every credential and system of its engagement (no value changes; a new row
+    version each, and no earlier version made), in the request's own transaction. The
+    phase two then finds none of the versions its request pinned."""
+    import psycopg
+
     assert table in REQUEST_TABLES
-    drop = "".join(f"DROP TRIGGER IF EXISTS t_touch ON credvault.{t};" for t in REQUEST_TABLES)
-    dba(
-        w,
-        f"DELETE FROM credvault.t_once; {drop} CREATE TRIGGER t_touch AFTER INSERT ON"  # noqa: S608
-        f" credvault.{table} FOR EACH ROW EXECUTE FUNCTION credvault.t_touch();",
-    )
+    cluster: Cluster = w.extra["cluster"]  # type: ignore[assignment]
+    with psycopg.connect(  # the DBA
+        cluster.conninfo(str(w.extra["db"])), password=cluster.password, autocommit=True
+    ) as conn:
+        armed = conn.execute("SELECT to_regclass('credvault.t_once')").fetchone()[0]
+        if armed is not None:
+            conn.execute("DROP TABLE credvault.t_once; DROP FUNCTION credvault.t_touch() CASCADE")
+        write_once(
+            conn,
+            f"AFTER INSERT ON credvault.{table}",
+            "PERFORM set_config('credvault.rebinding', 'on', true);"
+            " UPDATE credvault.credentials SET updated_at = updated_at"
+            " WHERE engagement_id = NEW.engagement_id;"
+            " UPDATE credvault.systems SET updated_at = updated_at"
+            " WHERE engagement_id = NEW.engagement_id;"
+            " PERFORM set_config('credvault.rebinding', '', true);",
+            definer=True,
+        )
 
 
 def test_the_client_asks_again_when_records_change_between_request_and_fetch(
@@ -207,7 +206,6 @@ def test_the_client_asks_again_when_records_change_between_request_and_fetch(
     """The honest client's side (PgStore.asked_again): each multi-row read whose records are
     written between its request and its fetch is asked again, under a new entry, and
     completes with what is there then. Each path once, a write landing in its request."""
-    dba(w, TOUCH)
     with member(w, "alice") as alice:
         _write_once_in(w, "record_requests")
         hits = alice.credentials.find("10.0.0.1")
