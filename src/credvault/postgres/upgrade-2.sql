@@ -8187,3 +8187,144 @@ BEGIN
                    ' text[], bytea[], text[], bytea[], bytea[], bytea[], bytea[], bytea[]) TO %I',
                    credvault.member_group());
 END $$;
+
+-- == chainheld: a member's open transaction does not hold the audit chain for ever ==
+--
+-- (docs/team.md "What members can and cannot touch"; until now under "Not built yet".)
+-- Every audited action appends to one chain under one lock (audit_head, section readpath),
+-- held until the appending transaction ends. A member with psql who called any audited
+-- function inside a transaction and left it open (BEGIN; SELECT credvault.request_read(...);
+-- then nothing), or kept it running (SELECT credvault.request_read(...), pg_sleep(1e6)),
+-- stopped every audited action of every member until the DBA ended that session. An
+-- honest client never holds the lock across a round trip: each audited call is one
+-- autocommit statement, and CALL credvault.read commits each of its steps.
+--
+-- Now audit_append waits for the lock at most a second at a time (lock_timeout, caught in
+-- a block of its own: one subtransaction per append, ~0.5 µs measured, and no wait at all
+-- when the lock is free). Between waits, chain_blocker_ended() follows the chain's holder
+-- to the session at the root of what it waits for (pg_blocking_pids: a holder may itself
+-- wait on a row a member's idle transaction locked) and ends that session only if it is a
+-- *member's* and its transaction has been idle for more than chain_idle_seconds (meta,
+-- default 5) or open for more than chain_hold_seconds (meta, default 60). Sessions of the
+-- owner, of the DBA and of any role that is not a member are never ended: a waiter then
+-- waits, as before. The ended transaction rolls back, its audit entries and its claims
+-- with it, so nothing was released under them (a release needs a committed request and a
+-- committed claim). The end goes on the trail as the waiting action's first entry
+-- ('session-end', by the waiting member, item the member whose session ended, detail: how
+-- long and the pid) and into the server log; if the waiting action then fails, the server
+-- log keeps it. The limits are the owner's to change: UPDATE credvault.meta.
+
+INSERT INTO credvault.meta (key, value) VALUES ('chain_idle_seconds', convert_to('5', 'UTF8')),
+                                               ('chain_hold_seconds', convert_to('60', 'UTF8'));
+
+-- Ends the member session at the root of the chain's lock wait if it is stale (above); says
+-- whose, for the trail (NULL: none ended). Called only by audit_append, as the owner, who
+-- holds pg_signal_backend and pg_read_all_stats (server.bootstrap_sql).
+CREATE FUNCTION credvault.chain_blocker_ended(OUT member text, OUT detail text)
+LANGUAGE plpgsql SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    idle_s integer := coalesce((SELECT convert_from(value, 'UTF8')::integer FROM meta
+                                WHERE key = 'chain_idle_seconds'), 5);
+    hold_s integer := coalesce((SELECT convert_from(value, 'UTF8')::integer FROM meta
+                                WHERE key = 'chain_hold_seconds'), 60);
+    holder integer;
+    up integer[];
+    hops integer := 0;
+    a record;
+BEGIN
+    SELECT l.pid INTO holder FROM pg_locks l
+    WHERE l.locktype = 'relation' AND l.relation = 'credvault.audit_head'::regclass
+      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+      AND l.granted AND l.mode <> 'AccessShareLock' AND l.pid <> pg_backend_pid()
+    LIMIT 1;
+    IF holder IS NULL THEN
+        RETURN;  -- released meanwhile, or held by a prepared transaction (no session)
+    END IF;
+    LOOP  -- to the root of the wait: the holder may itself be waiting
+        up := pg_blocking_pids(holder);
+        EXIT WHEN cardinality(up) = 0 OR hops = 8 OR up[1] = pg_backend_pid();
+        holder := up[1];
+        hops := hops + 1;
+    END LOOP;
+    SELECT m.name, x.state, x.state_change, x.xact_start INTO a
+    FROM pg_stat_activity x JOIN members m ON m.role_name = x.usename
+    WHERE x.pid = holder AND x.datname = current_database();
+    IF a.name IS NULL THEN
+        RETURN;  -- not a member's session: never ended here
+    END IF;
+    IF a.state LIKE 'idle in transaction%'
+       AND a.state_change < clock_timestamp() - make_interval(secs => idle_s) THEN
+        detail := format('its transaction idle for %s s held the audit chain: session ended (pid %s)',
+                         floor(extract(epoch FROM clock_timestamp() - a.state_change)), holder);
+    ELSIF a.xact_start < clock_timestamp() - make_interval(secs => hold_s) THEN
+        detail := format('its transaction open for %s s held the audit chain: session ended (pid %s)',
+                         floor(extract(epoch FROM clock_timestamp() - a.xact_start)), holder);
+    ELSE
+        RETURN;
+    END IF;
+    IF NOT pg_terminate_backend(holder, 5000) THEN
+        detail := NULL;
+        RETURN;
+    END IF;
+    member := a.name;
+    RAISE LOG 'credvault: member %: %', member, detail;
+END $$;
+REVOKE ALL ON FUNCTION credvault.chain_blocker_ended() FROM PUBLIC;
+
+-- One entry on the chain, its lock held by the caller (audit_append): section readpath's
+-- append, unchanged, so that audit_append can put an ended session's entry before the
+-- caller's with the same code.
+CREATE FUNCTION credvault.chain_add(who text, act text, eng text, itm text, result text,
+                                    info text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    head audit_head%ROWTYPE;
+    at timestamptz;
+    canon text;
+    h bytea;
+BEGIN
+    at := clock_timestamp();
+    SELECT * INTO head FROM audit_head;
+    canon := json_build_array(
+        head.seq + 1,
+        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        who, act, eng, itm, result, coalesce(info, '')
+    )::text;
+    h := sha256(head.hash || convert_to(canon, 'UTF8'));
+    -- the head first: a stale snapshot's serialization_failure, not a duplicate key (readpath)
+    UPDATE audit_head SET seq = head.seq + 1, hash = h;
+    INSERT INTO audit (seq, ts, member, action, engagement, item, outcome, detail, prev, hash)
+    VALUES (head.seq + 1, at, who, act, eng, itm, result, coalesce(info, ''), head.hash, h);
+    RETURN head.seq + 1;
+END $$;
+REVOKE ALL ON FUNCTION credvault.chain_add(text, text, text, text, text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION credvault.audit_append(
+    who text, act text, eng text, itm text, result text, info text
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp SET lock_timeout = '1s'
+AS $$
+DECLARE
+    e record;
+    ended_member text;
+    ended text;
+BEGIN
+    LOOP
+        BEGIN
+            LOCK TABLE audit_head IN EXCLUSIVE MODE;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            SELECT * INTO e FROM chain_blocker_ended();
+            IF e.member IS NOT NULL THEN
+                ended_member := e.member;
+                ended := e.detail;
+            END IF;
+        END;
+    END LOOP;
+    IF ended_member IS NOT NULL THEN  -- on the trail now that the lock is ours
+        PERFORM chain_add(who, 'session-end', NULL, ended_member, 'ok', ended);
+    END IF;
+    RETURN chain_add(who, act, eng, itm, result, info);
+END $$;
