@@ -8328,3 +8328,121 @@ BEGIN
     END IF;
     RETURN chain_add(who, act, eng, itm, result, info);
 END $$;
+
+-- == chainroot: the chain's waiter ends only a session that waits for nothing ==
+--
+-- (Review of section chainheld; tests/postgres/test_chain_held_review_pg.py.)
+-- chain_blocker_ended followed the holder's wait through the first of its blockers
+-- (up[1]) for at most 8 hops and judged the session it stopped on. A member with nine
+-- sessions chained through rows he locked (holder -> b2 -> ... -> b8 -> carol -> b9)
+-- made the walk stop on carol, an honest client's autocommit put waiting behind his row:
+-- 'active', her transaction as old as her wait, so past chain_hold_seconds she was
+-- ended. The stop on up[1] = the caller did the same one hop short of a cycle, and up[1]
+-- let him choose which of several blockers is judged (a fresh one in front of a stale).
+--
+-- Now every session the holder waits for, directly or not, is collected (a recursive
+-- query over pg_blocking_pids; UNION drops a pid already seen, so a cycle ends it, and
+-- there is no hop limit to stop short), and only those that wait for nothing themselves
+-- are judged: a session waiting for a lock is never ended (a cycle is the deadlock
+-- detector's). Of those, the stale member session whose transaction is oldest is ended,
+-- with chainheld's limits and words; the next turn judges the next. audit_append keeps
+-- every session it ended for the trail, in order, not only the last one.
+--
+-- A root was judged by its transaction only. A lock taken at session level
+-- (pg_advisory_lock, which every role may call) outlives transactions: bob's holder waited
+-- for one that his other session held while running SELECT 1 every 0.2 s, never idle in
+-- a transaction, never in one for long, and the chain was held for ever. A root that
+-- someone has waited for an advisory lock (pg_locks.waitstart) for longer than
+-- chain_hold_seconds is stale too. Advisory locks only: no honest client takes one (the
+-- owner's schema lock is not a member's), whereas an honest statement granted a relation
+-- lock after a long wait would be judged by the wait of whoever queued behind it.
+
+CREATE OR REPLACE FUNCTION credvault.chain_blocker_ended(OUT member text, OUT detail text)
+LANGUAGE plpgsql SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    idle_s integer := coalesce((SELECT convert_from(value, 'UTF8')::integer FROM meta
+                                WHERE key = 'chain_idle_seconds'), 5);
+    hold_s integer := coalesce((SELECT convert_from(value, 'UTF8')::integer FROM meta
+                                WHERE key = 'chain_hold_seconds'), 60);
+    holder integer;
+    a record;
+BEGIN
+    SELECT l.pid INTO holder FROM pg_locks l
+    WHERE l.locktype = 'relation' AND l.relation = 'credvault.audit_head'::regclass
+      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+      AND l.granted AND l.mode <> 'AccessShareLock' AND l.pid <> pg_backend_pid()
+    LIMIT 1;
+    IF holder IS NULL THEN
+        RETURN;  -- released meanwhile, or held by a prepared transaction (no session)
+    END IF;
+    WITH RECURSIVE up(pid) AS (  -- the holder and every session it waits for
+        SELECT holder
+        UNION
+        SELECT unnest(pg_blocking_pids(up.pid)) FROM up WHERE up.pid <> pg_backend_pid()
+    )
+    SELECT m.name, x.pid, x.state, x.state_change, x.xact_start, w.since INTO a
+    FROM up JOIN pg_stat_activity x ON x.pid = up.pid AND x.datname = current_database()
+    JOIN members m ON m.role_name = x.usename
+    LEFT JOIN LATERAL (  -- how long someone has waited for an advisory lock it holds
+        SELECT min(l.waitstart) AS since FROM pg_locks l
+        WHERE NOT l.granted AND l.locktype = 'advisory' AND x.pid = ANY (pg_blocking_pids(l.pid))
+    ) w ON true
+    WHERE up.pid <> pg_backend_pid()
+      AND cardinality(pg_blocking_pids(up.pid)) = 0  -- waits for nothing: a root
+      AND ((x.state LIKE 'idle in transaction%'
+            AND x.state_change < clock_timestamp() - make_interval(secs => idle_s))
+           OR x.xact_start < clock_timestamp() - make_interval(secs => hold_s)
+           OR w.since < clock_timestamp() - make_interval(secs => hold_s))
+    ORDER BY least(x.xact_start, w.since)
+    LIMIT 1;
+    IF a.name IS NULL THEN
+        RETURN;  -- no stale member session at a root: never ended here
+    END IF;
+    IF a.state LIKE 'idle in transaction%'
+       AND a.state_change < clock_timestamp() - make_interval(secs => idle_s) THEN
+        detail := format('its transaction idle for %s s held the audit chain: session ended (pid %s)',
+                         floor(extract(epoch FROM clock_timestamp() - a.state_change)), a.pid);
+    ELSIF a.xact_start < clock_timestamp() - make_interval(secs => hold_s) THEN
+        detail := format('its transaction open for %s s held the audit chain: session ended (pid %s)',
+                         floor(extract(epoch FROM clock_timestamp() - a.xact_start)), a.pid);
+    ELSE
+        detail := format('a lock it held for %s s held the audit chain: session ended (pid %s)',
+                         floor(extract(epoch FROM clock_timestamp() - a.since)), a.pid);
+    END IF;
+    IF NOT pg_terminate_backend(a.pid, 5000) THEN
+        detail := NULL;
+        RETURN;
+    END IF;
+    member := a.name;
+    RAISE LOG 'credvault: member %: %', member, detail;
+END $$;
+REVOKE ALL ON FUNCTION credvault.chain_blocker_ended() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION credvault.audit_append(
+    who text, act text, eng text, itm text, result text, info text
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp SET lock_timeout = '1s'
+AS $$
+DECLARE
+    e record;
+    ended_members text[] := '{}';
+    ended text[] := '{}';
+BEGIN
+    LOOP
+        BEGIN
+            LOCK TABLE audit_head IN EXCLUSIVE MODE;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            SELECT * INTO e FROM chain_blocker_ended();
+            IF e.member IS NOT NULL THEN
+                ended_members := ended_members || e.member;
+                ended := ended || e.detail;
+            END IF;
+        END;
+    END LOOP;
+    FOR i IN 1 .. cardinality(ended) LOOP  -- on the trail now that the lock is ours
+        PERFORM chain_add(who, 'session-end', NULL, ended_members[i], 'ok', ended[i]);
+    END LOOP;
+    RETURN chain_add(who, act, eng, itm, result, info);
+END $$;
