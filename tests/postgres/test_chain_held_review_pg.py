@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import psycopg
+import pytest
 
 from killpoints import wait_until
 
@@ -146,3 +147,46 @@ def test_a_session_level_advisory_lock_does_not_hold_the_chain_for_ever(
     assert wait
     assert [(m, i) for m, i, _ in _ended(pg)] == [("alice", "bob"), ("alice", "bob")]
     _chain_ok(pg)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: the chain's holder waits for a FOR UPDATE that bob's fresh FOR SHARE"
+    " sessions keep starving; only roots are judged and a fresh root is not stale",
+)
+def test_fresh_share_lockers_relayed_do_not_hold_the_chain_for_ever(
+    pg: Any, conns: list[Any]
+) -> None:
+    """bob's holder (an open transaction that called request_read) asks for alpha's
+    engagement row FOR UPDATE (revoke_grant_logged locks it before it checks the role).
+    bob's other sessions each hold the row FOR SHARE (open_for_write, from a rename of a
+    credential that does not exist: 'not found', unaudited); a new one joins every 0.5 s,
+    which a share lock may do past a waiting FOR UPDATE. Each is ended once stale, but the
+    holder then waits for the next, fresh one: the holder is never at a root, so it is
+    never judged, and the chain is held as long as bob keeps relaying."""
+    _team(pg, idle=60, hold=2)
+    stop = threading.Event()
+
+    def relay() -> None:
+        while not stop.is_set():
+            try:
+                r = _session(conns, pg.connect("bob", autocommit=False))
+                r.execute("SELECT credvault.rename_credential('alpha', 'nope', 'zz')")
+            except psycopg.Error:
+                pass
+            stop.wait(0.5)
+
+    relayer = threading.Thread(target=relay, daemon=True)
+    relayer.start()
+    holder = _session(conns, pg.connect("bob", autocommit=False))
+    holder.execute("SELECT credvault.request_read('alpha', 'db', 'relay')")
+    _in_background(holder, "SELECT credvault.revoke_grant_logged('alpha', 'carol', '\\x00')")
+    wait_until(lambda: _waiting(pg, holder.info.backend_pid), "bob's holder to wait")
+    try:
+        with pg.connect("alice") as alice:
+            alice.execute("SET statement_timeout = '12s'")
+            row = alice.execute("SELECT credvault.request_read('alpha', 'db', '')").fetchone()
+            assert int(row[0]) > 0
+    finally:
+        stop.set()
+        relayer.join(30)  # no session of bob's opened after the fixture closes them
