@@ -1,4 +1,4 @@
-"""Review of section chainheld (upgrade-2.sql; fixes in section chainroot).
+"""Review of section chainheld (upgrade-2.sql; its "Which session" paragraph).
 
 Written as the attacker, bob, a member with psql and as many sessions as he likes. The
 chain's waiter follows the holder's wait to its root and ends a stale member session there;
@@ -12,7 +12,6 @@ import threading
 from typing import Any
 
 import psycopg
-import pytest
 
 from killpoints import wait_until
 
@@ -103,22 +102,28 @@ def test_the_walk_never_stops_on_an_honest_waiter_eight_hops_down(
     assert _gone(root)
     assert {i for _, i, _ in _ended(pg)} == {"bob"}
     _chain_ok(pg)
-    for w in waits:  # bob's waits end one way or the other (his sessions ended)
+    with pg.connect() as dba:  # bob's sessions still waiting on one another: the DBA's turn
+        dba.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = %s",
+            (pg.role("bob"),),
+        )
+    for w in waits:
         wait_until(lambda w=w: bool(w), "bob's waits to end")
-    assert all(w == [True] or isinstance(w[0], psycopg.OperationalError) for w in waits)
 
 
 def test_a_session_level_advisory_lock_does_not_hold_the_chain_for_ever(
     pg: Any, conns: list[Any]
 ) -> None:
-    """bob's holder (an open transaction that called request_read) waits for an advisory
-    lock bob's other session took at session level (pg_advisory_lock, which every role may
-    call). That session is at the root of the wait, but out of any transaction between its
-    statements (no xact_start) and never idle for long (it runs SELECT 1 every 0.2 s):
-    chainheld judged it by its transaction, so nothing was ever ended and every colleague's
-    audited action waited for ever. A root someone has waited for longer than the hold
-    limit is ended."""
-    _team(pg, idle=1, hold=2)
+    """bob's session b2 locks alpha/db (an unaudited rename onto a name that exists) and
+    waits for an advisory lock his keeper took at session level (pg_advisory_lock, which
+    every role may call); then his holder takes the chain and waits for alpha/db. The
+    keeper is the root, but out of any transaction between its statements and never idle
+    for long (SELECT 1 every 0.2 s): chainheld judged roots by their transaction, so
+    nothing was ever ended. A root someone has waited for an advisory lock for longer than
+    the hold limit is ended, and it goes first: that wait is older than the holder's
+    transaction. Then b2 and the holder, each open past the limit, oldest first."""
+    _team(pg, idle=60, hold=2)
+    pg.put("alice", "alpha", "db2", b"db2-envelope")
     keeper = _session(conns, pg.connect("bob"))
     keeper.execute("SELECT pg_advisory_lock(4242)")
     stop = threading.Event()
@@ -131,29 +136,43 @@ def test_a_session_level_advisory_lock_does_not_hold_the_chain_for_ever(
             pass  # ended
 
     threading.Thread(target=busy, daemon=True).start()
+    b2 = _session(conns, pg.connect("bob", autocommit=False))
+    assert b2.execute("SELECT credvault.rename_credential('alpha', 'db', 'db2')").fetchone()[0] == (
+        "exists"
+    )
+    _in_background(b2, "SELECT pg_advisory_lock(4242)")
+    with pg.connect() as dba:  # b2 has waited past the hold limit before the holder starts
+        wait_until(
+            lambda: bool(
+                dba.execute(
+                    "SELECT coalesce(bool_or(waitstart < clock_timestamp() - interval '2.5 s'),"
+                    " false) FROM pg_locks WHERE pid = %s AND NOT granted",
+                    (b2.info.backend_pid,),
+                ).fetchone()[0]
+            ),
+            "b2's wait for the advisory lock to pass the hold limit",
+        )
     holder = _session(conns, pg.connect("bob", autocommit=False))
     holder.execute("SELECT credvault.request_read('alpha', 'db', 'left waiting')")
-    wait = _in_background(holder, "SELECT pg_advisory_lock(4242)")
+    _in_background(holder, "SELECT credvault.rename_credential('alpha', 'db', 'db2')")
     wait_until(lambda: _waiting(pg, holder.info.backend_pid), "bob's holder to wait")
     try:
         with pg.connect("alice") as alice:
-            alice.execute("SET statement_timeout = '20s'")
+            alice.execute("SET statement_timeout = '30s'")
             row = alice.execute("SELECT credvault.request_read('alpha', 'db', '')").fetchone()
             assert int(row[0]) > 0
     finally:
         stop.set()
     assert _gone(keeper)
+    assert _gone(b2)
     assert _gone(holder)
-    assert wait
-    assert [(m, i) for m, i, _ in _ended(pg)] == [("alice", "bob"), ("alice", "bob")]
+    ended = _ended(pg)
+    assert [(m, i) for m, i, _ in ended] == [("alice", "bob")] * 3
+    assert ended[0][2].startswith("a lock it held for")  # the keeper, first
+    assert all(d.startswith("its transaction open for") for _, _, d in ended[1:])
     _chain_ok(pg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: the chain's holder waits for a FOR UPDATE that bob's fresh FOR SHARE"
-    " sessions keep starving; only roots are judged and a fresh root is not stale",
-)
 def test_fresh_share_lockers_relayed_do_not_hold_the_chain_for_ever(
     pg: Any, conns: list[Any]
 ) -> None:
@@ -162,22 +181,27 @@ def test_fresh_share_lockers_relayed_do_not_hold_the_chain_for_ever(
     bob's other sessions each hold the row FOR SHARE (open_for_write, from a rename of a
     credential that does not exist: 'not found', unaudited); a new one joins every 0.5 s,
     which a share lock may do past a waiting FOR UPDATE. Each is ended once stale, but the
-    holder then waits for the next, fresh one: the holder is never at a root, so it is
-    never judged, and the chain is held as long as bob keeps relaying."""
+    holder then waits for the next, fresh one: judged only at roots, the holder never was,
+    and the chain was held as long as bob kept relaying. The holder itself, open past the
+    hold limit, is ended now, waiting or not."""
     _team(pg, idle=60, hold=2)
     stop = threading.Event()
+
+    relayed: list[int] = []
 
     def relay() -> None:
         while not stop.is_set():
             try:
                 r = _session(conns, pg.connect("bob", autocommit=False))
                 r.execute("SELECT credvault.rename_credential('alpha', 'nope', 'zz')")
+                relayed.append(r.info.backend_pid)
             except psycopg.Error:
                 pass
             stop.wait(0.5)
 
     relayer = threading.Thread(target=relay, daemon=True)
     relayer.start()
+    wait_until(lambda: bool(relayed), "the first relayed FOR SHARE")
     holder = _session(conns, pg.connect("bob", autocommit=False))
     holder.execute("SELECT credvault.request_read('alpha', 'db', 'relay')")
     _in_background(holder, "SELECT credvault.revoke_grant_logged('alpha', 'carol', '\\x00')")
