@@ -8188,6 +8188,218 @@ BEGIN
                    credvault.member_group());
 END $$;
 
+-- == verpin: an earlier version is released only with its credential as the request found it ==
+--
+-- (docs/team.md "Reading a secret"; found by tests/postgres/test_records_stateful_pg.py,
+-- the state machine over history, mv and the trash.) Section pinned left `get --version N`
+-- and `get --version N --field F` (fetch_record's 'version' and 'version-show' kinds)
+-- unpinned, "an earlier version never changes". It does, and it outlives its credential's
+-- row: `rm` leaves the versions in place (the trash keeps naming them), and an `mv` to
+-- another engagement rewrites them (sealed again under the other key) and, moved back,
+-- rewrites them again under the same ids. A request made before an `rm` was released the
+-- removed credential's earlier value after it (bob asks for version 1, alice removes
+-- alpha/db, bob's fetch_record still returns version 1's secret: a value of a credential
+-- in the trash, whose `get` request the removal took with it, section rpreview); one made
+-- before an `mv` there and back was released the version sealed again after it, bytes its
+-- entry never covered; and a request made before an `rm` and a `restore` was released by
+-- the restored credential. Now request_record records the version row's own version
+-- (`pins`: pin(), section pinmany) beside the credential's (target_xmin, target_ctid,
+-- which it already recorded for these kinds), and fetch_record releases the version only
+-- while both are as found, in one query: a credential removed or moved away since gives
+-- nothing (the client says not found, as for the other kinds); one written, restored or
+-- moved back since is refused as serialization_failure ("changed since the read
+-- request") and the client asks again (PgStore.asked_again): a `put` in between, which
+-- leaves version N as it was, is refused too, as the cheap way to tell a restored row from
+-- the one found. Requests made before this section carry no pins and release nothing.
+-- request_record also looks the version up in the request's engagement only. Otherwise
+-- both functions are as section pinned left them (grants kept: CREATE OR REPLACE).
+
+CREATE OR REPLACE FUNCTION credvault.request_record(
+    k text, eng text, itm text, reason text DEFAULT '', ver integer DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me();
+    e engagements%ROWTYPE;
+    act text;
+    cid bigint;
+    tid bigint;
+    tx xid;
+    tc tid;
+    sx xid;
+    sc tid;
+    vp text[];
+    why text := coalesce(reason, '');
+    detail text;
+    s bigint;
+    rid bigint;
+BEGIN
+    act := CASE k WHEN 'system' THEN 'system-show' WHEN 'credential-system' THEN 'show'
+                  WHEN 'fields' THEN 'show'
+                  WHEN 'version' THEN 'get' WHEN 'version-show' THEN 'show'
+                  -- a credential's secret, to seal it again bound to its new name (mv) or
+                  -- kind and link (edit): the client then stores it with the change, which
+                  -- the mv or edit function audits under its own name
+                  WHEN 'rebind-mv' THEN 'rebind' WHEN 'rebind-edit' THEN 'rebind' END;
+    IF act IS NULL OR (k LIKE 'version%' AND ver IS NULL) THEN
+        RAISE EXCEPTION 'credvault: unknown kind of record %', k USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO e FROM engagements WHERE name = eng
+        AND (state = 'active' OR (state = 'closed' AND k NOT LIKE 'rebind-%'));
+    IF e.id IS NULL OR NOT may(e.id, 'read') OR (k LIKE 'rebind-%' AND NOT may(e.id, 'write')) THEN
+        -- audited under the operation's verb, as SQLCipher does (access.py)
+        PERFORM audit_append(who, CASE k WHEN 'system' THEN 'system show' ELSE act END,
+                             eng, itm, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' AND k NOT LIKE 'rebind-%' THEN
+        PERFORM audit_append(who, act, eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    IF k = 'system' THEN
+        -- and the versions found, which alone may be released under this entry (section
+        -- pinned): the system's row; for the others the credential's and its system's
+        SELECT sy.id, sy.xmin, sy.ctid INTO tid, tx, tc FROM systems sy
+        WHERE sy.engagement_id = e.id AND sy.name = itm;
+        detail := CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END;
+    ELSE
+        SELECT c.id, c.xmin, c.ctid, sy.xmin, sy.ctid INTO cid, tx, tc, sx, sc
+        FROM credentials c LEFT JOIN systems sy ON sy.id = c.system_id
+        WHERE c.engagement_id = e.id AND c.name = itm;
+        tid := cid;
+        detail := CASE k
+            WHEN 'credential-system' THEN 'system address and port, without the secret'
+            WHEN 'fields' THEN 'fields without the secret'
+            WHEN 'version' THEN format('version %s', ver)
+            WHEN 'rebind-mv' THEN 'secret released to seal it again for its new name'
+            WHEN 'rebind-edit' THEN 'secret released to seal it again for its new kind or link'
+            ELSE format('version %s: fields without the secret', ver) END
+            || CASE WHEN why = '' THEN '' ELSE '; reason: ' || why END;
+    END IF;
+    IF tid IS NULL THEN
+        PERFORM audit_append(who, act, eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    IF k LIKE 'version%' THEN
+        -- and that version's own row version (section verpin): tx, tc stay the
+        -- credential's, which fetch_record checks too
+        SELECT v.id, ARRAY[pin('credential_versions', v.id, v.xmin, v.ctid)] INTO tid, vp
+        FROM credential_versions v
+        WHERE v.credential_id = cid AND v.engagement_id = e.id AND v.version = ver;
+        IF tid IS NULL THEN
+            PERFORM audit_append(who, act, eng, itm, 'error', format('no version %s', ver));
+            RETURN NULL;
+        END IF;
+    END IF;
+    s := audit_append(who, act, eng, itm, 'ok', detail);
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid,
+                                 target_xmin, target_ctid, sys_xmin, sys_ctid, pins)
+    VALUES (who, k, e.id, tid, s, pg_current_xact_id(), tx, tc, sx, sc, vp) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.fetch_record(request bigint)
+RETURNS TABLE (uid bytea, name text, kind text, port integer, protocol text, sys_uid bytea,
+               sys_name text, e1 bytea, e2 bytea, e3 bytea, e4 bytea, audit_seq bigint,
+               created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    -- before want: a request visible in this snapshot committed, its commit record
+    -- inserted, before want was read (section early)
+    snap pg_snapshot := pg_current_snapshot();
+    want pg_lsn := pg_current_wal_insert_lsn();
+    who text := me();
+    q record_requests%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM record_requests r WHERE r.id = request FOR UPDATE;
+    IF q.id IS NULL OR q.member <> who THEN
+        RAISE EXCEPTION 'credvault: no such read request' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: read request already used' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF q.created_at < clock_timestamp() - interval '60 seconds' THEN
+        RAISE EXCEPTION 'credvault: read request expired' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_xact_status(q.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'credvault: read request not committed' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT pg_visible_in_snapshot(q.xid, snap) THEN
+        RAISE EXCEPTION 'credvault: read request not yet durable (asynchronous commit?); retry'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM await_durable(want);
+    IF NOT may(q.engagement_id, 'read')
+       OR (q.kind LIKE 'rebind-%' AND NOT may(q.engagement_id, 'write')) THEN
+        RAISE EXCEPTION 'credvault: access revoked' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE record_requests SET used_at = clock_timestamp() WHERE id = q.id;
+    IF q.kind = 'system' THEN
+        RETURN QUERY SELECT s.uid, s.name, NULL::text, s.port, s.protocol, NULL::bytea, NULL::text,
+                            s.address_env, s.details_env, NULL::bytea, NULL::bytea,
+                            q.audit_seq, s.created_at, s.updated_at
+            FROM systems s WHERE s.id = q.target_id AND s.engagement_id = q.engagement_id
+            AND s.xmin = q.target_xmin AND s.ctid = q.target_ctid;
+    ELSIF q.kind = 'credential-system' THEN
+        RETURN QUERY SELECT s.uid, s.name, NULL::text, s.port, s.protocol, NULL::bytea, NULL::text,
+                            s.address_env, NULL::bytea, NULL::bytea, NULL::bytea,
+                            q.audit_seq, c.created_at, c.updated_at
+            FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+            WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id
+            AND c.xmin = q.target_xmin AND c.ctid = q.target_ctid
+            AND s.xmin IS NOT DISTINCT FROM q.sys_xmin AND s.ctid IS NOT DISTINCT FROM q.sys_ctid;
+    ELSIF q.kind = 'fields' THEN
+        RETURN QUERY SELECT c.uid, c.name, c.kind, NULL::integer, NULL::text, s.uid, s.name,
+                            NULL::bytea, c.username_env, c.url_env, c.notes_env,
+                            q.audit_seq, c.created_at, c.updated_at
+            FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+            WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id
+            AND c.xmin = q.target_xmin AND c.ctid = q.target_ctid
+            AND s.xmin IS NOT DISTINCT FROM q.sys_xmin AND s.ctid IS NOT DISTINCT FROM q.sys_ctid;
+    ELSIF q.kind IN ('version', 'version-show') THEN
+        RETURN QUERY SELECT v.uid, v.name, v.kind, NULL::integer, NULL::text, v.system_uid,
+                            v.system_name,
+                            CASE WHEN q.kind = 'version' THEN v.secret_env END,
+                            v.username_env, v.url_env, v.notes_env,
+                            q.audit_seq, c.created_at, v.created_at
+            FROM credential_versions v
+            JOIN credentials c ON c.id = v.credential_id AND c.engagement_id = q.engagement_id
+            WHERE v.id = q.target_id AND v.engagement_id = q.engagement_id
+            -- the version as the request found it, of the credential as it found it
+            -- (section verpin)
+            AND pin('credential_versions', v.id, v.xmin, v.ctid) = ANY (q.pins)
+            AND c.xmin = q.target_xmin AND c.ctid = q.target_ctid;
+    ELSIF q.kind LIKE 'rebind-%' THEN
+        RETURN QUERY SELECT c.uid, c.name, c.kind, NULL::integer, NULL::text, s.uid, s.name,
+                            c.secret_env, NULL::bytea, NULL::bytea, NULL::bytea,
+                            q.audit_seq, c.created_at, c.updated_at
+            FROM credentials c LEFT JOIN systems s ON s.id = c.system_id
+            WHERE c.id = q.target_id AND c.engagement_id = q.engagement_id
+            AND c.xmin = q.target_xmin AND c.ctid = q.target_ctid
+            AND s.xmin IS NOT DISTINCT FROM q.sys_xmin AND s.ctid IS NOT DISTINCT FROM q.sys_ctid;
+    END IF;
+    -- the row (or its system's) written since the request: its entry names an earlier
+    -- value; a new request (a new entry) reads this one (section pinned). A row gone still
+    -- returns nothing, as before. An earlier version: refused likewise while its
+    -- credential is in the engagement (a put, a restore, an mv back: section verpin);
+    -- nothing when it is not (removed, moved away).
+    IF NOT FOUND
+       AND ((q.kind = 'system' AND EXISTS (SELECT 1 FROM systems s WHERE s.id = q.target_id
+                                           AND s.engagement_id = q.engagement_id))
+            OR (q.kind LIKE 'version%'
+                AND EXISTS (SELECT 1 FROM credential_versions v
+                            JOIN credentials c ON c.id = v.credential_id
+                            WHERE v.id = q.target_id AND c.engagement_id = q.engagement_id))
+            OR (q.kind <> 'system' AND q.kind NOT LIKE 'version%'
+                AND EXISTS (SELECT 1 FROM credentials c WHERE c.id = q.target_id
+                            AND c.engagement_id = q.engagement_id))) THEN
+        RAISE EXCEPTION 'credvault: the record changed since the read request; run the command again'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
+
 -- == chainheld: a member's open transaction does not hold the audit chain for ever ==
 --
 -- (docs/team.md "What members can and cannot touch"; until now under "Not built yet".)
