@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CliResult
+from conftest import KDF_ARG, CliResult
 from killpoints import FULL_KILLS, KILL_HOOK, kill_count, points, without_coverage
 from pg_cluster import Cluster
-from postgres.test_contract import SECRET, World, _postgresql
+from postgres.test_contract import SECRET, World, _machine, _postgresql
 
 # The child: KILL_HOOK, plus a kill point named by a step ("NAME+k": k lines after the first
 # call of the credvault function NAME), then the CLI's own main under it.
@@ -300,3 +300,49 @@ def _recertify(w: World, pw: Path, at: object = None) -> None:
     assert certify.code == 0, (at, certify.err)
     assert rotate.code == 0, (at, rotate.err)
     assert (got.code, got.out) == (0, SECRET + b"\n"), (at, got.err)
+
+
+# -- join -------------------------------------------------------------------------------------
+def _newcomer(w: World, name: str) -> tuple[tuple[str, ...], list[str]]:
+    """A machine for ``name``: alice's ``member invite`` and ``name``'s ``join`` args."""
+    w.envs[name] = _machine(Path(w.root), name, w.target)
+    code = str(Path(w.root) / f"{name}.invitation")
+    pw = w.envs[name]["CREDVAULT_PASSPHRASE_FILE"]
+    return (
+        ("member", "invite", name, "--invitation-file", code),
+        ["join", "--invitation-file", code, "--passphrase-file", pw, "--kdf", KDF_ARG],
+    )
+
+
+def test_join_killed_is_done_or_a_rerun_finishes(team: World) -> None:
+    """``join``: keys made here, the slot written, the public keys published with the new
+    login (the invitation's password replaced). Killed anywhere, running ``join`` again
+    with the same invitation completes, or says it was done; the newcomer then logs in."""
+    w = team
+    invite, args = _newcomer(w, "joiner")
+    assert as_(w, "alice", *invite).code == 0
+    cal = calibrate(w, "joiner", args)
+    steps = ["write_new+0", "join_proved+0", "join_proved+4"]
+    kills = kill_points(cal, steps, 3, 16)
+    invite, args = _newcomer(w, "joiner0")
+    assert as_(w, "alice", *invite).code == 0
+    for i, at in enumerate(kills):
+        name = f"joiner{i}"
+        code = kill(w, name, args, at, {})
+        this = args
+        invite, args = _newcomer(w, f"joiner{i + 1}")  # the next one's, in the same batch
+        again, ls, audit, invited = batch(
+            w,
+            (name, this, None),
+            (name, ("member", "ls"), None),
+            ("alice", ("audit", "verify"), None),
+            ("alice", invite, None),
+        )
+        for r in (again, ls, audit):
+            never_tampered(r)
+        # done means done; otherwise it completes now
+        assert again.code == 0 or (code != 0 and "exists already" in again.err), (at, again.err)
+        assert code != 0 or "exists already" in again.err, again.err
+        assert ls.code == 0, (at, ls.err)
+        assert audit.code == 0, (at, audit.err)
+        assert invited.code == 0, invited.err
