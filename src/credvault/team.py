@@ -412,7 +412,10 @@ class Team:
     @classmethod
     def init(cls, target: str, admin: str, passphrase: Secret, kdf: KdfParams) -> TeamInit:
         """As the database's owner (libpq's own login: ~/.pgpass, a service file): apply the
-        schema, make the first admin, and join as them from this machine."""
+        schema, make the first admin, and join as them from this machine. An init of the
+        same admin cut short (the schema there, the admin not joined, nothing else) is
+        finished: with the key slot it wrote if the admin's role was made (the same
+        passphrase), else with a new one."""
         from credvault.postgres.server import apply_schema, installed_version, scram_verifier
 
         check(kdf, from_disk=False)
@@ -420,25 +423,43 @@ class Team:
             raise InvalidInput("the passphrase is empty")
         owner = PgStore.connect(target, "owner", check=False)
         try:
-            if installed_version(owner.conn) is not None:
-                raise AlreadyExists("this database already holds a credvault team vault")
-            apply_schema(owner.conn)
+            # (role made, invitation recorded) of an init cut short, which this one finishes
+            resumed: tuple[bool, bool] | None
+            if installed_version(owner.conn) is None:
+                apply_schema(owner.conn)
+                resumed = None
+            else:
+                resumed = owner.unfinished_init(admin)
+                if resumed is None:
+                    raise AlreadyExists("this database already holds a credvault team vault")
             vault_id = owner.vault_id()
             db = owner.database()
             path = team_slot_path(db, admin)
-            slot, keys = new_slot(vault_id, db, admin, passphrase, kdf)
-            # the founder: every member pins this key's fingerprint (it rides in the codes)
-            slot = slot._replace(anchor=_fp(slot.sign_pub))
-            slot.write_new(path)
-            owner.create_member_role(admin, scram_verifier(login_password(keys, vault_id)), True)
-            message = invitation_message(vault_id, admin, slot.sign_pub, True, admin)
-            owner.owner_certificate(
-                admin,
-                admin,
-                True,
-                slot.sign_pub,
-                p.sign(keys.sign_private, labels.TEAM_INVITE_SIG, message),
-            )
+            if resumed is not None and resumed[0]:
+                # the role's login derives from the slot written before it: the same keys
+                slot = TeamSlot.read(path)
+                keys = slot.unlock(passphrase)
+                if slot.vault_id != vault_id:
+                    raise IntegrityError("the team key slot belongs to another vault")
+            else:
+                if resumed is not None and path.exists():
+                    # no role yet: the server never took this slot's keys. Kept aside.
+                    os.replace(path, path.with_name(path.name + ".old"))
+                slot, keys = new_slot(vault_id, db, admin, passphrase, kdf)
+                # the founder: every member pins this key's fingerprint (it rides in the codes)
+                slot = slot._replace(anchor=_fp(slot.sign_pub))
+                slot.write_new(path)
+                verifier = scram_verifier(login_password(keys, vault_id))
+                owner.create_member_role(admin, verifier, True)
+            if resumed is None or not resumed[1]:
+                message = invitation_message(vault_id, admin, slot.sign_pub, True, admin)
+                owner.owner_certificate(
+                    admin,
+                    admin,
+                    True,
+                    slot.sign_pub,
+                    p.sign(keys.sign_private, labels.TEAM_INVITE_SIG, message),
+                )
         finally:
             owner.close()
         proof = p.sign(

@@ -346,3 +346,54 @@ def test_join_killed_is_done_or_a_rerun_finishes(team: World) -> None:
         assert ls.code == 0, (at, ls.err)
         assert audit.code == 0, (at, audit.err)
         assert invited.code == 0, invited.err
+
+
+# -- init -------------------------------------------------------------------------------------
+def _empty_database(root: Path, cluster: Cluster, n: int) -> tuple[World, list[str]]:
+    """A new database (its owner's password in alice's ~/.pgpass, as the DBA hands it
+    over) and alice's machine: the world and ``init``'s args."""
+    from credvault.postgres import bootstrap_sql, scram_verifier
+
+    db = f"fi{n}_{secrets.token_hex(3)}"
+    owner, owner_pw = f"{db}_owner", secrets.token_urlsafe(16)
+    cluster.superuser_sql(bootstrap_sql(db, owner, scram_verifier(owner_pw)))
+    root = root / db
+    root.mkdir()
+    w = World("postgresql", root, f"postgresql://127.0.0.1:{cluster.port}/{db}")
+    w.envs["alice"] = _machine(root, "alice", w.target)
+    pgpass = Path(w.envs["alice"]["HOME"]) / ".pgpass"
+    pgpass.write_text(f"127.0.0.1:{cluster.port}:{db}:{owner}:{owner_pw}\n")
+    pgpass.chmod(0o600)
+    owner_target = f"postgresql://{owner}@127.0.0.1:{cluster.port}/{db}"
+    return w, ["init", "--vault", owner_target, "--kdf", KDF_ARG]
+
+
+def test_init_killed_is_done_or_a_rerun_finishes(tmp_path: Path, pg_cluster: Cluster) -> None:
+    """``init`` against PostgreSQL: the schema (one transaction), alice's key slot, her
+    login role and invitation, her join. Killed anywhere, running ``init`` again completes
+    or says it was done; alice then logs in and the audit trail verifies."""
+    w, args = _empty_database(tmp_path, pg_cluster, 0)
+    cal = calibrate(w, "alice", args)
+    steps = [
+        "apply_schema+0",
+        "write_new+0",
+        "create_member_role+0",
+        "owner_certificate+0",
+        "join_proved+0",
+    ]
+    for i, at in enumerate(kill_points(cal, steps, 2, 12)):
+        w, args = _empty_database(tmp_path, pg_cluster, i + 1)
+        code = kill(w, "alice", args, at, {})
+        again, ls, audit = batch(
+            w,
+            ("alice", args, None),
+            ("alice", ("member", "ls"), None),
+            ("alice", ("audit", "verify"), None),
+        )
+        for r in (again, ls, audit):
+            never_tampered(r)
+        done = "already holds a credvault team vault" in again.err
+        assert again.code == 0 or (code != 0 and done), (at, again.err)
+        assert code != 0 or done, again.err
+        assert ls.code == 0, (at, ls.err)
+        assert audit.code == 0, (at, audit.err)
