@@ -248,8 +248,11 @@ class TeamPurger:
             who = "its lead or an admin" if why == "request" else "admins only"
             raise AccessDenied(t.member, verb, name, who)
         text = sign_receipt(t.keys, facts, None)
-        ls.store_receipt(t.store, name, text)
+        # this machine's ledger first: killed after it, the server's receipt waits unsigned
+        # for the next purge (sign_pending), which signs and keeps it again; killed after the
+        # server's, before the ledger's, nothing would ever write the ledger's line
         keep(t, text)
+        ls.store_receipt(t.store, name, text)
         t.forget_keys(name)
         return Receipt.from_json(json.loads(text))
 
@@ -274,8 +277,8 @@ class TeamPurger:
         n = 0
         for name, facts, rewritten_at in ls.receipts_to_sign(self.t.store):
             text = sign_receipt(self.t.keys, facts, rewritten_at)
+            keep(self.t, text)  # the ledger first, as _destroy
             ls.store_receipt(self.t.store, name, text)
-            keep(self.t, text)
             n += 1
         return n
 
