@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from credvault import (
     DEFAULT_KDF,
+    AlreadyExists,
     Engagement,
     FirstOf,
     IntegrityError,
@@ -450,6 +451,10 @@ def cmd_member_invite(args: argparse.Namespace) -> int:
     """Invite a member to a team vault: a one-time code, shown once or written 0600."""
     if vault_target(getattr(args, "vault", None)) is None:
         raise InvalidInput("member invite is for a PostgreSQL team vault: use member add")
+    if args.invitation_file and os.path.lexists(args.invitation_file):
+        # before the server: inviting again replaces the invitation (a code nobody got,
+        # as after an invite killed before it wrote the file), which voids this file's
+        raise AlreadyExists(f"{args.invitation_file} exists; not overwritten")
     with open_vault(args) as v:
         inv = cast("Team", v).members.invite(args.name, admin=args.admin)
     if args.invitation_file:
