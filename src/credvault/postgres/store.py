@@ -645,6 +645,17 @@ class PgStore:
                 (name, inviter, admin, ipk, invitation_sig),
             )
 
+    def migrated_from(self, vault_id: bytes) -> bool:
+        """As the owner: whether this database is the team vault ``credvault migrate`` made
+        of the SQLCipher vault ``vault_id`` (that id, and the migration's audit entry)."""
+        with self._errors("read the vault"):
+            row = self.conn.execute(
+                "SELECT credvault.vault_id() = %s"
+                " AND EXISTS (SELECT 1 FROM credvault.audit WHERE action = 'migrate')",
+                (vault_id,),
+            ).fetchone()
+        return bool(row and row[0])
+
     def unfinished_init(self, admin: str) -> tuple[bool, bool] | None:
         """As the owner, on a database holding the schema: whether it is a ``credvault init``
         for ``admin`` cut short (no engagement, no member but ``admin``, still ``invited``),
