@@ -133,6 +133,10 @@ class TeamLifecycle:
         validate.name(name, "engagement name")
         grace = None if grace_days is None else validate.days(grace_days, "grace period")
         outcome = ls.close(self.t.store, name, grace)
+        if outcome == "error: closed":
+            # closed already, maybe by a close cut short before its record reached this
+            # machine's ledger: the record of it as it is now (twice is harmless), then no
+            self._kept(self.get(name, "close"))
         self._outcome(outcome, "close", name, "engagement {name!r} is {state}: cannot close")
         return self._kept(self.get(name, "close"))
 
