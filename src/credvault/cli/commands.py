@@ -774,14 +774,24 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
         read = v.engagements.revoke(args.engagement, args.member)
     viewed: tuple[str, ...] = tuple(getattr(read, "viewed", ()))
+    earlier = bool(getattr(read, "earlier", False))
     if args.json:
-        t.out_json(
-            {
-                "engagement": args.engagement,
-                "member": args.member,
-                "credentials_read": read,
-                "records_viewed": list(viewed),
-            }
+        out: dict[str, object] = {
+            "engagement": args.engagement,
+            "member": args.member,
+            "credentials_read": read,
+            "records_viewed": list(viewed),
+        }
+        if earlier:
+            out["revoked_earlier"] = True
+        t.out_json(out)
+        return EXIT_OK
+    if earlier:  # docs/team.md: a revoke cut short before its key rotation, run again
+        t.out(
+            f"{args.member} was revoked on {args.engagement} already; the engagement key "
+            "rotation that revoke began is done now (what they read: the audit trail's "
+            "revoke entry, `credvault audit --engagement "
+            f"{args.engagement}`)"
         )
         return EXIT_OK
     t.out(f"revoked {args.member} on {args.engagement}; engagement key rotated")
