@@ -47,6 +47,9 @@ class RevokeReport(builtins.list[str]):
     viewed without a secret (nothing to rotate, but the client may want to know)."""
 
     viewed: tuple[str, ...] = ()
+    # a team vault's revoke run again after one cut short between the server's revoke and
+    # the key rotation: the rotation done now; what they read was listed (if at all) then
+    earlier: bool = False
 
 
 class Engagements:

@@ -51,6 +51,8 @@ from credvault.postgres.statements import copy_message, creation_message, role_m
 
 if TYPE_CHECKING:
     from credvault.model import Engagement
+    from credvault.postgres.store import PgStore
+    from credvault.session import Session
     from credvault.vault import Vault
 
 _PG_MEMBER = re.compile(r"\A[a-z][a-z0-9_-]{0,30}\Z")
@@ -138,6 +140,29 @@ def _vouch(v: Vault, engagements: list[Engagement]) -> dict[int, _Vouched]:
     return vouched
 
 
+def _record_if_cut_short(s: Session, owner: PgStore) -> None:
+    """A migration of this vault that committed on the server and was cut short before
+    this vault's own trail recorded it: record it now, and say so (AlreadyExists)."""
+    local = s.store.audit_query(
+        engagements=None,
+        member=None,
+        action="migrate",
+        since=None,
+        limit=None,
+        include_vault_wide=True,
+    )
+    if local or not owner.migrated_from(s.vault_id):
+        return
+    database = owner.database()
+    with s.store.write():
+        s.log("migrate", None, None, "ok", f"to PostgreSQL database {database}")
+    raise AlreadyExists(
+        "this database already holds a credvault team vault: this one, migrated by a run "
+        "cut short before this vault recorded it (recorded now; the invitations are where "
+        "that run wrote them)"
+    )
+
+
 def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
     """Copy the open vault ``v`` (its member must be an admin) into ``target``."""
     from credvault.postgres.server import apply_schema, installed_version, scram_verifier
@@ -163,6 +188,7 @@ def migrate(v: Vault, target: str, invitations: Path) -> Migrated:
         if version is not None:
             row = owner.conn.execute("SELECT count(*) FROM credvault.members").fetchone()
             if row[0]:
+                _record_if_cut_short(s, owner)
                 raise AlreadyExists("this database already holds a credvault team vault")
         else:
             apply_schema(owner.conn)

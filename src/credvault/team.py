@@ -412,7 +412,10 @@ class Team:
     @classmethod
     def init(cls, target: str, admin: str, passphrase: Secret, kdf: KdfParams) -> TeamInit:
         """As the database's owner (libpq's own login: ~/.pgpass, a service file): apply the
-        schema, make the first admin, and join as them from this machine."""
+        schema, make the first admin, and join as them from this machine. An init of the
+        same admin cut short (the schema there, the admin not joined, nothing else) is
+        finished: with the key slot it wrote if the admin's role was made (the same
+        passphrase), else with a new one."""
         from credvault.postgres.server import apply_schema, installed_version, scram_verifier
 
         check(kdf, from_disk=False)
@@ -420,25 +423,43 @@ class Team:
             raise InvalidInput("the passphrase is empty")
         owner = PgStore.connect(target, "owner", check=False)
         try:
-            if installed_version(owner.conn) is not None:
-                raise AlreadyExists("this database already holds a credvault team vault")
-            apply_schema(owner.conn)
+            # (role made, invitation recorded) of an init cut short, which this one finishes
+            resumed: tuple[bool, bool] | None
+            if installed_version(owner.conn) is None:
+                apply_schema(owner.conn)
+                resumed = None
+            else:
+                resumed = owner.unfinished_init(admin)
+                if resumed is None:
+                    raise AlreadyExists("this database already holds a credvault team vault")
             vault_id = owner.vault_id()
             db = owner.database()
             path = team_slot_path(db, admin)
-            slot, keys = new_slot(vault_id, db, admin, passphrase, kdf)
-            # the founder: every member pins this key's fingerprint (it rides in the codes)
-            slot = slot._replace(anchor=_fp(slot.sign_pub))
-            slot.write_new(path)
-            owner.create_member_role(admin, scram_verifier(login_password(keys, vault_id)), True)
-            message = invitation_message(vault_id, admin, slot.sign_pub, True, admin)
-            owner.owner_certificate(
-                admin,
-                admin,
-                True,
-                slot.sign_pub,
-                p.sign(keys.sign_private, labels.TEAM_INVITE_SIG, message),
-            )
+            if resumed is not None and resumed[0]:
+                # the role's login derives from the slot written before it: the same keys
+                slot = TeamSlot.read(path)
+                keys = slot.unlock(passphrase)
+                if slot.vault_id != vault_id:
+                    raise IntegrityError("the team key slot belongs to another vault")
+            else:
+                if resumed is not None and path.exists():
+                    # no role yet: the server never took this slot's keys. Kept aside.
+                    os.replace(path, path.with_name(path.name + ".old"))
+                slot, keys = new_slot(vault_id, db, admin, passphrase, kdf)
+                # the founder: every member pins this key's fingerprint (it rides in the codes)
+                slot = slot._replace(anchor=_fp(slot.sign_pub))
+                slot.write_new(path)
+                verifier = scram_verifier(login_password(keys, vault_id))
+                owner.create_member_role(admin, verifier, True)
+            if resumed is None or not resumed[1]:
+                message = invitation_message(vault_id, admin, slot.sign_pub, True, admin)
+                owner.owner_certificate(
+                    admin,
+                    admin,
+                    True,
+                    slot.sign_pub,
+                    p.sign(keys.sign_private, labels.TEAM_INVITE_SIG, message),
+                )
         finally:
             owner.close()
         proof = p.sign(
@@ -629,13 +650,21 @@ class Team:
             raise InvalidInput("the passphrase is empty")
         db = database_of(target)
         path = team_slot_path(db, member)
-        if path.exists():
-            raise AlreadyExists(f"a team key slot exists already at {path}; not overwritten")
+        exists = AlreadyExists(f"a team key slot exists already at {path}; not overwritten")
         code = invitation.reveal()
         anchor = parse_code(code.decode(errors="replace"))
-        with PgStore.connect(
-            target, member, user=f"{db}_{member}", password=code.decode()
-        ) as store:
+        try:
+            store = PgStore.connect(target, member, user=f"{db}_{member}", password=code.decode())
+        except AccessDenied:
+            if path.exists():  # joined already: the server took the keys of this slot
+                raise exists from None
+            raise
+        with store:
+            if path.exists():
+                # The invitation still logs in: the server took no keys under it, so this
+                # slot's never reached it (a join killed before the server took them) or
+                # belong to an earlier membership under this name. Kept aside, not used.
+                os.replace(path, path.with_name(path.name + ".old"))
             vault_id = store.vault_id()
             slot, keys = new_slot(vault_id, db, member, passphrase, kdf, keys=keys, anchor=anchor)
             # the holder of the code vouches for the keys made here (format.md §19.4)
@@ -1741,7 +1770,16 @@ class TeamEngagements:
             if not t.leads(v.state):
                 raise AccessDenied(t.member, "revoke", name, "refused by the server")
             if member not in v.state.roster:
-                raise NotFound("revoke", "", f"{member} holds no role on {name}")
+                if not (v.state.rotation_due and v.state.held(member, v.state.key_version)):
+                    raise NotFound("revoke", "", f"{member} holds no role on {name}")
+                # revoked already, by a revoke cut short before its rotation: finished now
+                from credvault.engagements import RevokeReport
+
+                self.rotate(name, f"revoked {member}")
+                report = RevokeReport()
+                report.viewed = tuple(t.store.revoked_views(name, member))
+                report.earlier = True
+                return report
             link, new = ml.sign_link(
                 v.state,
                 t.trust(v.eng.uid),

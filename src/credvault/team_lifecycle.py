@@ -133,6 +133,10 @@ class TeamLifecycle:
         validate.name(name, "engagement name")
         grace = None if grace_days is None else validate.days(grace_days, "grace period")
         outcome = ls.close(self.t.store, name, grace)
+        if outcome == "error: closed":
+            # closed already, maybe by a close cut short before its record reached this
+            # machine's ledger: the record of it as it is now (twice is harmless), then no
+            self._kept(self.get(name, "close"))
         self._outcome(outcome, "close", name, "engagement {name!r} is {state}: cannot close")
         return self._kept(self.get(name, "close"))
 
@@ -248,8 +252,11 @@ class TeamPurger:
             who = "its lead or an admin" if why == "request" else "admins only"
             raise AccessDenied(t.member, verb, name, who)
         text = sign_receipt(t.keys, facts, None)
-        ls.store_receipt(t.store, name, text)
+        # this machine's ledger first: killed after it, the server's receipt waits unsigned
+        # for the next purge (sign_pending), which signs and keeps it again; killed after the
+        # server's, before the ledger's, nothing would ever write the ledger's line
         keep(t, text)
+        ls.store_receipt(t.store, name, text)
         t.forget_keys(name)
         return Receipt.from_json(json.loads(text))
 
@@ -274,8 +281,8 @@ class TeamPurger:
         n = 0
         for name, facts, rewritten_at in ls.receipts_to_sign(self.t.store):
             text = sign_receipt(self.t.keys, facts, rewritten_at)
+            keep(self.t, text)  # the ledger first, as _destroy
             ls.store_receipt(self.t.store, name, text)
-            keep(self.t, text)
             n += 1
         return n
 

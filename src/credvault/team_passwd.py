@@ -72,9 +72,18 @@ def witness_paths(slot: Path) -> list[Path]:
 
 def finish_pending(path: Path) -> None:
     """The server took the new verifier but the move did not happen: move it now (and,
-    after ``passwd --compromised``, the witnesses MACed under the new signing key)."""
-    os.replace(pending_path(path), path)
-    fsync_dir(path.parent)
+    after ``passwd --compromised``, the witnesses MACed under the new signing key).
+
+    The witnesses first, the slot last: an open finds the change unfinished only by the
+    new slot still beside the old one, and finishes it by calling this again. Killed
+    after the slot's move, the old witnesses (MACed under the old key, which the new slot
+    no longer holds) would stay, and every later read of them would be exit 6."""
+    moved = False
     for witness in witness_paths(path):
         if pending_path(witness).exists():
             os.replace(pending_path(witness), witness)
+            moved = True
+    if moved:
+        fsync_dir(witness_paths(path)[0].parent)
+    os.replace(pending_path(path), path)
+    fsync_dir(path.parent)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from credvault import (
     DEFAULT_KDF,
+    AlreadyExists,
     Engagement,
     FirstOf,
     IntegrityError,
@@ -450,6 +451,10 @@ def cmd_member_invite(args: argparse.Namespace) -> int:
     """Invite a member to a team vault: a one-time code, shown once or written 0600."""
     if vault_target(getattr(args, "vault", None)) is None:
         raise InvalidInput("member invite is for a PostgreSQL team vault: use member add")
+    if args.invitation_file and os.path.lexists(args.invitation_file):
+        # before the server: inviting again replaces the invitation (a code nobody got,
+        # as after an invite killed before it wrote the file), which voids this file's
+        raise AlreadyExists(f"{args.invitation_file} exists; not overwritten")
     with open_vault(args) as v:
         inv = cast("Team", v).members.invite(args.name, admin=args.admin)
     if args.invitation_file:
@@ -769,14 +774,24 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
         read = v.engagements.revoke(args.engagement, args.member)
     viewed: tuple[str, ...] = tuple(getattr(read, "viewed", ()))
+    earlier = bool(getattr(read, "earlier", False))
     if args.json:
-        t.out_json(
-            {
-                "engagement": args.engagement,
-                "member": args.member,
-                "credentials_read": read,
-                "records_viewed": list(viewed),
-            }
+        out: dict[str, object] = {
+            "engagement": args.engagement,
+            "member": args.member,
+            "credentials_read": read,
+            "records_viewed": list(viewed),
+        }
+        if earlier:
+            out["revoked_earlier"] = True
+        t.out_json(out)
+        return EXIT_OK
+    if earlier:  # docs/team.md: a revoke cut short before its key rotation, run again
+        t.out(
+            f"{args.member} was revoked on {args.engagement} already; the engagement key "
+            "rotation that revoke began is done now (what they read: the audit trail's "
+            "revoke entry, `credvault audit --engagement "
+            f"{args.engagement}`)"
         )
         return EXIT_OK
     t.out(f"revoked {args.member} on {args.engagement}; engagement key rotated")

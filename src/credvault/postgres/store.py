@@ -645,6 +645,37 @@ class PgStore:
                 (name, inviter, admin, ipk, invitation_sig),
             )
 
+    def migrated_from(self, vault_id: bytes) -> bool:
+        """As the owner: whether this database is the team vault ``credvault migrate`` made
+        of the SQLCipher vault ``vault_id`` (that id, and the migration's audit entry)."""
+        with self._errors("read the vault"):
+            row = self.conn.execute(
+                "SELECT credvault.vault_id() = %s"
+                " AND EXISTS (SELECT 1 FROM credvault.audit WHERE action = 'migrate')",
+                (vault_id,),
+            ).fetchone()
+        return bool(row and row[0])
+
+    def unfinished_init(self, admin: str) -> tuple[bool, bool] | None:
+        """As the owner, on a database holding the schema: whether it is a ``credvault init``
+        for ``admin`` cut short (no engagement, no member but ``admin``, still ``invited``),
+        as (``admin``'s login role made, the invitation recorded); None when it is not."""
+        with self._errors("read the members"):
+            rows = self.conn.execute(
+                "SELECT m.name, m.state, EXISTS (SELECT 1 FROM credvault.member_certs c"
+                " WHERE c.member = m.name) FROM credvault.members m"
+            ).fetchall()
+            made = self.conn.execute("SELECT EXISTS (SELECT 1 FROM credvault.engagements)")
+            engagements = made.fetchone()[0]
+        if engagements or len(rows) > 1:
+            return None
+        if not rows:
+            return False, False
+        name, state, certified = rows[0]
+        if name != admin or state != "invited":
+            return None
+        return True, bool(certified)
+
     def join_proved(self, sign_pub: bytes, kem_pub: bytes, verifier: str, proof: bytes) -> None:
         with self._errors("join the team vault"):
             self.conn.execute(

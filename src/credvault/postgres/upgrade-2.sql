@@ -8578,4 +8578,61 @@ BEGIN
         PERFORM chain_add(who, 'session-end', NULL, ended_members[i], 'ok', ended[i]);
     END LOOP;
     RETURN chain_add(who, act, eng, itm, result, info);
+
+-- == reinvite: inviting again a member who never joined replaces the invitation ==
+--
+-- (docs/team.md "Members: invite, join, remove".) invite_member refused a name whose member
+-- is still `invited`: a `member invite` killed after the server stored the invitation and
+-- before its code was written or shown left a code nobody has, and running it again said
+-- "exists already" (an invited admin's name was then lost for good: a removed admin cannot
+-- be invited again). Now inviting a member who is `invited` with no keys on record (a
+-- member `credvault migrate` carried over has theirs) replaces the invitation: the login's
+-- verifier and the signed invitation are the new code's, the old code logs in no more, and
+-- the trail says `invitation replaced`. invite_member as section crl left it otherwise.
+
+CREATE OR REPLACE FUNCTION credvault.invite_member(member text, verifier text, make_admin boolean,
+                                                   i_ipk bytea, i_sig bytea)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); old members%ROWTYPE;
+BEGIN
+    SELECT * INTO old FROM members m WHERE m.name = invite_member.member FOR UPDATE;
+    IF old.name IS NULL THEN
+        PERFORM add_member(member, verifier, make_admin);
+        INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
+        VALUES (member, who, make_admin, i_ipk, i_sig);
+        RETURN;
+    END IF;
+    IF verifier !~ '^SCRAM-SHA-256\$' THEN
+        RAISE EXCEPTION 'credvault: a SCRAM verifier is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF old.state = 'invited' AND old.sign_pub IS NULL THEN
+        UPDATE members SET admin = make_admin, created_at = now() WHERE name = old.name;
+        EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', old.role_name, verifier);
+        DELETE FROM member_certs c WHERE c.member = old.name;
+        INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
+        VALUES (member, who, make_admin, i_ipk, i_sig);
+        PERFORM audit_append(who, 'member-add', NULL, member, 'ok',
+                             CASE WHEN make_admin THEN 'admin, invitation replaced'
+                                  ELSE 'invitation replaced' END);
+        RETURN;
+    END IF;
+    IF old.state <> 'removed' THEN
+        RAISE EXCEPTION 'credvault: % is a member already', member USING ERRCODE = 'unique_violation';
+    END IF;
+    -- a removed admin's signatures (list versions, revoke links, invitations) are checked
+    -- against the certificate under their name: it stays; choose another name
+    IF old.admin THEN
+        RAISE EXCEPTION 'credvault: % was an admin: invite them under another name', member
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    UPDATE members SET state = 'invited', admin = make_admin, sign_pub = NULL, kem_pub = NULL,
+        created_at = now(), removed_at = NULL WHERE name = old.name;
+    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', old.role_name, verifier);
+    DELETE FROM member_certs c WHERE c.member = old.name;
+    INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
+    VALUES (member, who, make_admin, i_ipk, i_sig);
+    PERFORM audit_append(who, 'member-add', NULL, member, 'ok',
+                         CASE WHEN make_admin THEN 'admin, again' ELSE 'again' END);
 END $$;
