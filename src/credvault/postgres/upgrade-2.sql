@@ -8578,6 +8578,7 @@ BEGIN
         PERFORM chain_add(who, 'session-end', NULL, ended_members[i], 'ok', ended[i]);
     END LOOP;
     RETURN chain_add(who, act, eng, itm, result, info);
+END $$;
 
 -- == reinvite: inviting again a member who never joined replaces the invitation ==
 --
