@@ -105,6 +105,21 @@ FIRST_KEY = "the first lead's own key"
 PENDING = "pending rotation"
 
 
+def _set_aside(path: Path) -> Path:
+    """Move the key slot ``path`` aside, to ``<name>.old`` (or ``.old.2``, ``.old.3``…:
+    a slot set aside before is never overwritten); the name it has now."""
+    aside = path.with_name(path.name + ".old")
+    n = 1
+    while os.path.lexists(aside):
+        n += 1
+        aside = path.with_name(f"{path.name}.old.{n}")
+    from credvault.files import fsync_dir
+
+    os.replace(path, aside)
+    fsync_dir(path.parent)
+    return aside
+
+
 class TeamInit(NamedTuple):
     database: str
     vault_id: str
@@ -444,7 +459,7 @@ class Team:
             else:
                 if resumed is not None and path.exists():
                     # no role yet: the server never took this slot's keys. Kept aside.
-                    os.replace(path, path.with_name(path.name + ".old"))
+                    _set_aside(path)
                 slot, keys = new_slot(vault_id, db, admin, passphrase, kdf)
                 # the founder: every member pins this key's fingerprint (it rides in the codes)
                 slot = slot._replace(anchor=_fp(slot.sign_pub))
@@ -660,29 +675,36 @@ class Team:
                 raise exists from None
             raise
         with store:
-            if path.exists():
-                # The invitation still logs in: the server took no keys under it, so this
-                # slot's never reached it (a join killed before the server took them) or
-                # belong to an earlier membership under this name. Kept aside, not used.
-                os.replace(path, path.with_name(path.name + ".old"))
-            vault_id = store.vault_id()
-            slot, keys = new_slot(vault_id, db, member, passphrase, kdf, keys=keys, anchor=anchor)
-            # the holder of the code vouches for the keys made here (format.md §19.4)
-            proof = p.sign(
-                invitation_key(code),
-                labels.TEAM_JOIN_PROOF,
-                join_message(vault_id, member, slot.sign_pub, slot.kem_pub),
-            )
-            slot.write_new(path)
+            # The invitation still logs in: the server took no keys under it, so a slot here
+            # never reached it (a join killed before the server took them) or belongs to an
+            # earlier membership under this name. Kept aside, not used; put back if this
+            # join fails (that the code logs in is the server's word: a DBA, a trust line)
+            aside = _set_aside(path) if path.exists() else None
             try:
-                store.join_proved(
-                    slot.sign_pub,
-                    slot.kem_pub,
-                    scram_verifier(login_password(keys, vault_id)),
-                    proof,
+                vault_id = store.vault_id()
+                slot, keys = new_slot(
+                    vault_id, db, member, passphrase, kdf, keys=keys, anchor=anchor
                 )
+                # the holder of the code vouches for the keys made here (format.md §19.4)
+                proof = p.sign(
+                    invitation_key(code),
+                    labels.TEAM_JOIN_PROOF,
+                    join_message(vault_id, member, slot.sign_pub, slot.kem_pub),
+                )
+                slot.write_new(path)
+                try:
+                    store.join_proved(
+                        slot.sign_pub,
+                        slot.kem_pub,
+                        scram_verifier(login_password(keys, vault_id)),
+                        proof,
+                    )
+                except BaseException:
+                    path.unlink()  # the keys were never published: a rerun starts clean
+                    raise
             except BaseException:
-                path.unlink()  # the keys were never published: a rerun starts clean
+                if aside is not None and not path.exists():
+                    os.replace(aside, path)  # failed: nothing changed here either
                 raise
             # Every other member will believe these keys only through this chain: check it
             # now, so an invitation that was not an admin's (or was altered on the server)

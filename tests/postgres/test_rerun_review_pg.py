@@ -1,0 +1,83 @@
+"""Review of the "run it again to finish" fixes (rev6): what a member or the DBA can make
+of them.
+
+- ``join`` sets a key slot aside only because the invitation code still logs in. Whether it
+  does is the server's word (the DBA's ``ALTER ROLE``, a ``trust`` or ``cert`` line in
+  pg_hba.conf): a join the server then refuses must leave the slot where it was, and a slot
+  set aside earlier is never overwritten.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import KDF_ARG
+from credvault import Secret
+from credvault.postgres import scram_verifier
+from credvault.postgres.slot import TeamSlot
+from pg_cluster import Cluster
+from postgres.test_contract import World, _machine, _postgresql
+
+
+@pytest.fixture
+def team(tmp_path: Path, pg_cluster: Cluster) -> World:
+    return _postgresql(tmp_path, pg_cluster)
+
+
+def _slot(w: World, who: str) -> Path:
+    db = str(w.extra["db"])
+    return Path(w.envs[who]["XDG_CONFIG_HOME"]) / "credvault" / "team" / db / f"{who}.slot"
+
+
+def _join(w: World, who: str, code: Path) -> tuple[str, ...]:
+    pw = w.envs[who]["CREDVAULT_PASSPHRASE_FILE"]
+    return ("join", "--invitation-file", str(code), "--passphrase-file", pw, "--kdf", KDF_ARG)
+
+
+def test_a_join_the_server_refuses_leaves_the_joined_slot_where_it_was(team: World) -> None:
+    """bob joined; his invitation code logs in again (the DBA set it back as his role's
+    password: what a ``trust`` or ``cert`` pg_hba line does for any code). ``join`` again
+    is refused by the server (bob is active): failed, so bob's slot must be where it was,
+    and bob must still read."""
+    w = team
+    cluster = w.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    code = Path(w.root) / "bob.invitation"
+    slot = _slot(w, "bob")
+    before = slot.read_bytes()
+    role = f"{w.extra['db']}_bob"
+    # the DBA: the old code logs in again
+    cluster.superuser_sql(
+        f"ALTER ROLE \"{role}\" PASSWORD '{scram_verifier(code.read_text().strip())}'"
+    )
+    r = w.run("bob", *_join(w, "bob", code))
+    assert r.code != 0
+    assert slot.exists(), r.err
+    assert slot.read_bytes() == before
+    # the DBA's meddling undone: bob's own login (derived from his slot) back
+    ours = TeamSlot.read(slot)
+    pw = Secret(Path(w.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip())
+    login = ours.login_password(ours.unlock(pw))
+    cluster.superuser_sql(f"ALTER ROLE \"{role}\" PASSWORD '{scram_verifier(login)}'")
+    assert w.run("bob", "member", "ls").code == 0
+
+
+def test_a_slot_set_aside_before_is_never_overwritten(team: World) -> None:
+    """A slot set aside once (``<member>.slot.old``) is not replaced by the next one set
+    aside: nothing a server says makes a join destroy a key slot."""
+    w = team
+    w.envs["erin"] = _machine(Path(w.root), "erin", w.target)
+    code = Path(w.root) / "erin.invitation"
+    assert w.run("alice", "member", "invite", "erin", "--invitation-file", str(code)).code == 0
+    slot = _slot(w, "erin")
+    slot.parent.mkdir(parents=True, exist_ok=True)
+    old = slot.with_name(slot.name + ".old")
+    old.write_bytes(b"an earlier slot of erin's")
+    slot.write_bytes(b"a slot the server never took")
+    r = w.run("erin", *_join(w, "erin", code))
+    assert r.code == 0, r.err
+    assert old.read_bytes() == b"an earlier slot of erin's"
+    kept = [p.read_bytes() for p in slot.parent.iterdir() if p.name.startswith("erin.slot.")]
+    assert b"a slot the server never took" in kept
