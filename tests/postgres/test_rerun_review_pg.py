@@ -5,12 +5,15 @@ of them.
   does is the server's word (the DBA's ``ALTER ROLE``, a ``trust`` or ``cert`` line in
   pg_hba.conf): a join the server then refuses must leave the slot where it was, and a slot
   set aside earlier is never overwritten.
+- ``member invite`` of a member still invited replaces the invitation: a session that
+  logged in with the old code before is ended with it (it could otherwise still join).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from conftest import KDF_ARG
@@ -81,3 +84,32 @@ def test_a_slot_set_aside_before_is_never_overwritten(team: World) -> None:
     assert old.read_bytes() == b"an earlier slot of erin's"
     kept = [p.read_bytes() for p in slot.parent.iterdir() if p.name.startswith("erin.slot.")]
     assert b"a slot the server never took" in kept
+
+
+def test_a_session_of_the_replaced_invitation_cannot_join(team: World) -> None:
+    """dave's first code logs in (a session left open); alice invites dave again (the first
+    code lost, or leaked): the old session must not outlive the code and join."""
+    w = team
+    cluster = w.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    w.envs["dave"] = _machine(Path(w.root), "dave", w.target)
+    code = Path(w.root) / "dave.invitation"
+    assert w.run("alice", "member", "invite", "dave", "--invitation-file", str(code)).code == 0
+    old_code = code.read_text().strip()
+    stale = psycopg.connect(
+        cluster.conninfo(str(w.extra["db"]), f"{w.extra['db']}_dave", tcp=True),
+        password=old_code,
+        autocommit=True,
+    )
+    try:
+        code.unlink()
+        assert w.run("alice", "member", "invite", "dave", "--invitation-file", str(code)).code == 0
+        with pytest.raises(psycopg.Error):
+            stale.execute(
+                "SELECT credvault.join_vault_proved(%s, %s, %s, %s)",
+                (b"\x01" * 32, b"\x02" * 32, scram_verifier("the old code's holder"), b"\x03" * 64),
+            )
+    finally:
+        stale.close()
+    r = w.run("dave", *_join(w, "dave", code))
+    assert r.code == 0, r.err
