@@ -113,3 +113,37 @@ def test_a_session_of_the_replaced_invitation_cannot_join(team: World) -> None:
         stale.close()
     r = w.run("dave", *_join(w, "dave", code))
     assert r.code == 0, r.err
+
+
+def test_a_database_dressed_as_this_vaults_migration_gets_no_migrate_entry(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    """The DBA gives a database holding another vault's migration this vault's id (the
+    vault id is no secret): ``migrate`` of this vault into it is refused, and writes no
+    ``migrate`` entry into this vault's trail (it was never migrated)."""
+    from postgres.test_contract import _library, _sqlcipher
+    from postgres.test_migrate_pg import _target_db
+
+    # two vaults with one id (the test worlds are copies of one; the DBA could copy an id
+    # into any database), their trails apart from here
+    other = _sqlcipher(tmp_path / "other")
+    other.ok("alice", "put", "acme-2026/other", input=b"other\n")
+    db, owner_target, owner_pw = _target_db(pg_cluster, other)
+    inv = str(tmp_path / "inv-other")
+    assert other.run("alice", "migrate", "--to", owner_target, "--invitations", inv).code == 0
+    old = _sqlcipher(tmp_path / "old")
+    old.ok("alice", "put", "acme-2026/this", input=b"this\n")
+    vid = _library(old, "alice", "print(v.vault_id)").strip()
+    pgpass = Path(old.envs["alice"]["HOME"]) / ".pgpass"
+    pgpass.write_text(f"127.0.0.1:{pg_cluster.port}:{db}:{db}_owner:{owner_pw}\n")
+    pgpass.chmod(0o600)
+    # the DBA
+    pg_cluster.superuser_sql(
+        f"UPDATE credvault.meta SET value = '\\x{vid}'::bytea WHERE key = 'vault_id'",  # noqa: S608
+        db,
+    )
+    r = old.run("alice", "migrate", "--to", owner_target, "--invitations", str(tmp_path / "i2"))
+    assert r.code != 0
+    assert "recorded now" not in r.err
+    trail = old.ok("alice", "audit", "--json").out.decode()
+    assert '"migrate"' not in trail
