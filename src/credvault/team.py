@@ -39,12 +39,14 @@ from credvault.errors import (
     AlreadyExists,
     AuditChainBroken,
     Conflict,
+    CredvaultError,
     IntegrityError,
     InvalidInput,
     Locked,
     NotAVault,
     NotFound,
     RetentionError,
+    StoreError,
 )
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
@@ -103,6 +105,18 @@ READING = (Role.LEAD, Role.ENGINEER, Role.READER)
 # why a rotation happened, in its audit detail: SQLCipher's words (engagement_keys.py)
 FIRST_KEY = "the first lead's own key"
 PENDING = "pending rotation"
+
+
+def _keys_taken(target: str, db: str, member: str, login: str) -> bool | None:
+    """Whether the server holds the keys a join sent: their derived login logs in (True),
+    is refused (False), or the server cannot be asked now (None)."""
+    try:
+        with _connect_as(target, member, login, check=False, db=db):
+            return True
+    except AccessDenied:
+        return False
+    except CredvaultError:
+        return None
 
 
 def _set_aside(path: Path) -> Path:
@@ -699,9 +713,24 @@ class Team:
                         scram_verifier(login_password(keys, vault_id)),
                         proof,
                     )
-                except BaseException:
-                    path.unlink()  # the keys were never published: a rerun starts clean
-                    raise
+                except BaseException as e:
+                    # an error is not a refusal: the server may have committed the join and
+                    # lost only its answer (the connection cut, an interrupt). It took these
+                    # keys exactly if their login logs in; deleting the slot then would
+                    # lock the member out for good (the code logs in no more)
+                    taken = _keys_taken(target, db, member, login_password(keys, vault_id))
+                    if taken is False:
+                        path.unlink()  # the keys were never published: a rerun starts clean
+                        raise
+                    if taken is None:
+                        raise StoreError(
+                            f"joining was cut off and the server cannot say yet whether it "
+                            f"took your keys: key slot kept at {path}; run join again with "
+                            "the same code (if the code no longer logs in, the server has "
+                            "your keys and that slot is yours)"
+                        ) from e
+                    if not isinstance(e, Exception):
+                        raise  # interrupted after the server took them: joined, slot kept
             except BaseException:
                 if aside is not None and not path.exists():
                     os.replace(aside, path)  # failed: nothing changed here either

@@ -147,3 +147,50 @@ def test_a_database_dressed_as_this_vaults_migration_gets_no_migrate_entry(
     assert "recorded now" not in r.err
     trail = old.ok("alice", "audit", "--json").out.decode()
     assert '"migrate"' not in trail
+
+
+@pytest.mark.parametrize("server_took_them", [True, False])
+def test_a_join_whose_answer_is_lost_keeps_the_slot_the_server_took(
+    team: World, monkeypatch: pytest.MonkeyPatch, server_took_them: bool
+) -> None:
+    """The connection drops during ``join``: an error, but not a refusal. Where the server
+    committed the join and only its answer was lost, the slot holds the keys it took and
+    the invitation code logs in no more; deleting the slot (as any error did) locked the
+    member out for good. The slot is kept exactly when the keys' own login logs in; where
+    the server never took them, it goes and a rerun starts clean."""
+    from credvault import MIN_KDF, Team
+    from credvault.errors import StoreError
+    from credvault.postgres.store import PgStore
+
+    w = team
+    w.envs["erin"] = _machine(Path(w.root), "erin", w.target)
+    code = Path(w.root) / "erin.invitation"
+    assert w.run("alice", "member", "invite", "erin", "--invitation-file", str(code)).code == 0
+    for k in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(k, w.envs["erin"][k])
+    real = PgStore.join_proved
+
+    def cut_off(self: PgStore, *a: object) -> None:
+        if server_took_them:
+            real(self, *a)  # type: ignore[arg-type]
+        raise StoreError("team vault: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(PgStore, "join_proved", cut_off)
+    pw = Path(w.envs["erin"]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
+    invitation = Secret(code.read_bytes().strip())
+    slot = _slot(w, "erin")
+    if server_took_them:  # joined: only the answer was lost
+        Team.join(w.target, "erin", invitation, Secret(pw), MIN_KDF)
+        assert slot.exists()
+    else:
+        with pytest.raises(StoreError):
+            Team.join(w.target, "erin", invitation, Secret(pw), MIN_KDF)
+        assert not slot.exists()
+    monkeypatch.setattr(PgStore, "join_proved", real)
+    r = w.run("erin", *_join(w, "erin", code))
+    if server_took_them:  # the code logs in no more: the slot is hers, and it works
+        assert r.code != 0
+        assert "exists already" in r.err
+    else:
+        assert r.code == 0, r.err
+    assert w.run("erin", "member", "ls").code == 0
