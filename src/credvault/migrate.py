@@ -140,6 +140,23 @@ def _vouch(v: Vault, engagements: list[Engagement]) -> dict[int, _Vouched]:
     return vouched
 
 
+def _anchors_this(s: Session, detail: str) -> bool:
+    """Whether a ``migrate`` entry's ``detail`` anchors this vault's own trail: its id and
+    a chain head (position and MAC, under this vault's key) that this trail holds. The
+    database's bytes are the DBA's: the vault id is no secret, that MAC is."""
+    import hmac
+
+    m = re.fullmatch(
+        rf"from SQLCipher vault {s.vault_id.hex()}: \d+ audit entries archived, "
+        r"old head (\d+):([0-9a-f]{64}), archive sha256 [0-9a-f]{64}",
+        detail,
+    )
+    if m is None or int(m[1]) < 1:
+        return False
+    row = s.store.audit_entry(int(m[1]))
+    return row is not None and hmac.compare_digest(bytes(row.mac).hex(), m[2])
+
+
 def _record_if_cut_short(s: Session, owner: PgStore) -> None:
     """A migration of this vault that committed on the server and was cut short before
     this vault's own trail recorded it: record it now, and say so (AlreadyExists)."""
@@ -151,7 +168,7 @@ def _record_if_cut_short(s: Session, owner: PgStore) -> None:
         limit=None,
         include_vault_wide=True,
     )
-    if local or not owner.migrated_from(s.vault_id):
+    if local or not any(_anchors_this(s, d) for d in owner.migrated_from(s.vault_id)):
         return
     database = owner.database()
     with s.store.write():

@@ -39,12 +39,14 @@ from credvault.errors import (
     AlreadyExists,
     AuditChainBroken,
     Conflict,
+    CredvaultError,
     IntegrityError,
     InvalidInput,
     Locked,
     NotAVault,
     NotFound,
     RetentionError,
+    StoreError,
 )
 from credvault.keyslots import MemberKeys
 from credvault.layout import team_slot_path
@@ -103,6 +105,33 @@ READING = (Role.LEAD, Role.ENGINEER, Role.READER)
 # why a rotation happened, in its audit detail: SQLCipher's words (engagement_keys.py)
 FIRST_KEY = "the first lead's own key"
 PENDING = "pending rotation"
+
+
+def _keys_taken(target: str, db: str, member: str, login: str) -> bool | None:
+    """Whether the server holds the keys a join sent: their derived login logs in (True),
+    is refused (False), or the server cannot be asked now (None)."""
+    try:
+        with _connect_as(target, member, login, check=False, db=db):
+            return True
+    except AccessDenied:
+        return False
+    except CredvaultError:
+        return None
+
+
+def _set_aside(path: Path) -> Path:
+    """Move the key slot ``path`` aside, to ``<name>.old`` (or ``.old.2``, ``.old.3``…:
+    a slot set aside before is never overwritten); the name it has now."""
+    aside = path.with_name(path.name + ".old")
+    n = 1
+    while os.path.lexists(aside):
+        n += 1
+        aside = path.with_name(f"{path.name}.old.{n}")
+    from credvault.files import fsync_dir
+
+    os.replace(path, aside)
+    fsync_dir(path.parent)
+    return aside
 
 
 class TeamInit(NamedTuple):
@@ -444,7 +473,7 @@ class Team:
             else:
                 if resumed is not None and path.exists():
                     # no role yet: the server never took this slot's keys. Kept aside.
-                    os.replace(path, path.with_name(path.name + ".old"))
+                    _set_aside(path)
                 slot, keys = new_slot(vault_id, db, admin, passphrase, kdf)
                 # the founder: every member pins this key's fingerprint (it rides in the codes)
                 slot = slot._replace(anchor=_fp(slot.sign_pub))
@@ -660,29 +689,51 @@ class Team:
                 raise exists from None
             raise
         with store:
-            if path.exists():
-                # The invitation still logs in: the server took no keys under it, so this
-                # slot's never reached it (a join killed before the server took them) or
-                # belong to an earlier membership under this name. Kept aside, not used.
-                os.replace(path, path.with_name(path.name + ".old"))
-            vault_id = store.vault_id()
-            slot, keys = new_slot(vault_id, db, member, passphrase, kdf, keys=keys, anchor=anchor)
-            # the holder of the code vouches for the keys made here (format.md §19.4)
-            proof = p.sign(
-                invitation_key(code),
-                labels.TEAM_JOIN_PROOF,
-                join_message(vault_id, member, slot.sign_pub, slot.kem_pub),
-            )
-            slot.write_new(path)
+            # The invitation still logs in: the server took no keys under it, so a slot here
+            # never reached it (a join killed before the server took them) or belongs to an
+            # earlier membership under this name. Kept aside, not used; put back if this
+            # join fails (that the code logs in is the server's word: a DBA, a trust line)
+            aside = _set_aside(path) if path.exists() else None
             try:
-                store.join_proved(
-                    slot.sign_pub,
-                    slot.kem_pub,
-                    scram_verifier(login_password(keys, vault_id)),
-                    proof,
+                vault_id = store.vault_id()
+                slot, keys = new_slot(
+                    vault_id, db, member, passphrase, kdf, keys=keys, anchor=anchor
                 )
+                # the holder of the code vouches for the keys made here (format.md §19.4)
+                proof = p.sign(
+                    invitation_key(code),
+                    labels.TEAM_JOIN_PROOF,
+                    join_message(vault_id, member, slot.sign_pub, slot.kem_pub),
+                )
+                slot.write_new(path)
+                try:
+                    store.join_proved(
+                        slot.sign_pub,
+                        slot.kem_pub,
+                        scram_verifier(login_password(keys, vault_id)),
+                        proof,
+                    )
+                except BaseException as e:
+                    # an error is not a refusal: the server may have committed the join and
+                    # lost only its answer (the connection cut, an interrupt). It took these
+                    # keys exactly if their login logs in; deleting the slot then would
+                    # lock the member out for good (the code logs in no more)
+                    taken = _keys_taken(target, db, member, login_password(keys, vault_id))
+                    if taken is False:
+                        path.unlink()  # the keys were never published: a rerun starts clean
+                        raise
+                    if taken is None:
+                        raise StoreError(
+                            f"joining was cut off and the server cannot say yet whether it "
+                            f"took your keys: key slot kept at {path}; run join again with "
+                            "the same code (if the code no longer logs in, the server has "
+                            "your keys and that slot is yours)"
+                        ) from e
+                    if not isinstance(e, Exception):
+                        raise  # interrupted after the server took them: joined, slot kept
             except BaseException:
-                path.unlink()  # the keys were never published: a rerun starts clean
+                if aside is not None and not path.exists():
+                    os.replace(aside, path)  # failed: nothing changed here either
                 raise
             # Every other member will believe these keys only through this chain: check it
             # now, so an invitation that was not an admin's (or was altered on the server)

@@ -645,16 +645,17 @@ class PgStore:
                 (name, inviter, admin, ipk, invitation_sig),
             )
 
-    def migrated_from(self, vault_id: bytes) -> bool:
-        """As the owner: whether this database is the team vault ``credvault migrate`` made
-        of the SQLCipher vault ``vault_id`` (that id, and the migration's audit entry)."""
+    def migrated_from(self, vault_id: bytes) -> list[str]:
+        """As the owner: the details of the ``migrate`` audit entries of this database if
+        it carries the SQLCipher vault id ``vault_id`` (what ``credvault migrate`` made of
+        it: the old chain head anchored in each, for the vault to check), else none."""
         with self._errors("read the vault"):
-            row = self.conn.execute(
-                "SELECT credvault.vault_id() = %s"
-                " AND EXISTS (SELECT 1 FROM credvault.audit WHERE action = 'migrate')",
+            rows = self.conn.execute(
+                "SELECT detail FROM credvault.audit"
+                " WHERE action = 'migrate' AND credvault.vault_id() = %s",
                 (vault_id,),
-            ).fetchone()
-        return bool(row and row[0])
+            ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def unfinished_init(self, admin: str) -> tuple[bool, bool] | None:
         """As the owner, on a database holding the schema: whether it is a ``credvault init``

@@ -8637,3 +8637,65 @@ BEGIN
     PERFORM audit_append(who, 'member-add', NULL, member, 'ok',
                          CASE WHEN make_admin THEN 'admin, again' ELSE 'again' END);
 END $$;
+
+-- == reinvite-sessions: a replaced invitation ends the sessions it logged in ==
+--
+-- (docs/team.md "Members: invite, join, remove".) Section reinvite replaced the password of
+-- a member still invited, but ALTER ROLE ends no session: one that logged in with the old
+-- code before could still call join_vault_proved (the server does not check the proof) and
+-- take the member's row with keys of its own, its login then the only one (the new code
+-- refused: the name lost, an admin's for good). Replacing an invitation now ends that
+-- role's sessions, as member rm does. invite_member as section reinvite left it otherwise.
+
+CREATE OR REPLACE FUNCTION credvault.invite_member(member text, verifier text, make_admin boolean,
+                                                   i_ipk bytea, i_sig bytea)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE who text := require_admin(); old members%ROWTYPE; pid integer; killed integer := 0;
+BEGIN
+    SELECT * INTO old FROM members m WHERE m.name = invite_member.member FOR UPDATE;
+    IF old.name IS NULL THEN
+        PERFORM add_member(member, verifier, make_admin);
+        INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
+        VALUES (member, who, make_admin, i_ipk, i_sig);
+        RETURN;
+    END IF;
+    IF verifier !~ '^SCRAM-SHA-256\$' THEN
+        RAISE EXCEPTION 'credvault: a SCRAM verifier is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF old.state = 'invited' AND old.sign_pub IS NULL THEN
+        UPDATE members SET admin = make_admin, created_at = now() WHERE name = old.name;
+        EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', old.role_name, verifier);
+        -- the old code's sessions go with it (nobody holds the new code yet)
+        FOR pid IN SELECT a.pid FROM pg_stat_activity a WHERE a.usename = old.role_name LOOP
+            IF pg_terminate_backend(pid) THEN killed := killed + 1; END IF;
+        END LOOP;
+        DELETE FROM member_certs c WHERE c.member = old.name;
+        INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
+        VALUES (member, who, make_admin, i_ipk, i_sig);
+        PERFORM audit_append(who, 'member-add', NULL, member, 'ok',
+                             CASE WHEN make_admin THEN 'admin, invitation replaced'
+                                  ELSE 'invitation replaced' END
+                             || CASE WHEN killed > 0 THEN format(', sessions=%s', killed)
+                                     ELSE '' END);
+        RETURN;
+    END IF;
+    IF old.state <> 'removed' THEN
+        RAISE EXCEPTION 'credvault: % is a member already', member USING ERRCODE = 'unique_violation';
+    END IF;
+    -- a removed admin's signatures (list versions, revoke links, invitations) are checked
+    -- against the certificate under their name: it stays; choose another name
+    IF old.admin THEN
+        RAISE EXCEPTION 'credvault: % was an admin: invite them under another name', member
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    UPDATE members SET state = 'invited', admin = make_admin, sign_pub = NULL, kem_pub = NULL,
+        created_at = now(), removed_at = NULL WHERE name = old.name;
+    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', old.role_name, verifier);
+    DELETE FROM member_certs c WHERE c.member = old.name;
+    INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
+    VALUES (member, who, make_admin, i_ipk, i_sig);
+    PERFORM audit_append(who, 'member-add', NULL, member, 'ok',
+                         CASE WHEN make_admin THEN 'admin, again' ELSE 'again' END);
+END $$;
