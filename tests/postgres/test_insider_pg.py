@@ -857,13 +857,15 @@ def test_a_use_request_between_two_writes_of_one_transaction_releases_neither_la
             bob.execute(put, (secrets.token_bytes(16), b"V2-written-after-the-request"))
         with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
             fetch_as_a_client(bob, req, "secret_env", "fetch_use")
-        # the same for `get` (request_read, fetch)
-        with bob.transaction():
-            bob.execute(put, (secrets.token_bytes(16), b"V3-bob-wrote"))
-            req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
-            bob.execute(put, (secrets.token_bytes(16), b"V4-written-after-the-request"))
-        with pytest.raises(psycopg.errors.SerializationFailure, match="changed since"):
-            fetch_as_a_client(bob, req)
+        # `get` (request_read): since section ownpin no request at all in a transaction
+        # that has written (a VACUUM FULL could pack V4 where V3 was;
+        # test_ownpin_review_pg.py)
+        bob.execute("BEGIN")
+        bob.execute(put, (secrets.token_bytes(16), b"V3-bob-wrote"))
+        with pytest.raises(psycopg.errors.InvalidTransactionState):
+            bob.execute("SELECT credvault.request_read('alpha', 'db')")
+        bob.execute("ROLLBACK")
+        bob.execute(put, (secrets.token_bytes(16), b"V4-written-after-the-request"))
         # and a request made afterwards releases the current version
         req = bob.execute("SELECT credvault.request_read('alpha', 'db')").fetchone()[0]
         assert bytes(fetch_as_a_client(bob, req)[0]) == b"V4-written-after-the-request"

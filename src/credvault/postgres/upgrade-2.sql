@@ -8699,3 +8699,187 @@ BEGIN
     PERFORM audit_append(who, 'member-add', NULL, member, 'ok',
                          CASE WHEN make_admin THEN 'admin, again' ELSE 'again' END);
 END $$;
+
+-- == ownpin: a read request is made before its transaction writes ==
+--
+-- (docs/team.md "Reading a secret"; review helper rev7 of section verpin,
+-- tests/postgres/test_ownpin_review_pg.py.) A pin names a row version by its id, xmin and
+-- ctid: unique while the row stays where it is, and a VACUUM FULL or CLUSTER that moves it
+-- keeps its xmin and gives it a new ctid, so a request made before is refused once and
+-- asked again. Not when one transaction wrote the same row twice with a request between:
+-- both versions have the same id and xmin, and the rewrite may put the second where the
+-- first was (the live rows packed in order: one new row written between the two is
+-- enough). Bob, an engineer: BEGIN; put alpha/db (his value, the row version A);
+-- request_record('rebind-edit', alpha, db) pins A; put alpha/zz; revert_credential(alpha,
+-- db, 1) (the row version B, alice's version 1 copied back by the server); COMMIT. After a
+-- VACUUM FULL of credentials within the request's minute, B sat at A's ctid with A's xmin
+-- and fetch_record released alice's secret under an entry made for bob's own value (no
+-- 'get' of it on the trail); so for every kind, the versions' included. A request whose
+-- transaction has written nothing before it pins only row versions other transactions
+-- committed, each of which no later write can repeat (a later version has a later xmin):
+-- request_record now refuses (invalid_transaction_state) in a transaction that already has
+-- a transaction id, i.e. has written something, even if rolled back to a savepoint since;
+-- an honest client makes each request in an autocommit statement of its own. Otherwise as
+-- section verpin left it (grants kept: CREATE OR REPLACE). And request_read (`get`; CALL
+-- credvault.read's first step, the first of its transaction) likewise, as section pinned
+-- left it: the same story released alice's version 1 to bob's `get` request made for his
+-- own value. The other phase ones (request_use for otp, run and ssh; find, export, import,
+-- move, rotation) have the same gap and are not changed here.
+
+CREATE OR REPLACE FUNCTION credvault.request_record(
+    k text, eng text, itm text, reason text DEFAULT '', ver integer DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text := me();
+    e engagements%ROWTYPE;
+    act text;
+    cid bigint;
+    tid bigint;
+    tx xid;
+    tc tid;
+    sx xid;
+    sc tid;
+    vp text[];
+    why text := coalesce(reason, '');
+    detail text;
+    s bigint;
+    rid bigint;
+BEGIN
+    -- this transaction has written nothing yet (section ownpin): every row version pinned
+    -- below is one another transaction committed
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: a read request is made before any write of its transaction; make it in a transaction of its own'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    act := CASE k WHEN 'system' THEN 'system-show' WHEN 'credential-system' THEN 'show'
+                  WHEN 'fields' THEN 'show'
+                  WHEN 'version' THEN 'get' WHEN 'version-show' THEN 'show'
+                  -- a credential's secret, to seal it again bound to its new name (mv) or
+                  -- kind and link (edit): the client then stores it with the change, which
+                  -- the mv or edit function audits under its own name
+                  WHEN 'rebind-mv' THEN 'rebind' WHEN 'rebind-edit' THEN 'rebind' END;
+    IF act IS NULL OR (k LIKE 'version%' AND ver IS NULL) THEN
+        RAISE EXCEPTION 'credvault: unknown kind of record %', k USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO e FROM engagements WHERE name = eng
+        AND (state = 'active' OR (state = 'closed' AND k NOT LIKE 'rebind-%'));
+    IF e.id IS NULL OR NOT may(e.id, 'read') OR (k LIKE 'rebind-%' AND NOT may(e.id, 'write')) THEN
+        -- audited under the operation's verb, as SQLCipher does (access.py)
+        PERFORM audit_append(who, CASE k WHEN 'system' THEN 'system show' ELSE act END,
+                             eng, itm, 'denied', held(e.id));
+        RETURN NULL;
+    END IF;
+    IF e.require_reason AND why = '' AND k NOT LIKE 'rebind-%' THEN
+        PERFORM audit_append(who, act, eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    IF k = 'system' THEN
+        -- and the versions found, which alone may be released under this entry (section
+        -- pinned): the system's row; for the others the credential's and its system's
+        SELECT sy.id, sy.xmin, sy.ctid INTO tid, tx, tc FROM systems sy
+        WHERE sy.engagement_id = e.id AND sy.name = itm;
+        detail := CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END;
+    ELSE
+        SELECT c.id, c.xmin, c.ctid, sy.xmin, sy.ctid INTO cid, tx, tc, sx, sc
+        FROM credentials c LEFT JOIN systems sy ON sy.id = c.system_id
+        WHERE c.engagement_id = e.id AND c.name = itm;
+        tid := cid;
+        detail := CASE k
+            WHEN 'credential-system' THEN 'system address and port, without the secret'
+            WHEN 'fields' THEN 'fields without the secret'
+            WHEN 'version' THEN format('version %s', ver)
+            WHEN 'rebind-mv' THEN 'secret released to seal it again for its new name'
+            WHEN 'rebind-edit' THEN 'secret released to seal it again for its new kind or link'
+            ELSE format('version %s: fields without the secret', ver) END
+            || CASE WHEN why = '' THEN '' ELSE '; reason: ' || why END;
+    END IF;
+    IF tid IS NULL THEN
+        PERFORM audit_append(who, act, eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    IF k LIKE 'version%' THEN
+        -- and that version's own row version (section verpin): tx, tc stay the
+        -- credential's, which fetch_record checks too
+        SELECT v.id, ARRAY[pin('credential_versions', v.id, v.xmin, v.ctid)] INTO tid, vp
+        FROM credential_versions v
+        WHERE v.credential_id = cid AND v.engagement_id = e.id AND v.version = ver;
+        IF tid IS NULL THEN
+            PERFORM audit_append(who, act, eng, itm, 'error', format('no version %s', ver));
+            RETURN NULL;
+        END IF;
+    END IF;
+    s := audit_append(who, act, eng, itm, 'ok', detail);
+    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid,
+                                 target_xmin, target_ctid, sys_xmin, sys_ctid, pins)
+    VALUES (who, k, e.id, tid, s, pg_current_xact_id(), tx, tc, sx, sc, vp) RETURNING id INTO rid;
+    RETURN rid;
+END $$;
+
+CREATE OR REPLACE FUNCTION credvault.request_read(eng text, itm text, reason text DEFAULT '')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
+AS $$
+DECLARE
+    who text;
+    eid bigint;
+    need_reason boolean;
+    r text;
+    cid bigint;
+    why text := coalesce(reason, '');
+    s bigint;
+    rid bigint;
+BEGIN
+    -- this transaction has written nothing yet (section ownpin)
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: a read request is made before any write of its transaction; make it in a transaction of its own'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    -- me(), the engagement (active or closed), role_in() and the credential, in one query:
+    -- at most one row (members.role_name, engagements.name, grants' and credentials' keys
+    -- are unique); a missing engagement leaves role and credential NULL.
+    SELECT m.name, e.id, e.require_reason, g.role, c.id INTO who, eid, need_reason, r, cid
+    FROM members m
+    LEFT JOIN engagements e ON e.name = eng AND e.state IN ('active', 'closed')
+    LEFT JOIN grants g ON g.engagement_id = e.id AND g.member = m.name
+         AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())
+    LEFT JOIN credentials c ON c.engagement_id = e.id AND c.name = itm
+    WHERE m.role_name = session_user AND m.state = 'active';
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'credvault: % is not an active member', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF r IS NULL OR r NOT IN ('lead', 'engineer', 'reader') THEN
+        -- held()'s words: 'role auditor', or 'no grant'
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', coalesce('role ' || r, 'no grant'));
+        RETURN NULL;
+    END IF;
+    IF need_reason AND why = '' THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'denied', 'this engagement requires --reason');
+        RETURN NULL;
+    END IF;
+    IF cid IS NULL THEN
+        PERFORM audit_append(who, 'get', eng, itm, 'error', 'not found');
+        RETURN NULL;
+    END IF;
+    s := audit_append(who, 'get', eng, itm, 'ok', CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END);
+    -- Still the row the query above found, seen after the chain's lock (a statement of its
+    -- own: a fresh snapshot): an `mv` to another engagement committed while this waited for
+    -- the lock leaves a row under the same id elsewhere, an `rm` none; this request must not
+    -- name either (section rpreview). Then nothing is kept, the audit row included.
+    -- (and the row version it found, which alone may be released under this entry:
+    -- section pinned; and its linked system's row version; both with their places)
+    INSERT INTO read_requests (member, credential_id, audit_seq, xid, cred_xmin, sys_xmin,
+                               cred_ctid, sys_ctid)
+    SELECT who, c.id, s, pg_current_xact_id(), c.xmin, sy.xmin, c.ctid, sy.ctid
+    FROM credentials c
+    LEFT JOIN systems sy ON sy.id = c.system_id
+    WHERE c.id = cid AND c.engagement_id = eid AND c.name = itm
+    RETURNING id INTO rid;
+    IF rid IS NULL THEN
+        RAISE EXCEPTION 'credvault: %/% changed meanwhile; run the command again', eng, itm
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN rid;
+END $$;
