@@ -799,3 +799,113 @@ def test_close_killed_is_done_with_its_close_record(team: World) -> None:
         assert code != 0 or again.code != 0, (at, again.err)
         assert audit.code == 0, (at, audit.err)
         assert recorded(name), (at, code, again.err)
+
+
+# -- engagement retain / release, config set purge-grace-days: their close records -----------
+def _ledger(w: World) -> Path:
+    """alice's purge ledger of the world's database (beside her log witness)."""
+    env = w.envs["alice"]
+    state = Path(env.get("XDG_STATE_HOME") or Path(env["HOME"], ".local", "state"))
+    return state / "credvault" / "team" / str(w.extra["db"]) / "purge-ledger.jsonl"
+
+
+def _newest_close(ledger: Path, name: str) -> dict[str, object] | None:
+    """The close record of ``name`` last appended to ``ledger`` (None: none)."""
+    found = None
+    for line in ledger.read_text().splitlines() if ledger.exists() else []:
+        item = json.loads(line) if line.strip() else None
+        if isinstance(item, dict) and item.get("engagement") == name and "closed_at" in item:
+            found = item
+    return found
+
+
+def _records_the_state(w: World, shown: CliResult, name: str, at: object) -> None:
+    """The newest close record of ``name`` in alice's ledger states what ``engagement show
+    NAME --json`` (``shown``) says: its purge date and its hold."""
+    assert shown.code == 0, (at, shown.err)
+    state = json.loads(shown.out)
+    rec = _newest_close(_ledger(w), name)
+    assert rec is not None, (at, name)
+    got = (rec["purge_due"], rec["hold_until"], rec["hold_reason"])
+    assert got == (state["purge_due"], state["hold_until"], state["hold_reason"]), (at, rec)
+
+
+def test_retain_and_release_killed_are_done_with_their_close_record(team: World) -> None:
+    """``engagement retain`` and ``engagement release``: the server holds (or lifts the
+    hold of) a closed engagement and moves its purge date, then the close record of its new
+    state (signed here) goes into this machine's purge ledger, as ``close``'s. Killed
+    anywhere: once it ran again (a release refused as 'no retention hold': done), the
+    ledger's newest record of it states the hold and the purge date the server shows; the
+    audit trail verifies."""
+    w = team
+    steps, more = ["keep_close+0"], ["append_to_ledger+0"]
+    names = [f"h{i}" for i in range(1 + most_kills(steps, [*more, "set_hold+0"], spread=0))]
+
+    def retain(name: str, day: int = 1) -> list[str]:
+        until = f"2099-01-{day:02}"
+        return ["engagement", "retain", name, "--until", until, "--reason", f"audit {day}"]
+
+    setup: list[tuple[str, tuple[str, ...]]] = []
+    for name in names:
+        setup.append(("alice", ("engagement", "new", name, "--client", "acme")))
+        setup.append(("alice", ("engagement", "close", name)))
+        setup.append(("alice", tuple(retain(name))))
+    w.setup(setup, measured=False)
+    cal_retain = calibrate(w, "alice", retain(names[0], 2))
+    cal_release = calibrate(w, "alice", ["engagement", "release", names[0]])
+    retains = kill_points(cal_retain, steps, [*more, "set_hold+0"], spread=0)
+    runs = [(retain(name, 3), at) for name, at in zip(names[1:], retains, strict=False)]
+    releases = kill_points(cal_release, steps, [*more, "release_hold+0"], spread=0)
+    runs += [
+        (["engagement", "release", name], at) for name, at in zip(names[1:], releases, strict=False)
+    ]
+    for args, at in runs:
+        name = args[2]
+        code = kill(w, "alice", args, at, {})
+        again, shown, audit = batch(
+            w,
+            ("alice", args, None),
+            ("alice", ("engagement", "show", name, "--json"), None),
+            ("alice", ("audit", "verify"), None),
+        )
+        for r in (again, shown, audit):
+            never_tampered(r)
+        released = args[1] == "release"
+        refused = released and "no retention hold" in again.err
+        assert again.code == 0 or (refused and code != 0), (at, again.err)
+        assert audit.code == 0, (at, audit.err)
+        _records_the_state(w, shown, name, at)
+        assert (json.loads(shown.out)["hold_until"] is None) == released, (at, shown.out)
+
+
+def test_config_set_purge_grace_killed_is_done_with_its_close_records(team: World) -> None:
+    """``config set purge-grace-days N``: the server moves the purge date of every closed
+    engagement that follows the vault's grace period, then the close record of each (its
+    new date, signed here) goes into this machine's purge ledger. Killed anywhere: once it
+    ran again, the ledger's newest record of each states the purge date the server shows;
+    the audit trail verifies."""
+    w = team
+    names = ["g0", "g1"]
+    setup: list[tuple[str, tuple[str, ...]]] = []
+    for name in names:
+        setup.append(("alice", ("engagement", "new", name, "--client", "acme")))
+        setup.append(("alice", ("engagement", "close", name)))
+    w.setup(setup, measured=False)
+    cal = calibrate(w, "alice", ["config", "set", "purge-grace-days", "8"])
+    more = ["append_to_ledger+0", "set_purge_grace+0"]
+    for i, at in enumerate(kill_points(cal, ["keep_closes+0"], more, spread=0)):
+        args = ["config", "set", "purge-grace-days", str(9 + i)]
+        kill(w, "alice", args, at, {})
+        again, audit, *shown = batch(
+            w,
+            ("alice", args, None),
+            ("alice", ("audit", "verify"), None),
+            *[("alice", ("engagement", "show", name, "--json"), None) for name in names],
+        )
+        for r in (again, audit, *shown):
+            never_tampered(r)
+        assert again.code == 0, (at, again.err)
+        assert audit.code == 0, (at, audit.err)
+        for name, got in zip(names, shown, strict=True):
+            _records_the_state(w, got, name, at)
+    assert as_(w, "alice", "config", "set", "purge-grace-days", "7").code == 0
