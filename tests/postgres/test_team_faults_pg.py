@@ -990,7 +990,9 @@ def test_join_interrupted_is_done_or_a_rerun_finishes(team: World) -> None:
     w = team
     invite, args = _newcomer(w, "ijoiner0")
     assert as_(w, "alice", *invite).code == 0
-    for i, (at, sig) in enumerate(_interrupts(["join_proved+4"], ["join_proved+0", "write_new+0"])):
+    # join_proved+2: the server's answer back, before join's own code sees it
+    more = ["join_proved+0", "join_proved+2", "join_proved+3", "write_new+0"]
+    for i, (at, sig) in enumerate(_interrupts(["join_proved+4"], more)):
         name = f"ijoiner{i}"
         code = kill(w, name, args, at, {}, sig=sig)
         assert code == 128 + sig, (at, sig, code)
