@@ -14,6 +14,10 @@ running the command again completes.
 One team world per command (tests/postgres/test_contract.py's: alice admin and lead of
 acme-2026, bob and carol), kills one after another in it: each recovery is the next kill's
 starting point. ``CREDVAULT_TEST_KILLS=full`` spreads more kills (killpoints.kill_count).
+
+``passwd``, ``join``, ``engagement close`` and ``engagement shred`` are also interrupted with
+SIGINT and SIGTERM at the named steps of their kill -9 tests (the CLI's own handler,
+:mod:`credvault.interrupts`: exit 130 or 143 in one line), with the same checks after.
 """
 
 from __future__ import annotations
@@ -51,15 +55,29 @@ def _global(frame, event, arg):
     return found
 
 spec = json.loads(sys.argv[1])
+_sig = spec.get("sig", 9)
+if _sig != 9:  # SIGINT or SIGTERM: sent once, then the CLI's own handler (launch.main's)
+    def _event(kind):
+        _st[kind] += 1
+        if _st["at"] is not None and (_st["kind"] == kind or _st["kind"] == "any"):
+            n = _st[kind] if _st["kind"] == kind else _st["line"] + _st["sql"]
+            if n >= _st["at"]:
+                _st["at"] = None
+                os.kill(os.getpid(), _sig)
+    from credvault.interrupts import install_signal_handlers
+    install_signal_handlers()
 at = spec["at"]
 if isinstance(at, str):  # "NAME#n+k": k lines after the n-th call of NAME (n: 1 if omitted)
     name, _, k = at.partition("+")
     name, _, n = name.partition("#")
     _target, at = [name, int(n or 1), int(k or 0)], None
 from credvault.cli import main
+from credvault.interrupts import interrupted
 arm(at, "line")
 try:
     code = main(spec["args"])
+except KeyboardInterrupt as e:
+    code = interrupted(e)
 finally:
     lines, _ = disarm()
     with open(spec["report"], "w") as f:
@@ -70,12 +88,18 @@ sys.exit(code)
 
 
 def _run(
-    w: World, who: str, args: Sequence[str], at: int | str | None, env: dict[str, str]
+    w: World,
+    who: str,
+    args: Sequence[str],
+    at: int | str | None,
+    env: dict[str, str],
+    sig: int = 9,
 ) -> tuple[int, dict[str, object] | None, str]:
-    """Run ``credvault ARGS`` as ``who``, killed at ``at`` (None: calibrate). Returns the
-    exit code (-9: killed), the report of a run that ended, and stderr."""
+    """Run ``credvault ARGS`` as ``who``, killed at ``at`` (None: calibrate) with signal
+    ``sig`` (9, or SIGINT/SIGTERM, which the CLI handles). Returns the exit code (-9:
+    killed; 130 or 143: interrupted), the report of a run that ended, and stderr."""
     report = Path(w.root) / f"report-{secrets.token_hex(4)}.json"
-    spec = {"args": list(args), "at": at, "report": str(report)}
+    spec = {"args": list(args), "at": at, "report": str(report), "sig": sig}
     p = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps(spec)],
         env=without_coverage({**w.envs[who], **env}),
@@ -100,11 +124,25 @@ def calibrate(
 
 
 def kill(
-    w: World, who: str, args: Sequence[str], at: int | str, env: dict[str, str], ok: int = 0
+    w: World,
+    who: str,
+    args: Sequence[str],
+    at: int | str,
+    env: dict[str, str],
+    ok: int = 0,
+    sig: int = 9,
 ) -> int:
-    """Kill ``credvault ARGS`` at ``at``; its exit code (-9 when the point was reached)."""
-    code, _, err = _run(w, who, args, at, env)
-    assert code in (-9, ok), (at, code, err)
+    """Kill ``credvault ARGS`` at ``at`` with ``sig``; its exit code (-9 when SIGKILL
+    reached the point; 128 + ``sig`` when the CLI says it was interrupted, in one line)."""
+    code, _, err = _run(w, who, args, at, env, sig)
+    if sig == 9:
+        assert code in (-9, ok), (at, code, err)
+        return code
+    assert code in (128 + sig, ok), (at, sig, code, err)
+    assert "Traceback" not in err, (at, sig, err)
+    if code == 128 + sig:
+        said = "credvault: terminated (SIGTERM)" if sig == 15 else "credvault: interrupted"
+        assert said in err, (at, sig, err)
     return code
 
 
@@ -799,3 +837,261 @@ def test_close_killed_is_done_with_its_close_record(team: World) -> None:
         assert code != 0 or again.code != 0, (at, again.err)
         assert audit.code == 0, (at, audit.err)
         assert recorded(name), (at, code, again.err)
+
+
+# -- engagement retain / release, config set purge-grace-days: their close records -----------
+def _ledger(w: World) -> Path:
+    """alice's purge ledger of the world's database (beside her log witness)."""
+    env = w.envs["alice"]
+    state = Path(env.get("XDG_STATE_HOME") or Path(env["HOME"], ".local", "state"))
+    return state / "credvault" / "team" / str(w.extra["db"]) / "purge-ledger.jsonl"
+
+
+def _newest_close(ledger: Path, name: str) -> dict[str, object] | None:
+    """The close record of ``name`` last appended to ``ledger`` (None: none)."""
+    found = None
+    for line in ledger.read_text().splitlines() if ledger.exists() else []:
+        item = json.loads(line) if line.strip() else None
+        if isinstance(item, dict) and item.get("engagement") == name and "closed_at" in item:
+            found = item
+    return found
+
+
+def _records_the_state(w: World, shown: CliResult, name: str, at: object) -> None:
+    """The newest close record of ``name`` in alice's ledger states what ``engagement show
+    NAME --json`` (``shown``) says: its purge date and its hold."""
+    assert shown.code == 0, (at, shown.err)
+    state = json.loads(shown.out)
+    rec = _newest_close(_ledger(w), name)
+    assert rec is not None, (at, name)
+    got = (rec["purge_due"], rec["hold_until"], rec["hold_reason"])
+    assert got == (state["purge_due"], state["hold_until"], state["hold_reason"]), (at, rec)
+
+
+def test_retain_and_release_killed_are_done_with_their_close_record(team: World) -> None:
+    """``engagement retain`` and ``engagement release``: the server holds (or lifts the
+    hold of) a closed engagement and moves its purge date, then the close record of its new
+    state (signed here) goes into this machine's purge ledger, as ``close``'s. Killed
+    anywhere: once it ran again (a release refused as 'no retention hold': done), the
+    ledger's newest record of it states the hold and the purge date the server shows; the
+    audit trail verifies."""
+    w = team
+    steps, more = ["keep_close+0"], ["append_to_ledger+0"]
+    names = [f"h{i}" for i in range(1 + most_kills(steps, [*more, "set_hold+0"], spread=0))]
+
+    def retain(name: str, day: int = 1) -> list[str]:
+        until = f"2099-01-{day:02}"
+        return ["engagement", "retain", name, "--until", until, "--reason", f"audit {day}"]
+
+    setup: list[tuple[str, tuple[str, ...]]] = []
+    for name in names:
+        setup.append(("alice", ("engagement", "new", name, "--client", "acme")))
+        setup.append(("alice", ("engagement", "close", name)))
+        setup.append(("alice", tuple(retain(name))))
+    w.setup(setup, measured=False)
+    cal_retain = calibrate(w, "alice", retain(names[0], 2))
+    cal_release = calibrate(w, "alice", ["engagement", "release", names[0]])
+    retains = kill_points(cal_retain, steps, [*more, "set_hold+0"], spread=0)
+    runs = [(retain(name, 3), at) for name, at in zip(names[1:], retains, strict=False)]
+    releases = kill_points(cal_release, steps, [*more, "release_hold+0"], spread=0)
+    runs += [
+        (["engagement", "release", name], at) for name, at in zip(names[1:], releases, strict=False)
+    ]
+    for args, at in runs:
+        name = args[2]
+        code = kill(w, "alice", args, at, {})
+        again, shown, audit = batch(
+            w,
+            ("alice", args, None),
+            ("alice", ("engagement", "show", name, "--json"), None),
+            ("alice", ("audit", "verify"), None),
+        )
+        for r in (again, shown, audit):
+            never_tampered(r)
+        released = args[1] == "release"
+        refused = released and "no retention hold" in again.err
+        assert again.code == 0 or (refused and code != 0), (at, again.err)
+        assert audit.code == 0, (at, audit.err)
+        _records_the_state(w, shown, name, at)
+        assert (json.loads(shown.out)["hold_until"] is None) == released, (at, shown.out)
+
+
+def test_config_set_purge_grace_killed_is_done_with_its_close_records(team: World) -> None:
+    """``config set purge-grace-days N``: the server moves the purge date of every closed
+    engagement that follows the vault's grace period, then the close record of each (its
+    new date, signed here) goes into this machine's purge ledger. Killed anywhere: once it
+    ran again, the ledger's newest record of each states the purge date the server shows;
+    the audit trail verifies."""
+    w = team
+    names = ["g0", "g1"]
+    setup: list[tuple[str, tuple[str, ...]]] = []
+    for name in names:
+        setup.append(("alice", ("engagement", "new", name, "--client", "acme")))
+        setup.append(("alice", ("engagement", "close", name)))
+    w.setup(setup, measured=False)
+    cal = calibrate(w, "alice", ["config", "set", "purge-grace-days", "8"])
+    more = ["append_to_ledger+0", "set_purge_grace+0"]
+    for i, at in enumerate(kill_points(cal, ["keep_closes+0"], more, spread=0)):
+        args = ["config", "set", "purge-grace-days", str(9 + i)]
+        kill(w, "alice", args, at, {})
+        again, audit, *shown = batch(
+            w,
+            ("alice", args, None),
+            ("alice", ("audit", "verify"), None),
+            *[("alice", ("engagement", "show", name, "--json"), None) for name in names],
+        )
+        for r in (again, audit, *shown):
+            never_tampered(r)
+        assert again.code == 0, (at, again.err)
+        assert audit.code == 0, (at, audit.err)
+        for name, got in zip(names, shown, strict=True):
+            _records_the_state(w, got, name, at)
+    assert as_(w, "alice", "config", "set", "purge-grace-days", "7").code == 0
+
+
+# -- SIGINT and SIGTERM at the same points --------------------------------------------------
+INTERRUPTS = (2, 15)  # SIGINT, SIGTERM: the CLI's handler (credvault.interrupts)
+
+
+def _interrupts(steps: Sequence[str], more: Sequence[str] = ()) -> list[tuple[str, int]]:
+    """The named steps (``more`` too under ``full``), each with SIGINT or SIGTERM in turn
+    (with both under ``full``). No calibration: each step is one the kill -9 test reaches,
+    and each run must be interrupted there (exit 128 + signal)."""
+    kills = [*steps, *(more if FULL_KILLS else ())]
+    if FULL_KILLS:
+        return [(at, sig) for at in kills for sig in INTERRUPTS]
+    return [(at, INTERRUPTS[i % 2]) for i, at in enumerate(kills)]
+
+
+def test_passwd_interrupted_leaves_one_passphrase_and_a_rerun_finishes(team: World) -> None:
+    """``passwd`` interrupted (SIGINT, SIGTERM) at the points of its kill -9 test: exit 130
+    or 143 in one line, and the same state: one passphrase opens, a rerun finishes."""
+    w = team
+    home = Path(w.envs["bob"]["CREDVAULT_PASSPHRASE_FILE"])
+    cur = _passphrase(w, "icur")
+    cur.write_bytes(home.read_bytes())
+    kills = _interrupts(["finish_pending+3"], ["change_login+0", "finish_pending+1"])
+    for i, (at, sig) in enumerate(kills):
+        new = _passphrase(w, f"i{i}")
+        args = ["passwd", "--passphrase-file", str(new)]
+        code = kill(w, "bob", args, at, {"CREDVAULT_PASSPHRASE_FILE": str(cur)}, sig=sig)
+        assert code == 128 + sig, (at, sig, code)
+        again = _passphrase(w, f"ir{i}")
+        rerun = ("passwd", "--passphrase-file", str(again))
+        opens = _rerun_from_either(w, "bob", cur, new, ("get", "acme-2026/db"), rerun)
+        assert opens == new or code != 0, (at, sig)
+        cur = again
+    home.write_bytes(cur.read_bytes())
+
+
+def test_join_interrupted_is_done_or_a_rerun_finishes(team: World) -> None:
+    """``join`` interrupted at the points of its kill -9 test: running it again completes,
+    or says it was done; the newcomer then logs in."""
+    w = team
+    invite, args = _newcomer(w, "ijoiner0")
+    assert as_(w, "alice", *invite).code == 0
+    # join_proved+2: the server's answer back, before join's own code sees it
+    more = ["join_proved+0", "join_proved+2", "join_proved+3", "write_new+0"]
+    for i, (at, sig) in enumerate(_interrupts(["join_proved+4"], more)):
+        name = f"ijoiner{i}"
+        code = kill(w, name, args, at, {}, sig=sig)
+        assert code == 128 + sig, (at, sig, code)
+        this = args
+        invite, args = _newcomer(w, f"ijoiner{i + 1}")
+        again, ls, audit, invited = batch(
+            w,
+            (name, this, None),
+            (name, ("member", "ls"), None),
+            ("alice", ("audit", "verify"), None),
+            ("alice", invite, None),
+        )
+        for r in (again, ls, audit):
+            never_tampered(r)
+        assert again.code == 0 or (code != 0 and "exists already" in again.err), (at, again.err)
+        assert code != 0 or "exists already" in again.err, again.err
+        assert ls.code == 0, (at, sig, ls.err)
+        assert audit.code == 0, (at, audit.err)
+        assert invited.code == 0, invited.err
+
+
+def test_close_and_shred_interrupted_are_done_with_their_ledger_lines(team: World) -> None:
+    """``engagement close`` and ``engagement shred`` interrupted at the points of their
+    kill -9 tests: once run again (refused as closed, or shredded: done), the ledger holds
+    the close record, or the receipt; the audit trail verifies."""
+    w = team
+    closes = _interrupts(["keep_close+0"], ["close+0"])
+    shreds = _interrupts(["keep+0"], ["store_receipt+0", "destroy+0"])
+    names = [f"ic{i}" for i in range(len(closes) + len(shreds))]
+    setup: list[tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], bytes]] = []
+    for name in names:
+        setup.append(("alice", ("engagement", "new", name, "--client", "acme")))
+        setup.append(("alice", ("put", f"{name}/db"), SECRET + b"\n"))
+    w.setup(setup, measured=False)
+    ledger = _ledger(w)
+
+    def recorded(name: str) -> bool:
+        return ledger.exists() and f'"engagement":"{name}"' in ledger.read_text().replace(" ", "")
+
+    runs = [(["engagement", "close"], at, sig) for at, sig in closes]
+    runs += [(["engagement", "shred"], at, sig) for at, sig in shreds]
+    for name, (verb, at, sig) in zip(names, runs, strict=True):
+        shred = verb[1] == "shred"
+        args = [*verb, name, *(["--yes"] if shred else [])]
+        code = kill(w, "alice", args, at, {}, ok=1 if shred else 0, sig=sig)
+        assert code == 128 + sig, (at, sig, code)
+        again, purge, audit = batch(
+            w,
+            ("alice", args, None),
+            ("alice", ("purge",), None),
+            ("alice", ("audit", "verify"), None),
+        )
+        for r in (again, purge, audit):
+            never_tampered(r)
+        if shred:
+            assert again.code == 1 or code == 128 + sig, (at, sig, again.err)
+            receipt = as_(w, "alice", "receipt", name)
+            assert receipt.code == 0, (at, sig, receipt.err)
+        else:
+            assert again.code == 0 or "closed" in again.err, (at, sig, again.err)
+            assert code != 0 or again.code != 0, (at, sig, again.err)
+        assert purge.code in (0, 1), (at, sig, purge.err)
+        assert audit.code == 0, (at, sig, audit.err)
+        assert recorded(name), (at, sig, code, again.err)
+
+
+# -- member certify -------------------------------------------------------------------------
+def test_member_certify_killed_is_done_or_a_rerun_finishes(team: World) -> None:
+    """``member certify`` of dave's keys after his ``passwd --compromised``: signed here,
+    one server transaction (the certificate, the revocation list, the succeed links), then
+    the admin's witness. Killed anywhere: running it again certifies, or says there is
+    nothing to certify (done); alice reads (never exit 6), rotates, dave reads again, the
+    audit trail verifies."""
+    w = team
+    home = Path(w.envs["dave"]["CREDVAULT_PASSPHRASE_FILE"])
+    steps, more = ["keep_revocations+0"], ["certify_keys+0", "keep+0"]
+    for i, at in enumerate([*steps, *(more if FULL_KILLS else ())]):
+        new = _passphrase(w, f"cert{i}", "dave")
+        assert as_(w, "dave", "passwd", "--compromised", "--passphrase-file", str(new)).code == 0
+        home.write_bytes(new.read_bytes())
+        fp = as_(w, "dave", "info", "--fingerprint")
+        assert fp.code == 0, fp.err
+        args = ["member", "certify", "dave", "--fingerprint", fp.text.strip()]
+        code = kill(w, "alice", args, at, {})
+        assert code == -9, (at, code)  # each step is one certify reaches
+        again, got, rotate, dave, audit = batch(
+            w,
+            ("alice", args, None),
+            ("alice", ("get", "acme-2026/db"), None),
+            ("alice", ("engagement", "rotate", "acme-2026"), None),
+            ("dave", ("get", "acme-2026/db"), None),
+            ("alice", ("audit", "verify"), None),
+        )
+        for r in (again, got, rotate, dave, audit):
+            never_tampered(r)
+        done = "no new keys to certify" in again.err
+        assert again.code == 0 or (code != 0 and done), (at, code, again.err)
+        assert code != 0 or done, (at, again.err)
+        assert (got.code, got.out) == (0, SECRET + b"\n"), (at, got.err)
+        assert rotate.code == 0, (at, rotate.err)
+        assert (dave.code, dave.out) == (0, SECRET + b"\n"), (at, dave.err)
+        assert audit.code == 0, (at, audit.err)
