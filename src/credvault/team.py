@@ -720,7 +720,10 @@ class Team:
                     # lock the member out for good (the code logs in no more)
                     taken = _keys_taken(target, db, member, login_password(keys, vault_id))
                     if taken is False:
-                        path.unlink()  # the keys were never published: a rerun starts clean
+                        # most likely never published, but the refusal is the server's word
+                        # (a join still running there, a DBA's ALTER ROLE): set aside, never
+                        # deleted, so a rerun starts clean and the keys are not lost
+                        _set_aside(path)
                         raise
                     if taken is None:
                         raise StoreError(

@@ -194,3 +194,75 @@ def test_a_join_whose_answer_is_lost_keeps_the_slot_the_server_took(
     else:
         assert r.code == 0, r.err
     assert w.run("erin", "member", "ls").code == 0
+
+
+def test_a_join_cut_off_while_the_server_still_works_on_it_keeps_the_keys(
+    team: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rev8: the connection drops while the server's join still waits (here on a lock an
+    admin's transaction holds on the members table; a slow server, a proxy's timeout do the
+    same). The probe logs in before the join commits, so it is refused with the invitation
+    still the password; the join then commits. The keys the server took must still be on
+    this machine (the slot, or a slot set aside): deleting them locked erin out for good.
+    No DBA needed; a DBA who commits the join and then changes the password gets the same
+    refusal on purpose."""
+    import threading
+    import time
+
+    from credvault import MIN_KDF, Team
+    from credvault.errors import StoreError
+    from credvault.postgres.store import PgStore
+
+    w = team
+    cluster = w.extra["cluster"]
+    assert isinstance(cluster, Cluster)
+    db = str(w.extra["db"])
+    w.envs["erin"] = _machine(Path(w.root), "erin", w.target)
+    code = Path(w.root) / "erin.invitation"
+    assert w.run("alice", "member", "invite", "erin", "--invitation-file", str(code)).code == 0
+    for k in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(k, w.envs["erin"][k])
+    real = PgStore.join_proved
+    su = cluster.conninfo(db)
+    locker = psycopg.connect(su, password=cluster.password)
+    locker.execute("SELECT 1 FROM credvault.members WHERE name = 'erin' FOR UPDATE")
+    worker: list[threading.Thread] = []
+
+    def cut_off(self: PgStore, *a: object) -> None:
+        t = threading.Thread(target=lambda: _swallow(real, self, *a), daemon=True)
+        t.start()
+        worker.append(t)
+        with psycopg.connect(su, password=cluster.password, autocommit=True) as c:
+            for _ in range(200):  # until the server's join waits on the lock
+                q = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                row = c.execute(q).fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.05)
+        raise StoreError("team vault: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(PgStore, "join_proved", cut_off)
+    pw = Path(w.envs["erin"]["CREDVAULT_PASSPHRASE_FILE"]).read_bytes().strip()
+    invitation = Secret(code.read_bytes().strip())
+    slot = _slot(w, "erin")
+    try:
+        with pytest.raises(StoreError):
+            Team.join(w.target, "erin", invitation, Secret(pw), MIN_KDF)
+    finally:
+        locker.rollback()  # the admin's transaction ends: the server's join commits
+        locker.close()
+        for t in worker:
+            t.join(30)
+    with psycopg.connect(su, password=cluster.password) as c:
+        row = c.execute("SELECT state, sign_pub FROM credvault.members WHERE name = 'erin'")
+        state, taken = row.fetchone() or (None, None)
+    assert state == "active"  # the server took the keys
+    kept = [TeamSlot.read(f).sign_pub for f in slot.parent.glob("erin.slot*")]
+    assert bytes(taken) in kept, "the keys the server took are gone from this machine"
+
+
+def _swallow(f: object, *a: object) -> None:
+    import contextlib
+
+    with contextlib.suppress(Exception):  # the cut connection's end of it
+        f(*a)  # type: ignore[operator]
