@@ -8235,6 +8235,12 @@ DECLARE
     s bigint;
     rid bigint;
 BEGIN
+    -- this transaction has written nothing yet (section ownpin, below): every row version
+    -- pinned below is one another transaction committed
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'credvault: a read request is made before any write of its transaction; make it in a transaction of its own'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     act := CASE k WHEN 'system' THEN 'system-show' WHEN 'credential-system' THEN 'show'
                   WHEN 'fields' THEN 'show'
                   WHEN 'version' THEN 'get' WHEN 'version-show' THEN 'show'
@@ -8589,63 +8595,11 @@ END $$;
 -- be invited again). Now inviting a member who is `invited` with no keys on record (a
 -- member `credvault migrate` carried over has theirs) replaces the invitation: the login's
 -- verifier and the signed invitation are the new code's, the old code logs in no more, and
--- the trail says `invitation replaced`. invite_member as section crl left it otherwise.
-
-CREATE OR REPLACE FUNCTION credvault.invite_member(member text, verifier text, make_admin boolean,
-                                                   i_ipk bytea, i_sig bytea)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE who text := require_admin(); old members%ROWTYPE;
-BEGIN
-    SELECT * INTO old FROM members m WHERE m.name = invite_member.member FOR UPDATE;
-    IF old.name IS NULL THEN
-        PERFORM add_member(member, verifier, make_admin);
-        INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
-        VALUES (member, who, make_admin, i_ipk, i_sig);
-        RETURN;
-    END IF;
-    IF verifier !~ '^SCRAM-SHA-256\$' THEN
-        RAISE EXCEPTION 'credvault: a SCRAM verifier is required' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF old.state = 'invited' AND old.sign_pub IS NULL THEN
-        UPDATE members SET admin = make_admin, created_at = now() WHERE name = old.name;
-        EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', old.role_name, verifier);
-        DELETE FROM member_certs c WHERE c.member = old.name;
-        INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
-        VALUES (member, who, make_admin, i_ipk, i_sig);
-        PERFORM audit_append(who, 'member-add', NULL, member, 'ok',
-                             CASE WHEN make_admin THEN 'admin, invitation replaced'
-                                  ELSE 'invitation replaced' END);
-        RETURN;
-    END IF;
-    IF old.state <> 'removed' THEN
-        RAISE EXCEPTION 'credvault: % is a member already', member USING ERRCODE = 'unique_violation';
-    END IF;
-    -- a removed admin's signatures (list versions, revoke links, invitations) are checked
-    -- against the certificate under their name: it stays; choose another name
-    IF old.admin THEN
-        RAISE EXCEPTION 'credvault: % was an admin: invite them under another name', member
-            USING ERRCODE = 'unique_violation';
-    END IF;
-    UPDATE members SET state = 'invited', admin = make_admin, sign_pub = NULL, kem_pub = NULL,
-        created_at = now(), removed_at = NULL WHERE name = old.name;
-    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', old.role_name, verifier);
-    DELETE FROM member_certs c WHERE c.member = old.name;
-    INSERT INTO member_certs (member, inviter, admin, ipk, invitation_sig)
-    VALUES (member, who, make_admin, i_ipk, i_sig);
-    PERFORM audit_append(who, 'member-add', NULL, member, 'ok',
-                         CASE WHEN make_admin THEN 'admin, again' ELSE 'again' END);
-END $$;
-
--- == reinvite-sessions: a replaced invitation ends the sessions it logged in ==
---
--- (docs/team.md "Members: invite, join, remove".) Section reinvite replaced the password of
--- a member still invited, but ALTER ROLE ends no session: one that logged in with the old
--- code before could still call join_vault_proved (the server does not check the proof) and
--- take the member's row with keys of its own, its login then the only one (the new code
--- refused: the name lost, an admin's for good). Replacing an invitation now ends that
--- role's sessions, as member rm does. invite_member as section reinvite left it otherwise.
+-- the trail says `invitation replaced`. ALTER ROLE ends no session, so one that logged in
+-- with the old code before could still call join_vault_proved (the server does not check
+-- the proof) and take the member's row with keys of its own, the new code then refused:
+-- replacing an invitation also ends that role's sessions, as member rm does (review rev6).
+-- invite_member as section crl left it otherwise.
 
 CREATE OR REPLACE FUNCTION credvault.invite_member(member text, verifier text, make_admin boolean,
                                                    i_ipk bytea, i_sig bytea)
@@ -8717,105 +8671,14 @@ END $$;
 -- 'get' of it on the trail); so for every kind, the versions' included. A request whose
 -- transaction has written nothing before it pins only row versions other transactions
 -- committed, each of which no later write can repeat (a later version has a later xmin):
--- request_record now refuses (invalid_transaction_state) in a transaction that already has
--- a transaction id, i.e. has written something, even if rolled back to a savepoint since;
--- an honest client makes each request in an autocommit statement of its own. Otherwise as
--- section verpin left it (grants kept: CREATE OR REPLACE). And request_read (`get`; CALL
+-- request_record (its restatement in section verpin above carries the check) now refuses
+-- (invalid_transaction_state) in a transaction that already has a transaction id, i.e. has
+-- written something, even if rolled back to a savepoint since; an honest client makes each
+-- request in an autocommit statement of its own. And request_read (`get`; CALL
 -- credvault.read's first step, the first of its transaction) likewise, as section pinned
 -- left it: the same story released alice's version 1 to bob's `get` request made for his
 -- own value. The other phase ones (request_use for otp, run and ssh; find, export, import,
 -- move, rotation) have the same gap and are not changed here.
-
-CREATE OR REPLACE FUNCTION credvault.request_record(
-    k text, eng text, itm text, reason text DEFAULT '', ver integer DEFAULT NULL
-) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = credvault, pg_temp
-AS $$
-DECLARE
-    who text := me();
-    e engagements%ROWTYPE;
-    act text;
-    cid bigint;
-    tid bigint;
-    tx xid;
-    tc tid;
-    sx xid;
-    sc tid;
-    vp text[];
-    why text := coalesce(reason, '');
-    detail text;
-    s bigint;
-    rid bigint;
-BEGIN
-    -- this transaction has written nothing yet (section ownpin): every row version pinned
-    -- below is one another transaction committed
-    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
-        RAISE EXCEPTION 'credvault: a read request is made before any write of its transaction; make it in a transaction of its own'
-            USING ERRCODE = 'invalid_transaction_state';
-    END IF;
-    act := CASE k WHEN 'system' THEN 'system-show' WHEN 'credential-system' THEN 'show'
-                  WHEN 'fields' THEN 'show'
-                  WHEN 'version' THEN 'get' WHEN 'version-show' THEN 'show'
-                  -- a credential's secret, to seal it again bound to its new name (mv) or
-                  -- kind and link (edit): the client then stores it with the change, which
-                  -- the mv or edit function audits under its own name
-                  WHEN 'rebind-mv' THEN 'rebind' WHEN 'rebind-edit' THEN 'rebind' END;
-    IF act IS NULL OR (k LIKE 'version%' AND ver IS NULL) THEN
-        RAISE EXCEPTION 'credvault: unknown kind of record %', k USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO e FROM engagements WHERE name = eng
-        AND (state = 'active' OR (state = 'closed' AND k NOT LIKE 'rebind-%'));
-    IF e.id IS NULL OR NOT may(e.id, 'read') OR (k LIKE 'rebind-%' AND NOT may(e.id, 'write')) THEN
-        -- audited under the operation's verb, as SQLCipher does (access.py)
-        PERFORM audit_append(who, CASE k WHEN 'system' THEN 'system show' ELSE act END,
-                             eng, itm, 'denied', held(e.id));
-        RETURN NULL;
-    END IF;
-    IF e.require_reason AND why = '' AND k NOT LIKE 'rebind-%' THEN
-        PERFORM audit_append(who, act, eng, itm, 'denied', 'this engagement requires --reason');
-        RETURN NULL;
-    END IF;
-    IF k = 'system' THEN
-        -- and the versions found, which alone may be released under this entry (section
-        -- pinned): the system's row; for the others the credential's and its system's
-        SELECT sy.id, sy.xmin, sy.ctid INTO tid, tx, tc FROM systems sy
-        WHERE sy.engagement_id = e.id AND sy.name = itm;
-        detail := CASE WHEN why = '' THEN '' ELSE 'reason: ' || why END;
-    ELSE
-        SELECT c.id, c.xmin, c.ctid, sy.xmin, sy.ctid INTO cid, tx, tc, sx, sc
-        FROM credentials c LEFT JOIN systems sy ON sy.id = c.system_id
-        WHERE c.engagement_id = e.id AND c.name = itm;
-        tid := cid;
-        detail := CASE k
-            WHEN 'credential-system' THEN 'system address and port, without the secret'
-            WHEN 'fields' THEN 'fields without the secret'
-            WHEN 'version' THEN format('version %s', ver)
-            WHEN 'rebind-mv' THEN 'secret released to seal it again for its new name'
-            WHEN 'rebind-edit' THEN 'secret released to seal it again for its new kind or link'
-            ELSE format('version %s: fields without the secret', ver) END
-            || CASE WHEN why = '' THEN '' ELSE '; reason: ' || why END;
-    END IF;
-    IF tid IS NULL THEN
-        PERFORM audit_append(who, act, eng, itm, 'error', 'not found');
-        RETURN NULL;
-    END IF;
-    IF k LIKE 'version%' THEN
-        -- and that version's own row version (section verpin): tx, tc stay the
-        -- credential's, which fetch_record checks too
-        SELECT v.id, ARRAY[pin('credential_versions', v.id, v.xmin, v.ctid)] INTO tid, vp
-        FROM credential_versions v
-        WHERE v.credential_id = cid AND v.engagement_id = e.id AND v.version = ver;
-        IF tid IS NULL THEN
-            PERFORM audit_append(who, act, eng, itm, 'error', format('no version %s', ver));
-            RETURN NULL;
-        END IF;
-    END IF;
-    s := audit_append(who, act, eng, itm, 'ok', detail);
-    INSERT INTO record_requests (member, kind, engagement_id, target_id, audit_seq, xid,
-                                 target_xmin, target_ctid, sys_xmin, sys_ctid, pins)
-    VALUES (who, k, e.id, tid, s, pg_current_xact_id(), tx, tc, sx, sc, vp) RETURNING id INTO rid;
-    RETURN rid;
-END $$;
 
 CREATE OR REPLACE FUNCTION credvault.request_read(eng text, itm text, reason text DEFAULT '')
 RETURNS bigint
