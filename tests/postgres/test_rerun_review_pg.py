@@ -20,6 +20,7 @@ from conftest import KDF_ARG
 from credvault import Secret
 from credvault.postgres import scram_verifier
 from credvault.postgres.slot import TeamSlot
+from killpoints import wait_until
 from pg_cluster import Cluster
 from postgres.test_contract import World, _machine, _postgresql
 
@@ -207,7 +208,6 @@ def test_a_join_cut_off_while_the_server_still_works_on_it_keeps_the_keys(
     No DBA needed; a DBA who commits the join and then changes the password gets the same
     refusal on purpose."""
     import threading
-    import time
 
     from credvault import MIN_KDF, Team
     from credvault.errors import StoreError
@@ -233,12 +233,8 @@ def test_a_join_cut_off_while_the_server_still_works_on_it_keeps_the_keys(
         t.start()
         worker.append(t)
         with psycopg.connect(su, password=cluster.password, autocommit=True) as c:
-            for _ in range(200):  # until the server's join waits on the lock
-                q = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                row = c.execute(q).fetchone()
-                if row and row[0]:
-                    break
-                time.sleep(0.05)
+            q = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            wait_until(lambda: bool(c.execute(q).fetchone()[0]), "the server's join to wait")
         raise StoreError("team vault: server closed the connection unexpectedly")
 
     monkeypatch.setattr(PgStore, "join_proved", cut_off)
