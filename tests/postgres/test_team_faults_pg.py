@@ -385,6 +385,28 @@ def _newcomer(w: World, name: str) -> tuple[tuple[str, ...], list[str]]:
     )
 
 
+def _join_again(
+    w: World, name: str, args: list[str], invite: tuple[str, ...], code: int, at: object
+) -> None:
+    """After ``name``'s join was cut short (``code``, at ``at``): the join again, then
+    ``name``'s ``member ls``, alice's ``audit verify`` and alice's ``invite`` of the next
+    joiner, in one batch. Done means done; otherwise it completes now."""
+    again, ls, audit, invited = batch(
+        w,
+        (name, args, None),
+        (name, ("member", "ls"), None),
+        ("alice", ("audit", "verify"), None),
+        ("alice", invite, None),
+    )
+    for r in (again, ls, audit):
+        never_tampered(r)
+    assert again.code == 0 or (code != 0 and "exists already" in again.err), (at, again.err)
+    assert code != 0 or "exists already" in again.err, again.err
+    assert ls.code == 0, (at, ls.err)
+    assert audit.code == 0, (at, audit.err)
+    assert invited.code == 0, invited.err
+
+
 def test_join_killed_is_done_or_a_rerun_finishes(team: World) -> None:
     """``join``: keys made here, the slot written, the public keys published with the new
     login (the invitation's password replaced). Killed anywhere, running ``join`` again
@@ -401,21 +423,7 @@ def test_join_killed_is_done_or_a_rerun_finishes(team: World) -> None:
         code = kill(w, name, args, at, {})
         this = args
         invite, args = _newcomer(w, f"joiner{i + 1}")  # the next one's, in the same batch
-        again, ls, audit, invited = batch(
-            w,
-            (name, this, None),
-            (name, ("member", "ls"), None),
-            ("alice", ("audit", "verify"), None),
-            ("alice", invite, None),
-        )
-        for r in (again, ls, audit):
-            never_tampered(r)
-        # done means done; otherwise it completes now
-        assert again.code == 0 or (code != 0 and "exists already" in again.err), (at, again.err)
-        assert code != 0 or "exists already" in again.err, again.err
-        assert ls.code == 0, (at, ls.err)
-        assert audit.code == 0, (at, audit.err)
-        assert invited.code == 0, invited.err
+        _join_again(w, name, this, invite, code, at)
 
 
 # -- init -------------------------------------------------------------------------------------
@@ -998,20 +1006,7 @@ def test_join_interrupted_is_done_or_a_rerun_finishes(team: World) -> None:
         assert code == 128 + sig, (at, sig, code)
         this = args
         invite, args = _newcomer(w, f"ijoiner{i + 1}")
-        again, ls, audit, invited = batch(
-            w,
-            (name, this, None),
-            (name, ("member", "ls"), None),
-            ("alice", ("audit", "verify"), None),
-            ("alice", invite, None),
-        )
-        for r in (again, ls, audit):
-            never_tampered(r)
-        assert again.code == 0 or (code != 0 and "exists already" in again.err), (at, again.err)
-        assert code != 0 or "exists already" in again.err, again.err
-        assert ls.code == 0, (at, sig, ls.err)
-        assert audit.code == 0, (at, audit.err)
-        assert invited.code == 0, invited.err
+        _join_again(w, name, this, invite, code, (at, sig))
 
 
 def test_close_and_shred_interrupted_are_done_with_their_ledger_lines(team: World) -> None:
